@@ -1,0 +1,155 @@
+"""The job record and its parts: plain frozen data, no I/O.
+
+Times are seconds since the epoch (float, UTC); the API layer formats them. A job's workflow is
+always an API-format ComfyUI prompt by the time it is stored (UI-format graphs are converted at
+submission).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+JSON = dict[str, Any]
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    CANCELING = "canceling"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+
+
+#: States a job can leave only through expiry or deletion.
+TERMINAL: frozenset[JobStatus] = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.EXPIRED}
+)
+#: States in which a worker holds the job under a lease.
+ACTIVE: frozenset[JobStatus] = frozenset({JobStatus.RUNNING, JobStatus.CANCELING})
+
+
+class OutputType(enum.StrEnum):
+    IMAGE = "image"
+    VIDEO = "video"
+    AUDIO = "audio"
+    TEXT = "text"
+    FILE = "file"
+    LATENT = "latent"
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A complete progress snapshot (each one replaces the last)."""
+
+    value: float = 0.0
+    nodes_done: int = 0
+    nodes_total: int = 0
+    current_node: str | None = None
+    current_node_class: str | None = None
+    step: int | None = None
+    steps: int | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobError:
+    """Why a job failed. `code` is machine-readable (e.g. node_execution_error)."""
+
+    code: str
+    message: str
+    node_id: str | None = None
+    class_type: str | None = None
+    traceback: str | None = None
+    details: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One committed output file (or value) of a job."""
+
+    node_id: str
+    name: str
+    type: OutputType
+    content_type: str
+    size_bytes: int | None = None
+    hash: str | None = None  # "blake3:<hex>"
+    url: str | None = None
+    url_expires_at: float | None = None
+    storage_key: str | None = None  # where the output storage keeps it
+    data_base64: str | None = None  # inline outputs
+    text: str | None = None  # text outputs
+    id: str | None = None  # asset id, when the output is also an asset
+    meta: JSON = field(default_factory=dict)  # e.g. ComfyUI's filename/subfolder/type
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: str
+    workflow: JSON
+    status: JobStatus = JobStatus.QUEUED
+    priority: int = 0
+    inputs: tuple[JSON, ...] = ()
+    options: JSON = field(default_factory=dict)  # output storage, webhook, return_base64 ...
+    metadata: JSON = field(default_factory=dict)
+    owner: str | None = None
+    attempts: int = 0
+    max_retries: int = 0
+    retry_delay_s: float = 2.0
+    timeout_s: float | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    created_at: float = 0.0
+    next_run_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    expires_at: float | None = None
+    worker_id: str | None = None
+    lease_expires_at: float | None = None
+    backend: str | None = None
+    prompt_id: str | None = None
+    progress: Progress | None = None
+    outputs: tuple[Output, ...] = ()
+    error: JobError | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def evolve(self, **changes: Any) -> Job:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """What a caller asks for; the store turns it into a `Job`."""
+
+    workflow: JSON
+    priority: int = 0
+    inputs: tuple[JSON, ...] = ()
+    options: JSON = field(default_factory=dict)
+    metadata: JSON = field(default_factory=dict)
+    owner: str | None = None
+    max_retries: int = 0
+    retry_delay_s: float = 2.0
+    timeout_s: float | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+def request_fingerprint(body: Any) -> str:
+    """A stable hash of a request body, for idempotency checks."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def new_prompt_id() -> str:
+    """A canonical UUID for a ComfyUI prompt; minted per attempt so every step can reconcile."""
+    return str(uuid.uuid4())

@@ -1,0 +1,142 @@
+"""comfyrun's exception tree. Only the API layer maps these to HTTP status codes.
+
+    ComfyrunError
+    ├── NotFound                       a job, asset or backend that does not exist
+    ├── Conflict                       a compare-and-set lost, or a state that forbids the action
+    │   ├── IllegalTransition          the job state machine refused an event
+    │   ├── IdempotencyKeyReuse        same Idempotency-Key, other body
+    │   └── IdempotencyInFlight        same key, first request still being handled
+    ├── InvalidRequest                 bad input from a caller (4xx)
+    │   ├── InvalidWorkflow            ComfyUI (or our own checks) rejected the workflow
+    │   ├── ConversionError            a UI-format workflow could not be converted
+    │   ├── MissingAsset               an asset reference that resolves to nothing
+    │   └── InputRejected              an input (URL, base64, file) broke a limit or a rule
+    ├── QueueFull                      the configured queue bound is reached
+    ├── StoreError                     the durable store failed
+    ├── StorageError                   the output storage failed
+    └── BackendError                   a ComfyUI backend failed (see comfyrun.comfy.errors)
+
+Each exception's docstring is its default message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ComfyrunError(Exception):
+    """comfyrun failed."""
+
+    code = "internal_error"
+
+    def __init__(self, message: str | None = None, *, details: Any = None) -> None:
+        self.message = message or (self.__doc__ or self.__class__.__name__).strip()
+        self.details = details
+        super().__init__(self.message)
+
+
+class NotFound(ComfyrunError):
+    """Not found."""
+
+    code = "not_found"
+
+
+class Conflict(ComfyrunError):
+    """The resource changed under you; read it again."""
+
+    code = "conflict"
+
+
+class IllegalTransition(Conflict):
+    """That event is not allowed in the job's current state."""
+
+    code = "illegal_transition"
+
+
+class IdempotencyKeyReuse(Conflict):
+    """This Idempotency-Key was already used with a different request body."""
+
+    code = "idempotency_key_reuse"
+
+
+class IdempotencyInFlight(Conflict):
+    """A request with this Idempotency-Key is still being handled; retry shortly."""
+
+    code = "idempotency_conflict"
+
+
+class InvalidRequest(ComfyrunError):
+    """The request is invalid."""
+
+    code = "invalid_request"
+
+
+class InvalidWorkflow(InvalidRequest):
+    """The workflow is invalid."""
+
+    code = "invalid_workflow"
+
+
+class ConversionError(InvalidRequest):
+    """The UI-format workflow could not be converted to an API prompt."""
+
+    code = "workflow_conversion_failed"
+
+
+class MissingAsset(InvalidRequest):
+    """An asset referenced by the workflow does not exist."""
+
+    code = "missing_asset"
+
+
+class InputRejected(InvalidRequest):
+    """An input was refused."""
+
+    code = "input_rejected"
+
+
+class QueueFull(ComfyrunError):
+    """The queue is full; retry later."""
+
+    code = "queue_full"
+
+    def __init__(self, message: str | None = None, *, retry_after_s: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class StoreError(ComfyrunError):
+    """The job store failed."""
+
+    code = "store_error"
+
+
+class StorageError(ComfyrunError):
+    """The output storage failed."""
+
+    code = "storage_error"
+
+
+class BackendError(ComfyrunError):
+    """A ComfyUI backend failed."""
+
+    code = "backend_error"
+
+
+__all__ = [
+    "BackendError",
+    "ComfyrunError",
+    "Conflict",
+    "ConversionError",
+    "IdempotencyInFlight",
+    "IdempotencyKeyReuse",
+    "IllegalTransition",
+    "InputRejected",
+    "InvalidRequest",
+    "InvalidWorkflow",
+    "MissingAsset",
+    "NotFound",
+    "QueueFull",
+    "StorageError",
+    "StoreError",
+]

@@ -1,0 +1,152 @@
+"""The durable job queue's interface. Every store (memory, SQLite, PostgreSQL) implements it with
+the same semantics and passes the same contract suite (tests/contract/test_store_contract.py).
+
+Delivery is at least once: a claim is a lease; a worker that stops renewing it loses the job to
+`sweep_expired_leases`, and the job runs again. Status changes are compare-and-set on the status
+the caller read, with the next status taken from `comfyrun.core.state`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from comfyrun.core.job import JSON, Job, JobStatus, NewJob, Output, Progress
+from comfyrun.core.state import Event
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """One entry of a job's durable event log (what SSE streams and resumes from).
+
+    kind: "status" | "progress" | "output" | "log" | "preview"; `id` grows monotonically per store.
+    """
+
+    id: int
+    job_id: str
+    kind: str
+    data: JSON
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """Fields a transition may set alongside the new status (None = leave as is)."""
+
+    error: Any = None  # JobError
+    progress: Progress | None = None
+    next_run_at: float | None = None
+    finished_at: float | None = None
+    expires_at: float | None = None
+    backend: str | None = None
+    prompt_id: str | None = None
+    clear_lease: bool = False
+    extra: JSON = field(default_factory=dict)
+
+
+class JobStore(Protocol):
+    """A durable priority queue of jobs with leases, events and idempotency."""
+
+    async def open(self) -> None:
+        """Connect and apply migrations."""
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> bool:
+        """True when the store answers (readiness)."""
+
+    async def enqueue(self, new: NewJob, *, now: float | None = None) -> tuple[Job, bool]:
+        """Store a queued job; returns (job, created).
+
+        With an idempotency key: the same key and request_hash (within 24 h) returns the existing
+        job and created=False; the same key with another hash raises IdempotencyKeyReuse.
+        """
+
+    async def claim(
+        self, worker_id: str, lease_s: float, *, now: float | None = None
+    ) -> Job | None:
+        """Atomically take the best runnable queued job (highest priority, then oldest, with
+        next_run_at <= now) for `worker_id`: status running, attempts+1, lease set."""
+
+    async def renew(
+        self, job_id: str, worker_id: str, lease_s: float, *, now: float | None = None
+    ) -> bool:
+        """Extend the lease; False if the worker no longer holds the job."""
+
+    async def transition(
+        self,
+        job_id: str,
+        event: Event,
+        *,
+        expect: JobStatus,
+        changes: Changes | None = None,
+        now: float | None = None,
+    ) -> Job:
+        """Apply `event` if the job is still in `expect` (compare-and-set).
+
+        Raises NotFound, IllegalTransition (table says no) or Conflict (status moved on). Appends
+        a "status" event to the job's log when the status changes.
+        """
+
+    async def record_progress(self, job_id: str, progress: Progress) -> None:
+        """Store the latest progress snapshot (and append a "progress" event)."""
+
+    async def add_output(self, job_id: str, output: Output) -> Job:
+        """Commit one output to the job (and append an "output" event)."""
+
+    async def append_event(self, job_id: str, kind: str, data: JSON) -> JobEvent: ...
+
+    async def events_since(self, job_id: str, after_id: int = 0) -> list[JobEvent]: ...
+
+    async def wait_for_event(self, job_id: str, after_id: int, timeout: float) -> list[JobEvent]:
+        """Events after `after_id`, waiting up to `timeout` for the first one (no sleep-polling:
+        woken by the store's own notifications)."""
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Return when a job may have become claimable, or after `timeout`."""
+
+    async def get(self, job_id: str) -> Job | None: ...
+
+    async def get_by_prompt_id(self, prompt_id: str) -> Job | None: ...
+
+    async def list(
+        self,
+        *,
+        statuses: Sequence[JobStatus] | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """Newest first, cursor-paginated."""
+
+    async def queue_position(self, job_id: str, *, now: float | None = None) -> int | None:
+        """0-based position among queued jobs in claim order; None if not queued."""
+
+    async def counts(self) -> dict[JobStatus, int]: ...
+
+    async def oldest_queued_at(self) -> float | None: ...
+
+    async def sweep_expired_leases(self, *, now: float | None = None) -> list[Job]:
+        """Jobs whose lease ran out: requeued (lease_lost) if retries remain, else failed."""
+
+    async def requeue_stuck(self, older_than_s: float, *, now: float | None = None) -> list[Job]:
+        """Admin: running jobs started more than `older_than_s` ago go back to queued."""
+
+    async def expire_finished(self, *, now: float | None = None) -> list[Job]:
+        """Finished jobs whose expires_at has passed become expired."""
+
+    async def delete(self, job_id: str) -> bool:
+        """Delete a job and its events. Callers remove its files first."""
+
+    async def delete_finished_before(self, cutoff: float) -> list[Job]:
+        """Delete finished (and expired) jobs that finished before `cutoff`; returns them."""
+
+
+__all__ = ["Changes", "JobEvent", "JobPage", "JobStore"]
