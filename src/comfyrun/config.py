@@ -1,0 +1,278 @@
+"""comfyrun's settings: the only module that reads the environment.
+
+Sources, strongest first: explicit values (CLI flags), environment variables (`COMFYRUN_*`, plus
+the names users of older ComfyUI wrappers already type), a TOML file (`--config` or
+`COMFYRUN_CONFIG`), then the defaults below.
+
+A TOML file looks like::
+
+    data_dir = "/var/lib/comfyrun"
+    db_url = "postgresql://comfyrun@db/comfyrun"
+    queue_max = 5000
+    api_keys = ["secret-token"]
+
+    [[backends]]
+    url = "http://gpu-1:8188"
+
+    [[backends]]
+    name = "local"
+    comfy_path = "/opt/ComfyUI"
+    extra_args = ["--extra-model-paths-config", "/opt/models.yaml"]
+    env = { CUDA_VISIBLE_DEVICES = "0" }
+
+Accepted legacy names: COMFYUI_SERVER_ADDRESS (one backend, `host:port` or a URL),
+DEFAULT_TIMEOUT (per-job timeout, seconds), SQLITE_DB_PATH (a SQLite file), COMFY_PATH (a
+managed ComfyUI folder), COMFY_PORT (its port), WEBSOCKET_RECONNECT_ATTEMPTS, API_KEY.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV = "COMFYRUN_CONFIG"
+
+
+class Role(enum.StrEnum):
+    """What a comfyrun process does: `serve` = API + worker, `api` = HTTP only, `worker` = the
+    dispatcher only (with health and metrics endpoints)."""
+
+    SERVE = "serve"
+    API = "api"
+    WORKER = "worker"
+
+
+class BackendConfig(BaseModel):
+    """One ComfyUI backend: a running server (`url`) or a managed one (`comfy_path`/`command`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = None
+    url: str | None = None
+    comfy_path: Path | None = None
+    command: list[str] | None = None
+    python: str | None = None
+    cwd: Path | None = None
+    extra_args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    port: int | None = None
+    lazy: bool = True
+    ready_timeout_s: float = 120.0
+    idle_stop_s: float | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _normalise_url(cls, value: str | None) -> str | None:
+        return None if value is None else normalise_backend_url(value)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> BackendConfig:
+        kinds = [self.url is not None, self.comfy_path is not None, self.command is not None]
+        if sum(kinds) != 1:
+            raise ValueError("a backend needs exactly one of url, comfy_path or command")
+        return self
+
+    @property
+    def managed(self) -> bool:
+        return self.url is None
+
+
+def normalise_backend_url(value: str) -> str:
+    """`127.0.0.1:8188` (COMFYUI_SERVER_ADDRESS style) → `http://127.0.0.1:8188`."""
+    value = value.strip().rstrip("/")
+    if "://" not in value:
+        value = f"http://{value}"
+    return value
+
+
+def _aliases(name: str, *legacy: str) -> AliasChoices:
+    return AliasChoices(f"COMFYRUN_{name.upper()}", *legacy)
+
+
+class Settings(BaseSettings):
+    """Everything comfyrun can be told. Read once, at the edge (CLI or the app factory's caller)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="COMFYRUN_",
+        case_sensitive=False,
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    # where things live
+    data_dir: Path = Field(Path("var"), validation_alias=_aliases("data_dir"))
+    db_url: str | None = Field(None, validation_alias=_aliases("db_url", "SQLITE_DB_PATH"))
+    output_url: str | None = Field(None, validation_alias=_aliases("output_url"))
+
+    # the HTTP server
+    host: str = Field("127.0.0.1", validation_alias=_aliases("host"))
+    port: int = Field(8189, validation_alias=_aliases("port"))
+    public_url: str | None = Field(None, validation_alias=_aliases("public_url"))
+    role: Role = Field(Role.SERVE, validation_alias=_aliases("role"))
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_aliases("api_keys")
+    )
+    api_key: str | None = Field(None, validation_alias=_aliases("api_key", "API_KEY"))
+    max_request_bytes: int = Field(64 * 1024 * 1024, validation_alias=_aliases("max_request_bytes"))
+    max_wait_s: float = Field(300.0, validation_alias=_aliases("max_wait_s"))
+    sse_keepalive_s: float = Field(15.0, validation_alias=_aliases("sse_keepalive_s"))
+
+    # backends
+    backends: Annotated[list[BackendConfig], NoDecode] = Field(
+        default_factory=list, validation_alias=_aliases("backends")
+    )
+    comfyui_server_address: str | None = Field(
+        None, validation_alias=_aliases("comfyui_server_address", "COMFYUI_SERVER_ADDRESS")
+    )
+    comfy_path: Path | None = Field(None, validation_alias=_aliases("comfy_path", "COMFY_PATH"))
+    comfy_port: int | None = Field(None, validation_alias=_aliases("comfy_port", "COMFY_PORT"))
+    emulators: int = Field(0, ge=0, validation_alias=_aliases("emulators"))
+    emulator_step_time_s: float = Field(0.0, validation_alias=_aliases("emulator_step_time_s"))
+    websocket_reconnect_attempts: int = Field(
+        10,
+        validation_alias=_aliases("websocket_reconnect_attempts", "WEBSOCKET_RECONNECT_ATTEMPTS"),
+    )
+    backend_timeout_s: float = Field(30.0, validation_alias=_aliases("backend_timeout_s"))
+
+    # the queue
+    queue_max: int | None = Field(10_000, validation_alias=_aliases("queue_max"))
+    queue_full_retry_after_s: int = Field(5, validation_alias=_aliases("queue_full_retry_after_s"))
+    default_timeout_s: float | None = Field(
+        None, validation_alias=_aliases("default_timeout_s", "DEFAULT_TIMEOUT")
+    )
+    default_max_retries: int = Field(2, ge=0, validation_alias=_aliases("default_max_retries"))
+    retry_delay_s: float = Field(2.0, ge=0, validation_alias=_aliases("retry_delay_s"))
+    retention_hours: float = Field(24.0, gt=0, validation_alias=_aliases("retention_hours"))
+    lease_s: float = Field(30.0, gt=0, validation_alias=_aliases("lease_s"))
+    heartbeat_s: float = Field(10.0, gt=0, validation_alias=_aliases("heartbeat_s"))
+    sweep_interval_s: float = Field(5.0, gt=0, validation_alias=_aliases("sweep_interval_s"))
+    worker_id: str | None = Field(None, validation_alias=_aliases("worker_id"))
+    inline_output_max_bytes: int = Field(
+        8 * 1024 * 1024, validation_alias=_aliases("inline_output_max_bytes")
+    )
+    object_info_ttl_s: float = Field(300.0, validation_alias=_aliases("object_info_ttl_s"))
+
+    # webhooks
+    webhook_secret: str | None = Field(None, validation_alias=_aliases("webhook_secret"))
+
+    log_level: str = Field("INFO", validation_alias=_aliases("log_level"))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if settings_cls.model_config.get("toml_file"):
+            sources.append(TomlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("backends", mode="before")
+    @classmethod
+    def _backends_from_urls(cls, value: Any) -> Any:
+        # COMFYRUN_BACKENDS="http://a:8188,http://b:8188" as well as a JSON list of tables.
+        if isinstance(value, str):
+            text = value.strip()
+            value = (
+                json.loads(text)
+                if text.startswith("[")
+                else [u.strip() for u in text.split(",") if u.strip()]
+            )
+        if isinstance(value, list):
+            return [{"url": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("db_url")
+    @classmethod
+    def _db_path_to_url(cls, value: str | None) -> str | None:
+        # SQLITE_DB_PATH holds a file path, not a URL.
+        if value is not None and "://" not in value:
+            return f"sqlite:///{Path(value).expanduser().resolve()}"
+        return value
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        if self.api_key and self.api_key not in self.api_keys:
+            self.api_keys = [*self.api_keys, self.api_key]
+        extra: list[BackendConfig] = []
+        if self.comfyui_server_address:
+            url = normalise_backend_url(self.comfyui_server_address)
+            if all(b.url != url for b in self.backends):
+                extra.append(BackendConfig(url=url))
+        if self.comfy_path is not None and all(
+            b.comfy_path != self.comfy_path for b in self.backends
+        ):
+            extra.append(BackendConfig(comfy_path=self.comfy_path, port=self.comfy_port))
+        if extra:
+            self.backends = [*self.backends, *extra]
+        return self
+
+    # derived values -----------------------------------------------------------------------
+
+    @property
+    def database_url(self) -> str:
+        """The store URL; default a SQLite file in the data directory."""
+        if self.db_url:
+            return self.db_url
+        return f"sqlite:///{(self.data_dir / 'comfyrun.db').expanduser().resolve()}"
+
+    @property
+    def outputs_url(self) -> str:
+        """The output storage URL; default `file://<data_dir>/outputs`."""
+        if self.output_url:
+            return self.output_url
+        return (self.data_dir / "outputs").expanduser().resolve().as_uri()
+
+    @property
+    def retention_s(self) -> float:
+        return self.retention_hours * 3600.0
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from (strongest first) `overrides`, the environment, the TOML file named by
+    `config_file` or COMFYRUN_CONFIG, and the defaults. `None` overrides are ignored so CLI
+    options left unset do not hide the environment."""
+    values = {k: v for k, v in overrides.items() if v is not None}
+    path = config_file if config_file is not None else os.environ.get(CONFIG_ENV)
+    if not path:
+        return Settings(**values)
+    toml_path = Path(path).expanduser()
+    if not toml_path.is_file():
+        raise FileNotFoundError(f"config file {toml_path} does not exist")
+    with_file = type(
+        "Settings",
+        (Settings,),
+        {"model_config": SettingsConfigDict(**{**Settings.model_config, "toml_file": toml_path})},
+    )
+    settings: Settings = with_file(**values)
+    return settings
+
+
+__all__ = ["CONFIG_ENV", "BackendConfig", "Role", "Settings", "load_settings"]
