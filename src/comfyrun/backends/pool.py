@@ -1,0 +1,531 @@
+"""The fleet of ComfyUI backends: their state, their free slots, and their health probes.
+
+A backend is a ComfyUI base URL, or a managed process (comfyrun.backends.process) that the pool
+starts lazily on its first job. The dispatcher asks the pool for a `Slot` (a promise of room on
+one backend, chosen by core.placement), binds a job to it, and releases it when the job is done;
+a released slot wakes whoever waits for one. No polling: waiting for room is an asyncio.Event,
+health is probed on a timer per backend (the only thing that has no event to wait for).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from comfyrun.backends import health as hl
+from comfyrun.core.placement import (
+    DEFAULT_MAX_INFLIGHT,
+    BackendState,
+    BackendView,
+    choose_backend,
+    displayed_state,
+)
+from comfyrun.errors import BackendError
+
+log = logging.getLogger(__name__)
+
+
+class BackendClient(Protocol):
+    """What the pool itself needs of a ComfyUI client (comfyrun.comfy.client.ComfyClient)."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def system_stats(self) -> Any: ...
+
+    async def queue(self) -> Any: ...
+
+
+class ManagedProcessLike(Protocol):
+    """What the pool needs of comfyrun.backends.process.ManagedProcess."""
+
+    @property
+    def state(self) -> Any: ...
+
+    @property
+    def url(self) -> str | None: ...
+
+    @property
+    def input_dir(self) -> Path: ...
+
+    @property
+    def output_dir(self) -> Path: ...
+
+    @property
+    def temp_dir(self) -> Path: ...
+
+    @property
+    def last_error(self) -> str | None: ...
+
+    async def ensure_started(self) -> str: ...
+
+    async def stop(self) -> None: ...
+
+    async def restart(self) -> None: ...
+
+    def log_tail(self, n: int = 20) -> list[str]: ...
+
+    def on_state_change(self, cb: Callable[[Any], None]) -> None: ...
+
+
+ClientFactory = Callable[[str], Any]
+ProcessFactory = Callable[[Any], ManagedProcessLike]
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSpec:
+    """One backend: a ComfyUI `url`, or a `managed` process (a process.ManagedSpec)."""
+
+    name: str
+    url: str | None = None
+    managed: Any = None
+    max_inflight: int = DEFAULT_MAX_INFLIGHT
+
+    @classmethod
+    def from_url(cls, url: str, name: str | None = None) -> BackendSpec:
+        return cls(name=name or url.rstrip("/").split("://", 1)[-1], url=url.rstrip("/"))
+
+
+@dataclass(frozen=True, slots=True)
+class BackendInfo:
+    """A backend as GET /api/v2/backends and `comfyrun backends` show it."""
+
+    name: str
+    url: str | None
+    state: str
+    inflight: int
+    jobs_done: int
+    last_error: str | None
+    log_tail: list[str] = field(default_factory=list)
+    managed: bool = False
+
+
+class Backend:
+    """One ComfyUI server as the dispatcher sees it. Mutated only by the pool and its slots."""
+
+    def __init__(
+        self,
+        spec: BackendSpec,
+        client_factory: ClientFactory,
+        process: ManagedProcessLike | None,
+        on_change: Callable[[], None],
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.process = process
+        self.client: Any = None
+        self.health = hl.Health()
+        self.jobs: set[str] = set()
+        self.reserved = 0
+        self.jobs_done = 0
+        self.last_error: str | None = None
+        self.last_assigned = 0
+        self.draining = False
+        self._client_factory = client_factory
+        self._on_change = on_change
+        self._down = asyncio.Event()
+        self._kick = asyncio.Event()
+        self._start_lock = asyncio.Lock()
+
+    # --- facts -------------------------------------------------------------------------------
+    @property
+    def managed(self) -> bool:
+        return self.process is not None
+
+    @property
+    def url(self) -> str | None:
+        if self.process is not None:
+            return self.process.url
+        return self.spec.url
+
+    @property
+    def inflight(self) -> int:
+        return self.reserved + len(self.jobs)
+
+    @property
+    def input_dir(self) -> Path | None:
+        return self.process.input_dir if self.process is not None else None
+
+    @property
+    def output_dir(self) -> Path | None:
+        return self.process.output_dir if self.process is not None else None
+
+    @property
+    def temp_dir(self) -> Path | None:
+        return self.process.temp_dir if self.process is not None else None
+
+    @property
+    def base_state(self) -> BackendState:
+        """The state before busy/ready is derived from the number of jobs."""
+        if self.process is not None:
+            pstate = str(getattr(self.process.state, "value", self.process.state))
+            if pstate in ("stopped", "starting", "crashed", "restarting", "error"):
+                return BackendState(pstate)
+        if self.draining:
+            return BackendState.DRAINING
+        if not self.health.checked:
+            return BackendState.STARTING
+        if self.health.accepting:
+            return BackendState.READY
+        return BackendState.UNHEALTHY
+
+    @property
+    def state(self) -> BackendState:
+        return displayed_state(self.base_state, self.inflight)
+
+    def view(self) -> BackendView:
+        return BackendView(
+            name=self.name,
+            state=self.base_state,
+            inflight=self.inflight,
+            max_inflight=self.spec.max_inflight,
+            lazy_start=self.managed,
+            last_assigned=self.last_assigned,
+        )
+
+    def info(self) -> BackendInfo:
+        tail: list[str] = []
+        if self.process is not None:
+            with contextlib.suppress(Exception):
+                tail = list(self.process.log_tail(20))
+        last_error = self.last_error
+        if self.process is not None and self.process.last_error:
+            last_error = self.process.last_error
+        return BackendInfo(
+            name=self.name,
+            url=self.url,
+            state=self.state.value,
+            inflight=self.inflight,
+            jobs_done=self.jobs_done,
+            last_error=last_error,
+            log_tail=tail,
+            managed=self.managed,
+        )
+
+    # --- the client --------------------------------------------------------------------------
+    async def ready_client(self) -> Any:
+        """The started client for this backend; starts a managed process first (lazily)."""
+        async with self._start_lock:
+            if self.process is not None:
+                try:
+                    url = await self.process.ensure_started()
+                except BackendError as exc:
+                    self.last_error = exc.message
+                    self._on_change()
+                    raise
+                if self.client is not None and getattr(self.client, "base_url", url) != url:
+                    await self._close_client()
+                if self.client is None:
+                    await self._open_client(url)
+                    self.health = hl.after_probe(self.health, ok=True, idle=None, threshold=1)
+                    self._kick.set()
+                    self._on_change()
+            elif self.client is None:
+                assert self.spec.url is not None
+                await self._open_client(self.spec.url)
+            return self.client
+
+    async def _open_client(self, url: str) -> None:
+        client = self._client_factory(url)
+        on_state = getattr(client, "on_state_change", None)
+        if on_state is not None:
+            on_state(self._ws_state_changed)
+        await client.start()
+        self.client = client
+        self.health = hl.after_ws(self.health, bool(getattr(client, "connected", True)))
+
+    async def _close_client(self) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.close()
+
+    def _ws_state_changed(self, state: Any) -> None:
+        connected = bool(getattr(self.client, "connected", state)) if self.client else bool(state)
+        if connected != self.health.ws_connected:
+            log.info(
+                "backend %s websocket %s",
+                self.name,
+                "connected" if connected else "disconnected",
+                extra={"action": "backend_ws", "backend": self.name},
+            )
+        self.health = hl.after_ws(self.health, connected)
+        self._kick.set()
+        self._on_change()
+
+    # --- down / up ---------------------------------------------------------------------------
+    async def wait_down(self) -> None:
+        """Return once the backend is found down (its jobs should be given up)."""
+        await self._down.wait()
+
+    @property
+    def is_down(self) -> bool:
+        return self._down.is_set()
+
+    def _apply(self, new: hl.Health, reason: str | None = None) -> None:
+        was = self.base_state
+        self.health = new
+        if new.down:
+            if not self._down.is_set():
+                self._down.set()
+                self.last_error = reason or self.last_error
+        elif self._down.is_set():
+            self._down = asyncio.Event()
+        now = self.base_state
+        if now is not was:
+            log.info(
+                "backend %s is %s%s",
+                self.name,
+                now.value,
+                f": {reason}" if reason else "",
+                extra={"action": "backend_state", "backend": self.name, "state": now.value},
+            )
+            self._on_change()
+
+    def process_changed(self, state: Any) -> None:
+        pstate = str(getattr(state, "value", state))
+        if pstate in ("crashed", "error", "stopped", "restarting") and self.jobs:
+            self._down.set()
+        if pstate in ("ready", "busy") and self._down.is_set() and not self.health.quarantined:
+            self._down = asyncio.Event()
+            self.health = hl.Health(
+                http_ok=True, ws_connected=self.health.ws_connected, checked=True
+            )
+        self._kick.set()
+        self._on_change()
+
+
+class Slot:
+    """Room for one job on one backend, held from before the claim until the job is done."""
+
+    def __init__(self, pool: BackendPool, backend: Backend) -> None:
+        self.pool = pool
+        self.backend = backend
+        self.job_id: str | None = None
+        self._released = False
+
+    def bind(self, job_id: str) -> None:
+        assert self.job_id is None and not self._released
+        self.backend.reserved -= 1
+        self.backend.jobs.add(job_id)
+        self.job_id = job_id
+        self.pool._changed()
+
+    def release(self, *, done: bool = False) -> None:
+        if self._released:
+            return
+        self._released = True
+        if self.job_id is None:
+            self.backend.reserved -= 1
+        else:
+            self.backend.jobs.discard(self.job_id)
+            if done:
+                self.backend.jobs_done += 1
+        self.pool._changed()
+
+
+class BackendPool:
+    """All backends of one worker, their slots and their health probes."""
+
+    def __init__(
+        self,
+        backends: Sequence[Backend] | None = None,
+        *,
+        health: hl.HealthSettings | None = None,
+    ) -> None:
+        self.health_settings = health or hl.HealthSettings()
+        self._backends: dict[str, Backend] = {}
+        self._room = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._counter = itertools.count(1)
+        self._listeners: list[Callable[[], None]] = []
+        for backend in backends or ():
+            self._backends[backend.name] = backend
+
+    @classmethod
+    def from_specs(
+        cls,
+        specs: Sequence[BackendSpec],
+        client_factory: ClientFactory,
+        *,
+        process_factory: ProcessFactory | None = None,
+        health: hl.HealthSettings | None = None,
+    ) -> BackendPool:
+        """A pool of `specs`; `client_factory(url)` makes a ComfyClient, `process_factory(spec)`
+        a ManagedProcess (default: comfyrun.backends.process.ManagedProcess)."""
+        pool = cls(health=health)
+        names: set[str] = set()
+        for spec in specs:
+            if spec.name in names:
+                raise ValueError(f"two backends are named {spec.name!r}")
+            names.add(spec.name)
+            process: ManagedProcessLike | None = None
+            if spec.managed is not None:
+                factory = process_factory or _default_process_factory
+                process = factory(spec.managed)
+            elif not spec.url:
+                raise ValueError(f"backend {spec.name!r} has neither a url nor a managed spec")
+            backend = Backend(spec, client_factory, process, pool._changed)
+            if process is not None:
+                process.on_state_change(backend.process_changed)
+            pool._backends[spec.name] = backend
+        return pool
+
+    # --- life --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect to every URL backend (a backend that does not answer stays unhealthy and is
+        probed again); managed ones start lazily unless their spec says otherwise."""
+        for backend in self._backends.values():
+            lazy = bool(getattr(backend.spec.managed, "lazy", True))
+            if backend.managed and lazy:
+                continue
+            with contextlib.suppress(Exception):
+                await backend.ready_client()
+        for backend in self._backends.values():
+            self._tasks.append(
+                asyncio.create_task(self._probe_loop(backend), name=f"health:{backend.name}")
+            )
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        for backend in self._backends.values():
+            await backend._close_client()
+            if backend.process is not None:
+                with contextlib.suppress(Exception):
+                    await backend.process.stop()
+
+    # --- what the dispatcher calls ----------------------------------------------------------
+    @property
+    def backends(self) -> list[Backend]:
+        return list(self._backends.values())
+
+    def get(self, name: str) -> Backend | None:
+        return self._backends.get(name)
+
+    def snapshot(self) -> list[BackendInfo]:
+        return [b.info() for b in self._backends.values()]
+
+    def try_reserve(self, *, avoid: str | None = None) -> Slot | None:
+        name = choose_backend((b.view() for b in self._backends.values()), avoid=avoid)
+        if name is None:
+            return None
+        backend = self._backends[name]
+        backend.reserved += 1
+        backend.last_assigned = next(self._counter)
+        return Slot(self, backend)
+
+    async def reserve(self) -> Slot:
+        """Wait (on events, not a timer) until some backend has room, and hold that room."""
+        while True:
+            slot = self.try_reserve()
+            if slot is not None:
+                return slot
+            self._room.clear()
+            await self._room.wait()
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Called on every change of a backend's state or slots."""
+        self._listeners.append(callback)
+
+    def mark_unhealthy(self, backend: Backend, reason: str, *, quarantine: bool = True) -> None:
+        """Take `backend` out of service now: its jobs are given up, and it comes back when a
+        probe finds it answering (and, in quarantine, idle). A managed one is restarted."""
+        backend.last_error = reason
+        if quarantine:
+            backend._apply(
+                hl.quarantine(backend.health, self.health_settings.failure_threshold), reason
+            )
+        else:
+            backend._down.set()
+        backend._kick.set()
+        if backend.process is not None:
+            task = asyncio.create_task(self._restart(backend), name=f"restart:{backend.name}")
+            self._tasks.append(task)
+
+    def set_draining(self, backend: Backend, draining: bool) -> None:
+        backend.draining = draining
+        self._changed()
+
+    # --- internals --------------------------------------------------------------------------
+    def _changed(self) -> None:
+        self._room.set()
+        for callback in self._listeners:
+            callback()
+
+    async def _restart(self, backend: Backend) -> None:
+        assert backend.process is not None
+        try:
+            await backend.process.restart()
+            backend.health = hl.Health(checked=False)
+            backend._kick.set()
+        except Exception as exc:
+            backend.last_error = f"restart failed: {exc}"
+            log.warning("backend %s restart failed: %s", backend.name, exc)
+
+    async def _probe_loop(self, backend: Backend) -> None:
+        settings = self.health_settings
+        while True:
+            interval = (
+                settings.down_interval_s if not backend.health.accepting else settings.interval_s
+            )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval if backend.health.checked else 0.0):
+                    await backend._kick.wait()
+            backend._kick.clear()
+            if backend.managed and backend.client is None:
+                continue
+            try:
+                client = await backend.ready_client()
+            except Exception as exc:
+                backend._apply(
+                    hl.after_probe(
+                        backend.health, ok=False, idle=None, threshold=settings.failure_threshold
+                    ),
+                    f"cannot connect: {exc}",
+                )
+                continue
+            ok, idle = await hl.probe(
+                client, timeout_s=settings.timeout_s, ask_idle=backend.health.quarantined
+            )
+            new = hl.after_probe(
+                backend.health, ok=ok, idle=idle, threshold=settings.failure_threshold
+            )
+            new = hl.after_ws(new, bool(getattr(client, "connected", True)))
+            backend._apply(new, None if ok else "health check failed (GET /system_stats)")
+
+
+def _default_process_factory(spec: Any) -> ManagedProcessLike:
+    # imported lazily: a pool of URL backends never needs the process supervisor
+    process_module = importlib.import_module("comfyrun.backends.process")
+    factory: Any = process_module.ManagedProcess
+    result: ManagedProcessLike = factory(spec)
+    return result
+
+
+__all__ = [
+    "Backend",
+    "BackendClient",
+    "BackendInfo",
+    "BackendPool",
+    "BackendSpec",
+    "ClientFactory",
+    "ManagedProcessLike",
+    "ProcessFactory",
+    "Slot",
+]

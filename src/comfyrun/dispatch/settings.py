@@ -1,0 +1,26 @@
+"""The dispatcher's settings: one frozen dataclass, built by comfyrun.config from the edge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchSettings:
+    """How a worker runs jobs. Times are seconds."""
+
+    lease_s: float = 60.0  # a claim's lease; renewed every `heartbeat_s`
+    heartbeat_s: float = 15.0
+    idle_wait_s: float = 5.0  # longest wait for the store's "new work" wake-up
+    progress_interval_s: float = 0.5  # progress snapshots are stored at most this often
+    default_timeout_s: float | None = None  # per job, when the job sets none
+    interrupt_grace_s: float = 15.0  # after an interrupt, before the backend is declared stuck
+    cancel_grace_s: float = 10.0  # after a cancel's interrupt, before the job is marked canceled
+    inline_max_bytes: int = 8 * 1024 * 1024  # cap for inline base64 outputs
+    retention_s: float = 24 * 3600.0  # finished jobs expire (and lose their files) after this
+    sweep_interval_s: float = 10.0  # leases and retention
+    submit_timeout_s: float = 30.0  # POST /prompt and the other calls around a run
+    stop_grace_s: float = 5.0  # on stop(drain=False): time to interrupt and requeue jobs
+
+
+__all__ = ["DispatchSettings"]
