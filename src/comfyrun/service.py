@@ -1,0 +1,554 @@
+"""The job service: the one layer every edge (HTTP routers, CLI, compatibility APIs) calls.
+
+It talks to the dispatcher only through the store: submitting enqueues, canceling applies the
+CANCEL transition (queued → canceled, running → canceling; the worker holding the job interrupts
+it), and progress arrives as store events. So API nodes and workers can be separate processes
+that share one database.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
+
+from comfyrun.config import Settings
+from comfyrun.core.job import JSON, Job, JobStatus, NewJob
+from comfyrun.core.state import Event
+from comfyrun.errors import (
+    Conflict,
+    ConversionError,
+    IdempotencyInFlight,
+    InvalidRequest,
+    InvalidWorkflow,
+    NotFound,
+    QueueFull,
+)
+from comfyrun.store.base import JobEvent, JobPage, JobStore
+
+log = logging.getLogger(__name__)
+
+#: Returns ComfyUI's /object_info from a ready backend (cached), or None when none answers.
+ObjectInfoSource = Callable[[], Awaitable[JSON | None]]
+
+
+class FileDeleter(Protocol):
+    """The part of the output storage the service needs: removing a job's files."""
+
+    async def delete_prefix(self, prefix: str) -> int: ...
+
+
+#: Checks a submission's `inputs` and asset references before it is queued; may return a
+#: rewritten workflow. Raises InputRejected / MissingAsset.
+InputChecker = Callable[[JSON, Sequence[JSON]], Awaitable[JSON]]
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A caller's request, already parsed from its wire format."""
+
+    workflow: JSON
+    priority: int = 0
+    inputs: tuple[JSON, ...] = ()
+    options: JSON = field(default_factory=dict)
+    metadata: JSON = field(default_factory=dict)
+    owner: str | None = None
+    max_retries: int | None = None
+    timeout_s: float | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    job: Job
+    created: bool
+    queue_position: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """A job as callers see it: the record plus its place in the queue."""
+
+    job: Job
+    queue_position: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    counts: dict[str, int]
+    queue_depth: int
+    running: int
+    oldest_queued_age_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupResult:
+    expired: int
+    deleted: int
+    files_deleted: int
+
+
+class JobService:
+    """Submit, observe, cancel and clean up jobs. Holds no job state of its own."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        settings: Settings,
+        *,
+        files: FileDeleter | None = None,
+        object_info: ObjectInfoSource | None = None,
+        check_inputs: InputChecker | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self._files = files
+        self._object_info = object_info
+        self._check_inputs = check_inputs
+        self._clock = clock
+        self._in_flight_keys: set[str] = set()
+
+    # submission -------------------------------------------------------------------------
+
+    async def submit(self, sub: Submission) -> Submitted:
+        """Validate, convert and enqueue. With an idempotency key, a replay returns the first
+        job (created=False); a concurrent duplicate raises IdempotencyInFlight."""
+        key = sub.idempotency_key
+        if key is not None:
+            if key in self._in_flight_keys:
+                raise IdempotencyInFlight(details={"retry_after_s": 1})
+            self._in_flight_keys.add(key)
+        try:
+            return await self._submit(sub)
+        finally:
+            if key is not None:
+                self._in_flight_keys.discard(key)
+
+    async def _submit(self, sub: Submission) -> Submitted:
+        workflow = await self._prepare_workflow(sub.workflow)
+        if self._check_inputs is not None and (sub.inputs or _has_asset_refs(workflow)):
+            workflow = await self._check_inputs(workflow, list(sub.inputs))
+        await self._enforce_queue_bound()
+        new = NewJob(
+            workflow=workflow,
+            priority=sub.priority,
+            inputs=sub.inputs,
+            options=sub.options,
+            metadata=sub.metadata,
+            owner=sub.owner,
+            max_retries=(
+                sub.max_retries
+                if sub.max_retries is not None
+                else self.settings.default_max_retries
+            ),
+            retry_delay_s=self.settings.retry_delay_s,
+            timeout_s=sub.timeout_s
+            if sub.timeout_s is not None
+            else self.settings.default_timeout_s,
+            idempotency_key=sub.idempotency_key,
+            request_hash=sub.request_hash,
+        )
+        job, created = await self.store.enqueue(new, now=self._clock())
+        if created:
+            log.info(
+                "job queued",
+                extra={"action": "job_queued", "job_id": job.id, "priority": job.priority},
+            )
+        position = await self.store.queue_position(job.id)
+        return Submitted(job=job, created=created, queue_position=position)
+
+    async def _queued_count(self) -> int:
+        counts = await self.store.counts()
+        return counts.get(JobStatus.QUEUED, 0)
+
+    async def _enforce_queue_bound(self) -> None:
+        bound = self.settings.queue_max
+        if bound is None:
+            return
+        queued = await self._queued_count()
+        if queued >= bound:
+            raise QueueFull(
+                f"the queue holds {queued} jobs (bound {bound}); retry later",
+                retry_after_s=self.settings.queue_full_retry_after_s,
+            )
+
+    async def _prepare_workflow(self, workflow: Any) -> JSON:
+        if not isinstance(workflow, dict) or not workflow:
+            raise InvalidWorkflow(
+                "the workflow must be a non-empty JSON object (an API-format prompt)",
+                details=_prompt_error("invalid_prompt", "workflow is not a JSON object"),
+            )
+        if is_ui_format(workflow):
+            workflow = await self._convert_ui(workflow)
+        object_info = await self._object_info() if self._object_info is not None else None
+        validate_prompt(workflow, object_info)
+        prompt: JSON = workflow
+        return prompt
+
+    async def _convert_ui(self, workflow: JSON) -> JSON:
+        try:
+            convert_ui_to_api = importlib.import_module("comfyrun.core.workflow").convert_ui_to_api
+        except (ImportError, AttributeError):  # the converter has not landed in this build
+            raise InvalidWorkflow(
+                "UI-format workflows are not supported by this server; export it in API format",
+                details={"code": "workflow_format_ui"},
+            ) from None
+        object_info = await self._object_info() if self._object_info is not None else None
+        if not object_info:
+            raise ConversionError(
+                "cannot convert a UI-format workflow: no backend is ready to describe its nodes "
+                "(/object_info); retry when one is, or submit the API format"
+            )
+        converted = convert_ui_to_api(workflow, object_info)
+        if not isinstance(converted, dict):
+            raise ConversionError("the converter returned no prompt")
+        return converted
+
+    # reading ------------------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> JobView:
+        job = await self.store.get(job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} not found", details={"job_id": job_id})
+        position = (
+            await self.store.queue_position(job_id) if job.status is JobStatus.QUEUED else None
+        )
+        return JobView(job, position)
+
+    async def list_jobs(
+        self,
+        *,
+        statuses: Sequence[JobStatus] | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> JobPage:
+        """Newest first. A metadata filter is applied to each page (pages may come back short)."""
+        try:
+            page = await self.store.list(statuses=statuses, owner=owner, limit=limit, cursor=cursor)
+        except ValueError as exc:
+            raise InvalidRequest(f"bad cursor: {exc}", details={"cursor": cursor}) from exc
+        if metadata:
+            jobs = [
+                j for j in page.jobs if all(j.metadata.get(k) == v for k, v in metadata.items())
+            ]
+            page = JobPage(jobs=jobs, next_cursor=page.next_cursor)
+        return page
+
+    # changes ------------------------------------------------------------------------------
+
+    async def cancel(self, job_id: str) -> JobView:
+        """Idempotent: a queued job ends canceled, a running one becomes canceling, a finished
+        one is returned as it is."""
+        for _ in range(10):
+            job = await self.store.get(job_id)
+            if job is None:
+                raise NotFound(f"job {job_id} not found", details={"job_id": job_id})
+            if job.terminal or job.status is JobStatus.CANCELING:
+                return JobView(job, None)
+            try:
+                changed = await self.store.transition(
+                    job_id, Event.CANCEL, expect=job.status, now=self._clock()
+                )
+            except Conflict:
+                continue  # the status moved under us; read it again
+            log.info(
+                "job cancel requested",
+                extra={"action": "job_cancel", "job_id": job_id, "status": changed.status.value},
+            )
+            return JobView(changed, None)
+        raise Conflict(f"job {job_id} kept changing; retry the cancel")
+
+    async def delete(self, job_id: str) -> None:
+        """Delete a finished job, its events and its files."""
+        job = await self.store.get(job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} not found", details={"job_id": job_id})
+        if not job.terminal:
+            raise Conflict(
+                f"job {job_id} is {job.status.value}; cancel it and wait until it ends first",
+                details={"status": job.status.value},
+            )
+        if self._files is not None:
+            await self._files.delete_prefix(f"{job_id}/")
+        await self.store.delete(job_id)
+
+    # waiting and events --------------------------------------------------------------------
+
+    async def wait(self, job_id: str, timeout: float) -> JobView:
+        """Return when the job is terminal or after `timeout` seconds (woken by store events)."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        last_id = await self._last_event_id(job_id)
+        view = await self.get(job_id)
+        while not view.job.terminal:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            events = await self.store.wait_for_event(job_id, last_id, min(remaining, 30.0))
+            if events:
+                last_id = events[-1].id
+                if not any(e.kind == "status" for e in events):
+                    continue
+            view = await self.get(job_id)
+        return view
+
+    async def _last_event_id(self, job_id: str) -> int:
+        events = await self.store.events_since(job_id, 0)
+        return events[-1].id if events else 0
+
+    async def events(
+        self, job_id: str, *, after_id: int | None = None, idle_s: float = 15.0
+    ) -> AsyncIterator[JobEvent | None]:
+        """The job's events as they happen; `None` marks `idle_s` without any (a keep-alive).
+
+        Without `after_id`: a snapshot first (status with queue_position, the latest progress
+        and preview, each carrying the id of the newest logged event), then new events. With
+        `after_id` (Last-Event-ID): every logged event after it, then new ones. Either way the
+        stream ends after the terminal status.
+        """
+        view = await self.get(job_id)
+        if after_id is None:
+            history = await self.store.events_since(job_id, 0)
+            last_id = history[-1].id if history else 0
+            view = await self.get(job_id)  # read after the id so no transition falls between
+            for snap in self._snapshot(view, history, last_id):
+                yield snap
+            if view.job.terminal:
+                return
+            pending: list[JobEvent] = []
+        else:
+            last_id = after_id
+            pending = await self.store.events_since(job_id, after_id)
+        position = view.queue_position
+        while True:
+            for ev in pending:
+                last_id = ev.id
+                yield ev
+                if ev.kind == "status" and _is_terminal(ev.data.get("status")):
+                    return
+            pending = await self.store.wait_for_event(job_id, last_id, idle_s)
+            if pending:
+                continue
+            current = await self.store.get(job_id)
+            if current is None:
+                return
+            if current.terminal:  # its terminal event was lost or pruned: say so and end
+                yield JobEvent(
+                    last_id, job_id, "status", _status_data(current, None), self._clock()
+                )
+                return
+            if current.status is JobStatus.QUEUED:
+                new_position = await self.store.queue_position(job_id)
+                if new_position != position:
+                    position = new_position
+                    data = _status_data(current, new_position)
+                    yield JobEvent(last_id, job_id, "status", data, self._clock())
+                    continue
+            yield None
+
+    def _snapshot(self, view: JobView, history: list[JobEvent], last_id: int) -> list[JobEvent]:
+        job, now = view.job, self._clock()
+        out = [JobEvent(last_id, job.id, "status", _status_data(job, view.queue_position), now)]
+        if job.terminal:
+            return out
+        progress = next((e for e in reversed(history) if e.kind == "progress"), None)
+        if progress is not None:
+            out.append(JobEvent(last_id, job.id, "progress", progress.data, now))
+        preview = next((e for e in reversed(history) if e.kind == "preview"), None)
+        if preview is not None:
+            out.append(JobEvent(last_id, job.id, "preview", preview.data, now))
+        return out
+
+    # operations -----------------------------------------------------------------------------
+
+    async def stats(self) -> Stats:
+        counts = await self.store.counts()
+        oldest = await self.store.oldest_queued_at()
+        now = self._clock()
+        return Stats(
+            counts={s.value: counts.get(s, 0) for s in JobStatus},
+            queue_depth=counts.get(JobStatus.QUEUED, 0),
+            running=counts.get(JobStatus.RUNNING, 0) + counts.get(JobStatus.CANCELING, 0),
+            oldest_queued_age_s=None if oldest is None else max(0.0, now - oldest),
+        )
+
+    async def cleanup(self, max_age_hours: float | None = None) -> CleanupResult:
+        """Expire finished jobs past their retention, and delete those finished more than
+        `max_age_hours` ago (default: the retention) with their files."""
+        now = self._clock()
+        expired = cast("Sequence[Job]", await self.store.expire_finished(now=now))
+        hours = self.settings.retention_hours if max_age_hours is None else max_age_hours
+        # (cast: mypy reads `list` inside JobStore as its method of that name)
+        deleted = cast(
+            "Sequence[Job]", await self.store.delete_finished_before(now - hours * 3600.0)
+        )
+        files = 0
+        if self._files is not None:
+            for job in deleted:
+                files += await self._files.delete_prefix(f"{job.id}/")
+        log.info(
+            "cleanup",
+            extra={"action": "cleanup", "expired": len(expired), "deleted": len(deleted)},
+        )
+        return CleanupResult(expired=len(expired), deleted=len(deleted), files_deleted=files)
+
+    async def reset_stuck(self, max_running_hours: float) -> Sequence[Job]:
+        """Running jobs started more than `max_running_hours` ago go back to the queue."""
+        jobs = cast(
+            "Sequence[Job]",
+            await self.store.requeue_stuck(max_running_hours * 3600.0, now=self._clock()),
+        )
+        for job in jobs:
+            log.info("job requeued", extra={"action": "job_reset_stuck", "job_id": job.id})
+        return jobs
+
+    async def ready(self) -> bool:
+        return await self.store.ping()
+
+
+# pure helpers ------------------------------------------------------------------------------
+
+TERMINAL_NAMES = frozenset({"succeeded", "failed", "canceled", "expired"})
+
+
+def _is_terminal(status: Any) -> bool:
+    return isinstance(status, str) and status in TERMINAL_NAMES
+
+
+def _status_data(job: Job, queue_position: int | None) -> JSON:
+    return {"status": job.status.value, "queue_position": queue_position}
+
+
+def is_ui_format(workflow: Mapping[str, Any]) -> bool:
+    """A UI export (nodes + links lists) rather than an API prompt."""
+    try:
+        is_ui_workflow = importlib.import_module("comfyrun.core.workflow").is_ui_workflow
+    except (ImportError, AttributeError):
+        return isinstance(workflow.get("nodes"), list) and isinstance(workflow.get("links"), list)
+    return bool(is_ui_workflow(workflow))
+
+
+def _has_asset_refs(value: Any) -> bool:
+    if isinstance(value, dict):
+        if value.get("__type") == "core/ASSET":
+            return True
+        return any(_has_asset_refs(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_asset_refs(v) for v in value)
+    return False
+
+
+def _prompt_error(
+    kind: str, message: str, details: str = "", node_errors: JSON | None = None
+) -> JSON:
+    """ComfyUI's own validation error shape: {"error": {...}, "node_errors": {...}}."""
+    return {
+        "error": {"type": kind, "message": message, "details": details, "extra_info": {}},
+        "node_errors": node_errors or {},
+    }
+
+
+def _node_error(class_type: str | None, kind: str, message: str, details: str) -> JSON:
+    return {
+        "errors": [{"type": kind, "message": message, "details": details, "extra_info": {}}],
+        "dependent_outputs": [],
+        "class_type": class_type,
+    }
+
+
+def validate_prompt(prompt: Mapping[str, Any], object_info: Mapping[str, Any] | None) -> None:
+    """The checks ComfyUI would make that need no models: shape, links to existing nodes and,
+    when `object_info` is known, node types, required inputs and at least one output node.
+    Raises InvalidWorkflow whose details carry ComfyUI's error and node_errors shape."""
+    node_errors: dict[str, JSON] = {}
+    for node_id, node in prompt.items():
+        if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
+            raise InvalidWorkflow(
+                f"node {node_id} has no class_type; is this an API-format prompt?",
+                details=_prompt_error(
+                    "invalid_prompt",
+                    "Cannot execute because a node is missing the class_type property.",
+                    f"Node ID '#{node_id}'",
+                ),
+            )
+        inputs = node.get("inputs", {})
+        if not isinstance(inputs, dict):
+            raise InvalidWorkflow(
+                f"node {node_id}: inputs must be an object",
+                details=_prompt_error("invalid_prompt", "inputs must be an object", node_id),
+            )
+        class_type = node["class_type"]
+        if object_info is not None and class_type not in object_info:
+            raise InvalidWorkflow(
+                f"node {node_id}: node type {class_type} does not exist on the backends",
+                details=_prompt_error(
+                    "invalid_prompt",
+                    f"Cannot execute because node {class_type} does not exist.",
+                    f"Node ID '#{node_id}'",
+                ),
+            )
+        for name, value in inputs.items():
+            if _is_link(value) and str(value[0]) not in prompt:
+                node_errors[str(node_id)] = _node_error(
+                    class_type,
+                    "exception_during_validation",
+                    "Exception when validating node",
+                    f"input {name} links to node {value[0]}, which is not in the prompt",
+                )
+        if object_info is not None:
+            required = object_info[class_type].get("input", {}).get("required", {})
+            missing = [n for n in required if n not in inputs]
+            if missing:
+                node_errors[str(node_id)] = _node_error(
+                    class_type,
+                    "required_input_missing",
+                    "Required input is missing",
+                    ", ".join(missing),
+                )
+    if node_errors:
+        first = next(iter(node_errors))
+        raise InvalidWorkflow(
+            f"node {first}: {node_errors[first]['errors'][0]['details']}",
+            details=_prompt_error(
+                "prompt_outputs_failed_validation",
+                "Prompt outputs failed validation",
+                node_errors=node_errors,
+            ),
+        )
+    if object_info is not None and not any(
+        object_info[n["class_type"]].get("output_node") for n in prompt.values()
+    ):
+        raise InvalidWorkflow(
+            "the workflow has no output node (SaveImage, PreviewImage, …)",
+            details=_prompt_error("prompt_no_outputs", "Prompt has no outputs"),
+        )
+
+
+def _is_link(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], str | int)
+        and isinstance(value[1], int)
+        and not isinstance(value[1], bool)
+    )
+
+
+__all__ = [
+    "CleanupResult",
+    "InputChecker",
+    "JobService",
+    "JobView",
+    "ObjectInfoSource",
+    "Stats",
+    "Submission",
+    "Submitted",
+    "is_ui_format",
+    "validate_prompt",
+]
