@@ -1,5 +1,5 @@
 """The durable job queue's interface. Every store (memory, SQLite, PostgreSQL) implements it with
-the same semantics and passes the same contract suite (tests/contract/test_store_contract.py).
+the same semantics and passes the same contract suite (tests/contract/store/).
 
 Delivery is at least once: a claim is a lease; a worker that stops renewing it loses the job to
 `sweep_expired_leases`, and the job runs again. Status changes are compare-and-set on the status
@@ -8,6 +8,7 @@ the caller read, with the next status taken from `comfyrun.core.state`.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -32,7 +33,7 @@ class JobEvent:
 
 @dataclass(frozen=True, slots=True)
 class JobPage:
-    jobs: list[Job]
+    jobs: builtins.list[Job]
     next_cursor: str | None
 
 
@@ -88,11 +89,14 @@ class JobStore(Protocol):
         expect: JobStatus,
         changes: Changes | None = None,
         now: float | None = None,
+        worker_id: str | None = None,
     ) -> Job:
         """Apply `event` if the job is still in `expect` (compare-and-set).
 
-        Raises NotFound, IllegalTransition (table says no) or Conflict (status moved on). Appends
-        a "status" event to the job's log when the status changes.
+        With `worker_id`, the job must also still be held by that worker (a fence: a worker
+        whose lease was swept and whose job was claimed again gets Conflict, not a double
+        finish). Raises NotFound, IllegalTransition (table says no) or Conflict (status moved
+        on). Appends a "status" event to the job's log when the status changes.
         """
 
     async def record_progress(self, job_id: str, progress: Progress) -> None:
@@ -103,9 +107,11 @@ class JobStore(Protocol):
 
     async def append_event(self, job_id: str, kind: str, data: JSON) -> JobEvent: ...
 
-    async def events_since(self, job_id: str, after_id: int = 0) -> list[JobEvent]: ...
+    async def events_since(self, job_id: str, after_id: int = 0) -> builtins.list[JobEvent]: ...
 
-    async def wait_for_event(self, job_id: str, after_id: int, timeout: float) -> list[JobEvent]:
+    async def wait_for_event(
+        self, job_id: str, after_id: int, timeout: float
+    ) -> builtins.list[JobEvent]:
         """Events after `after_id`, waiting up to `timeout` for the first one (no sleep-polling:
         woken by the store's own notifications)."""
 
@@ -133,19 +139,21 @@ class JobStore(Protocol):
 
     async def oldest_queued_at(self) -> float | None: ...
 
-    async def sweep_expired_leases(self, *, now: float | None = None) -> list[Job]:
+    async def sweep_expired_leases(self, *, now: float | None = None) -> builtins.list[Job]:
         """Jobs whose lease ran out: requeued (lease_lost) if retries remain, else failed."""
 
-    async def requeue_stuck(self, older_than_s: float, *, now: float | None = None) -> list[Job]:
+    async def requeue_stuck(
+        self, older_than_s: float, *, now: float | None = None
+    ) -> builtins.list[Job]:
         """Admin: running jobs started more than `older_than_s` ago go back to queued."""
 
-    async def expire_finished(self, *, now: float | None = None) -> list[Job]:
+    async def expire_finished(self, *, now: float | None = None) -> builtins.list[Job]:
         """Finished jobs whose expires_at has passed become expired."""
 
     async def delete(self, job_id: str) -> bool:
         """Delete a job and its events. Callers remove its files first."""
 
-    async def delete_finished_before(self, cutoff: float) -> list[Job]:
+    async def delete_finished_before(self, cutoff: float) -> builtins.list[Job]:
         """Delete finished (and expired) jobs that finished before `cutoff`; returns them."""
 
 

@@ -1,0 +1,146 @@
+"""Job records to and from JSON-able dicts, in one place.
+
+The stores use it for their JSON columns and rows; the API reuses it for its responses. Decoding
+ignores keys it does not know, so a newer writer does not break an older reader.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from dataclasses import fields
+from typing import Any
+
+from comfyrun.core.job import JSON, Job, JobError, JobStatus, Output, OutputType, Progress
+from comfyrun.errors import InvalidRequest
+
+#: Job fields kept as JSON (TEXT in SQLite, JSONB in PostgreSQL).
+JSON_COLUMNS: frozenset[str] = frozenset(
+    {"workflow", "inputs", "options", "metadata", "progress", "outputs", "error"}
+)
+#: Job fields, in the order of the `jobs` table's columns.
+JOB_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Job))
+
+_PROGRESS_FIELDS = tuple(f.name for f in fields(Progress))
+_ERROR_FIELDS = tuple(f.name for f in fields(JobError))
+_OUTPUT_FIELDS = tuple(f.name for f in fields(Output))
+_JOB_FIELDS = frozenset(JOB_COLUMNS)
+
+
+def progress_to_dict(progress: Progress) -> JSON:
+    return {name: getattr(progress, name) for name in _PROGRESS_FIELDS}
+
+
+def progress_from_dict(data: Mapping[str, Any]) -> Progress:
+    return Progress(**{k: v for k, v in data.items() if k in _PROGRESS_FIELDS})
+
+
+def error_to_dict(error: JobError) -> JSON:
+    return {name: getattr(error, name) for name in _ERROR_FIELDS}
+
+
+def error_from_dict(data: Mapping[str, Any]) -> JobError:
+    return JobError(**{k: v for k, v in data.items() if k in _ERROR_FIELDS})
+
+
+def output_to_dict(output: Output) -> JSON:
+    data = {name: getattr(output, name) for name in _OUTPUT_FIELDS}
+    data["type"] = output.type.value
+    data["meta"] = dict(output.meta)
+    return data
+
+
+def output_from_dict(data: Mapping[str, Any]) -> Output:
+    kwargs = {k: v for k, v in data.items() if k in _OUTPUT_FIELDS}
+    kwargs["type"] = OutputType(kwargs["type"])
+    kwargs["meta"] = dict(kwargs.get("meta") or {})
+    return Output(**kwargs)
+
+
+def job_to_dict(job: Job) -> JSON:
+    """Every field of `job` as JSON-able values (enums as their values, parts as dicts)."""
+    data: JSON = {name: getattr(job, name) for name in JOB_COLUMNS}
+    data["status"] = job.status.value
+    data["inputs"] = [dict(i) for i in job.inputs]
+    data["progress"] = progress_to_dict(job.progress) if job.progress else None
+    data["outputs"] = [output_to_dict(o) for o in job.outputs]
+    data["error"] = error_to_dict(job.error) if job.error else None
+    return data
+
+
+def job_from_dict(data: Mapping[str, Any]) -> Job:
+    kwargs = {k: v for k, v in data.items() if k in _JOB_FIELDS}
+    kwargs["status"] = JobStatus(kwargs.get("status", JobStatus.QUEUED))
+    kwargs["inputs"] = tuple(kwargs.get("inputs") or ())
+    kwargs["options"] = dict(kwargs.get("options") or {})
+    kwargs["metadata"] = dict(kwargs.get("metadata") or {})
+    progress = kwargs.get("progress")
+    kwargs["progress"] = progress_from_dict(progress) if progress else None
+    kwargs["outputs"] = tuple(output_from_dict(o) for o in kwargs.get("outputs") or ())
+    error = kwargs.get("error")
+    kwargs["error"] = error_from_dict(error) if error else None
+    return Job(**kwargs)
+
+
+def job_to_row(job: Job) -> JSON:
+    """Column values for the `jobs` table, JSON columns as JSON text."""
+    data = job_to_dict(job)
+    for name in JSON_COLUMNS:
+        data[name] = dump_json(data[name])
+    return data
+
+
+def job_from_row(row: Mapping[str, Any]) -> Job:
+    """A job from a `jobs` row; JSON columns may be text (SQLite) or decoded already (JSONB)."""
+    data = dict(row)
+    for name in JSON_COLUMNS:
+        value = data.get(name)
+        if isinstance(value, str | bytes):
+            data[name] = json.loads(value)
+    return job_from_dict(data)
+
+
+def dump_json(value: Any) -> str | None:
+    """Compact JSON text, or None for None (so a NULL column stays NULL)."""
+    if value is None:
+        return None
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def encode_cursor(created_at: float, job_id: str) -> str:
+    """An opaque cursor pointing just after (created_at, id) in newest-first order."""
+    raw = json.dumps([created_at, job_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """Raises InvalidRequest for a cursor this module did not make."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, job_id = json.loads(raw)
+        if not isinstance(job_id, str) or isinstance(created_at, bool):
+            raise ValueError(cursor)
+        return float(created_at), job_id
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise InvalidRequest("invalid cursor", details={"cursor": cursor}) from exc
+
+
+__all__ = [
+    "JOB_COLUMNS",
+    "JSON_COLUMNS",
+    "decode_cursor",
+    "dump_json",
+    "encode_cursor",
+    "error_from_dict",
+    "error_to_dict",
+    "job_from_dict",
+    "job_from_row",
+    "job_to_dict",
+    "job_to_row",
+    "output_from_dict",
+    "output_to_dict",
+    "progress_from_dict",
+    "progress_to_dict",
+]

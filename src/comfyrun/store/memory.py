@@ -1,0 +1,342 @@
+"""An in-memory JobStore (`memory://`): the same semantics as the SQL stores, for tests of the
+other parts and for a throwaway single-process server. Nothing survives `close()`.
+
+All methods run on the event loop without awaiting inside a mutation, so each one is atomic;
+waiters are woken through asyncio conditions, never by polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import itertools
+import time
+from collections.abc import Sequence
+from types import TracebackType
+
+from comfyrun.core.job import ACTIVE, JSON, TERMINAL, Job, JobStatus, NewJob, Output, Progress
+from comfyrun.core.state import Event
+from comfyrun.errors import Conflict, IdempotencyKeyReuse, NotFound
+from comfyrun.store import maintenance, transition
+from comfyrun.store.base import Changes, JobEvent, JobPage
+from comfyrun.store.codec import decode_cursor, encode_cursor, output_to_dict, progress_to_dict
+from comfyrun.store.idempotency import KeyVerdict, key_scope, verdict
+
+
+class MemoryStore:
+    """A JobStore held in dicts."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job] = {}
+        self._events: dict[str, list[JobEvent]] = {}
+        self._keys: dict[tuple[str, str], tuple[str, str | None, float]] = {}
+        self._event_ids = itertools.count(1)
+        self._event_added = asyncio.Condition()
+        self._work_added = asyncio.Condition()
+
+    async def __aenter__(self) -> MemoryStore:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._jobs.clear()
+        self._events.clear()
+        self._keys.clear()
+
+    async def ping(self) -> bool:
+        return True
+
+    # -- the queue ---------------------------------------------------------------------------
+
+    async def enqueue(self, new: NewJob, *, now: float | None = None) -> tuple[Job, bool]:
+        now = _now(now)
+        if new.idempotency_key is not None:
+            key = (key_scope(new), new.idempotency_key)
+            job_id, stored_hash, stored_at = self._keys.get(key, (None, None, None))
+            v = verdict(
+                stored_hash=stored_hash,
+                stored_at=stored_at,
+                request_hash=new.request_hash,
+                now=now,
+            )
+            existing = self._jobs.get(job_id) if job_id else None
+            if v is KeyVerdict.REUSED:
+                raise IdempotencyKeyReuse(details={"idempotency_key": new.idempotency_key})
+            if v is KeyVerdict.SAME and existing is not None:
+                return existing, False
+            self._keys[key] = (new.id, new.request_hash, now)
+        if new.id in self._jobs:
+            raise Conflict(f"job {new.id} already exists", details={"job_id": new.id})
+        job = transition.enqueued(new, now)
+        self._jobs[job.id] = job
+        self._append(job.id, "status", transition.enqueue_event(job), now)
+        await self._wake_workers()
+        await self._wake_watchers()
+        return job, True
+
+    async def claim(
+        self, worker_id: str, lease_s: float, *, now: float | None = None
+    ) -> Job | None:
+        now = _now(now)
+        runnable = [
+            j for j in self._jobs.values() if j.status is JobStatus.QUEUED and j.next_run_at <= now
+        ]
+        if not runnable:
+            return None
+        best = min(runnable, key=_claim_order)
+        job = best.evolve(
+            status=JobStatus.RUNNING,
+            attempts=best.attempts + 1,
+            worker_id=worker_id,
+            lease_expires_at=now + lease_s,
+            started_at=now,
+        )
+        self._jobs[job.id] = job
+        self._append(job.id, "status", transition.claim_event(job), now)
+        await self._wake_watchers()
+        return job
+
+    async def renew(
+        self, job_id: str, worker_id: str, lease_s: float, *, now: float | None = None
+    ) -> bool:
+        job = self._jobs.get(job_id)
+        if job is None or job.status not in ACTIVE or job.worker_id != worker_id:
+            return False
+        self._jobs[job_id] = job.evolve(lease_expires_at=_now(now) + lease_s)
+        return True
+
+    async def transition(
+        self,
+        job_id: str,
+        event: Event,
+        *,
+        expect: JobStatus,
+        changes: Changes | None = None,
+        now: float | None = None,
+        worker_id: str | None = None,
+    ) -> Job:
+        now = _now(now)
+        p = transition.plan(expect, event, changes, now)
+        job = self._get_or_raise(job_id)
+        if job.status is not expect or (worker_id is not None and job.worker_id != worker_id):
+            raise transition.moved(job, expect, worker_id)
+        if not p.changes_status:
+            return job
+        job = transition.apply(job, p)
+        self._jobs[job_id] = job
+        self._append(job_id, "status", transition.status_event(job, p), now)
+        if job.status is JobStatus.QUEUED:
+            await self._wake_workers()
+        await self._wake_watchers()
+        return job
+
+    async def record_progress(self, job_id: str, progress: Progress) -> None:
+        job = self._get_or_raise(job_id)
+        self._jobs[job_id] = job.evolve(progress=progress)
+        self._append(job_id, "progress", progress_to_dict(progress), time.time())
+        await self._wake_watchers()
+
+    async def add_output(self, job_id: str, output: Output) -> Job:
+        job = self._get_or_raise(job_id)
+        job = job.evolve(outputs=(*job.outputs, output))
+        self._jobs[job_id] = job
+        self._append(job_id, "output", output_to_dict(output), time.time())
+        await self._wake_watchers()
+        return job
+
+    # -- events ------------------------------------------------------------------------------
+
+    async def append_event(self, job_id: str, kind: str, data: JSON) -> JobEvent:
+        self._get_or_raise(job_id)
+        event = self._append(job_id, kind, data, time.time())
+        await self._wake_watchers()
+        return event
+
+    async def events_since(self, job_id: str, after_id: int = 0) -> builtins.list[JobEvent]:
+        return [e for e in self._events.get(job_id, ()) if e.id > after_id]
+
+    async def wait_for_event(
+        self, job_id: str, after_id: int, timeout: float
+    ) -> builtins.list[JobEvent]:
+        deadline = asyncio.get_running_loop().time() + timeout
+        async with self._event_added:
+            while True:
+                events = await self.events_since(job_id, after_id)
+                remaining = deadline - asyncio.get_running_loop().time()
+                if events or remaining <= 0:
+                    return events
+                try:
+                    await asyncio.wait_for(self._event_added.wait(), remaining)
+                except TimeoutError:
+                    return await self.events_since(job_id, after_id)
+
+    async def wait_for_work(self, timeout: float) -> None:
+        async with self._work_added:
+            try:
+                await asyncio.wait_for(self._work_added.wait(), timeout)
+            except TimeoutError:
+                return
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    async def get_by_prompt_id(self, prompt_id: str) -> Job | None:
+        return next((j for j in self._jobs.values() if j.prompt_id == prompt_id), None)
+
+    async def list(
+        self,
+        *,
+        statuses: Sequence[JobStatus] | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        jobs = sorted(self._jobs.values(), key=lambda j: (j.created_at, j.id), reverse=True)
+        if statuses is not None:
+            wanted = set(statuses)
+            jobs = [j for j in jobs if j.status in wanted]
+        if owner is not None:
+            jobs = [j for j in jobs if j.owner == owner]
+        if cursor is not None:
+            after = decode_cursor(cursor)
+            jobs = [j for j in jobs if (j.created_at, j.id) < after]
+        page = jobs[: max(0, limit)]
+        more = len(jobs) > len(page) and bool(page)
+        last = page[-1] if page else None
+        return JobPage(
+            jobs=page,
+            next_cursor=encode_cursor(last.created_at, last.id) if more and last else None,
+        )
+
+    async def queue_position(self, job_id: str, *, now: float | None = None) -> int | None:
+        now = _now(now)
+        job = self._jobs.get(job_id)
+        if job is None or job.status is not JobStatus.QUEUED:
+            return None
+        mine = _position_order(job, now)
+        return sum(
+            1
+            for j in self._jobs.values()
+            if j.status is JobStatus.QUEUED and _position_order(j, now) < mine
+        )
+
+    async def counts(self) -> dict[JobStatus, int]:
+        counts = dict.fromkeys(JobStatus, 0)
+        for job in self._jobs.values():
+            counts[job.status] += 1
+        return counts
+
+    async def oldest_queued_at(self) -> float | None:
+        return min(
+            (j.created_at for j in self._jobs.values() if j.status is JobStatus.QUEUED),
+            default=None,
+        )
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    async def sweep_expired_leases(self, *, now: float | None = None) -> builtins.list[Job]:
+        now = _now(now)
+        lost = [
+            j
+            for j in self._jobs.values()
+            if j.status in ACTIVE and j.lease_expires_at is not None and j.lease_expires_at < now
+        ]
+        return await maintenance.apply_each(
+            self,
+            lost,
+            lambda j: maintenance.lease_lost_step(j, now),
+            now=now,
+            action="lease_lost",
+        )
+
+    async def requeue_stuck(
+        self, older_than_s: float, *, now: float | None = None
+    ) -> builtins.list[Job]:
+        now = _now(now)
+        stuck = [
+            j
+            for j in self._jobs.values()
+            if j.status is JobStatus.RUNNING
+            and j.started_at is not None
+            and j.started_at < now - older_than_s
+        ]
+        return await maintenance.apply_each(
+            self, stuck, maintenance.requeue_step, now=now, action="requeue_stuck"
+        )
+
+    async def expire_finished(self, *, now: float | None = None) -> builtins.list[Job]:
+        now = _now(now)
+        due = [
+            j
+            for j in self._jobs.values()
+            if j.status in TERMINAL
+            and j.status is not JobStatus.EXPIRED
+            and j.expires_at is not None
+            and j.expires_at <= now
+        ]
+        return await maintenance.apply_each(
+            self, due, maintenance.expire_step, now=now, action="expire"
+        )
+
+    async def delete(self, job_id: str) -> bool:
+        self._events.pop(job_id, None)
+        return self._jobs.pop(job_id, None) is not None
+
+    async def delete_finished_before(self, cutoff: float) -> builtins.list[Job]:
+        old = [
+            j
+            for j in self._jobs.values()
+            if j.status in TERMINAL and j.finished_at is not None and j.finished_at < cutoff
+        ]
+        for job in old:
+            await self.delete(job.id)
+        return old
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _get_or_raise(self, job_id: str) -> Job:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} not found", details={"job_id": job_id})
+        return job
+
+    def _append(self, job_id: str, kind: str, data: JSON, now: float) -> JobEvent:
+        event = JobEvent(
+            id=next(self._event_ids), job_id=job_id, kind=kind, data=data, created_at=now
+        )
+        self._events.setdefault(job_id, []).append(event)
+        return event
+
+    async def _wake_watchers(self) -> None:
+        async with self._event_added:
+            self._event_added.notify_all()
+
+    async def _wake_workers(self) -> None:
+        async with self._work_added:
+            self._work_added.notify_all()
+
+
+def _now(now: float | None) -> float:
+    return time.time() if now is None else now
+
+
+def _claim_order(job: Job) -> tuple[int, float, str]:
+    return (-job.priority, job.created_at, job.id)
+
+
+def _position_order(job: Job, now: float) -> tuple[bool, int, float, str]:
+    """Claim order as of `now`: runnable jobs first, then those waiting for next_run_at."""
+    return (job.next_run_at > now, -job.priority, job.created_at, job.id)
+
+
+__all__ = ["MemoryStore"]

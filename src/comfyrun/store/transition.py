@@ -1,0 +1,177 @@
+"""What a status transition writes: a pure plan every store applies the same way.
+
+`plan()` turns (expected status, event, changes) into the new status and the columns to set;
+the memory store applies it to a `Job` with `apply()`, the SQL stores bind it to one UPDATE with a
+compare-and-set on the status. Rules beyond the state table:
+
+- leaving `running`/`canceling` clears the lease; going back to `queued` also forgets the worker
+  and is runnable at `changes.next_run_at` (default: now);
+- reaching a terminal status stamps `finished_at` (default: now);
+- a transition that keeps the status (e.g. cancel on a finished job) writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from comfyrun.core.job import ACTIVE, JSON, TERMINAL, Job, JobError, JobStatus, NewJob, Progress
+from comfyrun.core.state import Event, next_state
+from comfyrun.errors import Conflict, NotFound
+from comfyrun.store.base import Changes
+from comfyrun.store.codec import error_to_dict
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The writes of one transition; None means "leave the column as it is"."""
+
+    event: Event
+    previous: JobStatus
+    status: JobStatus
+    error: JobError | None = None
+    progress: Progress | None = None
+    next_run_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    expires_at: float | None = None
+    backend: str | None = None
+    prompt_id: str | None = None
+    clear_lease: bool = False
+    clear_worker: bool = False
+    extra: JSON | None = None
+
+    @property
+    def changes_status(self) -> bool:
+        return self.status is not self.previous
+
+
+def plan(expect: JobStatus, event: Event, changes: Changes | None, now: float) -> Plan:
+    """Raises IllegalTransition when the table has no `event` for `expect`."""
+    status = next_state(expect, event)
+    c = changes or Changes()
+    if status is expect:
+        return Plan(event=event, previous=expect, status=status)
+    leaves_lease = expect in ACTIVE and status not in ACTIVE
+    requeued = status is JobStatus.QUEUED
+    terminal = status in TERMINAL and status is not JobStatus.EXPIRED
+    error = c.error
+    if error is not None and not isinstance(error, JobError):
+        raise TypeError(f"Changes.error must be a JobError, not {type(error).__name__}")
+    return Plan(
+        event=event,
+        previous=expect,
+        status=status,
+        error=error,
+        progress=c.progress,
+        next_run_at=c.next_run_at if c.next_run_at is not None else (now if requeued else None),
+        started_at=now if status is JobStatus.RUNNING else None,
+        finished_at=c.finished_at if c.finished_at is not None else (now if terminal else None),
+        expires_at=c.expires_at,
+        backend=c.backend,
+        prompt_id=c.prompt_id,
+        clear_lease=c.clear_lease or leaves_lease or requeued,
+        clear_worker=c.clear_lease or requeued,
+        extra=dict(c.extra),
+    )
+
+
+def apply(job: Job, p: Plan) -> Job:
+    """`job` after the plan's writes (for stores that keep `Job` objects)."""
+    if not p.changes_status:
+        return job
+    return job.evolve(
+        status=p.status,
+        error=p.error if p.error is not None else job.error,
+        progress=p.progress if p.progress is not None else job.progress,
+        next_run_at=p.next_run_at if p.next_run_at is not None else job.next_run_at,
+        started_at=p.started_at if p.started_at is not None else job.started_at,
+        finished_at=p.finished_at if p.finished_at is not None else job.finished_at,
+        expires_at=p.expires_at if p.expires_at is not None else job.expires_at,
+        backend=p.backend if p.backend is not None else job.backend,
+        prompt_id=p.prompt_id if p.prompt_id is not None else job.prompt_id,
+        lease_expires_at=None if p.clear_lease else job.lease_expires_at,
+        worker_id=None if p.clear_worker else job.worker_id,
+    )
+
+
+def status_event(job: Job, p: Plan) -> JSON:
+    """The data of the "status" event appended after `p` turned into `job`."""
+    data: JSON = dict(p.extra or {})
+    data.update(
+        status=p.status.value,
+        previous=p.previous.value,
+        event=p.event.value,
+        attempts=job.attempts,
+    )
+    if p.error is not None:
+        data["error"] = error_to_dict(p.error)
+    if p.status is JobStatus.QUEUED:
+        data["next_run_at"] = job.next_run_at
+    return data
+
+
+def claim_event(job: Job) -> JSON:
+    return {
+        "status": JobStatus.RUNNING.value,
+        "previous": JobStatus.QUEUED.value,
+        "event": Event.CLAIM.value,
+        "attempts": job.attempts,
+        "worker_id": job.worker_id,
+    }
+
+
+def enqueue_event(job: Job) -> JSON:
+    return {"status": JobStatus.QUEUED.value, "previous": None, "event": "enqueue", "attempts": 0}
+
+
+def enqueued(new: NewJob, now: float) -> Job:
+    """The queued `Job` a store records for `new`."""
+    return Job(
+        id=new.id,
+        workflow=new.workflow,
+        status=JobStatus.QUEUED,
+        priority=new.priority,
+        inputs=tuple(new.inputs),
+        options=dict(new.options),
+        metadata=dict(new.metadata),
+        owner=new.owner,
+        max_retries=new.max_retries,
+        retry_delay_s=new.retry_delay_s,
+        timeout_s=new.timeout_s,
+        idempotency_key=new.idempotency_key,
+        request_hash=new.request_hash,
+        created_at=now,
+        next_run_at=now,
+    )
+
+
+def moved(job: Job, expect: JobStatus, worker_id: str | None) -> Conflict:
+    """The Conflict raised when a compare-and-set finds `job` no longer as the caller read it."""
+    held = f" held by {worker_id}" if worker_id is not None else ""
+    return Conflict(
+        f"job {job.id} is {job.status.value} (held by {job.worker_id}), "
+        f"expected {expect.value}{held}",
+        details={
+            "job_id": job.id,
+            "status": job.status.value,
+            "expected": expect.value,
+            "worker_id": job.worker_id,
+        },
+    )
+
+
+def not_found(job_id: str) -> NotFound:
+    return NotFound(f"job {job_id} not found", details={"job_id": job_id})
+
+
+__all__ = [
+    "Plan",
+    "apply",
+    "claim_event",
+    "enqueue_event",
+    "enqueued",
+    "moved",
+    "not_found",
+    "plan",
+    "status_event",
+]

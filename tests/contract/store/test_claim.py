@@ -1,0 +1,106 @@
+"""Every store: claim order, next_run_at, leases and renewal, queue positions and counts."""
+
+from __future__ import annotations
+
+from tests.support.store import new_job
+
+from comfyrun.core.job import JobStatus
+from comfyrun.store.base import JobStore
+
+T0 = 1_700_000_000.0
+
+
+async def test_claim_empty_queue_is_none(store: JobStore) -> None:
+    assert await store.claim("w1", 30, now=T0) is None
+
+
+async def test_claim_takes_highest_priority_then_oldest(store: JobStore) -> None:
+    low_old, _ = await store.enqueue(new_job(priority=0), now=T0)
+    high_new, _ = await store.enqueue(new_job(priority=5), now=T0 + 2)
+    high_old, _ = await store.enqueue(new_job(priority=5), now=T0 + 1)
+    low_new, _ = await store.enqueue(new_job(priority=0), now=T0 + 3)
+    order = []
+    for _ in range(4):
+        job = await store.claim("w", 30, now=T0 + 10)
+        assert job is not None
+        order.append(job.id)
+    assert order == [high_old.id, high_new.id, low_old.id, low_new.id]
+    assert await store.claim("w", 30, now=T0 + 10) is None
+
+
+async def test_claim_sets_running_lease_and_attempt(store: JobStore) -> None:
+    queued, _ = await store.enqueue(new_job(), now=T0)
+    job = await store.claim("w1", 30, now=T0 + 1)
+    assert job is not None and job.id == queued.id
+    assert job.status is JobStatus.RUNNING
+    assert job.attempts == 1
+    assert job.worker_id == "w1"
+    assert job.lease_expires_at == T0 + 31
+    assert job.started_at == T0 + 1
+    assert await store.get(job.id) == job
+
+
+async def test_claim_respects_next_run_at(store: JobStore) -> None:
+    from comfyrun.core.state import Event
+    from comfyrun.store.base import Changes
+
+    await store.enqueue(new_job(), now=T0)
+    job = await store.claim("w", 30, now=T0)
+    assert job is not None
+    await store.transition(
+        job.id, Event.RETRY, expect=JobStatus.RUNNING, changes=Changes(next_run_at=T0 + 100)
+    )
+    assert await store.claim("w", 30, now=T0 + 99) is None
+    again = await store.claim("w", 30, now=T0 + 100)
+    assert again is not None and again.id == job.id and again.attempts == 2
+
+
+async def test_renew_extends_only_the_holders_lease(store: JobStore) -> None:
+    await store.enqueue(new_job(), now=T0)
+    job = await store.claim("w1", 30, now=T0)
+    assert job is not None
+    assert await store.renew(job.id, "w1", 60, now=T0 + 20)
+    renewed = await store.get(job.id)
+    assert renewed is not None and renewed.lease_expires_at == T0 + 80
+    assert not await store.renew(job.id, "w2", 60, now=T0 + 20)
+    assert not await store.renew("unknown", "w1", 60, now=T0 + 20)
+    after = await store.get(job.id)
+    assert after is not None and after.lease_expires_at == T0 + 80
+
+
+async def test_renew_fails_once_the_job_is_not_running(store: JobStore) -> None:
+    from comfyrun.core.state import Event
+
+    await store.enqueue(new_job(), now=T0)
+    job = await store.claim("w1", 30, now=T0)
+    assert job is not None
+    await store.transition(job.id, Event.SUCCEED, expect=JobStatus.RUNNING, now=T0 + 1)
+    assert not await store.renew(job.id, "w1", 30, now=T0 + 2)
+
+
+async def test_queue_position_follows_claim_order(store: JobStore) -> None:
+    a, _ = await store.enqueue(new_job(priority=0), now=T0)
+    b, _ = await store.enqueue(new_job(priority=1), now=T0 + 1)
+    c, _ = await store.enqueue(new_job(priority=0), now=T0 + 2)
+    assert await store.queue_position(b.id, now=T0 + 5) == 0
+    assert await store.queue_position(a.id, now=T0 + 5) == 1
+    assert await store.queue_position(c.id, now=T0 + 5) == 2
+    claimed = await store.claim("w", 30, now=T0 + 5)
+    assert claimed is not None and claimed.id == b.id
+    assert await store.queue_position(b.id, now=T0 + 5) is None
+    assert await store.queue_position(a.id, now=T0 + 5) == 0
+    assert await store.queue_position("unknown") is None
+
+
+async def test_counts_and_oldest_queued(store: JobStore) -> None:
+    assert await store.oldest_queued_at() is None
+    counts = await store.counts()
+    assert set(counts) == set(JobStatus) and sum(counts.values()) == 0
+    for i in range(3):
+        await store.enqueue(new_job(), now=T0 + i)
+    await store.claim("w", 30, now=T0 + 5)
+    counts = await store.counts()
+    assert counts[JobStatus.QUEUED] == 2
+    assert counts[JobStatus.RUNNING] == 1
+    assert counts[JobStatus.FAILED] == 0
+    assert await store.oldest_queued_at() == T0 + 1

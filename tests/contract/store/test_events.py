@@ -1,0 +1,73 @@
+"""Every store: the event log, and waiters woken by the store's own notifications."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from tests.support.store import new_job
+
+from comfyrun.core.job import JobStatus
+from comfyrun.errors import NotFound
+from comfyrun.store.base import JobStore
+
+#: A waiter that is not woken would sit this long; the test gives up far sooner.
+LONG_WAIT_S = 60.0
+WOKEN_WITHIN_S = 10.0
+
+
+async def test_event_ids_grow_and_events_since_filters(store: JobStore) -> None:
+    a, _ = await store.enqueue(new_job())
+    b, _ = await store.enqueue(new_job())
+    e1 = await store.append_event(a.id, "log", {"line": "one"})
+    e2 = await store.append_event(b.id, "log", {"line": "two"})
+    e3 = await store.append_event(a.id, "preview", {"n": 3})
+    assert e1.id < e2.id < e3.id
+    assert (e1.job_id, e1.kind, e1.data) == (a.id, "log", {"line": "one"})
+    assert [e.id for e in await store.events_since(a.id, e1.id)] == [e3.id]
+    assert [e.data for e in await store.events_since(a.id) if e.kind != "status"] == [
+        {"line": "one"},
+        {"n": 3},
+    ]
+    assert await store.events_since(a.id, e3.id) == []
+    with pytest.raises(NotFound):
+        await store.append_event("nope", "log", {})
+
+
+async def test_wait_for_event_returns_at_once_when_events_exist(store: JobStore) -> None:
+    job, _ = await store.enqueue(new_job())
+    events = await asyncio.wait_for(store.wait_for_event(job.id, 0, LONG_WAIT_S), WOKEN_WITHIN_S)
+    assert [e.data["status"] for e in events] == ["queued"]
+
+
+async def test_wait_for_event_wakes_on_a_new_event(store: JobStore) -> None:
+    job, _ = await store.enqueue(new_job())
+    last = (await store.events_since(job.id))[-1].id
+    waiter = asyncio.create_task(store.wait_for_event(job.id, last, LONG_WAIT_S))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    await store.append_event(job.id, "log", {"line": "hello"})
+    events = await asyncio.wait_for(waiter, WOKEN_WITHIN_S)
+    assert [e.data for e in events] == [{"line": "hello"}]
+
+
+async def test_wait_for_event_ignores_other_jobs_and_times_out(store: JobStore) -> None:
+    job, _ = await store.enqueue(new_job())
+    other, _ = await store.enqueue(new_job())
+    last = (await store.events_since(job.id))[-1].id
+    waiter = asyncio.create_task(store.wait_for_event(job.id, last, 0.5))
+    await store.append_event(other.id, "log", {})
+    assert await asyncio.wait_for(waiter, WOKEN_WITHIN_S) == []
+
+
+async def test_wait_for_work_wakes_on_enqueue(store: JobStore) -> None:
+    waiter = asyncio.create_task(store.wait_for_work(LONG_WAIT_S))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    await store.enqueue(new_job())
+    await asyncio.wait_for(waiter, WOKEN_WITHIN_S)
+
+
+async def test_wait_for_work_times_out(store: JobStore) -> None:
+    await asyncio.wait_for(store.wait_for_work(0.2), WOKEN_WITHIN_S)
+    assert (await store.counts())[JobStatus.QUEUED] == 0

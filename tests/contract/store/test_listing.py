@@ -1,0 +1,63 @@
+"""Every store: listing newest first, filters, cursor pagination stable under inserts."""
+
+from __future__ import annotations
+
+import pytest
+from tests.support.store import new_job
+
+from comfyrun.core.job import JobStatus
+from comfyrun.errors import InvalidRequest
+from comfyrun.store.base import JobStore
+
+T0 = 1_700_000_000.0
+
+
+async def test_list_is_newest_first_and_paginates(store: JobStore) -> None:
+    ids = [(await store.enqueue(new_job(), now=T0 + i))[0].id for i in range(7)]
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        page = await store.list(limit=3, cursor=cursor)
+        seen += [j.id for j in page.jobs]
+        pages += 1
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == list(reversed(ids))
+    assert pages == 3
+
+
+async def test_pages_are_stable_under_inserts(store: JobStore) -> None:
+    ids = [(await store.enqueue(new_job(), now=T0 + i))[0].id for i in range(6)]
+    first = await store.list(limit=3)
+    for i in range(3):
+        await store.enqueue(new_job(), now=T0 + 100 + i)
+    second = await store.list(limit=3, cursor=first.next_cursor)
+    assert [j.id for j in first.jobs + second.jobs] == list(reversed(ids))
+
+
+async def test_list_filters_by_status_and_owner(store: JobStore) -> None:
+    a, _ = await store.enqueue(new_job(owner="ann"), now=T0)
+    b, _ = await store.enqueue(new_job(owner="bob"), now=T0 + 1)
+    c, _ = await store.enqueue(new_job(owner="ann"), now=T0 + 2)
+    claimed = await store.claim("w", 30, now=T0 + 3)
+    assert claimed is not None and claimed.id == a.id
+    queued = await store.list(statuses=[JobStatus.QUEUED])
+    assert [j.id for j in queued.jobs] == [c.id, b.id]
+    both = await store.list(statuses=[JobStatus.QUEUED, JobStatus.RUNNING], owner="ann")
+    assert [j.id for j in both.jobs] == [c.id, a.id]
+    assert (await store.list(statuses=[])).jobs == []
+    assert (await store.list(owner="nobody")).jobs == []
+
+
+async def test_last_page_has_no_cursor(store: JobStore) -> None:
+    for i in range(3):
+        await store.enqueue(new_job(), now=T0 + i)
+    page = await store.list(limit=3)
+    assert len(page.jobs) == 3 and page.next_cursor is None
+
+
+async def test_bad_cursor_is_invalid_request(store: JobStore) -> None:
+    with pytest.raises(InvalidRequest):
+        await store.list(cursor="not-a-cursor!")

@@ -1,0 +1,98 @@
+"""Helpers for the store tests: job factories and per-test stores of every kind.
+
+PostgreSQL tests use COMFYRUN_TEST_PG_DSN (default postgresql://postgres@127.0.0.1:5432/test) and
+give each test its own schema, dropped afterwards. When the server cannot be reached they skip,
+except under CI=true, where they fail: CI must not go green without PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from comfyrun.core.job import NewJob
+from comfyrun.store.base import JobStore
+from comfyrun.store.factory import open_store
+
+DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+KINDS = ("memory", "sqlite", "postgres")
+
+
+def pg_dsn() -> str:
+    return os.environ.get("COMFYRUN_TEST_PG_DSN", DEFAULT_PG_DSN)
+
+
+def pg_reachable() -> str | None:
+    """None when PostgreSQL answers, else why not."""
+    import psycopg
+
+    try:
+        with psycopg.connect(pg_dsn(), connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        return f"PostgreSQL at {pg_dsn()} unreachable: {exc}".strip()
+    return None
+
+
+def require_pg() -> None:
+    """Skip (or, under CI=true, fail) when PostgreSQL cannot be reached."""
+    reason = pg_reachable()
+    if reason is None:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true and {reason}")
+    pytest.skip(f"{reason} (set COMFYRUN_TEST_PG_DSN)")
+
+
+def new_schema_name() -> str:
+    return f"t_{uuid.uuid4().hex[:16]}"
+
+
+def drop_schema(schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_dsn(), autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def store_url(kind: str, tmp_path: Path, schema: str | None = None) -> str:
+    if kind == "memory":
+        return "memory://"
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'jobs.db'}"
+    if kind == "postgres":
+        sep = "&" if "?" in pg_dsn() else "?"
+        return f"{pg_dsn()}{sep}schema={schema or new_schema_name()}"
+    raise ValueError(kind)
+
+
+@asynccontextmanager
+async def store_of(kind: str, tmp_path: Path) -> AsyncIterator[JobStore]:
+    """A fresh, opened store of `kind`, closed (and its schema dropped) afterwards."""
+    schema = None
+    if kind == "postgres":
+        require_pg()
+        schema = new_schema_name()
+    store = open_store(store_url(kind, tmp_path, schema))
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+        if schema is not None:
+            drop_schema(schema)
+
+
+def new_job(**kwargs: Any) -> NewJob:
+    """A NewJob with a small workflow; keyword arguments override its fields."""
+    kwargs.setdefault("workflow", {"1": {"class_type": "KSampler", "inputs": {"seed": 1}}})
+    return NewJob(**kwargs)
+
+
+__all__ = ["KINDS", "new_job", "pg_dsn", "require_pg", "store_of", "store_url"]
