@@ -1,0 +1,71 @@
+"""Storage keys: validation and the naming of job outputs.
+
+A key is a relative "/"-separated path of non-empty segments; no segment is "." or "..", starts
+with the reserved ".comfyrun" prefix, or holds a backslash or a control character. The same key
+is then safe as a file path under the local root and as an S3 object name under the prefix.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from comfyrun.errors import InvalidRequest
+
+#: Segments starting with this are reserved for the storages' own bookkeeping.
+RESERVED_PREFIX = ".comfyrun"
+MAX_KEY_LENGTH = 1024
+_UNSAFE_CHARS = re.compile(r'[\x00-\x1f\x7f/\\<>:"|?*]')
+
+
+def validate_key(key: str) -> str:
+    """Return `key` unchanged when it is a valid storage key, else raise InvalidRequest."""
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise InvalidRequest("storage key is empty or too long", details={"key": key})
+    if key.startswith("/") or "\\" in key or any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
+        raise InvalidRequest("storage key is not a safe relative path", details={"key": key})
+    for segment in key.split("/"):
+        if segment in ("", ".", "..") or segment.startswith(RESERVED_PREFIX):
+            raise InvalidRequest("storage key has an unsafe segment", details={"key": key})
+    return key
+
+
+def validate_prefix(prefix: str) -> str:
+    """A prefix for `delete_prefix`: a valid key followed by "/"."""
+    if not prefix.endswith("/"):
+        raise InvalidRequest("a storage prefix must end with '/'", details={"prefix": prefix})
+    validate_key(prefix[:-1])
+    return prefix
+
+
+def safe_segment(name: str, *, fallback: str = "file") -> str:
+    """Make one path segment out of an arbitrary name, keeping it readable: unsafe characters
+    become "_", leading dots are dropped (no hidden or "." / ".." segments), length is capped
+    at 200 characters keeping the extension."""
+    text = unicodedata.normalize("NFC", name)
+    text = _UNSAFE_CHARS.sub("_", text).strip().lstrip(".")
+    if not text or text.startswith(RESERVED_PREFIX):
+        text = fallback if not text else f"_{text}"
+    if len(text) > 200:
+        stem, dot, ext = text.rpartition(".")
+        text = f"{stem[: 200 - len(ext) - 1]}.{ext}" if dot and len(ext) <= 16 else text[:200]
+    return text
+
+
+def output_key(job_id: str, node_id: str, filename: str) -> str:
+    """Where a job's output lives: "<job_id>/<node_id>/<filename>". Each job gets its own copy,
+    even when ComfyUI re-reports the same file for a cached rerun, so deleting one job never
+    breaks another."""
+    return validate_key(
+        "/".join(
+            (safe_segment(job_id), safe_segment(node_id, fallback="node"), safe_segment(filename))
+        )
+    )
+
+
+def job_prefix(job_id: str) -> str:
+    """The prefix holding all of a job's outputs, for `delete_prefix` at retention time."""
+    return validate_prefix(f"{safe_segment(job_id)}/")
+
+
+__all__ = ["job_prefix", "output_key", "safe_segment", "validate_key", "validate_prefix"]

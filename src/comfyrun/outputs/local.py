@@ -1,0 +1,199 @@
+"""Output storage in a local (or shared) directory: "file:///abs/dir".
+
+Each object is a file at <root>/<key>; its content type and hash sit in a small JSON sidecar at
+<root>/.comfyrun-meta/<key>.json. `put` writes to <root>/.comfyrun-tmp/ and renames into place,
+so readers never see a partial file and several API nodes sharing the directory agree. Blocking
+file calls run in threads so the event loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator
+from pathlib import Path
+from typing import IO
+
+import blake3
+
+from comfyrun.errors import NotFound, StorageError
+from comfyrun.outputs.base import StoredObject
+from comfyrun.outputs.classify import content_type_for
+from comfyrun.outputs.keys import validate_key, validate_prefix
+
+log = logging.getLogger(__name__)
+
+META_DIR = ".comfyrun-meta"
+TMP_DIR = ".comfyrun-tmp"
+#: Bytes gathered before one write call (fewer thread hops for small chunks).
+WRITE_BATCH = 1 << 20
+READ_CHUNK = 1 << 20
+
+
+class LocalOutputStorage:
+    """Objects as files under `root` (created on first use)."""
+
+    scheme = "file"
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"LocalOutputStorage({str(self.root)!r})"
+
+    def _path(self, key: str) -> Path:
+        return self.root / validate_key(key)
+
+    def _meta_path(self, key: str) -> Path:
+        return self.root / META_DIR / f"{validate_key(key)}.json"
+
+    async def put(
+        self, key: str, chunks: AsyncIterable[bytes], *, content_type: str
+    ) -> StoredObject:
+        target = self._path(key)
+        tmp_dir = self.root / TMP_DIR
+        try:
+            await asyncio.to_thread(tmp_dir.mkdir, parents=True, exist_ok=True)
+            tmp = tmp_dir / uuid.uuid4().hex
+            fh = await asyncio.to_thread(tmp.open, "wb")
+        except OSError as exc:
+            raise StorageError(f"cannot write under {self.root}: {exc}") from exc
+        hasher = blake3.blake3()
+        size = 0
+        try:
+            try:
+                batch = bytearray()
+                async for chunk in chunks:
+                    batch += chunk
+                    if len(batch) >= WRITE_BATCH:
+                        size += await asyncio.to_thread(_write, fh, hasher, bytes(batch))
+                        batch.clear()
+                size += await asyncio.to_thread(_write, fh, hasher, bytes(batch))
+                await asyncio.to_thread(fh.flush)
+            finally:
+                await asyncio.to_thread(fh.close)
+            stored = StoredObject(key, size, f"blake3:{hasher.hexdigest()}", content_type)
+            await asyncio.to_thread(self._commit, tmp, target, stored)
+        except OSError as exc:
+            await asyncio.to_thread(tmp.unlink, missing_ok=True)
+            raise StorageError(f"cannot store {key!r}: {exc}") from exc
+        except BaseException:
+            await asyncio.to_thread(tmp.unlink, missing_ok=True)
+            raise
+        return stored
+
+    def _commit(self, tmp: Path, target: Path, stored: StoredObject) -> None:
+        meta = self._meta_path(stored.key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        meta.parent.mkdir(parents=True, exist_ok=True)
+        meta_tmp = tmp.with_suffix(".json")
+        meta_tmp.write_text(
+            json.dumps({"hash": stored.hash, "content_type": stored.content_type}),
+            encoding="utf-8",
+        )
+        os.replace(tmp, target)
+        os.replace(meta_tmp, meta)
+
+    async def open(
+        self, key: str, *, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        path = self._path(key)
+        try:
+            fh = await asyncio.to_thread(path.open, "rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise NotFound(f"output {key!r} does not exist", details={"key": key}) from exc
+        except OSError as exc:
+            raise StorageError(f"cannot read {key!r}: {exc}") from exc
+        try:
+            if offset:
+                await asyncio.to_thread(fh.seek, offset)
+            remaining = length
+            while remaining is None or remaining > 0:
+                want = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
+                chunk = await asyncio.to_thread(fh.read, want)
+                if not chunk:
+                    break
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+        finally:
+            await asyncio.to_thread(fh.close)
+
+    async def url(
+        self,
+        key: str,
+        *,
+        expires_s: int | None = None,
+        content_type: str | None = None,
+        filename: str | None = None,
+    ) -> tuple[str | None, float | None]:
+        validate_key(key)
+        return None, None
+
+    async def delete(self, key: str) -> None:
+        path, meta = self._path(key), self._meta_path(key)
+
+        def unlink() -> None:
+            if path.is_file():
+                path.unlink(missing_ok=True)
+            meta.unlink(missing_ok=True)
+
+        await asyncio.to_thread(unlink)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        validate_prefix(prefix)
+        folder = self.root / prefix.rstrip("/")
+        meta_folder = self.root / META_DIR / prefix.rstrip("/")
+
+        def remove() -> int:
+            if not folder.is_dir():
+                return 0
+            count = sum(1 for p in folder.rglob("*") if p.is_file())
+            shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(meta_folder, ignore_errors=True)
+            return count
+
+        count = await asyncio.to_thread(remove)
+        log.info(
+            "deleted %d objects under %s", count, prefix, extra={"action": "storage.delete_prefix"}
+        )
+        return count
+
+    async def stat(self, key: str) -> StoredObject | None:
+        path, meta = self._path(key), self._meta_path(key)
+
+        def read() -> StoredObject | None:
+            try:
+                st = path.stat()
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            if not path.is_file():
+                return None
+            info: dict[str, str | None] = {}
+            with contextlib.suppress(OSError, ValueError):
+                info = json.loads(meta.read_text(encoding="utf-8"))
+            return StoredObject(
+                key=key,
+                size_bytes=st.st_size,
+                hash=info.get("hash"),
+                content_type=info.get("content_type") or content_type_for(key),
+            )
+
+        return await asyncio.to_thread(read)
+
+    async def close(self) -> None:
+        return None
+
+
+def _write(fh: IO[bytes], hasher: blake3.blake3, data: bytes) -> int:
+    hasher.update(data)
+    fh.write(data)
+    return len(data)
+
+
+__all__ = ["LocalOutputStorage"]
