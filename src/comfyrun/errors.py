@@ -2,10 +2,12 @@
 
     ComfyrunError
     ├── NotFound                       a job, asset or backend that does not exist
+    │   └── BlobNotFound               no stored bytes with that hash (assets from-hash)
     ├── Conflict                       a compare-and-set lost, or a state that forbids the action
     │   ├── IllegalTransition          the job state machine refused an event
     │   ├── IdempotencyKeyReuse        same Idempotency-Key, other body
-    │   └── IdempotencyInFlight        same key, first request still being handled
+    │   ├── IdempotencyInFlight        same key, first request still being handled
+    │   └── HashMismatch               uploaded bytes do not match the declared hash
     ├── InvalidRequest                 bad input from a caller (4xx)
     │   ├── InvalidWorkflow            ComfyUI (or our own checks) rejected the workflow
     │   ├── ConversionError            a UI-format workflow could not be converted
@@ -41,6 +43,12 @@ class NotFound(ComfyrunError):
     code = "not_found"
 
 
+class BlobNotFound(NotFound):
+    """No blob with that hash exists."""
+
+    code = "blob_not_found"
+
+
 class Conflict(ComfyrunError):
     """The resource changed under you; read it again."""
 
@@ -63,6 +71,12 @@ class IdempotencyInFlight(Conflict):
     """A request with this Idempotency-Key is still being handled; retry shortly."""
 
     code = "idempotency_conflict"
+
+
+class HashMismatch(Conflict):
+    """The uploaded bytes do not match the expected hash."""
+
+    code = "hash_mismatch"
 
 
 class InvalidRequest(ComfyrunError):
@@ -125,9 +139,11 @@ class BackendError(ComfyrunError):
 
 __all__ = [
     "BackendError",
+    "BlobNotFound",
     "ComfyrunError",
     "Conflict",
     "ConversionError",
+    "HashMismatch",
     "IdempotencyInFlight",
     "IdempotencyKeyReuse",
     "IllegalTransition",
