@@ -1,0 +1,178 @@
+"""The websocket to one ComfyUI server: connect, reconnect with backoff, feed parsed messages.
+
+Every connection uses a fresh clientId. ComfyUI keys sockets by clientId and, when an old
+socket with the same id finally closes, it forgets the *new* one, which then silently receives
+nothing; a fresh id per connection rules that out. The cost is that prompts submitted under an
+earlier id get no more events after a reconnect, so the client settles them through history.
+
+The socket knows nothing of prompts: it hands every parsed message to `on_message` and tells
+`on_state` when a connection opens or closes. The callbacks are plain functions called from the
+socket's task; they must not block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import uuid
+from collections.abc import Callable
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from comfyrun.comfy.errors import ComfyProtocolError
+from comfyrun.comfy.messages import Message, parse_binary, parse_text
+
+logger = logging.getLogger(__name__)
+
+#: Ask for previews with metadata (event 4), the only preview frames that name their prompt.
+FEATURE_FLAGS = json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
+
+
+def ws_url(base_url: str) -> str:
+    base = base_url.rstrip("/")
+    if base.startswith("https://"):
+        return "wss://" + base[len("https://") :] + "/ws"
+    if base.startswith("http://"):
+        return "ws://" + base[len("http://") :] + "/ws"
+    return base + "/ws"
+
+
+class ComfySocket:
+    """One logical websocket to a ComfyUI server, reconnected until `close()`.
+
+    `connection` counts connections (1 for the first); `client_id` is the id of the current
+    connection, or of the next one while disconnected.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        on_message: Callable[[Message], None],
+        on_state: Callable[[bool], None],
+        client_id_prefix: str = "comfyrun",
+        open_timeout: float = 10.0,
+        reconnect_initial: float = 0.05,
+        reconnect_max: float = 5.0,
+        ping_interval: float | None = 20.0,
+    ) -> None:
+        self._url = ws_url(base_url)
+        self._on_message = on_message
+        self._on_state = on_state
+        self._prefix = client_id_prefix
+        self._open_timeout = open_timeout
+        self._reconnect_initial = reconnect_initial
+        self._reconnect_max = reconnect_max
+        self._ping_interval = ping_interval
+        self._rng = random.Random()
+        self._task: asyncio.Task[None] | None = None
+        self._ws: ClientConnection | None = None
+        self._closing = False
+        self._connected_event = asyncio.Event()
+        self.connection = 0
+        self.client_id = self._new_client_id()
+        self.connected = False
+
+    def _new_client_id(self) -> str:
+        return f"{self._prefix}-{uuid.uuid4().hex}"
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"comfy-ws {self._url}")
+
+    async def wait_connected(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._connected_event.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def drop(self) -> None:
+        """Close the current connection (it reconnects); for tests and health checks."""
+        if self._ws is not None:
+            await self._ws.close()
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await self._ws.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        failures = 0
+        while not self._closing:
+            try:
+                async with connect(
+                    f"{self._url}?clientId={self.client_id}",
+                    open_timeout=self._open_timeout,
+                    ping_interval=self._ping_interval,
+                    max_size=None,
+                    compression=None,
+                    proxy=None,
+                ) as ws:
+                    self._ws = ws
+                    await ws.send(FEATURE_FLAGS)
+                    failures = 0
+                    self._set_connected(True)
+                    await self._read(ws)
+            except (OSError, TimeoutError, websockets.WebSocketException) as exc:
+                logger.debug(
+                    "websocket to %s failed: %r",
+                    self._url,
+                    exc,
+                    extra={"action": "ws_error", "backend": self._url},
+                )
+            finally:
+                self._ws = None
+                self.client_id = self._new_client_id()
+                if self.connected:
+                    self._set_connected(False)
+            if self._closing:
+                break
+            failures += 1
+            delay = min(self._reconnect_max, self._reconnect_initial * 2 ** (failures - 1))
+            await asyncio.sleep(delay / 2 + self._rng.random() * delay / 2)
+
+    async def _read(self, ws: ClientConnection) -> None:
+        async for frame in ws:
+            try:
+                message = parse_binary(frame) if isinstance(frame, bytes) else parse_text(frame)
+            except ComfyProtocolError as exc:
+                logger.warning(
+                    "ignoring a bad websocket frame from %s: %s",
+                    self._url,
+                    exc,
+                    extra={"action": "ws_bad_frame", "backend": self._url},
+                )
+                continue
+            self._on_message(message)
+
+    def _set_connected(self, connected: bool) -> None:
+        self.connected = connected
+        if connected:
+            self.connection += 1
+            self._connected_event.set()
+        else:
+            self._connected_event.clear()
+        logger.info(
+            "websocket %s %s",
+            self._url,
+            "connected" if connected else "disconnected",
+            extra={
+                "action": "ws_connected" if connected else "ws_disconnected",
+                "backend": self._url,
+            },
+        )
+        self._on_state(connected)
+
+
+__all__ = ["FEATURE_FLAGS", "ComfySocket", "ws_url"]
