@@ -1,0 +1,148 @@
+"""comfyrun's exceptions → the Comfy API v2 error envelope {"error": {code, message, details?}}.
+
+The only place that knows HTTP status codes for comfyrun.errors. Request validation errors,
+unknown routes and unexpected exceptions get the same envelope, never a bare 500 page.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from comfyrun import errors
+
+log = logging.getLogger(__name__)
+
+#: Most specific first: the first class the exception is an instance of decides.
+STATUS: tuple[tuple[type[errors.ComfyrunError], int], ...] = (
+    (errors.NotFound, 404),
+    (errors.IdempotencyKeyReuse, 422),
+    (errors.IdempotencyInFlight, 409),
+    (errors.IllegalTransition, 409),
+    (errors.Conflict, 409),
+    (errors.InvalidWorkflow, 422),
+    (errors.ConversionError, 422),
+    (errors.MissingAsset, 422),
+    (errors.InputRejected, 422),
+    (errors.InvalidRequest, 400),
+    (errors.QueueFull, 429),
+    (errors.StoreError, 503),
+    (errors.StorageError, 503),
+    (errors.BackendError, 502),
+)
+
+HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    416: "range_not_satisfiable",
+    422: "invalid_request",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+def envelope(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = jsonable_encoder(details)
+    return {"error": body}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: Any = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(envelope(code, message, details), status_code=status, headers=headers)
+
+
+def status_for(exc: errors.ComfyrunError) -> int:
+    for cls, status in STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def comfyrun_error_response(exc: errors.ComfyrunError) -> JSONResponse:
+    status = status_for(exc)
+    code = exc.code
+    details = exc.details
+    if isinstance(details, dict) and details.get("code") == "workflow_format_ui":
+        code = "workflow_format_ui"
+    headers: dict[str, str] = {}
+    if isinstance(exc, errors.QueueFull):
+        headers["Retry-After"] = str(exc.retry_after_s)
+        details = {"retry_after_s": exc.retry_after_s}
+    elif isinstance(exc, errors.IdempotencyInFlight):
+        headers["Retry-After"] = "1"
+    if status >= 500:
+        log.warning("request failed: %s", exc.message, extra={"action": "api_error", "code": code})
+    return error_response(status, code, exc.message, details, headers or None)
+
+
+async def _on_comfyrun_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.ComfyrunError)
+    return comfyrun_error_response(exc)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    first = problems[0] if problems else {"loc": [], "msg": "invalid request"}
+    where = ".".join(str(p) for p in first["loc"])
+    message = f"{where}: {first['msg']}" if where else str(first["msg"])
+    return error_response(422, "invalid_request", message, {"errors": problems})
+
+
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = HTTP_CODES.get(exc.status_code, "http_error")
+    detail = exc.detail
+    if isinstance(detail, dict) and "code" in detail:
+        return error_response(
+            exc.status_code,
+            str(detail["code"]),
+            str(detail.get("message", "")),
+            detail.get("details"),
+            dict(exc.headers or {}) or None,
+        )
+    message = detail if isinstance(detail, str) else code
+    return error_response(exc.status_code, code, message, None, dict(exc.headers or {}) or None)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal_error", "internal server error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(errors.ComfyrunError, _on_comfyrun_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected)
+
+
+__all__ = [
+    "comfyrun_error_response",
+    "envelope",
+    "error_response",
+    "install_error_handlers",
+    "status_for",
+]

@@ -1,0 +1,166 @@
+"""Job output files: GET /api/v2/files/{key} (by storage key) and the asset-style download of
+an output, GET /api/v2/assets/{output id}/content (what comfy-sdk's Output.to_file calls).
+
+Output ids look like `o<index>-<job id>`; a Starlette path convertor matches only those, so
+every other asset id falls through to the assets router mounted after this one.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from starlette.convertors import Convertor, register_url_convertor
+
+from comfyrun.api.context import AppContext, get_ctx, public_base_url, require_auth
+from comfyrun.api.errors import error_response
+from comfyrun.api.schemas import iso, parse_output_id
+from comfyrun.core.job import Output
+from comfyrun.errors import NotFound
+
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+
+
+class OutputIdConvertor(Convertor[str]):
+    regex = r"o[0-9]+-[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+# Starlette keeps convertors in one registry; registering the same name again is harmless.
+register_url_convertor("outputid", OutputIdConvertor())
+
+router = APIRouter(tags=["files"], dependencies=[Depends(require_auth)])
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+async def _find(ctx: AppContext, oid: str) -> tuple[str, Output]:
+    parsed = parse_output_id(oid)
+    if parsed is None:
+        raise NotFound(f"output {oid} not found")
+    job_id, index = parsed
+    job = await ctx.store.get(job_id)
+    if job is None or index >= len(job.outputs) or not job.outputs[index].storage_key:
+        raise NotFound(f"output {oid} not found", details={"id": oid})
+    return job_id, job.outputs[index]
+
+
+@router.get("/api/v2/assets/{oid:outputid}")
+async def output_asset(oid: str, request: Request, ctx: Ctx) -> dict[str, object]:
+    """An output described as an Asset (the spec: outputs are assets)."""
+    job_id, out = await _find(ctx, oid)
+    job = await ctx.store.get(job_id)
+    created = job.finished_at if job and job.finished_at else time.time()
+    return {
+        "id": oid,
+        "hash": out.hash,
+        "size_bytes": out.size_bytes or 0,
+        "content_type": out.content_type,
+        "file_path": out.name,
+        "created_at": iso(created),
+        "url": f"{public_base_url(request)}/api/v2/assets/{oid}/content",
+        "url_expires_at": iso(time.time() + 3600),
+        "expires_at": iso(job.expires_at) if job and job.expires_at else None,
+        "job_id": job_id,
+    }
+
+
+@router.get("/api/v2/assets/{oid:outputid}/content")
+async def output_content(
+    oid: str, ctx: Ctx, range_header: Annotated[str | None, Header(alias="range")] = None
+) -> Response:
+    _, out = await _find(ctx, oid)
+    assert out.storage_key is not None
+    return await serve_key(ctx, out.storage_key, out.content_type, out.size_bytes, range_header)
+
+
+@router.get("/api/v2/files/{key:path}")
+async def file_content(
+    key: str, ctx: Ctx, range_header: Annotated[str | None, Header(alias="range")] = None
+) -> Response:
+    if ".." in key.split("/") or key.startswith("/"):
+        raise NotFound(f"file {key} not found")
+    return await serve_key(ctx, key, None, None, range_header)
+
+
+async def serve_key(
+    ctx: AppContext,
+    key: str,
+    content_type: str | None,
+    size: int | None,
+    range_header: str | None,
+) -> Response:
+    """Stream one stored object; a remote storage redirects to its signed URL."""
+    storage = ctx.storage
+    if storage is None:
+        raise NotFound("this server keeps no output files")
+    if storage.scheme != "file":
+        url, _ = await storage.url(key, expires_s=3600)
+        if url:
+            return RedirectResponse(url, status_code=302)
+    stat = await storage.stat(key)
+    if stat is None:
+        raise NotFound(f"file {key} not found", details={"key": key})
+    total = int(getattr(stat, "size_bytes", None) or size or 0)
+    media = content_type or getattr(stat, "content_type", None) or "application/octet-stream"
+    headers = {"Accept-Ranges": "bytes"}
+    if range_header:
+        span = _parse_range(range_header, total)
+        if span is None:
+            return error_response(
+                416,
+                "range_not_satisfiable",
+                f"cannot serve {range_header} of {total} bytes",
+                headers={"Content-Range": f"bytes */{total}"},
+            )
+        first, last = span
+        headers["Content-Range"] = f"bytes {first}-{last}/{total}"
+        headers["Content-Length"] = str(last - first + 1)
+        return StreamingResponse(
+            _slice(storage.open(key), first, last), 206, headers=headers, media_type=media
+        )
+    headers["Content-Length"] = str(total)
+    return StreamingResponse(storage.open(key), 200, headers=headers, media_type=media)
+
+
+def _parse_range(value: str, total: int) -> tuple[int, int] | None:
+    """One `bytes=` range → inclusive (first, last), or None when unsatisfiable."""
+    match = _RANGE.match(value.strip())
+    if match is None or total <= 0:
+        return None
+    start, end = match.groups()
+    if not start and not end:
+        return None
+    if not start:  # the last N bytes
+        n = int(end)
+        if n == 0:
+            return None
+        return max(0, total - n), total - 1
+    first = int(start)
+    last = min(int(end), total - 1) if end else total - 1
+    if first >= total or last < first:
+        return None
+    return first, last
+
+
+async def _slice(chunks: AsyncIterator[bytes], first: int, last: int) -> AsyncIterator[bytes]:
+    pos = 0
+    async for chunk in chunks:
+        end = pos + len(chunk)
+        if end > first and pos <= last:
+            yield chunk[max(0, first - pos) : min(len(chunk), last - pos + 1)]
+        pos = end
+        if pos > last:
+            break
+
+
+__all__ = ["router", "serve_key"]

@@ -1,0 +1,50 @@
+"""Liveness (/api/v2/health) and readiness (/ready): no auth, for load balancers and probes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+
+from comfyrun import __version__
+from comfyrun.api.context import AppContext, get_ctx
+from comfyrun.api.schemas import HealthOut, ReadyOut
+
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+
+router = APIRouter(tags=["health"])
+
+#: Backend states that can take a job now, or start on demand (a lazy managed backend).
+USABLE_STATES = frozenset({"ready", "busy", "stopped"})
+
+
+@router.get("/api/v2/health", response_model=HealthOut)
+async def health(ctx: Ctx) -> HealthOut:
+    return HealthOut(version=__version__, role=ctx.settings.role.value)
+
+
+@router.get("/ready", response_model=ReadyOut, responses={503: {"model": ReadyOut}})
+async def ready(ctx: Ctx) -> JSONResponse:
+    """200 when the store answers and, where this process runs jobs, a backend is ready (or is
+    a managed one that starts on demand); 503 otherwise."""
+    store_ok = False
+    try:
+        store_ok = await ctx.store.ping()
+    except Exception:  # readiness reports any store failure as "not ready"
+        store_ok = False
+    usable = 0
+    reason = None if store_ok else "store unreachable"
+    if ctx.pool is not None:
+        for info in ctx.pool.snapshot():
+            state = str(getattr(info, "state", ""))
+            if state in USABLE_STATES and (state != "stopped" or getattr(info, "managed", False)):
+                usable += 1
+        if usable == 0 and reason is None:
+            reason = "no backend is ready"
+    ok = store_ok and (ctx.pool is None or usable > 0)
+    body = ReadyOut(ready=ok, store=store_ok, backends_ready=usable, reason=reason)
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
+__all__ = ["router"]

@@ -1,0 +1,235 @@
+"""/api/v2/jobs: submit, read, list, cancel, delete and follow jobs. A thin translator over
+JobService: parse the wire request, call the service, render the spec's Job object."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from comfyrun.api.context import AppContext, get_ctx, public_base_url, require_auth
+from comfyrun.api.schemas import (
+    JobList,
+    JobOut,
+    SubmitJobRequest,
+    job_to_wire,
+    output_to_wire,
+    progress_to_wire,
+)
+from comfyrun.core.job import Job, JobStatus, Progress, request_fingerprint
+from comfyrun.errors import InvalidRequest
+from comfyrun.service import JobView, Submission
+from comfyrun.store.base import JobEvent
+
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+
+router = APIRouter(prefix="/api/v2/jobs", tags=["jobs"], dependencies=[Depends(require_auth)])
+
+
+async def render(ctx: AppContext, request: Request, view: JobView) -> JobOut:
+    """The spec's Job for `view`, with fresh download links from the output storage."""
+    links: dict[int, tuple[str | None, float | None]] = {}
+    if ctx.storage is not None and ctx.storage.scheme != "file":
+        for i, out in enumerate(view.job.outputs):
+            if out.storage_key and out.url is None:
+                links[i] = await ctx.storage.url(out.storage_key, expires_s=3600)
+            elif out.url is not None:
+                links[i] = (out.url, out.url_expires_at)
+    return job_to_wire(
+        view.job,
+        queue_position=view.queue_position,
+        base_url=public_base_url(request),
+        retention_s=ctx.settings.retention_s,
+        now=time.time(),
+        links=links,
+    )
+
+
+@router.post("", status_code=201, response_model=JobOut)
+async def submit_job(
+    body: SubmitJobRequest,
+    request: Request,
+    response: Response,
+    ctx: Ctx,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    wait: Annotated[float | None, Query(ge=0, description="Hold the request up to N s")] = None,
+) -> JobOut:
+    submitted = await ctx.service.submit(
+        Submission(
+            workflow=body.workflow,
+            priority=body.priority,
+            inputs=tuple(i.model_dump(exclude_none=True) for i in body.inputs),
+            options=body.options(),
+            metadata=body.metadata,
+            max_retries=body.max_retries,
+            timeout_s=body.timeout_s,
+            idempotency_key=idempotency_key or None,
+            request_hash=request_fingerprint(body.model_dump(mode="json")),
+        )
+    )
+    if not submitted.created:
+        response.headers["Idempotency-Replayed"] = "true"
+    view = JobView(submitted.job, submitted.queue_position)
+    if wait:
+        view = await ctx.service.wait(submitted.job.id, min(wait, ctx.settings.max_wait_s))
+    return await render(ctx, request, view)
+
+
+def _statuses(raw: list[str] | None) -> list[JobStatus] | None:
+    if not raw:
+        return None
+    names = [s.strip() for item in raw for s in item.split(",") if s.strip()]
+    try:
+        return [JobStatus(n) for n in names]
+    except ValueError:
+        raise InvalidRequest(
+            f"unknown status in {names}; use {[s.value for s in JobStatus]}",
+            details={"status": names},
+        ) from None
+
+
+@router.get("", response_model=JobList)
+async def list_jobs(
+    request: Request,
+    ctx: Ctx,
+    status: Annotated[
+        list[str] | None, Query(description="Filter; repeat or comma-separate")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> JobList:
+    metadata = {
+        key[len("metadata[") : -1]: value
+        for key, value in request.query_params.multi_items()
+        if key.startswith("metadata[") and key.endswith("]")
+    }
+    page = await ctx.service.list_jobs(
+        statuses=_statuses(status), limit=limit, cursor=cursor, metadata=metadata or None
+    )
+    jobs = [await render(ctx, request, JobView(j, None)) for j in page.jobs]
+    return JobList(jobs=jobs, next_cursor=page.next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobOut)
+async def get_job(job_id: str, request: Request, ctx: Ctx) -> JobOut:
+    return await render(ctx, request, await ctx.service.get(job_id))
+
+
+@router.get("/{job_id}/workflow")
+async def get_job_workflow(job_id: str, ctx: Ctx) -> dict[str, Any]:
+    view = await ctx.service.get(job_id)
+    return {"workflow": view.job.workflow, "format": "api"}
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut)
+async def cancel_job(job_id: str, request: Request, ctx: Ctx) -> JobOut:
+    return await render(ctx, request, await ctx.service.cancel(job_id))
+
+
+@router.delete("/{job_id}", status_code=204)
+async def delete_job(job_id: str, ctx: Ctx) -> Response:
+    await ctx.service.delete(job_id)
+    return Response(status_code=204)
+
+
+@router.get("/{job_id}/events", response_class=StreamingResponse)
+async def job_events(
+    job_id: str,
+    request: Request,
+    ctx: Ctx,
+    last_event_id: Annotated[str | None, Header()] = None,
+    after: Annotated[int | None, Query(ge=0, description="Resume after this event id")] = None,
+) -> StreamingResponse:
+    after_id = after
+    if last_event_id is not None and last_event_id.strip():
+        try:
+            after_id = int(last_event_id.strip())
+        except ValueError:
+            raise InvalidRequest(
+                "Last-Event-ID must be an event id from this stream",
+                details={"last_event_id": last_event_id},
+            ) from None
+    await ctx.service.get(job_id)  # 404 before the stream starts
+    stream = _sse(ctx, request, job_id, after_id)
+    return StreamingResponse(
+        stream,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _sse(
+    ctx: AppContext, request: Request, job_id: str, after_id: int | None
+) -> AsyncIterator[str]:
+    yield "retry: 1000\n\n"
+    idle = ctx.settings.sse_keepalive_s
+    async for event in ctx.service.events(job_id, after_id=after_id, idle_s=idle):
+        if event is None:
+            yield ": keep-alive\n\n"
+            continue
+        data = await _event_payload(ctx, request, event)
+        if data is None:
+            continue
+        yield f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(data)}\n\n"
+
+
+async def _event_payload(
+    ctx: AppContext, request: Request, event: JobEvent
+) -> dict[str, Any] | None:
+    data = event.data
+    if event.kind == "status":
+        return {
+            "status": data.get("status"),
+            "queue_position": data.get("queue_position"),
+            **({"previous": data["previous"]} if "previous" in data else {}),
+        }
+    if event.kind == "progress":
+        return progress_to_wire(_progress(data)).model_dump()
+    if event.kind == "output":
+        return await _output_payload(ctx, request, event)
+    return dict(data)
+
+
+def _progress(data: dict[str, Any]) -> Progress:
+    fields = Progress.__dataclass_fields__
+    return Progress(**{k: v for k, v in data.items() if k in fields})
+
+
+async def _output_payload(
+    ctx: AppContext, request: Request, event: JobEvent
+) -> dict[str, Any] | None:
+    """The spec's Output for an output event: found on the job (for its index and links)."""
+    job = await ctx.store.get(event.job_id)
+    if job is None:
+        return None
+    index = _find_output(job, event.data)
+    if index is None:
+        return dict(event.data)
+    wire = await render(ctx, request, JobView(job, None))
+    out = wire.outputs[index] if index < len(wire.outputs) else None
+    if out is None:
+        out = output_to_wire(
+            job,
+            index,
+            job.outputs[index],
+            base_url=public_base_url(request),
+            expires_at=time.time() + ctx.settings.retention_s,
+        )
+    return out.model_dump()
+
+
+def _find_output(job: Job, data: dict[str, Any]) -> int | None:
+    key = data.get("storage_key")
+    for i, out in enumerate(job.outputs):
+        if key is not None and out.storage_key == key:
+            return i
+        if key is None and out.node_id == data.get("node_id") and out.name == data.get("name"):
+            return i
+    return None
+
+
+__all__ = ["render", "router"]

@@ -1,0 +1,126 @@
+"""GET /metrics: Prometheus text. Gauges are read from the store and the pool at scrape time;
+the job duration histogram observes each job that finished since the previous scrape."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+from comfyrun.api.context import AppContext, get_ctx
+from comfyrun.core.job import JobStatus
+
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+
+router = APIRouter(tags=["metrics"])
+
+BACKEND_STATES = (
+    "starting",
+    "ready",
+    "busy",
+    "unhealthy",
+    "draining",
+    "stopped",
+    "crashed",
+    "restarting",
+    "error",
+)
+DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+SEEN_MAX = 20_000
+
+
+class JobMetrics:
+    """One app's metrics (its own registry: no process-global state)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.jobs = Gauge("comfyrun_jobs", "Jobs by status", ["status"], registry=self.registry)
+        self.queue_depth = Gauge(
+            "comfyrun_queue_depth", "Jobs waiting to run", registry=self.registry
+        )
+        self.oldest = Gauge(
+            "comfyrun_oldest_queued_age_seconds",
+            "Age of the oldest queued job",
+            registry=self.registry,
+        )
+        self.backends = Gauge(
+            "comfyrun_backends", "Backends by state", ["state"], registry=self.registry
+        )
+        self.backend_up = Gauge(
+            "comfyrun_backend_state",
+            "1 for the state each backend is in",
+            ["backend", "state"],
+            registry=self.registry,
+        )
+        self.inflight = Gauge(
+            "comfyrun_backend_inflight", "Jobs on each backend", ["backend"], registry=self.registry
+        )
+        self.duration = Histogram(
+            "comfyrun_job_duration_seconds",
+            "Execution time of finished jobs",
+            ["status"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_wait = Histogram(
+            "comfyrun_job_queue_seconds",
+            "Time finished jobs waited in the queue",
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self._seen: set[str] = set()
+        self._order: deque[str] = deque()
+
+    async def collect(self, ctx: AppContext) -> bytes:
+        stats = await ctx.service.stats()
+        for status, n in stats.counts.items():
+            self.jobs.labels(status=status).set(n)
+        self.queue_depth.set(stats.queue_depth)
+        self.oldest.set(stats.oldest_queued_age_s or 0.0)
+        await self._observe_finished(ctx)
+        if ctx.pool is not None:
+            counts = dict.fromkeys(BACKEND_STATES, 0)
+            for b in ctx.pool.snapshot():
+                state = str(b.state)
+                counts[state] = counts.get(state, 0) + 1
+                for s in BACKEND_STATES:
+                    self.backend_up.labels(backend=b.name, state=s).set(1 if s == state else 0)
+                self.inflight.labels(backend=b.name).set(b.inflight)
+            for state, n in counts.items():
+                self.backends.labels(state=state).set(n)
+        return generate_latest(self.registry)
+
+    async def _observe_finished(self, ctx: AppContext) -> None:
+        finished = [JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED]
+        page = await ctx.store.list(statuses=finished, limit=500)
+        for job in page.jobs:
+            if job.id in self._seen:
+                continue
+            self._remember(job.id)
+            if job.started_at is not None and job.finished_at is not None:
+                self.duration.labels(status=job.status.value).observe(
+                    max(0.0, job.finished_at - job.started_at)
+                )
+                self.queue_wait.observe(max(0.0, job.started_at - job.created_at))
+
+    def _remember(self, job_id: str) -> None:
+        self._seen.add(job_id)
+        self._order.append(job_id)
+        while len(self._order) > SEEN_MAX:
+            self._seen.discard(self._order.popleft())
+
+
+@router.get("/metrics")
+async def metrics(ctx: Ctx) -> Response:
+    collector = ctx.extras.get("metrics")
+    if not isinstance(collector, JobMetrics):
+        collector = ctx.extras["metrics"] = JobMetrics()
+    body = await collector.collect(ctx)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+__all__ = ["JobMetrics", "router"]

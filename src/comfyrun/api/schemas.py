@@ -1,0 +1,383 @@
+"""Wire models of the Comfy API v2 (and comfyrun's additive extensions), kept apart from the
+core dataclasses. `job_to_wire` is the one place a core Job becomes the spec's Job object."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from comfyrun.core.job import Job, JobError, JobStatus, Output, Progress
+
+# requests -----------------------------------------------------------------------------------
+
+
+class InputSpec(BaseModel):
+    """One input file for the workflow: base64/data URI, a URL or an asset id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, max_length=255)
+    data: str | None = None
+    url: str | None = Field(default=None, max_length=8192)
+    asset_id: str | None = Field(default=None, max_length=255)
+    node: str | None = Field(default=None, max_length=64)
+    input: str | None = Field(default=None, max_length=255)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> InputSpec:
+        if sum(x is not None for x in (self.data, self.url, self.asset_id)) != 1:
+            raise ValueError("an input needs exactly one of data, url or asset_id")
+        if (self.node is None) != (self.input is None) and self.name is None:
+            raise ValueError("an input targets a node with both `node` and `input`, or a `name`")
+        return self
+
+
+class OutputOptions(BaseModel):
+    """How this job's outputs are delivered."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inline_base64: bool = Field(
+        default=False, description="Also return each output inline (capped)."
+    )
+    keep_temp: bool = Field(default=False, description="Keep temp outputs (PreviewImage) too.")
+
+
+class WebhookOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(..., max_length=2048)
+    secret: str | None = Field(default=None, max_length=512)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("webhook url must be http(s)")
+        return value
+
+
+class SubmitJobRequest(BaseModel):
+    """POST /api/v2/jobs. `workflow` is the spec's field; the rest are comfyrun extensions."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    workflow: dict[str, Any] = Field(..., description="API-format prompt (UI format is converted)")
+    priority: int = Field(default=0, ge=-1000, le=1000, description="Higher runs first.")
+    timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+    max_retries: int | None = Field(default=None, ge=0, le=20)
+    retry_on_error: bool = Field(
+        default=False, description="Retry node errors too (normally final)."
+    )
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    inputs: list[InputSpec] = Field(default_factory=list, max_length=64)
+    output: OutputOptions | None = None
+    webhook: WebhookOptions | None = None
+    extra_data: dict[str, Any] | None = None
+
+    def options(self) -> dict[str, Any]:
+        """The options a worker reads from the job record."""
+        out = self.output or OutputOptions()
+        opts: dict[str, Any] = {
+            "return_base64": out.inline_base64,
+            "keep_temp_outputs": out.keep_temp,
+        }
+        if self.retry_on_error:
+            opts["retry_on_error"] = True
+        if self.extra_data:
+            opts["extra_data"] = self.extra_data
+        if self.webhook is not None:
+            opts["webhook"] = self.webhook.model_dump(exclude_none=True)
+        return opts
+
+
+# responses ----------------------------------------------------------------------------------
+
+
+class ProgressOut(BaseModel):
+    value: float
+    nodes_done: int
+    nodes_total: int
+    current_node: str | None = None
+    current_node_class: str | None = None
+    step: int | None = None
+    steps: int | None = None
+    message: str | None = None
+
+
+class OutputOut(BaseModel):
+    node_id: str
+    name: str
+    type: str
+    content_type: str
+    size_bytes: int
+    id: str
+    hash: str | None
+    url: str
+    url_expires_at: str
+    job_id: str | None = None
+    data_base64: str | None = None
+    text: str | None = None
+
+
+class JobErrorOut(BaseModel):
+    code: str
+    message: str
+    node_id: str | None = None
+    class_type: str | None = None
+    traceback: str | None = None
+    details: Any = None
+
+
+class JobUrls(BaseModel):
+    self: str
+    events: str
+    cancel: str
+
+
+class JobOut(BaseModel):
+    """The spec's Job, plus comfyrun's fields (priority, attempts, backend, metadata)."""
+
+    id: str
+    status: JobStatus
+    created_at: str
+    started_at: str | None
+    completed_at: str | None
+    expires_at: str
+    queue_position: int | None
+    progress: ProgressOut | None
+    outputs: list[OutputOut]
+    error: JobErrorOut | None
+    metrics: dict[str, int | None]
+    urls: JobUrls
+    priority: int = 0
+    attempts: int = 0
+    max_retries: int = 0
+    backend: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+    next_cursor: str | None = None
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorEnvelope(BaseModel):
+    error: ErrorBody
+
+
+class BackendOut(BaseModel):
+    name: str
+    url: str | None
+    state: str
+    inflight: int
+    jobs_done: int
+    last_error: str | None
+    managed: bool
+    log_tail: list[str] = Field(default_factory=list)
+
+
+class BackendList(BaseModel):
+    backends: list[BackendOut]
+
+
+class StatsOut(BaseModel):
+    counts: dict[str, int]
+    queue_depth: int
+    running: int
+    oldest_queued_age_s: float | None
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+    role: str
+
+
+class ReadyOut(BaseModel):
+    ready: bool
+    store: bool
+    backends_ready: int
+    reason: str | None = None
+
+
+class CleanupOut(BaseModel):
+    expired: int
+    deleted: int
+    files_deleted: int
+
+
+class ResetStuckOut(BaseModel):
+    requeued: list[str]
+
+
+# conversion ---------------------------------------------------------------------------------
+
+OUTPUT_ID_PREFIX = "o"
+
+
+def output_id(job_id: str, index: int, output: Output) -> str:
+    """The id an output is downloaded by (GET /api/v2/assets/{id}/content): its asset id when
+    it has one, else a name for "output `index` of `job_id`"."""
+    return output.id or f"{OUTPUT_ID_PREFIX}{index}-{job_id}"
+
+
+def parse_output_id(value: str) -> tuple[str, int] | None:
+    """`o3-<job id>` → (job id, 3); None for anything else."""
+    if not value.startswith(OUTPUT_ID_PREFIX):
+        return None
+    head, sep, job_id = value[len(OUTPUT_ID_PREFIX) :].partition("-")
+    if not sep or not head.isdigit() or not job_id:
+        return None
+    return job_id, int(head)
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _ms(start: float | None, end: float | None) -> int | None:
+    if start is None or end is None:
+        return None
+    return max(0, round((end - start) * 1000))
+
+
+def progress_to_wire(p: Progress) -> ProgressOut:
+    return ProgressOut(
+        value=min(1.0, max(0.0, p.value)),
+        nodes_done=p.nodes_done,
+        nodes_total=p.nodes_total,
+        current_node=p.current_node,
+        current_node_class=p.current_node_class,
+        step=p.step,
+        steps=p.steps,
+        message=p.message,
+    )
+
+
+def error_to_wire(e: JobError) -> JobErrorOut:
+    return JobErrorOut(
+        code=e.code,
+        message=e.message,
+        node_id=e.node_id,
+        class_type=e.class_type,
+        traceback=e.traceback,
+        details=e.details,
+    )
+
+
+def output_to_wire(
+    job: Job,
+    index: int,
+    output: Output,
+    *,
+    base_url: str,
+    link: tuple[str | None, float | None] = (None, None),
+    expires_at: float,
+) -> OutputOut:
+    oid = output_id(job.id, index, output)
+    url, url_expires = link
+    return OutputOut(
+        node_id=output.node_id,
+        name=output.name,
+        type=output.type.value,
+        content_type=output.content_type,
+        size_bytes=output.size_bytes or 0,
+        id=oid,
+        hash=output.hash,
+        url=url or f"{base_url}/api/v2/assets/{oid}/content",
+        url_expires_at=iso(url_expires if url_expires is not None else expires_at) or "",
+        job_id=job.id,
+        data_base64=output.data_base64,
+        text=output.text,
+    )
+
+
+def job_expires_at(job: Job, retention_s: float, now: float) -> float:
+    """The retention deadline: set by the worker when the job ends; for a job still in
+    flight, `retention_s` after now (it can only move later)."""
+    if job.expires_at is not None:
+        return job.expires_at
+    return (job.finished_at or now) + retention_s
+
+
+def job_to_wire(
+    job: Job,
+    *,
+    queue_position: int | None,
+    base_url: str,
+    retention_s: float,
+    now: float,
+    links: Mapping[int, tuple[str | None, float | None]] | None = None,
+) -> JobOut:
+    """The spec's Job object. `base_url` is the server's public origin (no trailing slash);
+    `links` holds fresh download URLs by output index (signed URLs of remote storage)."""
+    expires = job_expires_at(job, retention_s, now)
+    started = job.started_at
+    path = f"/api/v2/jobs/{job.id}"
+    return JobOut(
+        id=job.id,
+        status=job.status,
+        created_at=iso(job.created_at) or "",
+        started_at=iso(started),
+        completed_at=iso(job.finished_at) if job.terminal else None,
+        expires_at=iso(expires) or "",
+        queue_position=queue_position if job.status is JobStatus.QUEUED else None,
+        progress=progress_to_wire(job.progress) if job.progress else None,
+        outputs=[
+            output_to_wire(
+                job,
+                i,
+                o,
+                base_url=base_url,
+                link=(links or {}).get(i, (None, None)),
+                expires_at=expires,
+            )
+            for i, o in enumerate(job.outputs)
+        ],
+        error=error_to_wire(job.error) if job.error else None,
+        metrics={
+            "queue_ms": _ms(job.created_at, started),
+            "execution_ms": _ms(started, job.finished_at),
+            "attempts": job.attempts,
+        },
+        urls=JobUrls(self=path, events=f"{path}/events", cancel=f"{path}/cancel"),
+        priority=job.priority,
+        attempts=job.attempts,
+        max_retries=job.max_retries,
+        backend=job.backend,
+        metadata=dict(job.metadata),
+    )
+
+
+__all__ = [
+    "BackendList",
+    "BackendOut",
+    "CleanupOut",
+    "ErrorEnvelope",
+    "HealthOut",
+    "InputSpec",
+    "JobList",
+    "JobOut",
+    "OutputOptions",
+    "ReadyOut",
+    "ResetStuckOut",
+    "StatsOut",
+    "SubmitJobRequest",
+    "WebhookOptions",
+    "iso",
+    "job_to_wire",
+    "output_id",
+    "parse_output_id",
+]
