@@ -78,6 +78,10 @@ class ManagedProcessLike(Protocol):
 
     def on_state_change(self, cb: Callable[[Any], None]) -> None: ...
 
+    def mark_busy(self, busy: bool) -> None: ...
+
+    def note_activity(self) -> None: ...
+
 
 ClientFactory = Callable[[str], Any]
 ProcessFactory = Callable[[Any], ManagedProcessLike]
@@ -293,6 +297,13 @@ class Backend:
             )
             self._on_change()
 
+    def sync_busy(self) -> None:
+        """Tell a managed process whether it has work (drives its busy state and idle stop)."""
+        if self.process is not None:
+            with contextlib.suppress(Exception):
+                self.process.mark_busy(bool(self.jobs))
+                self.process.note_activity()
+
     def process_changed(self, state: Any) -> None:
         pstate = str(getattr(state, "value", state))
         if pstate in ("crashed", "error", "stopped", "restarting") and self.jobs:
@@ -320,6 +331,7 @@ class Slot:
         self.backend.reserved -= 1
         self.backend.jobs.add(job_id)
         self.job_id = job_id
+        self.backend.sync_busy()
         self.pool._changed()
 
     def release(self, *, done: bool = False) -> None:
@@ -332,6 +344,7 @@ class Slot:
             self.backend.jobs.discard(self.job_id)
             if done:
                 self.backend.jobs_done += 1
+            self.backend.sync_busy()
         self.pool._changed()
 
 
@@ -384,18 +397,30 @@ class BackendPool:
 
     # --- life --------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Connect to every URL backend (a backend that does not answer stays unhealthy and is
-        probed again); managed ones start lazily unless their spec says otherwise."""
-        for backend in self._backends.values():
-            lazy = bool(getattr(backend.spec.managed, "lazy", True))
-            if backend.managed and lazy:
-                continue
-            with contextlib.suppress(Exception):
-                await backend.ready_client()
+        """Start probing every backend (the first probe of a URL backend connects at once);
+        managed ones start lazily on their first job unless their spec says otherwise."""
         for backend in self._backends.values():
             self._tasks.append(
                 asyncio.create_task(self._probe_loop(backend), name=f"health:{backend.name}")
             )
+            if backend.managed and not bool(getattr(backend.spec.managed, "lazy", True)):
+                self._tasks.append(
+                    asyncio.create_task(self._eager_start(backend), name=f"start:{backend.name}")
+                )
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait until every URL backend has answered a probe (tests, `comfyrun serve` start-up)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while not all(b.health.checked or b.managed for b in self._backends.values()):
+                    self._room.clear()
+                    await self._room.wait()
+                return True
+        return False
+
+    async def _eager_start(self, backend: Backend) -> None:
+        with contextlib.suppress(Exception):
+            await backend.ready_client()
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -491,7 +516,8 @@ class BackendPool:
             if backend.managed and backend.client is None:
                 continue
             try:
-                client = await backend.ready_client()
+                async with asyncio.timeout(settings.timeout_s):
+                    client = await backend.ready_client()
             except Exception as exc:
                 backend._apply(
                     hl.after_probe(

@@ -1,1 +1,6 @@
+"""The engine: claims jobs and runs them on the backend pool."""
 
+from comfyrun.dispatch.dispatcher import Dispatcher, default_worker_id
+from comfyrun.dispatch.settings import DispatchSettings
+
+__all__ = ["DispatchSettings", "Dispatcher", "default_worker_id"]

@@ -1,0 +1,195 @@
+"""The dispatcher: claims jobs for free backend slots and runs each one (dispatch.run).
+
+One loop: wait (on the pool's event) until some backend has room, claim the best queued job
+for it, start a run; when the store has nothing, wait for the store's "new work" wake-up. A
+backend holds one running prompt plus one queued in ComfyUI (core.placement), so the next job is
+already there when the current one ends. Beside the loop: a heartbeat that renews the lease of
+every held job (and gives up a job whose lease was lost) and the sweeper (dispatch.sweeper).
+
+The API never calls the dispatcher: it talks to it only through the store (enqueue; cancel moves
+a running job to `canceling`, which its run notices), so API nodes and workers can be separate
+processes sharing one database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import socket
+import uuid
+
+from comfyrun.backends.pool import BackendPool, Slot
+from comfyrun.core.job import ACTIVE, Job, JobStatus
+from comfyrun.core.state import Event
+from comfyrun.dispatch.run import InputPlacer, JobRun, RunContext
+from comfyrun.dispatch.settings import DispatchSettings
+from comfyrun.dispatch.sweeper import Sweeper
+from comfyrun.errors import ComfyrunError, Conflict
+from comfyrun.outputs import OutputStorage
+from comfyrun.store.base import Changes, JobStore
+
+log = logging.getLogger(__name__)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Dispatcher:
+    """Runs queued jobs on the pool's backends until stopped."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        pool: BackendPool,
+        storage: OutputStorage,
+        settings: DispatchSettings | None = None,
+        *,
+        worker_id: str | None = None,
+        place_inputs: InputPlacer | None = None,
+    ) -> None:
+        self.settings = settings or DispatchSettings()
+        self.worker_id = worker_id or default_worker_id()
+        self.store = store
+        self.pool = pool
+        self.ctx = RunContext(
+            store=store,
+            pool=pool,
+            storage=storage,
+            settings=self.settings,
+            worker_id=self.worker_id,
+            place_inputs=place_inputs,
+        )
+        self.sweeper = Sweeper(store, storage, interval_s=self.settings.sweep_interval_s)
+        self._runs: dict[str, tuple[JobRun, asyncio.Task[None]]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # --- life --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Give back jobs this worker id held before a restart, then start claiming."""
+        await self._release_stale_jobs()
+        await self.sweeper.sweep_once()
+        self._stopping = False
+        self._tasks = [
+            asyncio.create_task(self._claim_loop(), name="dispatch:claim"),
+            asyncio.create_task(self._heartbeat_loop(), name="dispatch:heartbeat"),
+            asyncio.create_task(self.sweeper.run(), name="dispatch:sweeper"),
+        ]
+        log.info("dispatcher %s started", self.worker_id, extra={"action": "dispatcher_start"})
+
+    async def stop(self, drain: bool = False) -> None:
+        """Stop claiming. With `drain`, let the jobs in hand finish; otherwise interrupt them
+        and put them back in the queue for another worker."""
+        self._stopping = True
+        claim = self._tasks[0] if self._tasks else None
+        if claim is not None:
+            claim.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await claim
+        if drain:
+            await self.wait_idle()
+        for run, task in list(self._runs.values()):
+            run.abandon = "shutdown"
+            task.cancel()
+        for _, task in list(self._runs.values()):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for task in self._tasks[1:]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        log.info("dispatcher %s stopped", self.worker_id, extra={"action": "dispatcher_stop"})
+
+    async def wait_idle(self) -> None:
+        """Return when this dispatcher holds no job."""
+        await self._idle.wait()
+
+    @property
+    def running_jobs(self) -> list[str]:
+        return list(self._runs)
+
+    # --- claiming ----------------------------------------------------------------------------
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            slot = await self.pool.reserve()
+            try:
+                job = await self.store.claim(self.worker_id, self.settings.lease_s)
+            except ComfyrunError as exc:
+                slot.release()
+                log.warning("claim failed: %s", exc, extra={"action": "claim_error"})
+                await asyncio.sleep(1.0)  # the store is failing: back off before trying again
+                continue
+            except BaseException:
+                slot.release()
+                raise
+            if job is None:
+                slot.release()
+                await self.store.wait_for_work(self.settings.idle_wait_s)
+                continue
+            self._start_run(job, slot)
+
+    def _start_run(self, job: Job, slot: Slot) -> None:
+        slot.bind(job.id)
+        run = JobRun(self.ctx, job, slot)
+        task = asyncio.create_task(run.run(), name=f"job:{job.id}")
+        self._runs[job.id] = (run, task)
+        self._idle.clear()
+        task.add_done_callback(functools.partial(self._run_done, job.id))
+
+    def _run_done(self, job_id: str, _task: object = None) -> None:
+        self._runs.pop(job_id, None)
+        if not self._runs:
+            self._idle.set()
+
+    # --- leases ------------------------------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)  # a lease is renewed on a clock
+            for job_id, (run, task) in list(self._runs.items()):
+                try:
+                    held = await self.store.renew(job_id, self.worker_id, self.settings.lease_s)
+                except ComfyrunError as exc:
+                    log.warning("renewing the lease of job %s failed: %s", job_id, exc)
+                    continue
+                if not held and not task.done():
+                    log.warning(
+                        "job %s: lease lost; giving it up",
+                        job_id,
+                        extra={
+                            "action": "lease_lost",
+                            "job_id": job_id,
+                            "backend": run.backend.name,
+                        },
+                    )
+                    run.abandon = "lease_lost"
+                    task.cancel()
+
+    async def _release_stale_jobs(self) -> None:
+        """Jobs the store says this worker id holds but no run of ours does (a restart with the
+        same worker id): back to the queue at once instead of after their lease."""
+        with contextlib.suppress(ComfyrunError):
+            page = await self.store.list(statuses=list(ACTIVE), limit=1000)
+            for job in page.jobs:
+                if job.worker_id != self.worker_id or job.id in self._runs:
+                    continue
+                event = Event.LEASE_LOST if job.status is JobStatus.RUNNING else Event.CANCELED
+                with contextlib.suppress(Conflict):
+                    await self.store.transition(
+                        job.id, event, expect=job.status, changes=Changes(clear_lease=True)
+                    )
+                    log.info(
+                        "job %s held by this worker before a restart: %s",
+                        job.id,
+                        event.value,
+                        extra={"action": "job_released", "job_id": job.id, "backend": job.backend},
+                    )
+
+
+__all__ = ["Dispatcher", "default_worker_id"]

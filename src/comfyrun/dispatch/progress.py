@@ -1,0 +1,85 @@
+"""A job's progress from its prompt's websocket messages: pure, fed one message at a time.
+
+Each snapshot is complete (it replaces the last): the share of nodes done (cached ones count as
+done at once), the node running now with its class, and the sampler's step within it. The
+overall value counts a node in progress by its step fraction, so it moves during a long sampler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from comfyrun.comfy import messages as m
+from comfyrun.core.job import Progress
+
+
+class ProgressTracker:
+    """Turns messages of one prompt into Progress snapshots."""
+
+    def __init__(self, workflow: Mapping[str, Any]) -> None:
+        self._classes = {
+            str(node_id): str(node.get("class_type", ""))
+            for node_id, node in workflow.items()
+            if isinstance(node, Mapping)
+        }
+        self._total = max(1, len(self._classes))
+        self._done: set[str] = set()
+        self._current: str | None = None
+        self._step: int | None = None
+        self._steps: int | None = None
+        self.snapshot = Progress(nodes_total=len(self._classes))
+
+    def feed(self, message: object) -> Progress | None:
+        """The new snapshot when `message` changed the progress, else None."""
+        if isinstance(message, m.ExecutionCached):
+            self._done.update(message.nodes)
+        elif isinstance(message, m.Executing):
+            if self._current is not None and self._current != message.node:
+                self._done.add(self._current)
+            self._current = message.node
+            self._step = self._steps = None
+        elif isinstance(message, m.Progress):
+            if message.node is not None and message.node != self._current:
+                self._current = message.node
+            self._step, self._steps = int(message.value), int(message.max)
+        elif isinstance(message, m.Executed):
+            self._done.add(message.node)
+        elif isinstance(message, m.ExecutionSuccess):
+            self._done.update(self._classes)
+            self._current = None
+            self._step = self._steps = None
+        else:
+            return None
+        snapshot = self._build()
+        if snapshot == self.snapshot:
+            return None
+        self.snapshot = snapshot
+        return snapshot
+
+    def _build(self) -> Progress:
+        done = len(self._done & self._classes.keys()) if self._classes else len(self._done)
+        fraction = 0.0
+        current = self._current if self._current not in self._done else None
+        if current is not None and self._step is not None and self._steps:
+            fraction = min(1.0, self._step / self._steps)
+        value = min(1.0, (done + fraction) / self._total)
+        class_type = self._classes.get(current) if current is not None else None
+        message: str | None = None
+        if class_type and self._step is not None and self._steps:
+            message = f"{class_type} {self._step}/{self._steps}"
+        elif class_type:
+            message = class_type
+        return Progress(
+            value=round(value, 4),
+            nodes_done=done,
+            nodes_total=len(self._classes),
+            current_node=current,
+            current_node_class=class_type,
+            step=self._step if current is not None else None,
+            steps=self._steps if current is not None else None,
+            message=message,
+        )
+
+
+__all__ = ["ProgressTracker"]

@@ -1,0 +1,573 @@
+"""One job's life on one backend: place, submit, follow, collect, finish.
+
+The run owns one claimed job and one slot on a backend. It submits the workflow under a prompt
+id it mints (recorded in the job's event log before the prompt is sent, so that a later attempt
+can reconcile it with ComfyUI's queue and history instead of running it twice), follows the
+prompt's websocket events (progress, throttled), and waits for the first of: the prompt's
+outcome, a cancel request (the store says `canceling`), the backend going down, or the job's
+timeout. Every failure is classified (core.retry.FailureKind) and the retry policy decides
+between `retry` and `fail`. A job only succeeds once all of its outputs are stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from comfyrun.backends.pool import Backend, BackendPool, Slot
+from comfyrun.comfy.errors import (
+    ComfyExecutionError,
+    ComfyValidationError,
+)
+from comfyrun.comfy.history import QueueState
+from comfyrun.comfy.result import PromptResult, result_from_history
+from comfyrun.core.job import ACTIVE, JSON, Job, JobError, JobStatus, Progress, new_prompt_id
+from comfyrun.core.retry import FailureKind, decide
+from comfyrun.core.state import Event
+from comfyrun.dispatch.collect import collect_outputs
+from comfyrun.dispatch.progress import ProgressTracker
+from comfyrun.dispatch.settings import DispatchSettings
+from comfyrun.errors import BackendError, ComfyrunError, Conflict, IllegalTransition
+from comfyrun.outputs import OutputStorage
+from comfyrun.store.base import Changes, JobStore
+
+log = logging.getLogger(__name__)
+
+#: Places a job's inputs on a backend and returns the workflow to submit, plus a clean-up to run
+#: once the job is done (e.g. removing files written into a managed backend's input folder).
+InputPlacer = Callable[[Job, Backend, Any], Awaitable[tuple[JSON, Callable[[], Awaitable[None]]]]]
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """What every run of one dispatcher shares."""
+
+    store: JobStore
+    pool: BackendPool
+    storage: OutputStorage
+    settings: DispatchSettings
+    worker_id: str
+    place_inputs: InputPlacer | None = None
+
+
+class Abandon(Exception):
+    """Raised into nothing: the reason a run was stopped from outside (see JobRun.abandon)."""
+
+
+class JobRun:
+    """Runs `job` on the slot's backend. `run()` never raises except on cancellation."""
+
+    def __init__(self, ctx: RunContext, job: Job, slot: Slot) -> None:
+        self.ctx = ctx
+        self.job = job
+        self.slot = slot
+        self.backend = slot.backend
+        self.client: Any = None
+        self.prompt_id: str | None = None
+        #: Set by the dispatcher before it cancels the run: "shutdown" requeues the job,
+        #: "lease_lost" leaves the store alone (another worker may hold the job now).
+        self.abandon: str | None = None
+        self._last_progress = 0.0
+        self._pending_progress: Progress | None = None
+        self._progress_flush: asyncio.Task[None] | None = None
+
+    # --- the whole run -----------------------------------------------------------------------
+    async def run(self) -> None:
+        done = False
+        try:
+            await self._run()
+            done = True
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.ctx.settings.stop_grace_s):
+                    await self._abandoned()
+            raise
+        except Exception as exc:  # a bug or a failing store must not leave the job running
+            log.exception("job %s: run failed", self.job.id, extra=self._extra("run_error"))
+            with contextlib.suppress(Exception):
+                await self._finish_failure(
+                    FailureKind.BACKEND_LOST,
+                    JobError(code="internal_error", message=f"{type(exc).__name__}: {exc}"),
+                )
+        finally:
+            self._stop_progress_flush()
+            self.slot.release(done=done)
+
+    async def _run(self) -> None:
+        job, backend = self.job, self.backend
+        log.info(
+            "job %s claimed for backend %s (attempt %d)",
+            job.id,
+            backend.name,
+            job.attempts,
+            extra=self._extra("job_claimed", status=job.status.value),
+        )
+        try:
+            self.client = await backend.ready_client()
+        except BackendError as exc:
+            kind = FailureKind.CRASH if backend.managed else FailureKind.BACKEND_LOST
+            await self._finish_failure(
+                kind,
+                JobError(
+                    code="backend_unavailable", message=f"backend {backend.name}: {exc.message}"
+                ),
+            )
+            return
+        cleanup: Callable[[], Awaitable[None]] | None = None
+        try:
+            workflow = job.workflow
+            if self.ctx.place_inputs is not None:
+                try:
+                    workflow, cleanup = await self.ctx.place_inputs(job, backend, self.client)
+                except ComfyrunError as exc:
+                    await self._finish_failure(
+                        FailureKind.INPUT_ERROR,
+                        JobError(code=exc.code, message=exc.message, details=exc.details),
+                    )
+                    return
+            await self._submit_and_follow(workflow)
+        finally:
+            if cleanup is not None:
+                with contextlib.suppress(Exception):
+                    await cleanup()
+
+    # --- submit and follow -------------------------------------------------------------------
+    async def _submit_and_follow(self, workflow: JSON) -> None:
+        client, settings = self.client, self.ctx.settings
+        adopted = await self._adopt_previous()
+        if adopted is not None:
+            prompt_id, watch = adopted
+        else:
+            prompt_id = new_prompt_id()
+            watch = client.watch(prompt_id)
+        self.prompt_id = prompt_id
+        try:
+            if adopted is None:
+                await self._note_prompt(prompt_id)
+                try:
+                    async with asyncio.timeout(settings.submit_timeout_s):
+                        await client.submit(
+                            workflow,
+                            prompt_id=prompt_id,
+                            extra_data={"comfyrun_job_id": self.job.id},
+                        )
+                except ComfyValidationError as exc:
+                    await self._finish_failure(
+                        FailureKind.VALIDATION,
+                        JobError(code="invalid_workflow", message=exc.message, details=exc.details),
+                    )
+                    return
+                except (BackendError, TimeoutError) as exc:
+                    await self._backend_lost(f"POST /prompt failed: {exc}")
+                    return
+            await self._follow(watch)
+        finally:
+            with contextlib.suppress(Exception):
+                watch.close()
+
+    async def _follow(self, watch: Any) -> None:
+        loop = asyncio.get_running_loop()
+        started = asyncio.Event()
+        result = asyncio.ensure_future(watch.result())
+        helpers = {
+            "events": asyncio.ensure_future(self._consume(watch, started)),
+            "cancel": asyncio.ensure_future(self._wait_cancel_requested()),
+            "down": asyncio.ensure_future(self.backend.wait_down()),
+            "start": asyncio.ensure_future(started.wait()),
+        }
+        limit = self.job.timeout_s or self.ctx.settings.default_timeout_s
+        deadline: float | None = None
+        try:
+            waiting: set[asyncio.Future[Any]] = {
+                result,
+                helpers["cancel"],
+                helpers["down"],
+                helpers["start"],
+            }
+            while True:
+                timeout = None if deadline is None else max(0.0, deadline - loop.time())
+                done, _ = await asyncio.wait(
+                    waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                if result in done:
+                    await self._on_result(await self._result_of(result))
+                    return
+                if helpers["start"] in done:
+                    waiting.discard(helpers["start"])
+                    if limit:
+                        deadline = loop.time() + limit
+                    continue
+                if helpers["cancel"] in done:
+                    await self._on_cancel(result)
+                    return
+                if helpers["down"] in done:
+                    await self._backend_lost(self.backend.last_error or "backend is down")
+                    return
+                if not done:
+                    await self._on_timeout(result, limit or 0.0)
+                    return
+        finally:
+            for task in (*helpers.values(), result):
+                task.cancel()
+            await asyncio.gather(*helpers.values(), result, return_exceptions=True)
+            await self._flush_progress()
+
+    async def _result_of(self, fut: asyncio.Future[Any]) -> PromptResult | BaseException:
+        try:
+            res: PromptResult = fut.result()
+            return res
+        except (BackendError, TimeoutError) as exc:
+            return exc
+
+    async def _on_result(self, outcome: PromptResult | BaseException) -> None:
+        if isinstance(outcome, BaseException):
+            if isinstance(outcome, ComfyExecutionError):
+                await self._node_failed(outcome)
+            else:
+                await self._backend_lost(f"the prompt was lost: {outcome}")
+            return
+        if outcome.ok:
+            await self._succeed(outcome)
+        elif outcome.status == "error" and isinstance(outcome.error, ComfyExecutionError):
+            await self._node_failed(outcome.error)
+        elif outcome.status == "interrupted":
+            await self._finish_failure(
+                FailureKind.BACKEND_LOST,
+                JobError(code="interrupted", message="the prompt was interrupted on the backend"),
+            )
+        else:
+            await self._backend_lost(f"the prompt ended {outcome.status}: {outcome.error}")
+
+    async def _node_failed(self, err: ComfyExecutionError) -> None:
+        oom = err.out_of_memory
+        error = JobError(
+            code="out_of_memory" if oom else "node_execution_error",
+            message=err.message,
+            node_id=err.node_id,
+            class_type=err.node_type,
+            traceback=err.traceback,
+            details={"exception_type": err.exception_type, "prompt_id": err.prompt_id},
+        )
+        await self._finish_failure(
+            FailureKind.OUT_OF_MEMORY if oom else FailureKind.NODE_ERROR, error
+        )
+
+    async def _on_cancel(self, result: asyncio.Future[Any]) -> None:
+        outcome, gone = await self._stop_prompt(result, self.ctx.settings.cancel_grace_s)
+        if isinstance(outcome, PromptResult) and outcome.ok:
+            await self._succeed(outcome)  # it finished before the interrupt landed
+            return
+        if outcome is None and not gone:
+            self.ctx.pool.mark_unhealthy(
+                self.backend, f"prompt {self.prompt_id} did not stop after a cancel"
+            )
+        await self._transition(
+            Event.CANCELED, Changes(backend=self.backend.name, prompt_id=self.prompt_id)
+        )
+
+    async def _on_timeout(self, result: asyncio.Future[Any], limit: float) -> None:
+        outcome, gone = await self._stop_prompt(result, self.ctx.settings.interrupt_grace_s)
+        if isinstance(outcome, PromptResult) and outcome.ok:
+            await self._succeed(outcome)
+            return
+        if outcome is None and not gone:
+            self.ctx.pool.mark_unhealthy(
+                self.backend,
+                f"prompt {self.prompt_id} of job {self.job.id} did not stop within "
+                f"{self.ctx.settings.interrupt_grace_s:g}s of an interrupt after its timeout",
+            )
+        await self._finish_failure(
+            FailureKind.TIMEOUT,
+            JobError(code="timeout", message=f"the job ran past its timeout of {limit:g}s"),
+        )
+
+    async def _stop_prompt(
+        self, result: asyncio.Future[Any], grace: float
+    ) -> tuple[PromptResult | BaseException | None, bool]:
+        """Interrupt the prompt (or delete it from ComfyUI's queue) and wait up to `grace` for
+        its outcome. Returns (outcome or None, whether ComfyUI no longer knows the prompt)."""
+        client, pid = self.client, self.prompt_id
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.ctx.settings.submit_timeout_s):
+                await client.delete_queued([pid])
+                await client.interrupt(pid)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                while not result.done():
+                    # a prompt deleted from the queue never reports anything: ask once a second
+                    done, _ = await asyncio.wait({result}, timeout=1.0)
+                    if not done and await self._prompt_gone():
+                        return None, True
+        if result.done():
+            return await self._result_of(result), True
+        return None, await self._prompt_gone()
+
+    async def _prompt_gone(self) -> bool:
+        try:
+            async with asyncio.timeout(self.ctx.settings.submit_timeout_s):
+                queue: QueueState = await self.client.queue()
+                if self.prompt_id in queue:
+                    return False
+                return await self.client.history(self.prompt_id) is None
+        except Exception:
+            return False
+
+    # --- adopting a prompt from an earlier attempt ------------------------------------------
+    async def _adopt_previous(self) -> tuple[str, Any] | None:
+        """If an earlier attempt of this job submitted a prompt to this backend that ComfyUI still
+        has queued or running, or that finished successfully, follow that prompt (the watch then
+        settles from history) instead of running the workflow a second time."""
+        if self.job.attempts <= 1:
+            return None
+        previous = await self._previous_prompt()
+        if previous is None or previous[1] != self.backend.name:
+            return None
+        pid = previous[0]
+        try:
+            async with asyncio.timeout(self.ctx.settings.submit_timeout_s):
+                queue: QueueState = await self.client.queue()
+                known = pid in queue
+                if not known:
+                    entry = await self.client.history(pid)
+                    known = entry is not None and result_from_history(entry).ok
+        except Exception:
+            return None
+        if not known:
+            return None
+        log.info(
+            "job %s: following prompt %s of an earlier attempt",
+            self.job.id,
+            pid,
+            extra=self._extra("job_reconciled"),
+        )
+        return pid, self.client.watch(pid, attach=True)
+
+    async def _previous_prompt(self) -> tuple[str, str] | None:
+        with contextlib.suppress(Exception):
+            for event in reversed(await self.ctx.store.events_since(self.job.id)):
+                data = event.data
+                if event.kind == "log" and data.get("action") == "prompt_submitted":
+                    return str(data.get("prompt_id")), str(data.get("backend"))
+        return None
+
+    async def _note_prompt(self, prompt_id: str) -> None:
+        await self.ctx.store.append_event(
+            self.job.id,
+            "log",
+            {
+                "level": "info",
+                "action": "prompt_submitted",
+                "message": f"submitted to backend {self.backend.name} as prompt {prompt_id}",
+                "backend": self.backend.name,
+                "prompt_id": prompt_id,
+                "attempt": self.job.attempts,
+            },
+        )
+
+    # --- progress ---------------------------------------------------------------------------
+    async def _consume(self, watch: Any, started: asyncio.Event) -> None:
+        tracker = ProgressTracker(self.job.workflow)
+        from comfyrun.comfy import messages as m
+
+        async for message in watch:
+            if isinstance(message, m.ExecutionStart | m.ExecutionCached | m.Executing | m.Progress):
+                started.set()
+            snapshot = tracker.feed(message)
+            if snapshot is not None:
+                self._queue_progress(snapshot)
+            preview = getattr(message, "image", None)
+            if preview is not None and isinstance(message, m.PreviewImageWithMetadata):
+                await self._preview(message)
+
+    async def _preview(self, message: Any) -> None:
+        import base64
+
+        with contextlib.suppress(Exception):
+            await self.ctx.store.append_event(
+                self.job.id,
+                "preview",
+                {
+                    "node_id": message.node_id,
+                    "content_type": message.image_type or "image/jpeg",
+                    "data_base64": base64.b64encode(message.image).decode("ascii"),
+                },
+            )
+
+    def _queue_progress(self, snapshot: Progress) -> None:
+        self._pending_progress = snapshot
+        if self._progress_flush is None or self._progress_flush.done():
+            delay = self._last_progress + self.ctx.settings.progress_interval_s - time.monotonic()
+            self._progress_flush = asyncio.create_task(self._flush_later(max(0.0, delay)))
+
+    async def _flush_later(self, delay: float) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)  # the throttle itself: at most one write per interval
+        await self._flush_progress()
+
+    async def _flush_progress(self) -> None:
+        snapshot, self._pending_progress = self._pending_progress, None
+        if snapshot is None:
+            return
+        self._last_progress = time.monotonic()
+        with contextlib.suppress(Exception):
+            await self.ctx.store.record_progress(self.job.id, snapshot)
+
+    def _stop_progress_flush(self) -> None:
+        if self._progress_flush is not None:
+            self._progress_flush.cancel()
+
+    # --- cancel requests -------------------------------------------------------------------
+    async def _wait_cancel_requested(self) -> None:
+        store = self.ctx.store
+        events = await store.events_since(self.job.id)
+        after = events[-1].id if events else 0
+        current = await store.get(self.job.id)
+        if current is not None and current.status is JobStatus.CANCELING:
+            return
+        while True:
+            for event in await store.wait_for_event(
+                self.job.id, after, self.ctx.settings.idle_wait_s
+            ):
+                after = max(after, event.id)
+                if event.kind == "status" and event.data.get("status") == JobStatus.CANCELING.value:
+                    return
+
+    # --- endings ----------------------------------------------------------------------------
+    async def _succeed(self, outcome: PromptResult) -> None:
+        try:
+            await collect_outputs(
+                self.job,
+                outcome.outputs,
+                backend=self.backend,
+                client=self.client,
+                store=self.ctx.store,
+                storage=self.ctx.storage,
+                inline_cap=self.ctx.settings.inline_max_bytes,
+            )
+        except BackendError as exc:
+            await self._backend_lost(f"reading outputs failed: {exc}")
+            return
+        except ComfyrunError as exc:
+            await self._finish_failure(
+                FailureKind.BACKEND_LOST,
+                JobError(code=exc.code, message=f"storing outputs failed: {exc.message}"),
+                retry=False,
+            )
+            return
+        total = len(self.job.workflow)
+        await self._transition(
+            Event.SUCCEED,
+            Changes(
+                progress=Progress(value=1.0, nodes_done=total, nodes_total=total),
+                backend=self.backend.name,
+                prompt_id=self.prompt_id,
+                expires_at=time.time() + self.ctx.settings.retention_s,
+            ),
+        )
+
+    async def _backend_lost(self, reason: str) -> None:
+        kind = FailureKind.CRASH if self.backend.managed else FailureKind.BACKEND_LOST
+        if not self.backend.is_down:
+            self.ctx.pool.mark_unhealthy(self.backend, reason, quarantine=False)
+        await self._finish_failure(
+            kind, JobError(code="backend_lost", message=f"backend {self.backend.name}: {reason}")
+        )
+
+    async def _finish_failure(
+        self, kind: FailureKind, error: JobError, *, retry: bool = True
+    ) -> None:
+        now = time.time()
+        decision = decide(self.job, kind, now=now)
+        if retry and decision.retry:
+            if decision.free_memory_first and self.client is not None:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(self.ctx.settings.submit_timeout_s):
+                        await self.client.free(unload_models=True, free_memory=True)
+                log.info(
+                    "job %s: freed memory on backend %s",
+                    self.job.id,
+                    self.backend.name,
+                    extra=self._extra("backend_free"),
+                )
+            await self._transition(
+                Event.RETRY,
+                Changes(
+                    error=error,
+                    next_run_at=decision.next_run_at,
+                    backend=self.backend.name,
+                    prompt_id=self.prompt_id,
+                ),
+            )
+        else:
+            await self._transition(
+                Event.FAIL,
+                Changes(
+                    error=error,
+                    backend=self.backend.name,
+                    prompt_id=self.prompt_id,
+                    expires_at=now + self.ctx.settings.retention_s,
+                ),
+            )
+
+    async def _transition(self, event: Event, changes: Changes) -> Job | None:
+        """Apply `event` from whichever active status the job is in (the API may have moved it
+        to canceling meanwhile). None when the job is no longer this worker's."""
+        store = self.ctx.store
+        for _ in range(5):
+            current = await store.get(self.job.id)
+            if (
+                current is None
+                or current.status not in ACTIVE
+                or current.worker_id != self.ctx.worker_id
+            ):
+                log.warning(
+                    "job %s is no longer held by this worker; %s dropped",
+                    self.job.id,
+                    event.value,
+                    extra=self._extra("job_lost"),
+                )
+                return None
+            try:
+                job = await store.transition(
+                    self.job.id,
+                    event,
+                    expect=current.status,
+                    changes=changes,
+                    worker_id=self.ctx.worker_id,
+                )
+            except IllegalTransition:
+                raise
+            except Conflict:
+                continue
+            log.info(
+                "job %s %s on backend %s",
+                job.id,
+                job.status.value,
+                self.backend.name,
+                extra=self._extra(f"job_{event.value}", status=job.status.value),
+            )
+            self.job = job
+            return job
+        return None
+
+    async def _abandoned(self) -> None:
+        """The run was cancelled: stop the prompt, and requeue the job on shutdown."""
+        if self.client is not None and self.prompt_id is not None:
+            with contextlib.suppress(Exception):
+                await self.client.delete_queued([self.prompt_id])
+                await self.client.interrupt(self.prompt_id)
+        if self.abandon == "shutdown":
+            await self._transition(
+                Event.REQUEUE, Changes(backend=self.backend.name, prompt_id=self.prompt_id)
+            )
+
+    def _extra(self, action: str, **more: Any) -> dict[str, Any]:
+        return {"action": action, "job_id": self.job.id, "backend": self.backend.name, **more}
+
+
+__all__ = ["InputPlacer", "JobRun", "RunContext"]
