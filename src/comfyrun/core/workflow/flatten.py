@@ -31,7 +31,6 @@ from comfyrun.core.workflow.graph import (
     Workflow,
 )
 from comfyrun.core.workflow.groupnode import GROUP_PREFIXES, expand_group_node
-from comfyrun.core.workflow.widgets import WIDGET_TYPES
 from comfyrun.errors import ConversionError
 
 #: Frontend-only node types: never sent to the backend.
@@ -82,6 +81,20 @@ def _join(path: tuple[str, ...], node_id: str) -> str:
     return ":".join((*path, node_id))
 
 
+def _promoted_slots(subgraph: SubgraphDef) -> set[int]:
+    """Definition inputs that feed a widget inside: the instance shows a widget for each."""
+    graph = subgraph.graph
+    promoted = set()
+    for link in graph.links.values():
+        if link.origin_id != SUBGRAPH_INPUT_ID:
+            continue
+        target = graph.nodes.get(link.target_id)
+        slots = target.inputs if target is not None else ()
+        if link.target_slot < len(slots) and slots[link.target_slot].widget is not None:
+            promoted.add(link.origin_slot)
+    return promoted
+
+
 def _instance_inputs(node: Node, subgraph: SubgraphDef) -> tuple[InputSlot, ...]:
     """A subgraph instance has one input per definition input; saved files omit unlinked ones."""
     if subgraph.legacy_group:
@@ -89,11 +102,12 @@ def _instance_inputs(node: Node, subgraph: SubgraphDef) -> tuple[InputSlot, ...]
     saved: dict[str, list[InputSlot]] = {}
     for slot in node.inputs:
         saved.setdefault(slot.name, []).append(slot)
+    promoted = _promoted_slots(subgraph)
     inputs = []
-    for io in subgraph.inputs:
+    for index, io in enumerate(subgraph.inputs):
         matches = saved.get(io.name)
         link = matches.pop(0).link if matches else None
-        widget = io.name if io.type in WIDGET_TYPES else None
+        widget = io.name if index in promoted else None
         inputs.append(InputSlot(io.name, io.type, link, widget))
     return tuple(inputs)
 
