@@ -1,0 +1,265 @@
+"""The app factory. `create_app(settings)` builds the FastAPI app; its lifespan opens (and on
+shutdown closes, in reverse) the store, the output storage, local emulator backends, the
+backend pool and the dispatcher, according to the process's role:
+
+    serve   the HTTP API and a worker (dispatcher + pool) in one process
+    api     the HTTP API only (workers elsewhere share the store)
+    worker  a dispatcher only; HTTP serves /api/v2/health, /ready and /metrics
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from comfyrun import __version__
+from comfyrun.api.context import AppContext
+from comfyrun.api.errors import install_error_handlers
+from comfyrun.api.object_info import ObjectInfoCache
+from comfyrun.api.routes import admin, backends, files, health, jobs, metrics, stats
+from comfyrun.config import BackendConfig, Role, Settings
+from comfyrun.service import JobService
+from comfyrun.store.base import JobStore
+
+log = logging.getLogger(__name__)
+
+READY_STATES = ("ready", "busy")
+
+
+def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
+    """The comfyrun HTTP app. `store` replaces the one settings.database_url names (tests)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            app.state.ctx = await _open(settings, stack, store)
+            log.info(
+                "comfyrun started",
+                extra={"action": "started", "role": settings.role.value},
+            )
+            yield
+            log.info("comfyrun stopping", extra={"action": "stopping"})
+
+    app = FastAPI(
+        title="comfyrun",
+        version=__version__,
+        description="A durable job server for ComfyUI workflows (Comfy API v2).",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(metrics.router)
+    if settings.role is not Role.WORKER:
+        app.include_router(jobs.router)
+        app.include_router(files.router)  # before the assets router: it claims output ids
+        _include_assets(app)
+        app.include_router(backends.router)
+        app.include_router(stats.router)
+        app.include_router(admin.router)
+    return app
+
+
+def _include_assets(app: FastAPI) -> None:
+    assets_router = _optional("comfyrun.api.routes.assets", "assets_router")
+    if assets_router is None:  # the assets API is not part of this build
+        return
+
+    def get_assets(request: Any) -> Any:
+        service = request.app.state.ctx.assets
+        if service is None:
+            from fastapi import HTTPException
+
+            raise HTTPException(503, "the assets service is not available")
+        return service
+
+    app.include_router(assets_router(get_assets))
+
+
+async def _open(settings: Settings, stack: AsyncExitStack, store: JobStore | None) -> AppContext:
+    from comfyrun.outputs import open_output_storage
+    from comfyrun.store.factory import open_store
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if store is None:
+        store = open_store(settings.database_url)
+    await store.open()
+    stack.push_async_callback(store.close)
+
+    storage = open_output_storage(settings.outputs_url)
+    closer = getattr(storage, "close", None)
+    if closer is not None:
+        stack.push_async_callback(closer)
+
+    backend_configs = list(settings.backends)
+    emulator_urls: list[str] = []
+    if settings.role is not Role.API and settings.emulators:
+        emulator_urls = await _start_emulators(settings, stack)
+        backend_configs += [
+            BackendConfig(name=f"emulator-{i + 1}", url=url) for i, url in enumerate(emulator_urls)
+        ]
+    pool: Any = None
+    dispatcher: Any = None
+    if settings.role is not Role.API and backend_configs:
+        pool, dispatcher = await _start_worker(settings, stack, store, storage, backend_configs)
+
+    assets = _asset_service(storage)
+    cache = ObjectInfoCache(
+        lambda: _ready_urls(pool, backend_configs), ttl_s=settings.object_info_ttl_s
+    )
+    service = JobService(
+        store,
+        settings,
+        files=storage,
+        object_info=cache.get,
+        check_inputs=_input_checker(assets),
+    )
+    return AppContext(
+        settings=settings,
+        store=store,
+        service=service,
+        storage=storage,
+        pool=pool,
+        dispatcher=dispatcher,
+        assets=assets,
+        emulator_urls=emulator_urls,
+        extras={"object_info": cache},
+    )
+
+
+def _ready_urls(pool: Any, configs: Sequence[BackendConfig]) -> list[str]:
+    """Backend URLs to ask for /object_info: ready ones from the pool, else configured ones."""
+    if pool is not None:
+        urls = [b.url for b in pool.snapshot() if b.url and str(b.state) in READY_STATES]
+        if urls:
+            return urls
+    return [c.url for c in configs if c.url]
+
+
+async def _start_emulators(settings: Settings, stack: AsyncExitStack) -> list[str]:
+    """N emulated ComfyUI servers in this process, each with its own folders."""
+    emulator = importlib.import_module("comfyrun.comfy.emulator")
+    EmulatorConfig, start_emulator = emulator.EmulatorConfig, emulator.start_emulator
+
+    urls = []
+    for i in range(settings.emulators):
+        root = (settings.data_dir / "emulators" / f"emulator-{i + 1}").resolve()
+        cfg = EmulatorConfig(
+            host="127.0.0.1",
+            port=0,
+            output_dir=root / "output",
+            input_dir=root / "input",
+            temp_dir=root / "temp",
+            step_time_s=settings.emulator_step_time_s,
+        )
+        for d in (cfg.output_dir, cfg.input_dir, cfg.temp_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        emu = await stack.enter_async_context(start_emulator(cfg))
+        urls.append(str(emu.url))
+    return urls
+
+
+def _backend_spec(cfg: BackendConfig, index: int, settings: Settings) -> Any:
+    from comfyrun.backends.pool import BackendSpec
+
+    if cfg.url is not None:
+        return BackendSpec.from_url(cfg.url, name=cfg.name)
+    from comfyrun.backends.process import ManagedSpec
+
+    name = cfg.name or f"comfy-{index + 1}"
+    managed = ManagedSpec(
+        name=name,
+        log_dir=(settings.data_dir / "logs").resolve(),
+        comfy_path=cfg.comfy_path,
+        command=tuple(cfg.command) if cfg.command else None,
+        python=cfg.python or sys.executable,
+        cwd=cfg.cwd,
+        extra_args=tuple(cfg.extra_args),
+        env=dict(cfg.env),
+        lazy=cfg.lazy,
+        ready_timeout_s=cfg.ready_timeout_s,
+        idle_stop_s=cfg.idle_stop_s,
+        port=cfg.port,
+    )
+    return BackendSpec(name=name, managed=managed)
+
+
+def dispatch_settings(settings: Settings) -> Any:
+    from comfyrun.dispatch.settings import DispatchSettings
+
+    return DispatchSettings(
+        lease_s=settings.lease_s,
+        heartbeat_s=settings.heartbeat_s,
+        default_timeout_s=settings.default_timeout_s,
+        inline_max_bytes=settings.inline_output_max_bytes,
+        retention_s=settings.retention_s,
+        sweep_interval_s=settings.sweep_interval_s,
+        submit_timeout_s=settings.backend_timeout_s,
+    )
+
+
+async def _start_worker(
+    settings: Settings,
+    stack: AsyncExitStack,
+    store: JobStore,
+    storage: Any,
+    configs: Sequence[BackendConfig],
+) -> tuple[Any, Any]:
+    from comfyrun.backends.pool import BackendPool
+    from comfyrun.comfy.client import ComfyClient
+    from comfyrun.dispatch.dispatcher import Dispatcher
+
+    (settings.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+    specs = [_backend_spec(c, i, settings) for i, c in enumerate(configs)]
+    pool = BackendPool.from_specs(specs, client_factory=ComfyClient)
+    await pool.start()
+    stack.push_async_callback(pool.stop)
+    dispatcher = Dispatcher(
+        store,
+        pool,
+        storage,
+        dispatch_settings(settings),
+        worker_id=settings.worker_id,
+        place_inputs=_input_placer(),
+    )
+    await dispatcher.start()
+    stack.push_async_callback(dispatcher.stop)
+    return pool, dispatcher
+
+
+def _asset_service(storage: Any) -> Any:
+    asset_service = _optional("comfyrun.assets", "AssetService")
+    return None if asset_service is None else asset_service(storage)
+
+
+def _input_checker(assets: Any) -> Any:
+    """comfyrun.inputs' submit-time check of `inputs` and asset references, when present."""
+    check_submission = _optional("comfyrun.inputs", "check_submission")
+    if check_submission is None:
+        return None
+
+    async def check(workflow: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = await check_submission(workflow, inputs, assets=assets)
+        return result
+
+    return check
+
+
+def _input_placer() -> Any:
+    return _optional("comfyrun.inputs", "place_inputs")
+
+
+def _optional(module: str, name: str) -> Any:
+    """`module.name` when this build has it (parts of comfyrun are optional), else None."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+__all__ = ["create_app", "dispatch_settings"]
