@@ -12,6 +12,7 @@ from comfyrun.store.base import JobStore
 
 IMPLEMENTATIONS = [
     pytest.param("memory", id="memory"),
+    pytest.param("sqlite", id="sqlite"),
 ]
 
 

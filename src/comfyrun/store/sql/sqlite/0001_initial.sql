@@ -1,0 +1,58 @@
+-- Jobs, their event log and idempotency keys. Times are float epoch seconds; JSON is TEXT.
+
+CREATE TABLE jobs (
+    id               TEXT PRIMARY KEY,
+    status           TEXT NOT NULL,
+    priority         INTEGER NOT NULL DEFAULT 0,
+    workflow         TEXT NOT NULL,
+    inputs           TEXT NOT NULL DEFAULT '[]',
+    options          TEXT NOT NULL DEFAULT '{}',
+    metadata         TEXT NOT NULL DEFAULT '{}',
+    owner            TEXT,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    max_retries      INTEGER NOT NULL DEFAULT 0,
+    retry_delay_s    REAL NOT NULL DEFAULT 2.0,
+    timeout_s        REAL,
+    idempotency_key  TEXT,
+    request_hash     TEXT,
+    created_at       REAL NOT NULL,
+    next_run_at      REAL NOT NULL,
+    started_at       REAL,
+    finished_at      REAL,
+    expires_at       REAL,
+    worker_id        TEXT,
+    lease_expires_at REAL,
+    backend          TEXT,
+    prompt_id        TEXT,
+    progress         TEXT,
+    outputs          TEXT NOT NULL DEFAULT '[]',
+    error            TEXT
+);
+
+-- Claim order over queued jobs only: claim latency does not grow with finished history.
+CREATE INDEX jobs_claim ON jobs (priority DESC, created_at, id) WHERE status = 'queued';
+CREATE INDEX jobs_lease ON jobs (lease_expires_at) WHERE status IN ('running', 'canceling');
+CREATE INDEX jobs_newest ON jobs (created_at DESC, id DESC);
+CREATE INDEX jobs_status_newest ON jobs (status, created_at DESC, id DESC);
+CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX jobs_expires ON jobs (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX jobs_prompt ON jobs (prompt_id) WHERE prompt_id IS NOT NULL;
+
+-- AUTOINCREMENT: event ids never go back, even after the newest events are deleted.
+CREATE TABLE job_events (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id     TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    data       TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX job_events_job ON job_events (job_id, id);
+
+CREATE TABLE idempotency_keys (
+    scope        TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    job_id       TEXT NOT NULL,
+    request_hash TEXT,
+    created_at   REAL NOT NULL,
+    PRIMARY KEY (scope, key)
+);

@@ -1,0 +1,132 @@
+-- Named queries of the SQLite store (`-- name: x` starts query x). Parameters are :named.
+
+-- name: insert_job
+INSERT INTO jobs (
+    id, status, priority, workflow, inputs, options, metadata, owner, attempts, max_retries,
+    retry_delay_s, timeout_s, idempotency_key, request_hash, created_at, next_run_at, started_at,
+    finished_at, expires_at, worker_id, lease_expires_at, backend, prompt_id, progress, outputs,
+    error
+) VALUES (
+    :id, :status, :priority, :workflow, :inputs, :options, :metadata, :owner, :attempts,
+    :max_retries, :retry_delay_s, :timeout_s, :idempotency_key, :request_hash, :created_at,
+    :next_run_at, :started_at, :finished_at, :expires_at, :worker_id, :lease_expires_at,
+    :backend, :prompt_id, :progress, :outputs, :error
+);
+
+-- name: get_key
+SELECT job_id, request_hash, created_at FROM idempotency_keys WHERE scope = :scope AND key = :key;
+
+-- name: bind_key
+INSERT INTO idempotency_keys (scope, key, job_id, request_hash, created_at)
+VALUES (:scope, :key, :job_id, :request_hash, :created_at)
+ON CONFLICT (scope, key) DO UPDATE SET
+    job_id = excluded.job_id, request_hash = excluded.request_hash,
+    created_at = excluded.created_at;
+
+-- name: insert_event
+INSERT INTO job_events (job_id, kind, data, created_at)
+VALUES (:job_id, :kind, :data, :created_at)
+RETURNING id;
+
+-- name: claim
+UPDATE jobs SET
+    status = 'running',
+    attempts = attempts + 1,
+    worker_id = :worker_id,
+    lease_expires_at = :lease_expires_at,
+    started_at = :now
+WHERE id = (
+    SELECT id FROM jobs
+    WHERE status = 'queued' AND next_run_at <= :now
+    ORDER BY priority DESC, created_at, id
+    LIMIT 1
+)
+RETURNING *;
+
+-- name: renew
+UPDATE jobs SET lease_expires_at = :lease_expires_at
+WHERE id = :id AND worker_id = :worker_id AND status IN ('running', 'canceling');
+
+-- name: transition
+UPDATE jobs SET
+    status = :status,
+    error = COALESCE(:error, error),
+    progress = COALESCE(:progress, progress),
+    next_run_at = COALESCE(:next_run_at, next_run_at),
+    started_at = COALESCE(:started_at, started_at),
+    finished_at = COALESCE(:finished_at, finished_at),
+    expires_at = COALESCE(:expires_at, expires_at),
+    backend = COALESCE(:backend, backend),
+    prompt_id = COALESCE(:prompt_id, prompt_id),
+    lease_expires_at = CASE WHEN :clear_lease THEN NULL ELSE lease_expires_at END,
+    worker_id = CASE WHEN :clear_worker THEN NULL ELSE worker_id END
+WHERE id = :id AND status = :expect AND (:worker_id IS NULL OR worker_id = :worker_id)
+RETURNING *;
+
+-- name: set_progress
+UPDATE jobs SET progress = :progress WHERE id = :id;
+
+-- name: add_output
+UPDATE jobs SET outputs = json_insert(outputs, '$[#]', json(:output)) WHERE id = :id
+RETURNING *;
+
+-- name: job_exists
+SELECT 1 FROM jobs WHERE id = :id;
+
+-- name: events_since
+SELECT id, job_id, kind, data, created_at FROM job_events
+WHERE job_id = :job_id AND id > :after_id
+ORDER BY id;
+
+-- name: get
+SELECT * FROM jobs WHERE id = :id;
+
+-- name: get_by_prompt_id
+SELECT * FROM jobs WHERE prompt_id = :prompt_id ORDER BY created_at DESC LIMIT 1;
+
+-- name: list
+-- :statuses is a JSON array (or NULL for any); the cursor is the last row's (created_at, id).
+SELECT * FROM jobs
+WHERE (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
+  AND (:owner IS NULL OR owner = :owner)
+  AND (:after_created IS NULL OR (created_at, id) < (:after_created, :after_id))
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
+-- name: queue_position
+SELECT count(*) FROM jobs
+WHERE status = 'queued'
+  AND (next_run_at > :now, -priority, created_at, id) < (:late, -:priority, :created_at, :id);
+
+-- name: counts
+SELECT status, count(*) AS n FROM jobs GROUP BY status;
+
+-- name: oldest_queued_at
+SELECT min(created_at) FROM jobs WHERE status = 'queued';
+
+-- name: expired_leases
+SELECT * FROM jobs
+WHERE status IN ('running', 'canceling') AND lease_expires_at < :now
+ORDER BY lease_expires_at;
+
+-- name: stuck
+SELECT * FROM jobs WHERE status = 'running' AND started_at < :before ORDER BY started_at;
+
+-- name: expiring
+SELECT * FROM jobs
+WHERE status IN ('succeeded', 'failed', 'canceled') AND expires_at <= :now
+ORDER BY expires_at;
+
+-- name: delete_job
+DELETE FROM jobs WHERE id = :id;
+
+-- name: delete_events
+DELETE FROM job_events WHERE job_id = :id;
+
+-- name: delete_finished_before
+DELETE FROM jobs
+WHERE status IN ('succeeded', 'failed', 'canceled', 'expired') AND finished_at < :cutoff
+RETURNING *;
+
+-- name: delete_events_of
+DELETE FROM job_events WHERE job_id IN (SELECT value FROM json_each(:ids));
