@@ -1,0 +1,282 @@
+"""comfyrun's own Python client (httpx only): submit, get, wait, follow events with resume,
+cancel, list, download outputs.
+
+    async with ComfyrunClient("http://127.0.0.1:8189") as client:
+        job = await client.submit(workflow)
+        async for ev in client.events(job["id"]):
+            print(ev.event, ev.data)
+        job = await client.get(job["id"])
+        paths = await client.download_outputs(job, "out/")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from comfyrun.client.sse import ServerEvent, SSEDecoder
+
+TERMINAL = frozenset({"succeeded", "failed", "canceled", "expired"})
+DEFAULT_URL = "http://127.0.0.1:8189"
+
+
+class ComfyrunAPIError(Exception):
+    """The server answered with an error envelope (or something that is not JSON)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: Any = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+        self.retry_after = retry_after
+
+
+def _raise_for(resp: httpx.Response) -> None:
+    if resp.is_success:
+        return
+    try:
+        body = resp.json()
+        err = body["error"]
+        code, message, details = str(err["code"]), str(err["message"]), err.get("details")
+    except (ValueError, KeyError, TypeError):
+        code, message, details = "http_error", resp.text[:500], None
+    retry = resp.headers.get("retry-after")
+    raise ComfyrunAPIError(
+        resp.status_code,
+        code,
+        message,
+        details,
+        float(retry) if retry and retry.isdigit() else None,
+    )
+
+
+class ComfyrunClient:
+    """One comfyrun server. `transport` lets tests pass an httpx transport (e.g. ASGITransport)."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    async def __aenter__(self) -> ComfyrunClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = await self._http.request(method, path, **kwargs)
+        _raise_for(resp)
+        return resp.json() if resp.content else None
+
+    # jobs -------------------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        workflow: Mapping[str, Any],
+        *,
+        priority: int = 0,
+        wait: float | None = None,
+        idempotency_key: str | None = None,
+        inputs: Sequence[Mapping[str, Any]] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        timeout_s: float | None = None,
+        max_retries: int | None = None,
+        output: Mapping[str, Any] | None = None,
+        webhook: Mapping[str, Any] | None = None,
+        retry_queue_full: bool = True,
+    ) -> dict[str, Any]:
+        """POST /api/v2/jobs. Retries 409/429 answers that carry Retry-After when asked to;
+        an idempotency key is minted so such retries never create a second job."""
+        body: dict[str, Any] = {"workflow": dict(workflow), "priority": priority}
+        for name, value in (
+            ("inputs", [dict(i) for i in inputs] if inputs else None),
+            ("metadata", dict(metadata) if metadata else None),
+            ("timeout_s", timeout_s),
+            ("max_retries", max_retries),
+            ("output", dict(output) if output else None),
+            ("webhook", dict(webhook) if webhook else None),
+        ):
+            if value is not None:
+                body[name] = value
+        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        params = {"wait": wait} if wait else None
+        timeout = None if wait else httpx.USE_CLIENT_DEFAULT
+        while True:
+            try:
+                job: dict[str, Any] = await self._json(
+                    "POST",
+                    "/api/v2/jobs",
+                    json=body,
+                    headers=headers,
+                    params=params,
+                    timeout=timeout,
+                )
+                return job
+            except ComfyrunAPIError as exc:
+                if not (retry_queue_full and exc.status in (409, 429) and exc.retry_after):
+                    raise
+                await asyncio.sleep(exc.retry_after)
+
+    async def get(self, job_id: str) -> dict[str, Any]:
+        job: dict[str, Any] = await self._json("GET", f"/api/v2/jobs/{job_id}")
+        return job
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        job: dict[str, Any] = await self._json("POST", f"/api/v2/jobs/{job_id}/cancel")
+        return job
+
+    async def delete(self, job_id: str) -> None:
+        await self._json("DELETE", f"/api/v2/jobs/{job_id}")
+
+    async def list_jobs(
+        self, *, status: Sequence[str] | None = None, limit: int = 50, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """One page: {"jobs": [...], "next_cursor": ...}, newest first."""
+        params: dict[str, Any] = {"limit": limit}
+        if status:
+            params["status"] = ",".join(status)
+        if cursor:
+            params["cursor"] = cursor
+        page: dict[str, Any] = await self._json("GET", "/api/v2/jobs", params=params)
+        return page
+
+    async def iter_jobs(
+        self, *, status: Sequence[str] | None = None, page_size: int = 100
+    ) -> AsyncIterator[dict[str, Any]]:
+        cursor: str | None = None
+        while True:
+            page = await self.list_jobs(status=status, limit=page_size, cursor=cursor)
+            for job in page["jobs"]:
+                yield job
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    async def events(
+        self, job_id: str, *, last_event_id: str | None = None, reconnect: bool = True
+    ) -> AsyncIterator[ServerEvent]:
+        """The job's SSE stream until its terminal status. On a dropped connection it
+        reconnects with Last-Event-ID, so no transition is missed."""
+        last = last_event_id
+        delay = 0.2
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if last is not None:
+                headers["Last-Event-ID"] = last
+            decoder = SSEDecoder()
+            try:
+                async with self._http.stream(
+                    "GET",
+                    f"/api/v2/jobs/{job_id}/events",
+                    headers=headers,
+                    timeout=httpx.Timeout(10.0, read=120.0),
+                ) as resp:
+                    if not resp.is_success:
+                        await resp.aread()
+                        _raise_for(resp)
+                    async for line in resp.aiter_lines():
+                        for ev in decoder.push(line):
+                            if ev.id is not None:
+                                last = ev.id
+                            yield ev
+                            if ev.event == "status" and ev.data.get("status") in TERMINAL:
+                                return
+                        delay = 0.2
+            except (httpx.TransportError, httpx.StreamError):
+                if not reconnect:
+                    raise
+            if not reconnect:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """The job once terminal (follows events; polls as the backstop). TimeoutError after
+        `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        async def follow() -> dict[str, Any]:
+            while True:
+                async for ev in self.events(job_id):
+                    if ev.event == "status" and ev.data.get("status") in TERMINAL:
+                        break
+                job = await self.get(job_id)
+                if job["status"] in TERMINAL:
+                    return job
+
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return await asyncio.wait_for(follow(), remaining)
+
+    # outputs ----------------------------------------------------------------------------------
+
+    async def download(self, output: Mapping[str, Any], dest: str | Path) -> Path:
+        """Stream one output (a Job's `outputs[i]`) to the file `dest`."""
+        path = Path(dest)
+        url = str(output.get("url") or f"/api/v2/assets/{output['id']}/content")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        async with self._http.stream("GET", url, follow_redirects=True) as resp:
+            if not resp.is_success:
+                await resp.aread()
+                _raise_for(resp)
+            with path.open("wb") as fh:
+                async for chunk in resp.aiter_bytes(65536):
+                    fh.write(chunk)
+        return path
+
+    async def download_outputs(self, job: Mapping[str, Any], folder: str | Path) -> list[Path]:
+        """Every output of `job` into `folder/<node_id>/<name>`."""
+        paths = []
+        for out in job.get("outputs", []):
+            name = Path(str(out["name"])).name or str(out["id"])
+            paths.append(await self.download(out, Path(folder) / str(out["node_id"]) / name))
+        return paths
+
+    # server -----------------------------------------------------------------------------------
+
+    async def backends(self) -> list[dict[str, Any]]:
+        body: dict[str, Any] = await self._json("GET", "/api/v2/backends")
+        return list(body["backends"])
+
+    async def stats(self) -> dict[str, Any]:
+        body: dict[str, Any] = await self._json("GET", "/api/v2/stats")
+        return body
+
+    async def health(self) -> dict[str, Any]:
+        body: dict[str, Any] = await self._json("GET", "/api/v2/health")
+        return body
+
+
+__all__ = ["TERMINAL", "ComfyrunAPIError", "ComfyrunClient"]
