@@ -1,0 +1,244 @@
+"""Build small UI-format workflows inline for the converter's unit tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+JSON = dict[str, Any]
+
+#: A tiny object_info in the server's shape, enough for the unit tests.
+OBJECT_INFO: JSON = {
+    "CheckpointLoaderSimple": {
+        "input": {"required": {"ckpt_name": [["a.safetensors", "b.safetensors"], {}]}},
+        "input_order": {"required": ["ckpt_name"]},
+        "output": ["MODEL", "CLIP", "VAE"],
+        "display_name": "Load Checkpoint",
+    },
+    "KSampler": {
+        "input": {
+            "required": {
+                "model": ["MODEL", {}],
+                "seed": ["INT", {"default": 0, "control_after_generate": True}],
+                "steps": ["INT", {"default": 20}],
+                "cfg": ["FLOAT", {"default": 8.0}],
+                "sampler_name": [["euler", "dpmpp_2m"], {}],
+                "scheduler": [["normal", "simple"], {}],
+                "positive": ["CONDITIONING", {}],
+                "negative": ["CONDITIONING", {}],
+                "latent_image": ["LATENT", {}],
+                "denoise": ["FLOAT", {"default": 1.0}],
+            }
+        },
+        "input_order": {
+            "required": [
+                "model",
+                "seed",
+                "steps",
+                "cfg",
+                "sampler_name",
+                "scheduler",
+                "positive",
+                "negative",
+                "latent_image",
+                "denoise",
+            ]
+        },
+        "output": ["LATENT"],
+        "display_name": "KSampler",
+    },
+    "RandomNoise": {
+        "input": {"required": {"noise_seed": ["INT", {"default": 0}]}},
+        "input_order": {"required": ["noise_seed"]},
+        "output": ["NOISE"],
+        "display_name": "RandomNoise",
+    },
+    "NoControl": {
+        "input": {"required": {"seed": ["INT", {"default": 3, "control_after_generate": False}]}},
+        "input_order": {"required": ["seed"]},
+        "output": ["INT"],
+        "display_name": "No Control",
+    },
+    "CLIPTextEncode": {
+        "input": {
+            "required": {
+                "text": ["STRING", {"multiline": True}],
+                "clip": ["CLIP", {}],
+            }
+        },
+        "input_order": {"required": ["text", "clip"]},
+        "output": ["CONDITIONING"],
+        "display_name": "CLIP Text Encode (Prompt)",
+    },
+    "EmptyLatentImage": {
+        "input": {
+            "required": {
+                "width": ["INT", {"default": 512}],
+                "height": ["INT", {"default": 512}],
+                "batch_size": ["INT", {"default": 1}],
+            }
+        },
+        "input_order": {"required": ["width", "height", "batch_size"]},
+        "output": ["LATENT"],
+        "display_name": "Empty Latent Image",
+    },
+    "VAEDecode": {
+        "input": {"required": {"samples": ["LATENT", {}], "vae": ["VAE", {}]}},
+        "input_order": {"required": ["samples", "vae"]},
+        "output": ["IMAGE"],
+        "display_name": "VAE Decode",
+    },
+    "ImageInvert": {
+        "input": {"required": {"image": ["IMAGE", {}]}},
+        "input_order": {"required": ["image"]},
+        "output": ["IMAGE"],
+        "display_name": "Invert Image",
+    },
+    "ImageBlur": {
+        "input": {
+            "required": {
+                "image": ["IMAGE", {}],
+                "blur_radius": ["INT", {"default": 1}],
+                "sigma": ["FLOAT", {"default": 1.0}],
+            }
+        },
+        "input_order": {"required": ["image", "blur_radius", "sigma"]},
+        "output": ["IMAGE"],
+        "display_name": None,
+    },
+    "SaveImage": {
+        "input": {
+            "required": {
+                "images": ["IMAGE", {}],
+                "filename_prefix": ["STRING", {"default": "ComfyUI"}],
+            },
+            "hidden": {"prompt": "PROMPT"},
+        },
+        "input_order": {"required": ["images", "filename_prefix"], "hidden": ["prompt"]},
+        "output": [],
+        "display_name": "Save Image",
+    },
+    "PreviewImage": {
+        "input": {"required": {"images": ["IMAGE", {}]}},
+        "input_order": {"required": ["images"]},
+        "output": [],
+        "display_name": "Preview Image",
+    },
+    "LoadImage": {
+        "input": {"required": {"image": [["example.png"], {"image_upload": True}]}},
+        "input_order": {"required": ["image"]},
+        "output": ["IMAGE", "MASK"],
+        "display_name": "Load Image",
+    },
+    "LoadImageOutput": {
+        "input": {
+            "required": {
+                "image": [
+                    "COMBO",
+                    {
+                        "image_upload": True,
+                        "remote": {"route": "/internal/files/output", "refresh_button": True},
+                    },
+                ]
+            }
+        },
+        "input_order": {"required": ["image"]},
+        "output": ["IMAGE", "MASK"],
+        "display_name": "Load Image (from Outputs)",
+    },
+    "LoadAudio": {
+        "input": {"required": {"audio": [[], {"audio_upload": True}]}},
+        "input_order": {"required": ["audio"]},
+        "output": ["AUDIO"],
+        "display_name": "Load Audio",
+    },
+    "Options": {
+        "input": {
+            "required": {
+                "flag": ["BOOLEAN", {}],
+                "count": ["INT", {}],
+                "mode": ["COMBO", {"options": ["first", "second"]}],
+                "label": ["STRING", {}],
+                "forced": ["INT", {"forceInput": True}],
+                "points": ["STRING", {"default": "x"}],
+            }
+        },
+        "input_order": {"required": ["flag", "count", "mode", "label", "forced", "points"]},
+        "output": ["INT"],
+        "display_name": "Options",
+    },
+    "PrimitiveInt": {
+        "input": {"required": {"value": ["INT", {"control_after_generate": True}]}},
+        "input_order": {"required": ["value"]},
+        "output": ["INT"],
+        "display_name": "Int",
+    },
+}
+
+
+def node(
+    node_id: int | str,
+    node_type: str,
+    *,
+    inputs: list[JSON] | None = None,
+    outputs: list[JSON] | None = None,
+    widgets_values: Any = None,
+    mode: int = 0,
+    title: str | None = None,
+) -> JSON:
+    raw: JSON = {"id": node_id, "type": node_type, "mode": mode}
+    raw["inputs"] = inputs or []
+    raw["outputs"] = outputs or []
+    if widgets_values is not None:
+        raw["widgets_values"] = widgets_values
+    if title is not None:
+        raw["title"] = title
+    return raw
+
+
+def inp(name: str, type_: str, link: int | None = None, *, widget: bool = False) -> JSON:
+    slot: JSON = {"name": name, "type": type_, "link": link}
+    if widget:
+        slot["widget"] = {"name": name}
+    return slot
+
+
+def out(name: str, type_: str, links: list[int] | None = None) -> JSON:
+    return {"name": name, "type": type_, "links": links or []}
+
+
+def ui(nodes: list[JSON], links: list[list[Any]], **extra: Any) -> JSON:
+    """A root graph; links as [id, origin, origin_slot, target, target_slot, type]."""
+    return {"nodes": nodes, "links": links, "version": 0.4, **extra}
+
+
+def sg_link(
+    link_id: int, origin: int, origin_slot: int, target: int, target_slot: int, type_: str
+) -> JSON:
+    """A link in a subgraph definition (object form)."""
+    return {
+        "id": link_id,
+        "origin_id": origin,
+        "origin_slot": origin_slot,
+        "target_id": target,
+        "target_slot": target_slot,
+        "type": type_,
+    }
+
+
+def subgraph(
+    sg_id: str,
+    nodes: list[JSON],
+    links: list[JSON],
+    inputs: list[tuple[str, str]],
+    outputs: list[tuple[str, str]],
+) -> JSON:
+    return {
+        "id": sg_id,
+        "name": sg_id,
+        "inputNode": {"id": -10},
+        "outputNode": {"id": -20},
+        "inputs": [{"name": name, "type": type_} for name, type_ in inputs],
+        "outputs": [{"name": name, "type": type_} for name, type_ in outputs],
+        "nodes": nodes,
+        "links": links,
+    }
