@@ -251,9 +251,12 @@ class ComfyrunClient:
             if not resp.is_success:
                 await resp.aread()
                 _raise_for(resp)
-            with path.open("wb") as fh:
+            fh = await asyncio.to_thread(path.open, "wb")
+            try:
                 async for chunk in resp.aiter_bytes(65536):
                     fh.write(chunk)
+            finally:
+                fh.close()
         return path
 
     async def download_outputs(self, job: Mapping[str, Any], folder: str | Path) -> list[Path]:
