@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from tests.support.workflow import JSON, OBJECT_INFO, inp, node, out, ui
 
 from comfyrun.core.workflow import convert_ui_to_api
-from tests.support.workflow import OBJECT_INFO, JSON, inp, node, out, ui
 
 
 def txt2img() -> JSON:

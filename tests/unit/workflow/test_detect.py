@@ -20,7 +20,7 @@ def test_api_prompt_is_a_map_of_nodes_with_class_and_inputs() -> None:
 
 
 def test_the_two_formats_do_not_overlap() -> None:
-    ui = {"nodes": [], "links": []}
+    ui: dict[str, list[object]] = {"nodes": [], "links": []}
     api = {"1": {"class_type": "X", "inputs": {}}}
     assert is_ui_workflow(ui) and not is_api_prompt(ui)
     assert is_api_prompt(api) and not is_ui_workflow(api)

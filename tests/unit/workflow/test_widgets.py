@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from comfyrun.core.workflow.widgets import default_value, widget_layout
 from tests.support.workflow import OBJECT_INFO
+
+from comfyrun.core.workflow.widgets import default_value, widget_layout
 
 
 def _names(class_type: str) -> list[tuple[str, bool]]:
