@@ -1,0 +1,223 @@
+"""Fetching URL inputs safely: streamed to a file, size-capped, time-limited, type-checked, and
+refused when any hop of the request would reach a non-public address (see `netguard`).
+
+The address check runs inside aiohttp's resolver, on the addresses the connection will actually
+use, so a host that resolves to a public address for a pre-check and a private one for the
+connection (DNS rebinding) cannot slip through. Redirects are followed by hand so that every hop's
+scheme and host are checked again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from email.message import Message
+from pathlib import Path, PurePosixPath
+from typing import IO
+from urllib.parse import unquote, urljoin
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from comfyrun.errors import InputRejected
+from comfyrun.inputs.netguard import AddressPolicy
+from comfyrun.inputs.specs import InputLimits
+
+log = logging.getLogger(__name__)
+
+#: host, port -> IP address strings. The seam tests use to stand in for DNS.
+Resolve = Callable[[str, int], Awaitable[list[str]]]
+
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+WRITE_BATCH = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedFile:
+    """A URL input on local disk."""
+
+    path: Path
+    size_bytes: int
+    content_type: str
+    #: From Content-Disposition, else the last segment of the URL path; None if neither says.
+    filename: str | None
+    #: The URL the bytes came from, after redirects.
+    url: str
+
+
+class UrlFetcher:
+    """Fetches URL inputs under `limits` (size, time, content type, redirects, allow-list)."""
+
+    def __init__(
+        self,
+        limits: InputLimits,
+        *,
+        resolve: Resolve | None = None,
+        user_agent: str = "comfyrun",
+    ) -> None:
+        self.limits = limits
+        self.policy = AddressPolicy.from_entries(limits.allow_networks)
+        self._resolve = resolve
+        self._user_agent = user_agent
+
+    async def fetch(self, url: str, dest: Path, *, max_bytes: int | None = None) -> FetchedFile:
+        """Download `url` into the file `dest`. Raises InputRejected (details carry `reason`:
+        bad_scheme, private_address, too_many_redirects, http_status, content_type,
+        file_too_large, timeout, fetch_failed); `dest` is removed on failure."""
+        cap = self.limits.max_file_bytes if max_bytes is None else max_bytes
+        try:
+            async with asyncio.timeout(self.limits.fetch_timeout_s):
+                return await self._fetch(url, dest, cap)
+        except TimeoutError as exc:
+            await asyncio.to_thread(dest.unlink, missing_ok=True)
+            raise InputRejected(
+                f"fetching {url} took longer than {self.limits.fetch_timeout_s:g} s",
+                details={"url": url, "reason": "timeout"},
+            ) from exc
+        except BaseException:
+            await asyncio.to_thread(dest.unlink, missing_ok=True)
+            raise
+
+    async def _fetch(self, url: str, dest: Path, cap: int) -> FetchedFile:
+        resolver = _GuardedResolver(self.policy, self._resolve)
+        connector = aiohttp.TCPConnector(
+            resolver=resolver, use_dns_cache=False, family=socket.AF_UNSPEC
+        )
+        headers = {"User-Agent": self._user_agent, "Accept-Encoding": "identity"}
+        async with aiohttp.ClientSession(
+            connector=connector, headers=headers, trust_env=False, auto_decompress=False
+        ) as session:
+            current = url
+            for _ in range(self.limits.max_redirects + 1):
+                self.policy.check_url(current)
+                try:
+                    async with session.get(current, allow_redirects=False) as response:
+                        if response.status in REDIRECT_STATUSES and "Location" in response.headers:
+                            current = urljoin(current, response.headers["Location"])
+                            continue
+                        return await self._save(current, response, dest, cap)
+                except aiohttp.ClientError as exc:
+                    raise InputRejected(
+                        f"fetching {current} failed: {exc}",
+                        details={"url": current, "reason": "fetch_failed"},
+                    ) from exc
+            raise InputRejected(
+                f"fetching {url} redirected more than {self.limits.max_redirects} times",
+                details={"url": url, "reason": "too_many_redirects"},
+            )
+
+    async def _save(
+        self, url: str, response: aiohttp.ClientResponse, dest: Path, cap: int
+    ) -> FetchedFile:
+        if not 200 <= response.status < 300:
+            raise InputRejected(
+                f"fetching {url} returned HTTP {response.status}",
+                details={"url": url, "reason": "http_status", "status": response.status},
+            )
+        content_type = (response.content_type or "application/octet-stream").lower()
+        if not content_type_allowed(content_type, self.limits.allowed_content_types):
+            raise InputRejected(
+                f"{url} is {content_type}, which is not an allowed input type",
+                details={
+                    "url": url,
+                    "reason": "content_type",
+                    "content_type": content_type,
+                    "allowed": list(self.limits.allowed_content_types),
+                },
+            )
+        if response.content_length is not None and response.content_length > cap:
+            raise _too_large(url, cap)
+        size = 0
+        fh = await asyncio.to_thread(dest.open, "wb")
+        try:
+            batch = bytearray()
+            async for chunk in response.content.iter_chunked(1 << 16):
+                size += len(chunk)
+                if size > cap:
+                    raise _too_large(url, cap)
+                batch += chunk
+                if len(batch) >= WRITE_BATCH:
+                    await asyncio.to_thread(fh.write, bytes(batch))
+                    batch.clear()
+            await asyncio.to_thread(_finish, fh, bytes(batch))
+        finally:
+            await asyncio.to_thread(fh.close)
+        log.debug("fetched %s (%d bytes)", url, size, extra={"action": "input.fetch"})
+        return FetchedFile(dest, size, content_type, _filename(response, url), url)
+
+
+def content_type_allowed(content_type: str, allowed: tuple[str, ...]) -> bool:
+    """Prefix entries ("image/") match a family; the others match exactly."""
+    base = content_type.split(";", 1)[0].strip().lower()
+    return any(base.startswith(a) if a.endswith("/") else base == a for a in allowed)
+
+
+class _GuardedResolver(AbstractResolver):
+    """Resolves like the system does, then refuses any address the policy forbids."""
+
+    def __init__(self, policy: AddressPolicy, resolve: Resolve | None) -> None:
+        self._policy = policy
+        self._resolve = resolve
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        name = host.rstrip(".")
+        if self._resolve is not None:
+            addresses = await self._resolve(name, port)
+        else:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                name, port, type=socket.SOCK_STREAM, family=family
+            )
+            addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        if not addresses:
+            raise OSError(f"{name} has no addresses")
+        for address in addresses:  # every one: the connector may try any of them
+            self._policy.check_address(address, host=name)
+        flags = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
+        return [
+            ResolveResult(
+                hostname=name,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=flags,
+            )
+            for address in addresses
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+def _finish(fh: IO[bytes], tail: bytes) -> None:
+    fh.write(tail)
+    fh.flush()
+
+
+def _too_large(url: str, cap: int) -> InputRejected:
+    return InputRejected(
+        f"{url} is larger than {cap} bytes",
+        details={"url": url, "reason": "file_too_large", "limit": cap},
+    )
+
+
+def _filename(response: aiohttp.ClientResponse, url: str) -> str | None:
+    disposition = response.headers.get("Content-Disposition")
+    if disposition:
+        msg = Message()
+        msg["content-disposition"] = disposition
+        name = msg.get_filename()
+        if name:
+            return PurePosixPath(name.replace("\\", "/")).name or None
+    path = unquote(response.url.path if response.url else url)
+    last = re.split(r"/", path)[-1]
+    return last or None
+
+
+__all__ = ["FetchedFile", "Resolve", "UrlFetcher", "content_type_allowed"]

@@ -1,0 +1,118 @@
+"""Which addresses a URL input may reach (pure): the SSRF rules.
+
+Only http and https. Every address a host resolves to must be public (not private, loopback,
+link-local, multicast, reserved, unspecified or shared (CGNAT) space; IPv4-mapped and 6to4
+IPv6 addresses are judged by the IPv4 address inside them) unless an allow-list entry opens it:
+a CIDR ("10.0.0.0/8", "127.0.0.1") or a host name ("minio.internal"). The fetcher applies these
+rules to the addresses it actually connects to, on every redirect hop.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import SplitResult, urlsplit
+
+from comfyrun.errors import InputRejected
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+ALLOWED_SCHEMES = frozenset({"http", "https"})
+
+
+@dataclass(frozen=True, slots=True)
+class AddressPolicy:
+    """The allow-list on top of "public addresses only"."""
+
+    networks: tuple[IPNetwork, ...] = ()
+    hosts: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_entries(cls, entries: Iterable[str]) -> AddressPolicy:
+        """Entries are CIDRs, single IPs or host names (case-insensitive)."""
+        networks: list[IPNetwork] = []
+        hosts: set[str] = set()
+        for entry in entries:
+            entry = entry.strip()
+            if not entry:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                hosts.add(_normal_host(entry))
+        return cls(tuple(networks), frozenset(hosts))
+
+    def host_is_allowed(self, host: str) -> bool:
+        """True when the host name itself is on the allow-list."""
+        return _normal_host(host) in self.hosts
+
+    def check_address(self, address: str, *, host: str, url: str | None = None) -> None:
+        """Raise InputRejected unless `address` (what `host` resolved to) may be reached."""
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError as exc:
+            raise _refused(url, host, address, "unparseable_address") from exc
+        if self.host_is_allowed(host) or any(ip in net for net in self.networks):
+            return
+        if not is_public(ip):
+            raise _refused(url, host, address, "private_address")
+
+    def check_url(self, url: str) -> SplitResult:
+        """Check what can be checked without DNS: the scheme, the host, literal IP hosts.
+        Returns the parsed URL."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise InputRejected(
+                f"input URL is malformed: {exc}", details={"url": url, "reason": "bad_url"}
+            ) from exc
+        if parts.scheme.lower() not in ALLOWED_SCHEMES:
+            raise InputRejected(
+                f"input URL scheme {parts.scheme!r} is not allowed (only http and https)",
+                details={"url": url, "reason": "bad_scheme"},
+            )
+        host = parts.hostname
+        if not host:
+            raise InputRejected("input URL has no host", details={"url": url, "reason": "bad_url"})
+        if port == 0:
+            raise InputRejected("input URL has port 0", details={"url": url, "reason": "bad_url"})
+        literal = literal_ip(host)
+        if literal is not None:
+            self.check_address(str(literal), host=host, url=url)
+        return parts
+
+
+def is_public(ip: IPAddress) -> bool:
+    """True for globally routable unicast addresses."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = ip.ipv4_mapped or ip.sixtofour
+        if inner is not None:
+            return is_public(inner)
+        if ip.teredo is not None:
+            return False
+    return ip.is_global and not ip.is_multicast
+
+
+def literal_ip(host: str) -> IPAddress | None:
+    """The IP when `host` is an IP literal (brackets allowed), else None."""
+    try:
+        return ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+def _normal_host(host: str) -> str:
+    return host.strip().strip("[]").rstrip(".").lower()
+
+
+def _refused(url: str | None, host: str, address: str, reason: str) -> InputRejected:
+    return InputRejected(
+        f"input URL host {host!r} resolves to {address}, which is not a public address",
+        details={"url": url, "host": host, "address": address, "reason": reason},
+    )
+
+
+__all__ = ["ALLOWED_SCHEMES", "AddressPolicy", "is_public", "literal_ip"]
