@@ -287,7 +287,12 @@ class ComfyClient:
             )
         except BaseException as exc:
             if watch is not None:
-                watch.fail(exc)
+                if _maybe_sent(exc):
+                    # The prompt may be queued all the same: let queue and history decide.
+                    watch.submitted = True
+                    self._poll_wakeup.set()
+                else:
+                    watch.fail(exc)
             raise
         if result.node_errors:
             logger.warning(
@@ -591,6 +596,13 @@ class ComfyClient:
                 f"{response.request.method} {response.request.url.path} answered a non-object"
             )
         return data
+
+
+def _maybe_sent(exc: BaseException) -> bool:
+    """Whether a failed POST may still have reached ComfyUI."""
+    if isinstance(exc.__cause__, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        return False
+    return isinstance(exc, ComfyTimeout | ComfyConnectionError | asyncio.CancelledError)
 
 
 async def _chunks(data: UploadData) -> AsyncIterator[bytes]:
