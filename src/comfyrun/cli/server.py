@@ -1,9 +1,516 @@
-"""CLI commands: server (being written)."""
+"""CLI commands: serve, api, worker (run the server), submit, jobs, backends (talk to one), and
+demo (the README's quick start)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from comfyrun.client import ComfyrunAPIError, ComfyrunClient
+from comfyrun.config import BackendConfig, Role, Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+console = Console(stderr=True)
+out = Console()
+
+ServerUrl = Annotated[
+    str, typer.Option("--server", "-s", envvar="COMFYRUN_SERVER", help="comfyrun's base URL")
+]
+ApiKey = Annotated[
+    str | None, typer.Option("--api-key", envvar="COMFYRUN_API_KEY", help="Bearer token")
+]
+
+#: ComfyUI's default text-to-image graph, in API format (the node ids the UI gives it).
+DEFAULT_WORKFLOW: dict[str, Any] = {
+    "3": {
+        "class_type": "KSampler",
+        "inputs": {
+            "seed": 156680208700286,
+            "steps": 20,
+            "cfg": 8.0,
+            "sampler_name": "euler",
+            "scheduler": "normal",
+            "denoise": 1.0,
+            "model": ["4", 0],
+            "positive": ["6", 0],
+            "negative": ["7", 0],
+            "latent_image": ["5", 0],
+        },
+    },
+    "4": {
+        "class_type": "CheckpointLoaderSimple",
+        "inputs": {"ckpt_name": "v1-5-pruned-emaonly.safetensors"},
+    },
+    "5": {
+        "class_type": "EmptyLatentImage",
+        "inputs": {"width": 512, "height": 512, "batch_size": 1},
+    },
+    "6": {
+        "class_type": "CLIPTextEncode",
+        "inputs": {
+            "text": "beautiful scenery nature glass bottle landscape, , purple galaxy bottle,",
+            "clip": ["4", 1],
+        },
+    },
+    "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "text, watermark", "clip": ["4", 1]}},
+    "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+    "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0]}},
+}
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# running the server ----------------------------------------------------------------------------
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket (port 0 = a free port), so the real port is known before serving."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def running_server(settings: Settings) -> AsyncIterator[str]:
+    """Serve comfyrun in this event loop; yields its base URL once it accepts requests."""
+    import uvicorn
+
+    from comfyrun.api.app import create_app
+
+    sock = bind_socket(settings.host, settings.port)
+    host, port = sock.getsockname()[:2]
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("the server stopped during start-up")
+            await asyncio.sleep(0.02)
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await task
+        sock.close()
+
+
+async def _serve_forever(settings: Settings) -> None:
+    async with running_server(settings) as url:
+        # one parseable line for scripts and tests: the address actually bound
+        print(f"comfyrun {settings.role.value} listening on {url}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+
+
+def _settings(
+    role: Role,
+    *,
+    config: Path | None,
+    backend: list[str] | None,
+    comfy: list[Path] | None,
+    emulator: int | None,
+    db: str | None,
+    host: str | None,
+    port: int | None,
+    data_dir: Path | None,
+    api_key: str | None,
+    worker_id: str | None = None,
+    output_url: str | None = None,
+) -> Settings:
+    settings = load_settings(
+        config,
+        role=role,
+        db_url=db,
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        emulators=emulator,
+        api_key=api_key,
+        worker_id=worker_id,
+        output_url=output_url,
+    )
+    extra = [BackendConfig(url=u) for u in backend or []]
+    extra += [BackendConfig(comfy_path=p) for p in comfy or []]
+    if extra:
+        settings.backends = [*settings.backends, *extra]
+    return settings
+
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML config file (or COMFYRUN_CONFIG)")
+]
+BackendOpt = Annotated[
+    list[str] | None, typer.Option("--backend", "-b", help="A ComfyUI URL (repeatable)")
+]
+ComfyOpt = Annotated[
+    list[Path] | None, typer.Option("--comfy", help="A ComfyUI folder to run (repeatable)")
+]
+EmulatorOpt = Annotated[
+    int | None, typer.Option("--emulator", "-e", help="Run N local ComfyUI emulators")
+]
+DbOpt = Annotated[str | None, typer.Option("--db", help="sqlite:///file, postgresql://…")]
+HostOpt = Annotated[str | None, typer.Option("--host")]
+PortOpt = Annotated[int | None, typer.Option("--port", "-p", help="0 = a free port")]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir")]
+OutputsOpt = Annotated[str | None, typer.Option("--outputs", help="file:///dir or s3://bucket")]
+LogOpt = Annotated[str, typer.Option("--log-level", envvar="COMFYRUN_LOG_LEVEL")]
+ServeKey = Annotated[
+    str | None, typer.Option("--api-key", help="Require this bearer token on the API")
+]
+
+
+def _run(role: Role, **kwargs: Any) -> None:
+    log_level = kwargs.pop("log_level")
+    configure_logging(log_level)
+    try:
+        settings = _settings(role, **kwargs)
+    except (ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    asyncio.run(_serve_forever(settings))
+
+
+def serve(
+    config: ConfigOpt = None,
+    backend: BackendOpt = None,
+    comfy: ComfyOpt = None,
+    emulator: EmulatorOpt = None,
+    db: DbOpt = None,
+    host: HostOpt = None,
+    port: PortOpt = None,
+    data_dir: DataDirOpt = None,
+    outputs: OutputsOpt = None,
+    api_key: ServeKey = None,
+    log_level: LogOpt = "INFO",
+) -> None:
+    """Run the API and a worker (the dispatcher) in one process."""
+    _run(
+        Role.SERVE,
+        config=config,
+        backend=backend,
+        comfy=comfy,
+        emulator=emulator,
+        db=db,
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        output_url=outputs,
+        api_key=api_key,
+        log_level=log_level,
+    )
+
+
+def api(
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+    host: HostOpt = None,
+    port: PortOpt = None,
+    data_dir: DataDirOpt = None,
+    outputs: OutputsOpt = None,
+    api_key: ServeKey = None,
+    log_level: LogOpt = "INFO",
+) -> None:
+    """Run the HTTP API only; workers elsewhere share its database."""
+    _run(
+        Role.API,
+        config=config,
+        backend=None,
+        comfy=None,
+        emulator=None,
+        db=db,
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        output_url=outputs,
+        api_key=api_key,
+        log_level=log_level,
+    )
+
+
+def worker(
+    config: ConfigOpt = None,
+    backend: BackendOpt = None,
+    comfy: ComfyOpt = None,
+    emulator: EmulatorOpt = None,
+    db: DbOpt = None,
+    host: HostOpt = None,
+    port: PortOpt = None,
+    data_dir: DataDirOpt = None,
+    outputs: OutputsOpt = None,
+    worker_id: Annotated[str | None, typer.Option("--worker-id")] = None,
+    log_level: LogOpt = "INFO",
+) -> None:
+    """Run a worker: claims jobs from the shared database and runs them on its backends. Its
+    HTTP port serves only /api/v2/health, /ready and /metrics."""
+    _run(
+        Role.WORKER,
+        config=config,
+        backend=backend,
+        comfy=comfy,
+        emulator=emulator,
+        db=db,
+        host=host,
+        port=port if port is not None else 0,
+        data_dir=data_dir,
+        output_url=outputs,
+        api_key=None,
+        worker_id=worker_id,
+        log_level=log_level,
+    )
+
+
+# talking to a server ---------------------------------------------------------------------------
+
+
+def _fail(exc: ComfyrunAPIError) -> typer.Exit:
+    console.print(f"[red]{exc.status} {exc.code}:[/red] {exc.message}")
+    if exc.details:
+        console.print_json(data=exc.details)
+    return typer.Exit(1)
+
+
+async def follow_with_progress(client: ComfyrunClient, job_id: str) -> dict[str, Any]:
+    """A Rich progress bar fed by the job's event stream; returns the final job."""
+    with Progress(
+        TextColumn("[bold]{task.fields[status]:<10}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[message]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("job", total=1.0, status="queued", message="")
+        async for ev in client.events(job_id):
+            if ev.event == "status":
+                status = str(ev.data.get("status"))
+                pos = ev.data.get("queue_position")
+                msg = f"position {pos}" if status == "queued" and pos is not None else ""
+                bar.update(task, status=status, message=msg)
+                if status == "succeeded":
+                    bar.update(task, completed=1.0)
+            elif ev.event == "progress":
+                message = ev.data.get("message") or ""
+                bar.update(task, completed=float(ev.data.get("value", 0.0)), message=message)
+            elif ev.event == "output":
+                bar.console.print(f"output: {ev.data.get('name')} ({ev.data.get('type')})")
+    return await client.get(job_id)
+
+
+def _print_job(job: dict[str, Any]) -> None:
+    out.print(f"job {job['id']}: [bold]{job['status']}[/bold]")
+    if job.get("error"):
+        err = job["error"]
+        out.print(f"  error {err.get('code')}: {err.get('message')}")
+    for o in job.get("outputs", []):
+        out.print(
+            f"  output {o['node_id']}/{o['name']} {o['type']} {o['size_bytes']} B  {o['url']}"
+        )
+
+
+async def _submit(
+    path: Path,
+    server: str,
+    api_key: str | None,
+    wait: bool,
+    out_dir: Path | None,
+    priority: int,
+) -> int:
+    try:
+        workflow = json.loads(await asyncio.to_thread(path.read_text))
+    except (OSError, json.JSONDecodeError) as exc:
+        console.print(f"[red]cannot read {path}:[/red] {exc}")
+        return 2
+    if isinstance(workflow, dict) and "prompt" in workflow and "workflow" not in workflow:
+        workflow = workflow["prompt"]  # a saved ComfyUI /prompt body
+    async with ComfyrunClient(server, api_key=api_key) as client:
+        try:
+            job = await client.submit(workflow, priority=priority)
+            out.print(f"submitted job {job['id']}")
+            if not wait and out_dir is None:
+                return 0
+            job = await follow_with_progress(client, job["id"])
+            _print_job(job)
+            if out_dir is not None and job.get("outputs"):
+                for p in await client.download_outputs(job, out_dir):
+                    out.print(f"saved {p}")
+        except ComfyrunAPIError as exc:
+            raise _fail(exc) from exc
+        return 0 if job["status"] == "succeeded" else 1
+
+
+def submit(
+    workflow: Annotated[Path, typer.Argument(help="API-format (or UI-format) workflow JSON")],
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="Follow it to the end")] = False,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Download the outputs here (implies --wait)")
+    ] = None,
+    priority: Annotated[int, typer.Option("--priority")] = 0,
+    server: ServerUrl = "http://127.0.0.1:8189",
+    api_key: ApiKey = None,
+) -> None:
+    """Submit a workflow; with --wait, show its progress and where its outputs are."""
+    raise typer.Exit(asyncio.run(_submit(workflow, server, api_key, wait, out_dir, priority)))
+
+
+jobs_app = typer.Typer(help="List, show and cancel jobs.", no_args_is_help=True)
+
+
+async def _call(server: str, api_key: str | None, method: str, *args: Any, **kw: Any) -> Any:
+    async with ComfyrunClient(server, api_key=api_key) as client:
+        try:
+            return await getattr(client, method)(*args, **kw)
+        except ComfyrunAPIError as exc:
+            raise _fail(exc) from exc
+
+
+@jobs_app.command("list")
+def jobs_list(
+    status: Annotated[list[str] | None, typer.Option("--status")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n")] = 20,
+    server: ServerUrl = "http://127.0.0.1:8189",
+    api_key: ApiKey = None,
+) -> None:
+    """The newest jobs."""
+    page = asyncio.run(_call(server, api_key, "list_jobs", status=status, limit=limit))
+    table = Table("id", "status", "priority", "created", "backend", "outputs")
+    for j in page["jobs"]:
+        table.add_row(
+            j["id"],
+            j["status"],
+            str(j["priority"]),
+            j["created_at"],
+            j["backend"] or "",
+            str(len(j["outputs"])),
+        )
+    out.print(table)
+
+
+@jobs_app.command("show")
+def jobs_show(
+    job_id: str, server: ServerUrl = "http://127.0.0.1:8189", api_key: ApiKey = None
+) -> None:
+    """One job as JSON."""
+    out.print_json(data=asyncio.run(_call(server, api_key, "get", job_id)))
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(
+    job_id: str, server: ServerUrl = "http://127.0.0.1:8189", api_key: ApiKey = None
+) -> None:
+    """Cancel a job (queued: at once; running: interrupted on its backend)."""
+    job = asyncio.run(_call(server, api_key, "cancel", job_id))
+    out.print(f"job {job['id']}: {job['status']}")
+
+
+def backends(server: ServerUrl = "http://127.0.0.1:8189", api_key: ApiKey = None) -> None:
+    """The server's ComfyUI backends and their states."""
+    items = asyncio.run(_call(server, api_key, "backends"))
+    table = Table("name", "url", "state", "inflight", "done", "last error")
+    for b in items:
+        table.add_row(
+            b["name"],
+            b["url"] or "",
+            b["state"],
+            str(b["inflight"]),
+            str(b["jobs_done"]),
+            b["last_error"] or "",
+        )
+    out.print(table)
+    for b in items:
+        if b.get("log_tail") and b["state"] in ("error", "crashed"):
+            out.print(f"[bold]{b['name']}[/bold] log:")
+            for line in b["log_tail"]:
+                out.print(f"  {line}")
+
+
+# demo ------------------------------------------------------------------------------------------
+
+
+async def run_demo(out_dir: Path, emulators: int, step_time_s: float) -> Path:
+    """Start a server with emulator backends on a free port, run the default text-to-image
+    workflow through it, save the image in `out_dir`; returns its path."""
+    data_dir = Path(tempfile.mkdtemp(prefix="comfyrun-demo-"))
+    settings = load_settings(
+        None,
+        data_dir=data_dir,
+        port=0,
+        host="127.0.0.1",
+        emulators=emulators,
+        emulator_step_time_s=step_time_s,
+        db_url=f"sqlite:///{data_dir / 'comfyrun.db'}",
+        output_url=(data_dir / "outputs").as_uri(),
+        api_keys=[],
+    )
+    settings.backends = []  # the demo uses its emulators only
+    async with running_server(settings) as url:
+        console.print(f"comfyrun is running at {url} with {emulators} emulated ComfyUI backends")
+        async with ComfyrunClient(url) as client:
+            job = await client.submit(DEFAULT_WORKFLOW)
+            console.print(f"submitted ComfyUI's default text-to-image workflow as job {job['id']}")
+            job = await follow_with_progress(client, job["id"])
+            if job["status"] != "succeeded" or not job["outputs"]:
+                raise RuntimeError(f"the demo job ended {job['status']}: {job.get('error')}")
+            paths = await client.download_outputs(job, out_dir)
+    return paths[0].resolve()
+
+
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", "-o")] = Path("demo-output"),
+    emulators: Annotated[int, typer.Option("--emulators")] = 2,
+    step_time: Annotated[float, typer.Option("--step-time")] = 0.05,
+) -> None:
+    """The quick start: a server with 2 emulated backends, one text-to-image job, one image."""
+    configure_logging("WARNING")
+    try:
+        path = asyncio.run(run_demo(out_dir, emulators, step_time))
+    except (RuntimeError, ComfyrunAPIError, OSError) as exc:
+        console.print(f"[red]demo failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    out.print(f"output image saved to {path}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
+    app.command()(serve)
+    app.command()(api)
+    app.command()(worker)
+    app.command()(submit)
+    app.add_typer(jobs_app, name="jobs")
+    app.command()(backends)
+    app.command()(demo)
