@@ -35,7 +35,6 @@ from comfyrun.store.codec import (
     decode_cursor,
     dump_json,
     encode_cursor,
-    error_to_dict,
     job_from_row,
     job_to_row,
     output_to_dict,
@@ -167,7 +166,9 @@ class SQLiteStore:
         async with self._write() as conn:
             row = None
             if p.changes_status:
-                row = await _one(conn, Q["transition"], _plan_params(p, job_id, worker_id))
+                row = await _one(
+                    conn, Q["transition"], transition.plan_params(p, job_id, worker_id)
+                )
             if row is None:
                 current = await _one(conn, Q["get"], {"id": job_id})
                 if current is None:
@@ -436,25 +437,6 @@ def _job(row: sqlite3.Row) -> Job:
 
 def _now(now: float | None) -> float:
     return time.time() if now is None else now
-
-
-def _plan_params(p: transition.Plan, job_id: str, worker_id: str | None) -> dict[str, Any]:
-    return {
-        "id": job_id,
-        "expect": p.previous.value,
-        "worker_id": worker_id,
-        "status": p.status.value,
-        "error": dump_json(error_to_dict(p.error)) if p.error else None,
-        "progress": dump_json(progress_to_dict(p.progress)) if p.progress else None,
-        "next_run_at": p.next_run_at,
-        "started_at": p.started_at,
-        "finished_at": p.finished_at,
-        "expires_at": p.expires_at,
-        "backend": p.backend,
-        "prompt_id": p.prompt_id,
-        "clear_lease": p.clear_lease,
-        "clear_worker": p.clear_worker,
-    }
 
 
 async def _one(conn: aiosqlite.Connection, sql: str, params: dict[str, Any]) -> sqlite3.Row | None:

@@ -18,7 +18,7 @@ from comfyrun.core.job import ACTIVE, JSON, TERMINAL, Job, JobError, JobStatus, 
 from comfyrun.core.state import Event, next_state
 from comfyrun.errors import Conflict, NotFound
 from comfyrun.store.base import Changes
-from comfyrun.store.codec import error_to_dict
+from comfyrun.store.codec import dump_json, error_to_dict, progress_to_dict
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +162,26 @@ def moved(job: Job, expect: JobStatus, worker_id: str | None) -> Conflict:
 
 def not_found(job_id: str) -> NotFound:
     return NotFound(f"job {job_id} not found", details={"job_id": job_id})
+
+
+def plan_params(p: Plan, job_id: str, worker_id: str | None) -> JSON:
+    """The parameters of the SQL stores' `transition` query (JSON columns as JSON text)."""
+    return {
+        "id": job_id,
+        "expect": p.previous.value,
+        "worker_id": worker_id,
+        "status": p.status.value,
+        "error": dump_json(error_to_dict(p.error)) if p.error else None,
+        "progress": dump_json(progress_to_dict(p.progress)) if p.progress else None,
+        "next_run_at": p.next_run_at,
+        "started_at": p.started_at,
+        "finished_at": p.finished_at,
+        "expires_at": p.expires_at,
+        "backend": p.backend,
+        "prompt_id": p.prompt_id,
+        "clear_lease": p.clear_lease,
+        "clear_worker": p.clear_worker,
+    }
 
 
 __all__ = [

@@ -13,6 +13,7 @@ from comfyrun.store.base import JobStore
 IMPLEMENTATIONS = [
     pytest.param("memory", id="memory"),
     pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
 ]
 
 

@@ -1,0 +1,57 @@
+-- Jobs, their event log and idempotency keys. Times are float epoch seconds; JSON is JSONB.
+
+CREATE TABLE jobs (
+    id               TEXT PRIMARY KEY,
+    status           TEXT NOT NULL,
+    priority         INTEGER NOT NULL DEFAULT 0,
+    workflow         JSONB NOT NULL,
+    inputs           JSONB NOT NULL DEFAULT '[]',
+    options          JSONB NOT NULL DEFAULT '{}',
+    metadata         JSONB NOT NULL DEFAULT '{}',
+    owner            TEXT,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    max_retries      INTEGER NOT NULL DEFAULT 0,
+    retry_delay_s    DOUBLE PRECISION NOT NULL DEFAULT 2.0,
+    timeout_s        DOUBLE PRECISION,
+    idempotency_key  TEXT,
+    request_hash     TEXT,
+    created_at       DOUBLE PRECISION NOT NULL,
+    next_run_at      DOUBLE PRECISION NOT NULL,
+    started_at       DOUBLE PRECISION,
+    finished_at      DOUBLE PRECISION,
+    expires_at       DOUBLE PRECISION,
+    worker_id        TEXT,
+    lease_expires_at DOUBLE PRECISION,
+    backend          TEXT,
+    prompt_id        TEXT,
+    progress         JSONB,
+    outputs          JSONB NOT NULL DEFAULT '[]',
+    error            JSONB
+);
+
+-- Claim order over queued jobs only: claim latency does not grow with finished history.
+CREATE INDEX jobs_claim ON jobs (priority DESC, created_at, id) WHERE status = 'queued';
+CREATE INDEX jobs_lease ON jobs (lease_expires_at) WHERE status IN ('running', 'canceling');
+CREATE INDEX jobs_newest ON jobs (created_at DESC, id DESC);
+CREATE INDEX jobs_status_newest ON jobs (status, created_at DESC, id DESC);
+CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX jobs_expires ON jobs (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX jobs_prompt ON jobs (prompt_id) WHERE prompt_id IS NOT NULL;
+
+CREATE TABLE job_events (
+    id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_id     TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    data       JSONB NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX job_events_job ON job_events (job_id, id);
+
+CREATE TABLE idempotency_keys (
+    scope        TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    job_id       TEXT NOT NULL,
+    request_hash TEXT,
+    created_at   DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (scope, key)
+);

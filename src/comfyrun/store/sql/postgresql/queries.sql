@@ -1,0 +1,149 @@
+-- Named queries of the PostgreSQL store (`-- name: x` starts query x). Parameters are
+-- %(named)s; those that may be NULL carry a cast so the server knows their type.
+
+-- name: insert_job
+INSERT INTO jobs (
+    id, status, priority, workflow, inputs, options, metadata, owner, attempts, max_retries,
+    retry_delay_s, timeout_s, idempotency_key, request_hash, created_at, next_run_at, started_at,
+    finished_at, expires_at, worker_id, lease_expires_at, backend, prompt_id, progress, outputs,
+    error
+) VALUES (
+    %(id)s, %(status)s, %(priority)s, %(workflow)s::jsonb, %(inputs)s::jsonb,
+    %(options)s::jsonb, %(metadata)s::jsonb, %(owner)s::text, %(attempts)s, %(max_retries)s,
+    %(retry_delay_s)s, %(timeout_s)s::float8, %(idempotency_key)s::text,
+    %(request_hash)s::text, %(created_at)s, %(next_run_at)s, %(started_at)s::float8,
+    %(finished_at)s::float8, %(expires_at)s::float8, %(worker_id)s::text,
+    %(lease_expires_at)s::float8, %(backend)s::text, %(prompt_id)s::text,
+    %(progress)s::jsonb, %(outputs)s::jsonb, %(error)s::jsonb
+)
+ON CONFLICT (id) DO NOTHING;
+
+-- name: lock_key
+SELECT pg_advisory_xact_lock(hashtext(%(scope)s), hashtext(%(key)s));
+
+-- name: get_key
+SELECT job_id, request_hash, created_at FROM idempotency_keys
+WHERE scope = %(scope)s AND key = %(key)s;
+
+-- name: bind_key
+INSERT INTO idempotency_keys (scope, key, job_id, request_hash, created_at)
+VALUES (%(scope)s, %(key)s, %(job_id)s, %(request_hash)s::text, %(created_at)s)
+ON CONFLICT (scope, key) DO UPDATE SET
+    job_id = excluded.job_id, request_hash = excluded.request_hash,
+    created_at = excluded.created_at;
+
+-- name: insert_event
+INSERT INTO job_events (job_id, kind, data, created_at)
+VALUES (%(job_id)s, %(kind)s, %(data)s::jsonb, %(created_at)s)
+RETURNING id;
+
+-- name: notify
+SELECT pg_notify(%(channel)s, %(payload)s);
+
+-- name: claim
+-- SKIP LOCKED: concurrent claimers each take a different job instead of queueing on one row.
+UPDATE jobs SET
+    status = 'running',
+    attempts = attempts + 1,
+    worker_id = %(worker_id)s,
+    lease_expires_at = %(lease_expires_at)s,
+    started_at = %(now)s
+WHERE status = 'queued' AND id = (
+    SELECT id FROM jobs
+    WHERE status = 'queued' AND next_run_at <= %(now)s
+    ORDER BY priority DESC, created_at, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING *;
+
+-- name: renew
+UPDATE jobs SET lease_expires_at = %(lease_expires_at)s
+WHERE id = %(id)s AND worker_id = %(worker_id)s AND status IN ('running', 'canceling');
+
+-- name: transition
+UPDATE jobs SET
+    status = %(status)s,
+    error = COALESCE(%(error)s::jsonb, error),
+    progress = COALESCE(%(progress)s::jsonb, progress),
+    next_run_at = COALESCE(%(next_run_at)s::float8, next_run_at),
+    started_at = COALESCE(%(started_at)s::float8, started_at),
+    finished_at = COALESCE(%(finished_at)s::float8, finished_at),
+    expires_at = COALESCE(%(expires_at)s::float8, expires_at),
+    backend = COALESCE(%(backend)s::text, backend),
+    prompt_id = COALESCE(%(prompt_id)s::text, prompt_id),
+    lease_expires_at = CASE WHEN %(clear_lease)s THEN NULL ELSE lease_expires_at END,
+    worker_id = CASE WHEN %(clear_worker)s THEN NULL ELSE worker_id END
+WHERE id = %(id)s AND status = %(expect)s
+  AND (%(worker_id)s::text IS NULL OR worker_id = %(worker_id)s::text)
+RETURNING *;
+
+-- name: set_progress
+UPDATE jobs SET progress = %(progress)s::jsonb WHERE id = %(id)s;
+
+-- name: add_output
+UPDATE jobs SET outputs = outputs || jsonb_build_array(%(output)s::jsonb) WHERE id = %(id)s
+RETURNING *;
+
+-- name: lock_job
+-- Appending an event holds the job's row lock, so a job's event ids commit in order.
+SELECT 1 FROM jobs WHERE id = %(id)s FOR NO KEY UPDATE;
+
+-- name: events_since
+SELECT id, job_id, kind, data, created_at FROM job_events
+WHERE job_id = %(job_id)s AND id > %(after_id)s
+ORDER BY id;
+
+-- name: get
+SELECT * FROM jobs WHERE id = %(id)s;
+
+-- name: get_by_prompt_id
+SELECT * FROM jobs WHERE prompt_id = %(prompt_id)s ORDER BY created_at DESC LIMIT 1;
+
+-- name: list
+SELECT * FROM jobs
+WHERE (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s::text[]))
+  AND (%(owner)s::text IS NULL OR owner = %(owner)s::text)
+  AND (%(after_created)s::float8 IS NULL
+       OR (created_at, id) < (%(after_created)s::float8, %(after_id)s::text))
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: queue_position
+SELECT count(*) FROM jobs
+WHERE status = 'queued'
+  AND (next_run_at > %(now)s::float8, -priority, created_at, id)
+      < (%(late)s::boolean, -%(priority)s::integer, %(created_at)s::float8, %(id)s::text);
+
+-- name: counts
+SELECT status, count(*) AS n FROM jobs GROUP BY status;
+
+-- name: oldest_queued_at
+SELECT min(created_at) AS oldest FROM jobs WHERE status = 'queued';
+
+-- name: expired_leases
+SELECT * FROM jobs
+WHERE status IN ('running', 'canceling') AND lease_expires_at < %(now)s
+ORDER BY lease_expires_at;
+
+-- name: stuck
+SELECT * FROM jobs WHERE status = 'running' AND started_at < %(before)s ORDER BY started_at;
+
+-- name: expiring
+SELECT * FROM jobs
+WHERE status IN ('succeeded', 'failed', 'canceled') AND expires_at <= %(now)s
+ORDER BY expires_at;
+
+-- name: delete_job
+DELETE FROM jobs WHERE id = %(id)s;
+
+-- name: delete_events
+DELETE FROM job_events WHERE job_id = %(id)s;
+
+-- name: delete_finished_before
+DELETE FROM jobs
+WHERE status IN ('succeeded', 'failed', 'canceled', 'expired') AND finished_at < %(cutoff)s
+RETURNING *;
+
+-- name: delete_events_of
+DELETE FROM job_events WHERE job_id = ANY(%(ids)s::text[]);
