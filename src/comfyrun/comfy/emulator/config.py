@@ -1,0 +1,82 @@
+"""Settings of one emulated ComfyUI server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from comfyrun.comfy.emulator.faults import Faults
+
+#: Model files listed when neither `models` nor `models_dir` says otherwise. The two
+#: `*_for_test`/`*_for_protocol_tests` names are the ones in the captured transcripts;
+#: `broken_for_test.safetensors` validates and then fails at run time, as it did there.
+DEFAULT_MODELS: dict[str, list[str]] = {
+    "checkpoints": [
+        "broken_for_test.safetensors",
+        "random_sd15_for_protocol_tests.safetensors",
+        "sd_xl_base_1.0.safetensors",
+        "v1-5-pruned-emaonly.safetensors",
+    ],
+    "loras": ["example_lora.safetensors"],
+    "vae": ["vae-ft-mse-840000-ema-pruned.safetensors"],
+    "text_encoders": ["clip_l.safetensors", "t5xxl_fp16.safetensors"],
+    "diffusion_models": ["flux1-dev.safetensors"],
+    "controlnet": ["control_v11p_sd15_canny.safetensors"],
+    "upscale_models": ["RealESRGAN_x4plus.pth"],
+    "embeddings": [],
+}
+
+PREVIEW_METHODS = ("none", "auto", "latent2rgb", "taesd")
+
+
+@dataclass
+class EmulatorConfig:
+    """How to run one emulated ComfyUI.
+
+    `port=0` binds a free port. `models` maps a ComfyUI model folder name (checkpoints, loras,
+    vae, ...) to the file names to list; `models_dir` scans a ComfyUI-shaped models folder
+    instead (its lists win over `models` for the folders it has). With neither, DEFAULT_MODELS.
+    `step_time_s` is the time KSampler spends per step. `argv` is what /system_stats reports.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    output_dir: Path = Path("output")
+    input_dir: Path = Path("input")
+    temp_dir: Path = Path("temp")
+    step_time_s: float = 0.0
+    models: dict[str, list[str]] | None = None
+    models_dir: Path | None = None
+    preview_method: str = "none"
+    faults: Faults = field(default_factory=Faults)
+    argv: list[str] = field(default_factory=lambda: ["main.py"])
+    max_upload_size: int = 104857600
+
+    def __post_init__(self) -> None:
+        self.output_dir = Path(self.output_dir)
+        self.input_dir = Path(self.input_dir)
+        self.temp_dir = Path(self.temp_dir)
+        if self.models_dir is not None:
+            self.models_dir = Path(self.models_dir)
+        if self.preview_method not in PREVIEW_METHODS:
+            raise ValueError(f"preview_method must be one of {PREVIEW_METHODS}")
+
+    @property
+    def previews_enabled(self) -> bool:
+        return self.preview_method != "none"
+
+    def model_lists(self) -> dict[str, list[str]]:
+        """Folder name -> sorted file names, from models_dir, then `models`, then defaults."""
+        lists = {
+            k: list(v)
+            for k, v in (self.models if self.models is not None else DEFAULT_MODELS).items()
+        }
+        if self.models_dir is not None and self.models_dir.is_dir():
+            for folder in sorted(p for p in self.models_dir.iterdir() if p.is_dir()):
+                names = [
+                    str(f.relative_to(folder)).replace("\\", "/")
+                    for f in folder.rglob("*")
+                    if f.is_file() and not f.name.startswith(".")
+                ]
+                lists[folder.name] = sorted(names)
+        return {k: sorted(v) for k, v in lists.items()}

@@ -1,0 +1,90 @@
+"""Node definitions (GET /object_info), from ComfyUI 0.3.64's own, with this server's lists.
+
+The packaged data/object_info.json.gz is a copy of the captured real object_info. Model
+combos (ckpt_name, lora_name, ...) are replaced by the configured model lists and LoadImage's
+list by the files in the input directory, the way ComfyUI rebuilds them on every request.
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import json
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+NodeDefs = dict[str, dict[str, Any]]
+
+#: input name -> models folder whose files fill its combo list.
+MODEL_INPUTS: dict[str, str] = {
+    "ckpt_name": "checkpoints",
+    "lora_name": "loras",
+    "vae_name": "vae",
+    "clip_name": "text_encoders",
+    "clip_name1": "text_encoders",
+    "clip_name2": "text_encoders",
+    "clip_name3": "text_encoders",
+    "clip_name4": "text_encoders",
+    "unet_name": "diffusion_models",
+    "control_net_name": "controlnet",
+    "style_model_name": "style_models",
+    "gligen_name": "gligen",
+    "hypernetwork_name": "hypernetworks",
+}
+#: per-node exceptions to MODEL_INPUTS.
+NODE_MODEL_INPUTS: dict[tuple[str, str], str] = {
+    ("UpscaleModelLoader", "model_name"): "upscale_models",
+    ("CLIPVisionLoader", "clip_name"): "clip_vision",
+}
+#: combo entries that are not files and survive the substitution (VAELoader's built-ins).
+BUILTIN_CHOICES = {"pixel_space", "taesd", "taesdxl", "taesd3", "taef1"}
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+IMAGE_INPUT_NODES = ("LoadImage", "LoadImageMask", "LoadImageOutput")
+
+
+@cache
+def _packaged() -> str:
+    ref = resources.files("comfyrun.comfy.emulator").joinpath("data/object_info.json.gz")
+    return gzip.decompress(ref.read_bytes()).decode("utf-8")
+
+
+def load_base() -> NodeDefs:
+    """A fresh copy of the packaged definitions."""
+    data: NodeDefs = json.loads(_packaged())
+    return data
+
+
+def input_files(input_dir: Path) -> list[str]:
+    """Image files directly in the input directory, sorted (LoadImage's combo)."""
+    if not input_dir.is_dir():
+        return []
+    return sorted(
+        p.name for p in input_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+
+
+def _is_model_list(spec: Any) -> bool:
+    return isinstance(spec, list) and len(spec) >= 1 and isinstance(spec[0], list)
+
+
+def build(base: NodeDefs, models: dict[str, list[str]], input_dir: Path) -> NodeDefs:
+    """Definitions as this server answers them now."""
+    defs = copy.deepcopy(base)
+    images = input_files(input_dir)
+    for name, node in defs.items():
+        for category in ("required", "optional"):
+            specs = node.get("input", {}).get(category, {})
+            for input_name, spec in specs.items():
+                if not _is_model_list(spec):
+                    continue
+                if name in IMAGE_INPUT_NODES and input_name == "image":
+                    spec[0] = list(images)
+                    continue
+                folder = NODE_MODEL_INPUTS.get((name, input_name), MODEL_INPUTS.get(input_name))
+                if folder is None or folder not in models:
+                    continue
+                extra = [c for c in spec[0] if isinstance(c, str) and c in BUILTIN_CHOICES]
+                spec[0] = list(models[folder]) + extra
+    return defs

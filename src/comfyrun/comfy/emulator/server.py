@@ -1,0 +1,253 @@
+"""The emulated ComfyUI server: aiohttp app, worker thread, and `start_emulator`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import platform
+import shutil
+import sys
+import threading
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiohttp import web
+
+from comfyrun.comfy.emulator import objectinfo
+from comfyrun.comfy.emulator.config import EmulatorConfig
+from comfyrun.comfy.emulator.executor import Executor
+from comfyrun.comfy.emulator.faults import Faults
+from comfyrun.comfy.emulator.files import Dirs
+from comfyrun.comfy.emulator.hub import Hub
+from comfyrun.comfy.emulator.nodes import annotated_exists
+from comfyrun.comfy.emulator.objectinfo import NodeDefs
+from comfyrun.comfy.emulator.promptqueue import PromptQueue
+from comfyrun.comfy.emulator.validation import validate_prompt
+
+log = logging.getLogger(__name__)
+
+COMFYUI_VERSION = "0.3.64"
+FRONTEND_VERSION = "1.27.10"
+TEMPLATES_VERSION = "0.1.95"
+MODEL_FOLDERS = [
+    "checkpoints", "configs", "loras", "vae", "text_encoders", "diffusion_models", "clip_vision",
+    "style_models", "embeddings", "diffusers", "vae_approx", "controlnet", "gligen",
+    "upscale_models", "custom_nodes", "hypernetworks", "photomaker", "classifiers",
+    "model_patches", "audio_encoders",
+]  # fmt: skip
+EXTENSIONS = [
+    "/extensions/core/groupNode.js",
+    "/extensions/core/clipspace.js",
+    "/extensions/core/widgetInputs.js",
+    "/extensions/core/groupNodeManage.js",
+    "/extensions/core/uploadImage.js",
+]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Emulator:
+    """One running emulated ComfyUI. `url` once started; `faults` may be changed at any time."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.faults: Faults = config.faults
+        self.base_defs: NodeDefs = objectinfo.load_base()
+        self.queue = PromptQueue(self._queue_changed)
+        self.hub = Hub(self.queue.remaining, config.max_upload_size)
+        self.executor = Executor(config, self.hub, self.faults, self.base_defs)
+        self.dirs = Dirs(config.input_dir, config.output_dir, config.temp_dir)
+        self.number = 0
+        self.url = ""
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+        self._worker: threading.Thread | None = None
+
+    # ---- lifecycle ----
+    def _queue_changed(self, remaining: int) -> None:
+        self.hub.send_status(remaining)
+
+    def _prepare_dirs(self) -> None:
+        cfg = self.config
+        for path in (cfg.output_dir, cfg.input_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        if cfg.temp_dir.exists():
+            shutil.rmtree(cfg.temp_dir, ignore_errors=True)
+        cfg.temp_dir.mkdir(parents=True, exist_ok=True)
+
+    async def start(self) -> None:
+        self._prepare_dirs()
+        await self.hub.start()
+        app = self.build_app()
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port, shutdown_timeout=1.0)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = int(sockets[0].getsockname()[1]) if sockets else self.config.port
+        host = self.config.host if self.config.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        self.url = f"http://{host}:{self.port}"
+        self._worker = threading.Thread(
+            target=self._work, name="emulator-prompt-worker", daemon=True
+        )
+        self._worker.start()
+
+    async def stop(self) -> None:
+        self.executor.stopping.set()
+        self.queue.close()
+        if self._worker is not None:
+            await asyncio.to_thread(self._worker.join, 10)
+        await self.hub.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def _work(self) -> None:
+        while True:
+            got = self.queue.get()
+            if got is None:
+                return
+            item, task_id = got
+            try:
+                outcome = self.executor.execute(item)
+            except Exception:  # the emulator itself failed; keep serving
+                log.exception("emulator worker failed on prompt %s", item[1])
+                continue
+            status = {
+                "status_str": "success" if outcome.success else "error",
+                "completed": outcome.success,
+                "messages": outcome.messages,
+            }
+            self.queue.task_done(task_id, outcome.outputs, outcome.meta, status)
+            client_id = item[3].get("client_id")
+            if client_id is not None:
+                self.hub.send_sync("executing", {"node": None, "prompt_id": item[1]}, client_id)
+
+    # ---- state the routes read ----
+    def object_info(self) -> NodeDefs:
+        return objectinfo.build(self.base_defs, self.config.model_lists(), self.config.input_dir)
+
+    def custom_validate(self, class_type: str, input_name: str, value: Any) -> bool | str:
+        cfg = self.config
+        if isinstance(value, str) and annotated_exists(
+            cfg.input_dir, cfg.output_dir, cfg.temp_dir, value
+        ):
+            return True
+        return f"Invalid image file: {value}"
+
+    def interrupt(self, prompt_id: str | None = None) -> None:
+        if prompt_id and prompt_id not in self.queue.running_ids():
+            return
+        self.executor.interrupt()
+
+    async def drop_websockets(self) -> None:
+        await self.hub.close_all()
+
+    def build_app(self) -> web.Application:
+        from comfyrun.comfy.emulator.routes import add_routes
+
+        app = web.Application(
+            client_max_size=self.config.max_upload_size, middlewares=[self._fault_middleware]
+        )
+        add_routes(app, self)
+        return app
+
+    @web.middleware
+    async def _fault_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.faults.take_http_500(request.path):
+            return web.Response(
+                status=500, text="500 Internal Server Error\n\nServer got itself in trouble"
+            )
+        return await handler(request)
+
+    # ---- POST /prompt ----
+    async def post_prompt(self, request: web.Request) -> web.StreamResponse:
+        json_data = await request.json()
+        if "number" in json_data:
+            number: float | int = float(json_data["number"])
+        else:
+            number = self.number
+            if json_data.get("front"):
+                number = -number
+            self.number += 1
+        if "prompt" not in json_data:
+            error = {
+                "type": "no_prompt",
+                "message": "No prompt provided",
+                "details": "No prompt provided",
+                "extra_info": {},
+            }
+            return web.json_response({"error": error, "node_errors": {}}, status=400)
+        prompt = json_data["prompt"]
+        prompt_id = str(json_data.get("prompt_id", uuid.uuid4()))
+        targets = json_data.get("partial_execution_targets")
+        defs = self.object_info()
+        verdict = await asyncio.to_thread(
+            validate_prompt, prompt, defs, self.custom_validate, targets
+        )
+        extra_data: dict[str, Any] = dict(json_data.get("extra_data") or {})
+        if "client_id" in json_data:
+            extra_data["client_id"] = json_data["client_id"]
+        if not verdict.ok:
+            log.warning("invalid prompt: %s", verdict.error)
+            return web.json_response(
+                {"error": verdict.error, "node_errors": verdict.node_errors}, status=400
+            )
+        self.queue.put([number, prompt_id, prompt, extra_data, verdict.outputs])
+        return web.json_response(
+            {"prompt_id": prompt_id, "number": number, "node_errors": verdict.node_errors}
+        )
+
+    def system_stats(self) -> dict[str, Any]:
+        return {
+            "system": {
+                "os": "posix" if sys.platform != "win32" else "nt",
+                "ram_total": 34359738368,
+                "ram_free": 30064771072,
+                "comfyui_version": COMFYUI_VERSION,
+                "required_frontend_version": FRONTEND_VERSION,
+                "installed_templates_version": TEMPLATES_VERSION,
+                "required_templates_version": TEMPLATES_VERSION,
+                "python_version": sys.version,
+                "pytorch_version": "2.13.0+cpu (comfyrun emulator)",
+                "embedded_python": False,
+                "argv": list(self.config.argv),
+            },
+            "devices": [
+                {
+                    "name": "cpu",
+                    "type": "cpu",
+                    "index": None,
+                    "vram_total": 34359738368,
+                    "vram_free": 30064771072,
+                    "torch_vram_total": 34359738368,
+                    "torch_vram_free": 30064771072,
+                }
+            ],
+        }
+
+    def folder_paths(self) -> dict[str, list[str]]:
+        root = str(self.config.models_dir) if self.config.models_dir else "models"
+        return {name: [f"{root}/{name}"] for name in MODEL_FOLDERS}
+
+    @staticmethod
+    def platform_line() -> str:
+        return f"{platform.system()} {platform.machine()}"
+
+
+@asynccontextmanager
+async def start_emulator(config: EmulatorConfig) -> AsyncIterator[Emulator]:
+    """Run an emulated ComfyUI for the duration of the `async with` block."""
+    emulator = Emulator(config)
+    await emulator.start()
+    try:
+        yield emulator
+    finally:
+        await emulator.stop()
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data)
