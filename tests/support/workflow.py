@@ -242,3 +242,74 @@ def subgraph(
         "nodes": nodes,
         "links": links,
     }
+
+
+def txt2img() -> JSON:
+    """The default text-to-image graph, with a titled node, two notes and a seed control."""
+    return ui(
+        [
+            node(
+                4,
+                "CheckpointLoaderSimple",
+                outputs=[
+                    out("MODEL", "MODEL", [1]),
+                    out("CLIP", "CLIP", [3, 5]),
+                    out("VAE", "VAE", [8]),
+                ],
+                widgets_values=["b.safetensors"],
+            ),
+            node(
+                6,
+                "CLIPTextEncode",
+                inputs=[inp("clip", "CLIP", 3)],
+                outputs=[out("CONDITIONING", "CONDITIONING", [4])],
+                widgets_values=["a cat"],
+                title="Positive",
+            ),
+            node(
+                7,
+                "CLIPTextEncode",
+                inputs=[inp("clip", "CLIP", 5)],
+                outputs=[out("CONDITIONING", "CONDITIONING", [6])],
+                widgets_values=["blurry"],
+            ),
+            node(
+                5,
+                "EmptyLatentImage",
+                outputs=[out("LATENT", "LATENT", [2])],
+                widgets_values=[768, 512, 2],
+            ),
+            node(
+                3,
+                "KSampler",
+                inputs=[
+                    inp("model", "MODEL", 1),
+                    inp("positive", "CONDITIONING", 4),
+                    inp("negative", "CONDITIONING", 6),
+                    inp("latent_image", "LATENT", 2),
+                ],
+                outputs=[out("LATENT", "LATENT", [7])],
+                widgets_values=[42, "randomize", 12, 6.5, "dpmpp_2m", "simple", 0.9],
+            ),
+            node(
+                8,
+                "VAEDecode",
+                inputs=[inp("samples", "LATENT", 7), inp("vae", "VAE", 8)],
+                outputs=[out("IMAGE", "IMAGE", [9])],
+            ),
+            node(9, "SaveImage", inputs=[inp("images", "IMAGE", 9)], widgets_values=["out"]),
+            node(10, "Note", widgets_values=["remember"]),
+            node(11, "MarkdownNote", widgets_values=["# doc"]),
+        ],
+        [
+            [1, 4, 0, 3, 0, "MODEL"],
+            [2, 5, 0, 3, 3, "LATENT"],
+            [3, 4, 1, 6, 0, "CLIP"],
+            [4, 6, 0, 3, 1, "CONDITIONING"],
+            [5, 4, 1, 7, 0, "CLIP"],
+            [6, 7, 0, 3, 2, "CONDITIONING"],
+            [7, 3, 0, 8, 0, "LATENT"],
+            [8, 4, 2, 8, 1, "VAE"],
+            [9, 8, 0, 9, 0, "IMAGE"],
+        ],
+    )

@@ -1,0 +1,174 @@
+"""Refusals: unknown node classes and malformed graphs raise ConversionError, nothing else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tests.support.workflow import OBJECT_INFO, inp, node, out, txt2img, ui
+
+from comfyrun.core.workflow import convert_ui_to_api
+from comfyrun.errors import ConversionError, InvalidRequest
+
+
+def test_unknown_node_types_are_refused_with_every_node_named() -> None:
+    graph = ui(
+        [
+            node(1, "LoadImage", outputs=[out("IMAGE", "IMAGE", [1])]),
+            node(2, "FancyUpscale", inputs=[inp("image", "IMAGE", 1)], title="Upscale!"),
+            node(3, "FancyUpscale"),
+            node(4, "OtherCustom"),
+            node(5, "MutedCustom", mode=2),
+        ],
+        [[1, 1, 0, 2, 0, "IMAGE"]],
+    )
+    with pytest.raises(ConversionError) as caught:
+        convert_ui_to_api(graph, OBJECT_INFO)
+    error = caught.value
+    assert isinstance(error, InvalidRequest)
+    assert error.details == {
+        "missing_node_types": ["FancyUpscale", "OtherCustom"],
+        "nodes": [
+            {"id": "2", "type": "FancyUpscale", "title": "Upscale!"},
+            {"id": "3", "type": "FancyUpscale", "title": None},
+            {"id": "4", "type": "OtherCustom", "title": None},
+        ],
+    }
+    for word in ("FancyUpscale", "OtherCustom", "2", "Upscale!"):
+        assert word in error.message
+
+
+@pytest.mark.parametrize(
+    ("workflow", "needle"),
+    [
+        ([], "JSON object"),
+        ({"nodes": {}, "links": []}, "must be lists"),
+        ({"nodes": [{"id": 1}], "links": []}, "needs an id and a type"),
+        ({"nodes": [{"id": 1, "type": "X"}, {"id": 1, "type": "X"}], "links": []}, "duplicate"),
+        ({"nodes": [], "links": [[1, 2]]}, "malformed link"),
+        ({"nodes": [], "links": ["x"]}, "malformed link"),
+        ({"nodes": [], "links": [{"id": 1}]}, "malformed link"),
+        ({"nodes": [], "links": [[1, 1, "a", 2, 0, "IMAGE"]]}, "integer"),
+        ({"nodes": [{"id": 1, "type": "X", "inputs": "no"}], "links": []}, "must be lists"),
+        ({"nodes": [{"id": 1, "type": "X", "widgets_values": 3}], "links": []}, "widgets_values"),
+    ],
+)
+def test_malformed_graphs_are_refused(workflow: Any, needle: str) -> None:
+    with pytest.raises(ConversionError, match=needle):
+        convert_ui_to_api(workflow, OBJECT_INFO)
+
+
+def test_an_input_using_an_undefined_link_is_refused() -> None:
+    graph = ui([node(1, "PreviewImage", inputs=[inp("images", "IMAGE", 42)])], [])
+    with pytest.raises(ConversionError, match="link 42"):
+        convert_ui_to_api(graph, OBJECT_INFO)
+
+
+def test_a_link_from_a_missing_node_is_refused() -> None:
+    graph = ui(
+        [node(1, "PreviewImage", inputs=[inp("images", "IMAGE", 1)])], [[1, 99, 0, 1, 0, "IMAGE"]]
+    )
+    with pytest.raises(ConversionError, match="node 99"):
+        convert_ui_to_api(graph, OBJECT_INFO)
+
+
+def test_a_reroute_loop_is_refused_not_followed_forever() -> None:
+    graph = ui(
+        [
+            node(1, "Reroute", inputs=[inp("", "*", 2)], outputs=[out("", "*", [1, 3])]),
+            node(2, "Reroute", inputs=[inp("", "*", 1)], outputs=[out("", "*", [2])]),
+            node(3, "PreviewImage", inputs=[inp("images", "IMAGE", 3)]),
+        ],
+        [[1, 1, 0, 2, 0, "*"], [2, 2, 0, 1, 0, "*"], [3, 1, 0, 3, 0, "IMAGE"]],
+    )
+    with pytest.raises(ConversionError, match="circular"):
+        convert_ui_to_api(graph, OBJECT_INFO)
+
+
+def test_a_subgraph_that_contains_itself_is_refused() -> None:
+    loop = {
+        "id": "loop",
+        "inputs": [],
+        "outputs": [],
+        "links": [],
+        "nodes": [{"id": 1, "type": "loop"}],
+    }
+    graph = ui([node(1, "loop")], [], definitions={"subgraphs": [loop]})
+    with pytest.raises(ConversionError, match="nested"):
+        convert_ui_to_api(graph, OBJECT_INFO)
+
+
+def test_object_info_must_be_a_mapping() -> None:
+    with pytest.raises(ConversionError, match="object_info"):
+        convert_ui_to_api(ui([], []), [])  # type: ignore[arg-type]
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from(["", "IMAGE", "*", "x"]),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "id",
+                    "type",
+                    "link",
+                    "links",
+                    "inputs",
+                    "outputs",
+                    "name",
+                    "mode",
+                    "widgets_values",
+                    "origin_id",
+                    "target_id",
+                    "widget",
+                ]
+            ),
+            children,
+            max_size=5,
+        )
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(nodes=st.lists(_json, max_size=4), links=st.lists(_json, max_size=3))
+def test_arbitrary_junk_raises_only_conversion_errors(nodes: list[Any], links: list[Any]) -> None:
+    try:
+        result = convert_ui_to_api({"nodes": nodes, "links": links}, OBJECT_INFO)
+    except ConversionError:
+        return
+    assert isinstance(result, dict)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_corrupting_a_valid_graph_raises_only_conversion_errors(data: st.DataObject) -> None:
+    graph = txt2img()
+    for _ in range(data.draw(st.integers(1, 3))):
+        target = data.draw(st.sampled_from(["node", "input", "link"]))
+        junk = data.draw(_json)
+        if target == "node":
+            raw = data.draw(st.sampled_from(graph["nodes"]))
+            raw[
+                data.draw(
+                    st.sampled_from(
+                        ["id", "type", "mode", "widgets_values", "inputs", "outputs", "title"]
+                    )
+                )
+            ] = junk
+        elif target == "input":
+            raw = data.draw(st.sampled_from([n for n in graph["nodes"] if n["inputs"]]))
+            slot = data.draw(st.sampled_from(raw["inputs"]))
+            slot[data.draw(st.sampled_from(["name", "type", "link", "widget"]))] = junk
+        else:
+            link = data.draw(st.sampled_from(graph["links"]))
+            link[data.draw(st.integers(0, 5))] = junk
+    try:
+        result = convert_ui_to_api(graph, OBJECT_INFO)
+    except ConversionError:
+        return
+    assert isinstance(result, dict)
