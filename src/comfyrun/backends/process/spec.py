@@ -1,0 +1,348 @@
+"""How to run one managed ComfyUI: the spec, its command line, folders and config table.
+
+Pure functions of the spec, except `installation_problem`, which looks at the file system.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from comfyrun.errors import InvalidRequest
+
+#: Managed backends listen on the loopback interface only.
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class ComfyFolders:
+    """Where a managed ComfyUI reads inputs and writes outputs, and the flags that say so."""
+
+    input_dir: Path
+    output_dir: Path
+    temp_dir: Path
+    flags: tuple[str, ...] = ()
+
+
+_DIR_FLAGS = {
+    "input": "--input-directory",
+    "output": "--output-directory",
+    "temp": "--temp-directory",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ManagedSpec:
+    """How to run one ComfyUI. Give either `comfy_path` (a ComfyUI folder) or `command`.
+
+    comfyrun always appends `--listen 127.0.0.1 --port <free port>` (ComfyUI's argparse keeps
+    the last value), and `--input-directory`/`--output-directory`/`--temp-directory` only when it
+    cannot tell from the folder or the arguments where those folders are.
+    """
+
+    name: str
+    log_dir: Path
+    comfy_path: Path | None = None
+    command: tuple[str, ...] | None = None
+    python: str = sys.executable
+    cwd: Path | None = None
+    extra_args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    lazy: bool = True
+    ready_timeout_s: float = 120.0
+    ready_interval_s: float = 0.5
+    warmup_prompt: Mapping[str, Any] | None = None
+    idle_stop_s: float | None = None
+    restart_backoff_s: float = 1.0
+    max_restarts: int = 5
+    restart_window_s: float = 600.0
+    stop_grace_s: float = 10.0
+    health_interval_s: float | None = 10.0
+    health_timeout_s: float = 10.0
+    health_failures: int = 3
+    port_attempts: int = 3
+    port: int | None = None  # a fixed port (COMFY_PORT); None: a free one picked at each start
+
+    def __post_init__(self) -> None:
+        if (self.comfy_path is None) == (self.command is None):
+            raise InvalidRequest(
+                f"backend {self.name!r}: give either a ComfyUI folder (path) or a command, "
+                "not both and not neither"
+            )
+        if self.command is not None and not self.command:
+            raise InvalidRequest(f"backend {self.name!r}: command is empty")
+        if not self.name or "/" in self.name or self.name in {".", ".."}:
+            raise InvalidRequest(f"backend name {self.name!r} is not usable as a file name")
+        if self.ready_timeout_s <= 0 or self.ready_interval_s <= 0:
+            raise InvalidRequest(f"backend {self.name!r}: ready timeout/interval must be > 0")
+
+    @classmethod
+    def from_config(
+        cls, table: Mapping[str, Any], *, log_dir: Path, base_dir: Path | None = None
+    ) -> ManagedSpec:
+        """Build a spec from a `[[backends]]` table (see `CONFIG_KEYS`); relative paths are
+        taken from `base_dir` (the config file's folder). Raises InvalidRequest on bad keys."""
+        return _spec_from_config(cls, table, log_dir=log_dir, base_dir=base_dir)
+
+    @property
+    def log_file(self) -> Path:
+        return self.log_dir / f"{self.name}.log"
+
+    @property
+    def workdir(self) -> Path:
+        """The child's working directory."""
+        if self.cwd is not None:
+            return self.cwd
+        if self.comfy_path is not None:
+            return self.comfy_path
+        return Path.cwd()
+
+    def base_argv(self) -> list[str]:
+        """The command line without the flags comfyrun adds."""
+        if self.comfy_path is not None:
+            return [self.python, str(self.comfy_path / "main.py"), *self.extra_args]
+        assert self.command is not None
+        return [*self.command, *self.extra_args]
+
+    def folders(self) -> ComfyFolders:
+        """Input/output/temp folders, following ComfyUI's own rules for its flags."""
+        return resolve_folders(self)
+
+    def argv(self, port: int) -> list[str]:
+        """The full command line for a child listening on `port`."""
+        return [*self.base_argv(), *self.folders().flags, "--listen", HOST, "--port", str(port)]
+
+    def problem(self) -> str | None:
+        """What is wrong with the installation, as an instruction to fix it; None if nothing."""
+        return installation_problem(self)
+
+
+#: Keys accepted by `ManagedSpec.from_config` (besides `url`, which marks a remote backend).
+CONFIG_KEYS = frozenset(
+    {
+        "name",
+        "path",
+        "comfy_path",
+        "command",
+        "python",
+        "cwd",
+        "args",
+        "extra_args",
+        "env",
+        "lazy",
+        "start",
+        "ready_timeout_s",
+        "ready_interval_s",
+        "warmup_prompt",
+        "idle_stop_s",
+        "idle_stop_minutes",
+        "restart_backoff_s",
+        "max_restarts",
+        "restart_window_s",
+        "stop_grace_s",
+        "health_interval_s",
+        "health_timeout_s",
+        "health_failures",
+        "port_attempts",
+        "port",
+        "log_dir",
+    }
+)
+
+
+def _spec_from_config(
+    cls: type[ManagedSpec],
+    table: Mapping[str, Any],
+    *,
+    log_dir: Path,
+    base_dir: Path | None,
+) -> ManagedSpec:
+    unknown = sorted(set(table) - CONFIG_KEYS)
+    name = str(table.get("name") or "")
+    where = f"backend {name!r}" if name else "a [[backends]] table"
+    if unknown:
+        raise InvalidRequest(
+            f"{where}: unknown keys {unknown}; known keys: {sorted(CONFIG_KEYS)}",
+            details={"unknown": unknown},
+        )
+
+    def path(value: Any) -> Path:
+        p = Path(str(value)).expanduser()
+        return p if p.is_absolute() or base_dir is None else base_dir / p
+
+    def args(value: Any) -> tuple[str, ...]:
+        if isinstance(value, str):
+            return tuple(shlex.split(value))
+        if isinstance(value, Sequence) and all(isinstance(v, str | int | float) for v in value):
+            return tuple(str(v) for v in value)
+        raise InvalidRequest(f"{where}: expected a string or a list of strings, got {value!r}")
+
+    kwargs: dict[str, Any] = {}
+    comfy = table.get("path", table.get("comfy_path"))
+    if comfy is not None:
+        kwargs["comfy_path"] = path(comfy)
+    if "command" in table:
+        kwargs["command"] = args(table["command"])
+    if not name:
+        name = kwargs["comfy_path"].name if "comfy_path" in kwargs else ""
+    if not name:
+        raise InvalidRequest(f"{where}: a backend with a command needs a name")
+    if "python" in table:
+        py = str(table["python"])
+        kwargs["python"] = str(path(py)) if ("/" in py or os.sep in py) else py
+    if "cwd" in table:
+        kwargs["cwd"] = path(table["cwd"])
+    extra = table.get("args", table.get("extra_args"))
+    if extra is not None:
+        kwargs["extra_args"] = args(extra)
+    if "env" in table:
+        env = table["env"]
+        if not isinstance(env, Mapping):
+            raise InvalidRequest(f"{where}: env must be a table of strings")
+        kwargs["env"] = {str(k): str(v) for k, v in env.items()}
+    if "start" in table:
+        if table["start"] not in ("lazy", "eager"):
+            raise InvalidRequest(f"{where}: start must be 'lazy' or 'eager'")
+        kwargs["lazy"] = table["start"] == "lazy"
+    if "lazy" in table:
+        kwargs["lazy"] = bool(table["lazy"])
+    if "idle_stop_minutes" in table:
+        kwargs["idle_stop_s"] = float(table["idle_stop_minutes"]) * 60
+    for key in (
+        "ready_timeout_s",
+        "ready_interval_s",
+        "idle_stop_s",
+        "restart_backoff_s",
+        "restart_window_s",
+        "stop_grace_s",
+        "health_interval_s",
+        "health_timeout_s",
+    ):
+        if key in table:
+            kwargs[key] = None if table[key] is None else float(table[key])
+    for key in ("max_restarts", "health_failures", "port_attempts", "port"):
+        if table.get(key) is not None:
+            kwargs[key] = int(table[key])
+    if "warmup_prompt" in table:
+        kwargs["warmup_prompt"] = _load_prompt(table["warmup_prompt"], path, where)
+    return cls(
+        name=name,
+        log_dir=path(table["log_dir"]) if "log_dir" in table else log_dir,
+        **kwargs,
+    )
+
+
+def _load_prompt(value: Any, path: Callable[[Any], Path], where: str) -> Mapping[str, Any]:
+    if isinstance(value, Mapping):
+        return dict(value)
+    try:
+        loaded = json.loads(path(value).read_text())
+    except (OSError, ValueError) as exc:
+        raise InvalidRequest(f"{where}: cannot read warmup_prompt {value!r}: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise InvalidRequest(f"{where}: warmup_prompt must be an API-format prompt object")
+    return loaded
+
+
+def _flag_value(args: Sequence[str], flag: str) -> str | None:
+    """The last value given for `flag` (`--flag v` or `--flag=v`), as argparse would take it."""
+    value: str | None = None
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(flag + "="):
+            value = arg[len(flag) + 1 :]
+    return value
+
+
+def resolve_folders(spec: ManagedSpec) -> ComfyFolders:
+    """ComfyUI's rules: the flags win; --temp-directory X means X/temp; otherwise the folders
+    sit in the base directory (--base-directory, or the folder of main.py). With neither,
+    comfyrun chooses folders beside the log and passes the flags itself."""
+    args = spec.base_argv()
+    cwd = spec.workdir
+
+    def absolute(value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else cwd / p
+
+    base: Path | None = None
+    if (b := _flag_value(args, "--base-directory")) is not None:
+        base = absolute(b)
+    elif spec.comfy_path is not None:
+        base = spec.comfy_path
+    else:
+        main = next((a for a in args if Path(a).name == "main.py"), None)
+        if main is not None:
+            base = absolute(main).parent
+    fallback = spec.log_dir / spec.name
+    flags: list[str] = []
+    found: dict[str, Path] = {}
+    for kind, flag in _DIR_FLAGS.items():
+        given = _flag_value(args, flag)
+        if given is not None:
+            found[kind] = absolute(given) / "temp" if kind == "temp" else absolute(given)
+        elif base is not None:
+            found[kind] = base / kind
+        else:
+            chosen = fallback / kind
+            flags += [flag, str(fallback if kind == "temp" else chosen)]
+            found[kind] = chosen
+    return ComfyFolders(found["input"], found["output"], found["temp"], tuple(flags))
+
+
+def installation_problem(spec: ManagedSpec) -> str | None:
+    """Why this spec cannot start, phrased as what to fix; None when it looks startable."""
+    if spec.comfy_path is not None:
+        folder = spec.comfy_path
+        if not folder.is_dir():
+            return (
+                f"ComfyUI folder {folder} does not exist: set the backend's path "
+                "(--comfy PATH) to your ComfyUI checkout, the folder that contains main.py"
+            )
+        if not (folder / "main.py").is_file():
+            return (
+                f"{folder} has no main.py: point the backend's path (--comfy PATH) at the "
+                "ComfyUI checkout itself (the folder that contains main.py)"
+            )
+        if _find_executable(spec.python, spec.workdir) is None:
+            return (
+                f"Python interpreter {spec.python!r} was not found: set the backend's python to "
+                "the interpreter that has ComfyUI's requirements installed "
+                f"(for example {folder / 'venv' / 'bin' / 'python'})"
+            )
+    else:
+        assert spec.command is not None
+        if _find_executable(spec.command[0], spec.workdir) is None:
+            return (
+                f"program {spec.command[0]!r} of the backend's command was not found or is not "
+                "executable: fix the command"
+            )
+    if spec.cwd is not None and not spec.cwd.is_dir():
+        return f"working directory {spec.cwd} does not exist: fix the backend's cwd"
+    return None
+
+
+def _find_executable(program: str, cwd: Path) -> str | None:
+    if os.sep in program or "/" in program:
+        p = Path(program)
+        p = p if p.is_absolute() else cwd / p
+        return str(p) if p.is_file() and os.access(p, os.X_OK) else None
+    return shutil.which(program)
+
+
+__all__ = [
+    "CONFIG_KEYS",
+    "HOST",
+    "ComfyFolders",
+    "ManagedSpec",
+    "installation_problem",
+    "resolve_folders",
+]
