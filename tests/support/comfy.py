@@ -1,12 +1,22 @@
-"""Helpers to replay the recorded ComfyUI protocol transcripts (../shared/comfy-protocol)."""
+"""Helpers to replay the recorded ComfyUI protocol transcripts (../shared/comfy-protocol).
+
+`scripted_comfy()` runs a scripted ComfyUI: real HTTP and websocket, events sent by the test. It
+replays recorded frames to the socket of the clientId a prompt was submitted with, as ComfyUI
+does, so the client's routing, reconnect and history fallback are tested over the wire without
+an executor.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+
+from aiohttp import WSMsgType, web
 
 from comfyrun.comfy.messages import Message, parse_binary, parse_text
 
@@ -83,3 +93,104 @@ def all_ws_records(obj: Any) -> Iterator[JSON]:
     elif isinstance(obj, list):
         for value in obj:
             yield from all_ws_records(value)
+
+
+class ScriptedComfy:
+    def __init__(self) -> None:
+        self.sockets: dict[str, web.WebSocketResponse] = {}
+        self.client_ids: list[str] = []
+        self.client_of: dict[str, str] = {}
+        self.history: dict[str, JSON] = {}
+        self.pending: list[str] = []
+        self.url = ""
+        self.connected = asyncio.Event()
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/ws", self._ws)
+        app.router.add_post("/prompt", self._prompt)
+        app.router.add_get("/history/{prompt_id}", self._history)
+        app.router.add_get("/queue", self._queue)
+        return app
+
+    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        sid = request.query["clientId"]
+        self.sockets[sid] = ws
+        self.client_ids.append(sid)
+        await ws.send_json(
+            {
+                "type": "status",
+                "data": {"status": {"exec_info": {"queue_remaining": 0}}, "sid": sid},
+            }
+        )
+        self.connected.set()
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    data = json.loads(msg.data)
+                    if data.get("type") == "feature_flags":
+                        await ws.send_json(
+                            {"type": "feature_flags", "data": {"supports_preview_metadata": True}}
+                        )
+        finally:
+            if self.sockets.get(sid) is ws:
+                del self.sockets[sid]
+        return ws
+
+    async def _prompt(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        prompt_id = body["prompt_id"]
+        self.client_of[prompt_id] = body.get("client_id", "")
+        self.pending.append(prompt_id)
+        return web.json_response(
+            {"prompt_id": prompt_id, "number": len(self.client_of), "node_errors": {}}
+        )
+
+    async def _history(self, request: web.Request) -> web.Response:
+        pid = request.match_info["prompt_id"]
+        return web.json_response({pid: self.history[pid]} if pid in self.history else {})
+
+    async def _queue(self, request: web.Request) -> web.Response:
+        items = [[i, pid, {}, {}, []] for i, pid in enumerate(self.pending)]
+        return web.json_response({"queue_running": items[:1], "queue_pending": items[1:]})
+
+    async def replay(
+        self, prompt_id: str, records: list[JSON], *, recorded_id: str, to: str | None = None
+    ) -> None:
+        """Send a recorded run to the prompt's client, with its prompt id swapped in."""
+        ws = self.sockets.get(to or self.client_of[prompt_id])
+        swapped = json.loads(json.dumps(records).replace(recorded_id, prompt_id))
+        for frame in frames(swapped):
+            if ws is None or ws.closed:
+                return  # like ComfyUI: events for a client that is not connected are dropped
+            if isinstance(frame, bytes):
+                await ws.send_bytes(frame)
+            else:
+                await ws.send_str(frame)
+
+    def finish(self, prompt_id: str, entry: JSON, *, recorded_id: str) -> None:
+        if prompt_id in self.pending:
+            self.pending.remove(prompt_id)
+        self.history[prompt_id] = json.loads(json.dumps(entry).replace(recorded_id, prompt_id))
+
+    async def drop_all(self) -> None:
+        self.connected.clear()
+        for ws in list(self.sockets.values()):
+            await ws.close()
+
+
+@asynccontextmanager
+async def scripted_comfy() -> AsyncIterator[ScriptedComfy]:
+    comfy = ScriptedComfy()
+    runner = web.AppRunner(comfy.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    comfy.url = f"http://127.0.0.1:{port}"
+    try:
+        yield comfy
+    finally:
+        await runner.cleanup()

@@ -108,7 +108,9 @@ class ComfyClient:
     """One ComfyUI server: a pooled HTTP client and one websocket.
 
     `client_id` is a prefix: each websocket connection gets `<prefix>-<uuid>`. `timeout` bounds
-    every HTTP call (and the first connect in `start`). `websocket=False` runs on polling alone
+    every HTTP call (and the first connect in `start`). Prompts whose events may be missed are
+    settled from queue and history every `poll_interval` seconds; every `audit_interval`
+    seconds all prompts in flight are checked that way. `websocket=False` runs on polling alone
     (and lets tests drive the HTTP side through `http_transport`).
     """
 
@@ -121,6 +123,7 @@ class ComfyClient:
         client_id: str | None = None,
         websocket: bool = True,
         poll_interval: float = 1.0,
+        audit_interval: float = 30.0,
         reconnect_initial: float = 0.05,
         reconnect_max: float = 5.0,
         max_connections: int = 64,
@@ -128,6 +131,7 @@ class ComfyClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.poll_interval = poll_interval
+        self.audit_interval = audit_interval
         self._transport = http_transport
         self._client_id_prefix = client_id or "comfyrun"
         self._use_websocket = websocket
@@ -342,7 +346,14 @@ class ComfyClient:
 
     async def delete_queued(self, prompt_ids: Iterable[str]) -> None:
         """POST /queue delete: removes pending prompts only; running or unknown ids are ignored."""
-        await self._request("POST", "/queue", json={"delete": list(prompt_ids)})
+        ids = list(prompt_ids)
+        await self._request("POST", "/queue", json={"delete": ids})
+        # A deleted prompt gets no event and no history: let the queue say it is gone.
+        for prompt_id in ids:
+            watch = self._watches.get(prompt_id)
+            if watch is not None and watch.submitted:
+                watch.needs_history = True
+                self._poll_wakeup.set()
 
     async def free(self, *, unload_models: bool = False, free_memory: bool = False) -> None:
         """POST /free; ComfyUI applies it after the current prompt."""
@@ -494,11 +505,18 @@ class ComfyClient:
         ]
 
     async def _poll_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_audit = loop.time()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poll_wakeup.wait(), self.poll_interval)
             self._poll_wakeup.clear()
-            stale = self._stale()
+            if loop.time() - last_audit >= self.audit_interval:
+                # Live prompts too: one deleted from the queue by someone else sends no event.
+                last_audit = loop.time()
+                stale = [w for w in self._watches.values() if w.submitted and not w.done]
+            else:
+                stale = self._stale()
             if not stale:
                 continue
             try:

@@ -1,0 +1,165 @@
+"""ComfyClient over a real websocket, replaying frames recorded from real ComfyUI."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.support.comfy import ScriptedComfy, load, scripted_comfy
+
+from comfyrun.comfy import ComfyClient, ComfyConnectionError
+from comfyrun.comfy import messages as m
+
+RUN = "ws_success_run.json"
+RECORDED_ID = "fe609172-6b0b-40da-b9f2-df080c73767d"
+
+
+@pytest.fixture
+async def comfy() -> AsyncIterator[ScriptedComfy]:
+    async with scripted_comfy() as server:
+        yield server
+
+
+@pytest.fixture
+async def client(comfy: ScriptedComfy) -> AsyncIterator[ComfyClient]:
+    c = ComfyClient(
+        comfy.url, timeout=10.0, poll_interval=0.05, reconnect_initial=0.01, reconnect_max=0.1
+    )
+    await c.start()
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+def entry_of(data: dict[str, Any]) -> dict[str, Any]:
+    return dict(data["history"]["body"][RECORDED_ID])
+
+
+async def test_start_fails_when_nothing_listens() -> None:
+    client = ComfyClient("http://127.0.0.1:9", timeout=0.5, reconnect_initial=0.01)
+    with pytest.raises(ComfyConnectionError):
+        await client.start()
+
+
+async def test_result_comes_from_the_websocket(
+    shared_dir: Path, comfy: ScriptedComfy, client: ComfyClient
+) -> None:
+    data = load(shared_dir, RUN)
+    assert client.connected and client.client_id in comfy.sockets
+    with client.watch("p1") as watch:
+        await client.submit({"1": {}}, prompt_id="p1")
+        assert comfy.client_of["p1"] == client.client_id
+        await comfy.replay("p1", data["ws_messages"], recorded_id=RECORDED_ID)
+        events = [event async for event in watch]
+        result = await watch.result(timeout=5)
+    assert result.ok and result.source == "websocket"
+    assert {f.filename for f in result.files} == {
+        "protocap_00053_.png",
+        "ComfyUI_temp_okyrs_00001_.png",
+    }
+    assert isinstance(events[0], m.ExecutionStart)
+    assert isinstance(events[-1], m.Executing) and events[-1].node is None
+    assert all(e.prompt_id == "p1" for e in events)
+
+
+async def test_events_go_to_their_own_watch(
+    shared_dir: Path, comfy: ScriptedComfy, client: ComfyClient
+) -> None:
+    data = load(shared_dir, RUN)
+    watches = [client.watch(f"p{i}") for i in range(3)]
+    for i in range(3):
+        await client.submit({"1": {}}, prompt_id=f"p{i}")
+    for i in (2, 0, 1):
+        await comfy.replay(f"p{i}", data["ws_messages"], recorded_id=RECORDED_ID)
+    results = [await w.result(timeout=5) for w in watches]
+    assert [r.prompt_id for r in results] == ["p0", "p1", "p2"]
+    assert all(r.ok and r.source == "websocket" for r in results)
+
+
+async def test_previews_progress_and_text_reach_the_running_watch(
+    shared_dir: Path, comfy: ScriptedComfy, client: ComfyClient
+) -> None:
+    data = load(shared_dir, "ws_sampler_progress_previews_interrupt.json")
+    with_meta = data["client_with_supports_preview_metadata"]
+    recorded = with_meta["post"]["body"]["prompt_id"]
+    with client.watch("s1") as watch:
+        await client.submit({"1": {}}, prompt_id="s1")
+        await comfy.replay("s1", with_meta["ws_messages"], recorded_id=recorded)
+        events = [event async for event in watch]
+    assert sum(isinstance(e, m.Progress) for e in events) == 6
+    assert isinstance(watch.latest_preview, m.PreviewImageWithMetadata)
+    assert watch.latest_preview.prompt_id == "s1"
+    assert (await watch.result()).ok
+
+    plain = data["client_without_feature_flags"]
+    recorded = plain["post"]["body"]["prompt_id"]
+    with client.watch("s2") as watch:
+        await client.submit({"1": {}}, prompt_id="s2")
+        await comfy.replay("s2", plain["ws_messages"], recorded_id=recorded)
+        await watch.result(timeout=5)
+    assert isinstance(
+        watch.latest_preview, m.PreviewImage
+    )  # no prompt id: routed to the running one
+
+    text = data["text_frame_GetImageSize"]
+    recorded = text["post"]["body"]["prompt_id"]
+    with client.watch("s3") as watch:
+        await client.submit({"1": {}}, prompt_id="s3")
+        await comfy.replay("s3", text["ws_messages"], recorded_id=recorded)
+        events = [event async for event in watch]
+    assert m.Text(node_id="2", text="width: 48, height: 32\n batch size: 2") in events
+
+
+async def test_dropped_socket_reconnects_and_settles_from_history(
+    shared_dir: Path, comfy: ScriptedComfy, client: ComfyClient
+) -> None:
+    data = load(shared_dir, RUN)
+    states: list[bool] = []
+    client.on_state_change(states.append)
+    first_id = client.client_id
+    with client.watch("d1") as watch:
+        await client.submit({"1": {}}, prompt_id="d1")
+        await comfy.replay("d1", data["ws_messages"][:6], recorded_id=RECORDED_ID)
+        await comfy.drop_all()
+        await asyncio.wait_for(comfy.connected.wait(), 10)
+        # The rest of the run goes to the old clientId, which nobody holds any more.
+        await comfy.replay("d1", data["ws_messages"][6:], recorded_id=RECORDED_ID, to=first_id)
+        await asyncio.sleep(0.2)
+        assert not watch.done  # still queued as far as the server says
+        comfy.finish("d1", entry_of(data), recorded_id=RECORDED_ID)
+        result = await watch.result(timeout=10)
+    assert result.ok and result.source == "history"
+    assert {f.filename for f in result.files} == {
+        "protocap_00053_.png",
+        "ComfyUI_temp_okyrs_00001_.png",
+    }
+    assert states[:2] == [False, True]
+    assert client.client_id != first_id and len(set(comfy.client_ids)) == 2
+
+
+async def test_prompt_that_vanished_while_disconnected_is_lost(
+    comfy: ScriptedComfy, client: ComfyClient
+) -> None:
+    with client.watch("l1") as watch:
+        await client.submit({"1": {}}, prompt_id="l1")
+        comfy.pending.remove("l1")  # e.g. ComfyUI restarted: no queue, no history
+        await comfy.drop_all()
+        result = await watch.result(timeout=10)
+    assert result.status == "lost"
+
+
+async def test_finished_without_outcome_settles_from_history(
+    shared_dir: Path, comfy: ScriptedComfy, client: ComfyClient
+) -> None:
+    data = load(shared_dir, RUN)
+    records = [r for r in data["ws_messages"] if r["type"] != "execution_success"]
+    with client.watch("h1") as watch:
+        await client.submit({"1": {}}, prompt_id="h1")
+        comfy.finish("h1", entry_of(data), recorded_id=RECORDED_ID)
+        await comfy.replay("h1", records, recorded_id=RECORDED_ID)
+        result = await watch.result(timeout=5)
+    assert result.ok and result.source == "history"
