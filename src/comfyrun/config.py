@@ -112,62 +112,76 @@ class Settings(BaseSettings):
     )
 
     # where things live
-    data_dir: Path = Field(Path("var"), validation_alias=_aliases("data_dir"))
-    db_url: str | None = Field(None, validation_alias=_aliases("db_url", "SQLITE_DB_PATH"))
-    output_url: str | None = Field(None, validation_alias=_aliases("output_url"))
+    data_dir: Path = Field(default=Path("var"), validation_alias=_aliases("data_dir"))
+    db_url: str | None = Field(default=None, validation_alias=_aliases("db_url", "SQLITE_DB_PATH"))
+    output_url: str | None = Field(default=None, validation_alias=_aliases("output_url"))
 
     # the HTTP server
-    host: str = Field("127.0.0.1", validation_alias=_aliases("host"))
-    port: int = Field(8189, validation_alias=_aliases("port"))
-    public_url: str | None = Field(None, validation_alias=_aliases("public_url"))
-    role: Role = Field(Role.SERVE, validation_alias=_aliases("role"))
+    host: str = Field(default="127.0.0.1", validation_alias=_aliases("host"))
+    port: int = Field(default=8189, validation_alias=_aliases("port"))
+    public_url: str | None = Field(default=None, validation_alias=_aliases("public_url"))
+    role: Role = Field(default=Role.SERVE, validation_alias=_aliases("role"))
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=_aliases("api_keys")
     )
-    api_key: str | None = Field(None, validation_alias=_aliases("api_key", "API_KEY"))
-    max_request_bytes: int = Field(64 * 1024 * 1024, validation_alias=_aliases("max_request_bytes"))
-    max_wait_s: float = Field(300.0, validation_alias=_aliases("max_wait_s"))
-    sse_keepalive_s: float = Field(15.0, validation_alias=_aliases("sse_keepalive_s"))
+    api_key: str | None = Field(default=None, validation_alias=_aliases("api_key", "API_KEY"))
+    max_request_bytes: int = Field(
+        default=64 * 1024 * 1024, validation_alias=_aliases("max_request_bytes")
+    )
+    max_wait_s: float = Field(default=300.0, validation_alias=_aliases("max_wait_s"))
+    sse_keepalive_s: float = Field(default=15.0, validation_alias=_aliases("sse_keepalive_s"))
 
     # backends
     backends: Annotated[list[BackendConfig], NoDecode] = Field(
         default_factory=list, validation_alias=_aliases("backends")
     )
     comfyui_server_address: str | None = Field(
-        None, validation_alias=_aliases("comfyui_server_address", "COMFYUI_SERVER_ADDRESS")
+        default=None, validation_alias=_aliases("comfyui_server_address", "COMFYUI_SERVER_ADDRESS")
     )
-    comfy_path: Path | None = Field(None, validation_alias=_aliases("comfy_path", "COMFY_PATH"))
-    comfy_port: int | None = Field(None, validation_alias=_aliases("comfy_port", "COMFY_PORT"))
-    emulators: int = Field(0, ge=0, validation_alias=_aliases("emulators"))
-    emulator_step_time_s: float = Field(0.0, validation_alias=_aliases("emulator_step_time_s"))
+    comfy_path: Path | None = Field(
+        default=None, validation_alias=_aliases("comfy_path", "COMFY_PATH")
+    )
+    comfy_port: int | None = Field(
+        default=None, validation_alias=_aliases("comfy_port", "COMFY_PORT")
+    )
+    emulators: int = Field(default=0, ge=0, validation_alias=_aliases("emulators"))
+    emulator_step_time_s: float = Field(
+        default=0.0, validation_alias=_aliases("emulator_step_time_s")
+    )
     websocket_reconnect_attempts: int = Field(
-        10,
+        default=10,
         validation_alias=_aliases("websocket_reconnect_attempts", "WEBSOCKET_RECONNECT_ATTEMPTS"),
     )
-    backend_timeout_s: float = Field(30.0, validation_alias=_aliases("backend_timeout_s"))
+    backend_timeout_s: float = Field(default=30.0, validation_alias=_aliases("backend_timeout_s"))
 
     # the queue
-    queue_max: int | None = Field(10_000, validation_alias=_aliases("queue_max"))
-    queue_full_retry_after_s: int = Field(5, validation_alias=_aliases("queue_full_retry_after_s"))
+    queue_max: int | None = Field(default=10_000, validation_alias=_aliases("queue_max"))
+    queue_full_retry_after_s: int = Field(
+        default=5, validation_alias=_aliases("queue_full_retry_after_s")
+    )
     default_timeout_s: float | None = Field(
-        None, validation_alias=_aliases("default_timeout_s", "DEFAULT_TIMEOUT")
+        default=None, validation_alias=_aliases("default_timeout_s", "DEFAULT_TIMEOUT")
     )
-    default_max_retries: int = Field(2, ge=0, validation_alias=_aliases("default_max_retries"))
-    retry_delay_s: float = Field(2.0, ge=0, validation_alias=_aliases("retry_delay_s"))
-    retention_hours: float = Field(24.0, gt=0, validation_alias=_aliases("retention_hours"))
-    lease_s: float = Field(30.0, gt=0, validation_alias=_aliases("lease_s"))
-    heartbeat_s: float = Field(10.0, gt=0, validation_alias=_aliases("heartbeat_s"))
-    sweep_interval_s: float = Field(5.0, gt=0, validation_alias=_aliases("sweep_interval_s"))
-    worker_id: str | None = Field(None, validation_alias=_aliases("worker_id"))
+    default_max_retries: int = Field(
+        default=2, ge=0, validation_alias=_aliases("default_max_retries")
+    )
+    retry_delay_s: float = Field(default=2.0, ge=0, validation_alias=_aliases("retry_delay_s"))
+    retention_hours: float = Field(default=24.0, gt=0, validation_alias=_aliases("retention_hours"))
+    lease_s: float = Field(default=30.0, gt=0, validation_alias=_aliases("lease_s"))
+    heartbeat_s: float = Field(default=10.0, gt=0, validation_alias=_aliases("heartbeat_s"))
+    sweep_interval_s: float = Field(
+        default=5.0, gt=0, validation_alias=_aliases("sweep_interval_s")
+    )
+    worker_id: str | None = Field(default=None, validation_alias=_aliases("worker_id"))
     inline_output_max_bytes: int = Field(
-        8 * 1024 * 1024, validation_alias=_aliases("inline_output_max_bytes")
+        default=8 * 1024 * 1024, validation_alias=_aliases("inline_output_max_bytes")
     )
-    object_info_ttl_s: float = Field(300.0, validation_alias=_aliases("object_info_ttl_s"))
+    object_info_ttl_s: float = Field(default=300.0, validation_alias=_aliases("object_info_ttl_s"))
 
     # webhooks
-    webhook_secret: str | None = Field(None, validation_alias=_aliases("webhook_secret"))
+    webhook_secret: str | None = Field(default=None, validation_alias=_aliases("webhook_secret"))
 
-    log_level: str = Field("INFO", validation_alias=_aliases("log_level"))
+    log_level: str = Field(default="INFO", validation_alias=_aliases("log_level"))
 
     @classmethod
     def settings_customise_sources(

@@ -32,13 +32,16 @@ log = logging.getLogger(__name__)
 READY_STATES = ("ready", "busy")
 
 
-def create_app(settings: Settings, *, store: JobStore | None = None) -> FastAPI:
-    """The comfyrun HTTP app. `store` replaces the one settings.database_url names (tests)."""
+def create_app(
+    settings: Settings, *, store: JobStore | None = None, storage: Any = None
+) -> FastAPI:
+    """The comfyrun HTTP app. `store` and `storage` replace the ones the settings name (tests
+    pass in-memory ones); the app opens and closes them either way."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            app.state.ctx = await _open(settings, stack, store)
+            app.state.ctx = await _open(settings, stack, store, storage)
             log.info(
                 "comfyrun started",
                 extra={"action": "started", "role": settings.role.value},
@@ -81,7 +84,9 @@ def _include_assets(app: FastAPI) -> None:
     app.include_router(assets_router(get_assets))
 
 
-async def _open(settings: Settings, stack: AsyncExitStack, store: JobStore | None) -> AppContext:
+async def _open(
+    settings: Settings, stack: AsyncExitStack, store: JobStore | None, storage: Any
+) -> AppContext:
     from comfyrun.outputs import open_output_storage
     from comfyrun.store.factory import open_store
 
@@ -91,7 +96,8 @@ async def _open(settings: Settings, stack: AsyncExitStack, store: JobStore | Non
     await store.open()
     stack.push_async_callback(store.close)
 
-    storage = open_output_storage(settings.outputs_url)
+    if storage is None:
+        storage = open_output_storage(settings.outputs_url)
     closer = getattr(storage, "close", None)
     if closer is not None:
         stack.push_async_callback(closer)

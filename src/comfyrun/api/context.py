@@ -20,7 +20,9 @@ class OutputFiles(Protocol):
 
     scheme: str
 
-    def open(self, key: str) -> AsyncIterator[bytes]: ...
+    def open(
+        self, key: str, *, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]: ...
 
     async def url(
         self, key: str, *, expires_s: int | None = None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
@@ -125,9 +124,8 @@ async def serve_key(
         first, last = span
         headers["Content-Range"] = f"bytes {first}-{last}/{total}"
         headers["Content-Length"] = str(last - first + 1)
-        return StreamingResponse(
-            _slice(storage.open(key), first, last), 206, headers=headers, media_type=media
-        )
+        chunks = storage.open(key, offset=first, length=last - first + 1)
+        return StreamingResponse(chunks, 206, headers=headers, media_type=media)
     headers["Content-Length"] = str(total)
     return StreamingResponse(storage.open(key), 200, headers=headers, media_type=media)
 
@@ -150,17 +148,6 @@ def _parse_range(value: str, total: int) -> tuple[int, int] | None:
     if first >= total or last < first:
         return None
     return first, last
-
-
-async def _slice(chunks: AsyncIterator[bytes], first: int, last: int) -> AsyncIterator[bytes]:
-    pos = 0
-    async for chunk in chunks:
-        end = pos + len(chunk)
-        if end > first and pos <= last:
-            yield chunk[max(0, first - pos) : min(len(chunk), last - pos + 1)]
-        pos = end
-        if pos > last:
-            break
 
 
 __all__ = ["router", "serve_key"]

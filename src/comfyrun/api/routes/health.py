@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from comfyrun import __version__
 from comfyrun.api.context import AppContext, get_ctx
 from comfyrun.api.schemas import HealthOut, ReadyOut
+from comfyrun.config import Role
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 
@@ -35,6 +36,9 @@ async def ready(ctx: Ctx) -> JSONResponse:
         store_ok = False
     usable = 0
     reason = None if store_ok else "store unreachable"
+    runs_jobs = ctx.settings.role is not Role.API
+    if runs_jobs and ctx.pool is None and reason is None:
+        reason = "no backends are configured"
     if ctx.pool is not None:
         for info in ctx.pool.snapshot():
             state = str(getattr(info, "state", ""))
@@ -42,7 +46,7 @@ async def ready(ctx: Ctx) -> JSONResponse:
                 usable += 1
         if usable == 0 and reason is None:
             reason = "no backend is ready"
-    ok = store_ok and (ctx.pool is None or usable > 0)
+    ok = store_ok and (not runs_jobs or usable > 0)
     body = ReadyOut(ready=ok, store=store_ok, backends_ready=usable, reason=reason)
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 

@@ -1,0 +1,269 @@
+"""JobService over the in-memory store: submission rules, cancel, delete, wait, events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.support.api import memory_settings, tiny_workflow
+
+from comfyrun.core.job import JobStatus, Output, OutputType, Progress
+from comfyrun.core.state import Event
+from comfyrun.errors import (
+    Conflict,
+    IdempotencyInFlight,
+    IdempotencyKeyReuse,
+    InvalidWorkflow,
+    NotFound,
+    QueueFull,
+)
+from comfyrun.service import JobService, Submission, validate_prompt
+from comfyrun.store.base import Changes
+from comfyrun.store.memory import MemoryStore
+
+OBJECT_INFO: dict[str, Any] = {
+    "EmptyImage": {
+        "input": {"required": {"width": ["INT"], "height": ["INT"]}},
+        "output_node": False,
+    },
+    "SaveImage": {"input": {"required": {"images": ["IMAGE"]}}, "output_node": True},
+}
+
+
+class Files:
+    def __init__(self) -> None:
+        self.deleted: list[str] = []
+
+    async def delete_prefix(self, prefix: str) -> int:
+        self.deleted.append(prefix)
+        return 1
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[MemoryStore]:
+    s = MemoryStore()
+    await s.open()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+def files() -> Files:
+    return Files()
+
+
+@pytest.fixture
+def service(store: MemoryStore, files: Files, tmp_path: Path) -> JobService:
+    async def object_info() -> dict[str, Any]:
+        return OBJECT_INFO
+
+    return JobService(
+        store, memory_settings(tmp_path, queue_max=3), files=files, object_info=object_info
+    )
+
+
+async def test_submit_queues_a_job_with_defaults(service: JobService) -> None:
+    sub = await service.submit(Submission(workflow=tiny_workflow(), priority=5))
+    assert sub.created and sub.queue_position == 0
+    assert sub.job.status is JobStatus.QUEUED and sub.job.priority == 5
+    assert sub.job.max_retries == service.settings.default_max_retries
+
+
+@pytest.mark.parametrize(
+    ("workflow", "kind"),
+    [
+        ({}, "invalid_prompt"),
+        ({"1": {"inputs": {}}}, "invalid_prompt"),
+        ({"1": {"class_type": "Nope", "inputs": {}}}, "invalid_prompt"),
+        ({"2": {"class_type": "SaveImage", "inputs": {}}}, "prompt_outputs_failed_validation"),
+        (
+            {"2": {"class_type": "SaveImage", "inputs": {"images": ["9", 0]}}},
+            "prompt_outputs_failed_validation",
+        ),
+        (
+            {"1": {"class_type": "EmptyImage", "inputs": {"width": 1, "height": 1}}},
+            "prompt_no_outputs",
+        ),
+    ],
+)
+async def test_invalid_workflows_are_refused_with_comfy_shaped_details(
+    service: JobService, store: MemoryStore, workflow: dict[str, Any], kind: str
+) -> None:
+    with pytest.raises(InvalidWorkflow) as err:
+        await service.submit(Submission(workflow=workflow))
+    assert err.value.details["error"]["type"] == kind
+    assert isinstance(err.value.details["node_errors"], dict)
+    assert (await store.counts()).get(JobStatus.QUEUED, 0) == 0
+
+
+def test_missing_input_names_the_node_and_input() -> None:
+    with pytest.raises(InvalidWorkflow) as err:
+        validate_prompt({"2": {"class_type": "SaveImage", "inputs": {}}}, OBJECT_INFO)
+    node = err.value.details["node_errors"]["2"]
+    assert node["class_type"] == "SaveImage"
+    assert node["errors"][0]["type"] == "required_input_missing"
+    assert node["errors"][0]["details"] == "images"
+
+
+def test_without_object_info_only_the_shape_is_checked() -> None:
+    validate_prompt({"1": {"class_type": "Anything", "inputs": {"x": 1}}}, None)
+
+
+async def test_queue_bound(service: JobService) -> None:
+    for i in range(3):
+        await service.submit(Submission(workflow=tiny_workflow(i)))
+    with pytest.raises(QueueFull) as err:
+        await service.submit(Submission(workflow=tiny_workflow(9)))
+    assert err.value.retry_after_s == service.settings.queue_full_retry_after_s
+
+
+async def test_idempotent_replay_and_key_reuse(service: JobService) -> None:
+    sub = Submission(workflow=tiny_workflow(), idempotency_key="k", request_hash="h1")
+    first = await service.submit(sub)
+    again = await service.submit(sub)
+    assert again.job.id == first.job.id and not again.created
+    other = Submission(workflow=tiny_workflow(1), idempotency_key="k", request_hash="h2")
+    with pytest.raises(IdempotencyKeyReuse):
+        await service.submit(other)
+
+
+async def test_concurrent_same_key_is_in_flight(service: JobService, store: MemoryStore) -> None:
+    gate = asyncio.Event()
+    original = store.enqueue
+
+    async def slow_enqueue(*args: Any, **kwargs: Any) -> Any:
+        await gate.wait()
+        return await original(*args, **kwargs)
+
+    store.enqueue = slow_enqueue  # type: ignore[method-assign]
+    sub = Submission(workflow=tiny_workflow(), idempotency_key="same", request_hash="h")
+    first = asyncio.create_task(service.submit(sub))
+    await asyncio.sleep(0)
+    with pytest.raises(IdempotencyInFlight):
+        await service.submit(sub)
+    gate.set()
+    assert (await first).created
+
+
+async def test_cancel_queued_running_and_finished(service: JobService, store: MemoryStore) -> None:
+    queued = (await service.submit(Submission(workflow=tiny_workflow(1)))).job
+    assert (await service.cancel(queued.id)).job.status is JobStatus.CANCELED
+    assert (await service.cancel(queued.id)).job.status is JobStatus.CANCELED  # idempotent
+
+    running = (await service.submit(Submission(workflow=tiny_workflow(2)))).job
+    claimed = await store.claim("w1", 30)
+    assert claimed is not None and claimed.id == running.id
+    assert (await service.cancel(running.id)).job.status is JobStatus.CANCELING
+    assert (await service.cancel(running.id)).job.status is JobStatus.CANCELING
+
+    with pytest.raises(NotFound):
+        await service.cancel("missing")
+
+
+async def test_delete_only_finished_jobs_and_their_files(
+    service: JobService, store: MemoryStore, files: Files
+) -> None:
+    job = (await service.submit(Submission(workflow=tiny_workflow()))).job
+    await store.claim("w", 30)
+    with pytest.raises(Conflict):
+        await service.delete(job.id)
+    await store.transition(job.id, Event.SUCCEED, expect=JobStatus.RUNNING)
+    await service.delete(job.id)
+    assert files.deleted == [f"{job.id}/"]
+    with pytest.raises(NotFound):
+        await service.get(job.id)
+
+
+async def test_wait_returns_when_the_job_ends(service: JobService, store: MemoryStore) -> None:
+    job = (await service.submit(Submission(workflow=tiny_workflow()))).job
+    waiter = asyncio.create_task(service.wait(job.id, 30))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    await store.claim("w", 30)
+    await store.record_progress(job.id, Progress(value=0.5))
+    await store.transition(job.id, Event.SUCCEED, expect=JobStatus.RUNNING)
+    view = await asyncio.wait_for(waiter, 10)
+    assert view.job.status is JobStatus.SUCCEEDED
+
+
+async def test_wait_times_out_with_the_current_state(service: JobService) -> None:
+    job = (await service.submit(Submission(workflow=tiny_workflow()))).job
+    view = await service.wait(job.id, 0.1)
+    assert view.job.status is JobStatus.QUEUED
+
+
+async def _collect(service: JobService, job_id: str, after: int | None) -> list[Any]:
+    out = []
+    async for ev in service.events(job_id, after_id=after, idle_s=0.2):
+        if ev is not None:
+            out.append(ev)
+    return out
+
+
+async def test_events_snapshot_then_live_until_terminal(
+    service: JobService, store: MemoryStore
+) -> None:
+    job = (await service.submit(Submission(workflow=tiny_workflow()))).job
+    await store.claim("w", 30)
+    await store.record_progress(job.id, Progress(value=0.25, message="KSampler 5/20"))
+    reader = asyncio.create_task(_collect(service, job.id, None))
+    await asyncio.sleep(0.05)
+    out = Output(node_id="2", name="a.png", type=OutputType.IMAGE, content_type="image/png")
+    await store.add_output(job.id, out)
+    await store.transition(job.id, Event.SUCCEED, expect=JobStatus.RUNNING)
+    events = await asyncio.wait_for(reader, 10)
+    kinds = [e.kind for e in events]
+    assert kinds[:2] == ["status", "progress"]  # the snapshot
+    assert events[0].data["status"] == "running"
+    assert events[1].data["value"] == 0.25
+    assert "output" in kinds
+    assert events[-1].kind == "status" and events[-1].data["status"] == "succeeded"
+
+
+async def test_events_resume_after_an_id_misses_nothing(
+    service: JobService, store: MemoryStore
+) -> None:
+    job = (await service.submit(Submission(workflow=tiny_workflow()))).job
+    await store.claim("w", 30)
+    await store.record_progress(job.id, Progress(value=0.5))
+    await store.transition(job.id, Event.FAIL, expect=JobStatus.RUNNING, changes=Changes())
+    log = await store.events_since(job.id, 0)
+    first = log[0].id
+    resumed = await _collect(service, job.id, first)
+    assert [e.id for e in resumed] == [e.id for e in log[1:]]
+    assert resumed[-1].data["status"] == "failed"
+
+
+async def test_events_of_a_finished_job_end_at_once(
+    service: JobService, store: MemoryStore
+) -> None:
+    job = (await service.submit(Submission(workflow=tiny_workflow()))).job
+    await service.cancel(job.id)
+    events = await _collect(service, job.id, None)
+    assert [(e.kind, e.data["status"]) for e in events] == [("status", "canceled")]
+
+
+async def test_stats_and_cleanup(service: JobService, store: MemoryStore, files: Files) -> None:
+    a = (await service.submit(Submission(workflow=tiny_workflow(1)))).job
+    await service.submit(Submission(workflow=tiny_workflow(2)))
+    await service.cancel(a.id)
+    stats = await service.stats()
+    assert stats.counts["queued"] == 1 and stats.counts["canceled"] == 1
+    assert stats.queue_depth == 1 and stats.oldest_queued_age_s is not None
+    result = await service.cleanup(max_age_hours=0)
+    assert result.deleted == 1 and files.deleted == [f"{a.id}/"]
+    with pytest.raises(NotFound):
+        await service.get(a.id)
+
+
+async def test_reset_stuck(service: JobService, store: MemoryStore) -> None:
+    job = (await service.submit(Submission(workflow=tiny_workflow()))).job
+    await store.claim("w", 3600)
+    assert await service.reset_stuck(1.0) == []
+    service._clock = lambda: 10**10  # far in the future: the job has run for ages
+    requeued = await service.reset_stuck(1.0)
+    assert [j.id for j in requeued] == [job.id]
+    assert (await service.get(job.id)).job.status is JobStatus.QUEUED
