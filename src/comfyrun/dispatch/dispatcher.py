@@ -136,6 +136,10 @@ class Dispatcher:
             self._start_run(job, slot)
 
     def _start_run(self, job: Job, slot: Slot) -> None:
+        stale = self._runs.get(job.id)
+        if stale is not None:  # our lease ran out and we claimed the job again: drop the old run
+            stale[0].abandon = "lease_lost"
+            stale[1].cancel()
         slot.bind(job.id)
         run = JobRun(self.ctx, job, slot)
         task = asyncio.create_task(run.run(), name=f"job:{job.id}")
@@ -143,8 +147,10 @@ class Dispatcher:
         self._idle.clear()
         task.add_done_callback(functools.partial(self._run_done, job.id))
 
-    def _run_done(self, job_id: str, _task: object = None) -> None:
-        self._runs.pop(job_id, None)
+    def _run_done(self, job_id: str, task: asyncio.Task[None]) -> None:
+        current = self._runs.get(job_id)
+        if current is not None and current[1] is task:
+            del self._runs[job_id]
         if not self._runs:
             self._idle.set()
 
@@ -152,24 +158,27 @@ class Dispatcher:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.heartbeat_s)  # a lease is renewed on a clock
-            for job_id, (run, task) in list(self._runs.items()):
-                try:
-                    held = await self.store.renew(job_id, self.worker_id, self.settings.lease_s)
-                except ComfyrunError as exc:
-                    log.warning("renewing the lease of job %s failed: %s", job_id, exc)
-                    continue
-                if not held and not task.done():
-                    log.warning(
-                        "job %s: lease lost; giving it up",
-                        job_id,
-                        extra={
-                            "action": "lease_lost",
-                            "job_id": job_id,
-                            "backend": run.backend.name,
-                        },
-                    )
-                    run.abandon = "lease_lost"
-                    task.cancel()
+            await self.heartbeat_once()
+
+    async def heartbeat_once(self) -> None:
+        """Renew the lease of every held job; give up (without touching the store) any job
+        whose lease this worker lost: another worker may be running it now."""
+        for job_id, (run, task) in list(self._runs.items()):
+            if run.settled:
+                continue
+            try:
+                held = await self.store.renew(job_id, self.worker_id, self.settings.lease_s)
+            except ComfyrunError as exc:
+                log.warning("renewing the lease of job %s failed: %s", job_id, exc)
+                continue
+            if not held and not task.done() and not run.settled:
+                log.warning(
+                    "job %s: lease lost; giving it up",
+                    job_id,
+                    extra={"action": "lease_lost", "job_id": job_id, "backend": run.backend.name},
+                )
+                run.abandon = "lease_lost"
+                task.cancel()
 
     async def _release_stale_jobs(self) -> None:
         """Jobs the store says this worker id holds but no run of ours does (a restart with the

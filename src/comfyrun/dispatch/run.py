@@ -72,6 +72,8 @@ class JobRun:
         #: Set by the dispatcher before it cancels the run: "shutdown" requeues the job,
         #: "lease_lost" leaves the store alone (another worker may hold the job now).
         self.abandon: str | None = None
+        #: True once the job left running/canceling (or is no longer ours): nothing to renew.
+        self.settled = False
         self._last_progress = 0.0
         self._pending_progress: Progress | None = None
         self._progress_flush: asyncio.Task[None] | None = None
@@ -525,6 +527,7 @@ class JobRun:
                 or current.status not in ACTIVE
                 or current.worker_id != self.ctx.worker_id
             ):
+                self.settled = True
                 log.warning(
                     "job %s is no longer held by this worker; %s dropped",
                     self.job.id,
@@ -552,6 +555,7 @@ class JobRun:
                 extra=self._extra(f"job_{event.value}", status=job.status.value),
             )
             self.job = job
+            self.settled = job.status not in ACTIVE
             return job
         return None
 

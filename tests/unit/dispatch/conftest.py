@@ -1,0 +1,108 @@
+"""An engine (memory store, memory output storage, pool of fake ComfyUI servers, dispatcher)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from tests.support.engine import FakeClient, FakeServer
+
+from comfyrun.backends.health import HealthSettings
+from comfyrun.backends.pool import BackendPool, BackendSpec
+from comfyrun.core.job import TERMINAL, Job, JobStatus, NewJob
+from comfyrun.dispatch import Dispatcher, DispatchSettings
+from comfyrun.outputs import OutputStorage, open_output_storage
+from comfyrun.store.base import JobStore
+from comfyrun.store.factory import open_store
+
+FAST = DispatchSettings(
+    lease_s=30.0,
+    heartbeat_s=0.2,
+    idle_wait_s=1.0,
+    progress_interval_s=0.05,
+    interrupt_grace_s=0.5,
+    cancel_grace_s=1.0,
+    sweep_interval_s=0.5,
+    submit_timeout_s=5.0,
+    stop_grace_s=2.0,
+)
+HEALTH = HealthSettings(interval_s=0.1, timeout_s=1.0, failure_threshold=2, down_interval_s=0.05)
+
+
+@dataclass
+class Engine:
+    store: JobStore
+    storage: OutputStorage
+    pool: BackendPool
+    dispatcher: Dispatcher
+    servers: dict[str, FakeServer]
+    clients: list[FakeClient] = field(default_factory=list)
+
+    async def submit(self, workflow: dict[str, Any], **kwargs: Any) -> Job:
+        job, _ = await self.store.enqueue(NewJob(workflow=workflow, **kwargs))
+        return job
+
+    async def wait(self, job_id: str, *, timeout: float = 20.0) -> Job:
+        return await self.wait_for(job_id, lambda j: j.status in TERMINAL, timeout=timeout)
+
+    async def wait_for(
+        self, job_id: str, predicate: Callable[[Job], bool], *, timeout: float = 20.0
+    ) -> Job:
+        after = 0
+        async with asyncio.timeout(timeout):
+            while True:
+                job = await self.store.get(job_id)
+                assert job is not None
+                if predicate(job):
+                    return job
+                events = await self.store.wait_for_event(job_id, after, 1.0)
+                if events:
+                    after = events[-1].id
+
+
+@pytest.fixture
+async def make_engine() -> AsyncIterator[Callable[..., Any]]:
+    engines: list[Engine] = []
+
+    async def make(
+        names: tuple[str, ...] = ("a",),
+        settings: DispatchSettings = FAST,
+        start: bool = True,
+    ) -> Engine:
+        store = open_store("memory://")
+        await store.open()
+        storage = open_output_storage("memory://")
+        servers = {name: FakeServer(name=name) for name in names}
+        clients: list[FakeClient] = []
+
+        def client_factory(url: str) -> FakeClient:
+            client = FakeClient(servers[url.removeprefix("fake://")])
+            clients.append(client)
+            return client
+
+        pool = BackendPool.from_specs(
+            [BackendSpec(name=n, url=f"fake://{n}") for n in names], client_factory, health=HEALTH
+        )
+        await pool.start()
+        assert await pool.wait_ready(5.0)
+        dispatcher = Dispatcher(store, pool, storage, settings, worker_id="w1")
+        engine = Engine(store, storage, pool, dispatcher, servers, clients)
+        engines.append(engine)
+        if start:
+            await dispatcher.start()
+        return engine
+
+    yield make
+    for engine in engines:
+        await engine.dispatcher.stop()
+        await engine.pool.stop()
+        for server in engine.servers.values():
+            await server.stop()
+        await engine.store.close()
+
+
+def status_of(job: Job) -> JobStatus:
+    return job.status

@@ -1,0 +1,236 @@
+"""The dispatcher against in-process fake ComfyUI servers: every failure kind, cancel, priority,
+keeping backends busy, progress. (The same scenarios over real HTTP against the emulator live in
+tests/integration/dispatch.)"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tests.support.engine import until, work
+
+from comfyrun.core.job import JobStatus
+from comfyrun.core.placement import BackendState
+from comfyrun.core.state import Event
+from comfyrun.outputs import read_all
+
+Make = Any
+
+
+async def test_a_job_succeeds_with_its_outputs_stored(make_engine: Make) -> None:
+    engine = await make_engine()
+    workflow = work(0.01, extra={"3": {"class_type": "ShowText", "inputs": {}}})
+    job = await engine.submit(workflow, options={"return_base64": True})
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert done.backend == "a" and done.prompt_id
+    image = next(o for o in done.outputs if o.node_id == "2")
+    assert image.storage_key == f"{job.id}/2/{image.name}"
+    assert image.content_type == "image/png" and image.hash and image.hash.startswith("blake3:")
+    stored = await read_all(engine.storage, image.storage_key)
+    assert stored == f"png:{done.prompt_id}:2".encode()
+    assert image.data_base64 is not None
+    text = next(o for o in done.outputs if o.node_id == "3")
+    assert text.text == f"text of {done.prompt_id}"
+    assert done.expires_at is not None and done.expires_at > (done.finished_at or 0)
+
+
+async def test_temp_outputs_are_kept_only_on_request(make_engine: Make) -> None:
+    engine = await make_engine()
+    preview = {"3": {"class_type": "PreviewImage", "inputs": {}}}
+    plain = await engine.wait((await engine.submit(work(extra=preview))).id)
+    kept = await engine.wait(
+        (await engine.submit(work(extra=preview), options={"keep_temp_outputs": True})).id
+    )
+    assert [o.node_id for o in plain.outputs] == ["2"]
+    assert sorted(o.node_id for o in kept.outputs) == ["2", "3"]
+
+
+async def test_a_rejected_workflow_fails_without_retry(make_engine: Make) -> None:
+    engine = await make_engine()
+    job = await engine.submit({"1": {"class_type": "Invalid", "inputs": {}}}, max_retries=3)
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.FAILED
+    assert done.attempts == 1
+    assert done.error is not None and done.error.code == "invalid_workflow"
+    assert "1" in done.error.details["node_errors"]
+
+
+async def test_a_node_error_fails_with_comfyuis_details(make_engine: Make) -> None:
+    engine = await make_engine()
+    job = await engine.submit(work(extra={"3": {"class_type": "Fail"}}), max_retries=2)
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.FAILED and done.attempts == 1
+    error = done.error
+    assert error is not None and error.code == "node_execution_error"
+    assert (error.node_id, error.class_type, error.message) == ("3", "Fail", "boom")
+    assert error.traceback and "RuntimeError" in error.traceback
+
+
+async def test_out_of_memory_frees_the_backend_and_retries(make_engine: Make) -> None:
+    engine = await make_engine()
+    engine.servers["a"].oom_left = 1
+    job = await engine.submit(
+        work(extra={"3": {"class_type": "OOM"}}), max_retries=1, retry_delay_s=0.01
+    )
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert done.attempts == 2
+    assert engine.servers["a"].freed == 1
+
+
+async def test_a_backend_that_stops_answering_sends_its_job_to_another(make_engine: Make) -> None:
+    engine = await make_engine(("a", "b"))
+    job = await engine.submit(work(3.0, steps=30), max_retries=1, retry_delay_s=0.01)
+    running = await engine.wait_for(job.id, lambda j: j.status is JobStatus.RUNNING)
+    first = engine.pool.get(running.backend or "") or _backend_running(engine, job.id)
+    other = "b" if first.name == "a" else "a"
+    engine.servers[other].ran.clear()
+    # make the job short on the next attempt: the fake reads the workflow per run
+    engine.servers[first.name].go_down()
+    done = await engine.wait(job.id, timeout=30)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert done.backend == other and done.attempts == 2
+    assert first.state is BackendState.UNHEALTHY
+
+
+def _backend_running(engine: Any, job_id: str) -> Any:
+    for backend in engine.pool.backends:
+        if job_id in backend.jobs:
+            return backend
+    raise AssertionError("job not on any backend")
+
+
+async def test_a_timeout_interrupts_then_retries_then_fails(make_engine: Make) -> None:
+    engine = await make_engine()
+    job = await engine.submit(
+        {"1": {"class_type": "Hang"}}, timeout_s=0.2, max_retries=1, retry_delay_s=0.01
+    )
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.FAILED
+    assert done.attempts == 2
+    assert done.error is not None and done.error.code == "timeout"
+    assert [r.status for r in engine.servers["a"].ran] == ["interrupted", "interrupted"]
+    backend = engine.pool.get("a")
+    assert backend is not None and backend.state is not BackendState.UNHEALTHY
+
+
+async def test_a_backend_that_ignores_the_interrupt_is_taken_out_and_the_job_requeued(
+    make_engine: Make,
+) -> None:
+    engine = await make_engine(("a", "b"))
+    engine.servers["a"].stuck = engine.servers["b"].stuck = True
+    job = await engine.submit(
+        {"1": {"class_type": "Hang"}}, timeout_s=0.2, max_retries=1, retry_delay_s=5
+    )
+    requeued = await engine.wait_for(
+        job.id, lambda j: j.status is JobStatus.QUEUED and j.attempts == 1
+    )
+    assert requeued.error is not None and requeued.error.code == "timeout"
+    stuck = engine.pool.get(requeued.backend or "")
+    assert stuck is not None and stuck.state is BackendState.UNHEALTHY
+    assert "did not stop" in (stuck.last_error or "")
+    # once ComfyUI finishes the stuck prompt, the backend comes back
+    engine.servers[stuck.name].stuck = False
+    await asyncio.sleep(0)
+    await engine.wait_for(job.id, lambda j: j.status is JobStatus.QUEUED)
+    await until(lambda: stuck.state in (BackendState.READY, BackendState.BUSY))
+
+
+async def test_cancel_of_a_queued_job(make_engine: Make) -> None:
+    engine = await make_engine(start=False)
+    job = await engine.submit(work())
+    canceled = await engine.store.transition(job.id, Event.CANCEL, expect=JobStatus.QUEUED)
+    assert canceled.status is JobStatus.CANCELED
+    await engine.dispatcher.start()
+    other = await engine.wait((await engine.submit(work())).id)
+    assert other.status is JobStatus.SUCCEEDED
+    assert [r.job_id for r in engine.servers["a"].ran] == [other.id]
+
+
+async def test_cancel_of_a_running_job_interrupts_it(make_engine: Make) -> None:
+    engine = await make_engine()
+    job = await engine.submit(work(10.0, steps=100))
+    await engine.wait_for(job.id, lambda j: j.progress is not None and j.progress.step is not None)
+    await engine.store.transition(job.id, Event.CANCEL, expect=JobStatus.RUNNING)
+    done = await engine.wait(job.id, timeout=10)
+    assert done.status is JobStatus.CANCELED
+    assert engine.servers["a"].ran[0].status == "interrupted"
+
+
+async def test_cancel_of_the_job_waiting_in_comfyuis_queue_deletes_it_there(
+    make_engine: Make,
+) -> None:
+    engine = await make_engine()
+    first = await engine.submit(work(1.0, steps=10), priority=1)
+    second = await engine.submit(work(1.0, steps=10))
+    await engine.wait_for(second.id, lambda j: j.status is JobStatus.RUNNING)
+    await engine.wait_for(
+        first.id, lambda j: j.progress is not None and j.progress.step is not None
+    )
+    await engine.store.transition(second.id, Event.CANCEL, expect=JobStatus.RUNNING)
+    assert (await engine.wait(second.id)).status is JobStatus.CANCELED
+    assert (await engine.wait(first.id)).status is JobStatus.SUCCEEDED
+    assert [r.job_id for r in engine.servers["a"].ran] == [first.id]
+
+
+async def test_priorities_are_respected_on_one_backend(make_engine: Make) -> None:
+    engine = await make_engine(start=False)
+    jobs = [await engine.submit(work(0.02), priority=p) for p in (1, 5, 3, 9, 0, 7)]
+    await engine.dispatcher.start()
+    for job in jobs:
+        assert (await engine.wait(job.id)).status is JobStatus.SUCCEEDED
+    by_priority = [j.id for j in sorted(jobs, key=lambda j: -j.priority)]
+    assert [r.job_id for r in engine.servers["a"].ran] == by_priority
+
+
+async def test_two_backends_are_kept_busy_with_at_most_one_extra_job_each(
+    make_engine: Make,
+) -> None:
+    engine = await make_engine(("a", "b"))
+    jobs = [await engine.submit(work(0.05)) for _ in range(16)]
+    for job in jobs:
+        assert (await engine.wait(job.id)).status is JobStatus.SUCCEEDED
+    for server in engine.servers.values():
+        assert server.max_pending <= 1
+        assert len(server.ran) >= 4
+        # while jobs remained, the next one was already waiting in ComfyUI when one ended
+        assert sum(1 for r in server.ran[:-2] if r.pending_at_end) >= len(server.ran[:-2]) - 1
+    assert sum(len(s.ran) for s in engine.servers.values()) == 16
+
+
+async def test_progress_snapshots_are_recorded(make_engine: Make) -> None:
+    engine = await make_engine()
+    job = await engine.submit(work(0.6, steps=6))
+    done = await engine.wait(job.id)
+    progress = [e.data for e in await engine.store.events_since(job.id) if e.kind == "progress"]
+    assert len(progress) >= 2
+    assert any(p.get("message", "").startswith("Work ") and p.get("steps") == 6 for p in progress)
+    assert done.progress is not None and done.progress.value == 1.0
+
+
+async def test_stop_without_drain_puts_running_jobs_back_in_the_queue(make_engine: Make) -> None:
+    engine = await make_engine()
+    job = await engine.submit(work(10.0, steps=100))
+    await engine.wait_for(job.id, lambda j: j.progress is not None and j.progress.step is not None)
+    await engine.dispatcher.stop()
+    again = await engine.store.get(job.id)
+    assert again is not None and again.status is JobStatus.QUEUED
+    # the interrupt was sent; ComfyUI stops at its next step
+    await until(lambda: engine.servers["a"].ran[0].status == "interrupted")
+
+
+async def test_a_lost_lease_gives_the_job_up_without_touching_it(make_engine: Make) -> None:
+    engine = await make_engine()
+    job = await engine.submit(work(10.0, steps=100))
+    await engine.wait_for(job.id, lambda j: j.progress is not None and j.progress.step is not None)
+
+    async def lost(*args: Any, **kwargs: Any) -> bool:
+        return False
+
+    engine.store.renew = lost
+    await engine.dispatcher.heartbeat_once()
+    await until(lambda: not engine.dispatcher.running_jobs)
+    still = await engine.store.get(job.id)
+    assert still is not None and still.status is JobStatus.RUNNING  # the sweeper's business now
+    await until(lambda: engine.servers["a"].ran[0].status == "interrupted")
