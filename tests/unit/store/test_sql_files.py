@@ -1,0 +1,42 @@
+"""The SQL files parse: named queries, numbered migrations, statement splitting."""
+
+from __future__ import annotations
+
+import pytest
+
+from comfyrun.store.migrate import migrations, statements
+from comfyrun.store.queries import parse_queries, queries
+
+DIALECTS = ["sqlite", "postgresql"]
+
+
+def test_parse_queries() -> None:
+    text = "-- header\n-- name: a\n-- why\nSELECT 1;\n\n-- name: b\nSELECT\n  2;\n"
+    assert parse_queries(text) == {"a": "SELECT 1", "b": "SELECT\n  2"}
+    with pytest.raises(ValueError, match="twice"):
+        parse_queries("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;")
+
+
+def test_both_dialects_have_the_shared_queries() -> None:
+    shared = {"insert_job", "claim", "renew", "transition", "list", "queue_position", "get"}
+    for dialect in DIALECTS:
+        assert shared <= set(queries(dialect))
+    # the PostgreSQL extras: NOTIFY, advisory lock for keys, row lock for event order
+    assert set(queries("postgresql")) - set(queries("sqlite")) == {"notify", "lock_key", "lock_job"}
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_migrations_are_numbered_from_one(dialect: str) -> None:
+    found = migrations(dialect)
+    assert [m.version for m in found] == list(range(1, len(found) + 1))
+    assert found[0].name == "initial"
+
+
+def test_statement_splitting() -> None:
+    script = "-- c\nCREATE TABLE a (x TEXT DEFAULT ';');\n\nCREATE INDEX i ON a (x);\n"
+    assert statements(script) == [
+        "CREATE TABLE a (x TEXT DEFAULT ';');",
+        "CREATE INDEX i ON a (x);",
+    ]
+    with pytest.raises(ValueError, match="incomplete"):
+        statements("CREATE TABLE a (x TEXT")
