@@ -15,9 +15,9 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, TypeVar
 
 import blake3
 
@@ -27,6 +27,7 @@ from comfyrun.outputs.classify import content_type_for
 from comfyrun.outputs.keys import validate_key, validate_prefix
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 META_DIR = ".comfyrun-meta"
 TMP_DIR = ".comfyrun-tmp"
@@ -68,20 +69,17 @@ class LocalOutputStorage:
         try:
             try:
                 batch = bytearray()
-                async for chunk in chunks:
+                async for chunk in chunks:  # a failing producer's error passes through as is
                     batch += chunk
                     if len(batch) >= WRITE_BATCH:
-                        size += await asyncio.to_thread(_write, fh, hasher, bytes(batch))
+                        size += await _disk(key, _write, fh, hasher, bytes(batch))
                         batch.clear()
-                size += await asyncio.to_thread(_write, fh, hasher, bytes(batch))
-                await asyncio.to_thread(fh.flush)
+                size += await _disk(key, _write, fh, hasher, bytes(batch))
+                await _disk(key, fh.flush)
             finally:
                 await asyncio.to_thread(fh.close)
             stored = StoredObject(key, size, f"blake3:{hasher.hexdigest()}", content_type)
-            await asyncio.to_thread(self._commit, tmp, target, stored)
-        except OSError as exc:
-            await asyncio.to_thread(tmp.unlink, missing_ok=True)
-            raise StorageError(f"cannot store {key!r}: {exc}") from exc
+            await _disk(key, self._commit, tmp, target, stored)
         except BaseException:
             await asyncio.to_thread(tmp.unlink, missing_ok=True)
             raise
@@ -188,6 +186,14 @@ class LocalOutputStorage:
 
     async def close(self) -> None:
         return None
+
+
+async def _disk(key: str, fn: Callable[..., T], *args: Any) -> T:
+    """Run a blocking file call in a thread; the disk's errors become StorageError."""
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except OSError as exc:
+        raise StorageError(f"cannot store {key!r}: {exc}") from exc
 
 
 def _write(fh: IO[bytes], hasher: blake3.blake3, data: bytes) -> int:

@@ -46,6 +46,7 @@ class S3OutputStorage:
         part_size: int = DEFAULT_PART_SIZE,
         url_expires_s: int = 3600,
         client: Any = None,
+        list_page_size: int = 1000,
     ) -> None:
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes (S3's minimum)")
@@ -53,6 +54,7 @@ class S3OutputStorage:
         self.prefix = prefix.strip("/")
         self.part_size = part_size
         self.url_expires_s = url_expires_s
+        self.list_page_size = min(list_page_size, 1000)  # DeleteObjects takes at most 1000
         self._client = client if client is not None else _make_client(endpoint_url, region)
 
     def __repr__(self) -> str:
@@ -217,7 +219,11 @@ class S3OutputStorage:
         count = 0
         try:
             paginator = self._client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+            for page in paginator.paginate(
+                Bucket=self.bucket,
+                Prefix=full,
+                PaginationConfig={"PageSize": self.list_page_size},
+            ):
                 keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
                 if not keys:
                     continue

@@ -1,0 +1,80 @@
+"""Local-directory output storage on a real file system."""
+
+from __future__ import annotations
+
+import tracemalloc
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from tests.support.media import blake3_of, collect, generated, pattern
+
+from comfyrun.outputs import iterate_bytes, open_output_storage
+from comfyrun.outputs.local import TMP_DIR, LocalOutputStorage
+
+
+async def test_objects_are_plain_files_under_the_root(tmp_path: Path) -> None:
+    storage = open_output_storage(f"file://{tmp_path}/out")
+    assert isinstance(storage, LocalOutputStorage)
+    await storage.put("job/9/a.png", iterate_bytes(b"png bytes"), content_type="image/png")
+    assert (tmp_path / "out/job/9/a.png").read_bytes() == b"png bytes"
+
+
+async def test_a_plain_path_is_a_local_storage(tmp_path: Path) -> None:
+    storage = open_output_storage(str(tmp_path / "plain"))
+    await storage.put("k/1/x.txt", iterate_bytes(b"x"), content_type="text/plain")
+    assert (tmp_path / "plain/k/1/x.txt").is_file()
+
+
+async def test_two_nodes_sharing_a_directory_agree(tmp_path: Path) -> None:
+    writer, reader = LocalOutputStorage(tmp_path), LocalOutputStorage(tmp_path)
+    data = pattern(4096)
+    await writer.put("job/9/a.webp", iterate_bytes(data), content_type="image/webp")
+    stat = await reader.stat("job/9/a.webp")
+    assert stat is not None
+    assert (stat.size_bytes, stat.hash, stat.content_type) == (4096, blake3_of(data), "image/webp")
+
+
+async def test_no_temporary_files_are_left_behind(tmp_path: Path) -> None:
+    storage = LocalOutputStorage(tmp_path)
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"partial"
+        raise OSError("disk pulled")
+
+    await storage.put("job/1/ok.bin", iterate_bytes(b"ok"), content_type="application/octet-stream")
+    with pytest.raises(OSError, match="disk pulled"):
+        await storage.put("job/1/bad.bin", broken(), content_type="application/octet-stream")
+    assert list((tmp_path / TMP_DIR).iterdir()) == []
+    assert not (tmp_path / "job/1/bad.bin").exists()
+
+
+async def test_a_file_put_there_by_hand_is_still_readable(tmp_path: Path) -> None:
+    (tmp_path / "job/2").mkdir(parents=True)
+    (tmp_path / "job/2/clip.mp4").write_bytes(b"mp4")
+    storage = LocalOutputStorage(tmp_path)
+    stat = await storage.stat("job/2/clip.mp4")
+    assert stat is not None and stat.content_type == "video/mp4" and stat.hash is None
+    assert await collect(storage.open("job/2/clip.mp4")) == b"mp4"
+
+
+async def test_directories_are_not_objects(tmp_path: Path) -> None:
+    storage = LocalOutputStorage(tmp_path)
+    await storage.put("job/3/a.png", iterate_bytes(b"a"), content_type="image/png")
+    assert await storage.stat("job/3") is None
+
+
+async def test_streaming_a_large_object_keeps_memory_bounded(tmp_path: Path) -> None:
+    storage = LocalOutputStorage(tmp_path)
+    size = 48 * 1024 * 1024
+    tracemalloc.start()
+    try:
+        stored = await storage.put("job/4/big.bin", generated(size), content_type="video/mp4")
+        read = 0
+        async for chunk in storage.open("job/4/big.bin"):
+            read += len(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert stored.size_bytes == read == size
+    assert peak < 12 * 1024 * 1024, f"peak {peak} bytes while streaming {size} bytes"
