@@ -64,8 +64,14 @@ def resolve_target(workflow: JSON, spec: InputSpec) -> InputTarget | None:
                 "which that node does not have",
                 details={**details, "reason": "unknown_input", "available": sorted(inputs)},
             )
+        if _is_link(inputs[target.input]):
+            raise InputRejected(
+                f"inputs[{spec.index}] targets input {target.input!r} of node {target.node!r}, "
+                "which is connected to another node, not a file name",
+                details={**details, "reason": "linked_input"},
+            )
         return target
-    candidates = [name for name in FILE_INPUT_NAMES if name in inputs]
+    candidates = [n for n in FILE_INPUT_NAMES if n in inputs and not _is_link(inputs[n])]
     if len(candidates) != 1:
         raise InputRejected(
             f"inputs[{spec.index}] targets node {target.node!r} without naming the input",
@@ -131,6 +137,16 @@ def _swap_assets(value: Any, names: Mapping[str, str], node_id: str) -> Any:
     if isinstance(value, list):
         return [_swap_assets(v, names, node_id) for v in value]
     return value
+
+
+def _is_link(value: Any) -> bool:
+    """A connection in API format: [source node id, output index]."""
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and isinstance(value[1], int)
+    )
 
 
 def _collect(value: Any, found: dict[str, None]) -> None:
