@@ -14,6 +14,9 @@ from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
 REGION = "us-east-1"
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+JPEG = b"\xff\xd8\xff\xe0" + b"j" * 500
+BIG = 2 * 1024 * 1024
 
 
 @contextmanager
