@@ -65,6 +65,8 @@ class Emulator:
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._worker: threading.Thread | None = None
+        self._defs: NodeDefs = {}
+        self._defs_key: tuple[str, tuple[str, ...]] | None = None
 
     # ---- lifecycle ----
     def _queue_changed(self, remaining: int) -> None:
@@ -82,9 +84,9 @@ class Emulator:
         self._prepare_dirs()
         await self.hub.start()
         app = self.build_app()
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port, shutdown_timeout=1.0)
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
@@ -128,7 +130,17 @@ class Emulator:
 
     # ---- state the routes read ----
     def object_info(self) -> NodeDefs:
-        return objectinfo.build(self.base_defs, self.config.model_lists(), self.config.input_dir)
+        """Definitions as of now; rebuilt only when the model lists or input files changed.
+        Callers must not modify the result."""
+        models = self.config.model_lists()
+        key = (
+            json.dumps(models, sort_keys=True),
+            tuple(objectinfo.input_files(self.config.input_dir)),
+        )
+        if self._defs_key != key:
+            self._defs = objectinfo.build(self.base_defs, models, self.config.input_dir)
+            self._defs_key = key
+        return self._defs
 
     def custom_validate(self, class_type: str, input_name: str, value: Any) -> bool | str:
         cfg = self.config
@@ -247,7 +259,3 @@ async def start_emulator(config: EmulatorConfig) -> AsyncIterator[Emulator]:
         yield emulator
     finally:
         await emulator.stop()
-
-
-def dumps(data: Any) -> str:
-    return json.dumps(data)
