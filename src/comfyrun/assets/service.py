@@ -34,6 +34,7 @@ BLOB_PREFIX = "assets/blobs/"
 META_PREFIX = "assets/meta/"
 CHUNK = 1 << 20
 MAX_TAGS = 32
+SPOOL_IN_MEMORY = 4 * 1024 * 1024
 
 
 class AssetService:
@@ -262,9 +263,12 @@ def _clean_content_type(content_type: str) -> str:
 
 
 def _spool_file(tmp_dir: Path | None) -> IO[bytes]:
+    """In memory up to SPOOL_IN_MEMORY bytes, then a temporary file in `tmp_dir`."""
     if tmp_dir is not None:
         tmp_dir.mkdir(parents=True, exist_ok=True)
-    return tempfile.TemporaryFile(dir=tmp_dir)
+    return tempfile.SpooledTemporaryFile(
+        max_size=SPOOL_IN_MEMORY, dir=str(tmp_dir) if tmp_dir else None
+    )
 
 
 def _hash_write(fh: IO[bytes], hasher: blake3.blake3, data: bytes) -> None:
