@@ -95,4 +95,13 @@ def new_job(**kwargs: Any) -> NewJob:
     return NewJob(**kwargs)
 
 
-__all__ = ["KINDS", "new_job", "pg_dsn", "require_pg", "store_of", "store_url"]
+__all__ = [
+    "KINDS",
+    "drop_schema",
+    "new_job",
+    "new_schema_name",
+    "pg_dsn",
+    "require_pg",
+    "store_of",
+    "store_url",
+]

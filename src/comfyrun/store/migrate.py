@@ -12,7 +12,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
@@ -98,10 +98,11 @@ async def migrate_sqlite(conn: aiosqlite.Connection) -> list[int]:
     return applied
 
 
-async def migrate_postgres(conn: psycopg.AsyncConnection[object], schema: str) -> list[int]:
+async def migrate_postgres(conn: psycopg.AsyncConnection[Any], schema: str) -> list[int]:
     """Create `schema` if needed and apply pending migrations there, one transaction each,
     serialised across processes by an advisory lock."""
     from psycopg import sql
+    from psycopg.rows import tuple_row
 
     applied = []
     async with conn.transaction():
@@ -109,8 +110,9 @@ async def migrate_postgres(conn: psycopg.AsyncConnection[object], schema: str) -
         await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         await conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
         await conn.execute(SCHEMA_VERSION_SQL)
-        cur = await conn.execute("SELECT version FROM schema_version")
-        done = {row[0] for row in await cur.fetchall()}  # type: ignore[index]
+        async with conn.cursor(row_factory=tuple_row) as cur:
+            await cur.execute("SELECT version FROM schema_version")
+            done = {row[0] for row in await cur.fetchall()}
         for mig in migrations("postgresql"):
             if mig.version in done:
                 continue
