@@ -1,0 +1,130 @@
+"""The server (create_app: API, pool, dispatcher) running jobs on managed ComfyUI processes.
+
+The backends are real child processes: ComfyUI-shaped folders whose main.py runs the emulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.support.api import asgi_app, memory_settings
+from tests.support.emulator import image_workflow, text_to_image_workflow
+from tests.support.managed_comfy import make_emulator_folder
+
+from comfyrun.api.context import AppContext
+from comfyrun.backends.process import ManagedProcess, group_alive
+from comfyrun.config import BackendConfig
+
+
+def managed(ctx: AppContext, name: str) -> ManagedProcess:
+    backend = ctx.pool.get(name)
+    assert backend is not None and isinstance(backend.process, ManagedProcess)
+    return backend.process
+
+
+async def backends(client: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
+    response = await client.get("/api/v2/backends")
+    assert response.status_code == 200
+    return {b["name"]: b for b in response.json()["backends"]}
+
+
+async def submit(client: httpx.AsyncClient, workflow: dict[str, Any], **extra: Any) -> str:
+    response = await client.post("/api/v2/jobs", json={"workflow": workflow, **extra})
+    assert response.status_code == 201, response.text
+    job_id: str = response.json()["id"]
+    return job_id
+
+
+async def wait_job(client: httpx.AsyncClient, job_id: str, timeout: float = 90) -> dict[str, Any]:
+    async with asyncio.timeout(timeout):
+        while True:
+            job: dict[str, Any] = (await client.get(f"/api/v2/jobs/{job_id}")).json()
+            if job["status"] in ("succeeded", "failed", "canceled"):
+                return job
+            await asyncio.sleep(0.1)
+
+
+def settings(tmp_path: Path, *backends_: BackendConfig, **overrides: Any) -> Any:
+    return memory_settings(tmp_path / "data", backends=list(backends_), **overrides)
+
+
+async def test_lazy_start_on_the_first_job_and_clean_stop(tmp_path: Path) -> None:
+    folder = make_emulator_folder(tmp_path / "ComfyUI")
+    cfg = BackendConfig(name="gpu0", comfy_path=folder)
+    async with asgi_app(settings(tmp_path, cfg)) as (_app, client, ctx):
+        process = managed(ctx, "gpu0")
+        await asyncio.sleep(0.5)  # the server is up; nothing has asked for the backend yet
+        assert process.pid is None
+        listed = (await backends(client))["gpu0"]
+        assert listed["state"] == "stopped" and listed["managed"] is True
+
+        job = await wait_job(client, await submit(client, image_workflow(prefix="lazy")))
+
+        assert job["status"] == "succeeded", job
+        assert [o["name"] for o in job["outputs"] if o["node_id"] == "3"]
+        pid = process.pid
+        assert pid is not None
+        listed = (await backends(client))["gpu0"]
+        assert listed["state"] in ("ready", "busy") and listed["url"] == process.url
+        assert any("To see the GUI" in line for line in listed["log_tail"])
+    assert process.pid is None
+    assert not group_alive(pid)
+
+
+@pytest.mark.slow
+async def test_kill_9_mid_job_restarts_comfyui_and_the_job_completes(tmp_path: Path) -> None:
+    folder = make_emulator_folder(tmp_path / "ComfyUI")
+    cfg = BackendConfig(name="gpu0", comfy_path=folder, env={"EMU_STEP_TIME": "0.1"})
+    async with asgi_app(settings(tmp_path, cfg)) as (_app, client, ctx):
+        process = managed(ctx, "gpu0")
+        job_id = await submit(client, text_to_image_workflow(steps=30), max_retries=3)
+        async with asyncio.timeout(60):  # until the sampler reports progress
+            while True:
+                job = (await client.get(f"/api/v2/jobs/{job_id}")).json()
+                if (job.get("progress") or {}).get("step"):
+                    break
+                await asyncio.sleep(0.05)
+        first = process.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+
+        job = await wait_job(client, job_id)
+
+        assert job["status"] == "succeeded", job
+        assert job["outputs"], job
+        assert process.pid not in (None, first) and process.restarts == 1
+        assert not group_alive(first)
+
+
+@pytest.mark.slow
+async def test_a_wrong_path_is_a_clear_error_while_another_backend_serves(tmp_path: Path) -> None:
+    good = BackendConfig(name="good", comfy_path=make_emulator_folder(tmp_path / "ComfyUI"))
+    bad = BackendConfig(name="bad", comfy_path=tmp_path / "no-such-comfyui")
+    async with asgi_app(settings(tmp_path, bad, good)) as (_app, client, _ctx):
+        ids = [await submit(client, image_workflow(color=i)) for i in range(4)]
+        jobs = [await wait_job(client, job_id) for job_id in ids]
+        assert [j["status"] for j in jobs] == ["succeeded"] * 4, jobs
+        listed = await backends(client)
+        assert listed["bad"]["state"] == "error"
+        assert "no-such-comfyui does not exist" in listed["bad"]["last_error"]
+        assert "main.py" in listed["bad"]["last_error"]
+        assert listed["good"]["state"] in ("ready", "busy")
+
+
+async def test_with_no_other_backend_jobs_fail_with_what_to_fix(tmp_path: Path) -> None:
+    empty = tmp_path / "ComfyUI"
+    empty.mkdir()
+    bad = BackendConfig(name="bad", comfy_path=empty)
+    async with asgi_app(settings(tmp_path, bad)) as (_app, client, _ctx):
+        # max_retries=0: a retried job waits in the queue for a backend that can take it
+        job = await wait_job(client, await submit(client, image_workflow(), max_retries=0))
+        assert job["status"] == "failed", job
+        assert "has no main.py" in job["error"]["message"], job["error"]
+        health = await client.get("/api/v2/health")
+        assert health.status_code == 200  # the rest of the server keeps working
