@@ -61,7 +61,7 @@ OBJECT_INFO: JSON = {
     "CLIPTextEncode": {
         "input": {
             "required": {
-                "text": ["STRING", {"multiline": True}],
+                "text": ["STRING", {"multiline": True, "dynamicPrompts": True}],
                 "clip": ["CLIP", {}],
             }
         },
@@ -128,6 +128,29 @@ OBJECT_INFO: JSON = {
         "input_order": {"required": ["image"]},
         "output": ["IMAGE", "MASK"],
         "display_name": "Load Image",
+    },
+    "LoadImageMask": {
+        "input": {
+            "required": {
+                "image": [["m.png"], {"image_upload": True}],
+                "channel": [["alpha", "red", "green", "blue"], {}],
+            }
+        },
+        "input_order": {"required": ["image", "channel"]},
+        "output": ["MASK"],
+        "display_name": "Load Image (as Mask)",
+    },
+    "Load3D": {
+        "input": {
+            "required": {
+                "model_file": [[], {"file_upload": True}],
+                "image": ["LOAD_3D", {}],
+                "width": ["INT", {"default": 1024}],
+            }
+        },
+        "input_order": {"required": ["model_file", "image", "width"]},
+        "output": ["IMAGE"],
+        "display_name": "Load 3D",
     },
     "LoadImageOutput": {
         "input": {

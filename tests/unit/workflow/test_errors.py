@@ -161,7 +161,16 @@ def test_corrupting_a_valid_graph_raises_only_conversion_errors(data: st.DataObj
                 )
             ] = junk
         elif target == "input":
-            raw = data.draw(st.sampled_from([n for n in graph["nodes"] if n["inputs"]]))
+            intact = [
+                n
+                for n in graph["nodes"]
+                if isinstance(n.get("inputs"), list)
+                and n["inputs"]
+                and all(isinstance(i, dict) for i in n["inputs"])
+            ]
+            if not intact:
+                continue
+            raw = data.draw(st.sampled_from(intact))
             slot = data.draw(st.sampled_from(raw["inputs"]))
             slot[data.draw(st.sampled_from(["name", "type", "link", "widget"]))] = junk
         else:

@@ -50,7 +50,7 @@ def test_sockets_and_forced_inputs_are_not_widgets() -> None:
 def test_defaults_follow_the_frontend() -> None:
     assert default_value(["INT", {"default": 7}]) == 7
     assert default_value(["INT", {}]) == 0
-    assert default_value(["FLOAT", {"min": 0.5}]) == 0.5
+    assert default_value(["FLOAT", {"min": 0.5}]) == 0
     assert default_value(["BOOLEAN", {}]) is False
     assert default_value(["STRING", {}]) == ""
     assert default_value([["a", "b"], {}]) == "a"

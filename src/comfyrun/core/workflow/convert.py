@@ -7,24 +7,30 @@ refused (ConversionError naming each such node) instead of producing a prompt Co
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 from typing import Any
 
 from comfyrun.core.workflow.flatten import ExecGraph, ExecNode, Ref, Value
 from comfyrun.core.workflow.graph import parse_workflow
+from comfyrun.core.workflow.prompts import process_dynamic_prompt
 from comfyrun.core.workflow.titles import display_name
-from comfyrun.core.workflow.widgets import widget_layout
+from comfyrun.core.workflow.widgets import migrate_values, widget_layout
 from comfyrun.errors import ConversionError
 
 JSON = dict[str, Any]
 
 
-def convert_ui_to_api(ui: dict[str, Any], object_info: dict[str, Any]) -> dict[str, Any]:
+def convert_ui_to_api(
+    ui: dict[str, Any], object_info: dict[str, Any], *, rng: random.Random | None = None
+) -> dict[str, Any]:
     """Convert a UI-format workflow to an API prompt using the node definitions in `object_info`.
 
     Raises ConversionError for malformed input and for nodes whose class is missing from
     `object_info` (details: `missing_node_types`, `nodes` as [{"id", "type", "title"}]).
+    `rng` picks the options of dynamic prompts (`{a|b}` in text widgets); a fresh one by default.
     """
+    rng = rng if rng is not None else random.Random()
     if not isinstance(object_info, dict):
         raise ConversionError("object_info must be a JSON object of node classes")
     workflow = parse_workflow(ui)
@@ -35,7 +41,7 @@ def convert_ui_to_api(ui: dict[str, Any], object_info: dict[str, Any]) -> dict[s
     prompt: JSON = {}
     for exec_node in emitted:
         prompt[exec_node.exec_id] = {
-            "inputs": _inputs(graph, exec_node, object_info),
+            "inputs": _inputs(graph, exec_node, object_info, rng),
             "class_type": exec_node.node.type,
             "_meta": {
                 "title": exec_node.node.title or display_name(exec_node.node.type, object_info)
@@ -78,9 +84,13 @@ def _wrap(value: Any) -> Any:
     return {"__value__": value} if isinstance(value, list) else value
 
 
-def _widget_values(graph: ExecGraph, exec_node: ExecNode, node_def: Mapping[str, Any]) -> JSON:
+def _widget_values(
+    graph: ExecGraph, exec_node: ExecNode, node_def: Mapping[str, Any], rng: random.Random
+) -> JSON:
     node = exec_node.node
     stored = node.widgets_values
+    if isinstance(stored, list):
+        stored = migrate_values(node_def, stored)
     overrides = graph.overrides.get(exec_node.exec_id, {})
     values: JSON = {}
     for index, slot in enumerate(widget_layout(node.type, node_def)):
@@ -96,12 +106,16 @@ def _widget_values(graph: ExecGraph, exec_node: ExecNode, node_def: Mapping[str,
             value = stored[slot.name]
         else:
             value = slot.default
+        if slot.dynamic_prompts and isinstance(value, str):
+            value = process_dynamic_prompt(value, rng)
         values[slot.name] = _wrap(value)
     return values
 
 
-def _inputs(graph: ExecGraph, exec_node: ExecNode, object_info: Mapping[str, Any]) -> JSON:
-    inputs = _widget_values(graph, exec_node, object_info[exec_node.node.type])
+def _inputs(
+    graph: ExecGraph, exec_node: ExecNode, object_info: Mapping[str, Any], rng: random.Random
+) -> JSON:
+    inputs = _widget_values(graph, exec_node, object_info[exec_node.node.type], rng)
     for index, slot in enumerate(exec_node.inputs):
         resolved = graph.resolve_input(exec_node, index)
         if isinstance(resolved, Value):

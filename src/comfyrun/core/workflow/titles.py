@@ -11,7 +11,10 @@ from collections.abc import Mapping
 from typing import Any
 
 DISPLAY_NAME_OVERRIDES: Mapping[str, str] = {
+    "ImageBlend": "Image Blend",
     "ImageBlur": "Image Blur",
+    "ImageQuantize": "Image Quantize",
+    "ImageSharpen": "Image Sharpen",
     "ImageScaleToTotalPixels": "Scale Image to Total Pixels",
 }
 

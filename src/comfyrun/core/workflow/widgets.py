@@ -26,14 +26,10 @@ WIDGET_TYPES = frozenset(
         "LOAD_3D_ANIMATION",
     }
 )
-#: Option keys that add an `upload` button right after their widget.
-UPLOAD_OPTIONS = (
-    "image_upload",
-    "video_upload",
-    "audio_upload",
-    "file_upload",
-    "animated_image_upload",
-)
+#: Option keys that add an `upload` button. The frontend declares it as one more required input,
+#: so its slot comes after all required widgets (LoadImageMask: image, channel, upload).
+#: `file_upload` (Load3D) gets its button from an extension that takes no slot.
+UPLOAD_OPTIONS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload")
 #: INT inputs that get a control widget even without `control_after_generate` in their spec.
 SEED_NAMES = frozenset({"seed", "noise_seed"})
 
@@ -47,6 +43,8 @@ class WidgetSlot:
     serialize: bool = True
     input_type: str = ""
     fixed: bool = False
+    #: text rewritten by the frontend's dynamic prompts when queued (see prompts.py)
+    dynamic_prompts: bool = False
 
 
 #: Frontend extensions that append widgets to some classes. They take a `widgets_values` slot and
@@ -68,16 +66,23 @@ EXTRA_WIDGETS: Mapping[str, tuple[WidgetSlot, ...]] = {
 }
 
 
-def input_specs(node_def: Mapping[str, Any]) -> list[tuple[str, Sequence[Any]]]:
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def input_specs(
+    node_def: Mapping[str, Any], sections: tuple[str, ...] = ("required", "optional")
+) -> list[tuple[str, Sequence[Any]]]:
     """The (name, spec) pairs of a class's required then optional inputs, in definition order."""
-    inputs = node_def.get("input") or {}
-    order = node_def.get("input_order") or {}
+    inputs = _mapping(node_def.get("input"))
+    order = _mapping(node_def.get("input_order"))
     result: list[tuple[str, Sequence[Any]]] = []
-    for section in ("required", "optional"):
-        specs = inputs.get(section) or {}
-        names = order.get(section) or list(specs)
+    for section in sections:
+        specs = _mapping(inputs.get(section))
+        listed = order.get(section)
+        names = listed if isinstance(listed, list) else list(specs)
         for name in names:
-            spec = specs.get(name)
+            spec = specs.get(name) if isinstance(name, str) else None
             if isinstance(spec, list | tuple) and spec:
                 result.append((name, spec))
     return result
@@ -119,7 +124,7 @@ def default_value(spec: Sequence[Any]) -> Any:
         choices = combo_options(spec)
         return choices[0] if choices else ""
     if kind in ("INT", "FLOAT"):
-        return options.get("min", 0) if isinstance(options.get("min"), int | float) else 0
+        return 0
     if kind == "BOOLEAN":
         return False
     return ""
@@ -134,24 +139,52 @@ def has_control_widget(name: str, spec: Sequence[Any]) -> bool:
     return kind == "INT" and name in SEED_NAMES
 
 
+def _slots(name: str, spec: Sequence[Any]) -> list[WidgetSlot]:
+    """The widget of one input and the frontend-only widgets that follow it."""
+    kind = spec_type(spec)
+    options = spec_options(spec)
+    dynamic = kind == "STRING" and bool(options.get("dynamicPrompts"))
+    slots = [WidgetSlot(name, default_value(spec), input_type=kind, dynamic_prompts=dynamic)]
+    if has_control_widget(name, spec):
+        slots.append(WidgetSlot("control_after_generate", "fixed", serialize=False))
+        if kind == "COMBO":
+            slots.append(WidgetSlot("control_filter_list", "", serialize=False))
+    if kind == "COMBO" and isinstance(options.get("remote"), dict):
+        slots.append(WidgetSlot("$$auto_refresh", False, serialize=False))
+        if options["remote"].get("refresh_button"):
+            slots.append(WidgetSlot("refresh", "refresh", fixed=True))
+    return slots
+
+
 def widget_layout(class_type: str, node_def: Mapping[str, Any]) -> list[WidgetSlot]:
     """Every widget slot of a node of this class, in the order `widgets_values` stores them."""
     layout: list[WidgetSlot] = []
-    for name, spec in input_specs(node_def):
-        if not is_widget_spec(spec):
-            continue
-        kind = spec_type(spec)
-        options = spec_options(spec)
-        layout.append(WidgetSlot(name, default_value(spec), input_type=kind))
-        if has_control_widget(name, spec):
-            layout.append(WidgetSlot("control_after_generate", "fixed", serialize=False))
-            if kind == "COMBO":
-                layout.append(WidgetSlot("control_filter_list", "", serialize=False))
-        if kind == "COMBO" and isinstance(options.get("remote"), dict):
-            layout.append(WidgetSlot("$$auto_refresh", False, serialize=False))
-            if options["remote"].get("refresh_button"):
-                layout.append(WidgetSlot("refresh", "refresh", fixed=True))
-        if any(options.get(key) for key in UPLOAD_OPTIONS):
+    upload = False
+    for section in ("required", "optional"):
+        for name, spec in input_specs(node_def, (section,)):
+            if is_widget_spec(spec):
+                layout.extend(_slots(name, spec))
+                upload = upload or any(spec_options(spec).get(key) for key in UPLOAD_OPTIONS)
+        if section == "required" and upload:
             layout.append(WidgetSlot("upload", "image", serialize=False))
     layout.extend(EXTRA_WIDGETS.get(class_type, ()))
     return layout
+
+
+def migrate_values(node_def: Mapping[str, Any], values: list[Any]) -> list[Any]:
+    """Drop the slots that very old saves kept for `forceInput` inputs (`migrateWidgetsValues`).
+
+    Applies only when the saved list has exactly one entry per widget or forced input (two for a
+    flagged control) and the class has a forced input; otherwise the list is already current.
+    """
+    forced: list[bool] = []
+    for _name, spec in input_specs(node_def):
+        options = spec_options(spec)
+        if not options.get("forceInput") and spec_type(spec) not in WIDGET_TYPES:
+            continue
+        forced.append(bool(options.get("forceInput")))
+        if options.get("control_after_generate"):
+            forced.append(False)
+    if len(forced) != len(values) or not any(forced):
+        return values
+    return [value for value, drop in zip(values, forced, strict=True) if not drop]
