@@ -3,6 +3,13 @@ without sockets (ASGI), and small workflows."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -52,3 +59,64 @@ async def asgi_app(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield app, client, app.state.ctx
+
+
+class ServerProcess:
+    """`comfyrun <command> …` as a child process; `url` once it printed its address."""
+
+    def __init__(
+        self, args: list[str], *, log_path: Path, env: dict[str, str] | None = None
+    ) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "comfyrun.cli.main", *args],
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=full_env,
+            start_new_session=True,
+        )
+        self.url = ""
+
+    def wait_ready(self, timeout: float = 60.0) -> str:
+        """Block until the server printed `listening on URL` (a bounded wait on its output)."""
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
+                break
+            line = self.proc.stdout.readline().decode()
+            if not line:
+                break
+            if "listening on " in line:
+                self.url = line.rsplit("listening on ", 1)[1].strip()
+                return self.url
+        self.kill()
+        raise RuntimeError(f"server did not start; log:\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 40) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+    def kill(self, sig: int | None = None) -> None:
+        """Signal the whole process group (SIGKILL by default) and reap it."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig if sig is not None else signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self.close()
+
+    def close(self) -> None:
+        if self.proc.stdout is not None and not self.proc.stdout.closed:
+            self.proc.stdout.close()
+        if not self._log.closed:
+            self._log.close()
+
+    def stop(self) -> int:
+        """SIGTERM and wait for a clean exit; returns the exit code."""
+        self.kill(signal.SIGTERM)
+        return int(self.proc.returncode)
