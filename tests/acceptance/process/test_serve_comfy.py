@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -37,14 +36,13 @@ def children_of(pid: int) -> set[int]:
     return {p for p in found if pid_running(p)}
 
 
-async def wait_for_line(path: Path, needle: str, proc: subprocess.Popen[bytes]) -> str:
+async def wait_for_line(stream: asyncio.StreamReader, needle: str) -> str:
     async with asyncio.timeout(60):
         while True:
-            for line in path.read_text().splitlines():
-                if needle in line:
-                    return line
-            assert proc.poll() is None, path.read_text()
-            await asyncio.sleep(0.05)
+            line = (await stream.readline()).decode()
+            assert line, "the server exited before it was listening"
+            if needle in line:
+                return line.strip()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -53,14 +51,17 @@ async def test_serve_runs_comfyui_lazily_and_leaves_nothing_running(
 ) -> None:
     folder = make_emulator_folder(tmp_path / "ComfyUI")
     data = tmp_path / "data"
-    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    err = tmp_path / "stderr"
     argv = [sys.executable, "-m", "comfyrun.cli.main", "serve", "--comfy", str(folder)]
     argv += ["--port", "0", "--data-dir", str(data), "--db", f"sqlite:///{data / 'db.sqlite'}"]
     data.mkdir()
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        server = subprocess.Popen(argv, stdout=stdout, stderr=stderr, cwd=tmp_path)
+    with err.open("wb") as stderr:
+        server = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=stderr, cwd=tmp_path
+        )
     try:
-        line = await wait_for_line(out, "listening on", server)
+        assert server.stdout is not None
+        line = await wait_for_line(server.stdout, "listening on")
         url = line.rsplit(" ", 1)[1]
         assert children_of(server.pid) == set()  # lazy: no ComfyUI until a job needs one
 
@@ -75,19 +76,19 @@ async def test_serve_runs_comfyui_lazily_and_leaves_nothing_running(
         comfy = children_of(server.pid)
         assert comfy, "ComfyUI should be running as a child of the server"
 
-        shown = subprocess.run(
-            [sys.executable, "-m", "comfyrun.cli.main", "backends", "--server", url],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        ).stdout
+        cli = await asyncio.create_subprocess_exec(
+            *[sys.executable, "-m", "comfyrun.cli.main", "backends", "--server", url],
+            stdout=asyncio.subprocess.PIPE,
+        )
+        shown = (await asyncio.wait_for(cli.communicate(), 60))[0].decode()
+        assert cli.returncode == 0
         assert "ready" in shown and listed[0]["name"] in shown
 
         server.send_signal(sig)
-        assert await asyncio.to_thread(server.wait, 60) == 0, err.read_text()[-3000:]
+        async with asyncio.timeout(60):
+            assert await server.wait() == 0
         assert not [p for p in comfy if pid_running(p)], "ComfyUI outlived comfyrun"
     finally:
-        if server.poll() is None:
+        if server.returncode is None:
             server.kill()
-            server.wait()
+            await server.wait()
