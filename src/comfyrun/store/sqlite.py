@@ -71,6 +71,12 @@ class SQLiteStore:
         await self.close()
 
     async def open(self) -> None:
+        try:
+            # Probe first: a failed aiosqlite.connect leaves its thread to finish after the
+            # caller's loop may be gone.
+            await asyncio.to_thread(_probe, self.path)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
         conn = await aiosqlite.connect(self.path, isolation_level=None)
         try:
             conn.row_factory = aiosqlite.Row
@@ -429,6 +435,10 @@ class SQLiteStore:
 async def _rollback(conn: aiosqlite.Connection) -> None:
     with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
         await conn.execute("ROLLBACK")
+
+
+def _probe(path: str) -> None:
+    sqlite3.connect(path).close()
 
 
 def _job(row: sqlite3.Row) -> Job:

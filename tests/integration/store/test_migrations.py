@@ -1,0 +1,111 @@
+"""The numbered migrations produce exactly sql/<dialect>/schema.sql, and apply once."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiosqlite
+import psycopg
+import pytest
+from tests.support.store import drop_schema, new_job, new_schema_name, pg_dsn, require_pg
+
+from comfyrun.store.factory import open_store
+from comfyrun.store.migrate import migrate_postgres, migrate_sqlite, migrations, statements
+from comfyrun.store.queries import sql_text
+
+
+def sqlite_schema(path: Path) -> list[tuple[str, str, str]]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute(
+            "SELECT type, name, sql FROM sqlite_master "
+            "WHERE name NOT LIKE 'sqlite_%' AND name != 'schema_version' ORDER BY name"
+        ).fetchall()
+    return [(t, n, " ".join((s or "").split())) for t, n, s in rows]
+
+
+async def test_sqlite_migrations_match_schema_sql(tmp_path: Path) -> None:
+    migrated = tmp_path / "migrated.db"
+    async with aiosqlite.connect(migrated, isolation_level=None) as conn:
+        assert await migrate_sqlite(conn) == [m.version for m in migrations("sqlite")]
+        assert await migrate_sqlite(conn) == []  # applied once
+    declared = tmp_path / "declared.db"
+    with sqlite3.connect(declared) as conn:
+        for stmt in statements(sql_text("sqlite", "schema.sql")):
+            conn.execute(stmt)
+    assert sqlite_schema(migrated) == sqlite_schema(declared)
+    assert any(name == "jobs_claim" for _, name, _ in sqlite_schema(migrated))
+
+
+@pytest.fixture
+def two_schemas() -> Iterator[tuple[str, str]]:
+    require_pg()
+    a, b = new_schema_name(), new_schema_name()
+    yield a, b
+    drop_schema(a)
+    drop_schema(b)
+
+
+def pg_schema(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> dict[str, object]:
+    columns = conn.execute(
+        "SELECT table_name, column_name, data_type, is_nullable, column_default, "
+        "ordinal_position FROM information_schema.columns WHERE table_schema = %s "
+        "AND table_name != 'schema_version' ORDER BY table_name, ordinal_position",
+        (schema,),
+    ).fetchall()
+    indexes = conn.execute(
+        "SELECT indexname, replace(indexdef, %s, 'S') FROM pg_indexes WHERE schemaname = %s "
+        "AND tablename != 'schema_version' ORDER BY indexname",
+        (f"{schema}.", schema),
+    ).fetchall()
+    return {"columns": columns, "indexes": indexes}
+
+
+@pytest.mark.postgres
+async def test_postgres_migrations_match_schema_sql(two_schemas: tuple[str, str]) -> None:
+    migrated, declared = two_schemas
+    async with await psycopg.AsyncConnection.connect(pg_dsn()) as conn:
+        assert await migrate_postgres(conn, migrated) == [
+            m.version for m in migrations("postgresql")
+        ]
+        assert await migrate_postgres(conn, migrated) == []
+    with psycopg.connect(pg_dsn(), autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{declared}"')
+        conn.execute(f'SET search_path TO "{declared}"')
+        conn.execute(sql_text("postgresql", "schema.sql").encode())
+        got, want = pg_schema(conn, migrated), pg_schema(conn, declared)
+    assert got == want
+    assert any(name == "jobs_claim" for name, _ in want["indexes"])  # type: ignore[attr-defined]
+
+
+@pytest.mark.postgres
+async def test_concurrent_opens_apply_migrations_once() -> None:
+    require_pg()
+    schema = new_schema_name()
+    stores = [open_store(f"{pg_dsn()}?schema={schema}") for _ in range(4)]
+    try:
+        await asyncio.gather(*(s.open() for s in stores))
+        with psycopg.connect(pg_dsn()) as conn:
+            rows = conn.execute(f'SELECT version FROM "{schema}".schema_version').fetchall()
+        assert [r[0] for r in rows] == [m.version for m in migrations("postgresql")]
+    finally:
+        for s in stores:
+            await s.close()
+        drop_schema(schema)
+
+
+async def test_data_survives_reopening(db_url: str) -> None:
+    store = open_store(db_url)
+    await store.open()
+    job, _ = await store.enqueue(new_job(idempotency_key="k", request_hash="h"))
+    await store.close()
+    again = open_store(db_url)
+    await again.open()
+    try:
+        assert await again.get(job.id) == job
+        same, created = await again.enqueue(new_job(idempotency_key="k", request_hash="h"))
+        assert not created and same.id == job.id
+    finally:
+        await again.close()
