@@ -111,7 +111,9 @@ class ComfyClient:
     every HTTP call (and the first connect in `start`). Prompts whose events may be missed are
     settled from queue and history every `poll_interval` seconds; every `audit_interval`
     seconds all prompts in flight are checked that way. `websocket=False` runs on polling alone
-    (and lets tests drive the HTTP side through `http_transport`).
+    (and lets tests drive the HTTP side through `http_transport`). ComfyUI serves HTTP from
+    one event loop, so a few pooled connections (`max_connections`) are faster than many: with
+    200 prompts submitted at once, httpcore's pool bookkeeping grows with the connection count.
     """
 
     def __init__(
@@ -126,7 +128,7 @@ class ComfyClient:
         audit_interval: float = 30.0,
         reconnect_initial: float = 0.05,
         reconnect_max: float = 5.0,
-        max_connections: int = 64,
+        max_connections: int = 8,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
@@ -526,6 +528,12 @@ class ComfyClient:
                     "reconcile on %s failed: %s",
                     self.base_url,
                     exc,
+                    extra={"action": "reconcile_failed", "backend": self.base_url},
+                )
+            except Exception:
+                logger.exception(
+                    "reconcile on %s failed unexpectedly",
+                    self.base_url,
                     extra={"action": "reconcile_failed", "backend": self.base_url},
                 )
 

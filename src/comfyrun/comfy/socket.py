@@ -131,6 +131,13 @@ class ComfySocket:
                     exc,
                     extra={"action": "ws_error", "backend": self._url},
                 )
+            except Exception:
+                # Never let a surprise end the reconnect loop: the client would go deaf.
+                logger.exception(
+                    "websocket to %s failed unexpectedly",
+                    self._url,
+                    extra={"action": "ws_error", "backend": self._url},
+                )
             finally:
                 self._ws = None
                 self.client_id = self._new_client_id()
@@ -154,7 +161,15 @@ class ComfySocket:
                     extra={"action": "ws_bad_frame", "backend": self._url},
                 )
                 continue
-            self._on_message(message)
+            try:
+                self._on_message(message)
+            except Exception:
+                logger.exception(
+                    "handling a %s message from %s failed",
+                    type(message).__name__,
+                    self._url,
+                    extra={"action": "ws_handler_failed", "backend": self._url},
+                )
 
     def _set_connected(self, connected: bool) -> None:
         self.connected = connected

@@ -28,7 +28,7 @@ class PromptWatch:
     ends when the prompt is done. ``await watch.result()`` returns a `PromptResult` whatever
     the outcome (check `.status` or call `.raise_for_status()`); it raises only when the result
     cannot be known: the submit failed, the client closed, or the timeout passed
-    (`ComfyTimeout`).
+    (`ComfyTimeout`). A watch closed before its prompt finished is never settled.
     """
 
     def __init__(
@@ -76,6 +76,7 @@ class PromptWatch:
         if not self._result.done():
             self._result.set_result(result)
         self._wakeup.set()
+        self._release()
 
     def fail(self, exc: BaseException) -> None:
         if not self._result.done():
@@ -83,6 +84,14 @@ class PromptWatch:
             # Mark the exception retrieved: a caller may legitimately never await the result.
             self._result.exception()
         self._wakeup.set()
+        self._release()
+
+    def _release(self) -> None:
+        # Once settled nothing more is routed here: the client can forget the watch even if
+        # the caller never closes it.
+        if self._on_close is not None:
+            callback, self._on_close = self._on_close, None
+            callback(self)
 
     async def result(self, timeout: float | None = None) -> PromptResult:
         """Wait for the prompt's result."""
@@ -113,8 +122,7 @@ class PromptWatch:
             return
         self.closed = True
         self._wakeup.set()
-        if self._on_close is not None:
-            self._on_close(self)
+        self._release()
 
     def __enter__(self) -> PromptWatch:
         return self

@@ -12,6 +12,7 @@ from tests.support.comfy import ScriptedComfy, load, scripted_comfy
 
 from comfyrun.comfy import ComfyClient, ComfyConnectionError
 from comfyrun.comfy import messages as m
+from comfyrun.comfy.socket import ComfySocket
 
 RUN = "ws_success_run.json"
 RECORDED_ID = "fe609172-6b0b-40da-b9f2-df080c73767d"
@@ -163,3 +164,45 @@ async def test_finished_without_outcome_settles_from_history(
         await comfy.replay("h1", records, recorded_id=RECORDED_ID)
         result = await watch.result(timeout=5)
     assert result.ok and result.source == "history"
+
+
+async def test_settled_watches_are_forgotten(
+    shared_dir: Path, comfy: ScriptedComfy, client: ComfyClient
+) -> None:
+    data = load(shared_dir, RUN)
+    watch = client.watch("f1")  # never closed by the caller
+    await client.submit({"1": {}}, prompt_id="f1")
+    await comfy.replay("f1", data["ws_messages"], recorded_id=RECORDED_ID)
+    assert (await watch.result(timeout=5)).ok
+    assert client._watches == {}
+    client.watch("f1").close()  # the id can be watched again
+
+
+async def test_a_failing_handler_does_not_silence_the_socket(comfy: ScriptedComfy) -> None:
+    seen: list[m.Message] = []
+
+    def handler(message: m.Message) -> None:
+        seen.append(message)
+        if len(seen) == 1:
+            raise RuntimeError("bug in a handler")
+
+    socket = ComfySocket(comfy.url, on_message=handler, on_state=lambda _: None)
+    socket.start()
+    try:
+        assert await socket.wait_connected(10)
+        ws = comfy.sockets[socket.client_id]
+        for remaining in (1, 0):
+            await ws.send_json(
+                {
+                    "type": "status",
+                    "data": {"status": {"exec_info": {"queue_remaining": remaining}}},
+                }
+            )
+        for _ in range(100):
+            if len(seen) >= 3:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await socket.close()
+    assert [x.queue_remaining for x in seen if isinstance(x, m.Status)][-2:] == [1, 0]
+    assert socket.connection == 1
