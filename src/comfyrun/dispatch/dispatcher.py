@@ -97,9 +97,9 @@ class Dispatcher:
         for run, task in list(self._runs.values()):
             run.abandon = "shutdown"
             task.cancel()
-        for _, task in list(self._runs.values()):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        tasks = [task for _, task in self._runs.values()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.settings.stop_grace_s + 1.0)
         for task in self._tasks[1:]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -214,9 +214,12 @@ class JobRun:
                     await self._on_timeout(result, limit or 0.0)
                     return
         finally:
-            for task in (*helpers.values(), result):
+            tasks = (*helpers.values(), result)
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*helpers.values(), result, return_exceptions=True)
+            # bounded: a helper blocked in a store call that swallows cancellation must not keep
+            # the job (and its slot) from finishing
+            await asyncio.wait(tasks, timeout=0.5)
             await self._flush_progress()
 
     async def _result_of(self, fut: asyncio.Future[Any]) -> PromptResult | BaseException:
@@ -431,10 +434,13 @@ class JobRun:
         current = await store.get(self.job.id)
         if current is not None and current.status is JobStatus.CANCELING:
             return
+        task = asyncio.current_task()
         while True:
-            for event in await store.wait_for_event(
-                self.job.id, after, self.ctx.settings.idle_wait_s
-            ):
+            events = await store.wait_for_event(self.job.id, after, self.ctx.settings.idle_wait_s)
+            if task is not None and task.cancelling():
+                # asyncio.wait_for inside a store may swallow our cancel (Python 3.11)
+                raise asyncio.CancelledError
+            for event in events:
                 after = max(after, event.id)
                 if event.kind == "status" and event.data.get("status") == JobStatus.CANCELING.value:
                     return

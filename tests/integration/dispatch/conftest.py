@@ -1,0 +1,124 @@
+"""An engine over real HTTP and websockets: emulated ComfyUI servers, real ComfyClients, the
+memory store, a local output folder."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.support.emulator import running_emulator
+
+from comfyrun.backends.health import HealthSettings
+from comfyrun.backends.pool import BackendPool, BackendSpec
+from comfyrun.comfy.client import ComfyClient
+from comfyrun.comfy.emulator import Emulator
+from comfyrun.core.job import TERMINAL, Job, NewJob
+from comfyrun.dispatch import Dispatcher, DispatchSettings
+from comfyrun.outputs import OutputStorage, open_output_storage
+from comfyrun.store.base import JobStore
+from comfyrun.store.factory import open_store
+
+SETTINGS = DispatchSettings(
+    lease_s=30.0,
+    heartbeat_s=1.0,
+    idle_wait_s=1.0,
+    progress_interval_s=0.05,
+    interrupt_grace_s=2.0,
+    cancel_grace_s=3.0,
+    sweep_interval_s=1.0,
+    submit_timeout_s=10.0,
+    stop_grace_s=3.0,
+)
+HEALTH = HealthSettings(interval_s=0.2, timeout_s=2.0, failure_threshold=2, down_interval_s=0.1)
+
+
+class RecordingClient(ComfyClient):
+    """A ComfyClient that counts POST /free and runs a hook after it (tests of OOM recovery)."""
+
+    def __init__(self, base_url: str, on_free: Callable[[], None] | None = None) -> None:
+        super().__init__(base_url, timeout=5.0)
+        self.freed = 0
+        self.on_free = on_free
+
+    async def free(self, *, unload_models: bool = False, free_memory: bool = False) -> None:
+        await super().free(unload_models=unload_models, free_memory=free_memory)
+        self.freed += 1
+        if self.on_free is not None:
+            self.on_free()
+
+
+@dataclass
+class Engine:
+    store: JobStore
+    storage: OutputStorage
+    pool: BackendPool
+    dispatcher: Dispatcher
+    emulators: dict[str, Emulator]
+    clients: list[RecordingClient] = field(default_factory=list)
+    on_free: Callable[[], None] | None = None
+
+    async def submit(self, workflow: dict[str, Any], **kwargs: Any) -> Job:
+        job, _ = await self.store.enqueue(NewJob(workflow=workflow, **kwargs))
+        return job
+
+    async def wait(self, job_id: str, *, timeout: float = 30.0) -> Job:
+        return await self.wait_for(job_id, lambda j: j.status in TERMINAL, timeout=timeout)
+
+    async def wait_for(
+        self, job_id: str, predicate: Callable[[Job], bool], *, timeout: float = 30.0
+    ) -> Job:
+        after = 0
+        async with asyncio.timeout(timeout):
+            while True:
+                job = await self.store.get(job_id)
+                assert job is not None
+                if predicate(job):
+                    return job
+                events = await self.store.wait_for_event(job_id, after, 1.0)
+                if events:
+                    after = events[-1].id
+
+
+@pytest.fixture
+async def make_engine(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    async with AsyncExitStack() as stack:
+
+        async def make(
+            names: tuple[str, ...] = ("a",),
+            settings: DispatchSettings = SETTINGS,
+            start: bool = True,
+            **emulator: Any,
+        ) -> Engine:
+            store = open_store("memory://")
+            await store.open()
+            stack.push_async_callback(store.close)
+            storage = open_output_storage(f"file://{tmp_path / 'outputs'}")
+            emulators = {
+                name: await stack.enter_async_context(running_emulator(tmp_path / name, **emulator))
+                for name in names
+            }
+            engine: Engine
+
+            def client_factory(url: str) -> RecordingClient:
+                client = RecordingClient(url, on_free=lambda: engine.on_free and engine.on_free())
+                engine.clients.append(client)
+                return client
+
+            specs = [BackendSpec(name=n, url=str(e.url)) for n, e in emulators.items()]
+            pool = BackendPool.from_specs(specs, client_factory, health=HEALTH)
+            dispatcher = Dispatcher(store, pool, storage, settings, worker_id="it-worker")
+            engine = Engine(store, storage, pool, dispatcher, emulators)
+            await pool.start()
+            stack.push_async_callback(pool.stop)
+            assert await pool.wait_ready(10.0)
+            if start:
+                await dispatcher.start()
+            stack.push_async_callback(dispatcher.stop)
+            return engine
+
+        yield make

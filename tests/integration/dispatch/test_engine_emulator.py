@@ -1,0 +1,167 @@
+"""The engine end to end over real HTTP and websockets against emulated ComfyUI servers."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from tests.support.emulator import image_workflow, text_to_image_workflow
+
+from comfyrun.comfy.emulator.faults import NodeFault
+from comfyrun.core.job import JobStatus
+from comfyrun.core.placement import BackendState
+from comfyrun.core.state import Event
+from comfyrun.outputs import read_all
+
+Make = Any
+
+
+async def test_success_stores_the_outputs(make_engine: Make) -> None:
+    engine = await make_engine()
+    job = await engine.submit(image_workflow(color=123, prefix="ok"))
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert [o.node_id for o in done.outputs] == ["3"]  # the PreviewImage (temp) is not kept
+    output = done.outputs[0]
+    assert output.storage_key == f"{job.id}/3/{output.name}"
+    assert output.content_type == "image/png" and output.size_bytes
+    emulator: Any = engine.emulators["a"]
+    on_disk = await asyncio.to_thread(Path(emulator.config.output_dir, output.name).read_bytes)
+    assert await read_all(engine.storage, output.storage_key) == on_disk
+    assert done.backend == "a" and done.prompt_id
+
+
+async def test_keep_temp_outputs_keeps_the_preview(make_engine: Make) -> None:
+    engine = await make_engine()
+    job = await engine.submit(image_workflow(color=7), options={"keep_temp_outputs": True})
+    done = await engine.wait(job.id)
+    assert sorted(o.node_id for o in done.outputs) == ["3", "4"]
+    assert {o.meta["type"] for o in done.outputs} == {"output", "temp"}
+
+
+async def test_a_workflow_comfyui_rejects_fails_without_retry(make_engine: Make) -> None:
+    engine = await make_engine()
+    workflow = text_to_image_workflow(ckpt_name="no-such-model.safetensors")
+    job = await engine.submit(workflow, max_retries=2)
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.FAILED and done.attempts == 1
+    assert done.error is not None and done.error.code == "invalid_workflow"
+    assert "1" in done.error.details["node_errors"]
+
+
+async def test_a_node_error_carries_comfyuis_details(make_engine: Make) -> None:
+    engine = await make_engine()
+    engine.emulators["a"].faults.fail_class_types["ImageInvert"] = NodeFault(
+        "ValueError", "bad pixels"
+    )
+    done = await engine.wait((await engine.submit(image_workflow(color=5), max_retries=2)).id)
+    assert done.status is JobStatus.FAILED and done.attempts == 1
+    error = done.error
+    assert error is not None and error.code == "node_execution_error"
+    assert (error.node_id, error.class_type) == ("2", "ImageInvert")
+    assert "bad pixels" in error.message
+    assert error.details["exception_type"] == "ValueError"
+
+
+async def test_out_of_memory_frees_memory_then_the_retry_succeeds(make_engine: Make) -> None:
+    engine = await make_engine()
+    faults = engine.emulators["a"].faults
+    faults.fail_class_types["ImageInvert"] = NodeFault.oom()
+    engine.on_free = faults.clear  # freeing memory is what makes the retry fit
+    job = await engine.submit(image_workflow(color=9), max_retries=1, retry_delay_s=0.05)
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert done.attempts == 2
+    assert sum(c.freed for c in engine.clients) == 1
+
+
+async def test_a_backend_that_goes_away_has_its_job_retried_on_another(make_engine: Make) -> None:
+    engine = await make_engine(("a", "b"), step_time_s=0.1)
+    job = await engine.submit(text_to_image_workflow(steps=30), max_retries=1, retry_delay_s=0.05)
+    await engine.wait_for(job.id, lambda j: j.progress is not None and j.progress.step is not None)
+    first = next(b for b in engine.pool.backends if job.id in b.jobs)
+    await engine.emulators[first.name].stop()
+    done = await engine.wait(job.id, timeout=60)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert done.attempts == 2 and done.backend != first.name
+    assert first.state is BackendState.UNHEALTHY
+
+
+async def test_a_timeout_interrupts_and_requeues(make_engine: Make) -> None:
+    engine = await make_engine()
+    engine.emulators["a"].faults.hang = True
+    job = await engine.submit(
+        image_workflow(color=11), timeout_s=0.5, max_retries=1, retry_delay_s=0.05
+    )
+    requeued = await engine.wait_for(
+        job.id, lambda j: j.status is JobStatus.QUEUED and j.attempts == 1
+    )
+    assert requeued.error is not None and requeued.error.code == "timeout"
+    engine.emulators["a"].faults.hang = False
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.SUCCEEDED and done.attempts == 2
+
+
+async def test_cancel_a_queued_job(make_engine: Make) -> None:
+    engine = await make_engine(start=False)
+    job = await engine.submit(image_workflow())
+    await engine.store.transition(job.id, Event.CANCEL, expect=JobStatus.QUEUED)
+    await engine.dispatcher.start()
+    later = await engine.wait((await engine.submit(image_workflow(color=1))).id)
+    assert later.status is JobStatus.SUCCEEDED
+    assert (await engine.store.get(job.id)).status is JobStatus.CANCELED
+
+
+async def test_cancel_a_running_job(make_engine: Make) -> None:
+    engine = await make_engine(step_time_s=0.1)
+    job = await engine.submit(text_to_image_workflow(steps=100))
+    await engine.wait_for(job.id, lambda j: j.progress is not None and j.progress.step is not None)
+    await engine.store.transition(job.id, Event.CANCEL, expect=JobStatus.RUNNING)
+    done = await engine.wait(job.id, timeout=15)
+    assert done.status is JobStatus.CANCELED
+    assert done.outputs == ()
+
+
+async def test_priorities_on_one_backend(make_engine: Make) -> None:
+    engine = await make_engine(start=False, step_time_s=0.01)
+    jobs = [
+        await engine.submit(text_to_image_workflow(seed=p, steps=2), priority=p)
+        for p in (2, 8, 5, 0, 9, 4)
+    ]
+    await engine.dispatcher.start()
+    done = [await engine.wait(j.id) for j in jobs]
+    assert all(j.status is JobStatus.SUCCEEDED for j in done)
+    by_start = [j.priority for j in sorted(done, key=lambda j: j.started_at or 0)]
+    assert by_start == sorted(by_start, reverse=True)
+
+
+async def test_two_backends_kept_busy_with_at_most_one_extra_job_each(make_engine: Make) -> None:
+    engine = await make_engine(("a", "b"), step_time_s=0.02)
+    most: dict[str, int] = {}
+
+    def watch() -> None:
+        for backend in engine.pool.backends:
+            most[backend.name] = max(most.get(backend.name, 0), len(backend.jobs))
+
+    engine.pool.add_listener(watch)
+    jobs = [await engine.submit(text_to_image_workflow(seed=i, steps=3)) for i in range(12)]
+    done = [await engine.wait(j.id) for j in jobs]
+    assert all(j.status is JobStatus.SUCCEEDED for j in done)
+    assert most == {"a": 2, "b": 2}
+    per_backend = {name: sum(1 for j in done if j.backend == name) for name in ("a", "b")}
+    assert min(per_backend.values()) >= 3, per_backend
+
+
+async def test_progress_snapshots_follow_the_sampler(make_engine: Make) -> None:
+    engine = await make_engine(step_time_s=0.05)
+    job = await engine.submit(text_to_image_workflow(steps=10))
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.SUCCEEDED
+    snapshots = [e.data for e in await engine.store.events_since(job.id) if e.kind == "progress"]
+    sampler = [s for s in snapshots if s.get("current_node_class") == "KSampler" and s.get("steps")]
+    assert sampler and sampler[-1]["message"].startswith("KSampler ")
+    assert sampler[-1]["steps"] == 10
+    values = [s["value"] for s in snapshots]
+    assert values == sorted(values)
+    assert done.progress is not None and done.progress.value == 1.0
