@@ -336,3 +336,115 @@ def txt2img() -> JSON:
             [9, 8, 0, 9, 0, "IMAGE"],
         ],
     )
+
+
+BLUR = "11111111-0000-0000-0000-000000000001"
+
+
+def blur_subgraph(inner_mode: int = 0) -> JSON:
+    """image, blur_radius (a widget), sigma (a widget) -> ImageInvert -> ImageBlur -> IMAGE."""
+    return subgraph(
+        BLUR,
+        [
+            node(
+                3,
+                "ImageInvert",
+                inputs=[inp("image", "IMAGE", 1)],
+                outputs=[out("IMAGE", "IMAGE", [2])],
+                mode=inner_mode,
+            ),
+            node(
+                4,
+                "ImageBlur",
+                inputs=[
+                    inp("image", "IMAGE", 2),
+                    inp("blur_radius", "INT", 3, widget=True),
+                    inp("sigma", "FLOAT", 5, widget=True),
+                ],
+                outputs=[out("IMAGE", "IMAGE", [4])],
+                widgets_values=[1, 2.5],
+            ),
+        ],
+        [
+            sg_link(1, -10, 0, 3, 0, "IMAGE"),
+            sg_link(2, 3, 0, 4, 0, "IMAGE"),
+            sg_link(3, -10, 1, 4, 1, "INT"),
+            sg_link(5, -10, 2, 4, 2, "FLOAT"),
+            sg_link(4, 4, 0, -20, 0, "IMAGE"),
+        ],
+        [("image", "IMAGE"), ("blur_radius", "INT"), ("sigma", "FLOAT")],
+        [("IMAGE", "IMAGE")],
+    )
+
+
+def with_instance(
+    *, instance_mode: int = 0, inner_mode: int = 0, radius_link: bool = False
+) -> JSON:
+    inputs = [inp("image", "IMAGE", 1)]
+    nodes = [
+        node(1, "LoadImage", outputs=[out("IMAGE", "IMAGE", [1])], widgets_values=["a.png"]),
+        node(
+            7,
+            BLUR,
+            inputs=inputs,
+            outputs=[out("IMAGE", "IMAGE", [2])],
+            widgets_values=[9, 0.75],
+            mode=instance_mode,
+        ),
+        node(8, "SaveImage", inputs=[inp("images", "IMAGE", 2)], widgets_values=["sg"]),
+    ]
+    links: list[list[Any]] = [[1, 1, 0, 7, 0, "IMAGE"], [2, 7, 0, 8, 0, "IMAGE"]]
+    if radius_link:
+        nodes.append(
+            node(2, "PrimitiveInt", outputs=[out("INT", "INT", [3])], widgets_values=[5, "fixed"])
+        )
+        inputs.append(inp("blur_radius", "INT", 3, widget=True))
+        links.append([3, 2, 0, 7, 1, "INT"])
+    return ui(nodes, links, definitions={"subgraphs": [blur_subgraph(inner_mode)]})
+
+
+def group_graph() -> JSON:
+    """LoadImage -> workflow>Blurry (ImageInvert, ImageBlur) -> SaveImage."""
+    group = {
+        "nodes": [
+            {
+                "id": -1,
+                "type": "ImageInvert",
+                "index": 0,
+                "mode": 0,
+                "inputs": [{"name": "image", "type": "IMAGE"}],
+                "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": []}],
+            },
+            {
+                "id": -1,
+                "type": "ImageBlur",
+                "index": 1,
+                "mode": 0,
+                "inputs": [
+                    {"name": "image", "type": "IMAGE"},
+                    {"name": "blur_radius", "type": "INT", "widget": {"name": "blur_radius"}},
+                    {"name": "sigma", "type": "FLOAT", "widget": {"name": "sigma"}},
+                ],
+                "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": []}],
+                "widgets_values": [1, 1],
+            },
+        ],
+        "links": [[None, 0, 0, 0, 1, "IMAGE"], [0, 0, 1, 0, 2, "IMAGE"]],
+        "external": [[1, 0, "IMAGE"]],
+    }
+    graph = ui(
+        [
+            node(1, "LoadImage", outputs=[out("IMAGE", "IMAGE", [5])]),
+            node(
+                5,
+                "workflow>Blurry",
+                inputs=[inp("image", "IMAGE", 5)],
+                outputs=[out("IMAGE", "IMAGE", [4])],
+                widgets_values=[3, 0.25],
+            ),
+            node(4, "SaveImage", inputs=[inp("images", "IMAGE", 4)], widgets_values=["gn"]),
+        ],
+        [[4, 5, 0, 4, 0, "IMAGE"], [5, 1, 0, 5, 0, "IMAGE"]],
+        extra={"groupNodes": {"Blurry": group}},
+    )
+    return graph

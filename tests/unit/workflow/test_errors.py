@@ -7,7 +7,16 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.support.workflow import OBJECT_INFO, inp, node, out, txt2img, ui
+from tests.support.workflow import (
+    OBJECT_INFO,
+    group_graph,
+    inp,
+    node,
+    out,
+    txt2img,
+    ui,
+    with_instance,
+)
 
 from comfyrun.core.workflow import convert_ui_to_api
 from comfyrun.errors import ConversionError, InvalidRequest
@@ -134,48 +143,57 @@ _json = st.recursive(
 )
 
 
-@settings(max_examples=200, deadline=None)
-@given(nodes=st.lists(_json, max_size=4), links=st.lists(_json, max_size=3))
-def test_arbitrary_junk_raises_only_conversion_errors(nodes: list[Any], links: list[Any]) -> None:
+@settings(max_examples=100, deadline=None)
+@given(
+    nodes=st.lists(_json, max_size=4),
+    links=st.lists(_json, max_size=3),
+    subgraphs=_json,
+    groups=_json,
+)
+def test_arbitrary_junk_raises_only_conversion_errors(
+    nodes: list[Any], links: list[Any], subgraphs: Any, groups: Any
+) -> None:
+    workflow = {
+        "nodes": nodes,
+        "links": links,
+        "definitions": {"subgraphs": subgraphs},
+        "extra": {"groupNodes": groups},
+    }
     try:
-        result = convert_ui_to_api({"nodes": nodes, "links": links}, OBJECT_INFO)
+        result = convert_ui_to_api(workflow, OBJECT_INFO)
     except ConversionError:
         return
     assert isinstance(result, dict)
 
 
-@settings(max_examples=300, deadline=None)
-@given(data=st.data())
-def test_corrupting_a_valid_graph_raises_only_conversion_errors(data: st.DataObject) -> None:
-    graph = txt2img()
+def _positions(value: Any) -> list[tuple[Any, Any]]:
+    """Every (container, key) place in a JSON tree, for corrupting one of them."""
+    places: list[tuple[Any, Any]] = []
+    if isinstance(value, dict):
+        for key, child in value.items():
+            places.append((value, key))
+            places.extend(_positions(child))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            places.append((value, index))
+            places.extend(_positions(child))
+    return places
+
+
+def _subgraph_graph() -> dict[str, Any]:
+    return with_instance(radius_link=True)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), base=st.sampled_from([txt2img, _subgraph_graph, group_graph]))
+def test_corrupting_a_valid_graph_raises_only_conversion_errors(
+    data: st.DataObject, base: Any
+) -> None:
+    graph = base()
     for _ in range(data.draw(st.integers(1, 3))):
-        target = data.draw(st.sampled_from(["node", "input", "link"]))
-        junk = data.draw(_json)
-        if target == "node":
-            raw = data.draw(st.sampled_from(graph["nodes"]))
-            raw[
-                data.draw(
-                    st.sampled_from(
-                        ["id", "type", "mode", "widgets_values", "inputs", "outputs", "title"]
-                    )
-                )
-            ] = junk
-        elif target == "input":
-            intact = [
-                n
-                for n in graph["nodes"]
-                if isinstance(n.get("inputs"), list)
-                and n["inputs"]
-                and all(isinstance(i, dict) for i in n["inputs"])
-            ]
-            if not intact:
-                continue
-            raw = data.draw(st.sampled_from(intact))
-            slot = data.draw(st.sampled_from(raw["inputs"]))
-            slot[data.draw(st.sampled_from(["name", "type", "link", "widget"]))] = junk
-        else:
-            link = data.draw(st.sampled_from(graph["links"]))
-            link[data.draw(st.integers(0, 5))] = junk
+        places = _positions(graph)
+        container, key = data.draw(st.sampled_from(places))
+        container[key] = data.draw(_json)
     try:
         result = convert_ui_to_api(graph, OBJECT_INFO)
     except ConversionError:

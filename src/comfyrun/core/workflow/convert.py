@@ -115,7 +115,8 @@ def _widget_values(
 def _inputs(
     graph: ExecGraph, exec_node: ExecNode, object_info: Mapping[str, Any], rng: random.Random
 ) -> JSON:
-    inputs = _widget_values(graph, exec_node, object_info[exec_node.node.type], rng)
+    node_def = object_info[exec_node.node.type]
+    inputs = _widget_values(graph, exec_node, node_def if isinstance(node_def, dict) else {}, rng)
     for index, slot in enumerate(exec_node.inputs):
         resolved = graph.resolve_input(exec_node, index)
         if isinstance(resolved, Value):

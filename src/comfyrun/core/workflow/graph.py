@@ -100,7 +100,7 @@ def node_key(value: Any) -> str:
     return str(value)
 
 
-def _int(value: Any, what: str) -> int:
+def as_int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, str) and value.lstrip("-").isdigit():
             return int(value)
@@ -128,9 +128,9 @@ def parse_link(raw: Any) -> Link:
     return Link(
         id=node_key(link_id),
         origin_id=node_key(origin),
-        origin_slot=_int(origin_slot, "link origin_slot"),
+        origin_slot=as_int(origin_slot, "link origin_slot"),
         target_id=node_key(target),
-        target_slot=_int(target_slot, "link target_slot"),
+        target_slot=as_int(target_slot, "link target_slot"),
         type=str(link_type) if link_type is not None else "*",
     )
 
@@ -237,6 +237,8 @@ def parse_workflow(ui: Any) -> Workflow:
     graph = parse_graph(ui["nodes"], ui["links"], "workflow")
     definitions = ui.get("definitions") or {}
     raw_subgraphs = definitions.get("subgraphs") if isinstance(definitions, dict) else None
+    if raw_subgraphs is not None and not isinstance(raw_subgraphs, list):
+        raise ConversionError("definitions.subgraphs must be a list")
     subgraphs = {}
     for raw in raw_subgraphs or []:
         subgraph = parse_subgraph(raw)

@@ -23,6 +23,7 @@ from comfyrun.core.workflow.graph import (
     Link,
     Node,
     SubgraphDef,
+    as_int,
     parse_node,
 )
 from comfyrun.core.workflow.widgets import input_specs, is_widget_spec, widget_layout
@@ -55,6 +56,8 @@ def expand_group_node(
     name: str, definition: Mapping[str, Any], instance: Node, object_info: Mapping[str, Any]
 ) -> SubgraphDef:
     """The synthetic subgraph for one instance of a legacy group node."""
+    if not isinstance(definition, dict):
+        raise ConversionError(f"group node {name!r}: definition must be an object")
     nodes = _inner_nodes(name, definition)
     by_id = {node.id: node for node in nodes}
     raw_links = definition.get("links") or []
@@ -73,9 +76,9 @@ def expand_group_node(
         link = Link(
             f"g{number}",
             str(origin),
-            int(origin_slot),
+            as_int(origin_slot, f"group node {name!r} link origin slot"),
             str(target),
-            int(target_slot),
+            as_int(target_slot, f"group node {name!r} link target slot"),
             str(raw[5]) if len(raw) > 5 else "*",
         )
         if link.origin_id not in by_id or link.target_id not in by_id:
@@ -85,7 +88,7 @@ def expand_group_node(
         consumed.add((link.origin_id, link.origin_slot))
 
     external = {
-        (str(entry[0]), int(entry[1]))
+        (str(entry[0]), as_int(entry[1], f"group node {name!r} external slot"))
         for entry in definition.get("external") or []
         if isinstance(entry, list) and len(entry) >= 2
     }
