@@ -260,3 +260,30 @@ async def test_200_prompts_in_flight_over_one_websocket(client: ComfyClient) -> 
         assert ref.filename.startswith(f"n{i}_")
     assert len({r.files[0].filename for r in results}) == count
     assert client._socket is not None and client._socket.connection == 1
+
+
+async def test_mask_upload_and_upload_errors(client: ComfyClient) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGBA", (4, 4), (0, 255, 0, 255)).save(buffer, format="PNG")
+    up = await client.upload_image(buffer.getvalue(), "base.png")
+    mask = io.BytesIO()
+    Image.new("RGBA", (4, 4), (0, 0, 0, 0)).save(mask, format="PNG")
+    original = FileRef("", "images", up.name, up.subfolder, up.type)
+    masked = await client.upload_image(
+        mask.getvalue(), "masked.png", mask=True, original_ref=original
+    )
+    data = await read(client, FileRef("", "images", masked.name, masked.subfolder, masked.type))
+    assert Image.open(io.BytesIO(data)).size == (4, 4)
+    with pytest.raises(ValueError):
+        await client.upload_image(b"x", "m.png", mask=True)
+    with pytest.raises(ComfyHTTPError) as info:
+        await client.upload_image(b"x", "evil.png", subfolder="../../etc")
+    assert info.value.status == 400
+
+
+async def test_object_info_and_system_stats(client: ComfyClient) -> None:
+    info = await client.object_info()
+    assert "KSampler" in info and "SaveImage" in info
+    assert await client.object_info() is info  # cached
+    stats = await client.system_stats()
+    assert "system" in stats and isinstance(stats["devices"], list)
