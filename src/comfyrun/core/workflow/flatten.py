@@ -26,6 +26,7 @@ from comfyrun.core.workflow.graph import (
     SUBGRAPH_OUTPUT_ID,
     Graph,
     InputSlot,
+    Link,
     Node,
     SubgraphDef,
     Workflow,
@@ -89,10 +90,18 @@ def _promoted_slots(subgraph: SubgraphDef) -> set[int]:
         if link.origin_id != SUBGRAPH_INPUT_ID:
             continue
         target = graph.nodes.get(link.target_id)
-        slots = target.inputs if target is not None else ()
-        if link.target_slot < len(slots) and slots[link.target_slot].widget is not None:
+        slot = _slot_of_link(target.inputs, link) if target is not None else None
+        if slot is not None and slot.widget is not None:
             promoted.add(link.origin_slot)
     return promoted
+
+
+def _slot_of_link(inputs: tuple[InputSlot, ...], link: Link) -> InputSlot | None:
+    """The input a link feeds: found by link id (saved slot indexes can be compacted)."""
+    for slot in inputs:
+        if slot.link == link.id:
+            return slot
+    return inputs[link.target_slot] if link.target_slot < len(inputs) else None
 
 
 def _instance_inputs(node: Node, subgraph: SubgraphDef) -> tuple[InputSlot, ...]:
@@ -173,10 +182,8 @@ class ExecGraph:
             for next_link in target.outputs[0].links if target.outputs else ():
                 self._push_value(target_exec, next_link, value, seen)
             return
-        if link.target_slot >= len(target_exec.inputs):
-            return
-        slot = target_exec.inputs[link.target_slot]
-        if slot.widget is not None:
+        slot = _slot_of_link(target_exec.inputs, link)
+        if slot is not None and slot.widget is not None:
             self.overrides.setdefault(target_exec.exec_id, {})[slot.widget] = value
 
     # -- resolving --------------------------------------------------------------------------
