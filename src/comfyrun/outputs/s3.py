@@ -98,7 +98,8 @@ class S3OutputStorage:
                             ContentType=content_type,
                         )
                         upload_id = str(created["UploadId"])
-                    body = bytes(buf[: self.part_size])
+                    with memoryview(buf) as view:  # one copy of the part, not two
+                        body = bytes(view[: self.part_size])
                     del buf[: self.part_size]
                     parts.append(await self._upload_part(full, upload_id, len(parts) + 1, body))
             digest = f"blake3:{hasher.hexdigest()}"
