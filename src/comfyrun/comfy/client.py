@@ -61,6 +61,8 @@ JSON = dict[str, Any]
 UploadData = bytes | AsyncIterable[bytes] | Path
 
 _CHUNK = 64 * 1024
+#: Reconcile passes in a row that must find a prompt nowhere before it is declared lost.
+LOST_AFTER_MISSES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +359,14 @@ class ComfyClient:
                 watch.needs_history = True
                 self._poll_wakeup.set()
 
+    async def cancel(self, prompt_id: str) -> None:
+        """Stop `prompt_id` wherever it is: delete it if pending, interrupt it if running.
+
+        Its watch then settles as "lost" (deleted before it ran) or "interrupted".
+        """
+        await self.delete_queued([prompt_id])
+        await self.interrupt(prompt_id)
+
     async def free(self, *, unload_models: bool = False, free_memory: bool = False) -> None:
         """POST /free; ComfyUI applies it after the current prompt."""
         await self._request(
@@ -541,13 +551,20 @@ class ComfyClient:
         """Settle watches from the server's queue and history.
 
         The queue is read first: a prompt only ever moves queue → history, so one that is not
-        in the queue at that moment and not in history afterwards is truly gone.
+        in the queue at that moment and not in history afterwards is gone. It is declared lost
+        only when that is seen on `LOST_AFTER_MISSES` passes in a row, which covers a POST
+        that timed out on our side but is still being handled by the server.
         """
         pending = [w for w in watches if not w.done]
         if not pending:
             return
         queue = await self.queue()
-        off_queue = [w for w in pending if w.prompt_id not in queue]
+        off_queue = []
+        for watch in pending:
+            if watch.prompt_id in queue:
+                watch.misses = 0
+            else:
+                off_queue.append(watch)
         semaphore = asyncio.Semaphore(8)
 
         async def settle(watch: PromptWatch) -> None:
@@ -558,6 +575,10 @@ class ComfyClient:
             if entry is not None:
                 watch.tracker.apply_history(entry)
                 watch.settle(result_from_history(entry))
+                return
+            watch.misses += 1
+            if watch.misses < LOST_AFTER_MISSES:
+                watch.needs_history = True  # look again on the next poll
             else:
                 watch.tracker.mark_lost()
                 logger.warning(

@@ -48,6 +48,8 @@ class PromptWatch:
         self.submitted = False
         #: Set when the events cannot settle the prompt (a terminal event was missed).
         self.needs_history = False
+        #: Reconcile passes in a row that found the prompt neither queued nor in history.
+        self.misses = 0
         self._events: deque[Message] = deque()
         self._max_buffered = max_buffered
         self._wakeup = asyncio.Event()

@@ -135,7 +135,7 @@ async def test_deleted_pending_prompt_is_lost(emu: Emulator, client: ComfyClient
     assert (await client.queue()).pending == ["del-2"]
     await client.delete_queued(["del-2"])
     assert (await second.result(timeout=30)).status == "lost"
-    await client.interrupt()
+    await client.cancel("del-1")
     assert (await first.result(timeout=30)).status == "interrupted"
 
 

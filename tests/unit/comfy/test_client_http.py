@@ -343,3 +343,30 @@ async def test_calls_before_start_fail_clearly() -> None:
     c = ComfyClient("http://x", websocket=False)
     with pytest.raises(ComfyConnectionError):
         await c.queue()
+
+
+async def test_lost_needs_two_misses_in_a_row(shared_dir: Path, fake: FakeComfy) -> None:
+    async with ComfyClient(
+        "http://comfy.test",
+        http_transport=httpx.MockTransport(fake.handler),
+        websocket=False,
+        poll_interval=3600,
+    ) as c:
+        watch = c.watch("late", attach=True)
+        await c.reconcile([watch])
+        assert not watch.done and watch.misses == 1
+        fake.pending.append("late")  # the POST that timed out on our side got through
+        await c.reconcile([watch])
+        assert not watch.done and watch.misses == 0
+        fake.pending.remove("late")
+        await c.reconcile([watch])
+        await c.reconcile([watch])
+        assert (await watch.result(timeout=1)).status == "lost"
+
+
+async def test_cancel_deletes_and_interrupts(client: ComfyClient, fake: FakeComfy) -> None:
+    await client.cancel("x")
+    assert [(r.url.path, json.loads(r.content)) for r in fake.requests[-2:]] == [
+        ("/queue", {"delete": ["x"]}),
+        ("/interrupt", {"prompt_id": "x"}),
+    ]
