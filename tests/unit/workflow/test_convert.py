@@ -85,6 +85,11 @@ def test_widget_values_as_a_mapping_are_read_by_name() -> None:
     }
 
 
+def test_a_widget_without_any_value_is_left_out() -> None:
+    graph = ui([node(1, "LoadAudio")], [])
+    assert convert_ui_to_api(graph, OBJECT_INFO)["1"]["inputs"] == {"audioUI": ""}
+
+
 def test_combo_values_not_in_the_option_list_are_sent_unchanged() -> None:
     graph = ui([node(1, "CheckpointLoaderSimple", widgets_values=["missing.ckpt"])], [])
     assert convert_ui_to_api(graph, OBJECT_INFO)["1"]["inputs"] == {"ckpt_name": "missing.ckpt"}

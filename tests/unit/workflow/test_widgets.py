@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from tests.support.workflow import OBJECT_INFO
 
-from comfyrun.core.workflow.widgets import default_value, widget_layout
+from comfyrun.core.workflow.widgets import UNSET, default_value, widget_layout
 
 
 def _names(class_type: str) -> list[tuple[str, bool]]:
@@ -55,4 +55,5 @@ def test_defaults_follow_the_frontend() -> None:
     assert default_value(["STRING", {}]) == ""
     assert default_value([["a", "b"], {}]) == "a"
     assert default_value(["COMBO", {"options": ["x", "y"]}]) == "x"
-    assert default_value(["COMBO", {}]) == ""
+    assert default_value(["COMBO", {}]) is UNSET
+    assert default_value(["WEBCAM", {}]) is UNSET

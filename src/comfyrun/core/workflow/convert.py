@@ -15,7 +15,7 @@ from comfyrun.core.workflow.flatten import ExecGraph, ExecNode, Ref, Value
 from comfyrun.core.workflow.graph import parse_workflow
 from comfyrun.core.workflow.prompts import process_dynamic_prompt
 from comfyrun.core.workflow.titles import display_name
-from comfyrun.core.workflow.widgets import migrate_values, widget_layout
+from comfyrun.core.workflow.widgets import UNSET, migrate_values, widget_layout
 from comfyrun.errors import ConversionError
 
 JSON = dict[str, Any]
@@ -106,6 +106,8 @@ def _widget_values(
             value = stored[slot.name]
         else:
             value = slot.default
+        if value is UNSET:
+            continue
         if slot.dynamic_prompts and isinstance(value, str):
             value = process_dynamic_prompt(value, rng)
         values[slot.name] = _wrap(value)

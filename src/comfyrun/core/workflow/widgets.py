@@ -114,20 +114,31 @@ def combo_options(spec: Sequence[Any]) -> list[Any]:
     return list(options) if isinstance(options, list | tuple) else []
 
 
+class _Unset:
+    """A widget with no value: the frontend's `undefined`, which JSON leaves out."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+_TYPE_DEFAULTS: Mapping[str, Any] = {"INT": 0, "FLOAT": 0, "BOOLEAN": False, "STRING": ""}
+
+
 def default_value(spec: Sequence[Any]) -> Any:
-    """The value a fresh widget has: the spec's default, else the first option, 0, "" or False."""
+    """The value a fresh widget has: the spec's default, else the first option, 0, "" or False.
+
+    A combo without options, or a frontend widget type without a natural empty value, has none
+    (UNSET); such an input is left out of the prompt, as the frontend's JSON leaves it out.
+    """
     options = spec_options(spec)
     if "default" in options:
         return options["default"]
     kind = spec_type(spec)
     if kind == "COMBO":
         choices = combo_options(spec)
-        return choices[0] if choices else ""
-    if kind in ("INT", "FLOAT"):
-        return 0
-    if kind == "BOOLEAN":
-        return False
-    return ""
+        return choices[0] if choices else UNSET
+    return _TYPE_DEFAULTS.get(kind, UNSET)
 
 
 def has_control_widget(name: str, spec: Sequence[Any]) -> bool:
