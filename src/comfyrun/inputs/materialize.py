@@ -180,12 +180,13 @@ async def check_submission(
     workflow: JSON,
     raw_inputs: Sequence[Any],
     *,
-    limits: InputLimits,
     assets: AssetSource | None,
+    limits: InputLimits | None = None,
 ) -> JSON:
     """`validate_inputs`, plus: every asset named (in `inputs` or in the workflow) exists.
-    Returns the workflow unchanged; fits JobService's input checker with functools.partial."""
-    specs = validate_inputs(workflow, raw_inputs, limits)
+    Returns the workflow unchanged; fits JobService's input checker with functools.partial.
+    `limits` defaults to InputLimits()."""
+    specs = validate_inputs(workflow, raw_inputs, limits or InputLimits())
     ids = [s.asset_id for s in specs if s.asset_id is not None] + find_asset_refs(workflow)
     for asset_id in dict.fromkeys(ids):
         await _get_asset(assets, asset_id)
