@@ -1,11 +1,40 @@
-"""Signalling a managed ComfyUI's whole process group (it runs in a session of its own)."""
+"""A managed ComfyUI's process group: signalling all of it, knowing when it is gone, and tying
+it to comfyrun's life.
+
+The child runs in a session of its own, so one signal to its group reaches its own children too.
+On Linux it is also started through a two-line launcher that asks the kernel to SIGKILL it when
+comfyrun dies (prctl PR_SET_PDEATHSIG) and then execs ComfyUI, so that even a comfyrun killed
+with SIGKILL leaves no ComfyUI holding a GPU. The launcher runs after the fork, in the child, so
+none of the hazards of `preexec_fn` in a threaded parent apply.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import sys
+from collections.abc import Sequence
 from pathlib import Path
+
+#: Runs as `python -c LAUNCHER <parent pid> <argv...>`: die with the parent, then become argv.
+LAUNCHER = (
+    "import ctypes,os,signal,sys\n"
+    "try:\n"
+    "    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))\n"
+    "except Exception:\n"
+    "    pass\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit('comfyrun exited before ComfyUI started')\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def tied_to_parent(argv: Sequence[str], python: str) -> list[str]:
+    """`argv` run so that it dies with this process (Linux); unchanged elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return list(argv)
+    return [python, "-c", LAUNCHER, str(os.getpid()), *argv]
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -39,4 +68,4 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
-__all__ = ["group_alive", "signal_group"]
+__all__ = ["LAUNCHER", "group_alive", "signal_group", "tied_to_parent"]

@@ -68,6 +68,7 @@ class ManagedSpec:
     health_timeout_s: float = 10.0
     health_failures: int = 3
     port_attempts: int = 3
+    die_with_parent: bool = True  # Linux: the kernel kills ComfyUI if comfyrun dies
     port: int | None = None  # a fixed port (COMFY_PORT); None: a free one picked at each start
 
     def __post_init__(self) -> None:
@@ -152,6 +153,7 @@ CONFIG_KEYS = frozenset(
         "health_failures",
         "port_attempts",
         "port",
+        "die_with_parent",
         "log_dir",
     }
 )
@@ -213,6 +215,8 @@ def _spec_from_config(
         kwargs["lazy"] = table["start"] == "lazy"
     if "lazy" in table:
         kwargs["lazy"] = bool(table["lazy"])
+    if "die_with_parent" in table:
+        kwargs["die_with_parent"] = bool(table["die_with_parent"])
     if "idle_stop_minutes" in table:
         kwargs["idle_stop_s"] = float(table["idle_stop_minutes"]) * 60
     for key in (

@@ -10,6 +10,7 @@ import random
 import shlex
 import shutil
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import httpx
 from comfyrun.backends.logs import ProcessLog
 from comfyrun.backends.ports import PortPicker, pick_free_port, says_port_in_use
 from comfyrun.backends.process import readiness
-from comfyrun.backends.process.groups import group_alive, signal_group
+from comfyrun.backends.process.groups import group_alive, signal_group, tied_to_parent
 from comfyrun.backends.process.spec import HOST, ManagedSpec
 from comfyrun.backends.process.states import TRANSITIONS, UP, ProcessState, restart_delay
 from comfyrun.errors import BackendError, InvalidRequest
@@ -359,13 +360,17 @@ class ManagedProcess:
 
     async def _spawn(self, port: int) -> _Child:
         argv = self.spec.argv(port)
+        launch = argv
+        if self.spec.die_with_parent:
+            launcher = self.spec.python if self.spec.comfy_path is not None else sys.executable
+            launch = tied_to_parent(argv, launcher)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.spec.env}
         with self.log.open_for_child() as out:
             offset = out.tell()
             out.write(f"[comfyrun] starting: {shlex.join(argv)}\n".encode())
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    *argv,
+                    *launch,
                     cwd=self.spec.workdir,
                     env=env,
                     stdin=asyncio.subprocess.DEVNULL,
