@@ -166,3 +166,20 @@ async def test_connection_refused_is_a_clear_rejection(tmp_path: Path) -> None:
         await refused(UrlFetcher(limits), "http://127.0.0.1:1/a.png", tmp_path / "x")
         == "fetch_failed"
     )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://2130706433/a.png",
+        "http://0x7f.1/a.png",
+        "http://127.1/a.png",
+        "http://017700000001/a.png",
+        "http://user:pw@127.0.0.1/a.png",
+        "http://localhost./a.png",
+        "http://[::]/a.png",
+    ],
+)
+async def test_disguised_loopback_forms_are_refused(url: str, tmp_path: Path) -> None:
+    fetcher = UrlFetcher(InputLimits(fetch_timeout_s=5))
+    assert await refused(fetcher, url, tmp_path / "x") in ("private_address", "fetch_failed")
