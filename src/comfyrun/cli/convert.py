@@ -36,7 +36,12 @@ def _fetch_object_info(server: str, timeout_s: float) -> Any:
 
 
 def convert(
-    workflow: Annotated[Path, typer.Argument(help="UI-format workflow JSON file ('-' for stdin).")],
+    workflow: Annotated[
+        Path,
+        typer.Argument(
+            metavar="WORKFLOW.json", help="UI-format workflow JSON file ('-' for stdin)."
+        ),
+    ],
     object_info: Annotated[
         Path | None,
         typer.Option("--object-info", help="object_info.json of the target ComfyUI (offline)."),

@@ -158,3 +158,12 @@ def test_an_unreachable_server_is_a_clear_error(cli: typer.Typer, fixtures_dir: 
     )
     assert result.exit_code == 2
     assert "cannot load object_info" in _text(result)
+
+
+def test_the_workflow_can_come_from_stdin(cli: typer.Typer, fixtures_dir: Path) -> None:
+    ui = (fixtures_dir / f"{PAIR}.ui.json").read_text()
+    result = CliRunner().invoke(
+        cli, ["convert", "-", "--object-info", str(fixtures_dir / "object_info.json")], input=ui
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == load_json(fixtures_dir / f"{PAIR}.api.json")
