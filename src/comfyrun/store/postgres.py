@@ -2,8 +2,8 @@
 
 Claims use `SELECT … FOR UPDATE SKIP LOCKED`, so any number of workers on any number of hosts
 claim different jobs without waiting on each other. Every write that matters to a waiter sends a
-NOTIFY in its transaction (delivered at commit) on one channel per schema: payload "w" when a
-job may have become claimable, "e:<job id>" when a job's log grew. Each store keeps one extra
+NOTIFY in its transaction (delivered at commit) on one channel per schema: "e:<job id>" when a
+job's log grew, "we:<job id>" when, besides, the job may have become claimable. Each store keeps one extra
 connection LISTENing and wakes its local waiters, so `wait_for_work` and `wait_for_event` wake on
 every API node and worker without polling. If the listener connection drops, all waiters are
 woken (they look again) and it reconnects.
@@ -151,8 +151,7 @@ class PostgresStore:
             cur = await conn.execute(Q["insert_job"], job_to_row(job))
             if cur.rowcount != 1:
                 raise Conflict(f"job {job.id} already exists", details={"job_id": job.id})
-            await self._event(conn, job.id, "status", transition.enqueue_event(job), now)
-            await self._notify(conn, WORK)
+            await self._event(conn, job.id, "status", transition.enqueue_event(job), now, work=True)
         return job, True
 
     async def claim(
@@ -203,9 +202,9 @@ class PostgresStore:
                     raise transition.moved(job, expect, worker_id)
                 return job  # a no-op transition: nothing written
             job = job_from_row(row)
-            await self._event(conn, job_id, "status", transition.status_event(job, p), now)
-            if job.status is JobStatus.QUEUED:
-                await self._notify(conn, WORK)
+            requeued = job.status is JobStatus.QUEUED
+            data = transition.status_event(job, p)
+            await self._event(conn, job_id, "status", data, now, work=requeued)
         return job
 
     async def record_progress(self, job_id: str, progress: Progress) -> None:
@@ -403,15 +402,21 @@ class PostgresStore:
             cur = await conn.execute(Q[name], params)
             return [job_from_row(r) for r in await cur.fetchall()]
 
-    async def _event(self, conn: Conn, job_id: str, kind: str, data: JSON, now: float) -> int:
-        params = {"job_id": job_id, "kind": kind, "data": dump_json(data), "created_at": now}
+    async def _event(
+        self, conn: Conn, job_id: str, kind: str, data: JSON, now: float, *, work: bool = False
+    ) -> int:
+        """Append an event and NOTIFY: "e:<id>", or "we:<id>" when a job became claimable."""
+        params = {
+            "job_id": job_id,
+            "kind": kind,
+            "data": dump_json(data),
+            "created_at": now,
+            "channel": self.channel,
+            "payload": f"{WORK if work else ''}e:{job_id}",
+        }
         row = await _one(conn, "insert_event", params)
         assert row is not None
-        await self._notify(conn, f"e:{job_id}")
         return int(row["id"])
-
-    async def _notify(self, conn: Conn, payload: str) -> None:
-        await conn.execute(Q["notify"], {"channel": self.channel, "payload": payload})
 
     async def _listen(self) -> None:
         """Relay this schema's NOTIFYs to local waiters, reconnecting after failures."""
@@ -442,12 +447,12 @@ class PostgresStore:
             backoff = min(backoff * 2, 10.0)
 
     async def _dispatch(self, payload: str) -> None:
-        if payload == WORK:
+        flags, _, job_id = payload.partition("e:")
+        if WORK in flags:
             async with self._work:
                 self._work.notify_all()
-        elif payload.startswith("e:"):
-            for woken in builtins.list(self._job_waiters.get(payload[2:], ())):
-                woken.set()
+        for woken in builtins.list(self._job_waiters.get(job_id, ())):
+            woken.set()
 
     async def _wake_all(self) -> None:
         async with self._work:

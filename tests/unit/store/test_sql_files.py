@@ -21,8 +21,8 @@ def test_both_dialects_have_the_shared_queries() -> None:
     shared = {"insert_job", "claim", "renew", "transition", "list", "queue_position", "get"}
     for dialect in DIALECTS:
         assert shared <= set(queries(dialect))
-    # the PostgreSQL extras: NOTIFY, advisory lock for keys, row lock for event order
-    assert set(queries("postgresql")) - set(queries("sqlite")) == {"notify", "lock_key", "lock_job"}
+    # the PostgreSQL extras: advisory lock for keys, row lock for event order
+    assert set(queries("postgresql")) - set(queries("sqlite")) == {"lock_key", "lock_job"}
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)

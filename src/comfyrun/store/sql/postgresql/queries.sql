@@ -33,12 +33,13 @@ ON CONFLICT (scope, key) DO UPDATE SET
     created_at = excluded.created_at;
 
 -- name: insert_event
-INSERT INTO job_events (job_id, kind, data, created_at)
-VALUES (%(job_id)s, %(kind)s, %(data)s::jsonb, %(created_at)s)
-RETURNING id;
-
--- name: notify
-SELECT pg_notify(%(channel)s, %(payload)s);
+-- Appends and notifies in one round trip; the NOTIFY is delivered when the transaction commits.
+WITH event AS (
+    INSERT INTO job_events (job_id, kind, data, created_at)
+    VALUES (%(job_id)s, %(kind)s, %(data)s::jsonb, %(created_at)s)
+    RETURNING id
+)
+SELECT event.id, pg_notify(%(channel)s, %(payload)s) FROM event;
 
 -- name: claim
 -- SKIP LOCKED: concurrent claimers each take a different job instead of queueing on one row.
