@@ -109,6 +109,32 @@ def test_a_subgraph_that_contains_itself_is_refused() -> None:
         convert_ui_to_api(graph, OBJECT_INFO)
 
 
+def test_subgraphs_that_multiply_past_the_limit_are_refused() -> None:
+    # Each level holds ten instances of the next: 10**6 inner nodes once flattened.
+    levels = [
+        {
+            "id": f"L{depth}",
+            "inputs": [],
+            "outputs": [],
+            "links": [],
+            "nodes": [{"id": i, "type": f"L{depth + 1}"} for i in range(10)],
+        }
+        for depth in range(5)
+    ]
+    levels.append(
+        {
+            "id": "L5",
+            "inputs": [],
+            "outputs": [],
+            "links": [],
+            "nodes": [{"id": i, "type": "ImageInvert"} for i in range(10)],
+        }
+    )
+    graph = ui([node(1, "L0")], [], definitions={"subgraphs": levels})
+    with pytest.raises(ConversionError, match="more than"):
+        convert_ui_to_api(graph, OBJECT_INFO)
+
+
 def test_object_info_must_be_a_mapping() -> None:
     with pytest.raises(ConversionError, match="object_info"):
         convert_ui_to_api(ui([], []), [])  # type: ignore[arg-type]

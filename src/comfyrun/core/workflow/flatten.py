@@ -40,6 +40,8 @@ MODE_NEVER = 2
 MODE_BYPASS = 4
 #: Subgraphs nested deeper than this are refused (a definition that contains itself).
 MAX_DEPTH = 32
+#: Flattened graphs larger than this are refused (instances of instances multiply).
+MAX_NODES = 50_000
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,8 @@ class ExecGraph:
             inputs = node.inputs if subgraph is None else _instance_inputs(node, subgraph)
             exec_node = ExecNode(_join(path, node.id), node, graph, path, parent, subgraph, inputs)
             self.nodes[exec_node.exec_id] = exec_node
+            if len(self.nodes) > MAX_NODES:
+                raise ConversionError(f"the workflow expands to more than {MAX_NODES} nodes")
             if subgraph is not None:
                 self._add_graph(subgraph.graph, (*path, node.id), exec_node)
 
