@@ -396,3 +396,15 @@ async def test_job_inputs_live_in_the_input_folder_and_are_removed(
     assert (process.input_dir / process.input_name("job1", "a.png")).read_bytes() == b"png"
     process.remove_job_inputs("job1")
     assert not folder.exists()
+
+
+async def test_an_output_folder_that_cannot_be_made_is_an_error_not_a_hang(
+    make_spec: SpecFactory, processes: list[ManagedProcess], tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    process = ManagedProcess(make_spec(extra_args=("--output-directory", str(blocker / "out"))))
+    processes.append(process)
+    with pytest.raises(BackendError, match="could not be started"):
+        await process.ensure_started()
+    assert state(process) is S.ERROR and process.pid is None

@@ -299,21 +299,26 @@ class ManagedProcess:
             self._set_state(ProcessState.STARTING)
             try:
                 return await self._launch()
-            except _StartFailed as failure:
-                if failure.fatal or not after_crash:
-                    self.last_error = failure.message
-                    self._set_state(ProcessState.ERROR)
-                    logger.error(
-                        "backend %s: %s",
-                        self.name,
-                        failure.message,
-                        extra={"action": "backend_error", "backend": self.name},
-                    )
-                    raise self._error() from None
-                self._crashes.append(loop.time())
-                self._last_failure = failure.message.split("\n", 1)[0]
+            except (OSError, ValueError) as exc:  # a folder or the log it cannot create, ...
+                failure = _StartFailed(
+                    f"backend {self.name!r} could not be started: {exc}", fatal=True
+                )
+            except _StartFailed as exc:
+                failure = exc
+            if failure.fatal or not after_crash:
                 self.last_error = failure.message
-                self._set_state(ProcessState.CRASHED)
+                self._set_state(ProcessState.ERROR)
+                logger.error(
+                    "backend %s: %s",
+                    self.name,
+                    failure.message,
+                    extra={"action": "backend_error", "backend": self.name},
+                )
+                raise self._error() from None
+            self._crashes.append(loop.time())
+            self._last_failure = failure.message.split("\n", 1)[0]
+            self.last_error = failure.message
+            self._set_state(ProcessState.CRASHED)
 
     async def _launch(self) -> str:
         problem = self.spec.problem()
