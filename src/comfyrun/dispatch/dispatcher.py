@@ -24,6 +24,7 @@ import uuid
 from comfyrun.backends.pool import BackendPool, Slot
 from comfyrun.core.job import ACTIVE, Job, JobStatus
 from comfyrun.core.state import Event
+from comfyrun.dispatch.inputs import make_input_placer
 from comfyrun.dispatch.run import InputPlacer, JobRun, RunContext
 from comfyrun.dispatch.settings import DispatchSettings
 from comfyrun.dispatch.sweeper import Sweeper
@@ -61,7 +62,7 @@ class Dispatcher:
             storage=storage,
             settings=self.settings,
             worker_id=self.worker_id,
-            place_inputs=place_inputs,
+            place_inputs=place_inputs or make_input_placer(),
         )
         self.sweeper = Sweeper(store, storage, interval_s=self.settings.sweep_interval_s)
         self._runs: dict[str, tuple[JobRun, asyncio.Task[None]]] = {}

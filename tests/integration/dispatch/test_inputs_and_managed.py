@@ -1,0 +1,122 @@
+"""Inputs placed on the backend (uploaded to a remote one, written into a managed one's input
+folder), and a managed backend started lazily by its first job."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+from tests.integration.dispatch.conftest import HEALTH, SETTINGS
+
+from comfyrun.backends.pool import BackendPool, BackendSpec
+from comfyrun.backends.process import ManagedSpec
+from comfyrun.comfy.client import ComfyClient
+from comfyrun.comfy.emulator.folder import make_comfy_folder
+from comfyrun.core.job import TERMINAL, Job, JobStatus, NewJob
+from comfyrun.dispatch import Dispatcher
+from comfyrun.outputs import open_output_storage, read_all
+from comfyrun.store.base import JobStore
+from comfyrun.store.factory import open_store
+
+Make = Any
+
+
+def png(color: tuple[int, int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 6), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def load_invert_save() -> dict[str, Any]:
+    return {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "photo.png"}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "in"}},
+    }
+
+
+def inverted(data: bytes) -> tuple[int, int, int]:
+    pixel = Image.open(io.BytesIO(data)).convert("RGB").getpixel((0, 0))
+    assert isinstance(pixel, tuple)
+    return (int(pixel[0]), int(pixel[1]), int(pixel[2]))
+
+
+def close_to(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    """Equal up to the rounding of ComfyUI's float images."""
+    return all(abs(x - y) <= 1 for x, y in zip(a, b, strict=True))
+
+
+async def wait_terminal(store: JobStore, job_id: str, *, timeout: float) -> Job | None:
+    after = 0
+    async with asyncio.timeout(timeout):
+        while (job := await store.get(job_id)) is not None and job.status not in TERMINAL:
+            events = await store.wait_for_event(job_id, after, 1.0)
+            after = events[-1].id if events else after
+    return job
+
+
+async def test_an_input_is_uploaded_to_a_remote_backend(make_engine: Make) -> None:
+    engine = await make_engine()
+    data = base64.b64encode(png((10, 20, 30))).decode()
+    job = await engine.submit(load_invert_save(), inputs=({"name": "photo.png", "data": data},))
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    key = done.outputs[0].storage_key
+    assert key is not None
+    assert close_to(inverted(await read_all(engine.storage, key)), (245, 235, 225))
+    emulator: Any = engine.emulators["a"]
+    uploaded = Path(emulator.config.input_dir, "comfyrun", job.id, "photo.png")
+    assert await asyncio.to_thread(uploaded.is_file)
+
+
+@pytest.mark.slow
+async def test_a_managed_backend_starts_on_its_first_job_and_works_from_its_folders(
+    tmp_path: Path,
+) -> None:
+    folder = await asyncio.to_thread(make_comfy_folder, tmp_path / "ComfyUI")
+    spec = ManagedSpec(
+        name="local",
+        log_dir=tmp_path / "logs",
+        comfy_path=folder,
+        ready_timeout_s=60.0,
+        ready_interval_s=0.1,
+        restart_backoff_s=0.1,
+        stop_grace_s=5.0,
+        health_interval_s=None,
+    )
+    store = open_store("memory://")
+    await store.open()
+    storage = open_output_storage(f"file://{tmp_path / 'outputs'}")
+    pool = BackendPool.from_specs(
+        [BackendSpec(name="local", managed=spec)], ComfyClient, health=HEALTH
+    )
+    dispatcher = Dispatcher(store, pool, storage, SETTINGS, worker_id="managed-worker")
+    await pool.start()
+    try:
+        assert [(b.state, b.managed) for b in pool.snapshot()] == [("stopped", True)]
+        await dispatcher.start()
+        data = base64.b64encode(png((100, 0, 200))).decode()
+        job, _ = await store.enqueue(
+            NewJob(workflow=load_invert_save(), inputs=({"name": "photo.png", "data": data},))
+        )
+        done = await wait_terminal(store, job.id, timeout=90)
+        assert done is not None and done.status is JobStatus.SUCCEEDED, done and done.error
+        key = done.outputs[0].storage_key
+        assert key is not None
+        assert close_to(inverted(await read_all(storage, key)), (155, 255, 55))
+        # the job's input folder is gone once the job is done
+        async with asyncio.timeout(10):
+            await dispatcher.wait_idle()
+        assert not await asyncio.to_thread((folder / "input" / "comfyrun" / job.id).exists)
+        info = pool.snapshot()[0]
+        assert info.state in ("ready", "busy") and info.url and info.jobs_done == 1
+    finally:
+        await dispatcher.stop()
+        await pool.stop()
+        await store.close()
+    assert pool.snapshot()[0].state == "stopped"
