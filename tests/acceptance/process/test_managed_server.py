@@ -128,3 +128,36 @@ async def test_with_no_other_backend_jobs_fail_with_what_to_fix(tmp_path: Path) 
         assert "has no main.py" in job["error"]["message"], job["error"]
         health = await client.get("/api/v2/health")
         assert health.status_code == 200  # the rest of the server keeps working
+
+
+def png_base64(size: int = 8) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), (200, 10, 10)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+async def test_inputs_and_outputs_go_through_the_folders_not_http(tmp_path: Path) -> None:
+    # every upload and every /view on this ComfyUI answers 500: the job can only succeed if
+    # comfyrun writes its input into the input folder and reads its output from the output folder
+    faults = "http500:/upload/image:1000,http500:/view:1000"
+    folder = make_emulator_folder(tmp_path / "ComfyUI")
+    cfg = BackendConfig(name="gpu0", comfy_path=folder, env={"EMU_FAULTS": faults})
+    workflow = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "placeholder.png"}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "io"}},
+    }
+    inputs = [{"name": "in.png", "data": png_base64(), "node": "1", "input": "image"}]
+    async with asgi_app(settings(tmp_path, cfg)) as (_app, client, ctx):
+        job_id = await submit(client, workflow, inputs=inputs, max_retries=0)
+        job = await wait_job(client, job_id)
+        assert job["status"] == "succeeded", job
+        assert [o["node_id"] for o in job["outputs"]] == ["3"]
+        process = managed(ctx, "gpu0")
+        assert not (process.input_dir / "comfyrun" / job_id).exists()  # removed after the job
+        assert list(process.output_dir.glob("io_*.png"))
