@@ -60,6 +60,7 @@ class Submission:
     timeout_s: float | None = None
     idempotency_key: str | None = None
     request_hash: str | None = None
+    job_id: str | None = None  # a client-chosen id (e.g. ComfyUI's prompt_id); else minted
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +135,8 @@ class JobService:
         if self._check_inputs is not None and (sub.inputs or _has_asset_refs(workflow)):
             workflow = await self._check_inputs(workflow, list(sub.inputs))
         await self._enforce_queue_bound()
+        if sub.job_id is not None and await self.store.get(sub.job_id) is not None:
+            raise Conflict(f"job {sub.job_id} already exists", details={"job_id": sub.job_id})
         new = NewJob(
             workflow=workflow,
             priority=sub.priority,
@@ -152,6 +155,7 @@ class JobService:
             else self.settings.default_timeout_s,
             idempotency_key=sub.idempotency_key,
             request_hash=sub.request_hash,
+            **({"id": sub.job_id} if sub.job_id is not None else {}),
         )
         job, created = await self.store.enqueue(new, now=self._clock())
         if created:
