@@ -161,3 +161,43 @@ async def test_inputs_and_outputs_go_through_the_folders_not_http(tmp_path: Path
         process = managed(ctx, "gpu0")
         assert not (process.input_dir / "comfyrun" / job_id).exists()  # removed after the job
         assert list(process.output_dir.glob("io_*.png"))
+
+
+async def test_eager_start_begins_with_the_server(tmp_path: Path) -> None:
+    folder = make_emulator_folder(tmp_path / "ComfyUI")
+    cfg = BackendConfig(name="gpu0", comfy_path=folder, lazy=False)
+    async with asgi_app(settings(tmp_path, cfg)) as (_app, _client, ctx):
+        process = managed(ctx, "gpu0")
+        ready = asyncio.Event()
+        process.on_state_change(lambda s: ready.set() if s.value == "ready" else None)
+        if process.pid is None:  # nothing asks for it: only the eager start can start it
+            await asyncio.wait_for(ready.wait(), 60)
+        assert process.pid is not None
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine: BackendPool._probe_loop calls ready_client() on a managed backend that its "
+    "idle stop has stopped (its client is still set), which starts it again at once; the probe "
+    "should skip managed backends whose process is not up",
+)
+async def test_idle_stop_frees_the_backend_until_the_next_job(tmp_path: Path) -> None:
+    folder = make_emulator_folder(tmp_path / "ComfyUI")
+    cfg = BackendConfig(name="gpu0", comfy_path=folder, idle_stop_s=1.0)
+    async with asgi_app(settings(tmp_path, cfg)) as (_app, client, ctx):
+        process = managed(ctx, "gpu0")
+        stopped = asyncio.Event()
+        process.on_state_change(lambda s: stopped.set() if s.value == "stopped" else None)
+        job = await wait_job(client, await submit(client, image_workflow()))
+        assert job["status"] == "succeeded", job
+        first = process.pid
+        assert first is not None
+
+        await asyncio.wait_for(stopped.wait(), 30)  # idle for 1 s: stopped, GPU freed
+        await asyncio.sleep(3)  # and it stays stopped while nothing needs it
+        assert process.pid is None and not group_alive(first)
+        assert (await backends(client))["gpu0"]["state"] == "stopped"
+
+        job = await wait_job(client, await submit(client, image_workflow(color=1)))
+        assert job["status"] == "succeeded", job
+        assert process.pid not in (None, first)
