@@ -73,14 +73,8 @@ class PostgresStore:
         self.schema = schema
         self.channel = f"comfyrun_{schema}"
         self.connect_timeout_s = connect_timeout_s
-        self._pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
-            dsn,
-            min_size=min_size,
-            max_size=max_size,
-            open=False,
-            connection_class=psycopg.AsyncConnection[DictRow],
-            kwargs={"row_factory": dict_row, "options": f"-c search_path={schema}"},
-        )
+        self.min_size, self.max_size = min_size, max_size
+        self._pool: AsyncConnectionPool[Conn] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
         self._work = asyncio.Condition()
@@ -96,13 +90,22 @@ class PostgresStore:
         await self.close()
 
     async def open(self) -> None:
+        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            self.dsn,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            open=False,
+            connection_class=psycopg.AsyncConnection[DictRow],
+            kwargs={"row_factory": dict_row, "options": f"-c search_path={self.schema}"},
+        )
         try:
-            await self._pool.open(wait=True, timeout=self.connect_timeout_s)
-            async with self._pool.connection() as conn:
+            await pool.open(wait=True, timeout=self.connect_timeout_s)
+            async with pool.connection() as conn:
                 await migrate_postgres(conn, self.schema)
         except (psycopg.Error, TimeoutError, PoolTimeout) as exc:
-            await self._pool.close()
+            await pool.close()
             raise StoreError(f"cannot open the PostgreSQL store: {exc}") from exc
+        self._pool = pool
         self._listener = asyncio.create_task(self._listen(), name="comfyrun-store-listen")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._listening.wait(), self.connect_timeout_s)
@@ -113,7 +116,9 @@ class PostgresStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
             self._listener = None
-        await self._pool.close()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
 
     async def ping(self) -> bool:
         try:
@@ -386,6 +391,8 @@ class PostgresStore:
     @asynccontextmanager
     async def _conn(self) -> AsyncIterator[Conn]:
         """A pooled connection in autocommit-free mode; psycopg errors become StoreError."""
+        if self._pool is None:
+            raise StoreError("the PostgreSQL store is not open")
         try:
             async with self._pool.connection() as conn:
                 yield conn

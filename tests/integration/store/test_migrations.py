@@ -13,7 +13,13 @@ import pytest
 from tests.support.store import drop_schema, new_job, new_schema_name, pg_dsn, require_pg
 
 from comfyrun.store.factory import open_store
-from comfyrun.store.migrate import migrate_postgres, migrate_sqlite, migrations, statements
+from comfyrun.store.migrate import (
+    SCHEMA_VERSION_SQL,
+    migrate_postgres,
+    migrate_sqlite,
+    migrations,
+    statements,
+)
 from comfyrun.store.queries import sql_text
 
 
@@ -109,3 +115,21 @@ async def test_data_survives_reopening(db_url: str) -> None:
         assert not created and same.id == job.id
     finally:
         await again.close()
+
+
+async def test_sqlite_upgrade_applies_only_newer_migrations(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    first = migrations("sqlite")[0]
+    with sqlite3.connect(path) as conn:
+        conn.execute(SCHEMA_VERSION_SQL)
+        for stmt in statements(first.sql):
+            conn.execute(stmt)
+        conn.execute("INSERT INTO schema_version VALUES (1, ?, 0)", (first.name,))
+    async with aiosqlite.connect(path, isolation_level=None) as conn:
+        applied = await migrate_sqlite(conn)
+    assert applied == [m.version for m in migrations("sqlite")[1:]]
+    declared = tmp_path / "declared.db"
+    with sqlite3.connect(declared) as conn:
+        for stmt in statements(sql_text("sqlite", "schema.sql")):
+            conn.execute(stmt)
+    assert sqlite_schema(path) == sqlite_schema(declared)
