@@ -8,61 +8,39 @@
         result = await watch.result(timeout=600)   # PromptResult: success | error | interrupted | lost
     await client.close()
 
-Completion is event-driven: the prompt's events arrive on the websocket and `executing` with
-node=None settles it. ComfyUI replays nothing and sends a prompt's events only to the clientId
-it was submitted with, so a prompt whose events cannot all be seen, because the socket dropped
-or was down when it was submitted, is *stale*: a background loop settles stale prompts from
-GET /queue and GET /history every `poll_interval` seconds, and at once after each reconnect. A
-stale prompt that is not in the queue and has no history is lost (`ComfyPromptLost`).
-
-Every HTTP call has a timeout; failures are typed (`comfyrun.comfy.errors`).
+Completion is event-driven: the prompt's events arrive on the websocket (`socket`), feed the
+prompt's tracker, and `executing` with node=None settles it. Prompts whose events cannot all be
+seen (the socket dropped, or was down at submit) are settled from queue and history instead
+(`reconcile`). Every HTTP call has a timeout and fails with a typed error (`errors`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json as jsonlib
 import logging
-import mimetypes
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
 
-from comfyrun.comfy.errors import (
-    ComfyConnectionError,
-    ComfyHTTPError,
-    ComfyProtocolError,
-    ComfyTimeout,
-    ComfyValidationError,
-)
+from comfyrun.comfy.errors import ComfyConnectionError, ComfyProtocolError, ComfyValidationError
+from comfyrun.comfy.files import CHUNK, UploadData, UploadResult, ViewStream, upload_body
 from comfyrun.comfy.history import HistoryEntry, QueueState, parse_history, parse_queue
-from comfyrun.comfy.messages import (
-    Executing,
-    ExecutionStart,
-    Message,
-    PreviewImage,
-    Status,
-    Text,
-)
+from comfyrun.comfy.http import ComfyHTTP, maybe_sent
+from comfyrun.comfy.messages import Executing, ExecutionStart, Message, PreviewImage, Status, Text
 from comfyrun.comfy.outputs import FileRef
-from comfyrun.comfy.result import PromptResult, result_from_history, result_from_tracker
+from comfyrun.comfy.reconcile import Reconciler
+from comfyrun.comfy.result import PromptResult, result_from_tracker
 from comfyrun.comfy.socket import ComfySocket
 from comfyrun.comfy.watch import PromptWatch
 
 logger = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
-UploadData = bytes | AsyncIterable[bytes] | Path
-
-_CHUNK = 64 * 1024
-#: Reconcile passes in a row that must find a prompt nowhere before it is declared lost.
-LOST_AFTER_MISSES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,39 +49,6 @@ class SubmitResult:
     number: float
     #: Non-empty on a 200 when some outputs failed validation; the valid ones still run.
     node_errors: JSON = field(default_factory=dict, hash=False)
-
-
-@dataclass(frozen=True, slots=True)
-class UploadResult:
-    name: str
-    subfolder: str
-    type: str
-
-    @property
-    def load_image_value(self) -> str:
-        """The value LoadImage's `image` input takes for this upload."""
-        name = f"{self.subfolder}/{self.name}" if self.subfolder else self.name
-        return name if self.type == "input" else f"{name} [{self.type}]"
-
-
-class ViewStream:
-    """The body of GET /view, streamed: ``async for chunk in stream``."""
-
-    def __init__(self, response: httpx.Response, chunk_size: int) -> None:
-        self._response = response
-        self._chunk_size = chunk_size
-        self.content_type: str | None = response.headers.get("content-type")
-        length = response.headers.get("content-length")
-        self.content_length: int | None = int(length) if length and length.isdigit() else None
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._response.aiter_bytes(self._chunk_size):
-                yield chunk
-        except httpx.TimeoutException as exc:
-            raise ComfyTimeout(f"reading /view timed out: {exc!r}") from exc
-        except httpx.TransportError as exc:
-            raise ComfyConnectionError(f"reading /view failed: {exc!r}") from exc
 
 
 class ComfyClient:
@@ -134,19 +79,24 @@ class ComfyClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        self.poll_interval = poll_interval
-        self.audit_interval = audit_interval
         self._transport = http_transport
         self._client_id_prefix = client_id or "comfyrun"
         self._use_websocket = websocket
         self._reconnect = (reconnect_initial, reconnect_max)
         self._max_connections = max_connections
-        self._http: httpx.AsyncClient | None = None
+        self._http: ComfyHTTP | None = None
         self._socket: ComfySocket | None = None
         self._watches: dict[str, PromptWatch] = {}
         self._state_callbacks: list[Callable[[bool], None]] = []
-        self._poll_task: asyncio.Task[None] | None = None
-        self._poll_wakeup = asyncio.Event()
+        self._reconciler = Reconciler(
+            name=self.base_url,
+            watches=self._watches,
+            queue=self.queue,
+            history=self.history,
+            live_connection=self._live_connection,
+            poll_interval=poll_interval,
+            audit_interval=audit_interval,
+        )
         self._object_info: JSON | None = None
         self._object_info_lock = asyncio.Lock()
         self._running: str | None = None
@@ -159,15 +109,11 @@ class ComfyClient:
         """Open the HTTP pool and the websocket; with `wait`, fail unless it connects in time."""
         if self._http is not None:
             return
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            timeout=httpx.Timeout(self.timeout),
+        self._http = ComfyHTTP(
+            self.base_url,
+            timeout=self.timeout,
             transport=self._transport,
-            limits=httpx.Limits(
-                max_connections=self._max_connections,
-                max_keepalive_connections=self._max_connections,
-            ),
-            trust_env=False,
+            max_connections=self._max_connections,
         )
         if self._use_websocket:
             self._socket = ComfySocket(
@@ -180,22 +126,15 @@ class ComfyClient:
                 reconnect_max=self._reconnect[1],
             )
             self._socket.start()
-        self._poll_task = asyncio.create_task(self._poll_loop(), name=f"comfy-poll {self.base_url}")
-        if (
-            wait
-            and self._socket is not None
-            and not await self._socket.wait_connected(self.timeout)
-        ):
+        self._reconciler.start()
+        socket = self._socket
+        if wait and socket is not None and not await socket.wait_connected(self.timeout):
             await self.close()
             raise ComfyConnectionError(f"no websocket to {self.base_url} within {self.timeout} s")
 
     async def close(self) -> None:
         """Close the websocket and the HTTP pool; unfinished watches fail."""
-        if self._poll_task is not None:
-            self._poll_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poll_task
-            self._poll_task = None
+        await self._reconciler.close()
         if self._socket is not None:
             await self._socket.close()
             self._socket = None
@@ -250,7 +189,7 @@ class ComfyClient:
         watch = PromptWatch(prompt_id, node_ids=node_ids, on_close=self._forget)
         if attach:
             watch.submitted = True
-            self._poll_wakeup.set()
+            self._reconciler.wake()
         self._watches[prompt_id] = watch
         return watch
 
@@ -266,13 +205,16 @@ class ComfyClient:
         front: bool = False,
         number: float | None = None,
     ) -> SubmitResult:
-        """POST /prompt. A 400 raises `ComfyValidationError` with ComfyUI's body unchanged."""
+        """POST /prompt. A 400 raises `ComfyValidationError` with ComfyUI's body unchanged.
+
+        A failure that leaves it unknown whether ComfyUI queued the prompt (a timeout, a
+        dropped connection, a cancel) leaves its watch to the queue and history.
+        """
         prompt_id = prompt_id or str(uuid.uuid4())
-        socket = self._socket
-        connection = socket.connection if socket is not None and socket.connected else None
+        connection = self._live_connection()
         body: JSON = {"prompt": prompt, "prompt_id": prompt_id}
-        if socket is not None:
-            body["client_id"] = socket.client_id
+        if self._socket is not None:
+            body["client_id"] = self._socket.client_id
         if extra_data:
             body["extra_data"] = dict(extra_data)
         if front:
@@ -281,26 +223,13 @@ class ComfyClient:
             body["number"] = number
         watch = self._watches.get(prompt_id)
         try:
-            response = await self._request("POST", "/prompt", json=body, expect=(200, 400))
-            data = self._json(response)
-            if response.status_code == 400:
-                raise ComfyValidationError(
-                    error=data.get("error") if isinstance(data.get("error"), dict) else {},
-                    node_errors=data.get("node_errors") or {},
-                )
-            result = SubmitResult(
-                prompt_id=str(data.get("prompt_id", prompt_id)),
-                number=float(data.get("number", 0)),
-                node_errors=dict(data.get("node_errors") or {}),
-            )
+            result = await self._post_prompt(body)
         except BaseException as exc:
-            if watch is not None:
-                if _maybe_sent(exc):
-                    # The prompt may be queued all the same: let queue and history decide.
-                    watch.submitted = True
-                    self._poll_wakeup.set()
-                else:
-                    watch.fail(exc)
+            if watch is not None and maybe_sent(exc):
+                watch.submitted = True
+                self._reconciler.wake()
+            elif watch is not None:
+                watch.fail(exc)
             raise
         if result.node_errors:
             logger.warning(
@@ -312,11 +241,29 @@ class ComfyClient:
             )
         if watch is not None:
             watch.submitted = True
-            still_same = socket is not None and socket.connected and socket.connection == connection
-            watch.connection = connection if still_same else None
+            # Live only if one connection was up from before the POST until now.
+            watch.connection = connection if self._live_connection() == connection else None
             if watch.connection is None:
-                self._poll_wakeup.set()
+                self._reconciler.wake()
         return result
+
+    async def _post_prompt(self, body: JSON) -> SubmitResult:
+        http = self._require_http()
+        response = await http.request("POST", "/prompt", json=body, expect=(200, 400))
+        data = http.json(response)
+        if response.status_code == 400:
+            error = data.get("error")
+            raise ComfyValidationError(
+                error=error
+                if isinstance(error, dict)
+                else ({} if error is None else {"message": str(error)}),
+                node_errors=data.get("node_errors") or {},
+            )
+        return SubmitResult(
+            prompt_id=str(data.get("prompt_id", body["prompt_id"])),
+            number=float(data.get("number", 0)),
+            node_errors=dict(data.get("node_errors") or {}),
+        )
 
     async def run(
         self,
@@ -332,32 +279,33 @@ class ComfyClient:
             await self.submit(prompt, prompt_id=prompt_id, extra_data=extra_data)
             return await watch.result(timeout)
 
+    async def reconcile(self, watches: Iterable[PromptWatch]) -> None:
+        """Settle `watches` from queue and history now (the background loop does this too)."""
+        await self._reconciler.reconcile(watches)
+
     async def history(self, prompt_id: str) -> HistoryEntry | None:
         """GET /history/{id}; None while the prompt is pending, running or unknown."""
-        response = await self._request("GET", f"/history/{prompt_id}")
-        return parse_history(self._json(response), prompt_id)
+        return parse_history(await self._get_json(f"/history/{prompt_id}"), prompt_id)
 
     async def queue(self) -> QueueState:
         """GET /queue."""
-        response = await self._request("GET", "/queue")
-        return parse_queue(self._json(response))
+        return parse_queue(await self._get_json("/queue"))
 
     async def interrupt(self, prompt_id: str | None = None) -> None:
         """POST /interrupt: only `prompt_id` if it is running now; None: whatever runs."""
-        await self._request(
-            "POST", "/interrupt", json={"prompt_id": prompt_id} if prompt_id else {}
-        )
+        body = {"prompt_id": prompt_id} if prompt_id else {}
+        await self._require_http().request("POST", "/interrupt", json=body)
 
     async def delete_queued(self, prompt_ids: Iterable[str]) -> None:
         """POST /queue delete: removes pending prompts only; running or unknown ids are ignored."""
         ids = list(prompt_ids)
-        await self._request("POST", "/queue", json={"delete": ids})
+        await self._require_http().request("POST", "/queue", json={"delete": ids})
         # A deleted prompt gets no event and no history: let the queue say it is gone.
         for prompt_id in ids:
             watch = self._watches.get(prompt_id)
             if watch is not None and watch.submitted:
                 watch.needs_history = True
-                self._poll_wakeup.set()
+                self._reconciler.wake()
 
     async def cancel(self, prompt_id: str) -> None:
         """Stop `prompt_id` wherever it is: delete it if pending, interrupt it if running.
@@ -369,20 +317,17 @@ class ComfyClient:
 
     async def free(self, *, unload_models: bool = False, free_memory: bool = False) -> None:
         """POST /free; ComfyUI applies it after the current prompt."""
-        await self._request(
-            "POST", "/free", json={"unload_models": unload_models, "free_memory": free_memory}
-        )
+        body = {"unload_models": unload_models, "free_memory": free_memory}
+        await self._require_http().request("POST", "/free", json=body)
 
     async def system_stats(self) -> JSON:
-        response = await self._request("GET", "/system_stats")
-        return self._json(response)
+        return await self._get_json("/system_stats")
 
     async def object_info(self, *, refresh: bool = False) -> JSON:
         """GET /object_info, cached after the first call."""
         async with self._object_info_lock:
             if self._object_info is None or refresh:
-                response = await self._request("GET", "/object_info")
-                self._object_info = self._json(response)
+                self._object_info = await self._get_json("/object_info")
             return self._object_info
 
     # -- files -------------------------------------------------------------------------------
@@ -398,67 +343,43 @@ class ComfyClient:
         mask: bool = False,
         original_ref: FileRef | Mapping[str, Any] | None = None,
     ) -> UploadResult:
-        """POST /upload/image (or /upload/mask with `mask`), streaming the file.
+        """POST /upload/image (or /upload/mask with `mask` and `original_ref`), streamed.
 
         The multipart body is generated as it is sent, so a large file or stream is never
         held whole in memory. ComfyUI may rename the file (`name (1).png`): use the result.
         """
-        fields = {
-            "overwrite": "true" if overwrite else "false",
-            "subfolder": subfolder,
-            "type": type,
-        }
-        if mask:
-            if original_ref is None:
-                raise ValueError("a mask upload needs original_ref (the image it applies to)")
-            ref = original_ref.view_params if isinstance(original_ref, FileRef) else original_ref
-            fields["original_ref"] = jsonlib.dumps(dict(ref))
-        boundary = uuid.uuid4().hex
-        content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
-        body = _multipart(boundary, fields, filename, content_type, _chunks(data))
-        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-        if isinstance(data, bytes):
-            content: bytes | AsyncIterable[bytes] = b"".join(
-                [part async for part in body]  # small: the bytes are already in memory
-            )
-        else:
-            content = body
+        if mask and original_ref is None:
+            raise ValueError("a mask upload needs original_ref (the image it applies to)")
+        content, headers = await upload_body(
+            data,
+            filename,
+            subfolder=subfolder,
+            type=type,
+            overwrite=overwrite,
+            original_ref=original_ref if mask else None,
+        )
+        http = self._require_http()
         path = "/upload/mask" if mask else "/upload/image"
-        response = await self._request("POST", path, content=content, headers=headers)
-        result = self._json(response)
-        try:
-            return UploadResult(
-                name=str(result["name"]),
-                subfolder=str(result.get("subfolder") or ""),
-                type=str(result.get("type") or type),
-            )
-        except KeyError as exc:
-            raise ComfyProtocolError(f"upload answer without 'name': {result!r}") from exc
+        result = http.json(await http.request("POST", path, content=content, headers=headers))
+        if "name" not in result:
+            raise ComfyProtocolError(f"upload answer without 'name': {result!r}")
+        return UploadResult(
+            name=str(result["name"]),
+            subfolder=str(result.get("subfolder") or ""),
+            type=str(result.get("type") or type),
+        )
 
     @contextlib.asynccontextmanager
-    async def view(self, ref: FileRef, *, chunk_size: int = _CHUNK) -> AsyncIterator[ViewStream]:
+    async def view(self, ref: FileRef, *, chunk_size: int = CHUNK) -> AsyncIterator[ViewStream]:
         """GET /view, streamed: ``async with client.view(ref) as s: async for chunk in s``."""
-        http = self._require_http()
-        request = http.build_request("GET", "/view", params=ref.view_params)
-        try:
-            response = await http.send(request, stream=True)
-        except httpx.TimeoutException as exc:
-            raise ComfyTimeout(f"GET /view on {self.base_url} timed out") from exc
-        except httpx.TransportError as exc:
-            raise ComfyConnectionError(f"GET /view on {self.base_url} failed: {exc!r}") from exc
-        try:
-            if response.status_code != 200:
-                raise ComfyHTTPError(
-                    f"GET /view {ref.filename!r} ({ref.type}) answered {response.status_code}",
-                    status=response.status_code,
-                    method="GET",
-                    path="/view",
-                )
-            yield ViewStream(response, chunk_size)
-        finally:
-            await response.aclose()
+        async with self._require_http().stream("GET", "/view", params=ref.view_params) as resp:
+            yield ViewStream(resp, chunk_size)
 
     # -- websocket events --------------------------------------------------------------------
+
+    def _live_connection(self) -> int | None:
+        socket = self._socket
+        return socket.connection if socket is not None and socket.connected else None
 
     def _on_message(self, message: Message) -> None:
         if isinstance(message, Status):
@@ -486,12 +407,12 @@ class ComfyClient:
             else:
                 # Finished but the outcome event was missed: history has it by now.
                 watch.needs_history = True
-                self._poll_wakeup.set()
+                self._reconciler.wake()
 
     def _on_socket_state(self, connected: bool) -> None:
         if connected:
             # Events for prompts submitted on earlier connections are gone: settle them now.
-            self._poll_wakeup.set()
+            self._reconciler.wake()
         else:
             self._running = None
         for callback in list(self._state_callbacks):
@@ -503,190 +424,16 @@ class ComfyClient:
                     extra={"action": "state_callback_failed", "backend": self.base_url},
                 )
 
-    # -- settling stale prompts --------------------------------------------------------------
-
-    def _stale(self) -> list[PromptWatch]:
-        socket = self._socket
-        live_connection = socket.connection if socket is not None and socket.connected else None
-        return [
-            w
-            for w in self._watches.values()
-            if w.submitted
-            and not w.done
-            and (w.needs_history or w.connection is None or w.connection != live_connection)
-        ]
-
-    async def _poll_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        last_audit = loop.time()
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poll_wakeup.wait(), self.poll_interval)
-            self._poll_wakeup.clear()
-            if loop.time() - last_audit >= self.audit_interval:
-                # Live prompts too: one deleted from the queue by someone else sends no event.
-                last_audit = loop.time()
-                stale = [w for w in self._watches.values() if w.submitted and not w.done]
-            else:
-                stale = self._stale()
-            if not stale:
-                continue
-            try:
-                await self.reconcile(stale)
-            except (ComfyConnectionError, ComfyTimeout, ComfyHTTPError, ComfyProtocolError) as exc:
-                logger.debug(
-                    "reconcile on %s failed: %s",
-                    self.base_url,
-                    exc,
-                    extra={"action": "reconcile_failed", "backend": self.base_url},
-                )
-            except Exception:
-                logger.exception(
-                    "reconcile on %s failed unexpectedly",
-                    self.base_url,
-                    extra={"action": "reconcile_failed", "backend": self.base_url},
-                )
-
-    async def reconcile(self, watches: Iterable[PromptWatch]) -> None:
-        """Settle watches from the server's queue and history.
-
-        The queue is read first: a prompt only ever moves queue → history, so one that is not
-        in the queue at that moment and not in history afterwards is gone. It is declared lost
-        only when that is seen on `LOST_AFTER_MISSES` passes in a row, which covers a POST
-        that timed out on our side but is still being handled by the server.
-        """
-        pending = [w for w in watches if not w.done]
-        if not pending:
-            return
-        queue = await self.queue()
-        off_queue = []
-        for watch in pending:
-            if watch.prompt_id in queue:
-                watch.misses = 0
-            else:
-                off_queue.append(watch)
-        semaphore = asyncio.Semaphore(8)
-
-        async def settle(watch: PromptWatch) -> None:
-            async with semaphore:
-                entry = await self.history(watch.prompt_id)
-            if watch.done:
-                return
-            if entry is not None:
-                watch.tracker.apply_history(entry)
-                watch.settle(result_from_history(entry))
-                return
-            watch.misses += 1
-            if watch.misses < LOST_AFTER_MISSES:
-                watch.needs_history = True  # look again on the next poll
-            else:
-                watch.tracker.mark_lost()
-                logger.warning(
-                    "prompt %s is lost on %s",
-                    watch.prompt_id,
-                    self.base_url,
-                    extra={"action": "prompt_lost", "backend": self.base_url},
-                )
-                watch.settle(result_from_tracker(watch.tracker, source="history"))
-
-        await asyncio.gather(*(settle(w) for w in off_queue))
-
     # -- HTTP --------------------------------------------------------------------------------
 
-    def _require_http(self) -> httpx.AsyncClient:
+    def _require_http(self) -> ComfyHTTP:
         if self._http is None:
             raise ComfyConnectionError(f"the client of {self.base_url} is not started")
         return self._http
 
-    async def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        content: bytes | AsyncIterable[bytes] | None = None,
-        headers: Mapping[str, str] | None = None,
-        params: Mapping[str, str] | None = None,
-        expect: tuple[int, ...] = (200,),
-    ) -> httpx.Response:
+    async def _get_json(self, path: str) -> JSON:
         http = self._require_http()
-        try:
-            response = await http.request(
-                method, path, json=json, content=content, headers=headers, params=params
-            )
-        except httpx.TimeoutException as exc:
-            raise ComfyTimeout(f"{method} {path} on {self.base_url} timed out") from exc
-        except httpx.TransportError as exc:
-            raise ComfyConnectionError(
-                f"{method} {path} on {self.base_url} failed: {exc!r}"
-            ) from exc
-        if response.status_code not in expect:
-            raise ComfyHTTPError(
-                f"{method} {path} on {self.base_url} answered {response.status_code}: "
-                f"{response.text[:200]!r}",
-                status=response.status_code,
-                method=method,
-                path=path,
-            )
-        return response
-
-    @staticmethod
-    def _json(response: httpx.Response) -> JSON:
-        try:
-            data = response.json()
-        except ValueError as exc:
-            raise ComfyProtocolError(
-                f"{response.request.method} {response.request.url.path} answered non-JSON"
-            ) from exc
-        if not isinstance(data, dict):
-            raise ComfyProtocolError(
-                f"{response.request.method} {response.request.url.path} answered a non-object"
-            )
-        return data
-
-
-def _maybe_sent(exc: BaseException) -> bool:
-    """Whether a failed POST may still have reached ComfyUI."""
-    if isinstance(exc.__cause__, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-        return False
-    return isinstance(exc, ComfyTimeout | ComfyConnectionError | asyncio.CancelledError)
-
-
-async def _chunks(data: UploadData) -> AsyncIterator[bytes]:
-    if isinstance(data, bytes):
-        yield data
-    elif isinstance(data, Path):
-        with data.open("rb") as handle:
-            while chunk := await asyncio.to_thread(handle.read, _CHUNK):
-                yield chunk
-    else:
-        async for chunk in data:
-            yield chunk
-
-
-def _quote(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', "%22").replace("\r", "").replace("\n", "")
-
-
-async def _multipart(
-    boundary: str,
-    fields: Mapping[str, str],
-    filename: str,
-    content_type: str,
-    chunks: AsyncIterator[bytes],
-) -> AsyncIterator[bytes]:
-    for name, value in fields.items():
-        yield (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
-        ).encode()
-    yield (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
-        f'filename="{_quote(filename)}"\r\nContent-Type: {content_type}\r\n\r\n'
-    ).encode()
-    async for chunk in chunks:
-        if chunk:
-            yield chunk
-    yield f"\r\n--{boundary}--\r\n".encode()
+        return http.json(await http.request("GET", path))
 
 
 __all__ = ["ComfyClient", "SubmitResult", "UploadData", "UploadResult", "ViewStream"]
