@@ -205,6 +205,31 @@ def image_blur(ctx: NodeContext, image: FloatArray, blur_radius: int, sigma: flo
     return NodeResult((np.stack(frames).astype(np.float32),))
 
 
+@node("ImageFlip")
+def image_flip(ctx: NodeContext, image: FloatArray, flip_method: str) -> NodeResult:
+    axis = 1 if flip_method.startswith("x") else 2
+    return NodeResult((np.ascontiguousarray(np.flip(image, axis=axis)),))
+
+
+@node("ImageRotate")
+def image_rotate(ctx: NodeContext, image: FloatArray, rotation: str) -> NodeResult:
+    turns = {"none": 0, "90 degrees": 3, "180 degrees": 2, "270 degrees": 1}.get(rotation, 0)
+    return NodeResult((np.ascontiguousarray(np.rot90(image, k=turns, axes=(1, 2))),))
+
+
+@node("ImageCrop")
+def image_crop(
+    ctx: NodeContext, image: FloatArray, width: int, height: int, x: int, y: int
+) -> NodeResult:
+    x, y = min(x, image.shape[2] - 1), min(y, image.shape[1] - 1)
+    return NodeResult((image[:, y : y + height, x : x + width, :].copy(),))
+
+
+@node("RepeatImageBatch")
+def repeat_image_batch(ctx: NodeContext, image: FloatArray, amount: int) -> NodeResult:
+    return NodeResult((np.concatenate([image] * amount, axis=0),))
+
+
 @node("GetImageSize")
 def get_image_size(ctx: NodeContext, image: FloatArray) -> NodeResult:
     batch, height, width = int(image.shape[0]), int(image.shape[1]), int(image.shape[2])

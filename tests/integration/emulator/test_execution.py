@@ -1,0 +1,231 @@
+"""Execution semantics beyond the transcripts: caching, interrupts, nodes and output kinds."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+from PIL import Image
+from tests.support.emulator import (
+    image_workflow,
+    running_emulator,
+    text_to_image_workflow,
+    wait_history,
+    ws_client,
+)
+
+from comfyrun.comfy.emulator import Emulator
+
+CKPT = "random_sd15_for_protocol_tests.safetensors"
+
+
+async def _post(
+    session: aiohttp.ClientSession,
+    emu: Emulator,
+    prompt: Mapping[str, object],
+    client_id: str | None = None,
+) -> str:
+    body: dict[str, object] = {"prompt": prompt}
+    if client_id is not None:
+        body["client_id"] = client_id
+    async with session.post(f"{emu.url}/prompt", json=body) as resp:
+        assert resp.status == 200, await resp.text()
+        prompt_id: str = (await resp.json())["prompt_id"]
+        return prompt_id
+
+
+def _pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+async def test_identical_rerun_is_cached_and_writes_nothing(
+    emu: Emulator, session: aiohttp.ClientSession
+) -> None:
+    first = await wait_history(
+        session, emu.url, await _post(session, emu, image_workflow(color=0x123456))
+    )
+    files = sorted(emu.config.output_dir.rglob("*"))
+    again = await wait_history(
+        session, emu.url, await _post(session, emu, image_workflow(color=0x123456))
+    )
+    assert again["outputs"] == first["outputs"]
+    assert sorted(emu.config.output_dir.rglob("*")) == files
+    cached = again["status"]["messages"][1]
+    assert cached[0] == "execution_cached" and cached[1]["nodes"] == ["1", "2", "3", "4"]
+    changed = await wait_history(
+        session, emu.url, await _post(session, emu, image_workflow(color=0x654321))
+    )
+    assert changed["status"]["messages"][1][1]["nodes"] == []
+    saved = emu.config.output_dir / changed["outputs"]["3"]["images"][0]["filename"]
+    # 255 * float32 then truncation, as ComfyUI's SaveImage: within one level of the exact value
+    assert (
+        np.abs(_pixels(saved)[0, 0].astype(int) - [255 - 0x65, 255 - 0x43, 255 - 0x21]).max() <= 1
+    )
+
+
+async def test_changing_an_uploaded_file_invalidates_load_image_cache(
+    emu: Emulator, session: aiohttp.ClientSession
+) -> None:
+    graph = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "in.png"}},
+        "2": {
+            "class_type": "SaveImage",
+            "inputs": {"images": ["1", 0], "filename_prefix": "loaded"},
+        },
+    }
+    for color in ((255, 0, 0), (0, 255, 0)):
+        buffer = io.BytesIO()
+        Image.new("RGB", (4, 4), color).save(buffer, format="PNG")
+        form = aiohttp.FormData()
+        form.add_field("image", buffer.getvalue(), filename="in.png")
+        form.add_field("overwrite", "true")
+        async with session.post(f"{emu.url}/upload/image", data=form) as resp:
+            assert resp.status == 200
+        entry = await wait_history(session, emu.url, await _post(session, emu, graph))
+        saved = emu.config.output_dir / entry["outputs"]["2"]["images"][0]["filename"]
+        assert tuple(_pixels(saved)[1, 1]) == color
+
+
+async def test_text_to_image_is_deterministic_per_seed(
+    emu: Emulator, session: aiohttp.ClientSession
+) -> None:
+    a = await wait_history(
+        session,
+        emu.url,
+        await _post(session, emu, text_to_image_workflow(seed=1, prefix="a", ckpt_name=CKPT)),
+    )
+    b = await wait_history(
+        session,
+        emu.url,
+        await _post(session, emu, text_to_image_workflow(seed=1, prefix="b", ckpt_name=CKPT)),
+    )
+    c = await wait_history(
+        session,
+        emu.url,
+        await _post(session, emu, text_to_image_workflow(seed=2, prefix="c", ckpt_name=CKPT)),
+    )
+    images = [
+        _pixels(emu.config.output_dir / h["outputs"]["7"]["images"][0]["filename"])
+        for h in (a, b, c)
+    ]
+    assert images[0].shape == (64, 64, 3)
+    assert np.array_equal(images[0], images[1])
+    assert not np.array_equal(images[0], images[2])
+
+
+async def test_ksampler_reports_every_step_and_interrupts_within_a_step(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    async with (
+        running_emulator(tmp_path, step_time_s=0.05) as emu,
+        ws_client(session, emu.url, "ks") as client,
+    ):
+        prompt_id = await _post(session, emu, text_to_image_workflow(steps=5), "ks")
+        frames = await client.until_idle(prompt_id)
+        assert [f.data["value"] for f in frames if f.type == "progress"] == [1, 2, 3, 4, 5]
+        assert {f.data["max"] for f in frames if f.type == "progress"} == {5}
+        prompt_id = await _post(session, emu, text_to_image_workflow(steps=10000, seed=9), "ks")
+        while (await client.next()).type != "progress":
+            pass
+        asked = time.monotonic()
+        async with session.post(f"{emu.url}/interrupt", json={"prompt_id": prompt_id}) as resp:
+            assert resp.status == 200
+        rest = await client.until_idle(prompt_id)
+        latency = time.monotonic() - asked
+        assert [f.type for f in rest][-3:] == ["execution_interrupted", "status", "executing"]
+        assert len([f for f in rest if f.type == "progress"]) < 100
+        assert latency < 20
+
+
+async def test_other_output_kinds_and_unimplemented_nodes(
+    emu: Emulator, session: aiohttp.ClientSession
+) -> None:
+    graph: dict[str, Any] = text_to_image_workflow(ckpt_name=CKPT, size=16)
+    graph["4"]["inputs"]["batch_size"] = 3
+    del graph["7"]
+    graph["8"] = {
+        "class_type": "SaveAnimatedWEBP",
+        "inputs": {
+            "images": ["6", 0],
+            "filename_prefix": "anim",
+            "fps": 6.0,
+            "lossless": True,
+            "quality": 80,
+            "method": "default",
+        },
+    }
+    graph["9"] = {"class_type": "GetImageSize", "inputs": {"image": ["6", 0]}}
+    graph["10"] = {"class_type": "PreviewAny", "inputs": {"source": ["9", 0]}}
+    entry = await wait_history(session, emu.url, await _post(session, emu, graph))
+    assert entry["outputs"]["8"] == {
+        "images": [{"filename": "anim_00001_.webp", "subfolder": "", "type": "output"}],
+        "animated": [True],
+    }
+    with Image.open(emu.config.output_dir / "anim_00001_.webp") as webp:
+        assert getattr(webp, "n_frames", 1) == 3
+    assert entry["outputs"]["10"] == {"text": ["16"]}
+    graph = {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 16, "height": 8, "batch_size": 1, "color": 0},
+        },
+        "2": {
+            "class_type": "ImageSharpen",
+            "inputs": {"image": ["1", 0], "sharpen_radius": 1, "sigma": 1.0, "alpha": 1.0},
+        },
+        "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
+    }
+    entry = await wait_history(session, emu.url, await _post(session, emu, graph))
+    error = entry["status"]["messages"][-1]
+    assert error[0] == "execution_error"
+    assert (
+        error[1]["node_type"] == "ImageSharpen"
+        and error[1]["exception_type"] == "NotImplementedError"
+    )
+    assert "ImageSharpen" in error[1]["exception_message"]
+
+
+async def test_image_nodes_compute_real_pixels(
+    emu: Emulator, session: aiohttp.ClientSession
+) -> None:
+    graph = {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 20, "height": 10, "batch_size": 2, "color": 0xFF0000},
+        },
+        "2": {
+            "class_type": "ImageCrop",
+            "inputs": {"image": ["1", 0], "width": 8, "height": 4, "x": 2, "y": 2},
+        },
+        "3": {"class_type": "ImageRotate", "inputs": {"image": ["2", 0], "rotation": "90 degrees"}},
+        "4": {
+            "class_type": "ImageScale",
+            "inputs": {
+                "image": ["3", 0],
+                "upscale_method": "nearest-exact",
+                "width": 8,
+                "height": 16,
+                "crop": "center",
+            },
+        },
+        "5": {
+            "class_type": "ImageBlur",
+            "inputs": {"image": ["4", 0], "blur_radius": 3, "sigma": 1.0},
+        },
+        "6": {
+            "class_type": "SaveImage",
+            "inputs": {"images": ["5", 0], "filename_prefix": "px/out"},
+        },
+    }
+    entry = await wait_history(session, emu.url, await _post(session, emu, graph))
+    images = entry["outputs"]["6"]["images"]
+    assert [i["filename"] for i in images] == ["out_00001_.png", "out_00002_.png"]
+    pixels = _pixels(emu.config.output_dir / "px" / "out_00001_.png")
+    assert pixels.shape == (16, 8, 3)
+    assert tuple(pixels[8, 4]) == (255, 0, 0)
