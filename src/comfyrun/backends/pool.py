@@ -24,6 +24,7 @@ from comfyrun.core.placement import (
     DEFAULT_MAX_INFLIGHT,
     BackendState,
     BackendView,
+    any_can_serve,
     choose_backend,
     displayed_state,
 )
@@ -455,14 +456,28 @@ class BackendPool:
         backend.last_assigned = next(self._counter)
         return Slot(self, backend)
 
-    async def reserve(self) -> Slot:
-        """Wait (on events, not a timer) until some backend has room, and hold that room."""
+    async def reserve(self) -> Slot | None:
+        """Wait (on events, not a timer) until some backend has room, and hold that room.
+        None when no backend can ever take a job (every one is in `error`)."""
         while True:
             slot = self.try_reserve()
             if slot is not None:
                 return slot
+            if self.hopeless:
+                return None
             self._room.clear()
             await self._room.wait()
+
+    @property
+    def hopeless(self) -> bool:
+        """Every backend is in `error` (e.g. a managed ComfyUI that is missing)."""
+        return bool(self._backends) and not any_can_serve(b.view() for b in self._backends.values())
+
+    def problems(self) -> str:
+        """What is wrong with the backends, for a job that cannot run anywhere."""
+        return "; ".join(
+            f"{info.name}: {info.last_error or info.state}" for info in self.snapshot()
+        )
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Called on every change of a backend's state or slots."""

@@ -19,10 +19,11 @@ import functools
 import logging
 import os
 import socket
+import time
 import uuid
 
 from comfyrun.backends.pool import BackendPool, Slot
-from comfyrun.core.job import ACTIVE, Job, JobStatus
+from comfyrun.core.job import ACTIVE, Job, JobError, JobStatus
 from comfyrun.core.state import Event
 from comfyrun.dispatch.inputs import make_input_placer
 from comfyrun.dispatch.run import InputPlacer, JobRun, RunContext
@@ -120,6 +121,9 @@ class Dispatcher:
     async def _claim_loop(self) -> None:
         while not self._stopping:
             slot = await self.pool.reserve()
+            if slot is None:
+                await self._fail_unplaceable()
+                continue
             try:
                 job = await self.store.claim(self.worker_id, self.settings.lease_s)
             except ComfyrunError as exc:
@@ -135,6 +139,35 @@ class Dispatcher:
                 await self.store.wait_for_work(self.settings.idle_wait_s)
                 continue
             self._start_run(job, slot)
+
+    async def _fail_unplaceable(self) -> None:
+        """No backend can ever run a job (all in error): fail the next job with why, or wait
+        for work or for a backend to change."""
+        try:
+            job = await self.store.claim(self.worker_id, self.settings.lease_s)
+            if job is None:
+                await self.store.wait_for_work(self.settings.idle_wait_s)
+                return
+            error = JobError(
+                code="backend_unavailable",
+                message=f"no backend can run jobs: {self.pool.problems()}",
+            )
+            await self.store.transition(
+                job.id,
+                Event.FAIL,
+                expect=JobStatus.RUNNING,
+                changes=Changes(error=error, expires_at=time.time() + self.settings.retention_s),
+                worker_id=self.worker_id,
+            )
+            log.warning(
+                "job %s failed: %s",
+                job.id,
+                error.message,
+                extra={"action": "job_fail", "job_id": job.id, "backend": None},
+            )
+        except ComfyrunError as exc:
+            log.warning("failing an unplaceable job failed: %s", exc)
+            await asyncio.sleep(1.0)  # the store is failing: back off
 
     def _start_run(self, job: Job, slot: Slot) -> None:
         stale = self._runs.get(job.id)

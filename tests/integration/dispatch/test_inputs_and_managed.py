@@ -120,3 +120,26 @@ async def test_a_managed_backend_starts_on_its_first_job_and_works_from_its_fold
         await pool.stop()
         await store.close()
     assert pool.snapshot()[0].state == "stopped"
+
+
+async def test_a_missing_comfyui_fails_jobs_with_a_clear_message(tmp_path: Path) -> None:
+    spec = ManagedSpec(name="broken", log_dir=tmp_path / "logs", comfy_path=tmp_path / "nowhere")
+    store = open_store("memory://")
+    await store.open()
+    pool = BackendPool.from_specs([BackendSpec(name="broken", managed=spec)], ComfyClient)
+    storage = open_output_storage(f"file://{tmp_path / 'outputs'}")
+    dispatcher = Dispatcher(store, pool, storage, SETTINGS, worker_id="w")
+    await pool.start()
+    await dispatcher.start()
+    try:
+        jobs = [(await store.enqueue(NewJob(workflow=load_invert_save())))[0] for _ in range(3)]
+        for job in jobs:
+            done = await wait_terminal(store, job.id, timeout=30)
+            assert done is not None and done.status is JobStatus.FAILED
+            assert done.error is not None and done.error.code == "backend_unavailable"
+            assert "nowhere" in done.error.message, done.error.message
+        assert pool.snapshot()[0].state == "error"
+    finally:
+        await dispatcher.stop()
+        await pool.stop()
+        await store.close()
