@@ -15,7 +15,7 @@ import httpx
 import pytest
 from tests.support.api import asgi_app, memory_settings
 from tests.support.emulator import image_workflow, text_to_image_workflow
-from tests.support.managed_comfy import make_emulator_folder
+from tests.support.managed_comfy import emulator_args, make_emulator_folder
 
 from comfyrun.api.context import AppContext
 from comfyrun.backends.process import ManagedProcess, group_alive
@@ -80,7 +80,7 @@ async def test_lazy_start_on_the_first_job_and_clean_stop(tmp_path: Path) -> Non
 @pytest.mark.slow
 async def test_kill_9_mid_job_restarts_comfyui_and_the_job_completes(tmp_path: Path) -> None:
     folder = make_emulator_folder(tmp_path / "ComfyUI")
-    cfg = BackendConfig(name="gpu0", comfy_path=folder, env={"EMU_STEP_TIME": "0.1"})
+    cfg = BackendConfig(name="gpu0", comfy_path=folder, extra_args=emulator_args(step_time_s=0.1))
     async with asgi_app(settings(tmp_path, cfg)) as (_app, client, ctx):
         process = managed(ctx, "gpu0")
         job_id = await submit(client, text_to_image_workflow(steps=30), max_retries=3)
@@ -144,9 +144,9 @@ def png_base64(size: int = 8) -> str:
 async def test_inputs_and_outputs_go_through_the_folders_not_http(tmp_path: Path) -> None:
     # every upload and every /view on this ComfyUI answers 500: the job can only succeed if
     # comfyrun writes its input into the input folder and reads its output from the output folder
-    faults = "http500:/upload/image:1000,http500:/view:1000"
+    faults = ("http500:/upload/image:1000", "http500:/view:1000")
     folder = make_emulator_folder(tmp_path / "ComfyUI")
-    cfg = BackendConfig(name="gpu0", comfy_path=folder, env={"EMU_FAULTS": faults})
+    cfg = BackendConfig(name="gpu0", comfy_path=folder, extra_args=emulator_args(faults=faults))
     workflow = {
         "1": {"class_type": "LoadImage", "inputs": {"image": "placeholder.png"}},
         "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from tests.support.emulator import image_workflow, text_to_image_workflow
 from tests.support.fake_comfy import pid_running
-from tests.support.managed_comfy import make_emulator_folder
+from tests.support.managed_comfy import emulator_args, make_emulator_folder
 
 from comfyrun.backends.ports import pick_free_port
 from comfyrun.backends.process import ManagedProcess, ManagedSpec, ProcessState, group_alive
@@ -29,6 +29,7 @@ def emulator_spec(tmp_path: Path, **overrides: Any) -> ManagedSpec:
         "restart_backoff_s": 0.1,
         "stop_grace_s": 5.0,
         "health_interval_s": None,
+        "extra_args": tuple(emulator_args()),
     }
     fields.update(overrides)
     return ManagedSpec(**fields)
@@ -82,7 +83,9 @@ async def test_emulator_folder_runs_and_writes_into_the_known_output_folder(
 
 
 async def test_kill_9_mid_prompt_restarts_and_the_next_prompt_completes(tmp_path: Path) -> None:
-    process = ManagedProcess(emulator_spec(tmp_path, env={"EMU_STEP_TIME": "0.2"}))
+    process = ManagedProcess(
+        emulator_spec(tmp_path, extra_args=tuple(emulator_args(step_time_s=0.2)))
+    )
     crashed = asyncio.Event()
     process.on_state_change(lambda s: crashed.set() if s is ProcessState.CRASHED else None)
     try:
