@@ -12,6 +12,7 @@ between `retry` and `fail`. A job only succeeds once all of its outputs are stor
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import time
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from comfyrun.backends.pool import Backend, BackendPool, Slot
+from comfyrun.comfy import messages as m
 from comfyrun.comfy.errors import (
     ComfyExecutionError,
     ComfyValidationError,
@@ -76,6 +78,8 @@ class JobRun:
         self.settled = False
         self._last_progress = 0.0
         self._pending_progress: Progress | None = None
+        self._pending_preview: JSON | None = None
+        self._final = False  # a final transition is under way: no more progress writes
         self._progress_flush: asyncio.Task[None] | None = None
 
     # --- the whole run -----------------------------------------------------------------------
@@ -220,7 +224,6 @@ class JobRun:
             # bounded: a helper blocked in a store call that swallows cancellation must not keep
             # the job (and its slot) from finishing
             await asyncio.wait(tasks, timeout=0.5)
-            await self._flush_progress()
 
     async def _result_of(self, fut: asyncio.Future[Any]) -> PromptResult | BaseException:
         try:
@@ -377,34 +380,36 @@ class JobRun:
     # --- progress ---------------------------------------------------------------------------
     async def _consume(self, watch: Any, started: asyncio.Event) -> None:
         tracker = ProgressTracker(self.job.workflow)
-        from comfyrun.comfy import messages as m
-
         async for message in watch:
             if isinstance(message, m.ExecutionStart | m.ExecutionCached | m.Executing | m.Progress):
                 started.set()
             snapshot = tracker.feed(message)
             if snapshot is not None:
                 self._queue_progress(snapshot)
-            preview = getattr(message, "image", None)
-            if preview is not None and isinstance(message, m.PreviewImageWithMetadata):
-                await self._preview(message)
+            if isinstance(message, m.PreviewImageWithMetadata | m.PreviewImage):
+                self._queue_preview(message)
 
-    async def _preview(self, message: Any) -> None:
-        import base64
-
-        with contextlib.suppress(Exception):
-            await self.ctx.store.append_event(
-                self.job.id,
-                "preview",
-                {
-                    "node_id": message.node_id,
-                    "content_type": message.image_type or "image/jpeg",
-                    "data_base64": base64.b64encode(message.image).decode("ascii"),
-                },
-            )
+    def _queue_preview(self, message: Any) -> None:
+        """Keep the latest preview; it is stored with the next (throttled) progress write."""
+        if isinstance(message, m.PreviewImage):
+            content_type = "image/png" if message.format == "PNG" else "image/jpeg"
+            node_id = None
+        else:
+            content_type, node_id = message.image_type or "image/jpeg", message.node_id
+        self._pending_preview = {
+            "node_id": node_id,
+            "content_type": content_type,
+            "data_base64": base64.b64encode(message.image).decode("ascii"),
+        }
+        self._schedule_flush()
 
     def _queue_progress(self, snapshot: Progress) -> None:
         self._pending_progress = snapshot
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._final:
+            return
         if self._progress_flush is None or self._progress_flush.done():
             delay = self._last_progress + self.ctx.settings.progress_interval_s - time.monotonic()
             self._progress_flush = asyncio.create_task(self._flush_later(max(0.0, delay)))
@@ -416,11 +421,13 @@ class JobRun:
 
     async def _flush_progress(self) -> None:
         snapshot, self._pending_progress = self._pending_progress, None
-        if snapshot is None:
-            return
+        preview, self._pending_preview = self._pending_preview, None
         self._last_progress = time.monotonic()
         with contextlib.suppress(Exception):
-            await self.ctx.store.record_progress(self.job.id, snapshot)
+            if snapshot is not None:
+                await self.ctx.store.record_progress(self.job.id, snapshot)
+            if preview is not None:
+                await self.ctx.store.append_event(self.job.id, "preview", preview)
 
     def _stop_progress_flush(self) -> None:
         if self._progress_flush is not None:
@@ -526,6 +533,8 @@ class JobRun:
         """Apply `event` from whichever active status the job is in (the API may have moved it
         to canceling meanwhile). None when the job is no longer this worker's."""
         store = self.ctx.store
+        self._final = True
+        self._stop_progress_flush()
         for _ in range(5):
             current = await store.get(self.job.id)
             if (

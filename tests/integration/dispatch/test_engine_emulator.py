@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -165,3 +166,14 @@ async def test_progress_snapshots_follow_the_sampler(make_engine: Make) -> None:
     values = [s["value"] for s in snapshots]
     assert values == sorted(values)
     assert done.progress is not None and done.progress.value == 1.0
+
+
+async def test_sampler_previews_become_throttled_preview_events(make_engine: Make) -> None:
+    engine = await make_engine(step_time_s=0.06, preview_method="latent2rgb")
+    job = await engine.submit(text_to_image_workflow(steps=8))
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.SUCCEEDED
+    previews = [e.data for e in await engine.store.events_since(job.id) if e.kind == "preview"]
+    assert 1 <= len(previews) <= 8
+    assert previews[-1]["content_type"].startswith("image/")
+    assert base64.b64decode(previews[-1]["data_base64"])[:2] == b"\xff\xd8"  # a JPEG
