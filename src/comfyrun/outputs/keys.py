@@ -15,6 +15,8 @@ from comfyrun.errors import InvalidRequest
 #: Segments starting with this are reserved for the storages' own bookkeeping.
 RESERVED_PREFIX = ".comfyrun"
 MAX_KEY_LENGTH = 1024
+#: Top-level folders that belong to the storage's other users, never to a job.
+RESERVED_TOP_LEVEL = frozenset({"assets"})
 _UNSAFE_CHARS = re.compile(r'[\x00-\x1f\x7f/\\<>:"|?*]')
 
 
@@ -58,14 +60,20 @@ def output_key(job_id: str, node_id: str, filename: str) -> str:
     breaks another."""
     return validate_key(
         "/".join(
-            (safe_segment(job_id), safe_segment(node_id, fallback="node"), safe_segment(filename))
+            (_job_segment(job_id), safe_segment(node_id, fallback="node"), safe_segment(filename))
         )
     )
 
 
 def job_prefix(job_id: str) -> str:
     """The prefix holding all of a job's outputs, for `delete_prefix` at retention time."""
-    return validate_prefix(f"{safe_segment(job_id)}/")
+    return validate_prefix(f"{_job_segment(job_id)}/")
+
+
+def _job_segment(job_id: str) -> str:
+    """A job's top-level folder; never one of the storage's own namespaces (e.g. "assets")."""
+    segment = safe_segment(job_id, fallback="job")
+    return f"_{segment}" if segment.lower() in RESERVED_TOP_LEVEL else segment
 
 
 __all__ = ["job_prefix", "output_key", "safe_segment", "validate_key", "validate_prefix"]

@@ -42,6 +42,11 @@ def test_output_key_layout() -> None:
     assert job_prefix("j1") == "j1/"
 
 
+def test_a_job_never_lands_in_the_assets_namespace() -> None:
+    assert output_key("assets", "9", "a.png") == "_assets/9/a.png"
+    assert job_prefix("Assets") == "_Assets/"
+
+
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
