@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from comfyrun import __version__
-from comfyrun.api.context import AppContext
+from comfyrun.api.context import AppContext, public_base_url
 from comfyrun.api.errors import install_error_handlers
 from comfyrun.api.object_info import ObjectInfoCache
 from comfyrun.api.routes import admin, backends, files, health, jobs, metrics, stats
@@ -81,7 +81,7 @@ def _include_assets(app: FastAPI) -> None:
             raise HTTPException(503, "the assets service is not available")
         return service
 
-    app.include_router(assets_router(get_assets))
+    app.include_router(assets_router(get_assets, base_url=public_base_url))
 
 
 async def _open(
@@ -109,12 +109,14 @@ async def _open(
         backend_configs += [
             BackendConfig(name=f"emulator-{i + 1}", url=url) for i, url in enumerate(emulator_urls)
         ]
+    assets = _asset_service(storage)
     pool: Any = None
     dispatcher: Any = None
     if settings.role is not Role.API and backend_configs:
-        pool, dispatcher = await _start_worker(settings, stack, store, storage, backend_configs)
+        pool, dispatcher = await _start_worker(
+            settings, stack, store, storage, backend_configs, assets
+        )
 
-    assets = _asset_service(storage)
     cache = ObjectInfoCache(
         lambda: _ready_urls(pool, backend_configs), ttl_s=settings.object_info_ttl_s
     )
@@ -215,6 +217,7 @@ async def _start_worker(
     store: JobStore,
     storage: Any,
     configs: Sequence[BackendConfig],
+    assets: Any,
 ) -> tuple[Any, Any]:
     from comfyrun.backends.pool import BackendPool
     from comfyrun.comfy.client import ComfyClient
@@ -231,7 +234,7 @@ async def _start_worker(
         storage,
         dispatch_settings(settings),
         worker_id=settings.worker_id,
-        place_inputs=_input_placer(),
+        place_inputs=_input_placer(assets),
     )
     await dispatcher.start()
     stack.push_async_callback(dispatcher.stop)
@@ -256,8 +259,10 @@ def _input_checker(assets: Any) -> Any:
     return check
 
 
-def _input_placer() -> Any:
-    return _optional("comfyrun.inputs", "place_inputs")
+def _input_placer(assets: Any) -> Any:
+    """Places a job's inputs on its backend, resolving asset references through `assets`."""
+    make_input_placer = _optional("comfyrun.dispatch.inputs", "make_input_placer")
+    return None if make_input_placer is None else make_input_placer(assets=assets)
 
 
 def _optional(module: str, name: str) -> Any:
