@@ -27,8 +27,15 @@ Rules:
   another port; that is not a crash.
 - `stop()` sends SIGTERM to the child's process group, SIGKILL after `stop_grace_s`, and returns
   only when no process of the group is left.
+- On Linux the child is also tied to comfyrun's life (PR_SET_PDEATHSIG, see `groups.py`): a
+  comfyrun killed with SIGKILL takes its ComfyUIs with it.
 - Idle stop: a `ready` process with no activity for `idle_stop_s` is stopped; the next
   `ensure_started()` starts it again.
+
+Modules: `spec` (what to run: command line, folders, config table), `states` (the state table and
+restart budget, pure), `readiness` (the start-up poll and warm-up), `groups` (process-group
+signals), `supervisor` (`ManagedProcess`). The log file is `comfyrun.backends.logs`, the port
+picker `comfyrun.backends.ports`.
 """
 
 from comfyrun.backends.process.groups import group_alive, signal_group

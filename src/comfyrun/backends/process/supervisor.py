@@ -45,10 +45,11 @@ class ProcessInfo:
     log_tail: tuple[str, ...]
 
 
-class _StartFailed(Exception):
+class _StartFailed(BackendError):
+    """A start attempt failed (internal: callers get a BackendError from `_error()`)."""
+
     def __init__(self, message: str, *, fatal: bool) -> None:
         super().__init__(message)
-        self.message = message
         self.fatal = fatal
 
 
