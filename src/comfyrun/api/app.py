@@ -22,7 +22,19 @@ from comfyrun import __version__
 from comfyrun.api.context import AppContext, public_base_url
 from comfyrun.api.errors import install_error_handlers
 from comfyrun.api.object_info import ObjectInfoCache
-from comfyrun.api.routes import admin, backends, files, health, jobs, metrics, stats
+from comfyrun.api.routes import (
+    admin,
+    backends,
+    comfy_compat,
+    files,
+    health,
+    jobs,
+    metrics,
+    plain_compat,
+    runpod_compat,
+    stats,
+    tasks,
+)
 from comfyrun.config import BackendConfig, Role, Settings
 from comfyrun.service import JobService
 from comfyrun.store.base import JobStore
@@ -65,6 +77,11 @@ def create_app(
         app.include_router(backends.router)
         app.include_router(stats.router)
         app.include_router(admin.router)
+        # the other APIs comfyrun speaks: ComfyUI's, RunPod's, the plain /run and task variants
+        for router in (*comfy_compat.build_routers(), *runpod_compat.build_routers()):
+            app.include_router(router)
+        app.include_router(plain_compat.router)
+        app.include_router(tasks.router)
     return app
 
 

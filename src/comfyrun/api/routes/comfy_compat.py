@@ -1,0 +1,840 @@
+"""ComfyUI's own HTTP and websocket API, served by comfyrun: one virtual ComfyUI in front of
+the whole backend pool. A thin translator over JobService: a prompt is a job (its prompt_id is
+the job id), /queue and /history are views of the store, /view serves comfyrun's output
+storage, and /ws translates the store's job events into ComfyUI's messages for the prompts
+submitted with that clientId. Every route is also served under the /api prefix.
+
+Errors are answered in ComfyUI's shapes: {"error": {type, message, details, extra_info},
+"node_errors": {...}} for prompts (400 for validation, as ComfyUI does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import itertools
+import json
+import logging
+import mimetypes
+import platform
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import Annotated, Any
+
+import httpx
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile, WebSocket
+from fastapi.responses import JSONResponse, Response
+from starlette.websockets import WebSocketDisconnect
+
+from comfyrun import __version__, errors
+from comfyrun.api.compat import comfy as cc
+from comfyrun.api.compat.comfy_events import ComfyMessages, Message, text
+from comfyrun.api.context import AppContext, get_ctx, require_auth
+from comfyrun.api.errors import status_for
+from comfyrun.api.routes.files import serve_key
+from comfyrun.core.job import JSON, TERMINAL, Job, JobStatus
+from comfyrun.service import JobView, Submission
+
+log = logging.getLogger(__name__)
+
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+
+#: Where uploads through /upload/image live: a small record naming the asset per file name.
+UPLOADS_PREFIX = "comfy-inputs"
+_FILE_SUFFIX = " [input]"
+_MAX_LISTED = 1000
+
+
+def _router(prefix: str) -> APIRouter:
+    return APIRouter(prefix=prefix, tags=["comfyui"], dependencies=[Depends(require_auth)])
+
+
+# errors in ComfyUI's shape ------------------------------------------------------------------
+
+
+def comfy_error(
+    status: int, kind: str, message: str, details: str = "", node_errors: JSON | None = None
+) -> JSONResponse:
+    body = {
+        "error": {"type": kind, "message": message, "details": details, "extra_info": {}},
+        "node_errors": node_errors or {},
+    }
+    return JSONResponse(body, status_code=status)
+
+
+def comfy_error_for(exc: errors.ComfyrunError) -> JSONResponse:
+    """A comfyrun exception as ComfyUI would answer a bad prompt."""
+    details = exc.details
+    if isinstance(details, Mapping) and isinstance(details.get("error"), Mapping):
+        body = {"error": dict(details["error"]), "node_errors": details.get("node_errors") or {}}
+        return JSONResponse(body, status_code=400)
+    status = status_for(exc)
+    if isinstance(exc, errors.InvalidRequest | errors.MissingAsset | errors.InputRejected):
+        status = 400
+    return comfy_error(
+        status, exc.code, exc.message, json.dumps(details, default=str) if details else ""
+    )
+
+
+# the per-process registry of websocket clients ------------------------------------------------
+
+
+class ClientSession:
+    """One open /ws connection: follows its client's prompts and sends their messages."""
+
+    def __init__(self, ctx: AppContext, websocket: WebSocket, client_id: str) -> None:
+        self.ctx = ctx
+        self.websocket = websocket
+        self.client_id = client_id
+        self.preview_metadata = False
+        self._send_lock = asyncio.Lock()
+        self._following: dict[str, asyncio.Task[None]] = {}
+        self.closed = False
+
+    async def send(self, message: Message) -> None:
+        async with self._send_lock:
+            if isinstance(message, bytes):
+                await self.websocket.send_bytes(message)
+            else:
+                await self.websocket.send_text(json.dumps(message))
+
+    async def send_status(self) -> None:
+        await self.send(await status_message(self.ctx, self.client_id))
+
+    def follow(self, job_id: str) -> None:
+        if self.closed or job_id in self._following:
+            return
+        self._following[job_id] = asyncio.create_task(self._follow(job_id))
+
+    async def _follow(self, job_id: str) -> None:
+        service = self.ctx.service
+        translator = ComfyMessages(job_id, preview_metadata=self.preview_metadata)
+        try:
+            async for event in service.events(job_id, after_id=0, idle_s=15.0):
+                if event is None:
+                    continue
+                job = None
+                if event.kind == "status" and event.data.get("status") in TERMINAL:
+                    job = await self.ctx.store.get(job_id)
+                messages = translator.feed(event, job)
+                if translator.finished and messages:
+                    # ComfyUI: ..., execution_success, status, executing(node=null)
+                    for message in messages[:-1]:
+                        await self.send(message)
+                    await self.send_status()
+                    await self.send(messages[-1])
+                    break
+                for message in messages:
+                    await self.send(message)
+        except (WebSocketDisconnect, RuntimeError, errors.NotFound):
+            pass  # the socket closed or the job went away: nothing left to tell this client
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("comfy ws: following %s failed", job_id, exc_info=True)
+        finally:
+            self._following.pop(job_id, None)
+
+    async def close(self) -> None:
+        self.closed = True
+        tasks = list(self._following.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+class ComfyClients:
+    """client_id → its newest websocket session (a newer socket takes over, as in ComfyUI)."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, ClientSession] = {}
+        self.numbers = itertools.count(1)
+
+    def attach(self, session: ClientSession) -> None:
+        self._sessions[session.client_id] = session
+
+    def detach(self, session: ClientSession) -> None:
+        if self._sessions.get(session.client_id) is session:
+            del self._sessions[session.client_id]
+
+    def notify(self, client_id: str, job_id: str) -> None:
+        session = self._sessions.get(client_id)
+        if session is not None:
+            session.follow(job_id)
+
+    async def broadcast_status(self, ctx: AppContext) -> None:
+        for session in list(self._sessions.values()):
+            with contextlib.suppress(Exception):
+                await session.send(await status_message(ctx, None))
+
+
+def clients(ctx: AppContext) -> ComfyClients:
+    hub = ctx.extras.get("comfy_clients")
+    if not isinstance(hub, ComfyClients):
+        hub = ctx.extras["comfy_clients"] = ComfyClients()
+    return hub
+
+
+async def status_message(ctx: AppContext, sid: str | None) -> dict[str, Any]:
+    counts = await ctx.store.counts()
+    remaining = sum(counts.get(s, 0) for s in (JobStatus.QUEUED, *_ACTIVE))
+    data: JSON = {"status": {"exec_info": {"queue_remaining": remaining}}}
+    if sid is not None:
+        data["sid"] = sid
+    return text("status", data)
+
+
+_ACTIVE = (JobStatus.RUNNING, JobStatus.CANCELING)
+
+
+# routes --------------------------------------------------------------------------------------
+
+
+def _add_routes(router: APIRouter) -> None:
+    router.add_api_route("/prompt", post_prompt, methods=["POST"])
+    router.add_api_route("/prompt", get_prompt, methods=["GET"])
+    router.add_api_route("/prompt_sync", prompt_sync, methods=["POST"])
+    router.add_api_route("/queue", get_queue, methods=["GET"])
+    router.add_api_route("/queue", post_queue, methods=["POST"])
+    router.add_api_route("/history", get_history, methods=["GET"])
+    router.add_api_route("/history/{prompt_id}", get_history_item, methods=["GET"])
+    router.add_api_route("/history", post_history, methods=["POST"])
+    router.add_api_route("/interrupt", interrupt, methods=["POST"])
+    router.add_api_route("/view", view, methods=["GET"])
+    router.add_api_route("/upload/image", upload_image, methods=["POST"])
+    router.add_api_route("/upload/mask", upload_mask, methods=["POST"])
+    router.add_api_route("/object_info", object_info, methods=["GET"])
+    router.add_api_route("/object_info/{node_class}", object_info_one, methods=["GET"])
+    router.add_api_route("/system_stats", system_stats, methods=["GET"])
+    router.add_api_route("/features", features, methods=["GET"])
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+async def post_prompt(request: Request, ctx: Ctx) -> Response:
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        return comfy_error(400, "invalid_request", "the body is not a JSON object")
+    prompt = body.get("prompt")
+    if prompt is None:
+        return comfy_error(400, "no_prompt", "No prompt provided")
+    if not isinstance(prompt, dict):
+        return comfy_error(400, "invalid_prompt", "prompt must be a JSON object")
+    try:
+        job = await submit_prompt(ctx, body, prompt)
+    except errors.ComfyrunError as exc:
+        return comfy_error_for(exc)
+    number = job.metadata.get(cc.META_NUMBER, 0)
+    return JSONResponse({"prompt_id": job.id, "number": number, "node_errors": {}})
+
+
+async def submit_prompt(ctx: AppContext, body: JSON, prompt: JSON) -> Job:
+    """POST /prompt's body → a queued job (prompt_id honoured as the job id)."""
+    hub = clients(ctx)
+    prompt_id = body.get("prompt_id")
+    job_id = None if prompt_id is None else str(prompt_id)
+    if job_id is not None:
+        await _replace_finished(ctx, job_id)
+    extra = body.get("extra_data")
+    extra_data: JSON = dict(extra) if isinstance(extra, dict) else {}
+    client_id = body.get("client_id")
+    if client_id is not None:
+        extra_data["client_id"] = str(client_id)
+    number = body.get("number")
+    if not isinstance(number, int | float) or isinstance(number, bool):
+        number = next(hub.numbers)
+        if body.get("front"):
+            number = -number
+    options: JSON = {"extra_data": extra_data} if extra_data else {}
+    metadata: JSON = {cc.META_DIALECT: cc.DIALECT, cc.META_NUMBER: number}
+    if client_id is not None:
+        metadata[cc.META_CLIENT_ID] = str(client_id)
+    submitted = await ctx.service.submit(
+        Submission(
+            workflow=prompt,
+            priority=1 if body.get("front") else 0,
+            inputs=tuple(await uploads_in(ctx, prompt)),
+            options=options,
+            metadata=metadata,
+            job_id=job_id,
+        )
+    )
+    if client_id is not None:
+        hub.notify(str(client_id), submitted.job.id)
+    await hub.broadcast_status(ctx)
+    return submitted.job
+
+
+async def _replace_finished(ctx: AppContext, job_id: str) -> None:
+    """ComfyUI overwrites the history of a re-used prompt_id; a running one cannot be."""
+    job = await ctx.store.get(job_id)
+    if job is None:
+        return
+    if not job.terminal:
+        raise errors.Conflict(
+            f"prompt {job_id} is still queued or running", details={"prompt_id": job_id}
+        )
+    await ctx.service.delete(job_id)
+
+
+async def uploads_in(ctx: AppContext, prompt: JSON) -> list[JSON]:
+    """Input specs for the files the prompt names that were uploaded through /upload/image."""
+    storage = ctx.storage
+    if storage is None:
+        return []
+    specs: list[JSON] = []
+    seen: set[str] = set()
+    for node in prompt.values():
+        inputs = node.get("inputs") if isinstance(node, dict) else None
+        if not isinstance(inputs, dict):
+            continue
+        for value in inputs.values():
+            if not isinstance(value, str) or "." not in value or len(value) > 512:
+                continue
+            name = value.removesuffix(_FILE_SUFFIX)
+            if name in seen:
+                continue
+            record = await _read_upload(ctx, name)
+            if record is not None:
+                seen.add(name)
+                specs.append({"name": name, "asset_id": record["asset_id"]})
+    return specs
+
+
+def _upload_key(name: str) -> str | None:
+    parts = [p for p in name.split("/") if p]
+    if not parts or any(p in (".", "..") or p.startswith(".") for p in parts):
+        return None
+    return "/".join([UPLOADS_PREFIX, *parts])
+
+
+async def _read_upload(ctx: AppContext, name: str) -> JSON | None:
+    key = _upload_key(name)
+    storage = ctx.storage
+    if key is None or storage is None:
+        return None
+    try:
+        if await storage.stat(key) is None:
+            return None
+        raw = b"".join([chunk async for chunk in storage.open(key)])
+        record = json.loads(raw)
+    except (errors.ComfyrunError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("asset_id"), str) else None
+
+
+async def get_prompt(ctx: Ctx) -> dict[str, Any]:
+    message = await status_message(ctx, None)
+    status: dict[str, Any] = message["data"]["status"]
+    return status
+
+
+async def prompt_sync(
+    request: Request,
+    ctx: Ctx,
+    timeout: Annotated[float, Query(gt=0, le=3600)] = 300.0,
+) -> Response:
+    """Submit and hold the request until the prompt is done (or `timeout` seconds)."""
+    started = time.time()
+    body = await _json_body(request)
+    if not isinstance(body, dict) or not isinstance(body.get("prompt"), dict):
+        return _sync_error("no_prompt", "the body needs a prompt object", None, {})
+    try:
+        job = await submit_prompt(ctx, body, body["prompt"])
+    except errors.ComfyrunError as exc:
+        shaped = json.loads(bytes(comfy_error_for(exc).body))
+        return _sync_error(
+            shaped["error"]["type"], shaped["error"]["message"], None, shaped["node_errors"]
+        )
+    view = await ctx.service.wait(job.id, min(timeout, ctx.settings.max_wait_s))
+    job = view.job
+    if job.status is not JobStatus.SUCCEEDED:
+        if not job.terminal:
+            return _sync_error("timeout", f"not done after {timeout} s", job.id, {}, status=504)
+        detail = job.error.message if job.error is not None else job.status.value
+        return _sync_error("execution_failed", detail, job.id, {}, status=500)
+    outputs = cc.history_outputs(job.outputs)
+    if body.get("return_image_base64"):
+        outputs = await _with_base64(ctx, job, outputs)
+    return JSONResponse(
+        {
+            "prompt_id": job.id,
+            "status": "success",
+            "execution_time": round(time.time() - started, 3),
+            "outputs": outputs,
+            "node_errors": {},
+        }
+    )
+
+
+async def _with_base64(ctx: AppContext, job: Job, outputs: dict[str, JSON]) -> dict[str, JSON]:
+    import base64
+
+    storage = ctx.storage
+    if storage is None:
+        return outputs
+    for out in job.outputs:
+        ref = cc.file_ref(out)
+        if ref is None or out.storage_key is None:
+            continue
+        data = out.data_base64
+        if data is None:
+            raw = b"".join([c async for c in storage.open(out.storage_key)])
+            data = base64.b64encode(raw).decode("ascii")
+        for item in outputs.get(out.node_id, {}).get(cc.output_key_name(out), []):
+            if isinstance(item, dict) and item.get("filename") == ref["filename"]:
+                item["image_base64"] = data
+    return outputs
+
+
+def _sync_error(
+    kind: str, detail: str, prompt_id: str | None, node_errors: JSON, *, status: int = 400
+) -> JSONResponse:
+    return JSONResponse(
+        {
+            "error": kind,
+            "detail": detail,
+            "prompt_id": prompt_id,
+            "node_errors": node_errors,
+            "timestamp": time.time(),
+        },
+        status_code=status,
+    )
+
+
+async def _jobs(ctx: AppContext, statuses: list[JobStatus], limit: int = _MAX_LISTED) -> list[Job]:
+    out: list[Job] = []
+    cursor: str | None = None
+    while len(out) < limit:
+        page = await ctx.service.list_jobs(
+            statuses=statuses, limit=min(500, limit - len(out)), cursor=cursor
+        )
+        out += page.jobs
+        cursor = page.next_cursor
+        if cursor is None or not page.jobs:
+            break
+    return out
+
+
+async def get_queue(ctx: Ctx) -> dict[str, Any]:
+    running = await _jobs(ctx, list(_ACTIVE))
+    pending = await _jobs(ctx, [JobStatus.QUEUED])
+    pending.sort(key=lambda j: (-j.priority, j.created_at))
+    return {
+        "queue_running": [cc.queue_item(j) for j in reversed(running)],
+        "queue_pending": [cc.queue_item(j) for j in pending],
+    }
+
+
+async def post_queue(request: Request, ctx: Ctx) -> Response:
+    """{"delete": [ids]} removes those pending prompts, {"clear": true} every pending one; a
+    removed prompt never reaches the history, as in ComfyUI."""
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        return comfy_error(400, "invalid_request", "the body is not a JSON object")
+    ids: list[str] = []
+    if body.get("clear"):
+        ids += [j.id for j in await _jobs(ctx, [JobStatus.QUEUED])]
+    delete = body.get("delete")
+    if isinstance(delete, list):
+        ids += [str(i) for i in delete]
+    for job_id in ids:
+        await _drop_pending(ctx, job_id)
+    return Response(status_code=200)
+
+
+async def _drop_pending(ctx: AppContext, job_id: str) -> None:
+    job = await ctx.store.get(job_id)
+    if job is None or job.status is not JobStatus.QUEUED:
+        return
+    with contextlib.suppress(errors.ComfyrunError):
+        view = await ctx.service.cancel(job_id)
+        if view.job.terminal:
+            await ctx.service.delete(job_id)
+
+
+async def get_history(
+    ctx: Ctx,
+    max_items: Annotated[int | None, Query(ge=1)] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """Finished prompts, oldest first (max_items: the newest N)."""
+    limit = min(max_items or _MAX_LISTED, _MAX_LISTED)
+    jobs = await _jobs(ctx, sorted(TERMINAL), limit=offset + limit)
+    jobs.reverse()  # oldest first
+    jobs = jobs[-limit:] if max_items is not None and not offset else jobs[offset : offset + limit]
+    return {j.id: cc.history_entry(j) for j in jobs}
+
+
+async def get_history_item(prompt_id: str, ctx: Ctx) -> dict[str, Any]:
+    job = await ctx.store.get(prompt_id)
+    if job is None or not job.terminal:
+        return {}
+    return {job.id: cc.history_entry(job)}
+
+
+async def post_history(request: Request, ctx: Ctx) -> Response:
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        return comfy_error(400, "invalid_request", "the body is not a JSON object")
+    ids: list[str] = []
+    if body.get("clear"):
+        ids += [j.id for j in await _jobs(ctx, sorted(TERMINAL))]
+    delete = body.get("delete")
+    if isinstance(delete, list):
+        ids += [str(i) for i in delete]
+    for job_id in ids:
+        with contextlib.suppress(errors.NotFound, errors.Conflict):
+            await ctx.service.delete(job_id)
+    return Response(status_code=200)
+
+
+async def interrupt(request: Request, ctx: Ctx) -> Response:
+    """{"prompt_id": X} interrupts X if it runs; no id interrupts the running prompts that
+    came through this API (other dialects' jobs are left alone)."""
+    body = await _json_body(request)
+    prompt_id = body.get("prompt_id") if isinstance(body, dict) else None
+    if prompt_id is not None:
+        targets = [str(prompt_id)]
+    else:
+        targets = [
+            j.id
+            for j in await _jobs(ctx, list(_ACTIVE))
+            if j.metadata.get(cc.META_DIALECT) == cc.DIALECT
+        ]
+    for job_id in targets:
+        job = await ctx.store.get(job_id)
+        if job is not None and job.status is JobStatus.RUNNING:
+            with contextlib.suppress(errors.ComfyrunError):
+                await ctx.service.cancel(job_id)
+    return Response(status_code=200)
+
+
+async def view(
+    ctx: Ctx,
+    filename: str | None = None,
+    subfolder: str = "",
+    type: str | None = None,
+) -> Response:
+    """An output (type=output: "<job_id>/<node_id>" subfolders) or an uploaded input."""
+    if not filename:
+        return comfy_error(404, "not_found", "no filename")
+    if filename.endswith(_FILE_SUFFIX):
+        filename, type = filename.removesuffix(_FILE_SUFFIX), "input"
+    kind = type or "output"
+    if kind not in ("output", "input", "temp"):
+        return comfy_error(400, "invalid_type", f"unknown type {kind}")
+    parts = [p for p in f"{subfolder}/{filename}".split("/") if p]
+    if any(p in (".", "..") for p in parts) or filename.startswith("/"):
+        return comfy_error(403, "forbidden", "invalid path")
+    name = "/".join(parts)
+    media = mimetypes.guess_type(filename)[0]
+    headers = {"Content-Disposition": f'filename="{filename}"'}
+    try:
+        if kind == "input":
+            record = await _read_upload(ctx, name)
+            if record is None or ctx.assets is None:
+                return comfy_error(404, "not_found", f"no input {name}")
+            asset = await ctx.assets.get(record["asset_id"])
+            response = await serve_key(ctx, asset.storage_key, media, asset.size_bytes, None)
+        elif kind == "output":
+            response = await serve_key(ctx, name, media, None, None)
+        else:
+            return comfy_error(404, "not_found", "comfyrun keeps no temp files")
+    except errors.NotFound:
+        return comfy_error(404, "not_found", f"no {kind} file {name}")
+    response.headers.update(headers)
+    return response
+
+
+async def _upload(
+    ctx: AppContext, image: UploadFile, subfolder: str, overwrite: str | None
+) -> Response:
+    if ctx.assets is None or ctx.storage is None:
+        return comfy_error(503, "unavailable", "this server keeps no uploads")
+    filename = (image.filename or "").strip()
+    parts = [p for p in subfolder.split("/") if p]
+    if not filename or "/" in filename or any(p in (".", "..") for p in parts):
+        return comfy_error(400, "invalid_request", "invalid file name or subfolder")
+    name = "/".join([*parts, filename])
+    key = _upload_key(name)
+    if key is None:
+        return comfy_error(400, "invalid_request", f"invalid file name {name}")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        while chunk := await image.read(1 << 20):
+            yield chunk
+
+    content_type = image.content_type or "application/octet-stream"
+    try:
+        asset, _ = await ctx.assets.upload(chunks(), content_type=content_type, file_path=name)
+        existing = await _read_upload(ctx, name)
+        if existing is not None and existing["asset_id"] != asset.id and not _true(overwrite):
+            filename = _free_name(filename, await _taken(ctx, parts, filename))
+            name = "/".join([*parts, filename])
+            key = _upload_key(name)
+            assert key is not None
+        record = json.dumps({"asset_id": asset.id, "content_type": content_type}).encode()
+        await _put(ctx, key, record)
+    except errors.ComfyrunError as exc:
+        return comfy_error_for(exc)
+    return JSONResponse({"name": filename, "subfolder": "/".join(parts), "type": "input"})
+
+
+async def _put(ctx: AppContext, key: str, data: bytes) -> None:
+    storage: Any = ctx.storage
+
+    async def one() -> AsyncIterator[bytes]:
+        yield data
+
+    await storage.put(key, one(), content_type="application/json")
+
+
+async def _taken(ctx: AppContext, parts: list[str], filename: str) -> set[str]:
+    stem, dot, ext = filename.rpartition(".")
+    if not dot:
+        stem, ext = filename, ""
+    names = set()
+    for i in range(1, 100):
+        candidate = f"{stem} ({i}){dot}{ext}"
+        if await _read_upload(ctx, "/".join([*parts, candidate])) is None:
+            break
+        names.add(candidate)
+    return names
+
+
+def _free_name(filename: str, taken: set[str]) -> str:
+    stem, dot, ext = filename.rpartition(".")
+    if not dot:
+        stem, ext = filename, ""
+    i = 1
+    while f"{stem} ({i}){dot}{ext}" in taken:
+        i += 1
+    return f"{stem} ({i}){dot}{ext}"
+
+
+def _true(value: str | None) -> bool:
+    return value is not None and value.lower() in ("true", "1")
+
+
+async def upload_image(
+    ctx: Ctx,
+    image: Annotated[UploadFile | None, File()] = None,
+    overwrite: Annotated[str | None, Form()] = None,
+    subfolder: Annotated[str, Form()] = "",
+    type: Annotated[str, Form()] = "input",
+) -> Response:
+    if image is None:
+        return comfy_error(400, "invalid_request", "no image field")
+    return await _upload(ctx, image, subfolder, overwrite)
+
+
+async def upload_mask(
+    ctx: Ctx,
+    image: Annotated[UploadFile | None, File()] = None,
+    overwrite: Annotated[str | None, Form()] = None,
+    subfolder: Annotated[str, Form()] = "",
+    type: Annotated[str, Form()] = "input",
+) -> Response:
+    """Stored as given: comfyrun does not composite the mask onto `original_ref`."""
+    if image is None:
+        return comfy_error(400, "invalid_request", "no image field")
+    return await _upload(ctx, image, subfolder, overwrite)
+
+
+async def _object_info(ctx: AppContext) -> JSON | None:
+    cache = ctx.extras.get("object_info")
+    if cache is None:
+        return None
+    info: JSON | None = await cache.get()
+    return info
+
+
+async def object_info(ctx: Ctx) -> Response:
+    info = await _object_info(ctx)
+    if info is None:
+        return comfy_error(503, "unavailable", "no backend is ready to describe its nodes")
+    return JSONResponse(info)
+
+
+async def object_info_one(node_class: str, ctx: Ctx) -> Response:
+    info = await _object_info(ctx)
+    if info is None:
+        return comfy_error(503, "unavailable", "no backend is ready to describe its nodes")
+    return JSONResponse({node_class: info[node_class]} if node_class in info else {})
+
+
+async def system_stats(ctx: Ctx) -> dict[str, Any]:
+    """comfyrun's own system block and the devices of every ready backend."""
+    devices: list[Any] = []
+    urls = [
+        b.url
+        for b in (ctx.pool.snapshot() if ctx.pool is not None else [])
+        if b.url and str(b.state) in ("ready", "busy")
+    ]
+    async with httpx.AsyncClient(timeout=3.0) as client:
+        for url in urls:
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                answer = (await client.get(f"{url.rstrip('/')}/system_stats")).json()
+                devices += answer.get("devices", []) if isinstance(answer, dict) else []
+    return {
+        "system": {
+            "os": sys.platform,
+            "ram_total": 0,
+            "ram_free": 0,
+            "comfyui_version": f"comfyrun {__version__}",
+            "python_version": sys.version,
+            "pytorch_version": "",
+            "embedded_python": False,
+            "argv": ["comfyrun"],
+            "platform": platform.platform(),
+        },
+        "devices": devices,
+    }
+
+
+async def features() -> dict[str, Any]:
+    return {"supports_preview_metadata": True, "max_upload_size": 104857600}
+
+
+# ComfyUI's newer job endpoints (/api/jobs) ---------------------------------------------------
+
+jobs_router = APIRouter(prefix="/api/jobs", tags=["comfyui"], dependencies=[Depends(require_auth)])
+
+
+@jobs_router.get("")
+async def list_api_jobs(
+    ctx: Ctx,
+    status: Annotated[str | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    sort_order: Annotated[str, Query()] = "desc",
+) -> Response:
+    names = [s.strip() for s in (status or "").split(",") if s.strip()]
+    unknown = [n for n in names if n not in cc.JOB_STATUSES]
+    if unknown:
+        return JSONResponse({"error": f"unknown status {unknown}"}, status_code=400)
+    statuses = cc.statuses_for(names) if names else list(JobStatus)
+    jobs = await _jobs(ctx, statuses, limit=offset + limit + 1)
+    if sort_order == "asc":
+        jobs.reverse()
+    page = jobs[offset : offset + limit]
+    return JSONResponse(
+        {
+            "jobs": [cc.api_job(j) for j in page],
+            "pagination": {
+                "offset": offset,
+                "limit": limit,
+                "total": len(jobs),
+                "has_more": len(jobs) > offset + limit,
+            },
+        }
+    )
+
+
+@jobs_router.get("/{job_id}")
+async def get_api_job(job_id: str, ctx: Ctx) -> Response:
+    job = await ctx.store.get(job_id)
+    if job is None:
+        return JSONResponse({"error": "Job not found"}, status_code=404)
+    return JSONResponse(cc.api_job(job, detail=True))
+
+
+@jobs_router.post("/{job_id}/cancel")
+async def cancel_api_job(job_id: str, ctx: Ctx) -> Response:
+    try:
+        view: JobView = await ctx.service.cancel(job_id)
+    except errors.NotFound:
+        return JSONResponse({"error": "Job not found"}, status_code=404)
+    return JSONResponse(cc.api_job(view.job))
+
+
+# the websocket --------------------------------------------------------------------------------
+
+
+def _ws_authorized(ctx: AppContext, websocket: WebSocket) -> bool:
+    keys = ctx.settings.api_keys
+    if not keys:
+        return True
+    header = websocket.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip() if scheme.lower() == "bearer" else websocket.query_params.get("token", "")
+    return bool(token) and any(hmac.compare_digest(token.encode(), k.encode()) for k in keys)
+
+
+async def comfy_ws(websocket: WebSocket, clientId: str | None = None) -> None:
+    ctx: AppContext = websocket.app.state.ctx
+    if not _ws_authorized(ctx, websocket):
+        await websocket.close(code=4401)
+        return
+    await websocket.accept()
+    client_id = clientId or uuid.uuid4().hex
+    session = ClientSession(ctx, websocket, client_id)
+    hub = clients(ctx)
+    hub.attach(session)
+    try:
+        await session.send_status()
+        if clientId:
+            for job in await _jobs(ctx, [JobStatus.QUEUED, *_ACTIVE], limit=500):
+                if job.metadata.get(cc.META_CLIENT_ID) == client_id:
+                    session.follow(job.id)
+        first = True
+        while True:
+            raw = await websocket.receive_text()
+            if first:
+                first = False
+                await _feature_flags(session, raw)
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        hub.detach(session)
+        await session.close()
+
+
+async def _feature_flags(session: ClientSession, raw: str) -> None:
+    with contextlib.suppress(ValueError, AttributeError):
+        message = json.loads(raw)
+        if message.get("type") == "feature_flags":
+            data = message.get("data") or {}
+            session.preview_metadata = bool(data.get("supports_preview_metadata"))
+            await session.send(
+                text(
+                    "feature_flags",
+                    {"supports_preview_metadata": True, "max_upload_size": 104857600},
+                )
+            )
+
+
+def build_routers() -> list[APIRouter]:
+    """ComfyUI's routes at the root and under /api, the /api/jobs endpoints, and /ws."""
+    routers = []
+    for prefix in ("", "/api"):
+        router = _router(prefix)
+        _add_routes(router)
+        ws = APIRouter(prefix=prefix, tags=["comfyui"])
+        ws.add_api_websocket_route("/ws", comfy_ws)
+        routers += [router, ws]
+    routers.append(jobs_router)
+    return routers
+
+
+__all__ = [
+    "ComfyClients",
+    "build_routers",
+    "comfy_error",
+    "comfy_error_for",
+    "submit_prompt",
+]

@@ -1,0 +1,250 @@
+"""RunPod's serverless endpoint API, served by comfyrun: POST /run and /runsync (?wait= ms),
+GET /status/{id}, POST /cancel/{id}, POST /retry/{id}, GET /stream/{id}, GET /health and
+POST /purge-queue, at the root and under /v2/{endpoint_id}/ (what the `runpod` SDK calls with
+runpod.endpoint_url_base = "http://host:port/v2").
+
+The body is worker-comfyui's: {"input": {"workflow", "images": [{"name", "image"}]},
+"webhook"?, "policy"?: {"executionTimeout" (ms), "ttl" (ms)}}. POST /run with a top-level
+"workflow" instead is the plain variant (plain_compat), and GET /status/{id} answers each job
+in the dialect it was submitted through (recorded in its metadata). A thin translator over
+JobService.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from comfyrun import errors
+from comfyrun.api.compat import runpod as rp
+from comfyrun.api.context import AppContext, get_ctx, require_auth
+from comfyrun.api.routes.plain_compat import (
+    deliver_outputs,
+    error_response,
+    images_to_inputs,
+    plain_status_body,
+    submit_plain,
+)
+from comfyrun.core.job import JSON, Job, JobStatus
+from comfyrun.service import Submission
+
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+
+#: How long POST /runsync holds the request without ?wait= (RunPod's default, 90 s).
+DEFAULT_SYNC_WAIT_MS = 90_000
+
+
+def _bad(message: str) -> JSONResponse:
+    return JSONResponse({"error": message, "code": "invalid_request"}, status_code=400)
+
+
+async def _body(request: Request) -> JSON | None:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _policy(body: JSON) -> tuple[float | None, JSON]:
+    """RunPod's policy → (timeout_s, metadata)."""
+    policy = body.get("policy")
+    if policy is None:
+        return None, {}
+    if not isinstance(policy, dict):
+        raise errors.InvalidRequest("policy must be an object")
+    timeout_s: float | None = None
+    meta: JSON = {}
+    timeout = policy.get("executionTimeout")
+    if timeout is not None:
+        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
+            raise errors.InvalidRequest("policy.executionTimeout must be a positive number (ms)")
+        timeout_s = float(timeout) / 1000.0
+    ttl = policy.get("ttl")
+    if ttl is not None:
+        if not isinstance(ttl, int | float) or isinstance(ttl, bool) or ttl <= 0:
+            raise errors.InvalidRequest("policy.ttl must be a positive number (ms)")
+        meta["runpod_ttl_ms"] = ttl
+    return timeout_s, meta
+
+
+def runpod_submission(
+    body: JSON, *, endpoint_id: str | None, job_id: str | None = None
+) -> Submission:
+    """A RunPod request body → a Submission (raises InvalidRequest)."""
+    payload = body.get("input")
+    if not isinstance(payload, dict):
+        raise errors.InvalidRequest('the body needs an "input" object')
+    workflow = payload.get("workflow")
+    if not isinstance(workflow, dict) or not workflow:
+        raise errors.InvalidWorkflow("input.workflow must be a non-empty object (API format)")
+    timeout_s, meta = _policy(body)
+    options: JSON = {}
+    webhook = body.get("webhook")
+    if webhook is not None:
+        if not isinstance(webhook, str) or not webhook.startswith(("http://", "https://")):
+            raise errors.InvalidRequest("webhook must be an http(s) URL")
+        options["webhook"] = {"url": webhook}
+    metadata: JSON = {rp.META_DIALECT: rp.RUNPOD, **meta}
+    if endpoint_id:
+        metadata["runpod_endpoint"] = endpoint_id
+    return Submission(
+        workflow=workflow,
+        inputs=images_to_inputs(payload.get("images")),
+        options=options,
+        metadata=metadata,
+        timeout_s=timeout_s,
+        job_id=job_id,
+    )
+
+
+async def runpod_body(ctx: AppContext, job: Job) -> JSON:
+    output = await deliver_outputs(ctx, job) if job.status is JobStatus.SUCCEEDED else None
+    return rp.runpod_response(job, output)
+
+
+async def run(request: Request, ctx: Ctx, endpoint_id: str | None = None) -> Response:
+    body = await _body(request)
+    if body is None:
+        return _bad("the body is not a JSON object")
+    if "input" not in body and "workflow" in body:
+        return await submit_plain(ctx, body)
+    try:
+        submitted = await ctx.service.submit(runpod_submission(body, endpoint_id=endpoint_id))
+    except errors.ComfyrunError as exc:
+        return error_response(exc)
+    return JSONResponse({"id": submitted.job.id, "status": rp.IN_QUEUE})
+
+
+async def runsync(
+    request: Request,
+    ctx: Ctx,
+    endpoint_id: str | None = None,
+    wait: Annotated[int | None, Query(ge=1000, le=300_000)] = None,
+) -> Response:
+    body = await _body(request)
+    if body is None:
+        return _bad("the body is not a JSON object")
+    try:
+        submitted = await ctx.service.submit(runpod_submission(body, endpoint_id=endpoint_id))
+    except errors.ComfyrunError as exc:
+        return error_response(exc)
+    wait_s = min((wait or DEFAULT_SYNC_WAIT_MS) / 1000.0, ctx.settings.max_wait_s)
+    view = await ctx.service.wait(submitted.job.id, wait_s)
+    return JSONResponse(await runpod_body(ctx, view.job))
+
+
+async def _job(ctx: AppContext, job_id: str) -> Job | JSONResponse:
+    job = await ctx.store.get(job_id)
+    if job is None:
+        return JSONResponse(
+            {"error": f"job {job_id} not found", "code": "not_found"}, status_code=404
+        )
+    return job
+
+
+async def status(job_id: str, ctx: Ctx, endpoint_id: str | None = None) -> Response:
+    job = await _job(ctx, job_id)
+    if isinstance(job, Response):
+        return job
+    if rp.dialect_of(job) == rp.PLAIN:
+        return JSONResponse(await plain_status_body(ctx, job))
+    return JSONResponse(await runpod_body(ctx, job))
+
+
+async def stream(job_id: str, ctx: Ctx, endpoint_id: str | None = None) -> Response:
+    job = await _job(ctx, job_id)
+    if isinstance(job, Response):
+        return job
+    output = await deliver_outputs(ctx, job) if job.status is JobStatus.SUCCEEDED else None
+    return JSONResponse(rp.stream_response(job, output))
+
+
+async def cancel(job_id: str, ctx: Ctx, endpoint_id: str | None = None) -> Response:
+    try:
+        view = await ctx.service.cancel(job_id)
+    except errors.ComfyrunError as exc:
+        return error_response(exc)
+    return JSONResponse({"id": job_id, "status": rp.runpod_status(view.job)})
+
+
+async def retry(job_id: str, ctx: Ctx, endpoint_id: str | None = None) -> Response:
+    """Run a FAILED, TIMED_OUT or CANCELLED job again under the same id."""
+    job = await _job(ctx, job_id)
+    if isinstance(job, Response):
+        return job
+    if rp.runpod_status(job) not in (rp.FAILED, rp.TIMED_OUT, rp.CANCELLED):
+        return JSONResponse(
+            {"error": f"job {job_id} is {rp.runpod_status(job)}; only failed jobs are retried"},
+            status_code=400,
+        )
+    again = Submission(
+        workflow=job.workflow,
+        priority=job.priority,
+        inputs=job.inputs,
+        options=job.options,
+        metadata=job.metadata,
+        max_retries=job.max_retries,
+        timeout_s=job.timeout_s,
+        job_id=job.id,
+    )
+    try:
+        await ctx.service.delete(job_id)
+        submitted = await ctx.service.submit(again)
+    except errors.ComfyrunError as exc:
+        return error_response(exc)
+    return JSONResponse({"id": submitted.job.id, "status": rp.IN_QUEUE})
+
+
+async def health(ctx: Ctx, endpoint_id: str | None = None) -> JSON:
+    counts = await ctx.store.counts()
+    backends: list[Any] = ctx.pool.snapshot() if ctx.pool is not None else []
+    idle = sum(1 for b in backends if str(b.state) == "ready" and not b.inflight)
+    running = sum(1 for b in backends if b.inflight)
+    return rp.health(counts, workers_idle=idle, workers_running=running)
+
+
+async def purge_queue(ctx: Ctx, endpoint_id: str | None = None) -> JSON:
+    """Cancel every queued job (running ones keep going, as on RunPod)."""
+    removed = 0
+    while True:
+        page = await ctx.service.list_jobs(statuses=[JobStatus.QUEUED], limit=500)
+        if not page.jobs:
+            break
+        for job in page.jobs:
+            try:
+                await ctx.service.cancel(job.id)
+                removed += 1
+            except errors.ComfyrunError:
+                continue
+    return {"removed": removed, "status": "completed"}
+
+
+def _add(router: APIRouter) -> None:
+    router.add_api_route("/run", run, methods=["POST"])
+    router.add_api_route("/runsync", runsync, methods=["POST"])
+    router.add_api_route("/status/{job_id}", status, methods=["GET", "POST"])
+    router.add_api_route("/stream/{job_id}", stream, methods=["GET", "POST"])
+    router.add_api_route("/cancel/{job_id}", cancel, methods=["POST"])
+    router.add_api_route("/retry/{job_id}", retry, methods=["POST"])
+    router.add_api_route("/health", health, methods=["GET"])
+    router.add_api_route("/purge-queue", purge_queue, methods=["POST"])
+
+
+def build_routers() -> list[APIRouter]:
+    """The endpoint API at the root and under /v2/{endpoint_id}."""
+    routers = []
+    for prefix in ("", "/v2/{endpoint_id}"):
+        router = APIRouter(prefix=prefix, tags=["runpod"], dependencies=[Depends(require_auth)])
+        _add(router)
+        routers.append(router)
+    return routers
+
+
+__all__ = ["build_routers", "runpod_submission"]

@@ -1,0 +1,73 @@
+"""The task variant: POST /api/v1/tasks {workflow_id, priority, payload} → 201 with the task;
+GET /api/v1/tasks/{id} with status, result, error, retry_count, max_retries, worker_id.
+A task is a job: `payload` is the API prompt, `workflow_id` is kept as metadata, and the result
+is ComfyUI's outputs by node (files pointing at comfyrun's storage, as /history shows them).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from comfyrun import errors
+from comfyrun.api.compat import runpod as rp
+from comfyrun.api.compat.comfy import history_outputs
+from comfyrun.api.context import AppContext, get_ctx, require_auth
+from comfyrun.api.routes.plain_compat import error_response
+from comfyrun.core.job import JobStatus
+from comfyrun.service import Submission
+
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+
+router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"], dependencies=[Depends(require_auth)])
+
+
+class TaskRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    workflow_id: str = Field(default="", max_length=255)
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    payload: dict[str, Any]
+    max_retries: int | None = Field(default=None, ge=0, le=20)
+
+
+@router.post("", status_code=201)
+async def create_task(body: TaskRequest, ctx: Ctx) -> Response:
+    try:
+        submitted = await ctx.service.submit(
+            Submission(
+                workflow=body.payload,
+                priority=body.priority,
+                metadata={rp.META_DIALECT: rp.TASKS, "workflow_id": body.workflow_id},
+                max_retries=body.max_retries,
+            )
+        )
+    except errors.ComfyrunError as exc:
+        return error_response(exc)
+    job = submitted.job
+    return JSONResponse(
+        {
+            "id": job.id,
+            "workflow_id": body.workflow_id,
+            "status": rp.task_status(job),
+            "created_at": rp.rfc3339(job.created_at),
+        },
+        status_code=201,
+    )
+
+
+@router.get("/{task_id}")
+async def get_task(task_id: str, ctx: Ctx) -> Response:
+    job = await ctx.store.get(task_id)
+    if job is None:
+        return JSONResponse({"error": f"task {task_id} not found"}, status_code=404)
+    result = (
+        {"outputs": history_outputs(job.outputs)} if job.status is JobStatus.SUCCEEDED else None
+    )
+    return JSONResponse(rp.task_response(job, result))
+
+
+__all__ = ["router"]
