@@ -49,13 +49,13 @@ async def test_events_resume_from_last_event_id_without_gaps(server: str) -> Non
         resumed = [ev async for ev in client.events(job["id"], last_event_id=first[-1].id)]
         full = [ev async for ev in client.events(job["id"], last_event_id="0")]
     assert first[0].event == "status"  # the snapshot comes first
-    ids = [int(e.id) for e in resumed]
+    ids = [int(e.id or 0) for e in resumed]
     assert ids == sorted(ids) and ids[0] > int(first[-1].id)
     statuses = [e.data["status"] for e in first + resumed if e.event == "status"]
     assert statuses[-1] == "succeeded"
     logged = [e for e in full if e.event == "status"]
     # every transition logged after the resume point reached the resumed stream
-    after = [e.id for e in logged if int(e.id) > int(first[-1].id)]
+    after = [e.id for e in logged if int(e.id or 0) > int(first[-1].id)]
     assert after == [e.id for e in resumed if e.event == "status"]
     assert any(e.event == "output" and e.data["name"].startswith("t2i_") for e in resumed)
 
