@@ -104,9 +104,17 @@ class ScriptedComfy:
         self.pending: list[str] = []
         self.url = ""
         self.connected = asyncio.Event()
+        #: Authorization header of every request, websocket handshakes included.
+        self.authorization: list[str | None] = []
 
     def app(self) -> web.Application:
-        app = web.Application()
+        @web.middleware
+        async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+            self.authorization.append(request.headers.get("Authorization"))
+            response: web.StreamResponse = await handler(request)
+            return response
+
+        app = web.Application(middlewares=[record])
         app.router.add_get("/ws", self._ws)
         app.router.add_post("/prompt", self._prompt)
         app.router.add_get("/history/{prompt_id}", self._history)

@@ -58,7 +58,9 @@ class ComfyClient:
     every HTTP call (and the first connect in `start`). Prompts whose events may be missed are
     settled from queue and history every `poll_interval` seconds; every `audit_interval`
     seconds all prompts in flight are checked that way. `websocket=False` runs on polling alone
-    (and lets tests drive the HTTP side through `http_transport`). ComfyUI serves HTTP from
+    (and lets tests drive the HTTP side through `http_transport`). `headers` go with every
+    HTTP request and the websocket handshake (e.g. a token for a proxy in front of ComfyUI).
+    ComfyUI serves HTTP from
     one event loop, so a few pooled connections (`max_connections`) are faster than many: with
     200 prompts submitted at once, httpcore's pool bookkeeping grows with the connection count.
     """
@@ -76,6 +78,7 @@ class ComfyClient:
         reconnect_initial: float = 0.05,
         reconnect_max: float = 5.0,
         max_connections: int = 8,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
@@ -84,6 +87,7 @@ class ComfyClient:
         self._use_websocket = websocket
         self._reconnect = (reconnect_initial, reconnect_max)
         self._max_connections = max_connections
+        self._headers = dict(headers or {})
         self._http: ComfyHTTP | None = None
         self._socket: ComfySocket | None = None
         self._watches: dict[str, PromptWatch] = {}
@@ -114,6 +118,7 @@ class ComfyClient:
             timeout=self.timeout,
             transport=self._transport,
             max_connections=self._max_connections,
+            headers=self._headers,
         )
         if self._use_websocket:
             self._socket = ComfySocket(
@@ -124,6 +129,7 @@ class ComfyClient:
                 open_timeout=self.timeout,
                 reconnect_initial=self._reconnect[0],
                 reconnect_max=self._reconnect[1],
+                headers=self._headers,
             )
             self._socket.start()
         self._reconciler.start()

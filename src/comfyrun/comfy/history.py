@@ -91,7 +91,7 @@ def parse_history_entry(prompt_id: str, data: Mapping[str, Any]) -> HistoryEntry
             messages=messages,
             meta=dict(data.get("meta") or {}),
         )
-    except (TypeError, ValueError, AttributeError, IndexError) as exc:
+    except (TypeError, ValueError, AttributeError, IndexError, KeyError) as exc:
         raise ComfyProtocolError(f"malformed history entry for {prompt_id}: {exc!r}") from exc
 
 
@@ -154,7 +154,7 @@ def parse_queue(body: Any) -> QueueState:
     try:
         running = _queue_items(body.get("queue_running"))
         pending = tuple(sorted(_queue_items(body.get("queue_pending")), key=lambda i: i.number))
-    except (TypeError, ValueError, IndexError) as exc:
+    except (TypeError, ValueError, IndexError, KeyError, AttributeError) as exc:
         raise ComfyProtocolError(f"malformed queue body: {exc!r}") from exc
     return QueueState(
         running=[i.prompt_id for i in running],

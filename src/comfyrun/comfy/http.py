@@ -33,10 +33,12 @@ class ComfyHTTP:
         timeout: float,
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 8,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.base_url = base_url
         self._client = httpx.AsyncClient(
             base_url=base_url,
+            headers=dict(headers or {}),
             timeout=httpx.Timeout(timeout),
             transport=transport,
             limits=httpx.Limits(

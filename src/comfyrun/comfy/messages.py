@@ -232,7 +232,7 @@ def parse_event(event_type: str, data: Any) -> TextMessage:
         raise ComfyProtocolError(f"'{event_type}' event data is not an object")
     try:
         return parser(data)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ComfyProtocolError(f"malformed '{event_type}' event: {exc!r}") from exc
 
 

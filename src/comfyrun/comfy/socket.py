@@ -18,7 +18,7 @@ import json
 import logging
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
@@ -59,6 +59,7 @@ class ComfySocket:
         reconnect_initial: float = 0.05,
         reconnect_max: float = 5.0,
         ping_interval: float | None = 20.0,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self._url = ws_url(base_url)
         self._on_message = on_message
@@ -68,6 +69,7 @@ class ComfySocket:
         self._reconnect_initial = reconnect_initial
         self._reconnect_max = reconnect_max
         self._ping_interval = ping_interval
+        self._headers = dict(headers or {})
         self._rng = random.Random()
         self._task: asyncio.Task[None] | None = None
         self._ws: ClientConnection | None = None
@@ -118,6 +120,7 @@ class ComfySocket:
                     max_size=None,
                     compression=None,
                     proxy=None,
+                    additional_headers=self._headers or None,
                 ) as ws:
                     self._ws = ws
                     await ws.send(FEATURE_FLAGS)

@@ -24,11 +24,6 @@ from comfyrun.comfy import (
 from comfyrun.comfy import messages as m
 from comfyrun.comfy.emulator import Emulator, NodeFault
 
-# The emulator (not ours) passes shutdown_timeout to aiohttp's TCPSite, deprecated there.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:shutdown_timeout should be set on BaseRunner:DeprecationWarning"
-)
-
 
 @pytest.fixture
 async def emu(tmp_path: Path) -> AsyncIterator[Emulator]:

@@ -206,3 +206,9 @@ async def test_a_failing_handler_does_not_silence_the_socket(comfy: ScriptedComf
         await socket.close()
     assert [x.queue_remaining for x in seen if isinstance(x, m.Status)][-2:] == [1, 0]
     assert socket.connection == 1
+
+
+async def test_headers_go_with_http_and_websocket(comfy: ScriptedComfy) -> None:
+    async with ComfyClient(comfy.url, headers={"Authorization": "Bearer t0k"}) as client:
+        await client.queue()
+    assert comfy.authorization == ["Bearer t0k", "Bearer t0k"]
