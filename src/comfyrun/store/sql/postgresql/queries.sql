@@ -1,6 +1,9 @@
 -- Named queries of the PostgreSQL store (`-- name: x` starts query x). Parameters are
 -- %(named)s; those that may be NULL carry a cast so the server knows their type.
 
+-- name: ping
+SELECT 1 AS ok;
+
 -- name: insert_job
 INSERT INTO jobs (
     id, status, priority, workflow, inputs, options, metadata, owner, attempts, max_retries,
@@ -88,7 +91,7 @@ RETURNING *;
 
 -- name: lock_job
 -- Appending an event holds the job's row lock, so a job's event ids commit in order.
-SELECT 1 FROM jobs WHERE id = %(id)s FOR NO KEY UPDATE;
+SELECT 1 AS found FROM jobs WHERE id = %(id)s FOR NO KEY UPDATE;
 
 -- name: events_since
 SELECT id, job_id, kind, data, created_at FROM job_events
@@ -111,7 +114,7 @@ ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 
 -- name: queue_position
-SELECT count(*) FROM jobs
+SELECT count(*) AS ahead FROM jobs
 WHERE status = 'queued'
   AND (next_run_at > %(now)s::float8, -priority, created_at, id)
       < (%(late)s::boolean, -%(priority)s::integer, %(created_at)s::float8, %(id)s::text);

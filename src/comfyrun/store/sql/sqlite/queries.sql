@@ -1,5 +1,8 @@
 -- Named queries of the SQLite store (`-- name: x` starts query x). Parameters are :named.
 
+-- name: ping
+SELECT 1 AS ok;
+
 -- name: insert_job
 INSERT INTO jobs (
     id, status, priority, workflow, inputs, options, metadata, owner, attempts, max_retries,
@@ -11,7 +14,8 @@ INSERT INTO jobs (
     :max_retries, :retry_delay_s, :timeout_s, :idempotency_key, :request_hash, :created_at,
     :next_run_at, :started_at, :finished_at, :expires_at, :worker_id, :lease_expires_at,
     :backend, :prompt_id, :progress, :outputs, :error
-);
+)
+ON CONFLICT (id) DO NOTHING;
 
 -- name: get_key
 SELECT job_id, request_hash, created_at FROM idempotency_keys WHERE scope = :scope AND key = :key;
@@ -70,8 +74,9 @@ UPDATE jobs SET progress = :progress WHERE id = :id;
 UPDATE jobs SET outputs = json_insert(outputs, '$[#]', json(:output)) WHERE id = :id
 RETURNING *;
 
--- name: job_exists
-SELECT 1 FROM jobs WHERE id = :id;
+-- name: lock_job
+-- (the write transaction already holds SQLite's one write lock)
+SELECT 1 AS found FROM jobs WHERE id = :id;
 
 -- name: events_since
 SELECT id, job_id, kind, data, created_at FROM job_events
@@ -94,7 +99,7 @@ ORDER BY created_at DESC, id DESC
 LIMIT :limit;
 
 -- name: queue_position
-SELECT count(*) FROM jobs
+SELECT count(*) AS ahead FROM jobs
 WHERE status = 'queued'
   AND (next_run_at > :now, -priority, created_at, id) < (:late, -:priority, :created_at, :id);
 
@@ -102,7 +107,7 @@ WHERE status = 'queued'
 SELECT status, count(*) AS n FROM jobs GROUP BY status;
 
 -- name: oldest_queued_at
-SELECT min(created_at) FROM jobs WHERE status = 'queued';
+SELECT min(created_at) AS oldest FROM jobs WHERE status = 'queued';
 
 -- name: expired_leases
 SELECT * FROM jobs

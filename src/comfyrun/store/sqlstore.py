@@ -1,0 +1,355 @@
+"""What the SQLite and PostgreSQL stores share: every JobStore method written once against named
+queries (`sql/<dialect>/queries.sql`). A dialect supplies its connection plumbing — transactions,
+running a named query, appending an event (PostgreSQL also NOTIFYs there) — and its waiting.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+from typing import Any, Self
+
+from comfyrun.core.job import JSON, Job, JobStatus, NewJob, Output, Progress
+from comfyrun.core.state import Event
+from comfyrun.errors import Conflict, IdempotencyKeyReuse, StoreError
+from comfyrun.store import maintenance, transition
+from comfyrun.store.base import Changes, JobEvent, JobPage
+from comfyrun.store.codec import (
+    decode_cursor,
+    dump_json,
+    encode_cursor,
+    job_from_row,
+    job_to_row,
+    output_to_dict,
+    progress_to_dict,
+)
+from comfyrun.store.idempotency import KeyVerdict, key_scope, verdict
+
+Row = dict[str, Any]
+
+
+class SQLStore(ABC):
+    """A JobStore over SQL; subclasses provide the connection plumbing below the line."""
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    async def ping(self) -> bool:
+        try:
+            async with self._read() as conn:
+                await self._one(conn, "ping", {})
+        except StoreError:
+            return False
+        return True
+
+    # -- the queue ---------------------------------------------------------------------------
+
+    async def enqueue(self, new: NewJob, *, now: float | None = None) -> tuple[Job, bool]:
+        now = _now(now)
+        job = transition.enqueued(new, now)
+        async with self._write() as conn:
+            if new.idempotency_key is not None:
+                key = {"scope": key_scope(new), "key": new.idempotency_key}
+                await self._lock_key(conn, key)
+                row = await self._one(conn, "get_key", key)
+                v = verdict(
+                    stored_hash=row["request_hash"] if row else None,
+                    stored_at=row["created_at"] if row else None,
+                    request_hash=new.request_hash,
+                    now=now,
+                )
+                if v is KeyVerdict.REUSED:
+                    raise IdempotencyKeyReuse(details={"idempotency_key": new.idempotency_key})
+                existing = await self._one(conn, "get", {"id": row["job_id"]}) if row else None
+                if v is KeyVerdict.SAME and existing is not None:
+                    return job_from_row(existing), False
+                bind = {"job_id": job.id, "request_hash": new.request_hash, "created_at": now}
+                await self._run(conn, "bind_key", key | bind)
+            if not await self._insert_job(conn, job_to_row(job)):
+                raise Conflict(f"job {job.id} already exists", details={"job_id": job.id})
+            await self._append(conn, job.id, "status", transition.enqueue_event(job), now, True)
+        await self._committed(work=True)
+        return job, True
+
+    async def claim(
+        self, worker_id: str, lease_s: float, *, now: float | None = None
+    ) -> Job | None:
+        now = _now(now)
+        params = {"worker_id": worker_id, "lease_expires_at": now + lease_s, "now": now}
+        async with self._write() as conn:
+            row = await self._one(conn, "claim", params)
+            if row is None:
+                return None
+            job = job_from_row(row)
+            await self._append(conn, job.id, "status", transition.claim_event(job), now)
+        await self._committed()
+        return job
+
+    async def renew(
+        self, job_id: str, worker_id: str, lease_s: float, *, now: float | None = None
+    ) -> bool:
+        params = {"id": job_id, "worker_id": worker_id, "lease_expires_at": _now(now) + lease_s}
+        async with self._write() as conn:
+            return await self._run(conn, "renew", params) == 1
+
+    async def transition(
+        self,
+        job_id: str,
+        event: Event,
+        *,
+        expect: JobStatus,
+        changes: Changes | None = None,
+        now: float | None = None,
+        worker_id: str | None = None,
+    ) -> Job:
+        now = _now(now)
+        p = transition.plan(expect, event, changes, now)
+        async with self._write() as conn:
+            row = None
+            if p.changes_status:
+                params = transition.plan_params(p, job_id, worker_id)
+                row = await self._one(conn, "transition", params)
+            if row is None:
+                current = await self._one(conn, "get", {"id": job_id})
+                if current is None:
+                    raise transition.not_found(job_id)
+                job = job_from_row(current)
+                if job.status is not expect or (
+                    worker_id is not None and job.worker_id != worker_id
+                ):
+                    raise transition.moved(job, expect, worker_id)
+                return job  # a no-op transition: nothing written
+            job = job_from_row(row)
+            requeued = job.status is JobStatus.QUEUED
+            data = transition.status_event(job, p)
+            await self._append(conn, job_id, "status", data, now, requeued)
+        await self._committed(work=requeued)
+        return job
+
+    async def record_progress(self, job_id: str, progress: Progress) -> None:
+        data = progress_to_dict(progress)
+        async with self._write() as conn:
+            params = {"id": job_id, "progress": dump_json(data)}
+            if await self._run(conn, "set_progress", params) != 1:
+                raise transition.not_found(job_id)
+            await self._append(conn, job_id, "progress", data, time.time())
+        await self._committed()
+
+    async def add_output(self, job_id: str, output: Output) -> Job:
+        data = output_to_dict(output)
+        async with self._write() as conn:
+            row = await self._one(conn, "add_output", {"id": job_id, "output": dump_json(data)})
+            if row is None:
+                raise transition.not_found(job_id)
+            await self._append(conn, job_id, "output", data, time.time())
+        await self._committed()
+        return job_from_row(row)
+
+    # -- events ------------------------------------------------------------------------------
+
+    async def append_event(self, job_id: str, kind: str, data: JSON) -> JobEvent:
+        now = time.time()
+        async with self._write() as conn:
+            if await self._one(conn, "lock_job", {"id": job_id}) is None:
+                raise transition.not_found(job_id)
+            event_id = await self._append(conn, job_id, kind, data, now)
+        await self._committed()
+        return JobEvent(id=event_id, job_id=job_id, kind=kind, data=data, created_at=now)
+
+    async def events_since(self, job_id: str, after_id: int = 0) -> builtins.list[JobEvent]:
+        async with self._read() as conn:
+            rows = await self._all(conn, "events_since", {"job_id": job_id, "after_id": after_id})
+        return [
+            JobEvent(
+                id=int(r["id"]),
+                job_id=r["job_id"],
+                kind=r["kind"],
+                data=json.loads(r["data"]) if isinstance(r["data"], str) else r["data"],
+                created_at=r["created_at"],
+            )
+            for r in rows
+        ]
+
+    @abstractmethod
+    async def wait_for_event(
+        self, job_id: str, after_id: int, timeout: float
+    ) -> builtins.list[JobEvent]: ...
+
+    @abstractmethod
+    async def wait_for_work(self, timeout: float) -> None: ...
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job | None:
+        async with self._read() as conn:
+            row = await self._one(conn, "get", {"id": job_id})
+        return job_from_row(row) if row else None
+
+    async def get_by_prompt_id(self, prompt_id: str) -> Job | None:
+        async with self._read() as conn:
+            row = await self._one(conn, "get_by_prompt_id", {"prompt_id": prompt_id})
+        return job_from_row(row) if row else None
+
+    async def list(
+        self,
+        *,
+        statuses: Sequence[JobStatus] | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        after = decode_cursor(cursor) if cursor is not None else None
+        limit = max(0, limit)
+        params = {
+            "statuses": self._text_list([s.value for s in statuses])
+            if statuses is not None
+            else None,
+            "owner": owner,
+            "after_created": after[0] if after else None,
+            "after_id": after[1] if after else None,
+            "limit": limit + 1,
+        }
+        jobs = await self._jobs("list", params)
+        page = jobs[:limit]
+        last = page[-1] if page and len(jobs) > limit else None
+        return JobPage(
+            jobs=page, next_cursor=encode_cursor(last.created_at, last.id) if last else None
+        )
+
+    async def queue_position(self, job_id: str, *, now: float | None = None) -> int | None:
+        now = _now(now)
+        job = await self.get(job_id)
+        if job is None or job.status is not JobStatus.QUEUED:
+            return None
+        params = {
+            "now": now,
+            "late": job.next_run_at > now,
+            "priority": job.priority,
+            "created_at": job.created_at,
+            "id": job.id,
+        }
+        async with self._read() as conn:
+            row = await self._one(conn, "queue_position", params)
+        return int(row["ahead"]) if row else 0
+
+    async def counts(self) -> dict[JobStatus, int]:
+        counts = dict.fromkeys(JobStatus, 0)
+        async with self._read() as conn:
+            for row in await self._all(conn, "counts", {}):
+                counts[JobStatus(row["status"])] = int(row["n"])
+        return counts
+
+    async def oldest_queued_at(self) -> float | None:
+        async with self._read() as conn:
+            row = await self._one(conn, "oldest_queued_at", {})
+        return float(row["oldest"]) if row and row["oldest"] is not None else None
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    async def sweep_expired_leases(self, *, now: float | None = None) -> builtins.list[Job]:
+        now = _now(now)
+        lost = await self._jobs("expired_leases", {"now": now})
+        return await maintenance.apply_each(
+            self, lost, lambda j: maintenance.lease_lost_step(j, now), now=now, action="lease_lost"
+        )
+
+    async def requeue_stuck(
+        self, older_than_s: float, *, now: float | None = None
+    ) -> builtins.list[Job]:
+        now = _now(now)
+        stuck = await self._jobs("stuck", {"before": now - older_than_s})
+        return await maintenance.apply_each(
+            self, stuck, maintenance.requeue_step, now=now, action="requeue_stuck"
+        )
+
+    async def expire_finished(self, *, now: float | None = None) -> builtins.list[Job]:
+        now = _now(now)
+        due = await self._jobs("expiring", {"now": now})
+        return await maintenance.apply_each(
+            self, due, maintenance.expire_step, now=now, action="expire"
+        )
+
+    async def delete(self, job_id: str) -> bool:
+        async with self._write() as conn:
+            await self._run(conn, "delete_events", {"id": job_id})
+            return await self._run(conn, "delete_job", {"id": job_id}) == 1
+
+    async def delete_finished_before(self, cutoff: float) -> builtins.list[Job]:
+        async with self._write() as conn:
+            rows = await self._all(conn, "delete_finished_before", {"cutoff": cutoff})
+            jobs = [job_from_row(r) for r in rows]
+            ids = self._text_list([j.id for j in jobs])
+            await self._run(conn, "delete_events_of", {"ids": ids})
+        return jobs
+
+    # -- the dialect's part ------------------------------------------------------------------
+
+    @abstractmethod
+    def _read(self) -> AbstractAsyncContextManager[Any]:
+        """A connection for reads."""
+
+    @abstractmethod
+    def _write(self) -> AbstractAsyncContextManager[Any]:
+        """A connection in a write transaction, committed on success, rolled back on error."""
+
+    @abstractmethod
+    async def _one(self, conn: Any, name: str, params: JSON) -> Row | None:
+        """The first row of named query `name`, as a dict."""
+
+    @abstractmethod
+    async def _all(self, conn: Any, name: str, params: JSON) -> builtins.list[Row]: ...
+
+    @abstractmethod
+    async def _run(self, conn: Any, name: str, params: JSON) -> int:
+        """Run named query `name`; the number of rows it changed."""
+
+    async def _insert_job(self, conn: Any, row: JSON) -> bool:
+        """Insert a job row; False if the id exists."""
+        return await self._run(conn, "insert_job", row) == 1
+
+    @abstractmethod
+    async def _append(
+        self, conn: Any, job_id: str, kind: str, data: JSON, now: float, work: bool = False
+    ) -> int:
+        """Append an event inside the write transaction; `work`: the job became claimable."""
+
+    @abstractmethod
+    async def _lock_key(self, conn: Any, key: JSON) -> None:
+        """Serialise concurrent requests that carry one idempotency key."""
+
+    @abstractmethod
+    async def _committed(self, *, work: bool = False) -> None:
+        """Called after a write committed, to wake this process's waiters."""
+
+    @staticmethod
+    def _text_list(values: builtins.list[str]) -> Any:
+        """A list of strings as the dialect's query parameter."""
+        return values
+
+    async def _jobs(self, name: str, params: JSON) -> builtins.list[Job]:
+        async with self._read() as conn:
+            return [job_from_row(r) for r in await self._all(conn, name, params)]
+
+
+def _now(now: float | None) -> float:
+    return time.time() if now is None else now
+
+
+__all__ = ["SQLStore"]
