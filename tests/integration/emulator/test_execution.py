@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import time
+import wave
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -229,3 +230,27 @@ async def test_image_nodes_compute_real_pixels(
     pixels = _pixels(emu.config.output_dir / "px" / "out_00001_.png")
     assert pixels.shape == (16, 8, 3)
     assert tuple(pixels[8, 4]) == (255, 0, 0)
+
+
+async def test_audio_outputs(emu: Emulator, session: aiohttp.ClientSession) -> None:
+    graph = {
+        "1": {
+            "class_type": "EmptyAudio",
+            "inputs": {"duration": 0.5, "sample_rate": 8000, "channels": 1},
+        },
+        "2": {
+            "class_type": "SaveAudio",
+            "inputs": {"audio": ["1", 0], "filename_prefix": "audio/ComfyUI"},
+        },
+        "3": {"class_type": "PreviewAudio", "inputs": {"audio": ["1", 0]}},
+    }
+    entry = await wait_history(session, emu.url, await _post(session, emu, graph))
+    assert entry["outputs"]["2"] == {
+        "audio": [{"filename": "ComfyUI_00001_.wav", "subfolder": "audio", "type": "output"}]
+    }
+    preview = entry["outputs"]["3"]["audio"][0]
+    assert preview["type"] == "temp" and preview["filename"].startswith("ComfyUI_temp_")
+    with wave.open(str(emu.config.output_dir / "audio" / "ComfyUI_00001_.wav")) as clip:
+        assert (clip.getnchannels(), clip.getframerate(), clip.getnframes()) == (1, 8000, 4000)
+    async with session.get(f"{emu.url}/object_info/SaveAudio") as resp:
+        assert (await resp.json())["SaveAudio"]["output_node"] is True

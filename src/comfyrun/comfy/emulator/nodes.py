@@ -13,6 +13,7 @@ import hashlib
 import json
 import random
 import struct
+import wave
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -342,6 +343,58 @@ def preview_any(ctx: NodeContext, source: Any) -> NodeResult:
         except (TypeError, ValueError):
             text = str(source)
     return NodeResult((), {"text": [text]})
+
+
+@node("EmptyAudio")
+def empty_audio(
+    ctx: NodeContext, duration: float, sample_rate: int, channels: int = 2
+) -> NodeResult:
+    samples = round(duration * sample_rate)
+    return NodeResult(
+        (
+            {
+                "waveform": np.zeros((1, channels, samples), dtype=np.float32),
+                "sample_rate": sample_rate,
+            },
+        )
+    )
+
+
+def _save_audio(audio: dict[str, Any], prefix: str, root: Path, kind: str) -> list[dict[str, str]]:
+    """WAV files named like ComfyUI's audio saves (it writes FLAC; the stdlib has no FLAC)."""
+    from comfyrun.comfy.emulator.images import save_image_path
+
+    folder, stem, counter, subfolder = save_image_path(prefix, root)
+    results = []
+    for batch_number, waveform in enumerate(np.asarray(audio["waveform"], dtype=np.float32)):
+        name = f"{stem.replace('%batch_num%', str(batch_number))}_{counter:05}_.wav"
+        pcm = (np.clip(waveform.T, -1.0, 1.0) * 32767).astype("<i2")
+        with wave.open(str(folder / name), "wb") as out:
+            out.setnchannels(int(waveform.shape[0]))
+            out.setsampwidth(2)
+            out.setframerate(int(audio["sample_rate"]))
+            out.writeframes(pcm.tobytes())
+        results.append({"filename": name, "subfolder": subfolder, "type": kind})
+        counter += 1
+    return results
+
+
+@node("SaveAudio")
+def save_audio(
+    ctx: NodeContext, audio: dict[str, Any], filename_prefix: str = "audio/ComfyUI"
+) -> NodeResult:
+    return NodeResult((), {"audio": _save_audio(audio, filename_prefix, ctx.output_dir, "output")})
+
+
+@node("PreviewAudio")
+def preview_audio(ctx: NodeContext, audio: dict[str, Any]) -> NodeResult:
+    state = ctx.node_state()
+    if "prefix_append" not in state:
+        state["prefix_append"] = "_temp_" + "".join(
+            random.choice("abcdefghijklmnopqrstupvxyz") for _ in range(5)
+        )
+    prefix = "ComfyUI" + str(state["prefix_append"])
+    return NodeResult((), {"audio": _save_audio(audio, prefix, ctx.temp_dir, "temp")})
 
 
 @node("PrimitiveString")

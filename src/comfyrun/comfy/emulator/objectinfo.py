@@ -50,9 +50,18 @@ def _packaged() -> str:
     return gzip.decompress(ref.read_bytes()).decode("utf-8")
 
 
+@cache
+def _extra() -> str:
+    ref = resources.files("comfyrun.comfy.emulator").joinpath("data/extra_object_info.json")
+    return ref.read_text(encoding="utf-8")
+
+
 def load_base() -> NodeDefs:
-    """A fresh copy of the packaged definitions."""
+    """A fresh copy of the packaged definitions, plus the audio nodes the captured instance
+    lacked only because torchaudio was missing there (data/extra_object_info.json)."""
     data: NodeDefs = json.loads(_packaged())
+    for name, definition in json.loads(_extra()).items():
+        data.setdefault(name, definition)
     return data
 
 
