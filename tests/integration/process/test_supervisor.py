@@ -408,3 +408,18 @@ async def test_an_output_folder_that_cannot_be_made_is_an_error_not_a_hang(
     with pytest.raises(BackendError, match="could not be started"):
         await process.ensure_started()
     assert state(process) is S.ERROR and process.pid is None
+
+
+async def test_the_folders_own_venv_runs_comfyui_unless_python_is_given(
+    make_spec: SpecFactory, processes: list[ManagedProcess], comfy_folder: Path
+) -> None:
+    venv_python = comfy_folder / "venv" / "bin" / "python"
+    venv_python.parent.mkdir(parents=True)
+    venv_python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    venv_python.chmod(0o755)
+    process = ManagedProcess(make_spec())
+    processes.append(process)
+    await process.ensure_started()
+    started = [line for line in process.log_tail(50) if "[comfyrun] starting:" in line]
+    assert f"starting: {venv_python} {comfy_folder / 'main.py'}" in started[-1]
+    assert make_spec(python=sys.executable).base_argv()[0] == sys.executable

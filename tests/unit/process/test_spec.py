@@ -148,7 +148,8 @@ def test_from_config_defaults_and_python_by_name() -> None:
     )
     assert s.command == ("comfy", "launch") and s.python == "python3"
     assert s.lazy is True and s.idle_stop_s is None
-    assert ManagedSpec.from_config({"path": "/c"}, log_dir=LOGS).python == sys.executable
+    plain = ManagedSpec.from_config({"path": "/nonexistent/c"}, log_dir=LOGS)
+    assert plain.python is None and plain.interpreter == sys.executable
 
 
 @pytest.mark.parametrize(

@@ -51,7 +51,7 @@ class ManagedSpec:
     log_dir: Path
     comfy_path: Path | None = None
     command: tuple[str, ...] | None = None
-    python: str = sys.executable
+    python: str | None = None  # None: the folder's own venv/ or .venv/ if it has one, else ours
     cwd: Path | None = None
     extra_args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
@@ -105,10 +105,23 @@ class ManagedSpec:
             return self.comfy_path
         return Path.cwd()
 
+    @property
+    def interpreter(self) -> str:
+        """The Python that runs main.py: `python` if given, else a virtual environment inside
+        the ComfyUI folder (venv/ or .venv/), else the Python running comfyrun."""
+        if self.python is not None:
+            return self.python
+        if self.comfy_path is not None:
+            for venv in ("venv", ".venv"):
+                candidate = self.comfy_path / venv / "bin" / "python"
+                if candidate.is_file():
+                    return str(candidate)
+        return sys.executable
+
     def base_argv(self) -> list[str]:
         """The command line without the flags comfyrun adds."""
         if self.comfy_path is not None:
-            return [self.python, str(self.comfy_path / "main.py"), *self.extra_args]
+            return [self.interpreter, str(self.comfy_path / "main.py"), *self.extra_args]
         assert self.command is not None
         return [*self.command, *self.extra_args]
 
@@ -316,9 +329,9 @@ def installation_problem(spec: ManagedSpec) -> str | None:
                 f"{folder} has no main.py: point the backend's path (--comfy PATH) at the "
                 "ComfyUI checkout itself (the folder that contains main.py)"
             )
-        if _find_executable(spec.python, spec.workdir) is None:
+        if _find_executable(spec.interpreter, spec.workdir) is None:
             return (
-                f"Python interpreter {spec.python!r} was not found: set the backend's python to "
+                f"Python interpreter {spec.interpreter!r} was not found: set the backend's python to "
                 "the interpreter that has ComfyUI's requirements installed "
                 f"(for example {folder / 'venv' / 'bin' / 'python'})"
             )

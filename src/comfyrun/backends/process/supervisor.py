@@ -368,7 +368,7 @@ class ManagedProcess:
         argv = self.spec.argv(port)
         launch = argv
         if self.spec.die_with_parent:
-            launcher = self.spec.python if self.spec.comfy_path is not None else sys.executable
+            launcher = self.spec.interpreter if self.spec.comfy_path is not None else sys.executable
             launch = tied_to_parent(argv, launcher)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.spec.env}
         with self.log.open_for_child() as out:
