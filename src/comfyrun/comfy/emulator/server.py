@@ -9,6 +9,7 @@ import platform
 import shutil
 import sys
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -115,6 +116,7 @@ class Emulator:
             if got is None:
                 return
             item, task_id = got
+            started = time.perf_counter()
             try:
                 outcome = self.executor.execute(item)
             except Exception:  # the emulator itself failed; keep serving
@@ -126,6 +128,15 @@ class Emulator:
                 "messages": outcome.messages,
             }
             self.queue.task_done(task_id, outcome.outputs, outcome.meta, status)
+            log.info(
+                "Prompt executed in %.2f seconds",
+                time.perf_counter() - started,
+                extra={
+                    "action": "prompt_done",
+                    "prompt_id": item[1],
+                    "status": status["status_str"],
+                },
+            )
             client_id = item[3].get("client_id")
             if client_id is not None:
                 self.hub.send_sync("executing", {"node": None, "prompt_id": item[1]}, client_id)
@@ -210,6 +221,7 @@ class Emulator:
             return web.json_response(
                 {"error": verdict.error, "node_errors": verdict.node_errors}, status=400
             )
+        log.info("got prompt", extra={"action": "got_prompt", "prompt_id": prompt_id})
         self.queue.put([number, prompt_id, prompt, extra_data, verdict.outputs])
         return web.json_response(
             {"prompt_id": prompt_id, "number": number, "node_errors": verdict.node_errors}
