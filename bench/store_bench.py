@@ -144,6 +144,11 @@ async def bench_kind(kind: str, args: argparse.Namespace, rows: list[Row]) -> No
                         f"p50 {p50:.2f} ms, p95 {p95:.2f} ms (fill {fill_s:.1f} s)",
                     )
                 )
+                for name in ("oldest_queued_at", "counts"):
+                    t0 = time.perf_counter()
+                    await getattr(store, name)()
+                    ms = (time.perf_counter() - t0) * 1000
+                    rows.append(Row(kind, f"{name}(), {size:,} queued", f"{ms:.1f} ms"))
         finally:
             await store.close()
             if kind == "postgres":

@@ -10,6 +10,7 @@ import logging
 import re
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -70,17 +71,18 @@ SCHEMA_VERSION_SQL = (
 )
 
 
-async def migrate_sqlite(conn: aiosqlite.Connection) -> list[int]:
-    """Apply pending migrations in one IMMEDIATE transaction; returns the versions applied.
-
-    `conn` must be in autocommit mode (isolation_level=None)."""
+async def migrate_sqlite(
+    conn: aiosqlite.Connection, found: Sequence[Migration] | None = None
+) -> list[int]:
+    """Apply pending migrations (default: the packaged ones) in one IMMEDIATE transaction;
+    returns the versions applied. `conn` must be in autocommit mode (isolation_level=None)."""
     await conn.execute("BEGIN IMMEDIATE")
     try:
         await conn.execute(SCHEMA_VERSION_SQL)
         async with conn.execute("SELECT version FROM schema_version") as cur:
             done = {row[0] for row in await cur.fetchall()}
         applied = []
-        for mig in migrations("sqlite"):
+        for mig in migrations("sqlite") if found is None else found:
             if mig.version in done:
                 continue
             for stmt in statements(mig.sql):

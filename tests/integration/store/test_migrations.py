@@ -14,7 +14,7 @@ from tests.support.store import drop_schema, new_job, new_schema_name, pg_dsn, r
 
 from comfyrun.store.factory import open_store
 from comfyrun.store.migrate import (
-    SCHEMA_VERSION_SQL,
+    Migration,
     migrate_postgres,
     migrate_sqlite,
     migrations,
@@ -120,16 +120,24 @@ async def test_data_survives_reopening(db_url: str) -> None:
 async def test_sqlite_upgrade_applies_only_newer_migrations(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     first = migrations("sqlite")[0]
-    with sqlite3.connect(path) as conn:
-        conn.execute(SCHEMA_VERSION_SQL)
-        for stmt in statements(first.sql):
-            conn.execute(stmt)
-        conn.execute("INSERT INTO schema_version VALUES (1, ?, 0)", (first.name,))
+    later = Migration(
+        2, "later", "CREATE TABLE later (x INTEGER);\nCREATE INDEX later_x ON later (x);"
+    )
     async with aiosqlite.connect(path, isolation_level=None) as conn:
-        applied = await migrate_sqlite(conn)
-    assert applied == [m.version for m in migrations("sqlite")[1:]]
-    declared = tmp_path / "declared.db"
-    with sqlite3.connect(declared) as conn:
-        for stmt in statements(sql_text("sqlite", "schema.sql")):
-            conn.execute(stmt)
-    assert sqlite_schema(path) == sqlite_schema(declared)
+        assert await migrate_sqlite(conn, [first]) == [1]
+        assert await migrate_sqlite(conn, [first, later]) == [2]
+        assert await migrate_sqlite(conn, [first, later]) == []
+    names = {name for _, name, _ in sqlite_schema(path)}
+    assert {"jobs", "later", "later_x"} <= names
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT version, name FROM schema_version ORDER BY version")
+        assert rows.fetchall() == [(1, "initial"), (2, "later")]
+
+
+async def test_a_failed_migration_leaves_nothing_behind(tmp_path: Path) -> None:
+    path = tmp_path / "bad.db"
+    broken = Migration(2, "broken", "CREATE TABLE half (x INTEGER);\nNOT SQL;")
+    async with aiosqlite.connect(path, isolation_level=None) as conn:
+        with pytest.raises(sqlite3.OperationalError):
+            await migrate_sqlite(conn, [migrations("sqlite")[0], broken])
+    assert sqlite_schema(path) == []

@@ -37,7 +37,6 @@ CREATE INDEX jobs_status_newest ON jobs (status, created_at DESC, id DESC);
 CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX jobs_expires ON jobs (expires_at) WHERE expires_at IS NOT NULL;
 CREATE INDEX jobs_prompt ON jobs (prompt_id) WHERE prompt_id IS NOT NULL;
-CREATE INDEX jobs_queued_age ON jobs (created_at) WHERE status = 'queued';
 
 CREATE TABLE job_events (
     id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

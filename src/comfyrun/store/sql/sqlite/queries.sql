@@ -40,7 +40,8 @@ UPDATE jobs SET
     lease_expires_at = :lease_expires_at,
     started_at = :now
 WHERE id = (
-    SELECT id FROM jobs
+    -- INDEXED BY: never let a planner without statistics sort every queued job instead
+    SELECT id FROM jobs INDEXED BY jobs_claim
     WHERE status = 'queued' AND next_run_at <= :now
     ORDER BY priority DESC, created_at, id
     LIMIT 1
@@ -110,7 +111,7 @@ SELECT status, count(*) AS n FROM jobs GROUP BY status;
 SELECT min(created_at) AS oldest FROM jobs WHERE status = 'queued';
 
 -- name: expired_leases
-SELECT * FROM jobs
+SELECT * FROM jobs INDEXED BY jobs_lease
 WHERE status IN ('running', 'canceling') AND lease_expires_at < :now
 ORDER BY lease_expires_at;
 
