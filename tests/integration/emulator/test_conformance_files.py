@@ -190,3 +190,39 @@ async def test_view_matches_the_transcript(
                     assert img.mode == "RGB"
                 if "channel=a" in path:
                     assert img.mode == "RGBA"
+
+
+async def test_node_definitions_match_the_captured_object_info(
+    emu: Emulator, session: aiohttp.ClientSession, transcript: Callable[[str], Any]
+) -> None:
+    trimmed = transcript("object_info_trimmed")
+    for name, definition in trimmed.items():
+        async with session.get(f"{emu.url}/api/object_info/{name}") as resp:
+            body = await resp.json()
+        if name in ("LoadImage", "LoadImageMask"):
+            # their combo lists the input folder, empty here
+            assert_same_shape(body[name], definition)
+            continue
+        assert body == {name: definition}, name
+    async with session.get(f"{emu.url}/object_info") as resp:
+        everything = await resp.json()
+    assert (
+        len(everything) >= 477
+        and everything["KSampler"] == transcript("object_info_KSampler")["KSampler"]
+    )
+
+
+async def test_websocket_connect_initial_message(
+    emu: Emulator, session: aiohttp.ClientSession, transcript: Callable[[str], Any]
+) -> None:
+    rec = transcript("ws_connect_initial")
+    client_id = rec["url"].split("clientId=")[1]
+    async with session.ws_connect(f"{emu.url}{rec['url']}") as ws:
+        first = await ws.receive_json(timeout=10)
+    assert first == {"type": rec["messages"][0]["type"], "data": rec["messages"][0]["data"]}
+    assert first["data"]["sid"] == client_id
+    async with session.ws_connect(f"{emu.url}/ws") as ws:
+        anonymous = await ws.receive_json(timeout=10)
+    assert_same_shape(anonymous, first)
+    sid = anonymous["data"]["sid"]
+    assert len(sid) == 32 and int(sid, 16) >= 0
