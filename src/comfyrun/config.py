@@ -31,7 +31,7 @@ import enum
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
@@ -145,6 +145,9 @@ class Settings(BaseSettings):
         default=None, validation_alias=_aliases("comfy_port", "COMFY_PORT")
     )
     emulators: int = Field(default=0, ge=0, validation_alias=_aliases("emulators"))
+    emulator_mode: Literal["process", "inprocess"] = Field(
+        default="process", validation_alias=_aliases("emulator_mode")
+    )
     emulator_step_time_s: float = Field(
         default=0.0, validation_alias=_aliases("emulator_step_time_s")
     )

@@ -9,6 +9,7 @@ backend pool and the dispatcher, according to the process's role:
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import sys
@@ -122,10 +123,14 @@ async def _open(
     backend_configs = list(settings.backends)
     emulator_urls: list[str] = []
     if settings.role is not Role.API and settings.emulators:
-        emulator_urls = await _start_emulators(settings, stack)
-        backend_configs += [
-            BackendConfig(name=f"emulator-{i + 1}", url=url) for i, url in enumerate(emulator_urls)
-        ]
+        if settings.emulator_mode == "process":
+            backend_configs += await _emulator_folders(settings)
+        else:
+            emulator_urls = await _start_emulators(settings, stack)
+            backend_configs += [
+                BackendConfig(name=f"emulator-{i + 1}", url=url)
+                for i, url in enumerate(emulator_urls)
+            ]
     assets = _asset_service(storage)
     pool: Any = None
     dispatcher: Any = None
@@ -164,6 +169,26 @@ def _ready_urls(pool: Any, configs: Sequence[BackendConfig]) -> list[str]:
         if urls:
             return urls
     return [c.url for c in configs if c.url]
+
+
+async def _emulator_folders(settings: Settings) -> list[BackendConfig]:
+    """N emulated ComfyUI checkouts run as managed child processes, like a real ComfyUI."""
+    make_comfy_folder = importlib.import_module("comfyrun.comfy.emulator.folder").make_comfy_folder
+    configs = []
+    for i in range(settings.emulators):
+        name = f"emulator-{i + 1}"
+        folder = (settings.data_dir / "emulators" / name).resolve()
+        await asyncio.to_thread(make_comfy_folder, folder)
+        configs.append(
+            BackendConfig(
+                name=name,
+                comfy_path=folder,
+                extra_args=["--step-time", str(settings.emulator_step_time_s)],
+                lazy=False,
+                ready_timeout_s=60.0,
+            )
+        )
+    return configs
 
 
 async def _start_emulators(settings: Settings, stack: AsyncExitStack) -> list[str]:
