@@ -254,3 +254,42 @@ async def test_audio_outputs(emu: Emulator, session: aiohttp.ClientSession) -> N
         assert (clip.getnchannels(), clip.getframerate(), clip.getnframes()) == (1, 8000, 4000)
     async with session.get(f"{emu.url}/object_info/SaveAudio") as resp:
         assert (await resp.json())["SaveAudio"]["output_node"] is True
+
+
+async def test_prompt_without_client_broadcasts_progress_and_legacy_previews(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    async with running_emulator(tmp_path, preview_method="auto") as emu:
+        meta_ws = await session.ws_connect(f"{emu.url}/ws?clientId=meta")
+        try:
+            await meta_ws.receive_json(timeout=10)
+            await meta_ws.send_json(
+                {"type": "feature_flags", "data": {"supports_preview_metadata": True}}
+            )
+            assert (await meta_ws.receive_json(timeout=10))["type"] == "feature_flags"
+            async with ws_client(session, emu.url, "plain") as plain:
+                prompt_id = await _post(session, emu, text_to_image_workflow(steps=2))
+                await wait_history(session, emu.url, prompt_id)
+                got_plain = await plain.quiet(0.3)
+            got_meta: list[tuple[str, int]] = []
+            while True:
+                try:
+                    msg = await meta_ws.receive(timeout=0.3)
+                except TimeoutError:
+                    break
+                if msg.type == aiohttp.WSMsgType.BINARY:
+                    got_meta.append(("binary", int.from_bytes(msg.data[:4], "big")))
+                else:
+                    got_meta.append((msg.json()["type"], 0))
+        finally:
+            await meta_ws.close()
+    plain_types = [(f.type, f.binary_event if f.type == "binary" else 0) for f in got_plain]
+    for got in (plain_types, got_meta):
+        assert [t for t in got if t[0] == "binary"] == [("binary", 1), ("binary", 1)]
+        assert len([t for t in got if t[0] == "progress"]) == 2
+        assert not {t[0] for t in got} & {
+            "executing",
+            "executed",
+            "execution_start",
+            "execution_success",
+        }

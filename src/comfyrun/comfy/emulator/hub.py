@@ -144,11 +144,14 @@ class Hub:
             if message.kind == "drop":
                 await self.close_all()
                 continue
-            for sid, ws in self._targets(message.sid):
-                if message.kind == "preview_meta" and not self._wants_metadata(sid):
-                    continue
-                if message.kind == "preview_legacy" and self._wants_metadata(sid):
-                    continue
+            # Previews follow the feature flag of the prompt's client; a prompt without one
+            # broadcasts the legacy format to everybody (ComfyUI checks flags of sid None).
+            wants_metadata = message.sid is not None and self._wants_metadata(message.sid)
+            if message.kind == "preview_meta" and not wants_metadata:
+                continue
+            if message.kind == "preview_legacy" and wants_metadata:
+                continue
+            for _, ws in self._targets(message.sid):
                 await self._send(ws, message)
 
     @staticmethod
