@@ -46,6 +46,12 @@ class PromptResult:
     def files(self) -> list[FileRef]:
         return files(self.outputs)
 
+    @property
+    def reused_outputs(self) -> tuple[str, ...]:
+        """Output nodes served from ComfyUI's cache: their files are those of an earlier
+        prompt (same names, nothing new written), so they may since have been moved away."""
+        return tuple(node for node in self.outputs if node in self.cached_nodes)
+
     def raise_for_status(self) -> PromptResult:
         if self.error is not None:
             raise self.error

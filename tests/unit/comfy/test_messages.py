@@ -12,6 +12,7 @@ from tests.support.comfy import all_ws_records, binary_frame, load
 
 from comfyrun.comfy import messages as m
 from comfyrun.comfy.errors import ComfyProtocolError
+from comfyrun.comfy.socket import ws_url
 
 TRANSCRIPTS = sorted(p.name for p in (SHARED / "comfy-protocol").glob("*.json"))
 
@@ -156,3 +157,14 @@ def test_unknown_binary_event_is_kept() -> None:
 def test_malformed_binary_frames_raise_protocol_error(frame: bytes) -> None:
     with pytest.raises(ComfyProtocolError):
         m.parse_binary(frame)
+
+
+@pytest.mark.parametrize(
+    ("base", "url"),
+    [
+        ("http://127.0.0.1:8188", "ws://127.0.0.1:8188/ws"),
+        ("https://gpu.example/comfy/", "wss://gpu.example/comfy/ws"),
+    ],
+)
+def test_ws_url(base: str, url: str) -> None:
+    assert ws_url(base) == url

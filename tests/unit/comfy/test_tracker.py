@@ -65,10 +65,20 @@ def test_cached_rerun_reports_old_filenames(shared_dir: Path) -> None:
     assert tracker.state is PromptState.SUCCESS
     assert set(tracker.cached_nodes) == {"1", "2", "3", "4"}
     assert tracker.current_node is None
-    assert {f.filename for f in result_from_tracker(tracker).files} == {
+    result = result_from_tracker(tracker)
+    assert {f.filename for f in result.files} == {
         "protocap_00053_.png",
         "ComfyUI_temp_okyrs_00001_.png",
     }
+    assert set(result.reused_outputs) == {"3", "4"}
+
+
+def test_partial_cache_reuses_only_unchanged_outputs(shared_dir: Path) -> None:
+    tracker, _ = replay(shared_dir, "ws_success_partial_cache.json", ("ws_messages",))
+    result = result_from_tracker(tracker)
+    assert result.ok
+    assert set(result.reused_outputs) == set(result.outputs) & set(tracker.cached_nodes)
+    assert set(result.reused_outputs) != set(result.outputs)
 
 
 def test_runtime_error_keeps_earlier_outputs(shared_dir: Path) -> None:
