@@ -1,7 +1,8 @@
 """Choose a JobStore by URL scheme; the optional backends are imported only when asked for.
 
     memory://                          in-process dicts (tests, throwaway servers)
-    sqlite:///relative/or/abs.db       one SQLite file in WAL mode (sqlite:////abs/path.db too)
+    sqlite:///relative/or/abs.db       one SQLite file in WAL mode (sqlite:////abs/path.db too);
+                                       `?synchronous=NORMAL` trades power-cut durability for speed
     sqlite:///:memory:                 a private in-memory SQLite database (one process)
     postgresql://user@host:5432/db     PostgreSQL; `?schema=name` keeps the tables in that schema
 
@@ -26,9 +27,10 @@ def open_store(url: str) -> JobStore:
         return MemoryStore()
     if scheme == "sqlite":
         path = sqlite_path(url)
+        options = dict(parse_qsl(urlsplit(url).query))
         from comfyrun.store.sqlite import SQLiteStore
 
-        sqlite_store: JobStore = SQLiteStore(path)
+        sqlite_store: JobStore = SQLiteStore(path, synchronous=options.get("synchronous", "FULL"))
         return sqlite_store
     if scheme in {"postgresql", "postgres"}:
         try:

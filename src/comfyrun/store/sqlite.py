@@ -25,7 +25,7 @@ from typing import Any
 import aiosqlite
 
 from comfyrun.core.job import JSON
-from comfyrun.errors import StoreError
+from comfyrun.errors import InvalidRequest, StoreError
 from comfyrun.store.base import JobEvent
 from comfyrun.store.codec import dump_json
 from comfyrun.store.migrate import migrate_sqlite
@@ -39,9 +39,19 @@ class SQLiteStore(SQLStore):
     """A JobStore in one SQLite file (or `:memory:`, private to this store)."""
 
     def __init__(
-        self, path: str, *, busy_timeout_s: float = 30.0, cross_process_wait_s: float = 0.5
+        self,
+        path: str,
+        *,
+        busy_timeout_s: float = 30.0,
+        cross_process_wait_s: float = 0.5,
+        synchronous: str = "FULL",
     ) -> None:
+        if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise InvalidRequest(
+                "synchronous is OFF, NORMAL, FULL or EXTRA", details={"synchronous": synchronous}
+            )
         self.path = path
+        self.synchronous = synchronous.upper()
         self.busy_timeout_s = busy_timeout_s
         self.cross_process_wait_s = cross_process_wait_s
         self._conn: aiosqlite.Connection | None = None
@@ -62,7 +72,8 @@ class SQLiteStore(SQLStore):
             await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
             if self.path != ":memory:":
                 await conn.execute("PRAGMA journal_mode = WAL")
-            await conn.execute("PRAGMA synchronous = NORMAL")
+            # FULL: an acknowledged enqueue survives a power cut, not only a process crash.
+            await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             await migrate_sqlite(conn)
         except BaseException:
             await conn.close()

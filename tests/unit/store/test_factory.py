@@ -37,3 +37,13 @@ def test_schema_is_split_off_the_dsn() -> None:
     assert schema == "t1"
     assert dsn == "postgresql://u@h:5432/db?sslmode=disable"
     assert split_schema("postgresql://u@h/db") == ("postgresql://u@h/db", "public")
+
+
+def test_sqlite_synchronous_option() -> None:
+    from comfyrun.store.sqlite import SQLiteStore
+
+    store = open_store("sqlite:///x.db?synchronous=normal")
+    assert isinstance(store, SQLiteStore) and store.synchronous == "NORMAL"
+    assert open_store("sqlite:///x.db").synchronous == "FULL"  # type: ignore[attr-defined]
+    with pytest.raises(InvalidRequest):
+        open_store("sqlite:///x.db?synchronous=sometimes")
