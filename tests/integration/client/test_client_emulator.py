@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from PIL import Image
 from tests.support.emulator import image_workflow, running_emulator, text_to_image_workflow
@@ -34,7 +35,12 @@ async def emu(tmp_path: Path) -> AsyncIterator[Emulator]:
 @pytest.fixture
 async def client(emu: Emulator) -> AsyncIterator[ComfyClient]:
     c = ComfyClient(
-        emu.url, timeout=30.0, poll_interval=0.1, reconnect_initial=0.02, reconnect_max=0.2
+        emu.url,
+        timeout=30.0,
+        poll_interval=0.1,
+        audit_interval=600,
+        reconnect_initial=0.02,
+        reconnect_max=0.2,
     )
     await c.start()
     try:
@@ -282,3 +288,17 @@ async def test_object_info_and_system_stats(client: ComfyClient) -> None:
     assert await client.object_info() is info  # cached
     stats = await client.system_stats()
     assert "system" in stats and isinstance(stats["devices"], list)
+
+
+async def test_audit_notices_a_prompt_deleted_by_someone_else(emu: Emulator) -> None:
+    emu.faults.hang = True
+    async with ComfyClient(emu.url, poll_interval=0.05, audit_interval=0.2) as client:
+        first, second = client.watch("a-1"), client.watch("a-2")
+        await client.submit(image_workflow(color=12), prompt_id="a-1")
+        await client.submit(image_workflow(color=13), prompt_id="a-2")
+        async with httpx.AsyncClient(base_url=emu.url) as other:
+            (await other.post("/queue", json={"delete": ["a-2"]})).raise_for_status()
+        assert (await second.result(timeout=30)).status == "lost"
+        assert not first.done  # still running, and still followed live
+        await client.interrupt()
+        assert (await first.result(timeout=30)).source == "websocket"
