@@ -293,3 +293,24 @@ async def test_prompt_without_client_broadcasts_progress_and_legacy_previews(
             "execution_start",
             "execution_success",
         }
+
+
+async def test_a_cyclic_prompt_is_rejected_not_run(
+    emu: Emulator, session: aiohttp.ClientSession
+) -> None:
+    graph = {
+        "1": {"class_type": "ImageInvert", "inputs": {"image": ["2", 0]}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {
+            "class_type": "SaveImage",
+            "inputs": {"images": ["2", 0], "filename_prefix": "cycle"},
+        },
+    }
+    async with session.post(f"{emu.url}/prompt", json={"prompt": graph}) as resp:
+        assert resp.status == 400
+        body = await resp.json()
+    assert body["error"]["type"] == "prompt_outputs_failed_validation"
+    # ComfyUI's recursive validation overwrites the inner failure on the way up, so a cycle
+    # ends as a 400 without node errors; the point is that it never reaches the queue.
+    async with session.get(f"{emu.url}/queue") as resp:
+        assert await resp.json() == {"queue_running": [], "queue_pending": []}

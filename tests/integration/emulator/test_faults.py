@@ -125,6 +125,11 @@ async def test_bad_fault_requests_get_a_clear_400(
             assert resp.status == 400
             error = (await resp.json())["error"]
             assert error["type"] == "invalid_fault" and error["message"]
+    async with session.post(
+        f"{emu.url}/emulator/faults", json={"hang": True, "specs": ["slow:0.5", "bogus"]}
+    ) as resp:
+        assert resp.status == 400
     async with session.get(f"{emu.url}/emulator/faults") as resp:
         assert resp.status == 200
-        assert (await resp.json())["hang"] is False
+        current = await resp.json()
+    assert current["hang"] is False and current["delay_s"] == 0.0

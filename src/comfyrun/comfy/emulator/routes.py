@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -179,6 +180,8 @@ def add_routes(app: web.Application, emu: Emulator) -> None:
             body = await request.json()
             if not isinstance(body, dict):
                 raise ValueError("the body must be a JSON object")
+            trial = copy.deepcopy(emu.faults)
+            trial.apply_json(body)  # all or nothing: a bad spec changes no setting
             emu.faults.apply_json(body)
         except (ValueError, TypeError) as ex:
             return web.json_response(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import platform
 import shutil
 import sys
 import threading
@@ -19,7 +18,7 @@ from aiohttp import web
 
 from comfyrun.comfy.emulator import objectinfo
 from comfyrun.comfy.emulator.config import EmulatorConfig
-from comfyrun.comfy.emulator.executor import Executor
+from comfyrun.comfy.emulator.executor import Executor, Outcome
 from comfyrun.comfy.emulator.faults import Faults
 from comfyrun.comfy.emulator.files import Dirs
 from comfyrun.comfy.emulator.hub import Hub
@@ -119,9 +118,14 @@ class Emulator:
             started = time.perf_counter()
             try:
                 outcome = self.executor.execute(item)
-            except Exception:  # the emulator itself failed; keep serving
+            except Exception as ex:  # the emulator itself failed: record it, keep serving
                 log.exception("emulator worker failed on prompt %s", item[1])
-                continue
+                error = {
+                    "prompt_id": item[1],
+                    "exception_message": str(ex),
+                    "timestamp": int(time.time() * 1000),
+                }
+                outcome = Outcome(False, [["execution_error", error]])
             status = {
                 "status_str": "success" if outcome.success else "error",
                 "completed": outcome.success,
@@ -258,10 +262,6 @@ class Emulator:
     def folder_paths(self) -> dict[str, list[str]]:
         root = str(self.config.models_dir) if self.config.models_dir else "models"
         return {name: [f"{root}/{name}"] for name in MODEL_FOLDERS}
-
-    @staticmethod
-    def platform_line() -> str:
-        return f"{platform.system()} {platform.machine()}"
 
 
 @asynccontextmanager
