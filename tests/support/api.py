@@ -3,6 +3,7 @@ without sockets (ASGI), and small workflows."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import selectors
@@ -120,3 +121,16 @@ class ServerProcess:
         """SIGTERM and wait for a clean exit; returns the exit code."""
         self.kill(signal.SIGTERM)
         return int(self.proc.returncode)
+
+
+async def wait_until_ready(url: str, timeout: float = 60.0) -> None:
+    """Poll GET /ready until 200 (a server's backends start in other processes)."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        while True:
+            r = await http.get("/ready")
+            if r.status_code == 200:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} not ready: {r.text}")
+            await asyncio.sleep(0.1)

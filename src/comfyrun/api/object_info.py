@@ -49,16 +49,19 @@ class ObjectInfoCache:
                 return self._value
             if now - self._failed_at < 2.0:
                 return self._value
-            value = await self._fetch()
+            urls = list(self._urls())
+            if not urls:  # nothing ready yet: ask again next time
+                return self._value
+            value = await self._fetch(urls)
             if value is None:
                 self._failed_at = now
                 return self._value  # a stale answer beats none
             self._value, self._fetched_at = value, now
             return value
 
-    async def _fetch(self) -> dict[str, Any] | None:
+    async def _fetch(self, urls: Sequence[str]) -> dict[str, Any] | None:
         async with httpx.AsyncClient(timeout=self._timeout_s, transport=self._transport) as http:
-            for url in self._urls():
+            for url in urls:
                 try:
                     resp = await http.get(f"{url.rstrip('/')}/object_info")
                     resp.raise_for_status()

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
-from tests.support.api import memory_settings
+from tests.support.api import memory_settings, wait_until_ready
 from tests.support.emulator import image_workflow, text_to_image_workflow
 
 from comfyrun.cli.server import running_server
@@ -25,10 +25,12 @@ async def server(tmp_path: Path) -> AsyncIterator[str]:
         tmp_path,
         port=0,
         emulators=1,
+        emulator_mode="inprocess",  # fast start; acceptance tests run emulator processes
         emulator_step_time_s=0.02,
         output_url=(tmp_path / "outputs").as_uri(),
     )
     async with running_server(settings) as url:
+        await wait_until_ready(url)
         yield url
 
 
