@@ -106,6 +106,8 @@ class ScriptedComfy:
         self.connected = asyncio.Event()
         #: Authorization header of every request, websocket handshakes included.
         self.authorization: list[str | None] = []
+        #: Accept websockets and close them at once (a server in trouble).
+        self.close_on_connect = False
 
     def app(self) -> web.Application:
         @web.middleware
@@ -125,6 +127,11 @@ class ScriptedComfy:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         sid = request.query["clientId"]
+        if self.close_on_connect:
+            self.client_ids.append(sid)
+            await ws.receive()  # the client's feature flags: it counts as connected
+            await ws.close()
+            return ws
         self.sockets[sid] = ws
         self.client_ids.append(sid)
         await ws.send_json(

@@ -32,6 +32,11 @@ logger = logging.getLogger(__name__)
 FEATURE_FLAGS = json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
 
 
+#: A connection that lasted this long resets the backoff; shorter ones keep backing off, so a
+#: server that accepts and drops at once is not hammered.
+STABLE_AFTER_S = 2.0
+
+
 def ws_url(base_url: str) -> str:
     base = base_url.rstrip("/")
     if base.startswith("https://"):
@@ -110,8 +115,10 @@ class ComfySocket:
             self._task = None
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         failures = 0
         while not self._closing:
+            connected_at: float | None = None
             try:
                 async with connect(
                     f"{self._url}?clientId={self.client_id}",
@@ -124,7 +131,7 @@ class ComfySocket:
                 ) as ws:
                     self._ws = ws
                     await ws.send(FEATURE_FLAGS)
-                    failures = 0
+                    connected_at = loop.time()
                     self._set_connected(True)
                     await self._read(ws)
             except (OSError, TimeoutError, websockets.WebSocketException) as exc:
@@ -148,6 +155,8 @@ class ComfySocket:
                     self._set_connected(False)
             if self._closing:
                 break
+            if connected_at is not None and loop.time() - connected_at >= STABLE_AFTER_S:
+                failures = 0  # a connection that held for a while: start over, fast
             failures += 1
             delay = min(self._reconnect_max, self._reconnect_initial * 2 ** (failures - 1))
             await asyncio.sleep(delay / 2 + self._rng.random() * delay / 2)

@@ -212,3 +212,21 @@ async def test_headers_go_with_http_and_websocket(comfy: ScriptedComfy) -> None:
     async with ComfyClient(comfy.url, headers={"Authorization": "Bearer t0k"}) as client:
         await client.queue()
     assert comfy.authorization == ["Bearer t0k", "Bearer t0k"]
+
+
+async def test_a_server_that_drops_every_socket_is_not_hammered(comfy: ScriptedComfy) -> None:
+    comfy.close_on_connect = True
+    socket = ComfySocket(
+        comfy.url,
+        on_message=lambda _: None,
+        on_state=lambda _: None,
+        reconnect_initial=0.01,
+        reconnect_max=0.3,
+    )
+    socket.start()
+    await asyncio.sleep(1.5)
+    await socket.close()
+    # Backing off from 10 ms to 300 ms gives about 8 attempts in 1.5 s; without backoff
+    # (every short-lived connection resetting it) it would be well over a hundred.
+    assert 2 <= len(comfy.client_ids) <= 20
+    assert len(set(comfy.client_ids)) == len(comfy.client_ids)  # a fresh clientId each time
