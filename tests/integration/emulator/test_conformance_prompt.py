@@ -184,7 +184,7 @@ async def test_queue_delete_clear_and_interrupts_match_the_transcript(
     emu: Emulator, session: aiohttp.ClientSession, transcript: Callable[[str], Any]
 ) -> None:
     rec = transcript("queue_interrupt")
-    emu.faults.delay_s = 0.3
+    emu.faults.delay_s = 0.5
     template = rec["get_queue_1running_3pending"]["body"]["queue_running"][0]
     prompts = []
     async with ws_client(session, emu.url, "qclient") as client:

@@ -118,7 +118,7 @@ async def test_reconnect_during_a_run_gets_status_then_legacy_executing(
     emu: Emulator, session: aiohttp.ClientSession, transcript: Callable[[str], Any]
 ) -> None:
     rec = transcript("ws_reconnect")
-    emu.faults.delay_s = 0.3
+    emu.faults.delay_s = 0.5
     graph = copy.deepcopy(transcript("ws_success_run")["post_prompt"]["request"]["json"]["prompt"])
     async with ws_client(session, emu.url, "recon") as first:
         async with session.post(
