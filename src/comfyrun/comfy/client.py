@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -291,7 +292,8 @@ class ComfyClient:
 
     async def history(self, prompt_id: str) -> HistoryEntry | None:
         """GET /history/{id}; None while the prompt is pending, running or unknown."""
-        return parse_history(await self._get_json(f"/history/{prompt_id}"), prompt_id)
+        path = f"/history/{quote(prompt_id, safe='')}"
+        return parse_history(await self._get_json(path), prompt_id)
 
     async def queue(self) -> QueueState:
         """GET /queue."""

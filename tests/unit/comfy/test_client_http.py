@@ -370,3 +370,8 @@ async def test_cancel_deletes_and_interrupts(client: ComfyClient, fake: FakeComf
         ("/queue", {"delete": ["x"]}),
         ("/interrupt", {"prompt_id": "x"}),
     ]
+
+
+async def test_history_quotes_the_prompt_id(client: ComfyClient, fake: FakeComfy) -> None:
+    assert await client.history("a/b c") is None
+    assert fake.requests[-1].url.raw_path == b"/history/a%2Fb%20c"
