@@ -37,7 +37,7 @@ from comfyrun.comfy.outputs import FileRef
 from comfyrun.comfy.reconcile import Reconciler
 from comfyrun.comfy.result import PromptResult, result_from_tracker
 from comfyrun.comfy.socket import ComfySocket
-from comfyrun.comfy.watch import PromptWatch
+from comfyrun.comfy.watch import Preview, PromptWatch
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +173,15 @@ class ComfyClient:
     def client_id(self) -> str | None:
         """The clientId of the current websocket connection (or of the next one)."""
         return self._socket.client_id if self._socket is not None else None
+
+    @property
+    def previews(self) -> dict[str, Preview]:
+        """The latest preview image of each watched prompt that has one (see `watch`)."""
+        return {
+            prompt_id: watch.latest_preview
+            for prompt_id, watch in self._watches.items()
+            if watch.latest_preview is not None
+        }
 
     def on_state_change(self, callback: Callable[[bool], None]) -> Callable[[], None]:
         """Call `callback(connected)` whenever the websocket connects or drops.

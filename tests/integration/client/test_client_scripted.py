@@ -89,8 +89,15 @@ async def test_previews_progress_and_text_reach_the_running_watch(
     recorded = with_meta["post"]["body"]["prompt_id"]
     with client.watch("s1") as watch:
         await client.submit({"1": {}}, prompt_id="s1")
-        await comfy.replay("s1", with_meta["ws_messages"], recorded_id=recorded)
-        events = [event async for event in watch]
+        await comfy.replay("s1", with_meta["ws_messages"][:-3], recorded_id=recorded)
+        events = []
+        async for event in watch:
+            events.append(event)
+            if isinstance(event, m.PreviewImageWithMetadata):
+                break
+        assert client.previews == {"s1": watch.latest_preview}
+        await comfy.replay("s1", with_meta["ws_messages"][-3:], recorded_id=recorded)
+        events += [event async for event in watch]
     assert sum(isinstance(e, m.Progress) for e in events) == 6
     assert isinstance(watch.latest_preview, m.PreviewImageWithMetadata)
     assert watch.latest_preview.prompt_id == "s1"
