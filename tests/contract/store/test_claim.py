@@ -104,3 +104,30 @@ async def test_counts_and_oldest_queued(store: JobStore) -> None:
     assert counts[JobStatus.RUNNING] == 1
     assert counts[JobStatus.FAILED] == 0
     assert await store.oldest_queued_at() == T0 + 1
+
+
+async def test_concurrent_claimers_never_share_a_job(store: JobStore) -> None:
+    import asyncio
+
+    ids = {(await store.enqueue(new_job(), now=T0 + i))[0].id for i in range(40)}
+
+    async def worker(name: str) -> list[str]:
+        got = []
+        while (job := await store.claim(name, 30, now=T0 + 100)) is not None:
+            got.append(job.id)
+        return got
+
+    results = await asyncio.gather(*(worker(f"w{i}") for i in range(8)))
+    claimed = [job_id for got in results for job_id in got]
+    assert sorted(claimed) == sorted(ids)
+
+
+async def test_concurrent_same_key_enqueues_make_one_job(store: JobStore) -> None:
+    import asyncio
+
+    results = await asyncio.gather(
+        *(store.enqueue(new_job(idempotency_key="k", request_hash="h"), now=T0) for _ in range(8))
+    )
+    assert len({job.id for job, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+    assert (await store.counts())[JobStatus.QUEUED] == 1
