@@ -120,11 +120,13 @@ class ClientSession:
                 if event.kind == "status" and event.data.get("status") in TERMINAL:
                     job = await self.ctx.store.get(job_id)
                 messages = translator.feed(event, job)
+                if translator.finished:
+                    self._release(job_id)  # the same prompt_id may be queued again now
                 if translator.finished and messages:
                     # ComfyUI: ..., execution_success, status, executing(node=null)
                     for message in messages[:-1]:
                         await self.send(message)
-                    await self.send_status()
+                    await self.send(await status_message(self.ctx, None))
                     await self.send(messages[-1])
                     break
                 for message in messages:
@@ -136,7 +138,11 @@ class ClientSession:
         except Exception:
             log.warning("comfy ws: following %s failed", job_id, exc_info=True)
         finally:
-            self._following.pop(job_id, None)
+            self._release(job_id)
+
+    def _release(self, job_id: str) -> None:
+        if self._following.get(job_id) is asyncio.current_task():
+            del self._following[job_id]
 
     async def close(self) -> None:
         self.closed = True

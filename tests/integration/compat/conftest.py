@@ -1,0 +1,99 @@
+"""comfyrun over real HTTP and websockets with several emulated ComfyUI backends, for the
+dialect tests: each test gets a fresh server (memory store, local output folder)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from comfyrun.api.app import create_app
+from comfyrun.api.context import AppContext
+from comfyrun.cli.server import bind_socket
+from comfyrun.config import Settings
+
+BACKENDS = 3
+
+
+@dataclass
+class Server:
+    url: str
+    ctx: AppContext
+
+    @property
+    def emulator_urls(self) -> list[str]:
+        return list(self.ctx.emulator_urls)
+
+    async def set_faults(self, body: dict[str, Any]) -> None:
+        """Apply the same fault settings to every emulated backend."""
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            for url in self.emulator_urls:
+                answer = await client.post(f"{url}/emulator/faults", json=body)
+                answer.raise_for_status()
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        """Until every backend is ready (placement needs them)."""
+        async with httpx.AsyncClient(base_url=self.url, timeout=10.0) as client:
+            deadline = asyncio.get_running_loop().time() + timeout
+            while True:
+                backends = (await client.get("/api/v2/backends")).json()["backends"]
+                if len(backends) == BACKENDS and all(
+                    b["state"] in ("ready", "busy") for b in backends
+                ):
+                    return
+                if asyncio.get_running_loop().time() > deadline:
+                    raise AssertionError(f"backends not ready: {backends}")
+                await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[Server]:
+    sock = bind_socket("127.0.0.1", 0)
+    host, port = sock.getsockname()[:2]
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=3
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("the server stopped during start-up")
+            await asyncio.sleep(0.02)
+        yield Server(url=f"http://{host}:{port}", ctx=app.state.ctx)
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 20)
+        sock.close()
+
+
+def dialect_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": tmp_path,
+        "db_url": "memory://",
+        "api_keys": [],
+        "emulators": BACKENDS,
+        "emulator_step_time_s": 0.01,
+        "emulator_mode": "inprocess",
+        "retry_delay_s": 0.1,
+        "default_max_retries": 0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    async with serving(dialect_settings(tmp_path)) as srv:
+        await srv.wait_ready()
+        yield srv

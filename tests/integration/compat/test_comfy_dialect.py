@@ -1,0 +1,352 @@
+"""A client written for ComfyUI, unchanged, against comfyrun with several emulated backends.
+
+The client is written the way ComfyUI's own websocket example script is: open /ws with a
+clientId, POST /prompt with that client_id, read messages until `executing` with node null for
+its prompt_id, then GET /history/{id} and GET /view for each image (websockets + httpx).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from PIL import Image
+from tests.integration.compat.conftest import Server
+from tests.support.emulator import image_workflow, text_to_image_workflow
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class ComfyExampleClient:
+    """ComfyUI's websockets_api_example.py, async: queue a prompt, wait on the socket, fetch."""
+
+    def __init__(self, server: Server, http: httpx.AsyncClient, prefix: str = "") -> None:
+        self.server = server
+        self.http = http
+        self.prefix = prefix
+        self.client_id = str(uuid.uuid4())
+        self.messages: list[dict[str, Any]] = []
+        self.binary: list[bytes] = []
+        self.ws: Any = None
+
+    @asynccontextmanager
+    async def connected(self) -> AsyncIterator[ComfyExampleClient]:
+        host = self.server.url.removeprefix("http://")
+        async with websockets.connect(
+            f"ws://{host}{self.prefix}/ws?clientId={self.client_id}"
+        ) as ws:
+            self.ws = ws
+            first = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert first["type"] == "status"
+            assert first["data"]["sid"] == self.client_id
+            yield self
+
+    async def queue_prompt(self, prompt: dict[str, Any], **extra: Any) -> httpx.Response:
+        body = {"prompt": prompt, "client_id": self.client_id, **extra}
+        return await self.http.post(f"{self.prefix}/prompt", json=body)
+
+    async def wait_done(self, prompt_id: str, timeout: float = 60.0) -> list[dict[str, Any]]:
+        """Messages for this prompt (read so far or next) up to `executing` with node null."""
+
+        def mine() -> list[dict[str, Any]]:
+            return [m for m in self.messages if m["data"].get("prompt_id") == prompt_id]
+
+        def done(messages: list[dict[str, Any]]) -> bool:
+            return any(m["type"] == "executing" and m["data"]["node"] is None for m in messages)
+
+        async with asyncio.timeout(timeout):
+            while not done(mine()):
+                raw = await self.ws.recv()
+                if isinstance(raw, bytes):
+                    self.binary.append(raw)
+                else:
+                    self.messages.append(json.loads(raw))
+        return mine()
+
+    async def history(self, prompt_id: str) -> dict[str, Any]:
+        answer = await self.http.get(f"{self.prefix}/history/{prompt_id}")
+        assert answer.status_code == 200
+        body: dict[str, dict[str, Any]] = answer.json()
+        return body[prompt_id]
+
+    async def images(self, prompt_id: str) -> list[tuple[dict[str, Any], bytes]]:
+        entry = await self.history(prompt_id)
+        found = []
+        for node_output in entry["outputs"].values():
+            for image in node_output.get("images", []):
+                view = await self.http.get(f"{self.prefix}/view", params=image)
+                assert view.status_code == 200, view.text
+                found.append((image, view.content))
+        return found
+
+
+async def test_example_client_runs_prompts_on_several_backends(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        client = ComfyExampleClient(server, http)
+        async with client.connected():
+            ids = []
+            for color in (10, 20, 30, 40):
+                answer = await client.queue_prompt(image_workflow(color, size=32))
+                assert answer.status_code == 200, answer.text
+                body = answer.json()
+                assert body["node_errors"] == {} and isinstance(body["number"], int)
+                ids.append(body["prompt_id"])
+            for prompt_id in ids:
+                mine = await client.wait_done(prompt_id)
+                kinds = [m["type"] for m in mine]
+                assert kinds[0] == "execution_start"
+                assert "executed" in kinds
+                assert kinds[-2:] == ["execution_success", "executing"]
+            for prompt_id in ids:
+                images = await client.images(prompt_id)
+                assert len(images) == 1
+                ref, data = images[0]
+                assert ref["type"] == "output"
+                assert ref["subfolder"] == f"{prompt_id}/3"
+                with Image.open(io.BytesIO(data)) as img:
+                    assert img.size == (32, 32)
+        # the work was spread over the pool
+        backends = (await http.get("/api/v2/backends")).json()["backends"]
+        assert sum(1 for b in backends if b["jobs_done"] > 0) >= 2
+
+
+async def test_progress_and_executing_messages_for_a_sampler(server: Server) -> None:
+    await server.set_faults({"delay_s": 0.05})
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        client = ComfyExampleClient(server, http, prefix="/api")
+        async with client.connected():
+            answer = await client.queue_prompt(text_to_image_workflow(seed=7, steps=6, size=32))
+            assert answer.status_code == 200, answer.text
+            prompt_id = answer.json()["prompt_id"]
+            mine = await client.wait_done(prompt_id)
+            kinds = [m["type"] for m in mine]
+            executing = [m["data"]["node"] for m in mine if m["type"] == "executing"]
+            assert executing[-1] is None
+            assert len(executing) >= 2, kinds  # at least one node reported running
+            assert "progress_state" in kinds
+            assert kinds.index("execution_start") < kinds.index("executing")
+            images = await client.images(prompt_id)
+            assert len(images) == 1
+
+
+async def test_prompt_failing_validation_answers_like_comfyui(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        unknown = {"1": {"class_type": "NoSuchNode", "inputs": {}}}
+        answer = await http.post("/prompt", json={"prompt": unknown})
+        assert answer.status_code == 400
+        body = answer.json()
+        assert body["error"]["type"] == "invalid_prompt"
+        assert set(body["error"]) == {"type", "message", "details", "extra_info"}
+        assert body["node_errors"] == {}
+
+        missing = image_workflow()
+        del missing["1"]["inputs"]["width"]
+        answer = await http.post("/api/prompt", json={"prompt": missing})
+        assert answer.status_code == 400
+        body = answer.json()
+        assert body["error"]["type"] == "prompt_outputs_failed_validation"
+        assert body["node_errors"]["1"]["class_type"] == "EmptyImage"
+        assert body["node_errors"]["1"]["errors"][0]["type"] == "required_input_missing"
+
+        answer = await http.post("/prompt", json={"client_id": "x"})
+        assert answer.status_code == 400
+        assert answer.json()["error"]["type"] == "no_prompt"
+        answer = await http.post("/prompt", content=b"{not json")
+        assert answer.status_code == 400
+        # nothing was queued
+        queue = (await http.get("/queue")).json()
+        assert queue == {"queue_running": [], "queue_pending": []}
+
+
+async def test_runtime_failure_reaches_the_socket_and_history(server: Server) -> None:
+    await server.set_faults({"specs": ["fail:ImageInvert:the invert node broke"]})
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        client = ComfyExampleClient(server, http)
+        async with client.connected():
+            answer = await client.queue_prompt(image_workflow(1))
+            assert answer.status_code == 200, answer.text
+            prompt_id = answer.json()["prompt_id"]
+            mine = await client.wait_done(prompt_id)
+            errors = [m["data"] for m in mine if m["type"] == "execution_error"]
+            assert len(errors) == 1, [m["type"] for m in mine]
+            assert errors[0]["node_id"] == "2"
+            assert errors[0]["node_type"] == "ImageInvert"
+            assert "the invert node broke" in errors[0]["exception_message"]
+            assert "execution_success" not in [m["type"] for m in mine]
+            entry = await client.history(prompt_id)
+            assert entry["status"]["status_str"] == "error"
+            assert entry["status"]["completed"] is False
+            assert entry["status"]["messages"][-1][0] == "execution_error"
+            job = (await http.get(f"/api/jobs/{prompt_id}")).json()
+            assert job["status"] == "failed"
+            assert job["execution_error"]["node_id"] == "2"
+
+
+async def test_client_prompt_id_is_honoured_and_reusable(server: Server) -> None:
+    prompt_id = str(uuid.uuid4())
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        client = ComfyExampleClient(server, http)
+        async with client.connected():
+            answer = await client.queue_prompt(image_workflow(5), prompt_id=prompt_id)
+            assert answer.json()["prompt_id"] == prompt_id
+            await client.wait_done(prompt_id)
+            first = await client.history(prompt_id)
+            # ComfyUI overwrites the history of a re-used id
+            client.messages.clear()
+            answer = await client.queue_prompt(image_workflow(6), prompt_id=prompt_id)
+            assert answer.status_code == 200, answer.text
+            await client.wait_done(prompt_id)
+            second = await client.history(prompt_id)
+            assert first["prompt"][2]["1"]["inputs"]["color"] == 5
+            assert second["prompt"][2]["1"]["inputs"]["color"] == 6
+
+
+async def test_queue_delete_interrupt_and_history_delete(server: Server) -> None:
+    await server.set_faults({"hang": True})
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        client = ComfyExampleClient(server, http)
+        async with client.connected():
+            ids = []
+            # more prompts than the 3 backends take at once (each may hold one more in its
+            # own queue): the rest stay pending in comfyrun
+            for color in range(9):
+                answer = await client.queue_prompt(image_workflow(color))
+                ids.append(answer.json()["prompt_id"])
+            async with asyncio.timeout(30):
+                while True:
+                    queue = (await http.get("/queue")).json()
+                    running_now, pending_now = queue["queue_running"], queue["queue_pending"]
+                    if len(running_now) >= 3 and len(running_now) + len(pending_now) == 9:
+                        backends = (await http.get("/api/v2/backends")).json()["backends"]
+                        if sum(b["inflight"] for b in backends) == len(running_now):
+                            break
+                    await asyncio.sleep(0.05)
+            assert queue["queue_pending"], queue
+            running = [item[1] for item in queue["queue_running"]]
+            pending = [item[1] for item in queue["queue_pending"]]
+            assert queue["queue_pending"][0][3]["client_id"] == client.client_id
+            # delete one pending prompt: it never reaches the history
+            assert (await http.post("/queue", json={"delete": [pending[0]]})).status_code == 200
+            assert (await http.get(f"/history/{pending[0]}")).json() == {}
+            assert (await http.get(f"/api/jobs/{pending[0]}")).status_code == 404
+            # interrupt one running prompt: the client hears execution_interrupted
+            target = running[0]
+            assert (await http.post("/interrupt", json={"prompt_id": target})).status_code == 200
+            mine = await client.wait_done(target)
+            assert "execution_interrupted" in [m["type"] for m in mine]
+            entry = await client.history(target)
+            assert entry["status"]["status_str"] == "error"
+            assert (await http.get(f"/api/jobs/{target}")).json()["status"] == "cancelled"
+            # clear the pending rest, then a global interrupt stops every running prompt
+            await http.post("/queue", json={"clear": True})
+            still_running = [item[1] for item in (await http.get("/queue")).json()["queue_running"]]
+            await http.post("/interrupt")
+            for prompt_id in still_running:
+                await client.wait_done(prompt_id)
+            queue = (await http.get("/queue")).json()
+            assert queue == {"queue_running": [], "queue_pending": []}
+            history = (await http.get("/history")).json()
+            assert target in history and pending[0] not in history
+            assert set(still_running) <= set(history)
+            for prompt_id in ids:  # each prompt either ran (and was interrupted) or was removed
+                known = (await http.get(f"/api/jobs/{prompt_id}")).status_code == 200
+                assert known == (prompt_id in history)
+            assert all(e["status"]["status_str"] == "error" for e in history.values())
+            newest = (await http.get("/history", params={"max_items": 1})).json()
+            assert len(newest) == 1
+            await http.post("/history", json={"delete": [target]})
+            assert (await http.get(f"/history/{target}")).json() == {}
+            await http.post("/history", json={"clear": True})
+            assert (await http.get("/history")).json() == {}
+
+
+async def test_upload_then_load_image_and_view_input(server: Server) -> None:
+    picture = io.BytesIO()
+    Image.new("RGB", (24, 16), (200, 10, 10)).save(picture, format="PNG")
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        files = {"image": ("photo.png", picture.getvalue(), "image/png")}
+        answer = await http.post("/upload/image", files=files, data={"subfolder": "mine"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"name": "photo.png", "subfolder": "mine", "type": "input"}
+        view = await http.get(
+            "/view", params={"filename": "photo.png", "subfolder": "mine", "type": "input"}
+        )
+        assert view.status_code == 200 and view.content == picture.getvalue()
+        # same name, other bytes: ComfyUI picks a new name
+        other = io.BytesIO()
+        Image.new("RGB", (4, 4)).save(other, format="PNG")
+        files = {"image": ("photo.png", other.getvalue(), "image/png")}
+        answer = await http.post("/api/upload/image", files=files, data={"subfolder": "mine"})
+        assert answer.json()["name"] == "photo (1).png"
+        assert (await http.post("/upload/image", data={"x": "1"})).status_code == 400
+
+        client = ComfyExampleClient(server, http)
+        prompt = {
+            "1": {"class_type": "LoadImage", "inputs": {"image": "mine/photo.png"}},
+            "2": {
+                "class_type": "SaveImage",
+                "inputs": {"images": ["1", 0], "filename_prefix": "u"},
+            },
+        }
+        async with client.connected():
+            answer = await client.queue_prompt(prompt)
+            assert answer.status_code == 200, answer.text
+            prompt_id = answer.json()["prompt_id"]
+            mine = await client.wait_done(prompt_id)
+            assert "execution_success" in [m["type"] for m in mine], mine
+            ((_, data),) = await client.images(prompt_id)
+            with Image.open(io.BytesIO(data)) as img:
+                assert img.size == (24, 16)
+        missing = await http.get("/view", params={"filename": "nope.png", "type": "output"})
+        assert missing.status_code == 404
+        bad = await http.get("/view", params={"filename": "x.png", "subfolder": "../etc"})
+        assert bad.status_code == 403
+        wrong = await http.get("/view", params={"filename": "x.png", "type": "weird"})
+        assert wrong.status_code == 400
+
+
+async def test_object_info_system_stats_and_jobs_api(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        info = (await http.get("/object_info")).json()
+        assert "KSampler" in info and "SaveImage" in info
+        one = (await http.get("/api/object_info/KSampler")).json()
+        assert list(one) == ["KSampler"]
+        assert (await http.get("/object_info/Nope")).json() == {}
+        stats = (await http.get("/system_stats")).json()
+        assert "comfyrun" in stats["system"]["comfyui_version"]
+        assert len(stats["devices"]) >= 3  # every backend's devices
+        answer = await http.post(
+            "/prompt_sync?timeout=60",
+            json={"prompt": image_workflow(9), "return_image_base64": True},
+        )
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["status"] == "success" and body["node_errors"] == {}
+        (image,) = body["outputs"]["3"]["images"]
+        assert image["image_base64"]
+        listed = (await http.get("/api/jobs", params={"status": "completed"})).json()
+        assert [j["id"] for j in listed["jobs"]] == [body["prompt_id"]]
+        assert listed["jobs"][0]["outputs_count"] == 1
+        assert listed["pagination"]["has_more"] is False
+        detail = (await http.get(f"/api/jobs/{body['prompt_id']}")).json()
+        assert detail["outputs"]["3"]["images"][0]["filename"] == image["filename"]
+        assert detail["workflow"]["prompt"]["1"]["class_type"] == "EmptyImage"
+        assert (await http.get("/api/jobs", params={"status": "bogus"})).status_code == 400
+        assert (await http.get("/api/jobs/nope")).status_code == 404
+        cancel = await http.post(f"/api/jobs/{body['prompt_id']}/cancel")
+        assert cancel.json()["status"] == "completed"
+        # the native API is still there beside ComfyUI's /api/jobs
+        native = await http.get(f"/api/v2/jobs/{body['prompt_id']}")
+        assert native.status_code == 200 and native.json()["status"] == "succeeded"
+
+        failing = await http.post("/prompt_sync", json={"prompt": {"1": {"class_type": "Nope"}}})
+        assert failing.status_code == 400
+        assert set(failing.json()) == {"error", "detail", "prompt_id", "node_errors", "timestamp"}
