@@ -55,6 +55,15 @@ def pid_running(pid: int) -> bool:
 
 
 def _main() -> None:
+    # first, before the slow imports, so that tests see the grandchild early
+    ignore_term = bool(os.environ.get("FAKE_COMFY_IGNORE_TERM"))
+    if ignore_term:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    pidfile = os.environ.get("FAKE_COMFY_CHILD_PIDFILE")
+    if pidfile:
+        grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        Path(pidfile).write_text(f"{os.getpid()} {grandchild.pid}")
+
     from aiohttp import web
 
     parser = argparse.ArgumentParser()
@@ -65,13 +74,6 @@ def _main() -> None:
     parser.add_argument("--temp-directory")
     args, _unknown = parser.parse_known_args()
 
-    ignore_term = bool(os.environ.get("FAKE_COMFY_IGNORE_TERM"))
-    if ignore_term:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    pidfile = os.environ.get("FAKE_COMFY_CHILD_PIDFILE")
-    if pidfile:
-        grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-        Path(pidfile).write_text(f"{os.getpid()} {grandchild.pid}")
     print("Starting server (fake ComfyUI)", flush=True)
     time.sleep(float(os.environ.get("FAKE_COMFY_START_DELAY_S", "0")))
     if os.environ.get("FAKE_COMFY_CRASH_AT_START"):

@@ -200,12 +200,12 @@ async def test_ready_timeout_goes_to_error_and_leaves_nothing_running(
     pidfile = tmp_path / "pids"
     spec = make_spec(
         env={"FAKE_COMFY_START_DELAY_S": "60", "FAKE_COMFY_CHILD_PIDFILE": str(pidfile)},
-        ready_timeout_s=1.0,
+        ready_timeout_s=5.0,
         stop_grace_s=1.0,
     )
     process = ManagedProcess(spec)
     processes.append(process)
-    with pytest.raises(BackendError, match=r"did not answer GET /system_stats .* within 1s"):
+    with pytest.raises(BackendError, match=r"did not answer GET /system_stats .* within 5s"):
         await process.ensure_started()
     assert process.state is S.ERROR
     comfy_pid, grandchild_pid = map(int, pidfile.read_text().split())
@@ -288,7 +288,7 @@ async def test_a_process_that_stops_answering_is_restarted(
     make_spec: SpecFactory, processes: list[ManagedProcess]
 ) -> None:
     spec = make_spec(
-        health_interval_s=0.2, health_timeout_s=0.5, health_failures=2, stop_grace_s=1.0
+        health_interval_s=0.3, health_timeout_s=2.0, health_failures=2, stop_grace_s=1.0
     )
     process = ManagedProcess(spec)
     processes.append(process)
