@@ -212,3 +212,10 @@ def test_port_in_use_messages_are_recognised(line: str) -> None:
 
 def test_other_crashes_are_not_taken_for_a_busy_port() -> None:
     assert not says_port_in_use("ModuleNotFoundError: No module named 'torch'")
+
+
+def test_specs_are_hashable_and_compare_by_value() -> None:
+    a = spec(env={"CUDA_VISIBLE_DEVICES": "0"}, warmup_prompt={"1": {}})
+    b = spec(env={"CUDA_VISIBLE_DEVICES": "0"}, warmup_prompt={"1": {}})
+    assert a == b and hash(a) == hash(b)
+    assert a != spec(env={"CUDA_VISIBLE_DEVICES": "1"})

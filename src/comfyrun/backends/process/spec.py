@@ -45,20 +45,42 @@ class ManagedSpec:
     comfyrun always appends `--listen 127.0.0.1 --port <free port>` (ComfyUI's argparse keeps
     the last value), and `--input-directory`/`--output-directory`/`--temp-directory` only when it
     cannot tell from the folder or the arguments where those folders are.
+
+    name               the backend's name (also its log file: `<log_dir>/<name>.log`)
+    log_dir            where the log file goes
+    comfy_path         a ComfyUI checkout: runs `<python> <comfy_path>/main.py`
+    command            or a full command line that accepts ComfyUI's flags
+    python             the interpreter for main.py (None: the folder's venv/.venv, else ours)
+    cwd                working directory (default: the folder, or comfyrun's own for a command)
+    extra_args         more flags, e.g. ("--extra-model-paths-config", "extra.yaml")
+    env                extra environment, e.g. {"CUDA_VISIBLE_DEVICES": "1"}
+    lazy               start on the first job (True) or with the server (False)
+    ready_timeout_s    how long start-up (and the warm-up prompt) may take
+    ready_interval_s   delay between readiness probes (GET /system_stats)
+    warmup_prompt      an API-format prompt to run before the backend counts as ready
+    idle_stop_s        stop after this long without work (None: never)
+    restart_backoff_s  base of the jittered exponential delay before a restart
+    max_restarts       restarts allowed within restart_window_s before the backend is `error`
+    stop_grace_s       SIGTERM → SIGKILL delay on stop
+    health_interval_s  while up, probe this often (None: no probes; the pool may probe too)
+    health_timeout_s   one probe's timeout; `health_failures` failures in a row = a crash
+    port_attempts      starts tried on fresh ports when the chosen port was taken meanwhile
+    die_with_parent    Linux: the kernel kills ComfyUI if comfyrun dies (PR_SET_PDEATHSIG)
+    port               a fixed port (legacy COMFY_PORT) instead of a free one per start
     """
 
     name: str
     log_dir: Path
     comfy_path: Path | None = None
     command: tuple[str, ...] | None = None
-    python: str | None = None  # None: the folder's own venv/ or .venv/ if it has one, else ours
+    python: str | None = None
     cwd: Path | None = None
     extra_args: tuple[str, ...] = ()
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict, hash=False)
     lazy: bool = True
     ready_timeout_s: float = 120.0
     ready_interval_s: float = 0.5
-    warmup_prompt: Mapping[str, Any] | None = None
+    warmup_prompt: Mapping[str, Any] | None = field(default=None, hash=False)
     idle_stop_s: float | None = None
     restart_backoff_s: float = 1.0
     max_restarts: int = 5
@@ -68,8 +90,8 @@ class ManagedSpec:
     health_timeout_s: float = 10.0
     health_failures: int = 3
     port_attempts: int = 3
-    die_with_parent: bool = True  # Linux: the kernel kills ComfyUI if comfyrun dies
-    port: int | None = None  # a fixed port (COMFY_PORT); None: a free one picked at each start
+    die_with_parent: bool = True
+    port: int | None = None
 
     def __post_init__(self) -> None:
         if (self.comfy_path is None) == (self.command is None):
