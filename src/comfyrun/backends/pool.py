@@ -155,6 +155,13 @@ class Backend:
         return self.spec.url
 
     @property
+    def process_up(self) -> bool:
+        """A managed backend's process runs and answered its readiness check."""
+        if self.process is None:
+            return False
+        return str(getattr(self.process.state, "value", self.process.state)) in ("ready", "busy")
+
+    @property
     def inflight(self) -> int:
         return self.reserved + len(self.jobs)
 
@@ -485,7 +492,8 @@ class BackendPool:
 
     def mark_unhealthy(self, backend: Backend, reason: str, *, quarantine: bool = True) -> None:
         """Take `backend` out of service now: its jobs are given up, and it comes back when a
-        probe finds it answering (and, in quarantine, idle). A managed one is restarted."""
+        probe finds it answering (and, in quarantine, idle). A managed one in quarantine is
+        restarted."""
         backend.last_error = reason
         if quarantine:
             backend._apply(
@@ -494,7 +502,9 @@ class BackendPool:
         else:
             backend._down.set()
         backend._kick.set()
-        if backend.process is not None:
+        # A managed ComfyUI that is up but stuck (quarantine) is restarted here; one that exited
+        # or stopped answering is the supervisor's to restart (it counts its restarts).
+        if backend.process is not None and quarantine and backend.process_up:
             task = asyncio.create_task(self._restart(backend), name=f"restart:{backend.name}")
             self._tasks.append(task)
 
@@ -520,13 +530,25 @@ class BackendPool:
 
     async def _probe_loop(self, backend: Backend) -> None:
         settings = self.health_settings
+        me = asyncio.current_task()
         while True:
             interval = (
                 settings.down_interval_s if not backend.health.accepting else settings.interval_s
             )
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval if backend.health.checked else 0.0):
-                    await backend._kick.wait()
+            idle_managed = backend.managed and backend.client is None
+            if backend.health.checked or idle_managed:
+                # a managed backend not started yet has nothing to probe: wait for a kick.
+                # asyncio.wait, not asyncio.timeout: on Python 3.11 a timeout that fires with a
+                # cancel can swallow the cancel, and pool.stop() would wait forever
+                kick = asyncio.ensure_future(backend._kick.wait())
+                try:
+                    await asyncio.wait({kick}, timeout=None if idle_managed else interval)
+                finally:
+                    kick.cancel()
+            else:
+                await asyncio.sleep(0)
+            if me is not None and me.cancelling():
+                raise asyncio.CancelledError
             backend._kick.clear()
             if backend.managed and backend.client is None:
                 continue

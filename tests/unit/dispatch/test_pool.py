@@ -1,0 +1,159 @@
+"""The backend pool without sockets: slots, managed processes (faked), quarantine restarts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.support.engine import FakeClient, FakeServer, until
+from tests.unit.dispatch.conftest import HEALTH
+
+from comfyrun.backends.pool import BackendPool, BackendSpec
+from comfyrun.core.placement import BackendState
+from comfyrun.errors import BackendError
+
+
+class FakeProcess:
+    """ManagedProcess's interface; starts instantly (or fails) and counts restarts."""
+
+    def __init__(self, server: FakeServer, *, broken: bool = False) -> None:
+        self.server = server
+        self.broken = broken
+        self.state = "stopped"
+        self.url: str | None = None
+        self.input_dir = self.output_dir = self.temp_dir = Path("/nonexistent")
+        self.last_error: str | None = None
+        self.restarts = 0
+        self.busy: list[bool] = []
+        self._callbacks: list[Callable[[Any], None]] = []
+
+    def _set(self, state: str) -> None:
+        self.state = state
+        for cb in self._callbacks:
+            cb(state)
+
+    async def ensure_started(self) -> str:
+        if self.broken:
+            self.last_error = "no main.py in /nowhere"
+            self._set("error")
+            raise BackendError(self.last_error)
+        self.url = f"fake://{self.server.name}"
+        self._set("ready")
+        return self.url
+
+    async def stop(self) -> None:
+        self._set("stopped")
+
+    async def restart(self) -> None:
+        self.restarts += 1
+        self._set("ready")
+
+    def log_tail(self, n: int = 20) -> list[str]:
+        return ["line"]
+
+    def on_state_change(self, cb: Callable[[Any], None]) -> None:
+        self._callbacks.append(cb)
+
+    def mark_busy(self, busy: bool) -> None:
+        self.busy.append(busy)
+
+    def note_activity(self) -> None:
+        return None
+
+
+def managed_pool(*, broken: bool = False) -> tuple[BackendPool, FakeProcess]:
+    server = FakeServer(name="m")
+    process = FakeProcess(server, broken=broken)
+    pool = BackendPool.from_specs(
+        [BackendSpec(name="m", managed=object())],
+        lambda url: FakeClient(server),
+        process_factory=lambda spec: process,
+        health=HEALTH,
+    )
+    return pool, process
+
+
+async def test_slots_fill_a_backend_to_two_and_free_on_release() -> None:
+    server = FakeServer(name="a")
+    pool = BackendPool.from_specs(
+        [BackendSpec(name="a", url="fake://a")], lambda url: FakeClient(server), health=HEALTH
+    )
+    await pool.start()
+    try:
+        assert await pool.wait_ready(5)
+        first, second = pool.try_reserve(), pool.try_reserve()
+        assert first is not None and second is not None and pool.try_reserve() is None
+        first.bind("j1")
+        assert pool.snapshot()[0].state == "busy" and pool.snapshot()[0].inflight == 2
+        waiter = asyncio.ensure_future(pool.reserve())
+        await asyncio.sleep(0)
+        assert not waiter.done()
+        first.release(done=True)
+        first.release(done=True)  # idempotent
+        third = await asyncio.wait_for(waiter, 1)
+        assert third is not None and third.backend.name == "a"
+        assert pool.snapshot()[0].jobs_done == 1
+    finally:
+        await pool.stop()
+        await server.stop()
+
+
+async def test_a_managed_backend_starts_lazily_and_reports_busy_to_its_process() -> None:
+    pool, process = managed_pool()
+    await pool.start()
+    try:
+        assert pool.snapshot()[0].state == "stopped" and pool.snapshot()[0].managed
+        slot = await asyncio.wait_for(pool.reserve(), 1)  # a lazy backend takes a job
+        assert slot is not None
+        slot.bind("j1")
+        await slot.backend.ready_client()
+        assert process.state == "ready" and pool.snapshot()[0].url == "fake://m"
+        slot.release(done=True)
+        assert process.busy == [True, False]
+        assert pool.snapshot()[0].log_tail == ["line"]
+    finally:
+        await pool.stop()
+        await process.server.stop()
+
+
+async def test_a_stuck_managed_backend_is_restarted_but_a_crashed_one_is_left_to_its_supervisor() -> (
+    None
+):
+    pool, process = managed_pool()
+    await pool.start()
+    try:
+        backend = pool.backends[0]
+        await backend.ready_client()
+        pool.mark_unhealthy(backend, "stuck", quarantine=False)
+        await asyncio.sleep(0.05)
+        assert process.restarts == 0
+        pool.mark_unhealthy(backend, "prompt did not stop", quarantine=True)
+        await until(lambda: process.restarts == 1)
+        process._set("crashed")
+        pool.mark_unhealthy(backend, "gone", quarantine=True)
+        await asyncio.sleep(0.05)
+        assert process.restarts == 1
+    finally:
+        await pool.stop()
+        await process.server.stop()
+
+
+async def test_a_pool_whose_backends_are_all_in_error_is_hopeless() -> None:
+    pool, process = managed_pool(broken=True)
+    await pool.start()
+    try:
+        slot = await asyncio.wait_for(pool.reserve(), 1)
+        assert slot is not None
+        with pytest.raises(BackendError):
+            await slot.backend.ready_client()
+        slot.release()
+        assert pool.hopeless
+        assert await asyncio.wait_for(pool.reserve(), 1) is None
+        assert pool.snapshot()[0].state == BackendState.ERROR.value
+        assert "no main.py" in pool.problems()
+    finally:
+        await pool.stop()
+        await process.server.stop()
