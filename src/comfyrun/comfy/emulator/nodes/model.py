@@ -12,6 +12,7 @@ import hashlib
 import json
 import struct
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,25 +57,39 @@ class Latent:
         return hashlib.sha256(json.dumps(data).encode()).hexdigest()
 
 
+SAFETENSOR_ERROR = "safetensors._safetensors_rust.SafetensorError"
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why safetensors would refuse this file's header, or None."""
+    with path.open("rb") as f:
+        head = f.read(8)
+        size = path.stat().st_size
+        if len(head) < 8:
+            return "Error while deserializing header: HeaderTooSmall"
+        length = struct.unpack("<Q", head)[0]
+        if length > size - 8:
+            return "Error while deserializing header: header too large"
+        try:
+            header = json.loads(f.read(length) or b"null")
+        except ValueError:
+            header = None
+    if not isinstance(header, dict):
+        return "Error while deserializing header: InvalidHeaderDeserialization"
+    return None
+
+
 def _check_checkpoint(ctx: NodeContext, ckpt_name: str) -> None:
-    """Fail like safetensors does on a file that is not a safetensors file."""
+    """Fail like safetensors does on a checkpoint that is not a safetensors file."""
     path = ctx.models_dir / "checkpoints" / ckpt_name if ctx.models_dir is not None else None
     if path is not None and path.is_file():
-        data = path.read_bytes()[:8]
-        size = path.stat().st_size
-        if ckpt_name.endswith(".safetensors") and (
-            len(data) < 8 or struct.unpack("<Q", data)[0] > size - 8
-        ):
-            raise EmulatedError(
-                "safetensors._safetensors_rust.SafetensorError",
-                "Error while deserializing header: header too large\n",
-            )
-        return
-    if ckpt_name.startswith("broken_for_test"):
-        raise EmulatedError(
-            "safetensors._safetensors_rust.SafetensorError",
-            "Error while deserializing header: header too large\n",
-        )
+        problem = _safetensors_problem(path) if ckpt_name.endswith(".safetensors") else None
+    elif ckpt_name.startswith("broken_for_test"):
+        problem = "Error while deserializing header: header too large"
+    else:
+        problem = None
+    if problem is not None:
+        raise EmulatedError(SAFETENSOR_ERROR, problem + "\n")
 
 
 def checkpoint_loader(ctx: NodeContext, ckpt_name: str) -> NodeResult:
