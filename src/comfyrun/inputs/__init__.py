@@ -19,6 +19,7 @@ from comfyrun.inputs.materialize import (
 from comfyrun.inputs.names import placement_name, sanitize_name, split_placement
 from comfyrun.inputs.netguard import AddressPolicy
 from comfyrun.inputs.specs import InputLimits, InputSpec, InputTarget, parse_input_specs
+from comfyrun.inputs.stash import stash_inline_inputs
 from comfyrun.inputs.workflow import (
     check_targets,
     find_asset_refs,
@@ -47,5 +48,6 @@ __all__ = [
     "sanitize_name",
     "sniff_content_type",
     "split_placement",
+    "stash_inline_inputs",
     "validate_inputs",
 ]
