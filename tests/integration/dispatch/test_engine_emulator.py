@@ -177,3 +177,15 @@ async def test_sampler_previews_become_throttled_preview_events(make_engine: Mak
     assert 1 <= len(previews) <= 8
     assert previews[-1]["content_type"].startswith("image/")
     assert base64.b64decode(previews[-1]["data_base64"])[:2] == b"\xff\xd8"  # a JPEG
+
+
+async def test_a_dropped_websocket_mid_job_is_recovered_without_a_retry(make_engine: Make) -> None:
+    engine = await make_engine()
+    engine.emulators["a"].faults.drop_ws_class_types.add("ImageInvert")
+    first = await engine.submit(image_workflow(color=21))
+    done = await engine.wait(first.id)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert done.attempts == 1 and len(done.outputs) == 1
+    engine.emulators["a"].faults.clear()
+    after = await engine.wait((await engine.submit(image_workflow(color=22))).id)
+    assert after.status is JobStatus.SUCCEEDED and after.backend == "a"
