@@ -71,6 +71,8 @@ async def test_bad_uploads_are_4xx_with_the_envelope(api: httpx.AsyncClient) -> 
     assert traversal.status_code == 422 and error_code(traversal) == "invalid_request"
     too_big = await upload(api, b"z" * 1_000_001)
     assert too_big.status_code == 413 and error_code(too_big) == "input_rejected"
+    huge = await upload(api, b"z" * 1_100_000)  # refused on its Content-Length alone
+    assert huge.status_code == 413 and error_code(huge) == "input_rejected"
 
 
 async def test_from_hash_and_by_hash(api: httpx.AsyncClient) -> None:

@@ -28,6 +28,8 @@ from comfyrun import errors
 from comfyrun.assets import Asset, AssetService
 
 UPLOAD_CHUNK = 1 << 20
+#: Room for the multipart framing and the small fields around the file.
+MULTIPART_SLACK = 64 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 #: Most specific first.
@@ -64,6 +66,14 @@ def assets_router(
     @router.post("", status_code=201)
     async def upload(request: Request) -> Response:
         service = get_service(request)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > service.max_upload_bytes + MULTIPART_SLACK:
+            return error_response(  # refused before a byte of the body is read
+                errors.InputRejected(
+                    f"the upload is larger than {service.max_upload_bytes} bytes",
+                    details={"reason": "file_too_large", "limit": service.max_upload_bytes},
+                )
+            )
         try:
             form = await request.form(max_files=1, max_fields=64)
         except Exception as exc:  # malformed multipart body
