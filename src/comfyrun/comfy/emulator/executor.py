@@ -16,7 +16,6 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +32,7 @@ from comfyrun.comfy.emulator.nodes import (
     NotImplementedNode,
     file_hash,
 )
+from comfyrun.comfy.emulator.nodes.base import annotated_path
 from comfyrun.comfy.emulator.objectinfo import NodeDefs
 from comfyrun.comfy.emulator.promptqueue import QueueItem
 from comfyrun.comfy.emulator.validation import full_type_name, is_link
@@ -207,19 +207,9 @@ class Executor:
         if node.get("class_type") in ("LoadImage", "LoadImageMask"):
             name = node.get("inputs", {}).get("image")
             if isinstance(name, str):
-                return file_hash(self._input_path(name))
+                cfg = self.config
+                return file_hash(annotated_path(name, cfg.input_dir, cfg.output_dir, cfg.temp_dir))
         return None
-
-    def _input_path(self, name: str) -> Path:
-        cfg = self.config
-        for suffix, base in (
-            (" [output]", cfg.output_dir),
-            (" [input]", cfg.input_dir),
-            (" [temp]", cfg.temp_dir),
-        ):
-            if name.endswith(suffix.strip()):
-                return base / name[: -len(suffix)]
-        return cfg.input_dir / name
 
     def execute(self, item: QueueItem) -> Outcome:
         _number, prompt_id, prompt, extra_data, outputs = item

@@ -73,22 +73,20 @@ def hidden_metadata(ctx: NodeContext) -> dict[str, Any]:
     return meta
 
 
-def resolve_input(ctx: NodeContext, name: str) -> Path:
-    for suffix, base in (
-        (" [output]", ctx.output_dir),
-        (" [input]", ctx.input_dir),
-        (" [temp]", ctx.temp_dir),
-    ):
+def annotated_path(name: str, input_dir: Path, output_dir: Path, temp_dir: Path) -> Path:
+    """Where "sub/name.png", "name.png [output]" and friends point (ComfyUI's annotated names)."""
+    for suffix, base in ((" [output]", output_dir), (" [input]", input_dir), (" [temp]", temp_dir)):
         if name.endswith(suffix.strip()):
             return base / name[: -len(suffix)]
-    return ctx.input_dir / name
+    return input_dir / name
+
+
+def resolve_input(ctx: NodeContext, name: str) -> Path:
+    return annotated_path(name, ctx.input_dir, ctx.output_dir, ctx.temp_dir)
 
 
 def annotated_exists(input_dir: Path, output_dir: Path, temp_dir: Path, name: str) -> bool:
-    for suffix, base in ((" [output]", output_dir), (" [input]", input_dir), (" [temp]", temp_dir)):
-        if name.endswith(suffix.strip()):
-            return (base / name[: -len(suffix)]).is_file()
-    return (input_dir / name).is_file()
+    return annotated_path(name, input_dir, output_dir, temp_dir).is_file()
 
 
 def file_hash(path: Path) -> str:
