@@ -5,17 +5,10 @@ The API calls `check_submission` (or `validate_inputs`) when a job is submitted;
 calls `prepare_inputs` before it runs the job and places `plan.files` on the backend.
 """
 
+from comfyrun.inputs.check import AssetSource, check_submission, validate_inputs
 from comfyrun.inputs.decode import decode_data, sniff_content_type
 from comfyrun.inputs.fetch import FetchedFile, UrlFetcher
-from comfyrun.inputs.materialize import (
-    AssetSource,
-    InputPlan,
-    MaterializedInput,
-    Uploader,
-    check_submission,
-    prepare_inputs,
-    validate_inputs,
-)
+from comfyrun.inputs.materialize import InputPlan, MaterializedInput, Uploader, prepare_inputs
 from comfyrun.inputs.names import placement_name, sanitize_name, split_placement
 from comfyrun.inputs.netguard import AddressPolicy
 from comfyrun.inputs.specs import InputLimits, InputSpec, InputTarget, parse_input_specs

@@ -24,14 +24,14 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from comfyrun.core.job import JSON
 from comfyrun.errors import InputRejected, MissingAsset, NotFound
+from comfyrun.inputs.check import AssetSource, check_count, resolve_asset
 from comfyrun.inputs.decode import decode_data, sniff_content_type
 from comfyrun.inputs.fetch import UrlFetcher
 from comfyrun.inputs.names import placement_name, split_placement
-from comfyrun.inputs.netguard import AddressPolicy
 from comfyrun.inputs.specs import InputLimits, InputSpec, InputTarget, parse_input_specs
 from comfyrun.inputs.workflow import (
     check_targets,
@@ -45,29 +45,6 @@ from comfyrun.outputs.keys import safe_segment
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
-
-
-class AssetRecord(Protocol):
-    """What materializing needs of an asset (comfyrun.assets.Asset has it)."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def content_type(self) -> str: ...
-    @property
-    def file_path(self) -> str | None: ...
-    @property
-    def size_bytes(self) -> int: ...
-
-
-class AssetSource(Protocol):
-    """What materializing needs of the asset service (comfyrun.assets.AssetService has it)."""
-
-    async def get(self, asset_id: str) -> Any: ...
-
-    def open_content(
-        self, asset: Any, *, offset: int = 0, length: int | None = None
-    ) -> AsyncIterator[bytes]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,42 +134,6 @@ class InputPlan:
             self.workdir = None
 
 
-def validate_inputs(
-    workflow: JSON, raw_inputs: Sequence[Any], limits: InputLimits
-) -> list[InputSpec]:
-    """The checks that need no network, run at submission: shapes, counts, names, inline data
-    (decoded, so bad base64 is refused now), URL schemes and literal addresses, targets, and
-    the form of asset references. Raises InputRejected or MissingAsset."""
-    specs = parse_input_specs(raw_inputs, limits)
-    check_targets(workflow, specs)
-    refs = find_asset_refs(workflow)
-    _check_count(len(specs) + len(refs), limits)
-    policy = AddressPolicy.from_entries(limits.allow_networks)
-    for spec in specs:
-        if spec.data is not None:
-            decode_data(spec.data, max_bytes=limits.max_file_bytes, index=spec.index)
-        elif spec.url is not None:
-            policy.check_url(spec.url)
-    return specs
-
-
-async def check_submission(
-    workflow: JSON,
-    raw_inputs: Sequence[Any],
-    *,
-    assets: AssetSource | None,
-    limits: InputLimits | None = None,
-) -> JSON:
-    """`validate_inputs`, plus: every asset named (in `inputs` or in the workflow) exists.
-    Returns the workflow unchanged; fits JobService's input checker with functools.partial.
-    `limits` defaults to InputLimits()."""
-    specs = validate_inputs(workflow, raw_inputs, limits or InputLimits())
-    ids = [s.asset_id for s in specs if s.asset_id is not None] + find_asset_refs(workflow)
-    for asset_id in dict.fromkeys(ids):
-        await _get_asset(assets, asset_id)
-    return workflow
-
-
 async def prepare_inputs(
     workflow: JSON,
     raw_inputs: Sequence[Any],
@@ -208,7 +149,7 @@ async def prepare_inputs(
     specs = parse_input_specs(raw_inputs, limits)
     check_targets(workflow, specs)
     refs = find_asset_refs(workflow)
-    _check_count(len(specs) + len(refs), limits)
+    check_count(len(specs) + len(refs), limits)
     if tmp_dir is not None:
         await asyncio.to_thread(tmp_dir.mkdir, parents=True, exist_ok=True)
     workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, "", "comfyrun-in-", tmp_dir))
@@ -268,14 +209,14 @@ class _Builder:
                 content_type = await _sniff_file(fetched.path) or _by_name(spec.name or hint)
         else:
             assert spec.asset_id is not None
-            asset = await _get_asset(self.assets, spec.asset_id)
+            asset = await resolve_asset(self.assets, spec.asset_id)
             source, size = await self._copy_asset(asset, f"{spec.index}.asset")
             content_type, hint = asset.content_type, asset.file_path
         name = spec.name or self._name_from(hint, content_type, f"input_{spec.index}")
         self._add(source, name, content_type, target, size, spec.index, spec.asset_id)
 
     async def add_asset_ref(self, asset_id: str) -> None:
-        asset = await _get_asset(self.assets, asset_id)
+        asset = await resolve_asset(self.assets, asset_id)
         source, size = await self._copy_asset(asset, f"ref-{len(self.files)}.asset")
         base = self._name_from(asset.file_path, asset.content_type, "asset")
         self._add(
@@ -356,28 +297,6 @@ class _Builder:
         return path, size
 
 
-async def _get_asset(assets: AssetSource | None, asset_id: str) -> Any:
-    if assets is None:
-        raise MissingAsset(
-            f"asset {asset_id!r} cannot be resolved: this server has no asset store",
-            details={"asset_id": asset_id},
-        )
-    try:
-        return await assets.get(asset_id)
-    except NotFound as exc:
-        raise MissingAsset(
-            f"asset {asset_id!r} does not exist", details={"asset_id": asset_id}
-        ) from exc
-
-
-def _check_count(count: int, limits: InputLimits) -> None:
-    if count > limits.max_files:
-        raise InputRejected(
-            f"too many input files: {count} (the limit is {limits.max_files})",
-            details={"reason": "too_many_files", "count": count, "limit": limits.max_files},
-        )
-
-
 def _by_name(name: str | None) -> str:
     return content_type_for(name) if name else "application/octet-stream"
 
@@ -409,11 +328,8 @@ def _extension_for(content_type: str) -> str:
 
 
 __all__ = [
-    "AssetSource",
     "InputPlan",
     "MaterializedInput",
     "Uploader",
-    "check_submission",
     "prepare_inputs",
-    "validate_inputs",
 ]
