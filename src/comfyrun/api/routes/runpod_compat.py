@@ -35,6 +35,8 @@ Ctx = Annotated[AppContext, Depends(get_ctx)]
 
 #: How long POST /runsync holds the request without ?wait= (RunPod's default, 90 s).
 DEFAULT_SYNC_WAIT_MS = 90_000
+#: Jobs whose final stream chunk was handed out, remembered per process (oldest forgotten).
+STREAMED_REMEMBERED = 10_000
 
 
 def _bad(message: str) -> JSONResponse:
@@ -162,7 +164,14 @@ async def stream(job_id: str, ctx: Ctx, endpoint_id: str | None = None) -> Respo
     job = await _job(ctx, job_id)
     if isinstance(job, Response):
         return job
-    output = await deliver_outputs(ctx, job) if job.status is JobStatus.SUCCEEDED else None
+    # RunPod hands each stream chunk out once; the final output is this job's only chunk
+    streamed: dict[str, None] = ctx.extras.setdefault("runpod_streamed", {})
+    output = None
+    if job.status is JobStatus.SUCCEEDED and job.id not in streamed:
+        output = await deliver_outputs(ctx, job)
+        streamed[job.id] = None
+        while len(streamed) > STREAMED_REMEMBERED:
+            del streamed[next(iter(streamed))]
     return JSONResponse(rp.stream_response(job, output))
 
 
