@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import numpy as np
 from PIL import Image
 from tests.support.emulator import (
@@ -314,3 +315,9 @@ async def test_a_cyclic_prompt_is_rejected_not_run(
     # ends as a 400 without node errors; the point is that it never reaches the queue.
     async with session.get(f"{emu.url}/queue") as resp:
         assert await resp.json() == {"queue_running": [], "queue_pending": []}
+
+
+async def test_a_busy_port_fails_cleanly(emu: Emulator, tmp_path: Path) -> None:
+    with pytest.raises(OSError):
+        async with running_emulator(tmp_path / "second", port=emu.port):
+            pass

@@ -90,9 +90,8 @@ class Emulator:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = int(sockets[0].getsockname()[1]) if sockets else self.config.port
+        addresses = self._runner.addresses
+        self.port = int(addresses[0][1]) if addresses else self.config.port
         host = self.config.host if self.config.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
         self.url = f"http://{host}:{self.port}"
         self._worker = threading.Thread(
@@ -268,8 +267,8 @@ class Emulator:
 async def start_emulator(config: EmulatorConfig) -> AsyncIterator[Emulator]:
     """Run an emulated ComfyUI for the duration of the `async with` block."""
     emulator = Emulator(config)
-    await emulator.start()
     try:
+        await emulator.start()
         yield emulator
     finally:
         await emulator.stop()
