@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 import numpy as np
+import pytest
 from PIL import Image
 from tests.support.emulator import (
     image_workflow,
