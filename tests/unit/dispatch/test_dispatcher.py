@@ -234,3 +234,26 @@ async def test_a_lost_lease_gives_the_job_up_without_touching_it(make_engine: Ma
     still = await engine.store.get(job.id)
     assert still is not None and still.status is JobStatus.RUNNING  # the sweeper's business now
     await until(lambda: engine.servers["a"].ran[0].status == "interrupted")
+
+
+async def test_a_retry_follows_the_prompt_an_earlier_attempt_left_running(
+    make_engine: Make,
+) -> None:
+    engine = await make_engine(start=False)
+    job = await engine.submit(work(3.0, steps=30), max_retries=1, retry_delay_s=0.01)
+    # attempt 1: a worker claims the job, submits its prompt, and dies
+    claimed = await engine.store.claim("dead-worker", 0.05)
+    assert claimed is not None and claimed.id == job.id
+    client = engine.clients[0]
+    await client.submit(job.workflow, prompt_id="p-first", extra_data={"comfyrun_job_id": job.id})
+    await engine.store.append_event(
+        job.id, "log", {"action": "prompt_submitted", "prompt_id": "p-first", "backend": "a"}
+    )
+    await asyncio.sleep(0.1)
+    assert [j.id for j in await engine.store.sweep_expired_leases()] == [job.id]
+    # attempt 2 finds the prompt still running on the same backend and follows it
+    await engine.dispatcher.start()
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert done.attempts == 2 and done.prompt_id == "p-first"
+    assert [r.prompt_id for r in engine.servers["a"].ran] == ["p-first"]
