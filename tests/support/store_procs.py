@@ -39,6 +39,11 @@ class WorkerProc:
         self.proc.stdin.write(b"go\n")
         self.proc.stdin.close()
 
+    def busy(self) -> bool:
+        """Whether the worker holds a job now (its last outcome line is a claim)."""
+        outcomes = [line for line in self.read() if "ready" not in line]
+        return bool(outcomes) and "claimed" in outcomes[-1]
+
     def ready(self) -> bool:
         return any("ready" in line for line in self.read())
 

@@ -179,7 +179,7 @@ class PostgresStore(SQLStore):
     async def _lock_key(self, conn: Conn, key: JSON) -> None:
         await conn.execute(Q["lock_key"], key)
 
-    async def _committed(self, *, work: bool = False) -> None:
+    async def _committed(self, job_id: str, *, work: bool = False) -> None:
         return None  # the NOTIFY sent in the transaction comes back through the listener
 
     async def _listen(self) -> None:

@@ -4,8 +4,8 @@ One connection per store; an asyncio lock keeps one transaction at a time on it.
 `BEGIN IMMEDIATE` transactions (a claim takes the write lock before it reads, so two processes
 never claim the same job) and wait up to `busy_timeout_s` for other processes' writers.
 
-Waking waiters: SQLite has no notifications. Inside one process, every commit notifies asyncio
-conditions, so `wait_for_event` / `wait_for_work` wake at once. Across processes sharing the
+Waking waiters: SQLite has no notifications. Inside one process, every commit wakes the
+waiters of that job (and, when a job became claimable, `wait_for_work`) at once. Across processes sharing the
 file, a waiter also wakes every `cross_process_wait_s` (0.5 s by default), checks
 `PRAGMA data_version` (which changes only when another connection commits) and looks again
 only if it did: a short bounded wait, not a query per tick.
@@ -18,7 +18,7 @@ import builtins
 import contextlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -56,7 +56,7 @@ class SQLiteStore(SQLStore):
         self.cross_process_wait_s = cross_process_wait_s
         self._conn: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
-        self._changed = asyncio.Condition()
+        self._job_waiters: dict[str, set[asyncio.Event]] = {}
         self._work = asyncio.Condition()
 
     async def open(self) -> None:
@@ -89,18 +89,28 @@ class SQLiteStore(SQLStore):
         self, job_id: str, after_id: int, timeout: float
     ) -> builtins.list[JobEvent]:
         deadline = asyncio.get_running_loop().time() + timeout
-        version = await self._data_version()
-        while True:
-            events = await self.events_since(job_id, after_id)
-            if events:
-                return events
-            woken, version = await self._wait(self._changed, deadline, version)
-            if not woken:
-                return []
+        woken = asyncio.Event()
+        waiters = self._job_waiters.setdefault(job_id, set())
+        waiters.add(woken)  # before looking, so no commit slips between the look and the wait
+        try:
+            version = await self._data_version()
+            while True:
+                woken.clear()
+                events = await self.events_since(job_id, after_id)
+                if events:
+                    return events
+                changed, version = await self._wait(woken.wait, deadline, version)
+                if not changed:
+                    return []
+        finally:
+            waiters.discard(woken)
+            if not waiters:
+                self._job_waiters.pop(job_id, None)
 
     async def wait_for_work(self, timeout: float) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
-        await self._wait(self._work, deadline, await self._data_version())
+        async with self._work:
+            await self._wait(self._work.wait, deadline, await self._data_version())
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -171,9 +181,9 @@ class SQLiteStore(SQLStore):
     async def _lock_key(self, conn: aiosqlite.Connection, key: JSON) -> None:
         return None  # BEGIN IMMEDIATE already holds the database's one write lock
 
-    async def _committed(self, *, work: bool = False) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+    async def _committed(self, job_id: str, *, work: bool = False) -> None:
+        for woken in builtins.list(self._job_waiters.get(job_id, ())):
+            woken.set()
         if work:
             async with self._work:
                 self._work.notify_all()
@@ -188,19 +198,17 @@ class SQLiteStore(SQLStore):
         return int(row[0]) if row else 0
 
     async def _wait(
-        self, cond: asyncio.Condition, deadline: float, version: int
+        self, woken: Callable[[], Awaitable[Any]], deadline: float, version: int
     ) -> tuple[bool, int]:
-        """Until `cond` is notified or another process commits (True), or `deadline` (False).
-
-        Returns the data version seen last, for the next wait."""
+        """Until `woken()` returns (a commit in this process) or another process commits
+        (True), or until `deadline` (False). Returns the data version seen last."""
         loop = asyncio.get_running_loop()
         while (remaining := deadline - loop.time()) > 0:
-            async with cond:
-                try:
-                    await asyncio.wait_for(cond.wait(), min(remaining, self.cross_process_wait_s))
-                    return True, version
-                except TimeoutError:
-                    pass
+            try:
+                await asyncio.wait_for(woken(), min(remaining, self.cross_process_wait_s))
+                return True, version
+            except TimeoutError:
+                pass
             current = await self._data_version()
             if current != version:
                 return True, current

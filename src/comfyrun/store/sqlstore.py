@@ -85,7 +85,7 @@ class SQLStore(ABC):
             if not await self._insert_job(conn, job_to_row(job)):
                 raise Conflict(f"job {job.id} already exists", details={"job_id": job.id})
             await self._append(conn, job.id, "status", transition.enqueue_event(job), now, True)
-        await self._committed(work=True)
+        await self._committed(job.id, work=True)
         return job, True
 
     async def claim(
@@ -99,7 +99,7 @@ class SQLStore(ABC):
                 return None
             job = job_from_row(row)
             await self._append(conn, job.id, "status", transition.claim_event(job), now)
-        await self._committed()
+        await self._committed(job.id)
         return job
 
     async def renew(
@@ -140,7 +140,7 @@ class SQLStore(ABC):
             requeued = job.status is JobStatus.QUEUED
             data = transition.status_event(job, p)
             await self._append(conn, job_id, "status", data, now, requeued)
-        await self._committed(work=requeued)
+        await self._committed(job_id, work=requeued)
         return job
 
     async def record_progress(self, job_id: str, progress: Progress) -> None:
@@ -150,7 +150,7 @@ class SQLStore(ABC):
             if await self._run(conn, "set_progress", params) != 1:
                 raise transition.not_found(job_id)
             await self._append(conn, job_id, "progress", data, time.time())
-        await self._committed()
+        await self._committed(job_id)
 
     async def add_output(self, job_id: str, output: Output) -> Job:
         data = output_to_dict(output)
@@ -159,7 +159,7 @@ class SQLStore(ABC):
             if row is None:
                 raise transition.not_found(job_id)
             await self._append(conn, job_id, "output", data, time.time())
-        await self._committed()
+        await self._committed(job_id)
         return job_from_row(row)
 
     # -- events ------------------------------------------------------------------------------
@@ -170,7 +170,7 @@ class SQLStore(ABC):
             if await self._one(conn, "lock_job", {"id": job_id}) is None:
                 raise transition.not_found(job_id)
             event_id = await self._append(conn, job_id, kind, data, now)
-        await self._committed()
+        await self._committed(job_id)
         return JobEvent(id=event_id, job_id=job_id, kind=kind, data=data, created_at=now)
 
     async def events_since(self, job_id: str, after_id: int = 0) -> builtins.list[JobEvent]:
@@ -335,8 +335,8 @@ class SQLStore(ABC):
         """Serialise concurrent requests that carry one idempotency key."""
 
     @abstractmethod
-    async def _committed(self, *, work: bool = False) -> None:
-        """Called after a write committed, to wake this process's waiters."""
+    async def _committed(self, job_id: str, *, work: bool = False) -> None:
+        """Called after a write to `job_id` committed, to wake this process's waiters."""
 
     @staticmethod
     def _text_list(values: builtins.list[str]) -> Any:

@@ -70,7 +70,7 @@ async def test_sigkilled_workers_lose_no_job(db_url: str, tmp_path: Path) -> Non
     rng = random.Random(1234)
     store = await opened(db_url)
     workers: list[WorkerProc] = []
-    n_jobs, lease = 40, 1.0
+    n_jobs, lease = 60, 1.0
     try:
         ids = [
             (await store.enqueue(new_job(max_retries=100, retry_delay_s=0.02)))[0].id
@@ -83,14 +83,14 @@ async def test_sigkilled_workers_lose_no_job(db_url: str, tmp_path: Path) -> Non
             serial += 1
             workers.append(
                 spawn_worker(
-                    db_url, f"w{serial}", tmp_path, "--lease", str(lease), "--work", "0.05:0.3"
+                    db_url, f"w{serial}", tmp_path, "--lease", str(lease), "--work", "0.1:0.4"
                 )
             )
 
         for _ in range(3):
             start()
         kills = 0
-        deadline = time.monotonic() + 25
+        deadline = time.monotonic() + 60  # a safety net: it takes ~10 s
         next_kill = time.monotonic() + rng.uniform(0.5, 1.0)
         while time.monotonic() < deadline:
             await store.sweep_expired_leases()
@@ -98,9 +98,9 @@ async def test_sigkilled_workers_lose_no_job(db_url: str, tmp_path: Path) -> Non
             if counts[JobStatus.SUCCEEDED] == n_jobs:
                 break
             if time.monotonic() >= next_kill:
-                alive = [w for w in workers if w.proc.poll() is None]
-                if alive and kills < 8:
-                    victim = rng.choice(alive)
+                busy = [w for w in workers if w.proc.poll() is None and w.busy()]
+                if busy and kills < 8:
+                    victim = rng.choice(busy)  # mid-job, so a lease really is lost
                     victim.proc.send_signal(signal.SIGKILL)
                     victim.killed = True
                     kills += 1
