@@ -64,8 +64,13 @@ class Dispatcher:
             settings=self.settings,
             worker_id=self.worker_id,
             place_inputs=place_inputs or make_input_placer(),
+            on_retry=self._note_retry,
         )
-        self.sweeper = Sweeper(store, storage, interval_s=self.settings.sweep_interval_s)
+        self._next_retry_at: float | None = None
+        self.sweeper = Sweeper(
+            store, storage, interval_s=self.settings.sweep_interval_s, on_requeue=self._note_retry
+        )
+
         self._runs: dict[str, tuple[JobRun, asyncio.Task[None]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -136,9 +141,25 @@ class Dispatcher:
                 raise
             if job is None:
                 slot.release()
-                await self.store.wait_for_work(self.settings.idle_wait_s)
+                await self.store.wait_for_work(self._idle_timeout())
                 continue
             self._start_run(job, slot)
+
+    def _note_retry(self, run_at: float) -> None:
+        if self._next_retry_at is None or run_at < self._next_retry_at:
+            self._next_retry_at = run_at
+
+    def _idle_timeout(self) -> float:
+        """How long to wait for new work: the idle timeout, or less when a job this worker put
+        back (a retry with backoff) becomes runnable sooner."""
+        timeout = self.settings.idle_wait_s
+        if self._next_retry_at is not None:
+            until = self._next_retry_at - time.time()
+            if until <= 0:
+                self._next_retry_at = None
+            else:
+                timeout = min(timeout, until + 0.001)
+        return timeout
 
     async def _fail_unplaceable(self) -> None:
         """No backend can ever run a job (all in error): fail the next job with why, or wait

@@ -55,6 +55,9 @@ class RunContext:
     settings: DispatchSettings
     worker_id: str
     place_inputs: InputPlacer | None = None
+    #: Told when this worker put a job back in the queue to run again at a given time, so that
+    #: the claim loop wakes for it instead of waiting for its idle timeout.
+    on_retry: Callable[[float], None] | None = None
 
 
 class Abandon(Exception):
@@ -509,6 +512,8 @@ class JobRun:
                     self.backend.name,
                     extra=self._extra("backend_free"),
                 )
+            if self.ctx.on_retry is not None:
+                self.ctx.on_retry(decision.next_run_at)
             await self._transition(
                 Event.RETRY,
                 Changes(

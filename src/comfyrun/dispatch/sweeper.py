@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
+from comfyrun.core.job import JobStatus
 from comfyrun.errors import ComfyrunError
 from comfyrun.outputs import OutputStorage, job_prefix
 from comfyrun.store.base import JobStore
@@ -18,10 +20,18 @@ log = logging.getLogger(__name__)
 
 
 class Sweeper:
-    def __init__(self, store: JobStore, storage: OutputStorage, *, interval_s: float) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        storage: OutputStorage,
+        *,
+        interval_s: float,
+        on_requeue: Callable[[float], None] | None = None,
+    ) -> None:
         self.store = store
         self.storage = storage
         self.interval_s = interval_s
+        self.on_requeue = on_requeue
 
     async def run(self) -> None:
         while True:
@@ -31,6 +41,8 @@ class Sweeper:
     async def sweep_once(self) -> None:
         try:
             for job in await self.store.sweep_expired_leases():
+                if job.status is JobStatus.QUEUED and self.on_requeue is not None:
+                    self.on_requeue(job.next_run_at)
                 log.info(
                     "job %s lost its lease: %s",
                     job.id,

@@ -5,9 +5,11 @@ tests/integration/dispatch.)"""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 from tests.support.engine import until, work
+from tests.unit.dispatch.conftest import FAST
 
 from comfyrun.core.job import JobStatus
 from comfyrun.core.placement import BackendState
@@ -257,3 +259,16 @@ async def test_a_retry_follows_the_prompt_an_earlier_attempt_left_running(
     assert done.status is JobStatus.SUCCEEDED, done.error
     assert done.attempts == 2 and done.prompt_id == "p-first"
     assert [r.prompt_id for r in engine.servers["a"].ran] == ["p-first"]
+
+
+async def test_a_retry_with_backoff_is_claimed_when_due_not_at_the_idle_timeout(
+    make_engine: Make,
+) -> None:
+    settings = dataclasses.replace(FAST, idle_wait_s=120.0)
+    engine = await make_engine(settings=settings)
+    engine.servers["a"].oom_left = 1
+    job = await engine.submit(
+        work(extra={"3": {"class_type": "OOM"}}), max_retries=1, retry_delay_s=0.2
+    )
+    done = await engine.wait(job.id, timeout=30)  # far below the 120 s idle timeout
+    assert done.status is JobStatus.SUCCEEDED and done.attempts == 2
