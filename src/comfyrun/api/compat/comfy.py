@@ -47,7 +47,6 @@ def extra_data_of(job: Job) -> JSON:
     client_id = job.metadata.get(META_CLIENT_ID)
     if client_id is not None:
         data.setdefault("client_id", client_id)
-    data.setdefault("create_time", ms(job.created_at))
     return data
 
 

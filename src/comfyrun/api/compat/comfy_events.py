@@ -119,7 +119,7 @@ class ComfyMessages:
             out.append(text("execution_interrupted", interrupted(job, now)))
         else:
             out.append(text("execution_interrupted", {"prompt_id": pid, "timestamp": now}))
-        out.append(text("executing", {"node": None, "display_node": None, "prompt_id": pid}))
+        out.append(text("executing", {"node": None, "prompt_id": pid}))
         return out
 
     def _node_done(self) -> list[Message]:
