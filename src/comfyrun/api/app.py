@@ -37,6 +37,7 @@ from comfyrun.api.routes import (
     tasks,
 )
 from comfyrun.config import BackendConfig, Role, Settings
+from comfyrun.dashboard.routes import router as dashboard_router
 from comfyrun.service import JobService
 from comfyrun.store.base import JobStore
 
@@ -83,6 +84,7 @@ def create_app(
             app.include_router(router)
         app.include_router(plain_compat.router)
         app.include_router(tasks.router)
+        app.include_router(dashboard_router)
     return app
 
 
