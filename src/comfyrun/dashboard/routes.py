@@ -53,15 +53,15 @@ def _content_type(name: str) -> str:
     return guessed or "application/octet-stream"
 
 
-@router.get("/dashboard", response_class=HTMLResponse)
-@router.get("/dashboard/", response_class=HTMLResponse)
+@router.api_route("/dashboard", methods=["GET", "HEAD"], response_class=HTMLResponse)
+@router.api_route("/dashboard/", methods=["GET", "HEAD"], response_class=HTMLResponse)
 async def dashboard_page(request: Request) -> HTMLResponse:
     page = (static_dir() / "index.html").read_text(encoding="utf-8")
     base = html.escape(f"{request.scope.get('root_path', '')}/dashboard/", quote=True)
     return HTMLResponse(page.replace(BASE_MARKER, base), headers=CACHE)
 
 
-@router.get("/dashboard/{name}")
+@router.api_route("/dashboard/{name}", methods=["GET", "HEAD"])
 async def dashboard_asset(name: str) -> Response:
     path = _asset(name)
     if path is None or name == "index.html":

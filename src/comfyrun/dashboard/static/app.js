@@ -30,7 +30,7 @@
       else if (k === "class") el.className = v;
       else el.setAttribute(k, v === true ? "" : v);
     }
-    for (const c of children.flat()) if (c != null) el.append(c instanceof Node ? c : String(c));
+    for (const c of children.flat(Infinity)) if (c != null) el.append(c instanceof Node ? c : String(c));
     return el;
   }
 
@@ -203,7 +203,7 @@
     ];
     const what = p ? [`${p.nodes_done}/${p.nodes_total} nodes`, p.steps ? `step ${p.step}/${p.steps}` : null,
       p.current_node_class ? `${p.current_node_class} (#${p.current_node})` : null, p.message].filter(Boolean).join(" · ") : "";
-    $("detail").replaceChildren(
+    $("detail").replaceChildren(h("div", {},
       h("div", { class: "detail-head" }, h("h2", {}, "Job ", h("code", {}, job.id)), badge(job.status),
         TERMINAL.has(job.status) ? null : h("button", { type: "button", class: "danger", onclick: cancel }, "Cancel")),
       h("div", { id: "detail-bar" }, bar(job, true)),
@@ -215,7 +215,7 @@
         job.error.details != null ? h("details", {}, h("summary", {}, "details"), h("pre", {}, JSON.stringify(job.error.details, null, 2))) : null) : null,
       job.outputs.length ? [h("h2", {}, `Outputs (${job.outputs.length})`), h("div", { class: "outputs" }, job.outputs.map(outputView))] : null,
       Object.keys(job.metadata).length ? [h("h2", {}, "Metadata"), h("pre", {}, JSON.stringify(job.metadata, null, 2))] : null,
-      h("div", { id: "stream-note", class: "stream-note" }));
+      h("div", { id: "stream-note", class: "stream-note" })));
   }
 
   function outputView(o) {
