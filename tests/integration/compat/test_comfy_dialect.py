@@ -113,6 +113,13 @@ async def test_example_client_runs_prompts_on_several_backends(server: Server) -
                 assert ref["subfolder"] == f"{prompt_id}/3"
                 with Image.open(io.BytesIO(data)) as img:
                     assert img.size == (32, 32)
+            # the history lists them oldest first; max_items keeps the newest, offset counts
+            # from the oldest
+            assert list((await http.get("/history")).json()) == ids
+            newest = await http.get("/history", params={"max_items": 2})
+            assert list(newest.json()) == ids[2:]
+            window = await http.get("/api/history", params={"max_items": 2, "offset": 1})
+            assert list(window.json()) == ids[1:3]
         # the work was spread over the pool
         backends = (await http.get("/api/v2/backends")).json()["backends"]
         assert sum(1 for b in backends if b["jobs_done"] > 0) >= 2

@@ -477,11 +477,14 @@ async def get_history(
     max_items: Annotated[int | None, Query(ge=1)] = None,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
-    """Finished prompts, oldest first (max_items: the newest N)."""
-    limit = min(max_items or _MAX_LISTED, _MAX_LISTED)
-    jobs = await _jobs(ctx, sorted(TERMINAL), limit=offset + limit)
+    """Finished prompts (the newest 1000 at most), oldest first, as ComfyUI lists them:
+    `max_items=N` alone gives the newest N; `offset=k` counts from the oldest."""
+    jobs = await _jobs(ctx, sorted(TERMINAL))
     jobs.reverse()  # oldest first
-    jobs = jobs[-limit:] if max_items is not None and not offset else jobs[offset : offset + limit]
+    if max_items is not None and not offset:
+        jobs = jobs[-max_items:]
+    else:
+        jobs = jobs[offset : None if max_items is None else offset + max_items]
     return {j.id: cc.history_entry(j) for j in jobs}
 
 
