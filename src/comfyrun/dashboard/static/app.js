@@ -18,6 +18,7 @@
     job: null, // its latest Job object
     stream: null, // AbortController of its event stream
     thumbs: new Map(), // output url -> object URL of an image fetched with the token
+    askedFor: null, // the token a 401 last asked to replace
   };
   const $ = (id) => document.getElementById(id);
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -51,7 +52,7 @@
     const res = await fetch(new URL(path, API), { ...opts, headers: headers(opts.headers) });
     const json = (res.headers.get("content-type") || "").includes("json");
     const body = json ? await res.json() : null;
-    if (res.status === 401) askToken();
+    if (res.status === 401) askToken(true);
     if (!res.ok) throw new ApiError(res.status, body);
     return body;
   }
@@ -324,9 +325,12 @@
   }
 
   // --- the token ----------------------------------------------------------------------------
-  function askToken() {
+  // A 401 asks once per token: dismissing the dialog is not undone by the next poll.
+  function askToken(auto) {
     const dialog = $("token-dialog");
-    if (dialog.open) return;
+    const token = localStorage.getItem(TOKEN_KEY) || "";
+    if (dialog.open || (auto === true && state.askedFor === token)) return;
+    if (auto === true) state.askedFor = token;
     $("token-input").value = localStorage.getItem(TOKEN_KEY) || "";
     dialog.showModal();
   }
@@ -354,7 +358,7 @@
     }
   }
 
-  $("token-btn").addEventListener("click", askToken);
+  $("token-btn").addEventListener("click", () => askToken(false));
   $("prev").addEventListener("click", () => { state.cursors.pop(); loadJobs().catch(setConn); });
   $("next").addEventListener("click", () => { state.cursors.push(state.next); loadJobs().catch(setConn); });
   $("open-job").addEventListener("submit", (e) => {
