@@ -13,13 +13,14 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import websockets
 from PIL import Image
-from tests.integration.compat.conftest import Server
+from tests.integration.compat.conftest import Server, dialect_settings, serving
 from tests.support.emulator import image_workflow, text_to_image_workflow
 
 pytestmark = pytest.mark.timeout(120)
@@ -357,3 +358,25 @@ async def test_object_info_system_stats_and_jobs_api(server: Server) -> None:
         failing = await http.post("/prompt_sync", json={"prompt": {"1": {"class_type": "Nope"}}})
         assert failing.status_code == 400
         assert set(failing.json()) == {"error", "detail", "prompt_id", "node_errors", "timestamp"}
+
+
+async def test_api_keys_guard_the_comfy_routes_and_socket(tmp_path: Path) -> None:
+    settings = dialect_settings(tmp_path, api_keys=["secret"], emulators=1)
+    async with serving(settings) as srv:
+        host = srv.url.removeprefix("http://")
+        async with httpx.AsyncClient(base_url=srv.url, timeout=30) as http:
+            answer = await http.post("/prompt", json={"prompt": image_workflow()})
+            assert answer.status_code == 401
+            assert (await http.get("/api/jobs")).status_code == 401
+            assert (await http.get("/v2/e/health")).status_code == 401
+        with pytest.raises(websockets.exceptions.WebSocketException):
+            async with websockets.connect(f"ws://{host}/ws?clientId=a") as ws:
+                await asyncio.wait_for(ws.recv(), 10)
+        headers = {"Authorization": "Bearer secret"}
+        async with websockets.connect(
+            f"ws://{host}/ws?clientId=a", additional_headers=headers
+        ) as ws:
+            first = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert first["type"] == "status" and first["data"]["sid"] == "a"
+        async with httpx.AsyncClient(base_url=srv.url, timeout=30, headers=headers) as http:
+            assert (await http.get("/api/jobs")).status_code == 200
