@@ -222,3 +222,15 @@ async def test_task_variant(server: Server) -> None:
         assert (await http.post("/api/v1/tasks", json={"workflow_id": "x"})).status_code == 422
         invalid = await http.post("/api/v1/tasks", json={"payload": {"1": {"class_type": "Nope"}}})
         assert invalid.status_code == 400
+
+
+async def test_execution_timeout_policy_ends_timed_out(
+    server: Server, endpoint: runpod.Endpoint
+) -> None:
+    await server.set_faults({"hang": True})
+    request = {"input": {"workflow": image_workflow(1)}, "policy": {"executionTimeout": 1000}}
+    job = await sdk(endpoint.run, request)
+    assert await wait_status(job, {"TIMED_OUT", "FAILED", "COMPLETED"}) == "TIMED_OUT"
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        raw = (await http.get(f"/status/{job.job_id}")).json()
+        assert "timeout" in raw["error"]
