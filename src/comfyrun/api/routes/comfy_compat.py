@@ -10,28 +10,29 @@ Errors are answered in ComfyUI's shapes: {"error": {type, message, details, extr
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import hmac
-import itertools
 import json
 import logging
 import mimetypes
 import platform
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile, WebSocket
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
-from starlette.websockets import WebSocketDisconnect
 
 from comfyrun import __version__, errors
 from comfyrun.api.compat import comfy as cc
-from comfyrun.api.compat.comfy_events import ComfyMessages, Message, text
+from comfyrun.api.compat.comfy_socket import ACTIVE, clients, comfy_ws, status_message
+from comfyrun.api.compat.comfy_uploads import (
+    INPUT_SUFFIX,
+    read_upload,
+    store_upload,
+    uploads_in,
+)
 from comfyrun.api.context import AppContext, get_ctx, require_auth
 from comfyrun.api.errors import status_for
 from comfyrun.api.routes.files import serve_key
@@ -42,9 +43,6 @@ log = logging.getLogger(__name__)
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 
-#: Where uploads through /upload/image live: a small record naming the asset per file name.
-UPLOADS_PREFIX = "comfy-inputs"
-_FILE_SUFFIX = " [input]"
 _MAX_LISTED = 1000
 
 
@@ -77,125 +75,6 @@ def comfy_error_for(exc: errors.ComfyrunError) -> JSONResponse:
     return comfy_error(
         status, exc.code, exc.message, json.dumps(details, default=str) if details else ""
     )
-
-
-# the per-process registry of websocket clients ------------------------------------------------
-
-
-class ClientSession:
-    """One open /ws connection: follows its client's prompts and sends their messages."""
-
-    def __init__(self, ctx: AppContext, websocket: WebSocket, client_id: str) -> None:
-        self.ctx = ctx
-        self.websocket = websocket
-        self.client_id = client_id
-        self.preview_metadata = False
-        self._send_lock = asyncio.Lock()
-        self._following: dict[str, asyncio.Task[None]] = {}
-        self.closed = False
-
-    async def send(self, message: Message) -> None:
-        async with self._send_lock:
-            if isinstance(message, bytes):
-                await self.websocket.send_bytes(message)
-            else:
-                await self.websocket.send_text(json.dumps(message))
-
-    async def send_status(self) -> None:
-        await self.send(await status_message(self.ctx, self.client_id))
-
-    def follow(self, job_id: str) -> None:
-        if self.closed or job_id in self._following:
-            return
-        self._following[job_id] = asyncio.create_task(self._follow(job_id))
-
-    async def _follow(self, job_id: str) -> None:
-        service = self.ctx.service
-        translator = ComfyMessages(job_id, preview_metadata=self.preview_metadata)
-        try:
-            async for event in service.events(job_id, after_id=0, idle_s=15.0):
-                if event is None:
-                    continue
-                job = None
-                if event.kind == "status" and event.data.get("status") in TERMINAL:
-                    job = await self.ctx.store.get(job_id)
-                messages = translator.feed(event, job)
-                if translator.finished:
-                    self._release(job_id)  # the same prompt_id may be queued again now
-                if translator.finished and messages:
-                    # ComfyUI: ..., execution_success, status, executing(node=null)
-                    for message in messages[:-1]:
-                        await self.send(message)
-                    await self.send(await status_message(self.ctx, None))
-                    await self.send(messages[-1])
-                    break
-                for message in messages:
-                    await self.send(message)
-        except (WebSocketDisconnect, RuntimeError, errors.NotFound):
-            pass  # the socket closed or the job went away: nothing left to tell this client
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.warning("comfy ws: following %s failed", job_id, exc_info=True)
-        finally:
-            self._release(job_id)
-
-    def _release(self, job_id: str) -> None:
-        if self._following.get(job_id) is asyncio.current_task():
-            del self._following[job_id]
-
-    async def close(self) -> None:
-        self.closed = True
-        tasks = list(self._following.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-
-
-class ComfyClients:
-    """client_id → its newest websocket session (a newer socket takes over, as in ComfyUI)."""
-
-    def __init__(self) -> None:
-        self._sessions: dict[str, ClientSession] = {}
-        self.numbers = itertools.count(1)
-
-    def attach(self, session: ClientSession) -> None:
-        self._sessions[session.client_id] = session
-
-    def detach(self, session: ClientSession) -> None:
-        if self._sessions.get(session.client_id) is session:
-            del self._sessions[session.client_id]
-
-    def notify(self, client_id: str, job_id: str) -> None:
-        session = self._sessions.get(client_id)
-        if session is not None:
-            session.follow(job_id)
-
-    async def broadcast_status(self, ctx: AppContext) -> None:
-        for session in list(self._sessions.values()):
-            with contextlib.suppress(Exception):
-                await session.send(await status_message(ctx, None))
-
-
-def clients(ctx: AppContext) -> ComfyClients:
-    hub = ctx.extras.get("comfy_clients")
-    if not isinstance(hub, ComfyClients):
-        hub = ctx.extras["comfy_clients"] = ComfyClients()
-    return hub
-
-
-async def status_message(ctx: AppContext, sid: str | None) -> dict[str, Any]:
-    counts = await ctx.store.counts()
-    remaining = sum(counts.get(s, 0) for s in (JobStatus.QUEUED, *_ACTIVE))
-    data: JSON = {"status": {"exec_info": {"queue_remaining": remaining}}}
-    if sid is not None:
-        data["sid"] = sid
-    return text("status", data)
-
-
-_ACTIVE = (JobStatus.RUNNING, JobStatus.CANCELING)
 
 
 # routes --------------------------------------------------------------------------------------
@@ -296,52 +175,6 @@ async def _replace_finished(ctx: AppContext, job_id: str) -> None:
     await ctx.service.delete(job_id)
 
 
-async def uploads_in(ctx: AppContext, prompt: JSON) -> list[JSON]:
-    """Input specs for the files the prompt names that were uploaded through /upload/image."""
-    storage = ctx.storage
-    if storage is None:
-        return []
-    specs: list[JSON] = []
-    seen: set[str] = set()
-    for node in prompt.values():
-        inputs = node.get("inputs") if isinstance(node, dict) else None
-        if not isinstance(inputs, dict):
-            continue
-        for value in inputs.values():
-            if not isinstance(value, str) or "." not in value or len(value) > 512:
-                continue
-            name = value.removesuffix(_FILE_SUFFIX)
-            if name in seen:
-                continue
-            record = await _read_upload(ctx, name)
-            if record is not None:
-                seen.add(name)
-                specs.append({"name": name, "asset_id": record["asset_id"]})
-    return specs
-
-
-def _upload_key(name: str) -> str | None:
-    parts = [p for p in name.split("/") if p]
-    if not parts or any(p in (".", "..") or p.startswith(".") for p in parts):
-        return None
-    return "/".join([UPLOADS_PREFIX, *parts])
-
-
-async def _read_upload(ctx: AppContext, name: str) -> JSON | None:
-    key = _upload_key(name)
-    storage = ctx.storage
-    if key is None or storage is None:
-        return None
-    try:
-        if await storage.stat(key) is None:
-            return None
-        raw = b"".join([chunk async for chunk in storage.open(key)])
-        record = json.loads(raw)
-    except (errors.ComfyrunError, ValueError):
-        return None
-    return record if isinstance(record, dict) and isinstance(record.get("asset_id"), str) else None
-
-
 async def get_prompt(ctx: Ctx) -> dict[str, Any]:
     message = await status_message(ctx, None)
     status: dict[str, Any] = message["data"]["status"]
@@ -436,7 +269,7 @@ async def _jobs(ctx: AppContext, statuses: list[JobStatus], limit: int = _MAX_LI
 
 
 async def get_queue(ctx: Ctx) -> dict[str, Any]:
-    running = await _jobs(ctx, list(_ACTIVE))
+    running = await _jobs(ctx, list(ACTIVE))
     pending = await _jobs(ctx, [JobStatus.QUEUED])
     pending.sort(key=lambda j: (-j.priority, j.created_at))
     return {
@@ -521,7 +354,7 @@ async def interrupt(request: Request, ctx: Ctx) -> Response:
     else:
         targets = [
             j.id
-            for j in await _jobs(ctx, list(_ACTIVE))
+            for j in await _jobs(ctx, list(ACTIVE))
             if j.metadata.get(cc.META_DIALECT) == cc.DIALECT
         ]
     for job_id in targets:
@@ -541,8 +374,8 @@ async def view(
     """An output (type=output: "<job_id>/<node_id>" subfolders) or an uploaded input."""
     if not filename:
         return comfy_error(404, "not_found", "no filename")
-    if filename.endswith(_FILE_SUFFIX):
-        filename, type = filename.removesuffix(_FILE_SUFFIX), "input"
+    if filename.endswith(INPUT_SUFFIX):
+        filename, type = filename.removesuffix(INPUT_SUFFIX), "input"
     kind = type or "output"
     if kind not in ("output", "input", "temp"):
         return comfy_error(400, "invalid_type", f"unknown type {kind}")
@@ -554,7 +387,7 @@ async def view(
     headers = {"Content-Disposition": f'filename="{filename}"'}
     try:
         if kind == "input":
-            record = await _read_upload(ctx, name)
+            record = await read_upload(ctx, name)
             if record is None or ctx.assets is None:
                 return comfy_error(404, "not_found", f"no input {name}")
             asset = await ctx.assets.get(record["asset_id"])
@@ -570,73 +403,24 @@ async def view(
 
 
 async def _upload(
-    ctx: AppContext, image: UploadFile, subfolder: str, overwrite: str | None
+    image: UploadFile, subfolder: str, overwrite: str | None, ctx: AppContext
 ) -> Response:
-    if ctx.assets is None or ctx.storage is None:
-        return comfy_error(503, "unavailable", "this server keeps no uploads")
-    filename = (image.filename or "").strip()
-    parts = [p for p in subfolder.split("/") if p]
-    if not filename or "/" in filename or any(p in (".", "..") for p in parts):
-        return comfy_error(400, "invalid_request", "invalid file name or subfolder")
-    name = "/".join([*parts, filename])
-    key = _upload_key(name)
-    if key is None:
-        return comfy_error(400, "invalid_request", f"invalid file name {name}")
-
     async def chunks() -> AsyncIterator[bytes]:
         while chunk := await image.read(1 << 20):
             yield chunk
 
-    content_type = image.content_type or "application/octet-stream"
     try:
-        asset, _ = await ctx.assets.upload(chunks(), content_type=content_type, file_path=name)
-        existing = await _read_upload(ctx, name)
-        if existing is not None and existing["asset_id"] != asset.id and not _true(overwrite):
-            filename = _free_name(filename, await _taken(ctx, parts, filename))
-            name = "/".join([*parts, filename])
-            key = _upload_key(name)
-            assert key is not None
-        record = json.dumps({"asset_id": asset.id, "content_type": content_type}).encode()
-        await _put(ctx, key, record)
+        name, folder = await store_upload(
+            ctx,
+            chunks(),
+            filename=image.filename or "",
+            subfolder=subfolder,
+            content_type=image.content_type or "application/octet-stream",
+            overwrite=overwrite is not None and overwrite.lower() in ("true", "1"),
+        )
     except errors.ComfyrunError as exc:
         return comfy_error_for(exc)
-    return JSONResponse({"name": filename, "subfolder": "/".join(parts), "type": "input"})
-
-
-async def _put(ctx: AppContext, key: str, data: bytes) -> None:
-    storage: Any = ctx.storage
-
-    async def one() -> AsyncIterator[bytes]:
-        yield data
-
-    await storage.put(key, one(), content_type="application/json")
-
-
-async def _taken(ctx: AppContext, parts: list[str], filename: str) -> set[str]:
-    stem, dot, ext = filename.rpartition(".")
-    if not dot:
-        stem, ext = filename, ""
-    names = set()
-    for i in range(1, 100):
-        candidate = f"{stem} ({i}){dot}{ext}"
-        if await _read_upload(ctx, "/".join([*parts, candidate])) is None:
-            break
-        names.add(candidate)
-    return names
-
-
-def _free_name(filename: str, taken: set[str]) -> str:
-    stem, dot, ext = filename.rpartition(".")
-    if not dot:
-        stem, ext = filename, ""
-    i = 1
-    while f"{stem} ({i}){dot}{ext}" in taken:
-        i += 1
-    return f"{stem} ({i}){dot}{ext}"
-
-
-def _true(value: str | None) -> bool:
-    return value is not None and value.lower() in ("true", "1")
+    return JSONResponse({"name": name, "subfolder": folder, "type": "input"})
 
 
 async def upload_image(
@@ -648,7 +432,7 @@ async def upload_image(
 ) -> Response:
     if image is None:
         return comfy_error(400, "invalid_request", "no image field")
-    return await _upload(ctx, image, subfolder, overwrite)
+    return await _upload(image, subfolder, overwrite, ctx)
 
 
 async def upload_mask(
@@ -661,7 +445,7 @@ async def upload_mask(
     """Stored as given: comfyrun does not composite the mask onto `original_ref`."""
     if image is None:
         return comfy_error(400, "invalid_request", "no image field")
-    return await _upload(ctx, image, subfolder, overwrite)
+    return await _upload(image, subfolder, overwrite, ctx)
 
 
 async def _object_info(ctx: AppContext) -> JSON | None:
@@ -771,62 +555,6 @@ async def cancel_api_job(job_id: str, ctx: Ctx) -> Response:
     return JSONResponse(cc.api_job(view.job))
 
 
-# the websocket --------------------------------------------------------------------------------
-
-
-def _ws_authorized(ctx: AppContext, websocket: WebSocket) -> bool:
-    keys = ctx.settings.api_keys
-    if not keys:
-        return True
-    header = websocket.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    token = token.strip() if scheme.lower() == "bearer" else websocket.query_params.get("token", "")
-    return bool(token) and any(hmac.compare_digest(token.encode(), k.encode()) for k in keys)
-
-
-async def comfy_ws(websocket: WebSocket, clientId: str | None = None) -> None:
-    ctx: AppContext = websocket.app.state.ctx
-    if not _ws_authorized(ctx, websocket):
-        await websocket.close(code=4401)
-        return
-    await websocket.accept()
-    client_id = clientId or uuid.uuid4().hex
-    session = ClientSession(ctx, websocket, client_id)
-    hub = clients(ctx)
-    hub.attach(session)
-    try:
-        await session.send_status()
-        if clientId:
-            for job in await _jobs(ctx, [JobStatus.QUEUED, *_ACTIVE], limit=500):
-                if job.metadata.get(cc.META_CLIENT_ID) == client_id:
-                    session.follow(job.id)
-        first = True
-        while True:
-            raw = await websocket.receive_text()
-            if first:
-                first = False
-                await _feature_flags(session, raw)
-    except (WebSocketDisconnect, RuntimeError):
-        pass
-    finally:
-        hub.detach(session)
-        await session.close()
-
-
-async def _feature_flags(session: ClientSession, raw: str) -> None:
-    with contextlib.suppress(ValueError, AttributeError):
-        message = json.loads(raw)
-        if message.get("type") == "feature_flags":
-            data = message.get("data") or {}
-            session.preview_metadata = bool(data.get("supports_preview_metadata"))
-            await session.send(
-                text(
-                    "feature_flags",
-                    {"supports_preview_metadata": True, "max_upload_size": 104857600},
-                )
-            )
-
-
 def build_routers() -> list[APIRouter]:
     """ComfyUI's routes at the root and under /api, the /api/jobs endpoints, and /ws."""
     routers = []
@@ -841,7 +569,6 @@ def build_routers() -> list[APIRouter]:
 
 
 __all__ = [
-    "ComfyClients",
     "build_routers",
     "comfy_error",
     "comfy_error_for",

@@ -1,0 +1,206 @@
+"""ComfyUI's websocket (/ws?clientId=), served by comfyrun.
+
+Each connection is a `ClientSession` that follows the prompts submitted with its clientId (told
+by POST /prompt through the per-process `ComfyClients` registry, and found among the queued and
+running jobs when it connects) and sends their store events translated by `ComfyMessages`.
+As in ComfyUI, a newer socket with the same clientId takes over from the older one, `status`
+tells every socket the queue size, and messages for a client that is not connected are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import itertools
+import json
+import logging
+import uuid
+from typing import Any
+
+from fastapi import WebSocket
+from starlette.websockets import WebSocketDisconnect
+
+from comfyrun import errors
+from comfyrun.api.compat import comfy as cc
+from comfyrun.api.compat.comfy_events import ComfyMessages, Message, text
+from comfyrun.api.context import AppContext
+from comfyrun.core.job import JSON, TERMINAL, JobStatus
+
+log = logging.getLogger(__name__)
+
+#: Statuses in which a prompt is "running" for ComfyUI.
+ACTIVE = (JobStatus.RUNNING, JobStatus.CANCELING)
+
+
+class ClientSession:
+    """One open /ws connection: follows its client's prompts and sends their messages."""
+
+    def __init__(self, ctx: AppContext, websocket: WebSocket, client_id: str) -> None:
+        self.ctx = ctx
+        self.websocket = websocket
+        self.client_id = client_id
+        self.preview_metadata = False
+        self._send_lock = asyncio.Lock()
+        self._following: dict[str, asyncio.Task[None]] = {}
+        self.closed = False
+
+    async def send(self, message: Message) -> None:
+        async with self._send_lock:
+            if isinstance(message, bytes):
+                await self.websocket.send_bytes(message)
+            else:
+                await self.websocket.send_text(json.dumps(message))
+
+    async def send_status(self) -> None:
+        await self.send(await status_message(self.ctx, self.client_id))
+
+    def follow(self, job_id: str) -> None:
+        if self.closed or job_id in self._following:
+            return
+        self._following[job_id] = asyncio.create_task(self._follow(job_id))
+
+    async def _follow(self, job_id: str) -> None:
+        service = self.ctx.service
+        translator = ComfyMessages(job_id, preview_metadata=self.preview_metadata)
+        try:
+            async for event in service.events(job_id, after_id=0, idle_s=15.0):
+                if event is None:
+                    continue
+                job = None
+                if event.kind == "status" and event.data.get("status") in TERMINAL:
+                    job = await self.ctx.store.get(job_id)
+                messages = translator.feed(event, job)
+                if translator.finished:
+                    self._release(job_id)  # the same prompt_id may be queued again now
+                if translator.finished and messages:
+                    # ComfyUI: ..., execution_success, status, executing(node=null)
+                    for message in messages[:-1]:
+                        await self.send(message)
+                    await self.send(await status_message(self.ctx, None))
+                    await self.send(messages[-1])
+                    break
+                for message in messages:
+                    await self.send(message)
+        except (WebSocketDisconnect, RuntimeError, errors.NotFound):
+            pass  # the socket closed or the job went away: nothing left to tell this client
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("comfy ws: following %s failed", job_id, exc_info=True)
+        finally:
+            self._release(job_id)
+
+    def _release(self, job_id: str) -> None:
+        if self._following.get(job_id) is asyncio.current_task():
+            del self._following[job_id]
+
+    async def close(self) -> None:
+        self.closed = True
+        tasks = list(self._following.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+class ComfyClients:
+    """client_id → its newest websocket session (a newer socket takes over, as in ComfyUI)."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, ClientSession] = {}
+        self.numbers = itertools.count(1)
+
+    def attach(self, session: ClientSession) -> None:
+        self._sessions[session.client_id] = session
+
+    def detach(self, session: ClientSession) -> None:
+        if self._sessions.get(session.client_id) is session:
+            del self._sessions[session.client_id]
+
+    def notify(self, client_id: str, job_id: str) -> None:
+        session = self._sessions.get(client_id)
+        if session is not None:
+            session.follow(job_id)
+
+    async def broadcast_status(self, ctx: AppContext) -> None:
+        for session in list(self._sessions.values()):
+            with contextlib.suppress(Exception):
+                await session.send(await status_message(ctx, None))
+
+
+def clients(ctx: AppContext) -> ComfyClients:
+    hub = ctx.extras.get("comfy_clients")
+    if not isinstance(hub, ComfyClients):
+        hub = ctx.extras["comfy_clients"] = ComfyClients()
+    return hub
+
+
+async def status_message(ctx: AppContext, sid: str | None) -> dict[str, Any]:
+    counts = await ctx.store.counts()
+    remaining = sum(counts.get(s, 0) for s in (JobStatus.QUEUED, *ACTIVE))
+    data: JSON = {"status": {"exec_info": {"queue_remaining": remaining}}}
+    if sid is not None:
+        data["sid"] = sid
+    return text("status", data)
+
+
+def _ws_authorized(ctx: AppContext, websocket: WebSocket) -> bool:
+    keys = ctx.settings.api_keys
+    if not keys:
+        return True
+    header = websocket.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip() if scheme.lower() == "bearer" else websocket.query_params.get("token", "")
+    return bool(token) and any(hmac.compare_digest(token.encode(), k.encode()) for k in keys)
+
+
+async def comfy_ws(websocket: WebSocket, clientId: str | None = None) -> None:
+    ctx: AppContext = websocket.app.state.ctx
+    if not _ws_authorized(ctx, websocket):
+        await websocket.close(code=4401)
+        return
+    await websocket.accept()
+    client_id = clientId or uuid.uuid4().hex
+    session = ClientSession(ctx, websocket, client_id)
+    hub = clients(ctx)
+    hub.attach(session)
+    try:
+        await session.send_status()
+        if clientId:
+            page = await ctx.service.list_jobs(
+                statuses=[JobStatus.QUEUED, *ACTIVE],
+                limit=500,
+                metadata={cc.META_CLIENT_ID: client_id},
+            )
+            for job in page.jobs:
+                session.follow(job.id)
+        first = True
+        while True:
+            raw = await websocket.receive_text()
+            if first:
+                first = False
+                await _feature_flags(session, raw)
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        hub.detach(session)
+        await session.close()
+
+
+async def _feature_flags(session: ClientSession, raw: str) -> None:
+    with contextlib.suppress(ValueError, AttributeError):
+        message = json.loads(raw)
+        if message.get("type") == "feature_flags":
+            data = message.get("data") or {}
+            session.preview_metadata = bool(data.get("supports_preview_metadata"))
+            await session.send(
+                text(
+                    "feature_flags",
+                    {"supports_preview_metadata": True, "max_upload_size": 104857600},
+                )
+            )
+
+
+__all__ = ["ACTIVE", "ClientSession", "ComfyClients", "clients", "comfy_ws", "status_message"]

@@ -1,0 +1,135 @@
+"""Files uploaded through ComfyUI's POST /upload/image, kept as comfyrun assets.
+
+Each upload is stored once as an asset (deduplicated by content) and named by a small record
+in the output storage at "comfy-inputs/<subfolder>/<name>" holding its asset id. A prompt that
+names such a file (in any input, "sub/name.png" or "name.png [input]") gets an input spec for
+that asset, so the dispatcher places the file on whichever backend runs the prompt.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
+
+from comfyrun import errors
+from comfyrun.api.context import AppContext
+from comfyrun.core.job import JSON
+
+UPLOADS_PREFIX = "comfy-inputs"
+#: ComfyUI's annotated form of an input file name.
+INPUT_SUFFIX = " [input]"
+_MAX_RENAMES = 1000
+
+
+def upload_key(name: str) -> str | None:
+    """The record's storage key for an upload name ("sub/dir/file.png"), or None if unsafe."""
+    parts = [p for p in name.split("/") if p]
+    if not parts or any(p in (".", "..") or p.startswith(".") or "\\" in p for p in parts):
+        return None
+    return "/".join([UPLOADS_PREFIX, *parts])
+
+
+async def read_upload(ctx: AppContext, name: str) -> JSON | None:
+    """The record of an uploaded file ({"asset_id", "content_type"}), or None."""
+    key = upload_key(name)
+    storage = ctx.storage
+    if key is None or storage is None:
+        return None
+    try:
+        if await storage.stat(key) is None:
+            return None
+        raw = b"".join([chunk async for chunk in storage.open(key)])
+        record = json.loads(raw)
+    except (errors.ComfyrunError, ValueError):
+        return None
+    if isinstance(record, dict) and isinstance(record.get("asset_id"), str):
+        return record
+    return None
+
+
+async def store_upload(
+    ctx: AppContext,
+    chunks: AsyncIterable[bytes],
+    *,
+    filename: str,
+    subfolder: str,
+    content_type: str,
+    overwrite: bool,
+) -> tuple[str, str]:
+    """Store an upload; returns (name, subfolder) as ComfyUI answers them. Like ComfyUI, the
+    same name with other bytes gets "name (1).ext" unless `overwrite`; the same bytes reuse
+    the name. Raises InvalidRequest for a bad name, StorageError and the assets' errors."""
+    if ctx.assets is None or ctx.storage is None:
+        raise errors.StorageError("this server keeps no uploads")
+    filename = filename.strip()
+    parts = [p for p in subfolder.split("/") if p]
+    if not filename or "/" in filename or any(p in (".", "..") for p in parts):
+        raise errors.InvalidRequest("invalid file name or subfolder")
+    if upload_key("/".join([*parts, filename])) is None:
+        raise errors.InvalidRequest(f"invalid file name {filename}")
+    name = "/".join([*parts, filename])
+    asset, _ = await ctx.assets.upload(chunks, content_type=content_type, file_path=name)
+    if not overwrite:
+        filename = await _free_name(ctx, parts, filename, asset.id)
+    key = upload_key("/".join([*parts, filename]))
+    assert key is not None
+    record = json.dumps({"asset_id": asset.id, "content_type": content_type}).encode()
+    await _put(ctx, key, record)
+    return filename, "/".join(parts)
+
+
+async def _free_name(ctx: AppContext, parts: list[str], filename: str, asset_id: str) -> str:
+    """`filename`, or the first "stem (i).ext" that is free or already holds these bytes."""
+    stem, dot, ext = filename.rpartition(".")
+    if not dot:
+        stem, ext = filename, ""
+    candidate = filename
+    for i in range(1, _MAX_RENAMES):
+        record = await read_upload(ctx, "/".join([*parts, candidate]))
+        if record is None or record["asset_id"] == asset_id:
+            return candidate
+        candidate = f"{stem} ({i}){dot}{ext}"
+    raise errors.Conflict(f"too many uploads named {filename}")
+
+
+async def _put(ctx: AppContext, key: str, data: bytes) -> None:
+    storage: Any = ctx.storage
+
+    async def one() -> AsyncIterator[bytes]:
+        yield data
+
+    await storage.put(key, one(), content_type="application/json")
+
+
+async def uploads_in(ctx: AppContext, prompt: JSON) -> list[JSON]:
+    """Input specs ({"name", "asset_id"}) for the uploaded files the prompt names."""
+    if ctx.storage is None:
+        return []
+    specs: list[JSON] = []
+    seen: set[str] = set()
+    for node in prompt.values():
+        inputs = node.get("inputs") if isinstance(node, dict) else None
+        if not isinstance(inputs, dict):
+            continue
+        for value in inputs.values():
+            if not isinstance(value, str) or "." not in value or len(value) > 512:
+                continue
+            name = value.removesuffix(INPUT_SUFFIX)
+            if name in seen:
+                continue
+            record = await read_upload(ctx, name)
+            if record is not None:
+                seen.add(name)
+                specs.append({"name": name, "asset_id": record["asset_id"]})
+    return specs
+
+
+__all__ = [
+    "INPUT_SUFFIX",
+    "UPLOADS_PREFIX",
+    "read_upload",
+    "store_upload",
+    "upload_key",
+    "uploads_in",
+]
