@@ -218,15 +218,19 @@ class SQLStore(ABC):
         after = decode_cursor(cursor) if cursor is not None else None
         limit = max(0, limit)
         params = {
-            "statuses": self._text_list([s.value for s in statuses])
-            if statuses is not None
-            else None,
             "owner": owner,
             "after_created": after[0] if after else None,
             "after_id": after[1] if after else None,
             "limit": limit + 1,
         }
-        jobs = await self._jobs("list", params)
+        if statuses is None:
+            jobs = await self._jobs("list", params)
+        else:
+            # One index range per status, merged: never a scan past other statuses' rows.
+            jobs = []
+            for status in set(statuses):
+                jobs += await self._jobs("list_status", params | {"status": status.value})
+            jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
         page = jobs[:limit]
         last = page[-1] if page and len(jobs) > limit else None
         return JobPage(

@@ -61,3 +61,29 @@ async def test_last_page_has_no_cursor(store: JobStore) -> None:
 async def test_bad_cursor_is_invalid_request(store: JobStore) -> None:
     with pytest.raises(InvalidRequest):
         await store.list(cursor="not-a-cursor!")
+
+
+async def test_pages_across_several_statuses_keep_newest_first(store: JobStore) -> None:
+    from comfyrun.core.state import Event
+
+    expected = []
+    for i in range(9):
+        job, _ = await store.enqueue(new_job(priority=10 if i % 3 == 0 else 0), now=T0 + i)
+        if i % 3 == 0:
+            claimed = await store.claim("w", 30, now=T0 + 50)
+            assert claimed is not None and claimed.id == job.id
+            if i % 2 == 0:
+                await store.transition(job.id, Event.SUCCEED, expect=JobStatus.RUNNING)
+                expected.append(job.id)
+        else:
+            expected.append(job.id)
+    wanted = [JobStatus.SUCCEEDED, JobStatus.QUEUED, JobStatus.QUEUED]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await store.list(statuses=wanted, limit=2, cursor=cursor)
+        seen += [j.id for j in page.jobs]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == list(reversed(expected))

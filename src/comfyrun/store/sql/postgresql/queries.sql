@@ -105,8 +105,18 @@ SELECT * FROM jobs WHERE id = %(id)s;
 SELECT * FROM jobs WHERE prompt_id = %(prompt_id)s ORDER BY created_at DESC LIMIT 1;
 
 -- name: list
+-- Newest first; the cursor is the last row's (created_at, id).
 SELECT * FROM jobs
-WHERE (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s::text[]))
+WHERE (%(owner)s::text IS NULL OR owner = %(owner)s::text)
+  AND (%(after_created)s::float8 IS NULL
+       OR (created_at, id) < (%(after_created)s::float8, %(after_id)s::text))
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: list_status
+-- One status, newest first, straight off the index (the store merges several statuses).
+SELECT * FROM jobs
+WHERE status = %(status)s
   AND (%(owner)s::text IS NULL OR owner = %(owner)s::text)
   AND (%(after_created)s::float8 IS NULL
        OR (created_at, id) < (%(after_created)s::float8, %(after_id)s::text))

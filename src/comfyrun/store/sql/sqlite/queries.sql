@@ -91,9 +91,17 @@ SELECT * FROM jobs WHERE id = :id;
 SELECT * FROM jobs WHERE prompt_id = :prompt_id ORDER BY created_at DESC LIMIT 1;
 
 -- name: list
--- :statuses is a JSON array (or NULL for any); the cursor is the last row's (created_at, id).
+-- Newest first; the cursor is the last row's (created_at, id).
 SELECT * FROM jobs
-WHERE (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
+WHERE (:owner IS NULL OR owner = :owner)
+  AND (:after_created IS NULL OR (created_at, id) < (:after_created, :after_id))
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
+-- name: list_status
+-- One status, newest first, straight off the index (the store merges several statuses).
+SELECT * FROM jobs INDEXED BY jobs_status_newest
+WHERE status = :status
   AND (:owner IS NULL OR owner = :owner)
   AND (:after_created IS NULL OR (created_at, id) < (:after_created, :after_id))
 ORDER BY created_at DESC, id DESC
