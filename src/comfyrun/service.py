@@ -113,6 +113,8 @@ class JobService:
         self._check_inputs = check_inputs
         self._clock = clock
         self._in_flight_keys: set[str] = set()
+        # (queued jobs counted, when, jobs submitted since): see _enforce_queue_bound
+        self._queued_estimate: tuple[int, float, int] = (0, -1e9, 0)
 
     # submission -------------------------------------------------------------------------
 
@@ -171,10 +173,19 @@ class JobService:
         return counts.get(JobStatus.QUEUED, 0)
 
     async def _enforce_queue_bound(self) -> None:
+        """Counting the queue scans it, so far from the bound a count up to QUEUE_COUNT_TTL_S
+        old (plus the jobs submitted here since) stands in for it; near the bound it is exact."""
         bound = self.settings.queue_max
         if bound is None:
             return
+        now = time.monotonic()
+        estimate = self._queued_estimate[0] + self._queued_estimate[2]
+        fresh = now - self._queued_estimate[1] < QUEUE_COUNT_TTL_S
+        if fresh and estimate < bound * 0.9:
+            self._queued_estimate = (*self._queued_estimate[:2], self._queued_estimate[2] + 1)
+            return
         queued = await self._queued_count()
+        self._queued_estimate = (queued, now, 1)
         if queued >= bound:
             raise QueueFull(
                 f"the queue holds {queued} jobs (bound {bound}); retry later",
@@ -417,6 +428,9 @@ class JobService:
 
 
 # pure helpers ------------------------------------------------------------------------------
+
+#: How long a count of the queue may stand in for a fresh one (far from the bound).
+QUEUE_COUNT_TTL_S = 1.0
 
 TERMINAL_NAMES = frozenset({"succeeded", "failed", "canceled", "expired"})
 

@@ -267,3 +267,27 @@ async def test_reset_stuck(service: JobService, store: MemoryStore) -> None:
     requeued = await service.reset_stuck(1.0)
     assert [j.id for j in requeued] == [job.id]
     assert (await service.get(job.id)).job.status is JobStatus.QUEUED
+
+
+async def test_queue_is_counted_once_a_second_far_from_the_bound(
+    store: MemoryStore, tmp_path: Path
+) -> None:
+    calls = 0
+    original = store.counts
+
+    async def counting() -> Any:
+        nonlocal calls
+        calls += 1
+        return await original()
+
+    store.counts = counting  # type: ignore[method-assign]
+    service = JobService(store, memory_settings(tmp_path, queue_max=20))
+    for i in range(10):
+        await service.submit(Submission(workflow=tiny_workflow(i)))
+    assert calls == 1  # 10 of 20: far from the bound
+    for i in range(10, 20):
+        await service.submit(Submission(workflow=tiny_workflow(i)))
+    assert calls > 5  # near the bound every submission counts exactly
+    with pytest.raises(QueueFull):
+        await service.submit(Submission(workflow=tiny_workflow(99)))
+    assert (await store.counts())[JobStatus.QUEUED] == 20
