@@ -287,7 +287,7 @@ async def test_queue_is_counted_once_a_second_far_from_the_bound(
     assert calls == 1  # 10 of 20: far from the bound
     for i in range(10, 20):
         await service.submit(Submission(workflow=tiny_workflow(i)))
-    assert calls > 5  # near the bound every submission counts exactly
+    assert 1 < calls < 10  # counted again only as the bound came near
     with pytest.raises(QueueFull):
         await service.submit(Submission(workflow=tiny_workflow(99)))
     assert (await store.counts())[JobStatus.QUEUED] == 20
