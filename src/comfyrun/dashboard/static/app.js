@@ -367,9 +367,10 @@
     if (id) select(id);
   });
   document.addEventListener("visibilitychange", () => { if (!document.hidden) refresh(); });
+  const hashJob = () => new URLSearchParams(location.hash.slice(1)).get("job");
+  window.addEventListener("hashchange", () => { if (hashJob() !== state.selected) select(hashJob()); });
 
   renderFilters();
-  const fromHash = new URLSearchParams(location.hash.slice(1)).get("job");
-  if (fromHash) select(fromHash);
+  if (hashJob()) select(hashJob());
   poll();
 })();
