@@ -8,6 +8,7 @@ its prompt_id, then GET /history/{id} and GET /view for each image (websockets +
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import uuid
@@ -380,3 +381,30 @@ async def test_api_keys_guard_the_comfy_routes_and_socket(tmp_path: Path) -> Non
             assert first["type"] == "status" and first["data"]["sid"] == "a"
         async with httpx.AsyncClient(base_url=srv.url, timeout=30, headers=headers) as http:
             assert (await http.get("/api/jobs")).status_code == 200
+
+
+async def test_messages_go_only_to_the_prompts_client_even_after_reconnecting(
+    server: Server,
+) -> None:
+    await server.set_faults({"delay_s": 0.4})  # each node takes a while
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        owner = ComfyExampleClient(server, http)
+        other = ComfyExampleClient(server, http)
+        # queued before its client connects: found among the running jobs on connect
+        answer = await owner.queue_prompt(image_workflow(12))
+        prompt_id = answer.json()["prompt_id"]
+        async with asyncio.timeout(30):
+            while True:
+                job = (await http.get(f"/api/jobs/{prompt_id}")).json()
+                if job["status"] == "in_progress":
+                    break
+                await asyncio.sleep(0.05)
+        async with owner.connected(), other.connected():
+            mine = await owner.wait_done(prompt_id)
+            assert [m["type"] for m in mine][-2:] == ["execution_success", "executing"]
+            await asyncio.sleep(0.2)
+            assert other.ws is not None
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    other.messages.append(json.loads(await asyncio.wait_for(other.ws.recv(), 0.3)))
+            assert {m["type"] for m in other.messages} <= {"status"}
