@@ -181,7 +181,10 @@ class Settings(BaseSettings):
     )
     object_info_ttl_s: float = Field(default=300.0, validation_alias=_aliases("object_info_ttl_s"))
 
-    # webhooks
+    # webhooks (private and loopback targets are refused unless allowed here: CIDRs or hosts)
+    webhook_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_aliases("webhook_allow")
+    )
     webhook_secret: str | None = Field(default=None, validation_alias=_aliases("webhook_secret"))
 
     log_level: str = Field(default="INFO", validation_alias=_aliases("log_level"))
@@ -200,7 +203,7 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls))
         return tuple(sources)
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "webhook_allow", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -13,6 +13,7 @@ import asyncio
 import importlib
 import logging
 import sys
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -36,9 +37,12 @@ from comfyrun.api.routes import (
     stats,
     tasks,
 )
+from comfyrun.api.schemas import job_to_wire
+from comfyrun.api.webhooks import WebhookSender
 from comfyrun.config import BackendConfig, Role, Settings
+from comfyrun.core.job import JobStatus
 from comfyrun.dashboard.routes import router as dashboard_router
-from comfyrun.service import JobService
+from comfyrun.service import JobService, JobView
 from comfyrun.store.base import JobStore
 
 log = logging.getLogger(__name__)
@@ -151,7 +155,11 @@ async def _open(
         object_info=cache.get,
         check_inputs=_input_checker(assets),
     )
+    webhooks = None
+    if settings.role is not Role.WORKER:
+        webhooks = await _start_webhooks(settings, stack, service)
     return AppContext(
+        webhooks=webhooks,
         settings=settings,
         store=store,
         service=service,
@@ -162,6 +170,27 @@ async def _open(
         emulator_urls=emulator_urls,
         extras={"object_info": cache},
     )
+
+
+async def _start_webhooks(
+    settings: Settings, stack: AsyncExitStack, service: JobService
+) -> WebhookSender:
+    base_url = (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
+
+    async def render(view: JobView) -> dict[str, Any]:
+        wire = job_to_wire(
+            view.job,
+            queue_position=view.queue_position,
+            base_url=base_url,
+            retention_s=settings.retention_s,
+            now=time.time(),
+        )
+        return wire.model_dump(mode="json")
+
+    sender = WebhookSender(service, render, secret=settings.webhook_secret)
+    stack.push_async_callback(sender.close)
+    await sender.resume([JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCELING])
+    return sender
 
 
 def _ready_urls(pool: Any, configs: Sequence[BackendConfig]) -> list[str]:

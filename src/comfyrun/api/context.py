@@ -42,6 +42,7 @@ class AppContext:
     pool: Any = None  # comfyrun.backends.pool.BackendPool, when this process runs jobs
     dispatcher: Any = None
     assets: Any = None  # comfyrun.assets.AssetService
+    webhooks: Any = None  # comfyrun.api.webhooks.WebhookSender, where this process has an API
     emulator_urls: list[str] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
     extras: dict[str, Any] = field(default_factory=dict)

@@ -22,6 +22,7 @@ from comfyrun.api.schemas import (
 )
 from comfyrun.core.job import Job, JobStatus, Progress, request_fingerprint
 from comfyrun.errors import InvalidRequest
+from comfyrun.inputs.netguard import AddressPolicy
 from comfyrun.service import JobView, Submission
 from comfyrun.store.base import JobEvent
 
@@ -58,6 +59,8 @@ async def submit_job(
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
     wait: Annotated[float | None, Query(ge=0, description="Hold the request up to N s")] = None,
 ) -> JobOut:
+    if body.webhook is not None:
+        AddressPolicy.from_entries(ctx.settings.webhook_allow).check_url(body.webhook.url)
     submitted = await ctx.service.submit(
         Submission(
             workflow=body.workflow,
@@ -73,6 +76,8 @@ async def submit_job(
     )
     if not submitted.created:
         response.headers["Idempotency-Replayed"] = "true"
+    elif body.webhook is not None and ctx.webhooks is not None:
+        ctx.webhooks.watch(submitted.job.id, submitted.job.options["webhook"])
     view = JobView(submitted.job, submitted.queue_position)
     if wait:
         view = await ctx.service.wait(submitted.job.id, min(wait, ctx.settings.max_wait_s))

@@ -1,0 +1,82 @@
+"""Completion webhooks over real HTTP: signed (Standard Webhooks), retried, SSRF-guarded."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from tests.support.api import memory_settings, wait_until_ready
+from tests.support.emulator import image_workflow
+
+from comfyrun.api.webhooks import sign
+from comfyrun.cli.server import running_server
+from comfyrun.client import ComfyrunAPIError, ComfyrunClient
+
+
+class Receiver:
+    def __init__(self, fail_first: int = 0) -> None:
+        self.calls: list[tuple[dict[str, str], bytes]] = []
+        self.fail_first = fail_first
+        self.got = asyncio.Event()
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.calls.append((dict(request.headers), await request.read()))
+        if len(self.calls) <= self.fail_first:
+            return web.Response(status=500)
+        self.got.set()
+        return web.Response(status=204)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rec = Receiver(fail_first=1)
+    app = web.Application()
+    app.router.add_post("/hook", rec.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    rec.url = f"http://127.0.0.1:{port}/hook"
+    yield rec
+    await runner.cleanup()
+
+
+async def test_webhook_is_signed_retried_and_carries_the_final_job(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    settings = memory_settings(
+        tmp_path,
+        port=0,
+        emulators=1,
+        emulator_mode="inprocess",
+        webhook_allow=["127.0.0.1"],
+        webhook_secret="whsec_dGVzdA",
+    )
+    async with running_server(settings) as url:
+        await wait_until_ready(url)
+        async with ComfyrunClient(url) as client:
+            job = await client.submit(image_workflow(prefix="hook"), webhook={"url": receiver.url})
+            await asyncio.wait_for(receiver.got.wait(), 60)
+    assert len(receiver.calls) == 2  # the first answer was a 500
+    headers, body = receiver.calls[-1]
+    payload: dict[str, Any] = json.loads(body)
+    assert payload["id"] == job["id"] and payload["status"] == "succeeded"
+    assert payload["outputs"][0]["name"].startswith("hook_")
+    expected = sign("whsec_dGVzdA", headers["webhook-id"], int(headers["webhook-timestamp"]), body)
+    assert headers["webhook-signature"] == expected
+    assert receiver.calls[0][0]["webhook-id"] == headers["webhook-id"]  # stable across retries
+
+
+async def test_private_webhook_targets_are_refused_by_default(tmp_path: Path) -> None:
+    settings = memory_settings(tmp_path, port=0, role="api")
+    async with running_server(settings) as url, ComfyrunClient(url) as client:
+        with pytest.raises(ComfyrunAPIError) as err:
+            await client.submit(image_workflow(), webhook={"url": "http://127.0.0.1:9/x"})
+    assert err.value.status == 422 and err.value.code == "input_rejected"
