@@ -242,15 +242,10 @@ class SQLStore(ABC):
         job = await self.get(job_id)
         if job is None or job.status is not JobStatus.QUEUED:
             return None
-        params = {
-            "now": now,
-            "late": job.next_run_at > now,
-            "priority": job.priority,
-            "created_at": job.created_at,
-            "id": job.id,
-        }
+        params = {"now": now, "priority": job.priority, "created_at": job.created_at, "id": job.id}
+        query = "queue_position_late" if job.next_run_at > now else "queue_position"
         async with self._read() as conn:
-            row = await self._one(conn, "queue_position", params)
+            row = await self._one(conn, query, params)
         return int(row["ahead"]) if row else 0
 
     async def counts(self) -> dict[JobStatus, int]:

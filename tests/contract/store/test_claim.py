@@ -131,3 +131,28 @@ async def test_concurrent_same_key_enqueues_make_one_job(store: JobStore) -> Non
     assert len({job.id for job, _ in results}) == 1
     assert sum(created for _, created in results) == 1
     assert (await store.counts())[JobStatus.QUEUED] == 1
+
+
+async def test_queue_position_puts_waiting_jobs_after_runnable_ones(store: JobStore) -> None:
+    from comfyrun.core.state import Event
+    from comfyrun.store.base import Changes
+
+    async def delayed(priority: int, created: float, until: float) -> str:
+        job, _ = await store.enqueue(new_job(priority=priority + 100), now=created)
+        claimed = await store.claim("w", 30, now=created)
+        assert claimed is not None and claimed.id == job.id
+        await store.transition(
+            job.id, Event.RETRY, expect=JobStatus.RUNNING, changes=Changes(next_run_at=until)
+        )
+        return job.id
+
+    late_high = await delayed(5, T0, T0 + 500)  # waiting, so behind every runnable job
+    late_low = await delayed(0, T0 + 1, T0 + 400)
+    a, _ = await store.enqueue(new_job(priority=0), now=T0 + 2)
+    b, _ = await store.enqueue(new_job(priority=1), now=T0 + 3)
+    now = T0 + 10
+    positions = [await store.queue_position(i, now=now) for i in (b.id, a.id, late_high, late_low)]
+    assert positions == [0, 1, 2, 3]
+    # once its time comes, the high-priority job is first again
+    assert await store.queue_position(late_high, now=T0 + 500) == 0
+    assert await store.queue_position(late_low, now=T0 + 500) == 1

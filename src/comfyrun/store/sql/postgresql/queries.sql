@@ -124,10 +124,22 @@ ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 
 -- name: queue_position
+-- Jobs claimed before a runnable job: runnable ones earlier in claim order (an index range).
+SELECT count(*) AS ahead FROM jobs
+WHERE status = 'queued' AND next_run_at <= %(now)s::float8
+  AND (priority > %(priority)s::integer
+       OR (priority = %(priority)s::integer
+           AND (created_at, id) < (%(created_at)s::float8, %(id)s::text)));
+
+-- name: queue_position_late
+-- Jobs claimed before one waiting for its next_run_at: every runnable job, and the waiting
+-- ones earlier in claim order.
 SELECT count(*) AS ahead FROM jobs
 WHERE status = 'queued'
-  AND (next_run_at > %(now)s::float8, -priority, created_at, id)
-      < (%(late)s::boolean, -%(priority)s::integer, %(created_at)s::float8, %(id)s::text);
+  AND (next_run_at <= %(now)s::float8
+       OR priority > %(priority)s::integer
+       OR (priority = %(priority)s::integer
+           AND (created_at, id) < (%(created_at)s::float8, %(id)s::text)));
 
 -- name: counts
 SELECT status, count(*) AS n FROM jobs GROUP BY status;

@@ -108,9 +108,19 @@ ORDER BY created_at DESC, id DESC
 LIMIT :limit;
 
 -- name: queue_position
-SELECT count(*) AS ahead FROM jobs
+-- Jobs claimed before a runnable job: runnable ones earlier in claim order (an index range).
+SELECT count(*) AS ahead FROM jobs INDEXED BY jobs_claim
+WHERE status = 'queued' AND next_run_at <= :now
+  AND (priority > :priority OR (priority = :priority AND (created_at, id) < (:created_at, :id)));
+
+-- name: queue_position_late
+-- Jobs claimed before one waiting for its next_run_at: every runnable job, and the waiting
+-- ones earlier in claim order.
+SELECT count(*) AS ahead FROM jobs INDEXED BY jobs_claim
 WHERE status = 'queued'
-  AND (next_run_at > :now, -priority, created_at, id) < (:late, -:priority, :created_at, :id);
+  AND (next_run_at <= :now
+       OR priority > :priority
+       OR (priority = :priority AND (created_at, id) < (:created_at, :id)));
 
 -- name: counts
 SELECT status, count(*) AS n FROM jobs GROUP BY status;

@@ -30,7 +30,8 @@ CREATE TABLE jobs (
 );
 
 -- Claim order over queued jobs only: claim latency does not grow with finished history.
-CREATE INDEX jobs_claim ON jobs (priority DESC, created_at, id) WHERE status = 'queued';
+CREATE INDEX jobs_claim ON jobs (priority DESC, created_at, id, next_run_at)
+    WHERE status = 'queued';
 CREATE INDEX jobs_lease ON jobs (lease_expires_at) WHERE status IN ('running', 'canceling');
 CREATE INDEX jobs_newest ON jobs (created_at DESC, id DESC);
 CREATE INDEX jobs_status_newest ON jobs (status, created_at DESC, id DESC);
