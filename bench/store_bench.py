@@ -144,7 +144,12 @@ async def bench_kind(kind: str, args: argparse.Namespace, rows: list[Row]) -> No
                         f"p50 {p50:.2f} ms, p95 {p95:.2f} ms (fill {fill_s:.1f} s)",
                     )
                 )
+                back, _ = await store.enqueue(NewJob(workflow=WORKFLOW))
+                front, _ = await store.enqueue(NewJob(workflow=WORKFLOW, priority=100))
+                queued += 2
                 for name, call in (
+                    ("queue_position(first job)", store.queue_position(front.id)),
+                    ("queue_position(last job)", store.queue_position(back.id)),
                     ("oldest_queued_at()", store.oldest_queued_at()),
                     ("counts()", store.counts()),
                     ("list(statuses=[running])", store.list(statuses=[JobStatus.RUNNING])),
