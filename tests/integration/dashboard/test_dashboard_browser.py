@@ -94,6 +94,8 @@ async def test_token_prompt_then_live_job_with_thumbnail(server: str, browser: P
     seen = await browser.eval("window.__seen")
     assert seen[-1] == "succeeded" and len(seen) >= 2, seen  # it changed while watched
     assert job_id in await browser.eval("document.getElementById('detail').textContent")
+    log = await browser.eval("document.getElementById('detail-log').textContent")
+    assert "submitted to backend emulator-1" in log  # the job's log, replayed from its start
 
 
 async def test_status_filter_and_cancel(server: str, browser: Page) -> None:

@@ -19,6 +19,10 @@
     stream: null, // AbortController of its event stream
     thumbs: new Map(), // output url -> object URL of an image fetched with the token
     askedFor: null, // the token a 401 last asked to replace
+    log: [], // the followed job's log events
+    preview: null, // its latest live preview image, as a data: URL
+    reloading: null, // the job reload in flight, and whether another is wanted after it
+    reloadAgain: false,
   };
   const $ = (id) => document.getElementById(id);
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -89,6 +93,12 @@
     const cls = job.status === "succeeded" ? "done" : job.status === "failed" ? "failed" : "";
     return h("div", { class: `bar ${big ? "big" : ""} ${cls}`, title: `${Math.round(value * 100)}%` },
       h("span", { style: `width:${(value * 100).toFixed(1)}%` }));
+  }
+
+  function progressText(p) {
+    if (!p) return "";
+    return [`${p.nodes_done}/${p.nodes_total} nodes`, p.steps ? `step ${p.step}/${p.steps}` : null,
+      p.current_node_class ? `${p.current_node_class} (#${p.current_node})` : null, p.message].filter(Boolean).join(" · ");
   }
 
   // --- stats and backends -------------------------------------------------------------------
@@ -173,6 +183,8 @@
     state.thumbs.clear();
     state.selected = id;
     state.job = null;
+    state.log = [];
+    state.preview = null;
     history.replaceState(null, "", id ? `#job=${encodeURIComponent(id)}` : "#");
     for (const tr of $("jobs").tBodies[0].rows) tr.classList.toggle("selected", tr.querySelector("td")?.title === id);
     if (!id) return renderDetail();
@@ -187,8 +199,22 @@
   async function reloadJob(id) {
     const job = await api(`jobs/${encodeURIComponent(id)}`);
     if (state.selected !== id) return;
+    // the API names the backend once the job ends; its log says so as soon as it is sent
+    job.backend ??= state.log.findLast((e) => e.backend)?.backend ?? null;
     state.job = job;
     renderDetail();
+  }
+
+  // Events can come in bursts (a replayed history): one reload at a time, one more after it.
+  function reloadSoon(id) {
+    if (state.reloading) return void (state.reloadAgain = true);
+    state.reloading = reloadJob(id).catch((e) => note(e.message)).finally(() => {
+      state.reloading = null;
+      if (state.reloadAgain && state.selected === id) {
+        state.reloadAgain = false;
+        reloadSoon(id);
+      }
+    });
   }
 
   function renderDetail() {
@@ -202,13 +228,12 @@
       ["priority", job.priority], ["queued for", dur(job.metrics.queue_ms == null ? null : job.metrics.queue_ms / 1000)],
       ["ran for", dur(runtime(job))], ["expires", when(job.expires_at)],
     ];
-    const what = p ? [`${p.nodes_done}/${p.nodes_total} nodes`, p.steps ? `step ${p.step}/${p.steps}` : null,
-      p.current_node_class ? `${p.current_node_class} (#${p.current_node})` : null, p.message].filter(Boolean).join(" · ") : "";
     $("detail").replaceChildren(h("div", {},
       h("div", { class: "detail-head" }, h("h2", {}, "Job ", h("code", {}, job.id)), badge(job.status),
         TERMINAL.has(job.status) ? null : h("button", { type: "button", class: "danger", onclick: cancel }, "Cancel")),
       h("div", { id: "detail-bar" }, bar(job, true)),
-      h("div", { id: "detail-what", class: "muted" }, what),
+      h("div", { id: "detail-what", class: "muted" }, progressText(job.progress)),
+      h("img", { id: "detail-preview", class: "preview", alt: "live preview", hidden: !state.preview || TERMINAL.has(job.status), src: state.preview }),
       h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
       job.error ? h("div", { class: "error-box" }, h("strong", {}, job.error.code), ": ", job.error.message,
         job.error.node_id ? h("div", { class: "muted" }, `node ${job.error.node_id} (${job.error.class_type || "?"})`) : null,
@@ -216,6 +241,7 @@
         job.error.details != null ? h("details", {}, h("summary", {}, "details"), h("pre", {}, JSON.stringify(job.error.details, null, 2))) : null) : null,
       job.outputs.length ? [h("h2", {}, `Outputs (${job.outputs.length})`), h("div", { class: "outputs" }, job.outputs.map(outputView))] : null,
       Object.keys(job.metadata).length ? [h("h2", {}, "Metadata"), h("pre", {}, JSON.stringify(job.metadata, null, 2))] : null,
+      h("h2", {}, "Log"), h("ol", { id: "detail-log", class: "log" }, state.log.map(logLine)),
       h("div", { id: "stream-note", class: "stream-note" })));
   }
 
@@ -256,19 +282,20 @@
     refresh();
   }
 
-  // Follows the job's event stream, resuming after the last event id, until the job ends.
+  // Reads the job's event stream from its first event (so the log is complete), resuming
+  // after the last id seen, until the job ends: the server closes the stream after that.
   async function follow(id) {
     const ctl = new AbortController();
     state.stream = ctl;
-    let last = null;
-    while (!ctl.signal.aborted && !(state.job && TERMINAL.has(state.job.status))) {
+    let last = "0";
+    for (;;) {
       try {
         const res = await fetch(new URL(`jobs/${encodeURIComponent(id)}/events`, API), {
           headers: headers({ Accept: "text/event-stream", ...(last ? { "Last-Event-ID": last } : {}) }),
           signal: ctl.signal,
         });
         if (!res.ok) throw new ApiError(res.status, await res.json().catch(() => null));
-        note("following live");
+        note(TERMINAL.has(state.job?.status) ? "" : "following live");
         const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
         let buf = "";
         for (;;) {
@@ -286,6 +313,7 @@
         note(`stream: ${e.message}; retrying`);
         if (e.status === 404) return;
       }
+      if (ctl.signal.aborted || TERMINAL.has(state.job?.status)) return note("");
       await sleep(1000);
     }
   }
@@ -312,12 +340,22 @@
       const old = $("detail-bar");
       if (old) old.replaceChildren(bar(state.job, true));
       const what = $("detail-what");
-      if (what) what.textContent = `${data.nodes_done}/${data.nodes_total} nodes${data.steps ? ` · step ${data.step}/${data.steps}` : ""}${data.current_node_class ? ` · ${data.current_node_class}` : ""}`;
+      if (what) what.textContent = progressText(data);
+    } else if (ev.event === "preview" && /^image\/(png|jpeg|webp|gif)$/.test(data.content_type)) {
+      state.preview = `data:${data.content_type};base64,${data.data_base64}`;
+      const img = $("detail-preview");
+      if (img && !TERMINAL.has(state.job.status)) Object.assign(img, { src: state.preview, hidden: false });
+    } else if (ev.event === "log") {
+      state.log.push(data);
+      const list = $("detail-log");
+      if (list) list.append(logLine(data));
     } else if (ev.event === "status" || ev.event === "output") {
       if (ev.event === "status") state.job.status = data.status;
-      await reloadJob(id).catch((e) => note(e.message));
+      reloadSoon(id);
     }
   }
+
+  const logLine = (e) => h("li", { class: e.level || "info" }, e.message || e.action || JSON.stringify(e));
 
   function note(text) {
     const el = $("stream-note");
