@@ -23,6 +23,7 @@
     preview: null, // its latest live preview image, as a data: URL
     reloading: null, // the job reload in flight, and whether another is wanted after it
     reloadAgain: false,
+    jobsSeq: 0, // numbers job list requests, so a slow answer cannot overwrite a newer one
   };
   const $ = (id) => document.getElementById(id);
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -159,7 +160,9 @@
     if (state.filter.size) q.set("status", [...state.filter].join(","));
     const cursor = state.cursors[state.cursors.length - 1];
     if (cursor) q.set("cursor", cursor);
+    const seq = ++state.jobsSeq;
     const page = await api(`jobs?${q}`);
+    if (seq !== state.jobsSeq) return; // a newer request (another page, a filter) answers instead
     state.next = page.next_cursor;
     const rows = page.jobs.map((j) => h("tr", { class: j.id === state.selected ? "selected" : "", onclick: () => select(j.id) },
       h("td", { title: j.id }, h("code", {}, j.id.slice(0, 12))),
@@ -248,27 +251,31 @@
   function outputView(o) {
     const caption = h("figcaption", {}, `${o.name} · ${size(o.size_bytes)}`);
     if (o.text != null) return h("figure", {}, h("pre", {}, o.text), caption);
-    if (!o.content_type.startsWith("image/")) return h("figure", {}, h("a", { href: o.url, target: "_blank" }, o.type), caption);
-    const img = h("img", { alt: o.name, loading: "lazy" });
-    const link = h("a", { href: o.url, target: "_blank", rel: "noopener" }, img);
-    showImage(o.url, img, link);
+    const img = o.content_type.startsWith("image/") ? h("img", { alt: o.name, loading: "lazy" }) : null;
+    const link = h("a", { href: o.url, target: "_blank", rel: "noopener" }, img || `download ${o.type}`);
+    if (img) {
+      fileUrl(o.url).then((u) => { img.src = link.href = u; }, (e) => { img.alt = `${o.name} (${e.message})`; });
+    } else if (needsToken(o.url)) {
+      link.addEventListener("click", async (e) => {
+        e.preventDefault();
+        const a = h("a", { href: await fileUrl(o.url).catch((err) => alert(err.message)), download: o.name });
+        if (a.href) a.click();
+      });
+    }
     return h("figure", {}, link, caption);
   }
 
-  // A same-origin output needs the token, which an <img> cannot send: fetch it as a blob.
-  async function showImage(url, img, link) {
-    const sameOrigin = new URL(url, location.href).origin === location.origin;
-    if (!sameOrigin || !localStorage.getItem(TOKEN_KEY)) return void (img.src = url);
-    try {
-      if (!state.thumbs.has(url)) {
-        const res = await fetch(url, { headers: headers() });
-        if (!res.ok) throw new ApiError(res.status, null);
-        state.thumbs.set(url, URL.createObjectURL(await res.blob()));
-      }
-      img.src = link.href = state.thumbs.get(url);
-    } catch (e) {
-      img.alt = `${img.alt} (${e.message})`;
+  // A same-origin file needs the token, which <img> and <a> cannot send: fetch it as a blob.
+  const needsToken = (url) => new URL(url, location.href).origin === location.origin && !!localStorage.getItem(TOKEN_KEY);
+
+  async function fileUrl(url) {
+    if (!needsToken(url)) return url;
+    if (!state.thumbs.has(url)) {
+      const res = await fetch(url, { headers: headers() });
+      if (!res.ok) throw new ApiError(res.status, null);
+      state.thumbs.set(url, URL.createObjectURL(await res.blob()));
     }
+    return state.thumbs.get(url);
   }
 
   async function cancel() {
