@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 #: Statuses in which a prompt is "running" for ComfyUI.
 ACTIVE = (JobStatus.RUNNING, JobStatus.CANCELING)
+#: How long a `status` broadcast waits on one socket.
+BROADCAST_TIMEOUT_S = 1.0
 
 
 class ClientSession:
@@ -125,9 +127,14 @@ class ComfyClients:
             session.follow(job_id)
 
     async def broadcast_status(self, ctx: AppContext) -> None:
-        for session in list(self._sessions.values()):
-            with contextlib.suppress(Exception):
-                await session.send(await status_message(ctx, None))
+        """Tell every socket the queue size (ComfyUI's `status` broadcast)."""
+        sessions = list(self._sessions.values())
+        if not sessions:
+            return
+        message = await status_message(ctx, None)
+        for session in sessions:
+            with contextlib.suppress(Exception):  # a stuck socket must not hold up the caller
+                await asyncio.wait_for(session.send(message), BROADCAST_TIMEOUT_S)
 
 
 def clients(ctx: AppContext) -> ComfyClients:
