@@ -138,3 +138,31 @@ async def test_status_filter_and_cancel(server: str, browser: Page) -> None:
     async with httpx.AsyncClient(base_url=server, headers=AUTH, timeout=60) as http:
         status = (await http.get(f"/api/v2/jobs/{job_id}")).json()["status"]
     assert status in ("canceling", "canceled")
+
+
+async def test_paging_through_the_job_list(server: str, browser: Page) -> None:
+    async with httpx.AsyncClient(base_url=server, headers=AUTH, timeout=60) as http:
+        ids = [
+            (
+                await http.post("/api/v2/jobs", json={"workflow": image_workflow(prefix=f"p{i}")})
+            ).json()["id"][:12]
+            for i in range(27)
+        ]
+    await browser.goto(f"{server}/dashboard")
+    await browser.eval(f"localStorage.setItem('comfyrun.token', {json.dumps(TOKEN)})")
+    await browser.goto("about:blank")
+    await browser.goto(f"{server}/dashboard")
+    shown = "[...document.querySelectorAll('#jobs tbody td code')].map(c => c.textContent)"
+    await browser.wait_for(f"{shown}.length === 25")
+    first = await browser.eval(shown)
+    assert first == ids[::-1][:25]  # newest first
+    assert await browser.eval("document.getElementById('prev').disabled")
+
+    await browser.eval("document.getElementById('next').click()")
+    await browser.wait_for("document.getElementById('page').textContent === 'page 2'")
+    assert await browser.wait_for(f"{shown}.length === 2 && {shown}") == ids[1::-1]
+    assert await browser.eval("document.getElementById('next').disabled")
+
+    await browser.eval("document.getElementById('prev').click()")
+    await browser.wait_for(f"{shown}.length === 25")
+    assert await browser.eval(shown) == first

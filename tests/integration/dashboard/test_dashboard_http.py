@@ -95,6 +95,14 @@ async def test_api_paths_the_page_calls_exist(tmp_path: Path) -> None:
             assert r.status_code == 200, (name, r.text)
 
 
+def test_the_page_loads_nothing_from_elsewhere() -> None:
+    """No CDN, no web font: a server without internet serves a complete page."""
+    for name in ("index.html", "app.js", "style.css"):
+        text = (static_dir() / name).read_text(encoding="utf-8")
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text, re.I), name
+        assert "@import" not in text, name
+
+
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_app_js_parses() -> None:
     node = shutil.which("node")
