@@ -140,6 +140,21 @@ async def test_status_filter_and_cancel(server: str, browser: Page) -> None:
     assert status in ("canceling", "canceled")
 
 
+async def test_a_failed_job_shows_its_error(server: str, browser: Page) -> None:
+    async with httpx.AsyncClient(base_url=server, headers=AUTH, timeout=60) as http:
+        bad = text_to_image_workflow(ckpt_name="no-such-model.safetensors")
+        r = await http.post("/api/v2/jobs", params={"wait": 30}, json={"workflow": bad})
+        failed = r.json()
+    assert failed["status"] == "failed"
+    await browser.goto(f"{server}/dashboard")
+    await browser.eval(f"localStorage.setItem('comfyrun.token', {json.dumps(TOKEN)})")
+    await browser.goto("about:blank")
+    await browser.goto(f"{server}/dashboard#job={failed['id']}")
+    box = await browser.wait_for("document.querySelector('#detail .error-box')?.textContent")
+    assert failed["error"]["code"] in box and failed["error"]["message"] in box
+    assert not await browser.eval("!!document.querySelector('#detail button.danger')")
+
+
 async def test_paging_through_the_job_list(server: str, browser: Page) -> None:
     async with httpx.AsyncClient(base_url=server, headers=AUTH, timeout=60) as http:
         ids = [

@@ -223,7 +223,6 @@
   function renderDetail() {
     const job = state.job;
     if (!job) return $("detail").replaceChildren(h("p", { class: "muted" }, "Select a job to follow it live."));
-    const p = job.progress;
     const facts = [
       ["created", when(job.created_at)], ["started", when(job.started_at)],
       ["completed", when(job.completed_at)], ["queue position", job.queue_position ?? "–"],
@@ -238,14 +237,19 @@
       h("div", { id: "detail-what", class: "muted" }, progressText(job.progress)),
       h("img", { id: "detail-preview", class: "preview", alt: "live preview", hidden: !state.preview || TERMINAL.has(job.status), src: state.preview }),
       h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
-      job.error ? h("div", { class: "error-box" }, h("strong", {}, job.error.code), ": ", job.error.message,
-        job.error.node_id ? h("div", { class: "muted" }, `node ${job.error.node_id} (${job.error.class_type || "?"})`) : null,
-        job.error.traceback ? h("details", {}, h("summary", {}, "traceback"), h("pre", {}, job.error.traceback)) : null,
-        job.error.details != null ? h("details", {}, h("summary", {}, "details"), h("pre", {}, JSON.stringify(job.error.details, null, 2))) : null) : null,
+      job.error ? errorView(job.error) : null,
       job.outputs.length ? [h("h2", {}, `Outputs (${job.outputs.length})`), h("div", { class: "outputs" }, job.outputs.map(outputView))] : null,
       Object.keys(job.metadata).length ? [h("h2", {}, "Metadata"), h("pre", {}, JSON.stringify(job.metadata, null, 2))] : null,
       h("h2", {}, "Log"), h("ol", { id: "detail-log", class: "log" }, state.log.map(logLine)),
       h("div", { id: "stream-note", class: "stream-note" })));
+  }
+
+  function errorView(e) {
+    const more = (label, text) => h("details", {}, h("summary", {}, label), h("pre", {}, text));
+    return h("div", { class: "error-box" }, h("strong", {}, e.code), ": ", e.message,
+      e.node_id ? h("div", { class: "muted" }, `node ${e.node_id} (${e.class_type || "?"})`) : null,
+      e.traceback ? more("traceback", e.traceback) : null,
+      e.details != null ? more("details", JSON.stringify(e.details, null, 2)) : null);
   }
 
   function outputView(o) {
