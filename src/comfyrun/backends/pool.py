@@ -142,6 +142,7 @@ class Backend:
         self._down = asyncio.Event()
         self._kick = asyncio.Event()
         self._start_lock = asyncio.Lock()
+        self._settled = asyncio.Event()  # set on every process state change
 
     # --- facts -------------------------------------------------------------------------------
     @property
@@ -230,6 +231,7 @@ class Backend:
         """The started client for this backend; starts a managed process first (lazily)."""
         async with self._start_lock:
             if self.process is not None:
+                await self._wait_restart()
                 try:
                     url = await self.process.ensure_started()
                 except BackendError as exc:
@@ -247,6 +249,32 @@ class Backend:
                 assert self.spec.url is not None
                 await self._open_client(self.spec.url)
             return self.client
+
+    async def connect_running(self) -> Any:
+        """The client of a managed process that is up, opened if needed (no start)."""
+        async with self._start_lock:
+            url = self.process.url if self.process is not None else None
+            if url is None:
+                raise BackendError(f"backend {self.name} is not running")
+            if self.client is not None and getattr(self.client, "base_url", url) != url:
+                await self._close_client()
+            if self.client is None:
+                await self._open_client(url)
+            return self.client
+
+    async def _wait_restart(self) -> None:
+        """A crashed managed process is the supervisor's to restart: wait for that rather than
+        start it a second time (bounded by the spec's ready timeout)."""
+        assert self.process is not None
+        limit = float(getattr(self.spec.managed, "ready_timeout_s", 120.0)) * 2
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(limit):
+                while str(getattr(self.process.state, "value", self.process.state)) in (
+                    "crashed",
+                    "restarting",
+                ):
+                    self._settled.clear()
+                    await self._settled.wait()
 
     async def _open_client(self, url: str) -> None:
         client = self._client_factory(url)
@@ -314,6 +342,12 @@ class Backend:
 
     def process_changed(self, state: Any) -> None:
         pstate = str(getattr(state, "value", state))
+        self._settled.set()
+        if pstate in ("stopped", "crashed", "restarting", "error") and self.client is not None:
+            # stopped on purpose (idle stop, shutdown): drop the client so that nothing probes
+            # or reconnects to it; the next job starts the process and opens a new one
+            old, self.client = self.client, None
+            asyncio.get_running_loop().create_task(_close_quietly(old))
         if pstate in ("crashed", "error", "stopped", "restarting") and self.jobs:
             self._down.set()
         if pstate in ("ready", "busy") and self._down.is_set() and not self.health.quarantined:
@@ -535,7 +569,7 @@ class BackendPool:
             interval = (
                 settings.down_interval_s if not backend.health.accepting else settings.interval_s
             )
-            idle_managed = backend.managed and backend.client is None
+            idle_managed = backend.managed and not backend.process_up
             if backend.health.checked or idle_managed:
                 # a managed backend not started yet has nothing to probe: wait for a kick.
                 # asyncio.wait, not asyncio.timeout: on Python 3.11 a timeout that fires with a
@@ -550,11 +584,16 @@ class BackendPool:
             if me is not None and me.cancelling():
                 raise asyncio.CancelledError
             backend._kick.clear()
-            if backend.managed and backend.client is None:
-                continue
+            if backend.managed and not backend.process_up:
+                continue  # nothing to probe: the supervisor watches a process that is not up
             try:
-                async with asyncio.timeout(settings.timeout_s):
-                    client = await backend.ready_client()
+                if backend.managed:
+                    # never start (or restart) a managed process from a probe, only a job does;
+                    # but connect to one the supervisor (re)started
+                    client = await backend.connect_running()
+                else:
+                    async with asyncio.timeout(settings.timeout_s):
+                        client = await backend.ready_client()
             except Exception as exc:
                 backend._apply(
                     hl.after_probe(
@@ -571,6 +610,11 @@ class BackendPool:
             )
             new = hl.after_ws(new, bool(getattr(client, "connected", True)))
             backend._apply(new, None if ok else "health check failed (GET /system_stats)")
+
+
+async def _close_quietly(client: Any) -> None:
+    with contextlib.suppress(Exception):
+        await client.close()
 
 
 def _default_process_factory(spec: Any) -> ManagedProcessLike:
