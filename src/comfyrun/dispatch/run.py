@@ -133,6 +133,9 @@ class JobRun:
             if self.ctx.place_inputs is not None:
                 try:
                     workflow, cleanup = await self.ctx.place_inputs(job, backend, self.client)
+                except BackendError as exc:  # the upload failed on the backend's side
+                    await self._backend_lost(f"placing inputs failed: {exc.message}")
+                    return
                 except ComfyrunError as exc:
                     await self._finish_failure(
                         FailureKind.INPUT_ERROR,

@@ -272,3 +272,17 @@ async def test_a_retry_with_backoff_is_claimed_when_due_not_at_the_idle_timeout(
     )
     done = await engine.wait(job.id, timeout=30)  # far below the 120 s idle timeout
     assert done.status is JobStatus.SUCCEEDED and done.attempts == 2
+
+
+async def test_an_input_that_cannot_be_fetched_fails_the_job_without_retry(
+    make_engine: Make,
+) -> None:
+    engine = await make_engine()
+    workflow = {"1": {"class_type": "LoadImage", "inputs": {"image": "x.png"}}}
+    job = await engine.submit(
+        workflow, inputs=({"name": "x.png", "url": "http://127.0.0.1:9/x.png"},), max_retries=2
+    )
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.FAILED and done.attempts == 1
+    assert done.error is not None and done.error.code == "input_rejected", done.error
+    assert engine.servers["a"].ran == []
