@@ -14,13 +14,14 @@ from tests.support.emulator import image_workflow, text_to_image_workflow
 
 from comfyrun.client import ComfyrunClient
 
-#: The issue asks for 1,000; CI runs this many (override with COMFYRUN_ACCEPT_JOBS).
-MANY_JOBS = int(os.environ.get("COMFYRUN_ACCEPT_JOBS", "300"))
+#: The issue's 1,000 (about 50 s on a loaded 2-core machine); COMFYRUN_ACCEPT_JOBS overrides.
+MANY_JOBS = int(os.environ.get("COMFYRUN_ACCEPT_JOBS", "1000"))
 
 FAST = {"COMFYRUN_LEASE_S": "10", "COMFYRUN_HEARTBEAT_S": "2", "COMFYRUN_SWEEP_INTERVAL_S": "1"}
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(360)
 async def test_many_jobs_all_succeed_with_their_own_outputs(
     start_server: StartServer, tmp_path: Path
 ) -> None:
