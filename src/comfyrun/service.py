@@ -341,14 +341,21 @@ class JobService:
             last_id = after_id
             pending = await self.store.events_since(job_id, after_id)
         position = view.queue_position
+        queued = view.job.status is JobStatus.QUEUED
+        quiet_since = time.monotonic()
         while True:
             for ev in pending:
                 last_id = ev.id
                 yield ev
-                if ev.kind == "status" and _is_terminal(ev.data.get("status")):
-                    return
-            pending = await self.store.wait_for_event(job_id, last_id, idle_s)
+                if ev.kind == "status":
+                    if _is_terminal(ev.data.get("status")):
+                        return
+                    queued = ev.data.get("status") == JobStatus.QUEUED.value
+            # while queued, look at the position every few seconds (other jobs move it)
+            wait_s = min(idle_s, QUEUE_POSITION_POLL_S) if queued else idle_s
+            pending = await self.store.wait_for_event(job_id, last_id, wait_s)
             if pending:
+                quiet_since = time.monotonic()
                 continue
             current = await self.store.get(job_id)
             if current is None:
@@ -358,14 +365,18 @@ class JobService:
                     last_id, job_id, "status", _status_data(current, None), self._clock()
                 )
                 return
-            if current.status is JobStatus.QUEUED:
+            queued = current.status is JobStatus.QUEUED
+            if queued:
                 new_position = await self.store.queue_position(job_id)
                 if new_position != position:
                     position = new_position
+                    quiet_since = time.monotonic()
                     data = _status_data(current, new_position)
                     yield JobEvent(last_id, job_id, "status", data, self._clock())
                     continue
-            yield None
+            if time.monotonic() - quiet_since >= idle_s * 0.99:
+                quiet_since = time.monotonic()
+                yield None
 
     def _snapshot(self, view: JobView, history: list[JobEvent], last_id: int) -> list[JobEvent]:
         job, now = view.job, self._clock()
@@ -428,6 +439,9 @@ class JobService:
 
 
 # pure helpers ------------------------------------------------------------------------------
+
+#: How often an event stream of a queued job re-reads its queue position.
+QUEUE_POSITION_POLL_S = 2.0
 
 #: How long a count of the queue may stand in for a fresh one (far from the bound).
 QUEUE_COUNT_TTL_S = 1.0

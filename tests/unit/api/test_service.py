@@ -291,3 +291,22 @@ async def test_queue_is_counted_once_a_second_far_from_the_bound(
     with pytest.raises(QueueFull):
         await service.submit(Submission(workflow=tiny_workflow(99)))
     assert (await store.counts())[JobStatus.QUEUED] == 20
+
+
+async def test_event_stream_of_a_queued_job_follows_its_queue_position(
+    service: JobService, store: MemoryStore
+) -> None:
+    await service.submit(Submission(workflow=tiny_workflow(1)))
+    second = (await service.submit(Submission(workflow=tiny_workflow(2)))).job
+    stream = service.events(second.id, idle_s=0.2)
+    first_event = await anext(stream)
+    assert first_event is not None and first_event.data["queue_position"] == 1
+    await store.claim("w", 30)  # the job ahead leaves the queue
+    moved = None
+    for _ in range(50):
+        ev = await asyncio.wait_for(anext(stream), 10)
+        if ev is not None and ev.kind == "status":
+            moved = ev
+            break
+    assert moved is not None and moved.data == {"status": "queued", "queue_position": 0}
+    await stream.aclose()
