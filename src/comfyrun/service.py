@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -319,7 +319,7 @@ class JobService:
 
     async def events(
         self, job_id: str, *, after_id: int | None = None, idle_s: float = 15.0
-    ) -> AsyncIterator[JobEvent | None]:
+    ) -> AsyncGenerator[JobEvent | None, None]:
         """The job's events as they happen; `None` marks `idle_s` without any (a keep-alive).
 
         Without `after_id`: a snapshot first (status with queue_position, the latest progress
