@@ -140,6 +140,12 @@ async def _open(
     assets = _asset_service(storage)
     pool: Any = None
     dispatcher: Any = None
+    if settings.role is not Role.API and not backend_configs:
+        log.warning(
+            "no ComfyUI backends are configured: jobs will wait in the queue "
+            "(give --backend URL, --comfy PATH or --emulator N)",
+            extra={"action": "no_backends"},
+        )
     if settings.role is not Role.API and backend_configs:
         pool, dispatcher = await _start_worker(
             settings, stack, store, storage, backend_configs, assets

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -309,6 +310,12 @@ def _fail(exc: ComfyrunAPIError) -> typer.Exit:
     return typer.Exit(1)
 
 
+def _unreachable(server: str, exc: Exception) -> typer.Exit:
+    console.print(f"[red]cannot reach comfyrun at {server}:[/red] {exc or type(exc).__name__}")
+    console.print("start one with `comfyrun serve`, or pass --server URL")
+    return typer.Exit(1)
+
+
 async def follow_with_progress(client: ComfyrunClient, job_id: str) -> dict[str, Any]:
     """A Rich progress bar fed by the job's event stream; returns the final job."""
     with Progress(
@@ -376,6 +383,8 @@ async def _submit(
                     out.print(f"saved {p}")
         except ComfyrunAPIError as exc:
             raise _fail(exc) from exc
+        except httpx.HTTPError as exc:
+            raise _unreachable(server, exc) from exc
         return 0 if job["status"] == "succeeded" else 1
 
 
@@ -402,6 +411,8 @@ async def _call(server: str, api_key: str | None, method: str, *args: Any, **kw:
             return await getattr(client, method)(*args, **kw)
         except ComfyrunAPIError as exc:
             raise _fail(exc) from exc
+        except httpx.HTTPError as exc:
+            raise _unreachable(server, exc) from exc
 
 
 @jobs_app.command("list")
