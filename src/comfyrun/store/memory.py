@@ -218,17 +218,20 @@ class MemoryStore:
             next_cursor=encode_cursor(last.created_at, last.id) if more and last else None,
         )
 
-    async def queue_position(self, job_id: str, *, now: float | None = None) -> int | None:
+    async def queue_position(
+        self, job_id: str, *, now: float | None = None, limit: int | None = None
+    ) -> int | None:
         now = _now(now)
         job = self._jobs.get(job_id)
         if job is None or job.status is not JobStatus.QUEUED:
             return None
         mine = _position_order(job, now)
-        return sum(
+        ahead = sum(
             1
             for j in self._jobs.values()
             if j.status is JobStatus.QUEUED and _position_order(j, now) < mine
         )
+        return ahead if limit is None else min(ahead, max(0, limit))
 
     async def counts(self) -> dict[JobStatus, int]:
         counts = dict.fromkeys(JobStatus, 0)

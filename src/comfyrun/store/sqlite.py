@@ -188,6 +188,8 @@ class SQLiteStore(SQLStore):
             async with self._work:
                 self._work.notify_all()
 
+    _no_limit = -1
+
     @staticmethod
     def _text_list(values: builtins.list[str]) -> Any:
         return json.dumps(values)  # read back with json_each()

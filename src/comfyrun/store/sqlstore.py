@@ -237,12 +237,20 @@ class SQLStore(ABC):
             jobs=page, next_cursor=encode_cursor(last.created_at, last.id) if last else None
         )
 
-    async def queue_position(self, job_id: str, *, now: float | None = None) -> int | None:
+    async def queue_position(
+        self, job_id: str, *, now: float | None = None, limit: int | None = None
+    ) -> int | None:
         now = _now(now)
         job = await self.get(job_id)
         if job is None or job.status is not JobStatus.QUEUED:
             return None
-        params = {"now": now, "priority": job.priority, "created_at": job.created_at, "id": job.id}
+        params = {
+            "now": now,
+            "priority": job.priority,
+            "created_at": job.created_at,
+            "id": job.id,
+            "limit": self._no_limit if limit is None else max(0, limit),
+        }
         query = "queue_position_late" if job.next_run_at > now else "queue_position"
         async with self._read() as conn:
             row = await self._one(conn, query, params)
@@ -336,6 +344,9 @@ class SQLStore(ABC):
     @abstractmethod
     async def _committed(self, job_id: str, *, work: bool = False) -> None:
         """Called after a write to `job_id` committed, to wake this process's waiters."""
+
+    #: The LIMIT parameter that means "no limit" in this dialect.
+    _no_limit: Any = None
 
     @staticmethod
     def _text_list(values: builtins.list[str]) -> Any:

@@ -156,3 +156,11 @@ async def test_queue_position_puts_waiting_jobs_after_runnable_ones(store: JobSt
     # once its time comes, the high-priority job is first again
     assert await store.queue_position(late_high, now=T0 + 500) == 0
     assert await store.queue_position(late_low, now=T0 + 500) == 1
+
+
+async def test_queue_position_with_a_limit_stops_counting(store: JobStore) -> None:
+    ids = [(await store.enqueue(new_job(), now=T0 + i))[0].id for i in range(6)]
+    assert await store.queue_position(ids[5], now=T0 + 10) == 5
+    assert await store.queue_position(ids[5], now=T0 + 10, limit=3) == 3
+    assert await store.queue_position(ids[1], now=T0 + 10, limit=3) == 1
+    assert await store.queue_position(ids[0], now=T0 + 10, limit=0) == 0

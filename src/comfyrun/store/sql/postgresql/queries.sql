@@ -125,21 +125,25 @@ LIMIT %(limit)s;
 
 -- name: queue_position
 -- Jobs claimed before a runnable job: runnable ones earlier in claim order (an index range).
-SELECT count(*) AS ahead FROM jobs
+-- %(limit)s caps the count (NULL: no cap), so a deep queue is not counted to its end.
+SELECT count(*) AS ahead FROM (SELECT 1 FROM jobs
 WHERE status = 'queued' AND next_run_at <= %(now)s::float8
   AND (priority > %(priority)s::integer
        OR (priority = %(priority)s::integer
-           AND (created_at, id) < (%(created_at)s::float8, %(id)s::text)));
+           AND (created_at, id) < (%(created_at)s::float8, %(id)s::text)))
+    LIMIT %(limit)s::bigint) AS ahead_of_it;
 
 -- name: queue_position_late
 -- Jobs claimed before one waiting for its next_run_at: every runnable job, and the waiting
 -- ones earlier in claim order.
-SELECT count(*) AS ahead FROM jobs
+-- %(limit)s caps the count (NULL: no cap), so a deep queue is not counted to its end.
+SELECT count(*) AS ahead FROM (SELECT 1 FROM jobs
 WHERE status = 'queued'
   AND (next_run_at <= %(now)s::float8
        OR priority > %(priority)s::integer
        OR (priority = %(priority)s::integer
-           AND (created_at, id) < (%(created_at)s::float8, %(id)s::text)));
+           AND (created_at, id) < (%(created_at)s::float8, %(id)s::text)))
+    LIMIT %(limit)s::bigint) AS ahead_of_it;
 
 -- name: counts
 SELECT status, count(*) AS n FROM jobs GROUP BY status;

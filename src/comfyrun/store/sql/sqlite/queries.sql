@@ -109,18 +109,22 @@ LIMIT :limit;
 
 -- name: queue_position
 -- Jobs claimed before a runnable job: runnable ones earlier in claim order (an index range).
-SELECT count(*) AS ahead FROM jobs INDEXED BY jobs_claim
+-- :limit caps the count (-1: no cap), so a deep queue is not counted to its end.
+SELECT count(*) AS ahead FROM (SELECT 1 FROM jobs INDEXED BY jobs_claim
 WHERE status = 'queued' AND next_run_at <= :now
-  AND (priority > :priority OR (priority = :priority AND (created_at, id) < (:created_at, :id)));
+  AND (priority > :priority OR (priority = :priority AND (created_at, id) < (:created_at, :id)))
+    LIMIT :limit) AS ahead_of_it;
 
 -- name: queue_position_late
 -- Jobs claimed before one waiting for its next_run_at: every runnable job, and the waiting
 -- ones earlier in claim order.
-SELECT count(*) AS ahead FROM jobs INDEXED BY jobs_claim
+-- :limit caps the count (-1: no cap), so a deep queue is not counted to its end.
+SELECT count(*) AS ahead FROM (SELECT 1 FROM jobs INDEXED BY jobs_claim
 WHERE status = 'queued'
   AND (next_run_at <= :now
        OR priority > :priority
-       OR (priority = :priority AND (created_at, id) < (:created_at, :id)));
+       OR (priority = :priority AND (created_at, id) < (:created_at, :id)))
+    LIMIT :limit) AS ahead_of_it;
 
 -- name: counts
 SELECT status, count(*) AS n FROM jobs GROUP BY status;
