@@ -2,9 +2,12 @@
 backend, with zero-work emulated ComfyUI servers over real HTTP and websockets.
 
     .venv/bin/python bench/e2e_dispatch.py --jobs 400 --backends 1,2,4
+    .venv/bin/python bench/e2e_dispatch.py --jobs 100 --backends 1 --step-ms 100
 
 Each job is EmptyImage -> SaveImage (a distinct color, so nothing is cached and every job writes
-and stores a real PNG). The idle gap is read from the emulators' own history: for consecutive
+and stores a real PNG), or with --step-ms a text-to-image graph whose one sampler step takes that
+long (the case where handing the next job over early matters: the gap stays at ComfyUI's own
+hand-over instead of comfyrun's per-job work). The idle gap is read from the emulators' own history: for consecutive
 prompts on one backend, execution_start of the next minus execution_success of the previous
 (millisecond timestamps, as ComfyUI records them). "prefetch off" runs the same with at most one
 job per backend, to show what handing the next job over early buys.
@@ -35,7 +38,39 @@ from comfyrun.outputs import open_output_storage
 from comfyrun.store.factory import open_store
 
 
-def workflow(i: int) -> dict[str, Any]:
+def workflow(i: int, step_ms: float) -> dict[str, Any]:
+    if step_ms > 0:  # one sampler step of step_ms: a job with real work in ComfyUI
+        return {
+            "1": {
+                "class_type": "CheckpointLoaderSimple",
+                "inputs": {"ckpt_name": "v1-5-pruned-emaonly.safetensors"},
+            },
+            "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": f"p{i}"}},
+            "3": {
+                "class_type": "EmptyLatentImage",
+                "inputs": {"width": 64, "height": 64, "batch_size": 1},
+            },
+            "4": {
+                "class_type": "KSampler",
+                "inputs": {
+                    "model": ["1", 0],
+                    "positive": ["2", 0],
+                    "negative": ["2", 0],
+                    "latent_image": ["3", 0],
+                    "seed": i,
+                    "steps": 1,
+                    "cfg": 7.0,
+                    "sampler_name": "euler",
+                    "scheduler": "normal",
+                    "denoise": 1.0,
+                },
+            },
+            "5": {"class_type": "VAEDecode", "inputs": {"samples": ["4", 0], "vae": ["1", 2]}},
+            "6": {
+                "class_type": "SaveImage",
+                "inputs": {"images": ["5", 0], "filename_prefix": "b"},
+            },
+        }
     return {
         "1": {
             "class_type": "EmptyImage",
@@ -58,14 +93,22 @@ async def gaps_ms(url: str) -> list[float]:
 
 
 async def run(
-    n_jobs: int, n_backends: int, max_inflight: int, tmp: Path, store_url: str
+    n_jobs: int,
+    n_backends: int,
+    max_inflight: int,
+    tmp: Path,
+    store_url: str,
+    step_ms: float = 0.0,
 ) -> dict[str, Any]:
     async with AsyncExitStack() as stack:
         emulators = []
         for i in range(n_backends):
             root = tmp / f"emu{i}"
             cfg = EmulatorConfig(
-                output_dir=root / "output", input_dir=root / "input", temp_dir=root / "temp"
+                output_dir=root / "output",
+                input_dir=root / "input",
+                temp_dir=root / "temp",
+                step_time_s=step_ms / 1000,
             )
             emulators.append(await stack.enter_async_context(start_emulator(cfg)))
         store = open_store(store_url)
@@ -83,7 +126,9 @@ async def run(
         stack.push_async_callback(pool.stop)
         await pool.wait_ready(30)
         dispatcher = Dispatcher(store, pool, storage, DispatchSettings(progress_interval_s=0.5))
-        jobs = [(await store.enqueue(NewJob(workflow=workflow(i))))[0] for i in range(n_jobs)]
+        jobs = [
+            (await store.enqueue(NewJob(workflow=workflow(i, step_ms))))[0] for i in range(n_jobs)
+        ]
         started = time.perf_counter()
         await dispatcher.start()
         stack.push_async_callback(dispatcher.stop)
@@ -115,6 +160,9 @@ async def main() -> None:
     parser.add_argument("--jobs", type=int, default=400)
     parser.add_argument("--backends", default="1,2,4")
     parser.add_argument("--store", default="memory://", help="memory:// or sqlite:///path")
+    parser.add_argument(
+        "--step-ms", type=float, default=0.0, help="work per job in ComfyUI (0: zero-work jobs)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     print(
@@ -124,7 +172,7 @@ async def main() -> None:
     for n in (int(x) for x in args.backends.split(",")):
         for inflight in (2, 1):
             with tempfile.TemporaryDirectory() as tmp:
-                r = await run(args.jobs, n, inflight, Path(tmp), args.store)
+                r = await run(args.jobs, n, inflight, Path(tmp), args.store, args.step_ms)
             gaps = r["gaps"]
             print(
                 f"{n:>8} {'on' if inflight == 2 else 'off':>8} {args.jobs:>6} {r['ok']:>6} "
