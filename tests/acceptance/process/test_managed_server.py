@@ -122,8 +122,8 @@ async def test_with_no_other_backend_jobs_fail_with_what_to_fix(tmp_path: Path) 
     empty.mkdir()
     bad = BackendConfig(name="bad", comfy_path=empty)
     async with asgi_app(settings(tmp_path, bad)) as (_app, client, _ctx):
-        # max_retries=0: a retried job waits in the queue for a backend that can take it
-        job = await wait_job(client, await submit(client, image_workflow(), max_retries=0))
+        # with retries left too: no backend can ever take it, so it fails with what to fix
+        job = await wait_job(client, await submit(client, image_workflow(), max_retries=3))
         assert job["status"] == "failed", job
         assert "has no main.py" in job["error"]["message"], job["error"]
         health = await client.get("/api/v2/health")
