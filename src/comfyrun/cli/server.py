@@ -380,7 +380,7 @@ async def _submit(
             _print_job(job)
             if out_dir is not None and job.get("outputs"):
                 for p in await client.download_outputs(job, out_dir):
-                    out.print(f"saved {p}")
+                    out.print(f"saved {p}", soft_wrap=True)
         except ComfyrunAPIError as exc:
             raise _fail(exc) from exc
         except httpx.HTTPError as exc:
@@ -518,7 +518,7 @@ def demo(
     except (RuntimeError, ComfyrunAPIError, OSError) as exc:
         console.print(f"[red]demo failed:[/red] {exc}")
         raise typer.Exit(1) from exc
-    out.print(f"output image saved to {path}")
+    out.print(f"output image saved to {path}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

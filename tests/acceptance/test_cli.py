@@ -1,0 +1,53 @@
+"""The CLI as users run it: `comfyrun demo`, `serve --config`, `backends`, `jobs` with a token."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.acceptance.conftest import StartServer
+from tests.support.api import wait_until_ready
+
+
+async def comfyrun(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "comfyrun.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=cwd,
+    )
+
+
+def test_demo_saves_the_default_workflows_image(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "comfyrun.cli.main", "demo", "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if "output image saved to" in ln)
+    image = Path(line.rsplit(" ", 1)[1])
+    assert image.is_file() and image.read_bytes().startswith(b"\x89PNG")
+    assert image.parent.name == "9"  # SaveImage's node id in ComfyUI's default graph
+
+
+async def test_serve_with_a_config_file_and_a_token(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    cfg = tmp_path / "comfyrun.toml"
+    cfg.write_text('api_keys = ["s3cret"]\nemulators = 1\nemulator_mode = "inprocess"\n')
+    server = start_server("serve", "--config", str(cfg))
+    await wait_until_ready(server.url)
+    denied = await comfyrun("jobs", "list", "--server", server.url)
+    assert denied.returncode == 1 and "unauthorized" in denied.stderr
+    listed = await comfyrun("backends", "--server", server.url, "--api-key", "s3cret")
+    assert listed.returncode == 0, listed.stderr
+    assert "emulator-1" in listed.stdout and "ready" in listed.stdout
+    missing = await comfyrun("jobs", "show", "nope", "--server", server.url, "--api-key", "s3cret")
+    assert missing.returncode == 1 and "not_found" in missing.stderr
