@@ -4,7 +4,8 @@
     sqlite:///relative/or/abs.db       one SQLite file in WAL mode (sqlite:////abs/path.db too);
                                        `?synchronous=NORMAL` trades power-cut durability for speed
     sqlite:///:memory:                 a private in-memory SQLite database (one process)
-    postgresql://user@host:5432/db     PostgreSQL; `?schema=name` keeps the tables in that schema
+    postgresql://user@host:5432/db     PostgreSQL; `?schema=name` keeps the tables in that schema,
+                                       `?pool_min=1&pool_max=10` sizes the connection pool
 
 The store is returned unopened: `await store.open()` connects and applies migrations (the app's
 lifespan does this), `await store.close()` releases it. The concrete stores are also async
@@ -39,8 +40,12 @@ def open_store(url: str) -> JobStore:
             raise InvalidRequest(
                 "the PostgreSQL store needs psycopg: pip install 'psycopg[binary,pool]'"
             ) from exc
-        dsn, schema = split_schema(url)
-        pg_store: JobStore = PostgresStore(dsn, schema=schema)
+        dsn, ours = split_options(url, {"schema", "pool_min", "pool_max"})
+        try:
+            pool = {k[5:] + "_size": int(v) for k, v in ours.items() if k.startswith("pool_")}
+        except ValueError as exc:
+            raise InvalidRequest("pool_min and pool_max are integers", details=ours) from exc
+        pg_store: JobStore = PostgresStore(dsn, schema=ours.get("schema", "public"), **pool)
         return pg_store
     raise InvalidRequest(
         f"unknown store URL scheme {scheme!r}: use memory://, sqlite:///path.db or postgresql://…",
@@ -58,13 +63,18 @@ def sqlite_path(url: str) -> str:
     return url[len(prefix) :].split("?", 1)[0]
 
 
-def split_schema(url: str) -> tuple[str, str]:
-    """The DSN without our `schema` query parameter, and that schema (default "public")."""
+def split_options(url: str, ours: set[str]) -> tuple[str, dict[str, str]]:
+    """The URL without our query parameters (the rest go to libpq), and ours."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
-    schema = next((v for k, v in query if k == "schema"), "public")
-    rest = [(k, v) for k, v in query if k != "schema"]
-    return urlunsplit(parts._replace(query=urlencode(rest))), schema
+    rest = [(k, v) for k, v in query if k not in ours]
+    return urlunsplit(parts._replace(query=urlencode(rest))), {k: v for k, v in query if k in ours}
+
+
+def split_schema(url: str) -> tuple[str, str]:
+    """The DSN without our `schema` query parameter, and that schema (default "public")."""
+    dsn, ours = split_options(url, {"schema"})
+    return dsn, ours.get("schema", "public")
 
 
 def _redact(url: str) -> str:
@@ -75,4 +85,4 @@ def _redact(url: str) -> str:
     return url
 
 
-__all__ = ["open_store", "split_schema", "sqlite_path"]
+__all__ = ["open_store", "split_options", "split_schema", "sqlite_path"]

@@ -47,3 +47,16 @@ def test_sqlite_synchronous_option() -> None:
     assert open_store("sqlite:///x.db").synchronous == "FULL"  # type: ignore[attr-defined]
     with pytest.raises(InvalidRequest):
         open_store("sqlite:///x.db?synchronous=sometimes")
+
+
+def test_postgres_pool_options() -> None:
+    from comfyrun.store.postgres import PostgresStore
+
+    store = open_store("postgresql://u@h/db?schema=s1&pool_min=2&pool_max=20&sslmode=disable")
+    assert isinstance(store, PostgresStore)
+    assert (store.schema, store.min_size, store.max_size) == ("s1", 2, 20)
+    assert store.dsn == "postgresql://u@h/db?sslmode=disable"
+    with pytest.raises(InvalidRequest):
+        open_store("postgresql://u@h/db?pool_max=many")
+    with pytest.raises(InvalidRequest):
+        open_store("postgresql://u@h/db?schema=bad-name")
