@@ -332,20 +332,22 @@ class ManagedProcess:
         for _ in range(attempts):
             port = self.spec.port if self.spec.port is not None else self._port_picker()
             child = await self._spawn(port)
+            warmed = True
             try:
                 failure = await readiness.wait_ready(child.proc, child.url, self.spec)
                 if failure is None and self.spec.warmup_prompt is not None:
                     failure = await readiness.warm_up(child.proc, child.url, self.spec)
-                    if failure is not None:
-                        await self._terminate(child, self.spec.stop_grace_s)
-                        raise _StartFailed(self._with_tail(failure), fatal=True)
+                    warmed = failure is None
             except BaseException:
                 await asyncio.shield(self._terminate(child, 0))
                 raise
             if failure is None:
                 self._adopt(child)
                 return child.url
-            await self._terminate(child, self.spec.stop_grace_s)
+            # shielded: a stop() arriving now must not leave this child half-terminated
+            await asyncio.shield(self._terminate(child, self.spec.stop_grace_s))
+            if not warmed:
+                raise _StartFailed(self._with_tail(failure), fatal=True)
             output = self.log.read_from(child.log_offset)
             if child.proc.returncode not in (None, -signal.SIGTERM, -signal.SIGKILL) and (
                 says_port_in_use(output)
@@ -413,9 +415,11 @@ class ManagedProcess:
         code = await child.proc.wait()
         if self._child is not child:
             return  # stopped on purpose
+        # no await from here on: a stop() must not slip in between the exit and the restart
         self._child = None
         signal_group(child.proc.pid, signal.SIGKILL)  # whatever it left behind
-        await self._cancel(child.health)
+        if child.health is not None:
+            child.health.cancel()
         reason = (
             f"stopped answering ({self.spec.health_failures} health probes failed) and was killed"
             if child.unresponsive
@@ -432,7 +436,7 @@ class ManagedProcess:
             extra={"action": "backend_crash", "backend": self.name},
         )
         self._set_state(ProcessState.CRASHED)
-        if self._child is None and self._start_task is None and self._stop_task is None:
+        if self._start_task is None and self._stop_task is None:
             self._begin_start(after_crash=True)
 
     async def _watch_health(self, child: _Child) -> None:
