@@ -423,3 +423,20 @@ async def test_the_folders_own_venv_runs_comfyui_unless_python_is_given(
     started = [line for line in process.log_tail(50) if "[comfyrun] starting:" in line]
     assert f"starting: {venv_python} {comfy_folder / 'main.py'}" in started[-1]
     assert make_spec(python=sys.executable).base_argv()[0] == sys.executable
+
+
+async def test_a_stop_right_after_a_crash_is_not_undone_by_the_restart(
+    make_spec: SpecFactory, processes: list[ManagedProcess]
+) -> None:
+    process = ManagedProcess(make_spec(restart_backoff_s=0.05))
+    processes.append(process)
+    seen = track(process)
+    await process.ensure_started()
+    pid = process.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    await asyncio.sleep(0)  # whichever runs first, the crash watcher or the stop, must not matter
+    await process.stop()
+    await asyncio.sleep(1.0)  # well past the restart backoff
+    assert state(process) is S.STOPPED and process.pid is None
+    assert legal(seen)
