@@ -1,17 +1,24 @@
-"""A job's progress from its prompt's websocket messages: pure, fed one message at a time.
+"""A job's progress from its prompt's websocket messages, and its throttled writing.
 
-Each snapshot is complete (it replaces the last): the share of nodes done (cached ones count as
-done at once), the node running now with its class, and the sampler's step within it. The
-overall value counts a node in progress by its step fraction, so it moves during a long sampler.
+`ProgressTracker` is pure, fed one message at a time. Each snapshot is complete (it replaces the
+last): the share of nodes done (cached ones count as done at once), the node running now with its
+class, and the sampler's step within it. The overall value counts a node in progress by its step
+fraction, so it moves during a long sampler. `ProgressWriter` stores the latest snapshot and
+preview at most once per interval, and nothing once closed (after the job's final transition).
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from comfyrun.comfy import messages as m
-from comfyrun.core.job import Progress
+from comfyrun.core.job import JSON, Progress
+from comfyrun.store.base import JobStore
 
 
 class ProgressTracker:
@@ -82,4 +89,64 @@ class ProgressTracker:
         )
 
 
-__all__ = ["ProgressTracker"]
+def preview_event(message: m.PreviewImage | m.PreviewImageWithMetadata) -> JSON:
+    """The data of a "preview" event: {node_id, content_type, data_base64}."""
+    if isinstance(message, m.PreviewImage):
+        content_type = "image/png" if message.format == "PNG" else "image/jpeg"
+        node_id = None
+    else:
+        content_type, node_id = message.image_type or "image/jpeg", message.node_id
+    return {
+        "node_id": node_id,
+        "content_type": content_type,
+        "data_base64": base64.b64encode(message.image).decode("ascii"),
+    }
+
+
+class ProgressWriter:
+    """Stores a job's latest progress snapshot and preview, at most once per `interval_s`."""
+
+    def __init__(self, store: JobStore, job_id: str, interval_s: float) -> None:
+        self._store = store
+        self._job_id = job_id
+        self._interval_s = interval_s
+        self._last = 0.0
+        self._progress: Progress | None = None
+        self._preview: JSON | None = None
+        self._closed = False
+        self._task: asyncio.Task[None] | None = None
+
+    def progress(self, snapshot: Progress) -> None:
+        self._progress = snapshot
+        self._schedule()
+
+    def preview(self, data: JSON) -> None:
+        self._preview = data
+        self._schedule()
+
+    def close(self) -> None:
+        """No more writes (pending ones are dropped)."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+
+    def _schedule(self) -> None:
+        if self._closed or (self._task is not None and not self._task.done()):
+            return
+        delay = max(0.0, self._last + self._interval_s - time.monotonic())
+        self._task = asyncio.create_task(self._flush_after(delay))
+
+    async def _flush_after(self, delay: float) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)  # the throttle itself: at most one write per interval
+        snapshot, self._progress = self._progress, None
+        preview, self._preview = self._preview, None
+        self._last = time.monotonic()
+        with contextlib.suppress(Exception):
+            if snapshot is not None:
+                await self._store.record_progress(self._job_id, snapshot)
+            if preview is not None:
+                await self._store.append_event(self._job_id, "preview", preview)
+
+
+__all__ = ["ProgressTracker", "ProgressWriter", "preview_event"]

@@ -12,7 +12,6 @@ between `retry` and `fail`. A job only succeeds once all of its outputs are stor
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import time
@@ -26,13 +25,13 @@ from comfyrun.comfy.errors import (
     ComfyExecutionError,
     ComfyValidationError,
 )
-from comfyrun.comfy.history import QueueState
-from comfyrun.comfy.result import PromptResult, result_from_history
+from comfyrun.comfy.result import PromptResult
 from comfyrun.core.job import ACTIVE, JSON, Job, JobError, JobStatus, Progress, new_prompt_id
 from comfyrun.core.retry import FailureKind, decide
 from comfyrun.core.state import Event
 from comfyrun.dispatch.collect import collect_outputs
-from comfyrun.dispatch.progress import ProgressTracker
+from comfyrun.dispatch.progress import ProgressTracker, ProgressWriter, preview_event
+from comfyrun.dispatch.reconcile import note_prompt, previous_prompt, still_known, stop_prompt
 from comfyrun.dispatch.settings import DispatchSettings
 from comfyrun.errors import BackendError, ComfyrunError, Conflict, IllegalTransition
 from comfyrun.outputs import OutputStorage
@@ -79,11 +78,7 @@ class JobRun:
         self.abandon: str | None = None
         #: True once the job left running/canceling (or is no longer ours): nothing to renew.
         self.settled = False
-        self._last_progress = 0.0
-        self._pending_progress: Progress | None = None
-        self._pending_preview: JSON | None = None
-        self._final = False  # a final transition is under way: no more progress writes
-        self._progress_flush: asyncio.Task[None] | None = None
+        self._progress = ProgressWriter(ctx.store, job.id, ctx.settings.progress_interval_s)
 
     # --- the whole run -----------------------------------------------------------------------
     async def run(self) -> None:
@@ -104,7 +99,7 @@ class JobRun:
                     JobError(code="internal_error", message=f"{type(exc).__name__}: {exc}"),
                 )
         finally:
-            self._stop_progress_flush()
+            self._progress.close()
             self.slot.release(done=done)
 
     async def _run(self) -> None:
@@ -160,7 +155,7 @@ class JobRun:
         self.prompt_id = prompt_id
         try:
             if adopted is None:
-                await self._note_prompt(prompt_id)
+                await note_prompt(self.ctx.store, self.job, self.backend.name, prompt_id)
                 try:
                     async with asyncio.timeout(settings.submit_timeout_s):
                         await client.submit(
@@ -305,53 +300,27 @@ class JobRun:
     ) -> tuple[PromptResult | BaseException | None, bool]:
         """Interrupt the prompt (or delete it from ComfyUI's queue) and wait up to `grace` for
         its outcome. Returns (outcome or None, whether ComfyUI no longer knows the prompt)."""
-        client, pid = self.client, self.prompt_id
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(self.ctx.settings.submit_timeout_s):
-                await client.delete_queued([pid])
-                await client.interrupt(pid)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(grace):
-                while not result.done():
-                    # a prompt deleted from the queue never reports anything: ask once a second
-                    done, _ = await asyncio.wait({result}, timeout=1.0)
-                    if not done and await self._prompt_gone():
-                        return None, True
-        if result.done():
-            return await self._result_of(result), True
-        return None, await self._prompt_gone()
-
-    async def _prompt_gone(self) -> bool:
-        try:
-            async with asyncio.timeout(self.ctx.settings.submit_timeout_s):
-                queue: QueueState = await self.client.queue()
-                if self.prompt_id in queue:
-                    return False
-                return await self.client.history(self.prompt_id) is None
-        except Exception:
-            return False
+        assert self.prompt_id is not None
+        settled, gone = await stop_prompt(
+            self.client,
+            self.prompt_id,
+            result,
+            grace_s=grace,
+            call_timeout_s=self.ctx.settings.submit_timeout_s,
+        )
+        return (await self._result_of(result) if settled else None), gone
 
     # --- adopting a prompt from an earlier attempt ------------------------------------------
     async def _adopt_previous(self) -> tuple[str, Any] | None:
-        """If an earlier attempt of this job submitted a prompt to this backend that ComfyUI still
-        has queued or running, or that finished successfully, follow that prompt (the watch then
-        settles from history) instead of running the workflow a second time."""
+        """If an earlier attempt of this job left a prompt on this backend that ComfyUI still
+        holds (or finished well), follow that prompt instead of running the workflow again."""
         if self.job.attempts <= 1:
             return None
-        previous = await self._previous_prompt()
+        previous = await previous_prompt(self.ctx.store, self.job.id)
         if previous is None or previous[1] != self.backend.name:
             return None
         pid = previous[0]
-        try:
-            async with asyncio.timeout(self.ctx.settings.submit_timeout_s):
-                queue: QueueState = await self.client.queue()
-                known = pid in queue
-                if not known:
-                    entry = await self.client.history(pid)
-                    known = entry is not None and result_from_history(entry).ok
-        except Exception:
-            return None
-        if not known:
+        if not await still_known(self.client, pid, timeout_s=self.ctx.settings.submit_timeout_s):
             return None
         log.info(
             "job %s: following prompt %s of an earlier attempt",
@@ -361,28 +330,6 @@ class JobRun:
         )
         return pid, self.client.watch(pid, attach=True)
 
-    async def _previous_prompt(self) -> tuple[str, str] | None:
-        with contextlib.suppress(Exception):
-            for event in reversed(await self.ctx.store.events_since(self.job.id)):
-                data = event.data
-                if event.kind == "log" and data.get("action") == "prompt_submitted":
-                    return str(data.get("prompt_id")), str(data.get("backend"))
-        return None
-
-    async def _note_prompt(self, prompt_id: str) -> None:
-        await self.ctx.store.append_event(
-            self.job.id,
-            "log",
-            {
-                "level": "info",
-                "action": "prompt_submitted",
-                "message": f"submitted to backend {self.backend.name} as prompt {prompt_id}",
-                "backend": self.backend.name,
-                "prompt_id": prompt_id,
-                "attempt": self.job.attempts,
-            },
-        )
-
     # --- progress ---------------------------------------------------------------------------
     async def _consume(self, watch: Any, started: asyncio.Event) -> None:
         tracker = ProgressTracker(self.job.workflow)
@@ -391,53 +338,9 @@ class JobRun:
                 started.set()
             snapshot = tracker.feed(message)
             if snapshot is not None:
-                self._queue_progress(snapshot)
+                self._progress.progress(snapshot)
             if isinstance(message, m.PreviewImageWithMetadata | m.PreviewImage):
-                self._queue_preview(message)
-
-    def _queue_preview(self, message: Any) -> None:
-        """Keep the latest preview; it is stored with the next (throttled) progress write."""
-        if isinstance(message, m.PreviewImage):
-            content_type = "image/png" if message.format == "PNG" else "image/jpeg"
-            node_id = None
-        else:
-            content_type, node_id = message.image_type or "image/jpeg", message.node_id
-        self._pending_preview = {
-            "node_id": node_id,
-            "content_type": content_type,
-            "data_base64": base64.b64encode(message.image).decode("ascii"),
-        }
-        self._schedule_flush()
-
-    def _queue_progress(self, snapshot: Progress) -> None:
-        self._pending_progress = snapshot
-        self._schedule_flush()
-
-    def _schedule_flush(self) -> None:
-        if self._final:
-            return
-        if self._progress_flush is None or self._progress_flush.done():
-            delay = self._last_progress + self.ctx.settings.progress_interval_s - time.monotonic()
-            self._progress_flush = asyncio.create_task(self._flush_later(max(0.0, delay)))
-
-    async def _flush_later(self, delay: float) -> None:
-        if delay > 0:
-            await asyncio.sleep(delay)  # the throttle itself: at most one write per interval
-        await self._flush_progress()
-
-    async def _flush_progress(self) -> None:
-        snapshot, self._pending_progress = self._pending_progress, None
-        preview, self._pending_preview = self._pending_preview, None
-        self._last_progress = time.monotonic()
-        with contextlib.suppress(Exception):
-            if snapshot is not None:
-                await self.ctx.store.record_progress(self.job.id, snapshot)
-            if preview is not None:
-                await self.ctx.store.append_event(self.job.id, "preview", preview)
-
-    def _stop_progress_flush(self) -> None:
-        if self._progress_flush is not None:
-            self._progress_flush.cancel()
+                self._progress.preview(preview_event(message))
 
     # --- cancel requests -------------------------------------------------------------------
     async def _wait_cancel_requested(self) -> None:
@@ -541,8 +444,7 @@ class JobRun:
         """Apply `event` from whichever active status the job is in (the API may have moved it
         to canceling meanwhile). None when the job is no longer this worker's."""
         store = self.ctx.store
-        self._final = True
-        self._stop_progress_flush()
+        self._progress.close()  # a final transition: no progress write may follow it
         for _ in range(5):
             current = await store.get(self.job.id)
             if (

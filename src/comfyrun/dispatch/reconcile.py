@@ -1,0 +1,99 @@
+"""Reconciling by prompt id: a run records the prompt it submits (backend + prompt id) in the
+job's event log before it sends it, so that a later attempt (after a worker crash, a lost lease
+or a restart) can find that prompt in ComfyUI's queue or history and follow it instead of
+running the same workflow twice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from comfyrun.comfy.history import QueueState
+from comfyrun.comfy.result import result_from_history
+from comfyrun.core.job import Job
+from comfyrun.store.base import JobStore
+
+ACTION = "prompt_submitted"
+
+
+async def note_prompt(store: JobStore, job: Job, backend: str, prompt_id: str) -> None:
+    """Record that attempt `job.attempts` submits `prompt_id` to `backend`."""
+    await store.append_event(
+        job.id,
+        "log",
+        {
+            "level": "info",
+            "action": ACTION,
+            "message": f"submitted to backend {backend} as prompt {prompt_id}",
+            "backend": backend,
+            "prompt_id": prompt_id,
+            "attempt": job.attempts,
+        },
+    )
+
+
+async def previous_prompt(store: JobStore, job_id: str) -> tuple[str, str] | None:
+    """(prompt_id, backend) of the last prompt an attempt of this job submitted, if any."""
+    with contextlib.suppress(Exception):
+        for event in reversed(await store.events_since(job_id)):
+            data = event.data
+            if event.kind == "log" and data.get("action") == ACTION:
+                return str(data.get("prompt_id")), str(data.get("backend"))
+    return None
+
+
+async def still_known(client: Any, prompt_id: str, *, timeout_s: float) -> bool:
+    """Whether ComfyUI still has the prompt queued or running, or finished it successfully."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            queue: QueueState = await client.queue()
+            if prompt_id in queue:
+                return True
+            entry = await client.history(prompt_id)
+    except Exception:
+        return False
+    return entry is not None and result_from_history(entry).ok
+
+
+async def prompt_gone(client: Any, prompt_id: str, *, timeout_s: float) -> bool:
+    """ComfyUI has the prompt neither queued, running nor in history (e.g. it was deleted
+    from the queue, which reports nothing). False when that cannot be told."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            queue: QueueState = await client.queue()
+            if prompt_id in queue:
+                return False
+            return await client.history(prompt_id) is None
+    except Exception:
+        return False
+
+
+async def stop_prompt(
+    client: Any,
+    prompt_id: str,
+    result: asyncio.Future[Any],
+    *,
+    grace_s: float,
+    call_timeout_s: float,
+) -> tuple[bool, bool]:
+    """Delete the prompt from ComfyUI's queue and interrupt it (whichever applies), then wait up
+    to `grace_s` for `result` (the watch's outcome). Returns (settled, gone): whether `result`
+    is done, and whether ComfyUI no longer knows the prompt."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(call_timeout_s):
+            await client.delete_queued([prompt_id])
+            await client.interrupt(prompt_id)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(grace_s):
+            while not result.done():
+                # a prompt deleted from the queue never reports anything: ask once a second
+                done, _ = await asyncio.wait({result}, timeout=1.0)
+                if not done and await prompt_gone(client, prompt_id, timeout_s=call_timeout_s):
+                    return False, True
+    if result.done():
+        return True, True
+    return False, await prompt_gone(client, prompt_id, timeout_s=call_timeout_s)
+
+
+__all__ = ["note_prompt", "previous_prompt", "prompt_gone", "still_known", "stop_prompt"]
