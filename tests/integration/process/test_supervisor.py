@@ -256,6 +256,9 @@ async def test_kill_9_is_restarted_with_a_new_process(
     assert process.state is S.READY and process.pid not in (None, first)
     assert (await stats(url))["pid"] == process.pid
     assert process.restarts == 1
+    info = process.info(tail=50)
+    assert (info.state, info.pid, info.url, info.restarts) == (S.READY, process.pid, url, 1)
+    assert any("exited unexpectedly with code -9" in line for line in info.log_tail)
     assert seen == [S.STARTING, S.READY, S.CRASHED, S.RESTARTING, S.STARTING, S.READY]
     assert legal(seen)
 
