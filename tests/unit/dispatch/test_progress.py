@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 from comfyrun.comfy import messages as m
 from comfyrun.comfy.messages import parse_event
-from comfyrun.dispatch.progress import ProgressTracker
+from comfyrun.core.job import NewJob, Progress
+from comfyrun.dispatch.progress import ProgressTracker, ProgressWriter
+from comfyrun.store.factory import open_store
 
 
 def replay(workflow: dict[str, Any], frames: list[dict[str, Any]]) -> list[Any]:
@@ -60,3 +63,24 @@ def test_messages_that_change_nothing_give_no_snapshot() -> None:
     assert tracker.feed(m.Status(queue_remaining=1)) is None
     assert tracker.feed(m.Executing(node="1", prompt_id="p")) is not None
     assert tracker.feed(m.Executing(node="1", prompt_id="p")) is None
+
+
+async def test_the_writer_stores_at_most_one_snapshot_per_interval_and_nothing_once_closed() -> (
+    None
+):
+    store = open_store("memory://")
+    await store.open()
+    job, _ = await store.enqueue(NewJob(workflow={}))
+    writer = ProgressWriter(store, job.id, interval_s=0.2)
+    for step in range(1, 51):
+        writer.progress(Progress(value=step / 100, step=step, steps=100))
+    await asyncio.sleep(0.05)
+    writer.progress(Progress(value=0.9, step=90, steps=100))
+    await asyncio.sleep(0.8)  # generous: the second write is due 0.2 s after the first
+    stored = [e.data for e in await store.events_since(job.id) if e.kind == "progress"]
+    assert [p["step"] for p in stored] == [50, 90]  # the first at once, then the latest only
+    writer.progress(Progress(value=1.0))
+    writer.close()
+    await asyncio.sleep(0.5)
+    assert len([e for e in await store.events_since(job.id) if e.kind == "progress"]) == 2
+    await store.close()
