@@ -6,7 +6,8 @@ compare-and-set on the status. Rules beyond the state table:
 
 - leaving `running`/`canceling` clears the lease; going back to `queued` also forgets the worker
   and is runnable at `changes.next_run_at` (default: now);
-- reaching a terminal status stamps `finished_at` (default: now);
+- reaching a terminal status stamps `finished_at` (default: now); succeeding clears the error an
+  earlier attempt left (the event log keeps it);
 - a transition that keeps the status (e.g. cancel on a finished job) writes nothing.
 """
 
@@ -38,6 +39,7 @@ class Plan:
     prompt_id: str | None = None
     clear_lease: bool = False
     clear_worker: bool = False
+    clear_error: bool = False
     extra: JSON | None = None
 
     @property
@@ -71,6 +73,7 @@ def plan(expect: JobStatus, event: Event, changes: Changes | None, now: float) -
         prompt_id=c.prompt_id,
         clear_lease=c.clear_lease or leaves_lease or requeued,
         clear_worker=c.clear_lease or requeued,
+        clear_error=status is JobStatus.SUCCEEDED and error is None,
         extra=dict(c.extra),
     )
 
@@ -81,7 +84,7 @@ def apply(job: Job, p: Plan) -> Job:
         return job
     return job.evolve(
         status=p.status,
-        error=p.error if p.error is not None else job.error,
+        error=p.error if p.error is not None else None if p.clear_error else job.error,
         progress=p.progress if p.progress is not None else job.progress,
         next_run_at=p.next_run_at if p.next_run_at is not None else job.next_run_at,
         started_at=p.started_at if p.started_at is not None else job.started_at,
@@ -181,6 +184,7 @@ def plan_params(p: Plan, job_id: str, worker_id: str | None) -> JSON:
         "prompt_id": p.prompt_id,
         "clear_lease": p.clear_lease,
         "clear_worker": p.clear_worker,
+        "clear_error": p.clear_error,
     }
 
 

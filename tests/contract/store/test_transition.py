@@ -181,3 +181,18 @@ async def test_outputs_survive_a_later_transition(store: JobStore) -> None:
     await store.add_output(job.id, out)
     done = await store.transition(job.id, Event.SUCCEED, expect=JobStatus.RUNNING)
     assert done.outputs == (out,)
+
+
+async def test_success_after_a_failed_attempt_clears_the_error(store: JobStore) -> None:
+    job = await running(store, max_retries=2)
+    error = JobError(code="backend_lost", message="gone")
+    back = await store.transition(
+        job.id, Event.RETRY, expect=JobStatus.RUNNING, changes=Changes(error=error), now=T0
+    )
+    assert back.error == error  # visible while it waits to run again
+    again = await store.claim("w2", 30, now=T0 + 10)
+    assert again is not None and again.error == error
+    done = await store.transition(job.id, Event.SUCCEED, expect=JobStatus.RUNNING)
+    assert done.error is None and (await store.get(job.id)) == done
+    logged = [e.data.get("error") for e in await store.events_since(job.id)]
+    assert {"code": "backend_lost"}.items() <= (logged[2] or {}).items()

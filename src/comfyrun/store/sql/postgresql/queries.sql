@@ -68,7 +68,7 @@ WHERE id = %(id)s AND worker_id = %(worker_id)s AND status IN ('running', 'cance
 -- name: transition
 UPDATE jobs SET
     status = %(status)s,
-    error = COALESCE(%(error)s::jsonb, error),
+    error = CASE WHEN %(clear_error)s THEN NULL ELSE COALESCE(%(error)s::jsonb, error) END,
     progress = COALESCE(%(progress)s::jsonb, progress),
     next_run_at = COALESCE(%(next_run_at)s::float8, next_run_at),
     started_at = COALESCE(%(started_at)s::float8, started_at),

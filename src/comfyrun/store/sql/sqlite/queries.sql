@@ -55,7 +55,7 @@ WHERE id = :id AND worker_id = :worker_id AND status IN ('running', 'canceling')
 -- name: transition
 UPDATE jobs SET
     status = :status,
-    error = COALESCE(:error, error),
+    error = CASE WHEN :clear_error THEN NULL ELSE COALESCE(:error, error) END,
     progress = COALESCE(:progress, progress),
     next_run_at = COALESCE(:next_run_at, next_run_at),
     started_at = COALESCE(:started_at, started_at),
