@@ -36,7 +36,7 @@ async def render(ctx: AppContext, request: Request, view: JobView) -> JobOut:
     links: dict[int, tuple[str | None, float | None]] = {}
     if ctx.storage is not None and ctx.storage.scheme != "file":
         for i, out in enumerate(view.job.outputs):
-            if out.storage_key and out.url is None:
+            if out.storage_key:  # a fresh signed URL: one stored at commit time may be stale
                 links[i] = await ctx.storage.url(out.storage_key, expires_s=3600)
             elif out.url is not None:
                 links[i] = (out.url, out.url_expires_at)
