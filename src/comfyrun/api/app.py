@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from comfyrun import __version__
 from comfyrun.api.context import AppContext, public_base_url
 from comfyrun.api.errors import install_error_handlers
+from comfyrun.api.limits import BodyLimit
 from comfyrun.api.object_info import ObjectInfoCache
 from comfyrun.api.routes import (
     admin,
@@ -74,6 +75,9 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_request_bytes, prefixes=("/api/v2/jobs", "/api/v2/admin")
+    )
     app.include_router(health.router)
     app.include_router(metrics.router)
     if settings.role is not Role.WORKER:

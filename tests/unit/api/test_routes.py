@@ -234,3 +234,11 @@ async def test_worker_role_serves_only_probes(tmp_path: Path) -> None:
         assert (await client.get("/api/v2/health")).status_code == 200
         assert (await client.get("/metrics")).status_code == 200
         assert (await client.post("/api/v2/jobs", json={"workflow": {}})).status_code == 404
+
+
+async def test_an_oversized_submission_is_413(tmp_path: Path) -> None:
+    async with asgi_app(memory_settings(tmp_path, max_request_bytes=2048)) as (_, client, _ctx):
+        big = {"workflow": tiny_workflow(), "metadata": {"blob": "x" * 5000}}
+        r = await client.post("/api/v2/jobs", json=big)
+        assert_envelope(r, 413, "request_too_large")
+        assert (await client.post("/api/v2/jobs", json={"workflow": tiny_workflow()})).is_success
