@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from typing import Any
 
+import pytest
 from tests.support.engine import until, work
 from tests.unit.dispatch.conftest import FAST
 
@@ -286,3 +288,17 @@ async def test_an_input_that_cannot_be_fetched_fails_the_job_without_retry(
     assert done.status is JobStatus.FAILED and done.attempts == 1
     assert done.error is not None and done.error.code == "input_rejected", done.error
     assert engine.servers["a"].ran == []
+
+
+async def test_each_transition_is_one_info_line_with_action_job_and_backend(
+    make_engine: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="comfyrun.dispatch")
+    engine = await make_engine()
+    job = await engine.submit(work(extra={"3": {"class_type": "Fail"}}))
+    await engine.wait(job.id)
+    await asyncio.wait_for(engine.dispatcher.wait_idle(), 10)
+    ours = [r for r in caplog.records if getattr(r, "job_id", None) == job.id]
+    actions = [(r.levelname, getattr(r, "action", None), getattr(r, "backend", None)) for r in ours]
+    assert ("INFO", "job_claimed", "a") in actions
+    assert ("INFO", "job_fail", "a") in actions
