@@ -54,6 +54,7 @@ class FakeServer:
     up: bool = True
     stuck: bool = False  # a Hang node ignores interrupts
     oom_left: int = 0  # the next N OOM nodes fail; later ones succeed
+    silent: bool = False  # send no events (as over a lost websocket): only results settle
     ran: list[Ran] = field(default_factory=list)
     freed: int = 0
     files: dict[tuple[str, str, str], bytes] = field(default_factory=dict)
@@ -101,6 +102,8 @@ class FakeServer:
             self._running = None
 
     def _feed(self, prompt_id: str, message: Any) -> None:
+        if self.silent:
+            return
         watch = self._watches.get(prompt_id)
         if watch is not None:
             watch.feed(message)

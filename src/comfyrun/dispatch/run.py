@@ -188,7 +188,10 @@ class JobRun:
             "start": asyncio.ensure_future(started.wait()),
         }
         limit = self.job.timeout_s or self.ctx.settings.default_timeout_s
-        deadline: float | None = None
+        # counted from the prompt's start; until it starts (it may wait behind the job before
+        # it in ComfyUI's queue, itself bounded by its own timeout) a looser cap applies, so a
+        # prompt whose events never come (no websocket) still ends
+        deadline: float | None = loop.time() + 2 * limit if limit else None
         try:
             waiting: set[asyncio.Future[Any]] = {
                 result,

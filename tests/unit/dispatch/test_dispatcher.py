@@ -302,3 +302,12 @@ async def test_each_transition_is_one_info_line_with_action_job_and_backend(
     actions = [(r.levelname, getattr(r, "action", None), getattr(r, "backend", None)) for r in ours]
     assert ("INFO", "job_claimed", "a") in actions
     assert ("INFO", "job_fail", "a") in actions
+
+
+async def test_a_prompt_that_sends_no_events_still_times_out(make_engine: Make) -> None:
+    engine = await make_engine()
+    engine.servers["a"].silent = True
+    job = await engine.submit({"1": {"class_type": "Hang"}}, timeout_s=0.2)
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.FAILED
+    assert done.error is not None and done.error.code == "timeout"
