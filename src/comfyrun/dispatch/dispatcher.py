@@ -91,8 +91,9 @@ class Dispatcher:
         log.info("dispatcher %s started", self.worker_id, extra={"action": "dispatcher_start"})
 
     async def stop(self, drain: bool = False) -> None:
-        """Stop claiming. With `drain`, let the jobs in hand finish; otherwise interrupt them
-        and put them back in the queue for another worker."""
+        """Stop claiming. With `drain`, let the jobs in hand finish; otherwise put them back in
+        the queue at once. Their prompts keep running in ComfyUI: the next attempt (after a
+        restart, or on another worker with the same backend) follows them by prompt id."""
         self._stopping = True
         claim = self._tasks[0] if self._tasks else None
         if claim is not None:

@@ -59,10 +59,6 @@ class RunContext:
     on_retry: Callable[[float], None] | None = None
 
 
-class Abandon(Exception):
-    """Raised into nothing: the reason a run was stopped from outside (see JobRun.abandon)."""
-
-
 class JobRun:
     """Runs `job` on the slot's backend. `run()` never raises except on cancellation."""
 
@@ -74,7 +70,8 @@ class JobRun:
         self.client: Any = None
         self.prompt_id: str | None = None
         #: Set by the dispatcher before it cancels the run: "shutdown" requeues the job,
-        #: "lease_lost" leaves the store alone (another worker may hold the job now).
+        #: "lease_lost" leaves the store alone (another worker may hold the job now); neither
+        #: stops the prompt, which the next attempt adopts by its prompt id.
         self.abandon: str | None = None
         #: True once the job left running/canceling (or is no longer ours): nothing to renew.
         self.settled = False
@@ -488,11 +485,10 @@ class JobRun:
         return None
 
     async def _abandoned(self) -> None:
-        """The run was cancelled: stop the prompt, and requeue the job on shutdown."""
-        if self.client is not None and self.prompt_id is not None:
-            with contextlib.suppress(Exception):
-                await self.client.delete_queued([self.prompt_id])
-                await self.client.interrupt(self.prompt_id)
+        """The run was cancelled from outside. Its prompt is left to run: the job's next
+        attempt (this worker after a restart, or another one) finds it by prompt id and follows
+        it instead of running the workflow again. On shutdown the job goes back to the queue at
+        once; on a lost lease the store is not touched (another worker may hold the job)."""
         if self.abandon == "shutdown":
             await self._transition(
                 Event.REQUEUE, Changes(backend=self.backend.name, prompt_id=self.prompt_id)
