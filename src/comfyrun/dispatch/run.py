@@ -322,13 +322,17 @@ class JobRun:
         pid = previous[0]
         if not await still_known(self.client, pid, timeout_s=self.ctx.settings.submit_timeout_s):
             return None
+        try:
+            watch = self.client.watch(pid, attach=True)
+        except ValueError:  # still watched by the attempt that is being given up
+            return None
         log.info(
             "job %s: following prompt %s of an earlier attempt",
             self.job.id,
             pid,
             extra=self._extra("job_reconciled"),
         )
-        return pid, self.client.watch(pid, attach=True)
+        return pid, watch
 
     # --- progress ---------------------------------------------------------------------------
     async def _consume(self, watch: Any, started: asyncio.Event) -> None:
