@@ -7,6 +7,7 @@ import base64
 from pathlib import Path
 from typing import Any
 
+import httpx
 from tests.support.emulator import image_workflow, text_to_image_workflow
 
 from comfyrun.comfy.emulator.faults import NodeFault
@@ -189,3 +190,20 @@ async def test_a_dropped_websocket_mid_job_is_recovered_without_a_retry(make_eng
     engine.emulators["a"].faults.clear()
     after = await engine.wait((await engine.submit(image_workflow(color=22))).id)
     assert after.status is JobStatus.SUCCEEDED and after.backend == "a"
+
+
+async def test_a_restarted_worker_follows_the_prompt_its_predecessor_left(
+    make_engine: Make,
+) -> None:
+    engine = await make_engine(step_time_s=0.05)
+    job = await engine.submit(text_to_image_workflow(steps=30))
+    await engine.wait_for(job.id, lambda j: j.progress is not None and j.progress.step is not None)
+    await engine.dispatcher.stop()  # the prompt keeps running in ComfyUI
+    assert (await engine.store.get(job.id)).status is JobStatus.QUEUED
+    await engine.dispatcher.start()
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.SUCCEEDED and done.attempts == 2
+    async with httpx.AsyncClient(base_url=str(engine.emulators["a"].url), trust_env=False) as http:
+        history = (await http.get("/history")).json()
+    assert list(history) == [done.prompt_id]  # ComfyUI ran the workflow once
+    assert len(done.outputs) == 1
