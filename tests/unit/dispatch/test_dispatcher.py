@@ -318,3 +318,18 @@ async def test_a_prompt_that_sends_no_events_still_times_out(make_engine: Make) 
     done = await engine.wait(job.id)
     assert done.status is JobStatus.FAILED
     assert done.error is not None and done.error.code == "timeout"
+
+
+async def test_stop_with_drain_lets_the_jobs_in_hand_finish_and_claims_no_more(
+    make_engine: Make,
+) -> None:
+    engine = await make_engine()
+    running = await engine.submit(work(0.5, steps=5), priority=1)
+    await engine.wait_for(running.id, lambda j: j.status is JobStatus.RUNNING)
+    await engine.dispatcher.stop(drain=True)
+    late = await engine.submit(work())
+    done = await engine.store.get(running.id)
+    assert done is not None and done.status is JobStatus.SUCCEEDED
+    await asyncio.sleep(0.2)
+    still = await engine.store.get(late.id)
+    assert still is not None and still.status is JobStatus.QUEUED
