@@ -117,6 +117,7 @@ async def test_a_wrong_path_is_a_clear_error_while_another_backend_serves(tmp_pa
         assert listed["good"]["state"] in ("ready", "busy")
 
 
+@pytest.mark.slow
 async def test_with_no_other_backend_jobs_fail_with_what_to_fix(tmp_path: Path) -> None:
     empty = tmp_path / "ComfyUI"
     empty.mkdir()

@@ -194,6 +194,7 @@ async def test_start_up_crash_goes_to_error_with_the_log_tail(
     assert process.pid is None
 
 
+@pytest.mark.slow
 async def test_ready_timeout_goes_to_error_and_leaves_nothing_running(
     make_spec: SpecFactory, processes: list[ManagedProcess], tmp_path: Path
 ) -> None:
@@ -287,6 +288,7 @@ async def test_a_crash_loop_ends_in_error_once_the_budget_is_spent(
     assert process.state is S.READY
 
 
+@pytest.mark.slow
 async def test_a_process_that_stops_answering_is_restarted(
     make_spec: SpecFactory, processes: list[ManagedProcess]
 ) -> None:
