@@ -184,6 +184,7 @@ class FakeClient:
         self.base_url = f"fake://{server.name}"
         self._callbacks: list[Any] = []
         self.started = False
+        self.closed = False
 
     def _check(self) -> None:
         if not self.server.up:
@@ -207,6 +208,7 @@ class FakeClient:
 
     async def close(self) -> None:
         self.started = False
+        self.closed = True
 
     async def system_stats(self) -> JSON:
         self._check()

@@ -281,7 +281,12 @@ class Backend:
         on_state = getattr(client, "on_state_change", None)
         if on_state is not None:
             on_state(self._ws_state_changed)
-        await client.start()
+        try:
+            await client.start()
+        except BaseException:
+            # a client that did not start must not keep reconnecting in the background
+            await asyncio.shield(_close_quietly(client))
+            raise
         self.client = client
         self.health = hl.after_ws(self.health, bool(getattr(client, "connected", True)))
 

@@ -157,3 +157,27 @@ async def test_a_pool_whose_backends_are_all_in_error_is_hopeless() -> None:
     finally:
         await pool.stop()
         await process.server.stop()
+
+
+async def test_a_backend_down_at_start_is_probed_until_it_answers() -> None:
+    server = FakeServer(name="late", up=False)
+    clients: list[FakeClient] = []
+
+    def factory(url: str) -> FakeClient:
+        clients.append(FakeClient(server))
+        return clients[-1]
+
+    pool = BackendPool.from_specs(
+        [BackendSpec(name="late", url="fake://late")], factory, health=HEALTH
+    )
+    await pool.start()
+    try:
+        await until(lambda: len(clients) >= 2)  # probed again and again while down
+        assert pool.snapshot()[0].state == "unhealthy"
+        assert pool.try_reserve() is None
+        server.up = True
+        await until(lambda: pool.snapshot()[0].state == "ready")
+        assert [c.closed for c in clients] == [True] * (len(clients) - 1) + [False]
+    finally:
+        await pool.stop()
+        await server.stop()
