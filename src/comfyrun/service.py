@@ -8,7 +8,6 @@ that share one database.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
@@ -18,6 +17,7 @@ from typing import Any, Protocol, cast
 from comfyrun.config import Settings
 from comfyrun.core.job import JSON, Job, JobStatus, NewJob
 from comfyrun.core.state import Event
+from comfyrun.core.workflow import convert_ui_to_api, is_ui_workflow
 from comfyrun.errors import (
     Conflict,
     ConversionError,
@@ -27,6 +27,7 @@ from comfyrun.errors import (
     NotFound,
     QueueFull,
 )
+from comfyrun.outputs import job_prefix
 from comfyrun.store.base import JobEvent, JobPage, JobStore
 
 log = logging.getLogger(__name__)
@@ -206,13 +207,6 @@ class JobService:
         return prompt
 
     async def _convert_ui(self, workflow: JSON) -> JSON:
-        try:
-            convert_ui_to_api = importlib.import_module("comfyrun.core.workflow").convert_ui_to_api
-        except (ImportError, AttributeError):  # the converter has not landed in this build
-            raise InvalidWorkflow(
-                "UI-format workflows are not supported by this server; export it in API format",
-                details={"code": "workflow_format_ui"},
-            ) from None
         object_info = await self._object_info() if self._object_info is not None else None
         if not object_info:
             raise ConversionError(
@@ -291,7 +285,7 @@ class JobService:
                 details={"status": job.status.value},
             )
         if self._files is not None:
-            await self._files.delete_prefix(f"{job_id}/")
+            await self._files.delete_prefix(job_prefix(job_id))
         await self.store.delete(job_id)
 
     # waiting and events --------------------------------------------------------------------
@@ -417,7 +411,7 @@ class JobService:
         files = 0
         if self._files is not None:
             for job in deleted:
-                files += await self._files.delete_prefix(f"{job.id}/")
+                files += await self._files.delete_prefix(job_prefix(job.id))
         log.info(
             "cleanup",
             extra={"action": "cleanup", "expired": len(expired), "deleted": len(deleted)},
@@ -459,11 +453,7 @@ def _status_data(job: Job, queue_position: int | None) -> JSON:
 
 def is_ui_format(workflow: Mapping[str, Any]) -> bool:
     """A UI export (nodes + links lists) rather than an API prompt."""
-    try:
-        is_ui_workflow = importlib.import_module("comfyrun.core.workflow").is_ui_workflow
-    except (ImportError, AttributeError):
-        return isinstance(workflow.get("nodes"), list) and isinstance(workflow.get("links"), list)
-    return bool(is_ui_workflow(workflow))
+    return is_ui_workflow(workflow)
 
 
 def _has_asset_refs(value: Any) -> bool:

@@ -10,18 +10,16 @@ backend pool and the dispatcher, according to the process's role:
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
-import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, HTTPException, Request
 
 from comfyrun import __version__
-from comfyrun.api.context import AppContext, public_base_url
+from comfyrun.api.context import AppContext, public_base_url, require_auth
 from comfyrun.api.errors import install_error_handlers
 from comfyrun.api.limits import BodyLimit
 from comfyrun.api.object_info import ObjectInfoCache
@@ -38,11 +36,15 @@ from comfyrun.api.routes import (
     stats,
     tasks,
 )
+from comfyrun.api.routes.assets import assets_router
 from comfyrun.api.schemas import job_to_wire
 from comfyrun.api.webhooks import WebhookSender
+from comfyrun.assets import AssetService
 from comfyrun.config import BackendConfig, Role, Settings
 from comfyrun.core.job import JobStatus
 from comfyrun.dashboard.routes import router as dashboard_router
+from comfyrun.dispatch.inputs import make_input_placer
+from comfyrun.inputs import check_submission
 from comfyrun.service import JobService, JobView
 from comfyrun.store.base import JobStore
 
@@ -97,19 +99,16 @@ def create_app(
 
 
 def _include_assets(app: FastAPI) -> None:
-    assets_router = _optional("comfyrun.api.routes.assets", "assets_router")
-    if assets_router is None:  # the assets API is not part of this build
-        return
-
-    def get_assets(request: Any) -> Any:
-        service = request.app.state.ctx.assets
+    def get_assets(request: Request) -> AssetService:
+        service: AssetService | None = request.app.state.ctx.assets
         if service is None:
-            from fastapi import HTTPException
-
             raise HTTPException(503, "the assets service is not available")
         return service
 
-    app.include_router(assets_router(get_assets, base_url=public_base_url))
+    app.include_router(
+        assets_router(get_assets, base_url=public_base_url),
+        dependencies=[Depends(require_auth)],
+    )
 
 
 async def _open(
@@ -214,7 +213,8 @@ def _ready_urls(pool: Any, configs: Sequence[BackendConfig]) -> list[str]:
 
 async def _emulator_folders(settings: Settings) -> list[BackendConfig]:
     """N emulated ComfyUI checkouts run as managed child processes, like a real ComfyUI."""
-    make_comfy_folder = importlib.import_module("comfyrun.comfy.emulator.folder").make_comfy_folder
+    from comfyrun.comfy.emulator.folder import make_comfy_folder
+
     configs = []
     for i in range(settings.emulators):
         name = f"emulator-{i + 1}"
@@ -234,8 +234,7 @@ async def _emulator_folders(settings: Settings) -> list[BackendConfig]:
 
 async def _start_emulators(settings: Settings, stack: AsyncExitStack) -> list[str]:
     """N emulated ComfyUI servers in this process, each with its own folders."""
-    emulator = importlib.import_module("comfyrun.comfy.emulator")
-    EmulatorConfig, start_emulator = emulator.EmulatorConfig, emulator.start_emulator
+    from comfyrun.comfy.emulator import EmulatorConfig, start_emulator
 
     urls = []
     for i in range(settings.emulators):
@@ -268,7 +267,7 @@ def _backend_spec(cfg: BackendConfig, index: int, settings: Settings) -> Any:
         log_dir=(settings.data_dir / "logs").resolve(),
         comfy_path=cfg.comfy_path,
         command=tuple(cfg.command) if cfg.command else None,
-        python=cfg.python or sys.executable,
+        python=cfg.python,  # None: the folder's own venv, else comfyrun's Python
         cwd=cfg.cwd,
         extra_args=tuple(cfg.extra_args),
         env=dict(cfg.env),
@@ -324,16 +323,12 @@ async def _start_worker(
     return pool, dispatcher
 
 
-def _asset_service(storage: Any) -> Any:
-    asset_service = _optional("comfyrun.assets", "AssetService")
-    return None if asset_service is None else asset_service(storage)
+def _asset_service(storage: Any) -> AssetService:
+    return AssetService(storage)
 
 
-def _input_checker(assets: Any) -> Any:
-    """comfyrun.inputs' submit-time check of `inputs` and asset references, when present."""
-    check_submission = _optional("comfyrun.inputs", "check_submission")
-    if check_submission is None:
-        return None
+def _input_checker(assets: AssetService) -> Any:
+    """The submit-time check of `inputs` and asset references."""
 
     async def check(workflow: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[str, Any]:
         result: dict[str, Any] = await check_submission(workflow, inputs, assets=assets)
@@ -342,18 +337,9 @@ def _input_checker(assets: Any) -> Any:
     return check
 
 
-def _input_placer(assets: Any) -> Any:
+def _input_placer(assets: AssetService) -> Any:
     """Places a job's inputs on its backend, resolving asset references through `assets`."""
-    make_input_placer = _optional("comfyrun.dispatch.inputs", "make_input_placer")
-    return None if make_input_placer is None else make_input_placer(assets=assets)
-
-
-def _optional(module: str, name: str) -> Any:
-    """`module.name` when this build has it (parts of comfyrun are optional), else None."""
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        return None
+    return make_input_placer(assets=assets)
 
 
 __all__ = ["create_app", "dispatch_settings"]
