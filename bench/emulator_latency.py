@@ -1,8 +1,8 @@
 """Emulator latency and throughput, measured like latency_throughput.json measured ComfyUI.
 
-Not a test (speed belongs in bench/; the lead may move this there). Run from the repo root:
+Run from the repo root:
 
-    .venv/bin/python tests/integration/emulator/bench_latency.py
+    .venv/bin/python bench/emulator_latency.py
 
 EmptyImage 64x64 -> SaveImage; times are client-side from just before POST /prompt.
 """
@@ -21,8 +21,8 @@ from typing import Any
 import aiohttp
 
 sys.path[:0] = [
-    str(Path(__file__).resolve().parents[3]),
-    str(Path(__file__).resolve().parents[3] / "src"),
+    str(Path(__file__).resolve().parents[1]),
+    str(Path(__file__).resolve().parents[1] / "src"),
 ]
 
 from tests.support.emulator import running_emulator  # noqa: E402
