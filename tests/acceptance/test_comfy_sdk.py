@@ -64,3 +64,48 @@ async def test_comfy_sdk_runs_a_workflow_unchanged(
     assert seen["download_url"].startswith(server.url)
     assert seen["listed"] == [seen["job_id"]]
     assert seen["invalid"] == "invalid_workflow"
+
+
+def drive_sdk_with_an_input(tmp_path: Path, picture: Path) -> dict[str, Any]:
+    """The SDK uploads a local picture as an asset and runs a LoadImage workflow on it."""
+    with Comfy() as client:
+        asset = client.assets.from_file(picture)
+        wf = client.workflows.from_json(
+            {
+                "1": {"class_type": "LoadImage", "inputs": {"image": "placeholder.png"}},
+                "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+                "3": {
+                    "class_type": "SaveImage",
+                    "inputs": {"images": ["2", 0], "filename_prefix": "sdk_in"},
+                },
+            }
+        )
+        wf.set_input("1", "image", asset)
+        job = client.submit(wf)
+        job.result()
+        out = job.get_outputs("3")[0].to_file(tmp_path / "inverted.png")
+        return {"status": job.status, "asset_hash": asset.hash, "out": out}
+
+
+@pytest.mark.slow
+async def test_comfy_sdk_uploads_an_input_and_runs_load_image_on_it(
+    start_server: StartServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    picture = tmp_path / "photo.png"
+    Image.new("RGB", (24, 16), (10, 200, 30)).save(picture)
+    server = start_server("serve", "--emulator", "2")
+    monkeypatch.setenv("COMFY_BASE_URL", server.url)
+    monkeypatch.delenv("COMFY_API_KEY", raising=False)
+    seen = await asyncio.to_thread(drive_sdk_with_an_input, tmp_path, picture)
+
+    assert seen["status"] == "succeeded"
+    assert str(seen["asset_hash"]).startswith("blake3:")
+    with Image.open(seen["out"]) as img:
+        assert img.size == (24, 16)
+        # ImageInvert ran on the uploaded bytes, not on some other file (ComfyUI truncates
+        # float pixels to uint8, so allow one unit)
+        pixel = img.convert("RGB").getpixel((5, 5))
+        assert isinstance(pixel, tuple)
+        assert all(abs(a - b) <= 1 for a, b in zip(pixel, (245, 55, 225), strict=True))
