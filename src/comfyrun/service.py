@@ -8,12 +8,15 @@ that share one database.
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
+from comfyrun.comfy.validation import validate_prompt as comfy_validate
 from comfyrun.config import Settings
 from comfyrun.core.job import JSON, Job, JobStatus, NewJob
 from comfyrun.core.state import Event
@@ -134,7 +137,7 @@ class JobService:
                 self._in_flight_keys.discard(key)
 
     async def _submit(self, sub: Submission) -> Submitted:
-        workflow = await self._prepare_workflow(sub.workflow)
+        workflow = await self._prepare_workflow(sub.workflow, placeholders=bool(sub.inputs))
         if self._check_inputs is not None and (sub.inputs or _has_asset_refs(workflow)):
             workflow = await self._check_inputs(workflow, list(sub.inputs))
         await self._enforce_queue_bound()
@@ -193,7 +196,15 @@ class JobService:
                 retry_after_s=self.settings.queue_full_retry_after_s,
             )
 
-    async def _prepare_workflow(self, workflow: Any) -> JSON:
+    async def _prepare_workflow(self, workflow: Any, *, placeholders: bool = False) -> JSON:
+        """The API prompt to store, checked the way ComfyUI checks it.
+
+        With a backend's object_info at hand the whole of ComfyUI's validation runs here, so a
+        bad workflow is refused at once with ComfyUI's own errors (a partly valid one passes, as
+        ComfyUI accepts it). Values that inputs or asset references will replace at dispatch
+        (`placeholders`) are not final yet: those workflows get the structural checks only, and
+        the backend validates them when they are placed.
+        """
         if not isinstance(workflow, dict) or not workflow:
             raise InvalidWorkflow(
                 "the workflow must be a non-empty JSON object (an API-format prompt)",
@@ -203,6 +214,8 @@ class JobService:
             workflow = await self._convert_ui(workflow)
         object_info = await self._object_info() if self._object_info is not None else None
         validate_prompt(workflow, object_info)
+        if object_info and not placeholders and not _has_asset_refs(workflow):
+            await asyncio.to_thread(validate_like_comfyui, workflow, object_info)
         prompt: JSON = workflow
         return prompt
 
@@ -484,6 +497,27 @@ def _node_error(class_type: str | None, kind: str, message: str, details: str) -
     }
 
 
+def validate_like_comfyui(prompt: Mapping[str, Any], object_info: Mapping[str, Any]) -> None:
+    """ComfyUI's full verdict on `prompt` (types, ranges, combo lists, links, return types);
+    raises InvalidWorkflow carrying ComfyUI's `error` and `node_errors` unchanged. Input files
+    are not checked here: they live on the backend that will run the job."""
+    verdict = comfy_validate(copy.deepcopy(dict(prompt)), dict(object_info), _files_checked_later)
+    if verdict.ok:
+        return
+    error = verdict.error or {}
+    first = next(iter(verdict.node_errors.values()), None)
+    reason = first["errors"][0] if first and first.get("errors") else error
+    raise InvalidWorkflow(
+        f"{error.get('message', 'invalid workflow')}: {reason.get('message', '')}"
+        + (f" ({reason['details']})" if reason.get("details") else ""),
+        details={"error": error, "node_errors": verdict.node_errors},
+    )
+
+
+def _files_checked_later(class_type: str, name: str, value: Any) -> bool:
+    return True
+
+
 def validate_prompt(prompt: Mapping[str, Any], object_info: Mapping[str, Any] | None) -> None:
     """The checks ComfyUI would make that need no models: shape, links to existing nodes and,
     when `object_info` is known, node types, required inputs and at least one output node.
@@ -572,5 +606,6 @@ __all__ = [
     "Submission",
     "Submitted",
     "is_ui_format",
+    "validate_like_comfyui",
     "validate_prompt",
 ]

@@ -175,6 +175,23 @@ async def test_prompt_failing_validation_answers_like_comfyui(server: Server) ->
         assert queue == {"queue_running": [], "queue_pending": []}
 
 
+async def test_value_errors_are_the_very_400_a_comfyui_backend_gives(server: Server) -> None:
+    """Bad values (a range, a combo list, a wrong link type) are refused at submission with the
+    same body the backend itself answers, not accepted and failed later."""
+    bad = image_workflow()
+    bad["1"]["inputs"]["width"] = 0
+    bad["2"]["inputs"]["images"] = ["1", 5]
+    models = text_to_image_workflow(ckpt_name="no-such-model.safetensors")
+    async with httpx.AsyncClient(timeout=30) as http:
+        for prompt in (bad, models):
+            ours = await http.post(f"{server.url}/prompt", json={"prompt": prompt})
+            theirs = await http.post(f"{server.emulator_urls[0]}/prompt", json={"prompt": prompt})
+            assert ours.status_code == theirs.status_code == 400
+            assert ours.json() == theirs.json()
+        queue = (await http.get(f"{server.url}/queue")).json()
+    assert queue == {"queue_running": [], "queue_pending": []}
+
+
 async def test_runtime_failure_reaches_the_socket_and_history(server: Server) -> None:
     await server.set_faults({"specs": ["fail:ImageInvert:the invert node broke"]})
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:

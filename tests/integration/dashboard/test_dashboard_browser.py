@@ -142,7 +142,7 @@ async def test_status_filter_and_cancel(server: str, browser: Page) -> None:
 
 async def test_a_failed_job_shows_its_error(server: str, browser: Page) -> None:
     async with httpx.AsyncClient(base_url=server, headers=AUTH, timeout=60) as http:
-        bad = text_to_image_workflow(ckpt_name="no-such-model.safetensors")
+        bad = text_to_image_workflow(ckpt_name="broken_for_test.safetensors")  # fails at run time
         r = await http.post("/api/v2/jobs", params={"wait": 30}, json={"workflow": bad})
         failed = r.json()
     assert failed["status"] == "failed"

@@ -26,10 +26,22 @@ from comfyrun.store.memory import MemoryStore
 
 OBJECT_INFO: dict[str, Any] = {
     "EmptyImage": {
-        "input": {"required": {"width": ["INT"], "height": ["INT"]}},
+        "input": {
+            "required": {
+                "width": ["INT", {"default": 512, "min": 1, "max": 16384}],
+                "height": ["INT", {"default": 512, "min": 1, "max": 16384}],
+            }
+        },
+        "output": ["IMAGE"],
+        "output_is_list": [False],
+        "output_name": ["IMAGE"],
         "output_node": False,
     },
-    "SaveImage": {"input": {"required": {"images": ["IMAGE"]}}, "output_node": True},
+    "SaveImage": {
+        "input": {"required": {"images": ["IMAGE"]}},
+        "output": [],
+        "output_node": True,
+    },
 }
 
 
@@ -106,6 +118,27 @@ def test_missing_input_names_the_node_and_input() -> None:
     assert node["class_type"] == "SaveImage"
     assert node["errors"][0]["type"] == "required_input_missing"
     assert node["errors"][0]["details"] == "images"
+
+
+async def test_values_are_checked_as_comfyui_checks_them(service: JobService) -> None:
+    workflow = tiny_workflow()
+    workflow["1"]["inputs"]["width"] = 0
+    with pytest.raises(InvalidWorkflow) as err:
+        await service.submit(Submission(workflow=workflow))
+    assert err.value.details["error"]["type"] == "prompt_outputs_failed_validation"
+    node = err.value.details["node_errors"]["1"]
+    assert node["class_type"] == "EmptyImage" and node["dependent_outputs"] == ["2"]
+    assert node["errors"][0]["type"] == "value_smaller_than_min"
+    assert "width" in node["errors"][0]["details"]
+
+
+async def test_placeholders_that_inputs_will_replace_are_left_to_the_backend(
+    service: JobService,
+) -> None:
+    workflow = tiny_workflow()
+    workflow["1"]["inputs"]["width"] = 0  # pretend an input will rewrite it at dispatch
+    sub = await service.submit(Submission(workflow=workflow, inputs=({"name": "x.png"},)))
+    assert sub.created
 
 
 def test_without_object_info_only_the_shape_is_checked() -> None:

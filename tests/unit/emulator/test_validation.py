@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from comfyrun.comfy.emulator.objectinfo import NodeDefs, build, load_base
-from comfyrun.comfy.emulator.validation import validate_prompt
+from comfyrun.comfy.validation import validate_prompt
 
 MODELS = {
     "checkpoints": ["broken_for_test.safetensors", "random_sd15_for_protocol_tests.safetensors"]

@@ -33,9 +33,8 @@ from comfyrun.comfy.emulator.nodes import (
     file_hash,
 )
 from comfyrun.comfy.emulator.nodes.base import annotated_path
-from comfyrun.comfy.emulator.objectinfo import NodeDefs
 from comfyrun.comfy.emulator.promptqueue import QueueItem
-from comfyrun.comfy.emulator.validation import full_type_name, is_link
+from comfyrun.comfy.validation import NodeDefs, full_type_name, is_link
 
 log = logging.getLogger(__name__)
 

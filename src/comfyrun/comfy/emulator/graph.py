@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from comfyrun.comfy.emulator.validation import is_link
+from comfyrun.comfy.validation import is_link
 
 Prompt = dict[str, dict[str, Any]]
 

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-NodeDefs = dict[str, dict[str, Any]]
+from comfyrun.comfy.validation import NodeDefs
 
 #: input name -> models folder whose files fill its combo list.
 MODEL_INPUTS: dict[str, str] = {

@@ -23,9 +23,8 @@ from comfyrun.comfy.emulator.faults import Faults
 from comfyrun.comfy.emulator.files import Dirs
 from comfyrun.comfy.emulator.hub import Hub
 from comfyrun.comfy.emulator.nodes import annotated_exists
-from comfyrun.comfy.emulator.objectinfo import NodeDefs
 from comfyrun.comfy.emulator.promptqueue import PromptQueue
-from comfyrun.comfy.emulator.validation import validate_prompt
+from comfyrun.comfy.validation import NodeDefs, validate_prompt
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,7 @@
-"""POST /prompt validation, reproducing ComfyUI's `validate_prompt` result shapes.
+"""ComfyUI's POST /prompt validation, reproducing its `validate_prompt` verdicts and error shapes
+(checked against the 400 bodies a real ComfyUI returned). The emulator answers POST /prompt with
+it, and comfyrun's job service checks submissions with it against a backend's object_info, so
+a bad workflow is refused at once with exactly the errors ComfyUI would give.
 
 Pure: the node definitions (object_info) and a custom-validation callback come in, the
 verdict goes out. The prompt's widget values are converted in place (INT/FLOAT/STRING/BOOLEAN)
@@ -13,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from comfyrun.comfy.emulator.objectinfo import NodeDefs
-
+#: object_info: class name -> node definition.
+NodeDefs = dict[str, dict[str, Any]]
 #: (class_type, input_name, value) -> True, or a failure reason (ComfyUI's VALIDATE_INPUTS).
 CustomValidator = Callable[[str, str, Any], "bool | str"]
 #: class_type -> input names whose value the custom validator checks instead of the combo list.
