@@ -144,6 +144,18 @@ class Dispatcher:
                 slot.release()
                 await self.store.wait_for_work(self._idle_timeout())
                 continue
+            if past_start_deadline(job, time.time()):
+                slot.release()
+                await self._fail_claimed(
+                    job,
+                    JobError(
+                        code="queue_timeout",
+                        message="the job was not started before its deadline (start_by); "
+                        "it was not run",
+                        details={"start_by": job.options.get("start_by")},
+                    ),
+                )
+                continue
             self._start_run(job, slot)
 
     def _note_retry(self, run_at: float) -> None:
@@ -174,22 +186,26 @@ class Dispatcher:
                 code="backend_unavailable",
                 message=f"no backend can run jobs: {self.pool.problems()}",
             )
-            await self.store.transition(
-                job.id,
-                Event.FAIL,
-                expect=JobStatus.RUNNING,
-                changes=Changes(error=error, expires_at=time.time() + self.settings.retention_s),
-                worker_id=self.worker_id,
-            )
-            log.warning(
-                "job %s failed: %s",
-                job.id,
-                error.message,
-                extra={"action": "job_fail", "job_id": job.id, "backend": None},
-            )
+            await self._fail_claimed(job, error)
         except ComfyrunError as exc:
             log.warning("failing an unplaceable job failed: %s", exc)
             await asyncio.sleep(1.0)  # the store is failing: back off
+
+    async def _fail_claimed(self, job: Job, error: JobError) -> None:
+        """Fail a job this worker just claimed, without running it."""
+        await self.store.transition(
+            job.id,
+            Event.FAIL,
+            expect=JobStatus.RUNNING,
+            changes=Changes(error=error, expires_at=time.time() + self.settings.retention_s),
+            worker_id=self.worker_id,
+        )
+        log.warning(
+            "job %s failed: %s",
+            job.id,
+            error.message,
+            extra={"action": "job_fail", "job_id": job.id, "backend": None},
+        )
 
     def _start_run(self, job: Job, slot: Slot) -> None:
         stale = self._runs.get(job.id)
@@ -257,4 +273,11 @@ class Dispatcher:
                     )
 
 
-__all__ = ["Dispatcher", "default_worker_id"]
+def past_start_deadline(job: Job, now: float) -> bool:
+    """A job may carry `options["start_by"]` (epoch seconds, e.g. RunPod's policy.ttl): past it,
+    the job is failed (code queue_timeout) instead of being run late."""
+    start_by = job.options.get("start_by")
+    return isinstance(start_by, int | float) and not isinstance(start_by, bool) and now > start_by
+
+
+__all__ = ["Dispatcher", "default_worker_id", "past_start_deadline"]

@@ -96,3 +96,23 @@ def test_plain_and_task_bodies() -> None:
     assert task["workflow_id"] == "t2i" and task["retry_count"] == 1 and task["max_retries"] == 3
     assert task["worker_id"] == "comfy-1" and task["created_at"] == "1970-01-01T00:00:10Z"
     assert task["result"] == {"outputs": {}} and task["error"] == ""
+
+
+def test_policy_ttl_becomes_a_start_deadline_and_a_late_job_reads_timed_out() -> None:
+    import time
+
+    from comfyrun.api.routes.runpod_compat import runpod_submission
+
+    before = time.time()
+    sub = runpod_submission(
+        {"input": {"workflow": {"1": {"class_type": "X", "inputs": {}}}}, "policy": {"ttl": 5000}},
+        endpoint_id="ep",
+    )
+    assert before + 5.0 <= sub.options["start_by"] <= time.time() + 5.0
+    assert sub.metadata["runpod_ttl_ms"] == 5000
+    plain = runpod_submission(
+        {"input": {"workflow": {"1": {"class_type": "X", "inputs": {}}}}}, endpoint_id=None
+    )
+    assert "start_by" not in plain.options
+    late = job(JobStatus.FAILED, error=JobError(code="queue_timeout", message="not started"))
+    assert rp.runpod_status(late) == rp.TIMED_OUT

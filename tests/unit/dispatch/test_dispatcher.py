@@ -333,3 +333,16 @@ async def test_stop_with_drain_lets_the_jobs_in_hand_finish_and_claims_no_more(
     await asyncio.sleep(0.2)
     still = await engine.store.get(late.id)
     assert still is not None and still.status is JobStatus.QUEUED
+
+
+async def test_a_job_past_its_start_deadline_fails_without_running(make_engine: Make) -> None:
+    engine = await make_engine()
+    late = await engine.submit(work(0.01), options={"start_by": 1.0})  # long past
+    on_time = await engine.submit(work(0.01), options={"start_by": 4e9})
+    late_done = await engine.wait(late.id)
+    assert late_done.status is JobStatus.FAILED
+    assert late_done.error is not None and late_done.error.code == "queue_timeout"
+    assert late_done.prompt_id is None and not late_done.outputs
+    assert (await engine.wait(on_time.id)).status is JobStatus.SUCCEEDED
+    # only the job on time ever reached a ComfyUI
+    assert sum(len(server.history) for server in engine.servers.values()) == 1

@@ -13,6 +13,7 @@ JobService.
 from __future__ import annotations
 
 import json
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -76,6 +77,13 @@ def _policy(body: JSON) -> tuple[float | None, JSON]:
     return timeout_s, meta
 
 
+def _start_by(body: JSON) -> float | None:
+    """RunPod's policy.ttl (ms, validated by _policy) as the latest time the job may start."""
+    policy = body.get("policy")
+    ttl = policy.get("ttl") if isinstance(policy, dict) else None
+    return time.time() + float(ttl) / 1000.0 if ttl is not None else None
+
+
 def runpod_submission(
     body: JSON, *, endpoint_id: str | None, job_id: str | None = None
 ) -> Submission:
@@ -88,6 +96,9 @@ def runpod_submission(
         raise errors.InvalidWorkflow("input.workflow must be a non-empty object (API format)")
     timeout_s, meta = _policy(body)
     options: JSON = {}
+    start_by = _start_by(body)
+    if start_by is not None:
+        options["start_by"] = start_by
     webhook = body.get("webhook")
     if webhook is not None:
         if not isinstance(webhook, str) or not webhook.startswith(("http://", "https://")):
