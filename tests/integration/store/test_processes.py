@@ -38,8 +38,10 @@ async def test_concurrent_claims_take_each_job_once(db_url: str, tmp_path: Path)
                 tmp_path,
                 "--lease",
                 "60",
+                # jobs long enough (20-40 ms, ~1 s in all) that every process is scheduled
+                # while the queue still has work, so "starved" speaks of the queue, not the OS
                 "--work",
-                "0.001:0.004",
+                "0.02:0.04",
                 "--go",
                 "--until-empty",
             )
