@@ -20,8 +20,9 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
+from comfyrun.backends.pool import BackendPool
 from comfyrun.comfy import messages as m
 from comfyrun.comfy.client import SubmitResult
 from comfyrun.comfy.errors import ComfyConnectionError, ComfyValidationError
@@ -29,6 +30,10 @@ from comfyrun.comfy.history import QueueState
 from comfyrun.comfy.outputs import FileRef, parse_outputs
 from comfyrun.comfy.result import PromptResult, execution_error, interrupted_error
 from comfyrun.comfy.watch import PromptWatch
+from comfyrun.core.job import TERMINAL, Job, NewJob
+from comfyrun.dispatch import Dispatcher
+from comfyrun.outputs import OutputStorage
+from comfyrun.store.base import JobStore
 
 JSON = dict[str, Any]
 
@@ -309,4 +314,37 @@ def work(
     return workflow
 
 
-__all__ = ["FakeClient", "FakeServer", "Ran", "until", "work"]
+@dataclass
+class EngineBase:
+    """A store, output storage, pool and dispatcher wired together, with the calls engine tests
+    make: enqueue a job and wait (on the store's events) until it reaches a state."""
+
+    store: JobStore
+    storage: OutputStorage
+    pool: BackendPool
+    dispatcher: Dispatcher
+    wait_timeout: ClassVar[float] = 20.0
+
+    async def submit(self, workflow: dict[str, Any], **kwargs: Any) -> Job:
+        job, _ = await self.store.enqueue(NewJob(workflow=workflow, **kwargs))
+        return job
+
+    async def wait(self, job_id: str, *, timeout: float | None = None) -> Job:
+        return await self.wait_for(job_id, lambda j: j.status in TERMINAL, timeout=timeout)
+
+    async def wait_for(
+        self, job_id: str, predicate: Callable[[Job], bool], *, timeout: float | None = None
+    ) -> Job:
+        after = 0
+        async with asyncio.timeout(timeout or self.wait_timeout):
+            while True:
+                job = await self.store.get(job_id)
+                assert job is not None
+                if predicate(job):
+                    return job
+                events = await self.store.wait_for_event(job_id, after, 1.0)
+                if events:
+                    after = events[-1].id
+
+
+__all__ = ["EngineBase", "FakeClient", "FakeServer", "Ran", "until", "work"]

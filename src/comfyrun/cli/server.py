@@ -103,15 +103,22 @@ def bind_socket(host: str, port: int) -> socket.socket:
 @contextlib.asynccontextmanager
 async def running_server(settings: Settings) -> AsyncIterator[str]:
     """Serve comfyrun in this event loop; yields its base URL once it accepts requests."""
-    import uvicorn
-
     from comfyrun.api.app import create_app
 
-    sock = bind_socket(settings.host, settings.port)
-    host, port = sock.getsockname()[:2]
-    app = create_app(settings)
+    async with serving_app(create_app(settings), settings.host, settings.port) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def serving_app(app: Any, host: str, port: int, *, grace_s: int = 5) -> AsyncIterator[str]:
+    """Serve an ASGI app with uvicorn in this event loop on host:port (0 picks a free port);
+    yields its base URL once it accepts requests, and stops it on exit."""
+    import uvicorn
+
+    sock = bind_socket(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
     config = uvicorn.Config(
-        app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5
+        app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=grace_s
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -121,11 +128,11 @@ async def running_server(settings: Settings) -> AsyncIterator[str]:
                 task.result()
                 raise RuntimeError("the server stopped during start-up")
             await asyncio.sleep(0.02)
-        yield f"http://{host}:{port}"
+        yield f"http://{bound_host}:{bound_port}"
     finally:
         server.should_exit = True
         with contextlib.suppress(Exception):
-            await task
+            await asyncio.wait_for(task, grace_s + 15)
         sock.close()
 
 

@@ -12,11 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from comfyrun.api.app import create_app
 from comfyrun.api.context import AppContext
-from comfyrun.cli.server import bind_socket
+from comfyrun.cli.server import serving_app
 from comfyrun.config import Settings
 
 BACKENDS = 3
@@ -55,26 +54,9 @@ class Server:
 
 @contextlib.asynccontextmanager
 async def serving(settings: Settings) -> AsyncIterator[Server]:
-    sock = bind_socket("127.0.0.1", 0)
-    host, port = sock.getsockname()[:2]
     app = create_app(settings)
-    config = uvicorn.Config(
-        app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=3
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("the server stopped during start-up")
-            await asyncio.sleep(0.02)
-        yield Server(url=f"http://{host}:{port}", ctx=app.state.ctx)
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 20)
-        sock.close()
+    async with serving_app(app, "127.0.0.1", 0, grace_s=3) as url:
+        yield Server(url=url, ctx=app.state.ctx)
 
 
 def dialect_settings(tmp_path: Path, **overrides: Any) -> Settings:

@@ -3,24 +3,22 @@ memory store, a local output folder."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from tests.support.emulator import running_emulator
+from tests.support.engine import EngineBase
 
 from comfyrun.backends.health import HealthSettings
 from comfyrun.backends.pool import BackendPool, BackendSpec
 from comfyrun.comfy.client import ComfyClient
 from comfyrun.comfy.emulator import Emulator
-from comfyrun.core.job import TERMINAL, Job, NewJob
 from comfyrun.dispatch import Dispatcher, DispatchSettings
-from comfyrun.outputs import OutputStorage, open_output_storage
-from comfyrun.store.base import JobStore
+from comfyrun.outputs import open_output_storage
 from comfyrun.store.factory import open_store
 
 SETTINGS = DispatchSettings(
@@ -53,35 +51,11 @@ class RecordingClient(ComfyClient):
 
 
 @dataclass
-class Engine:
-    store: JobStore
-    storage: OutputStorage
-    pool: BackendPool
-    dispatcher: Dispatcher
+class Engine(EngineBase):
     emulators: dict[str, Emulator]
     clients: list[RecordingClient] = field(default_factory=list)
     on_free: Callable[[], None] | None = None
-
-    async def submit(self, workflow: dict[str, Any], **kwargs: Any) -> Job:
-        job, _ = await self.store.enqueue(NewJob(workflow=workflow, **kwargs))
-        return job
-
-    async def wait(self, job_id: str, *, timeout: float = 30.0) -> Job:
-        return await self.wait_for(job_id, lambda j: j.status in TERMINAL, timeout=timeout)
-
-    async def wait_for(
-        self, job_id: str, predicate: Callable[[Job], bool], *, timeout: float = 30.0
-    ) -> Job:
-        after = 0
-        async with asyncio.timeout(timeout):
-            while True:
-                job = await self.store.get(job_id)
-                assert job is not None
-                if predicate(job):
-                    return job
-                events = await self.store.wait_for_event(job_id, after, 1.0)
-                if events:
-                    after = events[-1].id
+    wait_timeout: ClassVar[float] = 30.0
 
 
 @pytest.fixture

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
-from tests.support.engine import FakeClient, FakeServer
+from tests.support.engine import EngineBase, FakeClient, FakeServer
 
 from comfyrun.backends.health import HealthSettings
 from comfyrun.backends.pool import BackendPool, BackendSpec
-from comfyrun.core.job import TERMINAL, Job, JobStatus, NewJob
+from comfyrun.core.job import Job, JobStatus
 from comfyrun.dispatch import Dispatcher, DispatchSettings
-from comfyrun.outputs import OutputStorage, open_output_storage
-from comfyrun.store.base import JobStore
+from comfyrun.outputs import open_output_storage
 from comfyrun.store.factory import open_store
 
 FAST = DispatchSettings(
@@ -33,34 +31,10 @@ HEALTH = HealthSettings(interval_s=0.1, timeout_s=1.0, failure_threshold=2, down
 
 
 @dataclass
-class Engine:
-    store: JobStore
-    storage: OutputStorage
-    pool: BackendPool
-    dispatcher: Dispatcher
+class Engine(EngineBase):
     servers: dict[str, FakeServer]
     clients: list[FakeClient] = field(default_factory=list)
-
-    async def submit(self, workflow: dict[str, Any], **kwargs: Any) -> Job:
-        job, _ = await self.store.enqueue(NewJob(workflow=workflow, **kwargs))
-        return job
-
-    async def wait(self, job_id: str, *, timeout: float = 20.0) -> Job:
-        return await self.wait_for(job_id, lambda j: j.status in TERMINAL, timeout=timeout)
-
-    async def wait_for(
-        self, job_id: str, predicate: Callable[[Job], bool], *, timeout: float = 20.0
-    ) -> Job:
-        after = 0
-        async with asyncio.timeout(timeout):
-            while True:
-                job = await self.store.get(job_id)
-                assert job is not None
-                if predicate(job):
-                    return job
-                events = await self.store.wait_for_event(job_id, after, 1.0)
-                if events:
-                    after = events[-1].id
+    wait_timeout: ClassVar[float] = 20.0
 
 
 @pytest.fixture
