@@ -71,6 +71,9 @@ class BackendConfig(BaseModel):
     lazy: bool = True
     ready_timeout_s: float = 120.0
     idle_stop_s: float | None = None
+    #: What this backend offers (e.g. gpu = "4090", vram_gb = 24), matched against a job's
+    #: `requirements` (see core.fit).
+    labels: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
     @field_validator("url")
     @classmethod

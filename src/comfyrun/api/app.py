@@ -258,7 +258,7 @@ def _backend_spec(cfg: BackendConfig, index: int, settings: Settings) -> Any:
     from comfyrun.backends.pool import BackendSpec
 
     if cfg.url is not None:
-        return BackendSpec.from_url(cfg.url, name=cfg.name)
+        return BackendSpec.from_url(cfg.url, name=cfg.name, labels=cfg.labels)
     from comfyrun.backends.process import ManagedSpec
 
     name = cfg.name or f"comfy-{index + 1}"
@@ -276,7 +276,7 @@ def _backend_spec(cfg: BackendConfig, index: int, settings: Settings) -> Any:
         idle_stop_s=cfg.idle_stop_s,
         port=cfg.port,
     )
-    return BackendSpec(name=name, managed=managed)
+    return BackendSpec(name=name, managed=managed, labels=dict(cfg.labels))
 
 
 def dispatch_settings(settings: Settings) -> Any:

@@ -324,11 +324,13 @@ def job_to_wire(
     """The spec's Job object. `base_url` is the server's public origin (no trailing slash);
     `links` holds fresh download URLs by output index (signed URLs of remote storage)."""
     expires = job_expires_at(job, retention_s, now)
-    started = job.started_at
+    # honest timings: the wait ends when ComfyUI starts the prompt (not when a worker claims the
+    # job), and a job whose prompt waits in a backend's queue is still queued (on that backend)
+    started = job.execution_start
     path = f"/api/v2/jobs/{job.id}"
     return JobOut(
         id=job.id,
-        status=job.status,
+        status=JobStatus.QUEUED if job.waiting else job.status,
         created_at=iso(job.created_at) or "",
         started_at=iso(started),
         completed_at=iso(job.finished_at) if job.terminal else None,

@@ -14,7 +14,7 @@ import contextlib
 import importlib
 import itertools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -96,10 +96,20 @@ class BackendSpec:
     url: str | None = None
     managed: Any = None
     max_inflight: int = DEFAULT_MAX_INFLIGHT
+    labels: Mapping[str, str | int | float | bool] = field(default_factory=dict)
 
     @classmethod
-    def from_url(cls, url: str, name: str | None = None) -> BackendSpec:
-        return cls(name=name or url.rstrip("/").split("://", 1)[-1], url=url.rstrip("/"))
+    def from_url(
+        cls,
+        url: str,
+        name: str | None = None,
+        labels: Mapping[str, str | int | float | bool] | None = None,
+    ) -> BackendSpec:
+        return cls(
+            name=name or url.rstrip("/").split("://", 1)[-1],
+            url=url.rstrip("/"),
+            labels=dict(labels or {}),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,7 +107,7 @@ class Job:
     request_hash: str | None = None
     created_at: float = 0.0
     next_run_at: float = 0.0
-    started_at: float | None = None
+    started_at: float | None = None  # claimed by a worker (this attempt)
     finished_at: float | None = None
     expires_at: float | None = None
     worker_id: str | None = None
@@ -117,10 +117,27 @@ class Job:
     progress: Progress | None = None
     outputs: tuple[Output, ...] = ()
     error: JobError | None = None
+    #: When ComfyUI started this attempt's prompt (its execution_start); None while the prompt
+    #: waits (in comfyrun's queue or held in a backend's).
+    execution_started_at: float | None = None
 
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def execution_start(self) -> float | None:
+        """When ComfyUI started the prompt of this attempt (one of an earlier attempt, from
+        before this attempt's claim, does not count)."""
+        start = self.execution_started_at
+        if start is None or (self.started_at is not None and start < self.started_at):
+            return None
+        return start
+
+    @property
+    def waiting(self) -> bool:
+        """Claimed, but its prompt not started by ComfyUI yet: shown as `queued`."""
+        return self.status is JobStatus.RUNNING and self.execution_start is None
 
     def evolve(self, **changes: Any) -> Job:
         return replace(self, **changes)

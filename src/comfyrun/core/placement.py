@@ -9,12 +9,23 @@ Rules:
 - Among the candidates: the least loaded first, then ready before lazily started, then the one
   that was given a job longest ago (round robin).
 - A job that just failed on a backend goes elsewhere when another backend has room.
+
+Late binding (no backend idle while a job it could run waits):
+- A backend is given a second job (held, not started, in ComfyUI's queue) only when every
+  backend that has room already runs one: the least loaded first (`choose_backend`), and a job
+  that fits an idle backend better goes there (`choose_for_job`).
+- A held prompt is taken back (deleted from ComfyUI's queue while it has not started) and run
+  on a backend that fell idle and can run it (`choose_takeback`).
+- Priorities hold across the fleet: a job is held on a busy backend only when no held prompt
+  anywhere has a higher priority (`may_hold`), and a held prompt is taken back (its job goes
+  back to the queue) when a job of higher priority waits (`choose_preemption`). So the job of
+  the highest priority is always the next to start, on whichever backend frees first.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -72,6 +83,66 @@ def choose_backend(views: Iterable[BackendView], *, avoid: str | None = None) ->
     return best.name
 
 
+def is_idle(view: BackendView) -> bool:
+    """A healthy backend that holds no job at all."""
+    return view.state in ACCEPTING and view.inflight == 0
+
+
+@dataclass(frozen=True, slots=True)
+class HeldPrompt:
+    """A job submitted to a backend whose prompt ComfyUI has not started yet."""
+
+    job_id: str
+    backend: str
+    priority: int
+    seq: int  # claim order: lower = claimed earlier
+
+
+def _claim_order(held: HeldPrompt) -> tuple[int, int]:
+    return (-held.priority, held.seq)
+
+
+def choose_for_job(
+    views: Iterable[BackendView], fits: Callable[[str], bool], *, avoid: str | None = None
+) -> str | None:
+    """The backend with room that `fits` the job best: like `choose_backend`, among the backends
+    the job can run on. None when none of those has room now."""
+    return choose_backend((v for v in views if fits(v.name)), avoid=avoid)
+
+
+def choose_takeback(
+    views: Iterable[BackendView],
+    held: Sequence[HeldPrompt],
+    fits: Callable[[str, str], bool],
+) -> tuple[str, str] | None:
+    """(job id, idle backend): the held prompt (highest priority, then claimed first) to take
+    back from its busy backend and run on an idle backend that `fits(job_id, backend)`."""
+    idle = sorted((v for v in views if is_idle(v)), key=lambda v: (v.last_assigned, v.name))
+    for prompt in sorted(held, key=_claim_order):
+        for view in idle:
+            if view.name != prompt.backend and fits(prompt.job_id, view.name):
+                return prompt.job_id, view.name
+    return None
+
+
+def may_hold(priority: int, held: Iterable[HeldPrompt]) -> bool:
+    """Whether a job of `priority` may be held (not started) on a busy backend: not while a
+    prompt of higher priority is held elsewhere, which would then start after it whenever this
+    backend frees first."""
+    return all(priority >= h.priority for h in held)
+
+
+def choose_preemption(held: Iterable[HeldPrompt], waiting_priority: int | None) -> str | None:
+    """The held prompt to take back (its job goes back to the queue) because a job of higher
+    priority (`waiting_priority`, the best in the queue) waits: the lowest priority, newest."""
+    if waiting_priority is None:
+        return None
+    lower = [h for h in held if h.priority < waiting_priority]
+    if not lower:
+        return None
+    return min(lower, key=lambda h: (h.priority, -h.seq)).job_id
+
+
 def displayed_state(state: BackendState, inflight: int) -> BackendState:
     """A healthy backend shows `busy` while it holds jobs and `ready` when it holds none."""
     if state in ACCEPTING:
@@ -89,8 +160,14 @@ __all__ = [
     "DEFAULT_MAX_INFLIGHT",
     "BackendState",
     "BackendView",
+    "HeldPrompt",
     "any_can_serve",
     "choose_backend",
+    "choose_for_job",
+    "choose_preemption",
+    "choose_takeback",
     "displayed_state",
     "has_room",
+    "is_idle",
+    "may_hold",
 ]

@@ -99,6 +99,21 @@ class JobStore(Protocol):
         on). Appends a "status" event to the job's log when the status changes.
         """
 
+    async def record_placement(
+        self,
+        job_id: str,
+        worker_id: str,
+        *,
+        backend: str,
+        prompt_id: str,
+        execution_started_at: float | None,
+    ) -> bool:
+        """Note the backend and prompt of the running attempt, and when ComfyUI started that
+        prompt (None: submitted, not started). False when `worker_id` no longer holds the job."""
+
+    async def next_priority(self, *, now: float | None = None) -> int | None:
+        """The priority of the job `claim` would take now, or None when none is runnable."""
+
     async def record_progress(self, job_id: str, progress: Progress) -> None:
         """Store the latest progress snapshot (and append a "progress" event)."""
 

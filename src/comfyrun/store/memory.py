@@ -138,6 +138,31 @@ class MemoryStore:
         await self._wake_watchers()
         return job
 
+    async def record_placement(
+        self,
+        job_id: str,
+        worker_id: str,
+        *,
+        backend: str,
+        prompt_id: str,
+        execution_started_at: float | None,
+    ) -> bool:
+        job = self._jobs.get(job_id)
+        if job is None or job.worker_id != worker_id or job.status not in ACTIVE:
+            return False
+        self._jobs[job_id] = job.evolve(
+            backend=backend, prompt_id=prompt_id, execution_started_at=execution_started_at
+        )
+        await self._wake_watchers()
+        return True
+
+    async def next_priority(self, *, now: float | None = None) -> int | None:
+        now = _now(now)
+        runnable = [
+            j for j in self._jobs.values() if j.status is JobStatus.QUEUED and j.next_run_at <= now
+        ]
+        return min(runnable, key=_claim_order).priority if runnable else None
+
     async def record_progress(self, job_id: str, progress: Progress) -> None:
         job = self._get_or_raise(job_id)
         self._jobs[job_id] = job.evolve(progress=progress)

@@ -143,6 +143,32 @@ class SQLStore(ABC):
         await self._committed(job_id, work=requeued)
         return job
 
+    async def record_placement(
+        self,
+        job_id: str,
+        worker_id: str,
+        *,
+        backend: str,
+        prompt_id: str,
+        execution_started_at: float | None,
+    ) -> bool:
+        params = {
+            "id": job_id,
+            "worker_id": worker_id,
+            "backend": backend,
+            "prompt_id": prompt_id,
+            "execution_started_at": execution_started_at,
+        }
+        async with self._write() as conn:
+            held = await self._run(conn, "set_placement", params) == 1
+        await self._committed(job_id)
+        return held
+
+    async def next_priority(self, *, now: float | None = None) -> int | None:
+        async with self._read() as conn:
+            row = await self._one(conn, "next_priority", {"now": _now(now)})
+        return int(row["priority"]) if row else None
+
     async def record_progress(self, job_id: str, progress: Progress) -> None:
         data = progress_to_dict(progress)
         async with self._write() as conn:

@@ -139,7 +139,7 @@ def is_interrupt(job: Job) -> bool:
 
 
 def history_messages(job: Job) -> list[list[Any]]:
-    start = ms(job.started_at or job.created_at)
+    start = ms(job.execution_start or job.started_at or job.created_at)
     end = ms(job.finished_at)
     messages: list[list[Any]] = [
         ["execution_start", {"prompt_id": job.id, "timestamp": start}],
@@ -191,7 +191,7 @@ JOB_STATUSES = (PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED)
 
 
 def job_status(job: Job) -> str:
-    if job.status is JobStatus.QUEUED:
+    if job.status is JobStatus.QUEUED or job.waiting:
         return PENDING
     if job.status in (JobStatus.RUNNING, JobStatus.CANCELING):
         return IN_PROGRESS
@@ -243,7 +243,7 @@ def api_job(job: Job, *, detail: bool = False) -> JSON:
         "previewable_outputs_count": count,
     }
     if job.terminal:
-        item["execution_start_time"] = ms(job.started_at)
+        item["execution_start_time"] = ms(job.execution_start or job.started_at)
         item["execution_end_time"] = ms(job.finished_at)
         if item["status"] == FAILED:
             item["execution_error"] = execution_error(job, ms(job.finished_at))

@@ -60,7 +60,7 @@ def is_timeout(job: Job) -> bool:
 
 def runpod_status(job: Job) -> str:
     status = job.status
-    if status is JobStatus.QUEUED:
+    if status is JobStatus.QUEUED or job.waiting:
         return IN_QUEUE
     if status in (JobStatus.RUNNING, JobStatus.CANCELING):
         return IN_PROGRESS
@@ -109,8 +109,8 @@ def runpod_response(job: Job, output: JSON | None) -> JSON:
     body: JSON = {
         "id": job.id,
         "status": status,
-        "delayTime": _ms_between(job.created_at, job.started_at),
-        "executionTime": _ms_between(job.started_at, job.finished_at),
+        "delayTime": _ms_between(job.created_at, job.execution_start),
+        "executionTime": _ms_between(job.execution_start, job.finished_at),
     }
     if status == COMPLETED and output is not None:
         body["output"] = output
@@ -157,7 +157,7 @@ def health(counts: Mapping[JobStatus, int], *, workers_idle: int, workers_runnin
 
 
 def plain_status(job: Job) -> str:
-    if job.status is JobStatus.QUEUED:
+    if job.status is JobStatus.QUEUED or job.waiting:
         return "pending"
     if job.status in (JobStatus.RUNNING, JobStatus.CANCELING):
         return "running"

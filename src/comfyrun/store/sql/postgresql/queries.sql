@@ -177,3 +177,16 @@ RETURNING *;
 
 -- name: delete_events_of
 DELETE FROM job_events WHERE job_id = ANY(%(ids)s::text[]);
+
+-- name: set_placement
+UPDATE jobs SET
+    backend = %(backend)s,
+    prompt_id = %(prompt_id)s,
+    execution_started_at = %(execution_started_at)s
+WHERE id = %(id)s AND worker_id = %(worker_id)s AND status IN ('running', 'canceling');
+
+-- name: next_priority
+SELECT priority FROM jobs 
+WHERE status = 'queued' AND next_run_at <= %(now)s
+ORDER BY priority DESC, created_at, id
+LIMIT 1;

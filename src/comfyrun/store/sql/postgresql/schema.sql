@@ -26,7 +26,8 @@ CREATE TABLE jobs (
     prompt_id        TEXT,
     progress         JSONB,
     outputs          JSONB NOT NULL DEFAULT '[]',
-    error            JSONB
+    error            JSONB,
+    execution_started_at DOUBLE PRECISION
 );
 
 -- Claim order over queued jobs only: claim latency does not grow with finished history.

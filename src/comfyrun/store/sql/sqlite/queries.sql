@@ -158,3 +158,16 @@ RETURNING *;
 
 -- name: delete_events_of
 DELETE FROM job_events WHERE job_id IN (SELECT value FROM json_each(:ids));
+
+-- name: set_placement
+UPDATE jobs SET
+    backend = :backend,
+    prompt_id = :prompt_id,
+    execution_started_at = :execution_started_at
+WHERE id = :id AND worker_id = :worker_id AND status IN ('running', 'canceling');
+
+-- name: next_priority
+SELECT priority FROM jobs INDEXED BY jobs_claim 
+WHERE status = 'queued' AND next_run_at <= :now
+ORDER BY priority DESC, created_at, id
+LIMIT 1;

@@ -26,7 +26,8 @@ CREATE TABLE jobs (
     prompt_id        TEXT,
     progress         TEXT,
     outputs          TEXT NOT NULL DEFAULT '[]',
-    error            TEXT
+    error            TEXT,
+    execution_started_at REAL
 );
 
 -- Claim order over queued jobs only: claim latency does not grow with finished history.

@@ -1,0 +1,226 @@
+"""Which backends can run a job: node types, model files and hardware labels. Pure.
+
+Rules:
+- A backend can run a workflow when its object_info has every `class_type` the workflow uses
+  and lists every value the workflow gives a combo input (a model file, a sampler name, ...).
+  Combo inputs that take an uploaded file (`image_upload`, ...) are not checked: a job's input
+  files are placed on the backend at dispatch.
+- A backend whose object_info is not known yet (a lazy backend never started) is judged on its
+  labels alone.
+- `requirements` (a job option) are matched against the backend's `labels` (config): a plain
+  value must equal the label; `{"min": x}` / `{"max": y}` bound a numeric label; `{"in": [...]}`
+  lists the values allowed. A label the backend does not have fails every requirement on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+#: The keys a requirement given as an object may use.
+REQUIREMENT_OPS = frozenset({"min", "max", "in"})
+
+Scalar = str | int | float | bool
+
+
+@dataclass(frozen=True, slots=True)
+class BackendCatalog:
+    """What fitting needs to know of one backend."""
+
+    name: str
+    labels: Mapping[str, Scalar] = field(default_factory=dict)
+    object_info: Mapping[str, Any] | None = None  # None: not known yet
+
+
+@dataclass(frozen=True, slots=True)
+class Misfit:
+    """Why one backend cannot run a job."""
+
+    backend: str
+    missing_nodes: tuple[str, ...] = ()
+    #: (node id, input name, value) of combo values the backend does not list
+    missing_values: tuple[tuple[str, str, str], ...] = ()
+    #: requirement names the backend's labels do not meet
+    unmet: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        parts = []
+        if self.missing_nodes:
+            parts.append("no node types " + ", ".join(self.missing_nodes))
+        if self.missing_values:
+            parts.append(
+                "no "
+                + ", ".join(f"{value} (node {node} {name})" for node, name, value in self.missing_values)
+            )
+        if self.unmet:
+            parts.append("labels do not meet " + ", ".join(self.unmet))
+        return f"{self.backend}: " + "; ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "missing_node_types": list(self.missing_nodes),
+            "missing_values": [
+                {"node_id": node, "input": name, "value": value}
+                for node, name, value in self.missing_values
+            ],
+            "unmet_requirements": list(self.unmet),
+        }
+
+
+class RequirementError(ValueError):
+    """A `requirements` value that is not a valid requirement."""
+
+
+def check_requirements(requirements: Any) -> dict[str, Any]:
+    """`requirements` as a dict, or RequirementError saying what is wrong with it."""
+    if requirements is None:
+        return {}
+    if not isinstance(requirements, Mapping):
+        raise RequirementError("requirements must be an object of label: value")
+    for name, want in requirements.items():
+        if isinstance(want, Mapping):
+            unknown = set(want) - REQUIREMENT_OPS
+            if unknown or not want:
+                raise RequirementError(
+                    f"requirement {name!r}: use a value or an object with min, max or in"
+                )
+            for op in ("min", "max"):
+                if op in want and not _is_number(want[op]):
+                    raise RequirementError(f"requirement {name!r}: {op} must be a number")
+            if "in" in want and not (
+                isinstance(want["in"], list) and all(_is_scalar(v) for v in want["in"])
+            ):
+                raise RequirementError(f"requirement {name!r}: in must be a list of values")
+        elif not _is_scalar(want):
+            raise RequirementError(f"requirement {name!r}: must be a value or an object")
+    return dict(requirements)
+
+
+def unmet_requirements(requirements: Mapping[str, Any], labels: Mapping[str, Scalar]) -> list[str]:
+    """The names of the requirements `labels` do not meet."""
+    unmet = []
+    for name, want in requirements.items():
+        if name not in labels or not _meets(labels[name], want):
+            unmet.append(name)
+    return unmet
+
+
+def missing_in(
+    workflow: Mapping[str, Any], object_info: Mapping[str, Any]
+) -> tuple[tuple[str, ...], tuple[tuple[str, str, str], ...]]:
+    """(node types, combo values) `workflow` uses that `object_info` does not have."""
+    nodes: list[str] = []
+    values: list[tuple[str, str, str]] = []
+    for node_id, node in workflow.items():
+        if not isinstance(node, Mapping):
+            continue
+        class_type = node.get("class_type")
+        if not isinstance(class_type, str):
+            continue
+        info = object_info.get(class_type)
+        if not isinstance(info, Mapping):
+            if class_type not in nodes:
+                nodes.append(class_type)
+            continue
+        inputs = node.get("inputs")
+        if not isinstance(inputs, Mapping):
+            continue
+        specs = _input_specs(info)
+        for name, value in inputs.items():
+            options = _combo_options(specs.get(name))
+            if options is not None and isinstance(value, str) and value not in options:
+                values.append((str(node_id), str(name), value))
+    return tuple(nodes), tuple(values)
+
+
+def misfit(
+    workflow: Mapping[str, Any], requirements: Mapping[str, Any], backend: BackendCatalog
+) -> Misfit | None:
+    """Why `backend` cannot run the job, or None when it can (as far as it is known)."""
+    unmet = tuple(unmet_requirements(requirements, backend.labels))
+    nodes: tuple[str, ...] = ()
+    values: tuple[tuple[str, str, str], ...] = ()
+    if backend.object_info is not None:
+        nodes, values = missing_in(workflow, backend.object_info)
+    if not (unmet or nodes or values):
+        return None
+    return Misfit(backend.name, nodes, values, unmet)
+
+
+def misfits(
+    workflow: Mapping[str, Any],
+    requirements: Mapping[str, Any],
+    backends: Iterable[BackendCatalog],
+) -> tuple[list[str], list[Misfit]]:
+    """(names of the backends that can run the job, why each other one cannot)."""
+    fit: list[str] = []
+    unfit: list[Misfit] = []
+    for backend in backends:
+        why = misfit(workflow, requirements, backend)
+        if why is None:
+            fit.append(backend.name)
+        else:
+            unfit.append(why)
+    return fit, unfit
+
+
+def _input_specs(info: Mapping[str, Any]) -> dict[str, Any]:
+    specs: dict[str, Any] = {}
+    inputs = info.get("input")
+    if isinstance(inputs, Mapping):
+        for group in ("required", "optional"):
+            part = inputs.get(group)
+            if isinstance(part, Mapping):
+                specs.update(part)
+    return specs
+
+
+def _combo_options(spec: Any) -> list[Any] | None:
+    """The values a combo input allows (legacy `[[...], {...}]` or `["COMBO", {"options":
+    [...]}]`), or None when it is not a combo or takes an upload."""
+    if not isinstance(spec, list | tuple) or not spec:
+        return None
+    extra = spec[1] if len(spec) > 1 and isinstance(spec[1], Mapping) else {}
+    if any(str(key).endswith("upload") for key in extra):
+        return None
+    if isinstance(spec[0], list):
+        return spec[0]
+    if spec[0] == "COMBO" and isinstance(extra.get("options"), list):
+        options: list[Any] = extra["options"]
+        return options
+    return None
+
+
+def _meets(have: Scalar, want: Any) -> bool:
+    if isinstance(want, Mapping):
+        if "in" in want and have not in want["in"]:
+            return False
+        if "min" in want and not (_is_number(have) and have >= want["min"]):
+            return False
+        return not ("max" in want and not (_is_number(have) and have <= want["max"]))
+    if _is_number(want) and _is_number(have):
+        return bool(have == want)
+    return bool(have == want) or str(have) == str(want)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool)
+
+
+__all__ = [
+    "REQUIREMENT_OPS",
+    "BackendCatalog",
+    "Misfit",
+    "RequirementError",
+    "check_requirements",
+    "misfit",
+    "misfits",
+    "missing_in",
+    "unmet_requirements",
+]
