@@ -24,6 +24,7 @@ from comfyrun.core.placement import (
     DEFAULT_MAX_INFLIGHT,
     BackendState,
     BackendView,
+    HeldPrompt,
     any_can_serve,
     choose_backend,
     displayed_state,
@@ -375,29 +376,47 @@ class Backend:
 
 
 class Slot:
-    """Room for one job on one backend, held from before the claim until the job is done."""
+    """Room for one job on one backend, held from before the claim until the job is done.
+
+    While its prompt waits in ComfyUI's queue (submitted, not started) the slot is `held`:
+    the dispatcher may take the prompt back and run the job elsewhere (core.placement)."""
 
     def __init__(self, pool: BackendPool, backend: Backend) -> None:
         self.pool = pool
         self.backend = backend
         self.job_id: str | None = None
+        self.priority = 0
+        self.seq = 0
+        self.held = False
         self._released = False
 
-    def bind(self, job_id: str) -> None:
+    def bind(self, job_id: str, *, priority: int = 0) -> None:
         assert self.job_id is None and not self._released
         self.backend.reserved -= 1
         self.backend.jobs.add(job_id)
         self.job_id = job_id
+        self.priority = priority
+        self.seq = next(self.pool._counter)
+        self.pool._bound[job_id] = self
         self.backend.sync_busy()
         self.pool._changed()
+
+    def hold(self, held: bool) -> None:
+        """The prompt is in ComfyUI's queue and has not started (True), or it started."""
+        if self.held != held and not self._released:
+            self.held = held
+            self.pool._changed()
 
     def release(self, *, done: bool = False) -> None:
         if self._released:
             return
         self._released = True
+        self.held = False
         if self.job_id is None:
             self.backend.reserved -= 1
         else:
+            if self.pool._bound.get(self.job_id) is self:
+                del self.pool._bound[self.job_id]
             self.backend.jobs.discard(self.job_id)
             if done:
                 self.backend.jobs_done += 1
@@ -420,6 +439,8 @@ class BackendPool:
         self._tasks: list[asyncio.Task[None]] = []
         self._counter = itertools.count(1)
         self._listeners: list[Callable[[], None]] = []
+        self._bound: dict[str, Slot] = {}
+        self._generation = 0
         for backend in backends or ():
             self._backends[backend.name] = backend
 
@@ -503,8 +524,23 @@ class BackendPool:
     def snapshot(self) -> list[BackendInfo]:
         return [b.info() for b in self._backends.values()]
 
-    def try_reserve(self, *, avoid: str | None = None) -> Slot | None:
-        name = choose_backend((b.view() for b in self._backends.values()), avoid=avoid)
+    def views(self) -> list[BackendView]:
+        return [b.view() for b in self._backends.values()]
+
+    def held_prompts(self) -> list[HeldPrompt]:
+        """The jobs whose prompts wait, not started, in a backend's ComfyUI queue."""
+        return [
+            HeldPrompt(job_id, slot.backend.name, slot.priority, slot.seq)
+            for job_id, slot in self._bound.items()
+            if slot.held
+        ]
+
+    def try_reserve(self, *, avoid: str | None = None, on: str | None = None) -> Slot | None:
+        """Room on the backend core.placement chooses (or on backend `on`), or None."""
+        views = self.views()
+        if on is not None:
+            views = [v for v in views if v.name == on]
+        name = choose_backend(views, avoid=avoid)
         if name is None:
             return None
         backend = self._backends[name]
@@ -535,6 +571,17 @@ class BackendPool:
             f"{info.name}: {info.last_error or info.state}" for info in self.snapshot()
         )
 
+    @property
+    def generation(self) -> int:
+        """Counts the changes of backend states and slots (see `wait_changed`)."""
+        return self._generation
+
+    async def wait_changed(self, since: int) -> None:
+        """Return once something changed after generation `since` (at once if it has)."""
+        while self._generation == since:
+            self._room.clear()
+            await self._room.wait()
+
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Called on every change of a backend's state or slots."""
         self._listeners.append(callback)
@@ -563,6 +610,7 @@ class BackendPool:
 
     # --- internals --------------------------------------------------------------------------
     def _changed(self) -> None:
+        self._generation += 1
         self._room.set()
         for callback in self._listeners:
             callback()

@@ -340,6 +340,11 @@ class ComfyClient:
     async def system_stats(self) -> JSON:
         return await self._get_json("/system_stats")
 
+    @property
+    def cached_object_info(self) -> JSON | None:
+        """The object_info fetched by `object_info()`, or None before the first fetch."""
+        return self._object_info
+
     async def object_info(self, *, refresh: bool = False) -> JSON:
         """GET /object_info, cached after the first call."""
         async with self._object_info_lock:

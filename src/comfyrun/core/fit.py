@@ -51,7 +51,9 @@ class Misfit:
         if self.missing_values:
             parts.append(
                 "no "
-                + ", ".join(f"{value} (node {node} {name})" for node, name, value in self.missing_values)
+                + ", ".join(
+                    f"{value} (node {node} {name})" for node, name, value in self.missing_values
+                )
             )
         if self.unmet:
             parts.append("labels do not meet " + ", ".join(self.unmet))
@@ -136,29 +138,38 @@ def missing_in(
 
 
 def misfit(
-    workflow: Mapping[str, Any], requirements: Mapping[str, Any], backend: BackendCatalog
+    workflow: Mapping[str, Any],
+    requirements: Mapping[str, Any],
+    backend: BackendCatalog,
+    *,
+    values: bool = True,
 ) -> Misfit | None:
-    """Why `backend` cannot run the job, or None when it can (as far as it is known)."""
+    """Why `backend` cannot run the job, or None when it can (as far as it is known). Without
+    `values`, combo values are not checked (a job whose input files replace some of them)."""
     unmet = tuple(unmet_requirements(requirements, backend.labels))
     nodes: tuple[str, ...] = ()
-    values: tuple[tuple[str, str, str], ...] = ()
+    missing: tuple[tuple[str, str, str], ...] = ()
     if backend.object_info is not None:
-        nodes, values = missing_in(workflow, backend.object_info)
-    if not (unmet or nodes or values):
+        nodes, missing = missing_in(workflow, backend.object_info)
+        if not values:
+            missing = ()
+    if not (unmet or nodes or missing):
         return None
-    return Misfit(backend.name, nodes, values, unmet)
+    return Misfit(backend.name, nodes, missing, unmet)
 
 
 def misfits(
     workflow: Mapping[str, Any],
     requirements: Mapping[str, Any],
     backends: Iterable[BackendCatalog],
+    *,
+    values: bool = True,
 ) -> tuple[list[str], list[Misfit]]:
     """(names of the backends that can run the job, why each other one cannot)."""
     fit: list[str] = []
     unfit: list[Misfit] = []
     for backend in backends:
-        why = misfit(workflow, requirements, backend)
+        why = misfit(workflow, requirements, backend, values=values)
         if why is None:
             fit.append(backend.name)
         else:

@@ -1,9 +1,13 @@
 """The dispatcher: claims jobs for free backend slots and runs each one (dispatch.run).
 
-One loop: wait (on the pool's event) until some backend has room, claim the best queued job
-for it, start a run; when the store has nothing, wait for the store's "new work" wake-up. A
-backend holds one running prompt plus one queued in ComfyUI (core.placement), so the next job is
-already there when the current one ends. Beside the loop: a heartbeat that renews the lease of
+One loop: when some backend has room, claim the best queued job for it and start a run; then
+wait for the first of a change in the pool (a slot freed, a prompt started) or the store's "new
+work" wake-up. A backend may hold one prompt in ComfyUI's queue behind the one it runs, so the
+next job is already there when the current one ends, but late-bound (core.placement): only when
+no idle backend could take it, never behind a held prompt of higher priority, taken back when
+another backend falls idle first or a job of higher priority arrives. A job goes only to a
+backend that can run it (core.fit); one that fits only busy backends is parked (claimed, not
+placed) until one of them has room. Beside the loop: a heartbeat that renews the lease of
 every held job (and gives up a job whose lease was lost) and the sweeper (dispatch.sweeper).
 
 The API never calls the dispatcher: it talks to it only through the store (enqueue; cancel moves
@@ -21,9 +25,21 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import replace
 
+from comfyrun.backends.catalog import catalog_of, load_catalogs
 from comfyrun.backends.pool import BackendPool, Slot
+from comfyrun.core.fit import Misfit, RequirementError, check_requirements, misfit
 from comfyrun.core.job import ACTIVE, Job, JobError, JobStatus
+from comfyrun.core.placement import (
+    BackendView,
+    choose_for_job,
+    choose_preemption,
+    choose_takeback,
+    has_room,
+    may_hold,
+)
 from comfyrun.core.state import Event
 from comfyrun.dispatch.inputs import make_input_placer
 from comfyrun.dispatch.run import InputPlacer, JobRun, RunContext
@@ -34,6 +50,11 @@ from comfyrun.outputs import OutputStorage
 from comfyrun.store.base import Changes, JobStore
 
 log = logging.getLogger(__name__)
+
+#: How many claimed jobs per backend may wait (parked) for a busy backend that can run them.
+PARK_PER_BACKEND = 2
+#: Seconds before asking a backend whose object_info could not be read again.
+CATALOG_RETRY_S = 10.0
 
 
 def default_worker_id() -> str:
@@ -72,6 +93,9 @@ class Dispatcher:
         )
 
         self._runs: dict[str, tuple[JobRun, asyncio.Task[None]]] = {}
+        #: Claimed jobs that fit only backends that are busy now, placed first when one frees.
+        self._parked: dict[str, Job] = {}
+        self._catalog_retry: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._idle = asyncio.Event()
@@ -100,6 +124,16 @@ class Dispatcher:
             claim.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await claim
+        for job_id in list(self._parked):  # never started: straight back to the queue
+            self._parked.pop(job_id, None)
+            with contextlib.suppress(ComfyrunError):
+                await self.store.transition(
+                    job_id,
+                    Event.REQUEUE,
+                    expect=JobStatus.RUNNING,
+                    changes=Changes(clear_lease=True),
+                    worker_id=self.worker_id,
+                )
         if drain:
             await self.wait_idle()
         for run, task in list(self._runs.values()):
@@ -126,37 +160,231 @@ class Dispatcher:
     # --- claiming ----------------------------------------------------------------------------
     async def _claim_loop(self) -> None:
         while not self._stopping:
-            slot = await self.pool.reserve()
-            if slot is None:
+            if self.pool.hopeless:
                 await self._fail_unplaceable()
                 continue
+            generation = self.pool.generation
             try:
-                job = await self.store.claim(self.worker_id, self.settings.lease_s)
+                await self._load_catalogs()
+                if await self._rebalance() or await self._place_parked():
+                    continue
+                if await self._claim_once():
+                    continue
             except ComfyrunError as exc:
-                slot.release()
                 log.warning("claim failed: %s", exc, extra={"action": "claim_error"})
                 await asyncio.sleep(1.0)  # the store is failing: back off before trying again
                 continue
-            except BaseException:
+            await self._wait_change(generation)
+
+    async def _load_catalogs(self) -> None:
+        """Node definitions of the connected backends not known yet; one that does not answer
+        is asked again only after a while (it is judged on its labels meanwhile)."""
+        now = time.monotonic()
+        wanted = [b for b in self.pool.backends if self._catalog_retry.get(b.name, 0.0) <= now]
+        await load_catalogs(wanted, timeout_s=self.settings.submit_timeout_s)
+        for backend in wanted:
+            if backend.client is not None and catalog_of(backend).object_info is None:
+                self._catalog_retry[backend.name] = now + CATALOG_RETRY_S
+
+    async def _wait_change(self, generation: int) -> None:
+        """Wait for the first of: a change in the pool, new work in the store, the idle
+        timeout (or a retry that becomes runnable)."""
+        changed = asyncio.ensure_future(self.pool.wait_changed(generation))
+        work = asyncio.ensure_future(self.store.wait_for_work(self._idle_timeout()))
+        try:
+            await asyncio.wait({changed, work}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (changed, work):
+                task.cancel()
+            await asyncio.wait({changed, work})
+
+    async def _claim_once(self) -> bool:
+        """Claim the best queued job for a free slot and start it. False when nothing was
+        done (no room, no job, or the room is a hold behind a prompt of higher priority)."""
+        if len(self._parked) >= PARK_PER_BACKEND * max(1, len(self.pool.backends)):
+            return False
+        slot = self.pool.try_reserve()
+        if slot is None:
+            return False
+        holding = slot.backend.inflight > 1  # the job would wait behind one in ComfyUI's queue
+        try:
+            held = self.pool.held_prompts()
+            if holding and held:
+                head = await self.store.next_priority()
+                if head is None or not may_hold(head, held):
+                    slot.release()
+                    return False
+            job = await self.store.claim(self.worker_id, self.settings.lease_s)
+        except BaseException:
+            slot.release()
+            raise
+        if job is None:
+            slot.release()
+            return False
+        if past_start_deadline(job, time.time()):
+            slot.release()
+            await self._fail_claimed(
+                job,
+                JobError(
+                    code="queue_timeout",
+                    message="the job was not started before its deadline (start_by); "
+                    "it was not run",
+                    details={"start_by": job.options.get("start_by")},
+                ),
+            )
+            return True
+        await self._place(job, slot)
+        return True
+
+    async def _place(self, job: Job, slot: Slot) -> None:
+        """Start `job` on the slot's backend if it fits there and no idle backend fits it
+        better; else on the best backend with room it fits; else park it, or fail it when no
+        backend of the pool can ever run it."""
+        fits = self._fitter(job)
+        views = {v.name: v for v in self._views_without(slot)}
+        best = choose_for_job(views.values(), fits)
+        here = views[slot.backend.name].inflight
+        if best is not None and (not fits(slot.backend.name) or views[best].inflight < here):
+            better = self.pool.try_reserve(on=best)
+            if better is not None:
                 slot.release()
-                raise
-            if job is None:
-                slot.release()
-                await self.store.wait_for_work(self._idle_timeout())
-                continue
-            if past_start_deadline(job, time.time()):
-                slot.release()
-                await self._fail_claimed(
-                    job,
-                    JobError(
-                        code="queue_timeout",
-                        message="the job was not started before its deadline (start_by); "
-                        "it was not run",
-                        details={"start_by": job.options.get("start_by")},
-                    ),
-                )
-                continue
+                slot = better
+        if fits(slot.backend.name):
             self._start_run(job, slot)
+            return
+        slot.release()
+        reasons = self._misfits(job)
+        if reasons is None:
+            self._parked[job.id] = job
+            log.info(
+                "job %s waits for a backend that can run it",
+                job.id,
+                extra={"action": "job_parked", "job_id": job.id, "backend": None},
+            )
+            return
+        await self._fail_claimed(
+            job,
+            JobError(
+                code="no_backend_fits",
+                message="no backend can run this job: " + "; ".join(r.describe() for r in reasons),
+                details={"backends": [r.to_dict() for r in reasons]},
+            ),
+        )
+
+    async def _place_parked(self) -> bool:
+        """Start the best parked job that fits a backend with room now."""
+        order = sorted(self._parked.values(), key=lambda j: (-j.priority, j.created_at, j.id))
+        views = self.pool.views()
+        for job in order:
+            name = choose_for_job(views, self._fitter(job))
+            slot = self.pool.try_reserve(on=name) if name is not None else None
+            if slot is not None:
+                del self._parked[job.id]
+                self._start_run(job, slot)
+                return True
+        return False
+
+    async def _rebalance(self) -> bool:
+        """Take a held prompt back (deleted from ComfyUI's queue before it started) to run it
+        on a backend that fell idle, or to make room for a job of higher priority."""
+        held = self.pool.held_prompts()
+        if not held:
+            return False
+        views = self.pool.views()
+
+        def fits(job_id: str, backend: str) -> bool:
+            entry = self._runs.get(job_id)
+            return entry is not None and self._fitter(entry[0].job)(backend)
+
+        pick = choose_takeback(views, held, fits)
+        if pick is not None:
+            return await self._move(*pick)
+        if any(has_room(v) for v in views):
+            return False
+        waiting = [j.priority for j in self._parked.values()]
+        head = await self.store.next_priority()
+        if head is not None:
+            waiting.append(head)
+        victim = choose_preemption(held, max(waiting) if waiting else None)
+        if victim is None:
+            return False
+        return await self._move(victim, None)
+
+    async def _move(self, job_id: str, target: str | None) -> bool:
+        """Take `job_id`'s held prompt back and run the job on `target` (None: back to the
+        queue). True when something changed."""
+        entry = self._runs.get(job_id)
+        if entry is None:
+            return False
+        run, task = entry
+        slot = self.pool.try_reserve(on=target) if target is not None else None
+        if target is not None and slot is None:
+            return False
+        try:
+            moved = await run.take_back()
+        except BaseException:
+            if slot is not None:
+                slot.release()
+            raise
+        if not moved:
+            if slot is not None:
+                slot.release()
+            return True
+        # the old run ends at once, without touching the store: wait for it to let go
+        await asyncio.wait({task}, timeout=self.settings.stop_grace_s + 1.0)
+        if slot is not None:
+            self._start_run(run.job, slot)
+        else:
+            await self.store.transition(
+                job_id,
+                Event.REQUEUE,
+                expect=JobStatus.RUNNING,
+                changes=Changes(clear_lease=True),
+                worker_id=self.worker_id,
+            )
+            log.info(
+                "job %s back in the queue: a job of higher priority waits",
+                job_id,
+                extra={"action": "job_preempted", "job_id": job_id, "backend": run.backend.name},
+            )
+        return True
+
+    def _fitter(self, job: Job) -> Callable[[str], bool]:
+        """Whether `job` fits a backend (by name), as far as its catalog is known."""
+        try:
+            requirements = check_requirements(job.options.get("requirements"))
+        except RequirementError:
+            requirements = {}
+        values = not job.inputs
+
+        def fits(name: str) -> bool:
+            backend = self.pool.get(name)
+            if backend is None:
+                return False
+            return misfit(job.workflow, requirements, catalog_of(backend), values=values) is None
+
+        return fits
+
+    def _misfits(self, job: Job) -> list[Misfit] | None:
+        """Why each backend cannot run `job`, or None when one can."""
+        try:
+            requirements = check_requirements(job.options.get("requirements"))
+        except RequirementError:
+            requirements = {}
+        reasons = []
+        for backend in self.pool.backends:
+            why = misfit(job.workflow, requirements, catalog_of(backend), values=not job.inputs)
+            if why is None:
+                return None
+            reasons.append(why)
+        return reasons
+
+    def _views_without(self, slot: Slot) -> list[BackendView]:
+        """The pool's views as if `slot` were not reserved (to compare its backend fairly)."""
+        return [
+            replace(v, inflight=v.inflight - 1) if v.name == slot.backend.name else v
+            for v in self.pool.views()
+        ]
 
     def _note_retry(self, run_at: float) -> None:
         if self._next_retry_at is None or run_at < self._next_retry_at:
@@ -212,7 +440,7 @@ class Dispatcher:
         if stale is not None:  # our lease ran out and we claimed the job again: drop the old run
             stale[0].abandon = "lease_lost"
             stale[1].cancel()
-        slot.bind(job.id)
+        slot.bind(job.id, priority=job.priority)
         run = JobRun(self.ctx, job, slot)
         task = asyncio.create_task(run.run(), name=f"job:{job.id}")
         self._runs[job.id] = (run, task)
@@ -235,6 +463,12 @@ class Dispatcher:
     async def heartbeat_once(self) -> None:
         """Renew the lease of every held job; give up (without touching the store) any job
         whose lease this worker lost: another worker may be running it now."""
+        for job_id in list(self._parked):
+            try:
+                if not await self.store.renew(job_id, self.worker_id, self.settings.lease_s):
+                    self._parked.pop(job_id, None)
+            except ComfyrunError as exc:
+                log.warning("renewing the lease of job %s failed: %s", job_id, exc)
         for job_id, (run, task) in list(self._runs.items()):
             if run.settled:
                 continue

@@ -69,6 +69,18 @@ async def prompt_gone(client: Any, prompt_id: str, *, timeout_s: float) -> bool:
         return False
 
 
+async def withdraw_prompt(client: Any, prompt_id: str, *, timeout_s: float) -> bool:
+    """Delete a prompt that waits in ComfyUI's queue (`POST /queue {"delete": [...]}` removes
+    only pending prompts). True only when ComfyUI then has it neither queued, running nor in its
+    history: it never ran and never will. A prompt that already started is left to run."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await client.delete_queued([prompt_id])
+    except Exception:
+        return False
+    return await prompt_gone(client, prompt_id, timeout_s=timeout_s)
+
+
 async def stop_prompt(
     client: Any,
     prompt_id: str,
@@ -96,4 +108,11 @@ async def stop_prompt(
     return False, await prompt_gone(client, prompt_id, timeout_s=call_timeout_s)
 
 
-__all__ = ["note_prompt", "previous_prompt", "prompt_gone", "still_known", "stop_prompt"]
+__all__ = [
+    "note_prompt",
+    "previous_prompt",
+    "prompt_gone",
+    "still_known",
+    "stop_prompt",
+    "withdraw_prompt",
+]

@@ -31,7 +31,13 @@ from comfyrun.core.retry import FailureKind, decide
 from comfyrun.core.state import Event
 from comfyrun.dispatch.collect import collect_outputs
 from comfyrun.dispatch.progress import ProgressTracker, ProgressWriter, preview_event
-from comfyrun.dispatch.reconcile import note_prompt, previous_prompt, still_known, stop_prompt
+from comfyrun.dispatch.reconcile import (
+    note_prompt,
+    previous_prompt,
+    still_known,
+    stop_prompt,
+    withdraw_prompt,
+)
 from comfyrun.dispatch.settings import DispatchSettings
 from comfyrun.errors import BackendError, ComfyrunError, Conflict, IllegalTransition
 from comfyrun.outputs import OutputStorage
@@ -75,6 +81,10 @@ class JobRun:
         self.abandon: str | None = None
         #: True once the job left running/canceling (or is no longer ours): nothing to renew.
         self.settled = False
+        #: Set once the prompt was taken back from ComfyUI's queue before it started: the run
+        #: ends without touching the store, and the dispatcher runs the job elsewhere.
+        self.taken_back = False
+        self._take_back = asyncio.Event()
         self._progress = ProgressWriter(ctx.store, job.id, ctx.settings.progress_interval_s)
 
     # --- the whole run -----------------------------------------------------------------------
@@ -97,7 +107,30 @@ class JobRun:
                 )
         finally:
             self._progress.close()
-            self.slot.release(done=done)
+            self.slot.release(done=done and not self.taken_back)
+
+    async def take_back(self) -> bool:
+        """Delete this run's prompt from ComfyUI's queue if it has not started. True when it is
+        gone for good (never ran, never will): the run then ends without touching the store and
+        the job may run elsewhere. A prompt that started (or whose fate cannot be told) stays."""
+        if not self.slot.held or self.prompt_id is None or self.taken_back:
+            return False
+        gone = await withdraw_prompt(
+            self.client, self.prompt_id, timeout_s=self.ctx.settings.submit_timeout_s
+        )
+        if not gone:
+            self.slot.hold(False)  # it started meanwhile: it runs here
+            return False
+        self.taken_back = True
+        self._take_back.set()
+        log.info(
+            "job %s: prompt %s taken back from backend %s before it started",
+            self.job.id,
+            self.prompt_id,
+            self.backend.name,
+            extra=self._extra("job_taken_back"),
+        )
+        return True
 
     async def _run(self) -> None:
         job, backend = self.job, self.backend
@@ -169,6 +202,8 @@ class JobRun:
                 except (BackendError, TimeoutError) as exc:
                     await self._backend_lost(f"POST /prompt failed: {exc}")
                     return
+                self.slot.hold(True)  # in ComfyUI's queue until its first event says it started
+                await self._record_placement(None)
             await self._follow(watch)
         finally:
             with contextlib.suppress(Exception):
@@ -183,6 +218,7 @@ class JobRun:
             "cancel": asyncio.ensure_future(self._wait_cancel_requested()),
             "down": asyncio.ensure_future(self.backend.wait_down()),
             "start": asyncio.ensure_future(started.wait()),
+            "take_back": asyncio.ensure_future(self._take_back.wait()),
         }
         limit = self.job.timeout_s or self.ctx.settings.default_timeout_s
         # counted from the prompt's start; until it starts (it may wait behind the job before
@@ -195,6 +231,7 @@ class JobRun:
                 helpers["cancel"],
                 helpers["down"],
                 helpers["start"],
+                helpers["take_back"],
             }
             while True:
                 timeout = None if deadline is None else max(0.0, deadline - loop.time())
@@ -204,8 +241,12 @@ class JobRun:
                 if result in done:
                     await self._on_result(await self._result_of(result))
                     return
+                if helpers["take_back"] in done and result not in done:
+                    return  # deleted from ComfyUI's queue unstarted: the job runs elsewhere
                 if helpers["start"] in done:
                     waiting.discard(helpers["start"])
+                    self.slot.hold(False)
+                    await self._record_placement(time.time())
                     if limit:
                         deadline = loop.time() + limit
                     continue
@@ -309,6 +350,22 @@ class JobRun:
             call_timeout_s=self.ctx.settings.submit_timeout_s,
         )
         return (await self._result_of(result) if settled else None), gone
+
+    async def _record_placement(self, started_at: float | None) -> None:
+        """Name the backend and prompt on the job, and when ComfyUI started the prompt (None:
+        it waits in ComfyUI's queue, and the job shows `queued`)."""
+        if self.prompt_id is None:
+            return
+        try:
+            await self.ctx.store.record_placement(
+                self.job.id,
+                self.ctx.worker_id,
+                backend=self.backend.name,
+                prompt_id=self.prompt_id,
+                execution_started_at=started_at,
+            )
+        except ComfyrunError as exc:  # the run goes on; only what the API shows lags
+            log.warning("job %s: recording its placement failed: %s", self.job.id, exc)
 
     # --- adopting a prompt from an earlier attempt ------------------------------------------
     async def _adopt_previous(self) -> tuple[str, Any] | None:
