@@ -27,10 +27,17 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from comfyrun.backends.catalog import catalog_of, load_catalogs
 from comfyrun.backends.pool import BackendPool, Slot
-from comfyrun.core.fit import Misfit, RequirementError, check_requirements, misfit
+from comfyrun.core.fit import (
+    Misfit,
+    RequirementError,
+    check_requirements,
+    misfit,
+    unmet_requirements,
+)
 from comfyrun.core.job import ACTIVE, Job, JobError, JobStatus
 from comfyrun.core.placement import (
     BackendView,
@@ -350,11 +357,11 @@ class Dispatcher:
         return True
 
     def _fitter(self, job: Job) -> Callable[[str], bool]:
-        """Whether `job` fits a backend (by name), as far as its catalog is known."""
-        try:
-            requirements = check_requirements(job.options.get("requirements"))
-        except RequirementError:
-            requirements = {}
+        """Whether `job` fits a backend (by name), as far as its catalog is known. When no
+        backend has every node type and model it uses, its labels alone decide: the backend
+        then refuses the prompt with ComfyUI's own validation error (submission refuses such a
+        job with 422 when the catalogs are known then)."""
+        requirements = _requirements(job)
         values = not job.inputs
 
         def fits(name: str) -> bool:
@@ -363,20 +370,24 @@ class Dispatcher:
                 return False
             return misfit(job.workflow, requirements, catalog_of(backend), values=values) is None
 
-        return fits
+        if any(fits(b.name) for b in self.pool.backends):
+            return fits
+
+        def labels_fit(name: str) -> bool:
+            backend = self.pool.get(name)
+            return backend is not None and not unmet_requirements(requirements, backend.spec.labels)
+
+        return labels_fit
 
     def _misfits(self, job: Job) -> list[Misfit] | None:
-        """Why each backend cannot run `job`, or None when one can."""
-        try:
-            requirements = check_requirements(job.options.get("requirements"))
-        except RequirementError:
-            requirements = {}
+        """Why each backend cannot run `job` (its labels), or None when one can."""
+        requirements = _requirements(job)
         reasons = []
         for backend in self.pool.backends:
-            why = misfit(job.workflow, requirements, catalog_of(backend), values=not job.inputs)
-            if why is None:
+            unmet = unmet_requirements(requirements, backend.spec.labels)
+            if not unmet:
                 return None
-            reasons.append(why)
+            reasons.append(Misfit(backend.name, unmet=tuple(unmet)))
         return reasons
 
     def _views_without(self, slot: Slot) -> list[BackendView]:
@@ -505,6 +516,13 @@ class Dispatcher:
                         event.value,
                         extra={"action": "job_released", "job_id": job.id, "backend": job.backend},
                     )
+
+
+def _requirements(job: Job) -> dict[str, Any]:
+    try:
+        return check_requirements(job.options.get("requirements"))
+    except RequirementError:  # refused at submission; an old record is run anywhere
+        return {}
 
 
 def past_start_deadline(job: Job, now: float) -> bool:

@@ -85,6 +85,8 @@ class JobRun:
         #: ends without touching the store, and the dispatcher runs the job elsewhere.
         self.taken_back = False
         self._take_back = asyncio.Event()
+        self._started_at: float | None = None  # when the prompt's first event came
+        self._start_recorded = False
         self._progress = ProgressWriter(ctx.store, job.id, ctx.settings.progress_interval_s)
 
     # --- the whole run -----------------------------------------------------------------------
@@ -239,14 +241,15 @@ class JobRun:
                     waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
                 )
                 if result in done:
-                    await self._on_result(await self._result_of(result))
+                    outcome = await self._result_of(result)
+                    await self._note_started(outcome)
+                    await self._on_result(outcome)
                     return
                 if helpers["take_back"] in done and result not in done:
                     return  # deleted from ComfyUI's queue unstarted: the job runs elsewhere
                 if helpers["start"] in done:
                     waiting.discard(helpers["start"])
-                    self.slot.hold(False)
-                    await self._record_placement(time.time())
+                    await self._note_started(None)
                     if limit:
                         deadline = loop.time() + limit
                     continue
@@ -351,6 +354,27 @@ class JobRun:
         )
         return (await self._result_of(result) if settled else None), gone
 
+    async def _note_started(self, outcome: PromptResult | BaseException | None) -> None:
+        """Record once when ComfyUI started the prompt: its first event here, else the
+        execution_start of its history (a result that came without events)."""
+        if self._start_recorded:
+            return
+        at = self._started_at
+        if at is None and isinstance(outcome, PromptResult):
+            at = next(
+                (
+                    msg.timestamp / 1000
+                    for msg in outcome.messages
+                    if isinstance(msg, m.ExecutionStart) and msg.timestamp
+                ),
+                None,
+            )
+        if at is None:
+            return
+        self._start_recorded = True
+        self.slot.hold(False)
+        await self._record_placement(at)
+
     async def _record_placement(self, started_at: float | None) -> None:
         """Name the backend and prompt on the job, and when ComfyUI started the prompt (None:
         it waits in ComfyUI's queue, and the job shows `queued`)."""
@@ -396,6 +420,8 @@ class JobRun:
         tracker = ProgressTracker(self.job.workflow)
         async for message in watch:
             if isinstance(message, m.ExecutionStart | m.ExecutionCached | m.Executing | m.Progress):
+                if self._started_at is None:
+                    self._started_at = time.time()
                 started.set()
             snapshot = tracker.feed(message)
             if snapshot is not None:

@@ -38,7 +38,8 @@ def test_finished_job_with_outputs_progress_and_error() -> None:
     )
     job = _job(
         status=JobStatus.FAILED,
-        started_at=NOW - 8,
+        started_at=NOW - 9,  # claimed
+        execution_started_at=NOW - 8,  # ComfyUI started the prompt
         finished_at=NOW - 2,
         expires_at=NOW + 100,
         progress=Progress(value=1.5, nodes_done=3, nodes_total=3, message="KSampler 20/20"),
@@ -55,6 +56,21 @@ def test_finished_job_with_outputs_progress_and_error() -> None:
     assert str(o.url) == "http://h:1/api/v2/assets/o0-j1/content"
     assert o.id == "o0-j1" and o.job_id == "j1"
     assert SpecOutput.model_validate(data["outputs"][0]).size_bytes == 123
+
+
+def test_a_claimed_job_whose_prompt_waits_in_a_backend_queue_is_queued_there() -> None:
+    held = _job(status=JobStatus.RUNNING, started_at=NOW - 5, backend="gpu-1")
+    wire = job_to_wire(held, queue_position=None, base_url="http://h", retention_s=60, now=NOW)
+    assert wire.status is JobStatus.QUEUED and wire.backend == "gpu-1"
+    assert wire.started_at is None and wire.metrics["queue_ms"] is None
+    # a start left by an earlier attempt (before this claim) does not count
+    stale = held.evolve(execution_started_at=NOW - 7)
+    assert job_to_wire(stale, queue_position=None, base_url="", retention_s=60, now=NOW).status is (
+        JobStatus.QUEUED
+    )
+    started = held.evolve(execution_started_at=NOW - 4)
+    wire = job_to_wire(started, queue_position=None, base_url="http://h", retention_s=60, now=NOW)
+    assert wire.status is JobStatus.RUNNING and wire.metrics["queue_ms"] == 6000
 
 
 def test_output_ids_round_trip_and_asset_ids_win() -> None:

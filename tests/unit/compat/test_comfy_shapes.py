@@ -125,7 +125,10 @@ def test_api_jobs_item_and_statuses() -> None:
     assert detail["execution_status"]["status_str"] == "success"
     pending = cc.api_job(done_job(JobStatus.QUEUED, outputs=(), started_at=None, finished_at=None))
     assert pending["status"] == "pending" and "execution_start_time" not in pending
-    assert cc.api_job(done_job(JobStatus.RUNNING))["status"] == "in_progress"
+    started = done_job(JobStatus.RUNNING, execution_started_at=101.2)
+    assert cc.api_job(started)["status"] == "in_progress"
+    # claimed, its prompt held in a backend's queue: still pending until ComfyUI starts it
+    assert cc.api_job(done_job(JobStatus.RUNNING))["status"] == "pending"
     assert cc.statuses_for(["pending", "in_progress"]) == [
         JobStatus.QUEUED,
         JobStatus.RUNNING,

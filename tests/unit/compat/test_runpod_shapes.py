@@ -14,7 +14,8 @@ def job(status: JobStatus, **kw: Any) -> Job:
         "workflow": {"1": {"class_type": "X", "inputs": {}}},
         "status": status,
         "created_at": 10.0,
-        "started_at": 10.5,
+        "started_at": 10.4,  # claimed
+        "execution_started_at": 10.5,  # ComfyUI started the prompt
         "finished_at": 12.0,
     }
     values.update(kw)
@@ -39,6 +40,10 @@ def test_statuses() -> None:
         "completed",
     ]
     assert rp.task_status(job(JobStatus.CANCELED)) == "cancelled"
+    # claimed, but its prompt still waits in a backend's ComfyUI queue
+    held = job(JobStatus.RUNNING, execution_started_at=None)
+    assert rp.runpod_status(held) == "IN_QUEUE" and rp.plain_status(held) == "pending"
+    assert rp.runpod_status(job(JobStatus.RUNNING)) == "IN_PROGRESS"
 
 
 def test_runpod_response_and_worker_output() -> None:
@@ -65,7 +70,9 @@ def test_runpod_response_and_worker_output() -> None:
         "Workflow execution error: Node Type: ImageInvert, Node ID: 2, Message: boom"
     )
     assert "output" not in failed
-    queued = rp.runpod_response(job(JobStatus.QUEUED, started_at=None, finished_at=None), None)
+    queued = rp.runpod_response(
+        job(JobStatus.QUEUED, started_at=None, execution_started_at=None, finished_at=None), None
+    )
     assert queued["delayTime"] == 0 and queued["executionTime"] == 0
     stream = rp.stream_response(job(JobStatus.SUCCEEDED), output)
     assert stream == {"status": "COMPLETED", "stream": [{"output": output}]}

@@ -12,6 +12,7 @@ JobService.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Annotated, Any
@@ -234,8 +235,15 @@ async def health(ctx: Ctx, endpoint_id: str | None = None) -> JSON:
 
 
 async def purge_queue(ctx: Ctx, endpoint_id: str | None = None) -> JSON:
-    """Cancel every queued job (running ones keep going, as on RunPod)."""
+    """Cancel every queued job (running ones keep going, as on RunPod), including a claimed
+    one whose prompt still waits in a backend's queue (shown IN_QUEUE; it is canceled once its
+    worker has taken the prompt back, so it is not counted in `removed`)."""
     removed = 0
+    held = await ctx.service.list_jobs(statuses=[JobStatus.RUNNING], limit=500)
+    for job in held.jobs:
+        if job.waiting:
+            with contextlib.suppress(errors.ComfyrunError):
+                await ctx.service.cancel(job.id)
     while True:
         page = await ctx.service.list_jobs(statuses=[JobStatus.QUEUED], limit=500)
         if not page.jobs:

@@ -1,5 +1,6 @@
 -- The schema the migrations produce (tests/integration/store/test_migrations.py checks it).
 
+-- (columns added by ALTER TABLE are written the way SQLite records them: ", name TYPE)")
 CREATE TABLE jobs (
     id               TEXT PRIMARY KEY,
     status           TEXT NOT NULL,
@@ -26,9 +27,8 @@ CREATE TABLE jobs (
     prompt_id        TEXT,
     progress         TEXT,
     outputs          TEXT NOT NULL DEFAULT '[]',
-    error            TEXT,
-    execution_started_at REAL
-);
+    error            TEXT
+, execution_started_at REAL);
 
 -- Claim order over queued jobs only: claim latency does not grow with finished history.
 CREATE INDEX jobs_claim ON jobs (priority DESC, created_at, id, next_run_at)

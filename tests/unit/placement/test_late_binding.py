@@ -1,0 +1,87 @@
+"""Late binding: a held prompt (in a backend's ComfyUI queue, not started) never strands its
+job while another backend is idle, and never lets a lower priority start before a higher one."""
+
+from __future__ import annotations
+
+from comfyrun.core.placement import (
+    BackendState,
+    BackendView,
+    HeldPrompt,
+    choose_for_job,
+    choose_preemption,
+    choose_takeback,
+    is_idle,
+    may_hold,
+)
+
+READY, BUSY = BackendState.READY, BackendState.BUSY
+
+
+def anywhere(job_id: str, backend: str) -> bool:
+    return True
+
+
+def test_a_held_prompt_moves_to_a_backend_that_fell_idle() -> None:
+    views = [BackendView("a", BUSY, inflight=2), BackendView("b", READY, inflight=0)]
+    held = [HeldPrompt("j1", "a", priority=0, seq=1)]
+    assert choose_takeback(views, held, anywhere) == ("j1", "b")
+
+
+def test_nothing_moves_while_no_backend_is_idle() -> None:
+    views = [BackendView("a", BUSY, inflight=2), BackendView("b", BUSY, inflight=1)]
+    assert choose_takeback(views, [HeldPrompt("j1", "a", 0, 1)], anywhere) is None
+
+
+def test_an_unhealthy_backend_with_nothing_to_do_is_not_idle() -> None:
+    assert not is_idle(BackendView("b", BackendState.UNHEALTHY, inflight=0))
+    views = [BackendView("a", BUSY, inflight=2), BackendView("b", BackendState.DRAINING)]
+    assert choose_takeback(views, [HeldPrompt("j1", "a", 0, 1)], anywhere) is None
+
+
+def test_the_highest_priority_then_the_first_claimed_held_prompt_moves_first() -> None:
+    views = [
+        BackendView("a", BUSY, inflight=2),
+        BackendView("b", BUSY, inflight=2),
+        BackendView("c", READY, inflight=0),
+    ]
+    held = [HeldPrompt("low", "a", 0, 1), HeldPrompt("high", "b", 5, 3), HeldPrompt("x", "a", 5, 4)]
+    assert choose_takeback(views, held, anywhere) == ("high", "c")
+
+
+def test_a_held_prompt_moves_only_to_an_idle_backend_that_can_run_it() -> None:
+    views = [
+        BackendView("a", BUSY, inflight=2),
+        BackendView("b", READY, inflight=0),
+        BackendView("c", READY, inflight=0),
+    ]
+    held = [HeldPrompt("sdxl", "a", 0, 1)]
+    assert choose_takeback(views, held, lambda job, backend: backend == "c") == ("sdxl", "c")
+    assert choose_takeback(views, held, lambda job, backend: backend == "a") is None
+
+
+def test_a_job_holds_behind_another_only_when_no_held_prompt_outranks_it() -> None:
+    held = [HeldPrompt("h", "a", priority=5, seq=1)]
+    assert may_hold(5, held)
+    assert may_hold(9, held)
+    assert not may_hold(0, held)
+    assert may_hold(-3, [])
+
+
+def test_a_waiting_job_of_higher_priority_takes_back_the_lowest_newest_held_prompt() -> None:
+    held = [HeldPrompt("a1", "a", 0, 1), HeldPrompt("b1", "b", 0, 2), HeldPrompt("c1", "c", 3, 3)]
+    assert choose_preemption(held, 10) == "b1"
+    assert choose_preemption(held, 2) == "b1"
+    assert choose_preemption(held, 0) is None  # equal priority: first come, first served
+    assert choose_preemption(held, None) is None
+    assert choose_preemption([], 10) is None
+
+
+def test_a_job_goes_to_the_least_loaded_backend_it_fits() -> None:
+    views = [
+        BackendView("a", READY, inflight=0),
+        BackendView("b", BUSY, inflight=1),
+        BackendView("c", BUSY, inflight=2),
+    ]
+    assert choose_for_job(views, lambda name: True) == "a"
+    assert choose_for_job(views, lambda name: name != "a") == "b"
+    assert choose_for_job(views, lambda name: name == "c") is None  # full: it waits
