@@ -10,6 +10,7 @@
     │   └── HashMismatch               uploaded bytes do not match the declared hash
     ├── InvalidRequest                 bad input from a caller (4xx)
     │   ├── InvalidWorkflow            ComfyUI (or our own checks) rejected the workflow
+    │   │   └── NoBackendFits          no configured backend has its nodes/models/labels
     │   ├── ConversionError            a UI-format workflow could not be converted
     │   ├── MissingAsset               an asset reference that resolves to nothing
     │   └── InputRejected              an input (URL, base64, file) broke a limit or a rule
@@ -91,6 +92,12 @@ class InvalidWorkflow(InvalidRequest):
     code = "invalid_workflow"
 
 
+class NoBackendFits(InvalidWorkflow):
+    """No configured backend can run this job."""
+
+    code = "no_backend_fits"
+
+
 class ConversionError(InvalidRequest):
     """The UI-format workflow could not be converted to an API prompt."""
 
@@ -151,6 +158,7 @@ __all__ = [
     "InvalidRequest",
     "InvalidWorkflow",
     "MissingAsset",
+    "NoBackendFits",
     "NotFound",
     "QueueFull",
     "StorageError",

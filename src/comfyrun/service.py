@@ -18,6 +18,7 @@ from typing import Any, Protocol, cast
 
 from comfyrun.comfy.validation import validate_prompt as comfy_validate
 from comfyrun.config import Settings
+from comfyrun.core.fit import BackendCatalog, Misfit, RequirementError, check_requirements, misfits
 from comfyrun.core.job import JSON, Job, JobStatus, NewJob
 from comfyrun.core.state import Event
 from comfyrun.core.workflow import convert_ui_to_api, is_ui_workflow
@@ -27,6 +28,7 @@ from comfyrun.errors import (
     IdempotencyInFlight,
     InvalidRequest,
     InvalidWorkflow,
+    NoBackendFits,
     NotFound,
     QueueFull,
 )
@@ -37,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: Returns ComfyUI's /object_info from a ready backend (cached), or None when none answers.
 ObjectInfoSource = Callable[[], Awaitable[JSON | None]]
+#: Returns what each configured backend offers (labels, object_info when known): core.fit.
+CatalogSource = Callable[[], Awaitable[Sequence[BackendCatalog]]]
 
 
 class FileDeleter(Protocol):
@@ -108,6 +112,7 @@ class JobService:
         files: FileDeleter | None = None,
         object_info: ObjectInfoSource | None = None,
         check_inputs: InputChecker | None = None,
+        catalogs: CatalogSource | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -115,6 +120,7 @@ class JobService:
         self._files = files
         self._object_info = object_info
         self._check_inputs = check_inputs
+        self._catalogs = catalogs
         self._clock = clock
         self._in_flight_keys: set[str] = set()
         # (queued jobs counted, when, jobs submitted since): see _enforce_queue_bound
@@ -137,7 +143,11 @@ class JobService:
                 self._in_flight_keys.discard(key)
 
     async def _submit(self, sub: Submission) -> Submitted:
-        workflow = await self._prepare_workflow(sub.workflow, placeholders=bool(sub.inputs))
+        placeholders = bool(sub.inputs)
+        fitting = await self._fitting_backends(sub, placeholders=placeholders)
+        workflow = await self._prepare_workflow(
+            sub.workflow, placeholders=placeholders, object_info=fitting
+        )
         if self._check_inputs is not None and (sub.inputs or _has_asset_refs(workflow)):
             workflow = await self._check_inputs(workflow, list(sub.inputs))
         await self._enforce_queue_bound()
@@ -196,7 +206,41 @@ class JobService:
                 retry_after_s=self.settings.queue_full_retry_after_s,
             )
 
-    async def _prepare_workflow(self, workflow: Any, *, placeholders: bool = False) -> JSON:
+    async def _fitting_backends(self, sub: Submission, *, placeholders: bool) -> JSON | None:
+        """Refuse (NoBackendFits, 422) a job no configured backend can run: its node types,
+        model files (combo values) and `requirements` against each backend's object_info and
+        labels. Returns the object_info of the first backend that can run it (to validate the
+        workflow against), or None when none is known."""
+        if self._catalogs is None or not isinstance(sub.workflow, dict):
+            return None
+        try:
+            requirements = check_requirements(sub.options.get("requirements"))
+        except RequirementError as exc:
+            raise InvalidRequest(
+                str(exc), details={"requirements": sub.options.get("requirements")}
+            ) from exc
+        if is_ui_format(sub.workflow):
+            return None  # judged at dispatch, once converted
+        catalogs = list(await self._catalogs())
+        if not catalogs:
+            return None
+        fit, unfit = misfits(sub.workflow, requirements, catalogs, values=not placeholders)
+        if fit:
+            known = {c.name: c.object_info for c in catalogs}
+            info = next((known[name] for name in fit if known[name]), None)
+            return dict(info) if info is not None else None
+        known_infos = [c.object_info for c in catalogs if c.object_info]
+        everywhere = {(u.missing_nodes, u.missing_values, u.unmet) for u in unfit}
+        if known_infos and len(everywhere) == 1 and not unfit[0].unmet:
+            # missing on every backend alike: ComfyUI's own verdict, as one ComfyUI would answer
+            await self._prepare_workflow(
+                sub.workflow, placeholders=placeholders, object_info=dict(known_infos[0])
+            )
+        raise _no_backend_fits(unfit)
+
+    async def _prepare_workflow(
+        self, workflow: Any, *, placeholders: bool = False, object_info: JSON | None = None
+    ) -> JSON:
         """The API prompt to store, checked the way ComfyUI checks it.
 
         With a backend's object_info at hand the whole of ComfyUI's validation runs here, so a
@@ -212,7 +256,8 @@ class JobService:
             )
         if is_ui_format(workflow):
             workflow = await self._convert_ui(workflow)
-        object_info = await self._object_info() if self._object_info is not None else None
+        if object_info is None and self._object_info is not None:
+            object_info = await self._object_info()
         validate_prompt(workflow, object_info)
         if object_info and not placeholders and not _has_asset_refs(workflow):
             await asyncio.to_thread(validate_like_comfyui, workflow, object_info)
@@ -477,6 +522,27 @@ def _has_asset_refs(value: Any) -> bool:
     if isinstance(value, list):
         return any(_has_asset_refs(v) for v in value)
     return False
+
+
+def _no_backend_fits(unfit: Sequence[Misfit]) -> NoBackendFits:
+    """The 422 (v2) / ComfyUI-shaped 400 for a job no backend can run, naming what is missing
+    on which backend."""
+    message = "no configured backend can run this job: " + "; ".join(u.describe() for u in unfit)
+    node_errors: dict[str, JSON] = {}
+    for u in unfit:
+        for node_id, name, value in u.missing_values:
+            node_errors.setdefault(node_id, {"errors": [], "dependent_outputs": []})
+            node_errors[node_id]["errors"].append(
+                {
+                    "type": "value_not_in_list",
+                    "message": "Value not in list",
+                    "details": f"{name}: '{value}' not on backend {u.backend}",
+                    "extra_info": {"input_name": name, "received_value": value},
+                }
+            )
+    details = _prompt_error("no_backend_fits", message, node_errors=node_errors)
+    details["backends"] = [u.to_dict() for u in unfit]
+    return NoBackendFits(message, details=details)
 
 
 def _prompt_error(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -163,6 +163,7 @@ async def _open(
         files=storage,
         object_info=cache.get,
         check_inputs=_input_checker(assets),
+        catalogs=_catalog_source(pool, backend_configs, settings),
     )
     webhooks = None
     if settings.role is not Role.WORKER:
@@ -200,6 +201,27 @@ async def _start_webhooks(
     stack.push_async_callback(sender.close)
     await sender.resume([JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCELING])
     return sender
+
+
+def _catalog_source(
+    pool: Any, configs: Sequence[BackendConfig], settings: Settings
+) -> Callable[[], Awaitable[list[Any]]]:
+    """What each backend offers, for refusing at submission a job none can run: the worker's
+    pool (object_info of the backends that are up), else the configured labels alone."""
+    from comfyrun.backends.catalog import catalog_of, load_catalogs
+    from comfyrun.core.fit import BackendCatalog
+
+    async def catalogs() -> list[Any]:
+        if pool is None:
+            return [
+                BackendCatalog(name=c.name or c.url or f"backend-{i + 1}", labels=dict(c.labels))
+                for i, c in enumerate(configs)
+            ]
+        up = [b for b in pool.backends if str(b.state) in READY_STATES]
+        await load_catalogs(up, timeout_s=settings.backend_timeout_s)
+        return [catalog_of(b) for b in pool.backends]
+
+    return catalogs
 
 
 def _ready_urls(pool: Any, configs: Sequence[BackendConfig]) -> list[str]:

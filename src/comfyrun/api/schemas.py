@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from comfyrun.core.fit import check_requirements
 from comfyrun.core.job import Job, JobError, JobStatus, Output, Progress
 
 # requests -----------------------------------------------------------------------------------
@@ -77,6 +78,16 @@ class SubmitJobRequest(BaseModel):
     output: OutputOptions | None = None
     webhook: WebhookOptions | None = None
     extra_data: dict[str, Any] | None = None
+    requirements: dict[str, Any] | None = Field(
+        default=None,
+        description="Backend labels the job needs: a value to equal, or {min, max, in}; "
+        'e.g. {"gpu": "4090", "vram_gb": {"min": 16}}.',
+    )
+
+    @field_validator("requirements")
+    @classmethod
+    def _valid_requirements(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return check_requirements(value) or None  # RequirementError is a ValueError: 422
 
     def options(self) -> dict[str, Any]:
         """The options a worker reads from the job record."""
@@ -91,6 +102,8 @@ class SubmitJobRequest(BaseModel):
             opts["extra_data"] = self.extra_data
         if self.webhook is not None:
             opts["webhook"] = self.webhook.model_dump(exclude_none=True)
+        if self.requirements:
+            opts["requirements"] = self.requirements
         return opts
 
 
