@@ -144,6 +144,7 @@ class Backend:
         self.health = hl.Health()
         self.jobs: set[str] = set()
         self.reserved = 0
+        self.executed = 0  # jobs whose prompt ComfyUI finished (their outputs being collected)
         self.jobs_done = 0
         self.last_error: str | None = None
         self.last_assigned = 0
@@ -175,7 +176,8 @@ class Backend:
 
     @property
     def inflight(self) -> int:
-        return self.reserved + len(self.jobs)
+        """Jobs that occupy ComfyUI: reserved, held in its queue or running there."""
+        return self.reserved + len(self.jobs) - self.executed
 
     @property
     def input_dir(self) -> Path | None:
@@ -388,6 +390,7 @@ class Slot:
         self.priority = 0
         self.seq = 0
         self.held = False
+        self.executed = False
         self._released = False
 
     def bind(self, job_id: str, *, priority: int = 0) -> None:
@@ -407,11 +410,22 @@ class Slot:
             self.held = held
             self.pool._changed()
 
+    def executed_prompt(self) -> None:
+        """ComfyUI is done with the prompt: the backend has room for the next one while the
+        job's outputs are collected."""
+        if not self.executed and not self._released and self.job_id is not None:
+            self.executed = True
+            self.held = False
+            self.backend.executed += 1
+            self.pool._changed()
+
     def release(self, *, done: bool = False) -> None:
         if self._released:
             return
         self._released = True
         self.held = False
+        if self.executed:
+            self.backend.executed -= 1
         if self.job_id is None:
             self.backend.reserved -= 1
         else:

@@ -306,13 +306,14 @@ class Dispatcher:
         pick = choose_takeback(views, held, fits)
         if pick is not None:
             return await self._move(*pick)
-        if any(has_room(v) for v in views):
-            return False
-        waiting = [j.priority for j in self._parked.values()]
-        head = await self.store.next_priority()
-        if head is not None:
-            waiting.append(head)
-        victim = choose_preemption(held, max(waiting) if waiting else None)
+        # a held prompt must not start before a job of higher priority that waits: held
+        # elsewhere, parked, or (when there is no room for it) still in the queue
+        waiting = [h.priority for h in held] + [j.priority for j in self._parked.values()]
+        if not any(has_room(v) for v in views):
+            head = await self.store.next_priority()
+            if head is not None:
+                waiting.append(head)
+        victim = choose_preemption(held, max(waiting))
         if victim is None:
             return False
         return await self._move(victim, None)

@@ -242,6 +242,7 @@ class JobRun:
                 )
                 if result in done:
                     outcome = await self._result_of(result)
+                    self.slot.executed_prompt()
                     await self._note_started(outcome)
                     await self._on_result(outcome)
                     return

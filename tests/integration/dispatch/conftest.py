@@ -66,6 +66,8 @@ async def make_engine(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
             names: tuple[str, ...] = ("a",),
             settings: DispatchSettings = SETTINGS,
             start: bool = True,
+            per: dict[str, dict[str, Any]] | None = None,
+            labels: dict[str, dict[str, Any]] | None = None,
             **emulator: Any,
         ) -> Engine:
             store = open_store("memory://")
@@ -73,7 +75,9 @@ async def make_engine(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
             stack.push_async_callback(store.close)
             storage = open_output_storage(f"file://{tmp_path / 'outputs'}")
             emulators = {
-                name: await stack.enter_async_context(running_emulator(tmp_path / name, **emulator))
+                name: await stack.enter_async_context(
+                    running_emulator(tmp_path / name, **{**emulator, **(per or {}).get(name, {})})
+                )
                 for name in names
             }
             engine: Engine
@@ -83,7 +87,10 @@ async def make_engine(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
                 engine.clients.append(client)
                 return client
 
-            specs = [BackendSpec(name=n, url=str(e.url)) for n, e in emulators.items()]
+            specs = [
+                BackendSpec(name=n, url=str(e.url), labels=(labels or {}).get(n, {}))
+                for n, e in emulators.items()
+            ]
             pool = BackendPool.from_specs(specs, client_factory, health=HEALTH)
             dispatcher = Dispatcher(store, pool, storage, settings, worker_id="it-worker")
             engine = Engine(store, storage, pool, dispatcher, emulators)
