@@ -147,6 +147,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "lpt": greedy_makespan(lengths, args.backends, longest_first=True),
         "same_order": greedy_makespan(lengths, args.backends, longest_first=False),
         "work": sum(lengths),
+        "gaps": [(b, s - t0, e - t0) for b, s, e in report.gaps],
     }
 
 
@@ -159,6 +160,7 @@ async def main() -> None:
     parser.add_argument("--store", choices=("memory", "sqlite"), default="sqlite")
     parser.add_argument("--handover-ms", type=float, default=250.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--gaps", action="store_true", help="list every idle-while-waiting gap")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
@@ -173,6 +175,9 @@ async def main() -> None:
         f"gaps (longest {r['idle_longest'] * 1000:.0f} ms; beyond a {args.handover_ms:g} ms "
         f"hand-over: {r['idle_beyond'] * 1000:.0f} ms)"
     )
+    if args.gaps:
+        for backend, start, end in r["gaps"]:
+            print(f"  {backend}: idle {start:8.3f} .. {end:8.3f} s ({(end - start) * 1000:.0f} ms)")
     print(
         f"makespan {r['makespan']:.2f} s (from the first submission); greedy same order "
         f"{r['same_order']:.2f} s ({(r['makespan'] / r['same_order'] - 1) * 100:+.1f} %); "

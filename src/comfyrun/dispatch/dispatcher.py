@@ -113,6 +113,8 @@ class Dispatcher:
         """Give back jobs this worker id held before a restart, then start claiming."""
         await self._release_stale_jobs()
         await self.sweeper.sweep_once()
+        with contextlib.suppress(Exception):  # what each backend can run, before the first job
+            await self._load_catalogs()
         self._stopping = False
         self._tasks = [
             asyncio.create_task(self._claim_loop(), name="dispatch:claim"),
