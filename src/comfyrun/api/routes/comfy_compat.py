@@ -269,9 +269,12 @@ async def _jobs(ctx: AppContext, statuses: list[JobStatus], limit: int = _MAX_LI
 
 
 async def get_queue(ctx: Ctx) -> dict[str, Any]:
-    running = await _jobs(ctx, list(ACTIVE))
-    pending = await _jobs(ctx, [JobStatus.QUEUED])
-    pending.sort(key=lambda j: (-j.priority, j.created_at))
+    active = await _jobs(ctx, list(ACTIVE))
+    # a claimed job whose prompt waits in a backend's queue is pending, ahead of the queue
+    running = [j for j in active if not j.waiting]
+    pending = sorted((j for j in active if j.waiting), key=lambda j: j.started_at or 0.0)
+    queued = await _jobs(ctx, [JobStatus.QUEUED])
+    pending += sorted(queued, key=lambda j: (-j.priority, j.created_at))
     return {
         "queue_running": [cc.queue_item(j) for j in reversed(running)],
         "queue_pending": [cc.queue_item(j) for j in pending],
@@ -286,6 +289,7 @@ async def post_queue(request: Request, ctx: Ctx) -> Response:
         return comfy_error(400, "invalid_request", "the body is not a JSON object")
     ids: list[str] = []
     if body.get("clear"):
+        ids += [j.id for j in await _jobs(ctx, [JobStatus.RUNNING]) if j.waiting]
         ids += [j.id for j in await _jobs(ctx, [JobStatus.QUEUED])]
     delete = body.get("delete")
     if isinstance(delete, list):
@@ -297,12 +301,19 @@ async def post_queue(request: Request, ctx: Ctx) -> Response:
 
 async def _drop_pending(ctx: AppContext, job_id: str) -> None:
     job = await ctx.store.get(job_id)
-    if job is None or job.status is not JobStatus.QUEUED:
+    if job is None or not (job.status is JobStatus.QUEUED or job.waiting):
         return
     with contextlib.suppress(errors.ComfyrunError):
         view = await ctx.service.cancel(job_id)
+        if job.waiting:  # held in a backend's queue: its worker takes the prompt back first
+            view = await ctx.service.wait(job_id, HELD_DROP_TIMEOUT_S)
         if view.job.terminal:
             await ctx.service.delete(job_id)
+
+
+#: How long POST /queue {"delete"} waits for a worker to take back a prompt held in a backend's
+#: queue before it leaves the (canceled) job in the history.
+HELD_DROP_TIMEOUT_S = 10.0
 
 
 async def get_history(
@@ -359,7 +370,7 @@ async def interrupt(request: Request, ctx: Ctx) -> Response:
         ]
     for job_id in targets:
         job = await ctx.store.get(job_id)
-        if job is not None and job.status is JobStatus.RUNNING:
+        if job is not None and job.status is JobStatus.RUNNING and not job.waiting:
             with contextlib.suppress(errors.ComfyrunError):
                 await ctx.service.cancel(job_id)
     return Response(status_code=200)
