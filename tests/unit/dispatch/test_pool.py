@@ -181,3 +181,34 @@ async def test_a_backend_down_at_start_is_probed_until_it_answers() -> None:
     finally:
         await pool.stop()
         await server.stop()
+
+
+async def test_held_prompts_and_a_prompt_done_in_comfyui_frees_its_room() -> None:
+    server = FakeServer(name="a")
+    pool = BackendPool.from_specs(
+        [BackendSpec(name="a", url="fake://a"), BackendSpec(name="b", url="fake://b")],
+        lambda url: FakeClient(server),
+        health=HEALTH,
+    )
+    await pool.start()
+    try:
+        assert await pool.wait_ready(5)
+        running, held = pool.try_reserve(on="a"), pool.try_reserve(on="a")
+        assert running is not None and held is not None and pool.try_reserve(on="a") is None
+        running.bind("j1", priority=0)
+        held.bind("j2", priority=3)
+        generation = pool.generation
+        held.hold(True)
+        assert pool.generation > generation  # a change the dispatcher wakes for
+        assert [(h.job_id, h.backend, h.priority) for h in pool.held_prompts()] == [("j2", "a", 3)]
+        held.hold(False)  # it started
+        assert pool.held_prompts() == []
+        backend = pool.get("a")
+        assert backend is not None
+        running.executed_prompt()  # ComfyUI is done with it: room while outputs are collected
+        assert backend.inflight == 1
+        assert pool.try_reserve(on="a") is not None
+        running.release(done=True)
+        assert backend.inflight == 2
+    finally:
+        await pool.stop()

@@ -112,10 +112,18 @@ async def list_jobs(
         for key, value in request.query_params.multi_items()
         if key.startswith("metadata[") and key.endswith("]")
     }
+    wanted = _statuses(status)
+    stored = wanted
+    if wanted is not None and JobStatus.QUEUED in wanted and JobStatus.RUNNING not in wanted:
+        stored = [*wanted, JobStatus.RUNNING]  # held in a backend's queue: shown queued
     page = await ctx.service.list_jobs(
-        statuses=_statuses(status), limit=limit, cursor=cursor, metadata=metadata or None
+        statuses=stored, limit=limit, cursor=cursor, metadata=metadata or None
     )
-    jobs = [await render(ctx, request, JobView(j, None)) for j in page.jobs]
+    jobs = [
+        await render(ctx, request, JobView(j, None))
+        for j in page.jobs
+        if wanted is None or (JobStatus.QUEUED if j.waiting else j.status) in wanted
+    ]
     return JobList(jobs=jobs, next_cursor=page.next_cursor)
 
 

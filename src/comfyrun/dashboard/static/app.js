@@ -202,7 +202,7 @@
   async function reloadJob(id) {
     const job = await api(`jobs/${encodeURIComponent(id)}`);
     if (state.selected !== id) return;
-    // the API names the backend once the job ends; its log says so as soon as it is sent
+    // the API names the backend once the prompt is sent (held in its queue, still "queued")
     job.backend ??= state.log.findLast((e) => e.backend)?.backend ?? null;
     state.job = job;
     renderDetail();
