@@ -360,8 +360,8 @@ class JobRun:
         store = self.ctx.store
         events = await store.events_since(self.job.id)
         after = events[-1].id if events else 0
-        current = await store.get(self.job.id)
-        if current is not None and current.status is JobStatus.CANCELING:
+        statuses = [e.data.get("status") for e in events if e.kind == "status"]
+        if statuses and statuses[-1] == JobStatus.CANCELING.value:
             return
         task = asyncio.current_task()
         while True:
