@@ -105,20 +105,42 @@ async def running_server(settings: Settings) -> AsyncIterator[str]:
     """Serve comfyrun in this event loop; yields its base URL once it accepts requests."""
     from comfyrun.api.app import create_app
 
-    async with serving_app(create_app(settings), settings.host, settings.port) as url:
+    app = create_app(settings)
+    async with serving_app(
+        app, settings.host, settings.port, max_header_bytes=settings.max_header_bytes
+    ) as url:
         yield url
 
 
+#: The request line and headers of one request, at most (h11's default is 16 KiB).
+MAX_HEADER_BYTES = 64 * 1024
+
+
 @contextlib.asynccontextmanager
-async def serving_app(app: Any, host: str, port: int, *, grace_s: int = 5) -> AsyncIterator[str]:
+async def serving_app(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    grace_s: int = 5,
+    max_header_bytes: int = MAX_HEADER_BYTES,
+) -> AsyncIterator[str]:
     """Serve an ASGI app with uvicorn in this event loop on host:port (0 picks a free port);
-    yields its base URL once it accepts requests, and stops it on exit."""
+    yields its base URL once it accepts requests, and stops it on exit. Requests whose line
+    and headers exceed `max_header_bytes` are refused (400) and their connection closed."""
     import uvicorn
 
     sock = bind_socket(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     config = uvicorn.Config(
-        app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=grace_s
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=grace_s,
+        # h11, not httptools: uvicorn caps the size of headers only with h11
+        http="h11",
+        h11_max_incomplete_event_size=max_header_bytes,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
