@@ -20,6 +20,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 
 from comfyrun import __version__
 from comfyrun.api.context import AppContext, public_base_url, require_auth
+from comfyrun.api.docs import install_docs
 from comfyrun.api.errors import install_error_handlers
 from comfyrun.api.limits import BodyLimit, BodyLimits
 from comfyrun.api.object_info import ObjectInfoCache
@@ -75,7 +76,10 @@ def create_app(
         version=__version__,
         description="A durable job server for ComfyUI workflows (Comfy API v2).",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    install_docs(app)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limits=body_limits(settings))
     app.include_router(health.router)
