@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from comfyrun import stages
 from comfyrun.backends.catalog import catalog_of, load_catalogs
 from comfyrun.backends.pool import BackendPool, Slot
 from comfyrun.core.fit import (
@@ -38,7 +39,7 @@ from comfyrun.core.fit import (
     misfit,
     unmet_requirements,
 )
-from comfyrun.core.job import ACTIVE, Job, JobError, JobStatus
+from comfyrun.core.job import ACTIVE, Job, JobError, JobStatus, new_prompt_id
 from comfyrun.core.placement import (
     BackendView,
     choose_for_job,
@@ -49,6 +50,7 @@ from comfyrun.core.placement import (
 )
 from comfyrun.core.state import Event
 from comfyrun.dispatch.inputs import make_input_placer
+from comfyrun.dispatch.reconcile import first_attempt_note
 from comfyrun.dispatch.run import InputPlacer, JobRun, RunContext
 from comfyrun.dispatch.settings import DispatchSettings
 from comfyrun.dispatch.sweeper import Sweeper
@@ -223,7 +225,11 @@ class Dispatcher:
                 if head is None or not may_hold(head, held):
                     slot.release()
                     return False
-            job = await self.store.claim(self.worker_id, self.settings.lease_s)
+            # the prompt a first attempt submits is noted in the claim's own transaction, for
+            # the backend reserved here; placed elsewhere, the run notes a new one (_place)
+            prompt_id = new_prompt_id()
+            note = first_attempt_note(slot.backend.name, prompt_id)
+            job = await self.store.claim(self.worker_id, self.settings.lease_s, note=note)
         except BaseException:
             slot.release()
             raise
@@ -242,13 +248,15 @@ class Dispatcher:
                 ),
             )
             return True
-        await self._place(job, slot)
+        stages.mark(job.id, "claimed")
+        await self._place(job, slot, noted=(slot.backend.name, prompt_id))
         return True
 
-    async def _place(self, job: Job, slot: Slot) -> None:
+    async def _place(self, job: Job, slot: Slot, *, noted: tuple[str, str] | None = None) -> None:
         """Start `job` on the slot's backend if it fits there and no idle backend fits it
         better; else on the best backend with room it fits; else park it, or fail it when no
-        backend of the pool can ever run it."""
+        backend of the pool can ever run it. `noted`: (backend, prompt id) the claim recorded
+        for a first attempt, used only if the job runs on that backend."""
         fits = self._fitter(job)
         views = {v.name: v for v in self._views_without(slot)}
         best = choose_for_job(views.values(), fits)
@@ -259,7 +267,10 @@ class Dispatcher:
                 slot.release()
                 slot = better
         if fits(slot.backend.name):
-            self._start_run(job, slot)
+            noted_prompt = None
+            if noted is not None and noted[0] == slot.backend.name and job.attempts == 1:
+                noted_prompt = noted[1]
+            self._start_run(job, slot, noted_prompt=noted_prompt)
             return
         slot.release()
         reasons = self._misfits(job)
@@ -449,13 +460,13 @@ class Dispatcher:
             extra={"action": "job_fail", "job_id": job.id, "backend": None},
         )
 
-    def _start_run(self, job: Job, slot: Slot) -> None:
+    def _start_run(self, job: Job, slot: Slot, *, noted_prompt: str | None = None) -> None:
         stale = self._runs.get(job.id)
         if stale is not None:  # our lease ran out and we claimed the job again: drop the old run
             stale[0].abandon = "lease_lost"
             stale[1].cancel()
         slot.bind(job.id, priority=job.priority)
-        run = JobRun(self.ctx, job, slot)
+        run = JobRun(self.ctx, job, slot, noted_prompt=noted_prompt)
         task = asyncio.create_task(run.run(), name=f"job:{job.id}")
         self._runs[job.id] = (run, task)
         self._idle.clear()
@@ -504,8 +515,15 @@ class Dispatcher:
         """Jobs the store says this worker id holds but no run of ours does (a restart with the
         same worker id): back to the queue at once instead of after their lease."""
         with contextlib.suppress(ComfyrunError):
-            page = await self.store.list(statuses=list(ACTIVE), limit=1000)
-            for job in page.jobs:
+            held: list[Job] = []
+            cursor: str | None = None
+            while True:
+                page = await self.store.list(statuses=list(ACTIVE), limit=500, cursor=cursor)
+                held += page.jobs
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+            for job in held:
                 if job.worker_id != self.worker_id or job.id in self._runs:
                     continue
                 event = Event.LEASE_LOST if job.status is JobStatus.RUNNING else Event.CANCELED

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from comfyrun import stages
 from comfyrun.backends.pool import Backend, BackendPool, Slot
 from comfyrun.comfy import messages as m
 from comfyrun.comfy.errors import (
@@ -68,8 +69,12 @@ class RunContext:
 class JobRun:
     """Runs `job` on the slot's backend. `run()` never raises except on cancellation."""
 
-    def __init__(self, ctx: RunContext, job: Job, slot: Slot) -> None:
+    def __init__(
+        self, ctx: RunContext, job: Job, slot: Slot, *, noted_prompt: str | None = None
+    ) -> None:
         self.ctx = ctx
+        #: The prompt id the claim already recorded for this attempt (see first_attempt_note).
+        self.noted_prompt = noted_prompt
         self.job = job
         self.slot = slot
         self.backend = slot.backend
@@ -182,12 +187,13 @@ class JobRun:
         if adopted is not None:
             prompt_id, watch = adopted
         else:
-            prompt_id = new_prompt_id()
+            prompt_id = self.noted_prompt or new_prompt_id()
             watch = client.watch(prompt_id)
         self.prompt_id = prompt_id
         try:
             if adopted is None:
-                await note_prompt(self.ctx.store, self.job, self.backend.name, prompt_id)
+                if prompt_id != self.noted_prompt:
+                    await note_prompt(self.ctx.store, self.job, self.backend.name, prompt_id)
                 try:
                     async with asyncio.timeout(settings.submit_timeout_s):
                         await client.submit(
@@ -206,6 +212,7 @@ class JobRun:
                     return
                 self.slot.hold(True)  # in ComfyUI's queue until its first event says it started
                 await self._record_placement(None)
+            stages.mark(self.job.id, "submitted")
             await self._follow(watch)
         finally:
             with contextlib.suppress(Exception):
@@ -241,6 +248,7 @@ class JobRun:
                     waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
                 )
                 if result in done:
+                    stages.mark(self.job.id, "executed")
                     outcome = await self._result_of(result)
                     self.slot.executed_prompt()
                     await self._note_started(outcome)
@@ -249,6 +257,7 @@ class JobRun:
                 if helpers["take_back"] in done and result not in done:
                     return  # deleted from ComfyUI's queue unstarted: the job runs elsewhere
                 if helpers["start"] in done:
+                    stages.mark(self.job.id, "started")
                     waiting.discard(helpers["start"])
                     await self._note_started(None)
                     if limit:
@@ -399,15 +408,28 @@ class JobRun:
         if self.job.attempts <= 1:
             return None
         previous = await previous_prompt(self.ctx.store, self.job.id)
-        if previous is None or previous[1] != self.backend.name:
+        if previous is None:
             return None
-        pid = previous[0]
-        if not await still_known(self.client, pid, timeout_s=self.ctx.settings.submit_timeout_s):
+        pid, name = previous
+        backend, client = self.backend, self.client
+        if name != backend.name:
+            # The prompt went to another backend of this worker: follow it there (this run's
+            # slot stays where it was reserved) rather than run the workflow a second time.
+            other = self.ctx.pool.get(name)
+            if other is None or other.is_down:
+                return None
+            try:
+                client = await other.ready_client()
+            except BackendError:
+                return None
+            backend = other
+        if not await still_known(client, pid, timeout_s=self.ctx.settings.submit_timeout_s):
             return None
         try:
-            watch = self.client.watch(pid, attach=True)
+            watch = client.watch(pid, attach=True)
         except ValueError:  # still watched by the attempt that is being given up
             return None
+        self.backend, self.client = backend, client
         log.info(
             "job %s: following prompt %s of an earlier attempt",
             self.job.id,
@@ -435,8 +457,8 @@ class JobRun:
         store = self.ctx.store
         events = await store.events_since(self.job.id)
         after = events[-1].id if events else 0
-        current = await store.get(self.job.id)
-        if current is not None and current.status is JobStatus.CANCELING:
+        statuses = [e.data.get("status") for e in events if e.kind == "status"]
+        if statuses and statuses[-1] == JobStatus.CANCELING.value:
             return
         task = asyncio.current_task()
         while True:
@@ -452,12 +474,11 @@ class JobRun:
     # --- endings ----------------------------------------------------------------------------
     async def _succeed(self, outcome: PromptResult) -> None:
         try:
-            await collect_outputs(
+            outputs = await collect_outputs(
                 self.job,
                 outcome.outputs,
                 backend=self.backend,
                 client=self.client,
-                store=self.ctx.store,
                 storage=self.ctx.storage,
                 inline_cap=self.ctx.settings.inline_max_bytes,
             )
@@ -471,6 +492,7 @@ class JobRun:
                 retry=False,
             )
             return
+        stages.mark(self.job.id, "collected")
         total = len(self.job.workflow)
         await self._transition(
             Event.SUCCEED,
@@ -479,6 +501,7 @@ class JobRun:
                 backend=self.backend.name,
                 prompt_id=self.prompt_id,
                 expires_at=time.time() + self.ctx.settings.retention_s,
+                outputs=tuple(outputs),
             ),
         )
 
@@ -533,8 +556,11 @@ class JobRun:
         to canceling meanwhile). None when the job is no longer this worker's."""
         store = self.ctx.store
         self._progress.close()  # a final transition: no progress write may follow it
+        # First as if nothing moved (one round trip); when the job moved (canceling), read it.
+        current: Job | None = self.job
         for _ in range(5):
-            current = await store.get(self.job.id)
+            if current is None:
+                current = await store.get(self.job.id)
             if (
                 current is None
                 or current.status not in ACTIVE
@@ -559,7 +585,9 @@ class JobRun:
             except IllegalTransition:
                 raise
             except Conflict:
+                current = None
                 continue
+            stages.mark(job.id, "committed")
             log.info(
                 "job %s %s on backend %s",
                 job.id,

@@ -40,6 +40,8 @@ register_url_convertor("outputid", OutputIdConvertor())
 router = APIRouter(tags=["files"], dependencies=[Depends(require_auth)])
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+#: Files up to this size are read whole and sent in one response body.
+SMALL_BODY = 1 << 20
 
 
 async def _find(ctx: AppContext, oid: str) -> tuple[str, Output]:
@@ -53,7 +55,9 @@ async def _find(ctx: AppContext, oid: str) -> tuple[str, Output]:
     return job_id, job.outputs[index]
 
 
-@router.get("/api/v2/assets/{oid:outputid}")
+# Out of the OpenAPI document: to it these are the assets router's /api/v2/assets/{asset_id}
+# paths (one templated path, which accepts output ids too), not a second, clashing template.
+@router.get("/api/v2/assets/{oid:outputid}", include_in_schema=False)
 async def output_asset(oid: str, request: Request, ctx: Ctx) -> dict[str, object]:
     """An output described as an Asset (the spec: outputs are assets)."""
     job_id, out = await _find(ctx, oid)
@@ -73,7 +77,7 @@ async def output_asset(oid: str, request: Request, ctx: Ctx) -> dict[str, object
     }
 
 
-@router.get("/api/v2/assets/{oid:outputid}/content")
+@router.get("/api/v2/assets/{oid:outputid}/content", include_in_schema=False)
 async def output_content(
     oid: str, ctx: Ctx, range_header: Annotated[str | None, Header(alias="range")] = None
 ) -> Response:
@@ -106,12 +110,15 @@ async def serve_key(
         url, _ = await storage.url(key, expires_s=3600)
         if url:
             return RedirectResponse(url, status_code=302)
-    stat = await storage.stat(key)
-    if stat is None:
+    found = await storage.read_small(key, -1 if range_header else SMALL_BODY)
+    if found is None:
         raise NotFound(f"file {key} not found", details={"key": key})
-    total = int(getattr(stat, "size_bytes", None) or size or 0)
-    media = content_type or getattr(stat, "content_type", None) or "application/octet-stream"
+    stat, body = found
+    total = int(stat.size_bytes or size or 0)
+    media = content_type or stat.content_type or "application/octet-stream"
     headers = {"Accept-Ranges": "bytes"}
+    if body is not None:  # small: read in one trip, sent in one piece
+        return Response(body, 200, headers=headers, media_type=media)
     if range_header:
         span = _parse_range(range_header, total)
         if span is None:
