@@ -396,6 +396,7 @@ class Slot:
         self.held = False
         self.executed = False
         self._released = False
+        self._assigned = (backend.last_assigned, backend.last_assigned)  # (before, after)
 
     def bind(self, job_id: str, *, priority: int = 0) -> None:
         assert self.job_id is None and not self._released
@@ -432,13 +433,18 @@ class Slot:
             self.backend.executed -= 1
         if self.job_id is None:
             self.backend.reserved -= 1
-        else:
-            if self.pool._bound.get(self.job_id) is self:
-                del self.pool._bound[self.job_id]
-            self.backend.jobs.discard(self.job_id)
-            if done:
-                self.backend.jobs_done += 1
-            self.backend.sync_busy()
+            # room held and given back unused (nothing to claim): no change to wake anyone for
+            # (the dispatcher would spin), and the round robin stays where it was
+            if self.backend.last_assigned == self._assigned[1]:
+                self.backend.last_assigned = self._assigned[0]
+            self.pool._room.set()
+            return
+        if self.pool._bound.get(self.job_id) is self:
+            del self.pool._bound[self.job_id]
+        self.backend.jobs.discard(self.job_id)
+        if done:
+            self.backend.jobs_done += 1
+        self.backend.sync_busy()
         self.pool._changed()
 
 
@@ -562,9 +568,12 @@ class BackendPool:
         if name is None:
             return None
         backend = self._backends[name]
+        before = backend.last_assigned
         backend.reserved += 1
         backend.last_assigned = next(self._counter)
-        return Slot(self, backend)
+        slot = Slot(self, backend)
+        slot._assigned = (before, backend.last_assigned)
+        return slot
 
     async def reserve(self) -> Slot | None:
         """Wait (on events, not a timer) until some backend has room, and hold that room.
