@@ -186,6 +186,8 @@ class JobRun:
         adopted = await self._adopt_previous()
         if adopted is not None:
             prompt_id, watch = adopted
+            self.prompt_id = prompt_id
+            await self._adopted_state(prompt_id)
         else:
             prompt_id = self.noted_prompt or new_prompt_id()
             watch = client.watch(prompt_id)
@@ -363,6 +365,22 @@ class JobRun:
             call_timeout_s=self.ctx.settings.submit_timeout_s,
         )
         return (await self._result_of(result) if settled else None), gone
+
+    async def _adopted_state(self, prompt_id: str) -> None:
+        """A prompt of an earlier attempt that still waits in ComfyUI's queue is held here (it
+        may be taken back); one that already started counts as started now (its first events
+        went to the earlier attempt)."""
+        try:
+            async with asyncio.timeout(self.ctx.settings.submit_timeout_s):
+                queue = await self.client.queue()
+        except Exception:
+            return
+        if prompt_id in queue.running:
+            self._started_at = time.time()
+            await self._note_started(None)
+        elif prompt_id in queue.pending and self.backend is self.slot.backend:
+            self.slot.hold(True)
+            await self._record_placement(None)
 
     async def _note_started(self, outcome: PromptResult | BaseException | None) -> None:
         """Record once when ComfyUI started the prompt: its first event here, else the
