@@ -4,6 +4,7 @@ across the fleet, and jobs go only to backends that have their models and labels
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ Make = Callable[..., Awaitable[Engine]]
 STEP_S = 0.05
 #: A gap shorter than this is comfyrun's hand-over (notice, take back, resubmit) on a loaded
 #: machine, not a stranded job; a stranded one waits for a whole long job (>= 2 s here).
-HANDOVER_S = 1.0
+HANDOVER_S = 1.5
 
 
 def job_of(steps: int, seed: int, **kw: Any) -> dict[str, Any]:
@@ -51,6 +52,16 @@ async def prompts_of(engine: Engine, job_id: str) -> list[str]:
     return found
 
 
+async def eventually(engine: Engine, job_id: str, predicate: Callable[[Job], bool]) -> Job:
+    """The job once `predicate` holds, polled: a placement write appends no event to wait on."""
+    async with asyncio.timeout(20):
+        while True:
+            job = await engine.store.get(job_id)
+            if job is not None and predicate(job):
+                return job
+            await asyncio.sleep(0.01)
+
+
 def waits(jobs: list[Job], runs: list[Run], backends: frozenset[str]) -> list[Wait]:
     started = {r.prompt_id: r.start for r in runs}
     return [Wait(j.id, j.created_at, started[str(j.prompt_id)], backends) for j in jobs]
@@ -62,13 +73,13 @@ async def test_a_prompt_held_behind_a_long_job_runs_where_a_backend_frees(
 ) -> None:
     engine = await make_engine(("a", "b"), step_time_s=STEP_S)
     long = await engine.submit(job_of(100, 1))  # 5 s
-    long_run = await engine.wait_for(long.id, lambda j: j.execution_start is not None)
-    short = await engine.submit(job_of(40, 2))  # 2 s, on the other backend
-    short_run = await engine.wait_for(short.id, lambda j: j.execution_start is not None)
+    long_run = await eventually(engine, long.id, lambda j: j.execution_start is not None)
+    short = await engine.submit(job_of(50, 2))  # 2.5 s, on the other backend
+    short_run = await eventually(engine, short.id, lambda j: j.execution_start is not None)
     assert short_run.backend != long_run.backend
     moved = await engine.submit(job_of(6, 3))
     # both backends busy: held in ComfyUI's queue behind the long job, and shown queued there
-    held = await engine.wait_for(moved.id, lambda j: j.backend is not None)
+    held = await eventually(engine, moved.id, lambda j: j.backend is not None)
     assert held.waiting and held.backend == long_run.backend
     assert [h.job_id for h in engine.pool.held_prompts()] == [moved.id]
     done = await engine.wait(moved.id)
@@ -104,12 +115,12 @@ async def test_a_high_priority_job_is_the_next_to_start_across_the_fleet(
     make_engine: Make,
 ) -> None:
     engine = await make_engine(("a", "b"), step_time_s=STEP_S)
-    first = [await engine.submit(job_of(40, seed)) for seed in (1, 2)]
+    first = [await engine.submit(job_of(60, seed)) for seed in (1, 2)]
     for job in first:
-        await engine.wait_for(job.id, lambda j: j.execution_start is not None)
+        await eventually(engine, job.id, lambda j: j.execution_start is not None)
     low = [await engine.submit(job_of(6, seed)) for seed in (3, 4)]
     for job in low:  # held in the backends' queues behind the running jobs
-        await engine.wait_for(job.id, lambda j: j.backend is not None and j.waiting)
+        await eventually(engine, job.id, lambda j: j.backend is not None and j.waiting)
     high = await engine.submit(job_of(6, 5), priority=10)
     done = {j.id: await engine.wait(j.id, timeout=30) for j in [*first, *low, high]}
     assert all(j.status is JobStatus.SUCCEEDED for j in done.values())
