@@ -25,20 +25,10 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 from comfyrun import stages
-from comfyrun.backends.catalog import catalog_of, load_catalogs
 from comfyrun.backends.pool import BackendPool, Slot
-from comfyrun.core.fit import (
-    Misfit,
-    RequirementError,
-    check_requirements,
-    misfit,
-    unmet_requirements,
-)
 from comfyrun.core.job import ACTIVE, Job, JobError, JobStatus, new_prompt_id
 from comfyrun.core.placement import (
     BackendView,
@@ -49,6 +39,7 @@ from comfyrun.core.placement import (
     may_hold,
 )
 from comfyrun.core.state import Event
+from comfyrun.dispatch.fitting import FleetFit
 from comfyrun.dispatch.inputs import make_input_placer
 from comfyrun.dispatch.reconcile import first_attempt_note
 from comfyrun.dispatch.run import InputPlacer, JobRun, RunContext
@@ -62,8 +53,6 @@ log = logging.getLogger(__name__)
 
 #: How many claimed jobs per backend may wait (parked) for a busy backend that can run them.
 PARK_PER_BACKEND = 2
-#: Seconds before asking a backend whose object_info could not be read again.
-CATALOG_RETRY_S = 10.0
 
 
 def default_worker_id() -> str:
@@ -104,7 +93,7 @@ class Dispatcher:
         self._runs: dict[str, tuple[JobRun, asyncio.Task[None]]] = {}
         #: Claimed jobs that fit only backends that are busy now, placed first when one frees.
         self._parked: dict[str, Job] = {}
-        self._catalog_retry: dict[str, float] = {}
+        self.fit = FleetFit(pool, timeout_s=self.settings.submit_timeout_s)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._idle = asyncio.Event()
@@ -116,7 +105,7 @@ class Dispatcher:
         await self._release_stale_jobs()
         await self.sweeper.sweep_once()
         with contextlib.suppress(Exception):  # what each backend can run, before the first job
-            await self._load_catalogs()
+            await self.fit.refresh()
         self._stopping = False
         self._tasks = [
             asyncio.create_task(self._claim_loop(), name="dispatch:claim"),
@@ -176,7 +165,7 @@ class Dispatcher:
                 continue
             generation = self.pool.generation
             try:
-                await self._load_catalogs()
+                await self.fit.refresh()
                 if await self._rebalance() or await self._place_parked():
                     continue
                 if await self._claim_once():
@@ -186,16 +175,6 @@ class Dispatcher:
                 await asyncio.sleep(1.0)  # the store is failing: back off before trying again
                 continue
             await self._wait_change(generation)
-
-    async def _load_catalogs(self) -> None:
-        """Node definitions of the connected backends not known yet; one that does not answer
-        is asked again only after a while (it is judged on its labels meanwhile)."""
-        now = time.monotonic()
-        wanted = [b for b in self.pool.backends if self._catalog_retry.get(b.name, 0.0) <= now]
-        await load_catalogs(wanted, timeout_s=self.settings.submit_timeout_s)
-        for backend in wanted:
-            if backend.client is not None and catalog_of(backend).object_info is None:
-                self._catalog_retry[backend.name] = now + CATALOG_RETRY_S
 
     async def _wait_change(self, generation: int) -> None:
         """Wait for the first of: a change in the pool, new work in the store, the idle
@@ -257,7 +236,7 @@ class Dispatcher:
         better; else on the best backend with room it fits; else park it, or fail it when no
         backend of the pool can ever run it. `noted`: (backend, prompt id) the claim recorded
         for a first attempt, used only if the job runs on that backend."""
-        fits = self._fitter(job)
+        fits = self.fit.fitter(job)
         views = {v.name: v for v in self._views_without(slot)}
         best = choose_for_job(views.values(), fits)
         here = views[slot.backend.name].inflight
@@ -273,7 +252,7 @@ class Dispatcher:
             self._start_run(job, slot, noted_prompt=noted_prompt)
             return
         slot.release()
-        reasons = self._misfits(job)
+        reasons = self.fit.misfits(job)
         if reasons is None:
             self._parked[job.id] = job
             log.info(
@@ -296,7 +275,7 @@ class Dispatcher:
         order = sorted(self._parked.values(), key=lambda j: (-j.priority, j.created_at, j.id))
         views = self.pool.views()
         for job in order:
-            name = choose_for_job(views, self._fitter(job))
+            name = choose_for_job(views, self.fit.fitter(job))
             slot = self.pool.try_reserve(on=name) if name is not None else None
             if slot is not None:
                 del self._parked[job.id]
@@ -314,7 +293,7 @@ class Dispatcher:
 
         def fits(job_id: str, backend: str) -> bool:
             entry = self._runs.get(job_id)
-            return entry is not None and self._fitter(entry[0].job)(backend)
+            return entry is not None and self.fit.fitter(entry[0].job)(backend)
 
         pick = choose_takeback(views, held, fits)
         if pick is not None:
@@ -369,40 +348,6 @@ class Dispatcher:
                 extra={"action": "job_preempted", "job_id": job_id, "backend": run.backend.name},
             )
         return True
-
-    def _fitter(self, job: Job) -> Callable[[str], bool]:
-        """Whether `job` fits a backend (by name), as far as its catalog is known. When no
-        backend has every node type and model it uses, its labels alone decide: the backend
-        then refuses the prompt with ComfyUI's own validation error (submission refuses such a
-        job with 422 when the catalogs are known then)."""
-        requirements = _requirements(job)
-        values = not job.inputs
-
-        def fits(name: str) -> bool:
-            backend = self.pool.get(name)
-            if backend is None:
-                return False
-            return misfit(job.workflow, requirements, catalog_of(backend), values=values) is None
-
-        if any(fits(b.name) for b in self.pool.backends):
-            return fits
-
-        def labels_fit(name: str) -> bool:
-            backend = self.pool.get(name)
-            return backend is not None and not unmet_requirements(requirements, backend.spec.labels)
-
-        return labels_fit
-
-    def _misfits(self, job: Job) -> list[Misfit] | None:
-        """Why each backend cannot run `job` (its labels), or None when one can."""
-        requirements = _requirements(job)
-        reasons = []
-        for backend in self.pool.backends:
-            unmet = unmet_requirements(requirements, backend.spec.labels)
-            if not unmet:
-                return None
-            reasons.append(Misfit(backend.name, unmet=tuple(unmet)))
-        return reasons
 
     def _views_without(self, slot: Slot) -> list[BackendView]:
         """The pool's views as if `slot` were not reserved (to compare its backend fairly)."""
@@ -537,13 +482,6 @@ class Dispatcher:
                         event.value,
                         extra={"action": "job_released", "job_id": job.id, "backend": job.backend},
                     )
-
-
-def _requirements(job: Job) -> dict[str, Any]:
-    try:
-        return check_requirements(job.options.get("requirements"))
-    except RequirementError:  # refused at submission; an old record is run anywhere
-        return {}
 
 
 def past_start_deadline(job: Job, now: float) -> bool:
