@@ -15,7 +15,9 @@ ComfyUI clients one server whose definitions are the union of its backends':
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,9 +64,12 @@ def union_object_info(infos: Sequence[Mapping[str, Any]]) -> JSON:
         for class_type, node in info.items():
             if class_type not in merged:
                 merged[class_type] = node
-            elif isinstance(node, Mapping) and isinstance(merged[class_type], Mapping):
-                if node != merged[class_type]:
-                    merged[class_type] = _merge_node(merged[class_type], node)
+            elif (
+                isinstance(node, Mapping)
+                and isinstance(merged[class_type], Mapping)
+                and node != merged[class_type]
+            ):
+                merged[class_type] = _merge_node(merged[class_type], node)
     return merged
 
 
@@ -128,10 +133,8 @@ def union_names(lists: Iterable[Sequence[Any]]) -> list[Any]:
                 seen[key] = n
     out = list(seen.values())
     if all_sorted:
-        try:
-            out.sort()
-        except TypeError:  # mixed types: keep first-seen order
-            pass
+        with contextlib.suppress(TypeError):  # mixed types: keep first-seen order
+            out = sorted(out, key=_itself)
     return out
 
 
@@ -156,9 +159,13 @@ def merge_features(features: Sequence[Mapping[str, Any]]) -> JSON:
     return merged
 
 
+def _itself(value: Any) -> Any:
+    return value
+
+
 def _is_sorted(names: Sequence[Any]) -> bool:
     try:
-        return all(a <= b for a, b in zip(names, names[1:], strict=False))
+        return all(a <= b for a, b in itertools.pairwise(names))
     except TypeError:
         return False
 

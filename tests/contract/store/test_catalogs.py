@@ -8,7 +8,9 @@ from comfyrun.store.base import JobStore
 T0 = 1_700_000_000.0
 
 
-def catalog(backend: str, fetched_at: float = T0, ckpts: tuple[str, ...] = ("a.ckpt",)) -> NodeCatalog:
+def catalog(
+    backend: str, fetched_at: float = T0, ckpts: tuple[str, ...] = ("a.ckpt",)
+) -> NodeCatalog:
     # keys deliberately out of alphabetical order: ComfyUI's order must survive the store
     info = {
         "KSampler": {"input": {"required": {"seed": ["INT", {"default": 0}], "cfg": ["FLOAT"]}}},
