@@ -91,12 +91,10 @@ class BackendCatalog:
 
     # --- reads (from memory) -----------------------------------------------------------------
     def names(self) -> list[str]:
-        """The fleet's backends: the pool's, else the configured URLs, else the stored ones."""
+        """The fleet's backends: the pool's; without one, the configured URLs and the stored."""
         if self._pool is not None:
             return [b.name for b in self._pool.backends]
-        if self._urls:
-            return list(self._urls)
-        return sorted(self._entries)
+        return [*self._urls, *sorted(n for n in self._entries if n not in self._urls)]
 
     def get(self, backend: str) -> NodeCatalog | None:
         """The last catalog of `backend`, or None if it was never fetched."""
@@ -155,6 +153,12 @@ class BackendCatalog:
         """Fetch `backend`'s catalog again now (no wake); the stored one if that fails."""
         await asyncio.shield(self._spawn(backend, wake=False))
         return self._entries.get(backend)
+
+    async def settled(self) -> None:
+        """Return once no fetch is in flight (nor one that a fetch in flight will start)."""
+        while self._tasks:
+            tasks = [asyncio.shield(t) for t in self._tasks.values()]
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- internals ---------------------------------------------------------------------------
     def _spawn(self, name: str, *, wake: bool) -> asyncio.Task[NodeCatalog | None]:
