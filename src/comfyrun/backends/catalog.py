@@ -71,6 +71,7 @@ class BackendCatalog:
         self._again: dict[str, float] = {}  # backend → when it changed during a fetch
         self._woken: set[str] = set()
         self._listeners: list[Callable[[str], None]] = []
+        self._stopped = False
 
     # --- life --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -81,6 +82,7 @@ class BackendCatalog:
             self._pool_changed()
 
     async def stop(self) -> None:
+        self._stopped = True  # the pool may still report changes while it stops
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
@@ -179,7 +181,9 @@ class BackendCatalog:
             del self._tasks[name]
             changed_at = self._again.pop(name, None)
             entry = self._entries.get(name)
-            if changed_at is not None and (entry is None or entry.fetched_at < changed_at):
+            if self._stopped or changed_at is None:
+                return
+            if entry is None or entry.fetched_at < changed_at:
                 self._spawn(name, wake=False)
 
     async def _update(self, name: str, *, wake: bool) -> NodeCatalog | None:
@@ -271,19 +275,24 @@ class BackendCatalog:
             self._set(entry)
 
     def _pool_changed(self) -> None:
-        """A backend that became ready (or came back on another URL) is asked again."""
-        for backend in self._pool.backends:
-            up = str(backend.state) in _UP
-            key = (up, backend.url if up else None)
-            before = self._seen.get(backend.name)
-            self._seen[backend.name] = key
-            if up and before != key:
-                self._woken.discard(backend.name)
-                with contextlib.suppress(RuntimeError):  # no running loop: nothing to refresh
+        """A backend that became ready (or came back on another URL) is asked again. Called by
+        the pool on every change: cheap, and it never raises into the pool."""
+        if self._stopped:
+            return
+        try:
+            for backend in self._pool.backends:
+                up = str(backend.state) in _UP
+                key = (up, backend.url if up else None)
+                before = self._seen.get(backend.name)
+                self._seen[backend.name] = key
+                if up and before != key:
+                    self._woken.discard(backend.name)
                     self._spawn(backend.name, wake=False)
+        except Exception:
+            log.exception("catalog: could not follow a backend change")
 
     def _refresh_stale(self) -> None:
-        if self._pool is None:
+        if self._pool is None or self._stopped:
             return
         cutoff = time.time() - self._ttl_s
         for name, entry in self._entries.items():
