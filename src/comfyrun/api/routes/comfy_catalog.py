@@ -5,6 +5,7 @@ request waits while the backends start (bounded by their start timeout)."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
@@ -52,7 +53,18 @@ async def object_info(ctx: Ctx) -> Response:
     union = await _union(ctx)
     if union is None:
         return _unavailable()
-    return JSONResponse(union.object_info)
+    return Response(_encoded(ctx, union), media_type="application/json")
+
+
+def _encoded(ctx: AppContext, union: NodeCatalog) -> bytes:
+    """The whole /object_info body, encoded once per union (several MB with custom nodes)."""
+    cached = ctx.extras.get("object_info_body")
+    if cached is not None and cached[0] is union:
+        body: bytes = cached[1]
+        return body
+    body = json.dumps(union.object_info, ensure_ascii=False, separators=(",", ":")).encode()
+    ctx.extras["object_info_body"] = (union, body)
+    return body
 
 
 async def object_info_one(node_class: str, ctx: Ctx) -> Response:
