@@ -158,6 +158,7 @@ async def _open(
         settings,
         files=storage,
         object_info=_object_info_source(catalog),
+        recheck_object_info=_object_info_source(catalog, recheck=True),
         check_inputs=_input_checker(assets),
     )
     webhooks = None
@@ -214,12 +215,13 @@ async def _start_catalog(
     return catalog
 
 
-def _object_info_source(catalog: BackendCatalog) -> Any:
+def _object_info_source(catalog: BackendCatalog, *, recheck: bool = False) -> Any:
     """Submission checks use the fleet's union, as known (stored, or from backends that are up):
-    a submission never waits for a backend to start."""
+    a valid submission never waits for a backend to start. With `recheck`, the backends are
+    asked again first (a refusal must not rest on definitions stored before they changed)."""
 
     async def object_info() -> dict[str, Any] | None:
-        union = await catalog.current(wake=False)
+        union = await (catalog.recheck() if recheck else catalog.current(wake=False))
         return union.object_info if union is not None else None
 
     return object_info

@@ -151,6 +151,21 @@ class BackendCatalog:
             await asyncio.gather(*(asyncio.shield(t) for t in pending), return_exceptions=True)
         return {n: self._entries[n] for n in wanted if n in self._entries}
 
+    async def recheck(self, *, min_age_s: float = 60.0) -> NodeCatalog | None:
+        """The union after asking again every backend whose catalog is older than `min_age_s`
+        (starting lazy ones): for a submission refused on stored definitions that may predate
+        a backend's new nodes or models. The age bound keeps repeated refusals cheap."""
+        cutoff = time.time() - min_age_s
+        stale = [
+            n
+            for n in self.names()
+            if (entry := self._entries.get(n)) is None or entry.fetched_at < cutoff
+        ]
+        tasks = [self._spawn(n, wake=True) for n in stale]
+        if tasks:
+            await asyncio.gather(*(asyncio.shield(t) for t in tasks), return_exceptions=True)
+        return self.union()
+
     async def refresh(self, backend: str) -> NodeCatalog | None:
         """Fetch `backend`'s catalog again now (no wake); the stored one if that fails."""
         await asyncio.shield(self._spawn(backend, wake=False))

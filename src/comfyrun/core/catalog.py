@@ -159,6 +159,26 @@ def merge_features(features: Sequence[Mapping[str, Any]]) -> JSON:
     return merged
 
 
+def definitions_may_be_stale(refusal: Any) -> bool:
+    """Whether a validation refusal (ComfyUI's {"error", "node_errors"} shape) names a node type
+    or a combo value (a model file) that the definitions lack: stored definitions may predate a
+    backend's new custom nodes or models, so they are worth asking again before refusing."""
+    if not isinstance(refusal, Mapping):
+        return False
+    error = refusal.get("error")
+    if (
+        isinstance(error, Mapping)
+        and error.get("type") == "invalid_prompt"
+        and "does not exist" in str(error.get("message", ""))
+    ):
+        return True
+    for node in (refusal.get("node_errors") or {}).values():
+        errors = node.get("errors", []) if isinstance(node, Mapping) else []
+        if any(isinstance(e, Mapping) and e.get("type") == "value_not_in_list" for e in errors):
+            return True
+    return False
+
+
 def _itself(value: Any) -> Any:
     return value
 
@@ -181,6 +201,7 @@ def _hashable(value: Any) -> Any:
 __all__ = [
     "NodeCatalog",
     "combo_choices",
+    "definitions_may_be_stale",
     "merge_features",
     "merge_input",
     "union_catalog",

@@ -5,12 +5,14 @@ is up, and a backend that restarts with other model files is described again."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from tests.support.emulator import text_to_image_workflow
 from tests.support.managed_comfy import emulator_args, make_emulator_folder
 
@@ -19,6 +21,7 @@ from comfyrun.api.context import AppContext
 from comfyrun.backends.process import ManagedProcess
 from comfyrun.config import BackendConfig, Settings
 from comfyrun.outputs.memory import MemoryOutputStorage
+from comfyrun.store.factory import open_store
 
 LOADER = "CheckpointLoaderSimple"
 
@@ -111,6 +114,7 @@ async def test_a_cold_lazy_fleet_answers_then_a_restart_answers_from_the_store(
         assert good.status_code == 200, good.text
 
 
+@pytest.mark.slow
 async def test_a_backend_restarted_with_another_model_list_is_described_again(
     tmp_path: Path,
 ) -> None:
@@ -133,3 +137,31 @@ async def test_a_backend_restarted_with_another_model_list_is_described_again(
         assert "added_later.safetensors" in checkpoints(info)
         [stored] = await ctx.store.catalogs()
         assert "added_later.safetensors" in stored.models["checkpoints"]
+
+
+@pytest.mark.slow
+async def test_a_model_added_while_the_backend_was_stopped_is_accepted_after_a_recheck(
+    tmp_path: Path,
+) -> None:
+    folder = make_emulator_folder(tmp_path / "ComfyUI")
+    settings = fleet_settings(tmp_path, {"gpu": folder})
+    async with running(settings) as (client, ctx):
+        assert (await client.get("/object_info")).status_code == 200
+        [entry] = await ctx.store.catalogs()
+    # the stored definitions are an hour old and the backend has a model they do not list
+    store = open_store(settings.database_url)
+    await store.open()
+    await store.delete_catalog("gpu")
+    await store.put_catalog(dataclasses.replace(entry, fetched_at=entry.fetched_at - 3600))
+    await store.close()
+    with_checkpoint(folder, "added_while_stopped.safetensors")
+
+    async with running(settings) as (client, ctx):
+        prompt = text_to_image_workflow(ckpt_name="added_while_stopped.safetensors")
+        answer = await client.post("/prompt", json={"prompt": prompt})
+
+        assert answer.status_code == 200, answer.text  # asked again, not refused on old lists
+        assert process_of(ctx, "gpu").pid is not None
+        assert "added_while_stopped.safetensors" in checkpoints(ctx.catalog.object_info("gpu"))
+        typo = text_to_image_workflow(ckpt_name="typo.safetensors")
+        assert (await client.post("/prompt", json={"prompt": typo})).status_code == 400

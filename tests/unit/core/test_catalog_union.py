@@ -7,6 +7,7 @@ from typing import Any
 
 from comfyrun.core.catalog import (
     NodeCatalog,
+    definitions_may_be_stale,
     merge_features,
     union_catalog,
     union_models,
@@ -127,3 +128,22 @@ def test_the_union_catalog_carries_every_part() -> None:
     assert union.models["checkpoints"] == ["a.ckpt", "b.ckpt"]
     assert union.embeddings == ["neg", "pos"]
     assert union.fetched_at == 5.0  # as old as its oldest part
+
+
+def refusal(kind: str, message: str = "", node_error: str | None = None) -> dict[str, Any]:
+    node_errors = {}
+    if node_error is not None:
+        node_errors = {"1": {"errors": [{"type": node_error}], "class_type": "X"}}
+    return {"error": {"type": kind, "message": message}, "node_errors": node_errors}
+
+
+def test_refusals_that_stale_definitions_may_explain() -> None:
+    unknown = refusal("invalid_prompt", "Cannot execute because node Foo does not exist.")
+    assert definitions_may_be_stale(unknown)
+    model = refusal("prompt_outputs_failed_validation", node_error="value_not_in_list")
+    assert definitions_may_be_stale(model)
+    assert not definitions_may_be_stale(refusal("prompt_no_outputs"))
+    assert not definitions_may_be_stale(
+        refusal("prompt_outputs_failed_validation", node_error="value_bigger_than_max")
+    )
+    assert not definitions_may_be_stale(None)
