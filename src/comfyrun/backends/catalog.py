@@ -226,9 +226,9 @@ class BackendCatalog:
         backend = self._pool.get(name)
         if backend is None:
             return None
-        if not backend.managed:
+        if not backend.managed:  # a remote ComfyUI: asked unless its probes find it down
             url: str | None = backend.url
-            return url
+            return None if str(backend.state) == "unhealthy" else url
         if not backend.process_up:
             if not wake:
                 return None
