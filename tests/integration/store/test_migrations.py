@@ -137,7 +137,9 @@ async def test_sqlite_upgrade_applies_only_newer_migrations(tmp_path: Path) -> N
 async def test_a_failed_migration_leaves_nothing_behind(tmp_path: Path) -> None:
     path = tmp_path / "bad.db"
     broken = Migration(2, "broken", "CREATE TABLE half (x INTEGER);\nNOT SQL;")
-    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        with pytest.raises(sqlite3.OperationalError):
-            migrate_sqlite(conn, [migrations("sqlite")[0], broken])
+    with (
+        closing(sqlite3.connect(path, isolation_level=None)) as conn,
+        pytest.raises(sqlite3.OperationalError),
+    ):
+        migrate_sqlite(conn, [migrations("sqlite")[0], broken])
     assert sqlite_schema(path) == []
