@@ -32,6 +32,7 @@ from comfyrun.core.state import Event
 from comfyrun.dispatch.collect import collect_outputs
 from comfyrun.dispatch.progress import ProgressTracker, ProgressWriter, preview_event
 from comfyrun.dispatch.reconcile import note_prompt, previous_prompt, still_known, stop_prompt
+from comfyrun.dispatch.relay import JobRelay, RelayHub
 from comfyrun.dispatch.settings import DispatchSettings
 from comfyrun.errors import BackendError, ComfyrunError, Conflict, IllegalTransition
 from comfyrun.outputs import OutputStorage
@@ -57,6 +58,10 @@ class RunContext:
     #: Told when this worker put a job back in the queue to run again at a given time, so that
     #: the claim loop wakes for it instead of waiting for its idle timeout.
     on_retry: Callable[[float], None] | None = None
+    #: The live relay of ComfyUI messages (dispatch.relay): to an API in this process, and/or
+    #: through the store to API nodes elsewhere.
+    relay_hub: RelayHub | None = None
+    relay_to_store: bool = False
 
 
 class JobRun:
@@ -76,6 +81,13 @@ class JobRun:
         #: True once the job left running/canceling (or is no longer ours): nothing to renew.
         self.settled = False
         self._progress = ProgressWriter(ctx.store, job.id, ctx.settings.progress_interval_s)
+        self._relay = JobRelay(
+            job.id,
+            hub=ctx.relay_hub,
+            store=ctx.store if ctx.relay_to_store else None,
+            interval_s=ctx.settings.progress_interval_s,
+        )
+        self._tracker = ProgressTracker(job.workflow)
 
     # --- the whole run -----------------------------------------------------------------------
     async def run(self) -> None:
@@ -97,6 +109,7 @@ class JobRun:
                 )
         finally:
             self._progress.close()
+            self._relay.close()
             self.slot.release(done=done)
 
     async def _run(self) -> None:
@@ -202,6 +215,8 @@ class JobRun:
                     waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
                 )
                 if result in done:
+                    for message in watch.drain():  # what the events task has not taken yet
+                        self._on_message(message, started)
                     await self._on_result(await self._result_of(result))
                     return
                 if helpers["start"] in done:
@@ -336,15 +351,18 @@ class JobRun:
 
     # --- progress ---------------------------------------------------------------------------
     async def _consume(self, watch: Any, started: asyncio.Event) -> None:
-        tracker = ProgressTracker(self.job.workflow)
         async for message in watch:
-            if isinstance(message, m.ExecutionStart | m.ExecutionCached | m.Executing | m.Progress):
-                started.set()
-            snapshot = tracker.feed(message)
-            if snapshot is not None:
-                self._progress.progress(snapshot)
-            if isinstance(message, m.PreviewImageWithMetadata | m.PreviewImage):
-                self._progress.preview(preview_event(message))
+            self._on_message(message, started)
+
+    def _on_message(self, message: Any, started: asyncio.Event) -> None:
+        if isinstance(message, m.ExecutionStart | m.ExecutionCached | m.Executing | m.Progress):
+            started.set()
+        self._relay.feed(message)
+        snapshot = self._tracker.feed(message)
+        if snapshot is not None:
+            self._progress.progress(snapshot)
+        if isinstance(message, m.PreviewImageWithMetadata | m.PreviewImage):
+            self._progress.preview(preview_event(message))
 
     # --- cancel requests -------------------------------------------------------------------
     async def _wait_cancel_requested(self) -> None:
@@ -449,6 +467,8 @@ class JobRun:
         to canceling meanwhile). None when the job is no longer this worker's."""
         store = self.ctx.store
         self._progress.close()  # a final transition: no progress write may follow it
+        # the prompt's end reaches ComfyUI clients only when the job ends with this transition
+        await self._relay.finish(release=event in (Event.SUCCEED, Event.FAIL, Event.CANCELED))
         for _ in range(5):
             current = await store.get(self.job.id)
             if (
