@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import struct
+import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -24,7 +27,9 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from tests.integration.compat.conftest import dialect_settings, serving
+import websockets.sync.client as ws_sync
+from PIL import Image
+from tests.integration.compat.conftest import Server, dialect_settings, serving
 from tests.support.api import ServerProcess, wait_until_ready
 from tests.support.emulator import running_emulator, text_to_image_workflow
 from tests.support.store import drop_schema, new_schema_name, pg_dsn, require_pg
@@ -210,6 +215,71 @@ def _kind(message: Any) -> str:
     return message["type"] if isinstance(message, dict) else str(message[0])
 
 
+# --- ComfyUI's script_examples/websockets_api_example.py, as it is written -----------------
+def example_script(server_address: str, prompt: dict[str, Any]) -> dict[str, list[bytes]]:
+    """The example's flow, blocking as it is: a socket with a clientId, POST /prompt with it,
+    text frames read (binary previews skipped) until `executing` with node null for the
+    prompt, then GET /history/{id} and GET /view for every image it lists."""
+    client_id = str(uuid.uuid4())
+
+    def get(path: str) -> bytes:
+        with urllib.request.urlopen(f"http://{server_address}{path}", timeout=30) as answer:
+            body: bytes = answer.read()
+            return body
+
+    with ws_sync.connect(f"ws://{server_address}/ws?clientId={client_id}") as ws:
+        body = json.dumps({"prompt": prompt, "client_id": client_id}).encode()
+        request = urllib.request.Request(f"http://{server_address}/prompt", data=body)
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            prompt_id = json.loads(answer.read())["prompt_id"]
+        while True:
+            out = ws.recv(timeout=60)
+            if isinstance(out, str):
+                message = json.loads(out)
+                if message["type"] == "executing":
+                    data = message["data"]
+                    if data["node"] is None and data["prompt_id"] == prompt_id:
+                        break
+    history = json.loads(get(f"/history/{prompt_id}"))[prompt_id]
+    images: dict[str, list[bytes]] = {}
+    for node_id, node_output in history["outputs"].items():
+        for image in node_output.get("images", []):
+            query = urllib.parse.urlencode(
+                {
+                    "filename": image["filename"],
+                    "subfolder": image["subfolder"],
+                    "type": image["type"],
+                }
+            )
+            images.setdefault(node_id, []).append(get(f"/view?{query}"))
+    return images
+
+
+def example_prompt(seed: int) -> dict[str, Any]:
+    """The example's graph (its node ids), with a checkpoint the emulator has."""
+    workflow = text_to_image_workflow(seed=seed, steps=20, size=64)
+    renumber = {"1": "4", "2": "6", "3": "7", "4": "5", "5": "3", "6": "8", "7": "9"}
+    text = json.dumps(workflow)
+    for old, new in renumber.items():
+        text = text.replace(f'"{old}"', f'"@{new}"')
+    result: dict[str, Any] = json.loads(text.replace('"@', '"'))
+    return result
+
+
+async def check_example_script(base_url: str, seeds: range) -> None:
+    address = base_url.removeprefix("http://")
+    runs = [asyncio.to_thread(example_script, address, example_prompt(seed)) for seed in seeds]
+    for images in await asyncio.gather(*runs):
+        assert list(images) == ["9"]
+        (png,) = images["9"]
+        with Image.open(io.BytesIO(png)) as image:
+            assert image.size == (64, 64)
+
+
+async def test_comfyuis_websocket_example_runs_on_the_fleet(server: Server) -> None:
+    await check_example_script(server.url, range(3))  # three at once, on three backends
+
+
 # --- the setups ---------------------------------------------------------------------------
 @pytest.mark.parametrize("metadata", [True, False], ids=["preview-metadata", "legacy-previews"])
 async def test_serve_relays_the_backends_messages(tmp_path: Path, metadata: bool) -> None:
@@ -258,6 +328,7 @@ async def test_api_and_worker_on_postgres_relay_the_backends_messages(
                 await asyncio.to_thread(proc.wait_ready)
             await wait_until_ready(procs[1].url)
             relayed = await run_all(procs[0].url, metadata=True)
+            await check_example_script(procs[0].url, range(2))
         finally:
             for proc in procs:
                 proc.kill()
