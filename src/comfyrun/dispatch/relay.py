@@ -50,16 +50,25 @@ class RelayHub:
     """In-process publish/subscribe of relayed frames by job id.
 
     Subscribers are plain callbacks, called synchronously in publish order. The frames of a run
-    are kept until `end` so that a late subscriber is first given everything so far."""
+    are kept until `end` so that a late subscriber is first given everything so far, except
+    that of the binary frames (previews, ~40 KB each) only the latest is kept."""
 
     def __init__(self) -> None:
-        self._frames: dict[str, list[Frame]] = {}
+        self._frames: dict[str, list[Frame | None]] = {}
+        self._last_binary: dict[str, int] = {}
         self._subscribers: dict[str, list[Subscriber]] = {}
 
     def publish(self, job_id: str, frames: list[Frame]) -> None:
         if not frames:
             return
-        self._frames.setdefault(job_id, []).extend(frames)
+        kept = self._frames.setdefault(job_id, [])
+        for frame in frames:
+            if "binary" in frame:
+                previous = self._last_binary.get(job_id)
+                if previous is not None:
+                    kept[previous] = None
+                self._last_binary[job_id] = len(kept)
+            kept.append(frame)
         for callback in list(self._subscribers.get(job_id, ())):
             try:
                 callback(list(frames))
@@ -69,13 +78,14 @@ class RelayHub:
     def end(self, job_id: str) -> None:
         """The run is over: forget its frames (subscribers stay for a next attempt)."""
         self._frames.pop(job_id, None)
+        self._last_binary.pop(job_id, None)
 
     def subscribe(self, job_id: str, callback: Subscriber) -> Callable[[], None]:
         """Call `callback(frames)` for the job's frames so far and every later batch; returns
         the unsubscribe function."""
-        so_far = self._frames.get(job_id)
+        so_far = [frame for frame in self._frames.get(job_id, ()) if frame is not None]
         if so_far:
-            callback(list(so_far))
+            callback(so_far)
         self._subscribers.setdefault(job_id, []).append(callback)
 
         def unsubscribe() -> None:

@@ -34,6 +34,7 @@ from tests.support.api import ServerProcess, wait_until_ready
 from tests.support.emulator import running_emulator, text_to_image_workflow
 from tests.support.store import drop_schema, new_schema_name, pg_dsn, require_pg
 
+from comfyrun.comfy.emulator import Emulator
 from comfyrun.config import BackendConfig
 
 pytestmark = [pytest.mark.timeout(120)]
@@ -90,12 +91,18 @@ class WsClient:
                 assert reply["type"] == "feature_flags"
             yield self
 
+    async def submit(self, http: httpx.AsyncClient, prompt: dict[str, Any]) -> str:
+        answer = await http.post("/prompt", json={"prompt": prompt, "client_id": self.client_id})
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["prompt_id"])
+
     async def run(
         self, http: httpx.AsyncClient, prompt: dict[str, Any]
     ) -> tuple[str, list[Received]]:
-        answer = await http.post("/prompt", json={"prompt": prompt, "client_id": self.client_id})
-        assert answer.status_code == 200, answer.text
-        prompt_id = str(answer.json()["prompt_id"])
+        prompt_id = await self.submit(http, prompt)
+        return prompt_id, await self.read_until_done(prompt_id)
+
+    async def read_until_done(self, prompt_id: str) -> list[Received]:
         received: list[Received] = []
         async with asyncio.timeout(60):
             while True:
@@ -108,7 +115,7 @@ class WsClient:
                     and message["data"].get("node") is None
                     and message["data"].get("prompt_id") == prompt_id
                 ):
-                    return prompt_id, received
+                    return received
 
 
 async def run_all(base_url: str, *, metadata: bool) -> list[tuple[str, list[Received]]]:
@@ -215,6 +222,38 @@ def _kind(message: Any) -> str:
     return message["type"] if isinstance(message, dict) else str(message[0])
 
 
+async def attach_late(base_url: str, emulator: Emulator) -> tuple[str, list[Received]]:
+    """A socket that connects (as after a page reload) while the prompt's sampler runs: it gets
+    the run so far, then the rest."""
+    client = WsClient(base_url, metadata=False)
+    emulator.faults.delay_s = 0.4  # each node and step: time to connect mid-run
+    try:
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+            workflow = jsonb_order(text_to_image_workflow(seed=3, steps=STEPS, size=32))
+            prompt_id = await client.submit(http, workflow)
+            async with asyncio.timeout(60):
+                while True:
+                    job = (await http.get(f"/api/v2/jobs/{prompt_id}")).json()
+                    if (job.get("progress") or {}).get("current_node") == "5":
+                        break
+                    await asyncio.sleep(0.05)
+            async with client.connected():
+                return prompt_id, await client.read_until_done(prompt_id)
+    finally:
+        emulator.faults.delay_s = 0.0
+
+
+def assert_whole_run(prompt_id: str, received: list[Received], *, previews: int) -> None:
+    messages = normalized(prompt_id, received)
+    kinds = [_kind(m) for m in messages]
+    assert kinds[:2] == ["execution_start", "execution_cached"], kinds
+    assert kinds.count("progress") == STEPS
+    assert kinds.count("preview") >= previews
+    executing = [m["data"]["node"] for m in messages if _kind(m) == "executing"]
+    assert executing == ["5", "6", "7", None]
+    assert kinds[-2:] == ["execution_success", "executing"]
+
+
 # --- ComfyUI's script_examples/websockets_api_example.py, as it is written -----------------
 def example_script(server_address: str, prompt: dict[str, Any]) -> dict[str, list[bytes]]:
     """The example's flow, blocking as it is: a socket with a clientId, POST /prompt with it,
@@ -281,7 +320,11 @@ async def test_comfyuis_websocket_example_runs_on_the_fleet(server: Server) -> N
 
 
 # --- the setups ---------------------------------------------------------------------------
-@pytest.mark.parametrize("metadata", [True, False], ids=["preview-metadata", "legacy-previews"])
+@pytest.mark.parametrize(
+    "metadata",
+    [pytest.param(True, marks=pytest.mark.slow), False],  # with metadata: also a late socket
+    ids=["preview-metadata", "legacy-previews"],
+)
 async def test_serve_relays_the_backends_messages(tmp_path: Path, metadata: bool) -> None:
     emulator = {"preview_method": "latent2rgb", "step_time_s": 0.01}
     async with running_emulator(tmp_path / "direct", **emulator) as emu:
@@ -293,6 +336,9 @@ async def test_serve_relays_the_backends_messages(tmp_path: Path, metadata: bool
         async with serving(settings) as server:
             await wait_until_ready(server.url)
             relayed = await run_all(server.url, metadata=metadata)
+            if metadata:
+                late = await attach_late(server.url, emu)
+                assert_whole_run(*late, previews=1)  # of the run so far, the latest preview
             hub = server.ctx.extras["relay_hub"]
             assert hub.jobs == 0  # nothing kept once the jobs ended
     assert_relayed(direct, relayed)
@@ -328,6 +374,8 @@ async def test_api_and_worker_on_postgres_relay_the_backends_messages(
                 await asyncio.to_thread(proc.wait_ready)
             await wait_until_ready(procs[1].url)
             relayed = await run_all(procs[0].url, metadata=True)
+            late = await attach_late(procs[0].url, emu)
+            assert_whole_run(*late, previews=STEPS)  # the store keeps every preview
             await check_example_script(procs[0].url, range(2))
         finally:
             for proc in procs:

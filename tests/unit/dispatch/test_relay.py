@@ -39,6 +39,12 @@ async def test_frames_reach_the_hub_at_once_and_the_end_when_the_job_ends() -> N
     late: list[dict[str, Any]] = []
     hub.subscribe("job", late.extend)  # a socket attaching mid-run gets everything so far
     assert late == got
+    previews = [{"binary": "AAAAAQ=="}, {"binary": "AAAAAg=="}]
+    hub.publish("job", previews)
+    later: list[dict[str, Any]] = []
+    hub.subscribe("job", later.extend)  # ... of the previews, the latest
+    assert later == [*got[:-2], previews[1]]
+    assert got[-2:] == previews
     await relay.finish(release=True)
     assert kinds(got)[-3:] == ["executed", "execution_success", "executing"]
     relay.close()
