@@ -88,6 +88,7 @@ class JobRun:
             interval_s=ctx.settings.progress_interval_s,
         )
         self._tracker = ProgressTracker(job.workflow)
+        self._watch: Any = None
 
     # --- the whole run -----------------------------------------------------------------------
     async def run(self) -> None:
@@ -182,6 +183,7 @@ class JobRun:
                 except (BackendError, TimeoutError) as exc:
                     await self._backend_lost(f"POST /prompt failed: {exc}")
                     return
+            self._watch = watch
             await self._follow(watch)
         finally:
             with contextlib.suppress(Exception):
@@ -215,8 +217,7 @@ class JobRun:
                     waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
                 )
                 if result in done:
-                    for message in watch.drain():  # what the events task has not taken yet
-                        self._on_message(message, started)
+                    self._take_the_rest()
                     await self._on_result(await self._result_of(result))
                     return
                 if helpers["start"] in done:
@@ -354,8 +355,16 @@ class JobRun:
         async for message in watch:
             self._on_message(message, started)
 
-    def _on_message(self, message: Any, started: asyncio.Event) -> None:
-        if isinstance(message, m.ExecutionStart | m.ExecutionCached | m.Executing | m.Progress):
+    def _take_the_rest(self) -> None:
+        """Handle the messages the prompt's events task has not taken yet (the prompt's end
+        may settle its result before that task runs again)."""
+        if self._watch is not None:
+            for message in self._watch.drain():
+                self._on_message(message, None)
+
+    def _on_message(self, message: Any, started: asyncio.Event | None) -> None:
+        starts = m.ExecutionStart | m.ExecutionCached | m.Executing | m.Progress
+        if started is not None and isinstance(message, starts):
             started.set()
         self._relay.feed(message)
         snapshot = self._tracker.feed(message)
@@ -468,6 +477,7 @@ class JobRun:
         store = self.ctx.store
         self._progress.close()  # a final transition: no progress write may follow it
         # the prompt's end reaches ComfyUI clients only when the job ends with this transition
+        self._take_the_rest()
         await self._relay.finish(release=event in (Event.SUCCEED, Event.FAIL, Event.CANCELED))
         for _ in range(5):
             current = await store.get(self.job.id)

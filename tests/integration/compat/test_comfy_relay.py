@@ -139,7 +139,7 @@ async def run_all(base_url: str, *, metadata: bool) -> list[tuple[str, list[Rece
 # --- comparing ----------------------------------------------------------------------------
 def normalized(prompt_id: str, received: list[Received]) -> list[Any]:
     """The prompt's messages with ids, timestamps and file names aside; `executed` moved to
-    just before execution_success (see the module docstring); status left out."""
+    just before the prompt's outcome (see the module docstring); status left out."""
     out: list[Any] = []
     for message in received:
         if isinstance(message, bytes):
@@ -148,8 +148,9 @@ def normalized(prompt_id: str, received: list[Received]) -> list[Any]:
             out.append(_text(message, prompt_id))
     executed = [m for m in out if isinstance(m, dict) and m["type"] == "executed"]
     rest = [m for m in out if not (isinstance(m, dict) and m["type"] == "executed")]
+    ends = ("execution_success", "execution_error", "execution_interrupted")
     end = next(
-        i for i, m in enumerate(rest) if isinstance(m, dict) and m["type"] == "execution_success"
+        (i for i, m in enumerate(rest) if isinstance(m, dict) and m["type"] in ends), len(rest)
     )
     return rest[:end] + executed + rest[end:]
 
@@ -342,6 +343,48 @@ async def test_serve_relays_the_backends_messages(tmp_path: Path, metadata: bool
             hub = server.ctx.extras["relay_hub"]
             assert hub.jobs == 0  # nothing kept once the jobs ended
     assert_relayed(direct, relayed)
+
+
+async def interrupted_run(base_url: str, emulator: Emulator) -> tuple[str, list[Received]]:
+    """A prompt interrupted (POST /interrupt) at its sampler's first step."""
+    client = WsClient(base_url, metadata=True)
+    emulator.faults.delay_s = 0.2
+    try:
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as http, client.connected():
+            workflow = jsonb_order(text_to_image_workflow(seed=4, steps=50, size=32))
+            prompt_id = await client.submit(http, workflow)
+            received: list[Received] = []
+            async with asyncio.timeout(60):
+                while not any(isinstance(m, dict) and m["type"] == "progress" for m in received):
+                    raw = await client.ws.recv()
+                    received.append(raw if isinstance(raw, bytes) else json.loads(raw))
+            answer = await http.post("/interrupt", json={"prompt_id": prompt_id})
+            assert answer.status_code == 200
+            return prompt_id, received + await client.read_until_done(prompt_id)
+    finally:
+        emulator.faults.delay_s = 0.0
+
+
+async def test_an_interrupt_relays_the_backends_execution_interrupted(tmp_path: Path) -> None:
+    emulator = {"preview_method": "latent2rgb", "step_time_s": 0.01}
+    async with running_emulator(tmp_path / "direct", **emulator) as emu:
+        direct = await interrupted_run(emu.url, emu)
+    async with running_emulator(tmp_path / "backend", **emulator) as emu:
+        settings = dialect_settings(
+            tmp_path / "comfyrun", emulators=0, backends=[BackendConfig(name="e1", url=emu.url)]
+        )
+        async with serving(settings) as server:
+            await wait_until_ready(server.url)
+            relayed = await interrupted_run(server.url, emu)
+    for _, received in (direct, relayed):
+        kinds = [m["type"] if isinstance(m, dict) else "<binary>" for m in received]
+        assert kinds[-3:] == ["execution_interrupted", "status", "executing"], kinds
+    want, have = normalized(*direct), normalized(*relayed)
+    # the same start and the same end (how many steps ran before the interrupt may differ)
+    assert have[:6] == want[:6]
+    assert have[-1] == want[-1]
+    assert have[-2] == want[-2]  # ComfyUI's payload: the node, its class, the nodes executed
+    assert sorted(have[-2]["data"]["executed"]) == ["1", "2", "3", "4"]
 
 
 @pytest.fixture
