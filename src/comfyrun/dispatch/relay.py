@@ -10,8 +10,9 @@ job's (the one a ComfyUI client of comfyrun knows) and passes the frames on:
 
 The end of a prompt (its `executed` messages, execution_success / _error / _interrupted and the
 closing `executing` with node null) is held back until the run settles the job: released by
-`finish(release=True)` just before the final transition (after the outputs are stored, so a
-client can fetch what `executed` names), dropped when the job goes back to the queue.
+`finish(release=True)` just before the final transition (so it comes before the terminal status
+event, with which the outputs are committed: the /ws side sends it once it sees that event),
+dropped when the job goes back to the queue to run again.
 """
 
 from __future__ import annotations

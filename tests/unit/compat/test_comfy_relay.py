@@ -84,18 +84,16 @@ def test_the_backends_messages_pass_through_and_the_end_waits_for_the_store() ->
         "progress",
     ]
     assert sent[1:] == [f if "binary" not in f else json_bytes(f) for f in RUN]
-    relay.note_output(output_event())
-    sent = relay.feed_frames(END)
-    assert names(sent) == ["executed", "execution_success"]
-    executed = sent[0]
+    assert relay.feed_frames(END) == []  # the end waits for the job to be settled
+    relay.feed_event(output_event())  # committed with the terminal status, just before it
+    relay.feed_event(output_event())  # (counted once)
+    ending = relay.feed_event(status("succeeded"), Job(id=PID, workflow={}))
+    assert names(ending) == ["executed", "execution_success", "STATUS", "executing"]
+    executed = ending[0]
     assert isinstance(executed, dict)
     assert executed["data"]["output"] == {
         "images": [{"filename": "a.png", "subfolder": f"{PID}/7", "type": "output"}]
     }
-    assert not relay.finished
-    relay.note_output(output_event())  # read again from the stream: counted once
-    ending = relay.feed_event(status("succeeded"), Job(id=PID, workflow={}))
-    assert names(ending) == ["STATUS", "executing"]
     assert relay.finished
     assert relay.feed_event(status("succeeded")) == []
 
@@ -113,6 +111,18 @@ def test_a_legacy_client_gets_previews_after_their_step() -> None:
     legacy = sent[-1]
     assert isinstance(legacy, bytes)
     assert legacy == struct.pack(">II", 1, 1) + b"jpeg"
+
+
+def test_the_end_of_an_attempt_that_ran_again_is_dropped() -> None:
+    relay = ComfyRelay(PID)
+    relay.feed_frames(
+        [*RUN[:3], text("execution_error", node_id="5"), text("executing", node=None)]
+    )
+    sent = relay.feed_frames(RUN[:2])  # the next attempt starts
+    assert names(sent) == ["STATUS", "execution_start", "execution_cached"]
+    relay.feed_frames(END)
+    ending = relay.feed_event(status("succeeded"), Job(id=PID, workflow={}))
+    assert names(ending) == ["executed", "execution_success", "STATUS", "executing"]
 
 
 def test_frames_from_the_store_and_an_ending_made_up_for_a_job_failed_in_comfyrun() -> None:

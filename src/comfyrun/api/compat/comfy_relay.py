@@ -5,11 +5,12 @@ Pure and fed in arrival order: `feed_frames` takes frames relayed by the worker
 and `feed_event` the job's other store events. Frames pass through as the backend sent them,
 with three changes:
 
-- `executed` names comfyrun's stored files (as /history and /view do), not the backend's;
+- the prompt's end (`executed`, execution_success / _error / _interrupted, and `executing` with
+  node null) waits for the job's terminal status event: the outputs are committed with it, so
+  `executed` can name comfyrun's stored files (as /history and /view do) instead of the
+  backend's, and GET /history answers when the client asks;
 - previews take the form the client negotiated: event 4 (with metadata) or the legacy event 1,
-  which ComfyUI sends after its step's `progress` where event 4 comes before it;
-- `executing` with node null (the last message) waits for the job to be settled in the store
-  (its terminal status event), so that GET /history answers when the client asks.
+  which ComfyUI sends after its step's `progress` where event 4 comes before it.
 
 `STATUS` marks where the socket sends a `status` with the fleet's queue size: before
 `execution_start` and before the final `executing` (ComfyUI broadcasts one when its worker takes
@@ -44,8 +45,8 @@ STATUS: Final = StatusSlot()
 Out = Message | StatusSlot
 
 
-def has_executed(frames: list[JSON]) -> bool:
-    return any(frame.get("type") == "executed" for frame in frames)
+#: The frames of a prompt's end, held until the job is settled.
+END_KINDS = frozenset({"executed", "execution_success", "execution_error", "execution_interrupted"})
 
 
 class ComfyRelay:
@@ -56,12 +57,12 @@ class ComfyRelay:
         self.preview_metadata = preview_metadata
         self.finished = False
         self._fallback = ComfyMessages(prompt_id, preview_metadata=preview_metadata)
-        self._ending: list[Message] = []
+        self._held: list[JSON] = []
         self._outputs: dict[int, Output] = {}
         self._legacy: list[bytes] = []
 
     def note_output(self, event: JobEvent) -> None:
-        """An "output" event (possibly seen twice: read ahead, then in the stream)."""
+        """An "output" event (counted once however often it is fed)."""
         if event.kind == "output" and event.id not in self._outputs:
             self._outputs[event.id] = output_from_dict(event.data)
             self._fallback.feed(event)
@@ -90,15 +91,15 @@ class ComfyRelay:
                 continue
             kind = frame.get("type")
             data = frame.get("data")
-            if kind == "executing" and isinstance(data, dict) and data.get("node") is None:
-                out += self._flush_legacy()
-                self._ending = [frame]
+            if kind in END_KINDS or (
+                kind == "executing" and isinstance(data, dict) and data.get("node") is None
+            ):
+                self._held.append(frame)
                 continue
             if kind == "execution_start":
+                self._held.clear()  # the end of an attempt that did not settle the job
                 self._fallback.started = True
                 out += [*self._flush_legacy(), STATUS]
-            elif kind == "executed":
-                frame = self._rewrite(frame)
             if kind == "progress":
                 out += [frame, *self._flush_legacy()]
             else:
@@ -108,8 +109,12 @@ class ComfyRelay:
     def _end(self, event: JobEvent, job: Job | None) -> list[Out]:
         self.finished = True
         pending = self._flush_legacy()
-        if self._ending:
-            return [*pending, STATUS, *self._ending]
+        if self._held:
+            ending = [self._rewrite(f) if f.get("type") == "executed" else f for f in self._held]
+            closing = ending.pop() if ending[-1].get("type") == "executing" else None
+            if closing is None:
+                closing = {"type": "executing", "data": {"node": None, "prompt_id": self.prompt_id}}
+            return [*pending, *ending, STATUS, closing]
         messages: list[Out] = list(self._fallback.feed(event, job))
         if not messages:
             return pending
@@ -163,4 +168,4 @@ def _names_files(value: Any) -> bool:
     return isinstance(value, list) and any(isinstance(v, dict) and "filename" in v for v in value)
 
 
-__all__ = ["STATUS", "ComfyRelay", "Out", "StatusSlot", "has_executed"]
+__all__ = ["END_KINDS", "STATUS", "ComfyRelay", "Out", "StatusSlot"]

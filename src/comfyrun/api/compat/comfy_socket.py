@@ -26,7 +26,7 @@ from starlette.websockets import WebSocketDisconnect
 from comfyrun import errors
 from comfyrun.api.compat import comfy as cc
 from comfyrun.api.compat.comfy_events import Message, text
-from comfyrun.api.compat.comfy_relay import ComfyRelay, StatusSlot, has_executed
+from comfyrun.api.compat.comfy_relay import ComfyRelay, StatusSlot
 from comfyrun.api.context import AppContext
 from comfyrun.core.job import JSON, TERMINAL, JobStatus
 from comfyrun.dispatch.relay import RelayHub
@@ -78,7 +78,6 @@ class ClientSession:
         )
         feeder = asyncio.create_task(self._store_events(job_id, inbox))
         relay = ComfyRelay(job_id, preview_metadata=self.preview_metadata)
-        last_id = 0
         try:
             while not relay.finished:
                 kind, item = await inbox.get()
@@ -86,13 +85,9 @@ class ClientSession:
                     break
                 relay.preview_metadata = self.preview_metadata  # told by the first message
                 if kind == "frames":
-                    if has_executed(item):  # the outputs they name are stored by now
-                        for ahead in await self.ctx.store.events_since(job_id, last_id):
-                            relay.note_output(ahead)
                     out = relay.feed_frames(item)
                 else:
                     event: JobEvent = item
-                    last_id = event.id
                     job = None
                     if event.kind == "status" and event.data.get("status") in TERMINAL:
                         job = await self.ctx.store.get(job_id)
