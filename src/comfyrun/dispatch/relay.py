@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from comfyrun.comfy import messages as m
@@ -35,8 +35,17 @@ JSON = dict[str, Any]
 Frame = JSON
 #: The store event kind that carries a batch of frames: {"messages": [frame, ...]}.
 EVENT_KIND = "comfy"
+#: The job metadata key naming the ComfyUI client (clientId) a prompt was submitted for, by the
+#: ComfyUI face. Only such jobs are relayed: ComfyUI sends a prompt's messages to its client
+#: alone, so no socket ever asks for the others'.
+CLIENT_ID_KEY = "comfy_client_id"
 
 Subscriber = Callable[[list[Frame]], None]
+
+
+def wants_relay(metadata: Mapping[str, Any]) -> bool:
+    """Whether a job's messages have anyone to go to (see CLIENT_ID_KEY)."""
+    return bool(metadata.get(CLIENT_ID_KEY))
 
 
 def held_back(message: m.Message) -> bool:
@@ -193,4 +202,12 @@ class JobRelay:
             self._hub.end(self.job_id)
 
 
-__all__ = ["EVENT_KIND", "Frame", "JobRelay", "RelayHub", "held_back"]
+__all__ = [
+    "CLIENT_ID_KEY",
+    "EVENT_KIND",
+    "Frame",
+    "JobRelay",
+    "RelayHub",
+    "held_back",
+    "wants_relay",
+]

@@ -33,7 +33,7 @@ from comfyrun.core.state import Event
 from comfyrun.dispatch.collect import collect_outputs
 from comfyrun.dispatch.progress import ProgressTracker, ProgressWriter, preview_event
 from comfyrun.dispatch.reconcile import note_prompt, previous_prompt, still_known, stop_prompt
-from comfyrun.dispatch.relay import JobRelay, RelayHub
+from comfyrun.dispatch.relay import JobRelay, RelayHub, wants_relay
 from comfyrun.dispatch.settings import DispatchSettings
 from comfyrun.errors import BackendError, ComfyrunError, Conflict, IllegalTransition
 from comfyrun.outputs import OutputStorage
@@ -86,10 +86,11 @@ class JobRun:
         #: True once the job left running/canceling (or is no longer ours): nothing to renew.
         self.settled = False
         self._progress = ProgressWriter(ctx.store, job.id, ctx.settings.progress_interval_s)
+        relayed = wants_relay(job.metadata)  # a ComfyUI client waits for its messages
         self._relay = JobRelay(
             job.id,
-            hub=ctx.relay_hub,
-            store=ctx.store if ctx.relay_to_store else None,
+            hub=ctx.relay_hub if relayed else None,
+            store=ctx.store if relayed and ctx.relay_to_store else None,
             interval_s=ctx.settings.progress_interval_s,
         )
         self._tracker = ProgressTracker(job.workflow)

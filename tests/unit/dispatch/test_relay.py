@@ -7,7 +7,7 @@ from typing import Any
 
 from comfyrun.comfy import messages as m
 from comfyrun.core.job import NewJob
-from comfyrun.dispatch.relay import EVENT_KIND, JobRelay, RelayHub
+from comfyrun.dispatch.relay import CLIENT_ID_KEY, EVENT_KIND, JobRelay, RelayHub, wants_relay
 from comfyrun.store.factory import open_store
 
 
@@ -91,3 +91,9 @@ async def test_a_relay_with_no_channel_does_nothing() -> None:
     relay.feed(prompt()[0])
     await relay.finish(release=True)
     relay.close()
+
+
+def test_only_jobs_of_a_comfyui_client_are_relayed() -> None:
+    assert wants_relay({CLIENT_ID_KEY: "abc"})
+    assert not wants_relay({})  # native and RunPod jobs: no socket ever asks for them
+    assert not wants_relay({CLIENT_ID_KEY: None})
