@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import itertools
 import json
 import struct
 import urllib.parse
@@ -387,6 +388,20 @@ async def test_an_interrupt_relays_the_backends_execution_interrupted(tmp_path: 
     assert sorted(have[-2]["data"]["executed"]) == ["1", "2", "3", "4"]
 
 
+def relay_batches(pg_url: str, job_id: str) -> list[tuple[float, list[Any]]]:
+    """(written at, frames) of each relay event of the job, from the database."""
+    import psycopg
+
+    schema = pg_url.rsplit("schema=", 1)[1]
+    with psycopg.connect(pg_dsn()) as conn:
+        rows = conn.execute(
+            f'SELECT created_at, data FROM "{schema}".job_events '
+            "WHERE job_id = %s AND kind = 'comfy' ORDER BY id",
+            (job_id,),
+        ).fetchall()
+    return [(float(at), data["messages"]) for at, data in rows]
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     require_pg()
@@ -419,6 +434,13 @@ async def test_api_and_worker_on_postgres_relay_the_backends_messages(
             relayed = await run_all(procs[0].url, metadata=True)
             late = await attach_late(procs[0].url, emu)
             assert_whole_run(*late, previews=STEPS)  # the store keeps every preview
+            batches = await asyncio.to_thread(relay_batches, pg_url, late[0])
+            # every message in order, in few writes: at most one per progress interval (0.5 s)
+            # before the last one (the end, written just before the final state)
+            assert sum(len(batch) for _, batch in batches) == len(normalized(*late))
+            gaps = [b[0] - a[0] for a, b in itertools.pairwise(batches[:-1])]
+            assert all(gap >= 0.45 for gap in gaps), gaps
+            assert len(batches) < len(normalized(*late)) / 3
             await check_example_script(procs[0].url, range(2))
         finally:
             for proc in procs:
