@@ -343,6 +343,9 @@ async def test_serve_relays_the_backends_messages(tmp_path: Path, metadata: bool
                 assert_whole_run(*late, previews=1)  # of the run so far, the latest preview
             hub = server.ctx.extras["relay_hub"]
             assert hub.jobs == 0  # nothing kept once the jobs ended
+            for prompt_id, _ in relayed:  # in one process: not a single store write for it
+                events = await server.ctx.store.events_since(prompt_id)
+                assert not [e for e in events if e.kind == "comfy"]
     assert_relayed(direct, relayed)
 
 
