@@ -23,7 +23,6 @@ from comfyrun.api.context import AppContext, public_base_url, require_auth
 from comfyrun.api.docs import install_docs
 from comfyrun.api.errors import install_error_handlers
 from comfyrun.api.limits import BodyLimit, BodyLimits
-from comfyrun.api.object_info import ObjectInfoCache
 from comfyrun.api.routes import (
     admin,
     backends,
@@ -41,17 +40,18 @@ from comfyrun.api.routes.assets import MULTIPART_SLACK, assets_router
 from comfyrun.api.schemas import job_to_wire
 from comfyrun.api.webhooks import WebhookSender
 from comfyrun.assets import AssetService
+from comfyrun.backends.catalog import BackendCatalog
 from comfyrun.config import BackendConfig, Role, Settings
+from comfyrun.core.fit import BackendOffer
 from comfyrun.core.job import JobStatus
 from comfyrun.dashboard.routes import router as dashboard_router
 from comfyrun.dispatch.inputs import make_input_placer
+from comfyrun.dispatch.relay import RelayHub
 from comfyrun.inputs import check_submission
 from comfyrun.service import JobService, JobView
 from comfyrun.store.base import JobStore
 
 log = logging.getLogger(__name__)
-
-READY_STATES = ("ready", "busy")
 
 
 def create_app(
@@ -162,22 +162,26 @@ async def _open(
             "(give --backend URL, --comfy PATH or --emulator N)",
             extra={"action": "no_backends"},
         )
+    # ComfyUI messages reach this process's /ws clients in memory; a lone worker writes them to
+    # the store for the API nodes
+    relay_hub = RelayHub() if settings.role is Role.SERVE else None
     if settings.role is not Role.API and backend_configs:
         pool, dispatcher = await _start_worker(
-            settings, stack, store, storage, backend_configs, assets
+            settings, stack, store, storage, backend_configs, assets, relay_hub
         )
 
-    cache = ObjectInfoCache(
-        lambda: _ready_urls(pool, backend_configs), ttl_s=settings.object_info_ttl_s
-    )
+    catalog = await _start_catalog(settings, stack, store, pool, backend_configs)
     service = JobService(
         store,
         settings,
         files=storage,
-        object_info=cache.get,
+        object_info=_object_info_source(catalog),
+        recheck_object_info=_object_info_source(catalog, recheck=True),
         check_inputs=_input_checker(assets),
-        catalogs=_catalog_source(pool, backend_configs, settings),
+        catalogs=_offer_source(catalog, pool, backend_configs),
     )
+    if dispatcher is not None:
+        dispatcher.fit.use_catalog(catalog)
     webhooks = None
     if settings.role is not Role.WORKER:
         webhooks = await _start_webhooks(settings, stack, service)
@@ -191,7 +195,8 @@ async def _open(
         dispatcher=dispatcher,
         assets=assets,
         emulator_urls=emulator_urls,
-        extras={"object_info": cache},
+        catalog=catalog,
+        extras={"relay_hub": relay_hub},
     )
 
 
@@ -216,34 +221,59 @@ async def _start_webhooks(
     return sender
 
 
-def _catalog_source(
-    pool: Any, configs: Sequence[BackendConfig], settings: Settings
-) -> Callable[[], Awaitable[list[Any]]]:
-    """What each backend offers, for refusing at submission a job none can run: the worker's
-    pool (object_info of the backends that are up), else the configured labels alone."""
-    from comfyrun.backends.catalog import catalog_of, load_catalogs
-    from comfyrun.core.fit import BackendCatalog
+async def _start_catalog(
+    settings: Settings,
+    stack: AsyncExitStack,
+    store: JobStore,
+    pool: Any,
+    configs: Sequence[BackendConfig],
+) -> BackendCatalog:
+    """The backends' node catalogs: from the store at once, refreshed as backends come up.
+    Without a pool (the api role), configured URL backends are asked directly."""
+    urls = {} if pool is not None else {c.name or c.url: c.url for c in configs if c.url}
+    catalog = BackendCatalog(store, pool, urls=urls, ttl_s=settings.object_info_ttl_s)
+    await catalog.start()
+    stack.push_async_callback(catalog.stop)
+    return catalog
 
-    async def catalogs() -> list[Any]:
-        if pool is None:
+
+def _object_info_source(catalog: BackendCatalog, *, recheck: bool = False) -> Any:
+    """Submission checks use the fleet's union, as known (stored, or from backends that are up):
+    a valid submission never waits for a backend to start. With `recheck`, the backends are
+    asked again first (a refusal must not rest on definitions stored before they changed)."""
+
+    async def object_info() -> dict[str, Any] | None:
+        union = await (catalog.recheck() if recheck else catalog.current(wake=False))
+        return union.object_info if union is not None else None
+
+    return object_info
+
+
+def _offer_source(
+    catalog: BackendCatalog, pool: Any, configs: Sequence[BackendConfig]
+) -> Callable[[bool], Awaitable[list[BackendOffer]]]:
+    """What each backend offers, for refusing at submission a job none can run: its node
+    definitions from the fleet's catalog and its labels (the pool's; in the api role the
+    configured ones, unknown for a backend not configured here)."""
+
+    async def offers(recheck: bool) -> list[BackendOffer]:
+        await (catalog.recheck() if recheck else catalog.current(wake=False))
+        if pool is not None:
             return [
-                BackendCatalog(name=c.name or c.url or f"backend-{i + 1}", labels=dict(c.labels))
-                for i, c in enumerate(configs)
+                BackendOffer(
+                    b.name,
+                    dict(b.spec.labels),
+                    catalog.object_info(b.name) or getattr(b.client, "cached_object_info", None),
+                )
+                for b in pool.backends
             ]
-        up = [b for b in pool.backends if str(b.state) in READY_STATES]
-        await load_catalogs(up, timeout_s=settings.backend_timeout_s)
-        return [catalog_of(b) for b in pool.backends]
+        labels = {c.name or c.url: dict(c.labels) for c in configs}
+        return [
+            BackendOffer(name, labels.get(name), catalog.object_info(name))
+            for name in catalog.names()
+        ]
 
-    return catalogs
-
-
-def _ready_urls(pool: Any, configs: Sequence[BackendConfig]) -> list[str]:
-    """Backend URLs to ask for /object_info: ready ones from the pool, else configured ones."""
-    if pool is not None:
-        urls = [b.url for b in pool.snapshot() if b.url and str(b.state) in READY_STATES]
-        if urls:
-            return urls
-    return [c.url for c in configs if c.url]
+    return offers
 
 
 async def _emulator_folders(settings: Settings) -> list[BackendConfig]:
@@ -335,6 +365,7 @@ async def _start_worker(
     storage: Any,
     configs: Sequence[BackendConfig],
     assets: Any,
+    relay_hub: RelayHub | None,
 ) -> tuple[Any, Any]:
     from comfyrun.backends.pool import BackendPool
     from comfyrun.comfy.client import ComfyClient
@@ -358,6 +389,8 @@ async def _start_worker(
         dispatch_settings(settings),
         worker_id=worker_id,
         place_inputs=_input_placer(assets),
+        relay_hub=relay_hub,
+        relay_to_store=settings.role is Role.WORKER,
     )
     await dispatcher.start()
     stack.push_async_callback(dispatcher.stop)

@@ -6,7 +6,7 @@ Rules:
   Combo inputs that take an uploaded file (`image_upload`, ...) are not checked: a job's input
   files are placed on the backend at dispatch.
 - A backend whose object_info is not known yet (a lazy backend never started) is judged on its
-  labels alone.
+  labels alone; one whose labels are not known is judged on its object_info alone.
 - `requirements` (a job option) are matched against the backend's `labels` (config): a plain
   value must equal the label; `{"min": x}` / `{"max": y}` bound a numeric label; `{"in": [...]}`
   lists the values allowed. A label the backend does not have fails every requirement on it.
@@ -25,12 +25,14 @@ Scalar = str | int | float | bool
 
 
 @dataclass(frozen=True, slots=True)
-class BackendCatalog:
-    """What fitting needs to know of one backend."""
+class BackendOffer:
+    """What fitting needs to know of one backend: its labels (None: not known here, e.g. an
+    API node that does not configure the workers' backends) and object_info (None: not known
+    yet)."""
 
     name: str
-    labels: Mapping[str, Scalar] = field(default_factory=dict)
-    object_info: Mapping[str, Any] | None = None  # None: not known yet
+    labels: Mapping[str, Scalar] | None = field(default_factory=dict)
+    object_info: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,13 +142,15 @@ def missing_in(
 def misfit(
     workflow: Mapping[str, Any],
     requirements: Mapping[str, Any],
-    backend: BackendCatalog,
+    backend: BackendOffer,
     *,
     values: bool = True,
 ) -> Misfit | None:
     """Why `backend` cannot run the job, or None when it can (as far as it is known). Without
     `values`, combo values are not checked (a job whose input files replace some of them)."""
-    unmet = tuple(unmet_requirements(requirements, backend.labels))
+    unmet: tuple[str, ...] = ()
+    if backend.labels is not None:
+        unmet = tuple(unmet_requirements(requirements, backend.labels))
     nodes: tuple[str, ...] = ()
     missing: tuple[tuple[str, str, str], ...] = ()
     if backend.object_info is not None:
@@ -161,7 +165,7 @@ def misfit(
 def misfits(
     workflow: Mapping[str, Any],
     requirements: Mapping[str, Any],
-    backends: Iterable[BackendCatalog],
+    backends: Iterable[BackendOffer],
     *,
     values: bool = True,
 ) -> tuple[list[str], list[Misfit]]:
@@ -226,7 +230,7 @@ def _is_scalar(value: Any) -> bool:
 
 __all__ = [
     "REQUIREMENT_OPS",
-    "BackendCatalog",
+    "BackendOffer",
     "Misfit",
     "RequirementError",
     "check_requirements",

@@ -1,19 +1,23 @@
-"""Which backends of this worker's pool can run a job (core.fit over the pool's catalogs).
+"""Which backends of this worker's pool can run a job (core.fit over what each one offers).
 
-The catalogs (each backend's labels and node definitions) come from backends.catalog; a
-backend whose object_info could not be read is asked again only after a while and is judged on
-its labels meanwhile.
+`offer_of` is the one place that says where a backend's node definitions come from: the fleet's
+persisted catalog (backends.catalog, once attached with `use_catalog`), else the object_info
+its ComfyClient fetched (and caches). A backend whose definitions could not be read is asked
+again only after a while and is judged on its labels meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
-from comfyrun.backends.catalog import catalog_of, load_catalogs
-from comfyrun.backends.pool import BackendPool
+from comfyrun.backends.pool import Backend, BackendPool
 from comfyrun.core.fit import (
+    BackendOffer,
     Misfit,
     RequirementError,
     check_requirements,
@@ -21,6 +25,8 @@ from comfyrun.core.fit import (
     unmet_requirements,
 )
 from comfyrun.core.job import Job
+
+log = logging.getLogger(__name__)
 
 #: Seconds before asking a backend whose object_info could not be read again.
 CATALOG_RETRY_S = 10.0
@@ -33,15 +39,49 @@ class FleetFit:
         self.pool = pool
         self.timeout_s = timeout_s
         self._retry_at: dict[str, float] = {}
+        self._catalog: Any = None
+
+    def use_catalog(self, catalog: Any) -> None:
+        """Read node definitions from the fleet's catalog (backends.catalog.BackendCatalog)."""
+        self._catalog = catalog
+
+    def offer_of(self, backend: Backend) -> BackendOffer:
+        """The backend's labels, and its object_info once known."""
+        info = None
+        if self._catalog is not None:
+            info = self._catalog.object_info(backend.name)
+        if info is None and backend.client is not None:
+            info = getattr(backend.client, "cached_object_info", None)
+        return BackendOffer(
+            name=backend.name,
+            labels=dict(backend.spec.labels),
+            object_info=info if isinstance(info, dict) else None,
+        )
 
     async def refresh(self) -> None:
-        """Read the node definitions of the connected backends not known yet."""
+        """Read the node definitions of the connected backends not known yet (once each: the
+        client caches them); one that does not answer is asked again after a while."""
         now = time.monotonic()
-        wanted = [b for b in self.pool.backends if self._retry_at.get(b.name, 0.0) <= now]
-        await load_catalogs(wanted, timeout_s=self.timeout_s)
+        wanted = [
+            b
+            for b in self.pool.backends
+            if b.client is not None
+            and self._retry_at.get(b.name, 0.0) <= now
+            and self.offer_of(b).object_info is None
+        ]
+        if not wanted:
+            return
+        await asyncio.gather(*(self._fetch(b) for b in wanted))
         for backend in wanted:
-            if backend.client is not None and catalog_of(backend).object_info is None:
+            if self.offer_of(backend).object_info is None:
                 self._retry_at[backend.name] = now + CATALOG_RETRY_S
+
+    async def _fetch(self, backend: Backend) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.timeout_s):
+                await backend.client.object_info()
+                return
+        log.info("object_info of backend %s is not known yet", backend.name)
 
     def fitter(self, job: Job) -> Callable[[str], bool]:
         """Whether `job` fits a backend (by name), as far as its catalog is known. When no
@@ -55,7 +95,7 @@ class FleetFit:
             backend = self.pool.get(name)
             if backend is None:
                 return False
-            return misfit(job.workflow, requirements, catalog_of(backend), values=values) is None
+            return misfit(job.workflow, requirements, self.offer_of(backend), values=values) is None
 
         if any(fits(b.name) for b in self.pool.backends):
             return fits

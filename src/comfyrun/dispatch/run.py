@@ -39,6 +39,7 @@ from comfyrun.dispatch.reconcile import (
     stop_prompt,
     withdraw_prompt,
 )
+from comfyrun.dispatch.relay import JobRelay, RelayHub, wants_relay
 from comfyrun.dispatch.settings import DispatchSettings
 from comfyrun.errors import BackendError, ComfyrunError, Conflict, IllegalTransition
 from comfyrun.outputs import OutputStorage
@@ -64,6 +65,10 @@ class RunContext:
     #: Told when this worker put a job back in the queue to run again at a given time, so that
     #: the claim loop wakes for it instead of waiting for its idle timeout.
     on_retry: Callable[[float], None] | None = None
+    #: The live relay of ComfyUI messages (dispatch.relay): to an API in this process, and/or
+    #: through the store to API nodes elsewhere.
+    relay_hub: RelayHub | None = None
+    relay_to_store: bool = False
 
 
 class JobRun:
@@ -93,6 +98,15 @@ class JobRun:
         self._started_at: float | None = None  # when the prompt's first event came
         self._start_recorded = False
         self._progress = ProgressWriter(ctx.store, job.id, ctx.settings.progress_interval_s)
+        relayed = wants_relay(job.metadata)  # a ComfyUI client waits for its messages
+        self._relay = JobRelay(
+            job.id,
+            hub=ctx.relay_hub if relayed else None,
+            store=ctx.store if relayed and ctx.relay_to_store else None,
+            interval_s=ctx.settings.progress_interval_s,
+        )
+        self._tracker = ProgressTracker(job.workflow)
+        self._watch: Any = None
 
     # --- the whole run -----------------------------------------------------------------------
     async def run(self) -> None:
@@ -114,6 +128,7 @@ class JobRun:
                 )
         finally:
             self._progress.close()
+            self._relay.close()
             self.slot.release(done=done and not self.taken_back)
 
     async def take_back(self) -> bool:
@@ -215,6 +230,7 @@ class JobRun:
                 self.slot.hold(True)  # in ComfyUI's queue until its first event says it started
                 await self._record_placement(None)
             stages.mark(self.job.id, "submitted")
+            self._watch = watch
             await self._follow(watch)
         finally:
             with contextlib.suppress(Exception):
@@ -251,6 +267,7 @@ class JobRun:
                 )
                 if result in done:
                     stages.mark(self.job.id, "executed")
+                    self._take_the_rest()
                     outcome = await self._result_of(result)
                     self.slot.executed_prompt()
                     await self._note_started(outcome)
@@ -458,21 +475,33 @@ class JobRun:
 
     # --- progress ---------------------------------------------------------------------------
     async def _consume(self, watch: Any, started: asyncio.Event) -> None:
-        tracker = ProgressTracker(self.job.workflow)
         async for message in watch:
-            if isinstance(message, m.ExecutionStart | m.ExecutionCached | m.Executing | m.Progress):
-                if self._started_at is None:
-                    self._started_at = time.time()
-                started.set()
-            snapshot = tracker.feed(message)
-            if snapshot is not None:
-                self._progress.progress(snapshot)
-            if isinstance(message, m.PreviewImageWithMetadata | m.PreviewImage):
-                self._progress.preview(preview_event(message))
+            self._on_message(message, started)
+
+    def _take_the_rest(self) -> None:
+        """Handle the messages the prompt's events task has not taken yet (the prompt's end
+        may settle its result before that task runs again)."""
+        if self._watch is not None:
+            for message in self._watch.drain():
+                self._on_message(message, None)
+
+    def _on_message(self, message: Any, started: asyncio.Event | None) -> None:
+        starts = m.ExecutionStart | m.ExecutionCached | m.Executing | m.Progress
+        if isinstance(message, starts) and self._started_at is None:
+            self._started_at = time.time()
+        if started is not None and isinstance(message, starts):
+            started.set()
+        self._relay.feed(message)
+        snapshot = self._tracker.feed(message)
+        if snapshot is not None:
+            self._progress.progress(snapshot)
+        if isinstance(message, m.PreviewImageWithMetadata | m.PreviewImage):
+            self._progress.preview(preview_event(message))
 
     # --- cancel requests -------------------------------------------------------------------
     async def _wait_cancel_requested(self) -> None:
         store = self.ctx.store
+        await asyncio.sleep(self.ctx.settings.cancel_watch_after_s)
         events = await store.events_since(self.job.id)
         after = events[-1].id if events else 0
         statuses = [e.data.get("status") for e in events if e.kind == "status"]
@@ -574,6 +603,9 @@ class JobRun:
         to canceling meanwhile). None when the job is no longer this worker's."""
         store = self.ctx.store
         self._progress.close()  # a final transition: no progress write may follow it
+        # the prompt's end reaches ComfyUI clients only when the job ends with this transition
+        self._take_the_rest()
+        await self._relay.finish(release=event in (Event.SUCCEED, Event.FAIL, Event.CANCELED))
         # First as if nothing moved (one round trip); when the job moved (canceling), read it.
         current: Job | None = self.job
         for _ in range(5):

@@ -173,6 +173,7 @@ async def test_a_job_no_backend_can_run_is_refused_at_submission(tmp_path: Path)
         settings = memory_settings(tmp_path, backends=backends)
         async with asgi_app(settings) as (_, http, ctx):
             assert await ctx.pool.wait_ready(10.0)
+            assert set(await ctx.catalog.ensure()) == {"small", "big"}  # definitions known
             ok = await http.post("/api/v2/jobs", json={"workflow": job_of(1, 1, ckpt_name=SDXL)})
             assert ok.status_code == 201, ok.text  # only "big" has it: accepted
             # SDXL is only on "big", whose labels do not meet the requirement

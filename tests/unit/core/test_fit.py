@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from comfyrun.core.fit import (
-    BackendCatalog,
+    BackendOffer,
     RequirementError,
     check_requirements,
     misfit,
@@ -47,7 +47,7 @@ def workflow(ckpt: str = "sd15.safetensors", sampler: str = "euler") -> dict[str
 
 def test_a_backend_with_every_node_and_model_fits() -> None:
     assert missing_in(workflow(), OBJECT_INFO) == ((), ())
-    assert misfit(workflow(), {}, BackendCatalog("a", object_info=OBJECT_INFO)) is None
+    assert misfit(workflow(), {}, BackendOffer("a", object_info=OBJECT_INFO)) is None
 
 
 def test_missing_node_types_and_combo_values_are_named() -> None:
@@ -56,19 +56,19 @@ def test_missing_node_types_and_combo_values_are_named() -> None:
     nodes, values = missing_in(wf, OBJECT_INFO)
     assert nodes == ("CustomUpscale",)
     assert values == (("1", "ckpt_name", "flux.safetensors"), ("2", "sampler_name", "lcm"))
-    why = misfit(wf, {}, BackendCatalog("gpu-2", object_info=OBJECT_INFO))
+    why = misfit(wf, {}, BackendOffer("gpu-2", object_info=OBJECT_INFO))
     assert why is not None and "gpu-2" in why.describe() and "flux.safetensors" in why.describe()
     assert why.to_dict()["missing_node_types"] == ["CustomUpscale"]
 
 
 def test_values_are_not_checked_when_inputs_replace_them() -> None:
     wf = workflow(ckpt="flux.safetensors")
-    assert misfit(wf, {}, BackendCatalog("a", object_info=OBJECT_INFO), values=False) is None
+    assert misfit(wf, {}, BackendOffer("a", object_info=OBJECT_INFO), values=False) is None
 
 
 def test_a_backend_not_described_yet_is_judged_on_its_labels() -> None:
-    assert misfit(workflow("x"), {}, BackendCatalog("lazy")) is None
-    why = misfit(workflow(), {"gpu": "4090"}, BackendCatalog("lazy", labels={"gpu": "3090"}))
+    assert misfit(workflow("x"), {}, BackendOffer("lazy")) is None
+    why = misfit(workflow(), {"gpu": "4090"}, BackendOffer("lazy", labels={"gpu": "3090"}))
     assert why is not None and why.unmet == ("gpu",)
 
 
@@ -93,8 +93,8 @@ def test_malformed_requirements_are_refused() -> None:
 
 def test_misfits_splits_the_fleet() -> None:
     fleet = [
-        BackendCatalog("sd15-only", {"gpu": "3090"}, {**OBJECT_INFO}),
-        BackendCatalog("big", {"gpu": "4090", "vram_gb": 24}, OBJECT_INFO),
+        BackendOffer("sd15-only", {"gpu": "3090"}, {**OBJECT_INFO}),
+        BackendOffer("big", {"gpu": "4090", "vram_gb": 24}, OBJECT_INFO),
     ]
     fit, unfit = misfits(workflow(), {"vram_gb": {"min": 16}}, fleet)
     assert fit == ["big"] and [u.backend for u in unfit] == ["sd15-only"]
