@@ -190,6 +190,10 @@ class Settings(BaseSettings):
         default=5.0, gt=0, validation_alias=_aliases("sweep_interval_s")
     )
     worker_id: str | None = Field(default=None, validation_alias=_aliases("worker_id"))
+    #: The server's event loop: uvloop where installed ("auto"), or the standard one.
+    event_loop: Literal["auto", "asyncio"] = Field(
+        default="auto", validation_alias=_aliases("event_loop")
+    )
     inline_output_max_bytes: int = Field(
         default=8 * 1024 * 1024, validation_alias=_aliases("inline_output_max_bytes")
     )

@@ -11,7 +11,7 @@ import logging
 import socket
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -245,6 +245,20 @@ ServeKey = Annotated[
 ]
 
 
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (uvicorn[standard] brings it) unless the
+    settings ask for the standard one (`event_loop = "asyncio"`): the server spends a good
+    part of each job in the event loop itself, which uvloop runs in C."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 def _run(role: Role, **kwargs: Any) -> None:
     log_level = kwargs.pop("log_level")
     configure_logging(log_level)
@@ -254,7 +268,8 @@ def _run(role: Role, **kwargs: Any) -> None:
         console.print(f"[red]configuration error:[/red] {exc}")
         raise typer.Exit(2) from exc
     try:
-        asyncio.run(_serve_forever(settings))
+        with asyncio.Runner(loop_factory=event_loop_factory(settings.event_loop)) as runner:
+            runner.run(_serve_forever(settings))
     except CannotListen as exc:
         console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
