@@ -71,6 +71,10 @@ class BackendConfig(BaseModel):
     lazy: bool = True
     ready_timeout_s: float = 120.0
     idle_stop_s: float | None = None
+    #: one process per GPU on this folder: `<name>-gpu<i>` with CUDA_VISIBLE_DEVICES=<i>
+    gpus: list[int] | None = None
+    #: an API-format prompt (JSON file) run after each start; ready only once it succeeded
+    warmup_prompt: Path | None = None
 
     @field_validator("url")
     @classmethod
@@ -82,7 +86,28 @@ class BackendConfig(BaseModel):
         kinds = [self.url is not None, self.comfy_path is not None, self.command is not None]
         if sum(kinds) != 1:
             raise ValueError("a backend needs exactly one of url, comfy_path or command")
+        if self.gpus is not None:
+            if self.url is not None:
+                raise ValueError("gpus applies to managed backends (comfy_path or command)")
+            if not self.gpus or len(set(self.gpus)) != len(self.gpus) or min(self.gpus) < 0:
+                raise ValueError("gpus must list distinct GPU indices, e.g. gpus = [0, 1]")
+            if self.port is not None and len(self.gpus) > 1:
+                raise ValueError("a fixed port cannot be shared by one process per GPU")
         return self
+
+    def per_gpu(self, name: str) -> list[tuple[str, BackendConfig]]:
+        """(name, config) for each process this table starts: itself, or one per GPU."""
+        if self.gpus is None:
+            return [(name, self)]
+        return [
+            (
+                f"{name}-gpu{gpu}",
+                self.model_copy(
+                    update={"gpus": None, "env": {**self.env, "CUDA_VISIBLE_DEVICES": str(gpu)}}
+                ),
+            )
+            for gpu in self.gpus
+        ]
 
     @property
     def managed(self) -> bool:
@@ -143,6 +168,9 @@ class Settings(BaseSettings):
     )
     comfy_port: int | None = Field(
         default=None, validation_alias=_aliases("comfy_port", "COMFY_PORT")
+    )
+    comfy_python: str | None = Field(
+        default=None, validation_alias=_aliases("comfy_python", "COMFY_PYTHON")
     )
     emulators: int = Field(default=0, ge=0, validation_alias=_aliases("emulators"))
     emulator_mode: Literal["process", "inprocess"] = Field(

@@ -254,29 +254,37 @@ async def _start_emulators(settings: Settings, stack: AsyncExitStack) -> list[st
     return urls
 
 
-def _backend_spec(cfg: BackendConfig, index: int, settings: Settings) -> Any:
+def _backend_specs(cfg: BackendConfig, index: int, settings: Settings) -> list[Any]:
+    """The pool's specs for one backend table: one, or one per GPU (`gpus = [...]`)."""
     from comfyrun.backends.pool import BackendSpec
 
     if cfg.url is not None:
-        return BackendSpec.from_url(cfg.url, name=cfg.name)
+        return [BackendSpec.from_url(cfg.url, name=cfg.name)]
     from comfyrun.backends.process import ManagedSpec
+    from comfyrun.backends.process.spec import load_prompt_file
 
-    name = cfg.name or f"comfy-{index + 1}"
-    managed = ManagedSpec(
-        name=name,
-        log_dir=(settings.data_dir / "logs").resolve(),
-        comfy_path=cfg.comfy_path,
-        command=tuple(cfg.command) if cfg.command else None,
-        python=cfg.python,  # None: the folder's own venv, else comfyrun's Python
-        cwd=cfg.cwd,
-        extra_args=tuple(cfg.extra_args),
-        env=dict(cfg.env),
-        lazy=cfg.lazy,
-        ready_timeout_s=cfg.ready_timeout_s,
-        idle_stop_s=cfg.idle_stop_s,
-        port=cfg.port,
-    )
-    return BackendSpec(name=name, managed=managed)
+    warmup = None if cfg.warmup_prompt is None else load_prompt_file(cfg.warmup_prompt)
+    specs = []
+    for name, one in cfg.per_gpu(cfg.name or f"comfy-{index + 1}"):
+        managed = ManagedSpec(
+            name=name,
+            log_dir=(settings.data_dir / "logs").resolve(),
+            # its own input/output/temp, so processes sharing a ComfyUI folder never mix files
+            files_dir=(settings.data_dir / "backends" / name).resolve(),
+            comfy_path=one.comfy_path,
+            command=tuple(one.command) if one.command else None,
+            python=one.python or settings.comfy_python,  # None: discovered
+            cwd=one.cwd,
+            extra_args=tuple(one.extra_args),
+            env=dict(one.env),
+            lazy=one.lazy,
+            ready_timeout_s=one.ready_timeout_s,
+            idle_stop_s=one.idle_stop_s,
+            port=one.port,
+            warmup_prompt=warmup,
+        )
+        specs.append(BackendSpec(name=name, managed=managed))
+    return specs
 
 
 def dispatch_settings(settings: Settings) -> Any:
@@ -306,7 +314,7 @@ async def _start_worker(
     from comfyrun.dispatch.dispatcher import Dispatcher
 
     (settings.data_dir / "logs").mkdir(parents=True, exist_ok=True)
-    specs = [_backend_spec(c, i, settings) for i, c in enumerate(configs)]
+    specs = [s for i, c in enumerate(configs) for s in _backend_specs(c, i, settings)]
     pool = BackendPool.from_specs(specs, client_factory=ComfyClient)
     await pool.start()
     stack.push_async_callback(pool.stop)

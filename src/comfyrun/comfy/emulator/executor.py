@@ -16,6 +16,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -126,6 +127,14 @@ class _Context:
     def check_interrupt(self) -> None:
         self._executor.check_interrupt()
 
+    def model_path(self, folder: str, name: str) -> Path | None:
+        return self._executor.config.model_path(folder, name)
+
+    def load_model(self, folder: str, name: str) -> None:
+        seconds = self._executor.load_time(folder, name)
+        if seconds > 0:
+            self.sleep(seconds)
+
     def sleep(self, seconds: float) -> None:
         total = seconds + self._executor.faults.delay_s
         if total > 0:
@@ -187,6 +196,25 @@ class Executor:
         self.stopping = threading.Event()
         self.node_states: dict[str, dict[str, Any]] = {}
         self._cache: dict[str, _CacheEntry] = {}
+        self._loaded: list[tuple[str, str]] = []  # models in memory, most recent last
+
+    def load_time(self, folder: str, name: str) -> float:
+        """Simulated seconds to load a model (0 when it is in memory); it is then in memory,
+        and the least recently used of its folder beyond `loaded_models_max` are unloaded."""
+        cfg, key = self.config, (folder, name)
+        if key in self._loaded:
+            self._loaded.remove(key)
+            self._loaded.append(key)
+            return 0.0
+        self._loaded.append(key)
+        same = [k for k in self._loaded if k[0] == folder]
+        for old in same[: max(0, len(same) - cfg.loaded_models_max)]:
+            self._loaded.remove(old)
+        if cfg.load_s_per_file <= 0 and cfg.load_s_per_gb <= 0:
+            return 0.0
+        path = cfg.model_path(folder, name)
+        size_gb = path.stat().st_size / 1e9 if path is not None else 0.0
+        return cfg.load_s_per_file + cfg.load_s_per_gb * size_gb
 
     def interrupt(self) -> None:
         self.interrupt_flag.set()
