@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
@@ -30,6 +31,8 @@ from comfyrun.errors import (
     NotFound,
     QueueFull,
 )
+from comfyrun.models.names import accept_model_names
+from comfyrun.models.specs import ModelRef, parse_models
 from comfyrun.outputs import job_prefix
 from comfyrun.store.base import JobEvent, JobPage, JobStore
 
@@ -137,7 +140,14 @@ class JobService:
                 self._in_flight_keys.discard(key)
 
     async def _submit(self, sub: Submission) -> Submitted:
-        workflow = await self._prepare_workflow(sub.workflow, placeholders=bool(sub.inputs))
+        models = parse_models(sub.options.get("models"))
+        if models:  # stored normalised; workers deliver them (comfyrun.dispatch.models)
+            sub = dataclasses.replace(
+                sub, options={**sub.options, "models": [m.to_json() for m in models]}
+            )
+        workflow = await self._prepare_workflow(
+            sub.workflow, placeholders=bool(sub.inputs), models=models
+        )
         if self._check_inputs is not None and (sub.inputs or _has_asset_refs(workflow)):
             workflow = await self._check_inputs(workflow, list(sub.inputs))
         await self._enforce_queue_bound()
@@ -196,7 +206,9 @@ class JobService:
                 retry_after_s=self.settings.queue_full_retry_after_s,
             )
 
-    async def _prepare_workflow(self, workflow: Any, *, placeholders: bool = False) -> JSON:
+    async def _prepare_workflow(
+        self, workflow: Any, *, placeholders: bool = False, models: tuple[ModelRef, ...] = ()
+    ) -> JSON:
         """The API prompt to store, checked the way ComfyUI checks it.
 
         With a backend's object_info at hand the whole of ComfyUI's validation runs here, so a
@@ -213,6 +225,8 @@ class JobService:
         if is_ui_format(workflow):
             workflow = await self._convert_ui(workflow)
         object_info = await self._object_info() if self._object_info is not None else None
+        if object_info and models:  # the names a job brings are not in any list yet
+            object_info = accept_model_names(object_info, workflow, models)
         validate_prompt(workflow, object_info)
         if object_info and not placeholders and not _has_asset_refs(workflow):
             await asyncio.to_thread(validate_like_comfyui, workflow, object_info)

@@ -20,6 +20,8 @@ class ModelServer:
     hits: Counter[str] = field(default_factory=Counter)
     #: while cleared, downloads wait (to line up concurrent requests)
     gate: asyncio.Event = field(default_factory=asyncio.Event)
+    #: set by every request
+    requested: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @asynccontextmanager
@@ -33,6 +35,7 @@ async def model_server(files: dict[str, bytes]) -> AsyncIterator[ModelServer]:
         if name not in server.files:
             raise web.HTTPNotFound()
         server.hits[name] += 1
+        server.requested.set()
         await server.gate.wait()
         return web.Response(body=server.files[name], content_type="application/octet-stream")
 

@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 #: (bytes so far, total or None)
 Progress = Callable[[int, int | None], None]
+#: (which model, bytes so far, total or None)
+ModelProgress = Callable[[ModelRef, int, int | None], None]
 #: Writes the bytes of `ref` into the file `dest`; raises a ComfyrunError when it cannot.
 Downloader = Callable[[ModelRef, Path, Progress], Awaitable[None]]
 
@@ -196,7 +198,9 @@ class ModelCache:
 
     # -- fetching -------------------------------------------------------------------------------
 
-    async def acquire(self, refs: Iterable[ModelRef], progress: Progress | None = None) -> Lease:
+    async def acquire(
+        self, refs: Iterable[ModelRef], progress: ModelProgress | None = None
+    ) -> Lease:
         """Make every file of `refs` present under its name and pin it; release the lease when
         the job is done. Raises HashMismatch, Conflict, or the downloader's error."""
         lease = Lease(self, [])
@@ -208,14 +212,14 @@ class ModelCache:
             raise
         return lease
 
-    async def pull(self, ref: ModelRef, progress: Progress | None = None) -> CachedModel:
+    async def pull(self, ref: ModelRef, progress: ModelProgress | None = None) -> CachedModel:
         """Fetch ahead of a job (admin API, CLI): the file lands under its name, unpinned."""
         lease = await self.acquire([ref], progress)
         digest = lease._pinned[0][0]
         lease.release()
         return self._blobs[digest]
 
-    async def _acquire_one(self, ref: ModelRef, progress: Progress | None) -> tuple[str, str]:
+    async def _acquire_one(self, ref: ModelRef, progress: ModelProgress | None) -> tuple[str, str]:
         name = f"{ref.folder}/{ref.name}"
         while True:
             digest = self.find(ref)
@@ -231,19 +235,26 @@ class ModelCache:
                 self._save_index()
                 return digest, name
 
-    async def _fetch_shared(self, ref: ModelRef, progress: Progress | None) -> str:
+    async def _fetch_shared(self, ref: ModelRef, progress: ModelProgress | None) -> str:
         key = ref.hash or ref.source
         task = self._flights.get(key)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._fetch(ref, progress))
+        if task is None:  # the first requester's progress is reported
+            report: Progress = _ignore
+            if progress is not None:
+                tell = progress
+
+                def report(done: int, total: int | None) -> None:
+                    tell(ref, done, total)
+
+            task = asyncio.get_running_loop().create_task(self._fetch(ref, report))
             self._flights[key] = task
             task.add_done_callback(lambda _t: self._flights.pop(key, None))
         return await asyncio.shield(task)
 
-    async def _fetch(self, ref: ModelRef, progress: Progress | None) -> str:
+    async def _fetch(self, ref: ModelRef, progress: Progress) -> str:
         tmp = self.root / "tmp" / uuid.uuid4().hex
         try:
-            await self._download(ref, tmp, progress or _ignore)
+            await self._download(ref, tmp, progress)
             digest, sha256, size = await asyncio.to_thread(_hash_file, tmp, ref.hash)
             if ref.hash is not None:
                 algo, expected = ref.hash.split(":", 1)
@@ -386,6 +397,7 @@ __all__ = [
     "Downloader",
     "Lease",
     "ModelCache",
+    "ModelProgress",
     "Progress",
     "extra_paths_yaml",
 ]

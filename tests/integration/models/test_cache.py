@@ -55,11 +55,13 @@ async def server() -> ModelServer:
 
 async def test_a_file_lands_once_under_its_name(server: ModelServer, tmp_path: Path) -> None:
     cache = open_cache(tmp_path)
-    seen: list[tuple[int, int | None]] = []
-    lease = await cache.acquire([ref(server, "a.safetensors")], lambda d, t: seen.append((d, t)))
+    seen: list[tuple[str, int, int | None]] = []
+    lease = await cache.acquire(
+        [ref(server, "a.safetensors")], lambda r, d, t: seen.append((r.name, d, t))
+    )
     linked = cache.folders_dir / "loras" / "a.safetensors"
     assert linked.read_bytes() == LORA
-    assert seen[-1] == (len(LORA), len(LORA))
+    assert seen[-1] == ("a.safetensors", len(LORA), len(LORA))
     lease.release()
     again = await cache.acquire([ref(server, "a.safetensors")])
     again.release()
@@ -82,9 +84,7 @@ async def test_concurrent_jobs_share_one_download(server: ModelServer, tmp_path:
         asyncio.create_task(cache.acquire([ref(server, "b.safetensors", "checkpoints")]))
         for _ in range(5)
     ]
-    async with asyncio.timeout(30):
-        while not server.hits["b.safetensors"]:
-            await asyncio.sleep(0.01)
+    await asyncio.wait_for(server.requested.wait(), 30)
     server.gate.set()
     done = await asyncio.gather(*leases)
     assert server.hits["b.safetensors"] == 1 and cache.downloads == 1

@@ -32,6 +32,7 @@ class TaskRequest(BaseModel):
     priority: int = Field(default=0, ge=-1000, le=1000)
     payload: dict[str, Any]
     max_retries: int | None = Field(default=None, ge=0, le=20)
+    models: list[dict[str, Any]] | None = Field(default=None, max_length=32)
 
 
 @router.post("", status_code=201)
@@ -43,6 +44,7 @@ async def create_task(body: TaskRequest, ctx: Ctx) -> Response:
                 priority=body.priority,
                 metadata={rp.META_DIALECT: rp.TASKS, "workflow_id": body.workflow_id},
                 max_retries=body.max_retries,
+                options={"models": body.models} if body.models else {},
             )
         )
     except errors.ComfyrunError as exc:
