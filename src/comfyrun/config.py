@@ -215,6 +215,19 @@ class Settings(BaseSettings):
     )
     webhook_secret: str | None = Field(default=None, validation_alias=_aliases("webhook_secret"))
 
+    # URL inputs and model downloads: private/loopback addresses they may reach (CIDRs or hosts)
+    fetch_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_aliases("fetch_allow")
+    )
+    # the model cache (files jobs bring with `models`)
+    model_cache_gb: float | None = Field(
+        default=200.0, gt=0, validation_alias=_aliases("model_cache_gb")
+    )
+    model_max_gb: float = Field(default=64.0, gt=0, validation_alias=_aliases("model_max_gb"))
+    model_fetch_timeout_s: float = Field(
+        default=3600.0, gt=0, validation_alias=_aliases("model_fetch_timeout_s")
+    )
+
     log_level: str = Field(default="INFO", validation_alias=_aliases("log_level"))
 
     @classmethod
@@ -231,7 +244,7 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls))
         return tuple(sources)
 
-    @field_validator("api_keys", "webhook_allow", mode="before")
+    @field_validator("api_keys", "webhook_allow", "fetch_allow", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -293,6 +306,11 @@ class Settings(BaseSettings):
         if self.output_url:
             return self.output_url
         return (self.data_dir / "outputs").expanduser().resolve().as_uri()
+
+    @property
+    def models_dir(self) -> Path:
+        """The model cache: `<data_dir>/models`."""
+        return (self.data_dir / "models").expanduser().resolve()
 
     @property
     def retention_s(self) -> float:

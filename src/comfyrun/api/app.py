@@ -36,6 +36,7 @@ from comfyrun.api.routes import (
     stats,
     tasks,
 )
+from comfyrun.api.routes import models as models_routes
 from comfyrun.api.routes.assets import assets_router
 from comfyrun.api.schemas import job_to_wire
 from comfyrun.api.webhooks import WebhookSender
@@ -89,6 +90,7 @@ def create_app(
         app.include_router(backends.router)
         app.include_router(stats.router)
         app.include_router(admin.router)
+        app.include_router(models_routes.router)
         # the other APIs comfyrun speaks: ComfyUI's, RunPod's, the plain /run and task variants
         for router in (*comfy_compat.build_routers(), *runpod_compat.build_routers()):
             app.include_router(router)
@@ -141,6 +143,9 @@ async def _open(
                 for i, url in enumerate(emulator_urls)
             ]
     assets = _asset_service(storage)
+    models = None
+    if settings.role is not Role.API:
+        models = await _open_model_cache(settings, assets)
     pool: Any = None
     dispatcher: Any = None
     if settings.role is not Role.API and not backend_configs:
@@ -151,7 +156,7 @@ async def _open(
         )
     if settings.role is not Role.API and backend_configs:
         pool, dispatcher = await _start_worker(
-            settings, stack, store, storage, backend_configs, assets
+            settings, stack, store, storage, backend_configs, assets, models
         )
 
     cache = ObjectInfoCache(
@@ -162,7 +167,7 @@ async def _open(
         settings,
         files=storage,
         object_info=cache.get,
-        check_inputs=_input_checker(assets),
+        check_inputs=_input_checker(assets, settings),
     )
     webhooks = None
     if settings.role is not Role.WORKER:
@@ -177,7 +182,7 @@ async def _open(
         dispatcher=dispatcher,
         assets=assets,
         emulator_urls=emulator_urls,
-        extras={"object_info": cache},
+        extras={"object_info": cache, "models": models},
     )
 
 
@@ -254,8 +259,11 @@ async def _start_emulators(settings: Settings, stack: AsyncExitStack) -> list[st
     return urls
 
 
-def _backend_specs(cfg: BackendConfig, index: int, settings: Settings) -> list[Any]:
-    """The pool's specs for one backend table: one, or one per GPU (`gpus = [...]`)."""
+def _backend_specs(
+    cfg: BackendConfig, index: int, settings: Settings, models: Any = None
+) -> list[Any]:
+    """The pool's specs for one backend table: one, or one per GPU (`gpus = [...]`). Managed
+    ones see the model cache through ComfyUI's extra model paths."""
     from comfyrun.backends.pool import BackendSpec
 
     if cfg.url is not None:
@@ -275,7 +283,14 @@ def _backend_specs(cfg: BackendConfig, index: int, settings: Settings) -> list[A
             command=tuple(one.command) if one.command else None,
             python=one.python or settings.comfy_python,  # None: discovered
             cwd=one.cwd,
-            extra_args=tuple(one.extra_args),
+            extra_args=(
+                *one.extra_args,
+                *(
+                    ("--extra-model-paths-config", str(models.extra_paths_file))
+                    if models is not None
+                    else ()
+                ),
+            ),
             env=dict(one.env),
             lazy=one.lazy,
             ready_timeout_s=one.ready_timeout_s,
@@ -308,13 +323,14 @@ async def _start_worker(
     storage: Any,
     configs: Sequence[BackendConfig],
     assets: Any,
+    models: Any = None,
 ) -> tuple[Any, Any]:
     from comfyrun.backends.pool import BackendPool
     from comfyrun.comfy.client import ComfyClient
     from comfyrun.dispatch.dispatcher import Dispatcher
 
     (settings.data_dir / "logs").mkdir(parents=True, exist_ok=True)
-    specs = [s for i, c in enumerate(configs) for s in _backend_specs(c, i, settings)]
+    specs = [s for i, c in enumerate(configs) for s in _backend_specs(c, i, settings, models)]
     pool = BackendPool.from_specs(specs, client_factory=ComfyClient)
     await pool.start()
     stack.push_async_callback(pool.stop)
@@ -324,7 +340,7 @@ async def _start_worker(
         storage,
         dispatch_settings(settings),
         worker_id=settings.worker_id,
-        place_inputs=_input_placer(assets),
+        place_inputs=_input_placer(assets, settings, store, models),
     )
     await dispatcher.start()
     stack.push_async_callback(dispatcher.stop)
@@ -335,19 +351,53 @@ def _asset_service(storage: Any) -> AssetService:
     return AssetService(storage)
 
 
-def _input_checker(assets: AssetService) -> Any:
+def _input_limits(settings: Settings) -> Any:
+    from comfyrun.inputs import InputLimits
+
+    return InputLimits(allow_networks=tuple(settings.fetch_allow))
+
+
+def _input_checker(assets: AssetService, settings: Settings) -> Any:
     """The submit-time check of `inputs` and asset references."""
+    limits = _input_limits(settings)
 
     async def check(workflow: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        result: dict[str, Any] = await check_submission(workflow, inputs, assets=assets)
+        result: dict[str, Any] = await check_submission(
+            workflow, inputs, assets=assets, limits=limits
+        )
         return result
 
     return check
 
 
-def _input_placer(assets: AssetService) -> Any:
-    """Places a job's inputs on its backend, resolving asset references through `assets`."""
-    return make_input_placer(assets=assets)
+def _input_placer(assets: AssetService, settings: Settings, store: Any, models: Any) -> Any:
+    """Places a job's inputs on its backend, resolving asset references through `assets`, after
+    fetching the model files it brings into the model cache."""
+    placer = make_input_placer(assets=assets, limits=_input_limits(settings))
+    if models is None:
+        return placer
+    from comfyrun.dispatch.models import with_models
+
+    return with_models(placer, models, store)
+
+
+async def _open_model_cache(settings: Settings, assets: AssetService) -> Any:
+    """The model cache under `<data_dir>/models` (opened: folders, index, extra paths yaml)."""
+    from comfyrun.models import DownloadLimits, ModelCache, make_downloader
+
+    limits = DownloadLimits(
+        max_bytes=int(settings.model_max_gb * 1e9),
+        timeout_s=settings.model_fetch_timeout_s,
+        fetch_allow=tuple(settings.fetch_allow),
+    )
+    budget = settings.model_cache_gb
+    cache = ModelCache(
+        settings.models_dir,
+        make_downloader(limits, assets=assets),
+        budget_bytes=None if budget is None else int(budget * 1e9),
+    )
+    await asyncio.to_thread(cache.open)
+    return cache
 
 
 __all__ = ["create_app", "dispatch_settings"]
