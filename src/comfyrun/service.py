@@ -17,6 +17,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequen
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
+from comfyrun import stages
 from comfyrun.comfy.validation import validate_prompt as comfy_validate
 from comfyrun.config import Settings
 from comfyrun.core.job import JSON, Job, JobStatus, NewJob
@@ -150,6 +151,7 @@ class JobService:
         )
         if self._check_inputs is not None and (sub.inputs or _has_asset_refs(workflow)):
             workflow = await self._check_inputs(workflow, list(sub.inputs))
+        validated = time.perf_counter()
         await self._enforce_queue_bound()
         if sub.job_id is not None and await self.store.get(sub.job_id) is not None:
             raise Conflict(f"job {sub.job_id} already exists", details={"job_id": sub.job_id})
@@ -174,6 +176,8 @@ class JobService:
             **({"id": sub.job_id} if sub.job_id is not None else {}),
         )
         job, created = await self.store.enqueue(new, now=self._clock())
+        stages.mark_at(job.id, "validated", validated)
+        stages.mark(job.id, "enqueued")
         if created:
             log.info(
                 "job queued",
@@ -332,6 +336,7 @@ class JobService:
                 if not any(e.kind == "status" for e in events):
                     continue
             view = await self.get(job_id)
+        stages.mark(job_id, "notified")
         return view
 
     async def _last_event_id(self, job_id: str) -> int:
