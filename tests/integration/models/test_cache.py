@@ -161,3 +161,34 @@ async def test_a_size_cap_and_http_errors_keep_nothing(server: ModelServer, tmp_
     with pytest.raises(InputRejected, match="HTTP 404"):
         await cache.acquire([ref(server, "missing.safetensors")])
     assert cache.list() == [] and list((tmp_path / "tmp").iterdir()) == []
+
+
+async def test_s3_urls_download_through_boto3(tmp_path: Path) -> None:
+    from tests.support.media import moto_s3_server, new_bucket, s3_client
+
+    with moto_s3_server() as endpoint:
+        client = s3_client(endpoint)
+        bucket = new_bucket(client)
+        client.put_object(Bucket=bucket, Key="models/u.safetensors", Body=CKPT)
+        seen: list[str | None] = []
+
+        def factory(endpoint_url: str | None, region: str | None) -> object:
+            seen.append(endpoint_url)
+            return client
+
+        cache = ModelCache(
+            tmp_path, make_downloader(DownloadLimits(max_bytes=len(CKPT)), s3_client=factory)
+        )
+        cache.open()
+        url = f"s3://{bucket}/models/u.safetensors?endpoint_url={endpoint}"
+        model = await cache.pull(ModelRef(folder="diffusion_models", name="u.safetensors", url=url))
+        assert model.size_bytes == len(CKPT) and seen == [endpoint]
+        assert (cache.folders_dir / "diffusion_models" / "u.safetensors").read_bytes() == CKPT
+        small = ModelCache(
+            tmp_path / "small", make_downloader(DownloadLimits(max_bytes=10), s3_client=factory)
+        )
+        small.open()
+        with pytest.raises(InputRejected, match="larger than"):
+            await small.pull(ModelRef(folder="vae", name="u", url=url))
+        with pytest.raises(InputRejected, match="failed"):
+            await cache.pull(ModelRef(folder="vae", name="m", url=f"s3://{bucket}/missing"))
