@@ -134,10 +134,14 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> EmulatorConfi
     for group in args.extra_model_paths_config or []:
         for yaml_file in group:
             extra.load(yaml_file)  # a missing or bad file stops start-up, as in ComfyUI
+    output_dir = args.output_directory or base / "output"
+    # ComfyUI's main.py also lists what CheckpointSave & co. write into the output folder
+    for folder in ("checkpoints", "clip", "vae", "diffusion_models", "loras"):
+        extra.add(folder, Path(output_dir).absolute() / folder, is_default=False)
     return EmulatorConfig(
         host=args.listen.split(",")[0],
         port=args.port,
-        output_dir=args.output_directory or base / "output",
+        output_dir=output_dir,
         input_dir=args.input_directory or base / "input",
         # ComfyUI's rule: --temp-directory X puts its temp folder at X/temp
         temp_dir=args.temp_directory / "temp" if args.temp_directory else base / "temp",
