@@ -28,6 +28,7 @@ managed ComfyUI folder), COMFY_PORT (its port), WEBSOCKET_RECONNECT_ATTEMPTS, AP
 from __future__ import annotations
 
 import enum
+import ipaddress
 import json
 import os
 from pathlib import Path
@@ -249,6 +250,19 @@ class Settings(BaseSettings):
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("fetch_allow", "webhook_allow")
+    @classmethod
+    def _check_cidrs(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if "/" in entry or entry.replace(".", "").isdigit() or ":" in entry:
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError as exc:
+                    raise ValueError(
+                        f"{entry!r} is neither a CIDR nor a host name: {exc}"
+                    ) from None
         return value
 
     @field_validator("backends", mode="before")

@@ -151,3 +151,10 @@ def test_comfy_python_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COMFY_PYTHON", "/opt/venvs/comfy/bin/python")
     assert load_settings().comfy_python == "/opt/venvs/comfy/bin/python"
     assert load_settings(comfy_python="/x/python").comfy_python == "/x/python"
+
+
+def test_fetch_allow_from_env_and_bad_cidrs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COMFYRUN_FETCH_ALLOW", "10.0.0.0/8, minio.internal,127.0.0.1")
+    assert load_settings().fetch_allow == ["10.0.0.0/8", "minio.internal", "127.0.0.1"]
+    with pytest.raises(ValidationError, match="neither a CIDR"):
+        load_settings(fetch_allow=["10.0.0.0/33"])
