@@ -328,18 +328,24 @@ async def _start_worker(
     from comfyrun.backends.pool import BackendPool
     from comfyrun.comfy.client import ComfyClient
     from comfyrun.dispatch.dispatcher import Dispatcher
+    from comfyrun.dispatch.identity import WorkerIdentity
 
     (settings.data_dir / "logs").mkdir(parents=True, exist_ok=True)
     specs = [s for i, c in enumerate(configs) for s in _backend_specs(c, i, settings, models)]
     pool = BackendPool.from_specs(specs, client_factory=ComfyClient)
     await pool.start()
     stack.push_async_callback(pool.stop)
+    worker_id = settings.worker_id
+    if worker_id is None:  # one that a restart in this data dir gets back (dispatch.identity)
+        identity = WorkerIdentity.claim(settings.data_dir)
+        stack.callback(identity.release)
+        worker_id = identity.worker_id
     dispatcher = Dispatcher(
         store,
         pool,
         storage,
         dispatch_settings(settings),
-        worker_id=settings.worker_id,
+        worker_id=worker_id,
         place_inputs=_input_placer(assets, settings, store, models),
     )
     await dispatcher.start()

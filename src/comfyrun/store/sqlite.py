@@ -149,13 +149,15 @@ class SQLiteStore(SQLStore):
         waiters = self._job_waiters.setdefault(job_id, set())
         waiters.add(woken)  # before looking, so no commit slips between the look and the wait
         try:
-            version = await self._data_version()
             while True:
                 woken.clear()
-                events = await self.events_since(job_id, after_id)
+                found: tuple[builtins.list[JobEvent], int] = await self._call(
+                    _events_and_version, (job_id, after_id), {}, read=True
+                )
+                events, version = found
                 if events:
                     return events
-                changed, version = await self._wait(woken, deadline, version)
+                changed, _ = await self._wait(woken, deadline, version)
                 if not changed:
                     return []
         finally:
@@ -400,6 +402,14 @@ for _name, _fn in list(vars(SQLStore).items()):
 async def _data_version(store: SQLiteStore) -> int:
     row = store._connection().execute("PRAGMA data_version").fetchone()
     return int(row["data_version"]) if row else 0
+
+
+async def _events_and_version(
+    store: SQLiteStore, job_id: str, after_id: int
+) -> tuple[builtins.list[JobEvent], int]:
+    """A job's new events and the data version they were read at, in one trip."""
+    events: builtins.list[JobEvent] = await store.events_since(job_id, after_id)
+    return events, await _data_version(store)
 
 
 def _drive(coro: Coroutine[Any, Any, Any]) -> Any:
