@@ -18,7 +18,7 @@ from typing import Any
 from comfyrun.backends.pool import Backend
 from comfyrun.core.job import JSON, Job
 from comfyrun.dispatch.run import InputPlacer
-from comfyrun.errors import InputRejected
+from comfyrun.errors import InputRejected, StorageError
 from comfyrun.models import ModelCache, ModelRef, parse_models
 from comfyrun.store.base import JobStore
 
@@ -48,6 +48,11 @@ def with_models(
         reporter = _Reporter(store, job.id, interval_s)
         try:
             lease = await cache.acquire(refs, reporter.progress)
+        except OSError as exc:  # the cache's disk (full, read-only): the job fails, clearly
+            raise StorageError(
+                f"the model cache at {cache.root} could not store a file: {exc}",
+                details={"reason": "model_cache"},
+            ) from exc
         finally:
             await reporter.close()
         try:

@@ -12,7 +12,7 @@ import pytest
 
 from comfyrun.core.job import Job, NewJob
 from comfyrun.dispatch.models import with_models
-from comfyrun.errors import InputRejected
+from comfyrun.errors import InputRejected, StorageError
 from comfyrun.models import ModelCache, ModelRef
 from comfyrun.store.memory import MemoryStore
 
@@ -67,3 +67,17 @@ async def test_a_backend_comfyrun_does_not_manage_is_refused(tmp_path: Path) -> 
         await placer(await job_with_models(store), remote, None)
     assert caught.value.details["reason"] == "models_need_managed_backend"
     assert cache.list() == []
+
+
+async def test_a_cache_disk_error_fails_the_job_clearly(tmp_path: Path) -> None:
+    async def disk_full(ref: ModelRef, dest: Path, progress: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    store = MemoryStore()
+    await store.open()
+    cache = ModelCache(tmp_path, disk_full)
+    cache.open()
+    placer = with_models(place, cache, store)
+    with pytest.raises(StorageError, match="No space left") as caught:
+        await placer(await job_with_models(store), SimpleNamespace(managed=True, name="g"), None)
+    assert caught.value.code == "storage_error" and cache.list() == []
