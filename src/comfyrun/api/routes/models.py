@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException
+from pydantic import BaseModel, ConfigDict, Field
 
 from comfyrun.api.context import AppContext, get_ctx, require_auth
 from comfyrun.models import ModelCache, parse_model
@@ -13,6 +14,18 @@ from comfyrun.models import ModelCache, parse_model
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 
 router = APIRouter(prefix="/api/v2/models", tags=["models"], dependencies=[Depends(require_auth)])
+
+
+class ModelIn(BaseModel):
+    """One model file: where its bytes come from, and the ComfyUI folder and name it takes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(default=None, max_length=8192, description="http(s):// or s3://")
+    asset_id: str | None = Field(default=None, max_length=255)
+    folder: str = Field(..., max_length=64, description="checkpoints, loras, vae, ...")
+    name: str = Field(..., max_length=255, description="the file name workflows use")
+    hash: str | None = Field(default=None, max_length=80, description="sha256:… or blake3:…")
 
 
 def _cache(ctx: AppContext) -> ModelCache:
@@ -34,11 +47,10 @@ async def list_models(ctx: Ctx) -> dict[str, Any]:
 
 
 @router.post("", status_code=201)
-async def pull_model(request: Request, ctx: Ctx) -> dict[str, Any]:
+async def pull_model(body: ModelIn, ctx: Ctx) -> dict[str, Any]:
     """Fetch `{url | asset_id, folder, name, hash?}` into the cache now (returns when done)."""
     cache = _cache(ctx)
-    body = await request.json()
-    model = await cache.pull(parse_model(body, "model"))
+    model = await cache.pull(parse_model(body.model_dump(exclude_none=True), "model"))
     return model.to_json()
 
 
