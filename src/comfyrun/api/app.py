@@ -23,7 +23,6 @@ from comfyrun.api.context import AppContext, public_base_url, require_auth
 from comfyrun.api.docs import install_docs
 from comfyrun.api.errors import install_error_handlers
 from comfyrun.api.limits import BodyLimit, BodyLimits
-from comfyrun.api.object_info import ObjectInfoCache
 from comfyrun.api.routes import (
     admin,
     backends,
@@ -42,17 +41,17 @@ from comfyrun.api.routes.assets import MULTIPART_SLACK, assets_router
 from comfyrun.api.schemas import job_to_wire
 from comfyrun.api.webhooks import WebhookSender
 from comfyrun.assets import AssetService
+from comfyrun.backends.catalog import BackendCatalog
 from comfyrun.config import BackendConfig, Role, Settings
 from comfyrun.core.job import JobStatus
 from comfyrun.dashboard.routes import router as dashboard_router
 from comfyrun.dispatch.inputs import make_input_placer
+from comfyrun.dispatch.relay import RelayHub
 from comfyrun.inputs import check_submission
 from comfyrun.service import JobService, JobView
 from comfyrun.store.base import JobStore
 
 log = logging.getLogger(__name__)
-
-READY_STATES = ("ready", "busy")
 
 
 def create_app(
@@ -167,19 +166,21 @@ async def _open(
             "(give --backend URL, --comfy PATH or --emulator N)",
             extra={"action": "no_backends"},
         )
+    # ComfyUI messages reach this process's /ws clients in memory; a lone worker writes them to
+    # the store for the API nodes
+    relay_hub = RelayHub() if settings.role is Role.SERVE else None
     if settings.role is not Role.API and backend_configs:
         pool, dispatcher = await _start_worker(
-            settings, stack, store, storage, backend_configs, assets, models
+            settings, stack, store, storage, backend_configs, assets, relay_hub, models
         )
 
-    cache = ObjectInfoCache(
-        lambda: _ready_urls(pool, backend_configs), ttl_s=settings.object_info_ttl_s
-    )
+    catalog = await _start_catalog(settings, stack, store, pool, backend_configs)
     service = JobService(
         store,
         settings,
         files=storage,
-        object_info=cache.get,
+        object_info=_object_info_source(catalog),
+        recheck_object_info=_object_info_source(catalog, recheck=True),
         check_inputs=_input_checker(assets, settings),
     )
     webhooks = None
@@ -195,7 +196,8 @@ async def _open(
         dispatcher=dispatcher,
         assets=assets,
         emulator_urls=emulator_urls,
-        extras={"object_info": cache, "models": models},
+        catalog=catalog,
+        extras={"relay_hub": relay_hub, "models": models},
     )
 
 
@@ -220,13 +222,32 @@ async def _start_webhooks(
     return sender
 
 
-def _ready_urls(pool: Any, configs: Sequence[BackendConfig]) -> list[str]:
-    """Backend URLs to ask for /object_info: ready ones from the pool, else configured ones."""
-    if pool is not None:
-        urls = [b.url for b in pool.snapshot() if b.url and str(b.state) in READY_STATES]
-        if urls:
-            return urls
-    return [c.url for c in configs if c.url]
+async def _start_catalog(
+    settings: Settings,
+    stack: AsyncExitStack,
+    store: JobStore,
+    pool: Any,
+    configs: Sequence[BackendConfig],
+) -> BackendCatalog:
+    """The backends' node catalogs: from the store at once, refreshed as backends come up.
+    Without a pool (the api role), configured URL backends are asked directly."""
+    urls = {} if pool is not None else {c.name or c.url: c.url for c in configs if c.url}
+    catalog = BackendCatalog(store, pool, urls=urls, ttl_s=settings.object_info_ttl_s)
+    await catalog.start()
+    stack.push_async_callback(catalog.stop)
+    return catalog
+
+
+def _object_info_source(catalog: BackendCatalog, *, recheck: bool = False) -> Any:
+    """Submission checks use the fleet's union, as known (stored, or from backends that are up):
+    a valid submission never waits for a backend to start. With `recheck`, the backends are
+    asked again first (a refusal must not rest on definitions stored before they changed)."""
+
+    async def object_info() -> dict[str, Any] | None:
+        union = await (catalog.recheck() if recheck else catalog.current(wake=False))
+        return union.object_info if union is not None else None
+
+    return object_info
 
 
 async def _emulator_folders(settings: Settings) -> list[BackendConfig]:
@@ -336,6 +357,7 @@ async def _start_worker(
     storage: Any,
     configs: Sequence[BackendConfig],
     assets: Any,
+    relay_hub: RelayHub | None,
     models: Any = None,
 ) -> tuple[Any, Any]:
     from comfyrun.backends.pool import BackendPool
@@ -360,6 +382,8 @@ async def _start_worker(
         dispatch_settings(settings),
         worker_id=worker_id,
         place_inputs=_input_placer(assets, settings, store, models),
+        relay_hub=relay_hub,
+        relay_to_store=settings.role is Role.WORKER,
     )
     await dispatcher.start()
     stack.push_async_callback(dispatcher.stop)

@@ -61,6 +61,8 @@ READS = frozenset(
         "queue_position",
         "counts",
         "oldest_queued_at",
+        "catalogs",
+        "catalog_stamps",
     }
 )
 #: Calls that stay on the event loop (they wait, or manage the thread).

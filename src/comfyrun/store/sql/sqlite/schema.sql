@@ -57,3 +57,14 @@ CREATE TABLE idempotency_keys (
     created_at   REAL NOT NULL,
     PRIMARY KEY (scope, key)
 );
+
+-- One row per backend: its node definitions and model lists (object_info etc.) as JSON text.
+CREATE TABLE backend_catalogs (
+    backend         TEXT PRIMARY KEY,
+    comfyui_version TEXT,
+    fetched_at      REAL NOT NULL,
+    object_info     TEXT NOT NULL,
+    models          TEXT NOT NULL DEFAULT '{}',
+    embeddings      TEXT NOT NULL DEFAULT '[]',
+    features        TEXT NOT NULL DEFAULT '{}'
+);
