@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import logging
 import time
 from collections import OrderedDict
@@ -33,6 +34,8 @@ from comfyrun.errors import (
     NotFound,
     QueueFull,
 )
+from comfyrun.models.names import accept_model_names
+from comfyrun.models.specs import ModelRef, parse_models
 from comfyrun.outputs import job_prefix
 from comfyrun.store.base import JobEvent, JobPage, JobStore
 
@@ -155,7 +158,14 @@ class JobService:
                 self._in_flight_keys.discard(key)
 
     async def _submit(self, sub: Submission) -> Submitted:
-        workflow = await self._prepare_workflow(sub.workflow, placeholders=bool(sub.inputs))
+        models = parse_models(sub.options.get("models"))
+        if models:  # stored normalised; workers deliver them (comfyrun.dispatch.models)
+            sub = dataclasses.replace(
+                sub, options={**sub.options, "models": [m.to_json() for m in models]}
+            )
+        workflow = await self._prepare_workflow(
+            sub.workflow, placeholders=bool(sub.inputs), models=models
+        )
         if self._check_inputs is not None and (sub.inputs or _has_asset_refs(workflow)):
             workflow = await self._check_inputs(workflow, list(sub.inputs))
         validated = time.perf_counter()
@@ -217,7 +227,9 @@ class JobService:
                 retry_after_s=self.settings.queue_full_retry_after_s,
             )
 
-    async def _prepare_workflow(self, workflow: Any, *, placeholders: bool = False) -> JSON:
+    async def _prepare_workflow(
+        self, workflow: Any, *, placeholders: bool = False, models: tuple[ModelRef, ...] = ()
+    ) -> JSON:
         """The API prompt to store, checked the way ComfyUI checks it.
 
         With a backend's object_info at hand the whole of ComfyUI's validation runs here, so a
@@ -234,6 +246,8 @@ class JobService:
         if is_ui_format(workflow):
             workflow = await self._convert_ui(workflow)
         object_info = await self._object_info() if self._object_info is not None else None
+        if object_info and models:  # the names a job brings are not in any list yet
+            object_info = accept_model_names(object_info, workflow, models)
         try:
             await _check_prompt(workflow, object_info, placeholders=placeholders)
         except InvalidWorkflow as exc:
@@ -242,6 +256,8 @@ class JobService:
             fresher = await self._recheck_object_info()
             if not fresher or fresher == object_info:
                 raise
+            if models:
+                fresher = accept_model_names(fresher, workflow, models)
             await _check_prompt(workflow, fresher, placeholders=placeholders)
         prompt: JSON = workflow
         return prompt

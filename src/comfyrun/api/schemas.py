@@ -77,6 +77,12 @@ class SubmitJobRequest(BaseModel):
     output: OutputOptions | None = None
     webhook: WebhookOptions | None = None
     extra_data: dict[str, Any] | None = None
+    models: list[dict[str, Any]] | None = Field(
+        default=None,
+        max_length=32,
+        description="Model files the job needs: {url | asset_id, folder, name, hash?} each; "
+        "fetched into comfyrun's model cache before the job runs.",
+    )
 
     def options(self) -> dict[str, Any]:
         """The options a worker reads from the job record."""
@@ -91,6 +97,8 @@ class SubmitJobRequest(BaseModel):
             opts["extra_data"] = self.extra_data
         if self.webhook is not None:
             opts["webhook"] = self.webhook.model_dump(exclude_none=True)
+        if self.models:
+            opts["models"] = self.models
         return opts
 
 

@@ -202,10 +202,12 @@ def _settings(
     api_key: str | None,
     worker_id: str | None = None,
     output_url: str | None = None,
+    comfy_python: str | None = None,
 ) -> Settings:
     settings = load_settings(
         config,
         role=role,
+        comfy_python=comfy_python,
         db_url=db,
         host=host,
         port=port,
@@ -230,6 +232,14 @@ BackendOpt = Annotated[
 ]
 ComfyOpt = Annotated[
     list[Path] | None, typer.Option("--comfy", help="A ComfyUI folder to run (repeatable)")
+]
+ComfyPythonOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--comfy-python",
+        help="The Python that runs managed ComfyUI folders (or COMFY_PYTHON; default: the "
+        "folder's venv, else a python3 on PATH that has torch)",
+    ),
 ]
 EmulatorOpt = Annotated[
     int | None, typer.Option("--emulator", "-e", help="Run N local ComfyUI emulators")
@@ -279,6 +289,7 @@ def serve(
     config: ConfigOpt = None,
     backend: BackendOpt = None,
     comfy: ComfyOpt = None,
+    comfy_python: ComfyPythonOpt = None,
     emulator: EmulatorOpt = None,
     db: DbOpt = None,
     host: HostOpt = None,
@@ -294,6 +305,7 @@ def serve(
         config=config,
         backend=backend,
         comfy=comfy,
+        comfy_python=comfy_python,
         emulator=emulator,
         db=db,
         host=host,
@@ -336,6 +348,7 @@ def worker(
     config: ConfigOpt = None,
     backend: BackendOpt = None,
     comfy: ComfyOpt = None,
+    comfy_python: ComfyPythonOpt = None,
     emulator: EmulatorOpt = None,
     db: DbOpt = None,
     host: HostOpt = None,
@@ -352,6 +365,7 @@ def worker(
         config=config,
         backend=backend,
         comfy=comfy,
+        comfy_python=comfy_python,
         emulator=emulator,
         db=db,
         host=host,

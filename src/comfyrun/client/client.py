@@ -116,6 +116,7 @@ class ComfyrunClient:
         max_retries: int | None = None,
         output: Mapping[str, Any] | None = None,
         webhook: Mapping[str, Any] | None = None,
+        models: Sequence[Mapping[str, Any]] | None = None,
         retry_queue_full: bool = True,
     ) -> dict[str, Any]:
         """POST /api/v2/jobs. Retries 409/429 answers that carry Retry-After when asked to;
@@ -128,6 +129,7 @@ class ComfyrunClient:
             ("max_retries", max_retries),
             ("output", dict(output) if output else None),
             ("webhook", dict(webhook) if webhook else None),
+            ("models", [dict(m) for m in models] if models else None),
         ):
             if value is not None:
                 body[name] = value
@@ -279,6 +281,25 @@ class ComfyrunClient:
 
     async def health(self) -> dict[str, Any]:
         body: dict[str, Any] = await self._json("GET", "/api/v2/health")
+        return body
+
+    # the model cache ----------------------------------------------------------------------------
+
+    async def models(self) -> dict[str, Any]:
+        """GET /api/v2/models: the cached files, total bytes and budget."""
+        body: dict[str, Any] = await self._json("GET", "/api/v2/models")
+        return body
+
+    async def pull_model(self, model: Mapping[str, Any]) -> dict[str, Any]:
+        """POST /api/v2/models `{url | asset_id, folder, name, hash?}`; returns when cached."""
+        body: dict[str, Any] = await self._json(
+            "POST", "/api/v2/models", json=dict(model), timeout=None
+        )
+        return body
+
+    async def remove_model(self, key: str) -> dict[str, Any]:
+        """DELETE /api/v2/models/{key}: `blake3:<hex>`, `sha256:<hex>` or `folder/name`."""
+        body: dict[str, Any] = await self._json("DELETE", f"/api/v2/models/{key}")
         return body
 
 

@@ -2,6 +2,8 @@
 GET /api/v1/tasks/{id} with status, result, error, retry_count, max_retries, worker_id.
 A task is a job: `payload` is the API prompt, `workflow_id` is kept as metadata, and the result
 is ComfyUI's outputs by node (files pointing at comfyrun's storage, as /history shows them).
+`video_url` + `video_node_id` (+ `video_input_field`, default `video`) put a video fetched by URL
+into that node's input; `models` brings model files (see comfyrun.models).
 """
 
 from __future__ import annotations
@@ -32,6 +34,26 @@ class TaskRequest(BaseModel):
     priority: int = Field(default=0, ge=-1000, le=1000)
     payload: dict[str, Any]
     max_retries: int | None = Field(default=None, ge=0, le=20)
+    models: list[dict[str, Any]] | None = Field(default=None, max_length=32)
+    # a video by URL for one node's input (the seed-style fields; fetched like any URL input)
+    video_url: str | None = Field(default=None, max_length=8192)
+    video_node_id: str | None = Field(default=None, max_length=255)
+    video_input_field: str = Field(default="video", min_length=1, max_length=255)
+
+    def inputs(self) -> tuple[dict[str, Any], ...]:
+        """`video_url` as a URL input placed into `video_node_id`'s `video_input_field`."""
+        if self.video_url is None:
+            if self.video_node_id is not None:
+                raise errors.InvalidRequest("video_node_id needs a video_url")
+            return ()
+        if self.video_node_id is None:
+            raise errors.InvalidRequest(
+                "video_url needs video_node_id: the id of the node whose "
+                f"{self.video_input_field!r} input gets the video"
+            )
+        return (
+            {"url": self.video_url, "node": self.video_node_id, "input": self.video_input_field},
+        )
 
 
 @router.post("", status_code=201)
@@ -43,6 +65,8 @@ async def create_task(body: TaskRequest, ctx: Ctx) -> Response:
                 priority=body.priority,
                 metadata={rp.META_DIALECT: rp.TASKS, "workflow_id": body.workflow_id},
                 max_retries=body.max_retries,
+                options={"models": body.models} if body.models else {},
+                inputs=body.inputs(),
             )
         )
     except errors.ComfyrunError as exc:
