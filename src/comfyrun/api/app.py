@@ -35,6 +35,7 @@ from comfyrun.api.routes import (
     runpod_compat,
     stats,
     tasks,
+    workflows,
 )
 from comfyrun.api.routes.assets import assets_router
 from comfyrun.api.schemas import job_to_wire
@@ -45,8 +46,9 @@ from comfyrun.core.job import JobStatus
 from comfyrun.dashboard.routes import router as dashboard_router
 from comfyrun.dispatch.inputs import make_input_placer
 from comfyrun.inputs import check_submission
-from comfyrun.service import JobService, JobView
+from comfyrun.service import JobService, JobView, ObjectInfoSource
 from comfyrun.store.base import JobStore
+from comfyrun.templates import TemplateFolder, TemplateService
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +80,16 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(
-        BodyLimit, max_bytes=settings.max_request_bytes, prefixes=("/api/v2/jobs", "/api/v2/admin")
+        BodyLimit,
+        max_bytes=settings.max_request_bytes,
+        prefixes=("/api/v2/jobs", "/api/v2/admin", "/api/v2/workflows"),
     )
     app.include_router(health.router)
     app.include_router(metrics.router)
     if settings.role is not Role.WORKER:
         app.include_router(jobs.router)
+        app.include_router(workflows.router)
+        workflows.install_openapi(app)
         app.include_router(files.router)  # before the assets router: it claims output ids
         _include_assets(app)
         app.include_router(backends.router)
@@ -161,14 +167,18 @@ async def _open(
         store,
         settings,
         files=storage,
-        object_info=cache.get,
+        object_info=_object_info_source(cache),
         check_inputs=_input_checker(assets),
+    )
+    templates = TemplateService(
+        TemplateFolder(settings.workflows_dir), service, object_info=_object_info_source(cache)
     )
     webhooks = None
     if settings.role is not Role.WORKER:
         webhooks = await _start_webhooks(settings, stack, service)
     return AppContext(
         webhooks=webhooks,
+        templates=templates,
         settings=settings,
         store=store,
         service=service,
@@ -200,6 +210,11 @@ async def _start_webhooks(
     stack.push_async_callback(sender.close)
     await sender.resume([JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCELING])
     return sender
+
+
+def _object_info_source(cache: ObjectInfoCache) -> ObjectInfoSource:
+    """Where the service and the templates get ComfyUI's node definitions from."""
+    return cache.get
 
 
 def _ready_urls(pool: Any, configs: Sequence[BackendConfig]) -> list[str]:
