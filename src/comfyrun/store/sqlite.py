@@ -164,6 +164,12 @@ class SQLiteStore(SQLStore):
         async with conn.execute(Q[name], params) as cur:
             return int(cur.rowcount)
 
+    async def _run_many(
+        self, conn: aiosqlite.Connection, name: str, rows: builtins.list[JSON]
+    ) -> None:
+        if rows:
+            await conn.executemany(Q[name], rows)
+
     async def _append(
         self,
         conn: aiosqlite.Connection,

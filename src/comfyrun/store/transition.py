@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from comfyrun.core.batch import fair_key
 from comfyrun.core.job import ACTIVE, JSON, TERMINAL, Job, JobError, JobStatus, NewJob, Progress
 from comfyrun.core.state import Event, next_state
 from comfyrun.errors import Conflict, NotFound
@@ -145,6 +146,8 @@ def enqueued(new: NewJob, now: float) -> Job:
         request_hash=new.request_hash,
         created_at=now,
         next_run_at=now,
+        batch_id=new.batch_id,
+        fair_key=fair_key(new.batch_id, new.owner),
     )
 
 
