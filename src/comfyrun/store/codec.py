@@ -165,9 +165,9 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
 
 __all__ = [
     "JOB_COLUMNS",
+    "JSON_COLUMNS",
     "batch_from_row",
     "batch_to_row",
-    "JSON_COLUMNS",
     "decode_cursor",
     "dump_json",
     "encode_cursor",

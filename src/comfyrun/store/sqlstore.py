@@ -14,10 +14,10 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Self
 
+from comfyrun.core.batch import NO_GROUP, Batch, BatchStatus, NewBatch, fair_tag
 from comfyrun.core.job import JSON, Job, JobStatus, NewJob, Output, Progress
 from comfyrun.core.state import Event
 from comfyrun.errors import Conflict, IdempotencyKeyReuse, StoreError
-from comfyrun.core.batch import NO_GROUP, Batch, BatchStatus, NewBatch, fair_tag
 from comfyrun.store import batches, maintenance, transition
 from comfyrun.store.base import Changes, JobEvent, JobPage
 from comfyrun.store.codec import (
