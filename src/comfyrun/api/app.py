@@ -26,6 +26,7 @@ from comfyrun.api.object_info import ObjectInfoCache
 from comfyrun.api.routes import (
     admin,
     backends,
+    batches,
     comfy_compat,
     files,
     health,
@@ -49,6 +50,7 @@ from comfyrun.inputs import check_submission
 from comfyrun.service import JobService, JobView, ObjectInfoSource
 from comfyrun.store.base import JobStore
 from comfyrun.templates import TemplateFolder, TemplateService
+from comfyrun.templates.batches import BatchService
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +84,14 @@ def create_app(
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_request_bytes,
-        prefixes=("/api/v2/jobs", "/api/v2/admin", "/api/v2/workflows"),
+        prefixes=("/api/v2/jobs", "/api/v2/admin", "/api/v2/workflows", "/api/v2/batches"),
     )
     app.include_router(health.router)
     app.include_router(metrics.router)
     if settings.role is not Role.WORKER:
         app.include_router(jobs.router)
         app.include_router(workflows.router)
+        app.include_router(batches.router)
         workflows.install_openapi(app)
         app.include_router(files.router)  # before the assets router: it claims output ids
         _include_assets(app)
@@ -173,12 +176,15 @@ async def _open(
     templates = TemplateService(
         TemplateFolder(settings.workflows_dir), service, object_info=_object_info_source(cache)
     )
+    batch_service = BatchService(templates, service)
     webhooks = None
     if settings.role is not Role.WORKER:
         webhooks = await _start_webhooks(settings, stack, service)
+        await webhooks.resume_batches(batches.render_batch(batch_service))
     return AppContext(
         webhooks=webhooks,
         templates=templates,
+        batches=batch_service,
         settings=settings,
         store=store,
         service=service,

@@ -44,6 +44,7 @@ class AppContext:
     assets: Any = None  # comfyrun.assets.AssetService
     webhooks: Any = None  # comfyrun.api.webhooks.WebhookSender, where this process has an API
     templates: Any = None  # comfyrun.templates.TemplateService
+    batches: Any = None  # comfyrun.templates.batches.BatchService
     emulator_urls: list[str] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
     extras: dict[str, Any] = field(default_factory=dict)
