@@ -55,7 +55,9 @@ async def server(tmp_path: Path) -> AsyncIterator[str]:
     folder.mkdir()
     (folder / "t2i.json").write_text(json.dumps(text_to_image_workflow(steps=2)))
     (folder / "t2i.params.json").write_text(
-        json.dumps({"seed": {"node": "5", "input": "seed"}, "steps": {"node": "5", "input": "steps"}})
+        json.dumps(
+            {"seed": {"node": "5", "input": "seed"}, "steps": {"node": "5", "input": "steps"}}
+        )
     )
     settings = memory_settings(
         tmp_path,

@@ -132,9 +132,7 @@ async def test_bad_params_are_422_with_every_pointer(server: str) -> None:
 
 async def test_tasks_route_runs_the_template_named_by_workflow_id(server: str) -> None:
     async with httpx.AsyncClient(base_url=server, timeout=60) as http:
-        r = await http.post(
-            "/api/v1/tasks", json={"workflow_id": "image", "payload": {"color": 7}}
-        )
+        r = await http.post("/api/v1/tasks", json={"workflow_id": "image", "payload": {"color": 7}})
         assert r.status_code == 201, r.text
         task_id = r.json()["id"]
         job = (await http.get(f"/api/v2/jobs/{task_id}", params={})).json()
