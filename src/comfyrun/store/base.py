@@ -9,7 +9,7 @@ the caller read, with the next status taken from `comfyrun.core.state`.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -51,6 +51,14 @@ class Changes:
     prompt_id: str | None = None
     clear_lease: bool = False
     extra: JSON = field(default_factory=dict)
+    #: Outputs committed in the same transaction as the status change (each with its "output"
+    #: event, before the "status" one): a job succeeds with its outputs or not at all.
+    outputs: tuple[Output, ...] = ()
+
+
+#: Given the job a claim just took, an event (kind, data) to append in the claim's own
+#: transaction, or None.
+ClaimNote = Callable[[Job], tuple[str, JSON] | None]
 
 
 class JobStore(Protocol):
@@ -72,10 +80,16 @@ class JobStore(Protocol):
         """
 
     async def claim(
-        self, worker_id: str, lease_s: float, *, now: float | None = None
+        self,
+        worker_id: str,
+        lease_s: float,
+        *,
+        now: float | None = None,
+        note: ClaimNote | None = None,
     ) -> Job | None:
         """Atomically take the best runnable queued job (highest priority, then oldest, with
-        next_run_at <= now) for `worker_id`: status running, attempts+1, lease set."""
+        next_run_at <= now) for `worker_id`: status running, attempts+1, lease set. `note`
+        may add one event to the claim's transaction (e.g. the prompt about to be sent)."""
 
     async def renew(
         self, job_id: str, worker_id: str, lease_s: float, *, now: float | None = None
@@ -191,4 +205,4 @@ class JobStore(Protocol):
         Raises NotFound."""
 
 
-__all__ = ["Changes", "JobEvent", "JobPage", "JobStore"]
+__all__ = ["Changes", "ClaimNote", "JobEvent", "JobPage", "JobStore"]

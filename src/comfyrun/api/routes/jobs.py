@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from comfyrun import stages
 from comfyrun.api.context import AppContext, get_ctx, public_base_url, require_auth
 from comfyrun.api.schemas import (
     JobList,
@@ -60,11 +61,12 @@ async def submit_job(
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
     wait: Annotated[float | None, Query(ge=0, description="Hold the request up to N s")] = None,
 ) -> JobOut:
+    received = time.perf_counter()
     check_webhook(ctx, body)
     submitted = await ctx.service.submit(
         submission(body, body.workflow, body.model_dump(mode="json"), idempotency_key)
     )
-    return await submitted_job(ctx, request, response, body, submitted, wait)
+    return await submitted_job(ctx, request, response, body, submitted, wait, received)
 
 
 def check_webhook(ctx: AppContext, body: JobOptionsRequest) -> None:
@@ -97,16 +99,21 @@ async def submitted_job(
     body: JobOptionsRequest,
     submitted: Submitted,
     wait: float | None,
+    received: float,
 ) -> JobOut:
-    """The response to a submission: its webhook followed, held up to `wait` s, rendered."""
+    """The response to a submission: its webhook followed, held up to `wait` s, rendered
+    (`received`: when the request arrived, for the per-job stage marks)."""
     if not submitted.created:
         response.headers["Idempotency-Replayed"] = "true"
     elif body.webhook is not None and ctx.webhooks is not None:
         ctx.webhooks.watch(submitted.job.id, submitted.job.options["webhook"])
+    stages.mark_at(submitted.job.id, "received", received)
     view = JobView(submitted.job, submitted.queue_position)
     if wait:
         view = await ctx.service.wait(submitted.job.id, min(wait, ctx.settings.max_wait_s))
-    return await render(ctx, request, view)
+    rendered = await render(ctx, request, view)
+    stages.mark(submitted.job.id, "responded")
+    return rendered
 
 
 def _statuses(raw: list[str] | None) -> list[JobStatus] | None:

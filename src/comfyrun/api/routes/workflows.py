@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
@@ -108,11 +109,12 @@ async def run_workflow(
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
     wait: Annotated[float | None, Query(ge=0, description="Hold the request up to N s")] = None,
 ) -> JobOut:
+    received = time.perf_counter()
     check_webhook(ctx, body)
     wire = {"workflow_template": name, **body.model_dump(mode="json")}
     base = submission(body, {}, wire, idempotency_key)
     submitted = await templates.submit(name, body.params, base)
-    return await submitted_job(ctx, request, response, body, submitted, wait)
+    return await submitted_job(ctx, request, response, body, submitted, wait, received)
 
 
 # the OpenAPI document with each template's parameters -----------------------------------------
