@@ -3,11 +3,14 @@ parameters, and whether it can run (`valid`, with the reasons when not)."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from comfyrun.comfy.validation import validate_prompt
 from comfyrun.core.params import (
     Param,
     Problem,
@@ -88,16 +91,66 @@ def compile_template(files: TemplateFiles, object_info: Mapping[str, Any] | None
                 Problem("", f"node types no backend has: {', '.join(missing)}", "missing_nodes")
             )
     resolved = resolve(merge_decls(title_decls(prompt), decls), prompt, object_info)
+    params = resolved.params
+    if object_info is not None and not problems:
+        params = _check_like_comfyui(prompt, params, object_info, problems)
     return Template(
         files.name,
         files.version,
         prompt,
-        params=resolved.params,
+        params=params,
         description=description,
         problems=tuple(problems) + resolved.problems,
         checked=object_info is not None,
         source_format=fmt,
     )
+
+
+def _check_like_comfyui(
+    prompt: JSON,
+    params: tuple[Param, ...],
+    object_info: Mapping[str, Any],
+    problems: list[Problem],
+) -> tuple[Param, ...]:
+    """ComfyUI's verdict on the template as it stands. A bad value in a parameter's input only
+    takes that parameter's default away (callers must give it); any other error is a problem
+    of the template (a missing model, a broken link…)."""
+    try:
+        verdict = validate_prompt(copy.deepcopy(prompt), dict(object_info), _files_later)
+    except (TypeError, AttributeError, KeyError, ValueError) as exc:
+        problems.append(Problem("", f"ComfyUI cannot validate the workflow: {exc}"))
+        return params
+    if verdict.ok:
+        return params
+    targets = {(p.node, p.input): p for p in params}
+    required: set[str] = set()
+    for node_id, entry in verdict.node_errors.items():
+        for error in entry.get("errors", []):
+            name = (error.get("extra_info") or {}).get("input_name")
+            param = targets.get((str(node_id), str(name)))
+            if param is not None:
+                required.add(param.name)
+                continue
+            detail = f" ({error['details']})" if error.get("details") else ""
+            problems.append(
+                Problem(
+                    f"/prompt/{node_id}",
+                    f"node {node_id} ({entry.get('class_type')}): {error.get('message')}{detail}",
+                    "comfyui",
+                )
+            )
+    if not verdict.node_errors and verdict.error:
+        problems.append(Problem("", str(verdict.error.get("message")), "comfyui"))
+    return tuple(_required(p) if p.name in required else p for p in params)
+
+
+def _required(param: Param) -> Param:
+    schema = {k: v for k, v in param.schema.items() if k != "default"}
+    return dataclasses.replace(param, schema=schema, required=True)
+
+
+def _files_later(class_type: str, name: str, value: Any) -> bool:
+    return True  # input files live on the backend that runs the job
 
 
 def _convert(

@@ -3,6 +3,7 @@ that follow the files, and reloads that read only what changed."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -29,10 +30,17 @@ def titled_ui() -> dict[str, Any]:
     return ui
 
 
+def object_info() -> dict[str, Any]:
+    """The converter tests' object_info, SaveImage marked as the output node it is."""
+    info = copy.deepcopy(OBJECT_INFO)
+    info["SaveImage"]["output_node"] = True
+    return info
+
+
 def test_ui_format_template_is_converted_and_its_titles_become_parameters(tmp_path: Path) -> None:
     (tmp_path / "ui.json").write_text(json.dumps(titled_ui()))
     files = TemplateFolder(tmp_path).scan()["ui"]
-    template = compile_template(files, OBJECT_INFO)
+    template = compile_template(files, object_info())
     assert template.valid and template.source_format == "ui"
     assert template.prompt is not None and template.prompt["3"]["class_type"] == "KSampler"
     props = template.schema()["properties"]
@@ -51,10 +59,31 @@ def test_broken_templates_say_why(tmp_path: Path) -> None:
     (tmp_path / "badparams.params.json").write_text("{")
     (tmp_path / "unknown.json").write_text(json.dumps({"1": {"class_type": "Nope", "inputs": {}}}))
     found = TemplateFolder(tmp_path).scan()
-    reasons = {n: compile_template(f, OBJECT_INFO).reason for n, f in found.items()}
+    reasons = {n: compile_template(f, object_info()).reason for n, f in found.items()}
     assert "neither an API prompt nor a UI workflow" in (reasons["bad"] or "")
     assert "badparams.params.json is not valid JSON" in (reasons["badparams"] or "")
     assert "node types no backend has: Nope" in (reasons["unknown"] or "")
+
+
+def test_comfyui_checks_the_template_and_bad_defaults_make_parameters_required(
+    tmp_path: Path,
+) -> None:
+    ui = titled_ui()
+    (tmp_path / "ok.json").write_text(json.dumps(ui))
+    for node in ui["nodes"]:
+        if node["id"] == 4:
+            node["widgets_values"] = ["missing.safetensors"]
+    (tmp_path / "nomodel.json").write_text(json.dumps(ui))
+    (tmp_path / "param.json").write_text(json.dumps(ui))
+    (tmp_path / "param.params.json").write_text(
+        json.dumps({"ckpt": {"node": "4", "input": "ckpt_name"}})
+    )
+    found = TemplateFolder(tmp_path).scan()
+    nomodel = compile_template(found["nomodel"], object_info())
+    assert not nomodel.valid and "ckpt_name" in (nomodel.reason or "")
+    param = compile_template(found["param"], object_info())
+    assert param.valid and param.schema()["required"] == ["ckpt"]
+    assert "default" not in param.schema()["properties"]["ckpt"]
 
 
 def test_versions_follow_the_files_and_reload_reads_only_changes(tmp_path: Path) -> None:
