@@ -157,6 +157,9 @@ class PostgresStore(SQLStore):
         cur = await conn.execute(Q[name], params)
         return cur.rowcount
 
+    def _notify_params(self, job_id: str) -> JSON:
+        return {"channel": self.channel, "payload": f"e:{job_id}"}
+
     async def _run_many(self, conn: Conn, name: str, rows: builtins.list[JSON]) -> None:
         if rows:
             async with conn.cursor() as cur:

@@ -267,13 +267,14 @@ class SQLStore(ABC):
             canceled = await self._all(conn, "cancel_batch_queued", {"id": batch_id, "now": now})
             await self._run_many(
                 conn,
-                "insert_event_quiet",
+                "insert_event_many",
                 [
                     {
                         "job_id": r["id"],
                         "kind": "status",
                         "data": dump_json(batches.cancel_event(int(r["attempts"]))),
                         "created_at": now,
+                        **self._notify_params(str(r["id"])),
                     }
                     for r in canceled
                 ],
@@ -499,6 +500,10 @@ class SQLStore(ABC):
         """Run named query `name` once per row (dialects override with executemany)."""
         for row in rows:
             await self._run(conn, name, row)
+
+    def _notify_params(self, job_id: str) -> JSON:
+        """Extra parameters of `insert_event_many` (PostgreSQL: its NOTIFY)."""
+        return {}
 
     async def _insert_job(self, conn: Any, row: JSON) -> bool:
         """Insert a job row; False if the id exists."""

@@ -3,6 +3,8 @@ when the last job ends, bulk cancel) and fair claim order between batches and ow
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from tests.support.store import new_job
 
@@ -110,3 +112,13 @@ async def test_batches_and_owners_take_turns_at_equal_priority(store: JobStore) 
     assert order[0] == urgent.id
     assert order[1:10] == [a.id, b.id, "carol"] * 3
     assert order[10:] == [a.id, b.id]
+
+
+async def test_followers_of_jobs_canceled_with_their_batch_are_woken(store: JobStore) -> None:
+    created = await store.create_batch(batch(), [new_job(), new_job()], now=T0)
+    job = (await store.batch_jobs(created.id)).jobs[0]
+    last = (await store.events_since(job.id))[-1].id
+    follower = asyncio.create_task(store.wait_for_event(job.id, last, 60))
+    await store.cancel_batch(created.id)
+    events = await asyncio.wait_for(follower, 30)
+    assert events and events[-1].data["status"] == "canceled"

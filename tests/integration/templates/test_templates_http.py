@@ -5,6 +5,7 @@ cancel, and bad input."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 from tests.support.api import memory_settings, wait_until_ready
 from tests.support.emulator import image_workflow, text_to_image_workflow
 
@@ -43,6 +45,15 @@ def write_templates(folder: Path) -> None:
     (folder / "image.json").write_text(json.dumps(image_workflow(prefix="img")))
     (folder / "image.params.json").write_text(
         json.dumps({"color": {"node": "1", "input": "color"}})
+    )
+    photo = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "ph"}},
+    }
+    (folder / "photo.json").write_text(json.dumps(photo))
+    (folder / "photo.params.json").write_text(
+        json.dumps({"photo": {"node": "1", "input": "image"}})
     )
     broken = image_workflow()
     broken["9"] = {"class_type": "NoSuchNode", "inputs": {}}
@@ -128,6 +139,25 @@ async def test_bad_params_are_422_with_every_pointer(server: str) -> None:
     }
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     assert broken.status_code == 422 and broken.json()["error"]["code"] == "invalid_template"
+
+
+async def test_file_parameters_take_base64_data(server: str) -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(buf, "PNG")
+    data = base64.b64encode(buf.getvalue()).decode()
+    async with httpx.AsyncClient(base_url=server, timeout=60) as http:
+        schema = (await http.get("/api/v2/workflows/photo")).json()["parameters"]
+        r = await http.post(
+            "/api/v2/workflows/photo/jobs", params={"wait": 30}, json={"params": {"photo": data}}
+        )
+        bad = await http.post("/api/v2/workflows/photo/jobs", json={"params": {"photo": 5}})
+    assert schema["properties"]["photo"]["x-file"] == "image"
+    assert r.status_code == 201, r.text
+    job = r.json()
+    assert job["status"] == "succeeded", job.get("error")
+    assert job["outputs"][0]["name"].startswith("ph")
+    assert bad.status_code == 422
+    assert bad.json()["error"]["details"]["errors"][0]["pointer"] == "/params/photo"
 
 
 async def test_tasks_route_runs_the_template_named_by_workflow_id(server: str) -> None:
@@ -228,10 +258,12 @@ async def test_bad_batches_are_refused_before_anything_is_queued(server: str) ->
             "/api/v2/batches", json={"workflow": "t2i", "items": [], "matrix": {"seed": [1]}}
         )
         unknown = await http.post("/api/v2/batches", json={"workflow": "nope", "items": [{}]})
+        broken = await http.post("/api/v2/batches", json={"workflow": "broken", "items": [{}]})
         missing = await http.get("/api/v2/batches/nope")
         queued = (await http.get("/api/v2/jobs", params={"status": "queued"})).json()["jobs"]
     assert bad.status_code == 422
     pointers = [e["pointer"] for e in bad.json()["error"]["details"]["errors"]]
     assert pointers == ["/items/1/params/seed", "/items/2/params/z"]
     assert both.status_code == 422 and unknown.status_code == 404 and missing.status_code == 404
+    assert broken.status_code == 422 and broken.json()["error"]["code"] == "invalid_template"
     assert queued == []

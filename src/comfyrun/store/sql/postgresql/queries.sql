@@ -197,6 +197,15 @@ DELETE FROM job_events WHERE job_id = ANY(%(ids)s::text[]);
 INSERT INTO job_events (job_id, kind, data, created_at)
 VALUES (%(job_id)s, %(kind)s, %(data)s::jsonb, %(created_at)s);
 
+-- name: insert_event_many
+-- One event of a bulk change (many jobs canceled with their batch), with its NOTIFY.
+WITH event AS (
+    INSERT INTO job_events (job_id, kind, data, created_at)
+    VALUES (%(job_id)s, %(kind)s, %(data)s::jsonb, %(created_at)s)
+    RETURNING id
+)
+SELECT pg_notify(%(channel)s, %(payload)s) FROM event;
+
 -- name: insert_batch
 INSERT INTO batches (id, workflow, version, status, total, options, metadata, owner, created_at,
     finished_at)

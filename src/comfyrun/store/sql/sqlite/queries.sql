@@ -178,6 +178,11 @@ DELETE FROM job_events WHERE job_id IN (SELECT value FROM json_each(:ids));
 INSERT INTO job_events (job_id, kind, data, created_at)
 VALUES (:job_id, :kind, :data, :created_at);
 
+-- name: insert_event_many
+-- One event of a bulk change (this process's waiters are woken after the commit).
+INSERT INTO job_events (job_id, kind, data, created_at)
+VALUES (:job_id, :kind, :data, :created_at);
+
 -- name: insert_batch
 INSERT INTO batches (id, workflow, version, status, total, options, metadata, owner, created_at,
     finished_at)
