@@ -60,8 +60,7 @@ class BatchService:
         each job gets; `options` (e.g. the webhook) belong to the batch."""
         values = item_values(items, matrix)
         template = await self._templates.get(workflow)
-        if not template.valid or template.prompt is None:
-            self._templates.render(template, {})  # raises InvalidTemplate with the reasons
+        prompt = self._templates.runnable(template)
         problems: list[Problem] = []
         for i, params in enumerate(values):
             problems += check_values(template.params, params, base=f"/items/{i}/params")
@@ -69,7 +68,6 @@ class BatchService:
                 break
         if problems:
             raise invalid_params(problems[:MAX_PROBLEMS])
-        assert template.prompt is not None
         new = NewBatch(
             workflow=template.name,
             version=template.version,
@@ -79,7 +77,7 @@ class BatchService:
         )
         subs = []
         for i, params in enumerate(values):
-            applied = apply_values(template.prompt, template.params, params)
+            applied = apply_values(prompt, template.params, params)
             sub = self._templates.submission(template, applied, base)
             metadata = {**sub.metadata, META_BATCH: new.id, META_INDEX: i}
             subs.append(dataclasses.replace(sub, metadata=metadata))

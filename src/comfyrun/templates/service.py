@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from comfyrun.core.job import JSON
 from comfyrun.core.params import Applied, Problem, apply_values, check_values
 from comfyrun.errors import InvalidParams, InvalidTemplate, NotFound
 from comfyrun.service import JobService, ObjectInfoSource, Submission, Submitted
@@ -62,18 +63,23 @@ class TemplateService:
                 return template
         raise NotFound(f"workflow template {name!r} not found", details={"workflow": name})
 
-    def render(self, template: Template, values: Any, *, base: str = "/params") -> Applied:
-        """The template's prompt with `values`; raises InvalidTemplate or InvalidParams (every
-        problem, each with its JSON pointer)."""
+    def runnable(self, template: Template) -> JSON:
+        """The template's prompt; raises InvalidTemplate (with the reasons) when it cannot run."""
         if not template.valid or template.prompt is None:
             raise InvalidTemplate(
                 f"workflow template {template.name!r} cannot run: {template.reason}",
                 details={"workflow": template.name, "errors": _dicts(template.problems)},
             )
+        return template.prompt
+
+    def render(self, template: Template, values: Any, *, base: str = "/params") -> Applied:
+        """The template's prompt with `values`; raises InvalidTemplate or InvalidParams (every
+        problem, each with its JSON pointer)."""
+        prompt = self.runnable(template)
         problems = check_values(template.params, values, base=base)
         if problems:
             raise invalid_params(problems)
-        return apply_values(template.prompt, template.params, values)
+        return apply_values(prompt, template.params, values)
 
     def submission(self, template: Template, applied: Applied, base: Submission) -> Submission:
         """`base` (the caller's job options) for the rendered template."""

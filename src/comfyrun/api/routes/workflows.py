@@ -40,7 +40,7 @@ class WorkflowOut(BaseModel):
     description: str | None = None
     valid: bool
     error: str | None = None
-    errors: list[dict[str, Any]] = Field(default_factory=list)
+    errors: list[dict[str, Any]] | None = None
     format: str = "api"
     parameters: dict[str, Any]
 

@@ -71,8 +71,10 @@ LIMIT 1;
 
 -- name: fair_last
 -- The last tag a group has queued at this priority.
-SELECT max(fair_tag) AS tag FROM jobs
-WHERE status = 'queued' AND fair_key = %(fair_key)s::text AND priority = %(priority)s::integer;
+SELECT fair_tag AS tag FROM jobs
+WHERE status = 'queued' AND fair_key = %(fair_key)s::text AND priority = %(priority)s::integer
+ORDER BY fair_tag DESC
+LIMIT 1;
 
 -- name: renew
 UPDATE jobs SET lease_expires_at = %(lease_expires_at)s
