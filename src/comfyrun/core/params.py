@@ -368,14 +368,25 @@ def _check_file(value: Any, where: str) -> list[Problem]:
 def apply_values(
     prompt: Mapping[str, Any], params: Sequence[Param], values: Mapping[str, Any]
 ) -> Applied:
-    """A copy of `prompt` with `values` (already checked) set; file values become inputs."""
-    out: JSON = {k: _copy_node(v) for k, v in prompt.items()}
+    """`prompt` with `values` (already checked) set; file values become inputs. The nodes a
+    parameter sets are copied; the others are shared with `prompt` (treat both as frozen)."""
+    out: JSON = dict(prompt)
+    copied: set[str] = set()
     inputs: list[JSON] = []
     plain: JSON = {}
+
+    def set_input(p: Param, value: Any) -> None:
+        if p.node not in copied:
+            node = dict(out[p.node])
+            node["inputs"] = dict(node["inputs"])
+            out[p.node] = node
+            copied.add(p.node)
+        out[p.node]["inputs"][p.input] = _box(value)
+
     for p in params:
         if p.name not in values:
             if p.file_kind is None and "default" in p.schema:
-                out[p.node]["inputs"][p.input] = _box(p.schema["default"])
+                set_input(p, p.schema["default"])
             continue
         value = values[p.name]
         if p.file_kind is not None:
@@ -383,7 +394,7 @@ def apply_values(
             continue
         if p.schema.get("type") == "integer" and isinstance(value, float):
             value = int(value)
-        out[p.node]["inputs"][p.input] = _box(value)
+        set_input(p, value)
         plain[p.name] = value
     return Applied(prompt=out, inputs=tuple(inputs), values=plain)
 
@@ -527,15 +538,6 @@ def _unbox(value: Any) -> Any:
 
 def _box(value: Any) -> Any:
     return {"__value__": value} if isinstance(value, list) else value
-
-
-def _copy_node(node: Any) -> Any:
-    if not isinstance(node, Mapping):
-        return node
-    copied = dict(node)
-    if isinstance(node.get("inputs"), Mapping):
-        copied["inputs"] = dict(node["inputs"])
-    return copied
 
 
 __all__ = [

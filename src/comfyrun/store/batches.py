@@ -3,10 +3,9 @@ data of the events a batch logs (under the batch's id in the event log)."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 
-from comfyrun.core.batch import COMPLETED_EVENT, Batch, BatchStatus, NewBatch, ending
+from comfyrun.core.batch import COMPLETED_EVENT, Batch, BatchStatus, NewBatch, ending, fair_tag
 from comfyrun.core.job import JSON, Job, JobStatus, NewJob
 from comfyrun.core.state import Event
 from comfyrun.errors import NotFound
@@ -18,8 +17,10 @@ CREATED_EVENT = "batch.created"
 ITEM_TICK_S = 1e-6
 
 
-def created(batch: NewBatch, jobs: Sequence[NewJob], now: float) -> tuple[Batch, list[Job]]:
-    """The batch record and its queued jobs (tags still unset)."""
+def created(
+    batch: NewBatch, jobs: Sequence[NewJob], now: float, first_tag: float = 0.0
+) -> tuple[Batch, list[Job]]:
+    """The batch record and its queued jobs, fair tags from `first_tag` on (one each)."""
     record = Batch(
         id=batch.id,
         workflow=batch.workflow,
@@ -31,10 +32,15 @@ def created(batch: NewBatch, jobs: Sequence[NewJob], now: float) -> tuple[Batch,
         created_at=now,
     )
     queued = [
-        transition.enqueued(dataclasses.replace(new, batch_id=batch.id), now + i * ITEM_TICK_S)
+        transition.enqueued(new, now + i * ITEM_TICK_S, batch_id=batch.id, fair_tag=first_tag + i)
         for i, new in enumerate(jobs)
     ]
     return record, queued
+
+
+def first_tag(head: float | None) -> float:
+    """A new batch is a group with nothing queued yet: it starts at the head of the queue."""
+    return fair_tag(head, None)
 
 
 def cancel_event(attempts: int) -> JSON:
@@ -68,5 +74,6 @@ __all__ = [
     "completed_event",
     "created",
     "ending",
+    "first_tag",
     "not_found",
 ]

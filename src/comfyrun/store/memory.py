@@ -330,13 +330,19 @@ class MemoryStore:
         self, batch: NewBatch, jobs: Sequence[NewJob], *, now: float | None = None
     ) -> Batch:
         now = _now(now)
-        record, queued = batches.created(batch, jobs, now)
-        if record.id in self._batches:
-            raise Conflict(f"batch {record.id} already exists", details={"batch_id": record.id})
-        start = self._fair_tag(queued[0], now) if queued else 0.0
+        if batch.id in self._batches:
+            raise Conflict(f"batch {batch.id} already exists", details={"batch_id": batch.id})
+        priority = jobs[0].priority if jobs else 0
+        runnable = [
+            j
+            for j in self._jobs.values()
+            if j.status is JobStatus.QUEUED and j.priority == priority and j.next_run_at <= now
+        ]
+        head = min(runnable, key=_claim_order).fair_tag if runnable else None
+        record, queued = batches.created(batch, jobs, now, batches.first_tag(head))
         self._batches[record.id] = record
-        for i, job in enumerate(queued):
-            self._jobs[job.id] = job.evolve(fair_tag=start + i)
+        for job in queued:
+            self._jobs[job.id] = job
             self._append(job.id, "status", transition.enqueue_event(job), now)
         data = {"total": record.total, "workflow": record.workflow}
         self._append(record.id, batches.CREATED_EVENT, data, now)

@@ -201,13 +201,14 @@ class SQLStore(ABC):
         self, batch: NewBatch, jobs: Sequence[NewJob], *, now: float | None = None
     ) -> Batch:
         now = _now(now)
-        record, queued = batches.created(batch, jobs, now)
         async with self._write() as conn:
+            priority = jobs[0].priority if jobs else 0
+            head = await self._one(conn, "fair_head", {"priority": priority, "now": now})
+            start = batches.first_tag(head["tag"] if head else None)
+            record, queued = batches.created(batch, jobs, now, start)
             await self._run(conn, "insert_batch", batch_to_row(record))
             if queued:
-                start = await self._fair_tag(conn, queued[0], now)
-                rows = [job_to_row(j.evolve(fair_tag=start + i)) for i, j in enumerate(queued)]
-                await self._run_many(conn, "insert_job", rows)
+                await self._run_many(conn, "insert_job", [job_to_row(j) for j in queued])
                 event = dump_json(transition.enqueue_event(queued[0]))
                 await self._run_many(
                     conn,

@@ -7,7 +7,6 @@ each problem with its JSON pointer, `/items/3/params/seed`), so a batch is all o
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -78,9 +77,8 @@ class BatchService:
         subs = []
         for i, params in enumerate(values):
             applied = apply_values(prompt, template.params, params)
-            sub = self._templates.submission(template, applied, base)
-            metadata = {**sub.metadata, META_BATCH: new.id, META_INDEX: i}
-            subs.append(dataclasses.replace(sub, metadata=metadata))
+            extra = {META_BATCH: new.id, META_INDEX: i}
+            subs.append(self._templates.submission(template, applied, base, extra))
         batch = await self._jobs.submit_batch(new, subs)
         return BatchView(batch, {JobStatus.QUEUED: batch.total})
 

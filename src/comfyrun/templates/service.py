@@ -6,6 +6,7 @@ other submission). Every job made from a template records its name and version i
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 from collections.abc import Mapping
 from typing import Any
@@ -81,13 +82,20 @@ class TemplateService:
             raise invalid_params(problems)
         return apply_values(prompt, template.params, values)
 
-    def submission(self, template: Template, applied: Applied, base: Submission) -> Submission:
-        """`base` (the caller's job options) for the rendered template."""
+    def submission(
+        self,
+        template: Template,
+        applied: Applied,
+        base: Submission,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Submission:
+        """`base` (the caller's job options) for the rendered template; `extra` metadata."""
         metadata = {
             **base.metadata,
             META_TEMPLATE: template.name,
             META_VERSION: template.version,
             META_PARAMS: applied.values,
+            **(extra or {}),
         }
         return dataclasses.replace(
             base,
@@ -99,6 +107,8 @@ class TemplateService:
     async def submit(self, name: str, values: Any, base: Submission) -> Submitted:
         template = await self.get(name)
         applied = self.render(template, values)
+        # its own copy: the nodes no parameter touched are shared with the cached template
+        applied = dataclasses.replace(applied, prompt=copy.deepcopy(applied.prompt))
         return await self._jobs.submit(self.submission(template, applied, base))
 
 
