@@ -326,15 +326,28 @@ class JobRun:
         if self.job.attempts <= 1:
             return None
         previous = await previous_prompt(self.ctx.store, self.job.id)
-        if previous is None or previous[1] != self.backend.name:
+        if previous is None:
             return None
-        pid = previous[0]
-        if not await still_known(self.client, pid, timeout_s=self.ctx.settings.submit_timeout_s):
+        pid, name = previous
+        backend, client = self.backend, self.client
+        if name != backend.name:
+            # The prompt went to another backend of this worker: follow it there (this run's
+            # slot stays where it was reserved) rather than run the workflow a second time.
+            other = self.ctx.pool.get(name)
+            if other is None or other.is_down:
+                return None
+            try:
+                client = await other.ready_client()
+            except BackendError:
+                return None
+            backend = other
+        if not await still_known(client, pid, timeout_s=self.ctx.settings.submit_timeout_s):
             return None
         try:
-            watch = self.client.watch(pid, attach=True)
+            watch = client.watch(pid, attach=True)
         except ValueError:  # still watched by the attempt that is being given up
             return None
+        self.backend, self.client = backend, client
         log.info(
             "job %s: following prompt %s of an earlier attempt",
             self.job.id,
@@ -461,9 +474,11 @@ class JobRun:
         self._progress.close()  # a final transition: no progress write may follow it
         # First as if nothing moved (one round trip); when the job moved (canceling), read it.
         current: Job | None = self.job
+        stale = True  # the first try assumes the status this run last saw
         for _ in range(5):
             if current is None:
                 current = await store.get(self.job.id)
+                stale = False
             if (
                 current is None
                 or current.status not in ACTIVE
@@ -486,7 +501,11 @@ class JobRun:
                     worker_id=self.ctx.worker_id,
                 )
             except IllegalTransition:
-                raise
+                if not stale:
+                    raise
+                # e.g. CANCELED planned from `running` while the API made it `canceling`
+                current = None
+                continue
             except Conflict:
                 current = None
                 continue
