@@ -20,15 +20,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from comfyrun.core.param_schema import (
+    WIDGET_TYPES,
+    file_kind,
+    file_schema,
+    inferred_schema,
+    input_schema,
+    input_specs,
+    is_type,
+    json_type,
+    spec_options,
+    spec_type,
+)
+
 JSON = dict[str, Any]
 
 #: Option keys of an input spec that make it a file input, and the kind of file.
-FILE_OPTIONS: Mapping[str, str] = {
-    "image_upload": "image",
-    "animated_image_upload": "image",
-    "video_upload": "video",
-    "audio_upload": "audio",
-}
 #: Node titles that declare a parameter: `$name` (the node's first widget input) or
 #: `$name.input`.
 TITLE_PARAM = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_-]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?$")
@@ -196,7 +203,7 @@ def resolve(
                 Problem(where, f"node type {class_type} does not exist on the backends")
             )
             continue
-        specs = _input_specs(node_def) if isinstance(node_def, Mapping) else {}
+        specs = input_specs(node_def) if isinstance(node_def, Mapping) else {}
         input_name = decl.input or _first_widget(inputs, specs)
         if input_name is None:
             problems.append(Problem(where, f"node {decl.node} ({class_type}) has no widget input"))
@@ -224,71 +231,23 @@ def resolve(
 def _param(
     decl: ParamDecl, input_name: str, spec: Sequence[Any] | None, default: Any, present: bool
 ) -> Param:
-    file_kind = _file_kind(spec) if spec is not None else None
-    if file_kind is not None:
-        schema = file_schema(file_kind)
+    kind = file_kind(spec) if spec is not None else None
+    if kind is not None:
+        schema = file_schema(kind)
         if present and isinstance(default, str):
             schema["default"] = default
     else:
-        schema = input_schema(spec) if spec is not None else _inferred_schema(default)
+        schema = input_schema(spec) if spec is not None else inferred_schema(default)
         if present:
             schema["default"] = default
     if decl.description:
         schema["description"] = decl.description
-    elif spec is not None and isinstance(_options(spec).get("tooltip"), str):
-        schema["description"] = _options(spec)["tooltip"]
+    elif spec is not None and isinstance(spec_options(spec).get("tooltip"), str):
+        schema["description"] = spec_options(spec)["tooltip"]
     schema["x-node"] = decl.node
     schema["x-input"] = input_name
     required = "default" not in schema
-    return Param(decl.name, decl.node, input_name, schema, file_kind, required)
-
-
-def input_schema(spec: Sequence[Any]) -> JSON:
-    """The JSON Schema of a value for an object_info input spec."""
-    kind, options = _spec_type(spec), _options(spec)
-    schema: JSON
-    if kind == "INT":
-        schema = {"type": "integer"}
-    elif kind == "FLOAT":
-        schema = {"type": "number"}
-    elif kind == "STRING":
-        schema = {"type": "string"}
-    elif kind == "BOOLEAN":
-        schema = {"type": "boolean"}
-    elif kind == "COMBO":
-        schema = {"enum": _combo_options(spec)}
-        if all(isinstance(o, str) for o in schema["enum"]):
-            schema["type"] = "string"
-    else:
-        schema = {}  # a socket type (MODEL, IMAGE…): any JSON value
-    if kind in ("INT", "FLOAT"):
-        for key, word in (("min", "minimum"), ("max", "maximum")):
-            if isinstance(options.get(key), int | float) and not isinstance(options[key], bool):
-                schema[word] = options[key]
-    if "default" in options:
-        schema["default"] = options["default"]
-    elif kind == "COMBO" and schema["enum"]:
-        schema["default"] = schema["enum"][0]
-    return schema
-
-
-def file_schema(kind: str) -> JSON:
-    source = {
-        "type": "object",
-        "properties": {
-            "asset_id": {"type": "string"},
-            "url": {"type": "string", "format": "uri"},
-            "data": {"type": "string", "contentEncoding": "base64"},
-            "name": {"type": "string"},
-        },
-        "minProperties": 1,
-        "additionalProperties": False,
-    }
-    return {
-        "anyOf": [{"type": "string"}, source],
-        "x-file": kind,
-        "description": f"The {kind} file: an asset id, an http(s) URL or base64 data",
-    }
+    return Param(decl.name, decl.node, input_name, schema, kind, required)
 
 
 def params_schema(params: Sequence[Param]) -> JSON:
@@ -336,8 +295,8 @@ def _check_one(p: Param, value: Any, where: str) -> list[Problem]:
         return []
     if kind is None:
         return []
-    if not _is_type(value, kind):
-        return [Problem(where, f"expected {_article(kind)}, got {_json_type(value)}", "type")]
+    if not is_type(value, kind):
+        return [Problem(where, f"expected {_article(kind)}, got {json_type(value)}", "type")]
     problems = []
     if "minimum" in schema and value < schema["minimum"]:
         problems.append(Problem(where, f"{value} is less than {schema['minimum']}", "minimum"))
@@ -428,88 +387,13 @@ def _escape(token: str) -> str:
     return token.replace("~", "~0").replace("/", "~1")
 
 
-def _input_specs(node_def: Mapping[str, Any]) -> dict[str, Sequence[Any]]:
-    """name → spec for required then optional inputs, in object_info's order."""
-    section_map = node_def.get("input")
-    sections = section_map if isinstance(section_map, Mapping) else {}
-    order = node_def.get("input_order") if isinstance(node_def.get("input_order"), Mapping) else {}
-    specs: dict[str, Sequence[Any]] = {}
-    for section in ("required", "optional"):
-        found = sections.get(section)
-        if not isinstance(found, Mapping):
-            continue
-        listed = order.get(section) if isinstance(order, Mapping) else None
-        names = listed if isinstance(listed, list) else list(found)
-        for name in names:
-            spec = found.get(name)
-            if isinstance(spec, list | tuple) and spec:
-                specs[name] = spec
-    return specs
-
-
 def _first_widget(inputs: Mapping[str, Any], specs: Mapping[str, Sequence[Any]]) -> str | None:
     """The first input that holds a value (object_info's order when known)."""
-    names = [n for n in specs if _spec_type(specs[n]) in _WIDGETS] if specs else list(inputs)
+    names = [n for n in specs if spec_type(specs[n]) in WIDGET_TYPES] if specs else list(inputs)
     for name in names:
         if not _is_link(inputs.get(name)):
             return name
     return None
-
-
-_WIDGETS = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
-
-
-def _spec_type(spec: Sequence[Any]) -> str:
-    head = spec[0]
-    return "COMBO" if isinstance(head, list | tuple) else str(head)
-
-
-def _options(spec: Sequence[Any]) -> JSON:
-    return spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-
-
-def _combo_options(spec: Sequence[Any]) -> list[Any]:
-    head = spec[0]
-    if isinstance(head, list | tuple):
-        return list(head)
-    options = _options(spec).get("options")
-    return list(options) if isinstance(options, list | tuple) else []
-
-
-def _file_kind(spec: Sequence[Any]) -> str | None:
-    if _spec_type(spec) != "COMBO":
-        return None
-    options = _options(spec)
-    return next((kind for key, kind in FILE_OPTIONS.items() if options.get(key)), None)
-
-
-def _inferred_schema(default: Any) -> JSON:
-    kind = _json_type(default)
-    return {} if kind in ("null", "object", "array") else {"type": kind}
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"
-
-
-def _is_type(value: Any, kind: str) -> bool:
-    if kind == "integer":
-        return (isinstance(value, int) and not isinstance(value, bool)) or (
-            isinstance(value, float) and value.is_integer()
-        )
-    if kind == "number":
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    return _json_type(value) == kind
 
 
 def _article(kind: str) -> str:
@@ -549,9 +433,7 @@ __all__ = [
     "Resolved",
     "apply_values",
     "check_values",
-    "file_schema",
     "file_value",
-    "input_schema",
     "merge_decls",
     "params_schema",
     "parse_decls",

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from comfyrun.comfy.emulator.objectinfo import load_base
+from comfyrun.core.param_schema import input_schema
 from comfyrun.core.params import (
     ParamDecl,
     apply_values,
     check_values,
-    input_schema,
     parse_decls,
     resolve,
     title_decls,
