@@ -12,6 +12,7 @@ import asyncio
 import copy
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -20,6 +21,7 @@ from comfyrun import stages
 from comfyrun.comfy.validation import validate_prompt as comfy_validate
 from comfyrun.config import Settings
 from comfyrun.core.batch import Batch, NewBatch
+from comfyrun.core.catalog import definitions_may_be_stale
 from comfyrun.core.job import JSON, Job, JobStatus, NewJob
 from comfyrun.core.state import Event
 from comfyrun.core.workflow import convert_ui_to_api, is_ui_workflow
@@ -67,6 +69,9 @@ class Submission:
     idempotency_key: str | None = None
     request_hash: str | None = None
     job_id: str | None = None  # a client-chosen id (e.g. ComfyUI's prompt_id); else minted
+    #: Whether the caller shows the queue position of the new job (a request that waits for
+    #: the job to end does not: one store read less).
+    want_position: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +104,11 @@ class CleanupResult:
     files_deleted: int
 
 
+#: How many finished jobs JobService remembers, and for how long (s).
+FINISHED_KEPT = 1024
+FINISHED_TTL_S = 60.0
+
+
 class JobService:
     """Submit, observe, cancel and clean up jobs. Holds no job state of its own."""
 
@@ -109,6 +119,7 @@ class JobService:
         *,
         files: FileDeleter | None = None,
         object_info: ObjectInfoSource | None = None,
+        recheck_object_info: ObjectInfoSource | None = None,
         check_inputs: InputChecker | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -116,9 +127,15 @@ class JobService:
         self.settings = settings
         self._files = files
         self._object_info = object_info
+        # a refusal for an unknown node type or model may come from definitions stored before
+        # the backends changed: asked again (the backends are woken) before refusing for good
+        self._recheck_object_info = recheck_object_info
         self._check_inputs = check_inputs
         self._clock = clock
         self._in_flight_keys: set[str] = set()
+        # jobs seen finished lately: a finished job changes no more (only deletion and expiry
+        # remove it), so the download that follows a `?wait` needs no store read
+        self._finished: OrderedDict[str, tuple[Job, float]] = OrderedDict()
         # (queued jobs counted, when, jobs submitted since): see _enforce_queue_bound
         self._queued_estimate: tuple[int, float, int] = (0, -1e9, 0)
 
@@ -154,7 +171,7 @@ class JobService:
                 "job queued",
                 extra={"action": "job_queued", "job_id": job.id, "priority": job.priority},
             )
-        position = await self.store.queue_position(job.id)
+        position = await self.store.queue_position(job.id) if sub.want_position else None
         return Submitted(job=job, created=created, queue_position=position)
 
     async def submit_batch(self, batch: NewBatch, subs: Sequence[Submission]) -> Batch:
@@ -246,9 +263,15 @@ class JobService:
         if is_ui_format(workflow):
             workflow = await self._convert_ui(workflow)
         object_info = await self._object_info() if self._object_info is not None else None
-        validate_prompt(workflow, object_info)
-        if object_info and not placeholders and not _has_asset_refs(workflow):
-            await asyncio.to_thread(validate_like_comfyui, workflow, object_info)
+        try:
+            await _check_prompt(workflow, object_info, placeholders=placeholders)
+        except InvalidWorkflow as exc:
+            if self._recheck_object_info is None or not definitions_may_be_stale(exc.details):
+                raise
+            fresher = await self._recheck_object_info()
+            if not fresher or fresher == object_info:
+                raise
+            await _check_prompt(workflow, fresher, placeholders=placeholders)
         prompt: JSON = workflow
         return prompt
 
@@ -332,6 +355,7 @@ class JobService:
             )
         if self._files is not None:
             await self._files.delete_prefix(job_prefix(job_id))
+        self._finished.pop(job_id, None)
         await self.store.delete(job_id)
 
     # waiting and events --------------------------------------------------------------------
@@ -339,18 +363,22 @@ class JobService:
     async def wait(self, job_id: str, timeout: float) -> JobView:
         """Return when the job is terminal or after `timeout` seconds (woken by store events)."""
         deadline = time.monotonic() + max(0.0, timeout)
-        last_id = await self._last_event_id(job_id)
-        job = await self._job(job_id)
-        while not job.terminal:
+        history = await self.store.events_since(job_id, 0)
+        last_id = history[-1].id if history else 0
+        # no log at all: look at the job itself (NotFound when there is none)
+        ended = any(_ends(e) for e in history) or not history
+        while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
+            if ended or remaining <= 0:
+                job = await self._job(job_id)
+                if job.terminal or remaining <= 0:
+                    break
             events = await self.store.wait_for_event(job_id, last_id, min(remaining, 30.0))
+            ended = False
             if events:
                 last_id = events[-1].id
-                if not any(_ends(e) for e in events):
-                    continue  # progress, outputs, a move to running: not what we wait for
-            job = await self._job(job_id)
+                # progress, outputs, a move to running: not what we wait for
+                ended = any(_ends(e) for e in events)
         stages.mark(job_id, "notified")
         if job.status is JobStatus.QUEUED:
             return JobView(job, await self.store.queue_position(job_id))
@@ -360,11 +388,26 @@ class JobService:
         job = await self.store.get(job_id)
         if job is None:
             raise NotFound(f"job {job_id} not found", details={"job_id": job_id})
+        self._remember(job)
         return job
 
-    async def _last_event_id(self, job_id: str) -> int:
-        events = await self.store.events_since(job_id, 0)
-        return events[-1].id if events else 0
+    async def job(self, job_id: str) -> Job | None:
+        """The job, from the jobs seen finished lately when it is one of them."""
+        seen = self._finished.get(job_id)
+        if seen is not None and time.monotonic() - seen[1] < FINISHED_TTL_S:
+            return seen[0]
+        job = await self.store.get(job_id)
+        if job is not None:
+            self._remember(job)
+        return job
+
+    def _remember(self, job: Job) -> None:
+        if not job.terminal:
+            return
+        self._finished[job.id] = (job, time.monotonic())
+        self._finished.move_to_end(job.id)
+        while len(self._finished) > FINISHED_KEPT:
+            self._finished.popitem(last=False)
 
     async def events(
         self, job_id: str, *, after_id: int | None = None, idle_s: float = 15.0
@@ -562,6 +605,12 @@ def validate_like_comfyui(prompt: Mapping[str, Any], object_info: Mapping[str, A
         + (f" ({reason['details']})" if reason.get("details") else ""),
         details={"error": error, "node_errors": verdict.node_errors},
     )
+
+
+async def _check_prompt(workflow: JSON, object_info: JSON | None, *, placeholders: bool) -> None:
+    validate_prompt(workflow, object_info)
+    if object_info and not placeholders and not _has_asset_refs(workflow):
+        await asyncio.to_thread(validate_like_comfyui, workflow, object_info)
 
 
 def _files_checked_later(class_type: str, name: str, value: Any) -> bool:

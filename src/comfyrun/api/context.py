@@ -47,29 +47,35 @@ class AppContext:
     webhooks: Any = None  # comfyrun.api.webhooks.WebhookSender, where this process has an API
     templates: Any = None  # comfyrun.templates.TemplateService
     batches: Any = None  # comfyrun.templates.batches.BatchService
+    catalog: Any = None  # comfyrun.backends.catalog.BackendCatalog: what the backends can run
     emulator_urls: list[str] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def get_ctx(request: Request) -> AppContext:
+def app_ctx(request: Request) -> AppContext:
     ctx: AppContext = request.app.state.ctx
     return ctx
 
 
+async def get_ctx(request: Request) -> AppContext:
+    """The dependency (async: a plain `def` dependency costs a thread-pool hop a request)."""
+    return app_ctx(request)
+
+
 def get_service(request: Request) -> JobService:
-    return get_ctx(request).service
+    return app_ctx(request).service
 
 
 def public_base_url(request: Request) -> str:
     """The origin clients reach this server at: settings.public_url, else the request's."""
-    configured = get_ctx(request).settings.public_url
+    configured = app_ctx(request).settings.public_url
     return (configured or str(request.base_url)).rstrip("/")
 
 
 async def require_auth(request: Request) -> None:
     """With api_keys configured, every protected route needs `Authorization: Bearer <key>`."""
-    keys = get_ctx(request).settings.api_keys
+    keys = app_ctx(request).settings.api_keys
     if not keys:
         return
     header = request.headers.get("authorization", "")
@@ -88,6 +94,7 @@ async def require_auth(request: Request) -> None:
 __all__ = [
     "AppContext",
     "OutputFiles",
+    "app_ctx",
     "get_ctx",
     "get_service",
     "public_base_url",

@@ -371,6 +371,7 @@ class JobRun:
     # --- cancel requests -------------------------------------------------------------------
     async def _wait_cancel_requested(self) -> None:
         store = self.ctx.store
+        await asyncio.sleep(self.ctx.settings.cancel_watch_after_s)
         events = await store.events_since(self.job.id)
         after = events[-1].id if events else 0
         statuses = [e.data.get("status") for e in events if e.kind == "status"]

@@ -65,6 +65,8 @@ READS = frozenset(
         "open_batches",
         "batch_counts",
         "batch_jobs",
+        "catalogs",
+        "catalog_stamps",
     }
 )
 #: Calls that stay on the event loop (they wait, or manage the thread).

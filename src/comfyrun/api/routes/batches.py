@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from comfyrun.api.context import AppContext, get_ctx, require_auth
+from comfyrun.api.context import AppContext, app_ctx, get_ctx, require_auth
 from comfyrun.api.routes.jobs import check_webhook, render, submission
 from comfyrun.api.schemas import JobList, JobOptionsRequest, iso
 from comfyrun.core.job import Job, JobStatus
@@ -50,8 +50,8 @@ class BatchOut(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-def get_batches(request: Request) -> BatchService:
-    service: BatchService = get_ctx(request).batches
+async def get_batches(request: Request) -> BatchService:
+    service: BatchService = app_ctx(request).batches
     return service
 
 

@@ -49,7 +49,7 @@ async def _find(ctx: AppContext, oid: str) -> tuple[str, Output]:
     if parsed is None:
         raise NotFound(f"output {oid} not found")
     job_id, index = parsed
-    job = await ctx.store.get(job_id)
+    job = await ctx.service.job(job_id)
     if job is None or index >= len(job.outputs) or not job.outputs[index].storage_key:
         raise NotFound(f"output {oid} not found", details={"id": oid})
     return job_id, job.outputs[index]

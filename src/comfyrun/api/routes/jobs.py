@@ -64,7 +64,7 @@ async def submit_job(
     received = time.perf_counter()
     check_webhook(ctx, body)
     submitted = await ctx.service.submit(
-        submission(body, body.workflow, body.model_dump(mode="json"), idempotency_key)
+        submission(body, body.workflow, body.model_dump(mode="json"), idempotency_key, wait=wait)
     )
     return await submitted_job(ctx, request, response, body, submitted, wait, received)
 
@@ -76,9 +76,15 @@ def check_webhook(ctx: AppContext, body: JobOptionsRequest) -> None:
 
 
 def submission(
-    body: JobOptionsRequest, workflow: Any, wire_body: Any, idempotency_key: str | None
+    body: JobOptionsRequest,
+    workflow: Any,
+    wire_body: Any,
+    idempotency_key: str | None,
+    *,
+    wait: float | None = None,
 ) -> Submission:
-    """The service's Submission for a request's job options and workflow."""
+    """The service's Submission for a request's job options and workflow (a request held
+    with ?wait needs no queue position)."""
     return Submission(
         workflow=workflow,
         priority=body.priority,
@@ -89,6 +95,7 @@ def submission(
         timeout_s=body.timeout_s,
         idempotency_key=idempotency_key or None,
         request_hash=request_fingerprint(wire_body),
+        want_position=not wait,
     )
 
 

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Respons
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from comfyrun.api.context import AppContext, get_ctx, require_auth
+from comfyrun.api.context import AppContext, app_ctx, get_ctx, require_auth
 from comfyrun.api.routes.jobs import check_webhook, submission, submitted_job
 from comfyrun.api.schemas import JobOptionsRequest, JobOut
 from comfyrun.errors import ComfyrunError
@@ -60,8 +60,8 @@ class RunWorkflowRequest(JobOptionsRequest):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-def get_templates(request: Request) -> TemplateService:
-    service: TemplateService = get_ctx(request).templates
+async def get_templates(request: Request) -> TemplateService:
+    service: TemplateService = app_ctx(request).templates
     return service
 
 
@@ -112,7 +112,7 @@ async def run_workflow(
     received = time.perf_counter()
     check_webhook(ctx, body)
     wire = {"workflow_template": name, **body.model_dump(mode="json")}
-    base = submission(body, {}, wire, idempotency_key)
+    base = submission(body, {}, wire, idempotency_key, wait=wait)
     submitted = await templates.submit(name, body.params, base)
     return await submitted_job(ctx, request, response, body, submitted, wait, received)
 

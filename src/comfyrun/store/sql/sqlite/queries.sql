@@ -230,3 +230,28 @@ WHERE id = :id AND status = :expect;
 UPDATE jobs SET status = 'canceled', finished_at = :now
 WHERE batch_id = :id AND status = 'queued'
 RETURNING id, attempts;
+
+-- name: put_catalog
+-- A backend's catalog, replaced only by one fetched later (two workers may race).
+INSERT INTO backend_catalogs (
+    backend, comfyui_version, fetched_at, object_info, models, embeddings, features
+) VALUES (
+    :backend, :comfyui_version, :fetched_at, :object_info, :models, :embeddings, :features
+)
+ON CONFLICT (backend) DO UPDATE SET
+    comfyui_version = excluded.comfyui_version,
+    fetched_at = excluded.fetched_at,
+    object_info = excluded.object_info,
+    models = excluded.models,
+    embeddings = excluded.embeddings,
+    features = excluded.features
+WHERE backend_catalogs.fetched_at <= excluded.fetched_at;
+
+-- name: catalogs
+SELECT * FROM backend_catalogs ORDER BY backend;
+
+-- name: catalog_stamps
+SELECT backend, fetched_at FROM backend_catalogs ORDER BY backend;
+
+-- name: delete_catalog
+DELETE FROM backend_catalogs WHERE backend = :backend;

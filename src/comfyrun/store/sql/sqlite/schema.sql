@@ -76,3 +76,14 @@ CREATE TABLE batches (
     finished_at REAL
 );
 CREATE INDEX batches_open ON batches (created_at) WHERE status IN ('running', 'canceling');
+
+-- One row per backend: its node definitions and model lists (object_info etc.) as JSON text.
+CREATE TABLE backend_catalogs (
+    backend         TEXT PRIMARY KEY,
+    comfyui_version TEXT,
+    fetched_at      REAL NOT NULL,
+    object_info     TEXT NOT NULL,
+    models          TEXT NOT NULL DEFAULT '{}',
+    embeddings      TEXT NOT NULL DEFAULT '[]',
+    features        TEXT NOT NULL DEFAULT '{}'
+);
