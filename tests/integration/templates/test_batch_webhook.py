@@ -73,7 +73,9 @@ async def server(tmp_path: Path) -> AsyncIterator[str]:
         yield url
 
 
-async def test_batch_completed_webhook_once_per_batch(server: str, receiver: Receiver) -> None:
+async def test_batch_completed_webhook_once_per_batch(
+    server: str, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
     hook = {"url": receiver.url}
     async with ComfyrunClient(server) as client:
         done = await client.create_batch("t2i", matrix={"seed": [1, 2]}, webhook=hook)
@@ -93,3 +95,5 @@ async def test_batch_completed_webhook_once_per_batch(server: str, receiver: Rec
     assert final["status"] == "canceled" and final["counts"]["canceled"] >= 19
     assert all(j["status"] in ("canceled", "succeeded") for j in jobs)
     assert len(receiver.bodies) == 2
+    # interrupting the running job ends it canceled without the run failing on the way
+    assert not [r for r in caplog.records if getattr(r, "action", None) == "run_error"]
