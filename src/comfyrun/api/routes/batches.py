@@ -132,9 +132,12 @@ async def _entries(ctx: AppContext, batches: BatchService, batch_id: str) -> Asy
     manifest: list[str] = []
     async for job in batches.all_jobs(batch_id):
         index = job.metadata.get(META_INDEX, len(manifest))
-        files = []
+        files: list[str] = []
         for out in job.outputs:
             name = f"{int(index):05d}/{_safe(out.node_id)}_{_safe(out.name)}"
+            if name in files:  # an archive entry name is used once
+                path = PurePosixPath(name)
+                name = str(path.with_stem(f"{path.stem}_{len(files)}"))
             chunks = _output_bytes(ctx, out)
             if chunks is None:
                 continue
