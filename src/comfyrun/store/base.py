@@ -175,7 +175,8 @@ class JobStore(Protocol):
         """Delete a job and its events. Callers remove its files first."""
 
     async def delete_finished_before(self, cutoff: float) -> builtins.list[Job]:
-        """Delete finished (and expired) jobs that finished before `cutoff`; returns them."""
+        """Delete finished (and expired) jobs that finished before `cutoff`; returns them.
+        Batches that ended before `cutoff` go too, with their events."""
 
     # -- backends' node catalogs (what ComfyUI clients are shown before any backend is up) --
 

@@ -325,6 +325,10 @@ class MemoryStore:
         ]
         for job in old:
             await self.delete(job.id)
+        for batch in builtins.list(self._batches.values()):
+            if batch.done and batch.finished_at is not None and batch.finished_at < cutoff:
+                del self._batches[batch.id]
+                self._events.pop(batch.id, None)
         return old
 
     # -- batches -----------------------------------------------------------------------------

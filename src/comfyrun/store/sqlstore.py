@@ -474,7 +474,8 @@ class SQLStore(ABC):
         async with self._write() as conn:
             rows = await self._all(conn, "delete_finished_before", {"cutoff": cutoff})
             jobs = [job_from_row(r) for r in rows]
-            ids = self._text_list([j.id for j in jobs])
+            ended = await self._all(conn, "delete_batches_before", {"cutoff": cutoff})
+            ids = self._text_list([j.id for j in jobs] + [str(r["id"]) for r in ended])
             await self._run(conn, "delete_events_of", {"ids": ids})
         return jobs
 

@@ -122,3 +122,13 @@ async def test_followers_of_jobs_canceled_with_their_batch_are_woken(store: JobS
     await store.cancel_batch(created.id)
     events = await asyncio.wait_for(follower, 30)
     assert events and events[-1].data["status"] == "canceled"
+
+
+async def test_ended_batches_go_with_their_jobs_retention(store: JobStore) -> None:
+    created = await store.create_batch(batch(), [new_job()], now=T0)
+    await store.cancel_batch(created.id, now=T0 + 1)
+    kept = await store.delete_finished_before(T0 + 1)
+    assert kept == [] and await store.get_batch(created.id) is not None
+    deleted = await store.delete_finished_before(T0 + 2)
+    assert len(deleted) == 1 and await store.get_batch(created.id) is None
+    assert await store.events_since(created.id) == []

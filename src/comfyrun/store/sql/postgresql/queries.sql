@@ -247,6 +247,11 @@ SELECT * FROM jobs WHERE batch_id = %(id)s AND status IN ('running', 'canceling'
 UPDATE batches SET status = %(status)s, finished_at = %(finished_at)s::float8
 WHERE id = %(id)s AND status = %(expect)s;
 
+-- name: delete_batches_before
+-- Ended batches (their jobs ended before them) go with their jobs' retention.
+DELETE FROM batches WHERE status IN ('completed', 'canceled') AND finished_at < %(cutoff)s
+RETURNING id;
+
 -- name: cancel_batch_queued
 UPDATE jobs SET status = 'canceled', finished_at = %(now)s
 WHERE batch_id = %(id)s AND status = 'queued'

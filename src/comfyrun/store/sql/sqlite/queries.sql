@@ -226,6 +226,11 @@ WHERE batch_id = :id AND status IN ('running', 'canceling');
 UPDATE batches SET status = :status, finished_at = :finished_at
 WHERE id = :id AND status = :expect;
 
+-- name: delete_batches_before
+-- Ended batches (their jobs ended before them) go with their jobs' retention.
+DELETE FROM batches WHERE status IN ('completed', 'canceled') AND finished_at < :cutoff
+RETURNING id;
+
 -- name: cancel_batch_queued
 UPDATE jobs SET status = 'canceled', finished_at = :now
 WHERE batch_id = :id AND status = 'queued'
