@@ -141,6 +141,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("var"), validation_alias=_aliases("data_dir"))
     db_url: str | None = Field(default=None, validation_alias=_aliases("db_url", "SQLITE_DB_PATH"))
     output_url: str | None = Field(default=None, validation_alias=_aliases("output_url"))
+    #: workflow templates: NAME.json (+ NAME.params.json) files, served at /api/v2/workflows
+    workflows_dir: Path | None = Field(default=None, validation_alias=_aliases("workflows_dir"))
 
     # the HTTP server
     host: str = Field(default="127.0.0.1", validation_alias=_aliases("host"))

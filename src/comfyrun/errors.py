@@ -12,6 +12,8 @@
     │   ├── InvalidWorkflow            ComfyUI (or our own checks) rejected the workflow
     │   ├── ConversionError            a UI-format workflow could not be converted
     │   ├── MissingAsset               an asset reference that resolves to nothing
+    │   ├── InvalidTemplate            a workflow template that is broken cannot run
+    │   ├── InvalidParams              template parameters that break its schema
     │   └── InputRejected              an input (URL, base64, file) broke a limit or a rule
     ├── QueueFull                      the configured queue bound is reached
     ├── StoreError                     the durable store failed
@@ -103,6 +105,18 @@ class MissingAsset(InvalidRequest):
     code = "missing_asset"
 
 
+class InvalidTemplate(InvalidRequest):
+    """The workflow template is broken and cannot run."""
+
+    code = "invalid_template"
+
+
+class InvalidParams(InvalidRequest):
+    """The parameters do not match the workflow template's schema."""
+
+    code = "invalid_params"
+
+
 class InputRejected(InvalidRequest):
     """An input was refused."""
 
@@ -148,7 +162,9 @@ __all__ = [
     "IdempotencyKeyReuse",
     "IllegalTransition",
     "InputRejected",
+    "InvalidParams",
     "InvalidRequest",
+    "InvalidTemplate",
     "InvalidWorkflow",
     "MissingAsset",
     "NotFound",

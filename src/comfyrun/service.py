@@ -21,6 +21,7 @@ from typing import Any, Protocol, cast
 from comfyrun import stages
 from comfyrun.comfy.validation import validate_prompt as comfy_validate
 from comfyrun.config import Settings
+from comfyrun.core.batch import Batch, NewBatch
 from comfyrun.core.catalog import definitions_may_be_stale
 from comfyrun.core.job import JSON, Job, JobStatus, NewJob
 from comfyrun.core.state import Event
@@ -172,7 +173,41 @@ class JobService:
         await self._enforce_queue_bound()
         if sub.job_id is not None and await self.store.get(sub.job_id) is not None:
             raise Conflict(f"job {sub.job_id} already exists", details={"job_id": sub.job_id})
-        new = NewJob(
+        job, created = await self.store.enqueue(self._new_job(sub, workflow), now=self._clock())
+        stages.mark_at(job.id, "validated", validated)
+        stages.mark(job.id, "enqueued")
+        if created:
+            log.info(
+                "job queued",
+                extra={"action": "job_queued", "job_id": job.id, "priority": job.priority},
+            )
+        position = await self.store.queue_position(job.id) if sub.want_position else None
+        return Submitted(job=job, created=created, queue_position=position)
+
+    async def submit_batch(self, batch: NewBatch, subs: Sequence[Submission]) -> Batch:
+        """Enqueue `subs` as one batch, all or none. They differ only in values the caller has
+        checked (a template's schema), so ComfyUI's full check runs on the first workflow and
+        the others get their inputs checked."""
+        if not subs:
+            raise InvalidRequest("a batch needs at least one job")
+        first = subs[0]
+        await self._prepare_workflow(first.workflow, placeholders=bool(first.inputs))
+        jobs = []
+        for sub in subs:
+            workflow = sub.workflow
+            if self._check_inputs is not None and (sub.inputs or _has_asset_refs(workflow)):
+                workflow = await self._check_inputs(workflow, list(sub.inputs))
+            jobs.append(self._new_job(sub, workflow))
+        await self._enforce_queue_bound(len(jobs))
+        record = await self.store.create_batch(batch, jobs, now=self._clock())
+        log.info(
+            "batch queued",
+            extra={"action": "batch_queued", "batch_id": record.id, "total": record.total},
+        )
+        return record
+
+    def _new_job(self, sub: Submission, workflow: JSON) -> NewJob:
+        return NewJob(
             workflow=workflow,
             priority=sub.priority,
             inputs=sub.inputs,
@@ -192,36 +227,30 @@ class JobService:
             request_hash=sub.request_hash,
             **({"id": sub.job_id} if sub.job_id is not None else {}),
         )
-        job, created = await self.store.enqueue(new, now=self._clock())
-        stages.mark_at(job.id, "validated", validated)
-        stages.mark(job.id, "enqueued")
-        if created:
-            log.info(
-                "job queued",
-                extra={"action": "job_queued", "job_id": job.id, "priority": job.priority},
-            )
-        position = await self.store.queue_position(job.id) if sub.want_position else None
-        return Submitted(job=job, created=created, queue_position=position)
 
     async def _queued_count(self) -> int:
         counts = await self.store.counts()
         return counts.get(JobStatus.QUEUED, 0)
 
-    async def _enforce_queue_bound(self) -> None:
+    async def _enforce_queue_bound(self, adding: int = 1) -> None:
         """Counting the queue scans it, so far from the bound a count up to QUEUE_COUNT_TTL_S
-        old (plus the jobs submitted here since) stands in for it; near the bound it is exact."""
+        old (plus the jobs submitted here since) stands in for it; near the bound it is exact.
+        Refuses when the `adding` jobs would take the queue past the bound."""
         bound = self.settings.queue_max
         if bound is None:
             return
         now = time.monotonic()
         estimate = self._queued_estimate[0] + self._queued_estimate[2]
         fresh = now - self._queued_estimate[1] < QUEUE_COUNT_TTL_S
-        if fresh and estimate < bound * 0.9:
-            self._queued_estimate = (*self._queued_estimate[:2], self._queued_estimate[2] + 1)
+        if fresh and estimate + adding <= bound * 0.9:
+            self._queued_estimate = (
+                *self._queued_estimate[:2],
+                self._queued_estimate[2] + adding,
+            )
             return
         queued = await self._queued_count()
-        self._queued_estimate = (queued, now, 1)
-        if queued >= bound:
+        self._queued_estimate = (queued, now, adding)
+        if queued + adding > bound:
             raise QueueFull(
                 f"the queue holds {queued} jobs (bound {bound}); retry later",
                 retry_after_s=self.settings.queue_full_retry_after_s,

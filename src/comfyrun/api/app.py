@@ -26,6 +26,7 @@ from comfyrun.api.limits import BodyLimit, BodyLimits
 from comfyrun.api.routes import (
     admin,
     backends,
+    batches,
     comfy_compat,
     files,
     health,
@@ -35,6 +36,7 @@ from comfyrun.api.routes import (
     runpod_compat,
     stats,
     tasks,
+    workflows,
 )
 from comfyrun.api.routes import models as models_routes
 from comfyrun.api.routes.assets import MULTIPART_SLACK, assets_router
@@ -50,6 +52,8 @@ from comfyrun.dispatch.relay import RelayHub
 from comfyrun.inputs import check_submission
 from comfyrun.service import JobService, JobView
 from comfyrun.store.base import JobStore
+from comfyrun.templates import TemplateFolder, TemplateService
+from comfyrun.templates.batches import BatchService
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +90,9 @@ def create_app(
     app.include_router(metrics.router)
     if settings.role is not Role.WORKER:
         app.include_router(jobs.router)
+        app.include_router(workflows.router)
+        app.include_router(batches.router)
+        workflows.install_openapi(app)
         app.include_router(files.router)  # before the assets router: it claims output ids
         _include_assets(app)
         app.include_router(backends.router)
@@ -183,11 +190,18 @@ async def _open(
         recheck_object_info=_object_info_source(catalog, recheck=True),
         check_inputs=_input_checker(assets, settings),
     )
+    templates = TemplateService(
+        TemplateFolder(settings.workflows_dir), service, object_info=_object_info_source(catalog)
+    )
+    batch_service = BatchService(templates, service)
     webhooks = None
     if settings.role is not Role.WORKER:
         webhooks = await _start_webhooks(settings, stack, service)
+        await webhooks.resume_batches(batches.render_batch(batch_service))
     return AppContext(
         webhooks=webhooks,
+        templates=templates,
+        batches=batch_service,
         settings=settings,
         store=store,
         service=service,

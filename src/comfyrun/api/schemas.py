@@ -60,12 +60,11 @@ class WebhookOptions(BaseModel):
         return value
 
 
-class SubmitJobRequest(BaseModel):
-    """POST /api/v2/jobs. `workflow` is the spec's field; the rest are comfyrun extensions."""
+class JobOptionsRequest(BaseModel):
+    """The job options every way of submitting takes (comfyrun's extensions to the spec)."""
 
     model_config = ConfigDict(extra="ignore")
 
-    workflow: dict[str, Any] = Field(..., description="API-format prompt (UI format is converted)")
     priority: int = Field(default=0, ge=-1000, le=1000, description="Higher runs first.")
     timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
     max_retries: int | None = Field(default=None, ge=0, le=20)
@@ -100,6 +99,12 @@ class SubmitJobRequest(BaseModel):
         if self.models:
             opts["models"] = self.models
         return opts
+
+
+class SubmitJobRequest(JobOptionsRequest):
+    """POST /api/v2/jobs. `workflow` is the spec's field; the rest are comfyrun extensions."""
+
+    workflow: dict[str, Any] = Field(..., description="API-format prompt (UI format is converted)")
 
 
 # responses ----------------------------------------------------------------------------------
@@ -377,6 +382,7 @@ __all__ = [
     "HealthOut",
     "InputSpec",
     "JobList",
+    "JobOptionsRequest",
     "JobOut",
     "OutputOptions",
     "ReadyOut",

@@ -203,9 +203,11 @@ def _settings(
     worker_id: str | None = None,
     output_url: str | None = None,
     comfy_python: str | None = None,
+    workflows: Path | None = None,
 ) -> Settings:
     settings = load_settings(
         config,
+        workflows_dir=workflows,
         role=role,
         comfy_python=comfy_python,
         db_url=db,
@@ -250,6 +252,12 @@ PortOpt = Annotated[int | None, typer.Option("--port", "-p", help="0 = a free po
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir")]
 OutputsOpt = Annotated[str | None, typer.Option("--outputs", help="file:///dir or s3://bucket")]
 LogOpt = Annotated[str, typer.Option("--log-level", envvar="COMFYRUN_LOG_LEVEL")]
+WorkflowsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--workflows", help="A folder of workflow templates (NAME.json, NAME.params.json)"
+    ),
+]
 ServeKey = Annotated[
     str | None, typer.Option("--api-key", help="Require this bearer token on the API")
 ]
@@ -297,6 +305,7 @@ def serve(
     data_dir: DataDirOpt = None,
     outputs: OutputsOpt = None,
     api_key: ServeKey = None,
+    workflows: WorkflowsOpt = None,
     log_level: LogOpt = "INFO",
 ) -> None:
     """Run the API and a worker (the dispatcher) in one process."""
@@ -313,6 +322,7 @@ def serve(
         data_dir=data_dir,
         output_url=outputs,
         api_key=api_key,
+        workflows=workflows,
         log_level=log_level,
     )
 
@@ -325,6 +335,7 @@ def api(
     data_dir: DataDirOpt = None,
     outputs: OutputsOpt = None,
     api_key: ServeKey = None,
+    workflows: WorkflowsOpt = None,
     log_level: LogOpt = "INFO",
 ) -> None:
     """Run the HTTP API only; workers elsewhere share its database."""
@@ -340,6 +351,7 @@ def api(
         data_dir=data_dir,
         output_url=outputs,
         api_key=api_key,
+        workflows=workflows,
         log_level=log_level,
     )
 
