@@ -339,8 +339,8 @@ async def postgres(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, st
         api = comfyrun_process(tmp, "pg-api", ["api", "--db", db, *outputs])
         procs.append(api)
         for i in range(2):
-            args = ["worker", "--db", db, "--emulator", "2", *outputs]
-            procs.append(comfyrun_process(tmp, f"pg-w{i}", args))
+            worker = ["worker", "--db", db, "--emulator", "2", *outputs]
+            procs.append(comfyrun_process(tmp, f"pg-w{i}", worker))
         async with httpx.AsyncClient(timeout=120) as http:
             for _ in range(600):
                 backends = (await http.get(f"{api.url}/api/v2/stats")).json()

@@ -28,6 +28,7 @@ managed ComfyUI folder), COMFY_PORT (its port), WEBSOCKET_RECONNECT_ATTEMPTS, AP
 from __future__ import annotations
 
 import enum
+import ipaddress
 import json
 import os
 from pathlib import Path
@@ -71,6 +72,10 @@ class BackendConfig(BaseModel):
     lazy: bool = True
     ready_timeout_s: float = 120.0
     idle_stop_s: float | None = None
+    #: one process per GPU on this folder: `<name>-gpu<i>` with CUDA_VISIBLE_DEVICES=<i>
+    gpus: list[int] | None = None
+    #: an API-format prompt (JSON file) run after each start; ready only once it succeeded
+    warmup_prompt: Path | None = None
     #: What this backend offers (e.g. gpu = "4090", vram_gb = 24), matched against a job's
     #: `requirements` (see core.fit).
     labels: dict[str, str | int | float | bool] = Field(default_factory=dict)
@@ -85,7 +90,28 @@ class BackendConfig(BaseModel):
         kinds = [self.url is not None, self.comfy_path is not None, self.command is not None]
         if sum(kinds) != 1:
             raise ValueError("a backend needs exactly one of url, comfy_path or command")
+        if self.gpus is not None:
+            if self.url is not None:
+                raise ValueError("gpus applies to managed backends (comfy_path or command)")
+            if not self.gpus or len(set(self.gpus)) != len(self.gpus) or min(self.gpus) < 0:
+                raise ValueError("gpus must list distinct GPU indices, e.g. gpus = [0, 1]")
+            if self.port is not None and len(self.gpus) > 1:
+                raise ValueError("a fixed port cannot be shared by one process per GPU")
         return self
+
+    def per_gpu(self, name: str) -> list[tuple[str, BackendConfig]]:
+        """(name, config) for each process this table starts: itself, or one per GPU."""
+        if self.gpus is None:
+            return [(name, self)]
+        return [
+            (
+                f"{name}-gpu{gpu}",
+                self.model_copy(
+                    update={"gpus": None, "env": {**self.env, "CUDA_VISIBLE_DEVICES": str(gpu)}}
+                ),
+            )
+            for gpu in self.gpus
+        ]
 
     @property
     def managed(self) -> bool:
@@ -118,6 +144,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("var"), validation_alias=_aliases("data_dir"))
     db_url: str | None = Field(default=None, validation_alias=_aliases("db_url", "SQLITE_DB_PATH"))
     output_url: str | None = Field(default=None, validation_alias=_aliases("output_url"))
+    #: workflow templates: NAME.json (+ NAME.params.json) files, served at /api/v2/workflows
+    workflows_dir: Path | None = Field(default=None, validation_alias=_aliases("workflows_dir"))
 
     # the HTTP server
     host: str = Field(default="127.0.0.1", validation_alias=_aliases("host"))
@@ -161,6 +189,9 @@ class Settings(BaseSettings):
     comfy_port: int | None = Field(
         default=None, validation_alias=_aliases("comfy_port", "COMFY_PORT")
     )
+    comfy_python: str | None = Field(
+        default=None, validation_alias=_aliases("comfy_python", "COMFY_PYTHON")
+    )
     emulators: int = Field(default=0, ge=0, validation_alias=_aliases("emulators"))
     emulator_mode: Literal["process", "inprocess"] = Field(
         default="process", validation_alias=_aliases("emulator_mode")
@@ -193,6 +224,10 @@ class Settings(BaseSettings):
         default=5.0, gt=0, validation_alias=_aliases("sweep_interval_s")
     )
     worker_id: str | None = Field(default=None, validation_alias=_aliases("worker_id"))
+    #: The server's event loop: uvloop where installed ("auto"), or the standard one.
+    event_loop: Literal["auto", "asyncio"] = Field(
+        default="auto", validation_alias=_aliases("event_loop")
+    )
     inline_output_max_bytes: int = Field(
         default=8 * 1024 * 1024, validation_alias=_aliases("inline_output_max_bytes")
     )
@@ -203,6 +238,19 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias=_aliases("webhook_allow")
     )
     webhook_secret: str | None = Field(default=None, validation_alias=_aliases("webhook_secret"))
+
+    # URL inputs and model downloads: private/loopback addresses they may reach (CIDRs or hosts)
+    fetch_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_aliases("fetch_allow")
+    )
+    # the model cache (files jobs bring with `models`)
+    model_cache_gb: float | None = Field(
+        default=200.0, gt=0, validation_alias=_aliases("model_cache_gb")
+    )
+    model_max_gb: float = Field(default=64.0, gt=0, validation_alias=_aliases("model_max_gb"))
+    model_fetch_timeout_s: float = Field(
+        default=3600.0, gt=0, validation_alias=_aliases("model_fetch_timeout_s")
+    )
 
     log_level: str = Field(default="INFO", validation_alias=_aliases("log_level"))
 
@@ -220,11 +268,24 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls))
         return tuple(sources)
 
-    @field_validator("api_keys", "webhook_allow", mode="before")
+    @field_validator("api_keys", "webhook_allow", "fetch_allow", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("fetch_allow", "webhook_allow")
+    @classmethod
+    def _check_cidrs(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if "/" in entry or entry.replace(".", "").isdigit() or ":" in entry:
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError as exc:
+                    raise ValueError(
+                        f"{entry!r} is neither a CIDR nor a host name: {exc}"
+                    ) from None
         return value
 
     @field_validator("backends", mode="before")
@@ -282,6 +343,11 @@ class Settings(BaseSettings):
         if self.output_url:
             return self.output_url
         return (self.data_dir / "outputs").expanduser().resolve().as_uri()
+
+    @property
+    def models_dir(self) -> Path:
+        """The model cache: `<data_dir>/models`."""
+        return (self.data_dir / "models").expanduser().resolve()
 
     @property
     def retention_s(self) -> float:

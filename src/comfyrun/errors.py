@@ -13,6 +13,8 @@
     │   │   └── NoBackendFits          no configured backend has its nodes/models/labels
     │   ├── ConversionError            a UI-format workflow could not be converted
     │   ├── MissingAsset               an asset reference that resolves to nothing
+    │   ├── InvalidTemplate            a workflow template that is broken cannot run
+    │   ├── InvalidParams              template parameters that break its schema
     │   └── InputRejected              an input (URL, base64, file) broke a limit or a rule
     ├── QueueFull                      the configured queue bound is reached
     ├── StoreError                     the durable store failed
@@ -110,6 +112,18 @@ class MissingAsset(InvalidRequest):
     code = "missing_asset"
 
 
+class InvalidTemplate(InvalidRequest):
+    """The workflow template is broken and cannot run."""
+
+    code = "invalid_template"
+
+
+class InvalidParams(InvalidRequest):
+    """The parameters do not match the workflow template's schema."""
+
+    code = "invalid_params"
+
+
 class InputRejected(InvalidRequest):
     """An input was refused."""
 
@@ -155,7 +169,9 @@ __all__ = [
     "IdempotencyKeyReuse",
     "IllegalTransition",
     "InputRejected",
+    "InvalidParams",
     "InvalidRequest",
+    "InvalidTemplate",
     "InvalidWorkflow",
     "MissingAsset",
     "NoBackendFits",

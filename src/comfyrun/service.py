@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import logging
 import time
 from collections import OrderedDict
@@ -20,6 +21,7 @@ from typing import Any, Protocol, cast
 from comfyrun import stages
 from comfyrun.comfy.validation import validate_prompt as comfy_validate
 from comfyrun.config import Settings
+from comfyrun.core.batch import Batch, NewBatch
 from comfyrun.core.catalog import definitions_may_be_stale
 from comfyrun.core.fit import BackendOffer, Misfit, RequirementError, check_requirements, misfits
 from comfyrun.core.job import JSON, Job, JobStatus, NewJob
@@ -35,6 +37,8 @@ from comfyrun.errors import (
     NotFound,
     QueueFull,
 )
+from comfyrun.models.names import accept_model_names
+from comfyrun.models.specs import ModelRef, parse_models
 from comfyrun.outputs import job_prefix
 from comfyrun.store.base import JobEvent, JobPage, JobStore
 
@@ -162,10 +166,15 @@ class JobService:
                 self._in_flight_keys.discard(key)
 
     async def _submit(self, sub: Submission) -> Submitted:
+        models = parse_models(sub.options.get("models"))
+        if models:  # stored normalised; workers deliver them (comfyrun.dispatch.models)
+            sub = dataclasses.replace(
+                sub, options={**sub.options, "models": [m.to_json() for m in models]}
+            )
         placeholders = bool(sub.inputs)
-        fitting = await self._fitting_backends(sub, placeholders=placeholders)
+        fitting = await self._fitting_backends(sub, placeholders=placeholders, models=models)
         workflow = await self._prepare_workflow(
-            sub.workflow, placeholders=placeholders, object_info=fitting
+            sub.workflow, placeholders=placeholders, models=models, object_info=fitting
         )
         if self._check_inputs is not None and (sub.inputs or _has_asset_refs(workflow)):
             workflow = await self._check_inputs(workflow, list(sub.inputs))
@@ -173,7 +182,41 @@ class JobService:
         await self._enforce_queue_bound()
         if sub.job_id is not None and await self.store.get(sub.job_id) is not None:
             raise Conflict(f"job {sub.job_id} already exists", details={"job_id": sub.job_id})
-        new = NewJob(
+        job, created = await self.store.enqueue(self._new_job(sub, workflow), now=self._clock())
+        stages.mark_at(job.id, "validated", validated)
+        stages.mark(job.id, "enqueued")
+        if created:
+            log.info(
+                "job queued",
+                extra={"action": "job_queued", "job_id": job.id, "priority": job.priority},
+            )
+        position = await self.store.queue_position(job.id) if sub.want_position else None
+        return Submitted(job=job, created=created, queue_position=position)
+
+    async def submit_batch(self, batch: NewBatch, subs: Sequence[Submission]) -> Batch:
+        """Enqueue `subs` as one batch, all or none. They differ only in values the caller has
+        checked (a template's schema), so ComfyUI's full check runs on the first workflow and
+        the others get their inputs checked."""
+        if not subs:
+            raise InvalidRequest("a batch needs at least one job")
+        first = subs[0]
+        await self._prepare_workflow(first.workflow, placeholders=bool(first.inputs))
+        jobs = []
+        for sub in subs:
+            workflow = sub.workflow
+            if self._check_inputs is not None and (sub.inputs or _has_asset_refs(workflow)):
+                workflow = await self._check_inputs(workflow, list(sub.inputs))
+            jobs.append(self._new_job(sub, workflow))
+        await self._enforce_queue_bound(len(jobs))
+        record = await self.store.create_batch(batch, jobs, now=self._clock())
+        log.info(
+            "batch queued",
+            extra={"action": "batch_queued", "batch_id": record.id, "total": record.total},
+        )
+        return record
+
+    def _new_job(self, sub: Submission, workflow: JSON) -> NewJob:
+        return NewJob(
             workflow=workflow,
             priority=sub.priority,
             inputs=sub.inputs,
@@ -193,46 +236,43 @@ class JobService:
             request_hash=sub.request_hash,
             **({"id": sub.job_id} if sub.job_id is not None else {}),
         )
-        job, created = await self.store.enqueue(new, now=self._clock())
-        stages.mark_at(job.id, "validated", validated)
-        stages.mark(job.id, "enqueued")
-        if created:
-            log.info(
-                "job queued",
-                extra={"action": "job_queued", "job_id": job.id, "priority": job.priority},
-            )
-        position = await self.store.queue_position(job.id) if sub.want_position else None
-        return Submitted(job=job, created=created, queue_position=position)
 
     async def _queued_count(self) -> int:
         counts = await self.store.counts()
         return counts.get(JobStatus.QUEUED, 0)
 
-    async def _enforce_queue_bound(self) -> None:
+    async def _enforce_queue_bound(self, adding: int = 1) -> None:
         """Counting the queue scans it, so far from the bound a count up to QUEUE_COUNT_TTL_S
-        old (plus the jobs submitted here since) stands in for it; near the bound it is exact."""
+        old (plus the jobs submitted here since) stands in for it; near the bound it is exact.
+        Refuses when the `adding` jobs would take the queue past the bound."""
         bound = self.settings.queue_max
         if bound is None:
             return
         now = time.monotonic()
         estimate = self._queued_estimate[0] + self._queued_estimate[2]
         fresh = now - self._queued_estimate[1] < QUEUE_COUNT_TTL_S
-        if fresh and estimate < bound * 0.9:
-            self._queued_estimate = (*self._queued_estimate[:2], self._queued_estimate[2] + 1)
+        if fresh and estimate + adding <= bound * 0.9:
+            self._queued_estimate = (
+                *self._queued_estimate[:2],
+                self._queued_estimate[2] + adding,
+            )
             return
         queued = await self._queued_count()
-        self._queued_estimate = (queued, now, 1)
-        if queued >= bound:
+        self._queued_estimate = (queued, now, adding)
+        if queued + adding > bound:
             raise QueueFull(
                 f"the queue holds {queued} jobs (bound {bound}); retry later",
                 retry_after_s=self.settings.queue_full_retry_after_s,
             )
 
-    async def _fitting_backends(self, sub: Submission, *, placeholders: bool) -> JSON | None:
+    async def _fitting_backends(
+        self, sub: Submission, *, placeholders: bool, models: tuple[ModelRef, ...] = ()
+    ) -> JSON | None:
         """Refuse (NoBackendFits, 422) a job no configured backend can run: its node types,
         model files (combo values) and `requirements` against each backend's object_info and
         labels. Returns the object_info of the first backend that can run it (to validate the
-        workflow against), or None when none is known."""
+        workflow against), or None when none is known. Model files the job brings (`models`) are
+        not looked for: comfyrun delivers them to the backend."""
         if self._catalogs is None or not isinstance(sub.workflow, dict):
             return None
         try:
@@ -243,13 +283,18 @@ class JobService:
             ) from exc
         if is_ui_format(sub.workflow):
             return None  # judged at dispatch, once converted
+        brought = frozenset(m.name for m in models)
         catalogs = list(await self._catalogs(False))
         if not catalogs:
             return None
-        fit, unfit = misfits(sub.workflow, requirements, catalogs, values=not placeholders)
+        fit, unfit = misfits(
+            sub.workflow, requirements, catalogs, values=not placeholders, brought=brought
+        )
         if not fit:  # the stored definitions may predate a backend's new nodes or models
             catalogs = list(await self._catalogs(True))
-            fit, unfit = misfits(sub.workflow, requirements, catalogs, values=not placeholders)
+            fit, unfit = misfits(
+                sub.workflow, requirements, catalogs, values=not placeholders, brought=brought
+            )
         if fit:
             known = {c.name: c.object_info for c in catalogs}
             info = next((known[name] for name in fit if known[name]), None)
@@ -259,12 +304,20 @@ class JobService:
         if known_infos and len(everywhere) == 1 and not unfit[0].unmet:
             # missing on every backend alike: ComfyUI's own verdict, as one ComfyUI would answer
             await self._prepare_workflow(
-                sub.workflow, placeholders=placeholders, object_info=dict(known_infos[0])
+                sub.workflow,
+                placeholders=placeholders,
+                models=models,
+                object_info=dict(known_infos[0]),
             )
         raise _no_backend_fits(unfit)
 
     async def _prepare_workflow(
-        self, workflow: Any, *, placeholders: bool = False, object_info: JSON | None = None
+        self,
+        workflow: Any,
+        *,
+        placeholders: bool = False,
+        models: tuple[ModelRef, ...] = (),
+        object_info: JSON | None = None,
     ) -> JSON:
         """The API prompt to store, checked the way ComfyUI checks it.
 
@@ -284,6 +337,8 @@ class JobService:
         fitting = object_info is not None  # a backend that can run it: its own definitions
         if object_info is None and self._object_info is not None:
             object_info = await self._object_info()
+        if object_info and models:  # the names a job brings are not in any list yet
+            object_info = accept_model_names(object_info, workflow, models)
         try:
             await _check_prompt(workflow, object_info, placeholders=placeholders)
         except InvalidWorkflow as exc:
@@ -296,6 +351,8 @@ class JobService:
             fresher = await self._recheck_object_info()
             if not fresher or fresher == object_info:
                 raise
+            if models:
+                fresher = accept_model_names(fresher, workflow, models)
             await _check_prompt(workflow, fresher, placeholders=placeholders)
         prompt: JSON = workflow
         return prompt

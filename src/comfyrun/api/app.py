@@ -26,6 +26,7 @@ from comfyrun.api.limits import BodyLimit, BodyLimits
 from comfyrun.api.routes import (
     admin,
     backends,
+    batches,
     comfy_compat,
     files,
     health,
@@ -35,7 +36,9 @@ from comfyrun.api.routes import (
     runpod_compat,
     stats,
     tasks,
+    workflows,
 )
+from comfyrun.api.routes import models as models_routes
 from comfyrun.api.routes.assets import MULTIPART_SLACK, assets_router
 from comfyrun.api.schemas import job_to_wire
 from comfyrun.api.webhooks import WebhookSender
@@ -50,6 +53,8 @@ from comfyrun.dispatch.relay import RelayHub
 from comfyrun.inputs import check_submission
 from comfyrun.service import JobService, JobView
 from comfyrun.store.base import JobStore
+from comfyrun.templates import TemplateFolder, TemplateService
+from comfyrun.templates.batches import BatchService
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +91,15 @@ def create_app(
     app.include_router(metrics.router)
     if settings.role is not Role.WORKER:
         app.include_router(jobs.router)
+        app.include_router(workflows.router)
+        app.include_router(batches.router)
+        workflows.install_openapi(app)
         app.include_router(files.router)  # before the assets router: it claims output ids
         _include_assets(app)
         app.include_router(backends.router)
         app.include_router(stats.router)
         app.include_router(admin.router)
+        app.include_router(models_routes.router)
         # the other APIs comfyrun speaks: ComfyUI's, RunPod's, the plain /run and task variants
         for router in (*comfy_compat.build_routers(), *runpod_compat.build_routers()):
             app.include_router(router)
@@ -154,6 +163,9 @@ async def _open(
                 for i, url in enumerate(emulator_urls)
             ]
     assets = _asset_service(storage, settings.max_upload_bytes)
+    models = None
+    if settings.role is not Role.API:
+        models = await _open_model_cache(settings, assets)
     pool: Any = None
     dispatcher: Any = None
     if settings.role is not Role.API and not backend_configs:
@@ -167,7 +179,7 @@ async def _open(
     relay_hub = RelayHub() if settings.role is Role.SERVE else None
     if settings.role is not Role.API and backend_configs:
         pool, dispatcher = await _start_worker(
-            settings, stack, store, storage, backend_configs, assets, relay_hub
+            settings, stack, store, storage, backend_configs, assets, relay_hub, models
         )
 
     catalog = await _start_catalog(settings, stack, store, pool, backend_configs)
@@ -177,16 +189,23 @@ async def _open(
         files=storage,
         object_info=_object_info_source(catalog),
         recheck_object_info=_object_info_source(catalog, recheck=True),
-        check_inputs=_input_checker(assets),
+        check_inputs=_input_checker(assets, settings),
         catalogs=_offer_source(catalog, pool, backend_configs),
     )
     if dispatcher is not None:
         dispatcher.fit.use_catalog(catalog)
+    templates = TemplateService(
+        TemplateFolder(settings.workflows_dir), service, object_info=_object_info_source(catalog)
+    )
+    batch_service = BatchService(templates, service)
     webhooks = None
     if settings.role is not Role.WORKER:
         webhooks = await _start_webhooks(settings, stack, service)
+        await webhooks.resume_batches(batches.render_batch(batch_service))
     return AppContext(
         webhooks=webhooks,
+        templates=templates,
+        batches=batch_service,
         settings=settings,
         store=store,
         service=service,
@@ -196,7 +215,7 @@ async def _open(
         assets=assets,
         emulator_urls=emulator_urls,
         catalog=catalog,
-        extras={"relay_hub": relay_hub},
+        extras={"relay_hub": relay_hub, "models": models},
     )
 
 
@@ -319,29 +338,47 @@ async def _start_emulators(settings: Settings, stack: AsyncExitStack) -> list[st
     return urls
 
 
-def _backend_spec(cfg: BackendConfig, index: int, settings: Settings) -> Any:
+def _backend_specs(
+    cfg: BackendConfig, index: int, settings: Settings, models: Any = None
+) -> list[Any]:
+    """The pool's specs for one backend table: one, or one per GPU (`gpus = [...]`). Managed
+    ones see the model cache through ComfyUI's extra model paths."""
     from comfyrun.backends.pool import BackendSpec
 
     if cfg.url is not None:
-        return BackendSpec.from_url(cfg.url, name=cfg.name, labels=cfg.labels)
+        return [BackendSpec.from_url(cfg.url, name=cfg.name, labels=cfg.labels)]
     from comfyrun.backends.process import ManagedSpec
+    from comfyrun.backends.process.spec import load_prompt_file
 
-    name = cfg.name or f"comfy-{index + 1}"
-    managed = ManagedSpec(
-        name=name,
-        log_dir=(settings.data_dir / "logs").resolve(),
-        comfy_path=cfg.comfy_path,
-        command=tuple(cfg.command) if cfg.command else None,
-        python=cfg.python,  # None: the folder's own venv, else comfyrun's Python
-        cwd=cfg.cwd,
-        extra_args=tuple(cfg.extra_args),
-        env=dict(cfg.env),
-        lazy=cfg.lazy,
-        ready_timeout_s=cfg.ready_timeout_s,
-        idle_stop_s=cfg.idle_stop_s,
-        port=cfg.port,
-    )
-    return BackendSpec(name=name, managed=managed, labels=dict(cfg.labels))
+    warmup = None if cfg.warmup_prompt is None else load_prompt_file(cfg.warmup_prompt)
+    specs = []
+    for name, one in cfg.per_gpu(cfg.name or f"comfy-{index + 1}"):
+        managed = ManagedSpec(
+            name=name,
+            log_dir=(settings.data_dir / "logs").resolve(),
+            # its own input/output/temp, so processes sharing a ComfyUI folder never mix files
+            files_dir=(settings.data_dir / "backends" / name).resolve(),
+            comfy_path=one.comfy_path,
+            command=tuple(one.command) if one.command else None,
+            python=one.python or settings.comfy_python,  # None: discovered
+            cwd=one.cwd,
+            extra_args=(
+                *one.extra_args,
+                *(
+                    ("--extra-model-paths-config", str(models.extra_paths_file))
+                    if models is not None
+                    else ()
+                ),
+            ),
+            env=dict(one.env),
+            lazy=one.lazy,
+            ready_timeout_s=one.ready_timeout_s,
+            idle_stop_s=one.idle_stop_s,
+            port=one.port,
+            warmup_prompt=warmup,
+        )
+        specs.append(BackendSpec(name=name, managed=managed, labels=dict(cfg.labels)))
+    return specs
 
 
 def dispatch_settings(settings: Settings) -> Any:
@@ -366,6 +403,7 @@ async def _start_worker(
     configs: Sequence[BackendConfig],
     assets: Any,
     relay_hub: RelayHub | None,
+    models: Any = None,
 ) -> tuple[Any, Any]:
     from comfyrun.backends.pool import BackendPool
     from comfyrun.comfy.client import ComfyClient
@@ -373,7 +411,7 @@ async def _start_worker(
     from comfyrun.dispatch.identity import WorkerIdentity
 
     (settings.data_dir / "logs").mkdir(parents=True, exist_ok=True)
-    specs = [_backend_spec(c, i, settings) for i, c in enumerate(configs)]
+    specs = [s for i, c in enumerate(configs) for s in _backend_specs(c, i, settings, models)]
     pool = BackendPool.from_specs(specs, client_factory=ComfyClient)
     await pool.start()
     stack.push_async_callback(pool.stop)
@@ -388,7 +426,7 @@ async def _start_worker(
         storage,
         dispatch_settings(settings),
         worker_id=worker_id,
-        place_inputs=_input_placer(assets),
+        place_inputs=_input_placer(assets, settings, store, models),
         relay_hub=relay_hub,
         relay_to_store=settings.role is Role.WORKER,
     )
@@ -401,19 +439,53 @@ def _asset_service(storage: Any, max_upload_bytes: int) -> AssetService:
     return AssetService(storage, max_upload_bytes=max_upload_bytes)
 
 
-def _input_checker(assets: AssetService) -> Any:
+def _input_limits(settings: Settings) -> Any:
+    from comfyrun.inputs import InputLimits
+
+    return InputLimits(allow_networks=tuple(settings.fetch_allow))
+
+
+def _input_checker(assets: AssetService, settings: Settings) -> Any:
     """The submit-time check of `inputs` and asset references."""
+    limits = _input_limits(settings)
 
     async def check(workflow: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        result: dict[str, Any] = await check_submission(workflow, inputs, assets=assets)
+        result: dict[str, Any] = await check_submission(
+            workflow, inputs, assets=assets, limits=limits
+        )
         return result
 
     return check
 
 
-def _input_placer(assets: AssetService) -> Any:
-    """Places a job's inputs on its backend, resolving asset references through `assets`."""
-    return make_input_placer(assets=assets)
+def _input_placer(assets: AssetService, settings: Settings, store: Any, models: Any) -> Any:
+    """Places a job's inputs on its backend, resolving asset references through `assets`, after
+    fetching the model files it brings into the model cache."""
+    placer = make_input_placer(assets=assets, limits=_input_limits(settings))
+    if models is None:
+        return placer
+    from comfyrun.dispatch.models import with_models
+
+    return with_models(placer, models, store)
+
+
+async def _open_model_cache(settings: Settings, assets: AssetService) -> Any:
+    """The model cache under `<data_dir>/models` (opened: folders, index, extra paths yaml)."""
+    from comfyrun.models import DownloadLimits, ModelCache, make_downloader
+
+    limits = DownloadLimits(
+        max_bytes=int(settings.model_max_gb * 1e9),
+        timeout_s=settings.model_fetch_timeout_s,
+        fetch_allow=tuple(settings.fetch_allow),
+    )
+    budget = settings.model_cache_gb
+    cache = ModelCache(
+        settings.models_dir,
+        make_downloader(limits, assets=assets),
+        budget_bytes=None if budget is None else int(budget * 1e9),
+    )
+    await asyncio.to_thread(cache.open)
+    return cache
 
 
 __all__ = ["body_limits", "create_app", "dispatch_settings"]

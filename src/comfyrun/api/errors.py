@@ -30,6 +30,8 @@ STATUS: tuple[tuple[type[errors.ComfyrunError], int], ...] = (
     (errors.ConversionError, 422),
     (errors.MissingAsset, 422),
     (errors.InputRejected, 422),
+    (errors.InvalidTemplate, 422),
+    (errors.InvalidParams, 422),
     (errors.InvalidRequest, 400),
     (errors.QueueFull, 429),
     (errors.StoreError, 503),

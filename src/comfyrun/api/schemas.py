@@ -61,12 +61,11 @@ class WebhookOptions(BaseModel):
         return value
 
 
-class SubmitJobRequest(BaseModel):
-    """POST /api/v2/jobs. `workflow` is the spec's field; the rest are comfyrun extensions."""
+class JobOptionsRequest(BaseModel):
+    """The job options every way of submitting takes (comfyrun's extensions to the spec)."""
 
     model_config = ConfigDict(extra="ignore")
 
-    workflow: dict[str, Any] = Field(..., description="API-format prompt (UI format is converted)")
     priority: int = Field(default=0, ge=-1000, le=1000, description="Higher runs first.")
     timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
     max_retries: int | None = Field(default=None, ge=0, le=20)
@@ -78,6 +77,13 @@ class SubmitJobRequest(BaseModel):
     output: OutputOptions | None = None
     webhook: WebhookOptions | None = None
     extra_data: dict[str, Any] | None = None
+    models: list[dict[str, Any]] | None = Field(
+        default=None,
+        max_length=32,
+        description="Model files the job needs: {url | asset_id, folder, name, hash?} each; "
+        "fetched into comfyrun's model cache before the job runs.",
+    )
+
     requirements: dict[str, Any] | None = Field(
         default=None,
         description="Backend labels the job needs: a value to equal, or {min, max, in}; "
@@ -102,9 +108,17 @@ class SubmitJobRequest(BaseModel):
             opts["extra_data"] = self.extra_data
         if self.webhook is not None:
             opts["webhook"] = self.webhook.model_dump(exclude_none=True)
+        if self.models:
+            opts["models"] = self.models
         if self.requirements:
             opts["requirements"] = self.requirements
         return opts
+
+
+class SubmitJobRequest(JobOptionsRequest):
+    """POST /api/v2/jobs. `workflow` is the spec's field; the rest are comfyrun extensions."""
+
+    workflow: dict[str, Any] = Field(..., description="API-format prompt (UI format is converted)")
 
 
 # responses ----------------------------------------------------------------------------------
@@ -384,6 +398,7 @@ __all__ = [
     "HealthOut",
     "InputSpec",
     "JobList",
+    "JobOptionsRequest",
     "JobOut",
     "OutputOptions",
     "ReadyOut",

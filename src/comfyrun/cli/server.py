@@ -11,7 +11,7 @@ import logging
 import socket
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -202,10 +202,14 @@ def _settings(
     api_key: str | None,
     worker_id: str | None = None,
     output_url: str | None = None,
+    comfy_python: str | None = None,
+    workflows: Path | None = None,
 ) -> Settings:
     settings = load_settings(
         config,
+        workflows_dir=workflows,
         role=role,
+        comfy_python=comfy_python,
         db_url=db,
         host=host,
         port=port,
@@ -231,6 +235,14 @@ BackendOpt = Annotated[
 ComfyOpt = Annotated[
     list[Path] | None, typer.Option("--comfy", help="A ComfyUI folder to run (repeatable)")
 ]
+ComfyPythonOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--comfy-python",
+        help="The Python that runs managed ComfyUI folders (or COMFY_PYTHON; default: the "
+        "folder's venv, else a python3 on PATH that has torch)",
+    ),
+]
 EmulatorOpt = Annotated[
     int | None, typer.Option("--emulator", "-e", help="Run N local ComfyUI emulators")
 ]
@@ -240,9 +252,29 @@ PortOpt = Annotated[int | None, typer.Option("--port", "-p", help="0 = a free po
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir")]
 OutputsOpt = Annotated[str | None, typer.Option("--outputs", help="file:///dir or s3://bucket")]
 LogOpt = Annotated[str, typer.Option("--log-level", envvar="COMFYRUN_LOG_LEVEL")]
+WorkflowsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--workflows", help="A folder of workflow templates (NAME.json, NAME.params.json)"
+    ),
+]
 ServeKey = Annotated[
     str | None, typer.Option("--api-key", help="Require this bearer token on the API")
 ]
+
+
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (uvicorn[standard] brings it) unless the
+    settings ask for the standard one (`event_loop = "asyncio"`): the server spends a good
+    part of each job in the event loop itself, which uvloop runs in C."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def _run(role: Role, **kwargs: Any) -> None:
@@ -254,7 +286,8 @@ def _run(role: Role, **kwargs: Any) -> None:
         console.print(f"[red]configuration error:[/red] {exc}")
         raise typer.Exit(2) from exc
     try:
-        asyncio.run(_serve_forever(settings))
+        with asyncio.Runner(loop_factory=event_loop_factory(settings.event_loop)) as runner:
+            runner.run(_serve_forever(settings))
     except CannotListen as exc:
         console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
@@ -264,6 +297,7 @@ def serve(
     config: ConfigOpt = None,
     backend: BackendOpt = None,
     comfy: ComfyOpt = None,
+    comfy_python: ComfyPythonOpt = None,
     emulator: EmulatorOpt = None,
     db: DbOpt = None,
     host: HostOpt = None,
@@ -271,6 +305,7 @@ def serve(
     data_dir: DataDirOpt = None,
     outputs: OutputsOpt = None,
     api_key: ServeKey = None,
+    workflows: WorkflowsOpt = None,
     log_level: LogOpt = "INFO",
 ) -> None:
     """Run the API and a worker (the dispatcher) in one process."""
@@ -279,6 +314,7 @@ def serve(
         config=config,
         backend=backend,
         comfy=comfy,
+        comfy_python=comfy_python,
         emulator=emulator,
         db=db,
         host=host,
@@ -286,6 +322,7 @@ def serve(
         data_dir=data_dir,
         output_url=outputs,
         api_key=api_key,
+        workflows=workflows,
         log_level=log_level,
     )
 
@@ -298,6 +335,7 @@ def api(
     data_dir: DataDirOpt = None,
     outputs: OutputsOpt = None,
     api_key: ServeKey = None,
+    workflows: WorkflowsOpt = None,
     log_level: LogOpt = "INFO",
 ) -> None:
     """Run the HTTP API only; workers elsewhere share its database."""
@@ -313,6 +351,7 @@ def api(
         data_dir=data_dir,
         output_url=outputs,
         api_key=api_key,
+        workflows=workflows,
         log_level=log_level,
     )
 
@@ -321,6 +360,7 @@ def worker(
     config: ConfigOpt = None,
     backend: BackendOpt = None,
     comfy: ComfyOpt = None,
+    comfy_python: ComfyPythonOpt = None,
     emulator: EmulatorOpt = None,
     db: DbOpt = None,
     host: HostOpt = None,
@@ -337,6 +377,7 @@ def worker(
         config=config,
         backend=backend,
         comfy=comfy,
+        comfy_python=comfy_python,
         emulator=emulator,
         db=db,
         host=host,

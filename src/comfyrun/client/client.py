@@ -116,6 +116,7 @@ class ComfyrunClient:
         max_retries: int | None = None,
         output: Mapping[str, Any] | None = None,
         webhook: Mapping[str, Any] | None = None,
+        models: Sequence[Mapping[str, Any]] | None = None,
         retry_queue_full: bool = True,
     ) -> dict[str, Any]:
         """POST /api/v2/jobs. Retries 409/429 answers that carry Retry-After when asked to;
@@ -128,6 +129,7 @@ class ComfyrunClient:
             ("max_retries", max_retries),
             ("output", dict(output) if output else None),
             ("webhook", dict(webhook) if webhook else None),
+            ("models", [dict(m) for m in models] if models else None),
         ):
             if value is not None:
                 body[name] = value
@@ -267,6 +269,94 @@ class ComfyrunClient:
             paths.append(await self.download(out, Path(folder) / str(out["node_id"]) / name))
         return paths
 
+    # workflow templates and batches ------------------------------------------------------------
+
+    async def workflows(self) -> list[dict[str, Any]]:
+        body: dict[str, Any] = await self._json("GET", "/api/v2/workflows")
+        return list(body["workflows"])
+
+    async def workflow(self, name: str) -> dict[str, Any]:
+        body: dict[str, Any] = await self._json("GET", f"/api/v2/workflows/{name}")
+        return body
+
+    async def run_workflow(
+        self,
+        name: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        wait: float | None = None,
+        idempotency_key: str | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """POST /api/v2/workflows/{name}/jobs; `options` are the usual job options (priority,
+        metadata, webhook, timeout_s, max_retries, output)."""
+        body = {"params": dict(params or {}), **{k: v for k, v in options.items() if v is not None}}
+        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        job: dict[str, Any] = await self._json(
+            "POST",
+            f"/api/v2/workflows/{name}/jobs",
+            json=body,
+            headers=headers,
+            params={"wait": wait} if wait else None,
+            timeout=None if wait else httpx.USE_CLIENT_DEFAULT,
+        )
+        return job
+
+    async def create_batch(
+        self,
+        workflow: str,
+        *,
+        items: Sequence[Mapping[str, Any]] | None = None,
+        matrix: Mapping[str, Sequence[Any]] | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """POST /api/v2/batches with `items` ([{"params": {...}}]) or a `matrix`."""
+        body: dict[str, Any] = {"workflow": workflow}
+        if items is not None:
+            body["items"] = [dict(i) for i in items]
+        if matrix is not None:
+            body["matrix"] = {k: list(v) for k, v in matrix.items()}
+        body.update({k: v for k, v in options.items() if v is not None})
+        batch: dict[str, Any] = await self._json("POST", "/api/v2/batches", json=body)
+        return batch
+
+    async def batch(self, batch_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = await self._json("GET", f"/api/v2/batches/{batch_id}")
+        return body
+
+    async def batch_jobs(
+        self, batch_id: str, *, limit: int = 100, cursor: str | None = None
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit}
+        if cursor:
+            params["cursor"] = cursor
+        body: dict[str, Any] = await self._json(
+            "GET", f"/api/v2/batches/{batch_id}/jobs", params=params
+        )
+        return body
+
+    async def cancel_batch(self, batch_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = await self._json("POST", f"/api/v2/batches/{batch_id}/cancel")
+        return body
+
+    async def download_batch(self, batch_id: str, dest: str | Path) -> Path:
+        """Stream the batch's outputs.zip to the file `dest`."""
+        path = Path(dest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        async with self._http.stream(
+            "GET", f"/api/v2/batches/{batch_id}/outputs.zip", timeout=None
+        ) as resp:
+            if not resp.is_success:
+                await resp.aread()
+                _raise_for(resp)
+            fh = await asyncio.to_thread(path.open, "wb")
+            try:
+                async for chunk in resp.aiter_bytes(65536):
+                    fh.write(chunk)
+            finally:
+                fh.close()
+        return path
+
     # server -----------------------------------------------------------------------------------
 
     async def backends(self) -> list[dict[str, Any]]:
@@ -279,6 +369,25 @@ class ComfyrunClient:
 
     async def health(self) -> dict[str, Any]:
         body: dict[str, Any] = await self._json("GET", "/api/v2/health")
+        return body
+
+    # the model cache ----------------------------------------------------------------------------
+
+    async def models(self) -> dict[str, Any]:
+        """GET /api/v2/models: the cached files, total bytes and budget."""
+        body: dict[str, Any] = await self._json("GET", "/api/v2/models")
+        return body
+
+    async def pull_model(self, model: Mapping[str, Any]) -> dict[str, Any]:
+        """POST /api/v2/models `{url | asset_id, folder, name, hash?}`; returns when cached."""
+        body: dict[str, Any] = await self._json(
+            "POST", "/api/v2/models", json=dict(model), timeout=None
+        )
+        return body
+
+    async def remove_model(self, key: str) -> dict[str, Any]:
+        """DELETE /api/v2/models/{key}: `blake3:<hex>`, `sha256:<hex>` or `folder/name`."""
+        body: dict[str, Any] = await self._json("DELETE", f"/api/v2/models/{key}")
         return body
 
 

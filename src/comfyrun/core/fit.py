@@ -4,7 +4,7 @@ Rules:
 - A backend can run a workflow when its object_info has every `class_type` the workflow uses
   and lists every value the workflow gives a combo input (a model file, a sampler name, ...).
   Combo inputs that take an uploaded file (`image_upload`, ...) are not checked: a job's input
-  files are placed on the backend at dispatch.
+  files are placed on the backend at dispatch; nor are the model files a job brings.
 - A backend whose object_info is not known yet (a lazy backend never started) is judged on its
   labels alone; one whose labels are not known is judged on its object_info alone.
 - `requirements` (a job option) are matched against the backend's `labels` (config): a plain
@@ -112,9 +112,12 @@ def unmet_requirements(requirements: Mapping[str, Any], labels: Mapping[str, Sca
 
 
 def missing_in(
-    workflow: Mapping[str, Any], object_info: Mapping[str, Any]
+    workflow: Mapping[str, Any],
+    object_info: Mapping[str, Any],
+    brought: frozenset[str] = frozenset(),
 ) -> tuple[tuple[str, ...], tuple[tuple[str, str, str], ...]]:
-    """(node types, combo values) `workflow` uses that `object_info` does not have."""
+    """(node types, combo values) `workflow` uses that `object_info` does not have; values in
+    `brought` (model files the job brings) are not looked for."""
     nodes: list[str] = []
     values: list[tuple[str, str, str]] = []
     for node_id, node in workflow.items():
@@ -134,7 +137,12 @@ def missing_in(
         specs = _input_specs(info)
         for name, value in inputs.items():
             options = _combo_options(specs.get(name))
-            if options is not None and isinstance(value, str) and value not in options:
+            if (
+                options is not None
+                and isinstance(value, str)
+                and value not in options
+                and value not in brought
+            ):
                 values.append((str(node_id), str(name), value))
     return tuple(nodes), tuple(values)
 
@@ -145,6 +153,7 @@ def misfit(
     backend: BackendOffer,
     *,
     values: bool = True,
+    brought: frozenset[str] = frozenset(),
 ) -> Misfit | None:
     """Why `backend` cannot run the job, or None when it can (as far as it is known). Without
     `values`, combo values are not checked (a job whose input files replace some of them)."""
@@ -154,7 +163,7 @@ def misfit(
     nodes: tuple[str, ...] = ()
     missing: tuple[tuple[str, str, str], ...] = ()
     if backend.object_info is not None:
-        nodes, missing = missing_in(workflow, backend.object_info)
+        nodes, missing = missing_in(workflow, backend.object_info, brought)
         if not values:
             missing = ()
     if not (unmet or nodes or missing):
@@ -168,12 +177,13 @@ def misfits(
     backends: Iterable[BackendOffer],
     *,
     values: bool = True,
+    brought: frozenset[str] = frozenset(),
 ) -> tuple[list[str], list[Misfit]]:
     """(names of the backends that can run the job, why each other one cannot)."""
     fit: list[str] = []
     unfit: list[Misfit] = []
     for backend in backends:
-        why = misfit(workflow, requirements, backend, values=values)
+        why = misfit(workflow, requirements, backend, values=values, brought=brought)
         if why is None:
             fit.append(backend.name)
         else:

@@ -117,6 +117,10 @@ class Job:
     progress: Progress | None = None
     outputs: tuple[Output, ...] = ()
     error: JobError | None = None
+    batch_id: str | None = None
+    #: fairness at equal priority (set by the store; see comfyrun.core.batch)
+    fair_key: str = ""
+    fair_tag: float = 0.0
     #: When ComfyUI started this attempt's prompt (its execution_start); None while the prompt
     #: waits (in comfyrun's queue or held in a backend's).
     execution_started_at: float | None = None
@@ -158,6 +162,7 @@ class NewJob:
     timeout_s: float | None = None
     idempotency_key: str | None = None
     request_hash: str | None = None
+    batch_id: str | None = None
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 

@@ -90,12 +90,15 @@ class FleetFit:
         job with 422 when the catalogs are known then)."""
         requirements = requirements_of(job)
         values = not job.inputs  # input files replace some values at dispatch
+        brought = brought_models(job)
 
         def fits(name: str) -> bool:
             backend = self.pool.get(name)
             if backend is None:
                 return False
-            return misfit(job.workflow, requirements, self.offer_of(backend), values=values) is None
+            offer = self.offer_of(backend)
+            why = misfit(job.workflow, requirements, offer, values=values, brought=brought)
+            return why is None
 
         if any(fits(b.name) for b in self.pool.backends):
             return fits
@@ -118,6 +121,15 @@ class FleetFit:
         return reasons
 
 
+def brought_models(job: Job) -> frozenset[str]:
+    """The names of the model files the job brings (its `models` option): delivered to the
+    backend before the job runs, so no backend needs to list them."""
+    raw = job.options.get("models")
+    if not isinstance(raw, list):
+        return frozenset()
+    return frozenset(str(m["name"]) for m in raw if isinstance(m, dict) and m.get("name"))
+
+
 def requirements_of(job: Job) -> dict[str, Any]:
     """The job's `requirements` option (refused at submission when malformed; an old record
     with a malformed one runs anywhere)."""
@@ -127,4 +139,4 @@ def requirements_of(job: Job) -> dict[str, Any]:
         return {}
 
 
-__all__ = ["CATALOG_RETRY_S", "FleetFit", "requirements_of"]
+__all__ = ["CATALOG_RETRY_S", "FleetFit", "brought_models", "requirements_of"]

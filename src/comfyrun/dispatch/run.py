@@ -608,9 +608,11 @@ class JobRun:
         await self._relay.finish(release=event in (Event.SUCCEED, Event.FAIL, Event.CANCELED))
         # First as if nothing moved (one round trip); when the job moved (canceling), read it.
         current: Job | None = self.job
+        stale = True  # the first try assumes the status this run last saw
         for _ in range(5):
             if current is None:
                 current = await store.get(self.job.id)
+                stale = False
             if (
                 current is None
                 or current.status not in ACTIVE
@@ -633,7 +635,11 @@ class JobRun:
                     worker_id=self.ctx.worker_id,
                 )
             except IllegalTransition:
-                raise
+                if not stale:
+                    raise
+                # e.g. CANCELED planned from `running` while the API made it `canceling`
+                current = None
+                continue
             except Conflict:
                 current = None
                 continue

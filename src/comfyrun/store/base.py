@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from comfyrun.core.batch import Batch, NewBatch
 from comfyrun.core.catalog import NodeCatalog
 from comfyrun.core.job import JSON, Job, JobStatus, NewJob, Output, Progress
 from comfyrun.core.state import Event
@@ -189,7 +190,8 @@ class JobStore(Protocol):
         """Delete a job and its events. Callers remove its files first."""
 
     async def delete_finished_before(self, cutoff: float) -> builtins.list[Job]:
-        """Delete finished (and expired) jobs that finished before `cutoff`; returns them."""
+        """Delete finished (and expired) jobs that finished before `cutoff`; returns them.
+        Batches that ended before `cutoff` go too, with their events."""
 
     # -- backends' node catalogs (what ComfyUI clients are shown before any backend is up) --
 
@@ -204,6 +206,34 @@ class JobStore(Protocol):
         """backend name → fetched_at of its stored catalog (cheap: no definitions read)."""
 
     async def delete_catalog(self, backend: str) -> bool: ...
+
+    # batches: many jobs followed as one. A batch's own events (batch.created,
+    # batch.completed) are logged under its id: events_since / wait_for_event read them.
+
+    async def create_batch(
+        self, batch: NewBatch, jobs: Sequence[NewJob], *, now: float | None = None
+    ) -> Batch:
+        """Store the batch and queue its jobs (in item order, one fair group) atomically."""
+
+    async def get_batch(self, batch_id: str) -> Batch | None: ...
+
+    async def open_batches(self) -> builtins.list[Batch]:
+        """Batches still running or canceling, oldest first."""
+
+    async def batch_counts(self, batch_id: str) -> dict[JobStatus, int]: ...
+
+    async def batch_jobs(
+        self, batch_id: str, *, limit: int = 100, cursor: str | None = None
+    ) -> JobPage:
+        """The batch's jobs in item order, cursor-paginated."""
+
+    async def cancel_batch(
+        self, batch_id: str, *, now: float | None = None
+    ) -> tuple[Batch, builtins.list[Job]]:
+        """Cancel its queued jobs at once and mark it canceling; returns the batch and its
+        still-active jobs (the caller cancels those one by one). When the last job of a batch
+        ends (here or in `transition`), the batch ends and logs one `batch.completed` event.
+        Raises NotFound."""
 
 
 __all__ = ["Changes", "ClaimNote", "JobEvent", "JobPage", "JobStore"]

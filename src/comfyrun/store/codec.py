@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
+from comfyrun.core.batch import Batch, BatchStatus
 from comfyrun.core.job import JSON, Job, JobError, JobStatus, Output, OutputType, Progress
 from comfyrun.errors import InvalidRequest
 
@@ -109,6 +110,41 @@ def dump_json(value: Any) -> str | None:
     return json.dumps(value, separators=(",", ":"), default=str)
 
 
+def batch_to_row(batch: Batch) -> JSON:
+    """Column values for the `batches` table, JSON columns as JSON text."""
+    return {
+        "id": batch.id,
+        "workflow": batch.workflow,
+        "version": batch.version,
+        "status": batch.status.value,
+        "total": batch.total,
+        "options": dump_json(batch.options),
+        "metadata": dump_json(batch.metadata),
+        "owner": batch.owner,
+        "created_at": batch.created_at,
+        "finished_at": batch.finished_at,
+    }
+
+
+def batch_from_row(row: Mapping[str, Any]) -> Batch:
+    data = dict(row)
+    for name in ("options", "metadata"):
+        if isinstance(data.get(name), str | bytes):
+            data[name] = json.loads(data[name])
+    return Batch(
+        id=data["id"],
+        workflow=data["workflow"],
+        version=data["version"],
+        total=int(data["total"]),
+        status=BatchStatus(data["status"]),
+        options=dict(data.get("options") or {}),
+        metadata=dict(data.get("metadata") or {}),
+        owner=data.get("owner"),
+        created_at=float(data["created_at"]),
+        finished_at=data.get("finished_at"),
+    )
+
+
 def encode_cursor(created_at: float, job_id: str) -> str:
     """An opaque cursor pointing just after (created_at, id) in newest-first order."""
     raw = json.dumps([created_at, job_id], separators=(",", ":")).encode()
@@ -130,6 +166,8 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
 __all__ = [
     "JOB_COLUMNS",
     "JSON_COLUMNS",
+    "batch_from_row",
+    "batch_to_row",
     "decode_cursor",
     "dump_json",
     "encode_cursor",

@@ -14,11 +14,12 @@ import time
 from collections.abc import Sequence
 from types import TracebackType
 
+from comfyrun.core.batch import NO_GROUP, Batch, BatchStatus, NewBatch, fair_tag
 from comfyrun.core.catalog import NodeCatalog
 from comfyrun.core.job import ACTIVE, JSON, TERMINAL, Job, JobStatus, NewJob, Output, Progress
 from comfyrun.core.state import Event
 from comfyrun.errors import Conflict, IdempotencyKeyReuse, NotFound
-from comfyrun.store import maintenance, transition
+from comfyrun.store import batches, maintenance, transition
 from comfyrun.store.base import Changes, ClaimNote, JobEvent, JobPage
 from comfyrun.store.codec import decode_cursor, encode_cursor, output_to_dict, progress_to_dict
 from comfyrun.store.idempotency import KeyVerdict, key_scope, verdict
@@ -31,6 +32,7 @@ class MemoryStore:
         self._jobs: dict[str, Job] = {}
         self._events: dict[str, list[JobEvent]] = {}
         self._keys: dict[tuple[str, str], tuple[str, str | None, float]] = {}
+        self._batches: dict[str, Batch] = {}
         self._event_ids = itertools.count(1)
         self._event_added = asyncio.Condition()
         self._work_added = asyncio.Condition()
@@ -52,6 +54,7 @@ class MemoryStore:
         self._jobs.clear()
         self._events.clear()
         self._keys.clear()
+        self._batches.clear()
         self._catalogs.clear()
 
     async def ping(self) -> bool:
@@ -79,6 +82,7 @@ class MemoryStore:
         if new.id in self._jobs:
             raise Conflict(f"job {new.id} already exists", details={"job_id": new.id})
         job = transition.enqueued(new, now)
+        job = job.evolve(fair_tag=self._fair_tag(job, now))
         self._jobs[job.id] = job
         self._append(job.id, "status", transition.enqueue_event(job), now)
         await self._wake_workers()
@@ -149,6 +153,8 @@ class MemoryStore:
         job = transition.apply(job, p)
         self._jobs[job_id] = job
         self._append(job_id, "status", transition.status_event(job, p), now)
+        if job.terminal and job.batch_id is not None:
+            self._end_batch_if_done(job.batch_id, now)
         if job.status is JobStatus.QUEUED:
             await self._wake_workers()
         await self._wake_watchers()
@@ -344,7 +350,115 @@ class MemoryStore:
         ]
         for job in old:
             await self.delete(job.id)
+        for batch in builtins.list(self._batches.values()):
+            if batch.done and batch.finished_at is not None and batch.finished_at < cutoff:
+                del self._batches[batch.id]
+                self._events.pop(batch.id, None)
         return old
+
+    # -- batches -----------------------------------------------------------------------------
+
+    async def create_batch(
+        self, batch: NewBatch, jobs: Sequence[NewJob], *, now: float | None = None
+    ) -> Batch:
+        now = _now(now)
+        if batch.id in self._batches:
+            raise Conflict(f"batch {batch.id} already exists", details={"batch_id": batch.id})
+        priority = jobs[0].priority if jobs else 0
+        runnable = [
+            j
+            for j in self._jobs.values()
+            if j.status is JobStatus.QUEUED and j.priority == priority and j.next_run_at <= now
+        ]
+        head = min(runnable, key=_claim_order).fair_tag if runnable else None
+        record, queued = batches.created(batch, jobs, now, batches.first_tag(head))
+        self._batches[record.id] = record
+        for job in queued:
+            self._jobs[job.id] = job
+            self._append(job.id, "status", transition.enqueue_event(job), now)
+        data = {"total": record.total, "workflow": record.workflow}
+        self._append(record.id, batches.CREATED_EVENT, data, now)
+        await self._wake_workers()
+        await self._wake_watchers()
+        return record
+
+    async def get_batch(self, batch_id: str) -> Batch | None:
+        return self._batches.get(batch_id)
+
+    async def open_batches(self) -> builtins.list[Batch]:
+        return sorted((b for b in self._batches.values() if not b.done), key=lambda b: b.created_at)
+
+    async def batch_counts(self, batch_id: str) -> dict[JobStatus, int]:
+        counts = dict.fromkeys(JobStatus, 0)
+        for job in self._jobs.values():
+            if job.batch_id == batch_id:
+                counts[job.status] += 1
+        return counts
+
+    async def batch_jobs(
+        self, batch_id: str, *, limit: int = 100, cursor: str | None = None
+    ) -> JobPage:
+        jobs = sorted(
+            (j for j in self._jobs.values() if j.batch_id == batch_id),
+            key=lambda j: (j.created_at, j.id),
+        )
+        if cursor is not None:
+            after = decode_cursor(cursor)
+            jobs = [j for j in jobs if (j.created_at, j.id) > after]
+        page = jobs[: max(0, limit)]
+        more = len(jobs) > len(page) and bool(page)
+        last = page[-1] if page else None
+        return JobPage(
+            jobs=page,
+            next_cursor=encode_cursor(last.created_at, last.id) if more and last else None,
+        )
+
+    async def cancel_batch(
+        self, batch_id: str, *, now: float | None = None
+    ) -> tuple[Batch, builtins.list[Job]]:
+        now = _now(now)
+        batch = self._batches.get(batch_id)
+        if batch is None:
+            raise batches.not_found(batch_id)
+        if batch.done:
+            return batch, []
+        for job in builtins.list(self._jobs.values()):
+            if job.batch_id == batch_id and job.status is JobStatus.QUEUED:
+                self._jobs[job.id] = job.evolve(status=JobStatus.CANCELED, finished_at=now)
+                self._append(job.id, "status", batches.cancel_event(job.attempts), now)
+        if batch.status is BatchStatus.RUNNING:
+            self._batches[batch_id] = batch.evolve(status=BatchStatus.CANCELING)
+        self._end_batch_if_done(batch_id, now)
+        active = [j for j in self._jobs.values() if j.batch_id == batch_id and j.status in ACTIVE]
+        await self._wake_watchers()
+        return self._batches[batch_id], active
+
+    def _end_batch_if_done(self, batch_id: str, now: float) -> None:
+        batch = self._batches.get(batch_id)
+        if batch is None:
+            return
+        open_jobs = sum(1 for j in self._jobs.values() if j.batch_id == batch_id and not j.terminal)
+        status = batches.ending(batch.status, open_jobs)
+        if status is None:
+            return
+        self._batches[batch_id] = batch.evolve(status=status, finished_at=now)
+        counts = dict.fromkeys(JobStatus, 0)
+        for job in self._jobs.values():
+            if job.batch_id == batch_id:
+                counts[job.status] += 1
+        data = batches.completed_event(batch, status, counts)
+        self._append(batch_id, batches.COMPLETED_EVENT, data, now)
+
+    def _fair_tag(self, job: Job, now: float) -> float:
+        same = [
+            j
+            for j in self._jobs.values()
+            if j.status is JobStatus.QUEUED and j.priority == job.priority
+        ]
+        runnable = [j for j in same if j.next_run_at <= now]
+        head = min(runnable, key=_claim_order).fair_tag if runnable else None
+        mine = [j.fair_tag for j in same if j.fair_key == job.fair_key != NO_GROUP]
+        return fair_tag(head, max(mine) if mine else None)
 
     # -- backends' node catalogs -------------------------------------------------------------
 
@@ -392,13 +506,13 @@ def _now(now: float | None) -> float:
     return time.time() if now is None else now
 
 
-def _claim_order(job: Job) -> tuple[int, float, str]:
-    return (-job.priority, job.created_at, job.id)
+def _claim_order(job: Job) -> tuple[int, float, float, str]:
+    return (-job.priority, job.fair_tag, job.created_at, job.id)
 
 
-def _position_order(job: Job, now: float) -> tuple[bool, int, float, str]:
+def _position_order(job: Job, now: float) -> tuple[bool, int, float, float, str]:
     """Claim order as of `now`: runnable jobs first, then those waiting for next_run_at."""
-    return (job.next_run_at > now, -job.priority, job.created_at, job.id)
+    return (job.next_run_at > now, -job.priority, job.fair_tag, job.created_at, job.id)
 
 
 __all__ = ["MemoryStore"]

@@ -157,6 +157,14 @@ class PostgresStore(SQLStore):
         cur = await conn.execute(Q[name], params)
         return cur.rowcount
 
+    def _notify_params(self, job_id: str) -> JSON:
+        return {"channel": self.channel, "payload": f"e:{job_id}"}
+
+    async def _run_many(self, conn: Conn, name: str, rows: builtins.list[JSON]) -> None:
+        if rows:
+            async with conn.cursor() as cur:
+                await cur.executemany(Q[name], rows)
+
     async def _append(
         self, conn: Conn, job_id: str, kind: str, data: JSON, now: float, work: bool = False
     ) -> int:

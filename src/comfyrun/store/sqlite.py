@@ -61,6 +61,10 @@ READS = frozenset(
         "queue_position",
         "counts",
         "oldest_queued_at",
+        "get_batch",
+        "open_batches",
+        "batch_counts",
+        "batch_jobs",
         "catalogs",
         "catalog_stamps",
     }
@@ -356,6 +360,10 @@ class SQLiteStore(SQLStore):
 
     async def _run(self, conn: sqlite3.Connection, name: str, params: JSON) -> int:
         return int(conn.execute(Q[name], params).rowcount)
+
+    async def _run_many(self, conn: sqlite3.Connection, name: str, rows: list[JSON]) -> None:
+        if rows:
+            conn.executemany(Q[name], rows)
 
     async def _append(
         self,

@@ -14,14 +14,17 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Self
 
+from comfyrun.core.batch import NO_GROUP, Batch, BatchStatus, NewBatch, fair_tag
 from comfyrun.core.catalog import NodeCatalog
 from comfyrun.core.job import JSON, Job, JobStatus, NewJob, Output, Progress
 from comfyrun.core.state import Event
 from comfyrun.errors import Conflict, IdempotencyKeyReuse, StoreError
-from comfyrun.store import maintenance, transition
+from comfyrun.store import batches, maintenance, transition
 from comfyrun.store.base import Changes, ClaimNote, JobEvent, JobPage
 from comfyrun.store.catalogs import catalog_from_row, catalog_to_row
 from comfyrun.store.codec import (
+    batch_from_row,
+    batch_to_row,
     decode_cursor,
     dump_json,
     encode_cursor,
@@ -84,6 +87,7 @@ class SQLStore(ABC):
                     return job_from_row(existing), False
                 bind = {"job_id": job.id, "request_hash": new.request_hash, "created_at": now}
                 await self._run(conn, "bind_key", key | bind)
+            job = job.evolve(fair_tag=await self._fair_tag(conn, job, now))
             if not await self._insert_job(conn, job_to_row(job)):
                 raise Conflict(f"job {job.id} already exists", details={"job_id": job.id})
             await self._append(conn, job.id, "status", transition.enqueue_event(job), now, True)
@@ -155,7 +159,12 @@ class SQLStore(ABC):
             requeued = job.status is JobStatus.QUEUED
             data = transition.status_event(job, p)
             await self._append(conn, job_id, "status", data, now, requeued)
+            ended = job.terminal and job.batch_id is not None
+            if ended and job.batch_id is not None:
+                ended = await self._end_batch_if_done(conn, job.batch_id, now)
         await self._committed(job_id, work=requeued)
+        if ended and job.batch_id is not None:
+            await self._committed(job.batch_id)
         return job
 
     async def record_placement(
@@ -202,6 +211,153 @@ class SQLStore(ABC):
             await self._append(conn, job_id, "output", data, time.time())
         await self._committed(job_id)
         return job_from_row(row)
+
+    async def _fair_tag(self, conn: Any, job: Job, now: float) -> float:
+        """The virtual start tag of `job` in its fair group (comfyrun.core.batch)."""
+        head = await self._one(conn, "fair_head", {"priority": job.priority, "now": now})
+        last = None
+        if job.fair_key != NO_GROUP:
+            params = {"fair_key": job.fair_key, "priority": job.priority}
+            last = await self._one(conn, "fair_last", params)
+        return fair_tag(
+            head["tag"] if head else None, last["tag"] if last and last["tag"] is not None else None
+        )
+
+    # -- batches -----------------------------------------------------------------------------
+
+    async def create_batch(
+        self, batch: NewBatch, jobs: Sequence[NewJob], *, now: float | None = None
+    ) -> Batch:
+        now = _now(now)
+        async with self._write() as conn:
+            priority = jobs[0].priority if jobs else 0
+            head = await self._one(conn, "fair_head", {"priority": priority, "now": now})
+            start = batches.first_tag(head["tag"] if head else None)
+            record, queued = batches.created(batch, jobs, now, start)
+            await self._run(conn, "insert_batch", batch_to_row(record))
+            if queued:
+                await self._run_many(conn, "insert_job", [job_to_row(j) for j in queued])
+                event = dump_json(transition.enqueue_event(queued[0]))
+                await self._run_many(
+                    conn,
+                    "insert_event_quiet",
+                    [
+                        {"job_id": j.id, "kind": "status", "data": event, "created_at": now}
+                        for j in queued
+                    ],
+                )
+            data = {"total": record.total, "workflow": record.workflow}
+            await self._append(conn, record.id, batches.CREATED_EVENT, data, now, True)
+        await self._committed(record.id, work=True)
+        return record
+
+    async def get_batch(self, batch_id: str) -> Batch | None:
+        async with self._read() as conn:
+            row = await self._one(conn, "get_batch", {"id": batch_id})
+        return batch_from_row(row) if row else None
+
+    async def open_batches(self) -> builtins.list[Batch]:
+        async with self._read() as conn:
+            return [batch_from_row(r) for r in await self._all(conn, "open_batches", {})]
+
+    async def batch_counts(self, batch_id: str) -> dict[JobStatus, int]:
+        async with self._read() as conn:
+            return await self._batch_counts(conn, batch_id)
+
+    async def batch_jobs(
+        self, batch_id: str, *, limit: int = 100, cursor: str | None = None
+    ) -> JobPage:
+        after = decode_cursor(cursor) if cursor is not None else None
+        limit = max(0, limit)
+        params = {
+            "id": batch_id,
+            "after_created": after[0] if after else None,
+            "after_id": after[1] if after else None,
+            "limit": limit + 1,
+        }
+        jobs = await self._jobs("batch_jobs", params)
+        page = jobs[:limit]
+        last = page[-1] if page and len(jobs) > limit else None
+        return JobPage(
+            jobs=page, next_cursor=encode_cursor(last.created_at, last.id) if last else None
+        )
+
+    async def cancel_batch(
+        self, batch_id: str, *, now: float | None = None
+    ) -> tuple[Batch, builtins.list[Job]]:
+        now = _now(now)
+        async with self._write() as conn:
+            row = await self._one(conn, "get_batch", {"id": batch_id})
+            if row is None:
+                raise batches.not_found(batch_id)
+            if batch_from_row(row).done:
+                return batch_from_row(row), []
+            # the jobs first, then the batch row: the order a job's own transition locks them
+            canceled = await self._all(conn, "cancel_batch_queued", {"id": batch_id, "now": now})
+            await self._run_many(
+                conn,
+                "insert_event_many",
+                [
+                    {
+                        "job_id": r["id"],
+                        "kind": "status",
+                        "data": dump_json(batches.cancel_event(int(r["attempts"]))),
+                        "created_at": now,
+                        **self._notify_params(str(r["id"])),
+                    }
+                    for r in canceled
+                ],
+            )
+            batch = batch_from_row(await self._one(conn, "lock_batch", {"id": batch_id}) or row)
+            if batch.status is BatchStatus.RUNNING:
+                params = {
+                    "id": batch_id,
+                    "status": BatchStatus.CANCELING.value,
+                    "expect": batch.status.value,
+                    "finished_at": None,
+                }
+                await self._run(conn, "set_batch_status", params)
+            await self._end_batch_if_done(conn, batch_id, now)
+            active = [
+                job_from_row(r)
+                for r in await self._all(conn, "batch_active_jobs", {"id": batch_id})
+            ]
+            batch = batch_from_row(await self._one(conn, "get_batch", {"id": batch_id}) or row)
+        for r in canceled:
+            await self._committed(str(r["id"]))
+        await self._committed(batch_id)
+        return batch, active
+
+    async def _batch_counts(self, conn: Any, batch_id: str) -> dict[JobStatus, int]:
+        counts = dict.fromkeys(JobStatus, 0)
+        for r in await self._all(conn, "batch_counts", {"id": batch_id}):
+            counts[JobStatus(r["status"])] = int(r["n"])
+        return counts
+
+    async def _end_batch_if_done(self, conn: Any, batch_id: str, now: float) -> bool:
+        """Inside a write: end the batch if none of its jobs is open any more (once: the batch
+        row is locked while looking)."""
+        row = await self._one(conn, "lock_batch", {"id": batch_id})
+        if row is None:
+            return False
+        batch = batch_from_row(row)
+        if batch.done:
+            return False
+        open_row = await self._one(conn, "batch_open_jobs", {"id": batch_id})
+        status = batches.ending(batch.status, int(open_row["n"]) if open_row else 0)
+        if status is None:
+            return False
+        params = {
+            "id": batch_id,
+            "status": status.value,
+            "expect": batch.status.value,
+            "finished_at": now,
+        }
+        await self._run(conn, "set_batch_status", params)
+        counts = await self._batch_counts(conn, batch_id)
+        data = batches.completed_event(batch, status, counts)
+        await self._append(conn, batch_id, batches.COMPLETED_EVENT, data, now)
+        return True
 
     # -- events ------------------------------------------------------------------------------
 
@@ -288,6 +444,7 @@ class SQLStore(ABC):
         params = {
             "now": now,
             "priority": job.priority,
+            "fair_tag": job.fair_tag,
             "created_at": job.created_at,
             "id": job.id,
             "limit": self._no_limit if limit is None else max(0, limit),
@@ -343,7 +500,8 @@ class SQLStore(ABC):
         async with self._write() as conn:
             rows = await self._all(conn, "delete_finished_before", {"cutoff": cutoff})
             jobs = [job_from_row(r) for r in rows]
-            ids = self._text_list([j.id for j in jobs])
+            ended = await self._all(conn, "delete_batches_before", {"cutoff": cutoff})
+            ids = self._text_list([j.id for j in jobs] + [str(r["id"]) for r in ended])
             await self._run(conn, "delete_events_of", {"ids": ids})
         return jobs
 
@@ -386,6 +544,15 @@ class SQLStore(ABC):
     @abstractmethod
     async def _run(self, conn: Any, name: str, params: JSON) -> int:
         """Run named query `name`; the number of rows it changed."""
+
+    async def _run_many(self, conn: Any, name: str, rows: builtins.list[JSON]) -> None:
+        """Run named query `name` once per row (dialects override with executemany)."""
+        for row in rows:
+            await self._run(conn, name, row)
+
+    def _notify_params(self, job_id: str) -> JSON:
+        """Extra parameters of `insert_event_many` (PostgreSQL: its NOTIFY)."""
+        return {}
 
     async def _insert_job(self, conn: Any, row: JSON) -> bool:
         """Insert a job row; False if the id exists."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from comfyrun.core.batch import fair_key
 from comfyrun.core.job import ACTIVE, JSON, TERMINAL, Job, JobError, JobStatus, NewJob, Progress
 from comfyrun.core.state import Event, next_state
 from comfyrun.errors import Conflict, NotFound
@@ -127,8 +128,9 @@ def enqueue_event(job: Job) -> JSON:
     return {"status": JobStatus.QUEUED.value, "previous": None, "event": "enqueue", "attempts": 0}
 
 
-def enqueued(new: NewJob, now: float) -> Job:
-    """The queued `Job` a store records for `new`."""
+def enqueued(new: NewJob, now: float, *, batch_id: str | None = None, fair_tag: float = 0.0) -> Job:
+    """The queued `Job` a store records for `new` (`batch_id`: of the batch it is queued in)."""
+    batch_id = batch_id if batch_id is not None else new.batch_id
     return Job(
         id=new.id,
         workflow=new.workflow,
@@ -145,6 +147,9 @@ def enqueued(new: NewJob, now: float) -> Job:
         request_hash=new.request_hash,
         created_at=now,
         next_run_at=now,
+        batch_id=batch_id,
+        fair_key=fair_key(batch_id, new.owner),
+        fair_tag=fair_tag,
     )
 
 

@@ -234,3 +234,34 @@ async def test_execution_timeout_policy_ends_timed_out(
     async with httpx.AsyncClient(base_url=server.url) as http:
         raw = (await http.get(f"/status/{job.job_id}")).json()
         assert "timeout" in raw["error"]
+
+
+async def test_task_variant_takes_a_video_by_url_for_a_node(tmp_path: Any) -> None:
+    from tests.integration.compat.conftest import dialect_settings, serving
+    from tests.support.model_server import model_server
+
+    png = base64.b64decode(png_base64((4, 4)))
+    workflow = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "placeholder.png"}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "v"}},
+    }
+    settings = dialect_settings(tmp_path, fetch_allow=["127.0.0.1"])
+    async with model_server({"clip.png": png}) as files, serving(settings) as srv:
+        await srv.wait_ready()
+        async with httpx.AsyncClient(base_url=srv.url) as http:
+            body = {
+                "payload": workflow,
+                "video_url": f"{files.url}/clip.png",
+                "video_node_id": "1",
+                "video_input_field": "image",  # any node input; default "video" (VHS_LoadVideo)
+            }
+            answer = await http.post("/api/v1/tasks", json=body)
+            assert answer.status_code == 201, answer.text
+            task = await poll_done(http, f"/api/v1/tasks/{answer.json()['id']}")
+            assert task["status"] == "completed", task
+            assert files.hits["clip.png"] == 1
+            missing = await http.post(
+                "/api/v1/tasks", json={"payload": workflow, "video_url": f"{files.url}/clip.png"}
+            )
+            assert missing.status_code == 400 and "video_node_id" in missing.text

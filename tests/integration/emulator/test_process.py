@@ -102,10 +102,16 @@ async def test_comfy_folder_runs_like_a_comfyui_checkout(tmp_path: Path) -> None
         "x.yaml",
     ]
     args += ["--step-time", "0"]
+    # relative to the working directory, as ComfyUI opens it; its paths relative to the yaml
+    (tmp_path / "x.yaml").write_text("shared:\n  base_path: shared-models\n  unet: my-unets\n")
+    (tmp_path / "shared-models" / "my-unets").mkdir(parents=True)
+    (tmp_path / "shared-models" / "my-unets" / "extra_unet.safetensors").write_bytes(b"x")
     async with _process(*args, cwd=tmp_path) as (_, url), aiohttp.ClientSession() as session:
         async with session.get(f"{url}/models/checkpoints") as resp:
             checkpoints = await resp.json()
         assert "v1-5-pruned-emaonly.safetensors" in checkpoints
+        async with session.get(f"{url}/models/diffusion_models") as resp:
+            assert "extra_unet.safetensors" in await resp.json()  # `unet` is the legacy name
         async with session.post(
             f"{url}/prompt", json={"prompt": text_to_image_workflow(prefix="folder")}
         ) as resp:

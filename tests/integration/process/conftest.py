@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ def make_spec(tmp_path: Path, comfy_folder: Path) -> SpecFactory:
             "name": "gpu0",
             "log_dir": tmp_path / "logs",
             "comfy_path": comfy_folder,
+            "python": sys.executable,  # the fake needs no torch; discovery has its own tests
             "ready_timeout_s": 60.0,
             "ready_interval_s": 0.1,
             "restart_backoff_s": 0.1,

@@ -18,7 +18,8 @@ from comfyrun.backends.process import ManagedProcess, ManagedSpec
 
 async def main():
     spec = ManagedSpec(name="x", log_dir=Path(sys.argv[2]), comfy_path=Path(sys.argv[1]),
-                       ready_interval_s=0.05, die_with_parent=sys.argv[3] == "1")
+                       python=sys.executable, ready_interval_s=0.05,
+                       die_with_parent=sys.argv[3] == "1")
     process = ManagedProcess(spec)
     await process.ensure_started()
     print(process.pid, flush=True)

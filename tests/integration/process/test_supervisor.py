@@ -422,7 +422,7 @@ async def test_the_folders_own_venv_runs_comfyui_unless_python_is_given(
     venv_python.parent.mkdir(parents=True)
     venv_python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
     venv_python.chmod(0o755)
-    process = ManagedProcess(make_spec())
+    process = ManagedProcess(make_spec(python=None))
     processes.append(process)
     await process.ensure_started()
     started = [line for line in process.log_tail(50) if "[comfyrun] starting:" in line]

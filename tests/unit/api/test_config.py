@@ -22,6 +22,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             "COMFY_PATH",
             "COMFY_PORT",
             "API_KEY",
+            "COMFY_PYTHON",
         }:
             monkeypatch.delenv(name)
 
@@ -112,3 +113,48 @@ def test_invalid_values_are_refused() -> None:
         Settings(retention_hours=0)
     with pytest.raises(ValidationError):
         Settings(emulators=-1)
+
+
+def test_gpus_shorthand_is_one_process_per_gpu(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text(
+        '[[backends]]\nname = "comfy"\ncomfy_path = "/opt/ComfyUI"\ngpus = [0, 2]\n'
+        'env = { HF_HOME = "/cache" }\n'
+    )
+    (cfg,) = load_settings(toml).backends
+    expanded = cfg.per_gpu("comfy")
+    assert [name for name, _ in expanded] == ["comfy-gpu0", "comfy-gpu2"]
+    assert [one.env for _, one in expanded] == [
+        {"HF_HOME": "/cache", "CUDA_VISIBLE_DEVICES": "0"},
+        {"HF_HOME": "/cache", "CUDA_VISIBLE_DEVICES": "2"},
+    ]
+    assert all(one.gpus is None and one.comfy_path == cfg.comfy_path for _, one in expanded)
+    assert BackendConfig(comfy_path=Path("/c")).per_gpu("c")[0][0] == "c"
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        {"url": "http://a:8188", "gpus": [0]},
+        {"comfy_path": "/c", "gpus": []},
+        {"comfy_path": "/c", "gpus": [0, 0]},
+        {"comfy_path": "/c", "gpus": [-1]},
+        {"comfy_path": "/c", "gpus": [0, 1], "port": 8188},
+    ],
+)
+def test_bad_gpus_are_refused(table: dict[str, object]) -> None:
+    with pytest.raises(ValidationError, match=r"gpus|port"):
+        BackendConfig.model_validate(table)
+
+
+def test_comfy_python_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COMFY_PYTHON", "/opt/venvs/comfy/bin/python")
+    assert load_settings().comfy_python == "/opt/venvs/comfy/bin/python"
+    assert load_settings(comfy_python="/x/python").comfy_python == "/x/python"
+
+
+def test_fetch_allow_from_env_and_bad_cidrs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COMFYRUN_FETCH_ALLOW", "10.0.0.0/8, minio.internal,127.0.0.1")
+    assert load_settings().fetch_allow == ["10.0.0.0/8", "minio.internal", "127.0.0.1"]
+    with pytest.raises(ValidationError, match="neither a CIDR"):
+        load_settings(fetch_allow=["10.0.0.0/33"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import sys
 from pathlib import Path
 
 import pytest
@@ -149,7 +148,7 @@ def test_from_config_defaults_and_python_by_name() -> None:
     assert s.command == ("comfy", "launch") and s.python == "python3"
     assert s.lazy is True and s.idle_stop_s is None
     plain = ManagedSpec.from_config({"path": "/nonexistent/c"}, log_dir=LOGS)
-    assert plain.python is None and plain.interpreter == sys.executable
+    assert plain.python is None  # discovered at start (tests/unit/process/test_interpreter.py)
 
 
 @pytest.mark.parametrize(
@@ -219,3 +218,29 @@ def test_specs_are_hashable_and_compare_by_value() -> None:
     b = spec(env={"CUDA_VISIBLE_DEVICES": "0"}, warmup_prompt={"1": {}})
     assert a == b and hash(a) == hash(b)
     assert a != spec(env={"CUDA_VISIBLE_DEVICES": "1"})
+
+
+def test_files_dir_gives_each_backend_its_own_folders_by_flag() -> None:
+    s = spec(files_dir=Path("/var/lib/comfyrun/backends/gpu0"))
+    folders = s.folders()
+    own = Path("/var/lib/comfyrun/backends/gpu0")
+    assert (folders.input_dir, folders.output_dir, folders.temp_dir) == (
+        own / "input",
+        own / "output",
+        own / "temp",
+    )
+    argv = s.argv(9000)
+    assert argv[argv.index("--input-directory") + 1] == str(own / "input")
+    assert argv[argv.index("--output-directory") + 1] == str(own / "output")
+    assert argv[argv.index("--temp-directory") + 1] == str(own)  # ComfyUI appends "temp"
+
+
+def test_folders_the_config_names_win_over_files_dir() -> None:
+    own = Path("/own")
+    named = spec(files_dir=own, extra_args=("--output-directory", "/shared/out"))
+    folders = named.folders()
+    assert folders.output_dir == Path("/shared/out")
+    assert folders.input_dir == own / "input"
+    assert "--output-directory" not in folders.flags
+    based = spec(files_dir=own, extra_args=("--base-directory", "/base"))
+    assert based.folders().input_dir == Path("/base/input") and based.folders().flags == ()

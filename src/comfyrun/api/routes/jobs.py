@@ -15,6 +15,7 @@ from comfyrun import stages
 from comfyrun.api.context import AppContext, get_ctx, public_base_url, require_auth
 from comfyrun.api.schemas import (
     JobList,
+    JobOptionsRequest,
     JobOut,
     SubmitJobRequest,
     job_to_wire,
@@ -25,7 +26,7 @@ from comfyrun.core.job import Job, JobStatus, Progress, request_fingerprint
 from comfyrun.dispatch.relay import EVENT_KIND as RELAY_EVENT
 from comfyrun.errors import InvalidRequest
 from comfyrun.inputs.netguard import AddressPolicy
-from comfyrun.service import JobView, Submission
+from comfyrun.service import JobView, Submission, Submitted
 from comfyrun.store.base import JobEvent
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
@@ -62,22 +63,54 @@ async def submit_job(
     wait: Annotated[float | None, Query(ge=0, description="Hold the request up to N s")] = None,
 ) -> JobOut:
     received = time.perf_counter()
+    check_webhook(ctx, body)
+    submitted = await ctx.service.submit(
+        submission(body, body.workflow, body.model_dump(mode="json"), idempotency_key, wait=wait)
+    )
+    return await submitted_job(ctx, request, response, body, submitted, wait, received)
+
+
+def check_webhook(ctx: AppContext, body: JobOptionsRequest) -> None:
+    """Refuse a webhook URL the server may not call, before anything is queued."""
     if body.webhook is not None:
         AddressPolicy.from_entries(ctx.settings.webhook_allow).check_url(body.webhook.url)
-    submitted = await ctx.service.submit(
-        Submission(
-            workflow=body.workflow,
-            priority=body.priority,
-            inputs=tuple(i.model_dump(exclude_none=True) for i in body.inputs),
-            options=body.options(),
-            metadata=body.metadata,
-            max_retries=body.max_retries,
-            timeout_s=body.timeout_s,
-            idempotency_key=idempotency_key or None,
-            request_hash=request_fingerprint(body.model_dump(mode="json")),
-            want_position=not wait,
-        )
+
+
+def submission(
+    body: JobOptionsRequest,
+    workflow: Any,
+    wire_body: Any,
+    idempotency_key: str | None,
+    *,
+    wait: float | None = None,
+) -> Submission:
+    """The service's Submission for a request's job options and workflow (a request held
+    with ?wait needs no queue position)."""
+    return Submission(
+        workflow=workflow,
+        priority=body.priority,
+        inputs=tuple(i.model_dump(exclude_none=True) for i in body.inputs),
+        options=body.options(),
+        metadata=body.metadata,
+        max_retries=body.max_retries,
+        timeout_s=body.timeout_s,
+        idempotency_key=idempotency_key or None,
+        request_hash=request_fingerprint(wire_body),
+        want_position=not wait,
     )
+
+
+async def submitted_job(
+    ctx: AppContext,
+    request: Request,
+    response: Response,
+    body: JobOptionsRequest,
+    submitted: Submitted,
+    wait: float | None,
+    received: float,
+) -> JobOut:
+    """The response to a submission: its webhook followed, held up to `wait` s, rendered
+    (`received`: when the request arrived, for the per-job stage marks)."""
     if not submitted.created:
         response.headers["Idempotency-Replayed"] = "true"
     elif body.webhook is not None and ctx.webhooks is not None:
@@ -254,4 +287,4 @@ def _find_output(job: Job, data: dict[str, Any]) -> int | None:
     return None
 
 
-__all__ = ["render", "router"]
+__all__ = ["check_webhook", "render", "router", "submission", "submitted_job"]

@@ -97,6 +97,8 @@ def runpod_submission(
         raise errors.InvalidWorkflow("input.workflow must be a non-empty object (API format)")
     timeout_s, meta = _policy(body)
     options: JSON = {}
+    if payload.get("models") is not None:
+        options["models"] = payload["models"]  # checked by the service (comfyrun.models)
     start_by = _start_by(body)
     if start_by is not None:
         options["start_by"] = start_by

@@ -5,6 +5,7 @@ Pure functions of the spec, except `installation_problem`, which looks at the fi
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shlex
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from comfyrun.backends.process.interpreter import Discovery, discover
 from comfyrun.errors import InvalidRequest
 
 #: Managed backends listen on the loopback interface only.
@@ -43,14 +45,16 @@ class ManagedSpec:
     """How to run one ComfyUI. Give either `comfy_path` (a ComfyUI folder) or `command`.
 
     comfyrun always appends `--listen 127.0.0.1 --port <free port>` (ComfyUI's argparse keeps
-    the last value), and `--input-directory`/`--output-directory`/`--temp-directory` only when it
-    cannot tell from the folder or the arguments where those folders are.
+    the last value), and `--input-directory`/`--output-directory`/`--temp-directory` for each
+    folder the arguments do not name: under `files_dir` when given (so that several processes on
+    one ComfyUI folder never share an output folder), else where ComfyUI itself would put them.
 
     name               the backend's name (also its log file: `<log_dir>/<name>.log`)
     log_dir            where the log file goes
+    files_dir          this backend's own input/, output/ and temp/ (None: ComfyUI's defaults)
     comfy_path         a ComfyUI checkout: runs `<python> <comfy_path>/main.py`
     command            or a full command line that accepts ComfyUI's flags
-    python             the interpreter for main.py (None: the folder's venv/.venv, else ours)
+    python             the interpreter for main.py (None: discovered, see `interpreter.py`)
     cwd                working directory (default: the folder, or comfyrun's own for a command)
     extra_args         more flags, e.g. ("--extra-model-paths-config", "extra.yaml")
     env                extra environment, e.g. {"CUDA_VISIBLE_DEVICES": "1"}
@@ -71,6 +75,7 @@ class ManagedSpec:
 
     name: str
     log_dir: Path
+    files_dir: Path | None = None
     comfy_path: Path | None = None
     command: tuple[str, ...] | None = None
     python: str | None = None
@@ -127,18 +132,22 @@ class ManagedSpec:
             return self.comfy_path
         return Path.cwd()
 
+    @functools.cached_property
+    def discovery(self) -> Discovery:
+        """How the interpreter was chosen (looks at files and may run candidates: call it off
+        the event loop the first time; the answer is kept)."""
+        if self.comfy_path is None:
+            return Discovery(self.python or sys.executable, "command", ())
+        return discover(self.comfy_path, self.python)
+
     @property
     def interpreter(self) -> str:
-        """The Python that runs main.py: `python` if given, else a virtual environment inside
-        the ComfyUI folder (venv/ or .venv/), else the Python running comfyrun."""
+        """The Python that runs main.py: `python` if given, else the one discovered (the
+        folder's venv/.venv, else a python3/python on PATH or comfyrun's own that can import
+        torch). When none was found, `problem()` says so before any start."""
         if self.python is not None:
             return self.python
-        if self.comfy_path is not None:
-            for venv in ("venv", ".venv"):
-                candidate = self.comfy_path / venv / "bin" / "python"
-                if candidate.is_file():
-                    return str(candidate)
-        return sys.executable
+        return self.discovery.found or "python3"
 
     def base_argv(self) -> list[str]:
         """The command line without the flags comfyrun adds."""
@@ -281,10 +290,15 @@ def _spec_from_config(
 def _load_prompt(value: Any, path: Callable[[Any], Path], where: str) -> Mapping[str, Any]:
     if isinstance(value, Mapping):
         return dict(value)
+    return load_prompt_file(path(value), where)
+
+
+def load_prompt_file(file: Path, where: str = "warmup_prompt") -> dict[str, Any]:
+    """An API-format prompt read from a JSON file; InvalidRequest says what is wrong."""
     try:
-        loaded = json.loads(path(value).read_text())
+        loaded = json.loads(Path(file).expanduser().read_text())
     except (OSError, ValueError) as exc:
-        raise InvalidRequest(f"{where}: cannot read warmup_prompt {value!r}: {exc}") from None
+        raise InvalidRequest(f"{where}: cannot read warmup_prompt {str(file)!r}: {exc}") from None
     if not isinstance(loaded, dict):
         raise InvalidRequest(f"{where}: warmup_prompt must be an API-format prompt object")
     return loaded
@@ -302,9 +316,10 @@ def _flag_value(args: Sequence[str], flag: str) -> str | None:
 
 
 def resolve_folders(spec: ManagedSpec) -> ComfyFolders:
-    """ComfyUI's rules: the flags win; --temp-directory X means X/temp; otherwise the folders
-    sit in the base directory (--base-directory, or the folder of main.py). With neither,
-    comfyrun chooses folders beside the log and passes the flags itself."""
+    """ComfyUI's rules: the flags win; --temp-directory X means X/temp; --base-directory moves
+    the folders it does not name. A folder left unnamed goes under `spec.files_dir` when set,
+    else beside main.py (the folder of the checkout); with neither, comfyrun chooses one beside
+    the log. comfyrun passes the flags itself for every folder it chose."""
     args = spec.base_argv()
     cwd = spec.workdir
 
@@ -313,15 +328,19 @@ def resolve_folders(spec: ManagedSpec) -> ComfyFolders:
         return p if p.is_absolute() else cwd / p
 
     base: Path | None = None
+    chosen_root: Path | None = None
     if (b := _flag_value(args, "--base-directory")) is not None:
         base = absolute(b)
+    elif spec.files_dir is not None:
+        chosen_root = spec.files_dir
     elif spec.comfy_path is not None:
         base = spec.comfy_path
     else:
         main = next((a for a in args if Path(a).name == "main.py"), None)
         if main is not None:
             base = absolute(main).parent
-    fallback = spec.log_dir / spec.name
+    if base is None and chosen_root is None:
+        chosen_root = spec.log_dir / spec.name
     flags: list[str] = []
     found: dict[str, Path] = {}
     for kind, flag in _DIR_FLAGS.items():
@@ -331,8 +350,9 @@ def resolve_folders(spec: ManagedSpec) -> ComfyFolders:
         elif base is not None:
             found[kind] = base / kind
         else:
-            chosen = fallback / kind
-            flags += [flag, str(fallback if kind == "temp" else chosen)]
+            assert chosen_root is not None
+            chosen = chosen_root / kind
+            flags += [flag, str(chosen_root if kind == "temp" else chosen)]
             found[kind] = chosen
     return ComfyFolders(found["input"], found["output"], found["temp"], tuple(flags))
 
@@ -351,6 +371,9 @@ def installation_problem(spec: ManagedSpec) -> str | None:
                 f"{folder} has no main.py: point the backend's path (--comfy PATH) at the "
                 "ComfyUI checkout itself (the folder that contains main.py)"
             )
+        discovery_problem = spec.discovery.problem(spec.name)
+        if discovery_problem is not None:
+            return discovery_problem
         if _find_executable(spec.interpreter, spec.workdir) is None:
             return (
                 f"Python interpreter {spec.interpreter!r} was not found: set the backend's python to "
@@ -383,5 +406,6 @@ __all__ = [
     "ComfyFolders",
     "ManagedSpec",
     "installation_problem",
+    "load_prompt_file",
     "resolve_folders",
 ]

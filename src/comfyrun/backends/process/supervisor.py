@@ -322,7 +322,8 @@ class ManagedProcess:
             self._set_state(ProcessState.CRASHED)
 
     async def _launch(self) -> str:
-        problem = self.spec.problem()
+        # off the loop: the first call discovers the interpreter (it may run candidates)
+        problem = await asyncio.to_thread(self.spec.problem)
         if problem is not None:
             self.log.note(f"not started: {problem}")
             raise _StartFailed(problem, fatal=True)

@@ -2,7 +2,9 @@
 
 `python -m comfyrun.comfy.emulator` and `comfyrun emulator` both end here. ComfyUI's flags are
 accepted (the GPU and custom-node ones are accepted and ignored); the emulator's own flags are
---step-time, --models-dir, --model FOLDER=NAME, --fault SPEC and --make-comfy-folder PATH.
+--step-time, --models-dir, --model FOLDER=NAME, --fault SPEC, --load-s-per-gb,
+--load-s-per-file and --make-comfy-folder PATH. --extra-model-paths-config is honoured as
+ComfyUI does (see `modelpaths.py`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from comfyrun.comfy.emulator.config import DEFAULT_MODELS, PREVIEW_METHODS, EmulatorConfig
 from comfyrun.comfy.emulator.faults import Faults
 from comfyrun.comfy.emulator.folder import make_comfy_folder
+from comfyrun.comfy.emulator.modelpaths import ExtraPaths
 from comfyrun.comfy.emulator.server import COMFYUI_VERSION, start_emulator
 
 log = logging.getLogger(__name__)
@@ -46,7 +49,6 @@ _IGNORED_SWITCHES = (
     "--verbose-quiet",
 )
 _IGNORED_VALUES = (
-    "--extra-model-paths-config",
     "--cuda-device",
     "--front-end-version",
     "--front-end-root",
@@ -68,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-directory", type=Path, default=None)
     parser.add_argument("--input-directory", type=Path, default=None)
     parser.add_argument("--temp-directory", type=Path, default=None)
+    parser.add_argument(
+        "--extra-model-paths-config", type=Path, nargs="+", action="append", metavar="PATH"
+    )
     parser.add_argument("--preview-method", choices=PREVIEW_METHODS, default="none")
     parser.add_argument("--verbose", nargs="?", const="DEBUG", default="INFO")
     for switch in _IGNORED_SWITCHES:
@@ -87,6 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--fault", action="append", default=[], metavar="SPEC", help="inject a fault (repeatable)"
+    )
+    parser.add_argument(
+        "--load-s-per-gb",
+        type=float,
+        default=0.0,
+        help="simulated seconds to load a model that is not in memory, per GB of its file",
+    )
+    parser.add_argument(
+        "--load-s-per-file",
+        type=float,
+        default=0.0,
+        help="simulated seconds to load a model that is not in memory, per file",
+    )
+    parser.add_argument(
+        "--loaded-models", type=int, default=1, help="models kept in memory (most recent)"
     )
     parser.add_argument("--make-comfy-folder", type=Path, default=None, metavar="PATH")
     return parser
@@ -110,18 +130,31 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> EmulatorConfi
     models_dir = args.models_dir
     if models_dir is None and (base / "models").is_dir():
         models_dir = base / "models"
+    extra = ExtraPaths()
+    for group in args.extra_model_paths_config or []:
+        for yaml_file in group:
+            extra.load(yaml_file)  # a missing or bad file stops start-up, as in ComfyUI
+    output_dir = args.output_directory or base / "output"
+    # ComfyUI's main.py also lists what CheckpointSave & co. write into the output folder
+    for folder in ("checkpoints", "clip", "vae", "diffusion_models", "loras"):
+        extra.add(folder, Path(output_dir).absolute() / folder, is_default=False)
     return EmulatorConfig(
         host=args.listen.split(",")[0],
         port=args.port,
-        output_dir=args.output_directory or base / "output",
+        output_dir=output_dir,
         input_dir=args.input_directory or base / "input",
-        temp_dir=args.temp_directory or base / "temp",
+        # ComfyUI's rule: --temp-directory X puts its temp folder at X/temp
+        temp_dir=args.temp_directory / "temp" if args.temp_directory else base / "temp",
         step_time_s=args.step_time,
         models=models,
         models_dir=models_dir,
         preview_method=args.preview_method,
         faults=faults,
         argv=["main.py", *argv],
+        extra_paths=extra,
+        load_s_per_gb=args.load_s_per_gb,
+        load_s_per_file=args.load_s_per_file,
+        loaded_models_max=max(1, args.loaded_models),
     )
 
 

@@ -17,6 +17,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -127,6 +128,14 @@ class _Context:
     def check_interrupt(self) -> None:
         self._executor.check_interrupt()
 
+    def model_path(self, folder: str, name: str) -> Path | None:
+        return self._executor.config.model_path(folder, name)
+
+    def load_model(self, folder: str, name: str) -> None:
+        seconds = self._executor.load_time(folder, name)
+        if seconds > 0:
+            self.sleep(seconds)
+
     def sleep(self, seconds: float) -> None:
         total = seconds + self._executor.faults.delay_s
         if total > 0:
@@ -188,10 +197,29 @@ class Executor:
         self.stopping = threading.Event()
         self.node_states: dict[str, dict[str, Any]] = {}
         self._cache: dict[str, _CacheEntry] = {}
+        self._loaded: list[tuple[str, str]] = []  # models in memory, most recent last
         #: Called with the prompt id before an exit fault ends the process; the server waits
         #: there until its answer to POST /prompt is on the wire, as ComfyUI's would be by the
         #: time a real node crashed it (otherwise the client sometimes sees no 200 at all).
         self.before_exit: Callable[[str], None] = lambda _prompt_id: None
+
+    def load_time(self, folder: str, name: str) -> float:
+        """Simulated seconds to load a model (0 when it is in memory); it is then in memory,
+        and the least recently used of its folder beyond `loaded_models_max` are unloaded."""
+        cfg, key = self.config, (folder, name)
+        if key in self._loaded:
+            self._loaded.remove(key)
+            self._loaded.append(key)
+            return 0.0
+        self._loaded.append(key)
+        same = [k for k in self._loaded if k[0] == folder]
+        for old in same[: max(0, len(same) - cfg.loaded_models_max)]:
+            self._loaded.remove(old)
+        if cfg.load_s_per_file <= 0 and cfg.load_s_per_gb <= 0:
+            return 0.0
+        path = cfg.model_path(folder, name)
+        size_gb = path.stat().st_size / 1e9 if path is not None else 0.0
+        return cfg.load_s_per_file + cfg.load_s_per_gb * size_gb
 
     def interrupt(self) -> None:
         self.interrupt_flag.set()

@@ -8,6 +8,7 @@ and serves the emulator with the folder's models/, input/, output/ and temp/.
 from __future__ import annotations
 
 import json
+import shlex
 import struct
 import sys
 from pathlib import Path
@@ -30,8 +31,18 @@ from comfyrun.comfy.emulator.cli import main  # noqa: E402
 args = sys.argv[1:]
 if not any(a == "--base-directory" or a.startswith("--base-directory=") for a in args):
     args = ["--base-directory", HERE, *args]
+# ComfyUI reads extra_model_paths.yaml beside main.py first, then --extra-model-paths-config
+DEFAULT_EXTRA = os.path.join(HERE, "extra_model_paths.yaml")
+if os.path.isfile(DEFAULT_EXTRA):
+    args = ["--extra-model-paths-config", DEFAULT_EXTRA, *args]
 raise SystemExit(main(args))
 '''
+
+#: The folder's own venv/bin/python: comfyrun's interpreter, which has the emulator. comfyrun
+#: finds a ComfyUI's Python in its venv/ first, as it would for a real checkout.
+_VENV_PYTHON = """#!/bin/sh
+exec {interpreter} "$@"
+"""
 
 
 def _safetensors_stub() -> bytes:
@@ -40,10 +51,15 @@ def _safetensors_stub() -> bytes:
 
 
 def make_comfy_folder(path: Path) -> Path:
-    """Write main.py, models/<folder>/ placeholders, input/, output/ and temp/ under `path`."""
+    """Write main.py, venv/bin/python, models/<folder>/ placeholders, input/, output/ and
+    temp/ under `path`."""
     root = Path(path).resolve()
     root.mkdir(parents=True, exist_ok=True)
     (root / "main.py").write_text(_MAIN.format(interpreter=sys.executable), encoding="utf-8")
+    venv_python = root / "venv" / "bin" / "python"
+    venv_python.parent.mkdir(parents=True, exist_ok=True)
+    venv_python.write_text(_VENV_PYTHON.format(interpreter=shlex.quote(sys.executable)))
+    venv_python.chmod(0o755)
     for name in ("input", "output", "temp"):
         (root / name).mkdir(exist_ok=True)
     for folder, names in DEFAULT_MODELS.items():

@@ -39,6 +39,12 @@ class NodeContext(Protocol):
     def node_state(self) -> dict[str, Any]:
         """Per-node-id state that lives as long as the server (PreviewImage's random prefix)."""
 
+    def model_path(self, folder: str, name: str) -> Path | None:
+        """The file behind a model name (the models folder, then the extra model paths)."""
+
+    def load_model(self, folder: str, name: str) -> None:
+        """Spend the simulated load time unless this model is still in memory."""
+
 
 @dataclass
 class NodeResult:

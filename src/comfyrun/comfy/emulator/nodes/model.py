@@ -81,7 +81,7 @@ def _safetensors_problem(path: Path) -> str | None:
 
 def _check_checkpoint(ctx: NodeContext, ckpt_name: str) -> None:
     """Fail like safetensors does on a checkpoint that is not a safetensors file."""
-    path = ctx.models_dir / "checkpoints" / ckpt_name if ctx.models_dir is not None else None
+    path = ctx.model_path("checkpoints", ckpt_name)
     if path is not None and path.is_file():
         problem = _safetensors_problem(path) if ckpt_name.endswith(".safetensors") else None
     elif ckpt_name.startswith("broken_for_test"):
@@ -94,6 +94,7 @@ def _check_checkpoint(ctx: NodeContext, ckpt_name: str) -> None:
 
 def checkpoint_loader(ctx: NodeContext, ckpt_name: str) -> NodeResult:
     _check_checkpoint(ctx, ckpt_name)
+    ctx.load_model("checkpoints", ckpt_name)
     model = Model(ckpt_name)
     return NodeResult((model, {"clip": ckpt_name}, {"vae": ckpt_name}))
 
@@ -106,6 +107,7 @@ def lora_loader(
     strength_model: float,
     strength_clip: float,
 ) -> NodeResult:
+    ctx.load_model("loras", lora_name)
     return NodeResult((Model(model.ckpt_name, (*model.loras, lora_name)), clip))
 
 

@@ -9,7 +9,7 @@ INSERT INTO jobs (
     id, status, priority, workflow, inputs, options, metadata, owner, attempts, max_retries,
     retry_delay_s, timeout_s, idempotency_key, request_hash, created_at, next_run_at, started_at,
     finished_at, expires_at, worker_id, lease_expires_at, backend, prompt_id, progress, outputs,
-    error
+    error, batch_id, fair_key, fair_tag
 ) VALUES (
     %(id)s, %(status)s, %(priority)s, %(workflow)s::jsonb, %(inputs)s::jsonb,
     %(options)s::jsonb, %(metadata)s::jsonb, %(owner)s::text, %(attempts)s, %(max_retries)s,
@@ -17,7 +17,8 @@ INSERT INTO jobs (
     %(request_hash)s::text, %(created_at)s, %(next_run_at)s, %(started_at)s::float8,
     %(finished_at)s::float8, %(expires_at)s::float8, %(worker_id)s::text,
     %(lease_expires_at)s::float8, %(backend)s::text, %(prompt_id)s::text,
-    %(progress)s::jsonb, %(outputs)s::jsonb, %(error)s::jsonb
+    %(progress)s::jsonb, %(outputs)s::jsonb, %(error)s::jsonb, %(batch_id)s::text,
+    %(fair_key)s::text, %(fair_tag)s::float8
 )
 ON CONFLICT (id) DO NOTHING;
 
@@ -55,11 +56,25 @@ UPDATE jobs SET
 WHERE status = 'queued' AND id = (
     SELECT id FROM jobs
     WHERE status = 'queued' AND next_run_at <= %(now)s
-    ORDER BY priority DESC, created_at, id
+    ORDER BY priority DESC, fair_tag, created_at, id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
 )
 RETURNING *;
+
+-- name: fair_head
+-- The tag the next claim at this priority takes (the queue's virtual time).
+SELECT fair_tag AS tag FROM jobs
+WHERE status = 'queued' AND priority = %(priority)s::integer AND next_run_at <= %(now)s::float8
+ORDER BY priority DESC, fair_tag, created_at, id
+LIMIT 1;
+
+-- name: fair_last
+-- The last tag a group has queued at this priority.
+SELECT fair_tag AS tag FROM jobs
+WHERE status = 'queued' AND fair_key = %(fair_key)s::text AND priority = %(priority)s::integer
+ORDER BY fair_tag DESC
+LIMIT 1;
 
 -- name: renew
 UPDATE jobs SET lease_expires_at = %(lease_expires_at)s
@@ -130,7 +145,8 @@ SELECT count(*) AS ahead FROM (SELECT 1 FROM jobs
 WHERE status = 'queued' AND next_run_at <= %(now)s::float8
   AND (priority > %(priority)s::integer
        OR (priority = %(priority)s::integer
-           AND (created_at, id) < (%(created_at)s::float8, %(id)s::text)))
+           AND (fair_tag, created_at, id)
+               < (%(fair_tag)s::float8, %(created_at)s::float8, %(id)s::text)))
     LIMIT %(limit)s::bigint) AS ahead_of_it;
 
 -- name: queue_position_late
@@ -142,7 +158,8 @@ WHERE status = 'queued'
   AND (next_run_at <= %(now)s::float8
        OR priority > %(priority)s::integer
        OR (priority = %(priority)s::integer
-           AND (created_at, id) < (%(created_at)s::float8, %(id)s::text)))
+           AND (fair_tag, created_at, id)
+               < (%(fair_tag)s::float8, %(created_at)s::float8, %(id)s::text)))
     LIMIT %(limit)s::bigint) AS ahead_of_it;
 
 -- name: counts
@@ -177,6 +194,68 @@ RETURNING *;
 
 -- name: delete_events_of
 DELETE FROM job_events WHERE job_id = ANY(%(ids)s::text[]);
+
+-- name: insert_event_quiet
+INSERT INTO job_events (job_id, kind, data, created_at)
+VALUES (%(job_id)s, %(kind)s, %(data)s::jsonb, %(created_at)s);
+
+-- name: insert_event_many
+-- One event of a bulk change (many jobs canceled with their batch), with its NOTIFY.
+WITH event AS (
+    INSERT INTO job_events (job_id, kind, data, created_at)
+    VALUES (%(job_id)s, %(kind)s, %(data)s::jsonb, %(created_at)s)
+    RETURNING id
+)
+SELECT pg_notify(%(channel)s, %(payload)s) FROM event;
+
+-- name: insert_batch
+INSERT INTO batches (id, workflow, version, status, total, options, metadata, owner, created_at,
+    finished_at)
+VALUES (%(id)s, %(workflow)s, %(version)s, %(status)s, %(total)s, %(options)s::jsonb,
+    %(metadata)s::jsonb, %(owner)s::text, %(created_at)s, %(finished_at)s::float8);
+
+-- name: get_batch
+SELECT * FROM batches WHERE id = %(id)s;
+
+-- name: lock_batch
+-- Serialises the "did the batch just end?" checks of its jobs' transactions.
+SELECT * FROM batches WHERE id = %(id)s FOR UPDATE;
+
+-- name: open_batches
+SELECT * FROM batches WHERE status IN ('running', 'canceling') ORDER BY created_at;
+
+-- name: batch_counts
+SELECT status, count(*) AS n FROM jobs WHERE batch_id = %(id)s GROUP BY status;
+
+-- name: batch_open_jobs
+SELECT count(*) AS n FROM (SELECT 1 FROM jobs
+WHERE batch_id = %(id)s AND status IN ('queued', 'running', 'canceling') LIMIT 1) AS open_jobs;
+
+-- name: batch_jobs
+-- A batch's jobs in item order; the cursor is the last row's (created_at, id).
+SELECT * FROM jobs
+WHERE batch_id = %(id)s
+  AND (%(after_created)s::float8 IS NULL
+       OR (created_at, id) > (%(after_created)s::float8, %(after_id)s::text))
+ORDER BY created_at, id
+LIMIT %(limit)s;
+
+-- name: batch_active_jobs
+SELECT * FROM jobs WHERE batch_id = %(id)s AND status IN ('running', 'canceling');
+
+-- name: set_batch_status
+UPDATE batches SET status = %(status)s, finished_at = %(finished_at)s::float8
+WHERE id = %(id)s AND status = %(expect)s;
+
+-- name: delete_batches_before
+-- Ended batches (their jobs ended before them) go with their jobs' retention.
+DELETE FROM batches WHERE status IN ('completed', 'canceled') AND finished_at < %(cutoff)s
+RETURNING id;
+
+-- name: cancel_batch_queued
+UPDATE jobs SET status = 'canceled', finished_at = %(now)s
+WHERE batch_id = %(id)s AND status = 'queued'
+RETURNING id, attempts;
 
 -- name: put_catalog
 -- A backend's catalog, replaced only by one fetched later (two workers may race).
@@ -214,5 +293,5 @@ WHERE id = %(id)s AND worker_id = %(worker_id)s AND status IN ('running', 'cance
 -- name: next_priority
 SELECT priority FROM jobs
 WHERE status = 'queued' AND next_run_at <= %(now)s
-ORDER BY priority DESC, created_at, id
+ORDER BY priority DESC, fair_tag, created_at, id
 LIMIT 1;

@@ -27,12 +27,19 @@ CREATE TABLE jobs (
     progress         JSONB,
     outputs          JSONB NOT NULL DEFAULT '[]',
     error            JSONB,
+    batch_id         TEXT,
+    fair_key         TEXT NOT NULL DEFAULT '',
+    fair_tag         DOUBLE PRECISION NOT NULL DEFAULT 0,
     execution_started_at DOUBLE PRECISION
 );
 
 -- Claim order over queued jobs only: claim latency does not grow with finished history.
-CREATE INDEX jobs_claim ON jobs (priority DESC, created_at, id) INCLUDE (next_run_at)
+-- fair_tag: round-robin between batches/owners at equal priority (comfyrun.core.batch).
+CREATE INDEX jobs_claim ON jobs (priority DESC, fair_tag, created_at, id) INCLUDE (next_run_at)
     WHERE status = 'queued';
+CREATE INDEX jobs_fair ON jobs (fair_key, priority, fair_tag) WHERE status = 'queued';
+CREATE INDEX jobs_batch_status ON jobs (batch_id, status) WHERE batch_id IS NOT NULL;
+CREATE INDEX jobs_batch_order ON jobs (batch_id, created_at, id) WHERE batch_id IS NOT NULL;
 CREATE INDEX jobs_lease ON jobs (lease_expires_at) WHERE status IN ('running', 'canceling');
 CREATE INDEX jobs_newest ON jobs (created_at DESC, id DESC);
 CREATE INDEX jobs_status_newest ON jobs (status, created_at DESC, id DESC);
@@ -57,6 +64,20 @@ CREATE TABLE idempotency_keys (
     created_at   DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (scope, key)
 );
+
+CREATE TABLE batches (
+    id          TEXT PRIMARY KEY,
+    workflow    TEXT NOT NULL,
+    version     TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    total       INTEGER NOT NULL,
+    options     JSONB NOT NULL DEFAULT '{}',
+    metadata    JSONB NOT NULL DEFAULT '{}',
+    owner       TEXT,
+    created_at  DOUBLE PRECISION NOT NULL,
+    finished_at DOUBLE PRECISION
+);
+CREATE INDEX batches_open ON batches (created_at) WHERE status IN ('running', 'canceling');
 
 -- One row per backend: its node definitions and model lists (object_info etc.) as JSON text.
 -- TEXT, not JSONB: JSONB reorders object keys, and ComfyUI's order of nodes and inputs is kept.

@@ -8,12 +8,12 @@ INSERT INTO jobs (
     id, status, priority, workflow, inputs, options, metadata, owner, attempts, max_retries,
     retry_delay_s, timeout_s, idempotency_key, request_hash, created_at, next_run_at, started_at,
     finished_at, expires_at, worker_id, lease_expires_at, backend, prompt_id, progress, outputs,
-    error
+    error, batch_id, fair_key, fair_tag
 ) VALUES (
     :id, :status, :priority, :workflow, :inputs, :options, :metadata, :owner, :attempts,
     :max_retries, :retry_delay_s, :timeout_s, :idempotency_key, :request_hash, :created_at,
     :next_run_at, :started_at, :finished_at, :expires_at, :worker_id, :lease_expires_at,
-    :backend, :prompt_id, :progress, :outputs, :error
+    :backend, :prompt_id, :progress, :outputs, :error, :batch_id, :fair_key, :fair_tag
 )
 ON CONFLICT (id) DO NOTHING;
 
@@ -43,10 +43,24 @@ WHERE id = (
     -- INDEXED BY: never let a planner without statistics sort every queued job instead
     SELECT id FROM jobs INDEXED BY jobs_claim
     WHERE status = 'queued' AND next_run_at <= :now
-    ORDER BY priority DESC, created_at, id
+    ORDER BY priority DESC, fair_tag, created_at, id
     LIMIT 1
 )
 RETURNING *;
+
+-- name: fair_head
+-- The tag the next claim at this priority takes (the queue's virtual time).
+SELECT fair_tag AS tag FROM jobs INDEXED BY jobs_claim
+WHERE status = 'queued' AND priority = :priority AND next_run_at <= :now
+ORDER BY priority DESC, fair_tag, created_at, id
+LIMIT 1;
+
+-- name: fair_last
+-- The last tag a group has queued at this priority.
+SELECT fair_tag AS tag FROM jobs INDEXED BY jobs_fair
+WHERE status = 'queued' AND fair_key = :fair_key AND priority = :priority
+ORDER BY fair_tag DESC
+LIMIT 1;
 
 -- name: renew
 UPDATE jobs SET lease_expires_at = :lease_expires_at
@@ -112,7 +126,9 @@ LIMIT :limit;
 -- :limit caps the count (-1: no cap), so a deep queue is not counted to its end.
 SELECT count(*) AS ahead FROM (SELECT 1 FROM jobs INDEXED BY jobs_claim
 WHERE status = 'queued' AND next_run_at <= :now
-  AND (priority > :priority OR (priority = :priority AND (created_at, id) < (:created_at, :id)))
+  AND (priority > :priority
+       OR (priority = :priority
+           AND (fair_tag, created_at, id) < (:fair_tag, :created_at, :id)))
     LIMIT :limit) AS ahead_of_it;
 
 -- name: queue_position_late
@@ -123,7 +139,8 @@ SELECT count(*) AS ahead FROM (SELECT 1 FROM jobs INDEXED BY jobs_claim
 WHERE status = 'queued'
   AND (next_run_at <= :now
        OR priority > :priority
-       OR (priority = :priority AND (created_at, id) < (:created_at, :id)))
+       OR (priority = :priority
+           AND (fair_tag, created_at, id) < (:fair_tag, :created_at, :id)))
     LIMIT :limit) AS ahead_of_it;
 
 -- name: counts
@@ -158,6 +175,66 @@ RETURNING *;
 
 -- name: delete_events_of
 DELETE FROM job_events WHERE job_id IN (SELECT value FROM json_each(:ids));
+
+-- name: insert_event_quiet
+INSERT INTO job_events (job_id, kind, data, created_at)
+VALUES (:job_id, :kind, :data, :created_at);
+
+-- name: insert_event_many
+-- One event of a bulk change (this process's waiters are woken after the commit).
+INSERT INTO job_events (job_id, kind, data, created_at)
+VALUES (:job_id, :kind, :data, :created_at);
+
+-- name: insert_batch
+INSERT INTO batches (id, workflow, version, status, total, options, metadata, owner, created_at,
+    finished_at)
+VALUES (:id, :workflow, :version, :status, :total, :options, :metadata, :owner, :created_at,
+    :finished_at);
+
+-- name: get_batch
+SELECT * FROM batches WHERE id = :id;
+
+-- name: lock_batch
+-- (the write transaction already holds SQLite's one write lock)
+SELECT * FROM batches WHERE id = :id;
+
+-- name: open_batches
+SELECT * FROM batches INDEXED BY batches_open
+WHERE status IN ('running', 'canceling') ORDER BY created_at;
+
+-- name: batch_counts
+SELECT status, count(*) AS n FROM jobs INDEXED BY jobs_batch_status
+WHERE batch_id = :id GROUP BY status;
+
+-- name: batch_open_jobs
+SELECT count(*) AS n FROM (SELECT 1 FROM jobs INDEXED BY jobs_batch_status
+WHERE batch_id = :id AND status IN ('queued', 'running', 'canceling') LIMIT 1) AS open_jobs;
+
+-- name: batch_jobs
+-- A batch's jobs in item order; the cursor is the last row's (created_at, id).
+SELECT * FROM jobs INDEXED BY jobs_batch_order
+WHERE batch_id = :id
+  AND (:after_created IS NULL OR (created_at, id) > (:after_created, :after_id))
+ORDER BY created_at, id
+LIMIT :limit;
+
+-- name: batch_active_jobs
+SELECT * FROM jobs INDEXED BY jobs_batch_status
+WHERE batch_id = :id AND status IN ('running', 'canceling');
+
+-- name: set_batch_status
+UPDATE batches SET status = :status, finished_at = :finished_at
+WHERE id = :id AND status = :expect;
+
+-- name: delete_batches_before
+-- Ended batches (their jobs ended before them) go with their jobs' retention.
+DELETE FROM batches WHERE status IN ('completed', 'canceled') AND finished_at < :cutoff
+RETURNING id;
+
+-- name: cancel_batch_queued
+UPDATE jobs SET status = 'canceled', finished_at = :now
+WHERE batch_id = :id AND status = 'queued'
+RETURNING id, attempts;
 
 -- name: put_catalog
 -- A backend's catalog, replaced only by one fetched later (two workers may race).
@@ -194,5 +271,5 @@ WHERE id = :id AND worker_id = :worker_id AND status IN ('running', 'canceling')
 -- name: next_priority
 SELECT priority FROM jobs INDEXED BY jobs_claim
 WHERE status = 'queued' AND next_run_at <= :now
-ORDER BY priority DESC, created_at, id
+ORDER BY priority DESC, fair_tag, created_at, id
 LIMIT 1;

@@ -1,6 +1,5 @@
 -- The schema the migrations produce (tests/integration/store/test_migrations.py checks it).
 
--- (columns added by ALTER TABLE are written the way SQLite records them: ", name TYPE)")
 CREATE TABLE jobs (
     id               TEXT PRIMARY KEY,
     status           TEXT NOT NULL,
@@ -28,11 +27,17 @@ CREATE TABLE jobs (
     progress         TEXT,
     outputs          TEXT NOT NULL DEFAULT '[]',
     error            TEXT
-, execution_started_at REAL);
+, batch_id TEXT, fair_key TEXT NOT NULL DEFAULT '', fair_tag REAL NOT NULL DEFAULT 0, execution_started_at REAL);
+-- (SQLite keeps ALTER TABLE ADD COLUMN in the table's text: batch_id from 0004, fair_* from 0005,
+-- execution_started_at from 0006)
 
 -- Claim order over queued jobs only: claim latency does not grow with finished history.
-CREATE INDEX jobs_claim ON jobs (priority DESC, created_at, id, next_run_at)
+-- fair_tag: round-robin between batches/owners at equal priority (comfyrun.core.batch).
+CREATE INDEX jobs_claim ON jobs (priority DESC, fair_tag, created_at, id, next_run_at)
     WHERE status = 'queued';
+CREATE INDEX jobs_fair ON jobs (fair_key, priority, fair_tag) WHERE status = 'queued';
+CREATE INDEX jobs_batch_status ON jobs (batch_id, status) WHERE batch_id IS NOT NULL;
+CREATE INDEX jobs_batch_order ON jobs (batch_id, created_at, id) WHERE batch_id IS NOT NULL;
 CREATE INDEX jobs_lease ON jobs (lease_expires_at) WHERE status IN ('running', 'canceling');
 CREATE INDEX jobs_newest ON jobs (created_at DESC, id DESC);
 CREATE INDEX jobs_status_newest ON jobs (status, created_at DESC, id DESC);
@@ -58,6 +63,20 @@ CREATE TABLE idempotency_keys (
     created_at   REAL NOT NULL,
     PRIMARY KEY (scope, key)
 );
+
+CREATE TABLE batches (
+    id          TEXT PRIMARY KEY,
+    workflow    TEXT NOT NULL,
+    version     TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    total       INTEGER NOT NULL,
+    options     TEXT NOT NULL DEFAULT '{}',
+    metadata    TEXT NOT NULL DEFAULT '{}',
+    owner       TEXT,
+    created_at  REAL NOT NULL,
+    finished_at REAL
+);
+CREATE INDEX batches_open ON batches (created_at) WHERE status IN ('running', 'canceling');
 
 -- One row per backend: its node definitions and model lists (object_info etc.) as JSON text.
 CREATE TABLE backend_catalogs (

@@ -1,0 +1,117 @@
+"""Delivering a job's model files before it runs: fetched into the model cache (shared, once),
+pinned for the run, and seen by managed ComfyUIs through the extra model paths comfyrun gives
+them. Download progress goes into the job's events (`model_download`).
+
+A backend comfyrun does not manage (a ComfyUI at a URL) cannot see the cache, so a job with
+`models` placed there fails with `input_rejected` (reason `models_need_managed_backend`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from comfyrun.backends.pool import Backend
+from comfyrun.core.job import JSON, Job
+from comfyrun.dispatch.run import InputPlacer
+from comfyrun.errors import InputRejected, StorageError
+from comfyrun.models import ModelCache, ModelRef, parse_models
+from comfyrun.store.base import JobStore
+
+log = logging.getLogger(__name__)
+
+EVENT = "model_download"
+
+
+def with_models(
+    place: InputPlacer, cache: ModelCache, store: JobStore, *, interval_s: float = 1.0
+) -> InputPlacer:
+    """`place`, preceded by fetching and pinning the job's `models` (released at clean-up)."""
+
+    async def placed(
+        job: Job, backend: Backend, client: Any
+    ) -> tuple[JSON, Callable[[], Awaitable[None]]]:
+        refs = parse_models(job.options.get("models"))
+        if not refs:
+            return await place(job, backend, client)
+        if not backend.managed:
+            raise InputRejected(
+                f"job {job.id} brings model files, and backend {backend.name} is not one "
+                "comfyrun manages (it cannot see comfyrun's model cache); run it on a managed "
+                "backend (--comfy PATH)",
+                details={"backend": backend.name, "reason": "models_need_managed_backend"},
+            )
+        reporter = _Reporter(store, job.id, interval_s)
+        try:
+            lease = await cache.acquire(refs, reporter.progress)
+        except OSError as exc:  # the cache's disk (full, read-only): the job fails, clearly
+            raise StorageError(
+                f"the model cache at {cache.root} could not store a file: {exc}",
+                details={"reason": "model_cache"},
+            ) from exc
+        finally:
+            await reporter.close()
+        try:
+            workflow, cleanup = await place(job, backend, client)
+        except BaseException:
+            lease.release()
+            raise
+
+        async def release() -> None:
+            try:
+                await cleanup()
+            finally:
+                lease.release()
+
+        return workflow, release
+
+    return placed
+
+
+class _Reporter:
+    """Writes `model_download` events, at most one per `interval_s` (and the last one)."""
+
+    def __init__(self, store: JobStore, job_id: str, interval_s: float) -> None:
+        self._store, self._job_id, self._interval_s = store, job_id, interval_s
+        self._pending: JSON | None = None
+        self._last = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def progress(self, ref: ModelRef, done: int, total: int | None) -> None:
+        self._pending = {
+            "folder": ref.folder,
+            "name": ref.name,
+            "bytes_done": done,
+            "bytes_total": total,
+            "finished": total is not None and done == total,
+        }
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        delay = self._last + self._interval_s - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        data, self._pending = self._pending, None
+        if data is not None:
+            self._last = time.monotonic()
+            try:
+                await self._store.append_event(self._job_id, EVENT, data)
+            except Exception:
+                log.warning("could not record model download progress", exc_info=True)
+
+    async def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._pending is not None:
+            self._last = 0.0
+            await self._write()
+
+
+__all__ = ["EVENT", "with_models"]

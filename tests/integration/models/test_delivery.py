@@ -1,0 +1,83 @@
+"""The dispatcher's model delivery step: pinned for the run, released at clean-up, refused on
+a backend that cannot see the cache."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from comfyrun.core.job import Job, NewJob
+from comfyrun.dispatch.models import with_models
+from comfyrun.errors import InputRejected, StorageError
+from comfyrun.models import ModelCache, ModelRef
+from comfyrun.store.memory import MemoryStore
+
+
+async def fake_download(ref: ModelRef, dest: Path, progress: Any) -> None:
+    await asyncio.to_thread(dest.write_bytes, b"weights")
+    progress(7, 7)
+
+
+async def place(job: Job, backend: Any, client: Any) -> Any:
+    async def cleanup() -> None:
+        return None
+
+    return job.workflow, cleanup
+
+
+async def job_with_models(store: MemoryStore) -> Job:
+    models = [{"url": "https://h/x", "folder": "loras", "name": "x.safetensors"}]
+    job, _ = await store.enqueue(NewJob(workflow={"1": {}}, options={"models": models}))
+    return job
+
+
+async def test_models_are_pinned_for_the_run_and_reported(tmp_path: Path) -> None:
+    store = MemoryStore()
+    await store.open()
+    cache = ModelCache(tmp_path, fake_download)
+    cache.open()
+    job = await job_with_models(store)
+    placer = with_models(place, cache, store, interval_s=0.0)
+    _workflow, cleanup = await placer(job, SimpleNamespace(managed=True, name="gpu0"), None)
+    assert cache.list()[0].in_use == 1
+    await cleanup()
+    assert cache.list()[0].in_use == 0
+    events = [e.data for e in await store.events_since(job.id) if e.kind == "model_download"]
+    assert events[-1] == {
+        "folder": "loras",
+        "name": "x.safetensors",
+        "bytes_done": 7,
+        "bytes_total": 7,
+        "finished": True,
+    }
+
+
+async def test_a_backend_comfyrun_does_not_manage_is_refused(tmp_path: Path) -> None:
+    store = MemoryStore()
+    await store.open()
+    cache = ModelCache(tmp_path, fake_download)
+    cache.open()
+    placer = with_models(place, cache, store)
+    remote = SimpleNamespace(managed=False, name="remote")
+    with pytest.raises(InputRejected, match="not one comfyrun manages") as caught:
+        await placer(await job_with_models(store), remote, None)
+    assert caught.value.details["reason"] == "models_need_managed_backend"
+    assert cache.list() == []
+
+
+async def test_a_cache_disk_error_fails_the_job_clearly(tmp_path: Path) -> None:
+    async def disk_full(ref: ModelRef, dest: Path, progress: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    store = MemoryStore()
+    await store.open()
+    cache = ModelCache(tmp_path, disk_full)
+    cache.open()
+    placer = with_models(place, cache, store)
+    with pytest.raises(StorageError, match="No space left") as caught:
+        await placer(await job_with_models(store), SimpleNamespace(managed=True, name="g"), None)
+    assert caught.value.code == "storage_error" and cache.list() == []
