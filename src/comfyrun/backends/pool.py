@@ -552,11 +552,17 @@ class BackendPool:
         return [b.view() for b in self._backends.values()]
 
     def held_prompts(self) -> list[HeldPrompt]:
-        """The jobs whose prompts wait, not started, in a backend's ComfyUI queue."""
+        """The jobs whose prompts wait, not started, in a backend's ComfyUI queue behind
+        another prompt (one alone on its backend is about to start: nothing to take back)."""
+        slots = list(self._bound.values())
         return [
             HeldPrompt(job_id, slot.backend.name, slot.priority, slot.seq)
             for job_id, slot in self._bound.items()
             if slot.held
+            and any(
+                other.backend is slot.backend and not other.executed and other.seq < slot.seq
+                for other in slots
+            )
         ]
 
     def try_reserve(self, *, avoid: str | None = None, on: str | None = None) -> Slot | None:

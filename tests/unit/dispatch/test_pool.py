@@ -201,6 +201,12 @@ async def test_held_prompts_and_a_prompt_done_in_comfyui_frees_its_room() -> Non
         held.hold(True)
         assert pool.generation > generation  # a change the dispatcher wakes for
         assert [(h.job_id, h.backend, h.priority) for h in pool.held_prompts()] == [("j2", "a", 3)]
+        alone = pool.try_reserve(on="b")
+        assert alone is not None
+        alone.bind("j3")
+        alone.hold(True)  # submitted to an idle backend: about to start, nothing to take back
+        assert [h.job_id for h in pool.held_prompts()] == ["j2"]
+        alone.release(done=True)
         held.hold(False)  # it started
         assert pool.held_prompts() == []
         backend = pool.get("a")
