@@ -29,11 +29,12 @@ from comfyrun.store.codec import (
     progress_to_dict,
 )
 from comfyrun.store.idempotency import KeyVerdict, key_scope, verdict
+from comfyrun.store.sqltenancy import SQLTenancy
 
 Row = dict[str, Any]
 
 
-class SQLStore(ABC):
+class SQLStore(SQLTenancy, ABC):
     """A JobStore over SQL; subclasses provide the connection plumbing below the line."""
 
     async def __aenter__(self) -> Self:
@@ -82,6 +83,7 @@ class SQLStore(ABC):
                     return job_from_row(existing), False
                 bind = {"job_id": job.id, "request_hash": new.request_hash, "created_at": now}
                 await self._run(conn, "bind_key", key | bind)
+            await self._admit(conn, new, now)
             if not await self._insert_job(conn, job_to_row(job)):
                 raise Conflict(f"job {job.id} already exists", details={"job_id": job.id})
             await self._append(conn, job.id, "status", transition.enqueue_event(job), now, True)
@@ -140,6 +142,7 @@ class SQLStore(ABC):
             requeued = job.status is JobStatus.QUEUED
             data = transition.status_event(job, p)
             await self._append(conn, job_id, "status", data, now, requeued)
+            await self._settle(conn, job, p, now)
         await self._committed(job_id, work=requeued)
         return job
 
