@@ -120,6 +120,15 @@ class JobService:
         # (queued jobs counted, when, jobs submitted since): see _enforce_queue_bound
         self._queued_estimate: tuple[int, float, int] = (0, -1e9, 0)
 
+    def using(self, store: JobStore, *, check_inputs: InputChecker | None = None) -> JobService:
+        """This service over another view of the store (e.g. one API key's); the rest is
+        shared."""
+        other = copy.copy(self)
+        other.store = store
+        if check_inputs is not None:
+            other._check_inputs = check_inputs
+        return other
+
     # submission -------------------------------------------------------------------------
 
     async def submit(self, sub: Submission) -> Submitted:

@@ -29,7 +29,9 @@ from comfyrun.api.routes import (
     comfy_compat,
     files,
     health,
+    job_webhooks,
     jobs,
+    keys,
     metrics,
     plain_compat,
     runpod_compat,
@@ -38,14 +40,15 @@ from comfyrun.api.routes import (
 )
 from comfyrun.api.routes.assets import assets_router
 from comfyrun.api.schemas import job_to_wire
-from comfyrun.api.webhooks import WebhookSender
+from comfyrun.api.tenancy import Authenticator
+from comfyrun.api.webhooks import DeliveryPolicy, WebhookDeliverer
 from comfyrun.assets import AssetService
 from comfyrun.config import BackendConfig, Role, Settings
-from comfyrun.core.job import JobStatus
+from comfyrun.core.job import JSON
 from comfyrun.dashboard.routes import router as dashboard_router
 from comfyrun.dispatch.inputs import make_input_placer
 from comfyrun.inputs import check_submission
-from comfyrun.service import JobService, JobView
+from comfyrun.service import JobService
 from comfyrun.store.base import JobStore
 
 log = logging.getLogger(__name__)
@@ -84,11 +87,13 @@ def create_app(
     app.include_router(metrics.router)
     if settings.role is not Role.WORKER:
         app.include_router(jobs.router)
+        app.include_router(job_webhooks.router)
         app.include_router(files.router)  # before the assets router: it claims output ids
         _include_assets(app)
         app.include_router(backends.router)
         app.include_router(stats.router)
         app.include_router(admin.router)
+        app.include_router(keys.router)
         # the other APIs comfyrun speaks: ComfyUI's, RunPod's, the plain /run and task variants
         for router in (*comfy_compat.build_routers(), *runpod_compat.build_routers()):
             app.include_router(router)
@@ -164,10 +169,9 @@ async def _open(
         object_info=cache.get,
         check_inputs=_input_checker(assets),
     )
-    webhooks = None
-    if settings.role is not Role.WORKER:
-        webhooks = await _start_webhooks(settings, stack, service)
+    webhooks = await _start_webhooks(settings, stack, store)
     return AppContext(
+        auth=Authenticator(store, settings.api_keys),
         webhooks=webhooks,
         settings=settings,
         store=store,
@@ -177,29 +181,43 @@ async def _open(
         dispatcher=dispatcher,
         assets=assets,
         emulator_urls=emulator_urls,
-        extras={"object_info": cache},
+        extras={"object_info": cache, "input_checker": _input_checker},
     )
 
 
 async def _start_webhooks(
-    settings: Settings, stack: AsyncExitStack, service: JobService
-) -> WebhookSender:
+    settings: Settings, stack: AsyncExitStack, store: JobStore
+) -> WebhookDeliverer:
+    """Every role sends what the outbox owes, so webhooks go out while any node runs."""
     base_url = (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
 
-    async def render(view: JobView) -> dict[str, Any]:
+    async def render(job_id: str) -> JSON | None:
+        job = await store.get(job_id)
+        if job is None:
+            return None
         wire = job_to_wire(
-            view.job,
-            queue_position=view.queue_position,
+            job,
+            queue_position=None,
             base_url=base_url,
             retention_s=settings.retention_s,
             now=time.time(),
         )
-        return wire.model_dump(mode="json")
+        data: JSON = wire.model_dump(mode="json")
+        return data
 
-    sender = WebhookSender(service, render, secret=settings.webhook_secret)
-    stack.push_async_callback(sender.close)
-    await sender.resume([JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCELING])
-    return sender
+    policy = DeliveryPolicy(
+        base_delay_s=settings.webhook_retry_base_s,
+        max_delay_s=settings.webhook_retry_max_delay_s,
+        max_age_s=settings.webhook_max_age_hours * 3600.0,
+        timeout_s=settings.webhook_timeout_s,
+        lease_s=settings.webhook_timeout_s * 2 + 5.0,
+        poll_s=settings.webhook_poll_s,
+        prune_after_s=max(settings.retention_s, settings.webhook_max_age_hours * 3600.0),
+    )
+    deliverer = WebhookDeliverer(store, render, secret=settings.webhook_secret, policy=policy)
+    stack.push_async_callback(deliverer.close)
+    deliverer.start()
+    return deliverer
 
 
 def _ready_urls(pool: Any, configs: Sequence[BackendConfig]) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from comfyrun.cli import convert, emulator, runpod, server
+from comfyrun.cli import convert, emulator, keys, runpod, server
 
 app = typer.Typer(
     name="comfyrun",
@@ -13,7 +13,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (server, emulator, convert, runpod):
+for module in (server, emulator, convert, runpod, keys):
     module.register(app)
 
 

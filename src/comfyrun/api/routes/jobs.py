@@ -76,8 +76,6 @@ async def submit_job(
     )
     if not submitted.created:
         response.headers["Idempotency-Replayed"] = "true"
-    elif body.webhook is not None and ctx.webhooks is not None:
-        ctx.webhooks.watch(submitted.job.id, submitted.job.options["webhook"])
     view = JobView(submitted.job, submitted.queue_position)
     if wait:
         view = await ctx.service.wait(submitted.job.id, min(wait, ctx.settings.max_wait_s))
