@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException, Request
 
 from comfyrun import __version__
-from comfyrun.api.context import AppContext, public_base_url, require_auth
+from comfyrun.api.context import AppContext, get_ctx, public_base_url, require_auth
 from comfyrun.api.errors import install_error_handlers
 from comfyrun.api.limits import BodyLimit
 from comfyrun.api.object_info import ObjectInfoCache
@@ -105,7 +105,7 @@ def create_app(
 
 def _include_assets(app: FastAPI) -> None:
     def get_assets(request: Request) -> AssetService:
-        service: AssetService | None = request.app.state.ctx.assets
+        service: AssetService | None = get_ctx(request).assets  # the caller's own
         if service is None:
             raise HTTPException(503, "the assets service is not available")
         return service
