@@ -53,9 +53,7 @@ async def nodes(tmp_path: Path) -> AsyncIterator[list[httpx.AsyncClient]]:
         drop_schema(schema)
 
 
-async def submit_many(
-    nodes: list[httpx.AsyncClient], key: str, n: int
-) -> list[httpx.Response]:
+async def submit_many(nodes: list[httpx.AsyncClient], key: str, n: int) -> list[httpx.Response]:
     headers = {"Authorization": f"Bearer {key}"}
 
     async def one(i: int) -> httpx.Response:
@@ -82,9 +80,7 @@ async def test_max_queued_holds_across_two_nodes(nodes: list[httpx.AsyncClient])
     for answer in refused:
         assert answer.json()["error"]["code"] == "quota_exceeded"
         assert int(answer.headers["Retry-After"]) >= 1
-    listed = await nodes[1].get(
-        "/api/v2/jobs", headers={"Authorization": f"Bearer {key['key']}"}
-    )
+    listed = await nodes[1].get("/api/v2/jobs", headers={"Authorization": f"Bearer {key['key']}"})
     assert len(listed.json()["jobs"]) == 5
     usage = (await nodes[1].get(f"/api/v2/admin/keys/{key['id']}", headers=ADMIN)).json()
     assert usage["usage"]["jobs"] == 5
