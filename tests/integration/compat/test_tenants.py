@@ -239,3 +239,27 @@ async def test_scopes_and_revocation(server: Server) -> None:
         assert (await root.delete(f"/api/v2/admin/keys/{reader.key['id']}")).status_code == 204
         assert (await root.delete(f"/api/v2/admin/keys/{reader.key['id']}")).status_code == 404
     assert (await reader.http.get("/api/v2/jobs")).status_code == 401
+
+
+async def test_a_key_over_its_quota_gets_429_in_each_dialect(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as admin:
+        answer = await admin.post(
+            "/api/v2/admin/keys",
+            json={"name": "slow", "quota": {"per_minute": 1}},
+            headers={"Authorization": f"Bearer {ADMIN}"},
+        )
+    key = answer.json()["key"]
+    headers = {"Authorization": f"Bearer {key}"}
+    wf = image_workflow(size=8)
+    async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as http:
+        assert (await http.post("/api/v2/jobs", json={"workflow": wf})).status_code == 201
+        v2 = await http.post("/api/v2/jobs", json={"workflow": wf})
+        comfy = await http.post("/prompt", json={"prompt": wf})
+        runpod = await http.post("/run", json={"input": {"workflow": wf}})
+        task = await http.post("/api/v1/tasks", json={"payload": wf})
+    for answer in (v2, comfy, runpod, task):
+        assert answer.status_code == 429, answer.text
+        assert 1 <= int(answer.headers["Retry-After"]) <= 60
+    assert v2.json()["error"]["code"] == "quota_exceeded"
+    assert comfy.json()["error"]["type"] == "quota_exceeded"
+    assert runpod.json()["code"] == task.json()["code"] == "quota_exceeded"
