@@ -113,6 +113,12 @@ async def test_each_dialect_hides_one_keys_jobs_from_another(server: Server) -> 
     await same_as_missing(b.http, "GET", "/api/v2/assets/{id}", output["id"])
     await same_as_missing(b.http, "GET", "/api/v2/assets/{id}/content", output["id"])
     assert (await a.http.get(f"/api/v2/assets/{output['id']}/content")).status_code == 200
+    stored = await server.ctx.store.get(v2)
+    assert stored is not None and stored.outputs[0].storage_key
+    by_key = f"/api/v2/files/{stored.outputs[0].storage_key}"
+    assert (await a.http.get(by_key)).status_code == 200
+    await same_as_missing(b.http, "GET", "/api/v2/files/{id}/9/x.png", v2)
+    assert (await b.http.get(by_key)).status_code == 404
 
     # ComfyUI
     for i in ids:
@@ -167,6 +173,8 @@ async def test_assets_and_uploads_are_their_owners(server: Server) -> None:
     await same_as_missing(b.http, "GET", "/api/v2/assets/{id}", asset["id"])
     await same_as_missing(b.http, "GET", "/api/v2/assets/{id}/content", asset["id"])
     await same_as_missing(b.http, "DELETE", "/api/v2/assets/{id}", asset["id"])
+    meta = f"/api/v2/files/assets/meta/{asset['id']}.json"  # storage keys: not a way round
+    assert (await b.http.get(meta)).status_code == 404
     files = {"image": ("mine.png", picture.getvalue(), "image/png")}
     assert (await a.http.post("/upload/image", files=files)).status_code == 200
     view = {"filename": "mine.png", "type": "input"}
