@@ -16,6 +16,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequen
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
+from comfyrun import stages
 from comfyrun.comfy.validation import validate_prompt as comfy_validate
 from comfyrun.config import Settings
 from comfyrun.core.job import JSON, Job, JobStatus, NewJob
@@ -149,6 +150,7 @@ class JobService:
         workflow = await self._prepare_workflow(sub.workflow, placeholders=bool(sub.inputs))
         if self._check_inputs is not None and (sub.inputs or _has_asset_refs(workflow)):
             workflow = await self._check_inputs(workflow, list(sub.inputs))
+        validated = time.perf_counter()
         await self._enforce_queue_bound()
         if sub.job_id is not None and await self.store.get(sub.job_id) is not None:
             raise Conflict(f"job {sub.job_id} already exists", details={"job_id": sub.job_id})
@@ -173,6 +175,8 @@ class JobService:
             **({"id": sub.job_id} if sub.job_id is not None else {}),
         )
         job, created = await self.store.enqueue(new, now=self._clock())
+        stages.mark_at(job.id, "validated", validated)
+        stages.mark(job.id, "enqueued")
         if created:
             log.info(
                 "job queued",
@@ -316,18 +320,27 @@ class JobService:
         """Return when the job is terminal or after `timeout` seconds (woken by store events)."""
         deadline = time.monotonic() + max(0.0, timeout)
         last_id = await self._last_event_id(job_id)
-        view = await self.get(job_id)
-        while not view.job.terminal:
+        job = await self._job(job_id)
+        while not job.terminal:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             events = await self.store.wait_for_event(job_id, last_id, min(remaining, 30.0))
             if events:
                 last_id = events[-1].id
-                if not any(e.kind == "status" for e in events):
-                    continue
-            view = await self.get(job_id)
-        return view
+                if not any(_ends(e) for e in events):
+                    continue  # progress, outputs, a move to running: not what we wait for
+            job = await self._job(job_id)
+        stages.mark(job_id, "notified")
+        if job.status is JobStatus.QUEUED:
+            return JobView(job, await self.store.queue_position(job_id))
+        return JobView(job, None)
+
+    async def _job(self, job_id: str) -> Job:
+        job = await self.store.get(job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} not found", details={"job_id": job_id})
+        return job
 
     async def _last_event_id(self, job_id: str) -> int:
         events = await self.store.events_since(job_id, 0)
@@ -463,6 +476,14 @@ QUEUE_POSITION_POLL_S = 2.0
 QUEUE_COUNT_TTL_S = 1.0
 
 TERMINAL_NAMES = frozenset({"succeeded", "failed", "canceled", "expired"})
+
+
+def _ends(event: JobEvent) -> bool:
+    """A status event that may have ended the job (a status event without one: look)."""
+    if event.kind != "status":
+        return False
+    status = event.data.get("status")
+    return not isinstance(status, str) or _is_terminal(status)
 
 
 def _is_terminal(status: Any) -> bool:

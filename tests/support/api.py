@@ -66,13 +66,18 @@ class ServerProcess:
     """`comfyrun <command> …` as a child process; `url` once it printed its address."""
 
     def __init__(
-        self, args: list[str], *, log_path: Path, env: dict[str, str] | None = None
+        self,
+        args: list[str],
+        *,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        entry: list[str] | None = None,
     ) -> None:
         self.log_path = log_path
         self._log = log_path.open("ab")
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "comfyrun.cli.main", *args],
+            [sys.executable, *(entry or ["-m", "comfyrun.cli.main"]), *args],
             stdout=subprocess.PIPE,
             stderr=self._log,
             env=full_env,

@@ -250,7 +250,10 @@ class FakeClient:
             )
         job_id = (extra_data or {}).get("comfyrun_job_id")
         self.server._pending.append((prompt_id, dict(prompt), job_id))
-        self.server.max_pending = max(self.server.max_pending, len(self.server._pending))
+        # an idle ComfyUI starts a prompt at once: the first one in an idle server's queue is
+        # about to run (its worker task just has not had its turn yet), not waiting
+        waiting = len(self.server._pending) - (1 if self.server._running is None else 0)
+        self.server.max_pending = max(self.server.max_pending, waiting)
         self.server._wake.set()
         return SubmitResult(prompt_id=prompt_id, number=0)
 

@@ -22,7 +22,7 @@ from comfyrun.core.state import Event
 from comfyrun.core.tenancy import ADMIN, ApiKey, Principal, Scope, hash_key
 from comfyrun.core.webhook import Attempt, Delivery
 from comfyrun.errors import Forbidden, NotFound
-from comfyrun.store.base import Changes, JobEvent, JobPage, JobStore
+from comfyrun.store.base import Changes, ClaimNote, JobEvent, JobPage, JobStore
 
 
 class Authenticator:
@@ -154,9 +154,14 @@ class OwnedStore:
         return await self.inner.ping()
 
     async def claim(
-        self, worker_id: str, lease_s: float, *, now: float | None = None
+        self,
+        worker_id: str,
+        lease_s: float,
+        *,
+        now: float | None = None,
+        note: ClaimNote | None = None,
     ) -> Job | None:
-        return await self.inner.claim(worker_id, lease_s, now=now)
+        return await self.inner.claim(worker_id, lease_s, now=now, note=note)
 
     async def renew(
         self, job_id: str, worker_id: str, lease_s: float, *, now: float | None = None

@@ -1,10 +1,11 @@
-"""Copy a finished prompt's outputs into the output storage and commit them to the job.
+"""Copy a finished prompt's outputs into the output storage, for the job's final commit.
 
-Each file is streamed (from ComfyUI's /view, or read straight from a managed backend's folders)
-into "<job_id>/<node_id>/<filename>" and committed with `store.add_output` as soon as it is
-stored, so clients see outputs appear one by one. Temp files (PreviewImage) are kept only when
-the job asks for `keep_temp_outputs`; inline base64 is added when the job asks for it and the
-file is within the cap.
+Each file is copied (from ComfyUI's /view, or read straight from a managed backend's folders)
+into "<job_id>/<node_id>/<filename>": a small one (up to `SMALL` bytes, most images) in one
+piece, in one trip to the disk, a larger one streamed. The outputs are returned, and the run
+commits them with the job's final state in one transaction (`Changes.outputs`). Temp files
+(PreviewImage) are kept only when the job asks for `keep_temp_outputs`; inline base64 is added
+when the job asks for it and the file is within the cap.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,11 +22,12 @@ from comfyrun.backends.pool import Backend
 from comfyrun.comfy.outputs import FileRef, OutputItem, ValueOutput
 from comfyrun.core.job import Job, Output, OutputType
 from comfyrun.outputs import OutputStorage, classify_output, output_key, read_inline
-from comfyrun.store.base import JobStore
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+#: Outputs up to this size are copied in one piece.
+SMALL = 4 << 20
 
 
 def wants_temp(job: Job) -> bool:
@@ -65,20 +68,19 @@ async def collect_outputs(
     *,
     backend: Backend,
     client: Any,
-    store: JobStore,
     storage: OutputStorage,
     inline_cap: int,
 ) -> list[Output]:
-    """Store and commit every kept output; raises on the first one that cannot be stored."""
-    committed: list[Output] = []
+    """Store every kept output and return them (for the job's final commit); raises on the
+    first one that cannot be stored."""
+    stored: list[Output] = []
     for item in selected(job, outputs):
         if isinstance(item, ValueOutput):
             output = _value_output(item)
         else:
             output = await _store_file(job, item, backend, client, storage, inline_cap)
-        await store.add_output(job.id, output)
-        committed.append(output)
-    return committed
+        stored.append(output)
+    return stored
 
 
 def _value_output(item: ValueOutput) -> Output:
@@ -110,12 +112,20 @@ async def _store_file(
 ) -> Output:
     key = output_key(job.id, ref.node_id, ref.filename)
     kind, content_type = classify_output(ref.key, ref.filename)
-    local = _local_path(backend, ref)
-    if local is not None:
-        stored = await storage.put(key, _read_file(local), content_type=content_type)
+    local = await asyncio.to_thread(_read_local, backend, ref)
+    if local is not None and local[1] is not None:
+        stored = await storage.put_bytes(key, local[1], content_type=content_type)
+    elif local is not None:
+        stored = await storage.put(key, _read_file(local[0]), content_type=content_type)
     else:
         async with client.view(ref) as stream:
-            stored = await storage.put(key, _iterate(stream), content_type=content_type)
+            chunks = aiter(stream)
+            head, more = await _head(chunks, SMALL)
+            if more is None:
+                stored = await storage.put_bytes(key, head, content_type=content_type)
+            else:
+                rest = _chain(head, more, chunks)
+                stored = await storage.put(key, rest, content_type=content_type)
     url, expires = await storage.url(key, content_type=content_type, filename=ref.filename)
     data = await read_inline(storage, key, inline_cap) if wants_inline(job) else None
     return Output(
@@ -138,15 +148,40 @@ async def _store_file(
     )
 
 
-def _local_path(backend: Backend, ref: FileRef) -> Path | None:
-    """The file on disk for a managed backend (no HTTP round trip), when it is there."""
+def _read_local(backend: Backend, ref: FileRef) -> tuple[Path, bytes | None] | None:
+    """The file on disk for a managed backend (no HTTP round trip), when it is there, with its
+    bytes when it is small. Blocking: one trip to the disk for a small output."""
     root = {"output": backend.output_dir, "temp": backend.temp_dir}.get(ref.type)
     if root is None:
         return None
     path = (root / ref.subfolder / ref.filename).resolve()
-    if not path.is_relative_to(root.resolve()) or not path.is_file():
+    if not path.is_relative_to(root.resolve()):
         return None
-    return path
+    try:
+        with path.open("rb") as fh:
+            if os.fstat(fh.fileno()).st_size > SMALL:
+                return path, None
+            return path, fh.read()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+
+
+async def _head(chunks: AsyncIterator[bytes], limit: int) -> tuple[bytes, bytes | None]:
+    """Up to `limit` bytes of `chunks`: (all of it, None), or (what was read, the chunk that
+    went past the limit) when there is more."""
+    head = bytearray()
+    async for chunk in chunks:
+        if len(head) + len(chunk) > limit:
+            return bytes(head), chunk
+        head += chunk
+    return bytes(head), None
+
+
+async def _chain(head: bytes, more: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield head
+    yield more
+    async for chunk in rest:
+        yield chunk
 
 
 async def _read_file(path: Path) -> AsyncIterator[bytes]:
@@ -156,11 +191,6 @@ async def _read_file(path: Path) -> AsyncIterator[bytes]:
             yield chunk
     finally:
         await asyncio.to_thread(handle.close)
-
-
-async def _iterate(stream: Any) -> AsyncIterator[bytes]:
-    async for chunk in stream:
-        yield chunk
 
 
 __all__ = ["collect_outputs", "selected", "wants_inline", "wants_temp"]

@@ -22,10 +22,12 @@ import socket
 import time
 import uuid
 
+from comfyrun import stages
 from comfyrun.backends.pool import BackendPool, Slot
-from comfyrun.core.job import ACTIVE, Job, JobError, JobStatus
+from comfyrun.core.job import ACTIVE, Job, JobError, JobStatus, new_prompt_id
 from comfyrun.core.state import Event
 from comfyrun.dispatch.inputs import make_input_placer
+from comfyrun.dispatch.reconcile import first_attempt_note
 from comfyrun.dispatch.run import InputPlacer, JobRun, RunContext
 from comfyrun.dispatch.settings import DispatchSettings
 from comfyrun.dispatch.sweeper import Sweeper
@@ -130,8 +132,10 @@ class Dispatcher:
             if slot is None:
                 await self._fail_unplaceable()
                 continue
+            prompt_id = new_prompt_id()
+            note = first_attempt_note(slot.backend.name, prompt_id)
             try:
-                job = await self.store.claim(self.worker_id, self.settings.lease_s)
+                job = await self.store.claim(self.worker_id, self.settings.lease_s, note=note)
             except ComfyrunError as exc:
                 slot.release()
                 log.warning("claim failed: %s", exc, extra={"action": "claim_error"})
@@ -156,7 +160,8 @@ class Dispatcher:
                     ),
                 )
                 continue
-            self._start_run(job, slot)
+            stages.mark(job.id, "claimed")
+            self._start_run(job, slot, noted_prompt=prompt_id if job.attempts == 1 else None)
 
     def _note_retry(self, run_at: float) -> None:
         if self._next_retry_at is None or run_at < self._next_retry_at:
@@ -207,13 +212,13 @@ class Dispatcher:
             extra={"action": "job_fail", "job_id": job.id, "backend": None},
         )
 
-    def _start_run(self, job: Job, slot: Slot) -> None:
+    def _start_run(self, job: Job, slot: Slot, *, noted_prompt: str | None = None) -> None:
         stale = self._runs.get(job.id)
         if stale is not None:  # our lease ran out and we claimed the job again: drop the old run
             stale[0].abandon = "lease_lost"
             stale[1].cancel()
         slot.bind(job.id)
-        run = JobRun(self.ctx, job, slot)
+        run = JobRun(self.ctx, job, slot, noted_prompt=noted_prompt)
         task = asyncio.create_task(run.run(), name=f"job:{job.id}")
         self._runs[job.id] = (run, task)
         self._idle.clear()

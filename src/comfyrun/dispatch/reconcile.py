@@ -11,26 +11,37 @@ from typing import Any
 
 from comfyrun.comfy.history import QueueState
 from comfyrun.comfy.result import result_from_history
-from comfyrun.core.job import Job
-from comfyrun.store.base import JobStore
+from comfyrun.core.job import JSON, Job
+from comfyrun.store.base import ClaimNote, JobStore
 
 ACTION = "prompt_submitted"
 
 
+def prompt_note(attempt: int, backend: str, prompt_id: str) -> JSON:
+    """The "log" event that says attempt `attempt` submits `prompt_id` to `backend`."""
+    return {
+        "level": "info",
+        "action": ACTION,
+        "message": f"submitted to backend {backend} as prompt {prompt_id}",
+        "backend": backend,
+        "prompt_id": prompt_id,
+        "attempt": attempt,
+    }
+
+
 async def note_prompt(store: JobStore, job: Job, backend: str, prompt_id: str) -> None:
     """Record that attempt `job.attempts` submits `prompt_id` to `backend`."""
-    await store.append_event(
-        job.id,
-        "log",
-        {
-            "level": "info",
-            "action": ACTION,
-            "message": f"submitted to backend {backend} as prompt {prompt_id}",
-            "backend": backend,
-            "prompt_id": prompt_id,
-            "attempt": job.attempts,
-        },
-    )
+    await store.append_event(job.id, "log", prompt_note(job.attempts, backend, prompt_id))
+
+
+def first_attempt_note(backend: str, prompt_id: str) -> ClaimNote:
+    """A claim note recording the prompt a job's first attempt is about to submit, in the
+    claim's own transaction (a later attempt adopts by prompt id before it notes its own)."""
+
+    def note(job: Job) -> tuple[str, JSON] | None:
+        return ("log", prompt_note(1, backend, prompt_id)) if job.attempts == 1 else None
+
+    return note
 
 
 async def previous_prompt(store: JobStore, job_id: str) -> tuple[str, str] | None:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from comfyrun import stages
 from comfyrun.backends.pool import Backend, BackendPool, Slot
 from comfyrun.comfy import messages as m
 from comfyrun.comfy.errors import (
@@ -62,8 +63,12 @@ class RunContext:
 class JobRun:
     """Runs `job` on the slot's backend. `run()` never raises except on cancellation."""
 
-    def __init__(self, ctx: RunContext, job: Job, slot: Slot) -> None:
+    def __init__(
+        self, ctx: RunContext, job: Job, slot: Slot, *, noted_prompt: str | None = None
+    ) -> None:
         self.ctx = ctx
+        #: The prompt id the claim already recorded for this attempt (see first_attempt_note).
+        self.noted_prompt = noted_prompt
         self.job = job
         self.slot = slot
         self.backend = slot.backend
@@ -147,12 +152,13 @@ class JobRun:
         if adopted is not None:
             prompt_id, watch = adopted
         else:
-            prompt_id = new_prompt_id()
+            prompt_id = self.noted_prompt or new_prompt_id()
             watch = client.watch(prompt_id)
         self.prompt_id = prompt_id
         try:
             if adopted is None:
-                await note_prompt(self.ctx.store, self.job, self.backend.name, prompt_id)
+                if prompt_id != self.noted_prompt:
+                    await note_prompt(self.ctx.store, self.job, self.backend.name, prompt_id)
                 try:
                     async with asyncio.timeout(settings.submit_timeout_s):
                         await client.submit(
@@ -169,6 +175,7 @@ class JobRun:
                 except (BackendError, TimeoutError) as exc:
                     await self._backend_lost(f"POST /prompt failed: {exc}")
                     return
+            stages.mark(self.job.id, "submitted")
             await self._follow(watch)
         finally:
             with contextlib.suppress(Exception):
@@ -202,9 +209,11 @@ class JobRun:
                     waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
                 )
                 if result in done:
+                    stages.mark(self.job.id, "executed")
                     await self._on_result(await self._result_of(result))
                     return
                 if helpers["start"] in done:
+                    stages.mark(self.job.id, "started")
                     waiting.discard(helpers["start"])
                     if limit:
                         deadline = loop.time() + limit
@@ -351,8 +360,8 @@ class JobRun:
         store = self.ctx.store
         events = await store.events_since(self.job.id)
         after = events[-1].id if events else 0
-        current = await store.get(self.job.id)
-        if current is not None and current.status is JobStatus.CANCELING:
+        statuses = [e.data.get("status") for e in events if e.kind == "status"]
+        if statuses and statuses[-1] == JobStatus.CANCELING.value:
             return
         task = asyncio.current_task()
         while True:
@@ -368,12 +377,11 @@ class JobRun:
     # --- endings ----------------------------------------------------------------------------
     async def _succeed(self, outcome: PromptResult) -> None:
         try:
-            await collect_outputs(
+            outputs = await collect_outputs(
                 self.job,
                 outcome.outputs,
                 backend=self.backend,
                 client=self.client,
-                store=self.ctx.store,
                 storage=self.ctx.storage,
                 inline_cap=self.ctx.settings.inline_max_bytes,
             )
@@ -387,6 +395,7 @@ class JobRun:
                 retry=False,
             )
             return
+        stages.mark(self.job.id, "collected")
         total = len(self.job.workflow)
         await self._transition(
             Event.SUCCEED,
@@ -395,6 +404,7 @@ class JobRun:
                 backend=self.backend.name,
                 prompt_id=self.prompt_id,
                 expires_at=time.time() + self.ctx.settings.retention_s,
+                outputs=tuple(outputs),
             ),
         )
 
@@ -449,8 +459,11 @@ class JobRun:
         to canceling meanwhile). None when the job is no longer this worker's."""
         store = self.ctx.store
         self._progress.close()  # a final transition: no progress write may follow it
+        # First as if nothing moved (one round trip); when the job moved (canceling), read it.
+        current: Job | None = self.job
         for _ in range(5):
-            current = await store.get(self.job.id)
+            if current is None:
+                current = await store.get(self.job.id)
             if (
                 current is None
                 or current.status not in ACTIVE
@@ -475,7 +488,9 @@ class JobRun:
             except IllegalTransition:
                 raise
             except Conflict:
+                current = None
                 continue
+            stages.mark(job.id, "committed")
             log.info(
                 "job %s %s on backend %s",
                 job.id,

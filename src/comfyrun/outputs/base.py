@@ -47,6 +47,16 @@ class OutputStorage(Protocol):
         """Store the streamed bytes under `key` (replacing any object there) and return what was
         stored, with its size and blake3 hash. Raises StorageError when the backend fails."""
 
+    async def put_bytes(self, key: str, data: bytes, *, content_type: str) -> StoredObject:
+        """`put` for a payload already in memory (a small output): one trip to the disk or the
+        network instead of one per step."""
+
+    async def read_small(
+        self, key: str, max_bytes: int
+    ) -> tuple[StoredObject, bytes | None] | None:
+        """The object's description and, when it is at most `max_bytes`, its bytes (else None);
+        None when the key does not exist. One trip for a small download."""
+
     def open(self, key: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         """Stream the object's bytes (from `offset`, at most `length` bytes):
 

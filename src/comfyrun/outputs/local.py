@@ -85,6 +85,54 @@ class LocalOutputStorage:
             raise
         return stored
 
+    async def put_bytes(self, key: str, data: bytes, *, content_type: str) -> StoredObject:
+        target = self._path(key)
+        stored = StoredObject(
+            key, len(data), f"blake3:{blake3.blake3(data).hexdigest()}", content_type
+        )
+        return await _disk(key, self._put_now, target, data, stored)
+
+    def _put_now(self, target: Path, data: bytes, stored: StoredObject) -> StoredObject:
+        """Write, then rename into place: all of `put_bytes` in one blocking call."""
+        tmp_dir = self.root / TMP_DIR
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        tmp = tmp_dir / uuid.uuid4().hex
+        try:
+            tmp.write_bytes(data)
+            self._commit(tmp, target, stored)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return stored
+
+    async def read_small(
+        self, key: str, max_bytes: int
+    ) -> tuple[StoredObject, bytes | None] | None:
+        path, meta = self._path(key), self._meta_path(key)
+
+        def read() -> tuple[StoredObject, bytes | None] | None:
+            try:
+                with path.open("rb") as fh:
+                    size = os.fstat(fh.fileno()).st_size
+                    data = fh.read() if size <= max_bytes else None
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                return None
+            info: dict[str, str | None] = {}
+            with contextlib.suppress(OSError, ValueError):
+                info = json.loads(meta.read_text(encoding="utf-8"))
+            obj = StoredObject(
+                key=key,
+                size_bytes=size if data is None else len(data),
+                hash=info.get("hash"),
+                content_type=info.get("content_type") or content_type_for(key),
+            )
+            return obj, data
+
+        try:
+            return await asyncio.to_thread(read)
+        except OSError as exc:
+            raise StorageError(f"cannot read {key!r}: {exc}") from exc
+
     def _commit(self, tmp: Path, target: Path, stored: StoredObject) -> None:
         meta = self._meta_path(stored.key)
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import blake3
 
 from comfyrun.errors import NotFound
-from comfyrun.outputs.base import StoredObject
+from comfyrun.outputs.base import StoredObject, iterate_bytes
 from comfyrun.outputs.keys import validate_key, validate_prefix
 
 
@@ -40,6 +40,17 @@ class MemoryOutputStorage:
         obj = StoredObject(key, len(data), f"blake3:{hasher.hexdigest()}", content_type)
         self._blobs[key] = _Blob(data, obj)
         return obj
+
+    async def put_bytes(self, key: str, data: bytes, *, content_type: str) -> StoredObject:
+        return await self.put(key, iterate_bytes(data), content_type=content_type)
+
+    async def read_small(
+        self, key: str, max_bytes: int
+    ) -> tuple[StoredObject, bytes | None] | None:
+        blob = self._blobs.get(validate_key(key))
+        if blob is None:
+            return None
+        return blob.obj, (blob.data if len(blob.data) <= max_bytes else None)
 
     async def open(
         self, key: str, *, offset: int = 0, length: int | None = None

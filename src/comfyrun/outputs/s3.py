@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import blake3
 
 from comfyrun.errors import NotFound, StorageError
-from comfyrun.outputs.base import StoredObject
+from comfyrun.outputs.base import StoredObject, iterate_bytes, read_all
 from comfyrun.outputs.keys import validate_key, validate_prefix
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,19 @@ class S3OutputStorage:
             if _is_client_error(exc):
                 raise StorageError(f"S3 {fn.__name__} failed: {exc}") from exc
             raise
+
+    async def put_bytes(self, key: str, data: bytes, *, content_type: str) -> StoredObject:
+        return await self.put(key, iterate_bytes(data), content_type=content_type)
+
+    async def read_small(
+        self, key: str, max_bytes: int
+    ) -> tuple[StoredObject, bytes | None] | None:
+        obj = await self.stat(key)
+        if obj is None:
+            return None
+        if obj.size_bytes > max_bytes:
+            return obj, None
+        return obj, await read_all(self, key)
 
     async def put(
         self, key: str, chunks: AsyncIterable[bytes], *, content_type: str

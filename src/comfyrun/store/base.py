@@ -9,7 +9,7 @@ the caller read, with the next status taken from `comfyrun.core.state`.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -52,6 +52,14 @@ class Changes:
     prompt_id: str | None = None
     clear_lease: bool = False
     extra: JSON = field(default_factory=dict)
+    #: Outputs committed in the same transaction as the status change (each with its "output"
+    #: event, before the "status" one): a job succeeds with its outputs or not at all.
+    outputs: tuple[Output, ...] = ()
+
+
+#: Given the job a claim just took, an event (kind, data) to append in the claim's own
+#: transaction, or None.
+ClaimNote = Callable[[Job], tuple[str, JSON] | None]
 
 
 class KeyStore(Protocol):
@@ -124,10 +132,16 @@ class JobStore(KeyStore, WebhookOutbox, Protocol):
         """
 
     async def claim(
-        self, worker_id: str, lease_s: float, *, now: float | None = None
+        self,
+        worker_id: str,
+        lease_s: float,
+        *,
+        now: float | None = None,
+        note: ClaimNote | None = None,
     ) -> Job | None:
         """Atomically take the best runnable queued job (highest priority, then oldest, with
-        next_run_at <= now) for `worker_id`: status running, attempts+1, lease set."""
+        next_run_at <= now) for `worker_id`: status running, attempts+1, lease set. `note`
+        may add one event to the claim's transaction (e.g. the prompt about to be sent)."""
 
     async def renew(
         self, job_id: str, worker_id: str, lease_s: float, *, now: float | None = None
@@ -215,4 +229,4 @@ class JobStore(KeyStore, WebhookOutbox, Protocol):
         """Delete finished (and expired) jobs that finished before `cutoff`; returns them."""
 
 
-__all__ = ["Changes", "JobEvent", "JobPage", "JobStore", "KeyStore", "WebhookOutbox"]
+__all__ = ["Changes", "ClaimNote", "JobEvent", "JobPage", "JobStore", "KeyStore", "WebhookOutbox"]

@@ -18,7 +18,7 @@ from comfyrun.core.job import ACTIVE, JSON, TERMINAL, Job, JobStatus, NewJob, Ou
 from comfyrun.core.state import Event
 from comfyrun.errors import Conflict, IdempotencyKeyReuse, NotFound
 from comfyrun.store import maintenance, transition
-from comfyrun.store.base import Changes, JobEvent, JobPage
+from comfyrun.store.base import Changes, ClaimNote, JobEvent, JobPage
 from comfyrun.store.codec import decode_cursor, encode_cursor, output_to_dict, progress_to_dict
 from comfyrun.store.idempotency import KeyVerdict, key_scope, verdict
 from comfyrun.store.memtenancy import MemoryTenancy
@@ -87,7 +87,12 @@ class MemoryStore(MemoryTenancy):
         return job, True
 
     async def claim(
-        self, worker_id: str, lease_s: float, *, now: float | None = None
+        self,
+        worker_id: str,
+        lease_s: float,
+        *,
+        now: float | None = None,
+        note: ClaimNote | None = None,
     ) -> Job | None:
         now = _now(now)
         runnable = [
@@ -105,6 +110,9 @@ class MemoryStore(MemoryTenancy):
         )
         self._jobs[job.id] = job
         self._append(job.id, "status", transition.claim_event(job), now)
+        extra = note(job) if note is not None else None
+        if extra is not None:
+            self._append(job.id, extra[0], extra[1], now)
         await self._wake_watchers()
         return job
 
@@ -134,6 +142,11 @@ class MemoryStore(MemoryTenancy):
             raise transition.moved(job, expect, worker_id)
         if not p.changes_status:
             return job
+        outputs = changes.outputs if changes is not None else ()
+        if outputs:
+            job = job.evolve(outputs=(*job.outputs, *outputs))
+            for output in outputs:
+                self._append(job_id, "output", output_to_dict(output), now)
         job = transition.apply(job, p)
         self._jobs[job_id] = job
         self._append(job_id, "status", transition.status_event(job, p), now)

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-import aiosqlite
-
 if TYPE_CHECKING:
     import psycopg
 
@@ -71,30 +69,28 @@ SCHEMA_VERSION_SQL = (
 )
 
 
-async def migrate_sqlite(
-    conn: aiosqlite.Connection, found: Sequence[Migration] | None = None
-) -> list[int]:
+def migrate_sqlite(conn: sqlite3.Connection, found: Sequence[Migration] | None = None) -> list[int]:
     """Apply pending migrations (default: the packaged ones) in one IMMEDIATE transaction;
-    returns the versions applied. `conn` must be in autocommit mode (isolation_level=None)."""
-    await conn.execute("BEGIN IMMEDIATE")
+    returns the versions applied. `conn` must be in autocommit mode (isolation_level=None).
+    Blocking: the SQLite store calls it on its own thread."""
+    conn.execute("BEGIN IMMEDIATE")
     try:
-        await conn.execute(SCHEMA_VERSION_SQL)
-        async with conn.execute("SELECT version FROM schema_version") as cur:
-            done = {row[0] for row in await cur.fetchall()}
+        conn.execute(SCHEMA_VERSION_SQL)
+        done = {row[0] for row in conn.execute("SELECT version FROM schema_version").fetchall()}
         applied = []
         for mig in migrations("sqlite") if found is None else found:
             if mig.version in done:
                 continue
             for stmt in statements(mig.sql):
-                await conn.execute(stmt)
-            await conn.execute(
+                conn.execute(stmt)
+            conn.execute(
                 "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
                 (mig.version, mig.name, time.time()),
             )
             applied.append(mig.version)
-        await conn.execute("COMMIT")
+        conn.execute("COMMIT")
     except BaseException:
-        await conn.execute("ROLLBACK")
+        conn.execute("ROLLBACK")
         raise
     _log_applied("sqlite", applied)
     return applied

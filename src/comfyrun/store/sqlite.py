@@ -1,12 +1,22 @@
-"""The SQLite JobStore (`sqlite:///path.db`), via aiosqlite, in WAL mode.
+"""The SQLite JobStore (`sqlite:///path.db`), in WAL mode, on a thread of its own.
 
-One connection per store; an asyncio lock keeps one transaction at a time on it. Writes run in
-`BEGIN IMMEDIATE` transactions (a claim takes the write lock before it reads, so two processes
-never claim the same job) and wait up to `busy_timeout_s` for other processes' writers.
+One connection, owned by one thread. Every store call (the whole of `enqueue`, `claim`,
+`transition`, … as written once in `SQLStore`) is shipped to that thread as one unit and run
+there to the end: one thread hop per call, not one per statement. The thread takes every call
+waiting for it at once and runs them in one `BEGIN IMMEDIATE` transaction, each write inside a
+savepoint of its own (a failing call rolls back alone), and commits once: under load many calls
+share one fsync (group commit), and an idle store still answers each call with one commit. No
+call is acknowledged before the commit that holds it: `synchronous=FULL` (the default) makes it
+survive a power cut, any setting a process crash.
+
+How it runs a call: the shared code is `async def` over `_one`/`_all`/`_run`, which here return
+without ever suspending, so the thread drives each call's coroutine to its end with a single
+`send(None)` (no event loop in the thread). A store call made from inside another (the sweeper's
+`transition`s) runs inline.
 
 Waking waiters: SQLite has no notifications. Inside one process, every commit wakes the
-waiters of that job (and, when a job became claimable, `wait_for_work`) at once. Across processes sharing the
-file, a waiter also wakes every `cross_process_wait_s` (0.5 s by default), checks
+waiters of that job (and, when a job became claimable, `wait_for_work`) at once. Across processes
+sharing the file, a waiter also wakes every `cross_process_wait_s` (0.5 s by default), checks
 `PRAGMA data_version` (which changes only when another connection commits) and looks again
 only if it did: a short bounded wait, not a query per tick.
 """
@@ -16,13 +26,17 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import functools
+import inspect
 import json
+import logging
+import queue
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
-
-import aiosqlite
 
 from comfyrun.core.job import JSON
 from comfyrun.errors import InvalidRequest, StoreError
@@ -31,8 +45,44 @@ from comfyrun.store.codec import dump_json
 from comfyrun.store.migrate import migrate_sqlite
 from comfyrun.store.queries import queries
 from comfyrun.store.sqlstore import Row, SQLStore
+from comfyrun.store.sqltenancy import SQLTenancy
+
+log = logging.getLogger(__name__)
 
 Q = queries("sqlite")
+
+#: Store calls that only read: a batch of these alone runs outside any transaction.
+READS = frozenset(
+    {
+        "ping",
+        "events_since",
+        "get",
+        "get_by_prompt_id",
+        "list",
+        "queue_position",
+        "counts",
+        "oldest_queued_at",
+        "get_api_key",
+        "api_key_by_hash",
+        "list_api_keys",
+        "deliveries",
+        "delivery_counts",
+    }
+)
+#: Calls that stay on the event loop (they wait, or manage the thread).
+LOCAL = frozenset({"open", "close", "wait_for_event", "wait_for_work"})
+
+
+@dataclass(slots=True)
+class _Call:
+    """One store call waiting for the store's thread."""
+
+    fn: Callable[..., Coroutine[Any, Any, Any]]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    read: bool
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
 
 
 class SQLiteStore(SQLStore):
@@ -45,6 +95,7 @@ class SQLiteStore(SQLStore):
         busy_timeout_s: float = 30.0,
         cross_process_wait_s: float = 0.5,
         synchronous: str = "FULL",
+        max_batch: int = 512,
     ) -> None:
         if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise InvalidRequest(
@@ -54,36 +105,47 @@ class SQLiteStore(SQLStore):
         self.synchronous = synchronous.upper()
         self.busy_timeout_s = busy_timeout_s
         self.cross_process_wait_s = cross_process_wait_s
-        self._conn: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
+        self.max_batch = max_batch
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._thread_id: int | None = None
+        self._open = False
+        # owned by the store's thread
+        self._conn: sqlite3.Connection | None = None
+        self._wakes: list[tuple[str, bool]] = []
+        # owned by the event loop
         self._job_waiters: dict[str, set[asyncio.Event]] = {}
-        self._work = asyncio.Condition()
+        self._work = asyncio.Event()
+
+    # -- life --------------------------------------------------------------------------------
 
     async def open(self) -> None:
+        if self._open:
+            return
+        loop = asyncio.get_running_loop()
+        opened: asyncio.Future[None] = loop.create_future()
+        self._calls = queue.SimpleQueue()
+        thread = threading.Thread(
+            target=self._serve, args=(loop, opened), name="comfyrun-sqlite", daemon=True
+        )
+        thread.start()
         try:
-            # Probe first: a failed aiosqlite.connect leaves its thread to finish after the
-            # caller's loop may be gone.
-            await asyncio.to_thread(_probe, self.path)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
-        try:
-            conn.row_factory = aiosqlite.Row
-            await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
-            if self.path != ":memory:":
-                await conn.execute("PRAGMA journal_mode = WAL")
-            # FULL: an acknowledged enqueue survives a power cut, not only a process crash.
-            await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-            await migrate_sqlite(conn)
+            await opened
         except BaseException:
-            await conn.close()
+            await asyncio.to_thread(thread.join)
             raise
-        self._conn = conn
+        self._thread = thread
+        self._open = True
 
     async def close(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            await conn.close()
+        if not self._open or self._thread is None:
+            return
+        self._open = False
+        self._calls.put(None)
+        thread, self._thread = self._thread, None
+        await asyncio.to_thread(thread.join)
+
+    # -- waiting -----------------------------------------------------------------------------
 
     async def wait_for_event(
         self, job_id: str, after_id: int, timeout: float
@@ -93,13 +155,15 @@ class SQLiteStore(SQLStore):
         waiters = self._job_waiters.setdefault(job_id, set())
         waiters.add(woken)  # before looking, so no commit slips between the look and the wait
         try:
-            version = await self._data_version()
             while True:
                 woken.clear()
-                events = await self.events_since(job_id, after_id)
+                found: tuple[builtins.list[JobEvent], int] = await self._call(
+                    _events_and_version, (job_id, after_id), {}, read=True
+                )
+                events, version = found
                 if events:
                     return events
-                changed, version = await self._wait(woken.wait, deadline, version)
+                changed, _ = await self._wait(woken, deadline, version)
                 if not changed:
                     return []
         finally:
@@ -109,64 +173,197 @@ class SQLiteStore(SQLStore):
 
     async def wait_for_work(self, timeout: float) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
-        async with self._work:
-            await self._wait(self._work.wait, deadline, await self._data_version())
+        await self._wait(self._work, deadline, await self._data_version())
 
-    # -- plumbing ----------------------------------------------------------------------------
+    async def _wait(self, woken: asyncio.Event, deadline: float, version: int) -> tuple[bool, int]:
+        """Until `woken` is set (a commit in this process) or another process commits (True),
+        or until `deadline` (False). Returns the data version seen last."""
+        loop = asyncio.get_running_loop()
+        while (remaining := deadline - loop.time()) > 0:
+            try:
+                async with asyncio.timeout(min(remaining, self.cross_process_wait_s)):
+                    await woken.wait()
+                return True, version
+            except TimeoutError:
+                pass
+            current = await self._data_version()
+            if current != version:
+                return True, current
+        return False, version
+
+    async def _data_version(self) -> int:
+        version: int = await self._call(_data_version, (), {}, read=True)
+        return version
+
+    # -- shipping calls to the store's thread ------------------------------------------------
+
+    async def _call(
+        self,
+        fn: Callable[..., Coroutine[Any, Any, Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        read: bool,
+    ) -> Any:
+        if threading.get_ident() == self._thread_id:  # a store call inside another one
+            return await fn(self, *args, **kwargs)
+        if not self._open:
+            raise StoreError("the SQLite store is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._calls.put(_Call(fn, args, kwargs, read, loop, future))
+        return await future
+
+    def _serve(self, loop: asyncio.AbstractEventLoop, opened: asyncio.Future[None]) -> None:
+        """The store's thread: open the connection, then run batches of calls until closed."""
+        self._thread_id = threading.get_ident()
+        try:
+            self._conn = self._connect()
+        except Exception as exc:
+            error = StoreError(f"cannot open SQLite database {self.path!r}: {exc}")
+            loop.call_soon_threadsafe(_settle, opened, False, error)
+            return
+        loop.call_soon_threadsafe(_settle, opened, True, None)
+        try:
+            closing = False
+            while not closing:
+                first = self._calls.get()
+                if first is None:
+                    break
+                batch = [first]
+                while len(batch) < self.max_batch:
+                    try:
+                        more = self._calls.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        closing = True
+                        break
+                    batch.append(more)
+                self._run_batch(batch)
+            self._fail_waiting()
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+            self._thread_id = None
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+            if self.path != ":memory:":
+                conn.execute("PRAGMA journal_mode = WAL")
+            # FULL: an acknowledged enqueue survives a power cut, not only a process crash.
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            migrate_sqlite(conn)
+            conn.row_factory = _dict_row
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _run_batch(self, batch: builtins.list[_Call]) -> None:
+        conn = self._conn
+        assert conn is not None
+        writes = not all(call.read for call in batch)
+        results: builtins.list[tuple[_Call, bool, Any]] = []
+        self._wakes = []
+        if writes:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                error = StoreError(f"SQLite is busy: {exc}")
+                _deliver_all([(call, False, error) for call in batch], [])
+                return
+        for call in batch:
+            try:
+                results.append((call, True, _drive(call.fn(self, *call.args, **call.kwargs))))
+            except sqlite3.Error as exc:
+                results.append((call, False, StoreError(f"SQLite failed: {exc}")))
+            except Exception as exc:
+                results.append((call, False, exc))
+        wakes = self._wakes
+        if writes:
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                _rollback(conn)
+                error = StoreError(f"SQLite commit failed: {exc}")
+                results = [(call, False, value if not ok else error) for call, ok, value in results]
+                wakes = []
+        _deliver_all(results, [(self, job_id, work) for job_id, work in wakes])
+
+    def _fail_waiting(self) -> None:
+        """Calls still queued when the store closed."""
+        error = StoreError("the SQLite store is closed")
+        left: builtins.list[tuple[_Call, bool, Any]] = []
+        while True:
+            try:
+                call = self._calls.get_nowait()
+            except queue.Empty:
+                break
+            if call is not None:
+                left.append((call, False, error))
+        _deliver_all(left, [])
+
+    def _wake(self, job_id: str, work: bool) -> None:
+        """On the event loop, after the commit: wake this process's waiters."""
+        for woken in builtins.list(self._job_waiters.get(job_id, ())):
+            woken.set()
+        if work:
+            event, self._work = self._work, asyncio.Event()
+            event.set()
+
+    # -- plumbing for the shared SQL code (runs on the store's thread) -----------------------
 
     @asynccontextmanager
-    async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
-            conn = self._connection()
-            try:
-                yield conn
-            except sqlite3.Error as exc:
-                raise StoreError(f"SQLite read failed: {exc}") from exc
+    async def _read(self) -> AsyncIterator[sqlite3.Connection]:
+        conn = self._connection()
+        try:
+            yield conn
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite read failed: {exc}") from exc
 
     @asynccontextmanager
-    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
-            conn = self._connection()
-            try:
-                await conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StoreError(f"SQLite is busy: {exc}") from exc
-            try:
-                yield conn
-            except BaseException as exc:
-                await _rollback(conn)
-                if isinstance(exc, sqlite3.Error):
-                    raise StoreError(f"SQLite write failed: {exc}") from exc
-                raise
-            else:
-                try:
-                    await conn.execute("COMMIT")
-                except sqlite3.Error as exc:
-                    await _rollback(conn)
-                    raise StoreError(f"SQLite commit failed: {exc}") from exc
+    async def _write(self) -> AsyncIterator[sqlite3.Connection]:
+        """A savepoint inside the batch's transaction: a failing call undoes only its own
+        writes; the batch commits once."""
+        conn = self._connection()
+        if not conn.in_transaction:
+            raise StoreError("a SQLite write outside a write batch (a read-only call wrote)")
+        conn.execute("SAVEPOINT call")
+        try:
+            yield conn
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK TO call")
+                conn.execute("RELEASE call")
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"SQLite write failed: {exc}") from exc
+            raise
+        else:
+            conn.execute("RELEASE call")
 
-    def _connection(self) -> aiosqlite.Connection:
-        if self._conn is None:
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None or threading.get_ident() != self._thread_id:
             raise StoreError("the SQLite store is not open")
         return self._conn
 
-    async def _one(self, conn: aiosqlite.Connection, name: str, params: JSON) -> Row | None:
-        async with conn.execute(Q[name], params) as cur:
-            row: sqlite3.Row | None = await cur.fetchone()
-        return dict(zip(row.keys(), row, strict=True)) if row is not None else None
+    async def _one(self, conn: sqlite3.Connection, name: str, params: JSON) -> Row | None:
+        row: Row | None = conn.execute(Q[name], params).fetchone()
+        return row
 
-    async def _all(self, conn: aiosqlite.Connection, name: str, params: JSON) -> list[Row]:
-        async with conn.execute(Q[name], params) as cur:
-            rows: builtins.list[sqlite3.Row] = builtins.list(await cur.fetchall())
-        return [dict(zip(r.keys(), r, strict=True)) for r in rows]
+    async def _all(self, conn: sqlite3.Connection, name: str, params: JSON) -> list[Row]:
+        rows: list[Row] = conn.execute(Q[name], params).fetchall()
+        return rows
 
-    async def _run(self, conn: aiosqlite.Connection, name: str, params: JSON) -> int:
-        async with conn.execute(Q[name], params) as cur:
-            return int(cur.rowcount)
+    async def _run(self, conn: sqlite3.Connection, name: str, params: JSON) -> int:
+        return int(conn.execute(Q[name], params).rowcount)
 
     async def _append(
         self,
-        conn: aiosqlite.Connection,
+        conn: sqlite3.Connection,
         job_id: str,
         kind: str,
         data: JSON,
@@ -178,15 +375,11 @@ class SQLiteStore(SQLStore):
         assert row is not None
         return int(row["id"])
 
-    async def _lock_key(self, conn: aiosqlite.Connection, key: JSON) -> None:
+    async def _lock_key(self, conn: sqlite3.Connection, key: JSON) -> None:
         return None  # BEGIN IMMEDIATE already holds the database's one write lock
 
     async def _committed(self, job_id: str, *, work: bool = False) -> None:
-        for woken in builtins.list(self._job_waiters.get(job_id, ())):
-            woken.set()
-        if work:
-            async with self._work:
-                self._work.notify_all()
+        self._wakes.append((job_id, work))  # woken once the batch has committed
 
     _no_limit = -1
 
@@ -194,36 +387,87 @@ class SQLiteStore(SQLStore):
     def _text_list(values: builtins.list[str]) -> Any:
         return json.dumps(values)  # read back with json_each()
 
-    async def _data_version(self) -> int:
-        async with self._read() as conn, conn.execute("PRAGMA data_version") as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
 
-    async def _wait(
-        self, woken: Callable[[], Awaitable[Any]], deadline: float, version: int
-    ) -> tuple[bool, int]:
-        """Until `woken()` returns (a commit in this process) or another process commits
-        (True), or until `deadline` (False). Returns the data version seen last."""
-        loop = asyncio.get_running_loop()
-        while (remaining := deadline - loop.time()) > 0:
-            try:
-                await asyncio.wait_for(woken(), min(remaining, self.cross_process_wait_s))
-                return True, version
-            except TimeoutError:
-                pass
-            current = await self._data_version()
-            if current != version:
-                return True, current
-        return False, version
+def _shipped(name: str, fn: Callable[..., Coroutine[Any, Any, Any]]) -> Any:
+    read = name in READS
+
+    @functools.wraps(fn)
+    async def call(self: SQLiteStore, *args: Any, **kwargs: Any) -> Any:
+        return await self._call(fn, args, kwargs, read=read)
+
+    return call
 
 
-async def _rollback(conn: aiosqlite.Connection) -> None:
+# Every public store call of the shared SQL code runs on the store's thread, whole.
+for _name, _fn in list({**vars(SQLTenancy), **vars(SQLStore)}.items()):
+    if _name.startswith("_") or _name in LOCAL or not inspect.iscoroutinefunction(_fn):
+        continue
+    setattr(SQLiteStore, _name, _shipped(_name, _fn))
+
+
+async def _data_version(store: SQLiteStore) -> int:
+    row = store._connection().execute("PRAGMA data_version").fetchone()
+    return int(row["data_version"]) if row else 0
+
+
+async def _events_and_version(
+    store: SQLiteStore, job_id: str, after_id: int
+) -> tuple[builtins.list[JobEvent], int]:
+    """A job's new events and the data version they were read at, in one trip."""
+    events: builtins.list[JobEvent] = await store.events_since(job_id, after_id)
+    return events, await _data_version(store)
+
+
+def _drive(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine that never suspends to its end, without an event loop."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coro.close()
+    raise RuntimeError("a SQLite store call suspended on the store's thread")
+
+
+def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
+    return {col[0]: value for col, value in zip(cursor.description, row, strict=True)}
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
     with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
-        await conn.execute("ROLLBACK")
+        conn.execute("ROLLBACK")
 
 
-def _probe(path: str) -> None:
-    sqlite3.connect(path).close()
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.done():
+        return  # the caller gave up (cancelled); the call ran all the same
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+def _deliver_all(
+    results: builtins.list[tuple[_Call, bool, Any]],
+    wakes: builtins.list[tuple[SQLiteStore, str, bool]],
+) -> None:
+    """Hand each call's outcome to its loop (one wake-up per loop), then wake the waiters."""
+    by_loop: dict[asyncio.AbstractEventLoop, builtins.list[tuple[_Call, bool, Any]]] = {}
+    for item in results:
+        by_loop.setdefault(item[0].loop, []).append(item)
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+            loop.call_soon_threadsafe(_deliver, items, wakes)
+            wakes = []  # once: waiters live on the loop of the calls that woke them
+
+
+def _deliver(
+    items: builtins.list[tuple[_Call, bool, Any]],
+    wakes: builtins.list[tuple[SQLiteStore, str, bool]],
+) -> None:
+    for call, ok, value in items:
+        _settle(call.future, ok, value)
+    for store, job_id, work in wakes:
+        store._wake(job_id, work)
 
 
 __all__ = ["SQLiteStore"]

@@ -18,7 +18,7 @@ from comfyrun.core.job import JSON, Job, JobStatus, NewJob, Output, Progress
 from comfyrun.core.state import Event
 from comfyrun.errors import Conflict, IdempotencyKeyReuse, StoreError
 from comfyrun.store import maintenance, transition
-from comfyrun.store.base import Changes, JobEvent, JobPage
+from comfyrun.store.base import Changes, ClaimNote, JobEvent, JobPage
 from comfyrun.store.codec import (
     decode_cursor,
     dump_json,
@@ -91,7 +91,12 @@ class SQLStore(SQLTenancy, ABC):
         return job, True
 
     async def claim(
-        self, worker_id: str, lease_s: float, *, now: float | None = None
+        self,
+        worker_id: str,
+        lease_s: float,
+        *,
+        now: float | None = None,
+        note: ClaimNote | None = None,
     ) -> Job | None:
         now = _now(now)
         params = {"worker_id": worker_id, "lease_expires_at": now + lease_s, "now": now}
@@ -101,6 +106,9 @@ class SQLStore(SQLTenancy, ABC):
                 return None
             job = job_from_row(row)
             await self._append(conn, job.id, "status", transition.claim_event(job), now)
+            extra = note(job) if note is not None else None
+            if extra is not None:
+                await self._append(conn, job.id, extra[0], extra[1], now)
         await self._committed(job.id)
         return job
 
@@ -126,6 +134,11 @@ class SQLStore(SQLTenancy, ABC):
         async with self._write() as conn:
             row = None
             if p.changes_status:
+                for output in changes.outputs if changes is not None else ():
+                    data = output_to_dict(output)
+                    params = {"id": job_id, "output": dump_json(data)}
+                    await self._one(conn, "add_output", params)
+                    await self._append(conn, job_id, "output", data, now)
                 params = transition.plan_params(p, job_id, worker_id)
                 row = await self._one(conn, "transition", params)
             if row is None:

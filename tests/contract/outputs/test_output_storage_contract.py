@@ -31,6 +31,28 @@ async def test_put_then_read_back_bytes_size_hash_and_type(storage: OutputStorag
     assert stat.hash in (None, blake3_of(data))
 
 
+async def test_put_bytes_and_read_small(storage: OutputStorage) -> None:
+    data = pattern(5_000)
+    stored = await storage.put_bytes("job/3/small.png", data, content_type="image/png")
+    assert (stored.size_bytes, stored.hash, stored.content_type) == (
+        len(data),
+        blake3_of(data),
+        "image/png",
+    )
+    assert await collect(storage.open("job/3/small.png")) == data
+    found = await storage.read_small("job/3/small.png", 5_000)
+    assert found is not None
+    assert found[1] == data
+    assert (found[0].size_bytes, found[0].content_type) == (len(data), "image/png")
+    too_big = await storage.read_small("job/3/small.png", 4_999)
+    assert too_big is not None
+    assert too_big[1] is None and too_big[0].size_bytes == len(data)
+    assert await storage.read_small("job/3/missing.png", 10) is None
+    replaced = await storage.put_bytes("job/3/small.png", b"x", content_type="text/plain")
+    assert replaced.size_bytes == 1
+    assert await collect(storage.open("job/3/small.png")) == b"x"
+
+
 async def test_empty_object(storage: OutputStorage) -> None:
     stored = await storage.put("j/1/empty.txt", iterate_bytes(b""), content_type="text/plain")
     assert stored.size_bytes == 0

@@ -196,3 +196,75 @@ async def test_success_after_a_failed_attempt_clears_the_error(store: JobStore) 
     assert done.error is None and (await store.get(job.id)) == done
     logged = [e.data.get("error") for e in await store.events_since(job.id)]
     assert {"code": "backend_lost"}.items() <= (logged[2] or {}).items()
+
+
+def _image(name: str) -> Output:
+    return Output(
+        node_id="9",
+        name=name,
+        type=OutputType.IMAGE,
+        content_type="image/png",
+        size_bytes=3,
+        storage_key=f"k/{name}",
+    )
+
+
+async def test_outputs_commit_with_the_final_state(store: JobStore) -> None:
+    job = await running(store)
+    outputs = (_image("a.png"), _image("b.png"))
+    done = await store.transition(
+        job.id,
+        Event.SUCCEED,
+        expect=JobStatus.RUNNING,
+        changes=Changes(outputs=outputs),
+        now=T0 + 1,
+        worker_id="w1",
+    )
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.outputs == outputs
+    assert await store.get(job.id) == done
+    kinds = [
+        (e.kind, e.data.get("name"), e.data.get("status")) for e in await store.events_since(job.id)
+    ]
+    assert kinds[-3:] == [
+        ("output", "a.png", None),
+        ("output", "b.png", None),
+        ("status", None, "succeeded"),
+    ]
+
+
+async def test_a_refused_final_state_commits_none_of_its_outputs(store: JobStore) -> None:
+    job = await running(store)
+    events = await store.events_since(job.id)
+    with pytest.raises(Conflict):
+        await store.transition(
+            job.id,
+            Event.SUCCEED,
+            expect=JobStatus.RUNNING,
+            changes=Changes(outputs=(_image("a.png"),)),
+            now=T0 + 1,
+            worker_id="another-worker",
+        )
+    after = await store.get(job.id)
+    assert after is not None and after.outputs == () and after.status is JobStatus.RUNNING
+    assert await store.events_since(job.id) == events
+
+
+async def test_a_claim_note_lands_in_the_claims_transaction(store: JobStore) -> None:
+    await store.enqueue(new_job(), now=T0)
+    seen: list[Job] = []
+
+    def note(job: Job) -> tuple[str, dict[str, object]] | None:
+        seen.append(job)
+        return "log", {"action": "prompt_submitted", "prompt_id": "p-9", "attempt": job.attempts}
+
+    job = await store.claim("w1", 30, now=T0, note=note)
+    assert job is not None and seen == [job]
+    events = await store.events_since(job.id)
+    assert (events[-2].kind, events[-2].data.get("status")) == ("status", "running")
+    assert (events[-1].kind, events[-1].data) == (
+        "log",
+        {"action": "prompt_submitted", "prompt_id": "p-9", "attempt": 1},
+    )
+    assert await store.claim("w1", 30, now=T0, note=note) is None
+    assert len(seen) == 1

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
-import aiosqlite
 import psycopg
 import pytest
 from tests.support.store import drop_schema, new_job, new_schema_name, pg_dsn, require_pg
@@ -34,9 +34,9 @@ def sqlite_schema(path: Path) -> list[tuple[str, str, str]]:
 
 async def test_sqlite_migrations_match_schema_sql(tmp_path: Path) -> None:
     migrated = tmp_path / "migrated.db"
-    async with aiosqlite.connect(migrated, isolation_level=None) as conn:
-        assert await migrate_sqlite(conn) == [m.version for m in migrations("sqlite")]
-        assert await migrate_sqlite(conn) == []  # applied once
+    with closing(sqlite3.connect(migrated, isolation_level=None)) as conn:
+        assert migrate_sqlite(conn) == [m.version for m in migrations("sqlite")]
+        assert migrate_sqlite(conn) == []  # applied once
     declared = tmp_path / "declared.db"
     with sqlite3.connect(declared) as conn:
         for stmt in statements(sql_text("sqlite", "schema.sql")):
@@ -123,10 +123,10 @@ async def test_sqlite_upgrade_applies_only_newer_migrations(tmp_path: Path) -> N
     later = Migration(
         2, "later", "CREATE TABLE later (x INTEGER);\nCREATE INDEX later_x ON later (x);"
     )
-    async with aiosqlite.connect(path, isolation_level=None) as conn:
-        assert await migrate_sqlite(conn, [first]) == [1]
-        assert await migrate_sqlite(conn, [first, later]) == [2]
-        assert await migrate_sqlite(conn, [first, later]) == []
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        assert migrate_sqlite(conn, [first]) == [1]
+        assert migrate_sqlite(conn, [first, later]) == [2]
+        assert migrate_sqlite(conn, [first, later]) == []
     names = {name for _, name, _ in sqlite_schema(path)}
     assert {"jobs", "later", "later_x"} <= names
     with sqlite3.connect(path) as conn:
@@ -137,7 +137,9 @@ async def test_sqlite_upgrade_applies_only_newer_migrations(tmp_path: Path) -> N
 async def test_a_failed_migration_leaves_nothing_behind(tmp_path: Path) -> None:
     path = tmp_path / "bad.db"
     broken = Migration(2, "broken", "CREATE TABLE half (x INTEGER);\nNOT SQL;")
-    async with aiosqlite.connect(path, isolation_level=None) as conn:
-        with pytest.raises(sqlite3.OperationalError):
-            await migrate_sqlite(conn, [migrations("sqlite")[0], broken])
+    with (
+        closing(sqlite3.connect(path, isolation_level=None)) as conn,
+        pytest.raises(sqlite3.OperationalError),
+    ):
+        migrate_sqlite(conn, [migrations("sqlite")[0], broken])
     assert sqlite_schema(path) == []

@@ -40,6 +40,8 @@ register_url_convertor("outputid", OutputIdConvertor())
 router = APIRouter(tags=["files"], dependencies=[Depends(require_auth)])
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+#: Files up to this size are read whole and sent in one response body.
+SMALL_BODY = 1 << 20
 
 
 async def _find(ctx: AppContext, oid: str) -> tuple[str, Output]:
@@ -108,12 +110,15 @@ async def serve_key(
         url, _ = await storage.url(key, expires_s=3600)
         if url:
             return RedirectResponse(url, status_code=302)
-    stat = await storage.stat(key)
-    if stat is None:
+    found = await storage.read_small(key, -1 if range_header else SMALL_BODY)
+    if found is None:
         raise NotFound(f"file {key} not found", details={"key": key})
-    total = int(getattr(stat, "size_bytes", None) or size or 0)
-    media = content_type or getattr(stat, "content_type", None) or "application/octet-stream"
+    stat, body = found
+    total = int(stat.size_bytes or size or 0)
+    media = content_type or stat.content_type or "application/octet-stream"
     headers = {"Accept-Ranges": "bytes"}
+    if body is not None:  # small: read in one trip, sent in one piece
+        return Response(body, 200, headers=headers, media_type=media)
     if range_header:
         span = _parse_range(range_header, total)
         if span is None:

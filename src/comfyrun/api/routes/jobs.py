@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from comfyrun import stages
 from comfyrun.api.context import AppContext, get_ctx, public_base_url, require_auth
 from comfyrun.api.schemas import (
     JobList,
@@ -59,6 +60,7 @@ async def submit_job(
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
     wait: Annotated[float | None, Query(ge=0, description="Hold the request up to N s")] = None,
 ) -> JobOut:
+    received = time.perf_counter()
     if body.webhook is not None:
         AddressPolicy.from_entries(ctx.settings.webhook_allow).check_url(body.webhook.url)
     submitted = await ctx.service.submit(
@@ -76,10 +78,13 @@ async def submit_job(
     )
     if not submitted.created:
         response.headers["Idempotency-Replayed"] = "true"
+    stages.mark_at(submitted.job.id, "received", received)
     view = JobView(submitted.job, submitted.queue_position)
     if wait:
         view = await ctx.service.wait(submitted.job.id, min(wait, ctx.settings.max_wait_s))
-    return await render(ctx, request, view)
+    rendered = await render(ctx, request, view)
+    stages.mark(submitted.job.id, "responded")
+    return rendered
 
 
 def _statuses(raw: list[str] | None) -> list[JobStatus] | None:

@@ -1,0 +1,361 @@
+"""The hot path, side by side with ComfyUI (the emulator) driven directly, in one run.
+
+    .venv/bin/python bench/hot_path.py                      # latency, 8-client throughput, budget
+    .venv/bin/python bench/hot_path.py --fleet --postgres   # also the fleet and PostgreSQL set-ups
+
+Every figure is a zero-work job (EmptyImage 8x8 -> SaveImage, a fresh color each time) on
+emulators started as their own processes, so what differs between the columns is comfyrun.
+
+1. Added latency per job, for both faces, jobs one at a time, interleaved in rounds with the
+   direct runs (so load on the shared machine hits all three alike):
+   - direct: POST /prompt, /ws until `executing` null, GET /history/{id}, GET /view;
+   - v2: POST /api/v2/jobs?wait=60, then GET the output URL;
+   - ComfyUI face: the direct steps, against comfyrun.
+   Added = comfyrun's time minus the direct median.
+2. Throughput, 8 clients each running jobs back to back, one backend: comfyrun's jobs/s as a
+   share of the same backend driven directly.
+3. The per-stage budget of one job through the v2 face, from comfyrun's stage marks
+   (comfyrun.stages, written by bench/traced_server.py) and the client's own clock.
+4. --fleet: 4 backends, 32 clients, SQLite `serve` (jobs/s, vs 4 emulators driven directly);
+   enqueues/s (32 clients submitting without waiting).
+5. --postgres: `comfyrun api` + 2 `comfyrun worker`s (2 emulators each) on PostgreSQL, 32 clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import websockets
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.support
+from tests.support.api import ServerProcess
+
+from comfyrun.stages import STAGES
+
+BENCH = Path(__file__).resolve().parent
+_colors = itertools.count(1)
+
+
+def workflow() -> dict[str, Any]:
+    color = next(_colors) % 16_777_216
+    return {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": color},
+        },
+        "2": {
+            "class_type": "SaveImage",
+            "inputs": {"images": ["1", 0], "filename_prefix": f"h{color}"},
+        },
+    }
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def ms(values: list[float]) -> str:
+    return f"{statistics.median(values) * 1000:6.2f} / {pct(values, 99) * 1000:6.2f} ms"
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+async def start_emulator(tmp: Path) -> tuple[asyncio.subprocess.Process, str]:
+    folder = Path(tempfile.mkdtemp(dir=tmp, prefix="emu"))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "comfyrun.comfy.emulator", "--listen", "127.0.0.1", "--port", "0",
+        "--output-directory", str(folder / "out"), "--input-directory", str(folder / "in"),
+        "--temp-directory", str(folder / "tmp"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    while True:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+        if not line:
+            raise RuntimeError("the emulator exited")
+        if "To see the GUI go to:" in line:
+            return proc, line.rsplit(" ", 1)[1].strip()
+
+
+@contextlib.asynccontextmanager
+async def emulators(tmp: Path, n: int) -> AsyncIterator[list[str]]:
+    started = [await start_emulator(tmp) for _ in range(n)]
+    try:
+        yield [url for _, url in started]
+    finally:
+        for proc, _ in started:
+            proc.terminate()
+            await proc.wait()
+
+
+def comfyrun_process(
+    tmp: Path, name: str, args: list[str], env: dict[str, str] | None = None
+) -> ServerProcess:
+    data = tmp / name
+    data.mkdir(exist_ok=True)
+    proc = ServerProcess(
+        [*args, "--port", "0", "--data-dir", str(data), "--log-level", "WARNING"],
+        log_path=tmp / f"{name}.log",
+        env={"COMFYRUN_QUEUE_MAX": "10000000", **(env or {})},
+        entry=[str(BENCH / "traced_server.py")],
+    )
+    proc.wait_ready(120)
+    return proc
+
+
+async def wait_ready(url: str) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        for _ in range(600):
+            if (await http.get("/ready")).status_code == 200:
+                return
+            await asyncio.sleep(0.1)
+    raise TimeoutError(f"{url} never became ready")
+
+
+# --- one job, three ways --------------------------------------------------------------------
+
+
+async def comfy_face_run(http: httpx.AsyncClient, url: str) -> float:
+    """ComfyUI's own API: what its script_examples do, timed from before the websocket."""
+    client_id = uuid.uuid4().hex
+    ws_url = url.replace("http://", "ws://") + f"/ws?clientId={client_id}"
+    start = time.perf_counter()
+    async with websockets.connect(ws_url, max_size=None) as ws:
+        r = await http.post(f"{url}/prompt", json={"prompt": workflow(), "client_id": client_id})
+        r.raise_for_status()
+        prompt_id = r.json()["prompt_id"]
+        while True:
+            msg = await ws.recv()
+            if isinstance(msg, bytes):
+                continue
+            data = json.loads(msg)
+            node_done = data["type"] == "executing" and data["data"].get("node") is None
+            if node_done and data["data"].get("prompt_id") == prompt_id:
+                break
+    history = (await http.get(f"{url}/history/{prompt_id}")).json()[prompt_id]
+    image = history["outputs"]["2"]["images"][0]
+    (await http.get(f"{url}/view", params=image)).raise_for_status()
+    return time.perf_counter() - start
+
+
+async def v2_run(http: httpx.AsyncClient, url: str, marks: dict[str, dict[str, float]]) -> float:
+    start = time.perf_counter()
+    r = await http.post(f"{url}/api/v2/jobs", params={"wait": 60}, json={"workflow": workflow()})
+    answered = time.perf_counter()
+    job = r.json()
+    assert job["status"] == "succeeded", job
+    (await http.get(job["outputs"][0]["url"])).raise_for_status()
+    end = time.perf_counter()
+    marks[job["id"]] = {"sent": start, "answered": answered, "downloaded": end}
+    return end - start
+
+
+# --- throughput -----------------------------------------------------------------------------
+
+
+async def drive(clients: int, seconds: float, one: Callable[[int], Awaitable[Any]]) -> float:
+    """`clients` loops running jobs back to back for `seconds`; jobs/s."""
+    done = 0
+    stop = time.perf_counter() + seconds
+
+    async def loop(i: int) -> None:
+        nonlocal done
+        while time.perf_counter() < stop:
+            await one(i)
+            done += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(loop(i) for i in range(clients)))
+    return done / (time.perf_counter() - start)
+
+
+# --- stage budget ---------------------------------------------------------------------------
+
+
+def budget(stage_log: Path, marks: dict[str, dict[str, float]]) -> list[tuple[str, list[float]]]:
+    per_job: dict[str, dict[str, float]] = defaultdict(dict)
+    for line in stage_log.read_text().splitlines():
+        rec = json.loads(line)
+        per_job[rec["job"]].setdefault(rec["stage"], rec["t"])
+    order = ["sent", *STAGES, "answered", "downloaded"]
+    spans: dict[str, list[float]] = defaultdict(list)
+    for job_id, client in marks.items():
+        seen = {**per_job.get(job_id, {}), **client}
+        present = [s for s in order if s in seen]
+        for a, b in itertools.pairwise(present):
+            spans[f"{a} -> {b}"].append(seen[b] - seen[a])
+    names = [f"{a} -> {b}" for a, b in itertools.pairwise(order)]
+    return [(n, spans[n]) for n in names if spans.get(n)] + [
+        (n, v) for n, v in spans.items() if n not in names
+    ]
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
+async def single(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]]) -> None:
+    stage_log = tmp / "stages.jsonl"
+    stage_log.touch()
+    server = comfyrun_process(
+        tmp, "one", ["serve", "--emulator", "1"], {"COMFYRUN_BENCH_STAGES": str(stage_log)}
+    )
+    try:
+        await wait_ready(server.url)
+        async with emulators(tmp, 1) as (emu,), httpx.AsyncClient(timeout=120) as http:
+            marks: dict[str, dict[str, float]] = {}
+            for _ in range(10):  # warm up all three
+                await comfy_face_run(http, emu)
+                await v2_run(http, server.url, {})
+                await comfy_face_run(http, server.url)
+            stage_log.write_text("")
+            direct: list[float] = []
+            v2: list[float] = []
+            face: list[float] = []
+            for _ in range(max(1, args.jobs // 20)):
+                direct += [await comfy_face_run(http, emu) for _ in range(20)]
+                v2 += [await v2_run(http, server.url, marks) for _ in range(20)]
+                face += [await comfy_face_run(http, server.url) for _ in range(20)]
+            base = statistics.median(direct)
+            rows += [
+                ("direct to ComfyUI (median / p99)", ms(direct)),
+                ("v2: POST ?wait + GET output", ms(v2)),
+                ("  added per job", ms([t - base for t in v2])),
+                ("ComfyUI face: /prompt, /ws, /history, /view", ms(face)),
+                ("  added per job", ms([t - base for t in face])),
+            ]
+            spans = budget(stage_log, marks)
+
+            direct_rate = await drive(
+                args.clients, args.seconds, lambda i: comfy_face_run(http, emu)
+            )
+            v2_rate = await drive(
+                args.clients, args.seconds, lambda i: v2_run(http, server.url, {})
+            )
+            face_rate = await drive(
+                args.clients, args.seconds, lambda i: comfy_face_run(http, server.url)
+            )
+            rows += [
+                (f"{args.clients} clients, one backend: direct", f"{direct_rate:7.1f} jobs/s"),
+                (
+                    "  through comfyrun, v2",
+                    f"{v2_rate:7.1f} jobs/s ({100 * v2_rate / direct_rate:.0f} % of direct)",
+                ),
+                (
+                    "  through comfyrun, ComfyUI face",
+                    f"{face_rate:7.1f} jobs/s ({100 * face_rate / direct_rate:.0f} % of direct)",
+                ),
+            ]
+    finally:
+        server.stop()
+    rows.append(("per-stage budget, v2 job (median / p99)", ""))
+    rows += [(f"  {name}", ms(values)) for name, values in spans]
+
+
+async def fleet(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]]) -> None:
+    server = comfyrun_process(tmp, "fleet", ["serve", "--emulator", "4"])
+    try:
+        await wait_ready(server.url)
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        async with (
+            emulators(tmp, 4) as emus,
+            httpx.AsyncClient(timeout=120, limits=limits) as http,
+        ):
+            direct_rate = await drive(
+                32, args.seconds, lambda i: comfy_face_run(http, emus[i % len(emus)])
+            )
+            rate = await drive(32, args.seconds, lambda i: v2_run(http, server.url, {}))
+            rows += [
+                ("fleet, 4 backends, 32 clients: direct", f"{direct_rate:7.1f} jobs/s"),
+                (
+                    "  through comfyrun serve (SQLite), v2",
+                    f"{rate:7.1f} jobs/s ({100 * rate / direct_rate:.0f} % of direct)",
+                ),
+            ]
+            n = args.enqueue_jobs
+            sem = asyncio.Semaphore(32)
+
+            async def submit() -> None:
+                async with sem:
+                    r = await http.post(f"{server.url}/api/v2/jobs", json={"workflow": workflow()})
+                    r.raise_for_status()
+
+            start = time.perf_counter()
+            await asyncio.gather(*(submit() for _ in range(n)))
+            rows.append(("  enqueues/s, 32 clients", f"{n / (time.perf_counter() - start):7.1f}"))
+    finally:
+        server.stop()
+
+
+async def postgres(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]]) -> None:
+    import psycopg
+    from tests.support.store import drop_schema, new_schema_name, pg_dsn
+
+    schema = new_schema_name()
+    db = f"{pg_dsn()}?schema={schema}" if "?" not in pg_dsn() else f"{pg_dsn()}&schema={schema}"
+    procs: list[ServerProcess] = []
+    try:
+        with psycopg.connect(pg_dsn()):
+            pass
+        api = comfyrun_process(tmp, "pg-api", ["api", "--db", db])
+        procs.append(api)
+        for i in range(2):
+            procs.append(
+                comfyrun_process(tmp, f"pg-w{i}", ["worker", "--db", db, "--emulator", "2"])
+            )
+        async with httpx.AsyncClient(timeout=120) as http:
+            for _ in range(600):
+                backends = (await http.get(f"{api.url}/api/v2/stats")).json()
+                if backends:
+                    break
+            for _ in range(20):
+                await v2_run(http, api.url, {})
+            rate = await drive(32, args.seconds, lambda i: v2_run(http, api.url, {}))
+        rows.append(
+            ("api + 2 workers (4 backends) on PostgreSQL, 32 clients", f"{rate:7.1f} jobs/s")
+        )
+    finally:
+        for proc in procs:
+            proc.stop()
+        drop_schema(schema)
+
+
+async def main(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="comfyrun-hot-"))
+    rows: list[tuple[str, str]] = []
+    await single(args, tmp, rows)
+    if args.fleet:
+        await fleet(args, tmp, rows)
+    if args.postgres:
+        await postgres(args, tmp, rows)
+    width = max(len(k) for k, _ in rows)
+    print(f"comfyrun hot path ({os.cpu_count()} CPUs, {args.jobs} sequential jobs per column)")
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=200, help="sequential jobs per column")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per throughput column")
+    parser.add_argument("--fleet", action="store_true")
+    parser.add_argument("--postgres", action="store_true")
+    parser.add_argument("--enqueue-jobs", type=int, default=5000)
+    asyncio.run(main(parser.parse_args()))
