@@ -131,6 +131,11 @@ async def test_each_dialect_hides_one_keys_jobs_from_another(server: Server) -> 
     assert (await b.http.get("/history")).json() == {}
     assert (await b.http.get("/queue")).json() == {"queue_running": [], "queue_pending": []}
     assert (await b.http.get("/api/jobs")).json()["jobs"] == []
+    for path, body in (("/history", {"clear": True}), ("/queue", {"clear": True})):
+        assert (await b.http.post(path, json=body)).status_code == 200  # clears B's own only
+    assert (await b.http.post("/interrupt", json={})).status_code == 200
+    assert (await b.http.post("/purge-queue")).status_code == 200
+    assert set(ids) <= set((await a.http.get("/history")).json())
     history = (await a.http.get(f"/history/{comfy}")).json()[comfy]
     [image] = [im for out in history["outputs"].values() for im in out.get("images", [])]
     assert (await a.http.get("/view", params=image)).status_code == 200
