@@ -118,14 +118,18 @@ class JobService:
         self._check_inputs = check_inputs
         self._clock = clock
         self._in_flight_keys: set[str] = set()
+        self._key_scope = ""  # whose idempotency keys these are (see `using`)
         # (queued jobs counted, when, jobs submitted since): see _enforce_queue_bound
         self._queued_estimate: tuple[int, float, int] = (0, -1e9, 0)
 
-    def using(self, store: JobStore, *, check_inputs: InputChecker | None = None) -> JobService:
-        """This service over another view of the store (e.g. one API key's); the rest is
+    def using(
+        self, store: JobStore, *, check_inputs: InputChecker | None = None, owner: str = ""
+    ) -> JobService:
+        """This service over another view of the store (e.g. API key `owner`'s); the rest is
         shared."""
         other = copy.copy(self)
         other.store = store
+        other._key_scope = owner
         if check_inputs is not None:
             other._check_inputs = check_inputs
         return other
@@ -135,7 +139,7 @@ class JobService:
     async def submit(self, sub: Submission) -> Submitted:
         """Validate, convert and enqueue. With an idempotency key, a replay returns the first
         job (created=False); a concurrent duplicate raises IdempotencyInFlight."""
-        key = sub.idempotency_key
+        key = None if sub.idempotency_key is None else f"{self._key_scope}\0{sub.idempotency_key}"
         if key is not None:
             if key in self._in_flight_keys:
                 raise IdempotencyInFlight(details={"retry_after_s": 1})

@@ -66,7 +66,9 @@ class AppContext:
             self,
             store=store,
             service=self.service.using(
-                store, check_inputs=checker(assets) if checker and assets else None
+                store,
+                check_inputs=checker(assets) if checker and assets else None,
+                owner=principal.owner,
             ),
             assets=assets,
             principal=principal,

@@ -180,6 +180,14 @@ async def test_assets_and_uploads_are_their_owners(server: Server) -> None:
     await same_as_missing(b.http, "DELETE", "/api/v2/assets/{id}", asset["id"])
     meta = f"/api/v2/files/assets/meta/{asset['id']}.json"  # storage keys: not a way round
     assert (await b.http.get(meta)).status_code == 404
+    load = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "p.png"}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
+    }
+    body = {"workflow": load, "inputs": [{"name": "p.png", "asset_id": asset["id"]}]}
+    refused = await b.http.post("/api/v2/jobs", json=body)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "missing_asset"
+    assert (await a.http.post("/api/v2/jobs", json=body)).status_code == 201
     files = {"image": ("mine.png", picture.getvalue(), "image/png")}
     assert (await a.http.post("/upload/image", files=files)).status_code == 200
     view = {"filename": "mine.png", "type": "input"}
