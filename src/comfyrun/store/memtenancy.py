@@ -61,7 +61,10 @@ class MemoryTenancy:
         quota = key.quota
         if quota.max_queued is not None or quota.per_minute is not None:
             owned = [j for j in self._jobs.values() if j.owner == key.id]
-            recent = [j.created_at for j in owned if j.created_at > now - QUOTA_WINDOW_S]
+            recent = sorted(
+                (j.created_at for j in owned if j.created_at > now - QUOTA_WINDOW_S),
+                reverse=True,
+            )[: quota.per_minute]  # the newest per_minute, as the SQL stores count them
             wait = quota_retry_after(
                 quota,
                 unfinished=sum(j.status in UNFINISHED for j in owned),

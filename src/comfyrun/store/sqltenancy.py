@@ -60,23 +60,26 @@ class SQLTenancy(ABC):
             return
         key = tenancy.key_from_row(row)
         quota = key.quota
-        if quota.max_queued is not None or quota.per_minute is not None:
-            params = {"owner": new.owner, "since": now - QUOTA_WINDOW_S}
-            counts = await self._one(conn, "quota_counts", params)
-            assert counts is not None
-            wait = quota_retry_after(
-                quota,
-                unfinished=int(counts["unfinished"]),
-                recent=int(counts["recent"]),
-                oldest_recent_at=counts["oldest_recent_at"],
-                now=now,
+        unfinished = recent = 0
+        oldest = None
+        if quota.max_queued is not None:
+            params: JSON = {"owner": new.owner, "cap": quota.max_queued}
+            row = await self._one(conn, "quota_unfinished", params)
+            unfinished = int(row["n"]) if row else 0
+        if quota.per_minute is not None:
+            since = now - QUOTA_WINDOW_S
+            params = {"owner": new.owner, "since": since, "cap": quota.per_minute}
+            row = await self._one(conn, "quota_recent", params)
+            recent, oldest = (int(row["n"]), row["oldest"]) if row else (0, None)
+        wait = quota_retry_after(
+            quota, unfinished=unfinished, recent=recent, oldest_recent_at=oldest, now=now
+        )
+        if wait is not None:
+            raise QuotaExceeded(
+                f"key {key.name} is at its quota "
+                f"(max_queued {quota.max_queued}, per_minute {quota.per_minute})",
+                retry_after_s=wait,
             )
-            if wait is not None:
-                raise QuotaExceeded(
-                    f"key {key.name} is at its quota "
-                    f"(max_queued {quota.max_queued}, per_minute {quota.per_minute})",
-                    retry_after_s=wait,
-                )
         await self._run(conn, "count_submission", {"id": new.owner})
 
     async def _settle(self, conn: Any, job: Job, p: Plan, now: float) -> None:

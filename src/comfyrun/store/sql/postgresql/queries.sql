@@ -201,14 +201,23 @@ UPDATE api_keys SET revoked_at = %(now)s WHERE id = %(id)s AND revoked_at IS NUL
 -- Serialises one key's submissions on every API node until the enqueue commits.
 SELECT * FROM api_keys WHERE id = %(id)s FOR UPDATE;
 
--- name: quota_counts
-SELECT
-    (SELECT count(*) FROM jobs
-     WHERE owner = %(owner)s AND status IN ('queued', 'running', 'canceling')) AS unfinished,
-    (SELECT count(*) FROM jobs
-     WHERE owner = %(owner)s AND created_at > %(since)s) AS recent,
-    (SELECT min(created_at) FROM jobs
-     WHERE owner = %(owner)s AND created_at > %(since)s) AS oldest_recent_at;
+-- name: quota_unfinished
+-- A key's queued or running jobs, counted no further than its max_queued (:cap).
+SELECT count(*) AS n FROM (
+    SELECT 1 FROM jobs 
+    WHERE owner = %(owner)s AND status IN ('queued', 'running', 'canceling')
+    LIMIT %(cap)s
+) AS unfinished;
+
+-- name: quota_recent
+-- A key's newest submissions since :since, no more than its per_minute (:cap); the oldest of
+-- them leaving the window is when the next submission fits.
+SELECT count(*) AS n, min(created_at) AS oldest FROM (
+    SELECT created_at FROM jobs 
+    WHERE owner = %(owner)s AND created_at > %(since)s
+    ORDER BY created_at DESC
+    LIMIT %(cap)s
+) AS recent;
 
 -- name: count_submission
 UPDATE api_keys SET jobs_submitted = jobs_submitted + 1 WHERE id = %(id)s;

@@ -181,14 +181,23 @@ UPDATE api_keys SET revoked_at = :now WHERE id = :id AND revoked_at IS NULL;
 -- (the write transaction already holds SQLite's one write lock)
 SELECT * FROM api_keys WHERE id = :id;
 
--- name: quota_counts
-SELECT
-    (SELECT count(*) FROM jobs INDEXED BY jobs_owner_status
-     WHERE owner = :owner AND status IN ('queued', 'running', 'canceling')) AS unfinished,
-    (SELECT count(*) FROM jobs INDEXED BY jobs_owner_newest
-     WHERE owner = :owner AND created_at > :since) AS recent,
-    (SELECT min(created_at) FROM jobs INDEXED BY jobs_owner_newest
-     WHERE owner = :owner AND created_at > :since) AS oldest_recent_at;
+-- name: quota_unfinished
+-- A key's queued or running jobs, counted no further than its max_queued (:cap).
+SELECT count(*) AS n FROM (
+    SELECT 1 FROM jobs INDEXED BY jobs_owner_status 
+    WHERE owner = :owner AND status IN ('queued', 'running', 'canceling')
+    LIMIT :cap
+) AS unfinished;
+
+-- name: quota_recent
+-- A key's newest submissions since :since, no more than its per_minute (:cap); the oldest of
+-- them leaving the window is when the next submission fits.
+SELECT count(*) AS n, min(created_at) AS oldest FROM (
+    SELECT created_at FROM jobs INDEXED BY jobs_owner_newest 
+    WHERE owner = :owner AND created_at > :since
+    ORDER BY created_at DESC
+    LIMIT :cap
+) AS recent;
 
 -- name: count_submission
 UPDATE api_keys SET jobs_submitted = jobs_submitted + 1 WHERE id = :id;
