@@ -3,8 +3,8 @@ and rules, no I/O.
 
 A key is shown once, when minted; the store keeps only its sha256. Each key is an owner: the
 jobs it submits carry its id and only it (and admin keys) can see them. A quota bounds a key's
-unfinished jobs (`max_queued`: queued or running) and its submissions in any 60 s
-(`per_minute`); stores check it in the enqueue's own transaction.
+unfinished jobs (`max_queued`: queued or running, a counter the store keeps with the jobs) and
+its submissions in any 60 s (`per_minute`); stores check it in the enqueue's own transaction.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class ApiKey:
     revoked_at: float | None = None
     jobs_submitted: int = 0
     gpu_seconds: float = 0.0
+    unfinished: int = 0  # its queued or running jobs now
 
     @property
     def active(self) -> bool:

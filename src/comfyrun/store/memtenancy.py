@@ -7,14 +7,12 @@ import builtins
 import dataclasses
 import time
 
-from comfyrun.core.job import Job, JobStatus, NewJob
+from comfyrun.core.job import Job, NewJob
 from comfyrun.core.tenancy import QUOTA_WINDOW_S, ApiKey, quota_retry_after
 from comfyrun.core.webhook import Attempt, Delivery, DeliveryState
 from comfyrun.errors import Conflict, QuotaExceeded
 from comfyrun.store import tenancy
 from comfyrun.store.transition import Plan
-
-UNFINISHED = frozenset({JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCELING})
 
 
 class MemoryTenancy:
@@ -33,7 +31,7 @@ class MemoryTenancy:
         ):
             raise Conflict(f"key {key.id} already exists", details={"key_id": key.id})
         self._api_keys[key.id] = dataclasses.replace(
-            key, revoked_at=None, jobs_submitted=0, gpu_seconds=0.0
+            key, revoked_at=None, jobs_submitted=0, gpu_seconds=0.0, unfinished=0
         )
 
     async def get_api_key(self, key_id: str) -> ApiKey | None:
@@ -67,7 +65,7 @@ class MemoryTenancy:
             )[: quota.per_minute]  # the newest per_minute, as the SQL stores count them
             wait = quota_retry_after(
                 quota,
-                unfinished=sum(j.status in UNFINISHED for j in owned),
+                unfinished=key.unfinished,
                 recent=len(recent),
                 oldest_recent_at=min(recent) if recent else None,
                 now=now,
@@ -78,13 +76,20 @@ class MemoryTenancy:
                     f"(max_queued {quota.max_queued}, per_minute {quota.per_minute})",
                     retry_after_s=wait,
                 )
-        self._api_keys[key.id] = dataclasses.replace(key, jobs_submitted=key.jobs_submitted + 1)
+        self._api_keys[key.id] = dataclasses.replace(
+            key, jobs_submitted=key.jobs_submitted + 1, unfinished=key.unfinished + 1
+        )
 
     def _settle(self, job: Job, p: Plan, now: float) -> None:
         seconds = tenancy.run_seconds(job, p, now)
+        ended = tenancy.ends(job, p)
         key = self._api_keys.get(job.owner) if job.owner is not None else None
-        if seconds is not None and key is not None:
-            self._api_keys[key.id] = dataclasses.replace(key, gpu_seconds=key.gpu_seconds + seconds)
+        if key is not None and (seconds is not None or ended):
+            self._api_keys[key.id] = dataclasses.replace(
+                key,
+                gpu_seconds=key.gpu_seconds + (seconds or 0.0),
+                unfinished=key.unfinished - int(ended),
+            )
         delivery = tenancy.owed_delivery(job, p, now)
         if delivery is not None:
             self._deliveries[delivery.id] = delivery

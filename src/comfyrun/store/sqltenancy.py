@@ -52,7 +52,7 @@ class SQLTenancy(ABC):
     async def _admit(self, conn: Any, new: NewJob, now: float) -> None:
         """Inside the enqueue's transaction: a key-owned job must fit the key's quota (the
         key's row stays locked until commit, so concurrent submissions are counted one by
-        one on every node); the submission is counted."""
+        one on every node); the submission is counted, and the key's unfinished jobs."""
         if new.owner is None:
             return
         row = await self._one(conn, "lock_api_key", {"id": new.owner})
@@ -60,19 +60,14 @@ class SQLTenancy(ABC):
             return
         key = tenancy.key_from_row(row)
         quota = key.quota
-        unfinished = recent = 0
-        oldest = None
-        if quota.max_queued is not None:
-            params: JSON = {"owner": new.owner, "cap": quota.max_queued}
-            row = await self._one(conn, "quota_unfinished", params)
-            unfinished = int(row["n"]) if row else 0
+        recent, oldest = 0, None
         if quota.per_minute is not None:
             since = now - QUOTA_WINDOW_S
             params = {"owner": new.owner, "since": since, "cap": quota.per_minute}
             row = await self._one(conn, "quota_recent", params)
             recent, oldest = (int(row["n"]), row["oldest"]) if row else (0, None)
         wait = quota_retry_after(
-            quota, unfinished=unfinished, recent=recent, oldest_recent_at=oldest, now=now
+            quota, unfinished=key.unfinished, recent=recent, oldest_recent_at=oldest, now=now
         )
         if wait is not None:
             raise QuotaExceeded(
@@ -83,10 +78,13 @@ class SQLTenancy(ABC):
         await self._run(conn, "count_submission", {"id": new.owner})
 
     async def _settle(self, conn: Any, job: Job, p: Plan, now: float) -> None:
-        """Inside a transition's transaction: the key's usage and the webhook outbox."""
+        """Inside a transition's transaction: the key's usage and unfinished count, and the
+        webhook outbox."""
         seconds = tenancy.run_seconds(job, p, now)
-        if seconds is not None:
-            await self._run(conn, "add_gpu_seconds", {"id": job.owner, "seconds": seconds})
+        ended = tenancy.ends(job, p)
+        if seconds is not None or ended:
+            params: JSON = {"id": job.owner, "seconds": seconds or 0.0, "ended": int(ended)}
+            await self._run(conn, "settle_key", params)
         delivery = tenancy.owed_delivery(job, p, now)
         if delivery is not None:
             await self._run(conn, "insert_delivery", tenancy.delivery_to_row(delivery))

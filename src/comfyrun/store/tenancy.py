@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from comfyrun.core.job import ACTIVE, JSON, Job
+from comfyrun.core.job import ACTIVE, JSON, TERMINAL, Job
 from comfyrun.core.tenancy import ApiKey, Quota, Scope
 from comfyrun.core.webhook import Attempt, Delivery, DeliveryState, delivery_for
 from comfyrun.store.codec import dump_json
@@ -41,6 +41,7 @@ def key_from_row(row: Mapping[str, Any]) -> ApiKey:
         revoked_at=row["revoked_at"],
         jobs_submitted=int(row["jobs_submitted"]),
         gpu_seconds=float(row["gpu_seconds"]),
+        unfinished=int(row["unfinished"]),
     )
 
 
@@ -111,6 +112,11 @@ def run_seconds(job: Job, p: Plan, now: float) -> float | None:
     return max(0.0, now - job.started_at)
 
 
+def ends(job: Job, p: Plan) -> bool:
+    """`p` ends an owned job (its key's unfinished count drops)."""
+    return job.owner is not None and p.changes_status and p.status in TERMINAL
+
+
 def owed_delivery(job: Job, p: Plan, now: float) -> Delivery | None:
     """The outbox entry `p` owes (a final status of a job that asked for a webhook)."""
     if not p.changes_status:
@@ -124,6 +130,7 @@ __all__ = [
     "attempt_to_dict",
     "delivery_from_row",
     "delivery_to_row",
+    "ends",
     "key_from_row",
     "key_to_row",
     "owed_delivery",

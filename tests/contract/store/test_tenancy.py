@@ -59,6 +59,37 @@ async def test_max_queued_counts_unfinished_jobs(store: JobStore) -> None:
     assert counted is not None and counted.jobs_submitted == 3
 
 
+async def test_the_unfinished_count_follows_every_path_out(store: JobStore) -> None:
+    key = await a_key(store, Quota(max_queued=3))
+
+    async def unfinished() -> int:
+        found = await store.get_api_key(key.id)
+        assert found is not None
+        return found.unfinished
+
+    for _ in range(3):
+        await store.enqueue(new_job(owner=key.id), now=T0)
+    first = await store.claim("w1", 30, now=T0 + 1)
+    assert first is not None
+    await store.transition(first.id, Event.RETRY, expect=JobStatus.RUNNING, now=T0 + 1)
+    assert await unfinished() == 3  # back in the queue: still unfinished
+    with pytest.raises(QuotaExceeded):
+        await store.enqueue(new_job(owner=key.id), now=T0 + 1)
+    failed = await store.claim("w1", 30, now=T0 + 10)
+    assert failed is not None
+    await store.transition(failed.id, Event.FAIL, expect=JobStatus.RUNNING, now=T0 + 11)
+    canceled = await store.claim("w1", 30, now=T0 + 10)
+    assert canceled is not None
+    await store.transition(canceled.id, Event.CANCEL, expect=JobStatus.RUNNING, now=T0 + 11)
+    assert await unfinished() == 2  # canceling is not over yet
+    await store.transition(canceled.id, Event.CANCELED, expect=JobStatus.CANCELING, now=T0 + 12)
+    [last] = (await store.list(statuses=[JobStatus.QUEUED])).jobs
+    await store.transition(last.id, Event.CANCEL, expect=JobStatus.QUEUED, now=T0 + 12)
+    assert await unfinished() == 0
+    await store.enqueue(new_job(owner=key.id), now=T0 + 13)
+    assert await unfinished() == 1
+
+
 async def test_per_minute_says_when_the_window_frees(store: JobStore) -> None:
     key = await a_key(store, Quota(per_minute=2))
     await store.enqueue(new_job(owner=key.id), now=T0)

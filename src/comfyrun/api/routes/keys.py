@@ -38,6 +38,7 @@ class KeyIn(BaseModel):
 class UsageOut(BaseModel):
     jobs: int = Field(description="Jobs submitted")
     gpu_seconds: float = Field(description="Seconds its jobs held a backend")
+    unfinished: int = Field(description="Its queued or running jobs now")
 
 
 class KeyOut(BaseModel):
@@ -66,7 +67,11 @@ def key_out(key: ApiKey) -> KeyOut:
         quota=QuotaIn(max_queued=key.quota.max_queued, per_minute=key.quota.per_minute),
         created_at=key.created_at,
         revoked_at=key.revoked_at,
-        usage=UsageOut(jobs=key.jobs_submitted, gpu_seconds=round(key.gpu_seconds, 3)),
+        usage=UsageOut(
+            jobs=key.jobs_submitted,
+            gpu_seconds=round(key.gpu_seconds, 3),
+            unfinished=key.unfinished,
+        ),
     )
 
 

@@ -201,14 +201,6 @@ UPDATE api_keys SET revoked_at = %(now)s WHERE id = %(id)s AND revoked_at IS NUL
 -- Serialises one key's submissions on every API node until the enqueue commits.
 SELECT * FROM api_keys WHERE id = %(id)s FOR UPDATE;
 
--- name: quota_unfinished
--- A key's queued or running jobs, counted no further than its max_queued (:cap).
-SELECT count(*) AS n FROM (
-    SELECT 1 FROM jobs 
-    WHERE owner = %(owner)s AND status IN ('queued', 'running', 'canceling')
-    LIMIT %(cap)s
-) AS unfinished;
-
 -- name: quota_recent
 -- A key's newest submissions since :since, no more than its per_minute (:cap); the oldest of
 -- them leaving the window is when the next submission fits.
@@ -220,10 +212,13 @@ SELECT count(*) AS n, min(created_at) AS oldest FROM (
 ) AS recent;
 
 -- name: count_submission
-UPDATE api_keys SET jobs_submitted = jobs_submitted + 1 WHERE id = %(id)s;
+UPDATE api_keys SET jobs_submitted = jobs_submitted + 1, unfinished = unfinished + 1
+WHERE id = %(id)s;
 
--- name: add_gpu_seconds
-UPDATE api_keys SET gpu_seconds = gpu_seconds + %(seconds)s WHERE id = %(id)s;
+-- name: settle_key
+-- A key's job left its backend (:seconds of use) and/or ended (:ended is 1).
+UPDATE api_keys SET gpu_seconds = gpu_seconds + %(seconds)s, unfinished = unfinished - %(ended)s
+WHERE id = %(id)s;
 
 -- The webhook outbox -----------------------------------------------------------------------
 

@@ -10,12 +10,12 @@ CREATE TABLE api_keys (
     created_at     REAL NOT NULL,
     revoked_at     REAL,
     jobs_submitted INTEGER NOT NULL DEFAULT 0,
+    unfinished     INTEGER NOT NULL DEFAULT 0,
     gpu_seconds    REAL NOT NULL DEFAULT 0
 );
 
--- A key's jobs: its listing newest first, and the quota's counts (recent, unfinished).
+-- A key's jobs newest first: its listing, and the submissions its per_minute counts.
 CREATE INDEX jobs_owner_newest ON jobs (owner, created_at DESC, id DESC) WHERE owner IS NOT NULL;
-CREATE INDEX jobs_owner_status ON jobs (owner, status) WHERE owner IS NOT NULL;
 
 CREATE TABLE webhook_outbox (
     id               TEXT PRIMARY KEY,

@@ -181,14 +181,6 @@ UPDATE api_keys SET revoked_at = :now WHERE id = :id AND revoked_at IS NULL;
 -- (the write transaction already holds SQLite's one write lock)
 SELECT * FROM api_keys WHERE id = :id;
 
--- name: quota_unfinished
--- A key's queued or running jobs, counted no further than its max_queued (:cap).
-SELECT count(*) AS n FROM (
-    SELECT 1 FROM jobs INDEXED BY jobs_owner_status 
-    WHERE owner = :owner AND status IN ('queued', 'running', 'canceling')
-    LIMIT :cap
-) AS unfinished;
-
 -- name: quota_recent
 -- A key's newest submissions since :since, no more than its per_minute (:cap); the oldest of
 -- them leaving the window is when the next submission fits.
@@ -200,10 +192,13 @@ SELECT count(*) AS n, min(created_at) AS oldest FROM (
 ) AS recent;
 
 -- name: count_submission
-UPDATE api_keys SET jobs_submitted = jobs_submitted + 1 WHERE id = :id;
+UPDATE api_keys SET jobs_submitted = jobs_submitted + 1, unfinished = unfinished + 1
+WHERE id = :id;
 
--- name: add_gpu_seconds
-UPDATE api_keys SET gpu_seconds = gpu_seconds + :seconds WHERE id = :id;
+-- name: settle_key
+-- A key's job left its backend (:seconds of use) and/or ended (:ended is 1).
+UPDATE api_keys SET gpu_seconds = gpu_seconds + :seconds, unfinished = unfinished - :ended
+WHERE id = :id;
 
 -- The webhook outbox -----------------------------------------------------------------------
 
