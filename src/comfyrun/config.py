@@ -128,6 +128,20 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         default=64 * 1024 * 1024, validation_alias=_aliases("max_request_bytes")
     )
+    #: File uploads (`POST /api/v2/assets`, ComfyUI's `/upload/image`) have their own limit.
+    max_upload_bytes: int = Field(
+        default=1024 * 1024 * 1024, gt=0, validation_alias=_aliases("max_upload_bytes")
+    )
+    #: A request body that sends nothing for this long, or is not complete within
+    #: body_timeout_s, is refused with 408 and its connection closed.
+    body_idle_timeout_s: float = Field(
+        default=15.0, gt=0, validation_alias=_aliases("body_idle_timeout_s")
+    )
+    body_timeout_s: float = Field(default=300.0, gt=0, validation_alias=_aliases("body_timeout_s"))
+    #: The request line and headers together (the HTTP server refuses more).
+    max_header_bytes: int = Field(
+        default=64 * 1024, gt=0, validation_alias=_aliases("max_header_bytes")
+    )
     max_wait_s: float = Field(default=300.0, validation_alias=_aliases("max_wait_s"))
     sse_keepalive_s: float = Field(default=15.0, validation_alias=_aliases("sse_keepalive_s"))
 

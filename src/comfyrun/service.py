@@ -12,6 +12,7 @@ import asyncio
 import copy
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -66,6 +67,9 @@ class Submission:
     idempotency_key: str | None = None
     request_hash: str | None = None
     job_id: str | None = None  # a client-chosen id (e.g. ComfyUI's prompt_id); else minted
+    #: Whether the caller shows the queue position of the new job (a request that waits for
+    #: the job to end does not: one store read less).
+    want_position: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +102,11 @@ class CleanupResult:
     files_deleted: int
 
 
+#: How many finished jobs JobService remembers, and for how long (s).
+FINISHED_KEPT = 1024
+FINISHED_TTL_S = 60.0
+
+
 class JobService:
     """Submit, observe, cancel and clean up jobs. Holds no job state of its own."""
 
@@ -119,6 +128,9 @@ class JobService:
         self._clock = clock
         self._in_flight_keys: set[str] = set()
         self._key_scope = ""  # whose idempotency keys these are (see `using`)
+        # jobs seen finished lately: a finished job changes no more (only deletion and expiry
+        # remove it), so the download that follows a `?wait` needs no store read
+        self._finished: OrderedDict[str, tuple[Job, float]] = OrderedDict()
         # (queued jobs counted, when, jobs submitted since): see _enforce_queue_bound
         self._queued_estimate: tuple[int, float, int] = (0, -1e9, 0)
 
@@ -186,7 +198,7 @@ class JobService:
                 "job queued",
                 extra={"action": "job_queued", "job_id": job.id, "priority": job.priority},
             )
-        position = await self.store.queue_position(job.id)
+        position = await self.store.queue_position(job.id) if sub.want_position else None
         return Submitted(job=job, created=created, queue_position=position)
 
     async def _queued_count(self) -> int:
@@ -316,6 +328,7 @@ class JobService:
             )
         if self._files is not None:
             await self._files.delete_prefix(job_prefix(job_id))
+        self._finished.pop(job_id, None)
         await self.store.delete(job_id)
 
     # waiting and events --------------------------------------------------------------------
@@ -323,18 +336,22 @@ class JobService:
     async def wait(self, job_id: str, timeout: float) -> JobView:
         """Return when the job is terminal or after `timeout` seconds (woken by store events)."""
         deadline = time.monotonic() + max(0.0, timeout)
-        last_id = await self._last_event_id(job_id)
-        job = await self._job(job_id)
-        while not job.terminal:
+        history = await self.store.events_since(job_id, 0)
+        last_id = history[-1].id if history else 0
+        # no log at all: look at the job itself (NotFound when there is none)
+        ended = any(_ends(e) for e in history) or not history
+        while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
+            if ended or remaining <= 0:
+                job = await self._job(job_id)
+                if job.terminal or remaining <= 0:
+                    break
             events = await self.store.wait_for_event(job_id, last_id, min(remaining, 30.0))
+            ended = False
             if events:
                 last_id = events[-1].id
-                if not any(_ends(e) for e in events):
-                    continue  # progress, outputs, a move to running: not what we wait for
-            job = await self._job(job_id)
+                # progress, outputs, a move to running: not what we wait for
+                ended = any(_ends(e) for e in events)
         stages.mark(job_id, "notified")
         if job.status is JobStatus.QUEUED:
             return JobView(job, await self.store.queue_position(job_id))
@@ -344,11 +361,29 @@ class JobService:
         job = await self.store.get(job_id)
         if job is None:
             raise NotFound(f"job {job_id} not found", details={"job_id": job_id})
+        self._remember(job)
         return job
 
-    async def _last_event_id(self, job_id: str) -> int:
-        events = await self.store.events_since(job_id, 0)
-        return events[-1].id if events else 0
+    async def job(self, job_id: str) -> Job | None:
+        """The job, from the jobs seen finished lately when it is one of them."""
+        seen = self._finished.get(job_id)
+        if seen is not None and time.monotonic() - seen[1] < FINISHED_TTL_S:
+            # (the memory is shared by every key's view: an owner sees only its own there too)
+            if not self._key_scope or seen[0].owner == self._key_scope:
+                return seen[0]
+            return None
+        job = await self.store.get(job_id)
+        if job is not None:
+            self._remember(job)
+        return job
+
+    def _remember(self, job: Job) -> None:
+        if not job.terminal:
+            return
+        self._finished[job.id] = (job, time.monotonic())
+        self._finished.move_to_end(job.id)
+        while len(self._finished) > FINISHED_KEPT:
+            self._finished.popitem(last=False)
 
     async def events(
         self, job_id: str, *, after_id: int | None = None, idle_s: float = 15.0

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from tests.acceptance.conftest import StartServer
 from tests.support.emulator import image_workflow
+from tests.support.emulator_process import emulator_process
 from tests.support.store import drop_schema, new_schema_name, pg_dsn, require_pg
 
 from comfyrun.client import TERMINAL, ComfyrunClient
@@ -70,30 +71,43 @@ async def final_states(
     return list(await asyncio.gather(*(get(j) for j in ids)))
 
 
-async def test_server_killed_and_restarted_loses_no_job(
+async def test_server_killed_and_restarted_loses_no_job_and_runs_none_twice(
     start_server: StartServer, tmp_path: Path
 ) -> None:
-    db = f"sqlite:///{tmp_path / 'queue.db'}"
-    args = ("--emulator", "2", "--db", db, "--data-dir", str(tmp_path / "data"))
-    env = {**FAST, "COMFYRUN_EMULATOR_STEP_TIME_S": "0"}
-    first = start_server("serve", *args, env=env)
-    async with ComfyrunClient(first.url, timeout=60) as client:
-        ids = await submit_all(client, IN_FLIGHT)
-        await wait_until(client, lambda s: s["counts"]["succeeded"] >= 20, 120)
-    first.kill(signal.SIGKILL)
+    """The backends are emulators in processes of their own: they outlive the server, so
+    the restarted server must follow the prompts they still hold, not send them again."""
+    with (
+        emulator_process(tmp_path / "emu0") as emu0,
+        emulator_process(tmp_path / "emu1") as emu1,
+    ):
+        db = f"sqlite:///{tmp_path / 'queue.db'}"
+        args = ("--backend", emu0.url, "--backend", emu1.url, "--db", db)
+        args += ("--data-dir", str(tmp_path / "data"))
+        first = start_server("serve", *args, env=FAST)
+        async with ComfyrunClient(first.url, timeout=60) as client:
+            ids = await submit_all(client, IN_FLIGHT)
+            await wait_until(client, lambda s: s["counts"]["succeeded"] >= 20, 120)
+        first.kill(signal.SIGKILL)
 
-    second = start_server("serve", *args, env=env)
-    async with ComfyrunClient(second.url, timeout=60) as client:
-        before = await client.stats()
-        assert sum(before["counts"].values()) == IN_FLIGHT  # all recorded before the kill
-        assert before["counts"]["succeeded"] < IN_FLIGHT  # the kill hit jobs in flight
-        jobs = await final_states(client, ids, 240)
+        second = start_server("serve", *args, env=FAST)
+        async with ComfyrunClient(second.url, timeout=60) as client:
+            before = await client.stats()
+            assert sum(before["counts"].values()) == IN_FLIGHT  # all recorded before the kill
+            assert before["counts"]["succeeded"] < IN_FLIGHT  # the kill hit jobs in flight
+            jobs = await final_states(client, ids, 240)
+        runs: dict[str, list[str]] = {}
+        for emu in (emu0, emu1):
+            for job_id, prompts in emu.runs_by_job().items():
+                runs.setdefault(job_id, []).extend(prompts)
     statuses = [j["status"] for j in jobs]
     assert set(statuses) <= {"succeeded", "failed"}, statuses
     assert statuses.count("succeeded") >= IN_FLIGHT - 5  # failures only if retries ran out
     for job in jobs:
         if job["status"] == "succeeded":
             assert job["outputs"], job
+    twice = {job_id: prompts for job_id, prompts in runs.items() if len(prompts) > 1}
+    assert twice == {}  # ComfyUI ran no job's workflow twice
+    assert set(runs) == set(ids)
 
 
 @pytest.fixture

@@ -19,9 +19,10 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException, Request
 
 from comfyrun import __version__
-from comfyrun.api.context import AppContext, get_ctx, public_base_url, require_auth
+from comfyrun.api.context import AppContext, app_ctx, public_base_url, require_auth
+from comfyrun.api.docs import install_docs
 from comfyrun.api.errors import install_error_handlers
-from comfyrun.api.limits import BodyLimit
+from comfyrun.api.limits import BodyLimit, BodyLimits
 from comfyrun.api.object_info import ObjectInfoCache
 from comfyrun.api.routes import (
     admin,
@@ -38,7 +39,7 @@ from comfyrun.api.routes import (
     stats,
     tasks,
 )
-from comfyrun.api.routes.assets import assets_router
+from comfyrun.api.routes.assets import MULTIPART_SLACK, assets_router
 from comfyrun.api.schemas import job_to_wire
 from comfyrun.api.tenancy import Authenticator
 from comfyrun.api.webhooks import DeliveryPolicy, WebhookDeliverer
@@ -78,11 +79,12 @@ def create_app(
         version=__version__,
         description="A durable job server for ComfyUI workflows (Comfy API v2).",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    install_docs(app)
     install_error_handlers(app)
-    app.add_middleware(
-        BodyLimit, max_bytes=settings.max_request_bytes, prefixes=("/api/v2/jobs", "/api/v2/admin")
-    )
+    app.add_middleware(BodyLimit, limits=body_limits(settings))
     app.include_router(health.router)
     app.include_router(metrics.router)
     if settings.role is not Role.WORKER:
@@ -103,9 +105,20 @@ def create_app(
     return app
 
 
+def body_limits(settings: Settings) -> BodyLimits:
+    """The request-body limits of `settings`; uploads get room for their multipart framing."""
+    return BodyLimits(
+        max_bytes=settings.max_request_bytes,
+        max_upload_bytes=settings.max_upload_bytes + MULTIPART_SLACK,
+        idle_timeout_s=settings.body_idle_timeout_s,
+        total_timeout_s=settings.body_timeout_s,
+        max_header_bytes=settings.max_header_bytes,
+    )
+
+
 def _include_assets(app: FastAPI) -> None:
     def get_assets(request: Request) -> AssetService:
-        service: AssetService | None = get_ctx(request).assets  # the caller's own
+        service: AssetService | None = app_ctx(request).assets  # the caller's own
         if service is None:
             raise HTTPException(503, "the assets service is not available")
         return service
@@ -145,7 +158,7 @@ async def _open(
                 BackendConfig(name=f"emulator-{i + 1}", url=url)
                 for i, url in enumerate(emulator_urls)
             ]
-    assets = _asset_service(storage)
+    assets = _asset_service(storage, settings.max_upload_bytes)
     pool: Any = None
     dispatcher: Any = None
     if settings.role is not Role.API and not backend_configs:
@@ -322,18 +335,24 @@ async def _start_worker(
     from comfyrun.backends.pool import BackendPool
     from comfyrun.comfy.client import ComfyClient
     from comfyrun.dispatch.dispatcher import Dispatcher
+    from comfyrun.dispatch.identity import WorkerIdentity
 
     (settings.data_dir / "logs").mkdir(parents=True, exist_ok=True)
     specs = [_backend_spec(c, i, settings) for i, c in enumerate(configs)]
     pool = BackendPool.from_specs(specs, client_factory=ComfyClient)
     await pool.start()
     stack.push_async_callback(pool.stop)
+    worker_id = settings.worker_id
+    if worker_id is None:  # one that a restart in this data dir gets back (dispatch.identity)
+        identity = WorkerIdentity.claim(settings.data_dir)
+        stack.callback(identity.release)
+        worker_id = identity.worker_id
     dispatcher = Dispatcher(
         store,
         pool,
         storage,
         dispatch_settings(settings),
-        worker_id=settings.worker_id,
+        worker_id=worker_id,
         place_inputs=_input_placer(assets),
     )
     await dispatcher.start()
@@ -341,8 +360,8 @@ async def _start_worker(
     return pool, dispatcher
 
 
-def _asset_service(storage: Any) -> AssetService:
-    return AssetService(storage)
+def _asset_service(storage: Any, max_upload_bytes: int) -> AssetService:
+    return AssetService(storage, max_upload_bytes=max_upload_bytes)
 
 
 def _input_checker(assets: AssetService) -> Any:
@@ -360,4 +379,4 @@ def _input_placer(assets: AssetService) -> Any:
     return make_input_placer(assets=assets)
 
 
-__all__ = ["create_app", "dispatch_settings"]
+__all__ = ["body_limits", "create_app", "dispatch_settings"]

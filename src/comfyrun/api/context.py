@@ -75,7 +75,7 @@ class AppContext:
         )
 
 
-def get_ctx(request: HTTPConnection) -> AppContext:
+def app_ctx(request: HTTPConnection) -> AppContext:
     """The app's context as the request's caller sees it (set by `require_auth`)."""
     ctx: AppContext = request.app.state.ctx
     principal = getattr(request.state, "principal", None)
@@ -84,13 +84,18 @@ def get_ctx(request: HTTPConnection) -> AppContext:
     return ctx
 
 
+async def get_ctx(request: Request) -> AppContext:
+    """The dependency (async: a plain `def` dependency costs a thread-pool hop a request)."""
+    return app_ctx(request)
+
+
 def get_service(request: Request) -> JobService:
-    return get_ctx(request).service
+    return app_ctx(request).service
 
 
 def public_base_url(request: Request) -> str:
     """The origin clients reach this server at: settings.public_url, else the request's."""
-    configured = get_ctx(request).settings.public_url
+    configured = request.app.state.ctx.settings.public_url
     return (configured or str(request.base_url)).rstrip("/")
 
 
@@ -143,6 +148,7 @@ async def require_admin(request: Request) -> None:
 __all__ = [
     "AppContext",
     "OutputFiles",
+    "app_ctx",
     "authenticate",
     "bearer_token",
     "get_ctx",

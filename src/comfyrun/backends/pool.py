@@ -141,6 +141,7 @@ class Backend:
         self._on_change = on_change
         self._down = asyncio.Event()
         self._kick = asyncio.Event()
+        self._pstate: str | None = None  # the managed process's last state
         self._start_lock = asyncio.Lock()
         self._settled = asyncio.Event()  # set on every process state change
 
@@ -347,6 +348,7 @@ class Backend:
 
     def process_changed(self, state: Any) -> None:
         pstate = str(getattr(state, "value", state))
+        previous, self._pstate = self._pstate, pstate
         self._settled.set()
         if pstate in ("stopped", "crashed", "restarting", "error") and self.client is not None:
             # stopped on purpose (idle stop, shutdown): drop the client so that nothing probes
@@ -360,7 +362,9 @@ class Backend:
             self.health = hl.Health(
                 http_ok=True, ws_connected=self.health.ws_connected, checked=True
             )
-        self._kick.set()
+        if not ({previous, pstate} <= {"ready", "busy"}):
+            # up or down: probe now. ready <-> busy (every job) is nothing to probe for.
+            self._kick.set()
         self._on_change()
 
 

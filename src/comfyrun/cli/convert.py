@@ -1,4 +1,7 @@
-"""CLI command: `comfyrun convert ui.json [--object-info FILE | --server URL] > api.json`."""
+"""CLI command: `comfyrun convert ui.json [--object-info FILE | --server URL --api-key K]`.
+
+Node definitions come from --object-info when given, else from the /object_info of a running
+comfyrun (default `COMFYRUN_SERVER` or http://127.0.0.1:8189) or ComfyUI."""
 
 from __future__ import annotations
 
@@ -25,14 +28,19 @@ def _read_json(path: Path, what: str) -> Any:
         raise typer.BadParameter(f"{what} {path} is not valid JSON: {exc}") from None
 
 
-def _fetch_object_info(server: str, timeout_s: float) -> Any:
+def _fetch_object_info(server: str, api_key: str | None, timeout_s: float) -> Any:
     url = server.rstrip("/") + "/object_info"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        response = httpx.get(url, timeout=timeout_s)
+        response = httpx.get(url, timeout=timeout_s, headers=headers)
         response.raise_for_status()
         return response.json()
     except (httpx.HTTPError, ValueError) as exc:
-        raise typer.BadParameter(f"cannot load object_info from {url}: {exc}") from None
+        raise typer.BadParameter(
+            f"cannot load object_info from {url}: {exc}; pass --object-info FILE (a saved "
+            "/object_info response), or --server URL (and --api-key) of a running comfyrun "
+            "or ComfyUI"
+        ) from None
 
 
 def convert(
@@ -47,8 +55,18 @@ def convert(
         typer.Option("--object-info", help="object_info.json of the target ComfyUI (offline)."),
     ] = None,
     server: Annotated[
+        str,
+        typer.Option(
+            "--server",
+            "-s",
+            envvar="COMFYRUN_SERVER",
+            help="comfyrun (or ComfyUI) base URL to read /object_info from, when no "
+            "--object-info is given.",
+        ),
+    ] = "http://127.0.0.1:8189",
+    api_key: Annotated[
         str | None,
-        typer.Option("--server", help="ComfyUI base URL to read /object_info from instead."),
+        typer.Option("--api-key", envvar="COMFYRUN_API_KEY", help="Bearer token for --server."),
     ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the prompt here, not stdout.")
@@ -64,13 +82,8 @@ def convert(
     else:
         if object_info is not None:
             info = _read_json(object_info, "object_info")
-        elif server is not None:
-            info = _fetch_object_info(server, timeout_s)
         else:
-            raise typer.BadParameter(
-                "node definitions are needed: pass --object-info FILE (a saved /object_info "
-                "response) or --server URL of a running ComfyUI"
-            )
+            info = _fetch_object_info(server, api_key, timeout_s)
         try:
             prompt = convert_ui_to_api(ui, info)
         except ConversionError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import socket
@@ -26,7 +27,8 @@ from comfyrun.config import BackendConfig, Role, Settings, load_settings
 log = logging.getLogger(__name__)
 
 console = Console(stderr=True)
-out = Console()
+#: soft_wrap: a long id or URL stays on one line (a pipe or file is not cut to 80 columns).
+out = Console(soft_wrap=True)
 
 ServerUrl = Annotated[
     str, typer.Option("--server", "-s", envvar="COMFYRUN_SERVER", help="comfyrun's base URL")
@@ -86,15 +88,29 @@ def configure_logging(level: str) -> None:
 # running the server ----------------------------------------------------------------------------
 
 
+class CannotListen(OSError):
+    """The address to serve on is taken (or not ours to take)."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        super().__init__(f"cannot listen on {host}:{port}: {reason}")
+        self.host, self.port, self.reason = host, port, reason
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening socket (port 0 = a free port), so the real port is known before serving."""
+    """A listening socket (port 0 = a free port), so the real port is known before serving.
+    Raises CannotListen when the port is busy or the address is not this machine's."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and
     # without it every response waits ~40 ms for a delayed ACK (Nagle)
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = "the port is in use" if exc.errno == errno.EADDRINUSE else str(exc.strerror)
+        raise CannotListen(host, port, reason) from exc
     sock.listen(2048)
     sock.setblocking(False)
     return sock
@@ -105,20 +121,42 @@ async def running_server(settings: Settings) -> AsyncIterator[str]:
     """Serve comfyrun in this event loop; yields its base URL once it accepts requests."""
     from comfyrun.api.app import create_app
 
-    async with serving_app(create_app(settings), settings.host, settings.port) as url:
+    app = create_app(settings)
+    async with serving_app(
+        app, settings.host, settings.port, max_header_bytes=settings.max_header_bytes
+    ) as url:
         yield url
 
 
+#: The request line and headers of one request, at most (h11's default is 16 KiB).
+MAX_HEADER_BYTES = 64 * 1024
+
+
 @contextlib.asynccontextmanager
-async def serving_app(app: Any, host: str, port: int, *, grace_s: int = 5) -> AsyncIterator[str]:
+async def serving_app(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    grace_s: int = 5,
+    max_header_bytes: int = MAX_HEADER_BYTES,
+) -> AsyncIterator[str]:
     """Serve an ASGI app with uvicorn in this event loop on host:port (0 picks a free port);
-    yields its base URL once it accepts requests, and stops it on exit."""
+    yields its base URL once it accepts requests, and stops it on exit. Requests whose line
+    and headers exceed `max_header_bytes` are refused (400) and their connection closed."""
     import uvicorn
 
     sock = bind_socket(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     config = uvicorn.Config(
-        app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=grace_s
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=grace_s,
+        # h11, not httptools: uvicorn caps the size of headers only with h11
+        http="h11",
+        h11_max_incomplete_event_size=max_header_bytes,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -215,7 +253,11 @@ def _run(role: Role, **kwargs: Any) -> None:
     except (ValueError, FileNotFoundError) as exc:
         console.print(f"[red]configuration error:[/red] {exc}")
         raise typer.Exit(2) from exc
-    asyncio.run(_serve_forever(settings))
+    try:
+        asyncio.run(_serve_forever(settings))
+    except CannotListen as exc:
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 def serve(
@@ -431,17 +473,30 @@ def jobs_list(
 ) -> None:
     """The newest jobs."""
     page = asyncio.run(_call(server, api_key, "list_jobs", status=status, limit=limit))
-    table = Table("id", "status", "priority", "created", "backend", "outputs")
-    for j in page["jobs"]:
-        table.add_row(
+    rows = [
+        [
             j["id"],
             j["status"],
             str(j["priority"]),
             j["created_at"],
             j["backend"] or "",
             str(len(j["outputs"])),
-        )
-    out.print(table)
+        ]
+        for j in page["jobs"]
+    ]
+    print_rows(["id", "status", "priority", "created", "backend", "outputs"], rows)
+
+
+def print_rows(header: list[str], rows: list[list[str]]) -> None:
+    """A table on a terminal; tab-separated lines, never cut or wrapped, anywhere else."""
+    if out.is_terminal:
+        table = Table(*header)
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+        return
+    for row in [header, *rows]:
+        typer.echo("\t".join(row))  # not rich: it would expand the tabs
 
 
 @jobs_app.command("show")
@@ -464,17 +519,18 @@ def jobs_cancel(
 def backends(server: ServerUrl = "http://127.0.0.1:8189", api_key: ApiKey = None) -> None:
     """The server's ComfyUI backends and their states."""
     items = asyncio.run(_call(server, api_key, "backends"))
-    table = Table("name", "url", "state", "inflight", "done", "last error")
-    for b in items:
-        table.add_row(
+    rows = [
+        [
             b["name"],
             b["url"] or "",
             b["state"],
             str(b["inflight"]),
             str(b["jobs_done"]),
             b["last_error"] or "",
-        )
-    out.print(table)
+        ]
+        for b in items
+    ]
+    print_rows(["name", "url", "state", "inflight", "done", "last error"], rows)
     for b in items:
         if b.get("log_tail") and b["state"] in ("error", "crashed"):
             out.print(f"[bold]{b['name']}[/bold] log:")

@@ -261,8 +261,15 @@ class Dispatcher:
         """Jobs the store says this worker id holds but no run of ours does (a restart with the
         same worker id): back to the queue at once instead of after their lease."""
         with contextlib.suppress(ComfyrunError):
-            page = await self.store.list(statuses=list(ACTIVE), limit=1000)
-            for job in page.jobs:
+            held: list[Job] = []
+            cursor: str | None = None
+            while True:
+                page = await self.store.list(statuses=list(ACTIVE), limit=500, cursor=cursor)
+                held += page.jobs
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+            for job in held:
                 if job.worker_id != self.worker_id or job.id in self._runs:
                     continue
                 event = Event.LEASE_LOST if job.status is JobStatus.RUNNING else Event.CANCELED

@@ -326,15 +326,28 @@ class JobRun:
         if self.job.attempts <= 1:
             return None
         previous = await previous_prompt(self.ctx.store, self.job.id)
-        if previous is None or previous[1] != self.backend.name:
+        if previous is None:
             return None
-        pid = previous[0]
-        if not await still_known(self.client, pid, timeout_s=self.ctx.settings.submit_timeout_s):
+        pid, name = previous
+        backend, client = self.backend, self.client
+        if name != backend.name:
+            # The prompt went to another backend of this worker: follow it there (this run's
+            # slot stays where it was reserved) rather than run the workflow a second time.
+            other = self.ctx.pool.get(name)
+            if other is None or other.is_down:
+                return None
+            try:
+                client = await other.ready_client()
+            except BackendError:
+                return None
+            backend = other
+        if not await still_known(client, pid, timeout_s=self.ctx.settings.submit_timeout_s):
             return None
         try:
-            watch = self.client.watch(pid, attach=True)
+            watch = client.watch(pid, attach=True)
         except ValueError:  # still watched by the attempt that is being given up
             return None
+        self.backend, self.client = backend, client
         log.info(
             "job %s: following prompt %s of an earlier attempt",
             self.job.id,
@@ -358,6 +371,7 @@ class JobRun:
     # --- cancel requests -------------------------------------------------------------------
     async def _wait_cancel_requested(self) -> None:
         store = self.ctx.store
+        await asyncio.sleep(self.ctx.settings.cancel_watch_after_s)
         events = await store.events_since(self.job.id)
         after = events[-1].id if events else 0
         statuses = [e.data.get("status") for e in events if e.kind == "status"]

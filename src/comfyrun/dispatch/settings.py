@@ -21,6 +21,10 @@ class DispatchSettings:
     sweep_interval_s: float = 10.0  # leases and retention
     submit_timeout_s: float = 30.0  # POST /prompt and the other calls around a run
     stop_grace_s: float = 5.0  # on stop(drain=False): time to interrupt and requeue jobs
+    #: A run starts watching its job's log for a cancel this long after it starts: a short
+    #: job ends before (no store reads spent on it), and a cancel that came meanwhile is in
+    #: the log the watch reads first, so it is acted on then.
+    cancel_watch_after_s: float = 0.05
 
 
 __all__ = ["DispatchSettings"]

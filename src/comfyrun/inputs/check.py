@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from comfyrun.core.job import JSON
 from comfyrun.errors import InputRejected, MissingAsset, NotFound
 from comfyrun.inputs.decode import decode_data
+from comfyrun.inputs.fetch import Resolve, UrlFetcher
 from comfyrun.inputs.netguard import AddressPolicy
 from comfyrun.inputs.specs import InputLimits, InputSpec, parse_input_specs
 from comfyrun.inputs.workflow import check_targets, find_asset_refs
@@ -50,11 +51,19 @@ async def check_submission(
     *,
     assets: AssetSource | None,
     limits: InputLimits | None = None,
+    resolve: Resolve | None = None,
 ) -> JSON:
-    """`validate_inputs`, plus: every asset named (in `inputs` or in the workflow) exists.
-    Returns the workflow unchanged; fits JobService's input checker with functools.partial.
-    `limits` defaults to InputLimits()."""
-    specs = validate_inputs(workflow, raw_inputs, limits or InputLimits())
+    """`validate_inputs`, plus: every asset named (in `inputs` or in the workflow) exists, and
+    every URL passes the fetcher's own address check (names resolved by `resolve`, default
+    the system's), so a URL the fetch would refuse is refused now. Returns the workflow
+    unchanged; fits JobService's input checker with functools.partial. `limits` defaults to
+    InputLimits()."""
+    limits = limits or InputLimits()
+    specs = validate_inputs(workflow, raw_inputs, limits)
+    fetcher = UrlFetcher(limits, resolve=resolve)
+    for spec in specs:
+        if spec.url is not None:
+            await fetcher.check(spec.url)
     ids = [s.asset_id for s in specs if s.asset_id is not None] + find_asset_refs(workflow)
     for asset_id in dict.fromkeys(ids):
         await resolve_asset(assets, asset_id)

@@ -24,7 +24,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from comfyrun.errors import InputRejected
-from comfyrun.inputs.netguard import AddressPolicy
+from comfyrun.inputs.netguard import AddressPolicy, literal_ip
 from comfyrun.inputs.specs import InputLimits
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 Resolve = Callable[[str, int], Awaitable[list[str]]]
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+#: How long the submission-time check waits for a name to resolve.
+RESOLVE_TIMEOUT_S = 5.0
 WRITE_BATCH = 1 << 20
 
 
@@ -63,6 +65,25 @@ class UrlFetcher:
         self.policy = AddressPolicy.from_entries(limits.allow_networks)
         self._resolve = resolve
         self._user_agent = user_agent
+
+    async def check(self, url: str) -> None:
+        """The refusal `fetch` would make of `url`'s first hop, made now without connecting:
+        the scheme, the host (every spelling of an address, `localhost`) and, for a name, every
+        address it resolves to by the same resolver. A name that does not resolve now is not
+        refused here (the fetch reports it); `allow_networks` opens the same doors."""
+        parts = self.policy.check_url(url)
+        host = (parts.hostname or "").rstrip(".")
+        if literal_ip(host) is not None or self.policy.host_is_allowed(host):
+            return
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        try:
+            async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+                addresses = await (self._resolve or system_resolve)(host, port)
+        except (OSError, TimeoutError) as exc:
+            log.debug("cannot resolve %s at submission: %s", host, exc)
+            return
+        for address in addresses:
+            self.policy.check_address(address, host=host, url=url)
 
     async def fetch(self, url: str, dest: Path, *, max_bytes: int | None = None) -> FetchedFile:
         """Download `url` into the file `dest`. Raises InputRejected (details carry `reason`:
@@ -167,13 +188,7 @@ class _GuardedResolver(AbstractResolver):
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         name = host.rstrip(".")
-        if self._resolve is not None:
-            addresses = await self._resolve(name, port)
-        else:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                name, port, type=socket.SOCK_STREAM, family=family
-            )
-            addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        addresses = await (self._resolve or system_resolve)(name, port)
         if not addresses:
             raise OSError(f"{name} has no addresses")
         for address in addresses:  # every one: the connector may try any of them
@@ -193,6 +208,14 @@ class _GuardedResolver(AbstractResolver):
 
     async def close(self) -> None:
         return None
+
+
+async def system_resolve(host: str, port: int) -> list[str]:
+    """The addresses the system resolver gives `host`, without blocking the event loop."""
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, family=socket.AF_UNSPEC
+    )
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 def _finish(fh: IO[bytes], tail: bytes) -> None:
@@ -220,4 +243,4 @@ def _filename(response: aiohttp.ClientResponse, url: str) -> str | None:
     return last or None
 
 
-__all__ = ["FetchedFile", "Resolve", "UrlFetcher", "content_type_allowed"]
+__all__ = ["FetchedFile", "Resolve", "UrlFetcher", "content_type_allowed", "system_resolve"]

@@ -2,7 +2,9 @@
 
 Only http and https. Every address a host resolves to must be public (not private, loopback,
 link-local, multicast, reserved, unspecified or shared (CGNAT) space; IPv4-mapped and 6to4
-IPv6 addresses are judged by the IPv4 address inside them) unless an allow-list entry opens it:
+IPv6 addresses are judged by the IPv4 address inside them; IPv4 spelled as the C resolver reads
+it, `0x7f000001` or `2130706433`, is judged as that address; `localhost` and `*.localhost` are
+loopback by name) unless an allow-list entry opens it:
 a CIDR ("10.0.0.0/8", "127.0.0.1") or a host name ("minio.internal"). The fetcher applies these
 rules to the addresses it actually connects to, on every redirect hop.
 """
@@ -82,6 +84,8 @@ class AddressPolicy:
         literal = literal_ip(host)
         if literal is not None:
             self.check_address(str(literal), host=host, url=url)
+        elif is_localhost_name(host) and not self.host_is_allowed(host):
+            raise _refused(url, host, "127.0.0.1", "private_address")
         return parts
 
 
@@ -97,11 +101,54 @@ def is_public(ip: IPAddress) -> bool:
 
 
 def literal_ip(host: str) -> IPAddress | None:
-    """The IP when `host` is an IP literal (brackets allowed), else None."""
+    """The IP when `host` is an IP literal (brackets allowed), else None. IPv4 is read as the
+    C resolver reads it (inet_aton), so `2130706433`, `0x7f000001`, `0177.0.0.1` and `127.1`
+    are all 127.0.0.1, as they would be when connecting."""
+    text = host.strip("[]").split("%", 1)[0].rstrip(".")
     try:
-        return ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+        return ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    packed = inet_aton(text)
+    return None if packed is None else ipaddress.IPv4Address(packed)
+
+
+def inet_aton(text: str) -> int | None:
+    """The IPv4 address inet_aton(3) makes of `text` (1 to 4 dot-separated numbers, each
+    decimal, 0x-hex or 0-octal; the last fills the remaining bytes), or None."""
+    parts = text.split(".")
+    if not 1 <= len(parts) <= 4:
+        return None
+    numbers: list[int] = []
+    for part in parts:
+        number = _c_number(part)
+        if number is None:
+            return None
+        numbers.append(number)
+    *head, last = numbers
+    if any(n > 0xFF for n in head) or last >= 1 << (8 * (4 - len(head))):
+        return None
+    value = last
+    for i, n in enumerate(head):
+        value |= n << (8 * (3 - i))
+    return value
+
+
+def _c_number(part: str) -> int | None:
+    try:
+        if part[:2].lower() == "0x":
+            return int(part[2:], 16) if part[2:] else 0
+        if len(part) > 1 and part.startswith("0"):
+            return int(part[1:], 8)
+        return int(part, 10) if part.isdigit() else None
     except ValueError:
         return None
+
+
+def is_localhost_name(host: str) -> bool:
+    """`localhost` and names under it (RFC 6761: they are loopback, whatever DNS says)."""
+    name = _normal_host(host)
+    return name == "localhost" or name.endswith(".localhost")
 
 
 def _normal_host(host: str) -> str:
@@ -115,4 +162,11 @@ def _refused(url: str | None, host: str, address: str, reason: str) -> InputReje
     )
 
 
-__all__ = ["ALLOWED_SCHEMES", "AddressPolicy", "is_public", "literal_ip"]
+__all__ = [
+    "ALLOWED_SCHEMES",
+    "AddressPolicy",
+    "inet_aton",
+    "is_localhost_name",
+    "is_public",
+    "literal_ip",
+]

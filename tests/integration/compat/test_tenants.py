@@ -113,6 +113,8 @@ async def test_each_dialect_hides_one_keys_jobs_from_another(server: Server) -> 
     await same_as_missing(b.http, "GET", "/api/v2/assets/{id}", output["id"])
     await same_as_missing(b.http, "GET", "/api/v2/assets/{id}/content", output["id"])
     assert (await a.http.get(f"/api/v2/assets/{output['id']}/content")).status_code == 200
+    # ... and still not B's once A's download put the job in the server's memory
+    await same_as_missing(b.http, "GET", "/api/v2/assets/{id}/content", output["id"])
     stored = await server.ctx.store.get(v2)
     assert stored is not None and stored.outputs[0].storage_key
     by_key = f"/api/v2/files/{stored.outputs[0].storage_key}"

@@ -42,7 +42,9 @@ def object_info_server(fixtures_dir: Path) -> Iterator[str]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            status = 200 if self.path == "/object_info" else 404
+            status = 200 if self.path in ("/object_info", "/keyed/object_info") else 404
+            if self.path.startswith("/keyed/") and self.headers["Authorization"] != "Bearer k1":
+                status = 401
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body) if status == 200 else 2))
@@ -99,9 +101,25 @@ def test_convert_reads_object_info_from_a_server(
 def test_convert_without_definitions_says_what_to_pass(
     cli: typer.Typer, fixtures_dir: Path
 ) -> None:
-    result = CliRunner().invoke(cli, ["convert", str(fixtures_dir / f"{PAIR}.ui.json")])
+    nothing_there = {"COMFYRUN_SERVER": "http://127.0.0.1:9"}  # the discard port: refused
+    result = CliRunner().invoke(
+        cli, ["convert", str(fixtures_dir / f"{PAIR}.ui.json")], env=nothing_there
+    )
     assert result.exit_code == 2
     assert "pass --object-info FILE" in _text(result)
+
+
+def test_convert_uses_the_running_server_and_its_api_key_by_default(
+    cli: typer.Typer, fixtures_dir: Path, object_info_server: str
+) -> None:
+    env = {"COMFYRUN_SERVER": f"{object_info_server}/keyed"}
+    workflow = str(fixtures_dir / f"{PAIR}.ui.json")
+    result = CliRunner().invoke(cli, ["convert", workflow, "--api-key", "k1"], env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == load_json(fixtures_dir / f"{PAIR}.api.json")
+    refused = CliRunner().invoke(cli, ["convert", workflow], env=env)
+    assert refused.exit_code == 2
+    assert "401" in _text(refused)
 
 
 def test_convert_refuses_unknown_node_types_with_their_names(

@@ -6,6 +6,7 @@ import pytest
 
 from comfyrun.errors import InputRejected
 from comfyrun.inputs import AddressPolicy
+from comfyrun.inputs.netguard import literal_ip
 
 OPEN = AddressPolicy()
 
@@ -77,3 +78,35 @@ def test_check_url_refuses(url: str, reason: str) -> None:
 
 def test_check_url_leaves_host_names_to_the_resolver() -> None:
     assert OPEN.check_url("https://example.com/a.png").hostname == "example.com"
+
+
+@pytest.mark.parametrize(
+    ("host", "address"),
+    [
+        ("2130706433", "127.0.0.1"),
+        ("0x7f000001", "127.0.0.1"),
+        ("0X7F.0.0.1", "127.0.0.1"),
+        ("0177.0.0.1", "127.0.0.1"),
+        ("017700000001", "127.0.0.1"),
+        ("127.1", "127.0.0.1"),
+        ("10.65535", "10.0.255.255"),
+        ("127.0.0.1.", "127.0.0.1"),
+        ("[::ffff:127.0.0.1]", "::ffff:7f00:1"),
+        ("0", "0.0.0.0"),
+    ],
+)
+def test_ipv4_is_read_as_the_c_resolver_reads_it(host: str, address: str) -> None:
+    assert str(literal_ip(host)) == address
+
+
+@pytest.mark.parametrize("host", ["example.com", "1.2.3.4.5", "256.1.1.1", "08.1", "1e3", "0x1g"])
+def test_names_are_not_addresses(host: str) -> None:
+    assert literal_ip(host) is None
+
+
+@pytest.mark.parametrize("url", ["http://localhost/x", "http://a.b.LOCALHOST./x"])
+def test_localhost_names_are_loopback_without_dns(url: str) -> None:
+    with pytest.raises(InputRejected) as caught:
+        OPEN.check_url(url)
+    assert caught.value.details["reason"] == "private_address"
+    AddressPolicy.from_entries(["localhost", "a.b.localhost"]).check_url(url)

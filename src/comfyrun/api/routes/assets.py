@@ -140,6 +140,7 @@ def assets_router(
 
     @router.get("/{asset_id}")
     async def get_asset(request: Request, asset_id: str) -> Response:
+        """An asset; a job output's id (`o<index>-<job id>`) is answered as an asset too."""
         service = get_service(request)
         try:
             asset = await service.get(asset_id)
@@ -157,6 +158,7 @@ def assets_router(
 
     @router.get("/{asset_id}/content")
     async def content(request: Request, asset_id: str) -> Response:
+        """The asset's bytes (Range requests work); job output ids are accepted too."""
         service = get_service(request)
         try:
             asset = await service.get(asset_id)

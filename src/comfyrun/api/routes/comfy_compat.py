@@ -83,16 +83,23 @@ def comfy_error_for(exc: errors.ComfyrunError) -> JSONResponse:
 # routes --------------------------------------------------------------------------------------
 
 
+#: ComfyUI answers these with an empty 200: documented so, not as JSON.
+EMPTY_200: dict[str, Any] = {
+    "response_class": Response,
+    "responses": {200: {"description": "Done (an empty body, as ComfyUI answers)"}},
+}
+
+
 def _add_routes(router: APIRouter) -> None:
     router.add_api_route("/prompt", post_prompt, methods=["POST"])
     router.add_api_route("/prompt", get_prompt, methods=["GET"])
     router.add_api_route("/prompt_sync", prompt_sync, methods=["POST"])
     router.add_api_route("/queue", get_queue, methods=["GET"])
-    router.add_api_route("/queue", post_queue, methods=["POST"])
+    router.add_api_route("/queue", post_queue, methods=["POST"], **EMPTY_200)
     router.add_api_route("/history", get_history, methods=["GET"])
     router.add_api_route("/history/{prompt_id}", get_history_item, methods=["GET"])
-    router.add_api_route("/history", post_history, methods=["POST"])
-    router.add_api_route("/interrupt", interrupt, methods=["POST"])
+    router.add_api_route("/history", post_history, methods=["POST"], **EMPTY_200)
+    router.add_api_route("/interrupt", interrupt, methods=["POST"], **EMPTY_200)
     router.add_api_route("/view", view, methods=["GET"])
     router.add_api_route("/upload/image", upload_image, methods=["POST"])
     router.add_api_route("/upload/mask", upload_mask, methods=["POST"])

@@ -49,13 +49,15 @@ async def _find(ctx: AppContext, oid: str) -> tuple[str, Output]:
     if parsed is None:
         raise NotFound(f"output {oid} not found")
     job_id, index = parsed
-    job = await ctx.store.get(job_id)
+    job = await ctx.service.job(job_id)
     if job is None or index >= len(job.outputs) or not job.outputs[index].storage_key:
         raise NotFound(f"output {oid} not found", details={"id": oid})
     return job_id, job.outputs[index]
 
 
-@router.get("/api/v2/assets/{oid:outputid}")
+# Out of the OpenAPI document: to it these are the assets router's /api/v2/assets/{asset_id}
+# paths (one templated path, which accepts output ids too), not a second, clashing template.
+@router.get("/api/v2/assets/{oid:outputid}", include_in_schema=False)
 async def output_asset(oid: str, request: Request, ctx: Ctx) -> dict[str, object]:
     """An output described as an Asset (the spec: outputs are assets)."""
     job_id, out = await _find(ctx, oid)
@@ -75,7 +77,7 @@ async def output_asset(oid: str, request: Request, ctx: Ctx) -> dict[str, object
     }
 
 
-@router.get("/api/v2/assets/{oid:outputid}/content")
+@router.get("/api/v2/assets/{oid:outputid}/content", include_in_schema=False)
 async def output_content(
     oid: str, ctx: Ctx, range_header: Annotated[str | None, Header(alias="range")] = None
 ) -> Response:

@@ -74,6 +74,7 @@ async def submit_job(
             timeout_s=body.timeout_s,
             idempotency_key=idempotency_key or None,
             request_hash=request_fingerprint(body.model_dump(mode="json")),
+            want_position=not wait,
         )
     )
     if not submitted.created:

@@ -249,8 +249,10 @@ async def purge_queue(ctx: Ctx, endpoint_id: str | None = None) -> JSON:
 def _add(router: APIRouter) -> None:
     router.add_api_route("/run", run, methods=["POST"])
     router.add_api_route("/runsync", runsync, methods=["POST"])
-    router.add_api_route("/status/{job_id}", status, methods=["GET", "POST"])
-    router.add_api_route("/stream/{job_id}", stream, methods=["GET", "POST"])
+    # one route per method: each gets its own OpenAPI operation id
+    for method in ("GET", "POST"):
+        router.add_api_route("/status/{job_id}", status, methods=[method])
+        router.add_api_route("/stream/{job_id}", stream, methods=[method])
     router.add_api_route("/cancel/{job_id}", cancel, methods=["POST"])
     router.add_api_route("/retry/{job_id}", retry, methods=["POST"])
     router.add_api_route("/health", health, methods=["GET"])

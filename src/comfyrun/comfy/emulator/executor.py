@@ -15,6 +15,7 @@ import os
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,6 +188,10 @@ class Executor:
         self.stopping = threading.Event()
         self.node_states: dict[str, dict[str, Any]] = {}
         self._cache: dict[str, _CacheEntry] = {}
+        #: Called with the prompt id before an exit fault ends the process; the server waits
+        #: there until its answer to POST /prompt is on the wire, as ComfyUI's would be by the
+        #: time a real node crashed it (otherwise the client sometimes sees no 200 at all).
+        self.before_exit: Callable[[str], None] = lambda _prompt_id: None
 
     def interrupt(self) -> None:
         self.interrupt_flag.set()
@@ -270,9 +275,10 @@ class Executor:
                 values[name] = value
         return values
 
-    def _apply_faults(self, node_id: str, class_type: str) -> None:
+    def _apply_faults(self, prompt_id: str, node_id: str, class_type: str) -> None:
         faults = self.faults
         if class_type in faults.exit_class_types:
+            self.before_exit(prompt_id)
             log.warning("fault injection: exiting the process at node %s (%s)", node_id, class_type)
             os._exit(faults.exit_class_types[class_type])
         if class_type in faults.drop_ws_class_types:
@@ -311,7 +317,7 @@ class Executor:
         inputs: dict[str, Any] = {}
         try:
             inputs = self._input_values(run, node_id, sigs)
-            self._apply_faults(node_id, class_type)
+            self._apply_faults(run.prompt_id, node_id, class_type)
             self.check_interrupt()
             fn = NODES.get(class_type)
             if fn is None:

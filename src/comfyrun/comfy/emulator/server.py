@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 COMFYUI_VERSION = "0.3.64"
 FRONTEND_VERSION = "1.27.10"
 TEMPLATES_VERSION = "0.1.95"
+#: How long an exit fault waits for the answer to the POST /prompt that queued its prompt.
+ANSWER_WAIT_S = 10.0
 MODEL_FOLDERS = [
     "checkpoints", "configs", "loras", "vae", "text_encoders", "diffusion_models", "clip_vision",
     "style_models", "embeddings", "diffusers", "vae_approx", "controlnet", "gligen",
@@ -58,6 +60,9 @@ class Emulator:
         self.queue = PromptQueue(self._queue_changed)
         self.hub = Hub(self.queue.remaining, config.max_upload_size)
         self.executor = Executor(config, self.hub, self.faults, self.base_defs)
+        self.executor.before_exit = self._wait_answered
+        #: Prompts whose POST /prompt answer is not yet written (set when it is).
+        self._answering: dict[str, threading.Event] = {}
         self.dirs = Dirs(config.input_dir, config.output_dir, config.temp_dir)
         self.number = 0
         self.url = ""
@@ -224,10 +229,25 @@ class Emulator:
                 {"error": verdict.error, "node_errors": verdict.node_errors}, status=400
             )
         log.info("got prompt", extra={"action": "got_prompt", "prompt_id": prompt_id})
-        self.queue.put([number, prompt_id, prompt, extra_data, verdict.outputs])
-        return web.json_response(
-            {"prompt_id": prompt_id, "number": number, "node_errors": verdict.node_errors}
-        )
+        answered = self._answering[prompt_id] = threading.Event()
+        try:
+            self.queue.put([number, prompt_id, prompt, extra_data, verdict.outputs])
+            response = web.json_response(
+                {"prompt_id": prompt_id, "number": number, "node_errors": verdict.node_errors}
+            )
+            # written here, not after returning, so that `answered` means "on the wire"
+            await response.prepare(request)
+            await response.write_eof()
+            return response
+        finally:
+            answered.set()
+            self._answering.pop(prompt_id, None)
+
+    def _wait_answered(self, prompt_id: str) -> None:
+        """Block (the worker thread) until POST /prompt has answered for `prompt_id`."""
+        answered = self._answering.get(prompt_id)
+        if answered is not None:
+            answered.wait(ANSWER_WAIT_S)
 
     def system_stats(self) -> dict[str, Any]:
         return {

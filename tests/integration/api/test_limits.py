@@ -1,0 +1,181 @@
+"""Request limits over real sockets: every dialect refuses an oversized body (413) before reading
+it, counts chunked bodies (413), times out stalled bodies (408) and closes their connection,
+answers in its own error shape; uploads have their own limit; headers are capped."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from comfyrun.api.app import create_app
+from comfyrun.cli.server import serving_app
+from comfyrun.config import Settings
+from comfyrun.outputs.memory import MemoryOutputStorage
+from comfyrun.store.memory import MemoryStore
+
+LIMIT = 4096
+UPLOAD_LIMIT = 256 * 1024
+
+#: A body route of each dialect → a predicate on the refusal body (its dialect's error shape).
+BODY_ROUTES: dict[str, str] = {
+    "/api/v2/jobs": "v2",
+    "/api/v2/admin/cleanup": "v2",
+    "/prompt": "comfyui",
+    "/api/prompt": "comfyui",
+    "/prompt_sync": "comfyui",
+    "/run": "runpod",
+    "/runsync": "runpod",
+    "/v2/ep-1/runsync": "runpod",
+    "/v2/ep-1/run": "runpod",
+    "/api/v1/tasks": "runpod",
+}
+
+
+def assert_shape(dialect: str, body: Any, code: str) -> None:
+    if dialect == "v2":
+        assert body["error"]["code"] == code, body
+        assert body["error"]["message"]
+    elif dialect == "comfyui":
+        assert body["error"]["type"] == code, body
+        assert isinstance(body["error"]["message"], str)
+        assert body["node_errors"] == {}
+    else:
+        assert body["code"] == code, body
+        assert isinstance(body["error"], str)
+
+
+@pytest.fixture
+async def url(tmp_path: Path) -> AsyncIterator[str]:
+    settings = Settings(
+        data_dir=tmp_path,
+        db_url="memory://",
+        api_keys=[],
+        max_request_bytes=LIMIT,
+        max_upload_bytes=UPLOAD_LIMIT,
+        body_idle_timeout_s=0.5,
+        body_timeout_s=30.0,
+        max_header_bytes=8192,
+    )
+    app = create_app(settings, store=MemoryStore(), storage=MemoryOutputStorage())
+    async with serving_app(app, "127.0.0.1", 0, grace_s=2, max_header_bytes=8192) as base:
+        yield base
+
+
+async def raw_request(url: str, head: str, body: bytes = b"") -> tuple[int, dict[str, str], Any]:
+    """Send `head` (+ `body`) on a fresh connection and read the answer until the server
+    closes the connection: a refusal must close it, or this times out."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        writer.write(head.encode("latin-1") + body)
+        await writer.drain()
+        async with asyncio.timeout(30):
+            raw = await reader.read(-1)  # to EOF: the server closed the connection
+    finally:
+        writer.close()
+    head_bytes, _, payload = raw.partition(b"\r\n\r\n")
+    lines = head_bytes.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    try:
+        return status, headers, json.loads(payload)
+    except ValueError:
+        return status, headers, payload.decode("latin-1")
+
+
+def head(path: str, headers: dict[str, str]) -> str:
+    lines = [f"POST {path} HTTP/1.1", "Host: test", "Content-Type: application/json"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return "\r\n".join(lines) + "\r\n\r\n"
+
+
+@pytest.mark.parametrize(("path", "dialect"), BODY_ROUTES.items())
+async def test_a_declared_oversized_body_is_refused_before_it_is_sent(
+    url: str, path: str, dialect: str
+) -> None:
+    # 100 MB announced, a few bytes sent: the answer comes at once, not after the body
+    status, headers, body = await raw_request(
+        url, head(path, {"Content-Length": "100000000"}), b"{}"
+    )
+    assert status == 413
+    assert headers.get("connection") == "close"
+    assert_shape(dialect, body, "request_too_large")
+
+
+#: Routes that read their body (POST /api/v2/admin/cleanup answers without reading it).
+READING_ROUTES = {p: d for p, d in BODY_ROUTES.items() if p != "/api/v2/admin/cleanup"}
+
+
+@pytest.mark.parametrize(("path", "dialect"), READING_ROUTES.items())
+async def test_a_stalled_body_times_out_with_408_and_the_connection_is_closed(
+    url: str, path: str, dialect: str
+) -> None:
+    status, headers, body = await raw_request(url, head(path, {"Content-Length": "1000"}), b"{")
+    assert status == 408
+    assert headers.get("connection") == "close"
+    assert_shape(dialect, body, "request_timeout")
+
+
+@pytest.mark.parametrize(("path", "dialect"), READING_ROUTES.items())
+async def test_an_oversized_chunked_body_is_413_not_a_parse_error(
+    url: str, path: str, dialect: str
+) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"workflow": {}, "pad": "'
+        for _ in range(10):
+            yield b"x" * 1024
+        yield b'"}'
+
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        r = await client.post(path, content=chunks(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
+    assert_shape(dialect, r.json(), "request_too_large")
+
+
+async def test_bodies_under_the_limit_still_work(url: str) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        r = await client.post("/api/v2/jobs", json={"workflow": "not an object"})
+        assert r.status_code == 422  # read, parsed and judged: not refused by the limit
+        r = await client.post("/prompt", json={"nothing": 1})
+        assert r.status_code == 400
+        assert r.json()["error"]["type"] == "no_prompt"
+
+
+async def test_uploads_have_their_own_larger_limit(url: str) -> None:
+    payload = b"\x89PNG\r\n\x1a\n" + b"\0" * (LIMIT * 4)  # over the JSON limit, under uploads'
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        r = await client.post("/upload/image", files={"image": ("a.png", payload, "image/png")})
+        assert r.status_code != 413, r.text
+        r = await client.post("/api/v2/assets", files={"file": ("a.bin", payload)})
+        assert r.status_code != 413, r.text
+    declared = {"Content-Length": str(UPLOAD_LIMIT * 2), "Content-Type": "multipart/form-data"}
+    for path, dialect in (("/upload/image", "comfyui"), ("/api/v2/assets", "v2")):
+        status, _, body = await raw_request(url, head(path, declared), b"--x")
+        assert status == 413
+        assert_shape(dialect, body, "request_too_large")
+
+
+async def test_oversized_headers_are_refused_and_the_connection_closed(url: str) -> None:
+    # over the limit but complete: the app refuses it (431) in the dialect's shape
+    request = head("/prompt", {"X-Big": "a" * 10_000, "Content-Length": "2"})
+    status, headers, body = await raw_request(url, request, b"{}")
+    assert status == 431
+    assert headers.get("connection") == "close"
+    assert_shape("comfyui", body, "headers_too_large")
+    # far over it, still arriving: the HTTP server stops buffering and refuses it
+    # (it may reset the connection before the client reads the 400: either way, refused)
+    request = "GET /api/v2/health HTTP/1.1\r\nHost: test\r\nX-Big: " + "a" * 200_000
+    try:
+        status, _, _ = await raw_request(url, request)
+    except ConnectionResetError:
+        status = 400
+    assert status in (400, 431)
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        assert (await client.get("/api/v2/health")).status_code == 200
