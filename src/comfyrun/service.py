@@ -20,6 +20,7 @@ from typing import Any, Protocol, cast
 from comfyrun import stages
 from comfyrun.comfy.validation import validate_prompt as comfy_validate
 from comfyrun.config import Settings
+from comfyrun.core.catalog import definitions_may_be_stale
 from comfyrun.core.job import JSON, Job, JobStatus, NewJob
 from comfyrun.core.state import Event
 from comfyrun.core.workflow import convert_ui_to_api, is_ui_workflow
@@ -117,6 +118,7 @@ class JobService:
         *,
         files: FileDeleter | None = None,
         object_info: ObjectInfoSource | None = None,
+        recheck_object_info: ObjectInfoSource | None = None,
         check_inputs: InputChecker | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -124,6 +126,9 @@ class JobService:
         self.settings = settings
         self._files = files
         self._object_info = object_info
+        # a refusal for an unknown node type or model may come from definitions stored before
+        # the backends changed: asked again (the backends are woken) before refusing for good
+        self._recheck_object_info = recheck_object_info
         self._check_inputs = check_inputs
         self._clock = clock
         self._in_flight_keys: set[str] = set()
@@ -242,9 +247,15 @@ class JobService:
         if is_ui_format(workflow):
             workflow = await self._convert_ui(workflow)
         object_info = await self._object_info() if self._object_info is not None else None
-        validate_prompt(workflow, object_info)
-        if object_info and not placeholders and not _has_asset_refs(workflow):
-            await asyncio.to_thread(validate_like_comfyui, workflow, object_info)
+        try:
+            await _check_prompt(workflow, object_info, placeholders=placeholders)
+        except InvalidWorkflow as exc:
+            if self._recheck_object_info is None or not definitions_may_be_stale(exc.details):
+                raise
+            fresher = await self._recheck_object_info()
+            if not fresher or fresher == object_info:
+                raise
+            await _check_prompt(workflow, fresher, placeholders=placeholders)
         prompt: JSON = workflow
         return prompt
 
@@ -581,6 +592,12 @@ def validate_like_comfyui(prompt: Mapping[str, Any], object_info: Mapping[str, A
         + (f" ({reason['details']})" if reason.get("details") else ""),
         details={"error": error, "node_errors": verdict.node_errors},
     )
+
+
+async def _check_prompt(workflow: JSON, object_info: JSON | None, *, placeholders: bool) -> None:
+    validate_prompt(workflow, object_info)
+    if object_info and not placeholders and not _has_asset_refs(workflow):
+        await asyncio.to_thread(validate_like_comfyui, workflow, object_info)
 
 
 def _files_checked_later(class_type: str, name: str, value: Any) -> bool:

@@ -23,7 +23,6 @@ from comfyrun.api.context import AppContext, app_ctx, public_base_url, require_a
 from comfyrun.api.docs import install_docs
 from comfyrun.api.errors import install_error_handlers
 from comfyrun.api.limits import BodyLimit, BodyLimits
-from comfyrun.api.object_info import ObjectInfoCache
 from comfyrun.api.routes import (
     admin,
     backends,
@@ -44,6 +43,7 @@ from comfyrun.api.schemas import job_to_wire
 from comfyrun.api.tenancy import Authenticator
 from comfyrun.api.webhooks import DeliveryPolicy, WebhookDeliverer
 from comfyrun.assets import AssetService
+from comfyrun.backends.catalog import BackendCatalog
 from comfyrun.config import BackendConfig, Role, Settings
 from comfyrun.core.job import JSON
 from comfyrun.dashboard.routes import router as dashboard_router
@@ -53,8 +53,6 @@ from comfyrun.service import JobService
 from comfyrun.store.base import JobStore
 
 log = logging.getLogger(__name__)
-
-READY_STATES = ("ready", "busy")
 
 
 def create_app(
@@ -172,14 +170,13 @@ async def _open(
             settings, stack, store, storage, backend_configs, assets
         )
 
-    cache = ObjectInfoCache(
-        lambda: _ready_urls(pool, backend_configs), ttl_s=settings.object_info_ttl_s
-    )
+    catalog = await _start_catalog(settings, stack, store, pool, backend_configs)
     service = JobService(
         store,
         settings,
         files=storage,
-        object_info=cache.get,
+        object_info=_object_info_source(catalog),
+        recheck_object_info=_object_info_source(catalog, recheck=True),
         check_inputs=_input_checker(assets),
     )
     webhooks = await _start_webhooks(settings, stack, store)
@@ -194,7 +191,8 @@ async def _open(
         dispatcher=dispatcher,
         assets=assets,
         emulator_urls=emulator_urls,
-        extras={"object_info": cache, "input_checker": _input_checker},
+        extras={"input_checker": _input_checker},
+        catalog=catalog,
     )
 
 
@@ -233,13 +231,32 @@ async def _start_webhooks(
     return deliverer
 
 
-def _ready_urls(pool: Any, configs: Sequence[BackendConfig]) -> list[str]:
-    """Backend URLs to ask for /object_info: ready ones from the pool, else configured ones."""
-    if pool is not None:
-        urls = [b.url for b in pool.snapshot() if b.url and str(b.state) in READY_STATES]
-        if urls:
-            return urls
-    return [c.url for c in configs if c.url]
+async def _start_catalog(
+    settings: Settings,
+    stack: AsyncExitStack,
+    store: JobStore,
+    pool: Any,
+    configs: Sequence[BackendConfig],
+) -> BackendCatalog:
+    """The backends' node catalogs: from the store at once, refreshed as backends come up.
+    Without a pool (the api role), configured URL backends are asked directly."""
+    urls = {} if pool is not None else {c.name or c.url: c.url for c in configs if c.url}
+    catalog = BackendCatalog(store, pool, urls=urls, ttl_s=settings.object_info_ttl_s)
+    await catalog.start()
+    stack.push_async_callback(catalog.stop)
+    return catalog
+
+
+def _object_info_source(catalog: BackendCatalog, *, recheck: bool = False) -> Any:
+    """Submission checks use the fleet's union, as known (stored, or from backends that are up):
+    a valid submission never waits for a backend to start. With `recheck`, the backends are
+    asked again first (a refusal must not rest on definitions stored before they changed)."""
+
+    async def object_info() -> dict[str, Any] | None:
+        union = await (catalog.recheck() if recheck else catalog.current(wake=False))
+        return union.object_info if union is not None else None
+
+    return object_info
 
 
 async def _emulator_folders(settings: Settings) -> list[BackendConfig]:

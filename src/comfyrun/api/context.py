@@ -48,6 +48,7 @@ class AppContext:
     dispatcher: Any = None
     assets: Any = None  # comfyrun.assets.AssetService
     webhooks: Any = None  # comfyrun.api.webhooks.WebhookSender, where this process has an API
+    catalog: Any = None  # comfyrun.backends.catalog.BackendCatalog: what the backends can run
     emulator_urls: list[str] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
     extras: dict[str, Any] = field(default_factory=dict)

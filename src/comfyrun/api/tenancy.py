@@ -17,6 +17,7 @@ import hmac
 import time
 from collections.abc import Sequence
 
+from comfyrun.core.catalog import NodeCatalog
 from comfyrun.core.job import JSON, Job, JobStatus, NewJob, Output, Progress
 from comfyrun.core.state import Event
 from comfyrun.core.tenancy import ADMIN, ApiKey, Principal, Scope, hash_key
@@ -201,6 +202,18 @@ class OwnedStore:
 
     async def delete_finished_before(self, cutoff: float) -> builtins.list[Job]:
         return await self.inner.delete_finished_before(cutoff)
+
+    async def put_catalog(self, catalog: NodeCatalog) -> bool:
+        return await self.inner.put_catalog(catalog)
+
+    async def catalogs(self) -> builtins.list[NodeCatalog]:
+        return await self.inner.catalogs()
+
+    async def catalog_stamps(self) -> dict[str, float]:
+        return await self.inner.catalog_stamps()
+
+    async def delete_catalog(self, backend: str) -> bool:
+        return await self.inner.delete_catalog(backend)
 
     async def create_api_key(self, key: ApiKey) -> None:
         raise Forbidden("only admin keys manage keys")

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from comfyrun.core.catalog import NodeCatalog
 from comfyrun.core.job import JSON, Job, JobStatus, NewJob, Output, Progress
 from comfyrun.core.state import Event
 from comfyrun.core.tenancy import ApiKey
@@ -227,6 +228,20 @@ class JobStore(KeyStore, WebhookOutbox, Protocol):
 
     async def delete_finished_before(self, cutoff: float) -> builtins.list[Job]:
         """Delete finished (and expired) jobs that finished before `cutoff`; returns them."""
+
+    # -- backends' node catalogs (what ComfyUI clients are shown before any backend is up) --
+
+    async def put_catalog(self, catalog: NodeCatalog) -> bool:
+        """Store a backend's catalog, replacing its previous one unless that was fetched later;
+        True when stored."""
+
+    async def catalogs(self) -> builtins.list[NodeCatalog]:
+        """Every stored catalog, by backend name."""
+
+    async def catalog_stamps(self) -> dict[str, float]:
+        """backend name → fetched_at of its stored catalog (cheap: no definitions read)."""
+
+    async def delete_catalog(self, backend: str) -> bool: ...
 
 
 __all__ = ["Changes", "ClaimNote", "JobEvent", "JobPage", "JobStore", "KeyStore", "WebhookOutbox"]

@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from types import TracebackType
 
+from comfyrun.core.catalog import NodeCatalog
 from comfyrun.core.job import ACTIVE, JSON, TERMINAL, Job, JobStatus, NewJob, Output, Progress
 from comfyrun.core.state import Event
 from comfyrun.errors import Conflict, IdempotencyKeyReuse, NotFound
@@ -35,6 +36,7 @@ class MemoryStore(MemoryTenancy):
         self._event_ids = itertools.count(1)
         self._event_added = asyncio.Condition()
         self._work_added = asyncio.Condition()
+        self._catalogs: dict[str, NodeCatalog] = {}
 
     async def __aenter__(self) -> MemoryStore:
         await self.open()
@@ -52,6 +54,7 @@ class MemoryStore(MemoryTenancy):
         self._jobs.clear()
         self._events.clear()
         self._keys.clear()
+        self._catalogs.clear()
 
     async def ping(self) -> bool:
         return True
@@ -322,6 +325,24 @@ class MemoryStore(MemoryTenancy):
         for job in old:
             await self.delete(job.id)
         return old
+
+    # -- backends' node catalogs -------------------------------------------------------------
+
+    async def put_catalog(self, catalog: NodeCatalog) -> bool:
+        stored = self._catalogs.get(catalog.backend)
+        if stored is not None and stored.fetched_at > catalog.fetched_at:
+            return False
+        self._catalogs[catalog.backend] = catalog
+        return True
+
+    async def catalogs(self) -> builtins.list[NodeCatalog]:
+        return [self._catalogs[name] for name in sorted(self._catalogs)]
+
+    async def catalog_stamps(self) -> dict[str, float]:
+        return {name: self._catalogs[name].fetched_at for name in sorted(self._catalogs)}
+
+    async def delete_catalog(self, backend: str) -> bool:
+        return self._catalogs.pop(backend, None) is not None
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -62,6 +62,8 @@ READS = frozenset(
         "queue_position",
         "counts",
         "oldest_queued_at",
+        "catalogs",
+        "catalog_stamps",
         "get_api_key",
         "api_key_by_hash",
         "list_api_keys",

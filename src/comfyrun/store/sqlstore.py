@@ -14,11 +14,13 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Self
 
+from comfyrun.core.catalog import NodeCatalog
 from comfyrun.core.job import JSON, Job, JobStatus, NewJob, Output, Progress
 from comfyrun.core.state import Event
 from comfyrun.errors import Conflict, IdempotencyKeyReuse, StoreError
 from comfyrun.store import maintenance, transition
 from comfyrun.store.base import Changes, ClaimNote, JobEvent, JobPage
+from comfyrun.store.catalogs import catalog_from_row, catalog_to_row
 from comfyrun.store.codec import (
     decode_cursor,
     dump_json,
@@ -321,6 +323,25 @@ class SQLStore(SQLTenancy, ABC):
             ids = self._text_list([j.id for j in jobs])
             await self._run(conn, "delete_events_of", {"ids": ids})
         return jobs
+
+    # -- backends' node catalogs -------------------------------------------------------------
+
+    async def put_catalog(self, catalog: NodeCatalog) -> bool:
+        async with self._write() as conn:
+            return await self._run(conn, "put_catalog", catalog_to_row(catalog)) == 1
+
+    async def catalogs(self) -> builtins.list[NodeCatalog]:
+        async with self._read() as conn:
+            return [catalog_from_row(r) for r in await self._all(conn, "catalogs", {})]
+
+    async def catalog_stamps(self) -> dict[str, float]:
+        async with self._read() as conn:
+            rows = await self._all(conn, "catalog_stamps", {})
+        return {r["backend"]: float(r["fetched_at"]) for r in rows}
+
+    async def delete_catalog(self, backend: str) -> bool:
+        async with self._write() as conn:
+            return await self._run(conn, "delete_catalog", {"backend": backend}) == 1
 
     # -- the dialect's part ------------------------------------------------------------------
 

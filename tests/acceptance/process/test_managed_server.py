@@ -160,6 +160,8 @@ async def test_inputs_and_outputs_go_through_the_folders_not_http(tmp_path: Path
         assert job["status"] == "succeeded", job
         assert [o["node_id"] for o in job["outputs"]] == ["3"]
         process = managed(ctx, "gpu0")
+        async with asyncio.timeout(30):  # the job is marked done before its inputs are removed
+            await ctx.dispatcher.wait_idle()
         assert not (process.input_dir / "comfyrun" / job_id).exists()  # removed after the job
         assert list(process.output_dir.glob("io_*.png"))
 

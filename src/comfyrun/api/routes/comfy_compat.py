@@ -35,6 +35,7 @@ from comfyrun.api.compat.comfy_uploads import (
 )
 from comfyrun.api.context import AppContext, get_ctx, require_auth
 from comfyrun.api.errors import status_for
+from comfyrun.api.routes.comfy_catalog import add_catalog_routes
 from comfyrun.api.routes.files import serve_key
 from comfyrun.core.job import JSON, TERMINAL, Job, JobStatus
 from comfyrun.service import JobView, Submission
@@ -103,10 +104,8 @@ def _add_routes(router: APIRouter) -> None:
     router.add_api_route("/view", view, methods=["GET"])
     router.add_api_route("/upload/image", upload_image, methods=["POST"])
     router.add_api_route("/upload/mask", upload_mask, methods=["POST"])
-    router.add_api_route("/object_info", object_info, methods=["GET"])
-    router.add_api_route("/object_info/{node_class}", object_info_one, methods=["GET"])
     router.add_api_route("/system_stats", system_stats, methods=["GET"])
-    router.add_api_route("/features", features, methods=["GET"])
+    add_catalog_routes(router)  # /object_info, /models, /embeddings, /features
 
 
 async def _json_body(request: Request) -> Any:
@@ -460,28 +459,6 @@ async def upload_mask(
     return await _upload(image, subfolder, overwrite, ctx)
 
 
-async def _object_info(ctx: AppContext) -> JSON | None:
-    cache = ctx.extras.get("object_info")
-    if cache is None:
-        return None
-    info: JSON | None = await cache.get()
-    return info
-
-
-async def object_info(ctx: Ctx) -> Response:
-    info = await _object_info(ctx)
-    if info is None:
-        return comfy_error(503, "unavailable", "no backend is ready to describe its nodes")
-    return JSONResponse(info)
-
-
-async def object_info_one(node_class: str, ctx: Ctx) -> Response:
-    info = await _object_info(ctx)
-    if info is None:
-        return comfy_error(503, "unavailable", "no backend is ready to describe its nodes")
-    return JSONResponse({node_class: info[node_class]} if node_class in info else {})
-
-
 async def system_stats(ctx: Ctx) -> dict[str, Any]:
     """comfyrun's own system block and the devices of every ready backend."""
     devices: list[Any] = []
@@ -509,10 +486,6 @@ async def system_stats(ctx: Ctx) -> dict[str, Any]:
         },
         "devices": devices,
     }
-
-
-async def features() -> dict[str, Any]:
-    return {"supports_preview_metadata": True, "max_upload_size": 104857600}
 
 
 # ComfyUI's newer job endpoints (/api/jobs) ---------------------------------------------------

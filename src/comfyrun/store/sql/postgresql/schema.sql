@@ -57,6 +57,18 @@ CREATE TABLE idempotency_keys (
     PRIMARY KEY (scope, key)
 );
 
+-- One row per backend: its node definitions and model lists (object_info etc.) as JSON text.
+-- TEXT, not JSONB: JSONB reorders object keys, and ComfyUI's order of nodes and inputs is kept.
+CREATE TABLE backend_catalogs (
+    backend         TEXT PRIMARY KEY,
+    comfyui_version TEXT,
+    fetched_at      DOUBLE PRECISION NOT NULL,
+    object_info     TEXT NOT NULL,
+    models          TEXT NOT NULL DEFAULT '{}',
+    embeddings      TEXT NOT NULL DEFAULT '[]',
+    features        TEXT NOT NULL DEFAULT '{}'
+);
+
 CREATE TABLE api_keys (
     id             TEXT PRIMARY KEY,
     name           TEXT NOT NULL,

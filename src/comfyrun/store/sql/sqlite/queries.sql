@@ -159,6 +159,31 @@ RETURNING *;
 -- name: delete_events_of
 DELETE FROM job_events WHERE job_id IN (SELECT value FROM json_each(:ids));
 
+-- name: put_catalog
+-- A backend's catalog, replaced only by one fetched later (two workers may race).
+INSERT INTO backend_catalogs (
+    backend, comfyui_version, fetched_at, object_info, models, embeddings, features
+) VALUES (
+    :backend, :comfyui_version, :fetched_at, :object_info, :models, :embeddings, :features
+)
+ON CONFLICT (backend) DO UPDATE SET
+    comfyui_version = excluded.comfyui_version,
+    fetched_at = excluded.fetched_at,
+    object_info = excluded.object_info,
+    models = excluded.models,
+    embeddings = excluded.embeddings,
+    features = excluded.features
+WHERE backend_catalogs.fetched_at <= excluded.fetched_at;
+
+-- name: catalogs
+SELECT * FROM backend_catalogs ORDER BY backend;
+
+-- name: catalog_stamps
+SELECT backend, fetched_at FROM backend_catalogs ORDER BY backend;
+
+-- name: delete_catalog
+DELETE FROM backend_catalogs WHERE backend = :backend;
+
 -- API keys and quotas ----------------------------------------------------------------------
 
 -- name: insert_api_key

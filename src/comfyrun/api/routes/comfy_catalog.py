@@ -1,0 +1,101 @@
+"""ComfyUI's node-definition routes, served from the fleet's catalog (backends.catalog): the union
+of every backend's /object_info, /models, /models/{folder}, /embeddings and /features, in
+ComfyUI's shapes. Answered from the store when no backend is up; with nothing known yet, the
+request waits while the backends start (bounded by their start timeout)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+
+from comfyrun.api.context import AppContext, get_ctx
+from comfyrun.core.catalog import NodeCatalog
+
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+
+#: What comfyrun itself supports, whatever its backends say.
+OWN_FEATURES: dict[str, Any] = {"supports_preview_metadata": True, "max_upload_size": 104857600}
+
+
+def add_catalog_routes(router: APIRouter) -> None:
+    router.add_api_route("/object_info", object_info, methods=["GET"])
+    router.add_api_route("/object_info/{node_class}", object_info_one, methods=["GET"])
+    router.add_api_route("/models", model_folders, methods=["GET"])
+    router.add_api_route("/models/{folder}", model_files, methods=["GET"])
+    router.add_api_route("/embeddings", embeddings, methods=["GET"])
+    router.add_api_route("/features", features, methods=["GET"])
+
+
+async def _union(ctx: AppContext) -> NodeCatalog | None:
+    if ctx.catalog is None:
+        return None
+    union: NodeCatalog | None = await ctx.catalog.current()
+    return union
+
+
+def _unavailable() -> JSONResponse:
+    body = {
+        "error": {
+            "type": "unavailable",
+            "message": "no backend could describe its nodes (none is configured or starts)",
+            "details": "",
+            "extra_info": {},
+        },
+        "node_errors": {},
+    }
+    return JSONResponse(body, status_code=503)
+
+
+async def object_info(ctx: Ctx) -> Response:
+    union = await _union(ctx)
+    if union is None:
+        return _unavailable()
+    return Response(_encoded(ctx, union), media_type="application/json")
+
+
+def _encoded(ctx: AppContext, union: NodeCatalog) -> bytes:
+    """The whole /object_info body, encoded once per union (several MB with custom nodes)."""
+    cached = ctx.extras.get("object_info_body")
+    if cached is not None and cached[0] is union:
+        body: bytes = cached[1]
+        return body
+    body = json.dumps(union.object_info, ensure_ascii=False, separators=(",", ":")).encode()
+    ctx.extras["object_info_body"] = (union, body)
+    return body
+
+
+async def object_info_one(node_class: str, ctx: Ctx) -> Response:
+    union = await _union(ctx)
+    if union is None:
+        return _unavailable()
+    info = union.object_info
+    return JSONResponse({node_class: info[node_class]} if node_class in info else {})
+
+
+async def model_folders(ctx: Ctx) -> Response:
+    union = await _union(ctx)
+    return JSONResponse(union.model_folders if union is not None else [])
+
+
+async def model_files(folder: str, ctx: Ctx) -> Response:
+    union = await _union(ctx)
+    if union is None or folder not in union.models:
+        return Response(status_code=404)  # ComfyUI answers an unknown folder with an empty 404
+    return JSONResponse(union.models[folder])
+
+
+async def embeddings(ctx: Ctx) -> Response:
+    union = await _union(ctx)
+    return JSONResponse(union.embeddings if union is not None else [])
+
+
+async def features(ctx: Ctx) -> Response:
+    union = ctx.catalog.union() if ctx.catalog is not None else None  # never worth a wait
+    merged = dict(union.features) if union is not None else {}
+    return JSONResponse(merged | OWN_FEATURES)
+
+
+__all__ = ["OWN_FEATURES", "add_catalog_routes"]
