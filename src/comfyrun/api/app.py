@@ -49,6 +49,7 @@ from comfyrun.core.job import JSON
 from comfyrun.dashboard.routes import router as dashboard_router
 from comfyrun.dispatch.inputs import make_input_placer
 from comfyrun.inputs import check_submission
+from comfyrun.inputs.netguard import AddressPolicy
 from comfyrun.service import JobService
 from comfyrun.store.base import JobStore
 
@@ -225,7 +226,13 @@ async def _start_webhooks(
         poll_s=settings.webhook_poll_s,
         prune_after_s=max(settings.retention_s, settings.webhook_max_age_hours * 3600.0),
     )
-    deliverer = WebhookDeliverer(store, render, secret=settings.webhook_secret, policy=policy)
+    deliverer = WebhookDeliverer(
+        store,
+        render,
+        secret=settings.webhook_secret,
+        policy=policy,
+        targets=AddressPolicy.from_entries(settings.webhook_allow),
+    )
     stack.push_async_callback(deliverer.close)
     deliverer.start()
     return deliverer

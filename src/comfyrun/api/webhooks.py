@@ -6,6 +6,9 @@ records each attempt in the store; a failed attempt is retried with exponential 
 the delivery is `max_age_s` old. Nothing lives only in memory: a node killed mid-attempt leaves
 a lease that runs out, and any node that runs later sends it.
 
+Targets pass the same address check as at submission (`webhook_allow`), again before each
+attempt and on the addresses the host resolves to then: a refused target is given up at once.
+
 The body is Standard Webhooks' `{"type", "timestamp", "data"}` with the final v2 Job as data;
 it is fixed by the first attempt and sent unchanged by later ones, with `webhook-id` (the
 delivery's id), `webhook-timestamp` (the attempt's) and, when the job's webhook or the server
@@ -30,7 +33,9 @@ import httpx
 from comfyrun.core import webhook
 from comfyrun.core.job import JSON
 from comfyrun.core.webhook import Attempt, Delivery
-from comfyrun.errors import ComfyrunError
+from comfyrun.errors import ComfyrunError, InputRejected
+from comfyrun.inputs.fetch import Resolve, system_resolve
+from comfyrun.inputs.netguard import AddressPolicy, literal_ip
 from comfyrun.store.base import JobStore
 
 log = logging.getLogger(__name__)
@@ -63,6 +68,8 @@ class WebhookDeliverer:
         policy: DeliveryPolicy | None = None,
         holder: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        targets: AddressPolicy | None = None,
+        resolve: Resolve | None = None,
     ) -> None:
         self.store = store
         self.policy = policy or DeliveryPolicy()
@@ -70,6 +77,8 @@ class WebhookDeliverer:
         self.attempts: dict[str, int] = {"delivered": 0, "failed": 0, "given_up": 0}
         self._render = render
         self._secret = secret
+        self._targets = targets or AddressPolicy()
+        self._resolve = resolve or system_resolve
         self._http = httpx.AsyncClient(
             timeout=self.policy.timeout_s, transport=transport, follow_redirects=False
         )
@@ -118,18 +127,23 @@ class WebhookDeliverer:
         clock = time.monotonic()
         ts = int(started)
         headers = webhook.headers(d, d.secret or self._secret, ts, raw)
+        refused = False
         try:
+            await self._check_target(d.url)
             resp = await self._http.post(d.url, content=raw, headers=headers)
             attempt = Attempt(
                 at=started, duration_s=time.monotonic() - clock, status_code=resp.status_code
             )
-        except httpx.HTTPError as exc:
+        except InputRejected as exc:
+            refused = True
+            attempt = Attempt(at=started, duration_s=0.0, error=f"refused: {exc.message}")
+        except (httpx.HTTPError, OSError) as exc:
             reason = str(exc) or type(exc).__name__
             attempt = Attempt(at=started, duration_s=time.monotonic() - clock, error=reason)
         n = len(d.attempts) + 1
         p = self.policy
         next_at = None
-        if not attempt.ok:
+        if not attempt.ok and not refused:
             next_at = webhook.next_attempt_at(
                 d,
                 n,
@@ -142,6 +156,16 @@ class WebhookDeliverer:
             d.id, self.holder, attempt, next_attempt_at=next_at, payload=body
         )
         self._log(d, attempt, n, next_at, recorded is not None)
+
+    async def _check_target(self, url: str) -> None:
+        """Raise InputRejected for a target the policy forbids (as at submission), on what its
+        host resolves to now; OSError when it does not resolve (a failed attempt)."""
+        parts = self._targets.check_url(url)
+        host = parts.hostname or ""
+        if literal_ip(host) is not None or self._targets.host_is_allowed(host):
+            return
+        for address in await self._resolve(host, parts.port or 443):
+            self._targets.check_address(address, host=host, url=url)
 
     async def _body(self, d: Delivery) -> str:
         job = await self._render(d.job_id)

@@ -14,6 +14,7 @@ from comfyrun.api.webhooks import DeliveryPolicy, WebhookDeliverer
 from comfyrun.core.job import JSON, JobStatus
 from comfyrun.core.state import Event
 from comfyrun.core.webhook import DeliveryState
+from comfyrun.inputs.netguard import AddressPolicy
 from comfyrun.store.memory import MemoryStore
 
 HOOK = {"webhook": {"url": "https://hooks.example/x", "secret": "whsec_dGVzdA"}}
@@ -24,6 +25,11 @@ async def finished_job(store: MemoryStore) -> str:
     await store.claim("w", 30)
     await store.transition(job.id, Event.SUCCEED, expect=JobStatus.RUNNING)
     return job.id
+
+
+async def public(host: str, port: int) -> list[str]:
+    """A resolver that says every name is a public address (these tests have no DNS)."""
+    return ["93.184.216.34"]
 
 
 async def render(job_id: str) -> JSON:
@@ -45,7 +51,7 @@ async def test_retries_keep_id_and_body_until_a_2xx(store: MemoryStore) -> None:
 
     policy = DeliveryPolicy(base_delay_s=1e-6, max_delay_s=1e-6)
     deliverer = WebhookDeliverer(
-        store, render, policy=policy, transport=httpx.MockTransport(answer)
+        store, render, policy=policy, transport=httpx.MockTransport(answer), resolve=public
     )
     try:
         for _ in range(3):
@@ -71,7 +77,7 @@ async def test_a_receiver_down_past_max_age_is_given_up(store: MemoryStore) -> N
 
     policy = DeliveryPolicy(base_delay_s=3600.0, max_age_s=60.0)
     deliverer = WebhookDeliverer(
-        store, render, policy=policy, transport=httpx.MockTransport(refuse)
+        store, render, policy=policy, transport=httpx.MockTransport(refuse), resolve=public
     )
     try:
         assert await deliverer.run_once() == 1
@@ -95,9 +101,62 @@ async def test_a_deleted_job_is_still_announced(store: MemoryStore) -> None:
     async def gone(job_id: str) -> JSON | None:
         return None
 
-    deliverer = WebhookDeliverer(store, gone, transport=httpx.MockTransport(ok))
+    deliverer = WebhookDeliverer(store, gone, transport=httpx.MockTransport(ok), resolve=public)
     try:
         assert await deliverer.run_once() == 1
     finally:
         await deliverer.close()
     assert bodies[0]["data"] == {"id": job_id}
+
+
+@pytest.mark.parametrize(
+    ("url", "resolved"),
+    [
+        ("http://127.0.0.1:9/x", []),
+        ("http://0x7f000001/x", []),
+        ("http://localhost/x", []),
+        ("https://rebound.example/x", ["10.0.0.7"]),  # public at submission, private now
+    ],
+)
+async def test_a_private_target_is_refused_and_given_up_without_a_request(
+    store: MemoryStore, url: str, resolved: list[str]
+) -> None:
+    job, _ = await store.enqueue(new_job(options={"webhook": {"url": url}}))
+    await store.claim("w", 30)
+    await store.transition(job.id, Event.SUCCEED, expect=JobStatus.RUNNING)
+    sent: list[httpx.Request] = []
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return resolved
+
+    def record(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(204)
+
+    deliverer = WebhookDeliverer(
+        store, render, transport=httpx.MockTransport(record), resolve=resolve
+    )
+    try:
+        assert await deliverer.run_once() == 1
+    finally:
+        await deliverer.close()
+    [d] = await store.deliveries(job.id)
+    assert d.state is DeliveryState.FAILED and not sent
+    assert d.attempts[0].error is not None and d.attempts[0].error.startswith("refused")
+
+
+async def test_allowed_private_targets_are_sent(store: MemoryStore) -> None:
+    job, _ = await store.enqueue(new_job(options={"webhook": {"url": "http://10.1.2.3/x"}}))
+    await store.claim("w", 30)
+    await store.transition(job.id, Event.SUCCEED, expect=JobStatus.RUNNING)
+    deliverer = WebhookDeliverer(
+        store,
+        render,
+        transport=httpx.MockTransport(lambda r: httpx.Response(200)),
+        targets=AddressPolicy.from_entries(["10.0.0.0/8"]),
+    )
+    try:
+        assert await deliverer.run_once() == 1
+    finally:
+        await deliverer.close()
+    assert [d.state for d in await store.deliveries(job.id)] == [DeliveryState.DELIVERED]
