@@ -70,6 +70,17 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
 def ms(values: list[float]) -> str:
     return f"{statistics.median(values) * 1000:6.2f} / {pct(values, 99) * 1000:6.2f} ms"
 
@@ -228,9 +239,14 @@ async def single(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]
             direct: list[float] = []
             v2: list[float] = []
             face: list[float] = []
+            backend_pid = children(server.proc.pid)[0]
+            cpu = {"comfyrun": 0.0, "backend": 0.0}
             for _ in range(max(1, args.jobs // 20)):
                 direct += [await comfy_face_run(http, emu) for _ in range(20)]
+                before = cpu_seconds(server.proc.pid), cpu_seconds(backend_pid)
                 v2 += [await v2_run(http, server.url, marks) for _ in range(20)]
+                cpu["comfyrun"] += cpu_seconds(server.proc.pid) - before[0]
+                cpu["backend"] += cpu_seconds(backend_pid) - before[1]
                 face += [await comfy_face_run(http, server.url) for _ in range(20)]
             base = statistics.median(direct)
             rows += [
@@ -239,6 +255,12 @@ async def single(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]
                 ("  added per job", ms([t - base for t in v2])),
                 ("ComfyUI face: /prompt, /ws, /history, /view", ms(face)),
                 ("  added per job", ms([t - base for t in face])),
+                (
+                    "CPU per v2 job: comfyrun / its ComfyUI",
+                    f"{cpu['comfyrun'] / len(v2) * 1000:6.2f} / "
+                    f"{cpu['backend'] / len(v2) * 1000:6.2f} ms "
+                    f"({cpu['comfyrun'] / max(cpu['backend'], 1e-9):.1f}x)",
+                ),
             ]
             spans = budget(stage_log, marks)
 
@@ -313,12 +335,12 @@ async def postgres(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, st
     try:
         with psycopg.connect(pg_dsn()):
             pass
-        api = comfyrun_process(tmp, "pg-api", ["api", "--db", db])
+        outputs = ["--outputs", (tmp / "pg-outputs").as_uri()]  # shared by every node
+        api = comfyrun_process(tmp, "pg-api", ["api", "--db", db, *outputs])
         procs.append(api)
         for i in range(2):
-            procs.append(
-                comfyrun_process(tmp, f"pg-w{i}", ["worker", "--db", db, "--emulator", "2"])
-            )
+            args = ["worker", "--db", db, "--emulator", "2", *outputs]
+            procs.append(comfyrun_process(tmp, f"pg-w{i}", args))
         async with httpx.AsyncClient(timeout=120) as http:
             for _ in range(600):
                 backends = (await http.get(f"{api.url}/api/v2/stats")).json()

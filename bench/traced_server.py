@@ -21,8 +21,9 @@ class JsonLines(logging.Handler):
 
 
 if __name__ == "__main__":
-    stages = logging.getLogger("comfyrun.stages")
-    stages.setLevel(logging.DEBUG)
-    stages.propagate = False
-    stages.addHandler(JsonLines(os.environ["COMFYRUN_BENCH_STAGES"]))
+    if os.environ.get("COMFYRUN_BENCH_STAGES"):
+        stages = logging.getLogger("comfyrun.stages")
+        stages.setLevel(logging.DEBUG)
+        stages.propagate = False
+        stages.addHandler(JsonLines(os.environ["COMFYRUN_BENCH_STAGES"]))
     app(prog_name="comfyrun")

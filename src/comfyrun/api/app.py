@@ -48,6 +48,7 @@ from comfyrun.config import BackendConfig, Role, Settings
 from comfyrun.core.job import JSON
 from comfyrun.dashboard.routes import router as dashboard_router
 from comfyrun.dispatch.inputs import make_input_placer
+from comfyrun.dispatch.relay import RelayHub
 from comfyrun.inputs import check_submission
 from comfyrun.inputs.netguard import AddressPolicy
 from comfyrun.service import JobService
@@ -166,9 +167,12 @@ async def _open(
             "(give --backend URL, --comfy PATH or --emulator N)",
             extra={"action": "no_backends"},
         )
+    # ComfyUI messages reach this process's /ws clients in memory; a lone worker writes them to
+    # the store for the API nodes
+    relay_hub = RelayHub() if settings.role is Role.SERVE else None
     if settings.role is not Role.API and backend_configs:
         pool, dispatcher = await _start_worker(
-            settings, stack, store, storage, backend_configs, assets
+            settings, stack, store, storage, backend_configs, assets, relay_hub
         )
 
     catalog = await _start_catalog(settings, stack, store, pool, backend_configs)
@@ -194,6 +198,7 @@ async def _open(
         emulator_urls=emulator_urls,
         extras={"input_checker": _input_checker},
         catalog=catalog,
+        extras={"relay_hub": relay_hub},
     )
 
 
@@ -355,6 +360,7 @@ async def _start_worker(
     storage: Any,
     configs: Sequence[BackendConfig],
     assets: Any,
+    relay_hub: RelayHub | None,
 ) -> tuple[Any, Any]:
     from comfyrun.backends.pool import BackendPool
     from comfyrun.comfy.client import ComfyClient
@@ -378,6 +384,8 @@ async def _start_worker(
         dispatch_settings(settings),
         worker_id=worker_id,
         place_inputs=_input_placer(assets),
+        relay_hub=relay_hub,
+        relay_to_store=settings.role is Role.WORKER,
     )
     await dispatcher.start()
     stack.push_async_callback(dispatcher.stop)

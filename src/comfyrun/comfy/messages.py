@@ -123,6 +123,7 @@ class ExecutionError:
     current_inputs: JSON = field(default_factory=dict, hash=False)
     executed: tuple[str, ...] = ()
     timestamp: int | None = None
+    current_outputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,6 +377,7 @@ def _execution_error(data: JSON) -> ExecutionError:
         current_inputs=inputs if isinstance(inputs, dict) else {},
         executed=_ids(data.get("executed")),
         timestamp=_timestamp(data),
+        current_outputs=_ids(data.get("current_outputs")),
     )
 
 

@@ -118,6 +118,12 @@ class PromptWatch:
             self._wakeup.clear()
             await self._wakeup.wait()
 
+    def drain(self) -> list[Message]:
+        """Take the buffered events now, without waiting (what iterating would yield next)."""
+        events = list(self._events)
+        self._events.clear()
+        return events
+
     def close(self) -> None:
         """Stop watching; the client forgets this watch."""
         if self.closed:

@@ -28,6 +28,7 @@ from comfyrun.core.job import ACTIVE, Job, JobError, JobStatus, new_prompt_id
 from comfyrun.core.state import Event
 from comfyrun.dispatch.inputs import make_input_placer
 from comfyrun.dispatch.reconcile import first_attempt_note
+from comfyrun.dispatch.relay import RelayHub
 from comfyrun.dispatch.run import InputPlacer, JobRun, RunContext
 from comfyrun.dispatch.settings import DispatchSettings
 from comfyrun.dispatch.sweeper import Sweeper
@@ -54,6 +55,8 @@ class Dispatcher:
         *,
         worker_id: str | None = None,
         place_inputs: InputPlacer | None = None,
+        relay_hub: RelayHub | None = None,
+        relay_to_store: bool = False,
     ) -> None:
         self.settings = settings or DispatchSettings()
         self.worker_id = worker_id or default_worker_id()
@@ -67,6 +70,8 @@ class Dispatcher:
             worker_id=self.worker_id,
             place_inputs=place_inputs or make_input_placer(),
             on_retry=self._note_retry,
+            relay_hub=relay_hub,
+            relay_to_store=relay_to_store,
         )
         self._next_retry_at: float | None = None
         self.sweeper = Sweeper(

@@ -1,9 +1,11 @@
 """A job's progress from its prompt's websocket messages, and its throttled writing.
 
 `ProgressTracker` is pure, fed one message at a time. Each snapshot is complete (it replaces the
-last): the share of nodes done (cached ones count as done at once), the node running now with its
-class, and the sampler's step within it. The overall value counts a node in progress by its step
-fraction, so it moves during a long sampler. `ProgressWriter` stores the latest snapshot and
+last): the nodes done (cached ones count as done at once), the node running now with its class,
+and the sampler's step within it. The overall value weighs the work (`node_weights`): a sampler
+counts one unit per step, any other node one unit, and a node in progress counts by its step
+fraction; so a 20-step KSampler job moves by about 1/26 per step instead of jumping when the
+loaders finish, and the value never goes back. `ProgressWriter` stores the latest snapshot and
 preview at most once per interval, and nothing once closed (after the job's final transition).
 """
 
@@ -21,6 +23,42 @@ from comfyrun.core.job import JSON, Progress
 from comfyrun.store.base import JobStore
 
 
+def node_weights(workflow: Mapping[str, Any]) -> dict[str, float]:
+    """Each node's share of a prompt's work: its steps for a node with a `steps` input (KSampler;
+    with `start_at_step`/`end_at_step`, as KSamplerAdvanced, only the steps it runs), else 1.
+    Steps that come through a link from a node with an integer `value` (PrimitiveInt) count;
+    other linked steps are left to the tracker, which weighs the node when it reports them."""
+    weights: dict[str, float] = {}
+    for node_id, node in workflow.items():
+        if not isinstance(node, Mapping):
+            continue
+        inputs = node.get("inputs")
+        steps = _steps(inputs, workflow) if isinstance(inputs, Mapping) else None
+        weights[str(node_id)] = float(steps or 1)
+    return weights
+
+
+def _steps(inputs: Mapping[str, Any], workflow: Mapping[str, Any]) -> int | None:
+    """The steps a node runs, None when unknown before it runs."""
+    steps = _int(inputs.get("steps"))
+    link = inputs.get("steps")
+    if steps is None and isinstance(link, list) and link:
+        source = workflow.get(str(link[0]))
+        source_inputs = source.get("inputs") if isinstance(source, Mapping) else None
+        if isinstance(source_inputs, Mapping):
+            steps = _int(source_inputs.get("value"))
+    if steps is None:
+        return None
+    start, end = _int(inputs.get("start_at_step")), _int(inputs.get("end_at_step"))
+    if start is not None and end is not None:
+        steps = min(end, steps) - start
+    return max(1, steps)
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 class ProgressTracker:
     """Turns messages of one prompt into Progress snapshots."""
 
@@ -30,7 +68,16 @@ class ProgressTracker:
             for node_id, node in workflow.items()
             if isinstance(node, Mapping)
         }
-        self._total = max(1, len(self._classes))
+        self._weights = node_weights(workflow)
+        #: nodes whose steps are unknown until they run: weighed by the steps they report
+        self._unweighed = {
+            str(node_id)
+            for node_id, node in workflow.items()
+            if isinstance(node, Mapping)
+            and isinstance(node.get("inputs"), Mapping)
+            and "steps" in node["inputs"]
+            and _steps(node["inputs"], workflow) is None
+        }
         self._done: set[str] = set()
         self._current: str | None = None
         self._step: int | None = None
@@ -50,6 +97,9 @@ class ProgressTracker:
             if message.node is not None and message.node != self._current:
                 self._current = message.node
             self._step, self._steps = int(message.value), int(message.max)
+            if self._current in self._unweighed and self._steps > 0:
+                self._unweighed.discard(self._current)
+                self._weights[self._current] = float(self._steps)
         elif isinstance(message, m.Executed):
             self._done.add(message.node)
         elif isinstance(message, m.ExecutionSuccess):
@@ -65,12 +115,17 @@ class ProgressTracker:
         return snapshot
 
     def _build(self) -> Progress:
-        done = len(self._done & self._classes.keys()) if self._classes else len(self._done)
-        fraction = 0.0
+        done_ids = self._done & self._classes.keys() if self._classes else self._done
+        done = len(done_ids)
+        weights = self._weights
+        total = sum(weights.values())
+        work = sum(weights.get(n, 0.0) for n in done_ids) if weights else float(done)
         current = self._current if self._current not in self._done else None
         if current is not None and self._step is not None and self._steps:
-            fraction = min(1.0, self._step / self._steps)
-        value = min(1.0, (done + fraction) / self._total)
+            work += weights.get(current, 1.0) * min(1.0, self._step / self._steps)
+        value = min(1.0, work / total) if total else 0.0
+        # never back: a node weighed late (linked steps) grows the total
+        value = max(value, self.snapshot.value)
         class_type = self._classes.get(current) if current is not None else None
         message: str | None = None
         if class_type and self._step is not None and self._steps:

@@ -33,6 +33,7 @@ from comfyrun.core.state import Event
 from comfyrun.dispatch.collect import collect_outputs
 from comfyrun.dispatch.progress import ProgressTracker, ProgressWriter, preview_event
 from comfyrun.dispatch.reconcile import note_prompt, previous_prompt, still_known, stop_prompt
+from comfyrun.dispatch.relay import JobRelay, RelayHub, wants_relay
 from comfyrun.dispatch.settings import DispatchSettings
 from comfyrun.errors import BackendError, ComfyrunError, Conflict, IllegalTransition
 from comfyrun.outputs import OutputStorage
@@ -58,6 +59,10 @@ class RunContext:
     #: Told when this worker put a job back in the queue to run again at a given time, so that
     #: the claim loop wakes for it instead of waiting for its idle timeout.
     on_retry: Callable[[float], None] | None = None
+    #: The live relay of ComfyUI messages (dispatch.relay): to an API in this process, and/or
+    #: through the store to API nodes elsewhere.
+    relay_hub: RelayHub | None = None
+    relay_to_store: bool = False
 
 
 class JobRun:
@@ -81,6 +86,15 @@ class JobRun:
         #: True once the job left running/canceling (or is no longer ours): nothing to renew.
         self.settled = False
         self._progress = ProgressWriter(ctx.store, job.id, ctx.settings.progress_interval_s)
+        relayed = wants_relay(job.metadata)  # a ComfyUI client waits for its messages
+        self._relay = JobRelay(
+            job.id,
+            hub=ctx.relay_hub if relayed else None,
+            store=ctx.store if relayed and ctx.relay_to_store else None,
+            interval_s=ctx.settings.progress_interval_s,
+        )
+        self._tracker = ProgressTracker(job.workflow)
+        self._watch: Any = None
 
     # --- the whole run -----------------------------------------------------------------------
     async def run(self) -> None:
@@ -102,6 +116,7 @@ class JobRun:
                 )
         finally:
             self._progress.close()
+            self._relay.close()
             self.slot.release(done=done)
 
     async def _run(self) -> None:
@@ -176,6 +191,7 @@ class JobRun:
                     await self._backend_lost(f"POST /prompt failed: {exc}")
                     return
             stages.mark(self.job.id, "submitted")
+            self._watch = watch
             await self._follow(watch)
         finally:
             with contextlib.suppress(Exception):
@@ -210,6 +226,7 @@ class JobRun:
                 )
                 if result in done:
                     stages.mark(self.job.id, "executed")
+                    self._take_the_rest()
                     await self._on_result(await self._result_of(result))
                     return
                 if helpers["start"] in done:
@@ -358,15 +375,26 @@ class JobRun:
 
     # --- progress ---------------------------------------------------------------------------
     async def _consume(self, watch: Any, started: asyncio.Event) -> None:
-        tracker = ProgressTracker(self.job.workflow)
         async for message in watch:
-            if isinstance(message, m.ExecutionStart | m.ExecutionCached | m.Executing | m.Progress):
-                started.set()
-            snapshot = tracker.feed(message)
-            if snapshot is not None:
-                self._progress.progress(snapshot)
-            if isinstance(message, m.PreviewImageWithMetadata | m.PreviewImage):
-                self._progress.preview(preview_event(message))
+            self._on_message(message, started)
+
+    def _take_the_rest(self) -> None:
+        """Handle the messages the prompt's events task has not taken yet (the prompt's end
+        may settle its result before that task runs again)."""
+        if self._watch is not None:
+            for message in self._watch.drain():
+                self._on_message(message, None)
+
+    def _on_message(self, message: Any, started: asyncio.Event | None) -> None:
+        starts = m.ExecutionStart | m.ExecutionCached | m.Executing | m.Progress
+        if started is not None and isinstance(message, starts):
+            started.set()
+        self._relay.feed(message)
+        snapshot = self._tracker.feed(message)
+        if snapshot is not None:
+            self._progress.progress(snapshot)
+        if isinstance(message, m.PreviewImageWithMetadata | m.PreviewImage):
+            self._progress.preview(preview_event(message))
 
     # --- cancel requests -------------------------------------------------------------------
     async def _wait_cancel_requested(self) -> None:
@@ -473,6 +501,9 @@ class JobRun:
         to canceling meanwhile). None when the job is no longer this worker's."""
         store = self.ctx.store
         self._progress.close()  # a final transition: no progress write may follow it
+        # the prompt's end reaches ComfyUI clients only when the job ends with this transition
+        self._take_the_rest()
+        await self._relay.finish(release=event in (Event.SUCCEED, Event.FAIL, Event.CANCELED))
         # First as if nothing moved (one round trip); when the job moved (canceling), read it.
         current: Job | None = self.job
         for _ in range(5):

@@ -168,7 +168,9 @@ class LocalOutputStorage:
                     remaining -= len(chunk)
                 yield chunk
         finally:
-            await asyncio.to_thread(fh.close)
+            # closed here, not in a thread: a cancelled stream (the client went away) would
+            # cancel that await too and leave the file to the garbage collector
+            fh.close()
 
     async def url(
         self,

@@ -10,7 +10,7 @@ from typing import Any
 from comfyrun.comfy import messages as m
 from comfyrun.comfy.messages import parse_event
 from comfyrun.core.job import NewJob, Progress
-from comfyrun.dispatch.progress import ProgressTracker, ProgressWriter
+from comfyrun.dispatch.progress import ProgressTracker, ProgressWriter, node_weights
 from comfyrun.store.factory import open_store
 
 
@@ -63,6 +63,95 @@ def test_messages_that_change_nothing_give_no_snapshot() -> None:
     assert tracker.feed(m.Status(queue_remaining=1)) is None
     assert tracker.feed(m.Executing(node="1", prompt_id="p")) is not None
     assert tracker.feed(m.Executing(node="1", prompt_id="p")) is None
+
+
+def text_to_image(steps: Any = 20) -> dict[str, Any]:
+    """ComfyUI's default graph: 6 quick nodes and a KSampler."""
+    sampler = {"model": ["1", 0], "seed": 1, "steps": steps, "cfg": 7.0, "denoise": 1.0}
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "m"}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a"}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "b"}},
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64}},
+        "5": {"class_type": "KSampler", "inputs": sampler},
+        "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
+        "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0]}},
+    }
+
+
+def run_prompt(workflow: dict[str, Any], steps: int, cached: tuple[str, ...] = ()) -> list[Any]:
+    """The messages ComfyUI sends for `workflow` (node 5 samples `steps` steps)."""
+    messages: list[Any] = [
+        m.ExecutionStart("p"),
+        m.ExecutionCached("p", cached),
+    ]
+    for node in ("1", "2", "3", "4", "5", "6", "7"):
+        if node in cached:
+            continue
+        messages.append(m.Executing(node=node, prompt_id="p"))
+        if node == "5":
+            messages += [m.Progress("p", "5", i, steps) for i in range(1, steps + 1)]
+    messages += [m.Executed("p", "7", {}), m.ExecutionSuccess("p"), m.Executing(None, "p")]
+    return messages
+
+
+def values(workflow: dict[str, Any], messages: list[Any]) -> list[float]:
+    tracker = ProgressTracker(workflow)
+    return [s.value for s in (tracker.feed(msg) for msg in messages) if s is not None]
+
+
+def test_a_20_step_sampler_moves_the_value_smoothly_from_0_to_1() -> None:
+    workflow = text_to_image(20)
+    seen = values(workflow, run_prompt(workflow, 20))
+    assert seen == sorted(seen) and seen[-1] == 1.0
+    unit = 1 / 26  # 20 steps + 6 other nodes
+    assert max(b - a for a, b in zip([0.0, *seen], seen, strict=False)) <= unit + 1e-3
+    assert seen.count(max(seen)) == 1  # no plateau at the end: the last unit is the last node
+    tracker = ProgressTracker(workflow)
+    for message in run_prompt(workflow, 20)[:7]:  # the four loaders and the sampler started
+        tracker.feed(message)
+    assert tracker.snapshot.value <= 5 * unit  # not the 57 % of a node count
+    for message in run_prompt(workflow, 20)[7:17]:  # ten steps
+        tracker.feed(message)
+    assert tracker.snapshot.value == round(14 / 26, 4)
+    assert tracker.snapshot.message == "KSampler 10/20"
+
+
+def test_cached_loaders_count_their_weight_at_once() -> None:
+    workflow = text_to_image(20)
+    seen = values(workflow, run_prompt(workflow, 20, cached=("1", "2", "3", "4")))
+    assert seen[0] == round(4 / 26, 4)
+    assert seen == sorted(seen) and seen[-1] == 1.0
+
+
+def test_steps_through_a_link_are_weighed_when_reported_and_never_go_back() -> None:
+    workflow = text_to_image(["4", 1])  # a node that does not say its steps up front
+    messages = run_prompt(workflow, 20)
+    seen = values(workflow, messages)
+    assert seen == sorted(seen) and seen[-1] == 1.0
+    tracker = ProgressTracker(workflow)
+    sampling = []
+    for message in messages:
+        snapshot = tracker.feed(message)
+        if isinstance(message, m.Progress) and snapshot is not None:
+            sampling.append(snapshot.value)
+    assert len(sampling) >= 10  # it still moves during most of the sampling
+
+
+def test_node_weights() -> None:
+    advanced = {"steps": 30, "start_at_step": 10, "end_at_step": 10000}
+    weights = node_weights(
+        {
+            "1": {"class_type": "KSampler", "inputs": {"steps": 25}},
+            "2": {"class_type": "KSamplerAdvanced", "inputs": advanced},
+            "3": {"class_type": "VAEDecode", "inputs": {}},
+            "4": {"class_type": "X", "inputs": {"steps": True}},
+            "5": {"class_type": "KSampler", "inputs": {"steps": ["9", 0]}},
+            "6": {"class_type": "KSampler", "inputs": {"steps": ["7", 0]}},
+            "7": {"class_type": "PrimitiveInt", "inputs": {"value": 12}},
+        }
+    )
+    assert weights == {"1": 25.0, "2": 20.0, "3": 1.0, "4": 1.0, "5": 1.0, "6": 12.0, "7": 1.0}
 
 
 async def test_the_writer_stores_at_most_one_snapshot_per_interval_and_nothing_once_closed() -> (

@@ -13,12 +13,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from comfyrun.core.job import JSON, Job, JobStatus, Output, OutputType
+from comfyrun.dispatch.relay import CLIENT_ID_KEY
 
 DIALECT = "comfyui"
 #: Metadata keys this dialect writes on the jobs it submits.
 META_DIALECT = "dialect"
 META_NUMBER = "comfy_number"
-META_CLIENT_ID = "comfy_client_id"
+META_CLIENT_ID = CLIENT_ID_KEY  # the relay of ComfyUI messages goes to jobs with one
 
 #: ComfyUI's output list names by kind, for outputs whose original key is unknown.
 _KIND_KEYS = {

@@ -2,7 +2,9 @@
 
 Each connection is a `ClientSession` that follows the prompts submitted with its clientId (told
 by POST /prompt through the per-process `ComfyClients` registry, and found among the queued and
-running jobs when it connects) and sends their store events translated by `ComfyMessages`.
+running jobs when it connects) and sends what their backends sent, relayed by the worker
+(dispatch.relay: in memory when the worker shares this process, else as "comfy" store events)
+and adapted to the client by `ComfyRelay`.
 As in ComfyUI, a newer socket with the same clientId takes over from the older one, `status`
 tells every socket the queue size, and messages for a client that is not connected are dropped.
 ClientIds are per API key: a socket opened with one key never hears of another key's prompts.
@@ -23,10 +25,13 @@ from starlette.websockets import WebSocketDisconnect
 
 from comfyrun import errors
 from comfyrun.api.compat import comfy as cc
-from comfyrun.api.compat.comfy_events import ComfyMessages, Message, text
+from comfyrun.api.compat.comfy_events import Message, text
+from comfyrun.api.compat.comfy_relay import ComfyRelay, StatusSlot
 from comfyrun.api.context import AppContext, authenticate
 from comfyrun.core.job import JSON, TERMINAL, JobStatus
 from comfyrun.core.tenancy import Scope
+from comfyrun.dispatch.relay import RelayHub
+from comfyrun.store.base import JobEvent
 
 log = logging.getLogger(__name__)
 
@@ -65,27 +70,40 @@ class ClientSession:
         self._following[job_id] = asyncio.create_task(self._follow(job_id))
 
     async def _follow(self, job_id: str) -> None:
-        service = self.ctx.service
-        translator = ComfyMessages(job_id, preview_metadata=self.preview_metadata)
+        if self.owner is not None and await self.ctx.store.get(job_id) is None:
+            self._release(job_id)  # another key's prompt: not even its relayed frames
+            return
+        inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        hub = relay_hub(self.ctx)
+        # the hub first: a run in this process replays its frames so far at once
+        unsubscribe = (
+            hub.subscribe(job_id, lambda frames: inbox.put_nowait(("frames", frames)))
+            if hub is not None
+            else None
+        )
+        feeder = asyncio.create_task(self._store_events(job_id, inbox))
+        relay = ComfyRelay(job_id, preview_metadata=self.preview_metadata)
         try:
-            async for event in service.events(job_id, after_id=0, idle_s=15.0):
-                if event is None:
-                    continue
-                job = None
-                if event.kind == "status" and event.data.get("status") in TERMINAL:
-                    job = await self.ctx.store.get(job_id)
-                messages = translator.feed(event, job)
-                if translator.finished:
-                    self._release(job_id)  # the same prompt_id may be queued again now
-                if translator.finished and messages:
-                    # ComfyUI: ..., execution_success, status, executing(node=null)
-                    for message in messages[:-1]:
-                        await self.send(message)
-                    await self.send(await status_message(self.ctx, None))
-                    await self.send(messages[-1])
+            while not relay.finished:
+                kind, item = await inbox.get()
+                if kind == "end":
                     break
-                for message in messages:
-                    await self.send(message)
+                relay.preview_metadata = self.preview_metadata  # told by the first message
+                if kind == "frames":
+                    out = relay.feed_frames(item)
+                else:
+                    event: JobEvent = item
+                    job = None
+                    if event.kind == "status" and event.data.get("status") in TERMINAL:
+                        job = await self.ctx.store.get(job_id)
+                    out = relay.feed_event(event, job)
+                if relay.finished:
+                    self._release(job_id)  # the same prompt_id may be queued again now
+                for message in out:
+                    if isinstance(message, StatusSlot):
+                        await self.send(await status_message(self.ctx, None))
+                    else:
+                        await self.send(message)
         except (WebSocketDisconnect, RuntimeError, errors.NotFound):
             pass  # the socket closed or the job went away: nothing left to tell this client
         except asyncio.CancelledError:
@@ -93,7 +111,22 @@ class ClientSession:
         except Exception:
             log.warning("comfy ws: following %s failed", job_id, exc_info=True)
         finally:
+            if unsubscribe is not None:
+                unsubscribe()
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await feeder
             self._release(job_id)
+
+    async def _store_events(self, job_id: str, inbox: asyncio.Queue[tuple[str, Any]]) -> None:
+        try:
+            async for event in self.ctx.service.events(job_id, after_id=0, idle_s=15.0):
+                if event is not None:
+                    inbox.put_nowait(("event", event))
+        except errors.NotFound:
+            pass
+        finally:
+            inbox.put_nowait(("end", None))
 
     def _release(self, job_id: str) -> None:
         if self._following.get(job_id) is asyncio.current_task():
@@ -137,6 +170,12 @@ class ComfyClients:
         for session in sessions:
             with contextlib.suppress(Exception):  # a stuck socket must not hold up the caller
                 await asyncio.wait_for(session.send(message), BROADCAST_TIMEOUT_S)
+
+
+def relay_hub(ctx: AppContext) -> RelayHub | None:
+    """The in-process relay of a worker sharing this process, if any."""
+    hub = ctx.extras.get("relay_hub")
+    return hub if isinstance(hub, RelayHub) else None
 
 
 def clients(ctx: AppContext) -> ComfyClients:

@@ -22,6 +22,7 @@ from comfyrun.api.schemas import (
     progress_to_wire,
 )
 from comfyrun.core.job import Job, JobStatus, Progress, request_fingerprint
+from comfyrun.dispatch.relay import EVENT_KIND as RELAY_EVENT
 from comfyrun.errors import InvalidRequest
 from comfyrun.inputs.netguard import AddressPolicy
 from comfyrun.service import JobView, Submission
@@ -200,6 +201,8 @@ async def _event_payload(
         return progress_to_wire(_progress(data)).model_dump()
     if event.kind == "output":
         return await _output_payload(ctx, request, event)
+    if event.kind == RELAY_EVENT:
+        return None  # ComfyUI's own messages, relayed for its /ws clients
     return dict(data)
 
 

@@ -1,0 +1,213 @@
+"""The live relay: a job's ComfyUI messages, as its backend sent them, for ComfyUI clients.
+
+A run feeds every message of its prompt to its `JobRelay`, which rewrites the prompt id to the
+job's (the one a ComfyUI client of comfyrun knows) and passes the frames on:
+
+- to the in-process `RelayHub` when the API shares the process (`comfyrun serve`): no store
+  write at all; a socket that attaches mid-run gets the frames so far replayed;
+- as "comfy" store events when the API runs elsewhere (`comfyrun worker`): one event holding
+  the frames of each flush interval (`interval_s`), woken by the store's notifications.
+
+The end of a prompt (its `executed` messages, execution_success / _error / _interrupted and the
+closing `executing` with node null) is held back until the run settles the job: released by
+`finish(release=True)` just before the final transition (so it comes before the terminal status
+event, with which the outputs are committed: the /ws side sends it once it sees that event),
+dropped when the job goes back to the queue to run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from comfyrun.comfy import messages as m
+from comfyrun.comfy.wire import to_frame, to_json
+from comfyrun.store.base import JobStore
+
+log = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+#: One relayed frame as JSON: {"type", "data"}, or {"binary": base64} (see comfy.wire).
+Frame = JSON
+#: The store event kind that carries a batch of frames: {"messages": [frame, ...]}.
+EVENT_KIND = "comfy"
+#: The job metadata key naming the ComfyUI client (clientId) a prompt was submitted for, by the
+#: ComfyUI face. Only such jobs are relayed: ComfyUI sends a prompt's messages to its client
+#: alone, so no socket ever asks for the others'.
+CLIENT_ID_KEY = "comfy_client_id"
+
+Subscriber = Callable[[list[Frame]], None]
+
+
+def wants_relay(metadata: Mapping[str, Any]) -> bool:
+    """Whether a job's messages have anyone to go to (see CLIENT_ID_KEY)."""
+    return bool(metadata.get(CLIENT_ID_KEY))
+
+
+def held_back(message: m.Message) -> bool:
+    """Messages sent only once the job is settled."""
+    if isinstance(message, m.Executing):
+        return message.node is None
+    ends = m.Executed | m.ExecutionSuccess | m.ExecutionError | m.ExecutionInterrupted
+    return isinstance(message, ends)
+
+
+class RelayHub:
+    """In-process publish/subscribe of relayed frames by job id.
+
+    Subscribers are plain callbacks, called synchronously in publish order. The frames of a run
+    are kept until `end` so that a late subscriber is first given everything so far, except
+    that of the binary frames (previews, ~40 KB each) only the latest is kept."""
+
+    def __init__(self) -> None:
+        self._frames: dict[str, list[Frame | None]] = {}
+        self._last_binary: dict[str, int] = {}
+        self._subscribers: dict[str, list[Subscriber]] = {}
+
+    def publish(self, job_id: str, frames: list[Frame]) -> None:
+        if not frames:
+            return
+        kept = self._frames.setdefault(job_id, [])
+        for frame in frames:
+            if "binary" in frame:
+                previous = self._last_binary.get(job_id)
+                if previous is not None:
+                    kept[previous] = None
+                self._last_binary[job_id] = len(kept)
+            kept.append(frame)
+        for callback in list(self._subscribers.get(job_id, ())):
+            try:
+                callback(list(frames))
+            except Exception:
+                log.exception("relay subscriber of job %s failed", job_id)
+
+    def end(self, job_id: str) -> None:
+        """The run is over: forget its frames (subscribers stay for a next attempt)."""
+        self._frames.pop(job_id, None)
+        self._last_binary.pop(job_id, None)
+
+    def subscribe(self, job_id: str, callback: Subscriber) -> Callable[[], None]:
+        """Call `callback(frames)` for the job's frames so far and every later batch; returns
+        the unsubscribe function."""
+        so_far = [frame for frame in self._frames.get(job_id, ()) if frame is not None]
+        if so_far:
+            callback(so_far)
+        self._subscribers.setdefault(job_id, []).append(callback)
+
+        def unsubscribe() -> None:
+            callbacks = self._subscribers.get(job_id)
+            if callbacks is not None and callback in callbacks:
+                callbacks.remove(callback)
+                if not callbacks:
+                    del self._subscribers[job_id]
+
+        return unsubscribe
+
+    @property
+    def jobs(self) -> int:
+        """Jobs with frames kept (for tests: nothing leaks)."""
+        return len(self._frames)
+
+
+class JobRelay:
+    """One run's relay. `hub` and `store` may each be None (then that channel is off)."""
+
+    def __init__(
+        self,
+        job_id: str,
+        *,
+        hub: RelayHub | None = None,
+        store: JobStore | None = None,
+        interval_s: float = 0.5,
+    ) -> None:
+        self.job_id = job_id
+        self._hub = hub
+        self._store = store
+        self._interval_s = interval_s
+        self._held: list[Frame] = []
+        self._pending: list[Frame] = []
+        self._last_write = 0.0
+        self._flush: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    @property
+    def enabled(self) -> bool:
+        return self._hub is not None or self._store is not None
+
+    def feed(self, message: m.Message) -> None:
+        """One message of the run's prompt, in the order the backend sent it."""
+        if not self.enabled or self._closed:
+            return
+        frame = to_frame(message, self.job_id)
+        if frame is None:
+            return
+        if held_back(message):
+            self._held.append(to_json(frame))
+        else:
+            self._emit([to_json(frame)])
+
+    def _emit(self, frames: list[Frame]) -> None:
+        if self._hub is not None:
+            self._hub.publish(self.job_id, frames)
+        if self._store is not None:
+            self._pending.extend(frames)
+            if self._flush is None or self._flush.done():
+                delay = max(0.0, self._last_write + self._interval_s - time.monotonic())
+                self._flush = asyncio.create_task(self._flush_after(delay))
+
+    async def _flush_after(self, delay: float) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)  # the throttle: at most one write per interval
+        # shielded: a write under way finishes (in order) even when the run moves on
+        await asyncio.shield(self._write([]))
+
+    async def _write(self, final: list[Frame]) -> None:
+        assert self._store is not None
+        async with self._lock:
+            batch, self._pending = self._pending + final, []
+            if not batch:
+                return
+            self._last_write = time.monotonic()
+            try:
+                await self._store.append_event(self.job_id, EVENT_KIND, {"messages": batch})
+            except Exception:  # a lost batch costs a client some messages, never the job
+                log.warning("relaying messages of job %s failed", self.job_id, exc_info=True)
+
+    async def finish(self, *, release: bool) -> None:
+        """The run is about to settle the job: with `release`, pass on the held-back end of the
+        prompt (the job ends now); without, drop it (the job will run again)."""
+        if self._closed or not self.enabled:
+            return
+        held, self._held = (self._held if release else []), []
+        if self._hub is not None and held:
+            self._hub.publish(self.job_id, held)
+        if self._store is not None:
+            if self._flush is not None and not self._flush.done():
+                self._flush.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._flush
+            await self._write(held)
+
+    def close(self) -> None:
+        """The run is over: nothing more is relayed."""
+        self._closed = True
+        if self._flush is not None:
+            self._flush.cancel()
+        if self._hub is not None:
+            self._hub.end(self.job_id)
+
+
+__all__ = [
+    "CLIENT_ID_KEY",
+    "EVENT_KIND",
+    "Frame",
+    "JobRelay",
+    "RelayHub",
+    "held_back",
+    "wants_relay",
+]
