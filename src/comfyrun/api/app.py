@@ -196,9 +196,8 @@ async def _open(
         dispatcher=dispatcher,
         assets=assets,
         emulator_urls=emulator_urls,
-        extras={"input_checker": _input_checker},
         catalog=catalog,
-        extras={"relay_hub": relay_hub},
+        extras={"relay_hub": relay_hub, "input_checker": _input_checker},
     )
 
 
