@@ -15,7 +15,9 @@
     │   ├── InvalidTemplate            a workflow template that is broken cannot run
     │   ├── InvalidParams              template parameters that break its schema
     │   └── InputRejected              an input (URL, base64, file) broke a limit or a rule
+    ├── Forbidden                      the caller's key lacks the scope for that
     ├── QueueFull                      the configured queue bound is reached
+    │   └── QuotaExceeded              the caller's key is at its quota
     ├── StoreError                     the durable store failed
     ├── StorageError                   the output storage failed
     └── BackendError                   a ComfyUI backend failed (see comfyrun.comfy.errors)
@@ -133,6 +135,18 @@ class QueueFull(ComfyrunError):
         self.retry_after_s = retry_after_s
 
 
+class QuotaExceeded(QueueFull):
+    """This key is at its quota; retry later."""
+
+    code = "quota_exceeded"
+
+
+class Forbidden(ComfyrunError):
+    """This key may not do that."""
+
+    code = "forbidden"
+
+
 class StoreError(ComfyrunError):
     """The job store failed."""
 
@@ -157,6 +171,7 @@ __all__ = [
     "ComfyrunError",
     "Conflict",
     "ConversionError",
+    "Forbidden",
     "HashMismatch",
     "IdempotencyInFlight",
     "IdempotencyKeyReuse",
@@ -169,6 +184,7 @@ __all__ = [
     "MissingAsset",
     "NotFound",
     "QueueFull",
+    "QuotaExceeded",
     "StorageError",
     "StoreError",
 ]
