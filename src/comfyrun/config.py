@@ -238,6 +238,20 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias=_aliases("webhook_allow")
     )
     webhook_secret: str | None = Field(default=None, validation_alias=_aliases("webhook_secret"))
+    # delivery: retried after base, 2·base, 4·base … (at most max_delay) for max_age_hours
+    webhook_retry_base_s: float = Field(
+        default=1.0, gt=0, validation_alias=_aliases("webhook_retry_base_s")
+    )
+    webhook_retry_max_delay_s: float = Field(
+        default=3600.0, gt=0, validation_alias=_aliases("webhook_retry_max_delay_s")
+    )
+    webhook_max_age_hours: float = Field(
+        default=24.0, gt=0, validation_alias=_aliases("webhook_max_age_hours")
+    )
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, validation_alias=_aliases("webhook_timeout_s")
+    )
+    webhook_poll_s: float = Field(default=1.0, gt=0, validation_alias=_aliases("webhook_poll_s"))
 
     # URL inputs and model downloads: private/loopback addresses they may reach (CIDRs or hosts)
     fetch_allow: Annotated[list[str], NoDecode] = Field(

@@ -16,7 +16,9 @@
     │   ├── InvalidTemplate            a workflow template that is broken cannot run
     │   ├── InvalidParams              template parameters that break its schema
     │   └── InputRejected              an input (URL, base64, file) broke a limit or a rule
+    ├── Forbidden                      the caller's key lacks the scope for that
     ├── QueueFull                      the configured queue bound is reached
+    │   └── QuotaExceeded              the caller's key is at its quota
     ├── StoreError                     the durable store failed
     ├── StorageError                   the output storage failed
     └── BackendError                   a ComfyUI backend failed (see comfyrun.comfy.errors)
@@ -140,6 +142,18 @@ class QueueFull(ComfyrunError):
         self.retry_after_s = retry_after_s
 
 
+class QuotaExceeded(QueueFull):
+    """This key is at its quota; retry later."""
+
+    code = "quota_exceeded"
+
+
+class Forbidden(ComfyrunError):
+    """This key may not do that."""
+
+    code = "forbidden"
+
+
 class StoreError(ComfyrunError):
     """The job store failed."""
 
@@ -164,6 +178,7 @@ __all__ = [
     "ComfyrunError",
     "Conflict",
     "ConversionError",
+    "Forbidden",
     "HashMismatch",
     "IdempotencyInFlight",
     "IdempotencyKeyReuse",
@@ -177,6 +192,7 @@ __all__ = [
     "NoBackendFits",
     "NotFound",
     "QueueFull",
+    "QuotaExceeded",
     "StorageError",
     "StoreError",
 ]

@@ -143,18 +143,31 @@ class JobService:
         self._catalogs = catalogs
         self._clock = clock
         self._in_flight_keys: set[str] = set()
+        self._key_scope = ""  # whose idempotency keys these are (see `using`)
         # jobs seen finished lately: a finished job changes no more (only deletion and expiry
         # remove it), so the download that follows a `?wait` needs no store read
         self._finished: OrderedDict[str, tuple[Job, float]] = OrderedDict()
         # (queued jobs counted, when, jobs submitted since): see _enforce_queue_bound
         self._queued_estimate: tuple[int, float, int] = (0, -1e9, 0)
 
+    def using(
+        self, store: JobStore, *, check_inputs: InputChecker | None = None, owner: str = ""
+    ) -> JobService:
+        """This service over another view of the store (e.g. API key `owner`'s); the rest is
+        shared."""
+        other = copy.copy(self)
+        other.store = store
+        other._key_scope = owner
+        if check_inputs is not None:
+            other._check_inputs = check_inputs
+        return other
+
     # submission -------------------------------------------------------------------------
 
     async def submit(self, sub: Submission) -> Submitted:
         """Validate, convert and enqueue. With an idempotency key, a replay returns the first
         job (created=False); a concurrent duplicate raises IdempotencyInFlight."""
-        key = sub.idempotency_key
+        key = None if sub.idempotency_key is None else f"{self._key_scope}\0{sub.idempotency_key}"
         if key is not None:
             if key in self._in_flight_keys:
                 raise IdempotencyInFlight(details={"retry_after_s": 1})
@@ -477,7 +490,10 @@ class JobService:
         """The job, from the jobs seen finished lately when it is one of them."""
         seen = self._finished.get(job_id)
         if seen is not None and time.monotonic() - seen[1] < FINISHED_TTL_S:
-            return seen[0]
+            # (the memory is shared by every key's view: an owner sees only its own there too)
+            if not self._key_scope or seen[0].owner == self._key_scope:
+                return seen[0]
+            return None
         job = await self.store.get(job_id)
         if job is not None:
             self._remember(job)

@@ -19,7 +19,8 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException, Request
 
 from comfyrun import __version__
-from comfyrun.api.context import AppContext, public_base_url, require_auth
+from comfyrun.api.batch_webhooks import BatchWebhookSender
+from comfyrun.api.context import AppContext, app_ctx, public_base_url, require_auth
 from comfyrun.api.docs import install_docs
 from comfyrun.api.errors import install_error_handlers
 from comfyrun.api.limits import BodyLimit, BodyLimits
@@ -30,7 +31,9 @@ from comfyrun.api.routes import (
     comfy_compat,
     files,
     health,
+    job_webhooks,
     jobs,
+    keys,
     metrics,
     plain_compat,
     runpod_compat,
@@ -41,17 +44,19 @@ from comfyrun.api.routes import (
 from comfyrun.api.routes import models as models_routes
 from comfyrun.api.routes.assets import MULTIPART_SLACK, assets_router
 from comfyrun.api.schemas import job_to_wire
-from comfyrun.api.webhooks import WebhookSender
+from comfyrun.api.tenancy import Authenticator
+from comfyrun.api.webhooks import DeliveryPolicy, WebhookDeliverer
 from comfyrun.assets import AssetService
 from comfyrun.backends.catalog import BackendCatalog
 from comfyrun.config import BackendConfig, Role, Settings
 from comfyrun.core.fit import BackendOffer
-from comfyrun.core.job import JobStatus
+from comfyrun.core.job import JSON
 from comfyrun.dashboard.routes import router as dashboard_router
 from comfyrun.dispatch.inputs import make_input_placer
 from comfyrun.dispatch.relay import RelayHub
 from comfyrun.inputs import check_submission
-from comfyrun.service import JobService, JobView
+from comfyrun.inputs.netguard import AddressPolicy
+from comfyrun.service import JobService
 from comfyrun.store.base import JobStore
 from comfyrun.templates import TemplateFolder, TemplateService
 from comfyrun.templates.batches import BatchService
@@ -94,12 +99,14 @@ def create_app(
         app.include_router(workflows.router)
         app.include_router(batches.router)
         workflows.install_openapi(app)
+        app.include_router(job_webhooks.router)
         app.include_router(files.router)  # before the assets router: it claims output ids
         _include_assets(app)
         app.include_router(backends.router)
         app.include_router(stats.router)
         app.include_router(admin.router)
         app.include_router(models_routes.router)
+        app.include_router(keys.router)
         # the other APIs comfyrun speaks: ComfyUI's, RunPod's, the plain /run and task variants
         for router in (*comfy_compat.build_routers(), *runpod_compat.build_routers()):
             app.include_router(router)
@@ -122,7 +129,7 @@ def body_limits(settings: Settings) -> BodyLimits:
 
 def _include_assets(app: FastAPI) -> None:
     def get_assets(request: Request) -> AssetService:
-        service: AssetService | None = request.app.state.ctx.assets
+        service: AssetService | None = app_ctx(request).assets  # the caller's own
         if service is None:
             raise HTTPException(503, "the assets service is not available")
         return service
@@ -198,11 +205,14 @@ async def _open(
         TemplateFolder(settings.workflows_dir), service, object_info=_object_info_source(catalog)
     )
     batch_service = BatchService(templates, service)
-    webhooks = None
+    webhooks = await _start_webhooks(settings, stack, store)
+    batch_webhooks = None
     if settings.role is not Role.WORKER:
-        webhooks = await _start_webhooks(settings, stack, service)
-        await webhooks.resume_batches(batches.render_batch(batch_service))
+        batch_webhooks = BatchWebhookSender(store, secret=settings.webhook_secret)
+        stack.push_async_callback(batch_webhooks.close)
+        await batch_webhooks.resume_batches(batches.render_batch(batch_service))
     return AppContext(
+        auth=Authenticator(store, settings.api_keys),
         webhooks=webhooks,
         templates=templates,
         batches=batch_service,
@@ -215,29 +225,54 @@ async def _open(
         assets=assets,
         emulator_urls=emulator_urls,
         catalog=catalog,
-        extras={"relay_hub": relay_hub, "models": models},
+        extras={
+            "relay_hub": relay_hub,
+            "models": models,
+            "input_checker": lambda owned_assets: _input_checker(owned_assets, settings),
+            "batch_webhooks": batch_webhooks,
+        },
     )
 
 
 async def _start_webhooks(
-    settings: Settings, stack: AsyncExitStack, service: JobService
-) -> WebhookSender:
+    settings: Settings, stack: AsyncExitStack, store: JobStore
+) -> WebhookDeliverer:
+    """Every role sends what the outbox owes, so webhooks go out while any node runs."""
     base_url = (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
 
-    async def render(view: JobView) -> dict[str, Any]:
+    async def render(job_id: str) -> JSON | None:
+        job = await store.get(job_id)
+        if job is None:
+            return None
         wire = job_to_wire(
-            view.job,
-            queue_position=view.queue_position,
+            job,
+            queue_position=None,
             base_url=base_url,
             retention_s=settings.retention_s,
             now=time.time(),
         )
-        return wire.model_dump(mode="json")
+        data: JSON = wire.model_dump(mode="json")
+        return data
 
-    sender = WebhookSender(service, render, secret=settings.webhook_secret)
-    stack.push_async_callback(sender.close)
-    await sender.resume([JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCELING])
-    return sender
+    policy = DeliveryPolicy(
+        base_delay_s=settings.webhook_retry_base_s,
+        max_delay_s=settings.webhook_retry_max_delay_s,
+        max_age_s=settings.webhook_max_age_hours * 3600.0,
+        timeout_s=settings.webhook_timeout_s,
+        lease_s=settings.webhook_timeout_s * 2 + 5.0,
+        poll_s=settings.webhook_poll_s,
+        prune_after_s=max(settings.retention_s, settings.webhook_max_age_hours * 3600.0),
+    )
+    deliverer = WebhookDeliverer(
+        store,
+        render,
+        secret=settings.webhook_secret,
+        policy=policy,
+        targets=AddressPolicy.from_entries(settings.webhook_allow),
+    )
+    stack.push_async_callback(deliverer.close)
+    deliverer.start()
+    return deliverer
 
 
 async def _start_catalog(

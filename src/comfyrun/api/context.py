@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import hmac
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fastapi import HTTPException, Request
+from starlette.requests import HTTPConnection
 
+from comfyrun.api.tenancy import Authenticator, OwnedStore
 from comfyrun.config import Settings
+from comfyrun.core.tenancy import ADMIN, Principal, Scope
 from comfyrun.service import JobService
 from comfyrun.store.base import JobStore
 
@@ -51,10 +54,36 @@ class AppContext:
     emulator_urls: list[str] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
     extras: dict[str, Any] = field(default_factory=dict)
+    auth: Authenticator | None = None
+    principal: Principal = ADMIN
+
+    def scoped(self, principal: Principal) -> AppContext:
+        """This context as `principal` sees it: an admin sees everything; any other key sees
+        the store, the service and the assets through its own OwnedStore."""
+        if principal.owner is None:
+            return self
+        store = OwnedStore(self.store, principal)
+        assets = self.assets.for_owner(principal.owner) if self.assets is not None else None
+        checker = self.extras.get("input_checker")
+        return dataclasses.replace(
+            self,
+            store=store,
+            service=self.service.using(
+                store,
+                check_inputs=checker(assets) if checker and assets else None,
+                owner=principal.owner,
+            ),
+            assets=assets,
+            principal=principal,
+        )
 
 
-def app_ctx(request: Request) -> AppContext:
+def app_ctx(request: HTTPConnection) -> AppContext:
+    """The app's context as the request's caller sees it (set by `require_auth`)."""
     ctx: AppContext = request.app.state.ctx
+    principal = getattr(request.state, "principal", None)
+    if isinstance(principal, Principal):
+        return ctx.scoped(principal)
     return ctx
 
 
@@ -69,34 +98,65 @@ def get_service(request: Request) -> JobService:
 
 def public_base_url(request: Request) -> str:
     """The origin clients reach this server at: settings.public_url, else the request's."""
-    configured = app_ctx(request).settings.public_url
+    configured = request.app.state.ctx.settings.public_url
     return (configured or str(request.base_url)).rstrip("/")
 
 
+def bearer_token(conn: HTTPConnection, *, query: bool = False) -> str | None:
+    """The `Authorization: Bearer` token (or, where `query`, a `?token=` one)."""
+    scheme, _, token = conn.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return conn.query_params.get("token") or None if query else None
+
+
+async def authenticate(conn: HTTPConnection, *, query: bool = False) -> Principal | None:
+    """The caller of `conn`: an admin on a server without config keys or with a config key,
+    else the API key it presents; None when it presents no valid key."""
+    ctx: AppContext = conn.app.state.ctx
+    if ctx.auth is None:
+        return ADMIN
+    return await ctx.auth.principal(bearer_token(conn, query=query))
+
+
 async def require_auth(request: Request) -> None:
-    """With api_keys configured, every protected route needs `Authorization: Bearer <key>`."""
-    keys = app_ctx(request).settings.api_keys
-    if not keys:
-        return
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() == "bearer" and token:
-        for key in keys:
-            if hmac.compare_digest(token.strip().encode(), key.encode()):
-                return
-    raise HTTPException(
-        status_code=401,
-        detail={"code": "unauthorized", "message": "missing or invalid bearer token"},
-        headers={"WWW-Authenticate": "Bearer"},
-    )
+    """Every protected route: a valid key (`Authorization: Bearer <key>`) when the server has
+    config keys, and the `read` scope for reading. The caller's principal scopes the context
+    `get_ctx` hands the route."""
+    principal = await authenticate(request)
+    if principal is None:
+        raise HTTPException(
+            status_code=401,
+            detail={"code": "unauthorized", "message": "missing or invalid bearer token"},
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    request.state.principal = principal
+    if request.method in ("GET", "HEAD") and not principal.may(Scope.READ):
+        raise HTTPException(
+            status_code=403,
+            detail={"code": "forbidden", "message": "this key lacks the read scope"},
+        )
+
+
+async def require_admin(request: Request) -> None:
+    """Admin routes: a config key, or a minted key with the `admin` scope."""
+    await require_auth(request)
+    if not request.state.principal.admin:
+        raise HTTPException(
+            status_code=403,
+            detail={"code": "forbidden", "message": "this route needs an admin key"},
+        )
 
 
 __all__ = [
     "AppContext",
     "OutputFiles",
     "app_ctx",
+    "authenticate",
+    "bearer_token",
     "get_ctx",
     "get_service",
     "public_base_url",
+    "require_admin",
     "require_auth",
 ]

@@ -34,6 +34,7 @@ STATUS: tuple[tuple[type[errors.ComfyrunError], int], ...] = (
     (errors.InvalidParams, 422),
     (errors.InvalidRequest, 400),
     (errors.QueueFull, 429),
+    (errors.Forbidden, 403),
     (errors.StoreError, 503),
     (errors.StorageError, 503),
     (errors.BackendError, 502),

@@ -1,178 +1,219 @@
-"""Completion webhooks: when a job that asked for one ends, POST its final Job object to the
-URL, signed the Standard Webhooks way, retried with backoff.
+"""The webhook delivery loop: sends what the store's outbox owes (comfyrun.core.webhook).
 
-A batch that asked for one gets one `{"type": "batch.completed", "data": <Batch>}` when its
-last job ends (the store logs that event under the batch's id; this follows it).
+Every comfyrun node runs one (api, serve and worker roles alike). Each pass claims due
+deliveries under a lease (so two nodes never send the same attempt at once), POSTs them and
+records each attempt in the store; a failed attempt is retried with exponential backoff until
+the delivery is `max_age_s` old. Nothing lives only in memory: a node killed mid-attempt leaves
+a lease that runs out, and any node that runs later sends it.
 
-Delivery is best effort from the API node: the node that accepted the job (or any API node
-that starts while the job is still running) follows it through the store's events and sends
-the webhook once it is terminal. A job that ends while no API node runs gets none.
+Targets pass the same address check as at submission (`webhook_allow`), again before each
+attempt and on the addresses the host resolves to then: a refused target is given up at once.
 
-Signature headers (https://www.standardwebhooks.com): `webhook-id` (stable across retries),
-`webhook-timestamp` (seconds) and `webhook-signature: v1,<base64 HMAC-SHA256 of
-"<id>.<timestamp>.<body>">`, with the webhook's own `secret` or the server's webhook_secret.
+The body is Standard Webhooks' `{"type", "timestamp", "data"}` with the final v2 Job as data;
+it is fixed by the first attempt and sent unchanged by later ones, with `webhook-id` (the
+delivery's id), `webhook-timestamp` (the attempt's) and, when the job's webhook or the server
+has a secret, `webhook-signature`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
-import hmac
+import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from comfyrun.core.batch import COMPLETED_EVENT
-from comfyrun.core.job import JobStatus
-from comfyrun.service import JobService, JobView
+from comfyrun.core import webhook
+from comfyrun.core.job import JSON
+from comfyrun.core.webhook import Attempt, Delivery
+from comfyrun.errors import ComfyrunError, InputRejected
+from comfyrun.inputs.fetch import Resolve, system_resolve
+from comfyrun.inputs.netguard import AddressPolicy, literal_ip
+from comfyrun.store.base import JobStore
 
 log = logging.getLogger(__name__)
 
-Render = Callable[[JobView], Awaitable[dict[str, Any]]]
-#: A batch id → its wire object, for the batch.completed webhook.
-RenderBatch = Callable[[str], Awaitable[dict[str, Any]]]
+#: The v2 Job a delivery carries, rendered from the store; None when the job is gone.
+Render = Callable[[str], Awaitable[JSON | None]]
 
 
-def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    """The Standard Webhooks `webhook-signature` value."""
-    key = secret.removeprefix("whsec_").encode()
-    payload = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac.new(key, payload, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    base_delay_s: float = 1.0
+    max_delay_s: float = 3600.0
+    max_age_s: float = 24 * 3600.0
+    timeout_s: float = 10.0
+    lease_s: float = 60.0
+    poll_s: float = 1.0
+    batch: int = 16
+    prune_after_s: float = 7 * 24 * 3600.0
 
 
-class WebhookSender:
-    """Follows jobs with a webhook until they end, then delivers it."""
+class WebhookDeliverer:
+    """Claims due deliveries from the store's outbox and sends them, until closed."""
 
     def __init__(
         self,
-        service: JobService,
+        store: JobStore,
         render: Render,
         *,
         secret: str | None = None,
-        attempts: int = 5,
-        base_delay_s: float = 1.0,
-        timeout_s: float = 10.0,
+        policy: DeliveryPolicy | None = None,
+        holder: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        targets: AddressPolicy | None = None,
+        resolve: Resolve | None = None,
     ) -> None:
-        self._service = service
+        self.store = store
+        self.policy = policy or DeliveryPolicy()
+        self.holder = holder or f"webhooks-{uuid.uuid4().hex[:12]}"
+        self.attempts: dict[str, int] = {"delivered": 0, "failed": 0, "given_up": 0}
         self._render = render
         self._secret = secret
-        self._attempts = attempts
-        self._base_delay_s = base_delay_s
-        self._http = httpx.AsyncClient(timeout=timeout_s, transport=transport)
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._targets = targets or AddressPolicy()
+        self._resolve = resolve or system_resolve
+        self._http = httpx.AsyncClient(
+            timeout=self.policy.timeout_s, transport=transport, follow_redirects=False
+        )
+        self._task: asyncio.Task[None] | None = None
+        self._last_prune = 0.0
 
-    def watch(self, job_id: str, hook: dict[str, Any]) -> None:
-        if job_id in self._tasks:
-            return
-        task = asyncio.create_task(self._follow(job_id, hook), name=f"webhook:{job_id}")
-        self._tasks[job_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(job_id, None))
-
-    async def resume(self, statuses: Iterable[JobStatus]) -> int:
-        """Follow the unfinished jobs that asked for a webhook (after a restart)."""
-        n, cursor = 0, None
-        while True:
-            page = await self._service.list_jobs(statuses=list(statuses), limit=200, cursor=cursor)
-            for job in page.jobs:
-                hook = job.options.get("webhook")
-                if isinstance(hook, dict) and hook.get("url"):
-                    self.watch(job.id, hook)
-                    n += 1
-            cursor = page.next_cursor
-            if not cursor:
-                return n
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="comfyrun-webhooks")
 
     async def close(self) -> None:
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
         await self._http.aclose()
 
-    async def _follow(self, job_id: str, hook: dict[str, Any]) -> None:
-        view = await self._service.get(job_id)
-        while not view.job.terminal:
-            view = await self._service.wait(job_id, 3600.0)
-        await self.deliver(view, hook)
+    async def run_once(self) -> int:
+        """One pass: send every due delivery this node could claim; how many it tried."""
+        due = await self.store.claim_deliveries(
+            self.holder, self.policy.lease_s, limit=self.policy.batch
+        )
+        await asyncio.gather(*(self._send(d) for d in due))
+        return len(due)
 
-    def watch_batch(self, batch_id: str, hook: dict[str, Any], render: RenderBatch) -> None:
-        """Deliver the batch's `batch.completed` event to `hook` once it is logged."""
-        key = f"batch:{batch_id}"
-        if key in self._tasks:
-            return
-        task = asyncio.create_task(self._follow_batch(batch_id, hook, render), name=key)
-        self._tasks[key] = task
-        task.add_done_callback(lambda _: self._tasks.pop(key, None))
-
-    async def resume_batches(self, render: RenderBatch) -> int:
-        """Follow the unfinished batches that asked for a webhook (after a restart)."""
-        n = 0
-        for batch in await self._service.store.open_batches():
-            hook = batch.options.get("webhook")
-            if isinstance(hook, dict) and hook.get("url"):
-                self.watch_batch(batch.id, hook, render)
-                n += 1
-        return n
-
-    async def _follow_batch(self, batch_id: str, hook: dict[str, Any], render: RenderBatch) -> None:
-        store, last = self._service.store, 0
+    async def _loop(self) -> None:
+        me = asyncio.current_task()
         while True:
-            events = await store.wait_for_event(batch_id, last, 3600.0)
-            done = next((e for e in events if e.kind == COMPLETED_EVENT), None)
-            if done is not None:
-                break
-            if events:
-                last = events[-1].id
-        body = json.dumps({"type": COMPLETED_EVENT, "data": await render(batch_id)}).encode()
-        await self._post(f"batch_{batch_id}_completed", body, hook, {"batch_id": batch_id})
-
-    async def deliver(self, view: JobView, hook: dict[str, Any]) -> bool:
-        """POST the job to the hook's URL; True once a 2xx answered."""
-        body = json.dumps(await self._render(view)).encode()
-        msg_id = f"job_{view.job.id}_{view.job.status.value}"
-        return await self._post(msg_id, body, hook, {"job_id": view.job.id})
-
-    async def _post(
-        self, msg_id: str, body: bytes, hook: dict[str, Any], about: dict[str, Any]
-    ) -> bool:
-        """POST `body`, signed, retried with backoff; True once a 2xx answered."""
-        secret = hook.get("secret") or self._secret
-        for attempt in range(1, self._attempts + 1):
-            ts = int(time.time())
-            headers = {
-                "content-type": "application/json",
-                "webhook-id": msg_id,
-                "webhook-timestamp": str(ts),
-            }
-            if secret:
-                headers["webhook-signature"] = sign(str(secret), msg_id, ts, body)
             try:
-                resp = await self._http.post(str(hook["url"]), content=body, headers=headers)
-                if resp.is_success:
-                    log.info("webhook delivered", extra={"action": "webhook_delivered", **about})
-                    return True
-                reason = f"HTTP {resp.status_code}"
-            except httpx.HTTPError as exc:
-                reason = str(exc) or type(exc).__name__
-            log.warning(
-                "webhook attempt %d failed: %s",
-                attempt,
-                reason,
-                extra={"action": "webhook_failed", **about},
+                if await self.run_once():
+                    if me is not None and me.cancelling():
+                        raise asyncio.CancelledError
+                    continue
+                await self._prune()
+            except ComfyrunError as exc:  # e.g. the store is down: try again later
+                log.warning("webhook pass failed: %s", exc, extra={"action": "webhook_pass_failed"})
+            if me is not None and me.cancelling():
+                # a store call (asyncio.wait_for inside a pool, Python 3.11) swallowed our cancel
+                raise asyncio.CancelledError
+            await asyncio.sleep(self.policy.poll_s)
+
+    async def _prune(self) -> None:
+        now = time.time()
+        if now - self._last_prune >= 600.0:
+            self._last_prune = now
+            await self.store.prune_deliveries(now - self.policy.prune_after_s)
+
+    async def _send(self, d: Delivery) -> None:
+        body = d.payload if d.payload is not None else await self._body(d)
+        raw = body.encode()
+        started = time.time()
+        clock = time.monotonic()
+        ts = int(started)
+        headers = webhook.headers(d, d.secret or self._secret, ts, raw)
+        refused = False
+        try:
+            await self._check_target(d.url)
+            resp = await self._http.post(d.url, content=raw, headers=headers)
+            attempt = Attempt(
+                at=started, duration_s=time.monotonic() - clock, status_code=resp.status_code
             )
-            if attempt < self._attempts:
-                await asyncio.sleep(self._base_delay_s * 2 ** (attempt - 1))
-        return False
+        except InputRejected as exc:
+            refused = True
+            attempt = Attempt(at=started, duration_s=0.0, error=f"refused: {exc.message}")
+        except (httpx.HTTPError, OSError) as exc:
+            reason = str(exc) or type(exc).__name__
+            attempt = Attempt(at=started, duration_s=time.monotonic() - clock, error=reason)
+        n = len(d.attempts) + 1
+        p = self.policy
+        next_at = None
+        if not attempt.ok and not refused:
+            next_at = webhook.next_attempt_at(
+                d,
+                n,
+                time.time(),
+                base_s=p.base_delay_s,
+                cap_s=p.max_delay_s,
+                max_age_s=p.max_age_s,
+            )
+        recorded = await self.store.record_attempt(
+            d.id, self.holder, attempt, next_attempt_at=next_at, payload=body
+        )
+        self._log(d, attempt, n, next_at, recorded is not None)
+
+    async def _check_target(self, url: str) -> None:
+        """Raise InputRejected for a target the policy forbids (as at submission), on what its
+        host resolves to now; OSError when it does not resolve (a failed attempt)."""
+        parts = self._targets.check_url(url)
+        host = parts.hostname or ""
+        if literal_ip(host) is not None or self._targets.host_is_allowed(host):
+            return
+        for address in await self._resolve(host, parts.port or 443):
+            self._targets.check_address(address, host=host, url=url)
+
+    async def _body(self, d: Delivery) -> str:
+        job = await self._render(d.job_id)
+        stamp = dt.datetime.fromtimestamp(d.created_at, dt.UTC).isoformat().replace("+00:00", "Z")
+        payload: dict[str, Any] = {
+            "type": d.event,
+            "timestamp": stamp,
+            "data": job if job is not None else {"id": d.job_id},
+        }
+        return json.dumps(payload, separators=(",", ":"))
+
+    def _log(
+        self, d: Delivery, attempt: Attempt, n: int, next_at: float | None, kept: bool
+    ) -> None:
+        extra = {"job_id": d.job_id, "webhook_id": d.id, "attempt": n}
+        if attempt.ok:
+            self.attempts["delivered"] += 1
+            log.info("webhook delivered", extra={"action": "webhook_delivered", **extra})
+            return
+        self.attempts["failed"] += 1
+        reason = attempt.error or f"HTTP {attempt.status_code}"
+        if next_at is None:
+            self.attempts["given_up"] += 1
+            log.warning(
+                "webhook given up after %d attempts: %s",
+                n,
+                reason,
+                extra={"action": "webhook_given_up", **extra},
+            )
+        else:
+            log.warning(
+                "webhook attempt %d failed: %s; next in %.0f s",
+                n,
+                reason,
+                next_at - time.time(),
+                extra={"action": "webhook_failed", **extra},
+            )
+        if not kept:
+            log.warning(
+                "webhook lease lost before the attempt was recorded",
+                extra={"action": "webhook_lease_lost", **extra},
+            )
 
 
-__all__ = ["RenderBatch", "WebhookSender", "sign"]
+__all__ = ["DeliveryPolicy", "Render", "WebhookDeliverer"]

@@ -26,6 +26,7 @@ class Asset:
     created_at: float
     storage_key: str
     job_id: str | None = None
+    owner: str | None = None  # the API key that made it (None: an admin)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -38,6 +39,7 @@ class Asset:
             "created_at": self.created_at,
             "storage_key": self.storage_key,
             "job_id": self.job_id,
+            "owner": self.owner,
         }
 
     @classmethod
@@ -52,6 +54,7 @@ class Asset:
             created_at=float(data["created_at"]),
             storage_key=str(data["storage_key"]),
             job_id=data.get("job_id"),
+            owner=data.get("owner"),
         )
 
 

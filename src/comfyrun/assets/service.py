@@ -12,6 +12,7 @@ dedup hit costs no upload at all.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import tempfile
@@ -54,6 +55,14 @@ class AssetService:
         self.tmp_dir = tmp_dir
         self.url_expires_s = url_expires_s
         self._clock = clock
+        self.owner: str | None = None
+
+    def for_owner(self, owner: str | None) -> AssetService:
+        """This service as API key `owner` sees it: the assets it makes are its own and other
+        owners' assets are not found (None: an admin, who sees all)."""
+        scoped = copy.copy(self)
+        scoped.owner = owner
+        return scoped
 
     async def upload(
         self,
@@ -133,6 +142,8 @@ class AssetService:
         except NotFound:
             raise _not_found(asset_id) from None
         asset = Asset.from_json(json.loads(raw))
+        if self.owner is not None and asset.owner != self.owner:
+            raise _not_found(asset_id)
         if asset.job_id is not None and await self.storage.stat(asset.storage_key) is None:
             raise _not_found(asset_id)
         return asset
@@ -199,6 +210,7 @@ class AssetService:
             created_at=self._clock(),
             storage_key=key,
             job_id=job_id,
+            owner=self.owner,
         )
         body = json.dumps(asset.to_json(), separators=(",", ":")).encode()
         await self.storage.put(

@@ -390,5 +390,34 @@ class ComfyrunClient:
         body: dict[str, Any] = await self._json("DELETE", f"/api/v2/models/{key}")
         return body
 
+    async def webhooks(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's webhook deliveries, each with its attempts."""
+        body: dict[str, Any] = await self._json("GET", f"/api/v2/jobs/{job_id}/webhooks")
+        return list(body["deliveries"])
+
+    # API keys (admin) --------------------------------------------------------------------------
+
+    async def create_key(
+        self,
+        name: str,
+        *,
+        scopes: Sequence[str] = ("submit", "read"),
+        max_queued: int | None = None,
+        per_minute: int | None = None,
+    ) -> dict[str, Any]:
+        """Mint a key; the answer's "key" is the only time the key itself is shown."""
+        body: dict[str, Any] = {"name": name, "scopes": list(scopes)}
+        if max_queued is not None or per_minute is not None:
+            body["quota"] = {"max_queued": max_queued, "per_minute": per_minute}
+        key: dict[str, Any] = await self._json("POST", "/api/v2/admin/keys", json=body)
+        return key
+
+    async def list_keys(self) -> list[dict[str, Any]]:
+        body: dict[str, Any] = await self._json("GET", "/api/v2/admin/keys")
+        return list(body["keys"])
+
+    async def revoke_key(self, key_id: str) -> None:
+        await self._json("DELETE", f"/api/v2/admin/keys/{key_id}")
+
 
 __all__ = ["TERMINAL", "ComfyrunAPIError", "ComfyrunClient"]

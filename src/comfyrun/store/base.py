@@ -17,6 +17,8 @@ from comfyrun.core.batch import Batch, NewBatch
 from comfyrun.core.catalog import NodeCatalog
 from comfyrun.core.job import JSON, Job, JobStatus, NewJob, Output, Progress
 from comfyrun.core.state import Event
+from comfyrun.core.tenancy import ApiKey
+from comfyrun.core.webhook import Attempt, Delivery
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +64,58 @@ class Changes:
 ClaimNote = Callable[[Job], tuple[str, JSON] | None]
 
 
-class JobStore(Protocol):
+class KeyStore(Protocol):
+    """API keys (stored as hashes) with their quotas and usage.
+
+    A job whose `owner` is a key's id is that key's: `enqueue` checks the key's quota in its
+    own transaction (raising QuotaExceeded) and counts the submission; a transition that takes
+    the job off its backend adds the time it held it to the key's `gpu_seconds`."""
+
+    async def create_api_key(self, key: ApiKey) -> None: ...
+
+    async def get_api_key(self, key_id: str) -> ApiKey | None: ...
+
+    async def api_key_by_hash(self, key_hash: str) -> ApiKey | None: ...
+
+    async def list_api_keys(self) -> builtins.list[ApiKey]:
+        """Every key, revoked ones included, oldest first."""
+
+    async def revoke_api_key(self, key_id: str, *, now: float | None = None) -> bool:
+        """False if there is no such active key."""
+
+
+class WebhookOutbox(Protocol):
+    """The durable webhook outbox. A transition to succeeded, failed or canceled of a job with
+    a webhook writes its `Delivery` in the same transaction (comfyrun.core.webhook)."""
+
+    async def claim_deliveries(
+        self, holder: str, lease_s: float, *, limit: int = 10, now: float | None = None
+    ) -> builtins.list[Delivery]:
+        """Due pending deliveries, leased to `holder` (no other holder gets them meanwhile)."""
+
+    async def record_attempt(
+        self,
+        delivery_id: str,
+        holder: str,
+        attempt: Attempt,
+        *,
+        next_attempt_at: float | None,
+        payload: str | None = None,
+    ) -> Delivery | None:
+        """Record an attempt and release the lease: delivered when it succeeded, else retried
+        at `next_attempt_at` (None: given up). None if `holder` no longer holds the lease."""
+
+    async def deliveries(self, job_id: str) -> builtins.list[Delivery]:
+        """A job's deliveries, oldest first."""
+
+    async def delivery_counts(self) -> dict[str, int]:
+        """{state: number of deliveries}."""
+
+    async def prune_deliveries(self, before: float) -> int:
+        """Delete delivered and given-up deliveries created before `before`."""
+
+
+class JobStore(KeyStore, WebhookOutbox, Protocol):
     """A durable priority queue of jobs with leases, events and idempotency."""
 
     async def open(self) -> None:
@@ -236,4 +289,4 @@ class JobStore(Protocol):
         Raises NotFound."""
 
 
-__all__ = ["Changes", "ClaimNote", "JobEvent", "JobPage", "JobStore"]
+__all__ = ["Changes", "ClaimNote", "JobEvent", "JobPage", "JobStore", "KeyStore", "WebhookOutbox"]

@@ -23,12 +23,14 @@ from comfyrun.store import batches, maintenance, transition
 from comfyrun.store.base import Changes, ClaimNote, JobEvent, JobPage
 from comfyrun.store.codec import decode_cursor, encode_cursor, output_to_dict, progress_to_dict
 from comfyrun.store.idempotency import KeyVerdict, key_scope, verdict
+from comfyrun.store.memtenancy import MemoryTenancy
 
 
-class MemoryStore:
+class MemoryStore(MemoryTenancy):
     """A JobStore held in dicts."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._jobs: dict[str, Job] = {}
         self._events: dict[str, list[JobEvent]] = {}
         self._keys: dict[tuple[str, str], tuple[str, str | None, float]] = {}
@@ -78,9 +80,11 @@ class MemoryStore:
                 raise IdempotencyKeyReuse(details={"idempotency_key": new.idempotency_key})
             if v is KeyVerdict.SAME and existing is not None:
                 return existing, False
-            self._keys[key] = (new.id, new.request_hash, now)
         if new.id in self._jobs:
             raise Conflict(f"job {new.id} already exists", details={"job_id": new.id})
+        self._admit(new, now)
+        if new.idempotency_key is not None:
+            self._keys[(key_scope(new), new.idempotency_key)] = (new.id, new.request_hash, now)
         job = transition.enqueued(new, now)
         job = job.evolve(fair_tag=self._fair_tag(job, now))
         self._jobs[job.id] = job
@@ -153,6 +157,7 @@ class MemoryStore:
         job = transition.apply(job, p)
         self._jobs[job_id] = job
         self._append(job_id, "status", transition.status_event(job, p), now)
+        self._settle(job, p, now)
         if job.terminal and job.batch_id is not None:
             self._end_batch_if_done(job.batch_id, now)
         if job.status is JobStatus.QUEUED:

@@ -45,6 +45,7 @@ from comfyrun.store.codec import dump_json
 from comfyrun.store.migrate import migrate_sqlite
 from comfyrun.store.queries import queries
 from comfyrun.store.sqlstore import Row, SQLStore
+from comfyrun.store.sqltenancy import SQLTenancy
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,11 @@ READS = frozenset(
         "batch_jobs",
         "catalogs",
         "catalog_stamps",
+        "get_api_key",
+        "api_key_by_hash",
+        "list_api_keys",
+        "deliveries",
+        "delivery_counts",
     }
 )
 #: Calls that stay on the event loop (they wait, or manage the thread).
@@ -403,7 +409,7 @@ def _shipped(name: str, fn: Callable[..., Coroutine[Any, Any, Any]]) -> Any:
 
 
 # Every public store call of the shared SQL code runs on the store's thread, whole.
-for _name, _fn in list(vars(SQLStore).items()):
+for _name, _fn in list({**vars(SQLTenancy), **vars(SQLStore)}.items()):
     if _name.startswith("_") or _name in LOCAL or not inspect.iscoroutinefunction(_fn):
         continue
     setattr(SQLiteStore, _name, _shipped(_name, _fn))

@@ -34,11 +34,12 @@ from comfyrun.store.codec import (
     progress_to_dict,
 )
 from comfyrun.store.idempotency import KeyVerdict, key_scope, verdict
+from comfyrun.store.sqltenancy import SQLTenancy
 
 Row = dict[str, Any]
 
 
-class SQLStore(ABC):
+class SQLStore(SQLTenancy, ABC):
     """A JobStore over SQL; subclasses provide the connection plumbing below the line."""
 
     async def __aenter__(self) -> Self:
@@ -87,6 +88,7 @@ class SQLStore(ABC):
                     return job_from_row(existing), False
                 bind = {"job_id": job.id, "request_hash": new.request_hash, "created_at": now}
                 await self._run(conn, "bind_key", key | bind)
+            await self._admit(conn, new, now)
             job = job.evolve(fair_tag=await self._fair_tag(conn, job, now))
             if not await self._insert_job(conn, job_to_row(job)):
                 raise Conflict(f"job {job.id} already exists", details={"job_id": job.id})
@@ -159,6 +161,7 @@ class SQLStore(ABC):
             requeued = job.status is JobStatus.QUEUED
             data = transition.status_event(job, p)
             await self._append(conn, job_id, "status", data, now, requeued)
+            await self._settle(conn, job, p, now)
             ended = job.terminal and job.batch_id is not None
             if ended and job.batch_id is not None:
                 ended = await self._end_batch_if_done(conn, job.batch_id, now)

@@ -1,19 +1,19 @@
-"""Completion webhooks over real HTTP: signed (Standard Webhooks), retried, SSRF-guarded."""
+"""Completion webhooks over real HTTP: signed (Standard Webhooks), retried, SSRF-guarded,
+every attempt visible on the job."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
+from standardwebhooks import Webhook
 from tests.support.api import memory_settings, wait_until_ready
 from tests.support.emulator import image_workflow
 
-from comfyrun.api.webhooks import sign
 from comfyrun.cli.server import running_server
 from comfyrun.client import ComfyrunAPIError, ComfyrunClient
 
@@ -48,6 +48,17 @@ async def receiver() -> AsyncIterator[Receiver]:
     await runner.cleanup()
 
 
+async def recorded(client: ComfyrunClient, job_id: str) -> list[dict[str, Any]]:
+    """The job's deliveries once none is pending (the server records an attempt after the
+    receiver answered it)."""
+    for _ in range(600):
+        deliveries = await client.webhooks(job_id)
+        if deliveries and all(d["state"] != "pending" for d in deliveries):
+            return deliveries
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"deliveries still pending: {deliveries}")
+
+
 async def test_webhook_is_signed_retried_and_carries_the_final_job(
     tmp_path: Path, receiver: Receiver
 ) -> None:
@@ -58,20 +69,27 @@ async def test_webhook_is_signed_retried_and_carries_the_final_job(
         emulator_mode="inprocess",
         webhook_allow=["127.0.0.1"],
         webhook_secret="whsec_dGVzdA",
+        webhook_retry_base_s=0.05,
+        webhook_poll_s=0.05,
     )
     async with running_server(settings) as url:
         await wait_until_ready(url)
         async with ComfyrunClient(url) as client:
             job = await client.submit(image_workflow(prefix="hook"), webhook={"url": receiver.url})
             await asyncio.wait_for(receiver.got.wait(), 60)
+            [delivery] = await recorded(client, job["id"])
     assert len(receiver.calls) == 2  # the first answer was a 500
     headers, body = receiver.calls[-1]
-    payload: dict[str, Any] = json.loads(body)
-    assert payload["id"] == job["id"] and payload["status"] == "succeeded"
-    assert payload["outputs"][0]["name"].startswith("hook_")
-    expected = sign("whsec_dGVzdA", headers["webhook-id"], int(headers["webhook-timestamp"]), body)
-    assert headers["webhook-signature"] == expected
+    payload: dict[str, Any] = Webhook("whsec_dGVzdA").verify(body, headers)
+    assert payload["type"] == "job.succeeded"
+    data = payload["data"]
+    assert data["id"] == job["id"] and data["status"] == "succeeded"
+    assert data["outputs"][0]["name"].startswith("hook_")
     assert receiver.calls[0][0]["webhook-id"] == headers["webhook-id"]  # stable across retries
+    assert receiver.calls[0][1] == body  # the same body on every attempt
+    assert delivery["id"] == headers["webhook-id"] and delivery["event"] == "job.succeeded"
+    assert delivery["state"] == "delivered"
+    assert [a["status_code"] for a in delivery["attempts"]] == [500, 204]
 
 
 async def test_private_webhook_targets_are_refused_by_default(tmp_path: Path) -> None:

@@ -7,13 +7,13 @@ running jobs when it connects) and sends what their backends sent, relayed by th
 and adapted to the client by `ComfyRelay`.
 As in ComfyUI, a newer socket with the same clientId takes over from the older one, `status`
 tells every socket the queue size, and messages for a client that is not connected are dropped.
+ClientIds are per API key: a socket opened with one key never hears of another key's prompts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import itertools
 import json
 import logging
@@ -27,8 +27,9 @@ from comfyrun import errors
 from comfyrun.api.compat import comfy as cc
 from comfyrun.api.compat.comfy_events import Message, text
 from comfyrun.api.compat.comfy_relay import ComfyRelay, StatusSlot
-from comfyrun.api.context import AppContext
+from comfyrun.api.context import AppContext, authenticate
 from comfyrun.core.job import JSON, TERMINAL, JobStatus
+from comfyrun.core.tenancy import Scope
 from comfyrun.dispatch.relay import RelayHub
 from comfyrun.store.base import JobEvent
 
@@ -47,6 +48,7 @@ class ClientSession:
         self.ctx = ctx
         self.websocket = websocket
         self.client_id = client_id
+        self.owner = ctx.principal.owner
         self.preview_metadata = False
         self._send_lock = asyncio.Lock()
         self._following: dict[str, asyncio.Task[None]] = {}
@@ -68,6 +70,9 @@ class ClientSession:
         self._following[job_id] = asyncio.create_task(self._follow(job_id))
 
     async def _follow(self, job_id: str) -> None:
+        if self.owner is not None and await self.ctx.store.get(job_id) is None:
+            self._release(job_id)  # another key's prompt: not even its relayed frames
+            return
         inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         hub = relay_hub(self.ctx)
         # the hub first: a run in this process replays its frames so far at once
@@ -141,18 +146,18 @@ class ComfyClients:
     """client_id → its newest websocket session (a newer socket takes over, as in ComfyUI)."""
 
     def __init__(self) -> None:
-        self._sessions: dict[str, ClientSession] = {}
+        self._sessions: dict[tuple[str | None, str], ClientSession] = {}
         self.numbers = itertools.count(1)
 
     def attach(self, session: ClientSession) -> None:
-        self._sessions[session.client_id] = session
+        self._sessions[(session.owner, session.client_id)] = session
 
     def detach(self, session: ClientSession) -> None:
-        if self._sessions.get(session.client_id) is session:
-            del self._sessions[session.client_id]
+        if self._sessions.get((session.owner, session.client_id)) is session:
+            del self._sessions[(session.owner, session.client_id)]
 
-    def notify(self, client_id: str, job_id: str) -> None:
-        session = self._sessions.get(client_id)
+    def notify(self, client_id: str, job_id: str, owner: str | None = None) -> None:
+        session = self._sessions.get((owner, client_id))
         if session is not None:
             session.follow(job_id)
 
@@ -189,21 +194,16 @@ async def status_message(ctx: AppContext, sid: str | None) -> dict[str, Any]:
     return text("status", data)
 
 
-def _ws_authorized(ctx: AppContext, websocket: WebSocket) -> bool:
-    keys = ctx.settings.api_keys
-    if not keys:
-        return True
-    header = websocket.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    token = token.strip() if scheme.lower() == "bearer" else websocket.query_params.get("token", "")
-    return bool(token) and any(hmac.compare_digest(token.encode(), k.encode()) for k in keys)
-
-
 async def comfy_ws(websocket: WebSocket, clientId: str | None = None) -> None:
-    ctx: AppContext = websocket.app.state.ctx
-    if not _ws_authorized(ctx, websocket):
+    principal = await authenticate(websocket, query=True)
+    if principal is None:
         await websocket.close(code=4401)
         return
+    if not principal.may(Scope.READ):
+        await websocket.close(code=4403)
+        return
+    root: AppContext = websocket.app.state.ctx
+    ctx = root.scoped(principal)
     await websocket.accept()
     client_id = clientId or uuid.uuid4().hex
     session = ClientSession(ctx, websocket, client_id)

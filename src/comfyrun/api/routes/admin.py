@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from comfyrun.api.context import AppContext, get_ctx, require_auth
+from comfyrun.api.context import AppContext, get_ctx, require_admin
 from comfyrun.api.schemas import CleanupOut, ResetStuckOut
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 
-router = APIRouter(prefix="/api/v2/admin", tags=["admin"], dependencies=[Depends(require_auth)])
+router = APIRouter(prefix="/api/v2/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
 
 @router.post("/cleanup", response_model=CleanupOut)

@@ -87,8 +87,9 @@ async def create_batch(body: CreateBatchRequest, ctx: Ctx, batches: Batches) -> 
         base=dataclasses.replace(base, options=options, request_hash=None),
         options={"webhook": hook} if hook else None,
     )
-    if hook and ctx.webhooks is not None:
-        ctx.webhooks.watch_batch(view.batch.id, hook, render_batch(batches))
+    sender = ctx.extras.get("batch_webhooks")
+    if hook and sender is not None:
+        sender.watch_batch(view.batch.id, hook, render_batch(batches))
     return batch_out(view)
 
 

@@ -73,9 +73,12 @@ def comfy_error_for(exc: errors.ComfyrunError) -> JSONResponse:
     status = status_for(exc)
     if isinstance(exc, errors.InvalidRequest | errors.MissingAsset | errors.InputRejected):
         status = 400
-    return comfy_error(
+    response = comfy_error(
         status, exc.code, exc.message, json.dumps(details, default=str) if details else ""
     )
+    if isinstance(exc, errors.QueueFull):
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response
 
 
 # routes --------------------------------------------------------------------------------------
@@ -164,7 +167,7 @@ async def submit_prompt(ctx: AppContext, body: JSON, prompt: JSON) -> Job:
         )
     )
     if client_id is not None:
-        hub.notify(str(client_id), submitted.job.id)
+        hub.notify(str(client_id), submitted.job.id, ctx.principal.owner)
     await hub.broadcast_status(ctx)
     return submitted.job
 
@@ -410,6 +413,8 @@ async def view(
             asset = await ctx.assets.get(record["asset_id"])
             response = await serve_key(ctx, asset.storage_key, media, asset.size_bytes, None)
         elif kind == "output":
+            if ctx.principal.owner is not None and await ctx.store.get(parts[0]) is None:
+                raise errors.NotFound(name)  # another key's job (outputs live under its id)
             response = await serve_key(ctx, name, media, None, None)
         else:
             return comfy_error(404, "not_found", "comfyrun keeps no temp files")

@@ -92,6 +92,8 @@ async def file_content(
 ) -> Response:
     if ".." in key.split("/") or key.startswith("/"):
         raise NotFound(f"file {key} not found")
+    if ctx.principal.owner is not None and await ctx.store.get(key.split("/")[0]) is None:
+        raise NotFound(f"file {key} not found", details={"key": key})  # not under its own job
     return await serve_key(ctx, key, None, None, range_header)
 
 

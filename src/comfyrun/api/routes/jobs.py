@@ -113,8 +113,6 @@ async def submitted_job(
     (`received`: when the request arrived, for the per-job stage marks)."""
     if not submitted.created:
         response.headers["Idempotency-Replayed"] = "true"
-    elif body.webhook is not None and ctx.webhooks is not None:
-        ctx.webhooks.watch(submitted.job.id, submitted.job.options["webhook"])
     stages.mark_at(submitted.job.id, "received", received)
     view = JobView(submitted.job, submitted.queue_position)
     if wait:

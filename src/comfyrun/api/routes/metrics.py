@@ -72,6 +72,30 @@ class JobMetrics:
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         )
+        self.key_jobs = Gauge(
+            "comfyrun_key_jobs_submitted",
+            "Jobs submitted with each API key",
+            ["key_id", "key_name"],
+            registry=self.registry,
+        )
+        self.key_gpu = Gauge(
+            "comfyrun_key_gpu_seconds",
+            "Seconds each API key's jobs held a backend",
+            ["key_id", "key_name"],
+            registry=self.registry,
+        )
+        self.webhook_deliveries = Gauge(
+            "comfyrun_webhook_deliveries",
+            "Webhook deliveries in the outbox by state (pending, delivered, failed)",
+            ["state"],
+            registry=self.registry,
+        )
+        self.webhook_attempts = Gauge(
+            "comfyrun_webhook_attempts",
+            "Webhook attempts this node made since it started, by result",
+            ["result"],
+            registry=self.registry,
+        )
         self._seen: set[str] = set()
         self._order: deque[str] = deque()
 
@@ -82,6 +106,7 @@ class JobMetrics:
         self.queue_depth.set(stats.queue_depth)
         self.oldest.set(stats.oldest_queued_age_s or 0.0)
         await self._observe_finished(ctx)
+        await self._tenancy(ctx)
         if ctx.pool is not None:
             counts = dict.fromkeys(BACKEND_STATES, 0)
             for b in ctx.pool.snapshot():
@@ -106,6 +131,18 @@ class JobMetrics:
                     max(0.0, job.finished_at - job.started_at)
                 )
                 self.queue_wait.observe(max(0.0, job.started_at - job.created_at))
+
+    async def _tenancy(self, ctx: AppContext) -> None:
+        for key in await ctx.store.list_api_keys():
+            self.key_jobs.labels(key_id=key.id, key_name=key.name).set(key.jobs_submitted)
+            self.key_gpu.labels(key_id=key.id, key_name=key.name).set(key.gpu_seconds)
+        counts = await ctx.store.delivery_counts()
+        for state in ("pending", "delivered", "failed"):
+            self.webhook_deliveries.labels(state=state).set(counts.get(state, 0))
+        attempts = getattr(ctx.webhooks, "attempts", None)
+        if isinstance(attempts, dict):
+            for result, n in attempts.items():
+                self.webhook_attempts.labels(result=result).set(n)
 
     def _remember(self, job_id: str) -> None:
         self._seen.add(job_id)

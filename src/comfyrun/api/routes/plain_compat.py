@@ -40,7 +40,8 @@ def error_response(exc: errors.ComfyrunError) -> JSONResponse:
     if exc.details:
         body["details"] = exc.details
     status = status_for(exc)
-    return JSONResponse(body, status_code=400 if status == 422 else status)
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, errors.QueueFull) else None
+    return JSONResponse(body, status_code=400 if status == 422 else status, headers=headers)
 
 
 def images_to_inputs(images: Any) -> tuple[JSON, ...]:

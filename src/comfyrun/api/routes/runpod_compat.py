@@ -135,9 +135,6 @@ async def run(request: Request, ctx: Ctx, endpoint_id: str | None = None) -> Res
         submitted = await ctx.service.submit(runpod_submission(body, endpoint_id=endpoint_id))
     except errors.ComfyrunError as exc:
         return error_response(exc)
-    hook = submitted.job.options.get("webhook")
-    if submitted.created and hook and ctx.webhooks is not None:
-        ctx.webhooks.watch(submitted.job.id, hook)
     return JSONResponse({"id": submitted.job.id, "status": rp.IN_QUEUE})
 
 

@@ -283,6 +283,89 @@ SELECT backend, fetched_at FROM backend_catalogs ORDER BY backend;
 -- name: delete_catalog
 DELETE FROM backend_catalogs WHERE backend = %(backend)s;
 
+-- API keys and quotas ----------------------------------------------------------------------
+
+-- name: insert_api_key
+INSERT INTO api_keys (id, name, key_hash, scopes, max_queued, per_minute, created_at)
+VALUES (%(id)s, %(name)s, %(key_hash)s, %(scopes)s::jsonb, %(max_queued)s, %(per_minute)s,
+        %(created_at)s);
+
+-- name: api_key
+SELECT * FROM api_keys WHERE id = %(id)s;
+
+-- name: api_key_by_hash
+SELECT * FROM api_keys WHERE key_hash = %(key_hash)s;
+
+-- name: api_keys
+SELECT * FROM api_keys ORDER BY created_at, id;
+
+-- name: revoke_api_key
+UPDATE api_keys SET revoked_at = %(now)s WHERE id = %(id)s AND revoked_at IS NULL;
+
+-- name: lock_api_key
+-- Serialises one key's submissions on every API node until the enqueue commits.
+SELECT * FROM api_keys WHERE id = %(id)s FOR UPDATE;
+
+-- name: quota_recent
+-- A key's newest submissions since :since, no more than its per_minute (:cap); the oldest of
+-- them leaving the window is when the next submission fits.
+SELECT count(*) AS n, min(created_at) AS oldest FROM (
+    SELECT created_at FROM jobs 
+    WHERE owner = %(owner)s AND created_at > %(since)s
+    ORDER BY created_at DESC
+    LIMIT %(cap)s
+) AS recent;
+
+-- name: count_submission
+UPDATE api_keys SET jobs_submitted = jobs_submitted + 1, unfinished = unfinished + 1
+WHERE id = %(id)s;
+
+-- name: settle_key
+-- A key's job left its backend (:seconds of use) and/or ended (:ended is 1).
+UPDATE api_keys SET gpu_seconds = gpu_seconds + %(seconds)s, unfinished = unfinished - %(ended)s
+WHERE id = %(id)s;
+
+-- The webhook outbox -----------------------------------------------------------------------
+
+-- name: insert_delivery
+INSERT INTO webhook_outbox (id, job_id, event, url, secret, created_at, next_attempt_at)
+VALUES (%(id)s, %(job_id)s, %(event)s, %(url)s, %(secret)s, %(created_at)s,
+        %(next_attempt_at)s);
+
+-- name: claim_deliveries
+-- SKIP LOCKED: nodes claiming at once take different entries without waiting on each other.
+UPDATE webhook_outbox SET lease_holder = %(holder)s, lease_expires_at = %(lease_expires_at)s
+WHERE id IN (
+    SELECT id FROM webhook_outbox
+    WHERE state = 'pending' AND next_attempt_at <= %(now)s
+      AND (lease_expires_at IS NULL OR lease_expires_at < %(now)s)
+    ORDER BY next_attempt_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING *;
+
+-- name: record_attempt
+UPDATE webhook_outbox SET
+    attempts = attempts || jsonb_build_array(%(attempt)s::jsonb),
+    state = %(state)s,
+    next_attempt_at = COALESCE(%(next_attempt_at)s, next_attempt_at),
+    delivered_at = %(delivered_at)s,
+    payload = COALESCE(payload, %(payload)s),
+    lease_holder = NULL,
+    lease_expires_at = NULL
+WHERE id = %(id)s AND lease_holder = %(holder)s
+RETURNING *;
+
+-- name: deliveries_of_job
+SELECT * FROM webhook_outbox WHERE job_id = %(job_id)s ORDER BY created_at, id;
+
+-- name: delivery_counts
+SELECT state, count(*) AS n FROM webhook_outbox GROUP BY state;
+
+-- name: prune_deliveries
+DELETE FROM webhook_outbox WHERE state != 'pending' AND created_at < %(before)s;
+
 -- name: set_placement
 UPDATE jobs SET
     backend = %(backend)s,

@@ -261,6 +261,85 @@ SELECT backend, fetched_at FROM backend_catalogs ORDER BY backend;
 -- name: delete_catalog
 DELETE FROM backend_catalogs WHERE backend = :backend;
 
+-- API keys and quotas ----------------------------------------------------------------------
+
+-- name: insert_api_key
+INSERT INTO api_keys (id, name, key_hash, scopes, max_queued, per_minute, created_at)
+VALUES (:id, :name, :key_hash, :scopes, :max_queued, :per_minute, :created_at);
+
+-- name: api_key
+SELECT * FROM api_keys WHERE id = :id;
+
+-- name: api_key_by_hash
+SELECT * FROM api_keys WHERE key_hash = :key_hash;
+
+-- name: api_keys
+SELECT * FROM api_keys ORDER BY created_at, id;
+
+-- name: revoke_api_key
+UPDATE api_keys SET revoked_at = :now WHERE id = :id AND revoked_at IS NULL;
+
+-- name: lock_api_key
+-- (the write transaction already holds SQLite's one write lock)
+SELECT * FROM api_keys WHERE id = :id;
+
+-- name: quota_recent
+-- A key's newest submissions since :since, no more than its per_minute (:cap); the oldest of
+-- them leaving the window is when the next submission fits.
+SELECT count(*) AS n, min(created_at) AS oldest FROM (
+    SELECT created_at FROM jobs INDEXED BY jobs_owner_newest 
+    WHERE owner = :owner AND created_at > :since
+    ORDER BY created_at DESC
+    LIMIT :cap
+) AS recent;
+
+-- name: count_submission
+UPDATE api_keys SET jobs_submitted = jobs_submitted + 1, unfinished = unfinished + 1
+WHERE id = :id;
+
+-- name: settle_key
+-- A key's job left its backend (:seconds of use) and/or ended (:ended is 1).
+UPDATE api_keys SET gpu_seconds = gpu_seconds + :seconds, unfinished = unfinished - :ended
+WHERE id = :id;
+
+-- The webhook outbox -----------------------------------------------------------------------
+
+-- name: insert_delivery
+INSERT INTO webhook_outbox (id, job_id, event, url, secret, created_at, next_attempt_at)
+VALUES (:id, :job_id, :event, :url, :secret, :created_at, :next_attempt_at);
+
+-- name: claim_deliveries
+UPDATE webhook_outbox SET lease_holder = :holder, lease_expires_at = :lease_expires_at
+WHERE id IN (
+    SELECT id FROM webhook_outbox INDEXED BY webhook_outbox_due
+    WHERE state = 'pending' AND next_attempt_at <= :now
+      AND (lease_expires_at IS NULL OR lease_expires_at < :now)
+    ORDER BY next_attempt_at
+    LIMIT :limit
+)
+RETURNING *;
+
+-- name: record_attempt
+UPDATE webhook_outbox SET
+    attempts = json_insert(attempts, '$[#]', json(:attempt)),
+    state = :state,
+    next_attempt_at = COALESCE(:next_attempt_at, next_attempt_at),
+    delivered_at = :delivered_at,
+    payload = COALESCE(payload, :payload),
+    lease_holder = NULL,
+    lease_expires_at = NULL
+WHERE id = :id AND lease_holder = :holder
+RETURNING *;
+
+-- name: deliveries_of_job
+SELECT * FROM webhook_outbox WHERE job_id = :job_id ORDER BY created_at, id;
+
+-- name: delivery_counts
+SELECT state, count(*) AS n FROM webhook_outbox GROUP BY state;
+
+-- name: prune_deliveries
+DELETE FROM webhook_outbox WHERE state != 'pending' AND created_at < :before;
+
 -- name: set_placement
 UPDATE jobs SET
     backend = :backend,

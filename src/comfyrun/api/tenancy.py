@@ -1,0 +1,322 @@
+"""Who is calling, and the store as that caller sees it.
+
+`Authenticator` turns a bearer token into a `Principal`: a key from the config is an admin; a
+key minted through the admin API is found by its sha256 in the store (cached for a few seconds,
+so revoking takes effect on every node within `cache_s`). A server without config keys is
+open: a caller with no key, or one it does not know, is an admin. `OwnedStore` is the store seen by a
+key that is not an admin: its submissions carry its id as their owner, and another owner's jobs
+and webhook deliveries do not exist for it. Every dialect reads and writes through it, so each
+one answers another owner's things with its own 404.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import hmac
+import time
+from collections.abc import Sequence
+
+from comfyrun.core.batch import Batch, NewBatch
+from comfyrun.core.catalog import NodeCatalog
+from comfyrun.core.job import JSON, Job, JobStatus, NewJob, Output, Progress
+from comfyrun.core.state import Event
+from comfyrun.core.tenancy import ADMIN, ApiKey, Principal, Scope, hash_key
+from comfyrun.core.webhook import Attempt, Delivery
+from comfyrun.errors import Forbidden, NotFound
+from comfyrun.store.base import Changes, ClaimNote, JobEvent, JobPage, JobStore
+
+
+class Authenticator:
+    """Bearer tokens → principals. None: not a valid key."""
+
+    def __init__(self, store: JobStore, config_keys: Sequence[str], *, cache_s: float = 2.0):
+        self._store = store
+        self._config_keys = [k.encode() for k in config_keys]
+        self._cache_s = cache_s
+        self._cache: dict[str, tuple[float, ApiKey | None]] = {}
+
+    @property
+    def open(self) -> bool:
+        """No config keys: callers without a key are admins (a server for one team)."""
+        return not self._config_keys
+
+    async def principal(self, token: str | None) -> Principal | None:
+        if not token:
+            return ADMIN if self.open else None
+        if any(hmac.compare_digest(token.encode(), k) for k in self._config_keys):
+            return ADMIN
+        key = await self._lookup(hash_key(token))
+        if key is None or not key.active:
+            # an open server ignores tokens it does not know (SDKs always send one)
+            return ADMIN if self.open else None
+        return Principal(name=key.name, scopes=key.scopes, key_id=key.id)
+
+    def forget(self, key_id: str) -> None:
+        """Drop a key from this node's cache (after revoking it here)."""
+        self._cache = {h: v for h, v in self._cache.items() if not v[1] or v[1].id != key_id}
+
+    async def _lookup(self, key_hash: str) -> ApiKey | None:
+        now = time.monotonic()
+        cached = self._cache.get(key_hash)
+        if cached is not None and now - cached[0] < self._cache_s:
+            return cached[1]
+        key = await self._store.api_key_by_hash(key_hash)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key_hash] = (now, key)
+        return key
+
+
+class OwnedStore:
+    """`inner` as the key `owner` sees it (a JobStore)."""
+
+    def __init__(self, inner: JobStore, principal: Principal) -> None:
+        assert principal.owner is not None
+        self.inner = inner
+        self.owner: str = principal.owner
+        self.may_submit = principal.may(Scope.SUBMIT)
+
+    def _mine(self, job: Job | None) -> Job | None:
+        return job if job is not None and job.owner == self.owner else None
+
+    # the queue as this owner sees it ---------------------------------------------------------
+
+    async def enqueue(self, new: NewJob, *, now: float | None = None) -> tuple[Job, bool]:
+        if not self.may_submit:
+            raise Forbidden("this key may not submit jobs (it lacks the submit scope)")
+        return await self.inner.enqueue(dataclasses.replace(new, owner=self.owner), now=now)
+
+    async def get(self, job_id: str) -> Job | None:
+        return self._mine(await self.inner.get(job_id))
+
+    async def get_by_prompt_id(self, prompt_id: str) -> Job | None:
+        return self._mine(await self.inner.get_by_prompt_id(prompt_id))
+
+    async def list(
+        self,
+        *,
+        statuses: Sequence[JobStatus] | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        return await self.inner.list(
+            statuses=statuses, owner=self.owner, limit=limit, cursor=cursor
+        )
+
+    async def delete(self, job_id: str) -> bool:
+        return await self.get(job_id) is not None and await self.inner.delete(job_id)
+
+    async def deliveries(self, job_id: str) -> builtins.list[Delivery]:
+        if await self.get(job_id) is None:
+            return []
+        return await self.inner.deliveries(job_id)
+
+    async def transition(
+        self,
+        job_id: str,
+        event: Event,
+        *,
+        expect: JobStatus,
+        changes: Changes | None = None,
+        now: float | None = None,
+        worker_id: str | None = None,
+    ) -> Job:
+        if await self.get(job_id) is None:
+            raise _gone(job_id)
+        return await self.inner.transition(
+            job_id, event, expect=expect, changes=changes, now=now, worker_id=worker_id
+        )
+
+    async def events_since(self, job_id: str, after_id: int = 0) -> builtins.list[JobEvent]:
+        if await self.get(job_id) is None:
+            return []
+        return await self.inner.events_since(job_id, after_id)
+
+    async def wait_for_event(
+        self, job_id: str, after_id: int, timeout: float
+    ) -> builtins.list[JobEvent]:
+        return await self.inner.wait_for_event(job_id, after_id, timeout)
+
+    async def append_event(self, job_id: str, kind: str, data: JSON) -> JobEvent:
+        if await self.get(job_id) is None:
+            raise _gone(job_id)
+        return await self.inner.append_event(job_id, kind, data)
+
+    # batches: this owner's only ----------------------------------------------------------------
+
+    async def create_batch(
+        self, batch: NewBatch, jobs: Sequence[NewJob], *, now: float | None = None
+    ) -> Batch:
+        if not self.may_submit:
+            raise Forbidden("this key may not submit jobs (it lacks the submit scope)")
+        mine = [dataclasses.replace(job, owner=self.owner) for job in jobs]
+        return await self.inner.create_batch(
+            dataclasses.replace(batch, owner=self.owner), mine, now=now
+        )
+
+    async def get_batch(self, batch_id: str) -> Batch | None:
+        batch = await self.inner.get_batch(batch_id)
+        return batch if batch is not None and batch.owner == self.owner else None
+
+    async def open_batches(self) -> builtins.list[Batch]:
+        return [b for b in await self.inner.open_batches() if b.owner == self.owner]
+
+    async def batch_counts(self, batch_id: str) -> dict[JobStatus, int]:
+        if await self.get_batch(batch_id) is None:
+            return dict.fromkeys(JobStatus, 0)
+        return await self.inner.batch_counts(batch_id)
+
+    async def batch_jobs(
+        self, batch_id: str, *, limit: int = 100, cursor: str | None = None
+    ) -> JobPage:
+        if await self.get_batch(batch_id) is None:
+            return JobPage(jobs=[], next_cursor=None)
+        return await self.inner.batch_jobs(batch_id, limit=limit, cursor=cursor)
+
+    async def cancel_batch(
+        self, batch_id: str, *, now: float | None = None
+    ) -> tuple[Batch, builtins.list[Job]]:
+        if await self.get_batch(batch_id) is None:
+            raise NotFound(f"batch {batch_id} not found", details={"batch_id": batch_id})
+        return await self.inner.cancel_batch(batch_id, now=now)
+
+    # unchanged: what the whole queue does, or what only workers and admins call ---------------
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def ping(self) -> bool:
+        return await self.inner.ping()
+
+    async def claim(
+        self,
+        worker_id: str,
+        lease_s: float,
+        *,
+        now: float | None = None,
+        note: ClaimNote | None = None,
+    ) -> Job | None:
+        return await self.inner.claim(worker_id, lease_s, now=now, note=note)
+
+    async def renew(
+        self, job_id: str, worker_id: str, lease_s: float, *, now: float | None = None
+    ) -> bool:
+        return await self.inner.renew(job_id, worker_id, lease_s, now=now)
+
+    async def record_placement(
+        self,
+        job_id: str,
+        worker_id: str,
+        *,
+        backend: str,
+        prompt_id: str,
+        execution_started_at: float | None,
+    ) -> bool:
+        return await self.inner.record_placement(
+            job_id,
+            worker_id,
+            backend=backend,
+            prompt_id=prompt_id,
+            execution_started_at=execution_started_at,
+        )
+
+    async def next_priority(self, *, now: float | None = None) -> int | None:
+        return await self.inner.next_priority(now=now)
+
+    async def record_progress(self, job_id: str, progress: Progress) -> None:
+        await self.inner.record_progress(job_id, progress)
+
+    async def add_output(self, job_id: str, output: Output) -> Job:
+        return await self.inner.add_output(job_id, output)
+
+    async def wait_for_work(self, timeout: float) -> None:
+        await self.inner.wait_for_work(timeout)
+
+    async def queue_position(
+        self, job_id: str, *, now: float | None = None, limit: int | None = None
+    ) -> int | None:
+        return await self.inner.queue_position(job_id, now=now, limit=limit)
+
+    async def counts(self) -> dict[JobStatus, int]:
+        return await self.inner.counts()
+
+    async def oldest_queued_at(self) -> float | None:
+        return await self.inner.oldest_queued_at()
+
+    async def sweep_expired_leases(self, *, now: float | None = None) -> builtins.list[Job]:
+        return await self.inner.sweep_expired_leases(now=now)
+
+    async def requeue_stuck(
+        self, older_than_s: float, *, now: float | None = None
+    ) -> builtins.list[Job]:
+        return await self.inner.requeue_stuck(older_than_s, now=now)
+
+    async def expire_finished(self, *, now: float | None = None) -> builtins.list[Job]:
+        return await self.inner.expire_finished(now=now)
+
+    async def delete_finished_before(self, cutoff: float) -> builtins.list[Job]:
+        return await self.inner.delete_finished_before(cutoff)
+
+    async def put_catalog(self, catalog: NodeCatalog) -> bool:
+        return await self.inner.put_catalog(catalog)
+
+    async def catalogs(self) -> builtins.list[NodeCatalog]:
+        return await self.inner.catalogs()
+
+    async def catalog_stamps(self) -> dict[str, float]:
+        return await self.inner.catalog_stamps()
+
+    async def delete_catalog(self, backend: str) -> bool:
+        return await self.inner.delete_catalog(backend)
+
+    async def create_api_key(self, key: ApiKey) -> None:
+        raise Forbidden("only admin keys manage keys")
+
+    async def get_api_key(self, key_id: str) -> ApiKey | None:
+        return await self.inner.get_api_key(key_id) if key_id == self.owner else None
+
+    async def api_key_by_hash(self, key_hash: str) -> ApiKey | None:
+        return await self.inner.api_key_by_hash(key_hash)
+
+    async def list_api_keys(self) -> builtins.list[ApiKey]:
+        key = await self.get_api_key(self.owner)
+        return [key] if key is not None else []
+
+    async def revoke_api_key(self, key_id: str, *, now: float | None = None) -> bool:
+        raise Forbidden("only admin keys manage keys")
+
+    async def claim_deliveries(
+        self, holder: str, lease_s: float, *, limit: int = 10, now: float | None = None
+    ) -> builtins.list[Delivery]:
+        return await self.inner.claim_deliveries(holder, lease_s, limit=limit, now=now)
+
+    async def record_attempt(
+        self,
+        delivery_id: str,
+        holder: str,
+        attempt: Attempt,
+        *,
+        next_attempt_at: float | None,
+        payload: str | None = None,
+    ) -> Delivery | None:
+        return await self.inner.record_attempt(
+            delivery_id, holder, attempt, next_attempt_at=next_attempt_at, payload=payload
+        )
+
+    async def delivery_counts(self) -> dict[str, int]:
+        return await self.inner.delivery_counts()
+
+    async def prune_deliveries(self, before: float) -> int:
+        return await self.inner.prune_deliveries(before)
+
+
+def _gone(job_id: str) -> NotFound:
+    return NotFound(f"job {job_id} not found", details={"job_id": job_id})
+
+
+__all__ = ["Authenticator", "OwnedStore"]

@@ -1,0 +1,288 @@
+"""API keys as tenants, through every dialect over real HTTP and websockets: one key's jobs,
+outputs and assets answer another key exactly as things that do not exist do (each dialect's
+own 404), an admin key sees all, a key without `submit` gets 403 in the dialect's shape, and a
+revoked key stops working."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from PIL import Image
+from tests.integration.compat.conftest import Server, dialect_settings, serving
+from tests.support.emulator import image_workflow
+
+from comfyrun.client import ComfyrunClient
+
+pytestmark = pytest.mark.timeout(180)
+
+ADMIN = "admin-secret"
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+class Tenant:
+    def __init__(self, server: Server, key: dict[str, Any]) -> None:
+        self.key = key
+        self.headers = {"Authorization": f"Bearer {key['key']}"}
+        self.http = httpx.AsyncClient(base_url=server.url, headers=self.headers, timeout=30)
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    async with serving(dialect_settings(tmp_path, api_keys=[ADMIN], emulators=1)) as srv:
+        yield srv
+        for tenant in MINTED.pop(srv.url, []):
+            await tenant.http.aclose()
+
+
+MINTED: dict[str, list[Tenant]] = {}
+
+
+async def mint(server: Server, name: str, scopes: list[str]) -> Tenant:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as admin:
+        answer = await admin.post(
+            "/api/v2/admin/keys",
+            json={"name": name, "scopes": scopes},
+            headers={"Authorization": f"Bearer {ADMIN}"},
+        )
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["key"].startswith("crk_")
+    tenant = Tenant(server, answer.json())
+    MINTED.setdefault(server.url, []).append(tenant)
+    return tenant
+
+
+async def finished(tenant: Tenant, job_id: str) -> dict[str, Any]:
+    """The job once it ended (followed over its event stream)."""
+    async with ComfyrunClient(str(tenant.http.base_url), api_key=tenant.key["key"]) as client:
+        return await client.wait(job_id, timeout=60)
+
+
+async def same_as_missing(
+    http: httpx.AsyncClient, method: str, path: str, theirs: str, **kwargs: Any
+) -> httpx.Response:
+    """`path` with another owner's id answers exactly as with an id that never existed (the
+    same shape of id: its UUID part replaced)."""
+    missing = UUID.sub(str(uuid.uuid4()), theirs, count=1)
+    assert missing != theirs
+    mine = await http.request(method, path.format(id=theirs), **kwargs)
+    nothing = await http.request(method, path.format(id=missing), **kwargs)
+    assert mine.status_code == nothing.status_code, (path, mine.text)
+    assert mine.text.replace(theirs, "X") == nothing.text.replace(missing, "X"), path
+    return mine
+
+
+async def test_each_dialect_hides_one_keys_jobs_from_another(server: Server) -> None:
+    a = await mint(server, "team-a", ["submit", "read"])
+    b = await mint(server, "team-b", ["submit", "read"])
+    wf = image_workflow(prefix="ten", size=8)
+
+    # team A submits through every dialect
+    v2 = (await a.http.post("/api/v2/jobs", json={"workflow": wf})).json()["id"]
+    comfy = (await a.http.post("/prompt", json={"prompt": wf})).json()["prompt_id"]
+    runpod = (await a.http.post("/run", json={"input": {"workflow": wf}})).json()["id"]
+    plain = (await a.http.post("/run", json={"workflow": wf})).json()["job_id"]
+    task_id = (await a.http.post("/api/v1/tasks", json={"payload": wf})).json()["id"]
+    ids = [v2, comfy, runpod, plain, task_id]
+    jobs = [await finished(a, i) for i in ids]
+    assert [j["status"] for j in jobs] == ["succeeded"] * 5
+
+    # v2
+    for i in ids:
+        answer = await same_as_missing(b.http, "GET", "/api/v2/jobs/{id}", i)
+        assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
+        await same_as_missing(b.http, "GET", "/api/v2/jobs/{id}/workflow", i)
+        await same_as_missing(b.http, "GET", "/api/v2/jobs/{id}/webhooks", i)
+        await same_as_missing(b.http, "GET", "/api/v2/jobs/{id}/events", i)
+        await same_as_missing(b.http, "POST", "/api/v2/jobs/{id}/cancel", i)
+        await same_as_missing(b.http, "DELETE", "/api/v2/jobs/{id}", i)
+    listed = (await b.http.get("/api/v2/jobs")).json()["jobs"]
+    assert listed == []
+    own = {j["id"] for j in (await a.http.get("/api/v2/jobs")).json()["jobs"]}
+    assert own == set(ids)
+    output = jobs[0]["outputs"][0]
+    await same_as_missing(b.http, "GET", "/api/v2/assets/{id}", output["id"])
+    await same_as_missing(b.http, "GET", "/api/v2/assets/{id}/content", output["id"])
+    assert (await a.http.get(f"/api/v2/assets/{output['id']}/content")).status_code == 200
+    # ... and still not B's once A's download put the job in the server's memory
+    await same_as_missing(b.http, "GET", "/api/v2/assets/{id}/content", output["id"])
+    stored = await server.ctx.store.get(v2)
+    assert stored is not None and stored.outputs[0].storage_key
+    by_key = f"/api/v2/files/{stored.outputs[0].storage_key}"
+    assert (await a.http.get(by_key)).status_code == 200
+    await same_as_missing(b.http, "GET", "/api/v2/files/{id}/9/x.png", v2)
+    assert (await b.http.get(by_key)).status_code == 404
+
+    # ComfyUI
+    for i in ids:
+        answer = await same_as_missing(b.http, "GET", "/history/{id}", i)
+        assert answer.json() == {}  # ComfyUI's answer for a prompt it does not know
+        await same_as_missing(b.http, "GET", "/api/history/{id}", i)
+        answer = await same_as_missing(b.http, "GET", "/api/jobs/{id}", i)
+        assert answer.status_code == 404
+        await same_as_missing(b.http, "POST", "/api/jobs/{id}/cancel", i)
+    assert (await b.http.get("/history")).json() == {}
+    assert (await b.http.get("/queue")).json() == {"queue_running": [], "queue_pending": []}
+    assert (await b.http.get("/api/jobs")).json()["jobs"] == []
+    for path, body in (("/history", {"clear": True}), ("/queue", {"clear": True})):
+        assert (await b.http.post(path, json=body)).status_code == 200  # clears B's own only
+    assert (await b.http.post("/interrupt", json={})).status_code == 200
+    assert (await b.http.post("/purge-queue")).status_code == 200
+    assert set(ids) <= set((await a.http.get("/history")).json())
+    history = (await a.http.get(f"/history/{comfy}")).json()[comfy]
+    [image] = [im for out in history["outputs"].values() for im in out.get("images", [])]
+    assert (await a.http.get("/view", params=image)).status_code == 200
+    hidden = await b.http.get("/view", params=image)
+    nothing = await b.http.get("/view", params={**image, "subfolder": f"{uuid.uuid4()}/9"})
+    assert hidden.status_code == nothing.status_code == 404
+
+    # RunPod (and the plain variant on the same routes)
+    for i in ids:
+        for path in ("/status/{id}", "/v2/ep/status/{id}", "/stream/{id}"):
+            answer = await same_as_missing(b.http, "GET", path, i)
+            assert answer.status_code == 404
+        await same_as_missing(b.http, "POST", "/cancel/{id}", i)
+        await same_as_missing(b.http, "POST", "/retry/{id}", i)
+        await same_as_missing(b.http, "DELETE", "/admin/job/{id}", i)
+    assert (await a.http.get(f"/status/{runpod}")).json()["status"] == "COMPLETED"
+    assert (await a.http.get(f"/status/{plain}")).status_code == 200
+
+    # tasks
+    for i in ids:
+        answer = await same_as_missing(b.http, "GET", "/api/v1/tasks/{id}", i)
+        assert answer.status_code == 404
+    assert (await a.http.get(f"/api/v1/tasks/{task_id}")).status_code == 200
+
+    # an admin key sees every owner's jobs
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    async with httpx.AsyncClient(base_url=server.url, headers=admin, timeout=30) as root:
+        assert {j["id"] for j in (await root.get("/api/v2/jobs")).json()["jobs"]} >= set(ids)
+        assert (await root.get(f"/history/{comfy}")).json()[comfy]
+
+
+async def test_assets_and_uploads_are_their_owners(server: Server) -> None:
+    a = await mint(server, "team-a", ["submit", "read"])
+    b = await mint(server, "team-b", ["submit", "read"])
+    picture = io.BytesIO()
+    Image.new("RGB", (6, 4), (1, 2, 3)).save(picture, format="PNG")
+    files = {"file": ("p.png", picture.getvalue(), "image/png")}
+    asset = (await a.http.post("/api/v2/assets", files=files)).json()
+    assert (await a.http.get(f"/api/v2/assets/{asset['id']}")).status_code == 200
+    await same_as_missing(b.http, "GET", "/api/v2/assets/{id}", asset["id"])
+    await same_as_missing(b.http, "GET", "/api/v2/assets/{id}/content", asset["id"])
+    await same_as_missing(b.http, "DELETE", "/api/v2/assets/{id}", asset["id"])
+    meta = f"/api/v2/files/assets/meta/{asset['id']}.json"  # storage keys: not a way round
+    assert (await b.http.get(meta)).status_code == 404
+    load = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "p.png"}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
+    }
+    body = {"workflow": load, "inputs": [{"name": "p.png", "asset_id": asset["id"]}]}
+    refused = await b.http.post("/api/v2/jobs", json=body)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "missing_asset"
+    assert (await a.http.post("/api/v2/jobs", json=body)).status_code == 201
+    files = {"image": ("mine.png", picture.getvalue(), "image/png")}
+    assert (await a.http.post("/upload/image", files=files)).status_code == 200
+    view = {"filename": "mine.png", "type": "input"}
+    assert (await a.http.get("/view", params=view)).status_code == 200
+    assert (await b.http.get("/view", params=view)).status_code == 404
+
+
+async def test_comfy_socket_hears_only_its_own_keys_prompts(server: Server) -> None:
+    a = await mint(server, "team-a", ["submit", "read"])
+    b = await mint(server, "team-b", ["submit", "read"])
+    host = server.url.removeprefix("http://")
+
+    async def until_done(ws: Any, prompt_id: str, seen: list[dict[str, Any]]) -> None:
+        async with asyncio.timeout(60):
+            while True:
+                raw = await ws.recv()
+                if isinstance(raw, bytes):
+                    continue
+                message = json.loads(raw)
+                seen.append(message)
+                data = message["data"]
+                if (
+                    message["type"] == "executing"
+                    and data.get("node") is None
+                    and data.get("prompt_id") == prompt_id
+                ):
+                    return
+
+    url = f"ws://{host}/ws?clientId=shared"
+    async with (
+        websockets.connect(url, additional_headers=a.headers) as ws_a,
+        websockets.connect(url, additional_headers=b.headers) as ws_b,
+    ):
+        for ws in (ws_a, ws_b):
+            first = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert first["type"] == "status"
+        body = {"prompt": image_workflow(prefix="wa", size=8), "client_id": "shared"}
+        prompt_a = (await a.http.post("/prompt", json=body)).json()["prompt_id"]
+        heard_a: list[dict[str, Any]] = []
+        await until_done(ws_a, prompt_a, heard_a)
+        assert "execution_success" in [m["type"] for m in heard_a]
+        # B's own prompt on the same clientId reaches B; A's never did
+        body = {"prompt": image_workflow(prefix="wb", size=8), "client_id": "shared"}
+        prompt_b = (await b.http.post("/prompt", json=body)).json()["prompt_id"]
+        heard_b: list[dict[str, Any]] = []
+        await until_done(ws_b, prompt_b, heard_b)
+        assert all(m["data"].get("prompt_id") != prompt_a for m in heard_b)
+        assert "execution_success" in [m["type"] for m in heard_b]
+
+
+async def test_scopes_and_revocation(server: Server) -> None:
+    reader = await mint(server, "reader", ["read"])
+    wf = image_workflow(size=8)
+    answer = await reader.http.post("/api/v2/jobs", json={"workflow": wf})
+    assert answer.status_code == 403 and answer.json()["error"]["code"] == "forbidden"
+    answer = await reader.http.post("/prompt", json={"prompt": wf})
+    assert answer.status_code == 403 and answer.json()["error"]["type"] == "forbidden"
+    answer = await reader.http.post("/run", json={"input": {"workflow": wf}})
+    assert answer.status_code == 403 and answer.json()["code"] == "forbidden"
+    answer = await reader.http.post("/api/v1/tasks", json={"payload": wf})
+    assert answer.status_code == 403
+    assert (await reader.http.get("/api/v2/admin/keys")).status_code == 403
+    writer = await mint(server, "writer", ["submit"])
+    assert (await writer.http.get("/api/v2/jobs")).status_code == 403  # no read scope
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    async with httpx.AsyncClient(base_url=server.url, headers=admin, timeout=30) as root:
+        keys = (await root.get("/api/v2/admin/keys")).json()["keys"]
+        assert {k["name"] for k in keys} == {"reader", "writer"}
+        assert all("key" not in k and "key_hash" not in k for k in keys)
+        assert (await root.delete(f"/api/v2/admin/keys/{reader.key['id']}")).status_code == 204
+        assert (await root.delete(f"/api/v2/admin/keys/{reader.key['id']}")).status_code == 404
+    assert (await reader.http.get("/api/v2/jobs")).status_code == 401
+
+
+async def test_a_key_over_its_quota_gets_429_in_each_dialect(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as admin:
+        answer = await admin.post(
+            "/api/v2/admin/keys",
+            json={"name": "slow", "quota": {"per_minute": 1}},
+            headers={"Authorization": f"Bearer {ADMIN}"},
+        )
+    key = answer.json()["key"]
+    headers = {"Authorization": f"Bearer {key}"}
+    wf = image_workflow(size=8)
+    async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as http:
+        assert (await http.post("/api/v2/jobs", json={"workflow": wf})).status_code == 201
+        v2 = await http.post("/api/v2/jobs", json={"workflow": wf})
+        comfy = await http.post("/prompt", json={"prompt": wf})
+        runpod = await http.post("/run", json={"input": {"workflow": wf}})
+        task = await http.post("/api/v1/tasks", json={"payload": wf})
+    for answer in (v2, comfy, runpod, task):
+        assert answer.status_code == 429, answer.text
+        assert 1 <= int(answer.headers["Retry-After"]) <= 60
+    assert v2.json()["error"]["code"] == "quota_exceeded"
+    assert comfy.json()["error"]["type"] == "quota_exceeded"
+    assert runpod.json()["code"] == task.json()["code"] == "quota_exceeded"
