@@ -38,6 +38,9 @@ from tests.support.api import ServerProcess
 
 from comfyrun.client import TERMINAL, ComfyrunClient
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling bench
+from hot_path import start_emulator
+
 
 def workflow(i: int) -> dict[str, Any]:
     return {
@@ -58,21 +61,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 async def start_emulator_process(tmp: Path) -> tuple[asyncio.subprocess.Process, str]:
-    port_file = tmp / "emu"
-    port_file.mkdir()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "comfyrun.comfy.emulator", "--listen", "127.0.0.1", "--port", "0",
-        "--output-directory", str(port_file / "out"), "--input-directory", str(port_file / "in"),
-        "--temp-directory", str(port_file / "tmp"),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    while True:
-        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
-        if not line:
-            raise RuntimeError("the emulator exited")
-        if "To see the GUI go to:" in line:
-            return proc, line.rsplit(" ", 1)[1].strip()
+    return await start_emulator(tmp)
 
 
 async def direct_run(http: httpx.AsyncClient, url: str, i: int) -> float:

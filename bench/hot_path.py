@@ -17,7 +17,7 @@ emulators started as their own processes, so what differs between the columns is
 3. The per-stage budget of one job through the v2 face, from comfyrun's stage marks
    (comfyrun.stages, written by bench/traced_server.py) and the client's own clock.
 4. --fleet: 4 backends, 32 clients, SQLite `serve` (jobs/s, vs 4 emulators driven directly);
-   enqueues/s (32 clients submitting without waiting).
+   enqueues/s (an api node, 32 clients submitting without waiting) beside GET /health/s.
 5. --postgres: `comfyrun api` + 2 `comfyrun worker`s (2 emulators each) on PostgreSQL, 32 clients.
 """
 
@@ -310,17 +310,47 @@ async def fleet(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]]
                     f"{rate:7.1f} jobs/s ({100 * rate / direct_rate:.0f} % of direct)",
                 ),
             ]
-            n = args.enqueue_jobs
-            sem = asyncio.Semaphore(32)
+    finally:
+        server.stop()
+
+
+async def enqueues(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]]) -> None:
+    """Submissions alone: an `api` node on SQLite (no worker), 32 clients on aiohttp (httpx
+    costs the client ~3 ms of CPU a request, more than the server on these cores). Beside it,
+    the same clients on GET /health: what this machine's HTTP round trip allows at all."""
+    import aiohttp
+
+    server = comfyrun_process(tmp, "enqueue", ["api"])
+    try:
+        connector = aiohttp.TCPConnector(limit=64)
+        async with aiohttp.ClientSession(server.url, connector=connector) as session:
+
+            async def burst(n: int, one: Callable[[], Awaitable[None]]) -> float:
+                sem = asyncio.Semaphore(32)
+
+                async def guarded() -> None:
+                    async with sem:
+                        await one()
+
+                start = time.perf_counter()
+                await asyncio.gather(*(guarded() for _ in range(n)))
+                return n / (time.perf_counter() - start)
 
             async def submit() -> None:
-                async with sem:
-                    r = await http.post(f"{server.url}/api/v2/jobs", json={"workflow": workflow()})
-                    r.raise_for_status()
+                async with session.post("/api/v2/jobs", json={"workflow": workflow()}) as r:
+                    assert r.status == 201, await r.text()
 
-            start = time.perf_counter()
-            await asyncio.gather(*(submit() for _ in range(n)))
-            rows.append(("  enqueues/s, 32 clients", f"{n / (time.perf_counter() - start):7.1f}"))
+            async def health() -> None:
+                async with session.get("/health") as r:
+                    await r.read()
+
+            await burst(200, submit)
+            noop = await burst(args.enqueue_jobs, health)
+            rate = await burst(args.enqueue_jobs, submit)
+        rows += [
+            ("enqueues/s, api node on SQLite, 32 clients", f"{rate:7.1f}"),
+            ("  GET /health/s, same clients (the HTTP ceiling)", f"{noop:7.1f}"),
+        ]
     finally:
         server.stop()
 
@@ -364,6 +394,7 @@ async def main(args: argparse.Namespace) -> None:
     await single(args, tmp, rows)
     if args.fleet:
         await fleet(args, tmp, rows)
+        await enqueues(args, tmp, rows)
     if args.postgres:
         await postgres(args, tmp, rows)
     width = max(len(k) for k, _ in rows)

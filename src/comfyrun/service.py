@@ -24,7 +24,7 @@ from comfyrun.config import Settings
 from comfyrun.core.batch import Batch, NewBatch
 from comfyrun.core.catalog import definitions_may_be_stale
 from comfyrun.core.fit import BackendOffer, Misfit, RequirementError, check_requirements, misfits
-from comfyrun.core.job import JSON, Job, JobStatus, NewJob
+from comfyrun.core.job import ACTIVE, JSON, Job, JobStatus, NewJob
 from comfyrun.core.state import Event
 from comfyrun.core.workflow import convert_ui_to_api, is_ui_workflow
 from comfyrun.errors import (
@@ -147,6 +147,8 @@ class JobService:
         # jobs seen finished lately: a finished job changes no more (only deletion and expiry
         # remove it), so the download that follows a `?wait` needs no store read
         self._finished: OrderedDict[str, tuple[Job, float]] = OrderedDict()
+        # [jobs queued or running, when counted]: shared with the views `using` makes
+        self._remaining: list[float] = [0, -1e9]
         # (queued jobs counted, when, jobs submitted since): see _enforce_queue_bound
         self._queued_estimate: tuple[int, float, int] = (0, -1e9, 0)
 
@@ -583,6 +585,17 @@ class JobService:
 
     # operations -----------------------------------------------------------------------------
 
+    async def queue_remaining(self, *, fresh: bool = True) -> int:
+        """Jobs queued or running, as ComfyUI's `queue_remaining` reports it. Counting scans
+        the jobs, so unless `fresh` a count up to REMAINING_TTL_S old stands in (every /ws
+        client is told at each prompt's start)."""
+        now = time.monotonic()
+        if fresh or now - self._remaining[1] >= REMAINING_TTL_S:
+            counts = await self.store.counts()
+            remaining = sum(counts.get(s, 0) for s in (JobStatus.QUEUED, *ACTIVE))
+            self._remaining[:] = [remaining, now]
+        return int(self._remaining[0])
+
     async def stats(self) -> Stats:
         counts = await self.store.counts()
         oldest = await self.store.oldest_queued_at()
@@ -635,6 +648,7 @@ QUEUE_POSITION_POLL_S = 2.0
 
 #: How long a count of the queue may stand in for a fresh one (far from the bound).
 QUEUE_COUNT_TTL_S = 1.0
+REMAINING_TTL_S = 0.5
 
 TERMINAL_NAMES = frozenset({"succeeded", "failed", "canceled", "expired"})
 

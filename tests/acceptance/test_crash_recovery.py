@@ -7,7 +7,6 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ import pytest
 from tests.acceptance.conftest import StartServer
 from tests.support.emulator import image_workflow
 from tests.support.emulator_process import emulator_process
-from tests.support.store import drop_schema, new_schema_name, pg_dsn, require_pg
 
 from comfyrun.client import TERMINAL, ComfyrunClient
 
@@ -108,15 +106,6 @@ async def test_server_killed_and_restarted_loses_no_job_and_runs_none_twice(
     twice = {job_id: prompts for job_id, prompts in runs.items() if len(prompts) > 1}
     assert twice == {}  # ComfyUI ran no job's workflow twice
     assert set(runs) == set(ids)
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    require_pg()
-    schema = new_schema_name()
-    sep = "&" if "?" in pg_dsn() else "?"
-    yield f"{pg_dsn()}{sep}schema={schema}"
-    drop_schema(schema)
 
 
 async def test_one_of_two_workers_killed_loses_no_job(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ import pytest
 from tests.acceptance.conftest import StartServer
 from tests.support.emulator import text_to_image_workflow
 from tests.support.emulator_process import EmulatorProcess, emulator_process
-from tests.support.store import drop_schema, new_schema_name, pg_dsn, require_pg
 
 from comfyrun.client import ComfyrunClient
 
@@ -80,15 +78,6 @@ async def test_a_restarted_serve_resumes_its_jobs_at_once(
             return start_server("serve", *args, "--data-dir", str(tmp_path / "data"))
 
         await kill_restart_and_check(start, start(), emu, lambda p: p.url)
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    require_pg()
-    schema = new_schema_name()
-    sep = "&" if "?" in pg_dsn() else "?"
-    yield f"{pg_dsn()}{sep}schema={schema}"
-    drop_schema(schema)
 
 
 async def test_a_restarted_worker_resumes_its_jobs_at_once(

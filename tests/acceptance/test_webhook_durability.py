@@ -10,7 +10,7 @@ import base64
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,6 @@ from aiohttp import web
 from standardwebhooks import Webhook
 from tests.acceptance.conftest import StartServer
 from tests.support.emulator import image_workflow
-from tests.support.store import drop_schema, new_schema_name, pg_dsn, require_pg
 
 from comfyrun.client import ComfyrunClient
 
@@ -74,15 +73,6 @@ async def receiver() -> AsyncIterator[Receiver]:
     rec = Receiver()
     yield rec
     await rec.close()
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    require_pg()
-    schema = new_schema_name()
-    sep = "&" if "?" in pg_dsn() else "?"
-    yield f"{pg_dsn()}{sep}schema={schema}"
-    drop_schema(schema)
 
 
 async def attempted(client: ComfyrunClient, job_id: str, n: int) -> dict[str, Any]:

@@ -101,7 +101,10 @@ class ClientSession:
                     self._release(job_id)  # the same prompt_id may be queued again now
                 for message in out:
                     if isinstance(message, StatusSlot):
-                        await self.send(await status_message(self.ctx, None))
+                        # at a prompt's start a count a moment old will do; at its end the
+                        # client must see the queue without it
+                        fresh = relay.finished
+                        await self.send(await status_message(self.ctx, None, fresh=fresh))
                     else:
                         await self.send(message)
         except (WebSocketDisconnect, RuntimeError, errors.NotFound):
@@ -185,9 +188,8 @@ def clients(ctx: AppContext) -> ComfyClients:
     return hub
 
 
-async def status_message(ctx: AppContext, sid: str | None) -> dict[str, Any]:
-    counts = await ctx.store.counts()
-    remaining = sum(counts.get(s, 0) for s in (JobStatus.QUEUED, *ACTIVE))
+async def status_message(ctx: AppContext, sid: str | None, *, fresh: bool = True) -> dict[str, Any]:
+    remaining = await ctx.service.queue_remaining(fresh=fresh)
     data: JSON = {"status": {"exec_info": {"queue_remaining": remaining}}}
     if sid is not None:
         data["sid"] = sid
