@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -97,6 +98,10 @@ class JobRun:
         self._take_back = asyncio.Event()
         self._started_at: float | None = None  # when the prompt's first event came
         self._start_recorded = False
+        #: The start, once seen, until a write of its own or the job's end records it.
+        self._start_unwritten: float | None = None
+        #: Placement writes that wait to see whether they are needed (see _note_later).
+        self._placement_notes: set[asyncio.Task[None]] = set()
         self._progress = ProgressWriter(ctx.store, job.id, ctx.settings.progress_interval_s)
         relayed = wants_relay(job.metadata)  # a ComfyUI client waits for its messages
         self._relay = JobRelay(
@@ -129,6 +134,8 @@ class JobRun:
         finally:
             self._progress.close()
             self._relay.close()
+            for task in self._placement_notes:
+                task.cancel()
             self.slot.release(done=done and not self.taken_back)
 
     async def take_back(self) -> bool:
@@ -228,7 +235,7 @@ class JobRun:
                     await self._backend_lost(f"POST /prompt failed: {exc}")
                     return
                 self.slot.hold(True)  # in ComfyUI's queue until its first event says it started
-                await self._record_placement(None)
+                self._note_later(None)
             stages.mark(self.job.id, "submitted")
             self._watch = watch
             await self._follow(watch)
@@ -418,7 +425,26 @@ class JobRun:
             return
         self._start_recorded = True
         self.slot.hold(False)
-        await self._record_placement(at)
+        self._start_unwritten = at
+        self._note_later(at)
+
+    def _note_later(self, started_at: float | None) -> None:
+        """Record the placement (held: None; started: when) only if it still matters a moment
+        later: a prompt submitted to an idle ComfyUI starts within milliseconds (no "held"
+        write), and a short job records its start with its end (`_transition`). A longer wait
+        or job gets the write, so the API shows it held, then started, within that moment."""
+        for task in self._placement_notes:
+            task.cancel()  # a start supersedes the held note
+        task = asyncio.ensure_future(self._note_after(started_at))
+        self._placement_notes = {task}
+
+    async def _note_after(self, started_at: float | None) -> None:
+        await asyncio.sleep(self.ctx.settings.placement_note_after_s)
+        if self.settled or (started_at is None and self._start_recorded):
+            return
+        await self._record_placement(started_at)
+        if started_at is not None:
+            self._start_unwritten = None
 
     async def _record_placement(self, started_at: float | None) -> None:
         """Name the backend and prompt on the job, and when ComfyUI started the prompt (None:
@@ -606,6 +632,11 @@ class JobRun:
         # the prompt's end reaches ComfyUI clients only when the job ends with this transition
         self._take_the_rest()
         await self._relay.finish(release=event in (Event.SUCCEED, Event.FAIL, Event.CANCELED))
+        for task in self._placement_notes:
+            task.cancel()  # what they would write goes with this transition
+        self._placement_notes = set()
+        if event in (Event.SUCCEED, Event.FAIL, Event.CANCELED) and self._start_unwritten:
+            changes = dataclasses.replace(changes, execution_started_at=self._start_unwritten)
         # First as if nothing moved (one round trip); when the job moved (canceling), read it.
         current: Job | None = self.job
         stale = True  # the first try assumes the status this run last saw

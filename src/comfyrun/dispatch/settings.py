@@ -25,6 +25,10 @@ class DispatchSettings:
     #: job ends before (no store reads spent on it), and a cancel that came meanwhile is in
     #: the log the watch reads first, so it is acted on then.
     cancel_watch_after_s: float = 0.05
+    #: A run writes that its prompt waits in ComfyUI's queue, or has started, only when that
+    #: is still so this long after it saw it (a job that ends first records its start with
+    #: its end): the API may show a job held or started this much late.
+    placement_note_after_s: float = 0.05
 
 
 __all__ = ["DispatchSettings"]

@@ -54,6 +54,9 @@ class Changes:
     prompt_id: str | None = None
     clear_lease: bool = False
     extra: JSON = field(default_factory=dict)
+    #: When ComfyUI started the prompt, when the run has not recorded it yet (a short job
+    #: records it with its end instead of in a write of its own).
+    execution_started_at: float | None = None
     #: Outputs committed in the same transaction as the status change (each with its "output"
     #: event, before the "status" one): a job succeeds with its outputs or not at all.
     outputs: tuple[Output, ...] = ()

@@ -38,6 +38,7 @@ class Plan:
     expires_at: float | None = None
     backend: str | None = None
     prompt_id: str | None = None
+    execution_started_at: float | None = None
     clear_lease: bool = False
     clear_worker: bool = False
     clear_error: bool = False
@@ -72,6 +73,7 @@ def plan(expect: JobStatus, event: Event, changes: Changes | None, now: float) -
         expires_at=c.expires_at,
         backend=c.backend,
         prompt_id=c.prompt_id,
+        execution_started_at=c.execution_started_at,
         clear_lease=c.clear_lease or leaves_lease or requeued,
         clear_worker=c.clear_lease or requeued,
         clear_error=status is JobStatus.SUCCEEDED and error is None,
@@ -93,6 +95,11 @@ def apply(job: Job, p: Plan) -> Job:
         expires_at=p.expires_at if p.expires_at is not None else job.expires_at,
         backend=p.backend if p.backend is not None else job.backend,
         prompt_id=p.prompt_id if p.prompt_id is not None else job.prompt_id,
+        execution_started_at=(
+            p.execution_started_at
+            if p.execution_started_at is not None
+            else job.execution_started_at
+        ),
         lease_expires_at=None if p.clear_lease else job.lease_expires_at,
         worker_id=None if p.clear_worker else job.worker_id,
     )
@@ -187,6 +194,7 @@ def plan_params(p: Plan, job_id: str, worker_id: str | None) -> JSON:
         "expires_at": p.expires_at,
         "backend": p.backend,
         "prompt_id": p.prompt_id,
+        "execution_started_at": p.execution_started_at,
         "clear_lease": p.clear_lease,
         "clear_worker": p.clear_worker,
         "clear_error": p.clear_error,

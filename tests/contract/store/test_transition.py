@@ -268,3 +268,19 @@ async def test_a_claim_note_lands_in_the_claims_transaction(store: JobStore) -> 
     )
     assert await store.claim("w1", 30, now=T0, note=note) is None
     assert len(seen) == 1
+
+
+async def test_a_final_state_may_carry_the_execution_start(store: JobStore) -> None:
+    job = await running(store)
+    done = await store.transition(
+        job.id,
+        Event.SUCCEED,
+        expect=JobStatus.RUNNING,
+        changes=Changes(execution_started_at=T0 + 0.5),
+        now=T0 + 1,
+    )
+    assert done.execution_started_at == T0 + 0.5
+    assert await store.get(job.id) == done
+    again = await running(store)
+    kept = await store.transition(again.id, Event.FAIL, expect=JobStatus.RUNNING, now=T0 + 2)
+    assert kept.execution_started_at is None  # nothing given: the column is left as it is

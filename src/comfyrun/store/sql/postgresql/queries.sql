@@ -91,6 +91,9 @@ UPDATE jobs SET
     expires_at = COALESCE(%(expires_at)s::float8, expires_at),
     backend = COALESCE(%(backend)s::text, backend),
     prompt_id = COALESCE(%(prompt_id)s::text, prompt_id),
+    execution_started_at = COALESCE(
+        %(execution_started_at)s::double precision, execution_started_at
+    ),
     lease_expires_at = CASE WHEN %(clear_lease)s THEN NULL ELSE lease_expires_at END,
     worker_id = CASE WHEN %(clear_worker)s THEN NULL ELSE worker_id END
 WHERE id = %(id)s AND status = %(expect)s
