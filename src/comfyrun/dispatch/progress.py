@@ -159,13 +159,18 @@ def preview_event(message: m.PreviewImage | m.PreviewImageWithMetadata) -> JSON:
 
 
 class ProgressWriter:
-    """Stores a job's latest progress snapshot and preview, at most once per `interval_s`."""
+    """Stores a job's latest progress snapshot and preview, at most once per `interval_s`,
+    the first one `FIRST_AFTER_S` after the run started (a job that ends sooner writes none:
+    its final state says it all)."""
+
+    #: The first write waits this long (at most `interval_s`).
+    FIRST_AFTER_S = 0.1
 
     def __init__(self, store: JobStore, job_id: str, interval_s: float) -> None:
         self._store = store
         self._job_id = job_id
         self._interval_s = interval_s
-        self._last = 0.0
+        self._last = time.monotonic() - interval_s + min(interval_s, self.FIRST_AFTER_S)
         self._progress: Progress | None = None
         self._preview: JSON | None = None
         self._closed = False

@@ -163,13 +163,28 @@ async def test_the_writer_stores_at_most_one_snapshot_per_interval_and_nothing_o
     writer = ProgressWriter(store, job.id, interval_s=0.2)
     for step in range(1, 51):
         writer.progress(Progress(value=step / 100, step=step, steps=100))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.6)  # generous: the first write is due FIRST_AFTER_S (0.1 s) in
+    stored = [e.data for e in await store.events_since(job.id) if e.kind == "progress"]
+    assert [p["step"] for p in stored] == [50]  # one write for the 50 snapshots
+    writer.progress(Progress(value=0.8, step=80, steps=100))
     writer.progress(Progress(value=0.9, step=90, steps=100))
     await asyncio.sleep(0.8)  # generous: the second write is due 0.2 s after the first
     stored = [e.data for e in await store.events_since(job.id) if e.kind == "progress"]
-    assert [p["step"] for p in stored] == [50, 90]  # the first at once, then the latest only
+    assert [p["step"] for p in stored] == [50, 90]  # then the latest only
     writer.progress(Progress(value=1.0))
     writer.close()
     await asyncio.sleep(0.5)
     assert len([e for e in await store.events_since(job.id) if e.kind == "progress"]) == 2
+    await store.close()
+
+
+async def test_a_job_that_ends_before_the_first_write_writes_no_progress() -> None:
+    store = open_store("memory://")
+    await store.open()
+    job, _ = await store.enqueue(NewJob(workflow={}))
+    writer = ProgressWriter(store, job.id, interval_s=0.5)
+    writer.progress(Progress(value=0.5, step=1, steps=2))
+    writer.close()  # the run ended: its final state carries the progress
+    await asyncio.sleep(ProgressWriter.FIRST_AFTER_S * 3)
+    assert [e for e in await store.events_since(job.id) if e.kind == "progress"] == []
     await store.close()
