@@ -20,18 +20,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import os
 import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
-import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.support
 from tests.support.api import ServerProcess
@@ -39,7 +36,7 @@ from tests.support.api import ServerProcess
 from comfyrun.client import TERMINAL, ComfyrunClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling bench
-from hot_path import start_emulator
+from hot_path import comfy_face_run, start_emulator
 
 
 def workflow(i: int) -> dict[str, Any]:
@@ -66,24 +63,7 @@ async def start_emulator_process(tmp: Path) -> tuple[asyncio.subprocess.Process,
 
 async def direct_run(http: httpx.AsyncClient, url: str, i: int) -> float:
     """Submit, follow the websocket to completion, fetch the image: ComfyUI without comfyrun."""
-    client_id = uuid.uuid4().hex
-    ws_url = url.replace("http://", "ws://") + f"/ws?clientId={client_id}"
-    start = time.perf_counter()
-    async with websockets.connect(ws_url, max_size=None) as ws:
-        r = await http.post(f"{url}/prompt", json={"prompt": workflow(i), "client_id": client_id})
-        prompt_id = r.json()["prompt_id"]
-        while True:
-            msg = await ws.recv()
-            if isinstance(msg, bytes):
-                continue
-            data = json.loads(msg)
-            done = data["type"] == "executing" and data["data"].get("node") is None
-            if done and data["data"].get("prompt_id") == prompt_id:
-                break
-    hist = (await http.get(f"{url}/history/{prompt_id}")).json()[prompt_id]
-    image = hist["outputs"]["2"]["images"][0]
-    await http.get(f"{url}/view", params=image)
-    return time.perf_counter() - start
+    return await comfy_face_run(http, url)
 
 
 async def comfyrun_run(client: ComfyrunClient, http: httpx.AsyncClient, i: int) -> float:

@@ -434,6 +434,21 @@ async def follow_with_progress(client: ComfyrunClient, job_id: str) -> dict[str,
     return await client.get(job_id)
 
 
+async def follow_and_save(
+    client: ComfyrunClient, job: dict[str, Any], *, wait: bool, out_dir: Path | None
+) -> int:
+    """After a submission: follow the job to its end (with `wait` or an `out_dir`), print it,
+    save its outputs; the exit code (0 succeeded, 1 not; 0 when not followed)."""
+    if not wait and out_dir is None:
+        return 0
+    job = await follow_with_progress(client, job["id"])
+    _print_job(job)
+    if out_dir is not None and job.get("outputs"):
+        for p in await client.download_outputs(job, out_dir):
+            out.print(f"saved {p}", soft_wrap=True)
+    return 0 if job["status"] == "succeeded" else 1
+
+
 def _print_job(job: dict[str, Any]) -> None:
     out.print(f"job {job['id']}: [bold]{job['status']}[/bold]")
     if job.get("error"):
@@ -464,18 +479,11 @@ async def _submit(
         try:
             job = await client.submit(workflow, priority=priority)
             out.print(f"submitted job {job['id']}")
-            if not wait and out_dir is None:
-                return 0
-            job = await follow_with_progress(client, job["id"])
-            _print_job(job)
-            if out_dir is not None and job.get("outputs"):
-                for p in await client.download_outputs(job, out_dir):
-                    out.print(f"saved {p}", soft_wrap=True)
+            return await follow_and_save(client, job, wait=wait, out_dir=out_dir)
         except ComfyrunAPIError as exc:
             raise _fail(exc) from exc
         except httpx.HTTPError as exc:
             raise _unreachable(server, exc) from exc
-        return 0 if job["status"] == "succeeded" else 1
 
 
 def submit(

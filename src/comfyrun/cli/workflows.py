@@ -19,10 +19,9 @@ from comfyrun.cli.server import (
     ApiKey,
     ServerUrl,
     _fail,
-    _print_job,
     _unreachable,
     console,
-    follow_with_progress,
+    follow_and_save,
     out,
 )
 from comfyrun.client import ComfyrunAPIError, ComfyrunClient
@@ -68,18 +67,11 @@ async def _run(
             params = parse_params(pairs, template.get("parameters", {}))
             job = await client.run_workflow(name, params)
             out.print(f"submitted job {job['id']} ({name} {template['version']})")
-            if not wait and out_dir is None:
-                return 0
-            job = await follow_with_progress(client, job["id"])
-            _print_job(job)
-            if out_dir is not None and job.get("outputs"):
-                for p in await client.download_outputs(job, out_dir):
-                    out.print(f"saved {p}", soft_wrap=True)
+            return await follow_and_save(client, job, wait=wait, out_dir=out_dir)
         except ComfyrunAPIError as exc:
             raise _fail(exc) from exc
         except httpx.HTTPError as exc:
             raise _unreachable(server, exc) from exc
-        return 0 if job["status"] == "succeeded" else 1
 
 
 def run(
