@@ -237,6 +237,9 @@ class OwnedStore:
     async def wait_for_work(self, timeout: float) -> None:
         await self.inner.wait_for_work(timeout)
 
+    def work_token(self) -> int | None:
+        return self.inner.work_token()
+
     async def queue_position(
         self, job_id: str, *, now: float | None = None, limit: int | None = None
     ) -> int | None:

@@ -91,6 +91,8 @@ class Dispatcher:
             relay_to_store=relay_to_store,
         )
         self._next_retry_at: float | None = None
+        #: The store's work token when a claim last found nothing (see JobStore.work_token).
+        self._nothing_at: int | None = None
         self.sweeper = Sweeper(
             store, storage, interval_s=self.settings.sweep_interval_s, on_requeue=self._note_retry
         )
@@ -189,6 +191,9 @@ class Dispatcher:
         try:
             await asyncio.wait({changed, work}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            if work.done():
+                # new work, or the timeout that makes jobs waiting for their time runnable
+                self._nothing_at = None
             for task in (changed, work):
                 task.cancel()
             await asyncio.wait({changed, work})
@@ -198,6 +203,9 @@ class Dispatcher:
         done (no room, no job, or the room is a hold behind a prompt of higher priority)."""
         if len(self._parked) >= PARK_PER_BACKEND * max(1, len(self.pool.backends)):
             return False
+        token = self.store.work_token()
+        if token is not None and token == self._nothing_at:
+            return False  # the last claim found nothing and nothing claimable came since
         slot = self.pool.try_reserve()
         if slot is None:
             return False
@@ -218,6 +226,7 @@ class Dispatcher:
             slot.release()
             raise
         if job is None:
+            self._nothing_at = token
             slot.release()
             return False
         if past_start_deadline(job, time.time()):

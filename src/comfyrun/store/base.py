@@ -205,6 +205,13 @@ class JobStore(KeyStore, WebhookOutbox, Protocol):
     async def wait_for_work(self, timeout: float) -> None:
         """Return when a job may have become claimable, or after `timeout`."""
 
+    def work_token(self) -> int | None:
+        """A number that changes whenever a job may have become claimable (an enqueue, a job
+        put back, another process's commit seen): read before a claim that found nothing, an
+        unchanged token means a new claim would find nothing too, until time makes a waiting
+        job runnable (what `wait_for_work`'s timeout is for). None: unknown, claim anyway."""
+        ...
+
     async def get(self, job_id: str) -> Job | None: ...
 
     async def get_by_prompt_id(self, prompt_id: str) -> Job | None: ...

@@ -38,6 +38,7 @@ class MemoryStore(MemoryTenancy):
         self._event_ids = itertools.count(1)
         self._event_added = asyncio.Condition()
         self._work_added = asyncio.Condition()
+        self._work_seq = 0
         self._catalogs: dict[str, NodeCatalog] = {}
 
     async def __aenter__(self) -> MemoryStore:
@@ -229,6 +230,9 @@ class MemoryStore(MemoryTenancy):
                     await asyncio.wait_for(self._event_added.wait(), remaining)
                 except TimeoutError:
                     return await self.events_since(job_id, after_id)
+
+    def work_token(self) -> int | None:
+        return self._work_seq
 
     async def wait_for_work(self, timeout: float) -> None:
         async with self._work_added:
@@ -503,6 +507,7 @@ class MemoryStore(MemoryTenancy):
             self._event_added.notify_all()
 
     async def _wake_workers(self) -> None:
+        self._work_seq += 1
         async with self._work_added:
             self._work_added.notify_all()
 

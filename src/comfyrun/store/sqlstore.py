@@ -395,6 +395,9 @@ class SQLStore(SQLTenancy, ABC):
     @abstractmethod
     async def wait_for_work(self, timeout: float) -> None: ...
 
+    @abstractmethod
+    def work_token(self) -> int | None: ...
+
     # -- reads -------------------------------------------------------------------------------
 
     async def get(self, job_id: str) -> Job | None:

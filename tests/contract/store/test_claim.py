@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 from tests.support.store import new_job
 
 from comfyrun.core.job import JobStatus
@@ -164,3 +167,35 @@ async def test_queue_position_with_a_limit_stops_counting(store: JobStore) -> No
     assert await store.queue_position(ids[5], now=T0 + 10, limit=3) == 3
     assert await store.queue_position(ids[1], now=T0 + 10, limit=3) == 1
     assert await store.queue_position(ids[0], now=T0 + 10, limit=0) == 0
+
+
+async def test_work_token_changes_whenever_a_job_may_have_become_claimable(
+    store: JobStore,
+) -> None:
+    """A claim that found nothing stays right until the token changes: an enqueue and a job
+    put back in the queue each change it; a claim or a finish does not need to."""
+    from comfyrun.core.state import Event
+    from comfyrun.store.base import Changes
+
+    before = store.work_token()
+    if before is None:
+        pytest.skip("this store does not know when work comes")
+    assert await store.claim("w", 30, now=T0) is None
+    await store.enqueue(new_job(), now=T0)
+    await token_changes(store, before)
+    job = await store.claim("w", 30, now=T0)
+    assert job is not None
+    claimed = store.work_token()
+    await store.transition(
+        job.id, Event.RETRY, expect=JobStatus.RUNNING, changes=Changes(next_run_at=T0)
+    )
+    await token_changes(store, claimed)
+    assert await store.claim("w", 30, now=T0 + 1) is not None
+
+
+async def token_changes(store: JobStore, since: int | None) -> None:
+    """At once where the store wakes its own process on commit; PostgreSQL's NOTIFY comes back
+    over its listening connection a moment later."""
+    async with asyncio.timeout(10):
+        while store.work_token() == since:
+            await store.wait_for_work(0.05)
