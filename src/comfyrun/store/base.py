@@ -312,4 +312,10 @@ class JobStore(KeyStore, WebhookOutbox, Protocol):
 __all__ = [
     "Changes",
     "ClaimChoice",
-    "ClaimNote", "JobEvent", "JobPage", "JobStore", "KeyStore", "WebhookOutbox"]
+    "ClaimNote",
+    "JobEvent",
+    "JobPage",
+    "JobStore",
+    "KeyStore",
+    "WebhookOutbox",
+]
