@@ -13,7 +13,8 @@ Rules:
   `--loaded-models`) keep them.
 - A backend with room takes, among the first queued jobs (a window, in claim order) of the
   queue's best priority, the one with the most of its models loaded there (`choose`); on a
-  tie, the one first in the queue. So a job of lower priority never goes first, and a backend
+  tie, one whose models no other backend holds (those others take theirs), then the one first
+  in the queue. So a job of lower priority never goes first, and a backend
   never stays idle while a job waits: it takes the head of the queue when no job fits it better.
 - No job is overtaken forever: each job counts the jobs taken before it for affinity; one
   overtaken `max_overtake` times may not be overtaken again (only it or a job ahead of it may
@@ -126,13 +127,16 @@ def choose(
     loaded: Iterable[str],
     overtaken: Mapping[str, int],
     max_overtake: int,
+    elsewhere: Iterable[str] = (),
 ) -> int:
     """The index of the job (among `candidates`, in claim order) a backend holding `loaded`
-    takes next. `overtaken`: how many jobs were taken before each one. Raises ValueError
-    when there is no candidate."""
+    takes next. `overtaken`: how many jobs were taken before each one. `elsewhere`: what the
+    other backends hold; among jobs equally fit here, one whose models no other backend holds
+    goes first (the others will take theirs). Raises ValueError when there is no candidate."""
     if not candidates:
         raise ValueError("no candidate")
     held = frozenset(loaded)
+    others = frozenset(elsewhere) - held
     head = candidates[0].priority
     eligible = 0
     for i, candidate in enumerate(candidates):
@@ -141,9 +145,10 @@ def choose(
         eligible = i
         if overtaken.get(candidate.job_id, 0) >= max_overtake:
             break
-    scores = [affinity(c.models, held) for c in candidates[: eligible + 1]]
-    best = max(scores)
-    return scores.index(best)
+    scores = [
+        (affinity(c.models, held), -affinity(c.models, others)) for c in candidates[: eligible + 1]
+    ]
+    return scores.index(max(scores))
 
 
 def count_overtaken(

@@ -81,7 +81,8 @@ class ModelRouter:
             candidates = [
                 Candidate(j.id, j.priority, job_models(j.workflow, j.options)) for j in jobs
             ]
-            index = choose(candidates, held, self._overtaken, self.max_overtake)
+            elsewhere = {k for name, keys in self._held.items() if name != backend for k in keys}
+            index = choose(candidates, held, self._overtaken, self.max_overtake, elsewhere)
             counts = count_overtaken(candidates, index, self._overtaken)
             if len(counts) > 4 * self.window:  # jobs gone from the queue (canceled, claimed)
                 window = {c.job_id for c in candidates}

@@ -179,3 +179,13 @@ def test_claims_respect_priority_and_bound_overtaking(
         assert all(n <= max_overtake for n in overtaken.values())
         taken.append(queue.pop(i).job_id)
     assert sorted(taken, key=int) == [str(i) for i in range(len(jobs))]
+
+
+def test_with_nothing_held_here_a_job_no_other_backend_holds_goes_first() -> None:
+    queue = [cand("1", "checkpoints/b"), cand("2", "checkpoints/c"), cand("3", "checkpoints/a")]
+    others = {"checkpoints/b", "checkpoints/c"}
+    assert choose(queue, {"checkpoints/x"}, {}, max_overtake=8, elsewhere=others) == 2
+    # what is held here counts first
+    assert choose(queue, {"checkpoints/c"}, {}, max_overtake=8, elsewhere=others) == 1
+    # and the overtaking bound still holds
+    assert choose(queue, {"checkpoints/x"}, {"1": 8}, max_overtake=8, elsewhere=others) == 0
