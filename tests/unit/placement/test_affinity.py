@@ -159,7 +159,7 @@ def test_claims_respect_priority_and_bound_overtaking(
     is taken once."""
     queue = [cand(str(i), model, priority=p) for i, (model, p) in enumerate(jobs)]
     queue.sort(key=lambda c: -c.priority)  # claim order: priority, then submission (stable)
-    holds = [(model,) for model in backends]
+    holds: list[tuple[str, ...]] = [(model,) for model in backends]
     overtaken: dict[str, int] = {}
     taken: list[str] = []
     for turn in turns[: len(queue)]:
