@@ -142,6 +142,7 @@ async def run_once(
         "ok": sum(j.status is JobStatus.SUCCEEDED for j in done),
         "makespan": makespan,
         "throughput": len(done) / makespan,
+        "busy": 100 * sum(r.end - r.start for r in runs) / (len(urls) * makespan),
         "loads": loads,
         "worst_wait": max(waits),
         "mean_wait": statistics.mean(waits),
@@ -187,6 +188,7 @@ async def main() -> None:
         ("makespan (s)", "makespan", "{:.2f}"),
         ("throughput (jobs/s)", "throughput", "{:.2f}"),
         ("checkpoint loads", "loads", "{:d}"),
+        ("backends busy (%)", "busy", "{:.0f}"),
         ("worst wait (s)", "worst_wait", "{:.2f}"),
         ("mean wait (s)", "mean_wait", "{:.2f}"),
     ]
