@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import heapq
 import itertools
 import time
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from comfyrun.core.job import ACTIVE, JSON, TERMINAL, Job, JobStatus, NewJob, Ou
 from comfyrun.core.state import Event
 from comfyrun.errors import Conflict, IdempotencyKeyReuse, NotFound
 from comfyrun.store import batches, maintenance, transition
-from comfyrun.store.base import Changes, ClaimNote, JobEvent, JobPage
+from comfyrun.store.base import Changes, ClaimChoice, ClaimNote, JobEvent, JobPage
 from comfyrun.store.codec import decode_cursor, encode_cursor, output_to_dict, progress_to_dict
 from comfyrun.store.idempotency import KeyVerdict, key_scope, verdict
 from comfyrun.store.memtenancy import MemoryTenancy
@@ -101,6 +102,7 @@ class MemoryStore(MemoryTenancy):
         *,
         now: float | None = None,
         note: ClaimNote | None = None,
+        choice: ClaimChoice | None = None,
     ) -> Job | None:
         now = _now(now)
         runnable = [
@@ -108,7 +110,11 @@ class MemoryStore(MemoryTenancy):
         ]
         if not runnable:
             return None
-        best = min(runnable, key=_claim_order)
+        if choice is not None:
+            window = heapq.nsmallest(max(1, choice.window), runnable, key=_claim_order)
+            best = choice.chosen(window)
+        else:
+            best = min(runnable, key=_claim_order)
         job = best.evolve(
             status=JobStatus.RUNNING,
             attempts=best.attempts + 1,
