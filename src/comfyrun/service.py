@@ -25,6 +25,7 @@ from comfyrun.core.batch import Batch, NewBatch
 from comfyrun.core.catalog import definitions_may_be_stale
 from comfyrun.core.fit import BackendOffer, Misfit, RequirementError, check_requirements, misfits
 from comfyrun.core.job import ACTIVE, JSON, Job, JobStatus, NewJob
+from comfyrun.core.queue_order import estimate_cost, head_start
 from comfyrun.core.state import Event
 from comfyrun.core.workflow import convert_ui_to_api, is_ui_workflow
 from comfyrun.errors import (
@@ -249,6 +250,9 @@ class JobService:
             else self.settings.default_timeout_s,
             idempotency_key=sub.idempotency_key,
             request_hash=sub.request_hash,
+            head_start_s=head_start(
+                estimate_cost(workflow), self.settings.queue_order, self.settings.queue_aging_s
+            ),
             **({"id": sub.job_id} if sub.job_id is not None else {}),
         )
 

@@ -277,7 +277,9 @@ class Dispatcher:
 
     async def _place_parked(self) -> bool:
         """Start the best parked job that fits a backend with room now."""
-        order = sorted(self._parked.values(), key=lambda j: (-j.priority, j.created_at, j.id))
+        order = sorted(
+            self._parked.values(), key=lambda j: (-j.priority, j.fair_tag, j.rank_at, j.id)
+        )
         views = self.pool.views()
         for job in order:
             name = choose_for_job(views, self.fit.fitter(job))

@@ -512,12 +512,12 @@ def _now(now: float | None) -> float:
 
 
 def _claim_order(job: Job) -> tuple[int, float, float, str]:
-    return (-job.priority, job.fair_tag, job.created_at, job.id)
+    return (-job.priority, job.fair_tag, job.rank_at, job.id)
 
 
 def _position_order(job: Job, now: float) -> tuple[bool, int, float, float, str]:
     """Claim order as of `now`: runnable jobs first, then those waiting for next_run_at."""
-    return (job.next_run_at > now, -job.priority, job.fair_tag, job.created_at, job.id)
+    return (job.next_run_at > now, -job.priority, job.fair_tag, job.rank_at, job.id)
 
 
 __all__ = ["MemoryStore"]
