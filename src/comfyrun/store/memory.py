@@ -225,15 +225,20 @@ class MemoryStore(MemoryTenancy):
                 remaining = deadline - asyncio.get_running_loop().time()
                 if events or remaining <= 0:
                     return events
+                # asyncio.timeout, not wait_for: on 3.11 wait_for drops a cancel that comes as
+                # the condition is notified (frequent here: every event notifies it), leaving
+                # the caller waiting out its whole timeout
                 try:
-                    await asyncio.wait_for(self._event_added.wait(), remaining)
+                    async with asyncio.timeout(remaining):
+                        await self._event_added.wait()
                 except TimeoutError:
                     return await self.events_since(job_id, after_id)
 
     async def wait_for_work(self, timeout: float) -> None:
         async with self._work_added:
             try:
-                await asyncio.wait_for(self._work_added.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._work_added.wait()
             except TimeoutError:
                 return
 
