@@ -517,7 +517,16 @@ async def list_api_jobs(
     if unknown:
         return JSONResponse({"error": f"unknown status {unknown}"}, status_code=400)
     statuses = cc.statuses_for(names) if names else list(JobStatus)
-    jobs = await _jobs(ctx, statuses, limit=offset + limit + 1)
+    wanted = offset + limit + 1
+    if names and JobStatus.RUNNING in statuses:
+        # a running job is pending while its prompt waits in a backend's queue, else in
+        # progress: read them all (few: one or two per backend) and keep those asked for
+        others = [s for s in statuses if s is not JobStatus.RUNNING]
+        jobs = await _jobs(ctx, others, limit=wanted) if others else []
+        jobs += [j for j in await _jobs(ctx, [JobStatus.RUNNING]) if cc.job_status(j) in names]
+        jobs = sorted(jobs, key=lambda j: (j.created_at, j.id), reverse=True)[:wanted]
+    else:
+        jobs = await _jobs(ctx, statuses, limit=wanted)
     if sort_order == "asc":
         jobs.reverse()
     page = jobs[offset : offset + limit]
