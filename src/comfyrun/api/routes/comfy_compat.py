@@ -521,8 +521,8 @@ async def list_api_jobs(
     if names and JobStatus.RUNNING in statuses:
         # a running job is pending while its prompt waits in a backend's queue, else in
         # progress: read them all (few: one or two per backend) and keep those asked for
-        others = [s for s in statuses if s is not JobStatus.RUNNING]
-        jobs = await _jobs(ctx, others, limit=wanted) if others else []
+        others: list[JobStatus] = [s for s in statuses if s is not JobStatus.RUNNING]
+        jobs: list[Job] = await _jobs(ctx, others, limit=wanted) if others else []
         jobs += [j for j in await _jobs(ctx, [JobStatus.RUNNING]) if cc.job_status(j) in names]
         jobs = sorted(jobs, key=lambda j: (j.created_at, j.id), reverse=True)[:wanted]
     else:
