@@ -292,14 +292,14 @@ class JobService:
         labels. Returns the object_info of the first backend that can run it (to validate the
         workflow against), or None when none is known. Model files the job brings (`models`) are
         not looked for: comfyrun delivers them to the backend."""
-        if self._catalogs is None or not isinstance(sub.workflow, dict):
-            return None
-        try:
+        try:  # checked whatever the dialect, even with no backend known yet
             requirements = check_requirements(sub.options.get("requirements"))
         except RequirementError as exc:
             raise InvalidRequest(
                 str(exc), details={"requirements": sub.options.get("requirements")}
             ) from exc
+        if self._catalogs is None or not isinstance(sub.workflow, dict):
+            return None
         if is_ui_format(sub.workflow):
             return None  # judged at dispatch, once converted
         brought = frozenset(m.name for m in models)

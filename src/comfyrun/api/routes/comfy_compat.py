@@ -153,6 +153,8 @@ async def submit_prompt(ctx: AppContext, body: JSON, prompt: JSON) -> Job:
         if body.get("front"):
             number = -number
     options: JSON = {"extra_data": extra_data} if extra_data else {}
+    if extra_data.get("requirements") is not None:  # comfyrun's: backend labels to match
+        options["requirements"] = extra_data["requirements"]
     metadata: JSON = {cc.META_DIALECT: cc.DIALECT, cc.META_NUMBER: number}
     if client_id is not None:
         metadata[cc.META_CLIENT_ID] = str(client_id)
