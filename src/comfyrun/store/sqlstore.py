@@ -20,7 +20,7 @@ from comfyrun.core.job import JSON, Job, JobStatus, NewJob, Output, Progress
 from comfyrun.core.state import Event
 from comfyrun.errors import Conflict, IdempotencyKeyReuse, StoreError
 from comfyrun.store import batches, maintenance, transition
-from comfyrun.store.base import Changes, ClaimNote, JobEvent, JobPage
+from comfyrun.store.base import Changes, ClaimChoice, ClaimNote, JobEvent, JobPage
 from comfyrun.store.catalogs import catalog_from_row, catalog_to_row
 from comfyrun.store.codec import (
     batch_from_row,
@@ -103,11 +103,15 @@ class SQLStore(SQLTenancy, ABC):
         *,
         now: float | None = None,
         note: ClaimNote | None = None,
+        choice: ClaimChoice | None = None,
     ) -> Job | None:
         now = _now(now)
         params = {"worker_id": worker_id, "lease_expires_at": now + lease_s, "now": now}
         async with self._write() as conn:
-            row = await self._one(conn, "claim", params)
+            if choice is None:
+                row = await self._one(conn, "claim", params)
+            else:
+                row = await self._claim_chosen(conn, choice, params)
             if row is None:
                 return None
             job = job_from_row(row)
@@ -117,6 +121,16 @@ class SQLStore(SQLTenancy, ABC):
                 await self._append(conn, job.id, extra[0], extra[1], now)
         await self._committed(job.id)
         return job
+
+    async def _claim_chosen(self, conn: Any, choice: ClaimChoice, params: JSON) -> Row | None:
+        """Claim the job `choice` picks among the first runnable ones (locked by this
+        transaction where the dialect locks rows)."""
+        window = {"now": params["now"], "window": max(1, choice.window)}
+        rows = await self._all(conn, "claim_window", window)
+        if not rows:
+            return None
+        chosen = choice.chosen([job_from_row(r) for r in rows])
+        return await self._one(conn, "claim_id", params | {"id": chosen.id})
 
     async def renew(
         self, job_id: str, worker_id: str, lease_s: float, *, now: float | None = None
@@ -394,6 +408,9 @@ class SQLStore(SQLTenancy, ABC):
 
     @abstractmethod
     async def wait_for_work(self, timeout: float) -> None: ...
+
+    @abstractmethod
+    def work_token(self) -> int | None: ...
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -24,9 +24,10 @@ PARAMS = {
     "rank_at": 1.0,
     "id": "x",
     "limit": 10,
+    "window": 4,
 }
 #: Queries that walk the queue in claim order (priority, fair_tag, rank_at, id).
-IN_CLAIM_ORDER = ("claim", "fair_head", "next_priority", "queue_position")
+IN_CLAIM_ORDER = ("claim", "claim_window", "fair_head", "next_priority", "queue_position")
 
 
 @pytest.mark.parametrize("name", IN_CLAIM_ORDER)

@@ -62,6 +62,25 @@ WHERE status = 'queued' AND id = (
 )
 RETURNING *;
 
+-- name: claim_window
+-- The first runnable jobs in claim order, for a claim that chooses among them (ClaimChoice);
+-- locked until the claim commits, skipping those another claimer holds.
+SELECT * FROM jobs
+WHERE status = 'queued' AND next_run_at <= %(now)s::float8
+ORDER BY priority DESC, fair_tag, rank_at, id
+LIMIT %(window)s::integer
+FOR UPDATE SKIP LOCKED;
+
+-- name: claim_id
+UPDATE jobs SET
+    status = 'running',
+    attempts = attempts + 1,
+    worker_id = %(worker_id)s,
+    lease_expires_at = %(lease_expires_at)s,
+    started_at = %(now)s
+WHERE id = %(id)s AND status = 'queued'
+RETURNING *;
+
 -- name: fair_head
 -- The tag the next claim at this priority takes (the queue's virtual time).
 SELECT fair_tag AS tag FROM jobs

@@ -48,6 +48,23 @@ WHERE id = (
 )
 RETURNING *;
 
+-- name: claim_window
+-- The first runnable jobs in claim order, for a claim that chooses among them (ClaimChoice).
+SELECT * FROM jobs INDEXED BY jobs_claim
+WHERE status = 'queued' AND next_run_at <= :now
+ORDER BY priority DESC, fair_tag, rank_at, id
+LIMIT :window;
+
+-- name: claim_id
+UPDATE jobs SET
+    status = 'running',
+    attempts = attempts + 1,
+    worker_id = :worker_id,
+    lease_expires_at = :lease_expires_at,
+    started_at = :now
+WHERE id = :id AND status = 'queued'
+RETURNING *;
+
 -- name: fair_head
 -- The tag the next claim at this priority takes (the queue's virtual time).
 SELECT fair_tag AS tag FROM jobs INDEXED BY jobs_claim
