@@ -47,3 +47,22 @@ async def test_held_jobs_are_pending_and_started_ones_in_progress(tmp_path: Path
         assert v2[1]["backend"] == "gpu-1"
         running = (await http.get("/api/v2/jobs", params={"status": "running"})).json()["jobs"]
         assert [j["id"] for j in running] == [started.id]
+
+
+async def test_queue_lists_pending_prompts_in_the_order_they_will_start(tmp_path: Path) -> None:
+    async with asgi_app(memory_settings(tmp_path, role="api")) as (_, http, ctx):
+        short, _ = await ctx.store.enqueue(new_job(head_start_s=1.0))
+        long, _ = await ctx.store.enqueue(new_job(head_start_s=30.0))  # estimated longer
+        urgent, _ = await ctx.store.enqueue(new_job(priority=1))
+        held, _ = await ctx.store.enqueue(new_job(priority=2))
+        claimed = await ctx.store.claim("w", 30)
+        assert claimed is not None and claimed.id == held.id  # waits in a backend's queue
+        queue = (await http.get("/queue")).json()
+        assert [item[1] for item in queue["queue_pending"]] == [
+            held.id,
+            urgent.id,
+            long.id,
+            short.id,
+        ]
+        order = [(await ctx.store.claim("w", 30)) for _ in range(3)]
+        assert [j.id for j in order if j is not None] == [urgent.id, long.id, short.id]

@@ -285,7 +285,7 @@ async def get_queue(ctx: Ctx) -> dict[str, Any]:
     running = [j for j in active if not j.waiting]
     pending = sorted((j for j in active if j.waiting), key=lambda j: j.started_at or 0.0)
     queued = await _jobs(ctx, [JobStatus.QUEUED])
-    pending += sorted(queued, key=lambda j: (-j.priority, j.created_at))
+    pending += sorted(queued, key=lambda j: (-j.priority, j.fair_tag, j.rank_at, j.id))
     return {
         "queue_running": [cc.queue_item(j) for j in reversed(running)],
         "queue_pending": [cc.queue_item(j) for j in pending],
