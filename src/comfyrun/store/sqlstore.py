@@ -465,7 +465,7 @@ class SQLStore(SQLTenancy, ABC):
             "now": now,
             "priority": job.priority,
             "fair_tag": job.fair_tag,
-            "created_at": job.created_at,
+            "rank_at": job.rank_at,
             "id": job.id,
             "limit": self._no_limit if limit is None else max(0, limit),
         }

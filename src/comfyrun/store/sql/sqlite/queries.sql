@@ -8,12 +8,12 @@ INSERT INTO jobs (
     id, status, priority, workflow, inputs, options, metadata, owner, attempts, max_retries,
     retry_delay_s, timeout_s, idempotency_key, request_hash, created_at, next_run_at, started_at,
     finished_at, expires_at, worker_id, lease_expires_at, backend, prompt_id, progress, outputs,
-    error, batch_id, fair_key, fair_tag
+    error, batch_id, fair_key, fair_tag, rank_at
 ) VALUES (
     :id, :status, :priority, :workflow, :inputs, :options, :metadata, :owner, :attempts,
     :max_retries, :retry_delay_s, :timeout_s, :idempotency_key, :request_hash, :created_at,
     :next_run_at, :started_at, :finished_at, :expires_at, :worker_id, :lease_expires_at,
-    :backend, :prompt_id, :progress, :outputs, :error, :batch_id, :fair_key, :fair_tag
+    :backend, :prompt_id, :progress, :outputs, :error, :batch_id, :fair_key, :fair_tag, :rank_at
 )
 ON CONFLICT (id) DO NOTHING;
 
@@ -43,7 +43,7 @@ WHERE id = (
     -- INDEXED BY: never let a planner without statistics sort every queued job instead
     SELECT id FROM jobs INDEXED BY jobs_claim
     WHERE status = 'queued' AND next_run_at <= :now
-    ORDER BY priority DESC, fair_tag, created_at, id
+    ORDER BY priority DESC, fair_tag, rank_at, id
     LIMIT 1
 )
 RETURNING *;
@@ -52,7 +52,7 @@ RETURNING *;
 -- The first runnable jobs in claim order, for a claim that chooses among them (ClaimChoice).
 SELECT * FROM jobs INDEXED BY jobs_claim
 WHERE status = 'queued' AND next_run_at <= :now
-ORDER BY priority DESC, fair_tag, created_at, id
+ORDER BY priority DESC, fair_tag, rank_at, id
 LIMIT :window;
 
 -- name: claim_id
@@ -69,7 +69,7 @@ RETURNING *;
 -- The tag the next claim at this priority takes (the queue's virtual time).
 SELECT fair_tag AS tag FROM jobs INDEXED BY jobs_claim
 WHERE status = 'queued' AND priority = :priority AND next_run_at <= :now
-ORDER BY priority DESC, fair_tag, created_at, id
+ORDER BY priority DESC, fair_tag, rank_at, id
 LIMIT 1;
 
 -- name: fair_last
@@ -146,7 +146,7 @@ SELECT count(*) AS ahead FROM (SELECT 1 FROM jobs INDEXED BY jobs_claim
 WHERE status = 'queued' AND next_run_at <= :now
   AND (priority > :priority
        OR (priority = :priority
-           AND (fair_tag, created_at, id) < (:fair_tag, :created_at, :id)))
+           AND (fair_tag, rank_at, id) < (:fair_tag, :rank_at, :id)))
     LIMIT :limit) AS ahead_of_it;
 
 -- name: queue_position_late
@@ -158,7 +158,7 @@ WHERE status = 'queued'
   AND (next_run_at <= :now
        OR priority > :priority
        OR (priority = :priority
-           AND (fair_tag, created_at, id) < (:fair_tag, :created_at, :id)))
+           AND (fair_tag, rank_at, id) < (:fair_tag, :rank_at, :id)))
     LIMIT :limit) AS ahead_of_it;
 
 -- name: counts
@@ -368,5 +368,5 @@ WHERE id = :id AND worker_id = :worker_id AND status IN ('running', 'canceling')
 -- name: next_priority
 SELECT priority FROM jobs INDEXED BY jobs_claim
 WHERE status = 'queued' AND next_run_at <= :now
-ORDER BY priority DESC, fair_tag, created_at, id
+ORDER BY priority DESC, fair_tag, rank_at, id
 LIMIT 1;

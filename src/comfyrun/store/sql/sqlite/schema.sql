@@ -27,13 +27,14 @@ CREATE TABLE jobs (
     progress         TEXT,
     outputs          TEXT NOT NULL DEFAULT '[]',
     error            TEXT
-, batch_id TEXT, fair_key TEXT NOT NULL DEFAULT '', fair_tag REAL NOT NULL DEFAULT 0, execution_started_at REAL);
+, batch_id TEXT, fair_key TEXT NOT NULL DEFAULT '', fair_tag REAL NOT NULL DEFAULT 0, execution_started_at REAL, rank_at REAL NOT NULL DEFAULT 0);
 -- (SQLite keeps ALTER TABLE ADD COLUMN in the table's text: batch_id from 0004, fair_* from 0005,
--- execution_started_at from 0007)
+-- execution_started_at from 0007, rank_at from 0009)
 
 -- Claim order over queued jobs only: claim latency does not grow with finished history.
--- fair_tag: round-robin between batches/owners at equal priority (comfyrun.core.batch).
-CREATE INDEX jobs_claim ON jobs (priority DESC, fair_tag, created_at, id, next_run_at)
+-- fair_tag: round-robin between batches/owners at equal priority (comfyrun.core.batch);
+-- rank_at: FIFO or longest first within one tag (comfyrun.core.queue_order).
+CREATE INDEX jobs_claim ON jobs (priority DESC, fair_tag, rank_at, id, next_run_at)
     WHERE status = 'queued';
 CREATE INDEX jobs_fair ON jobs (fair_key, priority, fair_tag) WHERE status = 'queued';
 CREATE INDEX jobs_batch_status ON jobs (batch_id, status) WHERE batch_id IS NOT NULL;
