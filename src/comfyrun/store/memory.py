@@ -300,10 +300,11 @@ class MemoryStore(MemoryTenancy):
         )
         return ahead if limit is None else min(ahead, max(0, limit))
 
-    async def counts(self) -> dict[JobStatus, int]:
+    async def counts(self, *, unfinished: bool = False) -> dict[JobStatus, int]:
         counts = dict.fromkeys(JobStatus, 0)
         for job in self._jobs.values():
-            counts[job.status] += 1
+            if not unfinished or job.status not in TERMINAL:
+                counts[job.status] += 1
         return counts
 
     async def oldest_queued_at(self) -> float | None:

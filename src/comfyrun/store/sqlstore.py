@@ -474,10 +474,11 @@ class SQLStore(SQLTenancy, ABC):
             row = await self._one(conn, query, params)
         return int(row["ahead"]) if row else 0
 
-    async def counts(self) -> dict[JobStatus, int]:
+    async def counts(self, *, unfinished: bool = False) -> dict[JobStatus, int]:
         counts = dict.fromkeys(JobStatus, 0)
         async with self._read() as conn:
-            for row in await self._all(conn, "counts", {}):
+            query = "counts_unfinished" if unfinished else "counts"
+            for row in await self._all(conn, query, {}):
                 counts[JobStatus(row["status"])] = int(row["n"])
         return counts
 
