@@ -175,6 +175,10 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(
         default=64 * 1024, gt=0, validation_alias=_aliases("max_header_bytes")
     )
+    #: A request line and headers not all received this long after their first byte: 408.
+    header_timeout_s: float = Field(
+        default=30.0, gt=0, validation_alias=_aliases("header_timeout_s")
+    )
     max_wait_s: float = Field(default=300.0, validation_alias=_aliases("max_wait_s"))
     sse_keepalive_s: float = Field(default=15.0, validation_alias=_aliases("sse_keepalive_s"))
 
