@@ -33,7 +33,7 @@ from comfyrun.api.compat.comfy_uploads import (
     store_upload,
     uploads_in,
 )
-from comfyrun.api.context import AppContext, get_ctx, require_auth
+from comfyrun.api.context import AppContext, get_ctx, require_comfy_auth
 from comfyrun.api.errors import status_for
 from comfyrun.api.routes.comfy_catalog import add_catalog_routes
 from comfyrun.api.routes.files import serve_key
@@ -48,7 +48,7 @@ _MAX_LISTED = 1000
 
 
 def _router(prefix: str) -> APIRouter:
-    return APIRouter(prefix=prefix, tags=["comfyui"], dependencies=[Depends(require_auth)])
+    return APIRouter(prefix=prefix, tags=["comfyui"], dependencies=[Depends(require_comfy_auth)])
 
 
 # errors in ComfyUI's shape ------------------------------------------------------------------
@@ -501,7 +501,7 @@ async def system_stats(ctx: Ctx) -> dict[str, Any]:
 
 # ComfyUI's newer job endpoints (/api/jobs) ---------------------------------------------------
 
-jobs_router = APIRouter(prefix="/api/jobs", tags=["comfyui"], dependencies=[Depends(require_auth)])
+jobs_router = APIRouter(prefix="/api/jobs", tags=["comfyui"], dependencies=[Depends(require_comfy_auth)])
 
 
 @jobs_router.get("")
