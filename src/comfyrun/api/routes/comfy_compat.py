@@ -501,7 +501,9 @@ async def system_stats(ctx: Ctx) -> dict[str, Any]:
 
 # ComfyUI's newer job endpoints (/api/jobs) ---------------------------------------------------
 
-jobs_router = APIRouter(prefix="/api/jobs", tags=["comfyui"], dependencies=[Depends(require_comfy_auth)])
+jobs_router = APIRouter(
+    prefix="/api/jobs", tags=["comfyui"], dependencies=[Depends(require_comfy_auth)]
+)
 
 
 @jobs_router.get("")
