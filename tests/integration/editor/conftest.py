@@ -286,6 +286,6 @@ __all__ = [
     "Fleet",
     "editor_for",
     "find_chromium",
-    "running_fleet",
     "first_visit",
+    "running_fleet",
 ]

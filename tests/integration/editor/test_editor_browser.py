@@ -38,11 +38,13 @@ def job_workflow(steps: int, seed: int = 1, size: int = 256) -> dict[str, Any]:
 
 
 async def wait_http(check: Any, timeout_s: float = 60.0) -> Any:
-    """Poll an async `check` until it returns something truthy."""
+    """Poll an async `check` until it returns something truthy (the server has no event for
+    "both backends are busy")."""
     async with asyncio.timeout(timeout_s):
-        while not (value := await check()):
+        while True:
+            if value := await check():
+                return value
             await asyncio.sleep(0.05)
-    return value
 
 
 async def open_queue_panel(editor: Editor) -> None:
