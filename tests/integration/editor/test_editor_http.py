@@ -226,6 +226,16 @@ async def test_internal_and_experiment_routes(http: httpx.AsyncClient) -> None:
     assert (await http.post("/api/free", json={"unload_models": True})).status_code == 200
 
 
+async def test_system_stats_name_the_frontend_and_templates_it_serves(
+    http: httpx.AsyncClient,
+) -> None:
+    system = (await http.get("/api/system_stats")).json()["system"]
+    assert system["required_frontend_version"] == "1.27.10"
+    assert system["installed_templates_version"] == "0.1.95"
+    assert system["required_templates_version"] == "0.1.95"
+    assert system["ram_total"] >= system["ram_free"] > 0
+
+
 # API keys: the key page and its cookie ---------------------------------------------------------
 
 
