@@ -5,7 +5,8 @@
   `app.queuePrompt` runs on the fleet: progress and previews arrive live, its image shows;
 - 8 prompts queued from the editor run on both backends, and its queue panel shows them;
 - a reload mid-run still shows the running job, and the editor's cancel button cancels it;
-- with API keys on, the key page lets the editor in as one key, which sees only its own jobs.
+- with API keys on, the key page lets the editor in as one key, which sees only its own jobs
+  and saves its workflows among its own files.
 
 The tests share one browser and one fleet (module scope); screenshots of each state go to
 each test's tmp dir and .shots/editor/ (see conftest).
@@ -241,4 +242,23 @@ async def test_with_api_keys_the_editor_asks_once_and_shows_only_its_keys_jobs(
         await open_queue_panel(editor)
         await editor.wait("document.querySelectorAll('.task-item').length === 1")
         await editor.shot("3-own-job-only")
+
+        # Ctrl+S saves the workflow among alice's files on the server
+        await editor.page.locator("#graph-canvas").click(position={"x": 700, "y": 150})
+        await editor.page.keyboard.press("Control+s")
+        name_box = editor.page.locator(".p-dialog input")
+        await name_box.wait_for()
+        await name_box.fill("cat by alice")
+        await editor.shot("4-save-workflow")
+        await name_box.press("Enter")
+        async with fleet.client(alice) as http:
+
+            async def saved() -> list[str]:
+                listing = await http.get("/api/userdata", params={"dir": "workflows"})
+                return listing.json() if listing.status_code == 200 else []
+
+            assert await wait_http(saved) == ["cat by alice.json"]
+        async with fleet.client(bob) as http:
+            theirs_listing = await http.get("/api/userdata", params={"dir": "workflows"})
+        assert theirs_listing.status_code == 404  # bob has saved nothing
         assert editor.unexpected_failures() == []
