@@ -83,8 +83,11 @@ async def test_the_editor_loads_with_only_comfyuis_own_404s(
     await editor.shot("3-template-graph")
     # the settings the editor saved are on the server, under ComfyUI's default user
     async with fleet.client() as http:
-        settings = (await http.get("/api/settings")).json()
-    assert settings["Comfy.InstalledVersion"] == "1.27.10"
+
+        async def installed_version() -> Any:
+            return (await http.get("/api/settings")).json().get("Comfy.InstalledVersion")
+
+        assert await wait_http(installed_version) == "1.27.10"
     assert editor.unexpected_failures() == []
     asked = {f[1].split("&")[0] for f in editor.failures}
     assert {"/api/userdata/user.css", "/api/userdata?dir=workflows"} <= asked
