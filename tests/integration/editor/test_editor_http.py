@@ -13,9 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 from tests.support.api import asgi_app, memory_settings
 
 from comfyrun.api.context import EDITOR_COOKIE
+from comfyrun.cli.server import running_server
 from comfyrun.api.editor.frontend import web_root
 
 ADMIN = "editor-admin"
@@ -314,3 +316,23 @@ async def test_each_key_has_its_own_settings_and_workflows(
     assert (await keyed.get("/api/v2/userdata", headers=bearer(ADMIN))).json() == []
     folders = sorted(p.name for p in (tmp_path / "user").iterdir())
     assert len(folders) == 2 and all(f.startswith("key_") for f in folders)
+
+
+async def test_the_cookie_opens_the_socket_only_from_this_servers_pages(tmp_path: Path) -> None:
+    settings = memory_settings(tmp_path, port=0, api_keys=[ADMIN])
+    async with running_server(settings) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            key = await mint(http, "alice")
+        host = url.removeprefix("http://")
+        cookie = {"Cookie": f"{EDITOR_COOKIE}={key}"}
+        async with websockets.connect(
+            f"ws://{host}/ws?clientId=tab", additional_headers={**cookie, "Origin": url}
+        ) as ws:
+            first = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert first["type"] == "status" and first["data"]["sid"] == "tab"
+        for headers in ({**cookie, "Origin": "http://evil.example"}, {"Origin": url}):
+            with pytest.raises(websockets.exceptions.WebSocketException):
+                async with websockets.connect(
+                    f"ws://{host}/ws?clientId=tab", additional_headers=headers
+                ) as ws:
+                    await asyncio.wait_for(ws.recv(), 10)
