@@ -17,8 +17,8 @@ import websockets
 from tests.support.api import asgi_app, memory_settings
 
 from comfyrun.api.context import EDITOR_COOKIE
-from comfyrun.cli.server import running_server
 from comfyrun.api.editor.frontend import web_root
+from comfyrun.cli.server import running_server
 
 ADMIN = "editor-admin"
 
