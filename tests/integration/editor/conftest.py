@@ -253,7 +253,7 @@ if (!sessionStorage.getItem('__fresh')) { localStorage.clear(); sessionStorage.s
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def editor_page(browser_context: Any) -> AsyncIterator[Any]:
+async def editor_page(browser_context: Any, shots_dir: Path) -> AsyncIterator[Any]:
     page = await browser_context.new_page()
     await page.add_init_script(FRESH_TAB)
     try:
