@@ -16,8 +16,10 @@ import pytest
 import websockets
 from tests.support.api import asgi_app, memory_settings
 
+from comfyrun import errors
 from comfyrun.api.context import EDITOR_COOKIE
 from comfyrun.api.editor.frontend import web_root
+from comfyrun.api.editor.userfiles import UserFiles, owner_folder
 from comfyrun.cli.server import running_server
 
 ADMIN = "editor-admin"
@@ -336,3 +338,22 @@ async def test_the_cookie_opens_the_socket_only_from_this_servers_pages(tmp_path
                     f"ws://{host}/ws?clientId=tab", additional_headers=headers
                 ) as ws:
                     await asyncio.wait_for(ws.recv(), 10)
+
+
+def test_a_symlink_out_of_the_users_folder_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.json").write_text("{}")
+    files = UserFiles(tmp_path / "user" / "default")
+    files.write("workflows/a.json", b"{}", overwrite=True)
+    (files.root / "workflows" / "link").symlink_to(outside)
+    with pytest.raises(errors.Forbidden):
+        files.existing("workflows/link/secret.json")
+    with pytest.raises(errors.Forbidden):
+        files.write("workflows/link/new.json", b"x", overwrite=True)
+    for recurse in (False, True):
+        listed = files.listing("workflows", recurse=recurse, full_info=False, split=False)
+        assert listed == ["a.json"]
+    assert [e["name"] for e in files.listing_v2("workflows") if e["type"] == "file"] == ["a.json"]
+    with pytest.raises(errors.Forbidden):
+        owner_folder(tmp_path / "user", "../escape")
