@@ -148,6 +148,9 @@ class Settings(BaseSettings):
     output_url: str | None = Field(default=None, validation_alias=_aliases("output_url"))
     #: workflow templates: NAME.json (+ NAME.params.json) files, served at /api/v2/workflows
     workflows_dir: Path | None = Field(default=None, validation_alias=_aliases("workflows_dir"))
+    #: ComfyUI's web editor, served at /: a built frontend (a folder holding its index.html);
+    #: default the pinned comfyui-frontend-package's. Users' editor files: <data_dir>/user.
+    frontend_root: Path | None = Field(default=None, validation_alias=_aliases("frontend_root"))
 
     # the HTTP server
     host: str = Field(default="127.0.0.1", validation_alias=_aliases("host"))

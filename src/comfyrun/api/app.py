@@ -21,6 +21,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from comfyrun import __version__
 from comfyrun.api.context import AppContext, app_ctx, public_base_url, require_auth
 from comfyrun.api.docs import install_docs
+from comfyrun.api.editor import install_editor
 from comfyrun.api.errors import install_error_handlers
 from comfyrun.api.limits import BodyLimit, BodyLimits
 from comfyrun.api.routes import (
@@ -112,6 +113,7 @@ def create_app(
         app.include_router(plain_compat.router)
         app.include_router(tasks.router)
         app.include_router(dashboard_router)
+        install_editor(app, settings)  # last: the editor's files claim their paths at /
     return app
 
 
