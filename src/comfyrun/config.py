@@ -81,6 +81,10 @@ class BackendConfig(BaseModel):
     #: What this backend offers (e.g. gpu = "4090", vram_gb = 24), matched against a job's
     #: `requirements` (see core.fit).
     labels: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    #: A `url` backend on this machine (a worker beside its ComfyUI) that reads comfyrun's model
+    #: cache: started with `--extra-model-paths-config <data_dir>/models/extra_model_paths.yaml`.
+    #: Jobs that bring model files may then run on it (otherwise only on managed backends).
+    sees_model_cache: bool = False
 
     @field_validator("url")
     @classmethod

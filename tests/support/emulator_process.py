@@ -10,7 +10,7 @@ import contextlib
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,9 @@ class EmulatorProcess:
 
 
 @contextlib.contextmanager
-def emulator_process(folder: Path, *, step_time_s: float = 0.0) -> Iterator[EmulatorProcess]:
+def emulator_process(
+    folder: Path, *, step_time_s: float = 0.0, port: int = 0, extra_args: Sequence[str] = ()
+) -> Iterator[EmulatorProcess]:
     """Its output goes to <folder>/emulator.log (a pipe nobody reads would fill and block it)."""
     folder.mkdir(parents=True, exist_ok=True)
     log_path = folder / "emulator.log"
@@ -52,9 +54,10 @@ def emulator_process(folder: Path, *, step_time_s: float = 0.0) -> Iterator[Emul
         proc = subprocess.Popen(
             [
                 sys.executable, "-m", "comfyrun.comfy.emulator", "--listen", "127.0.0.1",
-                "--port", "0", "--output-directory", str(folder / "output"),
+                "--port", str(port), "--output-directory", str(folder / "output"),
                 "--input-directory", str(folder / "input"),
                 "--temp-directory", str(folder / "temp"), "--step-time", str(step_time_s),
+                *extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -379,7 +379,11 @@ def _backend_specs(
     from comfyrun.backends.pool import BackendSpec
 
     if cfg.url is not None:
-        return [BackendSpec.from_url(cfg.url, name=cfg.name, labels=cfg.labels)]
+        return [
+            BackendSpec.from_url(
+                cfg.url, name=cfg.name, labels=cfg.labels, sees_model_cache=cfg.sees_model_cache
+            )
+        ]
     from comfyrun.backends.process import ManagedSpec
     from comfyrun.backends.process.spec import load_prompt_file
 

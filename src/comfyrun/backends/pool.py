@@ -98,6 +98,8 @@ class BackendSpec:
     managed: Any = None
     max_inflight: int = DEFAULT_MAX_INFLIGHT
     labels: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+    #: a `url` backend that reads comfyrun's model cache (see BackendConfig.sees_model_cache)
+    sees_model_cache: bool = False
 
     @classmethod
     def from_url(
@@ -105,11 +107,14 @@ class BackendSpec:
         url: str,
         name: str | None = None,
         labels: Mapping[str, str | int | float | bool] | None = None,
+        *,
+        sees_model_cache: bool = False,
     ) -> BackendSpec:
         return cls(
             name=name or url.rstrip("/").split("://", 1)[-1],
             url=url.rstrip("/"),
             labels=dict(labels or {}),
+            sees_model_cache=sees_model_cache,
         )
 
 
@@ -161,6 +166,12 @@ class Backend:
     @property
     def managed(self) -> bool:
         return self.process is not None
+
+    @property
+    def receives_models(self) -> bool:
+        """Whether model files comfyrun caches are seen by this backend's ComfyUI: a managed
+        one (given the cache's extra model paths), or one configured to read the cache."""
+        return self.managed or self.spec.sees_model_cache
 
     @property
     def url(self) -> str | None:

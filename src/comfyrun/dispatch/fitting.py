@@ -132,9 +132,10 @@ class FleetFit:
 
 
 def receives(backend: Backend, brought: frozenset[str]) -> bool:
-    """Whether comfyrun can deliver the model files a job brings to `backend`: only a managed
-    one sees the model cache (through the extra model paths comfyrun gives it)."""
-    return not brought or backend.managed
+    """Whether comfyrun can deliver the model files a job brings to `backend`: a managed one
+    sees the model cache (through the extra model paths comfyrun gives it), an unmanaged one
+    only when configured to (`sees_model_cache`)."""
+    return not brought or backend.receives_models
 
 
 def brought_models(job: Job) -> frozenset[str]:

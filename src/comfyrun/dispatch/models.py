@@ -40,11 +40,12 @@ def with_models(
         refs = parse_models(job.options.get("models"))
         if not refs:
             return await place(job, backend, client)
-        if not backend.managed:
+        if not backend.receives_models:
             raise InputRejected(
                 f"job {job.id} brings model files, and backend {backend.name} is not one "
                 "comfyrun manages (it cannot see comfyrun's model cache); run it on a managed "
-                "backend (--comfy PATH)",
+                "backend (--comfy PATH), or start that ComfyUI with comfyrun's "
+                "extra_model_paths.yaml and set sees_model_cache on it",
                 details={"backend": backend.name, "reason": "models_need_managed_backend"},
             )
         reporter = _Reporter(store, job.id, interval_s)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import socket
 import struct
 from pathlib import Path
 from typing import Any
@@ -138,3 +139,30 @@ async def test_private_model_urls_are_refused_without_fetch_allow(tmp_path: Path
             assert job["status"] == "failed", job
             assert "not a public address" in job["error"]["message"], job["error"]
             assert server.hits["ckpt"] == 0
+
+
+async def test_a_comfyui_beside_the_worker_that_reads_the_cache_gets_the_models(
+    tmp_path: Path,
+) -> None:
+    """An unmanaged ComfyUI on this machine started with comfyrun's extra_model_paths.yaml and
+    configured `sees_model_cache`: jobs bringing models run there, fetched into the cache."""
+    from tests.support.emulator_process import emulator_process
+
+    with socket.socket() as s:  # a port for the ComfyUI started below
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = BackendConfig(name="beside", url=f"http://127.0.0.1:{port}", sees_model_cache=True)
+    async with model_server({"ckpt": CKPT}) as server:
+        models = [
+            {"url": f"{server.url}/ckpt", "folder": "checkpoints", "name": "fetched.safetensors"}
+        ]
+        app_settings = settings(tmp_path, cfg, fetch_allow=["127.0.0.1"])
+        async with asgi_app(app_settings) as (_app, client, ctx):
+            yaml = ctx.extras["models"].extra_paths_file
+            args = ["--extra-model-paths-config", str(yaml)]
+            with emulator_process(tmp_path / "beside", port=port, extra_args=args):
+                workflow = text_to_image_workflow(ckpt_name="fetched.safetensors")
+                done = await wait_job(client, await submit(client, workflow, models=models))
+                assert done["status"] == "succeeded", done
+                assert done["backend"] == "beside"
+            assert server.hits == {"ckpt": 1}

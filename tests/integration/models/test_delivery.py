@@ -42,7 +42,9 @@ async def test_models_are_pinned_for_the_run_and_reported(tmp_path: Path) -> Non
     cache.open()
     job = await job_with_models(store)
     placer = with_models(place, cache, store, interval_s=0.0)
-    _workflow, cleanup = await placer(job, SimpleNamespace(managed=True, name="gpu0"), None)
+    _workflow, cleanup = await placer(
+        job, SimpleNamespace(managed=True, receives_models=True, name="gpu0"), None
+    )
     assert cache.list()[0].in_use == 1
     await cleanup()
     assert cache.list()[0].in_use == 0
@@ -62,7 +64,7 @@ async def test_a_backend_comfyrun_does_not_manage_is_refused(tmp_path: Path) -> 
     cache = ModelCache(tmp_path, fake_download)
     cache.open()
     placer = with_models(place, cache, store)
-    remote = SimpleNamespace(managed=False, name="remote")
+    remote = SimpleNamespace(managed=False, receives_models=False, name="remote")
     with pytest.raises(InputRejected, match="not one comfyrun manages") as caught:
         await placer(await job_with_models(store), remote, None)
     assert caught.value.details["reason"] == "models_need_managed_backend"
@@ -79,5 +81,9 @@ async def test_a_cache_disk_error_fails_the_job_clearly(tmp_path: Path) -> None:
     cache.open()
     placer = with_models(place, cache, store)
     with pytest.raises(StorageError, match="No space left") as caught:
-        await placer(await job_with_models(store), SimpleNamespace(managed=True, name="g"), None)
+        await placer(
+            await job_with_models(store),
+            SimpleNamespace(managed=True, receives_models=True, name="g"),
+            None,
+        )
     assert caught.value.code == "storage_error" and cache.list() == []

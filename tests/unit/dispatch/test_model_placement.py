@@ -17,12 +17,15 @@ MODELS = [{"url": "https://h/x.safetensors", "folder": "loras", "name": "x.safet
 
 
 async def run_jobs(
-    names: dict[str, bool], jobs: list[NewJob]
+    names: dict[str, bool], jobs: list[NewJob], *, see_cache: frozenset[str] = frozenset()
 ) -> tuple[list[str | None], list[Job]]:
-    """Run `jobs` on a pool of fake backends (name -> managed); their backends and end states."""
+    """Run `jobs` on a pool of fake backends (name -> managed; `see_cache`: unmanaged ones
+    configured to read the model cache); their backends and end states."""
     servers = {name: FakeServer(name=name) for name in names}
     specs = [
-        BackendSpec(name=n, managed=object()) if managed else BackendSpec(name=n, url=f"fake://{n}")
+        BackendSpec(name=n, managed=object())
+        if managed
+        else BackendSpec(name=n, url=f"fake://{n}", sees_model_cache=n in see_cache)
         for n, managed in names.items()
     ]
     processes = {n: FakeProcess(servers[n]) for n, managed in names.items() if managed}
@@ -75,3 +78,14 @@ async def test_a_job_with_models_and_no_managed_backend_fails_saying_why() -> No
     assert "model files" in failed.error.message
     assert [b["receives_models"] for b in failed.error.details["backends"]] == [False, False]
     assert backends[1] is None  # never sent to a backend
+
+
+async def test_an_unmanaged_backend_that_reads_the_cache_takes_jobs_with_models() -> None:
+    """A worker beside its ComfyUI: that ComfyUI reads comfyrun's model cache (its extra
+    model paths), so jobs bringing models may run there; the other unmanaged one still not."""
+    jobs = [NewJob(workflow=work(0.05), options={"models": MODELS}) for _ in range(3)]
+    backends, done = await run_jobs(
+        {"u1": False, "beside": False}, jobs, see_cache=frozenset({"beside"})
+    )
+    assert all(j.status is JobStatus.SUCCEEDED for j in done), [j.error for j in done]
+    assert backends == ["beside"] * 3
