@@ -200,8 +200,20 @@ class OwnedStore:
         *,
         now: float | None = None,
         note: ClaimNote | None = None,
+        types: Sequence[str] | None = None,
     ) -> Job | None:
-        return await self.inner.claim(worker_id, lease_s, now=now, note=note)
+        return await self.inner.claim(worker_id, lease_s, now=now, note=note, types=types)
+
+    async def announce_worker(
+        self, worker_id: str, types: Sequence[str], *, now: float | None = None
+    ) -> None:
+        await self.inner.announce_worker(worker_id, types, now=now)
+
+    async def retire_worker(self, worker_id: str) -> None:
+        await self.inner.retire_worker(worker_id)
+
+    async def served_types(self, *, since: float) -> builtins.set[str]:
+        return await self.inner.served_types(since=since)
 
     async def renew(
         self, job_id: str, worker_id: str, lease_s: float, *, now: float | None = None

@@ -16,6 +16,9 @@ from typing import Any
 
 JSON = dict[str, Any]
 
+#: The type of a job that runs a ComfyUI workflow (every job before handlers existed).
+COMFY = "comfy"
+
 
 class JobStatus(enum.StrEnum):
     QUEUED = "queued"
@@ -124,6 +127,10 @@ class Job:
     #: When ComfyUI started this attempt's prompt (its execution_start); None while the prompt
     #: waits (in comfyrun's queue or held in a backend's).
     execution_started_at: float | None = None
+    #: Which handler runs the job (comfyrun.handlers); "comfy" runs `workflow` on ComfyUI.
+    type: str = COMFY
+    #: A handler job's parameters (a comfy job has its workflow instead).
+    params: JSON = field(default_factory=dict)
 
     @property
     def terminal(self) -> bool:
@@ -163,6 +170,8 @@ class NewJob:
     idempotency_key: str | None = None
     request_hash: str | None = None
     batch_id: str | None = None
+    type: str = COMFY
+    params: JSON = field(default_factory=dict)
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 

@@ -118,7 +118,23 @@ class WebhookOutbox(Protocol):
         """Delete delivered and given-up deliveries created before `before`."""
 
 
-class JobStore(KeyStore, WebhookOutbox, Protocol):
+class WorkerRegistry(Protocol):
+    """Which job types the live workers serve: each worker announces its types when it
+    starts and on every heartbeat, and retires when it stops; the API refuses a job of a
+    type no worker seen lately serves."""
+
+    async def announce_worker(
+        self, worker_id: str, types: Sequence[str], *, now: float | None = None
+    ) -> None:
+        """Record (or refresh) `worker_id` as serving `types`, seen `now`."""
+
+    async def retire_worker(self, worker_id: str) -> None: ...
+
+    async def served_types(self, *, since: float) -> builtins.set[str]:
+        """The types served by workers seen at or after `since`."""
+
+
+class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
     """A durable priority queue of jobs with leases, events and idempotency."""
 
     async def open(self) -> None:
@@ -143,10 +159,12 @@ class JobStore(KeyStore, WebhookOutbox, Protocol):
         *,
         now: float | None = None,
         note: ClaimNote | None = None,
+        types: Sequence[str] | None = None,
     ) -> Job | None:
         """Atomically take the best runnable queued job (highest priority, then oldest, with
         next_run_at <= now) for `worker_id`: status running, attempts+1, lease set. `note`
-        may add one event to the claim's transaction (e.g. the prompt about to be sent)."""
+        may add one event to the claim's transaction (e.g. the prompt about to be sent).
+        `types`: only jobs of these types (None: any type)."""
 
     async def renew(
         self, job_id: str, worker_id: str, lease_s: float, *, now: float | None = None
@@ -292,4 +310,13 @@ class JobStore(KeyStore, WebhookOutbox, Protocol):
         Raises NotFound."""
 
 
-__all__ = ["Changes", "ClaimNote", "JobEvent", "JobPage", "JobStore", "KeyStore", "WebhookOutbox"]
+__all__ = [
+    "Changes",
+    "ClaimNote",
+    "JobEvent",
+    "JobPage",
+    "JobStore",
+    "KeyStore",
+    "WebhookOutbox",
+    "WorkerRegistry",
+]

@@ -35,11 +35,12 @@ from comfyrun.store.codec import (
 )
 from comfyrun.store.idempotency import KeyVerdict, key_scope, verdict
 from comfyrun.store.sqltenancy import SQLTenancy
+from comfyrun.store.sqlworkers import SQLWorkers
 
 Row = dict[str, Any]
 
 
-class SQLStore(SQLTenancy, ABC):
+class SQLStore(SQLTenancy, SQLWorkers, ABC):
     """A JobStore over SQL; subclasses provide the connection plumbing below the line."""
 
     async def __aenter__(self) -> Self:
@@ -103,9 +104,15 @@ class SQLStore(SQLTenancy, ABC):
         *,
         now: float | None = None,
         note: ClaimNote | None = None,
+        types: Sequence[str] | None = None,
     ) -> Job | None:
         now = _now(now)
-        params = {"worker_id": worker_id, "lease_expires_at": now + lease_s, "now": now}
+        params = {
+            "worker_id": worker_id,
+            "lease_expires_at": now + lease_s,
+            "now": now,
+            "types": None if types is None else dump_json(sorted(set(types))),
+        }
         async with self._write() as conn:
             row = await self._one(conn, "claim", params)
             if row is None:

@@ -9,7 +9,7 @@ INSERT INTO jobs (
     id, status, priority, workflow, inputs, options, metadata, owner, attempts, max_retries,
     retry_delay_s, timeout_s, idempotency_key, request_hash, created_at, next_run_at, started_at,
     finished_at, expires_at, worker_id, lease_expires_at, backend, prompt_id, progress, outputs,
-    error, batch_id, fair_key, fair_tag
+    error, batch_id, fair_key, fair_tag, type, params
 ) VALUES (
     %(id)s, %(status)s, %(priority)s, %(workflow)s::jsonb, %(inputs)s::jsonb,
     %(options)s::jsonb, %(metadata)s::jsonb, %(owner)s::text, %(attempts)s, %(max_retries)s,
@@ -18,7 +18,7 @@ INSERT INTO jobs (
     %(finished_at)s::float8, %(expires_at)s::float8, %(worker_id)s::text,
     %(lease_expires_at)s::float8, %(backend)s::text, %(prompt_id)s::text,
     %(progress)s::jsonb, %(outputs)s::jsonb, %(error)s::jsonb, %(batch_id)s::text,
-    %(fair_key)s::text, %(fair_tag)s::float8
+    %(fair_key)s::text, %(fair_tag)s::float8, %(type)s, %(params)s::jsonb
 )
 ON CONFLICT (id) DO NOTHING;
 
@@ -47,6 +47,7 @@ SELECT event.id, pg_notify(%(channel)s, %(payload)s) FROM event;
 
 -- name: claim
 -- SKIP LOCKED: concurrent claimers each take a different job instead of queueing on one row.
+-- :types (a JSON array; NULL: any type) limits it to the job types the worker serves.
 UPDATE jobs SET
     status = 'running',
     attempts = attempts + 1,
@@ -56,6 +57,7 @@ UPDATE jobs SET
 WHERE status = 'queued' AND id = (
     SELECT id FROM jobs
     WHERE status = 'queued' AND next_run_at <= %(now)s
+      AND (%(types)s::jsonb IS NULL OR %(types)s::jsonb ? type)
     ORDER BY priority DESC, fair_tag, created_at, id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
@@ -381,3 +383,14 @@ SELECT priority FROM jobs
 WHERE status = 'queued' AND next_run_at <= %(now)s
 ORDER BY priority DESC, fair_tag, created_at, id
 LIMIT 1;
+
+-- name: announce_worker
+INSERT INTO workers (id, types, seen_at) VALUES (%(id)s, %(types)s::jsonb, %(seen_at)s)
+ON CONFLICT (id) DO UPDATE SET types = excluded.types, seen_at = excluded.seen_at;
+
+-- name: retire_worker
+DELETE FROM workers WHERE id = %(id)s;
+
+-- name: served_types
+SELECT DISTINCT jsonb_array_elements_text(types) AS type FROM workers
+WHERE seen_at >= %(since)s::float8;

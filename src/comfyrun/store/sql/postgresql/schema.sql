@@ -30,12 +30,15 @@ CREATE TABLE jobs (
     batch_id         TEXT,
     fair_key         TEXT NOT NULL DEFAULT '',
     fair_tag         DOUBLE PRECISION NOT NULL DEFAULT 0,
-    execution_started_at DOUBLE PRECISION
+    execution_started_at DOUBLE PRECISION,
+    type             TEXT NOT NULL DEFAULT 'comfy',
+    params           JSONB NOT NULL DEFAULT '{}'
 );
 
 -- Claim order over queued jobs only: claim latency does not grow with finished history.
 -- fair_tag: round-robin between batches/owners at equal priority (comfyrun.core.batch).
-CREATE INDEX jobs_claim ON jobs (priority DESC, fair_tag, created_at, id) INCLUDE (next_run_at)
+-- type: a worker claims only the types it serves, filtered from the index alone.
+CREATE INDEX jobs_claim ON jobs (priority DESC, fair_tag, created_at, id) INCLUDE (next_run_at, type)
     WHERE status = 'queued';
 CREATE INDEX jobs_fair ON jobs (fair_key, priority, fair_tag) WHERE status = 'queued';
 CREATE INDEX jobs_batch_status ON jobs (batch_id, status) WHERE batch_id IS NOT NULL;
@@ -125,3 +128,10 @@ CREATE TABLE webhook_outbox (
 );
 CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt_at) WHERE state = 'pending';
 CREATE INDEX webhook_outbox_job ON webhook_outbox (job_id, created_at);
+
+-- Which job types each live worker serves (refreshed on its heartbeat).
+CREATE TABLE workers (
+    id      TEXT PRIMARY KEY,
+    types   JSONB NOT NULL DEFAULT '[]',
+    seen_at DOUBLE PRECISION NOT NULL
+);

@@ -8,12 +8,13 @@ INSERT INTO jobs (
     id, status, priority, workflow, inputs, options, metadata, owner, attempts, max_retries,
     retry_delay_s, timeout_s, idempotency_key, request_hash, created_at, next_run_at, started_at,
     finished_at, expires_at, worker_id, lease_expires_at, backend, prompt_id, progress, outputs,
-    error, batch_id, fair_key, fair_tag
+    error, batch_id, fair_key, fair_tag, type, params
 ) VALUES (
     :id, :status, :priority, :workflow, :inputs, :options, :metadata, :owner, :attempts,
     :max_retries, :retry_delay_s, :timeout_s, :idempotency_key, :request_hash, :created_at,
     :next_run_at, :started_at, :finished_at, :expires_at, :worker_id, :lease_expires_at,
-    :backend, :prompt_id, :progress, :outputs, :error, :batch_id, :fair_key, :fair_tag
+    :backend, :prompt_id, :progress, :outputs, :error, :batch_id, :fair_key, :fair_tag, :type,
+    :params
 )
 ON CONFLICT (id) DO NOTHING;
 
@@ -40,9 +41,11 @@ UPDATE jobs SET
     lease_expires_at = :lease_expires_at,
     started_at = :now
 WHERE id = (
-    -- INDEXED BY: never let a planner without statistics sort every queued job instead
+    -- INDEXED BY: never let a planner without statistics sort every queued job instead.
+    -- :types (JSON array; NULL: any type) limits it to the job types the worker serves.
     SELECT id FROM jobs INDEXED BY jobs_claim
     WHERE status = 'queued' AND next_run_at <= :now
+      AND (:types IS NULL OR type IN (SELECT value FROM json_each(:types)))
     ORDER BY priority DESC, fair_tag, created_at, id
     LIMIT 1
 )
@@ -353,3 +356,13 @@ SELECT priority FROM jobs INDEXED BY jobs_claim
 WHERE status = 'queued' AND next_run_at <= :now
 ORDER BY priority DESC, fair_tag, created_at, id
 LIMIT 1;
+
+-- name: announce_worker
+INSERT INTO workers (id, types, seen_at) VALUES (:id, :types, :seen_at)
+ON CONFLICT (id) DO UPDATE SET types = excluded.types, seen_at = excluded.seen_at;
+
+-- name: retire_worker
+DELETE FROM workers WHERE id = :id;
+
+-- name: served_types
+SELECT DISTINCT value AS type FROM workers, json_each(workers.types) WHERE seen_at >= :since;
