@@ -25,11 +25,12 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import replace
 
 from comfyrun import stages
 from comfyrun.backends.pool import BackendPool, Slot
-from comfyrun.core.job import ACTIVE, Job, JobError, JobStatus, new_prompt_id
+from comfyrun.core.job import ACTIVE, COMFY, Job, JobError, JobStatus, new_prompt_id
 from comfyrun.core.placement import (
     BackendView,
     choose_for_job,
@@ -47,6 +48,7 @@ from comfyrun.dispatch.run import InputPlacer, JobRun, RunContext
 from comfyrun.dispatch.settings import DispatchSettings
 from comfyrun.dispatch.sweeper import Sweeper
 from comfyrun.errors import ComfyrunError, Conflict
+from comfyrun.handlers.registry import HandlerRegistry
 from comfyrun.outputs import OutputStorage
 from comfyrun.store.base import Changes, JobStore
 
@@ -74,8 +76,12 @@ class Dispatcher:
         place_inputs: InputPlacer | None = None,
         relay_hub: RelayHub | None = None,
         relay_to_store: bool = False,
+        handlers: HandlerRegistry | None = None,
+        types: Sequence[str] = (COMFY,),
     ) -> None:
         self.settings = settings or DispatchSettings()
+        #: The job types this dispatcher claims: ComfyUI workflows (handler jobs go to a lane).
+        self.types = tuple(types)
         self.worker_id = worker_id or default_worker_id()
         self.store = store
         self.pool = pool
@@ -89,6 +95,7 @@ class Dispatcher:
             on_retry=self._note_retry,
             relay_hub=relay_hub,
             relay_to_store=relay_to_store,
+            handlers=handlers or HandlerRegistry.load(entry_points=False),
         )
         self._next_retry_at: float | None = None
         self.sweeper = Sweeper(
@@ -213,7 +220,9 @@ class Dispatcher:
             # the backend reserved here; placed elsewhere, the run notes a new one (_place)
             prompt_id = new_prompt_id()
             note = first_attempt_note(slot.backend.name, prompt_id)
-            job = await self.store.claim(self.worker_id, self.settings.lease_s, note=note)
+            job = await self.store.claim(
+                self.worker_id, self.settings.lease_s, note=note, types=self.types
+            )
         except BaseException:
             slot.release()
             raise
@@ -381,7 +390,7 @@ class Dispatcher:
         """No backend can ever run a job (all in error): fail the next job with why, or wait
         for work or for a backend to change."""
         try:
-            job = await self.store.claim(self.worker_id, self.settings.lease_s)
+            job = await self.store.claim(self.worker_id, self.settings.lease_s, types=self.types)
             if job is None:
                 await self.store.wait_for_work(self.settings.idle_wait_s)
                 return

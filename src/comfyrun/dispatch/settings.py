@@ -29,6 +29,12 @@ class DispatchSettings:
     #: is still so this long after it saw it (a job that ends first records its start with
     #: its end): the API may show a job held or started this much late.
     placement_note_after_s: float = 0.05
+    #: Handler jobs (types other than comfy) one worker runs at once.
+    handler_concurrency: int = 2
+    #: After a cancel or a timeout sets a handler's cancel token, how long it gets to stop
+    #: before its job ends anyway (a sync handler's thread cannot be killed: its result is
+    #: then dropped).
+    handler_stop_grace_s: float = 5.0
 
 
 __all__ = ["DispatchSettings"]

@@ -51,7 +51,6 @@ class CancelToken:
     def __init__(self) -> None:
         self._event = threading.Event()
         self._async = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self.reason: str | None = None
 
     @property

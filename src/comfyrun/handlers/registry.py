@@ -80,8 +80,8 @@ class HandlerRegistry:
         package installed on this machine must not stop the worker)."""
         registry = cls()
         if builtins:
-            for name, target in BUILTINS.items():
-                registry.add(as_handler(name, load_object(parse_target(target))))
+            for name, builtin in BUILTINS.items():
+                registry.add(as_handler(name, load_object(parse_target(builtin))))
         if entry_points:
             for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
                 try:
