@@ -139,7 +139,9 @@ class Job:
     @property
     def execution_start(self) -> float | None:
         """When ComfyUI started the prompt of this attempt (one of an earlier attempt, from
-        before this attempt's claim, does not count)."""
+        before this attempt's claim, does not count). A handler job starts when claimed."""
+        if self.type != COMFY:
+            return self.started_at
         start = self.execution_started_at
         if start is None or (self.started_at is not None and start < self.started_at):
             return None

@@ -10,7 +10,7 @@ replace the job's outputs (the default) or join them.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -123,6 +123,46 @@ def _parse_step(index: int, item: Any) -> ChainStep:
     return ChainStep(type=str(kind), params=dict(params), outputs=outputs)
 
 
+@dataclass(frozen=True, slots=True)
+class TypePlan:
+    """Who runs what on one worker: the dispatcher runs comfy jobs on ComfyUI backends, the
+    handler lane the `lane` types; `announce` is every type the worker serves."""
+
+    dispatcher: bool
+    lane: tuple[str, ...]
+    announce: tuple[str, ...]
+
+
+def plan_types(
+    declared: Sequence[str] | None,
+    handlers: Iterable[str],
+    *,
+    has_backends: bool,
+    comfy_without_backends: str = "queue",
+) -> TypePlan:
+    """The worker's plan from the types it declares (None: comfy when it has backends, plus
+    every handler it has). Raises ValueError for a declared type it has no handler for. A
+    worker without backends that declares comfy fails comfy jobs (in its lane) only when
+    `comfy_without_backends` is "fail"; else it leaves them queued for other workers."""
+    known = set(handlers)
+    if declared is None:
+        wanted = known | ({COMFY} if has_backends else set())
+    else:
+        wanted = set(declared)
+        unknown = sorted(wanted - known - {COMFY})
+        if unknown:
+            raise ValueError(
+                f"this worker has no handler for job type(s) {unknown} "
+                f"(handlers here: {sorted(known) or 'none'})"
+            )
+    dispatcher = COMFY in wanted and has_backends
+    lane = wanted - {COMFY}
+    if COMFY in wanted and not has_backends and comfy_without_backends == "fail":
+        lane.add(COMFY)
+    served = lane | ({COMFY} if dispatcher else set())
+    return TypePlan(dispatcher=dispatcher, lane=tuple(sorted(lane)), announce=tuple(sorted(served)))
+
+
 def chain_of(options: Mapping[str, Any]) -> tuple[ChainStep, ...]:
     """The chain a stored job carries (`options["then"]`, already checked at submission)."""
     return parse_chain(options.get("then"))
@@ -134,9 +174,11 @@ __all__ = [
     "ChainStep",
     "OutputMode",
     "Target",
+    "TypePlan",
     "chain_of",
     "check_type_name",
     "parse_chain",
     "parse_target",
+    "plan_types",
     "valid_type_name",
 ]
