@@ -60,3 +60,22 @@ def counting(ctx: HandlerContext) -> list[str]:
     path = ctx.workdir / "count.txt"
     path.write_text(f"{counter.calls} of {Counter.made}")
     return [str(path)]
+
+
+def failing(ctx: HandlerContext) -> None:
+    """Fails with a message of its own (final unless the job retries node errors)."""
+    from comfyrun.errors import HandlerError
+
+    raise HandlerError(f"cannot {ctx.params.get('what', 'do it')}", code="step_refused")
+
+
+def flaky(ctx: HandlerContext) -> None:
+    """Fails in a way worth retrying on every attempt."""
+    from comfyrun.errors import HandlerError
+
+    raise HandlerError(f"try again (attempt {ctx.attempt})", retryable=True)
+
+
+def buggy(ctx: HandlerContext) -> None:
+    """Raises like a bug would."""
+    raise ZeroDivisionError("division by zero")
