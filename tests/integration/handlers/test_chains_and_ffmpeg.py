@@ -87,9 +87,19 @@ async def test_a_failing_chain_step_fails_the_job(tmp_path: Path) -> None:
 
 def ffprobe(path: Path) -> dict[str, Any]:
     out = subprocess.run(
-        ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", "-show_format",
-         str(path)],
-        check=True, capture_output=True, timeout=60,
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_streams",
+            "-show_format",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     ).stdout
     data: dict[str, Any] = json.loads(out)
     return data

@@ -35,7 +35,9 @@ def install_plugin(site: Path) -> None:
     (site / "comfyrun_test_plugin" / "__init__.py").write_text(PLUGIN)
     info = site / "comfyrun_test_plugin-0.1.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: comfyrun-test-plugin\nVersion: 0.1\n")
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: comfyrun-test-plugin\nVersion: 0.1\n"
+    )
     (info / "entry_points.txt").write_text(
         textwrap.dedent(
             """\
@@ -78,7 +80,7 @@ async def test_a_configured_handler_gets_its_resources_once(tmp_path: Path) -> N
             r = await client.post("/api/v2/jobs?wait=30", json={"type": "count"})
             job = r.json()
             assert job["status"] == "succeeded", job
-            [out] = job["outputs"]
+            assert len(job["outputs"]) == 1
             assert ctx.storage is not None
             key = (await ctx.store.get(job["id"])).outputs[0].storage_key  # type: ignore[union-attr]
             assert key is not None

@@ -18,9 +18,13 @@ HANDLERS = [
 async def test_failures_are_retried_by_kind(tmp_path: Path) -> None:
     settings = memory_settings(tmp_path, handlers=HANDLERS, retry_delay_s=0.01)
     async with asgi_app(settings) as (_, client, ctx):
-        final = (await client.post("/api/v2/jobs?wait=30", json={"type": "refuse", "max_retries": 2})).json()
+        final = (
+            await client.post("/api/v2/jobs?wait=30", json={"type": "refuse", "max_retries": 2})
+        ).json()
         assert (final["status"], final["attempts"]) == ("failed", 1)
-        retried = (await client.post("/api/v2/jobs", json={"type": "flaky", "max_retries": 2})).json()
+        retried = (
+            await client.post("/api/v2/jobs", json={"type": "flaky", "max_retries": 2})
+        ).json()
         view = await ctx.service.wait(retried["id"], 30)
         assert view.job.status.value == "failed"
         assert view.job.attempts == 3  # retryable: 1 + max_retries attempts
@@ -44,7 +48,11 @@ async def test_events_and_other_dialects_read_handler_jobs(tmp_path: Path) -> No
         job = (
             await client.post(
                 "/api/v2/jobs?wait=30",
-                json={"type": "image", "params": {"format": "webp"}, "inputs": [png_input("x.png")]},
+                json={
+                    "type": "image",
+                    "params": {"format": "webp"},
+                    "inputs": [png_input("x.png")],
+                },
             )
         ).json()
         assert job["status"] == "succeeded", job
@@ -61,3 +69,22 @@ async def test_events_and_other_dialects_read_handler_jobs(tmp_path: Path) -> No
         assert entry["status"]["completed"] is True
         [files] = entry["outputs"].values()
         assert files["images"][0]["filename"] == "x.webp"
+
+
+async def test_a_handler_job_owes_its_webhook(tmp_path: Path) -> None:
+    settings = memory_settings(tmp_path, webhook_allow=["127.0.0.0/8"])
+    async with asgi_app(settings) as (_, client, ctx):
+        job = (
+            await client.post(
+                "/api/v2/jobs?wait=30",
+                json={
+                    "type": "image",
+                    "inputs": [png_input("x.png")],
+                    "webhook": {"url": "http://127.0.0.1:9/hook"},
+                },
+            )
+        ).json()
+        assert job["status"] == "succeeded", job
+        [delivery] = await ctx.store.deliveries(job["id"])
+        assert delivery.url == "http://127.0.0.1:9/hook"
+        assert delivery.event.endswith("succeeded")

@@ -39,10 +39,8 @@ async def test_image_job_runs_on_a_worker_without_comfyui(tmp_path: Path) -> Non
 
 
 async def test_comfy_jobs_fail_clearly_when_set_to_and_image_jobs_go_on(tmp_path: Path) -> None:
-    settings = memory_settings(
-        tmp_path, types=["comfy", "image"], comfy_without_backends="fail"
-    )
-    async with asgi_app(settings) as (_, client, ctx):
+    settings = memory_settings(tmp_path, types=["comfy", "image"], comfy_without_backends="fail")
+    async with asgi_app(settings) as (_, client, _ctx):
         comfy = await client.post("/api/v2/jobs?wait=30", json={"workflow": tiny_workflow()})
         assert comfy.status_code == 201, comfy.text
         failed = comfy.json()
