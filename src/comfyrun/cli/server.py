@@ -300,6 +300,13 @@ def _run(role: Role, **kwargs: Any) -> None:
     configure_logging(log_level)
     try:
         settings = _settings(role, **kwargs)
+        if role is not Role.API:  # a worker's types and handlers, before anything starts
+            from comfyrun.api.worker_types import handler_registry, type_plan
+
+            registry = handler_registry(settings)
+            type_plan(
+                settings, registry, has_backends=bool(settings.backends or settings.emulators)
+            )
     except (ValueError, FileNotFoundError) as exc:
         console.print(f"[red]configuration error:[/red] {exc}")
         raise typer.Exit(2) from exc

@@ -107,14 +107,9 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
         types: Sequence[str] | None = None,
     ) -> Job | None:
         now = _now(now)
-        params = {
-            "worker_id": worker_id,
-            "lease_expires_at": now + lease_s,
-            "now": now,
-            "types": None if types is None else dump_json(sorted(set(types))),
-        }
+        params = {"worker_id": worker_id, "lease_expires_at": now + lease_s, "now": now}
         async with self._write() as conn:
-            row = await self._one(conn, "claim", params)
+            row = await self._claim_row(conn, params, types)
             if row is None:
                 return None
             job = job_from_row(row)
@@ -124,6 +119,26 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
                 await self._append(conn, job.id, extra[0], extra[1], now)
         await self._committed(job.id)
         return job
+
+    async def _claim_row(self, conn: Any, params: JSON, types: Sequence[str] | None) -> Row | None:
+        """The claim's row: over every type, one type's index range, or the best of several
+        types' heads (each one found in its own range, then taken by id)."""
+        if types is None:
+            return await self._one(conn, "claim", params)
+        kinds = sorted(set(types))
+        if len(kinds) <= 1:
+            return (
+                await self._one(conn, "claim_type", params | {"type": kinds[0]}) if kinds else None
+            )
+        heads = []
+        for kind in kinds:
+            head = await self._one(conn, "claim_head", {"type": kind, "now": params["now"]})
+            if head is not None:
+                heads.append(head)
+        if not heads:
+            return None
+        best = min(heads, key=lambda h: (-h["priority"], h["fair_tag"], h["created_at"], h["id"]))
+        return await self._one(conn, "claim_id", params | {"id": best["id"]})
 
     async def renew(
         self, job_id: str, worker_id: str, lease_s: float, *, now: float | None = None

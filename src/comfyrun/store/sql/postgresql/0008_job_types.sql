@@ -1,11 +1,11 @@
 -- Job types (comfyrun.handlers): a job names the handler that runs it ("comfy": a ComfyUI
--- workflow) and carries that handler's params. A worker claims only the types it serves: the
--- claim index carries the type, so the claim filters on it without reading the table.
+-- workflow) and carries that handler's params. A worker claims only the types it serves: each
+-- type's queue is a range of the type-led claim index, in claim order (a claim for several types
+-- takes the best of their heads), so a deep queue of other types costs a claim nothing.
 ALTER TABLE jobs ADD COLUMN type TEXT NOT NULL DEFAULT 'comfy';
 ALTER TABLE jobs ADD COLUMN params JSONB NOT NULL DEFAULT '{}';
-DROP INDEX jobs_claim;
-CREATE INDEX jobs_claim ON jobs (priority DESC, fair_tag, created_at, id) INCLUDE (next_run_at, type)
-    WHERE status = 'queued';
+CREATE INDEX jobs_claim_type ON jobs (type, priority DESC, fair_tag, created_at, id)
+    INCLUDE (next_run_at) WHERE status = 'queued';
 
 -- Which job types each live worker serves (refreshed on its heartbeat): a submission of a
 -- type no live worker serves is refused.

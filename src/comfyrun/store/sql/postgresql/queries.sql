@@ -47,7 +47,6 @@ SELECT event.id, pg_notify(%(channel)s, %(payload)s) FROM event;
 
 -- name: claim
 -- SKIP LOCKED: concurrent claimers each take a different job instead of queueing on one row.
--- :types (a JSON array; NULL: any type) limits it to the job types the worker serves.
 UPDATE jobs SET
     status = 'running',
     attempts = attempts + 1,
@@ -57,7 +56,6 @@ UPDATE jobs SET
 WHERE status = 'queued' AND id = (
     SELECT id FROM jobs
     WHERE status = 'queued' AND next_run_at <= %(now)s
-      AND (%(types)s::jsonb IS NULL OR %(types)s::jsonb ? type)
     ORDER BY priority DESC, fair_tag, created_at, id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
@@ -394,3 +392,39 @@ DELETE FROM workers WHERE id = %(id)s;
 -- name: served_types
 SELECT DISTINCT jsonb_array_elements_text(types) AS type FROM workers
 WHERE seen_at >= %(since)s::float8;
+
+-- name: claim_type
+-- `claim` for the jobs of one type: a range of the type-led index, in claim order.
+UPDATE jobs SET
+    status = 'running',
+    attempts = attempts + 1,
+    worker_id = %(worker_id)s,
+    lease_expires_at = %(lease_expires_at)s,
+    started_at = %(now)s
+WHERE status = 'queued' AND id = (
+    SELECT id FROM jobs
+    WHERE status = 'queued' AND type = %(type)s AND next_run_at <= %(now)s
+    ORDER BY priority DESC, fair_tag, created_at, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING *;
+
+-- name: claim_head
+-- The job `claim_type` would take, locked until the claim's transaction ends (a claim for
+-- several types takes the best of their heads).
+SELECT id, priority, fair_tag, created_at FROM jobs
+WHERE status = 'queued' AND type = %(type)s AND next_run_at <= %(now)s::float8
+ORDER BY priority DESC, fair_tag, created_at, id
+LIMIT 1
+FOR UPDATE SKIP LOCKED;
+
+-- name: claim_id
+UPDATE jobs SET
+    status = 'running',
+    attempts = attempts + 1,
+    worker_id = %(worker_id)s,
+    lease_expires_at = %(lease_expires_at)s,
+    started_at = %(now)s
+WHERE id = %(id)s AND status = 'queued'
+RETURNING *;

@@ -37,9 +37,11 @@ CREATE TABLE jobs (
 
 -- Claim order over queued jobs only: claim latency does not grow with finished history.
 -- fair_tag: round-robin between batches/owners at equal priority (comfyrun.core.batch).
--- type: a worker claims only the types it serves, filtered from the index alone.
-CREATE INDEX jobs_claim ON jobs (priority DESC, fair_tag, created_at, id) INCLUDE (next_run_at, type)
+CREATE INDEX jobs_claim ON jobs (priority DESC, fair_tag, created_at, id) INCLUDE (next_run_at)
     WHERE status = 'queued';
+-- The same order per job type: a worker claims only the types it serves.
+CREATE INDEX jobs_claim_type ON jobs (type, priority DESC, fair_tag, created_at, id)
+    INCLUDE (next_run_at) WHERE status = 'queued';
 CREATE INDEX jobs_fair ON jobs (fair_key, priority, fair_tag) WHERE status = 'queued';
 CREATE INDEX jobs_batch_status ON jobs (batch_id, status) WHERE batch_id IS NOT NULL;
 CREATE INDEX jobs_batch_order ON jobs (batch_id, created_at, id) WHERE batch_id IS NOT NULL;

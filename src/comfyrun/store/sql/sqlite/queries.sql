@@ -41,11 +41,9 @@ UPDATE jobs SET
     lease_expires_at = :lease_expires_at,
     started_at = :now
 WHERE id = (
-    -- INDEXED BY: never let a planner without statistics sort every queued job instead.
-    -- :types (JSON array; NULL: any type) limits it to the job types the worker serves.
+    -- INDEXED BY: never let a planner without statistics sort every queued job instead
     SELECT id FROM jobs INDEXED BY jobs_claim
     WHERE status = 'queued' AND next_run_at <= :now
-      AND (:types IS NULL OR type IN (SELECT value FROM json_each(:types)))
     ORDER BY priority DESC, fair_tag, created_at, id
     LIMIT 1
 )
@@ -366,3 +364,36 @@ DELETE FROM workers WHERE id = :id;
 
 -- name: served_types
 SELECT DISTINCT value AS type FROM workers, json_each(workers.types) WHERE seen_at >= :since;
+
+-- name: claim_type
+-- `claim` for the jobs of one type: a range of the type-led index, in claim order.
+UPDATE jobs SET
+    status = 'running',
+    attempts = attempts + 1,
+    worker_id = :worker_id,
+    lease_expires_at = :lease_expires_at,
+    started_at = :now
+WHERE id = (
+    SELECT id FROM jobs INDEXED BY jobs_claim_type
+    WHERE status = 'queued' AND type = :type AND next_run_at <= :now
+    ORDER BY priority DESC, fair_tag, created_at, id
+    LIMIT 1
+)
+RETURNING *;
+
+-- name: claim_head
+-- The job `claim_type` would take (a claim for several types takes the best of their heads).
+SELECT id, priority, fair_tag, created_at FROM jobs INDEXED BY jobs_claim_type
+WHERE status = 'queued' AND type = :type AND next_run_at <= :now
+ORDER BY priority DESC, fair_tag, created_at, id
+LIMIT 1;
+
+-- name: claim_id
+UPDATE jobs SET
+    status = 'running',
+    attempts = attempts + 1,
+    worker_id = :worker_id,
+    lease_expires_at = :lease_expires_at,
+    started_at = :now
+WHERE id = :id AND status = 'queued'
+RETURNING *;
