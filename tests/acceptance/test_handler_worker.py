@@ -14,6 +14,8 @@ from PIL import Image
 from tests.acceptance.conftest import StartServer
 from tests.support.api import tiny_workflow
 
+from comfyrun.client import ComfyrunClient
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
@@ -43,15 +45,15 @@ async def test_a_worker_without_comfyui_serves_image_jobs(
         assert refused.json()["error"]["details"]["served"] == ["image"]
         comfy = await http.post("/api/v2/jobs", json={"workflow": tiny_workflow()})
         assert comfy.status_code == 201, comfy.text
-        body = {
-            "type": "image",
-            "params": {"format": "webp", "max_size": 8},
-            "inputs": [{"name": "blue.png", "data": png_b64()}],
-        }
-        r = await http.post("/api/v2/jobs?wait=60", json=body)
-        assert r.status_code == 201, r.text
-        job = r.json()
+        async with ComfyrunClient(api.url) as client:  # the SDK speaks job types too
+            job = await client.submit(
+                job_type="image",
+                params={"format": "webp", "max_size": 8},
+                inputs=[{"name": "blue.png", "data": png_b64()}],
+                wait=60,
+            )
         assert job["status"] == "succeeded", job
+        assert job["type"] == "image"
         [out] = job["outputs"]
         download = await http.get(out["url"])
         assert download.status_code == 200
