@@ -33,6 +33,7 @@ def blocking(ctx: HandlerContext) -> None:
 async def sleepy(ctx: HandlerContext) -> None:
     """An async handler that waits forever; a cancel or a timeout cancels it."""
     started.set()
+    ctx.progress.report(0.25, "working")
     try:
         await asyncio.Event().wait()
     except asyncio.CancelledError:

@@ -12,6 +12,7 @@ import pytest
 from tests.support import handlers as test_handlers
 from tests.support.api import asgi_app, memory_settings
 
+from comfyrun.api.context import AppContext
 from comfyrun.handlers import HandlerRegistry
 
 PLUGIN = '''
@@ -99,6 +100,15 @@ async def _running(client: object, body: dict[str, object]) -> str:
     return str(r.json()["id"])
 
 
+async def first_progress(ctx: AppContext, job_id: str) -> dict[str, object]:
+    after = 0
+    while True:  # bounded by the test's timeout
+        for event in await ctx.store.wait_for_event(job_id, after, 5.0):
+            after = max(after, event.id)
+            if event.kind == "progress":
+                return event.data
+
+
 @pytest.mark.parametrize("target", ["blocking", "sleepy"])
 async def test_cancel_reaches_a_running_handler(tmp_path: Path, target: str) -> None:
     settings = memory_settings(tmp_path, handlers=[f"slow=tests.support.handlers:{target}"])
@@ -106,6 +116,8 @@ async def test_cancel_reaches_a_running_handler(tmp_path: Path, target: str) -> 
         job_id = await _running(client, {"type": "slow", "max_retries": 3})
         running = (await client.get(f"/api/v2/jobs/{job_id}")).json()
         assert running["status"] == "running"  # a handler job runs from its claim
+        progress = await first_progress(ctx, job_id)  # what the handler reported
+        assert (progress["value"], progress["message"]) == (0.25, "working")
         r = await client.post(f"/api/v2/jobs/{job_id}/cancel")
         assert r.status_code in (200, 202), r.text
         view = await ctx.service.wait(job_id, 20)
