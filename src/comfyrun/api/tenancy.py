@@ -237,8 +237,10 @@ class OwnedStore:
             execution_started_at=execution_started_at,
         )
 
-    async def next_priority(self, *, now: float | None = None) -> int | None:
-        return await self.inner.next_priority(now=now)
+    async def next_priority(
+        self, *, now: float | None = None, types: Sequence[str] | None = None
+    ) -> int | None:
+        return await self.inner.next_priority(now=now, types=types)
 
     async def record_progress(self, job_id: str, progress: Progress) -> None:
         await self.inner.record_progress(job_id, progress)

@@ -212,7 +212,7 @@ class Dispatcher:
         try:
             held = self.pool.held_prompts()
             if holding and held:
-                head = await self.store.next_priority()
+                head = await self.store.next_priority(types=self.types)
                 if head is None or not may_hold(head, held):
                     slot.release()
                     return False
@@ -316,7 +316,7 @@ class Dispatcher:
         # elsewhere, parked, or (when there is no room for it) still in the queue
         waiting = [h.priority for h in held] + [j.priority for j in self._parked.values()]
         if not any(has_room(v) for v in views):
-            head = await self.store.next_priority()
+            head = await self.store.next_priority(types=self.types)
             if head is not None:
                 waiting.append(head)
         victim = choose_preemption(held, max(waiting))

@@ -201,8 +201,11 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
         """Note the backend and prompt of the running attempt, and when ComfyUI started that
         prompt (None: submitted, not started). False when `worker_id` no longer holds the job."""
 
-    async def next_priority(self, *, now: float | None = None) -> int | None:
-        """The priority of the job `claim` would take now, or None when none is runnable."""
+    async def next_priority(
+        self, *, now: float | None = None, types: Sequence[str] | None = None
+    ) -> int | None:
+        """The priority of the job `claim` (with the same `types`) would take now, or None
+        when none is runnable."""
 
     async def record_progress(self, job_id: str, progress: Progress) -> None:
         """Store the latest progress snapshot (and append a "progress" event)."""

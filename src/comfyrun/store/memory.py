@@ -190,10 +190,16 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
         await self._wake_watchers()
         return True
 
-    async def next_priority(self, *, now: float | None = None) -> int | None:
+    async def next_priority(
+        self, *, now: float | None = None, types: Sequence[str] | None = None
+    ) -> int | None:
         now = _now(now)
         runnable = [
-            j for j in self._jobs.values() if j.status is JobStatus.QUEUED and j.next_run_at <= now
+            j
+            for j in self._jobs.values()
+            if j.status is JobStatus.QUEUED
+            and j.next_run_at <= now
+            and (types is None or j.type in types)
         ]
         return min(runnable, key=_claim_order).priority if runnable else None
 

@@ -213,10 +213,19 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
         await self._committed(job_id)
         return held
 
-    async def next_priority(self, *, now: float | None = None) -> int | None:
+    async def next_priority(
+        self, *, now: float | None = None, types: Sequence[str] | None = None
+    ) -> int | None:
         async with self._read() as conn:
-            row = await self._one(conn, "next_priority", {"now": _now(now)})
-        return int(row["priority"]) if row else None
+            if types is None:
+                row = await self._one(conn, "next_priority", {"now": _now(now)})
+                return int(row["priority"]) if row else None
+            heads = []
+            for kind in sorted(set(types)):
+                row = await self._one(conn, "next_priority_type", {"type": kind, "now": _now(now)})
+                if row is not None:
+                    heads.append(int(row["priority"]))
+        return max(heads) if heads else None
 
     async def record_progress(self, job_id: str, progress: Progress) -> None:
         data = progress_to_dict(progress)

@@ -64,3 +64,13 @@ async def test_served_types_are_those_of_workers_seen_lately(store: JobStore) ->
     await store.retire_worker("w2")
     assert await store.served_types(since=T0) == {"image"}
     await store.retire_worker("w2")  # retiring twice is harmless
+
+
+async def test_next_priority_among_types(store: JobStore) -> None:
+    await store.enqueue(new_job(priority=1), now=T0)
+    await store.enqueue(new_job(type="image", workflow={}, priority=7), now=T0)
+    await store.enqueue(new_job(type="ffmpeg", workflow={}, priority=3), now=T0)
+    assert await store.next_priority(now=T0 + 1) == 7
+    assert await store.next_priority(now=T0 + 1, types=["comfy"]) == 1
+    assert await store.next_priority(now=T0 + 1, types=["comfy", "ffmpeg"]) == 3
+    assert await store.next_priority(now=T0 + 1, types=["other"]) is None

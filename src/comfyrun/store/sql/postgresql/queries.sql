@@ -428,3 +428,10 @@ UPDATE jobs SET
     started_at = %(now)s
 WHERE id = %(id)s AND status = 'queued'
 RETURNING *;
+
+-- name: next_priority_type
+-- `next_priority` among the jobs of one type.
+SELECT priority FROM jobs
+WHERE status = 'queued' AND type = %(type)s AND next_run_at <= %(now)s::float8
+ORDER BY priority DESC, fair_tag, created_at, id
+LIMIT 1;

@@ -397,3 +397,10 @@ UPDATE jobs SET
     started_at = :now
 WHERE id = :id AND status = 'queued'
 RETURNING *;
+
+-- name: next_priority_type
+-- `next_priority` among the jobs of one type.
+SELECT priority FROM jobs INDEXED BY jobs_claim_type
+WHERE status = 'queued' AND type = :type AND next_run_at <= :now
+ORDER BY priority DESC, fair_tag, created_at, id
+LIMIT 1;
