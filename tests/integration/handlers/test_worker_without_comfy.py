@@ -54,3 +54,15 @@ async def test_comfy_jobs_fail_clearly_when_set_to_and_image_jobs_go_on(tmp_path
         )
         assert image.json()["status"] == "succeeded", image.text
         assert image.json()["outputs"][0]["content_type"] == "image/jpeg"
+
+
+async def test_a_worker_declared_for_handler_types_only_is_ready(tmp_path: Path) -> None:
+    settings = memory_settings(tmp_path, role="worker", types=["image", "ffmpeg"])
+    async with asgi_app(settings) as (_, client, ctx):
+        r = await client.get("/ready")
+        assert r.status_code == 200, r.text  # no ComfyUI needed for the types it runs
+        assert await ctx.store.served_types(since=0) == {"image", "ffmpeg"}
+    settings = memory_settings(tmp_path, role="worker", types=["comfy", "image"])
+    async with asgi_app(settings) as (_, client, _ctx):
+        r = await client.get("/ready")
+        assert r.status_code == 503 and r.json()["reason"] == "no backends are configured"
