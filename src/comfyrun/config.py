@@ -257,6 +257,14 @@ class Settings(BaseSettings):
     fetch_allow: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=_aliases("fetch_allow")
     )
+    # model-aware routing: a backend takes a queued job whose models it holds (core.affinity)
+    model_routing: bool = Field(default=True, validation_alias=_aliases("model_routing"))
+    model_routing_window: int = Field(
+        default=32, ge=1, validation_alias=_aliases("model_routing_window")
+    )
+    model_routing_max_overtake: int = Field(
+        default=16, ge=0, validation_alias=_aliases("model_routing_max_overtake")
+    )
     # the model cache (files jobs bring with `models`)
     model_cache_gb: float | None = Field(
         default=200.0, gt=0, validation_alias=_aliases("model_cache_gb")

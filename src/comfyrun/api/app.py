@@ -461,6 +461,9 @@ def dispatch_settings(settings: Settings) -> Any:
         retention_s=settings.retention_s,
         sweep_interval_s=settings.sweep_interval_s,
         submit_timeout_s=settings.backend_timeout_s,
+        model_routing=settings.model_routing,
+        model_routing_window=settings.model_routing_window,
+        model_routing_max_overtake=settings.model_routing_max_overtake,
     )
 
 

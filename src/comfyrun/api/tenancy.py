@@ -24,7 +24,7 @@ from comfyrun.core.state import Event
 from comfyrun.core.tenancy import ADMIN, ApiKey, Principal, Scope, hash_key
 from comfyrun.core.webhook import Attempt, Delivery
 from comfyrun.errors import Forbidden, NotFound
-from comfyrun.store.base import Changes, ClaimNote, JobEvent, JobPage, JobStore
+from comfyrun.store.base import Changes, ClaimChoice, ClaimNote, JobEvent, JobPage, JobStore
 
 
 class Authenticator:
@@ -200,9 +200,12 @@ class OwnedStore:
         *,
         now: float | None = None,
         note: ClaimNote | None = None,
+        choice: ClaimChoice | None = None,
         types: Sequence[str] | None = None,
     ) -> Job | None:
-        return await self.inner.claim(worker_id, lease_s, now=now, note=note, types=types)
+        return await self.inner.claim(
+            worker_id, lease_s, now=now, note=note, choice=choice, types=types
+        )
 
     async def announce_worker(
         self, worker_id: str, types: Sequence[str], *, now: float | None = None
@@ -250,6 +253,9 @@ class OwnedStore:
 
     async def wait_for_work(self, timeout: float) -> None:
         await self.inner.wait_for_work(timeout)
+
+    def work_token(self) -> int | None:
+        return self.inner.work_token()
 
     async def queue_position(
         self, job_id: str, *, now: float | None = None, limit: int | None = None

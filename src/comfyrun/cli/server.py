@@ -146,6 +146,8 @@ async def serving_app(
     and headers exceed `max_header_bytes` are refused (400) and their connection closed."""
     import uvicorn
 
+    from comfyrun.api.http_protocol import capped_protocol
+
     sock = bind_socket(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     config = uvicorn.Config(
@@ -154,9 +156,8 @@ async def serving_app(
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=grace_s,
-        # h11, not httptools: uvicorn caps the size of headers only with h11
-        http="h11",
-        h11_max_incomplete_event_size=max_header_bytes,
+        # httptools (C) with the head capped as h11 would (api/http_protocol.py)
+        http=capped_protocol(max_header_bytes),
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -12,9 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from comfyrun.comfy.errors import ComfyConnectionError, ComfyTimeout
+from comfyrun.comfy.http import ReplyStream, stream_errors
 from comfyrun.comfy.outputs import FileRef
 
 UploadData = bytes | AsyncIterable[bytes] | Path
@@ -40,7 +38,7 @@ class UploadResult:
 class ViewStream:
     """The body of GET /view, streamed: ``async for chunk in stream``."""
 
-    def __init__(self, response: httpx.Response, chunk_size: int = CHUNK) -> None:
+    def __init__(self, response: ReplyStream, chunk_size: int = CHUNK) -> None:
         self._response = response
         self._chunk_size = chunk_size
         self.content_type: str | None = response.headers.get("content-type")
@@ -51,10 +49,11 @@ class ViewStream:
         try:
             async for chunk in self._response.aiter_bytes(self._chunk_size):
                 yield chunk
-        except httpx.TimeoutException as exc:
-            raise ComfyTimeout(f"reading /view timed out: {exc!r}") from exc
-        except httpx.TransportError as exc:
-            raise ComfyConnectionError(f"reading /view failed: {exc!r}") from exc
+        except Exception as exc:
+            error = stream_errors(exc)
+            if error is None:
+                raise
+            raise error from exc
 
 
 async def upload_body(

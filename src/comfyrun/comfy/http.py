@@ -1,14 +1,27 @@
-"""The HTTP side of one ComfyUI server: one pooled httpx client, a timeout on every call, and
-transport failures mapped to the client's typed errors."""
+"""The HTTP side of one ComfyUI server: one pooled client, a timeout on every call, and transport
+failures mapped to the client's typed errors.
+
+The client is aiohttp's (what ComfyUI itself serves with): on the hot path, where every job
+makes two or three requests to its backend, it costs about a quarter of httpx's CPU per
+request (httpx + httpcore + h11 in pure Python, and the head and the body of a POST written to
+the socket apart). With `transport` (an httpx transport, e.g. `httpx.MockTransport`), requests
+go through httpx instead: the seam unit tests drive the client's HTTP side through.
+
+Answers are read whole into a `Reply` (small JSON bodies); `/view` is streamed (`stream`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json as jsonlib
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
+import aiohttp
 import httpx
+from multidict import CIMultiDict
 
 from comfyrun.comfy.errors import (
     ComfyConnectionError,
@@ -20,10 +33,39 @@ from comfyrun.comfy.errors import (
 JSON = dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One whole answer."""
+
+    status_code: int
+    content: bytes
+    method: str
+    path: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """The body as JSON; ValueError when it is not."""
+        return jsonlib.loads(self.content)
+
+
+class ReplyStream(Protocol):
+    """An answer whose body is read as it is consumed."""
+
+    status_code: int
+    headers: Mapping[str, str]
+
+    def aiter_bytes(self, chunk_size: int) -> AsyncIterator[bytes]: ...
+
+
 class ComfyHTTP:
     """`request` raises `ComfyTimeout`, `ComfyConnectionError` or, for a status not in
     `expect`, `ComfyHTTPError`; `json` raises `ComfyProtocolError` for a body that is not a
     JSON object. Proxies from the environment are ignored: backends are addressed directly.
+    `timeout` bounds connecting and every wait for data, not a whole (streamed) answer.
     """
 
     def __init__(
@@ -35,20 +77,15 @@ class ComfyHTTP:
         max_connections: int = 8,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        self.base_url = base_url
-        self._client = httpx.AsyncClient(
-            base_url=base_url,
-            headers=dict(headers or {}),
-            timeout=httpx.Timeout(timeout),
-            transport=transport,
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            trust_env=False,
+        self.base_url = base_url.rstrip("/")
+        self._engine: _Engine = (
+            _Httpx(self.base_url, timeout, transport, max_connections, headers)
+            if transport is not None
+            else _Aiohttp(self.base_url, timeout, max_connections, headers)
         )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._engine.aclose()
 
     async def request(
         self,
@@ -60,38 +97,36 @@ class ComfyHTTP:
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
         expect: tuple[int, ...] = (200,),
-    ) -> httpx.Response:
+    ) -> Reply:
         try:
-            response = await self._client.request(
-                method, path, json=json, content=content, headers=headers, params=params
-            )
-        except httpx.TimeoutException as exc:
+            reply = await self._engine.request(method, path, json, content, headers, params)
+        except _TIMEOUTS as exc:
             raise ComfyTimeout(f"{method} {path} on {self.base_url} timed out") from exc
-        except httpx.TransportError as exc:
+        except _FAILURES as exc:
             raise ComfyConnectionError(
                 f"{method} {path} on {self.base_url} failed: {exc!r}"
             ) from exc
-        if response.status_code not in expect:
+        if reply.status_code not in expect:
             raise ComfyHTTPError(
-                f"{method} {path} on {self.base_url} answered {response.status_code}: "
-                f"{response.text[:200]!r}",
-                status=response.status_code,
+                f"{method} {path} on {self.base_url} answered {reply.status_code}: "
+                f"{reply.text[:200]!r}",
+                status=reply.status_code,
                 method=method,
                 path=path,
             )
-        return response
+        return reply
 
     @contextlib.asynccontextmanager
     async def stream(
         self, method: str, path: str, *, params: Mapping[str, str] | None = None
-    ) -> AsyncIterator[httpx.Response]:
-        """A response whose body is read as it is consumed; only a 200 is yielded."""
-        request = self._client.build_request(method, path, params=params)
+    ) -> AsyncIterator[ReplyStream]:
+        """An answer whose body is read as it is consumed; only a 200 is yielded."""
+        opened = self._engine.stream(method, path, params)
         try:
-            response = await self._client.send(request, stream=True)
-        except httpx.TimeoutException as exc:
+            response = await opened.__aenter__()
+        except _TIMEOUTS as exc:
             raise ComfyTimeout(f"{method} {path} on {self.base_url} timed out") from exc
-        except httpx.TransportError as exc:
+        except _FAILURES as exc:
             raise ComfyConnectionError(
                 f"{method} {path} on {self.base_url} failed: {exc!r}"
             ) from exc
@@ -106,28 +141,187 @@ class ComfyHTTP:
                 )
             yield response
         finally:
-            await response.aclose()
+            with contextlib.suppress(*_TIMEOUTS, *_FAILURES):
+                await opened.__aexit__(None, None, None)
 
     @staticmethod
-    def json(response: httpx.Response) -> JSON:
+    def json(response: Reply) -> JSON:
         try:
             data = response.json()
         except ValueError as exc:
             raise ComfyProtocolError(
-                f"{response.request.method} {response.request.url.path} answered non-JSON"
+                f"{response.method} {response.path} answered non-JSON"
             ) from exc
         if not isinstance(data, dict):
-            raise ComfyProtocolError(
-                f"{response.request.method} {response.request.url.path} answered a non-object"
-            )
+            raise ComfyProtocolError(f"{response.method} {response.path} answered a non-object")
         return data
 
 
 def maybe_sent(exc: BaseException) -> bool:
     """Whether a request that failed with `exc` may still have reached the server."""
-    if isinstance(exc.__cause__, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+    if isinstance(exc.__cause__, _NOT_SENT):
         return False
     return isinstance(exc, ComfyTimeout | ComfyConnectionError | asyncio.CancelledError)
 
 
-__all__ = ["ComfyHTTP", "maybe_sent"]
+def stream_errors(exc: BaseException) -> ComfyTimeout | ComfyConnectionError | None:
+    """The client's error for a failure while a streamed body is read, if it is one."""
+    if isinstance(exc, _TIMEOUTS):
+        return ComfyTimeout(f"reading the answer timed out: {exc!r}")
+    if isinstance(exc, _FAILURES):
+        return ComfyConnectionError(f"reading the answer failed: {exc!r}")
+    return None
+
+
+# aiohttp.ServerTimeoutError is a ClientError and a TimeoutError: timeouts are looked at first
+_TIMEOUTS: tuple[type[BaseException], ...] = (TimeoutError, httpx.TimeoutException)
+_FAILURES: tuple[type[BaseException], ...] = (aiohttp.ClientError, httpx.TransportError)
+#: Failures before the request could be written: it never reached the server.
+_NOT_SENT: tuple[type[BaseException], ...] = (
+    aiohttp.ClientConnectorError,
+    aiohttp.ConnectionTimeoutError,
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+)
+
+
+class _Engine(Protocol):
+    async def request(
+        self,
+        method: str,
+        path: str,
+        json: Any,
+        content: bytes | AsyncIterable[bytes] | None,
+        headers: Mapping[str, str] | None,
+        params: Mapping[str, str] | None,
+    ) -> Reply: ...
+
+    def stream(
+        self, method: str, path: str, params: Mapping[str, str] | None
+    ) -> contextlib.AbstractAsyncContextManager[ReplyStream]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class _Aiohttp:
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float,
+        max_connections: int,
+        headers: Mapping[str, str] | None,
+    ) -> None:
+        self._base = base_url
+        self._session = aiohttp.ClientSession(
+            headers=dict(headers or {}),
+            timeout=aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout),
+            connector=aiohttp.TCPConnector(limit=max_connections),
+            trust_env=False,
+            # ComfyUI's JSON is read as bytes and parsed here, its /view bytes as they are
+            auto_decompress=True,
+        )
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        json: Any,
+        content: bytes | AsyncIterable[bytes] | None,
+        headers: Mapping[str, str] | None,
+        params: Mapping[str, str] | None,
+    ) -> Reply:
+        data: Any = content
+        sent_headers = CIMultiDict(headers or {})
+        if json is not None:
+            data = jsonlib.dumps(json).encode()
+            sent_headers.setdefault("Content-Type", "application/json")
+        async with self._session.request(
+            method, self._base + path, data=data, headers=sent_headers, params=params
+        ) as response:
+            body = await response.read()
+            return Reply(response.status, body, method, path, response.headers)
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, method: str, path: str, params: Mapping[str, str] | None
+    ) -> AsyncIterator[ReplyStream]:
+        async with self._session.request(method, self._base + path, params=params) as response:
+            yield _AiohttpStream(response)
+
+    async def aclose(self) -> None:
+        await self._session.close()
+
+
+class _AiohttpStream:
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status_code = response.status
+        self.headers: Mapping[str, str] = response.headers
+
+    async def aiter_bytes(self, chunk_size: int) -> AsyncIterator[bytes]:
+        async for chunk in self._response.content.iter_chunked(chunk_size):
+            yield chunk
+
+
+class _Httpx:
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float,
+        transport: httpx.AsyncBaseTransport | None,
+        max_connections: int,
+        headers: Mapping[str, str] | None,
+    ) -> None:
+        self._client = httpx.AsyncClient(
+            base_url=base_url,
+            headers=dict(headers or {}),
+            timeout=httpx.Timeout(timeout),
+            transport=transport,
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            trust_env=False,
+        )
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        json: Any,
+        content: bytes | AsyncIterable[bytes] | None,
+        headers: Mapping[str, str] | None,
+        params: Mapping[str, str] | None,
+    ) -> Reply:
+        response = await self._client.request(
+            method, path, json=json, content=content, headers=headers, params=params
+        )
+        return Reply(response.status_code, response.content, method, path, response.headers)
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, method: str, path: str, params: Mapping[str, str] | None
+    ) -> AsyncIterator[ReplyStream]:
+        request = self._client.build_request(method, path, params=params)
+        response = await self._client.send(request, stream=True)
+        try:
+            yield _HttpxStream(response)
+        finally:
+            await response.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class _HttpxStream:
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status_code = response.status_code
+        self.headers: Mapping[str, str] = response.headers
+
+    async def aiter_bytes(self, chunk_size: int) -> AsyncIterator[bytes]:
+        async for chunk in self._response.aiter_bytes(chunk_size):
+            yield chunk
+
+
+__all__ = ["ComfyHTTP", "Reply", "ReplyStream", "maybe_sent", "stream_errors"]

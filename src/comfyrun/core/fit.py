@@ -10,6 +10,8 @@ Rules:
 - `requirements` (a job option) are matched against the backend's `labels` (config): a plain
   value must equal the label; `{"min": x}` / `{"max": y}` bound a numeric label; `{"in": [...]}`
   lists the values allowed. A label the backend does not have fails every requirement on it.
+- A job that brings model files (its `models` option) fits only backends comfyrun can deliver
+  files to (managed ones: they see its model cache); that is the dispatcher's to say.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ class Misfit:
     missing_values: tuple[tuple[str, str, str], ...] = ()
     #: requirement names the backend's labels do not meet
     unmet: tuple[str, ...] = ()
+    #: the job brings model files (`models`) and comfyrun cannot deliver files to it
+    no_model_delivery: bool = False
 
     def describe(self) -> str:
         parts = []
@@ -59,6 +63,11 @@ class Misfit:
             )
         if self.unmet:
             parts.append("labels do not meet " + ", ".join(self.unmet))
+        if self.no_model_delivery:
+            parts.append(
+                "cannot receive the job's model files (only backends comfyrun manages see "
+                "its model cache)"
+            )
         return f"{self.backend}: " + "; ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -70,6 +79,7 @@ class Misfit:
                 for node, name, value in self.missing_values
             ],
             "unmet_requirements": list(self.unmet),
+            "receives_models": not self.no_model_delivery,
         }
 
 

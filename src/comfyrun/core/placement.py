@@ -7,7 +7,8 @@ Rules:
 - Only `ready` and `busy` backends take work; a managed backend that is `stopped` may take a job
   too when it starts lazily (the job starts it), but a ready one is always preferred.
 - Among the candidates: the least loaded first, then ready before lazily started, then the one
-  that was given a job longest ago (round robin).
+  that holds most of the job's models (`affinity`, core.affinity), then the one that was given
+  a job longest ago (round robin).
 - A job that just failed on a backend goes elsewhere when another backend has room.
 
 Late binding (no backend idle while a job it could run waits):
@@ -69,18 +70,28 @@ def has_room(view: BackendView) -> bool:
     return view.state is BackendState.STOPPED and view.lazy_start
 
 
-def choose_backend(views: Iterable[BackendView], *, avoid: str | None = None) -> str | None:
-    """The backend the next job goes to, or None when no backend has room."""
+def choose_backend(
+    views: Iterable[BackendView],
+    *,
+    avoid: str | None = None,
+    affinity: Callable[[str], int] | None = None,
+) -> str | None:
+    """The backend the next job goes to, or None when no backend has room. `affinity`: how
+    many of the job's models a backend (by name) holds."""
     candidates = [v for v in views if has_room(v)]
     if not candidates:
         return None
     if avoid is not None and any(v.name != avoid for v in candidates):
         candidates = [v for v in candidates if v.name != avoid]
-    best = min(
-        candidates,
-        key=lambda v: (v.inflight, v.state not in ACCEPTING, v.last_assigned, v.name),
-    )
-    return best.name
+    return min(candidates, key=lambda v: placement_key(v, affinity)).name
+
+
+def placement_key(
+    view: BackendView, affinity: Callable[[str], int] | None = None
+) -> tuple[int, bool, int, int, str]:
+    """How `choose_backend` ranks backends with room: lower first."""
+    held = affinity(view.name) if affinity is not None else 0
+    return (view.inflight, view.state not in ACCEPTING, -held, view.last_assigned, view.name)
 
 
 def is_idle(view: BackendView) -> bool:
@@ -103,11 +114,15 @@ def _claim_order(held: HeldPrompt) -> tuple[int, int]:
 
 
 def choose_for_job(
-    views: Iterable[BackendView], fits: Callable[[str], bool], *, avoid: str | None = None
+    views: Iterable[BackendView],
+    fits: Callable[[str], bool],
+    *,
+    avoid: str | None = None,
+    affinity: Callable[[str], int] | None = None,
 ) -> str | None:
     """The backend with room that `fits` the job best: like `choose_backend`, among the backends
     the job can run on. None when none of those has room now."""
-    return choose_backend((v for v in views if fits(v.name)), avoid=avoid)
+    return choose_backend((v for v in views if fits(v.name)), avoid=avoid, affinity=affinity)
 
 
 def choose_takeback(
@@ -170,4 +185,5 @@ __all__ = [
     "has_room",
     "is_idle",
     "may_hold",
+    "placement_key",
 ]

@@ -37,13 +37,16 @@ from comfyrun.core.placement import (
     choose_preemption,
     choose_takeback,
     has_room,
+    is_idle,
     may_hold,
+    placement_key,
 )
 from comfyrun.core.state import Event
 from comfyrun.dispatch.fitting import FleetFit
 from comfyrun.dispatch.inputs import make_input_placer
 from comfyrun.dispatch.reconcile import first_attempt_note
 from comfyrun.dispatch.relay import RelayHub
+from comfyrun.dispatch.routing import ModelRouter
 from comfyrun.dispatch.run import InputPlacer, JobRun, RunContext
 from comfyrun.dispatch.settings import DispatchSettings
 from comfyrun.dispatch.sweeper import Sweeper
@@ -98,6 +101,8 @@ class Dispatcher:
             handlers=handlers or HandlerRegistry.load(entry_points=False),
         )
         self._next_retry_at: float | None = None
+        #: The store's work token when a claim last found nothing (see JobStore.work_token).
+        self._nothing_at: int | None = None
         self.sweeper = Sweeper(
             store, storage, interval_s=self.settings.sweep_interval_s, on_requeue=self._note_retry
         )
@@ -106,6 +111,12 @@ class Dispatcher:
         #: Claimed jobs that fit only backends that are busy now, placed first when one frees.
         self._parked: dict[str, Job] = {}
         self.fit = FleetFit(pool, timeout_s=self.settings.submit_timeout_s)
+        self.router = ModelRouter(
+            enabled=self.settings.model_routing,
+            window=self.settings.model_routing_window,
+            max_overtake=self.settings.model_routing_max_overtake,
+            keep=self.settings.models_kept,
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._idle = asyncio.Event()
@@ -176,6 +187,7 @@ class Dispatcher:
                 await self._fail_unplaceable()
                 continue
             generation = self.pool.generation
+            self.router.forget_down(self.pool.views())
             try:
                 await self.fit.refresh()
                 if await self._rebalance() or await self._place_parked():
@@ -196,6 +208,9 @@ class Dispatcher:
         try:
             await asyncio.wait({changed, work}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            if work.done():
+                # new work, or the timeout that makes jobs waiting for their time runnable
+                self._nothing_at = None
             for task in (changed, work):
                 task.cancel()
             await asyncio.wait({changed, work})
@@ -205,6 +220,9 @@ class Dispatcher:
         done (no room, no job, or the room is a hold behind a prompt of higher priority)."""
         if len(self._parked) >= PARK_PER_BACKEND * max(1, len(self.pool.backends)):
             return False
+        token = self.store.work_token()
+        if token is not None and token == self._nothing_at:
+            return False  # the last claim found nothing and nothing claimable came since
         slot = self.pool.try_reserve()
         if slot is None:
             return False
@@ -221,12 +239,17 @@ class Dispatcher:
             prompt_id = new_prompt_id()
             note = first_attempt_note(slot.backend.name, prompt_id)
             job = await self.store.claim(
-                self.worker_id, self.settings.lease_s, note=note, types=self.types
+                self.worker_id,
+                self.settings.lease_s,
+                note=note,
+                choice=self.router.choice(slot.backend.name),
+                types=self.types,
             )
         except BaseException:
             slot.release()
             raise
         if job is None:
+            self._nothing_at = token
             slot.release()
             return False
         if past_start_deadline(job, time.time()):
@@ -251,10 +274,19 @@ class Dispatcher:
         backend of the pool can ever run it. `noted`: (backend, prompt id) the claim recorded
         for a first attempt, used only if the job runs on that backend."""
         fits = self.fit.fitter(job)
+        affinity = self.router.affinity(job)
         views = {v.name: v for v in self._views_without(slot)}
-        best = choose_for_job(views.values(), fits)
-        here = views[slot.backend.name].inflight
-        if best is not None and (not fits(slot.backend.name) or views[best].inflight < here):
+        best = choose_for_job(views.values(), fits, affinity=affinity)
+        here = slot.backend.name
+        if (
+            best is not None
+            and best != here
+            and (
+                not fits(here)
+                or placement_key(views[best], affinity)[:3]
+                < placement_key(views[here], affinity)[:3]  # better, not just next in turn
+            )
+        ):
             better = self.pool.try_reserve(on=best)
             if better is not None:
                 slot.release()
@@ -289,7 +321,7 @@ class Dispatcher:
         order = sorted(self._parked.values(), key=lambda j: (-j.priority, j.created_at, j.id))
         views = self.pool.views()
         for job in order:
-            name = choose_for_job(views, self.fit.fitter(job))
+            name = choose_for_job(views, self.fit.fitter(job), affinity=self.router.affinity(job))
             slot = self.pool.try_reserve(on=name) if name is not None else None
             if slot is not None:
                 del self._parked[job.id]
@@ -304,10 +336,18 @@ class Dispatcher:
         if not held:
             return False
         views = self.pool.views()
+        queued = await self._claimable_priority(views)
 
         def fits(job_id: str, backend: str) -> bool:
             entry = self._runs.get(job_id)
-            return entry is not None and self.fit.fitter(entry[0].job)(backend)
+            if entry is None or not self.fit.fitter(entry[0].job)(backend):
+                return False
+            if queued is None or entry[0].job.priority > queued:
+                return True
+            # model-aware: an idle backend takes a queued job its models fit rather than a
+            # held prompt that would load others (it is not left idle either way)
+            affinity = self.router.affinity(entry[0].job)
+            return affinity is None or affinity(backend) > 0
 
         pick = choose_takeback(views, held, fits)
         if pick is not None:
@@ -362,6 +402,15 @@ class Dispatcher:
                 extra={"action": "job_preempted", "job_id": job_id, "backend": run.backend.name},
             )
         return True
+
+    async def _claimable_priority(self, views: list[BackendView]) -> int | None:
+        """With model-aware routing and an idle backend that could claim a queued job: the
+        priority of the job the queue would give; else None."""
+        if not self.router.enabled or not any(is_idle(v) for v in views):
+            return None
+        if len(self._parked) >= PARK_PER_BACKEND * max(1, len(self.pool.backends)):
+            return None
+        return await self.store.next_priority(types=self.types)
 
     def _views_without(self, slot: Slot) -> list[BackendView]:
         """The pool's views as if `slot` were not reserved (to compare its backend fairly)."""
@@ -425,6 +474,7 @@ class Dispatcher:
             stale[0].abandon = "lease_lost"
             stale[1].cancel()
         slot.bind(job.id, priority=job.priority)
+        self.router.sent(slot.backend.name, job)
         run = JobRun(self.ctx, job, slot, noted_prompt=noted_prompt)
         task = asyncio.create_task(run.run(), name=f"job:{job.id}")
         self._runs[job.id] = (run, task)

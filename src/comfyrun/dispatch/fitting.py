@@ -87,14 +87,15 @@ class FleetFit:
         """Whether `job` fits a backend (by name), as far as its catalog is known. When no
         backend has every node type and model it uses, its labels alone decide: the backend
         then refuses the prompt with ComfyUI's own validation error (submission refuses such a
-        job with 422 when the catalogs are known then)."""
+        job with 422 when the catalogs are known then). A job that brings model files fits
+        only backends comfyrun manages (the others cannot see its model cache)."""
         requirements = requirements_of(job)
         values = not job.inputs  # input files replace some values at dispatch
         brought = brought_models(job)
 
         def fits(name: str) -> bool:
             backend = self.pool.get(name)
-            if backend is None:
+            if backend is None or not receives(backend, brought):
                 return False
             offer = self.offer_of(backend)
             why = misfit(job.workflow, requirements, offer, values=values, brought=brought)
@@ -105,20 +106,35 @@ class FleetFit:
 
         def labels_fit(name: str) -> bool:
             backend = self.pool.get(name)
-            return backend is not None and not unmet_requirements(requirements, backend.spec.labels)
+            return (
+                backend is not None
+                and receives(backend, brought)
+                and not unmet_requirements(requirements, backend.spec.labels)
+            )
 
         return labels_fit
 
     def misfits(self, job: Job) -> list[Misfit] | None:
-        """Why each backend cannot run `job` (its labels), or None when one can."""
+        """Why each backend cannot run `job` (its labels; model files it brings that only a
+        managed backend can receive), or None when one can."""
         requirements = requirements_of(job)
+        brought = brought_models(job)
         reasons = []
         for backend in self.pool.backends:
             unmet = unmet_requirements(requirements, backend.spec.labels)
-            if not unmet:
+            undeliverable = not receives(backend, brought)
+            if not unmet and not undeliverable:
                 return None
-            reasons.append(Misfit(backend.name, unmet=tuple(unmet)))
+            reasons.append(
+                Misfit(backend.name, unmet=tuple(unmet), no_model_delivery=undeliverable)
+            )
         return reasons
+
+
+def receives(backend: Backend, brought: frozenset[str]) -> bool:
+    """Whether comfyrun can deliver the model files a job brings to `backend`: only a managed
+    one sees the model cache (through the extra model paths comfyrun gives it)."""
+    return not brought or backend.managed
 
 
 def brought_models(job: Job) -> frozenset[str]:
@@ -139,4 +155,4 @@ def requirements_of(job: Job) -> dict[str, Any]:
         return {}
 
 
-__all__ = ["CATALOG_RETRY_S", "FleetFit", "brought_models", "requirements_of"]
+__all__ = ["CATALOG_RETRY_S", "FleetFit", "brought_models", "receives", "requirements_of"]

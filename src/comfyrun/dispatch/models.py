@@ -2,8 +2,10 @@
 pinned for the run, and seen by managed ComfyUIs through the extra model paths comfyrun gives
 them. Download progress goes into the job's events (`model_download`).
 
-A backend comfyrun does not manage (a ComfyUI at a URL) cannot see the cache, so a job with
-`models` placed there fails with `input_rejected` (reason `models_need_managed_backend`).
+A backend comfyrun does not manage (a ComfyUI at a URL) cannot see the cache: fitting
+(dispatch.fitting.receives) places a job with `models` only on managed backends; one that
+reaches another backend all the same fails with `input_rejected` (reason
+`models_need_managed_backend`).
 """
 
 from __future__ import annotations

@@ -29,6 +29,14 @@ class DispatchSettings:
     #: is still so this long after it saw it (a job that ends first records its start with
     #: its end): the API may show a job held or started this much late.
     placement_note_after_s: float = 0.05
+    #: Model-aware routing (core.affinity): a backend with room takes, among the first
+    #: `model_routing_window` queued jobs of the best priority, one whose models it holds;
+    #: a job is overtaken so at most `model_routing_max_overtake` times. Off: queue order.
+    model_routing: bool = True
+    model_routing_window: int = 32
+    model_routing_max_overtake: int = 16
+    #: Models of one folder (checkpoints, loras, ...) a backend is taken to keep loaded.
+    models_kept: int = 1
     #: Handler jobs (types other than comfy) one worker runs at once.
     handler_concurrency: int = 2
     #: After a cancel or a timeout sets a handler's cancel token, how long it gets to stop

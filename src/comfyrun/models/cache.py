@@ -11,7 +11,8 @@ Rules:
 - A model is known by its hash when the caller gives one, else by its source (URL or asset):
   a second job with the same source downloads nothing.
 - Concurrent requests for one model share one download (single flight); a waiter that gives up
-  does not cancel it for the others.
+  does not cancel it for the others. Its progress goes to every waiter (one that joins late
+  hears where it stands at once).
 - The bytes are hashed as they land; a declared hash that does not match fails with
   HashMismatch and keeps nothing.
 - `acquire` pins the files a job uses until its lease is released. Over the byte budget, the
@@ -109,7 +110,7 @@ class ModelCache:
         self._names: dict[str, str] = {}  # "folder/name" -> blake3
         self._pins: Counter[str] = Counter()
         self._name_pins: Counter[str] = Counter()
-        self._flights: dict[str, asyncio.Task[str]] = {}
+        self._flights: dict[str, _Flight] = {}
         self.downloads = 0  # finished downloads (for tests and metrics)
 
     # -- paths ----------------------------------------------------------------------------------
@@ -237,19 +238,26 @@ class ModelCache:
 
     async def _fetch_shared(self, ref: ModelRef, progress: ModelProgress | None) -> str:
         key = ref.hash or ref.source
-        task = self._flights.get(key)
-        if task is None:  # the first requester's progress is reported
-            report: Progress = _ignore
-            if progress is not None:
-                tell = progress
+        flight = self._flights.get(key)
+        if flight is None:
+            flight = _Flight()
+            task = asyncio.get_running_loop().create_task(self._fetch(ref, flight.report))
+            flight.task = task
+            self._flights[key] = flight
+            done = flight
 
-                def report(done: int, total: int | None) -> None:
-                    tell(ref, done, total)
+            def landed(_task: asyncio.Task[str]) -> None:
+                if self._flights.get(key) is done:
+                    del self._flights[key]
 
-            task = asyncio.get_running_loop().create_task(self._fetch(ref, report))
-            self._flights[key] = task
-            task.add_done_callback(lambda _t: self._flights.pop(key, None))
-        return await asyncio.shield(task)
+            task.add_done_callback(landed)
+        assert flight.task is not None
+        listener = flight.listen(ref, progress) if progress is not None else None
+        try:
+            return await asyncio.shield(flight.task)
+        finally:
+            if listener is not None:
+                flight.listeners.remove(listener)
 
     async def _fetch(self, ref: ModelRef, progress: Progress) -> str:
         tmp = self.root / "tmp" / uuid.uuid4().hex
@@ -388,8 +396,27 @@ def _hash_file(path: Path, declared: str | None) -> tuple[str, str | None, int]:
     return b3.hexdigest(), sha.hexdigest() if sha is not None else None, size
 
 
-def _ignore(_done: int, _total: int | None) -> None:
-    return None
+@dataclass(slots=True)
+class _Flight:
+    """One download in progress, and the requesters following its progress."""
+
+    task: asyncio.Task[str] | None = None
+    listeners: list[tuple[ModelRef, ModelProgress]] = field(default_factory=list)
+    done: int = 0
+    total: int | None = None
+    started: bool = False
+
+    def listen(self, ref: ModelRef, tell: ModelProgress) -> tuple[ModelRef, ModelProgress]:
+        listener = (ref, tell)
+        self.listeners.append(listener)
+        if self.started:
+            tell(ref, self.done, self.total)
+        return listener
+
+    def report(self, done: int, total: int | None) -> None:
+        self.done, self.total, self.started = done, total, True
+        for ref, tell in list(self.listeners):
+            tell(ref, done, total)
 
 
 __all__ = [

@@ -4,6 +4,11 @@ Each object is a file at <root>/<key>; its content type and hash sit in a small 
 <root>/.comfyrun-meta/<key>.json. `put` writes to <root>/.comfyrun-tmp/ and renames into place,
 so readers never see a partial file and several API nodes sharing the directory agree. Blocking
 file calls run in threads so the event loop never waits on the disk.
+
+Small objects written with `put_bytes` stay in memory for a short while (`Recent`): the usual
+client downloads a job's outputs right after it finished, and is answered without a trip to
+the disk. This process's own `put`, `delete` and `delete_prefix` drop them at once; a change
+made by another process sharing the directory is seen once the entry expires (RECENT_TTL_S).
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import json
 import logging
 import os
 import shutil
+import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -34,6 +41,48 @@ TMP_DIR = ".comfyrun-tmp"
 #: Bytes gathered before one write call (fewer thread hops for small chunks).
 WRITE_BATCH = 1 << 20
 READ_CHUNK = 1 << 20
+#: What the recently written small objects may hold in memory, and for how long.
+RECENT_BYTES = 8 << 20
+RECENT_TTL_S = 30.0
+
+
+class Recent:
+    """Small objects just written, by key, oldest first; bounded in bytes and in age."""
+
+    def __init__(self, budget: int = RECENT_BYTES, ttl_s: float = RECENT_TTL_S) -> None:
+        self.budget = budget
+        self.ttl_s = ttl_s
+        self._entries: OrderedDict[str, tuple[float, StoredObject, bytes]] = OrderedDict()
+        self._bytes = 0
+
+    def add(self, key: str, stored: StoredObject, data: bytes) -> None:
+        self.drop(key)
+        if len(data) > self.budget // 16:
+            return
+        self._entries[key] = (time.monotonic() + self.ttl_s, stored, data)
+        self._bytes += len(data)
+        while self._bytes > self.budget:
+            self._pop(next(iter(self._entries)))
+
+    def get(self, key: str) -> tuple[StoredObject, bytes] | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] < time.monotonic():
+            self._pop(key)
+            return None
+        return entry[1], entry[2]
+
+    def drop(self, key: str) -> None:
+        if key in self._entries:
+            self._pop(key)
+
+    def drop_prefix(self, prefix: str) -> None:
+        for key in [k for k in self._entries if k.startswith(prefix)]:
+            self._pop(key)
+
+    def _pop(self, key: str) -> None:
+        self._bytes -= len(self._entries.pop(key)[2])
 
 
 class LocalOutputStorage:
@@ -43,6 +92,7 @@ class LocalOutputStorage:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self.recent = Recent()
 
     def __repr__(self) -> str:
         return f"LocalOutputStorage({str(self.root)!r})"
@@ -58,6 +108,7 @@ class LocalOutputStorage:
     ) -> StoredObject:
         target = self._path(key)
         tmp_dir = self.root / TMP_DIR
+        self.recent.drop(key)
         try:
             await asyncio.to_thread(tmp_dir.mkdir, parents=True, exist_ok=True)
             tmp = tmp_dir / uuid.uuid4().hex
@@ -90,7 +141,10 @@ class LocalOutputStorage:
         stored = StoredObject(
             key, len(data), f"blake3:{blake3.blake3(data).hexdigest()}", content_type
         )
-        return await _disk(key, self._put_now, target, data, stored)
+        self.recent.drop(key)
+        await _disk(key, self._put_now, target, data, stored)
+        self.recent.add(key, stored, data)
+        return stored
 
     def _put_now(self, target: Path, data: bytes, stored: StoredObject) -> StoredObject:
         """Write, then rename into place: all of `put_bytes` in one blocking call."""
@@ -109,6 +163,10 @@ class LocalOutputStorage:
         self, key: str, max_bytes: int
     ) -> tuple[StoredObject, bytes | None] | None:
         path, meta = self._path(key), self._meta_path(key)
+        recent = self.recent.get(key)
+        if recent is not None:
+            stored, data = recent
+            return stored, data if len(data) <= max_bytes else None
 
         def read() -> tuple[StoredObject, bytes | None] | None:
             try:
@@ -185,6 +243,7 @@ class LocalOutputStorage:
 
     async def delete(self, key: str) -> None:
         path, meta = self._path(key), self._meta_path(key)
+        self.recent.drop(key)
 
         def unlink() -> None:
             if path.is_file():
@@ -195,6 +254,7 @@ class LocalOutputStorage:
 
     async def delete_prefix(self, prefix: str) -> int:
         validate_prefix(prefix)
+        self.recent.drop_prefix(prefix)
         folder = self.root / prefix.rstrip("/")
         meta_folder = self.root / META_DIR / prefix.rstrip("/")
 

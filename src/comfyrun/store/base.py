@@ -67,6 +67,21 @@ class Changes:
 ClaimNote = Callable[[Job], tuple[str, JSON] | None]
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimChoice:
+    """Lets a claim take another job than the best one: `pick` is given the first `window`
+    runnable queued jobs in claim order (the best first) and returns the index of the one to
+    take (an index out of range takes the best). Called inside the claim's transaction: it
+    must be quick and do no I/O."""
+
+    window: int
+    pick: Callable[[Sequence[Job]], int]
+
+    def chosen(self, candidates: Sequence[Job]) -> Job:
+        index = self.pick(candidates)
+        return candidates[index] if 0 <= index < len(candidates) else candidates[0]
+
+
 class KeyStore(Protocol):
     """API keys (stored as hashes) with their quotas and usage.
 
@@ -159,12 +174,14 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
         *,
         now: float | None = None,
         note: ClaimNote | None = None,
+        choice: ClaimChoice | None = None,
         types: Sequence[str] | None = None,
     ) -> Job | None:
         """Atomically take the best runnable queued job (highest priority, then oldest, with
         next_run_at <= now) for `worker_id`: status running, attempts+1, lease set. `note`
         may add one event to the claim's transaction (e.g. the prompt about to be sent).
-        `types`: only jobs of these types (None: any type)."""
+        With `choice`, the job it picks among the first runnable ones is taken instead.
+        `types`: only jobs of these types (None: any type; `choice` then sees only those)."""
 
     async def renew(
         self, job_id: str, worker_id: str, lease_s: float, *, now: float | None = None
@@ -225,6 +242,13 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
 
     async def wait_for_work(self, timeout: float) -> None:
         """Return when a job may have become claimable, or after `timeout`."""
+
+    def work_token(self) -> int | None:
+        """A number that changes whenever a job may have become claimable (an enqueue, a job
+        put back, another process's commit seen): read before a claim that found nothing, an
+        unchanged token means a new claim would find nothing too, until time makes a waiting
+        job runnable (what `wait_for_work`'s timeout is for). None: unknown, claim anyway."""
+        ...
 
     async def get(self, job_id: str) -> Job | None: ...
 
@@ -315,6 +339,7 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
 
 __all__ = [
     "Changes",
+    "ClaimChoice",
     "ClaimNote",
     "JobEvent",
     "JobPage",

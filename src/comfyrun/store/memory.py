@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import heapq
 import itertools
 import time
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from comfyrun.core.job import ACTIVE, JSON, TERMINAL, Job, JobStatus, NewJob, Ou
 from comfyrun.core.state import Event
 from comfyrun.errors import Conflict, IdempotencyKeyReuse, NotFound
 from comfyrun.store import batches, maintenance, transition
-from comfyrun.store.base import Changes, ClaimNote, JobEvent, JobPage
+from comfyrun.store.base import Changes, ClaimChoice, ClaimNote, JobEvent, JobPage
 from comfyrun.store.codec import decode_cursor, encode_cursor, output_to_dict, progress_to_dict
 from comfyrun.store.idempotency import KeyVerdict, key_scope, verdict
 from comfyrun.store.memtenancy import MemoryTenancy
@@ -40,6 +41,7 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
         self._event_ids = itertools.count(1)
         self._event_added = asyncio.Condition()
         self._work_added = asyncio.Condition()
+        self._work_seq = 0
         self._catalogs: dict[str, NodeCatalog] = {}
 
     async def __aenter__(self) -> MemoryStore:
@@ -102,6 +104,7 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
         *,
         now: float | None = None,
         note: ClaimNote | None = None,
+        choice: ClaimChoice | None = None,
         types: Sequence[str] | None = None,
     ) -> Job | None:
         now = _now(now)
@@ -114,7 +117,11 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
         ]
         if not runnable:
             return None
-        best = min(runnable, key=_claim_order)
+        if choice is not None:
+            window = heapq.nsmallest(max(1, choice.window), runnable, key=_claim_order)
+            best = choice.chosen(window)
+        else:
+            best = min(runnable, key=_claim_order)
         job = best.evolve(
             status=JobStatus.RUNNING,
             attempts=best.attempts + 1,
@@ -242,6 +249,9 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
                     await asyncio.wait_for(self._event_added.wait(), remaining)
                 except TimeoutError:
                     return await self.events_since(job_id, after_id)
+
+    def work_token(self) -> int | None:
+        return self._work_seq
 
     async def wait_for_work(self, timeout: float) -> None:
         async with self._work_added:
@@ -516,6 +526,7 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
             self._event_added.notify_all()
 
     async def _wake_workers(self) -> None:
+        self._work_seq += 1
         async with self._work_added:
             self._work_added.notify_all()
 

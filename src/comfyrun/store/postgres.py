@@ -65,6 +65,7 @@ class PostgresStore(SQLStore):
         self._listener: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
         self._work = asyncio.Condition()
+        self._work_seq = 0
         self._job_waiters: dict[str, set[asyncio.Event]] = {}
 
     async def open(self) -> None:
@@ -121,6 +122,10 @@ class PostgresStore(SQLStore):
             waiters.discard(woken)
             if not waiters:
                 self._job_waiters.pop(job_id, None)
+
+    def work_token(self) -> int | None:
+        # only while LISTENing: a notification lost with the connection must not hide work
+        return self._work_seq if self._listening.is_set() else None
 
     async def wait_for_work(self, timeout: float) -> None:
         async with self._work:
@@ -219,12 +224,14 @@ class PostgresStore(SQLStore):
     async def _dispatch(self, payload: str) -> None:
         flags, _, job_id = payload.partition("e:")
         if WORK in flags:
+            self._work_seq += 1
             async with self._work:
                 self._work.notify_all()
         for woken in builtins.list(self._job_waiters.get(job_id, ())):
             woken.set()
 
     async def _wake_all(self) -> None:
+        self._work_seq += 1
         async with self._work:
             self._work.notify_all()
         for waiters in builtins.list(self._job_waiters.values()):

@@ -124,6 +124,8 @@ class SQLiteStore(SQLStore):
         # owned by the event loop
         self._job_waiters: dict[str, set[asyncio.Event]] = {}
         self._work = asyncio.Event()
+        self._work_seq = 0  # see work_token
+        self._version: int | None = None  # the last `PRAGMA data_version` read
 
     # -- life --------------------------------------------------------------------------------
 
@@ -169,6 +171,7 @@ class SQLiteStore(SQLStore):
                     _events_and_version, (job_id, after_id), {}, read=True
                 )
                 events, version = found
+                self._version = version
                 if events:
                     return events
                 changed, _ = await self._wait(woken, deadline, version)
@@ -179,9 +182,16 @@ class SQLiteStore(SQLStore):
             if not waiters:
                 self._job_waiters.pop(job_id, None)
 
+    def work_token(self) -> int | None:
+        return self._work_seq
+
     async def wait_for_work(self, timeout: float) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
-        await self._wait(self._work, deadline, await self._data_version())
+        woken = self._work
+        # Any data version read before now will do: another process's commit since then
+        # changes it (at worst, one it changed for was already seen: a spurious wake-up).
+        version = self._version if self._version is not None else await self._data_version()
+        await self._wait(woken, deadline, version)
 
     async def _wait(self, woken: asyncio.Event, deadline: float, version: int) -> tuple[bool, int]:
         """Until `woken` is set (a commit in this process) or another process commits (True),
@@ -196,11 +206,13 @@ class SQLiteStore(SQLStore):
                 pass
             current = await self._data_version()
             if current != version:
+                self._work_seq += 1  # another process committed: maybe work
                 return True, current
         return False, version
 
     async def _data_version(self) -> int:
         version: int = await self._call(_data_version, (), {}, read=True)
+        self._version = version
         return version
 
     # -- shipping calls to the store's thread ------------------------------------------------
@@ -320,6 +332,7 @@ class SQLiteStore(SQLStore):
         for woken in builtins.list(self._job_waiters.get(job_id, ())):
             woken.set()
         if work:
+            self._work_seq += 1
             event, self._work = self._work, asyncio.Event()
             event.set()
 

@@ -20,7 +20,7 @@ from comfyrun.core.job import JSON, Job, JobStatus, NewJob, Output, Progress
 from comfyrun.core.state import Event
 from comfyrun.errors import Conflict, IdempotencyKeyReuse, StoreError
 from comfyrun.store import batches, maintenance, transition
-from comfyrun.store.base import Changes, ClaimNote, JobEvent, JobPage
+from comfyrun.store.base import Changes, ClaimChoice, ClaimNote, JobEvent, JobPage
 from comfyrun.store.catalogs import catalog_from_row, catalog_to_row
 from comfyrun.store.codec import (
     batch_from_row,
@@ -104,12 +104,13 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
         *,
         now: float | None = None,
         note: ClaimNote | None = None,
+        choice: ClaimChoice | None = None,
         types: Sequence[str] | None = None,
     ) -> Job | None:
         now = _now(now)
         params = {"worker_id": worker_id, "lease_expires_at": now + lease_s, "now": now}
         async with self._write() as conn:
-            row = await self._claim_row(conn, params, types)
+            row = await self._claim_row(conn, params, types, choice)
             if row is None:
                 return None
             job = job_from_row(row)
@@ -120,25 +121,38 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
         await self._committed(job.id)
         return job
 
-    async def _claim_row(self, conn: Any, params: JSON, types: Sequence[str] | None) -> Row | None:
-        """The claim's row: over every type, one type's index range, or the best of several
-        types' heads (each one found in its own range, then taken by id)."""
-        if types is None:
-            return await self._one(conn, "claim", params)
-        kinds = sorted(set(types))
-        if len(kinds) <= 1:
-            return (
-                await self._one(conn, "claim_type", params | {"type": kinds[0]}) if kinds else None
-            )
-        heads = []
-        for kind in kinds:
-            head = await self._one(conn, "claim_head", {"type": kind, "now": params["now"]})
-            if head is not None:
-                heads.append(head)
-        if not heads:
+    async def _claim_row(
+        self,
+        conn: Any,
+        params: JSON,
+        types: Sequence[str] | None,
+        choice: ClaimChoice | None,
+    ) -> Row | None:
+        """The claim's row. Over every type: the head of the claim index, or the one `choice`
+        picks among the first runnable jobs. For some types: the same over their ranges of the
+        type-led index (the best of their heads, or of their merged windows), locked by this
+        transaction where the dialect locks rows, then taken by id."""
+        kinds = None if types is None else sorted(set(types))
+        if kinds is not None and not kinds:
             return None
-        best = min(heads, key=lambda h: (-h["priority"], h["fair_tag"], h["created_at"], h["id"]))
-        return await self._one(conn, "claim_id", params | {"id": best["id"]})
+        if choice is None and kinds is None:
+            return await self._one(conn, "claim", params)
+        if choice is None and kinds is not None and len(kinds) == 1:
+            return await self._one(conn, "claim_type", params | {"type": kinds[0]})
+        window = max(1, choice.window) if choice is not None else 1
+        if kinds is None:
+            rows = await self._all(conn, "claim_window", {"now": params["now"], "window": window})
+        else:
+            rows = []
+            for kind in kinds:
+                query = {"type": kind, "now": params["now"], "window": window}
+                rows += await self._all(conn, "claim_window_type", query)
+            rows.sort(key=lambda r: (-r["priority"], r["fair_tag"], r["created_at"], r["id"]))
+            rows = rows[:window]
+        if not rows:
+            return None
+        chosen = choice.chosen([job_from_row(r) for r in rows]).id if choice else rows[0]["id"]
+        return await self._one(conn, "claim_id", params | {"id": chosen})
 
     async def renew(
         self, job_id: str, worker_id: str, lease_s: float, *, now: float | None = None
@@ -425,6 +439,9 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
 
     @abstractmethod
     async def wait_for_work(self, timeout: float) -> None: ...
+
+    @abstractmethod
+    def work_token(self) -> int | None: ...
 
     # -- reads -------------------------------------------------------------------------------
 

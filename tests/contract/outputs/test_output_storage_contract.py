@@ -201,3 +201,24 @@ async def test_stopping_a_read_early_is_safe(storage: OutputStorage) -> None:
     await stream.aclose()  # type: ignore[attr-defined]
     await storage.delete("j/7/big.bin")
     assert await storage.stat("j/7/big.bin") is None
+
+
+async def test_read_small_after_a_delete_or_a_replace_finds_what_is_there(
+    storage: OutputStorage,
+) -> None:
+    """Whatever a storage keeps close at hand, a delete, a prefix delete and a streamed
+    replace are seen at once by the same storage."""
+    await storage.put_bytes("j/5/a.txt", b"one", content_type="text/plain")
+    await storage.put_bytes("j/5/b.txt", b"two", content_type="text/plain")
+    await storage.put_bytes("j/6/c.txt", b"three", content_type="text/plain")
+    found = await storage.read_small("j/5/a.txt", 100)
+    assert found is not None and found[1] == b"one"
+    await storage.delete("j/5/a.txt")
+    assert await storage.read_small("j/5/a.txt", 100) is None
+    await storage.put("j/6/c.txt", iterate_bytes(b"replaced"), content_type="text/plain")
+    found = await storage.read_small("j/6/c.txt", 100)
+    assert found is not None and found[1] == b"replaced"
+    await storage.delete_prefix("j/5/")
+    assert await storage.read_small("j/5/b.txt", 100) is None
+    found = await storage.read_small("j/6/c.txt", 100)
+    assert found is not None and found[1] == b"replaced"

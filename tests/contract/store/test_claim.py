@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 from tests.support.store import new_job
 
 from comfyrun.core.job import JobStatus
@@ -164,3 +167,90 @@ async def test_queue_position_with_a_limit_stops_counting(store: JobStore) -> No
     assert await store.queue_position(ids[5], now=T0 + 10, limit=3) == 3
     assert await store.queue_position(ids[1], now=T0 + 10, limit=3) == 1
     assert await store.queue_position(ids[0], now=T0 + 10, limit=0) == 0
+
+
+async def test_work_token_changes_whenever_a_job_may_have_become_claimable(
+    store: JobStore,
+) -> None:
+    """A claim that found nothing stays right until the token changes: an enqueue and a job
+    put back in the queue each change it; a claim or a finish does not need to."""
+    from comfyrun.core.state import Event
+    from comfyrun.store.base import Changes
+
+    before = store.work_token()
+    if before is None:
+        pytest.skip("this store does not know when work comes")
+    assert await store.claim("w", 30, now=T0) is None
+    await store.enqueue(new_job(), now=T0)
+    await token_changes(store, before)
+    job = await store.claim("w", 30, now=T0)
+    assert job is not None
+    claimed = store.work_token()
+    await store.transition(
+        job.id, Event.RETRY, expect=JobStatus.RUNNING, changes=Changes(next_run_at=T0)
+    )
+    await token_changes(store, claimed)
+    assert await store.claim("w", 30, now=T0 + 1) is not None
+
+
+async def token_changes(store: JobStore, since: int | None) -> None:
+    """At once where the store wakes its own process on commit; PostgreSQL's NOTIFY comes back
+    over its listening connection a moment later."""
+    async with asyncio.timeout(10):
+        while store.work_token() == since:
+            await store.wait_for_work(0.05)
+
+
+async def test_claim_choice_sees_the_window_in_claim_order_and_takes_its_pick(
+    store: JobStore,
+) -> None:
+    from comfyrun.store.base import ClaimChoice
+
+    jobs = [
+        (await store.enqueue(new_job(priority=p), now=T0 + i))[0]
+        for i, p in enumerate([0, 5, 0, 5, 0])
+    ]
+    seen: list[list[str]] = []
+
+    def pick(candidates: object) -> int:
+        assert isinstance(candidates, list | tuple)
+        seen.append([c.id for c in candidates])
+        return 2
+
+    job = await store.claim("w1", 30, now=T0 + 10, choice=ClaimChoice(window=3, pick=pick))
+    # claim order: priority 5 (oldest first), then priority 0; the window is its first three
+    assert seen == [[jobs[1].id, jobs[3].id, jobs[0].id]]
+    assert job is not None and job.id == jobs[0].id
+    assert job.status is JobStatus.RUNNING and job.worker_id == "w1" and job.attempts == 1
+    assert job.lease_expires_at == T0 + 40
+    assert await store.get(job.id) == job
+    # the others stay queued, in their order
+    rest = [await store.claim("w2", 30, now=T0 + 10) for _ in range(4)]
+    assert [j.id for j in rest if j is not None] == [jobs[1].id, jobs[3].id, jobs[2].id, jobs[4].id]
+
+
+async def test_claim_choice_out_of_range_takes_the_best_and_skips_unrunnable(
+    store: JobStore,
+) -> None:
+    from comfyrun.core.state import Event
+    from comfyrun.store.base import Changes, ClaimChoice
+
+    first, _ = await store.enqueue(new_job(), now=T0)
+    later, _ = await store.enqueue(new_job(), now=T0 + 1)
+    claimed = await store.claim("w", 30, now=T0 + 2)
+    assert claimed is not None and claimed.id == first.id
+    await store.transition(
+        first.id, Event.RETRY, expect=JobStatus.RUNNING, changes=Changes(next_run_at=T0 + 100)
+    )
+    windows: list[int] = []
+
+    def pick(candidates: object) -> int:
+        assert isinstance(candidates, list | tuple)
+        windows.append(len(candidates))
+        return 7
+
+    job = await store.claim("w", 30, now=T0 + 3, choice=ClaimChoice(window=5, pick=pick))
+    assert job is not None and job.id == later.id  # the retry waits for its next_run_at
+    assert windows == [1]
+    assert await store.claim("w", 30, now=T0 + 3, choice=ClaimChoice(window=5, pick=pick)) is None
+    assert windows == [1]  # an empty queue asks nothing

@@ -5,6 +5,7 @@ answers in its own error shape; uploads have their own limit; headers are capped
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -179,3 +180,53 @@ async def test_oversized_headers_are_refused_and_the_connection_closed(url: str)
     assert status in (400, 431)
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         assert (await client.get("/api/v2/health")).status_code == 200
+
+
+async def test_a_head_trickling_in_past_the_limit_is_refused(url: str) -> None:
+    """The HTTP server counts a head's bytes across reads: small pieces that add up past the
+    limit before the head ends are refused and the connection closed."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        writer.write(b"GET /api/v2/health HTTP/1.1\r\nHost: test\r\n")
+        refused = b""
+        for _ in range(40):  # 40 x 1 KiB, far past the 8 KiB limit, never ending the head
+            try:
+                writer.write(b"X-Piece: " + b"a" * 1024 + b"\r\n")
+                await writer.drain()
+            except ConnectionError:
+                break
+            with contextlib.suppress(TimeoutError):
+                refused = await asyncio.wait_for(reader.read(-1), 0.05)
+            if refused or reader.at_eof():
+                break
+        async with asyncio.timeout(30):
+            refused += await reader.read(-1)  # the server closed the connection
+    except ConnectionResetError:
+        refused = b"HTTP/1.1 400"  # closed before the client read the answer: refused all the same
+    finally:
+        writer.close()
+    assert refused.startswith(b"HTTP/1.1 400"), refused[:100]
+
+
+async def test_heads_under_the_limit_on_one_connection_all_pass(url: str) -> None:
+    """The count starts again with every request: 6 KiB heads one after another on one
+    kept-alive connection (together far over the limit) are all answered."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        for _ in range(5):
+            head = "GET /api/v2/health HTTP/1.1\r\nHost: test\r\nX-Pad: " + "p" * 6000
+            writer.write(head.encode() + b"\r\n\r\n")
+            await writer.drain()
+            async with asyncio.timeout(30):
+                answer = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in answer.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+            assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
+    finally:
+        writer.close()

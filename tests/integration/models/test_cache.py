@@ -14,6 +14,7 @@ from tests.support.model_server import ModelServer, model_server
 
 from comfyrun.errors import Conflict, HashMismatch, InputRejected, NotFound
 from comfyrun.models import DownloadLimits, ModelCache, ModelRef, make_downloader
+from comfyrun.models.cache import ModelProgress
 
 LORA = b"lora-bytes-" * 100
 CKPT = b"checkpoint-" * 300
@@ -92,6 +93,31 @@ async def test_concurrent_jobs_share_one_download(server: ModelServer, tmp_path:
     for lease in done:
         lease.release()
     assert cache.list()[0].in_use == 0
+
+
+async def test_every_job_waiting_on_a_shared_download_hears_its_progress(
+    server: ModelServer, tmp_path: Path
+) -> None:
+    cache = open_cache(tmp_path)
+    server.gate.clear()
+    heard: dict[str, list[tuple[str, int, int | None]]] = {"first": [], "late": []}
+
+    def follow(who: str) -> ModelProgress:
+        return lambda r, done, total: heard[who].append((r.name, done, total))
+
+    big = ref(server, "b.safetensors", "checkpoints")
+    first = asyncio.create_task(cache.acquire([big], follow("first")))
+    await asyncio.wait_for(server.requested.wait(), 30)
+    late = asyncio.create_task(cache.acquire([big], follow("late")))
+    server.gate.set()
+    for lease in await asyncio.gather(first, late):
+        lease.release()
+    assert server.hits["b.safetensors"] == 1
+    for who in ("first", "late"):
+        assert heard[who], who
+        assert heard[who][-1] == ("b.safetensors", len(CKPT), len(CKPT)), who
+        done = [d for _, d, _ in heard[who]]
+        assert done == sorted(done), who
 
 
 async def test_a_wrong_hash_fails_and_keeps_nothing(server: ModelServer, tmp_path: Path) -> None:

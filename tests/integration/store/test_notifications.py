@@ -25,8 +25,11 @@ async def test_a_second_node_sees_events_and_work(db_url: str) -> None:
     try:
         work = asyncio.create_task(node_a.wait_for_work(LONG_WAIT_S))
         await asyncio.sleep(0.1)
+        token = node_a.work_token()
         job, _ = await node_b.enqueue(new_job())
         await asyncio.wait_for(work, WOKEN_WITHIN_S)
+        # a claim that found nothing before is no longer trusted: the token moved too
+        assert node_a.work_token() != token
 
         last = (await node_a.events_since(job.id))[-1].id
         waiter = asyncio.create_task(node_a.wait_for_event(job.id, last, LONG_WAIT_S))

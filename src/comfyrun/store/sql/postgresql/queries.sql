@@ -62,6 +62,25 @@ WHERE status = 'queued' AND id = (
 )
 RETURNING *;
 
+-- name: claim_window
+-- The first runnable jobs in claim order, for a claim that chooses among them (ClaimChoice);
+-- locked until the claim commits, skipping those another claimer holds.
+SELECT * FROM jobs
+WHERE status = 'queued' AND next_run_at <= %(now)s::float8
+ORDER BY priority DESC, fair_tag, created_at, id
+LIMIT %(window)s::integer
+FOR UPDATE SKIP LOCKED;
+
+-- name: claim_id
+UPDATE jobs SET
+    status = 'running',
+    attempts = attempts + 1,
+    worker_id = %(worker_id)s,
+    lease_expires_at = %(lease_expires_at)s,
+    started_at = %(now)s
+WHERE id = %(id)s AND status = 'queued'
+RETURNING *;
+
 -- name: fair_head
 -- The tag the next claim at this priority takes (the queue's virtual time).
 SELECT fair_tag AS tag FROM jobs
@@ -410,24 +429,14 @@ WHERE status = 'queued' AND id = (
 )
 RETURNING *;
 
--- name: claim_head
--- The job `claim_type` would take, locked until the claim's transaction ends (a claim for
--- several types takes the best of their heads).
-SELECT id, priority, fair_tag, created_at FROM jobs
+-- name: claim_window_type
+-- `claim_window` among the jobs of one type (a claim for several types merges their windows;
+-- with a window of 1, it takes the best of their heads), locked until the claim commits.
+SELECT * FROM jobs
 WHERE status = 'queued' AND type = %(type)s AND next_run_at <= %(now)s::float8
 ORDER BY priority DESC, fair_tag, created_at, id
-LIMIT 1
+LIMIT %(window)s::integer
 FOR UPDATE SKIP LOCKED;
-
--- name: claim_id
-UPDATE jobs SET
-    status = 'running',
-    attempts = attempts + 1,
-    worker_id = %(worker_id)s,
-    lease_expires_at = %(lease_expires_at)s,
-    started_at = %(now)s
-WHERE id = %(id)s AND status = 'queued'
-RETURNING *;
 
 -- name: next_priority_type
 -- `next_priority` among the jobs of one type.

@@ -49,6 +49,23 @@ WHERE id = (
 )
 RETURNING *;
 
+-- name: claim_window
+-- The first runnable jobs in claim order, for a claim that chooses among them (ClaimChoice).
+SELECT * FROM jobs INDEXED BY jobs_claim
+WHERE status = 'queued' AND next_run_at <= :now
+ORDER BY priority DESC, fair_tag, created_at, id
+LIMIT :window;
+
+-- name: claim_id
+UPDATE jobs SET
+    status = 'running',
+    attempts = attempts + 1,
+    worker_id = :worker_id,
+    lease_expires_at = :lease_expires_at,
+    started_at = :now
+WHERE id = :id AND status = 'queued'
+RETURNING *;
+
 -- name: fair_head
 -- The tag the next claim at this priority takes (the queue's virtual time).
 SELECT fair_tag AS tag FROM jobs INDEXED BY jobs_claim
@@ -381,22 +398,13 @@ WHERE id = (
 )
 RETURNING *;
 
--- name: claim_head
--- The job `claim_type` would take (a claim for several types takes the best of their heads).
-SELECT id, priority, fair_tag, created_at FROM jobs INDEXED BY jobs_claim_type
+-- name: claim_window_type
+-- `claim_window` among the jobs of one type (a claim for several types merges their windows;
+-- with a window of 1, it takes the best of their heads).
+SELECT * FROM jobs INDEXED BY jobs_claim_type
 WHERE status = 'queued' AND type = :type AND next_run_at <= :now
 ORDER BY priority DESC, fair_tag, created_at, id
-LIMIT 1;
-
--- name: claim_id
-UPDATE jobs SET
-    status = 'running',
-    attempts = attempts + 1,
-    worker_id = :worker_id,
-    lease_expires_at = :lease_expires_at,
-    started_at = :now
-WHERE id = :id AND status = 'queued'
-RETURNING *;
+LIMIT :window;
 
 -- name: next_priority_type
 -- `next_priority` among the jobs of one type.
