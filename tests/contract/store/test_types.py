@@ -74,3 +74,25 @@ async def test_next_priority_among_types(store: JobStore) -> None:
     assert await store.next_priority(now=T0 + 1, types=["comfy"]) == 1
     assert await store.next_priority(now=T0 + 1, types=["comfy", "ffmpeg"]) == 3
     assert await store.next_priority(now=T0 + 1, types=["other"]) is None
+
+
+async def test_a_choice_sees_only_the_claimed_types(store: JobStore) -> None:
+    from comfyrun.store.base import ClaimChoice
+
+    await store.enqueue(new_job(priority=9), now=T0)
+    first, _ = await store.enqueue(new_job(type="image", workflow={}), now=T0 + 1)
+    video, _ = await store.enqueue(new_job(type="ffmpeg", workflow={}), now=T0 + 2)
+    last, _ = await store.enqueue(new_job(type="image", workflow={}), now=T0 + 3)
+    seen: list[list[str]] = []
+
+    def pick_last(candidates: object) -> int:
+        assert isinstance(candidates, list | tuple)
+        seen.append([j.id for j in candidates])
+        return len(candidates) - 1
+
+    choice = ClaimChoice(window=2, pick=pick_last)
+    job = await store.claim("w", 30, now=T0 + 10, choice=choice, types=["image", "ffmpeg"])
+    assert job is not None and job.id == video.id  # the second of the first two, in order
+    assert seen == [[first.id, video.id]]
+    job = await store.claim("w", 30, now=T0 + 10, choice=choice, types=["image"])
+    assert job is not None and job.id == last.id
