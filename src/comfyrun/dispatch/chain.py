@@ -137,8 +137,8 @@ async def chain_outputs(
     steps = chain_of(job.options)
     registry = host.handlers or HandlerRegistry.load(entry_points=False)
     timeout = job.timeout_s or host.settings.default_timeout_s
+    workdir = await new_workdir("comfyrun-chain-")
     stop = stop_signal(wait_cancel_requested(host.store, job.id, host.settings), timeout)
-    workdir = new_workdir("comfyrun-chain-")
     try:
         return await run_steps(
             job,

@@ -132,8 +132,8 @@ def classify(exc: BaseException) -> tuple[FailureKind, JobError]:
 # --- files in and out ------------------------------------------------------------------------
 
 
-def new_workdir(prefix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=prefix))
+async def new_workdir(prefix: str) -> Path:
+    return Path(await asyncio.to_thread(tempfile.mkdtemp, "", prefix))
 
 
 async def remove_workdir(path: Path) -> None:

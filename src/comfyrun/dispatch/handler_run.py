@@ -82,7 +82,7 @@ class HandlerRun:
         self._progress = ProgressWriter(ctx.store, job.id, ctx.settings.progress_interval_s)
 
     async def run(self) -> None:
-        workdir = new_workdir(f"comfyrun-{self.job.type}-")
+        workdir = await new_workdir(f"comfyrun-{self.job.type}-")
         try:
             await self._run(workdir)
         except asyncio.CancelledError:

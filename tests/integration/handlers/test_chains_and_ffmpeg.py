@@ -4,6 +4,7 @@ outputs to WebP (replacing or joining them); ffmpeg turns a ComfyUI image sequen
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import shutil
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from PIL import Image
 from tests.integration.handlers.conftest import output_bytes, png_input
+from tests.support import handlers as test_handlers
 from tests.support.api import asgi_app, memory_settings, tiny_workflow
 
 needs_ffmpeg = pytest.mark.skipif(
@@ -162,3 +164,28 @@ async def test_a_worker_without_ffmpeg_fails_ffmpeg_jobs_saying_so(
         assert job["status"] == "failed", job
         assert job["error"]["code"] == "handler_unavailable"
         assert "ffmpeg is not installed on this worker" in job["error"]["message"]
+
+
+async def test_cancel_and_timeout_reach_a_running_chain_step(tmp_path: Path) -> None:
+    settings = memory_settings(
+        tmp_path,
+        emulators=1,
+        emulator_mode="inprocess",
+        handlers=["slow=tests.support.handlers:blocking"],
+    )
+    async with asgi_app(settings) as (_, client, ctx):
+        body = {"workflow": tiny_workflow(), "then": [{"type": "slow"}]}
+        job_id = (await client.post("/api/v2/jobs", json=body)).json()["id"]
+        assert await asyncio.to_thread(test_handlers.started.wait, 30)
+        await client.post(f"/api/v2/jobs/{job_id}/cancel")
+        view = await ctx.service.wait(job_id, 30)
+        assert view.job.status.value == "canceled"
+        assert test_handlers.stopped_by == ["canceled"]
+        test_handlers.reset()
+        body = {"workflow": tiny_workflow(1), "then": [{"type": "slow"}], "timeout_s": 1}
+        body["max_retries"] = 0
+        job_id = (await client.post("/api/v2/jobs", json=body)).json()["id"]
+        view = await ctx.service.wait(job_id, 30)
+        assert view.job.status.value == "failed"
+        assert view.job.error is not None and view.job.error.code == "timeout"
+        assert test_handlers.stopped_by == ["timeout"]
