@@ -189,7 +189,7 @@ class JobService:
                 self._in_flight_keys.discard(key)
 
     async def _submit(self, sub: Submission) -> Submitted:
-        if sub.type != COMFY or "then" in sub.options:  # comfyrun.handlers.admission
+        if sub.type != COMFY or sub.params or "then" in sub.options:  # handlers.admission
             params, options = await self.job_types.admit(
                 self.store, sub.type, sub.params, sub.options
             )

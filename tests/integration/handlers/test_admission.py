@@ -53,6 +53,7 @@ async def test_bad_params_and_payloads_are_refused(tmp_path: Path) -> None:
             {"type": "image", "params": {}, "workflow": tiny_workflow()},
             {"type": "Not A Type", "params": {}},
             {"params": {}},  # a comfy job needs its workflow
+            {"workflow": tiny_workflow(), "params": {"x": 1}},  # ...and takes no params
             {"workflow": tiny_workflow(), "then": [{"type": "image", "params": {"width": -1}}]},
             {"workflow": tiny_workflow(), "then": [{"type": "comfy"}]},
             {"workflow": tiny_workflow(), "then": [{"type": "image", "outputs": "merge"}]},
