@@ -4,14 +4,16 @@ the makespan against a greedy longest-first (LPT) schedule of the same job lengt
 
     .venv/bin/python bench/fleet_schedule.py
     .venv/bin/python bench/fleet_schedule.py --jobs 40 --order longest-first --store sqlite
+    .venv/bin/python bench/fleet_schedule.py --queue-order fifo   # the queue in submission order
 
 Job lengths are what the emulators recorded (execution_start -> execution_success of each
 prompt). "greedy, same order" is list scheduling in submission order with zero overhead: what a
-perfect first-come-first-served dispatcher reaches; "LPT" also reorders the jobs longest first,
-which a dispatcher that does not know job lengths (and honours submission order) cannot do, so
-with --order shuffled the gap to LPT includes that ordering effect. Idle-while-waiting is
-reported in full and as gaps longer than --handover-ms (comfyrun's own hand-over: notice the
-backend freed, take a held prompt back, submit it).
+perfect first-come-first-served dispatcher reaches; "LPT" also reorders the jobs longest first.
+The jobs are queued the way the service queues them: with --queue-order longest_first (the
+default setting) each ranks by its cost estimated from the workflow (comfyrun.core.queue_order),
+so the queue itself is longest first; with fifo the gap to LPT includes the ordering effect.
+Idle-while-waiting is reported in full and as gaps longer than --handover-ms (comfyrun's own
+hand-over: notice the backend freed, take a held prompt back, submit it).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from comfyrun.backends.pool import BackendPool, BackendSpec
 from comfyrun.comfy.client import ComfyClient
 from comfyrun.comfy.emulator import EmulatorConfig, start_emulator
 from comfyrun.core.job import TERMINAL, Job, JobStatus, NewJob
+from comfyrun.core.queue_order import QueueOrder, estimate_cost, head_start
 from comfyrun.dispatch import Dispatcher, DispatchSettings
 from comfyrun.outputs import open_output_storage
 from comfyrun.store.factory import open_store
@@ -122,9 +125,12 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         await dispatcher.start()
         stack.push_async_callback(dispatcher.stop)
         t0 = time.time()
-        jobs = [
-            (await store.enqueue(NewJob(workflow=workflow(i, n))))[0] for i, n in enumerate(steps)
-        ]
+        order = QueueOrder(args.queue_order)
+        jobs = []
+        for i, n in enumerate(steps):
+            wf = workflow(i, n)
+            ahead = head_start(estimate_cost(wf), order, args.aging_s)
+            jobs.append((await store.enqueue(NewJob(workflow=wf, head_start_s=ahead)))[0])
         done = await wait_all(store, jobs)
         runs = await history_runs(urls)
     by_prompt = {r.prompt_id: r for r in runs}
@@ -158,6 +164,10 @@ async def main() -> None:
     parser.add_argument("--step-ms", type=float, default=50.0)
     parser.add_argument("--order", choices=("shuffled", "longest-first"), default="shuffled")
     parser.add_argument("--store", choices=("memory", "sqlite"), default="sqlite")
+    parser.add_argument(
+        "--queue-order", choices=[o.value for o in QueueOrder], default=QueueOrder.LONGEST_FIRST
+    )
+    parser.add_argument("--aging-s", type=float, default=60.0, help="the queue_aging_s setting")
     parser.add_argument("--handover-ms", type=float, default=250.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--gaps", action="store_true", help="list every idle-while-waiting gap")
@@ -167,7 +177,8 @@ async def main() -> None:
         r = await run(args, Path(tmp))
     print(
         f"{args.jobs} jobs ({r['ok']} ok, {r['prompts']} prompts run), {args.backends} backends, "
-        f"{args.step_ms:g} ms/step, order {args.order}, store {args.store}; "
+        f"{args.step_ms:g} ms/step, order {args.order}, queue {args.queue_order}, "
+        f"store {args.store}; "
         f"work {r['work']:.2f} s"
     )
     print(

@@ -43,6 +43,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from comfyrun.core.queue_order import QueueOrder
+
 CONFIG_ENV = "COMFYRUN_CONFIG"
 
 
@@ -210,6 +212,14 @@ class Settings(BaseSettings):
     queue_full_retry_after_s: int = Field(
         default=5, validation_alias=_aliases("queue_full_retry_after_s")
     )
+    #: Order within one priority (and fair turn): "longest_first" starts the job estimated to
+    #: run longest among those waiting together, so a fleet finishes a burst of mixed jobs
+    #: close to the best makespan; no job is overtaken by one submitted more than queue_aging_s
+    #: after it. "fifo": submission order. (comfyrun.core.queue_order)
+    queue_order: QueueOrder = Field(
+        default=QueueOrder.LONGEST_FIRST, validation_alias=_aliases("queue_order")
+    )
+    queue_aging_s: float = Field(default=60.0, ge=0, validation_alias=_aliases("queue_aging_s"))
     default_timeout_s: float | None = Field(
         default=None, validation_alias=_aliases("default_timeout_s", "DEFAULT_TIMEOUT")
     )

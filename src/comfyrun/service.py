@@ -25,6 +25,7 @@ from comfyrun.core.batch import Batch, NewBatch
 from comfyrun.core.catalog import definitions_may_be_stale
 from comfyrun.core.fit import BackendOffer, Misfit, RequirementError, check_requirements, misfits
 from comfyrun.core.job import ACTIVE, COMFY, JSON, Job, JobStatus, NewJob
+from comfyrun.core.queue_order import estimate_cost, head_start
 from comfyrun.core.state import Event
 from comfyrun.core.workflow import convert_ui_to_api, is_ui_workflow
 from comfyrun.errors import (
@@ -270,6 +271,12 @@ class JobService:
             request_hash=sub.request_hash,
             type=sub.type,
             params=sub.params,
+            # a handler job ranks at its submission (the type-led claim index relies on it)
+            head_start_s=head_start(
+                estimate_cost(workflow), self.settings.queue_order, self.settings.queue_aging_s
+            )
+            if sub.type == COMFY
+            else 0.0,
             **({"id": sub.job_id} if sub.job_id is not None else {}),
         )
 
@@ -309,14 +316,14 @@ class JobService:
         labels. Returns the object_info of the first backend that can run it (to validate the
         workflow against), or None when none is known. Model files the job brings (`models`) are
         not looked for: comfyrun delivers them to the backend."""
-        if self._catalogs is None or not isinstance(sub.workflow, dict):
-            return None
-        try:
+        try:  # checked whatever the dialect, even with no backend known yet
             requirements = check_requirements(sub.options.get("requirements"))
         except RequirementError as exc:
             raise InvalidRequest(
                 str(exc), details={"requirements": sub.options.get("requirements")}
             ) from exc
+        if self._catalogs is None or not isinstance(sub.workflow, dict):
+            return None
         if is_ui_format(sub.workflow):
             return None  # judged at dispatch, once converted
         brought = frozenset(m.name for m in models)

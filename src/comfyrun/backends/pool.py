@@ -392,19 +392,23 @@ class Slot:
         self.backend = backend
         self.job_id: str | None = None
         self.priority = 0
-        self.seq = 0
+        self.seq = 0  # bind order: the slot's place in its backend's ComfyUI queue
+        self.claimed = 0  # its job's claim order, kept when a held prompt moves
         self.held = False
         self.executed = False
         self._released = False
         self._assigned = (backend.last_assigned, backend.last_assigned)  # (before, after)
 
-    def bind(self, job_id: str, *, priority: int = 0) -> None:
+    def bind(self, job_id: str, *, priority: int = 0, claimed: int | None = None) -> None:
+        """The slot runs `job_id`; `claimed`: the claim order of a job moved here (else
+        now)."""
         assert self.job_id is None and not self._released
         self.backend.reserved -= 1
         self.backend.jobs.add(job_id)
         self.job_id = job_id
         self.priority = priority
         self.seq = next(self.pool._counter)
+        self.claimed = self.seq if claimed is None else claimed
         self.pool._bound[job_id] = self
         self.backend.sync_busy()
         self.pool._changed()
@@ -556,7 +560,7 @@ class BackendPool:
         another prompt (one alone on its backend is about to start: nothing to take back)."""
         slots = list(self._bound.values())
         return [
-            HeldPrompt(job_id, slot.backend.name, slot.priority, slot.seq)
+            HeldPrompt(job_id, slot.backend.name, slot.priority, slot.claimed)
             for job_id, slot in self._bound.items()
             if slot.held
             and any(
@@ -564,6 +568,20 @@ class BackendPool:
                 for other in slots
             )
         ]
+
+    def running_jobs(self) -> dict[str, tuple[str, int]]:
+        """Backend name -> (job id, claim order) of the prompt it runs now: the first of its
+        prompts ComfyUI has not finished."""
+        first: dict[str, Slot] = {}
+        for slot in self._bound.values():
+            name = slot.backend.name
+            if not slot.executed and (name not in first or slot.seq < first[name].seq):
+                first[name] = slot
+        return {
+            name: (slot.job_id, slot.claimed)
+            for name, slot in first.items()
+            if slot.job_id is not None and not slot.held
+        }
 
     def try_reserve(self, *, avoid: str | None = None, on: str | None = None) -> Slot | None:
         """Room on the backend core.placement chooses (or on backend `on`), or None."""

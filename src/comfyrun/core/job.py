@@ -124,6 +124,9 @@ class Job:
     #: fairness at equal priority (set by the store; see comfyrun.core.batch)
     fair_key: str = ""
     fair_tag: float = 0.0
+    #: Claim order within one priority and fair tag: the submission time, less the head start
+    #: a job estimated to run longer gets (see comfyrun.core.queue_order).
+    rank_at: float = 0.0
     #: When ComfyUI started this attempt's prompt (its execution_start); None while the prompt
     #: waits (in comfyrun's queue or held in a backend's).
     execution_started_at: float | None = None
@@ -172,6 +175,8 @@ class NewJob:
     idempotency_key: str | None = None
     request_hash: str | None = None
     batch_id: str | None = None
+    #: Seconds earlier than its submission the job ranks in claim order (core.queue_order).
+    head_start_s: float = 0.0
     type: str = COMFY
     params: JSON = field(default_factory=dict)
     id: str = field(default_factory=lambda: str(uuid.uuid4()))

@@ -17,6 +17,11 @@ Late binding (no backend idle while a job it could run waits):
   that fits an idle backend better goes there (`choose_for_job`).
 - A held prompt is taken back (deleted from ComfyUI's queue while it has not started) and run
   on a backend that fell idle and can run it (`choose_takeback`).
+- A held prompt overtaken by a job claimed after it (another backend started that one first)
+  moves to that backend's room when that backend is expected to free sooner than its own
+  (`choose_overtaken`: the cost left of each running prompt, core.queue_order). So jobs start
+  close to claim order on whichever backend frees first (list scheduling), as a longest-first
+  queue needs to keep the makespan near the best.
 - Priorities hold across the fleet: a job is held on a busy backend only when no held prompt
   anywhere has a higher priority (`may_hold`), and a held prompt is taken back (its job goes
   back to the queue) when a job of higher priority waits (`choose_preemption`). So the job of
@@ -26,7 +31,7 @@ Late binding (no backend idle while a job it could run waits):
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -109,6 +114,20 @@ class HeldPrompt:
     seq: int  # claim order: lower = claimed earlier
 
 
+@dataclass(frozen=True, slots=True)
+class RunningPrompt:
+    """The prompt a backend runs now: its job's claim order and its estimated cost left."""
+
+    backend: str
+    seq: int  # claim order of its job
+    remaining: float  # estimated cost still to run (core.queue_order units)
+
+
+#: A held prompt moves only to a backend expected to free in at most this share of the time
+#: its own backend needs (estimates are rough: a near tie is not worth a move).
+OVERTAKE_GAIN = 0.75
+
+
 def _claim_order(held: HeldPrompt) -> tuple[int, int]:
     return (-held.priority, held.seq)
 
@@ -136,6 +155,34 @@ def choose_takeback(
     for prompt in sorted(held, key=_claim_order):
         for view in idle:
             if view.name != prompt.backend and fits(prompt.job_id, view.name):
+                return prompt.job_id, view.name
+    return None
+
+
+def choose_overtaken(
+    views: Iterable[BackendView],
+    held: Sequence[HeldPrompt],
+    running: Mapping[str, RunningPrompt],
+    fits: Callable[[str, str], bool],
+) -> tuple[str, str] | None:
+    """(job id, backend): a held prompt (highest priority, then claimed first) to take back and
+    hold on a backend with room that runs a job claimed after it and is expected to free sooner
+    than the held prompt's own backend (at most OVERTAKE_GAIN of its cost left)."""
+    rooms = sorted(
+        ((running[v.name], v) for v in views if v.name in running and has_room(v)),
+        key=lambda rv: (rv[0].remaining, rv[1].last_assigned, rv[1].name),
+    )
+    for prompt in sorted(held, key=_claim_order):
+        mine = running.get(prompt.backend)
+        if mine is None:
+            continue
+        for other, view in rooms:
+            if (
+                view.name != prompt.backend
+                and other.seq > prompt.seq
+                and other.remaining <= OVERTAKE_GAIN * mine.remaining
+                and fits(prompt.job_id, view.name)
+            ):
                 return prompt.job_id, view.name
     return None
 
@@ -176,9 +223,11 @@ __all__ = [
     "BackendState",
     "BackendView",
     "HeldPrompt",
+    "RunningPrompt",
     "any_can_serve",
     "choose_backend",
     "choose_for_job",
+    "choose_overtaken",
     "choose_preemption",
     "choose_takeback",
     "displayed_state",

@@ -109,7 +109,9 @@ def quota_retry_after(
         waits.append(QUEUED_RETRY_AFTER_S)
     if quota.per_minute is not None and recent >= quota.per_minute:
         frees_at = (oldest_recent_at if oldest_recent_at is not None else now) + QUOTA_WINDOW_S
-        waits.append(max(1, int(frees_at - now + 0.999)))
+        # never past one window: a submission counted by another node may carry a clock a
+        # moment ahead of this one's `now`
+        waits.append(max(1, min(int(QUOTA_WINDOW_S), int(frees_at - now + 0.999))))
     return max(waits) if waits else None
 
 

@@ -33,7 +33,9 @@ from comfyrun.backends.pool import BackendPool, Slot
 from comfyrun.core.job import ACTIVE, COMFY, Job, JobError, JobStatus, new_prompt_id
 from comfyrun.core.placement import (
     BackendView,
+    RunningPrompt,
     choose_for_job,
+    choose_overtaken,
     choose_preemption,
     choose_takeback,
     has_room,
@@ -318,7 +320,9 @@ class Dispatcher:
 
     async def _place_parked(self) -> bool:
         """Start the best parked job that fits a backend with room now."""
-        order = sorted(self._parked.values(), key=lambda j: (-j.priority, j.created_at, j.id))
+        order = sorted(
+            self._parked.values(), key=lambda j: (-j.priority, j.fair_tag, j.rank_at, j.id)
+        )
         views = self.pool.views()
         for job in order:
             name = choose_for_job(views, self.fit.fitter(job), affinity=self.router.affinity(job))
@@ -352,6 +356,12 @@ class Dispatcher:
         pick = choose_takeback(views, held, fits)
         if pick is not None:
             return await self._move(*pick)
+        pick = choose_overtaken(views, held, self._running_prompts(), fits)
+        if pick is not None:
+            head = await self.store.next_priority()
+            mine = next(h.priority for h in held if h.job_id == pick[0])
+            if (head is None or head <= mine) and await self._move(*pick):
+                return True
         # a held prompt must not start before a job of higher priority that waits: held
         # elsewhere, parked, or (when there is no room for it) still in the queue
         waiting = [h.priority for h in held] + [j.priority for j in self._parked.values()]
@@ -363,6 +373,15 @@ class Dispatcher:
         if victim is None:
             return False
         return await self._move(victim, None)
+
+    def _running_prompts(self) -> dict[str, RunningPrompt]:
+        """What each backend runs now, with its estimated cost left (core.placement)."""
+        found = {}
+        for name, (job_id, claimed) in self.pool.running_jobs().items():
+            entry = self._runs.get(job_id)
+            if entry is not None:
+                found[name] = RunningPrompt(name, claimed, entry[0].remaining_cost)
+        return found
 
     async def _move(self, job_id: str, target: str | None) -> bool:
         """Take `job_id`'s held prompt back and run the job on `target` (None: back to the
@@ -387,7 +406,7 @@ class Dispatcher:
         # the old run ends at once, without touching the store: wait for it to let go
         await asyncio.wait({task}, timeout=self.settings.stop_grace_s + 1.0)
         if slot is not None:
-            self._start_run(run.job, slot)
+            self._start_run(run.job, slot, claimed=run.slot.claimed)
         else:
             await self.store.transition(
                 job_id,
@@ -468,12 +487,19 @@ class Dispatcher:
             extra={"action": "job_fail", "job_id": job.id, "backend": None},
         )
 
-    def _start_run(self, job: Job, slot: Slot, *, noted_prompt: str | None = None) -> None:
+    def _start_run(
+        self,
+        job: Job,
+        slot: Slot,
+        *,
+        noted_prompt: str | None = None,
+        claimed: int | None = None,
+    ) -> None:
         stale = self._runs.get(job.id)
         if stale is not None:  # our lease ran out and we claimed the job again: drop the old run
             stale[0].abandon = "lease_lost"
             stale[1].cancel()
-        slot.bind(job.id, priority=job.priority)
+        slot.bind(job.id, priority=job.priority, claimed=claimed)
         self.router.sent(slot.backend.name, job)
         run = JobRun(self.ctx, job, slot, noted_prompt=noted_prompt)
         task = asyncio.create_task(run.run(), name=f"job:{job.id}")

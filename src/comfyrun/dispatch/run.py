@@ -29,6 +29,7 @@ from comfyrun.comfy.errors import (
 )
 from comfyrun.comfy.result import PromptResult
 from comfyrun.core.job import ACTIVE, JSON, Job, JobError, Progress, new_prompt_id
+from comfyrun.core.queue_order import REFERENCE_COST, estimate_cost
 from comfyrun.core.retry import FailureKind, decide
 from comfyrun.core.state import Event
 from comfyrun.dispatch.cancel import wait_cancel_requested
@@ -116,7 +117,14 @@ class JobRun:
             interval_s=ctx.settings.progress_interval_s,
         )
         self._tracker = ProgressTracker(job.workflow)
+        self._cost = estimate_cost(job.workflow)
         self._watch: Any = None
+
+    @property
+    def remaining_cost(self) -> float:
+        """The estimated cost of this run's prompt still to run (core.queue_order units)."""
+        cost = REFERENCE_COST if self._cost is None else self._cost
+        return cost * max(0.0, 1.0 - self._tracker.snapshot.value)
 
     # --- the whole run -----------------------------------------------------------------------
     async def run(self) -> None:

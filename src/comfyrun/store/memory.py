@@ -245,8 +245,12 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
                 remaining = deadline - asyncio.get_running_loop().time()
                 if events or remaining <= 0:
                     return events
+                # asyncio.timeout, not wait_for: on 3.11 wait_for drops a cancel that comes as
+                # the condition is notified (frequent here: every event notifies it), leaving
+                # the caller waiting out its whole timeout
                 try:
-                    await asyncio.wait_for(self._event_added.wait(), remaining)
+                    async with asyncio.timeout(remaining):
+                        await self._event_added.wait()
                 except TimeoutError:
                     return await self.events_since(job_id, after_id)
 
@@ -256,7 +260,8 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
     async def wait_for_work(self, timeout: float) -> None:
         async with self._work_added:
             try:
-                await asyncio.wait_for(self._work_added.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._work_added.wait()
             except TimeoutError:
                 return
 
@@ -536,12 +541,12 @@ def _now(now: float | None) -> float:
 
 
 def _claim_order(job: Job) -> tuple[int, float, float, str]:
-    return (-job.priority, job.fair_tag, job.created_at, job.id)
+    return (-job.priority, job.fair_tag, job.rank_at, job.id)
 
 
 def _position_order(job: Job, now: float) -> tuple[bool, int, float, float, str]:
     """Claim order as of `now`: runnable jobs first, then those waiting for next_run_at."""
-    return (job.next_run_at > now, -job.priority, job.fair_tag, job.created_at, job.id)
+    return (job.next_run_at > now, -job.priority, job.fair_tag, job.rank_at, job.id)
 
 
 __all__ = ["MemoryStore"]

@@ -114,8 +114,9 @@ class PostgresStore(SQLStore):
                 remaining = deadline - loop.time()
                 if events or remaining <= 0:
                     return events
-                try:
-                    await asyncio.wait_for(woken.wait(), remaining)
+                try:  # (asyncio.timeout: wait_for may drop a cancel on 3.11)
+                    async with asyncio.timeout(remaining):
+                        await woken.wait()
                 except TimeoutError:
                     return await self.events_since(job_id, after_id)
         finally:
@@ -130,7 +131,8 @@ class PostgresStore(SQLStore):
     async def wait_for_work(self, timeout: float) -> None:
         async with self._work:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._work.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._work.wait()
 
     # -- plumbing ----------------------------------------------------------------------------
 

@@ -79,6 +79,11 @@ READS = frozenset(
 )
 #: Calls that stay on the event loop (they wait, or manage the thread).
 LOCAL = frozenset({"open", "close", "wait_for_event", "wait_for_work"})
+#: Point reads answered on the event loop's own thread, from a read-only connection of its own
+#: (in WAL mode a reader never waits for the writer): a job, its events. Tens of microseconds,
+#: less than the two thread hops of a shipped call. One that would have to wait (SQLITE_BUSY,
+#: e.g. while another connection recovers the WAL index) is shipped to the store's thread.
+LOOP_READS = frozenset({"get", "events_since"})
 
 
 @dataclass(slots=True)
@@ -126,6 +131,8 @@ class SQLiteStore(SQLStore):
         self._work = asyncio.Event()
         self._work_seq = 0  # see work_token
         self._version: int | None = None  # the last `PRAGMA data_version` read
+        self._reader: sqlite3.Connection | None = None  # LOOP_READS, on the loop's thread
+        self._loop_thread_id: int | None = None
 
     # -- life --------------------------------------------------------------------------------
 
@@ -146,11 +153,18 @@ class SQLiteStore(SQLStore):
             raise
         self._thread = thread
         self._open = True
+        if _is_file(self.path):
+            with contextlib.suppress(sqlite3.Error):
+                self._reader = await asyncio.to_thread(_reader, self.path)
+                self._loop_thread_id = threading.get_ident()
 
     async def close(self) -> None:
         if not self._open or self._thread is None:
             return
         self._open = False
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
         self._calls.put(None)
         thread, self._thread = self._thread, None
         await asyncio.to_thread(thread.join)
@@ -167,11 +181,16 @@ class SQLiteStore(SQLStore):
         try:
             while True:
                 woken.clear()
-                found: tuple[builtins.list[JobEvent], int] = await self._call(
-                    _events_and_version, (job_id, after_id), {}, read=True
-                )
-                events, version = found
-                self._version = version
+                if self._reader is not None and self._version is not None:
+                    # any data version read before the events will do (see wait_for_work)
+                    version = self._version
+                    events = await self.events_since(job_id, after_id)
+                else:
+                    found: tuple[builtins.list[JobEvent], int] = await self._call(
+                        _events_and_version, (job_id, after_id), {}, read=True
+                    )
+                    events, version = found
+                    self._version = version
                 if events:
                     return events
                 changed, _ = await self._wait(woken, deadline, version)
@@ -229,6 +248,18 @@ class SQLiteStore(SQLStore):
             return await fn(self, *args, **kwargs)
         if not self._open:
             raise StoreError("the SQLite store is not open")
+        if (
+            read
+            and self._reader is not None
+            and fn.__name__ in LOOP_READS
+            and threading.get_ident() == self._loop_thread_id
+        ):
+            try:
+                return _drive(fn(self, *args, **kwargs))
+            except StoreError as exc:
+                if not _busy(exc):
+                    raise
+                # the reader would have to wait: the store's thread may
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._calls.put(_Call(fn, args, kwargs, read, loop, future))
@@ -367,9 +398,12 @@ class SQLiteStore(SQLStore):
             conn.execute("RELEASE call")
 
     def _connection(self) -> sqlite3.Connection:
-        if self._conn is None or threading.get_ident() != self._thread_id:
-            raise StoreError("the SQLite store is not open")
-        return self._conn
+        me = threading.get_ident()
+        if self._conn is not None and me == self._thread_id:
+            return self._conn
+        if self._reader is not None and me == self._loop_thread_id:
+            return self._reader  # LOOP_READS only: it cannot write
+        raise StoreError("the SQLite store is not open")
 
     async def _one(self, conn: sqlite3.Connection, name: str, params: JSON) -> Row | None:
         row: Row | None = conn.execute(Q[name], params).fetchone()
@@ -451,6 +485,27 @@ def _drive(coro: Coroutine[Any, Any, Any]) -> Any:
         return stop.value
     coro.close()
     raise RuntimeError("a SQLite store call suspended on the store's thread")
+
+
+def _is_file(path: str) -> bool:
+    """A database other connections can open too (not a private in-memory one)."""
+    return path != "" and ":memory:" not in path and "mode=memory" not in path
+
+
+def _reader(path: str) -> sqlite3.Connection:
+    """The loop's read-only connection: never waits for a lock (busy_timeout 0)."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA query_only = ON")
+    conn.execute("PRAGMA busy_timeout = 0")
+    conn.row_factory = _dict_row
+    return conn
+
+
+def _busy(exc: StoreError) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, sqlite3.OperationalError) and (
+        "locked" in str(cause) or "busy" in str(cause)
+    )
 
 
 def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:

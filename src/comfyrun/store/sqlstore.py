@@ -16,7 +16,7 @@ from typing import Any, Self
 
 from comfyrun.core.batch import NO_GROUP, Batch, BatchStatus, NewBatch, fair_tag
 from comfyrun.core.catalog import NodeCatalog
-from comfyrun.core.job import JSON, Job, JobStatus, NewJob, Output, Progress
+from comfyrun.core.job import COMFY, JSON, Job, JobStatus, NewJob, Output, Progress
 from comfyrun.core.state import Event
 from comfyrun.errors import Conflict, IdempotencyKeyReuse, StoreError
 from comfyrun.store import batches, maintenance, transition
@@ -129,26 +129,24 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
         choice: ClaimChoice | None,
     ) -> Row | None:
         """The claim's row. Over every type: the head of the claim index, or the one `choice`
-        picks among the first runnable jobs. For some types: the same over their ranges of the
-        type-led index (the best of their heads, or of their merged windows), locked by this
-        transaction where the dialect locks rows, then taken by id."""
-        kinds = None if types is None else sorted(set(types))
-        if kinds is not None and not kinds:
-            return None
-        if choice is None and kinds is None:
-            return await self._one(conn, "claim", params)
-        if choice is None and kinds is not None and len(kinds) == 1:
-            return await self._one(conn, "claim_type", params | {"type": kinds[0]})
-        window = max(1, choice.window) if choice is not None else 1
-        if kinds is None:
-            rows = await self._all(conn, "claim_window", {"now": params["now"], "window": window})
+        picks among the first runnable jobs. For some types: the same among their first
+        runnable jobs (comfy: walking the claim index; a handler type: its range of the
+        type-led index), merged in claim order, locked by this transaction where the dialect
+        locks rows, then taken by id."""
+        if types is None:
+            if choice is None:
+                return await self._one(conn, "claim", params)
+            window = {"now": params["now"], "window": max(1, choice.window)}
+            rows = await self._all(conn, "claim_window", window)
         else:
+            size = max(1, choice.window) if choice is not None else 1
             rows = []
-            for kind in kinds:
-                query = {"type": kind, "now": params["now"], "window": window}
-                rows += await self._all(conn, "claim_window_type", query)
-            rows.sort(key=lambda r: (-r["priority"], r["fair_tag"], r["created_at"], r["id"]))
-            rows = rows[:window]
+            for kind in sorted(set(types)):
+                query = "claim_window_comfy" if kind == COMFY else "claim_window_type"
+                found = {"type": kind, "now": params["now"], "window": size}
+                rows += await self._all(conn, query, found)
+            rows.sort(key=lambda r: (-r["priority"], r["fair_tag"], r["rank_at"], r["id"]))
+            rows = rows[:size]
         if not rows:
             return None
         chosen = choice.chosen([job_from_row(r) for r in rows]).id if choice else rows[0]["id"]
@@ -496,7 +494,7 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
             "now": now,
             "priority": job.priority,
             "fair_tag": job.fair_tag,
-            "created_at": job.created_at,
+            "rank_at": job.rank_at,
             "id": job.id,
             "limit": self._no_limit if limit is None else max(0, limit),
         }

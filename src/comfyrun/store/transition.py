@@ -154,6 +154,7 @@ def enqueued(new: NewJob, now: float, *, batch_id: str | None = None, fair_tag: 
         request_hash=new.request_hash,
         created_at=now,
         next_run_at=now,
+        rank_at=now - max(0.0, new.head_start_s),
         batch_id=batch_id,
         fair_key=fair_key(batch_id, new.owner),
         fair_tag=fair_tag,

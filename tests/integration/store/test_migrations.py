@@ -143,3 +143,27 @@ async def test_a_failed_migration_leaves_nothing_behind(tmp_path: Path) -> None:
     ):
         migrate_sqlite(conn, [migrations("sqlite")[0], broken])
     assert sqlite_schema(path) == []
+
+
+async def test_jobs_queued_before_rank_at_keep_their_submission_order(tmp_path: Path) -> None:
+    path = tmp_path / "upgrade.db"
+    every = migrations("sqlite")
+    before = [m for m in every if m.version < 9]
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        migrate_sqlite(conn, before)
+        for job_id, created in (("old", 100.0), ("older", 50.0)):
+            conn.execute(
+                "INSERT INTO jobs (id, status, workflow, created_at, next_run_at) "
+                "VALUES (?, 'queued', '{}', ?, ?)",
+                (job_id, created, created),
+            )
+        assert migrate_sqlite(conn, every) == [m.version for m in every if m.version >= 9]
+        ranks = dict(conn.execute("SELECT id, rank_at FROM jobs").fetchall())
+    assert ranks == {"old": 100.0, "older": 50.0}
+    store = open_store(f"sqlite:///{path}")
+    await store.open()
+    try:
+        first = await store.claim("w", 30, now=200.0)
+        assert first is not None and first.id == "older"
+    finally:
+        await store.close()

@@ -134,4 +134,5 @@ def test_api_jobs_item_and_statuses() -> None:
         JobStatus.RUNNING,
         JobStatus.CANCELING,
     ]
+    assert cc.statuses_for(["pending"]) == [JobStatus.QUEUED, JobStatus.RUNNING]
     assert cc.statuses_for(["bogus"]) == []

@@ -201,6 +201,7 @@ async def test_held_prompts_and_a_prompt_done_in_comfyui_frees_its_room() -> Non
         held.hold(True)
         assert pool.generation > generation  # a change the dispatcher wakes for
         assert [(h.job_id, h.backend, h.priority) for h in pool.held_prompts()] == [("j2", "a", 3)]
+        assert pool.running_jobs() == {"a": ("j1", running.claimed)}
         alone = pool.try_reserve(on="b")
         assert alone is not None
         alone.bind("j3")
@@ -216,5 +217,35 @@ async def test_held_prompts_and_a_prompt_done_in_comfyui_frees_its_room() -> Non
         assert pool.try_reserve(on="a") is not None
         running.release(done=True)
         assert backend.inflight == 2
+    finally:
+        await pool.stop()
+
+
+async def test_running_jobs_and_a_moved_job_keeps_its_claim_order() -> None:
+    server = FakeServer(name="a")
+    pool = BackendPool.from_specs(
+        [BackendSpec(name="a", url="fake://a"), BackendSpec(name="b", url="fake://b")],
+        lambda url: FakeClient(server),
+        health=HEALTH,
+    )
+    await pool.start()
+    try:
+        assert await pool.wait_ready(5)
+        first, second = pool.try_reserve(on="a"), pool.try_reserve(on="a")
+        assert first is not None and second is not None
+        first.bind("j1")
+        second.bind("j2")
+        second.hold(True)
+        assert pool.running_jobs() == {"a": ("j1", first.claimed)}
+        # j2 taken back and run on b: bound later, still claimed when it first was
+        claimed = second.claimed
+        second.release()
+        moved = pool.try_reserve(on="b")
+        assert moved is not None
+        moved.bind("j2", claimed=claimed)
+        assert moved.seq > claimed and moved.claimed == claimed
+        assert pool.running_jobs() == {"a": ("j1", first.claimed), "b": ("j2", claimed)}
+        first.executed_prompt()  # done in ComfyUI: a runs nothing now
+        assert pool.running_jobs() == {"b": ("j2", claimed)}
     finally:
         await pool.stop()

@@ -7,7 +7,9 @@ from comfyrun.core.placement import (
     BackendState,
     BackendView,
     HeldPrompt,
+    RunningPrompt,
     choose_for_job,
+    choose_overtaken,
     choose_preemption,
     choose_takeback,
     is_idle,
@@ -85,3 +87,47 @@ def test_a_job_goes_to_the_least_loaded_backend_it_fits() -> None:
     assert choose_for_job(views, lambda name: True) == "a"
     assert choose_for_job(views, lambda name: name != "a") == "b"
     assert choose_for_job(views, lambda name: name == "c") is None  # full: it waits
+
+
+def test_an_overtaken_held_prompt_moves_to_the_backend_that_frees_sooner() -> None:
+    # a runs a long job (claimed 1) with j3 (claimed 3) held behind it; b already started job 5,
+    # claimed after j3, and has room: j3 moves to b, expected to free sooner
+    views = [BackendView("a", BUSY, inflight=2), BackendView("b", BUSY, inflight=1)]
+    held = [HeldPrompt("j3", "a", 0, 3)]
+    running = {"a": RunningPrompt("a", 1, remaining=40.0), "b": RunningPrompt("b", 5, 8.0)}
+    assert choose_overtaken(views, held, running, anywhere) == ("j3", "b")
+
+
+def test_a_held_prompt_stays_when_its_backend_frees_about_as_soon() -> None:
+    views = [BackendView("a", BUSY, inflight=2), BackendView("b", BUSY, inflight=1)]
+    held = [HeldPrompt("j3", "a", 0, 3)]
+    near = {"a": RunningPrompt("a", 1, 10.0), "b": RunningPrompt("b", 5, 8.0)}
+    assert choose_overtaken(views, held, near, anywhere) is None
+    later = {"a": RunningPrompt("a", 1, 2.0), "b": RunningPrompt("b", 5, 64.0)}
+    assert choose_overtaken(views, held, later, anywhere) is None
+
+
+def test_only_a_prompt_claimed_after_it_overtakes_a_held_one() -> None:
+    views = [BackendView("a", BUSY, inflight=2), BackendView("b", BUSY, inflight=1)]
+    held = [HeldPrompt("j3", "a", 0, 3)]
+    running = {"a": RunningPrompt("a", 1, 40.0), "b": RunningPrompt("b", 2, 1.0)}
+    assert choose_overtaken(views, held, running, anywhere) is None
+
+
+def test_an_overtaken_prompt_moves_only_to_room_it_fits() -> None:
+    views = [
+        BackendView("a", BUSY, inflight=2),
+        BackendView("b", BUSY, inflight=2),  # no room
+        BackendView("c", BUSY, inflight=1),
+        BackendView("d", BUSY, inflight=1),
+    ]
+    held = [HeldPrompt("j3", "a", 0, 3)]
+    running = {
+        "a": RunningPrompt("a", 1, 40.0),
+        "b": RunningPrompt("b", 6, 1.0),
+        "c": RunningPrompt("c", 7, 2.0),
+        "d": RunningPrompt("d", 8, 3.0),
+    }
+    assert choose_overtaken(views, held, running, anywhere) == ("j3", "c")  # frees first
+    not_c = lambda job_id, backend: backend != "c"  # noqa: E731
+    assert choose_overtaken(views, held, running, not_c) == ("j3", "d")

@@ -204,9 +204,11 @@ def job_status(job: Job) -> str:
 
 
 def statuses_for(names: Iterable[str]) -> list[JobStatus]:
-    """comfyrun statuses behind ComfyUI job statuses (unknown names are ignored)."""
+    """comfyrun statuses behind ComfyUI job statuses (unknown names are ignored). A running job
+    whose prompt waits in a backend's queue is pending: `running` stands behind both pending and
+    in_progress (filter the jobs read with `job_status`)."""
     table = {
-        PENDING: [JobStatus.QUEUED],
+        PENDING: [JobStatus.QUEUED, JobStatus.RUNNING],
         IN_PROGRESS: [JobStatus.RUNNING, JobStatus.CANCELING],
         COMPLETED: [JobStatus.SUCCEEDED, JobStatus.EXPIRED],
         FAILED: [JobStatus.FAILED],

@@ -153,6 +153,8 @@ async def submit_prompt(ctx: AppContext, body: JSON, prompt: JSON) -> Job:
         if body.get("front"):
             number = -number
     options: JSON = {"extra_data": extra_data} if extra_data else {}
+    if extra_data.get("requirements") is not None:  # comfyrun's: backend labels to match
+        options["requirements"] = extra_data["requirements"]
     metadata: JSON = {cc.META_DIALECT: cc.DIALECT, cc.META_NUMBER: number}
     if client_id is not None:
         metadata[cc.META_CLIENT_ID] = str(client_id)
@@ -283,7 +285,7 @@ async def get_queue(ctx: Ctx) -> dict[str, Any]:
     running = [j for j in active if not j.waiting]
     pending = sorted((j for j in active if j.waiting), key=lambda j: j.started_at or 0.0)
     queued = await _jobs(ctx, [JobStatus.QUEUED])
-    pending += sorted(queued, key=lambda j: (-j.priority, j.created_at))
+    pending += sorted(queued, key=lambda j: (-j.priority, j.fair_tag, j.rank_at, j.id))
     return {
         "queue_running": [cc.queue_item(j) for j in reversed(running)],
         "queue_pending": [cc.queue_item(j) for j in pending],
@@ -517,7 +519,16 @@ async def list_api_jobs(
     if unknown:
         return JSONResponse({"error": f"unknown status {unknown}"}, status_code=400)
     statuses = cc.statuses_for(names) if names else list(JobStatus)
-    jobs = await _jobs(ctx, statuses, limit=offset + limit + 1)
+    wanted = offset + limit + 1
+    if names and JobStatus.RUNNING in statuses:
+        # a running job is pending while its prompt waits in a backend's queue, else in
+        # progress: read them all (few: one or two per backend) and keep those asked for
+        others: list[JobStatus] = [s for s in statuses if s is not JobStatus.RUNNING]
+        jobs: list[Job] = await _jobs(ctx, others, limit=wanted) if others else []
+        jobs += [j for j in await _jobs(ctx, [JobStatus.RUNNING]) if cc.job_status(j) in names]
+        jobs = sorted(jobs, key=lambda j: (j.created_at, j.id), reverse=True)[:wanted]
+    else:
+        jobs = await _jobs(ctx, statuses, limit=wanted)
     if sort_order == "asc":
         jobs.reverse()
     page = jobs[offset : offset + limit]

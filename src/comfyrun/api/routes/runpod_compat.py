@@ -99,6 +99,8 @@ def runpod_submission(
     options: JSON = {}
     if payload.get("models") is not None:
         options["models"] = payload["models"]  # checked by the service (comfyrun.models)
+    if payload.get("requirements") is not None:  # backend labels to match (core.fit)
+        options["requirements"] = payload["requirements"]  # checked by the service
     start_by = _start_by(body)
     if start_by is not None:
         options["start_by"] = start_by

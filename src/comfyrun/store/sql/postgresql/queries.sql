@@ -9,7 +9,7 @@ INSERT INTO jobs (
     id, status, priority, workflow, inputs, options, metadata, owner, attempts, max_retries,
     retry_delay_s, timeout_s, idempotency_key, request_hash, created_at, next_run_at, started_at,
     finished_at, expires_at, worker_id, lease_expires_at, backend, prompt_id, progress, outputs,
-    error, batch_id, fair_key, fair_tag, type, params
+    error, batch_id, fair_key, fair_tag, rank_at, type, params
 ) VALUES (
     %(id)s, %(status)s, %(priority)s, %(workflow)s::jsonb, %(inputs)s::jsonb,
     %(options)s::jsonb, %(metadata)s::jsonb, %(owner)s::text, %(attempts)s, %(max_retries)s,
@@ -18,7 +18,7 @@ INSERT INTO jobs (
     %(finished_at)s::float8, %(expires_at)s::float8, %(worker_id)s::text,
     %(lease_expires_at)s::float8, %(backend)s::text, %(prompt_id)s::text,
     %(progress)s::jsonb, %(outputs)s::jsonb, %(error)s::jsonb, %(batch_id)s::text,
-    %(fair_key)s::text, %(fair_tag)s::float8, %(type)s, %(params)s::jsonb
+    %(fair_key)s::text, %(fair_tag)s::float8, %(rank_at)s::float8, %(type)s, %(params)s::jsonb
 )
 ON CONFLICT (id) DO NOTHING;
 
@@ -56,7 +56,7 @@ UPDATE jobs SET
 WHERE status = 'queued' AND id = (
     SELECT id FROM jobs
     WHERE status = 'queued' AND next_run_at <= %(now)s
-    ORDER BY priority DESC, fair_tag, created_at, id
+    ORDER BY priority DESC, fair_tag, rank_at, id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
 )
@@ -67,7 +67,7 @@ RETURNING *;
 -- locked until the claim commits, skipping those another claimer holds.
 SELECT * FROM jobs
 WHERE status = 'queued' AND next_run_at <= %(now)s::float8
-ORDER BY priority DESC, fair_tag, created_at, id
+ORDER BY priority DESC, fair_tag, rank_at, id
 LIMIT %(window)s::integer
 FOR UPDATE SKIP LOCKED;
 
@@ -85,7 +85,7 @@ RETURNING *;
 -- The tag the next claim at this priority takes (the queue's virtual time).
 SELECT fair_tag AS tag FROM jobs
 WHERE status = 'queued' AND priority = %(priority)s::integer AND next_run_at <= %(now)s::float8
-ORDER BY priority DESC, fair_tag, created_at, id
+ORDER BY priority DESC, fair_tag, rank_at, id
 LIMIT 1;
 
 -- name: fair_last
@@ -167,8 +167,8 @@ SELECT count(*) AS ahead FROM (SELECT 1 FROM jobs
 WHERE status = 'queued' AND next_run_at <= %(now)s::float8
   AND (priority > %(priority)s::integer
        OR (priority = %(priority)s::integer
-           AND (fair_tag, created_at, id)
-               < (%(fair_tag)s::float8, %(created_at)s::float8, %(id)s::text)))
+           AND (fair_tag, rank_at, id)
+               < (%(fair_tag)s::float8, %(rank_at)s::float8, %(id)s::text)))
     LIMIT %(limit)s::bigint) AS ahead_of_it;
 
 -- name: queue_position_late
@@ -180,8 +180,8 @@ WHERE status = 'queued'
   AND (next_run_at <= %(now)s::float8
        OR priority > %(priority)s::integer
        OR (priority = %(priority)s::integer
-           AND (fair_tag, created_at, id)
-               < (%(fair_tag)s::float8, %(created_at)s::float8, %(id)s::text)))
+           AND (fair_tag, rank_at, id)
+               < (%(fair_tag)s::float8, %(rank_at)s::float8, %(id)s::text)))
     LIMIT %(limit)s::bigint) AS ahead_of_it;
 
 -- name: counts
@@ -398,7 +398,7 @@ WHERE id = %(id)s AND worker_id = %(worker_id)s AND status IN ('running', 'cance
 -- name: next_priority
 SELECT priority FROM jobs
 WHERE status = 'queued' AND next_run_at <= %(now)s
-ORDER BY priority DESC, fair_tag, created_at, id
+ORDER BY priority DESC, fair_tag, rank_at, id
 LIMIT 1;
 
 -- name: announce_worker
@@ -412,26 +412,18 @@ DELETE FROM workers WHERE id = %(id)s;
 SELECT DISTINCT jsonb_array_elements_text(types) AS type FROM workers
 WHERE seen_at >= %(since)s::float8;
 
--- name: claim_type
--- `claim` for the jobs of one type: a range of the type-led index, in claim order.
-UPDATE jobs SET
-    status = 'running',
-    attempts = attempts + 1,
-    worker_id = %(worker_id)s,
-    lease_expires_at = %(lease_expires_at)s,
-    started_at = %(now)s
-WHERE status = 'queued' AND id = (
-    SELECT id FROM jobs
-    WHERE status = 'queued' AND type = %(type)s AND next_run_at <= %(now)s
-    ORDER BY priority DESC, fair_tag, created_at, id
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED
-)
-RETURNING *;
+-- name: claim_window_comfy
+-- `claim_window` among comfy jobs, in claim order (a comfy job's rank_at may run ahead of its
+-- submission); locked until the claim commits, skipping those another claimer holds.
+SELECT * FROM jobs
+WHERE status = 'queued' AND type = 'comfy' AND next_run_at <= %(now)s::float8
+ORDER BY priority DESC, fair_tag, rank_at, id
+LIMIT %(window)s::integer
+FOR UPDATE SKIP LOCKED;
 
 -- name: claim_window_type
--- `claim_window` among the jobs of one type (a claim for several types merges their windows;
--- with a window of 1, it takes the best of their heads), locked until the claim commits.
+-- `claim_window` among the jobs of one handler type: its range of the type-led index, in
+-- claim order (a handler job ranks at its submission: rank_at = created_at); locked.
 SELECT * FROM jobs
 WHERE status = 'queued' AND type = %(type)s AND next_run_at <= %(now)s::float8
 ORDER BY priority DESC, fair_tag, created_at, id
@@ -439,8 +431,8 @@ LIMIT %(window)s::integer
 FOR UPDATE SKIP LOCKED;
 
 -- name: next_priority_type
--- `next_priority` among the jobs of one type.
+-- `next_priority` among the jobs of one type (the type-led index orders by priority first).
 SELECT priority FROM jobs
 WHERE status = 'queued' AND type = %(type)s AND next_run_at <= %(now)s::float8
-ORDER BY priority DESC, fair_tag, created_at, id
+ORDER BY priority DESC
 LIMIT 1;

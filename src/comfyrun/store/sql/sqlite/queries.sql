@@ -8,13 +8,13 @@ INSERT INTO jobs (
     id, status, priority, workflow, inputs, options, metadata, owner, attempts, max_retries,
     retry_delay_s, timeout_s, idempotency_key, request_hash, created_at, next_run_at, started_at,
     finished_at, expires_at, worker_id, lease_expires_at, backend, prompt_id, progress, outputs,
-    error, batch_id, fair_key, fair_tag, type, params
+    error, batch_id, fair_key, fair_tag, rank_at, type, params
 ) VALUES (
     :id, :status, :priority, :workflow, :inputs, :options, :metadata, :owner, :attempts,
     :max_retries, :retry_delay_s, :timeout_s, :idempotency_key, :request_hash, :created_at,
     :next_run_at, :started_at, :finished_at, :expires_at, :worker_id, :lease_expires_at,
-    :backend, :prompt_id, :progress, :outputs, :error, :batch_id, :fair_key, :fair_tag, :type,
-    :params
+    :backend, :prompt_id, :progress, :outputs, :error, :batch_id, :fair_key, :fair_tag, :rank_at,
+    :type, :params
 )
 ON CONFLICT (id) DO NOTHING;
 
@@ -44,7 +44,7 @@ WHERE id = (
     -- INDEXED BY: never let a planner without statistics sort every queued job instead
     SELECT id FROM jobs INDEXED BY jobs_claim
     WHERE status = 'queued' AND next_run_at <= :now
-    ORDER BY priority DESC, fair_tag, created_at, id
+    ORDER BY priority DESC, fair_tag, rank_at, id
     LIMIT 1
 )
 RETURNING *;
@@ -53,7 +53,7 @@ RETURNING *;
 -- The first runnable jobs in claim order, for a claim that chooses among them (ClaimChoice).
 SELECT * FROM jobs INDEXED BY jobs_claim
 WHERE status = 'queued' AND next_run_at <= :now
-ORDER BY priority DESC, fair_tag, created_at, id
+ORDER BY priority DESC, fair_tag, rank_at, id
 LIMIT :window;
 
 -- name: claim_id
@@ -70,7 +70,7 @@ RETURNING *;
 -- The tag the next claim at this priority takes (the queue's virtual time).
 SELECT fair_tag AS tag FROM jobs INDEXED BY jobs_claim
 WHERE status = 'queued' AND priority = :priority AND next_run_at <= :now
-ORDER BY priority DESC, fair_tag, created_at, id
+ORDER BY priority DESC, fair_tag, rank_at, id
 LIMIT 1;
 
 -- name: fair_last
@@ -147,7 +147,7 @@ SELECT count(*) AS ahead FROM (SELECT 1 FROM jobs INDEXED BY jobs_claim
 WHERE status = 'queued' AND next_run_at <= :now
   AND (priority > :priority
        OR (priority = :priority
-           AND (fair_tag, created_at, id) < (:fair_tag, :created_at, :id)))
+           AND (fair_tag, rank_at, id) < (:fair_tag, :rank_at, :id)))
     LIMIT :limit) AS ahead_of_it;
 
 -- name: queue_position_late
@@ -159,7 +159,7 @@ WHERE status = 'queued'
   AND (next_run_at <= :now
        OR priority > :priority
        OR (priority = :priority
-           AND (fair_tag, created_at, id) < (:fair_tag, :created_at, :id)))
+           AND (fair_tag, rank_at, id) < (:fair_tag, :rank_at, :id)))
     LIMIT :limit) AS ahead_of_it;
 
 -- name: counts
@@ -369,7 +369,7 @@ WHERE id = :id AND worker_id = :worker_id AND status IN ('running', 'canceling')
 -- name: next_priority
 SELECT priority FROM jobs INDEXED BY jobs_claim
 WHERE status = 'queued' AND next_run_at <= :now
-ORDER BY priority DESC, fair_tag, created_at, id
+ORDER BY priority DESC, fair_tag, rank_at, id
 LIMIT 1;
 
 -- name: announce_worker
@@ -382,33 +382,25 @@ DELETE FROM workers WHERE id = :id;
 -- name: served_types
 SELECT DISTINCT value AS type FROM workers, json_each(workers.types) WHERE seen_at >= :since;
 
--- name: claim_type
--- `claim` for the jobs of one type: a range of the type-led index, in claim order.
-UPDATE jobs SET
-    status = 'running',
-    attempts = attempts + 1,
-    worker_id = :worker_id,
-    lease_expires_at = :lease_expires_at,
-    started_at = :now
-WHERE id = (
-    SELECT id FROM jobs INDEXED BY jobs_claim_type
-    WHERE status = 'queued' AND type = :type AND next_run_at <= :now
-    ORDER BY priority DESC, fair_tag, created_at, id
-    LIMIT 1
-)
-RETURNING *;
+-- name: claim_window_comfy
+-- `claim_window` among comfy jobs: the claim index walked in claim order (a comfy job's rank_at
+-- may run ahead of its submission), jobs of other types in between skipped.
+SELECT * FROM jobs INDEXED BY jobs_claim
+WHERE status = 'queued' AND type = 'comfy' AND next_run_at <= :now
+ORDER BY priority DESC, fair_tag, rank_at, id
+LIMIT :window;
 
 -- name: claim_window_type
--- `claim_window` among the jobs of one type (a claim for several types merges their windows;
--- with a window of 1, it takes the best of their heads).
+-- `claim_window` among the jobs of one handler type: its range of the type-led index, in
+-- claim order (a handler job ranks at its submission: rank_at = created_at).
 SELECT * FROM jobs INDEXED BY jobs_claim_type
 WHERE status = 'queued' AND type = :type AND next_run_at <= :now
 ORDER BY priority DESC, fair_tag, created_at, id
 LIMIT :window;
 
 -- name: next_priority_type
--- `next_priority` among the jobs of one type.
+-- `next_priority` among the jobs of one type (the type-led index orders by priority first).
 SELECT priority FROM jobs INDEXED BY jobs_claim_type
 WHERE status = 'queued' AND type = :type AND next_run_at <= :now
-ORDER BY priority DESC, fair_tag, created_at, id
+ORDER BY priority DESC
 LIMIT 1;

@@ -1,0 +1,68 @@
+"""A job whose prompt waits in a backend's ComfyUI queue (claimed, not started) is listed as
+pending by ComfyUI's /api/jobs and as queued by the v2 listing, with its backend named; one that
+ComfyUI started is in progress / running."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tests.support.api import asgi_app, memory_settings
+from tests.support.store import new_job
+
+
+async def test_held_jobs_are_pending_and_started_ones_in_progress(tmp_path: Path) -> None:
+    # the API role: no dispatcher here, this test claims and places jobs as a worker would
+    async with asgi_app(memory_settings(tmp_path, role="api")) as (_, http, ctx):
+        store = ctx.store
+        started, _ = await store.enqueue(new_job())
+        held, _ = await store.enqueue(new_job())
+        queued, _ = await store.enqueue(new_job())
+        for job_id, runs in ((started.id, True), (held.id, False)):
+            claimed = await store.claim("w", 30)
+            assert claimed is not None and claimed.id == job_id
+            start = time.time() if runs else None  # ComfyUI started it / it waits there
+            assert await store.record_placement(
+                job_id, "w", backend="gpu-1", prompt_id=job_id, execution_started_at=start
+            )
+
+        async def listed(status: str) -> list[str]:
+            answer = await http.get("/api/jobs", params={"status": status})
+            assert answer.status_code == 200, answer.text
+            return [j["id"] for j in answer.json()["jobs"]]
+
+        assert await listed("pending") == [queued.id, held.id]  # newest first
+        assert await listed("in_progress") == [started.id]
+        assert await listed("pending,in_progress") == [queued.id, held.id, started.id]
+        page = (await http.get("/api/jobs", params={"status": "pending", "limit": 1})).json()
+        assert [j["id"] for j in page["jobs"]] == [queued.id]
+        assert page["pagination"]["has_more"] is True
+        offset = {"status": "pending", "limit": 1, "offset": 1}
+        assert [j["id"] for j in (await http.get("/api/jobs", params=offset)).json()["jobs"]] == [
+            held.id
+        ]
+        # the v2 listing: held jobs are queued, with their backend
+        v2 = (await http.get("/api/v2/jobs", params={"status": "queued"})).json()["jobs"]
+        assert [(j["id"], j["status"]) for j in v2] == [(queued.id, "queued"), (held.id, "queued")]
+        assert v2[1]["backend"] == "gpu-1"
+        running = (await http.get("/api/v2/jobs", params={"status": "running"})).json()["jobs"]
+        assert [j["id"] for j in running] == [started.id]
+
+
+async def test_queue_lists_pending_prompts_in_the_order_they_will_start(tmp_path: Path) -> None:
+    async with asgi_app(memory_settings(tmp_path, role="api")) as (_, http, ctx):
+        short, _ = await ctx.store.enqueue(new_job(head_start_s=1.0))
+        long, _ = await ctx.store.enqueue(new_job(head_start_s=30.0))  # estimated longer
+        urgent, _ = await ctx.store.enqueue(new_job(priority=1))
+        held, _ = await ctx.store.enqueue(new_job(priority=2))
+        claimed = await ctx.store.claim("w", 30)
+        assert claimed is not None and claimed.id == held.id  # waits in a backend's queue
+        queue = (await http.get("/queue")).json()
+        assert [item[1] for item in queue["queue_pending"]] == [
+            held.id,
+            urgent.id,
+            long.id,
+            short.id,
+        ]
+        order = [(await ctx.store.claim("w", 30)) for _ in range(3)]
+        assert [j.id for j in order if j is not None] == [urgent.id, long.id, short.id]
