@@ -30,7 +30,7 @@ from dataclasses import replace
 
 from comfyrun import stages
 from comfyrun.backends.pool import BackendPool, Slot
-from comfyrun.core.job import ACTIVE, COMFY, Job, JobError, JobStatus, new_prompt_id
+from comfyrun.core.job import COMFY, Job, JobError, JobStatus, new_prompt_id
 from comfyrun.core.placement import (
     BackendView,
     RunningPrompt,
@@ -51,8 +51,9 @@ from comfyrun.dispatch.relay import RelayHub
 from comfyrun.dispatch.routing import ModelRouter
 from comfyrun.dispatch.run import InputPlacer, JobRun, RunContext
 from comfyrun.dispatch.settings import DispatchSettings
+from comfyrun.dispatch.stale import release_stale_jobs
 from comfyrun.dispatch.sweeper import Sweeper
-from comfyrun.errors import ComfyrunError, Conflict
+from comfyrun.errors import ComfyrunError
 from comfyrun.handlers.registry import HandlerRegistry
 from comfyrun.outputs import OutputStorage
 from comfyrun.store.base import Changes, JobStore
@@ -547,31 +548,7 @@ class Dispatcher:
                 task.cancel()
 
     async def _release_stale_jobs(self) -> None:
-        """Jobs the store says this worker id holds but no run of ours does (a restart with the
-        same worker id): back to the queue at once instead of after their lease."""
-        with contextlib.suppress(ComfyrunError):
-            held: list[Job] = []
-            cursor: str | None = None
-            while True:
-                page = await self.store.list(statuses=list(ACTIVE), limit=500, cursor=cursor)
-                held += page.jobs
-                cursor = page.next_cursor
-                if cursor is None:
-                    break
-            for job in held:
-                if job.worker_id != self.worker_id or job.id in self._runs:
-                    continue
-                event = Event.LEASE_LOST if job.status is JobStatus.RUNNING else Event.CANCELED
-                with contextlib.suppress(Conflict):
-                    await self.store.transition(
-                        job.id, event, expect=job.status, changes=Changes(clear_lease=True)
-                    )
-                    log.info(
-                        "job %s held by this worker before a restart: %s",
-                        job.id,
-                        event.value,
-                        extra={"action": "job_released", "job_id": job.id, "backend": job.backend},
-                    )
+        await release_stale_jobs(self.store, self.worker_id, self._runs)
 
 
 def past_start_deadline(job: Job, now: float) -> bool:

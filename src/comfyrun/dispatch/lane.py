@@ -18,12 +18,13 @@ import logging
 import time
 from collections.abc import Sequence
 
-from comfyrun.core.job import ACTIVE, Job, JobError, JobStatus
+from comfyrun.core.job import Job, JobError, JobStatus
 from comfyrun.core.state import Event
 from comfyrun.dispatch.dispatcher import past_start_deadline
 from comfyrun.dispatch.handler_run import HandlerRun, HandlerRunContext
+from comfyrun.dispatch.stale import release_stale_jobs
 from comfyrun.dispatch.sweeper import Sweeper
-from comfyrun.errors import ComfyrunError, Conflict
+from comfyrun.errors import ComfyrunError
 from comfyrun.store.base import Changes
 
 log = logging.getLogger(__name__)
@@ -215,24 +216,7 @@ class HandlerLane:
             log.warning("announcing this worker's job types failed: %s", exc)
 
     async def _release_stale_jobs(self) -> None:
-        """Jobs this worker id held before a restart go back to the queue at once."""
-        with contextlib.suppress(ComfyrunError):
-            held: list[Job] = []
-            cursor: str | None = None
-            while True:
-                page = await self.ctx.store.list(statuses=list(ACTIVE), limit=500, cursor=cursor)
-                held += page.jobs
-                cursor = page.next_cursor
-                if cursor is None:
-                    break
-            for job in held:
-                if job.worker_id != self.ctx.worker_id or job.id in self._runs:
-                    continue
-                event = Event.LEASE_LOST if job.status is JobStatus.RUNNING else Event.CANCELED
-                with contextlib.suppress(Conflict):
-                    await self.ctx.store.transition(
-                        job.id, event, expect=job.status, changes=Changes(clear_lease=True)
-                    )
+        await release_stale_jobs(self.ctx.store, self.ctx.worker_id, self._runs)
 
 
 __all__ = ["HandlerLane"]
