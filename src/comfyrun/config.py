@@ -148,6 +148,9 @@ class Settings(BaseSettings):
     output_url: str | None = Field(default=None, validation_alias=_aliases("output_url"))
     #: workflow templates: NAME.json (+ NAME.params.json) files, served at /api/v2/workflows
     workflows_dir: Path | None = Field(default=None, validation_alias=_aliases("workflows_dir"))
+    #: ComfyUI's web editor, served at /: a built frontend (a folder holding its index.html);
+    #: default the pinned comfyui-frontend-package's. Users' editor files: <data_dir>/user.
+    frontend_root: Path | None = Field(default=None, validation_alias=_aliases("frontend_root"))
 
     # the HTTP server
     host: str = Field(default="127.0.0.1", validation_alias=_aliases("host"))
@@ -174,6 +177,10 @@ class Settings(BaseSettings):
     #: The request line and headers together (the HTTP server refuses more).
     max_header_bytes: int = Field(
         default=64 * 1024, gt=0, validation_alias=_aliases("max_header_bytes")
+    )
+    #: A request line and headers not all received this long after their first byte: 408.
+    header_timeout_s: float = Field(
+        default=30.0, gt=0, validation_alias=_aliases("header_timeout_s")
     )
     max_wait_s: float = Field(default=300.0, validation_alias=_aliases("max_wait_s"))
     sse_keepalive_s: float = Field(default=15.0, validation_alias=_aliases("sse_keepalive_s"))

@@ -281,7 +281,7 @@ class JobService:
         )
 
     async def _queued_count(self) -> int:
-        counts = await self.store.counts()
+        counts = await self.store.counts(unfinished=True)
         return counts.get(JobStatus.QUEUED, 0)
 
     async def _enforce_queue_bound(self, adding: int = 1) -> None:
@@ -619,7 +619,7 @@ class JobService:
         client is told at each prompt's start)."""
         now = time.monotonic()
         if fresh or now - self._remaining[1] >= REMAINING_TTL_S:
-            counts = await self.store.counts()
+            counts = await self.store.counts(unfinished=True)
             remaining = sum(counts.get(s, 0) for s in (JobStatus.QUEUED, *ACTIVE))
             self._remaining[:] = [remaining, now]
         return int(self._remaining[0])

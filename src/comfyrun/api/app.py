@@ -20,9 +20,9 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 
 from comfyrun import __version__
 from comfyrun.api import worker_types
-from comfyrun.api.batch_webhooks import BatchWebhookSender
 from comfyrun.api.context import AppContext, app_ctx, public_base_url, require_auth
 from comfyrun.api.docs import install_docs
+from comfyrun.api.editor import install_editor
 from comfyrun.api.errors import install_error_handlers
 from comfyrun.api.limits import BodyLimit, BodyLimits
 from comfyrun.api.routes import (
@@ -46,7 +46,7 @@ from comfyrun.api.routes import models as models_routes
 from comfyrun.api.routes.assets import MULTIPART_SLACK, assets_router
 from comfyrun.api.schemas import job_to_wire
 from comfyrun.api.tenancy import Authenticator
-from comfyrun.api.webhooks import DeliveryPolicy, WebhookDeliverer
+from comfyrun.api.webhooks import DeliveryPolicy, Render, WebhookDeliverer
 from comfyrun.assets import AssetService
 from comfyrun.backends.catalog import BackendCatalog
 from comfyrun.config import BackendConfig, Role, Settings
@@ -115,6 +115,7 @@ def create_app(
         app.include_router(plain_compat.router)
         app.include_router(tasks.router)
         app.include_router(dashboard_router)
+        install_editor(app, settings)  # last: the editor's files claim their paths at /
     return app
 
 
@@ -238,12 +239,9 @@ async def _open(
         TemplateFolder(settings.workflows_dir), service, object_info=_object_info_source(catalog)
     )
     batch_service = BatchService(templates, service)
-    webhooks = await _start_webhooks(settings, stack, store)
-    batch_webhooks = None
-    if settings.role is not Role.WORKER:
-        batch_webhooks = BatchWebhookSender(store, secret=settings.webhook_secret)
-        stack.push_async_callback(batch_webhooks.close)
-        await batch_webhooks.resume_batches(batches.render_batch(batch_service))
+    webhooks = await _start_webhooks(
+        settings, stack, store, batches.render_batch(batch_service)
+    )
     return AppContext(
         auth=Authenticator(store, settings.api_keys),
         webhooks=webhooks,
@@ -262,14 +260,13 @@ async def _open(
             "relay_hub": relay_hub,
             "models": models,
             "input_checker": lambda owned_assets: _input_checker(owned_assets, settings),
-            "batch_webhooks": batch_webhooks,
             "lane": lane,
         },
     )
 
 
 async def _start_webhooks(
-    settings: Settings, stack: AsyncExitStack, store: JobStore
+    settings: Settings, stack: AsyncExitStack, store: JobStore, render_batch: Render
 ) -> WebhookDeliverer:
     """Every role sends what the outbox owes, so webhooks go out while any node runs."""
     base_url = (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
@@ -300,6 +297,7 @@ async def _start_webhooks(
     deliverer = WebhookDeliverer(
         store,
         render,
+        render_batch=render_batch,
         secret=settings.webhook_secret,
         policy=policy,
         targets=AddressPolicy.from_entries(settings.webhook_allow),

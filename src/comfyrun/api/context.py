@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
 from starlette.requests import HTTPConnection
@@ -102,28 +103,63 @@ def public_base_url(request: Request) -> str:
     return (configured or str(request.base_url)).rstrip("/")
 
 
-def bearer_token(conn: HTTPConnection, *, query: bool = False) -> str | None:
-    """The `Authorization: Bearer` token (or, where `query`, a `?token=` one)."""
+#: The cookie ComfyUI's editor keeps its API key in (set by the key page, api.editor.keypage).
+EDITOR_COOKIE = "comfyrun_key"
+
+
+def bearer_token(conn: HTTPConnection, *, query: bool = False, cookie: bool = False) -> str | None:
+    """The `Authorization: Bearer` token (or, where `query`, a `?token=` one; where `cookie`,
+    the editor's key cookie on a same-origin request)."""
     scheme, _, token = conn.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    return conn.query_params.get("token") or None if query else None
+    if query and (token := conn.query_params.get("token", "")):
+        return token
+    if cookie and (token := conn.cookies.get(EDITOR_COOKIE, "")) and same_origin(conn):
+        return token
+    return None
 
 
-async def authenticate(conn: HTTPConnection, *, query: bool = False) -> Principal | None:
+def same_origin(conn: HTTPConnection) -> bool:
+    """Whether a request (or websocket handshake) comes from this server's own pages: no
+    Origin header (not a cross-site browser request), or one naming the Host asked for or the
+    configured public URL. A cookie is honoured only then (no cross-site request forgery)."""
+    origin = conn.headers.get("origin")
+    if origin is None:
+        return True
+    netloc = urlsplit(origin).netloc.lower()
+    if netloc and netloc == conn.headers.get("host", "").lower():
+        return True
+    public_url = conn.app.state.ctx.settings.public_url
+    return bool(public_url) and netloc == urlsplit(public_url).netloc.lower()
+
+
+async def authenticate(
+    conn: HTTPConnection, *, query: bool = False, cookie: bool = False
+) -> Principal | None:
     """The caller of `conn`: an admin on a server without config keys or with a config key,
     else the API key it presents; None when it presents no valid key."""
     ctx: AppContext = conn.app.state.ctx
     if ctx.auth is None:
         return ADMIN
-    return await ctx.auth.principal(bearer_token(conn, query=query))
+    return await ctx.auth.principal(bearer_token(conn, query=query, cookie=cookie))
 
 
 async def require_auth(request: Request) -> None:
     """Every protected route: a valid key (`Authorization: Bearer <key>`) when the server has
     config keys, and the `read` scope for reading. The caller's principal scopes the context
     `get_ctx` hands the route."""
-    principal = await authenticate(request)
+    await _require(request, cookie=False)
+
+
+async def require_comfy_auth(request: Request) -> None:
+    """ComfyUI's routes, which its web editor calls: `require_auth`, where the editor's key
+    cookie also counts (the editor sends no Authorization header)."""
+    await _require(request, cookie=True)
+
+
+async def _require(request: Request, *, cookie: bool) -> None:
+    principal = await authenticate(request, cookie=cookie)
     if principal is None:
         raise HTTPException(
             status_code=401,
@@ -149,6 +185,7 @@ async def require_admin(request: Request) -> None:
 
 
 __all__ = [
+    "EDITOR_COOKIE",
     "AppContext",
     "OutputFiles",
     "app_ctx",
@@ -159,4 +196,6 @@ __all__ = [
     "public_base_url",
     "require_admin",
     "require_auth",
+    "require_comfy_auth",
+    "same_origin",
 ]

@@ -8,10 +8,15 @@ arrive while a request's head is still open: once they pass `max_header_bytes` a
 still not complete, the request is refused (400) and the connection closed, as h11 does with
 `h11_max_incomplete_event_size`. A head that arrives complete goes on to the app, whose limits
 middleware (api/limits.py) refuses one over the limit with 431 in the dialect's own shape.
+
+A head must also arrive whole within `header_timeout_s` of its first byte: one that trickles in
+(a slow-loris client holding a connection open a byte at a time) is answered 408 and its
+connection closed. (A stalled body is the limits middleware's: body_idle_timeout_s.)
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -21,12 +26,14 @@ class CappedHttpToolsProtocol(HttpToolsProtocol):
     """See the module docstring; `capped_protocol` makes one with a given limit."""
 
     max_header_bytes = 64 * 1024
+    header_timeout_s = 30.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_open = True  # between requests, the next head may start any time
         self._head_bytes = 0
         self._heads = 0  # heads completed on this connection
+        self._head_timer: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
         counting, heads = self._head_open, self._heads
@@ -34,26 +41,54 @@ class CappedHttpToolsProtocol(HttpToolsProtocol):
         if not counting or not self._head_open or self._heads != heads:
             return  # a body, or a head completed in this data (the next one counts from here)
         self._head_bytes += len(data)
-        if self._head_bytes > self.max_header_bytes and not self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        if self._head_bytes > self.max_header_bytes:
             self.send_400_response("Request line and headers too large.")
+        elif self._head_timer is None and data:
+            self._head_timer = self.loop.call_later(self.header_timeout_s, self._head_too_slow)
 
     def on_headers_complete(self) -> None:
         self._head_open = False
         self._head_bytes = 0
         self._heads += 1
+        self._stop_head_timer()
         super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if not self._head_open or self.transport.is_closing():
+            return
+        msg = b"Request head not received in time."
+        self.transport.write(
+            b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            b"connection: close\r\ncontent-length: " + str(len(msg)).encode() + b"\r\n\r\n" + msg
+        )
+        self.transport.close()
 
     def on_message_complete(self) -> None:
         self._head_open = True
         super().on_message_complete()
 
 
-def capped_protocol(max_header_bytes: int) -> type[CappedHttpToolsProtocol]:
-    """The protocol class for uvicorn's `http` setting, refusing heads over the limit."""
+def capped_protocol(
+    max_header_bytes: int, header_timeout_s: float = 30.0
+) -> type[CappedHttpToolsProtocol]:
+    """The protocol class for uvicorn's `http` setting, refusing heads over the limit or
+    slower than the timeout."""
     return type(
         "CappedHttpToolsProtocol",
         (CappedHttpToolsProtocol,),
-        {"max_header_bytes": max_header_bytes},
+        {"max_header_bytes": max_header_bytes, "header_timeout_s": header_timeout_s},
     )
 
 

@@ -262,8 +262,8 @@ class OwnedStore:
     ) -> int | None:
         return await self.inner.queue_position(job_id, now=now, limit=limit)
 
-    async def counts(self) -> dict[JobStatus, int]:
-        return await self.inner.counts()
+    async def counts(self, *, unfinished: bool = False) -> dict[JobStatus, int]:
+        return await self.inner.counts(unfinished=unfinished)
 
     async def oldest_queued_at(self) -> float | None:
         return await self.inner.oldest_queued_at()

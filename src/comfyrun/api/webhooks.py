@@ -9,8 +9,8 @@ a lease that runs out, and any node that runs later sends it.
 Targets pass the same address check as at submission (`webhook_allow`), again before each
 attempt and on the addresses the host resolves to then: a refused target is given up at once.
 
-The body is Standard Webhooks' `{"type", "timestamp", "data"}` with the final v2 Job as data;
-it is fixed by the first attempt and sent unchanged by later ones, with `webhook-id` (the
+The body is Standard Webhooks' `{"type", "timestamp", "data"}` with the final v2 Job as data
+(the v2 Batch for `batch.completed`, owed by a batch's end in the same transaction); it is fixed by the first attempt and sent unchanged by later ones, with `webhook-id` (the
 delivery's id), `webhook-timestamp` (the attempt's) and, when the job's webhook or the server
 has a secret, `webhook-signature`.
 """
@@ -64,6 +64,7 @@ class WebhookDeliverer:
         store: JobStore,
         render: Render,
         *,
+        render_batch: Render | None = None,
         secret: str | None = None,
         policy: DeliveryPolicy | None = None,
         holder: str | None = None,
@@ -76,6 +77,7 @@ class WebhookDeliverer:
         self.holder = holder or f"webhooks-{uuid.uuid4().hex[:12]}"
         self.attempts: dict[str, int] = {"delivered": 0, "failed": 0, "given_up": 0}
         self._render = render
+        self._render_batch = render_batch
         self._secret = secret
         self._targets = targets or AddressPolicy()
         self._resolve = resolve or system_resolve
@@ -174,7 +176,9 @@ class WebhookDeliverer:
             self._targets.check_address(address, host=host, url=url)
 
     async def _body(self, d: Delivery) -> str:
-        job = await self._render(d.job_id)
+        batch = d.event == webhook.BATCH_COMPLETED
+        render = self._render_batch if batch else self._render
+        job = await render(d.job_id) if render is not None else None
         stamp = dt.datetime.fromtimestamp(d.created_at, dt.UTC).isoformat().replace("+00:00", "Z")
         payload: dict[str, Any] = {
             "type": d.event,

@@ -123,7 +123,11 @@ async def running_server(settings: Settings) -> AsyncIterator[str]:
 
     app = create_app(settings)
     async with serving_app(
-        app, settings.host, settings.port, max_header_bytes=settings.max_header_bytes
+        app,
+        settings.host,
+        settings.port,
+        max_header_bytes=settings.max_header_bytes,
+        header_timeout_s=settings.header_timeout_s,
     ) as url:
         yield url
 
@@ -140,10 +144,12 @@ async def serving_app(
     *,
     grace_s: int = 5,
     max_header_bytes: int = MAX_HEADER_BYTES,
+    header_timeout_s: float = 30.0,
 ) -> AsyncIterator[str]:
     """Serve an ASGI app with uvicorn in this event loop on host:port (0 picks a free port);
     yields its base URL once it accepts requests, and stops it on exit. Requests whose line
-    and headers exceed `max_header_bytes` are refused (400) and their connection closed."""
+    and headers exceed `max_header_bytes` are refused (400), those not whole within
+    `header_timeout_s` of their first byte get 408; either way their connection is closed."""
     import uvicorn
 
     from comfyrun.api.http_protocol import capped_protocol
@@ -157,7 +163,7 @@ async def serving_app(
         lifespan="on",
         timeout_graceful_shutdown=grace_s,
         # httptools (C) with the head capped as h11 would (api/http_protocol.py)
-        http=capped_protocol(max_header_bytes),
+        http=capped_protocol(max_header_bytes, header_timeout_s),
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from comfyrun.core.job import JSON, Job, JobStatus
 
 #: The event each final status sends.
+#: The event a batch's end owes (its deliveries carry the batch's id as `job_id`).
+BATCH_COMPLETED = "batch.completed"
 EVENTS: dict[JobStatus, str] = {
     JobStatus.SUCCEEDED: "job.succeeded",
     JobStatus.FAILED: "job.failed",
@@ -73,13 +75,22 @@ class Delivery:
 def delivery_for(job: Job, now: float) -> Delivery | None:
     """The outbox entry `job`, just turned final, owes its webhook; None if it asked for none."""
     event = EVENTS.get(job.status)
-    hook = job.options.get("webhook")
-    if event is None or not isinstance(hook, dict) or not isinstance(hook.get("url"), str):
+    return _delivery(job.id, event, job.options.get("webhook"), now) if event else None
+
+
+def batch_delivery_for(batch_id: str, options: JSON, now: float) -> Delivery | None:
+    """The outbox entry a batch that just ended owes (`batch.completed`, under the batch's id);
+    None if it asked for no webhook."""
+    return _delivery(batch_id, BATCH_COMPLETED, options.get("webhook"), now)
+
+
+def _delivery(about: str, event: str, hook: object, now: float) -> Delivery | None:
+    if not isinstance(hook, dict) or not isinstance(hook.get("url"), str):
         return None
     secret = hook.get("secret")
     return Delivery(
         id="msg_" + uuid.uuid4().hex,
-        job_id=job.id,
+        job_id=about,
         event=event,
         url=hook["url"],
         secret=secret if isinstance(secret, str) and secret else None,
@@ -130,11 +141,13 @@ def headers(delivery: Delivery, secret: str | None, timestamp: int, body: bytes)
 
 
 __all__ = [
+    "BATCH_COMPLETED",
     "EVENTS",
     "Attempt",
     "Delivery",
     "DeliveryState",
     "backoff_s",
+    "batch_delivery_for",
     "delivery_for",
     "headers",
     "next_attempt_at",

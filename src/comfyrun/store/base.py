@@ -272,7 +272,10 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
         Counting costs O(position) (~0.3-0.6 s at the back of a million queued jobs); with
         `limit` the count stops there and the answer is min(position, limit)."""
 
-    async def counts(self) -> dict[JobStatus, int]: ...
+    async def counts(self, *, unfinished: bool = False) -> dict[JobStatus, int]:
+        """Jobs per status. With `unfinished`, only queued, running and canceling jobs are
+        counted (the others read 0): a look at the queue that costs what the queue holds,
+        not what the history holds."""
 
     async def oldest_queued_at(self) -> float | None: ...
 

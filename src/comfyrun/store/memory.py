@@ -19,6 +19,7 @@ from comfyrun.core.batch import NO_GROUP, Batch, BatchStatus, NewBatch, fair_tag
 from comfyrun.core.catalog import NodeCatalog
 from comfyrun.core.job import ACTIVE, JSON, TERMINAL, Job, JobStatus, NewJob, Output, Progress
 from comfyrun.core.state import Event
+from comfyrun.core.webhook import batch_delivery_for
 from comfyrun.errors import Conflict, IdempotencyKeyReuse, NotFound
 from comfyrun.store import batches, maintenance, transition
 from comfyrun.store.base import Changes, ClaimChoice, ClaimNote, JobEvent, JobPage
@@ -313,10 +314,11 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
         )
         return ahead if limit is None else min(ahead, max(0, limit))
 
-    async def counts(self) -> dict[JobStatus, int]:
+    async def counts(self, *, unfinished: bool = False) -> dict[JobStatus, int]:
         counts = dict.fromkeys(JobStatus, 0)
         for job in self._jobs.values():
-            counts[job.status] += 1
+            if not unfinished or job.status not in TERMINAL:
+                counts[job.status] += 1
         return counts
 
     async def oldest_queued_at(self) -> float | None:
@@ -481,6 +483,9 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
                 counts[job.status] += 1
         data = batches.completed_event(batch, status, counts)
         self._append(batch_id, batches.COMPLETED_EVENT, data, now)
+        delivery = batch_delivery_for(batch_id, batch.options, now)
+        if delivery is not None:
+            self._deliveries[delivery.id] = delivery
 
     def _fair_tag(self, job: Job, now: float) -> float:
         same = [

@@ -18,8 +18,9 @@ from comfyrun.core.batch import NO_GROUP, Batch, BatchStatus, NewBatch, fair_tag
 from comfyrun.core.catalog import NodeCatalog
 from comfyrun.core.job import COMFY, JSON, Job, JobStatus, NewJob, Output, Progress
 from comfyrun.core.state import Event
+from comfyrun.core.webhook import batch_delivery_for
 from comfyrun.errors import Conflict, IdempotencyKeyReuse, StoreError
-from comfyrun.store import batches, maintenance, transition
+from comfyrun.store import batches, maintenance, tenancy, transition
 from comfyrun.store.base import Changes, ClaimChoice, ClaimNote, JobEvent, JobPage
 from comfyrun.store.catalogs import catalog_from_row, catalog_to_row
 from comfyrun.store.codec import (
@@ -403,6 +404,9 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
         counts = await self._batch_counts(conn, batch_id)
         data = batches.completed_event(batch, status, counts)
         await self._append(conn, batch_id, batches.COMPLETED_EVENT, data, now)
+        delivery = batch_delivery_for(batch_id, batch.options, now)
+        if delivery is not None:  # in the outbox with the batch's end: nothing lost in a crash
+            await self._run(conn, "insert_delivery", tenancy.delivery_to_row(delivery))
         return True
 
     # -- events ------------------------------------------------------------------------------
@@ -503,10 +507,11 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
             row = await self._one(conn, query, params)
         return int(row["ahead"]) if row else 0
 
-    async def counts(self) -> dict[JobStatus, int]:
+    async def counts(self, *, unfinished: bool = False) -> dict[JobStatus, int]:
         counts = dict.fromkeys(JobStatus, 0)
         async with self._read() as conn:
-            for row in await self._all(conn, "counts", {}):
+            query = "counts_unfinished" if unfinished else "counts"
+            for row in await self._all(conn, query, {}):
                 counts[JobStatus(row["status"])] = int(row["n"])
         return counts
 

@@ -57,6 +57,24 @@ async def test_the_last_job_to_end_completes_the_batch_once(store: JobStore) -> 
     assert await store.open_batches() == []
 
 
+async def test_a_batch_that_ends_owes_its_webhook_in_the_outbox(store: JobStore) -> None:
+    """batch.completed is written to the outbox with the batch's end (one transaction, so a
+    crash right after loses nothing); a batch that asked for no webhook owes none."""
+    hooked = await store.create_batch(batch(), [new_job()], now=T0)
+    quiet = await store.create_batch(NewBatch(workflow="t2i", version="v1"), [new_job()], now=T0)
+    for _ in range(2):
+        job = await store.claim("w", 30, now=T0 + 1)
+        assert job is not None
+        await store.transition(job.id, Event.SUCCEED, expect=JobStatus.RUNNING, now=T0 + 2)
+    owed = await store.deliveries(hooked.id)
+    assert [(d.event, d.url, d.job_id) for d in owed] == [
+        ("batch.completed", "http://h", hooked.id)
+    ]
+    assert await store.deliveries(quiet.id) == []
+    due = await store.claim_deliveries("n", 30, now=T0 + 3)
+    assert [d.job_id for d in due] == [hooked.id]
+
+
 async def test_cancel_cancels_queued_jobs_and_reports_running_ones(store: JobStore) -> None:
     created = await store.create_batch(batch(), [new_job() for _ in range(4)], now=T0)
     running = await store.claim("w", 30, now=T0 + 1)

@@ -109,6 +109,24 @@ async def test_counts_and_oldest_queued(store: JobStore) -> None:
     assert await store.oldest_queued_at() == T0 + 1
 
 
+async def test_unfinished_counts_leave_the_history_out(store: JobStore) -> None:
+    from comfyrun.core.state import Event
+
+    for i in range(4):
+        await store.enqueue(new_job(), now=T0 + i)
+    done = await store.claim("w", 30, now=T0 + 5)
+    running = await store.claim("w", 30, now=T0 + 5)
+    assert done is not None and running is not None
+    await store.transition(done.id, Event.SUCCEED, expect=JobStatus.RUNNING, now=T0 + 6)
+    everything = await store.counts()
+    assert (everything[JobStatus.QUEUED], everything[JobStatus.RUNNING]) == (2, 1)
+    assert everything[JobStatus.SUCCEEDED] == 1
+    unfinished = await store.counts(unfinished=True)
+    assert set(unfinished) == set(JobStatus)
+    assert (unfinished[JobStatus.QUEUED], unfinished[JobStatus.RUNNING]) == (2, 1)
+    assert unfinished[JobStatus.SUCCEEDED] == 0
+
+
 async def test_concurrent_claimers_never_share_a_job(store: JobStore) -> None:
     import asyncio
 

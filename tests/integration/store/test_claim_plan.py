@@ -74,3 +74,15 @@ async def test_postgres_walks_the_claim_index(pg_schema: str, name: str) -> None
         plan = "\n".join(row[0] for row in conn.execute(f"EXPLAIN {sql}", PARAMS).fetchall())
     assert "jobs_claim" in plan, plan
     assert "Sort" not in plan, plan
+
+
+def test_sqlite_counts_the_unfinished_without_the_history(tmp_path: Path) -> None:
+    """The queue size (every ComfyUI /ws status message) reads only the unfinished jobs'
+    part of an index, not every job ever kept."""
+    with closing(sqlite3.connect(tmp_path / "plan.db", isolation_level=None)) as conn:
+        migrate_sqlite(conn)
+        sql = queries("sqlite")["counts_unfinished"]
+        plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
+    # a SEARCH on the status (a range of the index), never a SCAN of the whole table/index
+    assert any(step.startswith("SEARCH jobs") and "(status=?)" in step for step in plan), plan
+    assert not any(step.startswith("SCAN jobs") for step in plan), plan

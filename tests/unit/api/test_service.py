@@ -308,10 +308,10 @@ async def test_queue_is_counted_once_a_second_far_from_the_bound(
     calls = 0
     original = store.counts
 
-    async def counting() -> Any:
+    async def counting(**kwargs: Any) -> Any:
         nonlocal calls
         calls += 1
-        return await original()
+        return await original(**kwargs)
 
     store.counts = counting  # type: ignore[method-assign]
     service = JobService(store, memory_settings(tmp_path, queue_max=20))

@@ -197,7 +197,7 @@ async def status_message(ctx: AppContext, sid: str | None, *, fresh: bool = True
 
 
 async def comfy_ws(websocket: WebSocket, clientId: str | None = None) -> None:
-    principal = await authenticate(websocket, query=True)
+    principal = await authenticate(websocket, query=True, cookie=True)
     if principal is None:
         await websocket.close(code=4401)
         return

@@ -18,6 +18,7 @@ from comfyrun.api.context import AppContext, app_ctx, get_ctx, require_auth
 from comfyrun.api.routes.jobs import check_webhook, render, submission
 from comfyrun.api.schemas import JobList, JobOptionsRequest, iso
 from comfyrun.core.job import Job, JobStatus
+from comfyrun.errors import NotFound
 from comfyrun.outputs.archive import Entry, one_chunk, zip_stream
 from comfyrun.service import JobView
 from comfyrun.templates.batches import MAX_ITEMS, META_INDEX, BatchService, BatchView
@@ -87,9 +88,6 @@ async def create_batch(body: CreateBatchRequest, ctx: Ctx, batches: Batches) -> 
         base=dataclasses.replace(base, options=options, request_hash=None),
         options={"webhook": hook} if hook else None,
     )
-    sender = ctx.extras.get("batch_webhooks")
-    if hook and sender is not None:
-        sender.watch_batch(view.batch.id, hook, render_batch(batches))
     return batch_out(view)
 
 
@@ -180,8 +178,13 @@ def _safe(part: str) -> str:
 def render_batch(batches: BatchService) -> Any:
     """A batch id → its wire object (for the batch.completed webhook)."""
 
-    async def rendered(batch_id: str) -> dict[str, Any]:
-        return batch_out(await batches.get(batch_id)).model_dump(mode="json")
+    async def rendered(batch_id: str) -> dict[str, Any] | None:
+        try:
+            view = await batches.get(batch_id)
+        except NotFound:
+            return None  # deleted since: the webhook carries its id alone
+        data: dict[str, Any] = batch_out(view).model_dump(mode="json")
+        return data
 
     return rendered
 

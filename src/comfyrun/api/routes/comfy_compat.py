@@ -14,17 +14,14 @@ import contextlib
 import json
 import logging
 import mimetypes
-import platform
-import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any
 
-import httpx
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
-from comfyrun import __version__, errors
+from comfyrun import errors
 from comfyrun.api.compat import comfy as cc
 from comfyrun.api.compat.comfy_socket import ACTIVE, clients, comfy_ws, status_message
 from comfyrun.api.compat.comfy_uploads import (
@@ -33,9 +30,10 @@ from comfyrun.api.compat.comfy_uploads import (
     store_upload,
     uploads_in,
 )
-from comfyrun.api.context import AppContext, get_ctx, require_auth
+from comfyrun.api.context import AppContext, get_ctx, require_comfy_auth
 from comfyrun.api.errors import status_for
 from comfyrun.api.routes.comfy_catalog import add_catalog_routes
+from comfyrun.api.routes.comfy_system import system_stats
 from comfyrun.api.routes.files import serve_key
 from comfyrun.core.job import JSON, TERMINAL, Job, JobStatus
 from comfyrun.service import JobView, Submission
@@ -48,7 +46,7 @@ _MAX_LISTED = 1000
 
 
 def _router(prefix: str) -> APIRouter:
-    return APIRouter(prefix=prefix, tags=["comfyui"], dependencies=[Depends(require_auth)])
+    return APIRouter(prefix=prefix, tags=["comfyui"], dependencies=[Depends(require_comfy_auth)])
 
 
 # errors in ComfyUI's shape ------------------------------------------------------------------
@@ -104,7 +102,7 @@ def _add_routes(router: APIRouter) -> None:
     router.add_api_route("/view", view, methods=["GET"])
     router.add_api_route("/upload/image", upload_image, methods=["POST"])
     router.add_api_route("/upload/mask", upload_mask, methods=["POST"])
-    router.add_api_route("/system_stats", system_stats, methods=["GET"])
+    router.add_api_route("/system_stats", system_stats, methods=["GET"])  # comfy_system
     add_catalog_routes(router)  # /object_info, /models, /embeddings, /features
 
 
@@ -472,38 +470,11 @@ async def upload_mask(
     return await _upload(image, subfolder, overwrite, ctx)
 
 
-async def system_stats(ctx: Ctx) -> dict[str, Any]:
-    """comfyrun's own system block and the devices of every ready backend."""
-    devices: list[Any] = []
-    urls = [
-        b.url
-        for b in (ctx.pool.snapshot() if ctx.pool is not None else [])
-        if b.url and str(b.state) in ("ready", "busy")
-    ]
-    async with httpx.AsyncClient(timeout=3.0) as client:
-        for url in urls:
-            with contextlib.suppress(httpx.HTTPError, ValueError):
-                answer = (await client.get(f"{url.rstrip('/')}/system_stats")).json()
-                devices += answer.get("devices", []) if isinstance(answer, dict) else []
-    return {
-        "system": {
-            "os": sys.platform,
-            "ram_total": 0,
-            "ram_free": 0,
-            "comfyui_version": f"comfyrun {__version__}",
-            "python_version": sys.version,
-            "pytorch_version": "",
-            "embedded_python": False,
-            "argv": ["comfyrun"],
-            "platform": platform.platform(),
-        },
-        "devices": devices,
-    }
-
-
 # ComfyUI's newer job endpoints (/api/jobs) ---------------------------------------------------
 
-jobs_router = APIRouter(prefix="/api/jobs", tags=["comfyui"], dependencies=[Depends(require_auth)])
+jobs_router = APIRouter(
+    prefix="/api/jobs", tags=["comfyui"], dependencies=[Depends(require_comfy_auth)]
+)
 
 
 @jobs_router.get("")

@@ -165,6 +165,11 @@ WHERE status = 'queued'
 -- name: counts
 SELECT status, count(*) AS n FROM jobs GROUP BY status;
 
+-- name: counts_unfinished
+SELECT status, count(*) AS n FROM jobs
+WHERE status IN ('queued', 'running', 'canceling')
+GROUP BY status;
+
 -- name: oldest_queued_at
 SELECT min(created_at) AS oldest FROM jobs WHERE status = 'queued';
 
