@@ -239,9 +239,7 @@ async def _open(
         TemplateFolder(settings.workflows_dir), service, object_info=_object_info_source(catalog)
     )
     batch_service = BatchService(templates, service)
-    webhooks = await _start_webhooks(
-        settings, stack, store, batches.render_batch(batch_service)
-    )
+    webhooks = await _start_webhooks(settings, stack, store, batches.render_batch(batch_service))
     return AppContext(
         auth=Authenticator(store, settings.api_keys),
         webhooks=webhooks,
