@@ -295,6 +295,29 @@ class Settings(BaseSettings):
         default=3600.0, gt=0, validation_alias=_aliases("model_fetch_timeout_s")
     )
 
+    # job types beyond ComfyUI (comfyrun.handlers)
+    #: The job types this worker runs (None: "comfy" when it has backends, plus every handler).
+    types: Annotated[list[str] | None, NoDecode] = Field(
+        default=None, validation_alias=_aliases("types")
+    )
+    #: Handlers besides the built-ins and entry points: "module:function" or "type=module:fn".
+    handlers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_aliases("handlers")
+    )
+    #: How many handler jobs (of types other than comfy) one worker runs at once.
+    handler_concurrency: int = Field(
+        default=2, ge=1, le=256, validation_alias=_aliases("handler_concurrency")
+    )
+    #: Queue a job of a type no live worker serves (for workers yet to come) instead of 422.
+    queue_unserved_types: bool = Field(
+        default=False, validation_alias=_aliases("queue_unserved_types")
+    )
+    #: A worker without ComfyUI backends leaves comfy jobs in the queue ("queue") or, when it
+    #: lists comfy in `types`, fails them with code comfy_unavailable ("fail").
+    comfy_without_backends: Literal["queue", "fail"] = Field(
+        default="queue", validation_alias=_aliases("comfy_without_backends")
+    )
+
     log_level: str = Field(default="INFO", validation_alias=_aliases("log_level"))
 
     @classmethod
@@ -311,11 +334,21 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls))
         return tuple(sources)
 
-    @field_validator("api_keys", "webhook_allow", "fetch_allow", mode="before")
+    @field_validator("api_keys", "webhook_allow", "fetch_allow", "types", "handlers", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("types")
+    @classmethod
+    def _check_types(cls, value: list[str] | None) -> list[str] | None:
+        from comfyrun.handlers.spec import valid_type_name
+
+        bad = [t for t in value or () if not valid_type_name(t)]
+        if bad:
+            raise ValueError(f"not job type names: {bad}")
         return value
 
     @field_validator("fetch_allow", "webhook_allow")

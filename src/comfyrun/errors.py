@@ -14,14 +14,16 @@
     │   ├── ConversionError            a UI-format workflow could not be converted
     │   ├── MissingAsset               an asset reference that resolves to nothing
     │   ├── InvalidTemplate            a workflow template that is broken cannot run
-    │   ├── InvalidParams              template parameters that break its schema
+    │   ├── InvalidParams              template or handler parameters that break its schema
+    │   ├── UnservedJobType            a job type no worker serves (comfyrun.handlers)
     │   └── InputRejected              an input (URL, base64, file) broke a limit or a rule
     ├── Forbidden                      the caller's key lacks the scope for that
     ├── QueueFull                      the configured queue bound is reached
     │   └── QuotaExceeded              the caller's key is at its quota
     ├── StoreError                     the durable store failed
     ├── StorageError                   the output storage failed
-    └── BackendError                   a ComfyUI backend failed (see comfyrun.comfy.errors)
+    ├── BackendError                   a ComfyUI backend failed (see comfyrun.comfy.errors)
+    └── HandlerError                   a job's handler failed (raised by handlers)
 
 Each exception's docstring is its default message.
 """
@@ -132,6 +134,12 @@ class InputRejected(InvalidRequest):
     code = "input_rejected"
 
 
+class UnservedJobType(InvalidRequest):
+    """No worker serves this job type."""
+
+    code = "unserved_job_type"
+
+
 class QueueFull(ComfyrunError):
     """The queue is full; retry later."""
 
@@ -172,6 +180,28 @@ class BackendError(ComfyrunError):
     code = "backend_error"
 
 
+class HandlerError(ComfyrunError):
+    """The job's handler failed.
+
+    Raised by a handler (comfyrun.handlers) to fail its job with a clear message: final,
+    unless `retryable` (then retried like a lost backend, within the job's max_retries)."""
+
+    code = "handler_error"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        details: Any = None,
+        code: str | None = None,
+        retryable: bool = False,
+    ) -> None:
+        super().__init__(message, details=details)
+        if code is not None:
+            self.code = code
+        self.retryable = retryable
+
+
 __all__ = [
     "BackendError",
     "BlobNotFound",
@@ -179,6 +209,7 @@ __all__ = [
     "Conflict",
     "ConversionError",
     "Forbidden",
+    "HandlerError",
     "HashMismatch",
     "IdempotencyInFlight",
     "IdempotencyKeyReuse",
@@ -195,4 +226,5 @@ __all__ = [
     "QuotaExceeded",
     "StorageError",
     "StoreError",
+    "UnservedJobType",
 ]

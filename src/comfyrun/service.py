@@ -24,7 +24,7 @@ from comfyrun.config import Settings
 from comfyrun.core.batch import Batch, NewBatch
 from comfyrun.core.catalog import definitions_may_be_stale
 from comfyrun.core.fit import BackendOffer, Misfit, RequirementError, check_requirements, misfits
-from comfyrun.core.job import ACTIVE, JSON, Job, JobStatus, NewJob
+from comfyrun.core.job import ACTIVE, COMFY, JSON, Job, JobStatus, NewJob
 from comfyrun.core.queue_order import estimate_cost, head_start
 from comfyrun.core.state import Event
 from comfyrun.core.workflow import convert_ui_to_api, is_ui_workflow
@@ -38,6 +38,7 @@ from comfyrun.errors import (
     NotFound,
     QueueFull,
 )
+from comfyrun.handlers.admission import JobTypes
 from comfyrun.models.names import accept_model_names
 from comfyrun.models.specs import ModelRef, parse_models
 from comfyrun.outputs import job_prefix
@@ -81,6 +82,9 @@ class Submission:
     #: Whether the caller shows the queue position of the new job (a request that waits for
     #: the job to end does not: one store read less).
     want_position: bool = True
+    #: The job's type (comfyrun.handlers) and, for a type other than comfy, its params.
+    type: str = COMFY
+    params: JSON = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,9 +136,13 @@ class JobService:
         check_inputs: InputChecker | None = None,
         catalogs: CatalogSource | None = None,
         clock: Callable[[], float] = time.time,
+        job_types: JobTypes | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
+        self.job_types = job_types or JobTypes(
+            queue_unserved=settings.queue_unserved_types, heartbeat_s=settings.heartbeat_s
+        )
         self._files = files
         self._object_info = object_info
         # a refusal for an unknown node type or model may come from definitions stored before
@@ -182,16 +190,14 @@ class JobService:
                 self._in_flight_keys.discard(key)
 
     async def _submit(self, sub: Submission) -> Submitted:
-        models = parse_models(sub.options.get("models"))
-        if models:  # stored normalised; workers deliver them (comfyrun.dispatch.models)
-            sub = dataclasses.replace(
-                sub, options={**sub.options, "models": [m.to_json() for m in models]}
+        if sub.type != COMFY or sub.params or "then" in sub.options:  # handlers.admission
+            params, options = await self.job_types.admit(
+                self.store, sub.type, sub.params, sub.options
             )
-        placeholders = bool(sub.inputs)
-        fitting = await self._fitting_backends(sub, placeholders=placeholders, models=models)
-        workflow = await self._prepare_workflow(
-            sub.workflow, placeholders=placeholders, models=models, object_info=fitting
-        )
+            sub = dataclasses.replace(sub, params=params, options=options)
+        workflow: JSON = {}
+        if sub.type == COMFY:
+            sub, workflow = await self._comfy_workflow(sub)
         if self._check_inputs is not None and (sub.inputs or _has_asset_refs(workflow)):
             workflow = await self._check_inputs(workflow, list(sub.inputs))
         validated = time.perf_counter()
@@ -208,6 +214,19 @@ class JobService:
             )
         position = await self.store.queue_position(job.id) if sub.want_position else None
         return Submitted(job=job, created=created, queue_position=position)
+
+    async def _comfy_workflow(self, sub: Submission) -> tuple[Submission, JSON]:
+        models = parse_models(sub.options.get("models"))
+        if models:  # stored normalised; workers deliver them (comfyrun.dispatch.models)
+            sub = dataclasses.replace(
+                sub, options={**sub.options, "models": [m.to_json() for m in models]}
+            )
+        placeholders = bool(sub.inputs)
+        fitting = await self._fitting_backends(sub, placeholders=placeholders, models=models)
+        workflow = await self._prepare_workflow(
+            sub.workflow, placeholders=placeholders, models=models, object_info=fitting
+        )
+        return sub, workflow
 
     async def submit_batch(self, batch: NewBatch, subs: Sequence[Submission]) -> Batch:
         """Enqueue `subs` as one batch, all or none. They differ only in values the caller has
@@ -250,9 +269,14 @@ class JobService:
             else self.settings.default_timeout_s,
             idempotency_key=sub.idempotency_key,
             request_hash=sub.request_hash,
+            type=sub.type,
+            params=sub.params,
+            # a handler job ranks at its submission (the type-led claim index relies on it)
             head_start_s=head_start(
                 estimate_cost(workflow), self.settings.queue_order, self.settings.queue_aging_s
-            ),
+            )
+            if sub.type == COMFY
+            else 0.0,
             **({"id": sub.job_id} if sub.job_id is not None else {}),
         )
 

@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException, Request
 
 from comfyrun import __version__
+from comfyrun.api import worker_types
 from comfyrun.api.context import AppContext, app_ctx, public_base_url, require_auth
 from comfyrun.api.docs import install_docs
 from comfyrun.api.editor import install_editor
@@ -54,6 +55,7 @@ from comfyrun.core.job import JSON
 from comfyrun.dashboard.routes import router as dashboard_router
 from comfyrun.dispatch.inputs import make_input_placer
 from comfyrun.dispatch.relay import RelayHub
+from comfyrun.handlers.admission import JobTypes
 from comfyrun.inputs import check_submission
 from comfyrun.inputs.netguard import AddressPolicy
 from comfyrun.service import JobService
@@ -185,9 +187,35 @@ async def _open(
     # ComfyUI messages reach this process's /ws clients in memory; a lone worker writes them to
     # the store for the API nodes
     relay_hub = RelayHub() if settings.role is Role.SERVE else None
-    if settings.role is not Role.API and backend_configs:
-        pool, dispatcher = await _start_worker(
-            settings, stack, store, storage, backend_configs, assets, relay_hub, models
+    registry = worker_types.handler_registry(settings)
+    lane: Any = None
+    if settings.role is not Role.API:
+        plan = worker_types.type_plan(settings, registry, has_backends=bool(backend_configs))
+        worker = worker_types.worker_id(settings, stack)
+        if plan.dispatcher:
+            pool, dispatcher = await _start_worker(
+                settings,
+                stack,
+                store,
+                storage,
+                backend_configs,
+                assets,
+                relay_hub,
+                models,
+                worker=worker,
+                registry=registry,
+            )
+        lane = await worker_types.start_lane(
+            settings,
+            stack,
+            store=store,
+            storage=storage,
+            registry=registry,
+            plan=plan,
+            worker=worker,
+            assets=assets,
+            limits=_input_limits(settings),
+            alone=dispatcher is None,
         )
 
     catalog = await _start_catalog(settings, stack, store, pool, backend_configs)
@@ -199,6 +227,11 @@ async def _open(
         recheck_object_info=_object_info_source(catalog, recheck=True),
         check_inputs=_input_checker(assets, settings),
         catalogs=_offer_source(catalog, pool, backend_configs),
+        job_types=JobTypes(
+            registry,
+            queue_unserved=settings.queue_unserved_types,
+            heartbeat_s=settings.heartbeat_s,
+        ),
     )
     if dispatcher is not None:
         dispatcher.fit.use_catalog(catalog)
@@ -225,6 +258,7 @@ async def _open(
             "relay_hub": relay_hub,
             "models": models,
             "input_checker": lambda owned_assets: _input_checker(owned_assets, settings),
+            "lane": lane,
         },
     )
 
@@ -442,28 +476,26 @@ async def _start_worker(
     assets: Any,
     relay_hub: RelayHub | None,
     models: Any = None,
+    *,
+    worker: str,
+    registry: Any = None,
 ) -> tuple[Any, Any]:
     from comfyrun.backends.pool import BackendPool
     from comfyrun.comfy.client import ComfyClient
     from comfyrun.dispatch.dispatcher import Dispatcher
-    from comfyrun.dispatch.identity import WorkerIdentity
 
     (settings.data_dir / "logs").mkdir(parents=True, exist_ok=True)
     specs = [s for i, c in enumerate(configs) for s in _backend_specs(c, i, settings, models)]
     pool = BackendPool.from_specs(specs, client_factory=ComfyClient)
     await pool.start()
     stack.push_async_callback(pool.stop)
-    worker_id = settings.worker_id
-    if worker_id is None:  # one that a restart in this data dir gets back (dispatch.identity)
-        identity = WorkerIdentity.claim(settings.data_dir)
-        stack.callback(identity.release)
-        worker_id = identity.worker_id
     dispatcher = Dispatcher(
         store,
         pool,
         storage,
         dispatch_settings(settings),
-        worker_id=worker_id,
+        worker_id=worker,
+        handlers=registry,
         place_inputs=_input_placer(assets, settings, store, models),
         relay_hub=relay_hub,
         relay_to_store=settings.role is Role.WORKER,

@@ -32,6 +32,7 @@ STATUS: tuple[tuple[type[errors.ComfyrunError], int], ...] = (
     (errors.InputRejected, 422),
     (errors.InvalidTemplate, 422),
     (errors.InvalidParams, 422),
+    (errors.UnservedJobType, 422),
     (errors.InvalidRequest, 400),
     (errors.QueueFull, 429),
     (errors.Forbidden, 403),

@@ -115,10 +115,50 @@ class JobOptionsRequest(BaseModel):
         return opts
 
 
+class ChainStepRequest(BaseModel):
+    """One follow-up step of a job: a handler run on the job's outputs (comfyrun.handlers)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(..., max_length=64, description="A handler's job type, e.g. image")
+    params: dict[str, Any] = Field(default_factory=dict)
+    outputs: Literal["replace", "join"] = Field(
+        default="replace", description="The step's outputs replace the job's, or join them."
+    )
+
+
 class SubmitJobRequest(JobOptionsRequest):
     """POST /api/v2/jobs. `workflow` is the spec's field; the rest are comfyrun extensions."""
 
-    workflow: dict[str, Any] = Field(..., description="API-format prompt (UI format is converted)")
+    workflow: dict[str, Any] | None = Field(
+        default=None, description="API-format prompt (UI format is converted); comfy jobs"
+    )
+    type: str = Field(
+        default="comfy",
+        max_length=64,
+        description="The job's handler: comfy (a ComfyUI workflow, the default), image, "
+        "ffmpeg, or one a plug-in registers",
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="The handler's parameters (jobs of other types)"
+    )
+    then: list[ChainStepRequest] | None = Field(
+        default=None, max_length=8, description="Follow-up steps run on the job's outputs"
+    )
+
+    @model_validator(mode="after")
+    def _payload(self) -> SubmitJobRequest:
+        if self.type == "comfy" and self.workflow is None:
+            raise ValueError("a comfy job needs a `workflow`")
+        if self.type != "comfy" and self.workflow is not None:
+            raise ValueError(f"a job of type {self.type!r} takes `params`, not a `workflow`")
+        return self
+
+    def options(self) -> dict[str, Any]:
+        opts = super().options()
+        if self.then:
+            opts["then"] = [step.model_dump() for step in self.then]
+        return opts
 
 
 # responses ----------------------------------------------------------------------------------
@@ -185,6 +225,7 @@ class JobOut(BaseModel):
     max_retries: int = 0
     backend: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    type: str = "comfy"
 
 
 class JobList(BaseModel):
@@ -387,6 +428,7 @@ def job_to_wire(
         max_retries=job.max_retries,
         backend=job.backend,
         metadata=dict(job.metadata),
+        type=job.type,
     )
 
 

@@ -201,8 +201,22 @@ class OwnedStore:
         now: float | None = None,
         note: ClaimNote | None = None,
         choice: ClaimChoice | None = None,
+        types: Sequence[str] | None = None,
     ) -> Job | None:
-        return await self.inner.claim(worker_id, lease_s, now=now, note=note, choice=choice)
+        return await self.inner.claim(
+            worker_id, lease_s, now=now, note=note, choice=choice, types=types
+        )
+
+    async def announce_worker(
+        self, worker_id: str, types: Sequence[str], *, now: float | None = None
+    ) -> None:
+        await self.inner.announce_worker(worker_id, types, now=now)
+
+    async def retire_worker(self, worker_id: str) -> None:
+        await self.inner.retire_worker(worker_id)
+
+    async def served_types(self, *, since: float) -> builtins.set[str]:
+        return await self.inner.served_types(since=since)
 
     async def renew(
         self, job_id: str, worker_id: str, lease_s: float, *, now: float | None = None
@@ -226,8 +240,10 @@ class OwnedStore:
             execution_started_at=execution_started_at,
         )
 
-    async def next_priority(self, *, now: float | None = None) -> int | None:
-        return await self.inner.next_priority(now=now)
+    async def next_priority(
+        self, *, now: float | None = None, types: Sequence[str] | None = None
+    ) -> int | None:
+        return await self.inner.next_priority(now=now, types=types)
 
     async def record_progress(self, job_id: str, progress: Progress) -> None:
         await self.inner.record_progress(job_id, progress)

@@ -211,9 +211,13 @@ def _settings(
     output_url: str | None = None,
     comfy_python: str | None = None,
     workflows: Path | None = None,
+    types: str | None = None,
+    handler: list[str] | None = None,
 ) -> Settings:
     settings = load_settings(
         config,
+        types=types,
+        handlers=handler or None,
         workflows_dir=workflows,
         role=role,
         comfy_python=comfy_python,
@@ -265,6 +269,20 @@ WorkflowsOpt = Annotated[
         "--workflows", help="A folder of workflow templates (NAME.json, NAME.params.json)"
     ),
 ]
+TypesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--types",
+        help="The job types this worker runs, e.g. comfy,ffmpeg,image (default: comfy when "
+        "it has backends, plus every handler)",
+    ),
+]
+HandlerOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--handler", help="A handler to load: module:function or type=module:function (repeatable)"
+    ),
+]
 ServeKey = Annotated[
     str | None, typer.Option("--api-key", help="Require this bearer token on the API")
 ]
@@ -289,6 +307,13 @@ def _run(role: Role, **kwargs: Any) -> None:
     configure_logging(log_level)
     try:
         settings = _settings(role, **kwargs)
+        if role is not Role.API:  # a worker's types and handlers, before anything starts
+            from comfyrun.api.worker_types import handler_registry, type_plan
+
+            registry = handler_registry(settings)
+            type_plan(
+                settings, registry, has_backends=bool(settings.backends or settings.emulators)
+            )
     except (ValueError, FileNotFoundError) as exc:
         console.print(f"[red]configuration error:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -313,11 +338,15 @@ def serve(
     outputs: OutputsOpt = None,
     api_key: ServeKey = None,
     workflows: WorkflowsOpt = None,
+    types: TypesOpt = None,
+    handler: HandlerOpt = None,
     log_level: LogOpt = "INFO",
 ) -> None:
     """Run the API and a worker (the dispatcher) in one process."""
     _run(
         Role.SERVE,
+        types=types,
+        handler=handler,
         config=config,
         backend=backend,
         comfy=comfy,
@@ -375,6 +404,8 @@ def worker(
     data_dir: DataDirOpt = None,
     outputs: OutputsOpt = None,
     worker_id: Annotated[str | None, typer.Option("--worker-id")] = None,
+    types: TypesOpt = None,
+    handler: HandlerOpt = None,
     log_level: LogOpt = "INFO",
 ) -> None:
     """Run a worker: claims jobs from the shared database and runs them on its backends. Its
@@ -393,6 +424,8 @@ def worker(
         output_url=outputs,
         api_key=None,
         worker_id=worker_id,
+        types=types,
+        handler=handler,
         log_level=log_level,
     )
 

@@ -105,8 +105,11 @@ class ComfyrunClient:
 
     async def submit(
         self,
-        workflow: Mapping[str, Any],
+        workflow: Mapping[str, Any] | None = None,
         *,
+        job_type: str = "comfy",
+        params: Mapping[str, Any] | None = None,
+        then: Sequence[Mapping[str, Any]] | None = None,
         priority: int = 0,
         wait: float | None = None,
         idempotency_key: str | None = None,
@@ -119,10 +122,18 @@ class ComfyrunClient:
         models: Sequence[Mapping[str, Any]] | None = None,
         retry_queue_full: bool = True,
     ) -> dict[str, Any]:
-        """POST /api/v2/jobs. Retries 409/429 answers that carry Retry-After when asked to;
-        an idempotency key is minted so such retries never create a second job."""
-        body: dict[str, Any] = {"workflow": dict(workflow), "priority": priority}
+        """POST /api/v2/jobs: a ComfyUI `workflow`, or a job of another `job_type` with its
+        `params` (e.g. job_type="image"); `then`: follow-up steps on its outputs. Retries
+        409/429 answers that carry Retry-After when asked to; an idempotency key is minted so
+        such retries never create a second job."""
+        body: dict[str, Any] = {"priority": priority}
+        if workflow is not None:
+            body["workflow"] = dict(workflow)
+        if job_type != "comfy":
+            body["type"] = job_type
         for name, value in (
+            ("params", dict(params) if params else None),
+            ("then", [dict(step) for step in then] if then else None),
             ("inputs", [dict(i) for i in inputs] if inputs else None),
             ("metadata", dict(metadata) if metadata else None),
             ("timeout_s", timeout_s),

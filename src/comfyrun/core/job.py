@@ -16,6 +16,9 @@ from typing import Any
 
 JSON = dict[str, Any]
 
+#: The type of a job that runs a ComfyUI workflow (every job before handlers existed).
+COMFY = "comfy"
+
 
 class JobStatus(enum.StrEnum):
     QUEUED = "queued"
@@ -127,6 +130,10 @@ class Job:
     #: When ComfyUI started this attempt's prompt (its execution_start); None while the prompt
     #: waits (in comfyrun's queue or held in a backend's).
     execution_started_at: float | None = None
+    #: Which handler runs the job (comfyrun.handlers); "comfy" runs `workflow` on ComfyUI.
+    type: str = COMFY
+    #: A handler job's parameters (a comfy job has its workflow instead).
+    params: JSON = field(default_factory=dict)
 
     @property
     def terminal(self) -> bool:
@@ -135,7 +142,9 @@ class Job:
     @property
     def execution_start(self) -> float | None:
         """When ComfyUI started the prompt of this attempt (one of an earlier attempt, from
-        before this attempt's claim, does not count)."""
+        before this attempt's claim, does not count). A handler job starts when claimed."""
+        if self.type != COMFY:
+            return self.started_at
         start = self.execution_started_at
         if start is None or (self.started_at is not None and start < self.started_at):
             return None
@@ -168,6 +177,8 @@ class NewJob:
     batch_id: str | None = None
     #: Seconds earlier than its submission the job ranks in claim order (core.queue_order).
     head_start_s: float = 0.0
+    type: str = COMFY
+    params: JSON = field(default_factory=dict)
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 

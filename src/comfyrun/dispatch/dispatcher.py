@@ -25,11 +25,12 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import replace
 
 from comfyrun import stages
 from comfyrun.backends.pool import BackendPool, Slot
-from comfyrun.core.job import ACTIVE, Job, JobError, JobStatus, new_prompt_id
+from comfyrun.core.job import COMFY, Job, JobError, JobStatus, new_prompt_id
 from comfyrun.core.placement import (
     BackendView,
     RunningPrompt,
@@ -50,8 +51,10 @@ from comfyrun.dispatch.relay import RelayHub
 from comfyrun.dispatch.routing import ModelRouter
 from comfyrun.dispatch.run import InputPlacer, JobRun, RunContext
 from comfyrun.dispatch.settings import DispatchSettings
+from comfyrun.dispatch.stale import release_stale_jobs
 from comfyrun.dispatch.sweeper import Sweeper
-from comfyrun.errors import ComfyrunError, Conflict
+from comfyrun.errors import ComfyrunError
+from comfyrun.handlers.registry import HandlerRegistry
 from comfyrun.outputs import OutputStorage
 from comfyrun.store.base import Changes, JobStore
 
@@ -79,8 +82,12 @@ class Dispatcher:
         place_inputs: InputPlacer | None = None,
         relay_hub: RelayHub | None = None,
         relay_to_store: bool = False,
+        handlers: HandlerRegistry | None = None,
+        types: Sequence[str] = (COMFY,),
     ) -> None:
         self.settings = settings or DispatchSettings()
+        #: The job types this dispatcher claims: ComfyUI workflows (handler jobs go to a lane).
+        self.types = tuple(types)
         self.worker_id = worker_id or default_worker_id()
         self.store = store
         self.pool = pool
@@ -94,6 +101,7 @@ class Dispatcher:
             on_retry=self._note_retry,
             relay_hub=relay_hub,
             relay_to_store=relay_to_store,
+            handlers=handlers or HandlerRegistry.load(entry_points=False),
         )
         self._next_retry_at: float | None = None
         #: The store's work token when a claim last found nothing (see JobStore.work_token).
@@ -225,7 +233,7 @@ class Dispatcher:
         try:
             held = self.pool.held_prompts()
             if holding and held:
-                head = await self.store.next_priority()
+                head = await self.store.next_priority(types=self.types)
                 if head is None or not may_hold(head, held):
                     slot.release()
                     return False
@@ -238,6 +246,7 @@ class Dispatcher:
                 self.settings.lease_s,
                 note=note,
                 choice=self.router.choice(slot.backend.name),
+                types=self.types,
             )
         except BaseException:
             slot.release()
@@ -358,7 +367,7 @@ class Dispatcher:
         # elsewhere, parked, or (when there is no room for it) still in the queue
         waiting = [h.priority for h in held] + [j.priority for j in self._parked.values()]
         if not any(has_room(v) for v in views):
-            head = await self.store.next_priority()
+            head = await self.store.next_priority(types=self.types)
             if head is not None:
                 waiting.append(head)
         victim = choose_preemption(held, max(waiting))
@@ -421,7 +430,7 @@ class Dispatcher:
             return None
         if len(self._parked) >= PARK_PER_BACKEND * max(1, len(self.pool.backends)):
             return None
-        return await self.store.next_priority()
+        return await self.store.next_priority(types=self.types)
 
     def _views_without(self, slot: Slot) -> list[BackendView]:
         """The pool's views as if `slot` were not reserved (to compare its backend fairly)."""
@@ -450,7 +459,7 @@ class Dispatcher:
         """No backend can ever run a job (all in error): fail the next job with why, or wait
         for work or for a backend to change."""
         try:
-            job = await self.store.claim(self.worker_id, self.settings.lease_s)
+            job = await self.store.claim(self.worker_id, self.settings.lease_s, types=self.types)
             if job is None:
                 await self.store.wait_for_work(self.settings.idle_wait_s)
                 return
@@ -539,31 +548,7 @@ class Dispatcher:
                 task.cancel()
 
     async def _release_stale_jobs(self) -> None:
-        """Jobs the store says this worker id holds but no run of ours does (a restart with the
-        same worker id): back to the queue at once instead of after their lease."""
-        with contextlib.suppress(ComfyrunError):
-            held: list[Job] = []
-            cursor: str | None = None
-            while True:
-                page = await self.store.list(statuses=list(ACTIVE), limit=500, cursor=cursor)
-                held += page.jobs
-                cursor = page.next_cursor
-                if cursor is None:
-                    break
-            for job in held:
-                if job.worker_id != self.worker_id or job.id in self._runs:
-                    continue
-                event = Event.LEASE_LOST if job.status is JobStatus.RUNNING else Event.CANCELED
-                with contextlib.suppress(Conflict):
-                    await self.store.transition(
-                        job.id, event, expect=job.status, changes=Changes(clear_lease=True)
-                    )
-                    log.info(
-                        "job %s held by this worker before a restart: %s",
-                        job.id,
-                        event.value,
-                        extra={"action": "job_released", "job_id": job.id, "backend": job.backend},
-                    )
+        await release_stale_jobs(self.store, self.worker_id, self._runs)
 
 
 def past_start_deadline(job: Job, now: float) -> bool:

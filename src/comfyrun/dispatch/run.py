@@ -28,10 +28,12 @@ from comfyrun.comfy.errors import (
     ComfyValidationError,
 )
 from comfyrun.comfy.result import PromptResult
-from comfyrun.core.job import ACTIVE, JSON, Job, JobError, JobStatus, Progress, new_prompt_id
+from comfyrun.core.job import ACTIVE, JSON, Job, JobError, Progress, new_prompt_id
 from comfyrun.core.queue_order import REFERENCE_COST, estimate_cost
 from comfyrun.core.retry import FailureKind, decide
 from comfyrun.core.state import Event
+from comfyrun.dispatch.cancel import wait_cancel_requested
+from comfyrun.dispatch.chain import ChainFailure, chain_outputs
 from comfyrun.dispatch.collect import collect_outputs
 from comfyrun.dispatch.progress import ProgressTracker, ProgressWriter, preview_event
 from comfyrun.dispatch.reconcile import (
@@ -44,6 +46,7 @@ from comfyrun.dispatch.reconcile import (
 from comfyrun.dispatch.relay import JobRelay, RelayHub, wants_relay
 from comfyrun.dispatch.settings import DispatchSettings
 from comfyrun.errors import BackendError, ComfyrunError, Conflict, IllegalTransition
+from comfyrun.handlers.registry import HandlerRegistry
 from comfyrun.outputs import OutputStorage
 from comfyrun.store.base import Changes, JobStore
 
@@ -71,6 +74,8 @@ class RunContext:
     #: through the store to API nodes elsewhere.
     relay_hub: RelayHub | None = None
     relay_to_store: bool = False
+    #: Runs the follow-up steps (`then`) of a job on its outputs (dispatch.chain).
+    handlers: HandlerRegistry | None = None
 
 
 class JobRun:
@@ -532,25 +537,8 @@ class JobRun:
         if isinstance(message, m.PreviewImageWithMetadata | m.PreviewImage):
             self._progress.preview(preview_event(message))
 
-    # --- cancel requests -------------------------------------------------------------------
     async def _wait_cancel_requested(self) -> None:
-        store = self.ctx.store
-        await asyncio.sleep(self.ctx.settings.cancel_watch_after_s)
-        events = await store.events_since(self.job.id)
-        after = events[-1].id if events else 0
-        statuses = [e.data.get("status") for e in events if e.kind == "status"]
-        if statuses and statuses[-1] == JobStatus.CANCELING.value:
-            return
-        task = asyncio.current_task()
-        while True:
-            events = await store.wait_for_event(self.job.id, after, self.ctx.settings.idle_wait_s)
-            if task is not None and task.cancelling():
-                # asyncio.wait_for inside a store may swallow our cancel (Python 3.11)
-                raise asyncio.CancelledError
-            for event in events:
-                after = max(after, event.id)
-                if event.kind == "status" and event.data.get("status") == JobStatus.CANCELING.value:
-                    return
+        await wait_cancel_requested(self.ctx.store, self.job.id, self.ctx.settings)
 
     # --- endings ----------------------------------------------------------------------------
     async def _succeed(self, outcome: PromptResult) -> None:
@@ -574,6 +562,12 @@ class JobRun:
             )
             return
         stages.mark(self.job.id, "collected")
+        if self.job.options.get("then"):  # follow-up steps on the outputs (dispatch.chain)
+            chained = await chain_outputs(self.job, outputs, self.ctx)
+            if isinstance(chained, ChainFailure):
+                await self._finish_failure(chained.kind, chained.error, retry=chained.retry)
+                return
+            outputs = chained
         total = len(self.job.workflow)
         await self._transition(
             Event.SUCCEED,

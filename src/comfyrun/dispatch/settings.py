@@ -37,6 +37,12 @@ class DispatchSettings:
     model_routing_max_overtake: int = 16
     #: Models of one folder (checkpoints, loras, ...) a backend is taken to keep loaded.
     models_kept: int = 1
+    #: Handler jobs (types other than comfy) one worker runs at once.
+    handler_concurrency: int = 2
+    #: After a cancel or a timeout sets a handler's cancel token, how long it gets to stop
+    #: before its job ends anyway (a sync handler's thread cannot be killed: its result is
+    #: then dropped).
+    handler_stop_grace_s: float = 5.0
 
 
 __all__ = ["DispatchSettings"]

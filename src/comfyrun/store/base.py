@@ -133,7 +133,23 @@ class WebhookOutbox(Protocol):
         """Delete delivered and given-up deliveries created before `before`."""
 
 
-class JobStore(KeyStore, WebhookOutbox, Protocol):
+class WorkerRegistry(Protocol):
+    """Which job types the live workers serve: each worker announces its types when it
+    starts and on every heartbeat, and retires when it stops; the API refuses a job of a
+    type no worker seen lately serves."""
+
+    async def announce_worker(
+        self, worker_id: str, types: Sequence[str], *, now: float | None = None
+    ) -> None:
+        """Record (or refresh) `worker_id` as serving `types`, seen `now`."""
+
+    async def retire_worker(self, worker_id: str) -> None: ...
+
+    async def served_types(self, *, since: float) -> builtins.set[str]:
+        """The types served by workers seen at or after `since`."""
+
+
+class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
     """A durable priority queue of jobs with leases, events and idempotency."""
 
     async def open(self) -> None:
@@ -159,11 +175,13 @@ class JobStore(KeyStore, WebhookOutbox, Protocol):
         now: float | None = None,
         note: ClaimNote | None = None,
         choice: ClaimChoice | None = None,
+        types: Sequence[str] | None = None,
     ) -> Job | None:
         """Atomically take the best runnable queued job (highest priority, then oldest, with
         next_run_at <= now) for `worker_id`: status running, attempts+1, lease set. `note`
         may add one event to the claim's transaction (e.g. the prompt about to be sent).
-        With `choice`, the job it picks among the first runnable ones is taken instead."""
+        With `choice`, the job it picks among the first runnable ones is taken instead.
+        `types`: only jobs of these types (None: any type; `choice` then sees only those)."""
 
     async def renew(
         self, job_id: str, worker_id: str, lease_s: float, *, now: float | None = None
@@ -200,8 +218,11 @@ class JobStore(KeyStore, WebhookOutbox, Protocol):
         """Note the backend and prompt of the running attempt, and when ComfyUI started that
         prompt (None: submitted, not started). False when `worker_id` no longer holds the job."""
 
-    async def next_priority(self, *, now: float | None = None) -> int | None:
-        """The priority of the job `claim` would take now, or None when none is runnable."""
+    async def next_priority(
+        self, *, now: float | None = None, types: Sequence[str] | None = None
+    ) -> int | None:
+        """The priority of the job `claim` (with the same `types`) would take now, or None
+        when none is runnable."""
 
     async def record_progress(self, job_id: str, progress: Progress) -> None:
         """Store the latest progress snapshot (and append a "progress" event)."""
@@ -328,4 +349,5 @@ __all__ = [
     "JobStore",
     "KeyStore",
     "WebhookOutbox",
+    "WorkerRegistry",
 ]

@@ -19,7 +19,7 @@ from comfyrun.errors import InvalidRequest
 
 #: Job fields kept as JSON (TEXT in SQLite, JSONB in PostgreSQL).
 JSON_COLUMNS: frozenset[str] = frozenset(
-    {"workflow", "inputs", "options", "metadata", "progress", "outputs", "error"}
+    {"workflow", "inputs", "options", "metadata", "progress", "outputs", "error", "params"}
 )
 #: Job fields, in the order of the `jobs` table's columns.
 JOB_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Job))
@@ -77,6 +77,7 @@ def job_from_dict(data: Mapping[str, Any]) -> Job:
     kwargs["inputs"] = tuple(kwargs.get("inputs") or ())
     kwargs["options"] = dict(kwargs.get("options") or {})
     kwargs["metadata"] = dict(kwargs.get("metadata") or {})
+    kwargs["params"] = dict(kwargs.get("params") or {})
     progress = kwargs.get("progress")
     kwargs["progress"] = progress_from_dict(progress) if progress else None
     kwargs["outputs"] = tuple(output_from_dict(o) for o in kwargs.get("outputs") or ())

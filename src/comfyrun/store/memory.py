@@ -26,13 +26,15 @@ from comfyrun.store.base import Changes, ClaimChoice, ClaimNote, JobEvent, JobPa
 from comfyrun.store.codec import decode_cursor, encode_cursor, output_to_dict, progress_to_dict
 from comfyrun.store.idempotency import KeyVerdict, key_scope, verdict
 from comfyrun.store.memtenancy import MemoryTenancy
+from comfyrun.store.memworkers import MemoryWorkers
 
 
-class MemoryStore(MemoryTenancy):
+class MemoryStore(MemoryTenancy, MemoryWorkers):
     """A JobStore held in dicts."""
 
     def __init__(self) -> None:
-        super().__init__()
+        MemoryTenancy.__init__(self)
+        MemoryWorkers.__init__(self)
         self._jobs: dict[str, Job] = {}
         self._events: dict[str, list[JobEvent]] = {}
         self._keys: dict[tuple[str, str], tuple[str, str | None, float]] = {}
@@ -104,10 +106,15 @@ class MemoryStore(MemoryTenancy):
         now: float | None = None,
         note: ClaimNote | None = None,
         choice: ClaimChoice | None = None,
+        types: Sequence[str] | None = None,
     ) -> Job | None:
         now = _now(now)
         runnable = [
-            j for j in self._jobs.values() if j.status is JobStatus.QUEUED and j.next_run_at <= now
+            j
+            for j in self._jobs.values()
+            if j.status is JobStatus.QUEUED
+            and j.next_run_at <= now
+            and (types is None or j.type in types)
         ]
         if not runnable:
             return None
@@ -191,10 +198,16 @@ class MemoryStore(MemoryTenancy):
         await self._wake_watchers()
         return True
 
-    async def next_priority(self, *, now: float | None = None) -> int | None:
+    async def next_priority(
+        self, *, now: float | None = None, types: Sequence[str] | None = None
+    ) -> int | None:
         now = _now(now)
         runnable = [
-            j for j in self._jobs.values() if j.status is JobStatus.QUEUED and j.next_run_at <= now
+            j
+            for j in self._jobs.values()
+            if j.status is JobStatus.QUEUED
+            and j.next_run_at <= now
+            and (types is None or j.type in types)
         ]
         return min(runnable, key=_claim_order).priority if runnable else None
 

@@ -46,6 +46,7 @@ from comfyrun.store.migrate import migrate_sqlite
 from comfyrun.store.queries import queries
 from comfyrun.store.sqlstore import Row, SQLStore
 from comfyrun.store.sqltenancy import SQLTenancy
+from comfyrun.store.sqlworkers import SQLWorkers
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ READS = frozenset(
         "list_api_keys",
         "deliveries",
         "delivery_counts",
+        "served_types",
     }
 )
 #: Calls that stay on the event loop (they wait, or manage the thread).
@@ -456,7 +458,7 @@ def _shipped(name: str, fn: Callable[..., Coroutine[Any, Any, Any]]) -> Any:
 
 
 # Every public store call of the shared SQL code runs on the store's thread, whole.
-for _name, _fn in list({**vars(SQLTenancy), **vars(SQLStore)}.items()):
+for _name, _fn in list({**vars(SQLTenancy), **vars(SQLWorkers), **vars(SQLStore)}.items()):
     if _name.startswith("_") or _name in LOCAL or not inspect.iscoroutinefunction(_fn):
         continue
     setattr(SQLiteStore, _name, _shipped(_name, _fn))

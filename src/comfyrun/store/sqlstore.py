@@ -16,7 +16,7 @@ from typing import Any, Self
 
 from comfyrun.core.batch import NO_GROUP, Batch, BatchStatus, NewBatch, fair_tag
 from comfyrun.core.catalog import NodeCatalog
-from comfyrun.core.job import JSON, Job, JobStatus, NewJob, Output, Progress
+from comfyrun.core.job import COMFY, JSON, Job, JobStatus, NewJob, Output, Progress
 from comfyrun.core.state import Event
 from comfyrun.core.webhook import batch_delivery_for
 from comfyrun.errors import Conflict, IdempotencyKeyReuse, StoreError
@@ -36,11 +36,12 @@ from comfyrun.store.codec import (
 )
 from comfyrun.store.idempotency import KeyVerdict, key_scope, verdict
 from comfyrun.store.sqltenancy import SQLTenancy
+from comfyrun.store.sqlworkers import SQLWorkers
 
 Row = dict[str, Any]
 
 
-class SQLStore(SQLTenancy, ABC):
+class SQLStore(SQLTenancy, SQLWorkers, ABC):
     """A JobStore over SQL; subclasses provide the connection plumbing below the line."""
 
     async def __aenter__(self) -> Self:
@@ -105,14 +106,12 @@ class SQLStore(SQLTenancy, ABC):
         now: float | None = None,
         note: ClaimNote | None = None,
         choice: ClaimChoice | None = None,
+        types: Sequence[str] | None = None,
     ) -> Job | None:
         now = _now(now)
         params = {"worker_id": worker_id, "lease_expires_at": now + lease_s, "now": now}
         async with self._write() as conn:
-            if choice is None:
-                row = await self._one(conn, "claim", params)
-            else:
-                row = await self._claim_chosen(conn, choice, params)
+            row = await self._claim_row(conn, params, types, choice)
             if row is None:
                 return None
             job = job_from_row(row)
@@ -123,15 +122,36 @@ class SQLStore(SQLTenancy, ABC):
         await self._committed(job.id)
         return job
 
-    async def _claim_chosen(self, conn: Any, choice: ClaimChoice, params: JSON) -> Row | None:
-        """Claim the job `choice` picks among the first runnable ones (locked by this
-        transaction where the dialect locks rows)."""
-        window = {"now": params["now"], "window": max(1, choice.window)}
-        rows = await self._all(conn, "claim_window", window)
+    async def _claim_row(
+        self,
+        conn: Any,
+        params: JSON,
+        types: Sequence[str] | None,
+        choice: ClaimChoice | None,
+    ) -> Row | None:
+        """The claim's row. Over every type: the head of the claim index, or the one `choice`
+        picks among the first runnable jobs. For some types: the same among their first
+        runnable jobs (comfy: walking the claim index; a handler type: its range of the
+        type-led index), merged in claim order, locked by this transaction where the dialect
+        locks rows, then taken by id."""
+        if types is None:
+            if choice is None:
+                return await self._one(conn, "claim", params)
+            window = {"now": params["now"], "window": max(1, choice.window)}
+            rows = await self._all(conn, "claim_window", window)
+        else:
+            size = max(1, choice.window) if choice is not None else 1
+            rows = []
+            for kind in sorted(set(types)):
+                query = "claim_window_comfy" if kind == COMFY else "claim_window_type"
+                found = {"type": kind, "now": params["now"], "window": size}
+                rows += await self._all(conn, query, found)
+            rows.sort(key=lambda r: (-r["priority"], r["fair_tag"], r["rank_at"], r["id"]))
+            rows = rows[:size]
         if not rows:
             return None
-        chosen = choice.chosen([job_from_row(r) for r in rows])
-        return await self._one(conn, "claim_id", params | {"id": chosen.id})
+        chosen = choice.chosen([job_from_row(r) for r in rows]).id if choice else rows[0]["id"]
+        return await self._one(conn, "claim_id", params | {"id": chosen})
 
     async def renew(
         self, job_id: str, worker_id: str, lease_s: float, *, now: float | None = None
@@ -206,10 +226,19 @@ class SQLStore(SQLTenancy, ABC):
         await self._committed(job_id)
         return held
 
-    async def next_priority(self, *, now: float | None = None) -> int | None:
+    async def next_priority(
+        self, *, now: float | None = None, types: Sequence[str] | None = None
+    ) -> int | None:
         async with self._read() as conn:
-            row = await self._one(conn, "next_priority", {"now": _now(now)})
-        return int(row["priority"]) if row else None
+            if types is None:
+                row = await self._one(conn, "next_priority", {"now": _now(now)})
+                return int(row["priority"]) if row else None
+            heads = []
+            for kind in sorted(set(types)):
+                row = await self._one(conn, "next_priority_type", {"type": kind, "now": _now(now)})
+                if row is not None:
+                    heads.append(int(row["priority"]))
+        return max(heads) if heads else None
 
     async def record_progress(self, job_id: str, progress: Progress) -> None:
         data = progress_to_dict(progress)

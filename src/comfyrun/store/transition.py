@@ -158,6 +158,8 @@ def enqueued(new: NewJob, now: float, *, batch_id: str | None = None, fair_tag: 
         batch_id=batch_id,
         fair_key=fair_key(batch_id, new.owner),
         fair_tag=fair_tag,
+        type=new.type,
+        params=dict(new.params),
     )
 
 

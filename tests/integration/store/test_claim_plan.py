@@ -25,9 +25,20 @@ PARAMS = {
     "id": "x",
     "limit": 10,
     "window": 4,
+    "type": "image",
 }
 #: Queries that walk the queue in claim order (priority, fair_tag, rank_at, id).
-IN_CLAIM_ORDER = ("claim", "claim_window", "fair_head", "next_priority", "queue_position")
+IN_CLAIM_ORDER = (
+    "claim",
+    "claim_window",
+    "fair_head",
+    "next_priority",
+    "queue_position",
+    # by job type: comfy jobs walk jobs_claim, a handler type its range of jobs_claim_type
+    "claim_window_comfy",
+    "claim_window_type",
+    "next_priority_type",
+)
 
 
 @pytest.mark.parametrize("name", IN_CLAIM_ORDER)

@@ -11,6 +11,7 @@ from comfyrun import __version__
 from comfyrun.api.context import AppContext, get_ctx
 from comfyrun.api.schemas import HealthOut, ReadyOut
 from comfyrun.config import Role
+from comfyrun.core.job import COMFY
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 
@@ -27,8 +28,9 @@ async def health(ctx: Ctx) -> HealthOut:
 
 @router.get("/ready", response_model=ReadyOut, responses={503: {"model": ReadyOut}})
 async def ready(ctx: Ctx) -> JSONResponse:
-    """200 when the store answers and, where this process runs jobs, a backend is ready (or is
-    a managed one that starts on demand); 503 otherwise."""
+    """200 when the store answers and, where this process runs comfy jobs, a backend is ready
+    (or is a managed one that starts on demand); 503 otherwise. A worker declared to run only
+    other job types (`types` without comfy) needs no backend."""
     store_ok = False
     try:
         store_ok = await ctx.store.ping()
@@ -36,7 +38,9 @@ async def ready(ctx: Ctx) -> JSONResponse:
         store_ok = False
     usable = 0
     reason = None if store_ok else "store unreachable"
-    runs_jobs = ctx.settings.role is not Role.API
+    declared = ctx.settings.types
+    runs_comfy = declared is None or COMFY in declared
+    runs_jobs = ctx.settings.role is not Role.API and runs_comfy
     if runs_jobs and ctx.pool is None and reason is None:
         reason = "no backends are configured"
     if ctx.pool is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -64,9 +65,10 @@ async def submit_job(
 ) -> JobOut:
     received = time.perf_counter()
     check_webhook(ctx, body)
-    submitted = await ctx.service.submit(
-        submission(body, body.workflow, body.model_dump(mode="json"), idempotency_key, wait=wait)
+    sub = submission(
+        body, body.workflow or {}, body.model_dump(mode="json"), idempotency_key, wait=wait
     )
+    submitted = await ctx.service.submit(replace(sub, type=body.type, params=body.params))
     return await submitted_job(ctx, request, response, body, submitted, wait, received)
 
 

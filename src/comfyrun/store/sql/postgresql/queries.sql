@@ -9,7 +9,7 @@ INSERT INTO jobs (
     id, status, priority, workflow, inputs, options, metadata, owner, attempts, max_retries,
     retry_delay_s, timeout_s, idempotency_key, request_hash, created_at, next_run_at, started_at,
     finished_at, expires_at, worker_id, lease_expires_at, backend, prompt_id, progress, outputs,
-    error, batch_id, fair_key, fair_tag, rank_at
+    error, batch_id, fair_key, fair_tag, rank_at, type, params
 ) VALUES (
     %(id)s, %(status)s, %(priority)s, %(workflow)s::jsonb, %(inputs)s::jsonb,
     %(options)s::jsonb, %(metadata)s::jsonb, %(owner)s::text, %(attempts)s, %(max_retries)s,
@@ -18,7 +18,7 @@ INSERT INTO jobs (
     %(finished_at)s::float8, %(expires_at)s::float8, %(worker_id)s::text,
     %(lease_expires_at)s::float8, %(backend)s::text, %(prompt_id)s::text,
     %(progress)s::jsonb, %(outputs)s::jsonb, %(error)s::jsonb, %(batch_id)s::text,
-    %(fair_key)s::text, %(fair_tag)s::float8, %(rank_at)s::float8
+    %(fair_key)s::text, %(fair_tag)s::float8, %(rank_at)s::float8, %(type)s, %(params)s::jsonb
 )
 ON CONFLICT (id) DO NOTHING;
 
@@ -404,4 +404,40 @@ WHERE id = %(id)s AND worker_id = %(worker_id)s AND status IN ('running', 'cance
 SELECT priority FROM jobs
 WHERE status = 'queued' AND next_run_at <= %(now)s
 ORDER BY priority DESC, fair_tag, rank_at, id
+LIMIT 1;
+
+-- name: announce_worker
+INSERT INTO workers (id, types, seen_at) VALUES (%(id)s, %(types)s::jsonb, %(seen_at)s)
+ON CONFLICT (id) DO UPDATE SET types = excluded.types, seen_at = excluded.seen_at;
+
+-- name: retire_worker
+DELETE FROM workers WHERE id = %(id)s;
+
+-- name: served_types
+SELECT DISTINCT jsonb_array_elements_text(types) AS type FROM workers
+WHERE seen_at >= %(since)s::float8;
+
+-- name: claim_window_comfy
+-- `claim_window` among comfy jobs, in claim order (a comfy job's rank_at may run ahead of its
+-- submission); locked until the claim commits, skipping those another claimer holds.
+SELECT * FROM jobs
+WHERE status = 'queued' AND type = 'comfy' AND next_run_at <= %(now)s::float8
+ORDER BY priority DESC, fair_tag, rank_at, id
+LIMIT %(window)s::integer
+FOR UPDATE SKIP LOCKED;
+
+-- name: claim_window_type
+-- `claim_window` among the jobs of one handler type: its range of the type-led index, in
+-- claim order (a handler job ranks at its submission: rank_at = created_at); locked.
+SELECT * FROM jobs
+WHERE status = 'queued' AND type = %(type)s AND next_run_at <= %(now)s::float8
+ORDER BY priority DESC, fair_tag, created_at, id
+LIMIT %(window)s::integer
+FOR UPDATE SKIP LOCKED;
+
+-- name: next_priority_type
+-- `next_priority` among the jobs of one type (the type-led index orders by priority first).
+SELECT priority FROM jobs
+WHERE status = 'queued' AND type = %(type)s AND next_run_at <= %(now)s::float8
+ORDER BY priority DESC
 LIMIT 1;

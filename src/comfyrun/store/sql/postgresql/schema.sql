@@ -31,6 +31,8 @@ CREATE TABLE jobs (
     fair_key         TEXT NOT NULL DEFAULT '',
     fair_tag         DOUBLE PRECISION NOT NULL DEFAULT 0,
     execution_started_at DOUBLE PRECISION,
+    type             TEXT NOT NULL DEFAULT 'comfy',
+    params           JSONB NOT NULL DEFAULT '{}',
     rank_at          DOUBLE PRECISION NOT NULL DEFAULT 0
 );
 
@@ -39,6 +41,10 @@ CREATE TABLE jobs (
 -- rank_at: FIFO or longest first within one tag (comfyrun.core.queue_order).
 CREATE INDEX jobs_claim ON jobs (priority DESC, fair_tag, rank_at, id) INCLUDE (next_run_at)
     WHERE status = 'queued';
+-- Per job type, for the claims of handler types (a worker claims only the types it serves):
+-- in claim order, as a handler job ranks at its submission (rank_at = created_at).
+CREATE INDEX jobs_claim_type ON jobs (type, priority DESC, fair_tag, created_at, id)
+    INCLUDE (next_run_at) WHERE status = 'queued';
 CREATE INDEX jobs_fair ON jobs (fair_key, priority, fair_tag) WHERE status = 'queued';
 CREATE INDEX jobs_batch_status ON jobs (batch_id, status) WHERE batch_id IS NOT NULL;
 CREATE INDEX jobs_batch_order ON jobs (batch_id, created_at, id) WHERE batch_id IS NOT NULL;
@@ -127,3 +133,10 @@ CREATE TABLE webhook_outbox (
 );
 CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt_at) WHERE state = 'pending';
 CREATE INDEX webhook_outbox_job ON webhook_outbox (job_id, created_at);
+
+-- Which job types each live worker serves (refreshed on its heartbeat).
+CREATE TABLE workers (
+    id      TEXT PRIMARY KEY,
+    types   JSONB NOT NULL DEFAULT '[]',
+    seen_at DOUBLE PRECISION NOT NULL
+);

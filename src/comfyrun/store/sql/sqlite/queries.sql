@@ -8,12 +8,13 @@ INSERT INTO jobs (
     id, status, priority, workflow, inputs, options, metadata, owner, attempts, max_retries,
     retry_delay_s, timeout_s, idempotency_key, request_hash, created_at, next_run_at, started_at,
     finished_at, expires_at, worker_id, lease_expires_at, backend, prompt_id, progress, outputs,
-    error, batch_id, fair_key, fair_tag, rank_at
+    error, batch_id, fair_key, fair_tag, rank_at, type, params
 ) VALUES (
     :id, :status, :priority, :workflow, :inputs, :options, :metadata, :owner, :attempts,
     :max_retries, :retry_delay_s, :timeout_s, :idempotency_key, :request_hash, :created_at,
     :next_run_at, :started_at, :finished_at, :expires_at, :worker_id, :lease_expires_at,
-    :backend, :prompt_id, :progress, :outputs, :error, :batch_id, :fair_key, :fair_tag, :rank_at
+    :backend, :prompt_id, :progress, :outputs, :error, :batch_id, :fair_key, :fair_tag, :rank_at,
+    :type, :params
 )
 ON CONFLICT (id) DO NOTHING;
 
@@ -374,4 +375,37 @@ WHERE id = :id AND worker_id = :worker_id AND status IN ('running', 'canceling')
 SELECT priority FROM jobs INDEXED BY jobs_claim
 WHERE status = 'queued' AND next_run_at <= :now
 ORDER BY priority DESC, fair_tag, rank_at, id
+LIMIT 1;
+
+-- name: announce_worker
+INSERT INTO workers (id, types, seen_at) VALUES (:id, :types, :seen_at)
+ON CONFLICT (id) DO UPDATE SET types = excluded.types, seen_at = excluded.seen_at;
+
+-- name: retire_worker
+DELETE FROM workers WHERE id = :id;
+
+-- name: served_types
+SELECT DISTINCT value AS type FROM workers, json_each(workers.types) WHERE seen_at >= :since;
+
+-- name: claim_window_comfy
+-- `claim_window` among comfy jobs: the claim index walked in claim order (a comfy job's rank_at
+-- may run ahead of its submission), jobs of other types in between skipped.
+SELECT * FROM jobs INDEXED BY jobs_claim
+WHERE status = 'queued' AND type = 'comfy' AND next_run_at <= :now
+ORDER BY priority DESC, fair_tag, rank_at, id
+LIMIT :window;
+
+-- name: claim_window_type
+-- `claim_window` among the jobs of one handler type: its range of the type-led index, in
+-- claim order (a handler job ranks at its submission: rank_at = created_at).
+SELECT * FROM jobs INDEXED BY jobs_claim_type
+WHERE status = 'queued' AND type = :type AND next_run_at <= :now
+ORDER BY priority DESC, fair_tag, created_at, id
+LIMIT :window;
+
+-- name: next_priority_type
+-- `next_priority` among the jobs of one type (the type-led index orders by priority first).
+SELECT priority FROM jobs INDEXED BY jobs_claim_type
+WHERE status = 'queued' AND type = :type AND next_run_at <= :now
+ORDER BY priority DESC
 LIMIT 1;

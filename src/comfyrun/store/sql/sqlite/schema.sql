@@ -27,14 +27,18 @@ CREATE TABLE jobs (
     progress         TEXT,
     outputs          TEXT NOT NULL DEFAULT '[]',
     error            TEXT
-, batch_id TEXT, fair_key TEXT NOT NULL DEFAULT '', fair_tag REAL NOT NULL DEFAULT 0, execution_started_at REAL, rank_at REAL NOT NULL DEFAULT 0);
+, batch_id TEXT, fair_key TEXT NOT NULL DEFAULT '', fair_tag REAL NOT NULL DEFAULT 0, execution_started_at REAL, type TEXT NOT NULL DEFAULT 'comfy', params TEXT NOT NULL DEFAULT '{}', rank_at REAL NOT NULL DEFAULT 0);
 -- (SQLite keeps ALTER TABLE ADD COLUMN in the table's text: batch_id from 0004, fair_* from 0005,
--- execution_started_at from 0007, rank_at from 0009)
+-- execution_started_at from 0007, type and params from 0008, rank_at from 0009)
 
 -- Claim order over queued jobs only: claim latency does not grow with finished history.
 -- fair_tag: round-robin between batches/owners at equal priority (comfyrun.core.batch);
 -- rank_at: FIFO or longest first within one tag (comfyrun.core.queue_order).
 CREATE INDEX jobs_claim ON jobs (priority DESC, fair_tag, rank_at, id, next_run_at)
+    WHERE status = 'queued';
+-- Per job type, for the claims of handler types (a worker claims only the types it serves):
+-- in claim order, as a handler job ranks at its submission (rank_at = created_at).
+CREATE INDEX jobs_claim_type ON jobs (type, priority DESC, fair_tag, created_at, id, next_run_at)
     WHERE status = 'queued';
 CREATE INDEX jobs_fair ON jobs (fair_key, priority, fair_tag) WHERE status = 'queued';
 CREATE INDEX jobs_batch_status ON jobs (batch_id, status) WHERE batch_id IS NOT NULL;
@@ -124,3 +128,10 @@ CREATE TABLE webhook_outbox (
 );
 CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt_at) WHERE state = 'pending';
 CREATE INDEX webhook_outbox_job ON webhook_outbox (job_id, created_at);
+
+-- Which job types each live worker serves (refreshed on its heartbeat).
+CREATE TABLE workers (
+    id      TEXT PRIMARY KEY,
+    types   TEXT NOT NULL DEFAULT '[]',
+    seen_at REAL NOT NULL
+);

@@ -1,0 +1,90 @@
+"""Handler jobs keep comfy jobs' guarantees: retries by failure kind, events and webhooks
+(through the outbox), and every dialect reads them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.integration.handlers.conftest import png_input
+from tests.support.api import asgi_app, memory_settings
+
+HANDLERS = [
+    "refuse=tests.support.handlers:failing",
+    "flaky=tests.support.handlers:flaky",
+    "buggy=tests.support.handlers:buggy",
+]
+
+
+async def test_failures_are_retried_by_kind(tmp_path: Path) -> None:
+    settings = memory_settings(tmp_path, handlers=HANDLERS, retry_delay_s=0.01)
+    async with asgi_app(settings) as (_, client, ctx):
+        final = (
+            await client.post("/api/v2/jobs?wait=30", json={"type": "refuse", "max_retries": 2})
+        ).json()
+        assert (final["status"], final["attempts"]) == ("failed", 1)
+        retried = (
+            await client.post("/api/v2/jobs", json={"type": "flaky", "max_retries": 2})
+        ).json()
+        view = await ctx.service.wait(retried["id"], 30)
+        assert view.job.status.value == "failed"
+        assert view.job.attempts == 3  # retryable: 1 + max_retries attempts
+        assert view.job.error is not None and view.job.error.message == "try again (attempt 3)"
+        opted = (
+            await client.post(
+                "/api/v2/jobs", json={"type": "refuse", "max_retries": 1, "retry_on_error": True}
+            )
+        ).json()
+        view = await ctx.service.wait(opted["id"], 30)
+        assert view.job.attempts == 2  # the job asked for its errors to be retried
+        bug = (await client.post("/api/v2/jobs?wait=30", json={"type": "buggy"})).json()
+        assert bug["status"] == "failed"
+        assert bug["error"]["code"] == "handler_error"
+        assert bug["error"]["message"] == "ZeroDivisionError: division by zero"
+        assert "ZeroDivisionError" in bug["error"]["traceback"]
+
+
+async def test_events_and_other_dialects_read_handler_jobs(tmp_path: Path) -> None:
+    async with asgi_app(memory_settings(tmp_path)) as (_, client, ctx):
+        job = (
+            await client.post(
+                "/api/v2/jobs?wait=30",
+                json={
+                    "type": "image",
+                    "params": {"format": "webp"},
+                    "inputs": [png_input("x.png")],
+                },
+            )
+        ).json()
+        assert job["status"] == "succeeded", job
+        events = await ctx.store.events_since(job["id"])
+        statuses = [e.data["status"] for e in events if e.kind == "status"]
+        assert statuses == ["queued", "running", "succeeded"]
+        assert [e.data["name"] for e in events if e.kind == "output"] == ["x.webp"]
+        runpod = await client.get(f"/status/{job['id']}")
+        assert runpod.status_code == 200, runpod.text
+        assert runpod.json()["status"] == "COMPLETED"
+        history = await client.get(f"/history/{job['id']}")
+        assert history.status_code == 200, history.text
+        entry = history.json()[job["id"]]
+        assert entry["status"]["completed"] is True
+        [files] = entry["outputs"].values()
+        assert files["images"][0]["filename"] == "x.webp"
+
+
+async def test_a_handler_job_owes_its_webhook(tmp_path: Path) -> None:
+    settings = memory_settings(tmp_path, webhook_allow=["127.0.0.0/8"])
+    async with asgi_app(settings) as (_, client, ctx):
+        job = (
+            await client.post(
+                "/api/v2/jobs?wait=30",
+                json={
+                    "type": "image",
+                    "inputs": [png_input("x.png")],
+                    "webhook": {"url": "http://127.0.0.1:9/hook"},
+                },
+            )
+        ).json()
+        assert job["status"] == "succeeded", job
+        [delivery] = await ctx.store.deliveries(job["id"])
+        assert delivery.url == "http://127.0.0.1:9/hook"
+        assert delivery.event.endswith("succeeded")
