@@ -130,19 +130,25 @@ async def test_eight_prompts_from_the_editor_spread_over_both_backends(
     before = await fleet.runs_per_backend()
     editor = editor_for(editor_page, fleet.url, tmp_path, "test_3_eight")
     await editor.open()
-    await editor.load_api_json(job_workflow(steps=24, size=128))
+    # 3 s a job: the browser has queued the next before one ends, so an idle backend is
+    # there to take it (quicker jobs that ran one at a time could all stay on the backend
+    # that holds their checkpoint, as model-aware routing wants)
+    await editor.load_api_json(job_workflow(steps=60, size=128))
     await editor.fit_view()
     await editor.queue(batch_count=8)  # the seed widget randomizes after each: 8 prompts
 
     async with fleet.client() as http:
 
-        async def both_busy() -> bool:
+        async def busy() -> bool:
             queue = (await http.get("/api/queue")).json()
-            return len(queue["queue_running"]) == 2
+            return len(queue["queue_running"]) >= 1
 
-        await wait_http(both_busy)
+        # for the screenshot only: how many run at once depends on how fast the browser
+        # queues (on a loaded machine a job may end before the next one is queued); the spread
+        # over both backends is asserted from the backends' own histories below
+        await wait_http(busy)
     await open_queue_panel(editor)
-    await editor.shot("1-queue-panel-two-running")
+    await editor.shot("1-queue-panel-running")
     await editor.wait(
         "new Set(window.__seen.prompts.execution_success || []).size === 8", timeout_s=90
     )
