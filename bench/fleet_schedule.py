@@ -31,13 +31,20 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support.fleet
 
-from tests.support.fleet import Wait, greedy_makespan, history_runs, idle_while_waiting
+from tests.support.fleet import (
+    Wait,
+    greedy_makespan,
+    history_runs,
+    idle_while_waiting,
+    sampler_workflow,
+    wait_all,
+)
 
 from comfyrun.backends.health import HealthSettings
 from comfyrun.backends.pool import BackendPool, BackendSpec
 from comfyrun.comfy.client import ComfyClient
 from comfyrun.comfy.emulator import EmulatorConfig, start_emulator
-from comfyrun.core.job import TERMINAL, Job, JobStatus, NewJob
+from comfyrun.core.job import JobStatus, NewJob
 from comfyrun.core.queue_order import QueueOrder, estimate_cost, head_start
 from comfyrun.dispatch import Dispatcher, DispatchSettings
 from comfyrun.outputs import open_output_storage
@@ -45,49 +52,6 @@ from comfyrun.store.factory import open_store
 
 #: Sampler steps per job: many short jobs, some long ones.
 MIX = (4, 4, 8, 8, 8, 16, 16, 32, 64, 96)
-
-
-def workflow(seed: int, steps: int) -> dict[str, Any]:
-    return {
-        "1": {
-            "class_type": "CheckpointLoaderSimple",
-            "inputs": {"ckpt_name": "v1-5-pruned-emaonly.safetensors"},
-        },
-        "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": f"p{seed}"}},
-        "3": {
-            "class_type": "EmptyLatentImage",
-            "inputs": {"width": 64, "height": 64, "batch_size": 1},
-        },
-        "4": {
-            "class_type": "KSampler",
-            "inputs": {
-                "model": ["1", 0],
-                "positive": ["2", 0],
-                "negative": ["2", 0],
-                "latent_image": ["3", 0],
-                "seed": seed,
-                "steps": steps,
-                "cfg": 7.0,
-                "sampler_name": "euler",
-                "scheduler": "normal",
-                "denoise": 1.0,
-            },
-        },
-        "5": {"class_type": "VAEDecode", "inputs": {"samples": ["4", 0], "vae": ["1", 2]}},
-        "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "f"}},
-    }
-
-
-async def wait_all(store: Any, jobs: list[Job]) -> list[Job]:
-    done = []
-    for job in jobs:
-        after = 0
-        while (current := await store.get(job.id)) is not None and current.status not in TERMINAL:
-            events = await store.wait_for_event(job.id, after, 5.0)
-            after = events[-1].id if events else after
-        assert current is not None
-        done.append(current)
-    return done
 
 
 async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
@@ -128,7 +92,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         order = QueueOrder(args.queue_order)
         jobs = []
         for i, n in enumerate(steps):
-            wf = workflow(i, n)
+            wf = sampler_workflow(i, n)
             ahead = head_start(estimate_cost(wf), order, args.aging_s)
             jobs.append((await store.enqueue(NewJob(workflow=wf, head_start_s=ahead)))[0])
         done = await wait_all(store, jobs)

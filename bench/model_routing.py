@@ -28,56 +28,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support
 
-from tests.support.fleet import history_runs
+from tests.support.fleet import history_runs, sampler_workflow, wait_all
 
 from comfyrun.backends.health import HealthSettings
 from comfyrun.backends.pool import BackendPool, BackendSpec
 from comfyrun.comfy.client import ComfyClient
 from comfyrun.comfy.emulator import EmulatorConfig, start_emulator
-from comfyrun.core.job import TERMINAL, Job, JobStatus, NewJob
+from comfyrun.core.job import JobStatus, NewJob
 from comfyrun.dispatch import Dispatcher, DispatchSettings
 from comfyrun.outputs import open_output_storage
 from comfyrun.store.factory import open_store
-
-
-def workflow(seed: int, ckpt: str, steps: int) -> dict[str, Any]:
-    return {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
-        "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": f"p{seed}"}},
-        "3": {
-            "class_type": "EmptyLatentImage",
-            "inputs": {"width": 64, "height": 64, "batch_size": 1},
-        },
-        "4": {
-            "class_type": "KSampler",
-            "inputs": {
-                "model": ["1", 0],
-                "positive": ["2", 0],
-                "negative": ["2", 0],
-                "latent_image": ["3", 0],
-                "seed": seed,
-                "steps": steps,
-                "cfg": 7.0,
-                "sampler_name": "euler",
-                "scheduler": "normal",
-                "denoise": 1.0,
-            },
-        },
-        "5": {"class_type": "VAEDecode", "inputs": {"samples": ["4", 0], "vae": ["1", 2]}},
-        "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "m"}},
-    }
-
-
-async def wait_all(store: Any, jobs: list[Job]) -> list[Job]:
-    done = []
-    for job in jobs:
-        after = 0
-        while (current := await store.get(job.id)) is not None and current.status not in TERMINAL:
-            events = await store.wait_for_event(job.id, after, 5.0)
-            after = events[-1].id if events else after
-        assert current is not None
-        done.append(current)
-    return done
 
 
 async def run_once(
@@ -120,7 +80,11 @@ async def run_once(
         stack.push_async_callback(dispatcher.stop)
         t0 = time.time()
         jobs = [
-            (await store.enqueue(NewJob(workflow=workflow(i, c, args.steps))))[0]
+            (
+                await store.enqueue(
+                    NewJob(workflow=sampler_workflow(i, args.steps, ckpt=c, prefix="m"))
+                )
+            )[0]
             for i, c in enumerate(ckpts)
         ]
         done = await wait_all(store, jobs)

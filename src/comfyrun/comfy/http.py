@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json as jsonlib
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -55,8 +55,11 @@ class Reply:
 class ReplyStream(Protocol):
     """An answer whose body is read as it is consumed."""
 
-    status_code: int
-    headers: Mapping[str, str]
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
 
     def aiter_bytes(self, chunk_size: int) -> AsyncIterator[bytes]: ...
 
@@ -247,21 +250,22 @@ class _Aiohttp:
         self, method: str, path: str, params: Mapping[str, str] | None
     ) -> AsyncIterator[ReplyStream]:
         async with self._session.request(method, self._base + path, params=params) as response:
-            yield _AiohttpStream(response)
+            yield _Stream(response.status, response.headers, response.content.iter_chunked)
 
     async def aclose(self) -> None:
         await self._session.close()
 
 
-class _AiohttpStream:
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self._response = response
-        self.status_code = response.status
-        self.headers: Mapping[str, str] = response.headers
+@dataclass(frozen=True, slots=True)
+class _Stream:
+    """A streamed answer of either engine: its status, headers and chunks of a given size."""
 
-    async def aiter_bytes(self, chunk_size: int) -> AsyncIterator[bytes]:
-        async for chunk in self._response.content.iter_chunked(chunk_size):
-            yield chunk
+    status_code: int
+    headers: Mapping[str, str]
+    chunks: Callable[[int], AsyncIterator[bytes]]
+
+    def aiter_bytes(self, chunk_size: int) -> AsyncIterator[bytes]:
+        return self.chunks(chunk_size)
 
 
 class _Httpx:
@@ -305,23 +309,12 @@ class _Httpx:
         request = self._client.build_request(method, path, params=params)
         response = await self._client.send(request, stream=True)
         try:
-            yield _HttpxStream(response)
+            yield _Stream(response.status_code, response.headers, response.aiter_bytes)
         finally:
             await response.aclose()
 
     async def aclose(self) -> None:
         await self._client.aclose()
-
-
-class _HttpxStream:
-    def __init__(self, response: httpx.Response) -> None:
-        self._response = response
-        self.status_code = response.status_code
-        self.headers: Mapping[str, str] = response.headers
-
-    async def aiter_bytes(self, chunk_size: int) -> AsyncIterator[bytes]:
-        async for chunk in self._response.aiter_bytes(chunk_size):
-            yield chunk
 
 
 __all__ = ["ComfyHTTP", "Reply", "ReplyStream", "maybe_sent", "stream_errors"]
