@@ -259,7 +259,7 @@ class SQLiteStore(SQLStore):
             except StoreError as exc:
                 if not _busy(exc):
                     raise
-                # the reader would have to wait: the store's thread may
+                # the reader would have to wait: ship the read to the store's thread, which may
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._calls.put(_Call(fn, args, kwargs, read, loop, future))
