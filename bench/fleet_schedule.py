@@ -31,12 +31,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support.fleet
 
+from tests.support.emulator import text_to_image_workflow
 from tests.support.fleet import (
     Wait,
     greedy_makespan,
     history_runs,
     idle_while_waiting,
-    sampler_workflow,
     wait_all,
 )
 
@@ -92,7 +92,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         order = QueueOrder(args.queue_order)
         jobs = []
         for i, n in enumerate(steps):
-            wf = sampler_workflow(i, n)
+            wf = text_to_image_workflow(i, n, f"p{i}", prefix="f")
             ahead = head_start(estimate_cost(wf), order, args.aging_s)
             jobs.append((await store.enqueue(NewJob(workflow=wf, head_start_s=ahead)))[0])
         done = await wait_all(store, jobs)

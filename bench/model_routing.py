@@ -28,7 +28,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support
 
-from tests.support.fleet import history_runs, sampler_workflow, wait_all
+from tests.support.emulator import text_to_image_workflow
+from tests.support.fleet import history_runs, wait_all
 
 from comfyrun.backends.health import HealthSettings
 from comfyrun.backends.pool import BackendPool, BackendSpec
@@ -82,7 +83,7 @@ async def run_once(
         jobs = [
             (
                 await store.enqueue(
-                    NewJob(workflow=sampler_workflow(i, args.steps, ckpt=c, prefix="m"))
+                    NewJob(workflow=text_to_image_workflow(i, args.steps, f"p{i}", c, prefix="m"))
                 )
             )[0]
             for i, c in enumerate(ckpts)

@@ -125,37 +125,6 @@ def greedy_makespan(durations: Iterable[float], machines: int, *, longest_first:
     return max(free)
 
 
-def sampler_workflow(
-    seed: int, steps: int, ckpt: str = "v1-5-pruned-emaonly.safetensors", prefix: str = "f"
-) -> dict[str, Any]:
-    """Text to image at 64x64 with `steps` sampler steps: the emulator's time per job."""
-    return {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
-        "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": f"p{seed}"}},
-        "3": {
-            "class_type": "EmptyLatentImage",
-            "inputs": {"width": 64, "height": 64, "batch_size": 1},
-        },
-        "4": {
-            "class_type": "KSampler",
-            "inputs": {
-                "model": ["1", 0],
-                "positive": ["2", 0],
-                "negative": ["2", 0],
-                "latent_image": ["3", 0],
-                "seed": seed,
-                "steps": steps,
-                "cfg": 7.0,
-                "sampler_name": "euler",
-                "scheduler": "normal",
-                "denoise": 1.0,
-            },
-        },
-        "5": {"class_type": "VAEDecode", "inputs": {"samples": ["4", 0], "vae": ["1", 2]}},
-        "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": prefix}},
-    }
-
-
 async def wait_all(store: Any, jobs: list[Job]) -> list[Job]:
     """`jobs` once each has ended, woken by the store's events."""
     done = []
@@ -176,6 +145,5 @@ __all__ = [
     "greedy_makespan",
     "history_runs",
     "idle_while_waiting",
-    "sampler_workflow",
     "wait_all",
 ]

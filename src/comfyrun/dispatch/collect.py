@@ -116,7 +116,7 @@ async def _store_file(
     if local is not None and local[1] is not None:
         stored = await storage.put_bytes(key, local[1], content_type=content_type)
     elif local is not None:
-        stored = await storage.put(key, _read_file(local[0]), content_type=content_type)
+        stored = await storage.put(key, read_file(local[0]), content_type=content_type)
     else:
         async with client.view(ref) as stream:
             chunks = aiter(stream)
@@ -184,7 +184,8 @@ async def _chain(head: bytes, more: bytes, rest: AsyncIterator[bytes]) -> AsyncI
         yield chunk
 
 
-async def _read_file(path: Path) -> AsyncIterator[bytes]:
+async def read_file(path: Path) -> AsyncIterator[bytes]:
+    """A local file's bytes in chunks, read in a thread."""
     handle = await asyncio.to_thread(path.open, "rb")
     try:
         while chunk := await asyncio.to_thread(handle.read, CHUNK):
@@ -193,4 +194,4 @@ async def _read_file(path: Path) -> AsyncIterator[bytes]:
         await asyncio.to_thread(handle.close)
 
 
-__all__ = ["collect_outputs", "selected", "wants_inline", "wants_temp"]
+__all__ = ["collect_outputs", "read_file", "selected", "wants_inline", "wants_temp"]

@@ -48,6 +48,7 @@ from comfyrun.dispatch.fitting import FleetFit
 from comfyrun.dispatch.inputs import make_input_placer
 from comfyrun.dispatch.reconcile import first_attempt_note
 from comfyrun.dispatch.relay import RelayHub
+from comfyrun.dispatch.retry_clock import RetryClock
 from comfyrun.dispatch.routing import ModelRouter
 from comfyrun.dispatch.run import InputPlacer, JobRun, RunContext
 from comfyrun.dispatch.settings import DispatchSettings
@@ -91,6 +92,8 @@ class Dispatcher:
         self.worker_id = worker_id or default_worker_id()
         self.store = store
         self.pool = pool
+        #: When jobs this worker put back (retries with backoff) become runnable.
+        self._retries = RetryClock(self.settings.idle_wait_s)
         self.ctx = RunContext(
             store=store,
             pool=pool,
@@ -98,16 +101,15 @@ class Dispatcher:
             settings=self.settings,
             worker_id=self.worker_id,
             place_inputs=place_inputs or make_input_placer(),
-            on_retry=self._note_retry,
+            on_retry=self._retries.note,
             relay_hub=relay_hub,
             relay_to_store=relay_to_store,
             handlers=handlers or HandlerRegistry.load(entry_points=False),
         )
-        self._next_retry_at: float | None = None
         #: The store's work token when a claim last found nothing (see JobStore.work_token).
         self._nothing_at: int | None = None
         self.sweeper = Sweeper(
-            store, storage, interval_s=self.settings.sweep_interval_s, on_requeue=self._note_retry
+            store, storage, interval_s=self.settings.sweep_interval_s, on_requeue=self._retries.note
         )
 
         self._runs: dict[str, tuple[JobRun, asyncio.Task[None]]] = {}
@@ -207,7 +209,7 @@ class Dispatcher:
         """Wait for the first of: a change in the pool, new work in the store, the idle
         timeout (or a retry that becomes runnable)."""
         changed = asyncio.ensure_future(self.pool.wait_changed(generation))
-        work = asyncio.ensure_future(self.store.wait_for_work(self._idle_timeout()))
+        work = asyncio.ensure_future(self.store.wait_for_work(self._retries.idle_timeout()))
         try:
             await asyncio.wait({changed, work}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -438,22 +440,6 @@ class Dispatcher:
             replace(v, inflight=v.inflight - 1) if v.name == slot.backend.name else v
             for v in self.pool.views()
         ]
-
-    def _note_retry(self, run_at: float) -> None:
-        if self._next_retry_at is None or run_at < self._next_retry_at:
-            self._next_retry_at = run_at
-
-    def _idle_timeout(self) -> float:
-        """How long to wait for new work: the idle timeout, or less when a job this worker put
-        back (a retry with backoff) becomes runnable sooner."""
-        timeout = self.settings.idle_wait_s
-        if self._next_retry_at is not None:
-            until = self._next_retry_at - time.time()
-            if until <= 0:
-                self._next_retry_at = None
-            else:
-                timeout = min(timeout, until + 0.001)
-        return timeout
 
     async def _fail_unplaceable(self) -> None:
         """No backend can ever run a job (all in error): fail the next job with why, or wait

@@ -16,19 +16,18 @@ import contextlib
 import shutil
 import tempfile
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from comfyrun.core.job import Job, JobError, Output, OutputType
 from comfyrun.core.retry import FailureKind
-from comfyrun.dispatch.collect import wants_inline
+from comfyrun.dispatch.collect import read_file, wants_inline
 from comfyrun.errors import ComfyrunError, HandlerError, InputRejected, MissingAsset
 from comfyrun.handlers.context import Cancelled, HandlerContext, InputFile, PendingOutput
 from comfyrun.handlers.registry import Handler
 from comfyrun.outputs import OutputStorage, classify_output, output_key, read_inline
 
-CHUNK = 1 << 20
 SMALL = 4 << 20
 #: ComfyUI's history key for an output of this type (what its clients look under).
 HISTORY_KEYS = {OutputType.IMAGE: "images", OutputType.VIDEO: "gifs", OutputType.AUDIO: "audio"}
@@ -204,7 +203,7 @@ async def _store_file(
         data = await asyncio.to_thread(path.read_bytes)
         obj = await storage.put_bytes(key, data, content_type=content_type)
     else:
-        obj = await storage.put(key, _chunks(path), content_type=content_type)
+        obj = await storage.put(key, read_file(path), content_type=content_type)
     url, expires = await storage.url(key, content_type=content_type, filename=name)
     inline = await read_inline(storage, key, cap) if wants_inline(job) else None
     return Output(
@@ -237,15 +236,6 @@ def _unique(name: str, taken: set[str]) -> str:
         n += 1
     taken.add(candidate)
     return candidate
-
-
-async def _chunks(path: Path) -> AsyncIterator[bytes]:
-    handle = await asyncio.to_thread(path.open, "rb")
-    try:
-        while chunk := await asyncio.to_thread(handle.read, CHUNK):
-            yield chunk
-    finally:
-        await asyncio.to_thread(handle.close)
 
 
 __all__ = [

@@ -22,6 +22,7 @@ from comfyrun.core.job import Job, JobError, JobStatus
 from comfyrun.core.state import Event
 from comfyrun.dispatch.dispatcher import past_start_deadline
 from comfyrun.dispatch.handler_run import HandlerRun, HandlerRunContext
+from comfyrun.dispatch.retry_clock import RetryClock
 from comfyrun.dispatch.stale import release_stale_jobs
 from comfyrun.dispatch.sweeper import Sweeper
 from comfyrun.errors import ComfyrunError
@@ -58,9 +59,9 @@ class HandlerLane:
         self._idle.set()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
-        self._next_retry_at: float | None = None
+        self._retries = RetryClock(ctx.settings.idle_wait_s)
         if ctx.on_retry is None:
-            self.ctx = dataclasses.replace(ctx, on_retry=self._note_retry)
+            self.ctx = dataclasses.replace(ctx, on_retry=self._retries.note)
 
     @property
     def running_jobs(self) -> list[str]:
@@ -128,7 +129,7 @@ class HandlerLane:
                 await asyncio.sleep(1.0)  # the store is failing: back off
                 continue
             if job is None:
-                await self.ctx.store.wait_for_work(self._idle_timeout())
+                await self.ctx.store.wait_for_work(self._retries.idle_timeout())
                 continue
             if past_start_deadline(job, time.time()):
                 await self._fail_late(job)
@@ -166,20 +167,6 @@ class HandlerLane:
                 ),
                 worker_id=self.ctx.worker_id,
             )
-
-    def _note_retry(self, run_at: float) -> None:
-        if self._next_retry_at is None or run_at < self._next_retry_at:
-            self._next_retry_at = run_at
-
-    def _idle_timeout(self) -> float:
-        timeout = self.ctx.settings.idle_wait_s
-        if self._next_retry_at is not None:
-            until = self._next_retry_at - time.time()
-            if until <= 0:
-                self._next_retry_at = None
-            else:
-                timeout = min(timeout, until + 0.001)
-        return timeout
 
     # --- leases and presence -----------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:
