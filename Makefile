@@ -15,8 +15,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 ## The whole suite: lint, types, then every test tier. CI runs exactly this.
+## TEST_WORKERS pytest processes (pytest-xdist): most of the suite's wall time waits on emulators,
+## servers and browsers, so 4 processes fit on 2 cores. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 4
 test: setup lint
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS)
 
 unit: setup
 	$(PY) -m pytest -q tests/unit

@@ -3,7 +3,7 @@
 backends. Tests skip without Chromium or Playwright.
 
 Every state a test shows is saved as a screenshot in the test's tmp dir and copied to
-.shots/editor/ at the top of the checkout (gitignored; emptied at the start of each session).
+.shots/editor/ at the top of the checkout (gitignored; emptied once a run, before the pytest processes start).
 """
 
 from __future__ import annotations
@@ -125,8 +125,7 @@ async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fleet
 
 @pytest.fixture(scope="session")
 def shots_dir() -> Path:
-    """.shots/editor, emptied once a session: it holds the last run's screenshots."""
-    shutil.rmtree(SHOTS, ignore_errors=True)
+    """.shots/editor: the last run's screenshots (emptied once a run, by tests/conftest.py)."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     return SHOTS
 
