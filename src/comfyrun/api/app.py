@@ -44,6 +44,7 @@ from comfyrun.api.routes import (
 )
 from comfyrun.api.routes import models as models_routes
 from comfyrun.api.routes.assets import MULTIPART_SLACK, assets_router
+from comfyrun.api.routing import include
 from comfyrun.api.schemas import job_to_wire
 from comfyrun.api.tenancy import Authenticator
 from comfyrun.api.webhooks import DeliveryPolicy, Render, WebhookDeliverer
@@ -94,27 +95,27 @@ def create_app(
     install_docs(app)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limits=body_limits(settings))
-    app.include_router(health.router)
-    app.include_router(metrics.router)
+    include(app, health.router)
+    include(app, metrics.router)
     if settings.role is not Role.WORKER:
-        app.include_router(jobs.router)
-        app.include_router(workflows.router)
-        app.include_router(batches.router)
+        include(app, jobs.router)
+        include(app, workflows.router)
+        include(app, batches.router)
         workflows.install_openapi(app)
-        app.include_router(job_webhooks.router)
-        app.include_router(files.router)  # before the assets router: it claims output ids
+        include(app, job_webhooks.router)
+        include(app, files.router)  # before the assets router: it claims output ids
         _include_assets(app)
-        app.include_router(backends.router)
-        app.include_router(stats.router)
-        app.include_router(admin.router)
-        app.include_router(models_routes.router)
-        app.include_router(keys.router)
+        include(app, backends.router)
+        include(app, stats.router)
+        include(app, admin.router)
+        include(app, models_routes.router)
+        include(app, keys.router)
         # the other APIs comfyrun speaks: ComfyUI's, RunPod's, the plain /run and task variants
         for router in (*comfy_compat.build_routers(), *runpod_compat.build_routers()):
-            app.include_router(router)
-        app.include_router(plain_compat.router)
-        app.include_router(tasks.router)
-        app.include_router(dashboard_router)
+            include(app, router)
+        include(app, plain_compat.router)
+        include(app, tasks.router)
+        include(app, dashboard_router)
         install_editor(app, settings)  # last: the editor's files claim their paths at /
     return app
 
@@ -137,9 +138,9 @@ def _include_assets(app: FastAPI) -> None:
             raise HTTPException(503, "the assets service is not available")
         return service
 
-    app.include_router(
-        assets_router(get_assets, base_url=public_base_url),
-        dependencies=[Depends(require_auth)],
+    include(
+        app,
+        assets_router(get_assets, base_url=public_base_url, dependencies=[Depends(require_auth)]),
     )
 
 

@@ -20,6 +20,7 @@ from comfyrun.api.editor import keypage
 from comfyrun.api.editor.frontend import mount_frontend, web_root
 from comfyrun.api.editor.internal import add_editor_routes, add_internal_routes
 from comfyrun.api.editor.userdata import add_userdata_routes
+from comfyrun.api.routing import include
 from comfyrun.config import Settings
 
 
@@ -35,13 +36,13 @@ def install_editor(app: FastAPI, settings: Settings) -> None:
         )
         add_userdata_routes(router)
         add_editor_routes(router, root)
-        app.include_router(router)
+        include(app, router)
     internal = APIRouter(
         tags=["comfyui editor"], dependencies=[Depends(require_comfy_auth)], include_in_schema=False
     )
     add_internal_routes(internal)
-    app.include_router(internal)
-    app.include_router(keypage.router)
+    include(app, internal)
+    include(app, keypage.router)
     mount_frontend(app, settings)
 
 

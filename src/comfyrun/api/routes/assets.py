@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request, Response, params
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.datastructures import UploadFile
 
@@ -45,11 +45,12 @@ def assets_router(
     get_service: Callable[[Request], AssetService],
     *,
     base_url: Callable[[Request], str] | None = None,
+    dependencies: Sequence[params.Depends] = (),
 ) -> APIRouter:
     """The /api/v2/assets routes. `get_service` finds the AssetService for a request (the app
     keeps it in its lifespan state); `base_url` gives the public origin for content URLs
-    (default: the request's own)."""
-    router = APIRouter(prefix="/api/v2/assets", tags=["assets"])
+    (default: the request's own); `dependencies` run before each route (e.g. authentication)."""
+    router = APIRouter(prefix="/api/v2/assets", tags=["assets"], dependencies=list(dependencies))
 
     def origin(request: Request) -> str:
         return (base_url(request) if base_url else str(request.base_url)).rstrip("/")
