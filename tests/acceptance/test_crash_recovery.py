@@ -74,9 +74,12 @@ async def test_server_killed_and_restarted_loses_no_job_and_runs_none_twice(
 ) -> None:
     """The backends are emulators in processes of their own: they outlive the server, so
     the restarted server must follow the prompts they still hold, not send them again."""
+    # 10 ms a node (40 ms a job, 10 s for all on two backends): running them takes longer than
+    # submitting them, however loaded the machine, so the kill finds jobs in flight
+    slow = ("--fault", "slow:0.01")
     with (
-        emulator_process(tmp_path / "emu0") as emu0,
-        emulator_process(tmp_path / "emu1") as emu1,
+        emulator_process(tmp_path / "emu0", extra_args=slow) as emu0,
+        emulator_process(tmp_path / "emu1", extra_args=slow) as emu1,
     ):
         db = f"sqlite:///{tmp_path / 'queue.db'}"
         args = ("--backend", emu0.url, "--backend", emu1.url, "--db", db)

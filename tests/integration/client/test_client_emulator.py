@@ -132,8 +132,13 @@ async def test_deleted_pending_prompt_is_lost(emu: Emulator, client: ComfyClient
     emu.faults.hang = True
     first, second = client.watch("del-1"), client.watch("del-2")
     await client.submit(image_workflow(color=8), prompt_id="del-1")
+    # ComfyUI takes a prompt off its queue a moment after /prompt answers (on a loaded machine,
+    # after the next /prompt): del-2 is pending behind del-1 once del-1 runs (hung)
     await client.submit(image_workflow(color=9), prompt_id="del-2")
-    assert (await client.queue()).pending == ["del-2"]
+    async with asyncio.timeout(30):
+        while (queue := await client.queue()).running != ["del-1"]:  # noqa: ASYNC110 (/queue is what is checked)
+            await asyncio.sleep(0.02)
+    assert queue.pending == ["del-2"]
     await client.delete_queued(["del-2"])
     assert (await second.result(timeout=30)).status == "lost"
     await client.cancel("del-1")
