@@ -8,7 +8,6 @@ that share one database.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import dataclasses
 import logging
@@ -19,11 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 from comfyrun import stages
-from comfyrun.comfy.validation import validate_prompt as comfy_validate
 from comfyrun.config import Settings
 from comfyrun.core.batch import Batch, NewBatch
 from comfyrun.core.catalog import definitions_may_be_stale
-from comfyrun.core.fit import BackendOffer, Misfit, RequirementError, check_requirements, misfits
+from comfyrun.core.fit import BackendOffer, RequirementError, check_requirements, misfits
 from comfyrun.core.job import ACTIVE, COMFY, JSON, Job, JobStatus, NewJob
 from comfyrun.core.queue_order import estimate_cost, head_start
 from comfyrun.core.state import Event
@@ -34,7 +32,6 @@ from comfyrun.errors import (
     IdempotencyInFlight,
     InvalidRequest,
     InvalidWorkflow,
-    NoBackendFits,
     NotFound,
     QueueFull,
 )
@@ -42,6 +39,12 @@ from comfyrun.handlers.admission import JobTypes
 from comfyrun.models.names import accept_model_names
 from comfyrun.models.specs import ModelRef, parse_models
 from comfyrun.outputs import job_prefix
+from comfyrun.prompt_checks import (
+    check_prompt,
+    has_asset_refs,
+    no_backend_fits,
+    prompt_error,
+)
 from comfyrun.store.base import JobEvent, JobPage, JobStore
 
 log = logging.getLogger(__name__)
@@ -198,7 +201,7 @@ class JobService:
         workflow: JSON = {}
         if sub.type == COMFY:
             sub, workflow = await self._comfy_workflow(sub)
-        if self._check_inputs is not None and (sub.inputs or _has_asset_refs(workflow)):
+        if self._check_inputs is not None and (sub.inputs or has_asset_refs(workflow)):
             workflow = await self._check_inputs(workflow, list(sub.inputs))
         validated = time.perf_counter()
         await self._enforce_queue_bound()
@@ -239,7 +242,7 @@ class JobService:
         jobs = []
         for sub in subs:
             workflow = sub.workflow
-            if self._check_inputs is not None and (sub.inputs or _has_asset_refs(workflow)):
+            if self._check_inputs is not None and (sub.inputs or has_asset_refs(workflow)):
                 workflow = await self._check_inputs(workflow, list(sub.inputs))
             jobs.append(self._new_job(sub, workflow))
         await self._enforce_queue_bound(len(jobs))
@@ -352,7 +355,7 @@ class JobService:
                 models=models,
                 object_info=dict(known_infos[0]),
             )
-        raise _no_backend_fits(unfit)
+        raise no_backend_fits(unfit)
 
     async def _prepare_workflow(
         self,
@@ -373,7 +376,7 @@ class JobService:
         if not isinstance(workflow, dict) or not workflow:
             raise InvalidWorkflow(
                 "the workflow must be a non-empty JSON object (an API-format prompt)",
-                details=_prompt_error("invalid_prompt", "workflow is not a JSON object"),
+                details=prompt_error("invalid_prompt", "workflow is not a JSON object"),
             )
         if is_ui_format(workflow):
             workflow = await self._convert_ui(workflow)
@@ -383,7 +386,7 @@ class JobService:
         if object_info and models:  # the names a job brings are not in any list yet
             object_info = accept_model_names(object_info, workflow, models)
         try:
-            await _check_prompt(workflow, object_info, placeholders=placeholders)
+            await check_prompt(workflow, object_info, placeholders=placeholders)
         except InvalidWorkflow as exc:
             if (
                 fitting
@@ -396,7 +399,7 @@ class JobService:
                 raise
             if models:
                 fresher = accept_model_names(fresher, workflow, models)
-            await _check_prompt(workflow, fresher, placeholders=placeholders)
+            await check_prompt(workflow, fresher, placeholders=placeholders)
         prompt: JSON = workflow
         return prompt
 
@@ -702,169 +705,6 @@ def is_ui_format(workflow: Mapping[str, Any]) -> bool:
     return is_ui_workflow(workflow)
 
 
-def _has_asset_refs(value: Any) -> bool:
-    if isinstance(value, dict):
-        if value.get("__type") == "core/ASSET":
-            return True
-        return any(_has_asset_refs(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_asset_refs(v) for v in value)
-    return False
-
-
-def _no_backend_fits(unfit: Sequence[Misfit]) -> NoBackendFits:
-    """The 422 (v2) / ComfyUI-shaped 400 for a job no backend can run, naming what is missing
-    on which backend."""
-    message = "no configured backend can run this job: " + "; ".join(u.describe() for u in unfit)
-    node_errors: dict[str, JSON] = {}
-    for u in unfit:
-        for node_id, name, value in u.missing_values:
-            node_errors.setdefault(node_id, {"errors": [], "dependent_outputs": []})
-            node_errors[node_id]["errors"].append(
-                {
-                    "type": "value_not_in_list",
-                    "message": "Value not in list",
-                    "details": f"{name}: '{value}' not on backend {u.backend}",
-                    "extra_info": {"input_name": name, "received_value": value},
-                }
-            )
-    details = _prompt_error("no_backend_fits", message, node_errors=node_errors)
-    details["backends"] = [u.to_dict() for u in unfit]
-    return NoBackendFits(message, details=details)
-
-
-def _prompt_error(
-    kind: str, message: str, details: str = "", node_errors: JSON | None = None
-) -> JSON:
-    """ComfyUI's own validation error shape: {"error": {...}, "node_errors": {...}}."""
-    return {
-        "error": {"type": kind, "message": message, "details": details, "extra_info": {}},
-        "node_errors": node_errors or {},
-    }
-
-
-def _node_error(class_type: str | None, kind: str, message: str, details: str) -> JSON:
-    return {
-        "errors": [{"type": kind, "message": message, "details": details, "extra_info": {}}],
-        "dependent_outputs": [],
-        "class_type": class_type,
-    }
-
-
-def validate_like_comfyui(prompt: Mapping[str, Any], object_info: Mapping[str, Any]) -> None:
-    """ComfyUI's full verdict on `prompt` (types, ranges, combo lists, links, return types);
-    raises InvalidWorkflow carrying ComfyUI's `error` and `node_errors` unchanged. Input files
-    are not checked here: they live on the backend that will run the job."""
-    verdict = comfy_validate(copy.deepcopy(dict(prompt)), dict(object_info), _files_checked_later)
-    if verdict.ok:
-        return
-    error = verdict.error or {}
-    first = next(iter(verdict.node_errors.values()), None)
-    reason = first["errors"][0] if first and first.get("errors") else error
-    raise InvalidWorkflow(
-        f"{error.get('message', 'invalid workflow')}: {reason.get('message', '')}"
-        + (f" ({reason['details']})" if reason.get("details") else ""),
-        details={"error": error, "node_errors": verdict.node_errors},
-    )
-
-
-#: Workflows up to this many nodes are checked on the event loop (a 7-node text-to-image
-#: workflow takes ~0.1 ms, about what the hop to a thread and back costs); bigger ones in a
-#: thread, so that a large workflow does not hold up the loop.
-INLINE_CHECK_NODES = 16
-
-
-async def _check_prompt(workflow: JSON, object_info: JSON | None, *, placeholders: bool) -> None:
-    validate_prompt(workflow, object_info)
-    if object_info and not placeholders and not _has_asset_refs(workflow):
-        if len(workflow) <= INLINE_CHECK_NODES:
-            validate_like_comfyui(workflow, object_info)
-        else:
-            await asyncio.to_thread(validate_like_comfyui, workflow, object_info)
-
-
-def _files_checked_later(class_type: str, name: str, value: Any) -> bool:
-    return True
-
-
-def validate_prompt(prompt: Mapping[str, Any], object_info: Mapping[str, Any] | None) -> None:
-    """The checks ComfyUI would make that need no models: shape, links to existing nodes and,
-    when `object_info` is known, node types, required inputs and at least one output node.
-    Raises InvalidWorkflow whose details carry ComfyUI's error and node_errors shape."""
-    node_errors: dict[str, JSON] = {}
-    for node_id, node in prompt.items():
-        if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
-            raise InvalidWorkflow(
-                f"node {node_id} has no class_type; is this an API-format prompt?",
-                details=_prompt_error(
-                    "invalid_prompt",
-                    "Cannot execute because a node is missing the class_type property.",
-                    f"Node ID '#{node_id}'",
-                ),
-            )
-        inputs = node.get("inputs", {})
-        if not isinstance(inputs, dict):
-            raise InvalidWorkflow(
-                f"node {node_id}: inputs must be an object",
-                details=_prompt_error("invalid_prompt", "inputs must be an object", node_id),
-            )
-        class_type = node["class_type"]
-        if object_info is not None and class_type not in object_info:
-            raise InvalidWorkflow(
-                f"node {node_id}: node type {class_type} does not exist on the backends",
-                details=_prompt_error(
-                    "invalid_prompt",
-                    f"Cannot execute because node {class_type} does not exist.",
-                    f"Node ID '#{node_id}'",
-                ),
-            )
-        for name, value in inputs.items():
-            if _is_link(value) and str(value[0]) not in prompt:
-                node_errors[str(node_id)] = _node_error(
-                    class_type,
-                    "exception_during_validation",
-                    "Exception when validating node",
-                    f"input {name} links to node {value[0]}, which is not in the prompt",
-                )
-        if object_info is not None:
-            required = object_info[class_type].get("input", {}).get("required", {})
-            missing = [n for n in required if n not in inputs]
-            if missing:
-                node_errors[str(node_id)] = _node_error(
-                    class_type,
-                    "required_input_missing",
-                    "Required input is missing",
-                    ", ".join(missing),
-                )
-    if node_errors:
-        first = next(iter(node_errors))
-        raise InvalidWorkflow(
-            f"node {first}: {node_errors[first]['errors'][0]['details']}",
-            details=_prompt_error(
-                "prompt_outputs_failed_validation",
-                "Prompt outputs failed validation",
-                node_errors=node_errors,
-            ),
-        )
-    if object_info is not None and not any(
-        object_info[n["class_type"]].get("output_node") for n in prompt.values()
-    ):
-        raise InvalidWorkflow(
-            "the workflow has no output node (SaveImage, PreviewImage, …)",
-            details=_prompt_error("prompt_no_outputs", "Prompt has no outputs"),
-        )
-
-
-def _is_link(value: Any) -> bool:
-    return (
-        isinstance(value, list)
-        and len(value) == 2
-        and isinstance(value[0], str | int)
-        and isinstance(value[1], int)
-        and not isinstance(value[1], bool)
-    )
-
-
 __all__ = [
     "CleanupResult",
     "InputChecker",
@@ -875,6 +715,4 @@ __all__ = [
     "Submission",
     "Submitted",
     "is_ui_format",
-    "validate_like_comfyui",
-    "validate_prompt",
 ]

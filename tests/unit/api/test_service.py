@@ -20,7 +20,8 @@ from comfyrun.errors import (
     NotFound,
     QueueFull,
 )
-from comfyrun.service import JobService, Submission, validate_prompt
+from comfyrun.prompt_checks import validate_prompt
+from comfyrun.service import JobService, Submission
 from comfyrun.store.base import Changes
 from comfyrun.store.memory import MemoryStore
 
