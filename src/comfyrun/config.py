@@ -186,6 +186,11 @@ class Settings(BaseSettings):
     header_timeout_s: float = Field(
         default=30.0, gt=0, validation_alias=_aliases("header_timeout_s")
     )
+    #: How long an idle kept-alive connection stays open. Longer than the idle timeouts of the
+    #: proxies and clients in front (nginx and load balancers use 60 s, httpx 5 s): a server
+    #: that closes first races a client sending its next request on that connection, which
+    #: then fails unanswered (uvicorn's default was 5 s, the same as httpx's).
+    keep_alive_s: float = Field(default=75.0, gt=0, validation_alias=_aliases("keep_alive_s"))
     max_wait_s: float = Field(default=300.0, validation_alias=_aliases("max_wait_s"))
     sse_keepalive_s: float = Field(default=15.0, validation_alias=_aliases("sse_keepalive_s"))
 

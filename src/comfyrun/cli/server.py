@@ -128,6 +128,7 @@ async def running_server(settings: Settings) -> AsyncIterator[str]:
         settings.port,
         max_header_bytes=settings.max_header_bytes,
         header_timeout_s=settings.header_timeout_s,
+        keep_alive_s=settings.keep_alive_s,
     ) as url:
         yield url
 
@@ -145,11 +146,13 @@ async def serving_app(
     grace_s: int = 5,
     max_header_bytes: int = MAX_HEADER_BYTES,
     header_timeout_s: float = 30.0,
+    keep_alive_s: float = 75.0,
 ) -> AsyncIterator[str]:
     """Serve an ASGI app with uvicorn in this event loop on host:port (0 picks a free port);
     yields its base URL once it accepts requests, and stops it on exit. Requests whose line
     and headers exceed `max_header_bytes` are refused (400), those not whole within
-    `header_timeout_s` of their first byte get 408; either way their connection is closed."""
+    `header_timeout_s` of their first byte get 408; either way their connection is closed.
+    A connection idle `keep_alive_s` after its last answer is closed."""
     import uvicorn
 
     from comfyrun.api.http_protocol import capped_protocol
@@ -162,6 +165,7 @@ async def serving_app(
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=grace_s,
+        timeout_keep_alive=keep_alive_s,
         # httptools (C) with the head capped as h11 would (api/http_protocol.py)
         http=capped_protocol(max_header_bytes, header_timeout_s),
     )

@@ -249,3 +249,54 @@ async def test_a_head_that_never_ends_times_out(url: str) -> None:
     # a healthy client on another connection is answered all along
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         assert (await client.get("/api/v2/health")).status_code == 200
+
+
+async def _idle_connection_closed(url: str, idle_s: float) -> bool:
+    """One request on a kept-alive connection, then `idle_s` idle: True when the server has
+    closed the connection by then (EOF), False when it still answers a second request."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    get = b"GET /api/v2/health HTTP/1.1\r\nHost: test\r\n\r\n"
+    try:
+        for _ in range(2):
+            writer.write(get)
+            await writer.drain()
+            async with asyncio.timeout(10):
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            await asyncio.sleep(idle_s)
+            if reader.at_eof() or (await _peek_eof(reader)):
+                return True
+        return False
+    finally:
+        writer.close()
+
+
+async def _peek_eof(reader: asyncio.StreamReader) -> bool:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(0.05):
+            return await reader.read(1) == b""
+    return False
+
+
+@pytest.mark.parametrize(("keep_alive_s", "closed"), [(0.3, True), (5.0, False)])
+async def test_idle_kept_alive_connections_close_after_keep_alive_s(
+    tmp_path: Path, keep_alive_s: float, closed: bool
+) -> None:
+    from comfyrun.cli.server import running_server
+
+    settings = Settings(data_dir=tmp_path, db_url="memory://", keep_alive_s=keep_alive_s)
+    async with running_server(settings) as base:
+        assert await _idle_connection_closed(base, 1.2) is closed
+
+
+def test_connections_outlive_the_idle_timeouts_of_proxies_and_clients() -> None:
+    # nginx and cloud load balancers keep idle upstream connections 60 s, httpx 5 s: the server
+    # must not close first (uvicorn's own default, 5 s, raced httpx's)
+    assert Settings().keep_alive_s > 60
