@@ -190,7 +190,7 @@ class Settings(BaseSettings):
     #: proxies and clients in front (nginx and load balancers use 60 s, httpx 5 s): a server
     #: that closes first races a client sending its next request on that connection, which
     #: then fails unanswered (uvicorn's default was 5 s, the same as httpx's).
-    keep_alive_s: float = Field(default=75.0, gt=0, validation_alias=_aliases("keep_alive_s"))
+    keep_alive_s: int = Field(default=75, gt=0, validation_alias=_aliases("keep_alive_s"))
     max_wait_s: float = Field(default=300.0, validation_alias=_aliases("max_wait_s"))
     sse_keepalive_s: float = Field(default=15.0, validation_alias=_aliases("sse_keepalive_s"))
 

@@ -146,7 +146,7 @@ async def serving_app(
     grace_s: int = 5,
     max_header_bytes: int = MAX_HEADER_BYTES,
     header_timeout_s: float = 30.0,
-    keep_alive_s: float = 75.0,
+    keep_alive_s: int = 75,
 ) -> AsyncIterator[str]:
     """Serve an ASGI app with uvicorn in this event loop on host:port (0 picks a free port);
     yields its base URL once it accepts requests, and stops it on exit. Requests whose line

@@ -285,15 +285,15 @@ async def _peek_eof(reader: asyncio.StreamReader) -> bool:
     return False
 
 
-@pytest.mark.parametrize(("keep_alive_s", "closed"), [(0.3, True), (5.0, False)])
+@pytest.mark.parametrize(("keep_alive_s", "closed"), [(1, True), (8, False)])
 async def test_idle_kept_alive_connections_close_after_keep_alive_s(
-    tmp_path: Path, keep_alive_s: float, closed: bool
+    tmp_path: Path, keep_alive_s: int, closed: bool
 ) -> None:
     from comfyrun.cli.server import running_server
 
     settings = Settings(data_dir=tmp_path, db_url="memory://", keep_alive_s=keep_alive_s)
     async with running_server(settings) as base:
-        assert await _idle_connection_closed(base, 1.2) is closed
+        assert await _idle_connection_closed(base, 2.0) is closed
 
 
 def test_connections_outlive_the_idle_timeouts_of_proxies_and_clients() -> None:
