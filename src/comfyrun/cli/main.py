@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from comfyrun.cli import convert, emulator, keys, models, runpod, server, workflows
+from comfyrun.cli import convert, demo, emulator, jobs, keys, models, runpod, server, workflows
 
 app = typer.Typer(
     name="comfyrun",
@@ -13,7 +13,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (server, emulator, convert, runpod, models, workflows, keys):
+for module in (server, jobs, demo, emulator, convert, runpod, models, workflows, keys):
     module.register(app)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from comfyrun.cli.server import ApiKey, ServerUrl, _call, out
+from comfyrun.cli.output import ApiKey, ServerUrl, call_server, out
 
 models_app = typer.Typer(help="The model cache: list, pull ahead, evict.", no_args_is_help=True)
 
@@ -20,7 +20,7 @@ def _size(n: int) -> str:
 @models_app.command("list")
 def models_list(server: ServerUrl = "http://127.0.0.1:8189", api_key: ApiKey = None) -> None:
     """Cached model files, most recently used first."""
-    body = asyncio.run(_call(server, api_key, "models"))
+    body = asyncio.run(call_server(server, api_key, "models"))
     table = Table("names", "size", "in use", "hash")
     for m in body["models"]:
         table.add_row(", ".join(m["names"]), _size(m["size_bytes"]), str(m["in_use"]), m["hash"])
@@ -49,7 +49,7 @@ def models_pull(
         spec["url"] = source
     if hash_:
         spec["hash"] = hash_
-    model = asyncio.run(_call(server, api_key, "pull_model", spec))
+    model = asyncio.run(call_server(server, api_key, "pull_model", spec))
     out.print(f"cached {', '.join(model['names'])} ({_size(model['size_bytes'])}, {model['hash']})")
 
 
@@ -60,7 +60,7 @@ def models_rm(
     api_key: ApiKey = None,
 ) -> None:
     """Evict a cached model file (refused while a job uses it)."""
-    model = asyncio.run(_call(server, api_key, "remove_model", key))
+    model = asyncio.run(call_server(server, api_key, "remove_model", key))
     out.print(f"evicted {model['hash']} ({_size(model['size_bytes'])})")
 
 

@@ -15,15 +15,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from comfyrun.cli.server import (
-    ApiKey,
-    ServerUrl,
-    _fail,
-    _unreachable,
-    console,
-    follow_and_save,
-    out,
-)
+from comfyrun.cli.jobs import follow_and_save
+from comfyrun.cli.output import ApiKey, ServerUrl, console, fail, out, unreachable
 from comfyrun.client import ComfyrunAPIError, ComfyrunClient
 
 ParamOpt = Annotated[
@@ -69,9 +62,9 @@ async def _run(
             out.print(f"submitted job {job['id']} ({name} {template['version']})")
             return await follow_and_save(client, job, wait=wait, out_dir=out_dir)
         except ComfyrunAPIError as exc:
-            raise _fail(exc) from exc
+            raise fail(exc) from exc
         except httpx.HTTPError as exc:
-            raise _unreachable(server, exc) from exc
+            raise unreachable(server, exc) from exc
 
 
 def run(
@@ -122,9 +115,9 @@ async def _batch(
                 zip_path.unlink()
                 out.print(f"outputs saved in {out_dir}", soft_wrap=True)
         except ComfyrunAPIError as exc:
-            raise _fail(exc) from exc
+            raise fail(exc) from exc
         except httpx.HTTPError as exc:
-            raise _unreachable(server, exc) from exc
+            raise unreachable(server, exc) from exc
         return 0 if batch["counts"].get("succeeded", 0) == batch["total"] else 1
 
 
@@ -174,9 +167,9 @@ def workflows(server: ServerUrl = "http://127.0.0.1:8189", api_key: ApiKey = Non
             try:
                 return await client.workflows()
             except ComfyrunAPIError as exc:
-                raise _fail(exc) from exc
+                raise fail(exc) from exc
             except httpx.HTTPError as exc:
-                raise _unreachable(server, exc) from exc
+                raise unreachable(server, exc) from exc
 
     table = Table("name", "version", "valid", "parameters")
     for w in asyncio.run(fetch()):

@@ -1,0 +1,190 @@
+"""CLI commands that talk to a running server: submit, jobs (list, show, cancel), backends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from comfyrun.cli.output import (
+    ApiKey,
+    ServerUrl,
+    call_server,
+    console,
+    fail,
+    out,
+    print_rows,
+    unreachable,
+)
+from comfyrun.client import ComfyrunAPIError, ComfyrunClient
+
+
+async def follow_with_progress(client: ComfyrunClient, job_id: str) -> dict[str, Any]:
+    """A Rich progress bar fed by the job's event stream; returns the final job."""
+    with Progress(
+        TextColumn("[bold]{task.fields[status]:<10}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[message]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("job", total=1.0, status="queued", message="")
+        async for ev in client.events(job_id):
+            if ev.event == "status":
+                status = str(ev.data.get("status"))
+                pos = ev.data.get("queue_position")
+                msg = f"position {pos}" if status == "queued" and pos is not None else ""
+                bar.update(task, status=status, message=msg)
+                if status == "succeeded":
+                    bar.update(task, completed=1.0)
+            elif ev.event == "progress":
+                message = ev.data.get("message") or ""
+                bar.update(task, completed=float(ev.data.get("value", 0.0)), message=message)
+            elif ev.event == "output":
+                bar.console.print(f"output: {ev.data.get('name')} ({ev.data.get('type')})")
+    return await client.get(job_id)
+
+
+async def follow_and_save(
+    client: ComfyrunClient, job: dict[str, Any], *, wait: bool, out_dir: Path | None
+) -> int:
+    """After a submission: follow the job to its end (with `wait` or an `out_dir`), print it,
+    save its outputs; the exit code (0 succeeded, 1 not; 0 when not followed)."""
+    if not wait and out_dir is None:
+        return 0
+    job = await follow_with_progress(client, job["id"])
+    _print_job(job)
+    if out_dir is not None and job.get("outputs"):
+        for p in await client.download_outputs(job, out_dir):
+            out.print(f"saved {p}", soft_wrap=True)
+    return 0 if job["status"] == "succeeded" else 1
+
+
+def _print_job(job: dict[str, Any]) -> None:
+    out.print(f"job {job['id']}: [bold]{job['status']}[/bold]")
+    if job.get("error"):
+        err = job["error"]
+        out.print(f"  error {err.get('code')}: {err.get('message')}")
+    for o in job.get("outputs", []):
+        out.print(
+            f"  output {o['node_id']}/{o['name']} {o['type']} {o['size_bytes']} B  {o['url']}"
+        )
+
+
+async def _submit(
+    path: Path,
+    server: str,
+    api_key: str | None,
+    wait: bool,
+    out_dir: Path | None,
+    priority: int,
+) -> int:
+    try:
+        workflow = json.loads(await asyncio.to_thread(path.read_text))
+    except (OSError, json.JSONDecodeError) as exc:
+        console.print(f"[red]cannot read {path}:[/red] {exc}")
+        return 2
+    if isinstance(workflow, dict) and "prompt" in workflow and "workflow" not in workflow:
+        workflow = workflow["prompt"]  # a saved ComfyUI /prompt body
+    async with ComfyrunClient(server, api_key=api_key) as client:
+        try:
+            job = await client.submit(workflow, priority=priority)
+            out.print(f"submitted job {job['id']}")
+            return await follow_and_save(client, job, wait=wait, out_dir=out_dir)
+        except ComfyrunAPIError as exc:
+            raise fail(exc) from exc
+        except httpx.HTTPError as exc:
+            raise unreachable(server, exc) from exc
+
+
+def submit(
+    workflow: Annotated[Path, typer.Argument(help="API-format (or UI-format) workflow JSON")],
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="Follow it to the end")] = False,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Download the outputs here (implies --wait)")
+    ] = None,
+    priority: Annotated[int, typer.Option("--priority")] = 0,
+    server: ServerUrl = "http://127.0.0.1:8189",
+    api_key: ApiKey = None,
+) -> None:
+    """Submit a workflow; with --wait, show its progress and where its outputs are."""
+    raise typer.Exit(asyncio.run(_submit(workflow, server, api_key, wait, out_dir, priority)))
+
+
+jobs_app = typer.Typer(help="List, show and cancel jobs.", no_args_is_help=True)
+
+
+@jobs_app.command("list")
+def jobs_list(
+    status: Annotated[list[str] | None, typer.Option("--status")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n")] = 20,
+    server: ServerUrl = "http://127.0.0.1:8189",
+    api_key: ApiKey = None,
+) -> None:
+    """The newest jobs."""
+    page = asyncio.run(call_server(server, api_key, "list_jobs", status=status, limit=limit))
+    rows = [
+        [
+            j["id"],
+            j["status"],
+            str(j["priority"]),
+            j["created_at"],
+            j["backend"] or "",
+            str(len(j["outputs"])),
+        ]
+        for j in page["jobs"]
+    ]
+    print_rows(["id", "status", "priority", "created", "backend", "outputs"], rows)
+
+
+@jobs_app.command("show")
+def jobs_show(
+    job_id: str, server: ServerUrl = "http://127.0.0.1:8189", api_key: ApiKey = None
+) -> None:
+    """One job as JSON."""
+    out.print_json(data=asyncio.run(call_server(server, api_key, "get", job_id)))
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(
+    job_id: str, server: ServerUrl = "http://127.0.0.1:8189", api_key: ApiKey = None
+) -> None:
+    """Cancel a job (queued: at once; running: interrupted on its backend)."""
+    job = asyncio.run(call_server(server, api_key, "cancel", job_id))
+    out.print(f"job {job['id']}: {job['status']}")
+
+
+def backends(server: ServerUrl = "http://127.0.0.1:8189", api_key: ApiKey = None) -> None:
+    """The server's ComfyUI backends and their states."""
+    items = asyncio.run(call_server(server, api_key, "backends"))
+    rows = [
+        [
+            b["name"],
+            b["url"] or "",
+            b["state"],
+            str(b["inflight"]),
+            str(b["jobs_done"]),
+            b["last_error"] or "",
+        ]
+        for b in items
+    ]
+    print_rows(["name", "url", "state", "inflight", "done", "last error"], rows)
+    for b in items:
+        if b.get("log_tail") and b["state"] in ("error", "crashed"):
+            out.print(f"[bold]{b['name']}[/bold] log:")
+            for line in b["log_tail"]:
+                out.print(f"  {line}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to `app`."""
+    app.command()(submit)
+    app.add_typer(jobs_app, name="jobs")
+    app.command()(backends)
