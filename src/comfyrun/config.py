@@ -236,6 +236,9 @@ class Settings(BaseSettings):
         default=QueueOrder.LONGEST_FIRST, validation_alias=_aliases("queue_order")
     )
     queue_aging_s: float = Field(default=60.0, ge=0, validation_alias=_aliases("queue_aging_s"))
+    #: `serve`: a job submitted while a backend is idle and nothing is queued is claimed for
+    #: that backend in its enqueue's own transaction (comfyrun.dispatch.handoff).
+    hand_off: bool = Field(default=True, validation_alias=_aliases("hand_off"))
     default_timeout_s: float | None = Field(
         default=None, validation_alias=_aliases("default_timeout_s", "DEFAULT_TIMEOUT")
     )

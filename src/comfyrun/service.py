@@ -8,6 +8,7 @@ that share one database.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
 import logging
@@ -45,10 +46,24 @@ from comfyrun.prompt_checks import (
     no_backend_fits,
     prompt_error,
 )
-from comfyrun.store.base import JobEvent, JobPage, JobStore
+from comfyrun.store.base import HandOff, JobEvent, JobPage, JobStore
 
 log = logging.getLogger(__name__)
 
+
+class Reservation(Protocol):
+    """An idle backend of this process's worker held for one submission
+    (comfyrun.dispatch.handoff)."""
+
+    hand_off: HandOff
+
+    async def taken(self, job: Job | None) -> None: ...
+
+    def release(self) -> None: ...
+
+
+#: `offer(job_type)` → a Reservation when this process's worker would run such a job at once.
+HandOffSource = Callable[[str], Reservation | None]
 #: Returns ComfyUI's /object_info from a ready backend (cached), or None when none answers.
 ObjectInfoSource = Callable[[], Awaitable[JSON | None]]
 #: `offers(recheck)` → what each backend offers (labels, object_info when known): core.fit.
@@ -140,8 +155,10 @@ class JobService:
         catalogs: CatalogSource | None = None,
         clock: Callable[[], float] = time.time,
         job_types: JobTypes | None = None,
+        hand_off: HandOffSource | None = None,
     ) -> None:
         self.store = store
+        self._hand_off = hand_off
         self.settings = settings
         self.job_types = job_types or JobTypes(
             queue_unserved=settings.queue_unserved_types, heartbeat_s=settings.heartbeat_s
@@ -207,9 +224,15 @@ class JobService:
         await self._enforce_queue_bound()
         if sub.job_id is not None and await self.store.get(sub.job_id) is not None:
             raise Conflict(f"job {sub.job_id} already exists", details={"job_id": sub.job_id})
-        job, created = await self.store.enqueue(self._new_job(sub, workflow), now=self._clock())
+        new = self._new_job(sub, workflow)
+        reservation = self._hand_off(new.type) if self._hand_off is not None else None
+        if reservation is None:
+            job, created = await self.store.enqueue(new, now=self._clock())
+            stages.mark(job.id, "enqueued")
+        else:
+            # shielded: a claimed job is started even if the request goes away meanwhile
+            job, created = await asyncio.shield(self._hand_over(new, reservation))
         stages.mark_at(job.id, "validated", validated)
-        stages.mark(job.id, "enqueued")
         if created:
             log.info(
                 "job queued",
@@ -217,6 +240,20 @@ class JobService:
             )
         position = await self.store.queue_position(job.id) if sub.want_position else None
         return Submitted(job=job, created=created, queue_position=position)
+
+    async def _hand_over(self, new: NewJob, reservation: Reservation) -> tuple[Job, bool]:
+        """Enqueue `new`, claimed for the reserved backend when nothing else is queued, and
+        start it there (the reservation is released otherwise)."""
+        try:
+            job, created = await self.store.enqueue_claimed(
+                new, reservation.hand_off, now=self._clock()
+            )
+        except BaseException:
+            reservation.release()
+            raise
+        stages.mark(job.id, "enqueued")
+        await reservation.taken(job if created else None)
+        return job, created
 
     async def _comfy_workflow(self, sub: Submission) -> tuple[Submission, JSON]:
         models = parse_models(sub.options.get("models"))

@@ -233,6 +233,7 @@ async def _open(
             queue_unserved=settings.queue_unserved_types,
             heartbeat_s=settings.heartbeat_s,
         ),
+        hand_off=dispatcher.offer if dispatcher is not None and settings.hand_off else None,
     )
     if dispatcher is not None:
         dispatcher.fit.use_catalog(catalog)

@@ -24,7 +24,15 @@ from comfyrun.core.state import Event
 from comfyrun.core.tenancy import ADMIN, ApiKey, Principal, Scope, hash_key
 from comfyrun.core.webhook import Attempt, Delivery
 from comfyrun.errors import Forbidden, NotFound
-from comfyrun.store.base import Changes, ClaimChoice, ClaimNote, JobEvent, JobPage, JobStore
+from comfyrun.store.base import (
+    Changes,
+    ClaimChoice,
+    ClaimNote,
+    HandOff,
+    JobEvent,
+    JobPage,
+    JobStore,
+)
 
 
 class Authenticator:
@@ -82,10 +90,18 @@ class OwnedStore:
 
     # the queue as this owner sees it ---------------------------------------------------------
 
-    async def enqueue(self, new: NewJob, *, now: float | None = None) -> tuple[Job, bool]:
+    def _owned(self, new: NewJob) -> NewJob:
         if not self.may_submit:
             raise Forbidden("this key may not submit jobs (it lacks the submit scope)")
-        return await self.inner.enqueue(dataclasses.replace(new, owner=self.owner), now=now)
+        return dataclasses.replace(new, owner=self.owner)
+
+    async def enqueue(self, new: NewJob, *, now: float | None = None) -> tuple[Job, bool]:
+        return await self.inner.enqueue(self._owned(new), now=now)
+
+    async def enqueue_claimed(
+        self, new: NewJob, hand_off: HandOff, *, now: float | None = None
+    ) -> tuple[Job, bool]:
+        return await self.inner.enqueue_claimed(self._owned(new), hand_off, now=now)
 
     async def get(self, job_id: str) -> Job | None:
         return self._mine(await self.inner.get(job_id))

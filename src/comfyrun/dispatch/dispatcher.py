@@ -45,6 +45,7 @@ from comfyrun.core.placement import (
 )
 from comfyrun.core.state import Event
 from comfyrun.dispatch.fitting import FleetFit
+from comfyrun.dispatch.handoff import Reservation
 from comfyrun.dispatch.inputs import make_input_placer
 from comfyrun.dispatch.reconcile import first_attempt_note
 from comfyrun.dispatch.relay import RelayHub
@@ -57,7 +58,7 @@ from comfyrun.dispatch.sweeper import Sweeper
 from comfyrun.errors import ComfyrunError
 from comfyrun.handlers.registry import HandlerRegistry
 from comfyrun.outputs import OutputStorage
-from comfyrun.store.base import Changes, JobStore
+from comfyrun.store.base import Changes, HandOff, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +258,12 @@ class Dispatcher:
             self._nothing_at = token
             slot.release()
             return False
+        await self.start_claimed(job, slot, prompt_id)
+        return True
+
+    async def start_claimed(self, job: Job, slot: Slot, prompt_id: str) -> None:
+        """Start a job just claimed for `slot` (its first attempt's prompt id noted as
+        `prompt_id`), or fail it when its start deadline passed."""
         if past_start_deadline(job, time.time()):
             slot.release()
             await self._fail_claimed(
@@ -268,10 +275,36 @@ class Dispatcher:
                     details={"start_by": job.options.get("start_by")},
                 ),
             )
-            return True
+            return
         stages.mark(job.id, "claimed")
         await self._place(job, slot, noted=(slot.backend.name, prompt_id))
-        return True
+
+    def offer(self, job_type: str) -> Reservation | None:
+        """A backend for a job of `job_type` being submitted in this process, when this
+        dispatcher would claim it at once: it runs, serves the type, holds no job parked and
+        no prompt waiting in a backend's queue, and a backend is idle (not merely with room in
+        ComfyUI's queue). The submission enqueues with the reservation's `hand_off`
+        (JobStore.enqueue_claimed), which claims the job in the enqueue's transaction when no
+        other job is queued, then calls `taken`: one commit and one claim less per job."""
+        if self._stopping or not self._tasks or self.pool.hopeless or self._parked:
+            return None
+        if self.types is not None and job_type not in self.types:
+            return None
+        if self.pool.held_prompts():
+            return None
+        slot = self.pool.try_reserve()
+        if slot is None:
+            return None
+        if slot.backend.inflight > 1:  # it would wait behind another prompt
+            slot.release()
+            return None
+        prompt_id = new_prompt_id()
+        hand_off = HandOff(
+            self.worker_id,
+            self.settings.lease_s,
+            note=first_attempt_note(slot.backend.name, prompt_id),
+        )
+        return Reservation(self, slot, prompt_id, hand_off)
 
     async def _place(self, job: Job, slot: Slot, *, noted: tuple[str, str] | None = None) -> None:
         """Start `job` on the slot's backend if it fits there and no idle backend fits it

@@ -82,6 +82,17 @@ class ClaimChoice:
         return candidates[index] if 0 <= index < len(candidates) else candidates[0]
 
 
+@dataclass(frozen=True, slots=True)
+class HandOff:
+    """A worker of this process with a free backend, ready to take a job as it is enqueued
+    (`JobStore.enqueue_claimed`): the claim it would make next, made in the enqueue's own
+    transaction. `note`: as `claim`'s."""
+
+    worker_id: str
+    lease_s: float
+    note: ClaimNote | None = None
+
+
 class KeyStore(Protocol):
     """API keys (stored as hashes) with their quotas and usage.
 
@@ -166,6 +177,14 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
         With an idempotency key: the same key and request_hash (within 24 h) returns the existing
         job and created=False; the same key with another hash raises IdempotencyKeyReuse.
         """
+
+    async def enqueue_claimed(
+        self, new: NewJob, hand_off: HandOff, *, now: float | None = None
+    ) -> tuple[Job, bool]:
+        """`enqueue`, and when no other job is queued (runnable or waiting for its time), the
+        new job claimed for `hand_off` in the same transaction: returned running (attempts 1,
+        its lease set, the claim's events logged), the work token not moved. Otherwise, or for
+        an idempotent replay, exactly `enqueue`."""
 
     async def claim(
         self,
@@ -344,6 +363,7 @@ __all__ = [
     "Changes",
     "ClaimChoice",
     "ClaimNote",
+    "HandOff",
     "JobEvent",
     "JobPage",
     "JobStore",

@@ -22,7 +22,7 @@ from comfyrun.core.state import Event
 from comfyrun.core.webhook import batch_delivery_for
 from comfyrun.errors import Conflict, IdempotencyKeyReuse, NotFound
 from comfyrun.store import batches, maintenance, transition
-from comfyrun.store.base import Changes, ClaimChoice, ClaimNote, JobEvent, JobPage
+from comfyrun.store.base import Changes, ClaimChoice, ClaimNote, HandOff, JobEvent, JobPage
 from comfyrun.store.codec import decode_cursor, encode_cursor, output_to_dict, progress_to_dict
 from comfyrun.store.idempotency import KeyVerdict, key_scope, verdict
 from comfyrun.store.memtenancy import MemoryTenancy
@@ -70,7 +70,28 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
     # -- the queue ---------------------------------------------------------------------------
 
     async def enqueue(self, new: NewJob, *, now: float | None = None) -> tuple[Job, bool]:
+        job, created = self._enqueue(new, _now(now))
+        if created:
+            await self._wake_workers()
+            await self._wake_watchers()
+        return job, created
+
+    async def enqueue_claimed(
+        self, new: NewJob, hand_off: HandOff, *, now: float | None = None
+    ) -> tuple[Job, bool]:
         now = _now(now)
+        handing = not any(j.status is JobStatus.QUEUED for j in self._jobs.values())
+        job, created = self._enqueue(new, now)
+        if not created:
+            return job, False
+        if handing:
+            job = self._take(job, hand_off.worker_id, hand_off.lease_s, now, hand_off.note)
+        else:
+            await self._wake_workers()
+        await self._wake_watchers()
+        return job, True
+
+    def _enqueue(self, new: NewJob, now: float) -> tuple[Job, bool]:
         if new.idempotency_key is not None:
             key = (key_scope(new), new.idempotency_key)
             job_id, stored_hash, stored_at = self._keys.get(key, (None, None, None))
@@ -94,8 +115,6 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
         job = job.evolve(fair_tag=self._fair_tag(job, now))
         self._jobs[job.id] = job
         self._append(job.id, "status", transition.enqueue_event(job), now)
-        await self._wake_workers()
-        await self._wake_watchers()
         return job, True
 
     async def claim(
@@ -123,9 +142,17 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
             best = choice.chosen(window)
         else:
             best = min(runnable, key=_claim_order)
-        job = best.evolve(
+        job = self._take(best, worker_id, lease_s, now, note)
+        await self._wake_watchers()
+        return job
+
+    def _take(
+        self, job: Job, worker_id: str, lease_s: float, now: float, note: ClaimNote | None
+    ) -> Job:
+        """The claim of queued `job` for `worker_id`, with its events."""
+        job = job.evolve(
             status=JobStatus.RUNNING,
-            attempts=best.attempts + 1,
+            attempts=job.attempts + 1,
             worker_id=worker_id,
             lease_expires_at=now + lease_s,
             started_at=now,
@@ -135,7 +162,6 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
         extra = note(job) if note is not None else None
         if extra is not None:
             self._append(job.id, extra[0], extra[1], now)
-        await self._wake_watchers()
         return job
 
     async def renew(

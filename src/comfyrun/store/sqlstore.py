@@ -21,7 +21,7 @@ from comfyrun.core.state import Event
 from comfyrun.core.webhook import batch_delivery_for
 from comfyrun.errors import Conflict, IdempotencyKeyReuse, StoreError
 from comfyrun.store import batches, maintenance, tenancy, transition
-from comfyrun.store.base import Changes, ClaimChoice, ClaimNote, JobEvent, JobPage
+from comfyrun.store.base import Changes, ClaimChoice, ClaimNote, HandOff, JobEvent, JobPage
 from comfyrun.store.catalogs import catalog_from_row, catalog_to_row
 from comfyrun.store.codec import (
     batch_from_row,
@@ -71,31 +71,71 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
 
     async def enqueue(self, new: NewJob, *, now: float | None = None) -> tuple[Job, bool]:
         now = _now(now)
-        job = transition.enqueued(new, now)
         async with self._write() as conn:
-            if new.idempotency_key is not None:
-                key = {"scope": key_scope(new), "key": new.idempotency_key}
-                await self._lock_key(conn, key)
-                row = await self._one(conn, "get_key", key)
-                v = verdict(
-                    stored_hash=row["request_hash"] if row else None,
-                    stored_at=row["created_at"] if row else None,
-                    request_hash=new.request_hash,
-                    now=now,
-                )
-                if v is KeyVerdict.REUSED:
-                    raise IdempotencyKeyReuse(details={"idempotency_key": new.idempotency_key})
-                existing = await self._one(conn, "get", {"id": row["job_id"]}) if row else None
-                if v is KeyVerdict.SAME and existing is not None:
-                    return job_from_row(existing), False
-                bind = {"job_id": job.id, "request_hash": new.request_hash, "created_at": now}
-                await self._run(conn, "bind_key", key | bind)
-            await self._admit(conn, new, now)
-            job = job.evolve(fair_tag=await self._fair_tag(conn, job, now))
-            if not await self._insert_job(conn, job_to_row(job)):
-                raise Conflict(f"job {job.id} already exists", details={"job_id": job.id})
-            await self._append(conn, job.id, "status", transition.enqueue_event(job), now, True)
-        await self._committed(job.id, work=True)
+            job, created = await self._enqueue_in(conn, new, now, work=True)
+        if created:
+            await self._committed(job.id, work=True)
+        return job, created
+
+    async def enqueue_claimed(
+        self, new: NewJob, hand_off: HandOff, *, now: float | None = None
+    ) -> tuple[Job, bool]:
+        now = _now(now)
+        async with self._write() as conn:
+            # no other job waits: the claim the worker would make next takes this one
+            handing = await self._one(conn, "any_queued", {}) is None
+            job, created = await self._enqueue_in(conn, new, now, work=not handing)
+            if created and handing:
+                job = await self._claim_new(conn, job, hand_off, now)
+        if created:
+            await self._committed(job.id, work=job.status is JobStatus.QUEUED)
+        return job, created
+
+    async def _claim_new(self, conn: Any, job: Job, hand_off: HandOff, now: float) -> Job:
+        params = {
+            "id": job.id,
+            "worker_id": hand_off.worker_id,
+            "lease_expires_at": now + hand_off.lease_s,
+            "now": now,
+        }
+        row = await self._one(conn, "claim_id", params)
+        if row is None:  # not queued after all (cannot happen in one transaction)
+            return job
+        claimed = job_from_row(row)
+        await self._append(conn, job.id, "status", transition.claim_event(claimed), now)
+        extra = hand_off.note(claimed) if hand_off.note is not None else None
+        if extra is not None:
+            await self._append(conn, job.id, extra[0], extra[1], now)
+        return claimed
+
+    async def _enqueue_in(
+        self, conn: Any, new: NewJob, now: float, *, work: bool
+    ) -> tuple[Job, bool]:
+        """Insert `new` queued (or find the job its idempotency key names) inside the caller's
+        write transaction. `work`: the new job's event wakes workers to claim it."""
+        job = transition.enqueued(new, now)
+        if new.idempotency_key is not None:
+            key = {"scope": key_scope(new), "key": new.idempotency_key}
+            await self._lock_key(conn, key)
+            row = await self._one(conn, "get_key", key)
+            v = verdict(
+                stored_hash=row["request_hash"] if row else None,
+                stored_at=row["created_at"] if row else None,
+                request_hash=new.request_hash,
+                now=now,
+            )
+            if v is KeyVerdict.REUSED:
+                raise IdempotencyKeyReuse(details={"idempotency_key": new.idempotency_key})
+            existing = await self._one(conn, "get", {"id": row["job_id"]}) if row else None
+            if v is KeyVerdict.SAME and existing is not None:
+                return job_from_row(existing), False
+            bind = {"job_id": job.id, "request_hash": new.request_hash, "created_at": now}
+            await self._run(conn, "bind_key", key | bind)
+        await self._admit(conn, new, now)
+        job = job.evolve(fair_tag=await self._fair_tag(conn, job, now))
+        if not await self._insert_job(conn, job_to_row(job)):
+            raise Conflict(f"job {job.id} already exists", details={"job_id": job.id})
+        await self._append(conn, job.id, "status", transition.enqueue_event(job), now, work)
         return job, True
 
     async def claim(

@@ -71,6 +71,10 @@ ORDER BY priority DESC, fair_tag, rank_at, id
 LIMIT %(window)s::integer
 FOR UPDATE SKIP LOCKED;
 
+-- name: any_queued
+-- Is any job queued? (enqueue_claimed hands a new job over only when none waits.)
+SELECT id FROM jobs WHERE status = 'queued' LIMIT 1;
+
 -- name: claim_id
 UPDATE jobs SET
     status = 'running',

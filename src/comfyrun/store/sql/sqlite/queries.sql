@@ -56,6 +56,10 @@ WHERE status = 'queued' AND next_run_at <= :now
 ORDER BY priority DESC, fair_tag, rank_at, id
 LIMIT :window;
 
+-- name: any_queued
+-- Is any job queued? (enqueue_claimed hands a new job over only when none waits.)
+SELECT id FROM jobs INDEXED BY jobs_claim WHERE status = 'queued' LIMIT 1;
+
 -- name: claim_id
 UPDATE jobs SET
     status = 'running',
