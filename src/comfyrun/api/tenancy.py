@@ -267,8 +267,8 @@ class OwnedStore:
     async def add_output(self, job_id: str, output: Output) -> Job:
         return await self.inner.add_output(job_id, output)
 
-    async def wait_for_work(self, timeout: float) -> None:
-        await self.inner.wait_for_work(timeout)
+    async def wait_for_work(self, timeout: float, *, since: int | None = None) -> None:
+        await self.inner.wait_for_work(timeout, since=since)
 
     def work_token(self) -> int | None:
         return self.inner.work_token()

@@ -193,6 +193,8 @@ class Dispatcher:
                 await self._fail_unplaceable()
                 continue
             generation = self.pool.generation
+            # read first: work that comes while this pass finds nothing ends the wait below
+            token = self.store.work_token()
             self.router.forget_down(self.pool.views())
             try:
                 await self.fit.refresh()
@@ -204,13 +206,15 @@ class Dispatcher:
                 log.warning("claim failed: %s", exc, extra={"action": "claim_error"})
                 await asyncio.sleep(1.0)  # the store is failing: back off before trying again
                 continue
-            await self._wait_change(generation)
+            await self._wait_change(generation, token)
 
-    async def _wait_change(self, generation: int) -> None:
-        """Wait for the first of: a change in the pool, new work in the store, the idle
-        timeout (or a retry that becomes runnable)."""
+    async def _wait_change(self, generation: int, token: int | None) -> None:
+        """Wait for the first of: a change in the pool since `generation`, new work in the
+        store since `token`, the idle timeout (or a retry that becomes runnable)."""
         changed = asyncio.ensure_future(self.pool.wait_changed(generation))
-        work = asyncio.ensure_future(self.store.wait_for_work(self._retries.idle_timeout()))
+        work = asyncio.ensure_future(
+            self.store.wait_for_work(self._retries.idle_timeout(), since=token)
+        )
         try:
             await asyncio.wait({changed, work}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -478,9 +482,10 @@ class Dispatcher:
         """No backend can ever run a job (all in error): fail the next job with why, or wait
         for work or for a backend to change."""
         try:
+            token = self.store.work_token()
             job = await self.store.claim(self.worker_id, self.settings.lease_s, types=self.types)
             if job is None:
-                await self.store.wait_for_work(self.settings.idle_wait_s)
+                await self.store.wait_for_work(self.settings.idle_wait_s, since=token)
                 return
             error = JobError(
                 code="backend_unavailable",

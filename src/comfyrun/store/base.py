@@ -259,8 +259,10 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
         """Events after `after_id`, waiting up to `timeout` for the first one (no sleep-polling:
         woken by the store's own notifications)."""
 
-    async def wait_for_work(self, timeout: float) -> None:
-        """Return when a job may have become claimable, or after `timeout`."""
+    async def wait_for_work(self, timeout: float, *, since: int | None = None) -> None:
+        """Return when a job may have become claimable, or after `timeout`. `since`: the
+        `work_token` the caller read before it last found nothing; when the token moved since,
+        return at once (a wake-up that came before this call is not lost)."""
 
     def work_token(self) -> int | None:
         """A number that changes whenever a job may have become claimable (an enqueue, a job

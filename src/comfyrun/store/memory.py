@@ -284,8 +284,10 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
     def work_token(self) -> int | None:
         return self._work_seq
 
-    async def wait_for_work(self, timeout: float) -> None:
+    async def wait_for_work(self, timeout: float, *, since: int | None = None) -> None:
         async with self._work_added:
+            if since is not None and since != self._work_seq:
+                return  # woken before this wait began
             try:
                 async with asyncio.timeout(timeout):
                     await self._work_added.wait()

@@ -128,8 +128,10 @@ class PostgresStore(SQLStore):
         # only while LISTENing: a notification lost with the connection must not hide work
         return self._work_seq if self._listening.is_set() else None
 
-    async def wait_for_work(self, timeout: float) -> None:
+    async def wait_for_work(self, timeout: float, *, since: int | None = None) -> None:
         async with self._work:
+            if since is not None and since != self.work_token():
+                return  # woken before this wait began
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._work.wait()

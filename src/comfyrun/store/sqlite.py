@@ -204,7 +204,9 @@ class SQLiteStore(SQLStore):
     def work_token(self) -> int | None:
         return self._work_seq
 
-    async def wait_for_work(self, timeout: float) -> None:
+    async def wait_for_work(self, timeout: float, *, since: int | None = None) -> None:
+        if since is not None and since != self._work_seq:
+            return  # woken before this wait began
         deadline = asyncio.get_running_loop().time() + timeout
         woken = self._work
         # Any data version read before now will do: another process's commit since then

@@ -71,3 +71,22 @@ async def test_wait_for_work_wakes_on_enqueue(store: JobStore) -> None:
 async def test_wait_for_work_times_out(store: JobStore) -> None:
     await asyncio.wait_for(store.wait_for_work(0.2), WOKEN_WITHIN_S)
     assert (await store.counts())[JobStatus.QUEUED] == 0
+
+
+async def test_a_wake_up_before_the_wait_is_not_lost(store: JobStore) -> None:
+    """A worker reads the token, finds nothing, and work comes before it starts waiting: the
+    wait with `since` returns at once instead of sleeping through its timeout."""
+    token = store.work_token()
+    if token is None:
+        pytest.skip("this store does not know when work comes")
+    await store.enqueue(new_job())
+    async with asyncio.timeout(WOKEN_WITHIN_S):
+        while store.work_token() == token:  # PostgreSQL: the NOTIFY comes back a moment later
+            await store.wait_for_work(0.05)
+        await store.wait_for_work(LONG_WAIT_S, since=token)
+    now = store.work_token()
+    waiter = asyncio.create_task(store.wait_for_work(LONG_WAIT_S, since=now))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()  # nothing since `now`: it waits
+    await store.enqueue(new_job())
+    await asyncio.wait_for(waiter, WOKEN_WITHIN_S)

@@ -346,3 +346,27 @@ async def test_a_job_past_its_start_deadline_fails_without_running(make_engine: 
     assert (await engine.wait(on_time.id)).status is JobStatus.SUCCEEDED
     # only the job on time ever reached a ComfyUI
     assert sum(len(server.history) for server in engine.servers.values()) == 1
+
+
+async def test_work_that_comes_between_an_empty_claim_and_the_wait_is_not_missed(
+    make_engine: Make,
+) -> None:
+    """The claim loop finds nothing; a job is enqueued before it starts waiting for work. It
+    must be claimed at once, not after the idle wait (here 30 s, past the test's patience)."""
+    settings = dataclasses.replace(FAST, idle_wait_s=30.0)
+    engine = await make_engine(settings=settings, start=False)
+    real_claim = engine.store.claim
+    raced: list[str] = []
+
+    async def claim_then_enqueue(*args: Any, **kwargs: Any) -> Any:
+        job = await real_claim(*args, **kwargs)
+        if job is None and not raced:
+            late = await engine.submit(work(0.01))  # committed after the claim found nothing
+            raced.append(late.id)
+        return job
+
+    engine.store.claim = claim_then_enqueue  # type: ignore[method-assign]
+    await engine.dispatcher.start()
+    await until(lambda: bool(raced))
+    done = await engine.wait(raced[0], timeout=10.0)
+    assert done.status is JobStatus.SUCCEEDED
