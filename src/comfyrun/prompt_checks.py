@@ -14,6 +14,7 @@ from typing import Any
 from comfyrun.comfy.validation import validate_prompt as comfy_validate
 from comfyrun.core.fit import Misfit
 from comfyrun.core.job import JSON
+from comfyrun.core.params import is_link
 from comfyrun.errors import InvalidWorkflow, NoBackendFits
 
 
@@ -134,7 +135,7 @@ def validate_prompt(prompt: Mapping[str, Any], object_info: Mapping[str, Any] | 
                 ),
             )
         for name, value in inputs.items():
-            if _is_link(value) and str(value[0]) not in prompt:
+            if is_link(value) and str(value[0]) not in prompt:
                 node_errors[str(node_id)] = _node_error(
                     class_type,
                     "exception_during_validation",
@@ -168,16 +169,6 @@ def validate_prompt(prompt: Mapping[str, Any], object_info: Mapping[str, Any] | 
             "the workflow has no output node (SaveImage, PreviewImage, …)",
             details=prompt_error("prompt_no_outputs", "Prompt has no outputs"),
         )
-
-
-def _is_link(value: Any) -> bool:
-    return (
-        isinstance(value, list)
-        and len(value) == 2
-        and isinstance(value[0], str | int)
-        and isinstance(value[1], int)
-        and not isinstance(value[1], bool)
-    )
 
 
 __all__ = [

@@ -214,7 +214,7 @@ def resolve(
             )
             continue
         current = inputs.get(input_name)
-        if _is_link(current):
+        if is_link(current):
             problems.append(
                 Problem(where, f"input {input_name} of node {decl.node} is a link, not a value")
             )
@@ -391,7 +391,7 @@ def _first_widget(inputs: Mapping[str, Any], specs: Mapping[str, Sequence[Any]])
     """The first input that holds a value (object_info's order when known)."""
     names = [n for n in specs if spec_type(specs[n]) in WIDGET_TYPES] if specs else list(inputs)
     for name in names:
-        if not _is_link(inputs.get(name)):
+        if not is_link(inputs.get(name)):
             return name
     return None
 
@@ -404,7 +404,8 @@ def _has_bool(options: Sequence[Any]) -> bool:
     return any(isinstance(o, bool) for o in options)
 
 
-def _is_link(value: Any) -> bool:
+def is_link(value: Any) -> bool:
+    """A connection in an API-format workflow: [source node id, output index]."""
     return (
         isinstance(value, list)
         and len(value) == 2
@@ -434,6 +435,7 @@ __all__ = [
     "apply_values",
     "check_values",
     "file_value",
+    "is_link",
     "merge_decls",
     "params_schema",
     "parse_decls",
