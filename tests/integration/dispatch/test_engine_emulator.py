@@ -92,7 +92,17 @@ async def test_a_backend_that_goes_away_has_its_job_retried_on_another(make_engi
 
 async def test_a_timeout_interrupts_and_requeues(make_engine: Make) -> None:
     engine = await make_engine()
-    engine.emulators["a"].faults.hang = True
+    emu = engine.emulators["a"]
+    emu.faults.hang = True
+    interrupt = emu.interrupt
+
+    def interrupt_and_stop_hanging(prompt_id: str | None = None) -> None:
+        # the hang ends with the interrupt that frees the first attempt, before the retry can
+        # be sent (a test setting it later could lose that race on a loaded machine)
+        emu.faults.hang = False
+        interrupt(prompt_id)
+
+    emu.interrupt = interrupt_and_stop_hanging  # type: ignore[method-assign]
     job = await engine.submit(
         image_workflow(color=11), timeout_s=0.5, max_retries=1, retry_delay_s=0.05
     )
@@ -100,7 +110,6 @@ async def test_a_timeout_interrupts_and_requeues(make_engine: Make) -> None:
         job.id, lambda j: j.status is JobStatus.QUEUED and j.attempts == 1
     )
     assert requeued.error is not None and requeued.error.code == "timeout"
-    engine.emulators["a"].faults.hang = False
     done = await engine.wait(job.id)
     assert done.status is JobStatus.SUCCEEDED and done.attempts == 2
 
