@@ -133,9 +133,13 @@ async def wait_until_ready(url: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
         while True:
-            r = await http.get("/ready")
-            if r.status_code == 200:
-                return
+            try:
+                r = await http.get("/ready")
+                if r.status_code == 200:
+                    return
+                last = r.text
+            except httpx.TransportError as exc:  # a slow start on a loaded machine: not ready yet
+                last = repr(exc)
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{url} not ready: {r.text}")
+                raise TimeoutError(f"{url} not ready: {last}")
             await asyncio.sleep(0.1)

@@ -42,7 +42,10 @@ class Server:
         async with httpx.AsyncClient(base_url=self.url, timeout=10.0) as client:
             deadline = asyncio.get_running_loop().time() + timeout
             while True:
-                backends = (await client.get("/api/v2/backends")).json()["backends"]
+                try:
+                    backends = (await client.get("/api/v2/backends")).json()["backends"]
+                except httpx.TransportError as exc:  # a slow start on a loaded machine
+                    backends = [repr(exc)]
                 if len(backends) == BACKENDS and all(
                     b["state"] in ("ready", "busy") for b in backends
                 ):
