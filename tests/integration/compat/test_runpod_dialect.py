@@ -19,6 +19,9 @@ from tests.integration.compat.conftest import Server
 from tests.support.emulator import image_workflow
 
 pytestmark = pytest.mark.timeout(120)
+#: The server runs in the test's own event loop: a CPU-starved start (two suites on 2 cores)
+#: can hold a request past httpx's 5 s default, as it did once for a connect.
+CLIENT_TIMEOUT_S = 30.0
 
 T = TypeVar("T")
 
@@ -79,7 +82,7 @@ async def test_sdk_run_status_output_on_several_backends(
         assert image["filename"].endswith(".png")
         with decode_png(image) as img:
             assert img.size == (16, 16)
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with httpx.AsyncClient(base_url=server.url, timeout=CLIENT_TIMEOUT_S) as http:
         raw = (await http.get(f"/v2/my-endpoint/status/{jobs[0].job_id}")).json()
         assert raw["status"] == "COMPLETED"
         assert raw["delayTime"] >= 0 and raw["executionTime"] >= 0
@@ -123,7 +126,7 @@ async def test_sdk_sees_validation_and_runtime_failures(
     await server.set_faults({"specs": ["fail:ImageInvert:boom in invert"]})
     job = await sdk(endpoint.run, {"input": {"workflow": image_workflow(3)}})
     assert await wait_status(job, {"COMPLETED", "FAILED"}) == "FAILED"
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with httpx.AsyncClient(base_url=server.url, timeout=CLIENT_TIMEOUT_S) as http:
         raw = (await http.get(f"/v2/my-endpoint/status/{job.job_id}")).json()
         assert "output" not in raw
         assert "boom in invert" in raw["error"] and "ImageInvert" in raw["error"]
@@ -150,7 +153,7 @@ async def test_sdk_cancel_and_purge_queue(server: Server, endpoint: runpod.Endpo
 
 
 async def test_runpod_request_errors_are_clear(server: Server) -> None:
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with httpx.AsyncClient(base_url=server.url, timeout=CLIENT_TIMEOUT_S) as http:
         for body in (
             {"input": "nope"},
             {"input": {"workflow": image_workflow(), "images": [{"name": "x.png"}]}},
@@ -170,7 +173,7 @@ async def test_runpod_request_errors_are_clear(server: Server) -> None:
 
 
 async def test_plain_variant_run_status_stats_delete(server: Server) -> None:
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with httpx.AsyncClient(base_url=server.url, timeout=CLIENT_TIMEOUT_S) as http:
         answer = await http.post("/run", json={"workflow": image_workflow(4, size=8), "images": []})
         assert answer.status_code == 200
         body = answer.json()
@@ -203,7 +206,7 @@ async def test_plain_variant_run_status_stats_delete(server: Server) -> None:
 
 
 async def test_task_variant(server: Server) -> None:
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with httpx.AsyncClient(base_url=server.url, timeout=CLIENT_TIMEOUT_S) as http:
         body = {"workflow_id": "text_to_image_v1", "priority": 5, "payload": image_workflow(2)}
         answer = await http.post("/api/v1/tasks", json=body)
         assert answer.status_code == 201, answer.text
@@ -231,7 +234,7 @@ async def test_execution_timeout_policy_ends_timed_out(
     request = {"input": {"workflow": image_workflow(1)}, "policy": {"executionTimeout": 1000}}
     job = await sdk(endpoint.run, request)
     assert await wait_status(job, {"TIMED_OUT", "FAILED", "COMPLETED"}) == "TIMED_OUT"
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with httpx.AsyncClient(base_url=server.url, timeout=CLIENT_TIMEOUT_S) as http:
         raw = (await http.get(f"/status/{job.job_id}")).json()
         assert "timeout" in raw["error"]
 
@@ -249,7 +252,7 @@ async def test_task_variant_takes_a_video_by_url_for_a_node(tmp_path: Any) -> No
     settings = dialect_settings(tmp_path, fetch_allow=["127.0.0.1"])
     async with model_server({"clip.png": png}) as files, serving(settings) as srv:
         await srv.wait_ready()
-        async with httpx.AsyncClient(base_url=srv.url) as http:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=CLIENT_TIMEOUT_S) as http:
             body = {
                 "payload": workflow,
                 "video_url": f"{files.url}/clip.png",
