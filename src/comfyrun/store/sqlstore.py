@@ -101,12 +101,16 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
         row = await self._one(conn, "claim_id", params)
         if row is None:  # not queued after all (cannot happen in one transaction)
             return job
-        claimed = job_from_row(row)
-        await self._append(conn, job.id, "status", transition.claim_event(claimed), now)
-        extra = hand_off.note(claimed) if hand_off.note is not None else None
+        return await self._claimed(conn, row, hand_off.note, now)
+
+    async def _claimed(self, conn: Any, row: Row, note: ClaimNote | None, now: float) -> Job:
+        """The job a claim just took, with the claim's events (and the note's) logged."""
+        job = job_from_row(row)
+        await self._append(conn, job.id, "status", transition.claim_event(job), now)
+        extra = note(job) if note is not None else None
         if extra is not None:
             await self._append(conn, job.id, extra[0], extra[1], now)
-        return claimed
+        return job
 
     async def _enqueue_in(
         self, conn: Any, new: NewJob, now: float, *, work: bool
@@ -154,11 +158,7 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
             row = await self._claim_row(conn, params, types, choice)
             if row is None:
                 return None
-            job = job_from_row(row)
-            await self._append(conn, job.id, "status", transition.claim_event(job), now)
-            extra = note(job) if note is not None else None
-            if extra is not None:
-                await self._append(conn, job.id, extra[0], extra[1], now)
+            job = await self._claimed(conn, row, note, now)
         await self._committed(job.id)
         return job
 

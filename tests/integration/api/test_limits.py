@@ -93,6 +93,18 @@ async def raw_request(url: str, head: str, body: bytes = b"") -> tuple[int, dict
         return status, headers, payload.decode("latin-1")
 
 
+async def read_answer(reader: asyncio.StreamReader) -> bytes:
+    """One answer on a kept-alive connection: its head (returned) and its body (read past)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    await reader.readexactly(length)
+    return head
+
+
 def head(path: str, headers: dict[str, str]) -> str:
     lines = [f"POST {path} HTTP/1.1", "Host: test", "Content-Type: application/json"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
@@ -215,13 +227,7 @@ async def test_heads_under_the_limit_on_one_connection_all_pass(url: str) -> Non
             writer.write(head.encode() + b"\r\n\r\n")
             await writer.drain()
             async with asyncio.timeout(30):
-                answer = await reader.readuntil(b"\r\n\r\n")
-                length = next(
-                    int(line.split(b":")[1])
-                    for line in answer.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                )
-                await reader.readexactly(length)
+                answer = await read_answer(reader)
             assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
     finally:
         writer.close()
@@ -262,13 +268,7 @@ async def _idle_connection_closed(url: str, idle_s: float) -> bool:
             writer.write(get)
             await writer.drain()
             async with asyncio.timeout(10):
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next(
-                    int(line.split(b":")[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                )
-                await reader.readexactly(length)
+                head = await read_answer(reader)
             assert head.startswith(b"HTTP/1.1 200"), head
             await asyncio.sleep(idle_s)
             if reader.at_eof() or (await _peek_eof(reader)):
