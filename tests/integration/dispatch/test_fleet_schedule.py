@@ -115,15 +115,28 @@ async def test_a_high_priority_job_is_the_next_to_start_across_the_fleet(
     make_engine: Make,
 ) -> None:
     engine = await make_engine(("a", "b"), step_time_s=STEP_S)
-    first = [await engine.submit(job_of(60, seed)) for seed in (1, 2)]
+    for emu in engine.emulators.values():  # the first jobs run until the test lets them go
+        emu.faults.hang = True
+    first = [await engine.submit(job_of(6, seed)) for seed in (1, 2)]
     for job in first:
         await eventually(engine, job.id, lambda j: j.execution_start is not None)
     low = [await engine.submit(job_of(6, seed)) for seed in (3, 4)]
     for job in low:  # held in the backends' queues behind the running jobs
         await eventually(engine, job.id, lambda j: j.backend is not None and j.waiting)
     high = await engine.submit(job_of(6, 5), priority=10)
+    # the held prompts of lower priority are taken back, the high one held in their place
+    held = await eventually(engine, high.id, lambda j: j.backend is not None and j.waiting)
+    for job in low:
+        await eventually(engine, job.id, lambda j: j.status is JobStatus.QUEUED)
+    # the other backend frees first: the high job moves there rather than wait, and only
+    # then do the low ones run; the high job's backend is let go once it started
+    other = next(name for name in engine.emulators if name != held.backend)
+    engine.emulators[other].faults.hang = False
+    await eventually(engine, high.id, lambda j: j.execution_start is not None)
+    engine.emulators[str(held.backend)].faults.hang = False
     done = {j.id: await engine.wait(j.id, timeout=30) for j in [*first, *low, high]}
     assert all(j.status is JobStatus.SUCCEEDED for j in done.values())
+    assert done[high.id].backend == other
     starts = {job_id: job.execution_start or 0.0 for job_id, job in done.items()}
     assert all(starts[high.id] < starts[j.id] for j in low)
     for job in [*low, high]:

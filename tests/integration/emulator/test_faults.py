@@ -83,6 +83,21 @@ async def test_hang_until_interrupted(emu: Emulator, session: aiohttp.ClientSess
     assert [f.type for f in frames][-3:] == ["execution_interrupted", "status", "executing"]
 
 
+async def test_a_hang_ends_when_the_fault_is_cleared(
+    emu: Emulator, session: aiohttp.ClientSession
+) -> None:
+    emu.faults.hang = True
+    async with ws_client(session, emu.url, "hc") as client:
+        prompt_id = await _post(session, emu, 6, "hc")
+        await client.until("executing")
+        assert await client.quiet(0.3) == []
+        async with session.post(f"{emu.url}/emulator/faults", json={"clear": True}) as resp:
+            assert resp.status == 200
+        await client.until_idle(prompt_id, timeout=10)
+    entry = await wait_history(session, emu.url, prompt_id)
+    assert entry["status"]["status_str"] == "success"
+
+
 async def test_websocket_drop_mid_job_and_the_job_still_finishes(
     emu: Emulator, session: aiohttp.ClientSession
 ) -> None:

@@ -313,9 +313,9 @@ class Executor:
             self.hub.drop_all()
         if faults.delay_s > 0:
             self.stopping.wait(faults.delay_s)
-        if faults.hang:
-            while not self.stopping.is_set() and not self.interrupt_flag.is_set():
-                self.interrupt_flag.wait(0.05)
+        # a hang lasts until the prompt is interrupted or the fault is cleared
+        while faults.hang and not self.stopping.is_set() and not self.interrupt_flag.is_set():
+            self.interrupt_flag.wait(0.05)
         fault = faults.node_fault(node_id, class_type)
         if fault is not None:
             raise EmulatedError(fault.exception_type, fault.message)

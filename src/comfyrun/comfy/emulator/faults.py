@@ -9,7 +9,8 @@ One mutable `Faults` object per emulator (`emu.faults`), changed directly in tes
     oom:CLASS_TYPE               raise a torch.OutOfMemoryError look-alike
     exit:CLASS_TYPE[:code]       the process exits (os._exit) when such a node starts
     drop-ws:CLASS_TYPE           close every websocket when such a node starts
-    hang                         the next prompts never finish until interrupted
+    hang                         prompts stop at their next node until interrupted or the
+                                 fault is cleared (`hang = False`, `clear()`)
     http500:PATH[:count]         the next `count` (default 1) requests to PATH answer 500
 """
 
