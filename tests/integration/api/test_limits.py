@@ -291,7 +291,7 @@ async def test_idle_kept_alive_connections_close_after_keep_alive_s(
 ) -> None:
     from comfyrun.cli.server import running_server
 
-    settings = Settings(data_dir=tmp_path, db_url="memory://", keep_alive_s=keep_alive_s)
+    settings = Settings(data_dir=tmp_path, db_url="memory://", port=0, keep_alive_s=keep_alive_s)
     async with running_server(settings) as base:
         assert await _idle_connection_closed(base, 2.0) is closed
 
