@@ -455,7 +455,7 @@ class ComfyClient:
 
     async def _get_json(self, path: str) -> JSON:
         http = self._require_http()
-        return http.json(await http.request("GET", path))
+        return await http.json_off_loop(await http.request("GET", path))
 
 
 __all__ = ["ComfyClient", "SubmitResult", "UploadData", "UploadResult", "ViewStream"]

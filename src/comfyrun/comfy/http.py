@@ -64,6 +64,10 @@ class ReplyStream(Protocol):
     def aiter_bytes(self, chunk_size: int) -> AsyncIterator[bytes]: ...
 
 
+#: A JSON answer at least this long is parsed in a worker thread (`ComfyHTTP.json_off_loop`).
+LARGE_JSON_BYTES = 256 * 1024
+
+
 class ComfyHTTP:
     """`request` raises `ComfyTimeout`, `ComfyConnectionError` or, for a status not in
     `expect`, `ComfyHTTPError`; `json` raises `ComfyProtocolError` for a body that is not a
@@ -146,6 +150,14 @@ class ComfyHTTP:
         finally:
             with contextlib.suppress(*_TIMEOUTS, *_FAILURES):
                 await opened.__aexit__(None, None, None)
+
+    @staticmethod
+    async def json_off_loop(response: Reply) -> JSON:
+        """`json`, in a worker thread when the body is large (a real ComfyUI's /object_info,
+        with custom nodes, is several MB: tens to hundreds of ms the loop would serve nothing)."""
+        if len(response.content) < LARGE_JSON_BYTES:
+            return ComfyHTTP.json(response)
+        return await asyncio.to_thread(ComfyHTTP.json, response)
 
     @staticmethod
     def json(response: Reply) -> JSON:

@@ -4,12 +4,16 @@ server: answers, statuses, a streamed body, and failures mapped to the client's 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import threading
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiohttp import web
 
+from comfyrun.comfy import http as comfy_http
 from comfyrun.comfy.errors import (
     ComfyConnectionError,
     ComfyHTTPError,
@@ -148,3 +152,27 @@ async def test_nobody_listening_is_a_connection_error_never_sent() -> None:
         assert not maybe_sent(info.value)
     finally:
         await http.aclose()
+
+
+async def test_a_large_json_answer_is_parsed_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    threads: list[int] = []
+    loads = comfy_http.jsonlib.loads
+
+    def recording_loads(raw: bytes) -> Any:
+        threads.append(threading.get_ident())
+        return loads(raw)
+
+    monkeypatch.setattr(comfy_http.jsonlib, "loads", recording_loads)
+    small = comfy_http.Reply(200, b'{"a": 1}', "GET", "/system_stats")
+    large_body = json.dumps({"n": "x" * comfy_http.LARGE_JSON_BYTES}).encode()
+    large = comfy_http.Reply(200, large_body, "GET", "/object_info")
+    assert await comfy_http.ComfyHTTP.json_off_loop(small) == {"a": 1}
+    assert (await comfy_http.ComfyHTTP.json_off_loop(large))["n"].startswith("x")
+    loop_thread = threading.get_ident()
+    assert threads[0] == loop_thread and threads[1] != loop_thread
+    with pytest.raises(ComfyProtocolError):
+        await comfy_http.ComfyHTTP.json_off_loop(
+            comfy_http.Reply(200, b"x" * comfy_http.LARGE_JSON_BYTES, "GET", "/object_info")
+        )
