@@ -4,6 +4,7 @@ queue as before (comfyrun.dispatch.handoff)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -36,6 +37,11 @@ async def serve(
                 return job
 
             ctx.store.claim = counting_claim  # type: ignore[method-assign]
+            # the hand-off needs an idle backend: on a loaded machine its first health check
+            # may still be under way when the app has started
+            async with asyncio.timeout(30):
+                while (await client.get("/ready")).status_code != 200:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
             yield client, ctx, claimed
 
 
