@@ -429,3 +429,24 @@ async def test_messages_go_only_to_the_prompts_client_even_after_reconnecting(
                 while True:
                     other.messages.append(json.loads(await asyncio.wait_for(other.ws.recv(), 0.3)))
             assert {m["type"] for m in other.messages} <= {"status"}
+
+
+async def test_every_socket_hears_the_queue_grow_when_a_prompt_is_queued(server: Server) -> None:
+    # ComfyUI broadcasts `status` to every socket when a prompt is queued (in the background:
+    # POST /prompt is not held for it); the frontend's queue counter follows it
+    await server.set_faults({"hang": True})
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        observer = ComfyExampleClient(server, http)
+        submitter = ComfyExampleClient(server, http)
+        async with observer.connected(), submitter.connected():
+            for color in range(2):
+                answer = await submitter.queue_prompt(image_workflow(color))
+                assert answer.status_code == 200, answer.text
+            seen: list[int] = []
+            async with asyncio.timeout(20):
+                while not seen or seen[-1] < 2:
+                    message = json.loads(await observer.ws.recv())
+                    assert message["type"] == "status"  # nothing of another client's prompts
+                    seen.append(message["data"]["status"]["exec_info"]["queue_remaining"])
+            assert seen == sorted(seen)
+            assert "sid" not in message["data"]  # a broadcast, not the socket's own greeting

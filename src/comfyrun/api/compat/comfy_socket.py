@@ -151,6 +151,8 @@ class ComfyClients:
     def __init__(self) -> None:
         self._sessions: dict[tuple[str | None, str], ClientSession] = {}
         self.numbers = itertools.count(1)
+        self._broadcasting: asyncio.Task[None] | None = None
+        self._again: AppContext | None = None
 
     def attach(self, session: ClientSession) -> None:
         self._sessions[(session.owner, session.client_id)] = session
@@ -163,6 +165,28 @@ class ComfyClients:
         session = self._sessions.get((owner, client_id))
         if session is not None:
             session.follow(job_id)
+
+    def broadcast_status_soon(self, ctx: AppContext) -> None:
+        """`broadcast_status` in the background, as ComfyUI queues its broadcast after a prompt
+        is queued rather than answer later: the request that changed the queue is not held for
+        the count and the sends. Changes made while one broadcast is under way are told by one
+        more (with the count then), not by one each."""
+        if not self._sessions:
+            return
+        if self._broadcasting is not None and not self._broadcasting.done():
+            self._again = ctx
+            return
+        self._broadcasting = asyncio.create_task(self._broadcast_while_changed(ctx))
+
+    async def _broadcast_while_changed(self, ctx: AppContext) -> None:
+        again: AppContext | None = ctx
+        while again is not None:
+            self._again = None
+            try:
+                await self.broadcast_status(again)
+            except Exception:  # the store failed: the next change broadcasts again
+                log.warning("comfy ws: the status broadcast failed", exc_info=True)
+            again = self._again
 
     async def broadcast_status(self, ctx: AppContext) -> None:
         """Tell every socket the queue size (ComfyUI's `status` broadcast)."""
