@@ -192,6 +192,12 @@ class Settings(BaseSettings):
     #: then fails unanswered (uvicorn's default was 5 s, the same as httpx's).
     keep_alive_s: int = Field(default=75, gt=0, validation_alias=_aliases("keep_alive_s"))
     max_wait_s: float = Field(default=300.0, validation_alias=_aliases("max_wait_s"))
+    #: `queue_position` counts at most this many jobs ahead (a job further back reads this
+    #: number): counting costs what it counts, on every submit, GET and SSE look at a queued
+    #: job, and at the back of a long queue it held the store for milliseconds a time.
+    queue_position_cap: int = Field(
+        default=1000, ge=1, validation_alias=_aliases("queue_position_cap")
+    )
     sse_keepalive_s: float = Field(default=15.0, validation_alias=_aliases("sse_keepalive_s"))
 
     # backends

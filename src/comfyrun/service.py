@@ -238,7 +238,7 @@ class JobService:
                 "job queued",
                 extra={"action": "job_queued", "job_id": job.id, "priority": job.priority},
             )
-        position = await self.store.queue_position(job.id) if sub.want_position else None
+        position = await self._position(job.id) if sub.want_position else None
         return Submitted(job=job, created=created, queue_position=position)
 
     async def _hand_over(self, new: NewJob, reservation: Reservation) -> tuple[Job, bool]:
@@ -458,10 +458,12 @@ class JobService:
         job = await self.store.get(job_id)
         if job is None:
             raise NotFound(f"job {job_id} not found", details={"job_id": job_id})
-        position = (
-            await self.store.queue_position(job_id) if job.status is JobStatus.QUEUED else None
-        )
+        position = await self._position(job_id) if job.status is JobStatus.QUEUED else None
         return JobView(job, position)
+
+    async def _position(self, job_id: str) -> int | None:
+        """The job's queue position, counted up to `queue_position_cap`."""
+        return await self.store.queue_position(job_id, limit=self.settings.queue_position_cap)
 
     async def list_jobs(
         self,
@@ -546,7 +548,7 @@ class JobService:
                 ended = any(_ends(e) for e in events)
         stages.mark(job_id, "notified")
         if job.status is JobStatus.QUEUED:
-            return JobView(job, await self.store.queue_position(job_id))
+            return JobView(job, await self._position(job_id))
         return JobView(job, None)
 
     async def _job(self, job_id: str) -> Job:
@@ -627,7 +629,7 @@ class JobService:
                 return
             queued = current.status is JobStatus.QUEUED
             if queued:
-                new_position = await self.store.queue_position(job_id)
+                new_position = await self._position(job_id)
                 if new_position != position:
                     position = new_position
                     quiet_since = time.monotonic()

@@ -41,6 +41,23 @@ async def test_submit_get_and_job_shape(tmp_path: Path) -> None:
         assert got["id"] == job["id"] and got["priority"] == 2
 
 
+async def test_queue_position_counts_up_to_its_cap(tmp_path: Path) -> None:
+    async with asgi_app(memory_settings(tmp_path, queue_position_cap=3)) as (_, client, _ctx):
+        jobs = []
+        for color in range(5):
+            r = await client.post("/api/v2/jobs", json={"workflow": tiny_workflow(color)})
+            assert r.status_code == 201
+            jobs.append(r.json())
+        assert [j["queue_position"] for j in jobs] == [0, 1, 2, 3, 3]
+        got = [(await client.get(f"/api/v2/jobs/{j['id']}")).json() for j in jobs]
+        assert [g["queue_position"] for g in got] == [0, 1, 2, 3, 3]
+        # the front of the queue moves: the last job's count is exact again once within the cap
+        for job in jobs[:2]:
+            assert (await client.post(f"/api/v2/jobs/{job['id']}/cancel")).status_code == 200
+        last = (await client.get(f"/api/v2/jobs/{jobs[-1]['id']}")).json()
+        assert last["queue_position"] == 2
+
+
 async def test_idempotency_headers_and_codes(tmp_path: Path) -> None:
     async with asgi_app(memory_settings(tmp_path)) as (_, client, _ctx):
         body = {"workflow": tiny_workflow()}
