@@ -152,7 +152,7 @@ class ComfyClients:
         self._sessions: dict[tuple[str | None, str], ClientSession] = {}
         self.numbers = itertools.count(1)
         self._broadcasting: asyncio.Task[None] | None = None
-        self._again: AppContext | None = None
+        self._again = False
 
     def attach(self, session: ClientSession) -> None:
         self._sessions[(session.owner, session.client_id)] = session
@@ -166,7 +166,7 @@ class ComfyClients:
         if session is not None:
             session.follow(job_id)
 
-    def broadcast_status_soon(self, ctx: AppContext) -> None:
+    def broadcast_status_soon(self) -> None:
         """`broadcast_status` in the background, as ComfyUI queues its broadcast after a prompt
         is queued rather than answer later: the request that changed the queue is not held for
         the count and the sends. Changes made while one broadcast is under way are told by one
@@ -174,28 +174,28 @@ class ComfyClients:
         if not self._sessions:
             return
         if self._broadcasting is not None and not self._broadcasting.done():
-            self._again = ctx
+            self._again = True
             return
-        self._broadcasting = asyncio.create_task(self._broadcast_while_changed(ctx))
+        self._broadcasting = asyncio.create_task(self._broadcast_while_changed())
 
-    async def _broadcast_while_changed(self, ctx: AppContext) -> None:
-        again: AppContext | None = ctx
-        while again is not None:
-            self._again = None
+    async def _broadcast_while_changed(self) -> None:
+        again = True
+        while again:
+            self._again = False
             try:
-                await self.broadcast_status(again)
+                await self.broadcast_status()
             except Exception:  # the store failed: the next change broadcasts again
                 log.warning("comfy ws: the status broadcast failed", exc_info=True)
             again = self._again
 
-    async def broadcast_status(self, ctx: AppContext) -> None:
-        """Tell every socket the queue size (ComfyUI's `status` broadcast)."""
+    async def broadcast_status(self) -> None:
+        """Tell every socket the fleet's queue size (ComfyUI's `status` broadcast)."""
         sessions = list(self._sessions.values())
         if not sessions:
             return
-        message = await status_message(ctx, None)
+        message = await status_message(sessions[0].ctx, None)  # the fleet's, whoever asks
         for session in sessions:
-            with contextlib.suppress(Exception):  # a stuck socket must not hold up the caller
+            with contextlib.suppress(Exception):  # a stuck socket must not hold up the rest
                 await asyncio.wait_for(session.send(message), BROADCAST_TIMEOUT_S)
 
 

@@ -168,7 +168,7 @@ async def submit_prompt(ctx: AppContext, body: JSON, prompt: JSON) -> Job:
     )
     if client_id is not None:
         hub.notify(str(client_id), submitted.job.id, ctx.principal.owner)
-    hub.broadcast_status_soon(ctx)
+    hub.broadcast_status_soon()
     return submitted.job
 
 
