@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import aiohttp
@@ -96,6 +97,23 @@ async def test_a_hang_ends_when_the_fault_is_cleared(
         await client.until_idle(prompt_id, timeout=10)
     entry = await wait_history(session, emu.url, prompt_id)
     assert entry["status"]["status_str"] == "success"
+
+
+async def test_a_stopped_emulator_says_nothing_more_of_its_prompt(
+    emu: Emulator, session: aiohttp.ClientSession
+) -> None:
+    # a ComfyUI process that goes away mid-prompt sends no execution_interrupted and keeps no
+    # history: its clients see the connection end (comfyrun then counts the backend lost)
+    emu.faults.hang = True
+    async with ws_client(session, emu.url, "st") as client:
+        await _post(session, emu, 7, "st")
+        await client.until("executing")
+        await emu.stop()
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            while True:
+                await client.next(timeout=10)
+    kinds = [f.type for f in client.frames]
+    assert "execution_interrupted" not in kinds and "execution_error" not in kinds, kinds
 
 
 async def test_websocket_drop_mid_job_and_the_job_still_finishes(

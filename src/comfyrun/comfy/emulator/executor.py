@@ -45,6 +45,12 @@ class Interrupted(Exception):
     """Processing interrupted (ComfyUI's InterruptProcessingException)."""
 
 
+class Stopped(BaseException):
+    """The emulator is stopping. A ComfyUI process that goes away says nothing more about the
+    prompt it ran (no `execution_interrupted`, no history): neither does the emulator. A
+    BaseException, so no node's error handling takes it for the node's own failure."""
+
+
 @dataclass
 class _CacheEntry:
     outputs: tuple[Any, ...]
@@ -226,7 +232,7 @@ class Executor:
 
     def check_interrupt(self) -> None:
         if self.stopping.is_set():
-            raise Interrupted("Processing interrupted")
+            raise Stopped
         if self.interrupt_flag.is_set():
             self.interrupt_flag.clear()
             raise Interrupted("Processing interrupted")

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from comfyrun.comfy.emulator import objectinfo
 from comfyrun.comfy.emulator.config import EmulatorConfig
-from comfyrun.comfy.emulator.executor import Executor, Outcome
+from comfyrun.comfy.emulator.executor import Executor, Outcome, Stopped
 from comfyrun.comfy.emulator.faults import Faults
 from comfyrun.comfy.emulator.files import Dirs
 from comfyrun.comfy.emulator.hub import Hub
@@ -121,6 +121,8 @@ class Emulator:
             started = time.perf_counter()
             try:
                 outcome = self.executor.execute(item)
+            except Stopped:  # going away mid-prompt, as a killed ComfyUI does: nothing more
+                return
             except Exception as ex:  # the emulator itself failed: record it, keep serving
                 log.exception("emulator worker failed on prompt %s", item[1])
                 error = {
