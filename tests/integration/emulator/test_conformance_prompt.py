@@ -231,6 +231,9 @@ async def test_queue_delete_clear_and_interrupts_match_the_transcript(
         async with session.post(f"{emu.url}/interrupt") as resp:
             assert resp.status == 200 and await resp.text() == ""
         await client.until_idle(prompts[1])
+        # the worker takes the next prompt off the queue a moment later: clear once it runs
+        started = await client.until("execution_start")
+        assert started.data["prompt_id"] == prompts[3]
         async with session.post(f"{emu.url}/queue", json={"clear": True}) as resp:
             assert resp.status == 200
         async with session.get(f"{emu.url}/queue") as resp:
