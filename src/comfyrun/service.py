@@ -454,12 +454,13 @@ class JobService:
 
     # reading ------------------------------------------------------------------------------
 
-    async def get(self, job_id: str) -> JobView:
+    async def get(self, job_id: str, *, position: bool = True) -> JobView:
+        """The job, with its queue position while queued (unless not `position`)."""
         job = await self.store.get(job_id)
         if job is None:
             raise NotFound(f"job {job_id} not found", details={"job_id": job_id})
-        position = await self._position(job_id) if job.status is JobStatus.QUEUED else None
-        return JobView(job, position)
+        queued = position and job.status is JobStatus.QUEUED
+        return JobView(job, await self._position(job_id) if queued else None)
 
     async def _position(self, job_id: str) -> int | None:
         """The job's queue position, counted up to `queue_position_cap`."""
@@ -474,17 +475,13 @@ class JobService:
         cursor: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> JobPage:
-        """Newest first. A metadata filter is applied to each page (pages may come back short)."""
+        """Newest first; `metadata` filters in the store (full pages)."""
         try:
-            page = await self.store.list(statuses=statuses, owner=owner, limit=limit, cursor=cursor)
+            return await self.store.list(
+                statuses=statuses, owner=owner, limit=limit, cursor=cursor, metadata=metadata
+            )
         except ValueError as exc:
             raise InvalidRequest(f"bad cursor: {exc}", details={"cursor": cursor}) from exc
-        if metadata:
-            jobs = [
-                j for j in page.jobs if all(j.metadata.get(k) == v for k, v in metadata.items())
-            ]
-            page = JobPage(jobs=jobs, next_cursor=page.next_cursor)
-        return page
 
     # changes ------------------------------------------------------------------------------
 
@@ -580,30 +577,37 @@ class JobService:
             self._finished.popitem(last=False)
 
     async def events(
-        self, job_id: str, *, after_id: int | None = None, idle_s: float = 15.0
+        self,
+        job_id: str,
+        *,
+        after_id: int | None = None,
+        idle_s: float = 15.0,
+        positions: bool = True,
     ) -> AsyncGenerator[JobEvent | None, None]:
         """The job's events as they happen; `None` marks `idle_s` without any (a keep-alive).
 
         Without `after_id`: a snapshot first (status with queue_position, the latest progress
         and preview, each carrying the id of the newest logged event), then new events. With
         `after_id` (Last-Event-ID): every logged event after it, then new ones. Either way the
-        stream ends after the terminal status.
+        stream ends after the terminal status. Without `positions`, a queued job's
+        queue_position is neither counted nor followed (ComfyUI's socket has none).
         """
-        view = await self.get(job_id)
         if after_id is None:
             history = await self.store.events_since(job_id, 0)
             last_id = history[-1].id if history else 0
-            view = await self.get(job_id)  # read after the id so no transition falls between
+            # read after the id so no transition falls between
+            view = await self.get(job_id, position=positions)
             for snap in self._snapshot(view, history, last_id):
                 yield snap
             if view.job.terminal:
                 return
             pending: list[JobEvent] = []
         else:
+            view = await self.get(job_id, position=positions)
             last_id = after_id
             pending = await self.store.events_since(job_id, after_id)
         position = view.queue_position
-        queued = view.job.status is JobStatus.QUEUED
+        queued = positions and view.job.status is JobStatus.QUEUED
         quiet_since = time.monotonic()
         while True:
             for ev in pending:
@@ -612,7 +616,7 @@ class JobService:
                 if ev.kind == "status":
                     if _is_terminal(ev.data.get("status")):
                         return
-                    queued = ev.data.get("status") == JobStatus.QUEUED.value
+                    queued = positions and ev.data.get("status") == JobStatus.QUEUED.value
             # while queued, look at the position every few seconds (other jobs move it)
             wait_s = min(idle_s, QUEUE_POSITION_POLL_S) if queued else idle_s
             pending = await self.store.wait_for_event(job_id, last_id, wait_s)
@@ -627,7 +631,7 @@ class JobService:
                     last_id, job_id, "status", _status_data(current, None), self._clock()
                 )
                 return
-            queued = current.status is JobStatus.QUEUED
+            queued = positions and current.status is JobStatus.QUEUED
             if queued:
                 new_position = await self._position(job_id)
                 if new_position != position:

@@ -15,7 +15,7 @@ import builtins
 import dataclasses
 import hmac
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from comfyrun.core.batch import Batch, NewBatch
 from comfyrun.core.catalog import NodeCatalog
@@ -116,9 +116,10 @@ class OwnedStore:
         owner: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> JobPage:
         return await self.inner.list(
-            statuses=statuses, owner=self.owner, limit=limit, cursor=cursor
+            statuses=statuses, owner=self.owner, limit=limit, cursor=cursor, metadata=metadata
         )
 
     async def delete(self, job_id: str) -> bool:

@@ -9,7 +9,7 @@ the caller read, with the next status taken from `comfyrun.core.state`.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -282,8 +282,10 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
         owner: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> JobPage:
-        """Newest first, cursor-paginated."""
+        """Newest first, cursor-paginated. `metadata`: only jobs whose metadata holds each of
+        its keys with that value (filtered in the store, so pages are full)."""
 
     async def queue_position(
         self, job_id: str, *, now: float | None = None, limit: int | None = None

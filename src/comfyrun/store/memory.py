@@ -12,7 +12,7 @@ import builtins
 import heapq
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 from comfyrun.core.batch import NO_GROUP, Batch, BatchStatus, NewBatch, fair_tag
@@ -309,6 +309,7 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
         owner: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> JobPage:
         jobs = sorted(self._jobs.values(), key=lambda j: (j.created_at, j.id), reverse=True)
         if statuses is not None:
@@ -316,6 +317,9 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
             jobs = [j for j in jobs if j.status in wanted]
         if owner is not None:
             jobs = [j for j in jobs if j.owner == owner]
+        if metadata:
+            items = list(metadata.items())
+            jobs = [j for j in jobs if all(j.metadata.get(k) == v for k, v in items)]
         if cursor is not None:
             after = decode_cursor(cursor)
             jobs = [j for j in jobs if (j.created_at, j.id) < after]

@@ -9,7 +9,7 @@ import builtins
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Self
@@ -504,6 +504,7 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
         owner: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> JobPage:
         after = decode_cursor(cursor) if cursor is not None else None
         limit = max(0, limit)
@@ -512,6 +513,7 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
             "after_created": after[0] if after else None,
             "after_id": after[1] if after else None,
             "limit": limit + 1,
+            "meta": dump_json(dict(metadata)) if metadata else None,
         }
         if statuses is None:
             jobs = await self._jobs("list", params)

@@ -87,3 +87,25 @@ async def test_pages_across_several_statuses_keep_newest_first(store: JobStore) 
             break
         cursor = page.next_cursor
     assert seen == list(reversed(expected))
+
+
+async def test_list_filters_by_metadata_in_full_pages(store: JobStore) -> None:
+    """Only jobs holding every given key with that value; the limit counts matching jobs
+    alone (a page is not cut short by the ones filtered out)."""
+    mine = []
+    for i in range(8):
+        meta = {"client": "c1", "n": str(i)} if i % 3 == 0 else {"client": "c2"}
+        job, _ = await store.enqueue(new_job(metadata=meta), now=T0 + i)
+        if i % 3 == 0:
+            mine.append(job.id)
+    odd, _ = await store.enqueue(new_job(metadata={'we"ird.key': "x y"}), now=T0 + 9)
+    page = await store.list(limit=2, metadata={"client": "c1"})
+    assert [j.id for j in page.jobs] == [mine[2], mine[1]]
+    rest = await store.list(limit=2, cursor=page.next_cursor, metadata={"client": "c1"})
+    assert [j.id for j in rest.jobs] == [mine[0]] and rest.next_cursor is None
+    both = await store.list(metadata={"client": "c1", "n": "3"}, statuses=[JobStatus.QUEUED])
+    assert [j.id for j in both.jobs] == [mine[1]]
+    assert (await store.list(metadata={"client": "c1", "n": "4"})).jobs == []
+    assert (await store.list(metadata={"client": "c3"})).jobs == []
+    assert [j.id for j in (await store.list(metadata={'we"ird.key': "x y"})).jobs] == [odd.id]
+    assert len((await store.list(metadata={})).jobs) == 9

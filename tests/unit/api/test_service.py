@@ -344,3 +344,34 @@ async def test_event_stream_of_a_queued_job_follows_its_queue_position(
             break
     assert moved is not None and moved.data == {"status": "queued", "queue_position": 0}
     await stream.aclose()
+
+
+async def test_an_event_stream_without_positions_never_counts_the_queue(
+    service: JobService, store: MemoryStore
+) -> None:
+    """ComfyUI's socket has no queue positions: following a queued job for it counts none
+    (a count costs what it counts), and the job's events still come."""
+    counted = 0
+    original = store.queue_position
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal counted
+        counted += 1
+        return await original(*args, **kwargs)
+
+    store.queue_position = counting  # type: ignore[method-assign]
+    await service.submit(Submission(workflow=tiny_workflow(1)))
+    second = (await service.submit(Submission(workflow=tiny_workflow(2)))).job
+    counted = 0  # the submissions' own answers count theirs
+    for after_id in (None, 0):
+        stream = service.events(second.id, after_id=after_id, idle_s=0.05, positions=False)
+        first_event = await anext(stream)
+        if after_id is None:
+            assert first_event is not None and first_event.data["queue_position"] is None
+        await asyncio.wait_for(anext(stream), 10)  # a keep-alive: no position was polled
+        await stream.aclose()
+    assert counted == 0
+    claimed = await store.claim("w", 30)
+    assert claimed is not None and claimed.id != second.id
+    assert (await service.get(second.id)).queue_position == 0  # still counted where wanted
+    assert counted == 1

@@ -123,7 +123,9 @@ class ClientSession:
 
     async def _store_events(self, job_id: str, inbox: asyncio.Queue[tuple[str, Any]]) -> None:
         try:
-            async for event in self.ctx.service.events(job_id, after_id=0, idle_s=15.0):
+            async for event in self.ctx.service.events(
+                job_id, after_id=0, idle_s=15.0, positions=False
+            ):
                 if event is not None:
                     inbox.put_nowait(("event", event))
         except errors.NotFound:

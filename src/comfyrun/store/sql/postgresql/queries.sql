@@ -146,11 +146,13 @@ SELECT * FROM jobs WHERE id = %(id)s;
 SELECT * FROM jobs WHERE prompt_id = %(prompt_id)s ORDER BY created_at DESC LIMIT 1;
 
 -- name: list
--- Newest first; the cursor is the last row's (created_at, id).
+-- Newest first; the cursor is the last row's (created_at, id). %(meta)s (a JSON object
+-- or NULL): only jobs whose metadata holds each of its keys with that value.
 SELECT * FROM jobs
 WHERE (%(owner)s::text IS NULL OR owner = %(owner)s::text)
   AND (%(after_created)s::float8 IS NULL
        OR (created_at, id) < (%(after_created)s::float8, %(after_id)s::text))
+  AND (%(meta)s::jsonb IS NULL OR metadata @> %(meta)s::jsonb)
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 
@@ -161,6 +163,7 @@ WHERE status = %(status)s
   AND (%(owner)s::text IS NULL OR owner = %(owner)s::text)
   AND (%(after_created)s::float8 IS NULL
        OR (created_at, id) < (%(after_created)s::float8, %(after_id)s::text))
+  AND (%(meta)s::jsonb IS NULL OR metadata @> %(meta)s::jsonb)
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 
