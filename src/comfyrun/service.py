@@ -238,7 +238,9 @@ class JobService:
                 "job queued",
                 extra={"action": "job_queued", "job_id": job.id, "priority": job.priority},
             )
-        position = await self._position(job.id) if sub.want_position else None
+        # a job handed off is claimed already: no position to count
+        queued = sub.want_position and job.status is JobStatus.QUEUED
+        position = await self._position(job.id) if queued else None
         return Submitted(job=job, created=created, queue_position=position)
 
     async def _hand_over(self, new: NewJob, reservation: Reservation) -> tuple[Job, bool]:

@@ -83,6 +83,9 @@ class ClientSession:
         )
         feeder = asyncio.create_task(self._store_events(job_id, inbox))
         relay = ComfyRelay(job_id, preview_metadata=self.preview_metadata)
+        # at the prompt's end the client must see the queue without it: counted from the
+        # terminal event on, while the job is read and its last frames are sent
+        final_status: asyncio.Future[dict[str, Any]] | None = None
         try:
             while not relay.finished:
                 kind, item = await inbox.get()
@@ -95,16 +98,19 @@ class ClientSession:
                     event: JobEvent = item
                     job = None
                     if event.kind == "status" and event.data.get("status") in TERMINAL:
+                        final_status = asyncio.ensure_future(status_message(self.ctx, None))
+                        final_status.add_done_callback(_retrieved)
                         job = await self.ctx.store.get(job_id)
                     out = relay.feed_event(event, job)
                 if relay.finished:
                     self._release(job_id)  # the same prompt_id may be queued again now
                 for message in out:
                     if isinstance(message, StatusSlot):
-                        # at a prompt's start a count a moment old will do; at its end the
-                        # client must see the queue without it
-                        fresh = relay.finished
-                        await self.send(await status_message(self.ctx, None, fresh=fresh))
+                        if relay.finished and final_status is not None:
+                            await self.send(await final_status)
+                        else:  # at a prompt's start a count a moment old will do
+                            fresh = relay.finished
+                            await self.send(await status_message(self.ctx, None, fresh=fresh))
                     else:
                         await self.send(message)
         except (WebSocketDisconnect, RuntimeError, errors.NotFound):
@@ -114,6 +120,8 @@ class ClientSession:
         except Exception:
             log.warning("comfy ws: following %s failed", job_id, exc_info=True)
         finally:
+            if final_status is not None and not final_status.done():
+                final_status.cancel()
             if unsubscribe is not None:
                 unsubscribe()
             feeder.cancel()
@@ -199,6 +207,12 @@ class ComfyClients:
         for session in sessions:
             with contextlib.suppress(Exception):  # a stuck socket must not hold up the rest
                 await asyncio.wait_for(session.send(message), BROADCAST_TIMEOUT_S)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Marks a background future's failure seen (the awaiting code reports it, if any)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def relay_hub(ctx: AppContext) -> RelayHub | None:

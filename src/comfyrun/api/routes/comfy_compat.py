@@ -164,6 +164,7 @@ async def submit_prompt(ctx: AppContext, body: JSON, prompt: JSON) -> Job:
             options=options,
             metadata=metadata,
             job_id=job_id,
+            want_position=False,  # POST /prompt answers a number, not a position
         )
     )
     if client_id is not None:
