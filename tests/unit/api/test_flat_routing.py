@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from starlette.routing import Mount, Route, WebSocketRoute
 
 from comfyrun.api.app import create_app
-from comfyrun.api.routing import include
+from comfyrun.api.routing import include, literal_prefix
 from comfyrun.config import Settings
 
 
@@ -80,3 +80,43 @@ def test_the_app_holds_its_routes_flat(tmp_path: Any) -> None:
     assert nested == []
     paths = {r.path for r in app.routes if isinstance(r, Route)}
     assert {"/api/v2/jobs", "/prompt", "/history/{prompt_id}", "/health"} <= paths
+
+
+def _probes(app: FastAPI) -> list[dict[str, Any]]:
+    """Request scopes aimed at every route of the app and around them."""
+    paths = {"/", "/nope", "/api", "/api/v2", ""}
+    for route in app.routes:
+        path = getattr(route, "path", "")
+        for value in ("1", "a/b.png", "x y"):
+            filled = path
+            while "{" in filled:
+                start = filled.index("{")
+                filled = filled[:start] + value + filled[filled.index("}", start) + 1 :]
+            paths |= {filled, filled + "/", filled.rstrip("/"), filled + "/more", filled[:-1]}
+    scopes = []
+    for path in sorted(paths):
+        for root in ("", "/base"):
+            full = root + path
+            scopes.append({"type": "http", "method": "GET", "path": full, "root_path": root})
+            scopes.append({"type": "http", "method": "POST", "path": full, "root_path": root})
+            scopes.append({"type": "websocket", "path": full, "root_path": root})
+        scopes.append({"type": "http", "method": "GET", "path": path, "root_path": "/other"})
+    return scopes
+
+
+def test_routes_turned_away_by_prefix_match_as_before(tmp_path: Any) -> None:
+    """reject_by_prefix: every route of comfyrun's app answers every probe as its own matcher
+    does, and most routes have the cheap check (those whose path starts with a literal)."""
+    app = create_app(Settings(data_dir=tmp_path))
+    checked = [r for r in app.routes if "matches" in vars(r)]
+    assert len(checked) > 0.9 * len(app.routes)
+    probes = _probes(app)
+    assert len(probes) > 3000
+    for route in app.routes:
+        for scope in probes:
+            ours = route.matches(dict(scope))
+            theirs = type(route).matches(route, dict(scope))
+            assert ours[0] == theirs[0], (getattr(route, "path", route), scope)
+    assert literal_prefix(Route("/view", lambda r: None)) == "/view"
+    assert literal_prefix(Route("/{name}", lambda r: None)) is None
+    assert literal_prefix(Mount("", routes=[])) is None
