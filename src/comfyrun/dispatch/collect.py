@@ -11,6 +11,7 @@ when the job asks for it and the file is within the cap.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -155,7 +156,7 @@ def _read_local(backend: Backend, ref: FileRef) -> tuple[Path, bytes | None] | N
     if root is None:
         return None
     path = (root / ref.subfolder / ref.filename).resolve()
-    if not path.is_relative_to(root.resolve()):
+    if not path.is_relative_to(_resolved(root)):
         return None
     try:
         with path.open("rb") as fh:
@@ -164,6 +165,12 @@ def _read_local(backend: Backend, ref: FileRef) -> tuple[Path, bytes | None] | N
             return path, fh.read()
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
+
+
+@functools.lru_cache(maxsize=256)
+def _resolved(root: Path) -> Path:
+    """A backend's output or temp folder, resolved once (its files are resolved each time)."""
+    return root.resolve()
 
 
 async def _head(chunks: AsyncIterator[bytes], limit: int) -> tuple[bytes, bytes | None]:

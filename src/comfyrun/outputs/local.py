@@ -147,12 +147,11 @@ class LocalOutputStorage:
         return stored
 
     def _put_now(self, target: Path, data: bytes, stored: StoredObject) -> StoredObject:
-        """Write, then rename into place: all of `put_bytes` in one blocking call."""
-        tmp_dir = self.root / TMP_DIR
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        tmp = tmp_dir / uuid.uuid4().hex
+        """Write, then rename into place: all of `put_bytes` in one blocking call. Folders
+        are made when a write finds them missing, not looked for on every write."""
+        tmp = self.root / TMP_DIR / uuid.uuid4().hex
         try:
-            tmp.write_bytes(data)
+            _in_folder(tmp, tmp.write_bytes, data)
             self._commit(tmp, target, stored)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -193,15 +192,13 @@ class LocalOutputStorage:
 
     def _commit(self, tmp: Path, target: Path, stored: StoredObject) -> None:
         meta = self._meta_path(stored.key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        meta.parent.mkdir(parents=True, exist_ok=True)
         meta_tmp = tmp.with_suffix(".json")
         meta_tmp.write_text(
             json.dumps({"hash": stored.hash, "content_type": stored.content_type}),
             encoding="utf-8",
         )
-        os.replace(tmp, target)
-        os.replace(meta_tmp, meta)
+        _in_folder(target, os.replace, tmp, target)
+        _in_folder(meta, os.replace, meta_tmp, meta)
 
     async def open(
         self, key: str, *, offset: int = 0, length: int | None = None
@@ -296,6 +293,16 @@ class LocalOutputStorage:
 
     async def close(self) -> None:
         return None
+
+
+def _in_folder(path: Path, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)`, which writes `path`; when its folder is missing (never made, or removed
+    since), the folder is made and `fn` called again."""
+    try:
+        return fn(*args)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return fn(*args)
 
 
 async def _disk(key: str, fn: Callable[..., T], *args: Any) -> T:

@@ -78,3 +78,20 @@ async def test_streaming_a_large_object_keeps_memory_bounded(tmp_path: Path) -> 
         tracemalloc.stop()
     assert stored.size_bytes == read == size
     assert peak < 12 * 1024 * 1024, f"peak {peak} bytes while streaming {size} bytes"
+
+
+async def test_put_bytes_makes_the_folders_removed_since_the_last_write(tmp_path: Path) -> None:
+    """Folders are made when a write finds them missing: after the whole tree was removed
+    (a cleanup, an operator), the next small output is stored as the first was."""
+    import shutil
+
+    root = tmp_path / "out"
+    storage = LocalOutputStorage(root)
+    await storage.put_bytes("job/1/a.png", b"one", content_type="image/png")
+    shutil.rmtree(root)
+    stored = await storage.put_bytes("job/2/deep/b.png", b"two", content_type="image/png")
+    assert (root / "job/2/deep/b.png").read_bytes() == b"two"
+    reader = LocalOutputStorage(root)  # not this process's recent copy: the files and meta
+    stat = await reader.stat("job/2/deep/b.png")
+    assert stat is not None and (stat.hash, stat.content_type) == (stored.hash, "image/png")
+    assert list((root / TMP_DIR).iterdir()) == []
