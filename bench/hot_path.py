@@ -252,14 +252,17 @@ async def single(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]
             v2: list[float] = []
             face: list[float] = []
             backend_pid = children(server.proc.pid)[0]
-            cpu = {"comfyrun": 0.0, "backend": 0.0}
+            cpu = {"comfyrun": 0.0, "backend": 0.0, "face": 0.0, "face_backend": 0.0}
             for _ in range(max(1, args.jobs // 20)):
                 direct += [await comfy_face_run(http, emu) for _ in range(20)]
                 before = cpu_seconds(server.proc.pid), cpu_seconds(backend_pid)
                 v2 += [await v2_run(http, server.url, marks) for _ in range(20)]
                 cpu["comfyrun"] += cpu_seconds(server.proc.pid) - before[0]
                 cpu["backend"] += cpu_seconds(backend_pid) - before[1]
+                before = cpu_seconds(server.proc.pid), cpu_seconds(backend_pid)
                 face += [await comfy_face_run(http, server.url) for _ in range(20)]
+                cpu["face"] += cpu_seconds(server.proc.pid) - before[0]
+                cpu["face_backend"] += cpu_seconds(backend_pid) - before[1]
             base = statistics.median(direct)
             rows += [
                 ("direct to ComfyUI (median / p99)", ms(direct)),
@@ -272,6 +275,12 @@ async def single(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]
                     f"{cpu['comfyrun'] / len(v2) * 1000:6.2f} / "
                     f"{cpu['backend'] / len(v2) * 1000:6.2f} ms "
                     f"({cpu['comfyrun'] / max(cpu['backend'], 1e-9):.1f}x)",
+                ),
+                (
+                    "CPU per face job: comfyrun / its ComfyUI",
+                    f"{cpu['face'] / len(face) * 1000:6.2f} / "
+                    f"{cpu['face_backend'] / len(face) * 1000:6.2f} ms "
+                    f"({cpu['face'] / max(cpu['face_backend'], 1e-9):.1f}x)",
                 ),
             ]
             spans = budget(stage_log, marks)
