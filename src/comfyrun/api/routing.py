@@ -13,10 +13,16 @@ regexes, as FastAPI did before it nested them.
 up to its first parameter is literal, so a request path that does not start with it is turned
 away by one string comparison instead of a regex and FastAPI's scope building (the ComfyUI
 face's /view was matched against ~50 routes before its own, /ws against ~60).
+
+`index_by_segment` goes further: a request is matched only against the routes that can match a
+path with its first segment (and those that can match any), kept in their order. The scan and
+everything FastAPI does with its outcome (404, 405, slash redirects) are FastAPI's own, run by
+a copy of the app's router that holds just those routes.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -64,4 +70,74 @@ def _prefix_checked(
     return checked
 
 
-__all__ = ["include", "literal_prefix", "reject_by_prefix"]
+def first_segment(route: BaseRoute) -> str | None:
+    """The first segment of every path this route matches (None: it may match any)."""
+    prefix = literal_prefix(route)
+    if prefix is None:
+        return None
+    rest = prefix[1:]
+    if "/" in rest:
+        return rest.split("/", 1)[0]
+    path: str = getattr(route, "path", "")
+    return rest if "{" not in path else None  # "/name{param}" may go on in its first segment
+
+
+class SegmentIndex:
+    """The app router's entry point: each request is matched by a view of the router that
+    holds only the routes that can match its path's first segment, in their order."""
+
+    def __init__(self, router: APIRouter, full: Any) -> None:
+        self.router = router
+        self.full = full
+        self._built_for: tuple[int, int] | None = None
+        self._views: dict[str, APIRouter] = {}
+        self._any: APIRouter = router
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            path = get_route_path(scope)
+            if path.startswith("/"):
+                view = self.view(path[1:].split("/", 1)[0])
+                if "router" not in scope:
+                    scope["router"] = self.router
+                await view.app(scope, receive, send)
+                return
+        await self.full(scope, receive, send)
+
+    def view(self, segment: str) -> APIRouter:
+        routes = self.router.routes
+        if self._built_for != (id(routes), len(routes)):
+            self._build(routes)
+        return self._views.get(segment, self._any)
+
+    def _build(self, routes: list[BaseRoute]) -> None:
+        keyed = [(r, first_segment(r)) for r in routes]
+        views: dict[str, APIRouter] = {}
+        for segment in {k for _, k in keyed if k is not None}:
+            views[segment] = self._copy([r for r, k in keyed if k in (segment, None)])
+        self._any = self._copy([r for r, k in keyed if k is None])
+        self._views = views
+        self._built_for = (id(routes), len(routes))
+
+    def _copy(self, routes: list[BaseRoute]) -> APIRouter:
+        view = copy.copy(self.router)
+        view.routes = routes
+        return view
+
+
+def index_by_segment(app: FastAPI) -> None:
+    """Match the app's requests through a SegmentIndex (unless its router has middleware of
+    its own, which would be skipped)."""
+    router = app.router
+    if router.middleware_stack == router.app:
+        router.middleware_stack = SegmentIndex(router, router.middleware_stack)
+
+
+__all__ = [
+    "SegmentIndex",
+    "first_segment",
+    "include",
+    "index_by_segment",
+    "literal_prefix",
+    "reject_by_prefix",
+]
