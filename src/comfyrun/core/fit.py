@@ -16,7 +16,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,7 +127,9 @@ def missing_in(
     brought: frozenset[str] = frozenset(),
 ) -> tuple[tuple[str, ...], tuple[tuple[str, str, str], ...]]:
     """(node types, combo values) `workflow` uses that `object_info` does not have; values in
-    `brought` (model files the job brings) are not looked for."""
+    `brought` (model files the job brings) are not looked for. Each node type's combo inputs
+    are read from `object_info` once (CompiledCatalog), not at every job's placement."""
+    catalog = compiled(object_info)
     nodes: list[str] = []
     values: list[tuple[str, str, str]] = []
     for node_id, node in workflow.items():
@@ -136,17 +138,16 @@ def missing_in(
         class_type = node.get("class_type")
         if not isinstance(class_type, str):
             continue
-        info = object_info.get(class_type)
-        if not isinstance(info, Mapping):
+        combos = catalog.combos(class_type)
+        if combos is None:
             if class_type not in nodes:
                 nodes.append(class_type)
             continue
         inputs = node.get("inputs")
-        if not isinstance(inputs, Mapping):
+        if not isinstance(inputs, Mapping) or not combos:
             continue
-        specs = _input_specs(info)
         for name, value in inputs.items():
-            options = _combo_options(specs.get(name))
+            options = combos.get(name)
             if (
                 options is not None
                 and isinstance(value, str)
@@ -155,6 +156,59 @@ def missing_in(
             ):
                 values.append((str(node_id), str(name), value))
     return tuple(nodes), tuple(values)
+
+
+class CompiledCatalog:
+    """One object_info's combo inputs per node type, as sets, read on first use."""
+
+    def __init__(self, object_info: Mapping[str, Any]) -> None:
+        self.object_info = object_info
+        self._nodes: dict[str, dict[str, Container[Any]] | None] = {}
+
+    def combos(self, class_type: str) -> dict[str, Container[Any]] | None:
+        """The node type's combo inputs and the values each allows (None: no such type)."""
+        try:
+            return self._nodes[class_type]
+        except KeyError:
+            pass
+        info = self.object_info.get(class_type)
+        found: dict[str, Container[Any]] | None = None
+        if isinstance(info, Mapping):
+            found = {}
+            for name, spec in _input_specs(info).items():
+                options = _combo_options(spec)
+                if options is not None:
+                    found[name] = _lookup(options)
+        self._nodes[class_type] = found
+        return found
+
+
+#: The catalogs compiled last, by the identity of their object_info (a backend's catalog is a
+#: new dict whenever it is read again); a few, so those of a fleet's backends all stay.
+_COMPILED: dict[int, CompiledCatalog] = {}
+_COMPILED_KEEP = 32
+
+
+def compiled(object_info: Mapping[str, Any]) -> CompiledCatalog:
+    """The CompiledCatalog of `object_info` (kept while it is among the last few used)."""
+    key = id(object_info)
+    found = _COMPILED.get(key)
+    if found is not None and found.object_info is object_info:
+        return found
+    found = CompiledCatalog(object_info)
+    _COMPILED.pop(key, None)
+    _COMPILED[key] = found
+    while len(_COMPILED) > _COMPILED_KEEP:
+        del _COMPILED[next(iter(_COMPILED))]
+    return found
+
+
+def _lookup(options: list[Any]) -> Container[Any]:
+    """`options` for membership tests: a set when its values can be hashed."""
+    try:
+        return frozenset(options)
+    except TypeError:
+        return tuple(options)
 
 
 def misfit(
@@ -251,9 +305,11 @@ def _is_scalar(value: Any) -> bool:
 __all__ = [
     "REQUIREMENT_OPS",
     "BackendOffer",
+    "CompiledCatalog",
     "Misfit",
     "RequirementError",
     "check_requirements",
+    "compiled",
     "misfit",
     "misfits",
     "missing_in",

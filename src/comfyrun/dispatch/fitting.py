@@ -93,7 +93,15 @@ class FleetFit:
         values = not job.inputs  # input files replace some values at dispatch
         brought = brought_models(job)
 
+        known: dict[str, bool] = {}  # a placement asks about each backend several times
+
         def fits(name: str) -> bool:
+            answer = known.get(name)
+            if answer is None:
+                answer = known[name] = _fits(name)
+            return answer
+
+        def _fits(name: str) -> bool:
             backend = self.pool.get(name)
             if backend is None or not receives(backend, brought):
                 return False

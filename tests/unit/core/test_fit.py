@@ -98,3 +98,85 @@ def test_misfits_splits_the_fleet() -> None:
     ]
     fit, unfit = misfits(workflow(), {"vram_gb": {"min": 16}}, fleet)
     assert fit == ["big"] and [u.backend for u in unfit] == ["sd15-only"]
+
+
+def _missing_by_reading(
+    workflow: dict[str, Any], object_info: dict[str, Any]
+) -> tuple[tuple[str, ...], tuple[tuple[str, str, str], ...]]:
+    """missing_in as it read object_info at every call (the oracle for its compiled form)."""
+    from comfyrun.core.fit import _combo_options, _input_specs
+
+    nodes: list[str] = []
+    values: list[tuple[str, str, str]] = []
+    for node_id, node in workflow.items():
+        if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
+            continue
+        info = object_info.get(node["class_type"])
+        if not isinstance(info, dict):
+            if node["class_type"] not in nodes:
+                nodes.append(node["class_type"])
+            continue
+        specs = _input_specs(info)
+        for name, value in (node.get("inputs") or {}).items():
+            options = _combo_options(specs.get(name))
+            if options is not None and isinstance(value, str) and value not in options:
+                values.append((str(node_id), str(name), value))
+    return tuple(nodes), tuple(values)
+
+
+def test_the_compiled_catalog_finds_what_reading_object_info_finds(shared_dir: Any) -> None:
+    """Every API workflow of the conversion fixtures, as it is and with its values and node
+    types changed, against the real frontend's object_info: the same misses either way."""
+    import json
+
+    object_info = json.loads((shared_dir / "conversion-fixtures/object_info.json").read_text())
+    workflows = [
+        json.loads(p.read_text())
+        for p in sorted((shared_dir / "conversion-fixtures").glob("*.api.json"))
+    ]
+    assert len(workflows) > 50
+    checked = misses = 0
+    for workflow in workflows:
+        swapped = {
+            k: {
+                **n,
+                "inputs": {
+                    i: "nope.bin" if isinstance(v, str) else v for i, v in n["inputs"].items()
+                },
+            }
+            for k, n in workflow.items()
+            if isinstance(n, dict) and isinstance(n.get("inputs"), dict)
+        }
+        renamed = {
+            k: {**n, "class_type": f"{n.get('class_type')}Gone"} if int(k) % 2 else n
+            for k, n in workflow.items()
+            if k.isdigit() and isinstance(n, dict)
+        }
+        for variant in (workflow, swapped, renamed):
+            found = missing_in(variant, object_info)
+            assert found == _missing_by_reading(variant, object_info)
+            checked += 1
+            misses += len(found[1])
+    assert checked == 3 * len(workflows) and misses > 100
+
+
+def test_a_catalog_read_again_is_compiled_again() -> None:
+    """A backend's object_info read again (a new dict: a model added) is what counts."""
+    workflow = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "new.ckpt"}}}
+    before = missing_in(workflow, OBJECT_INFO)
+    assert before == ((), (("1", "ckpt_name", "new.ckpt"),))
+    again = json_copy(OBJECT_INFO)
+    again["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0].append("new.ckpt")
+    assert missing_in(workflow, again) == ((), ())
+    assert missing_in(workflow, OBJECT_INFO) == before
+    unhashable = {"X": {"input": {"required": {"pick": [[{"a": 1}, "b"], {}]}}}}
+    assert missing_in({"1": {"class_type": "X", "inputs": {"pick": "c"}}}, unhashable) == (
+        (),
+        (("1", "pick", "c"),),
+    )
+
+
+def json_copy(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value))
