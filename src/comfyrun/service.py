@@ -477,13 +477,17 @@ class JobService:
         cursor: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> JobPage:
-        """Newest first; `metadata` filters in the store (full pages)."""
+        """Newest first. A metadata filter is applied to each page (pages may come back short)."""
         try:
-            return await self.store.list(
-                statuses=statuses, owner=owner, limit=limit, cursor=cursor, metadata=metadata
-            )
+            page = await self.store.list(statuses=statuses, owner=owner, limit=limit, cursor=cursor)
         except ValueError as exc:
             raise InvalidRequest(f"bad cursor: {exc}", details={"cursor": cursor}) from exc
+        if metadata:
+            jobs = [
+                j for j in page.jobs if all(j.metadata.get(k) == v for k, v in metadata.items())
+            ]
+            page = JobPage(jobs=jobs, next_cursor=page.next_cursor)
+        return page
 
     # changes ------------------------------------------------------------------------------
 

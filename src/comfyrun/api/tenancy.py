@@ -15,7 +15,7 @@ import builtins
 import dataclasses
 import hmac
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from comfyrun.core.batch import Batch, NewBatch
 from comfyrun.core.catalog import NodeCatalog
@@ -109,6 +109,11 @@ class OwnedStore:
     async def get_by_prompt_id(self, prompt_id: str) -> Job | None:
         return self._mine(await self.inner.get_by_prompt_id(prompt_id))
 
+    async def unfinished_for_client(
+        self, client_id: str, *, owner: str | None = None, limit: int = 500
+    ) -> list[Job]:
+        return await self.inner.unfinished_for_client(client_id, owner=self.owner, limit=limit)
+
     async def list(
         self,
         *,
@@ -116,10 +121,9 @@ class OwnedStore:
         owner: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
-        metadata: Mapping[str, str] | None = None,
     ) -> JobPage:
         return await self.inner.list(
-            statuses=statuses, owner=self.owner, limit=limit, cursor=cursor, metadata=metadata
+            statuses=statuses, owner=self.owner, limit=limit, cursor=cursor
         )
 
     async def delete(self, job_id: str) -> bool:

@@ -26,7 +26,7 @@ from typing import Any
 
 from comfyrun.comfy import messages as m
 from comfyrun.comfy.wire import to_frame, to_json
-from comfyrun.store.base import JobStore
+from comfyrun.store.base import COMFY_CLIENT_ID, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ EVENT_KIND = "comfy"
 #: The job metadata key naming the ComfyUI client (clientId) a prompt was submitted for, by the
 #: ComfyUI face. Only such jobs are relayed: ComfyUI sends a prompt's messages to its client
 #: alone, so no socket ever asks for the others'.
-CLIENT_ID_KEY = "comfy_client_id"
+CLIENT_ID_KEY = COMFY_CLIENT_ID
 
 Subscriber = Callable[[list[Frame]], None]
 

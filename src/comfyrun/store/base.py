@@ -9,7 +9,7 @@ the caller read, with the next status taken from `comfyrun.core.state`.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,6 +33,11 @@ class JobEvent:
     kind: str
     data: JSON
     created_at: float
+
+
+#: The metadata key of the ComfyUI client id a prompt was submitted for (the ComfyUI face);
+#: the stores index it among unfinished jobs (`unfinished_for_client`, jobs_comfy_client).
+COMFY_CLIENT_ID = "comfy_client_id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +280,14 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
 
     async def get_by_prompt_id(self, prompt_id: str) -> Job | None: ...
 
+    async def unfinished_for_client(
+        self, client_id: str, *, owner: str | None = None, limit: int = 500
+    ) -> list[Job]:
+        """The queued and running jobs submitted with this ComfyUI client id (their
+        `comfy_client_id` metadata), newest first: what a /ws connecting with it follows.
+        Found by an index, however many other jobs are unfinished."""
+        ...
+
     async def list(
         self,
         *,
@@ -282,10 +295,8 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
         owner: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
-        metadata: Mapping[str, str] | None = None,
     ) -> JobPage:
-        """Newest first, cursor-paginated. `metadata`: only jobs whose metadata holds each of
-        its keys with that value (filtered in the store, so pages are full)."""
+        """Newest first, cursor-paginated."""
 
     async def queue_position(
         self, job_id: str, *, now: float | None = None, limit: int | None = None
@@ -364,6 +375,7 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
 
 
 __all__ = [
+    "COMFY_CLIENT_ID",
     "Changes",
     "ClaimChoice",
     "ClaimNote",

@@ -12,7 +12,7 @@ import builtins
 import heapq
 import itertools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from types import TracebackType
 
 from comfyrun.core.batch import NO_GROUP, Batch, BatchStatus, NewBatch, fair_tag
@@ -22,7 +22,15 @@ from comfyrun.core.state import Event
 from comfyrun.core.webhook import batch_delivery_for
 from comfyrun.errors import Conflict, IdempotencyKeyReuse, NotFound
 from comfyrun.store import batches, maintenance, transition
-from comfyrun.store.base import Changes, ClaimChoice, ClaimNote, HandOff, JobEvent, JobPage
+from comfyrun.store.base import (
+    COMFY_CLIENT_ID,
+    Changes,
+    ClaimChoice,
+    ClaimNote,
+    HandOff,
+    JobEvent,
+    JobPage,
+)
 from comfyrun.store.codec import decode_cursor, encode_cursor, output_to_dict, progress_to_dict
 from comfyrun.store.idempotency import KeyVerdict, key_scope, verdict
 from comfyrun.store.memtenancy import MemoryTenancy
@@ -302,6 +310,19 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
     async def get_by_prompt_id(self, prompt_id: str) -> Job | None:
         return next((j for j in self._jobs.values() if j.prompt_id == prompt_id), None)
 
+    async def unfinished_for_client(
+        self, client_id: str, *, owner: str | None = None, limit: int = 500
+    ) -> list[Job]:
+        jobs = [
+            j
+            for j in self._jobs.values()
+            if (j.status is JobStatus.QUEUED or j.status in ACTIVE)
+            and j.metadata.get(COMFY_CLIENT_ID) == client_id
+            and (owner is None or j.owner == owner)
+        ]
+        jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
+        return jobs[: max(0, limit)]
+
     async def list(
         self,
         *,
@@ -309,7 +330,6 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
         owner: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
-        metadata: Mapping[str, str] | None = None,
     ) -> JobPage:
         jobs = sorted(self._jobs.values(), key=lambda j: (j.created_at, j.id), reverse=True)
         if statuses is not None:
@@ -317,9 +337,6 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
             jobs = [j for j in jobs if j.status in wanted]
         if owner is not None:
             jobs = [j for j in jobs if j.owner == owner]
-        if metadata:
-            items = list(metadata.items())
-            jobs = [j for j in jobs if all(j.metadata.get(k) == v for k, v in items)]
         if cursor is not None:
             after = decode_cursor(cursor)
             jobs = [j for j in jobs if (j.created_at, j.id) < after]

@@ -59,6 +59,7 @@ READS = frozenset(
         "events_since",
         "get",
         "get_by_prompt_id",
+        "unfinished_for_client",
         "list",
         "queue_position",
         "counts",

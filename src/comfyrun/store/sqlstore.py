@@ -9,7 +9,7 @@ import builtins
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Self
@@ -497,6 +497,12 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
             row = await self._one(conn, "get_by_prompt_id", {"prompt_id": prompt_id})
         return job_from_row(row) if row else None
 
+    async def unfinished_for_client(
+        self, client_id: str, *, owner: str | None = None, limit: int = 500
+    ) -> builtins.list[Job]:
+        params = {"client_id": client_id, "owner": owner, "limit": max(0, limit)}
+        return await self._jobs("unfinished_for_client", params)
+
     async def list(
         self,
         *,
@@ -504,7 +510,6 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
         owner: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
-        metadata: Mapping[str, str] | None = None,
     ) -> JobPage:
         after = decode_cursor(cursor) if cursor is not None else None
         limit = max(0, limit)
@@ -513,7 +518,6 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
             "after_created": after[0] if after else None,
             "after_id": after[1] if after else None,
             "limit": limit + 1,
-            "meta": dump_json(dict(metadata)) if metadata else None,
         }
         if statuses is None:
             jobs = await self._jobs("list", params)

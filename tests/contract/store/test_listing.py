@@ -6,6 +6,7 @@ import pytest
 from tests.support.store import new_job
 
 from comfyrun.core.job import JobStatus
+from comfyrun.core.state import Event
 from comfyrun.errors import InvalidRequest
 from comfyrun.store.base import JobStore
 
@@ -89,23 +90,27 @@ async def test_pages_across_several_statuses_keep_newest_first(store: JobStore) 
     assert seen == list(reversed(expected))
 
 
-async def test_list_filters_by_metadata_in_full_pages(store: JobStore) -> None:
-    """Only jobs holding every given key with that value; the limit counts matching jobs
-    alone (a page is not cut short by the ones filtered out)."""
-    mine = []
-    for i in range(8):
-        meta = {"client": "c1", "n": str(i)} if i % 3 == 0 else {"client": "c2"}
-        job, _ = await store.enqueue(new_job(metadata=meta), now=T0 + i)
-        if i % 3 == 0:
-            mine.append(job.id)
-    odd, _ = await store.enqueue(new_job(metadata={'we"ird.key': "x y"}), now=T0 + 9)
-    page = await store.list(limit=2, metadata={"client": "c1"})
-    assert [j.id for j in page.jobs] == [mine[2], mine[1]]
-    rest = await store.list(limit=2, cursor=page.next_cursor, metadata={"client": "c1"})
-    assert [j.id for j in rest.jobs] == [mine[0]] and rest.next_cursor is None
-    both = await store.list(metadata={"client": "c1", "n": "3"}, statuses=[JobStatus.QUEUED])
-    assert [j.id for j in both.jobs] == [mine[1]]
-    assert (await store.list(metadata={"client": "c1", "n": "4"})).jobs == []
-    assert (await store.list(metadata={"client": "c3"})).jobs == []
-    assert [j.id for j in (await store.list(metadata={'we"ird.key': "x y"})).jobs] == [odd.id]
-    assert len((await store.list(metadata={})).jobs) == 9
+async def test_unfinished_for_client_finds_a_clients_queued_and_running_jobs(
+    store: JobStore,
+) -> None:
+    """Newest first, queued and running only, that client id's alone (and an owner's)."""
+    from comfyrun.store.base import COMFY_CLIENT_ID
+
+    def meta(client: str) -> dict[str, str]:
+        return {COMFY_CLIENT_ID: client, "other": client}
+
+    first, _ = await store.enqueue(new_job(metadata=meta("c1"), owner="ann"), now=T0)
+    await store.enqueue(new_job(metadata=meta("c2")), now=T0 + 1)
+    await store.enqueue(new_job(metadata={"other": "c1"}), now=T0 + 2)
+    claimed = await store.claim("w", 30, now=T0 + 3)
+    assert claimed is not None and claimed.id == first.id
+    later, _ = await store.enqueue(new_job(metadata=meta("c1"), owner="bob"), now=T0 + 4)
+    done, _ = await store.enqueue(new_job(metadata=meta("c1")), now=T0 + 5)
+    await store.delete(done.id)
+    found = await store.unfinished_for_client("c1")
+    assert [j.id for j in found] == [later.id, first.id]
+    assert [j.id for j in await store.unfinished_for_client("c1", owner="ann")] == [first.id]
+    assert [j.id for j in await store.unfinished_for_client("c1", limit=1)] == [later.id]
+    assert await store.unfinished_for_client("nobody") == []
+    await store.transition(first.id, Event.SUCCEED, expect=JobStatus.RUNNING)
+    assert [j.id for j in await store.unfinished_for_client("c1")] == [later.id]

@@ -24,7 +24,6 @@ from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from comfyrun import errors
-from comfyrun.api.compat import comfy as cc
 from comfyrun.api.compat.comfy_events import Message, text
 from comfyrun.api.compat.comfy_relay import ComfyRelay, StatusSlot
 from comfyrun.api.context import AppContext, authenticate
@@ -254,12 +253,7 @@ async def comfy_ws(websocket: WebSocket, clientId: str | None = None) -> None:
     try:
         await session.send_status()
         if clientId:
-            page = await ctx.service.list_jobs(
-                statuses=[JobStatus.QUEUED, *ACTIVE],
-                limit=500,
-                metadata={cc.META_CLIENT_ID: client_id},
-            )
-            for job in page.jobs:
+            for job in await ctx.store.unfinished_for_client(client_id):
                 session.follow(job.id)
         first = True
         while True:

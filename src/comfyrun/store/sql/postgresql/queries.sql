@@ -145,14 +145,22 @@ SELECT * FROM jobs WHERE id = %(id)s;
 -- name: get_by_prompt_id
 SELECT * FROM jobs WHERE prompt_id = %(prompt_id)s ORDER BY created_at DESC LIMIT 1;
 
+-- name: unfinished_for_client
+-- The unfinished jobs submitted with a ComfyUI client id, newest first (the partial index
+-- jobs_comfy_client: the same expression and status condition).
+SELECT * FROM jobs
+WHERE (metadata ->> 'comfy_client_id') = %(client_id)s
+  AND status IN ('queued', 'running', 'canceling')
+  AND (%(owner)s::text IS NULL OR owner = %(owner)s::text)
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
 -- name: list
--- Newest first; the cursor is the last row's (created_at, id). %(meta)s (a JSON object
--- or NULL): only jobs whose metadata holds each of its keys with that value.
+-- Newest first; the cursor is the last row's (created_at, id).
 SELECT * FROM jobs
 WHERE (%(owner)s::text IS NULL OR owner = %(owner)s::text)
   AND (%(after_created)s::float8 IS NULL
        OR (created_at, id) < (%(after_created)s::float8, %(after_id)s::text))
-  AND (%(meta)s::jsonb IS NULL OR metadata @> %(meta)s::jsonb)
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 
@@ -163,7 +171,6 @@ WHERE status = %(status)s
   AND (%(owner)s::text IS NULL OR owner = %(owner)s::text)
   AND (%(after_created)s::float8 IS NULL
        OR (created_at, id) < (%(after_created)s::float8, %(after_id)s::text))
-  AND (%(meta)s::jsonb IS NULL OR metadata @> %(meta)s::jsonb)
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 

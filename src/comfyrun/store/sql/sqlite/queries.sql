@@ -127,15 +127,21 @@ SELECT * FROM jobs WHERE id = :id;
 -- name: get_by_prompt_id
 SELECT * FROM jobs WHERE prompt_id = :prompt_id ORDER BY created_at DESC LIMIT 1;
 
+-- name: unfinished_for_client
+-- The unfinished jobs submitted with a ComfyUI client id, newest first (the partial index
+-- jobs_comfy_client: the same expression and status condition).
+SELECT * FROM jobs
+WHERE json_extract(metadata, '$.comfy_client_id') = :client_id
+  AND status IN ('queued', 'running', 'canceling')
+  AND (:owner IS NULL OR owner = :owner)
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
 -- name: list
--- Newest first; the cursor is the last row's (created_at, id). :meta (a JSON object or NULL):
--- only jobs whose metadata holds each of its keys with that value.
+-- Newest first; the cursor is the last row's (created_at, id).
 SELECT * FROM jobs
 WHERE (:owner IS NULL OR owner = :owner)
   AND (:after_created IS NULL OR (created_at, id) < (:after_created, :after_id))
-  AND (:meta IS NULL OR NOT EXISTS (
-        SELECT 1 FROM json_each(:meta) AS m WHERE NOT EXISTS (
-            SELECT 1 FROM json_each(jobs.metadata) AS j WHERE j.key = m.key AND j.value = m.value)))
 ORDER BY created_at DESC, id DESC
 LIMIT :limit;
 
@@ -145,9 +151,6 @@ SELECT * FROM jobs INDEXED BY jobs_status_newest
 WHERE status = :status
   AND (:owner IS NULL OR owner = :owner)
   AND (:after_created IS NULL OR (created_at, id) < (:after_created, :after_id))
-  AND (:meta IS NULL OR NOT EXISTS (
-        SELECT 1 FROM json_each(:meta) AS m WHERE NOT EXISTS (
-            SELECT 1 FROM json_each(jobs.metadata) AS j WHERE j.key = m.key AND j.value = m.value)))
 ORDER BY created_at DESC, id DESC
 LIMIT :limit;
 

@@ -49,6 +49,8 @@ CREATE INDEX jobs_status_newest ON jobs (status, created_at DESC, id DESC);
 CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX jobs_expires ON jobs (expires_at) WHERE expires_at IS NOT NULL;
 CREATE INDEX jobs_prompt ON jobs (prompt_id) WHERE prompt_id IS NOT NULL;
+CREATE INDEX jobs_comfy_client ON jobs (json_extract(metadata, '$.comfy_client_id'))
+    WHERE status IN ('queued', 'running', 'canceling');
 
 -- AUTOINCREMENT: event ids never go back, even after the newest events are deleted.
 CREATE TABLE job_events (
