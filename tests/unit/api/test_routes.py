@@ -259,3 +259,22 @@ async def test_an_oversized_submission_is_413(tmp_path: Path) -> None:
         r = await client.post("/api/v2/jobs", json=big)
         assert_envelope(r, 413, "request_too_large")
         assert (await client.post("/api/v2/jobs", json={"workflow": tiny_workflow()})).is_success
+
+
+def test_a_body_is_fingerprinted_only_for_an_idempotency_key() -> None:
+    """The fingerprint (a canonical dump and hash of the whole body, workflow included) only
+    serves idempotency: a submission without a key does not pay for it."""
+    from comfyrun.api.routes.jobs import submission
+    from comfyrun.api.schemas import SubmitJobRequest
+
+    body = SubmitJobRequest(workflow={"1": {"class_type": "X", "inputs": {}}})
+    asked: list[int] = []
+
+    def wire() -> dict[str, int]:
+        asked.append(1)
+        return {"n": 1}
+
+    assert submission(body, body.workflow, wire, None).request_hash is None
+    assert asked == []
+    keyed = submission(body, body.workflow, wire, "key-1")
+    assert keyed.request_hash is not None and len(keyed.request_hash) == 64 and asked == [1]

@@ -78,7 +78,7 @@ def batch_out(view: BatchView) -> BatchOut:
 @router.post("", status_code=201, response_model=BatchOut)
 async def create_batch(body: CreateBatchRequest, ctx: Ctx, batches: Batches) -> BatchOut:
     check_webhook(ctx, body)
-    base = submission(body, {}, {}, None)
+    base = submission(body, {}, dict, None)
     options = dict(base.options)
     hook = options.pop("webhook", None)  # one webhook for the batch, none per job
     view = await batches.create(

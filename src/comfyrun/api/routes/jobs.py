@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -66,7 +66,7 @@ async def submit_job(
     received = time.perf_counter()
     check_webhook(ctx, body)
     sub = submission(
-        body, body.workflow or {}, body.model_dump(mode="json"), idempotency_key, wait=wait
+        body, body.workflow or {}, lambda: body.model_dump(mode="json"), idempotency_key, wait=wait
     )
     submitted = await ctx.service.submit(replace(sub, type=body.type, params=body.params))
     return await submitted_job(ctx, request, response, body, submitted, wait, received)
@@ -81,13 +81,14 @@ def check_webhook(ctx: AppContext, body: JobOptionsRequest) -> None:
 def submission(
     body: JobOptionsRequest,
     workflow: Any,
-    wire_body: Any,
+    wire_body: Callable[[], Any],
     idempotency_key: str | None,
     *,
     wait: float | None = None,
 ) -> Submission:
     """The service's Submission for a request's job options and workflow (a request held
-    with ?wait needs no queue position)."""
+    with ?wait needs no queue position). `wire_body` gives the body as sent, fingerprinted
+    only for an idempotency key (the one thing that compares it)."""
     return Submission(
         workflow=workflow,
         priority=body.priority,
@@ -97,7 +98,7 @@ def submission(
         max_retries=body.max_retries,
         timeout_s=body.timeout_s,
         idempotency_key=idempotency_key or None,
-        request_hash=request_fingerprint(wire_body),
+        request_hash=request_fingerprint(wire_body()) if idempotency_key else None,
         want_position=not wait,
     )
 

@@ -111,8 +111,13 @@ async def run_workflow(
 ) -> JobOut:
     received = time.perf_counter()
     check_webhook(ctx, body)
-    wire = {"workflow_template": name, **body.model_dump(mode="json")}
-    base = submission(body, {}, wire, idempotency_key, wait=wait)
+    base = submission(
+        body,
+        {},
+        lambda: {"workflow_template": name, **body.model_dump(mode="json")},
+        idempotency_key,
+        wait=wait,
+    )
     submitted = await templates.submit(name, body.params, base)
     return await submitted_job(ctx, request, response, body, submitted, wait, received)
 
