@@ -272,11 +272,17 @@ class OwnedStore:
     async def add_output(self, job_id: str, output: Output) -> Job:
         return await self.inner.add_output(job_id, output)
 
-    async def wait_for_work(self, timeout: float, *, since: int | None = None) -> None:
-        await self.inner.wait_for_work(timeout, since=since)
+    async def wait_for_work(
+        self,
+        timeout: float,
+        *,
+        since: int | None = None,
+        types: Sequence[str] | None = None,
+    ) -> None:
+        await self.inner.wait_for_work(timeout, since=since, types=types)
 
-    def work_token(self) -> int | None:
-        return self.inner.work_token()
+    def work_token(self, types: Sequence[str] | None = None) -> int | None:
+        return self.inner.work_token(types)
 
     async def queue_position(
         self, job_id: str, *, now: float | None = None, limit: int | None = None

@@ -194,7 +194,7 @@ class Dispatcher:
                 continue
             generation = self.pool.generation
             # read first: work that comes while this pass finds nothing ends the wait below
-            token = self.store.work_token()
+            token = self.store.work_token(self.types)
             self.router.forget_down(self.pool.views())
             try:
                 await self.fit.refresh()
@@ -213,7 +213,7 @@ class Dispatcher:
         store since `token`, the idle timeout (or a retry that becomes runnable)."""
         changed = asyncio.ensure_future(self.pool.wait_changed(generation))
         work = asyncio.ensure_future(
-            self.store.wait_for_work(self._retries.idle_timeout(), since=token)
+            self.store.wait_for_work(self._retries.idle_timeout(), since=token, types=self.types)
         )
         try:
             await asyncio.wait({changed, work}, return_when=asyncio.FIRST_COMPLETED)
@@ -230,7 +230,7 @@ class Dispatcher:
         done (no room, no job, or the room is a hold behind a prompt of higher priority)."""
         if len(self._parked) >= PARK_PER_BACKEND * max(1, len(self.pool.backends)):
             return False
-        token = self.store.work_token()
+        token = self.store.work_token(self.types)
         if token is not None and token == self._nothing_at:
             return False  # the last claim found nothing and nothing claimable came since
         slot = self.pool.try_reserve()
@@ -482,10 +482,12 @@ class Dispatcher:
         """No backend can ever run a job (all in error): fail the next job with why, or wait
         for work or for a backend to change."""
         try:
-            token = self.store.work_token()
+            token = self.store.work_token(self.types)
             job = await self.store.claim(self.worker_id, self.settings.lease_s, types=self.types)
             if job is None:
-                await self.store.wait_for_work(self.settings.idle_wait_s, since=token)
+                await self.store.wait_for_work(
+                    self.settings.idle_wait_s, since=token, types=self.types
+                )
                 return
             error = JobError(
                 code="backend_unavailable",

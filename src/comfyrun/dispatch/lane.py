@@ -120,7 +120,7 @@ class HandlerLane:
                 self._room.clear()
                 await self._room.wait()
                 continue
-            token = self.ctx.store.work_token()  # before the claim: see wait_for_work
+            token = self.ctx.store.work_token(self.types)  # before the claim: see wait_for_work
             try:
                 job = await self.ctx.store.claim(
                     self.ctx.worker_id, settings.lease_s, types=self.types
@@ -130,7 +130,9 @@ class HandlerLane:
                 await asyncio.sleep(1.0)  # the store is failing: back off
                 continue
             if job is None:
-                await self.ctx.store.wait_for_work(self._retries.idle_timeout(), since=token)
+                await self.ctx.store.wait_for_work(
+                    self._retries.idle_timeout(), since=token, types=self.types
+                )
                 continue
             if past_start_deadline(job, time.time()):
                 await self._fail_late(job)

@@ -264,16 +264,25 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
         """Events after `after_id`, waiting up to `timeout` for the first one (no sleep-polling:
         woken by the store's own notifications)."""
 
-    async def wait_for_work(self, timeout: float, *, since: int | None = None) -> None:
+    async def wait_for_work(
+        self,
+        timeout: float,
+        *,
+        since: int | None = None,
+        types: Sequence[str] | None = None,
+    ) -> None:
         """Return when a job may have become claimable, or after `timeout`. `since`: the
-        `work_token` the caller read before it last found nothing; when the token moved since,
-        return at once (a wake-up that came before this call is not lost)."""
+        `work_token` (of the same `types`) the caller read before it last found nothing; when
+        the token moved since, return at once (a wake-up that came before this call is not
+        lost). `types`: only work of these job types counts (a store that cannot tell a job's
+        type from its wake-ups counts any)."""
 
-    def work_token(self) -> int | None:
-        """A number that changes whenever a job may have become claimable (an enqueue, a job
-        put back, another process's commit seen): read before a claim that found nothing, an
-        unchanged token means a new claim would find nothing too, until time makes a waiting
-        job runnable (what `wait_for_work`'s timeout is for). None: unknown, claim anyway."""
+    def work_token(self, types: Sequence[str] | None = None) -> int | None:
+        """A number that changes whenever a job (of one of `types`, when given) may have become
+        claimable (an enqueue, a job put back, another process's commit seen): read before a
+        claim that found nothing, an unchanged token means a new claim would find nothing too,
+        until time makes a waiting job runnable (what `wait_for_work`'s timeout is for). None:
+        unknown, claim anyway."""
         ...
 
     async def get(self, job_id: str) -> Job | None: ...

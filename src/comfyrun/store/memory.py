@@ -289,10 +289,16 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
                 except TimeoutError:
                     return await self.events_since(job_id, after_id)
 
-    def work_token(self) -> int | None:
-        return self._work_seq
+    def work_token(self, types: Sequence[str] | None = None) -> int | None:
+        return self._work_seq  # any work counts, whatever `types`
 
-    async def wait_for_work(self, timeout: float, *, since: int | None = None) -> None:
+    async def wait_for_work(
+        self,
+        timeout: float,
+        *,
+        since: int | None = None,
+        types: Sequence[str] | None = None,
+    ) -> None:
         async with self._work_added:
             if since is not None and since != self._work_seq:
                 return  # woken before this wait began

@@ -16,7 +16,7 @@ import builtins
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import psycopg
@@ -124,11 +124,18 @@ class PostgresStore(SQLStore):
             if not waiters:
                 self._job_waiters.pop(job_id, None)
 
-    def work_token(self) -> int | None:
-        # only while LISTENing: a notification lost with the connection must not hide work
+    def work_token(self, types: Sequence[str] | None = None) -> int | None:
+        # only while LISTENing: a notification lost with the connection must not hide work;
+        # notifications do not say a job's type, so any work counts whatever `types`
         return self._work_seq if self._listening.is_set() else None
 
-    async def wait_for_work(self, timeout: float, *, since: int | None = None) -> None:
+    async def wait_for_work(
+        self,
+        timeout: float,
+        *,
+        since: int | None = None,
+        types: Sequence[str] | None = None,
+    ) -> None:
         async with self._work:
             if since is not None and since != self.work_token():
                 return  # woken before this wait began
@@ -196,7 +203,9 @@ class PostgresStore(SQLStore):
     async def _lock_key(self, conn: Conn, key: JSON) -> None:
         await conn.execute(Q["lock_key"], key)
 
-    async def _committed(self, job_id: str, *, work: bool = False) -> None:
+    async def _committed(
+        self, job_id: str, *, work: bool = False, job_type: str | None = None
+    ) -> None:
         return None  # the NOTIFY sent in the transaction comes back through the listener
 
     async def _listen(self) -> None:

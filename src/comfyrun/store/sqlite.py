@@ -33,7 +33,7 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -126,11 +126,13 @@ class SQLiteStore(SQLStore):
         self._open = False
         # owned by the store's thread
         self._conn: sqlite3.Connection | None = None
-        self._wakes: list[tuple[str, bool]] = []
+        self._wakes: list[tuple[str, bool, str | None]] = []
         # owned by the event loop
         self._job_waiters: dict[str, set[asyncio.Event]] = {}
         self._work = asyncio.Event()
-        self._work_seq = 0  # see work_token
+        self._work_seq = 0  # see work_token: any work
+        self._work_untyped = 0  # work of a type not known here (another process's commit)
+        self._work_by_type: dict[str, int] = {}  # this process's work, by job type
         self._version: int | None = None  # the last `PRAGMA data_version` read
         self._reader: sqlite3.Connection | None = None  # LOOP_READS, on the loop's thread
         self._loop_thread_id: int | None = None
@@ -202,18 +204,31 @@ class SQLiteStore(SQLStore):
             if not waiters:
                 self._job_waiters.pop(job_id, None)
 
-    def work_token(self) -> int | None:
-        return self._work_seq
+    def work_token(self, types: Sequence[str] | None = None) -> int | None:
+        if types is None:
+            return self._work_seq
+        # each part only grows: the sum moves exactly when one of them does
+        return self._work_untyped + sum(self._work_by_type.get(t, 0) for t in types)
 
-    async def wait_for_work(self, timeout: float, *, since: int | None = None) -> None:
-        if since is not None and since != self._work_seq:
+    async def wait_for_work(
+        self,
+        timeout: float,
+        *,
+        since: int | None = None,
+        types: Sequence[str] | None = None,
+    ) -> None:
+        if since is not None and since != self.work_token(types):
             return  # woken before this wait began
         deadline = asyncio.get_running_loop().time() + timeout
-        woken = self._work
-        # Any data version read before now will do: another process's commit since then
-        # changes it (at worst, one it changed for was already seen: a spurious wake-up).
-        version = self._version if self._version is not None else await self._data_version()
-        await self._wait(woken, deadline, version)
+        while True:
+            woken = self._work
+            # Any data version read before now will do: another process's commit since then
+            # changes it (at worst, one it changed for was already seen: a spurious wake-up).
+            version = self._version if self._version is not None else await self._data_version()
+            changed, _ = await self._wait(woken, deadline, version)
+            if not changed or since is None or types is None or since != self.work_token(types):
+                return
+            # only work of other types came (a job another lane claims): wait on, no claim
 
     async def _wait(self, woken: asyncio.Event, deadline: float, version: int) -> tuple[bool, int]:
         """Until `woken` is set (a commit in this process) or another process commits (True),
@@ -228,7 +243,8 @@ class SQLiteStore(SQLStore):
                 pass
             current = await self._data_version()
             if current != version:
-                self._work_seq += 1  # another process committed: maybe work
+                self._work_seq += 1  # another process committed: maybe work, of any type
+                self._work_untyped += 1
                 return True, current
         return False, version
 
@@ -346,7 +362,7 @@ class SQLiteStore(SQLStore):
                 error = StoreError(f"SQLite commit failed: {exc}")
                 results = [(call, False, value if not ok else error) for call, ok, value in results]
                 wakes = []
-        _deliver_all(results, [(self, job_id, work) for job_id, work in wakes])
+        _deliver_all(results, [(self, *wake) for wake in wakes])
 
     def _fail_waiting(self) -> None:
         """Calls still queued when the store closed."""
@@ -361,12 +377,16 @@ class SQLiteStore(SQLStore):
                 left.append((call, False, error))
         _deliver_all(left, [])
 
-    def _wake(self, job_id: str, work: bool) -> None:
+    def _wake(self, job_id: str, work: bool, job_type: str | None) -> None:
         """On the event loop, after the commit: wake this process's waiters."""
         for woken in builtins.list(self._job_waiters.get(job_id, ())):
             woken.set()
         if work:
             self._work_seq += 1
+            if job_type is None:
+                self._work_untyped += 1
+            else:
+                self._work_by_type[job_type] = self._work_by_type.get(job_type, 0) + 1
             event, self._work = self._work, asyncio.Event()
             event.set()
 
@@ -440,8 +460,10 @@ class SQLiteStore(SQLStore):
     async def _lock_key(self, conn: sqlite3.Connection, key: JSON) -> None:
         return None  # BEGIN IMMEDIATE already holds the database's one write lock
 
-    async def _committed(self, job_id: str, *, work: bool = False) -> None:
-        self._wakes.append((job_id, work))  # woken once the batch has committed
+    async def _committed(
+        self, job_id: str, *, work: bool = False, job_type: str | None = None
+    ) -> None:
+        self._wakes.append((job_id, work, job_type))  # woken once the batch has committed
 
     _no_limit = -1
 
@@ -531,7 +553,7 @@ def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
 
 def _deliver_all(
     results: builtins.list[tuple[_Call, bool, Any]],
-    wakes: builtins.list[tuple[SQLiteStore, str, bool]],
+    wakes: builtins.list[tuple[SQLiteStore, str, bool, str | None]],
 ) -> None:
     """Hand each call's outcome to its loop (one wake-up per loop), then wake the waiters."""
     by_loop: dict[asyncio.AbstractEventLoop, builtins.list[tuple[_Call, bool, Any]]] = {}
@@ -545,12 +567,12 @@ def _deliver_all(
 
 def _deliver(
     items: builtins.list[tuple[_Call, bool, Any]],
-    wakes: builtins.list[tuple[SQLiteStore, str, bool]],
+    wakes: builtins.list[tuple[SQLiteStore, str, bool, str | None]],
 ) -> None:
     for call, ok, value in items:
         _settle(call.future, ok, value)
-    for store, job_id, work in wakes:
-        store._wake(job_id, work)
+    for store, job_id, work, job_type in wakes:
+        store._wake(job_id, work, job_type)
 
 
 __all__ = ["SQLiteStore"]

@@ -74,7 +74,7 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
         async with self._write() as conn:
             job, created = await self._enqueue_in(conn, new, now, work=True)
         if created:
-            await self._committed(job.id, work=True)
+            await self._committed(job.id, work=True, job_type=job.type)
         return job, created
 
     async def enqueue_claimed(
@@ -88,7 +88,7 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
             if created and handing:
                 job = await self._claim_new(conn, job, hand_off, now)
         if created:
-            await self._committed(job.id, work=job.status is JobStatus.QUEUED)
+            await self._committed(job.id, work=job.status is JobStatus.QUEUED, job_type=job.type)
         return job, created
 
     async def _claim_new(self, conn: Any, job: Job, hand_off: HandOff, now: float) -> Job:
@@ -240,7 +240,7 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
             ended = job.terminal and job.batch_id is not None
             if ended and job.batch_id is not None:
                 ended = await self._end_batch_if_done(conn, job.batch_id, now)
-        await self._committed(job_id, work=requeued)
+        await self._committed(job_id, work=requeued, job_type=job.type)
         if ended and job.batch_id is not None:
             await self._committed(job.batch_id)
         return job
@@ -480,10 +480,16 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
     ) -> builtins.list[JobEvent]: ...
 
     @abstractmethod
-    async def wait_for_work(self, timeout: float, *, since: int | None = None) -> None: ...
+    async def wait_for_work(
+        self,
+        timeout: float,
+        *,
+        since: int | None = None,
+        types: Sequence[str] | None = None,
+    ) -> None: ...
 
     @abstractmethod
-    def work_token(self) -> int | None: ...
+    def work_token(self, types: Sequence[str] | None = None) -> int | None: ...
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -669,8 +675,11 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
         """Serialise concurrent requests that carry one idempotency key."""
 
     @abstractmethod
-    async def _committed(self, job_id: str, *, work: bool = False) -> None:
-        """Called after a write to `job_id` committed, to wake this process's waiters."""
+    async def _committed(
+        self, job_id: str, *, work: bool = False, job_type: str | None = None
+    ) -> None:
+        """Called after a write to `job_id` committed, to wake this process's waiters; `work`:
+        a job (of `job_type`, when known) may have become claimable."""
 
     #: The LIMIT parameter that means "no limit" in this dialect.
     _no_limit: Any = None

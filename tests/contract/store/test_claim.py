@@ -272,3 +272,40 @@ async def test_claim_choice_out_of_range_takes_the_best_and_skips_unrunnable(
     assert windows == [1]
     assert await store.claim("w", 30, now=T0 + 3, choice=ClaimChoice(window=5, pick=pick)) is None
     assert windows == [1]  # an empty queue asks nothing
+
+
+async def test_a_typed_work_token_changes_when_work_of_its_types_comes(store: JobStore) -> None:
+    """Every store: the token of a job's type moves with its enqueue and its requeue. A store
+    that tells types apart in its wake-ups (SQLite, in-process) keeps the token of other types
+    still, and a typed wait is not ended by their work: a lane does not claim for nothing."""
+    from comfyrun.core.state import Event
+    from comfyrun.store.base import Changes
+
+    if store.work_token(["a"]) is None:
+        pytest.skip("this store does not know when work comes")
+    for_a, for_b = store.work_token(["a"]), store.work_token(["b"])
+    await store.enqueue(new_job(type="a"), now=T0)
+    async with asyncio.timeout(10):
+        while store.work_token(["a"]) == for_a:
+            await store.wait_for_work(0.05, types=["a"])
+    job = await store.claim("w", 30, now=T0, types=["a"])
+    assert job is not None
+    for_a = store.work_token(["a"])
+    await store.transition(
+        job.id, Event.RETRY, expect=JobStatus.RUNNING, changes=Changes(next_run_at=T0)
+    )
+    async with asyncio.timeout(10):
+        while store.work_token(["a"]) == for_a:
+            await store.wait_for_work(0.05, types=["a"])
+    if type(store).__name__ != "SQLiteStore":
+        return  # any work counts for it: the rest is SQLite's
+    assert store.work_token(["b"]) == for_b
+    waiting = asyncio.ensure_future(store.wait_for_work(5, since=for_b, types=["b"]))
+    await asyncio.sleep(0.05)
+    await store.enqueue(new_job(type="a"), now=T0 + 1)
+    await asyncio.sleep(0.1)
+    assert not waiting.done()  # woken by type a's work, it waits on
+    await store.enqueue(new_job(type="b"), now=T0 + 2)
+    async with asyncio.timeout(2):
+        await waiting
+    assert store.work_token(["b"]) != for_b
