@@ -288,22 +288,32 @@ async def single(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]
             direct_rate = await drive(
                 args.clients, args.seconds, lambda i: comfy_face_run(http, emu)
             )
-            v2_rate = await drive(
-                args.clients, args.seconds, lambda i: v2_run(http, server.url, {})
-            )
-            face_rate = await drive(
-                args.clients, args.seconds, lambda i: comfy_face_run(http, server.url)
-            )
+            loaded: dict[str, str] = {}  # CPU per job under load: comfyrun / its ComfyUI
+
+            async def measured(name: str, one: Callable[[int], Awaitable[Any]]) -> float:
+                before = cpu_seconds(server.proc.pid), cpu_seconds(backend_pid)
+                start = time.perf_counter()
+                rate = await drive(args.clients, args.seconds, one)
+                jobs = rate * (time.perf_counter() - start)
+                ours = (cpu_seconds(server.proc.pid) - before[0]) / jobs * 1000
+                theirs = (cpu_seconds(backend_pid) - before[1]) / jobs * 1000
+                loaded[name] = f"{ours:6.2f} / {theirs:6.2f} ms ({ours / max(theirs, 1e-9):.1f}x)"
+                return rate
+
+            v2_rate = await measured("v2", lambda i: v2_run(http, server.url, {}))
+            face_rate = await measured("face", lambda i: comfy_face_run(http, server.url))
             rows += [
                 (f"{args.clients} clients, one backend: direct", f"{direct_rate:7.1f} jobs/s"),
                 (
                     "  through comfyrun, v2",
                     f"{v2_rate:7.1f} jobs/s ({100 * v2_rate / direct_rate:.0f} % of direct)",
                 ),
+                ("    CPU per job: comfyrun / its ComfyUI", loaded["v2"]),
                 (
                     "  through comfyrun, ComfyUI face",
                     f"{face_rate:7.1f} jobs/s ({100 * face_rate / direct_rate:.0f} % of direct)",
                 ),
+                ("    CPU per job: comfyrun / its ComfyUI", loaded["face"]),
             ]
     finally:
         server.stop()
