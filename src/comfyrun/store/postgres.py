@@ -65,7 +65,9 @@ class PostgresStore(SQLStore):
         self._listener: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
         self._work = asyncio.Condition()
-        self._work_seq = 0
+        self._work_seq = 0  # any work
+        self._work_untyped = 0  # work whose type no notification told
+        self._work_by_type: dict[str, int] = {}
         self._job_waiters: dict[str, set[asyncio.Event]] = {}
 
     async def open(self) -> None:
@@ -125,9 +127,13 @@ class PostgresStore(SQLStore):
                 self._job_waiters.pop(job_id, None)
 
     def work_token(self, types: Sequence[str] | None = None) -> int | None:
-        # only while LISTENing: a notification lost with the connection must not hide work;
-        # notifications do not say a job's type, so any work counts whatever `types`
-        return self._work_seq if self._listening.is_set() else None
+        # only while LISTENing: a notification lost with the connection must not hide work
+        if not self._listening.is_set():
+            return None
+        if types is None:
+            return self._work_seq
+        # each part only grows: the sum moves exactly when one of them does
+        return self._work_untyped + sum(self._work_by_type.get(t, 0) for t in types)
 
     async def wait_for_work(
         self,
@@ -136,12 +142,19 @@ class PostgresStore(SQLStore):
         since: int | None = None,
         types: Sequence[str] | None = None,
     ) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
         async with self._work:
-            if since is not None and since != self.work_token():
+            if since is not None and since != self.work_token(types):
                 return  # woken before this wait began
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self._work.wait()
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        await self._work.wait()
+                except TimeoutError:
+                    return
+                if since is None or types is None or since != self.work_token(types):
+                    return
+                # only work of other types came (a job another lane claims): wait on
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -182,9 +195,17 @@ class PostgresStore(SQLStore):
                 await cur.executemany(Q[name], rows)
 
     async def _append(
-        self, conn: Conn, job_id: str, kind: str, data: JSON, now: float, work: bool = False
+        self,
+        conn: Conn,
+        job_id: str,
+        kind: str,
+        data: JSON,
+        now: float,
+        work: bool = False,
+        job_type: str | None = None,
     ) -> int:
-        """Append an event and NOTIFY ("e:<id>", or "we:<id>" when the job became claimable).
+        """Append an event and NOTIFY ("e:<id>"; "w=<type>;e:<id>" when a job of that type
+        became claimable, "we:<id>" when one of a type not told did).
 
         The job's row lock (taken by the statement before, or by `lock_job`) is held until
         commit, so one job's event ids commit in the order they were drawn."""
@@ -194,7 +215,7 @@ class PostgresStore(SQLStore):
             "data": dump_json(data),
             "created_at": now,
             "channel": self.channel,
-            "payload": f"{WORK if work else ''}e:{job_id}",
+            "payload": f"{_work_flags(job_type) if work else ''}e:{job_id}",
         }
         row = await self._one(conn, "insert_event", params)
         assert row is not None
@@ -238,6 +259,11 @@ class PostgresStore(SQLStore):
         flags, _, job_id = payload.partition("e:")
         if WORK in flags:
             self._work_seq += 1
+            job_type = flags[2:-1] if flags.startswith("w=") and flags.endswith(";") else None
+            if job_type:
+                self._work_by_type[job_type] = self._work_by_type.get(job_type, 0) + 1
+            else:
+                self._work_untyped += 1
             async with self._work:
                 self._work.notify_all()
         for woken in builtins.list(self._job_waiters.get(job_id, ())):
@@ -245,11 +271,23 @@ class PostgresStore(SQLStore):
 
     async def _wake_all(self) -> None:
         self._work_seq += 1
+        self._work_untyped += 1
         async with self._work:
             self._work.notify_all()
         for waiters in builtins.list(self._job_waiters.values()):
             for woken in waiters:
                 woken.set()
 
+
+def _work_flags(job_type: str | None) -> str:
+    """A NOTIFY's flags for a job that became claimable: its type when it can be told safely
+    (a job type name: letters, digits, '_' and '-'), else the bare flag. A process that reads
+    only the bare flag still sees "w" in either."""
+    if job_type and _TYPE_IN_PAYLOAD.match(job_type):
+        return f"{WORK}={job_type};"
+    return WORK
+
+
+_TYPE_IN_PAYLOAD = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 __all__ = ["PostgresStore"]

@@ -451,6 +451,7 @@ class SQLiteStore(SQLStore):
         data: JSON,
         now: float,
         work: bool = False,
+        job_type: str | None = None,
     ) -> int:
         params = {"job_id": job_id, "kind": kind, "data": dump_json(data), "created_at": now}
         row = await self._one(conn, "insert_event", params)

@@ -139,7 +139,9 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
         job = job.evolve(fair_tag=await self._fair_tag(conn, job, now))
         if not await self._insert_job(conn, job_to_row(job)):
             raise Conflict(f"job {job.id} already exists", details={"job_id": job.id})
-        await self._append(conn, job.id, "status", transition.enqueue_event(job), now, work)
+        await self._append(
+            conn, job.id, "status", transition.enqueue_event(job), now, work, job.type
+        )
         return job, True
 
     async def claim(
@@ -235,7 +237,7 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
             job = job_from_row(row)
             requeued = job.status is JobStatus.QUEUED
             data = transition.status_event(job, p)
-            await self._append(conn, job_id, "status", data, now, requeued)
+            await self._append(conn, job_id, "status", data, now, requeued, job.type)
             await self._settle(conn, job, p, now)
             ended = job.terminal and job.batch_id is not None
             if ended and job.batch_id is not None:
@@ -666,9 +668,17 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
 
     @abstractmethod
     async def _append(
-        self, conn: Any, job_id: str, kind: str, data: JSON, now: float, work: bool = False
+        self,
+        conn: Any,
+        job_id: str,
+        kind: str,
+        data: JSON,
+        now: float,
+        work: bool = False,
+        job_type: str | None = None,
     ) -> int:
-        """Append an event inside the write transaction; `work`: the job became claimable."""
+        """Append an event inside the write transaction; `work`: the job (of `job_type`, when
+        known) became claimable."""
 
     @abstractmethod
     async def _lock_key(self, conn: Any, key: JSON) -> None:

@@ -276,8 +276,9 @@ async def test_claim_choice_out_of_range_takes_the_best_and_skips_unrunnable(
 
 async def test_a_typed_work_token_changes_when_work_of_its_types_comes(store: JobStore) -> None:
     """Every store: the token of a job's type moves with its enqueue and its requeue. A store
-    that tells types apart in its wake-ups (SQLite, in-process) keeps the token of other types
-    still, and a typed wait is not ended by their work: a lane does not claim for nothing."""
+    that tells types apart in its wake-ups (SQLite in-process, PostgreSQL by its NOTIFY) keeps
+    the token of other types still, and a typed wait is not ended by their work: a lane does
+    not claim for nothing."""
     from comfyrun.core.state import Event
     from comfyrun.store.base import Changes
 
@@ -297,15 +298,18 @@ async def test_a_typed_work_token_changes_when_work_of_its_types_comes(store: Jo
     async with asyncio.timeout(10):
         while store.work_token(["a"]) == for_a:
             await store.wait_for_work(0.05, types=["a"])
-    if type(store).__name__ != "SQLiteStore":
-        return  # any work counts for it: the rest is SQLite's
+    if type(store).__name__ not in ("SQLiteStore", "PostgresStore"):
+        return  # any work counts for it: the rest is SQLite's and PostgreSQL's
     assert store.work_token(["b"]) == for_b
-    waiting = asyncio.ensure_future(store.wait_for_work(5, since=for_b, types=["b"]))
+    waiting = asyncio.ensure_future(store.wait_for_work(10, since=for_b, types=["b"]))
     await asyncio.sleep(0.05)
+    seen = store.work_token()
     await store.enqueue(new_job(type="a"), now=T0 + 1)
-    await asyncio.sleep(0.1)
+    await token_changes(store, seen)  # type a's wake-up has come (PostgreSQL: its NOTIFY)
+    await asyncio.sleep(0.05)
     assert not waiting.done()  # woken by type a's work, it waits on
+    assert store.work_token(["b"]) == for_b
     await store.enqueue(new_job(type="b"), now=T0 + 2)
-    async with asyncio.timeout(2):
+    async with asyncio.timeout(5):
         await waiting
     assert store.work_token(["b"]) != for_b
