@@ -35,6 +35,28 @@ class JobEvent:
     created_at: float
 
 
+class WorkCounts:
+    """A store's count of work wake-ups, in all and by job type: `token` is the JobStore's
+    `work_token` (each part only grows, so a sum moves exactly when one of its parts does)."""
+
+    def __init__(self) -> None:
+        self.any = 0
+        self.untyped = 0  # work whose type was not told (another process's commit, ...)
+        self.by_type: dict[str, int] = {}
+
+    def add(self, job_type: str | None = None) -> None:
+        self.any += 1
+        if job_type:
+            self.by_type[job_type] = self.by_type.get(job_type, 0) + 1
+        else:
+            self.untyped += 1
+
+    def token(self, types: Sequence[str] | None = None) -> int:
+        if types is None:
+            return self.any
+        return self.untyped + sum(self.by_type.get(t, 0) for t in types)
+
+
 #: The metadata key of the ComfyUI client id a prompt was submitted for (the ComfyUI face);
 #: the stores index it among unfinished jobs (`unfinished_for_client`, jobs_comfy_client).
 COMFY_CLIENT_ID = "comfy_client_id"
@@ -394,5 +416,6 @@ __all__ = [
     "JobStore",
     "KeyStore",
     "WebhookOutbox",
+    "WorkCounts",
     "WorkerRegistry",
 ]

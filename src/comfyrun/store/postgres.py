@@ -25,7 +25,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from comfyrun.core.job import JSON
 from comfyrun.errors import InvalidRequest, StoreError
-from comfyrun.store.base import JobEvent
+from comfyrun.store.base import JobEvent, WorkCounts
 from comfyrun.store.codec import dump_json
 from comfyrun.store.migrate import migrate_postgres
 from comfyrun.store.queries import queries
@@ -65,9 +65,7 @@ class PostgresStore(SQLStore):
         self._listener: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
         self._work = asyncio.Condition()
-        self._work_seq = 0  # any work
-        self._work_untyped = 0  # work whose type no notification told
-        self._work_by_type: dict[str, int] = {}
+        self._work_counts = WorkCounts()
         self._job_waiters: dict[str, set[asyncio.Event]] = {}
 
     async def open(self) -> None:
@@ -130,10 +128,7 @@ class PostgresStore(SQLStore):
         # only while LISTENing: a notification lost with the connection must not hide work
         if not self._listening.is_set():
             return None
-        if types is None:
-            return self._work_seq
-        # each part only grows: the sum moves exactly when one of them does
-        return self._work_untyped + sum(self._work_by_type.get(t, 0) for t in types)
+        return self._work_counts.token(types)
 
     async def wait_for_work(
         self,
@@ -258,20 +253,15 @@ class PostgresStore(SQLStore):
     async def _dispatch(self, payload: str) -> None:
         flags, _, job_id = payload.partition("e:")
         if WORK in flags:
-            self._work_seq += 1
             job_type = flags[2:-1] if flags.startswith("w=") and flags.endswith(";") else None
-            if job_type:
-                self._work_by_type[job_type] = self._work_by_type.get(job_type, 0) + 1
-            else:
-                self._work_untyped += 1
+            self._work_counts.add(job_type)
             async with self._work:
                 self._work.notify_all()
         for woken in builtins.list(self._job_waiters.get(job_id, ())):
             woken.set()
 
     async def _wake_all(self) -> None:
-        self._work_seq += 1
-        self._work_untyped += 1
+        self._work_counts.add()
         async with self._work:
             self._work.notify_all()
         for waiters in builtins.list(self._job_waiters.values()):

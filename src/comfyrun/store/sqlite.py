@@ -40,7 +40,7 @@ from typing import Any
 
 from comfyrun.core.job import JSON
 from comfyrun.errors import InvalidRequest, StoreError
-from comfyrun.store.base import JobEvent
+from comfyrun.store.base import JobEvent, WorkCounts
 from comfyrun.store.codec import dump_json
 from comfyrun.store.migrate import migrate_sqlite
 from comfyrun.store.queries import queries
@@ -130,9 +130,7 @@ class SQLiteStore(SQLStore):
         # owned by the event loop
         self._job_waiters: dict[str, set[asyncio.Event]] = {}
         self._work = asyncio.Event()
-        self._work_seq = 0  # see work_token: any work
-        self._work_untyped = 0  # work of a type not known here (another process's commit)
-        self._work_by_type: dict[str, int] = {}  # this process's work, by job type
+        self._work_counts = WorkCounts()  # see work_token
         self._version: int | None = None  # the last `PRAGMA data_version` read
         self._reader: sqlite3.Connection | None = None  # LOOP_READS, on the loop's thread
         self._loop_thread_id: int | None = None
@@ -205,10 +203,7 @@ class SQLiteStore(SQLStore):
                 self._job_waiters.pop(job_id, None)
 
     def work_token(self, types: Sequence[str] | None = None) -> int | None:
-        if types is None:
-            return self._work_seq
-        # each part only grows: the sum moves exactly when one of them does
-        return self._work_untyped + sum(self._work_by_type.get(t, 0) for t in types)
+        return self._work_counts.token(types)
 
     async def wait_for_work(
         self,
@@ -243,8 +238,7 @@ class SQLiteStore(SQLStore):
                 pass
             current = await self._data_version()
             if current != version:
-                self._work_seq += 1  # another process committed: maybe work, of any type
-                self._work_untyped += 1
+                self._work_counts.add()  # another process committed: maybe work, any type
                 return True, current
         return False, version
 
@@ -382,11 +376,7 @@ class SQLiteStore(SQLStore):
         for woken in builtins.list(self._job_waiters.get(job_id, ())):
             woken.set()
         if work:
-            self._work_seq += 1
-            if job_type is None:
-                self._work_untyped += 1
-            else:
-                self._work_by_type[job_type] = self._work_by_type.get(job_type, 0) + 1
+            self._work_counts.add(job_type)
             event, self._work = self._work, asyncio.Event()
             event.set()
 
