@@ -56,6 +56,11 @@ class WorkCounts:
             return self.any
         return self.untyped + sum(self.by_type.get(t, 0) for t in types)
 
+    def others_only(self, since: int | None, types: Sequence[str] | None) -> bool:
+        """After a wake-up: whether a typed wait (`since` read for `types`) saw only work of
+        other types, and so waits on instead of claiming."""
+        return since is not None and types is not None and since == self.token(types)
+
 
 #: The metadata key of the ComfyUI client id a prompt was submitted for (the ComfyUI face);
 #: the stores index it among unfinished jobs (`unfinished_for_client`, jobs_comfy_client).

@@ -25,6 +25,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from comfyrun.core.job import JSON
 from comfyrun.errors import InvalidRequest, StoreError
+from comfyrun.handlers.spec import valid_type_name
 from comfyrun.store.base import JobEvent, WorkCounts
 from comfyrun.store.codec import dump_json
 from comfyrun.store.migrate import migrate_postgres
@@ -147,7 +148,7 @@ class PostgresStore(SQLStore):
                         await self._work.wait()
                 except TimeoutError:
                     return
-                if since is None or types is None or since != self.work_token(types):
+                if not self._work_counts.others_only(since, types):
                     return
                 # only work of other types came (a job another lane claims): wait on
 
@@ -270,14 +271,12 @@ class PostgresStore(SQLStore):
 
 
 def _work_flags(job_type: str | None) -> str:
-    """A NOTIFY's flags for a job that became claimable: its type when it can be told safely
-    (a job type name: letters, digits, '_' and '-'), else the bare flag. A process that reads
-    only the bare flag still sees "w" in either."""
-    if job_type and _TYPE_IN_PAYLOAD.match(job_type):
+    """A NOTIFY's flags for a job that became claimable: its type when it is a valid type name
+    (no ';' or ':' to confuse the payload), else the bare flag. A process that reads only the
+    bare flag still sees "w" in either."""
+    if valid_type_name(job_type):
         return f"{WORK}={job_type};"
     return WORK
 
-
-_TYPE_IN_PAYLOAD = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 __all__ = ["PostgresStore"]

@@ -221,7 +221,7 @@ class SQLiteStore(SQLStore):
             # changes it (at worst, one it changed for was already seen: a spurious wake-up).
             version = self._version if self._version is not None else await self._data_version()
             changed, _ = await self._wait(woken, deadline, version)
-            if not changed or since is None or types is None or since != self.work_token(types):
+            if not changed or not self._work_counts.others_only(since, types):
                 return
             # only work of other types came (a job another lane claims): wait on, no claim
 
