@@ -222,9 +222,17 @@ def budget(stage_log: Path, marks: dict[str, dict[str, float]]) -> list[tuple[st
     for job_id, client in marks.items():
         seen = {**per_job.get(job_id, {}), **client}
         present = [s for s in order if s in seen]
+        if "decided" in seen and "enqueued" in seen:
+            # handed off: the enqueue's commit overlaps the claim and the submission
+            present.remove("enqueued")
+            spans["decided -> enqueued (the commit, overlapped)"].append(
+                seen["enqueued"] - seen["decided"]
+            )
         for a, b in itertools.pairwise(present):
             spans[f"{a} -> {b}"].append(seen[b] - seen[a])
+    handed = [s for s in order if s != "enqueued"]
     names = [f"{a} -> {b}" for a, b in itertools.pairwise(order)]
+    names += [f"{a} -> {b}" for a, b in itertools.pairwise(handed) if f"{a} -> {b}" not in names]
     return [(n, spans[n]) for n in names if spans.get(n)] + [
         (n, v) for n, v in spans.items() if n not in names
     ]

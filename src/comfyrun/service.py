@@ -59,6 +59,8 @@ class Reservation(Protocol):
 
     async def taken(self, job: Job | None) -> None: ...
 
+    async def withdraw(self, taking: asyncio.Task[None]) -> None: ...
+
     def release(self) -> None: ...
 
 
@@ -245,16 +247,32 @@ class JobService:
 
     async def _hand_over(self, new: NewJob, reservation: Reservation) -> tuple[Job, bool]:
         """Enqueue `new`, claimed for the reserved backend when nothing else is queued, and
-        start it there (the reservation is released otherwise)."""
+        start it there (the reservation is released otherwise). Where the store says what its
+        transaction decided before it commits (HandOff.decided), the job starts then: its
+        prompt goes to ComfyUI while the commit's fsync runs, and the submission is answered
+        only after the commit as always. Should that commit fail, the run is withdrawn (and
+        its prompt stopped): nothing was stored."""
+        early: asyncio.Task[None] | None = None
+
+        def decided(job: Job, created: bool) -> None:
+            nonlocal early
+            stages.mark(job.id, "decided")
+            early = asyncio.ensure_future(reservation.taken(job if created else None))
+
+        hand_off = dataclasses.replace(reservation.hand_off, decided=decided)
         try:
-            job, created = await self.store.enqueue_claimed(
-                new, reservation.hand_off, now=self._clock()
-            )
+            job, created = await self.store.enqueue_claimed(new, hand_off, now=self._clock())
         except BaseException:
-            reservation.release()
+            if early is None:
+                reservation.release()
+            else:
+                await reservation.withdraw(early)
             raise
         stages.mark(job.id, "enqueued")
-        await reservation.taken(job if created else None)
+        if early is None:
+            await reservation.taken(job if created else None)
+        else:
+            await early
         return job, created
 
     async def _comfy_workflow(self, sub: Submission) -> tuple[Submission, JSON]:

@@ -310,6 +310,19 @@ class Dispatcher:
         )
         return Reservation(self, slot, prompt_id, hand_off)
 
+    async def withdraw_unstored(self, job_id: str) -> None:
+        """A handed-off job started before its enqueue committed, and the commit failed: end
+        its run (stopping its prompt on ComfyUI) without touching the store."""
+        self._parked.pop(job_id, None)
+        entry = self._runs.get(job_id)
+        if entry is None:
+            return
+        run, task = entry
+        run.abandon = "unstored"
+        task.cancel()
+        await asyncio.wait({task}, timeout=self.settings.stop_grace_s + 1)
+        run.slot.release()  # a task cancelled before its first step never ran its `finally`
+
     async def _place(self, job: Job, slot: Slot, *, noted: tuple[str, str] | None = None) -> None:
         """Start `job` on the slot's backend if it fits there and no idle backend fits it
         better; else on the best backend with room it fits; else park it, or fail it when no

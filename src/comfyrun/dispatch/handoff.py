@@ -3,12 +3,18 @@
 When `serve` runs the API and a worker in one process and a backend is idle with nothing
 queued, the submission's own transaction claims the new job for that backend
 (`JobStore.enqueue_claimed`): the job is durable and running in one commit, and the run starts
-without the claim loop's wake-up, claim query and second commit. Anything else — a job waiting,
+without the claim loop's wake-up, claim query and second commit. With SQLite it starts as soon
+as the transaction's statements ran, while the store's thread commits (`HandOff.decided`): the
+prompt is on its way to ComfyUI during the fsync. The job is durable before its submission is
+answered, as any other; a crash within that commit can leave ComfyUI running a prompt of a job
+nobody was told of (and no store holds), never a stored job without its run. Anything else — a job waiting,
 no idle backend, another process's worker — goes through the queue as before.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -33,9 +39,11 @@ class Reservation:
         self._slot: Slot | None = slot
         self._prompt_id = prompt_id
         self.hand_off = hand_off
+        self._started: str | None = None  # the job id `taken` started
 
     async def taken(self, job: Job | None) -> None:
-        """`job`: what `enqueue_claimed` returned for a job it created (None for a replay)."""
+        """`job`: what `enqueue_claimed` returned (or, before its commit, decided) for a job it
+        created (None for a replay)."""
         slot, self._slot = self._slot, None
         if slot is None:
             return
@@ -49,12 +57,23 @@ class Reservation:
             slot.release()
             return
         assert job is not None
+        self._started = job.id
         try:
             await self._dispatcher.start_claimed(job, slot, self._prompt_id)
         except ComfyrunError as exc:  # the job keeps its lease; when it lapses, it is retried
             log.warning(
                 "job %s: starting it failed: %s", job.id, exc, extra={"action": "claim_error"}
             )
+
+    async def withdraw(self, taking: asyncio.Task[None]) -> None:
+        """The enqueue whose decision `taking` (a `taken` started before the commit) acted on
+        failed to commit: the job does not exist. Stop its run, and its prompt if one went
+        to ComfyUI."""
+        with contextlib.suppress(Exception):
+            await taking
+        if self._started is not None:
+            await self._dispatcher.withdraw_unstored(self._started)
+        self.release()
 
     def release(self) -> None:
         slot, self._slot = self._slot, None

@@ -94,7 +94,8 @@ class JobRun:
         self.prompt_id: str | None = None
         #: Set by the dispatcher before it cancels the run: "shutdown" requeues the job,
         #: "lease_lost" leaves the store alone (another worker may hold the job now); neither
-        #: stops the prompt, which the next attempt adopts by its prompt id.
+        #: stops the prompt, which the next attempt adopts by its prompt id. "unstored": the
+        #: job's enqueue did not commit (dispatch.handoff): its prompt is stopped.
         self.abandon: str | None = None
         #: True once the job left running/canceling (or is no longer ours): nothing to renew.
         self.settled = False
@@ -698,6 +699,10 @@ class JobRun:
             await self._transition(
                 Event.REQUEUE, Changes(backend=self.backend.name, prompt_id=self.prompt_id)
             )
+        elif self.abandon == "unstored" and self.prompt_id is not None and self.client is not None:
+            async with asyncio.timeout(self.ctx.settings.submit_timeout_s):
+                await self.client.delete_queued([self.prompt_id])
+                await self.client.interrupt(self.prompt_id)
 
     def _extra(self, action: str, **more: Any) -> dict[str, Any]:
         return {"action": action, "job_id": self.job.id, "backend": self.backend.name, **more}

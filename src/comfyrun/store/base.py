@@ -118,11 +118,19 @@ class ClaimChoice:
 class HandOff:
     """A worker of this process with a free backend, ready to take a job as it is enqueued
     (`JobStore.enqueue_claimed`): the claim it would make next, made in the enqueue's own
-    transaction. `note`: as `claim`'s."""
+    transaction. `note`: as `claim`'s.
+
+    `decided`, when given, may be called once on the event loop with `(job, created)` as the
+    enqueue's transaction decided them, before that transaction commits, by a store whose
+    commit can be overlapped (SQLite: the store's thread runs the fsync while the loop goes
+    on; `enqueue_claimed` still returns only after it). A store that cannot tell early calls
+    nothing. A caller that started work on that word must undo it if `enqueue_claimed` then
+    raises: nothing was stored."""
 
     worker_id: str
     lease_s: float
     note: ClaimNote | None = None
+    decided: Callable[[Job, bool], None] | None = field(default=None, compare=False)
 
 
 class KeyStore(Protocol):

@@ -38,7 +38,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from comfyrun.core.job import JSON
+from comfyrun.core.job import JSON, Job
 from comfyrun.errors import InvalidRequest, StoreError
 from comfyrun.store.base import JobEvent, WorkCounts
 from comfyrun.store.codec import dump_json
@@ -127,6 +127,9 @@ class SQLiteStore(SQLStore):
         # owned by the store's thread
         self._conn: sqlite3.Connection | None = None
         self._wakes: list[tuple[str, bool, str | None]] = []
+        self._early: list[tuple[asyncio.AbstractEventLoop, Callable[[Job, bool], None], Job, bool]]
+        self._early = []  # HandOff.decided, said once the batch's statements ran
+        self._call_loop: asyncio.AbstractEventLoop | None = None
         # owned by the event loop
         self._job_waiters: dict[str, set[asyncio.Event]] = {}
         self._work = asyncio.Event()
@@ -340,7 +343,9 @@ class SQLiteStore(SQLStore):
                 error = StoreError(f"SQLite is busy: {exc}")
                 _deliver_all([(call, False, error) for call in batch], [])
                 return
+        self._early = []
         for call in batch:
+            self._call_loop = call.loop
             try:
                 results.append((call, True, _drive(call.fn(self, *call.args, **call.kwargs))))
             except sqlite3.Error as exc:
@@ -349,6 +354,7 @@ class SQLiteStore(SQLStore):
                 results.append((call, False, exc))
         wakes = self._wakes
         if writes:
+            _say_early(self._early)  # the loop goes on while this thread commits (fsync)
             try:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -451,6 +457,10 @@ class SQLiteStore(SQLStore):
     async def _lock_key(self, conn: sqlite3.Connection, key: JSON) -> None:
         return None  # BEGIN IMMEDIATE already holds the database's one write lock
 
+    def _decided(self, decided: Callable[[Job, bool], None], job: Job, created: bool) -> None:
+        if self._call_loop is not None:  # said before the batch commits (_run_batch)
+            self._early.append((self._call_loop, decided, job, created))
+
     async def _committed(
         self, job_id: str, *, work: bool = False, job_type: str | None = None
     ) -> None:
@@ -540,6 +550,15 @@ def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
         future.set_result(value)
     else:
         future.set_exception(value)
+
+
+def _say_early(
+    early: builtins.list[tuple[asyncio.AbstractEventLoop, Callable[[Job, bool], None], Job, bool]],
+) -> None:
+    """`HandOff.decided` of the batch's calls, on their loops, before the commit."""
+    for loop, decided, job, created in early:
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+            loop.call_soon_threadsafe(decided, job, created)
 
 
 def _deliver_all(

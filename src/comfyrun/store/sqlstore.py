@@ -9,7 +9,7 @@ import builtins
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Self
@@ -87,6 +87,8 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
             job, created = await self._enqueue_in(conn, new, now, work=not handing)
             if created and handing:
                 job = await self._claim_new(conn, job, hand_off, now)
+        if hand_off.decided is not None:
+            self._decided(hand_off.decided, job, created)
         if created:
             await self._committed(job.id, work=job.status is JobStatus.QUEUED, job_type=job.type)
         return job, created
@@ -683,6 +685,10 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
     @abstractmethod
     async def _lock_key(self, conn: Any, key: JSON) -> None:
         """Serialise concurrent requests that carry one idempotency key."""
+
+    def _decided(self, decided: Callable[[Job, bool], None], job: Job, created: bool) -> None:
+        """`HandOff.decided`, for a store that can say it before the commit (SQLite): here the
+        write has committed already, so nothing is said early."""
 
     @abstractmethod
     async def _committed(

@@ -3,6 +3,7 @@ enqueue's own transaction, only when no other job is queued; otherwise it is `en
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from tests.support.store import new_job
@@ -75,3 +76,33 @@ async def test_an_idempotent_replay_returns_the_first_job_unclaimed(store: JobSt
     )
     assert not created and again.id == first.id and again.status is JobStatus.QUEUED
     assert (await store.get(first.id)).status is JobStatus.QUEUED  # type: ignore[union-attr]
+
+
+async def test_a_decision_said_early_is_the_one_the_enqueue_returns(store: JobStore) -> None:
+    """`HandOff.decided`: a store that says it does so once, before `enqueue_claimed`
+    returns, with the job and `created` it then returns (claimed or, behind a queued job,
+    queued). SQLite says it (before its commit); the others need not."""
+    said: list[tuple[Job, bool]] = []
+    hand = dataclasses.replace(HAND, decided=lambda job, created: said.append((job, created)))
+    early = type(store).__name__ == "SQLiteStore"
+    seen: list[list[tuple[Job, bool]]] = []
+
+    async def enqueue(**fields: Any) -> tuple[Job, bool]:
+        result = await store.enqueue_claimed(new_job(**fields), hand, now=T0)
+        seen.append(list(said))
+        said.clear()
+        return result
+
+    claimed = await enqueue()
+    await store.enqueue(new_job(), now=T0)  # one waits: the next ones are queued behind it
+    queued = await enqueue()
+    replayed = await enqueue(idempotency_key="k", request_hash="h")
+    replay = await enqueue(idempotency_key="k", request_hash="h")
+    assert claimed[0].status is JobStatus.RUNNING and queued[0].status is JobStatus.QUEUED
+    assert replay[0].id == replayed[0].id and not replay[1]
+    if early:
+        assert seen == [[claimed], [queued], [replayed], [replay]]
+    else:
+        assert all(
+            s in ([], [r]) for s, r in zip(seen, [claimed, queued, replayed, replay], strict=True)
+        )

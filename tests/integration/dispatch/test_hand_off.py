@@ -5,6 +5,8 @@ queue as before (comfyrun.dispatch.handoff)."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,8 +16,11 @@ import httpx
 from tests.support.api import asgi_app, memory_settings
 from tests.support.emulator import running_emulator, text_to_image_workflow
 
+from comfyrun.api.app import create_app
 from comfyrun.api.context import AppContext
 from comfyrun.config import BackendConfig
+from comfyrun.outputs.memory import MemoryOutputStorage
+from comfyrun.store.sqlite import SQLiteStore
 
 
 @asynccontextmanager
@@ -81,3 +86,121 @@ async def test_behind_a_busy_backend_a_job_waits_in_the_queue(tmp_path: Path) ->
         assert done.job.status.value == "succeeded"
         assert first["id"] not in claimed  # handed over
         assert claimed == [second["id"]]  # queued behind it: claimed when the backend freed
+
+
+# --- the start overlaps the enqueue's commit (SQLite: HandOff.decided) ------------------------
+
+
+class HeldCommit:
+    """The SQLite store's connection, whose COMMIT of a batch holding a hand-off waits for
+    `go` and then fails if `fail` is set: the enqueue decided, not yet (or never) committed."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+        self._conn: Any = store._conn
+        self.reached = threading.Event()
+        self.go = threading.Event()
+        self.fail = False
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql == "COMMIT" and self._store._early and not self.reached.is_set():
+            self.reached.set()
+            self.go.wait(30)
+            if self.fail:
+                raise sqlite3.OperationalError("disk I/O error (test)")
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+@asynccontextmanager
+async def serve_sqlite(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[httpx.AsyncClient, SQLiteStore, HeldCommit, str]]:
+    async with running_emulator(tmp_path / "emu", step_time_s=0.05) as emu:
+        backends = [BackendConfig(name="gpu0", url=emu.url)]
+        cfg = memory_settings(tmp_path, backends=backends, db_url=f"sqlite:///{tmp_path}/q.db")
+        app = create_app(cfg, storage=MemoryOutputStorage())
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                async with asyncio.timeout(30):
+                    while (await client.get("/ready")).status_code != 200:  # noqa: ASYNC110
+                        await asyncio.sleep(0.02)
+                store = app.state.ctx.store
+                assert isinstance(store, SQLiteStore)
+                held = HeldCommit(store)
+                store._conn = held  # type: ignore[assignment]
+                try:
+                    yield client, store, held, emu.url
+                finally:
+                    held.go.set()
+
+
+async def prompts_of(emu_url: str) -> dict[str, dict[str, Any]]:
+    """ComfyUI's prompts, queued, running or done: {comfyrun job id: {prompt_id, state}}."""
+    found: dict[str, dict[str, Any]] = {}
+    async with httpx.AsyncClient(base_url=emu_url) as http:
+        queue = (await http.get("/queue")).json()
+        history = (await http.get("/history")).json()
+    for state in ("queue_running", "queue_pending"):
+        for entry in queue[state]:
+            found[entry[3]["comfyrun_job_id"]] = {"prompt_id": entry[1], "state": state}
+    for prompt_id, entry in history.items():
+        messages = [msg[0] for msg in entry["status"]["messages"]]
+        found[entry["prompt"][3]["comfyrun_job_id"]] = {
+            "prompt_id": prompt_id,
+            "state": "interrupted" if "execution_interrupted" in messages else "done",
+        }
+    return found
+
+
+async def until_prompted(emu_url: str, timeout: float = 20) -> dict[str, dict[str, Any]]:
+    async with asyncio.timeout(timeout):
+        while not (found := await prompts_of(emu_url)):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    return found
+
+
+async def test_the_prompt_goes_to_comfyui_while_the_enqueue_commits(tmp_path: Path) -> None:
+    async with serve_sqlite(tmp_path) as (client, _store, held, emu_url):
+        body = {"workflow": text_to_image_workflow(steps=1)}
+        submitting = asyncio.ensure_future(
+            client.post("/api/v2/jobs", params={"wait": 30}, json=body)
+        )
+        assert await asyncio.to_thread(held.reached.wait, 20)
+        found = await until_prompted(emu_url)  # ComfyUI has it; the commit still waits
+        assert not submitting.done()  # nobody is told of the job before its commit
+        (job_id,) = found
+        held.go.set()
+        r = await submitting
+        assert r.status_code == 201, r.text
+        assert r.json()["id"] == job_id and r.json()["status"] == "succeeded"
+        assert (await prompts_of(emu_url))[job_id]["state"] == "done"  # run once
+
+
+async def test_when_the_enqueue_fails_to_commit_its_started_prompt_is_stopped(
+    tmp_path: Path,
+) -> None:
+    async with serve_sqlite(tmp_path) as (client, store, held, emu_url):
+        body = {"workflow": text_to_image_workflow(steps=400)}  # 20 s unless stopped
+        submitting = asyncio.ensure_future(client.post("/api/v2/jobs", json=body))
+        assert await asyncio.to_thread(held.reached.wait, 20)
+        (job_id,) = await until_prompted(emu_url)
+        held.fail = True
+        held.go.set()
+        r = await submitting
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "store_error"
+        assert await store.get(job_id) is None  # nothing stored
+        async with asyncio.timeout(10):  # interrupted, not left to run its 20 s
+            while (await prompts_of(emu_url))[job_id]["state"] != "interrupted":  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        # the backend is free again: the next job is handed to it and runs
+        r = await client.post(
+            "/api/v2/jobs",
+            params={"wait": 30},
+            json={"workflow": text_to_image_workflow(steps=1)},
+        )
+        assert r.status_code == 201 and r.json()["status"] == "succeeded", r.text
