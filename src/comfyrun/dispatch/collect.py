@@ -22,7 +22,7 @@ from typing import Any
 from comfyrun.backends.pool import Backend
 from comfyrun.comfy.outputs import FileRef, OutputItem, ValueOutput
 from comfyrun.core.job import Job, Output, OutputType
-from comfyrun.outputs import OutputStorage, classify_output, output_key, read_inline
+from comfyrun.outputs import OutputStorage, classify_output, output_key, put_read, read_inline
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +113,20 @@ async def _store_file(
 ) -> Output:
     key = output_key(job.id, ref.node_id, ref.filename)
     kind, content_type = classify_output(ref.key, ref.filename)
-    local = await asyncio.to_thread(_read_local, backend, ref)
-    if local is not None and local[1] is not None:
-        stored = await storage.put_bytes(key, local[1], content_type=content_type)
-    elif local is not None:
-        stored = await storage.put(key, read_file(local[0]), content_type=content_type)
+    large: list[Path] = []  # a managed backend's file too large to copy in one piece
+
+    def read_local() -> bytes | None:
+        local = _read_local(backend, ref)
+        if local is not None and local[1] is None:
+            large.append(local[0])
+        return None if local is None else local[1]
+
+    local = _local_root(backend, ref) is not None
+    found = await put_read(storage, key, read_local, content_type=content_type) if local else None
+    if found is not None:
+        stored = found
+    elif large:
+        stored = await storage.put(key, read_file(large[0]), content_type=content_type)
     else:
         async with client.view(ref) as stream:
             chunks = aiter(stream)
@@ -152,7 +161,7 @@ async def _store_file(
 def _read_local(backend: Backend, ref: FileRef) -> tuple[Path, bytes | None] | None:
     """The file on disk for a managed backend (no HTTP round trip), when it is there, with its
     bytes when it is small. Blocking: one trip to the disk for a small output."""
-    root = {"output": backend.output_dir, "temp": backend.temp_dir}.get(ref.type)
+    root = _local_root(backend, ref)
     if root is None:
         return None
     path = (root / ref.subfolder / ref.filename).resolve()
@@ -165,6 +174,11 @@ def _read_local(backend: Backend, ref: FileRef) -> tuple[Path, bytes | None] | N
             return path, fh.read()
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
+
+
+def _local_root(backend: Backend, ref: FileRef) -> Path | None:
+    """The managed backend's folder that holds `ref`; None when its files are read over HTTP."""
+    return {"output": backend.output_dir, "temp": backend.temp_dir}.get(ref.type)
 
 
 @functools.lru_cache(maxsize=256)

@@ -16,6 +16,7 @@ from comfyrun.outputs.base import (
     OutputStorage,
     StoredObject,
     iterate_bytes,
+    put_read,
     read_all,
     read_inline,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "job_prefix",
     "open_output_storage",
     "output_key",
+    "put_read",
     "read_all",
     "read_inline",
     "safe_segment",

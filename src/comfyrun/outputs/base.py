@@ -12,8 +12,9 @@ the new one, never a partial one.
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -119,4 +120,20 @@ async def iterate_bytes(data: bytes, chunk_size: int = 1 << 20) -> AsyncIterator
         yield data[start : start + chunk_size]
 
 
-__all__ = ["OutputStorage", "StoredObject", "iterate_bytes", "read_all", "read_inline"]
+async def put_read(
+    storage: OutputStorage, key: str, read: Callable[[], bytes | None], *, content_type: str
+) -> StoredObject | None:
+    """Store what the blocking `read()` returns (e.g. a local file's bytes) and return it;
+    None, storing nothing, when it returns None. A storage of local files reads and writes in
+    one trip to a thread (`put_read` of its own); any other reads in a thread, then puts."""
+    own = getattr(storage, "put_read", None)
+    if own is not None:
+        stored: StoredObject | None = await own(key, read, content_type=content_type)
+        return stored
+    data = await asyncio.to_thread(read)
+    if data is None:
+        return None
+    return await storage.put_bytes(key, data, content_type=content_type)
+
+
+__all__ = ["OutputStorage", "StoredObject", "iterate_bytes", "put_read", "read_all", "read_inline"]

@@ -17,6 +17,7 @@ RESERVED_PREFIX = ".comfyrun"
 MAX_KEY_LENGTH = 1024
 #: Top-level folders that belong to the storage's other users, never to a job.
 RESERVED_TOP_LEVEL = frozenset({"assets"})
+_BACKSLASH_OR_CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")
 _UNSAFE_CHARS = re.compile(r'[\x00-\x1f\x7f/\\<>:"|?*]')
 
 
@@ -24,7 +25,7 @@ def validate_key(key: str) -> str:
     """Return `key` unchanged when it is a valid storage key, else raise InvalidRequest."""
     if not key or len(key) > MAX_KEY_LENGTH:
         raise InvalidRequest("storage key is empty or too long", details={"key": key})
-    if key.startswith("/") or "\\" in key or any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
+    if key.startswith("/") or _BACKSLASH_OR_CONTROL.search(key):
         raise InvalidRequest("storage key is not a safe relative path", details={"key": key})
     for segment in key.split("/"):
         if segment in ("", ".", "..") or segment.startswith(RESERVED_PREFIX):

@@ -146,6 +146,29 @@ class LocalOutputStorage:
         self.recent.add(key, stored, data)
         return stored
 
+    async def put_read(
+        self, key: str, read: Callable[[], bytes | None], *, content_type: str
+    ) -> StoredObject | None:
+        """`put_bytes` of what the blocking `read()` returns (a managed backend's output
+        file), read and written in one trip to a thread; None, storing nothing, when `read`
+        returns None."""
+        target = self._path(key)
+        self.recent.drop(key)
+
+        def read_and_put() -> tuple[StoredObject, bytes] | None:
+            data = read()
+            if data is None:
+                return None
+            digest = f"blake3:{blake3.blake3(data).hexdigest()}"
+            stored = StoredObject(key, len(data), digest, content_type)
+            return self._put_now(target, data, stored), data
+
+        done = await _disk(key, read_and_put)
+        if done is None:
+            return None
+        self.recent.add(key, *done)
+        return done[0]
+
     def _put_now(self, target: Path, data: bytes, stored: StoredObject) -> StoredObject:
         """Write, then rename into place: all of `put_bytes` in one blocking call. Folders
         are made when a write finds them missing, not looked for on every write."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import threading
 import time
 from collections.abc import AsyncIterator
 
@@ -10,7 +11,14 @@ import pytest
 from tests.support.media import blake3_of, chunked, collect, pattern
 
 from comfyrun.errors import InvalidRequest, NotFound
-from comfyrun.outputs import OutputStorage, iterate_bytes, job_prefix, output_key, read_inline
+from comfyrun.outputs import (
+    OutputStorage,
+    iterate_bytes,
+    job_prefix,
+    output_key,
+    put_read,
+    read_inline,
+)
 
 
 async def test_put_then_read_back_bytes_size_hash_and_type(storage: OutputStorage) -> None:
@@ -222,3 +230,24 @@ async def test_read_small_after_a_delete_or_a_replace_finds_what_is_there(
     assert await storage.read_small("j/5/b.txt", 100) is None
     found = await storage.read_small("j/6/c.txt", 100)
     assert found is not None and found[1] == b"replaced"
+
+
+async def test_put_read_stores_what_a_blocking_read_returns(storage: OutputStorage) -> None:
+    """`put_read`: the bytes of a blocking read (a managed backend's file), read off the event
+    loop; a read that finds nothing stores nothing."""
+    loop_thread = threading.get_ident()
+    read_on: list[int] = []
+
+    def read() -> bytes | None:
+        read_on.append(threading.get_ident())
+        return b"png bytes"
+
+    stored = await put_read(storage, "job/1/a.png", read, content_type="image/png")
+    assert stored is not None
+    assert (stored.size_bytes, stored.hash) == (9, blake3_of(b"png bytes"))
+    assert read_on and read_on[0] != loop_thread
+    found = await storage.read_small("job/1/a.png", 100)
+    assert found is not None and found[1] == b"png bytes"
+    assert found[0].content_type == "image/png"
+    assert await put_read(storage, "job/1/b.png", lambda: None, content_type="image/png") is None
+    assert await storage.stat("job/1/b.png") is None

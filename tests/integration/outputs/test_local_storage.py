@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.support.media import blake3_of, collect, generated, pattern
 
+import comfyrun.outputs.local as local_module
+from comfyrun.errors import StorageError
 from comfyrun.outputs import iterate_bytes, open_output_storage
 from comfyrun.outputs.local import TMP_DIR, LocalOutputStorage
 
@@ -95,3 +99,33 @@ async def test_put_bytes_makes_the_folders_removed_since_the_last_write(tmp_path
     stat = await reader.stat("job/2/deep/b.png")
     assert stat is not None and (stat.hash, stat.content_type) == (stored.hash, "image/png")
     assert list((root / TMP_DIR).iterdir()) == []
+
+
+async def test_put_read_reads_and_writes_in_one_trip_to_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A managed backend's output is read and stored in one thread hop, not one each; a
+    failing read or write is a StorageError, and nothing is left half-written."""
+    trips: list[str] = []
+    real = asyncio.to_thread
+
+    async def counted(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        trips.append(getattr(fn, "__name__", "?"))
+        return await real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(local_module.asyncio, "to_thread", counted)
+    source = tmp_path / "comfy" / "ComfyUI_00001_.png"
+    source.parent.mkdir()
+    source.write_bytes(b"pixels")
+    storage = LocalOutputStorage(tmp_path / "out")
+    stored = await storage.put_read("job/1/a.png", source.read_bytes, content_type="image/png")
+    assert stored is not None and stored.size_bytes == 6
+    assert len(trips) == 1
+    assert (tmp_path / "out/job/1/a.png").read_bytes() == b"pixels"
+
+    def gone() -> bytes:
+        raise FileNotFoundError("removed meanwhile")
+
+    with pytest.raises(StorageError):
+        await storage.put_read("job/1/b.png", gone, content_type="image/png")
+    assert not (tmp_path / "out/job/1/b.png").exists()
