@@ -242,7 +242,7 @@ class JobService:
             )
         # a job handed off is claimed already: no position to count
         queued = sub.want_position and job.status is JobStatus.QUEUED
-        position = await self._position(job.id) if queued else None
+        position = await self._position(job) if queued else None
         return Submitted(job=job, created=created, queue_position=position)
 
     async def _hand_over(self, new: NewJob, reservation: Reservation) -> tuple[Job, bool]:
@@ -480,11 +480,14 @@ class JobService:
         if job is None:
             raise NotFound(f"job {job_id} not found", details={"job_id": job_id})
         queued = position and job.status is JobStatus.QUEUED
-        return JobView(job, await self._position(job_id) if queued else None)
+        return JobView(job, await self._position(job) if queued else None)
 
-    async def _position(self, job_id: str) -> int | None:
-        """The job's queue position, counted up to `queue_position_cap`."""
-        return await self.store.queue_position(job_id, limit=self.settings.queue_position_cap)
+    async def _position(self, job: Job) -> int | None:
+        """The queue position of `job` (as just read or enqueued), counted up to
+        `queue_position_cap`."""
+        return await self.store.queue_position(
+            job.id, limit=self.settings.queue_position_cap, job=job
+        )
 
     async def list_jobs(
         self,
@@ -569,7 +572,7 @@ class JobService:
                 ended = any(_ends(e) for e in events)
         stages.mark(job_id, "notified")
         if job.status is JobStatus.QUEUED:
-            return JobView(job, await self._position(job_id))
+            return JobView(job, await self._position(job))
         return JobView(job, None)
 
     async def _job(self, job_id: str) -> Job:
@@ -657,7 +660,7 @@ class JobService:
                 return
             queued = positions and current.status is JobStatus.QUEUED
             if queued:
-                new_position = await self._position(job_id)
+                new_position = await self._position(current)
                 if new_position != position:
                     position = new_position
                     quiet_since = time.monotonic()

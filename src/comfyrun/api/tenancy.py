@@ -285,9 +285,14 @@ class OwnedStore:
         return self.inner.work_token(types)
 
     async def queue_position(
-        self, job_id: str, *, now: float | None = None, limit: int | None = None
+        self,
+        job_id: str,
+        *,
+        now: float | None = None,
+        limit: int | None = None,
+        job: Job | None = None,
     ) -> int | None:
-        return await self.inner.queue_position(job_id, now=now, limit=limit)
+        return await self.inner.queue_position(job_id, now=now, limit=limit, job=job)
 
     async def counts(self, *, unfinished: bool = False) -> dict[JobStatus, int]:
         return await self.inner.counts(unfinished=unfinished)

@@ -343,12 +343,18 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
         """Newest first, cursor-paginated."""
 
     async def queue_position(
-        self, job_id: str, *, now: float | None = None, limit: int | None = None
+        self,
+        job_id: str,
+        *,
+        now: float | None = None,
+        limit: int | None = None,
+        job: Job | None = None,
     ) -> int | None:
         """0-based position among queued jobs in claim order; None if not queued.
 
         Counting costs O(position) (~0.3-0.6 s at the back of a million queued jobs); with
-        `limit` the count stops there and the answer is min(position, limit)."""
+        `limit` the count stops there and the answer is min(position, limit). `job`: that job
+        as the caller has just enqueued or read it, counted from without reading it again."""
 
     async def counts(self, *, unfinished: bool = False) -> dict[JobStatus, int]:
         """Jobs per status. With `unfinished`, only queued, running and canceling jobs are

@@ -355,10 +355,16 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
         )
 
     async def queue_position(
-        self, job_id: str, *, now: float | None = None, limit: int | None = None
+        self,
+        job_id: str,
+        *,
+        now: float | None = None,
+        limit: int | None = None,
+        job: Job | None = None,
     ) -> int | None:
         now = _now(now)
-        job = self._jobs.get(job_id)
+        if job is None or job.id != job_id:
+            job = self._jobs.get(job_id)
         if job is None or job.status is not JobStatus.QUEUED:
             return None
         mine = _position_order(job, now)

@@ -544,10 +544,16 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
         )
 
     async def queue_position(
-        self, job_id: str, *, now: float | None = None, limit: int | None = None
+        self,
+        job_id: str,
+        *,
+        now: float | None = None,
+        limit: int | None = None,
+        job: Job | None = None,
     ) -> int | None:
         now = _now(now)
-        job = await self.get(job_id)
+        if job is None or job.id != job_id:
+            job = await self.get(job_id)
         if job is None or job.status is not JobStatus.QUEUED:
             return None
         params = {

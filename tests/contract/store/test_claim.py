@@ -95,6 +95,21 @@ async def test_queue_position_follows_claim_order(store: JobStore) -> None:
     assert await store.queue_position("unknown") is None
 
 
+async def test_queue_position_of_a_job_at_hand_counts_the_same(store: JobStore) -> None:
+    """Given the job as just enqueued (or read), the count starts from it: the same answer
+    as by its id."""
+    a, _ = await store.enqueue(new_job(priority=0), now=T0)
+    b, _ = await store.enqueue(new_job(priority=1), now=T0 + 1)
+    c, _ = await store.enqueue(new_job(priority=0), now=T0 + 2)
+    for job, ahead in ((b, 0), (a, 1), (c, 2)):
+        assert await store.queue_position(job.id, now=T0 + 5, job=job) == ahead
+        assert await store.queue_position(job.id, now=T0 + 5, limit=1, job=job) == min(ahead, 1)
+    claimed = await store.claim("w", 30, now=T0 + 5)
+    assert claimed is not None and claimed.id == b.id
+    assert await store.queue_position(b.id, now=T0 + 5, job=claimed) is None  # running
+    assert await store.queue_position(c.id, now=T0 + 5, job=a) == 1  # another job's: read
+
+
 async def test_counts_and_oldest_queued(store: JobStore) -> None:
     assert await store.oldest_queued_at() is None
     counts = await store.counts()
