@@ -19,12 +19,17 @@ from comfyrun.errors import InvalidWorkflow, NoBackendFits
 
 
 def has_asset_refs(value: Any) -> bool:
-    if isinstance(value, dict):
-        if value.get("__type") == "core/ASSET":
-            return True
-        return any(has_asset_refs(v) for v in value.values())
-    if isinstance(value, list):
-        return any(has_asset_refs(v) for v in value)
+    """Whether `value` (a workflow) holds an asset reference anywhere (walked with a stack:
+    it runs at every submission)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if item.get("__type") == "core/ASSET":
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return False
 
 
