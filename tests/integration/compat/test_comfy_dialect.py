@@ -127,6 +127,36 @@ async def test_example_client_runs_prompts_on_several_backends(server: Server) -
         assert sum(1 for b in backends if b["jobs_done"] > 0) >= 2
 
 
+async def test_the_history_of_a_prompt_just_told_finished_is_not_read_again(
+    server: Server,
+) -> None:
+    """The socket read the finished job to tell its end; the client's GET /history/{id} that
+    follows is answered from it (the service keeps finished jobs a while), not from the store
+    again, and answers the same."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        client = ComfyExampleClient(server, http)
+        async with client.connected():
+            answer = await client.queue_prompt(image_workflow(7, size=32))
+            prompt_id = answer.json()["prompt_id"]
+            await client.wait_done(prompt_id)
+            reads: list[str] = []
+            store = server.ctx.store
+            real_get = store.get
+
+            async def counting_get(job_id: str) -> Any:
+                reads.append(job_id)
+                return await real_get(job_id)
+
+            store.get = counting_get  # type: ignore[method-assign]
+            try:
+                entry = (await http.get(f"/history/{prompt_id}")).json()[prompt_id]
+            finally:
+                store.get = real_get  # type: ignore[method-assign]
+            assert reads == []
+            assert entry["status"]["status_str"] == "success"
+            assert entry["outputs"]["3"]["images"][0]["subfolder"] == f"{prompt_id}/3"
+
+
 async def test_progress_and_executing_messages_for_a_sampler(server: Server) -> None:
     await server.set_faults({"delay_s": 0.05})
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:

@@ -99,7 +99,8 @@ class ClientSession:
                     if event.kind == "status" and event.data.get("status") in TERMINAL:
                         final_status = asyncio.ensure_future(status_message(self.ctx, None))
                         final_status.add_done_callback(_retrieved)
-                        job = await self.ctx.store.get(job_id)
+                        # kept as finished: the client's GET /history comes next
+                        job = await self.ctx.service.job(job_id)
                     out = relay.feed_event(event, job)
                 if relay.finished:
                     self._release(job_id)  # the same prompt_id may be queued again now

@@ -343,7 +343,7 @@ async def get_history(
 
 
 async def get_history_item(prompt_id: str, ctx: Ctx) -> dict[str, Any]:
-    job = await ctx.store.get(prompt_id)
+    job = await ctx.service.job(prompt_id)  # a prompt just finished is at hand, not re-read
     if job is None or not job.terminal:
         return {}
     return {job.id: cc.history_entry(job)}
