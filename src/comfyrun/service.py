@@ -475,8 +475,9 @@ class JobService:
     # reading ------------------------------------------------------------------------------
 
     async def get(self, job_id: str, *, position: bool = True) -> JobView:
-        """The job, with its queue position while queued (unless not `position`)."""
-        job = await self.store.get(job_id)
+        """The job, with its queue position while queued (unless not `position`); a job seen
+        finished lately is not read again."""
+        job = await self.job(job_id)
         if job is None:
             raise NotFound(f"job {job_id} not found", details={"job_id": job_id})
         queued = position and job.status is JobStatus.QUEUED
@@ -576,10 +577,9 @@ class JobService:
         return JobView(job, None)
 
     async def _job(self, job_id: str) -> Job:
-        job = await self.store.get(job_id)
+        job = await self.job(job_id)
         if job is None:
             raise NotFound(f"job {job_id} not found", details={"job_id": job_id})
-        self._remember(job)
         return job
 
     async def job(self, job_id: str) -> Job | None:
@@ -594,6 +594,12 @@ class JobService:
         if job is not None:
             self._remember(job)
         return job
+
+    def remember(self, job: Job) -> None:
+        """Keep `job` at hand if it is finished: told by a worker of this process whose run
+        just committed its end (RunContext.finished), so that the requests that follow (a
+        `?wait`, a ComfyUI client's /history) need not read it again."""
+        self._remember(job)
 
     def _remember(self, job: Job) -> None:
         if not job.terminal:
@@ -718,6 +724,8 @@ class JobService:
         deleted = cast(
             "Sequence[Job]", await self.store.delete_finished_before(now - hours * 3600.0)
         )
+        for job in (*expired, *deleted):
+            self._finished.pop(job.id, None)  # what was kept at hand changed
         files = 0
         if self._files is not None:
             for job in deleted:

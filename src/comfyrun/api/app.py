@@ -239,6 +239,7 @@ async def _open(
     )
     if dispatcher is not None:
         dispatcher.fit.use_catalog(catalog)
+        dispatcher.ctx.finished.append(service.remember)
     templates = TemplateService(
         TemplateFolder(settings.workflows_dir), service, object_info=_object_info_source(catalog)
     )

@@ -76,6 +76,9 @@ class RunContext:
     relay_to_store: bool = False
     #: Runs the follow-up steps (`then`) of a job on its outputs (dispatch.chain).
     handlers: HandlerRegistry | None = None
+    #: Told each job whose run here ended, as its final transition committed it (an API in
+    #: this process keeps it at hand: JobService.remember).
+    finished: list[Callable[[Job], None]] = dataclasses.field(default_factory=list)
 
 
 class JobRun:
@@ -687,6 +690,9 @@ class JobRun:
             )
             self.job = job
             self.settled = job.status not in ACTIVE
+            if job.terminal:
+                for tell in self.ctx.finished:
+                    tell(job)
             return job
         return None
 

@@ -204,3 +204,25 @@ async def test_when_the_enqueue_fails_to_commit_its_started_prompt_is_stopped(
             json={"workflow": text_to_image_workflow(steps=1)},
         )
         assert r.status_code == 201 and r.json()["status"] == "succeeded", r.text
+
+
+async def test_a_wait_ends_on_the_job_its_worker_committed_without_reading_it(
+    tmp_path: Path,
+) -> None:
+    """`serve`: the run tells the API of this process the job it just finished
+    (RunContext.finished), so a `?wait` that wakes at the end answers with it, and a GET that
+    follows does not read it from the store again either."""
+    async with serve(tmp_path) as (client, ctx, _claimed):
+        reads: list[str] = []
+        real_get = ctx.store.get
+
+        async def counting_get(job_id: str) -> Any:
+            reads.append(job_id)
+            return await real_get(job_id)
+
+        ctx.store.get = counting_get  # type: ignore[method-assign]
+        job = await submit(client, steps=1, wait=30)
+        assert job["status"] == "succeeded" and job["outputs"], job
+        again = (await client.get(f"/api/v2/jobs/{job['id']}")).json()
+        assert again["outputs"] == job["outputs"]
+        assert job["id"] not in reads
