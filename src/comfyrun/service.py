@@ -625,6 +625,7 @@ class JobService:
         stream ends after the terminal status. Without `positions`, a queued job's
         queue_position is neither counted nor followed (ComfyUI's socket has none).
         """
+        view: JobView | None
         if after_id is None:
             history = await self.store.events_since(job_id, 0)
             last_id = history[-1].id if history else 0
@@ -636,11 +637,16 @@ class JobService:
                 return
             pending: list[JobEvent] = []
         else:
-            view = await self.get(job_id, position=positions)
             last_id = after_id
+            known: JobView | None = None
+            if positions:
+                known = await self.get(job_id)
             pending = await self.store.events_since(job_id, after_id)
-        position = view.queue_position
-        queued = positions and view.job.status is JobStatus.QUEUED
+            if known is None and not pending:
+                await self.get(job_id, position=False)  # NotFound when there is no such job
+            view = known  # without positions, a job whose events came is not read at all
+        position = view.queue_position if view is not None else None
+        queued = positions and view is not None and view.job.status is JobStatus.QUEUED
         quiet_since = time.monotonic()
         while True:
             for ev in pending:

@@ -346,6 +346,30 @@ async def test_event_stream_of_a_queued_job_follows_its_queue_position(
     await stream.aclose()
 
 
+async def test_following_a_jobs_events_without_positions_does_not_read_the_job(
+    service: JobService, store: MemoryStore
+) -> None:
+    """From a known event on (the ComfyUI socket's follow), with no position to count, a job
+    whose events are there is not read: its events say all; an unknown job is still 404."""
+    reads: list[str] = []
+    real_get = store.get
+
+    async def counting_get(job_id: str) -> Any:
+        reads.append(job_id)
+        return await real_get(job_id)
+
+    store.get = counting_get  # type: ignore[method-assign]
+    job = (await service.submit(Submission(workflow=tiny_workflow(1)))).job
+    reads.clear()
+    stream = service.events(job.id, after_id=0, idle_s=5, positions=False)
+    first = await anext(stream)
+    assert first is not None and first.data["status"] == "queued"
+    await stream.aclose()
+    assert reads == []
+    with pytest.raises(NotFound):
+        await anext(service.events("nope", after_id=0, positions=False))
+
+
 async def test_an_event_stream_without_positions_never_counts_the_queue(
     service: JobService, store: MemoryStore
 ) -> None:
