@@ -61,7 +61,10 @@ class ClientSession:
                 await self.websocket.send_text(json.dumps(message))
 
     async def send_status(self) -> None:
-        await self.send(await status_message(self.ctx, self.client_id))
+        """The greeting of a new socket: the queue's size, as counted within REMAINING_TTL_S
+        (a client connecting does not wait on, nor add, a count of its own; the status that
+        follows its first prompt is fresh)."""
+        await self.send(await status_message(self.ctx, self.client_id, fresh=False))
 
     def follow(self, job_id: str) -> None:
         if self.closed or job_id in self._following:
