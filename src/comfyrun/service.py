@@ -21,32 +21,24 @@ from typing import Any, Protocol, cast
 from comfyrun import stages
 from comfyrun.config import Settings
 from comfyrun.core.batch import Batch, NewBatch
-from comfyrun.core.catalog import definitions_may_be_stale
-from comfyrun.core.fit import BackendOffer, RequirementError, check_requirements, misfits
 from comfyrun.core.job import ACTIVE, COMFY, JSON, Job, JobStatus, NewJob
 from comfyrun.core.queue_order import estimate_cost, head_start
 from comfyrun.core.state import Event
-from comfyrun.core.workflow import convert_ui_to_api, is_ui_workflow
 from comfyrun.errors import (
     Conflict,
-    ConversionError,
     IdempotencyInFlight,
     InvalidRequest,
-    InvalidWorkflow,
     NotFound,
     QueueFull,
 )
 from comfyrun.handlers.admission import JobTypes
-from comfyrun.models.names import accept_model_names
-from comfyrun.models.specs import ModelRef, parse_models
+from comfyrun.models.specs import parse_models
 from comfyrun.outputs import job_prefix
 from comfyrun.prompt_checks import (
-    check_prompt,
     has_asset_refs,
-    no_backend_fits,
-    prompt_error,
 )
 from comfyrun.store.base import HandOff, JobEvent, JobPage, JobStore
+from comfyrun.workflow_gate import CatalogSource, ObjectInfoSource, WorkflowGate, is_ui_format
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +58,6 @@ class Reservation(Protocol):
 
 #: `offer(job_type)` → a Reservation when this process's worker would run such a job at once.
 HandOffSource = Callable[[str], Reservation | None]
-#: Returns ComfyUI's /object_info from a ready backend (cached), or None when none answers.
-ObjectInfoSource = Callable[[], Awaitable[JSON | None]]
-#: `offers(recheck)` → what each backend offers (labels, object_info when known): core.fit.
-#: With `recheck`, the backends are asked again first (a refusal must not rest on stale ones).
-CatalogSource = Callable[[bool], Awaitable[Sequence[BackendOffer]]]
 
 
 class FileDeleter(Protocol):
@@ -166,12 +153,11 @@ class JobService:
             queue_unserved=settings.queue_unserved_types, heartbeat_s=settings.heartbeat_s
         )
         self._files = files
-        self._object_info = object_info
-        # a refusal for an unknown node type or model may come from definitions stored before
-        # the backends changed: asked again (the backends are woken) before refusing for good
-        self._recheck_object_info = recheck_object_info
+        #: the checks a ComfyUI workflow passes before it is queued
+        self.gate = WorkflowGate(
+            object_info=object_info, recheck_object_info=recheck_object_info, catalogs=catalogs
+        )
         self._check_inputs = check_inputs
-        self._catalogs = catalogs
         self._clock = clock
         self._in_flight_keys: set[str] = set()
         self._key_scope = ""  # whose idempotency keys these are (see `using`)
@@ -282,8 +268,10 @@ class JobService:
                 sub, options={**sub.options, "models": [m.to_json() for m in models]}
             )
         placeholders = bool(sub.inputs)
-        fitting = await self._fitting_backends(sub, placeholders=placeholders, models=models)
-        workflow = await self._prepare_workflow(
+        fitting = await self.gate.fitting_backends(
+            sub.workflow, sub.options.get("requirements"), placeholders=placeholders, models=models
+        )
+        workflow = await self.gate.prepare(
             sub.workflow, placeholders=placeholders, models=models, object_info=fitting
         )
         return sub, workflow
@@ -295,7 +283,7 @@ class JobService:
         if not subs:
             raise InvalidRequest("a batch needs at least one job")
         first = subs[0]
-        await self._prepare_workflow(first.workflow, placeholders=bool(first.inputs))
+        await self.gate.prepare(first.workflow, placeholders=bool(first.inputs))
         jobs = []
         for sub in subs:
             workflow = sub.workflow
@@ -367,110 +355,6 @@ class JobService:
                 f"the queue holds {queued} jobs (bound {bound}); retry later",
                 retry_after_s=self.settings.queue_full_retry_after_s,
             )
-
-    async def _fitting_backends(
-        self, sub: Submission, *, placeholders: bool, models: tuple[ModelRef, ...] = ()
-    ) -> JSON | None:
-        """Refuse (NoBackendFits, 422) a job no configured backend can run: its node types,
-        model files (combo values) and `requirements` against each backend's object_info and
-        labels. Returns the object_info of the first backend that can run it (to validate the
-        workflow against), or None when none is known. Model files the job brings (`models`) are
-        not looked for: comfyrun delivers them to the backend."""
-        try:  # checked whatever the dialect, even with no backend known yet
-            requirements = check_requirements(sub.options.get("requirements"))
-        except RequirementError as exc:
-            raise InvalidRequest(
-                str(exc), details={"requirements": sub.options.get("requirements")}
-            ) from exc
-        if self._catalogs is None or not isinstance(sub.workflow, dict):
-            return None
-        if is_ui_format(sub.workflow):
-            return None  # judged at dispatch, once converted
-        brought = frozenset(m.name for m in models)
-        catalogs = list(await self._catalogs(False))
-        if not catalogs:
-            return None
-        fit, unfit = misfits(
-            sub.workflow, requirements, catalogs, values=not placeholders, brought=brought
-        )
-        if not fit:  # the stored definitions may predate a backend's new nodes or models
-            catalogs = list(await self._catalogs(True))
-            fit, unfit = misfits(
-                sub.workflow, requirements, catalogs, values=not placeholders, brought=brought
-            )
-        if fit:
-            known = {c.name: c.object_info for c in catalogs}
-            info = next((known[name] for name in fit if known[name]), None)
-            return dict(info) if info is not None else None
-        known_infos = [c.object_info for c in catalogs if c.object_info]
-        everywhere = {(u.missing_nodes, u.missing_values, u.unmet) for u in unfit}
-        if known_infos and len(everywhere) == 1 and not unfit[0].unmet:
-            # missing on every backend alike: ComfyUI's own verdict, as one ComfyUI would answer
-            await self._prepare_workflow(
-                sub.workflow,
-                placeholders=placeholders,
-                models=models,
-                object_info=dict(known_infos[0]),
-            )
-        raise no_backend_fits(unfit)
-
-    async def _prepare_workflow(
-        self,
-        workflow: Any,
-        *,
-        placeholders: bool = False,
-        models: tuple[ModelRef, ...] = (),
-        object_info: JSON | None = None,
-    ) -> JSON:
-        """The API prompt to store, checked the way ComfyUI checks it.
-
-        With a backend's object_info at hand the whole of ComfyUI's validation runs here, so a
-        bad workflow is refused at once with ComfyUI's own errors (a partly valid one passes, as
-        ComfyUI accepts it). Values that inputs or asset references will replace at dispatch
-        (`placeholders`) are not final yet: those workflows get the structural checks only, and
-        the backend validates them when they are placed.
-        """
-        if not isinstance(workflow, dict) or not workflow:
-            raise InvalidWorkflow(
-                "the workflow must be a non-empty JSON object (an API-format prompt)",
-                details=prompt_error("invalid_prompt", "workflow is not a JSON object"),
-            )
-        if is_ui_format(workflow):
-            workflow = await self._convert_ui(workflow)
-        fitting = object_info is not None  # a backend that can run it: its own definitions
-        if object_info is None and self._object_info is not None:
-            object_info = await self._object_info()
-        if object_info and models:  # the names a job brings are not in any list yet
-            object_info = accept_model_names(object_info, workflow, models)
-        try:
-            await check_prompt(workflow, object_info, placeholders=placeholders)
-        except InvalidWorkflow as exc:
-            if (
-                fitting
-                or self._recheck_object_info is None
-                or not definitions_may_be_stale(exc.details)
-            ):
-                raise
-            fresher = await self._recheck_object_info()
-            if not fresher or fresher == object_info:
-                raise
-            if models:
-                fresher = accept_model_names(fresher, workflow, models)
-            await check_prompt(workflow, fresher, placeholders=placeholders)
-        prompt: JSON = workflow
-        return prompt
-
-    async def _convert_ui(self, workflow: JSON) -> JSON:
-        object_info = await self._object_info() if self._object_info is not None else None
-        if not object_info:
-            raise ConversionError(
-                "cannot convert a UI-format workflow: no backend is ready to describe its nodes "
-                "(/object_info); retry when one is, or submit the API format"
-            )
-        converted = convert_ui_to_api(workflow, object_info)
-        if not isinstance(converted, dict):
-            raise ConversionError("the converter returned no prompt")
-        return converted
 
     # reading ------------------------------------------------------------------------------
 
@@ -782,11 +666,6 @@ def _is_terminal(status: Any) -> bool:
 
 def _status_data(job: Job, queue_position: int | None) -> JSON:
     return {"status": job.status.value, "queue_position": queue_position}
-
-
-def is_ui_format(workflow: Mapping[str, Any]) -> bool:
-    """A UI export (nodes + links lists) rather than an API prompt."""
-    return is_ui_workflow(workflow)
 
 
 __all__ = [
