@@ -245,6 +245,9 @@ class Settings(BaseSettings):
     #: `serve`: a job submitted while a backend is idle and nothing is queued is claimed for
     #: that backend in its enqueue's own transaction (comfyrun.dispatch.handoff).
     hand_off: bool = Field(default=True, validation_alias=_aliases("hand_off"))
+    #: GET /metrics without a key even when the server has API keys (its series then leave
+    #: the keys out: they name every tenant). By default, with keys, it needs an admin key.
+    metrics_public: bool = Field(default=False, validation_alias=_aliases("metrics_public"))
     default_timeout_s: float | None = Field(
         default=None, validation_alias=_aliases("default_timeout_s", "DEFAULT_TIMEOUT")
     )

@@ -92,5 +92,5 @@ async def test_per_minute_holds_across_two_nodes(nodes: list[httpx.AsyncClient])
     assert sum(a.status_code == 201 for a in answers) == 7, [a.status_code for a in answers]
     waits = [int(a.headers["Retry-After"]) for a in answers if a.status_code == 429]
     assert len(waits) == 23 and all(1 <= w <= 60 for w in waits)
-    metrics = (await nodes[0].get("/metrics")).text
+    metrics = (await nodes[0].get("/metrics", headers=ADMIN)).text
     assert f'comfyrun_key_jobs_submitted{{key_id="{key["id"]}",key_name="burst"}} 7.0' in metrics

@@ -178,6 +178,27 @@ async def test_bearer_auth(tmp_path: Path) -> None:
         assert (await client.get("/api/v2/health")).status_code == 200  # probes stay open
 
 
+async def test_metrics_name_every_key_so_they_need_an_admin_key(tmp_path: Path) -> None:
+    """On a server with API keys, /metrics (which names each key and counts its use) answers
+    only an admin key; `metrics_public` opens it and leaves the keys' series out."""
+    admin = {"Authorization": "Bearer s3cret"}
+    async with asgi_app(memory_settings(tmp_path, api_keys=["s3cret"])) as (_, client, _ctx):
+        minted = await client.post(
+            "/api/v2/admin/keys", json={"name": "acme", "scopes": ["read"]}, headers=admin
+        )
+        reader = {"Authorization": f"Bearer {minted.json()['key']}"}
+        assert_envelope(await client.get("/metrics"), 401, "unauthorized")
+        assert_envelope(await client.get("/metrics", headers=reader), 403, "forbidden")
+        ok = await client.get("/metrics", headers=admin)
+        assert ok.status_code == 200 and 'key_name="acme"' in ok.text
+    settings = memory_settings(tmp_path, api_keys=["s3cret"], metrics_public=True)
+    async with asgi_app(settings) as (_, client, _ctx):
+        await client.post("/api/v2/admin/keys", json={"name": "acme"}, headers=admin)
+        open_metrics = await client.get("/metrics")
+        assert open_metrics.status_code == 200 and "comfyrun_queue_depth" in open_metrics.text
+        assert "acme" not in open_metrics.text
+
+
 async def test_outputs_download_with_ranges(tmp_path: Path) -> None:
     payload = bytes(range(256)) * 40
     async with asgi_app(memory_settings(tmp_path)) as (_, client, ctx):

@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections import deque
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
-from comfyrun.api.context import AppContext, get_ctx
+from comfyrun.api.context import AppContext, get_ctx, require_admin
 from comfyrun.core.job import JobStatus
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
@@ -99,14 +99,14 @@ class JobMetrics:
         self._seen: set[str] = set()
         self._order: deque[str] = deque()
 
-    async def collect(self, ctx: AppContext) -> bytes:
+    async def collect(self, ctx: AppContext, *, keys: bool = True) -> bytes:
         stats = await ctx.service.stats()
         for status, n in stats.counts.items():
             self.jobs.labels(status=status).set(n)
         self.queue_depth.set(stats.queue_depth)
         self.oldest.set(stats.oldest_queued_age_s or 0.0)
         await self._observe_finished(ctx)
-        await self._tenancy(ctx)
+        await self._tenancy(ctx, keys=keys)
         if ctx.pool is not None:
             counts = dict.fromkeys(BACKEND_STATES, 0)
             for b in ctx.pool.snapshot():
@@ -132,8 +132,8 @@ class JobMetrics:
                 )
                 self.queue_wait.observe(max(0.0, job.started_at - job.created_at))
 
-    async def _tenancy(self, ctx: AppContext) -> None:
-        for key in await ctx.store.list_api_keys():
+    async def _tenancy(self, ctx: AppContext, *, keys: bool) -> None:
+        for key in await ctx.store.list_api_keys() if keys else ():
             self.key_jobs.labels(key_id=key.id, key_name=key.name).set(key.jobs_submitted)
             self.key_gpu.labels(key_id=key.id, key_name=key.name).set(key.gpu_seconds)
         counts = await ctx.store.delivery_counts()
@@ -152,11 +152,16 @@ class JobMetrics:
 
 
 @router.get("/metrics")
-async def metrics(ctx: Ctx) -> Response:
+async def metrics(request: Request, ctx: Ctx) -> Response:
+    """Prometheus text. On a server with API keys it names every key and counts its use, so
+    it needs an admin key, unless `metrics_public` (which leaves the keys' series out)."""
+    public = ctx.settings.metrics_public
+    if not public:
+        await require_admin(request)
     collector = ctx.extras.get("metrics")
     if not isinstance(collector, JobMetrics):
         collector = ctx.extras["metrics"] = JobMetrics()
-    body = await collector.collect(ctx)
+    body = await collector.collect(ctx, keys=not public)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
