@@ -34,9 +34,7 @@ from comfyrun.errors import (
 from comfyrun.handlers.admission import JobTypes
 from comfyrun.models.specs import parse_models
 from comfyrun.outputs import job_prefix
-from comfyrun.prompt_checks import (
-    has_asset_refs,
-)
+from comfyrun.prompt_checks import has_asset_refs
 from comfyrun.store.base import HandOff, JobEvent, JobPage, JobStore
 from comfyrun.workflow_gate import CatalogSource, ObjectInfoSource, WorkflowGate, is_ui_format
 
@@ -476,16 +474,14 @@ class JobService:
             return None
         job = await self.store.get(job_id)
         if job is not None:
-            self._remember(job)
+            self.remember(job)
         return job
 
     def remember(self, job: Job) -> None:
-        """Keep `job` at hand if it is finished: told by a worker of this process whose run
-        just committed its end (RunContext.finished), so that the requests that follow (a
-        `?wait`, a ComfyUI client's /history) need not read it again."""
-        self._remember(job)
-
-    def _remember(self, job: Job) -> None:
+        """Keep `job` at hand if it is finished (`job` reads it from there): a job read here,
+        or told by a worker of this process whose run just committed its end
+        (RunContext.finished), so that the requests that follow (a `?wait`, a GET, a ComfyUI
+        client's /history) need not read it again."""
         if not job.terminal:
             return
         self._finished[job.id] = (job, time.monotonic())

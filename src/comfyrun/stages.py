@@ -5,11 +5,13 @@ timestamp (`time.perf_counter()`), and costs one level check when that logger is
 unless a bench or a debugging session turns it on). The stages of one job, in order:
 
 received (the API has the request) → validated → enqueued (committed) → claimed → submitted
-(ComfyUI accepted the prompt). A job handed off as it is enqueued (dispatch.handoff) is
-`decided` (claimed in the enqueue's transaction, not yet committed) after `validated`, and its
-`enqueued` (the commit) overlaps its `claimed` and `submitted` → started (ComfyUI's execution_start) → executed (ComfyUI's
+(ComfyUI accepted the prompt) → started (ComfyUI's execution_start) → executed (ComfyUI's
 execution_success) → collected (outputs read and stored) → committed (final state) → notified
 (the waiting request woke) → responded (the response is rendered).
+
+A job handed off as it is enqueued (dispatch.handoff) is `decided` (claimed in the enqueue's
+transaction, not yet committed) after `validated`; its `enqueued` (the commit) then overlaps
+its `claimed` and `submitted`.
 """
 
 from __future__ import annotations

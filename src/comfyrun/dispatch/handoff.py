@@ -3,12 +3,14 @@
 When `serve` runs the API and a worker in one process and a backend is idle with nothing
 queued, the submission's own transaction claims the new job for that backend
 (`JobStore.enqueue_claimed`): the job is durable and running in one commit, and the run starts
-without the claim loop's wake-up, claim query and second commit. With SQLite it starts as soon
-as the transaction's statements ran, while the store's thread commits (`HandOff.decided`): the
-prompt is on its way to ComfyUI during the fsync. The job is durable before its submission is
-answered, as any other; a crash within that commit can leave ComfyUI running a prompt of a job
-nobody was told of (and no store holds), never a stored job without its run. Anything else — a job waiting,
-no idle backend, another process's worker — goes through the queue as before.
+without the claim loop's wake-up, claim query and second commit. Anything else — a job
+waiting, no idle backend, another process's worker — goes through the queue as before.
+
+With SQLite the run starts as soon as the transaction's statements ran, while the store's
+thread commits (`HandOff.decided`): the prompt is on its way to ComfyUI during the fsync. The
+job is durable before its submission is answered, as any other; a crash within that commit
+can leave ComfyUI running a prompt of a job nobody was told of (and no store holds), never a
+stored job without its run. A commit that fails withdraws the run and stops its prompt.
 """
 
 from __future__ import annotations

@@ -87,6 +87,10 @@ LOCAL = frozenset({"open", "close", "wait_for_event", "wait_for_work"})
 LOOP_READS = frozenset({"get", "events_since"})
 
 
+#: A `HandOff.decided` to say: (the caller's loop, the callback, the job, created).
+_Early = tuple[asyncio.AbstractEventLoop, Callable[[Job, bool], None], Job, bool]
+
+
 @dataclass(slots=True)
 class _Call:
     """One store call waiting for the store's thread."""
@@ -127,8 +131,7 @@ class SQLiteStore(SQLStore):
         # owned by the store's thread
         self._conn: sqlite3.Connection | None = None
         self._wakes: list[tuple[str, bool, str | None]] = []
-        self._early: list[tuple[asyncio.AbstractEventLoop, Callable[[Job, bool], None], Job, bool]]
-        self._early = []  # HandOff.decided, said once the batch's statements ran
+        self._early: list[_Early] = []  # HandOff.decided, said once the batch's statements ran
         self._call_loop: asyncio.AbstractEventLoop | None = None
         # owned by the event loop
         self._job_waiters: dict[str, set[asyncio.Event]] = {}
@@ -552,9 +555,7 @@ def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
         future.set_exception(value)
 
 
-def _say_early(
-    early: builtins.list[tuple[asyncio.AbstractEventLoop, Callable[[Job, bool], None], Job, bool]],
-) -> None:
+def _say_early(early: builtins.list[_Early]) -> None:
     """`HandOff.decided` of the batch's calls, on their loops, before the commit."""
     for loop, decided, job, created in early:
         with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
