@@ -81,6 +81,12 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
+def cpu_ratio(ours_s: float, theirs_s: float, jobs: float) -> str:
+    """CPU seconds of comfyrun and of its ComfyUI over `jobs` jobs: per job, and the ratio."""
+    ours, theirs = ours_s / jobs * 1000, theirs_s / jobs * 1000
+    return f"{ours:6.2f} / {theirs:6.2f} ms ({ours / max(theirs, 1e-9):.1f}x)"
+
+
 def ms(values: list[float]) -> str:
     return f"{statistics.median(values) * 1000:6.2f} / {pct(values, 99) * 1000:6.2f} ms"
 
@@ -280,15 +286,11 @@ async def single(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]
                 ("  added per job", ms([t - base for t in face])),
                 (
                     "CPU per v2 job: comfyrun / its ComfyUI",
-                    f"{cpu['comfyrun'] / len(v2) * 1000:6.2f} / "
-                    f"{cpu['backend'] / len(v2) * 1000:6.2f} ms "
-                    f"({cpu['comfyrun'] / max(cpu['backend'], 1e-9):.1f}x)",
+                    cpu_ratio(cpu["comfyrun"], cpu["backend"], len(v2)),
                 ),
                 (
                     "CPU per face job: comfyrun / its ComfyUI",
-                    f"{cpu['face'] / len(face) * 1000:6.2f} / "
-                    f"{cpu['face_backend'] / len(face) * 1000:6.2f} ms "
-                    f"({cpu['face'] / max(cpu['face_backend'], 1e-9):.1f}x)",
+                    cpu_ratio(cpu["face"], cpu["face_backend"], len(face)),
                 ),
             ]
             spans = budget(stage_log, marks)
@@ -303,9 +305,11 @@ async def single(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]
                 start = time.perf_counter()
                 rate = await drive(args.clients, args.seconds, one)
                 jobs = rate * (time.perf_counter() - start)
-                ours = (cpu_seconds(server.proc.pid) - before[0]) / jobs * 1000
-                theirs = (cpu_seconds(backend_pid) - before[1]) / jobs * 1000
-                loaded[name] = f"{ours:6.2f} / {theirs:6.2f} ms ({ours / max(theirs, 1e-9):.1f}x)"
+                loaded[name] = cpu_ratio(
+                    cpu_seconds(server.proc.pid) - before[0],
+                    cpu_seconds(backend_pid) - before[1],
+                    jobs,
+                )
                 return rate
 
             v2_rate = await measured("v2", lambda i: v2_run(http, server.url, {}))

@@ -137,13 +137,8 @@ class LocalOutputStorage:
         return stored
 
     async def put_bytes(self, key: str, data: bytes, *, content_type: str) -> StoredObject:
-        target = self._path(key)
-        stored = StoredObject(
-            key, len(data), f"blake3:{blake3.blake3(data).hexdigest()}", content_type
-        )
-        self.recent.drop(key)
-        await _disk(key, self._put_now, target, data, stored)
-        self.recent.add(key, stored, data)
+        stored = await self.put_read(key, lambda: data, content_type=content_type)
+        assert stored is not None  # the read gave bytes
         return stored
 
     async def put_read(
