@@ -12,7 +12,9 @@ The end of a prompt (its `executed` messages, execution_success / _error / _inte
 closing `executing` with node null) is held back until the run settles the job: released by
 `finish(release=True)` just before the final transition (so it comes before the terminal status
 event, with which the outputs are committed: the /ws side sends it once it sees that event),
-dropped when the job goes back to the queue to run again.
+dropped when the job goes back to the queue to run again. Once that transition has committed,
+the run tells the hub's subscribers the settled job itself (`settled`): a socket in this process
+ends the prompt from it at once, without reading the job's events back from the store.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 from comfyrun.comfy import messages as m
 from comfyrun.comfy.wire import to_frame, to_json
+from comfyrun.core.job import Job
 from comfyrun.store.base import COMFY_CLIENT_ID, JobStore
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,8 @@ EVENT_KIND = "comfy"
 CLIENT_ID_KEY = COMFY_CLIENT_ID
 
 Subscriber = Callable[[list[Frame]], None]
+#: Told the job once the run's final transition committed it (see `RelayHub.settle`).
+Settled = Callable[[Job], None]
 
 
 def wants_relay(metadata: Mapping[str, Any]) -> bool:
@@ -67,6 +72,9 @@ class RelayHub:
         self._frames: dict[str, list[Frame | None]] = {}
         self._last_binary: dict[str, int] = {}
         self._subscribers: dict[str, list[Subscriber]] = {}
+        self._settled: dict[str, list[Settled]] = {}
+        self._live: dict[str, int] = {}  # job id -> runs of this process relaying it
+        self._over: dict[str, asyncio.Event] = {}  # set when the last of them is over
 
     def publish(self, job_id: str, frames: list[Frame]) -> None:
         if not frames:
@@ -85,25 +93,58 @@ class RelayHub:
             except Exception:
                 log.exception("relay subscriber of job %s failed", job_id)
 
+    def settle(self, job: Job) -> None:
+        """The run's final transition committed `job` (terminal, its outputs with it)."""
+        for callback in list(self._settled.get(job.id, ())):
+            try:
+                callback(job)
+            except Exception:
+                log.exception("relay subscriber of job %s failed", job.id)
+
+    def begin(self, job_id: str) -> None:
+        """A run of this process relays the job from now on (until its `end`)."""
+        self._live[job_id] = self._live.get(job_id, 0) + 1
+
     def end(self, job_id: str) -> None:
         """The run is over: forget its frames (subscribers stay for a next attempt)."""
         self._frames.pop(job_id, None)
         self._last_binary.pop(job_id, None)
+        left = self._live.get(job_id, 0) - 1
+        if left > 0:
+            self._live[job_id] = left
+            return
+        self._live.pop(job_id, None)
+        over = self._over.pop(job_id, None)
+        if over is not None:
+            over.set()
 
-    def subscribe(self, job_id: str, callback: Subscriber) -> Callable[[], None]:
-        """Call `callback(frames)` for the job's frames so far and every later batch; returns
-        the unsubscribe function."""
+    def live(self, job_id: str) -> bool:
+        """Whether a run of this process relays the job now: its frames, and its end as it
+        settles it, come through this hub."""
+        return job_id in self._live
+
+    async def wait_over(self, job_id: str) -> None:
+        """Return once no run of this process relays the job (at once if none does)."""
+        while job_id in self._live:
+            over = self._over.setdefault(job_id, asyncio.Event())
+            await over.wait()
+
+    def subscribe(
+        self, job_id: str, callback: Subscriber, settled: Settled | None = None
+    ) -> Callable[[], None]:
+        """Call `callback(frames)` for the job's frames so far and every later batch, and
+        `settled(job)` when a run settles it from now on; returns the unsubscribe function."""
         so_far = [frame for frame in self._frames.get(job_id, ()) if frame is not None]
         if so_far:
             callback(so_far)
         self._subscribers.setdefault(job_id, []).append(callback)
+        if settled is not None:
+            self._settled.setdefault(job_id, []).append(settled)
 
         def unsubscribe() -> None:
-            callbacks = self._subscribers.get(job_id)
-            if callbacks is not None and callback in callbacks:
-                callbacks.remove(callback)
-                if not callbacks:
-                    del self._subscribers[job_id]
+            _drop(self._subscribers, job_id, callback)
+            if settled is not None:
+                _drop(self._settled, job_id, settled)
 
         return unsubscribe
 
@@ -111,6 +152,14 @@ class RelayHub:
     def jobs(self) -> int:
         """Jobs with frames kept (for tests: nothing leaks)."""
         return len(self._frames)
+
+
+def _drop(registry: dict[str, list[Any]], job_id: str, callback: Any) -> None:
+    callbacks = registry.get(job_id)
+    if callbacks is not None and callback in callbacks:
+        callbacks.remove(callback)
+        if not callbacks:
+            del registry[job_id]
 
 
 class JobRelay:
@@ -134,6 +183,8 @@ class JobRelay:
         self._flush: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._closed = False
+        if hub is not None:
+            hub.begin(job_id)
 
     @property
     def enabled(self) -> bool:
@@ -193,8 +244,16 @@ class JobRelay:
                     await self._flush
             await self._write(held)
 
+    def settled(self, job: Job) -> None:
+        """The run's final transition committed `job`: tell the hub's subscribers (the prompt's
+        end was released to them just before, by `finish`)."""
+        if self._hub is not None and not self._closed:
+            self._hub.settle(job)
+
     def close(self) -> None:
         """The run is over: nothing more is relayed."""
+        if self._closed:
+            return
         self._closed = True
         if self._flush is not None:
             self._flush.cancel()
@@ -208,6 +267,7 @@ __all__ = [
     "Frame",
     "JobRelay",
     "RelayHub",
+    "Settled",
     "held_back",
     "wants_relay",
 ]

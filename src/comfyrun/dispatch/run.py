@@ -691,6 +691,7 @@ class JobRun:
             self.job = job
             self.settled = job.status not in ACTIVE
             if job.terminal:
+                self._relay.settled(job)
                 for tell in self.ctx.finished:
                     tell(job)
             return job

@@ -158,13 +158,7 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
         self, job: Job, worker_id: str, lease_s: float, now: float, note: ClaimNote | None
     ) -> Job:
         """The claim of queued `job` for `worker_id`, with its events."""
-        job = job.evolve(
-            status=JobStatus.RUNNING,
-            attempts=job.attempts + 1,
-            worker_id=worker_id,
-            lease_expires_at=now + lease_s,
-            started_at=now,
-        )
+        job = transition.claimed(job, worker_id, lease_s, now)
         self._jobs[job.id] = job
         self._append(job.id, "status", transition.claim_event(job), now)
         extra = note(job) if note is not None else None

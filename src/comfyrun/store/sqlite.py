@@ -38,7 +38,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from comfyrun.core.job import JSON, Job
+from comfyrun.core.job import JSON, Job, JobStatus
 from comfyrun.errors import InvalidRequest, StoreError
 from comfyrun.store.base import JobEvent, WorkCounts
 from comfyrun.store.codec import dump_json
@@ -78,13 +78,17 @@ READS = frozenset(
         "served_types",
     }
 )
-#: Calls that stay on the event loop (they wait, or manage the thread).
-LOCAL = frozenset({"open", "close", "wait_for_event", "wait_for_work"})
+#: Calls that stay on the event loop (they wait, or manage the thread, or choose: `counts`).
+LOCAL = frozenset({"open", "close", "wait_for_event", "wait_for_work", "counts"})
 #: Point reads answered on the event loop's own thread, from a read-only connection of its own
 #: (in WAL mode a reader never waits for the writer): a job, its events. Tens of microseconds,
 #: less than the two thread hops of a shipped call. One that would have to wait (SQLITE_BUSY,
 #: e.g. while another connection recovers the WAL index) is shipped to the store's thread.
 LOOP_READS = frozenset({"get", "events_since"})
+#: Unfinished jobs (ComfyUI's queue_remaining, told at every prompt's end) are counted on the
+#: loop's thread too, as LOOP_READS, when there are at most this many: a bounded read. More are
+#: counted on the store's thread.
+LOOP_COUNT_MAX = 1000
 
 
 #: A `HandOff.decided` to say: (the caller's loop, the callback, the job, created).
@@ -252,6 +256,35 @@ class SQLiteStore(SQLStore):
         version: int = await self._call(_data_version, (), {}, read=True)
         self._version = version
         return version
+
+    # -- reads that choose where they run ----------------------------------------------------
+
+    async def counts(self, *, unfinished: bool = False) -> dict[JobStatus, int]:
+        if unfinished and self._reader is not None:
+            found = self._few_unfinished()
+            if found is not None:
+                return found
+        counted: dict[JobStatus, int] = await self._call(
+            SQLStore.counts, (), {"unfinished": unfinished}, read=True
+        )
+        return counted
+
+    def _few_unfinished(self) -> dict[JobStatus, int] | None:
+        """The unfinished jobs counted on the loop's thread, when at most LOOP_COUNT_MAX (None:
+        more, or the reader would have to wait)."""
+        if self._reader is None or threading.get_ident() != self._loop_thread_id:
+            return None
+        try:
+            query = Q["counts_unfinished_upto"]
+            rows = self._reader.execute(query, {"limit": LOOP_COUNT_MAX + 1}).fetchall()
+        except sqlite3.Error:
+            return None
+        if sum(int(row["n"]) for row in rows) > LOOP_COUNT_MAX:
+            return None
+        counts = dict.fromkeys(JobStatus, 0)
+        for row in rows:
+            counts[JobStatus(row["status"])] = int(row["n"])
+        return counts
 
     # -- shipping calls to the store's thread ------------------------------------------------
 

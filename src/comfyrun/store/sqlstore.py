@@ -82,43 +82,44 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
     ) -> tuple[Job, bool]:
         now = _now(now)
         async with self._write() as conn:
-            # no other job waits: the claim the worker would make next takes this one
+            # no other job waits: the claim the worker would make next takes this one, and
+            # the job is written claimed (running), not queued and then updated
             handing = await self._one(conn, "any_queued", {}) is None
-            job, created = await self._enqueue_in(conn, new, now, work=not handing)
-            if created and handing:
-                job = await self._claim_new(conn, job, hand_off, now)
+            job, created = await self._enqueue_in(
+                conn, new, now, work=not handing, hand_off=hand_off if handing else None
+            )
         if hand_off.decided is not None:
             self._decided(hand_off.decided, job, created)
         if created:
             await self._committed(job.id, work=job.status is JobStatus.QUEUED, job_type=job.type)
         return job, created
 
-    async def _claim_new(self, conn: Any, job: Job, hand_off: HandOff, now: float) -> Job:
-        params = {
-            "id": job.id,
-            "worker_id": hand_off.worker_id,
-            "lease_expires_at": now + hand_off.lease_s,
-            "now": now,
-        }
-        row = await self._one(conn, "claim_id", params)
-        if row is None:  # not queued after all (cannot happen in one transaction)
-            return job
-        return await self._claimed(conn, row, hand_off.note, now)
-
     async def _claimed(self, conn: Any, row: Row, note: ClaimNote | None, now: float) -> Job:
         """The job a claim just took, with the claim's events (and the note's) logged."""
         job = job_from_row(row)
+        await self._log_claim(conn, job, note, now)
+        return job
+
+    async def _log_claim(self, conn: Any, job: Job, note: ClaimNote | None, now: float) -> None:
+        """A claim's events: its status change, then the note's event if it has one."""
         await self._append(conn, job.id, "status", transition.claim_event(job), now)
         extra = note(job) if note is not None else None
         if extra is not None:
             await self._append(conn, job.id, extra[0], extra[1], now)
-        return job
 
     async def _enqueue_in(
-        self, conn: Any, new: NewJob, now: float, *, work: bool
+        self,
+        conn: Any,
+        new: NewJob,
+        now: float,
+        *,
+        work: bool,
+        hand_off: HandOff | None = None,
     ) -> tuple[Job, bool]:
         """Insert `new` queued (or find the job its idempotency key names) inside the caller's
-        write transaction. `work`: the new job's event wakes workers to claim it."""
+        write transaction. `work`: the new job's event wakes workers to claim it. With
+        `hand_off`, a new job is inserted as its claim takes it (running, attempts 1, leased),
+        its enqueue's and claim's events logged in that order, as a claim right after would."""
         job = transition.enqueued(new, now)
         if new.idempotency_key is not None:
             key = {"scope": key_scope(new), "key": new.idempotency_key}
@@ -139,11 +140,16 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
             await self._run(conn, "bind_key", key | bind)
         await self._admit(conn, new, now)
         job = job.evolve(fair_tag=await self._fair_tag(conn, job, now))
+        queued = job
+        if hand_off is not None:
+            job = transition.claimed(job, hand_off.worker_id, hand_off.lease_s, now)
         if not await self._insert_job(conn, job_to_row(job)):
             raise Conflict(f"job {job.id} already exists", details={"job_id": job.id})
         await self._append(
-            conn, job.id, "status", transition.enqueue_event(job), now, work, job.type
+            conn, job.id, "status", transition.enqueue_event(queued), now, work, job.type
         )
+        if hand_off is not None:
+            await self._log_claim(conn, job, hand_off.note, now)
         return job, True
 
     async def claim(

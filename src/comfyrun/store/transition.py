@@ -121,6 +121,17 @@ def status_event(job: Job, p: Plan) -> JSON:
     return data
 
 
+def claimed(job: Job, worker_id: str, lease_s: float, now: float) -> Job:
+    """Queued `job` as a claim by `worker_id` takes it (what every store's claim writes)."""
+    return job.evolve(
+        status=JobStatus.RUNNING,
+        attempts=job.attempts + 1,
+        worker_id=worker_id,
+        lease_expires_at=now + lease_s,
+        started_at=now,
+    )
+
+
 def claim_event(job: Job) -> JSON:
     return {
         "status": JobStatus.RUNNING.value,
@@ -208,6 +219,7 @@ __all__ = [
     "Plan",
     "apply",
     "claim_event",
+    "claimed",
     "enqueue_event",
     "enqueued",
     "moved",

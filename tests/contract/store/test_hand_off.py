@@ -47,6 +47,40 @@ async def test_a_job_submitted_to_an_empty_queue_is_claimed_in_its_enqueue(
     assert done.status is JobStatus.SUCCEEDED
 
 
+async def test_the_claimed_job_it_returns_is_the_one_stored_field_for_field(
+    store: JobStore,
+) -> None:
+    """The job is written as its claim takes it: what the enqueue returns (every field) is
+    what the store holds, as if it had been enqueued and then claimed."""
+    rich = new_job(
+        priority=3,
+        inputs=({"name": "a.png", "url": "https://example.com/a.png"},),
+        options={"output": {"return_base64": True}, "requirements": {"gpu": "a100"}},
+        metadata={"client": "x", "n": [1, 2.5, None]},
+        max_retries=2,
+        retry_delay_s=1.5,
+        timeout_s=60.0,
+        idempotency_key="k-1",
+        request_hash="h" * 64,
+        head_start_s=4.0,
+    )
+    job, created = await store.enqueue_claimed(rich, HAND, now=T0)
+    assert created and job.status is JobStatus.RUNNING
+    assert await store.get(job.id) == job
+    # and it is the job an enqueue and then a claim would have made of the same request
+    twin = dataclasses.replace(rich, id="twin", idempotency_key="k-2")
+    await store.enqueue(twin, now=T0)
+    claimed = await store.claim("w1", 30.0, now=T0, note=note)
+    assert claimed is not None and claimed.id == "twin"
+    assert dataclasses.replace(claimed, id=job.id, idempotency_key="k-1") == job
+    twin_events = [(e.kind, e.data) for e in await store.events_since("twin")]
+    events = [(e.kind, e.data) for e in await store.events_since(job.id)]
+    assert events == [
+        (kind, {**data, "prompt_id": f"p-{job.id}"} if kind == "prompt" else data)
+        for kind, data in twin_events
+    ]
+
+
 async def test_behind_another_queued_job_it_waits_its_turn(store: JobStore) -> None:
     first, _ = await store.enqueue(new_job(priority=0), now=T0)
     job, created = await store.enqueue_claimed(new_job(priority=9), HAND, now=T0 + 1)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import io
 import json
+import traceback
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +24,8 @@ import websockets
 from PIL import Image
 from tests.integration.compat.conftest import Server, dialect_settings, serving
 from tests.support.emulator import image_workflow, text_to_image_workflow
+
+from comfyrun.service import TERMINAL_NAMES as ENDS
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -155,6 +158,88 @@ async def test_the_history_of_a_prompt_just_told_finished_is_not_read_again(
             assert reads == []
             assert entry["status"]["status_str"] == "success"
             assert entry["outputs"]["3"]["images"][0]["subfolder"] == f"{prompt_id}/3"
+
+
+async def test_the_end_of_a_prompt_run_in_this_process_comes_from_the_job_it_committed(
+    server: Server,
+) -> None:
+    """A run of the socket's own process tells it the job it settled: the prompt's end (its
+    executed naming comfyrun's stored file, execution_success, executing null) is sent
+    without the job's terminal event read back from the store (here the store never hands
+    that event to the socket)."""
+    store = server.ctx.store
+    real_wait, real_since = store.wait_for_event, store.events_since
+
+    def unsettled(events: list[Any]) -> list[Any]:
+        return [e for e in events if not (e.kind == "status" and e.data.get("status") in ENDS)]
+
+    async def wait_for_event(job_id: str, after_id: int, timeout: float) -> list[Any]:
+        events = unsettled(await real_wait(job_id, after_id, timeout))
+        if not events:
+            await asyncio.sleep(timeout)
+        return events
+
+    async def events_since(job_id: str, after_id: int = 0) -> list[Any]:
+        return unsettled(await real_since(job_id, after_id))
+
+    store.wait_for_event = wait_for_event  # type: ignore[method-assign]
+    store.events_since = events_since  # type: ignore[method-assign]
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            client = ComfyExampleClient(server, http)
+            async with client.connected():
+                answer = await client.queue_prompt(image_workflow(11, size=32))
+                prompt_id = answer.json()["prompt_id"]
+                mine = await client.wait_done(prompt_id, timeout=10)
+                kinds = [m["type"] for m in mine]
+                assert kinds[-3:] == ["executed", "execution_success", "executing"], kinds
+                image = mine[-3]["data"]["output"]["images"][0]
+                assert image["subfolder"] == f"{prompt_id}/3"
+                # the queue's count that comes before the last message is without the prompt
+                last_status = [m for m in client.messages if m["type"] == "status"][-1]
+                assert last_status["data"]["status"]["exec_info"]["queue_remaining"] == 0
+    finally:
+        store.wait_for_event = real_wait  # type: ignore[method-assign]
+        store.events_since = real_since  # type: ignore[method-assign]
+
+
+async def test_a_prompt_relayed_by_a_run_of_this_process_is_followed_without_store_reads(
+    server: Server,
+) -> None:
+    """While a run of the socket's own process relays the prompt (its frames, then the job it
+    settled, through the in-process hub), the socket does not read the job's events from the
+    store at all (the run itself still watches them for a cancel)."""
+    await server.set_faults({"delay_s": 0.3})  # the run is under way when the socket follows
+    store = server.ctx.store
+    real_wait, real_since = store.wait_for_event, store.events_since
+    reads: list[str] = []
+
+    def note(job_id: str) -> None:
+        if any(frame.name == "_store_events" for frame in traceback.extract_stack()):
+            reads.append(job_id)  # the socket's
+
+    async def wait_for_event(job_id: str, after_id: int, timeout: float) -> list[Any]:
+        note(job_id)
+        return await real_wait(job_id, after_id, timeout)
+
+    async def events_since(job_id: str, after_id: int = 0) -> list[Any]:
+        note(job_id)
+        return await real_since(job_id, after_id)
+
+    store.wait_for_event = wait_for_event  # type: ignore[method-assign]
+    store.events_since = events_since  # type: ignore[method-assign]
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            client = ComfyExampleClient(server, http)
+            async with client.connected():
+                answer = await client.queue_prompt(image_workflow(12, size=32))
+                prompt_id = answer.json()["prompt_id"]
+                mine = await client.wait_done(prompt_id, timeout=20)
+                assert [m["type"] for m in mine][-2:] == ["execution_success", "executing"]
+    finally:
+        store.wait_for_event = real_wait  # type: ignore[method-assign]
+        store.events_since = real_since  # type: ignore[method-assign]
+    assert prompt_id not in reads
 
 
 async def test_progress_and_executing_messages_for_a_sampler(server: Server) -> None:

@@ -1,6 +1,7 @@
-"""SQLite: a job and its events are read on the event loop's own thread from a read-only
-connection, so they answer even while the store's thread waits on a write lock; a read that
-would have to wait is shipped to the store's thread instead."""
+"""SQLite: a job and its events, and the unfinished jobs when they are few, are read on the
+event loop's own thread from a read-only connection, so they answer even while the store's
+thread waits on a write lock; a read that would have to wait (or count too many) is shipped to
+the store's thread instead."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Any
 
 from tests.support.store import new_job
 
+from comfyrun.core.job import JobStatus
+from comfyrun.store import sqlite as sqlite_store
 from comfyrun.store.sqlite import SQLiteStore
 
 
@@ -32,6 +35,8 @@ async def test_reads_answer_while_the_stores_thread_waits_for_the_write_lock(
             assert found is not None and found.id == job.id
             events = await asyncio.wait_for(store.events_since(job.id), 5)
             assert [e.data.get("status") for e in events] == ["queued"]
+            counts = await asyncio.wait_for(store.counts(unfinished=True), 5)
+            assert counts[JobStatus.QUEUED] == 1 and sum(counts.values()) == 1
         finally:
             other.execute("ROLLBACK")
             other.close()
@@ -59,4 +64,40 @@ async def test_a_busy_reader_ships_the_read_to_the_stores_thread(tmp_path: Path)
         assert len(await store.events_since(job.id)) == 1
         store._reader = None  # close() must not close the fake
     finally:
+        await store.close()
+
+
+async def test_many_unfinished_jobs_are_counted_on_the_stores_thread(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Past LOOP_COUNT_MAX unfinished jobs the loop does not count them (it would take long):
+    the count is shipped, and exact either way."""
+    monkeypatch.setattr(sqlite_store, "LOOP_COUNT_MAX", 2)
+    store = SQLiteStore(str(tmp_path / "q.db"))
+    await store.open()
+    shipped: list[str] = []
+    real_call = store._call
+
+    async def counting_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        shipped.append(fn.__name__)
+        return await real_call(fn, *args, **kwargs)
+
+    try:
+        for _ in range(2):
+            await store.enqueue(new_job())
+        store._call = counting_call  # type: ignore[method-assign]
+        assert (await store.counts(unfinished=True))[JobStatus.QUEUED] == 2
+        assert shipped == []  # two: counted on the loop
+        store._call = real_call  # type: ignore[method-assign]
+        await store.enqueue(new_job())
+        claimed = await store.claim("w1", 30)
+        assert claimed is not None
+        store._call = counting_call  # type: ignore[method-assign]
+        counts = await store.counts(unfinished=True)
+        assert (counts[JobStatus.QUEUED], counts[JobStatus.RUNNING]) == (2, 1)
+        assert shipped == ["counts"]  # three: counted on the store's thread
+        assert (await store.counts())[JobStatus.QUEUED] == 2  # all statuses: always shipped
+        assert shipped == ["counts", "counts"]
+    finally:
+        store._call = real_call  # type: ignore[method-assign]
         await store.close()

@@ -156,3 +156,42 @@ def test_a_job_without_relayed_frames_gets_the_made_up_sequence() -> None:
         "executing",
     ]
     assert json.dumps(sent[2])  # plain JSON
+
+
+def stored_output() -> Output:
+    return Output(
+        node_id="7",
+        name="a.png",
+        type=OutputType.IMAGE,
+        content_type="image/png",
+        storage_key=f"{PID}/7/a.png",
+        meta={"key": "images"},
+    )
+
+
+def test_a_job_settled_in_this_process_ends_the_prompt_as_its_terminal_event_would() -> None:
+    """The run that committed the job tells it (dispatch.relay): the same ending as from the
+    store's output and terminal status events, the outputs taken from the job."""
+    job = Job(id=PID, workflow={}, status=JobStatus.SUCCEEDED, outputs=(stored_output(),))
+    from_events = ComfyRelay(PID, preview_metadata=True)
+    from_events.feed_frames([*RUN, *END])
+    from_events.feed_event(output_event())
+    expected = from_events.feed_event(status("succeeded"), job)
+    settled = ComfyRelay(PID, preview_metadata=True)
+    settled.feed_frames([*RUN, *END])
+    assert settled.settle(job) == expected
+    assert names(expected) == ["executed", "execution_success", "STATUS", "executing"]
+    assert settled.finished
+    assert settled.feed_event(status("succeeded"), job) == []  # the store's copy comes later
+    # a job with no relayed frames gets the made-up sequence, with the job's outputs
+    made_up = ComfyRelay(PID)
+    assert names(made_up.settle(job)) == [
+        "execution_start",
+        "execution_cached",
+        "executed",
+        "execution_success",
+        "STATUS",
+        "executing",
+    ]
+    # a job not settled (queued again) ends nothing
+    assert ComfyRelay(PID).settle(Job(id=PID, workflow={}, status=JobStatus.QUEUED)) == []

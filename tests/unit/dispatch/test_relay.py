@@ -3,10 +3,11 @@ one store write per interval (no sockets)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from comfyrun.comfy import messages as m
-from comfyrun.core.job import NewJob
+from comfyrun.core.job import Job, JobStatus, NewJob
 from comfyrun.dispatch.relay import CLIENT_ID_KEY, EVENT_KIND, JobRelay, RelayHub, wants_relay
 from comfyrun.store.factory import open_store
 
@@ -97,3 +98,44 @@ def test_only_jobs_of_a_comfyui_client_are_relayed() -> None:
     assert wants_relay({CLIENT_ID_KEY: "abc"})
     assert not wants_relay({})  # native and RunPod jobs: no socket ever asks for them
     assert not wants_relay({CLIENT_ID_KEY: None})
+
+
+async def test_the_settled_job_reaches_the_subscribers_that_asked_for_it_until_they_leave() -> None:
+    hub = RelayHub()
+    frames: list[dict[str, Any]] = []
+    settled: list[Job] = []
+    unsubscribe = hub.subscribe("job", frames.extend, settled.append)
+    hub.subscribe("job", frames.extend)  # frames only
+    relay = JobRelay("job", hub=hub)
+    for message in prompt():
+        relay.feed(message)
+    await relay.finish(release=True)
+    job = Job(id="job", workflow={}, status=JobStatus.SUCCEEDED)
+    relay.settled(job)
+    assert settled == [job]
+    later: list[Job] = []
+    hub.subscribe("job", frames.extend, later.append)
+    unsubscribe()
+    relay.settled(job)
+    assert settled == [job] and later == [job]
+    relay.close()
+    relay.settled(job)  # a closed relay tells nothing
+    assert later == [job]
+
+
+async def test_the_hub_knows_while_a_run_of_this_process_relays_a_job() -> None:
+    hub = RelayHub()
+    await asyncio.wait_for(hub.wait_over("job"), 1)  # none: at once
+    first = JobRelay("job", hub=hub)
+    second = JobRelay("job", hub=hub)  # a retry's run, begun before the first is closed
+    assert hub.live("job") and not hub.live("other")
+    waiting = asyncio.ensure_future(hub.wait_over("job"))
+    first.close()
+    first.close()  # once only
+    await asyncio.sleep(0)
+    assert hub.live("job") and not waiting.done()
+    second.close()
+    await asyncio.wait_for(waiting, 1)
+    assert not hub.live("job")
+    JobRelay("job")  # without a hub: nothing to tell
+    assert not hub.live("job")

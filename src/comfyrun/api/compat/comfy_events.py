@@ -82,6 +82,11 @@ class ComfyMessages:
             return self._preview(event.data)
         return []
 
+    def settle_outputs(self, outputs: tuple[Output, ...]) -> None:
+        """The job's outputs, all of them, as its settled record holds them (instead of the
+        "output" events fed so far)."""
+        self._outputs = list(outputs)
+
     def _start(self, now: int | None) -> list[Message]:
         if self.started:
             return []

@@ -22,6 +22,7 @@ failed or was canceled in comfyrun, or was never run) gets its ending made up fr
 from __future__ import annotations
 
 import struct
+import time
 from typing import Any, Final
 
 from comfyrun.api.compat.comfy import history_outputs
@@ -79,6 +80,16 @@ class ComfyRelay:
         elif event.kind == "status" and event.data.get("status") in TERMINAL:
             return self._end(event, job)
         return []  # progress and previews come through the relay
+
+    def settle(self, job: Job) -> list[Out]:
+        """The job as the run that settled it tells, in this process (dispatch.relay): the
+        prompt ends as its terminal status event would end it, the outputs being the job's."""
+        if self.finished or not job.terminal:
+            return []
+        self._outputs = dict(enumerate(job.outputs))
+        self._fallback.settle_outputs(job.outputs)
+        at = job.finished_at if job.finished_at is not None else time.time()
+        return self._end(JobEvent(0, job.id, "status", {"status": job.status.value}, at), job)
 
     def feed_frames(self, frames: list[JSON]) -> list[Out]:
         out: list[Out] = []

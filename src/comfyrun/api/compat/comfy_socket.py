@@ -79,14 +79,19 @@ class ClientSession:
         hub = relay_hub(self.ctx)
         # the hub first: a run in this process replays its frames so far at once
         unsubscribe = (
-            hub.subscribe(job_id, lambda frames: inbox.put_nowait(("frames", frames)))
+            hub.subscribe(
+                job_id,
+                lambda frames: inbox.put_nowait(("frames", frames)),
+                lambda job: inbox.put_nowait(("settled", job)),
+            )
             if hub is not None
             else None
         )
         feeder = asyncio.create_task(self._store_events(job_id, inbox))
         relay = ComfyRelay(job_id, preview_metadata=self.preview_metadata)
         # at the prompt's end the client must see the queue without it: counted from the
-        # terminal event on, while the job is read and its last frames are sent
+        # job's settling on (told by a run in this process, else its terminal event), while
+        # its last frames are made and sent
         final_status: asyncio.Future[dict[str, Any]] | None = None
         try:
             while not relay.finished:
@@ -96,6 +101,11 @@ class ClientSession:
                 relay.preview_metadata = self.preview_metadata  # told by the first message
                 if kind == "frames":
                     out = relay.feed_frames(item)
+                elif kind == "settled":  # committed by a run in this process: no store read
+                    feeder.cancel()
+                    final_status = asyncio.ensure_future(status_message(self.ctx, None))
+                    final_status.add_done_callback(_retrieved)
+                    out = relay.settle(item)
                 else:
                     event: JobEvent = item
                     job = None
@@ -133,6 +143,12 @@ class ClientSession:
             self._release(job_id)
 
     async def _store_events(self, job_id: str, inbox: asyncio.Queue[tuple[str, Any]]) -> None:
+        """The job's store events, read only once no run of this process relays the job: while
+        one does, its frames and its settled job come through the hub (a run that ends
+        without settling it leaves it to the store's events, read from the first)."""
+        hub = relay_hub(self.ctx)
+        if hub is not None:
+            await hub.wait_over(job_id)
         try:
             async for event in self.ctx.service.events(
                 job_id, after_id=0, idle_s=15.0, positions=False

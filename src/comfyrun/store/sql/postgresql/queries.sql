@@ -206,6 +206,16 @@ SELECT status, count(*) AS n FROM jobs
 WHERE status IN ('queued', 'running', 'canceling')
 GROUP BY status;
 
+-- name: counts_unfinished_upto
+-- As counts_unfinished when there are fewer than `limit` such jobs (a bounded read; SQLite
+-- runs it on the event loop's thread).
+SELECT status, count(*) AS n FROM (
+    SELECT status FROM jobs
+    WHERE status IN ('queued', 'running', 'canceling')
+    LIMIT %(limit)s
+) AS unfinished
+GROUP BY status;
+
 -- name: oldest_queued_at
 SELECT min(created_at) AS oldest FROM jobs WHERE status = 'queued';
 
