@@ -12,14 +12,55 @@ middleware (api/limits.py) refuses one over the limit with 431 in the dialect's 
 A head must also arrive whole within `header_timeout_s` of its first byte: one that trickles in
 (a slow-loris client holding a connection open a byte at a time) is answered 408 and its
 connection closed. (A stalled body is the limits middleware's: body_idle_timeout_s.)
+
+A response's head goes out with its body (`HeadWithBody`): uvicorn writes the status line and
+headers, then the body, each at once, so every response took two system calls and two TCP
+segments (the sockets are TCP_NODELAY), and woke its client twice. The head is now held until
+the body's first write, within the same turn of the event loop (a streamed body that is not
+ready by then gets its head sent at the end of that turn).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+class HeadWithBody:
+    """The transport a response is written to: its first write (the head) waits for the next
+    one (the body's first part) and goes out with it, or alone at the end of the loop's turn."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self._loop = loop
+        self._head: bytes | None = None
+        self._first = True
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._first:
+            self._first = False
+            self._head = bytes(data)
+            self._loop.call_soon(self.flush)
+            return
+        if self._head is not None:
+            data, self._head = self._head + bytes(data), None
+        self.transport.write(data)
+
+    def flush(self) -> None:
+        """Send a head still held."""
+        if self._head is not None:
+            head, self._head = self._head, None
+            if not self.transport.is_closing():
+                self.transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
 
 
 class CappedHttpToolsProtocol(HttpToolsProtocol):
@@ -53,7 +94,11 @@ class CappedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._heads += 1
         self._stop_head_timer()
+        cycle = self.cycle
         super().on_headers_complete()
+        if self.cycle is not cycle and self.cycle is not None:  # a request to answer (not an
+            # upgrade); its task runs from the loop's next turn, after this
+            self.cycle.transport = cast(asyncio.Transport, HeadWithBody(self.transport, self.loop))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
@@ -92,4 +137,4 @@ def capped_protocol(
     )
 
 
-__all__ = ["CappedHttpToolsProtocol", "capped_protocol"]
+__all__ = ["CappedHttpToolsProtocol", "HeadWithBody", "capped_protocol"]
