@@ -9,6 +9,7 @@ the caller read, with the next status taken from `comfyrun.core.state`.
 from __future__ import annotations
 
 import builtins
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -424,6 +425,11 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
         Raises NotFound."""
 
 
+def clock_or(now: float | None) -> float:
+    """`now`, or the wall clock's time when the caller gave none (the stores' `now=` keyword)."""
+    return time.time() if now is None else now
+
+
 __all__ = [
     "COMFY_CLIENT_ID",
     "Changes",
@@ -437,4 +443,5 @@ __all__ = [
     "WebhookOutbox",
     "WorkCounts",
     "WorkerRegistry",
+    "clock_or",
 ]

@@ -30,6 +30,7 @@ from comfyrun.store.base import (
     HandOff,
     JobEvent,
     JobPage,
+    clock_or,
 )
 from comfyrun.store.codec import decode_cursor, encode_cursor, output_to_dict, progress_to_dict
 from comfyrun.store.idempotency import KeyVerdict, key_scope, verdict
@@ -78,7 +79,7 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
     # -- the queue ---------------------------------------------------------------------------
 
     async def enqueue(self, new: NewJob, *, now: float | None = None) -> tuple[Job, bool]:
-        job, created = self._enqueue(new, _now(now))
+        job, created = self._enqueue(new, clock_or(now))
         if created:
             await self._wake_workers()
             await self._wake_watchers()
@@ -87,7 +88,7 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
     async def enqueue_claimed(
         self, new: NewJob, hand_off: HandOff, *, now: float | None = None
     ) -> tuple[Job, bool]:
-        now = _now(now)
+        now = clock_or(now)
         handing = not any(j.status is JobStatus.QUEUED for j in self._jobs.values())
         job, created = self._enqueue(new, now)
         if not created:
@@ -135,7 +136,7 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
         choice: ClaimChoice | None = None,
         types: Sequence[str] | None = None,
     ) -> Job | None:
-        now = _now(now)
+        now = clock_or(now)
         runnable = [
             j
             for j in self._jobs.values()
@@ -172,7 +173,7 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
         job = self._jobs.get(job_id)
         if job is None or job.status not in ACTIVE or job.worker_id != worker_id:
             return False
-        self._jobs[job_id] = job.evolve(lease_expires_at=_now(now) + lease_s)
+        self._jobs[job_id] = job.evolve(lease_expires_at=clock_or(now) + lease_s)
         return True
 
     async def transition(
@@ -185,7 +186,7 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
         now: float | None = None,
         worker_id: str | None = None,
     ) -> Job:
-        now = _now(now)
+        now = clock_or(now)
         p = transition.plan(expect, event, changes, now)
         job = self._get_or_raise(job_id)
         if job.status is not expect or (worker_id is not None and job.worker_id != worker_id):
@@ -229,7 +230,7 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
     async def next_priority(
         self, *, now: float | None = None, types: Sequence[str] | None = None
     ) -> int | None:
-        now = _now(now)
+        now = clock_or(now)
         runnable = [
             j
             for j in self._jobs.values()
@@ -356,7 +357,7 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
         limit: int | None = None,
         job: Job | None = None,
     ) -> int | None:
-        now = _now(now)
+        now = clock_or(now)
         if job is None or job.id != job_id:
             job = self._jobs.get(job_id)
         if job is None or job.status is not JobStatus.QUEUED:
@@ -385,7 +386,7 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
     # -- housekeeping ------------------------------------------------------------------------
 
     async def sweep_expired_leases(self, *, now: float | None = None) -> builtins.list[Job]:
-        now = _now(now)
+        now = clock_or(now)
         lost = [
             j
             for j in self._jobs.values()
@@ -402,7 +403,7 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
     async def requeue_stuck(
         self, older_than_s: float, *, now: float | None = None
     ) -> builtins.list[Job]:
-        now = _now(now)
+        now = clock_or(now)
         stuck = [
             j
             for j in self._jobs.values()
@@ -415,7 +416,7 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
         )
 
     async def expire_finished(self, *, now: float | None = None) -> builtins.list[Job]:
-        now = _now(now)
+        now = clock_or(now)
         due = [
             j
             for j in self._jobs.values()
@@ -451,7 +452,7 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
     async def create_batch(
         self, batch: NewBatch, jobs: Sequence[NewJob], *, now: float | None = None
     ) -> Batch:
-        now = _now(now)
+        now = clock_or(now)
         if batch.id in self._batches:
             raise Conflict(f"batch {batch.id} already exists", details={"batch_id": batch.id})
         priority = jobs[0].priority if jobs else 0
@@ -506,7 +507,7 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
     async def cancel_batch(
         self, batch_id: str, *, now: float | None = None
     ) -> tuple[Batch, builtins.list[Job]]:
-        now = _now(now)
+        now = clock_or(now)
         batch = self._batches.get(batch_id)
         if batch is None:
             raise batches.not_found(batch_id)
@@ -594,10 +595,6 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
         self._work_seq += 1
         async with self._work_added:
             self._work_added.notify_all()
-
-
-def _now(now: float | None) -> float:
-    return time.time() if now is None else now
 
 
 def _claim_order(job: Job) -> tuple[int, float, float, str]:

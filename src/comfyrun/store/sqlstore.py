@@ -14,18 +14,23 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Self
 
-from comfyrun.core.batch import NO_GROUP, Batch, BatchStatus, NewBatch, fair_tag
+from comfyrun.core.batch import NO_GROUP, fair_tag
 from comfyrun.core.catalog import NodeCatalog
 from comfyrun.core.job import COMFY, JSON, Job, JobStatus, NewJob, Output, Progress
 from comfyrun.core.state import Event
-from comfyrun.core.webhook import batch_delivery_for
 from comfyrun.errors import Conflict, IdempotencyKeyReuse, StoreError
-from comfyrun.store import batches, maintenance, tenancy, transition
-from comfyrun.store.base import Changes, ClaimChoice, ClaimNote, HandOff, JobEvent, JobPage
+from comfyrun.store import maintenance, transition
+from comfyrun.store.base import (
+    Changes,
+    ClaimChoice,
+    ClaimNote,
+    HandOff,
+    JobEvent,
+    JobPage,
+    clock_or,
+)
 from comfyrun.store.catalogs import catalog_from_row, catalog_to_row
 from comfyrun.store.codec import (
-    batch_from_row,
-    batch_to_row,
     decode_cursor,
     dump_json,
     encode_cursor,
@@ -35,13 +40,14 @@ from comfyrun.store.codec import (
     progress_to_dict,
 )
 from comfyrun.store.idempotency import KeyVerdict, key_scope, verdict
+from comfyrun.store.sqlbatches import SQLBatches
 from comfyrun.store.sqltenancy import SQLTenancy
 from comfyrun.store.sqlworkers import SQLWorkers
 
 Row = dict[str, Any]
 
 
-class SQLStore(SQLTenancy, SQLWorkers, ABC):
+class SQLStore(SQLTenancy, SQLWorkers, SQLBatches, ABC):
     """A JobStore over SQL; subclasses provide the connection plumbing below the line."""
 
     async def __aenter__(self) -> Self:
@@ -70,7 +76,7 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
     # -- the queue ---------------------------------------------------------------------------
 
     async def enqueue(self, new: NewJob, *, now: float | None = None) -> tuple[Job, bool]:
-        now = _now(now)
+        now = clock_or(now)
         async with self._write() as conn:
             job, created = await self._enqueue_in(conn, new, now, work=True)
         if created:
@@ -80,7 +86,7 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
     async def enqueue_claimed(
         self, new: NewJob, hand_off: HandOff, *, now: float | None = None
     ) -> tuple[Job, bool]:
-        now = _now(now)
+        now = clock_or(now)
         async with self._write() as conn:
             # no other job waits: the claim the worker would make next takes this one, and
             # the job is written claimed (running), not queued and then updated
@@ -162,7 +168,7 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
         choice: ClaimChoice | None = None,
         types: Sequence[str] | None = None,
     ) -> Job | None:
-        now = _now(now)
+        now = clock_or(now)
         params = {"worker_id": worker_id, "lease_expires_at": now + lease_s, "now": now}
         async with self._write() as conn:
             row = await self._claim_row(conn, params, types, choice)
@@ -206,7 +212,7 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
     async def renew(
         self, job_id: str, worker_id: str, lease_s: float, *, now: float | None = None
     ) -> bool:
-        params = {"id": job_id, "worker_id": worker_id, "lease_expires_at": _now(now) + lease_s}
+        params = {"id": job_id, "worker_id": worker_id, "lease_expires_at": clock_or(now) + lease_s}
         async with self._write() as conn:
             return await self._run(conn, "renew", params) == 1
 
@@ -220,7 +226,7 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
         now: float | None = None,
         worker_id: str | None = None,
     ) -> Job:
-        now = _now(now)
+        now = clock_or(now)
         p = transition.plan(expect, event, changes, now)
         async with self._write() as conn:
             row = None
@@ -281,11 +287,13 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
     ) -> int | None:
         async with self._read() as conn:
             if types is None:
-                row = await self._one(conn, "next_priority", {"now": _now(now)})
+                row = await self._one(conn, "next_priority", {"now": clock_or(now)})
                 return int(row["priority"]) if row else None
             heads = []
             for kind in sorted(set(types)):
-                row = await self._one(conn, "next_priority_type", {"type": kind, "now": _now(now)})
+                row = await self._one(
+                    conn, "next_priority_type", {"type": kind, "now": clock_or(now)}
+                )
                 if row is not None:
                     heads.append(int(row["priority"]))
         return max(heads) if heads else None
@@ -319,145 +327,6 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
         return fair_tag(
             head["tag"] if head else None, last["tag"] if last and last["tag"] is not None else None
         )
-
-    # -- batches -----------------------------------------------------------------------------
-
-    async def create_batch(
-        self, batch: NewBatch, jobs: Sequence[NewJob], *, now: float | None = None
-    ) -> Batch:
-        now = _now(now)
-        async with self._write() as conn:
-            priority = jobs[0].priority if jobs else 0
-            head = await self._one(conn, "fair_head", {"priority": priority, "now": now})
-            start = batches.first_tag(head["tag"] if head else None)
-            record, queued = batches.created(batch, jobs, now, start)
-            await self._run(conn, "insert_batch", batch_to_row(record))
-            if queued:
-                await self._run_many(conn, "insert_job", [job_to_row(j) for j in queued])
-                event = dump_json(transition.enqueue_event(queued[0]))
-                await self._run_many(
-                    conn,
-                    "insert_event_quiet",
-                    [
-                        {"job_id": j.id, "kind": "status", "data": event, "created_at": now}
-                        for j in queued
-                    ],
-                )
-            data = {"total": record.total, "workflow": record.workflow}
-            await self._append(conn, record.id, batches.CREATED_EVENT, data, now, True)
-        await self._committed(record.id, work=True)
-        return record
-
-    async def get_batch(self, batch_id: str) -> Batch | None:
-        async with self._read() as conn:
-            row = await self._one(conn, "get_batch", {"id": batch_id})
-        return batch_from_row(row) if row else None
-
-    async def open_batches(self) -> builtins.list[Batch]:
-        async with self._read() as conn:
-            return [batch_from_row(r) for r in await self._all(conn, "open_batches", {})]
-
-    async def batch_counts(self, batch_id: str) -> dict[JobStatus, int]:
-        async with self._read() as conn:
-            return await self._batch_counts(conn, batch_id)
-
-    async def batch_jobs(
-        self, batch_id: str, *, limit: int = 100, cursor: str | None = None
-    ) -> JobPage:
-        after = decode_cursor(cursor) if cursor is not None else None
-        limit = max(0, limit)
-        params = {
-            "id": batch_id,
-            "after_created": after[0] if after else None,
-            "after_id": after[1] if after else None,
-            "limit": limit + 1,
-        }
-        jobs = await self._jobs("batch_jobs", params)
-        page = jobs[:limit]
-        last = page[-1] if page and len(jobs) > limit else None
-        return JobPage(
-            jobs=page, next_cursor=encode_cursor(last.created_at, last.id) if last else None
-        )
-
-    async def cancel_batch(
-        self, batch_id: str, *, now: float | None = None
-    ) -> tuple[Batch, builtins.list[Job]]:
-        now = _now(now)
-        async with self._write() as conn:
-            row = await self._one(conn, "get_batch", {"id": batch_id})
-            if row is None:
-                raise batches.not_found(batch_id)
-            if batch_from_row(row).done:
-                return batch_from_row(row), []
-            # the jobs first, then the batch row: the order a job's own transition locks them
-            canceled = await self._all(conn, "cancel_batch_queued", {"id": batch_id, "now": now})
-            await self._run_many(
-                conn,
-                "insert_event_many",
-                [
-                    {
-                        "job_id": r["id"],
-                        "kind": "status",
-                        "data": dump_json(batches.cancel_event(int(r["attempts"]))),
-                        "created_at": now,
-                        **self._notify_params(str(r["id"])),
-                    }
-                    for r in canceled
-                ],
-            )
-            batch = batch_from_row(await self._one(conn, "lock_batch", {"id": batch_id}) or row)
-            if batch.status is BatchStatus.RUNNING:
-                params = {
-                    "id": batch_id,
-                    "status": BatchStatus.CANCELING.value,
-                    "expect": batch.status.value,
-                    "finished_at": None,
-                }
-                await self._run(conn, "set_batch_status", params)
-            await self._end_batch_if_done(conn, batch_id, now)
-            active = [
-                job_from_row(r)
-                for r in await self._all(conn, "batch_active_jobs", {"id": batch_id})
-            ]
-            batch = batch_from_row(await self._one(conn, "get_batch", {"id": batch_id}) or row)
-        for r in canceled:
-            await self._committed(str(r["id"]))
-        await self._committed(batch_id)
-        return batch, active
-
-    async def _batch_counts(self, conn: Any, batch_id: str) -> dict[JobStatus, int]:
-        counts = dict.fromkeys(JobStatus, 0)
-        for r in await self._all(conn, "batch_counts", {"id": batch_id}):
-            counts[JobStatus(r["status"])] = int(r["n"])
-        return counts
-
-    async def _end_batch_if_done(self, conn: Any, batch_id: str, now: float) -> bool:
-        """Inside a write: end the batch if none of its jobs is open any more (once: the batch
-        row is locked while looking)."""
-        row = await self._one(conn, "lock_batch", {"id": batch_id})
-        if row is None:
-            return False
-        batch = batch_from_row(row)
-        if batch.done:
-            return False
-        open_row = await self._one(conn, "batch_open_jobs", {"id": batch_id})
-        status = batches.ending(batch.status, int(open_row["n"]) if open_row else 0)
-        if status is None:
-            return False
-        params = {
-            "id": batch_id,
-            "status": status.value,
-            "expect": batch.status.value,
-            "finished_at": now,
-        }
-        await self._run(conn, "set_batch_status", params)
-        counts = await self._batch_counts(conn, batch_id)
-        data = batches.completed_event(batch, status, counts)
-        await self._append(conn, batch_id, batches.COMPLETED_EVENT, data, now)
-        delivery = batch_delivery_for(batch_id, batch.options, now)
-        if delivery is not None:  # in the outbox with the batch's end: nothing lost in a crash
-            await self._run(conn, "insert_delivery", tenancy.delivery_to_row(delivery))
-        return True
 
     # -- events ------------------------------------------------------------------------------
 
@@ -557,7 +426,7 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
         limit: int | None = None,
         job: Job | None = None,
     ) -> int | None:
-        now = _now(now)
+        now = clock_or(now)
         if job is None or job.id != job_id:
             job = await self.get(job_id)
         if job is None or job.status is not JobStatus.QUEUED:
@@ -591,7 +460,7 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
     # -- housekeeping ------------------------------------------------------------------------
 
     async def sweep_expired_leases(self, *, now: float | None = None) -> builtins.list[Job]:
-        now = _now(now)
+        now = clock_or(now)
         lost = await self._jobs("expired_leases", {"now": now})
         return await maintenance.apply_each(
             self, lost, lambda j: maintenance.lease_lost_step(j, now), now=now, action="lease_lost"
@@ -600,14 +469,14 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
     async def requeue_stuck(
         self, older_than_s: float, *, now: float | None = None
     ) -> builtins.list[Job]:
-        now = _now(now)
+        now = clock_or(now)
         stuck = await self._jobs("stuck", {"before": now - older_than_s})
         return await maintenance.apply_each(
             self, stuck, maintenance.requeue_step, now=now, action="requeue_stuck"
         )
 
     async def expire_finished(self, *, now: float | None = None) -> builtins.list[Job]:
-        now = _now(now)
+        now = clock_or(now)
         due = await self._jobs("expiring", {"now": now})
         return await maintenance.apply_each(
             self, due, maintenance.expire_step, now=now, action="expire"
@@ -720,10 +589,6 @@ class SQLStore(SQLTenancy, SQLWorkers, ABC):
     async def _jobs(self, name: str, params: JSON) -> builtins.list[Job]:
         async with self._read() as conn:
             return [job_from_row(r) for r in await self._all(conn, name, params)]
-
-
-def _now(now: float | None) -> float:
-    return time.time() if now is None else now
 
 
 __all__ = ["SQLStore"]
