@@ -143,9 +143,15 @@ class JobService:
         clock: Callable[[], float] = time.time,
         job_types: JobTypes | None = None,
         hand_off: HandOffSource | None = None,
+        runs_here: Callable[[str], bool] | None = None,
     ) -> None:
         self.store = store
         self._hand_off = hand_off
+        #: whether a worker of this process runs the job now: its run then tells this service
+        #: when it settles it (`remember`) or gives it up (`run_over`), and a `?wait` on it
+        #: waits for that word instead of reading the job's events back from the store
+        self._runs_here = runs_here
+        self._settling: dict[str, list[asyncio.Event]] = {}
         self.settings = settings
         self.job_types = job_types or JobTypes(
             queue_unserved=settings.queue_unserved_types, heartbeat_s=settings.heartbeat_s
@@ -435,8 +441,13 @@ class JobService:
     # waiting and events --------------------------------------------------------------------
 
     async def wait(self, job_id: str, timeout: float) -> JobView:
-        """Return when the job is terminal or after `timeout` seconds (woken by store events)."""
+        """Return when the job is terminal or after `timeout` seconds (woken by store events,
+        or, while a worker of this process runs it, by that run)."""
         deadline = time.monotonic() + max(0.0, timeout)
+        settled = await self._wait_here(job_id, deadline)
+        if settled is not None:
+            stages.mark(job_id, "notified")
+            return JobView(settled, None)
         history = await self.store.events_since(job_id, 0)
         last_id = history[-1].id if history else 0
         # no log at all: look at the job itself (NotFound when there is none)
@@ -458,6 +469,39 @@ class JobService:
             return JobView(job, await self._position(job))
         return JobView(job, None)
 
+    async def _wait_here(self, job_id: str, deadline: float) -> Job | None:
+        """The job as its run in this process settles it, if a run here holds it and settles it
+        before `deadline`; None otherwise (no run here, or it gave the job up, or time ran out:
+        the store tells the rest)."""
+        if self._runs_here is None:
+            return None
+        signal = asyncio.Event()
+        waiting = self._settling.setdefault(job_id, [])
+        waiting.append(signal)  # before looking: a word said after the look is not missed
+        try:
+            while True:
+                settled = self._kept(job_id)
+                if settled is not None:
+                    return settled
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._runs_here(job_id):
+                    return None
+                try:
+                    async with asyncio.timeout(remaining):
+                        await signal.wait()
+                except TimeoutError:
+                    return None
+                signal.clear()
+        finally:
+            waiting.remove(signal)
+            if not waiting:
+                del self._settling[job_id]
+
+    def run_over(self, job_id: str) -> None:
+        """A run of this process is over, the job settled or given back (RunContext.run_over)."""
+        for signal in self._settling.get(job_id, ()):
+            signal.set()
+
     async def _job(self, job_id: str) -> Job:
         job = await self.job(job_id)
         if job is None:
@@ -468,14 +512,21 @@ class JobService:
         """The job, from the jobs seen finished lately when it is one of them."""
         seen = self._finished.get(job_id)
         if seen is not None and time.monotonic() - seen[1] < FINISHED_TTL_S:
-            # (the memory is shared by every key's view: an owner sees only its own there too)
-            if not self._key_scope or seen[0].owner == self._key_scope:
-                return seen[0]
-            return None
+            return self._kept(job_id)
         job = await self.store.get(job_id)
         if job is not None:
             self.remember(job)
         return job
+
+    def _kept(self, job_id: str) -> Job | None:
+        """The job from the jobs seen finished lately, if it is one of them (and this view's)."""
+        seen = self._finished.get(job_id)
+        if seen is None or time.monotonic() - seen[1] >= FINISHED_TTL_S:
+            return None
+        # (the memory is shared by every key's view: an owner sees only its own there too)
+        if not self._key_scope or seen[0].owner == self._key_scope:
+            return seen[0]
+        return None
 
     def remember(self, job: Job) -> None:
         """Keep `job` at hand if it is finished (`job` reads it from there): a job read here,
@@ -488,6 +539,7 @@ class JobService:
         self._finished.move_to_end(job.id)
         while len(self._finished) > FINISHED_KEPT:
             self._finished.popitem(last=False)
+        self.run_over(job.id)  # a `?wait` on it wakes
 
     async def events(
         self,

@@ -236,10 +236,12 @@ async def _open(
             heartbeat_s=settings.heartbeat_s,
         ),
         hand_off=dispatcher.offer if dispatcher is not None and settings.hand_off else None,
+        runs_here=dispatcher.running if dispatcher is not None else None,
     )
     if dispatcher is not None:
         dispatcher.fit.use_catalog(catalog)
         dispatcher.ctx.finished.append(service.remember)
+        dispatcher.ctx.run_over.append(service.run_over)
     templates = TemplateService(
         TemplateFolder(settings.workflows_dir), service, object_info=_object_info_source(catalog)
     )

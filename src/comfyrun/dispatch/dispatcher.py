@@ -551,8 +551,15 @@ class Dispatcher:
         current = self._runs.get(job_id)
         if current is not None and current[1] is task:
             del self._runs[job_id]
+            for tell in self.ctx.run_over:
+                tell(job_id)
         if not self._runs:
             self._idle.set()
+
+    def running(self, job_id: str) -> bool:
+        """Whether a run of this dispatcher holds the job now (RunContext.run_over tells when
+        it no longer does)."""
+        return job_id in self._runs
 
     # --- leases ------------------------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:

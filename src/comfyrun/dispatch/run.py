@@ -79,6 +79,9 @@ class RunContext:
     #: Told each job whose run here ended, as its final transition committed it (an API in
     #: this process keeps it at hand: JobService.remember).
     finished: list[Callable[[Job], None]] = dataclasses.field(default_factory=list)
+    #: Told the id of each job whose run here is over, whether it settled the job or gave it
+    #: back (its `?wait`s in this process stop waiting on the run: JobService.run_over).
+    run_over: list[Callable[[str], None]] = dataclasses.field(default_factory=list)
 
 
 class JobRun:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
+import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,6 +21,8 @@ from tests.support.emulator import running_emulator, text_to_image_workflow
 from comfyrun.api.app import create_app
 from comfyrun.api.context import AppContext
 from comfyrun.config import BackendConfig
+from comfyrun.core.job import JobStatus
+from comfyrun.core.state import Event
 from comfyrun.outputs.memory import MemoryOutputStorage
 from comfyrun.store.sqlite import SQLiteStore
 
@@ -229,3 +233,69 @@ async def test_a_wait_ends_on_the_job_its_worker_committed_without_reading_it(
         again = (await client.get(f"/api/v2/jobs/{job['id']}")).json()
         assert again["outputs"] == job["outputs"]
         assert job["id"] not in reads
+
+
+async def test_a_wait_on_a_job_run_in_this_process_reads_none_of_its_events(
+    tmp_path: Path,
+) -> None:
+    """`serve`: while a worker of this process runs the job, a `?wait` on it waits for that
+    run's word (it settled the job, or gave it back) instead of following the job's events in
+    the store: none is read, for a job handed off or claimed after waiting its turn."""
+    async with serve(tmp_path) as (client, ctx, _claimed):
+        reads: list[str] = []
+        real_since, real_wait = ctx.store.events_since, ctx.store.wait_for_event
+
+        def note(job_id: str) -> None:
+            if any(frame.name == "wait" for frame in traceback.extract_stack()):
+                reads.append(job_id)  # the ?wait's (the run watches them for a cancel)
+
+        async def events_since(job_id: str, after_id: int = 0) -> Any:
+            note(job_id)
+            return await real_since(job_id, after_id)
+
+        async def wait_for_event(job_id: str, after_id: int, timeout: float) -> Any:
+            note(job_id)
+            return await real_wait(job_id, after_id, timeout)
+
+        ctx.store.events_since = events_since  # type: ignore[method-assign]
+        ctx.store.wait_for_event = wait_for_event  # type: ignore[method-assign]
+        job = await submit(client, steps=1, wait=30)
+        assert job["status"] == "succeeded" and job["outputs"], job
+        assert reads == []
+        # a job queued behind another: the wait follows the store's events until its claim
+        # here, then the run's word
+        first = asyncio.ensure_future(submit(client, steps=40, wait=30))
+        second = await submit(client, steps=1, wait=30)
+        assert second["status"] == "succeeded", second
+        assert (await first)["status"] == "succeeded"
+
+
+async def test_a_wait_on_a_job_its_run_here_gave_back_follows_it_to_its_end(
+    tmp_path: Path,
+) -> None:
+    """A run here that puts the job back in the queue (out of memory: a retry, due in 15 s or
+    more) tells its `?wait`, which then follows the job in the store: canceled elsewhere while
+    it waits for its retry, the job's end answers the wait at once."""
+    async with (
+        serve(tmp_path, retry_delay_s=30.0) as (client, ctx, _claimed),
+        httpx.AsyncClient() as emu,
+    ):
+        (backend,) = ctx.pool.backends
+        faults = f"{backend.url}/emulator/faults"
+        (await emu.post(faults, json={"specs": ["oom:KSampler"]})).raise_for_status()
+        body = {"workflow": text_to_image_workflow(steps=1), "max_retries": 1}
+        waiting = asyncio.ensure_future(client.post("/api/v2/jobs", params={"wait": 60}, json=body))
+        async with asyncio.timeout(20):
+            while True:
+                jobs = (await client.get("/api/v2/jobs")).json()["jobs"]
+                job = await ctx.store.get(jobs[0]["id"]) if jobs else None
+                if job is not None and job.error is not None and job.status is JobStatus.QUEUED:
+                    break  # given back: it waits for its retry
+                await asyncio.sleep(0.02)
+        assert job.error.code == "out_of_memory" and job.next_run_at > time.time() + 5
+        # canceled by another process (straight in the store: this one's API hears nothing)
+        await ctx.store.transition(job.id, Event.CANCEL, expect=JobStatus.QUEUED)
+        async with asyncio.timeout(10):
+            r = await waiting
+        assert r.status_code == 201, r.text
+        assert r.json()["status"] == "canceled"
