@@ -22,6 +22,8 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import httpx
+
 from comfyrun.backends.pool import BackendPool
 from comfyrun.comfy import messages as m
 from comfyrun.comfy.client import SubmitResult
@@ -60,6 +62,7 @@ class FakeServer:
     stuck: bool = False  # a Hang node ignores interrupts
     oom_left: int = 0  # the next N OOM nodes fail; later ones succeed
     silent: bool = False  # send no events (as over a lost websocket): only results settle
+    refuse_posts: int = 0  # the next N POST /prompt cannot connect (never sent)
     ran: list[Ran] = field(default_factory=list)
     freed: int = 0
     files: dict[tuple[str, str, str], bytes] = field(default_factory=dict)
@@ -237,6 +240,10 @@ class FakeClient:
     ) -> SubmitResult:
         self._check()
         assert prompt_id is not None
+        if self.server.refuse_posts > 0:
+            self.server.refuse_posts -= 1
+            refused = httpx.ConnectError("connection refused")
+            raise ComfyConnectionError(f"{self.server.name}: connection refused") from refused
         if any(n.get("class_type") == "Invalid" for n in prompt.values()):
             raise ComfyValidationError(
                 "Prompt outputs failed validation",

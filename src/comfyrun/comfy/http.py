@@ -179,6 +179,12 @@ def maybe_sent(exc: BaseException) -> bool:
     return isinstance(exc, ComfyTimeout | ComfyConnectionError | asyncio.CancelledError)
 
 
+def never_sent(exc: BaseException) -> bool:
+    """Whether a request that failed with `exc` certainly never reached the server (its
+    connection could not be made)."""
+    return isinstance(exc.__cause__, _NOT_SENT)
+
+
 def stream_errors(exc: BaseException) -> ComfyTimeout | ComfyConnectionError | None:
     """The client's error for a failure while a streamed body is read, if it is one."""
     if isinstance(exc, _TIMEOUTS):
@@ -329,4 +335,4 @@ class _Httpx:
         await self._client.aclose()
 
 
-__all__ = ["ComfyHTTP", "Reply", "ReplyStream", "maybe_sent", "stream_errors"]
+__all__ = ["ComfyHTTP", "Reply", "ReplyStream", "maybe_sent", "never_sent", "stream_errors"]

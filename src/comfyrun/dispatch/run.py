@@ -27,6 +27,7 @@ from comfyrun.comfy.errors import (
     ComfyExecutionError,
     ComfyValidationError,
 )
+from comfyrun.comfy.http import never_sent
 from comfyrun.comfy.result import PromptResult
 from comfyrun.core.job import ACTIVE, JSON, Job, JobError, Progress, new_prompt_id
 from comfyrun.core.queue_order import REFERENCE_COST, estimate_cost
@@ -55,6 +56,10 @@ log = logging.getLogger(__name__)
 #: Places a job's inputs on a backend and returns the workflow to submit, plus a clean-up to run
 #: once the job is done (e.g. removing files written into a managed backend's input folder).
 InputPlacer = Callable[[Job, Backend, Any], Awaitable[tuple[JSON, Callable[[], Awaitable[None]]]]]
+
+
+#: The error of a try whose prompt never reached ComfyUI (see JobRun._requeue_unsent).
+UNSENT = "backend_unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,13 +198,10 @@ class JobRun:
         try:
             self.client = await backend.ready_client()
         except BackendError as exc:
-            kind = FailureKind.CRASH if backend.managed else FailureKind.BACKEND_LOST
-            await self._finish_failure(
-                kind,
-                JobError(
-                    code="backend_unavailable", message=f"backend {backend.name}: {exc.message}"
-                ),
-            )
+            error = JobError(code=UNSENT, message=f"backend {backend.name}: {exc.message}")
+            if not await self._requeue_unsent(error):
+                kind = FailureKind.CRASH if backend.managed else FailureKind.BACKEND_LOST
+                await self._finish_failure(kind, error)
             return
         cleanup: Callable[[], Awaitable[None]] | None = None
         try:
@@ -252,7 +254,10 @@ class JobRun:
                     )
                     return
                 except (BackendError, TimeoutError) as exc:
-                    await self._backend_lost(f"POST /prompt failed: {exc}")
+                    message = f"backend {self.backend.name}: POST /prompt could not be sent: {exc}"
+                    unsent = JobError(code=UNSENT, message=message)
+                    if not (never_sent(exc) and await self._requeue_unsent(unsent)):
+                        await self._backend_lost(f"POST /prompt failed: {exc}")
                     return
                 self.slot.hold(True)  # in ComfyUI's queue until its first event says it started
                 self._note_later(None)
@@ -594,6 +599,32 @@ class JobRun:
         await self._finish_failure(
             kind, JobError(code="backend_lost", message=f"backend {self.backend.name}: {reason}")
         )
+
+    async def _requeue_unsent(self, error: JobError) -> bool:
+        """The job's prompt never reached ComfyUI (its backend could not be reached): the job
+        goes back to the queue at once with the attempt not counted, as it was not tried, and
+        the backend is left until its health check passes again. Once per attempt that
+        counted: a job whose previous try was not sent either (`error` is UNSENT's) is not
+        given this again (False; the caller fails the attempt as usual), so a backend that
+        passes its health checks but cannot take a prompt does not keep the job forever."""
+        previous = self.job.error
+        if previous is not None and previous.code == UNSENT:
+            return False
+        if not self.backend.is_down:
+            self.ctx.pool.mark_unhealthy(self.backend, error.message, quarantine=False)
+        log.warning(
+            "job %s back in the queue, not tried: %s",
+            self.job.id,
+            error.message,
+            extra=self._extra("job_requeued"),
+        )
+        if self.ctx.on_retry is not None:
+            self.ctx.on_retry(time.time())
+        await self._transition(
+            Event.REQUEUE,
+            Changes(error=error, backend=self.backend.name, uncount_attempt=True),
+        )
+        return True
 
     async def _finish_failure(
         self, kind: FailureKind, error: JobError, *, retry: bool = True

@@ -93,6 +93,9 @@ class Changes:
     #: Outputs committed in the same transaction as the status change (each with its "output"
     #: event, before the "status" one): a job succeeds with its outputs or not at all.
     outputs: tuple[Output, ...] = ()
+    #: Back to the queue with the attempt not counted (attempts - 1): the run never reached
+    #: ComfyUI (its POST /prompt could not be sent), so the job has not been tried.
+    uncount_attempt: bool = False
 
 
 #: Given the job a claim just took, an event (kind, data) to append in the claim's own

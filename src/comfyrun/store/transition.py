@@ -42,6 +42,7 @@ class Plan:
     clear_lease: bool = False
     clear_worker: bool = False
     clear_error: bool = False
+    uncount_attempt: bool = False
     extra: JSON | None = None
 
     @property
@@ -77,6 +78,7 @@ def plan(expect: JobStatus, event: Event, changes: Changes | None, now: float) -
         clear_lease=c.clear_lease or leaves_lease or requeued,
         clear_worker=c.clear_lease or requeued,
         clear_error=status is JobStatus.SUCCEEDED and error is None,
+        uncount_attempt=c.uncount_attempt and requeued,
         extra=dict(c.extra),
     )
 
@@ -102,6 +104,7 @@ def apply(job: Job, p: Plan) -> Job:
         ),
         lease_expires_at=None if p.clear_lease else job.lease_expires_at,
         worker_id=None if p.clear_worker else job.worker_id,
+        attempts=max(0, job.attempts - 1) if p.uncount_attempt else job.attempts,
     )
 
 
@@ -212,6 +215,7 @@ def plan_params(p: Plan, job_id: str, worker_id: str | None) -> JSON:
         "clear_lease": p.clear_lease,
         "clear_worker": p.clear_worker,
         "clear_error": p.clear_error,
+        "uncount": 1 if p.uncount_attempt else 0,
     }
 
 

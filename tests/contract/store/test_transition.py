@@ -119,6 +119,36 @@ async def test_retry_requeues_with_a_delay(store: JobStore) -> None:
     assert back.finished_at is None
 
 
+async def test_a_requeue_may_give_its_attempt_back(store: JobStore) -> None:
+    """An attempt whose prompt never reached ComfyUI does not count: back in the queue, the
+    job has the attempts it had before that claim (and the status event says so)."""
+    job = await running(store)
+    assert job.attempts == 1
+    back = await store.transition(
+        job.id,
+        Event.REQUEUE,
+        expect=JobStatus.RUNNING,
+        changes=Changes(uncount_attempt=True, backend="gpu0"),
+        now=T0 + 1,
+    )
+    assert back.status is JobStatus.QUEUED and back.attempts == 0
+    assert back.next_run_at == T0 + 1 and back.worker_id is None
+    assert await store.get(job.id) == back
+    last = (await store.events_since(job.id))[-1]
+    assert (last.data["status"], last.data["attempts"]) == ("queued", 0)
+    again = await store.claim("w2", 30, now=T0 + 2)
+    assert again is not None and again.id == job.id and again.attempts == 1
+    # only a requeue gives it back: a job that ends keeps its count
+    done = await store.transition(
+        job.id,
+        Event.FAIL,
+        expect=JobStatus.RUNNING,
+        changes=Changes(uncount_attempt=True),
+        now=T0 + 3,
+    )
+    assert done.attempts == 1
+
+
 async def test_status_events_are_logged(store: JobStore) -> None:
     job = await running(store)
     await store.transition(

@@ -98,6 +98,38 @@ async def test_a_backend_that_stops_answering_sends_its_job_to_another(make_engi
     assert first.state is BackendState.UNHEALTHY
 
 
+async def test_a_prompt_that_could_not_be_sent_does_not_spend_an_attempt(
+    make_engine: Make,
+) -> None:
+    """POST /prompt could not connect: the prompt never reached ComfyUI, so the job goes back
+    to the queue at once, its attempt not counted, and runs (a job with no retries too)."""
+    engine = await make_engine()
+    engine.servers["a"].refuse_posts = 1
+    job = await engine.submit(work(), max_retries=0)
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert done.attempts == 1 and done.error is None
+    events = await engine.store.events_since(job.id)
+    requeued = [e.data for e in events if e.kind == "status" and e.data["event"] == "requeue"]
+    assert len(requeued) == 1
+    assert requeued[0]["attempts"] == 0 and requeued[0]["error"]["code"] == "backend_unavailable"
+
+
+async def test_a_backend_that_never_takes_the_prompt_fails_the_job_as_before(
+    make_engine: Make,
+) -> None:
+    """Once per counted attempt: a backend whose health checks pass but that cannot be sent a
+    prompt does not keep the job in the queue for ever."""
+    engine = await make_engine()
+    engine.servers["a"].refuse_posts = 100
+    job = await engine.submit(work(), max_retries=1, retry_delay_s=0.01)
+    done = await engine.wait(job.id, timeout=30)
+    assert done.status is JobStatus.FAILED
+    assert done.error is not None and done.error.code == "backend_lost"
+    # two counted attempts, each after one that was not counted
+    assert done.attempts == 2 and engine.servers["a"].refuse_posts == 100 - 4
+
+
 def _backend_running(engine: Any, job_id: str) -> Any:
     for backend in engine.pool.backends:
         if job_id in backend.jobs:

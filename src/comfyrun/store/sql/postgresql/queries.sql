@@ -118,7 +118,8 @@ UPDATE jobs SET
         %(execution_started_at)s::double precision, execution_started_at
     ),
     lease_expires_at = CASE WHEN %(clear_lease)s THEN NULL ELSE lease_expires_at END,
-    worker_id = CASE WHEN %(clear_worker)s THEN NULL ELSE worker_id END
+    worker_id = CASE WHEN %(clear_worker)s THEN NULL ELSE worker_id END,
+    attempts = GREATEST(0, attempts - %(uncount)s::integer)
 WHERE id = %(id)s AND status = %(expect)s
   AND (%(worker_id)s::text IS NULL OR worker_id = %(worker_id)s::text)
 RETURNING *;

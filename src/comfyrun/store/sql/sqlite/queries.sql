@@ -101,7 +101,8 @@ UPDATE jobs SET
     prompt_id = COALESCE(:prompt_id, prompt_id),
     execution_started_at = COALESCE(:execution_started_at, execution_started_at),
     lease_expires_at = CASE WHEN :clear_lease THEN NULL ELSE lease_expires_at END,
-    worker_id = CASE WHEN :clear_worker THEN NULL ELSE worker_id END
+    worker_id = CASE WHEN :clear_worker THEN NULL ELSE worker_id END,
+    attempts = max(0, attempts - :uncount)
 WHERE id = :id AND status = :expect AND (:worker_id IS NULL OR worker_id = :worker_id)
 RETURNING *;
 
