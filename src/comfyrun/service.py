@@ -464,6 +464,11 @@ class JobService:
                 last_id = events[-1].id
                 # progress, outputs, a move to running: not what we wait for
                 ended = any(_ends(e) for e in events)
+                if not ended:  # claimed here meanwhile: its run will say when it ends
+                    settled = await self._wait_here(job_id, deadline)
+                    if settled is not None:
+                        job = settled
+                        break
         stages.mark(job_id, "notified")
         if job.status is JobStatus.QUEUED:
             return JobView(job, await self._position(job))

@@ -399,3 +399,36 @@ async def test_an_event_stream_without_positions_never_counts_the_queue(
     assert claimed is not None and claimed.id != second.id
     assert (await service.get(second.id)).queue_position == 0  # still counted where wanted
     assert counted == 1
+
+
+async def test_a_wait_on_a_job_claimed_here_meanwhile_waits_for_its_runs_word(
+    store: MemoryStore, files: Files, tmp_path: Path
+) -> None:
+    """A `?wait` begun while the job is queued follows its events in the store; once a run of
+    this process holds it (its claim's event wakes the wait), the run's word ends the wait: the
+    job it settled, with no terminal event read (here none is ever logged)."""
+    running: set[str] = set()
+
+    async def object_info() -> dict[str, Any]:
+        return OBJECT_INFO
+
+    service = JobService(
+        store,
+        memory_settings(tmp_path),
+        files=files,
+        object_info=object_info,
+        runs_here=running.__contains__,
+    )
+    job = (await service.submit(Submission(workflow=tiny_workflow(1)))).job
+    waiting = asyncio.ensure_future(service.wait(job.id, 10))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    claimed = await store.claim("w1", 30)
+    assert claimed is not None and claimed.id == job.id
+    running.add(job.id)  # its run here, as the dispatcher starts it with the claim
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    settled = claimed.evolve(status=JobStatus.SUCCEEDED)  # told, not stored
+    service.remember(settled)
+    view = await asyncio.wait_for(waiting, 1)
+    assert view.job == settled
