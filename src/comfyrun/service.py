@@ -13,7 +13,6 @@ import copy
 import dataclasses
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -31,6 +30,7 @@ from comfyrun.errors import (
     NotFound,
     QueueFull,
 )
+from comfyrun.finished import FinishedJobs
 from comfyrun.handlers.admission import JobTypes
 from comfyrun.models.specs import parse_models
 from comfyrun.outputs import job_prefix
@@ -122,11 +122,6 @@ class CleanupResult:
     files_deleted: int
 
 
-#: How many finished jobs JobService remembers, and for how long (s).
-FINISHED_KEPT = 1024
-FINISHED_TTL_S = 60.0
-
-
 class JobService:
     """Submit, observe, cancel and clean up jobs. Holds no job state of its own."""
 
@@ -147,11 +142,9 @@ class JobService:
     ) -> None:
         self.store = store
         self._hand_off = hand_off
-        #: whether a worker of this process runs the job now: its run then tells this service
-        #: when it settles it (`remember`) or gives it up (`run_over`), and a `?wait` on it
-        #: waits for that word instead of reading the job's events back from the store
-        self._runs_here = runs_here
-        self._settling: dict[str, list[asyncio.Event]] = {}
+        #: jobs seen finished lately, and the word of this process's runs (comfyrun.finished):
+        #: shared with the views `using` makes
+        self.finished = FinishedJobs(runs_here)
         self.settings = settings
         self.job_types = job_types or JobTypes(
             queue_unserved=settings.queue_unserved_types, heartbeat_s=settings.heartbeat_s
@@ -165,9 +158,6 @@ class JobService:
         self._clock = clock
         self._in_flight_keys: set[str] = set()
         self._key_scope = ""  # whose idempotency keys these are (see `using`)
-        # jobs seen finished lately: a finished job changes no more (only deletion and expiry
-        # remove it), so the download that follows a `?wait` needs no store read
-        self._finished: OrderedDict[str, tuple[Job, float]] = OrderedDict()
         # [jobs queued or running, when counted]: shared with the views `using` makes
         self._remaining: list[float] = [0, -1e9]
         # (queued jobs counted, when, jobs submitted since): see _enforce_queue_bound
@@ -435,7 +425,7 @@ class JobService:
             )
         if self._files is not None:
             await self._files.delete_prefix(job_prefix(job_id))
-        self._finished.pop(job_id, None)
+        self.finished.forget(job_id)
         await self.store.delete(job_id)
 
     # waiting and events --------------------------------------------------------------------
@@ -444,7 +434,7 @@ class JobService:
         """Return when the job is terminal or after `timeout` seconds (woken by store events,
         or, while a worker of this process runs it, by that run)."""
         deadline = time.monotonic() + max(0.0, timeout)
-        settled = await self._wait_here(job_id, deadline)
+        settled = await self.finished.wait(job_id, deadline, self._key_scope)
         if settled is not None:
             stages.mark(job_id, "notified")
             return JobView(settled, None)
@@ -465,7 +455,7 @@ class JobService:
                 # progress, outputs, a move to running: not what we wait for
                 ended = any(_ends(e) for e in events)
                 if not ended:  # claimed here meanwhile: its run will say when it ends
-                    settled = await self._wait_here(job_id, deadline)
+                    settled = await self.finished.wait(job_id, deadline, self._key_scope)
                     if settled is not None:
                         job = settled
                         break
@@ -474,38 +464,9 @@ class JobService:
             return JobView(job, await self._position(job))
         return JobView(job, None)
 
-    async def _wait_here(self, job_id: str, deadline: float) -> Job | None:
-        """The job as its run in this process settles it, if a run here holds it and settles it
-        before `deadline`; None otherwise (no run here, or it gave the job up, or time ran out:
-        the store tells the rest)."""
-        if self._runs_here is None:
-            return None
-        signal = asyncio.Event()
-        waiting = self._settling.setdefault(job_id, [])
-        waiting.append(signal)  # before looking: a word said after the look is not missed
-        try:
-            while True:
-                settled = self._kept(job_id)
-                if settled is not None:
-                    return settled
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._runs_here(job_id):
-                    return None
-                try:
-                    async with asyncio.timeout(remaining):
-                        await signal.wait()
-                except TimeoutError:
-                    return None
-                signal.clear()
-        finally:
-            waiting.remove(signal)
-            if not waiting:
-                del self._settling[job_id]
-
     def run_over(self, job_id: str) -> None:
         """A run of this process is over, the job settled or given back (RunContext.run_over)."""
-        for signal in self._settling.get(job_id, ()):
-            signal.set()
+        self.finished.run_over(job_id)
 
     async def _job(self, job_id: str) -> Job:
         job = await self.job(job_id)
@@ -515,36 +476,19 @@ class JobService:
 
     async def job(self, job_id: str) -> Job | None:
         """The job, from the jobs seen finished lately when it is one of them."""
-        seen = self._finished.get(job_id)
-        if seen is not None and time.monotonic() - seen[1] < FINISHED_TTL_S:
-            return self._kept(job_id)
+        if self.finished.holds(job_id):
+            return self.finished.kept(job_id, self._key_scope)
         job = await self.store.get(job_id)
         if job is not None:
             self.remember(job)
         return job
-
-    def _kept(self, job_id: str) -> Job | None:
-        """The job from the jobs seen finished lately, if it is one of them (and this view's)."""
-        seen = self._finished.get(job_id)
-        if seen is None or time.monotonic() - seen[1] >= FINISHED_TTL_S:
-            return None
-        # (the memory is shared by every key's view: an owner sees only its own there too)
-        if not self._key_scope or seen[0].owner == self._key_scope:
-            return seen[0]
-        return None
 
     def remember(self, job: Job) -> None:
         """Keep `job` at hand if it is finished (`job` reads it from there): a job read here,
         or told by a worker of this process whose run just committed its end
         (RunContext.finished), so that the requests that follow (a `?wait`, a GET, a ComfyUI
         client's /history) need not read it again."""
-        if not job.terminal:
-            return
-        self._finished[job.id] = (job, time.monotonic())
-        self._finished.move_to_end(job.id)
-        while len(self._finished) > FINISHED_KEPT:
-            self._finished.popitem(last=False)
-        self.run_over(job.id)  # a `?wait` on it wakes
+        self.finished.remember(job)
 
     async def events(
         self,
@@ -668,7 +612,7 @@ class JobService:
             "Sequence[Job]", await self.store.delete_finished_before(now - hours * 3600.0)
         )
         for job in (*expired, *deleted):
-            self._finished.pop(job.id, None)  # what was kept at hand changed
+            self.finished.forget(job.id)  # what was kept at hand changed
         files = 0
         if self._files is not None:
             for job in deleted:

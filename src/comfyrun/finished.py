@@ -1,0 +1,96 @@
+"""The jobs this process saw finished lately, kept at hand, and the word of its runs to the
+`?wait`s on their jobs (used by JobService).
+
+A finished job changes no more (only deletion and expiry remove it): the requests that follow
+its end (the `?wait` that wakes at it, the GET after it, a ComfyUI client's /history) take it
+from here instead of reading and decoding it again. A worker of this process tells the job its
+run just settled (RunContext.finished -> `remember`) and when any of its runs is over
+(RunContext.run_over -> `run_over`), so that a `?wait` on a job a run here holds waits for that
+word (`wait`) instead of following the job's events in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from comfyrun.core.job import Job
+
+#: How many finished jobs are kept, and for how long (s).
+FINISHED_KEPT = 1024
+FINISHED_TTL_S = 60.0
+
+
+class FinishedJobs:
+    """See the module docstring. `runs_here(job_id)`: whether a worker of this process runs the
+    job now (None: no worker here)."""
+
+    def __init__(self, runs_here: Callable[[str], bool] | None = None) -> None:
+        self._runs_here = runs_here
+        self._jobs: OrderedDict[str, tuple[Job, float]] = OrderedDict()
+        self._waiting: dict[str, list[asyncio.Event]] = {}
+
+    def holds(self, job_id: str) -> bool:
+        """Whether the job is kept (finished, seen within FINISHED_TTL_S)."""
+        seen = self._jobs.get(job_id)
+        return seen is not None and time.monotonic() - seen[1] < FINISHED_TTL_S
+
+    def kept(self, job_id: str, owner: str = "") -> Job | None:
+        """The job if it is kept, and `owner`'s when one is given (the jobs are shared by every
+        API key's view: an owner sees only its own here too)."""
+        if not self.holds(job_id):
+            return None
+        job = self._jobs[job_id][0]
+        return job if not owner or job.owner == owner else None
+
+    def remember(self, job: Job) -> None:
+        """Keep `job` if it is finished; a `?wait` on it wakes."""
+        if not job.terminal:
+            return
+        self._jobs[job.id] = (job, time.monotonic())
+        self._jobs.move_to_end(job.id)
+        while len(self._jobs) > FINISHED_KEPT:
+            self._jobs.popitem(last=False)
+        self.run_over(job.id)
+
+    def forget(self, job_id: str) -> None:
+        """The job was deleted or expired: what was kept changed."""
+        self._jobs.pop(job_id, None)
+
+    def run_over(self, job_id: str) -> None:
+        """A run of this process is over, the job settled or given back: its `?wait`s look."""
+        for signal in self._waiting.get(job_id, ()):
+            signal.set()
+
+    async def wait(self, job_id: str, deadline: float, owner: str = "") -> Job | None:
+        """The job as its run in this process settles it, if a run here holds it and settles it
+        before `deadline` (time.monotonic()); None otherwise (no run here, or it gave the job
+        up, or time ran out: the store tells the rest)."""
+        if self._runs_here is None:
+            return None
+        signal = asyncio.Event()
+        waiting = self._waiting.setdefault(job_id, [])
+        waiting.append(signal)  # before looking: a word said after the look is not missed
+        try:
+            while True:
+                settled = self.kept(job_id, owner)
+                if settled is not None:
+                    return settled
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._runs_here(job_id):
+                    return None
+                try:
+                    async with asyncio.timeout(remaining):
+                        await signal.wait()
+                except TimeoutError:
+                    return None
+                signal.clear()
+        finally:
+            waiting.remove(signal)
+            if not waiting:
+                del self._waiting[job_id]
+
+
+__all__ = ["FINISHED_KEPT", "FINISHED_TTL_S", "FinishedJobs"]

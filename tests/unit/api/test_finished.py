@@ -1,0 +1,55 @@
+"""The finished jobs kept at hand, and the runs' word to the waits on them (no store)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from comfyrun import finished as finished_module
+from comfyrun.core.job import Job, JobStatus
+from comfyrun.finished import FinishedJobs
+
+
+def job(job_id: str, status: JobStatus = JobStatus.SUCCEEDED, owner: str | None = None) -> Job:
+    return Job(id=job_id, workflow={}, status=status, owner=owner)
+
+
+def test_finished_jobs_are_kept_for_their_owner_until_forgotten_or_crowded_out(
+    monkeypatch: Any,
+) -> None:
+    monkeypatch.setattr(finished_module, "FINISHED_KEPT", 2)
+    kept = FinishedJobs()
+    kept.remember(job("running", JobStatus.RUNNING))  # not finished: not kept
+    assert not kept.holds("running")
+    kept.remember(job("a", owner="alice"))
+    assert kept.kept("a") == job("a", owner="alice")
+    assert kept.kept("a", "alice") is not None and kept.kept("a", "bob") is None
+    kept.forget("a")
+    assert not kept.holds("a")
+    for name in ("b", "c", "d"):
+        kept.remember(job(name))
+    assert [kept.holds(n) for n in ("b", "c", "d")] == [False, True, True]
+
+
+async def test_a_wait_ends_on_the_runs_word_or_leaves_it_to_the_store() -> None:
+    running = {"j"}
+    kept = FinishedJobs(running.__contains__)
+    deadline = time.monotonic() + 5
+    waiting = asyncio.ensure_future(kept.wait("j", deadline))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    kept.remember(job("j"))  # the run settled it
+    assert await asyncio.wait_for(waiting, 1) == job("j")
+    # given back: the run is over without a settled job, the wait leaves it to the store
+    running.add("k")
+    waiting = asyncio.ensure_future(kept.wait("k", deadline))
+    await asyncio.sleep(0.01)
+    running.discard("k")
+    kept.run_over("k")
+    assert await asyncio.wait_for(waiting, 1) is None
+    # no run here, no worker here, or no time left: None at once
+    assert await kept.wait("elsewhere", deadline) is None
+    assert await FinishedJobs().wait("j2", deadline) is None
+    running.add("late")
+    assert await kept.wait("late", time.monotonic()) is None
