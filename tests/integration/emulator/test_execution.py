@@ -94,6 +94,41 @@ async def test_changing_an_uploaded_file_invalidates_load_image_cache(
         assert tuple(_pixels(saved)[1, 1]) == color
 
 
+async def test_a_truncated_image_loads_as_comfyui_loads_it(
+    emu: Emulator, session: aiohttp.ClientSession
+) -> None:
+    """ComfyUI's LoadImage opens and decodes through node_helpers.pillow, which retries with
+    truncated files allowed: a PNG or JPEG cut short loads (what it lacks comes out black or
+    grey) and the prompt succeeds, where a plain Pillow load fails."""
+    pixels = np.zeros((128, 128, 3), dtype=np.uint8)
+    pixels[:16] = (255, 0, 0)  # the first rows (a JPEG block row) survive the cut
+    pixels[16:] = np.random.default_rng(7).integers(0, 255, (112, 128, 3), dtype=np.uint8)
+    for fmt in ("PNG", "JPEG"):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format=fmt)
+        cut = buffer.getvalue()[: len(buffer.getvalue()) * 6 // 10]
+        with pytest.raises(OSError, match=r"(?i)truncated"):
+            Image.open(io.BytesIO(cut)).load()
+        name = f"cut.{fmt.lower()}"
+        form = aiohttp.FormData()
+        form.add_field("image", cut, filename=name)
+        form.add_field("overwrite", "true")
+        async with session.post(f"{emu.url}/upload/image", data=form) as resp:
+            assert resp.status == 200
+        graph = {
+            "1": {"class_type": "LoadImage", "inputs": {"image": name}},
+            "2": {
+                "class_type": "SaveImage",
+                "inputs": {"images": ["1", 0], "filename_prefix": "cut"},
+            },
+        }
+        entry = await wait_history(session, emu.url, await _post(session, emu, graph))
+        assert entry["status"]["status_str"] == "success", entry["status"]
+        saved = _pixels(emu.config.output_dir / entry["outputs"]["2"]["images"][0]["filename"])
+        assert saved.shape == (128, 128, 3)
+        assert np.abs(saved[1, 1].astype(int) - [255, 0, 0]).max() <= 8  # JPEG: near
+
+
 async def test_text_to_image_is_deterministic_per_seed(
     emu: Emulator, session: aiohttp.ClientSession
 ) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 FloatArray = NDArray[np.float32]
@@ -108,13 +109,36 @@ def save_images(
     return results
 
 
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def pillow(fn: Callable[[_T], _R], arg: _T) -> _R:
+    """`fn(arg)`, and again with truncated files allowed if Pillow failed: ComfyUI's
+    `node_helpers.pillow`, through which its LoadImage opens and transposes (hence decodes) an
+    image, so that a truncated file loads (what it lacks comes out black) instead of failing."""
+    previous = None
+    try:
+        return fn(arg)
+    except (OSError, UnidentifiedImageError, ValueError):
+        previous = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = True
+        return fn(arg)
+    finally:
+        if previous is not None:
+            ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
 def load_image(path: Path) -> tuple[FloatArray, FloatArray]:
     """(IMAGE [1,H,W,3], MASK [1,H,W]) as ComfyUI's LoadImage for a single-frame file."""
-    with Image.open(path) as opened:
-        img = ImageOps.exif_transpose(opened) or opened
+    with pillow(Image.open, path) as opened:
+        img = pillow(ImageOps.exif_transpose, opened) or opened
         image = from_pil(img)
         if "A" in img.getbands():
             alpha = np.asarray(img.getchannel("A"), dtype=np.float32) / 255.0
+            mask = 1.0 - alpha
+        elif img.mode == "P" and "transparency" in img.info:
+            alpha = np.asarray(img.convert("RGBA").getchannel("A"), dtype=np.float32) / 255.0
             mask = 1.0 - alpha
         else:
             mask = np.zeros((64, 64), dtype=np.float32)
