@@ -89,3 +89,42 @@ async def test_ids_and_urls_are_whole_lines_when_piped(tmp_path: Path) -> None:
         assert converted.returncode == 0, converted.stderr
         prompt = json.loads(converted.stdout)
         assert "KSampler" in {n["class_type"] for n in prompt.values()}
+
+
+@pytest.mark.slow
+async def test_submit_runs_a_job_of_another_type_with_its_params_and_files(
+    tmp_path: Path,
+) -> None:
+    """`comfyrun submit --type image --params … --input FILE`: a handler job, its file sent with
+    it, followed to its end and its output downloaded; a comfy job without its workflow (or a
+    handler job with one) is a usage error, not a request."""
+    from PIL import Image
+
+    settings = Settings(data_dir=tmp_path / "data", db_url="memory://", api_keys=[KEY])
+    app = create_app(settings)
+    picture = tmp_path / "in.png"
+    Image.new("RGB", (40, 20), (0, 128, 255)).save(picture)
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps({"format": "webp", "width": 20}))
+    out_dir = tmp_path / "out"
+    async with serving_app(app, "127.0.0.1", 0, grace_s=2) as url:
+        done = await comfyrun(
+            "submit", "--type", "image", "--params", f"@{params}", "--input", str(picture),
+            "--out", str(out_dir), "--server", url,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "succeeded" in done.stdout
+        (saved,) = list(out_dir.rglob("*.webp"))
+        with Image.open(saved) as image:
+            assert image.format == "WEBP" and image.size == (20, 10)
+        inline = await comfyrun(
+            "submit", "-t", "image", "--params", '{"format": "png"}', "-i", str(picture),
+            "--wait", "--server", url,
+        )  # fmt: skip
+        assert inline.returncode == 0 and "succeeded" in inline.stdout, inline.stderr
+        bare = await comfyrun("submit", "--server", url)
+        assert bare.returncode == 2 and "WORKFLOW" in bare.stderr
+        both = await comfyrun("submit", str(picture), "--type", "image", "--server", url)
+        assert both.returncode == 2
+        bad = await comfyrun("submit", "-t", "image", "--params", "[1]", "--server", url)
+        assert bad.returncode == 2 and "JSON object" in bad.stderr

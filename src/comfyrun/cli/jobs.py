@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +24,7 @@ from comfyrun.cli.output import (
     unreachable,
 )
 from comfyrun.client import ComfyrunAPIError, ComfyrunClient
+from comfyrun.core.job import COMFY
 
 
 async def follow_with_progress(client: ComfyrunClient, job_id: str) -> dict[str, Any]:
@@ -78,24 +81,62 @@ def _print_job(job: dict[str, Any]) -> None:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """What `comfyrun submit` sends besides its workflow."""
+
+    job_type: str = COMFY
+    params: dict[str, Any] | None = None
+    then: list[dict[str, Any]] | None = None
+    inputs: tuple[Path, ...] = ()
+    priority: int = 0
+
+
+def json_value(text: str, what: str) -> Any:
+    """A JSON option's value: JSON text, or `@FILE` for a file holding it."""
+    source = text
+    try:
+        if text.startswith("@"):
+            source = Path(text[1:]).read_text(encoding="utf-8")
+        return json.loads(source)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise typer.BadParameter(f"{what}: {exc}") from exc
+
+
+def _input(path: Path) -> dict[str, Any]:
+    return {"name": path.name, "data": base64.b64encode(path.read_bytes()).decode()}
+
+
 async def _submit(
-    path: Path,
+    path: Path | None,
     server: str,
     api_key: str | None,
     wait: bool,
     out_dir: Path | None,
-    priority: int,
+    spec: JobSpec,
 ) -> int:
+    workflow: Any = None
     try:
-        workflow = json.loads(await asyncio.to_thread(path.read_text))
+        if path is not None:
+            workflow = json.loads(await asyncio.to_thread(path.read_text))
+        inputs = [await asyncio.to_thread(_input, p) for p in spec.inputs]
     except (OSError, json.JSONDecodeError) as exc:
-        console.print(f"[red]cannot read {path}:[/red] {exc}")
+        console.print(
+            f"[red]cannot read {exc.filename if isinstance(exc, OSError) else path}:[/red] {exc}"
+        )
         return 2
     if isinstance(workflow, dict) and "prompt" in workflow and "workflow" not in workflow:
         workflow = workflow["prompt"]  # a saved ComfyUI /prompt body
     async with ComfyrunClient(server, api_key=api_key) as client:
         try:
-            job = await client.submit(workflow, priority=priority)
+            job = await client.submit(
+                workflow,
+                job_type=spec.job_type,
+                params=spec.params,
+                then=spec.then,
+                inputs=inputs or None,
+                priority=spec.priority,
+            )
             out.print(f"submitted job {job['id']}")
             return await follow_and_save(client, job, wait=wait, out_dir=out_dir)
         except ComfyrunAPIError as exc:
@@ -105,17 +146,56 @@ async def _submit(
 
 
 def submit(
-    workflow: Annotated[Path, typer.Argument(help="API-format (or UI-format) workflow JSON")],
+    workflow: Annotated[
+        Path | None,
+        typer.Argument(help="API-format (or UI-format) workflow JSON (a comfy job's)"),
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", "-w", help="Follow it to the end")] = False,
     out_dir: Annotated[
         Path | None, typer.Option("--out", "-o", help="Download the outputs here (implies --wait)")
     ] = None,
     priority: Annotated[int, typer.Option("--priority")] = 0,
+    job_type: Annotated[
+        str, typer.Option("--type", "-t", help="The job's type: comfy, or a handler's (image, …)")
+    ] = COMFY,
+    params: Annotated[
+        str | None, typer.Option("--params", help="A handler job's params: JSON, or @FILE")
+    ] = None,
+    then: Annotated[
+        str | None, typer.Option("--then", help="Follow-up steps: a JSON list, or @FILE")
+    ] = None,
+    inputs: Annotated[
+        list[Path] | None,
+        typer.Option("--input", "-i", help="A file for the job (repeatable), sent with it"),
+    ] = None,
     server: ServerUrl = "http://127.0.0.1:8189",
     api_key: ApiKey = None,
 ) -> None:
-    """Submit a workflow; with --wait, show its progress and where its outputs are."""
-    raise typer.Exit(asyncio.run(_submit(workflow, server, api_key, wait, out_dir, priority)))
+    """Submit a workflow, or a job of another type (--type image --params '{...}' --input
+    in.png); with --wait, show its progress and where its outputs are."""
+    if (workflow is None) == (job_type == COMFY):
+        raise typer.BadParameter(
+            "a comfy job needs its WORKFLOW file; a job of another --type takes --params instead"
+        )
+    spec = JobSpec(
+        job_type=job_type,
+        params=_object(json_value(params, "--params"), "--params") if params else None,
+        then=_steps(json_value(then, "--then")) if then else None,
+        inputs=tuple(inputs or ()),
+        priority=priority,
+    )
+    raise typer.Exit(asyncio.run(_submit(workflow, server, api_key, wait, out_dir, spec)))
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise typer.BadParameter(f"{what} must be a JSON object")
+    return value
+
+
+def _steps(value: Any) -> list[dict[str, Any]]:
+    steps = value if isinstance(value, list) else [value]
+    return [_object(step, "--then") for step in steps]
 
 
 jobs_app = typer.Typer(help="List, show and cancel jobs.", no_args_is_help=True)
