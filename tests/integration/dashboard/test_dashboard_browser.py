@@ -4,12 +4,15 @@ follows a job over its event stream to its image output. Skips without Chromium.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 from tests.integration.dashboard.conftest import Page
 from tests.support.api import memory_settings, wait_until_ready
 from tests.support.emulator import image_workflow, text_to_image_workflow
@@ -78,6 +81,10 @@ async def test_token_prompt_then_live_job_with_thumbnail(server: str, browser: P
         ".map(c => [c.querySelector('.k').textContent, c.querySelector('.n').textContent]))"
     )
     assert set(cards) >= {"queue depth", "oldest queued", "succeeded", "running", "failed"}
+    types = await browser.eval(
+        "[...document.querySelectorAll('#jobs tbody td.type')].map(c => c.textContent)"
+    )
+    assert types == ["comfy", "comfy"]
     assert not await browser.eval("document.getElementById('token-dialog').open")
 
     # the followed job reaches succeeded through its event stream and shows its image
@@ -153,6 +160,28 @@ async def test_a_failed_job_shows_its_error(server: str, browser: Page) -> None:
     box = await browser.wait_for("document.querySelector('#detail .error-box')?.textContent")
     assert failed["error"]["code"] in box and failed["error"]["message"] in box
     assert not await browser.eval("!!document.querySelector('#detail button.danger')")
+
+
+async def test_a_job_of_another_type_shows_its_type(server: str, browser: Page) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(buffer, format="PNG")
+    body = {
+        "type": "image",
+        "params": {"format": "webp"},
+        "inputs": [{"name": "in.png", "data": base64.b64encode(buffer.getvalue()).decode()}],
+    }
+    async with httpx.AsyncClient(base_url=server, headers=AUTH, timeout=60) as http:
+        done = (await http.post("/api/v2/jobs", params={"wait": 30}, json=body)).json()
+    assert done["status"] == "succeeded", done
+    await browser.goto(f"{server}/dashboard")
+    await browser.eval(f"localStorage.setItem('comfyrun.token', {json.dumps(TOKEN)})")
+    await browser.goto("about:blank")
+    await browser.goto(f"{server}/dashboard#job={done['id']}")
+    cell = await browser.wait_for("document.querySelector('#jobs tbody td.type')?.textContent")
+    assert cell == "image"
+    assert await browser.wait_for(  # the detail's facts: "type" then "image"
+        "document.getElementById('detail').textContent.replace(/\\s/g, '').includes('typeimage')"
+    )
 
 
 async def test_paging_through_the_job_list(server: str, browser: Page) -> None:

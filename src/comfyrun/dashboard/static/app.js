@@ -166,6 +166,7 @@
     state.next = page.next_cursor;
     const rows = page.jobs.map((j) => h("tr", { class: j.id === state.selected ? "selected" : "", onclick: () => select(j.id) },
       h("td", { title: j.id }, h("code", {}, j.id.slice(0, 12))),
+      h("td", { class: "type" }, j.type || "comfy"),
       h("td", {}, badge(j.status), j.queue_position != null ? h("span", { class: "muted" }, ` #${j.queue_position}`) : null),
       h("td", {}, bar(j)),
       h("td", {}, j.backend || "–"),
@@ -173,7 +174,7 @@
       h("td", {}, dur(runtime(j))),
       h("td", {}, j.priority)));
     $("jobs").tBodies[0].replaceChildren(...(rows.length ? rows
-      : [h("tr", {}, h("td", { colspan: 7, class: "empty" }, "No jobs"))]));
+      : [h("tr", {}, h("td", { colspan: 8, class: "empty" }, "No jobs"))]));
     $("page").textContent = `page ${state.cursors.length}`;
     $("prev").disabled = state.cursors.length === 1;
     $("next").disabled = !state.next;
@@ -224,7 +225,7 @@
     const job = state.job;
     if (!job) return $("detail").replaceChildren(h("p", { class: "muted" }, "Select a job to follow it live."));
     const facts = [
-      ["created", when(job.created_at)], ["started", when(job.started_at)],
+      ["type", job.type || "comfy"], ["created", when(job.created_at)], ["started", when(job.started_at)],
       ["completed", when(job.completed_at)], ["queue position", job.queue_position ?? "–"],
       ["backend", job.backend || "–"], ["attempts", `${job.attempts} (retries allowed: ${job.max_retries})`],
       ["priority", job.priority], ["queued for", dur(job.metrics.queue_ms == null ? null : job.metrics.queue_ms / 1000)],
