@@ -14,8 +14,10 @@ emulators started as their own processes, so what differs between the columns is
    Added = comfyrun's time minus the direct median.
 2. Throughput, 8 clients each running jobs back to back, one backend: comfyrun's jobs/s as a
    share of the same backend driven directly.
-3. The per-stage budget of one job through the v2 face, from comfyrun's stage marks
-   (comfyrun.stages, written by bench/traced_server.py) and the client's own clock.
+3. The per-stage budget of one job through each face, from comfyrun's stage marks
+   (comfyrun.stages, written by bench/traced_server.py) and the client's own marks, on one
+   clock; marks that overlap the rest (a handed-off job's commit, the face's answer to POST
+   /prompt) are timed beside them.
 4. --fleet: 4 backends, 32 clients, SQLite `serve` (jobs/s, vs 4 emulators driven directly);
    enqueues/s (an api node, 32 clients submitting without waiting) beside GET /health/s.
 5. --postgres: `comfyrun api` + 2 `comfyrun worker`s (2 emulators each) on PostgreSQL, 32 clients.
@@ -149,18 +151,23 @@ async def wait_ready(url: str) -> None:
 # --- one job, three ways --------------------------------------------------------------------
 
 
-async def comfy_face_run(http: httpx.AsyncClient, url: str) -> float:
+async def comfy_face_run(
+    http: httpx.AsyncClient, url: str, marks: dict[str, dict[str, float]] | None = None
+) -> float:
     """ComfyUI's own API: what its script_examples do, timed from before the websocket to the
-    output in hand. The socket is closed after that, untimed and not waited for: its closing
-    handshake is the client library's (it sometimes waits out its 10 s close timeout against
-    ComfyUI and comfyrun alike) and no part of the job."""
+    output in hand (`marks`: the client's side of the face's budget, by prompt id). The socket
+    is closed after that, untimed and not waited for: its closing handshake is the client
+    library's (it sometimes waits out its 10 s close timeout against ComfyUI and comfyrun
+    alike) and no part of the job."""
     client_id = uuid.uuid4().hex
     ws_url = url.replace("http://", "ws://") + f"/ws?clientId={client_id}"
     start = time.perf_counter()
     ws = await websockets.connect(ws_url, max_size=None)
     try:
+        opened = time.perf_counter()
         r = await http.post(f"{url}/prompt", json={"prompt": workflow(), "client_id": client_id})
         r.raise_for_status()
+        answered = time.perf_counter()
         prompt_id = r.json()["prompt_id"]
         while True:
             msg = await ws.recv()
@@ -170,10 +177,17 @@ async def comfy_face_run(http: httpx.AsyncClient, url: str) -> float:
             node_done = data["type"] == "executing" and data["data"].get("node") is None
             if node_done and data["data"].get("prompt_id") == prompt_id:
                 break
+        told = time.perf_counter()
         history = (await http.get(f"{url}/history/{prompt_id}")).json()[prompt_id]
+        read = time.perf_counter()
         image = history["outputs"]["2"]["images"][0]
         (await http.get(f"{url}/view", params=image)).raise_for_status()
-        return time.perf_counter() - start
+        end = time.perf_counter()
+        if marks is not None:
+            marks[prompt_id] = dict(
+                zip(FACE_MARKS, (start, opened, answered, told, read, end), strict=True)
+            )
+        return end - start
     finally:
         closing = asyncio.ensure_future(ws.close())
         _closing.add(closing)
@@ -218,27 +232,44 @@ async def drive(clients: int, seconds: float, one: Callable[[int], Awaitable[Any
 # --- stage budget ---------------------------------------------------------------------------
 
 
-def budget(stage_log: Path, marks: dict[str, dict[str, float]]) -> list[tuple[str, list[float]]]:
+#: The client's marks of one ComfyUI-face job: before the websocket, the socket open, POST
+#: /prompt answered, `executing` null received, /history read, the /view file in hand.
+FACE_MARKS = ("sent", "socket open", "prompt answered", "told done", "history read", "viewed")
+
+
+def stage_marks(stage_log: Path) -> dict[str, dict[str, float]]:
+    """The server's stage marks (comfyrun.stages, by bench/traced_server.py), by job id."""
     per_job: dict[str, dict[str, float]] = defaultdict(dict)
     for line in stage_log.read_text().splitlines():
         rec = json.loads(line)
         per_job[rec["job"]].setdefault(rec["stage"], rec["t"])
-    order = ["sent", *STAGES, "answered", "downloaded"]
+    return per_job
+
+
+def budget(
+    per_job: dict[str, dict[str, float]],
+    marks: dict[str, dict[str, float]],
+    order: list[str],
+    aside: tuple[str, ...] = ("enqueued",),
+) -> list[tuple[str, list[float]]]:
+    """Spans between consecutive marks in `order` (the server's and the client's, one clock),
+    median over the jobs; a mark in `aside` that overlaps the others (a handed-off job's
+    commit, the face's answer to POST /prompt) is timed from the mark before it, beside them."""
     spans: dict[str, list[float]] = defaultdict(list)
     for job_id, client in marks.items():
         seen = {**per_job.get(job_id, {}), **client}
         present = [s for s in order if s in seen]
-        if "decided" in seen and "enqueued" in seen:
-            # handed off: the enqueue's commit overlaps the claim and the submission
-            present.remove("enqueued")
-            spans["decided -> enqueued (the commit, overlapped)"].append(
-                seen["enqueued"] - seen["decided"]
-            )
+        for mark in aside:
+            if mark in present and present.index(mark) > 0 and "decided" in seen:
+                present.remove(mark)
+                before = "decided" if mark == "enqueued" else present[present.index("decided")]
+                what = "the commit" if mark == "enqueued" else "the answer"
+                spans[f"{before} -> {mark} ({what}, overlapped)"].append(seen[mark] - seen[before])
         for a, b in itertools.pairwise(present):
             spans[f"{a} -> {b}"].append(seen[b] - seen[a])
-    handed = [s for s in order if s != "enqueued"]
+    kept = [s for s in order if s not in aside]
     names = [f"{a} -> {b}" for a, b in itertools.pairwise(order)]
-    names += [f"{a} -> {b}" for a, b in itertools.pairwise(handed) if f"{a} -> {b}" not in names]
+    names += [f"{a} -> {b}" for a, b in itertools.pairwise(kept) if f"{a} -> {b}" not in names]
     return [(n, spans[n]) for n in names if spans.get(n)] + [
         (n, v) for n, v in spans.items() if n not in names
     ]
@@ -257,6 +288,7 @@ async def single(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]
         await wait_ready(server.url)
         async with emulators(tmp, 1) as (emu,), httpx.AsyncClient(timeout=120) as http:
             marks: dict[str, dict[str, float]] = {}
+            face_marks: dict[str, dict[str, float]] = {}
             for _ in range(10):  # warm up all three
                 await comfy_face_run(http, emu)
                 await v2_run(http, server.url, {})
@@ -274,7 +306,7 @@ async def single(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]
                 cpu["comfyrun"] += cpu_seconds(server.proc.pid) - before[0]
                 cpu["backend"] += cpu_seconds(backend_pid) - before[1]
                 before = cpu_seconds(server.proc.pid), cpu_seconds(backend_pid)
-                face += [await comfy_face_run(http, server.url) for _ in range(20)]
+                face += [await comfy_face_run(http, server.url, face_marks) for _ in range(20)]
                 cpu["face"] += cpu_seconds(server.proc.pid) - before[0]
                 cpu["face_backend"] += cpu_seconds(backend_pid) - before[1]
             base = statistics.median(direct)
@@ -293,7 +325,11 @@ async def single(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]
                     cpu_ratio(cpu["face"], cpu["face_backend"], len(face)),
                 ),
             ]
-            spans = budget(stage_log, marks)
+            per_job = stage_marks(stage_log)
+            spans = budget(per_job, marks, ["sent", *STAGES, "answered", "downloaded"])
+            face_order = [*FACE_MARKS[:2], *STAGES, *FACE_MARKS[2:]]
+            face_order.remove("received")  # (marked by the v2 route only)
+            face_spans = budget(per_job, face_marks, face_order, ("enqueued", "prompt answered"))
 
             direct_rate = await drive(
                 args.clients, args.seconds, lambda i: comfy_face_run(http, emu)
@@ -331,6 +367,8 @@ async def single(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]
         server.stop()
     rows.append(("per-stage budget, v2 job (median / p99)", ""))
     rows += [(f"  {name}", ms(values)) for name, values in spans]
+    rows.append(("per-stage budget, ComfyUI-face job (median / p99)", ""))
+    rows += [(f"  {name}", ms(values)) for name, values in face_spans]
 
 
 async def fleet(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]]) -> None:
