@@ -13,7 +13,7 @@ import io
 import json
 import traceback
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -160,6 +160,31 @@ async def test_the_history_of_a_prompt_just_told_finished_is_not_read_again(
             assert entry["outputs"]["3"]["images"][0]["subfolder"] == f"{prompt_id}/3"
 
 
+@contextlib.contextmanager
+def event_reads(store: Any, wait_for_event: Any, events_since: Any) -> Iterator[None]:
+    """The store's two ways of reading a job's events replaced, for the block."""
+    real = store.wait_for_event, store.events_since
+    store.wait_for_event, store.events_since = wait_for_event, events_since
+    try:
+        yield
+    finally:
+        store.wait_for_event, store.events_since = real
+
+
+async def one_prompt(
+    server: Server, *, seed: int, timeout: float
+) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+    """One image prompt through ComfyUI's example client: its id, its messages, and every
+    message the socket got."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        client = ComfyExampleClient(server, http)
+        async with client.connected():
+            answer = await client.queue_prompt(image_workflow(seed, size=32))
+            prompt_id = answer.json()["prompt_id"]
+            mine = await client.wait_done(prompt_id, timeout=timeout)
+            return prompt_id, mine, client.messages
+
+
 async def test_the_end_of_a_prompt_run_in_this_process_comes_from_the_job_it_committed(
     server: Server,
 ) -> None:
@@ -182,25 +207,15 @@ async def test_the_end_of_a_prompt_run_in_this_process_comes_from_the_job_it_com
     async def events_since(job_id: str, after_id: int = 0) -> list[Any]:
         return unsettled(await real_since(job_id, after_id))
 
-    store.wait_for_event = wait_for_event  # type: ignore[method-assign]
-    store.events_since = events_since  # type: ignore[method-assign]
-    try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-            client = ComfyExampleClient(server, http)
-            async with client.connected():
-                answer = await client.queue_prompt(image_workflow(11, size=32))
-                prompt_id = answer.json()["prompt_id"]
-                mine = await client.wait_done(prompt_id, timeout=10)
-                kinds = [m["type"] for m in mine]
-                assert kinds[-3:] == ["executed", "execution_success", "executing"], kinds
-                image = mine[-3]["data"]["output"]["images"][0]
-                assert image["subfolder"] == f"{prompt_id}/3"
-                # the queue's count that comes before the last message is without the prompt
-                last_status = [m for m in client.messages if m["type"] == "status"][-1]
-                assert last_status["data"]["status"]["exec_info"]["queue_remaining"] == 0
-    finally:
-        store.wait_for_event = real_wait  # type: ignore[method-assign]
-        store.events_since = real_since  # type: ignore[method-assign]
+    with event_reads(store, wait_for_event, events_since):
+        prompt_id, mine, seen = await one_prompt(server, seed=11, timeout=10)
+    kinds = [m["type"] for m in mine]
+    assert kinds[-3:] == ["executed", "execution_success", "executing"], kinds
+    image = mine[-3]["data"]["output"]["images"][0]
+    assert image["subfolder"] == f"{prompt_id}/3"
+    # the queue's count that comes before the last message is without the prompt
+    last_status = [m for m in seen if m["type"] == "status"][-1]
+    assert last_status["data"]["status"]["exec_info"]["queue_remaining"] == 0
 
 
 async def test_a_prompt_relayed_by_a_run_of_this_process_is_followed_without_store_reads(
@@ -226,19 +241,9 @@ async def test_a_prompt_relayed_by_a_run_of_this_process_is_followed_without_sto
         note(job_id)
         return await real_since(job_id, after_id)
 
-    store.wait_for_event = wait_for_event  # type: ignore[method-assign]
-    store.events_since = events_since  # type: ignore[method-assign]
-    try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-            client = ComfyExampleClient(server, http)
-            async with client.connected():
-                answer = await client.queue_prompt(image_workflow(12, size=32))
-                prompt_id = answer.json()["prompt_id"]
-                mine = await client.wait_done(prompt_id, timeout=20)
-                assert [m["type"] for m in mine][-2:] == ["execution_success", "executing"]
-    finally:
-        store.wait_for_event = real_wait  # type: ignore[method-assign]
-        store.events_since = real_since  # type: ignore[method-assign]
+    with event_reads(store, wait_for_event, events_since):
+        prompt_id, mine, _ = await one_prompt(server, seed=12, timeout=20)
+    assert [m["type"] for m in mine][-2:] == ["execution_success", "executing"]
     assert prompt_id not in reads
 
 

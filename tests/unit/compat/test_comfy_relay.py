@@ -29,8 +29,8 @@ def status(value: str, event_id: int = 9) -> JobEvent:
     return JobEvent(event_id, PID, "status", {"status": value}, 1.0)
 
 
-def output_event(event_id: int = 5) -> JobEvent:
-    out = Output(
+def stored_output() -> Output:
+    return Output(
         node_id="7",
         name="a.png",
         type=OutputType.IMAGE,
@@ -38,7 +38,10 @@ def output_event(event_id: int = 5) -> JobEvent:
         storage_key=f"{PID}/7/a.png",
         meta={"key": "images"},
     )
-    return JobEvent(event_id, PID, "output", output_to_dict(out), 1.0)
+
+
+def output_event(event_id: int = 5) -> JobEvent:
+    return JobEvent(event_id, PID, "output", output_to_dict(stored_output()), 1.0)
 
 
 RUN = [
@@ -156,17 +159,6 @@ def test_a_job_without_relayed_frames_gets_the_made_up_sequence() -> None:
         "executing",
     ]
     assert json.dumps(sent[2])  # plain JSON
-
-
-def stored_output() -> Output:
-    return Output(
-        node_id="7",
-        name="a.png",
-        type=OutputType.IMAGE,
-        content_type="image/png",
-        storage_key=f"{PID}/7/a.png",
-        meta={"key": "images"},
-    )
 
 
 def test_a_job_settled_in_this_process_ends_the_prompt_as_its_terminal_event_would() -> None:
