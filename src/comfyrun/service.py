@@ -192,6 +192,40 @@ class JobService:
                 self._in_flight_keys.discard(key)
 
     async def _submit(self, sub: Submission) -> Submitted:
+        sub, workflow = await self._checked(sub)
+        validated = time.perf_counter()
+        await self._enforce_queue_bound()
+        if sub.job_id is not None and await self.store.get(sub.job_id) is not None:
+            raise Conflict(f"job {sub.job_id} already exists", details={"job_id": sub.job_id})
+        return await self._enqueue(sub, workflow, validated)
+
+    async def run_again(self, job: Job) -> Submitted:
+        """Queue finished `job` again under its id, as it was submitted (its type, params,
+        inputs and options): checked first as a new submission is, so that one that cannot be
+        queued again (a workflow no backend takes now, a full queue) raises and leaves the job
+        as it was; only then is the old one deleted (with its files) and the new one queued."""
+        sub = Submission(
+            workflow=job.workflow,
+            priority=job.priority,
+            inputs=job.inputs,
+            options=job.options,
+            metadata=job.metadata,
+            owner=job.owner,
+            max_retries=job.max_retries,
+            timeout_s=job.timeout_s,
+            job_id=job.id,
+            type=job.type,
+            params=job.params,
+        )
+        sub, workflow = await self._checked(sub)
+        validated = time.perf_counter()
+        await self._enforce_queue_bound()
+        await self.delete(job.id)
+        return await self._enqueue(sub, workflow, validated)
+
+    async def _checked(self, sub: Submission) -> tuple[Submission, JSON]:
+        """A submission's checks, before anything is written: its type's admission, the
+        workflow's (a comfy job's), its inputs'. The submission (normalised) and workflow."""
         if sub.type != COMFY or sub.params or "then" in sub.options:  # handlers.admission
             params, options = await self.job_types.admit(
                 self.store, sub.type, sub.params, sub.options
@@ -202,10 +236,9 @@ class JobService:
             sub, workflow = await self._comfy_workflow(sub)
         if self._check_inputs is not None and (sub.inputs or has_asset_refs(workflow)):
             workflow = await self._check_inputs(workflow, list(sub.inputs))
-        validated = time.perf_counter()
-        await self._enforce_queue_bound()
-        if sub.job_id is not None and await self.store.get(sub.job_id) is not None:
-            raise Conflict(f"job {sub.job_id} already exists", details={"job_id": sub.job_id})
+        return sub, workflow
+
+    async def _enqueue(self, sub: Submission, workflow: JSON, validated: float) -> Submitted:
         new = self._new_job(sub, workflow)
         reservation = self._hand_off(new.type) if self._hand_off is not None else None
         if reservation is None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from tests.support.api import memory_settings, tiny_workflow
 
-from comfyrun.core.job import JobStatus, Output, OutputType, Progress
+from comfyrun.core.job import Job, JobError, JobStatus, Output, OutputType, Progress
 from comfyrun.core.state import Event
 from comfyrun.errors import (
     Conflict,
@@ -432,3 +432,52 @@ async def test_a_wait_on_a_job_claimed_here_meanwhile_waits_for_its_runs_word(
     service.remember(settled)
     view = await asyncio.wait_for(waiting, 1)
     assert view.job == settled
+
+
+async def failed_job(store: MemoryStore, job_id: str) -> Job:
+    claimed = await store.claim("w1", 30)
+    assert claimed is not None and claimed.id == job_id
+    return await store.transition(
+        job_id,
+        Event.FAIL,
+        expect=JobStatus.RUNNING,
+        changes=Changes(error=JobError(code="node_execution_error", message="boom")),
+    )
+
+
+async def test_a_finished_job_runs_again_as_it_was_submitted(
+    service: JobService, store: MemoryStore
+) -> None:
+    """`run_again` (RunPod's retry): the same id queued again with its type, params, inputs
+    and options, as a new submission, its error and attempts gone."""
+    await store.announce_worker("w1", ["comfy", "image"])
+    sub = Submission(
+        workflow={},
+        type="image",
+        params={"format": "webp"},
+        inputs=({"name": "a.png", "data": "iVBORw0KGgo="},),
+        priority=2,
+        metadata={"k": "v"},
+    )
+    first = (await service.submit(sub)).job
+    failed = await failed_job(store, first.id)
+    again = (await service.run_again(failed)).job
+    assert (again.id, again.type, again.params) == (first.id, "image", {"format": "webp"})
+    assert (again.inputs, again.priority, again.metadata) == (sub.inputs, 2, {"k": "v"})
+    assert again.status is JobStatus.QUEUED and again.attempts == 0 and again.error is None
+    assert await store.get(first.id) == again
+
+
+async def test_a_job_that_cannot_be_queued_again_is_left_as_it_was(
+    service: JobService, store: MemoryStore
+) -> None:
+    """Checked before the old job is replaced: with the queue full, run_again raises and the
+    failed job, its record and its events, stays."""
+    first = (await service.submit(Submission(workflow=tiny_workflow(1)))).job
+    failed = await failed_job(store, first.id)
+    for seed in range(2, 5):  # the queue's bound (3) reached
+        await service.submit(Submission(workflow=tiny_workflow(seed)))
+    with pytest.raises(QueueFull):
+        await service.run_again(failed)
+    assert await store.get(first.id) == failed
+    assert [e.data.get("status") for e in await store.events_since(first.id)][-1] == "failed"

@@ -209,19 +209,8 @@ async def retry(job_id: str, ctx: Ctx, endpoint_id: str | None = None) -> Respon
             {"error": f"job {job_id} is {rp.runpod_status(job)}; only failed jobs are retried"},
             status_code=400,
         )
-    again = Submission(
-        workflow=job.workflow,
-        priority=job.priority,
-        inputs=job.inputs,
-        options=job.options,
-        metadata=job.metadata,
-        max_retries=job.max_retries,
-        timeout_s=job.timeout_s,
-        job_id=job.id,
-    )
-    try:
-        await ctx.service.delete(job_id)
-        submitted = await ctx.service.submit(again)
+    try:  # checked before the failed job is replaced: one that cannot run again stays
+        submitted = await ctx.service.run_again(job)
     except errors.ComfyrunError as exc:
         return error_response(exc)
     return JSONResponse({"id": submitted.job.id, "status": rp.IN_QUEUE})
