@@ -90,6 +90,9 @@ class Submission:
     #: The job's type (comfyrun.handlers) and, for a type other than comfy, its params.
     type: str = COMFY
     params: JSON = field(default_factory=dict)
+    #: With `job_id`: a finished job of that id is replaced (ComfyUI overwrites the history of
+    #: a prompt_id used again), once this submission has passed its checks.
+    replace_finished: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,9 +198,23 @@ class JobService:
         sub, workflow = await self._checked(sub)
         validated = time.perf_counter()
         await self._enforce_queue_bound()
-        if sub.job_id is not None and await self.store.get(sub.job_id) is not None:
-            raise Conflict(f"job {sub.job_id} already exists", details={"job_id": sub.job_id})
+        if sub.job_id is not None:
+            await self._make_room(sub.job_id, replace=sub.replace_finished)
         return await self._enqueue(sub, workflow, validated)
+
+    async def _make_room(self, job_id: str, *, replace: bool) -> None:
+        """Raise Conflict if job `job_id` exists, unless `replace` and it is finished: then it
+        is deleted (with its files) for the new one."""
+        existing = await self.store.get(job_id)
+        if existing is None:
+            return
+        if not replace:
+            raise Conflict(f"job {job_id} already exists", details={"job_id": job_id})
+        if not existing.terminal:
+            raise Conflict(
+                f"job {job_id} is still {existing.status.value}", details={"job_id": job_id}
+            )
+        await self.delete(job_id)
 
     async def run_again(self, job: Job) -> Submitted:
         """Queue finished `job` again under its id, as it was submitted (its type, params,

@@ -349,6 +349,11 @@ async def test_client_prompt_id_is_honoured_and_reusable(server: Server) -> None
             assert answer.json()["prompt_id"] == prompt_id
             await client.wait_done(prompt_id)
             first = await client.history(prompt_id)
+            # a re-used id with a prompt ComfyUI refuses: refused, the history as it was
+            bad = {"1": {"class_type": "NoSuchNode", "inputs": {}}}
+            refused = await client.queue_prompt(bad, prompt_id=prompt_id)
+            assert refused.status_code == 400, refused.text
+            assert await client.history(prompt_id) == first
             # ComfyUI overwrites the history of a re-used id
             client.messages.clear()
             answer = await client.queue_prompt(image_workflow(6), prompt_id=prompt_id)

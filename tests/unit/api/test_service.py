@@ -481,3 +481,18 @@ async def test_a_job_that_cannot_be_queued_again_is_left_as_it_was(
         await service.run_again(failed)
     assert await store.get(first.id) == failed
     assert [e.data.get("status") for e in await store.events_since(first.id)][-1] == "failed"
+
+
+async def test_a_finished_job_of_the_same_id_is_replaced_only_when_asked_and_finished(
+    service: JobService, store: MemoryStore
+) -> None:
+    first = (await service.submit(Submission(workflow=tiny_workflow(1), job_id="p1"))).job
+    again = Submission(workflow=tiny_workflow(2), job_id="p1", replace_finished=True)
+    with pytest.raises(Conflict, match="still queued"):  # not finished: not replaced
+        await service.submit(again)
+    await failed_job(store, first.id)
+    with pytest.raises(Conflict, match="already exists"):  # not asked
+        await service.submit(Submission(workflow=tiny_workflow(2), job_id="p1"))
+    replaced = (await service.submit(again)).job
+    assert replaced.id == "p1" and replaced.status is JobStatus.QUEUED
+    assert replaced.workflow == tiny_workflow(2)

@@ -138,8 +138,6 @@ async def submit_prompt(ctx: AppContext, body: JSON, prompt: JSON) -> Job:
     hub = clients(ctx)
     prompt_id = body.get("prompt_id")
     job_id = None if prompt_id is None else str(prompt_id)
-    if job_id is not None:
-        await _replace_finished(ctx, job_id)
     extra = body.get("extra_data")
     extra_data: JSON = dict(extra) if isinstance(extra, dict) else {}
     client_id = body.get("client_id")
@@ -164,6 +162,9 @@ async def submit_prompt(ctx: AppContext, body: JSON, prompt: JSON) -> Job:
             options=options,
             metadata=metadata,
             job_id=job_id,
+            # ComfyUI overwrites the history of a re-used prompt_id (a running one cannot be):
+            # once the new prompt passed its checks, not before
+            replace_finished=True,
             want_position=False,  # POST /prompt answers a number, not a position
         )
     )
@@ -171,18 +172,6 @@ async def submit_prompt(ctx: AppContext, body: JSON, prompt: JSON) -> Job:
         hub.notify(str(client_id), submitted.job.id, ctx.principal.owner)
     hub.broadcast_status_soon()
     return submitted.job
-
-
-async def _replace_finished(ctx: AppContext, job_id: str) -> None:
-    """ComfyUI overwrites the history of a re-used prompt_id; a running one cannot be."""
-    job = await ctx.store.get(job_id)
-    if job is None:
-        return
-    if not job.terminal:
-        raise errors.Conflict(
-            f"prompt {job_id} is still queued or running", details={"prompt_id": job_id}
-        )
-    await ctx.service.delete(job_id)
 
 
 async def get_prompt(ctx: Ctx) -> dict[str, Any]:
