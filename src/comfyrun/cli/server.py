@@ -30,6 +30,16 @@ def configure_logging(level: str) -> None:
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
+def quiet_uvicorn_trace() -> None:
+    """uvicorn's protocols build a TRACE line for each connection, upgrade and close whenever
+    its "uvicorn.error" logger's own level is NOTSET (0, below TRACE), which is what it is when
+    uvicorn does not configure logging (log_config=None, as here), and let the logging module
+    drop it. Its level is pinned to the level it has in effect now, so they do not."""
+    logger = logging.getLogger("uvicorn.error")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logger.getEffectiveLevel())
+
+
 # running the server ----------------------------------------------------------------------------
 
 
@@ -104,6 +114,7 @@ async def serving_app(
 
     sock = bind_socket(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
+    quiet_uvicorn_trace()
     config = uvicorn.Config(
         app,
         log_config=None,

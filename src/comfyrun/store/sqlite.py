@@ -41,7 +41,7 @@ from typing import Any
 from comfyrun.core.job import JSON, Job, JobStatus
 from comfyrun.errors import InvalidRequest, StoreError
 from comfyrun.store.base import JobEvent, WorkCounts
-from comfyrun.store.codec import dump_json
+from comfyrun.store.codec import dump_json, job_from_row
 from comfyrun.store.migrate import migrate_sqlite
 from comfyrun.store.queries import queries
 from comfyrun.store.sqlbatches import SQLBatches
@@ -80,7 +80,9 @@ READS = frozenset(
     }
 )
 #: Calls that stay on the event loop (they wait, or manage the thread, or choose: `counts`).
-LOCAL = frozenset({"open", "close", "wait_for_event", "wait_for_work", "counts"})
+LOCAL = frozenset(
+    {"open", "close", "wait_for_event", "wait_for_work", "counts", "unfinished_for_client"}
+)
 #: Point reads answered on the event loop's own thread, from a read-only connection of its own
 #: (in WAL mode a reader never waits for the writer): a job, its events. Tens of microseconds,
 #: less than the two thread hops of a shipped call. One that would have to wait (SQLITE_BUSY,
@@ -90,6 +92,9 @@ LOOP_READS = frozenset({"get", "events_since"})
 #: loop's thread too, as LOOP_READS, when there are at most this many: a bounded read. More are
 #: counted on the store's thread.
 LOOP_COUNT_MAX = 1000
+#: A ComfyUI client's unfinished jobs (looked up at each /ws connect; almost always none) are
+#: read on the loop's thread when there are at most this many; more are read on the store's.
+LOOP_ROWS_MAX = 8
 
 
 #: A `HandOff.decided` to say: (the caller's loop, the callback, the job, created).
@@ -273,19 +278,41 @@ class SQLiteStore(SQLStore):
     def _few_unfinished(self) -> dict[JobStatus, int] | None:
         """The unfinished jobs counted on the loop's thread, when at most LOOP_COUNT_MAX (None:
         more, or the reader would have to wait)."""
-        if self._reader is None or threading.get_ident() != self._loop_thread_id:
-            return None
-        try:
-            query = Q["counts_unfinished_upto"]
-            rows = self._reader.execute(query, {"limit": LOOP_COUNT_MAX + 1}).fetchall()
-        except sqlite3.Error:
-            return None
-        if sum(int(row["n"]) for row in rows) > LOOP_COUNT_MAX:
+        rows = self._on_loop("counts_unfinished_upto", {"limit": LOOP_COUNT_MAX + 1})
+        if rows is None or sum(int(row["n"]) for row in rows) > LOOP_COUNT_MAX:
             return None
         counts = dict.fromkeys(JobStatus, 0)
         for row in rows:
             counts[JobStatus(row["status"])] = int(row["n"])
         return counts
+
+    async def unfinished_for_client(
+        self, client_id: str, *, owner: str | None = None, limit: int = 500
+    ) -> builtins.list[Job]:
+        limit = max(0, limit)
+        few = min(limit, LOOP_ROWS_MAX)
+        params = {"client_id": client_id, "owner": owner, "limit": few + 1}
+        rows = self._on_loop("unfinished_for_client", params)
+        if rows is not None and (len(rows) <= few or few == limit):
+            return [job_from_row(row) for row in rows[:limit]]
+        found: builtins.list[Job] = await self._call(
+            SQLStore.unfinished_for_client,
+            (client_id,),
+            {"owner": owner, "limit": limit},
+            read=True,
+        )
+        return found
+
+    def _on_loop(self, name: str, params: JSON) -> builtins.list[Row] | None:
+        """A bounded read on the loop's own connection (as LOOP_READS), from the loop's thread;
+        None where there is none, or it would have to wait: the caller ships the read."""
+        if self._reader is None or threading.get_ident() != self._loop_thread_id:
+            return None
+        try:
+            rows: builtins.list[Row] = self._reader.execute(Q[name], params).fetchall()
+        except sqlite3.Error:
+            return None
+        return rows
 
     # -- shipping calls to the store's thread ------------------------------------------------
 

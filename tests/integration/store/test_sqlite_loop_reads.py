@@ -14,6 +14,7 @@ from tests.support.store import new_job
 
 from comfyrun.core.job import JobStatus
 from comfyrun.store import sqlite as sqlite_store
+from comfyrun.store.base import COMFY_CLIENT_ID
 from comfyrun.store.sqlite import SQLiteStore
 
 
@@ -24,7 +25,7 @@ async def test_reads_answer_while_the_stores_thread_waits_for_the_write_lock(
     store = SQLiteStore(path, busy_timeout_s=30)
     await store.open()
     try:
-        job, _ = await store.enqueue(new_job())
+        job, _ = await store.enqueue(new_job(metadata={COMFY_CLIENT_ID: "c1"}))
         other = sqlite3.connect(path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
         try:
@@ -37,6 +38,8 @@ async def test_reads_answer_while_the_stores_thread_waits_for_the_write_lock(
             assert [e.data.get("status") for e in events] == ["queued"]
             counts = await asyncio.wait_for(store.counts(unfinished=True), 5)
             assert counts[JobStatus.QUEUED] == 1 and sum(counts.values()) == 1
+            mine = await asyncio.wait_for(store.unfinished_for_client("c1"), 5)
+            assert [j.id for j in mine] == [job.id]
         finally:
             other.execute("ROLLBACK")
             other.close()
@@ -98,6 +101,40 @@ async def test_many_unfinished_jobs_are_counted_on_the_stores_thread(
         assert shipped == ["counts"]  # three: counted on the store's thread
         assert (await store.counts())[JobStatus.QUEUED] == 2  # all statuses: always shipped
         assert shipped == ["counts", "counts"]
+    finally:
+        store._call = real_call  # type: ignore[method-assign]
+        await store.close()
+
+
+async def test_a_client_with_many_unfinished_jobs_has_them_read_on_the_stores_thread(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Past LOOP_ROWS_MAX a ComfyUI client's unfinished jobs are read on the store's thread,
+    all of them (up to the limit asked); a limit within the bound is answered on the loop."""
+    monkeypatch.setattr(sqlite_store, "LOOP_ROWS_MAX", 2)
+    store = SQLiteStore(str(tmp_path / "q.db"))
+    await store.open()
+    shipped: list[str] = []
+    real_call = store._call
+
+    async def counting_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        shipped.append(fn.__name__)
+        return await real_call(fn, *args, **kwargs)
+
+    try:
+        ids = [(await store.enqueue(new_job(metadata={COMFY_CLIENT_ID: "c1"})))[0].id]
+        ids.append((await store.enqueue(new_job(metadata={COMFY_CLIENT_ID: "c1"})))[0].id)
+        store._call = counting_call  # type: ignore[method-assign]
+        assert {j.id for j in await store.unfinished_for_client("c1")} == set(ids)
+        assert await store.unfinished_for_client("nobody") == []
+        assert shipped == []  # two: on the loop
+        store._call = real_call  # type: ignore[method-assign]
+        ids.append((await store.enqueue(new_job(metadata={COMFY_CLIENT_ID: "c1"})))[0].id)
+        store._call = counting_call  # type: ignore[method-assign]
+        assert {j.id for j in await store.unfinished_for_client("c1")} == set(ids)
+        assert shipped == ["unfinished_for_client"]  # three: on the store's thread
+        newest = await store.unfinished_for_client("c1", limit=1)
+        assert [j.id for j in newest] == [ids[-1]] and len(shipped) == 1  # within the bound
     finally:
         store._call = real_call  # type: ignore[method-assign]
         await store.close()

@@ -1,17 +1,20 @@
 """The HTTP protocol's response writes: a response's head goes out with its body, in one write
-(api/http_protocol.py), on a fake transport."""
+(api/http_protocol.py), on a fake transport; and uvicorn's TRACE lines are not built."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 from uvicorn.config import Config
+from uvicorn.logging import TRACE_LOG_LEVEL
 from uvicorn.server import ServerState
 
 from comfyrun.api.http_protocol import HeadWithBody, capped_protocol
+from comfyrun.cli.server import quiet_uvicorn_trace
 
 
 class FakeTransport:
@@ -110,3 +113,15 @@ async def test_a_streamed_response_keeps_its_order() -> None:
     assert head.startswith(b"HTTP/1.1 200 OK") and b"transfer-encoding: chunked" in head
     assert body == b"4\r\none,\r\n3\r\ntwo\r\n0\r\n\r\n"
     assert transport.writes[0].endswith(b"one,\r\n")  # the head went with the first part
+
+
+def test_uvicorn_builds_no_trace_lines_under_comfyrun(monkeypatch: Any) -> None:
+    """uvicorn formats a TRACE line per connection while its logger's own level is NOTSET:
+    serving pins it to the level in effect; a level someone set is left as it is."""
+    logger = logging.getLogger("uvicorn.error")
+    monkeypatch.setattr(logger, "level", logging.NOTSET)
+    quiet_uvicorn_trace()
+    assert logger.level == logger.getEffectiveLevel() > TRACE_LOG_LEVEL
+    monkeypatch.setattr(logger, "level", logging.DEBUG)
+    quiet_uvicorn_trace()
+    assert logger.level == logging.DEBUG
