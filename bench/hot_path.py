@@ -452,7 +452,9 @@ async def postgres(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, st
         for i in range(2):
             worker = ["worker", "--db", db, "--emulator", "2", *outputs]
             procs.append(comfyrun_process(tmp, f"pg-w{i}", worker))
-        async with httpx.AsyncClient(timeout=120) as http:
+        # as many kept-alive connections as clients (httpx keeps 20): no connection churn
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        async with httpx.AsyncClient(timeout=120, limits=limits) as http:
             for _ in range(600):
                 backends = (await http.get(f"{api.url}/api/v2/stats")).json()
                 if backends:
