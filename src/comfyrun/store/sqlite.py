@@ -79,7 +79,7 @@ READS = frozenset(
         "served_types",
     }
 )
-#: Calls that stay on the event loop (they wait, or manage the thread, or choose: `counts`).
+#: Calls that stay on the event loop (they wait, or manage the thread, or choose where they run).
 LOCAL = frozenset(
     {"open", "close", "wait_for_event", "wait_for_work", "counts", "unfinished_for_client"}
 )
