@@ -220,7 +220,7 @@ class JobService:
         """Queue finished `job` again under its id, as it was submitted (its type, params,
         inputs and options): checked first as a new submission is, so that one that cannot be
         queued again (a workflow no backend takes now, a full queue) raises and leaves the job
-        as it was; only then is the old one deleted (with its files) and the new one queued."""
+        as it was; only then is the old one replaced (`replace_finished`)."""
         sub = Submission(
             workflow=job.workflow,
             priority=job.priority,
@@ -233,12 +233,9 @@ class JobService:
             job_id=job.id,
             type=job.type,
             params=job.params,
+            replace_finished=True,
         )
-        sub, workflow = await self._checked(sub)
-        validated = time.perf_counter()
-        await self._enforce_queue_bound()
-        await self.delete(job.id)
-        return await self._enqueue(sub, workflow, validated)
+        return await self._submit(sub)
 
     async def _checked(self, sub: Submission) -> tuple[Submission, JSON]:
         """A submission's checks, before anything is written: its type's admission, the
