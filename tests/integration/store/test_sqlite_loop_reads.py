@@ -70,6 +70,19 @@ async def test_a_busy_reader_ships_the_read_to_the_stores_thread(tmp_path: Path)
         await store.close()
 
 
+def shipped_calls(store: SQLiteStore) -> list[str]:
+    """The names of the calls `store` ships to its thread from now on."""
+    shipped: list[str] = []
+    real_call = store._call
+
+    async def recording(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        shipped.append(fn.__name__)
+        return await real_call(fn, *args, **kwargs)
+
+    store._call = recording  # type: ignore[method-assign]
+    return shipped
+
+
 async def test_many_unfinished_jobs_are_counted_on_the_stores_thread(
     tmp_path: Path, monkeypatch: Any
 ) -> None:
@@ -78,31 +91,25 @@ async def test_many_unfinished_jobs_are_counted_on_the_stores_thread(
     monkeypatch.setattr(sqlite_store, "LOOP_COUNT_MAX", 2)
     store = SQLiteStore(str(tmp_path / "q.db"))
     await store.open()
-    shipped: list[str] = []
-    real_call = store._call
+    shipped = shipped_calls(store)
 
-    async def counting_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        shipped.append(fn.__name__)
-        return await real_call(fn, *args, **kwargs)
+    def counted() -> list[str]:
+        return [name for name in shipped if name == "counts"]
 
     try:
         for _ in range(2):
             await store.enqueue(new_job())
-        store._call = counting_call  # type: ignore[method-assign]
         assert (await store.counts(unfinished=True))[JobStatus.QUEUED] == 2
-        assert shipped == []  # two: counted on the loop
-        store._call = real_call  # type: ignore[method-assign]
+        assert counted() == []  # two: counted on the loop
         await store.enqueue(new_job())
         claimed = await store.claim("w1", 30)
         assert claimed is not None
-        store._call = counting_call  # type: ignore[method-assign]
         counts = await store.counts(unfinished=True)
         assert (counts[JobStatus.QUEUED], counts[JobStatus.RUNNING]) == (2, 1)
-        assert shipped == ["counts"]  # three: counted on the store's thread
+        assert counted() == ["counts"]  # three: counted on the store's thread
         assert (await store.counts())[JobStatus.QUEUED] == 2  # all statuses: always shipped
-        assert shipped == ["counts", "counts"]
+        assert counted() == ["counts", "counts"]
     finally:
-        store._call = real_call  # type: ignore[method-assign]
         await store.close()
 
 
@@ -114,27 +121,21 @@ async def test_a_client_with_many_unfinished_jobs_has_them_read_on_the_stores_th
     monkeypatch.setattr(sqlite_store, "LOOP_ROWS_MAX", 2)
     store = SQLiteStore(str(tmp_path / "q.db"))
     await store.open()
-    shipped: list[str] = []
-    real_call = store._call
+    shipped = shipped_calls(store)
 
-    async def counting_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        shipped.append(fn.__name__)
-        return await real_call(fn, *args, **kwargs)
+    def read() -> list[str]:
+        return [name for name in shipped if name == "unfinished_for_client"]
 
     try:
         ids = [(await store.enqueue(new_job(metadata={COMFY_CLIENT_ID: "c1"})))[0].id]
         ids.append((await store.enqueue(new_job(metadata={COMFY_CLIENT_ID: "c1"})))[0].id)
-        store._call = counting_call  # type: ignore[method-assign]
         assert {j.id for j in await store.unfinished_for_client("c1")} == set(ids)
         assert await store.unfinished_for_client("nobody") == []
-        assert shipped == []  # two: on the loop
-        store._call = real_call  # type: ignore[method-assign]
+        assert read() == []  # two: on the loop
         ids.append((await store.enqueue(new_job(metadata={COMFY_CLIENT_ID: "c1"})))[0].id)
-        store._call = counting_call  # type: ignore[method-assign]
         assert {j.id for j in await store.unfinished_for_client("c1")} == set(ids)
-        assert shipped == ["unfinished_for_client"]  # three: on the store's thread
+        assert read() == ["unfinished_for_client"]  # three: on the store's thread
         newest = await store.unfinished_for_client("c1", limit=1)
-        assert [j.id for j in newest] == [ids[-1]] and len(shipped) == 1  # within the bound
+        assert [j.id for j in newest] == [ids[-1]] and len(read()) == 1  # within the bound
     finally:
-        store._call = real_call  # type: ignore[method-assign]
         await store.close()
