@@ -24,6 +24,7 @@ from comfyrun.api.context import AppContext, app_ctx, public_base_url, require_a
 from comfyrun.api.docs import install_docs
 from comfyrun.api.editor import install_editor
 from comfyrun.api.errors import install_error_handlers
+from comfyrun.api.lean import leanify
 from comfyrun.api.limits import BodyLimit, BodyLimits
 from comfyrun.api.routes import (
     admin,
@@ -117,6 +118,7 @@ def create_app(
         include(app, tasks.router)
         include(app, dashboard_router)
         install_editor(app, settings)  # last: the editor's files claim their paths at /
+    leanify(app)  # after the routes: the plain ones get a leaner handler
     reject_by_prefix(app)
     index_by_segment(app)
     return app
