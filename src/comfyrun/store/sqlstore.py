@@ -440,9 +440,12 @@ class SQLStore(SQLTenancy, SQLWorkers, SQLBatches, ABC):
             "limit": self._no_limit if limit is None else max(0, limit),
         }
         query = "queue_position_late" if job.next_run_at > now else "queue_position"
+        if query == "queue_position" and limit is not None and limit > self.first_count:
+            query, params["first"] = "queue_position_capped", self.first_count
         async with self._read() as conn:
             row = await self._one(conn, query, params)
-        return int(row["ahead"]) if row else 0
+        ahead = int(row["ahead"]) if row else 0
+        return ahead if limit is None else min(ahead, max(0, limit))
 
     async def counts(self, *, unfinished: bool = False) -> dict[JobStatus, int]:
         counts = dict.fromkeys(JobStatus, 0)
@@ -580,6 +583,8 @@ class SQLStore(SQLTenancy, SQLWorkers, SQLBatches, ABC):
 
     #: The LIMIT parameter that means "no limit" in this dialect.
     _no_limit: Any = None
+    #: queue_position counts this many jobs ahead before it checks whether a cap is past
+    first_count = 64
 
     @staticmethod
     def _text_list(values: builtins.list[str]) -> Any:

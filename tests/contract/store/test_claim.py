@@ -202,6 +202,36 @@ async def test_queue_position_with_a_limit_stops_counting(store: JobStore) -> No
     assert await store.queue_position(ids[0], now=T0 + 10, limit=0) == 0
 
 
+async def test_a_capped_queue_position_is_the_count_up_to_the_cap(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every cap, every job of a queue with priorities and waiting jobs: min(position, cap),
+    also where the SQL stores count a few, then check whether the job is past the cap."""
+    from comfyrun.core.state import Event
+    from comfyrun.store.base import Changes
+
+    if hasattr(store, "first_count"):
+        monkeypatch.setattr(store, "first_count", 2)
+    ids = []
+    for i, priority in enumerate([0, 3, 0, 1, 3, 0, 0, 1, 0]):
+        ids.append((await store.enqueue(new_job(priority=priority), now=T0 + i))[0].id)
+    late, _ = await store.enqueue(new_job(priority=9), now=T0 + 20)
+    assert (await store.claim("w", 30, now=T0 + 20)) is not None
+    await store.transition(
+        late.id, Event.RETRY, expect=JobStatus.RUNNING, changes=Changes(next_run_at=T0 + 99)
+    )
+    ids.append(late.id)
+    now = T0 + 30
+    exact = {i: await store.queue_position(i, now=now) for i in ids}
+    assert sorted(exact.values()) == list(range(len(ids)))
+    for cap in range(len(ids) + 2):
+        for i in ids:
+            assert await store.queue_position(i, now=now, limit=cap) == min(exact[i], cap), (
+                cap,
+                exact[i],
+            )
+
+
 async def test_work_token_changes_whenever_a_job_may_have_become_claimable(
     store: JobStore,
 ) -> None:

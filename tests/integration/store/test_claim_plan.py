@@ -24,6 +24,7 @@ PARAMS = {
     "rank_at": 1.0,
     "id": "x",
     "limit": 10,
+    "first": 4,
     "window": 4,
     "type": "image",
 }
@@ -34,6 +35,7 @@ IN_CLAIM_ORDER = (
     "fair_head",
     "next_priority",
     "queue_position",
+    "queue_position_capped",
     # by job type: comfy jobs walk jobs_claim, a handler type its range of jobs_claim_type
     "claim_window_comfy",
     "claim_window_type",
@@ -86,3 +88,55 @@ def test_sqlite_counts_the_unfinished_without_the_history(tmp_path: Path) -> Non
     # a SEARCH on the status (a range of the index), never a SCAN of the whole table/index
     assert any(step.startswith("SEARCH jobs") and "(status=?)" in step for step in plan), plan
     assert not any(step.startswith("SCAN jobs") for step in plan), plan
+
+
+async def test_sqlite_queue_position_costs_what_it_counts(tmp_path: Path) -> None:
+    """A job's position costs the jobs ahead of it, up to the cap: one at the front of a deep
+    queue is not compared with the queue behind it, and one far back costs less than counting
+    to the cap (counted in SQLite's virtual-machine steps, not time)."""
+    from tests.support.store import new_job
+
+    from comfyrun.core.batch import NewBatch
+    from comfyrun.store.sqlite import SQLiteStore
+
+    path = tmp_path / "q.db"
+    store = SQLiteStore(str(path))
+    await store.open()
+    try:
+        await store.create_batch(
+            NewBatch(workflow="w", version="1"), [new_job() for _ in range(3000)], now=10.0
+        )
+        await store.enqueue(new_job(priority=1), now=20.0)  # ahead of all of them
+    finally:
+        await store.close()
+    sql = queries("sqlite")
+    with closing(sqlite3.connect(path)) as conn:
+        order = conn.execute(
+            "SELECT priority, fair_tag, rank_at, id FROM jobs WHERE status = 'queued'"
+            " ORDER BY priority DESC, fair_tag, rank_at, id"
+        ).fetchall()
+        steps = 0
+
+        def step() -> int:
+            nonlocal steps
+            steps += 1
+            return 0
+
+        conn.set_progress_handler(step, 10)
+
+        def position(name: str, at: int, limit: int) -> tuple[int, int]:
+            nonlocal steps
+            priority, fair_tag, rank_at, job_id = order[at]
+            params = {"now": 30.0, "priority": priority, "fair_tag": fair_tag}
+            params |= {"rank_at": rank_at, "id": job_id, "limit": limit, "first": 64}
+            steps = 0
+            ahead = conn.execute(sql[name], params).fetchone()[0]
+            return min(ahead, limit), steps
+
+        front, front_steps = position("queue_position", 1, 1000)
+        tail, tail_steps = position("queue_position", 3000, 1000)
+        capped, capped_steps = position("queue_position_capped", 3000, 1000)
+        middle, _ = position("queue_position_capped", 700, 1000)
+    assert (front, tail, capped, middle) == (1, 1000, 1000, 700)
+    assert front_steps * 50 < tail_steps  # ~1 job counted against 1000
+    assert capped_steps * 3 < tail_steps * 2

@@ -176,15 +176,48 @@ ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 
 -- name: queue_position
--- Jobs claimed before a runnable job: runnable ones earlier in claim order (an index range).
--- %(limit)s caps the count (NULL: no cap), so a deep queue is not counted to its end.
-SELECT count(*) AS ahead FROM (SELECT 1 FROM jobs
-WHERE status = 'queued' AND next_run_at <= %(now)s::float8
-  AND (priority > %(priority)s::integer
-       OR (priority = %(priority)s::integer
-           AND (fair_tag, rank_at, id)
-               < (%(fair_tag)s::float8, %(rank_at)s::float8, %(id)s::text)))
-    LIMIT %(limit)s::bigint) AS ahead_of_it;
+-- Jobs claimed before a runnable job: runnable ones earlier in claim order, counted over two
+-- ranges of the claim index that end at the job (higher priorities; its own priority, before
+-- it), so a job near the front is not compared with the whole queue behind it.
+-- %(limit)s caps each count (NULL: no cap), so a deep queue is not counted to its end.
+SELECT (SELECT count(*) FROM (SELECT 1 FROM jobs
+      WHERE status = 'queued' AND priority > %(priority)s::integer AND next_run_at <= %(now)s::float8
+      LIMIT %(limit)s::bigint) AS higher)
+    + (SELECT count(*) FROM (SELECT 1 FROM jobs
+      WHERE status = 'queued' AND priority = %(priority)s::integer
+        AND (fair_tag, rank_at, id) < (%(fair_tag)s::float8, %(rank_at)s::float8, %(id)s::text) AND next_run_at <= %(now)s::float8
+      LIMIT %(limit)s::bigint) AS earlier) AS ahead;
+
+-- name: queue_position_capped
+-- queue_position up to %(limit)s (> %(first)s >= 1; the caller caps the sum) in one statement:
+-- counting costs a comparison a row, so it counts up to %(first)s jobs ahead; past those, if
+-- the %(limit)s-th runnable job in claim order comes before this one (one walk of the claim
+-- index that compares no row to the job, about a third of what counting costs), the answer is
+-- %(limit)s, else the count up to it.
+WITH few AS (SELECT (SELECT count(*) FROM (SELECT 1 FROM jobs
+      WHERE status = 'queued' AND priority > %(priority)s::integer AND next_run_at <= %(now)s::float8
+      LIMIT %(first)s::bigint) AS higher)
+    + (SELECT count(*) FROM (SELECT 1 FROM jobs
+      WHERE status = 'queued' AND priority = %(priority)s::integer
+        AND (fair_tag, rank_at, id) < (%(fair_tag)s::float8, %(rank_at)s::float8, %(id)s::text) AND next_run_at <= %(now)s::float8
+      LIMIT %(first)s::bigint) AS earlier) AS n)
+SELECT CASE
+  WHEN few.n < %(first)s::bigint THEN few.n
+  WHEN EXISTS (SELECT 1 FROM (SELECT priority, fair_tag, rank_at, id FROM jobs
+        WHERE status = 'queued' AND next_run_at <= %(now)s::float8
+        ORDER BY priority DESC, fair_tag, rank_at, id
+        LIMIT 1 OFFSET %(limit)s::bigint - 1) AS nth
+      WHERE nth.priority > %(priority)s::integer
+         OR (nth.priority = %(priority)s::integer AND (nth.fair_tag, nth.rank_at, nth.id) < (%(fair_tag)s::float8, %(rank_at)s::float8, %(id)s::text)))
+    THEN %(limit)s::bigint
+  ELSE (SELECT count(*) FROM (SELECT 1 FROM jobs
+      WHERE status = 'queued' AND priority > %(priority)s::integer AND next_run_at <= %(now)s::float8
+      LIMIT %(limit)s::bigint) AS higher)
+    + (SELECT count(*) FROM (SELECT 1 FROM jobs
+      WHERE status = 'queued' AND priority = %(priority)s::integer
+        AND (fair_tag, rank_at, id) < (%(fair_tag)s::float8, %(rank_at)s::float8, %(id)s::text) AND next_run_at <= %(now)s::float8
+      LIMIT %(limit)s::bigint) AS earlier)
+END AS ahead FROM few;
 
 -- name: queue_position_late
 -- Jobs claimed before one waiting for its next_run_at: every runnable job, and the waiting

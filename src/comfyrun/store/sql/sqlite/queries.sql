@@ -156,14 +156,48 @@ ORDER BY created_at DESC, id DESC
 LIMIT :limit;
 
 -- name: queue_position
--- Jobs claimed before a runnable job: runnable ones earlier in claim order (an index range).
--- :limit caps the count (-1: no cap), so a deep queue is not counted to its end.
-SELECT count(*) AS ahead FROM (SELECT 1 FROM jobs INDEXED BY jobs_claim
-WHERE status = 'queued' AND next_run_at <= :now
-  AND (priority > :priority
-       OR (priority = :priority
-           AND (fair_tag, rank_at, id) < (:fair_tag, :rank_at, :id)))
-    LIMIT :limit) AS ahead_of_it;
+-- Jobs claimed before a runnable job: runnable ones earlier in claim order, counted over two
+-- ranges of the claim index that end at the job (higher priorities; its own priority, before
+-- it), so a job near the front is not compared with the whole queue behind it.
+-- :limit caps each count (-1: no cap), so a deep queue is not counted to its end.
+SELECT (SELECT count(*) FROM (SELECT 1 FROM jobs INDEXED BY jobs_claim
+      WHERE status = 'queued' AND priority > :priority AND next_run_at <= :now
+      LIMIT :limit) AS higher)
+    + (SELECT count(*) FROM (SELECT 1 FROM jobs INDEXED BY jobs_claim
+      WHERE status = 'queued' AND priority = :priority
+        AND (fair_tag, rank_at, id) < (:fair_tag, :rank_at, :id) AND next_run_at <= :now
+      LIMIT :limit) AS earlier) AS ahead;
+
+-- name: queue_position_capped
+-- queue_position up to :limit (> :first >= 1; the caller caps the sum) in one statement:
+-- counting costs a comparison a row, so it counts up to :first jobs ahead; past those, if
+-- the :limit-th runnable job in claim order comes before this one (one walk of the claim
+-- index that compares no row to the job, about a third of what counting costs), the answer is
+-- :limit, else the count up to it.
+WITH few AS (SELECT (SELECT count(*) FROM (SELECT 1 FROM jobs INDEXED BY jobs_claim
+      WHERE status = 'queued' AND priority > :priority AND next_run_at <= :now
+      LIMIT :first) AS higher)
+    + (SELECT count(*) FROM (SELECT 1 FROM jobs INDEXED BY jobs_claim
+      WHERE status = 'queued' AND priority = :priority
+        AND (fair_tag, rank_at, id) < (:fair_tag, :rank_at, :id) AND next_run_at <= :now
+      LIMIT :first) AS earlier) AS n)
+SELECT CASE
+  WHEN few.n < :first THEN few.n
+  WHEN EXISTS (SELECT 1 FROM (SELECT priority, fair_tag, rank_at, id FROM jobs INDEXED BY jobs_claim
+        WHERE status = 'queued' AND next_run_at <= :now
+        ORDER BY priority DESC, fair_tag, rank_at, id
+        LIMIT 1 OFFSET :limit - 1) AS nth
+      WHERE nth.priority > :priority
+         OR (nth.priority = :priority AND (nth.fair_tag, nth.rank_at, nth.id) < (:fair_tag, :rank_at, :id)))
+    THEN :limit
+  ELSE (SELECT count(*) FROM (SELECT 1 FROM jobs INDEXED BY jobs_claim
+      WHERE status = 'queued' AND priority > :priority AND next_run_at <= :now
+      LIMIT :limit) AS higher)
+    + (SELECT count(*) FROM (SELECT 1 FROM jobs INDEXED BY jobs_claim
+      WHERE status = 'queued' AND priority = :priority
+        AND (fair_tag, rank_at, id) < (:fair_tag, :rank_at, :id) AND next_run_at <= :now
+      LIMIT :limit) AS earlier)
+END AS ahead FROM few;
 
 -- name: queue_position_late
 -- Jobs claimed before one waiting for its next_run_at: every runnable job, and the waiting
