@@ -148,6 +148,9 @@ class JobService:
         #: jobs seen finished lately, and the word of this process's runs (comfyrun.finished):
         #: shared with the views `using` makes
         self.finished = FinishedJobs(runs_here)
+        #: no run of this process may take a job up: a wait needs only the events that may
+        #: end it (with runs here, a claim switches it to the run's word)
+        self._ending_only = runs_here is None
         self.settings = settings
         self.job_types = job_types or JobTypes(
             queue_unserved=settings.queue_unserved_types, heartbeat_s=settings.heartbeat_s
@@ -495,7 +498,9 @@ class JobService:
                 job = await self._job(job_id)
                 if job.terminal or remaining <= 0:
                     break
-            events = await self.store.wait_for_event(job_id, last_id, min(remaining, 30.0))
+            events = await self.store.wait_for_event(
+                job_id, last_id, min(remaining, 30.0), ending=self._ending_only
+            )
             ended = False
             if events:
                 last_id = events[-1].id

@@ -156,9 +156,9 @@ class OwnedStore:
         return await self.inner.events_since(job_id, after_id)
 
     async def wait_for_event(
-        self, job_id: str, after_id: int, timeout: float
+        self, job_id: str, after_id: int, timeout: float, *, ending: bool = False
     ) -> builtins.list[JobEvent]:
-        return await self.inner.wait_for_event(job_id, after_id, timeout)
+        return await self.inner.wait_for_event(job_id, after_id, timeout, ending=ending)
 
     async def append_event(self, job_id: str, kind: str, data: JSON) -> JobEvent:
         if await self.get(job_id) is None:

@@ -298,10 +298,12 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
     async def events_since(self, job_id: str, after_id: int = 0) -> builtins.list[JobEvent]: ...
 
     async def wait_for_event(
-        self, job_id: str, after_id: int, timeout: float
+        self, job_id: str, after_id: int, timeout: float, *, ending: bool = False
     ) -> builtins.list[JobEvent]:
         """Events after `after_id`, waiting up to `timeout` for the first one (no sleep-polling:
-        woken by the store's own notifications)."""
+        woken by the store's own notifications). `ending`: the caller waits for an event that
+        may end the job (a status event); a store that can tell from its notifications need
+        not look at the job's events for others (it may still return them)."""
 
     async def wait_for_work(
         self,

@@ -266,7 +266,7 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
         return [e for e in self._events.get(job_id, ()) if e.id > after_id]
 
     async def wait_for_event(
-        self, job_id: str, after_id: int, timeout: float
+        self, job_id: str, after_id: int, timeout: float, *, ending: bool = False
     ) -> builtins.list[JobEvent]:
         deadline = asyncio.get_running_loop().time() + timeout
         async with self._event_added:

@@ -3,10 +3,13 @@
 Claims use `SELECT … FOR UPDATE SKIP LOCKED`, so any number of workers on any number of hosts
 claim different jobs without waiting on each other. Every event appended also sends a NOTIFY in
 its transaction (delivered at commit) on one channel per schema: "e:<job id>" when a job's log
-grew, "we:<job id>" when, besides, the job may have become claimable. Each store keeps one extra
-connection LISTENing and wakes its local waiters, so `wait_for_work` and `wait_for_event` wake on
-every API node and worker without polling. If the listener connection drops, all waiters are
-woken (they look again) and it reconnects.
+grew, "we:<job id>" when, besides, the job may have become claimable, each after a mark of
+whether the event may end the job ("t;": a status event that may; "n;": any other), so a
+`wait_for_event(ending=True)` (a `?wait` on an API node) is not woken to read a job's progress,
+logs and outputs (a payload without a mark, from an older node, may end it). Each store keeps
+one extra connection LISTENing and wakes its local waiters, so `wait_for_work` and
+`wait_for_event` wake on every API node and worker without polling. If the listener connection
+drops, all waiters are woken (they look again) and it reconnects.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import psycopg
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from comfyrun.core.job import JSON
+from comfyrun.core.job import JSON, TERMINAL
 from comfyrun.errors import InvalidRequest, StoreError
 from comfyrun.handlers.spec import valid_type_name
 from comfyrun.store.base import JobEvent, WorkCounts
@@ -37,6 +40,9 @@ log = logging.getLogger(__name__)
 Q = {name: sql.encode() for name, sql in queries("postgresql").items()}
 _SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 WORK = "w"
+#: A NOTIFY's first mark: its event may end the job, or may not.
+ENDING, NOT_ENDING = "t;", "n;"
+TERMINAL_NAMES = frozenset(status.value for status in TERMINAL)
 
 Conn = psycopg.AsyncConnection[DictRow]
 
@@ -67,7 +73,8 @@ class PostgresStore(SQLStore):
         self._listening = asyncio.Event()
         self._work = asyncio.Condition()
         self._work_counts = WorkCounts()
-        self._job_waiters: dict[str, set[asyncio.Event]] = {}
+        #: per job, its waiters, each with whether it waits only for an event that may end it
+        self._job_waiters: dict[str, dict[asyncio.Event, bool]] = {}
 
     async def open(self) -> None:
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
@@ -101,13 +108,13 @@ class PostgresStore(SQLStore):
             await pool.close()
 
     async def wait_for_event(
-        self, job_id: str, after_id: int, timeout: float
+        self, job_id: str, after_id: int, timeout: float, *, ending: bool = False
     ) -> builtins.list[JobEvent]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         woken = asyncio.Event()
-        waiters = self._job_waiters.setdefault(job_id, set())
-        waiters.add(woken)  # before looking, so no NOTIFY slips between the look and the wait
+        waiters = self._job_waiters.setdefault(job_id, {})
+        waiters[woken] = ending  # before looking, so no NOTIFY slips between look and wait
         try:
             while True:
                 woken.clear()
@@ -121,7 +128,7 @@ class PostgresStore(SQLStore):
                 except TimeoutError:
                     return await self.events_since(job_id, after_id)
         finally:
-            waiters.discard(woken)
+            waiters.pop(woken, None)
             if not waiters:
                 self._job_waiters.pop(job_id, None)
 
@@ -211,7 +218,7 @@ class PostgresStore(SQLStore):
             "data": dump_json(data),
             "created_at": now,
             "channel": self.channel,
-            "payload": f"{_work_flags(job_type) if work else ''}e:{job_id}",
+            "payload": f"{_ending_mark(kind, data)}{_work_flags(job_type) if work else ''}e:{job_id}",
         }
         row = await self._one(conn, "insert_event", params)
         assert row is not None
@@ -253,13 +260,16 @@ class PostgresStore(SQLStore):
 
     async def _dispatch(self, payload: str) -> None:
         flags, _, job_id = payload.partition("e:")
+        mark = flags[:2] if flags[:2] in (ENDING, NOT_ENDING) else ""
+        flags = flags[len(mark) :]
         if WORK in flags:
             job_type = flags[2:-1] if flags.startswith("w=") and flags.endswith(";") else None
             self._work_counts.add(job_type)
             async with self._work:
                 self._work.notify_all()
-        for woken in builtins.list(self._job_waiters.get(job_id, ())):
-            woken.set()
+        for woken, ending in builtins.list(self._job_waiters.get(job_id, {}).items()):
+            if mark != NOT_ENDING or not ending:
+                woken.set()
 
     async def _wake_all(self) -> None:
         self._work_counts.add()
@@ -268,6 +278,15 @@ class PostgresStore(SQLStore):
         for waiters in builtins.list(self._job_waiters.values()):
             for woken in waiters:
                 woken.set()
+
+
+def _ending_mark(kind: str, data: JSON) -> str:
+    """A NOTIFY's mark for an event of `kind` with `data`: whether it may end its job (a status
+    event naming a final status, or none)."""
+    if kind != "status":
+        return NOT_ENDING
+    status = data.get("status")
+    return ENDING if not isinstance(status, str) or status in TERMINAL_NAMES else NOT_ENDING
 
 
 def _work_flags(job_type: str | None) -> str:

@@ -189,7 +189,7 @@ class SQLiteStore(SQLStore):
     # -- waiting -----------------------------------------------------------------------------
 
     async def wait_for_event(
-        self, job_id: str, after_id: int, timeout: float
+        self, job_id: str, after_id: int, timeout: float, *, ending: bool = False
     ) -> builtins.list[JobEvent]:
         deadline = asyncio.get_running_loop().time() + timeout
         woken = asyncio.Event()

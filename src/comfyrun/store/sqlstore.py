@@ -355,7 +355,7 @@ class SQLStore(SQLTenancy, SQLWorkers, SQLBatches, ABC):
 
     @abstractmethod
     async def wait_for_event(
-        self, job_id: str, after_id: int, timeout: float
+        self, job_id: str, after_id: int, timeout: float, *, ending: bool = False
     ) -> builtins.list[JobEvent]: ...
 
     @abstractmethod

@@ -198,8 +198,10 @@ async def test_the_end_of_a_prompt_run_in_this_process_comes_from_the_job_it_com
     def unsettled(events: list[Any]) -> list[Any]:
         return [e for e in events if not (e.kind == "status" and e.data.get("status") in ENDS)]
 
-    async def wait_for_event(job_id: str, after_id: int, timeout: float) -> list[Any]:
-        events = unsettled(await real_wait(job_id, after_id, timeout))
+    async def wait_for_event(
+        job_id: str, after_id: int, timeout: float, *, ending: bool = False
+    ) -> list[Any]:
+        events = unsettled(await real_wait(job_id, after_id, timeout, ending=ending))
         if not events:
             await asyncio.sleep(timeout)
         return events
@@ -233,9 +235,11 @@ async def test_a_prompt_relayed_by_a_run_of_this_process_is_followed_without_sto
         if any(frame.name == "_store_events" for frame in traceback.extract_stack()):
             reads.append(job_id)  # the socket's
 
-    async def wait_for_event(job_id: str, after_id: int, timeout: float) -> list[Any]:
+    async def wait_for_event(
+        job_id: str, after_id: int, timeout: float, *, ending: bool = False
+    ) -> list[Any]:
         note(job_id)
-        return await real_wait(job_id, after_id, timeout)
+        return await real_wait(job_id, after_id, timeout, ending=ending)
 
     async def events_since(job_id: str, after_id: int = 0) -> list[Any]:
         note(job_id)

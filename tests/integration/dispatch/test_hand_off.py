@@ -253,9 +253,11 @@ async def test_a_wait_on_a_job_run_in_this_process_reads_none_of_its_events(
             note(job_id)
             return await real_since(job_id, after_id)
 
-        async def wait_for_event(job_id: str, after_id: int, timeout: float) -> Any:
+        async def wait_for_event(
+            job_id: str, after_id: int, timeout: float, *, ending: bool = False
+        ) -> Any:
             note(job_id)
-            return await real_wait(job_id, after_id, timeout)
+            return await real_wait(job_id, after_id, timeout, ending=ending)
 
         ctx.store.events_since = events_since  # type: ignore[method-assign]
         ctx.store.wait_for_event = wait_for_event  # type: ignore[method-assign]

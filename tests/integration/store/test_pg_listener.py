@@ -8,6 +8,8 @@ import psycopg
 import pytest
 from tests.support.store import drop_schema, new_job, new_schema_name, pg_dsn, require_pg
 
+from comfyrun.core.job import JobStatus
+from comfyrun.store.base import JobEvent
 from comfyrun.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres
@@ -40,4 +42,67 @@ async def test_listener_reconnects_after_its_backend_is_killed() -> None:
     finally:
         await node_a.close()
         await node_b.close()
+        drop_schema(schema)
+
+
+async def test_a_wait_for_an_ending_reads_no_events_for_others() -> None:
+    """`wait_for_event(ending=True)` (a ?wait on an API node) is woken by a status event that
+    may end the job, not by its claim, logs or outputs (no look at its events for those); a
+    NOTIFY without the mark (an older node's) still wakes it."""
+    from comfyrun.core.state import Event
+
+    require_pg()
+    schema = new_schema_name()
+    api, worker = PostgresStore(pg_dsn(), schema=schema), PostgresStore(pg_dsn(), schema=schema)
+    await api.open()
+    await worker.open()
+    reads: list[str] = []
+    real_since = api.events_since
+
+    async def events_since(job_id: str, after_id: int = 0) -> list[JobEvent]:
+        reads.append(job_id)
+        return await real_since(job_id, after_id)
+
+    api.events_since = events_since  # type: ignore[method-assign]
+    waiting: asyncio.Task[list[JobEvent]] | None = None
+    try:
+        job, _ = await worker.enqueue(new_job(priority=1))
+        other, _ = await worker.enqueue(new_job())
+        last = (await real_since(job.id))[-1].id
+        waiting = asyncio.create_task(api.wait_for_event(job.id, last, 60, ending=True))
+        await asyncio.sleep(0)  # the waiter registers before its first look
+        assert job.id in api._job_waiters
+        claimed = await worker.claim("w", 30)
+        assert claimed is not None and claimed.id == job.id
+        await worker.append_event(job.id, "log", {"line": "hello"})
+        await worker.append_event(job.id, "output", {"node": "2"})
+        # NOTIFYs come in commit order: once one for the other job has woken its waiter,
+        # the job's three have been dispatched
+        other_last = (await real_since(other.id))[-1].id
+        other_waiter = asyncio.create_task(api.wait_for_event(other.id, other_last, 10))
+        await asyncio.sleep(0)  # the waiter registers before its first look
+        assert other.id in api._job_waiters
+        await worker.append_event(other.id, "log", {"line": "later"})
+        assert len(await other_waiter) == 1
+        assert not waiting.done() and reads.count(job.id) == 1  # its first look only
+        await worker.transition(job.id, Event.SUCCEED, expect=JobStatus.RUNNING)
+        events = await asyncio.wait_for(waiting, 10)
+        assert [e.kind for e in events] == ["status", "log", "output", "status"]
+        assert reads.count(job.id) == 2
+        # an unmarked NOTIFY (an older node's) may end it: a waiter looks
+        end = events[-1].id
+        waiting = asyncio.create_task(api.wait_for_event(job.id, end, 60, ending=True))
+        await asyncio.sleep(0)  # the waiter registers before its first look
+        assert job.id in api._job_waiters
+        await api._dispatch(f"e:{job.id}")
+        for _ in range(100):
+            if reads.count(job.id) == 4:
+                break
+            await asyncio.sleep(0.01)
+        assert reads.count(job.id) == 4 and not waiting.done()
+    finally:
+        if waiting is not None:
+            waiting.cancel()
+        await api.close()
+        await worker.close()
         drop_schema(schema)
