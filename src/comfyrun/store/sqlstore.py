@@ -234,7 +234,7 @@ class SQLStore(SQLTenancy, SQLWorkers, SQLBatches, ABC):
                 for output in changes.outputs if changes is not None else ():
                     data = output_to_dict(output)
                     params = {"id": job_id, "output": dump_json(data)}
-                    await self._one(conn, "add_output", params)
+                    await self._run(conn, "append_output", params)
                     await self._append(conn, job_id, "output", data, now)
                 params = transition.plan_params(p, job_id, worker_id)
                 row = await self._one(conn, "transition", params)

@@ -131,6 +131,10 @@ UPDATE jobs SET progress = %(progress)s::jsonb WHERE id = %(id)s;
 UPDATE jobs SET outputs = outputs || jsonb_build_array(%(output)s::jsonb) WHERE id = %(id)s
 RETURNING *;
 
+-- name: append_output
+-- add_output inside a transition, which returns the job at its end (no row read back here).
+UPDATE jobs SET outputs = outputs || jsonb_build_array(%(output)s::jsonb) WHERE id = %(id)s;
+
 -- name: lock_job
 -- Appending an event holds the job's row lock, so a job's event ids commit in order.
 SELECT 1 AS found FROM jobs WHERE id = %(id)s FOR NO KEY UPDATE;

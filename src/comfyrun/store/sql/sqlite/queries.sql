@@ -113,6 +113,10 @@ UPDATE jobs SET progress = :progress WHERE id = :id;
 UPDATE jobs SET outputs = json_insert(outputs, '$[#]', json(:output)) WHERE id = :id
 RETURNING *;
 
+-- name: append_output
+-- add_output inside a transition, which returns the job at its end (no row read back here).
+UPDATE jobs SET outputs = json_insert(outputs, '$[#]', json(:output)) WHERE id = :id;
+
 -- name: lock_job
 -- (the write transaction already holds SQLite's one write lock)
 SELECT 1 AS found FROM jobs WHERE id = :id;
