@@ -69,10 +69,12 @@ log = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: Settings, *, store: JobStore | None = None, storage: Any = None
+    settings: Settings, *, store: JobStore | None = None, storage: Any = None, lean: bool = True
 ) -> FastAPI:
     """The comfyrun HTTP app. `store` and `storage` replace the ones the settings name (tests
-    pass in-memory ones); the app opens and closes them either way."""
+    pass in-memory ones); the app opens and closes them either way. `lean`: plain routes get
+    the lean request handler (api/lean.py; off: FastAPI's own, as bench/request_cpu.py
+    compares)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -118,7 +120,8 @@ def create_app(
         include(app, tasks.router)
         include(app, dashboard_router)
         install_editor(app, settings)  # last: the editor's files claim their paths at /
-    leanify(app)  # after the routes: the plain ones get a leaner handler
+    if lean:
+        leanify(app)  # after the routes: the plain ones get a leaner handler
     reject_by_prefix(app)
     index_by_segment(app)
     return app

@@ -444,7 +444,7 @@ class SQLStore(SQLTenancy, SQLWorkers, SQLBatches, ABC):
             query, params["first"] = "queue_position_capped", self.first_count
         async with self._read() as conn:
             row = await self._one(conn, query, params)
-        ahead = int(row["ahead"]) if row else 0
+        ahead = max(0, int(row["ahead"])) if row else 0  # (>= 0: the job may just have gone)
         return ahead if limit is None else min(ahead, max(0, limit))
 
     async def counts(self, *, unfinished: bool = False) -> dict[JobStatus, int]:
@@ -583,7 +583,8 @@ class SQLStore(SQLTenancy, SQLWorkers, SQLBatches, ABC):
 
     #: The LIMIT parameter that means "no limit" in this dialect.
     _no_limit: Any = None
-    #: queue_position counts this many jobs ahead before it checks whether a cap is past
+    #: queue_position: a job with fewer runnable jobs than this behind it is "near the back"
+    #: (queue_position_capped)
     first_count = 64
 
     @staticmethod

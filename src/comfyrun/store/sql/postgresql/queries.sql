@@ -193,35 +193,38 @@ SELECT (SELECT count(*) FROM (SELECT 1 FROM jobs
       LIMIT %(limit)s::bigint) AS earlier) AS ahead;
 
 -- name: queue_position_capped
--- queue_position up to %(limit)s (> %(first)s >= 1; the caller caps the sum) in one statement:
--- counting costs a comparison a row, so it counts up to %(first)s jobs ahead; past those, if
--- the %(limit)s-th runnable job in claim order comes before this one (one walk of the claim
--- index that compares no row to the job, about a third of what counting costs), the answer is
--- %(limit)s, else the count up to it.
-WITH few AS (SELECT (SELECT count(*) FROM (SELECT 1 FROM jobs
-      WHERE status = 'queued' AND priority > %(priority)s::integer AND next_run_at <= %(now)s::float8
-      LIMIT %(first)s::bigint) AS higher)
+-- queue_position up to %(limit)s (> %(first)s >= 1; the caller keeps it within 0..%(limit)s), for a
+-- runnable job, in one statement. Counting the jobs ahead compares each with the job; walking
+-- the runnable ones compares none (about a fifth of the cost a row). So it counts the jobs
+-- behind the job, up to %(first)s. A job with fewer behind it (a new one, at the back) is past
+-- the cap when there are more than %(limit)s + %(first)s runnable jobs (one walk of that many), else
+-- it is all the runnable jobs but itself and those behind it; any other is counted ahead, up
+-- to %(limit)s.
+WITH behind AS (SELECT (SELECT count(*) FROM (SELECT 1 FROM jobs
+      WHERE status = 'queued' AND priority < %(priority)s::integer AND next_run_at <= %(now)s::float8
+      LIMIT %(first)s::bigint) AS lower_priority)
     + (SELECT count(*) FROM (SELECT 1 FROM jobs
       WHERE status = 'queued' AND priority = %(priority)s::integer
-        AND (fair_tag, rank_at, id) < (%(fair_tag)s::float8, %(rank_at)s::float8, %(id)s::text) AND next_run_at <= %(now)s::float8
-      LIMIT %(first)s::bigint) AS earlier) AS n)
+        AND (fair_tag, rank_at, id) > (%(fair_tag)s::float8, %(rank_at)s::float8, %(id)s::text) AND next_run_at <= %(now)s::float8
+      LIMIT %(first)s::bigint) AS lower_same) AS n)
 SELECT CASE
-  WHEN few.n < %(first)s::bigint THEN few.n
-  WHEN EXISTS (SELECT 1 FROM (SELECT priority, fair_tag, rank_at, id FROM jobs
+  WHEN behind.n < %(first)s::bigint THEN
+    CASE WHEN EXISTS (SELECT 1 FROM jobs
         WHERE status = 'queued' AND next_run_at <= %(now)s::float8
         ORDER BY priority DESC, fair_tag, rank_at, id
-        LIMIT 1 OFFSET %(limit)s::bigint - 1) AS nth
-      WHERE nth.priority > %(priority)s::integer
-         OR (nth.priority = %(priority)s::integer AND (nth.fair_tag, nth.rank_at, nth.id) < (%(fair_tag)s::float8, %(rank_at)s::float8, %(id)s::text)))
-    THEN %(limit)s::bigint
+        LIMIT 1 OFFSET %(limit)s::bigint + %(first)s::bigint)
+      THEN %(limit)s::bigint
+      ELSE (SELECT count(*) FROM (SELECT 1 FROM jobs
+          WHERE status = 'queued' AND next_run_at <= %(now)s::float8) AS runnable) - behind.n - 1
+    END
   ELSE (SELECT count(*) FROM (SELECT 1 FROM jobs
       WHERE status = 'queued' AND priority > %(priority)s::integer AND next_run_at <= %(now)s::float8
-      LIMIT %(limit)s::bigint) AS higher)
+      LIMIT %(limit)s::bigint) AS higher_priority)
     + (SELECT count(*) FROM (SELECT 1 FROM jobs
       WHERE status = 'queued' AND priority = %(priority)s::integer
         AND (fair_tag, rank_at, id) < (%(fair_tag)s::float8, %(rank_at)s::float8, %(id)s::text) AND next_run_at <= %(now)s::float8
-      LIMIT %(limit)s::bigint) AS earlier)
-END AS ahead FROM few;
+      LIMIT %(limit)s::bigint) AS higher_same)
+END AS ahead FROM behind;
 
 -- name: queue_position_late
 -- Jobs claimed before one waiting for its next_run_at: every runnable job, and the waiting

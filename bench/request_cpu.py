@@ -1,0 +1,169 @@
+"""CPU per request of comfyrun's app, its lean request handler beside FastAPI's own, in one run.
+
+Each variant is the app `comfyrun api` serves (SQLite in a temporary folder, new for each
+round), called in this process through ASGI (no sockets, no client: what is measured is the
+app's and its store thread's CPU, `time.process_time`). Rounds alternate between the variants
+so that this machine's drift hits both alike; the table gives the median of the rounds and
+the ratio.
+
+    .venv/bin/python bench/request_cpu.py [--requests 2000] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from comfyrun.api.app import create_app
+from comfyrun.config import Role, load_settings
+
+_colors = itertools.count(1)
+
+
+def workflow() -> dict[str, Any]:
+    color = next(_colors) % 16_777_216
+    return {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": color},
+        },
+        "2": {
+            "class_type": "SaveImage",
+            "inputs": {"images": ["1", 0], "filename_prefix": f"r{color}"},
+        },
+    }
+
+
+async def call(app: Any, method: str, path: str, body: bytes = b"", query: str = "") -> Any:
+    """One request through the app's ASGI interface; (status, body)."""
+    headers = [(b"host", b"bench"), (b"content-length", str(len(body)).encode())]
+    if body:
+        headers.append((b"content-type", b"application/json"))
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "state": {},
+    }
+    sent = False
+    out: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # the client never disconnects
+        raise AssertionError
+
+    async def send(message: dict[str, Any]) -> None:
+        out.append(message)
+
+    await app(scope, receive, send)
+    status = out[0]["status"]
+    return status, b"".join(m.get("body", b"") for m in out[1:])
+
+
+async def burst(n: int, concurrency: int, one: Callable[[], Awaitable[None]]) -> float:
+    """CPU seconds of this process per request, for `n` requests `concurrency` at a time."""
+    sem = asyncio.Semaphore(concurrency)
+
+    async def guarded() -> None:
+        async with sem:
+            await one()
+
+    start = time.process_time()
+    await asyncio.gather(*(guarded() for _ in range(n)))
+    return (time.process_time() - start) / n
+
+
+@asynccontextmanager
+async def fresh_app(lean: bool) -> AsyncIterator[tuple[Any, str]]:
+    """The app of `comfyrun api` on a new SQLite database, and the id of a job queued on it."""
+    with tempfile.TemporaryDirectory() as folder:
+        settings = load_settings(None, role=Role.API, data_dir=Path(folder))
+        app = create_app(settings, lean=lean)
+        async with app.router.lifespan_context(app):
+            body = json.dumps({"workflow": workflow()}).encode()
+            status, reply = await call(app, "POST", "/api/v2/jobs", body)
+            assert status == 201, reply
+            yield app, json.loads(reply)["id"]
+
+
+def submit(app: Any, job_id: str) -> Callable[[], Awaitable[None]]:
+    async def one() -> None:
+        body = json.dumps({"workflow": workflow()}).encode()
+        status, reply = await call(app, "POST", "/api/v2/jobs", body)
+        assert status == 201, reply
+
+    return one
+
+
+def get(path: str, expect: int = 200) -> Callable[[Any, str], Callable[[], Awaitable[None]]]:
+    def make(app: Any, job_id: str) -> Callable[[], Awaitable[None]]:
+        async def one() -> None:
+            status, reply = await call(app, "GET", path.format(id=job_id))
+            assert status == expect, reply
+
+        return one
+
+    return make
+
+
+#: What is asked, how many at a time: the submits together (their commits grouped, as under
+#: load), the reads one by one (no store thread to wait for between them: the app's own CPU).
+KINDS: dict[str, tuple[Callable[[Any, str], Callable[[], Awaitable[None]]], int]] = {
+    "POST /api/v2/jobs, 32 at a time": (submit, 32),
+    "GET /api/v2/jobs/{id} (queued)": (get("/api/v2/jobs/{id}"), 1),
+    "GET /api/v2/stats": (get("/api/v2/stats"), 1),
+    "GET /history/{id} (ComfyUI's)": (get("/history/{id}"), 1),
+}
+
+
+async def main(args: argparse.Namespace) -> None:
+    """Each round, each variant on a new database (the queue grows alike in both)."""
+    os.environ.setdefault("COMFYRUN_QUEUE_MAX", "100000000")
+    results: dict[tuple[str, bool], list[float]] = {}
+    for kind, (make, at_once) in KINDS.items():
+        for _ in range(args.rounds):
+            for lean in (False, True):
+                async with fresh_app(lean) as (app, job_id):
+                    await burst(200, at_once, make(app, job_id))  # warm up
+                    cpu = await burst(args.requests, at_once, make(app, job_id))
+                results.setdefault((kind, lean), []).append(cpu)
+    print(
+        f"CPU per request, ms (median of {args.rounds} rounds of "
+        f"{args.requests}; {os.cpu_count()} CPUs)"
+    )
+    width = max(len(k) for k in KINDS)
+    print(f"  {'':<{width}}  {'FastAPI':>8}  {'lean':>8}  lean/FastAPI")
+    for kind in KINDS:
+        theirs = statistics.median(results[(kind, False)]) * 1000
+        ours = statistics.median(results[(kind, True)]) * 1000
+        print(f"  {kind:<{width}}  {theirs:8.3f}  {ours:8.3f}  {ours / theirs:8.2f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5)
+    asyncio.run(main(parser.parse_args()))
