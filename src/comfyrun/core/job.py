@@ -11,6 +11,7 @@ import enum
 import hashlib
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -34,6 +35,8 @@ class JobStatus(enum.StrEnum):
 TERMINAL: frozenset[JobStatus] = frozenset(
     {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.EXPIRED}
 )
+#: The names of TERMINAL, as status events carry them.
+TERMINAL_NAMES: frozenset[str] = frozenset(status.value for status in TERMINAL)
 #: States in which a worker holds the job under a lease.
 ACTIVE: frozenset[JobStatus] = frozenset({JobStatus.RUNNING, JobStatus.CANCELING})
 
@@ -191,3 +194,12 @@ def request_fingerprint(body: Any) -> str:
 def new_prompt_id() -> str:
     """A canonical UUID for a ComfyUI prompt; minted per attempt so every step can reconcile."""
     return str(uuid.uuid4())
+
+
+def may_end(kind: str, data: Mapping[str, Any]) -> bool:
+    """Whether an event of `kind` with `data` may have ended its job: a status event naming a
+    final status, or naming none (then the job itself tells)."""
+    if kind != "status":
+        return False
+    status = data.get("status")
+    return not isinstance(status, str) or status in TERMINAL_NAMES

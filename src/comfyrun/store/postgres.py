@@ -26,7 +26,7 @@ import psycopg
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from comfyrun.core.job import JSON, TERMINAL
+from comfyrun.core.job import JSON, may_end
 from comfyrun.errors import InvalidRequest, StoreError
 from comfyrun.handlers.spec import valid_type_name
 from comfyrun.store.base import JobEvent, WorkCounts
@@ -42,7 +42,6 @@ _SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 WORK = "w"
 #: A NOTIFY's first mark: its event may end the job, or may not.
 ENDING, NOT_ENDING = "t;", "n;"
-TERMINAL_NAMES = frozenset(status.value for status in TERMINAL)
 
 Conn = psycopg.AsyncConnection[DictRow]
 
@@ -281,12 +280,8 @@ class PostgresStore(SQLStore):
 
 
 def _ending_mark(kind: str, data: JSON) -> str:
-    """A NOTIFY's mark for an event of `kind` with `data`: whether it may end its job (a status
-    event naming a final status, or none)."""
-    if kind != "status":
-        return NOT_ENDING
-    status = data.get("status")
-    return ENDING if not isinstance(status, str) or status in TERMINAL_NAMES else NOT_ENDING
+    """A NOTIFY's mark for an event of `kind` with `data`: whether it may end its job."""
+    return ENDING if may_end(kind, data) else NOT_ENDING
 
 
 def _work_flags(job_type: str | None) -> str:

@@ -1,0 +1,214 @@
+"""Following a job: waiting for its end (`?wait`) and its events as they happen (SSE, ComfyUI's
+socket). The part of the job service (comfyrun.service) that reads the store's events and the
+word of this process's runs (comfyrun.finished); JobService mixes it in.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from comfyrun import stages
+from comfyrun.core.job import JSON, TERMINAL_NAMES, Job, JobStatus, may_end
+from comfyrun.errors import NotFound
+from comfyrun.finished import FinishedJobs
+from comfyrun.store.base import JobEvent, JobStore
+
+#: How often an event stream of a queued job re-reads its queue position.
+QUEUE_POSITION_POLL_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """A job as callers see it: the record plus its place in the queue."""
+
+    job: Job
+    queue_position: int | None
+
+
+class JobWatch(ABC):
+    """Waiting for a job and following its events (mixed into JobService, which sets these)."""
+
+    store: JobStore
+    #: jobs seen finished lately, and the word of this process's runs
+    finished: FinishedJobs
+    #: no run of this process may take a job up: a wait needs only the events that may end it
+    _ending_only: bool
+    _key_scope: str
+    _clock: Callable[[], float]
+
+    @abstractmethod
+    async def get(self, job_id: str, *, position: bool = True) -> JobView:
+        """The job, with its queue position while queued (unless not `position`)."""
+
+    @abstractmethod
+    async def _position(self, job: Job) -> int | None:
+        """The queue position of `job`, counted up to the cap."""
+
+    async def wait(self, job_id: str, timeout: float) -> JobView:
+        """Return when the job is terminal or after `timeout` seconds (woken by store events,
+        or, while a worker of this process runs it, by that run)."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        settled = await self.finished.wait(job_id, deadline, self._key_scope)
+        if settled is not None:
+            stages.mark(job_id, "notified")
+            return JobView(settled, None)
+        history = await self.store.events_since(job_id, 0)
+        last_id = history[-1].id if history else 0
+        # no log at all: look at the job itself (NotFound when there is none)
+        ended = any(_ends(e) for e in history) or not history
+        while True:
+            remaining = deadline - time.monotonic()
+            if ended or remaining <= 0:
+                job = await self._job(job_id)
+                if job.terminal or remaining <= 0:
+                    break
+            events = await self.store.wait_for_event(
+                job_id, last_id, min(remaining, 30.0), ending=self._ending_only
+            )
+            ended = False
+            if events:
+                last_id = events[-1].id
+                # progress, outputs, a move to running: not what we wait for
+                ended = any(_ends(e) for e in events)
+                if not ended:  # claimed here meanwhile: its run will say when it ends
+                    settled = await self.finished.wait(job_id, deadline, self._key_scope)
+                    if settled is not None:
+                        job = settled
+                        break
+        stages.mark(job_id, "notified")
+        if job.status is JobStatus.QUEUED:
+            return JobView(job, await self._position(job))
+        return JobView(job, None)
+
+    def run_over(self, job_id: str) -> None:
+        """A run of this process is over, the job settled or given back (RunContext.run_over)."""
+        self.finished.run_over(job_id)
+
+    async def _job(self, job_id: str) -> Job:
+        job = await self.job(job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} not found", details={"job_id": job_id})
+        return job
+
+    async def job(self, job_id: str) -> Job | None:
+        """The job, from the jobs seen finished lately when it is one of them."""
+        if self.finished.holds(job_id):
+            return self.finished.kept(job_id, self._key_scope)
+        job = await self.store.get(job_id)
+        if job is not None:
+            self.remember(job)
+        return job
+
+    def remember(self, job: Job) -> None:
+        """Keep `job` at hand if it is finished (`job` reads it from there): a job read here,
+        or told by a worker of this process whose run just committed its end
+        (RunContext.finished), so that the requests that follow (a `?wait`, a GET, a ComfyUI
+        client's /history) need not read it again."""
+        self.finished.remember(job)
+
+    async def events(
+        self,
+        job_id: str,
+        *,
+        after_id: int | None = None,
+        idle_s: float = 15.0,
+        positions: bool = True,
+    ) -> AsyncGenerator[JobEvent | None, None]:
+        """The job's events as they happen; `None` marks `idle_s` without any (a keep-alive).
+
+        Without `after_id`: a snapshot first (status with queue_position, the latest progress
+        and preview, each carrying the id of the newest logged event), then new events. With
+        `after_id` (Last-Event-ID): every logged event after it, then new ones. Either way the
+        stream ends after the terminal status. Without `positions`, a queued job's
+        queue_position is neither counted nor followed (ComfyUI's socket has none).
+        """
+        view: JobView | None
+        if after_id is None:
+            history = await self.store.events_since(job_id, 0)
+            last_id = history[-1].id if history else 0
+            # read after the id so no transition falls between
+            view = await self.get(job_id, position=positions)
+            for snap in self._snapshot(view, history, last_id):
+                yield snap
+            if view.job.terminal:
+                return
+            pending: list[JobEvent] = []
+        else:
+            last_id = after_id
+            known: JobView | None = None
+            if positions:
+                known = await self.get(job_id)
+            pending = await self.store.events_since(job_id, after_id)
+            if known is None and not pending:
+                await self.get(job_id, position=False)  # NotFound when there is no such job
+            view = known  # without positions, a job whose events came is not read at all
+        position = view.queue_position if view is not None else None
+        queued = positions and view is not None and view.job.status is JobStatus.QUEUED
+        quiet_since = time.monotonic()
+        while True:
+            for ev in pending:
+                last_id = ev.id
+                yield ev
+                if ev.kind == "status":
+                    if _is_terminal(ev.data.get("status")):
+                        return
+                    queued = positions and ev.data.get("status") == JobStatus.QUEUED.value
+            # while queued, look at the position every few seconds (other jobs move it)
+            wait_s = min(idle_s, QUEUE_POSITION_POLL_S) if queued else idle_s
+            pending = await self.store.wait_for_event(job_id, last_id, wait_s)
+            if pending:
+                quiet_since = time.monotonic()
+                continue
+            current = await self.store.get(job_id)
+            if current is None:
+                return
+            if current.terminal:  # its terminal event was lost or pruned: say so and end
+                yield JobEvent(
+                    last_id, job_id, "status", _status_data(current, None), self._clock()
+                )
+                return
+            queued = positions and current.status is JobStatus.QUEUED
+            if queued:
+                new_position = await self._position(current)
+                if new_position != position:
+                    position = new_position
+                    quiet_since = time.monotonic()
+                    data = _status_data(current, new_position)
+                    yield JobEvent(last_id, job_id, "status", data, self._clock())
+                    continue
+            if time.monotonic() - quiet_since >= idle_s * 0.99:
+                quiet_since = time.monotonic()
+                yield None
+
+    def _snapshot(self, view: JobView, history: list[JobEvent], last_id: int) -> list[JobEvent]:
+        job, now = view.job, self._clock()
+        out = [JobEvent(last_id, job.id, "status", _status_data(job, view.queue_position), now)]
+        if job.terminal:
+            return out
+        progress = next((e for e in reversed(history) if e.kind == "progress"), None)
+        if progress is not None:
+            out.append(JobEvent(last_id, job.id, "progress", progress.data, now))
+        preview = next((e for e in reversed(history) if e.kind == "preview"), None)
+        if preview is not None:
+            out.append(JobEvent(last_id, job.id, "preview", preview.data, now))
+        return out
+
+
+def _ends(event: JobEvent) -> bool:
+    """A status event that may have ended the job (a status event without one: look)."""
+    return may_end(event.kind, event.data)
+
+
+def _is_terminal(status: Any) -> bool:
+    return isinstance(status, str) and status in TERMINAL_NAMES
+
+
+def _status_data(job: Job, queue_position: int | None) -> JSON:
+    return {"status": job.status.value, "queue_position": queue_position}
+
+
+__all__ = ["QUEUE_POSITION_POLL_S", "TERMINAL_NAMES", "JobView", "JobWatch"]
