@@ -84,16 +84,20 @@ async def burst(n: int, concurrency: int, one: Callable[[], Awaitable[None]]) ->
 
 
 @asynccontextmanager
-async def fresh_app(lean: bool) -> AsyncIterator[tuple[Any, str]]:
-    """The app of `comfyrun api` on a new SQLite database, and the id of a job queued on it."""
+async def fresh_app(lean: bool, queued: int = 1) -> AsyncIterator[tuple[Any, str]]:
+    """The app of `comfyrun api` on a new SQLite database with `queued` jobs, and the id of the
+    first."""
     with tempfile.TemporaryDirectory() as folder:
         settings = load_settings(None, role=Role.API, data_dir=Path(folder))
         app = create_app(settings, lean=lean)
         async with app.router.lifespan_context(app):
-            body = json.dumps({"workflow": workflow()}).encode()
-            status, reply = await call(app, "POST", "/api/v2/jobs", body)
-            assert status == 201, reply
-            yield app, json.loads(reply)["id"]
+            ids = []
+            for _ in range(queued):
+                body = json.dumps({"workflow": workflow()}).encode()
+                status, reply = await call(app, "POST", "/api/v2/jobs", body)
+                assert status == 201, reply
+                ids.append(json.loads(reply)["id"])
+            yield app, ids[0]
 
 
 def submit(app: Any, job_id: str) -> Callable[[], Awaitable[None]]:
@@ -116,13 +120,15 @@ def get(path: str, expect: int = 200) -> Callable[[Any, str], Callable[[], Await
     return make
 
 
-#: What is asked, how many at a time: the submits together (their commits grouped, as under
-#: load), the reads one by one (no store thread to wait for between them: the app's own CPU).
-KINDS: dict[str, tuple[Callable[[Any, str], Callable[[], Awaitable[None]]], int]] = {
-    "POST /api/v2/jobs, 32 at a time": (submit, 32),
-    "GET /api/v2/jobs/{id} (queued)": (get("/api/v2/jobs/{id}"), 1),
-    "GET /api/v2/stats": (get("/api/v2/stats"), 1),
-    "GET /history/{id} (ComfyUI's)": (get("/history/{id}"), 1),
+#: What is asked, how many at a time, in how many jobs queued, a round's share of --requests:
+#: the submits together (their commits grouped, as under load), the reads one by one (no store
+#: thread to wait for between them: the app's own CPU).
+KINDS: dict[str, tuple[Callable[[Any, str], Callable[[], Awaitable[None]]], int, int, int]] = {
+    "POST /api/v2/jobs, 32 at a time": (submit, 32, 1, 1),
+    "GET /api/v2/jobs/{id} (queued)": (get("/api/v2/jobs/{id}"), 1, 1, 1),
+    "GET /api/v2/stats": (get("/api/v2/stats"), 1, 1, 1),
+    "GET /history/{id} (ComfyUI's)": (get("/history/{id}"), 1, 1, 1),
+    "GET /queue (ComfyUI's), 1,000 queued": (get("/queue"), 1, 1000, 50),
 }
 
 
@@ -130,12 +136,13 @@ async def main(args: argparse.Namespace) -> None:
     """Each round, each variant on a new database (the queue grows alike in both)."""
     os.environ.setdefault("COMFYRUN_QUEUE_MAX", "100000000")
     results: dict[tuple[str, bool], list[float]] = {}
-    for kind, (make, at_once) in KINDS.items():
+    for kind, (make, at_once, queued, share) in KINDS.items():
+        n = max(1, args.requests // share)
         for _ in range(args.rounds):
             for lean in (False, True):
-                async with fresh_app(lean) as (app, job_id):
-                    await burst(200, at_once, make(app, job_id))  # warm up
-                    cpu = await burst(args.requests, at_once, make(app, job_id))
+                async with fresh_app(lean, queued) as (app, job_id):
+                    await burst(max(1, 200 // share), at_once, make(app, job_id))  # warm up
+                    cpu = await burst(n, at_once, make(app, job_id))
                 results.setdefault((kind, lean), []).append(cpu)
     print(
         f"CPU per request, ms (median of {args.rounds} rounds of "

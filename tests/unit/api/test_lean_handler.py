@@ -5,6 +5,7 @@ header and cookie parameters, the Response parameter, a response model, a return
 
 from __future__ import annotations
 
+import datetime
 from typing import Annotated, Any
 
 import httpx
@@ -19,6 +20,7 @@ from comfyrun.api.app import create_app
 from comfyrun.api.errors import install_error_handlers
 from comfyrun.api.routing import include
 from comfyrun.config import Settings
+from comfyrun.core.job import JobStatus
 
 calls: list[str] = []
 
@@ -95,6 +97,23 @@ def router() -> APIRouter:
     async def bad_reply(thing_id: int) -> Any:
         return {"name": "x"}  # misses `size`: a response validation error
 
+    @r.get("/{thing_id}/plain")
+    async def plain(thing_id: int) -> dict[str, Any]:  # no response model: JSON as it is
+        return {
+            "status": JobStatus.QUEUED,
+            "pair": (thing_id, 2),
+            "nested": [{"x": 1.5, "text": "é ☃", "none": None, "yes": True}],
+            7: "an int key",
+        }
+
+    @r.get("/{thing_id}/when")
+    async def when(thing_id: int) -> dict[str, Any]:  # not JSON's own types: encoded
+        return {"at": datetime.datetime(2026, 1, 2, 3, 4, 5), "tags": {"one"}}
+
+    @r.get("/{thing_id}/nan")
+    async def nan(thing_id: int) -> dict[str, Any]:  # JSON has no NaN: a 500 either way
+        return {"x": float("nan")}
+
     @r.get("/{thing_id}/stream")
     async def stream(thing_id: int) -> StreamingResponse:
         async def chunks() -> Any:
@@ -111,7 +130,7 @@ def app(leaned: bool) -> FastAPI:
     install_error_handlers(a)
     include(a, router())
     if leaned:
-        assert lean.leanify(a) == 6
+        assert lean.leanify(a) == 9
     return a
 
 
@@ -175,6 +194,9 @@ REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("DELETE", "/things/0", {"headers": TOKEN}),
     ("PUT", "/things/7", {"headers": TOKEN}),
     ("GET", "/things/7/stream", {"headers": TOKEN}),
+    ("GET", "/things/7/plain", {"headers": TOKEN}),
+    ("GET", "/things/7/when", {"headers": TOKEN}),
+    ("GET", "/things/7/nan", {"headers": TOKEN}),
     ("PATCH", "/things/7", {"headers": TOKEN}),
 ]
 
@@ -304,3 +326,19 @@ async def test_comfyruns_hot_routes_get_the_lean_handler(tmp_path: Any) -> None:
         ("/run", "POST"),
     ]:
         assert (path, (method,)) in leaned, path
+
+
+async def test_a_plain_answer_keeps_the_keys_jsonable_encoder_would_drop() -> None:
+    """FastAPI's jsonable_encoder drops dict keys that begin with "_sa" (SQLAlchemy's state); a
+    ComfyUI workflow may name an input so, and its /history and /queue must keep it."""
+    a = FastAPI()
+
+    @a.get("/prompt")
+    async def prompt() -> dict[str, Any]:
+        return {"1": {"class_type": "X", "inputs": {"_sampler": "euler", "seed": 1}}}
+
+    lean.leanify(a)
+    transport = httpx.ASGITransport(app=a)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        reply = await client.get("/prompt")
+    assert reply.json()["1"]["inputs"] == {"_sampler": "euler", "seed": 1}
