@@ -368,6 +368,22 @@ async def test_client_prompt_id_is_honoured_and_reusable(server: Server) -> None
             assert second["prompt"][2]["1"]["inputs"]["color"] == 6
 
 
+async def test_a_prompt_comes_back_whole_in_the_history(server: Server) -> None:
+    """An input ComfyUI ignores comes back in /history as sent, whatever its name (one that
+    begins with "_sa" too, which FastAPI's jsonable_encoder would drop)."""
+    prompt = image_workflow(7)
+    prompt["1"]["inputs"]["_sampler_note"] = "kept"
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        client = ComfyExampleClient(server, http)
+        async with client.connected():
+            answer = await client.queue_prompt(prompt)
+            assert answer.status_code == 200, answer.text
+            prompt_id = answer.json()["prompt_id"]
+            await client.wait_done(prompt_id)
+            entry = await client.history(prompt_id)
+    assert entry["prompt"][2] == prompt
+
+
 async def test_queue_delete_interrupt_and_history_delete(server: Server) -> None:
     await server.set_faults({"hang": True})
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
