@@ -100,8 +100,20 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
     for name in JSON_COLUMNS:
         value = data.get(name)
         if isinstance(value, str | bytes):
-            data[name] = json.loads(value)
+            data[name] = load_json(value)
     return job_from_dict(data)
+
+
+def load_json(text: str | bytes) -> Any:
+    """json.loads, without its call for the empty values most of a job's columns hold (a
+    job read back decodes six columns, each often `{}` or `[]`: a fifth of its decoding)."""
+    if text == "{}":
+        return {}
+    if text == "[]":
+        return []
+    if text == "null":
+        return None
+    return json.loads(text)
 
 
 def dump_json(value: Any) -> str | None:

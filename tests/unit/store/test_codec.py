@@ -17,6 +17,7 @@ from comfyrun.store.codec import (
     job_from_row,
     job_to_dict,
     job_to_row,
+    load_json,
     output_from_dict,
     output_to_dict,
 )
@@ -98,3 +99,26 @@ def test_cursor_round_trip(created: float, job_id: str) -> None:
 def test_bad_cursors_are_invalid_requests(bad: str) -> None:
     with pytest.raises(InvalidRequest):
         decode_cursor(bad)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@given(value=json_values, compact=st.booleans())
+def test_load_json_is_json_loads(value: object, compact: bool) -> None:
+    text = json.dumps(value, separators=(",", ":")) if compact else json.dumps(value)
+    assert load_json(text) == json.loads(text)
+    assert load_json(text.encode()) == json.loads(text)
+
+
+def test_the_empty_values_load_fresh_each_time() -> None:
+    first, second = load_json("{}"), load_json("{}")
+    first["x"] = 1
+    assert second == {} and load_json("[]") == [] and load_json("[]") is not load_json("[]")
+    assert load_json("null") is None
