@@ -65,11 +65,16 @@ def leanify(app: FastAPI) -> int:
         return 0
     count = 0
     for route in app.router.routes:
-        if isinstance(route, APIRoute) and eligible(route):
-            route.app = lean_asgi(
-                lean_handler(route), route.app, route.dependency_overrides_provider
-            )
-            count += 1
+        if not isinstance(route, APIRoute):
+            continue
+        try:
+            if not eligible(route):
+                continue
+            handler = lean_handler(route)
+        except AttributeError:  # another FastAPI's route: it keeps FastAPI's handler
+            continue
+        route.app = lean_asgi(handler, route.app, route.dependency_overrides_provider)
+        count += 1
     return count
 
 

@@ -285,6 +285,24 @@ def test_routes_it_cannot_answer_keep_fastapis_handler() -> None:
     assert lean.leanify(a_) == 1
 
 
+def test_a_route_of_another_fastapi_keeps_fastapis_handler() -> None:
+    """A route without the attributes the lean handler reads (another FastAPI) is left as it
+    is, not a failure at start-up."""
+    a = FastAPI()
+
+    @a.get("/one")
+    async def one() -> int:
+        return 1
+
+    @a.get("/two")
+    async def two() -> int:
+        return 2
+
+    old = next(r for r in a.router.routes if getattr(r, "path", "") == "/one")
+    del old.strict_content_type  # type: ignore[union-attr]
+    assert lean.leanify(a) == 1
+
+
 @pytest.mark.parametrize(
     ("value", "json"),
     [
