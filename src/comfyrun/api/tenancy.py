@@ -32,6 +32,7 @@ from comfyrun.store.base import (
     JobEvent,
     JobPage,
     JobStore,
+    QueueEntry,
 )
 
 
@@ -125,6 +126,11 @@ class OwnedStore:
         return await self.inner.list(
             statuses=statuses, owner=self.owner, limit=limit, cursor=cursor
         )
+
+    async def queue(
+        self, *, owner: str | None = None, limit: int = 1000
+    ) -> builtins.list[QueueEntry]:
+        return await self.inner.queue(owner=self.owner, limit=limit)
 
     async def delete(self, job_id: str) -> bool:
         return await self.get(job_id) is not None and await self.inner.delete(job_id)

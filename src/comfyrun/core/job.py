@@ -146,12 +146,7 @@ class Job:
     def execution_start(self) -> float | None:
         """When ComfyUI started the prompt of this attempt (one of an earlier attempt, from
         before this attempt's claim, does not count). A handler job starts when claimed."""
-        if self.type != COMFY:
-            return self.started_at
-        start = self.execution_started_at
-        if start is None or (self.started_at is not None and start < self.started_at):
-            return None
-        return start
+        return execution_start(self.type, self.started_at, self.execution_started_at)
 
     @property
     def waiting(self) -> bool:
@@ -160,6 +155,20 @@ class Job:
 
     def evolve(self, **changes: Any) -> Job:
         return replace(self, **changes)
+
+
+def execution_start(
+    job_type: str, started_at: float | None, execution_started_at: float | None
+) -> float | None:
+    """`Job.execution_start` from the three columns it depends on (a listing that reads only
+    some of a job's columns tells a held prompt from a running one with it)."""
+    if job_type != COMFY:
+        return started_at
+    if execution_started_at is None or (
+        started_at is not None and execution_started_at < started_at
+    ):
+        return None
+    return execution_started_at
 
 
 @dataclass(frozen=True, slots=True)

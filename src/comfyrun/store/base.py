@@ -75,6 +75,23 @@ class JobPage:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """An unfinished job as a listing of the queue shows it, read from the few columns that
+    takes (ComfyUI's GET /queue lists up to a thousand on each change of the queue; decoding
+    whole rows was most of its cost)."""
+
+    id: str
+    status: JobStatus
+    #: Claimed, its prompt not started by ComfyUI yet (held in a backend's queue).
+    waiting: bool
+    workflow: JSON
+    options: JSON
+    metadata: JSON
+    #: The nodes whose outputs are committed so far.
+    output_nodes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Changes:
     """Fields a transition may set alongside the new status (None = leave as is)."""
 
@@ -347,6 +364,15 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
         cursor: str | None = None,
     ) -> JobPage:
         """Newest first, cursor-paginated."""
+
+    async def queue(
+        self, *, owner: str | None = None, limit: int = 1000
+    ) -> builtins.list[QueueEntry]:
+        """The unfinished jobs in the order they run: the running and canceling ones, claimed
+        first first, then the queued ones in claim order (the head of the queue first); at
+        most `limit` of each. Read along the claim index: the queued part costs what it
+        lists, not the whole queue (with `owner`, the others' jobs it passes over too)."""
+        ...
 
     async def queue_position(
         self,

@@ -9,13 +9,23 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from typing import Any
 
 from comfyrun.core.batch import Batch, BatchStatus
-from comfyrun.core.job import JSON, Job, JobError, JobStatus, Output, OutputType, Progress
+from comfyrun.core.job import (
+    JSON,
+    Job,
+    JobError,
+    JobStatus,
+    Output,
+    OutputType,
+    Progress,
+    execution_start,
+)
 from comfyrun.errors import InvalidRequest
+from comfyrun.store.base import QueueEntry
 
 #: Job fields kept as JSON (TEXT in SQLite, JSONB in PostgreSQL).
 JSON_COLUMNS: frozenset[str] = frozenset(
@@ -102,6 +112,43 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         if isinstance(value, str | bytes):
             data[name] = load_json(value)
     return job_from_dict(data)
+
+
+def queue_entry_from_row(row: Mapping[str, Any]) -> QueueEntry:
+    """A `QueueEntry` from a row of the `queue_*` queries (its JSON columns text or decoded)."""
+    status = JobStatus(row["status"])
+    started = execution_start(row["type"], row["started_at"], row["execution_started_at"])
+    outputs = _decoded(row["outputs"]) or []
+    return QueueEntry(
+        id=row["id"],
+        status=status,
+        waiting=status is JobStatus.RUNNING and started is None,
+        workflow=_decoded(row["workflow"]),
+        options=dict(_decoded(row["options"]) or {}),
+        metadata=dict(_decoded(row["metadata"]) or {}),
+        output_nodes=_output_nodes(o.get("node_id") for o in outputs if isinstance(o, Mapping)),
+    )
+
+
+def queue_entry_of(job: Job) -> QueueEntry:
+    """A `QueueEntry` from a whole job (the memory store)."""
+    return QueueEntry(
+        id=job.id,
+        status=job.status,
+        waiting=job.waiting,
+        workflow=job.workflow,
+        options=dict(job.options),
+        metadata=dict(job.metadata),
+        output_nodes=_output_nodes(o.node_id for o in job.outputs),
+    )
+
+
+def _output_nodes(node_ids: Iterable[Any]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(str(n) for n in node_ids if n is not None))
+
+
+def _decoded(value: Any) -> Any:
+    return load_json(value) if isinstance(value, str | bytes) else value
 
 
 def load_json(text: str | bytes) -> Any:

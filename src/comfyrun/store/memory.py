@@ -30,9 +30,16 @@ from comfyrun.store.base import (
     HandOff,
     JobEvent,
     JobPage,
+    QueueEntry,
     clock_or,
 )
-from comfyrun.store.codec import decode_cursor, encode_cursor, output_to_dict, progress_to_dict
+from comfyrun.store.codec import (
+    decode_cursor,
+    encode_cursor,
+    output_to_dict,
+    progress_to_dict,
+    queue_entry_of,
+)
 from comfyrun.store.idempotency import KeyVerdict, key_scope, verdict
 from comfyrun.store.memtenancy import MemoryTenancy
 from comfyrun.store.memworkers import MemoryWorkers
@@ -323,6 +330,15 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
         ]
         jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
         return jobs[: max(0, limit)]
+
+    async def queue(self, *, owner: str | None = None, limit: int = 1000) -> list[QueueEntry]:
+        mine = [j for j in self._jobs.values() if owner is None or j.owner == owner]
+        active = sorted(
+            (j for j in mine if j.status in ACTIVE), key=lambda j: (j.started_at or 0.0, j.id)
+        )
+        queued = sorted((j for j in mine if j.status is JobStatus.QUEUED), key=_claim_order)
+        limit = max(0, limit)
+        return [queue_entry_of(j) for j in (*active[:limit], *queued[:limit])]
 
     async def list(
         self,

@@ -62,6 +62,7 @@ READS = frozenset(
         "get_by_prompt_id",
         "unfinished_for_client",
         "list",
+        "queue",
         "queue_position",
         "counts",
         "oldest_queued_at",

@@ -27,6 +27,7 @@ from comfyrun.store.base import (
     HandOff,
     JobEvent,
     JobPage,
+    QueueEntry,
     clock_or,
 )
 from comfyrun.store.catalogs import catalog_from_row, catalog_to_row
@@ -38,6 +39,7 @@ from comfyrun.store.codec import (
     job_to_row,
     output_to_dict,
     progress_to_dict,
+    queue_entry_from_row,
 )
 from comfyrun.store.idempotency import KeyVerdict, key_scope, verdict
 from comfyrun.store.sqlbatches import SQLBatches
@@ -387,6 +389,18 @@ class SQLStore(SQLTenancy, SQLWorkers, SQLBatches, ABC):
     ) -> builtins.list[Job]:
         params = {"client_id": client_id, "owner": owner, "limit": max(0, limit)}
         return await self._jobs("unfinished_for_client", params)
+
+    async def queue(
+        self, *, owner: str | None = None, limit: int = 1000
+    ) -> builtins.list[QueueEntry]:
+        params = {"owner": owner, "limit": max(0, limit)}
+        async with self._read() as conn:
+            rows = await self._all(conn, "queue_active", params)
+            rows += await self._all(conn, "queue_queued", params)
+        entries: dict[str, QueueEntry] = {}
+        for row in rows:  # a job claimed between the two reads (another process's) shows once
+            entries.setdefault(row["id"], queue_entry_from_row(row))
+        return builtins.list(entries.values())
 
     async def list(
         self,

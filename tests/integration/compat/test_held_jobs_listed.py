@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from tests.support.api import asgi_app, memory_settings
 from tests.support.store import new_job
 
@@ -66,3 +67,25 @@ async def test_queue_lists_pending_prompts_in_the_order_they_will_start(tmp_path
         ]
         order = [(await ctx.store.claim("w", 30)) for _ in range(3)]
         assert [j.id for j in order if j is not None] == [urgent.id, long.id, short.id]
+
+
+async def test_a_long_queue_is_listed_from_its_head(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the listing's cap, /queue shows the prompts that will start next (the head of the
+    queue), not the newest ones; running prompts are listed besides."""
+    from comfyrun.api.routes import comfy_compat
+
+    monkeypatch.setattr(comfy_compat, "_MAX_LISTED", 3)
+    async with asgi_app(memory_settings(tmp_path, role="api")) as (_, http, ctx):
+        jobs = [(await ctx.store.enqueue(new_job(), now=1000.0 + i))[0] for i in range(6)]
+        late_urgent, _ = await ctx.store.enqueue(new_job(priority=1), now=2000.0)
+        claimed = await ctx.store.claim("w", 30)
+        assert claimed is not None and claimed.id == late_urgent.id
+        assert await ctx.store.record_placement(
+            claimed.id, "w", backend="b", prompt_id=claimed.id, execution_started_at=time.time()
+        )
+        queue = (await http.get("/queue")).json()
+        assert [item[1] for item in queue["queue_running"]] == [late_urgent.id]
+        assert [item[1] for item in queue["queue_pending"]] == [j.id for j in jobs[:3]]
+        assert [item[0] for item in queue["queue_pending"]] == [0, 0, 0]  # no ComfyUI number

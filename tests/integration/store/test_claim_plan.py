@@ -27,6 +27,7 @@ PARAMS = {
     "first": 4,
     "window": 4,
     "type": "image",
+    "owner": None,
 }
 #: Queries that walk the queue in claim order (priority, fair_tag, rank_at, id).
 IN_CLAIM_ORDER = (
@@ -36,6 +37,7 @@ IN_CLAIM_ORDER = (
     "next_priority",
     "queue_position",
     "queue_position_capped",
+    "queue_queued",
     # by job type: comfy jobs walk jobs_claim, a handler type its range of jobs_claim_type
     "claim_window_comfy",
     "claim_window_type",

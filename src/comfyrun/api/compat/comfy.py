@@ -14,6 +14,7 @@ from typing import Any
 
 from comfyrun.core.job import JSON, Job, JobStatus, Output, OutputType
 from comfyrun.dispatch.relay import CLIENT_ID_KEY
+from comfyrun.store.base import QueueEntry
 
 DIALECT = "comfyui"
 #: Metadata keys this dialect writes on the jobs it submits.
@@ -38,23 +39,31 @@ def ms(ts: float | None) -> int | None:
 
 
 def number_of(job: Job) -> int | float:
-    value = job.metadata.get(META_NUMBER)
+    return _number(job.metadata)
+
+
+def _number(metadata: Mapping[str, Any]) -> int | float:
+    value = metadata.get(META_NUMBER)
     return value if isinstance(value, int | float) and not isinstance(value, bool) else 0
 
 
 def extra_data_of(job: Job) -> JSON:
-    extra = job.options.get("extra_data")
+    return _extra_data(job.options, job.metadata)
+
+
+def _extra_data(options: Mapping[str, Any], metadata: Mapping[str, Any]) -> JSON:
+    extra = options.get("extra_data")
     data: JSON = dict(extra) if isinstance(extra, Mapping) else {}
-    client_id = job.metadata.get(META_CLIENT_ID)
+    client_id = metadata.get(META_CLIENT_ID)
     if client_id is not None:
         data.setdefault("client_id", client_id)
     return data
 
 
-def outputs_to_execute(job: Job) -> list[str]:
+def outputs_to_execute(workflow: Mapping[str, Any], output_nodes: Iterable[str]) -> list[str]:
     """The output nodes of the prompt: those with outputs, and Save*/Preview*/Show* nodes."""
-    ids = {o.node_id for o in job.outputs}
-    for node_id, node in job.workflow.items():
+    ids = set(output_nodes)
+    for node_id, node in workflow.items():
         class_type = node.get("class_type") if isinstance(node, Mapping) else None
         if isinstance(class_type, str) and class_type.startswith(_OUTPUT_CLASS_PREFIXES):
             ids.add(str(node_id))
@@ -67,7 +76,25 @@ def _node_sort_key(node_id: str) -> tuple[int, str]:
 
 def queue_item(job: Job) -> list[Any]:
     """[number, prompt_id, prompt, extra_data, outputs_to_execute], as in GET /queue."""
-    return [number_of(job), job.id, job.workflow, extra_data_of(job), outputs_to_execute(job)]
+    nodes = (o.node_id for o in job.outputs)
+    return [
+        number_of(job),
+        job.id,
+        job.workflow,
+        extra_data_of(job),
+        outputs_to_execute(job.workflow, nodes),
+    ]
+
+
+def queue_entry_item(entry: QueueEntry) -> list[Any]:
+    """`queue_item` of a job as a listing of the queue reads it."""
+    return [
+        _number(entry.metadata),
+        entry.id,
+        entry.workflow,
+        _extra_data(entry.options, entry.metadata),
+        outputs_to_execute(entry.workflow, entry.output_nodes),
+    ]
 
 
 def split_key(key: str) -> tuple[str, str]:
@@ -280,6 +307,7 @@ __all__ = [
     "is_interrupt",
     "job_status",
     "ms",
+    "queue_entry_item",
     "queue_item",
     "split_key",
     "statuses_for",

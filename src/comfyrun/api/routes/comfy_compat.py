@@ -268,15 +268,15 @@ async def _jobs(ctx: AppContext, statuses: list[JobStatus], limit: int = _MAX_LI
 
 
 async def get_queue(ctx: Ctx) -> dict[str, Any]:
-    active = await _jobs(ctx, list(ACTIVE))
-    # a claimed job whose prompt waits in a backend's queue is pending, ahead of the queue
-    running = [j for j in active if not j.waiting]
-    pending = sorted((j for j in active if j.waiting), key=lambda j: j.started_at or 0.0)
-    queued = await _jobs(ctx, [JobStatus.QUEUED])
-    pending += sorted(queued, key=lambda j: (-j.priority, j.fair_tag, j.rank_at, j.id))
+    """ComfyUI's queue: the prompts running, then those pending in the order they will run
+    (a claimed job whose prompt waits in a backend's queue first; at most `_MAX_LISTED`
+    queued ones, from the head of the queue)."""
+    entries = await ctx.store.queue(limit=_MAX_LISTED)
+    running = [e for e in entries if e.status is not JobStatus.QUEUED and not e.waiting]
+    pending = [e for e in entries if e.status is JobStatus.QUEUED or e.waiting]
     return {
-        "queue_running": [cc.queue_item(j) for j in reversed(running)],
-        "queue_pending": [cc.queue_item(j) for j in pending],
+        "queue_running": [cc.queue_entry_item(e) for e in running],
+        "queue_pending": [cc.queue_entry_item(e) for e in pending],
     }
 
 

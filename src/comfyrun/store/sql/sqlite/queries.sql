@@ -142,6 +142,26 @@ WHERE json_extract(metadata, '$.comfy_client_id') = :client_id
 ORDER BY created_at DESC, id DESC
 LIMIT :limit;
 
+-- name: queue_active
+-- The running and canceling jobs (bounded by the backends' slots), claimed first first: the
+-- head of a listing of the queue (`queue`), read from the columns it shows.
+SELECT id, status, type, started_at, execution_started_at, workflow, options, metadata, outputs
+FROM jobs
+WHERE status IN ('running', 'canceling')
+  AND (:owner IS NULL OR owner = :owner)
+ORDER BY started_at, id
+LIMIT :limit;
+
+-- name: queue_queued
+-- The queued jobs in claim order, the head of the queue first, off the claim index (no sort;
+-- it stops at the limit): the rest of a listing of the queue.
+SELECT id, status, type, started_at, execution_started_at, workflow, options, metadata, outputs
+FROM jobs INDEXED BY jobs_claim
+WHERE status = 'queued'
+  AND (:owner IS NULL OR owner = :owner)
+ORDER BY priority DESC, fair_tag, rank_at, id
+LIMIT :limit;
+
 -- name: list
 -- Newest first; the cursor is the last row's (created_at, id).
 SELECT * FROM jobs
