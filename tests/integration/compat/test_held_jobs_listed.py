@@ -89,3 +89,21 @@ async def test_a_long_queue_is_listed_from_its_head(
         assert [item[1] for item in queue["queue_running"]] == [late_urgent.id]
         assert [item[1] for item in queue["queue_pending"]] == [j.id for j in jobs[:3]]
         assert [item[0] for item in queue["queue_pending"]] == [0, 0, 0]  # no ComfyUI number
+
+
+async def test_clearing_the_queue_clears_past_the_listings_cap(tmp_path: Path) -> None:
+    """POST /queue {"clear": true} removes every pending prompt, as ComfyUI does, not only
+    the 1,000 one listing shows; a running prompt stays."""
+    async with asgi_app(memory_settings(tmp_path, role="api")) as (_, http, ctx):
+        running, _ = await ctx.store.enqueue(new_job(priority=1))
+        claimed = await ctx.store.claim("w", 30)
+        assert claimed is not None and claimed.id == running.id
+        assert await ctx.store.record_placement(
+            running.id, "w", backend="b", prompt_id=running.id, execution_started_at=time.time()
+        )
+        for _ in range(1_005):
+            await ctx.store.enqueue(new_job())
+        assert (await http.post("/queue", json={"clear": True})).status_code == 200
+        assert [e.id for e in await ctx.store.queue()] == [running.id]
+        queue = (await http.get("/queue")).json()
+        assert queue["queue_pending"] == [] and len(queue["queue_running"]) == 1

@@ -286,16 +286,33 @@ async def post_queue(request: Request, ctx: Ctx) -> Response:
     body = await _json_body(request)
     if not isinstance(body, dict):
         return comfy_error(400, "invalid_request", "the body is not a JSON object")
-    ids: list[str] = []
     if body.get("clear"):
-        ids += [j.id for j in await _jobs(ctx, [JobStatus.RUNNING]) if j.waiting]
-        ids += [j.id for j in await _jobs(ctx, [JobStatus.QUEUED])]
+        await _clear_pending(ctx)
     delete = body.get("delete")
     if isinstance(delete, list):
-        ids += [str(i) for i in delete]
-    for job_id in ids:
-        await _drop_pending(ctx, job_id)
+        for job_id in [str(i) for i in delete]:
+            await _drop_pending(ctx, job_id)
     return Response(status_code=200)
+
+
+async def _clear_pending(ctx: AppContext) -> None:
+    """Every pending prompt, however long the queue (the listing shows `_MAX_LISTED` at a
+    time): as many listings as the pending prompts at the start fill, so prompts submitted
+    meanwhile do not keep the request going."""
+    counts = await ctx.store.counts(unfinished=True)
+    pending = counts[JobStatus.QUEUED] + counts[JobStatus.RUNNING]
+    tried: set[str] = set()
+    for _ in range(1 + pending // _MAX_LISTED):
+        ids = [
+            e.id
+            for e in await ctx.store.queue(limit=_MAX_LISTED)
+            if (e.status is JobStatus.QUEUED or e.waiting) and e.id not in tried
+        ]
+        if not ids:
+            return
+        for job_id in ids:
+            tried.add(job_id)
+            await _drop_pending(ctx, job_id)
 
 
 async def _drop_pending(ctx: AppContext, job_id: str) -> None:
