@@ -9,7 +9,8 @@ Rules:
 - Among the candidates: the least loaded first, then ready before lazily started, then the one
   that holds most of the job's models (`affinity`, core.affinity), then the one that was given
   a job longest ago (round robin).
-- A job that just failed on a backend goes elsewhere when another backend has room.
+- A retried job goes to another backend than the one its last attempt failed on when one
+  as little loaded has room (`failed_on`): it is not queued behind other work to avoid it.
 
 Late binding (no backend idle while a job it could run waits):
 - A backend is given a second job (held, not started, in ComfyUI's queue) only when every
@@ -80,23 +81,42 @@ def choose_backend(
     *,
     avoid: str | None = None,
     affinity: Callable[[str], int] | None = None,
+    failed_on: str | None = None,
 ) -> str | None:
     """The backend the next job goes to, or None when no backend has room. `affinity`: how
-    many of the job's models a backend (by name) holds."""
+    many of the job's models a backend (by name) holds; `avoid`: a backend taken only when
+    no other has room; `failed_on`: the backend the job's last attempt failed on, ranked after
+    the others of its load."""
     candidates = [v for v in views if has_room(v)]
     if not candidates:
         return None
     if avoid is not None and any(v.name != avoid for v in candidates):
         candidates = [v for v in candidates if v.name != avoid]
-    return min(candidates, key=lambda v: placement_key(v, affinity)).name
+    return min(candidates, key=lambda v: placement_key(v, affinity, failed_on)).name
+
+
+#: How many leading fields of `placement_key` make one backend better for a job than another
+#: (the rest, last assigned and name, only take turns between equals).
+BETTER_FIELDS = 4
 
 
 def placement_key(
-    view: BackendView, affinity: Callable[[str], int] | None = None
-) -> tuple[int, bool, int, int, str]:
-    """How `choose_backend` ranks backends with room: lower first."""
+    view: BackendView,
+    affinity: Callable[[str], int] | None = None,
+    failed_on: str | None = None,
+) -> tuple[int, bool, bool, int, int, str]:
+    """How `choose_backend` ranks backends with room: lower first. Load first, then the
+    backend a retried job failed on after the others, then ready before lazily started, then
+    the job's models held, then round robin."""
     held = affinity(view.name) if affinity is not None else 0
-    return (view.inflight, view.state not in ACCEPTING, -held, view.last_assigned, view.name)
+    return (
+        view.inflight,
+        failed_on is not None and view.name == failed_on,
+        view.state not in ACCEPTING,
+        -held,
+        view.last_assigned,
+        view.name,
+    )
 
 
 def is_idle(view: BackendView) -> bool:
@@ -138,10 +158,13 @@ def choose_for_job(
     *,
     avoid: str | None = None,
     affinity: Callable[[str], int] | None = None,
+    failed_on: str | None = None,
 ) -> str | None:
     """The backend with room that `fits` the job best: like `choose_backend`, among the backends
     the job can run on. None when none of those has room now."""
-    return choose_backend((v for v in views if fits(v.name)), avoid=avoid, affinity=affinity)
+    return choose_backend(
+        (v for v in views if fits(v.name)), avoid=avoid, affinity=affinity, failed_on=failed_on
+    )
 
 
 def choose_takeback(
@@ -219,6 +242,7 @@ def any_can_serve(views: Iterable[BackendView]) -> bool:
 
 __all__ = [
     "ACCEPTING",
+    "BETTER_FIELDS",
     "DEFAULT_MAX_INFLIGHT",
     "BackendState",
     "BackendView",

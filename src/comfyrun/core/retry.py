@@ -60,4 +60,22 @@ def decide(
     )
 
 
-__all__ = ["NOT_RETRIED_BY_DEFAULT", "FailureKind", "RetryDecision", "backoff_delay", "decide"]
+def failed_on(job: Job) -> str | None:
+    """The backend the job's last attempt failed on, which its retry ranks after the other
+    backends of the same load (`core.placement`); None for a first attempt. (A job requeued
+    because its worker stopped keeps the error of an earlier failure, if any, and names the
+    backend of the attempt that was cut short: its retry may then go elsewhere, and still
+    follows a prompt left running there, by prompt id.)"""
+    if job.error is None:
+        return None
+    return job.backend
+
+
+__all__ = [
+    "NOT_RETRIED_BY_DEFAULT",
+    "FailureKind",
+    "RetryDecision",
+    "backoff_delay",
+    "decide",
+    "failed_on",
+]

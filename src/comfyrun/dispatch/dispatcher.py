@@ -32,6 +32,7 @@ from comfyrun import stages
 from comfyrun.backends.pool import BackendPool, Slot
 from comfyrun.core.job import COMFY, Job, JobError, JobStatus, new_prompt_id
 from comfyrun.core.placement import (
+    BETTER_FIELDS,
     BackendView,
     RunningPrompt,
     choose_for_job,
@@ -43,6 +44,7 @@ from comfyrun.core.placement import (
     may_hold,
     placement_key,
 )
+from comfyrun.core.retry import failed_on
 from comfyrun.core.state import Event
 from comfyrun.dispatch.fitting import FleetFit
 from comfyrun.dispatch.handoff import Reservation
@@ -330,16 +332,17 @@ class Dispatcher:
         for a first attempt, used only if the job runs on that backend."""
         fits = self.fit.fitter(job)
         affinity = self.router.affinity(job)
+        failed = failed_on(job)
         views = {v.name: v for v in self._views_without(slot)}
-        best = choose_for_job(views.values(), fits, affinity=affinity)
+        best = choose_for_job(views.values(), fits, affinity=affinity, failed_on=failed)
         here = slot.backend.name
         if (
             best is not None
             and best != here
             and (
                 not fits(here)
-                or placement_key(views[best], affinity)[:3]
-                < placement_key(views[here], affinity)[:3]  # better, not just next in turn
+                or placement_key(views[best], affinity, failed)[:BETTER_FIELDS]
+                < placement_key(views[here], affinity, failed)[:BETTER_FIELDS]  # not just in turn
             )
         ):
             better = self.pool.try_reserve(on=best)
@@ -378,7 +381,12 @@ class Dispatcher:
         )
         views = self.pool.views()
         for job in order:
-            name = choose_for_job(views, self.fit.fitter(job), affinity=self.router.affinity(job))
+            name = choose_for_job(
+                views,
+                self.fit.fitter(job),
+                affinity=self.router.affinity(job),
+                failed_on=failed_on(job),
+            )
             slot = self.pool.try_reserve(on=name) if name is not None else None
             if slot is not None:
                 del self._parked[job.id]

@@ -8,13 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from comfyrun.core.job import Job
+from comfyrun.core.job import Job, JobError
 from comfyrun.core.retry import (
     MAX_BACKOFF_S,
     NOT_RETRIED_BY_DEFAULT,
     FailureKind,
     backoff_delay,
     decide,
+    failed_on,
 )
 
 NOW = 1_700_000_000.0
@@ -114,3 +115,12 @@ class _Fixed(random.Random):
 
     def random(self) -> float:
         return self.value
+
+
+def test_a_retry_names_the_backend_its_last_attempt_failed_on() -> None:
+    first = Job(id="j", workflow={}, attempts=1, backend=None)
+    assert failed_on(first) is None
+    requeued = Job(id="j", workflow={}, attempts=1, backend="a")  # its worker died: no error
+    assert failed_on(requeued) is None
+    failed = Job(id="j", workflow={}, attempts=1, backend="a", error=JobError("timeout", "late"))
+    assert failed_on(failed) == "a"

@@ -83,6 +83,26 @@ async def test_out_of_memory_frees_the_backend_and_retries(make_engine: Make) ->
     assert engine.servers["a"].freed == 1
 
 
+async def test_a_retry_goes_to_another_backend_as_little_loaded(make_engine: Make) -> None:
+    """The job fails on `a` (out of memory) while `b` runs another; when its retry is due
+    both are idle, and `a`'s turn in the rotation comes first: the retry runs on `b`."""
+    engine = await make_engine(("a", "b"))
+    engine.servers["a"].oom_left = 1
+    failing = await engine.submit(
+        work(extra={"3": {"class_type": "OOM"}}), max_retries=1, retry_delay_s=1.0
+    )
+    first = await engine.wait_for(failing.id, lambda j: j.backend is not None)
+    assert first.backend == "a"
+    other = await engine.submit(work())
+    assert (await engine.wait(other.id)).backend == "b"
+    waiting = await engine.store.get(failing.id)  # both idle now, the retry not due yet
+    assert waiting is not None and waiting.status is JobStatus.QUEUED and waiting.attempts == 1
+    done = await engine.wait(failing.id)
+    assert done.status is JobStatus.SUCCEEDED and done.attempts == 2, done.error
+    assert done.backend == "b"
+    assert [r.prompt_id for r in engine.servers["b"].ran][-1] == done.prompt_id
+
+
 async def test_a_backend_that_stops_answering_sends_its_job_to_another(make_engine: Make) -> None:
     engine = await make_engine(("a", "b"))
     job = await engine.submit(work(3.0, steps=30), max_retries=1, retry_delay_s=0.01)

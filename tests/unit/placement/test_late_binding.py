@@ -89,6 +89,24 @@ def test_a_job_goes_to_the_least_loaded_backend_it_fits() -> None:
     assert choose_for_job(views, lambda name: name == "c") is None  # full: it waits
 
 
+def test_a_retry_goes_elsewhere_at_equal_load_but_waits_behind_no_one_for_it() -> None:
+    """`failed_on` ranks the backend the last attempt failed on after the others of its load
+    (its turn in the rotation and its models held count for less); a less loaded one is still
+    taken rather than queue the retry behind other work."""
+    idle = [
+        BackendView("a", READY, inflight=0, last_assigned=1),
+        BackendView("b", READY, inflight=0, last_assigned=2),
+    ]
+    assert choose_for_job(idle, lambda name: True) == "a"  # its turn
+    assert choose_for_job(idle, lambda name: True, failed_on="a") == "b"
+    assert choose_for_job(idle, lambda name: True, failed_on="b") == "a"
+    models_on_a = {"a": 2, "b": 0}
+    assert choose_for_job(idle, lambda n: True, affinity=models_on_a.get, failed_on="a") == "b"
+    busy_b = [idle[0], BackendView("b", BUSY, inflight=1, last_assigned=2)]
+    assert choose_for_job(busy_b, lambda name: True, failed_on="a") == "a"
+    assert choose_for_job(idle, lambda name: name == "a", failed_on="a") == "a"  # only a fits
+
+
 def test_an_overtaken_held_prompt_moves_to_the_backend_that_frees_sooner() -> None:
     # a runs a long job (claimed 1) with j3 (claimed 3) held behind it; b already started job 5,
     # claimed after j3, and has room: j3 moves to b, expected to free sooner
