@@ -6,90 +6,48 @@ can reconcile it with ComfyUI's queue and history instead of running it twice), 
 prompt's websocket events (progress, throttled), and waits for the first of: the prompt's
 outcome, a cancel request (the store says `canceling`), the backend going down, or the job's
 timeout. Every failure is classified (core.retry.FailureKind) and the retry policy decides
-between `retry` and `fail`. A job only succeeds once all of its outputs are stored.
+between `retry` and `fail`. A job only succeeds once all of its outputs are stored. How a run
+ends (outcomes, failures, the final transition) is `RunEnding` (dispatch.run_end), mixed in;
+what runs share is `RunContext` (dispatch.run_context).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from comfyrun import stages
-from comfyrun.backends.pool import Backend, BackendPool, Slot
+from comfyrun.backends.pool import Slot
 from comfyrun.comfy import messages as m
 from comfyrun.comfy.errors import (
-    ComfyExecutionError,
     ComfyValidationError,
 )
 from comfyrun.comfy.http import never_sent
 from comfyrun.comfy.result import PromptResult
-from comfyrun.core.job import ACTIVE, JSON, Job, JobError, Progress, new_prompt_id
+from comfyrun.core.job import JSON, Job, JobError, new_prompt_id
 from comfyrun.core.queue_order import REFERENCE_COST, estimate_cost
-from comfyrun.core.retry import FailureKind, decide
-from comfyrun.core.state import Event
+from comfyrun.core.retry import FailureKind
 from comfyrun.dispatch.cancel import wait_cancel_requested
-from comfyrun.dispatch.chain import ChainFailure, chain_outputs
-from comfyrun.dispatch.collect import collect_outputs
 from comfyrun.dispatch.progress import ProgressTracker, ProgressWriter, preview_event
 from comfyrun.dispatch.reconcile import (
     note_prompt,
     previous_prompt,
     still_known,
-    stop_prompt,
     withdraw_prompt,
 )
-from comfyrun.dispatch.relay import JobRelay, RelayHub, wants_relay
-from comfyrun.dispatch.settings import DispatchSettings
-from comfyrun.errors import BackendError, ComfyrunError, Conflict, IllegalTransition
-from comfyrun.handlers.registry import HandlerRegistry
-from comfyrun.outputs import OutputStorage
-from comfyrun.store.base import Changes, JobStore
+from comfyrun.dispatch.relay import JobRelay, wants_relay
+from comfyrun.dispatch.run_context import UNSENT, InputPlacer, RunContext
+from comfyrun.dispatch.run_end import RunEnding
+from comfyrun.errors import BackendError, ComfyrunError
 
 log = logging.getLogger(__name__)
 
-#: Places a job's inputs on a backend and returns the workflow to submit, plus a clean-up to run
-#: once the job is done (e.g. removing files written into a managed backend's input folder).
-InputPlacer = Callable[[Job, Backend, Any], Awaitable[tuple[JSON, Callable[[], Awaitable[None]]]]]
 
-
-#: The error of a try whose prompt never reached ComfyUI (see JobRun._requeue_unsent).
-UNSENT = "backend_unavailable"
-
-
-@dataclass(frozen=True, slots=True)
-class RunContext:
-    """What every run of one dispatcher shares."""
-
-    store: JobStore
-    pool: BackendPool
-    storage: OutputStorage
-    settings: DispatchSettings
-    worker_id: str
-    place_inputs: InputPlacer | None = None
-    #: Told when this worker put a job back in the queue to run again at a given time, so that
-    #: the claim loop wakes for it instead of waiting for its idle timeout.
-    on_retry: Callable[[float], None] | None = None
-    #: The live relay of ComfyUI messages (dispatch.relay): to an API in this process, and/or
-    #: through the store to API nodes elsewhere.
-    relay_hub: RelayHub | None = None
-    relay_to_store: bool = False
-    #: Runs the follow-up steps (`then`) of a job on its outputs (dispatch.chain).
-    handlers: HandlerRegistry | None = None
-    #: Told each job whose run here ended, as its final transition committed it (an API in
-    #: this process keeps it at hand: JobService.remember).
-    finished: list[Callable[[Job], None]] = dataclasses.field(default_factory=list)
-    #: Told the id of each job whose run here is over, whether it settled the job or gave it
-    #: back (its `?wait`s in this process stop waiting on the run: JobService.run_over).
-    run_over: list[Callable[[str], None]] = dataclasses.field(default_factory=list)
-
-
-class JobRun:
+class JobRun(RunEnding):
     """Runs `job` on the slot's backend. `run()` never raises except on cancellation."""
 
     def __init__(
@@ -331,90 +289,6 @@ class JobRun:
             # the job (and its slot) from finishing
             await asyncio.wait(tasks, timeout=0.5)
 
-    async def _result_of(self, fut: asyncio.Future[Any]) -> PromptResult | BaseException:
-        try:
-            res: PromptResult = fut.result()
-            return res
-        except (BackendError, TimeoutError) as exc:
-            return exc
-
-    async def _on_result(self, outcome: PromptResult | BaseException) -> None:
-        if isinstance(outcome, BaseException):
-            if isinstance(outcome, ComfyExecutionError):
-                await self._node_failed(outcome)
-            else:
-                await self._backend_lost(f"the prompt was lost: {outcome}")
-            return
-        if outcome.ok:
-            await self._succeed(outcome)
-        elif outcome.status == "error" and isinstance(outcome.error, ComfyExecutionError):
-            await self._node_failed(outcome.error)
-        elif outcome.status == "interrupted":
-            await self._finish_failure(
-                FailureKind.BACKEND_LOST,
-                JobError(code="interrupted", message="the prompt was interrupted on the backend"),
-            )
-        else:
-            await self._backend_lost(f"the prompt ended {outcome.status}: {outcome.error}")
-
-    async def _node_failed(self, err: ComfyExecutionError) -> None:
-        oom = err.out_of_memory
-        error = JobError(
-            code="out_of_memory" if oom else "node_execution_error",
-            message=err.message,
-            node_id=err.node_id,
-            class_type=err.node_type,
-            traceback=err.traceback,
-            details={"exception_type": err.exception_type, "prompt_id": err.prompt_id},
-        )
-        await self._finish_failure(
-            FailureKind.OUT_OF_MEMORY if oom else FailureKind.NODE_ERROR, error
-        )
-
-    async def _on_cancel(self, result: asyncio.Future[Any]) -> None:
-        outcome, gone = await self._stop_prompt(result, self.ctx.settings.cancel_grace_s)
-        if isinstance(outcome, PromptResult) and outcome.ok:
-            await self._succeed(outcome)  # it finished before the interrupt landed
-            return
-        if outcome is None and not gone:
-            self.ctx.pool.mark_unhealthy(
-                self.backend, f"prompt {self.prompt_id} did not stop after a cancel"
-            )
-        await self._transition(
-            Event.CANCELED, Changes(backend=self.backend.name, prompt_id=self.prompt_id)
-        )
-
-    async def _on_timeout(self, result: asyncio.Future[Any], limit: float) -> None:
-        outcome, gone = await self._stop_prompt(result, self.ctx.settings.interrupt_grace_s)
-        if isinstance(outcome, PromptResult) and outcome.ok:
-            await self._succeed(outcome)
-            return
-        if outcome is None and not gone:
-            self.ctx.pool.mark_unhealthy(
-                self.backend,
-                f"prompt {self.prompt_id} of job {self.job.id} did not stop within "
-                f"{self.ctx.settings.interrupt_grace_s:g}s of an interrupt after its timeout",
-            )
-        await self._finish_failure(
-            FailureKind.TIMEOUT,
-            JobError(code="timeout", message=f"the job ran past its timeout of {limit:g}s"),
-        )
-
-    async def _stop_prompt(
-        self, result: asyncio.Future[Any], grace: float
-    ) -> tuple[PromptResult | BaseException | None, bool]:
-        """Interrupt the prompt (or delete it from ComfyUI's queue) and wait up to `grace` for
-        its outcome. Returns (outcome or None, whether ComfyUI no longer knows the prompt)."""
-        assert self.prompt_id is not None
-        settled, gone = await stop_prompt(
-            self.client,
-            self.prompt_id,
-            result,
-            grace_s=grace,
-            call_timeout_s=self.ctx.settings.submit_timeout_s,
-        )
-        return (await self._result_of(result) if settled else None), gone
-
     async def _adopted_state(self, prompt_id: str) -> None:
         """A prompt of an earlier attempt that still waits in ComfyUI's queue is held here (it
         may be taken back); one that already started counts as started now (its first events
@@ -553,200 +427,6 @@ class JobRun:
         await wait_cancel_requested(self.ctx.store, self.job.id, self.ctx.settings)
 
     # --- endings ----------------------------------------------------------------------------
-    async def _succeed(self, outcome: PromptResult) -> None:
-        try:
-            outputs = await collect_outputs(
-                self.job,
-                outcome.outputs,
-                backend=self.backend,
-                client=self.client,
-                storage=self.ctx.storage,
-                inline_cap=self.ctx.settings.inline_max_bytes,
-            )
-        except BackendError as exc:
-            await self._backend_lost(f"reading outputs failed: {exc}")
-            return
-        except ComfyrunError as exc:
-            await self._finish_failure(
-                FailureKind.BACKEND_LOST,
-                JobError(code=exc.code, message=f"storing outputs failed: {exc.message}"),
-                retry=False,
-            )
-            return
-        stages.mark(self.job.id, "collected")
-        if self.job.options.get("then"):  # follow-up steps on the outputs (dispatch.chain)
-            chained = await chain_outputs(self.job, outputs, self.ctx)
-            if isinstance(chained, ChainFailure):
-                await self._finish_failure(chained.kind, chained.error, retry=chained.retry)
-                return
-            outputs = chained
-        total = len(self.job.workflow)
-        await self._transition(
-            Event.SUCCEED,
-            Changes(
-                progress=Progress(value=1.0, nodes_done=total, nodes_total=total),
-                backend=self.backend.name,
-                prompt_id=self.prompt_id,
-                expires_at=time.time() + self.ctx.settings.retention_s,
-                outputs=tuple(outputs),
-            ),
-        )
-
-    async def _backend_lost(self, reason: str) -> None:
-        kind = FailureKind.CRASH if self.backend.managed else FailureKind.BACKEND_LOST
-        if not self.backend.is_down:
-            self.ctx.pool.mark_unhealthy(self.backend, reason, quarantine=False)
-        await self._finish_failure(
-            kind, JobError(code="backend_lost", message=f"backend {self.backend.name}: {reason}")
-        )
-
-    async def _requeue_unsent(self, error: JobError) -> bool:
-        """The job's prompt never reached ComfyUI (its backend could not be reached): the job
-        goes back to the queue at once with the attempt not counted, as it was not tried, and
-        the backend is left until its health check passes again. Once per attempt that
-        counted: a job whose previous try was not sent either (`error` is UNSENT's) is not
-        given this again (False; the caller fails the attempt as usual), so a backend that
-        passes its health checks but cannot take a prompt does not keep the job forever."""
-        previous = self.job.error
-        if previous is not None and previous.code == UNSENT:
-            return False
-        if not self.backend.is_down:
-            self.ctx.pool.mark_unhealthy(self.backend, error.message, quarantine=False)
-        log.warning(
-            "job %s back in the queue, not tried: %s",
-            self.job.id,
-            error.message,
-            extra=self._extra("job_requeued"),
-        )
-        if self.ctx.on_retry is not None:
-            self.ctx.on_retry(time.time())
-        await self._transition(
-            Event.REQUEUE,
-            Changes(error=error, backend=self.backend.name, uncount_attempt=True),
-        )
-        return True
-
-    async def _finish_failure(
-        self, kind: FailureKind, error: JobError, *, retry: bool = True
-    ) -> None:
-        now = time.time()
-        decision = decide(self.job, kind, now=now)
-        if retry and decision.retry:
-            if decision.free_memory_first and self.client is not None:
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(self.ctx.settings.submit_timeout_s):
-                        await self.client.free(unload_models=True, free_memory=True)
-                log.info(
-                    "job %s: freed memory on backend %s",
-                    self.job.id,
-                    self.backend.name,
-                    extra=self._extra("backend_free"),
-                )
-            if self.ctx.on_retry is not None:
-                self.ctx.on_retry(decision.next_run_at)
-            await self._transition(
-                Event.RETRY,
-                Changes(
-                    error=error,
-                    next_run_at=decision.next_run_at,
-                    backend=self.backend.name,
-                    prompt_id=self.prompt_id,
-                ),
-            )
-        else:
-            await self._transition(
-                Event.FAIL,
-                Changes(
-                    error=error,
-                    backend=self.backend.name,
-                    prompt_id=self.prompt_id,
-                    expires_at=now + self.ctx.settings.retention_s,
-                ),
-            )
-
-    async def _transition(self, event: Event, changes: Changes) -> Job | None:
-        """Apply `event` from whichever active status the job is in (the API may have moved it
-        to canceling meanwhile). None when the job is no longer this worker's."""
-        store = self.ctx.store
-        self._progress.close()  # a final transition: no progress write may follow it
-        # the prompt's end reaches ComfyUI clients only when the job ends with this transition
-        self._take_the_rest()
-        await self._relay.finish(release=event in (Event.SUCCEED, Event.FAIL, Event.CANCELED))
-        for task in self._placement_notes:
-            task.cancel()  # what they would write goes with this transition
-        self._placement_notes = set()
-        if event in (Event.SUCCEED, Event.FAIL, Event.CANCELED) and self._start_unwritten:
-            changes = dataclasses.replace(changes, execution_started_at=self._start_unwritten)
-        # First as if nothing moved (one round trip); when the job moved (canceling), read it.
-        current: Job | None = self.job
-        stale = True  # the first try assumes the status this run last saw
-        for _ in range(5):
-            if current is None:
-                current = await store.get(self.job.id)
-                stale = False
-            if (
-                current is None
-                or current.status not in ACTIVE
-                or current.worker_id != self.ctx.worker_id
-            ):
-                self.settled = True
-                log.warning(
-                    "job %s is no longer held by this worker; %s dropped",
-                    self.job.id,
-                    event.value,
-                    extra=self._extra("job_lost"),
-                )
-                return None
-            try:
-                job = await store.transition(
-                    self.job.id,
-                    event,
-                    expect=current.status,
-                    changes=changes,
-                    worker_id=self.ctx.worker_id,
-                )
-            except IllegalTransition:
-                if not stale:
-                    raise
-                # e.g. CANCELED planned from `running` while the API made it `canceling`
-                current = None
-                continue
-            except Conflict:
-                current = None
-                continue
-            stages.mark(job.id, "committed")
-            log.info(
-                "job %s %s on backend %s",
-                job.id,
-                job.status.value,
-                self.backend.name,
-                extra=self._extra(f"job_{event.value}", status=job.status.value),
-            )
-            self.job = job
-            self.settled = job.status not in ACTIVE
-            if job.terminal:
-                self._relay.settled(job)
-                for tell in self.ctx.finished:
-                    tell(job)
-            return job
-        return None
-
-    async def _abandoned(self) -> None:
-        """The run was cancelled from outside. Its prompt is left to run: the job's next
-        attempt (this worker after a restart, or another one) finds it by prompt id and follows
-        it instead of running the workflow again. On shutdown the job goes back to the queue at
-        once; on a lost lease the store is not touched (another worker may hold the job)."""
-        if self.abandon == "shutdown":
-            await self._transition(
-                Event.REQUEUE, Changes(backend=self.backend.name, prompt_id=self.prompt_id)
-            )
-        elif self.abandon == "unstored" and self.prompt_id is not None and self.client is not None:
-            async with asyncio.timeout(self.ctx.settings.submit_timeout_s):
-                await self.client.delete_queued([self.prompt_id])
-                await self.client.interrupt(self.prompt_id)
-
-    def _extra(self, action: str, **more: Any) -> dict[str, Any]:
-        return {"action": action, "job_id": self.job.id, "backend": self.backend.name, **more}
 
 
 __all__ = ["InputPlacer", "JobRun", "RunContext"]
