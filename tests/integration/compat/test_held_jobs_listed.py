@@ -74,9 +74,9 @@ async def test_a_long_queue_is_listed_from_its_head(
 ) -> None:
     """Past the listing's cap, /queue shows the prompts that will start next (the head of the
     queue), not the newest ones; running prompts are listed besides."""
-    from comfyrun.api.routes import comfy_compat
+    from comfyrun.api.routes import comfy_common
 
-    monkeypatch.setattr(comfy_compat, "_MAX_LISTED", 3)
+    monkeypatch.setattr(comfy_common, "MAX_LISTED", 3)
     async with asgi_app(memory_settings(tmp_path, role="api")) as (_, http, ctx):
         jobs = [(await ctx.store.enqueue(new_job(), now=1000.0 + i))[0] for i in range(6)]
         late_urgent, _ = await ctx.store.enqueue(new_job(priority=1), now=2000.0)

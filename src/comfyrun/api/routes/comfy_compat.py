@@ -1,7 +1,7 @@
 """ComfyUI's own HTTP and websocket API, served by comfyrun: one virtual ComfyUI in front of
 the whole backend pool. A thin translator over JobService: a prompt is a job (its prompt_id is
-the job id), /queue and /history are views of the store, /view serves comfyrun's output
-storage, and /ws translates the store's job events into ComfyUI's messages for the prompts
+the job id), /queue and /history are views of the store (comfy_queue), /view serves comfyrun's
+output storage, and /ws translates the store's job events into ComfyUI's messages for the prompts
 submitted with that clientId. Every route is also served under the /api prefix.
 
 Errors are answered in ComfyUI's shapes: {"error": {type, message, details, extra_info},
@@ -15,10 +15,10 @@ import json
 import logging
 import mimetypes
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from comfyrun import errors
@@ -30,74 +30,34 @@ from comfyrun.api.compat.comfy_uploads import (
     store_upload,
     uploads_in,
 )
-from comfyrun.api.context import AppContext, get_ctx, require_comfy_auth
-from comfyrun.api.errors import status_for
+from comfyrun.api.context import AppContext
 from comfyrun.api.routes.comfy_catalog import add_catalog_routes
+from comfyrun.api.routes.comfy_common import (
+    EMPTY_200,
+    Ctx,
+    comfy_error,
+    comfy_error_for,
+    comfy_router,
+    json_body,
+    listed_jobs,
+)
+from comfyrun.api.routes.comfy_queue import add_queue_routes, jobs_router
 from comfyrun.api.routes.comfy_system import system_stats
 from comfyrun.api.routes.files import serve_key
-from comfyrun.core.job import JSON, TERMINAL, Job, JobStatus
-from comfyrun.service import JobView, Submission
+from comfyrun.core.job import JSON, Job, JobStatus
+from comfyrun.service import Submission
 
 log = logging.getLogger(__name__)
 
-Ctx = Annotated[AppContext, Depends(get_ctx)]
-
-_MAX_LISTED = 1000
-
-
-def _router(prefix: str) -> APIRouter:
-    return APIRouter(prefix=prefix, tags=["comfyui"], dependencies=[Depends(require_comfy_auth)])
-
-
-# errors in ComfyUI's shape ------------------------------------------------------------------
-
-
-def comfy_error(
-    status: int, kind: str, message: str, details: str = "", node_errors: JSON | None = None
-) -> JSONResponse:
-    body = {
-        "error": {"type": kind, "message": message, "details": details, "extra_info": {}},
-        "node_errors": node_errors or {},
-    }
-    return JSONResponse(body, status_code=status)
-
-
-def comfy_error_for(exc: errors.ComfyrunError) -> JSONResponse:
-    """A comfyrun exception as ComfyUI would answer a bad prompt."""
-    details = exc.details
-    if isinstance(details, Mapping) and isinstance(details.get("error"), Mapping):
-        body = {"error": dict(details["error"]), "node_errors": details.get("node_errors") or {}}
-        return JSONResponse(body, status_code=400)
-    status = status_for(exc)
-    if isinstance(exc, errors.InvalidRequest | errors.MissingAsset | errors.InputRejected):
-        status = 400
-    response = comfy_error(
-        status, exc.code, exc.message, json.dumps(details, default=str) if details else ""
-    )
-    if isinstance(exc, errors.QueueFull):
-        response.headers["Retry-After"] = str(exc.retry_after_s)
-    return response
-
 
 # routes --------------------------------------------------------------------------------------
-
-
-#: ComfyUI answers these with an empty 200: documented so, not as JSON.
-EMPTY_200: dict[str, Any] = {
-    "response_class": Response,
-    "responses": {200: {"description": "Done (an empty body, as ComfyUI answers)"}},
-}
 
 
 def _add_routes(router: APIRouter) -> None:
     router.add_api_route("/prompt", post_prompt, methods=["POST"])
     router.add_api_route("/prompt", get_prompt, methods=["GET"])
     router.add_api_route("/prompt_sync", prompt_sync, methods=["POST"])
-    router.add_api_route("/queue", get_queue, methods=["GET"])
-    router.add_api_route("/queue", post_queue, methods=["POST"], **EMPTY_200)
-    router.add_api_route("/history", get_history, methods=["GET"])
-    router.add_api_route("/history/{prompt_id}", get_history_item, methods=["GET"])
-    router.add_api_route("/history", post_history, methods=["POST"], **EMPTY_200)
+    add_queue_routes(router)  # comfy_queue: /queue, /history
     router.add_api_route("/interrupt", interrupt, methods=["POST"], **EMPTY_200)
     router.add_api_route("/view", view, methods=["GET"])
     router.add_api_route("/upload/image", upload_image, methods=["POST"])
@@ -106,18 +66,8 @@ def _add_routes(router: APIRouter) -> None:
     add_catalog_routes(router)  # /object_info, /models, /embeddings, /features
 
 
-async def _json_body(request: Request) -> Any:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
-
-
 async def post_prompt(request: Request, ctx: Ctx) -> Response:
-    body = await _json_body(request)
+    body = await json_body(request)
     if not isinstance(body, dict):
         return comfy_error(400, "invalid_request", "the body is not a JSON object")
     prompt = body.get("prompt")
@@ -187,7 +137,7 @@ async def prompt_sync(
 ) -> Response:
     """Submit and hold the request until the prompt is done (or `timeout` seconds)."""
     started = time.time()
-    body = await _json_body(request)
+    body = await json_body(request)
     if not isinstance(body, dict) or not isinstance(body.get("prompt"), dict):
         return _sync_error("no_prompt", "the body needs a prompt object", None, {})
     try:
@@ -253,135 +203,17 @@ def _sync_error(
     )
 
 
-async def _jobs(ctx: AppContext, statuses: list[JobStatus], limit: int = _MAX_LISTED) -> list[Job]:
-    out: list[Job] = []
-    cursor: str | None = None
-    while len(out) < limit:
-        page = await ctx.service.list_jobs(
-            statuses=statuses, limit=min(500, limit - len(out)), cursor=cursor
-        )
-        out += page.jobs
-        cursor = page.next_cursor
-        if cursor is None or not page.jobs:
-            break
-    return out
-
-
-async def get_queue(ctx: Ctx) -> dict[str, Any]:
-    """ComfyUI's queue: the prompts running, then those pending in the order they will run
-    (a claimed job whose prompt waits in a backend's queue first; at most `_MAX_LISTED`
-    queued ones, from the head of the queue)."""
-    entries = await ctx.store.queue(limit=_MAX_LISTED)
-    running = [e for e in entries if e.status is not JobStatus.QUEUED and not e.waiting]
-    pending = [e for e in entries if e.status is JobStatus.QUEUED or e.waiting]
-    return {
-        "queue_running": [cc.queue_entry_item(e) for e in running],
-        "queue_pending": [cc.queue_entry_item(e) for e in pending],
-    }
-
-
-async def post_queue(request: Request, ctx: Ctx) -> Response:
-    """{"delete": [ids]} removes those pending prompts, {"clear": true} every pending one; a
-    removed prompt never reaches the history, as in ComfyUI."""
-    body = await _json_body(request)
-    if not isinstance(body, dict):
-        return comfy_error(400, "invalid_request", "the body is not a JSON object")
-    if body.get("clear"):
-        await _clear_pending(ctx)
-    delete = body.get("delete")
-    if isinstance(delete, list):
-        for job_id in [str(i) for i in delete]:
-            await _drop_pending(ctx, job_id)
-    return Response(status_code=200)
-
-
-async def _clear_pending(ctx: AppContext) -> None:
-    """Every pending prompt, however long the queue (the listing shows `_MAX_LISTED` at a
-    time): as many listings as the pending prompts at the start fill, so prompts submitted
-    meanwhile do not keep the request going."""
-    counts = await ctx.store.counts(unfinished=True)
-    pending = counts[JobStatus.QUEUED] + counts[JobStatus.RUNNING]
-    tried: set[str] = set()
-    for _ in range(1 + pending // _MAX_LISTED):
-        ids = [
-            e.id
-            for e in await ctx.store.queue(limit=_MAX_LISTED)
-            if (e.status is JobStatus.QUEUED or e.waiting) and e.id not in tried
-        ]
-        if not ids:
-            return
-        for job_id in ids:
-            tried.add(job_id)
-            await _drop_pending(ctx, job_id)
-
-
-async def _drop_pending(ctx: AppContext, job_id: str) -> None:
-    job = await ctx.store.get(job_id)
-    if job is None or not (job.status is JobStatus.QUEUED or job.waiting):
-        return
-    with contextlib.suppress(errors.ComfyrunError):
-        view = await ctx.service.cancel(job_id)
-        if job.waiting:  # held in a backend's queue: its worker takes the prompt back first
-            view = await ctx.service.wait(job_id, HELD_DROP_TIMEOUT_S)
-        if view.job.terminal:
-            await ctx.service.delete(job_id)
-
-
-#: How long POST /queue {"delete"} waits for a worker to take back a prompt held in a backend's
-#: queue before it leaves the (canceled) job in the history.
-HELD_DROP_TIMEOUT_S = 10.0
-
-
-async def get_history(
-    ctx: Ctx,
-    max_items: Annotated[int | None, Query(ge=1)] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> dict[str, Any]:
-    """Finished prompts (the newest 1000 at most), oldest first, as ComfyUI lists them:
-    `max_items=N` alone gives the newest N; `offset=k` counts from the oldest."""
-    jobs = await _jobs(ctx, sorted(TERMINAL))
-    jobs.reverse()  # oldest first
-    if max_items is not None and not offset:
-        jobs = jobs[-max_items:]
-    else:
-        jobs = jobs[offset : None if max_items is None else offset + max_items]
-    return {j.id: cc.history_entry(j) for j in jobs}
-
-
-async def get_history_item(prompt_id: str, ctx: Ctx) -> dict[str, Any]:
-    job = await ctx.service.job(prompt_id)  # a prompt just finished is at hand, not re-read
-    if job is None or not job.terminal:
-        return {}
-    return {job.id: cc.history_entry(job)}
-
-
-async def post_history(request: Request, ctx: Ctx) -> Response:
-    body = await _json_body(request)
-    if not isinstance(body, dict):
-        return comfy_error(400, "invalid_request", "the body is not a JSON object")
-    ids: list[str] = []
-    if body.get("clear"):
-        ids += [j.id for j in await _jobs(ctx, sorted(TERMINAL))]
-    delete = body.get("delete")
-    if isinstance(delete, list):
-        ids += [str(i) for i in delete]
-    for job_id in ids:
-        with contextlib.suppress(errors.NotFound, errors.Conflict):
-            await ctx.service.delete(job_id)
-    return Response(status_code=200)
-
-
 async def interrupt(request: Request, ctx: Ctx) -> Response:
     """{"prompt_id": X} interrupts X if it runs; no id interrupts the running prompts that
     came through this API (other dialects' jobs are left alone)."""
-    body = await _json_body(request)
+    body = await json_body(request)
     prompt_id = body.get("prompt_id") if isinstance(body, dict) else None
     if prompt_id is not None:
         targets = [str(prompt_id)]
     else:
         targets = [
             j.id
-            for j in await _jobs(ctx, list(ACTIVE))
+            for j in await listed_jobs(ctx, list(ACTIVE))
             if j.metadata.get(cc.META_DIALECT) == cc.DIALECT
         ]
     for job_id in targets:
@@ -477,74 +309,11 @@ async def upload_mask(
     return await _upload(image, subfolder, overwrite, ctx)
 
 
-# ComfyUI's newer job endpoints (/api/jobs) ---------------------------------------------------
-
-jobs_router = APIRouter(
-    prefix="/api/jobs", tags=["comfyui"], dependencies=[Depends(require_comfy_auth)]
-)
-
-
-@jobs_router.get("")
-async def list_api_jobs(
-    ctx: Ctx,
-    status: Annotated[str | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    sort_order: Annotated[str, Query()] = "desc",
-) -> Response:
-    names = [s.strip() for s in (status or "").split(",") if s.strip()]
-    unknown = [n for n in names if n not in cc.JOB_STATUSES]
-    if unknown:
-        return JSONResponse({"error": f"unknown status {unknown}"}, status_code=400)
-    statuses = cc.statuses_for(names) if names else list(JobStatus)
-    wanted = offset + limit + 1
-    if names and JobStatus.RUNNING in statuses:
-        # a running job is pending while its prompt waits in a backend's queue, else in
-        # progress: read them all (few: one or two per backend) and keep those asked for
-        others: list[JobStatus] = [s for s in statuses if s is not JobStatus.RUNNING]
-        jobs: list[Job] = await _jobs(ctx, others, limit=wanted) if others else []
-        jobs += [j for j in await _jobs(ctx, [JobStatus.RUNNING]) if cc.job_status(j) in names]
-        jobs = sorted(jobs, key=lambda j: (j.created_at, j.id), reverse=True)[:wanted]
-    else:
-        jobs = await _jobs(ctx, statuses, limit=wanted)
-    if sort_order == "asc":
-        jobs.reverse()
-    page = jobs[offset : offset + limit]
-    return JSONResponse(
-        {
-            "jobs": [cc.api_job(j) for j in page],
-            "pagination": {
-                "offset": offset,
-                "limit": limit,
-                "total": len(jobs),
-                "has_more": len(jobs) > offset + limit,
-            },
-        }
-    )
-
-
-@jobs_router.get("/{job_id}")
-async def get_api_job(job_id: str, ctx: Ctx) -> Response:
-    job = await ctx.store.get(job_id)
-    if job is None:
-        return JSONResponse({"error": "Job not found"}, status_code=404)
-    return JSONResponse(cc.api_job(job, detail=True))
-
-
-@jobs_router.post("/{job_id}/cancel")
-async def cancel_api_job(job_id: str, ctx: Ctx) -> Response:
-    try:
-        view: JobView = await ctx.service.cancel(job_id)
-    except errors.NotFound:
-        return JSONResponse({"error": "Job not found"}, status_code=404)
-    return JSONResponse(cc.api_job(view.job))
-
-
 def build_routers() -> list[APIRouter]:
     """ComfyUI's routes at the root and under /api, the /api/jobs endpoints, and /ws."""
     routers = []
     for prefix in ("", "/api"):
-        router = _router(prefix)
+        router = comfy_router(prefix)
         _add_routes(router)
         ws = APIRouter(prefix=prefix, tags=["comfyui"])
         ws.add_api_websocket_route("/ws", comfy_ws)

@@ -1,0 +1,204 @@
+"""ComfyUI's queue and history, and its newer /api/jobs endpoints: views of the store (a prompt
+is a job; its prompt_id is the job id)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from comfyrun import errors
+from comfyrun.api.compat import comfy as cc
+from comfyrun.api.context import AppContext, require_comfy_auth
+from comfyrun.api.routes import comfy_common as common
+from comfyrun.api.routes.comfy_common import (
+    EMPTY_200,
+    Ctx,
+    comfy_error,
+    json_body,
+    listed_jobs,
+)
+from comfyrun.core.job import TERMINAL, Job, JobStatus
+from comfyrun.service import JobView
+
+
+def add_queue_routes(router: APIRouter) -> None:
+    router.add_api_route("/queue", get_queue, methods=["GET"])
+    router.add_api_route("/queue", post_queue, methods=["POST"], **EMPTY_200)
+    router.add_api_route("/history", get_history, methods=["GET"])
+    router.add_api_route("/history/{prompt_id}", get_history_item, methods=["GET"])
+    router.add_api_route("/history", post_history, methods=["POST"], **EMPTY_200)
+
+
+async def get_queue(ctx: Ctx) -> dict[str, Any]:
+    """ComfyUI's queue: the prompts running, then those pending in the order they will run
+    (a claimed job whose prompt waits in a backend's queue first; at most `common.MAX_LISTED`
+    queued ones, from the head of the queue)."""
+    entries = await ctx.store.queue(limit=common.MAX_LISTED)
+    running = [e for e in entries if e.status is not JobStatus.QUEUED and not e.waiting]
+    pending = [e for e in entries if e.status is JobStatus.QUEUED or e.waiting]
+    return {
+        "queue_running": [cc.queue_entry_item(e) for e in running],
+        "queue_pending": [cc.queue_entry_item(e) for e in pending],
+    }
+
+
+async def post_queue(request: Request, ctx: Ctx) -> Response:
+    """{"delete": [ids]} removes those pending prompts, {"clear": true} every pending one; a
+    removed prompt never reaches the history, as in ComfyUI."""
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        return comfy_error(400, "invalid_request", "the body is not a JSON object")
+    if body.get("clear"):
+        await _clear_pending(ctx)
+    delete = body.get("delete")
+    if isinstance(delete, list):
+        for job_id in [str(i) for i in delete]:
+            await _drop_pending(ctx, job_id)
+    return Response(status_code=200)
+
+
+async def _clear_pending(ctx: AppContext) -> None:
+    """Every pending prompt, however long the queue (the listing shows `common.MAX_LISTED` at a
+    time): as many listings as the pending prompts at the start fill, so prompts submitted
+    meanwhile do not keep the request going."""
+    counts = await ctx.store.counts(unfinished=True)
+    pending = counts[JobStatus.QUEUED] + counts[JobStatus.RUNNING]
+    tried: set[str] = set()
+    for _ in range(1 + pending // common.MAX_LISTED):
+        ids = [
+            e.id
+            for e in await ctx.store.queue(limit=common.MAX_LISTED)
+            if (e.status is JobStatus.QUEUED or e.waiting) and e.id not in tried
+        ]
+        if not ids:
+            return
+        for job_id in ids:
+            tried.add(job_id)
+            await _drop_pending(ctx, job_id)
+
+
+async def _drop_pending(ctx: AppContext, job_id: str) -> None:
+    job = await ctx.store.get(job_id)
+    if job is None or not (job.status is JobStatus.QUEUED or job.waiting):
+        return
+    with contextlib.suppress(errors.ComfyrunError):
+        view = await ctx.service.cancel(job_id)
+        if job.waiting:  # held in a backend's queue: its worker takes the prompt back first
+            view = await ctx.service.wait(job_id, HELD_DROP_TIMEOUT_S)
+        if view.job.terminal:
+            await ctx.service.delete(job_id)
+
+
+#: How long POST /queue {"delete"} waits for a worker to take back a prompt held in a backend's
+#: queue before it leaves the (canceled) job in the history.
+HELD_DROP_TIMEOUT_S = 10.0
+
+
+async def get_history(
+    ctx: Ctx,
+    max_items: Annotated[int | None, Query(ge=1)] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """Finished prompts (the newest 1000 at most), oldest first, as ComfyUI lists them:
+    `max_items=N` alone gives the newest N; `offset=k` counts from the oldest."""
+    jobs = await listed_jobs(ctx, sorted(TERMINAL))
+    jobs.reverse()  # oldest first
+    if max_items is not None and not offset:
+        jobs = jobs[-max_items:]
+    else:
+        jobs = jobs[offset : None if max_items is None else offset + max_items]
+    return {j.id: cc.history_entry(j) for j in jobs}
+
+
+async def get_history_item(prompt_id: str, ctx: Ctx) -> dict[str, Any]:
+    job = await ctx.service.job(prompt_id)  # a prompt just finished is at hand, not re-read
+    if job is None or not job.terminal:
+        return {}
+    return {job.id: cc.history_entry(job)}
+
+
+async def post_history(request: Request, ctx: Ctx) -> Response:
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        return comfy_error(400, "invalid_request", "the body is not a JSON object")
+    ids: list[str] = []
+    if body.get("clear"):
+        ids += [j.id for j in await listed_jobs(ctx, sorted(TERMINAL))]
+    delete = body.get("delete")
+    if isinstance(delete, list):
+        ids += [str(i) for i in delete]
+    for job_id in ids:
+        with contextlib.suppress(errors.NotFound, errors.Conflict):
+            await ctx.service.delete(job_id)
+    return Response(status_code=200)
+
+
+# ComfyUI's newer job endpoints (/api/jobs) ---------------------------------------------------
+
+jobs_router = APIRouter(
+    prefix="/api/jobs", tags=["comfyui"], dependencies=[Depends(require_comfy_auth)]
+)
+
+
+@jobs_router.get("")
+async def list_api_jobs(
+    ctx: Ctx,
+    status: Annotated[str | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    sort_order: Annotated[str, Query()] = "desc",
+) -> Response:
+    names = [s.strip() for s in (status or "").split(",") if s.strip()]
+    unknown = [n for n in names if n not in cc.JOB_STATUSES]
+    if unknown:
+        return JSONResponse({"error": f"unknown status {unknown}"}, status_code=400)
+    statuses = cc.statuses_for(names) if names else list(JobStatus)
+    wanted = offset + limit + 1
+    if names and JobStatus.RUNNING in statuses:
+        # a running job is pending while its prompt waits in a backend's queue, else in
+        # progress: read them all (few: one or two per backend) and keep those asked for
+        others: list[JobStatus] = [s for s in statuses if s is not JobStatus.RUNNING]
+        jobs: list[Job] = await listed_jobs(ctx, others, limit=wanted) if others else []
+        jobs += [
+            j for j in await listed_jobs(ctx, [JobStatus.RUNNING]) if cc.job_status(j) in names
+        ]
+        jobs = sorted(jobs, key=lambda j: (j.created_at, j.id), reverse=True)[:wanted]
+    else:
+        jobs = await listed_jobs(ctx, statuses, limit=wanted)
+    if sort_order == "asc":
+        jobs.reverse()
+    page = jobs[offset : offset + limit]
+    return JSONResponse(
+        {
+            "jobs": [cc.api_job(j) for j in page],
+            "pagination": {
+                "offset": offset,
+                "limit": limit,
+                "total": len(jobs),
+                "has_more": len(jobs) > offset + limit,
+            },
+        }
+    )
+
+
+@jobs_router.get("/{job_id}")
+async def get_api_job(job_id: str, ctx: Ctx) -> Response:
+    job = await ctx.store.get(job_id)
+    if job is None:
+        return JSONResponse({"error": "Job not found"}, status_code=404)
+    return JSONResponse(cc.api_job(job, detail=True))
+
+
+@jobs_router.post("/{job_id}/cancel")
+async def cancel_api_job(job_id: str, ctx: Ctx) -> Response:
+    try:
+        view: JobView = await ctx.service.cancel(job_id)
+    except errors.NotFound:
+        return JSONResponse({"error": "Job not found"}, status_code=404)
+    return JSONResponse(cc.api_job(view.job))
+
+
+__all__ = ["add_queue_routes", "jobs_router"]
