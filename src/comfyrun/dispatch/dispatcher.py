@@ -7,8 +7,9 @@ next job is already there when the current one ends, but late-bound (core.placem
 no idle backend could take it, never behind a held prompt of higher priority, taken back when
 another backend falls idle first or a job of higher priority arrives. A job goes only to a
 backend that can run it (core.fit); one that fits only busy backends is parked (claimed, not
-placed) until one of them has room. Beside the loop: a heartbeat that renews the lease of
-every held job (and gives up a job whose lease was lost) and the sweeper (dispatch.sweeper).
+placed) until one of them has room. Held prompts move as the fleet changes (dispatch.rebalance).
+Beside the loop: a heartbeat that renews the lease of every held job (and gives up a job whose
+lease was lost) and the sweeper (dispatch.sweeper).
 
 The API never calls the dispatcher: it talks to it only through the store (enqueue; cancel moves
 a running job to `canceling`, which its run notices), so API nodes and workers can be separate
@@ -34,13 +35,7 @@ from comfyrun.core.job import COMFY, Job, JobError, JobStatus, new_prompt_id
 from comfyrun.core.placement import (
     BETTER_FIELDS,
     BackendView,
-    RunningPrompt,
     choose_for_job,
-    choose_overtaken,
-    choose_preemption,
-    choose_takeback,
-    has_room,
-    is_idle,
     may_hold,
     placement_key,
 )
@@ -49,6 +44,7 @@ from comfyrun.core.state import Event
 from comfyrun.dispatch.fitting import FleetFit
 from comfyrun.dispatch.handoff import Reservation
 from comfyrun.dispatch.inputs import make_input_placer
+from comfyrun.dispatch.rebalance import PARK_PER_BACKEND, Rebalancing
 from comfyrun.dispatch.reconcile import first_attempt_note
 from comfyrun.dispatch.relay import RelayHub
 from comfyrun.dispatch.retry_clock import RetryClock
@@ -64,15 +60,12 @@ from comfyrun.store.base import Changes, HandOff, JobStore
 
 log = logging.getLogger(__name__)
 
-#: How many claimed jobs per backend may wait (parked) for a busy backend that can run them.
-PARK_PER_BACKEND = 2
-
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-class Dispatcher:
+class Dispatcher(Rebalancing):
     """Runs queued jobs on the pool's backends until stopped."""
 
     def __init__(
@@ -393,104 +386,6 @@ class Dispatcher:
                 self._start_run(job, slot)
                 return True
         return False
-
-    async def _rebalance(self) -> bool:
-        """Take a held prompt back (deleted from ComfyUI's queue before it started) to run it
-        on a backend that fell idle, or to make room for a job of higher priority."""
-        held = self.pool.held_prompts()
-        if not held:
-            return False
-        views = self.pool.views()
-        queued = await self._claimable_priority(views)
-
-        def fits(job_id: str, backend: str) -> bool:
-            entry = self._runs.get(job_id)
-            if entry is None or not self.fit.fitter(entry[0].job)(backend):
-                return False
-            if queued is None or entry[0].job.priority > queued:
-                return True
-            # model-aware: an idle backend takes a queued job its models fit rather than a
-            # held prompt that would load others (it is not left idle either way)
-            affinity = self.router.affinity(entry[0].job)
-            return affinity is None or affinity(backend) > 0
-
-        pick = choose_takeback(views, held, fits)
-        if pick is not None:
-            return await self._move(*pick)
-        pick = choose_overtaken(views, held, self._running_prompts(), fits)
-        if pick is not None:
-            head = await self.store.next_priority()
-            mine = next(h.priority for h in held if h.job_id == pick[0])
-            if (head is None or head <= mine) and await self._move(*pick):
-                return True
-        # a held prompt must not start before a job of higher priority that waits: held
-        # elsewhere, parked, or (when there is no room for it) still in the queue
-        waiting = [h.priority for h in held] + [j.priority for j in self._parked.values()]
-        if not any(has_room(v) for v in views):
-            head = await self.store.next_priority(types=self.types)
-            if head is not None:
-                waiting.append(head)
-        victim = choose_preemption(held, max(waiting))
-        if victim is None:
-            return False
-        return await self._move(victim, None)
-
-    def _running_prompts(self) -> dict[str, RunningPrompt]:
-        """What each backend runs now, with its estimated cost left (core.placement)."""
-        found = {}
-        for name, (job_id, claimed) in self.pool.running_jobs().items():
-            entry = self._runs.get(job_id)
-            if entry is not None:
-                found[name] = RunningPrompt(name, claimed, entry[0].remaining_cost)
-        return found
-
-    async def _move(self, job_id: str, target: str | None) -> bool:
-        """Take `job_id`'s held prompt back and run the job on `target` (None: back to the
-        queue). True when something changed."""
-        entry = self._runs.get(job_id)
-        if entry is None:
-            return False
-        run, task = entry
-        slot = self.pool.try_reserve(on=target) if target is not None else None
-        if target is not None and slot is None:
-            return False
-        try:
-            moved = await run.take_back()
-        except BaseException:
-            if slot is not None:
-                slot.release()
-            raise
-        if not moved:
-            if slot is not None:
-                slot.release()
-            return True
-        # the old run ends at once, without touching the store: wait for it to let go
-        await asyncio.wait({task}, timeout=self.settings.stop_grace_s + 1.0)
-        if slot is not None:
-            self._start_run(run.job, slot, claimed=run.slot.claimed)
-        else:
-            await self.store.transition(
-                job_id,
-                Event.REQUEUE,
-                expect=JobStatus.RUNNING,
-                changes=Changes(clear_lease=True),
-                worker_id=self.worker_id,
-            )
-            log.info(
-                "job %s back in the queue: a job of higher priority waits",
-                job_id,
-                extra={"action": "job_preempted", "job_id": job_id, "backend": run.backend.name},
-            )
-        return True
-
-    async def _claimable_priority(self, views: list[BackendView]) -> int | None:
-        """With model-aware routing and an idle backend that could claim a queued job: the
-        priority of the job the queue would give; else None."""
-        if not self.router.enabled or not any(is_idle(v) for v in views):
-            return None
-        if len(self._parked) >= PARK_PER_BACKEND * max(1, len(self.pool.backends)):
-            return None
-        return await self.store.next_priority(types=self.types)
 
     def _views_without(self, slot: Slot) -> list[BackendView]:
         """The pool's views as if `slot` were not reserved (to compare its backend fairly)."""
