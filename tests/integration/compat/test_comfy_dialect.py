@@ -125,6 +125,8 @@ async def test_example_client_runs_prompts_on_several_backends(server: Server) -
             assert list(newest.json()) == ids[2:]
             window = await http.get("/api/history", params={"max_items": 2, "offset": 1})
             assert list(window.json()) == ids[1:3]
+            oldest = await http.get("/history", params={"max_items": 1, "offset": 0})
+            assert list(oldest.json()) == ids[:1]  # as ComfyUI: an offset counts from the oldest
         # the work was spread over the pool
         backends = (await http.get("/api/v2/backends")).json()["backends"]
         assert sum(1 for b in backends if b["jobs_done"] > 0) >= 2

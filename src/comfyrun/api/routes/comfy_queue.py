@@ -100,16 +100,19 @@ HELD_DROP_TIMEOUT_S = 10.0
 async def get_history(
     ctx: Ctx,
     max_items: Annotated[int | None, Query(ge=1)] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query()] = -1,
 ) -> dict[str, Any]:
     """Finished prompts (the newest 1000 at most), oldest first, as ComfyUI lists them:
-    `max_items=N` alone gives the newest N; `offset=k` counts from the oldest."""
-    jobs = await listed_jobs(ctx, sorted(TERMINAL))
-    jobs.reverse()  # oldest first
-    if max_items is not None and not offset:
-        jobs = jobs[-max_items:]
+    `max_items=N` alone (a negative offset) gives the newest N, read alone (the editor asks
+    for its last 64 on each change of the queue); `offset=k` counts from the oldest."""
+    if max_items is not None and offset < 0:
+        jobs = await listed_jobs(ctx, sorted(TERMINAL), limit=min(max_items, common.MAX_LISTED))
+        jobs.reverse()  # oldest first
     else:
-        jobs = jobs[offset : None if max_items is None else offset + max_items]
+        jobs = await listed_jobs(ctx, sorted(TERMINAL))
+        jobs.reverse()
+        start = max(0, offset)
+        jobs = jobs[start : None if max_items is None else start + max_items]
     return {j.id: cc.history_entry(j) for j in jobs}
 
 
