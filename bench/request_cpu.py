@@ -26,6 +26,8 @@ from typing import Any
 
 from comfyrun.api.app import create_app
 from comfyrun.config import Role, load_settings
+from comfyrun.core.job import JobStatus
+from comfyrun.core.state import Event
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling bench
 from hot_path import workflow
@@ -84,19 +86,27 @@ async def burst(n: int, concurrency: int, one: Callable[[], Awaitable[None]]) ->
 
 
 @asynccontextmanager
-async def fresh_app(lean: bool, queued: int = 1) -> AsyncIterator[tuple[Any, str]]:
-    """The app of `comfyrun api` on a new SQLite database with `queued` jobs, and the id of the
+async def fresh_app(
+    lean: bool, queued: int = 1, finished: int = 0
+) -> AsyncIterator[tuple[Any, str]]:
+    """The app of `comfyrun api` on a new SQLite database with `queued` jobs (the first
+    `finished` of them run to success, by the store, as a worker would), and the id of the
     first."""
     with tempfile.TemporaryDirectory() as folder:
         settings = load_settings(None, role=Role.API, data_dir=Path(folder))
         app = create_app(settings, lean=lean)
         async with app.router.lifespan_context(app):
             ids = []
-            for _ in range(queued):
+            for _ in range(max(queued, finished, 1)):
                 body = json.dumps({"workflow": workflow()}).encode()
                 status, reply = await call(app, "POST", "/api/v2/jobs", body)
                 assert status == 201, reply
                 ids.append(json.loads(reply)["id"])
+            store = app.state.ctx.store
+            for _ in range(finished):
+                job = await store.claim("bench", 60)
+                assert job is not None
+                await store.transition(job.id, Event.SUCCEED, expect=JobStatus.RUNNING)
             yield app, ids[0]
 
 
@@ -111,8 +121,10 @@ def submit(app: Any, job_id: str) -> Callable[[], Awaitable[None]]:
 
 def get(path: str, expect: int = 200) -> Callable[[Any, str], Callable[[], Awaitable[None]]]:
     def make(app: Any, job_id: str) -> Callable[[], Awaitable[None]]:
+        route, _, query = path.format(id=job_id).partition("?")
+
         async def one() -> None:
-            status, reply = await call(app, "GET", path.format(id=job_id))
+            status, reply = await call(app, "GET", route, query=query)
             assert status == expect, reply
 
         return one
@@ -120,15 +132,17 @@ def get(path: str, expect: int = 200) -> Callable[[Any, str], Callable[[], Await
     return make
 
 
-#: What is asked, how many at a time, in how many jobs queued, a round's share of --requests:
-#: the submits together (their commits grouped, as under load), the reads one by one (no store
-#: thread to wait for between them: the app's own CPU).
-KINDS: dict[str, tuple[Callable[[Any, str], Callable[[], Awaitable[None]]], int, int, int]] = {
-    "POST /api/v2/jobs, 32 at a time": (submit, 32, 1, 1),
-    "GET /api/v2/jobs/{id} (queued)": (get("/api/v2/jobs/{id}"), 1, 1, 1),
-    "GET /api/v2/stats": (get("/api/v2/stats"), 1, 1, 1),
-    "GET /history/{id} (ComfyUI's)": (get("/history/{id}"), 1, 1, 1),
-    "GET /queue (ComfyUI's), 1,000 queued": (get("/queue"), 1, 1000, 50),
+#: What is asked, how many at a time, in how many jobs (queued, of which finished), a round's
+#: share of --requests: the submits together (their commits grouped, as under load), the reads
+#: one by one (no store thread to wait for between them: the app's own CPU). The last two are
+#: what ComfyUI's editor asks on each change of the queue.
+KINDS: dict[str, tuple[Callable[[Any, str], Callable[[], Awaitable[None]]], int, int, int, int]] = {
+    "POST /api/v2/jobs, 32 at a time": (submit, 32, 1, 0, 1),
+    "GET /api/v2/jobs/{id} (queued)": (get("/api/v2/jobs/{id}"), 1, 1, 0, 1),
+    "GET /api/v2/stats": (get("/api/v2/stats"), 1, 1, 0, 1),
+    "GET /history/{id} (ComfyUI's)": (get("/history/{id}"), 1, 1, 0, 1),
+    "GET /queue (ComfyUI's), 1,000 queued": (get("/queue"), 1, 1000, 0, 50),
+    "GET /history?max_items=64, 1,000 finished": (get("/history?max_items=64"), 1, 1, 1000, 20),
 }
 
 
@@ -136,11 +150,11 @@ async def main(args: argparse.Namespace) -> None:
     """Each round, each variant on a new database (the queue grows alike in both)."""
     os.environ.setdefault("COMFYRUN_QUEUE_MAX", "100000000")
     results: dict[tuple[str, bool], list[float]] = {}
-    for kind, (make, at_once, queued, share) in KINDS.items():
+    for kind, (make, at_once, queued, finished, share) in KINDS.items():
         n = max(1, args.requests // share)
         for _ in range(args.rounds):
             for lean in (False, True):
-                async with fresh_app(lean, queued) as (app, job_id):
+                async with fresh_app(lean, queued, finished) as (app, job_id):
                     await burst(max(1, 200 // share), at_once, make(app, job_id))  # warm up
                     cpu = await burst(n, at_once, make(app, job_id))
                 results.setdefault((kind, lean), []).append(cpu)
