@@ -9,6 +9,7 @@ the caller read, with the next status taken from `comfyrun.core.state`.
 from __future__ import annotations
 
 import builtins
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -78,17 +79,33 @@ class JobPage:
 class QueueEntry:
     """An unfinished job as a listing of the queue shows it, read from the few columns that
     takes (ComfyUI's GET /queue lists up to a thousand on each change of the queue; decoding
-    whole rows was most of its cost)."""
+    whole rows was most of its cost). The workflow, options and metadata are decoded when
+    asked for: a listing that rendered a queued job before renders it again from its id."""
 
     id: str
     status: JobStatus
     #: Claimed, its prompt not started by ComfyUI yet (held in a backend's queue).
     waiting: bool
-    workflow: JSON
-    options: JSON
-    metadata: JSON
     #: The nodes whose outputs are committed so far.
     output_nodes: tuple[str, ...]
+    #: The workflow, options and metadata as read: JSON text, or values already decoded.
+    raw: tuple[Any, Any, Any]
+
+    @property
+    def workflow(self) -> JSON:
+        return _json_value(self.raw[0]) or {}
+
+    @property
+    def options(self) -> JSON:
+        return dict(_json_value(self.raw[1]) or {})
+
+    @property
+    def metadata(self) -> JSON:
+        return dict(_json_value(self.raw[2]) or {})
+
+
+def _json_value(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 @dataclass(frozen=True, slots=True)

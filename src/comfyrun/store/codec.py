@@ -115,18 +115,21 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
 
 
 def queue_entry_from_row(row: Mapping[str, Any]) -> QueueEntry:
-    """A `QueueEntry` from a row of the `queue_*` queries (its JSON columns text or decoded)."""
+    """A `QueueEntry` from a row of the `queue_*` queries (its JSON columns text or decoded;
+    the workflow, options and metadata kept as read)."""
     status = JobStatus(row["status"])
     started = execution_start(row["type"], row["started_at"], row["execution_started_at"])
-    outputs = _decoded(row["outputs"]) or []
+    outputs = row["outputs"]
+    if isinstance(outputs, str | bytes):
+        outputs = load_json(outputs)
     return QueueEntry(
         id=row["id"],
         status=status,
         waiting=status is JobStatus.RUNNING and started is None,
-        workflow=_decoded(row["workflow"]),
-        options=dict(_decoded(row["options"]) or {}),
-        metadata=dict(_decoded(row["metadata"]) or {}),
-        output_nodes=_output_nodes(o.get("node_id") for o in outputs if isinstance(o, Mapping)),
+        output_nodes=_output_nodes(
+            o.get("node_id") for o in outputs or () if isinstance(o, Mapping)
+        ),
+        raw=(row["workflow"], row["options"], row["metadata"]),
     )
 
 
@@ -136,19 +139,13 @@ def queue_entry_of(job: Job) -> QueueEntry:
         id=job.id,
         status=job.status,
         waiting=job.waiting,
-        workflow=job.workflow,
-        options=dict(job.options),
-        metadata=dict(job.metadata),
         output_nodes=_output_nodes(o.node_id for o in job.outputs),
+        raw=(job.workflow, dict(job.options), dict(job.metadata)),
     )
 
 
 def _output_nodes(node_ids: Iterable[Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(str(n) for n in node_ids if n is not None))
-
-
-def _decoded(value: Any) -> Any:
-    return load_json(value) if isinstance(value, str | bytes) else value
 
 
 def load_json(text: str | bytes) -> Any:

@@ -4,6 +4,8 @@ is a job; its prompt_id is the job id)."""
 from __future__ import annotations
 
 import contextlib
+import json
+from collections import OrderedDict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -22,6 +24,7 @@ from comfyrun.api.routes.comfy_common import (
 )
 from comfyrun.core.job import TERMINAL, Job, JobStatus
 from comfyrun.service import JobView
+from comfyrun.store.base import QueueEntry
 
 
 def add_queue_routes(router: APIRouter) -> None:
@@ -32,17 +35,69 @@ def add_queue_routes(router: APIRouter) -> None:
     router.add_api_route("/history", post_history, methods=["POST"], **EMPTY_200)
 
 
-async def get_queue(ctx: Ctx) -> dict[str, Any]:
+class QueueItems:
+    """The /queue items of queued jobs, rendered (JSON bytes), by job id: a queued job's item
+    does not change until it is claimed, and ComfyUI's editor reloads /queue on each change
+    of the queue, so each is rendered (its workflow decoded and encoded) once, not on every
+    reload. The least recently listed are dropped past `max_bytes`."""
+
+    def __init__(self, max_bytes: int = 32 << 20) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._items: OrderedDict[str, tuple[tuple[str, ...], bytes]] = OrderedDict()
+
+    def item(self, entry: QueueEntry) -> bytes:
+        if entry.status is not JobStatus.QUEUED:
+            return _render(entry)  # running, or held: few, and its outputs may grow
+        known = self._items.get(entry.id)
+        if known is not None and known[0] == entry.output_nodes:
+            self._items.move_to_end(entry.id)
+            return known[1]
+        data = _render(entry)
+        self._drop(entry.id)
+        self._items[entry.id] = (entry.output_nodes, data)
+        self.size += len(data)
+        while self.size > self.max_bytes and self._items:
+            self._drop(next(iter(self._items)))
+        return data
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _drop(self, job_id: str) -> None:
+        gone = self._items.pop(job_id, None)
+        if gone is not None:
+            self.size -= len(gone[1])
+
+
+def _render(entry: QueueEntry) -> bytes:
+    return json.dumps(cc.queue_entry_item(entry)).encode()
+
+
+def queue_items(ctx: AppContext) -> QueueItems:
+    """The app's cache of rendered queue items (shared by every key's view of the app)."""
+    items: QueueItems = ctx.extras.setdefault("comfy_queue_items", QueueItems())
+    return items
+
+
+async def get_queue(ctx: Ctx) -> Response:
     """ComfyUI's queue: the prompts running, then those pending in the order they will run
     (a claimed job whose prompt waits in a backend's queue first; at most `common.MAX_LISTED`
     queued ones, from the head of the queue)."""
     entries = await ctx.store.queue(limit=common.MAX_LISTED)
-    running = [e for e in entries if e.status is not JobStatus.QUEUED and not e.waiting]
-    pending = [e for e in entries if e.status is JobStatus.QUEUED or e.waiting]
-    return {
-        "queue_running": [cc.queue_entry_item(e) for e in running],
-        "queue_pending": [cc.queue_entry_item(e) for e in pending],
-    }
+    items = queue_items(ctx)
+    running = [items.item(e) for e in entries if e.status is not JobStatus.QUEUED and not e.waiting]
+    pending = [items.item(e) for e in entries if e.status is JobStatus.QUEUED or e.waiting]
+    body = b"".join(
+        (
+            b'{"queue_running": [',
+            b", ".join(running),
+            b'], "queue_pending": [',
+            b", ".join(pending),
+            b"]}",
+        )
+    )
+    return Response(body, media_type="application/json")
 
 
 async def post_queue(request: Request, ctx: Ctx) -> Response:

@@ -1,0 +1,75 @@
+"""The cache of ComfyUI /queue items: a queued job is rendered once, anything that may change is
+rendered again, and the cache stays within its byte budget."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from comfyrun.api.compat import comfy as cc
+from comfyrun.api.routes import comfy_queue
+from comfyrun.api.routes.comfy_queue import QueueItems
+from comfyrun.core.job import JobStatus
+from comfyrun.store.base import QueueEntry
+
+WORKFLOW = {"9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "x"}}}
+
+
+def entry(
+    job_id: str,
+    status: JobStatus = JobStatus.QUEUED,
+    *,
+    waiting: bool = False,
+    outputs: tuple[str, ...] = (),
+    workflow: dict[str, object] | None = None,
+) -> QueueEntry:
+    raw = (json.dumps(workflow or WORKFLOW), '{"extra_data": {"k": 1}}', '{"comfy_number": 7}')
+    return QueueEntry(job_id, status, waiting, outputs, raw)
+
+
+@pytest.fixture
+def renders(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    seen: list[str] = []
+    render = comfy_queue._render
+
+    def counted(e: QueueEntry) -> bytes:
+        seen.append(e.id)
+        return render(e)
+
+    monkeypatch.setattr(comfy_queue, "_render", counted)
+    return seen
+
+
+def test_an_item_is_comfyuis_tuple_rendered_once_while_queued(renders: list[str]) -> None:
+    items = QueueItems()
+    first = items.item(entry("a"))
+    assert json.loads(first) == [7, "a", WORKFLOW, {"k": 1}, ["9"]]
+    assert json.loads(first) == cc.queue_entry_item(entry("a"))
+    assert items.item(entry("a")) is first
+    assert renders == ["a"]
+    # its outputs changed (an earlier attempt's): rendered again
+    assert json.loads(items.item(entry("a", outputs=("3",))))[4] == ["3", "9"]
+    assert renders == ["a", "a"] and len(items) == 1
+
+
+def test_claimed_jobs_are_rendered_each_time(renders: list[str]) -> None:
+    items = QueueItems()
+    for _ in range(2):
+        items.item(entry("held", JobStatus.RUNNING, waiting=True))
+        items.item(entry("run", JobStatus.RUNNING))
+    assert renders == ["held", "run", "held", "run"] and len(items) == 0
+
+
+def test_the_least_recently_listed_go_past_the_budget(renders: list[str]) -> None:
+    one = len(comfy_queue._render(entry("a")))
+    renders.clear()
+    items = QueueItems(max_bytes=2 * one)
+    items.item(entry("a"))
+    items.item(entry("b"))
+    items.item(entry("a"))  # listed again: now the most recent
+    items.item(entry("c"))  # over budget: b goes
+    assert items.size <= 2 * one and len(items) == 2
+    items.item(entry("a"))
+    items.item(entry("b"))
+    assert renders == ["a", "b", "c", "b"]
