@@ -49,3 +49,20 @@ async def test_the_newest_n_are_read_alone(tmp_path: Path, monkeypatch: pytest.M
             ids
         )
         assert list((await http.get("/history")).json()) == ids
+
+
+async def test_clearing_the_history_clears_past_the_listings_cap(tmp_path: Path) -> None:
+    """POST /history {"clear": true} removes every finished prompt, not only the 1,000 one
+    listing shows; unfinished jobs stay."""
+    async with asgi_app(memory_settings(tmp_path, role="api")) as (_, http, ctx):
+        for i in range(1_005):
+            job, _ = await ctx.store.enqueue(new_job(), now=1000.0 + i)
+            claimed = await ctx.store.claim("w", 30, now=1000.0 + i)
+            assert claimed is not None and claimed.id == job.id
+            await ctx.store.transition(job.id, Event.SUCCEED, expect=JobStatus.RUNNING)
+        waiting, _ = await ctx.store.enqueue(new_job(), now=5000.0)
+        assert (await http.post("/history", json={"clear": True})).status_code == 200
+        assert (await http.get("/history")).json() == {}
+        counts = await ctx.store.counts()
+        assert counts[JobStatus.SUCCEEDED] == 0 and counts[JobStatus.QUEUED] == 1
+        assert [e.id for e in await ctx.store.queue()] == [waiting.id]

@@ -182,16 +182,30 @@ async def post_history(request: Request, ctx: Ctx) -> Response:
     body = await json_body(request)
     if not isinstance(body, dict):
         return comfy_error(400, "invalid_request", "the body is not a JSON object")
-    ids: list[str] = []
     if body.get("clear"):
-        ids += [j.id for j in await listed_jobs(ctx, sorted(TERMINAL))]
+        await _clear_history(ctx)
     delete = body.get("delete")
     if isinstance(delete, list):
-        ids += [str(i) for i in delete]
-    for job_id in ids:
-        with contextlib.suppress(errors.NotFound, errors.Conflict):
-            await ctx.service.delete(job_id)
+        for job_id in [str(i) for i in delete]:
+            with contextlib.suppress(errors.NotFound, errors.Conflict):
+                await ctx.service.delete(job_id)
     return Response(status_code=200)
+
+
+async def _clear_history(ctx: AppContext) -> None:
+    """Every finished prompt, however many are kept (a listing holds `common.MAX_LISTED`): as
+    many listings as the finished jobs at the start fill."""
+    counts = await ctx.store.counts()
+    finished = sum(counts[s] for s in TERMINAL)
+    tried: set[str] = set()
+    for _ in range(1 + finished // common.MAX_LISTED):
+        ids = [j.id for j in await listed_jobs(ctx, sorted(TERMINAL)) if j.id not in tried]
+        if not ids:
+            return
+        for job_id in ids:
+            tried.add(job_id)
+            with contextlib.suppress(errors.NotFound, errors.Conflict):
+                await ctx.service.delete(job_id)
 
 
 # ComfyUI's newer job endpoints (/api/jobs) ---------------------------------------------------
