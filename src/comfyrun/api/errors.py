@@ -104,6 +104,9 @@ async def _on_comfyrun_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """A request whose parameters or body do not validate: in the shape of the dialect of the
+    route it asked for (ComfyUI's and RunPod's answer 400, as those servers do; the v2 API,
+    422 with every problem)."""
     assert isinstance(exc, RequestValidationError)
     problems = [
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
@@ -112,7 +115,24 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     first = problems[0] if problems else {"loc": [], "msg": "invalid request"}
     where = ".".join(str(p) for p in first["loc"])
     message = f"{where}: {first['msg']}" if where else str(first["msg"])
+    dialect = route_dialect(request)
+    if dialect == "comfyui":
+        detail = "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in problems)
+        error = {"type": "invalid_request", "message": message, "details": detail, "extra_info": {}}
+        return JSONResponse({"error": error, "node_errors": {}}, status_code=400)
+    if dialect == "runpod":
+        return JSONResponse({"error": message, "code": "invalid_request"}, status_code=400)
     return error_response(422, "invalid_request", message, {"errors": problems})
+
+
+#: Route tags whose routes answer errors in another API's shape.
+DIALECTS = ("comfyui", "runpod")
+
+
+def route_dialect(request: Request) -> str | None:
+    """ "comfyui" or "runpod" when the request matched a route of that dialect (its tag)."""
+    tags = getattr(request.scope.get("route"), "tags", None) or ()
+    return next((t for t in DIALECTS if t in tags), None)
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:

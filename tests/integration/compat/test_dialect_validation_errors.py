@@ -1,0 +1,43 @@
+"""A request whose parameters do not validate is answered in the shape of the dialect it asked
+(ComfyUI's and RunPod's: 400, as those servers answer a bad request; the v2 API: its envelope,
+422), by the lean request handler and by FastAPI's own alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from tests.support.api import memory_settings
+
+from comfyrun.api.app import create_app
+from comfyrun.outputs.memory import MemoryOutputStorage
+from comfyrun.store.memory import MemoryStore
+
+
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "fastapi"])
+async def test_each_dialect_answers_in_its_own_shape(tmp_path: Path, lean: bool) -> None:
+    settings = memory_settings(tmp_path, role="api")
+    app = create_app(settings, store=MemoryStore(), storage=MemoryOutputStorage(), lean=lean)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            for path in ("/history?max_items=abc", "/api/history?offset=x", "/api/jobs?limit=0"):
+                answer = await http.get(path)
+                assert answer.status_code == 400, (path, answer.text)
+                body = answer.json()
+                assert set(body) == {"error", "node_errors"} and body["node_errors"] == {}
+                assert set(body["error"]) == {"type", "message", "details", "extra_info"}
+                assert body["error"]["type"] == "invalid_request"
+                assert "query." in body["error"]["message"]
+
+            for path in ("/runsync?wait=5", "/v2/ep/runsync?wait=abc"):
+                answer = await http.post(path, json={"input": {}})
+                assert answer.status_code == 400, (path, answer.text)
+                body = answer.json()
+                assert body["code"] == "invalid_request" and "query.wait" in body["error"]
+
+            answer = await http.get("/api/v2/jobs", params={"limit": "abc"})
+            assert answer.status_code == 422
+            assert answer.json()["error"]["code"] == "invalid_request"
+            assert answer.json()["error"]["details"]["errors"][0]["loc"] == ["query", "limit"]
