@@ -16,7 +16,7 @@ from typing import Any
 from comfyrun.core.job import COMFY, JSON
 from comfyrun.errors import InvalidParams, UnservedJobType
 from comfyrun.handlers.registry import HandlerRegistry
-from comfyrun.handlers.spec import check_type_name, parse_chain
+from comfyrun.handlers.spec import check_type_name, parse_chain, valid_type_name
 from comfyrun.store.base import WorkerRegistry
 
 #: A worker not seen for this many heartbeats no longer counts as serving its types.
@@ -69,6 +69,16 @@ class JobTypes:
                 ],
             }
         return dict(params), options
+
+    async def known(self, workers: WorkerRegistry, type_: str) -> bool:
+        """Whether `type_` names a job type other than comfy that this process has a handler
+        for or a live worker serves (a name a dialect may take for one, e.g. RunPod's
+        endpoint id)."""
+        if type_ == COMFY or not valid_type_name(type_):
+            return False
+        if self.registry.get(type_) is not None:
+            return True
+        return type_ in await workers.served_types(since=self._clock() - self.fresh_s)
 
     def _checked(self, type_: str, params: JSON, *, where: int | None) -> JSON:
         handler = self.registry.get(type_)

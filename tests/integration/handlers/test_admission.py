@@ -64,3 +64,16 @@ async def test_bad_params_and_payloads_are_refused(tmp_path: Path) -> None:
             assert r.status_code == 422, (body, r.text)
             assert "error" in r.json()
         assert (await client.get("/api/v2/jobs")).json()["jobs"] == []
+
+
+async def test_known_types_are_handlers_here_or_types_a_live_worker_serves(
+    tmp_path: Path,
+) -> None:
+    async with asgi_app(memory_settings(tmp_path, role=Role.API)) as (_, _client, ctx):
+        types = ctx.service.job_types
+        assert await types.known(ctx.store, "image")  # a built-in handler of this process
+        assert not await types.known(ctx.store, "comfy")
+        assert not await types.known(ctx.store, "Not A Type")
+        assert not await types.known(ctx.store, "upscale")
+        await ctx.store.announce_worker("elsewhere", ["upscale"])
+        assert await types.known(ctx.store, "upscale")

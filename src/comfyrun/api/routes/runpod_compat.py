@@ -4,7 +4,9 @@ POST /purge-queue, at the root and under /v2/{endpoint_id}/ (what the `runpod` S
 runpod.endpoint_url_base = "http://host:port/v2").
 
 The body is worker-comfyui's: {"input": {"workflow", "images": [{"name", "image"}]},
-"webhook"?, "policy"?: {"executionTimeout" (ms), "ttl" (ms)}}. POST /run with a top-level
+"webhook"?, "policy"?: {"executionTimeout" (ms), "ttl" (ms)}}; an input without a workflow,
+sent to an endpoint named after a job type, is a job of that type (its params the input).
+POST /run with a top-level
 "workflow" instead is the plain variant (plain_compat), and GET /status/{id} answers each job
 in the dialect it was submitted through (recorded in its metadata). A thin translator over
 JobService.
@@ -85,21 +87,44 @@ def _start_by(body: JSON) -> float | None:
     return time.time() + float(ttl) / 1000.0 if ttl is not None else None
 
 
+async def submission(ctx: AppContext, body: JSON, endpoint_id: str | None) -> Submission:
+    """A RunPod request → a Submission. worker-comfyui's input (a `workflow`) is a comfy job;
+    an input without one, sent to an endpoint named after a job type (a handler of this
+    process, or a type a live worker serves), is a job of that type whose params are the
+    input (what RunPod hands a serverless handler as `job["input"]`), its `images` the job's
+    input files."""
+    payload = body.get("input")
+    job_type = None
+    if (
+        isinstance(payload, dict)
+        and "workflow" not in payload
+        and endpoint_id
+        and await ctx.service.job_types.known(ctx.store, endpoint_id)
+    ):
+        job_type = endpoint_id
+    return runpod_submission(body, endpoint_id=endpoint_id, job_type=job_type)
+
+
 def runpod_submission(
-    body: JSON, *, endpoint_id: str | None, job_id: str | None = None
+    body: JSON,
+    *,
+    endpoint_id: str | None,
+    job_id: str | None = None,
+    job_type: str | None = None,
 ) -> Submission:
-    """A RunPod request body → a Submission (raises InvalidRequest)."""
+    """A RunPod request body → a Submission (raises InvalidRequest); with `job_type`, a job of
+    that type whose params are the input."""
     payload = body.get("input")
     if not isinstance(payload, dict):
         raise errors.InvalidRequest('the body needs an "input" object')
     workflow = payload.get("workflow")
-    if not isinstance(workflow, dict) or not workflow:
+    if job_type is None and (not isinstance(workflow, dict) or not workflow):
         raise errors.InvalidWorkflow("input.workflow must be a non-empty object (API format)")
     timeout_s, meta = _policy(body)
     options: JSON = {}
-    if payload.get("models") is not None:
+    if job_type is None and payload.get("models") is not None:
         options["models"] = payload["models"]  # checked by the service (comfyrun.models)
-    if payload.get("requirements") is not None:  # backend labels to match (core.fit)
+    if job_type is None and payload.get("requirements") is not None:  # backend labels (core.fit)
         options["requirements"] = payload["requirements"]  # checked by the service
     start_by = _start_by(body)
     if start_by is not None:
@@ -112,9 +137,23 @@ def runpod_submission(
     metadata: JSON = {rp.META_DIALECT: rp.RUNPOD, **meta}
     if endpoint_id:
         metadata["runpod_endpoint"] = endpoint_id
+    inputs = images_to_inputs(payload.get("images"))
+    if job_type is not None:
+        params = {k: v for k, v in payload.items() if k != "images"}
+        return Submission(
+            workflow={},
+            type=job_type,
+            params=params,
+            inputs=inputs,
+            options=options,
+            metadata=metadata,
+            timeout_s=timeout_s,
+            job_id=job_id,
+        )
+    assert isinstance(workflow, dict)  # checked above
     return Submission(
         workflow=workflow,
-        inputs=images_to_inputs(payload.get("images")),
+        inputs=inputs,
         options=options,
         metadata=metadata,
         timeout_s=timeout_s,
@@ -134,7 +173,7 @@ async def run(request: Request, ctx: Ctx, endpoint_id: str | None = None) -> Res
     if "input" not in body and "workflow" in body:
         return await submit_plain(ctx, body)
     try:
-        submitted = await ctx.service.submit(runpod_submission(body, endpoint_id=endpoint_id))
+        submitted = await ctx.service.submit(await submission(ctx, body, endpoint_id))
     except errors.ComfyrunError as exc:
         return error_response(exc)
     return JSONResponse({"id": submitted.job.id, "status": rp.IN_QUEUE})
@@ -150,7 +189,7 @@ async def runsync(
     if body is None:
         return _bad("the body is not a JSON object")
     try:
-        submitted = await ctx.service.submit(runpod_submission(body, endpoint_id=endpoint_id))
+        submitted = await ctx.service.submit(await submission(ctx, body, endpoint_id))
     except errors.ComfyrunError as exc:
         return error_response(exc)
     wait_s = min((wait or DEFAULT_SYNC_WAIT_MS) / 1000.0, ctx.settings.max_wait_s)
