@@ -253,6 +253,47 @@ async def test_a_prompt_relayed_by_a_run_of_this_process_is_followed_without_sto
     assert prompt_id not in reads
 
 
+async def test_a_queued_prompt_is_read_from_the_store_only_until_a_run_here_takes_it(
+    server: Server,
+) -> None:
+    """A prompt that waits in comfyrun's queue (every backend busy) is followed through the
+    store's events until a run of the socket's own process takes it up; from then on its
+    frames and its end come through the hub, and the socket reads none of its events."""
+    await server.set_faults({"delay_s": 0.3})
+    store = server.ctx.store
+    hub = server.ctx.extras["relay_hub"]
+    real_wait, real_since = store.wait_for_event, store.events_since
+    reads: list[tuple[str, bool]] = []
+
+    def note(job_id: str) -> None:
+        stack = traceback.extract_stack()
+        # the socket's own calls (not the store's inner re-reads of one wait), and whether a
+        # run of this process relayed the job as the call was made
+        if stack[-3].name == "events" and any(f.name == "_store_events" for f in stack):
+            reads.append((job_id, hub.live(job_id)))
+
+    async def wait_for_event(
+        job_id: str, after_id: int, timeout: float, *, ending: bool = False
+    ) -> list[Any]:
+        note(job_id)
+        return await real_wait(job_id, after_id, timeout, ending=ending)
+
+    async def events_since(job_id: str, after_id: int = 0) -> list[Any]:
+        note(job_id)
+        return await real_since(job_id, after_id)
+
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        # every backend's room taken (one running, one held in ComfyUI's queue each)
+        for seed in range(2 * len(server.emulator_urls)):
+            busy = await http.post("/prompt", json={"prompt": image_workflow(100 + seed)})
+            assert busy.status_code == 200, busy.text
+        with event_reads(store, wait_for_event, events_since):
+            prompt_id, mine, _ = await one_prompt(server, seed=13, timeout=30)
+    assert [m["type"] for m in mine][-2:] == ["execution_success", "executing"]
+    assert (prompt_id, False) in reads  # followed through the store while queued
+    assert (prompt_id, True) not in reads, reads
+
+
 async def test_progress_and_executing_messages_for_a_sampler(server: Server) -> None:
     await server.set_faults({"delay_s": 0.05})
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:

@@ -143,9 +143,10 @@ class ClientSession:
             self._release(job_id)
 
     async def _store_events(self, job_id: str, inbox: asyncio.Queue[tuple[str, Any]]) -> None:
-        """The job's store events, read only once no run of this process relays the job: while
-        one does, its frames and its settled job come through the hub (a run that ends
-        without settling it leaves it to the store's events, read from the first)."""
+        """The job's store events, read only while no run of this process relays the job:
+        while one does, its frames and its settled job come through the hub (a run that ends
+        without settling it leaves it to the store's events, read on from where they were
+        left). A queued job is read until a run here takes it up (or another process does)."""
         hub = relay_hub(self.ctx)
         if hub is not None:
             await hub.wait_over(job_id)
@@ -155,6 +156,8 @@ class ClientSession:
             ):
                 if event is not None:
                     inbox.put_nowait(("event", event))
+                if hub is not None and hub.live(job_id):
+                    await hub.wait_over(job_id)  # claimed here: the hub has it from now on
         except errors.NotFound:
             pass
         finally:
