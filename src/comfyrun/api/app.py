@@ -9,7 +9,6 @@ backend pool and the dispatcher, according to the process's role:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -49,16 +48,24 @@ from comfyrun.api.routing import include, index_by_segment, reject_by_prefix
 from comfyrun.api.schemas import job_to_wire
 from comfyrun.api.tenancy import Authenticator
 from comfyrun.api.webhooks import DeliveryPolicy, Render, WebhookDeliverer
+from comfyrun.api.worker_setup import (
+    asset_service,
+    dispatch_settings,
+    emulator_folders,
+    input_checker,
+    input_limits,
+    open_model_cache,
+    start_emulators,
+    start_worker,
+)
 from comfyrun.assets import AssetService
 from comfyrun.backends.catalog import BackendCatalog
 from comfyrun.config import BackendConfig, Role, Settings
 from comfyrun.core.fit import BackendOffer
 from comfyrun.core.job import JSON
 from comfyrun.dashboard.routes import router as dashboard_router
-from comfyrun.dispatch.inputs import make_input_placer
 from comfyrun.dispatch.relay import RelayHub
 from comfyrun.handlers.admission import JobTypes
-from comfyrun.inputs import check_submission
 from comfyrun.inputs.netguard import AddressPolicy
 from comfyrun.service import JobService
 from comfyrun.store.base import JobStore
@@ -173,17 +180,17 @@ async def _open(
     emulator_urls: list[str] = []
     if settings.role is not Role.API and settings.emulators:
         if settings.emulator_mode == "process":
-            backend_configs += await _emulator_folders(settings)
+            backend_configs += await emulator_folders(settings)
         else:
-            emulator_urls = await _start_emulators(settings, stack)
+            emulator_urls = await start_emulators(settings, stack)
             backend_configs += [
                 BackendConfig(name=f"emulator-{i + 1}", url=url)
                 for i, url in enumerate(emulator_urls)
             ]
-    assets = _asset_service(storage, settings.max_upload_bytes)
+    assets = asset_service(storage, settings.max_upload_bytes)
     models = None
     if settings.role is not Role.API:
-        models = await _open_model_cache(settings, assets)
+        models = await open_model_cache(settings, assets)
     pool: Any = None
     dispatcher: Any = None
     if settings.role is not Role.API and not backend_configs:
@@ -201,7 +208,7 @@ async def _open(
         plan = worker_types.type_plan(settings, registry, has_backends=bool(backend_configs))
         worker = worker_types.worker_id(settings, stack)
         if plan.dispatcher:
-            pool, dispatcher = await _start_worker(
+            pool, dispatcher = await start_worker(
                 settings,
                 stack,
                 store,
@@ -222,7 +229,7 @@ async def _open(
             plan=plan,
             worker=worker,
             assets=assets,
-            limits=_input_limits(settings),
+            limits=input_limits(settings),
             alone=dispatcher is None,
         )
 
@@ -233,7 +240,7 @@ async def _open(
         files=storage,
         object_info=_object_info_source(catalog),
         recheck_object_info=_object_info_source(catalog, recheck=True),
-        check_inputs=_input_checker(assets, settings),
+        check_inputs=input_checker(assets, settings),
         catalogs=_offer_source(catalog, pool, backend_configs),
         job_types=JobTypes(
             registry,
@@ -269,7 +276,7 @@ async def _open(
         extras={
             "relay_hub": relay_hub,
             "models": models,
-            "input_checker": lambda owned_assets: _input_checker(owned_assets, settings),
+            "input_checker": lambda owned_assets: input_checker(owned_assets, settings),
             "lane": lane,
         },
     )
@@ -370,204 +377,6 @@ def _offer_source(
         ]
 
     return offers
-
-
-async def _emulator_folders(settings: Settings) -> list[BackendConfig]:
-    """N emulated ComfyUI checkouts run as managed child processes, like a real ComfyUI."""
-    from comfyrun.comfy.emulator.folder import make_comfy_folder
-
-    configs = []
-    for i in range(settings.emulators):
-        name = f"emulator-{i + 1}"
-        folder = (settings.data_dir / "emulators" / name).resolve()
-        await asyncio.to_thread(make_comfy_folder, folder)
-        configs.append(
-            BackendConfig(
-                name=name,
-                comfy_path=folder,
-                extra_args=["--step-time", str(settings.emulator_step_time_s)],
-                lazy=False,
-                ready_timeout_s=60.0,
-            )
-        )
-    return configs
-
-
-async def _start_emulators(settings: Settings, stack: AsyncExitStack) -> list[str]:
-    """N emulated ComfyUI servers in this process, each with its own folders."""
-    from comfyrun.comfy.emulator import EmulatorConfig, start_emulator
-
-    urls = []
-    for i in range(settings.emulators):
-        root = (settings.data_dir / "emulators" / f"emulator-{i + 1}").resolve()
-        cfg = EmulatorConfig(
-            host="127.0.0.1",
-            port=0,
-            output_dir=root / "output",
-            input_dir=root / "input",
-            temp_dir=root / "temp",
-            step_time_s=settings.emulator_step_time_s,
-        )
-        for d in (cfg.output_dir, cfg.input_dir, cfg.temp_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        emu = await stack.enter_async_context(start_emulator(cfg))
-        urls.append(str(emu.url))
-    return urls
-
-
-def _backend_specs(
-    cfg: BackendConfig, index: int, settings: Settings, models: Any = None
-) -> list[Any]:
-    """The pool's specs for one backend table: one, or one per GPU (`gpus = [...]`). Managed
-    ones see the model cache through ComfyUI's extra model paths."""
-    from comfyrun.backends.pool import BackendSpec
-
-    if cfg.url is not None:
-        return [
-            BackendSpec.from_url(
-                cfg.url, name=cfg.name, labels=cfg.labels, sees_model_cache=cfg.sees_model_cache
-            )
-        ]
-    from comfyrun.backends.process import ManagedSpec
-    from comfyrun.backends.process.spec import load_prompt_file
-
-    warmup = None if cfg.warmup_prompt is None else load_prompt_file(cfg.warmup_prompt)
-    specs = []
-    for name, one in cfg.per_gpu(cfg.name or f"comfy-{index + 1}"):
-        managed = ManagedSpec(
-            name=name,
-            log_dir=(settings.data_dir / "logs").resolve(),
-            # its own input/output/temp, so processes sharing a ComfyUI folder never mix files
-            files_dir=(settings.data_dir / "backends" / name).resolve(),
-            comfy_path=one.comfy_path,
-            command=tuple(one.command) if one.command else None,
-            python=one.python or settings.comfy_python,  # None: discovered
-            cwd=one.cwd,
-            extra_args=(
-                *one.extra_args,
-                *(
-                    ("--extra-model-paths-config", str(models.extra_paths_file))
-                    if models is not None
-                    else ()
-                ),
-            ),
-            env=dict(one.env),
-            lazy=one.lazy,
-            ready_timeout_s=one.ready_timeout_s,
-            idle_stop_s=one.idle_stop_s,
-            port=one.port,
-            warmup_prompt=warmup,
-        )
-        specs.append(BackendSpec(name=name, managed=managed, labels=dict(cfg.labels)))
-    return specs
-
-
-def dispatch_settings(settings: Settings) -> Any:
-    from comfyrun.dispatch.settings import DispatchSettings
-
-    return DispatchSettings(
-        lease_s=settings.lease_s,
-        heartbeat_s=settings.heartbeat_s,
-        default_timeout_s=settings.default_timeout_s,
-        inline_max_bytes=settings.inline_output_max_bytes,
-        retention_s=settings.retention_s,
-        sweep_interval_s=settings.sweep_interval_s,
-        submit_timeout_s=settings.backend_timeout_s,
-        model_routing=settings.model_routing,
-        model_routing_window=settings.model_routing_window,
-        model_routing_max_overtake=settings.model_routing_max_overtake,
-    )
-
-
-async def _start_worker(
-    settings: Settings,
-    stack: AsyncExitStack,
-    store: JobStore,
-    storage: Any,
-    configs: Sequence[BackendConfig],
-    assets: Any,
-    relay_hub: RelayHub | None,
-    models: Any = None,
-    *,
-    worker: str,
-    registry: Any = None,
-) -> tuple[Any, Any]:
-    from comfyrun.backends.pool import BackendPool
-    from comfyrun.comfy.client import ComfyClient
-    from comfyrun.dispatch.dispatcher import Dispatcher
-
-    (settings.data_dir / "logs").mkdir(parents=True, exist_ok=True)
-    specs = [s for i, c in enumerate(configs) for s in _backend_specs(c, i, settings, models)]
-    pool = BackendPool.from_specs(specs, client_factory=ComfyClient)
-    await pool.start()
-    stack.push_async_callback(pool.stop)
-    dispatcher = Dispatcher(
-        store,
-        pool,
-        storage,
-        dispatch_settings(settings),
-        worker_id=worker,
-        handlers=registry,
-        place_inputs=_input_placer(assets, settings, store, models),
-        relay_hub=relay_hub,
-        relay_to_store=settings.role is Role.WORKER,
-    )
-    await dispatcher.start()
-    stack.push_async_callback(dispatcher.stop)
-    return pool, dispatcher
-
-
-def _asset_service(storage: Any, max_upload_bytes: int) -> AssetService:
-    return AssetService(storage, max_upload_bytes=max_upload_bytes)
-
-
-def _input_limits(settings: Settings) -> Any:
-    from comfyrun.inputs import InputLimits
-
-    return InputLimits(allow_networks=tuple(settings.fetch_allow))
-
-
-def _input_checker(assets: AssetService, settings: Settings) -> Any:
-    """The submit-time check of `inputs` and asset references."""
-    limits = _input_limits(settings)
-
-    async def check(workflow: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        result: dict[str, Any] = await check_submission(
-            workflow, inputs, assets=assets, limits=limits
-        )
-        return result
-
-    return check
-
-
-def _input_placer(assets: AssetService, settings: Settings, store: Any, models: Any) -> Any:
-    """Places a job's inputs on its backend, resolving asset references through `assets`, after
-    fetching the model files it brings into the model cache."""
-    placer = make_input_placer(assets=assets, limits=_input_limits(settings))
-    if models is None:
-        return placer
-    from comfyrun.dispatch.models import with_models
-
-    return with_models(placer, models, store)
-
-
-async def _open_model_cache(settings: Settings, assets: AssetService) -> Any:
-    """The model cache under `<data_dir>/models` (opened: folders, index, extra paths yaml)."""
-    from comfyrun.models import DownloadLimits, ModelCache, make_downloader
-
-    limits = DownloadLimits(
-        max_bytes=int(settings.model_max_gb * 1e9),
-        timeout_s=settings.model_fetch_timeout_s,
-        fetch_allow=tuple(settings.fetch_allow),
-    )
-    budget = settings.model_cache_gb
-    cache = ModelCache(
-        settings.models_dir,
-        make_downloader(limits, assets=assets),
-        budget_bytes=None if budget is None else int(budget * 1e9),
-    )
-    await asyncio.to_thread(cache.open)
-    return cache
 
 
 __all__ = ["body_limits", "create_app", "dispatch_settings"]

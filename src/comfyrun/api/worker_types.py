@@ -86,7 +86,7 @@ async def start_lane(
     alone: bool,
 ) -> Any:
     """Start the handler lane (`alone`: no dispatcher runs, so the lane sweeps too)."""
-    from comfyrun.api.app import dispatch_settings
+    from comfyrun.api.worker_setup import dispatch_settings
     from comfyrun.dispatch.handler_run import HandlerRunContext
     from comfyrun.dispatch.lane import HandlerLane
     from comfyrun.dispatch.sweeper import Sweeper

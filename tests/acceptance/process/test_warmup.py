@@ -53,9 +53,9 @@ async def test_a_failing_warm_up_is_an_error_that_says_so(tmp_path: Path) -> Non
 
 
 def test_an_unreadable_warm_up_file_is_a_configuration_error(tmp_path: Path) -> None:
-    from comfyrun.api.app import _backend_specs
+    from comfyrun.api.worker_setup import backend_specs
     from comfyrun.errors import InvalidRequest
 
     cfg = BackendConfig(comfy_path=tmp_path, warmup_prompt=tmp_path / "missing.json")
     with pytest.raises(InvalidRequest, match="cannot read warmup_prompt"):
-        _backend_specs(cfg, 0, settings(tmp_path))
+        backend_specs(cfg, 0, settings(tmp_path))
