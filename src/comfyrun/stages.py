@@ -4,8 +4,8 @@
 timestamp (`time.perf_counter()`), and costs one level check when that logger is off (always,
 unless a bench or a debugging session turns it on). The stages of one job, in order:
 
-received (the API has the request) → validated → enqueued (committed) → claimed → submitted
-(ComfyUI accepted the prompt) → started (ComfyUI's execution_start) → executed (ComfyUI's
+received (the API has the request) → validated → enqueued (committed) → claimed → sending (the
+run sends POST /prompt to ComfyUI) → submitted (ComfyUI accepted the prompt) → started (ComfyUI's execution_start) → executed (ComfyUI's
 execution_success) → collected (outputs read and stored) → committed (final state) → notified
 (the waiting request woke) → responded (the response is rendered).
 
@@ -27,6 +27,7 @@ STAGES = (
     "enqueued",
     "decided",
     "claimed",
+    "sending",
     "submitted",
     "started",
     "executed",

@@ -198,6 +198,7 @@ class JobRun(RunEnding):
             if adopted is None:
                 if prompt_id != self.noted_prompt:
                     await note_prompt(self.ctx.store, self.job, self.backend.name, prompt_id)
+                stages.mark(self.job.id, "sending")
                 try:
                     async with asyncio.timeout(settings.submit_timeout_s):
                         await client.submit(
