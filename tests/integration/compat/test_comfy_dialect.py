@@ -173,6 +173,32 @@ def event_reads(store: Any, wait_for_event: Any, events_since: Any) -> Iterator[
         store.wait_for_event, store.events_since = real
 
 
+@contextlib.contextmanager
+def socket_reads(store: Any, hub: Any) -> Iterator[list[tuple[str, bool]]]:
+    """The socket's own reads of a job's events during the block (not the store's inner
+    re-reads of one wait), each with whether a run of this process relayed the job then."""
+    real_wait, real_since = store.wait_for_event, store.events_since
+    reads: list[tuple[str, bool]] = []
+
+    def note(job_id: str) -> None:
+        stack = traceback.extract_stack()
+        if stack[-3].name == "events" and any(f.name == "_store_events" for f in stack):
+            reads.append((job_id, hub.live(job_id)))
+
+    async def wait_for_event(
+        job_id: str, after_id: int, timeout: float, *, ending: bool = False
+    ) -> list[Any]:
+        note(job_id)
+        return await real_wait(job_id, after_id, timeout, ending=ending)
+
+    async def events_since(job_id: str, after_id: int = 0) -> list[Any]:
+        note(job_id)
+        return await real_since(job_id, after_id)
+
+    with event_reads(store, wait_for_event, events_since):
+        yield reads
+
+
 async def one_prompt(
     server: Server, *, seed: int, timeout: float
 ) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
@@ -229,28 +255,10 @@ async def test_a_prompt_relayed_by_a_run_of_this_process_is_followed_without_sto
     settled, through the in-process hub), the socket does not read the job's events from the
     store at all (the run itself still watches them for a cancel)."""
     await server.set_faults({"delay_s": 0.3})  # the run is under way when the socket follows
-    store = server.ctx.store
-    real_wait, real_since = store.wait_for_event, store.events_since
-    reads: list[str] = []
-
-    def note(job_id: str) -> None:
-        if any(frame.name == "_store_events" for frame in traceback.extract_stack()):
-            reads.append(job_id)  # the socket's
-
-    async def wait_for_event(
-        job_id: str, after_id: int, timeout: float, *, ending: bool = False
-    ) -> list[Any]:
-        note(job_id)
-        return await real_wait(job_id, after_id, timeout, ending=ending)
-
-    async def events_since(job_id: str, after_id: int = 0) -> list[Any]:
-        note(job_id)
-        return await real_since(job_id, after_id)
-
-    with event_reads(store, wait_for_event, events_since):
+    with socket_reads(server.ctx.store, server.ctx.extras["relay_hub"]) as reads:
         prompt_id, mine, _ = await one_prompt(server, seed=12, timeout=20)
     assert [m["type"] for m in mine][-2:] == ["execution_success", "executing"]
-    assert prompt_id not in reads
+    assert [job_id for job_id, _ in reads if job_id == prompt_id] == []
 
 
 async def test_a_queued_prompt_is_read_from_the_store_only_until_a_run_here_takes_it(
@@ -260,34 +268,12 @@ async def test_a_queued_prompt_is_read_from_the_store_only_until_a_run_here_take
     store's events until a run of the socket's own process takes it up; from then on its
     frames and its end come through the hub, and the socket reads none of its events."""
     await server.set_faults({"delay_s": 0.3})
-    store = server.ctx.store
-    hub = server.ctx.extras["relay_hub"]
-    real_wait, real_since = store.wait_for_event, store.events_since
-    reads: list[tuple[str, bool]] = []
-
-    def note(job_id: str) -> None:
-        stack = traceback.extract_stack()
-        # the socket's own calls (not the store's inner re-reads of one wait), and whether a
-        # run of this process relayed the job as the call was made
-        if stack[-3].name == "events" and any(f.name == "_store_events" for f in stack):
-            reads.append((job_id, hub.live(job_id)))
-
-    async def wait_for_event(
-        job_id: str, after_id: int, timeout: float, *, ending: bool = False
-    ) -> list[Any]:
-        note(job_id)
-        return await real_wait(job_id, after_id, timeout, ending=ending)
-
-    async def events_since(job_id: str, after_id: int = 0) -> list[Any]:
-        note(job_id)
-        return await real_since(job_id, after_id)
-
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         # every backend's room taken (one running, one held in ComfyUI's queue each)
         for seed in range(2 * len(server.emulator_urls)):
             busy = await http.post("/prompt", json={"prompt": image_workflow(100 + seed)})
             assert busy.status_code == 200, busy.text
-        with event_reads(store, wait_for_event, events_since):
+        with socket_reads(server.ctx.store, server.ctx.extras["relay_hub"]) as reads:
             prompt_id, mine, _ = await one_prompt(server, seed=13, timeout=30)
     assert [m["type"] for m in mine][-2:] == ["execution_success", "executing"]
     assert (prompt_id, False) in reads  # followed through the store while queued

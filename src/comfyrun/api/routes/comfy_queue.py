@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -103,36 +104,51 @@ async def get_queue(ctx: Ctx) -> Response:
 async def post_queue(request: Request, ctx: Ctx) -> Response:
     """{"delete": [ids]} removes those pending prompts, {"clear": true} every pending one; a
     removed prompt never reaches the history, as in ComfyUI."""
+
+    async def pending() -> list[str]:
+        entries = await ctx.store.queue(limit=common.MAX_LISTED)
+        return [e.id for e in entries if e.status is JobStatus.QUEUED or e.waiting]
+
+    async def clear() -> None:
+        counts = await ctx.store.counts(unfinished=True)
+        await _drop_listed(counts[JobStatus.QUEUED] + counts[JobStatus.RUNNING], pending, drop)
+
+    async def drop(job_id: str) -> None:
+        await _drop_pending(ctx, job_id)
+
+    return await _clear_or_delete(request, clear, drop)
+
+
+async def _clear_or_delete(
+    request: Request, clear: Callable[[], Awaitable[None]], drop: Callable[[str], Awaitable[None]]
+) -> Response:
+    """POST /queue's and /history's body: {"clear": true} and/or {"delete": [ids]}."""
     body = await json_body(request)
     if not isinstance(body, dict):
         return comfy_error(400, "invalid_request", "the body is not a JSON object")
     if body.get("clear"):
-        await _clear_pending(ctx)
+        await clear()
     delete = body.get("delete")
     if isinstance(delete, list):
         for job_id in [str(i) for i in delete]:
-            await _drop_pending(ctx, job_id)
+            await drop(job_id)
     return Response(status_code=200)
 
 
-async def _clear_pending(ctx: AppContext) -> None:
-    """Every pending prompt, however long the queue (the listing shows `common.MAX_LISTED` at a
-    time): as many listings as the pending prompts at the start fill, so prompts submitted
-    meanwhile do not keep the request going."""
-    counts = await ctx.store.counts(unfinished=True)
-    pending = counts[JobStatus.QUEUED] + counts[JobStatus.RUNNING]
+async def _drop_listed(
+    total: int, listed: Callable[[], Awaitable[list[str]]], drop: Callable[[str], Awaitable[None]]
+) -> None:
+    """`drop` every job `listed` gives, however many (one listing shows `common.MAX_LISTED`):
+    listed again until it gives none new, at most as many times as `total` jobs (those at the
+    start) fill, so jobs added meanwhile do not keep the request going."""
     tried: set[str] = set()
-    for _ in range(1 + pending // common.MAX_LISTED):
-        ids = [
-            e.id
-            for e in await ctx.store.queue(limit=common.MAX_LISTED)
-            if (e.status is JobStatus.QUEUED or e.waiting) and e.id not in tried
-        ]
+    for _ in range(1 + total // common.MAX_LISTED):
+        ids = [job_id for job_id in await listed() if job_id not in tried]
         if not ids:
             return
         for job_id in ids:
             tried.add(job_id)
-            await _drop_pending(ctx, job_id)
+            await drop(job_id)
 
 
 async def _drop_pending(ctx: AppContext, job_id: str) -> None:
@@ -179,33 +195,20 @@ async def get_history_item(prompt_id: str, ctx: Ctx) -> dict[str, Any]:
 
 
 async def post_history(request: Request, ctx: Ctx) -> Response:
-    body = await json_body(request)
-    if not isinstance(body, dict):
-        return comfy_error(400, "invalid_request", "the body is not a JSON object")
-    if body.get("clear"):
-        await _clear_history(ctx)
-    delete = body.get("delete")
-    if isinstance(delete, list):
-        for job_id in [str(i) for i in delete]:
-            with contextlib.suppress(errors.NotFound, errors.Conflict):
-                await ctx.service.delete(job_id)
-    return Response(status_code=200)
+    """{"delete": [ids]} removes those finished prompts, {"clear": true} every one."""
 
+    async def finished() -> list[str]:
+        return [j.id for j in await listed_jobs(ctx, sorted(TERMINAL))]
 
-async def _clear_history(ctx: AppContext) -> None:
-    """Every finished prompt, however many are kept (a listing holds `common.MAX_LISTED`): as
-    many listings as the finished jobs at the start fill."""
-    counts = await ctx.store.counts()
-    finished = sum(counts[s] for s in TERMINAL)
-    tried: set[str] = set()
-    for _ in range(1 + finished // common.MAX_LISTED):
-        ids = [j.id for j in await listed_jobs(ctx, sorted(TERMINAL)) if j.id not in tried]
-        if not ids:
-            return
-        for job_id in ids:
-            tried.add(job_id)
-            with contextlib.suppress(errors.NotFound, errors.Conflict):
-                await ctx.service.delete(job_id)
+    async def clear() -> None:
+        counts = await ctx.store.counts()
+        await _drop_listed(sum(counts[s] for s in TERMINAL), finished, drop)
+
+    async def drop(job_id: str) -> None:
+        with contextlib.suppress(errors.NotFound, errors.Conflict):
+            await ctx.service.delete(job_id)
+
+    return await _clear_or_delete(request, clear, drop)
 
 
 # ComfyUI's newer job endpoints (/api/jobs) ---------------------------------------------------
