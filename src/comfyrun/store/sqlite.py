@@ -45,6 +45,7 @@ from comfyrun.store.codec import dump_json, job_from_row
 from comfyrun.store.migrate import migrate_sqlite
 from comfyrun.store.queries import queries
 from comfyrun.store.sqlbatches import SQLBatches
+from comfyrun.store.sqlreads import SQLReads
 from comfyrun.store.sqlstore import Row, SQLStore
 from comfyrun.store.sqltenancy import SQLTenancy
 from comfyrun.store.sqlworkers import SQLWorkers
@@ -549,7 +550,13 @@ def _shipped(name: str, fn: Callable[..., Coroutine[Any, Any, Any]]) -> Any:
 
 
 # Every public store call of the shared SQL code runs on the store's thread, whole.
-_SHARED = {**vars(SQLTenancy), **vars(SQLWorkers), **vars(SQLBatches), **vars(SQLStore)}
+_SHARED = {
+    **vars(SQLReads),
+    **vars(SQLTenancy),
+    **vars(SQLWorkers),
+    **vars(SQLBatches),
+    **vars(SQLStore),
+}
 for _name, _fn in list(_SHARED.items()):
     if _name.startswith("_") or _name in LOCAL or not inspect.iscoroutinefunction(_fn):
         continue

@@ -1,5 +1,6 @@
 """What the SQLite and PostgreSQL stores share: every JobStore method written once against named
-queries (`sql/<dialect>/queries.sql`). A dialect supplies its connection plumbing — transactions,
+queries (`sql/<dialect>/queries.sql`); its reads of jobs are `SQLReads` (store.sqlreads), its
+batches, keys and workers registry the other mixins. A dialect supplies its connection plumbing — transactions,
 running a named query, appending an event (PostgreSQL also NOTIFYs there) — and its waiting.
 """
 
@@ -26,30 +27,26 @@ from comfyrun.store.base import (
     ClaimNote,
     HandOff,
     JobEvent,
-    JobPage,
-    QueueEntry,
     clock_or,
 )
 from comfyrun.store.catalogs import catalog_from_row, catalog_to_row
 from comfyrun.store.codec import (
-    decode_cursor,
     dump_json,
-    encode_cursor,
     job_from_row,
     job_to_row,
     output_to_dict,
     progress_to_dict,
-    queue_entry_from_row,
 )
 from comfyrun.store.idempotency import KeyVerdict, key_scope, verdict
 from comfyrun.store.sqlbatches import SQLBatches
+from comfyrun.store.sqlreads import SQLReads
 from comfyrun.store.sqltenancy import SQLTenancy
 from comfyrun.store.sqlworkers import SQLWorkers
 
 Row = dict[str, Any]
 
 
-class SQLStore(SQLTenancy, SQLWorkers, SQLBatches, ABC):
+class SQLStore(SQLReads, SQLTenancy, SQLWorkers, SQLBatches, ABC):
     """A JobStore over SQL; subclasses provide the connection plumbing below the line."""
 
     async def __aenter__(self) -> Self:
@@ -372,108 +369,6 @@ class SQLStore(SQLTenancy, SQLWorkers, SQLBatches, ABC):
     @abstractmethod
     def work_token(self, types: Sequence[str] | None = None) -> int | None: ...
 
-    # -- reads -------------------------------------------------------------------------------
-
-    async def get(self, job_id: str) -> Job | None:
-        async with self._read() as conn:
-            row = await self._one(conn, "get", {"id": job_id})
-        return job_from_row(row) if row else None
-
-    async def get_by_prompt_id(self, prompt_id: str) -> Job | None:
-        async with self._read() as conn:
-            row = await self._one(conn, "get_by_prompt_id", {"prompt_id": prompt_id})
-        return job_from_row(row) if row else None
-
-    async def unfinished_for_client(
-        self, client_id: str, *, owner: str | None = None, limit: int = 500
-    ) -> builtins.list[Job]:
-        params = {"client_id": client_id, "owner": owner, "limit": max(0, limit)}
-        return await self._jobs("unfinished_for_client", params)
-
-    async def queue(
-        self, *, owner: str | None = None, limit: int = 1000
-    ) -> builtins.list[QueueEntry]:
-        params = {"owner": owner, "limit": max(0, limit)}
-        async with self._read() as conn:
-            rows = await self._all(conn, "queue_active", params)
-            rows += await self._all(conn, "queue_queued", params)
-        entries: dict[str, QueueEntry] = {}
-        for row in rows:  # a job claimed between the two reads (another process's) shows once
-            entries.setdefault(row["id"], queue_entry_from_row(row))
-        return builtins.list(entries.values())
-
-    async def list(
-        self,
-        *,
-        statuses: Sequence[JobStatus] | None = None,
-        owner: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> JobPage:
-        after = decode_cursor(cursor) if cursor is not None else None
-        limit = max(0, limit)
-        params = {
-            "owner": owner,
-            "after_created": after[0] if after else None,
-            "after_id": after[1] if after else None,
-            "limit": limit + 1,
-        }
-        if statuses is None:
-            jobs = await self._jobs("list", params)
-        else:
-            # One index range per status, merged: never a scan past other statuses' rows.
-            jobs = []
-            for status in set(statuses):
-                jobs += await self._jobs("list_status", params | {"status": status.value})
-            jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
-        page = jobs[:limit]
-        last = page[-1] if page and len(jobs) > limit else None
-        return JobPage(
-            jobs=page, next_cursor=encode_cursor(last.created_at, last.id) if last else None
-        )
-
-    async def queue_position(
-        self,
-        job_id: str,
-        *,
-        now: float | None = None,
-        limit: int | None = None,
-        job: Job | None = None,
-    ) -> int | None:
-        now = clock_or(now)
-        if job is None or job.id != job_id:
-            job = await self.get(job_id)
-        if job is None or job.status is not JobStatus.QUEUED:
-            return None
-        params = {
-            "now": now,
-            "priority": job.priority,
-            "fair_tag": job.fair_tag,
-            "rank_at": job.rank_at,
-            "id": job.id,
-            "limit": self._no_limit if limit is None else max(0, limit),
-        }
-        query = "queue_position_late" if job.next_run_at > now else "queue_position"
-        if query == "queue_position" and limit is not None and limit > self.first_count:
-            query, params["first"] = "queue_position_capped", self.first_count
-        async with self._read() as conn:
-            row = await self._one(conn, query, params)
-        ahead = max(0, int(row["ahead"])) if row else 0  # (>= 0: the job may just have gone)
-        return ahead if limit is None else min(ahead, max(0, limit))
-
-    async def counts(self, *, unfinished: bool = False) -> dict[JobStatus, int]:
-        counts = dict.fromkeys(JobStatus, 0)
-        async with self._read() as conn:
-            query = "counts_unfinished" if unfinished else "counts"
-            for row in await self._all(conn, query, {}):
-                counts[JobStatus(row["status"])] = int(row["n"])
-        return counts
-
-    async def oldest_queued_at(self) -> float | None:
-        async with self._read() as conn:
-            row = await self._one(conn, "oldest_queued_at", {})
-        return float(row["oldest"]) if row and row["oldest"] is not None else None
-
     # -- housekeeping ------------------------------------------------------------------------
 
     async def sweep_expired_leases(self, *, now: float | None = None) -> builtins.list[Job]:
@@ -595,20 +490,10 @@ class SQLStore(SQLTenancy, SQLWorkers, SQLBatches, ABC):
         """Called after a write to `job_id` committed, to wake this process's waiters; `work`:
         a job (of `job_type`, when known) may have become claimable."""
 
-    #: The LIMIT parameter that means "no limit" in this dialect.
-    _no_limit: Any = None
-    #: queue_position: a job with fewer runnable jobs than this behind it is "near the back"
-    #: (queue_position_capped)
-    first_count = 64
-
     @staticmethod
     def _text_list(values: builtins.list[str]) -> Any:
         """A list of strings as the dialect's query parameter."""
         return values
-
-    async def _jobs(self, name: str, params: JSON) -> builtins.list[Job]:
-        async with self._read() as conn:
-            return [job_from_row(r) for r in await self._all(conn, name, params)]
 
 
 __all__ = ["SQLStore"]
