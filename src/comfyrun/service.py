@@ -3,7 +3,8 @@
 It talks to the dispatcher only through the store: submitting enqueues, canceling applies the
 CANCEL transition (queued → canceled, running → canceling; the worker holding the job interrupts
 it), and progress arrives as store events. So API nodes and workers can be separate processes
-that share one database. Waiting for a job and following its events: comfyrun.job_watch.
+that share one database. Waiting for a job and following its events: comfyrun.job_watch;
+canceling, deleting, counting and cleaning up: comfyrun.job_admin.
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import Protocol
 
 from comfyrun import stages
 from comfyrun.config import Settings
 from comfyrun.core.batch import Batch, NewBatch
-from comfyrun.core.job import ACTIVE, COMFY, JSON, Job, JobStatus, NewJob
+from comfyrun.core.job import COMFY, JSON, Job, JobStatus, NewJob
 from comfyrun.core.queue_order import estimate_cost, head_start
-from comfyrun.core.state import Event
 from comfyrun.errors import (
     Conflict,
     IdempotencyInFlight,
@@ -32,9 +32,9 @@ from comfyrun.errors import (
 )
 from comfyrun.finished import FinishedJobs
 from comfyrun.handlers.admission import JobTypes
+from comfyrun.job_admin import CleanupResult, FileDeleter, JobAdmin, Stats
 from comfyrun.job_watch import TERMINAL_NAMES, JobView, JobWatch
 from comfyrun.models.specs import parse_models
-from comfyrun.outputs import job_prefix
 from comfyrun.prompt_checks import has_asset_refs
 from comfyrun.store.base import HandOff, JobPage, JobStore
 from comfyrun.workflow_gate import CatalogSource, ObjectInfoSource, WorkflowGate, is_ui_format
@@ -57,12 +57,6 @@ class Reservation(Protocol):
 
 #: `offer(job_type)` → a Reservation when this process's worker would run such a job at once.
 HandOffSource = Callable[[str], Reservation | None]
-
-
-class FileDeleter(Protocol):
-    """The part of the output storage the service needs: removing a job's files."""
-
-    async def delete_prefix(self, prefix: str) -> int: ...
 
 
 #: Checks a submission's `inputs` and asset references before it is queued; may return a
@@ -103,22 +97,7 @@ class Submitted:
     queue_position: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class Stats:
-    counts: dict[str, int]
-    queue_depth: int
-    running: int
-    oldest_queued_age_s: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class CleanupResult:
-    expired: int
-    deleted: int
-    files_deleted: int
-
-
-class JobService(JobWatch):
+class JobService(JobAdmin, JobWatch):
     """Submit, observe, cancel and clean up jobs. Holds no job state of its own."""
 
     def __init__(
@@ -431,110 +410,11 @@ class JobService(JobWatch):
             page = JobPage(jobs=jobs, next_cursor=page.next_cursor)
         return page
 
-    # changes ------------------------------------------------------------------------------
-
-    async def cancel(self, job_id: str) -> JobView:
-        """Idempotent: a queued job ends canceled, a running one becomes canceling, a finished
-        one is returned as it is."""
-        for _ in range(10):
-            job = await self.store.get(job_id)
-            if job is None:
-                raise NotFound(f"job {job_id} not found", details={"job_id": job_id})
-            if job.terminal or job.status is JobStatus.CANCELING:
-                return JobView(job, None)
-            try:
-                changed = await self.store.transition(
-                    job_id, Event.CANCEL, expect=job.status, now=self._clock()
-                )
-            except Conflict:
-                continue  # the status moved under us; read it again
-            log.info(
-                "job cancel requested",
-                extra={"action": "job_cancel", "job_id": job_id, "status": changed.status.value},
-            )
-            return JobView(changed, None)
-        raise Conflict(f"job {job_id} kept changing; retry the cancel")
-
-    async def delete(self, job_id: str) -> None:
-        """Delete a finished job, its events and its files."""
-        job = await self.store.get(job_id)
-        if job is None:
-            raise NotFound(f"job {job_id} not found", details={"job_id": job_id})
-        if not job.terminal:
-            raise Conflict(
-                f"job {job_id} is {job.status.value}; cancel it and wait until it ends first",
-                details={"status": job.status.value},
-            )
-        if self._files is not None:
-            await self._files.delete_prefix(job_prefix(job_id))
-        self.finished.forget(job_id)
-        await self.store.delete(job_id)
-
-    # operations -----------------------------------------------------------------------------
-
-    async def queue_remaining(self, *, fresh: bool = True) -> int:
-        """Jobs queued or running, as ComfyUI's `queue_remaining` reports it. Counting scans
-        the jobs, so unless `fresh` a count up to REMAINING_TTL_S old stands in (every /ws
-        client is told at each prompt's start)."""
-        now = time.monotonic()
-        if fresh or now - self._remaining[1] >= REMAINING_TTL_S:
-            counts = await self.store.counts(unfinished=True)
-            remaining = sum(counts.get(s, 0) for s in (JobStatus.QUEUED, *ACTIVE))
-            self._remaining[:] = [remaining, now]
-        return int(self._remaining[0])
-
-    async def stats(self) -> Stats:
-        counts = await self.store.counts()
-        oldest = await self.store.oldest_queued_at()
-        now = self._clock()
-        return Stats(
-            counts={s.value: counts.get(s, 0) for s in JobStatus},
-            queue_depth=counts.get(JobStatus.QUEUED, 0),
-            running=counts.get(JobStatus.RUNNING, 0) + counts.get(JobStatus.CANCELING, 0),
-            oldest_queued_age_s=None if oldest is None else max(0.0, now - oldest),
-        )
-
-    async def cleanup(self, max_age_hours: float | None = None) -> CleanupResult:
-        """Expire finished jobs past their retention, and delete those finished more than
-        `max_age_hours` ago (default: the retention) with their files."""
-        now = self._clock()
-        expired = cast("Sequence[Job]", await self.store.expire_finished(now=now))
-        hours = self.settings.retention_hours if max_age_hours is None else max_age_hours
-        # (cast: mypy reads `list` inside JobStore as its method of that name)
-        deleted = cast(
-            "Sequence[Job]", await self.store.delete_finished_before(now - hours * 3600.0)
-        )
-        for job in (*expired, *deleted):
-            self.finished.forget(job.id)  # what was kept at hand changed
-        files = 0
-        if self._files is not None:
-            for job in deleted:
-                files += await self._files.delete_prefix(job_prefix(job.id))
-        log.info(
-            "cleanup",
-            extra={"action": "cleanup", "expired": len(expired), "deleted": len(deleted)},
-        )
-        return CleanupResult(expired=len(expired), deleted=len(deleted), files_deleted=files)
-
-    async def reset_stuck(self, max_running_hours: float) -> Sequence[Job]:
-        """Running jobs started more than `max_running_hours` ago go back to the queue."""
-        jobs = cast(
-            "Sequence[Job]",
-            await self.store.requeue_stuck(max_running_hours * 3600.0, now=self._clock()),
-        )
-        for job in jobs:
-            log.info("job requeued", extra={"action": "job_reset_stuck", "job_id": job.id})
-        return jobs
-
-    async def ready(self) -> bool:
-        return await self.store.ping()
-
 
 # pure helpers ------------------------------------------------------------------------------
 
 #: How long a count of the queue may stand in for a fresh one (far from the bound).
 QUEUE_COUNT_TTL_S = 1.0
-REMAINING_TTL_S = 0.5
 
 
 __all__ = [
