@@ -14,7 +14,7 @@ without ever suspending, so the thread drives each call's coroutine to its end w
 `send(None)` (no event loop in the thread). A store call made from inside another (the sweeper's
 `transition`s) runs inline.
 
-Waking waiters: SQLite has no notifications. Inside one process, every commit wakes the
+Waking waiters (store.sqlite_wait, mixed in): SQLite has no notifications. Inside one process, every commit wakes the
 waiters of that job (and, when a job became claimable, `wait_for_work`) at once. Across processes
 sharing the file, a waiter also wakes every `cross_process_wait_s` (0.5 s by default), checks
 `PRAGMA data_version` (which changes only when another connection commits) and looks again
@@ -33,7 +33,7 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +45,7 @@ from comfyrun.store.codec import dump_json, job_from_row
 from comfyrun.store.migrate import migrate_sqlite
 from comfyrun.store.queries import queries
 from comfyrun.store.sqlbatches import SQLBatches
+from comfyrun.store.sqlite_wait import SQLiteWaiting
 from comfyrun.store.sqlreads import SQLReads
 from comfyrun.store.sqlstore import Row, SQLStore
 from comfyrun.store.sqltenancy import SQLTenancy
@@ -115,7 +116,7 @@ class _Call:
     future: asyncio.Future[Any]
 
 
-class SQLiteStore(SQLStore):
+class SQLiteStore(SQLiteWaiting, SQLStore):
     """A JobStore in one SQLite file (or `:memory:`, private to this store)."""
 
     def __init__(
@@ -188,84 +189,10 @@ class SQLiteStore(SQLStore):
         thread, self._thread = self._thread, None
         await asyncio.to_thread(thread.join)
 
-    # -- waiting -----------------------------------------------------------------------------
-
-    async def wait_for_event(
-        self, job_id: str, after_id: int, timeout: float, *, ending: bool = False
-    ) -> builtins.list[JobEvent]:
-        deadline = asyncio.get_running_loop().time() + timeout
-        woken = asyncio.Event()
-        waiters = self._job_waiters.setdefault(job_id, set())
-        waiters.add(woken)  # before looking, so no commit slips between the look and the wait
-        try:
-            while True:
-                woken.clear()
-                if self._reader is not None and self._version is not None:
-                    # any data version read before the events will do (see wait_for_work)
-                    version = self._version
-                    events = await self.events_since(job_id, after_id)
-                else:
-                    found: tuple[builtins.list[JobEvent], int] = await self._call(
-                        _events_and_version, (job_id, after_id), {}, read=True
-                    )
-                    events, version = found
-                    self._version = version
-                if events:
-                    return events
-                changed, _ = await self._wait(woken, deadline, version)
-                if not changed:
-                    return []
-        finally:
-            waiters.discard(woken)
-            if not waiters:
-                self._job_waiters.pop(job_id, None)
-
-    def work_token(self, types: Sequence[str] | None = None) -> int | None:
-        return self._work_counts.token(types)
-
-    async def wait_for_work(
-        self,
-        timeout: float,
-        *,
-        since: int | None = None,
-        types: Sequence[str] | None = None,
-    ) -> None:
-        if since is not None and since != self.work_token(types):
-            return  # woken before this wait began
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            woken = self._work
-            # Any data version read before now will do: another process's commit since then
-            # changes it (at worst, one it changed for was already seen: a spurious wake-up).
-            version = self._version if self._version is not None else await self._data_version()
-            changed, _ = await self._wait(woken, deadline, version)
-            if not changed or not self._work_counts.others_only(since, types):
-                return
-            # only work of other types came (a job another lane claims): wait on, no claim
-
-    async def _wait(self, woken: asyncio.Event, deadline: float, version: int) -> tuple[bool, int]:
-        """Until `woken` is set (a commit in this process) or another process commits (True),
-        or until `deadline` (False). Returns the data version seen last."""
-        loop = asyncio.get_running_loop()
-        while (remaining := deadline - loop.time()) > 0:
-            try:
-                async with asyncio.timeout(min(remaining, self.cross_process_wait_s)):
-                    await woken.wait()
-                return True, version
-            except TimeoutError:
-                pass
-            current = await self._data_version()
-            if current != version:
-                self._work_counts.add()  # another process committed: maybe work, any type
-                return True, current
-        return False, version
-
-    async def _data_version(self) -> int:
-        version: int = await self._call(_data_version, (), {}, read=True)
-        self._version = version
-        return version
-
     # -- reads that choose where they run ----------------------------------------------------
+
+    async def _events_after(self, job_id: str, after_id: int) -> builtins.list[JobEvent]:
+        return await self.events_since(job_id, after_id)
 
     async def counts(self, *, unfinished: bool = False) -> dict[JobStatus, int]:
         if unfinished and self._reader is not None:
@@ -561,19 +488,6 @@ for _name, _fn in list(_SHARED.items()):
     if _name.startswith("_") or _name in LOCAL or not inspect.iscoroutinefunction(_fn):
         continue
     setattr(SQLiteStore, _name, _shipped(_name, _fn))
-
-
-async def _data_version(store: SQLiteStore) -> int:
-    row = store._connection().execute("PRAGMA data_version").fetchone()
-    return int(row["data_version"]) if row else 0
-
-
-async def _events_and_version(
-    store: SQLiteStore, job_id: str, after_id: int
-) -> tuple[builtins.list[JobEvent], int]:
-    """A job's new events and the data version they were read at, in one trip."""
-    events: builtins.list[JobEvent] = await store.events_since(job_id, after_id)
-    return events, await _data_version(store)
 
 
 def _drive(coro: Coroutine[Any, Any, Any]) -> Any:

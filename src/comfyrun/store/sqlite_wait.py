@@ -1,0 +1,132 @@
+"""How the SQLite store waits (mixed into SQLiteStore, store.sqlite): for a job's new events and
+for new work. A commit in this process wakes its waiters at once (asyncio events set after the
+commit); another process's commit is seen by polling `PRAGMA data_version` every
+`cross_process_wait_s` while waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from comfyrun.store.base import JobEvent, WorkCounts
+
+
+class SQLiteWaiting(ABC):
+    """Waiting for events and work (SQLiteStore sets these)."""
+
+    cross_process_wait_s: float
+    _reader: Any
+    _version: int | None
+    _job_waiters: dict[str, set[asyncio.Event]]
+    _work: asyncio.Event
+    _work_counts: WorkCounts
+
+    @abstractmethod
+    async def _call(
+        self,
+        fn: Callable[..., Coroutine[Any, Any, Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        read: bool,
+    ) -> Any:
+        """Run a store call on the store's thread."""
+
+    @abstractmethod
+    async def _events_after(self, job_id: str, after_id: int) -> builtins.list[JobEvent]:
+        """The store's `events_since` (a point read the loop answers itself where it can)."""
+
+    async def wait_for_event(
+        self, job_id: str, after_id: int, timeout: float, *, ending: bool = False
+    ) -> builtins.list[JobEvent]:
+        deadline = asyncio.get_running_loop().time() + timeout
+        woken = asyncio.Event()
+        waiters = self._job_waiters.setdefault(job_id, set())
+        waiters.add(woken)  # before looking, so no commit slips between the look and the wait
+        try:
+            while True:
+                woken.clear()
+                if self._reader is not None and self._version is not None:
+                    # any data version read before the events will do (see wait_for_work)
+                    version = self._version
+                    events = await self._events_after(job_id, after_id)
+                else:
+                    found: tuple[builtins.list[JobEvent], int] = await self._call(
+                        _events_and_version, (job_id, after_id), {}, read=True
+                    )
+                    events, version = found
+                    self._version = version
+                if events:
+                    return events
+                changed, _ = await self._wait(woken, deadline, version)
+                if not changed:
+                    return []
+        finally:
+            waiters.discard(woken)
+            if not waiters:
+                self._job_waiters.pop(job_id, None)
+
+    def work_token(self, types: Sequence[str] | None = None) -> int | None:
+        return self._work_counts.token(types)
+
+    async def wait_for_work(
+        self,
+        timeout: float,
+        *,
+        since: int | None = None,
+        types: Sequence[str] | None = None,
+    ) -> None:
+        if since is not None and since != self.work_token(types):
+            return  # woken before this wait began
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            woken = self._work
+            # Any data version read before now will do: another process's commit since then
+            # changes it (at worst, one it changed for was already seen: a spurious wake-up).
+            version = self._version if self._version is not None else await self._data_version()
+            changed, _ = await self._wait(woken, deadline, version)
+            if not changed or not self._work_counts.others_only(since, types):
+                return
+            # only work of other types came (a job another lane claims): wait on, no claim
+
+    async def _wait(self, woken: asyncio.Event, deadline: float, version: int) -> tuple[bool, int]:
+        """Until `woken` is set (a commit in this process) or another process commits (True),
+        or until `deadline` (False). Returns the data version seen last."""
+        loop = asyncio.get_running_loop()
+        while (remaining := deadline - loop.time()) > 0:
+            try:
+                async with asyncio.timeout(min(remaining, self.cross_process_wait_s)):
+                    await woken.wait()
+                return True, version
+            except TimeoutError:
+                pass
+            current = await self._data_version()
+            if current != version:
+                self._work_counts.add()  # another process committed: maybe work, any type
+                return True, current
+        return False, version
+
+    async def _data_version(self) -> int:
+        version: int = await self._call(_data_version, (), {}, read=True)
+        self._version = version
+        return version
+
+
+async def _data_version(store: Any) -> int:
+    row = store._connection().execute("PRAGMA data_version").fetchone()
+    return int(row["data_version"]) if row else 0
+
+
+async def _events_and_version(
+    store: Any, job_id: str, after_id: int
+) -> tuple[builtins.list[JobEvent], int]:
+    """A job's new events and the data version they were read at, in one trip."""
+    events: builtins.list[JobEvent] = await store.events_since(job_id, after_id)
+    return events, await _data_version(store)
+
+
+__all__ = ["SQLiteWaiting"]
