@@ -88,6 +88,8 @@ class QueueEntry:
     waiting: bool
     #: The nodes whose outputs are committed so far.
     output_nodes: tuple[str, ...]
+    #: When the job was submitted (a job submitted again under the same id is another job).
+    created_at: float
     #: The workflow, options and metadata as read: JSON text, or values already decoded.
     raw: tuple[Any, Any, Any]
 

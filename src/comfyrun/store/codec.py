@@ -129,6 +129,7 @@ def queue_entry_from_row(row: Mapping[str, Any]) -> QueueEntry:
         output_nodes=_output_nodes(
             o.get("node_id") for o in outputs or () if isinstance(o, Mapping)
         ),
+        created_at=float(row["created_at"]),
         raw=(row["workflow"], row["options"], row["metadata"]),
     )
 
@@ -140,6 +141,7 @@ def queue_entry_of(job: Job) -> QueueEntry:
         status=job.status,
         waiting=job.waiting,
         output_nodes=_output_nodes(o.node_id for o in job.outputs),
+        created_at=job.created_at,
         raw=(job.workflow, dict(job.options), dict(job.metadata)),
     )
 

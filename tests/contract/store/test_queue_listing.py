@@ -60,6 +60,7 @@ async def test_running_jobs_first_then_the_queue_from_its_head(store: JobStore) 
     assert by_id[first.id].output_nodes == ("9",)
     assert by_id[urgent.id].metadata == {"m": 1} and by_id[urgent.id].output_nodes == ()
     assert by_id[plain.id].options == {}
+    assert by_id[plain.id].created_at == T0 + 30 and by_id[first.id].created_at == T0
 
 
 async def test_limit_applies_to_each_part_and_owner_filters(store: JobStore) -> None:

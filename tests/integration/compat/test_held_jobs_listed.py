@@ -11,6 +11,9 @@ import pytest
 from tests.support.api import asgi_app, memory_settings
 from tests.support.store import new_job
 
+from comfyrun.core.job import JobStatus
+from comfyrun.core.state import Event
+
 
 async def test_held_jobs_are_pending_and_started_ones_in_progress(tmp_path: Path) -> None:
     # the API role: no dispatcher here, this test claims and places jobs as a worker would
@@ -107,3 +110,21 @@ async def test_clearing_the_queue_clears_past_the_listings_cap(tmp_path: Path) -
         assert [e.id for e in await ctx.store.queue()] == [running.id]
         queue = (await http.get("/queue")).json()
         assert queue["queue_pending"] == [] and len(queue["queue_running"]) == 1
+
+
+async def test_a_prompt_id_used_again_is_listed_with_its_new_workflow(tmp_path: Path) -> None:
+    """ComfyUI lets a client use a prompt_id again once its prompt is done: /queue then lists
+    the new prompt, not the one it rendered before under that id."""
+    async with asgi_app(memory_settings(tmp_path, role="api")) as (_, http, ctx):
+        first = new_job(id="p-1", workflow={"1": {"class_type": "SaveImage", "inputs": {}}})
+        await ctx.store.enqueue(first, now=1000.0)
+        listed = (await http.get("/queue")).json()["queue_pending"]
+        assert [(item[1], item[4]) for item in listed] == [("p-1", ["1"])]
+        claimed = await ctx.store.claim("w", 30)
+        assert claimed is not None and claimed.id == "p-1"
+        await ctx.store.transition("p-1", Event.SUCCEED, expect=JobStatus.RUNNING)
+        await ctx.service.delete("p-1")
+        again = new_job(id="p-1", workflow={"7": {"class_type": "PreviewImage", "inputs": {}}})
+        await ctx.store.enqueue(again, now=2000.0)
+        listed = (await http.get("/queue")).json()["queue_pending"]
+        assert [(item[1], item[2], item[4]) for item in listed] == [("p-1", again.workflow, ["7"])]

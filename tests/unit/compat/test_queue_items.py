@@ -23,9 +23,10 @@ def entry(
     waiting: bool = False,
     outputs: tuple[str, ...] = (),
     workflow: dict[str, object] | None = None,
+    created_at: float = 1.0,
 ) -> QueueEntry:
     raw = (json.dumps(workflow or WORKFLOW), '{"extra_data": {"k": 1}}', '{"comfy_number": 7}')
-    return QueueEntry(job_id, status, waiting, outputs, raw)
+    return QueueEntry(job_id, status, waiting, outputs, created_at, raw)
 
 
 @pytest.fixture
@@ -51,6 +52,11 @@ def test_an_item_is_comfyuis_tuple_rendered_once_while_queued(renders: list[str]
     # its outputs changed (an earlier attempt's): rendered again
     assert json.loads(items.item(entry("a", outputs=("3",))))[4] == ["3", "9"]
     assert renders == ["a", "a"] and len(items) == 1
+    # another job under the same id (ComfyUI's prompt_id used again): its own item
+    other = {"5": {"class_type": "PreviewImage", "inputs": {}}}
+    again = items.item(entry("a", outputs=("3",), workflow=other, created_at=2.0))
+    assert json.loads(again)[2] == other
+    assert renders == ["a", "a", "a"] and len(items) == 1
 
 
 def test_claimed_jobs_are_rendered_each_time(renders: list[str]) -> None:

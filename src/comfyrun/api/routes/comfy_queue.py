@@ -40,23 +40,25 @@ class QueueItems:
     """The /queue items of queued jobs, rendered (JSON bytes), by job id: a queued job's item
     does not change until it is claimed, and ComfyUI's editor reloads /queue on each change
     of the queue, so each is rendered (its workflow decoded and encoded) once, not on every
-    reload. The least recently listed are dropped past `max_bytes`."""
+    reload (again when its outputs changed, or when it is another job submitted under the
+    same id). The least recently listed are dropped past `max_bytes`."""
 
     def __init__(self, max_bytes: int = 32 << 20) -> None:
         self.max_bytes = max_bytes
         self.size = 0
-        self._items: OrderedDict[str, tuple[tuple[str, ...], bytes]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[tuple[float, tuple[str, ...]], bytes]] = OrderedDict()
 
     def item(self, entry: QueueEntry) -> bytes:
         if entry.status is not JobStatus.QUEUED:
             return _render(entry)  # running, or held: few, and its outputs may grow
+        version = (entry.created_at, entry.output_nodes)
         known = self._items.get(entry.id)
-        if known is not None and known[0] == entry.output_nodes:
+        if known is not None and known[0] == version:
             self._items.move_to_end(entry.id)
             return known[1]
         data = _render(entry)
         self._drop(entry.id)
-        self._items[entry.id] = (entry.output_nodes, data)
+        self._items[entry.id] = (version, data)
         self.size += len(data)
         while self.size > self.max_bytes and self._items:
             self._drop(next(iter(self._items)))

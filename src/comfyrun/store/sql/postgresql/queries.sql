@@ -163,7 +163,8 @@ LIMIT %(limit)s;
 -- name: queue_active
 -- The running and canceling jobs (bounded by the backends' slots), claimed first first: the
 -- head of a listing of the queue (`queue`), read from the columns it shows.
-SELECT id, status, type, started_at, execution_started_at, workflow, options, metadata, outputs
+SELECT id, status, type, created_at, started_at, execution_started_at, workflow, options, metadata,
+    outputs
 FROM jobs
 WHERE status IN ('running', 'canceling')
   AND (%(owner)s::text IS NULL OR owner = %(owner)s::text)
@@ -173,7 +174,8 @@ LIMIT %(limit)s;
 -- name: queue_queued
 -- The queued jobs in claim order, the head of the queue first, off the claim index (no sort;
 -- it stops at the limit): the rest of a listing of the queue.
-SELECT id, status, type, started_at, execution_started_at, workflow, options, metadata, outputs
+SELECT id, status, type, created_at, started_at, execution_started_at, workflow, options, metadata,
+    outputs
 FROM jobs
 WHERE status = 'queued'
   AND (%(owner)s::text IS NULL OR owner = %(owner)s::text)

@@ -145,7 +145,8 @@ LIMIT :limit;
 -- name: queue_active
 -- The running and canceling jobs (bounded by the backends' slots), claimed first first: the
 -- head of a listing of the queue (`queue`), read from the columns it shows.
-SELECT id, status, type, started_at, execution_started_at, workflow, options, metadata, outputs
+SELECT id, status, type, created_at, started_at, execution_started_at, workflow, options, metadata,
+    outputs
 FROM jobs
 WHERE status IN ('running', 'canceling')
   AND (:owner IS NULL OR owner = :owner)
@@ -155,7 +156,8 @@ LIMIT :limit;
 -- name: queue_queued
 -- The queued jobs in claim order, the head of the queue first, off the claim index (no sort;
 -- it stops at the limit): the rest of a listing of the queue.
-SELECT id, status, type, started_at, execution_started_at, workflow, options, metadata, outputs
+SELECT id, status, type, created_at, started_at, execution_started_at, workflow, options, metadata,
+    outputs
 FROM jobs INDEXED BY jobs_claim
 WHERE status = 'queued'
   AND (:owner IS NULL OR owner = :owner)
