@@ -105,8 +105,8 @@ async def _on_comfyrun_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     """A request whose parameters or body do not validate: in the shape of the dialect of the
-    route it asked for (ComfyUI's and RunPod's answer 400, as those servers do; the v2 API,
-    422 with every problem)."""
+    route it asked for (ComfyUI's, RunPod's and the plain /run API's answer 400, as their
+    errors do; the v2 API, 422 with every problem)."""
     assert isinstance(exc, RequestValidationError)
     problems = [
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
@@ -120,13 +120,13 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
         detail = "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in problems)
         error = {"type": "invalid_request", "message": message, "details": detail, "extra_info": {}}
         return JSONResponse({"error": error, "node_errors": {}}, status_code=400)
-    if dialect == "runpod":
+    if dialect in ("runpod", "plain"):
         return JSONResponse({"error": message, "code": "invalid_request"}, status_code=400)
     return error_response(422, "invalid_request", message, {"errors": problems})
 
 
 #: Route tags whose routes answer errors in another API's shape.
-DIALECTS = ("comfyui", "runpod")
+DIALECTS = ("comfyui", "runpod", "plain")
 
 
 def route_dialect(request: Request) -> str | None:

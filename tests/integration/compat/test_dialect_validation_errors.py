@@ -1,6 +1,6 @@
 """A request whose parameters do not validate is answered in the shape of the dialect it asked
-(ComfyUI's and RunPod's: 400, as those servers answer a bad request; the v2 API: its envelope,
-422), by the lean request handler and by FastAPI's own alike."""
+(ComfyUI's, RunPod's and the plain /run API's: 400, as their errors are; the v2 API: its
+envelope, 422), by the lean request handler and by FastAPI's own alike."""
 
 from __future__ import annotations
 
@@ -36,6 +36,11 @@ async def test_each_dialect_answers_in_its_own_shape(tmp_path: Path, lean: bool)
                 assert answer.status_code == 400, (path, answer.text)
                 body = answer.json()
                 assert body["code"] == "invalid_request" and "query.wait" in body["error"]
+
+            answer = await http.get("/stats", params={"include_recent": "maybe"})  # plain /run's
+            assert answer.status_code == 400, answer.text
+            body = answer.json()
+            assert body["code"] == "invalid_request" and "query.include_recent" in body["error"]
 
             answer = await http.get("/api/v2/jobs", params={"limit": "abc"})
             assert answer.status_code == 422
