@@ -67,16 +67,17 @@ class SQLReads(ABC):
             "after_id": after[1] if after else None,
             "limit": limit + 1,
         }
-        if statuses is None:
-            jobs = await self._jobs("list", params)
-        else:
-            # One index range per status, merged: never a scan past other statuses' rows.
-            jobs = []
-            for status in set(statuses):
-                jobs += await self._jobs("list_status", params | {"status": status.value})
-            jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
-        page = jobs[:limit]
-        last = page[-1] if page and len(jobs) > limit else None
+        async with self._read() as conn:
+            if statuses is None:
+                rows = await self._all(conn, "list", params)
+            else:
+                # One index range per status, merged: never a scan past other statuses' rows.
+                rows = []
+                for status in set(statuses):
+                    rows += await self._all(conn, "list_status", params | {"status": status.value})
+                rows.sort(key=lambda r: (r["created_at"], r["id"]), reverse=True)
+        page = [job_from_row(r) for r in rows[:limit]]  # only the page's rows are decoded
+        last = page[-1] if page and len(rows) > limit else None
         return JobPage(
             jobs=page, next_cursor=encode_cursor(last.created_at, last.id) if last else None
         )
