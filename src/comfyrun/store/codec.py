@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -25,7 +25,7 @@ from comfyrun.core.job import (
     execution_start,
 )
 from comfyrun.errors import InvalidRequest
-from comfyrun.store.base import QueueEntry
+from comfyrun.store.base import JobPage, QueueEntry
 
 #: Job fields kept as JSON (TEXT in SQLite, JSONB in PostgreSQL).
 JSON_COLUMNS: frozenset[str] = frozenset(
@@ -222,6 +222,26 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
         raise InvalidRequest("invalid cursor", details={"cursor": cursor}) from exc
 
 
+def page_params(cursor: str | None, limit: int) -> JSON:
+    """A newest-first page query's parameters: after the cursor's (created_at, id), one row
+    more than the page (to tell whether another follows)."""
+    after = decode_cursor(cursor) if cursor is not None else None
+    return {
+        "after_created": after[0] if after else None,
+        "after_id": after[1] if after else None,
+        "limit": max(0, limit) + 1,
+    }
+
+
+def job_page(rows: Sequence[Mapping[str, Any]], limit: int) -> JobPage:
+    """The page of up to `limit` jobs from a page query's newest-first rows (only the page's
+    rows are decoded), with a cursor when more follow."""
+    limit = max(0, limit)
+    page = [job_from_row(r) for r in rows[:limit]]
+    last = page[-1] if page and len(rows) > limit else None
+    return JobPage(jobs=page, next_cursor=encode_cursor(last.created_at, last.id) if last else None)
+
+
 __all__ = [
     "JOB_COLUMNS",
     "JSON_COLUMNS",
@@ -234,10 +254,12 @@ __all__ = [
     "error_to_dict",
     "job_from_dict",
     "job_from_row",
+    "job_page",
     "job_to_dict",
     "job_to_row",
     "output_from_dict",
     "output_to_dict",
+    "page_params",
     "progress_from_dict",
     "progress_to_dict",
 ]

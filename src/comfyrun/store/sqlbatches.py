@@ -17,11 +17,11 @@ from comfyrun.store.base import JobPage, clock_or
 from comfyrun.store.codec import (
     batch_from_row,
     batch_to_row,
-    decode_cursor,
     dump_json,
-    encode_cursor,
     job_from_row,
+    job_page,
     job_to_row,
+    page_params,
 )
 
 Row = dict[str, Any]
@@ -70,20 +70,9 @@ class SQLBatches(ABC):
     async def batch_jobs(
         self, batch_id: str, *, limit: int = 100, cursor: str | None = None
     ) -> JobPage:
-        after = decode_cursor(cursor) if cursor is not None else None
-        limit = max(0, limit)
-        params = {
-            "id": batch_id,
-            "after_created": after[0] if after else None,
-            "after_id": after[1] if after else None,
-            "limit": limit + 1,
-        }
-        jobs = await self._jobs("batch_jobs", params)
-        page = jobs[:limit]
-        last = page[-1] if page and len(jobs) > limit else None
-        return JobPage(
-            jobs=page, next_cursor=encode_cursor(last.created_at, last.id) if last else None
-        )
+        params = {"id": batch_id, **page_params(cursor, limit)}
+        async with self._read() as conn:
+            return job_page(await self._all(conn, "batch_jobs", params), limit)
 
     async def cancel_batch(
         self, batch_id: str, *, now: float | None = None
@@ -204,6 +193,3 @@ class SQLBatches(ABC):
     async def _committed(
         self, job_id: str, *, work: bool = False, job_type: str | None = None
     ) -> None: ...
-
-    @abstractmethod
-    async def _jobs(self, name: str, params: JSON) -> builtins.list[Job]: ...

@@ -11,7 +11,7 @@ from typing import Any
 
 from comfyrun.core.job import JSON, Job, JobStatus
 from comfyrun.store.base import JobPage, QueueEntry, clock_or
-from comfyrun.store.codec import decode_cursor, encode_cursor, job_from_row, queue_entry_from_row
+from comfyrun.store.codec import job_from_row, job_page, page_params, queue_entry_from_row
 
 Row = dict[str, Any]
 
@@ -59,14 +59,7 @@ class SQLReads(ABC):
         limit: int = 50,
         cursor: str | None = None,
     ) -> JobPage:
-        after = decode_cursor(cursor) if cursor is not None else None
-        limit = max(0, limit)
-        params = {
-            "owner": owner,
-            "after_created": after[0] if after else None,
-            "after_id": after[1] if after else None,
-            "limit": limit + 1,
-        }
+        params = {"owner": owner, **page_params(cursor, limit)}
         async with self._read() as conn:
             if statuses is None:
                 rows = await self._all(conn, "list", params)
@@ -76,11 +69,7 @@ class SQLReads(ABC):
                 for status in set(statuses):
                     rows += await self._all(conn, "list_status", params | {"status": status.value})
                 rows.sort(key=lambda r: (r["created_at"], r["id"]), reverse=True)
-        page = [job_from_row(r) for r in rows[:limit]]  # only the page's rows are decoded
-        last = page[-1] if page and len(rows) > limit else None
-        return JobPage(
-            jobs=page, next_cursor=encode_cursor(last.created_at, last.id) if last else None
-        )
+        return job_page(rows, limit)
 
     async def queue_position(
         self,

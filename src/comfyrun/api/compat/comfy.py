@@ -77,23 +77,29 @@ def _node_sort_key(node_id: str) -> tuple[int, str]:
 def queue_item(job: Job) -> list[Any]:
     """[number, prompt_id, prompt, extra_data, outputs_to_execute], as in GET /queue."""
     nodes = (o.node_id for o in job.outputs)
-    return [
-        number_of(job),
-        job.id,
-        job.workflow,
-        extra_data_of(job),
-        outputs_to_execute(job.workflow, nodes),
-    ]
+    return _prompt_tuple(job.id, job.workflow, job.options, job.metadata, nodes)
 
 
 def queue_entry_item(entry: QueueEntry) -> list[Any]:
     """`queue_item` of a job as a listing of the queue reads it."""
+    return _prompt_tuple(
+        entry.id, entry.workflow, entry.options, entry.metadata, entry.output_nodes
+    )
+
+
+def _prompt_tuple(
+    prompt_id: str,
+    workflow: Mapping[str, Any],
+    options: Mapping[str, Any],
+    metadata: Mapping[str, Any],
+    output_nodes: Iterable[str],
+) -> list[Any]:
     return [
-        _number(entry.metadata),
-        entry.id,
-        entry.workflow,
-        _extra_data(entry.options, entry.metadata),
-        outputs_to_execute(entry.workflow, entry.output_nodes),
+        _number(metadata),
+        prompt_id,
+        workflow,
+        _extra_data(options, metadata),
+        outputs_to_execute(workflow, output_nodes),
     ]
 
 
