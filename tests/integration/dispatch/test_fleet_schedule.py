@@ -18,7 +18,7 @@ from tests.support.fleet import Run, Wait, history_runs, idle_while_waiting
 from comfyrun.config import BackendConfig
 from comfyrun.core.job import Job, JobStatus
 
-from .conftest import Engine
+from .conftest import Engine, warm_up
 
 Make = Callable[..., Awaitable[Engine]]
 
@@ -60,19 +60,6 @@ async def eventually(engine: Engine, job_id: str, predicate: Callable[[Job], boo
             if job is not None and predicate(job):
                 return job
             await asyncio.sleep(0.01)
-
-
-async def warm_up(engine: Engine) -> None:
-    """One small job on each backend, then their histories cleared: a fleet's first job waits
-    for cold-start work (the backends' node catalogs read, first connections, the emulators'
-    first run), which on a loaded machine took 1.7 s with every backend idle: not what these
-    tests measure."""
-    jobs = [await engine.submit(job_of(1, 1000 + i)) for i in range(len(engine.emulators))]
-    for job in jobs:
-        assert (await engine.wait(job.id, timeout=60)).status is JobStatus.SUCCEEDED
-    async with httpx.AsyncClient(timeout=10) as http:
-        for url in urls(engine).values():
-            (await http.post(f"{url}/history", json={"clear": True})).raise_for_status()
 
 
 def waits(jobs: list[Job], runs: list[Run], backends: frozenset[str]) -> list[Wait]:
