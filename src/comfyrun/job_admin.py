@@ -55,8 +55,10 @@ class JobAdmin(ABC):
     finished: FinishedJobs
     _files: FileDeleter | None
     _clock: Callable[[], float]
-    #: [jobs queued or running, when counted]: shared with the views `using` makes
-    _remaining: list[float]
+    #: each key's last count of its jobs queued or running, and when ("": every job's); shared
+    #: with the views `using` makes
+    _remaining: dict[str, tuple[int, float]]
+    _key_scope: str
 
     # changes ------------------------------------------------------------------------------
 
@@ -100,15 +102,16 @@ class JobAdmin(ABC):
     # operations -----------------------------------------------------------------------------
 
     async def queue_remaining(self, *, fresh: bool = True) -> int:
-        """Jobs queued or running, as ComfyUI's `queue_remaining` reports it. Counting scans
-        the jobs, so unless `fresh` a count up to REMAINING_TTL_S old stands in (every /ws
-        client is told at each prompt's start)."""
+        """Jobs queued or running (an API key's own, in its view), as ComfyUI's
+        `queue_remaining` reports it. Counting scans the jobs, so unless `fresh` a count up to
+        REMAINING_TTL_S old stands in (every /ws client is told at each prompt's start)."""
         now = time.monotonic()
-        if fresh or now - self._remaining[1] >= REMAINING_TTL_S:
+        kept = self._remaining.get(self._key_scope)  # a key's own jobs (its store's view)
+        if fresh or kept is None or now - kept[1] >= REMAINING_TTL_S:
             counts = await self.store.counts(unfinished=True)
             remaining = sum(counts.get(s, 0) for s in (JobStatus.QUEUED, *ACTIVE))
-            self._remaining[:] = [remaining, now]
-        return int(self._remaining[0])
+            kept = self._remaining[self._key_scope] = (remaining, now)
+        return kept[0]
 
     async def stats(self) -> Stats:
         counts = await self.store.counts()

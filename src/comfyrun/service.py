@@ -136,7 +136,7 @@ class JobService(JobAdmin, JobWatch):
         self._in_flight_keys: set[str] = set()
         self._key_scope = ""  # whose idempotency keys these are (see `using`)
         # [jobs queued or running, when counted]: shared with the views `using` makes
-        self._remaining: list[float] = [0, -1e9]
+        self._remaining: dict[str, tuple[int, float]] = {}
         # (queued jobs counted, when, jobs submitted since): see _enforce_queue_bound
         self._queued_estimate: tuple[int, float, int] = (0, -1e9, 0)
 

@@ -300,8 +300,10 @@ class OwnedStore:
     ) -> int | None:
         return await self.inner.queue_position(job_id, now=now, limit=limit, job=job)
 
-    async def counts(self, *, unfinished: bool = False) -> dict[JobStatus, int]:
-        return await self.inner.counts(unfinished=unfinished)
+    async def counts(
+        self, *, unfinished: bool = False, owner: str | None = None
+    ) -> dict[JobStatus, int]:
+        return await self.inner.counts(unfinished=unfinished, owner=self.owner)
 
     async def oldest_queued_at(self) -> float | None:
         return await self.inner.oldest_queued_at()

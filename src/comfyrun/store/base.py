@@ -407,10 +407,13 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
         `limit` the count stops there and the answer is min(position, limit). `job`: that job
         as the caller has just enqueued or read it, counted from without reading it again."""
 
-    async def counts(self, *, unfinished: bool = False) -> dict[JobStatus, int]:
+    async def counts(
+        self, *, unfinished: bool = False, owner: str | None = None
+    ) -> dict[JobStatus, int]:
         """Jobs per status. With `unfinished`, only queued, running and canceling jobs are
         counted (the others read 0): a look at the queue that costs what the queue holds,
-        not what the history holds."""
+        not what the history holds. With `owner`, only that API key's jobs (what a key's
+        view of the store counts: api.tenancy.OwnedStore)."""
 
     async def oldest_queued_at(self) -> float | None: ...
 

@@ -386,10 +386,14 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
         )
         return ahead if limit is None else min(ahead, max(0, limit))
 
-    async def counts(self, *, unfinished: bool = False) -> dict[JobStatus, int]:
+    async def counts(
+        self, *, unfinished: bool = False, owner: str | None = None
+    ) -> dict[JobStatus, int]:
         counts = dict.fromkeys(JobStatus, 0)
         for job in self._jobs.values():
-            if not unfinished or job.status not in TERMINAL:
+            if (not unfinished or job.status not in TERMINAL) and (
+                owner is None or job.owner == owner
+            ):
                 counts[job.status] += 1
         return counts
 

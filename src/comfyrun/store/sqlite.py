@@ -194,13 +194,15 @@ class SQLiteStore(SQLiteWaiting, SQLStore):
     async def _events_after(self, job_id: str, after_id: int) -> builtins.list[JobEvent]:
         return await self.events_since(job_id, after_id)
 
-    async def counts(self, *, unfinished: bool = False) -> dict[JobStatus, int]:
-        if unfinished and self._reader is not None:
+    async def counts(
+        self, *, unfinished: bool = False, owner: str | None = None
+    ) -> dict[JobStatus, int]:
+        if unfinished and owner is None and self._reader is not None:
             found = self._few_unfinished()
             if found is not None:
                 return found
         counted: dict[JobStatus, int] = await self._call(
-            SQLStore.counts, (), {"unfinished": unfinished}, read=True
+            SQLStore.counts, (), {"unfinished": unfinished, "owner": owner}, read=True
         )
         return counted
 

@@ -100,11 +100,16 @@ class SQLReads(ABC):
         ahead = max(0, int(row["ahead"])) if row else 0  # (>= 0: the job may just have gone)
         return ahead if limit is None else min(ahead, max(0, limit))
 
-    async def counts(self, *, unfinished: bool = False) -> dict[JobStatus, int]:
+    async def counts(
+        self, *, unfinished: bool = False, owner: str | None = None
+    ) -> dict[JobStatus, int]:
         counts = dict.fromkeys(JobStatus, 0)
+        query = "counts_unfinished" if unfinished else "counts"
+        params: JSON = {}
+        if owner is not None:
+            query, params = f"{query}_of_owner", {"owner": owner}
         async with self._read() as conn:
-            query = "counts_unfinished" if unfinished else "counts"
-            for row in await self._all(conn, query, {}):
+            for row in await self._all(conn, query, params):
                 counts[JobStatus(row["status"])] = int(row["n"])
         return counts
 

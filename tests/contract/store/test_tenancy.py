@@ -122,3 +122,39 @@ async def test_time_on_a_backend_is_added_to_the_key(store: JobStore) -> None:
     assert used is not None
     assert used.gpu_seconds == pytest.approx(7.5, abs=0.01)
     assert used.jobs_submitted == 1
+
+
+async def test_counts_of_one_key_are_its_jobs_alone(store: JobStore) -> None:
+    a, b = await a_key(store, name="team-a"), await a_key(store, name="team-b")
+    first, _ = await store.enqueue(new_job(owner=a.id), now=T0)
+    await store.enqueue(new_job(owner=a.id), now=T0 + 1)
+    await store.enqueue(new_job(owner=b.id), now=T0 + 2)
+    await store.enqueue(new_job(), now=T0 + 3)  # no key's (an admin's, or no keys at all)
+    claimed = await store.claim("w1", 30, now=T0 + 4)
+    assert claimed is not None and claimed.id == first.id
+    await store.transition(
+        first.id, Event.SUCCEED, expect=JobStatus.RUNNING, now=T0 + 5, worker_id="w1"
+    )
+    claimed = await store.claim("w1", 30, now=T0 + 6)  # b's, by the keys' fair share
+    assert claimed is not None and claimed.owner == b.id
+
+    def nonzero(counts: dict[JobStatus, int]) -> dict[JobStatus, int]:
+        assert set(counts) == set(JobStatus)  # every status, 0 where none
+        return {status: n for status, n in counts.items() if n}
+
+    assert nonzero(await store.counts(owner=a.id)) == {
+        JobStatus.SUCCEEDED: 1,
+        JobStatus.QUEUED: 1,
+    }
+    assert nonzero(await store.counts(unfinished=True, owner=a.id)) == {JobStatus.QUEUED: 1}
+    assert nonzero(await store.counts(owner=b.id)) == {JobStatus.RUNNING: 1}
+    assert nonzero(await store.counts(owner="nobody")) == {}
+    assert nonzero(await store.counts()) == {
+        JobStatus.SUCCEEDED: 1,
+        JobStatus.RUNNING: 1,
+        JobStatus.QUEUED: 2,
+    }
+    assert nonzero(await store.counts(unfinished=True)) == {
+        JobStatus.RUNNING: 1,
+        JobStatus.QUEUED: 2,
+    }

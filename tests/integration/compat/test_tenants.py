@@ -286,3 +286,64 @@ async def test_a_key_over_its_quota_gets_429_in_each_dialect(server: Server) -> 
     assert v2.json()["error"]["code"] == "quota_exceeded"
     assert comfy.json()["error"]["type"] == "quota_exceeded"
     assert runpod.json()["code"] == task.json()["code"] == "quota_exceeded"
+
+
+async def test_the_counts_a_key_is_told_are_its_own(server: Server) -> None:
+    """RunPod's /health, the plain /stats and ComfyUI's queue size (at a socket's greeting and
+    in each broadcast) count the caller's own jobs; an admin key's count every job. The
+    backends (RunPod's workers) are the fleet's, the same for everyone."""
+    a = await mint(server, "team-a", ["submit", "read"])
+    b = await mint(server, "team-b", ["submit", "read"])
+    body = {"workflow": image_workflow(prefix="b", size=8)}
+    done = (await b.http.post("/api/v2/jobs", params={"wait": 60}, json=body)).json()
+    assert done["status"] == "succeeded"
+    await server.set_faults({"hang": True})
+    try:
+        for color in range(3):
+            body = {"prompt": image_workflow(color, prefix="a", size=8)}
+            assert (await a.http.post("/prompt", json=body)).status_code == 200
+
+        health_a = (await a.http.get("/health")).json()
+        health_b = (await b.http.get("/health")).json()
+        assert health_a["jobs"]["inQueue"] + health_a["jobs"]["inProgress"] == 3
+        assert health_a["jobs"]["completed"] == 0
+        assert health_b["jobs"] == {
+            "completed": 1,
+            "failed": 0,
+            "inProgress": 0,
+            "inQueue": 0,
+            "retried": 0,
+        }
+        assert health_a["workers"] == health_b["workers"]
+        stats_b = (await b.http.get("/stats")).json()
+        assert (stats_b["total_jobs"], stats_b["completed_jobs"]) == (1, 1)
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        async with httpx.AsyncClient(base_url=server.url, headers=admin, timeout=30) as root:
+            assert (await root.get("/health")).json()["job_stats"]["total"] == 4
+            assert (await root.get("/stats")).json()["total_jobs"] == 4
+
+        host = server.url.removeprefix("http://")
+
+        async def status_of(ws: Any) -> int:
+            async with asyncio.timeout(20):
+                while True:
+                    raw = await ws.recv()
+                    message = json.loads(raw) if isinstance(raw, str) else {}
+                    if message.get("type") == "status":
+                        remaining: int = message["data"]["status"]["exec_info"]["queue_remaining"]
+                        return remaining
+
+        async with (
+            websockets.connect(f"ws://{host}/ws?clientId=ca", additional_headers=a.headers) as ws_a,
+            websockets.connect(f"ws://{host}/ws?clientId=cb", additional_headers=b.headers) as ws_b,
+            websockets.connect(f"ws://{host}/ws?clientId=cr", additional_headers=admin) as ws_root,
+        ):
+            assert [await status_of(ws) for ws in (ws_a, ws_b, ws_root)] == [3, 0, 3]
+            # a new prompt of A's: each socket is told its own queue's size
+            body = {"prompt": image_workflow(7, prefix="a", size=8), "client_id": "ca"}
+            assert (await a.http.post("/prompt", json=body)).status_code == 200
+            assert await status_of(ws_a) == 4
+            assert await status_of(ws_b) == 0
+            assert await status_of(ws_root) == 4
+    finally:
+        await server.set_faults({"hang": False})

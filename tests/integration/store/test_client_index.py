@@ -41,3 +41,23 @@ def test_the_index_key_is_the_relays_client_key() -> None:
     assert META_CLIENT_ID == COMFY_CLIENT_ID
     assert f"'$.{COMFY_CLIENT_ID}'" in queries("sqlite")["unfinished_for_client"]
     assert f"'{COMFY_CLIENT_ID}'" in queries("postgresql")["unfinished_for_client"]
+
+
+def test_a_keys_counts_read_only_its_index(tmp_path: Path) -> None:
+    """An API key's jobs are counted per status from jobs_owner_status alone (a covering
+    index): no other key's jobs, and none of the rows, are read."""
+    from comfyrun.store.migrate import migrate_sqlite
+
+    conn = sqlite3.connect(tmp_path / "jobs.db")
+    try:
+        migrate_sqlite(conn)
+        for name in ("counts_of_owner", "counts_unfinished_of_owner"):
+            plan = conn.execute(
+                "EXPLAIN QUERY PLAN " + queries("sqlite")[name], {"owner": "k1"}
+            ).fetchall()
+            assert any("USING COVERING INDEX jobs_owner_status" in str(row[-1]) for row in plan), (
+                name,
+                plan,
+            )
+    finally:
+        conn.close()

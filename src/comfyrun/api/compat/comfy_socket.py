@@ -221,14 +221,16 @@ class ComfyClients:
             again = self._again
 
     async def broadcast_status(self) -> None:
-        """Tell every socket the fleet's queue size (ComfyUI's `status` broadcast)."""
-        sessions = list(self._sessions.values())
-        if not sessions:
-            return
-        message = await status_message(sessions[0].ctx, None)  # the fleet's, whoever asks
-        for session in sessions:
-            with contextlib.suppress(Exception):  # a stuck socket must not hold up the rest
-                await asyncio.wait_for(session.send(message), BROADCAST_TIMEOUT_S)
+        """Tell every socket its queue's size (ComfyUI's `status` broadcast): the jobs of its
+        API key, or every job for a socket without one (counted once per key)."""
+        by_owner: dict[str | None, list[ClientSession]] = {}
+        for session in list(self._sessions.values()):
+            by_owner.setdefault(session.owner, []).append(session)
+        for sessions in by_owner.values():
+            message = await status_message(sessions[0].ctx, None)
+            for session in sessions:
+                with contextlib.suppress(Exception):  # a stuck socket must not hold up the rest
+                    await asyncio.wait_for(session.send(message), BROADCAST_TIMEOUT_S)
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:

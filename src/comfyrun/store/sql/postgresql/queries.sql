@@ -269,6 +269,15 @@ SELECT status, count(*) AS n FROM jobs
 WHERE status IN ('queued', 'running', 'canceling')
 GROUP BY status;
 
+-- name: counts_of_owner
+-- An API key's jobs per status (index-only: jobs_owner_status).
+SELECT status, count(*) AS n FROM jobs WHERE owner = %(owner)s GROUP BY status;
+
+-- name: counts_unfinished_of_owner
+SELECT status, count(*) AS n FROM jobs
+WHERE owner = %(owner)s AND status IN ('queued', 'running', 'canceling')
+GROUP BY status;
+
 -- name: counts_unfinished_upto
 -- As counts_unfinished when there are fewer than `limit` such jobs (a bounded read; SQLite
 -- runs it on the event loop's thread).

@@ -248,6 +248,15 @@ SELECT status, count(*) AS n FROM jobs
 WHERE status IN ('queued', 'running', 'canceling')
 GROUP BY status;
 
+-- name: counts_of_owner
+-- An API key's jobs per status (index-only: jobs_owner_status).
+SELECT status, count(*) AS n FROM jobs WHERE owner = :owner GROUP BY status;
+
+-- name: counts_unfinished_of_owner
+SELECT status, count(*) AS n FROM jobs
+WHERE owner = :owner AND status IN ('queued', 'running', 'canceling')
+GROUP BY status;
+
 -- name: counts_unfinished_upto
 -- As counts_unfinished when there are fewer than `limit` such jobs (a bounded read, run on
 -- the event loop's thread).
