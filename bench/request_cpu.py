@@ -143,6 +143,7 @@ KINDS: dict[str, tuple[Callable[[Any, str], Callable[[], Awaitable[None]]], int,
     "GET /history/{id} (ComfyUI's)": (get("/history/{id}"), 1, 1, 0, 1),
     "GET /queue (ComfyUI's), 1,000 queued": (get("/queue"), 1, 1000, 0, 50),
     "GET /history?max_items=64, 1,000 finished": (get("/history?max_items=64"), 1, 1, 1000, 20),
+    "GET /history (a script's), 1,000 finished": (get("/history"), 1, 1, 1000, 50),
 }
 
 

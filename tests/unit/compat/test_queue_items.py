@@ -1,5 +1,5 @@
-"""The cache of ComfyUI /queue items: a queued job is rendered once, anything that may change is
-rendered again, and the cache stays within its byte budget."""
+"""The caches of ComfyUI /queue items and /history entries: a queued or finished job is rendered
+once, anything that may change is rendered again, and a cache stays within its byte budget."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 
 from comfyrun.api.compat import comfy as cc
 from comfyrun.api.routes import comfy_queue
-from comfyrun.api.routes.comfy_queue import QueueItems
-from comfyrun.core.job import JobStatus
+from comfyrun.api.routes.comfy_queue import HistoryItems, QueueItems
+from comfyrun.core.job import Job, JobStatus
 from comfyrun.store.base import QueueEntry
 
 WORKFLOW = {"9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "x"}}}
@@ -79,3 +79,41 @@ def test_the_least_recently_listed_go_past_the_budget(renders: list[str]) -> Non
     items.item(entry("a"))
     items.item(entry("b"))
     assert renders == ["a", "b", "c", "b"]
+
+
+def finished(job_id: str, finished_at: float = 5.0, **kw: object) -> Job:
+    values: dict[str, object] = {
+        "id": job_id,
+        "workflow": WORKFLOW,
+        "status": JobStatus.SUCCEEDED,
+        "created_at": 1.0,
+        "started_at": 2.0,
+        "finished_at": finished_at,
+        "attempts": 1,
+        "metadata": {cc.META_NUMBER: 3},
+    }
+    values.update(kw)
+    return Job(**values)  # type: ignore[arg-type]
+
+
+def test_a_history_entry_is_rendered_once_until_the_job_finishes_anew(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[str] = []
+    render = comfy_queue._render_history
+
+    def counted(job: Job) -> bytes:
+        seen.append(job.id)
+        return render(job)
+
+    monkeypatch.setattr(comfy_queue, "_render_history", counted)
+    items = HistoryItems()
+    first = items.entry(finished("a"))
+    assert json.loads(first) == json.loads(json.dumps(cc.history_entry(finished("a"))))
+    assert json.loads(first)["prompt"][:2] == [3, "a"]
+    assert items.entry(finished("a")) is first
+    assert seen == ["a"]
+    # run again under its id (RunPod's /retry) and failed this time: its own entry
+    again = items.entry(finished("a", 9.0, status=JobStatus.FAILED, attempts=2))
+    assert json.loads(again)["status"]["status_str"] == "error"
+    assert seen == ["a", "a"] and len(items) == 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -36,29 +36,24 @@ def add_queue_routes(router: APIRouter) -> None:
     router.add_api_route("/history", post_history, methods=["POST"], **EMPTY_200)
 
 
-class QueueItems:
-    """The /queue items of queued jobs, rendered (JSON bytes), by job id: a queued job's item
-    does not change until it is claimed, and ComfyUI's editor reloads /queue on each change
-    of the queue, so each is rendered (its workflow decoded and encoded) once, not on every
-    reload (again when its outputs changed, or when it is another job submitted under the
-    same id). The least recently listed are dropped past `max_bytes`."""
+class RenderedItems:
+    """JSON items rendered once (bytes), by job id, each with the version of the job it was
+    rendered from: asked again for the same version, the bytes are reused; for another, it is
+    rendered again. The least recently asked for are dropped past `max_bytes`."""
 
     def __init__(self, max_bytes: int = 32 << 20) -> None:
         self.max_bytes = max_bytes
         self.size = 0
-        self._items: OrderedDict[str, tuple[tuple[float, tuple[str, ...]], bytes]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[Hashable, bytes]] = OrderedDict()
 
-    def item(self, entry: QueueEntry) -> bytes:
-        if entry.status is not JobStatus.QUEUED:
-            return _render(entry)  # running, or held: few, and its outputs may grow
-        version = (entry.created_at, entry.output_nodes)
-        known = self._items.get(entry.id)
+    def _rendered(self, job_id: str, version: Hashable, render: Callable[[], bytes]) -> bytes:
+        known = self._items.get(job_id)
         if known is not None and known[0] == version:
-            self._items.move_to_end(entry.id)
+            self._items.move_to_end(job_id)
             return known[1]
-        data = _render(entry)
-        self._drop(entry.id)
-        self._items[entry.id] = (version, data)
+        data = render()
+        self._drop(job_id)
+        self._items[job_id] = (version, data)
         self.size += len(data)
         while self.size > self.max_bytes and self._items:
             self._drop(next(iter(self._items)))
@@ -73,13 +68,46 @@ class QueueItems:
             self.size -= len(gone[1])
 
 
+class QueueItems(RenderedItems):
+    """The /queue items of queued jobs: a queued job's item does not change until it is
+    claimed, and ComfyUI's editor reloads /queue on each change of the queue, so each is
+    rendered (its workflow decoded and encoded) once, not on every reload (again when its
+    outputs changed, or when it is another job submitted under the same id)."""
+
+    def item(self, entry: QueueEntry) -> bytes:
+        if entry.status is not JobStatus.QUEUED:
+            return _render(entry)  # running, or held: few, and its outputs may grow
+        version = (entry.created_at, entry.output_nodes)
+        return self._rendered(entry.id, version, lambda: _render(entry))
+
+
+class HistoryItems(RenderedItems):
+    """The /history entries of finished jobs: a finished job's entry changes no more (a job
+    run again under its id, RunPod's /retry, finishes anew), so each is rendered once, not on
+    every listing."""
+
+    def entry(self, job: Job) -> bytes:
+        version = (job.finished_at, job.status, job.attempts)
+        return self._rendered(job.id, version, lambda: _render_history(job))
+
+
 def _render(entry: QueueEntry) -> bytes:
     return json.dumps(cc.queue_entry_item(entry)).encode()
+
+
+def _render_history(job: Job) -> bytes:
+    return json.dumps(cc.history_entry(job)).encode()
 
 
 def queue_items(ctx: AppContext) -> QueueItems:
     """The app's cache of rendered queue items (shared by every key's view of the app)."""
     items: QueueItems = ctx.extras.setdefault("comfy_queue_items", QueueItems())
+    return items
+
+
+def history_items(ctx: AppContext) -> HistoryItems:
+    """The app's cache of rendered history entries (shared by every key's view of the app)."""
+    items: HistoryItems = ctx.extras.setdefault("comfy_history_items", HistoryItems())
     return items
 
 
@@ -174,10 +202,11 @@ async def get_history(
     ctx: Ctx,
     max_items: Annotated[int | None, Query(ge=1)] = None,
     offset: Annotated[int, Query()] = -1,
-) -> dict[str, Any]:
+) -> Response:
     """Finished prompts (the newest 1000 at most), oldest first, as ComfyUI lists them:
     `max_items=N` alone (a negative offset) gives the newest N, read alone (the editor asks
-    for its last 64 on each change of the queue); `offset=k` counts from the oldest."""
+    for its last 64 on each change of the queue); `offset=k` counts from the oldest. Each
+    entry is rendered once (HistoryItems)."""
     if max_items is not None and offset < 0:
         jobs = await listed_jobs(ctx, sorted(TERMINAL), limit=min(max_items, common.MAX_LISTED))
         jobs.reverse()  # oldest first
@@ -186,7 +215,9 @@ async def get_history(
         jobs.reverse()
         start = max(0, offset)
         jobs = jobs[start : None if max_items is None else start + max_items]
-    return {j.id: cc.history_entry(j) for j in jobs}
+    items = history_items(ctx)
+    body = b", ".join(json.dumps(j.id).encode() + b": " + items.entry(j) for j in jobs)
+    return Response(b"{" + body + b"}", media_type="application/json")
 
 
 async def get_history_item(prompt_id: str, ctx: Ctx) -> dict[str, Any]:
