@@ -124,6 +124,20 @@ async def emulators(tmp: Path, n: int) -> AsyncIterator[list[str]]:
             await proc.wait()
 
 
+def fresh_outputs(tmp: Path) -> int:
+    """Remove the images the emulators saved (the direct one's and comfyrun's managed one's):
+    ComfyUI lists its output folder on every save (folder_paths.get_save_image_path), so its
+    cost per job grows with the files there (~0.5 ms of CPU a job per 1,000 files here). Each
+    column starts from an empty folder, so neither side pays for the other's jobs. No job of
+    this bench is cached by ComfyUI (a new color each), so none refers to a file removed."""
+    removed = 0
+    for pattern in ("emu*/out/*.png", "*/backends/*/output/*.png"):
+        for path in tmp.glob(pattern):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def comfyrun_process(
     tmp: Path, name: str, args: list[str], env: dict[str, str] | None = None
 ) -> ServerProcess:
@@ -300,6 +314,7 @@ async def single(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]
             backend_pid = children(server.proc.pid)[0]
             cpu = {"comfyrun": 0.0, "backend": 0.0, "face": 0.0, "face_backend": 0.0}
             for _ in range(max(1, args.jobs // 20)):
+                fresh_outputs(tmp)
                 direct += [await comfy_face_run(http, emu) for _ in range(20)]
                 before = cpu_seconds(server.proc.pid), cpu_seconds(backend_pid)
                 v2 += [await v2_run(http, server.url, marks) for _ in range(20)]
@@ -331,12 +346,14 @@ async def single(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]
             face_order.remove("received")  # (marked by the v2 route only)
             face_spans = budget(per_job, face_marks, face_order, ("enqueued", "prompt answered"))
 
+            fresh_outputs(tmp)
             direct_rate = await drive(
                 args.clients, args.seconds, lambda i: comfy_face_run(http, emu)
             )
             loaded: dict[str, str] = {}  # CPU per job under load: comfyrun / its ComfyUI
 
             async def measured(name: str, one: Callable[[int], Awaitable[Any]]) -> float:
+                fresh_outputs(tmp)
                 before = cpu_seconds(server.proc.pid), cpu_seconds(backend_pid)
                 start = time.perf_counter()
                 rate = await drive(args.clients, args.seconds, one)
