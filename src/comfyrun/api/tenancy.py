@@ -29,6 +29,7 @@ from comfyrun.store.base import (
     ClaimChoice,
     ClaimNote,
     HandOff,
+    JobEnd,
     JobEvent,
     JobPage,
     JobStore,
@@ -307,6 +308,9 @@ class OwnedStore:
 
     async def oldest_queued_at(self) -> float | None:
         return await self.inner.oldest_queued_at()
+
+    async def finished_since(self, after: float, *, limit: int = 1000) -> builtins.list[JobEnd]:
+        return await self.inner.finished_since(after, limit=limit)  # the fleet's (metrics)
 
     async def sweep_expired_leases(self, *, now: float | None = None) -> builtins.list[Job]:
         return await self.inner.sweep_expired_leases(now=now)

@@ -76,6 +76,18 @@ class JobPage:
 
 
 @dataclass(frozen=True, slots=True)
+class JobEnd:
+    """A job that ended, as `finished_since` reads it: when it was submitted, started (this
+    attempt's claim) and ended, without the rest of its row."""
+
+    id: str
+    status: JobStatus
+    created_at: float
+    started_at: float | None
+    finished_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class QueueEntry:
     """An unfinished job as a listing of the queue shows it, read from the few columns that
     takes (ComfyUI's GET /queue lists up to a thousand on each change of the queue; decoding
@@ -384,6 +396,13 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
     ) -> JobPage:
         """Newest first, cursor-paginated."""
 
+    async def finished_since(self, after: float, *, limit: int = 1000) -> builtins.list[JobEnd]:
+        """The jobs that ended at or after `after` (their finished_at), in the order they
+        ended (then by id), at most `limit`: what ended since a watermark, however long ago
+        each was submitted (the metrics' histograms). Read along the finished_at index,
+        without the rows' JSON."""
+        ...
+
     async def queue(
         self, *, owner: str | None = None, limit: int = 1000
     ) -> builtins.list[QueueEntry]:
@@ -489,6 +508,7 @@ __all__ = [
     "ClaimChoice",
     "ClaimNote",
     "HandOff",
+    "JobEnd",
     "JobEvent",
     "JobPage",
     "JobStore",

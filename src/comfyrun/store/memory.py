@@ -28,6 +28,7 @@ from comfyrun.store.base import (
     ClaimChoice,
     ClaimNote,
     HandOff,
+    JobEnd,
     JobEvent,
     JobPage,
     QueueEntry,
@@ -396,6 +397,17 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
             ):
                 counts[job.status] += 1
         return counts
+
+    async def finished_since(self, after: float, *, limit: int = 1000) -> builtins.list[JobEnd]:
+        ended = sorted(
+            (j.finished_at, j.id, j)
+            for j in self._jobs.values()
+            if j.finished_at is not None and j.finished_at >= after
+        )
+        return [
+            JobEnd(job.id, job.status, job.created_at, job.started_at, at)
+            for at, _, job in ended[: max(0, limit)]
+        ]
 
     async def oldest_queued_at(self) -> float | None:
         return min(

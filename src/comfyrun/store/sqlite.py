@@ -67,6 +67,7 @@ READS = frozenset(
         "queue",
         "queue_position",
         "counts",
+        "finished_since",
         "oldest_queued_at",
         "get_batch",
         "open_batches",

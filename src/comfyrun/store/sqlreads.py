@@ -10,7 +10,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from comfyrun.core.job import JSON, Job, JobStatus
-from comfyrun.store.base import JobPage, QueueEntry, clock_or
+from comfyrun.store.base import JobEnd, JobPage, QueueEntry, clock_or
 from comfyrun.store.codec import job_from_row, job_page, page_params, queue_entry_from_row
 
 Row = dict[str, Any]
@@ -112,6 +112,20 @@ class SQLReads(ABC):
             for row in await self._all(conn, query, params):
                 counts[JobStatus(row["status"])] = int(row["n"])
         return counts
+
+    async def finished_since(self, after: float, *, limit: int = 1000) -> builtins.list[JobEnd]:
+        async with self._read() as conn:
+            rows = await self._all(conn, "finished_since", {"after": after, "limit": limit})
+        return [
+            JobEnd(
+                id=str(r["id"]),
+                status=JobStatus(r["status"]),
+                created_at=float(r["created_at"]),
+                started_at=None if r["started_at"] is None else float(r["started_at"]),
+                finished_at=float(r["finished_at"]),
+            )
+            for r in rows
+        ]
 
     async def oldest_queued_at(self) -> float | None:
         async with self._read() as conn:

@@ -114,3 +114,38 @@ async def test_unfinished_for_client_finds_a_clients_queued_and_running_jobs(
     assert await store.unfinished_for_client("nobody") == []
     await store.transition(first.id, Event.SUCCEED, expect=JobStatus.RUNNING)
     assert [j.id for j in await store.unfinished_for_client("c1")] == [later.id]
+
+
+async def test_finished_since_lists_ends_in_the_order_they_came(store: JobStore) -> None:
+    """The jobs that ended at or after a time, in the order they ended (then by id), whenever
+    each was submitted; unfinished ones never."""
+    jobs = [(await store.enqueue(new_job(), now=T0 + i))[0] for i in range(4)]
+    for i in range(4):
+        claimed = await store.claim("w1", 60, now=T0 + 10 + i)
+        assert claimed is not None and claimed.id == jobs[i].id
+    never_ran, _ = await store.enqueue(new_job(), now=T0 + 5)
+    # the first submitted ends last; one is canceled while queued; the last runs on
+    await store.transition(jobs[1].id, Event.SUCCEED, expect=JobStatus.RUNNING, now=T0 + 20)
+    await store.transition(jobs[2].id, Event.FAIL, expect=JobStatus.RUNNING, now=T0 + 21)
+    await store.transition(never_ran.id, Event.CANCEL, expect=JobStatus.QUEUED, now=T0 + 21)
+    await store.transition(jobs[0].id, Event.SUCCEED, expect=JobStatus.RUNNING, now=T0 + 30)
+
+    found = await store.finished_since(T0)
+    tied = sorted([jobs[2].id, never_ran.id])
+    assert [e.id for e in found] == [jobs[1].id, *tied, jobs[0].id]
+    first = found[0]
+    assert (first.status, first.created_at, first.started_at, first.finished_at) == (
+        JobStatus.SUCCEEDED,
+        T0 + 1,
+        T0 + 11,
+        T0 + 20,
+    )
+    by_id = {e.id: e for e in found}
+    assert by_id[jobs[2].id].status is JobStatus.FAILED
+    assert (by_id[never_ran.id].status, by_id[never_ran.id].started_at) == (
+        JobStatus.CANCELED,
+        None,
+    )
+    assert [e.id for e in await store.finished_since(T0 + 21)] == [*tied, jobs[0].id]
+    assert [e.id for e in await store.finished_since(T0 + 21, limit=1)] == [tied[0]]
+    assert await store.finished_since(T0 + 31) == []

@@ -3,6 +3,7 @@ envelope, idempotency headers, auth, listing, output downloads."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import httpx
 import pytest
 from tests.support.api import asgi_app, memory_settings, tiny_workflow
 
-from comfyrun.core.job import JobStatus, Output, OutputType
+from comfyrun.core.job import JobStatus, NewJob, Output, OutputType
 from comfyrun.core.state import Event
 from comfyrun.outputs.base import iterate_bytes
 
@@ -193,10 +194,16 @@ async def test_metrics_name_every_key_so_they_need_an_admin_key(tmp_path: Path) 
         assert ok.status_code == 200 and 'key_name="acme"' in ok.text
     settings = memory_settings(tmp_path, api_keys=["s3cret"], metrics_public=True)
     async with asgi_app(settings) as (_, client, _ctx):
-        await client.post("/api/v2/admin/keys", json={"name": "acme"}, headers=admin)
+        minted = await client.post("/api/v2/admin/keys", json={"name": "acme"}, headers=admin)
+        body = {"workflow": tiny_workflow()}
+        assert (await client.post("/api/v2/jobs", json=body, headers=admin)).status_code == 201
         open_metrics = await client.get("/metrics")
-        assert open_metrics.status_code == 200 and "comfyrun_queue_depth" in open_metrics.text
+        assert open_metrics.status_code == 200 and "comfyrun_queue_depth 1.0" in open_metrics.text
         assert "acme" not in open_metrics.text
+        # a key's own view counts only its jobs: the public metrics are the fleet's still
+        acme = {"Authorization": f"Bearer {minted.json()['key']}"}
+        as_acme = await client.get("/metrics", headers=acme)
+        assert "comfyrun_queue_depth 1.0" in as_acme.text
 
 
 async def test_outputs_download_with_ranges(tmp_path: Path) -> None:
@@ -299,3 +306,43 @@ def test_a_body_is_fingerprinted_only_for_an_idempotency_key() -> None:
     assert asked == []
     keyed = submission(body, body.workflow, wire, "key-1")
     assert keyed.request_hash is not None and len(keyed.request_hash) == 64 and asked == [1]
+
+
+def histogram_count(metrics: str, status: str) -> float:
+    prefix = f'comfyrun_job_duration_seconds_count{{status="{status}"}} '
+    lines = [line for line in metrics.splitlines() if line.startswith(prefix)]
+    return float(lines[0].removeprefix(prefix)) if lines else 0.0
+
+
+async def test_the_duration_histogram_observes_every_job_that_ended_once(
+    tmp_path: Path,
+) -> None:
+    """Every job that ended between two scrapes is observed, however many ended and however
+    long ago each was submitted (a long job submitted before hundreds of short ones too), and
+    none twice."""
+    async with asgi_app(memory_settings(tmp_path, role="api")) as (_, client, ctx):
+        store = ctx.store
+        for i in range(700):
+            r = await client.post("/api/v2/jobs", json={"workflow": tiny_workflow(color=i)})
+            assert r.status_code == 201
+        claimed = [await store.claim("w1", 60) for _ in range(700)]
+        assert all(job is not None for job in claimed)
+        first, *rest = [job for job in claimed if job is not None]
+        for job in rest[:-10]:
+            await store.transition(job.id, Event.SUCCEED, expect=JobStatus.RUNNING)
+        assert histogram_count((await client.get("/metrics")).text, "succeeded") == 689
+        for job in rest[-10:]:
+            await store.transition(job.id, Event.FAIL, expect=JobStatus.RUNNING)
+        ended = time.time()
+        await store.transition(first.id, Event.SUCCEED, expect=JobStatus.RUNNING, now=ended)
+        metrics = (await client.get("/metrics")).text
+        assert histogram_count(metrics, "succeeded") == 690
+        assert histogram_count(metrics, "failed") == 10
+        again = (await client.get("/metrics")).text
+        assert histogram_count(again, "succeeded") == 690  # none observed twice
+        # an end committed after a scrape with an earlier time (another worker's clock)
+        late, _ = await store.enqueue(NewJob(workflow=tiny_workflow()))
+        assert (await store.claim("w2", 60)) is not None
+        before = ended - 0.001  # before the newest end the last scrape saw
+        await store.transition(late.id, Event.SUCCEED, expect=JobStatus.RUNNING, now=before)
+        assert histogram_count((await client.get("/metrics")).text, "succeeded") == 691

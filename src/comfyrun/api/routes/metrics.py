@@ -1,8 +1,10 @@
 """GET /metrics: Prometheus text. Gauges are read from the store and the pool at scrape time;
-the job duration histogram observes each job that finished since the previous scrape."""
+the histograms observe each job that ended since the previous scrape (JobStore.finished_since),
+once, however many ended meanwhile."""
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Annotated
 
@@ -13,6 +15,7 @@ from prometheus_client.exposition import generate_latest
 
 from comfyrun.api.context import AppContext, get_ctx, require_admin
 from comfyrun.core.job import JobStatus
+from comfyrun.store.base import JobEnd
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 
@@ -31,12 +34,22 @@ BACKEND_STATES = (
 )
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 SEEN_MAX = 20_000
+#: The ends a scrape reads again before the newest it saw (seconds), and how it reads them.
+OVERLAP_S = 10.0
+PAGE = 1000
+MAX_PAGES = 50
+#: The endings the histograms observe.
+OBSERVED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
 
 
 class JobMetrics:
-    """One app's metrics (its own registry: no process-global state)."""
+    """One app's metrics (its own registry: no process-global state). The histograms observe
+    the jobs that ended since the app started (`since`), each once."""
 
-    def __init__(self) -> None:
+    def __init__(self, since: float | None = None) -> None:
+        self._since = time.time() if since is None else since
+        #: the newest end observed so far; each scrape reads from a little before it on
+        self._after = self._since
         self.registry = CollectorRegistry(auto_describe=True)
         self.jobs = Gauge("comfyrun_jobs", "Jobs by status", ["status"], registry=self.registry)
         self.queue_depth = Gauge(
@@ -120,17 +133,29 @@ class JobMetrics:
         return generate_latest(self.registry)
 
     async def _observe_finished(self, ctx: AppContext) -> None:
-        finished = [JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED]
-        page = await ctx.store.list(statuses=finished, limit=500)
-        for job in page.jobs:
-            if job.id in self._seen:
-                continue
-            self._remember(job.id)
-            if job.started_at is not None and job.finished_at is not None:
-                self.duration.labels(status=job.status.value).observe(
-                    max(0.0, job.finished_at - job.started_at)
-                )
-                self.queue_wait.observe(max(0.0, job.started_at - job.created_at))
+        """Observe each job that ended since the last scrape, in the order they ended (however
+        many, however long ago each was submitted), reading from OVERLAP_S before the newest
+        end seen: an end committed late with an earlier time (another worker's clock, a slow
+        commit) is still seen, and one seen already is skipped."""
+        after = max(self._since, self._after - OVERLAP_S)
+        for _ in range(MAX_PAGES):
+            ends = await ctx.store.finished_since(after, limit=PAGE)
+            for end in ends:
+                self._after = max(self._after, end.finished_at)
+                if end.status in OBSERVED and end.id not in self._seen:
+                    self._remember(end.id)
+                    self._observe(end)
+            if len(ends) < PAGE or ends[-1].finished_at == after:
+                break  # all read (or a page of ends at one instant: the next scrape goes on)
+            after = ends[-1].finished_at
+
+    def _observe(self, end: JobEnd) -> None:
+        if end.started_at is None:
+            return  # never ran (canceled while queued)
+        self.duration.labels(status=end.status.value).observe(
+            max(0.0, end.finished_at - end.started_at)
+        )
+        self.queue_wait.observe(max(0.0, end.started_at - end.created_at))
 
     async def _tenancy(self, ctx: AppContext, *, keys: bool) -> None:
         for key in await ctx.store.list_api_keys() if keys else ():
@@ -158,10 +183,11 @@ async def metrics(request: Request, ctx: Ctx) -> Response:
     public = ctx.settings.metrics_public
     if not public:
         await require_admin(request)
-    collector = ctx.extras.get("metrics")
+    root: AppContext = request.app.state.ctx  # the fleet's, whoever asks (public metrics)
+    collector = root.extras.get("metrics")
     if not isinstance(collector, JobMetrics):
-        collector = ctx.extras["metrics"] = JobMetrics()
-    body = await collector.collect(ctx, keys=not public)
+        collector = root.extras["metrics"] = JobMetrics(since=root.started_at)
+    body = await collector.collect(root, keys=not public)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 

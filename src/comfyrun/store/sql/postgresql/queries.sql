@@ -288,6 +288,13 @@ SELECT status, count(*) AS n FROM (
 ) AS unfinished
 GROUP BY status;
 
+-- name: finished_since
+-- The jobs that ended since a watermark, in the order they ended (the metrics' histograms).
+SELECT id, status, created_at, started_at, finished_at FROM jobs
+WHERE finished_at IS NOT NULL AND finished_at >= %(after)s
+ORDER BY finished_at, id
+LIMIT %(limit)s;
+
 -- name: oldest_queued_at
 SELECT min(created_at) AS oldest FROM jobs WHERE status = 'queued';
 

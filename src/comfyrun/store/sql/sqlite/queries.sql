@@ -265,6 +265,13 @@ SELECT status, count(*) AS n FROM (
 ) AS unfinished
 GROUP BY status;
 
+-- name: finished_since
+-- The jobs that ended since a watermark, in the order they ended (the metrics' histograms).
+SELECT id, status, created_at, started_at, finished_at FROM jobs INDEXED BY jobs_finished
+WHERE finished_at >= :after
+ORDER BY finished_at, id
+LIMIT :limit;
+
 -- name: oldest_queued_at
 SELECT min(created_at) AS oldest FROM jobs WHERE status = 'queued';
 
