@@ -273,16 +273,18 @@ async def purge_queue(ctx: Ctx, endpoint_id: str | None = None) -> JSON:
         if job.waiting:
             with contextlib.suppress(errors.ComfyrunError):
                 await ctx.service.cancel(job.id)
-    while True:
-        page = await ctx.service.list_jobs(statuses=[JobStatus.QUEUED], limit=500)
-        if not page.jobs:
-            break
+    cursor: str | None = None
+    while True:  # newest first, page after page: the jobs queued meanwhile stay queued
+        page = await ctx.service.list_jobs(statuses=[JobStatus.QUEUED], limit=500, cursor=cursor)
         for job in page.jobs:
             try:
                 await ctx.service.cancel(job.id)
                 removed += 1
             except errors.ComfyrunError:
-                continue
+                continue  # (one that cannot be canceled now is passed over, not retried)
+        cursor = page.next_cursor
+        if cursor is None or not page.jobs:
+            break
     return {"removed": removed, "status": "completed"}
 
 
