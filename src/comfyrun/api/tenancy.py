@@ -306,8 +306,8 @@ class OwnedStore:
     ) -> dict[JobStatus, int]:
         return await self.inner.counts(unfinished=unfinished, owner=self.owner)
 
-    async def oldest_queued_at(self) -> float | None:
-        return await self.inner.oldest_queued_at()
+    async def oldest_queued_at(self, *, owner: str | None = None) -> float | None:
+        return await self.inner.oldest_queued_at(owner=self.owner)
 
     async def finished_since(self, after: float, *, limit: int = 1000) -> builtins.list[JobEnd]:
         return await self.inner.finished_since(after, limit=limit)  # the fleet's (metrics)

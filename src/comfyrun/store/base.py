@@ -434,7 +434,8 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
         not what the history holds. With `owner`, only that API key's jobs (what a key's
         view of the store counts: api.tenancy.OwnedStore)."""
 
-    async def oldest_queued_at(self) -> float | None: ...
+    async def oldest_queued_at(self, *, owner: str | None = None) -> float | None:
+        """When the oldest queued job (of `owner`, an API key, when given) was submitted."""
 
     async def sweep_expired_leases(self, *, now: float | None = None) -> builtins.list[Job]:
         """Jobs whose lease ran out: requeued (lease_lost) if retries remain, else failed."""

@@ -409,9 +409,13 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
             for at, _, job in ended[: max(0, limit)]
         ]
 
-    async def oldest_queued_at(self) -> float | None:
+    async def oldest_queued_at(self, *, owner: str | None = None) -> float | None:
         return min(
-            (j.created_at for j in self._jobs.values() if j.status is JobStatus.QUEUED),
+            (
+                j.created_at
+                for j in self._jobs.values()
+                if j.status is JobStatus.QUEUED and (owner is None or j.owner == owner)
+            ),
             default=None,
         )
 

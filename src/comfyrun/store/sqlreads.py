@@ -127,9 +127,17 @@ class SQLReads(ABC):
             for r in rows
         ]
 
-    async def oldest_queued_at(self) -> float | None:
+    async def oldest_queued_at(self, *, owner: str | None = None) -> float | None:
+        query, params = (
+            ("oldest_queued_at", {})
+            if owner is None
+            else (
+                "oldest_queued_at_of_owner",
+                {"owner": owner},
+            )
+        )
         async with self._read() as conn:
-            row = await self._one(conn, "oldest_queued_at", {})
+            row = await self._one(conn, query, params)
         return float(row["oldest"]) if row and row["oldest"] is not None else None
 
     async def _jobs(self, name: str, params: JSON) -> builtins.list[Job]:

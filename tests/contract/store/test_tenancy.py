@@ -124,12 +124,13 @@ async def test_time_on_a_backend_is_added_to_the_key(store: JobStore) -> None:
     assert used.jobs_submitted == 1
 
 
-async def test_counts_of_one_key_are_its_jobs_alone(store: JobStore) -> None:
+async def test_counts_and_oldest_of_one_key_are_its_jobs_alone(store: JobStore) -> None:
     a, b = await a_key(store, name="team-a"), await a_key(store, name="team-b")
     first, _ = await store.enqueue(new_job(owner=a.id), now=T0)
     await store.enqueue(new_job(owner=a.id), now=T0 + 1)
     await store.enqueue(new_job(owner=b.id), now=T0 + 2)
     await store.enqueue(new_job(), now=T0 + 3)  # no key's (an admin's, or no keys at all)
+    assert await store.oldest_queued_at(owner=b.id) == T0 + 2
     claimed = await store.claim("w1", 30, now=T0 + 4)
     assert claimed is not None and claimed.id == first.id
     await store.transition(
@@ -158,3 +159,6 @@ async def test_counts_of_one_key_are_its_jobs_alone(store: JobStore) -> None:
         JobStatus.RUNNING: 1,
         JobStatus.QUEUED: 2,
     }
+    assert await store.oldest_queued_at(owner=a.id) == T0 + 1  # its first is done
+    assert await store.oldest_queued_at(owner=b.id) is None  # running now
+    assert await store.oldest_queued_at() == T0 + 1

@@ -317,6 +317,11 @@ async def test_the_counts_a_key_is_told_are_its_own(server: Server) -> None:
         assert health_a["workers"] == health_b["workers"]
         stats_b = (await b.http.get("/stats")).json()
         assert (stats_b["total_jobs"], stats_b["completed_jobs"]) == (1, 1)
+        v2_a = (await a.http.get("/api/v2/stats")).json()
+        v2_b = (await b.http.get("/api/v2/stats")).json()
+        assert v2_a["queue_depth"] + v2_a["running"] == 3 and v2_a["counts"]["succeeded"] == 0
+        assert (v2_b["queue_depth"], v2_b["running"], v2_b["counts"]["succeeded"]) == (0, 0, 1)
+        assert v2_b["oldest_queued_age_s"] is None  # A's queued prompts are not B's
         admin = {"Authorization": f"Bearer {ADMIN}"}
         async with httpx.AsyncClient(base_url=server.url, headers=admin, timeout=30) as root:
             assert (await root.get("/health")).json()["job_stats"]["total"] == 4

@@ -44,14 +44,15 @@ def test_the_index_key_is_the_relays_client_key() -> None:
 
 
 def test_a_keys_counts_read_only_its_index(tmp_path: Path) -> None:
-    """An API key's jobs are counted per status from jobs_owner_status alone (a covering
-    index): no other key's jobs, and none of the rows, are read."""
+    """An API key's jobs are counted per status, and its oldest queued job found, from
+    jobs_owner_status alone (a covering index): no other key's jobs, and none of the rows,
+    are read."""
     from comfyrun.store.migrate import migrate_sqlite
 
     conn = sqlite3.connect(tmp_path / "jobs.db")
     try:
         migrate_sqlite(conn)
-        for name in ("counts_of_owner", "counts_unfinished_of_owner"):
+        for name in ("counts_of_owner", "counts_unfinished_of_owner", "oldest_queued_at_of_owner"):
             plan = conn.execute(
                 "EXPLAIN QUERY PLAN " + queries("sqlite")[name], {"owner": "k1"}
             ).fetchall()

@@ -298,6 +298,9 @@ LIMIT %(limit)s;
 -- name: oldest_queued_at
 SELECT min(created_at) AS oldest FROM jobs WHERE status = 'queued';
 
+-- name: oldest_queued_at_of_owner
+SELECT min(created_at) AS oldest FROM jobs WHERE owner = %(owner)s AND status = 'queued';
+
 -- name: expired_leases
 SELECT * FROM jobs
 WHERE status IN ('running', 'canceling') AND lease_expires_at < %(now)s

@@ -275,6 +275,9 @@ LIMIT :limit;
 -- name: oldest_queued_at
 SELECT min(created_at) AS oldest FROM jobs WHERE status = 'queued';
 
+-- name: oldest_queued_at_of_owner
+SELECT min(created_at) AS oldest FROM jobs WHERE owner = :owner AND status = 'queued';
+
 -- name: expired_leases
 SELECT * FROM jobs INDEXED BY jobs_lease
 WHERE status IN ('running', 'canceling') AND lease_expires_at < :now

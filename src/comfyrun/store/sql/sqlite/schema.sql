@@ -113,7 +113,7 @@ CREATE TABLE api_keys (
 -- A key's jobs newest first: its listing, and the submissions its per_minute counts.
 CREATE INDEX jobs_owner_newest ON jobs (owner, created_at DESC, id DESC) WHERE owner IS NOT NULL;
 -- A key's jobs counted per status without reading their rows.
-CREATE INDEX jobs_owner_status ON jobs (owner, status) WHERE owner IS NOT NULL;
+CREATE INDEX jobs_owner_status ON jobs (owner, status, created_at) WHERE owner IS NOT NULL;
 
 CREATE TABLE webhook_outbox (
     id               TEXT PRIMARY KEY,
