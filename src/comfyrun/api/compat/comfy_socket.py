@@ -229,8 +229,11 @@ class ComfyClients:
         for sessions in by_owner.values():
             message = await status_message(sessions[0].ctx, None)
             for session in sessions:
-                with contextlib.suppress(Exception):  # a stuck socket must not hold up the rest
-                    await asyncio.wait_for(session.send(message), BROADCAST_TIMEOUT_S)
+                # a stuck socket must not hold up the rest (a timeout, not wait_for: no task
+                # made for each send of each broadcast)
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(BROADCAST_TIMEOUT_S):
+                        await session.send(message)
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
