@@ -71,6 +71,32 @@ async def test_identical_rerun_is_cached_and_writes_nothing(
     )
 
 
+async def test_free_is_taken_after_the_next_prompt_as_comfyui_takes_it(
+    emu: Emulator, session: aiohttp.ClientSession
+) -> None:
+    """POST /free sets flags ComfyUI's worker reads after the prompt it runs next: that prompt
+    still meets the cache; the one after it runs anew (new files), its models loaded again."""
+    graph = image_workflow(color=0x2468AC)
+    first = await wait_history(session, emu.url, await _post(session, emu, graph))
+    async with session.post(f"{emu.url}/free", json={"free_memory": True}) as resp:
+        assert resp.status == 200 and await resp.text() == ""
+    still = await wait_history(session, emu.url, await _post(session, emu, graph))
+    assert still["status"]["messages"][1][1]["nodes"] == ["1", "2", "3", "4"]
+    assert still["outputs"] == first["outputs"]
+    anew = await wait_history(session, emu.url, await _post(session, emu, graph))
+    assert anew["status"]["messages"][1][1]["nodes"] == []
+    assert anew["outputs"] != first["outputs"]  # SaveImage wrote its file again, numbered on
+
+    await wait_history(
+        session, emu.url, await _post(session, emu, text_to_image_workflow(ckpt_name=CKPT))
+    )
+    assert emu.executor._loaded  # the checkpoint is in memory
+    async with session.post(f"{emu.url}/free", json={"unload_models": True}) as resp:
+        assert resp.status == 200
+    await wait_history(session, emu.url, await _post(session, emu, image_workflow(color=7)))
+    assert emu.executor._loaded == []
+
+
 async def test_changing_an_uploaded_file_invalidates_load_image_cache(
     emu: Emulator, session: aiohttp.ClientSession
 ) -> None:

@@ -209,6 +209,15 @@ class Executor:
         #: time a real node crashed it (otherwise the client sometimes sees no 200 at all).
         self.before_exit: Callable[[str], None] = lambda _prompt_id: None
 
+    def unload_models(self) -> None:
+        """ComfyUI's unload_all_models: the next use of each model loads it again."""
+        self._loaded.clear()
+
+    def reset(self) -> None:
+        """ComfyUI's PromptExecutor.reset: the execution cache is dropped (an identical prompt
+        runs again, writing new files)."""
+        self._cache = {}
+
     def load_time(self, folder: str, name: str) -> float:
         """Simulated seconds to load a model (0 when it is in memory); it is then in memory,
         and the least recently used of its folder beyond `loaded_models_max` are unloaded."""

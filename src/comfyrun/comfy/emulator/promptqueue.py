@@ -40,7 +40,19 @@ class PromptQueue:
         self._running: dict[int, QueueItem] = {}
         self._counter = 0
         self._closed = False
+        self._flags: dict[str, bool] = {}
         self.history: dict[str, dict[str, Any]] = {}
+
+    def set_flag(self, name: str, value: bool) -> None:
+        """POST /free's request, taken by the worker after the prompt it runs next."""
+        with self._lock:
+            self._flags[name] = value
+
+    def get_flags(self) -> dict[str, bool]:
+        """The flags set since the last call (cleared), as ComfyUI's PromptQueue.get_flags."""
+        with self._lock:
+            flags, self._flags = self._flags, {}
+            return flags
 
     def _changed(self) -> None:
         self._on_change(len(self._heap) + len(self._running))

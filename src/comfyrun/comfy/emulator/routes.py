@@ -85,7 +85,13 @@ def add_routes(app: web.Application, emu: Emulator) -> None:
 
     @routes.post("/free")
     async def post_free(request: web.Request) -> web.StreamResponse:
-        await _json_or_empty(request)
+        """As ComfyUI: flags the worker applies after the prompt it runs next (models
+        unloaded; with `free_memory`, the execution cache dropped too)."""
+        body = await _json_or_empty(request)
+        if isinstance(body, dict):
+            for name in ("unload_models", "free_memory"):
+                if body.get(name):
+                    emu.queue.set_flag(name, True)
         return web.Response(status=200)
 
     @routes.get("/view")

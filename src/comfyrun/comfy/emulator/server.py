@@ -149,6 +149,12 @@ class Emulator:
             client_id = item[3].get("client_id")
             if client_id is not None:
                 self.hub.send_sync("executing", {"node": None, "prompt_id": item[1]}, client_id)
+            flags = self.queue.get_flags()  # POST /free: after this prompt, as ComfyUI's worker
+            free_memory = flags.get("free_memory", False)
+            if flags.get("unload_models", free_memory):
+                self.executor.unload_models()
+            if free_memory:
+                self.executor.reset()
 
     # ---- state the routes read ----
     def object_info(self) -> NodeDefs:
