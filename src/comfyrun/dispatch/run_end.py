@@ -16,7 +16,7 @@ from typing import Any
 
 from comfyrun import stages
 from comfyrun.backends.pool import Backend
-from comfyrun.comfy.errors import ComfyExecutionError
+from comfyrun.comfy.errors import ComfyExecutionError, ComfyHTTPError
 from comfyrun.comfy.result import PromptResult
 from comfyrun.core.job import ACTIVE, Job, JobError, Progress
 from comfyrun.core.retry import FailureKind, decide
@@ -146,6 +146,24 @@ class RunEnding(ABC):
                 storage=self.ctx.storage,
                 inline_cap=self.ctx.settings.inline_max_bytes,
             )
+        except ComfyHTTPError as exc:
+            if exc.status != 404:
+                await self._backend_lost(f"reading outputs failed: {exc}")
+                return
+            # ComfyUI answered, without the file: not a backend that is down (its other jobs
+            # go on), and not one a retry finds (its cache names the same file again)
+            await self._finish_failure(
+                FailureKind.NODE_ERROR,
+                JobError(
+                    code="output_missing",
+                    message=f"backend {self.backend.name} named an output it does not have "
+                    f"({exc.message}). A prompt ComfyUI answers from its cache names the files "
+                    "an identical earlier prompt saved: was its output folder cleared? "
+                    "Restarting the backend empties that cache.",
+                ),
+                retry=False,
+            )
+            return
         except BackendError as exc:
             await self._backend_lost(f"reading outputs failed: {exc}")
             return

@@ -218,3 +218,25 @@ async def test_a_restarted_worker_follows_the_prompt_its_predecessor_left(
         history = (await http.get("/history")).json()
     assert list(history) == [done.prompt_id]  # ComfyUI ran the workflow once
     assert len(done.outputs) == 1
+
+
+async def test_an_output_file_gone_from_comfyui_fails_its_job_not_the_backend(
+    make_engine: Make,
+) -> None:
+    """A prompt ComfyUI answers from its cache names the file an identical earlier prompt
+    saved; with that file gone from its folder, the job fails with what happened, once (a
+    retry would meet the same cache), and the backend, which answered, stays in service."""
+    engine = await make_engine(("a",))
+    graph = image_workflow(color=0x112233)
+    first = await engine.wait((await engine.submit(graph)).id)
+    assert first.status is JobStatus.SUCCEEDED
+    for path in engine.emulators["a"].config.output_dir.rglob("*.png"):
+        path.unlink()  # the folder cleared by hand (or by a cron job)
+    again = await engine.wait((await engine.submit(graph, max_retries=2)).id)
+    assert again.status is JobStatus.FAILED and again.attempts == 1
+    assert again.error is not None and again.error.code == "output_missing"
+    assert "cache" in again.error.message and first.outputs[0].name in again.error.message
+    [backend] = engine.pool.views()
+    assert backend.state is BackendState.READY
+    other = await engine.wait((await engine.submit(image_workflow(color=0x445566))).id)
+    assert other.status is JobStatus.SUCCEEDED and other.attempts == 1
