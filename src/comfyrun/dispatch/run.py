@@ -23,9 +23,7 @@ from typing import Any
 from comfyrun import stages
 from comfyrun.backends.pool import Slot
 from comfyrun.comfy import messages as m
-from comfyrun.comfy.errors import (
-    ComfyValidationError,
-)
+from comfyrun.comfy.errors import ComfyHTTPError, ComfyValidationError
 from comfyrun.comfy.http import never_sent
 from comfyrun.comfy.result import PromptResult
 from comfyrun.core.job import JSON, Job, JobError, new_prompt_id
@@ -167,6 +165,21 @@ class JobRun(RunEnding):
             if self.ctx.place_inputs is not None:
                 try:
                     workflow, cleanup = await self.ctx.place_inputs(job, backend, self.client)
+                except ComfyHTTPError as exc:
+                    if not 400 <= exc.status < 500:
+                        await self._backend_lost(f"placing inputs failed: {exc.message}")
+                        return
+                    # ComfyUI answered and refused the input (413: over its upload limit): the
+                    # job's to fail, as a retry would be refused alike; the backend is fine
+                    await self._finish_failure(
+                        FailureKind.INPUT_ERROR,
+                        JobError(
+                            code="input_refused",
+                            message=f"backend {backend.name} refused an input: {exc.message}",
+                            details=exc.details,
+                        ),
+                    )
+                    return
                 except BackendError as exc:  # the upload failed on the backend's side
                     await self._backend_lost(f"placing inputs failed: {exc.message}")
                     return

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from comfyrun.backends.process import ManagedSpec
 from comfyrun.comfy.client import ComfyClient
 from comfyrun.comfy.emulator.folder import make_comfy_folder
 from comfyrun.core.job import TERMINAL, Job, JobStatus, NewJob
+from comfyrun.core.placement import BackendState
 from comfyrun.dispatch import Dispatcher
 from comfyrun.outputs import open_output_storage, read_all
 from comfyrun.store.base import JobStore
@@ -143,3 +145,24 @@ async def test_a_missing_comfyui_fails_jobs_with_a_clear_message(tmp_path: Path)
         await dispatcher.stop()
         await pool.stop()
         await store.close()
+
+
+async def test_an_input_comfyui_refuses_fails_its_job_not_the_backend(make_engine: Make) -> None:
+    """ComfyUI answers an upload over its limit with 413: the job's input is at fault, so the
+    job fails with what ComfyUI said (not retried), and the backend stays in service."""
+    engine = await make_engine(max_upload_size=4096)
+    big = base64.b64encode(os.urandom(8192)).decode()
+    job = await engine.submit(
+        load_invert_save(), inputs=({"name": "photo.png", "data": big},), max_retries=2
+    )
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.FAILED and done.attempts == 1
+    assert done.error is not None and done.error.code == "input_refused"
+    assert "413" in done.error.message
+    [backend] = engine.pool.views()
+    assert backend.state is BackendState.READY
+    small = base64.b64encode(png((1, 2, 3))).decode()
+    ok = await engine.wait(
+        (await engine.submit(load_invert_save(), inputs=({"name": "photo.png", "data": small},))).id
+    )
+    assert ok.status is JobStatus.SUCCEEDED and ok.attempts == 1
