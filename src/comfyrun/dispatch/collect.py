@@ -15,13 +15,14 @@ import functools
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from comfyrun.backends.pool import Backend
 from comfyrun.comfy.outputs import FileRef, OutputItem, ValueOutput
-from comfyrun.core.job import Job, Output, OutputType
+from comfyrun.core.job import JSON, Job, Output, OutputType
+from comfyrun.dispatch.run_context import OUTPUT_MISSING, RECACHE_INPUT
 from comfyrun.outputs import OutputStorage, classify_output, output_key, put_read, read_inline
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,30 @@ async def _store_file(
     )
 
 
+def names_files(items: Sequence[OutputItem]) -> bool:
+    """Whether a node's outputs name files (in ComfyUI's folders)."""
+    return any(isinstance(item, FileRef) for item in items)
+
+
+def recached(workflow: JSON, job: Job) -> JSON:
+    """The workflow to submit for `job`: after a try whose outputs ComfyUI named but no longer
+    had (OUTPUT_MISSING), with an input ComfyUI ignores added to the nodes that named them, so
+    that its cache (keyed by every input) runs them anew and they save their files again."""
+    error = job.error
+    if error is None or error.code != OUTPUT_MISSING:
+        return workflow
+    nodes = (error.details or {}).get("nodes") or []
+    out = dict(workflow)
+    for node_id in nodes:
+        node = out.get(str(node_id))
+        if isinstance(node, dict) and isinstance(node.get("inputs"), dict):
+            out[str(node_id)] = {
+                **node,
+                "inputs": {**node["inputs"], RECACHE_INPUT: f"{job.id}:{job.attempts}"},
+            }
+    return out
+
+
 def _read_local(backend: Backend, ref: FileRef) -> tuple[Path, bytes | None] | None:
     """The file on disk for a managed backend (no HTTP round trip), when it is there, with its
     bytes when it is small. Blocking: one trip to the disk for a small output."""
@@ -215,4 +240,12 @@ async def read_file(path: Path) -> AsyncIterator[bytes]:
         await asyncio.to_thread(handle.close)
 
 
-__all__ = ["collect_outputs", "read_file", "selected", "wants_inline", "wants_temp"]
+__all__ = [
+    "collect_outputs",
+    "names_files",
+    "read_file",
+    "recached",
+    "selected",
+    "wants_inline",
+    "wants_temp",
+]

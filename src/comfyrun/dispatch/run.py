@@ -30,6 +30,7 @@ from comfyrun.core.job import JSON, Job, JobError, new_prompt_id
 from comfyrun.core.queue_order import REFERENCE_COST, estimate_cost
 from comfyrun.core.retry import FailureKind
 from comfyrun.dispatch.cancel import wait_cancel_requested
+from comfyrun.dispatch.collect import recached
 from comfyrun.dispatch.progress import ProgressTracker, ProgressWriter, preview_event
 from comfyrun.dispatch.reconcile import (
     note_prompt,
@@ -38,7 +39,7 @@ from comfyrun.dispatch.reconcile import (
     withdraw_prompt,
 )
 from comfyrun.dispatch.relay import JobRelay, wants_relay
-from comfyrun.dispatch.run_context import UNSENT, InputPlacer, RunContext
+from comfyrun.dispatch.run_context import OUTPUT_MISSING, UNSENT, InputPlacer, RunContext
 from comfyrun.dispatch.run_end import RunEnding
 from comfyrun.errors import BackendError, ComfyrunError
 
@@ -189,7 +190,7 @@ class JobRun(RunEnding):
                         JobError(code=exc.code, message=exc.message, details=exc.details),
                     )
                     return
-            await self._submit_and_follow(workflow)
+            await self._submit_and_follow(recached(workflow, job))
         finally:
             if cleanup is not None:
                 with contextlib.suppress(Exception):
@@ -381,6 +382,8 @@ class JobRun(RunEnding):
         holds (or finished well), follow that prompt instead of running the workflow again."""
         if self.job.attempts <= 1:
             return None
+        if self.job.error is not None and self.job.error.code == OUTPUT_MISSING:
+            return None  # its prompt finished, naming files ComfyUI no longer has: run anew
         previous = await previous_prompt(self.ctx.store, self.job.id)
         if previous is None:
             return None

@@ -23,6 +23,11 @@ InputPlacer = Callable[[Job, Backend, Any], Awaitable[tuple[JSON, Callable[[], A
 
 #: The error of a try whose prompt never reached ComfyUI (see JobRun._requeue_unsent).
 UNSENT = "backend_unavailable"
+#: The error of a try whose outputs ComfyUI named but no longer had (see RunEnding._succeed).
+OUTPUT_MISSING = "output_missing"
+#: The input the try after it adds to the nodes that named them, so that ComfyUI's cache (its
+#: keys take every input) runs them anew: ComfyUI ignores an input its node does not declare.
+RECACHE_INPUT = "comfyrun_recache"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,4 +57,4 @@ class RunContext:
     run_over: list[Callable[[str], None]] = dataclasses.field(default_factory=list)
 
 
-__all__ = ["UNSENT", "InputPlacer", "RunContext"]
+__all__ = ["OUTPUT_MISSING", "RECACHE_INPUT", "UNSENT", "InputPlacer", "RunContext"]

@@ -22,11 +22,11 @@ from comfyrun.core.job import ACTIVE, Job, JobError, Progress
 from comfyrun.core.retry import FailureKind, decide
 from comfyrun.core.state import Event
 from comfyrun.dispatch.chain import ChainFailure, chain_outputs
-from comfyrun.dispatch.collect import collect_outputs
+from comfyrun.dispatch.collect import collect_outputs, names_files
 from comfyrun.dispatch.progress import ProgressWriter
 from comfyrun.dispatch.reconcile import stop_prompt
 from comfyrun.dispatch.relay import JobRelay
-from comfyrun.dispatch.run_context import UNSENT, RunContext
+from comfyrun.dispatch.run_context import OUTPUT_MISSING, UNSENT, RunContext
 from comfyrun.errors import BackendError, ComfyrunError, Conflict, IllegalTransition
 from comfyrun.store.base import Changes
 
@@ -151,18 +151,9 @@ class RunEnding(ABC):
                 await self._backend_lost(f"reading outputs failed: {exc}")
                 return
             # ComfyUI answered, without the file: not a backend that is down (its other jobs
-            # go on), and not one a retry finds (its cache names the same file again)
-            await self._finish_failure(
-                FailureKind.NODE_ERROR,
-                JobError(
-                    code="output_missing",
-                    message=f"backend {self.backend.name} named an output it does not have "
-                    f"({exc.message}). A prompt ComfyUI answers from its cache names the files "
-                    "an identical earlier prompt saved: was its output folder cleared? "
-                    "Restarting the backend empties that cache.",
-                ),
-                retry=False,
-            )
+            # go on). A prompt it answers from its cache names the files an identical earlier
+            # prompt saved: run again once, those nodes' cache defeated (RECACHE_INPUT)
+            await self._output_missing(outcome, exc)
             return
         except BackendError as exc:
             await self._backend_lost(f"reading outputs failed: {exc}")
@@ -226,6 +217,36 @@ class RunEnding(ABC):
             Changes(error=error, backend=self.backend.name, uncount_attempt=True),
         )
         return True
+
+    async def _output_missing(self, outcome: PromptResult, exc: ComfyHTTPError) -> None:
+        """An output ComfyUI named is not in its folder (cleared since an identical prompt
+        saved it, and this one came from ComfyUI's cache): back to the queue once, its
+        attempt not counted, to run with the nodes that named files made new to the cache;
+        failed if that try meets it too."""
+        nodes = sorted(n for n, items in outcome.outputs.items() if names_files(items))
+        error = JobError(
+            code=OUTPUT_MISSING,
+            message=f"backend {self.backend.name} named an output it does not have "
+            f"({exc.message}). A prompt ComfyUI answers from its cache names the files an "
+            "identical earlier prompt saved: was its output folder cleared?",
+            details={"nodes": nodes},
+        )
+        previous = self.job.error
+        if previous is not None and previous.code == OUTPUT_MISSING:
+            await self._finish_failure(FailureKind.NODE_ERROR, error, retry=False)
+            return
+        log.warning(
+            "job %s back in the queue, to run anew: %s",
+            self.job.id,
+            error.message,
+            extra=self._extra("job_requeued"),
+        )
+        if self.ctx.on_retry is not None:
+            self.ctx.on_retry(time.time())
+        await self._transition(
+            Event.REQUEUE,
+            Changes(error=error, backend=self.backend.name, uncount_attempt=True),
+        )
 
     async def _finish_failure(
         self, kind: FailureKind, error: JobError, *, retry: bool = True

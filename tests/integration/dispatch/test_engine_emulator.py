@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from tests.support.emulator import image_workflow, text_to_image_workflow
 
+from comfyrun.comfy.client import ComfyClient
 from comfyrun.comfy.emulator.faults import NodeFault
+from comfyrun.comfy.errors import ComfyHTTPError
 from comfyrun.core.job import JobStatus
 from comfyrun.core.placement import BackendState
 from comfyrun.core.state import Event
@@ -220,23 +225,54 @@ async def test_a_restarted_worker_follows_the_prompt_its_predecessor_left(
     assert len(done.outputs) == 1
 
 
-async def test_an_output_file_gone_from_comfyui_fails_its_job_not_the_backend(
+async def test_an_output_file_gone_from_comfyui_runs_its_prompt_anew_once(
     make_engine: Make,
 ) -> None:
     """A prompt ComfyUI answers from its cache names the file an identical earlier prompt
-    saved; with that file gone from its folder, the job fails with what happened, once (a
-    retry would meet the same cache), and the backend, which answered, stays in service."""
+    saved; with that file gone from its folder (cleared by hand, or by a cron job), the job
+    runs once more with its saving nodes made new to ComfyUI's cache (an input ComfyUI
+    ignores), and succeeds with a file saved anew; the backend, which answered, stays in
+    service throughout."""
     engine = await make_engine(("a",))
+    emulator = engine.emulators["a"]
     graph = image_workflow(color=0x112233)
     first = await engine.wait((await engine.submit(graph)).id)
     assert first.status is JobStatus.SUCCEEDED
-    for path in engine.emulators["a"].config.output_dir.rglob("*.png"):
-        path.unlink()  # the folder cleared by hand (or by a cron job)
-    again = await engine.wait((await engine.submit(graph, max_retries=2)).id)
-    assert again.status is JobStatus.FAILED and again.attempts == 1
-    assert again.error is not None and again.error.code == "output_missing"
-    assert "cache" in again.error.message and first.outputs[0].name in again.error.message
+    for path in emulator.config.output_dir.rglob("*.png"):
+        path.unlink()
+    again = await engine.wait((await engine.submit(graph)).id)
+    assert again.status is JobStatus.SUCCEEDED and again.attempts == 1, again.error
+    saved = emulator.config.output_dir / again.outputs[0].name
+    assert saved.is_file()  # saved anew in ComfyUI's folder
+    key = again.outputs[0].storage_key
+    assert key is not None and await read_all(engine.storage, key)
+    prompts = [
+        item
+        for item in emulator.queue.history.values()
+        if item["prompt"][3].get("comfyrun_job_id") == again.id
+    ]
+    assert len(prompts) == 2
+    cached, anew = (p["status"]["messages"][1][1]["nodes"] for p in prompts)
+    assert cached == ["1", "2", "3", "4"] and anew == ["1", "2"]  # the saving nodes ran
+    assert "comfyrun_recache" in prompts[1]["prompt"][2]["3"]["inputs"]
     [backend] = engine.pool.views()
     assert backend.state is BackendState.READY
-    other = await engine.wait((await engine.submit(image_workflow(color=0x445566))).id)
-    assert other.status is JobStatus.SUCCEEDED and other.attempts == 1
+
+
+async def test_an_output_still_missing_after_the_new_run_fails_its_job_once(
+    make_engine: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = await make_engine(("a",))
+
+    @contextlib.asynccontextmanager
+    async def gone(self: Any, ref: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        raise ComfyHTTPError("GET /view answered 404", status=404)
+        yield None  # (a generator)
+
+    monkeypatch.setattr(ComfyClient, "view", gone)
+    job = await engine.wait((await engine.submit(image_workflow(color=1), max_retries=3)).id)
+    assert job.status is JobStatus.FAILED and job.attempts == 1
+    assert job.error is not None and job.error.code == "output_missing"
+    assert "cache" in job.error.message and job.error.details == {"nodes": ["3", "4"]}
+    [backend] = engine.pool.views()
+    assert backend.state is BackendState.READY

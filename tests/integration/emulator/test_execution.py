@@ -97,6 +97,20 @@ async def test_free_is_taken_after_the_next_prompt_as_comfyui_takes_it(
     assert emu.executor._loaded == []
 
 
+async def test_an_input_no_node_declares_is_dropped_but_keys_the_cache(
+    emu: Emulator, session: aiohttp.ClientSession
+) -> None:
+    """As ComfyUI's get_input_data: a constant input the node type does not declare is not
+    passed to it, while its cache key (every input) changes: that node runs again."""
+    graph = image_workflow(color=0x13579B)
+    first = await wait_history(session, emu.url, await _post(session, emu, graph))
+    graph["3"]["inputs"]["not_declared"] = "x"
+    again = await wait_history(session, emu.url, await _post(session, emu, graph))
+    assert again["status"]["status_str"] == "success"
+    assert again["status"]["messages"][1][1]["nodes"] == ["1", "2", "4"]  # "3" ran again
+    assert again["outputs"]["3"] != first["outputs"]["3"]  # and saved a new file
+
+
 async def test_changing_an_uploaded_file_invalidates_load_image_cache(
     emu: Emulator, session: aiohttp.ClientSession
 ) -> None:

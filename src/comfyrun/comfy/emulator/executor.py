@@ -307,8 +307,11 @@ class Executor:
             self.hub.send_sync(event, data, run.client_id)
 
     def _input_values(self, run: _Run, node_id: str, sigs: dict[str, str]) -> dict[str, Any]:
+        declared = self._declared(run.prompt[node_id]["class_type"])
         values: dict[str, Any] = {}
         for name, value in run.prompt[node_id]["inputs"].items():
+            if not is_link(value) and declared is not None and name not in declared:
+                continue  # as ComfyUI's get_input_data: a value no input declares is dropped
             if is_link(value):
                 source = run.values.get(value[0])
                 if source is None:
@@ -317,6 +320,13 @@ class Executor:
             else:
                 values[name] = value
         return values
+
+    def _declared(self, class_type: str) -> set[str] | None:
+        """The inputs a node type declares (required, optional, hidden); None if unknown."""
+        spec = self.defs.get(class_type, {}).get("input")
+        if not isinstance(spec, dict):
+            return None
+        return {name for part in spec.values() if isinstance(part, dict) for name in part}
 
     def _apply_faults(self, prompt_id: str, node_id: str, class_type: str) -> None:
         faults = self.faults
