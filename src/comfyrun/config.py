@@ -245,6 +245,11 @@ class Settings(BaseSettings):
     #: `serve`: a job submitted while a backend is idle and nothing is queued is claimed for
     #: that backend in its enqueue's own transaction (comfyrun.dispatch.handoff).
     hand_off: bool = Field(default=True, validation_alias=_aliases("hand_off"))
+    #: Remove ComfyUI's copy of each output once comfyrun stored it, from the output and temp
+    #: folders comfyrun chose for a managed backend (comfyrun.dispatch.janitor).
+    clean_backend_outputs: bool = Field(
+        default=True, validation_alias=_aliases("clean_backend_outputs")
+    )
     #: GET /metrics without a key even when the server has API keys (its series then leave
     #: the keys out: they name every tenant). By default, with keys, it needs an admin key.
     metrics_public: bool = Field(default=False, validation_alias=_aliases("metrics_public"))

@@ -122,6 +122,7 @@ def dispatch_settings(settings: Settings) -> Any:
         model_routing=settings.model_routing,
         model_routing_window=settings.model_routing_window,
         model_routing_max_overtake=settings.model_routing_max_overtake,
+        clean_backend_outputs=settings.clean_backend_outputs,
     )
 
 

@@ -194,6 +194,13 @@ class Backend:
         return self.process.temp_dir if self.process is not None else None
 
     @property
+    def chosen_dirs(self) -> frozenset[str]:
+        """The kinds of folder ("output", "temp") comfyrun chose for this managed backend (its
+        files there are comfyrun's to remove); none for any other backend."""
+        chosen = getattr(self.process, "chosen_dirs", None)
+        return chosen if isinstance(chosen, frozenset) else frozenset()
+
+    @property
     def base_state(self) -> BackendState:
         """The state before busy/ready is derived from the number of jobs."""
         if self.process is not None:

@@ -22,6 +22,7 @@ from typing import Any
 from comfyrun.backends.pool import Backend
 from comfyrun.comfy.outputs import FileRef, OutputItem, ValueOutput
 from comfyrun.core.job import JSON, Job, Output, OutputType
+from comfyrun.dispatch.janitor import Copy
 from comfyrun.dispatch.run_context import OUTPUT_MISSING, RECACHE_INPUT
 from comfyrun.outputs import OutputStorage, classify_output, output_key, put_read, read_inline
 
@@ -159,6 +160,21 @@ async def _store_file(
     )
 
 
+def backend_copies(backend: Backend, outputs: Mapping[str, list[OutputItem]]) -> list[Copy]:
+    """The files a prompt's outputs name in the folders comfyrun chose for a managed backend
+    (`Backend.chosen_dirs`): ComfyUI's copies, once comfyrun stored the outputs. Checked
+    against their folder when removed (dispatch.janitor.remove_all)."""
+    chosen = backend.chosen_dirs
+    copies: list[Copy] = []
+    for items in outputs.values():
+        for item in items:
+            if isinstance(item, FileRef) and item.type in chosen:
+                root = _local_root(backend, item)
+                if root is not None:
+                    copies.append((root, root / item.subfolder / item.filename))
+    return copies
+
+
 def names_files(items: Sequence[OutputItem]) -> bool:
     """Whether a node's outputs name files (in ComfyUI's folders)."""
     return any(isinstance(item, FileRef) for item in items)
@@ -241,6 +257,7 @@ async def read_file(path: Path) -> AsyncIterator[bytes]:
 
 
 __all__ = [
+    "backend_copies",
     "collect_outputs",
     "names_files",
     "read_file",

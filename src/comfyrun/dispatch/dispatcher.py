@@ -44,6 +44,7 @@ from comfyrun.core.state import Event
 from comfyrun.dispatch.fitting import FleetFit
 from comfyrun.dispatch.handoff import Reservation
 from comfyrun.dispatch.inputs import make_input_placer
+from comfyrun.dispatch.janitor import Janitor
 from comfyrun.dispatch.rebalance import PARK_PER_BACKEND, Rebalancing
 from comfyrun.dispatch.reconcile import first_attempt_note
 from comfyrun.dispatch.relay import RelayHub
@@ -101,6 +102,7 @@ class Dispatcher(Rebalancing):
             relay_hub=relay_hub,
             relay_to_store=relay_to_store,
             handlers=handlers or HandlerRegistry.load(entry_points=False),
+            janitor=Janitor() if self.settings.clean_backend_outputs else None,
         )
         #: The store's work token when a claim last found nothing (see JobStore.work_token).
         self._nothing_at: int | None = None
@@ -171,6 +173,8 @@ class Dispatcher(Rebalancing):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self.ctx.janitor is not None:
+            await self.ctx.janitor.close()
         log.info("dispatcher %s stopped", self.worker_id, extra={"action": "dispatcher_stop"})
 
     async def wait_idle(self) -> None:

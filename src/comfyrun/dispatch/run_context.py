@@ -10,6 +10,7 @@ from typing import Any
 
 from comfyrun.backends.pool import Backend, BackendPool
 from comfyrun.core.job import JSON, Job
+from comfyrun.dispatch.janitor import Janitor
 from comfyrun.dispatch.relay import RelayHub
 from comfyrun.dispatch.settings import DispatchSettings
 from comfyrun.handlers.registry import HandlerRegistry
@@ -49,6 +50,8 @@ class RunContext:
     relay_to_store: bool = False
     #: Runs the follow-up steps (`then`) of a job on its outputs (dispatch.chain).
     handlers: HandlerRegistry | None = None
+    #: Removes ComfyUI's copies of stored outputs (dispatch.janitor); None keeps them.
+    janitor: Janitor | None = None
     #: Told each job whose run here ended, as its final transition committed it (an API in
     #: this process keeps it at hand: JobService.remember).
     finished: list[Callable[[Job], None]] = dataclasses.field(default_factory=list)

@@ -22,7 +22,7 @@ from comfyrun.core.job import ACTIVE, Job, JobError, Progress
 from comfyrun.core.retry import FailureKind, decide
 from comfyrun.core.state import Event
 from comfyrun.dispatch.chain import ChainFailure, chain_outputs
-from comfyrun.dispatch.collect import collect_outputs, names_files
+from comfyrun.dispatch.collect import backend_copies, collect_outputs, names_files
 from comfyrun.dispatch.progress import ProgressWriter
 from comfyrun.dispatch.reconcile import stop_prompt
 from comfyrun.dispatch.relay import JobRelay
@@ -173,7 +173,7 @@ class RunEnding(ABC):
                 return
             outputs = chained
         total = len(self.job.workflow)
-        await self._transition(
+        done = await self._transition(
             Event.SUCCEED,
             Changes(
                 progress=Progress(value=1.0, nodes_done=total, nodes_total=total),
@@ -183,6 +183,10 @@ class RunEnding(ABC):
                 outputs=tuple(outputs),
             ),
         )
+        if done is not None and done.terminal and self.ctx.janitor is not None:
+            # committed with its outputs: ComfyUI's copies are not needed (a cached identical
+            # prompt that names one is run anew: OUTPUT_MISSING)
+            self.ctx.janitor.discard(backend_copies(self.backend, outcome.outputs))
 
     async def _backend_lost(self, reason: str) -> None:
         kind = FailureKind.CRASH if self.backend.managed else FailureKind.BACKEND_LOST

@@ -35,6 +35,9 @@ class DispatchSettings:
     model_routing: bool = True
     model_routing_window: int = 32
     model_routing_max_overtake: int = 16
+    #: Remove ComfyUI's copy of each output stored, from the folders comfyrun chose for a
+    #: managed backend (dispatch.janitor), once its job's end is committed.
+    clean_backend_outputs: bool = True
     #: Models of one folder (checkpoints, loras, ...) a backend is taken to keep loaded.
     models_kept: int = 1
     #: Handler jobs (types other than comfy) one worker runs at once.

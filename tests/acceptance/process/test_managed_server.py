@@ -163,7 +163,12 @@ async def test_inputs_and_outputs_go_through_the_folders_not_http(tmp_path: Path
         async with asyncio.timeout(30):  # the job is marked done before its inputs are removed
             await ctx.dispatcher.wait_idle()
         assert not (process.input_dir / "comfyrun" / job_id).exists()  # removed after the job
-        assert list(process.output_dir.glob("io_*.png"))
+        # the output was read from the folder (its /view answers 500), then ComfyUI's copy
+        # removed from the folder comfyrun chose (clean_backend_outputs)
+        janitor = ctx.dispatcher.ctx.janitor
+        assert janitor is not None
+        await janitor.close()
+        assert janitor.removed == 1 and not list(process.output_dir.glob("io_*.png"))
 
 
 async def test_eager_start_begins_with_the_server(tmp_path: Path) -> None:

@@ -44,7 +44,9 @@ async def test_two_gpus_on_one_folder_never_cross_outputs(tmp_path: Path) -> Non
     before = tree(folder)
     cfg = BackendConfig(name="comfy", comfy_path=folder, gpus=[0, 1], lazy=False)
     colors = [0x102030 * (i + 1) & 0xFFFFFF for i in range(8)]
-    async with asgi_app(settings(tmp_path, cfg)) as (_app, client, ctx):
+    # ComfyUI's copies kept (they are removed once stored by default): counted below
+    kept = settings(tmp_path, cfg, clean_backend_outputs=False)
+    async with asgi_app(kept) as (_app, client, ctx):
         first, second = managed(ctx, "comfy-gpu0"), managed(ctx, "comfy-gpu1")
         await asyncio.gather(first.ensure_started(), second.ensure_started())
         assert first.output_dir != second.output_dir

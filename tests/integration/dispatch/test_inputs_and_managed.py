@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from PIL import Image
 from tests.integration.dispatch.conftest import HEALTH, SETTINGS
@@ -117,11 +118,77 @@ async def test_a_managed_backend_starts_on_its_first_job_and_works_from_its_fold
         assert not await asyncio.to_thread((folder / "input" / "comfyrun" / job.id).exists)
         info = pool.snapshot()[0]
         assert info.state in ("ready", "busy") and info.url and info.jobs_done == 1
+        # the folders are the ComfyUI checkout's own (no files_dir): its copies are left
+        saved = folder / "output" / done.outputs[0].name
+        assert await asyncio.to_thread(saved.is_file)
     finally:
         await dispatcher.stop()
         await pool.stop()
         await store.close()
     assert pool.snapshot()[0].state == "stopped"
+
+
+async def test_comfyuis_copies_in_the_folders_comfyrun_chose_are_removed(
+    tmp_path: Path,
+) -> None:
+    """A managed backend whose folders comfyrun chose (files_dir): once a job's end is
+    committed with its outputs, ComfyUI's copies are removed (its saves stay cheap, the disk
+    holds each output once); an identical prompt, which ComfyUI answers from its cache naming
+    a removed file, runs anew and succeeds."""
+    folder = await asyncio.to_thread(make_comfy_folder, tmp_path / "ComfyUI")
+    files = tmp_path / "files"
+    spec = ManagedSpec(
+        name="local",
+        log_dir=tmp_path / "logs",
+        comfy_path=folder,
+        files_dir=files,
+        ready_timeout_s=60.0,
+        ready_interval_s=0.1,
+        stop_grace_s=5.0,
+        health_interval_s=None,
+    )
+    store = open_store("memory://")
+    await store.open()
+    storage = open_output_storage(f"file://{tmp_path / 'outputs'}")
+    pool = BackendPool.from_specs(
+        [BackendSpec(name="local", managed=spec)], ComfyClient, health=HEALTH
+    )
+    dispatcher = Dispatcher(store, pool, storage, SETTINGS, worker_id="managed-worker")
+    await pool.start()
+    try:
+        await dispatcher.start()
+        graph = {
+            "1": {
+                "class_type": "EmptyImage",
+                "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0x2040},
+            },
+            "2": {
+                "class_type": "SaveImage",
+                "inputs": {"images": ["1", 0], "filename_prefix": "c"},
+            },
+            "3": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+        }
+        for _ in range(2):
+            job, _ = await store.enqueue(NewJob(workflow=graph))
+            done = await wait_terminal(store, job.id, timeout=90)
+            assert done is not None and done.status is JobStatus.SUCCEEDED, done and done.error
+            assert done.attempts == 1
+            key = done.outputs[0].storage_key
+            assert key is not None and await read_all(storage, key)
+            janitor = dispatcher.ctx.janitor
+            assert janitor is not None
+            await janitor.close()  # what it was given (at the job's end) is removed
+            assert not await asyncio.to_thread(lambda: any(files.rglob("*.png")))
+        info = pool.snapshot()[0]
+        assert info.state in ("ready", "busy") and info.url
+        async with httpx.AsyncClient(timeout=10) as http:
+            history = (await http.get(f"{info.url}/history")).json()
+        runs = [e for e in history.values() if e["prompt"][3].get("comfyrun_job_id") == job.id]
+        assert len(runs) == 2  # the second job: answered from the cache, then run anew
+    finally:
+        await dispatcher.stop()
+        await pool.stop()
+        await store.close()
 
 
 async def test_a_missing_comfyui_fails_jobs_with_a_clear_message(tmp_path: Path) -> None:

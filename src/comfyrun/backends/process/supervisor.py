@@ -86,6 +86,12 @@ class ManagedProcess:
         self.input_dir: Path = folders.input_dir
         self.output_dir: Path = folders.output_dir
         self.temp_dir: Path = folders.temp_dir
+        #: The folders comfyrun chose (and passed ComfyUI the flag for): "output", "temp".
+        self.chosen_dirs = frozenset(
+            kind
+            for kind, flag in (("output", "--output-directory"), ("temp", "--temp-directory"))
+            if flag in folders.flags
+        )
         self.log = ProcessLog(spec.log_file)
         self.state: ProcessState = ProcessState.STOPPED
         self.last_error: str | None = None

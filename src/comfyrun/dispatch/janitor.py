@@ -1,0 +1,70 @@
+"""ComfyUI's copies of the outputs comfyrun has stored, removed from the folders comfyrun chose
+for a managed backend (`clean_backend_outputs`).
+
+ComfyUI lists its output folder on every save to number the file (folder_paths.
+get_save_image_path), so each job costs it more as the folder fills, and every output would
+sit on the disk twice. Once a job's end (with its outputs) is committed, its prompt's files in
+those folders are removed, in batches on a thread (one trip for all the files that came
+meanwhile). A later identical prompt that ComfyUI answers from its cache names a file removed
+here: the run then submits it once more, its saving nodes made new to the cache
+(dispatch.collect.recached).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+#: (the folder comfyrun chose, a file ComfyUI wrote in it)
+Copy = tuple[Path, Path]
+
+
+class Janitor:
+    """Removes files in the background, a batch per trip to a thread; `close` finishes."""
+
+    def __init__(self) -> None:
+        self._pending: list[Copy] = []
+        self._task: asyncio.Task[None] | None = None
+        self.removed = 0
+
+    def discard(self, files: Iterable[Copy]) -> None:
+        self._pending.extend(files)
+        if self._pending and (self._task is None or self._task.done()):
+            self._task = asyncio.create_task(self._drain(), name="dispatch:janitor")
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                self.removed += await asyncio.to_thread(remove_all, batch)
+            except Exception:  # never the jobs' concern: the files stay
+                log.warning("removing ComfyUI's copies of outputs failed", exc_info=True)
+
+    async def close(self) -> None:
+        """Remove what is pending (bounded: at most a few seconds)."""
+        if self._task is not None:
+            with contextlib.suppress(Exception, TimeoutError):
+                async with asyncio.timeout(5.0):
+                    await asyncio.shield(self._task)
+
+
+def remove_all(batch: list[Copy]) -> int:
+    """Remove each file that is inside its folder once resolved (a link out is left)."""
+    removed = 0
+    for root, path in batch:
+        try:
+            resolved = path.resolve()
+            if resolved.is_relative_to(root.resolve()) and resolved.is_file():
+                resolved.unlink()
+                removed += 1
+        except OSError:
+            continue  # gone already, or not ours to remove
+    return removed
+
+
+__all__ = ["Copy", "Janitor", "remove_all"]
