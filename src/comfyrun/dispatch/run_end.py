@@ -208,9 +208,15 @@ class RunEnding(ABC):
             return False
         if not self.backend.is_down:
             self.ctx.pool.mark_unhealthy(self.backend, error.message, quarantine=False)
+        await self._requeue_uncounted(error, "not tried")
+        return True
+
+    async def _requeue_uncounted(self, error: JobError, why: str) -> None:
+        """Back to the queue at once, this attempt not counted, `error` kept for the next."""
         log.warning(
-            "job %s back in the queue, not tried: %s",
+            "job %s back in the queue, %s: %s",
             self.job.id,
+            why,
             error.message,
             extra=self._extra("job_requeued"),
         )
@@ -220,7 +226,6 @@ class RunEnding(ABC):
             Event.REQUEUE,
             Changes(error=error, backend=self.backend.name, uncount_attempt=True),
         )
-        return True
 
     async def _output_missing(self, outcome: PromptResult, exc: ComfyHTTPError) -> None:
         """An output ComfyUI named is not in its folder (cleared since an identical prompt
@@ -239,18 +244,7 @@ class RunEnding(ABC):
         if previous is not None and previous.code == OUTPUT_MISSING:
             await self._finish_failure(FailureKind.NODE_ERROR, error, retry=False)
             return
-        log.warning(
-            "job %s back in the queue, to run anew: %s",
-            self.job.id,
-            error.message,
-            extra=self._extra("job_requeued"),
-        )
-        if self.ctx.on_retry is not None:
-            self.ctx.on_retry(time.time())
-        await self._transition(
-            Event.REQUEUE,
-            Changes(error=error, backend=self.backend.name, uncount_attempt=True),
-        )
+        await self._requeue_uncounted(error, "to run anew")
 
     async def _finish_failure(
         self, kind: FailureKind, error: JobError, *, retry: bool = True

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +66,44 @@ async def wait_terminal(store: JobStore, job_id: str, *, timeout: float) -> Job 
     return job
 
 
+@dataclass
+class Managed:
+    store: JobStore
+    storage: Any
+    pool: BackendPool
+    dispatcher: Dispatcher
+
+
+@contextlib.asynccontextmanager
+async def managed_worker(folder: Path, tmp_path: Path, **spec: Any) -> AsyncIterator[Managed]:
+    """A dispatcher over one managed (emulated) ComfyUI in `folder`, its pool started."""
+    managed = ManagedSpec(
+        name="local",
+        log_dir=tmp_path / "logs",
+        comfy_path=folder,
+        ready_timeout_s=60.0,
+        ready_interval_s=0.1,
+        restart_backoff_s=0.1,
+        stop_grace_s=5.0,
+        health_interval_s=None,
+        **spec,
+    )
+    store = open_store("memory://")
+    await store.open()
+    storage = open_output_storage(f"file://{tmp_path / 'outputs'}")
+    pool = BackendPool.from_specs(
+        [BackendSpec(name="local", managed=managed)], ComfyClient, health=HEALTH
+    )
+    dispatcher = Dispatcher(store, pool, storage, SETTINGS, worker_id="managed-worker")
+    await pool.start()
+    try:
+        yield Managed(store, storage, pool, dispatcher)
+    finally:
+        await dispatcher.stop()
+        await pool.stop()
+        await store.close()
+
+
 async def test_an_input_is_uploaded_to_a_remote_backend(make_engine: Make) -> None:
     engine = await make_engine()
     data = base64.b64encode(png((10, 20, 30))).decode()
@@ -82,25 +123,13 @@ async def test_a_managed_backend_starts_on_its_first_job_and_works_from_its_fold
     tmp_path: Path,
 ) -> None:
     folder = await asyncio.to_thread(make_comfy_folder, tmp_path / "ComfyUI")
-    spec = ManagedSpec(
-        name="local",
-        log_dir=tmp_path / "logs",
-        comfy_path=folder,
-        ready_timeout_s=60.0,
-        ready_interval_s=0.1,
-        restart_backoff_s=0.1,
-        stop_grace_s=5.0,
-        health_interval_s=None,
-    )
-    store = open_store("memory://")
-    await store.open()
-    storage = open_output_storage(f"file://{tmp_path / 'outputs'}")
-    pool = BackendPool.from_specs(
-        [BackendSpec(name="local", managed=spec)], ComfyClient, health=HEALTH
-    )
-    dispatcher = Dispatcher(store, pool, storage, SETTINGS, worker_id="managed-worker")
-    await pool.start()
-    try:
+    async with managed_worker(folder, tmp_path) as worker:
+        store, storage, pool, dispatcher = (
+            worker.store,
+            worker.storage,
+            worker.pool,
+            worker.dispatcher,
+        )
         assert [(b.state, b.managed) for b in pool.snapshot()] == [("stopped", True)]
         await dispatcher.start()
         data = base64.b64encode(png((100, 0, 200))).decode()
@@ -121,10 +150,6 @@ async def test_a_managed_backend_starts_on_its_first_job_and_works_from_its_fold
         # the folders are the ComfyUI checkout's own (no files_dir): its copies are left
         saved = folder / "output" / done.outputs[0].name
         assert await asyncio.to_thread(saved.is_file)
-    finally:
-        await dispatcher.stop()
-        await pool.stop()
-        await store.close()
     assert pool.snapshot()[0].state == "stopped"
 
 
@@ -137,25 +162,8 @@ async def test_comfyuis_copies_in_the_folders_comfyrun_chose_are_removed(
     a removed file, runs anew and succeeds."""
     folder = await asyncio.to_thread(make_comfy_folder, tmp_path / "ComfyUI")
     files = tmp_path / "files"
-    spec = ManagedSpec(
-        name="local",
-        log_dir=tmp_path / "logs",
-        comfy_path=folder,
-        files_dir=files,
-        ready_timeout_s=60.0,
-        ready_interval_s=0.1,
-        stop_grace_s=5.0,
-        health_interval_s=None,
-    )
-    store = open_store("memory://")
-    await store.open()
-    storage = open_output_storage(f"file://{tmp_path / 'outputs'}")
-    pool = BackendPool.from_specs(
-        [BackendSpec(name="local", managed=spec)], ComfyClient, health=HEALTH
-    )
-    dispatcher = Dispatcher(store, pool, storage, SETTINGS, worker_id="managed-worker")
-    await pool.start()
-    try:
+    async with managed_worker(folder, tmp_path, files_dir=files) as worker:
+        store, storage, dispatcher = worker.store, worker.storage, worker.dispatcher
         await dispatcher.start()
         graph = {
             "1": {
@@ -179,16 +187,12 @@ async def test_comfyuis_copies_in_the_folders_comfyrun_chose_are_removed(
             assert janitor is not None
             await janitor.close()  # what it was given (at the job's end) is removed
             assert not await asyncio.to_thread(lambda: any(files.rglob("*.png")))
-        info = pool.snapshot()[0]
+        info = worker.pool.snapshot()[0]
         assert info.state in ("ready", "busy") and info.url
         async with httpx.AsyncClient(timeout=10) as http:
             history = (await http.get(f"{info.url}/history")).json()
         runs = [e for e in history.values() if e["prompt"][3].get("comfyrun_job_id") == job.id]
         assert len(runs) == 2  # the second job: answered from the cache, then run anew
-    finally:
-        await dispatcher.stop()
-        await pool.stop()
-        await store.close()
 
 
 async def test_a_missing_comfyui_fails_jobs_with_a_clear_message(tmp_path: Path) -> None:
