@@ -15,38 +15,32 @@ import time
 from collections.abc import Sequence
 from types import TracebackType
 
-from comfyrun.core.batch import NO_GROUP, Batch, BatchStatus, NewBatch, fair_tag
+from comfyrun.core.batch import NO_GROUP, Batch, fair_tag
 from comfyrun.core.catalog import NodeCatalog
 from comfyrun.core.job import ACTIVE, JSON, TERMINAL, Job, JobStatus, NewJob, Output, Progress
 from comfyrun.core.state import Event
-from comfyrun.core.webhook import batch_delivery_for
 from comfyrun.errors import Conflict, IdempotencyKeyReuse, NotFound
-from comfyrun.store import batches, maintenance, transition
+from comfyrun.store import maintenance, transition
 from comfyrun.store.base import (
-    COMFY_CLIENT_ID,
     Changes,
     ClaimChoice,
     ClaimNote,
     HandOff,
-    JobEnd,
     JobEvent,
-    JobPage,
-    QueueEntry,
     clock_or,
 )
 from comfyrun.store.codec import (
-    decode_cursor,
-    encode_cursor,
     output_to_dict,
     progress_to_dict,
-    queue_entry_of,
 )
 from comfyrun.store.idempotency import KeyVerdict, key_scope, verdict
+from comfyrun.store.membatches import MemoryBatches
+from comfyrun.store.memreads import MemoryReads, claim_order
 from comfyrun.store.memtenancy import MemoryTenancy
 from comfyrun.store.memworkers import MemoryWorkers
 
 
-class MemoryStore(MemoryTenancy, MemoryWorkers):
+class MemoryStore(MemoryReads, MemoryBatches, MemoryTenancy, MemoryWorkers):
     """A JobStore held in dicts."""
 
     def __init__(self) -> None:
@@ -155,10 +149,10 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
         if not runnable:
             return None
         if choice is not None:
-            window = heapq.nsmallest(max(1, choice.window), runnable, key=_claim_order)
+            window = heapq.nsmallest(max(1, choice.window), runnable, key=claim_order)
             best = choice.chosen(window)
         else:
-            best = min(runnable, key=_claim_order)
+            best = min(runnable, key=claim_order)
         job = self._take(best, worker_id, lease_s, now, note)
         await self._wake_watchers()
         return job
@@ -246,7 +240,7 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
             and j.next_run_at <= now
             and (types is None or j.type in types)
         ]
-        return min(runnable, key=_claim_order).priority if runnable else None
+        return min(runnable, key=claim_order).priority if runnable else None
 
     async def record_progress(self, job_id: str, progress: Progress) -> None:
         job = self._get_or_raise(job_id)
@@ -313,112 +307,6 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
 
     # -- reads -------------------------------------------------------------------------------
 
-    async def get(self, job_id: str) -> Job | None:
-        return self._jobs.get(job_id)
-
-    async def get_by_prompt_id(self, prompt_id: str) -> Job | None:
-        return next((j for j in self._jobs.values() if j.prompt_id == prompt_id), None)
-
-    async def unfinished_for_client(
-        self, client_id: str, *, owner: str | None = None, limit: int = 500
-    ) -> list[Job]:
-        jobs = [
-            j
-            for j in self._jobs.values()
-            if (j.status is JobStatus.QUEUED or j.status in ACTIVE)
-            and j.metadata.get(COMFY_CLIENT_ID) == client_id
-            and (owner is None or j.owner == owner)
-        ]
-        jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
-        return jobs[: max(0, limit)]
-
-    async def queue(self, *, owner: str | None = None, limit: int = 1000) -> list[QueueEntry]:
-        mine = [j for j in self._jobs.values() if owner is None or j.owner == owner]
-        active = sorted(
-            (j for j in mine if j.status in ACTIVE), key=lambda j: (j.started_at or 0.0, j.id)
-        )
-        queued = sorted((j for j in mine if j.status is JobStatus.QUEUED), key=_claim_order)
-        limit = max(0, limit)
-        return [queue_entry_of(j) for j in (*active[:limit], *queued[:limit])]
-
-    async def list(
-        self,
-        *,
-        statuses: Sequence[JobStatus] | None = None,
-        owner: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> JobPage:
-        jobs = sorted(self._jobs.values(), key=lambda j: (j.created_at, j.id), reverse=True)
-        if statuses is not None:
-            wanted = set(statuses)
-            jobs = [j for j in jobs if j.status in wanted]
-        if owner is not None:
-            jobs = [j for j in jobs if j.owner == owner]
-        if cursor is not None:
-            after = decode_cursor(cursor)
-            jobs = [j for j in jobs if (j.created_at, j.id) < after]
-        page = jobs[: max(0, limit)]
-        more = len(jobs) > len(page) and bool(page)
-        last = page[-1] if page else None
-        return JobPage(
-            jobs=page,
-            next_cursor=encode_cursor(last.created_at, last.id) if more and last else None,
-        )
-
-    async def queue_position(
-        self,
-        job_id: str,
-        *,
-        now: float | None = None,
-        limit: int | None = None,
-        job: Job | None = None,
-    ) -> int | None:
-        now = clock_or(now)
-        if job is None or job.id != job_id:
-            job = self._jobs.get(job_id)
-        if job is None or job.status is not JobStatus.QUEUED:
-            return None
-        mine = _position_order(job, now)
-        ahead = sum(
-            1
-            for j in self._jobs.values()
-            if j.status is JobStatus.QUEUED and _position_order(j, now) < mine
-        )
-        return ahead if limit is None else min(ahead, max(0, limit))
-
-    async def counts(
-        self, *, unfinished: bool = False, owner: str | None = None
-    ) -> dict[JobStatus, int]:
-        counts = dict.fromkeys(JobStatus, 0)
-        for job in self._jobs.values():
-            if (not unfinished or job.status not in TERMINAL) and (
-                owner is None or job.owner == owner
-            ):
-                counts[job.status] += 1
-        return counts
-
-    async def finished_since(self, after: float, *, limit: int = 1000) -> builtins.list[JobEnd]:
-        ended = sorted(
-            (j.finished_at, j.id, j)
-            for j in self._jobs.values()
-            if j.finished_at is not None and j.finished_at >= after
-        )
-        return [
-            JobEnd(job.id, job.status, job.created_at, job.started_at, at)
-            for at, _, job in ended[: max(0, limit)]
-        ]
-
-    async def oldest_queued_at(self, *, owner: str | None = None) -> float | None:
-        return min(
-            (
-                j.created_at
-                for j in self._jobs.values()
-                if j.status is JobStatus.QUEUED and (owner is None or j.owner == owner)
-            ),
-            default=None,
-        )
-
     # -- housekeeping ------------------------------------------------------------------------
 
     async def sweep_expired_leases(self, *, now: float | None = None) -> builtins.list[Job]:
@@ -483,102 +371,6 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
                 self._events.pop(batch.id, None)
         return old
 
-    # -- batches -----------------------------------------------------------------------------
-
-    async def create_batch(
-        self, batch: NewBatch, jobs: Sequence[NewJob], *, now: float | None = None
-    ) -> Batch:
-        now = clock_or(now)
-        if batch.id in self._batches:
-            raise Conflict(f"batch {batch.id} already exists", details={"batch_id": batch.id})
-        priority = jobs[0].priority if jobs else 0
-        runnable = [
-            j
-            for j in self._jobs.values()
-            if j.status is JobStatus.QUEUED and j.priority == priority and j.next_run_at <= now
-        ]
-        head = min(runnable, key=_claim_order).fair_tag if runnable else None
-        record, queued = batches.created(batch, jobs, now, batches.first_tag(head))
-        self._batches[record.id] = record
-        for job in queued:
-            self._jobs[job.id] = job
-            self._append(job.id, "status", transition.enqueue_event(job), now)
-        data = {"total": record.total, "workflow": record.workflow}
-        self._append(record.id, batches.CREATED_EVENT, data, now)
-        await self._wake_workers()
-        await self._wake_watchers()
-        return record
-
-    async def get_batch(self, batch_id: str) -> Batch | None:
-        return self._batches.get(batch_id)
-
-    async def open_batches(self) -> builtins.list[Batch]:
-        return sorted((b for b in self._batches.values() if not b.done), key=lambda b: b.created_at)
-
-    async def batch_counts(self, batch_id: str) -> dict[JobStatus, int]:
-        counts = dict.fromkeys(JobStatus, 0)
-        for job in self._jobs.values():
-            if job.batch_id == batch_id:
-                counts[job.status] += 1
-        return counts
-
-    async def batch_jobs(
-        self, batch_id: str, *, limit: int = 100, cursor: str | None = None
-    ) -> JobPage:
-        jobs = sorted(
-            (j for j in self._jobs.values() if j.batch_id == batch_id),
-            key=lambda j: (j.created_at, j.id),
-        )
-        if cursor is not None:
-            after = decode_cursor(cursor)
-            jobs = [j for j in jobs if (j.created_at, j.id) > after]
-        page = jobs[: max(0, limit)]
-        more = len(jobs) > len(page) and bool(page)
-        last = page[-1] if page else None
-        return JobPage(
-            jobs=page,
-            next_cursor=encode_cursor(last.created_at, last.id) if more and last else None,
-        )
-
-    async def cancel_batch(
-        self, batch_id: str, *, now: float | None = None
-    ) -> tuple[Batch, builtins.list[Job]]:
-        now = clock_or(now)
-        batch = self._batches.get(batch_id)
-        if batch is None:
-            raise batches.not_found(batch_id)
-        if batch.done:
-            return batch, []
-        for job in builtins.list(self._jobs.values()):
-            if job.batch_id == batch_id and job.status is JobStatus.QUEUED:
-                self._jobs[job.id] = job.evolve(status=JobStatus.CANCELED, finished_at=now)
-                self._append(job.id, "status", batches.cancel_event(job.attempts), now)
-        if batch.status is BatchStatus.RUNNING:
-            self._batches[batch_id] = batch.evolve(status=BatchStatus.CANCELING)
-        self._end_batch_if_done(batch_id, now)
-        active = [j for j in self._jobs.values() if j.batch_id == batch_id and j.status in ACTIVE]
-        await self._wake_watchers()
-        return self._batches[batch_id], active
-
-    def _end_batch_if_done(self, batch_id: str, now: float) -> None:
-        batch = self._batches.get(batch_id)
-        if batch is None:
-            return
-        open_jobs = sum(1 for j in self._jobs.values() if j.batch_id == batch_id and not j.terminal)
-        status = batches.ending(batch.status, open_jobs)
-        if status is None:
-            return
-        self._batches[batch_id] = batch.evolve(status=status, finished_at=now)
-        counts = dict.fromkeys(JobStatus, 0)
-        for job in self._jobs.values():
-            if job.batch_id == batch_id:
-                counts[job.status] += 1
-        data = batches.completed_event(batch, status, counts)
-        self._append(batch_id, batches.COMPLETED_EVENT, data, now)
-        delivery = batch_delivery_for(batch_id, batch.options, now)
-        if delivery is not None:
-            self._deliveries[delivery.id] = delivery
-
     def _fair_tag(self, job: Job, now: float) -> float:
         same = [
             j
@@ -586,7 +378,7 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
             if j.status is JobStatus.QUEUED and j.priority == job.priority
         ]
         runnable = [j for j in same if j.next_run_at <= now]
-        head = min(runnable, key=_claim_order).fair_tag if runnable else None
+        head = min(runnable, key=claim_order).fair_tag if runnable else None
         mine = [j.fair_tag for j in same if j.fair_key == job.fair_key != NO_GROUP]
         return fair_tag(head, max(mine) if mine else None)
 
@@ -631,15 +423,6 @@ class MemoryStore(MemoryTenancy, MemoryWorkers):
         self._work_seq += 1
         async with self._work_added:
             self._work_added.notify_all()
-
-
-def _claim_order(job: Job) -> tuple[int, float, float, str]:
-    return (-job.priority, job.fair_tag, job.rank_at, job.id)
-
-
-def _position_order(job: Job, now: float) -> tuple[bool, int, float, float, str]:
-    """Claim order as of `now`: runnable jobs first, then those waiting for next_run_at."""
-    return (job.next_run_at > now, -job.priority, job.fair_tag, job.rank_at, job.id)
 
 
 __all__ = ["MemoryStore"]
