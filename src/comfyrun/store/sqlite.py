@@ -35,7 +35,6 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from comfyrun.core.job import JSON, Job, JobStatus
@@ -45,6 +44,16 @@ from comfyrun.store.codec import dump_json, job_from_row
 from comfyrun.store.migrate import migrate_sqlite
 from comfyrun.store.queries import queries
 from comfyrun.store.sqlbatches import SQLBatches
+from comfyrun.store.sqlite_calls import (
+    Call,
+    Early,
+    deliver_all,
+    dict_row,
+    drive,
+    rollback,
+    say_early,
+    settle,
+)
 from comfyrun.store.sqlite_wait import SQLiteWaiting
 from comfyrun.store.sqlreads import SQLReads
 from comfyrun.store.sqlstore import Row, SQLStore
@@ -101,22 +110,6 @@ LOOP_COUNT_MAX = 1000
 LOOP_ROWS_MAX = 8
 
 
-#: A `HandOff.decided` to say: (the caller's loop, the callback, the job, created).
-_Early = tuple[asyncio.AbstractEventLoop, Callable[[Job, bool], None], Job, bool]
-
-
-@dataclass(slots=True)
-class _Call:
-    """One store call waiting for the store's thread."""
-
-    fn: Callable[..., Coroutine[Any, Any, Any]]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    read: bool
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Any]
-
-
 class SQLiteStore(SQLiteWaiting, SQLStore):
     """A JobStore in one SQLite file (or `:memory:`, private to this store)."""
 
@@ -138,14 +131,14 @@ class SQLiteStore(SQLiteWaiting, SQLStore):
         self.busy_timeout_s = busy_timeout_s
         self.cross_process_wait_s = cross_process_wait_s
         self.max_batch = max_batch
-        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._calls: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._thread_id: int | None = None
         self._open = False
         # owned by the store's thread
         self._conn: sqlite3.Connection | None = None
         self._wakes: list[tuple[str, bool, str | None]] = []
-        self._early: list[_Early] = []  # HandOff.decided, said once the batch's statements ran
+        self._early: list[Early] = []  # HandOff.decided, said once the batch's statements ran
         self._call_loop: asyncio.AbstractEventLoop | None = None
         # owned by the event loop
         self._job_waiters: dict[str, set[asyncio.Event]] = {}
@@ -267,14 +260,14 @@ class SQLiteStore(SQLiteWaiting, SQLStore):
             and threading.get_ident() == self._loop_thread_id
         ):
             try:
-                return _drive(fn(self, *args, **kwargs))
+                return drive(fn(self, *args, **kwargs))
             except StoreError as exc:
                 if not _busy(exc):
                     raise
                 # the reader would have to wait: ship the read to the store's thread, which may
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._calls.put(_Call(fn, args, kwargs, read, loop, future))
+        self._calls.put(Call(fn, args, kwargs, read, loop, future))
         return await future
 
     def _serve(self, loop: asyncio.AbstractEventLoop, opened: asyncio.Future[None]) -> None:
@@ -284,9 +277,9 @@ class SQLiteStore(SQLiteWaiting, SQLStore):
             self._conn = self._connect()
         except Exception as exc:
             error = StoreError(f"cannot open SQLite database {self.path!r}: {exc}")
-            loop.call_soon_threadsafe(_settle, opened, False, error)
+            loop.call_soon_threadsafe(settle, opened, False, error)
             return
-        loop.call_soon_threadsafe(_settle, opened, True, None)
+        loop.call_soon_threadsafe(settle, opened, True, None)
         try:
             closing = False
             while not closing:
@@ -320,50 +313,50 @@ class SQLiteStore(SQLiteWaiting, SQLStore):
             # FULL: an acknowledged enqueue survives a power cut, not only a process crash.
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             migrate_sqlite(conn)
-            conn.row_factory = _dict_row
+            conn.row_factory = dict_row
         except BaseException:
             conn.close()
             raise
         return conn
 
-    def _run_batch(self, batch: builtins.list[_Call]) -> None:
+    def _run_batch(self, batch: builtins.list[Call]) -> None:
         conn = self._conn
         assert conn is not None
         writes = not all(call.read for call in batch)
-        results: builtins.list[tuple[_Call, bool, Any]] = []
+        results: builtins.list[tuple[Call, bool, Any]] = []
         self._wakes = []
         if writes:
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 error = StoreError(f"SQLite is busy: {exc}")
-                _deliver_all([(call, False, error) for call in batch], [])
+                deliver_all([(call, False, error) for call in batch], [])
                 return
         self._early = []
         for call in batch:
             self._call_loop = call.loop
             try:
-                results.append((call, True, _drive(call.fn(self, *call.args, **call.kwargs))))
+                results.append((call, True, drive(call.fn(self, *call.args, **call.kwargs))))
             except sqlite3.Error as exc:
                 results.append((call, False, StoreError(f"SQLite failed: {exc}")))
             except Exception as exc:
                 results.append((call, False, exc))
         wakes = self._wakes
         if writes:
-            _say_early(self._early)  # the loop goes on while this thread commits (fsync)
+            say_early(self._early)  # the loop goes on while this thread commits (fsync)
             try:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                _rollback(conn)
+                rollback(conn)
                 error = StoreError(f"SQLite commit failed: {exc}")
                 results = [(call, False, value if not ok else error) for call, ok, value in results]
                 wakes = []
-        _deliver_all(results, [(self, *wake) for wake in wakes])
+        deliver_all(results, [(self, *wake) for wake in wakes])
 
     def _fail_waiting(self) -> None:
         """Calls still queued when the store closed."""
         error = StoreError("the SQLite store is closed")
-        left: builtins.list[tuple[_Call, bool, Any]] = []
+        left: builtins.list[tuple[Call, bool, Any]] = []
         while True:
             try:
                 call = self._calls.get_nowait()
@@ -371,7 +364,7 @@ class SQLiteStore(SQLiteWaiting, SQLStore):
                 break
             if call is not None:
                 left.append((call, False, error))
-        _deliver_all(left, [])
+        deliver_all(left, [])
 
     def _wake(self, job_id: str, work: bool, job_type: str | None) -> None:
         """On the event loop, after the commit: wake this process's waiters."""
@@ -493,16 +486,6 @@ for _name, _fn in list(_SHARED.items()):
     setattr(SQLiteStore, _name, _shipped(_name, _fn))
 
 
-def _drive(coro: Coroutine[Any, Any, Any]) -> Any:
-    """Run a coroutine that never suspends to its end, without an event loop."""
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value
-    coro.close()
-    raise RuntimeError("a SQLite store call suspended on the store's thread")
-
-
 def _is_file(path: str) -> bool:
     """A database other connections can open too (not a private in-memory one)."""
     return path != "" and ":memory:" not in path and "mode=memory" not in path
@@ -513,7 +496,7 @@ def _reader(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA query_only = ON")
     conn.execute("PRAGMA busy_timeout = 0")
-    conn.row_factory = _dict_row
+    conn.row_factory = dict_row
     return conn
 
 
@@ -522,55 +505,6 @@ def _busy(exc: StoreError) -> bool:
     return isinstance(cause, sqlite3.OperationalError) and (
         "locked" in str(cause) or "busy" in str(cause)
     )
-
-
-def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
-    return {col[0]: value for col, value in zip(cursor.description, row, strict=True)}
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
-        conn.execute("ROLLBACK")
-
-
-def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if future.done():
-        return  # the caller gave up (cancelled); the call ran all the same
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
-
-
-def _say_early(early: builtins.list[_Early]) -> None:
-    """`HandOff.decided` of the batch's calls, on their loops, before the commit."""
-    for loop, decided, job, created in early:
-        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
-            loop.call_soon_threadsafe(decided, job, created)
-
-
-def _deliver_all(
-    results: builtins.list[tuple[_Call, bool, Any]],
-    wakes: builtins.list[tuple[SQLiteStore, str, bool, str | None]],
-) -> None:
-    """Hand each call's outcome to its loop (one wake-up per loop), then wake the waiters."""
-    by_loop: dict[asyncio.AbstractEventLoop, builtins.list[tuple[_Call, bool, Any]]] = {}
-    for item in results:
-        by_loop.setdefault(item[0].loop, []).append(item)
-    for loop, items in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
-            loop.call_soon_threadsafe(_deliver, items, wakes)
-            wakes = []  # once: waiters live on the loop of the calls that woke them
-
-
-def _deliver(
-    items: builtins.list[tuple[_Call, bool, Any]],
-    wakes: builtins.list[tuple[SQLiteStore, str, bool, str | None]],
-) -> None:
-    for call, ok, value in items:
-        _settle(call.future, ok, value)
-    for store, job_id, work, job_type in wakes:
-        store._wake(job_id, work, job_type)
 
 
 __all__ = ["SQLiteStore"]
