@@ -8,15 +8,17 @@ import asyncio
 import base64
 import io
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import pytest
 import requests
-import runpod
 from PIL import Image
 from tests.integration.compat.conftest import Server
 from tests.support.emulator import image_workflow
+
+if TYPE_CHECKING:
+    import runpod
 
 pytestmark = pytest.mark.timeout(120)
 #: The server runs in the test's own event loop: a CPU-starved start (two suites on 2 cores)
@@ -28,6 +30,10 @@ T = TypeVar("T")
 
 @pytest.fixture
 def endpoint(server: Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[runpod.Endpoint]:
+    # imported here: the SDK's import runs py-cpuinfo in a subprocess (~1 s of CPU), which
+    # every test process would pay at collection
+    import runpod
+
     monkeypatch.setattr(runpod, "api_key", "test-key")
     monkeypatch.setattr(runpod, "endpoint_url_base", f"{server.url}/v2")
     yield runpod.Endpoint("my-endpoint")
