@@ -9,45 +9,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from abc import ABC, abstractmethod
 from dataclasses import replace
 
-from comfyrun.backends.pool import BackendPool, Slot
+from comfyrun.backends.pool import Slot
 from comfyrun.core.job import Job, JobError, JobStatus
 from comfyrun.core.placement import BETTER_FIELDS, BackendView, choose_for_job, placement_key
 from comfyrun.core.retry import failed_on
 from comfyrun.core.state import Event
-from comfyrun.dispatch.fitting import FleetFit
-from comfyrun.dispatch.routing import ModelRouter
-from comfyrun.dispatch.settings import DispatchSettings
+from comfyrun.dispatch.parts import DispatcherParts
 from comfyrun.errors import ComfyrunError
-from comfyrun.store.base import Changes, JobStore
+from comfyrun.store.base import Changes
 
 log = logging.getLogger("comfyrun.dispatch.dispatcher")
 
 
-class Placing(ABC):
+class Placing(DispatcherParts):
     """Placing claimed jobs on backends (the Dispatcher sets these)."""
-
-    settings: DispatchSettings
-    types: tuple[str, ...]
-    worker_id: str
-    store: JobStore
-    pool: BackendPool
-    fit: FleetFit
-    router: ModelRouter
-    _parked: dict[str, Job]
-
-    @abstractmethod
-    def _start_run(
-        self,
-        job: Job,
-        slot: Slot,
-        *,
-        noted_prompt: str | None = None,
-        claimed: int | None = None,
-    ) -> None:
-        """Run `job` on the slot's backend."""
 
     async def _place(self, job: Job, slot: Slot, *, noted: tuple[str, str] | None = None) -> None:
         """Start `job` on the slot's backend if it fits there and no idle backend fits it

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from abc import ABC, abstractmethod
 
-from comfyrun.backends.pool import BackendPool, Slot
-from comfyrun.core.job import Job, JobStatus
+from comfyrun.core.job import JobStatus
 from comfyrun.core.placement import (
     BackendView,
     RunningPrompt,
@@ -23,11 +21,9 @@ from comfyrun.core.placement import (
     is_idle,
 )
 from comfyrun.core.state import Event
-from comfyrun.dispatch.fitting import FleetFit
-from comfyrun.dispatch.routing import ModelRouter
+from comfyrun.dispatch.parts import DispatcherParts
 from comfyrun.dispatch.run import JobRun
-from comfyrun.dispatch.settings import DispatchSettings
-from comfyrun.store.base import Changes, JobStore
+from comfyrun.store.base import Changes
 
 log = logging.getLogger("comfyrun.dispatch.dispatcher")
 
@@ -35,29 +31,10 @@ log = logging.getLogger("comfyrun.dispatch.dispatcher")
 PARK_PER_BACKEND = 2
 
 
-class Rebalancing(ABC):
+class Rebalancing(DispatcherParts):
     """Moves of held prompts between backends (the Dispatcher sets these)."""
 
-    settings: DispatchSettings
-    types: tuple[str, ...]
-    worker_id: str
-    store: JobStore
-    pool: BackendPool
-    fit: FleetFit
-    router: ModelRouter
     _runs: dict[str, tuple[JobRun, asyncio.Task[None]]]
-    _parked: dict[str, Job]
-
-    @abstractmethod
-    def _start_run(
-        self,
-        job: Job,
-        slot: Slot,
-        *,
-        noted_prompt: str | None = None,
-        claimed: int | None = None,
-    ) -> None:
-        """Run `job` on the slot's backend."""
 
     async def _rebalance(self) -> bool:
         """Take a held prompt back (deleted from ComfyUI's queue before it started) to run it

@@ -15,8 +15,8 @@ from comfyrun.core.webhook import batch_delivery_for
 from comfyrun.errors import Conflict
 from comfyrun.store import batches, transition
 from comfyrun.store.base import JobEvent, JobPage, clock_or
-from comfyrun.store.codec import decode_cursor, encode_cursor
-from comfyrun.store.memreads import claim_order
+from comfyrun.store.codec import decode_cursor
+from comfyrun.store.memreads import claim_order, page_of
 
 
 class MemoryBatches(ABC):
@@ -82,13 +82,7 @@ class MemoryBatches(ABC):
         if cursor is not None:
             after = decode_cursor(cursor)
             jobs = [j for j in jobs if (j.created_at, j.id) > after]
-        page = jobs[: max(0, limit)]
-        more = len(jobs) > len(page) and bool(page)
-        last = page[-1] if page else None
-        return JobPage(
-            jobs=page,
-            next_cursor=encode_cursor(last.created_at, last.id) if more and last else None,
-        )
+        return page_of(jobs, limit)
 
     async def cancel_batch(
         self, batch_id: str, *, now: float | None = None

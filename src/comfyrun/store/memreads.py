@@ -61,13 +61,7 @@ class MemoryReads:
         if cursor is not None:
             after = decode_cursor(cursor)
             jobs = [j for j in jobs if (j.created_at, j.id) < after]
-        page = jobs[: max(0, limit)]
-        more = len(jobs) > len(page) and bool(page)
-        last = page[-1] if page else None
-        return JobPage(
-            jobs=page,
-            next_cursor=encode_cursor(last.created_at, last.id) if more and last else None,
-        )
+        return page_of(jobs, limit)
 
     async def queue_position(
         self,
@@ -123,6 +117,13 @@ class MemoryReads:
         )
 
 
+def page_of(jobs: builtins.list[Job], limit: int) -> JobPage:
+    """The first `limit` of `jobs` (in listing order), with the cursor to the rest."""
+    page = jobs[: max(0, limit)]
+    last = page[-1] if page and len(jobs) > len(page) else None
+    return JobPage(jobs=page, next_cursor=encode_cursor(last.created_at, last.id) if last else None)
+
+
 def claim_order(job: Job) -> tuple[int, float, float, str]:
     return (-job.priority, job.fair_tag, job.rank_at, job.id)
 
@@ -132,4 +133,4 @@ def _position_order(job: Job, now: float) -> tuple[bool, int, float, float, str]
     return (job.next_run_at > now, -job.priority, job.fair_tag, job.rank_at, job.id)
 
 
-__all__ = ["MemoryReads", "claim_order"]
+__all__ = ["MemoryReads", "claim_order", "page_of"]
