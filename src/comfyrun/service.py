@@ -229,21 +229,28 @@ class JobService(JobAdmin, JobWatch):
     async def _enqueue(self, sub: Submission, workflow: JSON, validated: float) -> Submitted:
         new = self._new_job(sub, workflow)
         reservation = self._hand_off(new.type) if self._hand_off is not None else None
-        if reservation is None:
-            job, created = await self.store.enqueue(new, now=self._clock())
-            stages.mark(job.id, "enqueued")
-        else:
+        position: int | None = None
+        if reservation is not None:
             # shielded: a claimed job is started even if the request goes away meanwhile
             job, created = await asyncio.shield(self._hand_over(new, reservation))
+            # a job handed off is claimed already: no position to count
+            if sub.want_position and job.status is JobStatus.QUEUED:
+                position = await self._position(job)
+        elif sub.want_position:  # counted in the enqueue's own transaction
+            limit = self.settings.queue_position_cap
+            job, created, position = await self.store.enqueue_counted(
+                new, limit=limit, now=self._clock()
+            )
+            stages.mark(job.id, "enqueued")
+        else:
+            job, created = await self.store.enqueue(new, now=self._clock())
+            stages.mark(job.id, "enqueued")
         stages.mark_at(job.id, "validated", validated)
         if created:
             log.info(
                 "job queued",
                 extra={"action": "job_queued", "job_id": job.id, "priority": job.priority},
             )
-        # a job handed off is claimed already: no position to count
-        queued = sub.want_position and job.status is JobStatus.QUEUED
-        position = await self._position(job) if queued else None
         return Submitted(job=job, created=created, queue_position=position)
 
     async def _hand_over(self, new: NewJob, reservation: Reservation) -> tuple[Job, bool]:

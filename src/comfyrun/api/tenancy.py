@@ -100,6 +100,11 @@ class OwnedStore:
     async def enqueue(self, new: NewJob, *, now: float | None = None) -> tuple[Job, bool]:
         return await self.inner.enqueue(self._owned(new), now=now)
 
+    async def enqueue_counted(
+        self, new: NewJob, *, limit: int | None = None, now: float | None = None
+    ) -> tuple[Job, bool, int | None]:
+        return await self.inner.enqueue_counted(self._owned(new), limit=limit, now=now)
+
     async def enqueue_claimed(
         self, new: NewJob, hand_off: HandOff, *, now: float | None = None
     ) -> tuple[Job, bool]:

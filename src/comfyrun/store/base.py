@@ -270,6 +270,13 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
         job and created=False; the same key with another hash raises IdempotencyKeyReuse.
         """
 
+    async def enqueue_counted(
+        self, new: NewJob, *, limit: int | None = None, now: float | None = None
+    ) -> tuple[Job, bool, int | None]:
+        """`enqueue`, and the job's `queue_position` (counted up to `limit`; None when it is
+        not queued), read in the enqueue's own transaction: one trip to the store, and the
+        position the job had when it was committed."""
+
     async def enqueue_claimed(
         self, new: NewJob, hand_off: HandOff, *, now: float | None = None
     ) -> tuple[Job, bool]:

@@ -87,6 +87,13 @@ class MemoryStore(MemoryReads, MemoryBatches, MemoryTenancy, MemoryWorkers):
             await self._wake_watchers()
         return job, created
 
+    async def enqueue_counted(
+        self, new: NewJob, *, limit: int | None = None, now: float | None = None
+    ) -> tuple[Job, bool, int | None]:
+        now = clock_or(now)
+        job, created = await self.enqueue(new, now=now)
+        return job, created, await self.queue_position(job.id, now=now, limit=limit, job=job)
+
     async def enqueue_claimed(
         self, new: NewJob, hand_off: HandOff, *, now: float | None = None
     ) -> tuple[Job, bool]:

@@ -84,6 +84,11 @@ class SQLReads(ABC):
             job = await self.get(job_id)
         if job is None or job.status is not JobStatus.QUEUED:
             return None
+        async with self._read() as conn:
+            return await self._position_in(conn, job, now, limit)
+
+    async def _position_in(self, conn: Any, job: Job, now: float, limit: int | None) -> int:
+        """`queue_position` of queued `job`, on `conn` (a read, or inside a write)."""
         params = {
             "now": now,
             "priority": job.priority,
@@ -95,8 +100,7 @@ class SQLReads(ABC):
         query = "queue_position_late" if job.next_run_at > now else "queue_position"
         if query == "queue_position" and limit is not None and limit > self.first_count:
             query, params["first"] = "queue_position_capped", self.first_count
-        async with self._read() as conn:
-            row = await self._one(conn, query, params)
+        row = await self._one(conn, query, params)
         ahead = max(0, int(row["ahead"])) if row else 0  # (>= 0: the job may just have gone)
         return ahead if limit is None else min(ahead, max(0, limit))
 

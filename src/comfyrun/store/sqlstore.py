@@ -82,6 +82,18 @@ class SQLStore(SQLReads, SQLTenancy, SQLWorkers, SQLBatches, ABC):
             await self._committed(job.id, work=True, job_type=job.type)
         return job, created
 
+    async def enqueue_counted(
+        self, new: NewJob, *, limit: int | None = None, now: float | None = None
+    ) -> tuple[Job, bool, int | None]:
+        now = clock_or(now)
+        async with self._write() as conn:
+            job, created = await self._enqueue_in(conn, new, now, work=True)
+            queued = job.status is JobStatus.QUEUED
+            position = await self._position_in(conn, job, now, limit) if queued else None
+        if created:
+            await self._committed(job.id, work=True, job_type=job.type)
+        return job, created, position
+
     async def enqueue_claimed(
         self, new: NewJob, hand_off: HandOff, *, now: float | None = None
     ) -> tuple[Job, bool]:

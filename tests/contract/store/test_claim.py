@@ -110,6 +110,42 @@ async def test_queue_position_of_a_job_at_hand_counts_the_same(store: JobStore) 
     assert await store.queue_position(c.id, now=T0 + 5, job=a) == 1  # another job's: read
 
 
+async def test_an_enqueue_counted_answers_the_position_it_was_committed_at(
+    store: JobStore,
+) -> None:
+    """`enqueue_counted`: the job as `enqueue` stores it, with the position `queue_position`
+    gives right after (capped alike); a replay of an idempotency key: that job, its position
+    now; a job already claimed: no position."""
+    from dataclasses import replace
+
+    first, created, ahead = await store.enqueue_counted(new_job(priority=1), now=T0)
+    assert created and ahead == 0 and first.status is JobStatus.QUEUED
+    got = []
+    for i, priority in enumerate([0, 2, 0, 1]):
+        job, created, ahead = await store.enqueue_counted(
+            new_job(priority=priority), now=T0 + 1 + i
+        )
+        assert created and ahead == await store.queue_position(job.id, now=T0 + 1 + i)
+        got.append(ahead)
+    assert got == [1, 0, 3, 2]
+    assert (await store.get(first.id)) == first
+    _, _, capped = await store.enqueue_counted(new_job(), limit=2, now=T0 + 9)
+    assert capped == 2
+    keyed = replace(new_job(priority=5), idempotency_key="k", request_hash="h")
+    job, created, ahead = await store.enqueue_counted(keyed, now=T0 + 10)
+    assert created and ahead == 0
+    claimed = await store.claim("w", 30, now=T0 + 11)
+    assert claimed is not None and claimed.id == job.id
+    again, created, ahead = await store.enqueue_counted(keyed, now=T0 + 12)
+    assert (again.id, created, again.status, ahead) == (job.id, False, JobStatus.RUNNING, None)
+    later, _, _ = await store.enqueue_counted(replace(new_job(), idempotency_key="j"), now=T0)
+    again, created, ahead = await store.enqueue_counted(
+        replace(new_job(), idempotency_key="j"), now=T0 + 13
+    )
+    assert again.id == later.id and not created
+    assert ahead == await store.queue_position(later.id, now=T0 + 13)
+
+
 async def test_counts_and_oldest_queued(store: JobStore) -> None:
     assert await store.oldest_queued_at() is None
     counts = await store.counts()

@@ -13,7 +13,7 @@ import pytest
 from fastapi import APIRouter, Cookie, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi import Response as FastAPIResponse
 from fastapi.responses import PlainTextResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field
 
 from comfyrun.api import lean
 from comfyrun.api.app import create_app
@@ -81,8 +81,21 @@ def router() -> APIRouter:
         seven: Annotated[int, Depends(no_args)],
         flavor: Annotated[str | None, Cookie()] = None,
         fields: Annotated[list[str] | None, Query()] = None,
+        limit: Annotated[int, Query(alias="n", ge=1)] = 5,
+        x_mode: Annotated[str | None, Header()] = None,
+        x_ids: Annotated[list[int], Header()] = [],  # noqa: B006 - FastAPI copies defaults
+        sort: Annotated[str | None, Query(validation_alias=AliasChoices("sort", "order"))] = None,
     ) -> dict[str, Any]:
-        return {"id": thing_id, "seven": seven, "flavor": flavor, "fields": fields}
+        return {
+            "id": thing_id,
+            "seven": seven,
+            "flavor": flavor,
+            "fields": fields,
+            "limit": limit,
+            "mode": x_mode,
+            "ids": x_ids,
+            "sort": sort,
+        }
 
     @r.get("/{thing_id}/raw")
     async def raw(thing_id: int) -> PlainTextResponse:
@@ -188,6 +201,13 @@ REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/things/7", {"headers": TOKEN}),
     ("GET", "/things/7?fields=a&fields=b", {"headers": {**TOKEN, "cookie": "flavor=mint"}}),
     ("GET", "/things/x", {"headers": TOKEN}),
+    ("GET", "/things/7?n=3&order=up&fields=", {"headers": {**TOKEN, "x-mode": "fast"}}),
+    ("GET", "/things/7?n=0&n=4&sort=a&order=b", {"headers": TOKEN}),  # repeated, both names
+    ("GET", "/things/7?limit=3&n=x", {"headers": {**TOKEN, "x_mode": "underscored"}}),
+    ("GET", "/things/7", {"headers": [*TOKEN.items(), ("x-ids", "1"), ("x-ids", "2")]}),
+    ("GET", "/things/7", {"headers": [*TOKEN.items(), ("x-ids", "1"), ("x-ids", "two")]}),
+    ("POST", "/things?wait=1&wait=-2", {"json": {"name": "a"}, "headers": TOKEN}),
+    ("POST", "/things?wait=", {"json": {"name": "a"}, "headers": TOKEN}),
     ("GET", "/things/7", {}),
     ("GET", "/things/7/raw", {"headers": TOKEN}),
     ("DELETE", "/things/7", {"headers": TOKEN}),
