@@ -55,7 +55,7 @@ from comfyrun.store.sqlite_calls import (
     settle,
 )
 from comfyrun.store.sqlite_wait import SQLiteWaiting
-from comfyrun.store.sqlreads import SQLReads
+from comfyrun.store.sqlreads import SQLReads, counts_of, counts_query
 from comfyrun.store.sqlstore import Row, SQLStore
 from comfyrun.store.sqltenancy import SQLTenancy
 from comfyrun.store.sqlworkers import SQLWorkers
@@ -101,10 +101,6 @@ LOCAL = frozenset(
 #: less than the two thread hops of a shipped call. One that would have to wait (SQLITE_BUSY,
 #: e.g. while another connection recovers the WAL index) is shipped to the store's thread.
 LOOP_READS = frozenset({"get", "events_since"})
-#: Unfinished jobs (ComfyUI's queue_remaining, told at every prompt's end) are counted on the
-#: loop's thread too, as LOOP_READS, when there are at most this many: a bounded read. More are
-#: counted on the store's thread.
-LOOP_COUNT_MAX = 1000
 #: A ComfyUI client's unfinished jobs (looked up at each /ws connect; almost always none) are
 #: read on the loop's thread when there are at most this many; more are read on the store's.
 LOOP_ROWS_MAX = 8
@@ -191,25 +187,14 @@ class SQLiteStore(SQLiteWaiting, SQLStore):
     async def counts(
         self, *, unfinished: bool = False, owner: str | None = None
     ) -> dict[JobStatus, int]:
-        if unfinished and owner is None and self._reader is not None:
-            found = self._few_unfinished()
-            if found is not None:
-                return found
+        # the counts the triggers keep (job_counts): a few rows, read on the loop's thread
+        rows = self._on_loop(*counts_query(unfinished=unfinished, owner=owner))
+        if rows is not None:
+            return counts_of(rows)
         counted: dict[JobStatus, int] = await self._call(
             SQLStore.counts, (), {"unfinished": unfinished, "owner": owner}, read=True
         )
         return counted
-
-    def _few_unfinished(self) -> dict[JobStatus, int] | None:
-        """The unfinished jobs counted on the loop's thread, when at most LOOP_COUNT_MAX (None:
-        more, or the reader would have to wait)."""
-        rows = self._on_loop("counts_unfinished_upto", {"limit": LOOP_COUNT_MAX + 1})
-        if rows is None or sum(int(row["n"]) for row in rows) > LOOP_COUNT_MAX:
-            return None
-        counts = dict.fromkeys(JobStatus, 0)
-        for row in rows:
-            counts[JobStatus(row["status"])] = int(row["n"])
-        return counts
 
     async def unfinished_for_client(
         self, client_id: str, *, owner: str | None = None, limit: int = 500

@@ -107,15 +107,9 @@ class SQLReads(ABC):
     async def counts(
         self, *, unfinished: bool = False, owner: str | None = None
     ) -> dict[JobStatus, int]:
-        counts = dict.fromkeys(JobStatus, 0)
-        query = "counts_unfinished" if unfinished else "counts"
-        params: JSON = {}
-        if owner is not None:
-            query, params = f"{query}_of_owner", {"owner": owner}
+        query, params = counts_query(unfinished=unfinished, owner=owner)
         async with self._read() as conn:
-            for row in await self._all(conn, query, params):
-                counts[JobStatus(row["status"])] = int(row["n"])
-        return counts
+            return counts_of(await self._all(conn, query, params))
 
     async def finished_since(self, after: float, *, limit: int = 1000) -> builtins.list[JobEnd]:
         async with self._read() as conn:
@@ -161,3 +155,19 @@ class SQLReads(ABC):
 
 
 __all__ = ["SQLReads"]
+
+
+def counts_query(*, unfinished: bool, owner: str | None) -> tuple[str, JSON]:
+    """The query (and its parameters) of `JobStore.counts`."""
+    query = "counts_unfinished" if unfinished else "counts"
+    if owner is None:
+        return query, {}
+    return f"{query}_of_owner", {"owner": owner}
+
+
+def counts_of(rows: list[Row]) -> dict[JobStatus, int]:
+    """Every status's count from a counts query's rows (a status without a row: 0)."""
+    counts = dict.fromkeys(JobStatus, 0)
+    for row in rows:
+        counts[JobStatus(row["status"])] = int(row["n"])
+    return counts

@@ -80,16 +80,21 @@ async def test_postgres_walks_the_claim_index(pg_schema: str, name: str) -> None
     assert "Sort" not in plan, plan
 
 
-def test_sqlite_counts_the_unfinished_without_the_history(tmp_path: Path) -> None:
-    """The queue size (every ComfyUI /ws status message) reads only the unfinished jobs'
-    part of an index, not every job ever kept."""
+def test_sqlite_counts_read_the_kept_counts_not_the_jobs(tmp_path: Path) -> None:
+    """Every count (the queue size of every ComfyUI /ws status message, /metrics, /stats, a
+    key's) reads job_counts, a few rows kept by triggers, never the jobs or their indexes."""
     with closing(sqlite3.connect(tmp_path / "plan.db", isolation_level=None)) as conn:
         migrate_sqlite(conn)
-        sql = queries("sqlite")["counts_unfinished"]
-        plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
-    # a SEARCH on the status (a range of the index), never a SCAN of the whole table/index
-    assert any(step.startswith("SEARCH jobs") and "(status=?)" in step for step in plan), plan
-    assert not any(step.startswith("SCAN jobs") for step in plan), plan
+        for name in (
+            "counts",
+            "counts_unfinished",
+            "counts_of_owner",
+            "counts_unfinished_of_owner",
+        ):
+            sql = queries("sqlite")[name]
+            plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", {"owner": "k"})]
+            assert any("job_counts" in step for step in plan), (name, plan)
+            assert not any(" jobs " in f"{step} " for step in plan), (name, plan)
 
 
 async def test_sqlite_queue_position_costs_what_it_counts(tmp_path: Path) -> None:

@@ -43,16 +43,16 @@ def test_the_index_key_is_the_relays_client_key() -> None:
     assert f"'{COMFY_CLIENT_ID}'" in queries("postgresql")["unfinished_for_client"]
 
 
-def test_a_keys_counts_read_only_its_index(tmp_path: Path) -> None:
-    """An API key's jobs are counted per status, and its oldest queued job found, from
-    jobs_owner_status alone (a covering index): no other key's jobs, and none of the rows,
-    are read."""
+def test_a_keys_oldest_queued_job_reads_only_its_index(tmp_path: Path) -> None:
+    """An API key's oldest queued job is found from jobs_owner_status alone (a covering
+    index): no other key's jobs, and none of the rows, are read. (Its counts read job_counts:
+    test_claim_plan.)"""
     from comfyrun.store.migrate import migrate_sqlite
 
     conn = sqlite3.connect(tmp_path / "jobs.db")
     try:
         migrate_sqlite(conn)
-        for name in ("counts_of_owner", "counts_unfinished_of_owner", "oldest_queued_at_of_owner"):
+        for name in ("oldest_queued_at_of_owner",):
             plan = conn.execute(
                 "EXPLAIN QUERY PLAN " + queries("sqlite")[name], {"owner": "k1"}
             ).fetchall()

@@ -167,3 +167,43 @@ async def test_jobs_queued_before_rank_at_keep_their_submission_order(tmp_path: 
         assert first is not None and first.id == "older"
     finally:
         await store.close()
+
+
+async def test_jobs_stored_before_job_counts_are_counted_after_the_upgrade(
+    tmp_path: Path,
+) -> None:
+    """0012 fills job_counts from the jobs already stored (per owner and status); the store
+    then counts them, and its triggers go on from there."""
+    from comfyrun.core.job import JobStatus
+
+    path = tmp_path / "upgrade.db"
+    every = migrations("sqlite")
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        migrate_sqlite(conn, [m for m in every if m.version < 12])
+        rows = [
+            ("a", "queued", None),
+            ("b", "queued", "key_x"),
+            ("c", "succeeded", None),
+            ("d", "succeeded", None),
+            ("e", "failed", "key_x"),
+        ]
+        for job_id, status, owner in rows:
+            conn.execute(
+                "INSERT INTO jobs (id, status, owner, workflow, created_at, next_run_at) "
+                "VALUES (?, ?, ?, '{}', 1.0, 1.0)",
+                (job_id, status, owner),
+            )
+        assert migrate_sqlite(conn, every) == [m.version for m in every if m.version >= 12]
+    store = open_store(f"sqlite:///{path}")
+    await store.open()
+    try:
+        counts = await store.counts()
+        assert (counts[JobStatus.QUEUED], counts[JobStatus.SUCCEEDED]) == (2, 2)
+        assert counts[JobStatus.FAILED] == 1 and sum(counts.values()) == 5
+        mine = await store.counts(owner="key_x")
+        assert (mine[JobStatus.QUEUED], mine[JobStatus.FAILED], sum(mine.values())) == (1, 1, 2)
+        assert await store.claim("w", 30, now=200.0) is not None
+        counts = await store.counts(unfinished=True)
+        assert (counts[JobStatus.QUEUED], counts[JobStatus.RUNNING]) == (1, 1)
+    finally:
+        await store.close()

@@ -83,33 +83,64 @@ def shipped_calls(store: SQLiteStore) -> list[str]:
     return shipped
 
 
-async def test_many_unfinished_jobs_are_counted_on_the_stores_thread(
-    tmp_path: Path, monkeypatch: Any
+async def test_counts_are_read_on_the_loop_from_the_counts_the_triggers_keep(
+    tmp_path: Path,
 ) -> None:
-    """Past LOOP_COUNT_MAX unfinished jobs the loop does not count them (it would take long):
-    the count is shipped, and exact either way."""
-    monkeypatch.setattr(sqlite_store, "LOOP_COUNT_MAX", 2)
+    """Every count (all statuses or the unfinished ones, the fleet's or a key's) is read on the
+    loop's thread from job_counts, never shipped, and is the count of the jobs themselves
+    through enqueues, claims, ends, an owner's jobs and deletions; the reader busy, shipped."""
+    import sqlite3
+    from dataclasses import replace
+
+    from comfyrun.core.state import Event
+
     store = SQLiteStore(str(tmp_path / "q.db"))
     await store.open()
     shipped = shipped_calls(store)
+    scanned = sqlite3.connect(tmp_path / "q.db")
 
-    def counted() -> list[str]:
-        return [name for name in shipped if name == "counts"]
+    def truth(owner: str | None = None) -> dict[JobStatus, int]:
+        where, args = ("WHERE owner = ?", (owner,)) if owner else ("", ())
+        rows = scanned.execute(f"SELECT status, count(*) FROM jobs {where} GROUP BY status", args)
+        got = dict.fromkeys(JobStatus, 0)
+        got.update({JobStatus(s): n for s, n in rows})
+        return got
+
+    async def agree() -> None:
+        for owner in (None, "key_a", "key_b"):
+            want = truth(owner)
+            assert await store.counts(owner=owner) == want, owner
+            unfinished = await store.counts(unfinished=True, owner=owner)
+            assert {s: n for s, n in unfinished.items() if n} == {
+                s: n
+                for s, n in want.items()
+                if n and s in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCELING)
+            }
 
     try:
-        for _ in range(2):
-            await store.enqueue(new_job())
-        assert (await store.counts(unfinished=True))[JobStatus.QUEUED] == 2
-        assert counted() == []  # two: counted on the loop
-        await store.enqueue(new_job())
-        claimed = await store.claim("w1", 30)
-        assert claimed is not None
-        counts = await store.counts(unfinished=True)
-        assert (counts[JobStatus.QUEUED], counts[JobStatus.RUNNING]) == (2, 1)
-        assert counted() == ["counts"]  # three: counted on the store's thread
-        assert (await store.counts())[JobStatus.QUEUED] == 2  # all statuses: always shipped
-        assert counted() == ["counts", "counts"]
+        ids = [(await store.enqueue(new_job()))[0].id for _ in range(5)]
+        for _ in range(3):
+            await store.enqueue(replace(new_job(), owner="key_a"))
+        await agree()
+        for _ in range(4):
+            assert await store.claim("w1", 30) is not None
+        await agree()
+        page = await store.list(statuses=[JobStatus.RUNNING])
+        running = [j.id for j in page.jobs if not j.owner]
+        await store.transition(running[0], Event.SUCCEED, expect=JobStatus.RUNNING)
+        await store.transition(running[1], Event.FAIL, expect=JobStatus.RUNNING)
+        await agree()
+        await store.delete(running[0])
+        await store.delete(ids[-1])
+        await agree()
+        assert truth()[JobStatus.QUEUED] + truth()[JobStatus.RUNNING] > 0
+        assert "counts" not in shipped  # every count above was read on the loop
+        store._reader = _BusyReader()  # type: ignore[assignment]
+        assert await store.counts() == truth()
+        assert shipped.count("counts") == 1
+        store._reader = None  # close() must not close the fake
     finally:
+        scanned.close()
         await store.close()
 
 

@@ -278,16 +278,6 @@ SELECT status, count(*) AS n FROM jobs
 WHERE owner = %(owner)s AND status IN ('queued', 'running', 'canceling')
 GROUP BY status;
 
--- name: counts_unfinished_upto
--- As counts_unfinished when there are fewer than `limit` such jobs (a bounded read; SQLite
--- runs it on the event loop's thread).
-SELECT status, count(*) AS n FROM (
-    SELECT status FROM jobs
-    WHERE status IN ('queued', 'running', 'canceling')
-    LIMIT %(limit)s
-) AS unfinished
-GROUP BY status;
-
 -- name: finished_since
 -- The jobs that ended since a watermark, in the order they ended (the metrics' histograms).
 SELECT id, status, created_at, started_at, finished_at FROM jobs

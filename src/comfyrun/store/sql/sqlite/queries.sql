@@ -241,29 +241,21 @@ WHERE status = 'queued'
     LIMIT :limit) AS ahead_of_it;
 
 -- name: counts
-SELECT status, count(*) AS n FROM jobs GROUP BY status;
+-- Jobs per status, from the counts the triggers keep (job_counts): a row per owner and status.
+SELECT status, sum(n) AS n FROM job_counts GROUP BY status;
 
 -- name: counts_unfinished
-SELECT status, count(*) AS n FROM jobs
+SELECT status, sum(n) AS n FROM job_counts
 WHERE status IN ('queued', 'running', 'canceling')
 GROUP BY status;
 
 -- name: counts_of_owner
--- An API key's jobs per status (index-only: jobs_owner_status).
-SELECT status, count(*) AS n FROM jobs WHERE owner = :owner GROUP BY status;
+-- An API key's jobs per status.
+SELECT status, n FROM job_counts WHERE owner = :owner;
 
 -- name: counts_unfinished_of_owner
-SELECT status, count(*) AS n FROM jobs
-WHERE owner = :owner AND status IN ('queued', 'running', 'canceling')
-GROUP BY status;
-
--- name: counts_unfinished_upto
--- As counts_unfinished when there are fewer than `limit` such jobs (a bounded read, run on
--- the event loop's thread).
-SELECT status, count(*) AS n FROM (
-    SELECT status FROM jobs WHERE status IN ('queued', 'running', 'canceling') LIMIT :limit
-) AS unfinished
-GROUP BY status;
+SELECT status, n FROM job_counts
+WHERE owner = :owner AND status IN ('queued', 'running', 'canceling');
 
 -- name: finished_since
 -- The jobs that ended since a watermark, in the order they ended (the metrics' histograms).
