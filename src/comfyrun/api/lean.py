@@ -186,6 +186,15 @@ def param_reader(fields: list[Any]) -> ParamReader:
     return read
 
 
+class _SubResponse(Response):
+    """The endpoint's `Response` parameter, as FastAPI makes it (a Response without its
+    content-length header), made without adding that header and deleting it again (a scan and
+    rebuild of the headers, each request)."""
+
+    def init_headers(self, headers: Any = None) -> None:
+        self.raw_headers = []
+
+
 def lean_handler(route: APIRoute) -> Handler:
     dependant = route.dependant
     call: Callable[..., Awaitable[Any]] = dependant.call  # type: ignore[assignment]
@@ -252,8 +261,7 @@ def lean_handler(route: APIRoute) -> Handler:
 
     async def handler(request: Request) -> Response:
         body = await read_body(request) if body_field is not None else Undefined
-        sub_response = Response()
-        del sub_response.headers["content-length"]
+        sub_response = _SubResponse()
         sub_response.status_code = None  # type: ignore[assignment]
         values: dict[str, Any] = {}
         solved: dict[Any, Any] = {}
