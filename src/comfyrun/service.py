@@ -355,9 +355,10 @@ class JobService(JobAdmin, JobWatch):
         return counts.get(JobStatus.QUEUED, 0)
 
     async def _enforce_queue_bound(self, adding: int = 1) -> None:
-        """Counting the queue scans it, so far from the bound a count up to QUEUE_COUNT_TTL_S
-        old (plus the jobs submitted here since) stands in for it; near the bound it is exact.
-        Refuses when the `adding` jobs would take the queue past the bound."""
+        """Counting the queue may scan it (PostgreSQL's; SQLite keeps its counts), so far from
+        the bound a count up to QUEUE_COUNT_TTL_S old (plus the jobs submitted here since)
+        stands in for it; near the bound it is exact. Refuses when the `adding` jobs would take
+        the queue past the bound."""
         bound = self.settings.queue_max
         if bound is None:
             return
