@@ -143,7 +143,34 @@ async def test_sqlite_queue_position_costs_what_it_counts(tmp_path: Path) -> Non
         front, front_steps = position("queue_position", 1, 1000)
         tail, tail_steps = position("queue_position", 3000, 1000)
         capped, capped_steps = position("queue_position_capped", 3000, 1000)
+        exact, exact_steps = position("queue_position_capped", 3000, 5000)
         middle, _ = position("queue_position_capped", 700, 1000)
+        near_back, near_back_steps = position("queue_position_capped", 2980, 5000)
+        # the back of the queue with jobs waiting for their retry: fewer than `first`, then more
+        conn.execute(
+            "UPDATE jobs SET next_run_at = 99.0 WHERE rowid IN (SELECT rowid FROM jobs LIMIT 10)"
+        )
+        order[:] = [
+            o
+            for o in order
+            if o[3]
+            not in {r[0] for r in conn.execute("SELECT id FROM jobs WHERE next_run_at = 99.0")}
+        ]
+        few_waiting, few_steps = position("queue_position_capped", 2990, 5000)
+        conn.execute(
+            "UPDATE jobs SET next_run_at = 99.0 WHERE rowid IN (SELECT rowid FROM jobs LIMIT 100)"
+        )
+        order[:] = [
+            o
+            for o in order
+            if o[3]
+            not in {r[0] for r in conn.execute("SELECT id FROM jobs WHERE next_run_at = 99.0")}
+        ]
+        many_waiting, many_steps = position("queue_position_capped", 2900, 5000)
     assert (front, tail, capped, middle) == (1, 1000, 1000, 700)
+    assert (exact, near_back, few_waiting, many_waiting) == (3000, 2980, 2990, 2900)
     assert front_steps * 50 < tail_steps  # ~1 job counted against 1000
-    assert capped_steps * 3 < tail_steps * 2
+    # at the back: the kept counts less the few waiting and behind, not a walk of the queue
+    assert capped_steps * 20 < tail_steps and exact_steps * 20 < tail_steps
+    assert near_back_steps * 5 < tail_steps and few_steps * 20 < tail_steps
+    assert many_steps > tail_steps  # 100 waiting: the runnable ones are walked (and counted)

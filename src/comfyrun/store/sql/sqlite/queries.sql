@@ -198,18 +198,26 @@ SELECT (SELECT count(*) FROM (SELECT 1 FROM jobs INDEXED BY jobs_claim
 -- queue_position up to :limit (> :first >= 1; the caller keeps it within 0..:limit), for a
 -- runnable job, in one statement. Counting the jobs ahead compares each with the job; walking
 -- the runnable ones compares none (about a fifth of the cost a row). So it counts the jobs
--- behind the job, up to :first. A job with fewer behind it (a new one, at the back) is past
--- the cap when there are more than :limit + :first runnable jobs (one walk of that many), else
--- it is all the runnable jobs but itself and those behind it; any other is counted ahead, up
--- to :limit.
+-- behind the job, up to :first. A job with fewer behind it (a new one, at the back) is all the
+-- runnable jobs but itself and those behind it: the queued jobs (job_counts, kept by
+-- triggers) less the waiting ones (jobs_waiting), read without a walk while fewer than :first
+-- wait; with more waiting, it is past the cap when there are more than :limit + :first
+-- runnable jobs (one walk of that many), else the runnable ones are counted. Any other job is
+-- counted ahead, up to :limit.
 WITH behind AS (SELECT (SELECT count(*) FROM (SELECT 1 FROM jobs INDEXED BY jobs_claim
       WHERE status = 'queued' AND priority < :priority AND next_run_at <= :now
       LIMIT :first) AS lower_priority)
     + (SELECT count(*) FROM (SELECT 1 FROM jobs INDEXED BY jobs_claim
       WHERE status = 'queued' AND priority = :priority
         AND (fair_tag, rank_at, id) > (:fair_tag, :rank_at, :id) AND next_run_at <= :now
-      LIMIT :first) AS lower_same) AS n)
+      LIMIT :first) AS lower_same) AS n),
+waiting AS (SELECT count(*) AS n FROM (SELECT 1 FROM jobs INDEXED BY jobs_waiting
+      WHERE status = 'queued' AND next_run_at > :now
+      LIMIT :first) AS later)
 SELECT CASE
+  WHEN behind.n < :first AND waiting.n < :first THEN
+    (SELECT coalesce(sum(n), 0) FROM job_counts WHERE status = 'queued')
+      - waiting.n - behind.n - 1
   WHEN behind.n < :first THEN
     CASE WHEN EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_claim
         WHERE status = 'queued' AND next_run_at <= :now
@@ -226,7 +234,7 @@ SELECT CASE
       WHERE status = 'queued' AND priority = :priority
         AND (fair_tag, rank_at, id) < (:fair_tag, :rank_at, :id) AND next_run_at <= :now
       LIMIT :limit) AS higher_same)
-END AS ahead FROM behind;
+END AS ahead FROM behind, waiting;
 
 -- name: queue_position_late
 -- Jobs claimed before one waiting for its next_run_at: every runnable job, and the waiting

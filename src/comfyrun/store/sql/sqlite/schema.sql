@@ -41,6 +41,8 @@ CREATE INDEX jobs_claim ON jobs (priority DESC, fair_tag, rank_at, id, next_run_
 CREATE INDEX jobs_claim_type ON jobs (type, priority DESC, fair_tag, created_at, id, next_run_at)
     WHERE status = 'queued';
 CREATE INDEX jobs_fair ON jobs (fair_key, priority, fair_tag) WHERE status = 'queued';
+-- Queued jobs waiting for their next_run_at (a retry's backoff): counted without a walk.
+CREATE INDEX jobs_waiting ON jobs (next_run_at) WHERE status = 'queued';
 CREATE INDEX jobs_batch_status ON jobs (batch_id, status) WHERE batch_id IS NOT NULL;
 CREATE INDEX jobs_batch_order ON jobs (batch_id, created_at, id) WHERE batch_id IS NOT NULL;
 CREATE INDEX jobs_lease ON jobs (lease_expires_at) WHERE status IN ('running', 'canceling');
