@@ -46,7 +46,6 @@ from comfyrun.store.queries import queries
 from comfyrun.store.sqlbatches import SQLBatches
 from comfyrun.store.sqlite_calls import (
     Call,
-    Early,
     deliver_all,
     dict_row,
     drive,
@@ -134,7 +133,6 @@ class SQLiteStore(SQLiteWaiting, SQLStore):
         # owned by the store's thread
         self._conn: sqlite3.Connection | None = None
         self._wakes: list[tuple[str, bool, str | None]] = []
-        self._early: list[Early] = []  # HandOff.decided, said once the batch's statements ran
         self._call_loop: asyncio.AbstractEventLoop | None = None
         # owned by the event loop
         self._job_waiters: dict[str, set[asyncio.Event]] = {}
@@ -317,7 +315,6 @@ class SQLiteStore(SQLiteWaiting, SQLStore):
                 error = StoreError(f"SQLite is busy: {exc}")
                 deliver_all([(call, False, error) for call in batch], [])
                 return
-        self._early = []
         for call in batch:
             self._call_loop = call.loop
             try:
@@ -328,7 +325,6 @@ class SQLiteStore(SQLiteWaiting, SQLStore):
                 results.append((call, False, exc))
         wakes = self._wakes
         if writes:
-            say_early(self._early)  # the loop goes on while this thread commits (fsync)
             try:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -432,8 +428,8 @@ class SQLiteStore(SQLiteWaiting, SQLStore):
         return None  # BEGIN IMMEDIATE already holds the database's one write lock
 
     def _decided(self, decided: Callable[[Job, bool], None], job: Job, created: bool) -> None:
-        if self._call_loop is not None:  # said before the batch commits (_run_batch)
-            self._early.append((self._call_loop, decided, job, created))
+        if self._call_loop is not None:  # said at once, long before the batch commits
+            say_early([(self._call_loop, decided, job, created)])
 
     async def _committed(
         self, job_id: str, *, work: bool = False, job_type: str | None = None

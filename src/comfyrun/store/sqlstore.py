@@ -103,9 +103,14 @@ class SQLStore(SQLReads, SQLTenancy, SQLWorkers, SQLBatches, ABC):
             # the job is written claimed (running), not queued and then updated
             handing = await self._one(conn, "any_queued", {}) is None
             job, created = await self._enqueue_in(
-                conn, new, now, work=not handing, hand_off=hand_off if handing else None
+                conn,
+                new,
+                now,
+                work=not handing,
+                hand_off=hand_off if handing else None,
+                decided=hand_off.decided,
             )
-        if hand_off.decided is not None:
+        if hand_off.decided is not None and not created:  # a replay: said here
             self._decided(hand_off.decided, job, created)
         if created:
             await self._committed(job.id, work=job.status is JobStatus.QUEUED, job_type=job.type)
@@ -132,11 +137,14 @@ class SQLStore(SQLReads, SQLTenancy, SQLWorkers, SQLBatches, ABC):
         *,
         work: bool,
         hand_off: HandOff | None = None,
+        decided: Callable[[Job, bool], None] | None = None,
     ) -> tuple[Job, bool]:
         """Insert `new` queued (or find the job its idempotency key names) inside the caller's
         write transaction. `work`: the new job's event wakes workers to claim it. With
         `hand_off`, a new job is inserted as its claim takes it (running, attempts 1, leased),
-        its enqueue's and claim's events logged in that order, as a claim right after would."""
+        its enqueue's and claim's events logged in that order, as a claim right after would.
+        `decided` (HandOff.decided) is told of a new job as soon as its row is written: what
+        the transaction decided, before its events are written and before it commits."""
         job = transition.enqueued(new, now)
         if new.idempotency_key is not None:
             key = {"scope": key_scope(new), "key": new.idempotency_key}
@@ -162,6 +170,8 @@ class SQLStore(SQLReads, SQLTenancy, SQLWorkers, SQLBatches, ABC):
             job = transition.claimed(job, hand_off.worker_id, hand_off.lease_s, now)
         if not await self._insert_job(conn, job_to_row(job)):
             raise Conflict(f"job {job.id} already exists", details={"job_id": job.id})
+        if decided is not None:
+            self._decided(decided, job, True)
         await self._append(
             conn, job.id, "status", transition.enqueue_event(queued), now, work, job.type
         )

@@ -100,14 +100,21 @@ class HeldCommit:
     `go` and then fails if `fail` is set: the enqueue decided, not yet (or never) committed."""
 
     def __init__(self, store: SQLiteStore) -> None:
-        self._store = store
         self._conn: Any = store._conn
         self.reached = threading.Event()
         self.go = threading.Event()
         self.fail = False
+        self.decided = False  # a hand-off was decided (HandOff.decided said) in this store
+        said = store._decided
+
+        def decided(*args: Any) -> None:
+            self.decided = True
+            said(*args)
+
+        store._decided = decided  # type: ignore[method-assign]
 
     def execute(self, sql: str, *args: Any) -> Any:
-        if sql == "COMMIT" and self._store._early and not self.reached.is_set():
+        if sql == "COMMIT" and self.decided and not self.reached.is_set():
             self.reached.set()
             self.go.wait(30)
             if self.fail:
