@@ -39,7 +39,7 @@ from typing import Any
 
 from comfyrun.core.job import JSON, Job, JobStatus
 from comfyrun.errors import InvalidRequest, StoreError
-from comfyrun.store.base import JobEvent, WorkCounts
+from comfyrun.store.base import JobEvent, WorkCounts, clock_or
 from comfyrun.store.codec import dump_json, job_from_row
 from comfyrun.store.migrate import migrate_sqlite
 from comfyrun.store.queries import queries
@@ -54,7 +54,7 @@ from comfyrun.store.sqlite_calls import (
     settle,
 )
 from comfyrun.store.sqlite_wait import SQLiteWaiting
-from comfyrun.store.sqlreads import SQLReads, counts_of, counts_query
+from comfyrun.store.sqlreads import SQLReads, counts_of, counts_query, position_of
 from comfyrun.store.sqlstore import Row, SQLStore
 from comfyrun.store.sqltenancy import SQLTenancy
 from comfyrun.store.sqlworkers import SQLWorkers
@@ -93,7 +93,15 @@ READS = frozenset(
 )
 #: Calls that stay on the event loop (they wait, or manage the thread, or choose where they run).
 LOCAL = frozenset(
-    {"open", "close", "wait_for_event", "wait_for_work", "counts", "unfinished_for_client"}
+    {
+        "open",
+        "close",
+        "wait_for_event",
+        "wait_for_work",
+        "counts",
+        "unfinished_for_client",
+        "queue_position",
+    }
 )
 #: Point reads answered on the event loop's own thread, from a read-only connection of its own
 #: (in WAL mode a reader never waits for the writer): a job, its events. Tens of microseconds,
@@ -103,6 +111,23 @@ LOOP_READS = frozenset({"get", "events_since"})
 #: A ComfyUI client's unfinished jobs (looked up at each /ws connect; almost always none) are
 #: read on the loop's thread when there are at most this many; more are read on the store's.
 LOOP_ROWS_MAX = 8
+#: A queued job's position is counted on the loop's thread when that takes at most this many
+#: of SQLite's virtual-machine steps (~20 us; a job near either end of the queue, or behind
+#: few jobs); past that the count is abandoned there and shipped to the store's thread.
+LOOP_POSITION_STEPS = 4000
+#: How often (in steps) a read with a step budget checks it.
+STEP_TICK = 100
+
+
+class _StepBudget:
+    """A progress handler that interrupts a statement after `ticks` calls."""
+
+    def __init__(self, ticks: int) -> None:
+        self.left = ticks
+
+    def __call__(self) -> int:
+        self.left -= 1
+        return 1 if self.left < 0 else 0
 
 
 class SQLiteStore(SQLiteWaiting, SQLStore):
@@ -211,16 +236,50 @@ class SQLiteStore(SQLiteWaiting, SQLStore):
         )
         return found
 
-    def _on_loop(self, name: str, params: JSON) -> builtins.list[Row] | None:
+    def _on_loop(
+        self, name: str, params: JSON, *, steps: int | None = None
+    ) -> builtins.list[Row] | None:
         """A bounded read on the loop's own connection (as LOOP_READS), from the loop's thread;
-        None where there is none, or it would have to wait: the caller ships the read."""
-        if self._reader is None or threading.get_ident() != self._loop_thread_id:
+        None where there is none, or it would have to wait, or (with `steps`) it would take
+        more than about that many of SQLite's virtual-machine steps: the caller ships it."""
+        reader = self._reader
+        if reader is None or threading.get_ident() != self._loop_thread_id:
             return None
+        if steps is not None:
+            reader.set_progress_handler(_StepBudget(steps // STEP_TICK), STEP_TICK)
         try:
-            rows: builtins.list[Row] = self._reader.execute(Q[name], params).fetchall()
+            rows: builtins.list[Row] = reader.execute(Q[name], params).fetchall()
         except sqlite3.Error:
             return None
+        finally:
+            if steps is not None:
+                reader.set_progress_handler(None, 0)
         return rows
+
+    async def queue_position(
+        self,
+        job_id: str,
+        *,
+        now: float | None = None,
+        limit: int | None = None,
+        job: Job | None = None,
+    ) -> int | None:
+        """Counted on the loop's thread when that is quick (the job as just read, at the front
+        or the back of the queue: LOOP_POSITION_STEPS), else on the store's thread."""
+        if job is not None and job.id == job_id and self._reader is not None:
+            if job.status is not JobStatus.QUEUED:
+                return None
+            at = clock_or(now)
+            rows = self._on_loop(*self._position_query(job, at, limit), steps=LOOP_POSITION_STEPS)
+            if rows is not None:
+                return position_of(rows[0] if rows else None, limit)
+        found: int | None = await self._call(
+            SQLReads.queue_position,
+            (job_id,),
+            {"now": now, "limit": limit, "job": job},
+            read=True,
+        )
+        return found
 
     # -- shipping calls to the store's thread ------------------------------------------------
 

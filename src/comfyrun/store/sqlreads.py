@@ -89,6 +89,11 @@ class SQLReads(ABC):
 
     async def _position_in(self, conn: Any, job: Job, now: float, limit: int | None) -> int:
         """`queue_position` of queued `job`, on `conn` (a read, or inside a write)."""
+        query, params = self._position_query(job, now, limit)
+        return position_of(await self._one(conn, query, params), limit)
+
+    def _position_query(self, job: Job, now: float, limit: int | None) -> tuple[str, JSON]:
+        """The query (and its parameters) that counts the jobs ahead of queued `job`."""
         params = {
             "now": now,
             "priority": job.priority,
@@ -100,9 +105,7 @@ class SQLReads(ABC):
         query = "queue_position_late" if job.next_run_at > now else "queue_position"
         if query == "queue_position" and limit is not None and limit > self.first_count:
             query, params["first"] = "queue_position_capped", self.first_count
-        row = await self._one(conn, query, params)
-        ahead = max(0, int(row["ahead"])) if row else 0  # (>= 0: the job may just have gone)
-        return ahead if limit is None else min(ahead, max(0, limit))
+        return query, params
 
     async def counts(
         self, *, unfinished: bool = False, owner: str | None = None
@@ -171,3 +174,9 @@ def counts_of(rows: list[Row]) -> dict[JobStatus, int]:
     for row in rows:
         counts[JobStatus(row["status"])] = int(row["n"])
     return counts
+
+
+def position_of(row: Row | None, limit: int | None) -> int:
+    """A position query's answer, within 0..`limit` (>= 0: the job may just have gone)."""
+    ahead = max(0, int(row["ahead"])) if row else 0
+    return ahead if limit is None else min(ahead, max(0, limit))

@@ -170,3 +170,36 @@ async def test_a_client_with_many_unfinished_jobs_has_them_read_on_the_stores_th
         assert [j.id for j in newest] == [ids[-1]] and len(read()) == 1  # within the bound
     finally:
         await store.close()
+
+
+async def test_a_queued_jobs_position_is_counted_on_the_loop_when_that_is_quick(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A job at hand near either end of the queue is counted on the loop's thread; one whose
+    count would take more than LOOP_POSITION_STEPS is counted on the store's thread instead.
+    The answers are the same either way."""
+    store = SQLiteStore(str(tmp_path / "q.db"))
+    await store.open()
+    shipped = shipped_calls(store)
+    try:
+        jobs = [(await store.enqueue(new_job(), now=100.0 + i))[0] for i in range(600)]
+        now = 1000.0
+        exact = {i: await store.queue_position(jobs[i].id, now=now) for i in (0, 1, 300, 598, 599)}
+        assert exact == {0: 0, 1: 1, 300: 300, 598: 598, 599: 599}
+        assert shipped.count("queue_position") == 5  # no job at hand: shipped
+        for i in (0, 1, 598, 599):  # near an end: on the loop
+            got = await store.queue_position(jobs[i].id, now=now, limit=1000, job=jobs[i])
+            assert got == exact[i]
+        assert shipped.count("queue_position") == 5
+        got = await store.queue_position(jobs[300].id, now=now, limit=1000, job=jobs[300])
+        assert got == exact[300]  # the middle of the queue: 300 ahead, 300 behind
+        assert shipped.count("queue_position") == 6  # counting it there passed the budget
+        monkeypatch.setattr(sqlite_store, "LOOP_POSITION_STEPS", 1_000_000)
+        got = await store.queue_position(jobs[300].id, now=now, limit=1000, job=jobs[300])
+        assert got == 300 and shipped.count("queue_position") == 6
+        claimed = await store.claim("w", 30, now=now)
+        assert claimed is not None
+        assert await store.queue_position(claimed.id, job=claimed) is None  # not queued
+        assert await store.queue_position(jobs[599].id, now=now, limit=5, job=jobs[599]) == 5
+    finally:
+        await store.close()
