@@ -4,8 +4,9 @@ for a managed backend (`clean_backend_outputs`).
 ComfyUI lists its output folder on every save to number the file (folder_paths.
 get_save_image_path), so each job costs it more as the folder fills, and every output would
 sit on the disk twice. Once a job's end (with its outputs) is committed, its prompt's files in
-those folders are removed, in batches on a thread (one trip for all the files that came
-meanwhile). A later identical prompt that ComfyUI answers from its cache names a file removed
+those folders are removed, in batches on a thread: the first file waits up to BATCH_S for the
+others that come meanwhile, so that a busy fleet pays a trip a fraction of a second, not one
+a job. A later identical prompt that ComfyUI answers from its cache names a file removed
 here: the run then submits it once more, its saving nodes made new to the cache
 (dispatch.collect.recached).
 """
@@ -22,14 +23,18 @@ log = logging.getLogger(__name__)
 
 #: (the folder comfyrun chose, a file ComfyUI wrote in it)
 Copy = tuple[Path, Path]
+#: How long a file to remove waits for others to go in its batch (seconds).
+BATCH_S = 0.25
 
 
 class Janitor:
     """Removes files in the background, a batch per trip to a thread; `close` finishes."""
 
-    def __init__(self) -> None:
+    def __init__(self, batch_s: float = BATCH_S) -> None:
         self._pending: list[Copy] = []
         self._task: asyncio.Task[None] | None = None
+        self._batch_s = batch_s
+        self._closing = asyncio.Event()
         self.removed = 0
 
     def discard(self, files: Iterable[Copy]) -> None:
@@ -39,6 +44,9 @@ class Janitor:
 
     async def _drain(self) -> None:
         while self._pending:
+            with contextlib.suppress(TimeoutError):  # others come meanwhile; close: at once
+                async with asyncio.timeout(self._batch_s):
+                    await self._closing.wait()
             batch, self._pending = self._pending, []
             try:
                 self.removed += await asyncio.to_thread(remove_all, batch)
@@ -47,6 +55,7 @@ class Janitor:
 
     async def close(self) -> None:
         """Remove what is pending (bounded: at most a few seconds)."""
+        self._closing.set()
         if self._task is not None:
             with contextlib.suppress(Exception, TimeoutError):
                 async with asyncio.timeout(5.0):
@@ -56,10 +65,12 @@ class Janitor:
 def remove_all(batch: list[Copy]) -> int:
     """Remove each file that is inside its folder once resolved (a link out is left)."""
     removed = 0
+    roots: dict[Path, Path] = {}  # each folder resolved once a batch
     for root, path in batch:
         try:
             resolved = path.resolve()
-            if resolved.is_relative_to(root.resolve()) and resolved.is_file():
+            inside = roots.get(root) or roots.setdefault(root, root.resolve())
+            if resolved.is_relative_to(inside) and resolved.is_file():
                 resolved.unlink()
                 removed += 1
         except OSError:

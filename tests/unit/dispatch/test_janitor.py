@@ -4,6 +4,7 @@ never failing the caller."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from comfyrun.dispatch.janitor import Janitor, remove_all
 
@@ -33,3 +34,39 @@ async def test_what_comes_meanwhile_goes_in_the_next_batch(tmp_path: Path) -> No
     janitor.discard([])
     await janitor.close()
     assert janitor.removed == 5 and not any(p.exists() for p in files)
+
+
+async def test_files_that_come_within_the_batch_time_go_in_one_trip(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A busy fleet pays one trip to a thread per batch time, not one per job; what is still
+    waiting when the janitor closes is removed then, without waiting out the batch time."""
+    import asyncio
+
+    from comfyrun.dispatch import janitor as janitor_module
+
+    trips: list[int] = []
+    real = janitor_module.remove_all
+
+    def counting(batch: list[Any]) -> int:
+        trips.append(len(batch))
+        return real(batch)
+
+    monkeypatch.setattr(janitor_module, "remove_all", counting)
+    files = [tmp_path / f"{i}.png" for i in range(8)]
+    for path in files:
+        path.write_bytes(b"x")
+    janitor = Janitor(batch_s=1.0)
+    for path in files[:6]:  # one a job, over ~0.06 s
+        janitor.discard([(tmp_path, path)])
+        await asyncio.sleep(0.01)
+    assert trips == [] and all(p.exists() for p in files)  # still within the batch time
+    async with asyncio.timeout(5):
+        while not trips:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    assert trips == [6] and not any(p.exists() for p in files[:6])
+    slow = Janitor(batch_s=60.0)
+    slow.discard([(tmp_path, p) for p in files[6:]])
+    async with asyncio.timeout(5):
+        await slow.close()  # not 60 s
+    assert trips == [6, 2] and not any(p.exists() for p in files)
