@@ -32,6 +32,7 @@ from comfyrun.store.base import (
     JobEnd,
     JobEvent,
     JobPage,
+    JobStamp,
     JobStore,
     QueueEntry,
 )
@@ -313,6 +314,14 @@ class OwnedStore:
 
     async def oldest_queued_at(self, *, owner: str | None = None) -> float | None:
         return await self.inner.oldest_queued_at(owner=self.owner)
+
+    async def stamps(
+        self, *, statuses: Sequence[JobStatus], owner: str | None = None, limit: int = 1000
+    ) -> builtins.list[JobStamp]:
+        return await self.inner.stamps(statuses=statuses, owner=self.owner, limit=limit)
+
+    async def get_many(self, job_ids: Sequence[str]) -> builtins.list[Job]:
+        return [j for j in await self.inner.get_many(job_ids) if j.owner == self.owner]
 
     async def finished_since(self, after: float, *, limit: int = 1000) -> builtins.list[JobEnd]:
         return await self.inner.finished_since(after, limit=limit)  # the fleet's (metrics)

@@ -88,6 +88,18 @@ class JobEnd:
 
 
 @dataclass(frozen=True, slots=True)
+class JobStamp:
+    """What tells one version of a job from another, as `stamps` lists it without the rest
+    of its row: something rendered from the job stands while its stamp does."""
+
+    id: str
+    status: JobStatus
+    created_at: float
+    finished_at: float | None
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
 class QueueEntry:
     """An unfinished job as a listing of the queue shows it, read from the few columns that
     takes (ComfyUI's GET /queue lists up to a thousand on each change of the queue; decoding
@@ -402,6 +414,18 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
         cursor: str | None = None,
     ) -> JobPage:
         """Newest first, cursor-paginated."""
+
+    async def stamps(
+        self, *, statuses: Sequence[JobStatus], owner: str | None = None, limit: int = 1000
+    ) -> builtins.list[JobStamp]:
+        """The newest jobs of these statuses (of `owner`, when given), as `list` orders them,
+        at most `limit`: their stamps only (ComfyUI's history listing, each entry rendered
+        once and read again only when its stamp changed)."""
+        ...
+
+    async def get_many(self, job_ids: Sequence[str]) -> builtins.list[Job]:
+        """The jobs of these ids that exist, in no particular order."""
+        ...
 
     async def finished_since(self, after: float, *, limit: int = 1000) -> builtins.list[JobEnd]:
         """The jobs that ended at or after `after` (their finished_at), in the order they

@@ -7,7 +7,14 @@ import builtins
 from collections.abc import Sequence
 
 from comfyrun.core.job import ACTIVE, TERMINAL, Job, JobStatus
-from comfyrun.store.base import COMFY_CLIENT_ID, JobEnd, JobPage, QueueEntry, clock_or
+from comfyrun.store.base import (
+    COMFY_CLIENT_ID,
+    JobEnd,
+    JobPage,
+    JobStamp,
+    QueueEntry,
+    clock_or,
+)
 from comfyrun.store.codec import decode_cursor, encode_cursor, queue_entry_of
 
 
@@ -62,6 +69,15 @@ class MemoryReads:
             after = decode_cursor(cursor)
             jobs = [j for j in jobs if (j.created_at, j.id) < after]
         return page_of(jobs, limit)
+
+    async def stamps(
+        self, *, statuses: Sequence[JobStatus], owner: str | None = None, limit: int = 1000
+    ) -> builtins.list[JobStamp]:
+        page = await self.list(statuses=statuses, owner=owner, limit=max(0, limit))
+        return [stamp_of(j) for j in page.jobs]
+
+    async def get_many(self, job_ids: Sequence[str]) -> builtins.list[Job]:
+        return [self._jobs[i] for i in dict.fromkeys(job_ids) if i in self._jobs]
 
     async def queue_position(
         self,
@@ -134,3 +150,7 @@ def _position_order(job: Job, now: float) -> tuple[bool, int, float, float, str]
 
 
 __all__ = ["MemoryReads", "claim_order", "page_of"]
+
+
+def stamp_of(job: Job) -> JobStamp:
+    return JobStamp(job.id, job.status, job.created_at, job.finished_at, job.attempts)

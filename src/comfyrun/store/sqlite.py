@@ -72,6 +72,8 @@ READS = frozenset(
         "get_by_prompt_id",
         "unfinished_for_client",
         "list",
+        "stamps",
+        "get_many",
         "queue",
         "queue_position",
         "counts",

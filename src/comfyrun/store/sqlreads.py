@@ -10,7 +10,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from comfyrun.core.job import JSON, Job, JobStatus
-from comfyrun.store.base import JobEnd, JobPage, QueueEntry, clock_or
+from comfyrun.store.base import JobEnd, JobPage, JobStamp, QueueEntry, clock_or
 from comfyrun.store.codec import job_from_row, job_page, page_params, queue_entry_from_row
 
 Row = dict[str, Any]
@@ -70,6 +70,34 @@ class SQLReads(ABC):
                     rows += await self._all(conn, "list_status", params | {"status": status.value})
                 rows.sort(key=lambda r: (r["created_at"], r["id"]), reverse=True)
         return job_page(rows, limit)
+
+    async def stamps(
+        self, *, statuses: Sequence[JobStatus], owner: str | None = None, limit: int = 1000
+    ) -> builtins.list[JobStamp]:
+        params = {"owner": owner, "limit": max(0, limit)}
+        rows: builtins.list[Row] = []
+        async with self._read() as conn:
+            for status in set(statuses):  # one index range per status, merged (as `list`)
+                rows += await self._all(conn, "stamps_status", params | {"status": status.value})
+        rows.sort(key=lambda r: (r["created_at"], r["id"]), reverse=True)
+        return [
+            JobStamp(
+                id=r["id"],
+                status=JobStatus(r["status"]),
+                created_at=r["created_at"],
+                finished_at=r["finished_at"],
+                attempts=int(r["attempts"]),
+            )
+            for r in rows[: max(0, limit)]
+        ]
+
+    async def get_many(self, job_ids: Sequence[str]) -> builtins.list[Job]:
+        if not job_ids:
+            return []
+        params = {"ids": self._text_list(builtins.list(dict.fromkeys(job_ids)))}
+        async with self._read() as conn:
+            rows = await self._all(conn, "get_many", params)
+        return [job_from_row(r) for r in rows]
 
     async def queue_position(
         self,
@@ -155,6 +183,10 @@ class SQLReads(ABC):
 
     @abstractmethod
     async def _all(self, conn: Any, name: str, params: JSON) -> builtins.list[Row]: ...
+
+    @staticmethod
+    @abstractmethod
+    def _text_list(values: builtins.list[str]) -> Any: ...
 
 
 __all__ = ["SQLReads"]

@@ -149,3 +149,34 @@ async def test_finished_since_lists_ends_in_the_order_they_came(store: JobStore)
     assert [e.id for e in await store.finished_since(T0 + 21)] == [*tied, jobs[0].id]
     assert [e.id for e in await store.finished_since(T0 + 21, limit=1)] == [tied[0]]
     assert await store.finished_since(T0 + 31) == []
+
+
+async def test_stamps_list_as_list_does_and_get_many_reads_the_jobs(store: JobStore) -> None:
+    """`stamps`: the jobs `list` would give (statuses, owner, newest first, up to the limit),
+    each as its id, status, times and attempts; `get_many`: the jobs of the ids that exist."""
+    from comfyrun.store.base import JobStamp
+
+    a, _ = await store.enqueue(new_job(owner="ann"), now=T0)
+    b, _ = await store.enqueue(new_job(owner="bob"), now=T0 + 1)
+    c, _ = await store.enqueue(new_job(owner="ann"), now=T0 + 2)
+    d, _ = await store.enqueue(new_job(), now=T0 + 3)
+    for _ in range(2):
+        claimed = await store.claim("w", 30, now=T0 + 5)
+        assert claimed is not None
+    done = await store.transition(a.id, Event.SUCCEED, expect=JobStatus.RUNNING, now=T0 + 6)
+    assert done is not None
+    statuses = [JobStatus.SUCCEEDED, JobStatus.RUNNING, JobStatus.QUEUED]
+    for owner in (None, "ann", "nobody"):
+        for limit in (1, 2, 10):
+            listed = (await store.list(statuses=statuses, owner=owner, limit=limit)).jobs
+            stamps = await store.stamps(statuses=statuses, owner=owner, limit=limit)
+            assert stamps == [
+                JobStamp(j.id, j.status, j.created_at, j.finished_at, j.attempts) for j in listed
+            ]
+    finished = await store.stamps(statuses=[JobStatus.SUCCEEDED])
+    assert finished == [JobStamp(a.id, JobStatus.SUCCEEDED, T0, T0 + 6, 1)]
+    assert await store.stamps(statuses=[]) == []
+    got = await store.get_many([d.id, "nope", b.id, d.id])
+    assert sorted(j.id for j in got) == sorted([b.id, d.id])
+    assert {j.id: j for j in got}[d.id] == await store.get(d.id)
+    assert await store.get_many([]) == [] and c.owner == "ann"

@@ -25,7 +25,7 @@ from comfyrun.api.routes.comfy_common import (
 )
 from comfyrun.core.job import TERMINAL, Job, JobStatus
 from comfyrun.service import JobView
-from comfyrun.store.base import QueueEntry
+from comfyrun.store.base import JobStamp, JobStore, QueueEntry
 
 
 def add_queue_routes(router: APIRouter) -> None:
@@ -47,10 +47,9 @@ class RenderedItems:
         self._items: OrderedDict[str, tuple[Hashable, bytes]] = OrderedDict()
 
     def _rendered(self, job_id: str, version: Hashable, render: Callable[[], bytes]) -> bytes:
-        known = self._items.get(job_id)
-        if known is not None and known[0] == version:
-            self._items.move_to_end(job_id)
-            return known[1]
+        known = self._known(job_id, version)
+        if known is not None:
+            return known
         data = render()
         self._drop(job_id)
         self._items[job_id] = (version, data)
@@ -58,6 +57,14 @@ class RenderedItems:
         while self.size > self.max_bytes and self._items:
             self._drop(next(iter(self._items)))
         return data
+
+    def _known(self, job_id: str, version: Hashable) -> bytes | None:
+        """The bytes rendered from this version of the job, if they are kept."""
+        known = self._items.get(job_id)
+        if known is None or known[0] != version:
+            return None
+        self._items.move_to_end(job_id)
+        return known[1]
 
     def __len__(self) -> int:
         return len(self._items)
@@ -89,6 +96,26 @@ class HistoryItems(RenderedItems):
     def entry(self, job: Job) -> bytes:
         version = (job.finished_at, job.status, job.attempts)
         return self._rendered(job.id, version, lambda: _render_history(job))
+
+    def known(self, stamp: JobStamp) -> bytes | None:
+        """The entry of the job `stamp` names, if it is kept for that version of the job."""
+        return self._known(stamp.id, (stamp.finished_at, stamp.status, stamp.attempts))
+
+    async def entries(self, store: JobStore, stamps: list[JobStamp]) -> list[tuple[str, bytes]]:
+        """(id, entry) of the jobs `stamps` names, in their order: those kept from their
+        stamps alone, the others (new, or changed since) read whole, at once, and rendered. A
+        job gone meanwhile is left out."""
+        kept = {s.id: data for s in stamps if (data := self.known(s)) is not None}
+        missing = [s.id for s in stamps if s.id not in kept]
+        read = {j.id: j for j in await store.get_many(missing)} if missing else {}
+        out = []
+        for s in stamps:
+            data = kept.get(s.id)
+            if data is None and (job := read.get(s.id)) is not None and job.terminal:
+                data = self.entry(job)
+            if data is not None:
+                out.append((s.id, data))
+        return out
 
 
 def _render(entry: QueueEntry) -> bytes:
@@ -207,16 +234,18 @@ async def get_history(
     `max_items=N` alone (a negative offset) gives the newest N, read alone (the editor asks
     for its last 64 on each change of the queue); `offset=k` counts from the oldest. Each
     entry is rendered once (HistoryItems)."""
+    terminal = sorted(TERMINAL)
     if max_items is not None and offset < 0:
-        jobs = await listed_jobs(ctx, sorted(TERMINAL), limit=min(max_items, common.MAX_LISTED))
-        jobs.reverse()  # oldest first
+        limit = min(max_items, common.MAX_LISTED)
+        stamps = await ctx.store.stamps(statuses=terminal, limit=limit)
+        stamps.reverse()  # oldest first
     else:
-        jobs = await listed_jobs(ctx, sorted(TERMINAL))
-        jobs.reverse()
+        stamps = await ctx.store.stamps(statuses=terminal, limit=common.MAX_LISTED)
+        stamps.reverse()
         start = max(0, offset)
-        jobs = jobs[start : None if max_items is None else start + max_items]
-    items = history_items(ctx)
-    body = b", ".join(json.dumps(j.id).encode() + b": " + items.entry(j) for j in jobs)
+        stamps = stamps[start : None if max_items is None else start + max_items]
+    entries = await history_items(ctx).entries(ctx.store, stamps)
+    body = b", ".join(json.dumps(job_id).encode() + b": " + data for job_id, data in entries)
     return Response(b"{" + body + b"}", media_type="application/json")
 
 
@@ -231,7 +260,7 @@ async def post_history(request: Request, ctx: Ctx) -> Response:
     """{"delete": [ids]} removes those finished prompts, {"clear": true} every one."""
 
     async def finished() -> list[str]:
-        return [j.id for j in await listed_jobs(ctx, sorted(TERMINAL))]
+        return [s.id for s in await ctx.store.stamps(statuses=sorted(TERMINAL))]
 
     async def clear() -> None:
         counts = await ctx.store.counts()

@@ -201,6 +201,17 @@ WHERE status = %(status)s
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 
+-- name: stamps_status
+-- list_status, without the rows: what tells a job's versions apart (JobStore.stamps).
+SELECT id, status, created_at, finished_at, attempts FROM jobs
+WHERE status = %(status)s
+  AND (%(owner)s::text IS NULL OR owner = %(owner)s::text)
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: get_many
+SELECT * FROM jobs WHERE id = ANY(%(ids)s::text[]);
+
 -- name: queue_position
 -- Jobs claimed before a runnable job: runnable ones earlier in claim order, counted over two
 -- ranges of the claim index that end at the job (higher priorities; its own priority, before

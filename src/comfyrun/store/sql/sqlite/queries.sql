@@ -181,6 +181,17 @@ WHERE status = :status
 ORDER BY created_at DESC, id DESC
 LIMIT :limit;
 
+-- name: stamps_status
+-- list_status, without the rows: what tells a job's versions apart (JobStore.stamps).
+SELECT id, status, created_at, finished_at, attempts FROM jobs INDEXED BY jobs_status_newest
+WHERE status = :status
+  AND (:owner IS NULL OR owner = :owner)
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
+-- name: get_many
+SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
+
 -- name: queue_position
 -- Jobs claimed before a runnable job: runnable ones earlier in claim order, counted over two
 -- ranges of the claim index that end at the job (higher priorities; its own priority, before
