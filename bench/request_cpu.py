@@ -119,6 +119,15 @@ def submit(app: Any, job_id: str) -> Callable[[], Awaitable[None]]:
     return one
 
 
+def submit_prompt(app: Any, job_id: str) -> Callable[[], Awaitable[None]]:
+    async def one() -> None:
+        body = json.dumps({"prompt": workflow(), "client_id": "bench"}).encode()
+        status, reply = await call(app, "POST", "/prompt", body)
+        assert status == 200, reply
+
+    return one
+
+
 def get(path: str, expect: int = 200) -> Callable[[Any, str], Callable[[], Awaitable[None]]]:
     def make(app: Any, job_id: str) -> Callable[[], Awaitable[None]]:
         route, _, query = path.format(id=job_id).partition("?")
@@ -138,6 +147,7 @@ def get(path: str, expect: int = 200) -> Callable[[Any, str], Callable[[], Await
 #: what ComfyUI's editor asks on each change of the queue.
 KINDS: dict[str, tuple[Callable[[Any, str], Callable[[], Awaitable[None]]], int, int, int, int]] = {
     "POST /api/v2/jobs, 32 at a time": (submit, 32, 1, 0, 1),
+    "POST /prompt (ComfyUI's), 32 at a time": (submit_prompt, 32, 1, 0, 1),
     "GET /api/v2/jobs/{id} (queued)": (get("/api/v2/jobs/{id}"), 1, 1, 0, 1),
     "GET /api/v2/stats": (get("/api/v2/stats"), 1, 1, 0, 1),
     "GET /history/{id} (ComfyUI's)": (get("/history/{id}"), 1, 1, 0, 1),
