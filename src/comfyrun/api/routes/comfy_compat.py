@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile, WebSocket
 from fastapi.responses import JSONResponse, Response
 
 from comfyrun import errors
@@ -309,6 +309,11 @@ async def upload_mask(
     return await _upload(image, subfolder, overwrite, ctx)
 
 
+async def comfy_ws_route(websocket: WebSocket) -> None:
+    """/ws?clientId=…, as ComfyUI serves it."""
+    await comfy_ws(websocket, websocket.query_params.get("clientId"))
+
+
 def build_routers() -> list[APIRouter]:
     """ComfyUI's routes at the root and under /api, the /api/jobs endpoints, and /ws."""
     routers = []
@@ -316,7 +321,9 @@ def build_routers() -> list[APIRouter]:
         router = comfy_router(prefix)
         _add_routes(router)
         ws = APIRouter(prefix=prefix, tags=["comfyui"])
-        ws.add_api_websocket_route("/ws", comfy_ws)
+        # a plain route: FastAPI's dependency solving for one query parameter was a tenth of
+        # the CPU of a /ws connection (ComfyUI's scripts open one a prompt)
+        ws.add_websocket_route(f"{prefix}/ws", comfy_ws_route)
         routers += [router, ws]
     routers.append(jobs_router)
     return routers
