@@ -19,6 +19,10 @@ waiters of that job (and, when a job became claimable, `wait_for_work`) at once.
 sharing the file, a waiter also wakes every `cross_process_wait_s` (0.5 s by default), checks
 `PRAGMA data_version` (which changes only when another connection commits) and looks again
 only if it did: a short bounded wait, not a query per tick.
+
+Reads on the loop (store.sqlite_loop, mixed in): what is quick to read — a job, its events, the
+kept counts, a queued job's position near either end of the queue — is read on a read-only
+connection of the event loop's own, not shipped to the thread.
 """
 
 from __future__ import annotations
@@ -37,10 +41,10 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
-from comfyrun.core.job import JSON, Job, JobStatus
+from comfyrun.core.job import JSON, Job
 from comfyrun.errors import InvalidRequest, StoreError
-from comfyrun.store.base import JobEvent, WorkCounts, clock_or
-from comfyrun.store.codec import dump_json, job_from_row
+from comfyrun.store.base import JobEvent, WorkCounts
+from comfyrun.store.codec import dump_json
 from comfyrun.store.migrate import migrate_sqlite
 from comfyrun.store.queries import queries
 from comfyrun.store.sqlbatches import SQLBatches
@@ -53,8 +57,9 @@ from comfyrun.store.sqlite_calls import (
     say_early,
     settle,
 )
+from comfyrun.store.sqlite_loop import LOOP_READS, SQLiteLoopReads, busy, open_reader
 from comfyrun.store.sqlite_wait import SQLiteWaiting
-from comfyrun.store.sqlreads import SQLReads, counts_of, counts_query, position_of
+from comfyrun.store.sqlreads import SQLReads
 from comfyrun.store.sqlstore import Row, SQLStore
 from comfyrun.store.sqltenancy import SQLTenancy
 from comfyrun.store.sqlworkers import SQLWorkers
@@ -105,34 +110,9 @@ LOCAL = frozenset(
         "queue_position",
     }
 )
-#: Point reads answered on the event loop's own thread, from a read-only connection of its own
-#: (in WAL mode a reader never waits for the writer): a job, its events. Tens of microseconds,
-#: less than the two thread hops of a shipped call. One that would have to wait (SQLITE_BUSY,
-#: e.g. while another connection recovers the WAL index) is shipped to the store's thread.
-LOOP_READS = frozenset({"get", "events_since"})
-#: A ComfyUI client's unfinished jobs (looked up at each /ws connect; almost always none) are
-#: read on the loop's thread when there are at most this many; more are read on the store's.
-LOOP_ROWS_MAX = 8
-#: A queued job's position is counted on the loop's thread when that takes at most this many
-#: of SQLite's virtual-machine steps (~20 us; a job near either end of the queue, or behind
-#: few jobs); past that the count is abandoned there and shipped to the store's thread.
-LOOP_POSITION_STEPS = 4000
-#: How often (in steps) a read with a step budget checks it.
-STEP_TICK = 100
 
 
-class _StepBudget:
-    """A progress handler that interrupts a statement after `ticks` calls."""
-
-    def __init__(self, ticks: int) -> None:
-        self.left = ticks
-
-    def __call__(self) -> int:
-        self.left -= 1
-        return 1 if self.left < 0 else 0
-
-
-class SQLiteStore(SQLiteWaiting, SQLStore):
+class SQLiteStore(SQLiteLoopReads, SQLiteWaiting, SQLStore):
     """A JobStore in one SQLite file (or `:memory:`, private to this store)."""
 
     def __init__(
@@ -190,7 +170,7 @@ class SQLiteStore(SQLiteWaiting, SQLStore):
         self._open = True
         if _is_file(self.path):
             with contextlib.suppress(sqlite3.Error):
-                self._reader = await asyncio.to_thread(_reader, self.path)
+                self._reader = await asyncio.to_thread(open_reader, self.path)
                 self._loop_thread_id = threading.get_ident()
 
     async def close(self) -> None:
@@ -204,84 +184,10 @@ class SQLiteStore(SQLiteWaiting, SQLStore):
         thread, self._thread = self._thread, None
         await asyncio.to_thread(thread.join)
 
-    # -- reads that choose where they run ----------------------------------------------------
+    # -- reads that choose where they run (more in store.sqlite_loop) -----------------------
 
     async def _events_after(self, job_id: str, after_id: int) -> builtins.list[JobEvent]:
         return await self.events_since(job_id, after_id)
-
-    async def counts(
-        self, *, unfinished: bool = False, owner: str | None = None
-    ) -> dict[JobStatus, int]:
-        # the counts the triggers keep (job_counts): a few rows, read on the loop's thread
-        rows = self._on_loop(*counts_query(unfinished=unfinished, owner=owner))
-        if rows is not None:
-            return counts_of(rows)
-        counted: dict[JobStatus, int] = await self._call(
-            SQLStore.counts, (), {"unfinished": unfinished, "owner": owner}, read=True
-        )
-        return counted
-
-    async def unfinished_for_client(
-        self, client_id: str, *, owner: str | None = None, limit: int = 500
-    ) -> builtins.list[Job]:
-        limit = max(0, limit)
-        few = min(limit, LOOP_ROWS_MAX)
-        params = {"client_id": client_id, "owner": owner, "limit": few + 1}
-        rows = self._on_loop("unfinished_for_client", params)
-        if rows is not None and (len(rows) <= few or few == limit):
-            return [job_from_row(row) for row in rows[:limit]]
-        found: builtins.list[Job] = await self._call(
-            SQLStore.unfinished_for_client,
-            (client_id,),
-            {"owner": owner, "limit": limit},
-            read=True,
-        )
-        return found
-
-    def _on_loop(
-        self, name: str, params: JSON, *, steps: int | None = None
-    ) -> builtins.list[Row] | None:
-        """A bounded read on the loop's own connection (as LOOP_READS), from the loop's thread;
-        None where there is none, or it would have to wait, or (with `steps`) it would take
-        more than about that many of SQLite's virtual-machine steps: the caller ships it."""
-        reader = self._reader
-        if reader is None or threading.get_ident() != self._loop_thread_id:
-            return None
-        if steps is not None:
-            reader.set_progress_handler(_StepBudget(steps // STEP_TICK), STEP_TICK)
-        try:
-            rows: builtins.list[Row] = reader.execute(Q[name], params).fetchall()
-        except sqlite3.Error:
-            return None
-        finally:
-            if steps is not None:
-                reader.set_progress_handler(None, 0)
-        return rows
-
-    async def queue_position(
-        self,
-        job_id: str,
-        *,
-        now: float | None = None,
-        limit: int | None = None,
-        job: Job | None = None,
-    ) -> int | None:
-        """Counted on the loop's thread when that is quick (the job as just read, at the front
-        or the back of the queue: LOOP_POSITION_STEPS), else on the store's thread."""
-        if job is not None and job.id == job_id and self._reader is not None:
-            if job.status is not JobStatus.QUEUED:
-                return None
-            at = clock_or(now)
-            rows = self._on_loop(*self._position_query(job, at, limit), steps=LOOP_POSITION_STEPS)
-            if rows is not None:
-                return position_of(rows[0] if rows else None, limit)
-        found: int | None = await self._call(
-            SQLReads.queue_position,
-            (job_id,),
-            {"now": now, "limit": limit, "job": job},
-            read=True,
-        )
-        return found
 
     # -- shipping calls to the store's thread ------------------------------------------------
 
@@ -306,7 +212,7 @@ class SQLiteStore(SQLiteWaiting, SQLStore):
             try:
                 return drive(fn(self, *args, **kwargs))
             except StoreError as exc:
-                if not _busy(exc):
+                if not busy(exc):
                     raise
                 # the reader would have to wait: ship the read to the store's thread, which may
         loop = asyncio.get_running_loop()
@@ -531,22 +437,6 @@ for _name, _fn in list(_SHARED.items()):
 def _is_file(path: str) -> bool:
     """A database other connections can open too (not a private in-memory one)."""
     return path != "" and ":memory:" not in path and "mode=memory" not in path
-
-
-def _reader(path: str) -> sqlite3.Connection:
-    """The loop's read-only connection: never waits for a lock (busy_timeout 0)."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA query_only = ON")
-    conn.execute("PRAGMA busy_timeout = 0")
-    conn.row_factory = dict_row
-    return conn
-
-
-def _busy(exc: StoreError) -> bool:
-    cause = exc.__cause__
-    return isinstance(cause, sqlite3.OperationalError) and (
-        "locked" in str(cause) or "busy" in str(cause)
-    )
 
 
 __all__ = ["SQLiteStore"]

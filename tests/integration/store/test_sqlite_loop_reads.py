@@ -13,7 +13,7 @@ from typing import Any
 from tests.support.store import new_job
 
 from comfyrun.core.job import JobStatus
-from comfyrun.store import sqlite as sqlite_store
+from comfyrun.store import sqlite_loop
 from comfyrun.store.base import COMFY_CLIENT_ID
 from comfyrun.store.sqlite import SQLiteStore
 
@@ -149,7 +149,7 @@ async def test_a_client_with_many_unfinished_jobs_has_them_read_on_the_stores_th
 ) -> None:
     """Past LOOP_ROWS_MAX a ComfyUI client's unfinished jobs are read on the store's thread,
     all of them (up to the limit asked); a limit within the bound is answered on the loop."""
-    monkeypatch.setattr(sqlite_store, "LOOP_ROWS_MAX", 2)
+    monkeypatch.setattr(sqlite_loop, "LOOP_ROWS_MAX", 2)
     store = SQLiteStore(str(tmp_path / "q.db"))
     await store.open()
     shipped = shipped_calls(store)
@@ -194,7 +194,7 @@ async def test_a_queued_jobs_position_is_counted_on_the_loop_when_that_is_quick(
         got = await store.queue_position(jobs[300].id, now=now, limit=1000, job=jobs[300])
         assert got == exact[300]  # the middle of the queue: 300 ahead, 300 behind
         assert shipped.count("queue_position") == 6  # counting it there passed the budget
-        monkeypatch.setattr(sqlite_store, "LOOP_POSITION_STEPS", 1_000_000)
+        monkeypatch.setattr(sqlite_loop, "LOOP_POSITION_STEPS", 1_000_000)
         got = await store.queue_position(jobs[300].id, now=now, limit=1000, job=jobs[300])
         assert got == 300 and shipped.count("queue_position") == 6
         claimed = await store.claim("w", 30, now=now)
