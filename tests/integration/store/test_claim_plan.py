@@ -147,25 +147,20 @@ async def test_sqlite_queue_position_costs_what_it_counts(tmp_path: Path) -> Non
         middle, _ = position("queue_position_capped", 700, 1000)
         near_back, near_back_steps = position("queue_position_capped", 2980, 5000)
         # the back of the queue with jobs waiting for their retry: fewer than `first`, then more
-        conn.execute(
-            "UPDATE jobs SET next_run_at = 99.0 WHERE rowid IN (SELECT rowid FROM jobs LIMIT 10)"
-        )
-        order[:] = [
-            o
-            for o in order
-            if o[3]
-            not in {r[0] for r in conn.execute("SELECT id FROM jobs WHERE next_run_at = 99.0")}
-        ]
+
+        def waiting(n: int) -> None:
+            """The first `n` jobs stored wait for a retry: out of the runnable order."""
+            conn.execute(
+                "UPDATE jobs SET next_run_at = 99.0"
+                " WHERE rowid IN (SELECT rowid FROM jobs LIMIT ?)",
+                (n,),
+            )
+            later = {r[0] for r in conn.execute("SELECT id FROM jobs WHERE next_run_at = 99.0")}
+            order[:] = [o for o in order if o[3] not in later]
+
+        waiting(10)
         few_waiting, few_steps = position("queue_position_capped", 2990, 5000)
-        conn.execute(
-            "UPDATE jobs SET next_run_at = 99.0 WHERE rowid IN (SELECT rowid FROM jobs LIMIT 100)"
-        )
-        order[:] = [
-            o
-            for o in order
-            if o[3]
-            not in {r[0] for r in conn.execute("SELECT id FROM jobs WHERE next_run_at = 99.0")}
-        ]
+        waiting(100)
         many_waiting, many_steps = position("queue_position_capped", 2900, 5000)
     assert (front, tail, capped, middle) == (1, 1000, 1000, 700)
     assert (exact, near_back, few_waiting, many_waiting) == (3000, 2980, 2990, 2900)
