@@ -16,6 +16,7 @@ import dataclasses
 import hmac
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from comfyrun.core.batch import Batch, NewBatch
 from comfyrun.core.catalog import NodeCatalog
@@ -135,9 +136,14 @@ class OwnedStore:
         )
 
     async def queue(
-        self, *, owner: str | None = None, limit: int = 1000
+        self, *, owner: str | None = None, limit: int = 1000, bodies: bool = True
     ) -> builtins.list[QueueEntry]:
-        return await self.inner.queue(owner=self.owner, limit=limit)
+        return await self.inner.queue(owner=self.owner, limit=limit, bodies=bodies)
+
+    async def queue_bodies(
+        self, job_ids: Sequence[str], *, owner: str | None = None
+    ) -> dict[str, tuple[Any, Any, Any]]:
+        return await self.inner.queue_bodies(job_ids, owner=self.owner)
 
     async def delete(self, job_id: str) -> bool:
         return await self.get(job_id) is not None and await self.inner.delete(job_id)

@@ -104,7 +104,9 @@ class QueueEntry:
     """An unfinished job as a listing of the queue shows it, read from the few columns that
     takes (ComfyUI's GET /queue lists up to a thousand on each change of the queue; decoding
     whole rows was most of its cost). The workflow, options and metadata are decoded when
-    asked for: a listing that rendered a queued job before renders it again from its id."""
+    asked for: a listing that rendered a queued job before renders it again from its id. A
+    queued job listed without them (`queue(bodies=False)`) has `raw` None until
+    `queue_bodies` reads them."""
 
     id: str
     status: JobStatus
@@ -114,20 +116,27 @@ class QueueEntry:
     output_nodes: tuple[str, ...]
     #: When the job was submitted (a job submitted again under the same id is another job).
     created_at: float
-    #: The workflow, options and metadata as read: JSON text, or values already decoded.
-    raw: tuple[Any, Any, Any]
+    #: The workflow, options and metadata as read: JSON text, or values already decoded
+    #: (None: not read).
+    raw: tuple[Any, Any, Any] | None
 
     @property
     def workflow(self) -> JSON:
-        return _json_value(self.raw[0]) or {}
+        return _json_value(self._raw[0]) or {}
 
     @property
     def options(self) -> JSON:
-        return dict(_json_value(self.raw[1]) or {})
+        return dict(_json_value(self._raw[1]) or {})
 
     @property
     def metadata(self) -> JSON:
-        return dict(_json_value(self.raw[2]) or {})
+        return dict(_json_value(self._raw[2]) or {})
+
+    @property
+    def _raw(self) -> tuple[Any, Any, Any]:
+        if self.raw is None:
+            raise ValueError(f"job {self.id} was listed without its workflow")
+        return self.raw
 
 
 def _json_value(value: Any) -> Any:
@@ -435,12 +444,21 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
         ...
 
     async def queue(
-        self, *, owner: str | None = None, limit: int = 1000
+        self, *, owner: str | None = None, limit: int = 1000, bodies: bool = True
     ) -> builtins.list[QueueEntry]:
         """The unfinished jobs in the order they run: the running and canceling ones, claimed
         first first, then the queued ones in claim order (the head of the queue first); at
         most `limit` of each. Read along the claim index: the queued part costs what it
-        lists, not the whole queue (with `owner`, the others' jobs it passes over too)."""
+        lists, not the whole queue (with `owner`, the others' jobs it passes over too).
+        Without `bodies`, the queued ones come without their workflow, options and metadata
+        (`raw` None): a listing that has them rendered reads only the others' (`queue_bodies`)."""
+        ...
+
+    async def queue_bodies(
+        self, job_ids: Sequence[str], *, owner: str | None = None
+    ) -> dict[str, tuple[Any, Any, Any]]:
+        """The workflow, options and metadata (as `QueueEntry.raw`) of the jobs of these ids
+        that exist (and are `owner`'s, when given)."""
         ...
 
     async def queue_position(

@@ -116,22 +116,32 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
 
 def queue_entry_from_row(row: Mapping[str, Any]) -> QueueEntry:
     """A `QueueEntry` from a row of the `queue_*` queries (its JSON columns text or decoded;
-    the workflow, options and metadata kept as read)."""
-    status = JobStatus(row["status"])
-    started = execution_start(row["type"], row["started_at"], row["execution_started_at"])
+    the workflow, options and metadata kept as read). A queued job (most of a listing) is
+    read without a look at when it started, and without decoding its outputs when it has
+    none."""
+    status = _STATUSES[row["status"]]
     outputs = row["outputs"]
-    if isinstance(outputs, str | bytes):
-        outputs = load_json(outputs)
+    if outputs == "[]" or not outputs:
+        nodes: tuple[str, ...] = ()
+    else:
+        if isinstance(outputs, str | bytes):
+            outputs = load_json(outputs)
+        nodes = _output_nodes(o.get("node_id") for o in outputs if isinstance(o, Mapping))
+    waiting = status is JobStatus.RUNNING and (
+        execution_start(row["type"], row["started_at"], row["execution_started_at"]) is None
+    )
     return QueueEntry(
         id=row["id"],
         status=status,
-        waiting=status is JobStatus.RUNNING and started is None,
-        output_nodes=_output_nodes(
-            o.get("node_id") for o in outputs or () if isinstance(o, Mapping)
-        ),
+        waiting=waiting,
+        output_nodes=nodes,
         created_at=float(row["created_at"]),
-        raw=(row["workflow"], row["options"], row["metadata"]),
+        raw=(row["workflow"], row["options"], row["metadata"]) if "workflow" in row else None,
     )
+
+
+#: A status by its column value (a dict look-up: the enum's call is several times dearer).
+_STATUSES: dict[str, JobStatus] = {s.value: s for s in JobStatus}
 
 
 def queue_entry_of(job: Job) -> QueueEntry:

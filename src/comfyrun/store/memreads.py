@@ -4,7 +4,9 @@ queue and a place in it, the counts. The SQL stores' semantics (store.sqlreads).
 from __future__ import annotations
 
 import builtins
+import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 from comfyrun.core.job import ACTIVE, TERMINAL, Job, JobStatus
 from comfyrun.store.base import (
@@ -42,14 +44,28 @@ class MemoryReads:
         jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
         return jobs[: max(0, limit)]
 
-    async def queue(self, *, owner: str | None = None, limit: int = 1000) -> list[QueueEntry]:
+    async def queue(
+        self, *, owner: str | None = None, limit: int = 1000, bodies: bool = True
+    ) -> list[QueueEntry]:
         mine = [j for j in self._jobs.values() if owner is None or j.owner == owner]
         active = sorted(
             (j for j in mine if j.status in ACTIVE), key=lambda j: (j.started_at or 0.0, j.id)
         )
         queued = sorted((j for j in mine if j.status is JobStatus.QUEUED), key=claim_order)
         limit = max(0, limit)
-        return [queue_entry_of(j) for j in (*active[:limit], *queued[:limit])]
+        listed = [queue_entry_of(j) for j in active[:limit]]
+        if bodies:
+            return listed + [queue_entry_of(j) for j in queued[:limit]]
+        return listed + [dataclasses.replace(queue_entry_of(j), raw=None) for j in queued[:limit]]
+
+    async def queue_bodies(
+        self, job_ids: Sequence[str], *, owner: str | None = None
+    ) -> dict[str, tuple[Any, Any, Any]]:
+        return {
+            i: (j.workflow, dict(j.options), dict(j.metadata))
+            for i in job_ids
+            if (j := self._jobs.get(i)) is not None and (owner is None or j.owner == owner)
+        }
 
     async def list(
         self,

@@ -40,12 +40,12 @@ class SQLReads(ABC):
         return await self._jobs("unfinished_for_client", params)
 
     async def queue(
-        self, *, owner: str | None = None, limit: int = 1000
+        self, *, owner: str | None = None, limit: int = 1000, bodies: bool = True
     ) -> builtins.list[QueueEntry]:
         params = {"owner": owner, "limit": max(0, limit)}
         async with self._read() as conn:
             rows = await self._all(conn, "queue_active", params)
-            rows += await self._all(conn, "queue_queued", params)
+            rows += await self._all(conn, "queue_queued" if bodies else "queue_queued_bare", params)
         entries: dict[str, QueueEntry] = {}
         for row in rows:  # a job claimed between the two reads (another process's) shows once
             entries.setdefault(row["id"], queue_entry_from_row(row))
@@ -70,6 +70,16 @@ class SQLReads(ABC):
                     rows += await self._all(conn, "list_status", params | {"status": status.value})
                 rows.sort(key=lambda r: (r["created_at"], r["id"]), reverse=True)
         return job_page(rows, limit)
+
+    async def queue_bodies(
+        self, job_ids: Sequence[str], *, owner: str | None = None
+    ) -> dict[str, tuple[Any, Any, Any]]:
+        if not job_ids:
+            return {}
+        params = {"ids": self._text_list(builtins.list(dict.fromkeys(job_ids))), "owner": owner}
+        async with self._read() as conn:
+            rows = await self._all(conn, "queue_bodies", params)
+        return {r["id"]: (r["workflow"], r["options"], r["metadata"]) for r in rows}
 
     async def stamps(
         self, *, statuses: Sequence[JobStatus], owner: str | None = None, limit: int = 1000

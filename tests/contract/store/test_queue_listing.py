@@ -85,3 +85,36 @@ async def test_an_empty_queue_lists_nothing(store: JobStore) -> None:
     job, _ = await store.enqueue(new_job(), now=T0)
     await store.transition(job.id, Event.CANCEL, expect=JobStatus.QUEUED)
     assert await store.queue() == []
+
+
+async def test_a_bare_listing_leaves_the_queued_jobs_bodies_to_queue_bodies(
+    store: JobStore,
+) -> None:
+    """`queue(bodies=False)`: the same entries, the queued ones without their workflow,
+    options and metadata (asking for them is an error, not an empty workflow); the running
+    ones whole. `queue_bodies` reads them for the ids asked (an owner's only, when given)."""
+    import dataclasses
+
+    import pytest
+
+    workflow = {"9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "x"}}}
+    running, _ = await store.enqueue(new_job(workflow=workflow), now=T0)
+    assert await store.claim("w", 30, now=T0 + 1) is not None
+    mine, _ = await store.enqueue(
+        new_job(owner="ann", workflow=workflow, metadata={"m": 1}), now=T0 + 2
+    )
+    theirs, _ = await store.enqueue(new_job(owner="bob"), now=T0 + 3)
+    whole = await store.queue()
+    bare = await store.queue(bodies=False)
+    assert ids(bare) == ids(whole) == [running.id, mine.id, theirs.id]
+    assert bare[0] == whole[0] and bare[0].workflow == workflow  # running: whole
+    for b, w in zip(bare[1:], whole[1:], strict=True):
+        assert b.raw is None and dataclasses.replace(b, raw=w.raw) == w
+        with pytest.raises(ValueError):
+            _ = b.workflow
+    bodies = await store.queue_bodies([mine.id, theirs.id, "nope"])
+    assert set(bodies) == {mine.id, theirs.id}
+    filled = dataclasses.replace(bare[1], raw=bodies[mine.id])
+    assert (filled.workflow, filled.metadata, filled.options) == (workflow, {"m": 1}, {})
+    assert set(await store.queue_bodies([mine.id, theirs.id], owner="ann")) == {mine.id}
+    assert await store.queue_bodies([]) == {}

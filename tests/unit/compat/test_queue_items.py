@@ -117,3 +117,41 @@ def test_a_history_entry_is_rendered_once_until_the_job_finishes_anew(
     again = items.entry(finished("a", 9.0, status=JobStatus.FAILED, attempts=2))
     assert json.loads(again)["status"]["status_str"] == "error"
     assert seen == ["a", "a"] and len(items) == 1
+
+
+async def test_a_bare_listing_reads_the_bodies_of_only_the_items_not_kept(
+    renders: list[str],
+) -> None:
+    """`QueueItems.items` over a listing without the queued jobs' bodies: what is kept is
+    answered from the listing, only the others' bodies are read (and rendered); the running
+    ones come whole and are rendered each time; one gone meanwhile is left out. Kept items
+    are taken before anything is rendered, so a full cache dropping them midway cannot
+    leave an item without its body."""
+    import dataclasses
+    from typing import Any, ClassVar
+
+    whole = {i: entry(i) for i in ("a", "b", "c", "gone")}
+
+    class Store:
+        asked: ClassVar[list[list[str]]] = []
+
+        async def queue_bodies(self, job_ids: Any, *, owner: Any = None) -> Any:
+            self.asked.append(list(job_ids))
+            return {i: whole[i].raw for i in job_ids if i != "gone"}
+
+    store: Any = Store()
+    running = entry("r", JobStatus.RUNNING)
+    bare = [running] + [dataclasses.replace(whole[i], raw=None) for i in ("a", "b")]
+    items = QueueItems()
+    first = await items.items(store, bare)
+    assert [json.loads(data)[1] for _, data in first] == ["r", "a", "b"]
+    assert [is_running for is_running, _ in first] == [True, False, False]
+    assert store.asked == [["a", "b"]] and renders == ["r", "a", "b"]
+    gone = QueueEntry("gone", JobStatus.QUEUED, False, (), 1.0, None)
+    again = await items.items(store, [*bare, dataclasses.replace(whole["c"], raw=None), gone])
+    assert [json.loads(data)[1] for _, data in again] == ["r", "a", "b", "c"]
+    assert store.asked == [["a", "b"], ["c", "gone"]] and renders[3:] == ["r", "c"]
+    tiny = QueueItems(max_bytes=1)  # keeps no item: every one read and rendered
+    await tiny.items(store, bare[1:2])
+    listed = await tiny.items(store, [*bare[1:], dataclasses.replace(whole["c"], raw=None)])
+    assert [json.loads(data)[1] for _, data in listed] == ["a", "b", "c"]

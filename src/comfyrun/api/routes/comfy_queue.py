@@ -4,6 +4,7 @@ is a job; its prompt_id is the job id)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
@@ -87,6 +88,28 @@ class QueueItems(RenderedItems):
         version = (entry.created_at, entry.output_nodes)
         return self._rendered(entry.id, version, lambda: _render(entry))
 
+    async def items(self, store: JobStore, entries: list[QueueEntry]) -> list[tuple[bool, bytes]]:
+        """(running, item) of each entry, queued ones listed without their bodies
+        (`queue(bodies=False)`): those kept are taken from the listing alone, the others'
+        bodies read at once (queue_bodies) and rendered. A job gone meanwhile is left out."""
+        kept = {
+            e.id: data
+            for e in entries
+            if e.raw is None
+            and (data := self._known(e.id, (e.created_at, e.output_nodes))) is not None
+        }
+        missing = [e.id for e in entries if e.raw is None and e.id not in kept]
+        bodies = await store.queue_bodies(missing) if missing else {}
+        out = []
+        for e in entries:
+            data = kept.get(e.id)
+            if data is None:
+                if e.raw is None and (raw := bodies.get(e.id)) is None:
+                    continue
+                data = self.item(e if e.raw is not None else dataclasses.replace(e, raw=raw))
+            out.append((e.status is not JobStatus.QUEUED and not e.waiting, data))
+        return out
+
 
 class HistoryItems(RenderedItems):
     """The /history entries of finished jobs: a finished job's entry changes no more (a job
@@ -142,10 +165,10 @@ async def get_queue(ctx: Ctx) -> Response:
     """ComfyUI's queue: the prompts running, then those pending in the order they will run
     (a claimed job whose prompt waits in a backend's queue first; at most `common.MAX_LISTED`
     queued ones, from the head of the queue)."""
-    entries = await ctx.store.queue(limit=common.MAX_LISTED)
-    items = queue_items(ctx)
-    running = [items.item(e) for e in entries if e.status is not JobStatus.QUEUED and not e.waiting]
-    pending = [items.item(e) for e in entries if e.status is JobStatus.QUEUED or e.waiting]
+    entries = await ctx.store.queue(limit=common.MAX_LISTED, bodies=False)
+    listed = await queue_items(ctx).items(ctx.store, entries)
+    running = [item for is_running, item in listed if is_running]
+    pending = [item for is_running, item in listed if not is_running]
     body = b"".join(
         (
             b'{"queue_running": [',
@@ -163,7 +186,7 @@ async def post_queue(request: Request, ctx: Ctx) -> Response:
     removed prompt never reaches the history, as in ComfyUI."""
 
     async def pending() -> list[str]:
-        entries = await ctx.store.queue(limit=common.MAX_LISTED)
+        entries = await ctx.store.queue(limit=common.MAX_LISTED, bodies=False)
         return [e.id for e in entries if e.status is JobStatus.QUEUED or e.waiting]
 
     async def clear() -> None:

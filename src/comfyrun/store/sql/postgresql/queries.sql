@@ -182,6 +182,21 @@ WHERE status = 'queued'
 ORDER BY priority DESC, fair_tag, rank_at, id
 LIMIT %(limit)s;
 
+-- name: queue_queued_bare
+-- The queued jobs in claim order, the head of the queue first, off the claim index (no sort;
+-- it stops at the limit): the rest of a listing of the queue.
+-- _bare: without their workflow, options and metadata (read by queue_bodies when needed).
+SELECT id, status, type, created_at, started_at, execution_started_at, outputs
+FROM jobs
+WHERE status = 'queued'
+  AND (%(owner)s::text IS NULL OR owner = %(owner)s::text)
+ORDER BY priority DESC, fair_tag, rank_at, id
+LIMIT %(limit)s;
+
+-- name: queue_bodies
+SELECT id, workflow, options, metadata FROM jobs
+WHERE id = ANY(%(ids)s::text[]) AND (%(owner)s::text IS NULL OR owner = %(owner)s::text);
+
 -- name: list
 -- Newest first; the cursor is the last row's (created_at, id).
 SELECT * FROM jobs

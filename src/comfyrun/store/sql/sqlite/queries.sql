@@ -164,6 +164,21 @@ WHERE status = 'queued'
 ORDER BY priority DESC, fair_tag, rank_at, id
 LIMIT :limit;
 
+-- name: queue_queued_bare
+-- The queued jobs in claim order, the head of the queue first, off the claim index (no sort;
+-- it stops at the limit): the rest of a listing of the queue.
+-- _bare: without their workflow, options and metadata (read by queue_bodies when needed).
+SELECT id, status, type, created_at, started_at, execution_started_at, outputs
+FROM jobs INDEXED BY jobs_claim
+WHERE status = 'queued'
+  AND (:owner IS NULL OR owner = :owner)
+ORDER BY priority DESC, fair_tag, rank_at, id
+LIMIT :limit;
+
+-- name: queue_bodies
+SELECT id, workflow, options, metadata FROM jobs
+WHERE id IN (SELECT value FROM json_each(:ids)) AND (:owner IS NULL OR owner = :owner);
+
 -- name: list
 -- Newest first; the cursor is the last row's (created_at, id).
 SELECT * FROM jobs
