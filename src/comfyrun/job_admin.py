@@ -103,8 +103,9 @@ class JobAdmin(ABC):
 
     async def queue_remaining(self, *, fresh: bool = True) -> int:
         """Jobs queued or running (an API key's own, in its view), as ComfyUI's
-        `queue_remaining` reports it. Counting scans the jobs, so unless `fresh` a count up to
-        REMAINING_TTL_S old stands in (every /ws client is told at each prompt's start)."""
+        `queue_remaining` reports it. Counting may scan the jobs (PostgreSQL's), so unless
+        `fresh` a count up to REMAINING_TTL_S old stands in (every /ws client is told at each
+        prompt's start)."""
         now = time.monotonic()
         kept = self._remaining.get(self._key_scope)  # a key's own jobs (its store's view)
         if fresh or kept is None or now - kept[1] >= REMAINING_TTL_S:

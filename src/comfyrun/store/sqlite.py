@@ -54,7 +54,6 @@ from comfyrun.store.sqlite_calls import (
     dict_row,
     drive,
     rollback,
-    say_early,
     settle,
 )
 from comfyrun.store.sqlite_loop import LOOP_READS, SQLiteLoopReads, busy, open_reader
@@ -395,8 +394,10 @@ class SQLiteStore(SQLiteLoopReads, SQLiteWaiting, SQLStore):
         return None  # BEGIN IMMEDIATE already holds the database's one write lock
 
     def _decided(self, decided: Callable[[Job, bool], None], job: Job, created: bool) -> None:
-        if self._call_loop is not None:  # said at once, long before the batch commits
-            say_early([(self._call_loop, decided, job, created)])
+        loop = self._call_loop
+        if loop is not None:  # said at once, long before the batch commits
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(decided, job, created)
 
     async def _committed(
         self, job_id: str, *, work: bool = False, job_type: str | None = None

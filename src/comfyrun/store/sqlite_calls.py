@@ -12,11 +12,6 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from comfyrun.core.job import Job
-
-#: A `HandOff.decided` to say: (the caller's loop, the callback, the job, created).
-Early = tuple[asyncio.AbstractEventLoop, Callable[[Job, bool], None], Job, bool]
-
 
 @dataclass(slots=True)
 class Call:
@@ -58,13 +53,6 @@ def settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
         future.set_exception(value)
 
 
-def say_early(early: builtins.list[Early]) -> None:
-    """`HandOff.decided` of the batch's calls, on their loops, before the commit."""
-    for loop, decided, job, created in early:
-        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
-            loop.call_soon_threadsafe(decided, job, created)
-
-
 def deliver_all(
     results: builtins.list[tuple[Call, bool, Any]],
     wakes: builtins.list[tuple[Any, str, bool, str | None]],
@@ -89,4 +77,4 @@ def _deliver(
         store._wake(job_id, work, job_type)
 
 
-__all__ = ["Call", "Early", "deliver_all", "dict_row", "drive", "rollback", "say_early", "settle"]
+__all__ = ["Call", "deliver_all", "dict_row", "drive", "rollback", "settle"]

@@ -167,14 +167,9 @@ class SQLReads(ABC):
         ]
 
     async def oldest_queued_at(self, *, owner: str | None = None) -> float | None:
-        query, params = (
-            ("oldest_queued_at", {})
-            if owner is None
-            else (
-                "oldest_queued_at_of_owner",
-                {"owner": owner},
-            )
-        )
+        query, params = "oldest_queued_at", {}
+        if owner is not None:
+            query, params = "oldest_queued_at_of_owner", {"owner": owner}
         async with self._read() as conn:
             row = await self._one(conn, query, params)
         return float(row["oldest"]) if row and row["oldest"] is not None else None
@@ -199,9 +194,6 @@ class SQLReads(ABC):
     def _text_list(values: builtins.list[str]) -> Any: ...
 
 
-__all__ = ["SQLReads"]
-
-
 def counts_query(*, unfinished: bool, owner: str | None) -> tuple[str, JSON]:
     """The query (and its parameters) of `JobStore.counts`."""
     query = "counts_unfinished" if unfinished else "counts"
@@ -222,3 +214,6 @@ def position_of(row: Row | None, limit: int | None) -> int:
     """A position query's answer, within 0..`limit` (>= 0: the job may just have gone)."""
     ahead = max(0, int(row["ahead"])) if row else 0
     return ahead if limit is None else min(ahead, max(0, limit))
+
+
+__all__ = ["SQLReads", "counts_of", "counts_query", "position_of"]

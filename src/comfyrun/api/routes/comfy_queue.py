@@ -85,8 +85,7 @@ class QueueItems(RenderedItems):
     def item(self, entry: QueueEntry) -> bytes:
         if entry.status is not JobStatus.QUEUED:
             return _render(entry)  # running, or held: few, and its outputs may grow
-        version = (entry.created_at, entry.output_nodes)
-        return self._rendered(entry.id, version, lambda: _render(entry))
+        return self._rendered(entry.id, _version(entry), lambda: _render(entry))
 
     async def items(self, store: JobStore, entries: list[QueueEntry]) -> list[tuple[bool, bytes]]:
         """(running, item) of each entry, queued ones listed without their bodies
@@ -95,8 +94,7 @@ class QueueItems(RenderedItems):
         kept = {
             e.id: data
             for e in entries
-            if e.raw is None
-            and (data := self._known(e.id, (e.created_at, e.output_nodes))) is not None
+            if e.raw is None and (data := self._known(e.id, _version(e))) is not None
         }
         missing = [e.id for e in entries if e.raw is None and e.id not in kept]
         bodies = await store.queue_bodies(missing) if missing else {}
@@ -139,6 +137,12 @@ class HistoryItems(RenderedItems):
             if data is not None:
                 out.append((s.id, data))
         return out
+
+
+def _version(entry: QueueEntry) -> tuple[float, tuple[str, ...]]:
+    """What tells a queued job's item from an earlier one's (another job under its id, or
+    outputs committed by an earlier attempt)."""
+    return (entry.created_at, entry.output_nodes)
 
 
 def _render(entry: QueueEntry) -> bytes:
