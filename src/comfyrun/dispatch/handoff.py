@@ -6,8 +6,9 @@ queued, the submission's own transaction claims the new job for that backend
 without the claim loop's wake-up, claim query and second commit. Anything else — a job
 waiting, no idle backend, another process's worker — goes through the queue as before.
 
-With SQLite the run starts as soon as the transaction's statements ran, while the store's
-thread commits (`HandOff.decided`): the prompt is on its way to ComfyUI during the fsync. The
+With SQLite the run starts as soon as the transaction has written the job's row, while the
+store's thread writes its events and commits (`HandOff.decided`): the prompt is on its way to
+ComfyUI during the fsync. The
 job is durable before its submission is answered, as any other; a crash within that commit
 can leave ComfyUI running a prompt of a job nobody was told of (and no store holds), never a
 stored job without its run. A commit that fails withdraws the run and stops its prompt.
