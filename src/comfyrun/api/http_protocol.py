@@ -18,11 +18,18 @@ headers, then the body, each at once, so every response took two system calls an
 segments (the sockets are TCP_NODELAY), and woke its client twice. The head is now held until
 the body's first write, within the same turn of the event loop (a streamed body that is not
 ready by then gets its head sent at the end of that turn).
+
+A websocket's messages sent within one turn of the event loop go out together
+(`TurnWrites`): ComfyUI's face relays a prompt's messages as its backend sends them, a dozen a
+job, most of them in bursts (a prompt's end is four: `executed`, `execution_success`, `status`,
+`executing` null), and each was a system call of its own that woke the client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Iterable
 from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -63,6 +70,60 @@ class HeadWithBody:
         return getattr(self.transport, name)
 
 
+class TurnWrites:
+    """The transport of a websocket: what is written within one turn of the event loop is sent
+    in one write at the end of that turn (or before a close)."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not data:
+            return
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(bytes(data))
+
+    def writelines(self, lines: Iterable[bytes | bytearray | memoryview]) -> None:
+        for data in lines:
+            self.write(data)
+
+    def flush(self) -> None:
+        """Send what is held."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        if not self.transport.is_closing():
+            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def get_write_buffer_size(self) -> int:
+        return self.transport.get_write_buffer_size() + sum(map(len, self._pending))
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def abort(self) -> None:
+        self._pending.clear()
+        self.transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+@functools.cache
+def turn_writes_protocol(base: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
+    """`base` (uvicorn's websocket protocol) writing through `TurnWrites`."""
+
+    def connection_made(self: Any, transport: asyncio.BaseTransport) -> None:
+        loop = asyncio.get_running_loop()
+        base.connection_made(self, TurnWrites(cast(asyncio.Transport, transport), loop))
+
+    return type(base.__name__, (base,), {"connection_made": connection_made})
+
+
 class CappedHttpToolsProtocol(HttpToolsProtocol):
     """See the module docstring; `capped_protocol` makes one with a given limit."""
 
@@ -75,6 +136,8 @@ class CappedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._heads = 0  # heads completed on this connection
         self._head_timer: asyncio.TimerHandle | None = None
+        if self.ws_protocol_class is not None:
+            self.ws_protocol_class = turn_writes_protocol(self.ws_protocol_class)
 
     def data_received(self, data: bytes) -> None:
         counting, heads = self._head_open, self._heads
@@ -137,4 +200,10 @@ def capped_protocol(
     )
 
 
-__all__ = ["CappedHttpToolsProtocol", "HeadWithBody", "capped_protocol"]
+__all__ = [
+    "CappedHttpToolsProtocol",
+    "HeadWithBody",
+    "TurnWrites",
+    "capped_protocol",
+    "turn_writes_protocol",
+]

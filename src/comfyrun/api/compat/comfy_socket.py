@@ -115,12 +115,15 @@ class ClientSession:
                         # kept as finished: the client's GET /history comes next
                         job = await self.ctx.service.job(job_id)
                     out = relay.feed_event(event, job)
+                final: dict[str, Any] | None = None
                 if relay.finished:
                     self._release(job_id)  # the same prompt_id may be queued again now
+                    if final_status is not None:  # counted before the end is sent, so that
+                        final = await final_status  # it goes out in one write (TurnWrites)
                 for message in out:
                     if isinstance(message, StatusSlot):
-                        if relay.finished and final_status is not None:
-                            await self.send(await final_status)
+                        if final is not None:
+                            await self.send(final)
                         else:  # at a prompt's start a count a moment old will do
                             fresh = relay.finished
                             await self.send(await status_message(self.ctx, None, fresh=fresh))
