@@ -28,7 +28,6 @@ job, most of them in bursts (a prompt's end is four: `executed`, `execution_succ
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -113,15 +112,22 @@ class TurnWrites:
         return getattr(self.transport, name)
 
 
-@functools.cache
+_turn_writes: dict[type[asyncio.Protocol], type[asyncio.Protocol]] = {}
+
+
 def turn_writes_protocol(base: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
-    """`base` (uvicorn's websocket protocol) writing through `TurnWrites`."""
+    """`base` (uvicorn's websocket protocol) writing through `TurnWrites` (one class a base)."""
+    made = _turn_writes.get(base)
+    if made is None:
 
-    def connection_made(self: Any, transport: asyncio.BaseTransport) -> None:
-        loop = asyncio.get_running_loop()
-        base.connection_made(self, TurnWrites(cast(asyncio.Transport, transport), loop))
+        def connection_made(self: Any, transport: asyncio.BaseTransport) -> None:
+            writes = TurnWrites(cast(asyncio.Transport, transport), asyncio.get_running_loop())
+            base.connection_made(self, cast(asyncio.Transport, writes))
 
-    return type(base.__name__, (base,), {"connection_made": connection_made})
+        made = _turn_writes[base] = type(
+            base.__name__, (base,), {"connection_made": connection_made}
+        )
+    return made
 
 
 class CappedHttpToolsProtocol(HttpToolsProtocol):
