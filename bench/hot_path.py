@@ -21,6 +21,10 @@ emulators started as their own processes, so what differs between the columns is
 4. --fleet: 4 backends, 32 clients, SQLite `serve` (jobs/s, vs 4 emulators driven directly);
    enqueues/s (an api node, 32 clients submitting without waiting) beside GET /health/s.
 5. --postgres: `comfyrun api` + 2 `comfyrun worker`s (2 emulators each) on PostgreSQL, 32 clients.
+
+With `--comfyui FOLDER` (and `--comfyui-python`, the Python that runs its main.py), 1-3 run
+against a real ComfyUI instead of the emulator: one started from FOLDER for the direct column
+and one that comfyrun `serve` runs as its managed backend (`--cpu` both).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import contextlib
 import itertools
 import json
 import os
+import socket
 import statistics
 import sys
 import tempfile
@@ -96,26 +101,55 @@ def ms(values: list[float]) -> str:
 # --- processes ------------------------------------------------------------------------------
 
 
-async def start_emulator(tmp: Path) -> tuple[asyncio.subprocess.Process, str]:
+#: A real ComfyUI to measure against (--comfyui): (its folder, the Python that runs it).
+RealComfy = tuple[Path, str]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def start_emulator(
+    tmp: Path, real: RealComfy | None = None
+) -> tuple[asyncio.subprocess.Process, str]:
+    """An emulator (or, with `real`, a real ComfyUI on CPU) as its own process; its URL."""
     folder = Path(tempfile.mkdtemp(dir=tmp, prefix="emu"))
+    if real is None:
+        command = [sys.executable, "-m", "comfyrun.comfy.emulator", "--port", "0"]
+    else:
+        command = [real[1], str(real[0] / "main.py"), "--cpu", "--disable-auto-launch"]
+        command += ["--port", str(free_port())]
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "comfyrun.comfy.emulator", "--listen", "127.0.0.1", "--port", "0",
+        *command, "--listen", "127.0.0.1",
         "--output-directory", str(folder / "out"), "--input-directory", str(folder / "in"),
         "--temp-directory", str(folder / "tmp"),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        cwd=None if real is None else real[0],
     )  # fmt: skip
     assert proc.stdout is not None
     while True:
-        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+        line = (await asyncio.wait_for(proc.stdout.readline(), 180)).decode()
         if not line:
             raise RuntimeError("the emulator exited")
         if "To see the GUI go to:" in line:
-            return proc, line.rsplit(" ", 1)[1].strip()
+            url = line.rsplit(" ", 1)[1].strip()
+            break
+    drain = asyncio.ensure_future(_drain(proc.stdout))  # its log must not fill the pipe
+    _closing.add(drain)
+    drain.add_done_callback(_closing.discard)
+    return proc, url
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.read(65536):
+        pass
 
 
 @contextlib.asynccontextmanager
-async def emulators(tmp: Path, n: int) -> AsyncIterator[list[str]]:
-    started = [await start_emulator(tmp) for _ in range(n)]
+async def emulators(tmp: Path, n: int, real: RealComfy | None = None) -> AsyncIterator[list[str]]:
+    started = [await start_emulator(tmp, real) for _ in range(n)]
     try:
         yield [url for _, url in started]
     finally:
@@ -155,7 +189,7 @@ def comfyrun_process(
 
 async def wait_ready(url: str) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        for _ in range(600):
+        for _ in range(3000):
             if (await http.get("/ready")).status_code == 200:
                 return
             await asyncio.sleep(0.1)
@@ -295,12 +329,23 @@ def budget(
 async def single(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]]) -> None:
     stage_log = tmp / "stages.jsonl"
     stage_log.touch()
+    real: RealComfy | None = None
+    backend = ["--emulator", "1"]
+    if args.comfyui is not None:
+        real = (args.comfyui.resolve(), args.comfyui_python)
+        config = tmp / "real-comfyui.toml"
+        config.write_text(
+            f"[[backends]]\nname = 'comfyui'\npath = {json.dumps(str(real[0]))}\n"
+            f"python = {json.dumps(real[1])}\nargs = ['--cpu', '--disable-auto-launch']\n"
+            "ready_timeout_s = 300\n"
+        )
+        backend = ["--config", str(config)]
     server = comfyrun_process(
-        tmp, "one", ["serve", "--emulator", "1"], {"COMFYRUN_BENCH_STAGES": str(stage_log)}
+        tmp, "one", ["serve", *backend], {"COMFYRUN_BENCH_STAGES": str(stage_log)}
     )
     try:
         await wait_ready(server.url)
-        async with emulators(tmp, 1) as (emu,), httpx.AsyncClient(timeout=120) as http:
+        async with emulators(tmp, 1, real) as (emu,), httpx.AsyncClient(timeout=120) as http:
             marks: dict[str, dict[str, float]] = {}
             face_marks: dict[str, dict[str, float]] = {}
             for _ in range(10):  # warm up all three
@@ -498,7 +543,11 @@ async def main(args: argparse.Namespace) -> None:
     if args.postgres:
         await postgres(args, tmp, rows)
     width = max(len(k) for k, _ in rows)
-    print(f"comfyrun hot path ({os.cpu_count()} CPUs, {args.jobs} sequential jobs per column)")
+    against = f"a real ComfyUI ({args.comfyui})" if args.comfyui else "the emulator"
+    print(
+        f"comfyrun hot path ({os.cpu_count()} CPUs, {args.jobs} sequential jobs per column, "
+        f"against {against})"
+    )
     for k, v in rows:
         print(f"  {k:<{width}}  {v}")
 
@@ -511,4 +560,6 @@ if __name__ == "__main__":
     parser.add_argument("--fleet", action="store_true")
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--enqueue-jobs", type=int, default=5000)
+    parser.add_argument("--comfyui", type=Path, help="a real ComfyUI's folder (see above)")
+    parser.add_argument("--comfyui-python", default=sys.executable, help="the Python it runs on")
     asyncio.run(main(parser.parse_args()))
