@@ -335,9 +335,9 @@ async def single(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]
         real = (args.comfyui.resolve(), args.comfyui_python)
         config = tmp / "real-comfyui.toml"
         config.write_text(
-            f"[[backends]]\nname = 'comfyui'\npath = {json.dumps(str(real[0]))}\n"
-            f"python = {json.dumps(real[1])}\nargs = ['--cpu', '--disable-auto-launch']\n"
-            "ready_timeout_s = 300\n"
+            f"[[backends]]\nname = 'comfyui'\ncomfy_path = {json.dumps(str(real[0]))}\n"
+            f"python = {json.dumps(real[1])}\nextra_args = ['--cpu', '--disable-auto-launch']\n"
+            "lazy = false\nready_timeout_s = 300\n"
         )
         backend = ["--config", str(config)]
     server = comfyrun_process(
