@@ -277,6 +277,15 @@ async def drive(clients: int, seconds: float, one: Callable[[int], Awaitable[Any
     return done / (time.perf_counter() - start)
 
 
+def gc_pauses(log: Path) -> str:
+    """The full collections (generation 2) in a log of bench/traced_server.py's, and the
+    longest pause of any generation."""
+    pauses = [line.split() for line in log.read_text().splitlines()]
+    full = sum(1 for generation, _ in pauses if generation == "2")
+    longest = max((float(ms) for _, ms in pauses), default=0.0)
+    return f"{full:5d}, {longest:6.2f} ms"
+
+
 # --- stage budget ---------------------------------------------------------------------------
 
 
@@ -340,8 +349,12 @@ async def single(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]
             "lazy = false\nready_timeout_s = 300\n"
         )
         backend = ["--config", str(config)]
+    gc_log = tmp / "gc.log"
     server = comfyrun_process(
-        tmp, "one", ["serve", *backend], {"COMFYRUN_BENCH_STAGES": str(stage_log)}
+        tmp,
+        "one",
+        ["serve", *backend],
+        {"COMFYRUN_BENCH_STAGES": str(stage_log), "COMFYRUN_BENCH_GC": str(gc_log)},
     )
     try:
         await wait_ready(server.url)
@@ -396,9 +409,11 @@ async def single(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]
                 args.clients, args.seconds, lambda i: comfy_face_run(http, emu)
             )
             loaded: dict[str, str] = {}  # CPU per job under load: comfyrun / its ComfyUI
+            paused: dict[str, str] = {}  # comfyrun's garbage collector under load
 
             async def measured(name: str, one: Callable[[int], Awaitable[Any]]) -> float:
                 fresh_outputs(tmp)
+                gc_log.write_text("")
                 before = cpu_seconds(server.proc.pid), cpu_seconds(backend_pid)
                 start = time.perf_counter()
                 rate = await drive(args.clients, args.seconds, one)
@@ -408,6 +423,7 @@ async def single(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]
                     cpu_seconds(backend_pid) - before[1],
                     jobs,
                 )
+                paused[name] = gc_pauses(gc_log)
                 return rate
 
             v2_rate = await measured("v2", lambda i: v2_run(http, server.url, {}))
@@ -419,11 +435,13 @@ async def single(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]
                     f"{v2_rate:7.1f} jobs/s ({100 * v2_rate / direct_rate:.0f} % of direct)",
                 ),
                 ("    CPU per job: comfyrun / its ComfyUI", loaded["v2"]),
+                ("    comfyrun's GC: full collections, longest pause", paused["v2"]),
                 (
                     "  through comfyrun, ComfyUI face",
                     f"{face_rate:7.1f} jobs/s ({100 * face_rate / direct_rate:.0f} % of direct)",
                 ),
                 ("    CPU per job: comfyrun / its ComfyUI", loaded["face"]),
+                ("    comfyrun's GC: full collections, longest pause", paused["face"]),
             ]
     finally:
         server.stop()

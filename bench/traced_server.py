@@ -1,11 +1,15 @@
 """`comfyrun …` with the per-job stage marks (comfyrun.stages) written as JSON lines to the file
-named by $COMFYRUN_BENCH_STAGES. Used by bench/hot_path.py; not part of comfyrun."""
+named by $COMFYRUN_BENCH_STAGES, and each of the garbage collector's pauses ("generation ms")
+to the one named by $COMFYRUN_BENCH_GC. Used by bench/hot_path.py; not part of comfyrun."""
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
+import time
+from typing import Any
 
 from comfyrun.cli.main import app
 
@@ -20,7 +24,22 @@ class JsonLines(logging.Handler):
         self.file.write(json.dumps({"job": job_id, "stage": stage, "t": t}) + "\n")
 
 
+def log_gc_pauses(path: str) -> None:
+    file = open(path, "a", buffering=1)  # noqa: SIM115 (lives as long as the process)
+    started = [0.0]
+
+    def pause(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            file.write(f"{info['generation']} {(time.perf_counter() - started[0]) * 1000:.3f}\n")
+
+    gc.callbacks.append(pause)
+
+
 if __name__ == "__main__":
+    if os.environ.get("COMFYRUN_BENCH_GC"):
+        log_gc_pauses(os.environ["COMFYRUN_BENCH_GC"])
     if os.environ.get("COMFYRUN_BENCH_STAGES"):
         stages = logging.getLogger("comfyrun.stages")
         stages.setLevel(logging.DEBUG)
