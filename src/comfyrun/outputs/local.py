@@ -1,9 +1,14 @@
 """Output storage in a local (or shared) directory: "file:///abs/dir".
 
-Each object is a file at <root>/<key>; its content type and hash sit in a small JSON sidecar at
-<root>/.comfyrun-meta/<key>.json. `put` writes to <root>/.comfyrun-tmp/ and renames into place,
-so readers never see a partial file and several API nodes sharing the directory agree. Blocking
-file calls run in threads so the event loop never waits on the disk.
+Each object is a file at <root>/<key>; its content type and hash are a small JSON document in
+the file's extended attribute `user.comfyrun`, or, on a filesystem without user attributes, in
+a sidecar file at <root>/.comfyrun-meta/<key>.json (read where the attribute is missing: objects
+stored by earlier versions). The attribute is set before the file is renamed into place, with
+it; the sidecar cost a folder per job and node and a file of its own, each a new inode (~0.5 ms
+of the kernel's CPU each on the ext4 these benchmarks run on, a round trip each on NFS). `put`
+writes to <root>/.comfyrun-tmp/ and renames into place, so readers never see a partial file and
+several API nodes sharing the directory agree. Blocking file calls run in threads so the event
+loop never waits on the disk.
 
 Small objects written with `put_bytes` stay in memory for a short while (`Recent`): the usual
 client downloads a job's outputs right after it finished, and is answered without a trip to
@@ -37,6 +42,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 META_DIR = ".comfyrun-meta"
+#: The extended attribute holding an object's content type and hash.
+META_XATTR = "user.comfyrun"
 TMP_DIR = ".comfyrun-tmp"
 #: Bytes gathered before one write call (fewer thread hops for small chunks).
 WRITE_BATCH = 1 << 20
@@ -190,11 +197,9 @@ class LocalOutputStorage:
                 with path.open("rb") as fh:
                     size = os.fstat(fh.fileno()).st_size
                     data = fh.read() if size <= max_bytes else None
+                    info = _read_meta(fh.fileno(), meta)
             except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
                 return None
-            info: dict[str, str | None] = {}
-            with contextlib.suppress(OSError, ValueError):
-                info = json.loads(meta.read_text(encoding="utf-8"))
             obj = StoredObject(
                 key=key,
                 size_bytes=size if data is None else len(data),
@@ -209,12 +214,13 @@ class LocalOutputStorage:
             raise StorageError(f"cannot read {key!r}: {exc}") from exc
 
     def _commit(self, tmp: Path, target: Path, stored: StoredObject) -> None:
+        document = json.dumps({"hash": stored.hash, "content_type": stored.content_type})
+        if _set_meta(tmp, document):
+            _in_folder(target, os.replace, tmp, target)
+            return
         meta = self._meta_path(stored.key)
         meta_tmp = tmp.with_suffix(".json")
-        meta_tmp.write_text(
-            json.dumps({"hash": stored.hash, "content_type": stored.content_type}),
-            encoding="utf-8",
-        )
+        meta_tmp.write_text(document, encoding="utf-8")
         _in_folder(target, os.replace, tmp, target)
         _in_folder(meta, os.replace, meta_tmp, meta)
 
@@ -297,9 +303,7 @@ class LocalOutputStorage:
                 return None
             if not path.is_file():
                 return None
-            info: dict[str, str | None] = {}
-            with contextlib.suppress(OSError, ValueError):
-                info = json.loads(meta.read_text(encoding="utf-8"))
+            info = _read_meta(path, meta)
             return StoredObject(
                 key=key,
                 size_bytes=st.st_size,
@@ -311,6 +315,30 @@ class LocalOutputStorage:
 
     async def close(self) -> None:
         return None
+
+
+def _set_meta(path: Path, document: str) -> bool:
+    """Give the file its metadata attribute; False where the filesystem (or the platform) has
+    no user attributes."""
+    try:
+        os.setxattr(path, META_XATTR, document.encode())
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+def _read_meta(file: int | Path, sidecar: Path) -> dict[str, str | None]:
+    """An object's metadata: its attribute (`file`: the open file or its path), else its
+    sidecar, else nothing known."""
+    with contextlib.suppress(OSError, AttributeError, ValueError):
+        info = json.loads(os.getxattr(file, META_XATTR))
+        if isinstance(info, dict):
+            return info
+    with contextlib.suppress(OSError, ValueError):
+        info = json.loads(sidecar.read_text(encoding="utf-8"))
+        if isinstance(info, dict):
+            return info
+    return {}
 
 
 def _in_folder(path: Path, fn: Callable[..., T], *args: Any) -> T:

@@ -1,0 +1,89 @@
+"""A local object's content type and hash: in the file's `user.comfyrun` attribute, set before
+it is renamed into place, with no sidecar file or folders; in a sidecar where the filesystem has
+no user attributes; and read from the sidecar an earlier version wrote."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from comfyrun.outputs import local
+from comfyrun.outputs.local import META_DIR, META_XATTR, LocalOutputStorage
+
+
+def xattrs_supported(folder: Path) -> bool:
+    probe = folder / "probe"
+    probe.write_bytes(b"")
+    try:
+        os.setxattr(probe, "user.probe", b"1")
+    except OSError:
+        return False
+    finally:
+        probe.unlink()
+    return True
+
+
+async def read_back(root: Path, key: str) -> tuple[str | None, str | None]:
+    """(hash, content type) as a fresh process reads them, both ways a reader reads."""
+    fresh = LocalOutputStorage(root)
+    stat = await fresh.stat(key)
+    small = await fresh.read_small(key, 1000)
+    assert stat is not None and small is not None
+    assert (stat.hash, stat.content_type) == (small[0].hash, small[0].content_type)
+    return stat.hash, stat.content_type
+
+
+async def test_the_metadata_travels_with_the_file(tmp_path: Path) -> None:
+    if not xattrs_supported(tmp_path):
+        pytest.skip("this filesystem has no user attributes")
+    storage = LocalOutputStorage(tmp_path)
+    # a content type the key's name would not give
+    stored = await storage.put_bytes("j/2/out.bin", b"data", content_type="image/webp")
+    assert stored.hash is not None and stored.hash.startswith("blake3:")
+    assert not (tmp_path / META_DIR).exists()  # no sidecar, no folders for one
+    meta = json.loads(os.getxattr(tmp_path / "j/2/out.bin", META_XATTR))
+    assert meta == {"hash": stored.hash, "content_type": "image/webp"}
+    assert await read_back(tmp_path, "j/2/out.bin") == (stored.hash, "image/webp")
+    streamed = await storage.put("j/3/big.bin", _chunks(), content_type="video/mp4")
+    assert await read_back(tmp_path, "j/3/big.bin") == (streamed.hash, "video/mp4")
+    assert not (tmp_path / META_DIR).exists()
+
+
+async def _chunks() -> AsyncIterator[bytes]:
+    yield b"a" * 1000
+    yield b"b" * 1000
+
+
+async def test_without_user_attributes_a_sidecar_holds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unsupported(*args: object) -> None:
+        raise OSError(errno.ENOTSUP, "Operation not supported")
+
+    monkeypatch.setattr(local.os, "setxattr", unsupported)
+    monkeypatch.setattr(local.os, "getxattr", unsupported)
+    storage = LocalOutputStorage(tmp_path)
+    stored = await storage.put_bytes("j/2/out.bin", b"data", content_type="image/webp")
+    sidecar = tmp_path / META_DIR / "j/2/out.bin.json"
+    assert json.loads(sidecar.read_text()) == {"hash": stored.hash, "content_type": "image/webp"}
+    assert await read_back(tmp_path, "j/2/out.bin") == (stored.hash, "image/webp")
+    await storage.delete("j/2/out.bin")
+    assert not sidecar.exists()
+
+
+async def test_an_object_an_earlier_version_stored_keeps_its_sidecar_metadata(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "j/2").mkdir(parents=True)
+    (tmp_path / "j/2/out.bin").write_bytes(b"data")  # no attribute
+    sidecar = tmp_path / META_DIR / "j/2/out.bin.json"
+    sidecar.parent.mkdir(parents=True)
+    sidecar.write_text(json.dumps({"hash": "blake3:00", "content_type": "image/webp"}))
+    assert await read_back(tmp_path, "j/2/out.bin") == ("blake3:00", "image/webp")
+    sidecar.unlink()  # nothing known: the type from the name, no hash
+    assert await read_back(tmp_path, "j/2/out.bin") == (None, "application/octet-stream")
