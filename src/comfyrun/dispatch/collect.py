@@ -2,7 +2,9 @@
 
 Each file is copied (from ComfyUI's /view, or read straight from a managed backend's folders)
 into "<job_id>/<node_id>/<filename>": a small one (up to `SMALL` bytes, most images) in one
-piece, in one trip to the disk, a larger one streamed. The outputs are returned, and the run
+piece, in one trip to the disk, a larger one streamed. A small one in the folders comfyrun chose
+for a managed backend, whose ComfyUI copy it removes (`cleaned`), is linked instead, where the
+storage is local and on the same filesystem (outputs.FileBytes): no bytes written twice. The outputs are returned, and the run
 commits them with the job's final state in one transaction (`Changes.outputs`). Temp files
 (PreviewImage) are kept only when the job asks for `keep_temp_outputs`; inline base64 is added
 when the job asks for it and the file is within the cap.
@@ -24,7 +26,14 @@ from comfyrun.comfy.outputs import FileRef, OutputItem, ValueOutput
 from comfyrun.core.job import JSON, Job, Output, OutputType
 from comfyrun.dispatch.janitor import Copy
 from comfyrun.dispatch.run_context import OUTPUT_MISSING, RECACHE_INPUT
-from comfyrun.outputs import OutputStorage, classify_output, output_key, put_read, read_inline
+from comfyrun.outputs import (
+    FileBytes,
+    OutputStorage,
+    classify_output,
+    output_key,
+    put_read,
+    read_inline,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +82,20 @@ async def collect_outputs(
     client: Any,
     storage: OutputStorage,
     inline_cap: int,
+    cleaned: bool = False,
 ) -> list[Output]:
     """Store every kept output and return them (for the job's final commit); raises on the
-    first one that cannot be stored."""
+    first one that cannot be stored. `cleaned`: ComfyUI's copies in the folders comfyrun
+    chose for a managed backend are removed once the job is committed (dispatch.janitor), so
+    a small one there is linked into the storage rather than copied (`FileBytes`): nobody
+    changes it meanwhile, and the storage's name is the only one left after."""
     stored: list[Output] = []
     for item in selected(job, outputs):
         if isinstance(item, ValueOutput):
             output = _value_output(item)
         else:
-            output = await _store_file(job, item, backend, client, storage, inline_cap)
+            link = cleaned and item.type in backend.chosen_dirs
+            output = await _store_file(job, item, backend, client, storage, inline_cap, link)
         stored.append(output)
     return stored
 
@@ -112,16 +126,21 @@ async def _store_file(
     client: Any,
     storage: OutputStorage,
     inline_cap: int,
+    link: bool = False,
 ) -> Output:
     key = output_key(job.id, ref.node_id, ref.filename)
     kind, content_type = classify_output(ref.key, ref.filename)
     large: list[Path] = []  # a managed backend's file too large to copy in one piece
 
-    def read_local() -> bytes | None:
+    def read_local() -> bytes | FileBytes | None:
         local = _read_local(backend, ref)
-        if local is not None and local[1] is None:
-            large.append(local[0])
-        return None if local is None else local[1]
+        if local is None:
+            return None
+        path, data = local
+        if data is None:
+            large.append(path)
+            return None
+        return FileBytes(data, path) if link else data
 
     local = _local_root(backend, ref) is not None
     found = await put_read(storage, key, read_local, content_type=content_type) if local else None

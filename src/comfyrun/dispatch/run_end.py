@@ -145,6 +145,7 @@ class RunEnding(ABC):
                 client=self.client,
                 storage=self.ctx.storage,
                 inline_cap=self.ctx.settings.inline_max_bytes,
+                cleaned=self.ctx.janitor is not None,
             )
         except ComfyHTTPError as exc:
             if exc.status != 404:

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from comfyrun.errors import InvalidRequest
 from comfyrun.outputs.base import (
+    FileBytes,
     OutputStorage,
     StoredObject,
     iterate_bytes,
@@ -73,6 +74,7 @@ def open_output_storage(url: str) -> OutputStorage:
 
 
 __all__ = [
+    "FileBytes",
     "OutputStorage",
     "StoredObject",
     "classify_output",

@@ -16,6 +16,7 @@ import asyncio
 import base64
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from comfyrun.errors import NotFound
@@ -33,6 +34,16 @@ class StoredObject:
     size_bytes: int
     hash: str | None
     content_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileBytes:
+    """What a `put_read` reads: the whole content of the file at `path`, which nobody will
+    change. A storage of local files on the same filesystem links that file into place instead
+    of writing the bytes again (no new file); any other stores `data`."""
+
+    data: bytes
+    path: Path
 
 
 @runtime_checkable
@@ -121,7 +132,11 @@ async def iterate_bytes(data: bytes, chunk_size: int = 1 << 20) -> AsyncIterator
 
 
 async def put_read(
-    storage: OutputStorage, key: str, read: Callable[[], bytes | None], *, content_type: str
+    storage: OutputStorage,
+    key: str,
+    read: Callable[[], bytes | FileBytes | None],
+    *,
+    content_type: str,
 ) -> StoredObject | None:
     """Store what the blocking `read()` returns (e.g. a local file's bytes) and return it;
     None, storing nothing, when it returns None. A storage of local files reads and writes in
@@ -133,7 +148,17 @@ async def put_read(
     data = await asyncio.to_thread(read)
     if data is None:
         return None
+    if isinstance(data, FileBytes):
+        data = data.data
     return await storage.put_bytes(key, data, content_type=content_type)
 
 
-__all__ = ["OutputStorage", "StoredObject", "iterate_bytes", "put_read", "read_all", "read_inline"]
+__all__ = [
+    "FileBytes",
+    "OutputStorage",
+    "StoredObject",
+    "iterate_bytes",
+    "put_read",
+    "read_all",
+    "read_inline",
+]

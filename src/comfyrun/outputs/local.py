@@ -34,7 +34,7 @@ from typing import IO, Any, TypeVar
 import blake3
 
 from comfyrun.errors import NotFound, StorageError
-from comfyrun.outputs.base import StoredObject
+from comfyrun.outputs.base import FileBytes, StoredObject
 from comfyrun.outputs.classify import content_type_for
 from comfyrun.outputs.keys import validate_key, validate_prefix
 
@@ -149,21 +149,23 @@ class LocalOutputStorage:
         return stored
 
     async def put_read(
-        self, key: str, read: Callable[[], bytes | None], *, content_type: str
+        self, key: str, read: Callable[[], bytes | FileBytes | None], *, content_type: str
     ) -> StoredObject | None:
         """`put_bytes` of what the blocking `read()` returns (a managed backend's output
         file), read and written in one trip to a thread; None, storing nothing, when `read`
-        returns None."""
+        returns None. A `FileBytes` file is linked into place where it can be (the same
+        filesystem), its bytes written where it cannot."""
         target = self._path(key)
         self.recent.drop(key)
 
         def read_and_put() -> tuple[StoredObject, bytes] | None:
-            data = read()
-            if data is None:
+            got = read()
+            if got is None:
                 return None
+            data, source = (got.data, got.path) if isinstance(got, FileBytes) else (got, None)
             digest = f"blake3:{blake3.blake3(data).hexdigest()}"
             stored = StoredObject(key, len(data), digest, content_type)
-            return self._put_now(target, data, stored), data
+            return self._put_now(target, data, stored, source), data
 
         done = await _disk(key, read_and_put)
         if done is None:
@@ -171,12 +173,16 @@ class LocalOutputStorage:
         self.recent.add(key, *done)
         return done[0]
 
-    def _put_now(self, target: Path, data: bytes, stored: StoredObject) -> StoredObject:
-        """Write, then rename into place: all of `put_bytes` in one blocking call. Folders
-        are made when a write finds them missing, not looked for on every write."""
+    def _put_now(
+        self, target: Path, data: bytes, stored: StoredObject, source: Path | None = None
+    ) -> StoredObject:
+        """Write (or link `source`, whose content `data` is), then rename into place: all of
+        `put_bytes` in one blocking call. Folders are made when a write finds them missing,
+        not looked for on every write."""
         tmp = self.root / TMP_DIR / uuid.uuid4().hex
         try:
-            _in_folder(tmp, tmp.write_bytes, data)
+            if source is None or not _linked(source, tmp):
+                _in_folder(tmp, tmp.write_bytes, data)
             self._commit(tmp, target, stored)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -315,6 +321,16 @@ class LocalOutputStorage:
 
     async def close(self) -> None:
         return None
+
+
+def _linked(source: Path, tmp: Path) -> bool:
+    """`tmp` made a second name of the file `source` (no new file, no bytes written); False
+    where it cannot be (another filesystem, no hard links there)."""
+    try:
+        _in_folder(tmp, os.link, source, tmp)
+    except OSError:
+        return False
+    return True
 
 
 def _set_meta(path: Path, document: str) -> bool:

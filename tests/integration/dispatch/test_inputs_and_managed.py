@@ -147,9 +147,12 @@ async def test_a_managed_backend_starts_on_its_first_job_and_works_from_its_fold
         assert not await asyncio.to_thread((folder / "input" / "comfyrun" / job.id).exists)
         info = pool.snapshot()[0]
         assert info.state in ("ready", "busy") and info.url and info.jobs_done == 1
-        # the folders are the ComfyUI checkout's own (no files_dir): its copies are left
+        # the folders are the ComfyUI checkout's own (no files_dir): its copies are left,
+        # and comfyrun's is a copy, not a second name of the same file
         saved = folder / "output" / done.outputs[0].name
         assert await asyncio.to_thread(saved.is_file)
+        stored = await asyncio.to_thread((tmp_path / "outputs" / key).stat)
+        assert stored.st_nlink == 1 and stored.st_ino != saved.stat().st_ino
     assert pool.snapshot()[0].state == "stopped"
 
 
@@ -158,12 +161,16 @@ async def test_comfyuis_copies_in_the_folders_comfyrun_chose_are_removed(
 ) -> None:
     """A managed backend whose folders comfyrun chose (files_dir): once a job's end is
     committed with its outputs, ComfyUI's copies are removed (its saves stay cheap, the disk
-    holds each output once); an identical prompt, which ComfyUI answers from its cache naming
-    a removed file, runs anew and succeeds."""
+    holds each output once); until then comfyrun's is a second name of ComfyUI's file (linked,
+    not copied). An identical prompt, which ComfyUI answers from its cache naming a removed
+    file, runs anew and succeeds."""
     folder = await asyncio.to_thread(make_comfy_folder, tmp_path / "ComfyUI")
     files = tmp_path / "files"
     async with managed_worker(folder, tmp_path, files_dir=files) as worker:
         store, storage, dispatcher = worker.store, worker.storage, worker.dispatcher
+        janitor = dispatcher.ctx.janitor
+        assert janitor is not None
+        janitor._batch_s = 60.0  # removes only when closed, below
         await dispatcher.start()
         graph = {
             "1": {
@@ -183,10 +190,15 @@ async def test_comfyuis_copies_in_the_folders_comfyrun_chose_are_removed(
             assert done.attempts == 1
             key = done.outputs[0].storage_key
             assert key is not None and await read_all(storage, key)
-            janitor = dispatcher.ctx.janitor
-            assert janitor is not None
+            stored = tmp_path / "outputs" / key
+            name = done.outputs[0].name
+            (saved,) = await asyncio.to_thread(lambda: list(files.rglob(name)))  # noqa: B023
+            assert (await asyncio.to_thread(stored.stat)).st_ino == saved.stat().st_ino
+            assert stored.stat().st_nlink == 2  # linked, not copied
             await janitor.close()  # what it was given (at the job's end) is removed
             assert not await asyncio.to_thread(lambda: any(files.rglob("*.png")))
+            assert stored.stat().st_nlink == 1 and stored.read_bytes()[:4] == b"\x89PNG"
+            janitor._closing.clear()  # (open again for the next job)
         info = worker.pool.snapshot()[0]
         assert info.state in ("ready", "busy") and info.url
         async with httpx.AsyncClient(timeout=10) as http:

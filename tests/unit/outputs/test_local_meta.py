@@ -1,6 +1,7 @@
-"""A local object's content type and hash: in the file's `user.comfyrun` attribute, set before
+"""A local object: its content type and hash in the file's `user.comfyrun` attribute, set before
 it is renamed into place, with no sidecar file or folders; in a sidecar where the filesystem has
-no user attributes; and read from the sidecar an earlier version wrote."""
+no user attributes; read from the sidecar an earlier version wrote. And a file given with its
+bytes (a managed backend's output) linked into place, not copied, where it can be."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from comfyrun.outputs import local
+from comfyrun.outputs.base import FileBytes
 from comfyrun.outputs.local import META_DIR, META_XATTR, LocalOutputStorage
 
 
@@ -87,3 +89,36 @@ async def test_an_object_an_earlier_version_stored_keeps_its_sidecar_metadata(
     assert await read_back(tmp_path, "j/2/out.bin") == ("blake3:00", "image/webp")
     sidecar.unlink()  # nothing known: the type from the name, no hash
     assert await read_back(tmp_path, "j/2/out.bin") == (None, "application/octet-stream")
+
+
+async def test_a_file_given_with_its_bytes_is_linked_where_it_can_be(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`put_read` of `FileBytes`: the file becomes the object under a second name (no bytes
+    written); where no link can be made (another filesystem), its bytes are written."""
+    source = tmp_path / "comfy" / "out.png"
+    source.parent.mkdir()
+    source.write_bytes(b"\x89PNG-linked")
+    storage = LocalOutputStorage(tmp_path / "store")
+    stored = await storage.put_read(
+        "j/2/out.png", lambda: FileBytes(source.read_bytes(), source), content_type="image/png"
+    )
+    assert stored is not None and stored.size_bytes == len(b"\x89PNG-linked")
+    target = tmp_path / "store" / "j/2/out.png"
+    assert target.stat().st_ino == source.stat().st_ino and target.stat().st_nlink == 2
+    source.unlink()  # ComfyUI's name removed (dispatch.janitor): the object stays
+    assert target.read_bytes() == b"\x89PNG-linked"
+    assert (await LocalOutputStorage(tmp_path / "store").stat("j/2/out.png")) == stored
+
+    def cross_device(*args: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(local.os, "link", cross_device)
+    other = tmp_path / "comfy" / "other.png"
+    other.write_bytes(b"\x89PNG-copied")
+    copied = await storage.put_read(
+        "j/3/other.png", lambda: FileBytes(other.read_bytes(), other), content_type="image/png"
+    )
+    copy = tmp_path / "store" / "j/3/other.png"
+    assert copied is not None and copy.read_bytes() == b"\x89PNG-copied"
+    assert copy.stat().st_ino != other.stat().st_ino and other.stat().st_nlink == 1
