@@ -18,7 +18,7 @@ emulators started as their own processes, so what differs between the columns is
    (comfyrun.stages, written by bench/traced_server.py) and the client's own marks, on one
    clock; marks that overlap the rest (a handed-off job's commit, the face's answer to POST
    /prompt) are timed beside them.
-4. --fleet: 4 backends, 32 clients, SQLite `serve` (jobs/s, vs 4 emulators driven directly);
+4. --fleet: 4 backends, 32 clients, SQLite `serve` (jobs/s after a warm-up, vs 4 emulators driven directly);
    enqueues/s (an api node, 32 clients submitting without waiting) beside GET /health/s.
 5. --postgres: `comfyrun api` + 2 `comfyrun worker`s (2 emulators each) on PostgreSQL, 32 clients.
 
@@ -55,6 +55,8 @@ from tests.support.api import ServerProcess
 from comfyrun.stages import STAGES
 
 BENCH = Path(__file__).resolve().parent
+#: Seconds of jobs run before a fleet's throughput is measured (not counted).
+WARM_UP_S = 2.0
 _colors = itertools.count(1)
 
 
@@ -460,9 +462,14 @@ async def fleet(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]]
             emulators(tmp, 4) as emus,
             httpx.AsyncClient(timeout=120, limits=limits) as http,
         ):
-            direct_rate = await drive(
-                32, args.seconds, lambda i: comfy_face_run(http, emus[i % len(emus)])
-            )
+            # each side warmed up (connections made, every backend's first jobs run) and
+            # started from empty output folders, as the single-backend columns are
+            direct_one = lambda i: comfy_face_run(http, emus[i % len(emus)])  # noqa: E731
+            await drive(32, WARM_UP_S, direct_one)
+            fresh_outputs(tmp)
+            direct_rate = await drive(32, args.seconds, direct_one)
+            await drive(32, WARM_UP_S, lambda i: v2_run(http, server.url, {}))
+            fresh_outputs(tmp)
             rate = await drive(32, args.seconds, lambda i: v2_run(http, server.url, {}))
             rows += [
                 ("fleet, 4 backends, 32 clients: direct", f"{direct_rate:7.1f} jobs/s"),
@@ -539,8 +546,7 @@ async def postgres(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, st
                 backends = (await http.get(f"{api.url}/api/v2/stats")).json()
                 if backends:
                     break
-            for _ in range(20):
-                await v2_run(http, api.url, {})
+            await drive(32, WARM_UP_S, lambda i: v2_run(http, api.url, {}))
             rate = await drive(32, args.seconds, lambda i: v2_run(http, api.url, {}))
         rows.append(
             ("api + 2 workers (4 backends) on PostgreSQL, 32 clients", f"{rate:7.1f} jobs/s")
