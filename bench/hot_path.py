@@ -18,7 +18,8 @@ emulators started as their own processes, so what differs between the columns is
    (comfyrun.stages, written by bench/traced_server.py) and the client's own marks, on one
    clock; marks that overlap the rest (a handed-off job's commit, the face's answer to POST
    /prompt) are timed beside them.
-4. --fleet: 4 backends, 32 clients, SQLite `serve` (jobs/s after a warm-up, vs 4 emulators driven directly);
+4. --fleet: 4 backends, 32 clients, SQLite `serve` (jobs/s after a warm-up, vs 4 emulators
+   driven directly; the clients on aiohttp, as in 5, the lightest client at hand);
    enqueues/s (an api node, 32 clients submitting without waiting) beside GET /health/s.
 5. --postgres: `comfyrun api` + 2 `comfyrun worker`s (2 emulators each) on PostgreSQL, 32 clients.
 
@@ -46,6 +47,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import websockets
 
@@ -260,6 +262,50 @@ async def v2_run(http: httpx.AsyncClient, url: str, marks: dict[str, dict[str, f
     return end - start
 
 
+# The same two jobs on aiohttp, for the columns with 32 clients: httpx costs a client ~3 ms of
+# CPU a request (pure Python), which on these shared cores is taken from the servers measured.
+
+
+async def light_face_run(session: aiohttp.ClientSession, url: str) -> None:
+    """`comfy_face_run` on aiohttp (its websocket too)."""
+    client_id = uuid.uuid4().hex
+    async with session.ws_connect(f"{url}/ws?clientId={client_id}", max_msg_size=0) as ws:
+        body = {"prompt": workflow(), "client_id": client_id}
+        async with session.post(f"{url}/prompt", json=body) as r:
+            assert r.status == 200, await r.text()
+            prompt_id = (await r.json())["prompt_id"]
+        async for msg in ws:
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                continue
+            data = json.loads(msg.data)
+            node_done = data["type"] == "executing" and data["data"].get("node") is None
+            if node_done and data["data"].get("prompt_id") == prompt_id:
+                break
+        async with session.get(f"{url}/history/{prompt_id}") as r:
+            image = (await r.json())[prompt_id]["outputs"]["2"]["images"][0]
+        async with session.get(f"{url}/view", params=image) as r:
+            assert r.status == 200
+            await r.read()
+
+
+async def light_v2_run(session: aiohttp.ClientSession, url: str) -> None:
+    """`v2_run` on aiohttp."""
+    body = {"workflow": workflow()}
+    async with session.post(f"{url}/api/v2/jobs", params={"wait": 60}, json=body) as r:
+        job = await r.json()
+    assert job["status"] == "succeeded", job
+    async with session.get(job["outputs"][0]["url"]) as r:
+        assert r.status == 200
+        await r.read()
+
+
+def light_session() -> aiohttp.ClientSession:
+    """A client session keeping as many connections as the clients (no connection churn)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=120)
+    )
+
+
 # --- throughput -----------------------------------------------------------------------------
 
 
@@ -457,20 +503,16 @@ async def fleet(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]]
     server = comfyrun_process(tmp, "fleet", ["serve", "--emulator", "4"])
     try:
         await wait_ready(server.url)
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-        async with (
-            emulators(tmp, 4) as emus,
-            httpx.AsyncClient(timeout=120, limits=limits) as http,
-        ):
+        async with emulators(tmp, 4) as emus, light_session() as session:
             # each side warmed up (connections made, every backend's first jobs run) and
             # started from empty output folders, as the single-backend columns are
-            direct_one = lambda i: comfy_face_run(http, emus[i % len(emus)])  # noqa: E731
+            direct_one = lambda i: light_face_run(session, emus[i % len(emus)])  # noqa: E731
             await drive(32, WARM_UP_S, direct_one)
             fresh_outputs(tmp)
             direct_rate = await drive(32, args.seconds, direct_one)
-            await drive(32, WARM_UP_S, lambda i: v2_run(http, server.url, {}))
+            await drive(32, WARM_UP_S, lambda i: light_v2_run(session, server.url))
             fresh_outputs(tmp)
-            rate = await drive(32, args.seconds, lambda i: v2_run(http, server.url, {}))
+            rate = await drive(32, args.seconds, lambda i: light_v2_run(session, server.url))
             rows += [
                 ("fleet, 4 backends, 32 clients: direct", f"{direct_rate:7.1f} jobs/s"),
                 (
@@ -486,8 +528,6 @@ async def enqueues(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, st
     """Submissions alone: an `api` node on SQLite (no worker), 32 clients on aiohttp (httpx
     costs the client ~3 ms of CPU a request, more than the server on these cores). Beside it,
     the same clients on GET /health: what this machine's HTTP round trip allows at all."""
-    import aiohttp
-
     server = comfyrun_process(tmp, "enqueue", ["api"])
     try:
         connector = aiohttp.TCPConnector(limit=64)
@@ -539,15 +579,13 @@ async def postgres(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, st
         for i in range(2):
             worker = ["worker", "--db", db, "--emulator", "2", *outputs]
             procs.append(comfyrun_process(tmp, f"pg-w{i}", worker))
-        # as many kept-alive connections as clients (httpx keeps 20): no connection churn
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-        async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+        async with light_session() as session:
             for _ in range(600):
-                backends = (await http.get(f"{api.url}/api/v2/stats")).json()
-                if backends:
-                    break
-            await drive(32, WARM_UP_S, lambda i: v2_run(http, api.url, {}))
-            rate = await drive(32, args.seconds, lambda i: v2_run(http, api.url, {}))
+                async with session.get(f"{api.url}/api/v2/stats") as r:
+                    if await r.json():
+                        break
+            await drive(32, WARM_UP_S, lambda i: light_v2_run(session, api.url))
+            rate = await drive(32, args.seconds, lambda i: light_v2_run(session, api.url))
         rows.append(
             ("api + 2 workers (4 backends) on PostgreSQL, 32 clients", f"{rate:7.1f} jobs/s")
         )
