@@ -261,11 +261,11 @@ class SQLiteStore(SQLiteLoopReads, SQLiteWaiting, SQLStore):
                 conn.execute("PRAGMA journal_mode = WAL")
             # FULL: an acknowledged enqueue survives a power cut, not only a process crash.
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            migrate_sqlite(conn)  # (an index it builds sorts in temporary files, not memory)
             # each call's savepoint keeps the pages it changes in a sub-journal, which past
-            # 64 KiB a transaction went to a temporary file (created, written, removed: a few
-            # per job under load); it only ever undoes a call, so memory holds it
+            # 64 KiB went to a temporary file (created, written, removed: a few per job under
+            # load); it only ever undoes one call (a few dozen pages), so memory holds it
             conn.execute("PRAGMA temp_store = MEMORY")
-            migrate_sqlite(conn)
             conn.row_factory = dict_row
         except BaseException:
             conn.close()
