@@ -16,10 +16,10 @@ POST that timed out on our side but is still being handled by the server.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
+from comfyrun.aio import cancel_and_wait, wait_event
 from comfyrun.comfy.errors import (
     ComfyConnectionError,
     ComfyHTTPError,
@@ -58,17 +58,19 @@ class Reconciler:
         self.audit_interval = audit_interval
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
 
     def start(self) -> None:
-        if self._task is None:
+        if self._task is None and not self._closing:
             self._task = asyncio.create_task(self._loop(), name=f"comfy-reconcile {self._name}")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Stop the loop (see comfyrun.aio: it ends at its next turn even if the cancel is
+        lost)."""
+        self._closing = True
+        self._wakeup.set()
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     def wake(self) -> None:
         """Reconcile the stale watches now rather than at the next poll."""
@@ -88,8 +90,9 @@ class Reconciler:
         loop = asyncio.get_running_loop()
         last_audit = loop.time()
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self.poll_interval)
+            await wait_event(self._wakeup, self.poll_interval)
+            if self._closing:
+                return
             self._wakeup.clear()
             if loop.time() - last_audit >= self.audit_interval:
                 last_audit = loop.time()

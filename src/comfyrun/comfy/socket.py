@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from comfyrun.aio import cancel_and_wait
 from comfyrun.comfy.errors import ComfyProtocolError
 from comfyrun.comfy.messages import Message, parse_binary, parse_text
 
@@ -108,11 +109,8 @@ class ComfySocket:
         if self._ws is not None:
             with contextlib.suppress(Exception):
                 await self._ws.close()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)  # (its loop also ends on `_closing`: see comfyrun.aio)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

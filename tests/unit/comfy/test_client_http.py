@@ -352,7 +352,10 @@ async def test_lost_needs_two_misses_in_a_row(shared_dir: Path, fake: FakeComfy)
         websocket=False,
         poll_interval=3600,
     ) as c:
-        watch = c.watch("late", attach=True)
+        # submitted earlier and reconciled here by hand, step by step (attach=True would also
+        # wake the client's own loop, whose pass would race these)
+        watch = c.watch("late")
+        watch.submitted = True
         await c.reconcile([watch])
         assert not watch.done and watch.misses == 1
         fake.pending.append("late")  # the POST that timed out on our side got through
