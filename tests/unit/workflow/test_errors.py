@@ -225,3 +225,12 @@ def test_corrupting_a_valid_graph_raises_only_conversion_errors(
     except ConversionError:
         return
     assert isinstance(result, dict)
+
+
+@pytest.mark.parametrize("external", [True, 1, "a", {"0": [0, 0]}])
+def test_a_group_nodes_external_list_that_is_not_a_list_is_refused(external: Any) -> None:
+    graph = group_graph()
+    (definition,) = graph["extra"]["groupNodes"].values()
+    definition["external"] = external
+    with pytest.raises(ConversionError, match="external must be a list"):
+        convert_ui_to_api(graph, OBJECT_INFO)

@@ -87,9 +87,12 @@ def expand_group_node(
         fed[(link.target_id, link.target_slot)] = link.id
         consumed.add((link.origin_id, link.origin_slot))
 
+    raw_external = definition.get("external") or []
+    if not isinstance(raw_external, list):
+        raise ConversionError(f"group node {name!r}: external must be a list")
     external = {
         (str(entry[0]), as_int(entry[1], f"group node {name!r} external slot"))
-        for entry in definition.get("external") or []
+        for entry in raw_external
         if isinstance(entry, list) and len(entry) >= 2
     }
 
