@@ -28,8 +28,9 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
             raise
 
 
-async def wait_event(event: asyncio.Event, timeout: float) -> bool:
-    """Whether `event` was set within `timeout` seconds; a cancel always goes through."""
+async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
+    """Whether `event` was set within `timeout` seconds (None: until it is); a cancel always
+    goes through."""
     if event.is_set():
         return True
     waiter = asyncio.ensure_future(event.wait())

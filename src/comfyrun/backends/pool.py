@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from comfyrun.aio import wait_event
 from comfyrun.backends import health as hl
 from comfyrun.backends.backend import (
     Backend,
@@ -341,14 +342,9 @@ class BackendPool:
             )
             idle_managed = backend.managed and not backend.process_up
             if backend.health.checked or idle_managed:
-                # a managed backend not started yet has nothing to probe: wait for a kick.
-                # asyncio.wait, not asyncio.timeout: on Python 3.11 a timeout that fires with a
-                # cancel can swallow the cancel, and pool.stop() would wait forever
-                kick = asyncio.ensure_future(backend._kick.wait())
-                try:
-                    await asyncio.wait({kick}, timeout=None if idle_managed else interval)
-                finally:
-                    kick.cancel()
+                # a managed backend not started yet has nothing to probe: wait for a kick
+                # (never dropping a cancel: comfyrun.aio)
+                await wait_event(backend._kick, None if idle_managed else interval)
             else:
                 await asyncio.sleep(0)
             if me is not None and me.cancelling():
