@@ -4,10 +4,11 @@ Each file is copied (from ComfyUI's /view, or read straight from a managed backe
 into "<job_id>/<node_id>/<filename>": a small one (up to `SMALL` bytes, most images) in one
 piece, in one trip to the disk, a larger one streamed. A small one in the folders comfyrun chose
 for a managed backend, whose ComfyUI copy it removes (`cleaned`), is linked instead, where the
-storage is local and on the same filesystem (outputs.FileBytes): no bytes written twice. The outputs are returned, and the run
-commits them with the job's final state in one transaction (`Changes.outputs`). Temp files
-(PreviewImage) are kept only when the job asks for `keep_temp_outputs`; inline base64 is added
-when the job asks for it and the file is within the cap.
+storage is local and on the same filesystem (outputs.FileBytes): no bytes written twice. The
+outputs are returned, and the run commits them with the job's final state in one transaction
+(`Changes.outputs`). Temp files (PreviewImage) are kept only when the job asks for
+`keep_temp_outputs`; inline base64 is added when the job asks for it and the file is within
+the cap.
 """
 
 from __future__ import annotations
