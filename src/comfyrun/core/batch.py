@@ -20,11 +20,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 import itertools
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from comfyrun.core.ids import uuid7
 from comfyrun.core.job import JSON, TERMINAL, JobStatus
 
 
@@ -69,7 +69,7 @@ class NewBatch:
     options: JSON = field(default_factory=dict)
     metadata: JSON = field(default_factory=dict)
     owner: str | None = None
-    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    id: str = field(default_factory=uuid7)
 
 
 def ending(status: BatchStatus, open_jobs: int) -> BatchStatus | None:

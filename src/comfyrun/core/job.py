@@ -10,10 +10,11 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+from comfyrun.core.ids import uuid7
 
 JSON = dict[str, Any]
 
@@ -191,7 +192,8 @@ class NewJob:
     head_start_s: float = 0.0
     type: str = COMFY
     params: JSON = field(default_factory=dict)
-    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    #: time-ordered (core.ids): the store's indexes of job ids grow at one end
+    id: str = field(default_factory=uuid7)
 
 
 def request_fingerprint(body: Any) -> str:
@@ -201,8 +203,9 @@ def request_fingerprint(body: Any) -> str:
 
 
 def new_prompt_id() -> str:
-    """A canonical UUID for a ComfyUI prompt; minted per attempt so every step can reconcile."""
-    return str(uuid.uuid4())
+    """A canonical UUID for a ComfyUI prompt; minted per attempt so every step can reconcile.
+    Time-ordered, as job ids are: the store indexes prompt ids too."""
+    return uuid7()
 
 
 def may_end(kind: str, data: Mapping[str, Any]) -> bool:
