@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json as jsonlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -23,6 +22,7 @@ import aiohttp
 import httpx
 from multidict import CIMultiDict
 
+from comfyrun import jsontext
 from comfyrun.comfy.errors import (
     ComfyConnectionError,
     ComfyHTTPError,
@@ -49,7 +49,7 @@ class Reply:
 
     def json(self) -> Any:
         """The body as JSON; ValueError when it is not."""
-        return jsonlib.loads(self.content)
+        return jsontext.loads(self.content)
 
 
 class ReplyStream(Protocol):
@@ -255,7 +255,7 @@ class _Aiohttp:
         data: Any = content
         sent_headers = CIMultiDict(headers or {})
         if json is not None:
-            data = jsonlib.dumps(json).encode()
+            data = jsontext.dumps(json).encode()
             sent_headers.setdefault("Content-Type", "application/json")
         async with self._session.request(
             method, self._base + path, data=data, headers=sent_headers, params=params

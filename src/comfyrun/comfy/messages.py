@@ -16,12 +16,12 @@ with a payload of the wrong shape, raises `ComfyProtocolError`.
 
 from __future__ import annotations
 
-import json
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from comfyrun import jsontext
 from comfyrun.comfy.errors import ComfyProtocolError
 
 JSON = dict[str, Any]
@@ -215,7 +215,7 @@ _IMAGE_FORMATS = {1: "JPEG", 2: "PNG"}
 def parse_text(frame: str | bytes) -> TextMessage:
     """Parse one websocket text frame."""
     try:
-        obj = json.loads(frame)
+        obj = jsontext.loads(frame)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ComfyProtocolError(f"websocket text frame is not JSON: {exc}") from exc
     if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
@@ -279,7 +279,7 @@ def _split_prefixed(body: bytes, what: str) -> tuple[bytes, bytes]:
 def _json_prefixed(body: bytes, what: str) -> tuple[JSON, bytes]:
     raw, rest = _split_prefixed(body, what)
     try:
-        obj = json.loads(raw)
+        obj = jsontext.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ComfyProtocolError(f"{what} is not JSON") from exc
     if not isinstance(obj, dict):

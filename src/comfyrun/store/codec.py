@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
+from comfyrun import jsontext
 from comfyrun.core.batch import Batch, BatchStatus
 from comfyrun.core.job import (
     JSON,
@@ -161,7 +162,7 @@ def _output_nodes(node_ids: Iterable[Any]) -> tuple[str, ...]:
 
 
 def load_json(text: str | bytes) -> Any:
-    """json.loads, without its call for the empty values most of a job's columns hold (a
+    """JSON text decoded (comfyrun.jsontext), without its call for the empty values most of a job's columns hold (a
     job read back decodes six columns, each often `{}` or `[]`: a fifth of its decoding)."""
     if text == "{}":
         return {}
@@ -169,14 +170,14 @@ def load_json(text: str | bytes) -> Any:
         return []
     if text == "null":
         return None
-    return json.loads(text)
+    return jsontext.loads(text)
 
 
 def dump_json(value: Any) -> str | None:
-    """Compact JSON text, or None for None (so a NULL column stays NULL)."""
+    """Compact JSON text (comfyrun.jsontext), or None for None (so a NULL column stays NULL)."""
     if value is None:
         return None
-    return json.dumps(value, separators=(",", ":"), default=str)
+    return jsontext.dumps(value)
 
 
 def batch_to_row(batch: Batch) -> JSON:

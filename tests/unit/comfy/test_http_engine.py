@@ -158,13 +158,13 @@ async def test_a_large_json_answer_is_parsed_off_the_event_loop(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     threads: list[int] = []
-    loads = comfy_http.jsonlib.loads
+    loads = comfy_http.jsontext.loads
 
     def recording_loads(raw: bytes) -> Any:
         threads.append(threading.get_ident())
         return loads(raw)
 
-    monkeypatch.setattr(comfy_http.jsonlib, "loads", recording_loads)
+    monkeypatch.setattr(comfy_http.jsontext, "loads", recording_loads)
     small = comfy_http.Reply(200, b'{"a": 1}', "GET", "/system_stats")
     large_body = json.dumps({"n": "x" * comfy_http.LARGE_JSON_BYTES}).encode()
     large = comfy_http.Reply(200, large_body, "GET", "/object_info")

@@ -1,0 +1,57 @@
+"""JSON text in and out on the hot path (the store's columns and events, ComfyUI's messages), by
+orjson: a job's workflow is encoded at every enqueue and decoded at every claim and transition,
+and the standard library's encoder takes ~10x as long for it (~350 us for a 37 KB workflow,
+against ~30 us; decoding ~1.8x). What orjson refuses falls back to the standard library, so
+nothing the old encoding took is refused now, nor read back otherwise: integers past 64 bits
+(which orjson would read as floats), strings holding lone surrogates, keys that are not strings
+(turned to strings, as `json` does), and the NaN and Infinity literals `json` writes.
+
+Two differences remain, both within JSON: text is UTF-8 rather than \\u-escaped ASCII, and a
+float that is NaN or infinite (which JSON cannot express; `json` writes a non-standard literal)
+is written as null.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+#: dates and dataclasses go to `default` (str), as they did with `json`
+_OPTIONS = (
+    orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text for `value`; what is not JSON-able becomes its str() (as the store's
+    encoding always did)."""
+    try:
+        return orjson.dumps(value, default=str, option=_OPTIONS).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def loads(text: str | bytes | bytearray) -> Any:
+    """The value JSON `text` holds; raises ValueError (json.JSONDecodeError) on bad text."""
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+    if raw.translate(_DIGITS_AS_ZERO).find(_LONG_NUMBER) >= 0:
+        # a number of 19 digits or more may be an integer past 64 bits, which orjson reads as
+        # a float (precision lost); json reads it exactly (19 digits in a string: same text)
+        return json.loads(text)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        # what orjson does not read (NaN/Infinity literals, escaped lone surrogates) json
+        # reads; bad text fails here with json's own error
+        return json.loads(text)
+
+
+#: Every digit as 0, so that one find() tells whether text holds a run of 19 digits (~1.5 us a
+#: KB: a regular expression takes ~25 us a KB).
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_NUMBER = b"0" * 19
+
+
+__all__ = ["dumps", "loads"]
