@@ -49,8 +49,9 @@ async def test_files_that_come_within_the_batch_time_go_in_one_trip(
     real = janitor_module.remove_all
 
     def counting(batch: list[Any]) -> int:
-        trips.append(len(batch))
-        return real(batch)
+        removed = real(batch)
+        trips.append(len(batch))  # after the removal: the test looks at the files once it sees this
+        return removed
 
     monkeypatch.setattr(janitor_module, "remove_all", counting)
     files = [tmp_path / f"{i}.png" for i in range(8)]
