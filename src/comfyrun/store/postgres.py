@@ -24,8 +24,10 @@ from contextlib import asynccontextmanager
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from comfyrun import jsontext
 from comfyrun.core.job import JSON, may_end
 from comfyrun.errors import InvalidRequest, StoreError
 from comfyrun.handlers.spec import valid_type_name
@@ -83,6 +85,7 @@ class PostgresStore(SQLStore):
             open=False,
             connection_class=psycopg.AsyncConnection[DictRow],
             kwargs={"row_factory": dict_row, "options": f"-c search_path={self.schema}"},
+            configure=_read_json_with_jsontext,
         )
         try:
             await pool.open(wait=True, timeout=self.connect_timeout_s)
@@ -294,3 +297,9 @@ def _work_flags(job_type: str | None) -> str:
 
 
 __all__ = ["PostgresStore"]
+
+
+async def _read_json_with_jsontext(conn: Conn) -> None:
+    """JSONB columns read by comfyrun.jsontext (orjson; a job's workflow at every claim and
+    transition), as the store writes them."""
+    set_json_loads(jsontext.loads, conn)

@@ -100,3 +100,28 @@ async def test_key_of_a_deleted_job_makes_a_new_job(store: JobStore) -> None:
 
 async def test_ping(store: JobStore) -> None:
     assert await store.ping()
+
+
+async def test_json_values_come_back_exactly(store: JobStore) -> None:
+    """Integers past 64 bits (which a fast JSON reader can turn into floats), text beyond
+    ASCII, long digit strings and floats: what is read back, at a get and at a claim, is what
+    was enqueued."""
+    workflow = {
+        "3": {
+            "class_type": "KSampler",
+            "inputs": {
+                "seed": 2**64 + 7,
+                "cfg": 7.5,
+                "denoise": 0.1,
+                "steps": 18446744073709551615,
+            },
+        },
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "un chat noir, 黒猫 🐈"}},
+    }
+    metadata = {"big": -(2**80), "id": "12345678901234567890123", "tiny": 1e-300}
+    new = new_job(workflow=workflow, metadata=metadata)
+    await store.enqueue(new, now=T0)
+    for job in (await store.get(new.id), await store.claim("w1", 30.0, now=T0 + 1)):
+        assert job is not None and job.id == new.id
+        assert job.workflow == workflow and job.metadata == metadata
+        assert type(job.workflow["3"]["inputs"]["seed"]) is int
