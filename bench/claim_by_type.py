@@ -31,11 +31,13 @@ from comfyrun.store.sqlite import SQLiteStore
 def fill(path: Path, depth: int) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     migrate_sqlite(conn)
-    rows = [(str(uuid.uuid4()), "queued", "{}", float(i), float(i)) for i in range(depth)]
+    rows = [(str(uuid.uuid4()), "queued", float(i), float(i)) for i in range(depth)]
     conn.execute("BEGIN")
     conn.executemany(
-        "INSERT INTO jobs (id, status, workflow, created_at, next_run_at) VALUES (?,?,?,?,?)",
-        rows,
+        "INSERT INTO jobs (id, status, created_at, next_run_at) VALUES (?,?,?,?)", rows
+    )
+    conn.executemany(  # a job's workflow has a table of its own (0014_job_workflows)
+        "INSERT INTO job_workflows (job_id, workflow) VALUES (?, '{}')", [(r[0],) for r in rows]
     )
     conn.execute("COMMIT")
     conn.execute("ANALYZE")

@@ -55,10 +55,15 @@ def fill_rows(count: int, start: float) -> Iterator[tuple[str, int, float]]:
 def fill_sqlite(path: str, count: int, start: float) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA busy_timeout = 60000")
+        rows = list(fill_rows(count, start))
         conn.executemany(
-            "INSERT INTO jobs (id, status, priority, workflow, created_at, next_run_at) "
-            "VALUES (?, 'queued', ?, ?, ?, ?)",
-            ((i, p, WORKFLOW_JSON, t, t) for i, p, t in fill_rows(count, start)),
+            "INSERT INTO jobs (id, status, priority, created_at, next_run_at) "
+            "VALUES (?, 'queued', ?, ?, ?)",
+            ((i, p, t, t) for i, p, t in rows),
+        )
+        conn.executemany(  # a job's workflow has a table of its own (0014_job_workflows)
+            "INSERT INTO job_workflows (job_id, workflow) VALUES (?, ?)",
+            ((i, WORKFLOW_JSON) for i, _, _ in rows),
         )
         conn.execute("ANALYZE")
 

@@ -39,7 +39,7 @@ class SQLBatches(ABC):
             record, queued = batches.created(batch, jobs, now, start)
             await self._run(conn, "insert_batch", batch_to_row(record))
             if queued:
-                await self._run_many(conn, "insert_job", [job_to_row(j) for j in queued])
+                await self._insert_jobs(conn, [job_to_row(j) for j in queued])
                 event = dump_json(transition.enqueue_event(queued[0]))
                 await self._run_many(
                     conn,
@@ -173,6 +173,9 @@ class SQLBatches(ABC):
 
     @abstractmethod
     async def _run_many(self, conn: Any, name: str, rows: builtins.list[JSON]) -> None: ...
+
+    @abstractmethod
+    async def _insert_jobs(self, conn: Any, rows: builtins.list[JSON]) -> None: ...
 
     @abstractmethod
     def _notify_params(self, job_id: str) -> JSON: ...

@@ -394,6 +394,17 @@ class SQLiteStore(SQLiteLoopReads, SQLiteWaiting, SQLStore):
         assert row is not None
         return int(row["id"])
 
+    async def _insert_job(self, conn: sqlite3.Connection, row: JSON) -> bool:
+        # the workflow in its own table (0014_job_workflows), not rewritten at each UPDATE
+        if await self._run(conn, "insert_job", row) != 1:
+            return False
+        await self._run(conn, "insert_workflow", row)
+        return True
+
+    async def _insert_jobs(self, conn: sqlite3.Connection, rows: builtins.list[JSON]) -> None:
+        await self._run_many(conn, "insert_job", rows)
+        await self._run_many(conn, "insert_workflow", rows)
+
     async def _lock_key(self, conn: sqlite3.Connection, key: JSON) -> None:
         return None  # BEGIN IMMEDIATE already holds the database's one write lock
 

@@ -483,6 +483,10 @@ class SQLStore(SQLReads, SQLTenancy, SQLWorkers, SQLBatches, ABC):
         """Insert a job row; False if the id exists."""
         return await self._run(conn, "insert_job", row) == 1
 
+    async def _insert_jobs(self, conn: Any, rows: builtins.list[JSON]) -> None:
+        """Insert job rows (new ids: a batch's)."""
+        await self._run_many(conn, "insert_job", rows)
+
     @abstractmethod
     async def _append(
         self,

@@ -92,5 +92,6 @@ async def test_delete_finished_before(store: JobStore) -> None:
     queued, _ = await store.enqueue(new_job(), now=T0)
     deleted = await store.delete_finished_before(T0 + 50)
     assert [j.id for j in deleted] == [old.id]
+    assert deleted[0].workflow == old.workflow  # the job as it was, workflow and all
     assert await store.get(old.id) is None
     assert await store.get(new.id) is not None and await store.get(queued.id) is not None

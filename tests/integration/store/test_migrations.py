@@ -207,3 +207,48 @@ async def test_jobs_stored_before_job_counts_are_counted_after_the_upgrade(
         assert (counts[JobStatus.QUEUED], counts[JobStatus.RUNNING]) == (1, 1)
     finally:
         await store.close()
+
+
+async def test_jobs_stored_with_their_workflow_in_the_row_keep_it_after_the_upgrade(
+    tmp_path: Path,
+) -> None:
+    """0014 moves each job's workflow to job_workflows; the store reads it back at a get, a
+    claim and a listing, and a job deleted takes its workflow with it."""
+    path = tmp_path / "upgrade.db"
+    every = migrations("sqlite")
+    workflows = {
+        "a": '{"1":{"class_type":"KSampler","inputs":{"seed":1}}}',
+        "b": '{"2":{"class_type":"SaveImage","inputs":{"text":"' + "x" * 20_000 + '"}}}',
+    }
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        migrate_sqlite(conn, [m for m in every if m.version < 14])
+        for n, (job_id, workflow) in enumerate(workflows.items()):
+            conn.execute(
+                "INSERT INTO jobs (id, status, workflow, created_at, next_run_at) "
+                "VALUES (?, 'queued', ?, ?, ?)",
+                (job_id, workflow, 1.0 + n, 1.0 + n),
+            )
+        assert migrate_sqlite(conn, every) == [m.version for m in every if m.version >= 14]
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(jobs)")]
+        assert "workflow" not in columns
+        moved = dict(conn.execute("SELECT job_id, workflow FROM job_workflows").fetchall())
+        assert moved == workflows
+    store = open_store(f"sqlite:///{path}")
+    await store.open()
+    try:
+        import json
+
+        got = await store.get("b")
+        assert got is not None and got.workflow == json.loads(workflows["b"])
+        claimed = await store.claim("w", 30, now=200.0)
+        assert claimed is not None and claimed.id == "a"
+        assert claimed.workflow == json.loads(workflows["a"])
+        listed = await store.list(limit=10)
+        assert {j.id: j.workflow for j in listed.jobs} == {
+            k: json.loads(v) for k, v in workflows.items()
+        }
+        assert await store.delete("b")
+    finally:
+        await store.close()
+    with closing(sqlite3.connect(path)) as conn:
+        assert [r[0] for r in conn.execute("SELECT job_id FROM job_workflows")] == ["a"]

@@ -23,7 +23,9 @@ def test_both_dialects_have_the_shared_queries() -> None:
         assert shared <= set(queries(dialect))
     # the one PostgreSQL extra: an advisory lock per idempotency key
     assert set(queries("postgresql")) - set(queries("sqlite")) == {"lock_key"}
-    assert set(queries("sqlite")) <= set(queries("postgresql"))
+    # the one SQLite extra: a job's workflow goes in a table of its own (0014_job_workflows;
+    # PostgreSQL keeps a large value out of line, TOAST, and an UPDATE does not rewrite it)
+    assert set(queries("sqlite")) - set(queries("postgresql")) == {"insert_workflow"}
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)

@@ -5,18 +5,23 @@ SELECT 1 AS ok;
 
 -- name: insert_job
 INSERT INTO jobs (
-    id, status, priority, workflow, inputs, options, metadata, owner, attempts, max_retries,
+    id, status, priority, inputs, options, metadata, owner, attempts, max_retries,
     retry_delay_s, timeout_s, idempotency_key, request_hash, created_at, next_run_at, started_at,
     finished_at, expires_at, worker_id, lease_expires_at, backend, prompt_id, progress, outputs,
     error, batch_id, fair_key, fair_tag, rank_at, type, params
 ) VALUES (
-    :id, :status, :priority, :workflow, :inputs, :options, :metadata, :owner, :attempts,
+    :id, :status, :priority, :inputs, :options, :metadata, :owner, :attempts,
     :max_retries, :retry_delay_s, :timeout_s, :idempotency_key, :request_hash, :created_at,
     :next_run_at, :started_at, :finished_at, :expires_at, :worker_id, :lease_expires_at,
     :backend, :prompt_id, :progress, :outputs, :error, :batch_id, :fair_key, :fair_tag, :rank_at,
     :type, :params
 )
 ON CONFLICT (id) DO NOTHING;
+
+-- name: insert_workflow
+-- The workflow of a job insert_job has just inserted (its own table: 0014_job_workflows).
+INSERT INTO job_workflows (job_id, workflow) VALUES (:id, :workflow)
+ON CONFLICT (job_id) DO NOTHING;
 
 -- name: get_key
 SELECT job_id, request_hash, created_at FROM idempotency_keys WHERE scope = :scope AND key = :key;
@@ -47,11 +52,11 @@ WHERE id = (
     ORDER BY priority DESC, fair_tag, rank_at, id
     LIMIT 1
 )
-RETURNING *;
+RETURNING *, (SELECT workflow FROM job_workflows WHERE job_id = jobs.id) AS workflow;
 
 -- name: claim_window
 -- The first runnable jobs in claim order, for a claim that chooses among them (ClaimChoice).
-SELECT * FROM jobs INDEXED BY jobs_claim
+SELECT *, (SELECT workflow FROM job_workflows WHERE job_id = jobs.id) AS workflow FROM jobs INDEXED BY jobs_claim
 WHERE status = 'queued' AND next_run_at <= :now
 ORDER BY priority DESC, fair_tag, rank_at, id
 LIMIT :window;
@@ -68,7 +73,7 @@ UPDATE jobs SET
     lease_expires_at = :lease_expires_at,
     started_at = :now
 WHERE id = :id AND status = 'queued'
-RETURNING *;
+RETURNING *, (SELECT workflow FROM job_workflows WHERE job_id = jobs.id) AS workflow;
 
 -- name: fair_head
 -- The tag the next claim at this priority takes (the queue's virtual time).
@@ -104,14 +109,14 @@ UPDATE jobs SET
     worker_id = CASE WHEN :clear_worker THEN NULL ELSE worker_id END,
     attempts = max(0, attempts - :uncount)
 WHERE id = :id AND status = :expect AND (:worker_id IS NULL OR worker_id = :worker_id)
-RETURNING *;
+RETURNING *, (SELECT workflow FROM job_workflows WHERE job_id = jobs.id) AS workflow;
 
 -- name: set_progress
 UPDATE jobs SET progress = :progress WHERE id = :id;
 
 -- name: add_output
 UPDATE jobs SET outputs = json_insert(outputs, '$[#]', json(:output)) WHERE id = :id
-RETURNING *;
+RETURNING *, (SELECT workflow FROM job_workflows WHERE job_id = jobs.id) AS workflow;
 
 -- name: append_output
 -- add_output inside a transition, which returns the job at its end (no row read back here).
@@ -127,15 +132,15 @@ WHERE job_id = :job_id AND id > :after_id
 ORDER BY id;
 
 -- name: get
-SELECT * FROM jobs WHERE id = :id;
+SELECT *, (SELECT workflow FROM job_workflows WHERE job_id = jobs.id) AS workflow FROM jobs WHERE id = :id;
 
 -- name: get_by_prompt_id
-SELECT * FROM jobs WHERE prompt_id = :prompt_id ORDER BY created_at DESC LIMIT 1;
+SELECT *, (SELECT workflow FROM job_workflows WHERE job_id = jobs.id) AS workflow FROM jobs WHERE prompt_id = :prompt_id ORDER BY created_at DESC LIMIT 1;
 
 -- name: unfinished_for_client
 -- The unfinished jobs submitted with a ComfyUI client id, newest first (the partial index
 -- jobs_comfy_client: the same expression and status condition).
-SELECT * FROM jobs
+SELECT *, (SELECT workflow FROM job_workflows WHERE job_id = jobs.id) AS workflow FROM jobs
 WHERE json_extract(metadata, '$.comfy_client_id') = :client_id
   AND status IN ('queued', 'running', 'canceling')
   AND (:owner IS NULL OR owner = :owner)
@@ -145,8 +150,8 @@ LIMIT :limit;
 -- name: queue_active
 -- The running and canceling jobs (bounded by the backends' slots), claimed first first: the
 -- head of a listing of the queue (`queue`), read from the columns it shows.
-SELECT id, status, type, created_at, started_at, execution_started_at, workflow, options, metadata,
-    outputs
+SELECT id, status, type, created_at, started_at, execution_started_at, options, metadata,
+    outputs, (SELECT workflow FROM job_workflows WHERE job_id = jobs.id) AS workflow
 FROM jobs
 WHERE status IN ('running', 'canceling')
   AND (:owner IS NULL OR owner = :owner)
@@ -156,8 +161,8 @@ LIMIT :limit;
 -- name: queue_queued
 -- The queued jobs in claim order, the head of the queue first, off the claim index (no sort;
 -- it stops at the limit): the rest of a listing of the queue.
-SELECT id, status, type, created_at, started_at, execution_started_at, workflow, options, metadata,
-    outputs
+SELECT id, status, type, created_at, started_at, execution_started_at, options, metadata,
+    outputs, (SELECT workflow FROM job_workflows WHERE job_id = jobs.id) AS workflow
 FROM jobs INDEXED BY jobs_claim
 WHERE status = 'queued'
   AND (:owner IS NULL OR owner = :owner)
@@ -176,12 +181,12 @@ ORDER BY priority DESC, fair_tag, rank_at, id
 LIMIT :limit;
 
 -- name: queue_bodies
-SELECT id, workflow, options, metadata FROM jobs
+SELECT id, options, metadata, (SELECT workflow FROM job_workflows WHERE job_id = jobs.id) AS workflow FROM jobs
 WHERE id IN (SELECT value FROM json_each(:ids)) AND (:owner IS NULL OR owner = :owner);
 
 -- name: list
 -- Newest first; the cursor is the last row's (created_at, id).
-SELECT * FROM jobs
+SELECT *, (SELECT workflow FROM job_workflows WHERE job_id = jobs.id) AS workflow FROM jobs
 WHERE (:owner IS NULL OR owner = :owner)
   AND (:after_created IS NULL OR (created_at, id) < (:after_created, :after_id))
 ORDER BY created_at DESC, id DESC
@@ -189,7 +194,7 @@ LIMIT :limit;
 
 -- name: list_status
 -- One status, newest first, straight off the index (the store merges several statuses).
-SELECT * FROM jobs INDEXED BY jobs_status_newest
+SELECT *, (SELECT workflow FROM job_workflows WHERE job_id = jobs.id) AS workflow FROM jobs INDEXED BY jobs_status_newest
 WHERE status = :status
   AND (:owner IS NULL OR owner = :owner)
   AND (:after_created IS NULL OR (created_at, id) < (:after_created, :after_id))
@@ -205,7 +210,7 @@ ORDER BY created_at DESC, id DESC
 LIMIT :limit;
 
 -- name: get_many
-SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
+SELECT *, (SELECT workflow FROM job_workflows WHERE job_id = jobs.id) AS workflow FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- name: queue_position
 -- Jobs claimed before a runnable job: runnable ones earlier in claim order, counted over two
@@ -305,15 +310,15 @@ SELECT min(created_at) AS oldest FROM jobs WHERE status = 'queued';
 SELECT min(created_at) AS oldest FROM jobs WHERE owner = :owner AND status = 'queued';
 
 -- name: expired_leases
-SELECT * FROM jobs INDEXED BY jobs_lease
+SELECT *, (SELECT workflow FROM job_workflows WHERE job_id = jobs.id) AS workflow FROM jobs INDEXED BY jobs_lease
 WHERE status IN ('running', 'canceling') AND lease_expires_at < :now
 ORDER BY lease_expires_at;
 
 -- name: stuck
-SELECT * FROM jobs WHERE status = 'running' AND started_at < :before ORDER BY started_at;
+SELECT *, (SELECT workflow FROM job_workflows WHERE job_id = jobs.id) AS workflow FROM jobs WHERE status = 'running' AND started_at < :before ORDER BY started_at;
 
 -- name: expiring
-SELECT * FROM jobs
+SELECT *, (SELECT workflow FROM job_workflows WHERE job_id = jobs.id) AS workflow FROM jobs
 WHERE status IN ('succeeded', 'failed', 'canceled') AND expires_at <= :now
 ORDER BY expires_at;
 
@@ -326,7 +331,7 @@ DELETE FROM job_events WHERE job_id = :id;
 -- name: delete_finished_before
 DELETE FROM jobs
 WHERE status IN ('succeeded', 'failed', 'canceled', 'expired') AND finished_at < :cutoff
-RETURNING *;
+RETURNING *, (SELECT workflow FROM job_workflows WHERE job_id = jobs.id) AS workflow;
 
 -- name: delete_events_of
 DELETE FROM job_events WHERE job_id IN (SELECT value FROM json_each(:ids));
@@ -367,14 +372,14 @@ WHERE batch_id = :id AND status IN ('queued', 'running', 'canceling') LIMIT 1) A
 
 -- name: batch_jobs
 -- A batch's jobs in item order; the cursor is the last row's (created_at, id).
-SELECT * FROM jobs INDEXED BY jobs_batch_order
+SELECT *, (SELECT workflow FROM job_workflows WHERE job_id = jobs.id) AS workflow FROM jobs INDEXED BY jobs_batch_order
 WHERE batch_id = :id
   AND (:after_created IS NULL OR (created_at, id) > (:after_created, :after_id))
 ORDER BY created_at, id
 LIMIT :limit;
 
 -- name: batch_active_jobs
-SELECT * FROM jobs INDEXED BY jobs_batch_status
+SELECT *, (SELECT workflow FROM job_workflows WHERE job_id = jobs.id) AS workflow FROM jobs INDEXED BY jobs_batch_status
 WHERE batch_id = :id AND status IN ('running', 'canceling');
 
 -- name: set_batch_status
@@ -521,7 +526,7 @@ SELECT DISTINCT value AS type FROM workers, json_each(workers.types) WHERE seen_
 -- name: claim_window_comfy
 -- `claim_window` among comfy jobs: the claim index walked in claim order (a comfy job's rank_at
 -- may run ahead of its submission), jobs of other types in between skipped.
-SELECT * FROM jobs INDEXED BY jobs_claim
+SELECT *, (SELECT workflow FROM job_workflows WHERE job_id = jobs.id) AS workflow FROM jobs INDEXED BY jobs_claim
 WHERE status = 'queued' AND type = 'comfy' AND next_run_at <= :now
 ORDER BY priority DESC, fair_tag, rank_at, id
 LIMIT :window;
@@ -529,7 +534,7 @@ LIMIT :window;
 -- name: claim_window_type
 -- `claim_window` among the jobs of one handler type: its range of the type-led index, in
 -- claim order (a handler job ranks at its submission: rank_at = created_at).
-SELECT * FROM jobs INDEXED BY jobs_claim_type
+SELECT *, (SELECT workflow FROM job_workflows WHERE job_id = jobs.id) AS workflow FROM jobs INDEXED BY jobs_claim_type
 WHERE status = 'queued' AND type = :type AND next_run_at <= :now
 ORDER BY priority DESC, fair_tag, created_at, id
 LIMIT :window;

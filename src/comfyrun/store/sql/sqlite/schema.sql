@@ -4,7 +4,6 @@ CREATE TABLE jobs (
     id               TEXT PRIMARY KEY,
     status           TEXT NOT NULL,
     priority         INTEGER NOT NULL DEFAULT 0,
-    workflow         TEXT NOT NULL,
     inputs           TEXT NOT NULL DEFAULT '[]',
     options          TEXT NOT NULL DEFAULT '{}',
     metadata         TEXT NOT NULL DEFAULT '{}',
@@ -29,7 +28,8 @@ CREATE TABLE jobs (
     error            TEXT
 , batch_id TEXT, fair_key TEXT NOT NULL DEFAULT '', fair_tag REAL NOT NULL DEFAULT 0, execution_started_at REAL, type TEXT NOT NULL DEFAULT 'comfy', params TEXT NOT NULL DEFAULT '{}', rank_at REAL NOT NULL DEFAULT 0);
 -- (SQLite keeps ALTER TABLE ADD COLUMN in the table's text: batch_id from 0004, fair_* from 0005,
--- execution_started_at from 0007, type and params from 0008, rank_at from 0009)
+-- execution_started_at from 0007, type and params from 0008, rank_at from 0009; workflow, in
+-- the first, moved to job_workflows by 0014)
 
 -- Claim order over queued jobs only: claim latency does not grow with finished history.
 -- fair_tag: round-robin between batches/owners at equal priority (comfyrun.core.batch);
@@ -171,4 +171,15 @@ BEGIN
     UPDATE job_counts SET n = n - 1 WHERE owner = coalesce(OLD.owner, '') AND status = OLD.status;
     INSERT INTO job_counts (owner, status, n) VALUES (coalesce(NEW.owner, ''), NEW.status, 1)
     ON CONFLICT (owner, status) DO UPDATE SET n = n + 1;
+END;
+
+-- A job's workflow, written once at its enqueue: not rewritten with the job's row at each of
+-- its status changes (SQLite rewrites a whole row, its overflow pages included, at an UPDATE).
+CREATE TABLE job_workflows (
+    job_id   TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL
+);
+CREATE TRIGGER jobs_workflow_delete AFTER DELETE ON jobs
+BEGIN
+    DELETE FROM job_workflows WHERE job_id = OLD.id;
 END;
