@@ -39,6 +39,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from comfyrun import jsontext
+
 log = logging.getLogger(__name__)
 
 try:  # FastAPI's internals the handler reuses; without them, routes keep FastAPI's handler
@@ -239,7 +241,9 @@ def lean_handler(route: APIRoute) -> Handler:
                 return Undefined
             content_type = request.headers.get("content-type")
             if content_type and json_content_type(content_type):
-                return await request.json()
+                # comfyrun.jsontext: orjson, json where orjson would refuse or read otherwise
+                # (so the same bodies parse, and bad ones fail with json's own error)
+                return jsontext.loads(body_bytes)
             return body_bytes
         except json.JSONDecodeError as exc:
             invalid = {

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from comfyrun import errors
+from comfyrun import errors, jsontext
 from comfyrun.api.context import AppContext, get_ctx, require_comfy_auth
 from comfyrun.api.errors import status_for
 from comfyrun.core.job import JSON, Job, JobStatus
@@ -68,7 +68,7 @@ async def json_body(request: Request) -> Any:
     if not raw.strip():
         return {}
     try:
-        return json.loads(raw)
+        return jsontext.loads(raw)
     except ValueError:
         return None
 

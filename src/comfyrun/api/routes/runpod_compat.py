@@ -15,14 +15,13 @@ JobService.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from comfyrun import errors
+from comfyrun import errors, jsontext
 from comfyrun.api.compat import runpod as rp
 from comfyrun.api.context import AppContext, get_ctx, require_auth
 from comfyrun.api.routes.plain_compat import (
@@ -52,7 +51,7 @@ async def _body(request: Request) -> JSON | None:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
+        body = jsontext.loads(raw)
     except ValueError:
         return None
     return body if isinstance(body, dict) else None
