@@ -62,6 +62,19 @@ WARM_UP_S = 2.0
 _colors = itertools.count(1)
 
 
+#: Nodes added to every workflow by --workflow-kb (ComfyUI validates and runs only what leads
+#: to an output: these cost it the parsing, as a real workflow's size does).
+_padding: dict[str, Any] = {}
+
+
+def pad_workflows(kb: float) -> None:
+    """Every workflow from now on `kb` KB larger: PrimitiveString nodes of ~200 bytes each,
+    connected to nothing."""
+    node = {"class_type": "PrimitiveString", "inputs": {"value": "a photo of a cat, " * 9}}
+    _padding.clear()
+    _padding.update({str(100 + n): node for n in range(round(kb * 1000 / 200))})
+
+
 def workflow() -> dict[str, Any]:
     color = next(_colors) % 16_777_216
     return {
@@ -73,6 +86,7 @@ def workflow() -> dict[str, Any]:
             "class_type": "SaveImage",
             "inputs": {"images": ["1", 0], "filename_prefix": f"h{color}"},
         },
+        **_padding,
     }
 
 
@@ -604,6 +618,7 @@ async def postgres(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, st
 
 async def main(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="comfyrun-hot-"))
+    pad_workflows(args.workflow_kb)
     rows: list[tuple[str, str]] = []
     await single(args, tmp, rows)
     if args.fleet:
@@ -615,6 +630,7 @@ async def main(args: argparse.Namespace) -> None:
     against = f"a real ComfyUI ({args.comfyui})" if args.comfyui else "the emulator"
     print(
         f"comfyrun hot path ({os.cpu_count()} CPUs, {args.jobs} sequential jobs per column, "
+        f"workflows of {len(json.dumps(workflow())) / 1000:.1f} KB, "
         f"against {against})"
     )
     for k, v in rows:
@@ -629,6 +645,9 @@ if __name__ == "__main__":
     parser.add_argument("--fleet", action="store_true")
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--enqueue-jobs", type=int, default=5000)
+    parser.add_argument(
+        "--workflow-kb", type=float, default=0.0, help="KB of unconnected nodes in each workflow"
+    )
     parser.add_argument("--comfyui", type=Path, help="a real ComfyUI's folder (see above)")
     parser.add_argument("--comfyui-python", default=sys.executable, help="the Python it runs on")
     asyncio.run(main(parser.parse_args()))

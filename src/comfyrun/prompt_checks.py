@@ -7,7 +7,6 @@ backend can run. Pure but for `check_prompt`, which moves a large workflow's che
 from __future__ import annotations
 
 import asyncio
-import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,6 +23,8 @@ def has_asset_refs(value: Any) -> bool:
     stack = [value]
     while stack:
         item = stack.pop()
+        if isinstance(item, str):  # most of a workflow's values: done with at once
+            continue
         if isinstance(item, dict):
             if item.get("__type") == "core/ASSET":
                 return True
@@ -76,7 +77,7 @@ def validate_like_comfyui(prompt: Mapping[str, Any], object_info: Mapping[str, A
     """ComfyUI's full verdict on `prompt` (types, ranges, combo lists, links, return types);
     raises InvalidWorkflow carrying ComfyUI's `error` and `node_errors` unchanged. Input files
     are not checked here: they live on the backend that will run the job."""
-    verdict = comfy_validate(copy.deepcopy(dict(prompt)), dict(object_info), _files_checked_later)
+    verdict = comfy_validate(_inputs_copied(prompt), dict(object_info), _files_checked_later)
     if verdict.ok:
         return
     error = verdict.error or {}
@@ -87,6 +88,19 @@ def validate_like_comfyui(prompt: Mapping[str, Any], object_info: Mapping[str, A
         + (f" ({reason['details']})" if reason.get("details") else ""),
         details={"error": error, "node_errors": verdict.node_errors},
     )
+
+
+def _inputs_copied(prompt: Mapping[str, Any]) -> dict[str, Any]:
+    """`prompt` with each node's inputs in a dict of their own: ComfyUI's check converts input
+    values in place (an INT's "5" to 5, a {"__value__": …} to its value) and changes nothing
+    else, so this is all of the prompt it needs copied (a deep copy of a 40 KB workflow took
+    ~1 ms)."""
+    copied: dict[str, Any] = {}
+    for node_id, node in prompt.items():
+        if isinstance(node, dict) and isinstance(node.get("inputs"), dict):
+            node = {**node, "inputs": dict(node["inputs"])}
+        copied[node_id] = node
+    return copied
 
 
 #: Workflows up to this many nodes are checked on the event loop (a 7-node text-to-image
