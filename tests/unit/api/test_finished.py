@@ -32,6 +32,30 @@ def test_finished_jobs_are_kept_for_their_owner_until_forgotten_or_crowded_out(
     assert [kept.holds(n) for n in ("b", "c", "d")] == [False, True, True]
 
 
+def test_large_workflows_are_kept_fewer(monkeypatch: Any) -> None:
+    """The kept jobs hold at most FINISHED_NODES workflow nodes (a job counts its nodes, at
+    least one); the newest is kept however large."""
+    monkeypatch.setattr(finished_module, "FINISHED_NODES", 10)
+
+    def sized(job_id: str, nodes: int) -> Job:
+        flow = {str(n): {"class_type": "X", "inputs": {}} for n in range(nodes)}
+        return Job(id=job_id, workflow=flow, status=JobStatus.SUCCEEDED)
+
+    kept = FinishedJobs()
+    for name in ("a", "b", "c"):
+        kept.remember(sized(name, 4))
+    assert [kept.holds(n) for n in "abc"] == [False, True, True]  # 12 nodes > 10
+    kept.remember(sized("c", 4))  # remembered again: counted once
+    kept.remember(job("tiny"))  # no nodes: weighs one
+    assert [kept.holds(n) for n in ("b", "c", "tiny")] == [True, True, True]
+    kept.remember(sized("huge", 50))
+    assert kept.holds("huge") and not any(kept.holds(n) for n in ("b", "c", "tiny"))
+    kept.forget("huge")
+    for name in "defgh":
+        kept.remember(job(name))
+    assert all(kept.holds(n) for n in "defgh")
+
+
 async def test_a_wait_ends_on_the_runs_word_or_leaves_it_to_the_store() -> None:
     running = {"j"}
     kept = FinishedJobs(running.__contains__)
