@@ -30,12 +30,18 @@ def node_weights(workflow: Mapping[str, Any]) -> dict[str, float]:
     other linked steps are left to the tracker, which weighs the node when it reports them."""
     weights: dict[str, float] = {}
     for node_id, node in workflow.items():
-        if not isinstance(node, Mapping):
+        if not _is_map(node):
             continue
         inputs = node.get("inputs")
-        steps = _steps(inputs, workflow) if isinstance(inputs, Mapping) else None
+        steps = _steps(inputs, workflow) if _is_map(inputs) and "steps" in inputs else None
         weights[str(node_id)] = float(steps or 1)
     return weights
+
+
+def _is_map(value: Any) -> bool:
+    """isinstance(value, Mapping), a JSON object (a dict) told at once (the ABC's check costs
+    several times as much, and these walks see every node of every job)."""
+    return isinstance(value, dict | Mapping)
 
 
 def _steps(inputs: Mapping[str, Any], workflow: Mapping[str, Any]) -> int | None:
@@ -66,15 +72,15 @@ class ProgressTracker:
         self._classes = {
             str(node_id): str(node.get("class_type", ""))
             for node_id, node in workflow.items()
-            if isinstance(node, Mapping)
+            if _is_map(node)
         }
         self._weights = node_weights(workflow)
         #: nodes whose steps are unknown until they run: weighed by the steps they report
         self._unweighed = {
             str(node_id)
             for node_id, node in workflow.items()
-            if isinstance(node, Mapping)
-            and isinstance(node.get("inputs"), Mapping)
+            if _is_map(node)
+            and _is_map(node.get("inputs"))
             and "steps" in node["inputs"]
             and _steps(node["inputs"], workflow) is None
         }

@@ -169,7 +169,7 @@ _SCALARS = (str, int, float)
 
 
 def _nodes(workflow: JSON) -> list[Mapping[str, Any]]:
-    return [node for node in workflow.values() if isinstance(node, Mapping)]
+    return [node for node in workflow.values() if isinstance(node, dict | Mapping)]
 
 
 def _items(workflow: JSON) -> list[tuple[str, dict[str, Any]]]:
