@@ -82,7 +82,7 @@ async def raw_request(url: str, head: str, body: bytes = b"") -> tuple[int, dict
         async with asyncio.timeout(30):
             raw = await reader.read(-1)  # to EOF: the server closed the connection
     finally:
-        writer.close()
+        await close(writer)
     head_bytes, _, payload = raw.partition(b"\r\n\r\n")
     lines = head_bytes.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
@@ -91,6 +91,16 @@ async def raw_request(url: str, head: str, body: bytes = b"") -> tuple[int, dict
         return status, headers, json.loads(payload)
     except ValueError:
         return status, headers, payload.decode("latin-1")
+
+
+async def close(writer: asyncio.StreamWriter) -> None:
+    """Close a test's connection and wait until its socket is (a transport left closing when
+    the test's event loop ends is a ResourceWarning, an error in this suite, wherever the
+    garbage collector happens to find it)."""
+    writer.close()
+    with contextlib.suppress(ConnectionError, TimeoutError):
+        async with asyncio.timeout(5):
+            await writer.wait_closed()
 
 
 async def read_answer(reader: asyncio.StreamReader) -> bytes:
@@ -212,7 +222,7 @@ async def test_a_head_trickling_in_past_the_limit_is_refused(url: str) -> None:
     except ConnectionResetError:
         refused = b"HTTP/1.1 400"  # closed before the client read the answer: refused all the same
     finally:
-        writer.close()
+        await close(writer)
     assert refused.startswith(b"HTTP/1.1 400"), refused[:100]
 
 
@@ -230,7 +240,7 @@ async def test_heads_under_the_limit_on_one_connection_all_pass(url: str) -> Non
                 answer = await read_answer(reader)
             assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
     finally:
-        writer.close()
+        await close(writer)
 
 
 async def test_a_head_that_never_ends_times_out(url: str) -> None:
@@ -249,7 +259,7 @@ async def test_a_head_that_never_ends_times_out(url: str) -> None:
                 with contextlib.suppress(TimeoutError):
                     answer += await asyncio.wait_for(reader.read(1024), 0.2)
     finally:
-        writer.close()
+        await close(writer)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
     assert b"connection: close" in answer.lower()
     # a healthy client on another connection is answered all along
@@ -275,7 +285,7 @@ async def _idle_connection_closed(url: str, idle_s: float) -> bool:
                 return True
         return False
     finally:
-        writer.close()
+        await close(writer)
 
 
 async def _peek_eof(reader: asyncio.StreamReader) -> bool:
