@@ -22,10 +22,12 @@ from comfyrun.core.job import Job
 FINISHED_KEPT = 1024
 FINISHED_TTL_S = 60.0
 #: How many workflow nodes the kept jobs hold at most (each job counts its nodes, at least
-#: one): 1,024 small workflows, or ~180 of 177 nodes (40 KB). A kept job's workflow is live
-#: objects the garbage collector walks at each full collection: 1,024 jobs of 40 KB kept made
-#: those pauses 50-67 ms (and ~150 MB); bounded by nodes, they stay near the small jobs' ones.
-FINISHED_NODES = 32_768
+#: one): 1,024 workflows of up to 16 nodes, or ~90 of 177 nodes (40 KB). A kept job's workflow
+#: is live objects the garbage collector walks at each full collection: 1,024 jobs of 40 KB
+#: kept made those pauses 50-67 ms (and ~150 MB); 32,768 nodes, 19-27 ms; 16,384, 15-16 ms.
+#: The requests that follow a job's end (its ?wait, the GET after it, /history) come within
+#: milliseconds; a later one reads the store.
+FINISHED_NODES = 16_384
 
 
 class FinishedJobs:
