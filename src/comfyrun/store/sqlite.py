@@ -1,18 +1,26 @@
-"""The SQLite JobStore (`sqlite:///path.db`), in WAL mode, on a thread of its own.
+"""The SQLite JobStore (`sqlite:///path.db`), in WAL mode, with a thread of its own.
 
-One connection, owned by one thread. Every store call (the whole of `enqueue`, `claim`,
-`transition`, … as written once in `SQLStore`) is shipped to that thread as one unit and run
-there to the end: one thread hop per call, not one per statement. The thread takes every call
-waiting for it at once and runs them in one `BEGIN IMMEDIATE` transaction, each write inside a
-savepoint of its own (a failing call rolls back alone), and commits once: under load many calls
-share one fsync (group commit), and an idle store still answers each call with one commit. No
-call is acknowledged before the commit that holds it: `synchronous=FULL` (the default) makes it
-survive a power cut, any setting a process crash.
+One connection, used by one thread at a time. Every store call (the whole of `enqueue`,
+`claim`, `transition`, … as written once in `SQLStore`) is one unit of a batch: the calls made
+in one turn of the event loop run together in one `BEGIN IMMEDIATE` transaction, each write
+inside a savepoint of its own (a failing call rolls back alone), and commit once: under load
+many calls share one fsync (group commit), and an idle store still answers each call with one
+commit. No call is acknowledged before the commit that holds it: `synchronous=FULL` (the
+default) makes it survive a power cut, any setting a process crash.
 
-How it runs a call: the shared code is `async def` over `_one`/`_all`/`_run`, which here return
-without ever suspending, so the thread drives each call's coroutine to its end with a single
-`send(None)` (no event loop in the thread). A store call made from inside another (the sweeper's
-`transition`s) runs inline.
+Where a batch runs: the calls of a job's life (ON_LOOP: a job or two by key, tens of
+microseconds each) run on the event loop's own thread, and only the commit, which waits for the
+disk, on the store's thread; the loop starts the next batch once that commit is told. Run on a
+thread of their own, those statements cost more than they do: every statement let go of the
+GIL and took it back from the loop (~12 % of a busy server's CPU went to those hand-overs). A
+batch holding any other call (lists, counts, housekeeping, whole batches of jobs: unbounded)
+runs whole on the store's thread, as does one that finds the write lock taken by another
+process (the loop never waits for it: busy_timeout is 0 there, set around such a batch on the
+thread). Calls from another thread's event loop are made on the store's loop.
+
+How a call runs: the shared code is `async def` over `_one`/`_all`/`_run`, which here return
+without ever suspending, so each call's coroutine is driven to its end with a single
+`send(None)`. A store call made from inside another (the sweeper's `transition`s) runs inline.
 
 Waking waiters (store.sqlite_wait, mixed in): SQLite has no notifications. Inside one process, every commit wakes the
 waiters of that job (and, when a job became claimable, `wait_for_work`) at once. Across processes
@@ -48,14 +56,7 @@ from comfyrun.store.codec import dump_json
 from comfyrun.store.migrate import migrate_sqlite
 from comfyrun.store.queries import queries
 from comfyrun.store.sqlbatches import SQLBatches
-from comfyrun.store.sqlite_calls import (
-    Call,
-    deliver_all,
-    dict_row,
-    drive,
-    rollback,
-    settle,
-)
+from comfyrun.store.sqlite_calls import Call, Commit, Outcome, dict_row, drive, rollback, settle
 from comfyrun.store.sqlite_loop import LOOP_READS, SQLiteLoopReads, busy, open_reader
 from comfyrun.store.sqlite_wait import SQLiteWaiting
 from comfyrun.store.sqlreads import SQLReads
@@ -97,6 +98,31 @@ READS = frozenset(
         "served_types",
     }
 )
+#: Calls the loop runs itself, on the store's connection, when a batch holds only these: each
+#: reads or writes a job or two by key (tens of microseconds). Handing them to a thread cost
+#: more than running them (the GIL passed back and forth at every statement); the batch's
+#: commit, which waits for the disk, still goes to the store's thread. Any other call (lists,
+#: counts, housekeeping, batches of jobs: unbounded) takes its whole batch there.
+ON_LOOP = frozenset(
+    {
+        "ping",
+        "get",
+        "get_by_prompt_id",
+        "events_since",
+        "enqueue",
+        "enqueue_counted",
+        "enqueue_claimed",
+        "claim",
+        "renew",
+        "transition",
+        "record_placement",
+        "next_priority",
+        "record_progress",
+        "add_output",
+        "append_event",
+        "delete",
+    }
+)
 #: Calls that stay on the event loop (they wait, or manage the thread, or choose where they run).
 LOCAL = frozenset(
     {
@@ -132,15 +158,19 @@ class SQLiteStore(SQLiteLoopReads, SQLiteWaiting, SQLStore):
         self.busy_timeout_s = busy_timeout_s
         self.cross_process_wait_s = cross_process_wait_s
         self.max_batch = max_batch
-        self._calls: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
+        self._calls: queue.SimpleQueue[builtins.list[Call] | Commit | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._thread_id: int | None = None
         self._open = False
-        # owned by the store's thread
+        # the one connection: used by one thread at a time (the loop's, the store's)
         self._conn: sqlite3.Connection | None = None
+        self._conn_user: int | None = None  # the thread running a batch's calls now
         self._wakes: list[tuple[str, bool, str | None]] = []
         self._call_loop: asyncio.AbstractEventLoop | None = None
-        # owned by the event loop
+        # owned by the event loop (the one that opened the store)
+        self._home: asyncio.AbstractEventLoop | None = None
+        self._pending: list[Call] = []  # calls made since the last batch began
+        self._flush_soon = False  # a batch of them is to start at the loop's next turn
+        self._conn_busy = False  # a batch holds the connection (running, or committing)
         self._job_waiters: dict[str, set[asyncio.Event]] = {}
         self._work = asyncio.Event()
         self._work_counts = WorkCounts()  # see work_token
@@ -156,6 +186,7 @@ class SQLiteStore(SQLiteLoopReads, SQLiteWaiting, SQLStore):
         loop = asyncio.get_running_loop()
         opened: asyncio.Future[None] = loop.create_future()
         self._calls = queue.SimpleQueue()
+        self._home, self._pending, self._flush_soon, self._conn_busy = loop, [], False, False
         thread = threading.Thread(
             target=self._serve, args=(loop, opened), name="comfyrun-sqlite", daemon=True
         )
@@ -179,9 +210,10 @@ class SQLiteStore(SQLiteLoopReads, SQLiteWaiting, SQLStore):
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.close()
-        self._calls.put(None)
+        self._calls.put(None)  # after the batch it may be running (delivered as it ends)
         thread, self._thread = self._thread, None
         await asyncio.to_thread(thread.join)
+        self._fail_pending()
 
     # -- reads that choose where they run (more in store.sqlite_loop) -----------------------
 
@@ -198,30 +230,111 @@ class SQLiteStore(SQLiteLoopReads, SQLiteWaiting, SQLStore):
         *,
         read: bool,
     ) -> Any:
-        if threading.get_ident() == self._thread_id:  # a store call inside another one
+        if threading.get_ident() == self._conn_user:  # a store call inside another one
             return await fn(self, *args, **kwargs)
         if not self._open:
             raise StoreError("the SQLite store is not open")
-        if (
-            read
-            and self._reader is not None
-            and fn.__name__ in LOOP_READS
-            and threading.get_ident() == self._loop_thread_id
-        ):
+        loop = asyncio.get_running_loop()
+        if loop is not self._home:  # another thread's loop: the call is made on the store's
+            assert self._home is not None
+            made = asyncio.run_coroutine_threadsafe(
+                self._call(fn, args, kwargs, read=read), self._home
+            )
+            return await asyncio.wrap_future(made)
+        if read and self._reader is not None and fn.__name__ in LOOP_READS:
             try:
                 return drive(fn(self, *args, **kwargs))
             except StoreError as exc:
                 if not busy(exc):
                     raise
-                # the reader would have to wait: ship the read to the store's thread, which may
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._calls.put(Call(fn, args, kwargs, read, loop, future))
-        return await future
+                # the reader would have to wait: the store's thread reads it, waiting if need be
+                future = loop.create_future()
+                return await self._enqueue_call(Call(fn, args, kwargs, read, loop, future, True))
+        future = loop.create_future()
+        return await self._enqueue_call(Call(fn, args, kwargs, read, loop, future))
+
+    def _enqueue_call(self, call: Call) -> asyncio.Future[Any]:
+        self._pending.append(call)
+        if not self._flush_soon and not self._conn_busy:
+            self._flush_soon = True
+            call.loop.call_soon(self._flush)
+        return call.future
+
+    # -- batches: statements on the loop, the commit on the store's thread ----------------
+
+    def _flush(self) -> None:
+        """On the loop: run the calls made meanwhile as one batch. Quick ones (ON_LOOP) run
+        here, their commit on the store's thread; a batch with any other call, or one that
+        finds the write lock taken (another process writing), goes to the thread whole."""
+        self._flush_soon = False
+        if self._conn_busy or not self._pending:
+            return
+        conn = self._conn
+        if not self._open or conn is None:
+            self._fail_pending()
+            return
+        batch = self._pending[: self.max_batch]
+        del self._pending[: self.max_batch]
+        self._conn_busy = True  # the connection is this batch's until it is delivered
+        if not all(call.fn.__name__ in ON_LOOP and not call.ship for call in batch):
+            self._calls.put(batch)
+            return
+        writes = not all(call.read for call in batch)
+        if writes:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error:  # busy: the thread waits for the lock (busy_timeout)
+                self._calls.put(batch)
+                return
+        try:
+            results, wakes = self._run_calls(conn, batch)
+        except BaseException:  # (each call's own errors are its outcome: this is worse)
+            if writes:
+                rollback(conn)
+            self._delivered(_failed(batch, "SQLite failed"), [])
+            raise
+        if writes:
+            self._calls.put(Commit(results, wakes))
+        else:
+            self._delivered(results, [])
+
+    def _run_calls(
+        self, conn: sqlite3.Connection, batch: builtins.list[Call]
+    ) -> tuple[builtins.list[Outcome], builtins.list[tuple[str, bool, str | None]]]:
+        """Drive each call to its end, on this thread, inside the batch's transaction (if any)."""
+        results: builtins.list[Outcome] = []
+        self._wakes = []
+        self._conn_user = threading.get_ident()
+        try:
+            for call in batch:
+                self._call_loop = call.loop
+                try:
+                    results.append((call, True, drive(call.fn(self, *call.args, **call.kwargs))))
+                except sqlite3.Error as exc:
+                    results.append((call, False, StoreError(f"SQLite failed: {exc}")))
+                except Exception as exc:
+                    results.append((call, False, exc))
+        finally:
+            self._conn_user = None
+        return results, self._wakes
+
+    def _delivered(
+        self, results: builtins.list[Outcome], wakes: builtins.list[tuple[str, bool, str | None]]
+    ) -> None:
+        """On the loop: a batch is over (committed, or failed); its callers get their
+        outcomes, its waiters are woken, and the next batch may start."""
+        self._conn_busy = False
+        for call, ok, value in results:
+            settle(call.future, ok, value)
+        for job_id, work, job_type in wakes:
+            self._wake(job_id, work, job_type)
+        if self._pending and not self._flush_soon:
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _serve(self, loop: asyncio.AbstractEventLoop, opened: asyncio.Future[None]) -> None:
-        """The store's thread: open the connection, then run batches of calls until closed."""
-        self._thread_id = threading.get_ident()
+        """The store's thread: open the connection, then commit the loop's batches and run
+        whole the batches it hands over, until closed."""
         try:
             self._conn = self._connect()
         except Exception as exc:
@@ -230,31 +343,29 @@ class SQLiteStore(SQLiteLoopReads, SQLiteWaiting, SQLStore):
             return
         loop.call_soon_threadsafe(settle, opened, True, None)
         try:
-            closing = False
-            while not closing:
-                first = self._calls.get()
-                if first is None:
+            while True:
+                item = self._calls.get()
+                if item is None:
                     break
-                batch = [first]
-                while len(batch) < self.max_batch:
-                    try:
-                        more = self._calls.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is None:
-                        closing = True
-                        break
-                    batch.append(more)
-                self._run_batch(batch)
-            self._fail_waiting()
+                try:
+                    if isinstance(item, Commit):
+                        results, wakes = self._commit(item)
+                    else:
+                        results, wakes = self._run_batch(item)
+                except Exception as exc:  # never leaves the batch's callers waiting
+                    rollback(self._conn)
+                    calls = [r[0] for r in item.results] if isinstance(item, Commit) else item
+                    results, wakes = _failed(calls, f"SQLite failed: {exc}"), []
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                    loop.call_soon_threadsafe(self._delivered, results, wakes)
         finally:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.close()
             self._conn = None
-            self._thread_id = None
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+        # used by the loop's thread (a batch's calls) and the store's (its commit), in turn
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
             if self.path != ":memory:":
@@ -267,55 +378,58 @@ class SQLiteStore(SQLiteLoopReads, SQLiteWaiting, SQLStore):
             # load); it only ever undoes one call (a few dozen pages), so memory holds it
             conn.execute("PRAGMA temp_store = MEMORY")
             conn.row_factory = dict_row
+            # the loop never waits for the write lock: a batch that finds it taken goes to the
+            # store's thread, which waits (busy_timeout, set around that batch)
+            conn.execute("PRAGMA busy_timeout = 0")
         except BaseException:
             conn.close()
             raise
         return conn
 
-    def _run_batch(self, batch: builtins.list[Call]) -> None:
+    def _fail_pending(self) -> None:
+        """Calls still waiting when the store closed."""
+        error = StoreError("the SQLite store is closed")
+        left, self._pending = self._pending, []
+        for call in left:
+            settle(call.future, False, error)
+
+    def _commit(
+        self, done: Commit
+    ) -> tuple[builtins.list[Outcome], builtins.list[tuple[str, bool, str | None]]]:
+        """On the store's thread: commit a batch the loop ran (the fsync waits here)."""
+        conn = self._conn
+        assert conn is not None
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            rollback(conn)
+            error = StoreError(f"SQLite commit failed: {exc}")
+            return [
+                (call, False, value if not ok else error) for call, ok, value in done.results
+            ], []
+        return done.results, done.wakes
+
+    def _run_batch(
+        self, batch: builtins.list[Call]
+    ) -> tuple[builtins.list[Outcome], builtins.list[tuple[str, bool, str | None]]]:
+        """On the store's thread: a whole batch, waiting for the write lock if another process
+        holds it (busy_timeout)."""
         conn = self._conn
         assert conn is not None
         writes = not all(call.read for call in batch)
-        results: builtins.list[tuple[Call, bool, Any]] = []
-        self._wakes = []
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+        try:
+            if writes:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.Error as exc:
+                    return _failed(batch, f"SQLite is busy: {exc}"), []
+            results, wakes = self._run_calls(conn, batch)
+        finally:
+            conn.execute("PRAGMA busy_timeout = 0")
         if writes:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                error = StoreError(f"SQLite is busy: {exc}")
-                deliver_all([(call, False, error) for call in batch], [])
-                return
-        for call in batch:
-            self._call_loop = call.loop
-            try:
-                results.append((call, True, drive(call.fn(self, *call.args, **call.kwargs))))
-            except sqlite3.Error as exc:
-                results.append((call, False, StoreError(f"SQLite failed: {exc}")))
-            except Exception as exc:
-                results.append((call, False, exc))
-        wakes = self._wakes
-        if writes:
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                rollback(conn)
-                error = StoreError(f"SQLite commit failed: {exc}")
-                results = [(call, False, value if not ok else error) for call, ok, value in results]
-                wakes = []
-        deliver_all(results, [(self, *wake) for wake in wakes])
-
-    def _fail_waiting(self) -> None:
-        """Calls still queued when the store closed."""
-        error = StoreError("the SQLite store is closed")
-        left: builtins.list[tuple[Call, bool, Any]] = []
-        while True:
-            try:
-                call = self._calls.get_nowait()
-            except queue.Empty:
-                break
-            if call is not None:
-                left.append((call, False, error))
-        deliver_all(left, [])
+            return self._commit(Commit(results, wakes))
+        return results, wakes
 
     def _wake(self, job_id: str, work: bool, job_type: str | None) -> None:
         """On the event loop, after the commit: wake this process's waiters."""
@@ -358,7 +472,7 @@ class SQLiteStore(SQLiteLoopReads, SQLiteWaiting, SQLStore):
 
     def _connection(self) -> sqlite3.Connection:
         me = threading.get_ident()
-        if self._conn is not None and me == self._thread_id:
+        if self._conn is not None and me == self._conn_user:
             return self._conn
         if self._reader is not None and me == self._loop_thread_id:
             return self._reader  # LOOP_READS only: it cannot write
@@ -448,6 +562,11 @@ for _name, _fn in list(_SHARED.items()):
     if _name.startswith("_") or _name in LOCAL or not inspect.iscoroutinefunction(_fn):
         continue
     setattr(SQLiteStore, _name, _shipped(_name, _fn))
+
+
+def _failed(calls: builtins.list[Call], message: str) -> builtins.list[Outcome]:
+    error = StoreError(message)
+    return [(call, False, error) for call in calls]
 
 
 def _is_file(path: str) -> bool:

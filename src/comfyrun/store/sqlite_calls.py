@@ -1,11 +1,9 @@
-"""The SQLite store's calls between the event loop and its thread (store.sqlite): one call
-waiting for the thread, a call's coroutine driven there without a loop, and the outcomes handed
-back to each caller's loop with one wake-up per loop, then the waiters woken."""
+"""The SQLite store's calls (store.sqlite): one call waiting for its batch, a call's coroutine
+driven to its end without a loop, a batch the loop ran waiting for its commit."""
 
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextlib
 import sqlite3
 from collections.abc import Callable, Coroutine
@@ -23,6 +21,21 @@ class Call:
     read: bool
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    #: run on the store's thread, whatever the call (a read the loop's reader could not make)
+    ship: bool = False
+
+
+#: A call's outcome: (the call, whether it returned, what it returned or raised).
+Outcome = tuple[Call, bool, Any]
+
+
+@dataclass(slots=True)
+class Commit:
+    """A batch the loop ran inside a transaction, for the store's thread to commit; each
+    call's outcome and the waiters to wake are told once it has."""
+
+    results: list[Outcome]
+    wakes: list[tuple[str, bool, str | None]]
 
 
 def drive(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -53,28 +66,4 @@ def settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
         future.set_exception(value)
 
 
-def deliver_all(
-    results: builtins.list[tuple[Call, bool, Any]],
-    wakes: builtins.list[tuple[Any, str, bool, str | None]],
-) -> None:
-    """Hand each call's outcome to its loop (one wake-up per loop), then wake the waiters."""
-    by_loop: dict[asyncio.AbstractEventLoop, builtins.list[tuple[Call, bool, Any]]] = {}
-    for item in results:
-        by_loop.setdefault(item[0].loop, []).append(item)
-    for loop, items in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
-            loop.call_soon_threadsafe(_deliver, items, wakes)
-            wakes = []  # once: waiters live on the loop of the calls that woke them
-
-
-def _deliver(
-    items: builtins.list[tuple[Call, bool, Any]],
-    wakes: builtins.list[tuple[Any, str, bool, str | None]],
-) -> None:
-    for call, ok, value in items:
-        settle(call.future, ok, value)
-    for store, job_id, work, job_type in wakes:
-        store._wake(job_id, work, job_type)
-
-
-__all__ = ["Call", "deliver_all", "dict_row", "drive", "rollback", "settle"]
+__all__ = ["Call", "Commit", "Outcome", "dict_row", "drive", "rollback", "settle"]

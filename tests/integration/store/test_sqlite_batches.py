@@ -1,0 +1,134 @@
+"""SQLite: where a batch of store calls runs. The calls made in one turn of the event loop are
+one batch; quick ones (ON_LOOP: a job or two by key) run on the loop's own thread and only the
+commit, which waits for the disk, on the store's thread; a batch with any other call runs there
+whole; calls from another thread's event loop are made on the store's loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from tests.support.store import new_job
+
+from comfyrun.core.job import JobStatus
+from comfyrun.core.state import Event
+from comfyrun.store.sqlite import ON_LOOP, SQLiteStore
+
+
+class Statements:
+    """The statements run on the store's connection, with the thread that ran each."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.seen: list[tuple[int, str]] = []
+        conn = store._conn
+        assert conn is not None
+        conn.set_trace_callback(lambda sql: self.seen.append((threading.get_ident(), sql)))
+
+    def threads_of(self, prefix: str) -> set[int]:
+        return {thread for thread, sql in self.seen if sql.lstrip().upper().startswith(prefix)}
+
+    def count(self, prefix: str) -> int:
+        return sum(1 for _, sql in self.seen if sql.lstrip().upper().startswith(prefix))
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    store = SQLiteStore(str(tmp_path / "q.db"))
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_quick_calls_run_on_the_loop_and_commit_on_the_stores_thread(
+    store: SQLiteStore,
+) -> None:
+    statements = Statements(store)
+    loop_thread = threading.get_ident()
+    job, created = await store.enqueue(new_job())
+    assert created
+    claimed = await store.claim("w1", lease_s=30)
+    assert claimed is not None and claimed.id == job.id
+    assert statements.threads_of("INSERT") == {loop_thread}
+    assert statements.threads_of("UPDATE") == {loop_thread}
+    committing = statements.threads_of("COMMIT")
+    assert committing and loop_thread not in committing  # the fsync never holds the loop
+    assert store._thread is not None and committing == {store._thread.ident}
+    # acknowledged only once committed: another connection sees both
+    seen = await store.get(job.id)
+    assert seen is not None and seen.status is JobStatus.RUNNING
+
+
+async def test_calls_of_one_turn_share_one_commit(store: SQLiteStore) -> None:
+    statements = Statements(store)
+    made = await asyncio.gather(*(store.enqueue(new_job()) for _ in range(20)))
+    assert all(created for _, created in made)
+    assert len({job.id for job, _ in made}) == 20
+    assert statements.count("BEGIN") == 1 and statements.count("COMMIT") == 1
+    counts = await store.counts(unfinished=True)
+    assert counts[JobStatus.QUEUED] == 20
+
+
+async def test_a_batch_with_a_long_call_runs_on_the_stores_thread_whole(
+    store: SQLiteStore,
+) -> None:
+    assert "list" not in ON_LOOP
+    await store.enqueue(new_job())
+    statements = Statements(store)
+    (job, _), listed = await asyncio.gather(store.enqueue(new_job()), store.list(limit=10))
+    assert store._thread is not None
+    stores_thread = store._thread.ident
+    assert statements.threads_of("INSERT") == {stores_thread}
+    assert statements.threads_of("SELECT") == {stores_thread}
+    assert statements.threads_of("COMMIT") == {stores_thread}
+    assert len(listed.jobs) in (1, 2)  # before or after the enqueue: one transaction each way
+    assert await store.get(job.id) is not None
+
+
+async def test_a_failing_call_fails_alone_in_its_batch(store: SQLiteStore) -> None:
+    job, _ = await store.enqueue(new_job())
+    statements = Statements(store)
+    (other, created), wrong = await asyncio.gather(
+        store.enqueue(new_job()),
+        store.transition(job.id, Event.SUCCEED, expect=JobStatus.RUNNING),  # it is queued
+        return_exceptions=True,
+    )
+    assert isinstance(wrong, Exception) and created
+    assert statements.count("COMMIT") == 1  # one batch, committed
+    assert await store.get(other.id) is not None
+    unchanged = await store.get(job.id)
+    assert unchanged is not None and unchanged.status is JobStatus.QUEUED
+
+
+async def test_calls_from_another_threads_loop_are_made_on_the_stores_loop(
+    store: SQLiteStore,
+) -> None:
+    job, _ = await store.enqueue(new_job())
+
+    def elsewhere() -> tuple[bool, str | None]:
+        async def calls() -> tuple[bool, str | None]:
+            other, created = await store.enqueue(new_job())
+            seen = await store.get(job.id)
+            return created and (await store.get(other.id)) is not None, seen and seen.id
+
+        return asyncio.run(calls())
+
+    made, seen_id = await asyncio.to_thread(elsewhere)
+    assert made and seen_id == job.id
+    counts = await store.counts(unfinished=True)
+    assert counts[JobStatus.QUEUED] == 2
+
+
+async def test_calls_waiting_when_the_store_closes_fail(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "q.db"))
+    await store.open()
+    await store.enqueue(new_job())
+    first = asyncio.ensure_future(store.enqueue(new_job()))
+    await asyncio.sleep(0)
+    await store.close()
+    await asyncio.wait_for(asyncio.gather(first, return_exceptions=True), 5)
+    assert first.done()
