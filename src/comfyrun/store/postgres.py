@@ -84,7 +84,11 @@ class PostgresStore(SQLStore):
             max_size=self.max_size,
             open=False,
             connection_class=psycopg.AsyncConnection[DictRow],
-            kwargs={"row_factory": dict_row, "options": f"-c search_path={self.schema}"},
+            kwargs={
+                "row_factory": dict_row,
+                "options": f"-c search_path={self.schema}",
+                "autocommit": True,
+            },
             configure=_read_json_with_jsontext,
         )
         try:
