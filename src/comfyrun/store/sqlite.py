@@ -295,8 +295,19 @@ class SQLiteStore(SQLiteLoopReads, SQLiteWaiting, SQLStore):
             raise
         if writes:
             self._calls.put(Commit(results, wakes))
-        else:
+            return
+        # a read that would have had to wait (rare in WAL mode: another connection recovering
+        # the WAL index) is made again on the store's thread, which waits; the others are told
+        retry = [call for call, ok, value in results if not ok and _busy(value)]
+        if not retry:
             self._delivered(results, [])
+            return
+        for call in retry:
+            call.ship = True
+        told = [outcome for outcome in results if outcome[0] not in retry]
+        for call, ok, value in told:
+            settle(call.future, ok, value)
+        self._calls.put(retry)
 
     def _run_calls(
         self, conn: sqlite3.Connection, batch: builtins.list[Call]
@@ -311,7 +322,9 @@ class SQLiteStore(SQLiteLoopReads, SQLiteWaiting, SQLStore):
                 try:
                     results.append((call, True, drive(call.fn(self, *call.args, **call.kwargs))))
                 except sqlite3.Error as exc:
-                    results.append((call, False, StoreError(f"SQLite failed: {exc}")))
+                    error = StoreError(f"SQLite failed: {exc}")
+                    error.__cause__ = exc
+                    results.append((call, False, error))
                 except Exception as exc:
                     results.append((call, False, exc))
         finally:
@@ -562,6 +575,11 @@ for _name, _fn in list(_SHARED.items()):
     if _name.startswith("_") or _name in LOCAL or not inspect.iscoroutinefunction(_fn):
         continue
     setattr(SQLiteStore, _name, _shipped(_name, _fn))
+
+
+def _busy(error: Any) -> bool:
+    """A call's error that says the database was locked (it would have had to wait)."""
+    return isinstance(error, StoreError) and busy(error)
 
 
 def _failed(calls: builtins.list[Call], message: str) -> builtins.list[Outcome]:

@@ -7,7 +7,6 @@ running a named query, appending an event (PostgreSQL also NOTIFYs there) — an
 from __future__ import annotations
 
 import builtins
-import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -34,6 +33,7 @@ from comfyrun.store.codec import (
     dump_json,
     job_from_row,
     job_to_row,
+    load_json,
     output_to_dict,
     progress_to_dict,
 )
@@ -368,7 +368,7 @@ class SQLStore(SQLReads, SQLTenancy, SQLWorkers, SQLBatches, ABC):
                 id=int(r["id"]),
                 job_id=r["job_id"],
                 kind=r["kind"],
-                data=json.loads(r["data"]) if isinstance(r["data"], str) else r["data"],
+                data=load_json(r["data"]) if isinstance(r["data"], str) else r["data"],
                 created_at=r["created_at"],
             )
             for r in rows

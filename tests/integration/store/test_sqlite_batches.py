@@ -6,6 +6,7 @@ whole; calls from another thread's event loop are made on the store's loop."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from tests.support.store import new_job
 
 from comfyrun.core.job import JobStatus
 from comfyrun.core.state import Event
+from comfyrun.errors import StoreError
 from comfyrun.store.sqlite import ON_LOOP, SQLiteStore
 
 
@@ -132,3 +134,26 @@ async def test_calls_waiting_when_the_store_closes_fail(tmp_path: Path) -> None:
     await store.close()
     await asyncio.wait_for(asyncio.gather(first, return_exceptions=True), 5)
     assert first.done()
+
+
+async def test_a_read_that_finds_the_database_locked_is_made_again_on_the_stores_thread(
+    store: SQLiteStore,
+) -> None:
+    loop_thread = threading.get_ident()
+    ran_on: list[int] = []
+
+    async def get_by_prompt_id(_: SQLiteStore, prompt_id: str) -> str:
+        ran_on.append(threading.get_ident())
+        if threading.get_ident() == loop_thread:  # as SQLite says it without busy_timeout
+            error = StoreError("SQLite read failed: database is locked")
+            error.__cause__ = sqlite3.OperationalError("database is locked")
+            raise error
+        return prompt_id
+
+    assert get_by_prompt_id.__name__ in ON_LOOP
+    found = await store._call(get_by_prompt_id, ("p1",), {}, read=True)
+    assert found == "p1"
+    assert store._thread is not None
+    assert ran_on == [loop_thread, store._thread.ident]
+    job, _ = await store.enqueue(new_job())  # the store goes on as before
+    assert await store.get(job.id) is not None
