@@ -179,6 +179,8 @@ class LocalOutputStorage:
         """Write (or link `source`, whose content `data` is), then rename into place: all of
         `put_bytes` in one blocking call. Folders are made when a write finds them missing,
         not looked for on every write."""
+        if source is not None and _linked_in_place(source, target, stored):
+            return stored
         tmp = self.root / TMP_DIR / uuid.uuid4().hex
         try:
             if source is None or not _linked(source, tmp):
@@ -220,7 +222,7 @@ class LocalOutputStorage:
             raise StorageError(f"cannot read {key!r}: {exc}") from exc
 
     def _commit(self, tmp: Path, target: Path, stored: StoredObject) -> None:
-        document = json.dumps({"hash": stored.hash, "content_type": stored.content_type})
+        document = _meta_document(stored)
         if _set_meta(tmp, document):
             _in_folder(target, os.replace, tmp, target)
             return
@@ -321,6 +323,25 @@ class LocalOutputStorage:
 
     async def close(self) -> None:
         return None
+
+
+def _meta_document(stored: StoredObject) -> str:
+    return json.dumps({"hash": stored.hash, "content_type": stored.content_type})
+
+
+def _linked_in_place(source: Path, target: Path, stored: StoredObject) -> bool:
+    """`source` (a whole file nobody will change) made the object at `target` in one step:
+    its metadata attribute set first (on the file itself, so it comes with the new name), then
+    linked there. Two calls to the disk where a temporary name takes four; False, having
+    stored nothing, where it cannot be (the key is there already, another filesystem, no user
+    attributes): the caller goes the long way."""
+    if not _set_meta(source, _meta_document(stored)):
+        return False
+    try:
+        _in_folder(target, os.link, source, target)
+    except OSError:
+        return False
+    return True
 
 
 def _linked(source: Path, tmp: Path) -> bool:

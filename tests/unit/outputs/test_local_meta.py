@@ -122,3 +122,35 @@ async def test_a_file_given_with_its_bytes_is_linked_where_it_can_be(
     copy = tmp_path / "store" / "j/3/other.png"
     assert copied is not None and copy.read_bytes() == b"\x89PNG-copied"
     assert copy.stat().st_ino != other.stat().st_ino and other.stat().st_nlink == 1
+
+
+async def test_a_linked_file_takes_no_temporary_name_and_replaces_an_earlier_object(
+    tmp_path: Path,
+) -> None:
+    """The usual case (a new key, the same filesystem, user attributes): the file is given its
+    metadata and linked at the key directly. A key stored before is replaced (atomically, the
+    long way), never left as it was."""
+    if not xattrs_supported(tmp_path):
+        pytest.skip("this filesystem has no user attributes")
+    comfy = tmp_path / "comfy"
+    comfy.mkdir()
+    first, second = comfy / "a.png", comfy / "b.png"
+    first.write_bytes(b"\x89PNG-first")
+    second.write_bytes(b"\x89PNG-second")
+    storage = LocalOutputStorage(tmp_path / "store")
+    one = await storage.put_read(
+        "j/2/a.png", lambda: FileBytes(first.read_bytes(), first), content_type="image/png"
+    )
+    assert one is not None
+    assert not (tmp_path / "store" / local.TMP_DIR).exists()  # no temporary name at all
+    assert await read_back(tmp_path / "store", "j/2/a.png") == (one.hash, "image/png")
+    two = await storage.put_read(
+        "j/2/a.png", lambda: FileBytes(second.read_bytes(), second), content_type="image/webp"
+    )
+    assert two is not None and two.hash != one.hash
+    target = tmp_path / "store" / "j/2/a.png"
+    assert target.read_bytes() == b"\x89PNG-second"
+    assert target.stat().st_ino == second.stat().st_ino
+    assert await read_back(tmp_path / "store", "j/2/a.png") == (two.hash, "image/webp")
+    assert list((tmp_path / "store" / local.TMP_DIR).iterdir()) == []
+    assert first.read_bytes() == b"\x89PNG-first" and first.stat().st_nlink == 1
