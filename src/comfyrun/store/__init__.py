@@ -5,6 +5,7 @@ factory.py      open_store(url): memory:// | sqlite:///path.db | postgresql://â€
 memory.py       MemoryStore, dicts and asyncio conditions (tests, throwaway servers)
 sqlstore.py     SQLStore, every method written once over named queries
 sqlite.py       SQLiteStore: WAL, BEGIN IMMEDIATE, bounded cross-process waits
+sqlite_runner.py  its calls in batches: quick ones on the loop, their commit on its thread
 postgres.py     PostgresStore: pool, FOR UPDATE SKIP LOCKED, LISTEN/NOTIFY
 transition.py   the pure plan of a status change (what each event writes)
 maintenance.py  lease sweeping, stuck-job requeue, expiry (pure step + CAS write)

@@ -17,7 +17,8 @@ from tests.support.store import new_job
 from comfyrun.core.job import JobStatus
 from comfyrun.core.state import Event
 from comfyrun.errors import StoreError
-from comfyrun.store.sqlite import ON_LOOP, SQLiteStore
+from comfyrun.store.sqlite import SQLiteStore
+from comfyrun.store.sqlite_runner import ON_LOOP
 
 
 class Statements:
