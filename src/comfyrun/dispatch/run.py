@@ -76,7 +76,7 @@ class JobRun(RunEnding):
         #: The start, once seen, until a write of its own or the job's end records it.
         self._start_unwritten: float | None = None
         #: Placement writes that wait to see whether they are needed (see _note_later).
-        self._placement_notes: set[asyncio.Task[None]] = set()
+        self._placement_notes: set[asyncio.TimerHandle | asyncio.Task[None]] = set()
         self._progress = ProgressWriter(ctx.store, job.id, ctx.settings.progress_interval_s)
         relayed = wants_relay(job.metadata)  # a ComfyUI client waits for its messages
         self._relay = JobRelay(
@@ -116,8 +116,8 @@ class JobRun(RunEnding):
         finally:
             self._progress.close()
             self._relay.close()
-            for task in self._placement_notes:
-                task.cancel()
+            for note in self._placement_notes:
+                note.cancel()
             self.slot.release(done=done and not self.taken_back)
 
     async def take_back(self) -> bool:
@@ -347,15 +347,19 @@ class JobRun(RunEnding):
         later: a prompt submitted to an idle ComfyUI starts within milliseconds (no "held"
         write), and a short job records its start with its end (`_transition`). A longer wait
         or job gets the write, so the API shows it held, then started, within that moment."""
-        for task in self._placement_notes:
-            task.cancel()  # a start supersedes the held note
-        task = asyncio.ensure_future(self._note_after(started_at))
-        self._placement_notes = {task}
+        for note in self._placement_notes:
+            note.cancel()  # a start supersedes the held note
+        later = asyncio.get_running_loop().call_later(
+            self.ctx.settings.placement_note_after_s, self._note_due, started_at
+        )  # a timer, not a task: most jobs never need the write
+        self._placement_notes = {later}
 
-    async def _note_after(self, started_at: float | None) -> None:
-        await asyncio.sleep(self.ctx.settings.placement_note_after_s)
+    def _note_due(self, started_at: float | None) -> None:
         if self.settled or (started_at is None and self._start_recorded):
             return
+        self._placement_notes = {asyncio.ensure_future(self._note_now(started_at))}
+
+    async def _note_now(self, started_at: float | None) -> None:
         await self._record_placement(started_at)
         if started_at is not None:
             self._start_unwritten = None

@@ -45,7 +45,7 @@ class RunEnding(ABC):
     settled: bool
     _progress: ProgressWriter
     _relay: JobRelay
-    _placement_notes: set[asyncio.Task[None]]
+    _placement_notes: set[asyncio.TimerHandle | asyncio.Task[None]]
     _start_unwritten: float | None
 
     @abstractmethod
@@ -293,8 +293,8 @@ class RunEnding(ABC):
         # the prompt's end reaches ComfyUI clients only when the job ends with this transition
         self._take_the_rest()
         await self._relay.finish(release=event in (Event.SUCCEED, Event.FAIL, Event.CANCELED))
-        for task in self._placement_notes:
-            task.cancel()  # what they would write goes with this transition
+        for note in self._placement_notes:
+            note.cancel()  # what they would write goes with this transition
         self._placement_notes = set()
         if event in (Event.SUCCEED, Event.FAIL, Event.CANCELED) and self._start_unwritten:
             changes = dataclasses.replace(changes, execution_started_at=self._start_unwritten)
