@@ -34,7 +34,7 @@ class SQLiteWaiting(ABC):
         *,
         read: bool,
     ) -> Any:
-        """Run a store call on the store's thread."""
+        """Run a store call in a batch (store.sqlite_runner)."""
 
     @abstractmethod
     async def _events_after(self, job_id: str, after_id: int) -> builtins.list[JobEvent]:
