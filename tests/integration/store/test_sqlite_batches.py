@@ -158,3 +158,36 @@ async def test_a_read_that_finds_the_database_locked_is_made_again_on_the_stores
     assert ran_on == [loop_thread, store._thread.ident]
     job, _ = await store.enqueue(new_job())  # the store goes on as before
     assert await store.get(job.id) is not None
+
+
+async def test_many_lives_at_once_with_long_calls_between(store: SQLiteStore) -> None:
+    """Batches on the loop and on the store's thread, taking turns, never lose a call: 100 jobs
+    enqueued, claimed and ended at once while lists and counts (whole batches on the thread)
+    and reads keep coming; each ends once, with every event in order."""
+
+    async def life(n: int) -> str:
+        await store.enqueue(new_job(metadata={"n": n}))
+        claimed = None
+        while claimed is None:  # another life may take this job: any queued one will do
+            claimed = await store.claim(f"w{n}", lease_s=30)
+        await store.transition(claimed.id, Event.SUCCEED, expect=JobStatus.RUNNING)
+        return claimed.id
+
+    async def meanwhile(stop: asyncio.Event) -> int:
+        rounds = 0
+        while not stop.is_set():
+            await asyncio.gather(store.list(limit=5), store.counts(), store.ping())
+            rounds += 1
+        return rounds
+
+    stop = asyncio.Event()
+    others = asyncio.ensure_future(meanwhile(stop))
+    ended = await asyncio.wait_for(asyncio.gather(*(life(n) for n in range(100))), 30)
+    stop.set()
+    assert await asyncio.wait_for(others, 10) > 0
+    assert len(set(ended)) == 100
+    counts = await store.counts()
+    assert counts[JobStatus.SUCCEEDED] == 100 and counts[JobStatus.QUEUED] == 0
+    for job_id in ended:
+        statuses = [e.data.get("status") for e in await store.events_since(job_id)]
+        assert statuses == ["queued", "running", "succeeded"]
