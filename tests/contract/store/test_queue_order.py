@@ -77,3 +77,23 @@ async def test_without_a_head_start_the_queue_is_fifo(store: JobStore) -> None:
     jobs = [(await store.enqueue(new_job(), now=T0 + i))[0] for i in range(3)]
     assert all(j.rank_at == j.created_at for j in jobs)
     assert await claim_all(store, T0 + 5) == [j.id for j in jobs]
+
+
+async def test_a_job_of_no_group_starts_at_the_queues_head(store: JobStore) -> None:
+    """A job with no batch, owner or key (PostgreSQL queues it in one statement) takes the tag
+    of the head of the queue at its priority: behind the turn being served, not before it."""
+    a = [(await store.enqueue(new_job(owner="a"), now=T0 + i))[0] for i in range(4)]
+    assert [j.fair_tag for j in a] == [0.0, 1.0, 2.0, 3.0]
+    assert await claim_all_of(store, T0 + 5, 2) == [a[0].id, a[1].id]
+    plain, created = await store.enqueue(new_job(), now=T0 + 6)
+    assert created and plain.fair_tag == 2.0 and plain.owner is None
+    seen = await store.get(plain.id)
+    assert seen is not None and seen.fair_tag == 2.0
+    assert [e.data.get("status") for e in await store.events_since(plain.id)] == ["queued"]
+    assert await claim_all(store, T0 + 7) == [a[2].id, plain.id, a[3].id]
+    alone, _ = await store.enqueue(new_job(), now=T0 + 8)  # an empty queue: from 0
+    assert alone.fair_tag == 0.0
+
+
+async def claim_all_of(store: JobStore, now: float, n: int) -> list[str]:
+    return [job.id for _ in range(n) if (job := await store.claim("w", 30, now=now)) is not None]

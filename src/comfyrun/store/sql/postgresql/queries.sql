@@ -22,6 +22,44 @@ INSERT INTO jobs (
 )
 ON CONFLICT (id) DO NOTHING;
 
+-- name: enqueue_plain
+-- A job of no group, owner or idempotency key queued in one statement (one round trip, its own
+-- transaction): its fair tag is the queue's head at its priority (as fair_head, else 0), then
+-- its first event, with the NOTIFY. No row when the id is taken.
+WITH job AS (
+    INSERT INTO jobs (
+        id, status, priority, workflow, inputs, options, metadata, owner, attempts,
+        max_retries, retry_delay_s, timeout_s, idempotency_key, request_hash, created_at,
+        next_run_at, started_at, finished_at, expires_at, worker_id, lease_expires_at, backend,
+        prompt_id, progress, outputs, error, batch_id, fair_key, fair_tag, rank_at, type, params
+    ) VALUES (
+        %(id)s, %(status)s, %(priority)s, %(workflow)s::jsonb, %(inputs)s::jsonb,
+        %(options)s::jsonb, %(metadata)s::jsonb, %(owner)s::text, %(attempts)s,
+        %(max_retries)s, %(retry_delay_s)s, %(timeout_s)s::float8, %(idempotency_key)s::text,
+        %(request_hash)s::text, %(created_at)s, %(next_run_at)s, %(started_at)s::float8,
+        %(finished_at)s::float8, %(expires_at)s::float8, %(worker_id)s::text,
+        %(lease_expires_at)s::float8, %(backend)s::text, %(prompt_id)s::text,
+        %(progress)s::jsonb, %(outputs)s::jsonb, %(error)s::jsonb, %(batch_id)s::text,
+        %(fair_key)s::text,
+        COALESCE((
+            SELECT fair_tag FROM jobs
+            WHERE status = 'queued' AND priority = %(priority)s::integer
+              AND next_run_at <= %(created_at)s::float8
+            ORDER BY priority DESC, fair_tag, rank_at, id
+            LIMIT 1
+        ), 0.0),
+        %(rank_at)s::float8, %(type)s, %(params)s::jsonb
+    )
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, fair_tag
+), event AS (
+    INSERT INTO job_events (job_id, kind, data, created_at)
+    SELECT id, 'status', %(event)s::jsonb, %(created_at)s FROM job
+    RETURNING id
+)
+SELECT job.fair_tag, event.id AS event_id, pg_notify(%(channel)s, %(payload)s)
+FROM job, event;
+
 -- name: lock_key
 SELECT pg_advisory_xact_lock(hashtext(%(scope)s), hashtext(%(key)s));
 
