@@ -120,16 +120,14 @@ class PostgresStore(SQLStore):
         statement, its own transaction (enqueue_plain): one round trip where the general way
         (`SQLStore.enqueue`) takes five (BEGIN, the fair queue's head, the insert, the event
         with its NOTIFY, COMMIT). Any other job goes the general way."""
-        if new.idempotency_key is not None or new.owner is not None or new.batch_id is not None:
-            return await super().enqueue(new, now=now)
         job = transition.enqueued(new, clock_or(now))
-        if job.fair_key != NO_GROUP:
+        if new.idempotency_key is not None or new.owner is not None or job.fair_key != NO_GROUP:
             return await super().enqueue(new, now=now)
         event = transition.enqueue_event(job)
         params = job_to_row(job) | {
             "event": dump_json(event),
             "channel": self.channel,
-            "payload": f"{_ending_mark('status', event)}{_work_flags(job.type)}e:{job.id}",
+            "payload": _payload(job.id, "status", event, work=True, job_type=job.type),
         }
         async with self._read() as conn:  # autocommit: the statement commits by itself
             row = await self._one(conn, "enqueue_plain", params)
@@ -248,7 +246,7 @@ class PostgresStore(SQLStore):
             "data": dump_json(data),
             "created_at": now,
             "channel": self.channel,
-            "payload": f"{_ending_mark(kind, data)}{_work_flags(job_type) if work else ''}e:{job_id}",
+            "payload": _payload(job_id, kind, data, work=work, job_type=job_type),
         }
         row = await self._one(conn, "insert_event", params)
         assert row is not None
@@ -308,6 +306,12 @@ class PostgresStore(SQLStore):
         for waiters in builtins.list(self._job_waiters.values()):
             for woken in waiters:
                 woken.set()
+
+
+def _payload(job_id: str, kind: str, data: JSON, *, work: bool, job_type: str | None) -> str:
+    """An event's NOTIFY: "e:<id>", after its mark and, when the job became claimable, its
+    work flags."""
+    return f"{_ending_mark(kind, data)}{_work_flags(job_type) if work else ''}e:{job_id}"
 
 
 def _ending_mark(kind: str, data: JSON) -> str:

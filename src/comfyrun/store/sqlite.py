@@ -57,7 +57,7 @@ from comfyrun.store.codec import dump_json
 from comfyrun.store.migrate import migrate_sqlite
 from comfyrun.store.queries import queries
 from comfyrun.store.sqlbatches import SQLBatches
-from comfyrun.store.sqlite_calls import Call, Commit, dict_row
+from comfyrun.store.sqlite_calls import Call, Commit, Wake, dict_row
 from comfyrun.store.sqlite_loop import SQLiteLoopReads, open_reader
 from comfyrun.store.sqlite_runner import SQLiteRunner
 from comfyrun.store.sqlite_wait import SQLiteWaiting
@@ -141,8 +141,7 @@ class SQLiteStore(SQLiteRunner, SQLiteLoopReads, SQLiteWaiting, SQLStore):
         # the one connection: used by one thread at a time (the loop's, the store's)
         self._conn: sqlite3.Connection | None = None
         self._conn_user: int | None = None  # the thread running a batch's calls now
-        self._wakes: list[tuple[str, bool, str | None]] = []
-        self._call_loop: asyncio.AbstractEventLoop | None = None
+        self._wakes: list[Wake] = []
         # owned by the event loop (the one that opened the store)
         self._home: asyncio.AbstractEventLoop | None = None
         self._pending: list[Call] = []  # calls made since the last batch began
@@ -312,7 +311,7 @@ class SQLiteStore(SQLiteRunner, SQLiteLoopReads, SQLiteWaiting, SQLStore):
         return None  # BEGIN IMMEDIATE already holds the database's one write lock
 
     def _decided(self, decided: Callable[[Job, bool], None], job: Job, created: bool) -> None:
-        loop = self._call_loop
+        loop = self._home  # every call is made on it
         if loop is not None:  # said at once, long before the batch commits
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
                 loop.call_soon_threadsafe(decided, job, created)

@@ -19,7 +19,6 @@ class Call:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     read: bool
-    loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
     #: run on the store's thread, whatever the call (a read the loop's reader could not make)
     ship: bool = False
@@ -27,6 +26,10 @@ class Call:
 
 #: A call's outcome: (the call, whether it returned, what it returned or raised).
 Outcome = tuple[Call, bool, Any]
+#: A waiter to wake once a batch committed: (job id, whether work came, the job's type).
+Wake = tuple[str, bool, str | None]
+#: What a batch ended with: its calls' outcomes, the waiters to wake.
+Ended = tuple[list[Outcome], list[Wake]]
 
 
 @dataclass(slots=True)
@@ -35,7 +38,7 @@ class Commit:
     call's outcome and the waiters to wake are told once it has."""
 
     results: list[Outcome]
-    wakes: list[tuple[str, bool, str | None]]
+    wakes: list[Wake]
 
 
 def drive(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -66,4 +69,4 @@ def settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
         future.set_exception(value)
 
 
-__all__ = ["Call", "Commit", "Outcome", "dict_row", "drive", "rollback", "settle"]
+__all__ = ["Call", "Commit", "Ended", "Outcome", "Wake", "dict_row", "drive", "rollback", "settle"]

@@ -15,7 +15,16 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from comfyrun.errors import StoreError
-from comfyrun.store.sqlite_calls import Call, Commit, Outcome, drive, rollback, settle
+from comfyrun.store.sqlite_calls import (
+    Call,
+    Commit,
+    Ended,
+    Outcome,
+    Wake,
+    drive,
+    rollback,
+    settle,
+)
 from comfyrun.store.sqlite_loop import LOOP_READS, busy
 
 #: Calls the loop runs itself, on the store's connection, when a batch holds only these: each
@@ -55,8 +64,7 @@ class SQLiteRunner(ABC):
     _open: bool
     _conn: sqlite3.Connection | None
     _conn_user: int | None
-    _wakes: builtins.list[tuple[str, bool, str | None]]
-    _call_loop: asyncio.AbstractEventLoop | None
+    _wakes: builtins.list[Wake]
     _home: asyncio.AbstractEventLoop | None
     _pending: builtins.list[Call]
     _flush_soon: bool
@@ -100,15 +108,15 @@ class SQLiteRunner(ABC):
                     raise
                 # the reader would have to wait: the store's thread reads it, waiting if need be
                 future = loop.create_future()
-                return await self._enqueue_call(Call(fn, args, kwargs, read, loop, future, True))
+                return await self._enqueue_call(Call(fn, args, kwargs, read, future, True))
         future = loop.create_future()
-        return await self._enqueue_call(Call(fn, args, kwargs, read, loop, future))
+        return await self._enqueue_call(Call(fn, args, kwargs, read, future))
 
     def _enqueue_call(self, call: Call) -> asyncio.Future[Any]:
         self._pending.append(call)
         if not self._flush_soon and not self._conn_busy:
             self._flush_soon = True
-            call.loop.call_soon(self._flush)
+            asyncio.get_running_loop().call_soon(self._flush)
         return call.future
 
     # -- batches: statements on the loop, the commit on the store's thread ----------------
@@ -160,16 +168,13 @@ class SQLiteRunner(ABC):
             settle(call.future, ok, value)
         self._calls.put(retry)
 
-    def _run_calls(
-        self, conn: sqlite3.Connection, batch: builtins.list[Call]
-    ) -> tuple[builtins.list[Outcome], builtins.list[tuple[str, bool, str | None]]]:
+    def _run_calls(self, conn: sqlite3.Connection, batch: builtins.list[Call]) -> Ended:
         """Drive each call to its end, on this thread, inside the batch's transaction (if any)."""
         results: builtins.list[Outcome] = []
         self._wakes = []
         self._conn_user = threading.get_ident()
         try:
             for call in batch:
-                self._call_loop = call.loop
                 try:
                     results.append((call, True, drive(call.fn(self, *call.args, **call.kwargs))))
                 except sqlite3.Error as exc:
@@ -182,9 +187,7 @@ class SQLiteRunner(ABC):
             self._conn_user = None
         return results, self._wakes
 
-    def _delivered(
-        self, results: builtins.list[Outcome], wakes: builtins.list[tuple[str, bool, str | None]]
-    ) -> None:
+    def _delivered(self, results: builtins.list[Outcome], wakes: builtins.list[Wake]) -> None:
         """On the loop: a batch is over (committed, or failed); its callers get their
         outcomes, its waiters are woken, and the next batch may start."""
         self._conn_busy = False
@@ -234,9 +237,7 @@ class SQLiteRunner(ABC):
         for call in left:
             settle(call.future, False, error)
 
-    def _commit(
-        self, done: Commit
-    ) -> tuple[builtins.list[Outcome], builtins.list[tuple[str, bool, str | None]]]:
+    def _commit(self, done: Commit) -> Ended:
         """On the store's thread: commit a batch the loop ran (the fsync waits here)."""
         conn = self._conn
         assert conn is not None
@@ -250,9 +251,7 @@ class SQLiteRunner(ABC):
             ], []
         return done.results, done.wakes
 
-    def _run_batch(
-        self, batch: builtins.list[Call]
-    ) -> tuple[builtins.list[Outcome], builtins.list[tuple[str, bool, str | None]]]:
+    def _run_batch(self, batch: builtins.list[Call]) -> Ended:
         """On the store's thread: a whole batch, waiting for the write lock if another process
         holds it (busy_timeout)."""
         conn = self._conn
