@@ -21,7 +21,9 @@ emulators started as their own processes, so what differs between the columns is
 4. --fleet: 4 backends, 32 clients, SQLite `serve` (jobs/s after a warm-up, vs 4 emulators
    driven directly; the clients on aiohttp, as in 5, the lightest client at hand);
    enqueues/s (an api node, 32 clients submitting without waiting) beside GET /health/s.
-5. --postgres: `comfyrun api` + 2 `comfyrun worker`s (2 emulators each) on PostgreSQL, 32 clients.
+5. --postgres: `comfyrun api` + 2 `comfyrun worker`s (2 emulators each) on PostgreSQL, 32 clients,
+   vs 4 emulators driven directly, and the CPU each process spent a job (api, workers, their
+   emulators, PostgreSQL's server processes).
 
 With `--comfyui FOLDER` (and `--comfyui-python`, the Python that runs its main.py), 1-3 run
 against a real ComfyUI instead of the emulator: one started from FOLDER for the direct column
@@ -584,7 +586,32 @@ async def enqueues(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, st
         server.stop()
 
 
+def postgres_pids() -> list[int]:
+    """This machine's PostgreSQL server processes (the postmaster and its backends)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() == "postgres":
+                found.append(int(entry.name))
+    return found
+
+
+def cpu_of(groups: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds so far of each group of processes (those gone since are left out)."""
+    spent: dict[str, float] = {}
+    for name, pids in groups.items():
+        spent[name] = 0.0
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                spent[name] += cpu_seconds(pid)
+    return spent
+
+
 async def postgres(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]]) -> None:
+    """`comfyrun api` + 2 `comfyrun worker`s (2 emulators each) on PostgreSQL beside 4
+    emulators driven directly, 32 clients each; then where the CPU of a job went, by process
+    (api, workers, their emulators, PostgreSQL's server processes): on two shared cores,
+    throughput is CPU, and this says whose."""
     import psycopg
     from tests.support.store import drop_schema, new_schema_name, pg_dsn
 
@@ -600,16 +627,39 @@ async def postgres(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, st
         for i in range(2):
             worker = ["worker", "--db", db, "--emulator", "2", *outputs]
             procs.append(comfyrun_process(tmp, f"pg-w{i}", worker))
-        async with light_session() as session:
+        async with emulators(tmp, 4) as emus, light_session() as session:
+            direct_one = lambda i: light_face_run(session, emus[i % len(emus)])  # noqa: E731
+            await drive(32, WARM_UP_S, direct_one)
+            fresh_outputs(tmp)
+            direct_rate = await drive(32, args.seconds, direct_one)
             for _ in range(600):
                 async with session.get(f"{api.url}/api/v2/stats") as r:
                     if await r.json():
                         break
-            await drive(32, WARM_UP_S, lambda i: light_v2_run(session, api.url))
-            rate = await drive(32, args.seconds, lambda i: light_v2_run(session, api.url))
-        rows.append(
-            ("api + 2 workers (4 backends) on PostgreSQL, 32 clients", f"{rate:7.1f} jobs/s")
-        )
+            ours = lambda i: light_v2_run(session, api.url)  # noqa: E731
+            await drive(32, WARM_UP_S, ours)
+            fresh_outputs(tmp)
+            workers = [p.proc.pid for p in procs[1:]]
+            groups = {
+                "api": [api.proc.pid],
+                "workers": workers,
+                "their emulators": [c for w in workers for c in children(w)],
+                "PostgreSQL": postgres_pids(),
+            }
+            before = cpu_of(groups)
+            rate = await drive(32, args.seconds, ours)
+            after = cpu_of(groups)
+        jobs = rate * args.seconds
+        spent = "  ".join(f"{k} {(after[k] - before[k]) / jobs * 1000:.2f}" for k in groups)
+        total = sum(after[k] - before[k] for k in groups) / jobs * 1000
+        rows += [
+            ("PostgreSQL set-up, 4 backends, 32 clients: direct", f"{direct_rate:7.1f} jobs/s"),
+            (
+                "  through api + 2 workers on PostgreSQL, v2",
+                f"{rate:7.1f} jobs/s ({100 * rate / direct_rate:.0f} % of direct)",
+            ),
+            ("    CPU per job, ms", f"{spent}  (all {total:.2f})"),
+        ]
     finally:
         for proc in procs:
             proc.stop()
