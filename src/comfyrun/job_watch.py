@@ -56,7 +56,11 @@ class JobWatch(ABC):
         if settled is not None:
             stages.mark(job_id, "notified")
             return JobView(settled, None)
-        history = await self.store.events_since(job_id, 0)
+        if self._ending_only:  # the store's wait reads the log itself, once it listens
+            remaining = max(0.0, deadline - time.monotonic())
+            history = await self.store.wait_for_event(job_id, 0, min(remaining, 30.0), ending=True)
+        else:
+            history = await self.store.events_since(job_id, 0)
         last_id = history[-1].id if history else 0
         # no log at all: look at the job itself (NotFound when there is none)
         ended = any(_ends(e) for e in history) or not history

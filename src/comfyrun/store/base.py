@@ -379,7 +379,9 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
         """Events after `after_id`, waiting up to `timeout` for the first one (no sleep-polling:
         woken by the store's own notifications). `ending`: the caller waits for an event that
         may end the job (a status event); a store that can tell from its notifications need
-        not look at the job's events for others (it may still return them)."""
+        not look at the job's events for others (it may still return them), and may wait on
+        past them for one that may end the job (returning them with it; a log read from its
+        start, `after_id` 0, that holds nothing is returned at once: no such job)."""
 
     async def wait_for_work(
         self,

@@ -282,7 +282,7 @@ class MemoryStore(MemoryReads, MemoryBatches, MemoryTenancy, MemoryWorkers):
             while True:
                 events = await self.events_since(job_id, after_id)
                 remaining = deadline - asyncio.get_running_loop().time()
-                if events or remaining <= 0:
+                if events or remaining <= 0 or (ending and after_id == 0):
                     return events
                 # asyncio.timeout, not wait_for: on 3.11 wait_for drops a cancel that comes as
                 # the condition is notified (frequent here: every event notifies it), leaving

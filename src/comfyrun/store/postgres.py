@@ -127,7 +127,9 @@ class PostgresStore(SQLStore):
         params = job_to_row(job) | {
             "event": dump_json(event),
             "channel": self.channel,
-            "payload": _payload(job.id, "status", event, work=True, job_type=job.type),
+            "payload": _payload(
+                job.id, ending=may_end("status", event), work=True, job_type=job.type
+            ),
         }
         async with self._read() as conn:  # autocommit: the statement commits by itself
             row = await self._one(conn, "enqueue_plain", params)
@@ -143,18 +145,20 @@ class PostgresStore(SQLStore):
         woken = asyncio.Event()
         waiters = self._job_waiters.setdefault(job_id, {})
         waiters[woken] = ending  # before looking, so no NOTIFY slips between look and wait
+        found: builtins.list[JobEvent] = []
         try:
             while True:
                 woken.clear()
-                events = await self.events_since(job_id, after_id)
+                found += await self.events_since(job_id, found[-1].id if found else after_id)
                 remaining = deadline - loop.time()
-                if events or remaining <= 0:
-                    return events
+                if remaining <= 0 or _enough(found, ending, after_id):
+                    return found
                 try:  # (asyncio.timeout: wait_for may drop a cancel on 3.11)
                     async with asyncio.timeout(remaining):
                         await woken.wait()
                 except TimeoutError:
-                    return await self.events_since(job_id, after_id)
+                    last = found[-1].id if found else after_id
+                    return found + await self.events_since(job_id, last)
         finally:
             waiters.pop(woken, None)
             if not waiters:
@@ -246,11 +250,44 @@ class PostgresStore(SQLStore):
             "data": dump_json(data),
             "created_at": now,
             "channel": self.channel,
-            "payload": _payload(job_id, kind, data, work=work, job_type=job_type),
+            "payload": _payload(job_id, ending=may_end(kind, data), work=work, job_type=job_type),
         }
         row = await self._one(conn, "insert_event", params)
         assert row is not None
         return int(row["id"])
+
+    async def _append_all(
+        self,
+        conn: Conn,
+        job_id: str,
+        events: builtins.list[tuple[str, JSON]],
+        now: float,
+        work: bool = False,
+        job_type: str | None = None,
+    ) -> None:
+        """The events in one statement (insert_events) and one NOTIFY: marked ending when any
+        of them may end the job, with the work flags when the job became claimable."""
+        if len(events) == 1:
+            kind, data = events[0]
+            await self._append(conn, job_id, kind, data, now, work, job_type)
+            return
+        ending = any(may_end(kind, data) for kind, data in events)
+        params = {
+            "job_id": job_id,
+            "kinds": [kind for kind, _ in events],
+            "datas": [dump_json(data) for _, data in events],
+            "created_at": now,
+            "channel": self.channel,
+            "payload": _payload(job_id, ending=ending, work=work, job_type=job_type),
+        }
+        await self._one(conn, "insert_events", params)
+
+    async def _transition_row(
+        self, conn: Conn, params: JSON, outputs: builtins.list[JSON]
+    ) -> Row | None:
+        """The outputs appended by the `transition` statement itself."""
+        appended = dump_json(outputs) if outputs else None
+        return await self._one(conn, "transition", params | {"outputs": appended})
 
     async def _lock_key(self, conn: Conn, key: JSON) -> None:
         await conn.execute(Q["lock_key"], key)
@@ -308,15 +345,21 @@ class PostgresStore(SQLStore):
                 woken.set()
 
 
-def _payload(job_id: str, kind: str, data: JSON, *, work: bool, job_type: str | None) -> str:
-    """An event's NOTIFY: "e:<id>", after its mark and, when the job became claimable, its
-    work flags."""
-    return f"{_ending_mark(kind, data)}{_work_flags(job_type) if work else ''}e:{job_id}"
+def _enough(found: builtins.list[JobEvent], ending: bool, after_id: int) -> bool:
+    """Whether a `wait_for_event` has found what it waits for: any event; with `ending`, an
+    event that may end the job (the others it read are returned with it), or no event at all
+    of a log read from its start (no such job)."""
+    if not ending:
+        return bool(found)
+    if not found:
+        return after_id == 0
+    return any(may_end(e.kind, e.data) for e in found)
 
 
-def _ending_mark(kind: str, data: JSON) -> str:
-    """A NOTIFY's mark for an event of `kind` with `data`: whether it may end its job."""
-    return ENDING if may_end(kind, data) else NOT_ENDING
+def _payload(job_id: str, *, ending: bool, work: bool, job_type: str | None) -> str:
+    """A NOTIFY for events of a job: "e:<id>", after the mark of whether they may end it and,
+    when the job became claimable, the work flags."""
+    return f"{ENDING if ending else NOT_ENDING}{_work_flags(job_type) if work else ''}e:{job_id}"
 
 
 def _work_flags(job_type: str | None) -> str:

@@ -60,7 +60,7 @@ class SQLiteWaiting(ABC):
                     )
                     events, version = found
                     self._version = version
-                if events:
+                if events or (ending and after_id == 0):  # (an empty log: no such job)
                     return events
                 changed, _ = await self._wait(woken, deadline, version)
                 if not changed:

@@ -124,10 +124,11 @@ class SQLStore(SQLReads, SQLTenancy, SQLWorkers, SQLBatches, ABC):
 
     async def _log_claim(self, conn: Any, job: Job, note: ClaimNote | None, now: float) -> None:
         """A claim's events: its status change, then the note's event if it has one."""
-        await self._append(conn, job.id, "status", transition.claim_event(job), now)
+        events = [("status", transition.claim_event(job))]
         extra = note(job) if note is not None else None
         if extra is not None:
-            await self._append(conn, job.id, extra[0], extra[1], now)
+            events.append(extra)
+        await self._append_all(conn, job.id, events, now)
 
     async def _enqueue_in(
         self,
@@ -251,14 +252,10 @@ class SQLStore(SQLReads, SQLTenancy, SQLWorkers, SQLBatches, ABC):
         p = transition.plan(expect, event, changes, now)
         async with self._write() as conn:
             row = None
+            outputs = [output_to_dict(o) for o in (changes.outputs if changes is not None else ())]
             if p.changes_status:
-                for output in changes.outputs if changes is not None else ():
-                    data = output_to_dict(output)
-                    params = {"id": job_id, "output": dump_json(data)}
-                    await self._run(conn, "append_output", params)
-                    await self._append(conn, job_id, "output", data, now)
                 params = transition.plan_params(p, job_id, worker_id)
-                row = await self._one(conn, "transition", params)
+                row = await self._transition_row(conn, params, outputs)
             if row is None:
                 current = await self._one(conn, "get", {"id": job_id})
                 if current is None:
@@ -271,8 +268,9 @@ class SQLStore(SQLReads, SQLTenancy, SQLWorkers, SQLBatches, ABC):
                 return job  # a no-op transition: nothing written
             job = job_from_row(row)
             requeued = job.status is JobStatus.QUEUED
-            data = transition.status_event(job, p)
-            await self._append(conn, job_id, "status", data, now, requeued, job.type)
+            events = [("output", data) for data in outputs]
+            events.append(("status", transition.status_event(job, p)))
+            await self._append_all(conn, job_id, events, now, requeued, job.type)
             await self._settle(conn, job, p, now)
             ended = job.terminal and job.batch_id is not None
             if ended and job.batch_id is not None:
@@ -281,6 +279,15 @@ class SQLStore(SQLReads, SQLTenancy, SQLWorkers, SQLBatches, ABC):
         if ended and job.batch_id is not None:
             await self._committed(job.batch_id)
         return job
+
+    async def _transition_row(
+        self, conn: Any, params: JSON, outputs: builtins.list[JSON]
+    ) -> Row | None:
+        """The `transition` query's row, `outputs` (as dicts) appended to the job's first;
+        None when the job was not as expected."""
+        for data in outputs:
+            await self._run(conn, "append_output", {"id": params["id"], "output": dump_json(data)})
+        return await self._one(conn, "transition", params)
 
     async def record_placement(
         self,
@@ -500,6 +507,23 @@ class SQLStore(SQLReads, SQLTenancy, SQLWorkers, SQLBatches, ABC):
     ) -> int:
         """Append an event inside the write transaction; `work`: the job (of `job_type`, when
         known) became claimable."""
+
+    async def _append_all(
+        self,
+        conn: Any,
+        job_id: str,
+        events: builtins.list[tuple[str, JSON]],
+        now: float,
+        work: bool = False,
+        job_type: str | None = None,
+    ) -> None:
+        """Append a change's events (kind, data) in order; `work` as `_append`'s, said with the
+        last (PostgreSQL writes them in one statement)."""
+        for n, (kind, data) in enumerate(events, 1):
+            last = n == len(events)
+            await self._append(
+                conn, job_id, kind, data, now, work and last, job_type if last else None
+            )
 
     @abstractmethod
     async def _lock_key(self, conn: Any, key: JSON) -> None:

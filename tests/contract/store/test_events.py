@@ -8,6 +8,7 @@ import pytest
 from tests.support.store import new_job
 
 from comfyrun.core.job import JobStatus
+from comfyrun.core.state import Event
 from comfyrun.errors import NotFound
 from comfyrun.store.base import JobStore
 
@@ -58,6 +59,31 @@ async def test_wait_for_event_ignores_other_jobs_and_times_out(store: JobStore) 
     waiter = asyncio.create_task(store.wait_for_event(job.id, last, 0.5))
     await store.append_event(other.id, "log", {})
     assert await asyncio.wait_for(waiter, WOKEN_WITHIN_S) == []
+
+
+async def test_a_wait_for_an_ending_event_of_no_job_returns_at_once(store: JobStore) -> None:
+    """A log read from its start that holds nothing: there is no such job (a ?wait then says
+    404), not a job to wait for."""
+    waited = store.wait_for_event("no-such-job", 0, LONG_WAIT_S, ending=True)
+    assert await asyncio.wait_for(waited, WOKEN_WITHIN_S) == []
+
+
+async def test_a_wait_for_an_ending_event_returns_with_the_end(store: JobStore) -> None:
+    """With `ending`, a store may return the events before the end at once or wait on past
+    them; either way, what it returns is the log in order, and it returns by the end."""
+    job, _ = await store.enqueue(new_job())
+    claimed = await store.claim("w1", 30)
+    assert claimed is not None and claimed.id == job.id
+    await store.append_event(job.id, "progress", {"value": 1})
+    waiter = asyncio.create_task(store.wait_for_event(job.id, 0, LONG_WAIT_S, ending=True))
+    await asyncio.sleep(0.05)
+    await store.transition(job.id, Event.SUCCEED, expect=JobStatus.RUNNING)
+    events = await asyncio.wait_for(waiter, WOKEN_WITHIN_S)
+    log = await store.events_since(job.id)
+    assert events == log[: len(events)]
+    assert events[0].data["status"] == "queued"
+    if not any(e.data.get("status") == "succeeded" for e in events):  # returned before the end
+        assert [e.data.get("status") for e in events if e.kind == "status"][-1] == "running"
 
 
 async def test_wait_for_work_wakes_on_enqueue(store: JobStore) -> None:

@@ -157,7 +157,8 @@ UPDATE jobs SET
     ),
     lease_expires_at = CASE WHEN %(clear_lease)s THEN NULL ELSE lease_expires_at END,
     worker_id = CASE WHEN %(clear_worker)s THEN NULL ELSE worker_id END,
-    attempts = GREATEST(0, attempts - %(uncount)s::integer)
+    attempts = GREATEST(0, attempts - %(uncount)s::integer),
+    outputs = CASE WHEN %(outputs)s::jsonb IS NULL THEN outputs ELSE outputs || %(outputs)s::jsonb END
 WHERE id = %(id)s AND status = %(expect)s
   AND (%(worker_id)s::text IS NULL OR worker_id = %(worker_id)s::text)
 RETURNING *;
@@ -381,6 +382,18 @@ RETURNING *;
 
 -- name: delete_events_of
 DELETE FROM job_events WHERE job_id = ANY(%(ids)s::text[]);
+
+-- name: insert_events
+-- A job's events of one change (a claim's, a transition's outputs and status) in one statement,
+-- in the order given, and one NOTIFY for them all.
+WITH event AS (
+    INSERT INTO job_events (job_id, kind, data, created_at)
+    SELECT %(job_id)s, e.kind, e.data, %(created_at)s
+    FROM unnest(%(kinds)s::text[], %(datas)s::text[]::jsonb[]) WITH ORDINALITY AS e(kind, data, n)
+    ORDER BY e.n
+    RETURNING id
+)
+SELECT count(*) AS n, pg_notify(%(channel)s, %(payload)s) FROM event;
 
 -- name: insert_event_quiet
 INSERT INTO job_events (job_id, kind, data, created_at)
