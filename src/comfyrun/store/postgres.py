@@ -37,7 +37,8 @@ from comfyrun.store.base import JobEvent, WorkCounts, clock_or
 from comfyrun.store.codec import dump_json, job_to_row
 from comfyrun.store.migrate import migrate_postgres
 from comfyrun.store.queries import queries
-from comfyrun.store.sqlstore import Row, SQLStore
+from comfyrun.store.sqldialect import Row
+from comfyrun.store.sqlstore import SQLStore
 
 log = logging.getLogger(__name__)
 

@@ -57,12 +57,14 @@ from comfyrun.store.codec import dump_json
 from comfyrun.store.migrate import migrate_sqlite
 from comfyrun.store.queries import queries
 from comfyrun.store.sqlbatches import SQLBatches
+from comfyrun.store.sqlcatalogs import SQLCatalogs
+from comfyrun.store.sqldialect import Row
 from comfyrun.store.sqlite_calls import Call, Commit, Wake, dict_row
 from comfyrun.store.sqlite_loop import SQLiteLoopReads, open_reader
 from comfyrun.store.sqlite_runner import SQLiteRunner
 from comfyrun.store.sqlite_wait import SQLiteWaiting
 from comfyrun.store.sqlreads import SQLReads
-from comfyrun.store.sqlstore import Row, SQLStore
+from comfyrun.store.sqlstore import SQLStore
 from comfyrun.store.sqltenancy import SQLTenancy
 from comfyrun.store.sqlworkers import SQLWorkers
 
@@ -344,6 +346,7 @@ _SHARED = {
     **vars(SQLTenancy),
     **vars(SQLWorkers),
     **vars(SQLBatches),
+    **vars(SQLCatalogs),
     **vars(SQLStore),
 }
 for _name, _fn in list(_SHARED.items()):

@@ -18,9 +18,10 @@ from comfyrun.errors import StoreError
 from comfyrun.store.base import clock_or
 from comfyrun.store.codec import job_from_row
 from comfyrun.store.queries import queries
+from comfyrun.store.sqldialect import Row
 from comfyrun.store.sqlite_calls import dict_row
 from comfyrun.store.sqlreads import SQLReads, counts_of, counts_query, position_of
-from comfyrun.store.sqlstore import Row, SQLStore
+from comfyrun.store.sqlstore import SQLStore
 
 Q = queries("sqlite")
 

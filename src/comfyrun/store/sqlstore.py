@@ -1,21 +1,20 @@
 """What the SQLite and PostgreSQL stores share: every JobStore method written once against named
 queries (`sql/<dialect>/queries.sql`); its reads of jobs are `SQLReads` (store.sqlreads), its
-batches, keys and workers registry the other mixins. A dialect supplies its connection plumbing — transactions,
-running a named query, appending an event (PostgreSQL also NOTIFYs there) — and its waiting.
+batches, keys, workers registry and node catalogs the other mixins. A dialect supplies its
+connection plumbing (`SQLDialect`, store.sqldialect: transactions, running a named query,
+appending an event, PostgreSQL's NOTIFY there) and its waiting.
 """
 
 from __future__ import annotations
 
 import builtins
 import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Self
 
 from comfyrun.core.batch import NO_GROUP, fair_tag
-from comfyrun.core.catalog import NodeCatalog
 from comfyrun.core.job import COMFY, JSON, Job, JobStatus, NewJob, Output, Progress
 from comfyrun.core.state import Event
 from comfyrun.errors import Conflict, IdempotencyKeyReuse, StoreError
@@ -28,7 +27,6 @@ from comfyrun.store.base import (
     JobEvent,
     clock_or,
 )
-from comfyrun.store.catalogs import catalog_from_row, catalog_to_row
 from comfyrun.store.codec import (
     dump_json,
     job_from_row,
@@ -39,15 +37,16 @@ from comfyrun.store.codec import (
 )
 from comfyrun.store.idempotency import KeyVerdict, key_scope, verdict
 from comfyrun.store.sqlbatches import SQLBatches
+from comfyrun.store.sqlcatalogs import SQLCatalogs
+from comfyrun.store.sqldialect import Row
 from comfyrun.store.sqlreads import SQLReads
 from comfyrun.store.sqltenancy import SQLTenancy
 from comfyrun.store.sqlworkers import SQLWorkers
 
-Row = dict[str, Any]
 
-
-class SQLStore(SQLReads, SQLTenancy, SQLWorkers, SQLBatches, ABC):
-    """A JobStore over SQL; subclasses provide the connection plumbing below the line."""
+class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
+    """A JobStore over SQL; subclasses provide the connection plumbing (SQLDialect's abstract
+    methods) and the waiting."""
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -436,114 +435,6 @@ class SQLStore(SQLReads, SQLTenancy, SQLWorkers, SQLBatches, ABC):
             ids = self._text_list([j.id for j in jobs] + [str(r["id"]) for r in ended])
             await self._run(conn, "delete_events_of", {"ids": ids})
         return jobs
-
-    # -- backends' node catalogs -------------------------------------------------------------
-
-    async def put_catalog(self, catalog: NodeCatalog) -> bool:
-        async with self._write() as conn:
-            return await self._run(conn, "put_catalog", catalog_to_row(catalog)) == 1
-
-    async def catalogs(self) -> builtins.list[NodeCatalog]:
-        async with self._read() as conn:
-            return [catalog_from_row(r) for r in await self._all(conn, "catalogs", {})]
-
-    async def catalog_stamps(self) -> dict[str, float]:
-        async with self._read() as conn:
-            rows = await self._all(conn, "catalog_stamps", {})
-        return {r["backend"]: float(r["fetched_at"]) for r in rows}
-
-    async def delete_catalog(self, backend: str) -> bool:
-        async with self._write() as conn:
-            return await self._run(conn, "delete_catalog", {"backend": backend}) == 1
-
-    # -- the dialect's part ------------------------------------------------------------------
-
-    @abstractmethod
-    def _read(self) -> AbstractAsyncContextManager[Any]:
-        """A connection for reads."""
-
-    @abstractmethod
-    def _write(self) -> AbstractAsyncContextManager[Any]:
-        """A connection in a write transaction, committed on success, rolled back on error."""
-
-    @abstractmethod
-    async def _one(self, conn: Any, name: str, params: JSON) -> Row | None:
-        """The first row of named query `name`, as a dict."""
-
-    @abstractmethod
-    async def _all(self, conn: Any, name: str, params: JSON) -> builtins.list[Row]: ...
-
-    @abstractmethod
-    async def _run(self, conn: Any, name: str, params: JSON) -> int:
-        """Run named query `name`; the number of rows it changed."""
-
-    async def _run_many(self, conn: Any, name: str, rows: builtins.list[JSON]) -> None:
-        """Run named query `name` once per row (dialects override with executemany)."""
-        for row in rows:
-            await self._run(conn, name, row)
-
-    def _notify_params(self, job_id: str) -> JSON:
-        """Extra parameters of `insert_event_many` (PostgreSQL: its NOTIFY)."""
-        return {}
-
-    async def _insert_job(self, conn: Any, row: JSON) -> bool:
-        """Insert a job row; False if the id exists."""
-        return await self._run(conn, "insert_job", row) == 1
-
-    async def _insert_jobs(self, conn: Any, rows: builtins.list[JSON]) -> None:
-        """Insert job rows (new ids: a batch's)."""
-        await self._run_many(conn, "insert_job", rows)
-
-    @abstractmethod
-    async def _append(
-        self,
-        conn: Any,
-        job_id: str,
-        kind: str,
-        data: JSON,
-        now: float,
-        work: bool = False,
-        job_type: str | None = None,
-    ) -> int:
-        """Append an event inside the write transaction; `work`: the job (of `job_type`, when
-        known) became claimable."""
-
-    async def _append_all(
-        self,
-        conn: Any,
-        job_id: str,
-        events: builtins.list[tuple[str, JSON]],
-        now: float,
-        work: bool = False,
-        job_type: str | None = None,
-    ) -> None:
-        """Append a change's events (kind, data) in order; `work` as `_append`'s, said with the
-        last (PostgreSQL writes them in one statement)."""
-        for n, (kind, data) in enumerate(events, 1):
-            last = n == len(events)
-            await self._append(
-                conn, job_id, kind, data, now, work and last, job_type if last else None
-            )
-
-    @abstractmethod
-    async def _lock_key(self, conn: Any, key: JSON) -> None:
-        """Serialise concurrent requests that carry one idempotency key."""
-
-    def _decided(self, decided: Callable[[Job, bool], None], job: Job, created: bool) -> None:
-        """`HandOff.decided`, for a store that can say it before the commit (SQLite): here the
-        write has committed already, so nothing is said early."""
-
-    @abstractmethod
-    async def _committed(
-        self, job_id: str, *, work: bool = False, job_type: str | None = None
-    ) -> None:
-        """Called after a write to `job_id` committed, to wake this process's waiters; `work`:
-        a job (of `job_type`, when known) may have become claimable."""
-
-    @staticmethod
-    def _text_list(values: builtins.list[str]) -> Any:
-        """A list of strings as the dialect's query parameter."""
-        return values
 
 
 __all__ = ["SQLStore"]
