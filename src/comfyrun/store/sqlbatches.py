@@ -4,13 +4,11 @@ together, and the batch ended (with its webhook in the outbox) when its last job
 from __future__ import annotations
 
 import builtins
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from comfyrun.core.batch import Batch, BatchStatus, NewBatch
-from comfyrun.core.job import JSON, Job, JobStatus, NewJob
+from comfyrun.core.job import Job, JobStatus, NewJob
 from comfyrun.core.webhook import batch_delivery_for
 from comfyrun.store import batches, tenancy, transition
 from comfyrun.store.base import JobPage, clock_or
@@ -23,11 +21,10 @@ from comfyrun.store.codec import (
     job_to_row,
     page_params,
 )
+from comfyrun.store.sqldialect import SQLDialect
 
-Row = dict[str, Any]
 
-
-class SQLBatches(ABC):
+class SQLBatches(SQLDialect):
     async def create_batch(
         self, batch: NewBatch, jobs: Sequence[NewJob], *, now: float | None = None
     ) -> Batch:
@@ -153,46 +150,3 @@ class SQLBatches(ABC):
         if delivery is not None:  # in the outbox with the batch's end: nothing lost in a crash
             await self._run(conn, "insert_delivery", tenancy.delivery_to_row(delivery))
         return True
-
-    # -- the dialect's part (SQLStore) --------------------------------------------------------
-
-    @abstractmethod
-    def _read(self) -> AbstractAsyncContextManager[Any]: ...
-
-    @abstractmethod
-    def _write(self) -> AbstractAsyncContextManager[Any]: ...
-
-    @abstractmethod
-    async def _one(self, conn: Any, name: str, params: JSON) -> Row | None: ...
-
-    @abstractmethod
-    async def _all(self, conn: Any, name: str, params: JSON) -> builtins.list[Row]: ...
-
-    @abstractmethod
-    async def _run(self, conn: Any, name: str, params: JSON) -> int: ...
-
-    @abstractmethod
-    async def _run_many(self, conn: Any, name: str, rows: builtins.list[JSON]) -> None: ...
-
-    @abstractmethod
-    async def _insert_jobs(self, conn: Any, rows: builtins.list[JSON]) -> None: ...
-
-    @abstractmethod
-    def _notify_params(self, job_id: str) -> JSON: ...
-
-    @abstractmethod
-    async def _append(
-        self,
-        conn: Any,
-        job_id: str,
-        kind: str,
-        data: JSON,
-        now: float,
-        work: bool = False,
-        job_type: str | None = None,
-    ) -> int: ...
-
-    @abstractmethod
-    async def _committed(
-        self, job_id: str, *, work: bool = False, job_type: str | None = None
-    ) -> None: ...

@@ -4,19 +4,16 @@ lists it, a queued job's position, the counts."""
 from __future__ import annotations
 
 import builtins
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from comfyrun.core.job import JSON, Job, JobStatus
 from comfyrun.store.base import JobEnd, JobPage, JobStamp, QueueEntry, clock_or
 from comfyrun.store.codec import job_from_row, job_page, page_params, queue_entry_from_row
+from comfyrun.store.sqldialect import Row, SQLDialect
 
-Row = dict[str, Any]
 
-
-class SQLReads(ABC):
+class SQLReads(SQLDialect):
     #: The LIMIT parameter that means "no limit" in this dialect.
     _no_limit: Any = None
     #: queue_position: a job with fewer runnable jobs than this behind it is "near the back"
@@ -177,21 +174,6 @@ class SQLReads(ABC):
     async def _jobs(self, name: str, params: JSON) -> builtins.list[Job]:
         async with self._read() as conn:
             return [job_from_row(r) for r in await self._all(conn, name, params)]
-
-    # -- the dialect's part (SQLStore) --------------------------------------------------------
-
-    @abstractmethod
-    def _read(self) -> AbstractAsyncContextManager[Any]: ...
-
-    @abstractmethod
-    async def _one(self, conn: Any, name: str, params: JSON) -> Row | None: ...
-
-    @abstractmethod
-    async def _all(self, conn: Any, name: str, params: JSON) -> builtins.list[Row]: ...
-
-    @staticmethod
-    @abstractmethod
-    def _text_list(values: builtins.list[str]) -> Any: ...
 
 
 def counts_query(*, unfinished: bool, owner: str | None) -> tuple[str, JSON]:

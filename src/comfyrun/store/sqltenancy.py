@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import builtins
 import time
-from abc import ABC, abstractmethod
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from comfyrun.core.job import JSON, Job, NewJob
@@ -15,12 +13,11 @@ from comfyrun.core.webhook import Attempt, Delivery
 from comfyrun.errors import Conflict, QuotaExceeded
 from comfyrun.store import tenancy
 from comfyrun.store.codec import dump_json
+from comfyrun.store.sqldialect import SQLDialect
 from comfyrun.store.transition import Plan
 
-Row = dict[str, Any]
 
-
-class SQLTenancy(ABC):
+class SQLTenancy(SQLDialect):
     # -- API keys ----------------------------------------------------------------------------
 
     async def create_api_key(self, key: ApiKey) -> None:
@@ -137,23 +134,6 @@ class SQLTenancy(ABC):
     async def prune_deliveries(self, before: float) -> int:
         async with self._write() as conn:
             return await self._run(conn, "prune_deliveries", {"before": before})
-
-    # -- what the dialect provides (see SQLStore) --------------------------------------------
-
-    @abstractmethod
-    def _read(self) -> AbstractAsyncContextManager[Any]: ...
-
-    @abstractmethod
-    def _write(self) -> AbstractAsyncContextManager[Any]: ...
-
-    @abstractmethod
-    async def _one(self, conn: Any, name: str, params: JSON) -> Row | None: ...
-
-    @abstractmethod
-    async def _all(self, conn: Any, name: str, params: JSON) -> builtins.list[Row]: ...
-
-    @abstractmethod
-    async def _run(self, conn: Any, name: str, params: JSON) -> int: ...
 
 
 __all__ = ["SQLTenancy"]

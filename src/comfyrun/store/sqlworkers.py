@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import builtins
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
-from typing import Any
 
-from comfyrun.core.job import JSON
 from comfyrun.store.codec import dump_json
+from comfyrun.store.sqldialect import SQLDialect
 
-Row = dict[str, Any]
 
-
-class SQLWorkers(ABC):
+class SQLWorkers(SQLDialect):
     async def announce_worker(
         self, worker_id: str, types: Sequence[str], *, now: float | None = None
     ) -> None:
@@ -32,17 +27,3 @@ class SQLWorkers(ABC):
         async with self._read() as conn:
             rows = await self._all(conn, "served_types", {"since": since})
         return {str(r["type"]) for r in rows}
-
-    # -- the dialect's part (SQLStore) --------------------------------------------------------
-
-    @abstractmethod
-    def _read(self) -> AbstractAsyncContextManager[Any]: ...
-
-    @abstractmethod
-    def _write(self) -> AbstractAsyncContextManager[Any]: ...
-
-    @abstractmethod
-    async def _all(self, conn: Any, name: str, params: JSON) -> builtins.list[Row]: ...
-
-    @abstractmethod
-    async def _run(self, conn: Any, name: str, params: JSON) -> int: ...
