@@ -37,11 +37,7 @@ async def note_prompt(store: JobStore, job: Job, backend: str, prompt_id: str) -
 def first_attempt_note(backend: str, prompt_id: str) -> ClaimNote:
     """A claim note recording the prompt a job's first attempt is about to submit, in the
     claim's own transaction (a later attempt adopts by prompt id before it notes its own)."""
-
-    def note(job: Job) -> tuple[str, JSON] | None:
-        return ("log", prompt_note(1, backend, prompt_id)) if job.attempts == 1 else None
-
-    return note
+    return ClaimNote("log", prompt_note(1, backend, prompt_id))
 
 
 async def previous_prompt(store: JobStore, job_id: str) -> tuple[str, str] | None:

@@ -167,9 +167,18 @@ class Changes:
     uncount_attempt: bool = False
 
 
-#: Given the job a claim just took, an event (kind, data) to append in the claim's own
-#: transaction, or None.
-ClaimNote = Callable[[Job], tuple[str, JSON] | None]
+@dataclass(frozen=True, slots=True)
+class ClaimNote:
+    """An event a claim appends in its own transaction, after its status event, when it takes
+    the job for its first attempt (a later attempt's claim appends none): what the first
+    attempt is about to do (the prompt it submits), written before it does it."""
+
+    kind: str
+    data: JSON
+
+    def of(self, job: Job) -> tuple[str, JSON] | None:
+        """(kind, data) for the claim that took `job`, or None: not its first attempt."""
+        return (self.kind, self.data) if job.attempts == 1 else None
 
 
 @dataclass(frozen=True, slots=True)

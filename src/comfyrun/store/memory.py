@@ -171,7 +171,7 @@ class MemoryStore(MemoryReads, MemoryBatches, MemoryTenancy, MemoryWorkers):
         job = transition.claimed(job, worker_id, lease_s, now)
         self._jobs[job.id] = job
         self._append(job.id, "status", transition.claim_event(job), now)
-        extra = note(job) if note is not None else None
+        extra = note.of(job) if note is not None else None
         if extra is not None:
             self._append(job.id, extra[0], extra[1], now)
         return job

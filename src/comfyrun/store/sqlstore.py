@@ -124,7 +124,7 @@ class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
     async def _log_claim(self, conn: Any, job: Job, note: ClaimNote | None, now: float) -> None:
         """A claim's events: its status change, then the note's event if it has one."""
         events = [("status", transition.claim_event(job))]
-        extra = note(job) if note is not None else None
+        extra = note.of(job) if note is not None else None
         if extra is not None:
             events.append(extra)
         await self._append_all(conn, job.id, events, now)

@@ -136,12 +136,19 @@ def claimed(job: Job, worker_id: str, lease_s: float, now: float) -> Job:
 
 
 def claim_event(job: Job) -> JSON:
+    """The data of the "status" event a claim that took `job` appends."""
+    return claim_event_of(job.worker_id, job.attempts)
+
+
+def claim_event_of(worker_id: str | None, attempts: int) -> JSON:
+    """`claim_event` of a job claimed by `worker_id` for attempt `attempts` (PostgreSQL's
+    one-statement claim gives it with its attempts taken from the row it claims)."""
     return {
         "status": JobStatus.RUNNING.value,
         "previous": JobStatus.QUEUED.value,
         "event": Event.CLAIM.value,
-        "attempts": job.attempts,
-        "worker_id": job.worker_id,
+        "attempts": attempts,
+        "worker_id": worker_id,
     }
 
 
@@ -223,6 +230,7 @@ __all__ = [
     "Plan",
     "apply",
     "claim_event",
+    "claim_event_of",
     "claimed",
     "enqueue_event",
     "enqueued",

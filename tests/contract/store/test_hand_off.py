@@ -10,16 +10,13 @@ from tests.support.store import new_job
 
 from comfyrun.core.job import Job, JobStatus
 from comfyrun.core.state import Event
-from comfyrun.store.base import Changes, HandOff, JobStore
+from comfyrun.store.base import Changes, ClaimNote, HandOff, JobStore
 
 T0 = 1_700_000_000.0
 
 
-def note(job: Job) -> tuple[str, Any]:
-    return "prompt", {"prompt_id": f"p-{job.id}", "backend": "gpu0"}
-
-
-HAND = HandOff("w1", 30.0, note=note)
+NOTE = ClaimNote("prompt", {"prompt_id": "p-1", "backend": "gpu0"})
+HAND = HandOff("w1", 30.0, note=NOTE)
 
 
 async def test_a_job_submitted_to_an_empty_queue_is_claimed_in_its_enqueue(
@@ -37,7 +34,7 @@ async def test_a_job_submitted_to_an_empty_queue_is_claimed_in_its_enqueue(
         ("status", "running"),
         ("prompt", None),
     ]
-    assert events[-1].data == {"prompt_id": f"p-{job.id}", "backend": "gpu0"}
+    assert events[-1].data == {"prompt_id": "p-1", "backend": "gpu0"}
     assert store.work_token() == token  # nothing claimable came: no worker wakes for it
     assert await store.claim("w2", 30, now=T0) is None
     # it runs and ends as any claimed job does
@@ -70,15 +67,12 @@ async def test_the_claimed_job_it_returns_is_the_one_stored_field_for_field(
     # and it is the job an enqueue and then a claim would have made of the same request
     twin = dataclasses.replace(rich, id="twin", idempotency_key="k-2")
     await store.enqueue(twin, now=T0)
-    claimed = await store.claim("w1", 30.0, now=T0, note=note)
+    claimed = await store.claim("w1", 30.0, now=T0, note=NOTE)
     assert claimed is not None and claimed.id == "twin"
     assert dataclasses.replace(claimed, id=job.id, idempotency_key="k-1") == job
     twin_events = [(e.kind, e.data) for e in await store.events_since("twin")]
     events = [(e.kind, e.data) for e in await store.events_since(job.id)]
-    assert events == [
-        (kind, {**data, "prompt_id": f"p-{job.id}"} if kind == "prompt" else data)
-        for kind, data in twin_events
-    ]
+    assert events == twin_events
 
 
 async def test_behind_another_queued_job_it_waits_its_turn(store: JobStore) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 from tests.support.store import new_job
 
-from comfyrun.core.job import Job, JobError, JobStatus, Output, OutputType, Progress
+from comfyrun.core.job import COMFY, Job, JobError, JobStatus, Output, OutputType, Progress
 from comfyrun.core.state import Event
 from comfyrun.errors import Conflict, IllegalTransition, NotFound
-from comfyrun.store.base import Changes, JobStore
+from comfyrun.store import transition
+from comfyrun.store.base import Changes, ClaimNote, JobStore
 from comfyrun.store.codec import output_to_dict, progress_to_dict
 
 T0 = 1_700_000_000.0
@@ -280,24 +281,29 @@ async def test_a_refused_final_state_commits_none_of_its_outputs(store: JobStore
     assert await store.events_since(job.id) == events
 
 
-async def test_a_claim_note_lands_in_the_claims_transaction(store: JobStore) -> None:
+@pytest.mark.parametrize("types", [None, (COMFY,), ("comfy", "upscale")])
+async def test_a_claim_note_lands_in_the_claims_transaction(
+    store: JobStore, types: tuple[str, ...] | None
+) -> None:
     await store.enqueue(new_job(), now=T0)
-    seen: list[Job] = []
+    note = ClaimNote("log", {"action": "prompt_submitted", "prompt_id": "p-9", "attempt": 1})
 
-    def note(job: Job) -> tuple[str, dict[str, object]] | None:
-        seen.append(job)
-        return "log", {"action": "prompt_submitted", "prompt_id": "p-9", "attempt": job.attempts}
-
-    job = await store.claim("w1", 30, now=T0, note=note)
-    assert job is not None and seen == [job]
+    job = await store.claim("w1", 30, now=T0, note=note, types=types)
+    assert job is not None and job.attempts == 1
     events = await store.events_since(job.id)
-    assert (events[-2].kind, events[-2].data.get("status")) == ("status", "running")
-    assert (events[-1].kind, events[-1].data) == (
-        "log",
-        {"action": "prompt_submitted", "prompt_id": "p-9", "attempt": 1},
-    )
-    assert await store.claim("w1", 30, now=T0, note=note) is None
-    assert len(seen) == 1
+    assert [(e.kind, e.data) for e in events[-2:]] == [
+        ("status", transition.claim_event(job)),
+        ("log", {"action": "prompt_submitted", "prompt_id": "p-9", "attempt": 1}),
+    ]
+    assert events[-1].id > events[-2].id
+    assert await store.claim("w1", 30, now=T0, note=note, types=types) is None
+    # a later attempt's claim logs its status event alone
+    await store.transition(job.id, Event.REQUEUE, expect=JobStatus.RUNNING, now=T0 + 1)
+    again = await store.claim("w2", 30, now=T0 + 2, note=note, types=types)
+    assert again is not None and again.attempts == 2 and again.worker_id == "w2"
+    last = (await store.events_since(job.id, events[-1].id))[-1]
+    assert (last.kind, last.data) == ("status", transition.claim_event(again))
+    assert last.data["attempts"] == 2
 
 
 async def test_a_final_state_may_carry_the_execution_start(store: JobStore) -> None:

@@ -28,6 +28,12 @@ PARAMS = {
     "window": 4,
     "type": "image",
     "owner": None,
+    # claim_one's
+    "event": "{}",
+    "note_kind": None,
+    "note": None,
+    "channel": "c",
+    "prefix": "n;e:",
 }
 #: Queries that walk the queue in claim order (priority, fair_tag, rank_at, id).
 IN_CLAIM_ORDER = (
@@ -64,8 +70,14 @@ def pg_schema() -> Iterator[str]:
     drop_schema(schema)
 
 
+#: PostgreSQL's one-statement claims (claim_one) and their candidates walk it too.
+PG_IN_CLAIM_ORDER = (*IN_CLAIM_ORDER, "claim_next", "claim_next_comfy", "claim_next_type")
+
+
 @pytest.mark.postgres
-@pytest.mark.parametrize("name", IN_CLAIM_ORDER)
+@pytest.mark.parametrize(
+    "name", [*PG_IN_CLAIM_ORDER, "claim_one", "claim_one_comfy", "claim_one_type"]
+)
 async def test_postgres_walks_the_claim_index(pg_schema: str, name: str) -> None:
     async with await psycopg.AsyncConnection.connect(pg_dsn()) as conn:
         await migrate_postgres(conn, pg_schema)
@@ -74,10 +86,21 @@ async def test_postgres_walks_the_claim_index(pg_schema: str, name: str) -> None
         # an empty table has no statistics: make the planner show the index path it has
         conn.execute("SET enable_seqscan = off")
         conn.execute("SET enable_bitmapscan = off")
-        sql = queries("postgresql")[name]
+        sql = queries("postgresql")[name] if name in PG_IN_CLAIM_ORDER else claim_one(name)
         plan = "\n".join(row[0] for row in conn.execute(f"EXPLAIN {sql}", PARAMS).fetchall())
     assert "jobs_claim" in plan, plan
-    assert "Sort" not in plan, plan
+    # no sort of the jobs: the one sort a claim_one has orders its own two events
+    sort_keys = [line for line in plan.splitlines() if "Sort Key:" in line]
+    assert plan.count("Sort  (") == len(sort_keys), plan
+    assert all('"*VALUES*"' in line for line in sort_keys), plan
+
+
+def claim_one(name: str) -> str:
+    """The claim_one statement the PostgreSQL store runs for `name` (claim_one_<candidate>)."""
+    from comfyrun.store.postgres import CLAIM_ONE
+
+    kind = {"claim_one": None, "claim_one_comfy": "comfy", "claim_one_type": ""}[name]
+    return CLAIM_ONE[kind].decode()
 
 
 def test_sqlite_counts_read_the_kept_counts_not_the_jobs(tmp_path: Path) -> None:

@@ -395,6 +395,60 @@ WITH event AS (
 )
 SELECT count(*) AS n, pg_notify(%(channel)s, %(payload)s) FROM event;
 
+-- name: claim_one
+-- A claim in one statement, its own transaction (PostgresStore.claim without a choice, over
+-- every type or one): the job `{candidate}` (a claim_next query) names is taken, with its
+-- status event (the `event` given, transition.claim_event, its attempts from the row) and,
+-- when this is the job's first attempt, the note (`note_kind`, `note`), in that order, and
+-- one NOTIFY (`prefix` || its id). The row stays locked until both events are written, so no
+-- other change of the job logs an event between them. No row when no job is claimable.
+WITH job AS (
+    UPDATE jobs SET
+        status = 'running',
+        attempts = attempts + 1,
+        worker_id = %(worker_id)s,
+        lease_expires_at = %(lease_expires_at)s,
+        started_at = %(now)s
+    WHERE status = 'queued' AND id = ({candidate})
+    RETURNING *
+), event AS (
+    INSERT INTO job_events (job_id, kind, data, created_at)
+    SELECT job.id, e.kind,
+        CASE WHEN e.n = 1 THEN e.data || jsonb_build_object('attempts', job.attempts)
+        ELSE e.data END,
+        %(now)s
+    FROM job, (VALUES (1, 'status', %(event)s::jsonb), (2, %(note_kind)s::text, %(note)s::jsonb))
+        AS e(n, kind, data)
+    WHERE e.n = 1 OR (e.data IS NOT NULL AND job.attempts = 1)
+    ORDER BY e.n
+    RETURNING id
+)
+SELECT job.*, pg_notify(%(channel)s, %(prefix)s || job.id) AS notified FROM job;
+
+-- name: claim_next
+-- claim_one's candidate over every type: the head of the claim order, as `claim` takes it.
+SELECT id FROM jobs
+WHERE status = 'queued' AND next_run_at <= %(now)s::float8
+ORDER BY priority DESC, fair_tag, rank_at, id
+LIMIT 1
+FOR UPDATE SKIP LOCKED;
+
+-- name: claim_next_comfy
+-- claim_one's candidate among comfy jobs, as claim_window_comfy orders them.
+SELECT id FROM jobs
+WHERE status = 'queued' AND type = 'comfy' AND next_run_at <= %(now)s::float8
+ORDER BY priority DESC, fair_tag, rank_at, id
+LIMIT 1
+FOR UPDATE SKIP LOCKED;
+
+-- name: claim_next_type
+-- claim_one's candidate among the jobs of one handler type, as claim_window_type orders them.
+SELECT id FROM jobs
+WHERE status = 'queued' AND type = %(type)s AND next_run_at <= %(now)s::float8
+ORDER BY priority DESC, fair_tag, created_at, id
+LIMIT 1
+FOR UPDATE SKIP LOCKED;
+
 -- name: insert_event_quiet
 INSERT INTO job_events (job_id, kind, data, created_at)
 VALUES (%(job_id)s, %(kind)s, %(data)s::jsonb, %(created_at)s);

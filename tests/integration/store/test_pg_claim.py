@@ -1,0 +1,92 @@
+"""PostgreSQL: a claim of the queue's head (over every type, or among one type's jobs) is one
+statement in its own transaction (claim_one), and claimers racing for the same jobs each take
+different ones, every claim's events logged together."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, NoReturn
+
+import pytest
+from tests.support.store import drop_schema, new_job, new_schema_name, pg_dsn, require_pg
+
+from comfyrun.core.job import COMFY, Job
+from comfyrun.store import transition
+from comfyrun.store.base import ClaimNote
+from comfyrun.store.postgres import PostgresStore
+
+pytestmark = pytest.mark.postgres
+
+NOTE = ClaimNote("log", {"action": "prompt_submitted", "prompt_id": "p", "attempt": 1})
+
+
+@asynccontextmanager
+async def stores(n: int) -> AsyncIterator[list[PostgresStore]]:
+    """`n` stores on one new schema, as `n` processes would have."""
+    require_pg()
+    schema = new_schema_name()
+    opened = [PostgresStore(pg_dsn(), schema=schema) for _ in range(n)]
+    try:
+        for store in opened:
+            await store.open()
+        yield opened
+    finally:
+        for store in opened:
+            await store.close()
+        drop_schema(schema)
+
+
+def no_transaction(store: PostgresStore) -> None:
+    """Make any write transaction of `store` fail."""
+
+    def refused() -> NoReturn:
+        raise AssertionError("a write transaction was opened")
+
+    store._write = refused  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("types", [None, (COMFY,), ("upscale",)])
+async def test_a_claim_of_the_head_opens_no_transaction(types: tuple[str, ...] | None) -> None:
+    async with stores(1) as (store,):
+        job_type = types[0] if types else COMFY
+        job, _ = await store.enqueue(new_job(type=job_type))
+        no_transaction(store)
+        claimed = await store.claim("w1", 30.0, note=NOTE, types=types)
+        assert claimed is not None and claimed.id == job.id and claimed.type == job_type
+        assert await store.get(job.id) == claimed
+        events = await store.events_since(job.id)
+        assert [(e.kind, e.data) for e in events[1:]] == [
+            ("status", transition.claim_event(claimed)),
+            ("log", NOTE.data),
+        ]
+        assert await store.claim("w1", 30.0, note=NOTE, types=types) is None
+
+
+async def test_a_claim_over_several_types_goes_the_general_way() -> None:
+    async with stores(1) as (store,):
+        await store.enqueue(new_job())
+        no_transaction(store)
+        with pytest.raises(AssertionError, match="write transaction"):
+            await store.claim("w1", 30.0, types=(COMFY, "upscale"))
+
+
+async def test_racing_claimers_take_each_job_once_with_its_events_together() -> None:
+    async with stores(3) as nodes:
+        queued = [(await nodes[0].enqueue(new_job(priority=i % 3)))[0] for i in range(60)]
+        taken: list[tuple[str, Job]] = []
+
+        async def claimer(store: PostgresStore, name: str) -> None:
+            while (job := await store.claim(name, 30.0, note=NOTE, types=(COMFY,))) is not None:
+                taken.append((name, job))
+
+        await asyncio.gather(*(claimer(nodes[i % 3], f"w{i}") for i in range(6)))
+        assert sorted(job.id for _, job in taken) == sorted(job.id for job in queued)
+        for name, job in taken:
+            assert job.worker_id == name and job.attempts == 1
+            events: list[Any] = await nodes[1].events_since(job.id)
+            assert [(e.kind, e.data) for e in events[1:]] == [
+                ("status", transition.claim_event(job)),
+                ("log", NOTE.data),
+            ]
