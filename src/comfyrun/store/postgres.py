@@ -29,12 +29,13 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from comfyrun import jsontext
 from comfyrun.core.batch import NO_GROUP
-from comfyrun.core.job import COMFY, JSON, Job, NewJob, may_end
+from comfyrun.core.job import COMFY, JSON, Job, JobStatus, NewJob, may_end
+from comfyrun.core.state import Event
 from comfyrun.errors import Conflict, InvalidRequest, StoreError
 from comfyrun.handlers.spec import valid_type_name
 from comfyrun.store import transition
-from comfyrun.store.base import ClaimChoice, ClaimNote, JobEvent, WorkCounts, clock_or
-from comfyrun.store.codec import dump_json, job_from_row, job_to_row
+from comfyrun.store.base import Changes, ClaimChoice, ClaimNote, JobEvent, WorkCounts, clock_or
+from comfyrun.store.codec import dump_json, job_from_row, job_to_row, output_to_dict
 from comfyrun.store.migrate import migrate_postgres
 from comfyrun.store.queries import queries
 from comfyrun.store.sqldialect import Row
@@ -48,6 +49,12 @@ CLAIM_ONE = {
     kind: Q["claim_one"].replace(b"{candidate}", Q[f"claim_next{suffix}"])
     for kind, suffix in ((None, ""), (COMFY, "_comfy"), ("", "_type"))
 }
+#: The transition of a job whose change of status settles nothing more (see end_plain).
+_PLAIN = b"\n  AND owner IS NULL AND batch_id IS NULL AND NOT (options ? 'webhook')\nRETURNING *"
+assert Q["transition"].endswith(b"\nRETURNING *")
+END_PLAIN = Q["end_plain"].replace(
+    b"{transition}", Q["transition"].removesuffix(b"\nRETURNING *") + _PLAIN
+)
 _SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 WORK = "w"
 #: A NOTIFY's first mark: its event may end the job, or may not.
@@ -183,6 +190,51 @@ class PostgresStore(SQLStore):
             row = await cur.fetchone()
         if row is None:
             return None
+        del row["notified"]
+        return job_from_row(row)
+
+    async def transition(
+        self,
+        job_id: str,
+        event: Event,
+        *,
+        expect: JobStatus,
+        changes: Changes | None = None,
+        now: float | None = None,
+        worker_id: str | None = None,
+    ) -> Job:
+        """A change of status that does not requeue the job is one statement, its own
+        transaction (end_plain: the new state with its outputs, their events and the status
+        event, one NOTIFY), for a job of no owner, batch or webhook: one round trip where the
+        general way (`SQLStore.transition`) takes four. Any other job, or a job not as
+        expected, goes the general way after it (one statement more)."""
+        now = clock_or(now)
+        p = transition.plan(expect, event, changes, now)
+        if not p.changes_status or p.status is JobStatus.QUEUED:
+            return await super().transition(
+                job_id, event, expect=expect, changes=changes, now=now, worker_id=worker_id
+            )
+        outputs = [output_to_dict(o) for o in (changes.outputs if changes is not None else ())]
+        # its attempts are the updated row's (the statement sets them)
+        status = transition.status_event_of(p, 0, now)
+        events = [*(("output", data) for data in outputs), ("status", status)]
+        params = transition.plan_params(p, job_id, worker_id) | {
+            "outputs": dump_json(outputs) if outputs else None,
+            "now": now,
+            "kinds": [kind for kind, _ in events],
+            "datas": [dump_json(data) for _, data in events],
+            "channel": self.channel,
+            "payload": _payload(
+                job_id, ending=may_end("status", status), work=False, job_type=None
+            ),
+        }
+        async with self._read() as conn:  # autocommit: the statement commits by itself
+            cur = await conn.execute(END_PLAIN, params)
+            row = await cur.fetchone()
+        if row is None:
+            return await super().transition(
+                job_id, event, expect=expect, changes=changes, now=now, worker_id=worker_id
+            )
         del row["notified"]
         return job_from_row(row)
 

@@ -110,17 +110,24 @@ def apply(job: Job, p: Plan) -> Job:
 
 def status_event(job: Job, p: Plan) -> JSON:
     """The data of the "status" event appended after `p` turned into `job`."""
+    return status_event_of(p, job.attempts, job.next_run_at)
+
+
+def status_event_of(p: Plan, attempts: int, next_run_at: float) -> JSON:
+    """`status_event` of a job `p` left with `attempts` and `next_run_at` (PostgreSQL's
+    one-statement end gives it with its attempts taken from the row it updates; it does not
+    requeue, the one status whose event carries `next_run_at`)."""
     data: JSON = dict(p.extra or {})
     data.update(
         status=p.status.value,
         previous=p.previous.value,
         event=p.event.value,
-        attempts=job.attempts,
+        attempts=attempts,
     )
     if p.error is not None:
         data["error"] = error_to_dict(p.error)
     if p.status is JobStatus.QUEUED:
-        data["next_run_at"] = job.next_run_at
+        data["next_run_at"] = next_run_at
     return data
 
 
@@ -238,4 +245,5 @@ __all__ = [
     "not_found",
     "plan",
     "status_event",
+    "status_event_of",
 ]

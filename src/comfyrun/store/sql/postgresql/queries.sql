@@ -425,6 +425,27 @@ WITH job AS (
 )
 SELECT job.*, pg_notify(%(channel)s, %(prefix)s || job.id) AS notified FROM job;
 
+-- name: end_plain
+-- A job's change of status in one statement, its own transaction (PostgresStore.transition):
+-- `{transition}` (the transition query) for a job whose change settles nothing more (no
+-- owner: no key's usage; no batch: no batch's end; no webhook: no delivery owed), with its
+-- events (`kinds`, `datas`: its outputs', then the status event, transition.status_event, its
+-- attempts from the row) in that order and one NOTIFY. No row when the job is not as
+-- expected or its change settles more: the caller goes the general way.
+WITH job AS (
+    {transition}
+), event AS (
+    INSERT INTO job_events (job_id, kind, data, created_at)
+    SELECT job.id, e.kind,
+        CASE WHEN e.kind = 'status' THEN e.data || jsonb_build_object('attempts', job.attempts)
+        ELSE e.data END,
+        %(now)s
+    FROM job, unnest(%(kinds)s::text[], %(datas)s::text[]::jsonb[]) WITH ORDINALITY AS e(kind, data, n)
+    ORDER BY e.n
+    RETURNING id
+)
+SELECT job.*, pg_notify(%(channel)s, %(payload)s) AS notified FROM job;
+
 -- name: claim_next
 -- claim_one's candidate over every type: the head of the claim order, as `claim` takes it.
 SELECT id FROM jobs

@@ -1,6 +1,7 @@
 """PostgreSQL: a claim of the queue's head (over every type, or among one type's jobs) is one
 statement in its own transaction (claim_one), and claimers racing for the same jobs each take
-different ones, every claim's events logged together."""
+different ones, every claim's events logged together; so is the end of a job whose end settles
+nothing more (end_plain), and any other job's goes the general way."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from typing import Any, NoReturn
 import pytest
 from tests.support.store import drop_schema, new_job, new_schema_name, pg_dsn, require_pg
 
-from comfyrun.core.job import COMFY, Job
+from comfyrun.core.job import COMFY, Job, JobError, JobStatus, Output, OutputType
+from comfyrun.core.state import Event
 from comfyrun.store import transition
-from comfyrun.store.base import ClaimNote
+from comfyrun.store.base import Changes, ClaimNote
 from comfyrun.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres
@@ -90,3 +92,75 @@ async def test_racing_claimers_take_each_job_once_with_its_events_together() -> 
                 ("status", transition.claim_event(job)),
                 ("log", NOTE.data),
             ]
+
+
+IMAGE = Output(
+    node_id="9",
+    name="a.png",
+    type=OutputType.IMAGE,
+    content_type="image/png",
+    size_bytes=3,
+    storage_key="k/a.png",
+)
+
+
+async def test_a_plain_jobs_end_opens_no_transaction() -> None:
+    async with stores(2) as (store, other):
+        job, _ = await store.enqueue(new_job())
+        claimed = await store.claim("w1", 30.0, types=(COMFY,))
+        assert claimed is not None
+        before = await store.events_since(job.id)
+        no_transaction(store)
+        outputs = (IMAGE, IMAGE)
+        done = await store.transition(
+            job.id,
+            Event.SUCCEED,
+            expect=JobStatus.RUNNING,
+            changes=Changes(outputs=outputs),
+            worker_id="w1",
+        )
+        assert done.status is JobStatus.SUCCEEDED and done.outputs == outputs
+        assert await other.get(job.id) == done
+        events = await other.events_since(job.id, before[-1].id)
+        assert [e.kind for e in events] == ["output", "output", "status"]
+        assert events[-1].data == {
+            "status": "succeeded",
+            "previous": "running",
+            "event": "succeed",
+            "attempts": 1,
+        }
+        # a failure carries its error; not as expected any more: the general way says so
+        job2, _ = await store.enqueue(new_job())
+        await store.claim("w1", 30.0)
+        failed = await store.transition(
+            job2.id,
+            Event.FAIL,
+            expect=JobStatus.RUNNING,
+            changes=Changes(error=JobError(code="boom", message="it broke")),
+        )
+        last = (await other.events_since(job2.id))[-1]
+        assert failed.status is JobStatus.FAILED and last.data["error"]["code"] == "boom"
+        assert last.data["attempts"] == 1
+        with pytest.raises(AssertionError, match="write transaction"):
+            await store.transition(job2.id, Event.FAIL, expect=JobStatus.RUNNING)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"options": {"webhook": {"url": "http://127.0.0.1:9/hook"}}}, {"batch_id": None}],
+    ids=["webhook", "requeue"],
+)
+async def test_an_end_that_settles_more_goes_the_general_way(fields: dict[str, Any]) -> None:
+    async with stores(1) as (store,):
+        job, _ = await store.enqueue(new_job(**{k: v for k, v in fields.items() if v}))
+        await store.claim("w1", 30.0)
+        event = Event.SUCCEED if "options" in fields else Event.REQUEUE
+        saved = store._write
+        no_transaction(store)
+        with pytest.raises(AssertionError, match="write transaction"):
+            await store.transition(job.id, event, expect=JobStatus.RUNNING)
+        store._write = saved  # type: ignore[method-assign]
+        done = await store.transition(job.id, event, expect=JobStatus.RUNNING)
+        assert done.status is (JobStatus.SUCCEEDED if event is Event.SUCCEED else JobStatus.QUEUED)
+        if "options" in fields:
+            assert [d.event for d in await store.deliveries(job.id)] == ["job.succeeded"]
