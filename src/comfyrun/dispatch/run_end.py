@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from typing import Any
 
 from comfyrun import stages
@@ -293,8 +294,10 @@ class RunEnding(ABC):
         # the prompt's end reaches ComfyUI clients only when the job ends with this transition
         self._take_the_rest()
         await self._relay.finish(release=event in (Event.SUCCEED, Event.FAIL, Event.CANCELED))
-        for note in self._placement_notes:
-            note.cancel()  # what they would write goes with this transition
+        # what a placement note would write goes with this transition: one not yet due is
+        # dropped, one being written is let finish first (cancelled mid-way, its statement
+        # would be cancelled on the server: on PostgreSQL a connection of its own to ask)
+        await settle_placement_notes(self._placement_notes)
         self._placement_notes = set()
         if event in (Event.SUCCEED, Event.FAIL, Event.CANCELED) and self._start_unwritten:
             changes = dataclasses.replace(changes, execution_started_at=self._start_unwritten)
@@ -370,4 +373,19 @@ class RunEnding(ABC):
         return {"action": action, "job_id": self.job.id, "backend": self.backend.name, **more}
 
 
-__all__ = ["RunEnding"]
+async def settle_placement_notes(
+    notes: Iterable[asyncio.TimerHandle | asyncio.Task[None]],
+) -> None:
+    """Drop the placement notes not yet due; wait for those being written (each catches the
+    store's errors: a failing one only lags what the API shows)."""
+    writing = []
+    for note in notes:
+        if not isinstance(note, asyncio.Future):  # a timer (uvloop's is not asyncio's class)
+            note.cancel()
+        elif not note.done():
+            writing.append(note)
+    if writing:
+        await asyncio.wait(writing)
+
+
+__all__ = ["RunEnding", "settle_placement_notes"]

@@ -310,6 +310,9 @@ class PostgresStore(SQLStore):
         async with self._read() as conn, conn.transaction():
             yield conn
 
+    def _write_one(self) -> contextlib.AbstractAsyncContextManager[Conn]:
+        return self._read()  # autocommit: the statement commits by itself
+
     async def _one(self, conn: Conn, name: str, params: JSON) -> Row | None:
         cur = await conn.execute(Q[name], params)
         return await cur.fetchone()

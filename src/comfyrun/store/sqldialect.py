@@ -25,6 +25,12 @@ class SQLDialect(ABC):
     def _write(self) -> AbstractAsyncContextManager[Any]:
         """A connection in a write transaction, committed on success, rolled back on error."""
 
+    def _write_one(self) -> AbstractAsyncContextManager[Any]:
+        """A connection for a write of one statement: `_write`, unless the dialect's
+        connections commit each statement by themselves (PostgreSQL's, in autocommit: one
+        round trip instead of BEGIN, the statement, COMMIT)."""
+        return self._write()
+
     @abstractmethod
     async def _one(self, conn: Any, name: str, params: JSON) -> Row | None:
         """The first row of named query `name`, as a dict."""

@@ -234,7 +234,7 @@ class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
         self, job_id: str, worker_id: str, lease_s: float, *, now: float | None = None
     ) -> bool:
         params = {"id": job_id, "worker_id": worker_id, "lease_expires_at": clock_or(now) + lease_s}
-        async with self._write() as conn:
+        async with self._write_one() as conn:
             return await self._run(conn, "renew", params) == 1
 
     async def transition(
@@ -304,7 +304,7 @@ class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
             "prompt_id": prompt_id,
             "execution_started_at": execution_started_at,
         }
-        async with self._write() as conn:
+        async with self._write_one() as conn:
             held = await self._run(conn, "set_placement", params) == 1
         await self._committed(job_id)
         return held

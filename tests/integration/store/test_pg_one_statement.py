@@ -164,3 +164,17 @@ async def test_an_end_that_settles_more_goes_the_general_way(fields: dict[str, A
         assert done.status is (JobStatus.SUCCEEDED if event is Event.SUCCEED else JobStatus.QUEUED)
         if "options" in fields:
             assert [d.event for d in await store.deliveries(job.id)] == ["job.succeeded"]
+
+
+async def test_a_lease_renewal_and_a_placement_open_no_transaction() -> None:
+    async with stores(1) as (store,):
+        job, _ = await store.enqueue(new_job())
+        await store.claim("w1", 30.0)
+        no_transaction(store)
+        assert await store.renew(job.id, "w1", 60.0)
+        assert not await store.renew(job.id, "w2", 60.0)
+        placed = {"backend": "gpu-1", "prompt_id": "p-1", "execution_started_at": 5.0}
+        assert await store.record_placement(job.id, "w1", **placed)
+        assert not await store.record_placement(job.id, "w2", **placed)
+        stored = await store.get(job.id)
+        assert stored is not None and (stored.backend, stored.prompt_id) == ("gpu-1", "p-1")
