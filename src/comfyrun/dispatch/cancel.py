@@ -13,12 +13,16 @@ from comfyrun.store.base import JobStore
 async def wait_cancel_requested(store: JobStore, job_id: str, settings: DispatchSettings) -> None:
     """Return once the job's log says `canceling` (already, or later)."""
     await asyncio.sleep(settings.cancel_watch_after_s)
-    events = await store.events_since(job_id)
-    after = events[-1].id if events else 0
+    task = asyncio.current_task()
+    # the log so far comes back at once (one read: the wait reads before it sleeps); its last
+    # status says whether the job is canceling now, and every later one is news
+    events = await store.wait_for_event(job_id, 0, settings.idle_wait_s)
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError  # (as below)
     statuses = [e.data.get("status") for e in events if e.kind == "status"]
     if statuses and statuses[-1] == JobStatus.CANCELING.value:
         return
-    task = asyncio.current_task()
+    after = events[-1].id if events else 0
     while True:
         events = await store.wait_for_event(job_id, after, settings.idle_wait_s)
         if task is not None and task.cancelling():
