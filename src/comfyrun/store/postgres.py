@@ -45,8 +45,11 @@ log = logging.getLogger(__name__)
 
 Q = {name: sql.encode() for name, sql in queries("postgresql").items()}
 #: claim_one with each candidate: over every type, among comfy jobs, among one handler type's.
+assert Q["claim_id"].count(b"%(id)s") == 1
 CLAIM_ONE = {
-    kind: Q["claim_one"].replace(b"{candidate}", Q[f"claim_next{suffix}"])
+    kind: Q["claim_one"].replace(
+        b"{claim}", Q["claim_id"].replace(b"%(id)s", b"(" + Q[f"claim_next{suffix}"] + b")")
+    )
     for kind, suffix in ((None, ""), (COMFY, "_comfy"), ("", "_type"))
 }
 #: The transition of a job whose change of status settles nothing more (see end_plain).

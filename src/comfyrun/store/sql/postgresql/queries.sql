@@ -397,20 +397,13 @@ SELECT count(*) AS n, pg_notify(%(channel)s, %(payload)s) FROM event;
 
 -- name: claim_one
 -- A claim in one statement, its own transaction (PostgresStore.claim without a choice, over
--- every type or one): the job `{candidate}` (a claim_next query) names is taken, with its
--- status event (the `event` given, transition.claim_event, its attempts from the row) and,
--- when this is the job's first attempt, the note (`note_kind`, `note`), in that order, and
--- one NOTIFY (`prefix` || its id). The row stays locked until both events are written, so no
+-- every type or one): `{claim}` is claim_id of the job a claim_next query names, taken with
+-- its status event (the `event` given, transition.claim_event, its attempts from the row)
+-- and, when this is the job's first attempt, the note (`note_kind`, `note`), in that order,
+-- and one NOTIFY (`prefix` || its id). The row stays locked until both events are written, so no
 -- other change of the job logs an event between them. No row when no job is claimable.
 WITH job AS (
-    UPDATE jobs SET
-        status = 'running',
-        attempts = attempts + 1,
-        worker_id = %(worker_id)s,
-        lease_expires_at = %(lease_expires_at)s,
-        started_at = %(now)s
-    WHERE status = 'queued' AND id = ({candidate})
-    RETURNING *
+    {claim}
 ), event AS (
     INSERT INTO job_events (job_id, kind, data, created_at)
     SELECT job.id, e.kind,
