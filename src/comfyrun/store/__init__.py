@@ -7,6 +7,7 @@ sqlstore.py     SQLStore, every method written once over named queries
 sqlite.py       SQLiteStore: WAL, BEGIN IMMEDIATE, bounded cross-process waits
 sqlite_runner.py  its calls in batches: quick ones on the loop, their commit on its thread
 postgres.py     PostgresStore: pool, FOR UPDATE SKIP LOCKED, LISTEN/NOTIFY
+pgstatements.py its one-statement enqueue, claim and job end; its queries and NOTIFY payloads
 transition.py   the pure plan of a status change (what each event writes)
 maintenance.py  lease sweeping, stuck-job requeue, expiry (pure step + CAS write)
 idempotency.py  the Idempotency-Key rule (24 h, per owner)

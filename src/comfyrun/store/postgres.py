@@ -9,7 +9,9 @@ whether the event may end the job ("t;": a status event that may; "n;": any othe
 logs and outputs (a payload without a mark, from an older node, may end it). Each store keeps
 one extra connection LISTENing and wakes its local waiters, so `wait_for_work` and
 `wait_for_event` wake on every API node and worker without polling. If the listener connection
-drops, all waiters are woken (they look again) and it reconnects.
+drops, all waiters are woken (they look again) and it reconnects. The commonest changes of a
+job's life (its enqueue, its claim, its end) are one statement each where they can be
+(comfyrun.store.pgstatements).
 """
 
 from __future__ import annotations
@@ -28,45 +30,28 @@ from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from comfyrun import jsontext
-from comfyrun.core.batch import NO_GROUP
-from comfyrun.core.job import COMFY, JSON, Job, JobStatus, NewJob, may_end
-from comfyrun.core.state import Event
-from comfyrun.errors import Conflict, InvalidRequest, StoreError
-from comfyrun.handlers.spec import valid_type_name
-from comfyrun.store import transition
-from comfyrun.store.base import Changes, ClaimChoice, ClaimNote, JobEvent, WorkCounts, clock_or
-from comfyrun.store.codec import dump_json, job_from_row, job_to_row, output_to_dict
+from comfyrun.core.job import JSON, may_end
+from comfyrun.errors import InvalidRequest, StoreError
+from comfyrun.store.base import JobEvent, WorkCounts
+from comfyrun.store.codec import dump_json
 from comfyrun.store.migrate import migrate_postgres
-from comfyrun.store.queries import queries
+from comfyrun.store.pgstatements import (
+    ENDING,
+    NOT_ENDING,
+    WORK,
+    OneStatementWrites,
+    Q,
+    payload,
+)
 from comfyrun.store.sqldialect import Row
-from comfyrun.store.sqlstore import SQLStore
 
 log = logging.getLogger(__name__)
 
-Q = {name: sql.encode() for name, sql in queries("postgresql").items()}
-#: claim_one with each candidate: over every type, among comfy jobs, among one handler type's.
-assert Q["claim_id"].count(b"%(id)s") == 1
-CLAIM_ONE = {
-    kind: Q["claim_one"].replace(
-        b"{claim}", Q["claim_id"].replace(b"%(id)s", b"(" + Q[f"claim_next{suffix}"] + b")")
-    )
-    for kind, suffix in ((None, ""), (COMFY, "_comfy"), ("", "_type"))
-}
-#: The transition of a job whose change of status settles nothing more (see end_plain).
-_PLAIN = b"\n  AND owner IS NULL AND batch_id IS NULL AND NOT (options ? 'webhook')\nRETURNING *"
-assert Q["transition"].endswith(b"\nRETURNING *")
-END_PLAIN = Q["end_plain"].replace(
-    b"{transition}", Q["transition"].removesuffix(b"\nRETURNING *") + _PLAIN
-)
 _SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-WORK = "w"
-#: A NOTIFY's first mark: its event may end the job, or may not.
-ENDING, NOT_ENDING = "t;", "n;"
-
 Conn = psycopg.AsyncConnection[DictRow]
 
 
-class PostgresStore(SQLStore):
+class PostgresStore(OneStatementWrites):
     """A JobStore in PostgreSQL, its tables in `schema`."""
 
     def __init__(
@@ -130,116 +115,6 @@ class PostgresStore(SQLStore):
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
-
-    async def enqueue(self, new: NewJob, *, now: float | None = None) -> tuple[Job, bool]:
-        """A job of no batch, owner or idempotency key (most submissions) is queued in one
-        statement, its own transaction (enqueue_plain): one round trip where the general way
-        (`SQLStore.enqueue`) takes five (BEGIN, the fair queue's head, the insert, the event
-        with its NOTIFY, COMMIT). Any other job goes the general way."""
-        job = transition.enqueued(new, clock_or(now))
-        if new.idempotency_key is not None or new.owner is not None or job.fair_key != NO_GROUP:
-            return await super().enqueue(new, now=now)
-        event = transition.enqueue_event(job)
-        params = job_to_row(job) | {
-            "event": dump_json(event),
-            "channel": self.channel,
-            "payload": _payload(
-                job.id, ending=may_end("status", event), work=True, job_type=job.type
-            ),
-        }
-        async with self._read() as conn:  # autocommit: the statement commits by itself
-            row = await self._one(conn, "enqueue_plain", params)
-        if row is None:
-            raise Conflict(f"job {job.id} already exists", details={"job_id": job.id})
-        return job.evolve(fair_tag=float(row["fair_tag"])), True
-
-    async def claim(
-        self,
-        worker_id: str,
-        lease_s: float,
-        *,
-        now: float | None = None,
-        note: ClaimNote | None = None,
-        choice: ClaimChoice | None = None,
-        types: Sequence[str] | None = None,
-    ) -> Job | None:
-        """A claim of the head of the queue (over every type, or among one type's jobs) is one
-        statement, its own transaction (claim_one: the job taken, its events, the NOTIFY): one
-        round trip where the general way (`SQLStore.claim`) takes five (BEGIN, the candidate,
-        the claim, its events, COMMIT), and one where it finds nothing instead of three. A
-        claim with a choice, or over several types, goes the general way."""
-        kinds = None if types is None else set(types)
-        if choice is not None or (kinds is not None and len(kinds) != 1):
-            return await super().claim(
-                worker_id, lease_s, now=now, note=note, choice=choice, types=types
-            )
-        now = clock_or(now)
-        kind = None if kinds is None else kinds.pop()
-        params = {
-            "worker_id": worker_id,
-            "lease_expires_at": now + lease_s,
-            "now": now,
-            "type": kind,
-            # its attempts are the claimed row's (the statement sets them)
-            "event": dump_json(transition.claim_event_of(worker_id, 0)),
-            "note_kind": note.kind if note is not None else None,
-            "note": dump_json(note.data) if note is not None else None,
-            "channel": self.channel,
-            "prefix": _payload("", ending=False, work=False, job_type=None),
-        }
-        query = CLAIM_ONE[kind if kind in (None, COMFY) else ""]
-        async with self._read() as conn:  # autocommit: the statement commits by itself
-            cur = await conn.execute(query, params)
-            row = await cur.fetchone()
-        if row is None:
-            return None
-        del row["notified"]
-        return job_from_row(row)
-
-    async def transition(
-        self,
-        job_id: str,
-        event: Event,
-        *,
-        expect: JobStatus,
-        changes: Changes | None = None,
-        now: float | None = None,
-        worker_id: str | None = None,
-    ) -> Job:
-        """A change of status that does not requeue the job is one statement, its own
-        transaction (end_plain: the new state with its outputs, their events and the status
-        event, one NOTIFY), for a job of no owner, batch or webhook: one round trip where the
-        general way (`SQLStore.transition`) takes four. Any other job, or a job not as
-        expected, goes the general way after it (one statement more)."""
-        now = clock_or(now)
-        p = transition.plan(expect, event, changes, now)
-        if not p.changes_status or p.status is JobStatus.QUEUED:
-            return await super().transition(
-                job_id, event, expect=expect, changes=changes, now=now, worker_id=worker_id
-            )
-        outputs = [output_to_dict(o) for o in (changes.outputs if changes is not None else ())]
-        # its attempts are the updated row's (the statement sets them)
-        status = transition.status_event_of(p, 0, now)
-        events = [*(("output", data) for data in outputs), ("status", status)]
-        params = transition.plan_params(p, job_id, worker_id) | {
-            "outputs": dump_json(outputs) if outputs else None,
-            "now": now,
-            "kinds": [kind for kind, _ in events],
-            "datas": [dump_json(data) for _, data in events],
-            "channel": self.channel,
-            "payload": _payload(
-                job_id, ending=may_end("status", status), work=False, job_type=None
-            ),
-        }
-        async with self._read() as conn:  # autocommit: the statement commits by itself
-            cur = await conn.execute(END_PLAIN, params)
-            row = await cur.fetchone()
-        if row is None:
-            return await super().transition(
-                job_id, event, expect=expect, changes=changes, now=now, worker_id=worker_id
-            )
-        del row["notified"]
-        return job_from_row(row)
 
     async def wait_for_event(
         self, job_id: str, after_id: int, timeout: float, *, ending: bool = False
@@ -357,7 +232,7 @@ class PostgresStore(SQLStore):
             "data": dump_json(data),
             "created_at": now,
             "channel": self.channel,
-            "payload": _payload(job_id, ending=may_end(kind, data), work=work, job_type=job_type),
+            "payload": payload(job_id, ending=may_end(kind, data), work=work, job_type=job_type),
         }
         row = await self._one(conn, "insert_event", params)
         assert row is not None
@@ -385,7 +260,7 @@ class PostgresStore(SQLStore):
             "datas": [dump_json(data) for _, data in events],
             "created_at": now,
             "channel": self.channel,
-            "payload": _payload(job_id, ending=ending, work=work, job_type=job_type),
+            "payload": payload(job_id, ending=ending, work=work, job_type=job_type),
         }
         await self._one(conn, "insert_events", params)
 
@@ -461,21 +336,6 @@ def _enough(found: builtins.list[JobEvent], ending: bool, after_id: int) -> bool
     if not found:
         return after_id == 0
     return any(may_end(e.kind, e.data) for e in found)
-
-
-def _payload(job_id: str, *, ending: bool, work: bool, job_type: str | None) -> str:
-    """A NOTIFY for events of a job: "e:<id>", after the mark of whether they may end it and,
-    when the job became claimable, the work flags."""
-    return f"{ENDING if ending else NOT_ENDING}{_work_flags(job_type) if work else ''}e:{job_id}"
-
-
-def _work_flags(job_type: str | None) -> str:
-    """A NOTIFY's flags for a job that became claimable: its type when it is a valid type name
-    (no ';' or ':' to confuse the payload), else the bare flag. A process that reads only the
-    bare flag still sees "w" in either."""
-    if valid_type_name(job_type):
-        return f"{WORK}={job_type};"
-    return WORK
 
 
 __all__ = ["PostgresStore"]

@@ -97,7 +97,7 @@ async def test_postgres_walks_the_claim_index(pg_schema: str, name: str) -> None
 
 def claim_one(name: str) -> str:
     """The claim_one statement the PostgreSQL store runs for `name` (claim_one_<candidate>)."""
-    from comfyrun.store.postgres import CLAIM_ONE
+    from comfyrun.store.pgstatements import CLAIM_ONE
 
     kind = {"claim_one": None, "claim_one_comfy": "comfy", "claim_one_type": ""}[name]
     return CLAIM_ONE[kind].decode()
