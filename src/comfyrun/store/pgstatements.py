@@ -21,18 +21,19 @@ from comfyrun.store.queries import queries
 from comfyrun.store.sqlstore import SQLStore
 
 Q = {name: sql.encode() for name, sql in queries("postgresql").items()}
-#: claim_one with each candidate: over every type, among comfy jobs, among one handler type's.
+# The templates filled in, each under a name of its own: claim_one with each candidate (over
+# every type, among comfy jobs, among one handler type's), end_plain with the transition of a
+# job whose change of status settles nothing more.
 assert Q["claim_id"].count(b"%(id)s") == 1
-CLAIM_ONE = {
-    kind: Q["claim_one"].replace(
-        b"{claim}", Q["claim_id"].replace(b"%(id)s", b"(" + Q[f"claim_next{suffix}"] + b")")
+_CLAIM = Q.pop("claim_one")
+for _suffix in ("", "_comfy", "_type"):
+    _candidate = b"(" + Q[f"claim_next{_suffix}"] + b")"
+    Q[f"claim_one{_suffix}"] = _CLAIM.replace(
+        b"{claim}", Q["claim_id"].replace(b"%(id)s", _candidate)
     )
-    for kind, suffix in ((None, ""), (COMFY, "_comfy"), ("", "_type"))
-}
-#: The transition of a job whose change of status settles nothing more (see end_plain).
 _PLAIN = b"\n  AND owner IS NULL AND batch_id IS NULL AND NOT (options ? 'webhook')\nRETURNING *"
 assert Q["transition"].endswith(b"\nRETURNING *")
-END_PLAIN = Q["end_plain"].replace(
+Q["end_plain"] = Q["end_plain"].replace(
     b"{transition}", Q["transition"].removesuffix(b"\nRETURNING *") + _PLAIN
 )
 WORK = "w"
@@ -101,10 +102,15 @@ class OneStatementWrites(SQLStore):
             "channel": self.channel,
             "prefix": payload("", ending=False, work=False, job_type=None),
         }
-        query = CLAIM_ONE[kind if kind in (None, COMFY) else ""]
+        name = (
+            "claim_one"
+            if kind is None
+            else "claim_one_comfy"
+            if kind == COMFY
+            else "claim_one_type"
+        )
         async with self._read() as conn:  # autocommit: the statement commits by itself
-            cur = await conn.execute(query, params)
-            row = await cur.fetchone()
+            row = await self._one(conn, name, params)
         if row is None:
             return None
         del row["notified"]
@@ -144,8 +150,7 @@ class OneStatementWrites(SQLStore):
             "payload": payload(job_id, ending=may_end("status", status), work=False, job_type=None),
         }
         async with self._read() as conn:  # autocommit: the statement commits by itself
-            cur = await conn.execute(END_PLAIN, params)
-            row = await cur.fetchone()
+            row = await self._one(conn, "end_plain", params)
         if row is None:
             return await super().transition(
                 job_id, event, expect=expect, changes=changes, now=now, worker_id=worker_id
@@ -169,4 +174,4 @@ def work_flags(job_type: str | None) -> str:
     return WORK
 
 
-__all__ = ["CLAIM_ONE", "ENDING", "END_PLAIN", "NOT_ENDING", "WORK", "OneStatementWrites", "Q"]
+__all__ = ["ENDING", "NOT_ENDING", "WORK", "OneStatementWrites", "Q", "payload", "work_flags"]

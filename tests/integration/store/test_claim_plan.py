@@ -97,10 +97,9 @@ async def test_postgres_walks_the_claim_index(pg_schema: str, name: str) -> None
 
 def claim_one(name: str) -> str:
     """The claim_one statement the PostgreSQL store runs for `name` (claim_one_<candidate>)."""
-    from comfyrun.store.pgstatements import CLAIM_ONE
+    from comfyrun.store.pgstatements import Q
 
-    kind = {"claim_one": None, "claim_one_comfy": "comfy", "claim_one_type": ""}[name]
-    return CLAIM_ONE[kind].decode()
+    return Q[name].decode()
 
 
 def test_sqlite_counts_read_the_kept_counts_not_the_jobs(tmp_path: Path) -> None:
