@@ -28,7 +28,6 @@ from comfyrun.errors import (
     IdempotencyInFlight,
     InvalidRequest,
     NotFound,
-    QueueFull,
 )
 from comfyrun.finished import FinishedJobs
 from comfyrun.handlers.admission import JobTypes
@@ -36,6 +35,7 @@ from comfyrun.job_admin import CleanupResult, FileDeleter, JobAdmin, Stats
 from comfyrun.job_watch import TERMINAL_NAMES, JobView, JobWatch
 from comfyrun.models.specs import parse_models
 from comfyrun.prompt_checks import has_asset_refs
+from comfyrun.queue_bound import QueueBound
 from comfyrun.store.base import HandOff, JobPage, JobStore
 from comfyrun.workflow_gate import CatalogSource, ObjectInfoSource, WorkflowGate, is_ui_format
 
@@ -137,8 +137,10 @@ class JobService(JobAdmin, JobWatch):
         self._key_scope = ""  # whose idempotency keys these are (see `using`)
         # [jobs queued or running, when counted]: shared with the views `using` makes
         self._remaining: dict[str, tuple[int, float]] = {}
-        # (queued jobs counted, when, jobs submitted since): see _enforce_queue_bound
-        self._queued_estimate: tuple[int, float, int] = (0, -1e9, 0)
+        #: shared with the views `using` makes: the whole queue's, whoever's view submits
+        self.queue_bound = QueueBound(
+            settings.queue_max, settings.queue_full_retry_after_s, self._queued_count
+        )
 
     def using(
         self, store: JobStore, *, check_inputs: InputChecker | None = None, owner: str = ""
@@ -151,6 +153,11 @@ class JobService(JobAdmin, JobWatch):
         if check_inputs is not None:
             other._check_inputs = check_inputs
         return other
+
+    async def _queued_count(self) -> int:
+        """The jobs queued, all of them (the store this service was made with, not a view's)."""
+        counts = await self.store.counts(unfinished=True)
+        return counts.get(JobStatus.QUEUED, 0)
 
     # submission -------------------------------------------------------------------------
 
@@ -171,7 +178,7 @@ class JobService(JobAdmin, JobWatch):
     async def _submit(self, sub: Submission) -> Submitted:
         sub, workflow = await self._checked(sub)
         validated = time.perf_counter()
-        await self._enforce_queue_bound()
+        await self.queue_bound.admit()
         if sub.job_id is not None:
             await self._make_room(sub.job_id, replace=sub.replace_finished)
         return await self._enqueue(sub, workflow, validated)
@@ -312,7 +319,7 @@ class JobService(JobAdmin, JobWatch):
             if self._check_inputs is not None and (sub.inputs or has_asset_refs(workflow)):
                 workflow = await self._check_inputs(workflow, list(sub.inputs))
             jobs.append(self._new_job(sub, workflow))
-        await self._enforce_queue_bound(len(jobs))
+        await self.queue_bound.admit(len(jobs))
         record = await self.store.create_batch(batch, jobs, now=self._clock())
         log.info(
             "batch queued",
@@ -349,35 +356,6 @@ class JobService(JobAdmin, JobWatch):
             else 0.0,
             **({"id": sub.job_id} if sub.job_id is not None else {}),
         )
-
-    async def _queued_count(self) -> int:
-        counts = await self.store.counts(unfinished=True)
-        return counts.get(JobStatus.QUEUED, 0)
-
-    async def _enforce_queue_bound(self, adding: int = 1) -> None:
-        """Counting the queue may scan it (PostgreSQL's; SQLite keeps its counts), so far from
-        the bound a count up to QUEUE_COUNT_TTL_S old (plus the jobs submitted here since)
-        stands in for it; near the bound it is exact. Refuses when the `adding` jobs would take
-        the queue past the bound."""
-        bound = self.settings.queue_max
-        if bound is None:
-            return
-        now = time.monotonic()
-        estimate = self._queued_estimate[0] + self._queued_estimate[2]
-        fresh = now - self._queued_estimate[1] < QUEUE_COUNT_TTL_S
-        if fresh and estimate + adding <= bound * 0.9:
-            self._queued_estimate = (
-                *self._queued_estimate[:2],
-                self._queued_estimate[2] + adding,
-            )
-            return
-        queued = await self._queued_count()
-        self._queued_estimate = (queued, now, adding)
-        if queued + adding > bound:
-            raise QueueFull(
-                f"the queue holds {queued} jobs (bound {bound}); retry later",
-                retry_after_s=self.settings.queue_full_retry_after_s,
-            )
 
     # reading ------------------------------------------------------------------------------
 
@@ -417,12 +395,6 @@ class JobService(JobAdmin, JobWatch):
             ]
             page = JobPage(jobs=jobs, next_cursor=page.next_cursor)
         return page
-
-
-# pure helpers ------------------------------------------------------------------------------
-
-#: How long a count of the queue may stand in for a fresh one (far from the bound).
-QUEUE_COUNT_TTL_S = 1.0
 
 
 __all__ = [
