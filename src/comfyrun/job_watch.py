@@ -56,11 +56,13 @@ class JobWatch(ABC):
         if settled is not None:
             stages.mark(job_id, "notified")
             return JobView(settled, None)
-        if self._ending_only:  # the store's wait reads the log itself, once it listens
-            remaining = max(0.0, deadline - time.monotonic())
-            history = await self.store.wait_for_event(job_id, 0, min(remaining, 30.0), ending=True)
-        else:
-            history = await self.store.events_since(job_id, 0)
+        if self._ending_only:  # no run here: only the store can tell of the job's end
+            job = await self._wait_for_end(job_id, deadline)
+            stages.mark(job_id, "notified")
+            if job.status is JobStatus.QUEUED:
+                return JobView(job, await self._position(job))
+            return JobView(job, None)
+        history = await self.store.events_since(job_id, 0)
         last_id = history[-1].id if history else 0
         # no log at all: look at the job itself (NotFound when there is none)
         ended = any(_ends(e) for e in history) or not history
@@ -70,9 +72,7 @@ class JobWatch(ABC):
                 job = await self._job(job_id)
                 if job.terminal or remaining <= 0:
                     break
-            events = await self.store.wait_for_event(
-                job_id, last_id, min(remaining, 30.0), ending=self._ending_only
-            )
+            events = await self.store.wait_for_event(job_id, last_id, min(remaining, 30.0))
             ended = False
             if events:
                 last_id = events[-1].id
@@ -87,6 +87,19 @@ class JobWatch(ABC):
         if job.status is JobStatus.QUEUED:
             return JobView(job, await self._position(job))
         return JobView(job, None)
+
+    async def _wait_for_end(self, job_id: str, deadline: float) -> Job:
+        """The job once final, or at `deadline`, from the store's wait (NotFound when there is
+        none, or none this key may see)."""
+        while True:
+            remaining = max(0.0, deadline - time.monotonic())
+            found = await self.store.wait_for_end(job_id, min(remaining, 30.0))
+            if found is None:
+                raise NotFound(f"job {job_id} not found", details={"job_id": job_id})
+            if found.terminal or remaining <= 30.0:
+                if found.terminal:
+                    self.remember(found)
+                return found
 
     def run_over(self, job_id: str) -> None:
         """A run of this process is over, the job settled or given back (RunContext.run_over)."""

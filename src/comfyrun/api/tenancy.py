@@ -179,6 +179,11 @@ class OwnedStore:
     ) -> builtins.list[JobEvent]:
         return await self.inner.wait_for_event(job_id, after_id, timeout, ending=ending)
 
+    async def wait_for_end(
+        self, job_id: str, timeout: float, *, owner: str | None = None
+    ) -> Job | None:
+        return await self.inner.wait_for_end(job_id, timeout, owner=self.owner)
+
     async def append_event(self, job_id: str, kind: str, data: JSON) -> JobEvent:
         if await self.get(job_id) is None:
             raise _gone(job_id)

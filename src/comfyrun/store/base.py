@@ -392,6 +392,15 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
         past them for one that may end the job (returning them with it; a log read from its
         start, `after_id` 0, that holds nothing is returned at once: no such job)."""
 
+    async def wait_for_end(
+        self, job_id: str, timeout: float, *, owner: str | None = None
+    ) -> Job | None:
+        """The job once it is in a final status, or as it is when `timeout` passes; None when
+        there is no such job (or, with `owner`, it is another owner's: at once). Woken by the
+        store's own notifications, listening before it looks, so no end slips between. A
+        store may skip the first look where its notifications say the job has not ended (a
+        job it queued itself, heard of since)."""
+
     async def wait_for_work(
         self,
         timeout: float,
@@ -558,6 +567,27 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
         Raises NotFound."""
 
 
+async def end_by_events(
+    store: JobStore, job_id: str, timeout: float, owner: str | None
+) -> Job | None:
+    """`wait_for_end` made of `get` and `wait_for_event` (a store with nothing better): the job
+    read, and read again after each new event of it until it is final or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    after = 0
+    while True:
+        job = await store.get(job_id)
+        if job is None or (owner is not None and job.owner != owner):
+            return None
+        remaining = deadline - time.monotonic()
+        if job.terminal or remaining <= 0:
+            return job
+        # the log from where the last read of it ended (the first: all of it, at once), so an
+        # end logged since the job was read is found
+        events = await store.wait_for_event(job_id, after, remaining)
+        if events:
+            after = events[-1].id
+
+
 def clock_or(now: float | None) -> float:
     """`now`, or the wall clock's time when the caller gave none (the stores' `now=` keyword)."""
     return time.time() if now is None else now
@@ -578,4 +608,5 @@ __all__ = [
     "WorkCounts",
     "WorkerRegistry",
     "clock_or",
+    "end_by_events",
 ]

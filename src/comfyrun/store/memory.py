@@ -28,6 +28,7 @@ from comfyrun.store.base import (
     HandOff,
     JobEvent,
     clock_or,
+    end_by_events,
 )
 from comfyrun.store.codec import (
     output_to_dict,
@@ -292,6 +293,11 @@ class MemoryStore(MemoryReads, MemoryBatches, MemoryTenancy, MemoryWorkers):
                         await self._event_added.wait()
                 except TimeoutError:
                     return await self.events_since(job_id, after_id)
+
+    async def wait_for_end(
+        self, job_id: str, timeout: float, *, owner: str | None = None
+    ) -> Job | None:
+        return await end_by_events(self, job_id, timeout, owner)
 
     def work_token(self, types: Sequence[str] | None = None) -> int | None:
         return self._work_seq  # any work counts, whatever `types`

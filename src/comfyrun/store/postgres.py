@@ -5,13 +5,13 @@ claim different jobs without waiting on each other. Every event appended also se
 its transaction (delivered at commit) on one channel per schema: "e:<job id>" when a job's log
 grew, "we:<job id>" when, besides, the job may have become claimable, each after a mark of
 whether the event may end the job ("t;": a status event that may; "n;": any other), so a
-`wait_for_event(ending=True)` (a `?wait` on an API node) is not woken to read a job's progress,
-logs and outputs (a payload without a mark, from an older node, may end it). Each store keeps
-one extra connection LISTENing and wakes its local waiters, so `wait_for_work` and
-`wait_for_event` wake on every API node and worker without polling. If the listener connection
-drops, all waiters are woken (they look again) and it reconnects. The commonest changes of a
-job's life (its enqueue, its claim, its end) are one statement each where they can be
-(comfyrun.store.pgstatements).
+`wait_for_end` (a `?wait` on an API node) is not woken to read a job at its progress, logs and
+outputs (a payload without a mark, from an older node, may end it). Each store keeps one extra
+connection LISTENing and wakes its local waiters (comfyrun.store.pgwaits), so `wait_for_work`,
+`wait_for_event` and `wait_for_end` wake on every API node and worker without polling. If the
+listener connection drops, all waiters are woken (they look again) and it reconnects. The
+commonest changes of a job's life (its enqueue, its claim, its end) are one statement each
+where they can be (comfyrun.store.pgstatements).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import builtins
 import contextlib
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -32,17 +33,11 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from comfyrun import jsontext
 from comfyrun.core.job import JSON, may_end
 from comfyrun.errors import InvalidRequest, StoreError
-from comfyrun.store.base import JobEvent, WorkCounts
+from comfyrun.store.base import WorkCounts
 from comfyrun.store.codec import dump_json
 from comfyrun.store.migrate import migrate_postgres
-from comfyrun.store.pgstatements import (
-    ENDING,
-    NOT_ENDING,
-    WORK,
-    OneStatementWrites,
-    Q,
-    payload,
-)
+from comfyrun.store.pgstatements import ENDING, NOT_ENDING, WORK, Q, payload
+from comfyrun.store.pgwaits import PgWaits
 from comfyrun.store.sqldialect import Row
 
 log = logging.getLogger(__name__)
@@ -51,7 +46,7 @@ _SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 Conn = psycopg.AsyncConnection[DictRow]
 
 
-class PostgresStore(OneStatementWrites):
+class PostgresStore(PgWaits):
     """A JobStore in PostgreSQL, its tables in `schema`."""
 
     def __init__(
@@ -77,8 +72,9 @@ class PostgresStore(OneStatementWrites):
         self._listening = asyncio.Event()
         self._work = asyncio.Condition()
         self._work_counts = WorkCounts()
-        #: per job, its waiters, each with whether it waits only for an event that may end it
-        self._job_waiters: dict[str, dict[asyncio.Event, bool]] = {}
+        self._job_waiters = {}
+        self._listen_epoch = 0
+        self._queued_here = OrderedDict()
 
     async def open(self) -> None:
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
@@ -115,33 +111,6 @@ class PostgresStore(OneStatementWrites):
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
-
-    async def wait_for_event(
-        self, job_id: str, after_id: int, timeout: float, *, ending: bool = False
-    ) -> builtins.list[JobEvent]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        woken = asyncio.Event()
-        waiters = self._job_waiters.setdefault(job_id, {})
-        waiters[woken] = ending  # before looking, so no NOTIFY slips between look and wait
-        found: builtins.list[JobEvent] = []
-        try:
-            while True:
-                woken.clear()
-                found += await self.events_since(job_id, found[-1].id if found else after_id)
-                remaining = deadline - loop.time()
-                if remaining <= 0 or _enough(found, ending, after_id):
-                    return found
-                try:  # (asyncio.timeout: wait_for may drop a cancel on 3.11)
-                    async with asyncio.timeout(remaining):
-                        await woken.wait()
-                except TimeoutError:
-                    last = found[-1].id if found else after_id
-                    return found + await self.events_since(job_id, last)
-        finally:
-            waiters.pop(woken, None)
-            if not waiters:
-                self._job_waiters.pop(job_id, None)
 
     def work_token(self, types: Sequence[str] | None = None) -> int | None:
         # only while LISTENing: a notification lost with the connection must not hide work
@@ -289,6 +258,7 @@ class PostgresStore(OneStatementWrites):
                 )
                 async with conn:
                     await conn.execute(f'LISTEN "{self.channel}"'.encode())
+                    self._listen_changed()
                     self._listening.set()
                     backoff = 0.5
                     await self._wake_all()  # anything sent while we were away
@@ -301,6 +271,7 @@ class PostgresStore(OneStatementWrites):
                     extra={"action": "store_listen_retry"},
                 )
             self._listening.clear()
+            self._listen_changed()
             await self._wake_all()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)
@@ -314,28 +285,13 @@ class PostgresStore(OneStatementWrites):
             self._work_counts.add(job_type)
             async with self._work:
                 self._work.notify_all()
-        for woken, ending in builtins.list(self._job_waiters.get(job_id, {}).items()):
-            if mark != NOT_ENDING or not ending:
-                woken.set()
+        self._heard(job_id, mark)
 
     async def _wake_all(self) -> None:
         self._work_counts.add()
         async with self._work:
             self._work.notify_all()
-        for waiters in builtins.list(self._job_waiters.values()):
-            for woken in waiters:
-                woken.set()
-
-
-def _enough(found: builtins.list[JobEvent], ending: bool, after_id: int) -> bool:
-    """Whether a `wait_for_event` has found what it waits for: any event; with `ending`, an
-    event that may end the job (the others it read are returned with it), or no event at all
-    of a log read from its start (no such job)."""
-    if not ending:
-        return bool(found)
-    if not found:
-        return after_id == 0
-    return any(may_end(e.kind, e.data) for e in found)
+        self._wake_jobs()
 
 
 __all__ = ["PostgresStore"]

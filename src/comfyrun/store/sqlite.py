@@ -108,6 +108,7 @@ LOCAL = frozenset(
         "open",
         "close",
         "wait_for_event",
+        "wait_for_end",
         "wait_for_work",
         "counts",
         "unfinished_for_client",

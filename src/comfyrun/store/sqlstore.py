@@ -26,6 +26,7 @@ from comfyrun.store.base import (
     HandOff,
     JobEvent,
     clock_or,
+    end_by_events,
 )
 from comfyrun.store.codec import (
     dump_json,
@@ -384,6 +385,11 @@ class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
     async def wait_for_event(
         self, job_id: str, after_id: int, timeout: float, *, ending: bool = False
     ) -> builtins.list[JobEvent]: ...
+
+    async def wait_for_end(
+        self, job_id: str, timeout: float, *, owner: str | None = None
+    ) -> Job | None:
+        return await end_by_events(self, job_id, timeout, owner)
 
     @abstractmethod
     async def wait_for_work(

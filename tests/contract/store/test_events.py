@@ -7,10 +7,10 @@ import asyncio
 import pytest
 from tests.support.store import new_job
 
-from comfyrun.core.job import JobStatus
+from comfyrun.core.job import JobError, JobStatus
 from comfyrun.core.state import Event
 from comfyrun.errors import NotFound
-from comfyrun.store.base import JobStore
+from comfyrun.store.base import Changes, JobStore
 
 #: A waiter that is not woken would sit this long; the test gives up far sooner.
 LONG_WAIT_S = 60.0
@@ -84,6 +84,67 @@ async def test_a_wait_for_an_ending_event_returns_with_the_end(store: JobStore) 
     assert events[0].data["status"] == "queued"
     if not any(e.data.get("status") == "succeeded" for e in events):  # returned before the end
         assert [e.data.get("status") for e in events if e.kind == "status"][-1] == "running"
+
+
+async def test_a_wait_for_the_end_of_a_final_job_returns_it_at_once(store: JobStore) -> None:
+    job, _ = await store.enqueue(new_job())
+    assert (await store.claim("w1", 30)) is not None
+    await store.transition(job.id, Event.SUCCEED, expect=JobStatus.RUNNING)
+    ended = await asyncio.wait_for(store.wait_for_end(job.id, LONG_WAIT_S), WOKEN_WITHIN_S)
+    assert ended is not None and ended.status is JobStatus.SUCCEEDED
+
+
+async def test_a_wait_for_the_end_wakes_at_the_end_not_before(store: JobStore) -> None:
+    """Claimed, its progress and a log line: not the end. The job it returns is the final
+    one, with what the end committed."""
+    job, _ = await store.enqueue(new_job())
+    waiter = asyncio.create_task(store.wait_for_end(job.id, LONG_WAIT_S))
+    await asyncio.sleep(0.05)
+    assert (await store.claim("w1", 30)) is not None
+    await store.append_event(job.id, "progress", {"value": 1})
+    await store.append_event(job.id, "log", {"line": "x"})
+    await asyncio.sleep(0.1)
+    assert not waiter.done()
+    await store.transition(
+        job.id,
+        Event.FAIL,
+        expect=JobStatus.RUNNING,
+        changes=Changes(error=JobError("boom", "it broke")),
+    )
+    ended = await asyncio.wait_for(waiter, WOKEN_WITHIN_S)
+    assert ended is not None and ended.status is JobStatus.FAILED
+    assert ended.error is not None and ended.error.code == "boom"
+
+
+async def test_a_wait_for_the_end_times_out_with_the_job_as_it_is(store: JobStore) -> None:
+    job, _ = await store.enqueue(new_job())
+    assert (await store.claim("w1", 30)) is not None
+    waited = await asyncio.wait_for(store.wait_for_end(job.id, 0.3), WOKEN_WITHIN_S)
+    assert waited is not None and waited.status is JobStatus.RUNNING
+
+
+async def test_a_wait_for_the_end_of_a_requeued_job_waits_on(store: JobStore) -> None:
+    """A failed attempt put back in the queue is not the end."""
+    job, _ = await store.enqueue(new_job(max_retries=1))
+    waiter = asyncio.create_task(store.wait_for_end(job.id, LONG_WAIT_S))
+    assert (await store.claim("w1", 30)) is not None
+    await store.transition(job.id, Event.RETRY, expect=JobStatus.RUNNING)
+    await asyncio.sleep(0.15)
+    assert not waiter.done()
+    await store.transition(job.id, Event.CANCEL, expect=JobStatus.QUEUED)
+    ended = await asyncio.wait_for(waiter, WOKEN_WITHIN_S)
+    assert ended is not None and ended.status is JobStatus.CANCELED
+
+
+async def test_a_wait_for_the_end_of_no_job_or_anothers_is_none_at_once(
+    store: JobStore,
+) -> None:
+    assert await asyncio.wait_for(store.wait_for_end("nope", LONG_WAIT_S), WOKEN_WITHIN_S) is None
+    job, _ = await store.enqueue(new_job(owner="alice"))
+    theirs = store.wait_for_end(job.id, LONG_WAIT_S, owner="bob")
+    assert await asyncio.wait_for(theirs, WOKEN_WITHIN_S) is None
+    mine = await asyncio.wait_for(store.wait_for_end(job.id, 0.2, owner="alice"), WOKEN_WITHIN_S)
+    assert mine is not None and mine.id == job.id
 
 
 async def test_wait_for_work_wakes_on_enqueue(store: JobStore) -> None:

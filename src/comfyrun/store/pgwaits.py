@@ -1,0 +1,195 @@
+"""How the PostgreSQL store waits for a job (mixed into PostgresStore, store.postgres): its
+waiters, woken by the NOTIFYs its listener relays, and what that listener heard of the jobs
+this store queued itself.
+
+A `wait_for_end` looks at the job once it listens, and again each time a NOTIFY that may end
+it arrives. For a job this store queued while its listener was LISTENing, and has heard no
+such NOTIFY of since on the same listening connection, the first look is skipped: every
+NOTIFY of that job goes to that connection, those relayed before the wait began were heard
+(and would have made it look), those still on their way wake it. A `?wait` on an API node
+(POST, then its job's end) so costs one read of the job, not three (its log before it sleeps
+and when woken, then the job). Any doubt (the connection changed or was lost, the job was
+queued elsewhere or long ago) means a look.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+
+from comfyrun.core.job import Job, NewJob, may_end
+from comfyrun.store.base import JobEvent
+from comfyrun.store.pgstatements import NOT_ENDING, OneStatementWrites
+
+#: Jobs queued here that a wait may take as not ended without looking: the most recent ones.
+QUEUED_HERE_KEPT = 10_000
+
+
+class PgWaits(OneStatementWrites):
+    """Waiting for a job's events and end (PostgresStore sets up the listener)."""
+
+    _listening: asyncio.Event
+    #: per job, its waiters, each with whether it waits only for an event that may end it
+    _job_waiters: dict[str, dict[asyncio.Event, bool]]
+    #: counts the listener's connections, and their losses: a job queued while it was one
+    #: number was heard of throughout while it still is
+    _listen_epoch: int
+    #: jobs queued here while listening, not heard of since as maybe ended: (epoch, owner,
+    #: whether the enqueue returned having created it)
+    _queued_here: OrderedDict[str, tuple[int, str | None, bool]]
+
+    # -- what the listener heard ---------------------------------------------------------
+
+    def _listen_changed(self) -> None:
+        """The listener connected, or lost its connection: what it heard before is no
+        guarantee of what comes after."""
+        self._listen_epoch += 1
+        self._queued_here.clear()
+
+    def _heard(self, job_id: str, mark: str) -> None:
+        """A NOTIFY of `job_id` arrived (`mark`: whether it may end the job): wakes its
+        waiters that wait for such."""
+        ends = mark != NOT_ENDING
+        if ends:
+            self._queued_here.pop(job_id, None)
+        for woken, ending in builtins.list(self._job_waiters.get(job_id, {}).items()):
+            if ends or not ending:
+                woken.set()
+
+    def _wake_jobs(self) -> None:
+        for waiters in builtins.list(self._job_waiters.values()):
+            for woken in waiters:
+                woken.set()
+
+    async def enqueue(self, new: NewJob, *, now: float | None = None) -> tuple[Job, bool]:
+        with self._queuing(new) as queued:
+            job, created = await super().enqueue(new, now=now)
+            queued(job, created)
+        return job, created
+
+    async def enqueue_counted(
+        self, new: NewJob, *, limit: int | None = None, now: float | None = None
+    ) -> tuple[Job, bool, int | None]:
+        with self._queuing(new) as queued:
+            job, created, position = await super().enqueue_counted(new, limit=limit, now=now)
+            queued(job, created)
+        return job, created, position
+
+    @contextlib.contextmanager
+    def _queuing(self, new: NewJob) -> Iterator[Callable[[Job, bool], None]]:
+        """Around the enqueue of `new`: noted before its statement is sent, while listening,
+        so a NOTIFY that may end it, relayed before the enqueue returns, unnotes it; taken as
+        heard of throughout only once the enqueue returns having created it, on the same
+        listening connection."""
+        if not self._listening.is_set():
+            yield lambda job, created: None
+            return
+        epoch = self._listen_epoch
+        self._queued_here[new.id] = (epoch, new.owner, False)
+        if len(self._queued_here) > QUEUED_HERE_KEPT:
+            self._queued_here.popitem(last=False)
+
+        def queued(job: Job, created: bool) -> None:
+            noted = self._queued_here.get(new.id)
+            if created and job.id == new.id and noted is not None and noted[0] == epoch:
+                self._queued_here[new.id] = (epoch, new.owner, True)
+            else:
+                self._queued_here.pop(new.id, None)
+
+        try:
+            yield queued
+        except BaseException:
+            self._queued_here.pop(new.id, None)
+            raise
+
+    def _not_ended(self, job_id: str, owner: str | None) -> bool | None:
+        """True when the job is known not to have ended (queued here, heard of since
+        throughout, nothing that may end it); None when it is known to be another owner's;
+        False when it must be looked at."""
+        known = self._queued_here.get(job_id)
+        if known is None or not known[2] or not self._listening.is_set():
+            return False
+        if known[0] != self._listen_epoch:
+            return False
+        if owner is not None and known[1] != owner:
+            return None
+        return True
+
+    # -- waits -------------------------------------------------------------------------------
+
+    async def wait_for_end(
+        self, job_id: str, timeout: float, *, owner: str | None = None
+    ) -> Job | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        woken = asyncio.Event()
+        waiters = self._job_waiters.setdefault(job_id, {})
+        waiters[woken] = True  # before deciding whether to look, so no NOTIFY slips between
+        try:
+            look = self._not_ended(job_id, owner)
+            if look is None:
+                return None
+            look = not look
+            while True:
+                woken.clear()
+                if look:
+                    job = await self.get(job_id)
+                    if job is None or (owner is not None and job.owner != owner):
+                        return None
+                    if job.terminal:
+                        return job
+                look = True
+                try:  # (asyncio.timeout: wait_for may drop a cancel on 3.11)
+                    async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                        await woken.wait()
+                except TimeoutError:
+                    job = await self.get(job_id)
+                    return None if job is None or owner not in (None, job.owner) else job
+        finally:
+            waiters.pop(woken, None)
+            if not waiters:
+                self._job_waiters.pop(job_id, None)
+
+    async def wait_for_event(
+        self, job_id: str, after_id: int, timeout: float, *, ending: bool = False
+    ) -> builtins.list[JobEvent]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        woken = asyncio.Event()
+        waiters = self._job_waiters.setdefault(job_id, {})
+        waiters[woken] = ending  # before looking, so no NOTIFY slips between look and wait
+        found: builtins.list[JobEvent] = []
+        try:
+            while True:
+                woken.clear()
+                found += await self.events_since(job_id, found[-1].id if found else after_id)
+                remaining = deadline - loop.time()
+                if remaining <= 0 or _enough(found, ending, after_id):
+                    return found
+                try:  # (asyncio.timeout: wait_for may drop a cancel on 3.11)
+                    async with asyncio.timeout(remaining):
+                        await woken.wait()
+                except TimeoutError:
+                    last = found[-1].id if found else after_id
+                    return found + await self.events_since(job_id, last)
+        finally:
+            waiters.pop(woken, None)
+            if not waiters:
+                self._job_waiters.pop(job_id, None)
+
+
+def _enough(found: builtins.list[JobEvent], ending: bool, after_id: int) -> bool:
+    """Whether a `wait_for_event` has found what it waits for: any event; with `ending`, an
+    event that may end the job (the others it read are returned with it), or no event at all
+    of a log read from its start (no such job)."""
+    if not ending:
+        return bool(found)
+    if not found:
+        return after_id == 0
+    return any(may_end(e.kind, e.data) for e in found)
+
+
+__all__ = ["QUEUED_HERE_KEPT", "PgWaits"]
