@@ -10,6 +10,9 @@ NOTIFY of that job goes to that connection, those relayed before the wait began 
 (POST, then its job's end) so costs one read of the job, not three (its log before it sleeps
 and when woken, then the job). Any doubt (the connection changed or was lost, the job was
 queued elsewhere or long ago) means a look.
+
+A wait cancelled while it reads (a run's cancel watch at the run's end) lets its statement
+finish rather than cancel it on the server (`let_finish`).
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ import asyncio
 import builtins
 import contextlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
 from comfyrun.core.job import Job, NewJob, may_end
 from comfyrun.store.base import JobEvent
 from comfyrun.store.pgstatements import NOT_ENDING, OneStatementWrites
+
+T = TypeVar("T")
 
 #: Jobs queued here that a wait may take as not ended without looking: the most recent ones.
 QUEUED_HERE_KEPT = 10_000
@@ -136,7 +142,7 @@ class PgWaits(OneStatementWrites):
             while True:
                 woken.clear()
                 if look:
-                    job = await self.get(job_id)
+                    job = await let_finish(self.get(job_id))
                     if job is None or (owner is not None and job.owner != owner):
                         return None
                     if job.terminal:
@@ -146,7 +152,7 @@ class PgWaits(OneStatementWrites):
                     async with asyncio.timeout(max(0.0, deadline - loop.time())):
                         await woken.wait()
                 except TimeoutError:
-                    job = await self.get(job_id)
+                    job = await let_finish(self.get(job_id))
                     return None if job is None or owner not in (None, job.owner) else job
         finally:
             waiters.pop(woken, None)
@@ -165,7 +171,8 @@ class PgWaits(OneStatementWrites):
         try:
             while True:
                 woken.clear()
-                found += await self.events_since(job_id, found[-1].id if found else after_id)
+                last = found[-1].id if found else after_id
+                found += await let_finish(self.events_since(job_id, last))
                 remaining = deadline - loop.time()
                 if remaining <= 0 or _enough(found, ending, after_id):
                     return found
@@ -174,11 +181,29 @@ class PgWaits(OneStatementWrites):
                         await woken.wait()
                 except TimeoutError:
                     last = found[-1].id if found else after_id
-                    return found + await self.events_since(job_id, last)
+                    return found + await let_finish(self.events_since(job_id, last))
         finally:
             waiters.pop(woken, None)
             if not waiters:
                 self._job_waiters.pop(job_id, None)
+
+
+async def let_finish(read: Coroutine[Any, Any, T]) -> T:
+    """`read`, not cancelled mid-way when its waiter is: a wait is cancelled routinely (a run's
+    cancel watch when the run ends, a `?wait` whose client goes), and a statement cancelled
+    mid-way costs PostgreSQL a connection of its own to cancel it (a process forked for it)
+    and the pooled connection a reset. The read goes on to its end, its answer dropped."""
+    task = asyncio.ensure_future(read)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_dropped)
+        raise
+
+
+def _dropped(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: a failed read nobody waits for is not an error
 
 
 def _enough(found: builtins.list[JobEvent], ending: bool, after_id: int) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -141,3 +142,48 @@ async def test_after_the_listener_is_lost_a_wait_looks(nodes: Nodes) -> None:
     waited = nodes.api.wait_for_end(after.id, LONG_WAIT_S)
     ended = await asyncio.wait_for(waited, WOKEN_WITHIN_S)
     assert ended is not None and ended.status is JobStatus.SUCCEEDED
+
+
+@pytest.mark.parametrize("wait", ["wait_for_event", "wait_for_end"])
+async def test_a_wait_cancelled_while_it_reads_lets_the_read_finish(
+    nodes: Nodes, monkeypatch: pytest.MonkeyPatch, wait: str
+) -> None:
+    """A run's cancel watch is cancelled when the run ends, often as it reads: the statement
+    is let finish (its answer dropped), not cancelled on the server (a connection of its own
+    to cancel it, and the pooled one reset)."""
+    cancels: list[object] = []
+    real_cancel = psycopg.AsyncConnection.cancel_safe
+
+    async def cancel_safe(self: psycopg.AsyncConnection[Any], *args: Any, **kw: Any) -> None:
+        cancels.append(self)
+        await real_cancel(self, *args, **kw)
+
+    monkeypatch.setattr(psycopg.AsyncConnection, "cancel_safe", cancel_safe)
+    api = nodes.api
+    job, _ = await nodes.worker.enqueue(new_job())  # queued elsewhere: the wait reads first
+    finished: list[str] = []
+    read_over = asyncio.Event()
+
+    async def slow(read: Any, *args: Any) -> Any:
+        async with api._read() as conn:
+            await conn.execute("SELECT pg_sleep(0.3)")
+        finished.append(read.__name__)
+        read_over.set()
+        return await read(*args)
+
+    real_since, real_get = api.events_since, api.get
+    monkeypatch.setattr(api, "events_since", lambda *a: slow(real_since, *a))
+    monkeypatch.setattr(api, "get", lambda *a: slow(real_get, *a))
+    if wait == "wait_for_event":
+        waiter = asyncio.ensure_future(api.wait_for_event(job.id, 0, LONG_WAIT_S))
+    else:
+        waiter = asyncio.ensure_future(api.wait_for_end(job.id, LONG_WAIT_S))
+    await asyncio.sleep(0.1)  # the read is under way
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    await asyncio.wait_for(read_over.wait(), WOKEN_WITHIN_S)
+    assert cancels == [] and finished in (["events_since"], ["get"])
+    assert job.id not in api._job_waiters
+    again = await asyncio.wait_for(api.wait_for_end(job.id, 0.1), WOKEN_WITHIN_S)
+    assert again is not None  # the store goes on as before
