@@ -14,7 +14,7 @@ from comfyrun.core.job import COMFY, Job, JobStatus, NewJob, may_end
 from comfyrun.core.state import Event
 from comfyrun.errors import Conflict
 from comfyrun.handlers.spec import valid_type_name
-from comfyrun.store import transition
+from comfyrun.store import tenancy, transition
 from comfyrun.store.base import Changes, ClaimChoice, ClaimNote, clock_or
 from comfyrun.store.codec import dump_json, job_from_row, job_to_row, output_to_dict
 from comfyrun.store.queries import queries
@@ -31,7 +31,7 @@ for _suffix in ("", "_comfy", "_type"):
     Q[f"claim_one{_suffix}"] = _CLAIM.replace(
         b"{claim}", Q["claim_id"].replace(b"%(id)s", _candidate)
     )
-_PLAIN = b"\n  AND owner IS NULL AND batch_id IS NULL AND NOT (options ? 'webhook')\nRETURNING *"
+_PLAIN = b"\n  AND batch_id IS NULL AND NOT (options ? 'webhook')\nRETURNING *"
 assert Q["transition"].endswith(b"\nRETURNING *")
 Q["end_plain"] = Q["end_plain"].replace(
     b"{transition}", Q["transition"].removesuffix(b"\nRETURNING *") + _PLAIN
@@ -128,9 +128,9 @@ class OneStatementWrites(SQLStore):
     ) -> Job:
         """A change of status that does not requeue the job is one statement, its own
         transaction (end_plain: the new state with its outputs, their events and the status
-        event, one NOTIFY), for a job of no owner, batch or webhook: one round trip where the
-        general way (`SQLStore.transition`) takes four. Any other job, or a job not as
-        expected, goes the general way after it (one statement more)."""
+        event, its key's usage, one NOTIFY), for a job of no batch or webhook: one round trip
+        where the general way (`SQLStore.transition`) takes four or five. Any other job, or a
+        job not as expected, goes the general way after it (one statement more)."""
         now = clock_or(now)
         p = transition.plan(expect, event, changes, now)
         if not p.changes_status or p.status is JobStatus.QUEUED:
@@ -148,6 +148,8 @@ class OneStatementWrites(SQLStore):
             "datas": [dump_json(data) for _, data in events],
             "channel": self.channel,
             "payload": payload(job_id, ending=may_end("status", status), work=False, job_type=None),
+            "takes_off": tenancy.takes_off(p),
+            "ends": int(tenancy.plan_ends(p)),
         }
         async with self._read() as conn:  # autocommit: the statement commits by itself
             row = await self._one(conn, "end_plain", params)

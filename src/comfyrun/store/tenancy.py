@@ -102,19 +102,28 @@ def attempt_outcome(
     return DeliveryState.PENDING, None
 
 
+def takes_off(p: Plan) -> bool:
+    """`p` takes a job off its backend: the time it held it since its start is owed to its key
+    (the job's `started_at`, as `p` leaves it)."""
+    return p.previous in ACTIVE and p.status not in ACTIVE
+
+
+def plan_ends(p: Plan) -> bool:
+    """`p` ends its job (an owned one's key's unfinished count drops)."""
+    return p.changes_status and p.status in TERMINAL
+
+
 def run_seconds(job: Job, p: Plan, now: float) -> float | None:
     """The time an owned job held its backend, owed to its key when `p` took it off; None when
     `p` owes nothing."""
-    if job.owner is None or p.previous not in ACTIVE or p.status in ACTIVE:
-        return None
-    if job.started_at is None:
+    if job.owner is None or not takes_off(p) or job.started_at is None:
         return None
     return max(0.0, now - job.started_at)
 
 
 def ends(job: Job, p: Plan) -> bool:
     """`p` ends an owned job (its key's unfinished count drops)."""
-    return job.owner is not None and p.changes_status and p.status in TERMINAL
+    return job.owner is not None and plan_ends(p)
 
 
 def owed_delivery(job: Job, p: Plan, now: float) -> Delivery | None:
@@ -134,5 +143,7 @@ __all__ = [
     "key_from_row",
     "key_to_row",
     "owed_delivery",
+    "plan_ends",
     "run_seconds",
+    "takes_off",
 ]

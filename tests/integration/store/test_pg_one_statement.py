@@ -145,6 +145,36 @@ async def test_a_plain_jobs_end_opens_no_transaction() -> None:
             await store.transition(job2.id, Event.FAIL, expect=JobStatus.RUNNING)
 
 
+async def test_an_owned_jobs_end_settles_its_key_in_the_same_statement() -> None:
+    """A key's job ends in one statement too: the key's time on a backend and its unfinished
+    count move with it (a failure after a retry's start counts from that start)."""
+    from tests.contract.store.test_tenancy import a_key
+
+    async with stores(2) as (store, other):
+        key = await a_key(store)
+        job, _ = await store.enqueue(new_job(owner=key.id), now=100.0)
+        assert (await store.claim("w1", 30.0, now=101.0)) is not None
+        no_transaction(store)
+        done = await store.transition(
+            job.id, Event.SUCCEED, expect=JobStatus.RUNNING, now=108.5, worker_id="w1"
+        )
+        assert done.status is JobStatus.SUCCEEDED and done.owner == key.id
+        used = await other.get_api_key(key.id)
+        assert used is not None and used.gpu_seconds == pytest.approx(7.5, abs=0.01)
+        assert used.unfinished == 0
+        # a cancel request (running -> canceling) changes nothing of the key's
+        job2, _ = await other.enqueue(new_job(owner=key.id), now=200.0)
+        assert (await store.claim("w1", 30.0, now=201.0)) is not None
+        await store.transition(job2.id, Event.CANCEL, expect=JobStatus.RUNNING, now=202.0)
+        mid = await other.get_api_key(key.id)
+        assert mid is not None and mid.unfinished == 1
+        assert mid.gpu_seconds == pytest.approx(7.5, abs=0.01)
+        await store.transition(job2.id, Event.CANCELED, expect=JobStatus.CANCELING, now=204.0)
+        end = await other.get_api_key(key.id)
+        assert end is not None and end.unfinished == 0
+        assert end.gpu_seconds == pytest.approx(10.5, abs=0.01)
+
+
 @pytest.mark.parametrize(
     "fields",
     [{"options": {"webhook": {"url": "http://127.0.0.1:9/hook"}}}, {"batch_id": None}],

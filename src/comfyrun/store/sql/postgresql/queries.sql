@@ -420,13 +420,24 @@ SELECT job.*, pg_notify(%(channel)s, %(prefix)s || job.id) AS notified FROM job;
 
 -- name: end_plain
 -- A job's change of status in one statement, its own transaction (PostgresStore.transition):
--- `{transition}` (the transition query) for a job whose change settles nothing more (no
--- owner: no key's usage; no batch: no batch's end; no webhook: no delivery owed), with its
--- events (`kinds`, `datas`: its outputs', then the status event, transition.status_event, its
--- attempts from the row) in that order and one NOTIFY. No row when the job is not as
--- expected or its change settles more: the caller goes the general way.
+-- `{transition}` (the transition query) for a job whose change settles nothing more than its
+-- key's usage (no batch: no batch's end; no webhook: no delivery owed), with its events
+-- (`kinds`, `datas`: its outputs', then the status event, transition.status_event, its
+-- attempts from the row) in that order and one NOTIFY. An owned job's key is settled as
+-- settle_key does it (store.tenancy): the time since the job's start when the change takes it
+-- off its backend (`takes_off`), one unfinished job less when it ends it (`ends`). No row when
+-- the job is not as expected or its change settles more: the caller goes the general way.
 WITH job AS (
     {transition}
+), usage AS (
+    UPDATE api_keys SET
+        gpu_seconds = gpu_seconds + CASE WHEN %(takes_off)s AND job.started_at IS NOT NULL
+            THEN GREATEST(0, %(now)s::float8 - job.started_at) ELSE 0 END,
+        unfinished = unfinished - %(ends)s::integer
+    FROM job
+    WHERE api_keys.id = job.owner
+      AND (%(ends)s::integer = 1 OR (%(takes_off)s AND job.started_at IS NOT NULL))
+    RETURNING api_keys.id
 ), event AS (
     INSERT INTO job_events (job_id, kind, data, created_at)
     SELECT job.id, e.kind,
