@@ -61,6 +61,20 @@ def drop_schema(schema: str) -> None:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+def kill_listeners(channel: str) -> int:
+    """Terminate the server side of every connection LISTENing on `channel` (what a dropped
+    connection looks like to the stores); how many there were."""
+    import psycopg
+
+    with psycopg.connect(pg_dsn(), autocommit=True) as conn:
+        killed = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE query = %s AND pid <> pg_backend_pid()",
+            (f'LISTEN "{channel}"',),
+        ).fetchall()
+    return len(killed)
+
+
 def store_url(kind: str, tmp_path: Path, schema: str | None = None) -> str:
     if kind == "memory":
         return "memory://"

@@ -5,9 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import psycopg
 import pytest
-from tests.support.store import drop_schema, new_job, new_schema_name, pg_dsn, require_pg
+from tests.support.store import (
+    drop_schema,
+    kill_listeners,
+    new_job,
+    new_schema_name,
+    pg_dsn,
+    require_pg,
+)
 
 from comfyrun.core.job import JobStatus
 from comfyrun.store.base import JobEvent
@@ -25,13 +31,7 @@ async def test_listener_reconnects_after_its_backend_is_killed() -> None:
     await node_b.open()
     try:
         job, _ = await node_b.enqueue(new_job())
-        with psycopg.connect(pg_dsn(), autocommit=True) as conn:
-            killed = conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE query = %s AND pid <> pg_backend_pid()",
-                (f'LISTEN "{node_a.channel}"',),
-            ).fetchall()
-        assert len(killed) == 2  # both nodes' listeners
+        assert kill_listeners(node_a.channel) == 2  # both nodes' listeners
         last = (await node_a.events_since(job.id))[-1].id
         for round_ in range(3):  # the first rounds may race the reconnect; none may be lost
             waiter = asyncio.create_task(node_a.wait_for_event(job.id, last, 60))

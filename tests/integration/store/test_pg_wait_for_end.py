@@ -10,7 +10,14 @@ from typing import Any
 
 import psycopg
 import pytest
-from tests.support.store import drop_schema, new_job, new_schema_name, pg_dsn, require_pg
+from tests.support.store import (
+    drop_schema,
+    kill_listeners,
+    new_job,
+    new_schema_name,
+    pg_dsn,
+    require_pg,
+)
 
 from comfyrun.core.job import Job, JobStatus, NewJob
 from comfyrun.core.state import Event
@@ -127,13 +134,7 @@ async def test_after_the_listener_is_lost_a_wait_looks(nodes: Nodes) -> None:
     after, _ = await nodes.api.enqueue(new_job(priority=-1))
     waiter = asyncio.create_task(nodes.api.wait_for_end(during.id, LONG_WAIT_S))
     await asyncio.sleep(0.1)
-    with psycopg.connect(pg_dsn(), autocommit=True) as conn:
-        killed = conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE query = %s AND pid <> pg_backend_pid()",
-            (f'LISTEN "{nodes.api.channel}"',),
-        ).fetchall()
-    assert len(killed) == 2
+    assert kill_listeners(nodes.api.channel) == 2
     await nodes.finish(during)  # maybe while the API node's listener is away
     await nodes.finish(after)
     ended = await asyncio.wait_for(waiter, WOKEN_WITHIN_S * 2)
@@ -174,10 +175,11 @@ async def test_a_wait_cancelled_while_it_reads_lets_the_read_finish(
     real_since, real_get = api.events_since, api.get
     monkeypatch.setattr(api, "events_since", lambda *a: slow(real_since, *a))
     monkeypatch.setattr(api, "get", lambda *a: slow(real_get, *a))
-    if wait == "wait_for_event":
-        waiter = asyncio.ensure_future(api.wait_for_event(job.id, 0, LONG_WAIT_S))
-    else:
-        waiter = asyncio.ensure_future(api.wait_for_end(job.id, LONG_WAIT_S))
+    waiter: asyncio.Future[Any] = asyncio.ensure_future(
+        api.wait_for_event(job.id, 0, LONG_WAIT_S)
+        if wait == "wait_for_event"
+        else api.wait_for_end(job.id, LONG_WAIT_S)
+    )
     await asyncio.sleep(0.1)  # the read is under way
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
