@@ -22,8 +22,11 @@ emulators started as their own processes, so what differs between the columns is
    driven directly; the clients on aiohttp, as in 5, the lightest client at hand);
    enqueues/s (an api node, 32 clients submitting without waiting) beside GET /health/s.
 5. --postgres: `comfyrun api` + 2 `comfyrun worker`s (2 emulators each) on PostgreSQL, 32 clients,
-   vs 4 emulators driven directly, and the CPU each process spent a job (api, workers, their
-   emulators, PostgreSQL's server processes).
+   vs 4 emulators driven directly, the CPU each process spent a job (api, workers, their
+   emulators, PostgreSQL's server processes), and PostgreSQL's transactions a job (from
+   pg_stat_database, over every job of the run, read after the nodes exit): each statement in
+   autocommit is one, and so is each NOTIFY a listening node's server process relays (it reads
+   the notification queue in a transaction of its own, reported only as it exits).
 
 With `--comfyui FOLDER` (and `--comfyui-python`, the Python that runs its main.py), 1-3 run
 against a real ComfyUI instead of the emulator: one started from FOLDER for the direct column
@@ -596,6 +599,22 @@ def postgres_pids() -> list[int]:
     return found
 
 
+def pg_transactions() -> int:
+    """Transactions this machine's PostgreSQL committed or rolled back in the bench's database
+    so far (a statement in autocommit is one): the counter server processes report to at
+    least once a second while busy, and as they exit."""
+    import psycopg
+    from tests.support.store import pg_dsn
+
+    query = (
+        "SELECT xact_commit + xact_rollback FROM pg_stat_database "
+        "WHERE datname = current_database()"
+    )
+    with psycopg.connect(pg_dsn(), autocommit=True) as conn:
+        row = conn.execute(query).fetchone()
+    return int(row[0]) if row else 0
+
+
 def cpu_of(groups: dict[str, list[int]]) -> dict[str, float]:
     """CPU seconds so far of each group of processes (those gone since are left out)."""
     spent: dict[str, float] = {}
@@ -619,8 +638,7 @@ async def postgres(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, st
     db = f"{pg_dsn()}?schema={schema}" if "?" not in pg_dsn() else f"{pg_dsn()}&schema={schema}"
     procs: list[ServerProcess] = []
     try:
-        with psycopg.connect(pg_dsn()):
-            pass
+        xacts_before = pg_transactions()
         outputs = ["--outputs", (tmp / "pg-outputs").as_uri()]  # shared by every node
         api = comfyrun_process(tmp, "pg-api", ["api", "--db", db, *outputs])
         procs.append(api)
@@ -649,6 +667,13 @@ async def postgres(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, st
             before = cpu_of(groups)
             rate = await drive(32, args.seconds, ours)
             after = cpu_of(groups)
+        for proc in procs:  # a server process leaving reports its last transactions
+            proc.stop()
+        await asyncio.sleep(0.5)
+        xacts = pg_transactions() - xacts_before
+        with psycopg.connect(pg_dsn()) as conn:
+            ran = conn.execute(f'SELECT count(*) FROM "{schema}".jobs').fetchone()
+        jobs_in_all = ran[0] if ran else 0
         jobs = rate * args.seconds
         spent = "  ".join(f"{k} {(after[k] - before[k]) / jobs * 1000:.2f}" for k in groups)
         total = sum(after[k] - before[k] for k in groups) / jobs * 1000
@@ -659,6 +684,10 @@ async def postgres(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, st
                 f"{rate:7.1f} jobs/s ({100 * rate / direct_rate:.0f} % of direct)",
             ),
             ("    CPU per job, ms", f"{spent}  (all {total:.2f})"),
+            (
+                "    PostgreSQL transactions a job, NOTIFYs relayed included",
+                f"{xacts / max(1, jobs_in_all):7.2f} ({jobs_in_all} jobs, warm-up included)",
+            ),
         ]
     finally:
         for proc in procs:
