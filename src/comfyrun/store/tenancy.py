@@ -109,8 +109,10 @@ def takes_off(p: Plan) -> bool:
 
 
 def plan_ends(p: Plan) -> bool:
-    """`p` ends its job (an owned one's key's unfinished count drops)."""
-    return p.changes_status and p.status in TERMINAL
+    """`p` ends its job (an owned one's key's unfinished count drops): into a final status
+    from one that is not (a finished job's expiry ended nothing: it was counted out at its
+    end)."""
+    return p.changes_status and p.status in TERMINAL and p.previous not in TERMINAL
 
 
 def run_seconds(job: Job, p: Plan, now: float) -> float | None:

@@ -9,7 +9,7 @@ from comfyrun.core.job import JobStatus
 from comfyrun.core.state import Event
 from comfyrun.core.tenancy import ApiKey, Quota, Scope, hash_key, mint_key
 from comfyrun.errors import Conflict, QuotaExceeded
-from comfyrun.store.base import JobStore
+from comfyrun.store.base import Changes, JobStore
 
 T0 = 1_700_000_000.0
 
@@ -88,6 +88,30 @@ async def test_the_unfinished_count_follows_every_path_out(store: JobStore) -> N
     assert await unfinished() == 0
     await store.enqueue(new_job(owner=key.id), now=T0 + 13)
     assert await unfinished() == 1
+
+
+async def test_a_finished_jobs_expiry_does_not_count_it_out_again(store: JobStore) -> None:
+    """A job counted out of its key's unfinished jobs at its end stays out when it expires:
+    the count does not drop below the jobs still queued or running (it went negative, one a
+    job, and the key's max_queued let through one more job for each)."""
+    key = await a_key(store, Quota(max_queued=1))
+    job, _ = await store.enqueue(new_job(owner=key.id), now=T0)
+    assert (await store.claim("w1", 30, now=T0 + 1)) is not None
+    await store.transition(
+        job.id,
+        Event.SUCCEED,
+        expect=JobStatus.RUNNING,
+        changes=Changes(expires_at=T0 + 100),
+        now=T0 + 5,
+    )
+    [expired] = await store.expire_finished(now=T0 + 200)
+    assert expired.status is JobStatus.EXPIRED
+    used = await store.get_api_key(key.id)
+    assert used is not None and used.unfinished == 0
+    assert used.gpu_seconds == pytest.approx(4.0, abs=0.01)  # nothing owed again either
+    await store.enqueue(new_job(owner=key.id), now=T0 + 201)
+    with pytest.raises(QuotaExceeded):
+        await store.enqueue(new_job(owner=key.id), now=T0 + 202)
 
 
 async def test_per_minute_says_when_the_window_frees(store: JobStore) -> None:

@@ -209,6 +209,38 @@ async def test_jobs_stored_before_job_counts_are_counted_after_the_upgrade(
         await store.close()
 
 
+async def test_a_keys_unfinished_count_is_recounted_by_the_upgrade(tmp_path: Path) -> None:
+    """0015 sets each key's unfinished count to its jobs queued, running or canceling: expiry
+    had counted finished jobs out a second time, leaving counts below zero."""
+    path = tmp_path / "upgrade.db"
+    every = migrations("sqlite")
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        migrate_sqlite(conn, [m for m in every if m.version < 15])
+        for key_id, unfinished in (("key_x", -3), ("key_y", 5), ("key_z", 0)):
+            conn.execute(
+                "INSERT INTO api_keys (id, name, key_hash, created_at, unfinished) "
+                "VALUES (?, ?, ?, 1.0, ?)",
+                (key_id, key_id, f"hash-{key_id}", unfinished),
+            )
+        jobs = [
+            ("a", "queued", "key_x"),
+            ("b", "running", "key_x"),
+            ("c", "canceling", "key_x"),
+            ("d", "expired", "key_x"),
+            ("e", "succeeded", "key_y"),
+            ("f", "queued", None),
+        ]
+        for job_id, status, owner in jobs:
+            conn.execute(
+                "INSERT INTO jobs (id, status, owner, created_at, next_run_at) "
+                "VALUES (?, ?, ?, 1.0, 1.0)",
+                (job_id, status, owner),
+            )
+        assert migrate_sqlite(conn, every) == [m.version for m in every if m.version >= 15]
+        found = dict(conn.execute("SELECT id, unfinished FROM api_keys").fetchall())
+    assert found == {"key_x": 3, "key_y": 0, "key_z": 0}
+
+
 async def test_jobs_stored_with_their_workflow_in_the_row_keep_it_after_the_upgrade(
     tmp_path: Path,
 ) -> None:
