@@ -4,7 +4,8 @@ refused (`429 queue_full`), counted over the whole queue, whoever's jobs they ar
 Counting the queue may scan it (PostgreSQL's; SQLite keeps its counts), so far from the bound a
 count up to COUNT_TTL_S old, plus the jobs admitted here since, stands in for it; near the
 bound it is exact. Submissions that find the count stale together wait for one count, not one
-each (32 clients at once made 32 counts a second on PostgreSQL). One bound serves the service
+each (32 clients at once made up to 32 at each expiry: ~15 a second on PostgreSQL, each a scan
+of the unfinished jobs). One bound serves the service
 and every view of it (an API key's), so its count and what it admitted since are the same for
 all of them.
 """

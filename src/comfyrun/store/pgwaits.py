@@ -135,10 +135,10 @@ class PgWaits(OneStatementWrites):
         waiters = self._job_waiters.setdefault(job_id, {})
         waiters[woken] = True  # before deciding whether to look, so no NOTIFY slips between
         try:
-            look = self._not_ended(job_id, owner)
-            if look is None:
+            not_ended = self._not_ended(job_id, owner)
+            if not_ended is None:
                 return None
-            look = not look
+            look = not not_ended
             while True:
                 woken.clear()
                 if look:
