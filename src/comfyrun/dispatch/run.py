@@ -40,7 +40,7 @@ from comfyrun.dispatch.reconcile import (
 )
 from comfyrun.dispatch.relay import JobRelay, wants_relay
 from comfyrun.dispatch.run_context import OUTPUT_MISSING, UNSENT, InputPlacer, RunContext
-from comfyrun.dispatch.run_end import RunEnding
+from comfyrun.dispatch.run_end import RunEnding, drop_unwritten
 from comfyrun.errors import BackendError, ComfyrunError
 
 log = logging.getLogger(__name__)
@@ -347,29 +347,22 @@ class JobRun(RunEnding):
         later: a prompt submitted to an idle ComfyUI starts within milliseconds (no "held"
         write), and a short job records its start with its end (`_transition`). A longer wait
         or job gets the write, so the API shows it held, then started, within that moment."""
-        writing: asyncio.Task[None] | None = None
-        for note in self._placement_notes:
-            if not isinstance(note, asyncio.Task):  # (uvloop's timer is not asyncio's class)
-                note.cancel()  # a start supersedes the held note not yet due
-            elif not note.done():
-                # one being written is let finish (cancelling it would cancel its statement
-                # mid-way): the next is written after it, so the start is not overwritten
-                writing = note
+        # a start supersedes the held note not yet due; one being written is let finish, and
+        # the next is written after it, so the start is not overwritten
+        writing = drop_unwritten(self._placement_notes)
         later = asyncio.get_running_loop().call_later(
             self.ctx.settings.placement_note_after_s, self._note_due, started_at, writing
         )  # a timer, not a task: most jobs never need the write
-        self._placement_notes = {later} if writing is None else {later, writing}
+        self._placement_notes = {later, *writing}
 
-    def _note_due(self, started_at: float | None, after: asyncio.Task[None] | None) -> None:
+    def _note_due(self, started_at: float | None, after: list[asyncio.Task[None]]) -> None:
         if self.settled or (started_at is None and self._start_recorded):
             return
         self._placement_notes = {asyncio.ensure_future(self._note_now(started_at, after))}
 
-    async def _note_now(
-        self, started_at: float | None, after: asyncio.Task[None] | None = None
-    ) -> None:
-        if after is not None:
-            await asyncio.wait([after])
+    async def _note_now(self, started_at: float | None, after: list[asyncio.Task[None]]) -> None:
+        if after:  # the note before this one, still being written
+            await asyncio.wait(after)
         await self._record_placement(started_at)
         if started_at is not None:
             self._start_unwritten = None

@@ -373,19 +373,28 @@ class RunEnding(ABC):
         return {"action": action, "job_id": self.job.id, "backend": self.backend.name, **more}
 
 
+def drop_unwritten(
+    notes: Iterable[asyncio.TimerHandle | asyncio.Task[None]],
+) -> list[asyncio.Task[None]]:
+    """Drop the placement notes not yet due (timers); the ones being written, let finish
+    (cancelled mid-way, a write's statement would be cancelled on the server)."""
+    writing = []
+    for note in notes:
+        if not isinstance(note, asyncio.Task):  # a timer (uvloop's is not asyncio's class)
+            note.cancel()
+        elif not note.done():
+            writing.append(note)
+    return writing
+
+
 async def settle_placement_notes(
     notes: Iterable[asyncio.TimerHandle | asyncio.Task[None]],
 ) -> None:
     """Drop the placement notes not yet due; wait for those being written (each catches the
     store's errors: a failing one only lags what the API shows)."""
-    writing = []
-    for note in notes:
-        if not isinstance(note, asyncio.Future):  # a timer (uvloop's is not asyncio's class)
-            note.cancel()
-        elif not note.done():
-            writing.append(note)
+    writing = drop_unwritten(notes)
     if writing:
         await asyncio.wait(writing)
 
 
-__all__ = ["RunEnding", "settle_placement_notes"]
+__all__ = ["RunEnding", "drop_unwritten", "settle_placement_notes"]
