@@ -144,8 +144,7 @@ class OneStatementWrites(SQLStore):
         params = transition.plan_params(p, job_id, worker_id) | {
             "outputs": dump_json(outputs) if outputs else None,
             "now": now,
-            "kinds": [kind for kind, _ in events],
-            "datas": [dump_json(data) for _, data in events],
+            "events": dump_json([[kind, data] for kind, data in events]),
             "channel": self.channel,
             "payload": payload(job_id, ending=may_end("status", status), work=False, job_type=None),
             "takes_off": tenancy.takes_off(p),

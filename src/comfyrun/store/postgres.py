@@ -225,8 +225,7 @@ class PostgresStore(PgWaits):
         ending = any(may_end(kind, data) for kind, data in events)
         params = {
             "job_id": job_id,
-            "kinds": [kind for kind, _ in events],
-            "datas": [dump_json(data) for _, data in events],
+            "events": dump_json([[kind, data] for kind, data in events]),
             "created_at": now,
             "channel": self.channel,
             "payload": payload(job_id, ending=ending, work=work, job_type=job_type),

@@ -385,11 +385,12 @@ DELETE FROM job_events WHERE job_id = ANY(%(ids)s::text[]);
 
 -- name: insert_events
 -- A job's events of one change (a claim's, a transition's outputs and status) in one statement,
--- in the order given, and one NOTIFY for them all.
+-- in the order given (`events`, a JSON array of [kind, data]: one parameter, not two arrays,
+-- whose text form psycopg escapes character by character), and one NOTIFY for them all.
 WITH event AS (
     INSERT INTO job_events (job_id, kind, data, created_at)
-    SELECT %(job_id)s, e.kind, e.data, %(created_at)s
-    FROM unnest(%(kinds)s::text[], %(datas)s::text[]::jsonb[]) WITH ORDINALITY AS e(kind, data, n)
+    SELECT %(job_id)s, e.event->>0, e.event->1, %(created_at)s
+    FROM jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY AS e(event, n)
     ORDER BY e.n
     RETURNING id
 )
@@ -422,11 +423,12 @@ SELECT job.*, pg_notify(%(channel)s, %(prefix)s || job.id) AS notified FROM job;
 -- A job's change of status in one statement, its own transaction (PostgresStore.transition):
 -- `{transition}` (the transition query) for a job whose change settles nothing more than its
 -- key's usage (no batch: no batch's end; no webhook: no delivery owed), with its events
--- (`kinds`, `datas`: its outputs', then the status event, transition.status_event, its
--- attempts from the row) in that order and one NOTIFY. An owned job's key is settled as
--- settle_key does it (store.tenancy): the time since the job's start when the change takes it
--- off its backend (`takes_off`), one unfinished job less when it ends it (`ends`). No row when
--- the job is not as expected or its change settles more: the caller goes the general way.
+-- (`events`, a JSON array of [kind, data]: its outputs', then the status event,
+-- transition.status_event, its attempts from the row) in that order and one NOTIFY. An owned
+-- job's key is settled as settle_key does it (store.tenancy): the time since the job's start
+-- when the change takes it off its backend (`takes_off`), one unfinished job less when it ends
+-- it (`ends`). No row when the job is not as expected or its change settles more: the caller
+-- goes the general way.
 WITH job AS (
     {transition}
 ), usage AS (
@@ -440,11 +442,12 @@ WITH job AS (
     RETURNING api_keys.id
 ), event AS (
     INSERT INTO job_events (job_id, kind, data, created_at)
-    SELECT job.id, e.kind,
-        CASE WHEN e.kind = 'status' THEN e.data || jsonb_build_object('attempts', job.attempts)
-        ELSE e.data END,
+    SELECT job.id, e.event->>0,
+        CASE WHEN e.event->>0 = 'status'
+            THEN (e.event->1) || jsonb_build_object('attempts', job.attempts)
+        ELSE e.event->1 END,
         %(now)s
-    FROM job, unnest(%(kinds)s::text[], %(datas)s::text[]::jsonb[]) WITH ORDINALITY AS e(kind, data, n)
+    FROM job, jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY AS e(event, n)
     ORDER BY e.n
     RETURNING id
 )
