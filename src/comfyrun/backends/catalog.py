@@ -78,7 +78,7 @@ class BackendCatalog:
         """Load the stored catalogs; with a pool, refresh each backend as it becomes ready."""
         await self._reload(force=True)
         if self._pool is not None:
-            self._pool.add_listener(self._pool_changed)
+            self._pool.add_listener(self._pool_changed, slots=False)
             self._pool_changed()
 
     async def stop(self) -> None:
@@ -291,7 +291,8 @@ class BackendCatalog:
 
     def _pool_changed(self) -> None:
         """A backend that became ready (or came back on another URL) is asked again. Called by
-        the pool on every change: cheap, and it never raises into the pool."""
+        the pool on every change of a backend's state (not of its slots: a job taken or let go
+        never makes a backend come up): cheap, and it never raises into the pool."""
         if self._stopped:
             return
         try:

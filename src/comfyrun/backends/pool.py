@@ -68,13 +68,13 @@ class Slot:
         self.claimed = self.seq if claimed is None else claimed
         self.pool._bound[job_id] = self
         self.backend.sync_busy()
-        self.pool._changed()
+        self.pool._slots_changed()
 
     def hold(self, held: bool) -> None:
         """The prompt is in ComfyUI's queue and has not started (True), or it started."""
         if self.held != held and not self._released:
             self.held = held
-            self.pool._changed()
+            self.pool._slots_changed()
 
     def executed_prompt(self) -> None:
         """ComfyUI is done with the prompt: the backend has room for the next one while the
@@ -83,7 +83,7 @@ class Slot:
             self.executed = True
             self.held = False
             self.backend.executed += 1
-            self.pool._changed()
+            self.pool._slots_changed()
 
     def release(self, *, done: bool = False) -> None:
         if self._released:
@@ -106,7 +106,7 @@ class Slot:
         if done:
             self.backend.jobs_done += 1
         self.backend.sync_busy()
-        self.pool._changed()
+        self.pool._slots_changed()
 
 
 class BackendPool:
@@ -124,6 +124,7 @@ class BackendPool:
         self._tasks: list[asyncio.Task[None]] = []
         self._counter = itertools.count(1)
         self._listeners: list[Callable[[], None]] = []
+        self._state_listeners: list[Callable[[], None]] = []
         self._bound: dict[str, Slot] = {}
         self._generation = 0
         for backend in backends or ():
@@ -290,9 +291,11 @@ class BackendPool:
             self._room.clear()
             await self._room.wait()
 
-    def add_listener(self, callback: Callable[[], None]) -> None:
-        """Called on every change of a backend's state or slots."""
-        self._listeners.append(callback)
+    def add_listener(self, callback: Callable[[], None], *, slots: bool = True) -> None:
+        """Called on every change of a backend's state and, unless not `slots`, of its slots
+        (a job bound, held, executed or released: several a job, which change no backend's
+        state but the busy/ready that follows from its jobs)."""
+        (self._listeners if slots else self._state_listeners).append(callback)
 
     def mark_unhealthy(self, backend: Backend, reason: str, *, quarantine: bool = True) -> None:
         """Take `backend` out of service now: its jobs are given up, and it comes back when a
@@ -318,6 +321,13 @@ class BackendPool:
 
     # --- internals --------------------------------------------------------------------------
     def _changed(self) -> None:
+        """A backend's state changed (health, process, draining)."""
+        for callback in self._state_listeners:
+            callback()
+        self._slots_changed()
+
+    def _slots_changed(self) -> None:
+        """A slot changed (see `add_listener`)."""
         self._generation += 1
         self._room.set()
         for callback in self._listeners:

@@ -49,7 +49,8 @@ class FakePool:
     def get(self, name: str) -> FakeBackend | None:
         return next((b for b in self.backends if b.name == name), None)
 
-    def add_listener(self, callback: Callable[[], None]) -> None:
+    def add_listener(self, callback: Callable[[], None], *, slots: bool = True) -> None:
+        assert not slots  # the catalog follows backends' states only
         self._listeners.append(callback)
 
     def changed(self) -> None:

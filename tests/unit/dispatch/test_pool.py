@@ -101,6 +101,43 @@ async def test_slots_fill_a_backend_to_two_and_free_on_release() -> None:
         await server.stop()
 
 
+async def test_listeners_of_states_only_are_not_called_for_each_slot_change() -> None:
+    """A job's slot changes several times (bound, held, executed, released): every listener
+    hears of it unless it asked for state changes only (the catalog, which refetches a
+    backend that comes up); a change of a backend's state reaches both."""
+    server = FakeServer(name="a")
+    pool = BackendPool.from_specs(
+        [BackendSpec(name="a", url="fake://a")], lambda url: FakeClient(server), health=HEALTH
+    )
+    heard = {"all": 0, "states": 0}
+
+    def hear(kind: str) -> Callable[[], None]:
+        return lambda: heard.__setitem__(kind, heard[kind] + 1)
+
+    pool.add_listener(hear("all"))
+    pool.add_listener(hear("states"), slots=False)
+    await pool.start()
+    try:
+        assert await pool.wait_ready(5)
+        assert heard["states"] >= 1 and heard["all"] >= heard["states"]  # it came up
+        before = dict(heard)
+        generation = pool.generation
+        slot = pool.try_reserve()
+        assert slot is not None
+        slot.bind("j1")
+        slot.hold(True)
+        slot.hold(False)
+        slot.executed_prompt()
+        slot.release(done=True)
+        assert heard["all"] - before["all"] == 5 and heard["states"] == before["states"]
+        assert pool.generation == generation + 5  # a dispatcher waiting on changes wakes
+        pool.set_draining(slot.backend, True)
+        assert heard["all"] - before["all"] == 6 and heard["states"] == before["states"] + 1
+    finally:
+        await pool.stop()
+        await server.stop()
+
+
 async def test_a_managed_backend_starts_lazily_and_reports_busy_to_its_process() -> None:
     pool, process = managed_pool()
     await pool.start()
