@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from comfyrun.core.catalog import definitions_may_be_stale
-from comfyrun.core.fit import BackendOffer, RequirementError, check_requirements, misfits
+from comfyrun.core.fit import BackendOffer, RequirementError, check_requirements, first_fit
 from comfyrun.core.job import JSON
 from comfyrun.core.workflow import convert_ui_to_api, is_ui_workflow
 from comfyrun.errors import ConversionError, InvalidRequest, InvalidWorkflow
@@ -72,16 +72,16 @@ class WorkflowGate:
         catalogs = list(await self._catalogs(False))
         if not catalogs:
             return None
-        fit, unfit = misfits(workflow, wanted, catalogs, values=not placeholders, brought=brought)
-        if not fit:  # the stored definitions may predate a backend's new nodes or models
+        fits, offer, unfit = first_fit(
+            workflow, wanted, catalogs, values=not placeholders, brought=brought
+        )
+        if not fits:  # the stored definitions may predate a backend's new nodes or models
             catalogs = list(await self._catalogs(True))
-            fit, unfit = misfits(
+            fits, offer, unfit = first_fit(
                 workflow, wanted, catalogs, values=not placeholders, brought=brought
             )
-        if fit:
-            known = {c.name: c.object_info for c in catalogs}
-            info = next((known[name] for name in fit if known[name]), None)
-            return dict(info) if info is not None else None
+        if fits:
+            return dict(offer.object_info) if offer is not None and offer.object_info else None
         known_infos = [c.object_info for c in catalogs if c.object_info]
         everywhere = {(u.missing_nodes, u.missing_values, u.unmet) for u in unfit}
         if known_infos and len(everywhere) == 1 and not unfit[0].unmet:

@@ -235,24 +235,29 @@ def misfit(
     return Misfit(backend.name, nodes, missing, unmet)
 
 
-def misfits(
+def first_fit(
     workflow: Mapping[str, Any],
     requirements: Mapping[str, Any],
     backends: Iterable[BackendOffer],
     *,
     values: bool = True,
     brought: frozenset[str] = frozenset(),
-) -> tuple[list[str], list[Misfit]]:
-    """(names of the backends that can run the job, why each other one cannot)."""
-    fit: list[str] = []
+) -> tuple[bool, BackendOffer | None, list[Misfit]]:
+    """(whether some backend can run the job, the first one that can whose object_info is
+    known, why each backend cannot when none can). The backends after that first one are not
+    looked at: a submission asks which definitions to validate against, not where the job
+    will run (a fleet of alike backends is one look, not one each)."""
+    fits = False
     unfit: list[Misfit] = []
     for backend in backends:
         why = misfit(workflow, requirements, backend, values=values, brought=brought)
-        if why is None:
-            fit.append(backend.name)
-        else:
+        if why is not None:
             unfit.append(why)
-    return fit, unfit
+        elif backend.object_info:
+            return True, backend, []
+        else:
+            fits = True
+    return fits, None, [] if fits else unfit
 
 
 def _input_specs(info: Mapping[str, Any]) -> dict[str, Any]:
@@ -310,8 +315,8 @@ __all__ = [
     "RequirementError",
     "check_requirements",
     "compiled",
+    "first_fit",
     "misfit",
-    "misfits",
     "missing_in",
     "unmet_requirements",
 ]

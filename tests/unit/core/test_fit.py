@@ -10,8 +10,8 @@ from comfyrun.core.fit import (
     BackendOffer,
     RequirementError,
     check_requirements,
+    first_fit,
     misfit,
-    misfits,
     missing_in,
     unmet_requirements,
 )
@@ -91,13 +91,49 @@ def test_malformed_requirements_are_refused() -> None:
             check_requirements(bad)
 
 
-def test_misfits_splits_the_fleet() -> None:
+class Untouchable(dict[str, Any]):
+    """Definitions that fail the test when read."""
+
+    def __getitem__(self, key: str) -> Any:
+        raise AssertionError("looked at")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        raise AssertionError("looked at")
+
+    def __iter__(self) -> Any:
+        raise AssertionError("looked at")
+
+    def items(self) -> Any:
+        raise AssertionError("looked at")
+
+
+def test_first_fit_is_the_first_backend_that_fits_with_known_definitions() -> None:
+    fleet = [
+        BackendOffer("sd15-only", {"gpu": "3090"}, {**OBJECT_INFO}),
+        BackendOffer("unknown", {"gpu": "4090", "vram_gb": 24}, None),
+        BackendOffer("big", {"gpu": "4090", "vram_gb": 24}, OBJECT_INFO),
+        BackendOffer("never-looked-at", {"gpu": "4090", "vram_gb": 24}, {}),
+    ]
+    fits, offer, unfit = first_fit(workflow(), {"vram_gb": {"min": 16}}, fleet)
+    assert fits and offer is fleet[2] and unfit == []
+    # the backends past the first fit are not looked at
+    untouchable = BackendOffer("untouchable", {"vram_gb": 24}, Untouchable(OBJECT_INFO))
+    assert first_fit(workflow(), {}, [fleet[0], untouchable])[1] is fleet[0]
+    with pytest.raises(AssertionError, match="looked at"):
+        first_fit(workflow(), {}, [untouchable, fleet[0]])
+    # some fit, but none whose definitions are known
+    assert first_fit(workflow(), {"vram_gb": {"min": 16}}, fleet[:2]) == (True, None, [])
+
+
+def test_first_fit_says_why_each_backend_cannot_when_none_can() -> None:
     fleet = [
         BackendOffer("sd15-only", {"gpu": "3090"}, {**OBJECT_INFO}),
         BackendOffer("big", {"gpu": "4090", "vram_gb": 24}, OBJECT_INFO),
     ]
-    fit, unfit = misfits(workflow(), {"vram_gb": {"min": 16}}, fleet)
-    assert fit == ["big"] and [u.backend for u in unfit] == ["sd15-only"]
+    fits, offer, unfit = first_fit(workflow("sdxl-turbo.safetensors"), {}, fleet)
+    assert not fits and offer is None
+    assert [u.backend for u in unfit] == ["sd15-only", "big"]
+    assert all(u.missing_values for u in unfit)
 
 
 def _missing_by_reading(
