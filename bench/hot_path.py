@@ -19,7 +19,8 @@ emulators started as their own processes, so what differs between the columns is
    clock; marks that overlap the rest (a handed-off job's commit, the face's answer to POST
    /prompt) are timed beside them.
 4. --fleet: 4 backends, 32 clients, SQLite `serve` (jobs/s after a warm-up, vs 4 emulators
-   driven directly; the clients on aiohttp, as in 5, the lightest client at hand);
+   driven directly; the clients on aiohttp, as in 5, the lightest client at hand; the CPU a
+   job of `serve` and of its emulators, whose ratio the machine's speed leaves alone);
    enqueues/s (an api node, 32 clients submitting without waiting) beside GET /health/s.
 5. --postgres: `comfyrun api` + 2 `comfyrun worker`s (2 emulators each) on PostgreSQL, 32 clients,
    vs 4 emulators driven directly, the CPU each process spent a job (api, workers, their
@@ -137,12 +138,13 @@ def free_port() -> int:
 
 
 async def start_emulator(
-    tmp: Path, real: RealComfy | None = None
+    tmp: Path, real: RealComfy | None = None, runner: list[str] | None = None
 ) -> tuple[asyncio.subprocess.Process, str]:
-    """An emulator (or, with `real`, a real ComfyUI on CPU) as its own process; its URL."""
+    """An emulator (or, with `real`, a real ComfyUI on CPU) as its own process; its URL.
+    `runner`: what runs the emulator's Python, before it (e.g. valgrind and its options)."""
     folder = Path(tempfile.mkdtemp(dir=tmp, prefix="emu"))
     if real is None:
-        command = [sys.executable, "-m", "comfyrun.comfy.emulator", "--port", "0"]
+        command = [*(runner or []), sys.executable, "-m", "comfyrun.comfy.emulator", "--port", "0"]
     else:
         command = [real[1], str(real[0] / "main.py"), "--cpu", "--disable-auto-launch"]
         command += ["--port", str(free_port())]
@@ -198,7 +200,11 @@ def fresh_outputs(tmp: Path) -> int:
 
 
 def comfyrun_process(
-    tmp: Path, name: str, args: list[str], env: dict[str, str] | None = None
+    tmp: Path,
+    name: str,
+    args: list[str],
+    env: dict[str, str] | None = None,
+    runner: list[str] | None = None,
 ) -> ServerProcess:
     data = tmp / name
     data.mkdir(exist_ok=True)
@@ -207,8 +213,9 @@ def comfyrun_process(
         log_path=tmp / f"{name}.log",
         env={"COMFYRUN_QUEUE_MAX": "10000000", **(env or {})},
         entry=[str(BENCH / "traced_server.py")],
+        runner=runner,
     )
-    proc.wait_ready(120)
+    proc.wait_ready(600 if runner else 120)
     return proc
 
 
@@ -533,13 +540,19 @@ async def fleet(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]]
             direct_rate = await drive(32, args.seconds, direct_one)
             await drive(32, WARM_UP_S, lambda i: light_v2_run(session, server.url))
             fresh_outputs(tmp)
+            backends = children(server.proc.pid)
+            before = cpu_seconds(server.proc.pid), sum(cpu_seconds(p) for p in backends)
             rate = await drive(32, args.seconds, lambda i: light_v2_run(session, server.url))
+            after = cpu_seconds(server.proc.pid), sum(cpu_seconds(p) for p in backends)
+            jobs = rate * args.seconds
+            ours, theirs = after[0] - before[0], after[1] - before[1]
             rows += [
                 ("fleet, 4 backends, 32 clients: direct", f"{direct_rate:7.1f} jobs/s"),
                 (
                     "  through comfyrun serve (SQLite), v2",
                     f"{rate:7.1f} jobs/s ({100 * rate / direct_rate:.0f} % of direct)",
                 ),
+                ("    CPU per job: comfyrun / its ComfyUIs", cpu_ratio(ours, theirs, jobs)),
             ]
     finally:
         server.stop()

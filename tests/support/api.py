@@ -72,12 +72,15 @@ class ServerProcess:
         log_path: Path,
         env: dict[str, str] | None = None,
         entry: list[str] | None = None,
+        runner: list[str] | None = None,
     ) -> None:
+        """`runner`: what runs Python and its arguments (e.g. under valgrind), before
+        sys.executable."""
         self.log_path = log_path
         self._log = log_path.open("ab")
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(
-            [sys.executable, *(entry or ["-m", "comfyrun.cli.main"]), *args],
+            [*(runner or []), sys.executable, *(entry or ["-m", "comfyrun.cli.main"]), *args],
             stdout=subprocess.PIPE,
             stderr=self._log,
             env=full_env,
