@@ -272,7 +272,9 @@ class BackendPool:
     @property
     def hopeless(self) -> bool:
         """Every backend is in `error` (e.g. a managed ComfyUI that is missing)."""
-        return bool(self._backends) and not any_can_serve(b.view() for b in self._backends.values())
+        return bool(self._backends) and not any_can_serve(
+            b.base_state for b in self._backends.values()
+        )
 
     def problems(self) -> str:
         """What is wrong with the backends, for a job that cannot run anywhere."""

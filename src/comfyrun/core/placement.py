@@ -235,9 +235,9 @@ def displayed_state(state: BackendState, inflight: int) -> BackendState:
     return state
 
 
-def any_can_serve(views: Iterable[BackendView]) -> bool:
-    """Whether some backend could ever take a job (not all of them in `error`)."""
-    return any(v.state is not BackendState.ERROR for v in views)
+def any_can_serve(states: Iterable[BackendState]) -> bool:
+    """Whether some backend, by its state, could ever take a job (not all in `error`)."""
+    return any(state is not BackendState.ERROR for state in states)
 
 
 __all__ = [

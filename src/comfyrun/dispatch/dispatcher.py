@@ -189,7 +189,7 @@ class Dispatcher(Placing, Rebalancing):
             generation = self.pool.generation
             # read first: work that comes while this pass finds nothing ends the wait below
             token = self.store.work_token(self.types)
-            self.router.forget_down(self.pool.views())
+            self.router.forget_down(self.pool.views)
             try:
                 await self.fit.refresh()
                 if await self._rebalance() or await self._place_parked():

@@ -24,7 +24,7 @@ from comfyrun.core.fit import (
     misfit,
     unmet_requirements,
 )
-from comfyrun.core.job import Job
+from comfyrun.core.job import JSON, Job
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +47,19 @@ class FleetFit:
 
     def offer_of(self, backend: Backend) -> BackendOffer:
         """The backend's labels, and its object_info once known."""
+        return BackendOffer(
+            name=backend.name,
+            labels=dict(backend.spec.labels),
+            object_info=self._object_info(backend),
+        )
+
+    def _object_info(self, backend: Backend) -> JSON | None:
         info = None
         if self._catalog is not None:
             info = self._catalog.object_info(backend.name)
         if info is None and backend.client is not None:
             info = getattr(backend.client, "cached_object_info", None)
-        return BackendOffer(
-            name=backend.name,
-            labels=dict(backend.spec.labels),
-            object_info=info if isinstance(info, dict) else None,
-        )
+        return info if isinstance(info, dict) else None
 
     async def refresh(self) -> None:
         """Read the node definitions of the connected backends not known yet (once each: the
@@ -67,13 +70,13 @@ class FleetFit:
             for b in self.pool.backends
             if b.client is not None
             and self._retry_at.get(b.name, 0.0) <= now
-            and self.offer_of(b).object_info is None
+            and self._object_info(b) is None
         ]
         if not wanted:
             return
         await asyncio.gather(*(self._fetch(b) for b in wanted))
         for backend in wanted:
-            if self.offer_of(backend).object_info is None:
+            if self._object_info(backend) is None:
                 self._retry_at[backend.name] = now + CATALOG_RETRY_S
 
     async def _fetch(self, backend: Backend) -> None:

@@ -77,6 +77,8 @@ class Placing(DispatcherParts):
 
     async def _place_parked(self) -> bool:
         """Start the best parked job that fits a backend with room now."""
+        if not self._parked:
+            return False
         order = sorted(
             self._parked.values(), key=lambda j: (-j.priority, j.fair_tag, j.rank_at, j.id)
         )

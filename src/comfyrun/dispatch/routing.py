@@ -56,10 +56,13 @@ class ModelRouter:
             if used:
                 self._held[backend] = remember(self.held(backend), used, self.keep)
 
-    def forget_down(self, views: Iterable[BackendView]) -> None:
+    def forget_down(self, views: Callable[[], Iterable[BackendView]]) -> None:
         """Backends that are down (stopped, crashed, restarting, not answering) hold nothing
-        when they come back."""
-        for view in views:
+        when they come back (`views`: the pool's, asked for only when some backend holds
+        models)."""
+        if not self._held:
+            return
+        for view in views():
             if view.state not in _UP and view.name in self._held:
                 del self._held[view.name]
 

@@ -72,10 +72,9 @@ def test_displayed_state_shows_busy_while_holding_jobs() -> None:
 
 
 def test_any_can_serve_is_false_only_when_every_backend_is_in_error() -> None:
-    assert not any_can_serve([BackendView("a", BackendState.ERROR)])
-    assert any_can_serve(
-        [BackendView("a", BackendState.ERROR), BackendView("b", BackendState.STOPPED)]
-    )
+    assert not any_can_serve([BackendState.ERROR])
+    assert not any_can_serve([BackendState.ERROR, BackendState.ERROR])
+    assert any_can_serve([BackendState.ERROR, BackendState.STOPPED])
 
 
 views_strategy = st.lists(
