@@ -20,12 +20,15 @@ emulators started as their own processes, so what differs between the columns is
    /prompt) are timed beside them.
 4. --fleet: 4 backends, 32 clients, SQLite `serve` (jobs/s after a warm-up, vs 4 emulators
    driven directly; the clients on aiohttp, as in 5, the lightest client at hand; the CPU a
-   job of `serve` and of its emulators, whose ratio the machine's speed leaves alone);
+   job of `serve` and of its emulators in the same seconds: their ratio moves less with the
+   machine's speed than either, though still ~10 % between runs; bench/instructions.py is
+   the steady measure);
    enqueues/s (an api node, 32 clients submitting without waiting) beside GET /health/s.
 5. --postgres: `comfyrun api` + 2 `comfyrun worker`s (2 emulators each) on PostgreSQL, 32 clients,
    vs 4 emulators driven directly, the CPU each process spent a job (api, workers, their
    emulators, PostgreSQL's server processes), comfyrun's (api + workers) against its
-   emulators' (a ratio the machine's speed leaves alone), and PostgreSQL's transactions a job
+   emulators' in the same seconds (steadier than either alone, not steady: ~10 % between
+   runs), and PostgreSQL's transactions a job
    (from pg_stat_database, over every job of the run, read after the nodes exit): each
    statement in autocommit is one, and so is each NOTIFY a listening node's server process
    relays (it reads the notification queue in a transaction of its own, reported only as it
@@ -692,8 +695,9 @@ async def postgres(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, st
         jobs = rate * args.seconds
         spent = "  ".join(f"{k} {(after[k] - before[k]) / jobs * 1000:.2f}" for k in groups)
         total = sum(after[k] - before[k] for k in groups) / jobs * 1000
-        # comfyrun's CPU against its emulators' (code neither column changes): a ratio that
-        # this machine's speed, which moves both alike, leaves where it is
+        # comfyrun's CPU against its emulators' (code no build of comfyrun changes), in the
+        # same seconds: steadier than either figure alone as the machine's speed moves, though
+        # still ~10 % between runs (bench/instructions.py is the steady measure)
         ours_cpu = sum(after[k] - before[k] for k in ("api", "workers"))
         relative = ours_cpu / max(1e-9, after["their emulators"] - before["their emulators"])
         rows += [
