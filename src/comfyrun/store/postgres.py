@@ -243,7 +243,12 @@ class PostgresStore(PgWaits):
         await conn.execute(Q["lock_key"], key)
 
     async def _committed(
-        self, job_id: str, *, work: bool = False, job_type: str | None = None
+        self,
+        job_id: str,
+        *,
+        work: bool = False,
+        job_type: str | None = None,
+        ending: bool = True,
     ) -> None:
         return None  # the NOTIFY sent in the transaction comes back through the listener
 

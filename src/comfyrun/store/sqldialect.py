@@ -101,10 +101,17 @@ class SQLDialect(ABC):
 
     @abstractmethod
     async def _committed(
-        self, job_id: str, *, work: bool = False, job_type: str | None = None
+        self,
+        job_id: str,
+        *,
+        work: bool = False,
+        job_type: str | None = None,
+        ending: bool = True,
     ) -> None:
         """Called after a write to `job_id` committed, to wake this process's waiters; `work`:
-        a job (of `job_type`, when known) may have become claimable."""
+        a job (of `job_type`, when known) may have become claimable; `ending`: the write may
+        have ended the job (False only where it certainly did not: a job queued or claimed,
+        its placement, progress or an output noted)."""
 
     @staticmethod
     def _text_list(values: builtins.list[str]) -> Any:

@@ -150,7 +150,7 @@ class SQLiteStore(SQLiteRunner, SQLiteLoopReads, SQLiteWaiting, SQLStore):
         self._pending: list[Call] = []  # calls made since the last batch began
         self._flush_soon = False  # a batch of them is to start at the loop's next turn
         self._conn_busy = False  # a batch holds the connection (running, or committing)
-        self._job_waiters: dict[str, set[asyncio.Event]] = {}
+        self._job_waiters: dict[str, dict[asyncio.Event, bool]] = {}
         self._work = asyncio.Event()
         self._work_counts = WorkCounts()  # see work_token
         self._version: int | None = None  # the last `PRAGMA data_version` read
@@ -222,10 +222,15 @@ class SQLiteStore(SQLiteRunner, SQLiteLoopReads, SQLiteWaiting, SQLStore):
             raise
         return conn
 
-    def _wake(self, job_id: str, work: bool, job_type: str | None) -> None:
-        """On the event loop, after the commit: wake this process's waiters."""
-        for woken in builtins.list(self._job_waiters.get(job_id, ())):
-            woken.set()
+    async def _job(self, job_id: str) -> Job | None:
+        return await self.get(job_id)
+
+    def _wake(self, job_id: str, work: bool, job_type: str | None, ending: bool) -> None:
+        """On the event loop, after the commit: wake this process's waiters (those that wait
+        for the job's end only when the write may have ended it)."""
+        for woken, ending_only in builtins.list(self._job_waiters.get(job_id, {}).items()):
+            if ending or not ending_only:
+                woken.set()
         if work:
             self._work_counts.add(job_type)
             event, self._work = self._work, asyncio.Event()
@@ -320,9 +325,14 @@ class SQLiteStore(SQLiteRunner, SQLiteLoopReads, SQLiteWaiting, SQLStore):
                 loop.call_soon_threadsafe(decided, job, created)
 
     async def _committed(
-        self, job_id: str, *, work: bool = False, job_type: str | None = None
+        self,
+        job_id: str,
+        *,
+        work: bool = False,
+        job_type: str | None = None,
+        ending: bool = True,
     ) -> None:
-        self._wakes.append((job_id, work, job_type))  # woken once the batch has committed
+        self._wakes.append((job_id, work, job_type, ending))  # woken once the batch committed
 
     _no_limit = -1
 

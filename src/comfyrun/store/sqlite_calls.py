@@ -27,7 +27,8 @@ class Call:
 #: A call's outcome: (the call, whether it returned, what it returned or raised).
 Outcome = tuple[Call, bool, Any]
 #: A waiter to wake once a batch committed: (job id, whether work came, the job's type).
-Wake = tuple[str, bool, str | None]
+#: (job id, work, job type, ending): SQLiteStore._committed's arguments
+Wake = tuple[str, bool, str | None, bool]
 #: What a batch ended with: its calls' outcomes, the waiters to wake.
 Ended = tuple[list[Outcome], list[Wake]]
 

@@ -76,7 +76,7 @@ class SQLiteRunner(ABC):
         """The store's connection, opened (on the store's thread) and brought up to date."""
 
     @abstractmethod
-    def _wake(self, job_id: str, work: bool, job_type: str | None) -> None:
+    def _wake(self, job_id: str, work: bool, job_type: str | None, ending: bool) -> None:
         """On the event loop, after a commit: wake this process's waiters."""
 
     # -- running calls: batches on the loop, commits on the store's thread ---------------
@@ -193,8 +193,8 @@ class SQLiteRunner(ABC):
         self._conn_busy = False
         for call, ok, value in results:
             settle(call.future, ok, value)
-        for job_id, work, job_type in wakes:
-            self._wake(job_id, work, job_type)
+        for job_id, work, job_type, ending in wakes:
+            self._wake(job_id, work, job_type, ending)
         if self._pending and not self._flush_soon:
             self._flush_soon = True
             asyncio.get_running_loop().call_soon(self._flush)

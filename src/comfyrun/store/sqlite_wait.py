@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from comfyrun.core.job import Job
 from comfyrun.store.base import JobEvent, WorkCounts
 
 
@@ -21,7 +22,8 @@ class SQLiteWaiting(ABC):
     cross_process_wait_s: float
     _reader: Any
     _version: int | None
-    _job_waiters: dict[str, set[asyncio.Event]]
+    #: per job, its waiters, each with whether it waits only for a write that may end the job
+    _job_waiters: dict[str, dict[asyncio.Event, bool]]
     _work: asyncio.Event
     _work_counts: WorkCounts
 
@@ -37,6 +39,10 @@ class SQLiteWaiting(ABC):
         """Run a store call in a batch (store.sqlite_runner)."""
 
     @abstractmethod
+    async def _job(self, job_id: str) -> Job | None:
+        """The store's `get`."""
+
+    @abstractmethod
     async def _events_after(self, job_id: str, after_id: int) -> builtins.list[JobEvent]:
         """The store's `events_since` (a point read the loop answers itself where it can)."""
 
@@ -45,8 +51,8 @@ class SQLiteWaiting(ABC):
     ) -> builtins.list[JobEvent]:
         deadline = asyncio.get_running_loop().time() + timeout
         woken = asyncio.Event()
-        waiters = self._job_waiters.setdefault(job_id, set())
-        waiters.add(woken)  # before looking, so no commit slips between the look and the wait
+        waiters = self._job_waiters.setdefault(job_id, {})
+        waiters[woken] = False  # before looking, so no commit slips between the look and the wait
         try:
             while True:
                 woken.clear()
@@ -66,7 +72,39 @@ class SQLiteWaiting(ABC):
                 if not changed:
                     return []
         finally:
-            waiters.discard(woken)
+            waiters.pop(woken, None)
+            if not waiters:
+                self._job_waiters.pop(job_id, None)
+
+    async def wait_for_end(
+        self, job_id: str, timeout: float, *, owner: str | None = None
+    ) -> Job | None:
+        """The job read once, then again only when a write in this process may have ended it
+        (not its claim, placement, progress, outputs or log lines) or another process wrote
+        to the database; as it is at `timeout`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        woken = asyncio.Event()
+        waiters = self._job_waiters.setdefault(job_id, {})
+        waiters[woken] = True  # before looking, so no commit slips between the look and the wait
+        try:
+            while True:
+                woken.clear()
+                # any data version read before the job will do (see wait_for_work)
+                version = self._version
+                if version is None:
+                    version = await self._data_version()
+                job = await self._job(job_id)
+                if job is None or (owner is not None and job.owner != owner):
+                    return None
+                if job.terminal:
+                    return job
+                changed, _ = await self._wait(woken, deadline, version)
+                if not changed:
+                    job = await self._job(job_id)
+                    return None if job is None or owner not in (None, job.owner) else job
+        finally:
+            waiters.pop(woken, None)
             if not waiters:
                 self._job_waiters.pop(job_id, None)
 

@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from comfyrun.core.batch import NO_GROUP, fair_tag
-from comfyrun.core.job import COMFY, JSON, Job, JobStatus, NewJob, Output, Progress
+from comfyrun.core.job import COMFY, JSON, Job, JobStatus, NewJob, Output, Progress, may_end
 from comfyrun.core.state import Event
 from comfyrun.errors import Conflict, IdempotencyKeyReuse, StoreError
 from comfyrun.store import maintenance, transition
@@ -79,7 +79,7 @@ class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
         async with self._write() as conn:
             job, created = await self._enqueue_in(conn, new, now, work=True)
         if created:
-            await self._committed(job.id, work=True, job_type=job.type)
+            await self._committed(job.id, work=True, job_type=job.type, ending=False)
         return job, created
 
     async def enqueue_counted(
@@ -91,7 +91,7 @@ class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
             queued = job.status is JobStatus.QUEUED
             position = await self._position_in(conn, job, now, limit) if queued else None
         if created:
-            await self._committed(job.id, work=True, job_type=job.type)
+            await self._committed(job.id, work=True, job_type=job.type, ending=False)
         return job, created, position
 
     async def enqueue_claimed(
@@ -113,7 +113,8 @@ class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
         if hand_off.decided is not None and not created:  # a replay: said here
             self._decided(hand_off.decided, job, created)
         if created:
-            await self._committed(job.id, work=job.status is JobStatus.QUEUED, job_type=job.type)
+            queued = job.status is JobStatus.QUEUED
+            await self._committed(job.id, work=queued, job_type=job.type, ending=False)
         return job, created
 
     async def _claimed(self, conn: Any, row: Row, note: ClaimNote | None, now: float) -> Job:
@@ -197,7 +198,7 @@ class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
             if row is None:
                 return None
             job = await self._claimed(conn, row, note, now)
-        await self._committed(job.id)
+        await self._committed(job.id, ending=False)
         return job
 
     async def _claim_row(
@@ -275,7 +276,7 @@ class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
             ended = job.terminal and job.batch_id is not None
             if ended and job.batch_id is not None:
                 ended = await self._end_batch_if_done(conn, job.batch_id, now)
-        await self._committed(job_id, work=requeued, job_type=job.type)
+        await self._committed(job_id, work=requeued, job_type=job.type, ending=job.terminal)
         if ended and job.batch_id is not None:
             await self._committed(job.batch_id)
         return job
@@ -307,7 +308,7 @@ class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
         }
         async with self._write_one() as conn:
             held = await self._run(conn, "set_placement", params) == 1
-        await self._committed(job_id)
+        await self._committed(job_id, ending=False)
         return held
 
     async def next_priority(
@@ -333,7 +334,7 @@ class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
             if await self._run(conn, "set_progress", params) != 1:
                 raise transition.not_found(job_id)
             await self._append(conn, job_id, "progress", data, time.time())
-        await self._committed(job_id)
+        await self._committed(job_id, ending=False)
 
     async def add_output(self, job_id: str, output: Output) -> Job:
         data = output_to_dict(output)
@@ -342,7 +343,7 @@ class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
             if row is None:
                 raise transition.not_found(job_id)
             await self._append(conn, job_id, "output", data, time.time())
-        await self._committed(job_id)
+        await self._committed(job_id, ending=False)
         return job_from_row(row)
 
     async def _fair_tag(self, conn: Any, job: Job, now: float) -> float:
@@ -364,7 +365,7 @@ class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
             if await self._one(conn, "lock_job", {"id": job_id}) is None:
                 raise transition.not_found(job_id)
             event_id = await self._append(conn, job_id, kind, data, now)
-        await self._committed(job_id)
+        await self._committed(job_id, ending=may_end(kind, data))
         return JobEvent(id=event_id, job_id=job_id, kind=kind, data=data, created_at=now)
 
     async def events_since(self, job_id: str, after_id: int = 0) -> builtins.list[JobEvent]:
