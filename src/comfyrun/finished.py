@@ -4,9 +4,11 @@
 A finished job changes no more (only deletion and expiry remove it): the requests that follow
 its end (the `?wait` that wakes at it, the GET after it, a ComfyUI client's /history) take it
 from here instead of reading and decoding it again. A worker of this process tells the job its
-run just settled (RunContext.finished -> `remember`) and when any of its runs is over
-(RunContext.run_over -> `run_over`), so that a `?wait` on a job a run here holds waits for that
-word (`wait`) instead of following the job's events in the store.
+run just settled (RunContext.finished -> `remember`), when one of its runs takes a job up
+(RunContext.run_started -> `run_started`) and when any of its runs is over (RunContext.run_over
+-> `run_over`), so that a `?wait` on a job a run here holds waits for that word (`wait`), and
+one on a job still queued waits for the store to say it ended or for a run here to take it
+(`taken`), instead of following the job's events in the store.
 """
 
 from __future__ import annotations
@@ -78,6 +80,27 @@ class FinishedJobs:
         """A run of this process is over, the job settled or given back: its `?wait`s look."""
         for signal in self._waiting.get(job_id, ()):
             signal.set()
+
+    def run_started(self, job_id: str) -> None:
+        """A run of this process took the job up: its `?wait`s wait for that run's word."""
+        self.run_over(job_id)  # (the same signal: each waiter looks at what holds now)
+
+    async def taken(self, job_id: str) -> None:
+        """Return once a run of this process holds the job, or it is kept as finished (at once
+        if so now); never without a worker here (the caller bounds the wait)."""
+        signal = asyncio.Event()
+        waiting = self._waiting.setdefault(job_id, [])
+        waiting.append(signal)  # before looking: a word said after the look is not missed
+        try:
+            while not (self._runs_here is not None and self._runs_here(job_id)):
+                if self.holds(job_id):
+                    return
+                await signal.wait()
+                signal.clear()
+        finally:
+            waiting.remove(signal)
+            if not waiting:
+                del self._waiting[job_id]
 
     async def wait(self, job_id: str, deadline: float, owner: str = "") -> Job | None:
         """The job as its run in this process settles it, if a run here holds it and settles it

@@ -5,6 +5,7 @@ word of this process's runs (comfyrun.finished); JobService mixes it in.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Callable
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from comfyrun import stages
-from comfyrun.core.job import JSON, TERMINAL_NAMES, Job, JobStatus, may_end
+from comfyrun.core.job import JSON, TERMINAL_NAMES, Job, JobStatus
 from comfyrun.errors import NotFound
 from comfyrun.finished import FinishedJobs
 from comfyrun.store.base import JobEvent, JobStore
@@ -49,44 +50,50 @@ class JobWatch(ABC):
         """The queue position of `job`, counted up to the cap."""
 
     async def wait(self, job_id: str, timeout: float) -> JobView:
-        """Return when the job is terminal or after `timeout` seconds (woken by store events,
-        or, while a worker of this process runs it, by that run)."""
+        """Return when the job is terminal or after `timeout` seconds: told by a run of this
+        process while one holds it, else by the store's wait for its end, which a run here
+        taking the job up interrupts (a queued job's `?wait` so reads it once, or on
+        PostgreSQL not at all, before its run here settles it)."""
         deadline = time.monotonic() + max(0.0, timeout)
-        settled = await self.finished.wait(job_id, deadline, self._key_scope)
-        if settled is not None:
-            stages.mark(job_id, "notified")
-            return JobView(settled, None)
-        if self._ending_only:  # no run here: only the store can tell of the job's end
-            job = await self._wait_for_end(job_id, deadline)
-            stages.mark(job_id, "notified")
-            if job.status is JobStatus.QUEUED:
-                return JobView(job, await self._position(job))
-            return JobView(job, None)
-        history = await self.store.events_since(job_id, 0)
-        last_id = history[-1].id if history else 0
-        # no log at all: look at the job itself (NotFound when there is none)
-        ended = any(_ends(e) for e in history) or not history
         while True:
-            remaining = deadline - time.monotonic()
-            if ended or remaining <= 0:
-                job = await self._job(job_id)
-                if job.terminal or remaining <= 0:
-                    break
-            events = await self.store.wait_for_event(job_id, last_id, min(remaining, 30.0))
-            ended = False
-            if events:
-                last_id = events[-1].id
-                # progress, outputs, a move to running: not what we wait for
-                ended = any(_ends(e) for e in events)
-                if not ended:  # claimed here meanwhile: its run will say when it ends
-                    settled = await self.finished.wait(job_id, deadline, self._key_scope)
-                    if settled is not None:
-                        job = settled
-                        break
+            settled = await self.finished.wait(job_id, deadline, self._key_scope)
+            if settled is not None:
+                stages.mark(job_id, "notified")
+                return JobView(settled, None)
+            if self._ending_only:  # no run here: only the store can tell of the job's end
+                job = await self._wait_for_end(job_id, deadline)
+                break
+            found = await self._end_or_taken(job_id, deadline)
+            if found is not None:
+                job = found
+                break
         stages.mark(job_id, "notified")
         if job.status is JobStatus.QUEUED:
             return JobView(job, await self._position(job))
         return JobView(job, None)
+
+    async def _end_or_taken(self, job_id: str, deadline: float) -> Job | None:
+        """The job once final (or as it is at `deadline`) by the store's wait for its end;
+        None when a run of this process took it up first (or a 30-s part of a longer wait
+        passed): the caller waits for that run's word, or again."""
+        remaining = max(0.0, deadline - time.monotonic())
+        end = asyncio.ensure_future(self.store.wait_for_end(job_id, min(remaining, 30.0)))
+        taken = asyncio.ensure_future(self.finished.taken(job_id))
+        try:
+            await asyncio.wait({end, taken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in (end, taken):
+                waiting.cancel()
+            await asyncio.wait({end, taken})
+        if end.cancelled():  # a run here took the job up first
+            return None
+        found = end.result()
+        if found is None:
+            raise NotFound(f"job {job_id} not found", details={"job_id": job_id})
+        if found.terminal:
+            self.remember(found)
+            return found
+        return found if remaining <= 30.0 else None
 
     async def _wait_for_end(self, job_id: str, deadline: float) -> Job:
         """The job once final, or at `deadline`, from the store's wait (NotFound when there is
@@ -104,6 +111,10 @@ class JobWatch(ABC):
     def run_over(self, job_id: str) -> None:
         """A run of this process is over, the job settled or given back (RunContext.run_over)."""
         self.finished.run_over(job_id)
+
+    def run_started(self, job_id: str) -> None:
+        """A run of this process took the job up (RunContext.run_started)."""
+        self.finished.run_started(job_id)
 
     async def _job(self, job_id: str) -> Job:
         job = await self.job(job_id)
@@ -213,11 +224,6 @@ class JobWatch(ABC):
         if preview is not None:
             out.append(JobEvent(last_id, job.id, "preview", preview.data, now))
         return out
-
-
-def _ends(event: JobEvent) -> bool:
-    """A status event that may have ended the job (a status event without one: look)."""
-    return may_end(event.kind, event.data)
 
 
 def _is_terminal(status: Any) -> bool:

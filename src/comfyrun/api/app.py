@@ -254,6 +254,7 @@ async def _open(
         dispatcher.fit.use_catalog(catalog)
         dispatcher.ctx.finished.append(service.remember)
         dispatcher.ctx.run_over.append(service.run_over)
+        dispatcher.ctx.run_started.append(service.run_started)
     templates = TemplateService(
         TemplateFolder(settings.workflows_dir), service, object_info=_object_info_source(catalog)
     )

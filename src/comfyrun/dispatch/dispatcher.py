@@ -336,6 +336,8 @@ class Dispatcher(Placing, Rebalancing):
         self._runs[job.id] = (run, task)
         self._idle.clear()
         task.add_done_callback(functools.partial(self._run_done, job.id))
+        for tell in self.ctx.run_started:
+            tell(job.id)
 
     def _run_done(self, job_id: str, task: asyncio.Task[None]) -> None:
         current = self._runs.get(job_id)

@@ -58,6 +58,9 @@ class RunContext:
     #: Told the id of each job whose run here is over, whether it settled the job or gave it
     #: back (its `?wait`s in this process stop waiting on the run: JobService.run_over).
     run_over: list[Callable[[str], None]] = dataclasses.field(default_factory=list)
+    #: Told the id of each job a run here takes up (its `?wait`s in this process wait on that
+    #: run from then on: JobService.run_started).
+    run_started: list[Callable[[str], None]] = dataclasses.field(default_factory=list)
 
 
 __all__ = ["OUTPUT_MISSING", "RECACHE_INPUT", "UNSENT", "InputPlacer", "RunContext"]

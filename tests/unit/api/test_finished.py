@@ -77,3 +77,34 @@ async def test_a_wait_ends_on_the_runs_word_or_leaves_it_to_the_store() -> None:
     assert await FinishedJobs().wait("j2", deadline) is None
     running.add("late")
     assert await kept.wait("late", time.monotonic()) is None
+
+
+async def test_taken_returns_when_a_run_here_takes_the_job_up_or_it_is_kept_finished() -> None:
+    running: set[str] = set()
+    kept = FinishedJobs(running.__contains__)
+    running.add("now")
+    await asyncio.wait_for(kept.taken("now"), 1)  # held already: at once
+
+    later = asyncio.create_task(kept.taken("later"))
+    await asyncio.sleep(0.01)
+    kept.run_started("later")  # told, but no run holds it (yet): waits on
+    await asyncio.sleep(0.01)
+    assert not later.done()
+    running.add("later")
+    kept.run_started("later")
+    await asyncio.wait_for(later, 1)
+
+    ended = asyncio.create_task(kept.taken("ended"))
+    await asyncio.sleep(0.01)
+    kept.remember(job("ended"))  # settled (by a run here that just ended, say)
+    await asyncio.wait_for(ended, 1)
+    assert kept._waiting == {}  # no waiter left behind
+
+
+async def test_a_taken_wait_cancelled_leaves_no_waiter() -> None:
+    kept = FinishedJobs(lambda job_id: False)
+    waiting = asyncio.create_task(kept.taken("x"))
+    await asyncio.sleep(0.01)
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+    assert kept._waiting == {}
