@@ -51,6 +51,39 @@ def memory_settings(tmp_path: Path, **overrides: Any) -> Settings:
 
 
 @asynccontextmanager
+async def sqlite_serve(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Any, str]]:
+    """`serve` as an ASGI app, ready: one emulator backend (50 ms a step), the queue in
+    SQLite under `tmp_path`; yields its client, its store and the emulator's URL."""
+    from comfyrun.config import BackendConfig
+    from tests.support.emulator import running_emulator
+
+    async with running_emulator(tmp_path / "emu", step_time_s=0.05) as emu:
+        backends = [BackendConfig(name="gpu0", url=emu.url)]
+        cfg = memory_settings(tmp_path, backends=backends, db_url=f"sqlite:///{tmp_path}/q.db")
+        app = create_app(cfg, storage=MemoryOutputStorage())
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                async with asyncio.timeout(30):
+                    while (await client.get("/ready")).status_code != 200:  # noqa: ASYNC110
+                        await asyncio.sleep(0.02)
+                yield client, app.state.ctx.store, emu.url
+
+
+async def submit_steps(client: httpx.AsyncClient, steps: int, wait: float | None = None) -> Any:
+    """A v2 job of a text-to-image workflow of `steps` sampler steps (`wait`: ?wait=); its
+    201 answer."""
+    from tests.support.emulator import text_to_image_workflow
+
+    params = {"wait": wait} if wait else {}
+    r = await client.post(
+        "/api/v2/jobs", params=params, json={"workflow": text_to_image_workflow(steps=steps)}
+    )
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+@asynccontextmanager
 async def asgi_app(
     settings: Settings,
 ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient, AppContext]]:

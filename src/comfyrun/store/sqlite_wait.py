@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
 from comfyrun.core.job import Job
@@ -50,10 +51,7 @@ class SQLiteWaiting(ABC):
         self, job_id: str, after_id: int, timeout: float, *, ending: bool = False
     ) -> builtins.list[JobEvent]:
         deadline = asyncio.get_running_loop().time() + timeout
-        woken = asyncio.Event()
-        waiters = self._job_waiters.setdefault(job_id, {})
-        waiters[woken] = False  # before looking, so no commit slips between the look and the wait
-        try:
+        with self._waiter(job_id, ending_only=False) as woken:
             while True:
                 woken.clear()
                 if self._reader is not None and self._version is not None:
@@ -71,10 +69,6 @@ class SQLiteWaiting(ABC):
                 changed, _ = await self._wait(woken, deadline, version)
                 if not changed:
                     return []
-        finally:
-            waiters.pop(woken, None)
-            if not waiters:
-                self._job_waiters.pop(job_id, None)
 
     async def wait_for_end(
         self, job_id: str, timeout: float, *, owner: str | None = None
@@ -82,12 +76,8 @@ class SQLiteWaiting(ABC):
         """The job read once, then again only when a write in this process may have ended it
         (not its claim, placement, progress, outputs or log lines) or another process wrote
         to the database; as it is at `timeout`."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        woken = asyncio.Event()
-        waiters = self._job_waiters.setdefault(job_id, {})
-        waiters[woken] = True  # before looking, so no commit slips between the look and the wait
-        try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        with self._waiter(job_id, ending_only=True) as woken:
             while True:
                 woken.clear()
                 # any data version read before the job will do (see wait_for_work)
@@ -103,6 +93,17 @@ class SQLiteWaiting(ABC):
                 if not changed:
                     job = await self._job(job_id)
                     return None if job is None or owner not in (None, job.owner) else job
+
+    @contextlib.contextmanager
+    def _waiter(self, job_id: str, *, ending_only: bool) -> Iterator[asyncio.Event]:
+        """A waiter on `job_id`'s commits (only those that may end it, with `ending_only`),
+        registered before the caller looks, so no commit slips between the look and the
+        wait."""
+        woken = asyncio.Event()
+        waiters = self._job_waiters.setdefault(job_id, {})
+        waiters[woken] = ending_only
+        try:
+            yield woken
         finally:
             waiters.pop(woken, None)
             if not waiters:

@@ -15,15 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.support.api import asgi_app, memory_settings
+from tests.support.api import asgi_app, memory_settings, sqlite_serve, submit_steps
 from tests.support.emulator import running_emulator, text_to_image_workflow
 
-from comfyrun.api.app import create_app
 from comfyrun.api.context import AppContext
 from comfyrun.config import BackendConfig
 from comfyrun.core.job import JobStatus
 from comfyrun.core.state import Event
-from comfyrun.outputs.memory import MemoryOutputStorage
 from comfyrun.store.sqlite import SQLiteStore
 
 
@@ -54,13 +52,7 @@ async def serve(
             yield client, ctx, claimed
 
 
-async def submit(client: httpx.AsyncClient, steps: int, wait: float | None = None) -> Any:
-    params = {"wait": wait} if wait else {}
-    r = await client.post(
-        "/api/v2/jobs", params=params, json={"workflow": text_to_image_workflow(steps=steps)}
-    )
-    assert r.status_code == 201, r.text
-    return r.json()
+submit = submit_steps
 
 
 async def test_a_job_for_an_idle_backend_is_claimed_as_it_is_enqueued(tmp_path: Path) -> None:
@@ -129,24 +121,14 @@ class HeldCommit:
 async def serve_sqlite(
     tmp_path: Path,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, SQLiteStore, HeldCommit, str]]:
-    async with running_emulator(tmp_path / "emu", step_time_s=0.05) as emu:
-        backends = [BackendConfig(name="gpu0", url=emu.url)]
-        cfg = memory_settings(tmp_path, backends=backends, db_url=f"sqlite:///{tmp_path}/q.db")
-        app = create_app(cfg, storage=MemoryOutputStorage())
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-                async with asyncio.timeout(30):
-                    while (await client.get("/ready")).status_code != 200:  # noqa: ASYNC110
-                        await asyncio.sleep(0.02)
-                store = app.state.ctx.store
-                assert isinstance(store, SQLiteStore)
-                held = HeldCommit(store)
-                store._conn = held  # type: ignore[assignment]
-                try:
-                    yield client, store, held, emu.url
-                finally:
-                    held.go.set()
+    async with sqlite_serve(tmp_path) as (client, store, emu_url):
+        assert isinstance(store, SQLiteStore)
+        held = HeldCommit(store)
+        store._conn = held  # type: ignore[assignment]
+        try:
+            yield client, store, held, emu_url
+        finally:
+            held.go.set()
 
 
 async def prompts_of(emu_url: str) -> dict[str, dict[str, Any]]:
