@@ -85,15 +85,16 @@ class FinishedJobs:
         """A run of this process took the job up: its `?wait`s wait for that run's word."""
         self.run_over(job_id)  # (the same signal: each waiter looks at what holds now)
 
-    async def taken(self, job_id: str) -> None:
-        """Return once a run of this process holds the job, or it is kept as finished (at once
-        if so now); never without a worker here (the caller bounds the wait)."""
+    async def taken(self, job_id: str, owner: str = "") -> None:
+        """Return once a run of this process holds the job, or it is kept as finished for
+        `owner` (at once if so now); never without a worker here (the caller bounds the
+        wait)."""
         signal = asyncio.Event()
         waiting = self._waiting.setdefault(job_id, [])
         waiting.append(signal)  # before looking: a word said after the look is not missed
         try:
             while not (self._runs_here is not None and self._runs_here(job_id)):
-                if self.holds(job_id):
+                if self.kept(job_id, owner) is not None:
                     return
                 await signal.wait()
                 signal.clear()

@@ -63,6 +63,9 @@ class JobWatch(ABC):
             if self._ending_only:  # no run here: only the store can tell of the job's end
                 job = await self._wait_for_end(job_id, deadline)
                 break
+            if time.monotonic() >= deadline:  # the job as it is now (a run here may hold it)
+                job = await self._job(job_id)
+                break
             found = await self._end_or_taken(job_id, deadline)
             if found is not None:
                 job = found
@@ -78,7 +81,7 @@ class JobWatch(ABC):
         passed): the caller waits for that run's word, or again."""
         remaining = max(0.0, deadline - time.monotonic())
         end = asyncio.ensure_future(self.store.wait_for_end(job_id, min(remaining, 30.0)))
-        taken = asyncio.ensure_future(self.finished.taken(job_id))
+        taken = asyncio.ensure_future(self.finished.taken(job_id, self._key_scope))
         try:
             await asyncio.wait({end, taken}, return_when=asyncio.FIRST_COMPLETED)
         finally:

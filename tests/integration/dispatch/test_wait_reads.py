@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,3 +58,25 @@ async def test_a_wait_on_a_queued_job_reads_it_once_and_hears_its_end_from_the_r
         # its claim, placement, progress and output woke no read of the wait; its end came
         # from the run that took it up
         assert reads == {second: 1}, reads
+
+
+async def test_a_wait_that_times_out_on_a_job_running_here_answers_it_as_it_is(
+    tmp_path: Path,
+) -> None:
+    async with sqlite_serve(tmp_path) as (client, store, _):
+        look = store._job
+
+        async def slow_look(job_id: str) -> Any:
+            # as a read over a network would (PostgreSQL): SQLite's reads on the event loop
+            # finish in the task's first step, which hid a wait that spun past its timeout
+            await asyncio.sleep(0.01)
+            return await look(job_id)
+
+        store._job = slow_look
+        async with asyncio.timeout(20):
+            started = time.monotonic()
+            # the backend is idle: this process runs it from (at most) a moment after its
+            # submission, ~5 s in all; the wait ends at its timeout, the run holding it
+            job = await submit_steps(client, steps=100, wait=0.5)
+            assert job["status"] == "running", job
+            assert time.monotonic() - started < 2.5  # at its timeout, not at the job's end

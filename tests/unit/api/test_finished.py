@@ -108,3 +108,14 @@ async def test_a_taken_wait_cancelled_leaves_no_waiter() -> None:
     waiting.cancel()
     await asyncio.gather(waiting, return_exceptions=True)
     assert kept._waiting == {}
+
+
+async def test_a_job_kept_finished_for_another_owner_is_not_taken_for_this_one() -> None:
+    kept = FinishedJobs(lambda job_id: False)
+    kept.remember(job("x", owner="alice"))
+    bobs = asyncio.create_task(kept.taken("x", "bob"))
+    await asyncio.sleep(0.01)
+    assert not bobs.done()  # bob's wait goes on: the store tells him there is no such job
+    await asyncio.wait_for(kept.taken("x", "alice"), 1)
+    bobs.cancel()
+    await asyncio.gather(bobs, return_exceptions=True)
