@@ -14,9 +14,10 @@ one on a job still queued waits for the store to say it ended or for a run here 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from comfyrun.core.job import Job
 
@@ -89,19 +90,12 @@ class FinishedJobs:
         """Return once a run of this process holds the job, or it is kept as finished for
         `owner` (at once if so now); never without a worker here (the caller bounds the
         wait)."""
-        signal = asyncio.Event()
-        waiting = self._waiting.setdefault(job_id, [])
-        waiting.append(signal)  # before looking: a word said after the look is not missed
-        try:
+        with self._signal(job_id) as signal:
             while not (self._runs_here is not None and self._runs_here(job_id)):
                 if self.kept(job_id, owner) is not None:
                     return
                 await signal.wait()
                 signal.clear()
-        finally:
-            waiting.remove(signal)
-            if not waiting:
-                del self._waiting[job_id]
 
     async def wait(self, job_id: str, deadline: float, owner: str = "") -> Job | None:
         """The job as its run in this process settles it, if a run here holds it and settles it
@@ -109,10 +103,7 @@ class FinishedJobs:
         up, or time ran out: the store tells the rest)."""
         if self._runs_here is None:
             return None
-        signal = asyncio.Event()
-        waiting = self._waiting.setdefault(job_id, [])
-        waiting.append(signal)  # before looking: a word said after the look is not missed
-        try:
+        with self._signal(job_id) as signal:
             while True:
                 settled = self.kept(job_id, owner)
                 if settled is not None:
@@ -126,6 +117,16 @@ class FinishedJobs:
                 except TimeoutError:
                     return None
                 signal.clear()
+
+    @contextlib.contextmanager
+    def _signal(self, job_id: str) -> Iterator[asyncio.Event]:
+        """A signal set at each word of the job's runs, registered before the caller looks, so
+        a word said after the look is not missed."""
+        signal = asyncio.Event()
+        waiting = self._waiting.setdefault(job_id, [])
+        waiting.append(signal)
+        try:
+            yield signal
         finally:
             waiting.remove(signal)
             if not waiting:

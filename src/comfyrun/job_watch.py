@@ -90,13 +90,7 @@ class JobWatch(ABC):
             await asyncio.wait({end, taken})
         if end.cancelled():  # a run here took the job up first
             return None
-        found = end.result()
-        if found is None:
-            raise NotFound(f"job {job_id} not found", details={"job_id": job_id})
-        if found.terminal:
-            self.remember(found)
-            return found
-        return found if remaining <= 30.0 else None
+        return self._end_found(job_id, end.result(), remaining)
 
     async def _wait_for_end(self, job_id: str, deadline: float) -> Job:
         """The job once final, or at `deadline`, from the store's wait (NotFound when there is
@@ -104,12 +98,20 @@ class JobWatch(ABC):
         while True:
             remaining = max(0.0, deadline - time.monotonic())
             found = await self.store.wait_for_end(job_id, min(remaining, 30.0))
-            if found is None:
-                raise NotFound(f"job {job_id} not found", details={"job_id": job_id})
-            if found.terminal or remaining <= 30.0:
-                if found.terminal:
-                    self.remember(found)
-                return found
+            job = self._end_found(job_id, found, remaining)
+            if job is not None:
+                return job
+
+    def _end_found(self, job_id: str, found: Job | None, remaining: float) -> Job | None:
+        """What a 30-s part of a wait for the job's end (`remaining` s were left) found: the
+        job when final, kept at hand, or when the wait's time is up; None when only the part
+        passed; NotFound when there is no such job (for this key)."""
+        if found is None:
+            raise NotFound(f"job {job_id} not found", details={"job_id": job_id})
+        if found.terminal:
+            self.remember(found)
+            return found
+        return found if remaining <= 30.0 else None
 
     def run_over(self, job_id: str) -> None:
         """A run of this process is over, the job settled or given back (RunContext.run_over)."""
