@@ -116,9 +116,16 @@ async def main(args: argparse.Namespace) -> None:
     for label, value in rows:
         multiple = "" if value is direct else f"  ({value / direct:.2f}x the emulator's)"
         print(f"  {label:<50} {value / 1e6:7.2f} M{multiple}")
+    if args.keep:
+        print(f"callgrind's dumps (callgrind_annotate FILE): {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=200, help="jobs counted per column")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep callgrind's dumps (per function) and say where"
+    )
     asyncio.run(main(parser.parse_args()))

@@ -100,7 +100,28 @@ def get_service(request: Request) -> JobService:
 def public_base_url(request: Request) -> str:
     """The origin clients reach this server at: settings.public_url, else the request's."""
     configured = request.app.state.ctx.settings.public_url
-    return (configured or str(request.base_url)).rstrip("/")
+    if configured:
+        return str(configured).rstrip("/")
+    scope = request.scope
+    key = (
+        scope.get("scheme"),
+        scope.get("server"),
+        request.headers.get("host"),
+        scope.get("app_root_path", scope.get("root_path", "")),
+    )
+    found = _BASE_URLS.get(key)
+    if found is None:
+        if len(_BASE_URLS) >= BASE_URLS_KEPT:  # the Host header is the client's: bounded
+            _BASE_URLS.clear()
+        found = _BASE_URLS[key] = str(request.base_url).rstrip("/")
+    return found
+
+
+#: The request origins worked out so far (Starlette builds a URL object for each request's
+#: base_url, parsing what a request's scheme, server, Host header and root path give: the
+#: same few of them answer every request), at most BASE_URLS_KEPT.
+_BASE_URLS: dict[tuple[Any, ...], str] = {}
+BASE_URLS_KEPT = 256
 
 
 #: The cookie ComfyUI's editor keeps its API key in (set by the key page, api.editor.keypage).

@@ -23,7 +23,7 @@ from typing import Any
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from comfyrun import errors
+from comfyrun import errors, jsontext
 from comfyrun.api.compat.comfy_events import Message, text
 from comfyrun.api.compat.comfy_relay import ComfyRelay, StatusSlot
 from comfyrun.api.context import AppContext, authenticate
@@ -58,7 +58,8 @@ class ClientSession:
             if isinstance(message, bytes):
                 await self.websocket.send_bytes(message)
             else:
-                await self.websocket.send_text(json.dumps(message))
+                # orjson: a job's dozen messages took ~1.5 % of a face job's CPU with `json`
+                await self.websocket.send_text(jsontext.dumps(message))
 
     async def send_status(self) -> None:
         """The greeting of a new socket: the queue's size, as counted within REMAINING_TTL_S
