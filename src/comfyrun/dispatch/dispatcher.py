@@ -35,6 +35,7 @@ from comfyrun.core.placement import (
     may_hold,
 )
 from comfyrun.core.state import Event
+from comfyrun.dispatch.claim_wake import ClaimWake
 from comfyrun.dispatch.fitting import FleetFit
 from comfyrun.dispatch.handoff import Reservation
 from comfyrun.dispatch.inputs import make_input_placer
@@ -101,6 +102,8 @@ class Dispatcher(Placing, Rebalancing):
         )
         #: The store's work token when a claim last found nothing (see JobStore.work_token).
         self._nothing_at: int | None = None
+        #: What the claim loop waits for between passes.
+        self._wake = ClaimWake(pool, store, self.types, self._retries.idle_timeout)
         self.sweeper = Sweeper(
             store, storage, interval_s=self.settings.sweep_interval_s, on_requeue=self._retries.note
         )
@@ -145,6 +148,7 @@ class Dispatcher(Placing, Rebalancing):
             claim.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await claim
+        await self._wake.close()
         for job_id in list(self._parked):  # never started: straight back to the queue
             self._parked.pop(job_id, None)
             with contextlib.suppress(ComfyrunError):
@@ -200,24 +204,9 @@ class Dispatcher(Placing, Rebalancing):
                 log.warning("claim failed: %s", exc, extra={"action": "claim_error"})
                 await asyncio.sleep(1.0)  # the store is failing: back off before trying again
                 continue
-            await self._wait_change(generation, token)
-
-    async def _wait_change(self, generation: int, token: int | None) -> None:
-        """Wait for the first of: a change in the pool since `generation`, new work in the
-        store since `token`, the idle timeout (or a retry that becomes runnable)."""
-        changed = asyncio.ensure_future(self.pool.wait_changed(generation))
-        work = asyncio.ensure_future(
-            self.store.wait_for_work(self._retries.idle_timeout(), since=token, types=self.types)
-        )
-        try:
-            await asyncio.wait({changed, work}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if work.done():
+            if await self._wake.wait(generation, token):
                 # new work, or the timeout that makes jobs waiting for their time runnable
                 self._nothing_at = None
-            for task in (changed, work):
-                task.cancel()
-            await asyncio.wait({changed, work})
 
     async def _claim_once(self) -> bool:
         """Claim the best queued job for a free slot and start it. False when nothing was

@@ -1,0 +1,155 @@
+"""The claim loop's wait (dispatch.claim_wake): woken by the pool's changes and the store's
+work, with one store wait kept from pass to pass while it waits for the same thing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+from tests.support.engine import FakeClient, FakeServer
+from tests.unit.dispatch.conftest import HEALTH
+
+from comfyrun.backends.pool import BackendPool, BackendSpec
+from comfyrun.dispatch.claim_wake import ClaimWake
+
+
+class WorkStore:
+    """wait_for_work and work_token as a store has them, counting the waits begun."""
+
+    def __init__(self) -> None:
+        self.token = 0
+        self.waits: list[tuple[float, int | None]] = []
+        self.cancelled = 0
+        self._work = asyncio.Event()
+
+    def work_token(self, types: Sequence[str] | None = None) -> int | None:
+        return self.token
+
+    def add_work(self) -> None:
+        self.token += 1
+        self._work.set()
+        self._work = asyncio.Event()
+
+    async def wait_for_work(
+        self, timeout: float, *, since: int | None = None, types: Sequence[str] | None = None
+    ) -> None:
+        self.waits.append((timeout, since))
+        if since is not None and since != self.token:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self._work.wait()
+        except TimeoutError:
+            return
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[BackendPool]:
+    """One backend, ready: its slots change as jobs come and go."""
+    server = FakeServer(name="a")
+    pool = BackendPool.from_specs(
+        [BackendSpec(name="a", url="fake://a")], lambda url: FakeClient(server), health=HEALTH
+    )
+    await pool.start()
+    try:
+        assert await pool.wait_ready(5)
+        yield pool
+    finally:
+        await pool.stop()
+        await server.stop()
+
+
+def wake_of(pool: BackendPool, store: WorkStore, timeout: list[float]) -> ClaimWake:
+    return ClaimWake(pool, store, ("comfy",), lambda: timeout[0])  # type: ignore[arg-type]
+
+
+async def test_a_change_in_the_pool_ends_the_wait_and_the_store_wait_goes_on(
+    pool: BackendPool,
+) -> None:
+    store = WorkStore()
+    wake = wake_of(pool, store, [30.0])
+    waiting = asyncio.ensure_future(wake.wait(pool.generation, store.token))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    slot = pool.try_reserve()
+    assert slot is not None
+    slot.bind("j1")  # a slot changed: the loop passes again
+    assert await asyncio.wait_for(waiting, 1) is False
+    # the next pass waits on the same token: the same store wait, not a new one
+    waiting = asyncio.ensure_future(wake.wait(pool.generation, store.token))
+    await asyncio.sleep(0.01)
+    slot.release(done=True)
+    assert await asyncio.wait_for(waiting, 1) is False
+    assert len(store.waits) == 1 and store.cancelled == 0
+    # work: the store's wait ends, and the loop is told its last "nothing" is stale
+    waiting = asyncio.ensure_future(wake.wait(pool.generation, store.token))
+    await asyncio.sleep(0.01)
+    store.add_work()
+    assert await asyncio.wait_for(waiting, 1) is True
+    await wake.close()
+
+
+async def test_work_that_came_between_passes_is_not_lost(pool: BackendPool) -> None:
+    store = WorkStore()
+    wake = wake_of(pool, store, [30.0])
+    token = store.token
+    waiting = asyncio.ensure_future(wake.wait(pool.generation, token))
+    await asyncio.sleep(0.01)
+    slot = pool.try_reserve()
+    assert slot is not None
+    slot.bind("j1")
+    assert await asyncio.wait_for(waiting, 1) is False
+    store.add_work()  # while the loop makes its pass (the wait kept sees it)
+    await asyncio.sleep(0.01)
+    assert await asyncio.wait_for(wake.wait(pool.generation, token), 1) is True
+    # a pass that read the new token waits anew
+    waiting = asyncio.ensure_future(wake.wait(pool.generation, store.token))
+    await asyncio.sleep(0.01)
+    assert not waiting.done() and [since for _, since in store.waits] == [token, store.token]
+    waiting.cancel()
+    await wake.close()
+
+
+async def test_a_moved_generation_or_token_returns_at_once(pool: BackendPool) -> None:
+    store = WorkStore()
+    wake = wake_of(pool, store, [30.0])
+    old = pool.generation
+    slot = pool.try_reserve()
+    assert slot is not None
+    slot.bind("j1")
+    assert await asyncio.wait_for(wake.wait(old, store.token), 1) is False
+    stale = store.token
+    store.add_work()
+    assert await asyncio.wait_for(wake.wait(pool.generation, stale), 1) is True
+    await wake.close()
+
+
+async def test_a_retry_due_sooner_starts_a_shorter_store_wait(pool: BackendPool) -> None:
+    store = WorkStore()
+    timeout = [30.0]
+    wake = wake_of(pool, store, timeout)
+    waiting = asyncio.ensure_future(wake.wait(pool.generation, store.token))
+    await asyncio.sleep(0.01)
+    slot = pool.try_reserve()
+    assert slot is not None
+    slot.bind("j1")
+    assert await asyncio.wait_for(waiting, 1) is False
+    timeout[0] = 0.05  # a job put back for a retry becomes runnable soon
+    assert await asyncio.wait_for(wake.wait(pool.generation, store.token), 1) is True
+    assert [t for t, _ in store.waits] == [30.0, 0.05] and store.cancelled == 1
+    await wake.close()
+
+
+async def test_close_stops_the_store_wait(pool: BackendPool) -> None:
+    store = WorkStore()
+    wake = wake_of(pool, store, [30.0])
+    waiting = asyncio.ensure_future(wake.wait(pool.generation, store.token))
+    await asyncio.sleep(0.01)
+    waiting.cancel()  # the claim loop is cancelled first (Dispatcher.stop)
+    await asyncio.sleep(0)
+    await wake.close()
+    assert store.cancelled == 1
