@@ -95,6 +95,11 @@ class PromptWatch:
             callback, self._on_close = self._on_close, None
             callback(self)
 
+    def settled(self) -> asyncio.Future[PromptResult]:
+        """A future of the prompt's result (what `result` waits for): cancelling it leaves
+        the watch as it is."""
+        return asyncio.shield(self._result)
+
     async def result(self, timeout: float | None = None) -> PromptResult:
         """Wait for the prompt's result."""
         try:
