@@ -147,6 +147,7 @@ class Backend:
         self._client_factory = client_factory
         self._on_change = on_change
         self._down = asyncio.Event()
+        self._down_futures: set[asyncio.Future[None]] = set()
         self._kick = asyncio.Event()
         self._pstate: str | None = None  # the managed process's last state
         self._start_lock = asyncio.Lock()
@@ -332,20 +333,34 @@ class Backend:
         self._on_change()
 
     # --- down / up ---------------------------------------------------------------------------
-    async def wait_down(self) -> None:
-        """Return once the backend is found down (its jobs should be given up)."""
-        await self._down.wait()
+    def down_future(self) -> asyncio.Future[None]:
+        """A future resolved once the backend is found down (its jobs should be given up),
+        without a task of its own; cancel it when no longer needed."""
+        found: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._down.is_set():
+            found.set_result(None)
+        else:
+            self._down_futures.add(found)
+            found.add_done_callback(self._down_futures.discard)
+        return found
 
     @property
     def is_down(self) -> bool:
         return self._down.is_set()
+
+    def set_down(self) -> None:
+        """The backend is found down: its jobs should be given up."""
+        self._down.set()
+        for found in list(self._down_futures):
+            if not found.done():
+                found.set_result(None)
 
     def _apply(self, new: hl.Health, reason: str | None = None) -> None:
         was = self.base_state
         self.health = new
         if new.down:
             if not self._down.is_set():
-                self._down.set()
+                self.set_down()
                 self.last_error = reason or self.last_error
         elif self._down.is_set():
             self._down = asyncio.Event()
@@ -377,7 +392,7 @@ class Backend:
             old, self.client = self.client, None
             asyncio.get_running_loop().create_task(_close_quietly(old))
         if pstate in ("crashed", "error", "stopped", "restarting") and self.jobs:
-            self._down.set()
+            self.set_down()
         if pstate in ("ready", "busy") and self._down.is_set() and not self.health.quarantined:
             self._down = asyncio.Event()
             self.health = hl.Health(

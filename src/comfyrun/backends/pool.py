@@ -309,7 +309,7 @@ class BackendPool:
                 hl.quarantine(backend.health, self.health_settings.failure_threshold), reason
             )
         else:
-            backend._down.set()
+            backend.set_down()
         backend._kick.set()
         # A managed ComfyUI that is up but stuck (quarantine) is restarted here; one that exited
         # or stopped answering is the supervisor's to restart (it counts its restarts).

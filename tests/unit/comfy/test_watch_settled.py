@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from comfyrun.errors import BackendError
 from comfyrun.comfy.result import PromptResult
 from comfyrun.comfy.watch import PromptWatch
+from comfyrun.errors import BackendError
 
 
 async def test_cancelling_the_future_leaves_the_result_to_come() -> None:

@@ -11,7 +11,7 @@ from tests.support.store import new_job
 
 from comfyrun.core.job import JobStatus
 from comfyrun.core.state import Event
-from comfyrun.dispatch.cancel import wait_cancel_requested
+from comfyrun.dispatch.cancel import CancelWatch, wait_cancel_requested
 from comfyrun.dispatch.settings import DispatchSettings
 from comfyrun.store.memory import MemoryStore
 
@@ -68,3 +68,41 @@ async def test_a_cancel_requested_later_ends_the_watch() -> None:
     assert not watch.done()
     await store.transition(job_id, Event.CANCEL, expect=JobStatus.RUNNING)
     await asyncio.wait_for(watch, 1.0)
+
+
+async def test_a_cancel_watch_reads_nothing_before_its_time() -> None:
+    """A job that ends within cancel_watch_after_s never has its log read for a cancel."""
+    store = CountingStore()
+    job_id = await running(store)
+    watch = CancelWatch(store, job_id, dataclasses.replace(SETTINGS, cancel_watch_after_s=0.2))
+    await asyncio.sleep(0.05)
+    watch.close()  # the run ended first
+    await asyncio.sleep(0.25)
+    assert store.reads == [] and watch.task is None and watch.requested.cancelled()
+
+
+async def test_a_cancel_watch_notices_a_request_once_it_watches() -> None:
+    store = CountingStore()
+    job_id = await running(store)
+    watch = CancelWatch(store, job_id, dataclasses.replace(SETTINGS, cancel_watch_after_s=0.05))
+    await asyncio.sleep(0.15)
+    assert watch.task is not None and not watch.requested.done()
+    assert store.reads == ["wait after 0", "wait after 2"]  # the log so far, then its news
+    await store.transition(job_id, Event.CANCEL, expect=JobStatus.RUNNING)
+    await asyncio.wait_for(asyncio.shield(watch.requested), 1.0)
+    watch.close()
+
+
+async def test_a_failing_cancel_watch_counts_as_a_request() -> None:
+    """As a failed wait_cancel_requested task did: the run stops its prompt rather than go on
+    unable to hear a cancel."""
+
+    class Failing(CountingStore):
+        async def wait_for_event(self, *args: Any, **kw: Any) -> Any:
+            raise RuntimeError("the store is gone")
+
+    store = Failing()
+    job_id = await running(store)
+    watch = CancelWatch(store, job_id, SETTINGS)
+    await asyncio.wait_for(asyncio.shield(watch.requested), 1.0)
+    watch.close()

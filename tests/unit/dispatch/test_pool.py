@@ -286,3 +286,27 @@ async def test_running_jobs_and_a_moved_job_keeps_its_claim_order() -> None:
         assert pool.running_jobs() == {"b": ("j2", claimed)}
     finally:
         await pool.stop()
+
+
+async def test_a_backend_found_down_resolves_its_down_futures() -> None:
+    """What a run waits on for its backend going down (Backend.down_future): resolved when
+    the pool takes the backend out of service, at once while it is down; one given up (the
+    run ended first) is forgotten."""
+    server = FakeServer(name="a")
+    pool = BackendPool.from_specs(
+        [BackendSpec(name="a", url="fake://a")], lambda url: FakeClient(server), health=HEALTH
+    )
+    await pool.start()
+    try:
+        assert await pool.wait_ready(5)
+        backend = pool.backends[0]
+        given_up, waiting = backend.down_future(), backend.down_future()
+        given_up.cancel()
+        await asyncio.sleep(0)
+        assert len(backend._down_futures) == 1 and not waiting.done()
+        pool.mark_unhealthy(backend, "the websocket closed", quarantine=False)
+        assert waiting.done() and backend.is_down
+        assert backend.down_future().done()  # down already: at once
+    finally:
+        await pool.stop()
+        await server.stop()
