@@ -180,7 +180,9 @@ class ProgressWriter:
         self._progress: Progress | None = None
         self._preview: JSON | None = None
         self._closed = False
-        self._task: asyncio.Task[None] | None = None
+        #: until the next write is due (a timer, not a task: most jobs end before it fires)
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None  # the write under way
 
     def progress(self, snapshot: Progress) -> None:
         self._progress = snapshot
@@ -193,18 +195,27 @@ class ProgressWriter:
     def close(self) -> None:
         """No more writes (pending ones are dropped)."""
         self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._task is not None:
             self._task.cancel()
 
     def _schedule(self) -> None:
-        if self._closed or (self._task is not None and not self._task.done()):
+        if self._closed or self._timer is not None:
+            return
+        if self._task is not None and not self._task.done():
             return
         delay = max(0.0, self._last + self._interval_s - time.monotonic())
-        self._task = asyncio.create_task(self._flush_after(delay))
+        # the throttle itself: at most one write per interval
+        self._timer = asyncio.get_running_loop().call_later(delay, self._flush)
 
-    async def _flush_after(self, delay: float) -> None:
-        if delay > 0:
-            await asyncio.sleep(delay)  # the throttle itself: at most one write per interval
+    def _flush(self) -> None:
+        self._timer = None
+        if not self._closed:
+            self._task = asyncio.ensure_future(self._write())
+
+    async def _write(self) -> None:
         snapshot, self._progress = self._progress, None
         preview, self._preview = self._preview, None
         self._last = time.monotonic()
