@@ -8,6 +8,12 @@ store's wait) made and cancelled two tasks each time. Here the pool's changes re
 future (a pool listener), and the store's wait is one task kept from pass to pass while it
 still waits for what the next pass would wait for (the same work token, a deadline no later):
 a wait begun earlier on the same token catches everything a new one would.
+
+A change of the pool wakes the loop a turn of the event loop later (`call_soon`), so that the
+changes made in one turn (and the run steps that follow at once) make one pass, not one each:
+woken at once, a worker under load passed ~40 % more often than with the tasks' own delay, its
+extra passes landing while a prompt was held and asking the store for the queue's head each
+time (PostgreSQL: a round trip).
 """
 
 from __future__ import annotations
@@ -42,9 +48,17 @@ class ClaimWake:
         self._work: asyncio.Task[None] | None = None
         self._work_since: int | None = None
         self._work_deadline = 0.0
-        pool.add_listener(self._wake)
+        self._soon = False
+        pool.add_listener(self._pool_changed)
+
+    def _pool_changed(self) -> None:
+        """A pool listener: wakes a waiting loop, a turn later (see the module docstring)."""
+        if self._woken is not None and not self._soon:
+            self._soon = True
+            asyncio.get_running_loop().call_soon(self._wake)
 
     def _wake(self, *_: object) -> None:
+        self._soon = False
         woken = self._woken
         if woken is not None and not woken.done():
             woken.set_result(None)
@@ -76,9 +90,13 @@ class ClaimWake:
         deadline = asyncio.get_running_loop().time() + timeout
         work = self._work
         if work is not None:
-            if work.done() or (self._work_since == token and self._work_deadline <= deadline):
-                return work
-            work.cancel()  # on a token that moved, or past a retry due sooner
+            if self._work_since == token and (work.done() or self._work_deadline <= deadline):
+                return work  # still waiting for what the pass would, or woken since it began
+            # on a token that moved (the pass that read the new one saw the work that woke
+            # it, if it did: no pass more for it), or past a retry due sooner
+            work.cancel()
+            if work.done() and not work.cancelled():
+                work.exception()  # retrieved
         self._work = asyncio.ensure_future(
             self._store.wait_for_work(timeout, since=token, types=self._types)
         )

@@ -153,3 +153,25 @@ async def test_close_stops_the_store_wait(pool: BackendPool) -> None:
     await asyncio.sleep(0)
     await wake.close()
     assert store.cancelled == 1
+
+
+async def test_work_a_pass_already_saw_makes_no_pass_more(pool: BackendPool) -> None:
+    """The store's wait woke for work that came during a pass which read the new token (and
+    so claimed it, or found it gone): the next wait waits anew, it does not pass again."""
+    store = WorkStore()
+    wake = wake_of(pool, store, [30.0])
+    waiting = asyncio.ensure_future(wake.wait(pool.generation, store.token))
+    await asyncio.sleep(0.01)
+    slot = pool.try_reserve()
+    assert slot is not None
+    slot.bind("j1")
+    assert await asyncio.wait_for(waiting, 1) is False
+    store.add_work()  # the kept wait wakes; the pass under way reads the new token
+    await asyncio.sleep(0.01)
+    waiting = asyncio.ensure_future(wake.wait(pool.generation, store.token))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    assert [since for _, since in store.waits] == [store.token - 1, store.token]
+    slot.release(done=True)
+    assert await asyncio.wait_for(waiting, 1) is False
+    await wake.close()
