@@ -30,6 +30,22 @@ FAST = DispatchSettings(
 HEALTH = HealthSettings(interval_s=0.1, timeout_s=1.0, failure_threshold=2, down_interval_s=0.05)
 
 
+@pytest.fixture
+async def ready_pool() -> AsyncIterator[BackendPool]:
+    """A started pool of one fake backend, "a", ready for jobs (stopped after the test)."""
+    server = FakeServer(name="a")
+    pool = BackendPool.from_specs(
+        [BackendSpec(name="a", url="fake://a")], lambda url: FakeClient(server), health=HEALTH
+    )
+    await pool.start()
+    try:
+        assert await pool.wait_ready(5)
+        yield pool
+    finally:
+        await pool.stop()
+        await server.stop()
+
+
 @dataclass
 class Engine(EngineBase):
     servers: dict[str, FakeServer]

@@ -4,13 +4,11 @@ work, with one store wait kept from pass to pass while it waits for the same thi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import pytest
-from tests.support.engine import FakeClient, FakeServer
-from tests.unit.dispatch.conftest import HEALTH
 
-from comfyrun.backends.pool import BackendPool, BackendSpec
+from comfyrun.backends.pool import BackendPool, Slot
 from comfyrun.dispatch.claim_wake import ClaimWake
 
 
@@ -48,23 +46,26 @@ class WorkStore:
 
 
 @pytest.fixture
-async def pool() -> AsyncIterator[BackendPool]:
+def pool(ready_pool: BackendPool) -> BackendPool:
     """One backend, ready: its slots change as jobs come and go."""
-    server = FakeServer(name="a")
-    pool = BackendPool.from_specs(
-        [BackendSpec(name="a", url="fake://a")], lambda url: FakeClient(server), health=HEALTH
-    )
-    await pool.start()
-    try:
-        assert await pool.wait_ready(5)
-        yield pool
-    finally:
-        await pool.stop()
-        await server.stop()
+    return ready_pool
 
 
 def wake_of(pool: BackendPool, store: WorkStore, timeout: list[float]) -> ClaimWake:
     return ClaimWake(pool, store, ("comfy",), lambda: timeout[0])  # type: ignore[arg-type]
+
+
+async def woken_by_a_bind(wake: ClaimWake, pool: BackendPool, token: int | None) -> Slot:
+    """A wait on `token` that a job bound to a slot ends (told False: no news of work); the
+    slot, bound."""
+    waiting = asyncio.ensure_future(wake.wait(pool.generation, token))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    slot = pool.try_reserve()
+    assert slot is not None
+    slot.bind("j1")  # a slot changed: the loop passes again
+    assert await asyncio.wait_for(waiting, 1) is False
+    return slot
 
 
 async def test_a_change_in_the_pool_ends_the_wait_and_the_store_wait_goes_on(
@@ -72,13 +73,7 @@ async def test_a_change_in_the_pool_ends_the_wait_and_the_store_wait_goes_on(
 ) -> None:
     store = WorkStore()
     wake = wake_of(pool, store, [30.0])
-    waiting = asyncio.ensure_future(wake.wait(pool.generation, store.token))
-    await asyncio.sleep(0.01)
-    assert not waiting.done()
-    slot = pool.try_reserve()
-    assert slot is not None
-    slot.bind("j1")  # a slot changed: the loop passes again
-    assert await asyncio.wait_for(waiting, 1) is False
+    slot = await woken_by_a_bind(wake, pool, store.token)
     # the next pass waits on the same token: the same store wait, not a new one
     waiting = asyncio.ensure_future(wake.wait(pool.generation, store.token))
     await asyncio.sleep(0.01)
@@ -97,12 +92,7 @@ async def test_work_that_came_between_passes_is_not_lost(pool: BackendPool) -> N
     store = WorkStore()
     wake = wake_of(pool, store, [30.0])
     token = store.token
-    waiting = asyncio.ensure_future(wake.wait(pool.generation, token))
-    await asyncio.sleep(0.01)
-    slot = pool.try_reserve()
-    assert slot is not None
-    slot.bind("j1")
-    assert await asyncio.wait_for(waiting, 1) is False
+    await woken_by_a_bind(wake, pool, token)
     store.add_work()  # while the loop makes its pass (the wait kept sees it)
     await asyncio.sleep(0.01)
     assert await asyncio.wait_for(wake.wait(pool.generation, token), 1) is True
@@ -132,12 +122,7 @@ async def test_a_retry_due_sooner_starts_a_shorter_store_wait(pool: BackendPool)
     store = WorkStore()
     timeout = [30.0]
     wake = wake_of(pool, store, timeout)
-    waiting = asyncio.ensure_future(wake.wait(pool.generation, store.token))
-    await asyncio.sleep(0.01)
-    slot = pool.try_reserve()
-    assert slot is not None
-    slot.bind("j1")
-    assert await asyncio.wait_for(waiting, 1) is False
+    await woken_by_a_bind(wake, pool, store.token)
     timeout[0] = 0.05  # a job put back for a retry becomes runnable soon
     assert await asyncio.wait_for(wake.wait(pool.generation, store.token), 1) is True
     assert [t for t, _ in store.waits] == [30.0, 0.05] and store.cancelled == 1
@@ -160,12 +145,7 @@ async def test_work_a_pass_already_saw_makes_no_pass_more(pool: BackendPool) -> 
     so claimed it, or found it gone): the next wait waits anew, it does not pass again."""
     store = WorkStore()
     wake = wake_of(pool, store, [30.0])
-    waiting = asyncio.ensure_future(wake.wait(pool.generation, store.token))
-    await asyncio.sleep(0.01)
-    slot = pool.try_reserve()
-    assert slot is not None
-    slot.bind("j1")
-    assert await asyncio.wait_for(waiting, 1) is False
+    slot = await woken_by_a_bind(wake, pool, store.token)
     store.add_work()  # the kept wait wakes; the pass under way reads the new token
     await asyncio.sleep(0.01)
     waiting = asyncio.ensure_future(wake.wait(pool.generation, store.token))

@@ -76,29 +76,20 @@ def managed_pool(*, broken: bool = False) -> tuple[BackendPool, FakeProcess]:
     return pool, process
 
 
-async def test_slots_fill_a_backend_to_two_and_free_on_release() -> None:
-    server = FakeServer(name="a")
-    pool = BackendPool.from_specs(
-        [BackendSpec(name="a", url="fake://a")], lambda url: FakeClient(server), health=HEALTH
-    )
-    await pool.start()
-    try:
-        assert await pool.wait_ready(5)
-        first, second = pool.try_reserve(), pool.try_reserve()
-        assert first is not None and second is not None and pool.try_reserve() is None
-        first.bind("j1")
-        assert pool.snapshot()[0].state == "busy" and pool.snapshot()[0].inflight == 2
-        waiter = asyncio.ensure_future(pool.reserve())
-        await asyncio.sleep(0)
-        assert not waiter.done()
-        first.release(done=True)
-        first.release(done=True)  # idempotent
-        third = await asyncio.wait_for(waiter, 1)
-        assert third is not None and third.backend.name == "a"
-        assert pool.snapshot()[0].jobs_done == 1
-    finally:
-        await pool.stop()
-        await server.stop()
+async def test_slots_fill_a_backend_to_two_and_free_on_release(ready_pool: BackendPool) -> None:
+    pool = ready_pool
+    first, second = pool.try_reserve(), pool.try_reserve()
+    assert first is not None and second is not None and pool.try_reserve() is None
+    first.bind("j1")
+    assert pool.snapshot()[0].state == "busy" and pool.snapshot()[0].inflight == 2
+    waiter = asyncio.ensure_future(pool.reserve())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    first.release(done=True)
+    first.release(done=True)  # idempotent
+    third = await asyncio.wait_for(waiter, 1)
+    assert third is not None and third.backend.name == "a"
+    assert pool.snapshot()[0].jobs_done == 1
 
 
 async def test_listeners_of_states_only_are_not_called_for_each_slot_change() -> None:
@@ -288,25 +279,16 @@ async def test_running_jobs_and_a_moved_job_keeps_its_claim_order() -> None:
         await pool.stop()
 
 
-async def test_a_backend_found_down_resolves_its_down_futures() -> None:
+async def test_a_backend_found_down_resolves_its_down_futures(ready_pool: BackendPool) -> None:
     """What a run waits on for its backend going down (Backend.down_future): resolved when
     the pool takes the backend out of service, at once while it is down; one given up (the
     run ended first) is forgotten."""
-    server = FakeServer(name="a")
-    pool = BackendPool.from_specs(
-        [BackendSpec(name="a", url="fake://a")], lambda url: FakeClient(server), health=HEALTH
-    )
-    await pool.start()
-    try:
-        assert await pool.wait_ready(5)
-        backend = pool.backends[0]
-        given_up, waiting = backend.down_future(), backend.down_future()
-        given_up.cancel()
-        await asyncio.sleep(0)
-        assert len(backend._down_futures) == 1 and not waiting.done()
-        pool.mark_unhealthy(backend, "the websocket closed", quarantine=False)
-        assert waiting.done() and backend.is_down
-        assert backend.down_future().done()  # down already: at once
-    finally:
-        await pool.stop()
-        await server.stop()
+    pool = ready_pool
+    backend = pool.backends[0]
+    given_up, waiting = backend.down_future(), backend.down_future()
+    given_up.cancel()
+    await asyncio.sleep(0)
+    assert len(backend._down_futures) == 1 and not waiting.done()
+    pool.mark_unhealthy(backend, "the websocket closed", quarantine=False)
+    assert waiting.done() and backend.is_down
+    assert backend.down_future().done()  # down already: at once
