@@ -284,14 +284,10 @@ class BackendPool:
 
     @property
     def generation(self) -> int:
-        """Counts the changes of backend states and slots (see `wait_changed`)."""
+        """Counts the changes of backend states and slots (each one tells the listeners, see
+        `add_listener`): a number read before a pass that is the same after it says nothing
+        changed meanwhile."""
         return self._generation
-
-    async def wait_changed(self, since: int) -> None:
-        """Return once something changed after generation `since` (at once if it has)."""
-        while self._generation == since:
-            self._room.clear()
-            await self._room.wait()
 
     def add_listener(self, callback: Callable[[], None], *, slots: bool = True) -> None:
         """Called on every change of a backend's state and, unless not `slots`, of its slots
