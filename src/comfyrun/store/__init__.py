@@ -6,6 +6,7 @@ memory.py       MemoryStore, dicts and asyncio conditions (tests, throwaway serv
 sqlstore.py     SQLStore, every method written once over named queries
 sqlite.py       SQLiteStore: WAL, BEGIN IMMEDIATE, bounded cross-process waits
 sqlite_runner.py  its calls in batches: quick ones on the loop, their commit on its thread
+sqlite_statements.py  its statements: a call's savepoint, few statements a job (events in one)
 postgres.py     PostgresStore: pool, FOR UPDATE SKIP LOCKED, LISTEN/NOTIFY
 pgstatements.py its one-statement enqueue, claim and job end; its queries and NOTIFY payloads
 transition.py   the pure plan of a status change (what each event writes)

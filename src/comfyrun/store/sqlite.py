@@ -3,7 +3,8 @@
 One connection, used by one thread at a time. Every store call (the whole of `enqueue`,
 `claim`, `transition`, … as written once in `SQLStore`) is one unit of a batch: the calls made
 in one turn of the event loop run together in one `BEGIN IMMEDIATE` transaction, each write
-inside a savepoint of its own (a failing call rolls back alone), and commit once: under load
+inside a savepoint of its own (a failing call rolls back alone; a batch's only call needs none:
+store.sqlite_statements), and commit once: under load
 many calls share one fsync (group commit), and an idle store still answers each call with one
 commit. No call is acknowledged before the commit that holds it: `synchronous=FULL` (the
 default) makes it survive a power cut, any setting a process crash.
@@ -53,15 +54,13 @@ from typing import Any
 from comfyrun.core.job import JSON, Job
 from comfyrun.errors import InvalidRequest, StoreError
 from comfyrun.store.base import JobEvent, WorkCounts
-from comfyrun.store.codec import dump_json
 from comfyrun.store.migrate import migrate_sqlite
-from comfyrun.store.queries import queries
 from comfyrun.store.sqlbatches import SQLBatches
 from comfyrun.store.sqlcatalogs import SQLCatalogs
-from comfyrun.store.sqldialect import Row
 from comfyrun.store.sqlite_calls import Call, Commit, Wake, dict_row
 from comfyrun.store.sqlite_loop import SQLiteLoopReads, open_reader
 from comfyrun.store.sqlite_runner import SQLiteRunner
+from comfyrun.store.sqlite_statements import SQLiteStatements
 from comfyrun.store.sqlite_wait import SQLiteWaiting
 from comfyrun.store.sqlreads import SQLReads
 from comfyrun.store.sqlstore import SQLStore
@@ -70,7 +69,6 @@ from comfyrun.store.sqlworkers import SQLWorkers
 
 log = logging.getLogger(__name__)
 
-Q = queries("sqlite")
 
 #: Store calls that only read: a batch of these alone runs outside any transaction.
 READS = frozenset(
@@ -117,7 +115,7 @@ LOCAL = frozenset(
 )
 
 
-class SQLiteStore(SQLiteRunner, SQLiteLoopReads, SQLiteWaiting, SQLStore):
+class SQLiteStore(SQLiteRunner, SQLiteLoopReads, SQLiteWaiting, SQLiteStatements, SQLStore):
     """A JobStore in one SQLite file (or `:memory:`, private to this store)."""
 
     def __init__(
@@ -145,6 +143,7 @@ class SQLiteStore(SQLiteRunner, SQLiteLoopReads, SQLiteWaiting, SQLStore):
         self._conn: sqlite3.Connection | None = None
         self._conn_user: int | None = None  # the thread running a batch's calls now
         self._wakes: list[Wake] = []
+        self._bare = False  # the next write is the first of a batch's only call (see _write)
         # owned by the event loop (the one that opened the store)
         self._home: asyncio.AbstractEventLoop | None = None
         self._pending: list[Call] = []  # calls made since the last batch began
@@ -246,26 +245,6 @@ class SQLiteStore(SQLiteRunner, SQLiteLoopReads, SQLiteWaiting, SQLStore):
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite read failed: {exc}") from exc
 
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[sqlite3.Connection]:
-        """A savepoint inside the batch's transaction: a failing call undoes only its own
-        writes; the batch commits once."""
-        conn = self._connection()
-        if not conn.in_transaction:
-            raise StoreError("a SQLite write outside a write batch (a read-only call wrote)")
-        conn.execute("SAVEPOINT call")
-        try:
-            yield conn
-        except BaseException as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK TO call")
-                conn.execute("RELEASE call")
-            if isinstance(exc, sqlite3.Error):
-                raise StoreError(f"SQLite write failed: {exc}") from exc
-            raise
-        else:
-            conn.execute("RELEASE call")
-
     def _connection(self) -> sqlite3.Connection:
         me = threading.get_ident()
         if self._conn is not None and me == self._conn_user:
@@ -273,47 +252,6 @@ class SQLiteStore(SQLiteRunner, SQLiteLoopReads, SQLiteWaiting, SQLStore):
         if self._reader is not None and me == self._loop_thread_id:
             return self._reader  # LOOP_READS only: it cannot write
         raise StoreError("the SQLite store is not open")
-
-    async def _one(self, conn: sqlite3.Connection, name: str, params: JSON) -> Row | None:
-        row: Row | None = conn.execute(Q[name], params).fetchone()
-        return row
-
-    async def _all(self, conn: sqlite3.Connection, name: str, params: JSON) -> list[Row]:
-        rows: list[Row] = conn.execute(Q[name], params).fetchall()
-        return rows
-
-    async def _run(self, conn: sqlite3.Connection, name: str, params: JSON) -> int:
-        return int(conn.execute(Q[name], params).rowcount)
-
-    async def _run_many(self, conn: sqlite3.Connection, name: str, rows: list[JSON]) -> None:
-        if rows:
-            conn.executemany(Q[name], rows)
-
-    async def _append(
-        self,
-        conn: sqlite3.Connection,
-        job_id: str,
-        kind: str,
-        data: JSON,
-        now: float,
-        work: bool = False,
-        job_type: str | None = None,
-    ) -> int:
-        params = {"job_id": job_id, "kind": kind, "data": dump_json(data), "created_at": now}
-        row = await self._one(conn, "insert_event", params)
-        assert row is not None
-        return int(row["id"])
-
-    async def _insert_job(self, conn: sqlite3.Connection, row: JSON) -> bool:
-        # the workflow in its own table (0014_job_workflows), not rewritten at each UPDATE
-        if await self._run(conn, "insert_job", row) != 1:
-            return False
-        await self._run(conn, "insert_workflow", row)
-        return True
-
-    async def _insert_jobs(self, conn: sqlite3.Connection, rows: builtins.list[JSON]) -> None:
-        await self._run_many(conn, "insert_job", rows)
-        await self._run_many(conn, "insert_workflow", rows)
 
     async def _lock_key(self, conn: sqlite3.Connection, key: JSON) -> None:
         return None  # BEGIN IMMEDIATE already holds the database's one write lock

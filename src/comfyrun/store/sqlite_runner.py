@@ -70,6 +70,7 @@ class SQLiteRunner(ABC):
     _flush_soon: bool
     _conn_busy: bool
     _reader: sqlite3.Connection | None
+    _bare: bool
 
     @abstractmethod
     def _connect(self) -> sqlite3.Connection:
@@ -173,6 +174,8 @@ class SQLiteRunner(ABC):
         results: builtins.list[Outcome] = []
         self._wakes = []
         self._conn_user = threading.get_ident()
+        # a batch of one call in a transaction: its first write needs no savepoint (_write)
+        self._bare = len(batch) == 1 and conn.in_transaction
         try:
             for call in batch:
                 try:
@@ -185,6 +188,7 @@ class SQLiteRunner(ABC):
                     results.append((call, False, exc))
         finally:
             self._conn_user = None
+            self._bare = False
         return results, self._wakes
 
     def _delivered(self, results: builtins.list[Outcome], wakes: builtins.list[Wake]) -> None:

@@ -125,11 +125,7 @@ class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
 
     async def _log_claim(self, conn: Any, job: Job, note: ClaimNote | None, now: float) -> None:
         """A claim's events: its status change, then the note's event if it has one."""
-        events = [("status", transition.claim_event(job))]
-        extra = note.of(job) if note is not None else None
-        if extra is not None:
-            events.append(extra)
-        await self._append_all(conn, job.id, events, now)
+        await self._append_all(conn, job.id, _claim_events(job, note), now)
 
     async def _enqueue_in(
         self,
@@ -166,19 +162,19 @@ class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
             bind = {"job_id": job.id, "request_hash": new.request_hash, "created_at": now}
             await self._run(conn, "bind_key", key | bind)
         await self._admit(conn, new, now)
-        job = job.evolve(fair_tag=await self._fair_tag(conn, job, now))
-        queued = job
+        # a job handed off finds no job queued (enqueue_claimed looked): its tag is the empty
+        # queue's, without asking for the head and its group's last
+        tag = fair_tag(None, None) if hand_off is not None else await self._fair_tag(conn, job, now)
+        job = job.evolve(fair_tag=tag)
+        events = [("status", transition.enqueue_event(job))]
         if hand_off is not None:
             job = transition.claimed(job, hand_off.worker_id, hand_off.lease_s, now)
+            events += _claim_events(job, hand_off.note)  # logged with the enqueue's, at once
         if not await self._insert_job(conn, job_to_row(job)):
             raise Conflict(f"job {job.id} already exists", details={"job_id": job.id})
         if decided is not None:
             self._decided(decided, job, True)
-        await self._append(
-            conn, job.id, "status", transition.enqueue_event(queued), now, work, job.type
-        )
-        if hand_off is not None:
-            await self._log_claim(conn, job, hand_off.note, now)
+        await self._append_all(conn, job.id, events, now, work, job.type)
         return job, True
 
     async def claim(
@@ -442,6 +438,15 @@ class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
             ids = self._text_list([j.id for j in jobs] + [str(r["id"]) for r in ended])
             await self._run(conn, "delete_events_of", {"ids": ids})
         return jobs
+
+
+def _claim_events(job: Job, note: ClaimNote | None) -> builtins.list[tuple[str, JSON]]:
+    """A claim's events (kind, data): its status change, then the note's event if it has one."""
+    events: builtins.list[tuple[str, JSON]] = [("status", transition.claim_event(job))]
+    extra = note.of(job) if note is not None else None
+    if extra is not None:
+        events.append(extra)
+    return events
 
 
 __all__ = ["SQLStore"]

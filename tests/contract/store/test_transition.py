@@ -240,9 +240,10 @@ def _image(name: str) -> Output:
     )
 
 
-async def test_outputs_commit_with_the_final_state(store: JobStore) -> None:
+@pytest.mark.parametrize("names", [("a.png",), ("a.png", "b.png"), ("a.png", "b.png", "c.png")])
+async def test_outputs_commit_with_the_final_state(store: JobStore, names: tuple[str, ...]) -> None:
     job = await running(store)
-    outputs = (_image("a.png"), _image("b.png"))
+    outputs = tuple(_image(name) for name in names)
     done = await store.transition(
         job.id,
         Event.SUCCEED,
@@ -257,11 +258,24 @@ async def test_outputs_commit_with_the_final_state(store: JobStore) -> None:
     kinds = [
         (e.kind, e.data.get("name"), e.data.get("status")) for e in await store.events_since(job.id)
     ]
-    assert kinds[-3:] == [
-        ("output", "a.png", None),
-        ("output", "b.png", None),
+    assert kinds[-len(names) - 1 :] == [
+        *(("output", name, None) for name in names),
         ("status", None, "succeeded"),
     ]
+
+
+async def test_outputs_of_the_final_state_follow_those_added_before(store: JobStore) -> None:
+    job = await running(store)
+    early = _image("early.png")
+    await store.add_output(job.id, early)
+    done = await store.transition(
+        job.id,
+        Event.SUCCEED,
+        expect=JobStatus.RUNNING,
+        changes=Changes(outputs=(_image("last.png"),)),
+    )
+    assert [o.name for o in done.outputs] == ["early.png", "last.png"]
+    assert await store.get(job.id) == done
 
 
 async def test_a_refused_final_state_commits_none_of_its_outputs(store: JobStore) -> None:

@@ -6,6 +6,7 @@ whole; calls from another thread's event loop are made on the store's loop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ from tests.support.store import new_job
 
 from comfyrun.core.job import JobStatus
 from comfyrun.core.state import Event
-from comfyrun.errors import StoreError
+from comfyrun.errors import Conflict, StoreError
 from comfyrun.store.sqlite import SQLiteStore
 from comfyrun.store.sqlite_runner import ON_LOOP
 
@@ -105,6 +106,60 @@ async def test_a_failing_call_fails_alone_in_its_batch(store: SQLiteStore) -> No
     assert await store.get(other.id) is not None
     unchanged = await store.get(job.id)
     assert unchanged is not None and unchanged.status is JobStatus.QUEUED
+
+
+async def test_a_lone_calls_write_has_no_savepoint_and_undoes_all_it_wrote_when_it_fails(
+    store: SQLiteStore,
+) -> None:
+    """A batch of one call: its transaction is its savepoint. The enqueue below binds its
+    idempotency key, then finds its id taken: the binding must go with the failed call, and
+    the store carry on with the next."""
+    taken, _ = await store.enqueue(new_job())
+    statements = Statements(store)
+    with pytest.raises(Conflict):
+        await store.enqueue(new_job(id=taken.id, idempotency_key="k"))
+    assert statements.count("SAVEPOINT") == 0 and statements.count("ROLLBACK") == 1
+    assert statements.count("INSERT INTO IDEMPOTENCY_KEYS") == 1  # it had written
+    job, created = await store.enqueue(new_job(idempotency_key="k"))
+    assert created and job.id != taken.id  # the key was bound to nothing
+    assert statements.count("SAVEPOINT") == 0 and statements.count("COMMIT") == 2
+    assert await store.get(job.id) is not None
+
+
+async def test_a_lone_call_that_survives_its_failed_write_keeps_what_it_writes_next(
+    store: SQLiteStore,
+) -> None:
+    """A call that catches its first write's failure and writes again (as a sweep over jobs
+    does): the failed write is undone, the next one commits."""
+    job, _ = await store.enqueue(new_job())
+
+    async def fails_then_writes(st: SQLiteStore, job_id: str) -> None:
+        with contextlib.suppress(Conflict):
+            async with st._write() as conn:
+                conn.execute("UPDATE jobs SET priority = 5 WHERE id = ?", (job_id,))
+                raise Conflict("not this one")
+        async with st._write() as conn:
+            conn.execute("UPDATE jobs SET max_retries = 7 WHERE id = ?", (job_id,))
+
+    await store._call(fails_then_writes, (job.id,), {}, read=False)
+    after = await store.get(job.id)
+    assert after is not None and after.priority == 0 and after.max_retries == 7
+
+
+async def test_a_batch_of_several_calls_gives_each_its_savepoint(store: SQLiteStore) -> None:
+    taken, _ = await store.enqueue(new_job())
+    statements = Statements(store)
+    (other, created), wrong = await asyncio.gather(
+        store.enqueue(new_job(idempotency_key="k")),
+        store.enqueue(new_job(id=taken.id, idempotency_key="j")),
+        return_exceptions=True,
+    )
+    assert created and isinstance(wrong, Conflict)
+    assert statements.count("SAVEPOINT") == 2 and statements.count("ROLLBACK TO") == 1
+    again, created = await store.enqueue(new_job(idempotency_key="j"))
+    assert created and again.id != taken.id  # the failed call's binding undone alone
+    replay, created = await store.enqueue(new_job(idempotency_key="k"))
+    assert not created and replay.id == other.id  # the other call's kept
 
 
 async def test_calls_from_another_threads_loop_are_made_on_the_stores_loop(
