@@ -47,6 +47,7 @@ import logging
 import queue
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
@@ -153,6 +154,7 @@ class SQLiteStore(SQLiteRunner, SQLiteLoopReads, SQLiteWaiting, SQLiteStatements
         self._work = asyncio.Event()
         self._work_counts = WorkCounts()  # see work_token
         self._version: int | None = None  # the last `PRAGMA data_version` read
+        self._queued_here: OrderedDict[str, int] = OrderedDict()  # see SQLiteWaiting
         self._reader: sqlite3.Connection | None = None  # LOOP_READS, on the loop's thread
         self._loop_thread_id: int | None = None
 
@@ -230,6 +232,7 @@ class SQLiteStore(SQLiteRunner, SQLiteLoopReads, SQLiteWaiting, SQLiteStatements
         for woken, ending_only in builtins.list(self._job_waiters.get(job_id, {}).items()):
             if ending or not ending_only:
                 woken.set()
+        self._note_queued(job_id, work, ending)
         if work:
             self._work_counts.add(job_type)
             event, self._work = self._work, asyncio.Event()

@@ -10,11 +10,15 @@ import asyncio
 import builtins
 import contextlib
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
 from comfyrun.core.job import Job
 from comfyrun.store.base import JobEvent, WorkCounts
+
+#: Jobs queued by this process that a wait for their end may take as not ended without a look.
+QUEUED_HERE_KEPT = 10_000
 
 
 class SQLiteWaiting(ABC):
@@ -27,6 +31,10 @@ class SQLiteWaiting(ABC):
     _job_waiters: dict[str, dict[asyncio.Event, bool]]
     _work: asyncio.Event
     _work_counts: WorkCounts
+    #: jobs a commit of this process made claimable, nothing of this process having written
+    #: since that may end them: the data version read last before (their end by another
+    #: process changes it); the newest QUEUED_HERE_KEPT
+    _queued_here: OrderedDict[str, int]
 
     @abstractmethod
     async def _call(
@@ -70,14 +78,35 @@ class SQLiteWaiting(ABC):
                 if not changed:
                     return []
 
+    def _note_queued(self, job_id: str, work: bool, ending: bool) -> None:
+        """After a commit of this process that wrote `job_id`: noted when it made the job
+        claimable (queued: not ended), unnoted when it may have ended it."""
+        if ending:
+            self._queued_here.pop(job_id, None)
+        elif work and self._version is not None:
+            self._queued_here[job_id] = self._version
+            self._queued_here.move_to_end(job_id)
+            if len(self._queued_here) > QUEUED_HERE_KEPT:
+                self._queued_here.popitem(last=False)
+
     async def wait_for_end(
         self, job_id: str, timeout: float, *, owner: str | None = None
     ) -> Job | None:
         """The job read once, then again only when a write in this process may have ended it
         (not its claim, placement, progress, outputs or log lines) or another process wrote
-        to the database; as it is at `timeout`."""
+        to the database; as it is at `timeout`. A job this process queued, and has written
+        nothing since that may have ended it, is not read before the wait sleeps (unless the
+        wait is an owner's, who must be told at once of another's job): its end by another
+        process changes the data version read before it was queued (a `?wait` on a job that
+        waits in the queue, and that a run of this process then takes up, reads nothing)."""
         deadline = asyncio.get_running_loop().time() + timeout
         with self._waiter(job_id, ending_only=True) as woken:
+            # looked up once the waiter is in place: no write that may end it slips between
+            known = self._queued_here.get(job_id) if owner is None else None
+            if known is not None:
+                changed, _ = await self._wait(woken, deadline, known)
+                if not changed:
+                    return await self._job(job_id)
             while True:
                 woken.clear()
                 # any data version read before the job will do (see wait_for_work)

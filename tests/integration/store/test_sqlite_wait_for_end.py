@@ -95,3 +95,51 @@ async def test_another_process_ending_the_job_is_seen(tmp_path: Path) -> None:
     finally:
         await here.close()
         await there.close()
+
+
+async def test_a_job_queued_here_is_not_read_before_its_wait_sleeps(store: Counted) -> None:
+    await store.wait_for_work(0.01)  # the store has read a data version
+    job, _ = await store.enqueue(new_job())
+    waiter = asyncio.create_task(store.wait_for_end(job.id, LONG_WAIT_S))
+    await asyncio.sleep(0.05)
+    assert store.reads == [] and not waiter.done()
+    assert await store.claim("w", 30) is not None
+    await asyncio.sleep(0.05)
+    assert store.reads == [] and not waiter.done()
+    await store.transition(job.id, Event.SUCCEED, expect=JobStatus.RUNNING)
+    ended = await asyncio.wait_for(waiter, WOKEN_WITHIN_S)
+    assert ended is not None and ended.status is JobStatus.SUCCEEDED
+    assert store.reads == [job.id]
+    # ended here: a later wait looks at once
+    assert await store.wait_for_end(job.id, LONG_WAIT_S) == ended
+
+
+async def test_a_job_queued_here_and_ended_by_another_process_is_seen_ended(
+    tmp_path: Path,
+) -> None:
+    """Its end changes the data version read before it was queued, even when this process
+    has read a newer one since (another wait's)."""
+    path = str(tmp_path / "shared.db")
+    here, there = SQLiteStore(path, cross_process_wait_s=0.05), SQLiteStore(path)
+    await here.open()
+    await there.open()
+    try:
+        await here.wait_for_work(0.01)
+        job, _ = await here.enqueue(new_job())
+        assert await there.claim("elsewhere", 30) is not None
+        await there.transition(job.id, Event.SUCCEED, expect=JobStatus.RUNNING)
+        await here.wait_for_work(0.01)  # a newer data version, read after the end
+        ended = await asyncio.wait_for(here.wait_for_end(job.id, LONG_WAIT_S), WOKEN_WITHIN_S)
+        assert ended is not None and ended.status is JobStatus.SUCCEEDED
+    finally:
+        await there.close()
+        await here.close()
+
+
+async def test_an_owners_wait_looks_at_once_at_a_job_queued_here(store: Counted) -> None:
+    await store.wait_for_work(0.01)
+    job, _ = await store.enqueue(new_job(owner="key-a"))
+    found = await asyncio.wait_for(
+        store.wait_for_end(job.id, LONG_WAIT_S, owner="key-b"), WOKEN_WITHIN_S
+    )
+    assert found is None and store.reads == [job.id]
