@@ -15,21 +15,23 @@ import contextlib
 import functools
 import sqlite3
 from abc import abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from comfyrun.core.job import JSON
+from comfyrun.core.job import COMFY, JSON
 from comfyrun.errors import StoreError
+from comfyrun.store.base import ClaimChoice
 from comfyrun.store.codec import dump_json
 from comfyrun.store.queries import queries
-from comfyrun.store.sqldialect import Row, SQLDialect
+from comfyrun.store.sqldialect import Row
 from comfyrun.store.sqlite_calls import rollback
+from comfyrun.store.sqlstore import SQLStore
 
 Q = queries("sqlite")
 
 
-class SQLiteStatements(SQLDialect):
-    """SQLDialect's statements on SQLite (SQLiteStore sets these)."""
+class SQLiteStatements(SQLStore):
+    """SQLStore's statements on SQLite (SQLiteStore sets these)."""
 
     #: the next write is the first of a batch's only call (set by store.sqlite_runner)
     _bare: bool
@@ -120,6 +122,23 @@ class SQLiteStatements(SQLDialect):
             return
         values = [v for kind, data in events for v in (job_id, kind, dump_json(data), now)]
         conn.execute(_insert_events(len(events)), values)
+
+    async def _claim_row(
+        self,
+        conn: sqlite3.Connection,
+        params: JSON,
+        types: Sequence[str] | None,
+        choice: ClaimChoice | None,
+    ) -> Row | None:
+        """A claim of the head of one type's queue (a worker serving one type, nothing to
+        choose among) in one statement (claim_comfy, claim_type); any other, SQLStore's way."""
+        kinds = set(types) if types is not None and choice is None else ()
+        if len(kinds) != 1:
+            return await super()._claim_row(conn, params, types, choice)
+        (kind,) = kinds
+        if kind == COMFY:
+            return await self._one(conn, "claim_comfy", params)
+        return await self._one(conn, "claim_type", params | {"type": kind})
 
     async def _transition_row(
         self, conn: sqlite3.Connection, params: JSON, outputs: builtins.list[JSON]

@@ -45,6 +45,21 @@ async def test_claim_takes_only_the_given_types_in_claim_order(store: JobStore) 
     assert anything is not None and anything.id == comfy_high.id
 
 
+async def test_a_claim_of_comfy_jobs_alone_takes_them_in_claim_order(store: JobStore) -> None:
+    image, _ = await store.enqueue(new_job(type="image", workflow={}, priority=9), now=T0)
+    low, _ = await store.enqueue(new_job(priority=0), now=T0 + 1)
+    high, _ = await store.enqueue(new_job(priority=5), now=T0 + 2)
+    taken = []
+    while (job := await store.claim("w", 30, now=T0 + 5, types=["comfy"])) is not None:
+        assert job.type == "comfy" and job.workflow == new_job().workflow
+        assert job.status is JobStatus.RUNNING and job.attempts == 1 and job.worker_id == "w"
+        taken.append(job.id)
+    assert taken == [high.id, low.id]
+    left = await store.get(image.id)
+    assert left is not None and left.status is JobStatus.QUEUED
+    assert await store.claim("w", 30, now=T0 + 5, types=["image"]) == await store.get(image.id)
+
+
 async def test_claim_by_type_skips_a_deep_queue_of_other_types(store: JobStore) -> None:
     for i in range(50):
         await store.enqueue(new_job(priority=5), now=T0 + i)

@@ -51,7 +51,7 @@ IN_CLAIM_ORDER = (
 )
 
 
-@pytest.mark.parametrize("name", IN_CLAIM_ORDER)
+@pytest.mark.parametrize("name", [*IN_CLAIM_ORDER, "claim_comfy", "claim_type"])
 def test_sqlite_walks_the_claim_index(tmp_path: Path, name: str) -> None:
     with closing(sqlite3.connect(tmp_path / "plan.db", isolation_level=None)) as conn:
         migrate_sqlite(conn)

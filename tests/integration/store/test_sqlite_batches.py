@@ -162,6 +162,18 @@ async def test_a_batch_of_several_calls_gives_each_its_savepoint(store: SQLiteSt
     assert not created and replay.id == other.id  # the other call's kept
 
 
+@pytest.mark.parametrize("kind", ["comfy", "image"])
+async def test_a_claim_of_one_types_head_is_one_statement(store: SQLiteStore, kind: str) -> None:
+    job, _ = await store.enqueue(new_job(type=kind, workflow={}))
+    statements = Statements(store)
+    claimed = await store.claim("w", lease_s=30, types=[kind])
+    assert claimed is not None and claimed.id == job.id
+    # the claim (its triggers traced as it) and its event: no look for the candidate first,
+    # no savepoint (alone in its batch)
+    assert {sql.split()[0] for _, sql in statements.seen} == {"BEGIN", "UPDATE", "INSERT", "COMMIT"}
+    assert statements.count("UPDATE JOBS SET") == statements.count("UPDATE") >= 1
+
+
 async def test_calls_from_another_threads_loop_are_made_on_the_stores_loop(
     store: SQLiteStore,
 ) -> None:

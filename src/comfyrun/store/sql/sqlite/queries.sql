@@ -523,6 +523,40 @@ DELETE FROM workers WHERE id = :id;
 -- name: served_types
 SELECT DISTINCT value AS type FROM workers, json_each(workers.types) WHERE seen_at >= :since;
 
+-- name: claim_comfy
+-- `claim` among comfy jobs (a worker that claims only the types it serves, none chosen among):
+-- the claim index walked in claim order, jobs of other types in between skipped; one statement
+-- where the window and the claim by id were two.
+UPDATE jobs SET
+    status = 'running',
+    attempts = attempts + 1,
+    worker_id = :worker_id,
+    lease_expires_at = :lease_expires_at,
+    started_at = :now
+WHERE id = (
+    SELECT id FROM jobs INDEXED BY jobs_claim
+    WHERE status = 'queued' AND type = 'comfy' AND next_run_at <= :now
+    ORDER BY priority DESC, fair_tag, rank_at, id
+    LIMIT 1
+)
+RETURNING *, (SELECT workflow FROM job_workflows WHERE job_id = jobs.id) AS workflow;
+
+-- name: claim_type
+-- `claim` among the jobs of one handler type: its range of the type-led index, in claim order.
+UPDATE jobs SET
+    status = 'running',
+    attempts = attempts + 1,
+    worker_id = :worker_id,
+    lease_expires_at = :lease_expires_at,
+    started_at = :now
+WHERE id = (
+    SELECT id FROM jobs INDEXED BY jobs_claim_type
+    WHERE status = 'queued' AND type = :type AND next_run_at <= :now
+    ORDER BY priority DESC, fair_tag, created_at, id
+    LIMIT 1
+)
+RETURNING *, (SELECT workflow FROM job_workflows WHERE job_id = jobs.id) AS workflow;
+
 -- name: claim_window_comfy
 -- `claim_window` among comfy jobs: the claim index walked in claim order (a comfy job's rank_at
 -- may run ahead of its submission), jobs of other types in between skipped.
