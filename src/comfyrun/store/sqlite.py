@@ -3,8 +3,8 @@
 One connection, used by one thread at a time. Every store call (the whole of `enqueue`,
 `claim`, `transition`, … as written once in `SQLStore`) is one unit of a batch: the calls made
 in one turn of the event loop run together in one `BEGIN IMMEDIATE` transaction, each write
-inside a savepoint of its own (a failing call rolls back alone; a batch's only call needs none:
-store.sqlite_statements), and commit once: under load
+inside a savepoint of its own (a failing call rolls back alone; a batch's first write needs
+none: store.sqlite_statements), and commit once: under load
 many calls share one fsync (group commit), and an idle store still answers each call with one
 commit. No call is acknowledged before the commit that holds it: `synchronous=FULL` (the
 default) makes it survive a power cut, any setting a process crash.
@@ -144,7 +144,7 @@ class SQLiteStore(SQLiteRunner, SQLiteLoopReads, SQLiteWaiting, SQLiteStatements
         self._conn: sqlite3.Connection | None = None
         self._conn_user: int | None = None  # the thread running a batch's calls now
         self._wakes: list[Wake] = []
-        self._bare = False  # the next write is the first of a batch's only call (see _write)
+        self._bare = False  # the next write is its batch's first (see _write)
         # owned by the event loop (the one that opened the store)
         self._home: asyncio.AbstractEventLoop | None = None
         self._pending: list[Call] = []  # calls made since the last batch began

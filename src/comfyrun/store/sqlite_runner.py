@@ -174,8 +174,8 @@ class SQLiteRunner(ABC):
         results: builtins.list[Outcome] = []
         self._wakes = []
         self._conn_user = threading.get_ident()
-        # a batch of one call in a transaction: its first write needs no savepoint (_write)
-        self._bare = len(batch) == 1 and conn.in_transaction
+        # the batch's first write, its transaction holding nothing yet, needs no savepoint
+        self._bare = conn.in_transaction
         try:
             for call in batch:
                 try:

@@ -5,7 +5,7 @@ the writes SQLStore leaves to its dialect (events, a transition's outputs, a job
 Each statement costs the event loop ~10-20 us of CPU in a busy `serve` whatever it does (its
 caches cold from the HTTP and websocket work between statements), so a job's life is written
 in as few as they can be: a change's events in one INSERT, a success's last output in its
-transition's UPDATE, and no savepoint for a batch's only call.
+transition's UPDATE, and no savepoint for a batch's first write.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ Q = queries("sqlite")
 class SQLiteStatements(SQLStore):
     """SQLStore's statements on SQLite (SQLiteStore sets these)."""
 
-    #: the next write is the first of a batch's only call (set by store.sqlite_runner)
+    #: the next write is the batch's first (set by store.sqlite_runner)
     _bare: bool
 
     @abstractmethod
@@ -43,10 +43,10 @@ class SQLiteStatements(SQLStore):
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[sqlite3.Connection]:
         """A savepoint inside the batch's transaction: a failing call undoes only its own
-        writes; the batch commits once. The first write of a batch's only call needs none
-        (its transaction holds nothing else): should it fail, the transaction is rolled back
-        and begun again, as empty as a savepoint's undoing leaves it; two statements fewer
-        for most calls of an idle store (SAVEPOINT, RELEASE: ~10 us each of the loop's CPU)."""
+        writes; the batch commits once. The batch's first write needs none (its transaction
+        holds nothing yet): should it fail, the transaction is rolled back and begun again, as
+        empty as a savepoint's undoing leaves it; two statements fewer a batch (SAVEPOINT,
+        RELEASE: ~10 us each of the loop's CPU), for most calls of an idle store all of them."""
         conn = self._connection()
         if not conn.in_transaction:
             raise StoreError("a SQLite write outside a write batch (a read-only call wrote)")

@@ -146,16 +146,26 @@ async def test_a_lone_call_that_survives_its_failed_write_keeps_what_it_writes_n
     assert after is not None and after.priority == 0 and after.max_retries == 7
 
 
-async def test_a_batch_of_several_calls_gives_each_its_savepoint(store: SQLiteStore) -> None:
+@pytest.mark.parametrize("failing_first", [False, True])
+async def test_in_a_batch_of_several_calls_a_failing_one_undoes_only_its_own_writes(
+    store: SQLiteStore, failing_first: bool
+) -> None:
+    """The batch's first write has no savepoint (its transaction holds nothing yet), each
+    later call's has one: either way a failing call's idempotency binding goes, the other's
+    stays, and the batch commits once."""
     taken, _ = await store.enqueue(new_job())
     statements = Statements(store)
-    (other, created), wrong = await asyncio.gather(
-        store.enqueue(new_job(idempotency_key="k")),
-        store.enqueue(new_job(id=taken.id, idempotency_key="j")),
-        return_exceptions=True,
+    good = store.enqueue(new_job(idempotency_key="k"))
+    bad = store.enqueue(new_job(id=taken.id, idempotency_key="j"))
+    outcomes = await asyncio.gather(
+        *((bad, good) if failing_first else (good, bad)), return_exceptions=True
     )
+    wrong, (other, created) = outcomes if failing_first else outcomes[::-1]
     assert created and isinstance(wrong, Conflict)
-    assert statements.count("SAVEPOINT") == 2 and statements.count("ROLLBACK TO") == 1
+    assert statements.count("BEGIN") == 2 if failing_first else statements.count("BEGIN") == 1
+    assert statements.count("SAVEPOINT") == 1 and statements.count("COMMIT") == 1
+    # undone: the whole (empty but for it) transaction, begun again; or back to its savepoint
+    assert statements.count("ROLLBACK TO" if not failing_first else "ROLLBACK") == 1
     again, created = await store.enqueue(new_job(idempotency_key="j"))
     assert created and again.id != taken.id  # the failed call's binding undone alone
     replay, created = await store.enqueue(new_job(idempotency_key="k"))
@@ -169,7 +179,7 @@ async def test_a_claim_of_one_types_head_is_one_statement(store: SQLiteStore, ki
     claimed = await store.claim("w", lease_s=30, types=[kind])
     assert claimed is not None and claimed.id == job.id
     # the claim (its triggers traced as it) and its event: no look for the candidate first,
-    # no savepoint (alone in its batch)
+    # no savepoint (the batch's first write)
     assert {sql.split()[0] for _, sql in statements.seen} == {"BEGIN", "UPDATE", "INSERT", "COMMIT"}
     assert statements.count("UPDATE JOBS SET") == statements.count("UPDATE") >= 1
 
