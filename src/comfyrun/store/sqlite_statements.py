@@ -44,20 +44,25 @@ class SQLiteStatements(SQLStore):
     async def _write(self) -> AsyncIterator[sqlite3.Connection]:
         """A savepoint inside the batch's transaction: a failing call undoes only its own
         writes; the batch commits once. The batch's first write needs none (its transaction
-        holds nothing yet): should it fail, the transaction is rolled back and begun again, as
-        empty as a savepoint's undoing leaves it; two statements fewer a batch (SAVEPOINT,
-        RELEASE: ~10 us each of the loop's CPU), for most calls of an idle store all of them."""
+        holds nothing yet): should it fail having changed rows, the transaction is rolled back
+        and begun again, as empty as a savepoint's undoing leaves it (one that changed none,
+        as a transition that found its job moved, leaves it as it is); two statements fewer a
+        batch (SAVEPOINT, RELEASE: ~10 us each of the loop's CPU), for most calls of an idle
+        store all of them. (Begun again, the transaction may find another process holding
+        the lock: the batch's other calls then fail, its commit with them.)"""
         conn = self._connection()
         if not conn.in_transaction:
             raise StoreError("a SQLite write outside a write batch (a read-only call wrote)")
         if self._bare:
             self._bare = False  # any write nested in this one, or after it, has a savepoint
+            changes = conn.total_changes  # (rows inserted, updated, deleted; triggers' too)
             try:
                 yield conn
             except BaseException as exc:
-                rollback(conn)
-                with contextlib.suppress(sqlite3.Error):  # else the commit fails, all told
-                    conn.execute("BEGIN IMMEDIATE")
+                if conn.total_changes != changes:
+                    rollback(conn)
+                    with contextlib.suppress(sqlite3.Error):  # else the commit fails, all told
+                        conn.execute("BEGIN IMMEDIATE")
                 if isinstance(exc, sqlite3.Error):
                     raise StoreError(f"SQLite write failed: {exc}") from exc
                 raise

@@ -126,6 +126,21 @@ async def test_a_lone_calls_write_has_no_savepoint_and_undoes_all_it_wrote_when_
     assert await store.get(job.id) is not None
 
 
+async def test_a_lone_call_that_failed_having_changed_nothing_keeps_its_transaction(
+    store: SQLiteStore,
+) -> None:
+    """A transition that finds its job moved changed no row: nothing to undo, the transaction
+    is not rolled back (nor the lock let go of)."""
+    job, _ = await store.enqueue(new_job())
+    statements = Statements(store)
+    with pytest.raises(Conflict):
+        await store.transition(job.id, Event.SUCCEED, expect=JobStatus.RUNNING)
+    assert statements.count("ROLLBACK") == 0 and statements.count("SAVEPOINT") == 0
+    assert statements.count("BEGIN") == 1 and statements.count("COMMIT") == 1
+    unchanged = await store.get(job.id)
+    assert unchanged is not None and unchanged.status is JobStatus.QUEUED
+
+
 async def test_a_lone_call_that_survives_its_failed_write_keeps_what_it_writes_next(
     store: SQLiteStore,
 ) -> None:
