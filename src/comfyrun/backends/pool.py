@@ -63,6 +63,7 @@ class Slot:
         self.backend.reserved -= 1
         self.backend.jobs.add(job_id)
         self.job_id = job_id
+        self.pool._turn_taken(self)
         self.priority = priority
         self.seq = next(self.pool._counter)
         self.claimed = self.seq if claimed is None else claimed
@@ -96,8 +97,7 @@ class Slot:
             self.backend.reserved -= 1
             # room held and given back unused (nothing to claim): no change to wake anyone for
             # (the dispatcher would spin), and the round robin stays where it was
-            if self.backend.last_assigned == self._assigned[1]:
-                self.backend.last_assigned = self._assigned[0]
+            self.pool._turn_given_back(self)
             self.pool._room.set()
             return
         if self.pool._bound.get(self.job_id) is self:
@@ -126,6 +126,8 @@ class BackendPool:
         self._listeners: list[Callable[[], None]] = []
         self._state_listeners: list[Callable[[], None]] = []
         self._bound: dict[str, Slot] = {}
+        #: Each backend's reservations not yet bound to a job, in the order they were made.
+        self._unused: dict[str, list[Slot]] = {}
         self._generation = 0
         for backend in backends or ():
             self._backends[backend.name] = backend
@@ -255,7 +257,29 @@ class BackendPool:
         backend.last_assigned = next(self._counter)
         slot = Slot(self, backend)
         slot._assigned = (before, backend.last_assigned)
+        self._unused.setdefault(name, []).append(slot)
         return slot
+
+    def _turn_taken(self, slot: Slot) -> None:
+        """`slot` runs a job: its turn in the round robin stands."""
+        unused = self._unused.get(slot.backend.name, [])
+        if slot in unused:
+            unused.remove(slot)
+
+    def _turn_given_back(self, slot: Slot) -> None:
+        """`slot` was given back unused: the round robin is as if it had never been reserved,
+        whatever other reservations of its backend were made since (several claims at once)
+        and in whatever order they are given back."""
+        unused = self._unused.get(slot.backend.name, [])
+        if slot not in unused:
+            return
+        at = unused.index(slot)
+        del unused[at]
+        if at < len(unused) and unused[at]._assigned[0] == slot._assigned[1]:
+            later = unused[at]  # its turn came right after this one's: now after its predecessor
+            later._assigned = (slot._assigned[0], later._assigned[1])
+        elif slot.backend.last_assigned == slot._assigned[1]:
+            slot.backend.last_assigned = slot._assigned[0]
 
     async def reserve(self) -> Slot | None:
         """Wait (on events, not a timer) until some backend has room, and hold that room.

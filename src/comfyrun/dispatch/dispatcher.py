@@ -57,6 +57,11 @@ from comfyrun.store.base import Changes, HandOff, JobStore
 
 log = logging.getLogger(__name__)
 
+#: Claims one dispatcher has in flight at most (one for each free slot) while claims find jobs.
+CLAIMS_AT_ONCE = 4
+#: How long claiming waits after a claim failed (the store failing).
+CLAIM_ERROR_PAUSE_S = 1.0
+
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -102,6 +107,14 @@ class Dispatcher(Placing, Rebalancing):
         )
         #: The store's work token when a claim last found nothing (see JobStore.work_token).
         self._nothing_at: int | None = None
+        #: Claims in a row that found a job: as many may be in flight at once (_start_claims),
+        #: at least one, at most CLAIMS_AT_ONCE.
+        self._hits = 0
+        #: The claims in flight (_start_claims), their slots, and when claiming may go on after
+        #: one failed.
+        self._claims: set[asyncio.Task[bool]] = set()
+        self._claiming: set[Slot] = set()
+        self._claims_paused_until = 0.0
         #: What the claim loop waits for between passes.
         self._wake = ClaimWake(pool, store, self.types, self._retries.idle_timeout)
         self.sweeper = Sweeper(
@@ -148,6 +161,10 @@ class Dispatcher(Placing, Rebalancing):
             claim.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await claim
+        if self._claims:  # a claim in flight ends: its job is parked, then given back
+            _, late = await asyncio.wait(set(self._claims), timeout=self.settings.stop_grace_s)
+            for left in late:
+                left.cancel()
         await self._wake.close()
         for job_id in list(self._parked):  # never started: straight back to the queue
             self._parked.pop(job_id, None)
@@ -194,31 +211,78 @@ class Dispatcher(Placing, Rebalancing):
             # read first: work that comes while this pass finds nothing ends the wait below
             token = self.store.work_token(self.types)
             self.router.forget_down(self.pool.views)
+            pause = self._claims_paused_until - asyncio.get_running_loop().time()
+            if pause > 0:  # a claim failed: the store is failing, back off before trying again
+                await asyncio.sleep(pause)
+                continue
             try:
                 await self.fit.refresh()
                 if await self._rebalance() or await self._place_parked():
                     continue
-                if await self._claim_once():
+                if self._start_claims():
                     continue
             except ComfyrunError as exc:
                 log.warning("claim failed: %s", exc, extra={"action": "claim_error"})
-                await asyncio.sleep(1.0)  # the store is failing: back off before trying again
+                await asyncio.sleep(CLAIM_ERROR_PAUSE_S)  # the store is failing: back off
                 continue
             if await self._wake.wait(generation, token):
                 # new work, or the timeout that makes jobs waiting for their time runnable
                 self._nothing_at = None
 
-    async def _claim_once(self) -> bool:
-        """Claim the best queued job for a free slot and start it. False when nothing was
-        done (no room, no job, or the room is a hold behind a prompt of higher priority)."""
-        if len(self._parked) >= PARK_PER_BACKEND * max(1, len(self.pool.backends)):
-            return False
+    def _start_claims(self) -> bool:
+        """Start claiming the best queued jobs for free slots, each claim a task of its own
+        that starts its job: the loop does not wait for them. While claims find jobs, one for
+        each free slot, as many in flight as the last claims found jobs in a row (at most
+        CLAIMS_AT_ONCE): SQLite commits the claims made meanwhile in one transaction, PostgreSQL
+        runs them side by side. After a claim that found nothing (the queue may be empty), one
+        at a time: a lone job still costs two claims (its own, and the next that finds nothing).
+        True when a claim started.
+
+        Claimed one at a time, each waiting for the last's commit, a fleet whose queue was full
+        had most of its slots free: each claim waited for the batch being committed, then for
+        its own."""
         token = self.store.work_token(self.types)
+        started = False
+        while len(self._claims) < min(CLAIMS_AT_ONCE, max(1, self._hits)):
+            slot = self._reserve(token)
+            if slot is None:
+                break
+            self._claiming.add(slot)
+            claim = asyncio.create_task(self._claim_once(slot, token), name="dispatch:claim1")
+            self._claims.add(claim)
+            claim.add_done_callback(self._claimed)
+            started = True
+        return started
+
+    def _claimed(self, claim: asyncio.Task[bool]) -> None:
+        """A claim's task ended: a store that failed holds claims back a second (the loop
+        waits for that before claiming again)."""
+        self._claims.discard(claim)
+        if claim.cancelled():
+            return
+        exc = claim.exception()
+        if exc is None:
+            return
+        self._hits = 0
+        self._claims_paused_until = asyncio.get_running_loop().time() + CLAIM_ERROR_PAUSE_S
+        if isinstance(exc, ComfyrunError):
+            log.warning("claim failed: %s", exc, extra={"action": "claim_error"})
+        else:
+            log.error("claim failed", exc_info=exc, extra={"action": "claim_error"})
+
+    def _reserve(self, token: int | None) -> Slot | None:
+        """A free slot to claim a job for, or None (no room, nothing claimable since the last
+        claim found nothing, or as many jobs parked as may be)."""
+        if len(self._parked) >= PARK_PER_BACKEND * max(1, len(self.pool.backends)):
+            return None
         if token is not None and token == self._nothing_at:
-            return False  # the last claim found nothing and nothing claimable came since
-        slot = self.pool.try_reserve()
-        if slot is None:
-            return False
+            return None  # the last claim found nothing and nothing claimable came since
+        return self.pool.try_reserve()
+
+    async def _claim_once(self, slot: Slot, token: int | None) -> bool:
+        """Claim the best queued job for `slot` and start it (else give the slot back). False
+        when nothing was claimed (no job, or the room is a hold behind a prompt of higher
+        priority)."""
         holding = slot.backend.inflight > 1  # the job would wait behind one in ComfyUI's queue
         try:
             held = self.pool.held_prompts()
@@ -241,10 +305,17 @@ class Dispatcher(Placing, Rebalancing):
         except BaseException:
             slot.release()
             raise
+        finally:
+            self._claiming.discard(slot)
+        self._hits = 0 if job is None else self._hits + 1
         if job is None:
             self._nothing_at = token
             slot.release()
             return False
+        if self._stopping:  # claimed as the dispatcher stops: given back with the parked jobs
+            slot.release()
+            self._parked[job.id] = job
+            return True
         await self.start_claimed(job, slot, prompt_id)
         return True
 

@@ -25,6 +25,8 @@ class DispatcherParts(ABC):
     router: ModelRouter
     #: Claimed jobs that fit only backends that are busy now, placed first when one frees.
     _parked: dict[str, Job]
+    #: The slots reserved for the claims in flight (their jobs not known yet).
+    _claiming: set[Slot]
 
     @abstractmethod
     def _start_run(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from dataclasses import replace
 
 from comfyrun.backends.pool import Slot
@@ -98,9 +99,13 @@ class Placing(DispatcherParts):
         return False
 
     def _views_without(self, slot: Slot) -> list[BackendView]:
-        """The pool's views as if `slot` were not reserved (to compare its backend fairly)."""
+        """The pool's views as if `slot` were not reserved (to compare its backend fairly), nor
+        the slots of the claims still in flight (each may find no job: a job claimed beside
+        them is placed as if they had not been made)."""
+        reserved = Counter(s.backend.name for s in self._claiming if s is not slot)
+        reserved[slot.backend.name] += 1
         return [
-            replace(v, inflight=v.inflight - 1) if v.name == slot.backend.name else v
+            replace(v, inflight=v.inflight - reserved[v.name]) if v.name in reserved else v
             for v in self.pool.views()
         ]
 

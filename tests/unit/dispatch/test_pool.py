@@ -279,6 +279,47 @@ async def test_running_jobs_and_a_moved_job_keeps_its_claim_order() -> None:
         await pool.stop()
 
 
+async def test_rooms_given_back_unused_leave_the_round_robin_as_it_was() -> None:
+    """Several rooms reserved at once (claims in flight together), some given back unused in
+    any order, some bound: the round robin is as if only the bound ones had been reserved."""
+    server = FakeServer(name="a")
+    names = ("a", "b", "c")
+    pool = BackendPool.from_specs(
+        [BackendSpec(name=n, url=f"fake://{n}") for n in names],
+        lambda url: FakeClient(server),
+        health=HEALTH,
+    )
+    await pool.start()
+    try:
+        assert await pool.wait_ready(5)
+
+        def turns() -> dict[str, int]:
+            return {n: b.last_assigned for n in names if (b := pool.get(n)) is not None}
+
+        used = pool.try_reserve()
+        assert used is not None
+        used.bind("j1")
+        before = turns()
+        for order in ((0, 1, 2, 3, 4), (4, 3, 2, 1, 0), (2, 0, 4, 1, 3)):
+            rooms = [pool.try_reserve() for _ in range(5)]  # a backend twice, some of them
+            assert all(r is not None for r in rooms)
+            for i in order:
+                room = rooms[i]
+                assert room is not None
+                room.release()
+            assert turns() == before, order
+        # a room bound between two given back: its turn stands, theirs do not
+        first, bound, last = pool.try_reserve(), pool.try_reserve(), pool.try_reserve()
+        assert first is not None and bound is not None and last is not None
+        bound.bind("j2")
+        expected = {**before, bound.backend.name: bound.backend.last_assigned}
+        first.release()
+        last.release()
+        assert turns() == expected
+    finally:
+        await pool.stop()
+
+
 async def test_a_backend_found_down_resolves_its_down_futures(ready_pool: BackendPool) -> None:
     """What a run waits on for its backend going down (Backend.down_future): resolved when
     the pool takes the backend out of service, at once while it is down; one given up (the

@@ -1,0 +1,116 @@
+"""How the dispatcher claims: while claims find jobs, one for each free slot at once (not each
+waiting for the last's commit); after a claim that finds nothing, one at a time; a claim in
+flight when the dispatcher stops gives its job back to the queue."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tests.support.engine import until, work
+
+from comfyrun.core.job import Job, JobStatus
+from comfyrun.dispatch.dispatcher import CLAIMS_AT_ONCE
+
+Make = Any
+
+
+class Claims:
+    """The store's `claim`, counted: calls, the most in flight at once, what each found. Each
+    claim takes `delay_s` before the store's (a commit's wait), and once the store's answered,
+    waits for `held` when set (a claim made, not yet told)."""
+
+    def __init__(self, engine: Any, delay_s: float = 0.02) -> None:
+        self.found: list[str | None] = []
+        self.in_flight = 0
+        self.most = 0
+        self.held: asyncio.Event | None = None
+        self.answered = asyncio.Event()
+        claim = engine.store.claim
+
+        async def counted(*args: Any, **kwargs: Any) -> Job | None:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+            try:
+                await asyncio.sleep(delay_s)
+                job: Job | None = await claim(*args, **kwargs)
+                self.found.append(job.id if job is not None else None)
+                self.answered.set()
+                if self.held is not None:
+                    await self.held.wait()
+                return job
+            finally:
+                self.in_flight -= 1
+
+        engine.store.claim = counted
+
+    @property
+    def calls(self) -> int:
+        return len(self.found)
+
+
+async def submitted(engine: Any, n: int, seconds: float = 0.2) -> list[Job]:
+    return [await engine.submit(work(seconds)) for _ in range(n)]
+
+
+async def test_jobs_waiting_for_free_backends_are_claimed_together(make_engine: Make) -> None:
+    engine = await make_engine(("a", "b", "c", "d"), start=False)
+    claims = Claims(engine)
+    jobs = await submitted(engine, 7)
+    await engine.dispatcher.start()
+    done = [await engine.wait(job.id) for job in jobs]
+    assert all(j.status is JobStatus.SUCCEEDED for j in done), [j.error for j in done]
+    assert 2 <= claims.most <= CLAIMS_AT_ONCE  # claims overlapped, as many as may
+    # in claim order, and each of the first four on a backend of its own: a claim made beside
+    # others (which reserved rooms too) is placed as if they had not been made
+    assert [f for f in claims.found if f is not None][:7] == [j.id for j in jobs]
+    assert sorted(j.backend or "" for j in done[:4]) == ["a", "b", "c", "d"]
+
+
+async def test_a_lone_job_costs_one_claim_and_one_that_finds_nothing(make_engine: Make) -> None:
+    engine = await make_engine(("a", "b", "c", "d"))
+    claims = Claims(engine)
+    for _ in range(4):
+        before = claims.calls
+        job = await engine.submit(work(0.05))
+        assert (await engine.wait(job.id)).status is JobStatus.SUCCEEDED
+        await until(lambda: claims.calls >= before + 2)  # noqa: B023 (awaited here)
+        await asyncio.sleep(0.1)  # nothing more comes
+        assert claims.found[before:] == [job.id, None]
+        assert claims.most == 1
+
+
+async def test_a_claim_that_finds_nothing_narrows_claiming_to_one(make_engine: Make) -> None:
+    engine = await make_engine(("a", "b", "c", "d"), start=False)
+    claims = Claims(engine)
+    jobs = await submitted(engine, 5, seconds=0.3)  # the fifth waits behind four running
+    await engine.dispatcher.start()
+    for job in jobs:
+        await engine.wait(job.id)
+    calls, most = claims.calls, claims.most
+    assert most >= 2
+    claims.most = 0
+    later = await submitted(engine, 1, seconds=0.05)
+    await engine.wait(later[0].id)
+    await asyncio.sleep(0.1)
+    assert claims.most == 1  # after the queue ran dry, one claim at a time
+    assert claims.calls - calls == 2
+
+
+async def test_a_claim_in_flight_when_the_dispatcher_stops_puts_its_job_back(
+    make_engine: Make,
+) -> None:
+    engine = await make_engine(("a",), start=False)
+    claims = Claims(engine)
+    claims.held = asyncio.Event()
+    job = (await submitted(engine, 1))[0]
+    await engine.dispatcher.start()
+    await asyncio.wait_for(claims.answered.wait(), 5)  # claimed in the store, not yet told
+    assert (await engine.store.get(job.id)).status is JobStatus.RUNNING
+    stopping = asyncio.ensure_future(engine.dispatcher.stop())
+    await asyncio.sleep(0.05)
+    claims.held.set()
+    await asyncio.wait_for(stopping, 10)
+    back = await engine.store.get(job.id)
+    assert back is not None and back.status is JobStatus.QUEUED  # not left running, leased
+    assert engine.servers["a"].ran == []
