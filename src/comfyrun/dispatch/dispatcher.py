@@ -1,8 +1,9 @@
 """The dispatcher: claims jobs for free backend slots and runs each one (dispatch.run).
 
-One loop: when some backend has room, claim the best queued job for it and start a run; then
-wait for the first of a change in the pool (a slot freed, a prompt started) or the store's "new
-work" wake-up. A backend may hold one prompt in ComfyUI's queue behind the one it runs, so the
+One loop: when some backend has room, claim the best queued job for it and start a run (the
+claim a task of its own: while claims find jobs, several are in flight at once, one for each
+free slot); then wait for the first of a change in the pool (a slot freed, a prompt started) or
+the store's "new work" wake-up. A backend may hold one prompt in ComfyUI's queue behind the one it runs, so the
 next job is already there when the current one ends, but late-bound (core.placement): only when
 no idle backend could take it, never behind a held prompt of higher priority, taken back when
 another backend falls idle first or a job of higher priority arrives. A job goes only to a
