@@ -220,8 +220,9 @@ class Dispatcher(Placing, Rebalancing):
                 await self.fit.refresh()
                 if await self._rebalance() or await self._place_parked():
                     continue
-                if self._start_claims():
-                    continue
+                # claims started here wake the wait below as they start their jobs (the pool
+                # changes); a pass meanwhile would find no room, and ask the store for nothing
+                self._start_claims()
             except ComfyrunError as exc:
                 log.warning("claim failed: %s", exc, extra={"action": "claim_error"})
                 await asyncio.sleep(CLAIM_ERROR_PAUSE_S)  # the store is failing: back off
@@ -230,20 +231,18 @@ class Dispatcher(Placing, Rebalancing):
                 # new work, or the timeout that makes jobs waiting for their time runnable
                 self._nothing_at = None
 
-    def _start_claims(self) -> bool:
+    def _start_claims(self) -> None:
         """Start claiming the best queued jobs for free slots, each claim a task of its own
         that starts its job: the loop does not wait for them. While claims find jobs, one for
         each free slot, as many in flight as the last claims found jobs in a row (at most
         CLAIMS_AT_ONCE): SQLite commits the claims made meanwhile in one transaction, PostgreSQL
         runs them side by side. After a claim that found nothing (the queue may be empty), one
         at a time: a lone job still costs two claims (its own, and the next that finds nothing).
-        True when a claim started.
 
         Claimed one at a time, each waiting for the last's commit, a fleet whose queue was full
         had most of its slots free: each claim waited for the batch being committed, then for
         its own."""
         token = self.store.work_token(self.types)
-        started = False
         while len(self._claims) < min(CLAIMS_AT_ONCE, max(1, self._hits)):
             slot = self._reserve(token)
             if slot is None:
@@ -252,8 +251,6 @@ class Dispatcher(Placing, Rebalancing):
             claim = asyncio.create_task(self._claim_once(slot, token), name="dispatch:claim1")
             self._claims.add(claim)
             claim.add_done_callback(self._claimed)
-            started = True
-        return started
 
     def _claimed(self, claim: asyncio.Task[bool]) -> None:
         """A claim's task ended: a store that failed holds claims back a second (the loop
