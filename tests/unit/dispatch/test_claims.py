@@ -5,14 +5,20 @@ flight when the dispatcher stops gives its job back to the queue."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 from tests.support.engine import until, work
+from tests.unit.dispatch.conftest import FAST
 
 from comfyrun.core.job import Job, JobStatus
 from comfyrun.dispatch.dispatcher import CLAIMS_AT_ONCE
 
 Make = Any
+
+#: No idle wake-up during a test: the claim loop claims only when work comes or a slot frees
+#: (an idle timeout's pass would make a claim more, that finds nothing).
+QUIET = dataclasses.replace(FAST, idle_wait_s=60.0)
 
 
 class Claims:
@@ -54,7 +60,7 @@ async def submitted(engine: Any, n: int, seconds: float = 0.2) -> list[Job]:
 
 
 async def test_jobs_waiting_for_free_backends_are_claimed_together(make_engine: Make) -> None:
-    engine = await make_engine(("a", "b", "c", "d"), start=False)
+    engine = await make_engine(("a", "b", "c", "d"), QUIET, start=False)
     claims = Claims(engine)
     jobs = await submitted(engine, 7)
     await engine.dispatcher.start()
@@ -68,7 +74,7 @@ async def test_jobs_waiting_for_free_backends_are_claimed_together(make_engine: 
 
 
 async def test_a_lone_job_costs_one_claim_and_one_that_finds_nothing(make_engine: Make) -> None:
-    engine = await make_engine(("a", "b", "c", "d"))
+    engine = await make_engine(("a", "b", "c", "d"), QUIET)
     claims = Claims(engine)
     for _ in range(4):
         before = claims.calls
@@ -81,7 +87,7 @@ async def test_a_lone_job_costs_one_claim_and_one_that_finds_nothing(make_engine
 
 
 async def test_a_claim_that_finds_nothing_narrows_claiming_to_one(make_engine: Make) -> None:
-    engine = await make_engine(("a", "b", "c", "d"), start=False)
+    engine = await make_engine(("a", "b", "c", "d"), QUIET, start=False)
     claims = Claims(engine)
     jobs = await submitted(engine, 5, seconds=0.3)  # the fifth waits behind four running
     await engine.dispatcher.start()
@@ -100,7 +106,7 @@ async def test_a_claim_that_finds_nothing_narrows_claiming_to_one(make_engine: M
 async def test_a_claim_in_flight_when_the_dispatcher_stops_puts_its_job_back(
     make_engine: Make,
 ) -> None:
-    engine = await make_engine(("a",), start=False)
+    engine = await make_engine(("a",), QUIET, start=False)
     claims = Claims(engine)
     claims.held = asyncio.Event()
     job = (await submitted(engine, 1))[0]
