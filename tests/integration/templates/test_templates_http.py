@@ -20,6 +20,7 @@ from PIL import Image
 from tests.support.api import memory_settings, wait_until_ready
 from tests.support.emulator import image_workflow, text_to_image_workflow
 
+from comfyrun.api.routes import workflows as workflows_routes
 from comfyrun.cli.server import running_server
 from comfyrun.client import ComfyrunClient
 
@@ -201,6 +202,32 @@ async def test_openapi_shows_each_templates_schema(server: str) -> None:
     body = op["requestBody"]["content"]["application/json"]["schema"]
     assert body["properties"]["params"]["$ref"].endswith("WorkflowParams_t2i")
     assert "/api/v2/workflows/broken/jobs" not in doc["paths"]
+
+
+@pytest.mark.filterwarnings("ignore:Duplicate Operation ID:UserWarning")
+async def test_openapi_is_made_again_only_when_the_templates_change(
+    server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[list[str]] = []
+    add = workflows_routes.add_templates
+
+    def counted(doc: JSON, templates: list[Any]) -> None:
+        made.append(sorted(t.name for t in templates))
+        add(doc, templates)
+
+    monkeypatch.setattr(workflows_routes, "add_templates", counted)
+    async with httpx.AsyncClient(base_url=server, timeout=60) as http:
+        first = await http.get("/openapi.json")
+        second = await http.get("/openapi.json")
+        assert len(made) == 1 and second.content == first.content
+        assert second.headers["content-type"] == "application/json"
+        (tmp_path / "workflows" / "fresh.json").write_text(
+            json.dumps(image_workflow(prefix="fresh"))
+        )
+        third = (await http.get("/openapi.json")).json()
+    assert made == [made[0], sorted([*made[0], "fresh"])]
+    assert "/api/v2/workflows/fresh/jobs" in third["paths"]
+    assert "/api/v2/workflows/fresh/jobs" not in first.json()["paths"]
 
 
 async def wait_batch(http: httpx.AsyncClient, batch_id: str) -> JSON:
