@@ -3,13 +3,13 @@
 One loop: when some backend has room, claim the best queued job for it and start a run (the
 claim a task of its own: while claims find jobs, several are in flight at once, one for each
 free slot); then wait for the first of a change in the pool (a slot freed, a prompt started) or
-the store's "new work" wake-up. A backend may hold one prompt in ComfyUI's queue behind the one it runs, so the
-next job is already there when the current one ends, but late-bound (core.placement): only when
-no idle backend could take it, never behind a held prompt of higher priority, taken back when
-another backend falls idle first or a job of higher priority arrives. A job goes only to a
-backend that can run it (core.fit); one that fits only busy backends is parked (claimed, not
-placed) until one of them has room (dispatch.placing). Held prompts move as the fleet changes (dispatch.rebalance).
-Beside the loop: a heartbeat that renews the lease of every held job (and gives up a job whose
+the store's "new work" wake-up. A backend may hold one prompt in ComfyUI's queue behind the one
+it runs, so the next job is already there when the current one ends, but late-bound
+(core.placement): only when no idle backend could take it, never behind a held prompt of higher
+priority, taken back when another backend falls idle first or a job of higher priority arrives.
+A job goes only to a backend that can run it (core.fit); one that fits only busy backends is
+parked (claimed, not placed) until one of them has room (dispatch.placing). Held prompts move as
+the fleet changes (dispatch.rebalance). Beside the loop: a heartbeat that renews the lease of every held job (and gives up a job whose
 lease was lost) and the sweeper (dispatch.sweeper).
 
 The API never calls the dispatcher: it talks to it only through the store (enqueue; cancel moves
