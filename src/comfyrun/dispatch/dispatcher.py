@@ -113,7 +113,7 @@ class Dispatcher(Placing, Rebalancing):
         self._hits = 0
         #: The claims in flight (_start_claims), their slots, and when claiming may go on after
         #: one failed.
-        self._claims: set[asyncio.Task[bool]] = set()
+        self._claims: set[asyncio.Task[None]] = set()
         self._claiming: set[Slot] = set()
         self._claims_paused_until = 0.0
         #: What the claim loop waits for between passes.
@@ -252,7 +252,7 @@ class Dispatcher(Placing, Rebalancing):
             self._claims.add(claim)
             claim.add_done_callback(self._claimed)
 
-    def _claimed(self, claim: asyncio.Task[bool]) -> None:
+    def _claimed(self, claim: asyncio.Task[None]) -> None:
         """A claim's task ended: a store that failed holds claims back a second (the loop
         waits for that before claiming again)."""
         self._claims.discard(claim)
@@ -277,10 +277,9 @@ class Dispatcher(Placing, Rebalancing):
             return None  # the last claim found nothing and nothing claimable came since
         return self.pool.try_reserve()
 
-    async def _claim_once(self, slot: Slot, token: int | None) -> bool:
-        """Claim the best queued job for `slot` and start it (else give the slot back). False
-        when nothing was claimed (no job, or the room is a hold behind a prompt of higher
-        priority)."""
+    async def _claim_once(self, slot: Slot, token: int | None) -> None:
+        """Claim the best queued job for `slot` and start it; give the slot back when there is
+        no job, or the room is a hold behind a prompt of higher priority."""
         holding = slot.backend.inflight > 1  # the job would wait behind one in ComfyUI's queue
         try:
             held = self.pool.held_prompts()
@@ -288,7 +287,7 @@ class Dispatcher(Placing, Rebalancing):
                 head = await self.store.next_priority(types=self.types)
                 if head is None or not may_hold(head, held):
                     slot.release()
-                    return False
+                    return
             # the prompt a first attempt submits is noted in the claim's own transaction, for
             # the backend reserved here; placed elsewhere, the run notes a new one (_place)
             prompt_id = new_prompt_id()
@@ -309,13 +308,12 @@ class Dispatcher(Placing, Rebalancing):
         if job is None:
             self._nothing_at = token
             slot.release()
-            return False
+            return
         if self._stopping:  # claimed as the dispatcher stops: given back with the parked jobs
             slot.release()
             self._parked[job.id] = job
-            return True
+            return
         await self.start_claimed(job, slot, prompt_id)
-        return True
 
     async def start_claimed(self, job: Job, slot: Slot, prompt_id: str) -> None:
         """Start a job just claimed for `slot` (its first attempt's prompt id noted as
