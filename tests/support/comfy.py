@@ -108,6 +108,8 @@ class ScriptedComfy:
         self.authorization: list[str | None] = []
         #: Accept websockets and close them at once (a server in trouble).
         self.close_on_connect = False
+        #: Answer the client's websocket pings (False: a server that hangs, its socket open).
+        self.answer_pings = True
 
     def app(self) -> web.Application:
         @web.middleware
@@ -124,7 +126,7 @@ class ScriptedComfy:
         return app
 
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
+        ws = web.WebSocketResponse(autoping=self.answer_pings)
         await ws.prepare(request)
         sid = request.query["clientId"]
         if self.close_on_connect:

@@ -215,6 +215,33 @@ async def test_a_failing_handler_does_not_silence_the_socket(comfy: ScriptedComf
     assert socket.connection == 1
 
 
+async def test_a_socket_whose_pings_go_unanswered_is_given_up_and_made_again(
+    comfy: ScriptedComfy,
+) -> None:
+    """A ComfyUI that hangs with its socket open (no pong to the client's pings) is found out
+    by the heartbeat: the connection is dropped and made again, under a fresh clientId."""
+    comfy.answer_pings = False
+    states: list[bool] = []
+    socket = ComfySocket(
+        comfy.url,
+        on_message=lambda _: None,
+        on_state=states.append,
+        ping_interval=0.2,
+        reconnect_initial=0.01,
+    )
+    socket.start()
+    try:
+        for _ in range(200):
+            if socket.connection >= 2:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await socket.close()
+    assert socket.connection >= 2
+    assert states[:3] == [True, False, True]
+    assert len(set(comfy.client_ids)) == len(comfy.client_ids) >= 2
+
+
 async def test_headers_go_with_http_and_websocket(comfy: ScriptedComfy) -> None:
     async with ComfyClient(comfy.url, headers={"Authorization": "Bearer t0k"}) as client:
         await client.queue()
