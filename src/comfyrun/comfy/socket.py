@@ -133,7 +133,10 @@ class ComfySocket:
                 async with asyncio.timeout(self._open_timeout):
                     ws = await session.ws_connect(
                         f"{self._url}?clientId={self.client_id}",
-                        heartbeat=self._ping_interval,
+                        # a ping after 2x ping_interval of silence, its pong awaited half
+                        # that (aiohttp's ratio): a ComfyUI whose loop stalls up to
+                        # ping_interval (20 s) is not taken for dead, as before
+                        heartbeat=None if self._ping_interval is None else 2 * self._ping_interval,
                         max_msg_size=0,  # no limit: a prompt's messages are ComfyUI's to size
                         compress=0,
                         autoclose=True,
