@@ -15,6 +15,13 @@ event, with which the outputs are committed: the /ws side sends it once it sees 
 dropped when the job goes back to the queue to run again. Once that transition has committed,
 the run tells the hub's subscribers the settled job itself (`settled`): a socket in this process
 ends the prompt from it at once, without reading the job's events back from the store.
+
+A job that succeeds is told to the hub's subscribers sooner, as its final transition begins
+(`end_early`): its outputs are stored by then and its commit under way, so a socket here ends
+the prompt while the commit waits for the disk (~1 ms of the ComfyUI face's latency), as
+ComfyUI ends a prompt once its history holds it. The hub keeps the commit's future until it
+is over (`commit_over`), and the requests a ComfyUI client makes next (/history, /queue) wait
+for it (`committed`): what they read is what was committed.
 """
 
 from __future__ import annotations
@@ -44,8 +51,11 @@ EVENT_KIND = "comfy"
 CLIENT_ID_KEY = COMFY_CLIENT_ID
 
 Subscriber = Callable[[list[Frame]], None]
-#: Told the job once the run's final transition committed it (see `RelayHub.settle`).
-Settled = Callable[[Job], None]
+#: Told the job once the run's final transition committed it, with None; or, for a job that
+#: succeeds, as that transition begins, with the future of its commit (see `RelayHub.settle`).
+Settled = Callable[[Job, "asyncio.Future[None] | None"], None]
+#: How long a request waits for a commit told early (`RelayHub.committed`), at most.
+COMMIT_WAIT_S = 10.0
 
 
 def wants_relay(metadata: Mapping[str, Any]) -> bool:
@@ -75,6 +85,8 @@ class RelayHub:
         self._settled: dict[str, list[Settled]] = {}
         self._live: dict[str, int] = {}  # job id -> runs of this process relaying it
         self._over: dict[str, asyncio.Event] = {}  # set when the last of them is over
+        #: job id -> its final commit, told early (`end_early`) and not over yet
+        self._commits: dict[str, asyncio.Future[None]] = {}
 
     def publish(self, job_id: str, frames: list[Frame]) -> None:
         if not frames:
@@ -93,13 +105,41 @@ class RelayHub:
             except Exception:
                 log.exception("relay subscriber of job %s failed", job_id)
 
-    def settle(self, job: Job) -> None:
-        """The run's final transition committed `job` (terminal, its outputs with it)."""
+    def settle(self, job: Job, committed: asyncio.Future[None] | None = None) -> None:
+        """The run's final transition committed `job` (terminal, its outputs with it); or,
+        with `committed`, is committing it (the future is done once the commit is over)."""
         for callback in list(self._settled.get(job.id, ())):
             try:
-                callback(job)
+                callback(job, committed)
             except Exception:
                 log.exception("relay subscriber of job %s failed", job.id)
+
+    def wants_end(self, job_id: str) -> bool:
+        """Whether a subscriber waits for the job's end."""
+        return bool(self._settled.get(job_id))
+
+    def commit_begun(self, job_id: str) -> asyncio.Future[None]:
+        """The future of the job's final commit, told early: done by `commit_over`."""
+        self.commit_over(job_id)
+        future = self._commits[job_id] = asyncio.get_running_loop().create_future()
+        return future
+
+    def commit_over(self, job_id: str) -> None:
+        """The job's final commit (told early) is over, committed or not."""
+        future = self._commits.pop(job_id, None)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    async def committed(self, job_id: str | None = None, timeout_s: float = COMMIT_WAIT_S) -> None:
+        """Return once the final commit told early of `job_id` (None: of every job) is over,
+        at once when there is none; at most `timeout_s`."""
+        if job_id is None:
+            waiting = list(self._commits.values())
+        else:
+            one = self._commits.get(job_id)
+            waiting = [] if one is None else [one]
+        if waiting:
+            await asyncio.wait(waiting, timeout=timeout_s)
 
     def begin(self, job_id: str) -> None:
         """A run of this process relays the job from now on (until its `end`)."""
@@ -250,6 +290,23 @@ class JobRelay:
         if self._hub is not None and not self._closed:
             self._hub.settle(job)
 
+    @property
+    def end_awaited(self) -> bool:
+        """Whether a subscriber of the hub waits for the job's end (see `end_early`)."""
+        return self._hub is not None and not self._closed and self._hub.wants_end(self.job_id)
+
+    def end_early(self, job: Job) -> None:
+        """The run's final transition, which makes `job` (succeeded, its outputs stored)
+        committed, begins: tell the hub's subscribers now, with the commit's future (see the
+        module); `commit_over` once that transition is over. Only while `end_awaited`."""
+        if self._hub is not None and not self._closed:
+            self._hub.settle(job, self._hub.commit_begun(job.id))
+
+    def commit_over(self) -> None:
+        """The final transition told by `end_early` is over (committed, or not)."""
+        if self._hub is not None:
+            self._hub.commit_over(self.job_id)
+
     def close(self) -> None:
         """The run is over: nothing more is relayed."""
         if self._closed:
@@ -258,11 +315,13 @@ class JobRelay:
         if self._flush is not None:
             self._flush.cancel()
         if self._hub is not None:
+            self._hub.commit_over(self.job_id)
             self._hub.end(self.job_id)
 
 
 __all__ = [
     "CLIENT_ID_KEY",
+    "COMMIT_WAIT_S",
     "EVENT_KIND",
     "Frame",
     "JobRelay",

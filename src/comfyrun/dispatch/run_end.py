@@ -19,7 +19,7 @@ from comfyrun import stages
 from comfyrun.backends.pool import Backend
 from comfyrun.comfy.errors import ComfyExecutionError, ComfyHTTPError
 from comfyrun.comfy.result import PromptResult
-from comfyrun.core.job import ACTIVE, Job, JobError, Progress
+from comfyrun.core.job import ACTIVE, Job, JobError, JobStatus, Progress
 from comfyrun.core.retry import FailureKind, decide
 from comfyrun.core.state import Event
 from comfyrun.dispatch.chain import ChainFailure, chain_outputs
@@ -289,7 +289,6 @@ class RunEnding(ABC):
     async def _transition(self, event: Event, changes: Changes) -> Job | None:
         """Apply `event` from whichever active status the job is in (the API may have moved it
         to canceling meanwhile). None when the job is no longer this worker's."""
-        store = self.ctx.store
         self._progress.close()  # a final transition: no progress write may follow it
         # the prompt's end reaches ComfyUI clients only when the job ends with this transition
         self._take_the_rest()
@@ -301,6 +300,31 @@ class RunEnding(ABC):
         self._placement_notes = set()
         if event in (Event.SUCCEED, Event.FAIL, Event.CANCELED) and self._start_unwritten:
             changes = dataclasses.replace(changes, execution_started_at=self._start_unwritten)
+        if event is Event.SUCCEED and self._relay.end_awaited:
+            # a ComfyUI client here is told the end while the commit is under way
+            self._relay.end_early(self._succeeded(changes))
+            try:
+                return await self._commit_end(event, changes)
+            finally:
+                self._relay.commit_over()
+        return await self._commit_end(event, changes)
+
+    def _succeeded(self, changes: Changes) -> Job:
+        """The job as the SUCCEED transition with `changes` is about to commit it."""
+        job = self.job
+        return dataclasses.replace(
+            job,
+            status=JobStatus.SUCCEEDED,
+            outputs=(*job.outputs, *changes.outputs),
+            progress=changes.progress or job.progress,
+            backend=changes.backend or job.backend,
+            prompt_id=changes.prompt_id or job.prompt_id,
+            finished_at=time.time(),
+        )
+
+    async def _commit_end(self, event: Event, changes: Changes) -> Job | None:
+        """`_transition`'s store write (see there)."""
+        store = self.ctx.store
         # First as if nothing moved (one round trip); when the job moved (canceling), read it.
         current: Job | None = self.job
         stale = True  # the first try assumes the status this run last saw

@@ -31,12 +31,14 @@ import websockets
 import websockets.sync.client as ws_sync
 from PIL import Image
 from tests.integration.compat.conftest import Server, dialect_settings, serving
-from tests.support.api import ServerProcess, wait_until_ready
+from tests.support.api import ServerProcess, tiny_workflow, wait_until_ready
 from tests.support.emulator import running_emulator, text_to_image_workflow
 from tests.support.store import drop_schema, new_schema_name, pg_dsn, require_pg
 
 from comfyrun.comfy.emulator import Emulator
 from comfyrun.config import BackendConfig
+from comfyrun.core.job import JobStatus
+from comfyrun.core.state import Event
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -347,6 +349,49 @@ async def test_serve_relays_the_backends_messages(tmp_path: Path, metadata: bool
                 events = await server.ctx.store.events_since(prompt_id)
                 assert not [e for e in events if e.kind == "comfy"]
     assert_relayed(direct, relayed)
+
+
+async def test_the_end_is_told_as_its_commit_begins_and_history_waits_for_that_commit(
+    server: Server,
+) -> None:
+    """In one process, a /ws client is told a prompt's end while its job's final commit is
+    under way (dispatch.relay.end_early), with the queue counted without the job; a GET
+    /history of the prompt (what the client asks next) waits for that commit and answers
+    what it committed. The commit is held here until the client has been told."""
+    await server.wait_ready()
+    store: Any = server.ctx.store
+    real = store.transition
+    committing, released = asyncio.Event(), asyncio.Event()
+
+    async def held(job_id: str, event: Event, *args: Any, **kwargs: Any) -> Any:
+        if event is Event.SUCCEED:
+            committing.set()
+            await released.wait()
+        return await real(job_id, event, *args, **kwargs)
+
+    store.transition = held
+    client = WsClient(server.url, metadata=False)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http, client.connected():
+            prompt_id = await client.submit(http, tiny_workflow(7))
+            received = await client.read_until_done(prompt_id)
+            assert committing.is_set() and not released.is_set()  # told before the commit
+            statuses = [m for m in received if isinstance(m, dict) and m["type"] == "status"]
+            assert statuses[-1]["data"]["status"]["exec_info"]["queue_remaining"] == 0
+            assert received[-2] is statuses[-1]  # ComfyUI's order: the queue, then the end
+            history = asyncio.ensure_future(http.get(f"/history/{prompt_id}"))
+            await asyncio.sleep(0.3)
+            assert not history.done()  # it waits for the commit
+            released.set()
+            entry = (await history).json()[prompt_id]
+            assert entry["status"]["status_str"] == "success"
+            images = [i for out in entry["outputs"].values() for i in out.get("images", [])]
+            assert (await http.get("/view", params=images[0])).status_code == 200
+            job = await server.ctx.store.get(prompt_id)
+            assert job is not None and job.status is JobStatus.SUCCEEDED
+    finally:
+        released.set()
+        store.transition = real
 
 
 async def interrupted_run(base_url: str, emulator: Emulator) -> tuple[str, list[Received]]:

@@ -104,7 +104,7 @@ async def test_the_settled_job_reaches_the_subscribers_that_asked_for_it_until_t
     hub = RelayHub()
     frames: list[dict[str, Any]] = []
     settled: list[Job] = []
-    unsubscribe = hub.subscribe("job", frames.extend, settled.append)
+    unsubscribe = hub.subscribe("job", frames.extend, lambda job, _: settled.append(job))
     hub.subscribe("job", frames.extend)  # frames only
     relay = JobRelay("job", hub=hub)
     for message in prompt():
@@ -114,13 +114,53 @@ async def test_the_settled_job_reaches_the_subscribers_that_asked_for_it_until_t
     relay.settled(job)
     assert settled == [job]
     later: list[Job] = []
-    hub.subscribe("job", frames.extend, later.append)
+    hub.subscribe("job", frames.extend, lambda job, _: later.append(job))
     unsubscribe()
     relay.settled(job)
     assert settled == [job] and later == [job]
     relay.close()
     relay.settled(job)  # a closed relay tells nothing
     assert later == [job]
+
+
+async def test_a_success_is_told_as_its_commit_begins_and_readers_wait_for_the_commit() -> None:
+    hub = RelayHub()
+    told: list[tuple[Job, asyncio.Future[None] | None]] = []
+    relay = JobRelay("job", hub=hub)
+    job = Job(id="job", workflow={}, status=JobStatus.SUCCEEDED)
+    hub.subscribe("job", lambda _: None)  # frames only
+    assert not relay.end_awaited  # nobody waits for the end
+    await asyncio.wait_for(hub.committed("job"), 1)
+    hub.subscribe("job", lambda _: None, lambda job, committing: told.append((job, committing)))
+    assert relay.end_awaited
+    relay.end_early(job)
+    ((seen, committing),) = told
+    assert seen is job and committing is not None and not committing.done()
+    # a reader of that job, or of every job, waits for the commit; of another job, not
+    for_it, for_all = (asyncio.ensure_future(hub.committed(j)) for j in ("job", None))
+    await asyncio.wait_for(hub.committed("other"), 1)
+    await asyncio.sleep(0.05)
+    assert not for_it.done() and not for_all.done()
+    relay.commit_over()
+    await asyncio.wait_for(asyncio.gather(for_it, for_all), 1)
+    assert committing.done()
+    relay.settled(job)  # the committed job, told after: without a commit to wait for
+    assert told[1] == (job, None)
+    # a run that ends (closed) with its commit told and not over lets its readers go
+    second = JobRelay("job", hub=hub)
+    second.end_early(job)
+    waiting = asyncio.ensure_future(hub.committed())
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    second.close()
+    await asyncio.wait_for(waiting, 1)
+    # a reader waits no longer than it is told to
+    third = JobRelay("job", hub=hub)
+    third.end_early(job)
+    await asyncio.wait_for(hub.committed("job", timeout_s=0.05), 1)
+    third.close()
+    relay.close()
+    assert not relay.end_awaited  # a closed relay tells nothing
 
 
 async def test_the_hub_knows_while_a_run_of_this_process_relays_a_job() -> None:

@@ -27,7 +27,7 @@ from comfyrun import errors, jsontext
 from comfyrun.api.compat.comfy_events import Message, text
 from comfyrun.api.compat.comfy_relay import ComfyRelay, StatusSlot
 from comfyrun.api.context import AppContext, authenticate
-from comfyrun.core.job import JSON, TERMINAL, JobStatus
+from comfyrun.core.job import JSON, TERMINAL, Job, JobStatus
 from comfyrun.core.tenancy import Scope
 from comfyrun.dispatch.relay import RelayHub
 from comfyrun.store.base import JobEvent
@@ -78,13 +78,16 @@ class ClientSession:
             return
         inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         hub = relay_hub(self.ctx)
+        told: list[Job] = []
+
+        def settled(job: Job, committing: asyncio.Future[None] | None) -> None:
+            if not told:  # (a success is told as its commit begins, then once committed)
+                told.append(job)
+                inbox.put_nowait(("settled", (job, self._final_count(committing))))
+
         # the hub first: a run in this process replays its frames so far at once
         unsubscribe = (
-            hub.subscribe(
-                job_id,
-                lambda frames: inbox.put_nowait(("frames", frames)),
-                lambda job: inbox.put_nowait(("settled", job)),
-            )
+            hub.subscribe(job_id, lambda frames: inbox.put_nowait(("frames", frames)), settled)
             if hub is not None
             else None
         )
@@ -102,11 +105,10 @@ class ClientSession:
                 relay.preview_metadata = self.preview_metadata  # told by the first message
                 if kind == "frames":
                     out = relay.feed_frames(item)
-                elif kind == "settled":  # committed by a run in this process: no store read
+                elif kind == "settled":  # settled by a run in this process: no store read
+                    job, final_status = item
                     feeder.cancel()
-                    final_status = asyncio.ensure_future(status_message(self.ctx, None))
-                    final_status.add_done_callback(_retrieved)
-                    out = relay.settle(item)
+                    out = relay.settle(job)
                 else:
                     event: JobEvent = item
                     job = None
@@ -145,6 +147,18 @@ class ClientSession:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await feeder
             self._release(job_id)
+
+    def _final_count(self, committing: asyncio.Future[None] | None) -> asyncio.Future[JSON]:
+        """The `status` that goes before a prompt's end, counted from the moment its run tells
+        the end (see dispatch.relay): a job whose commit is still to come (`committing`) is
+        counted without it. Begun here, as the run tells the end and before it makes that
+        commit's store call: SQLite's count is read on the loop at the task's first step, before
+        that commit (which waits for the disk) can have landed; a store whose read waits for
+        its server (PostgreSQL) may read after it landed and tell one job fewer, until the
+        client's next status."""
+        counted = asyncio.ensure_future(status_message(self.ctx, None, leaving=committing))
+        counted.add_done_callback(_retrieved)
+        return counted
 
     async def _store_events(self, job_id: str, inbox: asyncio.Queue[tuple[str, Any]]) -> None:
         """The job's store events, read only while no run of this process relays the job:
@@ -259,8 +273,18 @@ def clients(ctx: AppContext) -> ComfyClients:
     return hub
 
 
-async def status_message(ctx: AppContext, sid: str | None, *, fresh: bool = True) -> dict[str, Any]:
+async def status_message(
+    ctx: AppContext,
+    sid: str | None,
+    *,
+    fresh: bool = True,
+    leaving: asyncio.Future[None] | None = None,
+) -> dict[str, Any]:
+    """ComfyUI's `status` message: the queue's size (`leaving`: the commit of a job counted
+    still, whose end is being told: left out of the count while that commit is under way)."""
     remaining = await ctx.service.queue_remaining(fresh=fresh)
+    if leaving is not None and not leaving.done():
+        remaining = max(0, remaining - 1)
     data: JSON = {"status": {"exec_info": {"queue_remaining": remaining}}}
     if sid is not None:
         data["sid"] = sid

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 
 from comfyrun import errors
 from comfyrun.api.compat import comfy as cc
+from comfyrun.api.compat.comfy_socket import relay_hub
 from comfyrun.api.context import AppContext, require_comfy_auth
 from comfyrun.api.routes import comfy_common as common
 from comfyrun.api.routes.comfy_common import (
@@ -159,6 +160,15 @@ def queue_items(ctx: AppContext) -> QueueItems:
     return items
 
 
+async def committed(ctx: AppContext, job_id: str | None = None) -> None:
+    """Once the commits of the jobs whose end a /ws client of this process was told as they
+    began (dispatch.relay: of `job_id`, or of every job) are over: what a client reads after
+    the end is what was committed."""
+    hub = relay_hub(ctx)
+    if hub is not None:
+        await hub.committed(job_id)
+
+
 def history_items(ctx: AppContext) -> HistoryItems:
     """The app's cache of rendered history entries (shared by every key's view of the app)."""
     items: HistoryItems = ctx.extras.setdefault("comfy_history_items", HistoryItems())
@@ -169,6 +179,7 @@ async def get_queue(ctx: Ctx) -> Response:
     """ComfyUI's queue: the prompts running, then those pending in the order they will run
     (a claimed job whose prompt waits in a backend's queue first; at most `common.MAX_LISTED`
     queued ones, from the head of the queue)."""
+    await committed(ctx)
     entries = await ctx.store.queue(limit=common.MAX_LISTED, bodies=False)
     listed = await queue_items(ctx).items(ctx.store, entries)
     running = [item for is_running, item in listed if is_running]
@@ -261,6 +272,7 @@ async def get_history(
     `max_items=N` alone (a negative offset) gives the newest N, read alone (the editor asks
     for its last 64 on each change of the queue); `offset=k` counts from the oldest. Each
     entry is rendered once (HistoryItems)."""
+    await committed(ctx)
     terminal = sorted(TERMINAL)
     if max_items is not None and offset < 0:
         limit = min(max_items, common.MAX_LISTED)
@@ -277,6 +289,7 @@ async def get_history(
 
 
 async def get_history_item(prompt_id: str, ctx: Ctx) -> dict[str, Any]:
+    await committed(ctx, prompt_id)
     job = await ctx.service.job(prompt_id)  # a prompt just finished is at hand, not re-read
     if job is None or not job.terminal:
         return {}
@@ -319,6 +332,7 @@ async def list_api_jobs(
     unknown = [n for n in names if n not in cc.JOB_STATUSES]
     if unknown:
         return JSONResponse({"error": f"unknown status {unknown}"}, status_code=400)
+    await committed(ctx)
     statuses = cc.statuses_for(names) if names else list(JobStatus)
     wanted = offset + limit + 1
     if names and JobStatus.RUNNING in statuses:
@@ -350,6 +364,7 @@ async def list_api_jobs(
 
 @jobs_router.get("/{job_id}")
 async def get_api_job(job_id: str, ctx: Ctx) -> Response:
+    await committed(ctx, job_id)
     job = await ctx.store.get(job_id)
     if job is None:
         return JSONResponse({"error": "Job not found"}, status_code=404)
