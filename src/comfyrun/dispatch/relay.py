@@ -18,10 +18,10 @@ ends the prompt from it at once, without reading the job's events back from the 
 
 A job that succeeds is told to the hub's subscribers sooner, as its final transition begins
 (`end_early`): its outputs are stored by then and its commit under way, so a socket here ends
-the prompt while the commit waits for the disk (~1 ms of the ComfyUI face's latency), as
-ComfyUI ends a prompt once its history holds it. The hub keeps the commit's future until it
-is over (`commit_over`), and the requests a ComfyUI client makes next (/history, /queue) wait
-for it (`committed`): what they read is what was committed.
+the prompt while the commit waits for the disk (~1 ms of the ComfyUI face's latency). ComfyUI
+writes a prompt's history before it ends the prompt on the socket; here instead the hub keeps
+the commit's future until it is over (`commit_over`), and the requests a ComfyUI client makes
+next (/history, /queue) wait for it (`committed`): what they read is what was committed.
 """
 
 from __future__ import annotations
