@@ -9,8 +9,8 @@ it runs, so the next job is already there when the current one ends, but late-bo
 priority, taken back when another backend falls idle first or a job of higher priority arrives.
 A job goes only to a backend that can run it (core.fit); one that fits only busy backends is
 parked (claimed, not placed) until one of them has room (dispatch.placing). Held prompts move as
-the fleet changes (dispatch.rebalance). Beside the loop: a heartbeat that renews the lease of every held job (and gives up a job whose
-lease was lost) and the sweeper (dispatch.sweeper).
+the fleet changes (dispatch.rebalance). Beside the loop: a heartbeat that renews the lease of
+every held job (and gives up a job whose lease was lost) and the sweeper (dispatch.sweeper).
 
 The API never calls the dispatcher: it talks to it only through the store (enqueue; cancel moves
 a running job to `canceling`, which its run notices), so API nodes and workers can be separate

@@ -78,11 +78,12 @@ class ClientSession:
             return
         inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         hub = relay_hub(self.ctx)
-        told: list[Job] = []
+        told = False
 
         def settled(job: Job, committing: asyncio.Future[None] | None) -> None:
+            nonlocal told
             if not told:  # (a success is told as its commit begins, then once committed)
-                told.append(job)
+                told = True
                 inbox.put_nowait(("settled", (job, self._final_count(committing))))
 
         # the hub first: a run in this process replays its frames so far at once
