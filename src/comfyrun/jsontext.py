@@ -33,6 +33,14 @@ def dumps(value: Any) -> str:
         return json.dumps(value, separators=(",", ":"), default=str)
 
 
+def dumpb(value: Any) -> bytes:
+    """`dumps` as UTF-8 bytes (orjson's own output: no str made and encoded again)."""
+    try:
+        return orjson.dumps(value, default=str, option=_OPTIONS)
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(value, separators=(",", ":"), default=str).encode()
+
+
 def loads(text: str | bytes | bytearray) -> Any:
     """The value JSON `text` holds; raises ValueError (json.JSONDecodeError) on bad text."""
     raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
@@ -54,4 +62,4 @@ _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _LONG_NUMBER = b"0" * 19
 
 
-__all__ = ["dumps", "loads"]
+__all__ = ["dumpb", "dumps", "loads"]

@@ -22,7 +22,8 @@ ready by then gets its head sent at the end of that turn).
 A websocket's messages sent within one turn of the event loop go out together
 (`TurnWrites`): ComfyUI's face relays a prompt's messages as its backend sends them, a dozen a
 job, most of them in bursts (a prompt's end is four: `executed`, `execution_success`, `status`,
-`executing` null), and each was a system call of its own that woke the client.
+`executing` null), and each was a system call of its own that woke the client. Those messages
+are framed without uvicorn's send path where it can be (api/ws_frames.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from comfyrun.api.ws_frames import frame_sending_protocol
 
 
 class HeadWithBody:
@@ -143,7 +146,9 @@ class CappedHttpToolsProtocol(HttpToolsProtocol):
         self._heads = 0  # heads completed on this connection
         self._head_timer: asyncio.TimerHandle | None = None
         if self.ws_protocol_class is not None:
-            self.ws_protocol_class = turn_writes_protocol(self.ws_protocol_class)
+            self.ws_protocol_class = turn_writes_protocol(
+                frame_sending_protocol(self.ws_protocol_class)
+            )
 
     def data_received(self, data: bytes) -> None:
         counting, heads = self._head_open, self._heads

@@ -1,0 +1,104 @@
+"""A websocket's messages written as frames straight to its connection.
+
+ComfyUI's face relays a dozen messages a job to the client's /ws, each through Starlette's
+`WebSocket.send`, the exception middleware's wrapper of `send`, uvicorn's ASGI `send` (an
+awaited flow-control event, its state checks) and the `websockets` protocol's frame builder
+(a `Frame` object, its checks, its serializer, a list of writes joined): ~40 Python calls a
+message, for a frame that is two to ten bytes of header before the JSON.
+
+uvicorn's websocket protocol made here (`frame_sending_protocol`) puts a function in the
+connection's ASGI scope, under `SEND_FRAME`: given a message's bytes, it writes them as one
+unmasked frame (text or binary) to the transport at once and returns True, where uvicorn would
+write the same bytes; or returns False, and writes nothing, whenever the plain path must be
+taken: before the handshake is answered, once a close is sent or received, while the
+transport's buffer is full (uvicorn's `send` waits for it to drain), or when the connection
+negotiated an extension (permessage-deflate: comfyrun does not offer it, see cli/server.py).
+A caller falls back to `WebSocket.send_*` then, and must not send on the fast path while an
+earlier message still waits on the plain one (its order would change).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any, cast
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
+
+#: The scope's extension key for `SendFrame`.
+SEND_FRAME = "comfyrun.websocket.send_frame"
+
+#: (payload, binary) → written; see the module docstring.
+SendFrame = Callable[[bytes, bool], bool]
+
+_TEXT, _BINARY = 0x81, 0x82  # FIN and the opcode: one whole message a frame
+
+
+def frame(payload: bytes, binary: bool = False) -> bytes:
+    """`payload` as one unmasked frame (RFC 6455 5.2), as a server sends it."""
+    first = _BINARY if binary else _TEXT
+    size = len(payload)
+    if size < 126:
+        head = bytes((first, size))
+    elif size < 1 << 16:
+        head = struct.pack("!BBH", first, 126, size)
+    else:
+        head = struct.pack("!BBQ", first, 127, size)
+    return head + payload
+
+
+def send_frame_of(scope: Any) -> SendFrame | None:
+    """The connection's `SendFrame`, if its server made one (not under a test client)."""
+    extensions = scope.get("extensions") if isinstance(scope, dict) else None
+    found = extensions.get(SEND_FRAME) if isinstance(extensions, dict) else None
+    return cast(SendFrame, found) if callable(found) else None
+
+
+class FrameSending(WebSocketsSansIOProtocol):
+    """uvicorn's websocket protocol with `SEND_FRAME` in its scope."""
+
+    async def run_asgi(self) -> None:
+        extensions = cast(dict[str, Any], self.scope.setdefault("extensions", {}))
+        extensions[SEND_FRAME] = self.send_frame
+        await super().run_asgi()
+
+    def send_frame(self, payload: bytes, binary: bool) -> bool:
+        if (
+            not self.handshake_complete
+            or self.close_sent
+            or self.disconnected
+            or self.initial_response is not None
+            or not self.writable.is_set()
+            or self.conn.state is not State.OPEN
+            or self.conn.extensions
+            or self.transport.is_closing()
+        ):
+            return False
+        self.transport.write(frame(payload, binary))
+        return True
+
+
+def frame_sending_protocol(base: type[Any]) -> type[Any]:
+    """`base` with `FrameSending` where it is uvicorn's sans-I/O websocket protocol (the one
+    uvicorn picks with `websockets` installed); any other protocol as it is. (One class a
+    base: each connection asks.)"""
+    if issubclass(base, FrameSending) or not issubclass(base, WebSocketsSansIOProtocol):
+        return base
+    made = _made.get(base)
+    if made is None:
+        made = _made[base] = type(base.__name__, (FrameSending, base), {})
+    return made
+
+
+_made: dict[type[Any], type[Any]] = {}
+
+
+__all__ = [
+    "SEND_FRAME",
+    "FrameSending",
+    "SendFrame",
+    "frame",
+    "frame_sending_protocol",
+    "send_frame_of",
+]
