@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
+from tests.unit.api.test_http_protocol import FakeTransport
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 from websockets.frames import Frame, Opcode
@@ -19,7 +20,6 @@ from websockets.frames import Frame, Opcode
 from comfyrun.api.compat.comfy_socket import ClientSession
 from comfyrun.api.http_protocol import capped_protocol
 from comfyrun.api.ws_frames import SEND_FRAME, frame, send_frame_of
-from tests.unit.api.test_http_protocol import FakeTransport
 
 UPGRADE = (
     b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

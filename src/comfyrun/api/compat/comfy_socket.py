@@ -326,12 +326,17 @@ async def comfy_ws(websocket: WebSocket, clientId: str | None = None) -> None:
         if clientId:
             for job in await ctx.store.unfinished_for_client(client_id):
                 session.follow(job.id)
+        # as ComfyUI: binary messages are ignored; the first text that is a JSON object
+        # (whatever its type) ends the feature-flags negotiation, bad JSON or any other value
+        # leaves it open
         first = True
         while True:
-            raw = await websocket.receive_text()
-            if first:
-                first = False
-                await _feature_flags(session, raw)
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            raw = message.get("text")
+            if first and isinstance(raw, str):
+                first = not await _feature_flags(session, raw)
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
@@ -339,18 +344,27 @@ async def comfy_ws(websocket: WebSocket, clientId: str | None = None) -> None:
         await session.close()
 
 
-async def _feature_flags(session: ClientSession, raw: str) -> None:
-    with contextlib.suppress(ValueError, AttributeError):
+async def _feature_flags(session: ClientSession, raw: str) -> bool:
+    """A client's message while the negotiation is open: a `feature_flags` one is answered with
+    the server's flags. Whether it was a JSON object (which closes the negotiation)."""
+    try:
         message = json.loads(raw)
-        if message.get("type") == "feature_flags":
-            data = message.get("data") or {}
-            session.preview_metadata = bool(data.get("supports_preview_metadata"))
-            await session.send(
-                text(
-                    "feature_flags",
-                    {"supports_preview_metadata": True, "max_upload_size": 104857600},
-                )
+    except (ValueError, RecursionError):  # (ComfyUI logs what it cannot read, and goes on)
+        return False
+    if not isinstance(message, dict):
+        return False
+    if message.get("type") == "feature_flags":
+        data = message.get("data")
+        # ComfyUI's supports_feature: the flag must be true itself, not merely truthy
+        flags = data if isinstance(data, dict) else {}
+        session.preview_metadata = flags.get("supports_preview_metadata") is True
+        await session.send(
+            text(
+                "feature_flags",
+                {"supports_preview_metadata": True, "max_upload_size": 104857600},
             )
+        )
+    return True
 
 
 __all__ = ["ACTIVE", "ClientSession", "ComfyClients", "clients", "comfy_ws", "status_message"]

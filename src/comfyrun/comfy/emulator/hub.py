@@ -133,7 +133,7 @@ class Hub:
         return [(sid, ws)] if ws is not None else []
 
     def _wants_metadata(self, sid: str) -> bool:
-        return bool(self.flags.get(sid, {}).get("supports_preview_metadata"))
+        return self.flags.get(sid, {}).get("supports_preview_metadata") is True
 
     async def _drain(self) -> None:
         assert self._outbox is not None
@@ -190,14 +190,17 @@ class Hub:
                 )
             first = True
             async for msg in ws:
-                if msg.type == WSMsgType.TEXT:
+                if msg.type == WSMsgType.TEXT and first:
                     try:
                         data = json.loads(msg.data)
-                    except json.JSONDecodeError:
-                        data = None
-                    if first and isinstance(data, dict) and data.get("type") == "feature_flags":
+                    except (ValueError, RecursionError):
+                        continue  # logged by ComfyUI; the negotiation stays open
+                    if not isinstance(data, dict):
+                        continue  # (ComfyUI's data.get fails: the same)
+                    if data.get("type") == "feature_flags":
                         if self.sockets.get(sid) is ws:
-                            self.flags[sid] = dict(data.get("data") or {})
+                            flags = data.get("data")
+                            self.flags[sid] = dict(flags) if isinstance(flags, dict) else {}
                         await ws.send_str(
                             json.dumps(
                                 {

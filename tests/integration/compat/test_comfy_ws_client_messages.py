@@ -1,0 +1,79 @@
+"""What a client sends on ComfyUI's /ws, handled as ComfyUI 0.3.64 handles it (server.py's
+websocket_handler), by the emulator and by comfyrun alike: a binary message is ignored, text
+that is not JSON or not a JSON object leaves the feature-flags negotiation open, the first JSON
+object closes it (a `feature_flags` one is answered with the server's flags), and none of it
+closes the socket: the prompts submitted after it are told on it as usual."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from tests.integration.compat.conftest import Server
+from tests.support.api import tiny_workflow
+from tests.support.emulator import running_emulator
+
+pytestmark = [pytest.mark.timeout(60)]
+
+FLAGS = {"type": "feature_flags", "data": {"supports_preview_metadata": True}}
+
+
+async def check_client_messages(url: str) -> None:
+    client_id = uuid.uuid4().hex
+    host = url.removeprefix("http://")
+    async with (
+        websockets.connect(f"ws://{host}/ws?clientId={client_id}", max_size=None) as ws,
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
+        first = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert first["type"] == "status"
+        for junk in (
+            b"\x00\x00\x00\x01binary",
+            "not json",
+            "[1, 2]",
+            '"feature_flags"',
+            "[" * 5000,
+        ):
+            await ws.send(junk)
+        await ws.send(json.dumps(FLAGS))  # still the first JSON object: negotiated
+        reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert reply["type"] == "feature_flags", reply
+        assert reply["data"]["supports_preview_metadata"] is True
+        assert isinstance(reply["data"]["max_upload_size"], int)
+        await ws.send(json.dumps(FLAGS))  # the negotiation is over: not answered again
+        await ws.send(b"\x00\x00\x00\x01binary")
+
+        answer = await http.post(
+            "/prompt", json={"prompt": tiny_workflow(7), "client_id": client_id}
+        )
+        assert answer.status_code == 200, answer.text
+        prompt_id = answer.json()["prompt_id"]
+        seen: list[str] = []
+        async with asyncio.timeout(30):
+            while True:
+                raw = await ws.recv()
+                if isinstance(raw, bytes):
+                    continue
+                message: dict[str, Any] = json.loads(raw)
+                seen.append(message["type"])
+                data = message["data"]
+                ended = message["type"] == "executing" and data.get("node") is None
+                if ended and data.get("prompt_id") == prompt_id:
+                    break
+        assert "feature_flags" not in seen, seen
+        assert "execution_success" in seen, seen
+
+
+async def test_the_emulator_handles_a_clients_messages_as_comfyui(tmp_path: Path) -> None:
+    async with running_emulator(tmp_path) as emu:
+        await check_client_messages(emu.url)
+
+
+async def test_comfyrun_handles_a_clients_messages_as_comfyui(server: Server) -> None:
+    await check_client_messages(server.url)
