@@ -103,6 +103,14 @@ class TurnWrites:
     def get_write_buffer_size(self) -> int:
         return self.transport.get_write_buffer_size() + sum(map(len, self._pending))
 
+    # asked of the transport a dozen times a job: said here rather than found by __getattr__
+    # (which runs only after the attribute's normal lookup has failed, an exception made)
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.transport.get_extra_info(name, default)
+
     def close(self) -> None:
         self.flush()
         self.transport.close()
