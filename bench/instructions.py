@@ -14,6 +14,11 @@ one at a time after a warm-up, then off, and the count is read from callgrind's 
   the output) and a ComfyUI-face job (the same steps as the direct ones): what comfyrun
   executes for each, its own threads included.
 
+Then the parts of a face job, each counted alone on both servers (`--part-jobs` times): a
+/ws opened, greeted and closed, a GET /history/{id} and a GET /view of a finished prompt (and,
+for comfyrun, the GET of a v2 output): what every request costs whatever the job, beside the
+emulator's own.
+
 Prints the instructions a job and comfyrun's as a multiple of the emulator's. A change that
 makes the hot path cheaper or dearer by a few per cent shows here where hot_path.py's CPU
 figures cannot tell it from the machine's noise. Needs valgrind (Debian's package) and
@@ -30,14 +35,23 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hot_path import comfy_face_run, comfyrun_process, start_emulator, v2_run, wait_ready
+from hot_path import (
+    comfy_face_run,
+    comfyrun_process,
+    start_emulator,
+    v2_run,
+    wait_ready,
+    workflow,
+)
 
 WARM_UP_JOBS = 10
 
@@ -84,6 +98,47 @@ async def counted(
     raise RuntimeError(f"callgrind wrote no dump {path}")
 
 
+Part = Callable[[], Awaitable[Any]]
+
+
+async def face_parts(http: httpx.AsyncClient, url: str) -> dict[str, Part]:
+    """The requests of a face job each alone, on a prompt run to its end first."""
+    answer = await http.post(f"{url}/prompt", json={"prompt": workflow(), "client_id": "parts"})
+    prompt_id = answer.raise_for_status().json()["prompt_id"]
+    for _ in range(600):
+        history = (await http.get(f"{url}/history/{prompt_id}")).json()
+        if prompt_id in history:
+            break
+        await asyncio.sleep(0.1)
+    image = history[prompt_id]["outputs"]["2"]["images"][0]
+    ws_url = url.replace("http://", "ws://") + "/ws?clientId="
+
+    async def socket() -> None:
+        async with websockets.connect(ws_url + uuid.uuid4().hex, max_size=None) as ws:
+            await ws.recv()  # the greeting (status)
+
+    async def history_read() -> None:
+        (await http.get(f"{url}/history/{prompt_id}")).raise_for_status()
+
+    async def view() -> None:
+        (await http.get(f"{url}/view", params=image)).raise_for_status()
+
+    return {
+        "/ws opened, greeted, closed": socket,
+        "GET /history/{id}": history_read,
+        "GET /view": view,
+    }
+
+
+async def counted_parts(
+    pid: int, out: Path, first_dump: int, jobs: int, parts: dict[str, Part]
+) -> dict[str, float]:
+    found = {}
+    for i, (name, one) in enumerate(parts.items()):
+        found[name] = await counted(pid, out, first_dump + i, jobs, one)
+    return found
+
+
 async def main(args: argparse.Namespace) -> None:
     for tool in ("valgrind", "callgrind_control"):
         if shutil.which(tool) is None:
@@ -95,6 +150,8 @@ async def main(args: argparse.Namespace) -> None:
         proc, url = await start_emulator(tmp, runner=callgrind(out))
         try:
             direct = await counted(proc.pid, out, 1, args.jobs, lambda: comfy_face_run(http, url))
+            parts = await face_parts(http, url)
+            direct_parts = await counted_parts(proc.pid, out, 2, args.part_jobs, parts)
         finally:
             proc.terminate()
             await proc.wait()
@@ -105,6 +162,17 @@ async def main(args: argparse.Namespace) -> None:
             pid = server.proc.pid
             v2 = await counted(pid, out, 1, args.jobs, lambda: v2_run(http, server.url, {}))
             face = await counted(pid, out, 2, args.jobs, lambda: comfy_face_run(http, server.url))
+            parts = await face_parts(http, server.url)
+            answer = await http.post(
+                f"{server.url}/api/v2/jobs", params={"wait": 60}, json={"workflow": workflow()}
+            )
+            output_url = answer.raise_for_status().json()["outputs"][0]["url"]
+
+            async def v2_output() -> None:
+                (await http.get(output_url)).raise_for_status()
+
+            parts["GET a v2 output"] = v2_output
+            served_parts = await counted_parts(pid, out, 3, args.part_jobs, parts)
         finally:
             server.stop()
     rows = [
@@ -116,6 +184,11 @@ async def main(args: argparse.Namespace) -> None:
     for label, value in rows:
         multiple = "" if value is direct else f"  ({value / direct:.2f}x the emulator's)"
         print(f"  {label:<50} {value / 1e6:7.2f} M{multiple}")
+    print(f"the parts of a job, each alone ({args.part_jobs} times): comfyrun / the emulator")
+    for label, value in served_parts.items():
+        theirs = direct_parts.get(label)
+        ratio = f"{value / 1e6:7.2f} / {theirs / 1e6:5.2f} M" if theirs else f"{value / 1e6:7.2f} M"
+        print(f"  {label:<50} {ratio}")
     if args.keep:
         print(f"callgrind's dumps (callgrind_annotate FILE): {tmp}")
     else:
@@ -125,6 +198,7 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=200, help="jobs counted per column")
+    parser.add_argument("--part-jobs", type=int, default=30, help="times each part is counted")
     parser.add_argument(
         "--keep", action="store_true", help="keep callgrind's dumps (per function) and say where"
     )
