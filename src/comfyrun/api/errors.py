@@ -14,6 +14,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from comfyrun import errors
 
@@ -151,6 +153,20 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, message, None, dict(exc.headers or {}) or None)
 
 
+async def _on_client_gone(request: Request, exc: Exception) -> Response:
+    """The client went away while its request's body was still coming (a cancelled upload, a
+    dropped connection): nothing went wrong here and nobody is left to answer, so no error is
+    logged (it was logged as an unhandled one, with two tracebacks). The response is never
+    sent; its status is nginx's "client closed request"."""
+    assert isinstance(exc, ClientDisconnect)
+    log.info("%s %s: the client left before its body was whole", request.method, request.url.path)
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
+#: The status of a request whose client went away first (never sent; nginx's 499).
+CLIENT_CLOSED_REQUEST = 499
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(500, "internal_error", "internal server error")
@@ -160,6 +176,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(errors.ComfyrunError, _on_comfyrun_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(ClientDisconnect, _on_client_gone)
     app.add_exception_handler(Exception, _on_unexpected)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -310,3 +311,47 @@ def test_connections_outlive_the_idle_timeouts_of_proxies_and_clients() -> None:
     # nginx and cloud load balancers keep idle upstream connections 60 s, httpx 5 s: the server
     # must not close first (uvicorn's own default, 5 s, raced httpx's)
     assert Settings().keep_alive_s > 60
+
+
+class Told(logging.Handler):
+    """Sets `seen` once a record holding `words` is logged."""
+
+    def __init__(self, words: str) -> None:
+        super().__init__(logging.INFO)
+        self.words = words
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.words in record.getMessage():
+            self.seen.set()
+
+
+#: The body routes whose body comfyrun reads itself (the others are FastAPI's: a body cut short
+#: there is a 400 nobody reads, logged as nothing).
+OWN_BODY_ROUTES = [p for p, dialect in BODY_ROUTES.items() if dialect != "v2" and "tasks" not in p]
+
+
+@pytest.mark.parametrize("path", OWN_BODY_ROUTES)
+async def test_a_client_leaving_mid_body_is_no_error(
+    url: str, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dropped connection, a client given up: the request ends without an error logged (it
+    was an unhandled one, with two tracebacks), and the server goes on serving."""
+    caplog.set_level(logging.INFO)
+    told = Told("left before its body")
+    logging.getLogger("comfyrun.api.errors").addHandler(told)
+    try:
+        parts = urlsplit(url)
+        _, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        fields = {"Content-Length": "1000", "Content-Type": "application/json"}
+        lines = [f"POST {path} HTTP/1.1", "Host: test", *(f"{k}: {v}" for k, v in fields.items())]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + b'{"prompt": ')
+        await writer.drain()
+        await close(writer)
+        async with asyncio.timeout(10):
+            await told.seen.wait()
+    finally:
+        logging.getLogger("comfyrun.api.errors").removeHandler(told)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    async with httpx.AsyncClient(base_url=url) as client:
+        assert (await client.get("/health")).status_code == 200
