@@ -60,6 +60,23 @@ def test_unknown_node_types_are_refused_with_every_node_named() -> None:
         ({"nodes": [], "links": ["x"]}, "malformed link"),
         ({"nodes": [], "links": [{"id": 1}]}, "malformed link"),
         ({"nodes": [], "links": [[1, 1, "a", 2, 0, "IMAGE"]]}, "integer"),
+        ({"nodes": [], "links": [[1, 1, -1, 2, 0, "IMAGE"]]}, "origin_slot must not be negative"),
+        ({"nodes": [], "links": [[1, 1, 0, 2, "-3", "IMAGE"]]}, "target_slot must not be negative"),
+        (
+            {
+                "nodes": [],
+                "links": [
+                    {
+                        "id": 1,
+                        "origin_id": 1,
+                        "origin_slot": -(10**20),
+                        "target_id": 2,
+                        "target_slot": 0,
+                    }
+                ],
+            },
+            "must not be negative",
+        ),
         ({"nodes": [{"id": 1, "type": "X", "inputs": "no"}], "links": []}, "must be lists"),
         ({"nodes": [{"id": 1, "type": "X", "widgets_values": 3}], "links": []}, "widgets_values"),
     ],
@@ -67,6 +84,18 @@ def test_unknown_node_types_are_refused_with_every_node_named() -> None:
 def test_malformed_graphs_are_refused(workflow: Any, needle: str) -> None:
     with pytest.raises(ConversionError, match=needle):
         convert_ui_to_api(workflow, OBJECT_INFO)
+
+
+@pytest.mark.parametrize("slot", [-1, -100, -(10**20)])
+@pytest.mark.parametrize("end", [2, 4])  # a link's origin_slot, its target_slot
+def test_a_negative_slot_in_a_real_graph_is_refused(slot: int, end: int) -> None:
+    """Found by mutating the real frontend's workflows: a negative slot indexed a node's
+    inputs or outputs from the end, or past it (IndexError: a 500 for the submission)."""
+    for index in range(len(txt2img()["links"])):
+        graph = txt2img()
+        graph["links"][index][end] = slot
+        with pytest.raises(ConversionError, match="must not be negative"):
+            convert_ui_to_api(graph, OBJECT_INFO)
 
 
 def test_an_input_using_an_undefined_link_is_refused() -> None:

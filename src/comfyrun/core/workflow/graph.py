@@ -108,6 +108,14 @@ def as_int(value: Any, what: str) -> int:
     return value
 
 
+def as_slot(value: Any, what: str) -> int:
+    """A slot's index: an integer, never negative (a negative one would index from the end)."""
+    slot = as_int(value, what)
+    if slot < 0:
+        raise ConversionError(f"{what} must not be negative, got {slot}")
+    return slot
+
+
 def parse_link(raw: Any) -> Link:
     if isinstance(raw, list | tuple):
         if len(raw) < 5:
@@ -128,9 +136,9 @@ def parse_link(raw: Any) -> Link:
     return Link(
         id=node_key(link_id),
         origin_id=node_key(origin),
-        origin_slot=as_int(origin_slot, "link origin_slot"),
+        origin_slot=as_slot(origin_slot, "link origin_slot"),
         target_id=node_key(target),
-        target_slot=as_int(target_slot, "link target_slot"),
+        target_slot=as_slot(target_slot, "link target_slot"),
         type=str(link_type) if link_type is not None else "*",
     )
 
