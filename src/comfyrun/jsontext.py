@@ -42,18 +42,24 @@ def dumpb(value: Any) -> bytes:
 
 
 def loads(text: str | bytes | bytearray) -> Any:
-    """The value JSON `text` holds; raises ValueError (json.JSONDecodeError) on bad text."""
+    """The value JSON `text` holds; raises ValueError (json.JSONDecodeError) on bad text,
+    text nested past the depth JSON is read to included (orjson's limit, 1,024: `json`, which
+    reads what orjson refuses, raised RecursionError there, which no caller of a request's
+    body took for bad input)."""
     raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
-    if raw.translate(_DIGITS_AS_ZERO).find(_LONG_NUMBER) >= 0:
-        # a number of 19 digits or more may be an integer past 64 bits, which orjson reads as
-        # a float (precision lost); json reads it exactly (19 digits in a string: same text)
-        return json.loads(text)
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        # what orjson does not read (NaN/Infinity literals, escaped lone surrogates) json
-        # reads; bad text fails here with json's own error
-        return json.loads(text)
+        if raw.translate(_DIGITS_AS_ZERO).find(_LONG_NUMBER) >= 0:
+            # a number of 19 digits or more may be an integer past 64 bits, which orjson reads
+            # as a float (precision lost); json reads it exactly (19 digits in a string: same)
+            return json.loads(text)
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            # what orjson does not read (NaN/Infinity literals, escaped lone surrogates) json
+            # reads; bad text fails here with json's own error
+            return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("JSON nested too deeply", "", 0) from None
 
 
 #: Every digit as 0, so that one find() tells whether text holds a run of 19 digits (~1.5 us a

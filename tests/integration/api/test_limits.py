@@ -23,6 +23,7 @@ from comfyrun.outputs.memory import MemoryOutputStorage
 from comfyrun.store.memory import MemoryStore
 
 LIMIT = 4096
+JSON_HEADERS = {"content-type": "application/json"}
 UPLOAD_LIMIT = 256 * 1024
 
 #: A body route of each dialect → a predicate on the refusal body (its dialect's error shape).
@@ -355,3 +356,23 @@ async def test_a_client_leaving_mid_body_is_no_error(
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     async with httpx.AsyncClient(base_url=url) as client:
         assert (await client.get("/health")).status_code == 200
+
+
+#: Routes that read a JSON body (admin/cleanup takes its parameters from the query).
+JSON_BODY_ROUTES = [p for p in BODY_ROUTES if p != "/api/v2/admin/cleanup"]
+
+
+@pytest.mark.parametrize("path", [*JSON_BODY_ROUTES, "/settings", "/settings/Comfy.X"])
+async def test_json_nested_too_deeply_is_answered_as_bad_json(url: str, path: str) -> None:
+    """Deeper than the JSON reader goes (1,024 levels): each route answers what it answers
+    any text that is not JSON, in its dialect's shape (it was a 500: the fallback reader's
+    RecursionError)."""
+    async with httpx.AsyncClient(base_url=url) as client:
+        bad = await client.post(path, content=b"{nope", headers=JSON_HEADERS)
+        deep = await client.post(path, content=b"[" * 1_500 + b"]" * 1_500, headers=JSON_HEADERS)
+    assert 400 <= bad.status_code < 500, bad.text
+    assert deep.status_code == bad.status_code, deep.text
+    if bad.headers.get("content-type", "").startswith("application/json"):
+        assert deep.json().keys() == bad.json().keys()
+    else:  # (the editor's settings answer in plain text, as ComfyUI does)
+        assert deep.content == bad.content

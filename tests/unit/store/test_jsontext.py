@@ -105,6 +105,22 @@ def test_bad_text_raises_value_error(text: str | bytes) -> None:
         jsontext.loads(text)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 100_000,  # never closed: refused by orjson (depth), then by json (recursion)
+        "[" * 5_000 + "]" * 5_000,  # well formed, too deep
+        '{"a":' * 3_000 + "1" + "}" * 3_000,
+        "[" * 5_000 + "12345678901234567890123" + "]" * 5_000,  # read by json from the start
+    ],
+)
+def test_text_nested_too_deeply_is_bad_text_not_a_recursion_error(text: str) -> None:
+    for form in (text, text.encode()):
+        with pytest.raises(json.JSONDecodeError, match="nested too deeply"):
+            jsontext.loads(form)
+    assert jsontext.loads("[" * 1_000 + "]" * 1_000) is not None  # as deep as orjson reads
+
+
 def test_a_job_with_a_big_seed_survives_the_store_codec() -> None:
     workflow = {"3": {"class_type": "KSampler", "inputs": {"seed": 2**64 + 7, "cfg": 7.5}}}
     job = Job(id="j", workflow=workflow, metadata={"big": -(2**80)})

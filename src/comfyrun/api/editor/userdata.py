@@ -8,7 +8,6 @@ Errors are ComfyUI's: a bare status with a short text body (400, 403, 404, 409).
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -17,7 +16,7 @@ from urllib.parse import unquote
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 
-from comfyrun import errors
+from comfyrun import errors, jsontext
 from comfyrun.api.context import AppContext, get_ctx
 from comfyrun.api.editor.userfiles import UserFiles, owner_folder
 
@@ -82,7 +81,7 @@ async def post_users() -> Response:
 
 async def _json(request: Request) -> tuple[bool, Any]:
     try:
-        return True, json.loads(await request.body())
+        return True, jsontext.loads(await request.body())
     except ValueError:
         return False, None
 

@@ -24,7 +24,7 @@ from fastapi import APIRouter, Request, Response, params
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.datastructures import UploadFile
 
-from comfyrun import errors
+from comfyrun import errors, jsontext
 from comfyrun.assets import Asset, AssetService
 
 UPLOAD_CHUNK = 1 << 20
@@ -113,7 +113,7 @@ def assets_router(
         service = get_service(request)
         try:
             try:
-                payload = await request.json()
+                payload = jsontext.loads(await request.body())
             except ValueError as exc:
                 raise errors.InvalidRequest("the body must be JSON") from exc
             if not isinstance(payload, dict) or not isinstance(payload.get("hash"), str):
@@ -287,7 +287,7 @@ def _tags(values: list[str]) -> list[str]:
     for value in values:
         if value.startswith("["):
             try:
-                parsed = json.loads(value)
+                parsed = jsontext.loads(value)
             except ValueError as exc:
                 raise errors.InvalidRequest("tags is not a valid JSON array") from exc
             if not isinstance(parsed, list) or not all(isinstance(t, str) for t in parsed):
