@@ -79,6 +79,11 @@ class AddressPolicy:
         host = parts.hostname
         if not host:
             raise InputRejected("input URL has no host", details={"url": url, "reason": "bad_url"})
+        if any(ch.isspace() or not ch.isprintable() for ch in host):
+            raise InputRejected(
+                f"input URL's host {host!r} is not a host name",
+                details={"url": url, "reason": "bad_url"},
+            )
         if port == 0:
             raise InputRejected("input URL has port 0", details={"url": url, "reason": "bad_url"})
         literal = literal_ip(host)

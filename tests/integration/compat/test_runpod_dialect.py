@@ -165,6 +165,17 @@ async def test_runpod_request_errors_are_clear(server: Server) -> None:
             {"input": {"workflow": image_workflow(), "images": [{"name": "x.png"}]}},
             {"input": {"workflow": image_workflow()}, "policy": {"executionTimeout": -1}},
             {"input": {"workflow": image_workflow()}, "webhook": "ftp://x"},
+            # refused now, as by the v2 API, rather than accepted and dropped at delivery:
+            *(
+                {"input": {"workflow": image_workflow()}, "webhook": url}
+                for url in (
+                    "http://",  # no host
+                    "http://[::1",  # malformed
+                    "http://hooks.example:99999/",  # port out of range
+                    "http://hooks example/",  # not a host name
+                    "http://127.0.0.1:9/hook",  # a private address webhook_allow does not open
+                )
+            ),
         ):
             answer = await http.post("/run", json=body)
             assert answer.status_code == 400, (body, answer.text)

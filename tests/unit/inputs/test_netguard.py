@@ -65,6 +65,7 @@ def test_allow_list_by_cidr_and_by_host() -> None:
         ("javascript:alert(1)", "bad_scheme"),
         ("http:///nohost", "bad_url"),
         ("http://example.com:99999/", "bad_url"),
+        ("http://exa mple.com/", "bad_url"),  # not a host name (DNS would fail it, later)
         ("http://127.0.0.1/a.png", "private_address"),
         ("http://[::1]:8080/a.png", "private_address"),
         ("http://169.254.169.254/latest/meta-data", "private_address"),

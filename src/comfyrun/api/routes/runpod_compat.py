@@ -32,6 +32,7 @@ from comfyrun.api.routes.plain_compat import (
     submit_plain,
 )
 from comfyrun.core.job import JSON, Job, JobStatus
+from comfyrun.inputs.netguard import AddressPolicy
 from comfyrun.service import Submission
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
@@ -101,7 +102,16 @@ async def submission(ctx: AppContext, body: JSON, endpoint_id: str | None) -> Su
         and await ctx.service.job_types.known(ctx.store, endpoint_id)
     ):
         job_type = endpoint_id
-    return runpod_submission(body, endpoint_id=endpoint_id, job_type=job_type)
+    sub = runpod_submission(body, endpoint_id=endpoint_id, job_type=job_type)
+    hook = sub.options.get("webhook")
+    if isinstance(hook, dict):
+        # as the v2 API: a URL the server would refuse to call is refused now, not dropped
+        # unsaid at delivery (malformed, or an address `webhook_allow` does not open)
+        try:
+            AddressPolicy.from_entries(ctx.settings.webhook_allow).check_url(str(hook["url"]))
+        except errors.InputRejected as exc:
+            raise errors.InvalidRequest(f"webhook: {exc.message}", details=exc.details) from None
+    return sub
 
 
 def runpod_submission(
