@@ -42,7 +42,10 @@ def _asset(name: str) -> Traversable | None:
     if not name or "/" in name or "\\" in name or name.startswith("."):
         return None
     path = static_dir() / name
-    return path if path.is_file() else None
+    try:
+        return path if path.is_file() else None
+    except OSError:  # e.g. a name too long for the file system: no such file either
+        return None
 
 
 def _content_type(name: str) -> str:

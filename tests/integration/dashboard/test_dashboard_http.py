@@ -65,6 +65,7 @@ async def test_base_href_follows_the_root_path(tmp_path: Path) -> None:
         "/dashboard/..%2Froutes.py",
         "/dashboard/%2E%2E%2F__init__.py",
         "/dashboard/.hidden",
+        "/dashboard/" + "a" * 300,  # longer than a file name may be (it was a 500)
     ],
 )
 async def test_unknown_files_are_a_json_404(tmp_path: Path, path: str) -> None:

@@ -206,6 +206,22 @@ async def test_userdata_paths_cannot_leave_the_users_folder(
     assert not escaped(tmp_path)
 
 
+async def test_a_name_too_long_for_the_file_system_is_the_clients_error(
+    http: httpx.AsyncClient,
+) -> None:
+    """A name past the file system's limit (255 bytes a part): 400 to write it, 400 or 404
+    to read or list it, never a 500 (the OSError was unhandled)."""
+    long = "w" * 300
+    assert (await http.post(f"/api/userdata/{long}.json", content=b"{}")).status_code == 400
+    assert (await http.get(f"/api/userdata/{long}.json")).status_code in (400, 404)
+    assert (await http.delete(f"/api/userdata/{long}.json")).status_code in (400, 404)
+    moved = await http.post(f"/api/userdata/a.json/move/{long}.json")
+    assert moved.status_code in (400, 404)
+    assert (await http.get("/api/userdata", params={"dir": long})).status_code in (400, 404)
+    assert (await http.get("/api/v2/userdata", params={"path": long})).status_code in (400, 404)
+    assert (await http.post("/api/userdata/ok.json", content=b"{}")).status_code == 200
+
+
 def escaped(tmp_path: Path) -> list[Path]:
     """Files written outside the users' folder."""
     return [*tmp_path.glob("*.json"), *tmp_path.glob("x*"), *tmp_path.glob("user/x*")]

@@ -8,6 +8,7 @@ Errors are ComfyUI's: a bare status with a short text body (400, 403, 404, 409).
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -53,7 +54,17 @@ def _text(exc: errors.ComfyrunError) -> Response:
 
 
 async def _run(fn: Callable[[], T]) -> T:
-    return await asyncio.to_thread(fn)
+    """`fn` (blocking file calls on a name the client chose) in a thread; the system's refusal
+    of that name is the client's error: too long, or not a name at all (400), a part of its
+    path that is no folder (404). Any other OSError (a full disk…) is the server's."""
+    try:
+        return await asyncio.to_thread(fn)
+    except OSError as exc:
+        if exc.errno in (errno.ENAMETOOLONG, errno.EINVAL):
+            raise errors.InvalidRequest(f"bad file name: {exc.strerror}") from None
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise errors.NotFound("no such file") from None
+        raise
 
 
 def _flag(request: Request, name: str, default: str = "") -> bool:
