@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from comfyrun import errors
+from comfyrun import errors, jsontext
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def comfyrun_error_response(exc: errors.ComfyrunError) -> JSONResponse:
 
 async def _on_comfyrun_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.ComfyrunError)
-    return comfyrun_error_response(exc)
+    return in_dialect(request, comfyrun_error_response(exc))
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -141,16 +141,38 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = HTTP_CODES.get(exc.status_code, "http_error")
     detail = exc.detail
+    headers = dict(exc.headers or {}) or None
     if isinstance(detail, dict) and "code" in detail:
-        return error_response(
+        response = error_response(
             exc.status_code,
             str(detail["code"]),
             str(detail.get("message", "")),
             detail.get("details"),
-            dict(exc.headers or {}) or None,
+            headers,
         )
-    message = detail if isinstance(detail, str) else code
-    return error_response(exc.status_code, code, message, None, dict(exc.headers or {}) or None)
+    else:
+        message = detail if isinstance(detail, str) else code
+        response = error_response(exc.status_code, code, message, None, headers)
+    return in_dialect(request, response)
+
+
+def in_dialect(request: Request, response: JSONResponse) -> JSONResponse:
+    """A v2 error envelope reshaped for the dialect of the route that raised it (an error no
+    route of that dialect answered itself: a body Starlette could not parse, say): ComfyUI's
+    {"error": {type, message, details, extra_info}, "node_errors": {}}, RunPod's and the plain
+    API's {"error", "code"}. The status and headers stay."""
+    dialect = route_dialect(request)
+    if dialect is None or response.status_code >= 500:
+        return response
+    error = jsontext.loads(bytes(response.body)).get("error") or {}
+    code, message = str(error.get("code", "error")), str(error.get("message", ""))
+    headers = {k: v for k, v in response.headers.items() if k.lower() == "retry-after"}
+    if dialect == "comfyui":
+        shaped = {"type": code, "message": message, "details": "", "extra_info": {}}
+        body: dict[str, Any] = {"error": shaped, "node_errors": {}}
+    else:
+        body = {"error": message, "code": code}
+    return JSONResponse(body, status_code=response.status_code, headers=headers or None)
 
 
 async def _on_client_gone(request: Request, exc: Exception) -> Response:

@@ -376,3 +376,46 @@ async def test_json_nested_too_deeply_is_answered_as_bad_json(url: str, path: st
         assert deep.json().keys() == bad.json().keys()
     else:  # (the editor's settings answer in plain text, as ComfyUI does)
         assert deep.content == bad.content
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "dialect", "status", "code"),
+    [
+        # a body Starlette cannot parse, on a route whose body FastAPI reads
+        (
+            "POST",
+            "/upload/image",
+            {"content-type": "multipart/form-data"},
+            "comfyui",
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/upload/mask",
+            {"content-type": "multipart/form-data"},
+            "comfyui",
+            400,
+            "invalid_request",
+        ),
+        # a method the route does not take
+        ("PUT", "/prompt", {}, "comfyui", 405, "method_not_allowed"),
+        ("PUT", "/run", {}, "runpod", 405, "method_not_allowed"),
+        ("PUT", "/api/v2/jobs", {}, "v2", 405, "method_not_allowed"),
+    ],
+)
+async def test_errors_no_route_answers_itself_come_in_the_routes_dialect(
+    url: str,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    dialect: str,
+    status: int,
+    code: str,
+) -> None:
+    """Raised before the route's own code runs (Starlette's form parser, the router), these
+    were answered in the v2 API's shape on every route."""
+    async with httpx.AsyncClient(base_url=url) as client:
+        answer = await client.request(method, path, content=b"garbage", headers=headers)
+    assert answer.status_code == status, answer.text
+    assert_shape(dialect, answer.json(), code)
