@@ -158,7 +158,7 @@ class Settings(BaseSettings):
 
     # the HTTP server
     host: str = Field(default="127.0.0.1", validation_alias=_aliases("host"))
-    port: int = Field(default=8189, validation_alias=_aliases("port"))
+    port: int = Field(default=8189, ge=0, le=65535, validation_alias=_aliases("port"))
     public_url: str | None = Field(default=None, validation_alias=_aliases("public_url"))
     role: Role = Field(default=Role.SERVE, validation_alias=_aliases("role"))
     api_keys: Annotated[list[str], NoDecode] = Field(

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
+from comfyrun import jsontext
 from comfyrun.core.workflow import convert_ui_to_api, is_api_prompt, is_ui_workflow
 from comfyrun.errors import ConversionError
 
@@ -23,8 +24,8 @@ def _read_json(path: Path, what: str) -> Any:
     except OSError as exc:
         raise typer.BadParameter(f"cannot read {what} {path}: {exc.strerror}") from None
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
+        return jsontext.loads(text)
+    except ValueError as exc:
         raise typer.BadParameter(f"{what} {path} is not valid JSON: {exc}") from None
 
 

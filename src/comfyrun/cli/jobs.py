@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,6 +12,7 @@ import httpx
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from comfyrun import jsontext
 from comfyrun.cli.output import (
     ApiKey,
     ServerUrl,
@@ -98,8 +98,8 @@ def json_value(text: str, what: str) -> Any:
     try:
         if text.startswith("@"):
             source = Path(text[1:]).read_text(encoding="utf-8")
-        return json.loads(source)
-    except (OSError, json.JSONDecodeError) as exc:
+        return jsontext.loads(source)
+    except (OSError, ValueError) as exc:
         raise typer.BadParameter(f"{what}: {exc}") from exc
 
 
@@ -118,12 +118,15 @@ async def _submit(
     workflow: Any = None
     try:
         if path is not None:
-            workflow = json.loads(await asyncio.to_thread(path.read_text))
+            workflow = jsontext.loads(await asyncio.to_thread(path.read_text))
         inputs = [await asyncio.to_thread(_input, p) for p in spec.inputs]
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         console.print(
             f"[red]cannot read {exc.filename if isinstance(exc, OSError) else path}:[/red] {exc}"
         )
+        return 2
+    if path is not None and not isinstance(workflow, dict):
+        console.print(f"[red]{path} is not a workflow:[/red] a JSON object is expected")
         return 2
     if isinstance(workflow, dict) and "prompt" in workflow and "workflow" not in workflow:
         workflow = workflow["prompt"]  # a saved ComfyUI /prompt body

@@ -17,6 +17,8 @@ import typer
 
 from comfyrun.cli.output import console
 from comfyrun.config import BackendConfig, Role, Settings, load_settings
+from comfyrun.errors import InvalidRequest
+from comfyrun.store.factory import check_store_url
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +297,9 @@ def _run(role: Role, **kwargs: Any) -> None:
             type_plan(
                 settings, registry, has_backends=bool(settings.backends or settings.emulators)
             )
-    except (ValueError, FileNotFoundError) as exc:
+        if settings.db_url:  # (the default database lives in the data dir, made at start)
+            check_store_url(settings.db_url)
+    except (ValueError, FileNotFoundError, InvalidRequest) as exc:
         console.print(f"[red]configuration error:[/red] {exc}")
         raise typer.Exit(2) from exc
     try:

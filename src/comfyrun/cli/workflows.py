@@ -15,6 +15,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from comfyrun import jsontext
 from comfyrun.cli.jobs import follow_and_save
 from comfyrun.cli.output import ApiKey, ServerUrl, console, fail, out, unreachable
 from comfyrun.client import ComfyrunAPIError, ComfyrunClient
@@ -84,11 +85,17 @@ def run(
 def read_items(path: Path) -> list[dict[str, Any]]:
     """JSON lines: each `{"params": {...}}` or a bare params object."""
     items = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot read {path}: {exc.strerror}", param_hint="ITEMS"
+        ) from None
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
+            value = jsontext.loads(line)
         except ValueError as exc:
             raise typer.BadParameter(f"line {number}: {exc}", param_hint="ITEMS") from exc
         if not isinstance(value, dict):

@@ -14,6 +14,7 @@ context managers.
 
 from __future__ import annotations
 
+import os
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from comfyrun.errors import InvalidRequest
@@ -51,6 +52,21 @@ def open_store(url: str) -> JobStore:
         f"unknown store URL scheme {scheme!r}: use memory://, sqlite:///path.db or postgresql://…",
         details={"url": _redact(url)},
     )
+
+
+def check_store_url(url: str) -> None:
+    """What can be told of `url` before opening it (InvalidRequest): a known scheme, and for a
+    SQLite file an existing folder to hold it (SQLite creates the file, not its folder)."""
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme not in {"memory", "sqlite", "postgresql", "postgres"}:
+        open_store(url)  # raises, naming the schemes
+    if scheme == "sqlite":
+        path = sqlite_path(url)
+        folder = os.path.dirname(path) or "."
+        if path != ":memory:" and not os.path.isdir(folder):
+            raise InvalidRequest(
+                f"the SQLite database's folder {folder} does not exist", details={"url": url}
+            )
 
 
 def sqlite_path(url: str) -> str:

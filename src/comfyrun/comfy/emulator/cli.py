@@ -59,13 +59,23 @@ _IGNORED_VALUES = (
 )
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (0 to 65535)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="comfyrun emulator",
         description="A ComfyUI stand-in: same HTTP/websocket protocol, simulated models, no GPU.",
     )
     parser.add_argument("--listen", nargs="?", const="0.0.0.0", default="127.0.0.1", metavar="IP")
-    parser.add_argument("--port", type=int, default=8188)
+    parser.add_argument("--port", type=_port, default=8188)
     parser.add_argument("--base-directory", type=Path, default=None)
     parser.add_argument("--output-directory", type=Path, default=None)
     parser.add_argument("--input-directory", type=Path, default=None)

@@ -1,0 +1,46 @@
+"""The CLI refuses bad input with a clear message and exit status 2, never a traceback: a
+workflow file that is not a JSON object or is nested too deeply, a missing items file, a port
+out of range, a store URL it cannot use. (Each of these was an uncaught exception.)"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from comfyrun.cli.main import app
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "deep.json").write_text("[" * 5_000 + "]" * 5_000)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["submit", "{dir}/list.json"], "is not a workflow"),
+        (["submit", "{dir}/deep.json"], "nested too deeply"),
+        (["convert", "{dir}/deep.json"], "nested too deeply"),
+        (["batch", "portrait", "{dir}/missing.jsonl"], "cannot read"),
+        (["serve", "--port", "99999", "--data-dir", "{dir}"], "65535"),
+        (["serve", "--db", "zzz://x", "--data-dir", "{dir}"], "unknown store URL scheme"),
+        (["api", "--db", "sqlite:///{dir}/no/such/folder/x.db"], "does not exist"),
+    ],
+)
+def test_bad_input_is_a_clear_error(files: Path, args: list[str], says: str) -> None:
+    result = CliRunner().invoke(app, [a.replace("{dir}", str(files)) for a in args])
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)  # not an exception escaping the command
+    assert says in re.sub(r"[\s│╭╮╰╯─]+", " ", result.output)
+
+
+@pytest.mark.parametrize("port", ["-1", "65536", "abc"])
+def test_the_emulator_refuses_a_port_that_is_none(port: str) -> None:
+    result = CliRunner().invoke(app, ["emulator", "--port", port])
+    assert result.exit_code == 2
+    assert isinstance(result.exception, SystemExit)
