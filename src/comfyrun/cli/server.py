@@ -18,6 +18,7 @@ import typer
 from comfyrun.cli.output import console
 from comfyrun.config import BackendConfig, Role, Settings, load_settings
 from comfyrun.errors import InvalidRequest
+from comfyrun.outputs import open_output_storage
 from comfyrun.store.factory import check_store_url
 
 log = logging.getLogger(__name__)
@@ -299,6 +300,14 @@ def _run(role: Role, **kwargs: Any) -> None:
             )
         if settings.db_url:  # (the default database lives in the data dir, made at start)
             check_store_url(settings.db_url)
+        if settings.output_url:
+            open_output_storage(settings.output_url)  # (a storage is made, not opened)
+        try:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(
+                f"cannot make the data dir {settings.data_dir}: {exc.strerror}"
+            ) from None
     except (ValueError, FileNotFoundError, InvalidRequest) as exc:
         console.print(f"[red]configuration error:[/red] {exc}")
         raise typer.Exit(2) from exc

@@ -1,6 +1,7 @@
 """The CLI refuses bad input with a clear message and exit status 2, never a traceback: a
 workflow file that is not a JSON object or is nested too deeply, a missing items file, a port
-out of range, a store URL it cannot use. (Each of these was an uncaught exception.)"""
+out of range, a store or output storage URL it cannot use, a data dir it cannot make. (Each of
+these was an uncaught exception, the server's ones once it had begun to start.)"""
 
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ def files(tmp_path: Path) -> Path:
         (["serve", "--port", "99999", "--data-dir", "{dir}"], "65535"),
         (["serve", "--db", "zzz://x", "--data-dir", "{dir}"], "unknown store URL scheme"),
         (["api", "--db", "sqlite:///{dir}/no/such/folder/x.db"], "does not exist"),
+        (["serve", "--outputs", "zzz://x", "--data-dir", "{dir}"], "unsupported output storage"),
+        (["serve", "--outputs", "s3://", "--data-dir", "{dir}"], "need a bucket"),
+        (["serve", "--data-dir", "{dir}/list.json/data"], "cannot make the data dir"),
     ],
 )
 def test_bad_input_is_a_clear_error(files: Path, args: list[str], says: str) -> None:
