@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from comfyrun import errors, jsontext
+from comfyrun import errors
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,10 @@ def status_for(exc: errors.ComfyrunError) -> int:
     return 500
 
 
-def comfyrun_error_response(exc: errors.ComfyrunError) -> JSONResponse:
+def comfyrun_error_response(
+    exc: errors.ComfyrunError, request: Request | None = None
+) -> JSONResponse:
+    """`exc` as an answer: in the dialect of the route `request` matched (see `answer`)."""
     status = status_for(exc)
     code = exc.code
     details = exc.details
@@ -97,12 +100,38 @@ def comfyrun_error_response(exc: errors.ComfyrunError) -> JSONResponse:
         headers["Retry-After"] = "1"
     if status >= 500:
         log.warning("request failed: %s", exc.message, extra={"action": "api_error", "code": code})
-    return error_response(status, code, exc.message, details, headers or None)
+    return answer(request, status, code, exc.message, details, headers or None)
+
+
+def answer(
+    request: Request | None,
+    status: int,
+    code: str,
+    message: str,
+    details: Any = None,
+    headers: dict[str, str] | None = None,
+    *,
+    comfy_details: str = "",
+) -> JSONResponse:
+    """An error in the shape of the dialect of the route `request` matched, for an error no
+    route of that dialect answered itself (a body Starlette could not parse, say): ComfyUI's
+    {"error": {type, message, details, extra_info}, "node_errors": {}}, RunPod's and the plain
+    API's {"error", "code"}; the v2 envelope for the v2 API's routes, no route, or a 5xx."""
+    dialect = route_dialect(request) if request is not None else None
+    if dialect is None or status >= 500:
+        return error_response(status, code, message, details, headers)
+    body: dict[str, Any]
+    if dialect == "comfyui":
+        error = {"type": code, "message": message, "details": comfy_details, "extra_info": {}}
+        body = {"error": error, "node_errors": {}}
+    else:
+        body = {"error": message, "code": code}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def _on_comfyrun_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.ComfyrunError)
-    return in_dialect(request, comfyrun_error_response(exc))
+    return comfyrun_error_response(exc, request)
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -117,14 +146,10 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     first = problems[0] if problems else {"loc": [], "msg": "invalid request"}
     where = ".".join(str(p) for p in first["loc"])
     message = f"{where}: {first['msg']}" if where else str(first["msg"])
-    dialect = route_dialect(request)
-    if dialect == "comfyui":
-        detail = "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in problems)
-        error = {"type": "invalid_request", "message": message, "details": detail, "extra_info": {}}
-        return JSONResponse({"error": error, "node_errors": {}}, status_code=400)
-    if dialect in ("runpod", "plain"):
-        return JSONResponse({"error": message, "code": "invalid_request"}, status_code=400)
-    return error_response(422, "invalid_request", message, {"errors": problems})
+    if route_dialect(request) is None:
+        return error_response(422, "invalid_request", message, {"errors": problems})
+    detail = "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in problems)
+    return answer(request, 400, "invalid_request", message, comfy_details=detail)
 
 
 #: Route tags whose routes answer errors in another API's shape.
@@ -143,36 +168,16 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     detail = exc.detail
     headers = dict(exc.headers or {}) or None
     if isinstance(detail, dict) and "code" in detail:
-        response = error_response(
+        return answer(
+            request,
             exc.status_code,
             str(detail["code"]),
             str(detail.get("message", "")),
             detail.get("details"),
             headers,
         )
-    else:
-        message = detail if isinstance(detail, str) else code
-        response = error_response(exc.status_code, code, message, None, headers)
-    return in_dialect(request, response)
-
-
-def in_dialect(request: Request, response: JSONResponse) -> JSONResponse:
-    """A v2 error envelope reshaped for the dialect of the route that raised it (an error no
-    route of that dialect answered itself: a body Starlette could not parse, say): ComfyUI's
-    {"error": {type, message, details, extra_info}, "node_errors": {}}, RunPod's and the plain
-    API's {"error", "code"}. The status and headers stay."""
-    dialect = route_dialect(request)
-    if dialect is None or response.status_code >= 500:
-        return response
-    error = jsontext.loads(bytes(response.body)).get("error") or {}
-    code, message = str(error.get("code", "error")), str(error.get("message", ""))
-    headers = {k: v for k, v in response.headers.items() if k.lower() == "retry-after"}
-    if dialect == "comfyui":
-        shaped = {"type": code, "message": message, "details": "", "extra_info": {}}
-        body: dict[str, Any] = {"error": shaped, "node_errors": {}}
-    else:
-        body = {"error": message, "code": code}
-    return JSONResponse(body, status_code=response.status_code, headers=headers or None)
+    message = detail if isinstance(detail, str) else code
+    return answer(request, exc.status_code, code, message, None, headers)
 
 
 async def _on_client_gone(request: Request, exc: Exception) -> Response:
@@ -203,6 +208,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 __all__ = [
+    "answer",
     "comfyrun_error_response",
     "envelope",
     "error_response",

@@ -75,7 +75,13 @@ async def submit_job(
 def check_webhook(ctx: AppContext, body: JobOptionsRequest) -> None:
     """Refuse a webhook URL the server may not call, before anything is queued."""
     if body.webhook is not None:
-        AddressPolicy.from_entries(ctx.settings.webhook_allow).check_url(body.webhook.url)
+        check_webhook_url(ctx, body.webhook.url)
+
+
+def check_webhook_url(ctx: AppContext, url: str) -> None:
+    """InputRejected for a URL the server would not call (malformed, or an address that
+    `webhook_allow` does not open): every dialect's submission checks its webhook so."""
+    AddressPolicy.from_entries(ctx.settings.webhook_allow).check_url(url)
 
 
 def submission(
@@ -288,4 +294,11 @@ def _find_output(job: Job, data: dict[str, Any]) -> int | None:
     return None
 
 
-__all__ = ["check_webhook", "render", "router", "submission", "submitted_job"]
+__all__ = [
+    "check_webhook",
+    "check_webhook_url",
+    "render",
+    "router",
+    "submission",
+    "submitted_job",
+]

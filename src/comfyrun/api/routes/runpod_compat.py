@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from comfyrun import errors, jsontext
 from comfyrun.api.compat import runpod as rp
 from comfyrun.api.context import AppContext, get_ctx, require_auth
+from comfyrun.api.routes.jobs import check_webhook_url
 from comfyrun.api.routes.plain_compat import (
     deliver_outputs,
     error_response,
@@ -32,7 +33,6 @@ from comfyrun.api.routes.plain_compat import (
     submit_plain,
 )
 from comfyrun.core.job import JSON, Job, JobStatus
-from comfyrun.inputs.netguard import AddressPolicy
 from comfyrun.service import Submission
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
@@ -108,7 +108,7 @@ async def submission(ctx: AppContext, body: JSON, endpoint_id: str | None) -> Su
         # as the v2 API: a URL the server would refuse to call is refused now, not dropped
         # unsaid at delivery (malformed, or an address `webhook_allow` does not open)
         try:
-            AddressPolicy.from_entries(ctx.settings.webhook_allow).check_url(str(hook["url"]))
+            check_webhook_url(ctx, str(hook["url"]))
         except errors.InputRejected as exc:
             raise errors.InvalidRequest(f"webhook: {exc.message}", details=exc.details) from None
     return sub
