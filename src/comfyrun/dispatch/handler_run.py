@@ -196,7 +196,7 @@ class HandlerRun:
     ) -> None:
         """Apply `event` from the status the job is in now (the API may have moved it to
         canceling meanwhile); nothing when the job is no longer this worker's."""
-        self._progress.close()  # a final transition: no progress write may follow it
+        await self._progress.settle()  # a final transition: no progress write may follow it
         store, worker = self.ctx.store, self.ctx.worker_id
         for _ in range(3):
             try:

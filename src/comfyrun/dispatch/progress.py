@@ -193,13 +193,27 @@ class ProgressWriter:
         self._schedule()
 
     def close(self) -> None:
-        """No more writes (pending ones are dropped)."""
+        """No more writes: those not yet due are dropped, the one under way is cancelled (the
+        run is abandoned; `settle` ends a run)."""
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self._task is not None:
             self._task.cancel()
+
+    async def settle(self) -> None:
+        """No more writes: those not yet due are dropped, the one under way is let finish (it
+        catches the store's errors). Before a final transition, so that no progress write lands
+        after it; cancelled mid-way instead, its statement would be cancelled on the server (on
+        PostgreSQL a connection of its own to ask) and the final transition would wait for the
+        row it holds."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._task is not None and not self._task.done():
+            await asyncio.wait({self._task})
 
     def _schedule(self) -> None:
         if self._closed or self._timer is not None:

@@ -289,7 +289,7 @@ class RunEnding(ABC):
     async def _transition(self, event: Event, changes: Changes) -> Job | None:
         """Apply `event` from whichever active status the job is in (the API may have moved it
         to canceling meanwhile). None when the job is no longer this worker's."""
-        self._progress.close()  # a final transition: no progress write may follow it
+        await self._progress.settle()  # a final transition: no progress write may follow it
         # the prompt's end reaches ComfyUI clients only when the job ends with this transition
         self._take_the_rest()
         await self._relay.finish(release=event in (Event.SUCCEED, Event.FAIL, Event.CANCELED))

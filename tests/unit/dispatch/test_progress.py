@@ -188,3 +188,36 @@ async def test_a_job_that_ends_before_the_first_write_writes_no_progress() -> No
     await asyncio.sleep(ProgressWriter.FIRST_AFTER_S * 3)
     assert [e for e in await store.events_since(job.id) if e.kind == "progress"] == []
     await store.close()
+
+
+async def test_settling_lets_the_write_under_way_finish_and_drops_the_rest() -> None:
+    """A run's end settles its writer before the final transition: the write under way is not
+    cancelled (on PostgreSQL that is a cancel request on a connection of its own, and the end
+    would wait for the row it holds) and lands first; none is written after."""
+    store = open_store("memory://")
+    await store.open()
+    job, _ = await store.enqueue(NewJob(workflow={}))
+    record = store.record_progress
+    writing, finished = asyncio.Event(), asyncio.Event()
+
+    async def slow_record(job_id: str, progress: Progress) -> None:
+        writing.set()
+        await asyncio.sleep(0.1)
+        await record(job_id, progress)
+        finished.set()
+
+    store.record_progress = slow_record  # type: ignore[method-assign]
+    writer = ProgressWriter(store, job.id, interval_s=0.05)
+    writer.progress(Progress(value=0.5, step=1, steps=2))
+    async with asyncio.timeout(5):
+        await writing.wait()
+    writer.progress(Progress(value=0.9, step=9, steps=10))  # due after the one under way
+    await writer.settle()
+    assert finished.is_set()  # settled once the write under way landed, not cancelled
+    stored = [e.data for e in await store.events_since(job.id) if e.kind == "progress"]
+    assert [p["step"] for p in stored] == [1]
+    writer.progress(Progress(value=1.0))
+    await asyncio.sleep(0.3)
+    stored = [e.data for e in await store.events_since(job.id) if e.kind == "progress"]
+    assert [p["step"] for p in stored] == [1]  # nothing after the settle
+    await store.close()
