@@ -88,6 +88,10 @@ async def withdraw_prompt(client: Any, prompt_id: str, *, timeout_s: float) -> b
     return await prompt_gone(client, prompt_id, timeout_s=timeout_s)
 
 
+#: How often a prompt being stopped is asked after while it runs on (`stop_prompt`).
+GONE_POLL_S = 1.0
+
+
 async def stop_prompt(
     client: Any,
     prompt_id: str,
@@ -98,7 +102,12 @@ async def stop_prompt(
 ) -> tuple[bool, bool]:
     """Delete the prompt from ComfyUI's queue and interrupt it (whichever applies), then wait up
     to `grace_s` for `result` (the watch's outcome). Returns (settled, gone): whether `result`
-    is done, and whether ComfyUI no longer knows the prompt."""
+    is done, and whether ComfyUI no longer knows the prompt.
+
+    A prompt deleted from the queue never reports anything: whether it is gone is asked at
+    once (a prompt held in ComfyUI's queue behind another is canceled in a moment, not at the
+    first poll, when the client's reconciler would also have taken it for lost), then every
+    `GONE_POLL_S` while it runs on (an interrupted prompt reports its end)."""
     with contextlib.suppress(Exception):
         async with asyncio.timeout(call_timeout_s):
             await client.delete_queued([prompt_id])
@@ -106,16 +115,16 @@ async def stop_prompt(
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(grace_s):
             while not result.done():
-                # a prompt deleted from the queue never reports anything: ask once a second
-                done, _ = await asyncio.wait({result}, timeout=1.0)
-                if not done and await prompt_gone(client, prompt_id, timeout_s=call_timeout_s):
+                if await prompt_gone(client, prompt_id, timeout_s=call_timeout_s):
                     return False, True
+                await asyncio.wait({result}, timeout=GONE_POLL_S)
     if result.done():
         return True, True
     return False, await prompt_gone(client, prompt_id, timeout_s=call_timeout_s)
 
 
 __all__ = [
+    "GONE_POLL_S",
     "note_prompt",
     "previous_prompt",
     "prompt_gone",

@@ -16,6 +16,7 @@ from tests.unit.dispatch.conftest import FAST
 from comfyrun.core.job import JobStatus
 from comfyrun.core.placement import BackendState
 from comfyrun.core.state import Event
+from comfyrun.dispatch import reconcile
 from comfyrun.outputs import read_all
 
 Make = Any
@@ -226,6 +227,27 @@ async def test_cancel_of_the_job_waiting_in_comfyuis_queue_deletes_it_there(
     )
     await engine.store.transition(second.id, Event.CANCEL, expect=JobStatus.RUNNING)
     assert (await engine.wait(second.id)).status is JobStatus.CANCELED
+    assert (await engine.wait(first.id)).status is JobStatus.SUCCEEDED
+    assert [r.job_id for r in engine.servers["a"].ran] == [first.id]
+
+
+async def test_a_cancel_of_the_job_held_in_comfyuis_queue_asks_at_once_whether_it_is_gone(
+    make_engine: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prompt deleted from ComfyUI's queue reports nothing: the run asks whether it is gone
+    right after the deletion, not at the first poll (none comes here), and the job is
+    canceled in a moment while the prompt ahead of it runs on."""
+    monkeypatch.setattr(reconcile, "GONE_POLL_S", 3600.0)
+    engine = await make_engine(settings=dataclasses.replace(FAST, cancel_grace_s=3600.0))
+    first = await engine.submit(work(2.0, steps=20), priority=1)
+    second = await engine.submit(work(1.0, steps=10))
+    await engine.wait_for(second.id, lambda j: j.status is JobStatus.RUNNING)
+    await engine.wait_for(
+        first.id, lambda j: j.progress is not None and j.progress.step is not None
+    )
+    await engine.store.transition(second.id, Event.CANCEL, expect=JobStatus.RUNNING)
+    assert (await engine.wait(second.id, timeout=10)).status is JobStatus.CANCELED
+    assert not (await engine.store.get(first.id) or first).terminal  # it runs on
     assert (await engine.wait(first.id)).status is JobStatus.SUCCEEDED
     assert [r.job_id for r in engine.servers["a"].ran] == [first.id]
 
