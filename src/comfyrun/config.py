@@ -33,6 +33,7 @@ import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
@@ -123,13 +124,52 @@ class BackendConfig(BaseModel):
     def managed(self) -> bool:
         return self.url is None
 
+    def names(self, index: int) -> list[str]:
+        """The names of the pool's backends from this table, the `index`-th: its `name`, else
+        a URL's host:port (and path) or `comfy-<index + 1>`; one per GPU with `gpus`."""
+        if self.url is not None:
+            return [self.name or self.url.split("://", 1)[-1]]
+        return [name for name, _ in self.per_gpu(self.name or f"comfy-{index + 1}")]
+
+
+def add_backends(settings: Settings, urls: list[str] | None, paths: list[Path] | None) -> None:
+    """Backends given on the command line (`--backend URL`, `--comfy PATH`) after the
+    configured ones; ValueError for a URL no ComfyUI can be at or a name taken twice."""
+    extra = [BackendConfig(url=u) for u in urls or []]
+    extra += [BackendConfig(comfy_path=p) for p in paths or []]
+    if extra:
+        settings.backends = [*settings.backends, *extra]
+        check_backend_names(settings.backends)
+
+
+def check_backend_names(backends: list[BackendConfig]) -> None:
+    """ValueError when two of `backends` would have one name in the pool."""
+    seen: set[str] = set()
+    for index, backend in enumerate(backends):
+        for name in backend.names(index):
+            if name in seen:
+                raise ValueError(
+                    f"two backends are named {name!r} (the same URL twice, or the same name): "
+                    "give each its own name, or list a ComfyUI once"
+                )
+            seen.add(name)
+
 
 def normalise_backend_url(value: str) -> str:
-    """`127.0.0.1:8188` (COMFYUI_SERVER_ADDRESS style) → `http://127.0.0.1:8188`."""
-    value = value.strip().rstrip("/")
-    if "://" not in value:
-        value = f"http://{value}"
-    return value
+    """`127.0.0.1:8188` (COMFYUI_SERVER_ADDRESS style) → `http://127.0.0.1:8188`. ValueError
+    for what no ComfyUI can be reached at: a scheme other than http(s), no host, a bad port."""
+    text = value.strip()
+    url = text if "://" in text else f"http://{text}"
+    parts = urlsplit(url)
+    try:
+        port_ok = parts.port is not None or not parts.netloc.endswith(":")
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise ValueError(
+            f"backend URL {value!r} is not http(s)://host[:port] (or host:port) of a ComfyUI"
+        )
+    return url.rstrip("/")
 
 
 def _aliases(name: str, *legacy: str) -> AliasChoices:
@@ -424,6 +464,7 @@ class Settings(BaseSettings):
             extra.append(BackendConfig(comfy_path=self.comfy_path, port=self.comfy_port))
         if extra:
             self.backends = [*self.backends, *extra]
+        check_backend_names(self.backends)
         return self
 
     # derived values -----------------------------------------------------------------------

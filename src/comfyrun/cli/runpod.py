@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from comfyrun.config import BackendConfig, Role, Settings, load_settings
+from comfyrun.config import Role, Settings, add_backends, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +95,7 @@ def handler_settings(
     )
     if not settings.db_url:
         settings.db_url = "memory://"
-    extra = [BackendConfig(url=u) for u in backend or []]
-    extra += [BackendConfig(comfy_path=p) for p in comfy or []]
-    if extra:
-        settings.backends = [*settings.backends, *extra]
+    add_backends(settings, backend, comfy)
     return settings
 
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from comfyrun.cli.output import console
-from comfyrun.config import BackendConfig, Role, Settings, load_settings
+from comfyrun.config import Role, Settings, add_backends, load_settings
 from comfyrun.errors import InvalidRequest
 from comfyrun.outputs import open_output_storage
 from comfyrun.store.factory import check_store_url
@@ -214,10 +214,7 @@ def _settings(
         worker_id=worker_id,
         output_url=output_url,
     )
-    extra = [BackendConfig(url=u) for u in backend or []]
-    extra += [BackendConfig(comfy_path=p) for p in comfy or []]
-    if extra:
-        settings.backends = [*settings.backends, *extra]
+    add_backends(settings, backend, comfy)
     return settings
 
 

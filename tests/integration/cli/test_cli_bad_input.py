@@ -1,6 +1,7 @@
 """The CLI refuses bad input with a clear message and exit status 2, never a traceback: a
 workflow file that is not a JSON object or is nested too deeply, a missing items file, a port
-out of range, a store or output storage URL it cannot use, a data dir it cannot make. (Each of
+out of range, a store or output storage URL it cannot use, a data dir it cannot make, a
+backend URL no ComfyUI can be at, two backends of one name. (Each of
 these was an uncaught exception, the server's ones once it had begun to start.)"""
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ def files(tmp_path: Path) -> Path:
         (["serve", "--outputs", "zzz://x", "--data-dir", "{dir}"], "unsupported output storage"),
         (["serve", "--outputs", "s3://", "--data-dir", "{dir}"], "need a bucket"),
         (["serve", "--data-dir", "{dir}/list.json/data"], "cannot make the data dir"),
+        (["serve", "--backend", "ftp://x", "--data-dir", "{dir}"], "is not http(s)://host"),
+        (
+            ["serve", "--backend", "a:8188", "--backend", "http://a:8188", "--data-dir", "{dir}"],
+            "two backends are named 'a:8188'",
+        ),
     ],
 )
 def test_bad_input_is_a_clear_error(files: Path, args: list[str], says: str) -> None:

@@ -147,6 +147,52 @@ def test_bad_gpus_are_refused(table: dict[str, object]) -> None:
         BackendConfig.model_validate(table)
 
 
+@pytest.mark.parametrize(
+    ("given", "url"),
+    [
+        ("127.0.0.1:8188", "http://127.0.0.1:8188"),
+        (" comfyui:8188/ ", "http://comfyui:8188"),
+        ("https://gpu.example/comfy/", "https://gpu.example/comfy"),
+        ("http://[::1]:8188", "http://[::1]:8188"),
+    ],
+)
+def test_backend_urls_are_normalised(given: str, url: str) -> None:
+    assert BackendConfig(url=given).url == url
+
+
+@pytest.mark.parametrize(
+    "url", ["http://", "https:///x", "ftp://host", "ws://host:8188", "host:99999", "host:x", "a:"]
+)
+def test_a_backend_url_no_comfyui_can_be_at_is_refused(url: str) -> None:
+    with pytest.raises(ValidationError, match="is not http"):
+        BackendConfig(url=url)
+    with pytest.raises(ValidationError, match="is not http"):
+        Settings(comfyui_server_address=url)
+
+
+@pytest.mark.parametrize(
+    "backends",
+    [
+        ["http://a:8188", "http://a:8188/"],
+        ["a:8188", "http://a:8188"],
+        [{"url": "http://a:1", "name": "x"}, {"url": "http://b:1", "name": "x"}],
+        [{"comfy_path": "/c", "gpus": [0, 1]}, {"url": "http://b:1", "name": "comfy-1-gpu1"}],
+    ],
+)
+def test_two_backends_of_one_name_are_refused(backends: list[object]) -> None:
+    """(The pool refused them only as it started: a traceback, not a configuration error.)"""
+    with pytest.raises(ValidationError, match="two backends are named"):
+        Settings(backends=backends)
+
+
+def test_backends_of_distinct_names_are_taken() -> None:
+    settings = Settings(
+        backends=["http://a:8188", "http://a:8189", {"url": "http://a:8188/x", "name": "x"}]
+    )
+    names = [n for i, b in enumerate(settings.backends) for n in b.names(i)]
+    assert names == ["a:8188", "a:8189", "x"]
+
+
 def test_comfy_python_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COMFY_PYTHON", "/opt/venvs/comfy/bin/python")
     assert load_settings().comfy_python == "/opt/venvs/comfy/bin/python"
