@@ -215,18 +215,25 @@ async def test_cancel_of_a_running_job_interrupts_it(make_engine: Make) -> None:
     assert engine.servers["a"].ran[0].status == "interrupted"
 
 
-async def test_cancel_of_the_job_waiting_in_comfyuis_queue_deletes_it_there(
-    make_engine: Make,
-) -> None:
-    engine = await make_engine()
-    first = await engine.submit(work(1.0, steps=10), priority=1)
+async def cancel_the_held_one(engine: Any, first_s: float) -> Any:
+    """A job (`first_s` long) running on the backend and one held behind it in ComfyUI's queue,
+    which is then canceled; the first, still running."""
+    first = await engine.submit(work(first_s, steps=10), priority=1)
     second = await engine.submit(work(1.0, steps=10))
     await engine.wait_for(second.id, lambda j: j.status is JobStatus.RUNNING)
     await engine.wait_for(
         first.id, lambda j: j.progress is not None and j.progress.step is not None
     )
     await engine.store.transition(second.id, Event.CANCEL, expect=JobStatus.RUNNING)
-    assert (await engine.wait(second.id)).status is JobStatus.CANCELED
+    assert (await engine.wait(second.id, timeout=10)).status is JobStatus.CANCELED
+    return first
+
+
+async def test_cancel_of_the_job_waiting_in_comfyuis_queue_deletes_it_there(
+    make_engine: Make,
+) -> None:
+    engine = await make_engine()
+    first = await cancel_the_held_one(engine, 1.0)
     assert (await engine.wait(first.id)).status is JobStatus.SUCCEEDED
     assert [r.job_id for r in engine.servers["a"].ran] == [first.id]
 
@@ -239,14 +246,7 @@ async def test_a_cancel_of_the_job_held_in_comfyuis_queue_asks_at_once_whether_i
     canceled in a moment while the prompt ahead of it runs on."""
     monkeypatch.setattr(reconcile, "GONE_POLL_S", 3600.0)
     engine = await make_engine(settings=dataclasses.replace(FAST, cancel_grace_s=3600.0))
-    first = await engine.submit(work(2.0, steps=20), priority=1)
-    second = await engine.submit(work(1.0, steps=10))
-    await engine.wait_for(second.id, lambda j: j.status is JobStatus.RUNNING)
-    await engine.wait_for(
-        first.id, lambda j: j.progress is not None and j.progress.step is not None
-    )
-    await engine.store.transition(second.id, Event.CANCEL, expect=JobStatus.RUNNING)
-    assert (await engine.wait(second.id, timeout=10)).status is JobStatus.CANCELED
+    first = await cancel_the_held_one(engine, 2.0)
     assert not (await engine.store.get(first.id) or first).terminal  # it runs on
     assert (await engine.wait(first.id)).status is JobStatus.SUCCEEDED
     assert [r.job_id for r in engine.servers["a"].ran] == [first.id]
