@@ -28,6 +28,9 @@ from comfyrun.store.base import JobStore
 
 log = logging.getLogger(__name__)
 
+#: How long the claim loop pauses after the store's wait for work failed.
+WAIT_ERROR_PAUSE_S = 1.0
+
 
 class ClaimWake:
     """The claim loop's wait (see the module docstring); `close` when the loop is done."""
@@ -80,7 +83,10 @@ class ClaimWake:
             return False
         self._work = None
         if not work.cancelled() and work.exception() is not None:
-            log.debug("waiting for work failed", exc_info=work.exception())
+            # the store is failing: the loop passes again (its claims back off if they fail
+            # too), but not at once, or a wait that fails at once would have it spin
+            log.warning("waiting for work failed: %s", work.exception())
+            await asyncio.sleep(WAIT_ERROR_PAUSE_S)
         return True
 
     def _work_wait(self, token: int | None) -> asyncio.Task[None]:
@@ -114,4 +120,4 @@ class ClaimWake:
         self._wake()
 
 
-__all__ = ["ClaimWake"]
+__all__ = ["WAIT_ERROR_PAUSE_S", "ClaimWake"]

@@ -125,14 +125,15 @@ class HandlerLane:
                 job = await self.ctx.store.claim(
                     self.ctx.worker_id, settings.lease_s, types=self.types
                 )
+                if job is None:
+                    await self.ctx.store.wait_for_work(
+                        self._retries.idle_timeout(), since=token, types=self.types
+                    )
+                    continue
             except ComfyrunError as exc:
+                # (a failed wait, too: it ended the loop, and the lane claimed no more jobs)
                 log.warning("claim failed: %s", exc, extra={"action": "claim_error"})
                 await asyncio.sleep(1.0)  # the store is failing: back off
-                continue
-            if job is None:
-                await self.ctx.store.wait_for_work(
-                    self._retries.idle_timeout(), since=token, types=self.types
-                )
                 continue
             if past_start_deadline(job, time.time()):
                 await self._fail_late(job)

@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 from tests.integration.handlers.conftest import png_input
 from tests.support.api import asgi_app, memory_settings
+
+from comfyrun.errors import StoreError
 
 HANDLERS = [
     "refuse=tests.support.handlers:failing",
@@ -88,3 +92,28 @@ async def test_a_handler_job_owes_its_webhook(tmp_path: Path) -> None:
         [delivery] = await ctx.store.deliveries(job["id"])
         assert delivery.url == "http://127.0.0.1:9/hook"
         assert delivery.event.endswith("succeeded")
+
+
+async def test_a_failed_wait_for_work_does_not_stop_the_lane(tmp_path: Path) -> None:
+    """The handler lane's wait for work failing (SQLite locked by another process past its
+    busy timeout) is the store failing, as a failed claim is: the lane backs off and claims
+    again. (It ended the lane's loop: no handler job was claimed until a restart.)"""
+    async with asgi_app(memory_settings(tmp_path)) as (_, client, ctx):
+        store: Any = ctx.store
+        wait_for_work = store.wait_for_work
+        failed = asyncio.Event()
+
+        async def failing_once(timeout: float, **kwargs: Any) -> Any:
+            if "image" in (kwargs.get("types") or ()) and not failed.is_set():
+                failed.set()
+                raise StoreError("SQLite is busy: database is locked")
+            return await wait_for_work(timeout, **kwargs)
+
+        store.wait_for_work = failing_once
+        body = {"type": "image", "params": {"format": "webp"}, "inputs": [png_input("x.png")]}
+        first = (await client.post("/api/v2/jobs?wait=30", json=body)).json()
+        assert first["status"] == "succeeded", first
+        async with asyncio.timeout(30):
+            await failed.wait()  # the lane's next wait, after the job, failed
+        second = (await client.post("/api/v2/jobs?wait=30", json=body)).json()
+        assert second["status"] == "succeeded", second

@@ -9,7 +9,9 @@ from collections.abc import Sequence
 import pytest
 
 from comfyrun.backends.pool import BackendPool, Slot
+from comfyrun.dispatch import claim_wake
 from comfyrun.dispatch.claim_wake import ClaimWake
+from comfyrun.errors import StoreError
 
 
 class WorkStore:
@@ -154,4 +156,31 @@ async def test_work_a_pass_already_saw_makes_no_pass_more(pool: BackendPool) -> 
     assert [since for _, since in store.waits] == [store.token - 1, store.token]
     slot.release(done=True)
     assert await asyncio.wait_for(waiting, 1) is False
+    await wake.close()
+
+
+async def test_a_failing_store_wait_pauses_the_loop(
+    pool: BackendPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store whose wait for work fails at once (it is failing) does not have the claim loop
+    spin: each failed wait is told after a pause. (Without it, tens of thousands of passes a
+    second, each a failed wait.)"""
+    monkeypatch.setattr(claim_wake, "WAIT_ERROR_PAUSE_S", 0.1)
+
+    class FailingStore(WorkStore):
+        async def wait_for_work(
+            self, timeout: float, *, since: int | None = None, types: Sequence[str] | None = None
+        ) -> None:
+            self.waits.append((timeout, since))
+            raise StoreError("SQLite is busy: database is locked")
+
+    store = FailingStore()
+    wake = wake_of(pool, store, [30.0])
+    loop = asyncio.get_running_loop()
+    passes, until = 0, loop.time() + 0.35
+    while loop.time() < until:
+        assert await wake.wait(pool.generation, store.token) is True  # (the loop passes)
+        passes += 1
+    assert 1 <= passes <= 4  # each pass after a pause of 0.1 s
+    assert len(store.waits) == passes  # one failed wait a pass
     await wake.close()
