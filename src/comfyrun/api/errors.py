@@ -43,6 +43,10 @@ STATUS: tuple[tuple[type[errors.ComfyrunError], int], ...] = (
     (errors.BackendError, 502),
 )
 
+#: Retry-After of a 503: the store (SQLite locked past its busy timeout, PostgreSQL unreachable)
+#: or the output storage failing.
+UNAVAILABLE_RETRY_AFTER_S = 5
+
 HTTP_CODES = {
     400: "invalid_request",
     401: "unauthorized",
@@ -92,15 +96,24 @@ def comfyrun_error_response(
     details = exc.details
     if isinstance(details, dict) and details.get("code") == "workflow_format_ui":
         code = "workflow_format_ui"
-    headers: dict[str, str] = {}
     if isinstance(exc, errors.QueueFull):
-        headers["Retry-After"] = str(exc.retry_after_s)
         details = {"retry_after_s": exc.retry_after_s}
-    elif isinstance(exc, errors.IdempotencyInFlight):
-        headers["Retry-After"] = "1"
     if status >= 500:
         log.warning("request failed: %s", exc.message, extra={"action": "api_error", "code": code})
-    return answer(request, status, code, exc.message, details, headers or None)
+    return answer(request, status, code, exc.message, details, retry_after(exc))
+
+
+def retry_after(exc: errors.ComfyrunError) -> dict[str, str] | None:
+    """The Retry-After header an answer to `exc` carries, in every dialect: a full queue's
+    wait, a moment for an idempotent twin still in flight, a few seconds for the store or the
+    output storage failing (503); None for the rest."""
+    if isinstance(exc, errors.QueueFull):
+        return {"Retry-After": str(exc.retry_after_s)}
+    if isinstance(exc, errors.IdempotencyInFlight):
+        return {"Retry-After": "1"}
+    if status_for(exc) == 503:
+        return {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)}
+    return None
 
 
 def answer(
@@ -208,10 +221,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 __all__ = [
+    "UNAVAILABLE_RETRY_AFTER_S",
     "answer",
     "comfyrun_error_response",
     "envelope",
     "error_response",
     "install_error_handlers",
+    "retry_after",
     "status_for",
 ]

@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.datastructures import UploadFile
 
 from comfyrun import errors, jsontext
+from comfyrun.api.errors import retry_after
 from comfyrun.assets import Asset, AssetService
 
 UPLOAD_CHUNK = 1 << 20
@@ -38,6 +39,7 @@ _STATUS: tuple[tuple[type[errors.ComfyrunError], int], ...] = (
     (errors.Conflict, 409),
     (errors.InvalidRequest, 422),
     (errors.StorageError, 503),
+    (errors.StoreError, 503),
 )
 
 
@@ -270,7 +272,11 @@ def error_status(exc: errors.ComfyrunError) -> int:
 
 def error_response(exc: errors.ComfyrunError) -> JSONResponse:
     details = json.loads(json.dumps(exc.details, default=str)) if exc.details is not None else None
-    return JSONResponse(envelope(exc.code, exc.message, details), status_code=error_status(exc))
+    return JSONResponse(
+        envelope(exc.code, exc.message, details),
+        status_code=error_status(exc),
+        headers=retry_after(exc),
+    )
 
 
 def _reason(exc: errors.ComfyrunError) -> str | None:

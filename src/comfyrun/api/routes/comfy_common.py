@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 
 from comfyrun import errors, jsontext
 from comfyrun.api.context import AppContext, get_ctx, require_comfy_auth
-from comfyrun.api.errors import status_for
+from comfyrun.api.errors import retry_after, status_for
 from comfyrun.core.job import JSON, Job, JobStatus
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
@@ -50,8 +50,7 @@ def comfy_error_for(exc: errors.ComfyrunError) -> JSONResponse:
     response = comfy_error(
         status, exc.code, exc.message, json.dumps(details, default=str) if details else ""
     )
-    if isinstance(exc, errors.QueueFull):
-        response.headers["Retry-After"] = str(exc.retry_after_s)
+    response.headers.update(retry_after(exc) or {})
     return response
 
 

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from comfyrun import errors
 from comfyrun.api.compat import runpod as rp
 from comfyrun.api.context import AppContext, get_ctx, require_auth
-from comfyrun.api.errors import status_for
+from comfyrun.api.errors import retry_after, status_for
 from comfyrun.core.job import JSON, Job, JobStatus, OutputType
 from comfyrun.service import Submission
 
@@ -40,8 +40,9 @@ def error_response(exc: errors.ComfyrunError) -> JSONResponse:
     if exc.details:
         body["details"] = exc.details
     status = status_for(exc)
-    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, errors.QueueFull) else None
-    return JSONResponse(body, status_code=400 if status == 422 else status, headers=headers)
+    return JSONResponse(
+        body, status_code=400 if status == 422 else status, headers=retry_after(exc)
+    )
 
 
 def images_to_inputs(images: Any) -> tuple[JSON, ...]:
