@@ -24,6 +24,7 @@ from comfyrun.core.retry import FailureKind, decide
 from comfyrun.core.state import Event
 from comfyrun.dispatch.cancel import wait_cancel_requested
 from comfyrun.dispatch.chain import run_steps
+from comfyrun.dispatch.end_commit import log_dropped
 from comfyrun.dispatch.handler_exec import (
     Stopped,
     classify,
@@ -220,12 +221,7 @@ class HandlerRun:
             )
             return
         self.settled = True
-        log.warning(
-            "job %s is no longer held by this worker; %s dropped",
-            self.job.id,
-            event.value,
-            extra=self._extra("job_lost"),
-        )
+        log_dropped(log, self.job.id, event, self._extra("job_lost"))
 
     def _extra(self, action: str, **more: Any) -> dict[str, Any]:
         return {

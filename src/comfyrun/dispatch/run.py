@@ -7,8 +7,9 @@ prompt's websocket events (progress, throttled), and waits for the first of: the
 outcome, a cancel request (the store says `canceling`), the backend going down, or the job's
 timeout. Every failure is classified (core.retry.FailureKind) and the retry policy decides
 between `retry` and `fail`. A job only succeeds once all of its outputs are stored. How a run
-ends (outcomes, failures, the final transition) is `RunEnding` (dispatch.run_end), mixed in;
-what runs share is `RunContext` (dispatch.run_context).
+ends (outcomes, failures, the final transition) is `RunEnding` (dispatch.run_end), mixed in,
+its write to the store `EndCommit` (dispatch.end_commit); what runs share is `RunContext`
+(dispatch.run_context).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,23 +19,24 @@ from comfyrun import stages
 from comfyrun.backends.pool import Backend
 from comfyrun.comfy.errors import ComfyExecutionError, ComfyHTTPError
 from comfyrun.comfy.result import PromptResult
-from comfyrun.core.job import ACTIVE, Job, JobError, JobStatus, Progress
+from comfyrun.core.job import Job, JobError, JobStatus, Progress
 from comfyrun.core.retry import FailureKind, decide
 from comfyrun.core.state import Event
 from comfyrun.dispatch.chain import ChainFailure, chain_outputs
 from comfyrun.dispatch.collect import backend_copies, collect_outputs, names_files
+from comfyrun.dispatch.end_commit import EndCommit
 from comfyrun.dispatch.progress import ProgressWriter
 from comfyrun.dispatch.reconcile import stop_prompt
 from comfyrun.dispatch.relay import JobRelay
 from comfyrun.dispatch.run_context import OUTPUT_MISSING, UNSENT, RunContext
-from comfyrun.errors import BackendError, ComfyrunError, Conflict, IllegalTransition
+from comfyrun.errors import BackendError, ComfyrunError
 from comfyrun.store.base import Changes
 
 log = logging.getLogger("comfyrun.dispatch.run")
 
 
-class RunEnding(ABC):
-    """The ending half of a job's run (JobRun sets these)."""
+class RunEnding(EndCommit):
+    """The ending half of a job's run (JobRun sets these; `EndCommit` writes the end)."""
 
     ctx: RunContext
     job: Job
@@ -321,63 +322,6 @@ class RunEnding(ABC):
             prompt_id=changes.prompt_id or job.prompt_id,
             finished_at=time.time(),
         )
-
-    async def _commit_end(self, event: Event, changes: Changes) -> Job | None:
-        """`_transition`'s store write (see there)."""
-        store = self.ctx.store
-        # First as if nothing moved (one round trip); when the job moved (canceling), read it.
-        current: Job | None = self.job
-        stale = True  # the first try assumes the status this run last saw
-        for _ in range(5):
-            if current is None:
-                current = await store.get(self.job.id)
-                stale = False
-            if (
-                current is None
-                or current.status not in ACTIVE
-                or current.worker_id != self.ctx.worker_id
-            ):
-                self.settled = True
-                log.warning(
-                    "job %s is no longer held by this worker; %s dropped",
-                    self.job.id,
-                    event.value,
-                    extra=self._extra("job_lost"),
-                )
-                return None
-            try:
-                job = await store.transition(
-                    self.job.id,
-                    event,
-                    expect=current.status,
-                    changes=changes,
-                    worker_id=self.ctx.worker_id,
-                )
-            except IllegalTransition:
-                if not stale:
-                    raise
-                # e.g. CANCELED planned from `running` while the API made it `canceling`
-                current = None
-                continue
-            except Conflict:
-                current = None
-                continue
-            stages.mark(job.id, "committed")
-            log.info(
-                "job %s %s on backend %s",
-                job.id,
-                job.status.value,
-                self.backend.name,
-                extra=self._extra(f"job_{event.value}", status=job.status.value),
-            )
-            self.job = job
-            self.settled = job.status not in ACTIVE
-            if job.terminal:
-                self._relay.settled(job)
-                for tell in self.ctx.finished:
-                    tell(job)
-            return job
-        return None
 
     async def _abandoned(self) -> None:
         """The run was cancelled from outside. Its prompt is left to run: the job's next

@@ -16,7 +16,8 @@ from tests.unit.dispatch.conftest import FAST
 from comfyrun.core.job import JobStatus
 from comfyrun.core.placement import BackendState
 from comfyrun.core.state import Event
-from comfyrun.dispatch import reconcile
+from comfyrun.dispatch import end_commit, reconcile
+from comfyrun.errors import StoreError
 from comfyrun.outputs import read_all
 
 Make = Any
@@ -156,6 +157,42 @@ def _backend_running(engine: Any, job_id: str) -> Any:
         if job_id in backend.jobs:
             return backend
     raise AssertionError("job not on any backend")
+
+
+@pytest.mark.parametrize("committed", [False, True])
+async def test_a_store_failing_a_moment_at_the_end_does_not_undo_the_run(
+    make_engine: Make,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    committed: bool,
+) -> None:
+    """The end's write failing once (a PostgreSQL connection dropped: the write lost, or
+    committed with its answer lost) is written again, or found written: the job succeeds on
+    its first attempt, its prompt run once, no error logged. (It was a "run failed" with a
+    traceback, and the job went back to the queue for an attempt more.)"""
+    monkeypatch.setattr(end_commit, "END_RETRY_DELAYS_S", (0.01, 0.01))
+    engine = await make_engine()
+    transition = engine.store.transition
+    failed: list[Event] = []
+
+    async def failing_once(job_id: str, event: Event, **kwargs: Any) -> Any:
+        if event is Event.SUCCEED and not failed:
+            failed.append(event)
+            if committed:
+                await transition(job_id, event, **kwargs)
+            raise StoreError("PostgreSQL failed: terminating connection")
+        return await transition(job_id, event, **kwargs)
+
+    monkeypatch.setattr(engine.store, "transition", failing_once)
+    job = await engine.submit(work(0.01))
+    done = await engine.wait(job.id)
+    assert failed == [Event.SUCCEED]
+    assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 1)
+    assert done.outputs
+    assert [r.job_id for r in engine.servers["a"].ran] == [job.id]
+    await engine.dispatcher.wait_idle()  # the run over (the store told its end first)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert (await engine.store.get(job.id) or job).attempts == 1
 
 
 async def test_a_timeout_interrupts_then_retries_then_fails(make_engine: Make) -> None:
