@@ -27,6 +27,18 @@ log = logging.getLogger("comfyrun.dispatch.run")
 END_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0)
 
 
+async def store_failed(exc: StoreError, failures: int, job_id: str, extra: dict[str, Any]) -> int:
+    """The store failed writing (or reading) a run's end, the `failures`-th time: wait and let
+    the caller try again, a few times (a PostgreSQL connection dropped, SQLite locked a
+    moment); then `exc` goes up (the run failed: the job's next attempt adopts its prompt by
+    id). The failures so far, this one counted."""
+    if failures >= len(END_RETRY_DELAYS_S):
+        raise exc
+    log.warning("job %s: storing its end failed (%s); trying again", job_id, exc, extra=extra)
+    await asyncio.sleep(END_RETRY_DELAYS_S[failures])
+    return failures + 1
+
+
 def log_dropped(logger: logging.Logger, job_id: str, event: Event, extra: dict[str, Any]) -> None:
     """A run's end not written: the job is no longer this worker's (its lease was lost, it was
     deleted or ended elsewhere)."""
@@ -118,19 +130,7 @@ class EndCommit(ABC):
         return job
 
     async def _store_failed(self, exc: StoreError, failures: int) -> int:
-        """The store failed writing (or reading) the run's end: wait and try again, a few
-        times (a PostgreSQL connection dropped, SQLite locked a moment); then `exc` goes up
-        (the run failed: the job's next attempt adopts its prompt by id)."""
-        if failures >= len(END_RETRY_DELAYS_S):
-            raise exc
-        log.warning(
-            "job %s: storing its end failed (%s); trying again",
-            self.job.id,
-            exc,
-            extra=self._extra("end_store_retry"),
-        )
-        await asyncio.sleep(END_RETRY_DELAYS_S[failures])
-        return failures + 1
+        return await store_failed(exc, failures, self.job.id, self._extra("end_store_retry"))
 
 
-__all__ = ["END_RETRY_DELAYS_S", "EndCommit", "log_dropped"]
+__all__ = ["END_RETRY_DELAYS_S", "EndCommit", "log_dropped", "store_failed"]

@@ -24,7 +24,7 @@ from comfyrun.core.retry import FailureKind, decide
 from comfyrun.core.state import Event
 from comfyrun.dispatch.cancel import wait_cancel_requested
 from comfyrun.dispatch.chain import run_steps
-from comfyrun.dispatch.end_commit import log_dropped
+from comfyrun.dispatch.end_commit import END_RETRY_DELAYS_S, log_dropped, store_failed
 from comfyrun.dispatch.handler_exec import (
     Stopped,
     classify,
@@ -36,7 +36,7 @@ from comfyrun.dispatch.handler_exec import (
 )
 from comfyrun.dispatch.progress import ProgressWriter
 from comfyrun.dispatch.settings import DispatchSettings
-from comfyrun.errors import Conflict, IllegalTransition
+from comfyrun.errors import Conflict, IllegalTransition, StoreError
 from comfyrun.handlers.context import (
     CancelToken,
     HandlerContext,
@@ -199,16 +199,24 @@ class HandlerRun:
         canceling meanwhile); nothing when the job is no longer this worker's."""
         await self._progress.settle()  # a final transition: no progress write may follow it
         store, worker = self.ctx.store, self.ctx.worker_id
-        for _ in range(3):
+        failures = 0  # of the store: a moment's failure must not undo the run's outcome
+        for _ in range(3 + len(END_RETRY_DELAYS_S)):
             try:
                 job = await store.transition(
                     self.job.id, event, expect=expect, changes=changes, worker_id=worker
                 )
-            except (Conflict, IllegalTransition):
-                current = await store.get(self.job.id)
+            except (Conflict, IllegalTransition, StoreError) as exc:
+                if isinstance(exc, StoreError):
+                    failures = await store_failed(
+                        exc, failures, self.job.id, self._extra("end_store_retry")
+                    )
+                current, failures = await self._reread(failures)
+                if failures and current is not None and current.terminal:
+                    self.job, self.settled = current, True  # the failed write had committed
+                    return
                 if current is None or current.status not in ACTIVE or current.worker_id != worker:
                     break
-                if current.status is expect:
+                if current.status is expect and not isinstance(exc, StoreError):
                     raise
                 expect = current.status
                 continue
@@ -222,6 +230,17 @@ class HandlerRun:
             return
         self.settled = True
         log_dropped(log, self.job.id, event, self._extra("job_lost"))
+
+    async def _reread(self, failures: int) -> tuple[Job | None, int]:
+        """The job read again after its end's write failed (the store failing meanwhile too:
+        waited for and read again, as the write), and the store's failures so far."""
+        while True:
+            try:
+                return await self.ctx.store.get(self.job.id), failures
+            except StoreError as exc:
+                failures = await store_failed(
+                    exc, failures, self.job.id, self._extra("end_store_retry")
+                )
 
     def _extra(self, action: str, **more: Any) -> dict[str, Any]:
         return {

@@ -7,9 +7,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from tests.integration.handlers.conftest import png_input
 from tests.support.api import asgi_app, memory_settings
 
+from comfyrun.core.state import Event
+from comfyrun.dispatch import end_commit
 from comfyrun.errors import StoreError
 
 HANDLERS = [
@@ -117,3 +120,31 @@ async def test_a_failed_wait_for_work_does_not_stop_the_lane(tmp_path: Path) -> 
             await failed.wait()  # the lane's next wait, after the job, failed
         second = (await client.post("/api/v2/jobs?wait=30", json=body)).json()
         assert second["status"] == "succeeded", second
+
+
+@pytest.mark.parametrize("committed", [False, True])
+async def test_a_store_failing_a_moment_at_the_end_does_not_undo_a_handler_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, committed: bool
+) -> None:
+    """As a ComfyUI run's: the end's write failing once is written again, or found written
+    (it failed the run, and the job ran again)."""
+    monkeypatch.setattr(end_commit, "END_RETRY_DELAYS_S", (0.01, 0.01))
+    async with asgi_app(memory_settings(tmp_path)) as (_, client, ctx):
+        store: Any = ctx.store
+        transition = store.transition
+        failed: list[Event] = []
+
+        async def failing_once(job_id: str, event: Event, **kwargs: Any) -> Any:
+            if event is Event.SUCCEED and not failed:
+                failed.append(event)
+                if committed:
+                    await transition(job_id, event, **kwargs)
+                raise StoreError("PostgreSQL failed: terminating connection")
+            return await transition(job_id, event, **kwargs)
+
+        store.transition = failing_once
+        body = {"type": "image", "params": {"format": "webp"}, "inputs": [png_input("x.png")]}
+        job = (await client.post("/api/v2/jobs?wait=30", json=body)).json()
+        assert failed == [Event.SUCCEED]
+        assert (job["status"], job["attempts"]) == ("succeeded", 1), job
+        assert job["outputs"]
