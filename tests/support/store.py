@@ -119,3 +119,25 @@ __all__ = [
     "store_of",
     "store_url",
 ]
+
+
+def fail_the_end_once(store: Any, *, committed: bool) -> list[Any]:
+    """Make `store`'s next SUCCEED transition raise a StoreError, as a PostgreSQL connection
+    dropped under it would: the write lost, or (`committed`) made with its answer lost. The
+    list returned holds the event once it failed."""
+    from comfyrun.core.state import Event
+    from comfyrun.errors import StoreError
+
+    transition = store.transition
+    failed: list[Any] = []
+
+    async def failing_once(job_id: str, event: Event, **kwargs: Any) -> Any:
+        if event is Event.SUCCEED and not failed:
+            failed.append(event)
+            if committed:
+                await transition(job_id, event, **kwargs)
+            raise StoreError("PostgreSQL failed: terminating connection")
+        return await transition(job_id, event, **kwargs)
+
+    store.transition = failing_once
+    return failed

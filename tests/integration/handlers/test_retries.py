@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from tests.integration.handlers.conftest import png_input
 from tests.support.api import asgi_app, memory_settings
+from tests.support.store import fail_the_end_once
 
 from comfyrun.core.state import Event
 from comfyrun.dispatch import end_commit
@@ -130,19 +131,7 @@ async def test_a_store_failing_a_moment_at_the_end_does_not_undo_a_handler_run(
     (it failed the run, and the job ran again)."""
     monkeypatch.setattr(end_commit, "END_RETRY_DELAYS_S", (0.01, 0.01))
     async with asgi_app(memory_settings(tmp_path)) as (_, client, ctx):
-        store: Any = ctx.store
-        transition = store.transition
-        failed: list[Event] = []
-
-        async def failing_once(job_id: str, event: Event, **kwargs: Any) -> Any:
-            if event is Event.SUCCEED and not failed:
-                failed.append(event)
-                if committed:
-                    await transition(job_id, event, **kwargs)
-                raise StoreError("PostgreSQL failed: terminating connection")
-            return await transition(job_id, event, **kwargs)
-
-        store.transition = failing_once
+        failed = fail_the_end_once(ctx.store, committed=committed)
         body = {"type": "image", "params": {"format": "webp"}, "inputs": [png_input("x.png")]}
         job = (await client.post("/api/v2/jobs?wait=30", json=body)).json()
         assert failed == [Event.SUCCEED]

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 from tests.support.engine import until, work
+from tests.support.store import fail_the_end_once
 from tests.unit.dispatch.conftest import FAST
 
 from comfyrun.core.job import JobStatus
 from comfyrun.core.placement import BackendState
 from comfyrun.core.state import Event
 from comfyrun.dispatch import end_commit, reconcile
-from comfyrun.errors import StoreError
 from comfyrun.outputs import read_all
 
 Make = Any
@@ -172,18 +172,7 @@ async def test_a_store_failing_a_moment_at_the_end_does_not_undo_the_run(
     traceback, and the job went back to the queue for an attempt more.)"""
     monkeypatch.setattr(end_commit, "END_RETRY_DELAYS_S", (0.01, 0.01))
     engine = await make_engine()
-    transition = engine.store.transition
-    failed: list[Event] = []
-
-    async def failing_once(job_id: str, event: Event, **kwargs: Any) -> Any:
-        if event is Event.SUCCEED and not failed:
-            failed.append(event)
-            if committed:
-                await transition(job_id, event, **kwargs)
-            raise StoreError("PostgreSQL failed: terminating connection")
-        return await transition(job_id, event, **kwargs)
-
-    monkeypatch.setattr(engine.store, "transition", failing_once)
+    failed = fail_the_end_once(engine.store, committed=committed)
     job = await engine.submit(work(0.01))
     done = await engine.wait(job.id)
     assert failed == [Event.SUCCEED]
