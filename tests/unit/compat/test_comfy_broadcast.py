@@ -4,6 +4,7 @@ key), and a socket that does not take its message in time does not hold up the o
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -37,10 +38,14 @@ class Session:
     stuck: bool = False
     told: list[Any] = field(default_factory=list)
 
-    async def send(self, message: Any) -> None:
+    def sent_now(self, payload: bytes, binary: bool) -> bool:
         if self.stuck:
-            await asyncio.Event().wait()
-        self.told.append(message)
+            return False  # its transport's buffer is full: the plain path, which waits
+        self.told.append(json.loads(payload))
+        return True
+
+    async def send_payload(self, payload: bytes, binary: bool) -> None:
+        await asyncio.Event().wait()
 
 
 def remaining(message: Any) -> int:
@@ -69,3 +74,28 @@ async def test_each_key_hears_its_own_count_and_a_stuck_socket_holds_no_one_up(
     told = {s.client_id: [remaining(m) for m in s.told] for s in sessions}
     assert told == {"admin": [7], "stuck": [], "a2": [3], "b1": [0]}
     assert (fleet.counted, key_a.counted, key_b.counted) == (1, 1, 1)  # once per key
+
+
+async def test_a_stream_of_changes_is_told_at_most_once_a_spacing_the_last_count_last(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every open socket hears every broadcast: under a stream of prompts, one at once, then at
+    most one each `STATUS_SPACING_S`, each with the count when it starts (the last one told)."""
+    monkeypatch.setattr(comfy_socket, "STATUS_SPACING_S", 0.2)
+    service = Service(0)
+    session = Session(None, "watcher", Ctx(service))
+    clients = ComfyClients()
+    clients.attach(cast(ClientSession, session))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for count in range(1, 11):  # ten prompts, 20 ms apart (longer on a loaded machine)
+        service.remaining = count
+        clients.broadcast_status_soon()
+        await asyncio.sleep(0.02)
+    async with asyncio.timeout(5):
+        while not session.told or remaining(session.told[-1]) != 10:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    took = loop.time() - started
+    told = [remaining(m) for m in session.told]
+    assert told[0] == 1 and told[-1] == 10  # the first at once, the last count last
+    assert len(told) <= took / 0.2 + 1  # not one a prompt: one a spacing at most

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 ACTIVE = (JobStatus.RUNNING, JobStatus.CANCELING)
 #: How long a `status` broadcast waits on one socket.
 BROADCAST_TIMEOUT_S = 1.0
+#: The least time from one `status` broadcast's start to the next one's.
+STATUS_SPACING_S = 0.05
 
 
 class ClientSession:
@@ -60,11 +62,18 @@ class ClientSession:
         binary = isinstance(message, bytes)
         # orjson: a job's dozen messages took ~1.5 % of a face job's CPU with `json`
         payload = message if isinstance(message, bytes) else jsontext.dumpb(message)
-        # framed straight to the connection (api/ws_frames.py) unless an earlier message still
-        # waits on the plain path (it would be overtaken) or the connection wants that path
+        if not self.sent_now(payload, binary):
+            await self.send_payload(payload, binary)
+
+    def sent_now(self, payload: bytes, binary: bool) -> bool:
+        """Whether `payload` (a text message's JSON, or binary) was written at once: framed
+        straight to the connection (api/ws_frames.py) unless an earlier message still waits on
+        the plain path (it would be overtaken) or the connection wants that path."""
         fast = self._send_frame if self._waiting_sends == 0 else None
-        if fast is not None and fast(payload, binary):
-            return
+        return fast is not None and fast(payload, binary)
+
+    async def send_payload(self, payload: bytes, binary: bool) -> None:
+        """`payload` on Starlette's path (after `sent_now` said no), in order."""
         self._waiting_sends += 1
         try:
             async with self._send_lock:
@@ -217,6 +226,7 @@ class ComfyClients:
         self._sessions: dict[tuple[str | None, str], ClientSession] = {}
         self.numbers = itertools.count(1)
         self._broadcasting: asyncio.Task[None] | None = None
+        self._last_broadcast = -STATUS_SPACING_S  # (the loop's clock) when the last one began
         self._again = False
 
     def attach(self, session: ClientSession) -> None:
@@ -234,8 +244,10 @@ class ComfyClients:
     def broadcast_status_soon(self) -> None:
         """`broadcast_status` in the background, as ComfyUI queues its broadcast after a prompt
         is queued rather than answer later: the request that changed the queue is not held for
-        the count and the sends. Changes made while one broadcast is under way are told by one
-        more (with the count then), not by one each."""
+        the count and the sends. Changes made while one broadcast is under way, or within
+        `STATUS_SPACING_S` of its start, are told by one more (with the count then), not by one
+        each: every open socket hears every broadcast, so under a stream of prompts the
+        sockets' count, not the prompts', sets the broadcasts' cost."""
         if not self._sessions:
             return
         if self._broadcasting is not None and not self._broadcasting.done():
@@ -244,9 +256,14 @@ class ComfyClients:
         self._broadcasting = asyncio.create_task(self._broadcast_while_changed())
 
     async def _broadcast_while_changed(self) -> None:
+        loop = asyncio.get_running_loop()
         again = True
         while again:
+            # within the spacing of the last broadcast's start, this one waits (the changes
+            # meanwhile are told with it: the count is taken when it starts)
+            await asyncio.sleep(max(0.0, self._last_broadcast + STATUS_SPACING_S - loop.time()))
             self._again = False
+            self._last_broadcast = loop.time()
             try:
                 await self.broadcast_status()
             except Exception:  # the store failed: the next change broadcasts again
@@ -260,13 +277,18 @@ class ComfyClients:
         for session in list(self._sessions.values()):
             by_owner.setdefault(session.owner, []).append(session)
         for sessions in by_owner.values():
-            message = await status_message(sessions[0].ctx, None)
+            # encoded once, written at once to each socket that can take it (a broadcast goes
+            # to every open socket, the editor's in every browser tab: per socket, it was an
+            # encoding, a timeout and a coroutine, ~15 us, times every socket, every job)
+            payload = jsontext.dumpb(await status_message(sessions[0].ctx, None))
             for session in sessions:
+                if session.sent_now(payload, False):
+                    continue
                 # a stuck socket must not hold up the rest (a timeout, not wait_for: no task
                 # made for each send of each broadcast)
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(BROADCAST_TIMEOUT_S):
-                        await session.send(message)
+                        await session.send_payload(payload, False)
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
