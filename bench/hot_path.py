@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/hot_path.py                      # latency, 8-client throughput, budget
     .venv/bin/python bench/hot_path.py --fleet --postgres   # also the fleet and PostgreSQL set-ups
+    .venv/bin/python bench/hot_path.py --idle-sockets 300   # also the face with editors open
 
 Every figure is a zero-work job (EmptyImage 8x8 -> SaveImage, a fresh color each time) on
 emulators started as their own processes, so what differs between the columns is comfyrun.
@@ -33,6 +34,10 @@ emulators started as their own processes, so what differs between the columns is
    statement in autocommit is one, and so is each NOTIFY a listening node's server process
    relays (it reads the notification queue in a transaction of its own, reported only as it
    exits).
+
+6. --idle-sockets N: the ComfyUI face's throughput with N more `/ws` sockets open and only
+   listening (editors in browser tabs: every prompt broadcasts `status` to every socket),
+   through `serve` and on the emulator directly.
 
 With `--comfyui FOLDER` (and `--comfyui-python`, the Python that runs its main.py), 1-3 run
 against a real ComfyUI instead of the emulator: one started from FOLDER for the direct column
@@ -719,6 +724,44 @@ async def postgres(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, st
         drop_schema(schema)
 
 
+async def idle_sockets(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]]) -> None:
+    """--idle-sockets N: the ComfyUI face's throughput (`args.clients` clients, one backend)
+    with N more `/ws` sockets open and only listening (ComfyUI editors open in browser tabs),
+    through `serve` and on the emulator directly, each with its own N sockets: every prompt
+    makes a `status` broadcast to every socket."""
+    server = comfyrun_process(tmp, "idle", ["serve", "--emulator", "1"])
+    try:
+        await wait_ready(server.url)
+        async with emulators(tmp, 1) as (emu,), light_session() as session:
+            rates = {}
+            for name, url in (("direct", emu), ("comfyrun", server.url)):
+                listening = [
+                    await session.ws_connect(f"{url}/ws?clientId={uuid.uuid4().hex}")
+                    for _ in range(args.idle_sockets)
+                ]
+                try:
+                    one = lambda i, url=url: light_face_run(session, url)  # noqa: E731
+                    await drive(args.clients, WARM_UP_S, one)
+                    fresh_outputs(tmp)
+                    rates[name] = await drive(args.clients, args.seconds, one)
+                finally:
+                    for ws in listening:
+                        await ws.close()
+        rows += [
+            (
+                f"ComfyUI face, {args.idle_sockets} idle /ws open, {args.clients} clients: direct",
+                f"{rates['direct']:7.1f} jobs/s",
+            ),
+            (
+                "  through comfyrun",
+                f"{rates['comfyrun']:7.1f} jobs/s "
+                f"({100 * rates['comfyrun'] / rates['direct']:.0f} % of direct)",
+            ),
+        ]
+    finally:
+        server.stop()
+
+
 async def main(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="comfyrun-hot-"))
     pad_workflows(args.workflow_kb)
@@ -729,6 +772,8 @@ async def main(args: argparse.Namespace) -> None:
         await enqueues(args, tmp, rows)
     if args.postgres:
         await postgres(args, tmp, rows)
+    if args.idle_sockets:
+        await idle_sockets(args, tmp, rows)
     width = max(len(k) for k, _ in rows)
     against = f"a real ComfyUI ({args.comfyui})" if args.comfyui else "the emulator"
     print(
@@ -748,6 +793,9 @@ if __name__ == "__main__":
     parser.add_argument("--fleet", action="store_true")
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--enqueue-jobs", type=int, default=5000)
+    parser.add_argument(
+        "--idle-sockets", type=int, default=0, help="also the face with N listening /ws open"
+    )
     parser.add_argument(
         "--workflow-kb", type=float, default=0.0, help="KB of unconnected nodes in each workflow"
     )
