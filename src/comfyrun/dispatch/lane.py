@@ -131,7 +131,7 @@ class HandlerLane:
                     )
                     continue
             except ComfyrunError as exc:
-                # (a failed wait, too: it ended the loop, and the lane claimed no more jobs)
+                # (a failed wait too: the lane claims on once the store answers again)
                 log.warning("claim failed: %s", exc, extra={"action": "claim_error"})
                 await asyncio.sleep(1.0)  # the store is failing: back off
                 continue

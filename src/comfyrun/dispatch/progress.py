@@ -195,10 +195,7 @@ class ProgressWriter:
     def close(self) -> None:
         """No more writes: those not yet due are dropped, the one under way is cancelled (the
         run is abandoned; `settle` ends a run)."""
-        self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._stop()
         if self._task is not None:
             self._task.cancel()
 
@@ -208,12 +205,16 @@ class ProgressWriter:
         after it; cancelled mid-way instead, its statement would be cancelled on the server (on
         PostgreSQL a connection of its own to ask) and the final transition would wait for the
         row it holds."""
+        self._stop()
+        if self._task is not None and not self._task.done():
+            await asyncio.wait({self._task})
+
+    def _stop(self) -> None:
+        """No write is scheduled from now on; the one not yet due is dropped."""
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._task is not None and not self._task.done():
-            await asyncio.wait({self._task})
 
     def _schedule(self) -> None:
         if self._closed or self._timer is not None:
