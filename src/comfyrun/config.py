@@ -124,12 +124,17 @@ class BackendConfig(BaseModel):
     def managed(self) -> bool:
         return self.url is None
 
+    def base_name(self, index: int) -> str:
+        """The name of the `index`-th table's backend: its `name`, else a URL's host:port (and
+        path) or `comfy-<index + 1>` (with `gpus`, the stem of each process's name)."""
+        if self.name:
+            return self.name
+        return self.url.split("://", 1)[-1] if self.url is not None else f"comfy-{index + 1}"
+
     def names(self, index: int) -> list[str]:
-        """The names of the pool's backends from this table, the `index`-th: its `name`, else
-        a URL's host:port (and path) or `comfy-<index + 1>`; one per GPU with `gpus`."""
-        if self.url is not None:
-            return [self.name or self.url.split("://", 1)[-1]]
-        return [name for name, _ in self.per_gpu(self.name or f"comfy-{index + 1}")]
+        """The names of the pool's backends from this table, the `index`-th (one per GPU with
+        `gpus`)."""
+        return [name for name, _ in self.per_gpu(self.base_name(index))]
 
 
 def add_backends(settings: Settings, urls: list[str] | None, paths: list[Path] | None) -> None:

@@ -71,7 +71,10 @@ def backend_specs(
     if cfg.url is not None:
         return [
             BackendSpec.from_url(
-                cfg.url, name=cfg.name, labels=cfg.labels, sees_model_cache=cfg.sees_model_cache
+                cfg.url,
+                name=cfg.base_name(index),
+                labels=cfg.labels,
+                sees_model_cache=cfg.sees_model_cache,
             )
         ]
     from comfyrun.backends.process import ManagedSpec
@@ -79,7 +82,7 @@ def backend_specs(
 
     warmup = None if cfg.warmup_prompt is None else load_prompt_file(cfg.warmup_prompt)
     specs = []
-    for name, one in cfg.per_gpu(cfg.name or f"comfy-{index + 1}"):
+    for name, one in cfg.per_gpu(cfg.base_name(index)):
         managed = ManagedSpec(
             name=name,
             log_dir=(settings.data_dir / "logs").resolve(),
