@@ -30,6 +30,7 @@ Each exception's docstring is its default message.
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 
@@ -202,7 +203,24 @@ class HandlerError(ComfyrunError):
         self.retryable = retryable
 
 
+#: The errnos of a full disk: no space left, or the user's quota spent.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it: a StorageError raised from an OSError) is a full disk."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a chain, not a loop
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in DISK_FULL_ERRNOS:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 __all__ = [
+    "DISK_FULL_ERRNOS",
     "BackendError",
     "BlobNotFound",
     "ComfyrunError",
@@ -227,4 +245,5 @@ __all__ = [
     "StorageError",
     "StoreError",
     "UnservedJobType",
+    "is_disk_full",
 ]

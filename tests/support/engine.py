@@ -5,6 +5,7 @@ It runs one prompt at a time from a FIFO queue, as ComfyUI does, feeding the cli
 
     {"class_type": "Work", "inputs": {"seconds": 0.05, "steps": 3}}   takes time, reports steps
     {"class_type": "Fail"}   raises at run time        {"class_type": "OOM"}  an out-of-memory error
+    {"class_type": "DiskFull"}   an OSError for no space left on the disk (while `disk_full_left`)
     {"class_type": "Invalid"}   rejected by POST /prompt (400)
     {"class_type": "Hang"}   never ends, ignores interrupts while `stuck` is set
     {"class_type": "SaveImage", "inputs": {"filename_prefix": "x"}}   one PNG-ish output file
@@ -40,6 +41,9 @@ from comfyrun.store.base import JobStore
 JSON = dict[str, Any]
 
 
+OOM_MESSAGE = "Allocation on device (out of memory)"
+
+
 @dataclass
 class Ran:
     """One prompt as the fake executed it."""
@@ -61,6 +65,7 @@ class FakeServer:
     up: bool = True
     stuck: bool = False  # a Hang node ignores interrupts
     oom_left: int = 0  # the next N OOM nodes fail; later ones succeed
+    disk_full_left: int = 0  # the next N DiskFull nodes fail; later ones succeed
     silent: bool = False  # send no events (as over a lost websocket): only results settle
     refuse_posts: int = 0  # the next N POST /prompt cannot connect (never sent)
     ran: list[Ran] = field(default_factory=list)
@@ -140,18 +145,26 @@ class FakeServer:
             elif kind == "Hang":
                 await until(lambda: not self.stuck and self._interrupt == pid, timeout=None)
                 return self._interrupted(pid, node_id, kind)
-            elif kind in ("Fail", "OOM"):
+            elif kind in ("Fail", "OOM", "DiskFull"):
                 oom = kind == "OOM" and self.oom_left > 0
-                if kind == "OOM" and not oom:
+                full = kind == "DiskFull" and self.disk_full_left > 0
+                if kind in ("OOM", "DiskFull") and not (oom or full):
                     continue
                 if oom:
                     self.oom_left -= 1
+                if full:
+                    self.disk_full_left -= 1
+                exception_type, message = "RuntimeError", "boom"
+                if oom:
+                    exception_type, message = "torch.OutOfMemoryError", OOM_MESSAGE
+                if full:
+                    exception_type, message = "OSError", "[Errno 28] No space left on device"
                 error = m.ExecutionError(
                     prompt_id=pid,
                     node_id=node_id,
                     node_type=kind,
-                    exception_type="torch.OutOfMemoryError" if oom else "RuntimeError",
-                    exception_message="Allocation on device (out of memory)" if oom else "boom",
+                    exception_type=exception_type,
+                    exception_message=message,
                     traceback=("Traceback (most recent call last):\n", "RuntimeError: boom\n"),
                 )
                 self._feed(pid, error)

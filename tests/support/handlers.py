@@ -77,6 +77,13 @@ def flaky(ctx: HandlerContext) -> None:
     raise HandlerError(f"try again (attempt {ctx.attempt})", retryable=True)
 
 
+def disk_full(ctx: HandlerContext) -> None:
+    """Finds its disk full on its first attempt (as a write would), succeeds on the next."""
+    if ctx.attempt == 1:
+        raise OSError(28, "No space left on device")
+    ctx.outputs.write_bytes("out.txt", b"written")
+
+
 def buggy(ctx: HandlerContext) -> None:
     """Raises like a bug would."""
     raise ZeroDivisionError("division by zero")

@@ -121,10 +121,11 @@ __all__ = [
 ]
 
 
-def fail_the_end_once(store: Any, *, committed: bool) -> list[Any]:
+def fail_the_end_once(store: Any, *, committed: bool, times: int = 1) -> list[Any]:
     """Make `store`'s next SUCCEED transition raise a StoreError, as a PostgreSQL connection
-    dropped under it would: the write lost, or (`committed`) made with its answer lost. The
-    list returned holds the event once it failed."""
+    dropped under it would: the write lost, or (`committed`) made with its answer lost; with
+    `times`, that many SUCCEED transitions in a row (a store failing a while: the disk full).
+    The list returned holds the event each time it failed."""
     from comfyrun.core.state import Event
     from comfyrun.errors import StoreError
 
@@ -132,9 +133,9 @@ def fail_the_end_once(store: Any, *, committed: bool) -> list[Any]:
     failed: list[Any] = []
 
     async def failing_once(job_id: str, event: Event, **kwargs: Any) -> Any:
-        if event is Event.SUCCEED and not failed:
+        if event is Event.SUCCEED and len(failed) < times:
             failed.append(event)
-            if committed:
+            if committed and len(failed) == times:
                 await transition(job_id, event, **kwargs)
             raise StoreError("PostgreSQL failed: terminating connection")
         return await transition(job_id, event, **kwargs)

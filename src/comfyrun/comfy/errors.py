@@ -32,6 +32,18 @@ def is_out_of_memory(exception_type: str | None, message: str | None) -> bool:
     return any(marker in text for marker in _OOM_MARKERS)
 
 
+#: What an exception says when its disk is full (ENOSPC, EDQUOT), as Python words it.
+_DISK_FULL_MARKERS = ("[errno 28]", "[errno 122]", "no space left on device", "disk quota exceeded")
+
+
+def is_disk_full(exception_type: str | None, message: str | None) -> bool:
+    """Whether a node's exception says its disk is full (a SaveImage on a full disk raises
+    `OSError: [Errno 28] No space left on device`): the machine's state, not the workflow's
+    fault; a retry once space is freed, or on another backend, may succeed."""
+    text = f"{exception_type or ''} {message or ''}".lower()
+    return any(marker in text for marker in _DISK_FULL_MARKERS)
+
+
 class ComfyConnectionError(BackendError):
     """The ComfyUI server could not be reached."""
 
@@ -114,6 +126,10 @@ class ComfyExecutionError(BackendError):
     def out_of_memory(self) -> bool:
         return is_out_of_memory(self.exception_type, self.message)
 
+    @property
+    def disk_full(self) -> bool:
+        return is_disk_full(self.exception_type, self.message)
+
 
 class ComfyInterrupted(BackendError):
     """The prompt was interrupted."""
@@ -168,5 +184,6 @@ __all__ = [
     "ComfyProtocolError",
     "ComfyTimeout",
     "ComfyValidationError",
+    "is_disk_full",
     "is_out_of_memory",
 ]

@@ -14,6 +14,7 @@ class FailureKind(enum.StrEnum):
     NODE_ERROR = "node_error"  # a node raised at run time
     INPUT_ERROR = "input_error"  # an input could not be fetched or placed
     OUT_OF_MEMORY = "out_of_memory"  # a node raised an OOM error
+    DISK_FULL = "disk_full"  # a node, or the output storage, found no space left on its disk
     BACKEND_LOST = "backend_lost"  # the backend stopped answering
     CRASH = "crash"  # the backend process died
     TIMEOUT = "timeout"  # the job ran past its timeout

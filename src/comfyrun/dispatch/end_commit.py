@@ -8,7 +8,9 @@ stands: a failed write used to fail the run and send the job back to the queue.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import time
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -23,20 +25,62 @@ from comfyrun.store.base import Changes
 
 log = logging.getLogger("comfyrun.dispatch.run")
 
-#: The waits before the run's end is written again after the store failed (then it gives up).
+#: The waits before the run's end is written again after the store failed: these, then the last
+#: of them again and again, for as long as the job's lease (`StoreOutage.patience_s`).
 END_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0)
 
+#: Of a long outage, one failure in this many is logged (the first always is).
+LOG_EVERY = 10
 
-async def store_failed(exc: StoreError, failures: int, job_id: str, extra: dict[str, Any]) -> int:
-    """The store failed writing (or reading) a run's end, the `failures`-th time: wait and let
-    the caller try again, a few times (a PostgreSQL connection dropped, SQLite locked a
-    moment); then `exc` goes up (the run failed: the job's next attempt adopts its prompt by
-    id). The failures so far, this one counted."""
-    if failures >= len(END_RETRY_DELAYS_S):
-        raise exc
-    log.warning("job %s: storing its end failed (%s); trying again", job_id, exc, extra=extra)
-    await asyncio.sleep(END_RETRY_DELAYS_S[failures])
-    return failures + 1
+
+class OutageOutlasted(StoreError):
+    """The store failed for longer than a run's end may wait (StoreOutage): the run is over
+    without it; the job is left to its lease."""
+
+
+@dataclasses.dataclass
+class StoreOutage:
+    """The store failing while a run's end is written (a PostgreSQL connection dropped, SQLite
+    locked by another process, the disk full): the end is written again after each of
+    END_RETRY_DELAYS_S, then every last of them, for up to `patience_s` (the job's lease) from
+    the first failure, so that a store back within that time takes the run's outcome as it
+    is; beyond it the failure goes up (the run failed: the job's lease runs out and its next
+    attempt adopts the prompt by id: OutageOutlasted). Ownership needs no guard here: each write names this
+    worker and the status it expects, so one that comes after the job was taken from it
+    changes nothing."""
+
+    job_id: str
+    extra: dict[str, Any]
+    patience_s: float
+    failures: int = 0
+    first_s: float = 0.0
+
+    async def failed(self, exc: StoreError) -> None:
+        """The store failed once more: wait before the next try; `exc` up when out of
+        patience."""
+        now = time.monotonic()
+        if not self.failures:
+            self.first_s = now
+        delay = END_RETRY_DELAYS_S[min(self.failures, len(END_RETRY_DELAYS_S) - 1)]
+        if now + delay - self.first_s > self.patience_s:
+            raise OutageOutlasted(
+                f"{exc} (for {now - self.first_s:.0f} s, {self.failures + 1} tries)"
+            ) from exc
+        if self.failures % LOG_EVERY == 0:
+            log.warning(
+                "job %s: storing its end failed (%s); trying again", self.job_id, exc,
+                extra=self.extra,
+            )  # fmt: skip
+        self.failures += 1
+        await asyncio.sleep(delay)
+
+    def over(self) -> None:
+        """The end was written (or found written) after the failures so far."""
+        if self.failures:
+            log.info(
+                "job %s: its end stored after %d failed tries over %.1f s",
+                self.job_id, self.failures, time.monotonic() - self.first_s, extra=self.extra,
+            )  # fmt: skip
 
 
 def log_dropped(logger: logging.Logger, job_id: str, event: Event, extra: dict[str, Any]) -> None:
@@ -45,6 +89,16 @@ def log_dropped(logger: logging.Logger, job_id: str, event: Event, extra: dict[s
     logger.warning(
         "job %s is no longer held by this worker; %s dropped", job_id, event.value, extra=extra
     )
+
+
+def log_outlasted(
+    logger: logging.Logger, job_id: str, exc: OutageOutlasted, extra: dict[str, Any]
+) -> None:
+    """A run's end not written: the store failed all the while the job's lease allowed."""
+    logger.error(
+        "job %s: its end could not be stored (%s); left to its lease, then to its next attempt",
+        job_id, exc, extra=extra,
+    )  # fmt: skip
 
 
 class EndCommit(ABC):
@@ -66,18 +120,20 @@ class EndCommit(ABC):
         # First as if nothing moved (one round trip); when the job moved (canceling), read it.
         current: Job | None = self.job
         stale = True  # the first try assumes the status this run last saw
-        failures = 0  # of the store: a moment's failure must not undo the run's outcome
-        for _ in range(5 + len(END_RETRY_DELAYS_S)):
+        outage = self._outage()  # a store failing a while must not undo the run's outcome
+        moves = 0  # of the job under this run (the API's cancel): a few at most
+        while moves < 5:
             if current is None:
                 try:
                     current = await store.get(self.job.id)
                 except StoreError as exc:
-                    failures = await self._store_failed(exc, failures)
+                    await outage.failed(exc)
                     continue
                 stale = False
-                if failures and current is not None and current.terminal:
+                if outage.failures and current is not None and current.terminal:
                     # the write that failed had committed (its answer was lost), or the job
                     # was ended meanwhile: either way, this is how it ended
+                    outage.over()
                     return self._committed(current)
             if (
                 current is None
@@ -99,16 +155,17 @@ class EndCommit(ABC):
                 if not stale:
                     raise
                 # e.g. CANCELED planned from `running` while the API made it `canceling`
-                current = None
+                current, moves = None, moves + 1
                 continue
             except Conflict:
-                current = None
+                current, moves = None, moves + 1
                 continue
             except StoreError as exc:
-                failures = await self._store_failed(exc, failures)
+                await outage.failed(exc)
                 current = None  # (it may have committed: read it again)
                 continue
             stages.mark(job.id, "committed")
+            outage.over()
             log.info(
                 "job %s %s on backend %s",
                 job.id,
@@ -129,8 +186,15 @@ class EndCommit(ABC):
                 tell(job)
         return job
 
-    async def _store_failed(self, exc: StoreError, failures: int) -> int:
-        return await store_failed(exc, failures, self.job.id, self._extra("end_store_retry"))
+    def _outage(self) -> StoreOutage:
+        return StoreOutage(self.job.id, self._extra("end_store_retry"), self.ctx.settings.lease_s)
 
 
-__all__ = ["END_RETRY_DELAYS_S", "EndCommit", "log_dropped", "store_failed"]
+__all__ = [
+    "END_RETRY_DELAYS_S",
+    "EndCommit",
+    "OutageOutlasted",
+    "StoreOutage",
+    "log_dropped",
+    "log_outlasted",
+]

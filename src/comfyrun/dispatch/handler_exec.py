@@ -23,7 +23,13 @@ from typing import Any
 from comfyrun.core.job import Job, JobError, Output, OutputType
 from comfyrun.core.retry import FailureKind
 from comfyrun.dispatch.collect import read_file, wants_inline
-from comfyrun.errors import ComfyrunError, HandlerError, InputRejected, MissingAsset
+from comfyrun.errors import (
+    ComfyrunError,
+    HandlerError,
+    InputRejected,
+    MissingAsset,
+    is_disk_full,
+)
 from comfyrun.handlers.context import Cancelled, HandlerContext, InputFile, PendingOutput
 from comfyrun.handlers.registry import Handler
 from comfyrun.outputs import OutputStorage, classify_output, output_key, read_inline
@@ -119,6 +125,8 @@ def classify(exc: BaseException) -> tuple[FailureKind, JobError]:
         return kind, JobError(code=exc.code, message=exc.message, details=exc.details)
     if isinstance(exc, MemoryError):
         return FailureKind.OUT_OF_MEMORY, JobError(code="out_of_memory", message="out of memory")
+    if is_disk_full(exc):  # the machine's state, not the job's: retried within max_retries
+        return FailureKind.DISK_FULL, JobError(code="disk_full", message=str(exc))
     if isinstance(exc, ComfyrunError):
         return FailureKind.BACKEND_LOST, JobError(code=exc.code, message=exc.message)
     return FailureKind.NODE_ERROR, JobError(

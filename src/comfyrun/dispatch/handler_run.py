@@ -24,7 +24,7 @@ from comfyrun.core.retry import FailureKind, decide
 from comfyrun.core.state import Event
 from comfyrun.dispatch.cancel import wait_cancel_requested
 from comfyrun.dispatch.chain import run_steps
-from comfyrun.dispatch.end_commit import END_RETRY_DELAYS_S, log_dropped, store_failed
+from comfyrun.dispatch.end_commit import OutageOutlasted, StoreOutage, log_dropped, log_outlasted
 from comfyrun.dispatch.handler_exec import (
     Stopped,
     classify,
@@ -92,6 +92,8 @@ class HandlerRun:
                     async with asyncio.timeout(self.ctx.settings.stop_grace_s):
                         await self._settle(Event.REQUEUE, Changes(clear_lease=True))
             raise
+        except OutageOutlasted as exc:  # writing more would fail too; the lease runs out
+            log_outlasted(log, self.job.id, exc, self._extra("run_error"))
         except Exception as exc:  # a bug or a failing store must not leave the job running
             log.exception("job %s: handler run failed", self.job.id, extra=self._extra("run_error"))
             with contextlib.suppress(Exception):
@@ -199,19 +201,21 @@ class HandlerRun:
         canceling meanwhile); nothing when the job is no longer this worker's."""
         await self._progress.settle()  # a final transition: no progress write may follow it
         store, worker = self.ctx.store, self.ctx.worker_id
-        failures = 0  # of the store: a moment's failure must not undo the run's outcome
-        for _ in range(3 + len(END_RETRY_DELAYS_S)):
+        outage = StoreOutage(self.job.id, self._extra("end_store_retry"), self.ctx.settings.lease_s)
+        moves = 0  # of the job under this run (the API's cancel): a few at most
+        while moves < 3:
             try:
                 job = await store.transition(
                     self.job.id, event, expect=expect, changes=changes, worker_id=worker
                 )
             except (Conflict, IllegalTransition, StoreError) as exc:
                 if isinstance(exc, StoreError):
-                    failures = await store_failed(
-                        exc, failures, self.job.id, self._extra("end_store_retry")
-                    )
-                current, failures = await self._reread(failures)
-                if failures and current is not None and current.terminal:
+                    await outage.failed(exc)
+                else:
+                    moves += 1
+                current = await self._reread(outage)
+                if outage.failures and current is not None and current.terminal:
+                    outage.over()
                     self.job, self.settled = current, True  # the failed write had committed
                     return
                 if current is None or current.status not in ACTIVE or current.worker_id != worker:
@@ -220,6 +224,7 @@ class HandlerRun:
                     raise
                 expect = current.status
                 continue
+            outage.over()
             self.job, self.settled = job, job.status not in ACTIVE
             log.info(
                 "job %s %s",
@@ -231,16 +236,14 @@ class HandlerRun:
         self.settled = True
         log_dropped(log, self.job.id, event, self._extra("job_lost"))
 
-    async def _reread(self, failures: int) -> tuple[Job | None, int]:
+    async def _reread(self, outage: StoreOutage) -> Job | None:
         """The job read again after its end's write failed (the store failing meanwhile too:
-        waited for and read again, as the write), and the store's failures so far."""
+        waited for and read again, as the write)."""
         while True:
             try:
-                return await self.ctx.store.get(self.job.id), failures
+                return await self.ctx.store.get(self.job.id)
             except StoreError as exc:
-                failures = await store_failed(
-                    exc, failures, self.job.id, self._extra("end_store_retry")
-                )
+                await outage.failed(exc)
 
     def _extra(self, action: str, **more: Any) -> dict[str, Any]:
         return {

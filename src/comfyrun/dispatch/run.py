@@ -32,6 +32,7 @@ from comfyrun.core.queue_order import REFERENCE_COST, estimate_cost
 from comfyrun.core.retry import FailureKind
 from comfyrun.dispatch.cancel import CancelWatch
 from comfyrun.dispatch.collect import recached
+from comfyrun.dispatch.end_commit import OutageOutlasted, log_outlasted
 from comfyrun.dispatch.progress import ProgressTracker, ProgressWriter, preview_event
 from comfyrun.dispatch.reconcile import (
     note_prompt,
@@ -108,6 +109,8 @@ class JobRun(RunEnding):
                 async with asyncio.timeout(self.ctx.settings.stop_grace_s):
                     await self._abandoned()
             raise
+        except OutageOutlasted as exc:  # writing more would fail too; the lease runs out
+            log_outlasted(log, self.job.id, exc, self._extra("run_error"))
         except Exception as exc:  # a bug or a failing store must not leave the job running
             log.exception("job %s: run failed", self.job.id, extra=self._extra("run_error"))
             with contextlib.suppress(Exception):

@@ -29,7 +29,7 @@ from comfyrun.dispatch.progress import ProgressWriter
 from comfyrun.dispatch.reconcile import stop_prompt
 from comfyrun.dispatch.relay import JobRelay
 from comfyrun.dispatch.run_context import OUTPUT_MISSING, UNSENT, RunContext
-from comfyrun.errors import BackendError, ComfyrunError
+from comfyrun.errors import BackendError, ComfyrunError, is_disk_full
 from comfyrun.store.base import Changes
 
 log = logging.getLogger("comfyrun.dispatch.run")
@@ -81,18 +81,19 @@ class RunEnding(EndCommit):
             await self._backend_lost(f"the prompt ended {outcome.status}: {outcome.error}")
 
     async def _node_failed(self, err: ComfyExecutionError) -> None:
-        oom = err.out_of_memory
+        oom, full = err.out_of_memory, err.disk_full
+        kind = FailureKind.OUT_OF_MEMORY if oom else FailureKind.NODE_ERROR
+        if full:  # the machine's state, not the workflow's: retried within max_retries
+            kind = FailureKind.DISK_FULL
         error = JobError(
-            code="out_of_memory" if oom else "node_execution_error",
+            code=kind.value if kind is not FailureKind.NODE_ERROR else "node_execution_error",
             message=err.message,
             node_id=err.node_id,
             class_type=err.node_type,
             traceback=err.traceback,
             details={"exception_type": err.exception_type, "prompt_id": err.prompt_id},
         )
-        await self._finish_failure(
-            FailureKind.OUT_OF_MEMORY if oom else FailureKind.NODE_ERROR, error
-        )
+        await self._finish_failure(kind, error)
 
     async def _on_cancel(self, result: asyncio.Future[Any]) -> None:
         outcome, gone = await self._stop_prompt(result, self.ctx.settings.cancel_grace_s)
@@ -162,10 +163,16 @@ class RunEnding(EndCommit):
             await self._backend_lost(f"reading outputs failed: {exc}")
             return
         except ComfyrunError as exc:
+            # a full disk is retried (within max_retries) as a full disk in a node is; any
+            # other failure of the storage is taken as lasting (its settings, its rights)
+            full = is_disk_full(exc)
             await self._finish_failure(
-                FailureKind.BACKEND_LOST,
-                JobError(code=exc.code, message=f"storing outputs failed: {exc.message}"),
-                retry=False,
+                FailureKind.DISK_FULL if full else FailureKind.BACKEND_LOST,
+                JobError(
+                    code="disk_full" if full else exc.code,
+                    message=f"storing outputs failed: {exc.message}",
+                ),
+                retry=full,
             )
             return
         stages.mark(self.job.id, "collected")

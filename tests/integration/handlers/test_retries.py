@@ -20,6 +20,7 @@ HANDLERS = [
     "refuse=tests.support.handlers:failing",
     "flaky=tests.support.handlers:flaky",
     "buggy=tests.support.handlers:buggy",
+    "full=tests.support.handlers:disk_full",
 ]
 
 
@@ -49,6 +50,14 @@ async def test_failures_are_retried_by_kind(tmp_path: Path) -> None:
         assert bug["error"]["code"] == "handler_error"
         assert bug["error"]["message"] == "ZeroDivisionError: division by zero"
         assert "ZeroDivisionError" in bug["error"]["traceback"]
+        # a full disk is the machine's state, not the handler's bug: retried
+        full = (await client.post("/api/v2/jobs", json={"type": "full", "max_retries": 1})).json()
+        first = await ctx.service.wait(full["id"], 30)
+        assert (first.job.status.value, first.job.attempts) == ("succeeded", 2), first.job.error
+        body = {"type": "full", "max_retries": 0}
+        full = (await client.post("/api/v2/jobs?wait=30", json=body)).json()
+        assert (full["status"], full["error"]["code"]) == ("failed", "disk_full"), full
+        assert full["error"]["message"] == "[Errno 28] No space left on device"
 
 
 async def test_events_and_other_dialects_read_handler_jobs(tmp_path: Path) -> None:
@@ -123,17 +132,17 @@ async def test_a_failed_wait_for_work_does_not_stop_the_lane(tmp_path: Path) -> 
         assert second["status"] == "succeeded", second
 
 
-@pytest.mark.parametrize("committed", [False, True])
-async def test_a_store_failing_a_moment_at_the_end_does_not_undo_a_handler_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, committed: bool
+@pytest.mark.parametrize(("committed", "times"), [(False, 1), (True, 1), (False, 12), (True, 12)])
+async def test_a_store_failing_a_while_at_the_end_does_not_undo_a_handler_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, committed: bool, times: int
 ) -> None:
-    """As a ComfyUI run's: the end's write failing once is written again, or found written
-    (it failed the run, and the job ran again)."""
+    """As a ComfyUI run's: the end's write failing once, or a while within the lease, is
+    written again, or found written (it failed the run, and the job ran again)."""
     monkeypatch.setattr(end_commit, "END_RETRY_DELAYS_S", (0.01, 0.01))
     async with asgi_app(memory_settings(tmp_path)) as (_, client, ctx):
-        failed = fail_the_end_once(ctx.store, committed=committed)
+        failed = fail_the_end_once(ctx.store, committed=committed, times=times)
         body = {"type": "image", "params": {"format": "webp"}, "inputs": [png_input("x.png")]}
         job = (await client.post("/api/v2/jobs?wait=30", json=body)).json()
-        assert failed == [Event.SUCCEED]
+        assert failed == [Event.SUCCEED] * times
         assert (job["status"], job["attempts"]) == ("succeeded", 1), job
         assert job["outputs"]

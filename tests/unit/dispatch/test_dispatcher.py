@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import logging
 from typing import Any
 
@@ -18,6 +19,7 @@ from comfyrun.core.job import JobStatus
 from comfyrun.core.placement import BackendState
 from comfyrun.core.state import Event
 from comfyrun.dispatch import end_commit, reconcile
+from comfyrun.errors import StorageError
 from comfyrun.outputs import read_all
 
 Make = Any
@@ -83,6 +85,59 @@ async def test_out_of_memory_frees_the_backend_and_retries(make_engine: Make) ->
     assert done.status is JobStatus.SUCCEEDED, done.error
     assert done.attempts == 2
     assert engine.servers["a"].freed == 1
+
+
+async def test_a_node_finding_its_disk_full_is_retried(make_engine: Make) -> None:
+    """ComfyUI's SaveImage on a full disk raises OSError [Errno 28]: the machine's state, not
+    the workflow's fault, so retried within max_retries (a node's own error is final)."""
+    engine = await make_engine()
+    engine.servers["a"].disk_full_left = 1
+    job = await engine.submit(
+        work(extra={"3": {"class_type": "DiskFull"}}), max_retries=1, retry_delay_s=0.01
+    )
+    first = await engine.wait_for(job.id, lambda j: j.error is not None)
+    assert first.error is not None and first.error.code == "disk_full"
+    assert first.error.message == "[Errno 28] No space left on device"
+    done = await engine.wait(job.id)
+    assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 2), done.error
+    # without retries left it fails, saying so
+    engine.servers["a"].disk_full_left = 1
+    job = await engine.submit(work(extra={"3": {"class_type": "DiskFull"}}))
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.FAILED and done.error is not None
+    assert (done.error.code, done.error.node_id, done.error.class_type) == (
+        "disk_full",
+        "3",
+        "DiskFull",
+    )
+
+
+@pytest.mark.parametrize("full", [True, False])
+async def test_outputs_that_cannot_be_stored_on_a_full_disk_are_retried(
+    make_engine: Make, monkeypatch: pytest.MonkeyPatch, full: bool
+) -> None:
+    """The output storage failing for a full disk is retried within max_retries; failing
+    otherwise (its settings, its rights) stays final at once."""
+    engine = await make_engine()
+    put, failed = engine.storage.put_bytes, []
+
+    async def failing_once(*args: Any, **kwargs: Any) -> Any:
+        if not failed:
+            failed.append(True)
+            cause = OSError(errno.ENOSPC if full else errno.EACCES, "the disk")
+            raise StorageError(f"cannot store: {cause}") from cause
+        return await put(*args, **kwargs)
+
+    monkeypatch.setattr(engine.storage, "put_bytes", failing_once)
+    job = await engine.submit(work(), max_retries=1, retry_delay_s=0.01)
+    done = await engine.wait(job.id)
+    assert failed
+    if full:
+        assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 2), done.error
+        assert done.outputs
+    else:
+        assert (done.status, done.attempts) == (JobStatus.FAILED, 1)
+        assert done.error is not None and done.error.code == "storage_error"
 
 
 async def test_a_retry_goes_to_another_backend_as_little_loaded(make_engine: Make) -> None:
@@ -159,29 +214,59 @@ def _backend_running(engine: Any, job_id: str) -> Any:
     raise AssertionError("job not on any backend")
 
 
-@pytest.mark.parametrize("committed", [False, True])
-async def test_a_store_failing_a_moment_at_the_end_does_not_undo_the_run(
+@pytest.mark.parametrize(("committed", "times"), [(False, 1), (True, 1), (False, 12), (True, 12)])
+async def test_a_store_failing_a_while_at_the_end_does_not_undo_the_run(
     make_engine: Make,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     committed: bool,
+    times: int,
 ) -> None:
     """The end's write failing once (a PostgreSQL connection dropped: the write lost, or
-    committed with its answer lost) is written again, or found written: the job succeeds on
-    its first attempt, its prompt run once, no error logged. (It was a "run failed" with a
-    traceback, and the job went back to the queue for an attempt more.)"""
+    committed with its answer lost), or many times in a row (the disk full a while, within
+    the job's lease), is written again, or found written: the job succeeds on its first
+    attempt, its prompt run once, no error logged. (It was a "run failed" with a traceback,
+    and the job went back to the queue for an attempt more; and a store failing longer than
+    the fixed retries, ~4 s, left the job running until its lease ran out.)"""
     monkeypatch.setattr(end_commit, "END_RETRY_DELAYS_S", (0.01, 0.01))
     engine = await make_engine()
-    failed = fail_the_end_once(engine.store, committed=committed)
+    failed = fail_the_end_once(engine.store, committed=committed, times=times)
     job = await engine.submit(work(0.01))
     done = await engine.wait(job.id)
-    assert failed == [Event.SUCCEED]
+    assert failed == [Event.SUCCEED] * times
     assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 1)
     assert done.outputs
     assert [r.job_id for r in engine.servers["a"].ran] == [job.id]
     await engine.dispatcher.wait_idle()  # the run over (the store told its end first)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert (await engine.store.get(job.id) or job).attempts == 1
+
+
+async def test_a_store_failing_past_the_lease_leaves_the_job_to_its_lease(
+    make_engine: Make, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store that fails all the while the job's lease allows: the run gives up its end with
+    one error line (no traceback, no further write, which would fail too) and leaves the job
+    to its lease; once the store is back, the lease runs out and the next attempt (a lost
+    lease counts as one) runs it."""
+    monkeypatch.setattr(end_commit, "END_RETRY_DELAYS_S", (0.01, 0.05))
+    settings = dataclasses.replace(FAST, lease_s=0.5, heartbeat_s=0.1, sweep_interval_s=0.1)
+    engine = await make_engine(settings=settings)
+    transition = engine.store.transition
+    failed = fail_the_end_once(engine.store, committed=False, times=10**6)
+    job = await engine.submit(work(0.01), max_retries=1)
+    await until(lambda: any("could not be stored" in r.getMessage() for r in caplog.records))
+    tries = len(failed)
+    assert tries > 5  # written again for the lease's time, not given up after a few tries
+    await asyncio.sleep(0.2)
+    assert len(failed) == tries  # nothing more written
+    held = await engine.store.get(job.id)
+    assert held is not None and held.status is JobStatus.RUNNING and held.attempts == 1
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is None, errors
+    engine.store.transition = transition  # the store is back
+    done = await engine.wait(job.id)
+    assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 2)
 
 
 async def test_a_timeout_interrupts_then_retries_then_fails(make_engine: Make) -> None:
