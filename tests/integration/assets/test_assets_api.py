@@ -6,6 +6,7 @@ import io
 import json
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -106,6 +107,16 @@ async def test_get_and_delete(api: httpx.AsyncClient) -> None:
     gone = await api.get(f"/api/v2/assets/{asset['id']}")
     assert gone.status_code == 404 and error_code(gone) == "not_found"
     assert (await api.get("/api/v2/assets/..%2F..%2Fx")).status_code == 404
+
+
+async def test_content_of_an_asset_of_any_name(api: httpx.AsyncClient) -> None:
+    """An asset named in other scripts is served, its name in RFC 6266's `filename*` (it was
+    a 500: a header is Latin-1)."""
+    asset_id = (await upload(api, file_path="фото.png")).json()["id"]
+    content = await api.get(f"/api/v2/assets/{asset_id}/content")
+    assert content.status_code == 200 and content.content == DATA
+    disposition = content.headers["content-disposition"]
+    assert disposition.startswith("inline; ") and quote("фото.png") in disposition
 
 
 async def test_content_and_ranges(api: httpx.AsyncClient) -> None:

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -470,6 +471,41 @@ async def test_queue_delete_interrupt_and_history_delete(server: Server) -> None
             assert (await http.get(f"/history/{target}")).json() == {}
             await http.post("/history", json={"clear": True})
             assert (await http.get("/history")).json() == {}
+
+
+async def test_files_of_any_name_are_viewed(server: Server) -> None:
+    """An input uploaded, and an output saved, under a name in other scripts is served by
+    /view with its name in RFC 6266's `filename*` (a header is Latin-1: it was a 500 with the
+    connection reset); a plain name keeps ComfyUI's exact header."""
+    picture = io.BytesIO()
+    Image.new("RGB", (4, 4), (1, 2, 3)).save(picture, format="PNG")
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        for name in ("фото 名前.png", "plain.png"):
+            files = {"image": (name, picture.getvalue(), "image/png")}
+            answer = await http.post("/upload/image", files=files)
+            assert answer.status_code == 200 and answer.json()["name"] == name, answer.text
+            view = await http.get("/view", params={"filename": name, "type": "input"})
+            assert view.status_code == 200 and view.content == picture.getvalue()
+            header = view.headers["content-disposition"]
+            if name == "plain.png":
+                assert header == 'filename="plain.png"'
+            else:
+                assert header.endswith(f"filename*=UTF-8''{quote(name, safe='')}"), header
+        client = ComfyExampleClient(server, http)
+        prompt = {
+            "1": {"class_type": "LoadImage", "inputs": {"image": "plain.png"}},
+            "2": {
+                "class_type": "SaveImage",
+                "inputs": {"images": ["1", 0], "filename_prefix": "名前"},
+            },
+        }
+        async with client.connected():
+            answer = await client.queue_prompt(prompt)
+            assert answer.status_code == 200, answer.text
+            prompt_id = answer.json()["prompt_id"]
+            await client.wait_done(prompt_id)
+            ((_, data),) = await client.images(prompt_id)  # GET /view of the output
+            assert data.startswith(b"\x89PNG")
 
 
 async def test_upload_then_load_image_and_view_input(server: Server) -> None:

@@ -26,6 +26,7 @@ from starlette.datastructures import UploadFile
 
 from comfyrun import errors, jsontext
 from comfyrun.api.errors import retry_after
+from comfyrun.api.routes.files import content_disposition
 from comfyrun.assets import Asset, AssetService
 
 UPLOAD_CHUNK = 1 << 20
@@ -173,8 +174,8 @@ def assets_router(
             "ETag": f'"{asset.hash.removeprefix("blake3:")}"',
         }
         if asset.file_path:
-            name = asset.file_path.rsplit("/", 1)[-1].replace('"', "_")
-            headers["Content-Disposition"] = f'inline; filename="{name}"'
+            name = asset.file_path.rsplit("/", 1)[-1]
+            headers["Content-Disposition"] = content_disposition(name, "inline")
         wanted = parse_range(request.headers.get("range"), size)
         if wanted == "unsatisfiable":
             return JSONResponse(

@@ -43,7 +43,7 @@ from comfyrun.api.routes.comfy_common import (
 )
 from comfyrun.api.routes.comfy_queue import add_queue_routes, jobs_router
 from comfyrun.api.routes.comfy_system import system_stats
-from comfyrun.api.routes.files import serve_key
+from comfyrun.api.routes.files import content_disposition, serve_key
 from comfyrun.core.job import JSON, Job, JobStatus
 from comfyrun.service import Submission
 
@@ -243,7 +243,7 @@ async def view(
         return comfy_error(403, "forbidden", "invalid path")
     name = "/".join(parts)
     media = mimetypes.guess_type(filename)[0]
-    headers = {"Content-Disposition": f'filename="{filename}"'}
+    headers = {"Content-Disposition": content_disposition(filename)}
     try:
         if kind == "input":
             record = await read_upload(ctx, name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
@@ -137,6 +138,21 @@ async def serve_key(
         return StreamingResponse(chunks, 206, headers=headers, media_type=media)
     headers["Content-Length"] = str(total)
     return StreamingResponse(storage.open(key), 200, headers=headers, media_type=media)
+
+
+def content_disposition(filename: str, kind: str | None = None) -> str:
+    """A Content-Disposition for `filename` (`kind`: "inline", "attachment", or none, as
+    ComfyUI's /view sends it): the name as it is where it is plain ASCII (byte for byte what
+    ComfyUI sends), else RFC 6266's `filename*=UTF-8''…`, with an ASCII stand-in beside it for
+    clients that know only `filename` (a header is Latin-1: a name in other scripts, a quote,
+    a line break, cannot be written as it is)."""
+    lead = f"{kind}; " if kind else ""
+    if filename.isascii() and filename.isprintable() and not any(c in filename for c in '"\\'):
+        return f'{lead}filename="{filename}"'
+    stand_in = "".join(
+        c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename
+    )
+    return f"{lead}filename=\"{stand_in}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def _parse_range(value: str, total: int) -> tuple[int, int] | None:
