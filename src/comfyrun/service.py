@@ -21,6 +21,7 @@ from typing import Protocol
 from comfyrun import stages
 from comfyrun.config import Settings
 from comfyrun.core.batch import Batch, NewBatch
+from comfyrun.core.ids import MAX_CHOSEN_ID_CHARS, chosen_id_problem
 from comfyrun.core.job import COMFY, JSON, Job, JobStatus, NewJob
 from comfyrun.core.queue_order import estimate_cost, head_start
 from comfyrun.errors import (
@@ -176,6 +177,8 @@ class JobService(JobAdmin, JobWatch):
                 self._in_flight_keys.discard(key)
 
     async def _submit(self, sub: Submission) -> Submitted:
+        if sub.job_id is not None and (problem := chosen_id_problem(sub.job_id)) is not None:
+            raise InvalidRequest(problem, details={"prompt_id": sub.job_id[:MAX_CHOSEN_ID_CHARS]})
         sub, workflow = await self._checked(sub)
         validated = time.perf_counter()
         await self.queue_bound.admit()

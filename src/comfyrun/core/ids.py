@@ -31,4 +31,25 @@ def uuid7(unix_ms: int | None = None) -> str:
     return str(uuid.UUID(int=value))
 
 
-__all__ = ["uuid7"]
+#: The longest id a client may give its job (ComfyUI's prompt_id; a UUID has 36 characters).
+MAX_CHOSEN_ID_CHARS = 256
+
+
+def chosen_id_problem(job_id: str) -> str | None:
+    """Why `job_id`, chosen by a client (ComfyUI's POST /prompt takes any prompt_id), cannot
+    name a job; None when it can. A job's id is a segment of URL paths (/history/{id},
+    /api/v2/jobs/{id}) and of its outputs' keys: an empty or blank one, one with a slash (no
+    path can name it: a job no request could read, cancel or delete), a control character,
+    or "." / "..", cannot."""
+    if not job_id.strip():
+        return "prompt_id must not be empty"
+    if len(job_id) > MAX_CHOSEN_ID_CHARS:
+        return f"prompt_id has more than {MAX_CHOSEN_ID_CHARS} characters"
+    if "/" in job_id or job_id in (".", ".."):
+        return "prompt_id must not hold a slash or be . or .."
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in job_id):
+        return "prompt_id must not hold control characters"
+    return None
+
+
+__all__ = ["MAX_CHOSEN_ID_CHARS", "chosen_id_problem", "uuid7"]

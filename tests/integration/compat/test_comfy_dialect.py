@@ -398,6 +398,32 @@ async def test_client_prompt_id_is_honoured_and_reusable(server: Server) -> None
             assert second["prompt"][2]["1"]["inputs"]["color"] == 6
 
 
+async def test_a_prompt_id_no_path_can_name_is_refused(server: Server) -> None:
+    """ComfyUI takes any prompt_id; here it names a durable job, read, cancelled and deleted
+    by URL: one no path can name (a slash, empty, control characters, too long) is a 400 in
+    ComfyUI's shape and queues nothing (it made a job no request could reach). Any other
+    string is honoured, and reached by its percent-encoded path."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        before = (await http.get("/api/v2/jobs")).json()["jobs"]
+        for bad in ("a/b", "../x", "", "  ", "x" * 257, "line\nbreak", "."):
+            answer = await http.post(
+                "/prompt", json={"prompt": image_workflow(1), "prompt_id": bad}
+            )
+            assert answer.status_code == 400, (bad, answer.text)
+            body = answer.json()
+            assert body["error"]["type"] == "invalid_request" and body["node_errors"] == {}
+            assert "prompt_id" in body["error"]["message"]
+        assert (await http.get("/api/v2/jobs")).json()["jobs"] == before
+        client = ComfyExampleClient(server, http)
+        async with client.connected():
+            for odd in ("名前 ?#%", "a\\b"):
+                answer = await client.queue_prompt(image_workflow(2), prompt_id=odd)
+                assert answer.status_code == 200 and answer.json()["prompt_id"] == odd
+                await client.wait_done(odd)
+                path = f"/history/{quote(odd, safe='')}"
+                assert odd in (await http.get(path)).json()
+
+
 async def test_a_prompt_comes_back_whole_in_the_history(server: Server) -> None:
     """An input ComfyUI ignores comes back in /history as sent, whatever its name (one that
     begins with "_sa" too, which FastAPI's jsonable_encoder would drop)."""

@@ -1,13 +1,16 @@
 """Job, batch and prompt ids are UUIDv7: canonical UUIDs that sort by the millisecond they
-were made in (the store's indexes of them grow at one end)."""
+were made in (the store's indexes of them grow at one end); an id a client chooses (ComfyUI's
+prompt_id) is one any URL path can name."""
 
 from __future__ import annotations
 
 import time
 import uuid
 
+import pytest
+
 from comfyrun.core.batch import NewBatch
-from comfyrun.core.ids import uuid7
+from comfyrun.core.ids import chosen_id_problem, uuid7
 from comfyrun.core.job import NewJob, new_prompt_id
 
 
@@ -47,3 +50,27 @@ def test_new_jobs_batches_and_prompts_get_them() -> None:
     first = NewJob(workflow={}).id
     time.sleep(0.002)
     assert NewJob(workflow={}).id > first
+
+
+@pytest.mark.parametrize(
+    "job_id", ["3f1c8a2e-6b1d-4c8e-9f7a-0b1c2d3e4f50", "名前 ?#%", "a\\b", "x" * 256, "..."]
+)
+def test_an_id_any_path_can_name_may_be_chosen(job_id: str) -> None:
+    assert chosen_id_problem(job_id) is None
+
+
+@pytest.mark.parametrize(
+    ("job_id", "why"),
+    [
+        ("", "empty"),
+        (" \t", "empty"),
+        ("x" * 257, "more than 256"),
+        ("a/b", "slash"),
+        ("..", "slash or be"),
+        ("a\x00b", "control"),
+        ("a\nb", "control"),
+    ],
+)
+def test_an_id_no_path_can_name_is_refused(job_id: str, why: str) -> None:
+    problem = chosen_id_problem(job_id)
+    assert problem is not None and why in problem
