@@ -168,12 +168,12 @@ class WebhookDeliverer:
     async def _check_target(self, url: str) -> None:
         """Raise InputRejected for a target the policy forbids (as at submission), on what its
         host resolves to now; OSError when it does not resolve (a failed attempt)."""
-        parts = self._targets.check_url(url)
+        parts = self._targets.check_url(url, what="webhook URL")
         host = parts.hostname or ""
         if literal_ip(host) is not None or self._targets.host_is_allowed(host):
             return
         for address in await self._resolve(host, parts.port or 443):
-            self._targets.check_address(address, host=host, url=url)
+            self._targets.check_address(address, host=host, url=url, what="webhook URL")
 
     async def _body(self, d: Delivery) -> str:
         batch = d.event == webhook.BATCH_COMPLETED

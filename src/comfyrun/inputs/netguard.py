@@ -50,47 +50,57 @@ class AddressPolicy:
         """True when the host name itself is on the allow-list."""
         return _normal_host(host) in self.hosts
 
-    def check_address(self, address: str, *, host: str, url: str | None = None) -> None:
-        """Raise InputRejected unless `address` (what `host` resolved to) may be reached."""
+    def check_address(
+        self, address: str, *, host: str, url: str | None = None, what: str = "input URL"
+    ) -> None:
+        """Raise InputRejected unless `address` (what `host` resolved to) may be reached
+        (`what`: the URL's role, for the message)."""
         try:
             ip = ipaddress.ip_address(address.split("%", 1)[0])
         except ValueError as exc:
-            raise _refused(url, host, address, "unparseable_address") from exc
+            raise _refused(url, host, address, "unparseable_address", what) from exc
         if self.host_is_allowed(host) or any(ip in net for net in self.networks):
             return
         if not is_public(ip):
-            raise _refused(url, host, address, "private_address")
+            raise _refused(url, host, address, "private_address", what)
 
-    def check_url(self, url: str) -> SplitResult:
+    def check_url(self, url: str, *, what: str = "input URL") -> SplitResult:
         """Check what can be checked without DNS: the scheme, the host, literal IP hosts.
-        Returns the parsed URL."""
+        Returns the parsed URL. `what`: the URL's role ("input URL", "webhook URL"), for the
+        messages."""
+        if not url.isprintable():
+            # urlsplit drops tabs and line breaks, but an HTTP client refuses them: a URL
+            # that would pass here and fail at every call later (a space is quoted)
+            raise InputRejected(
+                f"{what} holds a control character", details={"url": url, "reason": "bad_url"}
+            )
         try:
             parts = urlsplit(url)
             port = parts.port
         except ValueError as exc:
             raise InputRejected(
-                f"input URL is malformed: {exc}", details={"url": url, "reason": "bad_url"}
+                f"{what} is malformed: {exc}", details={"url": url, "reason": "bad_url"}
             ) from exc
         if parts.scheme.lower() not in ALLOWED_SCHEMES:
             raise InputRejected(
-                f"input URL scheme {parts.scheme!r} is not allowed (only http and https)",
+                f"{what} scheme {parts.scheme!r} is not allowed (only http and https)",
                 details={"url": url, "reason": "bad_scheme"},
             )
         host = parts.hostname
         if not host:
-            raise InputRejected("input URL has no host", details={"url": url, "reason": "bad_url"})
-        if any(ch.isspace() or not ch.isprintable() for ch in host):
+            raise InputRejected(f"{what} has no host", details={"url": url, "reason": "bad_url"})
+        if any(ch.isspace() for ch in host):
             raise InputRejected(
-                f"input URL's host {host!r} is not a host name",
+                f"{what}'s host {host!r} is not a host name",
                 details={"url": url, "reason": "bad_url"},
             )
         if port == 0:
-            raise InputRejected("input URL has port 0", details={"url": url, "reason": "bad_url"})
+            raise InputRejected(f"{what} has port 0", details={"url": url, "reason": "bad_url"})
         literal = literal_ip(host)
         if literal is not None:
-            self.check_address(str(literal), host=host, url=url)
+            self.check_address(str(literal), host=host, url=url, what=what)
         elif is_localhost_name(host) and not self.host_is_allowed(host):
-            raise _refused(url, host, "127.0.0.1", "private_address")
+            raise _refused(url, host, "127.0.0.1", "private_address", what)
         return parts
 
 
@@ -160,9 +170,11 @@ def _normal_host(host: str) -> str:
     return host.strip().strip("[]").rstrip(".").lower()
 
 
-def _refused(url: str | None, host: str, address: str, reason: str) -> InputRejected:
+def _refused(
+    url: str | None, host: str, address: str, reason: str, what: str = "input URL"
+) -> InputRejected:
     return InputRejected(
-        f"input URL host {host!r} resolves to {address}, which is not a public address",
+        f"{what} host {host!r} resolves to {address}, which is not a public address",
         details={"url": url, "host": host, "address": address, "reason": reason},
     )
 

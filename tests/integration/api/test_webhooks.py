@@ -97,4 +97,10 @@ async def test_private_webhook_targets_are_refused_by_default(tmp_path: Path) ->
     async with running_server(settings) as url, ComfyrunClient(url) as client:
         with pytest.raises(ComfyrunAPIError) as err:
             await client.submit(image_workflow(), webhook={"url": "http://127.0.0.1:9/x"})
-    assert err.value.status == 422 and err.value.code == "input_rejected"
+        assert err.value.status == 422 and err.value.code == "input_rejected"
+        assert "webhook URL" in str(err.value)
+        # a URL that no call could use (a line break in it) is refused too, not kept to fail
+        # at every delivery
+        with pytest.raises(ComfyrunAPIError) as err:
+            await client.submit(image_workflow(), webhook={"url": "http://a\r\nb.example/"})
+        assert err.value.status == 422 and err.value.code == "input_rejected"

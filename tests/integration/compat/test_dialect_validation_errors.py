@@ -30,6 +30,11 @@ async def test_each_dialect_answers_in_its_own_shape(tmp_path: Path, lean: bool)
                 assert set(body["error"]) == {"type", "message", "details", "extra_info"}
                 assert body["error"]["type"] == "invalid_request"
                 assert "query." in body["error"]["message"]
+            for path in ("/ws", "/api/ws?clientId=x"):  # a websocket asked without its upgrade
+                answer = await http.get(path)
+                assert answer.status_code == 400, (path, answer.text)
+                assert answer.json()["error"]["type"] == "invalid_request"
+                assert "websocket" in answer.json()["error"]["message"]
 
             for path in ("/runsync?wait=5", "/v2/ep/runsync?wait=abc"):
                 answer = await http.post(path, json={"input": {}})

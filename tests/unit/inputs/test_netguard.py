@@ -66,6 +66,10 @@ def test_allow_list_by_cidr_and_by_host() -> None:
         ("http:///nohost", "bad_url"),
         ("http://example.com:99999/", "bad_url"),
         ("http://exa mple.com/", "bad_url"),  # not a host name (DNS would fail it, later)
+        # urlsplit drops tabs and line breaks (to "http://ab/"), an HTTP client refuses them
+        ("http://a\r\nb/", "bad_url"),
+        ("http://example.com/a\tb.png", "bad_url"),
+        ("http://example.com/\x00", "bad_url"),
         ("http://127.0.0.1/a.png", "private_address"),
         ("http://[::1]:8080/a.png", "private_address"),
         ("http://169.254.169.254/latest/meta-data", "private_address"),
@@ -79,6 +83,16 @@ def test_check_url_refuses(url: str, reason: str) -> None:
 
 def test_check_url_leaves_host_names_to_the_resolver() -> None:
     assert OPEN.check_url("https://example.com/a.png").hostname == "example.com"
+    assert OPEN.check_url("https://example.com/my image.png").path == "/my image.png"  # quoted
+
+
+def test_the_messages_name_the_urls_role() -> None:
+    with pytest.raises(InputRejected) as caught:
+        OPEN.check_url("http://127.0.0.1/hook", what="webhook URL")
+    assert caught.value.message.startswith("webhook URL host '127.0.0.1'")
+    with pytest.raises(InputRejected) as caught:
+        OPEN.check_url("ftp://x/a.png")
+    assert caught.value.message.startswith("input URL scheme")
 
 
 @pytest.mark.parametrize(

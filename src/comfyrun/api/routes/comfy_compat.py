@@ -314,6 +314,14 @@ async def comfy_ws_route(websocket: WebSocket) -> None:
     await comfy_ws(websocket, websocket.query_params.get("clientId"))
 
 
+async def ws_without_upgrade(request: Request) -> Response:
+    """GET /ws as plain HTTP (no Upgrade): a 400, as ComfyUI (aiohttp) answers it, in its
+    error shape."""
+    return comfy_error(
+        400, "invalid_request", "/ws is a websocket: connect with an Upgrade: websocket request"
+    )
+
+
 def build_routers() -> list[APIRouter]:
     """ComfyUI's routes at the root and under /api, the /api/jobs endpoints, and /ws."""
     routers = []
@@ -324,6 +332,7 @@ def build_routers() -> list[APIRouter]:
         # a plain route: FastAPI's dependency solving for one query parameter was a tenth of
         # the CPU of a /ws connection (ComfyUI's scripts open one a prompt)
         ws.add_websocket_route(f"{prefix}/ws", comfy_ws_route)
+        ws.add_route(f"{prefix}/ws", ws_without_upgrade, methods=["GET"], include_in_schema=False)
         routers += [router, ws]
     routers.append(jobs_router)
     return routers

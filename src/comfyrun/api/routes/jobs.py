@@ -81,7 +81,7 @@ def check_webhook(ctx: AppContext, body: JobOptionsRequest) -> None:
 def check_webhook_url(ctx: AppContext, url: str) -> None:
     """InputRejected for a URL the server would not call (malformed, or an address that
     `webhook_allow` does not open): every dialect's submission checks its webhook so."""
-    AddressPolicy.from_entries(ctx.settings.webhook_allow).check_url(url)
+    AddressPolicy.from_entries(ctx.settings.webhook_allow).check_url(url, what="webhook URL")
 
 
 def submission(
