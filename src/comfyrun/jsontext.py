@@ -14,6 +14,7 @@ is written as null.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
@@ -68,4 +69,17 @@ _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _LONG_NUMBER = b"0" * 19
 
 
-__all__ = ["dumpb", "dumps", "loads"]
+#: A NUL character in JSON text: its escape `\u0000` after an even run of backslashes (escaped
+#: backslashes); after an odd run it is a backslash, then the text "u0000".
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def holds_nul(value: Any) -> bool:
+    """Whether a string anywhere in `value` (keys too) holds a NUL character, which PostgreSQL
+    cannot store in JSON or text. One encoding and a search of its bytes (~1 us for a 0.2 KB
+    workflow; the regular expression runs only where the escape appears at all)."""
+    raw = dumpb(value)
+    return b"\\u0000" in raw and _NUL_ESCAPE.search(raw) is not None
+
+
+__all__ = ["dumpb", "dumps", "holds_nul", "loads"]

@@ -1,7 +1,7 @@
 """The checks a workflow passes before it is queued, with ComfyUI's own error shapes: the
 shape, links and node types every backend would refuse (`validate_prompt`), ComfyUI's full
-verdict against a backend's object_info (`validate_like_comfyui`), and the error for a job no
-backend can run. Pure but for `check_prompt`, which moves a large workflow's check off the loop.
+verdict against a backend's object_info (`validate_like_comfyui`), the error for a job no
+backend can run, and a submission's values no store can hold (`refuse_nul`). Pure but for `check_prompt`, which moves a large workflow's check off the loop.
 """
 
 from __future__ import annotations
@@ -14,7 +14,21 @@ from comfyrun.comfy.validation import validate_prompt as comfy_validate
 from comfyrun.core.fit import Misfit
 from comfyrun.core.job import JSON
 from comfyrun.core.params import is_link
-from comfyrun.errors import InvalidWorkflow, NoBackendFits
+from comfyrun.errors import InvalidRequest, InvalidWorkflow, NoBackendFits
+from comfyrun.jsontext import holds_nul
+
+
+def refuse_nul(**fields: Any) -> None:
+    """InvalidRequest when a string in one of `fields` holds a NUL character: PostgreSQL cannot
+    store one (it was a 503 store_error there, and a job accepted on SQLite), so no store takes
+    it, and the client hears why (a 4xx in its dialect)."""
+    if not holds_nul(fields):
+        return
+    named = next(name for name, value in fields.items() if holds_nul(value))
+    raise InvalidRequest(
+        f"{named} holds a NUL character (\\u0000), which the queue cannot store",
+        details={"field": named},
+    )
 
 
 def has_asset_refs(value: Any) -> bool:
@@ -196,6 +210,7 @@ __all__ = [
     "has_asset_refs",
     "no_backend_fits",
     "prompt_error",
+    "refuse_nul",
     "validate_like_comfyui",
     "validate_prompt",
 ]

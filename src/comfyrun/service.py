@@ -35,7 +35,7 @@ from comfyrun.handlers.admission import JobTypes
 from comfyrun.job_admin import CleanupResult, FileDeleter, JobAdmin, Stats
 from comfyrun.job_watch import TERMINAL_NAMES, JobView, JobWatch
 from comfyrun.models.specs import parse_models
-from comfyrun.prompt_checks import has_asset_refs
+from comfyrun.prompt_checks import has_asset_refs, refuse_nul
 from comfyrun.queue_bound import QueueBound
 from comfyrun.store.base import HandOff, JobPage, JobStore
 from comfyrun.workflow_gate import CatalogSource, ObjectInfoSource, WorkflowGate, is_ui_format
@@ -314,6 +314,7 @@ class JobService(JobAdmin, JobWatch):
         the others get their inputs checked."""
         if not subs:
             raise InvalidRequest("a batch needs at least one job")
+        refuse_nul(batch_options=batch.options, batch_metadata=batch.metadata)
         first = subs[0]
         await self.gate.prepare(first.workflow, placeholders=bool(first.inputs))
         jobs = []
@@ -331,6 +332,13 @@ class JobService(JobAdmin, JobWatch):
         return record
 
     def _new_job(self, sub: Submission, workflow: JSON) -> NewJob:
+        refuse_nul(
+            workflow=workflow,
+            inputs=sub.inputs,
+            options=sub.options,
+            metadata=sub.metadata,
+            params=sub.params,
+        )
         return NewJob(
             workflow=workflow,
             priority=sub.priority,

@@ -46,6 +46,17 @@ _SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 Conn = psycopg.AsyncConnection[DictRow]
 
 
+def _holds_nul_error(exc: psycopg.Error) -> bool:
+    """Whether `exc` says a value held a NUL character: psycopg refuses one in a text
+    parameter ("cannot contain NUL"), PostgreSQL one in JSON (22P05, "\\u0000 cannot be
+    converted to text"). A job's id in a URL (`/api/v2/jobs/a%00b`) is one such value."""
+    if isinstance(
+        exc, psycopg.errors.UntranslatableCharacter | psycopg.errors.CharacterNotInRepertoire
+    ):
+        return True
+    return isinstance(exc, psycopg.DataError) and "NUL (0x00)" in str(exc)
+
+
 class PostgresStore(PgWaits):
     """A JobStore in PostgreSQL, its tables in `schema`."""
 
@@ -150,6 +161,12 @@ class PostgresStore(PgWaits):
             async with self._pool.connection() as conn:
                 yield conn
         except psycopg.Error as exc:
+            if _holds_nul_error(exc):  # the value's fault, not the database's: a 4xx, not 503
+                raise InvalidRequest(
+                    "a value holds a NUL character (\\u0000), which PostgreSQL cannot store or "
+                    "look up",
+                    details={"reason": str(exc).splitlines()[0]},
+                ) from exc
             raise StoreError(f"PostgreSQL failed: {exc}") from exc
 
     @asynccontextmanager

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from tests.support.store import new_job
 
 from comfyrun.core.job import JobStatus, request_fingerprint
-from comfyrun.errors import Conflict, IdempotencyKeyReuse
+from comfyrun.errors import Conflict, IdempotencyKeyReuse, InvalidRequest
 from comfyrun.store.base import JobStore
 from comfyrun.store.idempotency import IDEMPOTENCY_TTL_S
 
@@ -125,3 +127,18 @@ async def test_json_values_come_back_exactly(store: JobStore) -> None:
         assert job is not None and job.id == new.id
         assert job.workflow == workflow and job.metadata == metadata
         assert type(job.workflow["3"]["inputs"]["seed"]) is int
+
+
+async def test_a_value_holding_nul_is_the_requests_fault_not_the_stores(store: JobStore) -> None:
+    """PostgreSQL can hold no NUL character (in text or JSON): a job id holding one, read or
+    cancelled by URL (`/api/v2/jobs/a%00b`), names no job; it was a StoreError there (a 503
+    that tells the client to try again). Every store answers it as none, or as the request's
+    fault (InvalidRequest, a 4xx), never as its own failure."""
+    job, _ = await store.enqueue(new_job(), now=T0)
+    for read in (lambda: store.get("a\x00b"), lambda: store.events_since("a\x00b", 0)):
+        with contextlib.suppress(InvalidRequest):
+            assert not await read()
+    # and what the service refuses to submit (refuse_nul) fails so too at the store
+    with contextlib.suppress(InvalidRequest):
+        await store.enqueue(new_job(metadata={"a": "x\x00"}), now=T0)
+    assert (await store.get(job.id)) is not None  # the other jobs untouched

@@ -51,3 +51,30 @@ async def test_each_dialect_answers_in_its_own_shape(tmp_path: Path, lean: bool)
             assert answer.status_code == 422
             assert answer.json()["error"]["code"] == "invalid_request"
             assert answer.json()["error"]["details"]["errors"][0]["loc"] == ["query", "limit"]
+
+
+async def test_a_submission_holding_nul_is_refused_in_each_dialect(tmp_path: Path) -> None:
+    """A NUL character (\\u0000) in a job's workflow, metadata or options: PostgreSQL can hold
+    none (it was a 503 store_error there, and accepted on SQLite), so every store refuses it
+    alike, as the request's fault, in the dialect's shape; nothing is queued."""
+    settings = memory_settings(tmp_path, role="api")
+    app = create_app(settings, store=MemoryStore(), storage=MemoryOutputStorage())
+    workflow = {"1": {"class_type": "SaveImage", "inputs": {"filename_prefix": "a\u0000b"}}}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            answer = await http.post("/prompt", json={"prompt": workflow})
+            assert answer.status_code == 400, answer.text
+            assert answer.json()["error"]["type"] == "invalid_request"
+            assert "NUL" in answer.json()["error"]["message"]
+            answer = await http.post("/run", json={"input": {"workflow": workflow}})
+            assert answer.status_code == 400 and answer.json()["code"] == "invalid_request"
+            body = {
+                "workflow": {"1": {"class_type": "X", "inputs": {}}},
+                "metadata": {"k\u0000": 1},
+            }
+            answer = await http.post("/api/v2/jobs", json=body)
+            assert answer.status_code in (400, 422), answer.text
+            error = answer.json()["error"]
+            assert error["code"] == "invalid_request" and error["details"] == {"field": "metadata"}
+            assert (await http.get("/api/v2/jobs")).json()["jobs"] == []

@@ -126,3 +126,26 @@ def test_a_job_with_a_big_seed_survives_the_store_codec() -> None:
     job = Job(id="j", workflow=workflow, metadata={"big": -(2**80)})
     back = job_from_row(job_to_row(job))
     assert back.workflow == workflow and back.metadata == {"big": -(2**80)}
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    return False
+
+
+@settings(max_examples=300)
+@given(values | st.text(alphabet='\\u0\x00a"', max_size=12))
+def test_holds_nul_tells_a_nul_character_anywhere(value: Any) -> None:
+    """Keys too; and the text "\\u0000" (a backslash, then u0000) is no NUL character."""
+    assert jsontext.holds_nul(value) is _has_nul(value)
+
+
+def test_holds_nul_on_escapes() -> None:
+    assert jsontext.holds_nul({"a": "x\x00"}) and jsontext.holds_nul({"\x00": 1})
+    assert jsontext.holds_nul(["\\\x00"])  # a backslash, then NUL
+    assert not jsontext.holds_nul(["\\u0000", "\\\\u0000", "plain"])
