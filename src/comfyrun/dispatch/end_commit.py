@@ -44,9 +44,9 @@ class StoreOutage:
     locked by another process, the disk full): the end is written again after each of
     END_RETRY_DELAYS_S, then every last of them, for up to `patience_s` (the job's lease) from
     the first failure, so that a store back within that time takes the run's outcome as it
-    is; beyond it the failure goes up (the run failed: the job's lease runs out and its next
-    attempt adopts the prompt by id: OutageOutlasted). Ownership needs no guard here: each write names this
-    worker and the status it expects, so one that comes after the job was taken from it
+    is; beyond it OutageOutlasted goes up (the run is over: the job's lease runs out and its
+    next attempt adopts the prompt by id). Ownership needs no guard here: each write names
+    this worker and the status it expects, so one that comes after the job was taken from it
     changes nothing."""
 
     job_id: str

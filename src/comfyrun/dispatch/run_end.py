@@ -81,12 +81,13 @@ class RunEnding(EndCommit):
             await self._backend_lost(f"the prompt ended {outcome.status}: {outcome.error}")
 
     async def _node_failed(self, err: ComfyExecutionError) -> None:
-        oom, full = err.out_of_memory, err.disk_full
-        kind = FailureKind.OUT_OF_MEMORY if oom else FailureKind.NODE_ERROR
-        if full:  # the machine's state, not the workflow's: retried within max_retries
+        kind = FailureKind.NODE_ERROR  # final, unless the job opts in to retries
+        if err.out_of_memory:
+            kind = FailureKind.OUT_OF_MEMORY
+        elif err.disk_full:  # the machine's state, not the workflow's: retried
             kind = FailureKind.DISK_FULL
         error = JobError(
-            code=kind.value if kind is not FailureKind.NODE_ERROR else "node_execution_error",
+            code="node_execution_error" if kind is FailureKind.NODE_ERROR else kind.value,
             message=err.message,
             node_id=err.node_id,
             class_type=err.node_type,
