@@ -15,7 +15,7 @@ import builtins
 import dataclasses
 import hmac
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from comfyrun.core.batch import Batch, NewBatch
@@ -307,6 +307,9 @@ class OwnedStore:
 
     def work_token(self, types: Sequence[str] | None = None) -> int | None:
         return self.inner.work_token(types)
+
+    def watch_new_work(self, heard: Callable[[str, str | None], None]) -> Callable[[], None]:
+        return self.inner.watch_new_work(heard)  # ids only: a job is read through the key
 
     async def queue_position(
         self,

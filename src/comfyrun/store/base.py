@@ -282,6 +282,10 @@ class WorkerRegistry(Protocol):
         """The types served by workers seen at or after `since`."""
 
 
+def nothing_to_stop() -> None:
+    """What `watch_new_work` returns in a store that calls nothing."""
+
+
 class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
     """A durable priority queue of jobs with leases, events and idempotency."""
 
@@ -413,6 +417,15 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
         the token moved since, return at once (a wake-up that came before this call is not
         lost). `types`: only work of these job types counts (a store that cannot tell a job's
         type from its wake-ups counts any)."""
+
+    def watch_new_work(self, heard: Callable[[str, str | None], None]) -> Callable[[], None]:
+        """Call `heard(job_id, job_type)` for each job that becomes claimable (queued, or put
+        back), whichever process made it so, as far as this store hears of other processes'
+        changes; returns the function that stops the calls. A store one process holds alone
+        calls nothing (that process saw the job itself): PostgreSQL calls it from its
+        listener, so that an API node learns of a ComfyUI prompt posted to another
+        (api.compat.comfy_elsewhere). `job_type` is None where the store cannot tell it."""
+        ...
 
     def work_token(self, types: Sequence[str] | None = None) -> int | None:
         """A number that changes whenever a job (of one of `types`, when given) may have become
@@ -609,4 +622,5 @@ __all__ = [
     "WorkerRegistry",
     "clock_or",
     "end_by_events",
+    "nothing_to_stop",
 ]

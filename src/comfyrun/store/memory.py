@@ -12,7 +12,7 @@ import builtins
 import heapq
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
 from comfyrun.core.batch import NO_GROUP, Batch, fair_tag
@@ -29,6 +29,7 @@ from comfyrun.store.base import (
     JobEvent,
     clock_or,
     end_by_events,
+    nothing_to_stop,
 )
 from comfyrun.store.codec import (
     output_to_dict,
@@ -301,6 +302,9 @@ class MemoryStore(MemoryReads, MemoryBatches, MemoryTenancy, MemoryWorkers):
 
     def work_token(self, types: Sequence[str] | None = None) -> int | None:
         return self._work_seq  # any work counts, whatever `types`
+
+    def watch_new_work(self, heard: Callable[[str, str | None], None]) -> Callable[[], None]:
+        return nothing_to_stop  # one process holds it (PostgresStore hears the others)
 
     async def wait_for_work(
         self,

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import psycopg
@@ -83,6 +83,7 @@ class PostgresStore(PgWaits):
         self._listening = asyncio.Event()
         self._work = asyncio.Condition()
         self._work_counts = WorkCounts()
+        self._work_watchers: list[Callable[[str, str | None], None]] = []
         self._job_waiters = {}
         self._listen_epoch = 0
         self._queued_here = OrderedDict()
@@ -306,7 +307,20 @@ class PostgresStore(PgWaits):
             self._work_counts.add(job_type)
             async with self._work:
                 self._work.notify_all()
+            for heard in self._work_watchers:
+                try:
+                    heard(job_id, job_type)
+                except Exception:
+                    log.exception("a watcher of new work failed")
         self._heard(job_id, mark)
+
+    def watch_new_work(self, heard: Callable[[str, str | None], None]) -> Callable[[], None]:
+        self._work_watchers = [*self._work_watchers, heard]
+
+        def stop() -> None:
+            self._work_watchers = [w for w in self._work_watchers if w is not heard]
+
+        return stop
 
     async def _wake_all(self) -> None:
         self._work_counts.add()

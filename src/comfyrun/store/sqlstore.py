@@ -27,6 +27,7 @@ from comfyrun.store.base import (
     JobEvent,
     clock_or,
     end_by_events,
+    nothing_to_stop,
 )
 from comfyrun.store.codec import (
     dump_json,
@@ -399,6 +400,9 @@ class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
 
     @abstractmethod
     def work_token(self, types: Sequence[str] | None = None) -> int | None: ...
+
+    def watch_new_work(self, heard: Callable[[str, str | None], None]) -> Callable[[], None]:
+        return nothing_to_stop  # one process holds it (PostgresStore hears the others)
 
     # -- housekeeping ------------------------------------------------------------------------
 

@@ -494,3 +494,55 @@ async def test_api_and_worker_on_postgres_relay_the_backends_messages(
             for proc in procs:
                 proc.kill()
     assert_relayed(direct, relayed)
+
+
+@pytest.mark.slow
+async def test_a_socket_hears_its_prompt_posted_to_another_api_node(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Two `comfyrun api` nodes behind a load balancer without sticky sessions: a ComfyUI
+    client's /ws lands on one, its POST /prompt on the other. The socket hears the prompt's
+    run to its end (it heard nothing: only the node that took the prompt told its sockets)."""
+    outputs = (tmp_path / "outputs").as_uri()
+    async with running_emulator(tmp_path / "backend", step_time_s=0.01) as emu:
+        common = ["--port", "0", "--db", pg_url, "--outputs", outputs]
+        procs = []
+        try:
+            for name, role, more in (
+                ("a", "api", []),
+                ("b", "api", []),
+                ("w", "worker", ["--backend", emu.url]),
+            ):
+                proc = ServerProcess(
+                    [role, *common, *more, "--data-dir", str(tmp_path / name)],
+                    log_path=tmp_path / f"{name}.log",
+                )
+                procs.append(proc)
+                await asyncio.to_thread(proc.wait_ready)
+            await wait_until_ready(procs[2].url)
+            a, b = procs[0].url, procs[1].url
+            client_id = uuid.uuid4().hex
+            async with websockets.connect(
+                f"{a.replace('http', 'ws')}/ws?clientId={client_id}"
+            ) as ws:
+                assert json.loads(await ws.recv())["type"] == "status"
+                async with httpx.AsyncClient(timeout=30) as http:
+                    body = {"prompt": tiny_workflow(), "client_id": client_id}
+                    answer = await http.post(f"{b}/prompt", json=body)
+                    assert answer.status_code == 200, answer.text
+                prompt_id = answer.json()["prompt_id"]
+                heard: list[str] = []
+                async with asyncio.timeout(30):
+                    while True:
+                        message = await ws.recv()
+                        if isinstance(message, bytes):
+                            continue
+                        data = json.loads(message)
+                        heard.append(data["type"])
+                        ended = data["type"] == "executing" and data["data"].get("node") is None
+                        if ended and data["data"].get("prompt_id") == prompt_id:
+                            break
+                assert heard.index("execution_start") < heard.index("execution_success"), heard
+        finally:
+            for proc in procs:
+                proc.kill()

@@ -24,9 +24,11 @@ from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from comfyrun import errors, jsontext
+from comfyrun.api.compat.comfy_elsewhere import PromptsElsewhere
 from comfyrun.api.compat.comfy_events import Message, text
 from comfyrun.api.compat.comfy_relay import ComfyRelay, StatusSlot
 from comfyrun.api.context import AppContext, authenticate
+from comfyrun.api.tenancy import OwnedStore
 from comfyrun.api.ws_frames import send_frame_of
 from comfyrun.core.job import JSON, TERMINAL, Job, JobStatus
 from comfyrun.core.tenancy import Scope
@@ -89,6 +91,9 @@ class ClientSession:
         (a client connecting does not wait on, nor add, a count of its own; the status that
         follows its first prompt is fresh)."""
         await self.send(await status_message(self.ctx, self.client_id, fresh=False))
+
+    def follows(self, job_id: str) -> bool:
+        return job_id in self._following
 
     def follow(self, job_id: str) -> None:
         if self.closed or job_id in self._following:
@@ -229,6 +234,15 @@ class ComfyClients:
         self._last_broadcast = -STATUS_SPACING_S  # (the loop's clock) when the last one began
         self._again = False
 
+    @property
+    def open(self) -> bool:
+        """Whether any socket is open here."""
+        return bool(self._sessions)
+
+    def following(self, job_id: str) -> bool:
+        """Whether a socket here follows the job already."""
+        return any(s.follows(job_id) for s in self._sessions.values())
+
     def attach(self, session: ClientSession) -> None:
         self._sessions[(session.owner, session.client_id)] = session
 
@@ -307,6 +321,10 @@ def clients(ctx: AppContext) -> ComfyClients:
     hub = ctx.extras.get("comfy_clients")
     if not isinstance(hub, ComfyClients):
         hub = ctx.extras["comfy_clients"] = ComfyClients()
+        # prompts posted to another API node (PostgreSQL) for the sockets here, read as the
+        # app reads them (ctx may be a key's view: a socket of any key is served)
+        store = ctx.store.inner if isinstance(ctx.store, OwnedStore) else ctx.store
+        ctx.extras["comfy_elsewhere"] = PromptsElsewhere(store, hub)
     return hub
 
 
