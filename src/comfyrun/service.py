@@ -34,7 +34,7 @@ from comfyrun.finished import FinishedJobs
 from comfyrun.handlers.admission import JobTypes
 from comfyrun.job_admin import CleanupResult, FileDeleter, JobAdmin, Stats
 from comfyrun.job_watch import TERMINAL_NAMES, JobView, JobWatch
-from comfyrun.models.specs import parse_models
+from comfyrun.models.specs import ModelRef, parse_models
 from comfyrun.prompt_checks import has_asset_refs, refuse_nul
 from comfyrun.queue_bound import QueueBound
 from comfyrun.store.base import HandOff, JobPage, JobStore
@@ -60,9 +60,9 @@ class Reservation(Protocol):
 HandOffSource = Callable[[str], Reservation | None]
 
 
-#: Checks a submission's `inputs` and asset references before it is queued; may return a
-#: rewritten workflow. Raises InputRejected / MissingAsset.
-InputChecker = Callable[[JSON, Sequence[JSON]], Awaitable[JSON]]
+#: Checks a submission's `inputs`, asset references and model files before it is queued; may
+#: return a rewritten workflow. Raises InputRejected / MissingAsset.
+InputChecker = Callable[[JSON, Sequence[JSON], Sequence[ModelRef]], Awaitable[JSON]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,8 +232,9 @@ class JobService(JobAdmin, JobWatch):
         workflow: JSON = {}
         if sub.type == COMFY:
             sub, workflow = await self._comfy_workflow(sub)
-        if self._check_inputs is not None and (sub.inputs or has_asset_refs(workflow)):
-            workflow = await self._check_inputs(workflow, list(sub.inputs))
+        models = parse_models(sub.options.get("models")) if sub.type == COMFY else ()
+        if self._check_inputs is not None and (sub.inputs or models or has_asset_refs(workflow)):
+            workflow = await self._check_inputs(workflow, list(sub.inputs), models)
         return sub, workflow
 
     async def _enqueue(self, sub: Submission, workflow: JSON, validated: float) -> Submitted:
@@ -320,8 +321,11 @@ class JobService(JobAdmin, JobWatch):
         jobs = []
         for sub in subs:
             workflow = sub.workflow
-            if self._check_inputs is not None and (sub.inputs or has_asset_refs(workflow)):
-                workflow = await self._check_inputs(workflow, list(sub.inputs))
+            models = parse_models(sub.options.get("models"))
+            if self._check_inputs is not None and (
+                sub.inputs or models or has_asset_refs(workflow)
+            ):
+                workflow = await self._check_inputs(workflow, list(sub.inputs), models)
             jobs.append(self._new_job(sub, workflow))
         await self.queue_bound.admit(len(jobs))
         record = await self.store.create_batch(batch, jobs, now=self._clock())

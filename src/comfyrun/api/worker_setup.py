@@ -181,9 +181,11 @@ def input_checker(assets: AssetService, settings: Settings) -> Any:
     """The submit-time check of `inputs` and asset references."""
     limits = input_limits(settings)
 
-    async def check(workflow: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[str, Any]:
+    async def check(
+        workflow: dict[str, Any], inputs: list[dict[str, Any]], models: Sequence[Any] = ()
+    ) -> dict[str, Any]:
         result: dict[str, Any] = await check_submission(
-            workflow, inputs, assets=assets, limits=limits
+            workflow, inputs, assets=assets, limits=limits, models=models
         )
         return result
 

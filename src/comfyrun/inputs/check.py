@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from comfyrun.core.job import JSON
 from comfyrun.errors import InputRejected, MissingAsset, NotFound
@@ -45,6 +46,16 @@ def validate_inputs(
     return specs
 
 
+class ModelSource(Protocol):
+    """Where a job's model file comes from (comfyrun.models.specs.ModelRef has it)."""
+
+    @property
+    def url(self) -> str | None: ...
+
+    @property
+    def asset_id(self) -> str | None: ...
+
+
 async def check_submission(
     workflow: JSON,
     raw_inputs: Sequence[Any],
@@ -52,6 +63,7 @@ async def check_submission(
     assets: AssetSource | None,
     limits: InputLimits | None = None,
     resolve: Resolve | None = None,
+    models: Sequence[ModelSource] = (),
 ) -> JSON:
     """`validate_inputs`, plus: every asset named (in `inputs` or in the workflow) exists, and
     every URL passes the fetcher's own address check (names resolved by `resolve`, default
@@ -64,10 +76,27 @@ async def check_submission(
     for spec in specs:
         if spec.url is not None:
             await fetcher.check(spec.url)
+    # the model files the job brings (models.specs checked their form), as the inputs: a URL
+    # the download would refuse, an asset that does not exist, is refused now
+    for model in models:
+        if model.url is not None and model.url.lower().startswith("s3://"):
+            check_s3_url(model.url)
+        elif model.url is not None:
+            await fetcher.check(model.url, what="model URL")
     ids = [s.asset_id for s in specs if s.asset_id is not None] + find_asset_refs(workflow)
+    ids += [m.asset_id for m in models if m.asset_id is not None]
     for asset_id in dict.fromkeys(ids):
         await resolve_asset(assets, asset_id)
     return workflow
+
+
+def check_s3_url(url: str) -> None:
+    """InputRejected unless `url` names a bucket and a key (s3://bucket/key)."""
+    parts = urlsplit(url)
+    if not parts.netloc or not parts.path.lstrip("/"):
+        raise InputRejected(
+            f"{url} names no bucket and key", details={"url": url, "reason": "bad_url"}
+        )
 
 
 async def resolve_asset(assets: AssetSource | None, asset_id: str) -> Any:
@@ -92,4 +121,12 @@ def check_count(count: int, limits: InputLimits) -> None:
         )
 
 
-__all__ = ["AssetSource", "check_count", "check_submission", "resolve_asset", "validate_inputs"]
+__all__ = [
+    "AssetSource",
+    "ModelSource",
+    "check_count",
+    "check_s3_url",
+    "check_submission",
+    "resolve_asset",
+    "validate_inputs",
+]

@@ -66,12 +66,12 @@ class UrlFetcher:
         self._resolve = resolve
         self._user_agent = user_agent
 
-    async def check(self, url: str) -> None:
+    async def check(self, url: str, *, what: str = "input URL") -> None:
         """The refusal `fetch` would make of `url`'s first hop, made now without connecting:
         the scheme, the host (every spelling of an address, `localhost`) and, for a name, every
         address it resolves to by the same resolver. A name that does not resolve now is not
         refused here (the fetch reports it); `allow_networks` opens the same doors."""
-        parts = self.policy.check_url(url)
+        parts = self.policy.check_url(url, what=what)
         host = (parts.hostname or "").rstrip(".")
         if literal_ip(host) is not None or self.policy.host_is_allowed(host):
             return
@@ -83,7 +83,7 @@ class UrlFetcher:
             log.debug("cannot resolve %s at submission: %s", host, exc)
             return
         for address in addresses:
-            self.policy.check_address(address, host=host, url=url)
+            self.policy.check_address(address, host=host, url=url, what=what)
 
     async def fetch(self, url: str, dest: Path, *, max_bytes: int | None = None) -> FetchedFile:
         """Download `url` into the file `dest`. Raises InputRejected (details carry `reason`:

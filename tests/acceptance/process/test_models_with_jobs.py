@@ -135,9 +135,10 @@ async def test_private_model_urls_are_refused_without_fetch_allow(tmp_path: Path
         cfg = BackendConfig(name="gpu0", comfy_path=folder)
         async with asgi_app(settings(tmp_path, cfg)) as (_app, client, _ctx):
             wf = text_to_image_workflow(ckpt_name="f.safetensors")
-            job = await wait_job(client, await submit(client, wf, models=models, max_retries=0))
-            assert job["status"] == "failed", job
-            assert "not a public address" in job["error"]["message"], job["error"]
+            body = {"workflow": wf, "models": models, "max_retries": 0}
+            answer = await client.post("/api/v2/jobs", json=body)
+            assert answer.status_code == 422, answer.text  # at submission, as a URL input
+            assert "not a public address" in answer.json()["error"]["message"]
             assert server.hits["ckpt"] == 0
 
 

@@ -88,3 +88,29 @@ async def test_the_allow_list_opens_the_same_doors_at_submission() -> None:
     limits = InputLimits(allow_networks=("127.0.0.0/8", "localhost"))
     for url in ("http://localhost/a.png", "http://0x7f000001/a.png", "http://127.1/a.png"):
         await check_submission(WORKFLOW, _inputs(url), assets=None, limits=limits)
+
+
+@pytest.mark.parametrize(
+    ("model", "code", "reason"),
+    [
+        ({"url": "http://127.0.0.1/x.safetensors"}, "input_rejected", "private_address"),
+        ({"url": "http://10.1.2.3/x.safetensors"}, "input_rejected", "private_address"),
+        ({"url": "s3://"}, "input_rejected", "bad_url"),
+        ({"asset_id": "no-such-asset"}, "missing_asset", None),
+    ],
+)
+async def test_a_model_file_the_download_would_refuse_is_refused_at_submission(
+    model: dict[str, Any], code: str, reason: str | None, tmp_path: Path
+) -> None:
+    """A job's `models` get the checks its URL inputs get (they were queued, then failed at
+    their download): the same SSRF decision, an s3:// URL naming a bucket and key, an asset
+    that exists. Nothing is queued."""
+    models = [{**model, "folder": "loras", "name": "x.safetensors"}]
+    async with asgi_app(memory_settings(tmp_path)) as (_, client, _ctx):
+        r = await client.post("/api/v2/jobs", json={"workflow": WORKFLOW, "models": models})
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["code"] == code and error["details"].get("reason") == reason, error
+        if reason == "private_address":
+            assert error["message"].startswith("model URL host")
+        assert (await client.get("/api/v2/jobs")).json()["jobs"] == []
