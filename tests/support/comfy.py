@@ -95,6 +95,24 @@ def all_ws_records(obj: Any) -> Iterator[JSON]:
             yield from all_ws_records(value)
 
 
+async def until_prompt_ends(ws: Any, prompt_id: str, timeout: float = 30) -> list[JSON]:
+    """The text messages a ComfyUI client's websocket (a `websockets` connection) hears until
+    `prompt_id`'s closing `executing` with node null, that one included (binary frames
+    skipped)."""
+    seen: list[JSON] = []
+    async with asyncio.timeout(timeout):
+        while True:
+            raw = await ws.recv()
+            if isinstance(raw, bytes):
+                continue
+            message: JSON = json.loads(raw)
+            seen.append(message)
+            data = message["data"]
+            ended = message["type"] == "executing" and data.get("node") is None
+            if ended and data.get("prompt_id") == prompt_id:
+                return seen
+
+
 class ScriptedComfy:
     def __init__(self) -> None:
         self.sockets: dict[str, web.WebSocketResponse] = {}

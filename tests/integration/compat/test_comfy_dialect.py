@@ -499,6 +499,14 @@ async def test_queue_delete_interrupt_and_history_delete(server: Server) -> None
             assert (await http.get("/history")).json() == {}
 
 
+def load_and_save(image: str, prefix: str) -> dict[str, Any]:
+    """A prompt that loads an uploaded input and saves it."""
+    return {
+        "1": {"class_type": "LoadImage", "inputs": {"image": image}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": prefix}},
+    }
+
+
 async def test_files_of_any_name_are_viewed(server: Server) -> None:
     """An input uploaded, and an output saved, under a name in other scripts is served by
     /view with its name in RFC 6266's `filename*` (a header is Latin-1: it was a 500 with the
@@ -518,13 +526,7 @@ async def test_files_of_any_name_are_viewed(server: Server) -> None:
             else:
                 assert header.endswith(f"filename*=UTF-8''{quote(name, safe='')}"), header
         client = ComfyExampleClient(server, http)
-        prompt = {
-            "1": {"class_type": "LoadImage", "inputs": {"image": "plain.png"}},
-            "2": {
-                "class_type": "SaveImage",
-                "inputs": {"images": ["1", 0], "filename_prefix": "名前"},
-            },
-        }
+        prompt = load_and_save("plain.png", "名前")
         async with client.connected():
             answer = await client.queue_prompt(prompt)
             assert answer.status_code == 200, answer.text
@@ -555,13 +557,7 @@ async def test_upload_then_load_image_and_view_input(server: Server) -> None:
         assert (await http.post("/upload/image", data={"x": "1"})).status_code == 400
 
         client = ComfyExampleClient(server, http)
-        prompt = {
-            "1": {"class_type": "LoadImage", "inputs": {"image": "mine/photo.png"}},
-            "2": {
-                "class_type": "SaveImage",
-                "inputs": {"images": ["1", 0], "filename_prefix": "u"},
-            },
-        }
+        prompt = load_and_save("mine/photo.png", "u")
         async with client.connected():
             answer = await client.queue_prompt(prompt)
             assert answer.status_code == 200, answer.text

@@ -32,6 +32,7 @@ import websockets.sync.client as ws_sync
 from PIL import Image
 from tests.integration.compat.conftest import Server, dialect_settings, serving
 from tests.support.api import ServerProcess, tiny_workflow, wait_until_ready
+from tests.support.comfy import until_prompt_ends
 from tests.support.emulator import running_emulator, text_to_image_workflow
 from tests.support.store import drop_schema, new_schema_name, pg_dsn, require_pg
 
@@ -459,6 +460,23 @@ def pg_url() -> Iterator[str]:
     drop_schema(schema)
 
 
+async def start_nodes(
+    procs: list[ServerProcess], tmp: Path, pg_url: str, backend: str, nodes: dict[str, str]
+) -> None:
+    """Start `comfyrun <role>` processes on `pg_url` (name -> role; a worker runs `backend`),
+    each appended to `procs` as it starts (the caller kills them), ready when this returns."""
+    outputs = (tmp / "outputs").as_uri()
+    for name, role in nodes.items():
+        more = ["--backend", backend] if role == "worker" else []
+        args = ["--port", "0", "--db", pg_url, "--outputs", outputs, "--data-dir", str(tmp / name)]
+        proc = ServerProcess([role, *args, *more], log_path=tmp / f"{name}.log")
+        procs.append(proc)
+        await asyncio.to_thread(proc.wait_ready)
+    for proc, role in zip(procs, nodes.values(), strict=True):
+        if role == "worker":
+            await wait_until_ready(proc.url)
+
+
 @pytest.mark.slow
 async def test_api_and_worker_on_postgres_relay_the_backends_messages(
     tmp_path: Path, pg_url: str
@@ -466,19 +484,11 @@ async def test_api_and_worker_on_postgres_relay_the_backends_messages(
     emulator = {"preview_method": "latent2rgb", "step_time_s": 0.01}
     async with running_emulator(tmp_path / "direct", **emulator) as emu:
         direct = await run_all(emu.url, metadata=True)
-    outputs = (tmp_path / "outputs").as_uri()
     async with running_emulator(tmp_path / "backend", **emulator) as emu:
-        common = ["--port", "0", "--db", pg_url, "--outputs", outputs]
-        procs = []
+        procs: list[ServerProcess] = []
         try:
-            for role, more in (("api", []), ("worker", ["--backend", emu.url])):
-                proc = ServerProcess(
-                    [role, *common, *more, "--data-dir", str(tmp_path / role)],
-                    log_path=tmp_path / f"{role}.log",
-                )
-                procs.append(proc)
-                await asyncio.to_thread(proc.wait_ready)
-            await wait_until_ready(procs[1].url)
+            nodes = {"api": "api", "worker": "worker"}
+            await start_nodes(procs, tmp_path, pg_url, emu.url, nodes)
             relayed = await run_all(procs[0].url, metadata=True)
             late = await attach_late(procs[0].url, emu)
             assert_whole_run(*late, previews=STEPS)  # the store keeps every preview
@@ -503,23 +513,12 @@ async def test_a_socket_hears_its_prompt_posted_to_another_api_node(
     """Two `comfyrun api` nodes behind a load balancer without sticky sessions: a ComfyUI
     client's /ws lands on one, its POST /prompt on the other. The socket hears the prompt's
     run to its end (it heard nothing: only the node that took the prompt told its sockets)."""
-    outputs = (tmp_path / "outputs").as_uri()
     async with running_emulator(tmp_path / "backend", step_time_s=0.01) as emu:
-        common = ["--port", "0", "--db", pg_url, "--outputs", outputs]
-        procs = []
+        procs: list[ServerProcess] = []
         try:
-            for name, role, more in (
-                ("a", "api", []),
-                ("b", "api", []),
-                ("w", "worker", ["--backend", emu.url]),
-            ):
-                proc = ServerProcess(
-                    [role, *common, *more, "--data-dir", str(tmp_path / name)],
-                    log_path=tmp_path / f"{name}.log",
-                )
-                procs.append(proc)
-                await asyncio.to_thread(proc.wait_ready)
-            await wait_until_ready(procs[2].url)
+            await start_nodes(
+                procs, tmp_path, pg_url, emu.url, {"a": "api", "b": "api", "w": "worker"}
+            )
             a, b = procs[0].url, procs[1].url
             client_id = uuid.uuid4().hex
             async with websockets.connect(
@@ -531,17 +530,7 @@ async def test_a_socket_hears_its_prompt_posted_to_another_api_node(
                     answer = await http.post(f"{b}/prompt", json=body)
                     assert answer.status_code == 200, answer.text
                 prompt_id = answer.json()["prompt_id"]
-                heard: list[str] = []
-                async with asyncio.timeout(30):
-                    while True:
-                        message = await ws.recv()
-                        if isinstance(message, bytes):
-                            continue
-                        data = json.loads(message)
-                        heard.append(data["type"])
-                        ended = data["type"] == "executing" and data["data"].get("node") is None
-                        if ended and data["data"].get("prompt_id") == prompt_id:
-                            break
+                heard = [m["type"] for m in await until_prompt_ends(ws, prompt_id)]
                 assert heard.index("execution_start") < heard.index("execution_success"), heard
         finally:
             for proc in procs:

@@ -10,13 +10,13 @@ import asyncio
 import json
 import uuid
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import websockets
 from tests.integration.compat.conftest import Server
 from tests.support.api import tiny_workflow
+from tests.support.comfy import until_prompt_ends
 from tests.support.emulator import running_emulator
 
 pytestmark = [pytest.mark.timeout(60)]
@@ -54,18 +54,7 @@ async def check_client_messages(url: str) -> None:
         )
         assert answer.status_code == 200, answer.text
         prompt_id = answer.json()["prompt_id"]
-        seen: list[str] = []
-        async with asyncio.timeout(30):
-            while True:
-                raw = await ws.recv()
-                if isinstance(raw, bytes):
-                    continue
-                message: dict[str, Any] = json.loads(raw)
-                seen.append(message["type"])
-                data = message["data"]
-                ended = message["type"] == "executing" and data.get("node") is None
-                if ended and data.get("prompt_id") == prompt_id:
-                    break
+        seen = [message["type"] for message in await until_prompt_ends(ws, prompt_id)]
         assert "feature_flags" not in seen, seen
         assert "execution_success" in seen, seen
 

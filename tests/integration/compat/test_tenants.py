@@ -19,6 +19,7 @@ import pytest
 import websockets
 from PIL import Image
 from tests.integration.compat.conftest import Server, dialect_settings, serving
+from tests.support.comfy import until_prompt_ends
 from tests.support.emulator import image_workflow
 
 from comfyrun.client import ComfyrunClient
@@ -203,20 +204,7 @@ async def test_comfy_socket_hears_only_its_own_keys_prompts(server: Server) -> N
     host = server.url.removeprefix("http://")
 
     async def until_done(ws: Any, prompt_id: str, seen: list[dict[str, Any]]) -> None:
-        async with asyncio.timeout(60):
-            while True:
-                raw = await ws.recv()
-                if isinstance(raw, bytes):
-                    continue
-                message = json.loads(raw)
-                seen.append(message)
-                data = message["data"]
-                if (
-                    message["type"] == "executing"
-                    and data.get("node") is None
-                    and data.get("prompt_id") == prompt_id
-                ):
-                    return
+        seen += await until_prompt_ends(ws, prompt_id, timeout=60)
 
     url = f"ws://{host}/ws?clientId=shared"
     async with (
