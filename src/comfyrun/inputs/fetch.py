@@ -60,17 +60,21 @@ class UrlFetcher:
         *,
         resolve: Resolve | None = None,
         user_agent: str = "comfyrun",
+        what: str = "input URL",
     ) -> None:
         self.limits = limits
         self.policy = AddressPolicy.from_entries(limits.allow_networks)
         self._resolve = resolve
         self._user_agent = user_agent
+        #: the URLs' role, for the refusals' messages ("input URL", "model URL")
+        self.what = what
 
-    async def check(self, url: str, *, what: str = "input URL") -> None:
+    async def check(self, url: str, *, what: str | None = None) -> None:
         """The refusal `fetch` would make of `url`'s first hop, made now without connecting:
         the scheme, the host (every spelling of an address, `localhost`) and, for a name, every
         address it resolves to by the same resolver. A name that does not resolve now is not
         refused here (the fetch reports it); `allow_networks` opens the same doors."""
+        what = what or self.what
         parts = self.policy.check_url(url, what=what)
         host = (parts.hostname or "").rstrip(".")
         if literal_ip(host) is not None or self.policy.host_is_allowed(host):
@@ -104,7 +108,7 @@ class UrlFetcher:
             raise
 
     async def _fetch(self, url: str, dest: Path, cap: int) -> FetchedFile:
-        resolver = _GuardedResolver(self.policy, self._resolve)
+        resolver = _GuardedResolver(self.policy, self._resolve, self.what)
         connector = aiohttp.TCPConnector(
             resolver=resolver, use_dns_cache=False, family=socket.AF_UNSPEC
         )
@@ -114,7 +118,7 @@ class UrlFetcher:
         ) as session:
             current = url
             for _ in range(self.limits.max_redirects + 1):
-                self.policy.check_url(current)
+                self.policy.check_url(current, what=self.what)
                 try:
                     async with session.get(current, allow_redirects=False) as response:
                         if response.status in REDIRECT_STATUSES and "Location" in response.headers:
@@ -180,9 +184,10 @@ def content_type_allowed(content_type: str, allowed: tuple[str, ...]) -> bool:
 class _GuardedResolver(AbstractResolver):
     """Resolves like the system does, then refuses any address the policy forbids."""
 
-    def __init__(self, policy: AddressPolicy, resolve: Resolve | None) -> None:
+    def __init__(self, policy: AddressPolicy, resolve: Resolve | None, what: str) -> None:
         self._policy = policy
         self._resolve = resolve
+        self._what = what
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -192,7 +197,7 @@ class _GuardedResolver(AbstractResolver):
         if not addresses:
             raise OSError(f"{name} has no addresses")
         for address in addresses:  # every one: the connector may try any of them
-            self._policy.check_address(address, host=name)
+            self._policy.check_address(address, host=name, what=self._what)
         flags = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
         return [
             ResolveResult(

@@ -50,6 +50,7 @@ def make_downloader(
         ),
         resolve=resolve,
         user_agent="comfyrun-models",
+        what="model URL",
     )
 
     async def download(ref: ModelRef, dest: Path, progress: Progress) -> None:

@@ -168,7 +168,7 @@ async def test_private_addresses_are_refused_unless_allowed(
     server: ModelServer, tmp_path: Path
 ) -> None:
     closed = open_cache(tmp_path / "closed", allow=())
-    with pytest.raises(InputRejected, match="not a public address"):
+    with pytest.raises(InputRejected, match=r"^model URL host .* not a public address"):
         await closed.acquire([ref(server, "a.safetensors")])
     assert server.hits["a.safetensors"] == 0 and closed.list() == []
     opened = open_cache(tmp_path / "open", allow=("127.0.0.0/8",))
