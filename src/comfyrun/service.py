@@ -230,9 +230,9 @@ class JobService(JobAdmin, JobWatch):
             )
             sub = dataclasses.replace(sub, params=params, options=options)
         workflow: JSON = {}
+        models: tuple[ModelRef, ...] = ()
         if sub.type == COMFY:
-            sub, workflow = await self._comfy_workflow(sub)
-        models = parse_models(sub.options.get("models")) if sub.type == COMFY else ()
+            sub, workflow, models = await self._comfy_workflow(sub)
         if self._check_inputs is not None and (sub.inputs or models or has_asset_refs(workflow)):
             workflow = await self._check_inputs(workflow, list(sub.inputs), models)
         return sub, workflow
@@ -294,7 +294,9 @@ class JobService(JobAdmin, JobWatch):
             await early
         return job, created
 
-    async def _comfy_workflow(self, sub: Submission) -> tuple[Submission, JSON]:
+    async def _comfy_workflow(
+        self, sub: Submission
+    ) -> tuple[Submission, JSON, tuple[ModelRef, ...]]:
         models = parse_models(sub.options.get("models"))
         if models:  # stored normalised; workers deliver them (comfyrun.dispatch.models)
             sub = dataclasses.replace(
@@ -307,7 +309,7 @@ class JobService(JobAdmin, JobWatch):
         workflow = await self.gate.prepare(
             sub.workflow, placeholders=placeholders, models=models, object_info=fitting
         )
-        return sub, workflow
+        return sub, workflow, models
 
     async def submit_batch(self, batch: NewBatch, subs: Sequence[Submission]) -> Batch:
         """Enqueue `subs` as one batch, all or none. They differ only in values the caller has
