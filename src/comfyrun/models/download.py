@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from comfyrun.errors import InputRejected, MissingAsset
+from comfyrun.inputs.check import check_s3_url
 from comfyrun.inputs.fetch import Resolve, UrlFetcher
 from comfyrun.inputs.specs import InputLimits
 from comfyrun.models.cache import Downloader, Progress
@@ -111,9 +112,8 @@ async def _from_asset(assets: Any, asset_id: str, dest: Path, cap: int) -> None:
 def _from_s3(url: str, dest: Path, cap: int, client_factory: Callable[..., Any]) -> None:
     parts = urlsplit(url)
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    check_s3_url(url)  # as at submission
     bucket, key = parts.netloc, parts.path.lstrip("/")
-    if not bucket or not key:
-        raise InputRejected(f"{url} names no bucket and key", details={"url": url})
     client = client_factory(query.get("endpoint_url"), query.get("region"))
     try:
         head = client.head_object(Bucket=bucket, Key=key)
