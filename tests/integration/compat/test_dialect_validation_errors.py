@@ -35,6 +35,14 @@ async def test_each_dialect_answers_in_its_own_shape(tmp_path: Path, lean: bool)
                 assert answer.status_code == 400, (path, answer.text)
                 assert answer.json()["error"]["type"] == "invalid_request"
                 assert "websocket" in answer.json()["error"]["message"]
+            for method, path in (("POST", "/ws"), ("PUT", "/api/ws"), ("PUT", "/prompt")):
+                answer = await http.request(method, path)  # a method the route does not take
+                assert answer.status_code == 405, (path, answer.text)
+                assert answer.json()["error"]["type"] == "method_not_allowed", (path, answer.text)
+            for path in ("/run", "/v2/ep/run"):
+                answer = await http.put(path)
+                assert answer.status_code == 405, (path, answer.text)
+                assert answer.json()["code"] == "method_not_allowed", (path, answer.text)
 
             for path in ("/runsync?wait=5", "/v2/ep/runsync?wait=abc"):
                 answer = await http.post(path, json={"input": {}})

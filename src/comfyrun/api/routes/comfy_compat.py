@@ -332,7 +332,9 @@ def build_routers() -> list[APIRouter]:
         # a plain route: FastAPI's dependency solving for one query parameter was a tenth of
         # the CPU of a /ws connection (ComfyUI's scripts open one a prompt)
         ws.add_websocket_route(f"{prefix}/ws", comfy_ws_route)
-        ws.add_route(f"{prefix}/ws", ws_without_upgrade, methods=["GET"], include_in_schema=False)
+        # an API route (the router adds its prefix), so that its 405 (POST /ws) and 400 are
+        # in ComfyUI's shape, as the route's tag says
+        ws.add_api_route("/ws", ws_without_upgrade, methods=["GET"], include_in_schema=False)
         routers += [router, ws]
     routers.append(jobs_router)
     return routers
