@@ -14,10 +14,13 @@ emulators started as their own processes, so what differs between the columns is
    - ComfyUI face: the direct steps, against comfyrun.
    Added = comfyrun's time minus the direct median.
 2. Throughput, 8 clients each running jobs back to back, one backend: comfyrun's jobs/s as a
-   share of the same backend driven directly.
+   share of the same backend driven directly; the clients on aiohttp (the lightest at hand,
+   as for the fleet), then on httpx and websockets (each of which costs the shared cores ~3 ms
+   of CPU a job more than aiohttp, taken from the servers measured).
 3. The per-stage budget of one job through each face, from comfyrun's stage marks
    (comfyrun.stages, written by bench/traced_server.py) and the client's own marks, on one
-   clock; marks that overlap the rest (a handed-off job's commit, the face's answer to POST
+   clock, over jobs of their own run after 1 (the marks cost the server ~0.5 ms of CPU a job,
+   so 1 and 2 are timed with them off, as a user's server runs); marks that overlap the rest (a handed-off job's commit, the face's answer to POST
    /prompt) are timed beside them.
 4. --fleet: 4 backends, 32 clients, SQLite `serve` (jobs/s after a warm-up, vs 4 emulators
    driven directly; the clients on aiohttp, as in 5, the lightest client at hand; the CPU a
@@ -52,6 +55,7 @@ import contextlib
 import itertools
 import json
 import os
+import signal
 import socket
 import statistics
 import sys
@@ -378,6 +382,15 @@ def gc_pauses(log: Path) -> str:
 FACE_MARKS = ("sent", "socket open", "prompt answered", "told done", "history read", "viewed")
 
 
+def switch_stage_marks(server: ServerProcess, stage_log: Path, on: bool) -> None:
+    """Switch the server's stage marks on or off (bench/traced_server.py), `stage_log`
+    emptied before they go on; its signal handler runs at the request that follows (the
+    caller makes one)."""
+    if on:
+        stage_log.write_text("")
+    os.kill(server.proc.pid, signal.SIGUSR1 if on else signal.SIGUSR2)
+
+
 def stage_marks(stage_log: Path) -> dict[str, dict[str, float]]:
     """The server's stage marks (comfyrun.stages, by bench/traced_server.py), by job id."""
     per_job: dict[str, dict[str, float]] = defaultdict(dict)
@@ -449,7 +462,6 @@ async def single(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]
                 await comfy_face_run(http, emu)
                 await v2_run(http, server.url, {})
                 await comfy_face_run(http, server.url)
-            stage_log.write_text("")
             direct: list[float] = []
             v2: list[float] = []
             face: list[float] = []
@@ -459,11 +471,11 @@ async def single(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]
                 fresh_outputs(tmp)
                 direct += [await comfy_face_run(http, emu) for _ in range(20)]
                 before = cpu_seconds(server.proc.pid), cpu_seconds(backend_pid)
-                v2 += [await v2_run(http, server.url, marks) for _ in range(20)]
+                v2 += [await v2_run(http, server.url, {}) for _ in range(20)]
                 cpu["comfyrun"] += cpu_seconds(server.proc.pid) - before[0]
                 cpu["backend"] += cpu_seconds(backend_pid) - before[1]
                 before = cpu_seconds(server.proc.pid), cpu_seconds(backend_pid)
-                face += [await comfy_face_run(http, server.url, face_marks) for _ in range(20)]
+                face += [await comfy_face_run(http, server.url) for _ in range(20)]
                 cpu["face"] += cpu_seconds(server.proc.pid) - before[0]
                 cpu["face_backend"] += cpu_seconds(backend_pid) - before[1]
             base = statistics.median(direct)
@@ -482,16 +494,24 @@ async def single(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]
                     cpu_ratio(cpu["face"], cpu["face_backend"], len(face)),
                 ),
             ]
+            # the budget: more jobs, with the server's stage marks on (they cost it ~0.5 ms of
+            # CPU a job: the figures above and below are timed with them off)
+            switch_stage_marks(server, stage_log, True)
+            await wait_ready(server.url)
+            traced: list[float] = []
+            for _ in range(max(1, args.jobs // 40)):
+                fresh_outputs(tmp)
+                traced += [await v2_run(http, server.url, marks) for _ in range(20)]
+                traced += [await comfy_face_run(http, server.url, face_marks) for _ in range(20)]
+            switch_stage_marks(server, stage_log, False)
+            await wait_ready(server.url)
+            rows.append(("  (jobs timed with the stage marks on, both faces)", ms(traced)))
             per_job = stage_marks(stage_log)
             spans = budget(per_job, marks, ["sent", *STAGES, "answered", "downloaded"])
             face_order = [*FACE_MARKS[:2], *STAGES, *FACE_MARKS[2:]]
             face_order.remove("received")  # (marked by the v2 route only)
             face_spans = budget(per_job, face_marks, face_order, ("enqueued", "prompt answered"))
 
-            fresh_outputs(tmp)
-            direct_rate = await drive(
-                args.clients, args.seconds, lambda i: comfy_face_run(http, emu)
-            )
             loaded: dict[str, str] = {}  # CPU per job under load: comfyrun / its ComfyUI
             paused: dict[str, str] = {}  # comfyrun's garbage collector under load
 
@@ -510,23 +530,42 @@ async def single(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]
                 paused[name] = gc_pauses(gc_log)
                 return rate
 
-            v2_rate = await measured("v2", lambda i: v2_run(http, server.url, {}))
-            face_rate = await measured("face", lambda i: comfy_face_run(http, server.url))
-            rows += [
-                (f"{args.clients} clients, one backend: direct", f"{direct_rate:7.1f} jobs/s"),
-                (
-                    "  through comfyrun, v2",
-                    f"{v2_rate:7.1f} jobs/s ({100 * v2_rate / direct_rate:.0f} % of direct)",
-                ),
-                ("    CPU per job: comfyrun / its ComfyUI", loaded["v2"]),
-                ("    comfyrun's GC: full collections, longest pause", paused["v2"]),
-                (
-                    "  through comfyrun, ComfyUI face",
-                    f"{face_rate:7.1f} jobs/s ({100 * face_rate / direct_rate:.0f} % of direct)",
-                ),
-                ("    CPU per job: comfyrun / its ComfyUI", loaded["face"]),
-                ("    comfyrun's GC: full collections, longest pause", paused["face"]),
-            ]
+            # the clients on aiohttp first (as the fleet's: the lightest client at hand, so the
+            # servers measured get the cores), then on httpx and websockets (~3 ms of CPU a
+            # job more, taken from the servers on these two cores)
+            async with light_session() as session:
+                clients: list[tuple[str, Callable[[str], Callable[[int], Awaitable[Any]]]]] = [
+                    ("aiohttp", lambda url: lambda i: light_face_run(session, url)),
+                    ("httpx + websockets", lambda url: lambda i: comfy_face_run(http, url)),
+                ]
+                v2_clients = {
+                    "aiohttp": lambda i: light_v2_run(session, server.url),
+                    "httpx + websockets": lambda i: v2_run(http, server.url, {}),
+                }
+                for name, face_one in clients:
+                    fresh_outputs(tmp)
+                    direct_rate = await drive(args.clients, args.seconds, face_one(emu))
+                    v2_rate = await measured("v2", v2_clients[name])
+                    face_rate = await measured("face", face_one(server.url))
+                    rows += [
+                        (
+                            f"{args.clients} clients ({name}), one backend: direct",
+                            f"{direct_rate:7.1f} jobs/s",
+                        ),
+                        (
+                            "  through comfyrun, v2",
+                            f"{v2_rate:7.1f} jobs/s ({100 * v2_rate / direct_rate:.0f} % of direct)",
+                        ),
+                        ("    CPU per job: comfyrun / its ComfyUI", loaded["v2"]),
+                        ("    comfyrun's GC: full collections, longest pause", paused["v2"]),
+                        (
+                            "  through comfyrun, ComfyUI face",
+                            f"{face_rate:7.1f} jobs/s "
+                            f"({100 * face_rate / direct_rate:.0f} % of direct)",
+                        ),
+                        ("    CPU per job: comfyrun / its ComfyUI", loaded["face"]),
+                        ("    comfyrun's GC: full collections, longest pause", paused["face"]),
+                    ]
     finally:
         server.stop()
     rows.append(("per-stage budget, v2 job (median / p99)", ""))
