@@ -420,7 +420,8 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
 
     def watch_new_work(self, heard: Callable[[str, str | None], None]) -> Callable[[], None]:
         """Call `heard(job_id, job_type)` for each job that becomes claimable (queued, or put
-        back), whichever process made it so, as far as this store hears of other processes'
+        back) or is created claimed (handed off to a worker of the process that took it),
+        whichever process made it so, as far as this store hears of other processes'
         changes; returns the function that stops the calls. A store one process holds alone
         calls nothing (that process saw the job itself): PostgreSQL calls it from its
         listener, so that an API node learns of a ComfyUI prompt posted to another

@@ -37,6 +37,8 @@ Q["end_plain"] = Q["end_plain"].replace(
     b"{transition}", Q["transition"].removesuffix(b"\nRETURNING *") + _PLAIN
 )
 WORK = "w"
+#: The flag of a NOTIFY for a job created claimed (see `payload`).
+NEW = "+"
 #: A NOTIFY's first mark: its event may end the job, or may not.
 ENDING, NOT_ENDING = "t;", "n;"
 
@@ -160,19 +162,33 @@ class OneStatementWrites(SQLStore):
         return job_from_row(row)
 
 
-def payload(job_id: str, *, ending: bool, work: bool, job_type: str | None) -> str:
+def payload(
+    job_id: str, *, ending: bool, work: bool, job_type: str | None, new: bool = False
+) -> str:
     """A NOTIFY for events of a job: "e:<id>", after the mark of whether they may end it and,
-    when the job became claimable, the work flags."""
-    return f"{ENDING if ending else NOT_ENDING}{work_flags(job_type) if work else ''}e:{job_id}"
+    when the job became claimable, the work flags; when it was created claimed (handed off to
+    a worker of the process that took it), the new-job flags instead: no worker elsewhere
+    has it to claim, but an API node elsewhere may have the socket of its ComfyUI client."""
+    flags = work_flags(job_type) if work else work_flags(job_type, NEW) if new else ""
+    return f"{ENDING if ending else NOT_ENDING}{flags}e:{job_id}"
 
 
-def work_flags(job_type: str | None) -> str:
-    """A NOTIFY's flags for a job that became claimable: its type when it is a valid type name
-    (no ';' or ':' to confuse the payload), else the bare flag. A process that reads only the
-    bare flag still sees "w" in either."""
+def work_flags(job_type: str | None, flag: str = WORK) -> str:
+    """A NOTIFY's flags for a job that became claimable (`flag` "w") or was created claimed
+    ("+"): its type when it is a valid type name (no ';' or ':' to confuse the payload), else
+    the bare flag. A process that reads only the bare flag still sees it in either."""
     if valid_type_name(job_type):
-        return f"{WORK}={job_type};"
-    return WORK
+        return f"{flag}={job_type};"
+    return flag
 
 
-__all__ = ["ENDING", "NOT_ENDING", "WORK", "OneStatementWrites", "Q", "payload", "work_flags"]
+__all__ = [
+    "ENDING",
+    "NEW",
+    "NOT_ENDING",
+    "WORK",
+    "OneStatementWrites",
+    "Q",
+    "payload",
+    "work_flags",
+]

@@ -36,7 +36,7 @@ from comfyrun.errors import InvalidRequest, StoreError
 from comfyrun.store.base import WorkCounts
 from comfyrun.store.codec import dump_json
 from comfyrun.store.migrate import migrate_postgres
-from comfyrun.store.pgstatements import ENDING, NOT_ENDING, WORK, Q, payload
+from comfyrun.store.pgstatements import ENDING, NEW, NOT_ENDING, WORK, Q, payload
 from comfyrun.store.pgwaits import PgWaits
 from comfyrun.store.sqldialect import Row
 
@@ -207,9 +207,12 @@ class PostgresStore(PgWaits):
         now: float,
         work: bool = False,
         job_type: str | None = None,
+        *,
+        new: bool = False,
     ) -> int:
         """Append an event and NOTIFY ("e:<id>"; "w=<type>;e:<id>" when a job of that type
-        became claimable, "we:<id>" when one of a type not told did).
+        became claimable, "we:<id>" when one of a type not told did; "+=<type>;e:<id>" when
+        a job was created claimed, see `payload`).
 
         The job's row lock (taken by the statement before, or by `lock_job`) is held until
         commit, so one job's event ids commit in the order they were drawn."""
@@ -219,7 +222,9 @@ class PostgresStore(PgWaits):
             "data": dump_json(data),
             "created_at": now,
             "channel": self.channel,
-            "payload": payload(job_id, ending=may_end(kind, data), work=work, job_type=job_type),
+            "payload": payload(
+                job_id, ending=may_end(kind, data), work=work, job_type=job_type, new=new
+            ),
         }
         row = await self._one(conn, "insert_event", params)
         assert row is not None
@@ -233,12 +238,15 @@ class PostgresStore(PgWaits):
         now: float,
         work: bool = False,
         job_type: str | None = None,
+        *,
+        new: bool = False,
     ) -> None:
         """The events in one statement (insert_events) and one NOTIFY: marked ending when any
-        of them may end the job, with the work flags when the job became claimable."""
+        of them may end the job, with the work flags when the job became claimable (or the
+        new job's, when it was created claimed)."""
         if len(events) == 1:
             kind, data = events[0]
-            await self._append(conn, job_id, kind, data, now, work, job_type)
+            await self._append(conn, job_id, kind, data, now, work, job_type, new=new)
             return
         ending = any(may_end(kind, data) for kind, data in events)
         params = {
@@ -246,7 +254,7 @@ class PostgresStore(PgWaits):
             "events": dump_json([[kind, data] for kind, data in events]),
             "created_at": now,
             "channel": self.channel,
-            "payload": payload(job_id, ending=ending, work=work, job_type=job_type),
+            "payload": payload(job_id, ending=ending, work=work, job_type=job_type, new=new),
         }
         await self._one(conn, "insert_events", params)
 
@@ -302,11 +310,13 @@ class PostgresStore(PgWaits):
         flags, _, job_id = payload.partition("e:")
         mark = flags[:2] if flags[:2] in (ENDING, NOT_ENDING) else ""
         flags = flags[len(mark) :]
-        if WORK in flags:
-            job_type = flags[2:-1] if flags.startswith("w=") and flags.endswith(";") else None
-            self._work_counts.add(job_type)
-            async with self._work:
-                self._work.notify_all()
+        work, new = flags.startswith(WORK), flags.startswith(NEW)
+        if work or new:  # (a job created claimed: no worker to wake, its watchers told)
+            job_type = flags[2:-1] if flags[1:2] == "=" and flags.endswith(";") else None
+            if work:
+                self._work_counts.add(job_type)
+                async with self._work:
+                    self._work.notify_all()
             for heard in self._work_watchers:
                 try:
                     heard(job_id, job_type)

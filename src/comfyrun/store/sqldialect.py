@@ -81,9 +81,13 @@ class SQLDialect(ABC):
         now: float,
         work: bool = False,
         job_type: str | None = None,
+        *,
+        new: bool = False,
     ) -> None:
         """Append a change's events (kind, data) in order; `work` as `_append`'s, said with the
-        last (PostgreSQL writes them in one statement)."""
+        last (PostgreSQL writes them in one statement); `new`: the events of a job created
+        not claimable (handed off as it was enqueued), which PostgreSQL tells the other
+        processes of all the same (JobStore.watch_new_work)."""
         for n, (kind, data) in enumerate(events, 1):
             last = n == len(events)
             await self._append(

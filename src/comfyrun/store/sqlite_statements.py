@@ -118,6 +118,8 @@ class SQLiteStatements(SQLStore):
         now: float,
         work: bool = False,
         job_type: str | None = None,
+        *,
+        new: bool = False,
     ) -> None:
         """A change's events in one statement (a multi-row INSERT, its rows, and so their ids,
         in order): each statement costs ~10-20 us of the loop's CPU in a busy `serve`, its

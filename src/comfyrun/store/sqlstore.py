@@ -175,7 +175,7 @@ class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
             raise Conflict(f"job {job.id} already exists", details={"job_id": job.id})
         if decided is not None:
             self._decided(decided, job, True)
-        await self._append_all(conn, job.id, events, now, work, job.type)
+        await self._append_all(conn, job.id, events, now, work, job.type, new=True)
         return job, True
 
     async def claim(

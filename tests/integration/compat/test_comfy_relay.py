@@ -467,13 +467,13 @@ async def start_nodes(
     each appended to `procs` as it starts (the caller kills them), ready when this returns."""
     outputs = (tmp / "outputs").as_uri()
     for name, role in nodes.items():
-        more = ["--backend", backend] if role == "worker" else []
+        more = ["--backend", backend] if role in ("worker", "serve") else []
         args = ["--port", "0", "--db", pg_url, "--outputs", outputs, "--data-dir", str(tmp / name)]
         proc = ServerProcess([role, *args, *more], log_path=tmp / f"{name}.log")
         procs.append(proc)
         await asyncio.to_thread(proc.wait_ready)
     for proc, role in zip(procs, nodes.values(), strict=True):
-        if role == "worker":
+        if role in ("worker", "serve"):
             await wait_until_ready(proc.url)
 
 
@@ -507,18 +507,22 @@ async def test_api_and_worker_on_postgres_relay_the_backends_messages(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "nodes",
+    [{"a": "api", "b": "api", "w": "worker"}, {"a": "serve", "b": "serve"}],
+    ids=["api-nodes", "serve-nodes"],
+)
 async def test_a_socket_hears_its_prompt_posted_to_another_api_node(
-    tmp_path: Path, pg_url: str
+    tmp_path: Path, pg_url: str, nodes: dict[str, str]
 ) -> None:
-    """Two `comfyrun api` nodes behind a load balancer without sticky sessions: a ComfyUI
-    client's /ws lands on one, its POST /prompt on the other. The socket hears the prompt's
-    run to its end (it heard nothing: only the node that took the prompt told its sockets)."""
+    """Two API nodes behind a load balancer without sticky sessions: a ComfyUI client's /ws
+    lands on one, its POST /prompt on the other. The socket hears the prompt's run to its end
+    (it heard nothing: only the node that took the prompt told its sockets; and a `serve` node
+    that handed the prompt to its idle backend at once told no other node of it)."""
     async with running_emulator(tmp_path / "backend", step_time_s=0.01) as emu:
         procs: list[ServerProcess] = []
         try:
-            await start_nodes(
-                procs, tmp_path, pg_url, emu.url, {"a": "api", "b": "api", "w": "worker"}
-            )
+            await start_nodes(procs, tmp_path, pg_url, emu.url, nodes)
             a, b = procs[0].url, procs[1].url
             client_id = uuid.uuid4().hex
             async with websockets.connect(

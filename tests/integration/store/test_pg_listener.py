@@ -111,3 +111,44 @@ async def test_a_wait_for_an_ending_reads_no_events_for_others() -> None:
         await api.close()
         await worker.close()
         drop_schema(schema)
+
+
+async def test_another_node_hears_of_new_jobs_queued_or_handed_off() -> None:
+    """`watch_new_work` on one node hears every job another creates: one queued (claimable)
+    and one handed off as it was enqueued (created claimed: no worker elsewhere is woken for
+    it, but an API node's socket may be its ComfyUI client's), each with its type."""
+    from comfyrun.store.base import HandOff
+
+    require_pg()
+    schema = new_schema_name()
+    api, serve = PostgresStore(pg_dsn(), schema=schema), PostgresStore(pg_dsn(), schema=schema)
+    await api.open()
+    await serve.open()
+    heard: list[tuple[str, str | None]] = []
+    later: list[str] = []
+    stop = api.watch_new_work(lambda job_id, job_type: heard.append((job_id, job_type)))
+    stop_later = api.watch_new_work(lambda job_id, job_type: later.append(job_id))
+    try:
+        handed, _ = await serve.enqueue_claimed(new_job(), HandOff("w1", 30.0))
+        assert handed.status is JobStatus.RUNNING
+        tokens = api.work_token(["comfy"])
+        queued, _ = await serve.enqueue(new_job())
+        for _ in range(500):
+            if len(heard) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert heard == [(handed.id, "comfy"), (queued.id, "comfy")]
+        assert api.work_token(["comfy"]) != tokens  # the queued one woke claimers
+        stop()
+        third, _ = await serve.enqueue(new_job())
+        for _ in range(500):
+            if third.id in later:
+                break
+            await asyncio.sleep(0.01)
+        assert later == [handed.id, queued.id, third.id]
+        assert len(heard) == 2  # the stopped watcher was not called
+        stop_later()
+    finally:
+        await api.close()
+        await serve.close()
+        drop_schema(schema)
