@@ -525,10 +525,13 @@ async def test_a_socket_hears_its_prompt_posted_to_another_api_node(
             await start_nodes(procs, tmp_path, pg_url, emu.url, nodes)
             a, b = procs[0].url, procs[1].url
             client_id = uuid.uuid4().hex
-            async with websockets.connect(
-                f"{a.replace('http', 'ws')}/ws?clientId={client_id}"
-            ) as ws:
+            on_a = f"{a.replace('http', 'ws')}/ws?clientId="
+            async with (
+                websockets.connect(on_a + client_id) as ws,
+                websockets.connect(on_a + uuid.uuid4().hex) as editor,  # another client's
+            ):
                 assert json.loads(await ws.recv())["type"] == "status"
+                assert json.loads(await editor.recv())["type"] == "status"
                 async with httpx.AsyncClient(timeout=30) as http:
                     body = {"prompt": tiny_workflow(), "client_id": client_id}
                     answer = await http.post(f"{b}/prompt", json=body)
@@ -536,6 +539,10 @@ async def test_a_socket_hears_its_prompt_posted_to_another_api_node(
                 prompt_id = answer.json()["prompt_id"]
                 heard = [m["type"] for m in await until_prompt_ends(ws, prompt_id)]
                 assert heard.index("execution_start") < heard.index("execution_success"), heard
+                # the queue grew: every socket on the other node hears it, as ComfyUI's do
+                told = json.loads(await asyncio.wait_for(editor.recv(), 10))
+                assert told["type"] == "status", told
+                assert "queue_remaining" in told["data"]["status"]["exec_info"]
         finally:
             for proc in procs:
                 proc.kill()
