@@ -13,7 +13,7 @@ import httpx
 
 from comfyrun.comfy.errors import ComfyProtocolError
 from comfyrun.comfy.http import ComfyHTTP
-from comfyrun.core.catalog import NodeCatalog
+from comfyrun.core.catalog import NodeCatalog, well_formed
 from comfyrun.errors import BackendError
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,16 @@ async def fetch_catalog(
             _get(http, "/embeddings"),
             _get(http, "/features"),
         )
+        if isinstance(info, dict):
+            info, dropped = well_formed(info)
+            if dropped:
+                log.warning(
+                    "GET /object_info on %s: %d node definitions not in ComfyUI's shape left "
+                    "out (%s)",
+                    base_url,
+                    len(dropped),
+                    ", ".join(dropped[:5]) + (", …" if len(dropped) > 5 else ""),
+                )
         if not isinstance(info, dict) or not info:
             raise ComfyProtocolError(f"GET /object_info on {base_url} answered no node types")
         names = [f for f in folders if isinstance(f, str)] if isinstance(folders, list) else []

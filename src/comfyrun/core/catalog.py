@@ -42,6 +42,50 @@ class NodeCatalog:
         return list(self.models)
 
 
+#: The parts of a node definition that hold lists, and those that hold objects.
+_LIST_PARTS = ("output", "output_name", "output_is_list", "output_tooltips")
+_INPUT_SECTIONS = ("required", "optional")
+
+
+def well_formed(object_info: Mapping[str, Any]) -> tuple[JSON, list[str]]:
+    """The node definitions of `object_info` in ComfyUI's shape, and the names of those that
+    are not (dropped: every reader of definitions — validation, the converter, the model
+    and input checks, the union — takes that shape for granted). A definition is an object;
+    its `input` an object whose `required` and `optional` sections are objects of input specs,
+    each a list of a type (a name, or a list of choices) and, optionally, an object of
+    options; its `output`… parts lists."""
+    kept: JSON = {}
+    dropped: list[str] = []
+    for name, definition in object_info.items():
+        if _well_formed_definition(definition):
+            kept[name] = definition
+        else:
+            dropped.append(str(name))
+    return kept, dropped
+
+
+def _well_formed_definition(definition: Any) -> bool:
+    if not isinstance(definition, dict):
+        return False
+    if any(not isinstance(definition.get(k, []), list) for k in _LIST_PARTS):
+        return False
+    inputs = definition.get("input", {})
+    if not isinstance(inputs, dict) or not isinstance(inputs.get("hidden", {}), dict):
+        return False
+    for section in _INPUT_SECTIONS:
+        specs = inputs.get(section, {})
+        if not isinstance(specs, dict) or not all(_well_formed_spec(s) for s in specs.values()):
+            return False
+    return isinstance(definition.get("input_order", {}), dict)
+
+
+def _well_formed_spec(spec: Any) -> bool:
+    """`[type]` or `[type, {options}]`: the type a name or a list of choices."""
+    if not isinstance(spec, list | tuple) or not spec:
+        return False
+    return isinstance(spec[0], str | list) and (len(spec) == 1 or isinstance(spec[1], dict))
+
+
 def union_catalog(catalogs: Sequence[NodeCatalog], *, name: str = "") -> NodeCatalog:
     """The union of `catalogs` (first ones win where definitions differ) as one catalog."""
     return NodeCatalog(
@@ -208,4 +252,5 @@ __all__ = [
     "union_models",
     "union_names",
     "union_object_info",
+    "well_formed",
 ]

@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from comfyrun.core.catalog import NodeCatalog
+from comfyrun.core.catalog import NodeCatalog, well_formed
 
 
 def catalog_to_row(catalog: NodeCatalog) -> dict[str, Any]:
@@ -34,11 +34,17 @@ def catalog_from_row(row: Mapping[str, Any]) -> NodeCatalog:
         backend=row["backend"],
         comfyui_version=row["comfyui_version"],
         fetched_at=float(row["fetched_at"]),
-        object_info=load("object_info"),
+        object_info=_definitions(load("object_info")),
         models=load("models"),
         embeddings=load("embeddings"),
         features=load("features"),
     )
+
+
+def _definitions(info: Any) -> dict[str, Any]:
+    """Those of the stored definitions in ComfyUI's shape (earlier builds kept them as the
+    backend served them)."""
+    return well_formed(info)[0] if isinstance(info, dict) else {}
 
 
 __all__ = ["catalog_from_row", "catalog_to_row"]
