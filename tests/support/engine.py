@@ -68,6 +68,7 @@ class FakeServer:
     disk_full_left: int = 0  # the next N DiskFull nodes fail; later ones succeed
     silent: bool = False  # send no events (as over a lost websocket): only results settle
     refuse_posts: int = 0  # the next N POST /prompt cannot connect (never sent)
+    hang_posts: int = 0  # the next N POST /prompt are never answered (nor queued)
     ran: list[Ran] = field(default_factory=list)
     freed: int = 0
     files: dict[tuple[str, str, str], bytes] = field(default_factory=dict)
@@ -257,6 +258,9 @@ class FakeClient:
             self.server.refuse_posts -= 1
             refused = httpx.ConnectError("connection refused")
             raise ComfyConnectionError(f"{self.server.name}: connection refused") from refused
+        if self.server.hang_posts > 0:
+            self.server.hang_posts -= 1
+            await asyncio.Event().wait()
         if any(n.get("class_type") == "Invalid" for n in prompt.values()):
             raise ComfyValidationError(
                 "Prompt outputs failed validation",

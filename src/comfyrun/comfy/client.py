@@ -273,12 +273,15 @@ class ComfyClient:
                 error=error
                 if isinstance(error, dict)
                 else ({} if error is None else {"message": str(error)}),
-                node_errors=data.get("node_errors") or {},
+                node_errors=_object(data.get("node_errors")),
             )
+        # (read as leniently as ComfyUI's own frontend reads them: a field of another type
+        # is as good as absent, not a failed run)
+        number = data.get("number")
         return SubmitResult(
             prompt_id=str(data.get("prompt_id", body["prompt_id"])),
-            number=float(data.get("number", 0)),
-            node_errors=dict(data.get("node_errors") or {}),
+            number=float(number) if isinstance(number, int | float) else 0.0,
+            node_errors=_object(data.get("node_errors")),
         )
 
     async def run(
@@ -456,6 +459,11 @@ class ComfyClient:
     async def _get_json(self, path: str) -> JSON:
         http = self._require_http()
         return await http.json_off_loop(await http.request("GET", path))
+
+
+def _object(value: Any) -> JSON:
+    """A JSON object a backend answered, or an empty one for anything else."""
+    return dict(value) if isinstance(value, dict) else {}
 
 
 __all__ = ["ComfyClient", "SubmitResult", "UploadData", "UploadResult", "ViewStream"]

@@ -233,10 +233,12 @@ class JobRun(RunEnding):
                     )
                     return
                 except (BackendError, TimeoutError) as exc:
-                    message = f"backend {self.backend.name}: POST /prompt could not be sent: {exc}"
+                    # (asyncio's timeout says nothing of itself)
+                    why = str(exc) or f"no answer within {settings.submit_timeout_s:g} s"
+                    message = f"backend {self.backend.name}: POST /prompt could not be sent: {why}"
                     unsent = JobError(code=UNSENT, message=message)
                     if not (never_sent(exc) and await self._requeue_unsent(unsent)):
-                        await self._backend_lost(f"POST /prompt failed: {exc}")
+                        await self._backend_lost(f"POST /prompt failed: {why}")
                     return
                 self.slot.hold(True)  # in ComfyUI's queue until its first event says it started
                 self._note_later(None)

@@ -53,9 +53,8 @@ class FakeComfy:
             if self.prompt_status != 200:
                 return httpx.Response(self.prompt_status, json=self.prompt_body)
             self.pending.append(body["prompt_id"])
-            return httpx.Response(
-                200, json={"prompt_id": body["prompt_id"], "number": 7, "node_errors": {}}
-            )
+            queued = {"prompt_id": body["prompt_id"], "number": 7, "node_errors": {}}
+            return httpx.Response(200, json=self.prompt_body or queued)
         if path.startswith("/history/"):
             pid = path.removeprefix("/history/")
             return httpx.Response(200, json={pid: self.history[pid]} if pid in self.history else {})
@@ -378,3 +377,29 @@ async def test_cancel_deletes_and_interrupts(client: ComfyClient, fake: FakeComf
 async def test_history_quotes_the_prompt_id(client: ComfyClient, fake: FakeComfy) -> None:
     assert await client.history("a/b c") is None
     assert fake.requests[-1].url.raw_path == b"/history/a%2Fb%20c"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"prompt_id": "p9", "number": "x", "node_errors": []},
+        {"prompt_id": "p9", "number": [1], "node_errors": "oops"},
+        {"prompt_id": "p9", "number": None},
+    ],
+)
+async def test_an_answer_s_fields_of_another_type_are_as_good_as_absent(
+    client: ComfyClient, fake: FakeComfy, answer: JSON
+) -> None:
+    """(a `number` ComfyUI never sends as text was a ValueError: a failed run, a traceback)"""
+    fake.prompt_body = answer
+    result = await client.submit({"1": {}}, prompt_id="p9")
+    assert (result.prompt_id, result.number, result.node_errors) == ("p9", 0.0, {})
+
+
+async def test_a_refusal_s_node_errors_of_another_type_are_none(
+    client: ComfyClient, fake: FakeComfy
+) -> None:
+    fake.prompt_status, fake.prompt_body = 400, {"error": "bad", "node_errors": ["x"]}
+    with pytest.raises(ComfyValidationError) as info:
+        await client.submit({"1": {}}, prompt_id="p10")
+    assert info.value.node_errors == {} and info.value.error == {"message": "bad"}

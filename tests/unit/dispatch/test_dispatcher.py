@@ -207,6 +207,17 @@ async def test_a_backend_that_never_takes_the_prompt_fails_the_job_as_before(
     assert done.attempts == 2 and engine.servers["a"].refuse_posts == 100 - 4
 
 
+async def test_a_prompt_never_answered_fails_saying_so(make_engine: Make) -> None:
+    """(its error read "POST /prompt failed: ", the timeout's text empty)"""
+    engine = await make_engine(settings=dataclasses.replace(FAST, submit_timeout_s=0.3))
+    engine.servers["a"].hang_posts = 1
+    job = await engine.submit(work(), max_retries=0)
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.FAILED and done.error is not None
+    assert done.error.code == "backend_lost"
+    assert done.error.message.endswith("POST /prompt failed: no answer within 0.3 s")
+
+
 def _backend_running(engine: Any, job_id: str) -> Any:
     for backend in engine.pool.backends:
         if job_id in backend.jobs:
