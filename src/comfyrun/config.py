@@ -272,7 +272,12 @@ class Settings(BaseSettings):
         default=10,
         validation_alias=_aliases("websocket_reconnect_attempts", "WEBSOCKET_RECONNECT_ATTEMPTS"),
     )
-    backend_timeout_s: float = Field(default=30.0, validation_alias=_aliases("backend_timeout_s"))
+    backend_timeout_s: float = Field(
+        default=30.0, gt=0, validation_alias=_aliases("backend_timeout_s")
+    )
+    output_timeout_s: float = Field(
+        default=600.0, gt=0, validation_alias=_aliases("output_timeout_s")
+    )
 
     # the queue
     queue_max: int | None = Field(default=10_000, validation_alias=_aliases("queue_max"))

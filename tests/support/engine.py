@@ -69,6 +69,7 @@ class FakeServer:
     silent: bool = False  # send no events (as over a lost websocket): only results settle
     refuse_posts: int = 0  # the next N POST /prompt cannot connect (never sent)
     hang_posts: int = 0  # the next N POST /prompt are never answered (nor queued)
+    trickle_views: int = 0  # the next N GET /view send a byte every 10 ms, without end
     ran: list[Ran] = field(default_factory=list)
     freed: int = 0
     files: dict[tuple[str, str, str], bytes] = field(default_factory=dict)
@@ -308,8 +309,13 @@ class FakeClient:
     async def view(self, ref: FileRef) -> AsyncIterator[AsyncIterator[bytes]]:
         self._check()
         data = self.server.files[(ref.filename, ref.subfolder, ref.type)]
+        trickle = self.server.trickle_views > 0
+        self.server.trickle_views -= trickle
 
         async def chunks() -> AsyncIterator[bytes]:
+            while trickle:  # (no read waits long: only a deadline on the whole copy ends it)
+                yield b"x"
+                await asyncio.sleep(0.01)
             yield data
 
         yield chunks()

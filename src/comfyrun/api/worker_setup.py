@@ -6,6 +6,7 @@ submissions. Used by `create_app` (api.app) for the `serve` and `worker` roles.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from typing import Any
@@ -122,6 +123,7 @@ def dispatch_settings(settings: Settings) -> Any:
         retention_s=settings.retention_s,
         sweep_interval_s=settings.sweep_interval_s,
         submit_timeout_s=settings.backend_timeout_s,
+        output_timeout_s=settings.output_timeout_s,
         model_routing=settings.model_routing,
         model_routing_window=settings.model_routing_window,
         model_routing_max_overtake=settings.model_routing_max_overtake,
@@ -148,7 +150,9 @@ async def start_worker(
 
     (settings.data_dir / "logs").mkdir(parents=True, exist_ok=True)
     specs = [s for i, c in enumerate(configs) for s in backend_specs(c, i, settings, models)]
-    pool = BackendPool.from_specs(specs, client_factory=ComfyClient)
+    # each call to a backend, and each read of an answer streamed, waits backend_timeout_s
+    client = functools.partial(ComfyClient, timeout=settings.backend_timeout_s)
+    pool = BackendPool.from_specs(specs, client_factory=client)
     await pool.start()
     stack.push_async_callback(pool.stop)
     dispatcher = Dispatcher(

@@ -141,16 +141,23 @@ class RunEnding(EndCommit):
         return (await self._result_of(result) if settled else None), gone
 
     async def _succeed(self, outcome: PromptResult) -> None:
+        limit = self.ctx.settings.output_timeout_s
         try:
-            outputs = await collect_outputs(
-                self.job,
-                outcome.outputs,
-                backend=self.backend,
-                client=self.client,
-                storage=self.ctx.storage,
-                inline_cap=self.ctx.settings.inline_max_bytes,
-                cleaned=self.ctx.janitor is not None,
-            )
+            async with asyncio.timeout(limit) as copying:
+                outputs = await collect_outputs(
+                    self.job,
+                    outcome.outputs,
+                    backend=self.backend,
+                    client=self.client,
+                    storage=self.ctx.storage,
+                    inline_cap=self.ctx.settings.inline_max_bytes,
+                    cleaned=self.ctx.janitor is not None,
+                )
+        except TimeoutError:
+            if not copying.expired():
+                raise
+            await self._backend_lost(f"copying the outputs took longer than {limit:g} s")
+            return
         except ComfyHTTPError as exc:
             if exc.status != 404:
                 await self._backend_lost(f"reading outputs failed: {exc}")

@@ -20,6 +20,10 @@ class DispatchSettings:
     retention_s: float = 24 * 3600.0  # finished jobs expire (and lose their files) after this
     sweep_interval_s: float = 10.0  # leases and retention
     submit_timeout_s: float = 30.0  # POST /prompt and the other calls around a run
+    #: Copying a finished prompt's outputs (GET /view from a remote backend) takes at most
+    #: this long: a backend that sends a file slowly enough that no read times out (a few
+    #: bytes a second) held its job running, and its slot, for ever.
+    output_timeout_s: float = 600.0
     stop_grace_s: float = 5.0  # on stop(drain=False): time to interrupt and requeue jobs
     #: A run starts watching its job's log for a cancel this long after it starts: a short
     #: job ends before (no store reads spent on it), and a cancel that came meanwhile is in

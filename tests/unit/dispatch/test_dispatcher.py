@@ -218,6 +218,21 @@ async def test_a_prompt_never_answered_fails_saying_so(make_engine: Make) -> Non
     assert done.error.message.endswith("POST /prompt failed: no answer within 0.3 s")
 
 
+async def test_outputs_sent_too_slowly_fail_the_attempt(make_engine: Make) -> None:
+    """A backend that sends an output a byte at a time, forever, without a read ever timing
+    out, held its job running (and its slot) for ever: the copy has a deadline
+    (output_timeout_s), past which the attempt fails as the backend's, and is retried."""
+    engine = await make_engine(settings=dataclasses.replace(FAST, output_timeout_s=0.5))
+    engine.servers["a"].trickle_views = 1
+    job = await engine.submit(work(), max_retries=1, retry_delay_s=0.01)
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.SUCCEEDED and done.attempts == 2, done.error
+    events = await engine.store.events_since(job.id)
+    (retried,) = [e.data for e in events if e.kind == "status" and e.data["event"] == "retry"]
+    assert retried["error"]["code"] == "backend_lost"
+    assert "copying the outputs took longer than 0.5 s" in retried["error"]["message"]
+
+
 def _backend_running(engine: Any, job_id: str) -> Any:
     for backend in engine.pool.backends:
         if job_id in backend.jobs:
