@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from comfyrun.client.sse import ServerEvent, SSEDecoder
+from comfyrun.outputs.keys import safe_segment
 
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "expired"})
 DEFAULT_URL = "http://127.0.0.1:8189"
@@ -273,11 +274,13 @@ class ComfyrunClient:
         return path
 
     async def download_outputs(self, job: Mapping[str, Any], folder: str | Path) -> list[Path]:
-        """Every output of `job` into `folder/<node_id>/<name>`."""
+        """Every output of `job` into `folder/<node_id>/<name>`, each made one safe file name
+        (a backend names them: a node id or a name holding "../" wrote outside `folder`)."""
         paths = []
         for out in job.get("outputs", []):
-            name = Path(str(out["name"])).name or str(out["id"])
-            paths.append(await self.download(out, Path(folder) / str(out["node_id"]) / name))
+            node = safe_segment(str(out["node_id"]), fallback="node")
+            name = safe_segment(str(out["name"]), fallback=safe_segment(str(out["id"])))
+            paths.append(await self.download(out, Path(folder) / node / name))
         return paths
 
     # workflow templates and batches ------------------------------------------------------------

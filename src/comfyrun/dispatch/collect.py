@@ -162,11 +162,12 @@ async def _store_file(
             else:
                 rest = _chain(head, more, chunks)
                 stored = await storage.put(key, rest, content_type=content_type)
-    url, expires = await storage.url(key, content_type=content_type, filename=ref.filename)
+    name = shown_name(ref.filename, key)
+    url, expires = await storage.url(key, content_type=content_type, filename=name)
     data = await read_inline(storage, key, inline_cap) if wants_inline(job) else None
     return Output(
         node_id=ref.node_id,
-        name=ref.filename,
+        name=name,
         type=kind,
         content_type=content_type,
         size_bytes=stored.size_bytes,
@@ -182,6 +183,16 @@ async def _store_file(
             "key": ref.key,
         },
     )
+
+
+def shown_name(filename: str, key: str) -> str:
+    """An output's name as the API shows it: the file name its backend gave, but never a path
+    (a ComfyUI file name is one, its folder a `subfolder` apart; a backend naming one
+    "../../x.sh" had clients that save by name write outside their folder): a name holding a
+    slash, or "." or "..", is shown as its stored key's last segment (made safe)."""
+    if "/" in filename or "\\" in filename or filename in ("", ".", ".."):
+        return key.rsplit("/", 1)[-1]
+    return filename
 
 
 def backend_copies(backend: Backend, outputs: Mapping[str, list[OutputItem]]) -> list[Copy]:

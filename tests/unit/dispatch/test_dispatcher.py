@@ -233,6 +233,20 @@ async def test_outputs_sent_too_slowly_fail_the_attempt(make_engine: Make) -> No
     assert "copying the outputs took longer than 0.5 s" in retried["error"]["message"]
 
 
+async def test_an_output_named_as_a_path_is_shown_by_its_stored_name(make_engine: Make) -> None:
+    """A ComfyUI file name is never a path: one a backend gave as "../../x" is shown by the
+    last segment of its storage key (clients save outputs by name)."""
+    engine = await make_engine()
+    saving = {"class_type": "SaveImage", "inputs": {"filename_prefix": "../../x", "images": []}}
+    job = await engine.submit(work(extra={"3": saving}))
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    plain, pathlike = done.outputs
+    assert plain.name == "out_00001_.png"  # (a plain name is shown as its backend gave it)
+    assert pathlike.name == "_.._x_00002_.png" == pathlike.storage_key.rsplit("/", 1)[1]
+    assert pathlike.meta["filename"] == "../../x_00002_.png"  # the backend's own reference
+
+
 def _backend_running(engine: Any, job_id: str) -> Any:
     for backend in engine.pool.backends:
         if job_id in backend.jobs:
