@@ -398,6 +398,20 @@ async def test_client_prompt_id_is_honoured_and_reusable(server: Server) -> None
             assert second["prompt"][2]["1"]["inputs"]["color"] == 6
 
 
+async def test_a_number_json_cannot_echo_is_taken_as_none(server: Server) -> None:
+    """`number` NaN or Infinity (which Python's JSON reads, and ComfyUI takes): the prompt is
+    queued with a number of its own, as one without; it was a 500 once the job was queued
+    (the answer could not be written), so a client retrying ran it twice."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        prompt = json.dumps({"prompt": image_workflow(3)})[:-1]
+        for literal in ("NaN", "Infinity", "-Infinity"):
+            body = f'{prompt}, "number": {literal}}}'
+            headers = {"content-type": "application/json"}
+            answer = await http.post("/prompt", content=body, headers=headers)
+            assert answer.status_code == 200, (literal, answer.text)
+            assert isinstance(answer.json()["number"], int), answer.text
+
+
 async def test_a_prompt_id_no_path_can_name_is_refused(server: Server) -> None:
     """ComfyUI takes any prompt_id; here it names a durable job, read, cancelled and deleted
     by URL: one no path can name (a slash, empty, control characters, too long) is a 400 in

@@ -66,3 +66,17 @@ async def test_the_emulator_handles_a_clients_messages_as_comfyui(tmp_path: Path
 
 async def test_comfyrun_handles_a_clients_messages_as_comfyui(server: Server) -> None:
     await check_client_messages(server.url)
+
+
+async def check_first_client_id(url: str) -> None:
+    host = url.removeprefix("http://")
+    async with websockets.connect(f"ws://{host}/ws?clientId=first&clientId=second") as ws:
+        greeting = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert greeting["data"]["sid"] == "first", greeting
+
+
+async def test_a_client_id_given_twice_is_the_first_on_both(tmp_path: Path, server: Server) -> None:
+    """(ComfyUI's aiohttp reads the first; comfyrun read the last)"""
+    async with running_emulator(tmp_path) as emu:
+        await check_first_client_id(emu.url)
+    await check_first_client_id(server.url)

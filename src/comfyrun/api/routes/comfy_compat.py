@@ -16,6 +16,7 @@ import logging
 import mimetypes
 import time
 from collections.abc import AsyncIterator
+from math import isfinite
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile, WebSocket
@@ -94,7 +95,8 @@ async def submit_prompt(ctx: AppContext, body: JSON, prompt: JSON) -> Job:
     if client_id is not None:
         extra_data["client_id"] = str(client_id)
     number = body.get("number")
-    if not isinstance(number, int | float) or isinstance(number, bool):
+    # (NaN and Infinity, which Python's JSON reads, are no number a JSON answer can echo)
+    if not isinstance(number, int | float) or isinstance(number, bool) or not isfinite(number):
         number = next(hub.numbers)
         if body.get("front"):
             number = -number
@@ -310,8 +312,10 @@ async def upload_mask(
 
 
 async def comfy_ws_route(websocket: WebSocket) -> None:
-    """/ws?clientId=…, as ComfyUI serves it."""
-    await comfy_ws(websocket, websocket.query_params.get("clientId"))
+    """/ws?clientId=…, as ComfyUI serves it (a clientId given twice: the first, as aiohttp's
+    query reads it; Starlette's `get` gives the last)."""
+    given = websocket.query_params.getlist("clientId")
+    await comfy_ws(websocket, given[0] if given else None)
 
 
 async def ws_without_upgrade(request: Request) -> Response:
