@@ -15,10 +15,19 @@ transport's buffer is full (uvicorn's `send` waits for it to drain), or when the
 negotiated an extension (permessage-deflate: comfyrun does not offer it, see cli/server.py).
 A caller falls back to `WebSocket.send_*` then, and must not send on the fast path while an
 earlier message still waits on the plain one (its order would change).
+
+The protocol also drops a connection whose client stopped reading: one whose writes stay
+paused (the transport's buffer past its high-water mark) for `STALLED_WRITES_S` is aborted,
+its buffer discarded. uvicorn only ever closes it (on a ping the client never answered, or a
+close it never answered), and asyncio's close waits for the buffer to drain, which it never
+does: the connection, its buffer and what the app had waiting to send to it stayed for as long
+as the client kept the connection open (hundreds of MB of previews).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import struct
 from collections.abc import Callable
 from typing import Any, cast
@@ -28,11 +37,15 @@ from websockets.protocol import State
 
 #: The scope's extension key for `SendFrame`.
 SEND_FRAME = "comfyrun.websocket.send_frame"
+#: A connection whose writes stay paused this long (its client reads nothing) is aborted.
+STALLED_WRITES_S = 30.0
 
 #: (payload, binary) → written; see the module docstring.
 SendFrame = Callable[[bytes, bool], bool]
 
 _TEXT, _BINARY = 0x81, 0x82  # FIN and the opcode: one whole message a frame
+
+log = logging.getLogger(__name__)
 
 
 def frame(payload: bytes, binary: bool = False) -> bytes:
@@ -56,7 +69,39 @@ def send_frame_of(scope: Any) -> SendFrame | None:
 
 
 class FrameSending(WebSocketsSansIOProtocol):
-    """uvicorn's websocket protocol with `SEND_FRAME` in its scope."""
+    """uvicorn's websocket protocol with `SEND_FRAME` in its scope, which aborts a connection
+    whose client stopped reading."""
+
+    stalled_writes_s = STALLED_WRITES_S
+    _stall_timer: asyncio.TimerHandle | None = None
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stall_timer is None:
+            self._stall_timer = self.loop.call_later(self.stalled_writes_s, self._stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._cancel_stall()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_stall()
+        super().connection_lost(exc)
+
+    def _cancel_stall(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+
+    def _stalled(self) -> None:
+        self._stall_timer = None
+        if not self.writable.is_set():
+            log.info(
+                "%s: websocket client read nothing for %g s: connection dropped",
+                "{}:{}".format(*self.client) if self.client else "websocket",
+                self.stalled_writes_s,
+            )
+            self.transport.abort()  # (connection_lost follows: the app hears a disconnect)
 
     async def run_asgi(self) -> None:
         extensions = cast(dict[str, Any], self.scope.setdefault("extensions", {}))
@@ -96,6 +141,7 @@ _made: dict[type[Any], type[Any]] = {}
 
 __all__ = [
     "SEND_FRAME",
+    "STALLED_WRITES_S",
     "FrameSending",
     "SendFrame",
     "frame",

@@ -48,8 +48,8 @@ class Transport(FakeTransport):
 
 
 async def connected(
-    app: App, extra_headers: bytes = b"", deflate: bool = False
-) -> tuple[Any, Transport]:
+    app: App, extra_headers: bytes = b"", deflate: bool = False, transport: Any = None
+) -> tuple[Any, Any]:
     """`app` served by comfyrun's protocol on a fake transport, upgraded to a websocket: the
     websocket's protocol and the transport."""
     config = Config(
@@ -57,7 +57,7 @@ async def connected(
     )
     config.load()
     protocol = capped_protocol(64 * 1024)(config=config, server_state=ServerState(), app_state={})
-    transport = Transport()
+    transport = transport or Transport()
     protocol.connection_made(transport)
     protocol.data_received(UPGRADE + extra_headers + b"\r\n")
     assert transport.protocol is not None
@@ -185,3 +185,53 @@ async def test_a_message_never_overtakes_one_waiting_on_the_plain_path() -> None
         + frame(b'{"type":"third"}')
         + frame(b"\x00\x00\x00\x01png", binary=True)
     )
+
+
+class AbortableTransport(Transport):
+    aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+        self.closed = True
+
+
+async def test_a_client_that_reads_nothing_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writes paused (the transport's buffer full) for STALLED_WRITES_S: the connection is
+    aborted, its buffer discarded (uvicorn only closed it, on a ping never answered, and
+    asyncio's close waits for a buffer that never drains: it stayed, with all that waited to
+    be sent to it, as long as the client kept it open). Writes that resume in time keep it."""
+    from comfyrun.api.ws_frames import FrameSending
+
+    monkeypatch.setattr(FrameSending, "stalled_writes_s", 0.1)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await asyncio.Event().wait()
+
+    protocol, transport = await connected(app, transport=AbortableTransport())
+    protocol.pause_writing()
+    await asyncio.sleep(0.05)
+    protocol.resume_writing()  # it drained in time
+    await asyncio.sleep(0.15)
+    assert not transport.aborted
+    protocol.pause_writing()
+    protocol.pause_writing()  # (asyncio may say it again: one timer)
+    await asyncio.sleep(0.15)
+    assert transport.aborted
+    protocol.connection_lost(None)  # (the transport's doing, once aborted)
+
+
+async def test_a_socket_behind_is_not_queued_previews() -> None:
+    """While a message waits to be sent to a ComfyUI-face socket (its client reads slower than
+    it is sent), the binary frames relayed for it (previews, each superseded by the next) are
+    not queued for it: they piled up without bound (hundreds of MB for a client that read
+    nothing); its text messages all are."""
+    ctx = SimpleNamespace(principal=SimpleNamespace(owner=None))
+    websocket = SimpleNamespace(scope={})
+    session = ClientSession(ctx, websocket, "client")  # type: ignore[arg-type]
+    frames = [{"type": "progress", "data": {}}, {"binary": "AAAAAQ=="}]
+    assert session._keepable(frames) == frames
+    session._waiting_sends = 1
+    assert session.behind
+    assert session._keepable(frames) == [{"type": "progress", "data": {}}]

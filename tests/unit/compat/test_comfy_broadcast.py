@@ -37,6 +37,7 @@ class Session:
     ctx: Ctx
     stuck: bool = False
     told: list[Any] = field(default_factory=list)
+    waits: list[int] = field(default_factory=list)  # (shared) stuck sends under way
 
     def sent_now(self, payload: bytes, binary: bool) -> bool:
         if self.stuck:
@@ -45,7 +46,11 @@ class Session:
         return True
 
     async def send_payload(self, payload: bytes, binary: bool) -> None:
-        await asyncio.Event().wait()
+        self.waits.append(1)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.waits.pop()
 
 
 def remaining(message: Any) -> int:
@@ -74,6 +79,24 @@ async def test_each_key_hears_its_own_count_and_a_stuck_socket_holds_no_one_up(
     told = {s.client_id: [remaining(m) for m in s.told] for s in sessions}
     assert told == {"admin": [7], "stuck": [], "a2": [3], "b1": [0]}
     assert (fleet.counted, key_a.counted, key_b.counted) == (1, 1, 1)  # once per key
+
+
+async def test_stuck_sockets_are_waited_for_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each at most BROADCAST_TIMEOUT_S, all at once: one after another, N stuck sockets
+    held a broadcast (and every socket after them) N times that."""
+    monkeypatch.setattr(comfy_socket, "BROADCAST_TIMEOUT_S", 0.2)
+    waits: list[int] = []
+    most = 0
+    stuck = [Session(None, f"stuck{i}", Ctx(Service(1)), stuck=True, waits=waits) for i in range(5)]
+    clients = ComfyClients()
+    for session in [*stuck, Session(None, "last", Ctx(Service(1)))]:
+        clients.attach(cast(ClientSession, session))
+    broadcast = asyncio.ensure_future(clients.broadcast_status())
+    while not broadcast.done():
+        most = max(most, len(waits))
+        await asyncio.sleep(0.01)
+    await broadcast
+    assert most == 5 and waits == []  # all five waited at once, then given up
 
 
 async def test_a_stream_of_changes_is_told_at_most_once_a_spacing_the_last_count_last(

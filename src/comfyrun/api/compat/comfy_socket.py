@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -32,7 +33,7 @@ from comfyrun.api.tenancy import OwnedStore
 from comfyrun.api.ws_frames import send_frame_of
 from comfyrun.core.job import JSON, TERMINAL, Job, JobStatus
 from comfyrun.core.tenancy import Scope
-from comfyrun.dispatch.relay import RelayHub
+from comfyrun.dispatch.relay import EVENT_KIND, RelayHub
 from comfyrun.store.base import JobEvent
 
 log = logging.getLogger(__name__)
@@ -114,12 +115,13 @@ class ClientSession:
                 told = True
                 inbox.put_nowait(("settled", (job, self._final_count(committing))))
 
+        def relayed(frames: list[JSON]) -> None:
+            frames = self._keepable(frames)
+            if frames:
+                inbox.put_nowait(("frames", frames))
+
         # the hub first: a run in this process replays its frames so far at once
-        unsubscribe = (
-            hub.subscribe(job_id, lambda frames: inbox.put_nowait(("frames", frames)), settled)
-            if hub is not None
-            else None
-        )
+        unsubscribe = hub.subscribe(job_id, relayed, settled) if hub is not None else None
         feeder = asyncio.create_task(self._store_events(job_id, inbox))
         relay = ComfyRelay(job_id, preview_metadata=self.preview_metadata)
         # at the prompt's end the client must see the queue without it: counted from the
@@ -201,6 +203,10 @@ class ClientSession:
             async for event in self.ctx.service.events(
                 job_id, after_id=0, idle_s=15.0, positions=False
             ):
+                if event is not None and event.kind == EVENT_KIND and self.behind:
+                    frames = event.data.get("messages")
+                    kept = self._keepable(frames if isinstance(frames, list) else [])
+                    event = dataclasses.replace(event, data={**event.data, "messages": kept})
                 if event is not None:
                     inbox.put_nowait(("event", event))
                 if hub is not None and hub.live(job_id):
@@ -209,6 +215,19 @@ class ClientSession:
             pass
         finally:
             inbox.put_nowait(("end", None))
+
+    @property
+    def behind(self) -> bool:
+        """Whether a message waits to be sent (the client reads slower than it is sent)."""
+        return self._waiting_sends > 0
+
+    def _keepable(self, frames: list[JSON]) -> list[JSON]:
+        """`frames` to queue for this client: all of them, but none of the binary ones
+        (previews, ~40 KB each, each superseded by the next) while it is `behind`: what it
+        could not take piled up here (a client that read nothing, hundreds of MB)."""
+        if not self.behind:
+            return frames
+        return [frame for frame in frames if "binary" not in frame]
 
     def _release(self, job_id: str) -> None:
         if self._following.get(job_id) is asyncio.current_task():
@@ -295,14 +314,18 @@ class ComfyClients:
             # to every open socket, the editor's in every browser tab: per socket, it was an
             # encoding, a timeout and a coroutine, ~15 us, times every socket, every job)
             payload = jsontext.dumpb(await status_message(sessions[0].ctx, None))
-            for session in sessions:
-                if session.sent_now(payload, False):
-                    continue
-                # a stuck socket must not hold up the rest (a timeout, not wait_for: no task
-                # made for each send of each broadcast)
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(BROADCAST_TIMEOUT_S):
-                        await session.send_payload(payload, False)
+            slow = [s for s in sessions if not s.sent_now(payload, False)]
+            if slow:
+                # those that cannot take it now are waited for together, each at most
+                # BROADCAST_TIMEOUT_S (one after another, N stuck sockets held the broadcast,
+                # and every socket after them, N seconds); a task only for such a socket
+                await asyncio.gather(*(_send_within(s, payload) for s in slow))
+
+
+async def _send_within(session: ClientSession, payload: bytes) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(BROADCAST_TIMEOUT_S):
+            await session.send_payload(payload, False)
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
