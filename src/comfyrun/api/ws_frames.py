@@ -16,6 +16,11 @@ negotiated an extension (permessage-deflate: comfyrun does not offer it, see cli
 A caller falls back to `WebSocket.send_*` then, and must not send on the fast path while an
 earlier message still waits on the plain one (its order would change).
 
+The protocol answers an upgrade request that `websockets` refuses to read (a line over 8 KB,
+more than 128 headers, a body): with the answer `websockets` made (414, 431), or 400, and
+closes the connection. uvicorn wrote neither: the client waited for ever, and the connection
+stayed open past the header timeout that closes other slow requests.
+
 The protocol also drops a connection whose client stopped reading: one whose writes stay
 paused (the transport's buffer past its high-water mark) for `STALLED_WRITES_S` is aborted,
 its buffer discarded. uvicorn only ever closes it (on a ping the client never answered, or a
@@ -74,6 +79,22 @@ class FrameSending(WebSocketsSansIOProtocol):
 
     stalled_writes_s = STALLED_WRITES_S
     _stall_timer: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        refused = self.conn.handshake_exc
+        if self.handshake_initiated or refused is None or self.transport.is_closing():
+            return
+        answer = b"".join(self.conn.data_to_send())  # (websockets' 414 or 431, or nothing)
+        if not answer.startswith(b"HTTP/"):
+            why = f"Failed to open a WebSocket connection: {refused}.\n".encode()
+            answer = (
+                b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(why), why)
+            )
+        self.handshake_complete = self.close_sent = True
+        self.transport.write(answer)
+        self.transport.close()
 
     def pause_writing(self) -> None:
         super().pause_writing()

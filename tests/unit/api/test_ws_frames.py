@@ -235,3 +235,30 @@ async def test_a_socket_behind_is_not_queued_previews() -> None:
     session._waiting_sends = 1
     assert session.behind
     assert session._keepable(frames) == [{"type": "progress", "data": {}}]
+
+
+@pytest.mark.parametrize(
+    ("extra_headers", "status"),
+    [
+        (b"Content-Length: 5\r\n", b"400"),  # a body (websockets reads none)
+        (b"Transfer-Encoding: chunked\r\n", b"400"),
+        (b"Cookie: " + b"c" * 9000 + b"\r\n", b"431"),  # a line past 8 KB
+        (b"".join(b"X-%d: x\r\n" % i for i in range(200)), b"431"),  # 128 headers at most
+    ],
+    ids=["body", "chunked", "long-line", "many-headers"],
+)
+async def test_an_upgrade_websockets_refuses_is_answered_and_closed(
+    extra_headers: bytes, status: bytes
+) -> None:
+    """uvicorn handed such a request to `websockets`, which refused it, and wrote nothing: the
+    client waited for ever on a connection no timeout closed."""
+    started: list[Scope] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        started.append(scope)
+
+    _, transport = await connected(app, extra_headers)
+    await turn()
+    answer = b"".join(transport.writes)
+    assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
+    assert transport.closed and started == []
