@@ -210,6 +210,11 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias=_aliases("api_keys")
     )
     api_key: str | None = Field(default=None, validation_alias=_aliases("api_key", "API_KEY"))
+    #: Browser origins (scheme://host[:port]) let through ComfyUI's origin check (api/origin.py)
+    #: to a server on loopback; "*" lifts the check.
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_aliases("allowed_origins")
+    )
     max_request_bytes: int = Field(
         default=64 * 1024 * 1024, validation_alias=_aliases("max_request_bytes")
     )
@@ -406,7 +411,15 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls))
         return tuple(sources)
 
-    @field_validator("api_keys", "webhook_allow", "fetch_allow", "types", "handlers", mode="before")
+    @field_validator(
+        "api_keys",
+        "allowed_origins",
+        "webhook_allow",
+        "fetch_allow",
+        "types",
+        "handlers",
+        mode="before",
+    )
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -25,6 +25,7 @@ from comfyrun.api.editor import install_editor
 from comfyrun.api.errors import install_error_handlers
 from comfyrun.api.lean import leanify
 from comfyrun.api.limits import BodyLimit, BodyLimits
+from comfyrun.api.origin import OriginGuard
 from comfyrun.api.routes import (
     admin,
     backends,
@@ -105,6 +106,7 @@ def create_app(
     install_docs(app)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limits=body_limits(settings))
+    app.add_middleware(OriginGuard, allowed_origins=settings.allowed_origins)  # (outermost)
     include(app, health.router)
     include(app, metrics.router)
     if settings.role is not Role.WORKER:

@@ -25,6 +25,7 @@ from comfyrun.comfy.emulator.hub import Hub
 from comfyrun.comfy.emulator.nodes import annotated_exists
 from comfyrun.comfy.emulator.promptqueue import PromptQueue
 from comfyrun.comfy.validation import NodeDefs, validate_prompt
+from comfyrun.core.origin import cross_origin
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,8 @@ class Emulator:
         from comfyrun.comfy.emulator.routes import add_routes
 
         app = web.Application(
-            client_max_size=self.config.max_upload_size, middlewares=[self._fault_middleware]
+            client_max_size=self.config.max_upload_size,
+            middlewares=[_origin_only, self._fault_middleware],
         )
         add_routes(app, self)
         return app
@@ -299,3 +301,16 @@ async def start_emulator(config: EmulatorConfig) -> AsyncIterator[Emulator]:
         yield emulator
     finally:
         await emulator.stop()
+
+
+@web.middleware
+async def _origin_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """ComfyUI's origin check (server.py, create_origin_only_middleware): a request to a
+    loopback host from a page of another origin is a 403 with no body; OPTIONS is answered
+    empty."""
+    host, origin = request.headers.get("Host"), request.headers.get("Origin")
+    if host is not None and origin is not None and cross_origin(host, origin):
+        return web.Response(status=403)
+    if request.method == "OPTIONS":
+        return web.Response()
+    return await handler(request)
