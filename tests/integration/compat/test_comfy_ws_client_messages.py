@@ -80,3 +80,45 @@ async def test_a_client_id_given_twice_is_the_first_on_both(tmp_path: Path, serv
     async with running_emulator(tmp_path) as emu:
         await check_first_client_id(emu.url)
     await check_first_client_id(server.url)
+
+
+async def test_a_newer_socket_of_a_client_id_takes_its_running_prompt_over(
+    server: Server,
+) -> None:
+    """As in ComfyUI (its sockets by clientId: the newest one): once a second socket of the
+    clientId connects, the first hears nothing more of the prompt under way (it went on
+    hearing all of it), and the second hears it to its end."""
+    from tests.support.emulator import text_to_image_workflow
+
+    client_id = uuid.uuid4().hex
+    url = server.url.replace("http://", "ws://") + f"/ws?clientId={client_id}"
+    async with websockets.connect(url, max_size=None) as first:
+        await first.recv()  # status
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            body = {"prompt": text_to_image_workflow(seed=7, steps=60), "client_id": client_id}
+            answer = await http.post("/prompt", json=body)
+            assert answer.status_code == 200, answer.text
+        prompt_id = answer.json()["prompt_id"]
+        while True:  # under way: the first socket hears its progress
+            message = await asyncio.wait_for(first.recv(), 10)
+            if isinstance(message, str) and json.loads(message)["type"] == "progress":
+                break
+        async with websockets.connect(url, max_size=None) as second:
+            heard = [m["type"] for m in await until_prompt_ends(second, prompt_id)]
+            assert heard[-1] == "executing" and "execution_success" in heard, heard
+            # what the first has heard since its first progress (some of it sent before the
+            # second came): none of the prompt's end, which came later
+            ends = []
+            while True:
+                try:
+                    message = await asyncio.wait_for(first.recv(), 0.5)
+                except TimeoutError:
+                    break
+                if isinstance(message, str):
+                    parsed = json.loads(message)
+                    kind, data = parsed["type"], parsed["data"]
+                    if kind in ("executed", "execution_success") or (
+                        kind == "executing" and data["node"] is None
+                    ):
+                        ends.append(kind)
+            assert ends == []

@@ -233,6 +233,13 @@ class ClientSession:
         if self._following.get(job_id) is asyncio.current_task():
             del self._following[job_id]
 
+    def superseded(self) -> None:
+        """A newer socket took this one's clientId: as in ComfyUI, this one hears nothing
+        more of its prompts (the newer one follows them; it went on hearing them all)."""
+        self.closed = True
+        for task in self._following.values():
+            task.cancel()
+
     async def close(self) -> None:
         self.closed = True
         tasks = list(self._following.values())
@@ -263,7 +270,11 @@ class ComfyClients:
         return any(s.follows(job_id) for s in self._sessions.values())
 
     def attach(self, session: ClientSession) -> None:
-        self._sessions[(session.owner, session.client_id)] = session
+        key = (session.owner, session.client_id)
+        older = self._sessions.get(key)
+        self._sessions[key] = session
+        if older is not None and older is not session:
+            older.superseded()
 
     def detach(self, session: ClientSession) -> None:
         if self._sessions.get((session.owner, session.client_id)) is session:
