@@ -87,11 +87,21 @@ def _node_error(class_type: str | None, kind: str, message: str, details: str) -
     }
 
 
-def validate_like_comfyui(prompt: Mapping[str, Any], object_info: Mapping[str, Any]) -> None:
+def validate_like_comfyui(
+    prompt: Mapping[str, Any],
+    object_info: Mapping[str, Any],
+    targets: Sequence[str] | None = None,
+) -> None:
     """ComfyUI's full verdict on `prompt` (types, ranges, combo lists, links, return types);
     raises InvalidWorkflow carrying ComfyUI's `error` and `node_errors` unchanged. Input files
-    are not checked here: they live on the backend that will run the job."""
-    verdict = comfy_validate(_inputs_copied(prompt), dict(object_info), _files_checked_later)
+    are not checked here: they live on the backend that will run the job. `targets`: the
+    output nodes to run (`partial_execution_targets`), the only ones judged."""
+    verdict = comfy_validate(
+        _inputs_copied(prompt),
+        dict(object_info),
+        _files_checked_later,
+        None if targets is None else list(targets),
+    )
     if verdict.ok:
         return
     error = verdict.error or {}
@@ -123,20 +133,30 @@ def _inputs_copied(prompt: Mapping[str, Any]) -> dict[str, Any]:
 INLINE_CHECK_NODES = 16
 
 
-async def check_prompt(workflow: JSON, object_info: JSON | None, *, placeholders: bool) -> None:
-    validate_prompt(workflow, object_info)
+async def check_prompt(
+    workflow: JSON,
+    object_info: JSON | None,
+    *,
+    placeholders: bool,
+    targets: Sequence[str] | None = None,
+) -> None:
+    validate_prompt(workflow, object_info, targets)
     if object_info and not placeholders and not has_asset_refs(workflow):
         if len(workflow) <= INLINE_CHECK_NODES:
-            validate_like_comfyui(workflow, object_info)
+            validate_like_comfyui(workflow, object_info, targets)
         else:
-            await asyncio.to_thread(validate_like_comfyui, workflow, object_info)
+            await asyncio.to_thread(validate_like_comfyui, workflow, object_info, targets)
 
 
 def _files_checked_later(class_type: str, name: str, value: Any) -> bool:
     return True
 
 
-def validate_prompt(prompt: Mapping[str, Any], object_info: Mapping[str, Any] | None) -> None:
+def validate_prompt(
+    prompt: Mapping[str, Any],
+    object_info: Mapping[str, Any] | None,
+    targets: Sequence[str] | None = None,
+) -> None:
     """The checks ComfyUI would make that need no models: shape, links to existing nodes and,
     when `object_info` is known, node types, required inputs and at least one output node.
     Raises InvalidWorkflow whose details carry ComfyUI's error and node_errors shape."""
@@ -196,7 +216,9 @@ def validate_prompt(prompt: Mapping[str, Any], object_info: Mapping[str, Any] | 
             ),
         )
     if object_info is not None and not any(
-        object_info[n["class_type"]].get("output_node") for n in prompt.values()
+        object_info[n["class_type"]].get("output_node")
+        for node_id, n in prompt.items()
+        if targets is None or node_id in targets
     ):
         raise InvalidWorkflow(
             "the workflow has no output node (SaveImage, PreviewImage, …)",

@@ -22,7 +22,7 @@ from comfyrun import stages
 from comfyrun.config import Settings
 from comfyrun.core.batch import Batch, NewBatch
 from comfyrun.core.ids import MAX_CHOSEN_ID_CHARS, chosen_id_problem
-from comfyrun.core.job import COMFY, JSON, Job, JobStatus, NewJob
+from comfyrun.core.job import COMFY, JSON, PARTIAL_TARGETS, Job, JobStatus, NewJob
 from comfyrun.core.queue_order import estimate_cost, head_start
 from comfyrun.errors import (
     Conflict,
@@ -307,7 +307,11 @@ class JobService(JobAdmin, JobWatch):
             sub.workflow, sub.options.get("requirements"), placeholders=placeholders, models=models
         )
         workflow = await self.gate.prepare(
-            sub.workflow, placeholders=placeholders, models=models, object_info=fitting
+            sub.workflow,
+            placeholders=placeholders,
+            models=models,
+            object_info=fitting,
+            targets=sub.options.get(PARTIAL_TARGETS),
         )
         return sub, workflow, models
 

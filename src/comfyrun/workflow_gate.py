@@ -101,8 +101,10 @@ class WorkflowGate:
         placeholders: bool = False,
         models: tuple[ModelRef, ...] = (),
         object_info: JSON | None = None,
+        targets: Sequence[str] | None = None,
     ) -> JSON:
-        """The API prompt to store, checked the way ComfyUI checks it.
+        """The API prompt to store, checked the way ComfyUI checks it (`targets`: the output
+        nodes to run, ComfyUI's `partial_execution_targets`, the only ones judged).
 
         With a backend's object_info at hand the whole of ComfyUI's validation runs here, so a
         bad workflow is refused at once with ComfyUI's own errors (a partly valid one passes, as
@@ -123,7 +125,7 @@ class WorkflowGate:
         if object_info and models:  # the names a job brings are not in any list yet
             object_info = accept_model_names(object_info, workflow, models)
         try:
-            await check_prompt(workflow, object_info, placeholders=placeholders)
+            await check_prompt(workflow, object_info, placeholders=placeholders, targets=targets)
         except InvalidWorkflow as exc:
             if (
                 fitting
@@ -136,7 +138,7 @@ class WorkflowGate:
                 raise
             if models:
                 fresher = accept_model_names(fresher, workflow, models)
-            await check_prompt(workflow, fresher, placeholders=placeholders)
+            await check_prompt(workflow, fresher, placeholders=placeholders, targets=targets)
         prompt: JSON = workflow
         return prompt
 

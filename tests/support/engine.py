@@ -19,7 +19,7 @@ import contextlib
 import itertools
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -252,6 +252,7 @@ class FakeClient:
         prompt: Mapping[str, Any],
         prompt_id: str | None = None,
         extra_data: Mapping[str, Any] | None = None,
+        partial_execution_targets: Sequence[str] | None = None,
     ) -> SubmitResult:
         self._check()
         assert prompt_id is not None

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -220,8 +220,10 @@ class ComfyClient:
         extra_data: Mapping[str, Any] | None = None,
         front: bool = False,
         number: float | None = None,
+        partial_execution_targets: Sequence[str] | None = None,
     ) -> SubmitResult:
         """POST /prompt. A 400 raises `ComfyValidationError` with ComfyUI's body unchanged.
+        `partial_execution_targets`: the output nodes to run (ComfyUI runs every one without).
 
         A failure that leaves it unknown whether ComfyUI queued the prompt (a timeout, a
         dropped connection, a cancel) leaves its watch to the queue and history.
@@ -237,6 +239,8 @@ class ComfyClient:
             body["front"] = True
         if number is not None:
             body["number"] = number
+        if partial_execution_targets is not None:
+            body["partial_execution_targets"] = list(partial_execution_targets)
         watch = self._watches.get(prompt_id)
         try:
             result = await self._post_prompt(body)

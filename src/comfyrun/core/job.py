@@ -20,6 +20,8 @@ JSON = dict[str, Any]
 
 #: The type of a job that runs a ComfyUI workflow (every job before handlers existed).
 COMFY = "comfy"
+#: The option holding a ComfyUI prompt's `partial_execution_targets`: its output nodes to run.
+PARTIAL_TARGETS = "partial_execution_targets"
 
 
 class JobStatus(enum.StrEnum):

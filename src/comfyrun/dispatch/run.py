@@ -27,7 +27,7 @@ from comfyrun.comfy import messages as m
 from comfyrun.comfy.errors import ComfyHTTPError, ComfyValidationError
 from comfyrun.comfy.http import never_sent
 from comfyrun.comfy.result import PromptResult
-from comfyrun.core.job import JSON, Job, JobError, new_prompt_id
+from comfyrun.core.job import JSON, PARTIAL_TARGETS, Job, JobError, new_prompt_id
 from comfyrun.core.queue_order import REFERENCE_COST, estimate_cost
 from comfyrun.core.retry import FailureKind
 from comfyrun.dispatch.cancel import CancelWatch
@@ -224,7 +224,8 @@ class JobRun(RunEnding):
                         await client.submit(
                             workflow,
                             prompt_id=prompt_id,
-                            extra_data={"comfyrun_job_id": self.job.id},
+                            extra_data=backend_extra_data(self.job),
+                            partial_execution_targets=self.job.options.get(PARTIAL_TARGETS),
                         )
                 except ComfyValidationError as exc:
                     await self._finish_failure(
@@ -466,6 +467,18 @@ class JobRun(RunEnding):
             self._progress.preview(preview_event(message))
 
     # --- endings ----------------------------------------------------------------------------
+
+
+def backend_extra_data(job: Job) -> JSON:
+    """The `extra_data` a job's prompt is sent with: the client's own (ComfyUI's editor puts its
+    workflow there, `extra_pnginfo`, which SaveImage writes into each PNG so that the image
+    opens as its workflow again; it was dropped), without the client id comfyrun keeps (the
+    backend's messages go to comfyrun's socket), and the job's id."""
+    given = job.options.get("extra_data")
+    extra: JSON = dict(given) if isinstance(given, dict) else {}
+    extra.pop("client_id", None)
+    extra["comfyrun_job_id"] = job.id
+    return extra
 
 
 __all__ = ["InputPlacer", "JobRun", "RunContext"]

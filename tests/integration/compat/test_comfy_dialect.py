@@ -398,6 +398,42 @@ async def test_client_prompt_id_is_honoured_and_reusable(server: Server) -> None
             assert second["prompt"][2]["1"]["inputs"]["color"] == 6
 
 
+async def test_the_editor_s_extra_data_and_targets_reach_the_backend(server: Server) -> None:
+    """What ComfyUI's editor sends with a prompt reaches the backend that runs it: the
+    workflow in `extra_data.extra_pnginfo`, which SaveImage writes into the PNG (an image
+    opens as its workflow again: it was dropped), and `partial_execution_targets` ("run the
+    selected outputs": every output node ran); targets that are not a list of node ids, or
+    name no output node, are refused as ComfyUI refuses them."""
+    workflow = image_workflow(11)
+    workflow["5"] = {
+        "class_type": "SaveImage",
+        "inputs": {"images": ["1", 0], "filename_prefix": "b"},
+    }
+    editor = {"nodes": [], "links": [], "marker": "from the editor"}
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        client = ComfyExampleClient(server, http)
+        async with client.connected():
+            answer = await client.queue_prompt(
+                workflow,
+                extra_data={"extra_pnginfo": {"workflow": editor}},
+                partial_execution_targets=["3"],
+            )
+            assert answer.status_code == 200, answer.text
+            prompt_id = answer.json()["prompt_id"]
+            await client.wait_done(prompt_id)
+            entry = await client.history(prompt_id)
+        assert sorted(entry["outputs"]) == ["3"]  # the target alone ran
+        (image,) = entry["outputs"]["3"]["images"]
+        png = (await http.get("/view", params=image)).content
+        with Image.open(io.BytesIO(png)) as opened:
+            assert json.loads(opened.text["workflow"]) == editor
+        for targets, kind in ((5, "invalid_request"), (["1"], "prompt_no_outputs")):
+            body = {"prompt": image_workflow(12), "partial_execution_targets": targets}
+            refused = await http.post("/prompt", json=body)
+            assert refused.status_code == 400, refused.text
+            assert refused.json()["error"]["type"] == kind, refused.text
+
+
 async def test_a_number_json_cannot_echo_is_taken_as_none(server: Server) -> None:
     """`number` NaN or Infinity (which Python's JSON reads, and ComfyUI takes): the prompt is
     queued with a number of its own, as one without; it was a 500 once the job was queued

@@ -45,7 +45,7 @@ from comfyrun.api.routes.comfy_common import (
 from comfyrun.api.routes.comfy_queue import add_queue_routes, jobs_router
 from comfyrun.api.routes.comfy_system import system_stats
 from comfyrun.api.routes.files import content_disposition, serve_key
-from comfyrun.core.job import JSON, Job, JobStatus
+from comfyrun.core.job import JSON, PARTIAL_TARGETS, Job, JobStatus
 from comfyrun.service import Submission
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,14 @@ async def submit_prompt(ctx: AppContext, body: JSON, prompt: JSON) -> Job:
     options: JSON = {"extra_data": extra_data} if extra_data else {}
     if extra_data.get("requirements") is not None:  # comfyrun's: backend labels to match
         options["requirements"] = extra_data["requirements"]
+    targets = body.get(PARTIAL_TARGETS)
+    if targets is not None:  # the output nodes to run (ComfyUI's editor: "run selected")
+        if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+            raise errors.InvalidRequest(
+                "partial_execution_targets must be a list of node ids",
+                details={PARTIAL_TARGETS: targets},
+            )
+        options[PARTIAL_TARGETS] = targets
     metadata: JSON = {cc.META_DIALECT: cc.DIALECT, cc.META_NUMBER: number}
     if client_id is not None:
         metadata[cc.META_CLIENT_ID] = str(client_id)
