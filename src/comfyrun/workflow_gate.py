@@ -112,7 +112,12 @@ class WorkflowGate:
         (`placeholders`) are not final yet: those workflows get the structural checks only, and
         the backend validates them when they are placed.
         """
-        if not isinstance(workflow, dict) or not workflow:
+        if workflow == {}:  # (as ComfyUI judges it: a prompt of no node has no output)
+            raise InvalidWorkflow(
+                "the workflow has no nodes (an API-format prompt of at least one output node)",
+                details=prompt_error("prompt_no_outputs", "Prompt has no outputs"),
+            )
+        if not isinstance(workflow, dict):
             raise InvalidWorkflow(
                 "the workflow must be a non-empty JSON object (an API-format prompt)",
                 details=prompt_error("invalid_prompt", "workflow is not a JSON object"),

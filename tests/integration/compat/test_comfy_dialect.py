@@ -434,6 +434,49 @@ async def test_the_editor_s_extra_data_and_targets_reach_the_backend(server: Ser
             assert refused.json()["error"]["type"] == kind, refused.text
 
 
+async def test_history_with_max_items_of_zero_or_less_as_comfyui(
+    server: Server, tmp_path: Path
+) -> None:
+    """ComfyUI's loop gives none, or with an offset the one entry there (it was a 400)."""
+    from tests.support.emulator import running_emulator
+
+    asked = [{"max_items": 0}, {"max_items": -1}, {"max_items": 0, "offset": 0}]
+
+    async def counts(url: str) -> list[int]:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            client = ComfyExampleClient(Server(url, server.ctx), http)
+            async with client.connected():
+                for color in (21, 22):
+                    answer = await client.queue_prompt(image_workflow(color))
+                    await client.wait_done(answer.json()["prompt_id"])
+            found = []
+            for params in asked:
+                answer = await http.get("/history", params=params)
+                assert answer.status_code == 200, answer.text
+                found.append(len(answer.json()))
+            return found
+
+    async with running_emulator(tmp_path) as emu:
+        assert await counts(emu.url) == [0, 0, 1]
+    assert await counts(server.url) == [0, 0, 1]
+
+
+async def test_a_prompt_of_no_node_is_refused_as_comfyui_refuses_it(
+    server: Server, tmp_path: Path
+) -> None:
+    from tests.support.emulator import running_emulator
+
+    async def refusal(url: str) -> Any:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            answer = await http.post("/prompt", json={"prompt": {}})
+            assert answer.status_code == 400, answer.text
+            return answer.json()["error"]["type"]
+
+    async with running_emulator(tmp_path) as emu:
+        assert await refusal(emu.url) == "prompt_no_outputs"
+    assert await refusal(server.url) == "prompt_no_outputs"
+
+
 async def test_a_number_json_cannot_echo_is_taken_as_none(server: Server) -> None:
     """`number` NaN or Infinity (which Python's JSON reads, and ComfyUI takes): the prompt is
     queued with a number of its own, as one without; it was a 500 once the job was queued

@@ -265,13 +265,18 @@ HELD_DROP_TIMEOUT_S = 10.0
 
 async def get_history(
     ctx: Ctx,
-    max_items: Annotated[int | None, Query(ge=1)] = None,
+    max_items: Annotated[int | None, Query()] = None,
     offset: Annotated[int, Query()] = -1,
 ) -> Response:
     """Finished prompts (the newest 1000 at most), oldest first, as ComfyUI lists them:
     `max_items=N` alone (a negative offset) gives the newest N, read alone (the editor asks
     for its last 64 on each change of the queue); `offset=k` counts from the oldest. Each
-    entry is rendered once (HistoryItems)."""
+    entry is rendered once (HistoryItems). `max_items` of 0 or less gives what ComfyUI's
+    loop gives: none, or with an offset the one entry there (it was a 400)."""
+    if max_items is not None and max_items <= 0:
+        if offset < 0:
+            return Response(b"{}", media_type="application/json")
+        max_items = 1
     await committed(ctx)
     terminal = sorted(TERMINAL)
     if max_items is not None and offset < 0:
