@@ -189,6 +189,8 @@ class Editor:
     async def shot(self, name: str) -> Path:
         path = self.shots / f"{name}.png"
         await self.page.screenshot(path=str(path))
+        # (made again: another pytest run in this checkout empties .shots as it starts)
+        self.copies.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, self.copies / f"{self.prefix}-{name}.png")
         return path
 
