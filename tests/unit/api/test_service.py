@@ -88,7 +88,7 @@ async def test_submit_queues_a_job_with_defaults(service: JobService) -> None:
 @pytest.mark.parametrize(
     ("workflow", "kind"),
     [
-        ({}, "invalid_prompt"),
+        ({}, "prompt_no_outputs"),  # (as ComfyUI judges it)
         ({"1": {"inputs": {}}}, "invalid_prompt"),
         ({"1": {"class_type": "Nope", "inputs": {}}}, "invalid_prompt"),
         ({"2": {"class_type": "SaveImage", "inputs": {}}}, "prompt_outputs_failed_validation"),

@@ -11,8 +11,9 @@ from typing import Any, cast
 
 import pytest
 
-from comfyrun.api.compat import comfy_socket
-from comfyrun.api.compat.comfy_socket import ClientSession, ComfyClients
+from comfyrun.api.compat import comfy_clients
+from comfyrun.api.compat.comfy_clients import ComfyClients
+from comfyrun.api.compat.comfy_socket import ClientSession
 
 
 @dataclass
@@ -61,7 +62,7 @@ def remaining(message: Any) -> int:
 async def test_each_key_hears_its_own_count_and_a_stuck_socket_holds_no_one_up(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(comfy_socket, "BROADCAST_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(comfy_clients, "BROADCAST_TIMEOUT_S", 0.2)
     fleet, key_a, key_b = Service(7), Service(3), Service(0)
     sessions = [
         Session(None, "admin", Ctx(fleet)),
@@ -84,7 +85,7 @@ async def test_each_key_hears_its_own_count_and_a_stuck_socket_holds_no_one_up(
 async def test_stuck_sockets_are_waited_for_together(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each at most BROADCAST_TIMEOUT_S, all at once: one after another, N stuck sockets
     held a broadcast (and every socket after them) N times that."""
-    monkeypatch.setattr(comfy_socket, "BROADCAST_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(comfy_clients, "BROADCAST_TIMEOUT_S", 0.2)
     waits: list[int] = []
     most = 0
     stuck = [Session(None, f"stuck{i}", Ctx(Service(1)), stuck=True, waits=waits) for i in range(5)]
@@ -104,7 +105,7 @@ async def test_a_stream_of_changes_is_told_at_most_once_a_spacing_the_last_count
 ) -> None:
     """Every open socket hears every broadcast: under a stream of prompts, one at once, then at
     most one each `STATUS_SPACING_S`, each with the count when it starts (the last one told)."""
-    monkeypatch.setattr(comfy_socket, "STATUS_SPACING_S", 0.2)
+    monkeypatch.setattr(comfy_clients, "STATUS_SPACING_S", 0.2)
     service = Service(0)
     session = Session(None, "watcher", Ctx(service))
     clients = ComfyClients()

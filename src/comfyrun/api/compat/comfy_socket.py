@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import itertools
 import json
 import logging
 import uuid
@@ -25,11 +24,10 @@ from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from comfyrun import errors, jsontext
-from comfyrun.api.compat.comfy_elsewhere import PromptsElsewhere
+from comfyrun.api.compat.comfy_clients import clients, status_message
 from comfyrun.api.compat.comfy_events import Message, text
 from comfyrun.api.compat.comfy_relay import ComfyRelay, StatusSlot
 from comfyrun.api.context import AppContext, authenticate
-from comfyrun.api.tenancy import OwnedStore
 from comfyrun.api.ws_frames import send_frame_of
 from comfyrun.core.job import JSON, TERMINAL, Job, JobStatus
 from comfyrun.core.tenancy import Scope
@@ -40,10 +38,6 @@ log = logging.getLogger(__name__)
 
 #: Statuses in which a prompt is "running" for ComfyUI.
 ACTIVE = (JobStatus.RUNNING, JobStatus.CANCELING)
-#: How long a `status` broadcast waits on one socket.
-BROADCAST_TIMEOUT_S = 1.0
-#: The least time from one `status` broadcast's start to the next one's.
-STATUS_SPACING_S = 0.05
 
 
 class ClientSession:
@@ -250,95 +244,6 @@ class ClientSession:
                 await task
 
 
-class ComfyClients:
-    """client_id → its newest websocket session (a newer socket takes over, as in ComfyUI)."""
-
-    def __init__(self) -> None:
-        self._sessions: dict[tuple[str | None, str], ClientSession] = {}
-        self.numbers = itertools.count(1)
-        self._broadcasting: asyncio.Task[None] | None = None
-        self._last_broadcast = -STATUS_SPACING_S  # (the loop's clock) when the last one began
-        self._again = False
-
-    @property
-    def open(self) -> bool:
-        """Whether any socket is open here."""
-        return bool(self._sessions)
-
-    def following(self, job_id: str) -> bool:
-        """Whether a socket here follows the job already."""
-        return any(s.follows(job_id) for s in self._sessions.values())
-
-    def attach(self, session: ClientSession) -> None:
-        key = (session.owner, session.client_id)
-        older = self._sessions.get(key)
-        self._sessions[key] = session
-        if older is not None and older is not session:
-            older.superseded()
-
-    def detach(self, session: ClientSession) -> None:
-        if self._sessions.get((session.owner, session.client_id)) is session:
-            del self._sessions[(session.owner, session.client_id)]
-
-    def notify(self, client_id: str, job_id: str, owner: str | None = None) -> None:
-        session = self._sessions.get((owner, client_id))
-        if session is not None:
-            session.follow(job_id)
-
-    def broadcast_status_soon(self) -> None:
-        """`broadcast_status` in the background, as ComfyUI queues its broadcast after a prompt
-        is queued rather than answer later: the request that changed the queue is not held for
-        the count and the sends. Changes made while one broadcast is under way, or within
-        `STATUS_SPACING_S` of its start, are told by one more (with the count then), not by one
-        each: every open socket hears every broadcast, so under a stream of prompts the
-        sockets' count, not the prompts', sets the broadcasts' cost."""
-        if not self._sessions:
-            return
-        if self._broadcasting is not None and not self._broadcasting.done():
-            self._again = True
-            return
-        self._broadcasting = asyncio.create_task(self._broadcast_while_changed())
-
-    async def _broadcast_while_changed(self) -> None:
-        loop = asyncio.get_running_loop()
-        again = True
-        while again:
-            # within the spacing of the last broadcast's start, this one waits (the changes
-            # meanwhile are told with it: the count is taken when it starts)
-            await asyncio.sleep(max(0.0, self._last_broadcast + STATUS_SPACING_S - loop.time()))
-            self._again = False
-            self._last_broadcast = loop.time()
-            try:
-                await self.broadcast_status()
-            except Exception:  # the store failed: the next change broadcasts again
-                log.warning("comfy ws: the status broadcast failed", exc_info=True)
-            again = self._again
-
-    async def broadcast_status(self) -> None:
-        """Tell every socket its queue's size (ComfyUI's `status` broadcast): the jobs of its
-        API key, or every job for a socket without one (counted once per key)."""
-        by_owner: dict[str | None, list[ClientSession]] = {}
-        for session in list(self._sessions.values()):
-            by_owner.setdefault(session.owner, []).append(session)
-        for sessions in by_owner.values():
-            # encoded once, written at once to each socket that can take it (a broadcast goes
-            # to every open socket, the editor's in every browser tab: per socket, it was an
-            # encoding, a timeout and a coroutine, ~15 us, times every socket, every job)
-            payload = jsontext.dumpb(await status_message(sessions[0].ctx, None))
-            slow = [s for s in sessions if not s.sent_now(payload, False)]
-            if slow:
-                # those that cannot take it now are waited for together, each at most
-                # BROADCAST_TIMEOUT_S (one after another, N stuck sockets held the broadcast,
-                # and every socket after them, N seconds); a task only for such a socket
-                await asyncio.gather(*(_send_within(s, payload) for s in slow))
-
-
-async def _send_within(session: ClientSession, payload: bytes) -> None:
-    with contextlib.suppress(Exception):
-        async with asyncio.timeout(BROADCAST_TIMEOUT_S):
-            await session.send_payload(payload, False)
-
-
 def _retrieved(future: asyncio.Future[Any]) -> None:
     """Marks a background future's failure seen (the awaiting code reports it, if any)."""
     if not future.cancelled():
@@ -349,35 +254,6 @@ def relay_hub(ctx: AppContext) -> RelayHub | None:
     """The in-process relay of a worker sharing this process, if any."""
     hub = ctx.extras.get("relay_hub")
     return hub if isinstance(hub, RelayHub) else None
-
-
-def clients(ctx: AppContext) -> ComfyClients:
-    hub = ctx.extras.get("comfy_clients")
-    if not isinstance(hub, ComfyClients):
-        hub = ctx.extras["comfy_clients"] = ComfyClients()
-        # prompts posted to another API node (PostgreSQL) for the sockets here, read as the
-        # app reads them (ctx may be a key's view: a socket of any key is served)
-        store = ctx.store.inner if isinstance(ctx.store, OwnedStore) else ctx.store
-        ctx.extras["comfy_elsewhere"] = PromptsElsewhere(store, hub)
-    return hub
-
-
-async def status_message(
-    ctx: AppContext,
-    sid: str | None,
-    *,
-    fresh: bool = True,
-    leaving: asyncio.Future[None] | None = None,
-) -> dict[str, Any]:
-    """ComfyUI's `status` message: the queue's size (`leaving`: the commit of a job counted
-    still, whose end is being told: left out of the count while that commit is under way)."""
-    remaining = await ctx.service.queue_remaining(fresh=fresh)
-    if leaving is not None and not leaving.done():
-        remaining = max(0, remaining - 1)
-    data: JSON = {"status": {"exec_info": {"queue_remaining": remaining}}}
-    if sid is not None:
-        data["sid"] = sid
-    return text("status", data)
 
 
 async def comfy_ws(websocket: WebSocket, clientId: str | None = None) -> None:
@@ -441,4 +317,4 @@ async def _feature_flags(session: ClientSession, raw: str) -> bool:
     return True
 
 
-__all__ = ["ACTIVE", "ClientSession", "ComfyClients", "clients", "comfy_ws", "status_message"]
+__all__ = ["ACTIVE", "ClientSession", "comfy_ws", "relay_hub"]

@@ -24,7 +24,8 @@ from fastapi.responses import JSONResponse, Response
 
 from comfyrun import errors
 from comfyrun.api.compat import comfy as cc
-from comfyrun.api.compat.comfy_socket import ACTIVE, clients, comfy_ws, status_message
+from comfyrun.api.compat.comfy_clients import clients, status_message
+from comfyrun.api.compat.comfy_socket import ACTIVE, comfy_ws
 from comfyrun.api.compat.comfy_uploads import (
     INPUT_SUFFIX,
     read_upload,
