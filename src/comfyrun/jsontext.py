@@ -74,6 +74,15 @@ _LONG_NUMBER = b"0" * 19
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
+_NUL_ESCAPE_TEXT = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def without_nul(text: str) -> str:
+    """JSON `text` with each NUL character it holds (the escape `\\u0000`) made U+FFFD; an
+    escaped backslash followed by the text "u0000" is left as it is."""
+    return _NUL_ESCAPE_TEXT.sub(lambda m: m.group(1) + "\\ufffd", text)
+
+
 def holds_nul(value: Any) -> bool:
     """Whether a string anywhere in `value` (keys too) holds a NUL character, which PostgreSQL
     cannot store in JSON or text. One encoding and a search of its bytes (~1 us for a 0.2 KB

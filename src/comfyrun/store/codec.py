@@ -174,10 +174,19 @@ def load_json(text: str | bytes) -> Any:
 
 
 def dump_json(value: Any) -> str | None:
-    """Compact JSON text (comfyrun.jsontext), or None for None (so a NULL column stays NULL)."""
+    """Compact JSON text (comfyrun.jsontext), or None for None (so a NULL column stays NULL).
+    A NUL character is written as U+FFFD: PostgreSQL can store none in JSON, and what a
+    backend produced (a node's text output, an error's message) failed the run's end there;
+    what a client submits with one is refused before it gets here (prompt_checks.refuse_nul),
+    so every store keeps the same."""
     if value is None:
         return None
-    return jsontext.dumps(value)
+    text = jsontext.dumps(value)
+    return jsontext.without_nul(text) if NUL_ESCAPE in text else text
+
+
+#: How JSON text holds a NUL character (or a backslash, then "u0000").
+NUL_ESCAPE = "\\u0000"
 
 
 def batch_to_row(batch: Batch) -> JSON:

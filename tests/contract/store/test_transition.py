@@ -334,3 +334,24 @@ async def test_a_final_state_may_carry_the_execution_start(store: JobStore) -> N
     again = await running(store)
     kept = await store.transition(again.id, Event.FAIL, expect=JobStatus.RUNNING, now=T0 + 2)
     assert kept.execution_started_at is None  # nothing given: the column is left as it is
+
+
+async def test_a_run_s_end_holding_nul_is_stored(store: JobStore) -> None:
+    """What a backend produced may hold NUL (a node's text, an error's message): the end is
+    stored all the same, a store that can keep no NUL (PostgreSQL) writing U+FFFD for it (it
+    failed the run's end there, as if the data were the request's fault)."""
+    text = Output(
+        node_id="9", name="t", type=OutputType.TEXT, content_type="text/plain", text="a\x00b"
+    )
+    job = await running(store)
+    done = await store.transition(
+        job.id, Event.SUCCEED, expect=JobStatus.RUNNING, changes=Changes(outputs=(text,))
+    )
+    assert done.outputs[0].text in ("a\x00b", "a\ufffdb")
+    failing = await running(store, max_retries=0)
+    error = JobError(code="node_execution_error", message="bad \x00 text", details={"k\x00": 1})
+    failed = await store.transition(
+        failing.id, Event.FAIL, expect=JobStatus.RUNNING, changes=Changes(error=error)
+    )
+    assert failed.error is not None and failed.error.message in ("bad \x00 text", "bad \ufffd text")
+    assert (await store.get(failed.id)) == failed
