@@ -176,8 +176,13 @@ class JobWatch(ABC):
             if positions:
                 known = await self.get(job_id)
             pending = await self.store.events_since(job_id, after_id)
-            if known is None and not pending:
-                await self.get(job_id, position=False)  # NotFound when there is no such job
+            if not pending:  # (NotFound when there is no such job)
+                ended = known or await self.get(job_id, position=False)
+                if ended.job.terminal:  # resumed past its end: said at once, as it ends
+                    yield JobEvent(
+                        last_id, job_id, "status", _status_data(ended.job, None), self._clock()
+                    )
+                    return
             view = known  # without positions, a job whose events came is not read at all
         position = view.queue_position if view is not None else None
         queued = positions and view is not None and view.job.status is JobStatus.QUEUED

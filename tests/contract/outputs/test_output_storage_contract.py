@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import threading
 import time
@@ -127,6 +128,20 @@ async def test_delete_prefix_removes_one_job_only(storage: OutputStorage) -> Non
     for key in ("job10/9/a.png", "job2/9/a.png"):
         assert await collect(storage.open(key)) == key.encode()
     assert await storage.delete_prefix("job1/") == 0
+
+
+async def test_two_deletes_of_one_prefix_at_once_both_end(storage: OutputStorage) -> None:
+    """(two DELETEs of one job at once: the local storage's count walked a folder the other
+    was removing, a FileNotFoundError, a 500)"""
+    for round_ in range(8):
+        for n in range(60):
+            key = f"job{round_}/{n % 20}/f{n}.png"
+            await storage.put_bytes(key, b"x", content_type="image/png")
+        counts = await asyncio.gather(
+            storage.delete_prefix(f"job{round_}/"), storage.delete_prefix(f"job{round_}/")
+        )
+        assert all(0 <= c <= 60 for c in counts)
+        assert await storage.stat(f"job{round_}/0/f0.png") is None
 
 
 async def test_each_job_keeps_its_own_copy(storage: OutputStorage) -> None:

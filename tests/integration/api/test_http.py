@@ -3,6 +3,7 @@ event stream and its resume, ?wait=, UI-format conversion, inputs and assets, au
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 from collections.abc import AsyncIterator
@@ -60,6 +61,27 @@ async def test_events_resume_from_last_event_id_without_gaps(server: str) -> Non
     after = [e.id for e in logged if int(e.id or 0) > int(first[-1].id)]
     assert after == [e.id for e in resumed if e.event == "status"]
     assert any(e.event == "output" and e.data["name"].startswith("t2i_") for e in resumed)
+
+
+async def test_a_stream_resumed_past_a_finished_job_s_end_ends_at_once(server: str) -> None:
+    """Resumed at (or past) the last event of a finished job, the stream tells its end at
+    once and closes (it waited the keep-alive, 15 s, first); an id no store can hold is a
+    400 (SQLite raised on it: an empty stream and a traceback)."""
+    async with httpx.AsyncClient(base_url=server, timeout=30) as http:
+        r = await http.post(
+            "/api/v2/jobs", params={"wait": 30}, json={"workflow": image_workflow(prefix="e")}
+        )
+        job_id = r.json()["id"]
+        async with ComfyrunClient(server) as client:
+            full = [ev async for ev in client.events(job_id, last_event_id="0")]
+            for resume in (full[-1].id, "99999999"):
+                async with asyncio.timeout(5):  # (not the 15-s keep-alive)
+                    tail = [ev async for ev in client.events(job_id, last_event_id=resume)]
+                assert [(e.event, e.data["status"]) for e in tail] == [("status", "succeeded")]
+        for bad in ({"headers": {"Last-Event-ID": "9" * 25}}, {"params": {"after": "9" * 25}}):
+            answer = await http.get(f"/api/v2/jobs/{job_id}/events", **bad)
+            assert answer.status_code in (400, 422), answer.text
+            assert answer.json()["error"]["code"] == "invalid_request"
 
 
 async def test_submit_with_wait_returns_the_finished_job(server: str) -> None:

@@ -196,18 +196,26 @@ async def delete_job(job_id: str, ctx: Ctx) -> Response:
     return Response(status_code=204)
 
 
+#: The largest event id a store can hold (a signed 64-bit integer).
+MAX_EVENT_ID = 2**63 - 1
+
+
 @router.get("/{job_id}/events", response_class=StreamingResponse)
 async def job_events(
     job_id: str,
     request: Request,
     ctx: Ctx,
     last_event_id: Annotated[str | None, Header()] = None,
-    after: Annotated[int | None, Query(ge=0, description="Resume after this event id")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_EVENT_ID, description="Resume after this event id")
+    ] = None,
 ) -> StreamingResponse:
     after_id = after
     if last_event_id is not None and last_event_id.strip():
         try:
             after_id = int(last_event_id.strip())
+            if abs(after_id) > MAX_EVENT_ID:  # (no store holds such an id: SQLite raised)
+                raise ValueError(after_id)
         except ValueError:
             raise InvalidRequest(
                 "Last-Event-ID must be an event id from this stream",
