@@ -99,7 +99,8 @@ class WebhookDeliverer:
         await self._http.aclose()
 
     async def run_once(self) -> int:
-        """One pass: send every due delivery this node could claim; how many it tried."""
+        """One pass: send every due delivery this node could claim, and wait for them; how
+        many it tried. (The loop does not wait for a pass: see `_loop`.)"""
         due = await self.store.claim_deliveries(
             self.holder, self.policy.lease_s, limit=self.policy.batch
         )
@@ -107,20 +108,60 @@ class WebhookDeliverer:
         return len(due)
 
     async def _loop(self) -> None:
+        """Up to `policy.batch` deliveries under way at once, each on its own: one that is
+        slow (a receiver that answers only at the timeout) holds only its own place, and the
+        places free are claimed for as soon as they are free (a pass that waited for its
+        slowest delivery held every other job's webhooks up to the timeout, at every retry of
+        a receiver that hangs)."""
         me = asyncio.current_task()
-        while True:
-            try:
-                if await self.run_once():
-                    if me is not None and me.cancelling():
-                        raise asyncio.CancelledError
-                    continue
-                await self._prune()
-            except ComfyrunError as exc:  # e.g. the store is down: try again later
-                log.warning("webhook pass failed: %s", exc, extra={"action": "webhook_pass_failed"})
-            if me is not None and me.cancelling():
-                # a store call (asyncio.wait_for inside a pool, Python 3.11) swallowed our cancel
-                raise asyncio.CancelledError
-            await asyncio.sleep(self.policy.poll_s)
+        sending: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                room = self.policy.batch - len(sending)
+                claimed = 0
+                try:
+                    if room > 0:
+                        due = await self.store.claim_deliveries(
+                            self.holder, self.policy.lease_s, limit=room
+                        )
+                        for d in due:
+                            task = asyncio.create_task(self._send_logged(d))
+                            sending.add(task)
+                            task.add_done_callback(sending.discard)
+                        claimed = len(due)
+                    if not sending:
+                        await self._prune()
+                except ComfyrunError as exc:  # e.g. the store is down: try again later
+                    log.warning(
+                        "webhook pass failed: %s", exc, extra={"action": "webhook_pass_failed"}
+                    )
+                if me is not None and me.cancelling():
+                    # a store call (asyncio.wait_for inside a pool, Python 3.11) swallowed our
+                    # cancel
+                    raise asyncio.CancelledError
+                if claimed and claimed == room:
+                    continue  # (more may be due, and places are free)
+                if len(sending) >= self.policy.batch:  # full: until one is over
+                    await asyncio.wait(
+                        sending, timeout=self.policy.poll_s, return_when=asyncio.FIRST_COMPLETED
+                    )
+                else:
+                    await asyncio.sleep(self.policy.poll_s)
+        finally:
+            for task in sending:
+                task.cancel()
+            await asyncio.gather(*sending, return_exceptions=True)
+
+    async def _send_logged(self, d: Delivery) -> None:
+        try:
+            await self._send(d)
+        except ComfyrunError as exc:  # its attempt could not be recorded: its lease runs out
+            log.warning(
+                "webhook %s: recording its attempt failed: %s",
+                d.id,
+                exc,
+                extra={"action": "webhook_pass_failed"},
+            )
 
     async def _prune(self) -> None:
         now = time.time()
@@ -138,10 +179,11 @@ class WebhookDeliverer:
         refused = False
         try:
             await self._check_target(d.url)
-            resp = await self._http.post(d.url, content=raw, headers=headers)
-            attempt = Attempt(
-                at=started, duration_s=time.monotonic() - clock, status_code=resp.status_code
-            )
+            # the status is all that is read: the body is not (a receiver answering 500 MB
+            # had it all read into memory)
+            async with self._http.stream("POST", d.url, content=raw, headers=headers) as resp:
+                status = resp.status_code
+            attempt = Attempt(at=started, duration_s=time.monotonic() - clock, status_code=status)
         except InputRejected as exc:
             refused = True
             attempt = Attempt(at=started, duration_s=0.0, error=f"refused: {exc.message}")

@@ -4,7 +4,9 @@ its webhook went out."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -160,3 +162,70 @@ async def test_allowed_private_targets_are_sent(store: MemoryStore) -> None:
     finally:
         await deliverer.close()
     assert [d.state for d in await store.deliveries(job.id)] == [DeliveryState.DELIVERED]
+
+
+async def test_a_hanging_receiver_holds_up_no_other_webhook(store: MemoryStore) -> None:
+    """The loop keeps sending while one delivery hangs: a pass waited for all of its own,
+    so webhooks due meanwhile waited for the hanging one's timeout, at each of its retries."""
+    hang = {"webhook": {"url": "https://hangs.example/x"}}
+    hung = asyncio.Event()
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "hangs.example":
+            hung.set()
+            await asyncio.Event().wait()  # (until the loop is closed)
+        return httpx.Response(200)
+
+    job, _ = await store.enqueue(new_job(options=hang))
+    await store.claim("w", 30)
+    await store.transition(job.id, Event.SUCCEED, expect=JobStatus.RUNNING)
+    policy = DeliveryPolicy(poll_s=0.02)
+    deliverer = WebhookDeliverer(
+        store, render, policy=policy, transport=httpx.MockTransport(answer), resolve=public
+    )
+    deliverer.start()
+    try:
+        async with asyncio.timeout(5):
+            await hung.wait()
+            later = [await finished_job(store) for _ in range(3)]  # due while it hangs
+            while True:
+                states = [d.state for j in later for d in await store.deliveries(j)]
+                if states == [DeliveryState.DELIVERED] * 3:
+                    break
+                await asyncio.sleep(0.02)
+    finally:
+        await deliverer.close()
+
+
+async def test_a_receiver_s_answer_body_is_not_read(store: MemoryStore) -> None:
+    """Only its status counts: a receiver answering 500 MB had it all read into memory."""
+    read = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal read
+        for _ in range(1000):
+            read += 1
+            yield b"x" * (1 << 20)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=Chunks(body()))
+
+    job_id = await finished_job(store)
+    deliverer = WebhookDeliverer(
+        store, render, transport=httpx.MockTransport(answer), resolve=public
+    )
+    try:
+        assert await deliverer.run_once() == 1
+    finally:
+        await deliverer.close()
+    [d] = await store.deliveries(job_id)
+    assert d.state is DeliveryState.DELIVERED and read <= 1
+
+
+class Chunks(httpx.AsyncByteStream):
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self.chunks = chunks
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self.chunks:
+            yield chunk
