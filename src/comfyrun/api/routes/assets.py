@@ -14,11 +14,10 @@ the router behaves the same whichever app mounts it.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Request, Response, params
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -26,13 +25,12 @@ from starlette.datastructures import UploadFile
 
 from comfyrun import errors, jsontext
 from comfyrun.api.errors import retry_after
-from comfyrun.api.routes.files import content_disposition
+from comfyrun.api.routes.files import content_disposition, parse_range
 from comfyrun.assets import Asset, AssetService
 
 UPLOAD_CHUNK = 1 << 20
 #: Room for the multipart framing and the small fields around the file.
 MULTIPART_SLACK = 64 * 1024
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 #: Most specific first.
 _STATUS: tuple[tuple[type[errors.ComfyrunError], int], ...] = (
@@ -203,32 +201,6 @@ def assets_router(
     return router
 
 
-def parse_range(header: str | None, size: int) -> tuple[int, int] | Literal["unsatisfiable"] | None:
-    """One byte range (inclusive start, end) from a Range header, "unsatisfiable", or None to
-    serve everything (no header, a malformed one, or several ranges: RFC 9110 lets a server
-    ignore those)."""
-    if not header:
-        return None
-    match = _RANGE.match(header.strip().replace(" ", ""))
-    if match is None:
-        return None
-    first, last = match.group(1), match.group(2)
-    if not first and not last:
-        return None
-    if not first:  # suffix: the last N bytes
-        length = int(last)
-        if length == 0 or size == 0:
-            return "unsatisfiable"
-        return max(0, size - length), size - 1
-    start = int(first)
-    end = int(last) if last else size - 1
-    if last and end < start:
-        return None
-    if start >= size:
-        return "unsatisfiable"
-    return start, min(end, size - 1)
-
-
 def asset_json(
     asset: Asset,
     *,
@@ -314,4 +286,4 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
-__all__ = ["asset_json", "assets_router", "parse_range"]
+__all__ = ["asset_json", "assets_router"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Header, Request
@@ -122,9 +122,9 @@ async def serve_key(
     headers = {"Accept-Ranges": "bytes"}
     if body is not None:  # small: read in one trip, sent in one piece
         return Response(body, 200, headers=headers, media_type=media)
-    if range_header:
-        span = _parse_range(range_header, total)
-        if span is None:
+    span = parse_range(range_header, total)
+    if span is not None:
+        if span == "unsatisfiable":
             return error_response(
                 416,
                 "range_not_satisfiable",
@@ -155,24 +155,30 @@ def content_disposition(filename: str, kind: str | None = None) -> str:
     return f"{lead}filename=\"{stand_in}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
-def _parse_range(value: str, total: int) -> tuple[int, int] | None:
-    """One `bytes=` range → inclusive (first, last), or None when unsatisfiable."""
-    match = _RANGE.match(value.strip())
-    if match is None or total <= 0:
+def parse_range(header: str | None, size: int) -> tuple[int, int] | Literal["unsatisfiable"] | None:
+    """One byte range (inclusive start, end) from a Range header, "unsatisfiable", or None to
+    serve everything (no header, a malformed one, or several ranges: RFC 9110 lets a server
+    ignore those)."""
+    if not header:
         return None
-    start, end = match.groups()
-    if not start and not end:
+    match = _RANGE.match(header.strip().replace(" ", ""))
+    if match is None:
         return None
-    if not start:  # the last N bytes
-        n = int(end)
-        if n == 0:
-            return None
-        return max(0, total - n), total - 1
-    first = int(start)
-    last = min(int(end), total - 1) if end else total - 1
-    if first >= total or last < first:
+    first, last = match.group(1), match.group(2)
+    if not first and not last:
         return None
-    return first, last
+    if not first:  # suffix: the last N bytes
+        length = int(last)
+        if length == 0 or size == 0:
+            return "unsatisfiable"
+        return max(0, size - length), size - 1
+    start = int(first)
+    end = int(last) if last else size - 1
+    if last and end < start:
+        return None
+    if start >= size:
+        return "unsatisfiable"
+    return start, min(end, size - 1)
 
 
-__all__ = ["router", "serve_key"]
+__all__ = ["content_disposition", "parse_range", "router", "serve_key"]
