@@ -385,6 +385,10 @@ class Settings(BaseSettings):
     handler_concurrency: int = Field(
         default=2, ge=1, le=256, validation_alias=_aliases("handler_concurrency")
     )
+    #: After a cancel or a timeout sets a handler's cancel token, how long it gets to stop.
+    handler_stop_grace_s: float = Field(
+        default=5.0, ge=0, validation_alias=_aliases("handler_stop_grace_s")
+    )
     #: Queue a job of a type no live worker serves (for workers yet to come) instead of 422.
     queue_unserved_types: bool = Field(
         default=False, validation_alias=_aliases("queue_unserved_types")

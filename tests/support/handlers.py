@@ -12,9 +12,12 @@ from comfyrun.handlers import HandlerContext
 started = threading.Event()
 stopped_by: list[str] = []
 closed: list[str] = []
+#: Released by the test that holds `stuck` handlers (they ignore their cancel token).
+unstuck = threading.Event()
 
 
 def reset() -> None:
+    unstuck.clear()
     started.clear()
     stopped_by.clear()
     closed.clear()
@@ -87,3 +90,18 @@ def disk_full(ctx: HandlerContext) -> None:
 def buggy(ctx: HandlerContext) -> None:
     """Raises like a bug would."""
     raise ZeroDivisionError("division by zero")
+
+
+def exiting(ctx: HandlerContext) -> None:
+    """A sync handler whose library calls sys.exit() (it stopped the server)."""
+    raise SystemExit(2)
+
+
+async def interrupted(ctx: HandlerContext) -> None:
+    """An async handler that raises KeyboardInterrupt (it stopped the server)."""
+    raise KeyboardInterrupt
+
+
+def stuck(ctx: HandlerContext) -> None:
+    """A sync handler that ignores its cancel token until the test lets it go."""
+    unstuck.wait(60)

@@ -124,6 +124,8 @@ def dispatch_settings(settings: Settings) -> Any:
         sweep_interval_s=settings.sweep_interval_s,
         submit_timeout_s=settings.backend_timeout_s,
         output_timeout_s=settings.output_timeout_s,
+        handler_concurrency=settings.handler_concurrency,
+        handler_stop_grace_s=settings.handler_stop_grace_s,
         model_routing=settings.model_routing,
         model_routing_window=settings.model_routing_window,
         model_routing_max_overtake=settings.model_routing_max_overtake,

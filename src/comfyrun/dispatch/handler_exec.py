@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import shutil
 import tempfile
+import threading
 import traceback
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,13 +69,19 @@ def stop_signal(cancel_requested: Awaitable[None], timeout_s: float | None) -> a
 async def run_handler(
     handler: Handler, ctx: HandlerContext, *, stop: asyncio.Future[str], grace_s: float
 ) -> None:
-    """Run `handler` (sync: in a thread) until it returns or `stop` resolves. On stop, the
-    context's cancel token is set (an async handler is also cancelled), the handler gets
-    `grace_s` to end, and Stopped is raised. Paths the handler returns join its outputs."""
+    """Run `handler` (sync: in a thread of its own) until it returns or `stop` resolves. On
+    stop, the context's cancel token is set (an async handler is also cancelled), the handler
+    gets `grace_s` to end, and Stopped is raised. Paths the handler returns join its outputs.
+
+    A sync handler runs in a daemon thread of its own, not the event loop's pool: one that
+    never returns (a thread cannot be killed) used a place of that pool for good, and a few
+    of them stopped every file read and write of the server, and its exit. What a handler
+    raises that would end the process (SystemExit from a library's sys.exit(),
+    KeyboardInterrupt) is its error, as any other (it stopped the server)."""
     if handler.is_async:
-        task: asyncio.Future[Any] = asyncio.ensure_future(handler.run(ctx))  # type: ignore[arg-type]
+        task: asyncio.Future[Any] = asyncio.ensure_future(_tamed_async(handler.run(ctx)))  # type: ignore[arg-type]
     else:
-        task = asyncio.ensure_future(asyncio.to_thread(handler.run, ctx))
+        task = in_daemon_thread(handler.run, ctx)
     try:
         await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
@@ -97,6 +105,54 @@ async def run_handler(
         raise
     for path in _paths(result):
         ctx.outputs.add(path)
+
+
+#: What a handler may raise that would end the process, were it not caught.
+_FATAL = (SystemExit, KeyboardInterrupt, GeneratorExit)
+
+
+def _tame(exc: BaseException) -> BaseException:
+    """`exc` as the handler's error where it would end the process."""
+    if isinstance(exc, _FATAL):
+        error = HandlerError(f"the handler raised {type(exc).__name__}: {exc}")
+        error.__cause__ = exc
+        return error
+    return exc
+
+
+async def _tamed_async(run: Awaitable[Any]) -> Any:
+    try:
+        return await run
+    except _FATAL as exc:
+        raise _tame(exc) from exc
+
+
+def in_daemon_thread(fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    """`fn(*args)` in a daemon thread of its own (its context copied, as asyncio.to_thread
+    copies it); its result or error on the returned future. A call that never returns holds
+    only its own thread, and the process can still exit."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        try:
+            result, error = context.run(fn, *args), None
+        except BaseException as exc:  # (told to the awaiting task, made harmless)
+            result, error = None, _tame(exc)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="comfyrun-handler", daemon=True).start()
+    return future
 
 
 def _paths(result: Any) -> Iterable[Path | str]:

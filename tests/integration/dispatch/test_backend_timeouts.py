@@ -1,6 +1,6 @@
 """The configured waits on backends reach the worker: `backend_timeout_s` each call to a
 backend and each read of an answer it streams (the clients waited 30 s whatever it said), and
-`output_timeout_s` the copy of a prompt's outputs."""
+`output_timeout_s` the copy of a prompt's outputs; the handler lane's settings too."""
 
 from __future__ import annotations
 
@@ -16,7 +16,12 @@ async def test_the_configured_waits_reach_the_worker(tmp_path: Path) -> None:
     async with running_emulator(tmp_path / "emu") as emu:
         backends = [BackendConfig(name="gpu0", url=emu.url)]
         cfg = memory_settings(
-            tmp_path, backends=backends, backend_timeout_s=7.0, output_timeout_s=90.0
+            tmp_path,
+            backends=backends,
+            backend_timeout_s=7.0,
+            output_timeout_s=90.0,
+            handler_concurrency=5,
+            handler_stop_grace_s=0.5,
         )
         async with asgi_app(cfg) as (_, _client, ctx):
             assert await ctx.pool.wait_ready(30.0)
@@ -24,3 +29,6 @@ async def test_the_configured_waits_reach_the_worker(tmp_path: Path) -> None:
             assert backend.client.timeout == 7.0
             assert ctx.dispatcher.settings.submit_timeout_s == 7.0
             assert ctx.dispatcher.settings.output_timeout_s == 90.0
+            # (handler_concurrency never reached it: every worker ran 2 at once)
+            assert ctx.dispatcher.settings.handler_concurrency == 5
+            assert ctx.dispatcher.settings.handler_stop_grace_s == 0.5

@@ -135,3 +135,43 @@ async def test_timeout_reaches_a_running_handler(tmp_path: Path, target: str) ->
         assert view.job.status.value == "failed"
         assert view.job.error is not None and view.job.error.code == "timeout"
         assert test_handlers.stopped_by == ["timeout"]
+
+
+@pytest.mark.parametrize("target", ["exiting", "interrupted"])
+async def test_a_handler_that_would_end_the_process_fails_its_job(
+    tmp_path: Path, target: str
+) -> None:
+    """SystemExit (a library's sys.exit()) or KeyboardInterrupt from a handler is its job's
+    error: it stopped the server (and, the job run again after a restart, stopped it again)."""
+    handlers = [f"bad=tests.support.handlers:{target}", "count=tests.support.handlers:counting"]
+    async with asgi_app(memory_settings(tmp_path, handlers=handlers)) as (_, client, _ctx):
+        r = await client.post("/api/v2/jobs?wait=30", json={"type": "bad", "max_retries": 0})
+        job = r.json()
+        assert job["status"] == "failed", job
+        assert job["error"]["code"] == "handler_error"
+        assert ("SystemExit" if target == "exiting" else "KeyboardInterrupt") in job["error"][
+            "message"
+        ]
+        after = await client.post("/api/v2/jobs?wait=30", json={"type": "count"})
+        assert after.json()["status"] == "succeeded"  # the worker runs on
+
+
+async def test_sync_handlers_that_never_return_hold_no_one_up(tmp_path: Path) -> None:
+    """A sync handler that ignores its cancel token cannot be stopped (a thread cannot be
+    killed): past its timeout its job ends and the thread is left. Each held a place of the
+    event loop's own thread pool, and a few stopped every file read and write of the server
+    (outputs, downloads) for good; each has a thread of its own now."""
+    handlers = ["stuck=tests.support.handlers:stuck", "count=tests.support.handlers:counting"]
+    settings = memory_settings(tmp_path, handlers=handlers, handler_stop_grace_s=0.1)
+    try:
+        async with asgi_app(settings) as (_, client, _ctx):
+            body = {"type": "stuck", "timeout_s": 0.2, "max_retries": 0}
+            for _ in range(8):  # more than the loop's pool holds on these cores
+                r = await client.post("/api/v2/jobs?wait=30", json=body)
+                assert r.json()["error"]["code"] == "timeout", r.text
+            # the loop's pool is free: files are read and written (its output stored)
+            async with asyncio.timeout(20):
+                r = await client.post("/api/v2/jobs?wait=15", json={"type": "count"})
+            assert r.json()["status"] == "succeeded", r.text
+    finally:
+        test_handlers.unstuck.set()
