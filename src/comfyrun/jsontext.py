@@ -83,6 +83,23 @@ def without_nul(text: str) -> str:
     return _NUL_ESCAPE_TEXT.sub(lambda m: m.group(1) + "\\ufffd", text)
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def without_lone_surrogates(value: Any) -> Any:
+    """`value` with every lone UTF-16 surrogate in its strings (keys too) made U+FFFD: text a
+    handler or a backend decoded with `surrogateescape` (a file name of undecodable bytes)
+    can be written as UTF-8 and sent in any answer (one in a stored error made every listing
+    of jobs a 500)."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {without_lone_surrogates(k): without_lone_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [without_lone_surrogates(v) for v in value]
+    return value
+
+
 def holds_nul(value: Any) -> bool:
     """Whether a string anywhere in `value` (keys too) holds a NUL character, which PostgreSQL
     cannot store in JSON or text. One encoding and a search of its bytes (~1 us for a 0.2 KB

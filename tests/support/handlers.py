@@ -105,3 +105,10 @@ async def interrupted(ctx: HandlerContext) -> None:
 def stuck(ctx: HandlerContext) -> None:
     """A sync handler that ignores its cancel token until the test lets it go."""
     unstuck.wait(60)
+
+
+def undecodable(ctx: HandlerContext) -> None:
+    """Fails naming a file whose name was decoded with surrogateescape."""
+    name = b"caf\xe9.png".decode("utf-8", "surrogateescape")
+    ctx.outputs.add_text("seen", f"read {name}")
+    raise FileNotFoundError(f"no file {name}")

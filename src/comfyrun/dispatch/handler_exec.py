@@ -34,6 +34,7 @@ from comfyrun.errors import (
 )
 from comfyrun.handlers.context import Cancelled, HandlerContext, InputFile, PendingOutput
 from comfyrun.handlers.registry import Handler
+from comfyrun.jsontext import without_lone_surrogates
 from comfyrun.outputs import OutputStorage, classify_output, output_key, read_inline
 
 SMALL = 4 << 20
@@ -185,10 +186,11 @@ def classify(exc: BaseException) -> tuple[FailureKind, JobError]:
         return FailureKind.DISK_FULL, JobError(code="disk_full", message=str(exc))
     if isinstance(exc, ComfyrunError):
         return FailureKind.BACKEND_LOST, JobError(code=exc.code, message=exc.message)
+    # (a message may hold what was decoded with surrogateescape: no answer could carry it)
     return FailureKind.NODE_ERROR, JobError(
         code="handler_error",
-        message=f"{type(exc).__name__}: {exc}",
-        traceback="".join(traceback.format_exception(exc))[-8000:],
+        message=without_lone_surrogates(f"{type(exc).__name__}: {exc}"),
+        traceback=without_lone_surrogates("".join(traceback.format_exception(exc))[-8000:]),
     )
 
 

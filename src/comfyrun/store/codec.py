@@ -182,11 +182,16 @@ def dump_json(value: Any) -> str | None:
     if value is None:
         return None
     text = jsontext.dumps(value)
+    if SURROGATE_ESCAPE in text:  # (the standard library's escapes: a lone surrogate maybe)
+        text = jsontext.dumps(jsontext.without_lone_surrogates(value))
     return jsontext.without_nul(text) if NUL_ESCAPE in text else text
 
 
 #: How JSON text holds a NUL character (or a backslash, then "u0000").
 NUL_ESCAPE = "\\u0000"
+#: How the standard library's JSON holds a UTF-16 surrogate (orjson writes none: a lone one is
+#: what it refuses, and a string holding one is no UTF-8 any answer can carry).
+SURROGATE_ESCAPE = "\\ud"
 
 
 def batch_to_row(batch: Batch) -> JSON:

@@ -11,6 +11,7 @@ from comfyrun.errors import Conflict, IllegalTransition, NotFound
 from comfyrun.store import transition
 from comfyrun.store.base import Changes, ClaimNote, JobStore
 from comfyrun.store.codec import output_to_dict, progress_to_dict
+from comfyrun.store.memory import MemoryStore
 
 T0 = 1_700_000_000.0
 
@@ -355,3 +356,20 @@ async def test_a_run_s_end_holding_nul_is_stored(store: JobStore) -> None:
     )
     assert failed.error is not None and failed.error.message in ("bad \x00 text", "bad \ufffd text")
     assert (await store.get(failed.id)) == failed
+
+
+async def test_a_run_s_end_holding_a_lone_surrogate_is_stored(store: JobStore) -> None:
+    """Text decoded with surrogateescape (a file name of undecodable bytes) in what a run
+    produced: stored (a SQL store writing U+FFFD for it: the standard library wrote the
+    surrogate's escape, read back as a string no answer could encode)."""
+    job = await running(store, max_retries=0)
+    error = JobError(code="handler_error", message="no file caf\udce9.png")
+    failed = await store.transition(
+        job.id, Event.FAIL, expect=JobStatus.RUNNING, changes=Changes(error=error)
+    )
+    stored = await store.get(failed.id)
+    assert stored is not None and stored.error is not None
+    if isinstance(store, MemoryStore):  # (it keeps the objects it is given)
+        assert stored.error.message == "no file caf\udce9.png"
+    else:
+        assert stored.error.message == "no file caf\ufffd.png"

@@ -175,3 +175,16 @@ async def test_sync_handlers_that_never_return_hold_no_one_up(tmp_path: Path) ->
             assert r.json()["status"] == "succeeded", r.text
     finally:
         test_handlers.unstuck.set()
+
+
+async def test_a_handler_s_undecodable_text_leaves_the_job_readable(tmp_path: Path) -> None:
+    """An error naming a file decoded with surrogateescape (a lone surrogate, no UTF-8 an
+    answer can carry) made the job, and every listing of jobs, a 500 until it expired."""
+    handlers = ["odd=tests.support.handlers:undecodable"]
+    async with asgi_app(memory_settings(tmp_path, handlers=handlers)) as (_, client, _ctx):
+        r = await client.post("/api/v2/jobs?wait=30", json={"type": "odd", "max_retries": 0})
+        assert r.status_code == 201, r.text
+        job = r.json()
+        assert job["status"] == "failed" and "caf\ufffd.png" in job["error"]["message"]
+        assert (await client.get(f"/api/v2/jobs/{job['id']}")).status_code == 200
+        assert (await client.get("/api/v2/jobs")).status_code == 200
