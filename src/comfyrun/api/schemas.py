@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from comfyrun.core.fit import check_requirements
 from comfyrun.core.job import Job, JobError, JobStatus, Output, Progress
 
+#: The longest webhook URL taken, in every dialect.
+MAX_WEBHOOK_URL = 2048
+
 # requests -----------------------------------------------------------------------------------
 
 
@@ -50,7 +53,7 @@ class OutputOptions(BaseModel):
 class WebhookOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(..., max_length=2048)
+    url: str = Field(..., max_length=MAX_WEBHOOK_URL)
     secret: str | None = Field(default=None, max_length=512)
 
     @field_validator("url")

@@ -162,6 +162,8 @@ class WebhookDeliverer:
                 exc,
                 extra={"action": "webhook_pass_failed"},
             )
+        except Exception:  # (no other delivery is held up by it: said, and left to its lease)
+            log.exception("webhook %s: sending it failed", d.id)
 
     async def _prune(self) -> None:
         now = time.time()
@@ -187,6 +189,9 @@ class WebhookDeliverer:
         except InputRejected as exc:
             refused = True
             attempt = Attempt(at=started, duration_s=0.0, error=f"refused: {exc.message}")
+        except httpx.InvalidURL as exc:  # (no HTTPError: it escaped, and stopped all sending)
+            refused = True
+            attempt = Attempt(at=started, duration_s=0.0, error=f"refused: {exc}")
         except (httpx.HTTPError, OSError) as exc:
             reason = str(exc) or type(exc).__name__
             attempt = Attempt(at=started, duration_s=time.monotonic() - clock, error=reason)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -150,6 +151,7 @@ async def test_sdk_cancel_and_purge_queue(server: Server, endpoint: runpod.Endpo
     assert await wait_status(jobs[0], {"IN_PROGRESS"}) == "IN_PROGRESS"
     answer = await sdk(jobs[0].cancel)
     assert answer["id"] == jobs[0].job_id
+    assert answer["status"] == "CANCELLED"  # at once, as RunPod answers (it said IN_PROGRESS)
     assert await wait_status(jobs[0], {"CANCELLED"}) == "CANCELLED"
     purged = await sdk(endpoint.purge_queue)
     assert purged["removed"] >= 1
@@ -158,13 +160,22 @@ async def test_sdk_cancel_and_purge_queue(server: Server, endpoint: runpod.Endpo
     assert statuses.count("CANCELLED") >= purged["removed"]
 
 
+JSON_TYPE = {"content-type": "application/json"}
+
+
 async def test_runpod_request_errors_are_clear(server: Server) -> None:
     async with httpx.AsyncClient(base_url=server.url, timeout=CLIENT_TIMEOUT_S) as http:
         for body in (
             {"input": "nope"},
             {"input": {"workflow": image_workflow(), "images": [{"name": "x.png"}]}},
             {"input": {"workflow": image_workflow()}, "policy": {"executionTimeout": -1}},
+            # past a float's range (a 500), or past a week
+            {"input": {"workflow": image_workflow()}, "policy": {"executionTimeout": 10**400}},
+            {"input": {"workflow": image_workflow()}, "policy": {"ttl": 10**400}},
+            {"input": {"workflow": image_workflow()}, "policy": {"ttl": 8 * 24 * 3600 * 1000}},
             {"input": {"workflow": image_workflow()}, "webhook": "ftp://x"},
+            # past the v2 API's 2,048 characters (it stopped every webhook of the node)
+            {"input": {"workflow": image_workflow()}, "webhook": "http://h.example/" + "a" * 70000},
             # refused now, as by the v2 API, rather than accepted and dropped at delivery:
             *(
                 {"input": {"workflow": image_workflow()}, "webhook": url}
@@ -178,8 +189,13 @@ async def test_runpod_request_errors_are_clear(server: Server) -> None:
             ),
         ):
             answer = await http.post("/run", json=body)
-            assert answer.status_code == 400, (body, answer.text)
+            assert answer.status_code == 400, (str(body)[:200], answer.text)
             assert answer.json()["error"]
+        prompt = json.dumps({"input": {"workflow": image_workflow()}})[:-1]
+        for literal in ("NaN", "Infinity"):  # (Python's JSON reads them: they meant no limit)
+            body = f'{prompt}, "policy": {{"executionTimeout": {literal}, "ttl": {literal}}}}}'
+            answer = await http.post("/run", content=body, headers=JSON_TYPE)
+            assert answer.status_code == 400, (literal, answer.text)
         assert (await http.post("/run", content=b"[1, 2")).status_code == 400
         assert (await http.get("/status/unknown-id")).status_code == 404
         policy = {"executionTimeout": 60_000, "ttl": 3_600_000}

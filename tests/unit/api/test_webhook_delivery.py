@@ -229,3 +229,32 @@ class Chunks(httpx.AsyncByteStream):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         async for chunk in self.chunks:
             yield chunk
+
+
+async def test_a_url_httpx_cannot_send_to_is_given_up_and_the_rest_go_on(
+    store: MemoryStore,
+) -> None:
+    """(a URL past httpx's length limit raised InvalidURL, no HTTPError: it escaped the
+    delivery, and no webhook of the node was sent after it; submissions refuse such URLs)"""
+    long_hook = {"webhook": {"url": "https://hooks.example/" + "a" * 70000}}
+    job, _ = await store.enqueue(new_job(options=long_hook))
+    await store.claim("w", 30)
+    await store.transition(job.id, Event.SUCCEED, expect=JobStatus.RUNNING)
+    sent: list[str] = []
+
+    def ok(request: httpx.Request) -> httpx.Response:
+        sent.append(str(request.url))
+        return httpx.Response(200)
+
+    deliverer = WebhookDeliverer(store, render, transport=httpx.MockTransport(ok), resolve=public)
+    try:
+        assert await deliverer.run_once() == 1
+        later = await finished_job(store)
+        assert await deliverer.run_once() == 1
+    finally:
+        await deliverer.close()
+    [given_up] = await store.deliveries(job.id)
+    assert given_up.state is DeliveryState.FAILED  # given up
+    assert given_up.attempts[0].error is not None and "refused" in given_up.attempts[0].error
+    [d] = await store.deliveries(later)
+    assert d.state is DeliveryState.DELIVERED and sent == ["https://hooks.example/x"]

@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 from comfyrun import stages
 from comfyrun.api.context import AppContext, get_ctx, public_base_url, require_auth
 from comfyrun.api.schemas import (
+    MAX_WEBHOOK_URL,
     JobList,
     JobOptionsRequest,
     JobOut,
@@ -25,7 +26,7 @@ from comfyrun.api.schemas import (
 )
 from comfyrun.core.job import Job, JobStatus, Progress, request_fingerprint
 from comfyrun.dispatch.relay import EVENT_KIND as RELAY_EVENT
-from comfyrun.errors import InvalidRequest
+from comfyrun.errors import InputRejected, InvalidRequest
 from comfyrun.inputs.netguard import AddressPolicy
 from comfyrun.service import JobView, Submission, Submitted
 from comfyrun.store.base import JobEvent
@@ -80,7 +81,10 @@ def check_webhook(ctx: AppContext, body: JobOptionsRequest) -> None:
 
 def check_webhook_url(ctx: AppContext, url: str) -> None:
     """InputRejected for a URL the server would not call (malformed, or an address that
-    `webhook_allow` does not open): every dialect's submission checks its webhook so."""
+    `webhook_allow` does not open, or one longer than the v2 API takes): every dialect's
+    submission checks its webhook so."""
+    if len(url) > MAX_WEBHOOK_URL:
+        raise InputRejected(f"a webhook URL is at most {MAX_WEBHOOK_URL} characters")
     AddressPolicy.from_entries(ctx.settings.webhook_allow).check_url(url, what="webhook URL")
 
 

@@ -69,15 +69,31 @@ def _policy(body: JSON) -> tuple[float | None, JSON]:
     meta: JSON = {}
     timeout = policy.get("executionTimeout")
     if timeout is not None:
-        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
-            raise errors.InvalidRequest("policy.executionTimeout must be a positive number (ms)")
+        if not _milliseconds(timeout):
+            raise errors.InvalidRequest(
+                f"policy.executionTimeout must be a positive number of ms, at most {MAX_MS}"
+            )
         timeout_s = float(timeout) / 1000.0
     ttl = policy.get("ttl")
     if ttl is not None:
-        if not isinstance(ttl, int | float) or isinstance(ttl, bool) or ttl <= 0:
-            raise errors.InvalidRequest("policy.ttl must be a positive number (ms)")
+        if not _milliseconds(ttl):
+            raise errors.InvalidRequest(
+                f"policy.ttl must be a positive number of ms, at most {MAX_MS}"
+            )
         meta["runpod_ttl_ms"] = ttl
     return timeout_s, meta
+
+
+#: The longest executionTimeout or ttl taken (a week, as the v2 API's timeout_s).
+MAX_MS = 7 * 24 * 3600 * 1000
+
+
+def _milliseconds(value: Any) -> bool:
+    """A policy's time: a positive, finite number of ms, up to MAX_MS (NaN and Infinity, which
+    Python's JSON reads, meant no limit; an integer past a float's range was a 500)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    return 0 < value <= MAX_MS  # (False for NaN; an int of any size compares)
 
 
 def _start_by(body: JSON) -> float | None:
@@ -244,7 +260,10 @@ async def cancel(job_id: str, ctx: Ctx, endpoint_id: str | None = None) -> Respo
         view = await ctx.service.cancel(job_id)
     except errors.ComfyrunError as exc:
         return error_response(exc)
-    return JSONResponse({"id": job_id, "status": rp.runpod_status(view.job)})
+    # RunPod answers a cancel CANCELLED at once; a running job here is being stopped (its
+    # backend interrupted), and /status says IN_PROGRESS until it has
+    status = rp.CANCELLED if view.job.status is JobStatus.CANCELING else None
+    return JSONResponse({"id": job_id, "status": status or rp.runpod_status(view.job)})
 
 
 async def retry(job_id: str, ctx: Ctx, endpoint_id: str | None = None) -> Response:
@@ -254,7 +273,10 @@ async def retry(job_id: str, ctx: Ctx, endpoint_id: str | None = None) -> Respon
         return job
     if rp.runpod_status(job) not in (rp.FAILED, rp.TIMED_OUT, rp.CANCELLED):
         return JSONResponse(
-            {"error": f"job {job_id} is {rp.runpod_status(job)}; only failed jobs are retried"},
+            {
+                "error": f"job {job_id} is {rp.runpod_status(job)}; only failed jobs are retried",
+                "code": "conflict",
+            },
             status_code=400,
         )
     try:  # checked before the failed job is replaced: one that cannot run again stays
