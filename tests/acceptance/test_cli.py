@@ -51,3 +51,42 @@ async def test_serve_with_a_config_file_and_a_token(
     assert "emulator-1" in listed.stdout and "ready" in listed.stdout
     missing = await comfyrun("jobs", "show", "nope", "--server", server.url, "--api-key", "s3cret")
     assert missing.returncode == 1 and "not_found" in missing.stderr
+
+
+async def test_errors_no_command_describes_are_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """A file that is no text, a server answering what comfyrun does not expect (HTML to every
+    request): one line and status 1 (they were tracebacks); `submit --wait` against a server
+    whose event stream is no event stream ends with an error (it waited for ever)."""
+    from aiohttp import web
+
+    async def html(request: web.Request) -> web.Response:
+        if request.method == "POST":
+            return web.json_response({"id": "j1", "status": "queued"}, status=201)
+        return web.Response(text="<html>not comfyrun</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", html)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"http://127.0.0.1:{port}"
+    binary = tmp_path / "bin.json"
+    binary.write_bytes(b"\xff\xfe\x00")
+    workflow = tmp_path / "wf.json"
+    workflow.write_text('{"1": {"class_type": "EmptyImage", "inputs": {}}}')
+    try:
+        for args in (
+            ("convert", str(binary)),
+            ("jobs", "list", "--server", url),
+            ("backends", "--server", url),
+            ("submit", str(workflow), "--wait", "--server", url),
+        ):
+            proc = await comfyrun(*args)
+            assert proc.returncode == 1, (args, proc.stdout, proc.stderr)
+            assert "Traceback" not in proc.stderr, (args, proc.stderr)
+            told = "error:" in proc.stderr or "not_an_event_stream" in proc.stderr
+            assert told and len(proc.stderr.strip().splitlines()) <= 4, (args, proc.stderr)
+    finally:
+        await runner.cleanup()

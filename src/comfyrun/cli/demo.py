@@ -84,7 +84,7 @@ async def run_demo(out_dir: Path, emulators: int, step_time_s: float) -> Path:
 
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", "-o")] = Path("demo-output"),
-    emulators: Annotated[int, typer.Option("--emulators")] = 2,
+    emulators: Annotated[int, typer.Option("--emulators", min=1)] = 2,
     step_time: Annotated[float, typer.Option("--step-time")] = 0.05,
 ) -> None:
     """The quick start: a server with 2 emulated backends, one text-to-image job, one image."""

@@ -200,12 +200,20 @@ class ComfyrunClient:
                 return
 
     async def events(
-        self, job_id: str, *, last_event_id: str | None = None, reconnect: bool = True
+        self,
+        job_id: str,
+        *,
+        last_event_id: str | None = None,
+        reconnect: bool = True,
+        give_up_s: float = 60.0,
     ) -> AsyncIterator[ServerEvent]:
         """The job's SSE stream until its terminal status. On a dropped connection it
-        reconnects with Last-Event-ID, so no transition is missed."""
+        reconnects with Last-Event-ID, so no transition is missed; after `give_up_s` with
+        nothing from the server (not even its keep-alives), the last failure is raised (it
+        tried for ever). An answer that is no event stream raises ComfyrunAPIError."""
         last = last_event_id
         delay = 0.2
+        heard = time.monotonic()  # when the server last sent something
         while True:
             headers = {"Accept": "text/event-stream"}
             if last is not None:
@@ -221,7 +229,15 @@ class ComfyrunClient:
                     if not resp.is_success:
                         await resp.aread()
                         _raise_for(resp)
+                    kind = resp.headers.get("content-type", "")
+                    if not kind.startswith("text/event-stream"):
+                        raise ComfyrunAPIError(
+                            resp.status_code,
+                            "not_an_event_stream",
+                            f"the server answered {kind or 'no content type'}, not events",
+                        )
                     async for line in resp.aiter_lines():
+                        heard = time.monotonic()
                         for ev in decoder.push(line):
                             if ev.id is not None:
                                 last = ev.id
@@ -230,7 +246,7 @@ class ComfyrunClient:
                                 return
                         delay = 0.2
             except (httpx.TransportError, httpx.StreamError):
-                if not reconnect:
+                if not reconnect or time.monotonic() - heard > give_up_s:
                     raise
             if not reconnect:
                 return
