@@ -135,6 +135,8 @@ class JobService(JobAdmin, JobWatch):
         self._check_inputs = check_inputs
         self._clock = clock
         self._in_flight_keys: set[str] = set()
+        #: Chosen job ids being made room for and enqueued here (see `_submit`).
+        self._taking_ids: set[str] = set()
         self._key_scope = ""  # whose idempotency keys these are (see `using`)
         # [jobs queued or running, when counted]: shared with the views `using` makes
         self._remaining: dict[str, tuple[int, float]] = {}
@@ -181,10 +183,23 @@ class JobService(JobAdmin, JobWatch):
             raise InvalidRequest(problem, details={"prompt_id": sub.job_id[:MAX_CHOSEN_ID_CHARS]})
         sub, workflow = await self._checked(sub)
         validated = time.perf_counter()
-        await self.queue_bound.admit()
-        if sub.job_id is not None:
+        if sub.job_id is None:
+            await self.queue_bound.admit()
+            return await self._enqueue(sub, workflow, validated)
+        # one submission of a chosen id at a time here: two retries of a finished job at once
+        # (RunPod's /retry, a re-used ComfyUI prompt_id) both replaced it, and ran twice
+        if sub.job_id in self._taking_ids:
+            raise Conflict(
+                f"job {sub.job_id} is being submitted again already",
+                details={"job_id": sub.job_id},
+            )
+        self._taking_ids.add(sub.job_id)
+        try:
+            await self.queue_bound.admit()
             await self._make_room(sub.job_id, replace=sub.replace_finished)
-        return await self._enqueue(sub, workflow, validated)
+            return await self._enqueue(sub, workflow, validated)
+        finally:
+            self._taking_ids.discard(sub.job_id)
 
     async def _make_room(self, job_id: str, *, replace: bool) -> None:
         """Raise Conflict if job `job_id` exists, unless `replace` and it is finished: then it

@@ -468,6 +468,24 @@ async def test_a_finished_job_runs_again_as_it_was_submitted(
     assert await store.get(first.id) == again
 
 
+async def test_a_job_run_again_twice_at_once_runs_again_once(
+    service: JobService, store: MemoryStore
+) -> None:
+    """Two retries of one failed job at once: one queues it again, the other is a Conflict
+    (both replaced it, and it ran twice)."""
+    first = (await service.submit(Submission(workflow=tiny_workflow(1)))).job
+    failed = await failed_job(store, first.id)
+    outcomes = await asyncio.gather(
+        *(service.run_again(failed) for _ in range(5)), return_exceptions=True
+    )
+    assert sum(not isinstance(o, BaseException) for o in outcomes) == 1, outcomes
+    assert all(isinstance(o, Conflict) for o in outcomes if isinstance(o, BaseException)), outcomes
+    queued = await store.get(first.id)
+    assert queued is not None and queued.status is JobStatus.QUEUED
+    statuses = [e.data.get("status") for e in await store.events_since(first.id)]
+    assert statuses.count("queued") == 1  # one enqueue: the job's own, once
+
+
 async def test_a_job_that_cannot_be_queued_again_is_left_as_it_was(
     service: JobService, store: MemoryStore
 ) -> None:
