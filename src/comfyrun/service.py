@@ -10,6 +10,7 @@ canceling, deleting, counting and cleaning up: comfyrun.job_admin.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -41,6 +42,10 @@ from comfyrun.store.base import HandOff, JobPage, JobStore
 from comfyrun.workflow_gate import CatalogSource, ObjectInfoSource, WorkflowGate, is_ui_format
 
 log = logging.getLogger(__name__)
+
+
+#: How long a read of a job being replaced waits for its new self, at most.
+REPLACE_WAIT_S = 5.0
 
 
 class Reservation(Protocol):
@@ -135,8 +140,9 @@ class JobService(JobAdmin, JobWatch):
         self._check_inputs = check_inputs
         self._clock = clock
         self._in_flight_keys: set[str] = set()
-        #: Chosen job ids being made room for and enqueued here (see `_submit`).
-        self._taking_ids: set[str] = set()
+        #: Chosen job ids being made room for and enqueued here (see `_submit`), each with the
+        #: event set once its job is in the store again.
+        self._taking_ids: dict[str, asyncio.Event] = {}
         self._key_scope = ""  # whose idempotency keys these are (see `using`)
         # [jobs queued or running, when counted]: shared with the views `using` makes
         self._remaining: dict[str, tuple[int, float]] = {}
@@ -193,13 +199,27 @@ class JobService(JobAdmin, JobWatch):
                 f"job {sub.job_id} is being submitted again already",
                 details={"job_id": sub.job_id},
             )
-        self._taking_ids.add(sub.job_id)
+        taken = self._taking_ids[sub.job_id] = asyncio.Event()
         try:
             await self.queue_bound.admit()
             await self._make_room(sub.job_id, replace=sub.replace_finished)
             return await self._enqueue(sub, workflow, validated)
         finally:
-            self._taking_ids.discard(sub.job_id)
+            del self._taking_ids[sub.job_id]
+            taken.set()
+
+    async def job(self, job_id: str) -> Job | None:
+        """`JobWatch.job`; a job being replaced here (its finished self deleted, its new one
+        not yet written: milliseconds) is waited for, not answered missing (a client polling
+        a job it had just asked to retry read a 404)."""
+        found = await super().job(job_id)
+        taking = self._taking_ids.get(job_id) if found is None else None
+        if taking is None:
+            return found
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(REPLACE_WAIT_S):
+                await taking.wait()
+        return await super().job(job_id)
 
     async def _make_room(self, job_id: str, *, replace: bool) -> None:
         """Raise Conflict if job `job_id` exists, unless `replace` and it is finished: then it

@@ -223,7 +223,7 @@ async def runsync(
 
 
 async def _job(ctx: AppContext, job_id: str) -> Job | JSONResponse:
-    job = await ctx.store.get(job_id)
+    job = await ctx.service.job(job_id)  # (one being retried here is waited for, not a 404)
     if job is None:
         return JSONResponse(
             {"error": f"job {job_id} not found", "code": "not_found"}, status_code=404
