@@ -90,3 +90,21 @@ async def test_errors_no_command_describes_are_one_line_not_a_traceback(tmp_path
             assert told and len(proc.stderr.strip().splitlines()) <= 4, (args, proc.stderr)
     finally:
         await runner.cleanup()
+
+
+async def test_a_start_up_that_fails_says_why_in_a_line(tmp_path: Path) -> None:
+    """A worker whose PostgreSQL cannot be reached: its start-up fails with what went wrong in
+    one line, and a status that is not 0 (uvicorn logged the lifespan's whole traceback)."""
+    proc = await comfyrun(
+        "worker",
+        "--db",
+        "postgresql://nobody@127.0.0.1:1/x",
+        "--port",
+        "0",
+        "--data-dir",
+        str(tmp_path / "data"),
+    )
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    failed = [ln for ln in proc.stderr.splitlines() if "start-up failed:" in ln]
+    assert len(failed) == 1 and "PostgreSQL" in failed[0], proc.stderr

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import gc
 import logging
+import os
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -42,9 +43,30 @@ def quiet_uvicorn_trace() -> None:
     logger = logging.getLogger("uvicorn.error")
     if logger.level == logging.NOTSET:
         logger.setLevel(logger.getEffectiveLevel())
+    if not any(isinstance(f, LastLineOfTraceback) for f in logger.filters):
+        logger.addFilter(LastLineOfTraceback())
+
+
+class LastLineOfTraceback(logging.Filter):
+    """A start-up that failed (the store unreachable, say) is logged by uvicorn as the whole
+    traceback the app's lifespan gave it: cut to its last line, what went wrong, unless
+    COMFYRUN_DEBUG is set. (An error comfyrun logs itself keeps its traceback.)"""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if text.startswith("Traceback (most recent call last)") and not os.environ.get(
+            "COMFYRUN_DEBUG"
+        ):
+            last = [line for line in text.splitlines() if line.strip()][-1]
+            record.msg, record.args = f"start-up failed: {last}", ()
+        return True
 
 
 # running the server ----------------------------------------------------------------------------
+
+
+class StartupFailed(RuntimeError):
+    """The app's start-up failed (uvicorn logged why)."""
 
 
 class CannotListen(OSError):
@@ -138,7 +160,7 @@ async def serving_app(
         while not server.started:
             if task.done():
                 task.result()
-                raise RuntimeError("the server stopped during start-up")
+                raise StartupFailed("the server stopped during start-up (the error above)")
             await asyncio.sleep(0.02)
         yield f"http://{bound_host}:{bound_port}"
     finally:
@@ -311,7 +333,7 @@ def _run(role: Role, **kwargs: Any) -> None:
     try:
         with asyncio.Runner(loop_factory=event_loop_factory(settings.event_loop)) as runner:
             runner.run(_serve_forever(settings))
-    except CannotListen as exc:
+    except (CannotListen, StartupFailed) as exc:
         console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
 
