@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 
@@ -106,7 +107,9 @@ def create_app(
     install_docs(app)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limits=body_limits(settings))
-    app.add_middleware(OriginGuard, allowed_origins=settings.allowed_origins)  # (outermost)
+    # (outermost) the origin public_url names is the server's own, as a proxy in front sees it
+    origins = [*settings.allowed_origins, *public_origin(settings.public_url)]
+    app.add_middleware(OriginGuard, allowed_origins=origins)
     include(app, health.router)
     include(app, metrics.router)
     if settings.role is not Role.WORKER:
@@ -134,6 +137,14 @@ def create_app(
     reject_by_prefix(app)
     index_by_segment(app)
     return app
+
+
+def public_origin(public_url: str | None) -> list[str]:
+    """The browser origin (scheme://host[:port]) of `public_url`, if one is set."""
+    if not public_url:
+        return []
+    parts = urlsplit(public_url)
+    return [f"{parts.scheme}://{parts.netloc}"] if parts.scheme and parts.netloc else []
 
 
 def body_limits(settings: Settings) -> BodyLimits:

@@ -124,7 +124,7 @@ def _tame(exc: BaseException) -> BaseException:
 async def _tamed_async(run: Awaitable[Any]) -> Any:
     try:
         return await run
-    except _FATAL as exc:
+    except (SystemExit, KeyboardInterrupt) as exc:  # (GeneratorExit is a closing coroutine's)
         raise _tame(exc) from exc
 
 

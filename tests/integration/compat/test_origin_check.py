@@ -57,3 +57,14 @@ async def test_an_allowed_origin_goes_on(tmp_path: Path) -> None:
         allowed = await http.get("/queue", headers=host | {"Origin": "http://LOCALHOST:3000"})
         assert allowed.status_code == 200
         assert (await http.get("/queue", headers=host)).status_code == 200  # (no Origin)
+
+
+async def test_the_public_url_s_origin_goes_on(tmp_path: Path) -> None:
+    """Behind a reverse proxy that passes its upstream's Host (127.0.0.1:8189, nginx's
+    default), the browser's Origin is the public URL's: set as `public_url`, it goes on."""
+    settings = memory_settings(tmp_path, public_url="https://comfy.example.com/")
+    async with asgi_app(settings) as (_, http, _ctx):
+        proxied = {"Host": "127.0.0.1:8189", "Origin": "https://comfy.example.com"}
+        assert (await http.get("/queue", headers=proxied)).status_code == 200
+        other = proxied | {"Origin": "https://evil.example"}
+        assert (await http.get("/queue", headers=other)).status_code == 403
