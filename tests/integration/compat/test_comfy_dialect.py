@@ -59,6 +59,15 @@ class ComfyExampleClient:
         body = {"prompt": prompt, "client_id": self.client_id, **extra}
         return await self.http.post(f"{self.prefix}/prompt", json=body)
 
+    async def run_prompt(
+        self, prompt: dict[str, Any], **extra: Any
+    ) -> tuple[str, list[dict[str, Any]]]:
+        """Queue `prompt` (it must be taken) and wait for its end: its id and its messages."""
+        answer = await self.queue_prompt(prompt, **extra)
+        assert answer.status_code == 200, answer.text
+        prompt_id: str = answer.json()["prompt_id"]
+        return prompt_id, await self.wait_done(prompt_id)
+
     async def wait_done(self, prompt_id: str, timeout: float = 60.0) -> list[dict[str, Any]]:
         """Messages for this prompt (read so far or next) up to `executing` with node null."""
 
@@ -286,10 +295,9 @@ async def test_progress_and_executing_messages_for_a_sampler(server: Server) -> 
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         client = ComfyExampleClient(server, http, prefix="/api")
         async with client.connected():
-            answer = await client.queue_prompt(text_to_image_workflow(seed=7, steps=6, size=32))
-            assert answer.status_code == 200, answer.text
-            prompt_id = answer.json()["prompt_id"]
-            mine = await client.wait_done(prompt_id)
+            prompt_id, mine = await client.run_prompt(
+                text_to_image_workflow(seed=7, steps=6, size=32)
+            )
             kinds = [m["type"] for m in mine]
             executing = [m["data"]["node"] for m in mine if m["type"] == "executing"]
             # relayed as the backend sent them: every node, every step (this used to be one
@@ -355,10 +363,7 @@ async def test_runtime_failure_reaches_the_socket_and_history(server: Server) ->
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         client = ComfyExampleClient(server, http)
         async with client.connected():
-            answer = await client.queue_prompt(image_workflow(1))
-            assert answer.status_code == 200, answer.text
-            prompt_id = answer.json()["prompt_id"]
-            mine = await client.wait_done(prompt_id)
+            prompt_id, mine = await client.run_prompt(image_workflow(1))
             errors = [m["data"] for m in mine if m["type"] == "execution_error"]
             assert len(errors) == 1, [m["type"] for m in mine]
             assert errors[0]["node_id"] == "2"
@@ -413,14 +418,11 @@ async def test_the_editor_s_extra_data_and_targets_reach_the_backend(server: Ser
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         client = ComfyExampleClient(server, http)
         async with client.connected():
-            answer = await client.queue_prompt(
+            prompt_id, _ = await client.run_prompt(
                 workflow,
                 extra_data={"extra_pnginfo": {"workflow": editor}},
                 partial_execution_targets=["3"],
             )
-            assert answer.status_code == 200, answer.text
-            prompt_id = answer.json()["prompt_id"]
-            await client.wait_done(prompt_id)
             entry = await client.history(prompt_id)
         assert sorted(entry["outputs"]) == ["3"]  # the target alone ran
         (image,) = entry["outputs"]["3"]["images"]
@@ -525,10 +527,7 @@ async def test_a_prompt_comes_back_whole_in_the_history(server: Server) -> None:
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         client = ComfyExampleClient(server, http)
         async with client.connected():
-            answer = await client.queue_prompt(prompt)
-            assert answer.status_code == 200, answer.text
-            prompt_id = answer.json()["prompt_id"]
-            await client.wait_done(prompt_id)
+            prompt_id, _ = await client.run_prompt(prompt)
             entry = await client.history(prompt_id)
     assert entry["prompt"][2] == prompt
 
@@ -621,10 +620,7 @@ async def test_files_of_any_name_are_viewed(server: Server) -> None:
         client = ComfyExampleClient(server, http)
         prompt = load_and_save("plain.png", "名前")
         async with client.connected():
-            answer = await client.queue_prompt(prompt)
-            assert answer.status_code == 200, answer.text
-            prompt_id = answer.json()["prompt_id"]
-            await client.wait_done(prompt_id)
+            prompt_id, _ = await client.run_prompt(prompt)
             ((_, data),) = await client.images(prompt_id)  # GET /view of the output
             assert data.startswith(b"\x89PNG")
 
@@ -652,10 +648,7 @@ async def test_upload_then_load_image_and_view_input(server: Server) -> None:
         client = ComfyExampleClient(server, http)
         prompt = load_and_save("mine/photo.png", "u")
         async with client.connected():
-            answer = await client.queue_prompt(prompt)
-            assert answer.status_code == 200, answer.text
-            prompt_id = answer.json()["prompt_id"]
-            mine = await client.wait_done(prompt_id)
+            prompt_id, mine = await client.run_prompt(prompt)
             assert "execution_success" in [m["type"] for m in mine], mine
             ((_, data),) = await client.images(prompt_id)
             with Image.open(io.BytesIO(data)) as img:
