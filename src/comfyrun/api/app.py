@@ -46,7 +46,7 @@ from comfyrun.api.routes import (
 )
 from comfyrun.api.routes import models as models_routes
 from comfyrun.api.routes.assets import MULTIPART_SLACK, assets_router
-from comfyrun.api.routing import include, index_by_segment, reject_by_prefix
+from comfyrun.api.routing import answer_head, include, index_by_segment, reject_by_prefix
 from comfyrun.api.schemas import job_to_wire
 from comfyrun.api.tenancy import Authenticator
 from comfyrun.api.webhooks import DeliveryPolicy, Render, WebhookDeliverer
@@ -132,6 +132,7 @@ def create_app(
         include(app, tasks.router)
         include(app, dashboard_router)
         install_editor(app, settings)  # last: the editor's files claim their paths at /
+    answer_head(app)
     if lean:
         leanify(app)  # after the routes: the plain ones get a leaner handler
     reject_by_prefix(app)

@@ -18,6 +18,11 @@ face's /view was matched against ~50 routes before its own, /ws against ~60).
 path with its first segment (and those that can match any), kept in their order. The scan and
 everything FastAPI does with its outcome (404, 405, slash redirects) are FastAPI's own, run by
 a copy of the app's router that holds just those routes.
+
+`answer_head` has every GET route answer HEAD too, as ComfyUI's (aiohttp's `add_get`) and
+Starlette's own routes do, and HTTP wants (RFC 9110 9.3.2: a server that answers GET answers
+HEAD): FastAPI's routes do not, a HEAD of an output, of /view, of a job was a 405. The headers
+are GET's; the body is not sent (uvicorn), a streamed one not even read (Starlette).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 from starlette._utils import get_route_path
 from starlette.routing import BaseRoute, Match
 
@@ -125,6 +131,37 @@ class SegmentIndex:
         return view
 
 
+#: The mark of a route `answer_head` gave HEAD (not its own).
+IMPLIED_HEAD = "comfyrun_implied_head"
+
+
+def answer_head(app: FastAPI) -> None:
+    """Every GET route of the app answers HEAD too; the OpenAPI document stays as it was (an
+    implied HEAD is no operation of its own there, and would repeat GET's operation id)."""
+    implied: list[set[str]] = []
+    for route in app.router.routes:
+        if not isinstance(route, APIRoute) or not route.methods or "GET" not in route.methods:
+            continue
+        if vars(route).get(IMPLIED_HEAD) or "HEAD" not in route.methods:
+            vars(route)[IMPLIED_HEAD] = True  # (a module's router's routes serve every app)
+            route.methods.add("HEAD")
+            implied.append(route.methods)
+    document = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        for methods in implied:
+            methods.discard("HEAD")
+        try:
+            return document()
+        finally:
+            for methods in implied:
+                methods.add("HEAD")
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def index_by_segment(app: FastAPI) -> None:
     """Match the app's requests through a SegmentIndex (unless its router has middleware of
     its own, which would be skipped)."""
@@ -135,6 +172,7 @@ def index_by_segment(app: FastAPI) -> None:
 
 __all__ = [
     "SegmentIndex",
+    "answer_head",
     "first_segment",
     "include",
     "index_by_segment",

@@ -205,3 +205,27 @@ async def test_form_fields_fall_back_to_the_file_part(api: httpx.AsyncClient, fi
     )
     assert response.status_code == 201
     assert response.json()["content_type"] == "image/png"
+
+
+async def test_content_validators_head_and_a_page_s_sandbox(api: httpx.AsyncClient) -> None:
+    asset_id = (await upload(api)).json()["id"]
+    url = f"/api/v2/assets/{asset_id}/content"
+    full = await api.get(url)
+    etag = full.headers["etag"]
+    assert full.headers["x-content-type-options"] == "nosniff"
+    assert "content-security-policy" not in full.headers  # an image: shown as it is
+    cached = await api.get(url, headers={"If-None-Match": f'"x", {etag}'})
+    assert cached.status_code == 304 and cached.content == b"" and cached.headers["etag"] == etag
+    part = await api.get(url, headers={"Range": "bytes=0-9", "If-Range": etag})
+    assert part.status_code == 206 and part.content == DATA[:10]
+    changed = await api.get(url, headers={"Range": "bytes=0-9", "If-Range": '"other"'})
+    assert changed.status_code == 200 and changed.content == DATA
+    # an uploaded page is shown without running its scripts on the server's origin
+    page = b"<html><script>fetch('/api/v2/keys')</script></html>"
+    form = {"content_type": "text/html", "file_path": "page.html"}
+    files = {"file": ("page.html", page, "text/html")}
+    page_id = (await api.post("/api/v2/assets", data=form, files=files)).json()["id"]
+    shown = await api.get(f"/api/v2/assets/{page_id}/content")
+    assert shown.status_code == 200 and shown.content == page
+    assert shown.headers["content-security-policy"] == "sandbox"
+    assert shown.headers["x-content-type-options"] == "nosniff"

@@ -25,7 +25,14 @@ from starlette.datastructures import UploadFile
 
 from comfyrun import errors, jsontext
 from comfyrun.api.errors import retry_after
-from comfyrun.api.routes.files import content_disposition, parse_range
+from comfyrun.api.routes.files import (
+    content_disposition,
+    content_safety,
+    entity_tag,
+    not_modified,
+    parse_range,
+    range_applies,
+)
 from comfyrun.assets import Asset, AssetService
 
 UPLOAD_CHUNK = 1 << 20
@@ -167,14 +174,18 @@ def assets_router(
         except errors.ComfyrunError as exc:
             return error_response(exc)
         size = asset.size_bytes
-        headers = {
-            "Accept-Ranges": "bytes",
-            "ETag": f'"{asset.hash.removeprefix("blake3:")}"',
-        }
+        etag = entity_tag(asset.hash)
+        headers = {"Accept-Ranges": "bytes", **content_safety(asset.content_type)}
+        if etag is not None:
+            headers["ETag"] = etag
+            if not_modified(request.headers.get("if-none-match"), etag):
+                return Response(status_code=304, headers=headers)
         if asset.file_path:
             name = asset.file_path.rsplit("/", 1)[-1]
             headers["Content-Disposition"] = content_disposition(name, "inline")
-        wanted = parse_range(request.headers.get("range"), size)
+        wanted = None
+        if range_applies(request.headers.get("if-range"), etag):
+            wanted = parse_range(request.headers.get("range"), size)
         if wanted == "unsatisfiable":
             return JSONResponse(
                 envelope("range_not_satisfiable", f"the asset has {size} bytes"),

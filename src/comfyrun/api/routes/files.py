@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from typing import Annotated, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from starlette.convertors import Convertor, register_url_convertor
 
@@ -43,6 +44,15 @@ router = APIRouter(tags=["files"], dependencies=[Depends(require_auth)])
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 #: Files up to this size are read whole and sent in one response body.
 SMALL_BODY = 1 << 20
+
+#: Types a browser shows without running anything of the file's own: every other type of
+#: stored content (HTML, SVG, XML, scripts, what a node or an upload may name) is served
+#: with `Content-Security-Policy: sandbox`, so that a page in it runs no script on this
+#: server's origin, where the dashboard, the editor and their credentials live.
+PASSIVE_TYPES = frozenset(
+    {"application/octet-stream", "application/json", "application/pdf", "text/plain"}
+)
+PASSIVE_PREFIXES = ("image/", "video/", "audio/", "font/", "model/")
 
 
 async def _find(ctx: AppContext, oid: str) -> tuple[str, Output]:
@@ -79,23 +89,19 @@ async def output_asset(oid: str, request: Request, ctx: Ctx) -> dict[str, object
 
 
 @router.get("/api/v2/assets/{oid:outputid}/content", include_in_schema=False)
-async def output_content(
-    oid: str, ctx: Ctx, range_header: Annotated[str | None, Header(alias="range")] = None
-) -> Response:
+async def output_content(oid: str, request: Request, ctx: Ctx) -> Response:
     _, out = await _find(ctx, oid)
     assert out.storage_key is not None
-    return await serve_key(ctx, out.storage_key, out.content_type, out.size_bytes, range_header)
+    return await serve_key(ctx, out.storage_key, out.content_type, out.size_bytes, request.headers)
 
 
 @router.get("/api/v2/files/{key:path}")
-async def file_content(
-    key: str, ctx: Ctx, range_header: Annotated[str | None, Header(alias="range")] = None
-) -> Response:
+async def file_content(key: str, request: Request, ctx: Ctx) -> Response:
     if ".." in key.split("/") or key.startswith("/"):
         raise NotFound(f"file {key} not found")
     if ctx.principal.owner is not None and await ctx.store.get(key.split("/")[0]) is None:
         raise NotFound(f"file {key} not found", details={"key": key})  # not under its own job
-    return await serve_key(ctx, key, None, None, range_header)
+    return await serve_key(ctx, key, None, None, request.headers)
 
 
 async def serve_key(
@@ -103,9 +109,11 @@ async def serve_key(
     key: str,
     content_type: str | None,
     size: int | None,
-    range_header: str | None,
+    request_headers: Mapping[str, str],
 ) -> Response:
-    """Stream one stored object; a remote storage redirects to its signed URL."""
+    """Stream one stored object; a remote storage redirects to its signed URL. The request's
+    Range (one range, RFC 9110's If-Range kept), If-None-Match (304) are answered, a HEAD with
+    the headers alone."""
     storage = ctx.storage
     if storage is None:
         raise NotFound("this server keeps no output files")
@@ -113,13 +121,21 @@ async def serve_key(
         url, _ = await storage.url(key, expires_s=3600)
         if url:
             return RedirectResponse(url, status_code=302)
+    range_header = request_headers.get("range")
     found = await storage.read_small(key, -1 if range_header else SMALL_BODY)
     if found is None:
         raise NotFound(f"file {key} not found", details={"key": key})
     stat, body = found
     total = int(stat.size_bytes or size or 0)
     media = content_type or stat.content_type or "application/octet-stream"
-    headers = {"Accept-Ranges": "bytes"}
+    etag = entity_tag(stat.hash)
+    headers = {"Accept-Ranges": "bytes", **content_safety(media)}
+    if etag is not None:
+        headers["ETag"] = etag
+        if not_modified(request_headers.get("if-none-match"), etag):
+            return Response(status_code=304, headers=headers)
+    if not range_applies(request_headers.get("if-range"), etag):
+        range_header = None
     if body is not None:  # small: read in one trip, sent in one piece
         return Response(body, 200, headers=headers, media_type=media)
     span = parse_range(range_header, total)
@@ -155,6 +171,40 @@ def content_disposition(filename: str, kind: str | None = None) -> str:
     return f"{lead}filename=\"{stand_in}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
+def entity_tag(hash: str | None) -> str | None:
+    """The ETag of stored content: its hash (content-addressed, so a strong validator)."""
+    if not hash:
+        return None
+    return f'"{hash.split(":", 1)[-1]}"'
+
+
+def not_modified(if_none_match: str | None, etag: str) -> bool:
+    """Whether If-None-Match names `etag` (weak comparison, RFC 9110 13.1.2): a 304 then."""
+    if not if_none_match:
+        return False
+    tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+    return "*" in tags or etag in tags
+
+
+def range_applies(if_range: str | None, etag: str | None) -> bool:
+    """Whether a Range is to be served (RFC 9110 13.1.5): with no If-Range, or one naming the
+    content's strong ETag; a date (no Last-Modified is sent) or another tag: the whole."""
+    if not if_range:
+        return True
+    return etag is not None and if_range.strip() == etag
+
+
+def content_safety(media_type: str) -> dict[str, str]:
+    """The headers every response of stored content carries: no sniffing of another type,
+    and a sandbox for a type a browser would run (PASSIVE_TYPES)."""
+    base = media_type.split(";", 1)[0].strip().lower()
+    headers = {"X-Content-Type-Options": "nosniff"}
+    passive = base in PASSIVE_TYPES or base.startswith(PASSIVE_PREFIXES)
+    if not passive or base == "image/svg+xml":  # (an SVG document runs its scripts)
+        headers["Content-Security-Policy"] = "sandbox"
+    return headers
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | Literal["unsatisfiable"] | None:
     """One byte range (inclusive start, end) from a Range header, "unsatisfiable", or None to
     serve everything (no header, a malformed one, or several ranges: RFC 9110 lets a server
@@ -181,4 +231,13 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | Literal["uns
     return start, min(end, size - 1)
 
 
-__all__ = ["content_disposition", "parse_range", "router", "serve_key"]
+__all__ = [
+    "content_disposition",
+    "content_safety",
+    "entity_tag",
+    "not_modified",
+    "parse_range",
+    "range_applies",
+    "router",
+    "serve_key",
+]
