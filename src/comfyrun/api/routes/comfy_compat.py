@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import mimetypes
 import time
 from collections.abc import AsyncIterator
 from math import isfinite
@@ -27,8 +26,6 @@ from comfyrun.api.compat import comfy as cc
 from comfyrun.api.compat.comfy_clients import clients, status_message
 from comfyrun.api.compat.comfy_socket import ACTIVE, comfy_ws
 from comfyrun.api.compat.comfy_uploads import (
-    INPUT_SUFFIX,
-    read_upload,
     store_upload,
     uploads_in,
 )
@@ -45,7 +42,7 @@ from comfyrun.api.routes.comfy_common import (
 )
 from comfyrun.api.routes.comfy_queue import add_queue_routes, jobs_router
 from comfyrun.api.routes.comfy_system import system_stats
-from comfyrun.api.routes.files import content_disposition, serve_key
+from comfyrun.api.routes.comfy_view import view
 from comfyrun.core.job import JSON, PARTIAL_TARGETS, Job, JobStatus
 from comfyrun.service import Submission
 
@@ -61,7 +58,9 @@ def _add_routes(router: APIRouter) -> None:
     router.add_api_route("/prompt_sync", prompt_sync, methods=["POST"])
     add_queue_routes(router)  # comfy_queue: /queue, /history
     router.add_api_route("/interrupt", interrupt, methods=["POST"], **EMPTY_200)
-    router.add_api_route("/view", view, methods=["GET"])  # (and HEAD: routing.answer_head)
+    router.add_api_route(
+        "/view", view, methods=["GET"]
+    )  # comfy_view (and HEAD: routing.answer_head)
     router.add_api_route("/upload/image", upload_image, methods=["POST"])
     router.add_api_route("/upload/mask", upload_mask, methods=["POST"])
     router.add_api_route("/system_stats", system_stats, methods=["GET"])  # comfy_system
@@ -233,62 +232,6 @@ async def interrupt(request: Request, ctx: Ctx) -> Response:
             with contextlib.suppress(errors.ComfyrunError):
                 await ctx.service.cancel(job_id)
     return Response(status_code=200)
-
-
-#: What ComfyUI's /view sends as application/octet-stream, for a browser to download, not show.
-DOWNLOADED_TYPES = frozenset(
-    {"text/html", "text/html-sandboxed", "application/xhtml+xml", "text/javascript", "text/css"}
-)
-
-
-async def view(
-    request: Request,
-    ctx: Ctx,
-    filename: str | None = None,
-    subfolder: str = "",
-    type: str | None = None,
-) -> Response:
-    """An output (type=output: "<job_id>/<node_id>" subfolders) or an uploaded input, as
-    ComfyUI's /view serves a file: one Range, HEAD, If-None-Match (aiohttp's FileResponse),
-    a type a browser would render as a page sent as application/octet-stream."""
-    if not filename:
-        return comfy_error(404, "not_found", "no filename")
-    if filename.endswith(INPUT_SUFFIX):
-        filename, type = filename.removesuffix(INPUT_SUFFIX), "input"
-    kind = type or "output"
-    if kind not in ("output", "input", "temp"):
-        return comfy_error(400, "invalid_type", f"unknown type {kind}")
-    parts = [p for p in f"{subfolder}/{filename}".split("/") if p]
-    if any(p in (".", "..") for p in parts) or filename.startswith("/"):
-        return comfy_error(403, "forbidden", "invalid path")
-    name = "/".join(parts)
-    media = mimetypes.guess_type(filename)[0]
-    if media in DOWNLOADED_TYPES:
-        media = "application/octet-stream"
-    headers = {"Content-Disposition": content_disposition(filename)}
-    try:
-        if kind == "input":
-            record = await read_upload(ctx, name)
-            if record is None or ctx.assets is None:
-                return comfy_error(404, "not_found", f"no input {name}")
-            asset = await ctx.assets.get(record["asset_id"])
-            response = await serve_key(
-                ctx, asset.storage_key, media, asset.size_bytes, request.headers
-            )
-        elif kind == "output":
-            if ctx.principal.owner is not None and await ctx.store.get(parts[0]) is None:
-                raise errors.NotFound(name)  # another key's job (outputs live under its id)
-            response = await serve_key(ctx, name, media, None, request.headers)
-        else:
-            return comfy_error(404, "not_found", "comfyrun keeps no temp files")
-    except errors.NotFound:
-        return comfy_error(404, "not_found", f"no {kind} file {name}")
-    if response.status_code == 416:  # in ComfyUI's shape, the size told as serve_key tells it
-        refused = comfy_error(416, "range_not_satisfiable", "the range is past the file's end")
-        refused.headers["Content-Range"] = response.headers["Content-Range"]
-        return refused
-    response.headers.update(headers)
-    return response
 
 
 async def _upload(

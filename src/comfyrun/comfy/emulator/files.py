@@ -14,6 +14,8 @@ from typing import Any
 from aiohttp import web
 from PIL import Image
 
+from comfyrun.comfy.view_image import convert, wants_conversion
+
 
 class Dirs:
     def __init__(self, input_dir: Path, output_dir: Path, temp_dir: Path) -> None:
@@ -178,39 +180,12 @@ def view(request: web.Request, dirs: Dirs) -> web.StreamResponse:
     file = os.path.join(output_dir, filename)
     if not os.path.isfile(file):
         return web.Response(status=404)
-    channel = query.get("channel", "rgba")
+    channel = query.get("channel")
     try:
-        if "preview" in query:
-            info = query["preview"].split(";")
-            fmt = (
-                info[0]
-                if info[0] in ("webp", "jpeg") and "a" not in query.get("channel", "")
-                else "webp"
-            )
-            quality = int(info[-1]) if info[-1].isdigit() else 90
-            with Image.open(file) as img:
-                out = img.convert("RGB") if fmt == "jpeg" or channel == "rgb" else img
-                buffer = io.BytesIO()
-                out.save(buffer, format=fmt, quality=quality)
+        if wants_conversion(query.get("preview"), channel):
+            body, content_type = convert(file, query.get("preview"), channel)
             return web.Response(
-                body=buffer.getvalue(), content_type=f"image/{fmt}", headers=_disposition(filename)
-            )
-        if channel == "rgb":
-            with Image.open(file) as img:
-                buffer = io.BytesIO()
-                img.convert("RGB").save(buffer, format="PNG")
-            return web.Response(
-                body=buffer.getvalue(), content_type="image/png", headers=_disposition(filename)
-            )
-        if channel == "a":
-            with Image.open(file) as img:
-                alpha = img.getchannel("A") if img.mode == "RGBA" else Image.new("L", img.size, 255)
-                out = Image.new("RGBA", img.size)
-                out.putalpha(alpha)
-                buffer = io.BytesIO()
-                out.save(buffer, format="PNG")
-            return web.Response(
-                body=buffer.getvalue(), content_type="image/png", headers=_disposition(filename)
+                body=body, content_type=content_type, headers=_disposition(filename)
             )
     except OSError:
         return web.Response(status=400)

@@ -1,0 +1,114 @@
+"""ComfyUI's GET /view over comfyrun's stored files: an output (type=output, in the
+"<job_id>/<node_id>" subfolders its messages name) or an uploaded input (type=input).
+
+As ComfyUI's (aiohttp's FileResponse): one Range, HEAD, If-None-Match; HTML, XHTML, JavaScript
+and CSS sent as application/octet-stream (to be downloaded, not shown); and its conversions of
+an image (`preview=webp;90`, `channel=rgb`, `channel=a`: the mask editor's), made off the event
+loop from a file read whole, up to `CONVERTED_MAX` bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import mimetypes
+
+from fastapi import Request
+from fastapi.responses import Response
+from PIL import Image
+
+from comfyrun import errors
+from comfyrun.api.compat.comfy_uploads import INPUT_SUFFIX, read_upload
+from comfyrun.api.routes.comfy_common import Ctx, comfy_error
+from comfyrun.api.routes.files import content_disposition, content_safety, serve_key
+from comfyrun.comfy.view_image import convert, wants_conversion
+
+#: What ComfyUI's /view sends as application/octet-stream, for a browser to download, not show.
+DOWNLOADED_TYPES = frozenset(
+    {"text/html", "text/html-sandboxed", "application/xhtml+xml", "text/javascript", "text/css"}
+)
+#: The largest file converted (`preview`, `channel`); a larger one is a 400.
+CONVERTED_MAX = 64 << 20
+
+
+async def view(
+    request: Request,
+    ctx: Ctx,
+    filename: str | None = None,
+    subfolder: str = "",
+    type: str | None = None,
+    preview: str | None = None,
+    channel: str | None = None,
+) -> Response:
+    """A stored file, as ComfyUI's /view serves one."""
+    if not filename:
+        return comfy_error(404, "not_found", "no filename")
+    if filename.endswith(INPUT_SUFFIX):
+        filename, type = filename.removesuffix(INPUT_SUFFIX), "input"
+    kind = type or "output"
+    if kind not in ("output", "input", "temp"):
+        return comfy_error(400, "invalid_type", f"unknown type {kind}")
+    parts = [p for p in f"{subfolder}/{filename}".split("/") if p]
+    if any(p in (".", "..") for p in parts) or filename.startswith("/"):
+        return comfy_error(403, "forbidden", "invalid path")
+    name = "/".join(parts)
+    if kind == "temp":
+        return comfy_error(404, "not_found", "comfyrun keeps no temp files")
+    size: int | None = None
+    if kind == "input":
+        record = await read_upload(ctx, name)
+        if record is None or ctx.assets is None:
+            return comfy_error(404, "not_found", f"no input {name}")
+        try:
+            asset = await ctx.assets.get(record["asset_id"])
+        except errors.NotFound:
+            return comfy_error(404, "not_found", f"no input {name}")
+        key, size = asset.storage_key, asset.size_bytes
+    else:
+        if ctx.principal.owner is not None and await ctx.store.get(parts[0]) is None:
+            return comfy_error(404, "not_found", f"no output file {name}")  # another key's job
+        key = name
+    headers = {"Content-Disposition": content_disposition(filename)}
+    if wants_conversion(preview, channel):
+        return await _converted(ctx, key, preview, channel, headers)
+    media = mimetypes.guess_type(filename)[0]
+    if media in DOWNLOADED_TYPES:
+        media = "application/octet-stream"
+    try:
+        response = await serve_key(ctx, key, media, size, request.headers)
+    except errors.NotFound:
+        return comfy_error(404, "not_found", f"no {kind} file {name}")
+    if response.status_code == 416:  # in ComfyUI's shape, the size told as serve_key tells it
+        refused = comfy_error(416, "range_not_satisfiable", "the range is past the file's end")
+        refused.headers["Content-Range"] = response.headers["Content-Range"]
+        return refused
+    response.headers.update(headers)
+    return response
+
+
+async def _converted(
+    ctx: Ctx, key: str, preview: str | None, channel: str | None, headers: dict[str, str]
+) -> Response:
+    storage = ctx.storage
+    found = None if storage is None else await storage.read_small(key, CONVERTED_MAX)
+    if found is None:
+        return comfy_error(404, "not_found", f"no file {key}")
+    stored, data = found
+    if data is None:
+        return comfy_error(
+            400, "too_large", f"{stored.size_bytes} bytes: too large to convert (at most "
+            f"{CONVERTED_MAX})"
+        )  # fmt: skip
+    try:
+        body, content_type = await asyncio.to_thread(_convert, data, preview, channel)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:  # no image, or not so
+        return comfy_error(400, "invalid_image", f"cannot convert {key}: {exc}")
+    return Response(
+        body, headers={**headers, **content_safety(content_type)}, media_type=content_type
+    )
+
+
+def _convert(data: bytes, preview: str | None, channel: str | None) -> tuple[bytes, str]:
+    return convert(io.BytesIO(data), preview, channel)
+
+
+__all__ = ["CONVERTED_MAX", "DOWNLOADED_TYPES", "view"]
