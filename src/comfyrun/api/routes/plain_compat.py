@@ -21,6 +21,7 @@ from comfyrun import errors
 from comfyrun.api.compat import runpod as rp
 from comfyrun.api.context import AppContext, get_ctx, require_auth
 from comfyrun.api.errors import retry_after, status_for
+from comfyrun.api.schemas import output_id
 from comfyrun.core.job import JSON, Job, JobStatus, OutputType
 from comfyrun.service import Submission
 
@@ -32,6 +33,8 @@ router = APIRouter(tags=["plain"], dependencies=[Depends(require_auth)])
 
 #: Outputs larger than this are linked (s3_url) rather than inlined, when a link exists.
 INLINE_MAX_BYTES = 64 * 1024 * 1024
+#: At most this many bytes of files inline in one answer (the rest given as URLs).
+INLINE_TOTAL_MAX_BYTES = 64 * 1024 * 1024
 
 
 def error_response(exc: errors.ComfyrunError) -> JSONResponse:
@@ -66,12 +69,17 @@ def images_to_inputs(images: Any) -> tuple[JSON, ...]:
     return tuple(specs)
 
 
-async def deliver_outputs(ctx: AppContext, job: Job) -> JSON:
+async def deliver_outputs(ctx: AppContext, job: Job, base_url: str | None = None) -> JSON:
     """worker-comfyui's output object for the job: each file inline (base64) unless the output
-    storage gives a signed URL (then `s3_url`), as worker-comfyui does with a bucket."""
+    storage gives a signed URL (then `s3_url`), as worker-comfyui does with a bucket. A file
+    past `INLINE_MAX_BYTES`, or past what is left of `INLINE_TOTAL_MAX_BYTES` for the answer,
+    is given as the URL of comfyrun's own download of it (`base_url`: the server's; also
+    `s3_url`, the type worker-comfyui gives a URL to fetch, with the caller's key); where no
+    server answers (the RunPod handler) it is left out, with a warning."""
     items: list[rp.Delivered] = []
     storage = ctx.storage
-    for out in job.outputs:
+    inline_left = INLINE_TOTAL_MAX_BYTES
+    for index, out in enumerate(job.outputs):
         if out.type is OutputType.TEXT or out.storage_key is None:
             if out.text is not None:
                 items.append(rp.Delivered(out, "text", out.text))
@@ -86,13 +94,19 @@ async def deliver_outputs(ctx: AppContext, job: Job) -> JSON:
             if url:
                 items.append(rp.Delivered(out, "s3_url", url))
                 continue
-        if out.size_bytes is not None and out.size_bytes > INLINE_MAX_BYTES:
-            log.warning("output %s too large to inline", out.storage_key)
+        size = out.size_bytes or 0
+        if size > min(INLINE_MAX_BYTES, inline_left):
+            if base_url is not None:
+                url = f"{base_url}/api/v2/assets/{output_id(job.id, index, out)}/content"
+                items.append(rp.Delivered(out, "s3_url", url))
+            else:
+                log.warning("output %s too large to inline: left out", out.storage_key)
             continue
         try:
             raw = b"".join([chunk async for chunk in storage.open(out.storage_key)])
         except errors.ComfyrunError:
             continue
+        inline_left -= len(raw)
         items.append(rp.Delivered(out, "base64", base64.b64encode(raw).decode("ascii")))
     return rp.worker_output(items)
 
@@ -112,8 +126,10 @@ async def submit_plain(ctx: AppContext, body: JSON) -> Response:
     return JSONResponse({"job_id": submitted.job.id, "status": "pending"})
 
 
-async def plain_status_body(ctx: AppContext, job: Job) -> JSON:
-    output = await deliver_outputs(ctx, job) if job.status is JobStatus.SUCCEEDED else None
+async def plain_status_body(ctx: AppContext, job: Job, base_url: str | None = None) -> JSON:
+    if job.status is not JobStatus.SUCCEEDED:
+        return rp.plain_response(job, None)
+    output = await deliver_outputs(ctx, job, base_url)
     return rp.plain_response(job, output)
 
 

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response
 
 from comfyrun import errors, jsontext
 from comfyrun.api.compat import runpod as rp
-from comfyrun.api.context import AppContext, get_ctx, require_auth
+from comfyrun.api.context import AppContext, get_ctx, public_base_url, require_auth
 from comfyrun.api.routes.jobs import check_webhook_url
 from comfyrun.api.routes.plain_compat import (
     deliver_outputs,
@@ -186,9 +186,11 @@ def runpod_submission(
     )
 
 
-async def runpod_body(ctx: AppContext, job: Job) -> JSON:
-    output = await deliver_outputs(ctx, job) if job.status is JobStatus.SUCCEEDED else None
-    return rp.runpod_response(job, output)
+async def runpod_body(ctx: AppContext, job: Job, base_url: str | None = None) -> JSON:
+    """The job as RunPod's /status answers it (`base_url`: for outputs too large to inline)."""
+    if job.status is not JobStatus.SUCCEEDED:
+        return rp.runpod_response(job, None)
+    return rp.runpod_response(job, await deliver_outputs(ctx, job, base_url))
 
 
 async def run(request: Request, ctx: Ctx, endpoint_id: str | None = None) -> Response:
@@ -219,7 +221,7 @@ async def runsync(
         return error_response(exc)
     wait_s = min((wait or DEFAULT_SYNC_WAIT_MS) / 1000.0, ctx.settings.max_wait_s)
     view = await ctx.service.wait(submitted.job.id, wait_s)
-    return JSONResponse(await runpod_body(ctx, view.job))
+    return JSONResponse(await runpod_body(ctx, view.job, public_base_url(request)))
 
 
 async def _job(ctx: AppContext, job_id: str) -> Job | JSONResponse:
@@ -231,16 +233,20 @@ async def _job(ctx: AppContext, job_id: str) -> Job | JSONResponse:
     return job
 
 
-async def status(job_id: str, ctx: Ctx, endpoint_id: str | None = None) -> Response:
+async def status(
+    job_id: str, request: Request, ctx: Ctx, endpoint_id: str | None = None
+) -> Response:
     job = await _job(ctx, job_id)
     if isinstance(job, Response):
         return job
     if rp.dialect_of(job) == rp.PLAIN:
-        return JSONResponse(await plain_status_body(ctx, job))
-    return JSONResponse(await runpod_body(ctx, job))
+        return JSONResponse(await plain_status_body(ctx, job, public_base_url(request)))
+    return JSONResponse(await runpod_body(ctx, job, public_base_url(request)))
 
 
-async def stream(job_id: str, ctx: Ctx, endpoint_id: str | None = None) -> Response:
+async def stream(
+    job_id: str, request: Request, ctx: Ctx, endpoint_id: str | None = None
+) -> Response:
     job = await _job(ctx, job_id)
     if isinstance(job, Response):
         return job
@@ -248,7 +254,7 @@ async def stream(job_id: str, ctx: Ctx, endpoint_id: str | None = None) -> Respo
     streamed: dict[str, None] = ctx.extras.setdefault("runpod_streamed", {})
     output = None
     if job.status is JobStatus.SUCCEEDED and job.id not in streamed:
-        output = await deliver_outputs(ctx, job)
+        output = await deliver_outputs(ctx, job, public_base_url(request))
         streamed[job.id] = None
         while len(streamed) > STREAMED_REMEMBERED:
             del streamed[next(iter(streamed))]
