@@ -84,6 +84,21 @@ class JobAdmin(ABC):
             return JobView(changed, None)
         raise Conflict(f"job {job_id} kept changing; retry the cancel")
 
+    async def cancel_queued(self, job_id: str) -> bool:
+        """Cancel the job if it is queued; whether this call canceled it (one that another
+        cancel, a claim or anything else moved on first is not)."""
+        try:
+            await self.store.transition(
+                job_id, Event.CANCEL, expect=JobStatus.QUEUED, now=self._clock()
+            )
+        except (Conflict, NotFound):
+            return False
+        log.info(
+            "job cancel requested",
+            extra={"action": "job_cancel", "job_id": job_id, "status": JobStatus.CANCELED.value},
+        )
+        return True
+
     async def delete(self, job_id: str) -> None:
         """Delete a finished job, its events and its files."""
         job = await self.store.get(job_id)

@@ -314,9 +314,8 @@ async def purge_queue(ctx: Ctx, endpoint_id: str | None = None) -> JSON:
     while True:  # newest first, page after page: the jobs queued meanwhile stay queued
         page = await ctx.service.list_jobs(statuses=[JobStatus.QUEUED], limit=500, cursor=cursor)
         for job in page.jobs:
-            try:
-                await ctx.service.cancel(job.id)
-                removed += 1
+            try:  # counted where this purge canceled it (two at once counted each job twice)
+                removed += await ctx.service.cancel_queued(job.id)
             except errors.ComfyrunError:
                 continue  # (one that cannot be canceled now is passed over, not retried)
         cursor = page.next_cursor
