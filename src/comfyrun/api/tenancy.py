@@ -99,18 +99,34 @@ class OwnedStore:
             raise Forbidden("this key may not submit jobs (it lacks the submit scope)")
         return dataclasses.replace(new, owner=self.owner)
 
-    async def enqueue(self, new: NewJob, *, now: float | None = None) -> tuple[Job, bool]:
-        return await self.inner.enqueue(self._owned(new), now=now)
+    async def enqueue(
+        self, new: NewJob, *, now: float | None = None, replacing: JobStamp | None = None
+    ) -> tuple[Job, bool]:
+        return await self.inner.enqueue(self._owned(new), now=now, replacing=replacing)
 
     async def enqueue_counted(
-        self, new: NewJob, *, limit: int | None = None, now: float | None = None
+        self,
+        new: NewJob,
+        *,
+        limit: int | None = None,
+        now: float | None = None,
+        replacing: JobStamp | None = None,
     ) -> tuple[Job, bool, int | None]:
-        return await self.inner.enqueue_counted(self._owned(new), limit=limit, now=now)
+        return await self.inner.enqueue_counted(
+            self._owned(new), limit=limit, now=now, replacing=replacing
+        )
 
     async def enqueue_claimed(
-        self, new: NewJob, hand_off: HandOff, *, now: float | None = None
+        self,
+        new: NewJob,
+        hand_off: HandOff,
+        *,
+        now: float | None = None,
+        replacing: JobStamp | None = None,
     ) -> tuple[Job, bool]:
-        return await self.inner.enqueue_claimed(self._owned(new), hand_off, now=now)
+        return await self.inner.enqueue_claimed(
+            self._owned(new), hand_off, now=now, replacing=replacing
+        )
 
     async def get(self, job_id: str) -> Job | None:
         return self._mine(await self.inner.get(job_id))

@@ -98,6 +98,10 @@ class JobStamp:
     finished_at: float | None
     attempts: int
 
+    @classmethod
+    def of(cls, job: Job) -> JobStamp:
+        return cls(job.id, job.status, job.created_at, job.finished_at, job.attempts)
+
 
 @dataclass(frozen=True, slots=True)
 class QueueEntry:
@@ -297,22 +301,39 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
     async def ping(self) -> bool:
         """True when the store answers (readiness)."""
 
-    async def enqueue(self, new: NewJob, *, now: float | None = None) -> tuple[Job, bool]:
+    async def enqueue(
+        self, new: NewJob, *, now: float | None = None, replacing: JobStamp | None = None
+    ) -> tuple[Job, bool]:
         """Store a queued job; returns (job, created).
 
         With an idempotency key: the same key and request_hash (within 24 h) returns the existing
         job and created=False; the same key with another hash raises IdempotencyKeyReuse.
-        """
+
+        `replacing`: the stamp of the finished job of `new`'s id as the caller read it; that
+        job, with its events, is deleted in the transaction that stores `new` (never one
+        without the other), only while it is still as read (else Conflict, nothing written:
+        another request replaced it first, or it expired or went meanwhile). Its files are the
+        caller's (comfyrun.store.replacing)."""
 
     async def enqueue_counted(
-        self, new: NewJob, *, limit: int | None = None, now: float | None = None
+        self,
+        new: NewJob,
+        *,
+        limit: int | None = None,
+        now: float | None = None,
+        replacing: JobStamp | None = None,
     ) -> tuple[Job, bool, int | None]:
         """`enqueue`, and the job's `queue_position` (counted up to `limit`; None when it is
         not queued), read in the enqueue's own transaction: one trip to the store, and the
         position the job had when it was committed."""
 
     async def enqueue_claimed(
-        self, new: NewJob, hand_off: HandOff, *, now: float | None = None
+        self,
+        new: NewJob,
+        hand_off: HandOff,
+        *,
+        now: float | None = None,
+        replacing: JobStamp | None = None,
     ) -> tuple[Job, bool]:
         """`enqueue`, and when no other job is queued (runnable or waiting for its time), the
         new job claimed for `hand_off` in the same transaction: returned running (attempts 1,

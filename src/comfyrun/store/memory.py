@@ -27,6 +27,7 @@ from comfyrun.store.base import (
     ClaimNote,
     HandOff,
     JobEvent,
+    JobStamp,
     clock_or,
     end_by_events,
     nothing_to_stop,
@@ -40,6 +41,8 @@ from comfyrun.store.membatches import MemoryBatches
 from comfyrun.store.memreads import MemoryReads, claim_order
 from comfyrun.store.memtenancy import MemoryTenancy
 from comfyrun.store.memworkers import MemoryWorkers
+from comfyrun.store.replacing import as_read, changed
+from comfyrun.store.replacing import check as replacing_check
 
 
 class MemoryStore(MemoryReads, MemoryBatches, MemoryTenancy, MemoryWorkers):
@@ -82,26 +85,38 @@ class MemoryStore(MemoryReads, MemoryBatches, MemoryTenancy, MemoryWorkers):
 
     # -- the queue ---------------------------------------------------------------------------
 
-    async def enqueue(self, new: NewJob, *, now: float | None = None) -> tuple[Job, bool]:
-        job, created = self._enqueue(new, clock_or(now))
+    async def enqueue(
+        self, new: NewJob, *, now: float | None = None, replacing: JobStamp | None = None
+    ) -> tuple[Job, bool]:
+        job, created = self._enqueue(new, clock_or(now), replacing)
         if created:
             await self._wake_workers()
             await self._wake_watchers()
         return job, created
 
     async def enqueue_counted(
-        self, new: NewJob, *, limit: int | None = None, now: float | None = None
+        self,
+        new: NewJob,
+        *,
+        limit: int | None = None,
+        now: float | None = None,
+        replacing: JobStamp | None = None,
     ) -> tuple[Job, bool, int | None]:
         now = clock_or(now)
-        job, created = await self.enqueue(new, now=now)
+        job, created = await self.enqueue(new, now=now, replacing=replacing)
         return job, created, await self.queue_position(job.id, now=now, limit=limit, job=job)
 
     async def enqueue_claimed(
-        self, new: NewJob, hand_off: HandOff, *, now: float | None = None
+        self,
+        new: NewJob,
+        hand_off: HandOff,
+        *,
+        now: float | None = None,
+        replacing: JobStamp | None = None,
     ) -> tuple[Job, bool]:
         now = clock_or(now)
         handing = not any(j.status is JobStatus.QUEUED for j in self._jobs.values())
-        job, created = self._enqueue(new, now)
+        job, created = self._enqueue(new, now, replacing)
         if not created:
             return job, False
         if handing:
@@ -111,7 +126,13 @@ class MemoryStore(MemoryReads, MemoryBatches, MemoryTenancy, MemoryWorkers):
         await self._wake_watchers()
         return job, True
 
-    def _enqueue(self, new: NewJob, now: float) -> tuple[Job, bool]:
+    def _enqueue(
+        self, new: NewJob, now: float, replacing: JobStamp | None = None
+    ) -> tuple[Job, bool]:
+        """Store `new` (no await: atomic); `replacing` (store.replacing): the finished job it
+        replaces, checked before anything changes and deleted as `new` is stored."""
+        if replacing is not None:
+            replacing_check(new, replacing)
         if new.idempotency_key is not None:
             key = (key_scope(new), new.idempotency_key)
             job_id, stored_hash, stored_at = self._keys.get(key, (None, None, None))
@@ -126,9 +147,14 @@ class MemoryStore(MemoryReads, MemoryBatches, MemoryTenancy, MemoryWorkers):
                 raise IdempotencyKeyReuse(details={"idempotency_key": new.idempotency_key})
             if v is KeyVerdict.SAME and existing is not None:
                 return existing, False
-        if new.id in self._jobs:
+        if replacing is not None:
+            if not as_read(self._jobs.get(new.id), replacing):
+                raise changed(replacing)
+            self._admit_replacing(new, now)
+        elif new.id in self._jobs:
             raise Conflict(f"job {new.id} already exists", details={"job_id": new.id})
-        self._admit(new, now)
+        else:
+            self._admit(new, now)
         if new.idempotency_key is not None:
             self._keys[(key_scope(new), new.idempotency_key)] = (new.id, new.request_hash, now)
         job = transition.enqueued(new, now)
@@ -165,6 +191,18 @@ class MemoryStore(MemoryReads, MemoryBatches, MemoryTenancy, MemoryWorkers):
         job = self._take(best, worker_id, lease_s, now, note)
         await self._wake_watchers()
         return job
+
+    def _admit_replacing(self, new: NewJob, now: float) -> None:
+        """`_admit` with the finished job `new` replaces gone (not counted: the SQL stores
+        delete it first in their transaction), put back if `new` is refused."""
+        old, events = self._jobs.pop(new.id), self._events.pop(new.id, None)
+        try:
+            self._admit(new, now)
+        except BaseException:
+            self._jobs[new.id] = old
+            if events is not None:
+                self._events[new.id] = events
+            raise
 
     def _take(
         self, job: Job, worker_id: str, lease_s: float, now: float, note: ClaimNote | None

@@ -15,7 +15,7 @@ from comfyrun.core.state import Event
 from comfyrun.errors import Conflict
 from comfyrun.handlers.spec import valid_type_name
 from comfyrun.store import tenancy, transition
-from comfyrun.store.base import Changes, ClaimChoice, ClaimNote, clock_or
+from comfyrun.store.base import Changes, ClaimChoice, ClaimNote, JobStamp, clock_or
 from comfyrun.store.codec import dump_json, job_from_row, job_to_row, output_to_dict
 from comfyrun.store.queries import queries
 from comfyrun.store.sqlstore import SQLStore
@@ -48,14 +48,22 @@ class OneStatementWrites(SQLStore):
 
     channel: str
 
-    async def enqueue(self, new: NewJob, *, now: float | None = None) -> tuple[Job, bool]:
+    async def enqueue(
+        self, new: NewJob, *, now: float | None = None, replacing: JobStamp | None = None
+    ) -> tuple[Job, bool]:
         """A job of no batch, owner or idempotency key (most submissions) is queued in one
         statement, its own transaction (enqueue_plain): one round trip where the general way
         (`SQLStore.enqueue`) takes five (BEGIN, the fair queue's head, the insert, the event
-        with its NOTIFY, COMMIT). Any other job goes the general way."""
+        with its NOTIFY, COMMIT). Any other job, or one that replaces a finished one, goes
+        the general way."""
         job = transition.enqueued(new, clock_or(now))
-        if new.idempotency_key is not None or new.owner is not None or job.fair_key != NO_GROUP:
-            return await super().enqueue(new, now=now)
+        if (
+            new.idempotency_key is not None
+            or new.owner is not None
+            or job.fair_key != NO_GROUP
+            or replacing is not None
+        ):
+            return await super().enqueue(new, now=now, replacing=replacing)
         event = transition.enqueue_event(job)
         params = job_to_row(job) | {
             "event": dump_json(event),

@@ -25,7 +25,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from comfyrun.core.job import Job, NewJob, may_end
-from comfyrun.store.base import JobEvent
+from comfyrun.store.base import JobEvent, JobStamp
 from comfyrun.store.pgstatements import NOT_ENDING, OneStatementWrites
 
 T = TypeVar("T")
@@ -70,17 +70,26 @@ class PgWaits(OneStatementWrites):
             for woken in waiters:
                 woken.set()
 
-    async def enqueue(self, new: NewJob, *, now: float | None = None) -> tuple[Job, bool]:
+    async def enqueue(
+        self, new: NewJob, *, now: float | None = None, replacing: JobStamp | None = None
+    ) -> tuple[Job, bool]:
         with self._queuing(new) as queued:
-            job, created = await super().enqueue(new, now=now)
+            job, created = await super().enqueue(new, now=now, replacing=replacing)
             queued(job, created)
         return job, created
 
     async def enqueue_counted(
-        self, new: NewJob, *, limit: int | None = None, now: float | None = None
+        self,
+        new: NewJob,
+        *,
+        limit: int | None = None,
+        now: float | None = None,
+        replacing: JobStamp | None = None,
     ) -> tuple[Job, bool, int | None]:
         with self._queuing(new) as queued:
-            job, created, position = await super().enqueue_counted(new, limit=limit, now=now)
+            job, created, position = await super().enqueue_counted(
+                new, limit=limit, now=now, replacing=replacing
+            )
             queued(job, created)
         return job, created, position
 

@@ -25,6 +25,7 @@ from comfyrun.store.base import (
     ClaimNote,
     HandOff,
     JobEvent,
+    JobStamp,
     clock_or,
     end_by_events,
     nothing_to_stop,
@@ -38,6 +39,8 @@ from comfyrun.store.codec import (
     progress_to_dict,
 )
 from comfyrun.store.idempotency import KeyVerdict, key_scope, verdict
+from comfyrun.store.replacing import check as replacing_check
+from comfyrun.store.replacing import remove_as_read
 from comfyrun.store.sqlbatches import SQLBatches
 from comfyrun.store.sqlcatalogs import SQLCatalogs
 from comfyrun.store.sqldialect import Row
@@ -75,20 +78,27 @@ class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
 
     # -- the queue ---------------------------------------------------------------------------
 
-    async def enqueue(self, new: NewJob, *, now: float | None = None) -> tuple[Job, bool]:
+    async def enqueue(
+        self, new: NewJob, *, now: float | None = None, replacing: JobStamp | None = None
+    ) -> tuple[Job, bool]:
         now = clock_or(now)
         async with self._write() as conn:
-            job, created = await self._enqueue_in(conn, new, now, work=True)
+            job, created = await self._enqueue_in(conn, new, now, work=True, replacing=replacing)
         if created:
             await self._committed(job.id, work=True, job_type=job.type, ending=False)
         return job, created
 
     async def enqueue_counted(
-        self, new: NewJob, *, limit: int | None = None, now: float | None = None
+        self,
+        new: NewJob,
+        *,
+        limit: int | None = None,
+        now: float | None = None,
+        replacing: JobStamp | None = None,
     ) -> tuple[Job, bool, int | None]:
         now = clock_or(now)
         async with self._write() as conn:
-            job, created = await self._enqueue_in(conn, new, now, work=True)
+            job, created = await self._enqueue_in(conn, new, now, work=True, replacing=replacing)
             queued = job.status is JobStatus.QUEUED
             position = await self._position_in(conn, job, now, limit) if queued else None
         if created:
@@ -96,7 +106,12 @@ class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
         return job, created, position
 
     async def enqueue_claimed(
-        self, new: NewJob, hand_off: HandOff, *, now: float | None = None
+        self,
+        new: NewJob,
+        hand_off: HandOff,
+        *,
+        now: float | None = None,
+        replacing: JobStamp | None = None,
     ) -> tuple[Job, bool]:
         now = clock_or(now)
         async with self._write() as conn:
@@ -110,6 +125,7 @@ class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
                 work=not handing,
                 hand_off=hand_off if handing else None,
                 decided=hand_off.decided,
+                replacing=replacing,
             )
         if hand_off.decided is not None and not created:  # a replay: said here
             self._decided(hand_off.decided, job, created)
@@ -137,13 +153,17 @@ class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
         work: bool,
         hand_off: HandOff | None = None,
         decided: Callable[[Job, bool], None] | None = None,
+        replacing: JobStamp | None = None,
     ) -> tuple[Job, bool]:
         """Insert `new` queued (or find the job its idempotency key names) inside the caller's
         write transaction. `work`: the new job's event wakes workers to claim it. With
         `hand_off`, a new job is inserted as its claim takes it (running, attempts 1, leased),
         its enqueue's and claim's events logged in that order, as a claim right after would.
         `decided` (HandOff.decided) is told of a new job as soon as its row is written: what
-        the transaction decided, before its events are written and before it commits."""
+        the transaction decided, before its events are written and before it commits.
+        `replacing`: the finished job it replaces, deleted first (store.replacing)."""
+        if replacing is not None:
+            replacing_check(new, replacing)
         job = transition.enqueued(new, now)
         if new.idempotency_key is not None:
             key = {"scope": key_scope(new), "key": new.idempotency_key}
@@ -162,6 +182,8 @@ class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
                 return job_from_row(existing), False
             bind = {"job_id": job.id, "request_hash": new.request_hash, "created_at": now}
             await self._run(conn, "bind_key", key | bind)
+        if replacing is not None:  # (gone before the quota counts the owner's jobs)
+            await remove_as_read(self, conn, replacing)
         await self._admit(conn, new, now)
         # a job handed off finds no job queued (enqueue_claimed looked): its tag is the empty
         # queue's, without asking for the head and its group's last

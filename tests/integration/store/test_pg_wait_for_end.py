@@ -21,6 +21,7 @@ from tests.support.store import (
 
 from comfyrun.core.job import Job, JobStatus, NewJob
 from comfyrun.core.state import Event
+from comfyrun.store.base import JobStamp
 from comfyrun.store.pgstatements import ENDING, OneStatementWrites
 from comfyrun.store.postgres import PostgresStore
 
@@ -95,9 +96,13 @@ async def test_an_ending_heard_while_the_enqueue_returns_is_not_lost(
     real = OneStatementWrites.enqueue
 
     async def enqueue(
-        self: OneStatementWrites, new: NewJob, *, now: float | None = None
+        self: OneStatementWrites,
+        new: NewJob,
+        *,
+        now: float | None = None,
+        replacing: JobStamp | None = None,
     ) -> tuple[Job, bool]:
-        job, created = await real(self, new, now=now)
+        job, created = await real(self, new, now=now, replacing=replacing)
         assert isinstance(self, PostgresStore)
         self._heard(job.id, ENDING)  # as the listener relays an end meanwhile
         return job, created

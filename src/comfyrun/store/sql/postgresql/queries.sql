@@ -375,6 +375,16 @@ DELETE FROM jobs WHERE id = %(id)s;
 -- name: delete_events
 DELETE FROM job_events WHERE job_id = %(id)s;
 
+-- name: delete_as_read
+-- A finished job replaced by a new one of its id (store.replacing), only while it is as it was
+-- read (its stamp): no row once it changed (submitted again, expired) or went. A transaction
+-- that replaces it meanwhile holds the row's lock: this one waits for it, then finds the row
+-- it read deleted, and deletes nothing (the new row is not the one it looked for).
+DELETE FROM jobs
+WHERE id = %(id)s AND status = %(status)s AND created_at = %(created_at)s
+  AND finished_at IS NOT DISTINCT FROM %(finished_at)s::float8 AND attempts = %(attempts)s
+  AND status IN ('succeeded', 'failed', 'canceled', 'expired');
+
 -- name: delete_finished_before
 DELETE FROM jobs
 WHERE status IN ('succeeded', 'failed', 'canceled', 'expired') AND finished_at < %(cutoff)s

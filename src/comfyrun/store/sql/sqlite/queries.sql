@@ -328,6 +328,14 @@ DELETE FROM jobs WHERE id = :id;
 -- name: delete_events
 DELETE FROM job_events WHERE job_id = :id;
 
+-- name: delete_as_read
+-- A finished job replaced by a new one of its id (store.replacing), only while it is as it was
+-- read (its stamp): no row once it changed (submitted again, expired) or went.
+DELETE FROM jobs
+WHERE id = :id AND status = :status AND created_at = :created_at
+  AND finished_at IS :finished_at AND attempts = :attempts
+  AND status IN ('succeeded', 'failed', 'canceled', 'expired');
+
 -- name: delete_finished_before
 DELETE FROM jobs
 WHERE status IN ('succeeded', 'failed', 'canceled', 'expired') AND finished_at < :cutoff
