@@ -16,7 +16,6 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from comfyrun import stages
@@ -39,6 +38,7 @@ from comfyrun.models.specs import ModelRef, parse_models
 from comfyrun.prompt_checks import has_asset_refs, refuse_nul
 from comfyrun.queue_bound import QueueBound
 from comfyrun.store.base import HandOff, JobPage, JobStore
+from comfyrun.submission import Submission, Submitted
 from comfyrun.workflow_gate import CatalogSource, ObjectInfoSource, WorkflowGate, is_ui_format
 
 log = logging.getLogger(__name__)
@@ -68,39 +68,6 @@ HandOffSource = Callable[[str], Reservation | None]
 #: Checks a submission's `inputs`, asset references and model files before it is queued; may
 #: return a rewritten workflow. Raises InputRejected / MissingAsset.
 InputChecker = Callable[[JSON, Sequence[JSON], Sequence[ModelRef]], Awaitable[JSON]]
-
-
-@dataclass(frozen=True, slots=True)
-class Submission:
-    """A caller's request, already parsed from its wire format."""
-
-    workflow: JSON
-    priority: int = 0
-    inputs: tuple[JSON, ...] = ()
-    options: JSON = field(default_factory=dict)
-    metadata: JSON = field(default_factory=dict)
-    owner: str | None = None
-    max_retries: int | None = None
-    timeout_s: float | None = None
-    idempotency_key: str | None = None
-    request_hash: str | None = None
-    job_id: str | None = None  # a client-chosen id (e.g. ComfyUI's prompt_id); else minted
-    #: Whether the caller shows the queue position of the new job (a request that waits for
-    #: the job to end does not: one store read less).
-    want_position: bool = True
-    #: The job's type (comfyrun.handlers) and, for a type other than comfy, its params.
-    type: str = COMFY
-    params: JSON = field(default_factory=dict)
-    #: With `job_id`: a finished job of that id is replaced (ComfyUI overwrites the history of
-    #: a prompt_id used again), once this submission has passed its checks.
-    replace_finished: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Submitted:
-    job: Job
-    created: bool
-    queue_position: int | None
 
 
 class JobService(JobAdmin, JobWatch):
