@@ -4,13 +4,13 @@ It talks to the dispatcher only through the store: submitting enqueues, cancelin
 CANCEL transition (queued → canceled, running → canceling; the worker holding the job interrupts
 it), and progress arrives as store events. So API nodes and workers can be separate processes
 that share one database. Waiting for a job and following its events: comfyrun.job_watch;
-canceling, deleting, counting and cleaning up: comfyrun.job_admin.
+canceling, deleting, counting and cleaning up: comfyrun.job_admin; replacing a finished job with
+a new one of its id: comfyrun.job_replace.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import dataclasses
 import logging
@@ -25,7 +25,6 @@ from comfyrun.core.ids import MAX_CHOSEN_ID_CHARS, chosen_id_problem
 from comfyrun.core.job import COMFY, JSON, PARTIAL_TARGETS, Job, JobStatus, NewJob
 from comfyrun.core.queue_order import estimate_cost, head_start
 from comfyrun.errors import (
-    Conflict,
     IdempotencyInFlight,
     InvalidRequest,
     NotFound,
@@ -33,19 +32,16 @@ from comfyrun.errors import (
 from comfyrun.finished import FinishedJobs
 from comfyrun.handlers.admission import JobTypes
 from comfyrun.job_admin import CleanupResult, FileDeleter, JobAdmin, Stats
+from comfyrun.job_replace import JobReplace
 from comfyrun.job_watch import TERMINAL_NAMES, JobView, JobWatch
 from comfyrun.models.specs import ModelRef, parse_models
 from comfyrun.prompt_checks import has_asset_refs, refuse_nul
 from comfyrun.queue_bound import QueueBound
-from comfyrun.store.base import HandOff, JobPage, JobStore
+from comfyrun.store.base import HandOff, JobPage, JobStamp, JobStore
 from comfyrun.submission import Submission, Submitted
 from comfyrun.workflow_gate import CatalogSource, ObjectInfoSource, WorkflowGate, is_ui_format
 
 log = logging.getLogger(__name__)
-
-
-#: How long a read of a job being replaced waits for its new self, at most.
-REPLACE_WAIT_S = 5.0
 
 
 class Reservation(Protocol):
@@ -70,7 +66,7 @@ HandOffSource = Callable[[str], Reservation | None]
 InputChecker = Callable[[JSON, Sequence[JSON], Sequence[ModelRef]], Awaitable[JSON]]
 
 
-class JobService(JobAdmin, JobWatch):
+class JobService(JobReplace, JobAdmin, JobWatch):
     """Submit, observe, cancel and clean up jobs. Holds no job state of its own."""
 
     def __init__(
@@ -107,9 +103,8 @@ class JobService(JobAdmin, JobWatch):
         self._check_inputs = check_inputs
         self._clock = clock
         self._in_flight_keys: set[str] = set()
-        #: Chosen job ids being made room for and enqueued here (see `_submit`), each with the
-        #: event set once its job is in the store again.
-        self._taking_ids: dict[str, asyncio.Event] = {}
+        #: chosen job ids being submitted here (comfyrun.job_replace)
+        self._taking_ids: set[str] = set()
         self._key_scope = ""  # whose idempotency keys these are (see `using`)
         # [jobs queued or running, when counted]: shared with the views `using` makes
         self._remaining: dict[str, tuple[int, float]] = {}
@@ -156,72 +151,10 @@ class JobService(JobAdmin, JobWatch):
             raise InvalidRequest(problem, details={"prompt_id": sub.job_id[:MAX_CHOSEN_ID_CHARS]})
         sub, workflow = await self._checked(sub)
         validated = time.perf_counter()
-        if sub.job_id is None:
-            await self.queue_bound.admit()
-            return await self._enqueue(sub, workflow, validated)
-        # one submission of a chosen id at a time here: two retries of a finished job at once
-        # (RunPod's /retry, a re-used ComfyUI prompt_id) both replaced it, and ran twice
-        if sub.job_id in self._taking_ids:
-            raise Conflict(
-                f"job {sub.job_id} is being submitted again already",
-                details={"job_id": sub.job_id},
-            )
-        taken = self._taking_ids[sub.job_id] = asyncio.Event()
-        try:
-            await self.queue_bound.admit()
-            await self._make_room(sub.job_id, replace=sub.replace_finished)
-            return await self._enqueue(sub, workflow, validated)
-        finally:
-            del self._taking_ids[sub.job_id]
-            taken.set()
-
-    async def job(self, job_id: str) -> Job | None:
-        """`JobWatch.job`; a job being replaced here (its finished self deleted, its new one
-        not yet written: milliseconds) is waited for, not answered missing (a client polling
-        a job it had just asked to retry read a 404)."""
-        found = await super().job(job_id)
-        taking = self._taking_ids.get(job_id) if found is None else None
-        if taking is None:
-            return found
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(REPLACE_WAIT_S):
-                await taking.wait()
-        return await super().job(job_id)
-
-    async def _make_room(self, job_id: str, *, replace: bool) -> None:
-        """Raise Conflict if job `job_id` exists, unless `replace` and it is finished: then it
-        is deleted (with its files) for the new one."""
-        existing = await self.store.get(job_id)
-        if existing is None:
-            return
-        if not replace:
-            raise Conflict(f"job {job_id} already exists", details={"job_id": job_id})
-        if not existing.terminal:
-            raise Conflict(
-                f"job {job_id} is still {existing.status.value}", details={"job_id": job_id}
-            )
-        await self.delete(job_id)
-
-    async def run_again(self, job: Job) -> Submitted:
-        """Queue finished `job` again under its id, as it was submitted (its type, params,
-        inputs and options): checked first as a new submission is, so that one that cannot be
-        queued again (a workflow no backend takes now, a full queue) raises and leaves the job
-        as it was; only then is the old one replaced (`replace_finished`)."""
-        sub = Submission(
-            workflow=job.workflow,
-            priority=job.priority,
-            inputs=job.inputs,
-            options=job.options,
-            metadata=job.metadata,
-            owner=job.owner,
-            max_retries=job.max_retries,
-            timeout_s=job.timeout_s,
-            job_id=job.id,
-            type=job.type,
-            params=job.params,
-            replace_finished=True,
-        )
-        return await self._submit(sub)
+        if sub.job_id is not None:  # (comfyrun.job_replace)
+            return await self._enqueue_chosen(sub.job_id, sub, workflow, validated)
+        await self.queue_bound.admit()
+        return await self._enqueue(sub, workflow, validated)
 
     async def _checked(self, sub: Submission) -> tuple[Submission, JSON]:
         """A submission's checks, before anything is written: its type's admission, the
@@ -239,24 +172,32 @@ class JobService(JobAdmin, JobWatch):
             workflow = await self._check_inputs(workflow, list(sub.inputs), models)
         return sub, workflow
 
-    async def _enqueue(self, sub: Submission, workflow: JSON, validated: float) -> Submitted:
+    async def _enqueue(
+        self,
+        sub: Submission,
+        workflow: JSON,
+        validated: float,
+        replacing: JobStamp | None = None,
+    ) -> Submitted:
+        """Store the submission's job (in place of the finished job `replacing` is the stamp
+        of, when given: JobStore.enqueue)."""
         new = self._new_job(sub, workflow)
         reservation = self._hand_off(new.type) if self._hand_off is not None else None
         position: int | None = None
         if reservation is not None:
             # shielded: a claimed job is started even if the request goes away meanwhile
-            job, created = await asyncio.shield(self._hand_over(new, reservation))
+            job, created = await asyncio.shield(self._hand_over(new, reservation, replacing))
             # a job handed off is claimed already: no position to count
             if sub.want_position and job.status is JobStatus.QUEUED:
                 position = await self._position(job)
         elif sub.want_position:  # counted in the enqueue's own transaction
             limit = self.settings.queue_position_cap
             job, created, position = await self.store.enqueue_counted(
-                new, limit=limit, now=self._clock()
+                new, limit=limit, now=self._clock(), replacing=replacing
             )
             stages.mark(job.id, "enqueued")
         else:
-            job, created = await self.store.enqueue(new, now=self._clock())
+            job, created = await self.store.enqueue(new, now=self._clock(), replacing=replacing)
             stages.mark(job.id, "enqueued")
         stages.mark_at(job.id, "validated", validated)
         if created:
@@ -266,7 +207,9 @@ class JobService(JobAdmin, JobWatch):
             )
         return Submitted(job=job, created=created, queue_position=position)
 
-    async def _hand_over(self, new: NewJob, reservation: Reservation) -> tuple[Job, bool]:
+    async def _hand_over(
+        self, new: NewJob, reservation: Reservation, replacing: JobStamp | None
+    ) -> tuple[Job, bool]:
         """Enqueue `new`, claimed for the reserved backend when nothing else is queued, and
         start it there (the reservation is released otherwise). Where the store says what its
         transaction decided before it commits (HandOff.decided), the job starts then: its
@@ -282,7 +225,9 @@ class JobService(JobAdmin, JobWatch):
 
         hand_off = dataclasses.replace(reservation.hand_off, decided=decided)
         try:
-            job, created = await self.store.enqueue_claimed(new, hand_off, now=self._clock())
+            job, created = await self.store.enqueue_claimed(
+                new, hand_off, now=self._clock(), replacing=replacing
+            )
         except BaseException:
             if early is None:
                 reservation.release()

@@ -486,34 +486,6 @@ async def test_a_job_run_again_twice_at_once_runs_again_once(
     assert statuses.count("queued") == 1  # one enqueue: the job's own, once
 
 
-async def test_a_job_read_while_it_is_replaced_is_waited_for(
-    service: JobService, store: MemoryStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Between the delete of a finished job and the write of its retry, a read of it waits
-    for the new one (a client polling the job it had asked to retry read a 404)."""
-    first = (await service.submit(Submission(workflow=tiny_workflow(1)))).job
-    failed = await failed_job(store, first.id)
-    deleted, go_on = asyncio.Event(), asyncio.Event()
-    enqueue = store.enqueue_counted
-
-    async def held_enqueue(*args: Any, **kwargs: Any) -> Any:
-        deleted.set()  # (the old job is gone by now)
-        await go_on.wait()
-        return await enqueue(*args, **kwargs)
-
-    monkeypatch.setattr(store, "enqueue_counted", held_enqueue)
-    retrying = asyncio.ensure_future(service.run_again(failed))
-    await deleted.wait()
-    assert await store.get(first.id) is None  # the window a read fell into
-    reading = asyncio.ensure_future(service.job(first.id))
-    await asyncio.sleep(0.05)
-    assert not reading.done()  # it waits, rather than answer "no such job"
-    go_on.set()
-    again = (await retrying).job
-    read = await reading
-    assert read is not None and read.id == again.id and read.status is JobStatus.QUEUED
-
-
 async def test_a_job_that_cannot_be_queued_again_is_left_as_it_was(
     service: JobService, store: MemoryStore
 ) -> None:
