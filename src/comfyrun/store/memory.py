@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 
 from comfyrun.core.batch import NO_GROUP, Batch, fair_tag
-from comfyrun.core.catalog import NodeCatalog
 from comfyrun.core.job import ACTIVE, JSON, TERMINAL, Job, JobStatus, NewJob, Output, Progress
 from comfyrun.core.state import Event
 from comfyrun.errors import Conflict, IdempotencyKeyReuse, NotFound
@@ -38,6 +37,7 @@ from comfyrun.store.codec import (
 )
 from comfyrun.store.idempotency import KeyVerdict, key_scope, verdict
 from comfyrun.store.membatches import MemoryBatches
+from comfyrun.store.memcatalogs import MemoryCatalogs
 from comfyrun.store.memreads import MemoryReads, claim_order
 from comfyrun.store.memtenancy import MemoryTenancy
 from comfyrun.store.memworkers import MemoryWorkers
@@ -45,12 +45,13 @@ from comfyrun.store.replacing import as_read, changed
 from comfyrun.store.replacing import check as replacing_check
 
 
-class MemoryStore(MemoryReads, MemoryBatches, MemoryTenancy, MemoryWorkers):
+class MemoryStore(MemoryReads, MemoryBatches, MemoryTenancy, MemoryWorkers, MemoryCatalogs):
     """A JobStore held in dicts."""
 
     def __init__(self) -> None:
         MemoryTenancy.__init__(self)
         MemoryWorkers.__init__(self)
+        MemoryCatalogs.__init__(self)
         self._jobs: dict[str, Job] = {}
         self._events: dict[str, list[JobEvent]] = {}
         self._keys: dict[tuple[str, str], tuple[str, str | None, float]] = {}
@@ -59,7 +60,6 @@ class MemoryStore(MemoryReads, MemoryBatches, MemoryTenancy, MemoryWorkers):
         self._event_added = asyncio.Condition()
         self._work_added = asyncio.Condition()
         self._work_seq = 0
-        self._catalogs: dict[str, NodeCatalog] = {}
 
     async def __aenter__(self) -> MemoryStore:
         await self.open()
@@ -436,24 +436,6 @@ class MemoryStore(MemoryReads, MemoryBatches, MemoryTenancy, MemoryWorkers):
         head = min(runnable, key=claim_order).fair_tag if runnable else None
         mine = [j.fair_tag for j in same if j.fair_key == job.fair_key != NO_GROUP]
         return fair_tag(head, max(mine) if mine else None)
-
-    # -- backends' node catalogs -------------------------------------------------------------
-
-    async def put_catalog(self, catalog: NodeCatalog) -> bool:
-        stored = self._catalogs.get(catalog.backend)
-        if stored is not None and stored.fetched_at > catalog.fetched_at:
-            return False
-        self._catalogs[catalog.backend] = catalog
-        return True
-
-    async def catalogs(self) -> builtins.list[NodeCatalog]:
-        return [self._catalogs[name] for name in sorted(self._catalogs)]
-
-    async def catalog_stamps(self) -> dict[str, float]:
-        return {name: self._catalogs[name].fetched_at for name in sorted(self._catalogs)}
-
-    async def delete_catalog(self, backend: str) -> bool:
-        return self._catalogs.pop(backend, None) is not None
 
     # -- internals ---------------------------------------------------------------------------
 
