@@ -29,6 +29,8 @@ REMAINING_TTL_S = 0.5
 class FileDeleter(Protocol):
     """The part of the output storage the service needs: removing a job's files."""
 
+    async def delete(self, key: str) -> None: ...
+
     async def delete_prefix(self, prefix: str) -> int: ...
 
 

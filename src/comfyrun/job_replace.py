@@ -6,12 +6,12 @@ in the transaction that stores the new one, only while the old one is as it was 
 (`JobStore.enqueue(..., replacing=stamp)`, comfyrun.store.replacing): a crash in between loses
 neither, two replacements at once (on this API node or another sharing the database) queue the
 job once, the other refused with Conflict, and a read of the job meanwhile, on any node, finds
-the old one or the new one. The old job's files go once the replacement has committed.
+the old one or the new one. The old job's output files go just before, one by one (not its
+prefix: the new run's outputs share it).
 """
 
 from __future__ import annotations
 
-import logging
 from abc import ABC, abstractmethod
 
 from comfyrun.core.job import JSON, Job
@@ -22,8 +22,6 @@ from comfyrun.outputs import job_prefix
 from comfyrun.queue_bound import QueueBound
 from comfyrun.store.base import JobStamp, JobStore
 from comfyrun.submission import Submission, Submitted
-
-log = logging.getLogger("comfyrun.service")
 
 
 class JobReplace(ABC):
@@ -65,15 +63,15 @@ class JobReplace(ABC):
         self._taking_ids.add(job_id)
         try:
             await self.queue_bound.admit()
-            replacing = await self._make_room(job_id, replace=sub.replace_finished)
+            existing = await self._make_room(job_id, replace=sub.replace_finished)
+            replacing = None if existing is None else JobStamp.of(existing)
+            if existing is not None:
+                await self._delete_outputs(existing)
             try:
-                submitted = await self._enqueue(sub, workflow, validated, replacing)
+                return await self._enqueue(sub, workflow, validated, replacing)
             finally:
                 if replacing is not None:  # (replaced or not: kept, it may be stale now)
                     self.finished.forget(job_id)
-            if replacing is not None and submitted.created:
-                await self._delete_files(job_id)
-            return submitted
         finally:
             self._taking_ids.discard(job_id)
 
@@ -98,9 +96,9 @@ class JobReplace(ABC):
         )
         return await self._submit(sub)
 
-    async def _make_room(self, job_id: str, *, replace: bool) -> JobStamp | None:
-        """Raise Conflict if job `job_id` exists, unless `replace` and it is finished: then its
-        stamp as read now, for the enqueue that replaces it (None: there is no such job)."""
+    async def _make_room(self, job_id: str, *, replace: bool) -> Job | None:
+        """Raise Conflict if job `job_id` exists, unless `replace` and it is finished: then it
+        as read now, for the enqueue that replaces it (None: there is no such job)."""
         existing = await self.store.get(job_id)
         if existing is None:
             return None
@@ -110,22 +108,22 @@ class JobReplace(ABC):
             raise Conflict(
                 f"job {job_id} is still {existing.status.value}", details={"job_id": job_id}
             )
-        return JobStamp.of(existing)
+        return existing
 
-    async def _delete_files(self, job_id: str) -> None:
-        """After the replacement of finished job `job_id` committed: its files are deleted (a
-        storage that fails to leaves them behind, logged: the job is queued again all the
-        same, as its caller is told)."""
+    async def _delete_outputs(self, job: Job) -> None:
+        """Before finished `job` is replaced: the output files it lists are deleted, one by
+        one, not its whole prefix, which the new run's outputs share: after the swap, a run
+        handed straight to a backend could have stored them already, and a node whose
+        replacement is then refused (another replaced the job first) would delete the
+        winner's. A storage that fails raises: nothing is replaced. (Files of the job it
+        never listed stay until the new job's are deleted with its prefix.)"""
         if self._files is None:
             return
-        try:
-            await self._files.delete_prefix(job_prefix(job_id))
-        except Exception:
-            log.warning(
-                "the files of a replaced job were not deleted",
-                extra={"action": "replaced_files_left", "job_id": job_id},
-                exc_info=True,
-            )
+        prefix = job_prefix(job.id)
+        for output in job.outputs:
+            key = output.storage_key
+            if key is not None and key.startswith(prefix):  # (not an asset's shared blob)
+                await self._files.delete(key)
 
 
 __all__ = ["JobReplace"]

@@ -50,6 +50,9 @@ class Files:
     def __init__(self) -> None:
         self.deleted: list[str] = []
 
+    async def delete(self, key: str) -> None:
+        self.deleted.append(key)
+
     async def delete_prefix(self, prefix: str) -> int:
         self.deleted.append(prefix)
         return 1

@@ -12,14 +12,49 @@ import pytest
 from tests.support.api import memory_settings, tiny_workflow
 from tests.unit.api.test_service import OBJECT_INFO, Files, failed_job
 
-from comfyrun.core.job import Job, JobStatus
+from comfyrun.core.job import Job, JobStatus, Output, OutputType
 from comfyrun.core.state import Event
 from comfyrun.errors import Conflict
 from comfyrun.service import JobService, Submission
 from comfyrun.store.memory import MemoryStore
 
 
-def node(store: Any, tmp_path: Path, files: Files | None = None) -> JobService:
+class PrefixFiles:
+    """Stored files by key."""
+
+    def __init__(self) -> None:
+        self.stored: set[str] = set()
+
+    async def delete(self, key: str) -> None:
+        self.stored.discard(key)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        gone = {key for key in self.stored if key.startswith(prefix)}
+        self.stored -= gone
+        return len(gone)
+
+
+OLD_FILE = "job-1/9/old_00001_.png"
+NEW_FILE = "job-1/9/new_00001_.png"
+
+
+async def failed_with_a_file(store: MemoryStore, files: PrefixFiles, job_id: str) -> Job:
+    """Job `job_id` failed, with one output file stored (OLD_FILE)."""
+    files.stored.add(OLD_FILE)
+    await store.add_output(
+        job_id,
+        Output(
+            node_id="9",
+            name="old_00001_.png",
+            type=OutputType.IMAGE,
+            content_type="image/png",
+            storage_key=OLD_FILE,
+        ),
+    )
+    return await failed_job(store, job_id)
+
+
+def node(store: Any, tmp_path: Path, files: Files | PrefixFiles | None = None) -> JobService:
     """An API node's service over `store`."""
 
     async def object_info() -> dict[str, Any]:
@@ -85,17 +120,18 @@ async def test_a_job_run_again_on_two_nodes_at_once_runs_again_once(
     """Node B reads the failed job to replace it; node A replaces it first, and its new run
     fails too before B goes on. B is refused (Conflict): it replaced A's finished job in turn
     (it was finished, as the job B had read was), and the job ran a third time."""
-    files = Files()
+    files = PrefixFiles()
     held = HeldReads(store, "job-1")
     a, b = node(store, tmp_path, files), node(held, tmp_path, files)
     first = (await a.submit(Submission(workflow=tiny_workflow(1), job_id="job-1"))).job
-    failed = await failed_job(store, first.id)
+    failed = await failed_with_a_file(store, files, first.id)
     on_b = asyncio.ensure_future(b.run_again(failed))
     await held.read.wait()  # B has read the failed job
     again = (await a.run_again(failed)).job
-    assert files.deleted == ["job-1/"]
+    assert files.stored == set()
     claimed = await store.claim("w1", 30)
     assert claimed is not None and claimed.id == again.id
+    files.stored.add(NEW_FILE)  # A's run stored its output
     ended = await store.transition(again.id, Event.FAIL, expect=JobStatus.RUNNING)
     held.go_on.set()
     with pytest.raises(Conflict):
@@ -106,19 +142,19 @@ async def test_a_job_run_again_on_two_nodes_at_once_runs_again_once(
         "running",
         "failed",
     ]
-    assert files.deleted == ["job-1/"]  # B deleted nothing: A's run's files stay
+    assert files.stored == {NEW_FILE}  # B deleted none of A's run's files
 
 
 async def test_a_job_replaced_on_two_nodes_at_once_is_queued_once(
     store: MemoryStore, tmp_path: Path
 ) -> None:
-    """Two nodes read the failed job, then both replace it: one does, the other is refused,
-    and only the one that replaced it deletes the old job's files."""
-    files = Files()
+    """Two nodes read the failed job, then both replace it: one does, the other is refused;
+    the old job's files are gone."""
+    files = PrefixFiles()
     held = HeldReads(store, "job-1", held=0)
     a, b = node(held, tmp_path, files), node(held, tmp_path, files)
     first = (await a.submit(Submission(workflow=tiny_workflow(1), job_id="job-1"))).job
-    await failed_job(store, first.id)
+    await failed_with_a_file(store, files, first.id)
     held.held = 2  # the next two reads of it wait
     again = Submission(workflow=tiny_workflow(2), job_id="job-1", replace_finished=True)
     both = [asyncio.ensure_future(n.submit(again)) for n in (a, b)]
@@ -130,7 +166,7 @@ async def test_a_job_replaced_on_two_nodes_at_once_is_queued_once(
     assert all(isinstance(o, Conflict) for o in outcomes if o not in won), outcomes
     assert await store.get("job-1") == won[0].job
     assert [e.data.get("status") for e in await store.events_since("job-1")] == ["queued"]
-    assert files.deleted == ["job-1/"]
+    assert files.stored == set()
 
 
 @pytest.fixture
@@ -139,3 +175,39 @@ async def store() -> Any:
     await s.open()
     yield s
     await s.close()
+
+
+class RunsAtOnce:
+    """`store`, whose new job is run at once, as a job handed straight to an idle backend
+    is: its outputs are stored (`files.stored`) as soon as its enqueue has committed."""
+
+    def __init__(self, store: MemoryStore, files: PrefixFiles) -> None:
+        self.store, self.files = store, files
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def enqueue(self, *args: Any, **kwargs: Any) -> Any:
+        done = await self.store.enqueue(*args, **kwargs)
+        self.files.stored.add(NEW_FILE)
+        return done
+
+    async def enqueue_counted(self, *args: Any, **kwargs: Any) -> Any:
+        done = await self.store.enqueue_counted(*args, **kwargs)
+        self.files.stored.add(NEW_FILE)
+        return done
+
+
+async def test_the_new_run_s_outputs_outlive_the_old_job_s(
+    store: MemoryStore, tmp_path: Path
+) -> None:
+    """The old job's files are deleted before the swap: deleted after it, they took the new
+    run's with them where it stored its outputs first (a job handed straight to a backend),
+    and the job succeeded without them."""
+    files = PrefixFiles()
+    service = node(RunsAtOnce(store, files), tmp_path, files)
+    first = (await service.submit(Submission(workflow=tiny_workflow(1), job_id="job-1"))).job
+    failed = await failed_with_a_file(store, files, first.id)
+    again = await service.run_again(failed)
+    assert again.created and again.job.status is JobStatus.QUEUED
+    assert files.stored == {NEW_FILE}
