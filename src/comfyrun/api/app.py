@@ -264,6 +264,9 @@ async def _open(
         hand_off=dispatcher.offer if dispatcher is not None and settings.hand_off else None,
         runs_here=dispatcher.running if dispatcher is not None else None,
     )
+    # a job queued anew by another node (a finished one replaced: RunPod's /retry, a ComfyUI
+    # prompt_id used again) is not answered as the finished job this node kept (FINISHED_TTL_S)
+    stack.callback(store.watch_new_work(lambda job_id, _: service.finished.forget(job_id)))
     if dispatcher is not None:
         dispatcher.fit.use_catalog(catalog)
         dispatcher.ctx.finished.append(service.remember)
