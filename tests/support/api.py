@@ -22,6 +22,8 @@ from fastapi import FastAPI
 from comfyrun.api.app import create_app
 from comfyrun.api.context import AppContext
 from comfyrun.config import Settings
+from comfyrun.core.job import Output, OutputType
+from comfyrun.outputs.base import iterate_bytes
 from comfyrun.outputs.memory import MemoryOutputStorage
 from comfyrun.store.memory import MemoryStore
 
@@ -162,6 +164,27 @@ class ServerProcess:
         """SIGTERM and wait for a clean exit; returns the exit code."""
         self.kill(signal.SIGTERM)
         return int(self.proc.returncode)
+
+
+async def store_output(
+    ctx: AppContext, job_id: str, name: str, data: bytes, content_type: str, node_id: str = "2"
+) -> Output:
+    """A file `data` stored as the running job's output `name` of node `node_id` (as a run
+    collects one), listed on the job."""
+    assert ctx.storage is not None
+    key = f"{job_id}/{node_id}/{name}"
+    stored = await ctx.storage.put(key, iterate_bytes(data), content_type=content_type)
+    output = Output(
+        node_id=node_id,
+        name=name,
+        type=OutputType.IMAGE if content_type.startswith("image/") else OutputType.FILE,
+        content_type=content_type,
+        size_bytes=stored.size_bytes,
+        hash=stored.hash,
+        storage_key=key,
+    )
+    await ctx.store.add_output(job_id, output)
+    return output
 
 
 async def wait_until_ready(url: str, timeout: float = 60.0) -> None:

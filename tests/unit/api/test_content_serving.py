@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.support.api import asgi_app, memory_settings, tiny_workflow
+from tests.support.api import asgi_app, memory_settings, store_output, tiny_workflow
 
 from comfyrun.api.routes.files import content_safety, entity_tag, not_modified, range_applies
-from comfyrun.core.job import JobStatus, Output, OutputType
+from comfyrun.core.job import JobStatus
 from comfyrun.core.state import Event
-from comfyrun.outputs.base import iterate_bytes
 
 
 def test_validators() -> None:
@@ -57,21 +56,11 @@ async def _job_with_output(
 ) -> tuple[dict[str, Any], str]:
     job = (await client.post("/api/v2/jobs", json={"workflow": tiny_workflow()})).json()
     await ctx.store.claim("w", 30)
-    key = f"{job['id']}/2/{name}"
-    stored = await ctx.storage.put(key, iterate_bytes(payload), content_type=content_type)
-    out = Output(
-        node_id="2",
-        name=name,
-        type=OutputType.IMAGE if content_type.startswith("image/") else OutputType.FILE,
-        content_type=content_type,
-        size_bytes=stored.size_bytes,
-        hash=stored.hash,
-        storage_key=key,
-    )
-    await ctx.store.add_output(job["id"], out)
+    out = await store_output(ctx, job["id"], name, payload, content_type)
     await ctx.store.transition(job["id"], Event.SUCCEED, expect=JobStatus.RUNNING)
     done = (await client.get(f"/api/v2/jobs/{job['id']}")).json()
-    return done, key
+    assert out.storage_key is not None
+    return done, out.storage_key
 
 
 @pytest.mark.parametrize("size", [100, 3 << 20], ids=["small", "streamed"])

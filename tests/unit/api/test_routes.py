@@ -9,11 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.support.api import asgi_app, memory_settings, tiny_workflow
+from tests.support.api import asgi_app, memory_settings, store_output, tiny_workflow
 
-from comfyrun.core.job import JobStatus, NewJob, Output, OutputType
+from comfyrun.core.job import JobStatus, NewJob
 from comfyrun.core.state import Event
-from comfyrun.outputs.base import iterate_bytes
 
 
 def assert_envelope(resp: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -211,19 +210,8 @@ async def test_outputs_download_with_ranges(tmp_path: Path) -> None:
     async with asgi_app(memory_settings(tmp_path)) as (_, client, ctx):
         job = (await client.post("/api/v2/jobs", json={"workflow": tiny_workflow()})).json()
         await ctx.store.claim("w", 30)
-        assert ctx.storage is not None
-        key = f"{job['id']}/2/t_00001_.png"
-        stored = await ctx.storage.put(key, iterate_bytes(payload), content_type="image/png")  # type: ignore[attr-defined]
-        out = Output(
-            node_id="2",
-            name="t_00001_.png",
-            type=OutputType.IMAGE,
-            content_type="image/png",
-            size_bytes=stored.size_bytes,
-            hash=stored.hash,
-            storage_key=key,
-        )
-        await ctx.store.add_output(job["id"], out)
+        out = await store_output(ctx, job["id"], "t_00001_.png", payload, "image/png")
+        key = out.storage_key
         await ctx.store.transition(job["id"], Event.SUCCEED, expect=JobStatus.RUNNING)
         done = (await client.get(f"/api/v2/jobs/{job['id']}")).json()
         assert done["status"] == "succeeded" and done["completed_at"]

@@ -8,29 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.support.api import asgi_app, memory_settings, tiny_workflow
+from tests.support.api import asgi_app, memory_settings, store_output, tiny_workflow
 
 from comfyrun.api.routes import plain_compat
-from comfyrun.core.job import JobStatus, Output, OutputType
+from comfyrun.core.job import JobStatus
 from comfyrun.core.state import Event
-from comfyrun.outputs.base import iterate_bytes
 
 
 async def _succeed_with(ctx: Any, job_id: str, files: list[bytes]) -> None:
     await ctx.store.claim("w", 30)
     for i, data in enumerate(files):
-        key = f"{job_id}/9/out_{i}.png"
-        stored = await ctx.storage.put(key, iterate_bytes(data), content_type="image/png")
-        output = Output(
-            node_id="9",
-            name=f"out_{i}.png",
-            type=OutputType.IMAGE,
-            content_type="image/png",
-            size_bytes=stored.size_bytes,
-            hash=stored.hash,
-            storage_key=key,
-        )
-        await ctx.store.add_output(job_id, output)
+        await store_output(ctx, job_id, f"out_{i}.png", data, "image/png", node_id="9")
     await ctx.store.transition(job_id, Event.SUCCEED, expect=JobStatus.RUNNING)
 
 
