@@ -289,6 +289,11 @@ class Settings(BaseSettings):
     queue_full_retry_after_s: int = Field(
         default=5, validation_alias=_aliases("queue_full_retry_after_s")
     )
+    #: /ready answers 503 while this many jobs or more wait in the queue (None: never), for a
+    #: load balancer to send new work to another comfyrun (each with a queue of its own)
+    ready_queue_max: int | None = Field(
+        default=None, ge=1, validation_alias=_aliases("ready_queue_max")
+    )
     #: Order within one priority (and fair turn): "longest_first" starts the job estimated to
     #: run longest among those waiting together, so a fleet finishes a burst of mixed jobs
     #: close to the best makespan; no job is overtaken by one submitted more than queue_aging_s

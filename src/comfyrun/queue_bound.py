@@ -64,6 +64,13 @@ class QueueBound:
             )
         self._since += adding
 
+    async def queued(self) -> int:
+        """The jobs queued: a count up to COUNT_TTL_S old plus those admitted here since (as
+        far from the bound), or a count made now (shared with any under way)."""
+        if self._clock() - self._counted_at < COUNT_TTL_S:
+            return self._counted + self._since
+        return await self._fresh_count()
+
     async def _fresh_count(self) -> int:
         """A count begun now, or the one under way (shared by all who wait for it)."""
         counting = self._counting

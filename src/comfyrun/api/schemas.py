@@ -279,6 +279,8 @@ class ReadyOut(BaseModel):
     store: bool
     backends_ready: int
     reason: str | None = None
+    #: the jobs queued, where `ready_queue_max` is set (else not counted: None)
+    queued: int | None = None
 
 
 class CleanupOut(BaseModel):

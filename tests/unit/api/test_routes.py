@@ -338,3 +338,22 @@ async def test_the_duration_histogram_observes_every_job_that_ended_once(
         before = ended - 0.001  # before the newest end the last scrape saw
         await store.transition(late.id, Event.SUCCEED, expect=JobStatus.RUNNING, now=before)
         assert histogram_count((await client.get("/metrics")).text, "succeeded") == 691
+
+
+async def test_ready_turns_503_at_the_queue_depth_it_is_given(tmp_path: Path) -> None:
+    """`ready_queue_max`: a load balancer in front of several comfyrun servers sends new work
+    to another while this one's queue is that deep."""
+    settings = memory_settings(tmp_path, role="api", ready_queue_max=2)
+    async with asgi_app(settings) as (_, client, _ctx):
+        ready = await client.get("/ready")
+        assert ready.status_code == 200 and ready.json()["queued"] == 0
+        await client.post("/api/v2/jobs", json={"workflow": tiny_workflow(1)})
+        ready = await client.get("/ready")
+        assert ready.status_code == 200 and ready.json()["queued"] == 1
+        await client.post("/api/v2/jobs", json={"workflow": tiny_workflow(2)})
+        deep = await client.get("/ready")
+        assert deep.status_code == 503, deep.text
+        assert deep.json()["queued"] == 2 and "ready_queue_max 2" in deep.json()["reason"]
+    async with asgi_app(memory_settings(tmp_path, role="api")) as (_, client, _ctx):
+        ready = await client.get("/ready")  # not asked for: not counted
+        assert ready.status_code == 200 and ready.json()["queued"] is None

@@ -29,8 +29,9 @@ async def health(ctx: Ctx) -> HealthOut:
 @router.get("/ready", response_model=ReadyOut, responses={503: {"model": ReadyOut}})
 async def ready(ctx: Ctx) -> JSONResponse:
     """200 when the store answers and, where this process runs comfy jobs, a backend is ready
-    (or is a managed one that starts on demand); 503 otherwise. A worker declared to run only
-    other job types (`types` without comfy) needs no backend."""
+    (or is a managed one that starts on demand), and (with `ready_queue_max`) fewer jobs than
+    that wait in the queue; 503 otherwise. A worker declared to run only other job types
+    (`types` without comfy) needs no backend."""
     store_ok = False
     try:
         store_ok = await ctx.store.ping()
@@ -51,7 +52,17 @@ async def ready(ctx: Ctx) -> JSONResponse:
         if usable == 0 and reason is None:
             reason = "no backend is ready"
     ok = store_ok and (not runs_jobs or usable > 0)
-    body = ReadyOut(ready=ok, store=store_ok, backends_ready=usable, reason=reason)
+    deepest = ctx.settings.ready_queue_max
+    queued: int | None = None
+    if ok and deepest is not None and ctx.settings.role is not Role.WORKER:
+        try:
+            queued = await ctx.service.queue_bound.queued()
+        except Exception:  # (as a store that failed the ping)
+            ok, store_ok, reason = False, False, "store unreachable"
+        else:
+            if queued >= deepest:
+                ok, reason = False, f"{queued} jobs are queued (ready_queue_max {deepest})"
+    body = ReadyOut(ready=ok, store=store_ok, backends_ready=usable, reason=reason, queued=queued)
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
 
