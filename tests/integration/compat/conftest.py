@@ -1,17 +1,21 @@
 """comfyrun over real HTTP and websockets with several emulated ComfyUI backends, for the
-dialect tests: each test gets a fresh server (memory store, local output folder)."""
+dialect tests: each test gets a fresh server (memory store, local output folder). Tests of
+several nodes on PostgreSQL get a schema of their own (`pg_url`) and start `comfyrun`
+processes on it (`start_nodes`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from tests.support.api import ServerProcess, wait_until_ready
+from tests.support.store import drop_schema, new_schema_name, pg_dsn, require_pg
 
 from comfyrun.api.app import create_app
 from comfyrun.api.context import AppContext
@@ -82,3 +86,29 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
     async with serving(dialect_settings(tmp_path)) as srv:
         await srv.wait_ready()
         yield srv
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    require_pg()
+    schema = new_schema_name()
+    sep = "&" if "?" in pg_dsn() else "?"
+    yield f"{pg_dsn()}{sep}schema={schema}"
+    drop_schema(schema)
+
+
+async def start_nodes(
+    procs: list[ServerProcess], tmp: Path, pg_url: str, backend: str, nodes: dict[str, str]
+) -> None:
+    """Start `comfyrun <role>` processes on `pg_url` (name -> role; a worker runs `backend`),
+    each appended to `procs` as it starts (the caller kills them), ready when this returns."""
+    outputs = (tmp / "outputs").as_uri()
+    for name, role in nodes.items():
+        more = ["--backend", backend] if role in ("worker", "serve") else []
+        args = ["--port", "0", "--db", pg_url, "--outputs", outputs, "--data-dir", str(tmp / name)]
+        proc = ServerProcess([role, *args, *more], log_path=tmp / f"{name}.log")
+        procs.append(proc)
+        await asyncio.to_thread(proc.wait_ready)
+    for proc, role in zip(procs, nodes.values(), strict=True):
+        if role in ("worker", "serve"):
+            await wait_until_ready(proc.url)

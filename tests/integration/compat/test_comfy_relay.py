@@ -21,7 +21,7 @@ import struct
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,11 @@ import pytest
 import websockets
 import websockets.sync.client as ws_sync
 from PIL import Image
-from tests.integration.compat.conftest import Server, dialect_settings, serving
+from tests.integration.compat.conftest import Server, dialect_settings, serving, start_nodes
 from tests.support.api import ServerProcess, tiny_workflow, wait_until_ready
 from tests.support.comfy import until_prompt_ends
 from tests.support.emulator import running_emulator, text_to_image_workflow
-from tests.support.store import drop_schema, new_schema_name, pg_dsn, require_pg
+from tests.support.store import pg_dsn
 
 from comfyrun.comfy.emulator import Emulator
 from comfyrun.config import BackendConfig
@@ -449,32 +449,6 @@ def relay_batches(pg_url: str, job_id: str) -> list[tuple[float, list[Any]]]:
             (job_id,),
         ).fetchall()
     return [(float(at), data["messages"]) for at, data in rows]
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    require_pg()
-    schema = new_schema_name()
-    sep = "&" if "?" in pg_dsn() else "?"
-    yield f"{pg_dsn()}{sep}schema={schema}"
-    drop_schema(schema)
-
-
-async def start_nodes(
-    procs: list[ServerProcess], tmp: Path, pg_url: str, backend: str, nodes: dict[str, str]
-) -> None:
-    """Start `comfyrun <role>` processes on `pg_url` (name -> role; a worker runs `backend`),
-    each appended to `procs` as it starts (the caller kills them), ready when this returns."""
-    outputs = (tmp / "outputs").as_uri()
-    for name, role in nodes.items():
-        more = ["--backend", backend] if role in ("worker", "serve") else []
-        args = ["--port", "0", "--db", pg_url, "--outputs", outputs, "--data-dir", str(tmp / name)]
-        proc = ServerProcess([role, *args, *more], log_path=tmp / f"{name}.log")
-        procs.append(proc)
-        await asyncio.to_thread(proc.wait_ready)
-    for proc, role in zip(procs, nodes.values(), strict=True):
-        if role in ("worker", "serve"):
-            await wait_until_ready(proc.url)
 
 
 @pytest.mark.slow
