@@ -36,6 +36,7 @@ from comfyrun.store.base import (
     JobStamp,
     JobStore,
     QueueEntry,
+    QueueMove,
 )
 
 
@@ -326,6 +327,9 @@ class OwnedStore:
 
     def watch_new_work(self, heard: Callable[[str, str | None], None]) -> Callable[[], None]:
         return self.inner.watch_new_work(heard)  # ids only: a job is read through the key
+
+    def watch_queue(self, heard: Callable[[str, QueueMove], None]) -> Callable[[], None]:
+        return self.inner.watch_queue(heard)  # every key's: the watcher counts its own
 
     async def queue_position(
         self,

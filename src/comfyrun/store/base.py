@@ -9,9 +9,11 @@ the caller read, with the next status taken from `comfyrun.core.state`.
 from __future__ import annotations
 
 import builtins
+import enum
 import json
+import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,6 +23,8 @@ from comfyrun.core.job import JSON, Job, JobStatus, NewJob, Output, Progress
 from comfyrun.core.state import Event
 from comfyrun.core.tenancy import ApiKey
 from comfyrun.core.webhook import Attempt, Delivery
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,63 @@ class WorkCounts:
         """After a wake-up: whether a typed wait (`since` read for `types`) saw only work of
         other types, and so waits on instead of claiming."""
         return since is not None and types is not None and since == self.token(types)
+
+
+class QueueMove(enum.Enum):
+    """How a job changed the queue (the unfinished jobs: what ComfyUI's face reports as its
+    size), as `JobStore.watch_queue` tells it."""
+
+    #: Queued: submitted (or created claimed, handed off as it was enqueued), or put back.
+    JOINED = "joined"
+    #: Claimed by a worker (running).
+    STARTED = "started"
+    #: Ended (succeeded, failed, canceled), or may have: said also of a write a store cannot
+    #: tell from an end.
+    ENDED = "ended"
+
+
+def queue_move(data: Mapping[str, Any]) -> QueueMove | None:
+    """The move a "status" event with `data` tells: None for one that leaves the queue as it
+    was (canceling; a finished job expiring)."""
+    status = data.get("status")
+    if status == JobStatus.QUEUED.value:
+        return QueueMove.JOINED
+    if status == JobStatus.RUNNING.value:
+        return QueueMove.STARTED
+    if status in (JobStatus.CANCELING.value, JobStatus.EXPIRED.value):
+        return None
+    return QueueMove.ENDED
+
+
+QueueHeard = Callable[[str, QueueMove], None]
+
+
+class QueueWatchers:
+    """The callers of a store's `watch_queue`, told in order (one that fails is logged and the
+    others are told all the same). Cheap when there are none: `tell` is one test."""
+
+    def __init__(self) -> None:
+        self._heard: builtins.list[QueueHeard] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._heard)
+
+    def add(self, heard: QueueHeard) -> Callable[[], None]:
+        self._heard = [*self._heard, heard]
+
+        def stop() -> None:
+            self._heard = [h for h in self._heard if h is not heard]
+
+        return stop
+
+    def tell(self, job_id: str, move: QueueMove | None) -> None:
+        if move is None:
+            return
+        for heard in self._heard:
+            try:
+                heard(job_id, move)
+            except Exception:
+                log.exception("a watcher of the queue failed")
 
 
 #: The metadata key of the ComfyUI client id a prompt was submitted for (the ComfyUI face);
@@ -449,6 +510,17 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
         (api.compat.comfy_elsewhere). `job_type` is None where the store cannot tell it."""
         ...
 
+    def watch_queue(self, heard: Callable[[str, QueueMove], None]) -> Callable[[], None]:
+        """Call `heard(job_id, move)` after each committed change of a job's place in the
+        queue: it joined it (queued, created claimed, put back), started (claimed) or ended;
+        whichever process made it, as far as this store hears of other processes' changes
+        (PostgreSQL: every node's, its own included, from its listener; a store one process
+        holds alone: its own, as they commit). `ENDED` may be said of a write that did not end
+        the job (where the store cannot tell), never left out of one that did. Returns the
+        function that stops the calls. Called on the event loop, it must be quick and do no
+        I/O (ComfyUI's face: its `status` broadcast to every open socket, when one is open)."""
+        ...
+
     def work_token(self, types: Sequence[str] | None = None) -> int | None:
         """A number that changes whenever a job (of one of `types`, when given) may have become
         claimable (an enqueue, a job put back, another process's commit seen): read before a
@@ -639,10 +711,14 @@ __all__ = [
     "JobPage",
     "JobStore",
     "KeyStore",
+    "QueueHeard",
+    "QueueMove",
+    "QueueWatchers",
     "WebhookOutbox",
     "WorkCounts",
     "WorkerRegistry",
     "clock_or",
     "end_by_events",
     "nothing_to_stop",
+    "queue_move",
 ]

@@ -27,9 +27,12 @@ from comfyrun.store.base import (
     HandOff,
     JobEvent,
     JobStamp,
+    QueueHeard,
+    QueueWatchers,
     clock_or,
     end_by_events,
     nothing_to_stop,
+    queue_move,
 )
 from comfyrun.store.codec import (
     output_to_dict,
@@ -60,6 +63,7 @@ class MemoryStore(MemoryReads, MemoryBatches, MemoryTenancy, MemoryWorkers, Memo
         self._event_added = asyncio.Condition()
         self._work_added = asyncio.Condition()
         self._work_seq = 0
+        self._queue_watchers = QueueWatchers()
 
     async def __aenter__(self) -> MemoryStore:
         await self.open()
@@ -344,6 +348,9 @@ class MemoryStore(MemoryReads, MemoryBatches, MemoryTenancy, MemoryWorkers, Memo
     def watch_new_work(self, heard: Callable[[str, str | None], None]) -> Callable[[], None]:
         return nothing_to_stop  # one process holds it (PostgresStore hears the others)
 
+    def watch_queue(self, heard: QueueHeard) -> Callable[[], None]:
+        return self._queue_watchers.add(heard)
+
     async def wait_for_work(
         self,
         timeout: float,
@@ -450,6 +457,8 @@ class MemoryStore(MemoryReads, MemoryBatches, MemoryTenancy, MemoryWorkers, Memo
             id=next(self._event_ids), job_id=job_id, kind=kind, data=data, created_at=now
         )
         self._events.setdefault(job_id, []).append(event)
+        if kind == "status" and self._queue_watchers:  # (the job's change is made by now)
+            self._queue_watchers.tell(job_id, queue_move(data))
         return event
 
     async def _wake_watchers(self) -> None:

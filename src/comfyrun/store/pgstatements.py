@@ -39,6 +39,8 @@ Q["end_plain"] = Q["end_plain"].replace(
 WORK = "w"
 #: The flag of a NOTIFY for a job created claimed (see `payload`).
 NEW = "+"
+#: The flags of a NOTIFY for a job claimed (see `payload`).
+START = "s;"
 #: A NOTIFY's first mark: its event may end the job, or may not.
 ENDING, NOT_ENDING = "t;", "n;"
 
@@ -110,7 +112,7 @@ class OneStatementWrites(SQLStore):
             "note_kind": note.kind if note is not None else None,
             "note": dump_json(note.data) if note is not None else None,
             "channel": self.channel,
-            "prefix": payload("", ending=False, work=False, job_type=None),
+            "prefix": payload("", ending=False, work=False, job_type=None, started=True),
         }
         name = (
             "claim_one"
@@ -171,13 +173,26 @@ class OneStatementWrites(SQLStore):
 
 
 def payload(
-    job_id: str, *, ending: bool, work: bool, job_type: str | None, new: bool = False
+    job_id: str,
+    *,
+    ending: bool,
+    work: bool,
+    job_type: str | None,
+    new: bool = False,
+    started: bool = False,
 ) -> str:
     """A NOTIFY for events of a job: "e:<id>", after the mark of whether they may end it and,
     when the job became claimable, the work flags; when it was created claimed (handed off to
     a worker of the process that took it), the new-job flags instead: no worker elsewhere
-    has it to claim, but an API node elsewhere may have the socket of its ComfyUI client."""
-    flags = work_flags(job_type) if work else work_flags(job_type, NEW) if new else ""
+    has it to claim, but an API node elsewhere may have the socket of its ComfyUI client;
+    when it was claimed (`started`), the start flag: every API node's ComfyUI sockets hear the
+    queue change (a process that reads no such flag takes it for none)."""
+    if work:
+        flags = work_flags(job_type)
+    elif new:
+        flags = work_flags(job_type, NEW)
+    else:
+        flags = START if started else ""
     return f"{ENDING if ending else NOT_ENDING}{flags}e:{job_id}"
 
 
@@ -194,6 +209,7 @@ __all__ = [
     "ENDING",
     "NEW",
     "NOT_ENDING",
+    "START",
     "WORK",
     "OneStatementWrites",
     "Q",

@@ -6,7 +6,9 @@ its transaction (delivered at commit) on one channel per schema: "e:<job id>" wh
 grew, "we:<job id>" when, besides, the job may have become claimable, each after a mark of
 whether the event may end the job ("t;": a status event that may; "n;": any other), so a
 `wait_for_end` (a `?wait` on an API node) is not woken to read a job at its progress, logs and
-outputs (a payload without a mark, from an older node, may end it). Each store keeps one extra
+outputs (a payload without a mark, from an older node, may end it); "s;e:<job id>" (after the
+mark) when the job was claimed, so the ComfyUI sockets of every API node hear it start
+(`watch_queue`: a job that joined, started or may have ended the queue). Each store keeps one extra
 connection LISTENing and wakes its local waiters (comfyrun.store.pgwaits), so `wait_for_work`,
 `wait_for_event` and `wait_for_end` wake on every API node and worker without polling. If the
 listener connection drops, all waiters are woken (they look again) and it reconnects. The
@@ -31,12 +33,12 @@ from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from comfyrun import jsontext
-from comfyrun.core.job import JSON, may_end
+from comfyrun.core.job import JSON, JobStatus, may_end
 from comfyrun.errors import InvalidRequest, StoreError
-from comfyrun.store.base import WorkCounts
+from comfyrun.store.base import QueueHeard, QueueMove, QueueWatchers, WorkCounts
 from comfyrun.store.codec import dump_json
 from comfyrun.store.migrate import migrate_postgres
-from comfyrun.store.pgstatements import ENDING, NEW, NOT_ENDING, WORK, Q, payload
+from comfyrun.store.pgstatements import ENDING, NEW, NOT_ENDING, START, WORK, Q, payload
 from comfyrun.store.pgwaits import PgWaits
 from comfyrun.store.sqldialect import Row
 
@@ -84,6 +86,7 @@ class PostgresStore(PgWaits):
         self._work = asyncio.Condition()
         self._work_counts = WorkCounts()
         self._work_watchers: list[Callable[[str, str | None], None]] = []
+        self._queue_watchers = QueueWatchers()
         self._job_waiters = {}
         self._listen_epoch = 0
         self._queued_here = OrderedDict()
@@ -223,7 +226,12 @@ class PostgresStore(PgWaits):
             "created_at": now,
             "channel": self.channel,
             "payload": payload(
-                job_id, ending=may_end(kind, data), work=work, job_type=job_type, new=new
+                job_id,
+                ending=may_end(kind, data),
+                work=work,
+                job_type=job_type,
+                new=new,
+                started=_claimed(kind, data),
             ),
         }
         row = await self._one(conn, "insert_event", params)
@@ -249,12 +257,15 @@ class PostgresStore(PgWaits):
             await self._append(conn, job_id, kind, data, now, work, job_type, new=new)
             return
         ending = any(may_end(kind, data) for kind, data in events)
+        started = any(_claimed(kind, data) for kind, data in events)
         params = {
             "job_id": job_id,
             "events": dump_json([[kind, data] for kind, data in events]),
             "created_at": now,
             "channel": self.channel,
-            "payload": payload(job_id, ending=ending, work=work, job_type=job_type, new=new),
+            "payload": payload(
+                job_id, ending=ending, work=work, job_type=job_type, new=new, started=started
+            ),
         }
         await self._one(conn, "insert_events", params)
 
@@ -275,6 +286,7 @@ class PostgresStore(PgWaits):
         work: bool = False,
         job_type: str | None = None,
         ending: bool = True,
+        moved: QueueMove | None = None,
     ) -> None:
         return None  # the NOTIFY sent in the transaction comes back through the listener
 
@@ -323,6 +335,16 @@ class PostgresStore(PgWaits):
                 except Exception:
                     log.exception("a watcher of new work failed")
         self._heard(job_id, mark)
+        if self._queue_watchers:  # (every node's changes, this one's included)
+            if work or new:
+                self._queue_watchers.tell(job_id, QueueMove.JOINED)
+            elif flags.startswith(START):
+                self._queue_watchers.tell(job_id, QueueMove.STARTED)
+            elif mark != NOT_ENDING:
+                self._queue_watchers.tell(job_id, QueueMove.ENDED)
+
+    def watch_queue(self, heard: QueueHeard) -> Callable[[], None]:
+        return self._queue_watchers.add(heard)  # told by the listener, see _dispatch
 
     def watch_new_work(self, heard: Callable[[str, str | None], None]) -> Callable[[], None]:
         self._work_watchers = [*self._work_watchers, heard]
@@ -337,6 +359,11 @@ class PostgresStore(PgWaits):
         async with self._work:
             self._work.notify_all()
         self._wake_jobs()
+
+
+def _claimed(kind: str, data: JSON) -> bool:
+    """Whether an event is a claim's (its status event: the job started)."""
+    return kind == "status" and data.get("status") == JobStatus.RUNNING.value
 
 
 __all__ = ["PostgresStore"]

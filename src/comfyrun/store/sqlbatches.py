@@ -11,7 +11,7 @@ from comfyrun.core.batch import Batch, BatchStatus, NewBatch
 from comfyrun.core.job import Job, JobStatus, NewJob
 from comfyrun.core.webhook import batch_delivery_for
 from comfyrun.store import batches, tenancy, transition
-from comfyrun.store.base import JobPage, clock_or
+from comfyrun.store.base import JobPage, QueueMove, clock_or
 from comfyrun.store.codec import (
     batch_from_row,
     batch_to_row,
@@ -48,7 +48,7 @@ class SQLBatches(SQLDialect):
                 )
             data = {"total": record.total, "workflow": record.workflow}
             await self._append(conn, record.id, batches.CREATED_EVENT, data, now, True)
-        await self._committed(record.id, work=True)
+        await self._committed(record.id, work=True, moved=QueueMove.JOINED)  # (its jobs)
         return record
 
     async def get_batch(self, batch_id: str) -> Batch | None:
@@ -113,7 +113,7 @@ class SQLBatches(SQLDialect):
             ]
             batch = batch_from_row(await self._one(conn, "get_batch", {"id": batch_id}) or row)
         for r in canceled:
-            await self._committed(str(r["id"]))
+            await self._committed(str(r["id"]), moved=QueueMove.ENDED)
         await self._committed(batch_id)
         return batch, active
 

@@ -10,6 +10,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from comfyrun.core.job import JSON, Job
+from comfyrun.store.base import QueueMove
 
 Row = dict[str, Any]
 
@@ -111,11 +112,13 @@ class SQLDialect(ABC):
         work: bool = False,
         job_type: str | None = None,
         ending: bool = True,
+        moved: QueueMove | None = None,
     ) -> None:
         """Called after a write to `job_id` committed, to wake this process's waiters; `work`:
         a job (of `job_type`, when known) may have become claimable; `ending`: the write may
         have ended the job (False only where it certainly did not: a job queued or claimed,
-        its placement, progress or an output noted)."""
+        its placement, progress or an output noted); `moved`: how it changed the queue, for
+        the store's `watch_queue` (a store whose notifications tell it ignores it)."""
 
     @staticmethod
     def _text_list(values: builtins.list[str]) -> Any:

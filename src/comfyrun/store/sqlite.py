@@ -54,7 +54,7 @@ from typing import Any
 
 from comfyrun.core.job import JSON, Job
 from comfyrun.errors import InvalidRequest, StoreError
-from comfyrun.store.base import JobEvent, WorkCounts
+from comfyrun.store.base import JobEvent, QueueHeard, QueueMove, QueueWatchers, WorkCounts
 from comfyrun.store.migrate import migrate_sqlite
 from comfyrun.store.sqlbatches import SQLBatches
 from comfyrun.store.sqlcatalogs import SQLCatalogs
@@ -157,6 +157,7 @@ class SQLiteStore(SQLiteRunner, SQLiteLoopReads, SQLiteWaiting, SQLiteStatements
         self._queued_here: OrderedDict[str, int] = OrderedDict()  # see SQLiteWaiting
         self._reader: sqlite3.Connection | None = None  # LOOP_READS, on the loop's thread
         self._loop_thread_id: int | None = None
+        self._queue_watchers = QueueWatchers()
 
     # -- life --------------------------------------------------------------------------------
 
@@ -226,9 +227,17 @@ class SQLiteStore(SQLiteRunner, SQLiteLoopReads, SQLiteWaiting, SQLiteStatements
     async def _job(self, job_id: str) -> Job | None:
         return await self.get(job_id)
 
-    def _wake(self, job_id: str, work: bool, job_type: str | None, ending: bool) -> None:
+    def watch_queue(self, heard: QueueHeard) -> Callable[[], None]:
+        return self._queue_watchers.add(heard)  # told as each write's batch commits
+
+    def _wake(
+        self, job_id: str, work: bool, job_type: str | None, ending: bool, moved: QueueMove | None
+    ) -> None:
         """On the event loop, after the commit: wake this process's waiters (those that wait
-        for the job's end only when the write may have ended it)."""
+        for the job's end only when the write may have ended it), and tell the queue's
+        watchers how the job moved."""
+        if moved is not None and self._queue_watchers:
+            self._queue_watchers.tell(job_id, moved)
         for woken, ending_only in builtins.list(self._job_waiters.get(job_id, {}).items()):
             if ending or not ending_only:
                 woken.set()
@@ -272,8 +281,10 @@ class SQLiteStore(SQLiteRunner, SQLiteLoopReads, SQLiteWaiting, SQLiteStatements
         work: bool = False,
         job_type: str | None = None,
         ending: bool = True,
+        moved: QueueMove | None = None,
     ) -> None:
-        self._wakes.append((job_id, work, job_type, ending))  # woken once the batch committed
+        # woken once the batch committed
+        self._wakes.append((job_id, work, job_type, ending, moved))
 
     _no_limit = -1
 

@@ -10,6 +10,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from comfyrun.store.base import QueueMove
+
 
 @dataclass(slots=True)
 class Call:
@@ -26,9 +28,9 @@ class Call:
 
 #: A call's outcome: (the call, whether it returned, what it returned or raised).
 Outcome = tuple[Call, bool, Any]
-#: A waiter to wake once a batch committed: (job id, whether work came, the job's type).
-#: (job id, work, job type, ending): SQLiteStore._committed's arguments
-Wake = tuple[str, bool, str | None, bool]
+#: What to wake once a batch committed: (job id, work, job type, ending, how it moved in the
+#: queue), SQLiteStore._committed's arguments.
+Wake = tuple[str, bool, str | None, bool, QueueMove | None]
 #: What a batch ended with: its calls' outcomes, the waiters to wake.
 Ended = tuple[list[Outcome], list[Wake]]
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from comfyrun.errors import StoreError
+from comfyrun.store.base import QueueMove
 from comfyrun.store.sqlite_calls import (
     Call,
     Commit,
@@ -77,8 +78,11 @@ class SQLiteRunner(ABC):
         """The store's connection, opened (on the store's thread) and brought up to date."""
 
     @abstractmethod
-    def _wake(self, job_id: str, work: bool, job_type: str | None, ending: bool) -> None:
-        """On the event loop, after a commit: wake this process's waiters."""
+    def _wake(
+        self, job_id: str, work: bool, job_type: str | None, ending: bool, moved: QueueMove | None
+    ) -> None:
+        """On the event loop, after a commit: wake this process's waiters (and tell the
+        queue's watchers how it moved)."""
 
     # -- running calls: batches on the loop, commits on the store's thread ---------------
 
@@ -197,8 +201,8 @@ class SQLiteRunner(ABC):
         self._conn_busy = False
         for call, ok, value in results:
             settle(call.future, ok, value)
-        for job_id, work, job_type, ending in wakes:
-            self._wake(job_id, work, job_type, ending)
+        for job_id, work, job_type, ending, moved in wakes:
+            self._wake(job_id, work, job_type, ending, moved)
         if self._pending and not self._flush_soon:
             self._flush_soon = True
             asyncio.get_running_loop().call_soon(self._flush)

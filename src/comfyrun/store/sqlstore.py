@@ -26,9 +26,12 @@ from comfyrun.store.base import (
     HandOff,
     JobEvent,
     JobStamp,
+    QueueHeard,
+    QueueMove,
     clock_or,
     end_by_events,
     nothing_to_stop,
+    queue_move,
 )
 from comfyrun.store.codec import (
     dump_json,
@@ -85,7 +88,9 @@ class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
         async with self._write() as conn:
             job, created = await self._enqueue_in(conn, new, now, work=True, replacing=replacing)
         if created:
-            await self._committed(job.id, work=True, job_type=job.type, ending=False)
+            await self._committed(
+                job.id, work=True, job_type=job.type, ending=False, moved=QueueMove.JOINED
+            )
         return job, created
 
     async def enqueue_counted(
@@ -102,7 +107,9 @@ class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
             queued = job.status is JobStatus.QUEUED
             position = await self._position_in(conn, job, now, limit) if queued else None
         if created:
-            await self._committed(job.id, work=True, job_type=job.type, ending=False)
+            await self._committed(
+                job.id, work=True, job_type=job.type, ending=False, moved=QueueMove.JOINED
+            )
         return job, created, position
 
     async def enqueue_claimed(
@@ -131,7 +138,9 @@ class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
             self._decided(hand_off.decided, job, created)
         if created:
             queued = job.status is JobStatus.QUEUED
-            await self._committed(job.id, work=queued, job_type=job.type, ending=False)
+            await self._committed(
+                job.id, work=queued, job_type=job.type, ending=False, moved=QueueMove.JOINED
+            )
         return job, created
 
     async def _claimed(self, conn: Any, row: Row, note: ClaimNote | None, now: float) -> Job:
@@ -217,7 +226,7 @@ class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
             if row is None:
                 return None
             job = await self._claimed(conn, row, note, now)
-        await self._committed(job.id, ending=False)
+        await self._committed(job.id, ending=False, moved=QueueMove.STARTED)
         return job
 
     async def _claim_row(
@@ -295,7 +304,10 @@ class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
             ended = job.terminal and job.batch_id is not None
             if ended and job.batch_id is not None:
                 ended = await self._end_batch_if_done(conn, job.batch_id, now)
-        await self._committed(job_id, work=requeued, job_type=job.type, ending=job.terminal)
+        moved = queue_move({"status": job.status.value})
+        await self._committed(
+            job_id, work=requeued, job_type=job.type, ending=job.terminal, moved=moved
+        )
         if ended and job.batch_id is not None:
             await self._committed(job.batch_id)
         return job
@@ -425,6 +437,10 @@ class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
 
     def watch_new_work(self, heard: Callable[[str, str | None], None]) -> Callable[[], None]:
         return nothing_to_stop  # one process holds it (PostgresStore hears the others)
+
+    @abstractmethod
+    def watch_queue(self, heard: QueueHeard) -> Callable[[], None]:
+        """(SQLite: told as `_committed` says; PostgreSQL: by its listener, every node's)"""
 
     # -- housekeeping ------------------------------------------------------------------------
 

@@ -152,3 +152,36 @@ async def test_another_node_hears_of_new_jobs_queued_or_handed_off() -> None:
         await api.close()
         await serve.close()
         drop_schema(schema)
+
+
+async def test_another_node_hears_every_move_of_the_queue() -> None:
+    """`watch_queue` on one node hears the jobs another queues, claims and ends (the claim by
+    the start flag of its NOTIFY), and nothing of their progress: the ComfyUI sockets of every
+    API node hear the queue change, whichever node changed it."""
+    from comfyrun.core.job import Progress
+    from comfyrun.core.state import Event
+    from comfyrun.store.base import QueueMove
+
+    require_pg()
+    schema = new_schema_name()
+    api, worker = PostgresStore(pg_dsn(), schema=schema), PostgresStore(pg_dsn(), schema=schema)
+    await api.open()
+    await worker.open()
+    heard: list[tuple[str, QueueMove]] = []
+    stop = api.watch_queue(lambda job_id, move: heard.append((job_id, move)))
+    try:
+        job, _ = await worker.enqueue(new_job())
+        assert await worker.claim("w1", 30) is not None
+        await worker.record_progress(job.id, Progress(value=0.5))
+        await worker.transition(job.id, Event.SUCCEED, expect=JobStatus.RUNNING)
+        want = [(job.id, QueueMove.JOINED), (job.id, QueueMove.STARTED), (job.id, QueueMove.ENDED)]
+        for _ in range(500):
+            if len(heard) >= 3:
+                break
+            await asyncio.sleep(0.01)
+        assert heard == want
+        stop()
+    finally:
+        await api.close()
+        await worker.close()
+        drop_schema(schema)
