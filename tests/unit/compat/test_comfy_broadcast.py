@@ -1,5 +1,8 @@
 """ComfyUI's `status` broadcast: each socket is told its own key's queue size (counted once per
-key), and a socket that does not take its message in time does not hold up the others."""
+key), and a socket that does not take its message in time does not hold up the others. Every
+change of the queue the store tells (a job queued, started, ended) is broadcast, but not to
+the socket that tells its own prompt's start or end itself, and nothing is counted or sent
+while no socket is open."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import pytest
 from comfyrun.api.compat import comfy_clients
 from comfyrun.api.compat.comfy_clients import ComfyClients
 from comfyrun.api.compat.comfy_socket import ClientSession
+from comfyrun.store.base import QueueMove
 
 
 @dataclass
@@ -39,6 +43,11 @@ class Session:
     stuck: bool = False
     told: list[Any] = field(default_factory=list)
     waits: list[int] = field(default_factory=list)  # (shared) stuck sends under way
+    follows: set[str] = field(default_factory=set)  # its prompts under way
+    ended: set[str] = field(default_factory=set)  # its prompts whose end it told
+
+    def tells(self, job_id: str, move: QueueMove) -> bool:
+        return job_id in self.follows or (move is QueueMove.ENDED and job_id in self.ended)
 
     def sent_now(self, payload: bytes, binary: bool) -> bool:
         if self.stuck:
@@ -123,3 +132,100 @@ async def test_a_stream_of_changes_is_told_at_most_once_a_spacing_the_last_count
     told = [remaining(m) for m in session.told]
     assert told[0] == 1 and told[-1] == 10  # the first at once, the last count last
     assert len(told) <= took / 0.2 + 1  # not one a prompt: one a spacing at most
+
+
+async def told_all(clients: ComfyClients) -> None:
+    """Until the broadcasts under way are over."""
+    for _ in range(200):
+        task = clients._broadcasting
+        if task is None or task.done():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the broadcast did not end")
+
+
+async def test_every_move_of_the_queue_is_told_once_to_each_socket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A job queued is told to every socket, its own prompt's socket included (ComfyUI's
+    broadcast as a prompt is put in its queue); its start and its end to every other socket,
+    not to the one that tells them itself, in order with its prompt's messages (it heard
+    each twice); a move of a job no socket tells goes to every socket. A key none of whose
+    sockets is told is not counted."""
+    monkeypatch.setattr(comfy_clients, "STATUS_SPACING_S", 0.0)
+    fleet, key = Service(1), Service(0)
+    own = Session(None, "own", Ctx(fleet), follows={"j1"})
+    other = Session(None, "other", Ctx(fleet))
+    keyed = Session("k", "k1", Ctx(key))
+    clients = ComfyClients()
+    for session in (own, other, keyed):
+        clients.attach(cast(ClientSession, session))
+
+    def heard() -> dict[str, int]:
+        counts = {s.client_id: len(s.told) for s in (own, other, keyed)}
+        for s in (own, other, keyed):
+            s.told.clear()
+        return counts
+
+    clients.queue_changed("j1", QueueMove.JOINED)
+    await told_all(clients)
+    assert heard() == {"own": 1, "other": 1, "k1": 1}
+    clients.queue_changed("j1", QueueMove.STARTED)
+    await told_all(clients)
+    assert heard() == {"own": 0, "other": 1, "k1": 1}
+    own.follows.clear()
+    own.ended.add("j1")  # told with its prompt's end
+    clients.queue_changed("j1", QueueMove.ENDED)
+    await told_all(clients)
+    assert heard() == {"own": 0, "other": 1, "k1": 1}
+    clients.queue_changed("j2", QueueMove.ENDED)  # no socket's own: told to all
+    await told_all(clients)
+    assert heard() == {"own": 1, "other": 1, "k1": 1}
+    # the key's socket tells its prompt's end itself: that key is not even counted
+    keyed.follows.add("j3")
+    own.follows.add("j3")
+    other.follows.add("j3")
+    counted = (fleet.counted, key.counted)
+    clients.queue_changed("j3", QueueMove.ENDED)
+    await told_all(clients)
+    assert heard() == {"own": 0, "other": 0, "k1": 0}
+    assert (fleet.counted, key.counted) == counted
+
+
+async def test_the_moves_of_a_broadcast_are_told_to_whoever_missed_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The changes made within one spacing go out in one broadcast: a socket is left out
+    only if it tells every one of them itself."""
+    monkeypatch.setattr(comfy_clients, "STATUS_SPACING_S", 0.2)
+    service = Service(2)
+    own = Session(None, "own", Ctx(service), follows={"j1"})
+    other = Session(None, "other", Ctx(service))
+    clients = ComfyClients()
+    clients.attach(cast(ClientSession, own))
+    clients.attach(cast(ClientSession, other))
+    clients.queue_changed("j0", QueueMove.ENDED)  # told at once, to both
+    await asyncio.sleep(0.05)
+    assert (len(own.told), len(other.told)) == (1, 1)
+    clients.queue_changed("j1", QueueMove.STARTED)  # within the spacing: the next one
+    clients.queue_changed("j2", QueueMove.ENDED)  # (another's: `own` must hear this one)
+    await told_all(clients)
+    assert (len(own.told), len(other.told)) == (2, 2)
+    clients.queue_changed("j1", QueueMove.ENDED)
+    clients.queue_changed("j1", QueueMove.STARTED)
+    await told_all(clients)
+    assert (len(own.told), len(other.told)) == (2, 3)
+
+
+async def test_no_socket_open_nothing_counted_nor_sent() -> None:
+    service = Service(1)
+    clients = ComfyClients()
+    for move in QueueMove:
+        clients.queue_changed("j1", move)
+    clients.broadcast_status_soon()
+    assert clients._broadcasting is None
+    session = Session(None, "late", Ctx(service))
+    clients.attach(cast(ClientSession, session))
+    clients.detach(cast(ClientSession, session))
+    clients.queue_changed("j1", QueueMove.ENDED)
+    assert clients._broadcasting is None and service.counted == 0

@@ -1,7 +1,15 @@
 """The ComfyUI-face sockets of one process (`ComfyClients`: each clientId's newest socket) and
 ComfyUI's `status` broadcast to them: the queue's size, counted once per API key, told to
 every socket at once (and a stream of changes told at most every `STATUS_SPACING_S`, so that
-many open editors cost what one does)."""
+many open editors cost what one does).
+
+As ComfyUI broadcasts it whenever its queue changes (a prompt queued, started, done), every
+socket hears it whenever a job joins the queue, starts or ends, whatever API queued it and
+whichever process or node made the change: the store tells the sockets' `ComfyClients` of each
+(JobStore.watch_queue; PostgreSQL from its notifications, so every API node hears every node's
+changes), while a socket is open. A prompt's own socket hears its start and its end from its
+relay, in order with the prompt's messages (comfy_socket): the broadcast of that change alone
+leaves it out, so it hears each once, as ComfyUI tells it."""
 
 from __future__ import annotations
 
@@ -9,6 +17,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from comfyrun import jsontext
@@ -17,6 +26,7 @@ from comfyrun.api.compat.comfy_events import text
 from comfyrun.api.context import AppContext
 from comfyrun.api.tenancy import OwnedStore
 from comfyrun.core.job import JSON
+from comfyrun.store.base import QueueMove
 
 if TYPE_CHECKING:
     from comfyrun.api.compat.comfy_socket import ClientSession
@@ -27,6 +37,9 @@ log = logging.getLogger(__name__)
 BROADCAST_TIMEOUT_S = 1.0
 #: The least time from one `status` broadcast's start to the next one's.
 STATUS_SPACING_S = 0.05
+#: The starts and ends a broadcast keeps to leave out the sockets that tell them themselves;
+#: past that many, it tells every socket.
+MOVES_KEPT = 64
 
 
 class ComfyClients:
@@ -38,6 +51,11 @@ class ComfyClients:
         self._broadcasting: asyncio.Task[None] | None = None
         self._last_broadcast = -STATUS_SPACING_S  # (the loop's clock) when the last one began
         self._again = False
+        # what the next broadcast tells: a change every socket hears (`_everyone`: a job
+        # queued), else the jobs that started or ended (`_moves`), not told again to a
+        # socket that tells them all itself (ClientSession.tells)
+        self._everyone = False
+        self._moves: list[tuple[str, QueueMove]] = []
 
     @property
     def open(self) -> bool:
@@ -64,6 +82,20 @@ class ComfyClients:
         if session is not None:
             session.follow(job_id)
 
+    def queue_changed(self, job_id: str, move: QueueMove) -> None:
+        """The store's word of a job that joined the queue, started or ended
+        (JobStore.watch_queue): every socket here hears the queue's size soon (none open:
+        nothing at all), but the socket whose prompt started or ended, which tells that
+        itself."""
+        if not self._sessions:
+            return
+        if move is QueueMove.JOINED or len(self._moves) >= MOVES_KEPT:
+            self._everyone = True
+            self._moves.clear()
+        elif not self._everyone:
+            self._moves.append((job_id, move))
+        self._soon()
+
     def broadcast_status_soon(self) -> None:
         """`broadcast_status` in the background, as ComfyUI queues its broadcast after a prompt
         is queued rather than answer later: the request that changed the queue is not held for
@@ -73,6 +105,11 @@ class ComfyClients:
         sockets' count, not the prompts', sets the broadcasts' cost."""
         if not self._sessions:
             return
+        self._everyone = True
+        self._moves.clear()
+        self._soon()
+
+    def _soon(self) -> None:
         if self._broadcasting is not None and not self._broadcasting.done():
             self._again = True
             return
@@ -86,18 +123,32 @@ class ComfyClients:
             # meanwhile are told with it: the count is taken when it starts)
             await asyncio.sleep(max(0.0, self._last_broadcast + STATUS_SPACING_S - loop.time()))
             self._again = False
-            self._last_broadcast = loop.time()
-            try:
-                await self.broadcast_status()
-            except Exception:  # the store failed: the next change broadcasts again
-                log.warning("comfy ws: the status broadcast failed", exc_info=True)
+            to = self._to_tell()
+            if to:  # (none: every change was told by the sockets it concerns)
+                self._last_broadcast = loop.time()
+                try:
+                    await self.broadcast_status(to)
+                except Exception:  # the store failed: the next change broadcasts again
+                    log.warning("comfy ws: the status broadcast failed", exc_info=True)
             again = self._again
 
-    async def broadcast_status(self) -> None:
-        """Tell every socket its queue's size (ComfyUI's `status` broadcast): the jobs of its
-        API key, or every job for a socket without one (counted once per key)."""
+    def _to_tell(self) -> list[ClientSession]:
+        """The sockets the next broadcast goes to: all of them, but those that tell every
+        change it is for themselves (the starts and ends of their own prompts). The changes
+        are taken: those made from now on go to the broadcast after it."""
+        everyone, moves = self._everyone, self._moves
+        self._everyone, self._moves = False, []
+        sessions = list(self._sessions.values())
+        if everyone or not moves:
+            return sessions
+        return [s for s in sessions if not all(s.tells(j, move) for j, move in moves)]
+
+    async def broadcast_status(self, to: Iterable[ClientSession] | None = None) -> None:
+        """Tell every socket (or those `to`) its queue's size (ComfyUI's `status` broadcast):
+        the jobs of its API key, or every job for a socket without one (counted once per key,
+        and not at all for a key none of whose sockets is told)."""
         by_owner: dict[str | None, list[ClientSession]] = {}
-        for session in list(self._sessions.values()):
+        for session in list(self._sessions.values()) if to is None else to:
             by_owner.setdefault(session.owner, []).append(session)
         for sessions in by_owner.values():
             # encoded once, written at once to each socket that can take it (a broadcast goes
@@ -126,6 +177,8 @@ def clients(ctx: AppContext) -> ComfyClients:
         # app reads them (ctx may be a key's view: a socket of any key is served)
         store = ctx.store.inner if isinstance(ctx.store, OwnedStore) else ctx.store
         ctx.extras["comfy_elsewhere"] = PromptsElsewhere(store, hub)
+        # every change of the queue, whoever made it: its size told to every socket here
+        ctx.extras["comfy_queue_watch"] = store.watch_queue(hub.queue_changed)
     return hub
 
 
@@ -149,6 +202,7 @@ async def status_message(
 
 __all__ = [
     "BROADCAST_TIMEOUT_S",
+    "MOVES_KEPT",
     "STATUS_SPACING_S",
     "ComfyClients",
     "clients",

@@ -6,9 +6,9 @@ node that took the prompt tells a socket of its own (ComfyClients.notify); this 
 the new job through the store's notifications (JobStore.watch_new_work), reads it once while a
 socket is open here and none follows it yet, and has the socket of the job's clientId (and
 key) follow it: its messages come through the store's events, as for any job a worker
-elsewhere runs. Every socket here hears the queue's new size (ComfyUI's `status` broadcast),
-as for a prompt posted here. A store one process holds alone (SQLite, memory) calls nothing: every prompt
-is posted to the one node.
+elsewhere runs. (Every socket here hears the queue's new size, ComfyUI's `status` broadcast,
+through the store's `watch_queue`, as for any change of the queue: comfy_clients.) A store one
+process holds alone (SQLite, memory) calls nothing: every prompt is posted to the one node.
 """
 
 from __future__ import annotations
@@ -41,10 +41,6 @@ class Sockets(Protocol):
         """Have the socket of `client_id` (and `owner`'s key) follow the job, if one is here."""
         ...
 
-    def broadcast_status_soon(self) -> None:
-        """Tell every socket here the queue's size (soon, a stream of changes told at once)."""
-        ...
-
 
 class PromptsElsewhere:
     """Watches the store for new ComfyUI prompts on behalf of this node's sockets."""
@@ -60,9 +56,6 @@ class PromptsElsewhere:
             return
         if job_id in self._looking or self._sockets.following(job_id):
             return  # (a prompt posted here is followed as it is posted: mostly, no read)
-        # the queue grew elsewhere: every socket here hears its size, as after a prompt
-        # posted here (ComfyUI's `status` broadcast; the editors' queue counters)
-        self._sockets.broadcast_status_soon()
         task = asyncio.get_running_loop().create_task(self._look(job_id))
         self._looking[job_id] = task
         task.add_done_callback(lambda _: self._looking.pop(job_id, None))

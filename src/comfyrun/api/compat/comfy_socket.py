@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import uuid
+from collections import OrderedDict
 from typing import Any
 
 from fastapi import WebSocket
@@ -32,12 +33,15 @@ from comfyrun.api.ws_frames import send_frame_of
 from comfyrun.core.job import JSON, TERMINAL, Job, JobStatus
 from comfyrun.core.tenancy import Scope
 from comfyrun.dispatch.relay import EVENT_KIND, RelayHub
-from comfyrun.store.base import JobEvent
+from comfyrun.store.base import JobEvent, QueueMove
 
 log = logging.getLogger(__name__)
 
 #: Statuses in which a prompt is "running" for ComfyUI.
 ACTIVE = (JobStatus.RUNNING, JobStatus.CANCELING)
+#: How many prompts whose end a socket told it keeps (`ClientSession.tells`): the broadcast
+#: of an end comes within milliseconds (the store's word of it, then STATUS_SPACING_S at most).
+ENDS_KEPT = 64
 
 
 class ClientSession:
@@ -53,6 +57,7 @@ class ClientSession:
         self._send_frame = send_frame_of(websocket.scope)
         self._waiting_sends = 0  # sends on Starlette's path, under way or waiting for the lock
         self._following: dict[str, asyncio.Task[None]] = {}
+        self._ended: OrderedDict[str, None] = OrderedDict()  # prompts whose end it told lately
         self.closed = False
 
     async def send(self, message: Message) -> None:
@@ -89,6 +94,13 @@ class ClientSession:
 
     def follows(self, job_id: str) -> bool:
         return job_id in self._following
+
+    def tells(self, job_id: str, move: QueueMove) -> bool:
+        """Whether this socket tells the job's start or end itself, a `status` in order with
+        its prompt's messages (see ComfyRelay: ComfyUI's broadcasts as its worker takes the
+        prompt and once it is done): a prompt it follows, or one whose end it told lately. A
+        broadcast of that change alone leaves it out (it heard it twice)."""
+        return job_id in self._following or (move is QueueMove.ENDED and job_id in self._ended)
 
     def follow(self, job_id: str) -> None:
         if self.closed or job_id in self._following:
@@ -146,6 +158,7 @@ class ClientSession:
                 final: dict[str, Any] | None = None
                 if relay.finished:
                     self._release(job_id)  # the same prompt_id may be queued again now
+                    self._told_end(job_id)  # (with the status of its end, sent below)
                     if final_status is not None:  # counted before the end is sent, so that
                         final = await final_status  # it goes out in one write (TurnWrites)
                 for message in out:
@@ -172,6 +185,10 @@ class ClientSession:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await feeder
             self._release(job_id)
+            if not relay.finished and not self.closed:
+                # its end not told here (the job went away: deleted from the queue, say),
+                # though a broadcast may have left this socket out, counting on it
+                clients(self.ctx).broadcast_status_soon()
 
     def _final_count(self, committing: asyncio.Future[None] | None) -> asyncio.Future[JSON]:
         """The `status` that goes before a prompt's end, counted from the moment its run tells
@@ -222,6 +239,11 @@ class ClientSession:
         if not self.behind:
             return frames
         return [frame for frame in frames if "binary" not in frame]
+
+    def _told_end(self, job_id: str) -> None:
+        self._ended[job_id] = None
+        if len(self._ended) > ENDS_KEPT:
+            self._ended.popitem(last=False)
 
     def _release(self, job_id: str) -> None:
         if self._following.get(job_id) is asyncio.current_task():

@@ -130,7 +130,7 @@ async def submit_prompt(ctx: AppContext, body: JSON, prompt: JSON) -> Job:
     )
     if client_id is not None:
         hub.notify(str(client_id), submitted.job.id, ctx.principal.owner)
-    hub.broadcast_status_soon()
+    # (every socket hears the queue grow: the store tells the sockets' hub, comfy_clients)
     return submitted.job
 
 
