@@ -9,11 +9,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.integration.compat.test_comfy_relay import pg_url, start_nodes
+from tests.integration.compat.conftest import start_nodes
 from tests.support.api import ServerProcess, tiny_workflow
 from tests.support.emulator import running_emulator
-
-__all__ = ["pg_url"]  # (the fixture, used here)
 
 
 async def _finished(http: httpx.AsyncClient, url: str, job_id: str) -> dict[str, object]:
