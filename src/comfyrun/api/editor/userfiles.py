@@ -155,12 +155,23 @@ class UserFiles:
         self.existing(name).unlink()
 
     def move(self, source: str, dest: str, *, overwrite: bool) -> Path:
+        """`source` renamed `dest`. A folder as `dest` is refused, as `write` refuses one
+        (moved into it, the file took another name than the one answered, and a file of its
+        name there was a 500), and so is a `dest` under a file."""
         src = self.existing(source)
         target = self.path(dest)
+        if target == self.root or target.is_dir():
+            raise errors.InvalidRequest("that is a folder", details={"file": dest})
         if not overwrite and target.exists():
             raise errors.Conflict("File already exists", details={"file": dest})
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(src, target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(src, target)
+        except (NotADirectoryError, FileExistsError) as exc:  # a part of `dest` is a file
+            raise errors.InvalidRequest(
+                "Invalid destination: a part of its path is a file",
+                details={"file": dest, "error": str(exc)},
+            ) from exc
         return target
 
     def describe(self, path: Path, *, full_info: bool) -> Any:

@@ -1,0 +1,43 @@
+"""Requests to the editor's per-user routes that ComfyUI's code answers with a 500 or with a
+state the editor cannot read back: comfyrun answers a clear 4xx, and the user's files stay
+as they were."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from tests.support.api import asgi_app, memory_settings
+
+
+@pytest.fixture
+async def http(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    async with asgi_app(memory_settings(tmp_path)) as (_, client, _ctx):
+        yield client
+
+
+async def test_a_move_onto_a_folder_or_under_a_file_is_a_400(
+    http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """ComfyUI's shutil.move put the file into a folder named as its destination (answering
+    the folder's path), failed with a 500 where the folder held a file of its name, and
+    failed with a 500 for a destination under a file."""
+    for name, body in (("a.json", b"1"), ("b.json", b"2"), ("d%2Fa.json", b"3")):
+        assert (await http.post(f"/api/userdata/{name}", content=body)).status_code == 200
+    into = await http.post("/api/userdata/a.json/move/d")
+    assert into.status_code == 400, into.text
+    under = await http.post("/api/userdata/b.json/move/a.json%2Fx.json")
+    assert under.status_code == 400, under.text
+    user = tmp_path / "user" / "default"
+    assert (user / "a.json").read_bytes() == b"1"
+    assert (user / "b.json").read_bytes() == b"2"
+    assert (user / "d" / "a.json").read_bytes() == b"3"
+    # a rename into a folder that is there, or not yet, still works
+    moved = await http.post("/api/userdata/a.json/move/d%2Fc.json")
+    assert moved.status_code == 200 and moved.json() == "d/c.json"
+    moved = await http.post(
+        "/api/userdata/b.json/move/e%2Ff%2Fb.json", params={"full_info": "true"}
+    )
+    assert moved.status_code == 200 and moved.json()["path"] == "e/f/b.json"
