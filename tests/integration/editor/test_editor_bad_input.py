@@ -4,6 +4,7 @@ as they were."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -41,3 +42,27 @@ async def test_a_move_onto_a_folder_or_under_a_file_is_a_400(
         "/api/userdata/b.json/move/e%2Ff%2Fb.json", params={"full_info": "true"}
     )
     assert moved.status_code == 200 and moved.json()["path"] == "e/f/b.json"
+
+
+@pytest.mark.parametrize("body", [b'{"a": NaN}', b'{"a": [Infinity]}', b'{"a": -Infinity}'])
+async def test_settings_that_are_not_json_are_refused(http: httpx.AsyncClient, body: bytes) -> None:
+    """Python's json reads NaN and Infinity; stored in the settings they made every later
+    GET /settings a 500 (and ComfyUI writes them back out, which the editor's JSON.parse
+    refuses): comfyrun refuses them with a 400 and keeps the settings as they were."""
+    assert (await http.post("/api/settings", json={"kept": 1})).status_code == 200
+    assert (await http.post("/api/settings", content=body)).status_code == 400
+    assert (await http.post("/api/settings/a", content=body[6:-1])).status_code == 400
+    answer = await http.get("/api/settings")
+    assert answer.status_code == 200 and answer.json() == {"kept": 1}
+
+
+async def test_a_settings_file_holding_nan_is_still_read(http: httpx.AsyncClient) -> None:
+    """The settings file is also a userdata file: written with a NaN there, GET /settings
+    answers it (the NaN as null) rather than a 500, and the editor can save over it."""
+    stored = await http.post("/api/userdata/comfy.settings.json", content=b'{"a": NaN, "b": 2}')
+    assert stored.status_code == 200
+    answer = await http.get("/api/settings")
+    assert answer.status_code == 200 and json.loads(answer.text) == {"a": None, "b": 2}
+    assert (await http.get("/api/settings/a")).text == "null"
+    assert (await http.post("/api/settings/c", json=3)).status_code == 200
+    assert (await http.get("/api/settings")).json() == {"a": None, "b": 2, "c": 3}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -90,21 +91,34 @@ async def post_users() -> Response:
 # /settings -------------------------------------------------------------------------------------
 
 
+def _not_json(literal: str) -> Any:
+    raise ValueError(f"{literal} is not JSON")
+
+
 async def _json(request: Request) -> tuple[bool, Any]:
+    """The body's JSON value; NaN and Infinity, which `json` reads but no JSON parser (the
+    editor's JSON.parse) reads back, are refused: kept in the settings, they made every later
+    GET /settings fail."""
     try:
-        return True, jsontext.loads(await request.body())
-    except ValueError:
+        return True, json.loads(await request.body(), parse_constant=_not_json)
+    except (ValueError, RecursionError):
         return False, None
+
+
+def _settings_answer(value: Any) -> Response:
+    """JSON for the editor, whatever the settings file holds (a NaN written through /userdata
+    is sent as null, not a 500)."""
+    return Response(jsontext.dumpb(value), media_type="application/json")
 
 
 async def get_settings(ctx: Ctx) -> Response:
     files = user_files(ctx)
-    return JSONResponse(await _run(files.settings))
+    return _settings_answer(await _run(files.settings))
 
 
 async def get_setting(setting_id: str, ctx: Ctx) -> Response:
     files = user_files(ctx)
-    return JSONResponse((await _run(files.settings)).get(setting_id))
+    return _settings_answer((await _run(files.settings)).get(setting_id))
 
 
 async def post_settings(request: Request, ctx: Ctx) -> Response:
