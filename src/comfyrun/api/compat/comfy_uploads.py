@@ -4,6 +4,11 @@ Each upload is stored once as an asset (deduplicated by content) and named by a 
 in the output storage at "comfy-inputs/<subfolder>/<name>" holding its asset id. A prompt that
 names such a file (in any input, "sub/name.png" or "name.png [input]") gets an input spec for
 that asset, so the dispatcher places the file on whichever backend runs the prompt.
+
+An API key's uploads are named in a space of its own, "comfy-inputs-of/<owner>/<subfolder>/
+<name>" (an admin's, or all of them without keys, in "comfy-inputs/"): in one space for all,
+another key's upload of the same name took the name over (with `overwrite`: the first key's
+file was gone, its prompts refused) or was renamed for it (telling that it was there).
 """
 
 from __future__ import annotations
@@ -17,22 +22,42 @@ from comfyrun.api.context import AppContext
 from comfyrun.core.job import JSON
 
 UPLOADS_PREFIX = "comfy-inputs"
+#: Where the uploads of an API key (not an admin's) are named: OWNED_PREFIX/<owner>/…
+OWNED_PREFIX = "comfy-inputs-of"
 #: ComfyUI's annotated form of an input file name.
 INPUT_SUFFIX = " [input]"
 _MAX_RENAMES = 1000
 
 
-def upload_key(name: str) -> str | None:
-    """The record's storage key for an upload name ("sub/dir/file.png"), or None if unsafe."""
+def upload_key(name: str, owner: str | None = None) -> str | None:
+    """The record's storage key for an upload name ("sub/dir/file.png") of `owner` (None: an
+    admin, or no API keys), or None if unsafe."""
     parts = [p for p in name.split("/") if p]
     if not parts or any(p in (".", "..") or p.startswith(".") or "\\" in p for p in parts):
         return None
-    return "/".join([UPLOADS_PREFIX, *parts])
+    space = [UPLOADS_PREFIX] if owner is None else [OWNED_PREFIX, owner]
+    return "/".join([*space, *parts])
 
 
 async def read_upload(ctx: AppContext, name: str) -> JSON | None:
-    """The record of an uploaded file ({"asset_id", "content_type"}), or None."""
-    key = upload_key(name)
+    """The record of a file the caller uploaded ({"asset_id", "content_type"}), or None. A
+    key's upload from before uploads were named per key is found where it was, if its
+    asset is the key's."""
+    owner = ctx.principal.owner
+    record = await _read_record(ctx, upload_key(name, owner))
+    if record is not None or owner is None:
+        return record
+    record = await _read_record(ctx, upload_key(name))
+    if record is None or ctx.assets is None:
+        return None
+    try:
+        await ctx.assets.get(record["asset_id"])  # the caller's own assets only
+    except errors.NotFound:
+        return None
+    return record
+
+
+async def _read_record(ctx: AppContext, key: str | None) -> JSON | None:
     storage = ctx.storage
     if key is None or storage is None:
         return None
@@ -72,7 +97,7 @@ async def store_upload(
     asset, _ = await ctx.assets.upload(chunks, content_type=content_type, file_path=name)
     if not overwrite:
         filename = await _free_name(ctx, parts, filename, asset.id)
-    key = upload_key("/".join([*parts, filename]))
+    key = upload_key("/".join([*parts, filename]), ctx.principal.owner)
     assert key is not None
     record = json.dumps({"asset_id": asset.id, "content_type": content_type}).encode()
     await _put(ctx, key, record)
@@ -127,6 +152,7 @@ async def uploads_in(ctx: AppContext, prompt: JSON) -> list[JSON]:
 
 __all__ = [
     "INPUT_SUFFIX",
+    "OWNED_PREFIX",
     "UPLOADS_PREFIX",
     "read_upload",
     "store_upload",
