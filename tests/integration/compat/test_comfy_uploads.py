@@ -12,6 +12,7 @@ import httpx
 import pytest
 from PIL import Image
 from tests.support.api import asgi_app, memory_settings
+from tests.support.emulator import running_emulator
 
 from comfyrun.api.compat.comfy_uploads import OWNED_PREFIX, upload_key
 from comfyrun.api.context import AppContext
@@ -99,3 +100,46 @@ async def test_a_keys_upload_from_before_is_still_its_own(
     await storage.delete(owned)
     assert await viewed(http, a, "old/shared.png") == mine
     assert await viewed(http, b, "old/shared.png") is None
+
+
+@pytest.fixture
+async def side_by_side(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    """(comfyrun, ComfyUI's emulator): the same requests, to compare the answers."""
+    async with (
+        running_emulator(tmp_path / "emu") as emu,
+        asgi_app(memory_settings(tmp_path / "comfyrun")) as (_, ours, _ctx),
+        httpx.AsyncClient(base_url=str(emu.url), timeout=30) as theirs,
+    ):
+        yield ours, theirs
+
+
+async def test_the_same_bytes_again_keep_their_name(
+    side_by_side: tuple[httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    """ComfyUI compares an upload with the file of its name: the same bytes keep the name
+    ("a.png", not "a (1).png"), as do the same bytes as a renamed file's."""
+    red, blue = png((255, 0, 0)), png((0, 0, 255))
+    answers: list[list[Any]] = [[], []]
+    for side, http in enumerate(side_by_side):
+        for data, fields in (
+            (red, {}),
+            (red, {}),
+            (blue, {}),
+            (blue, {}),
+            (red, {"subfolder": "sub"}),
+            (red, {"subfolder": "sub"}),
+            (blue, {"overwrite": "true"}),
+            (red, {}),
+        ):
+            answer = await http.post(
+                "/upload/image", files={"image": ("a.png", data, "image/png")}, data=fields
+            )
+            assert answer.status_code == 200, answer.text
+            answers[side].append(answer.json())
+    ours, theirs = answers
+    assert ours == theirs
+    assert [a["name"] for a in ours] == [
+        "a.png", "a.png", "a (1).png", "a (1).png", "a.png", "a.png", "a.png", "a (2).png"
+    ]  # fmt: skip

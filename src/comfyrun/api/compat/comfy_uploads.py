@@ -96,7 +96,10 @@ async def store_upload(
     name = "/".join([*parts, filename])
     asset, _ = await ctx.assets.upload(chunks, content_type=content_type, file_path=name)
     if not overwrite:
-        filename = await _free_name(ctx, parts, filename, asset.id)
+        filename, same = await _free_name(ctx, parts, filename, asset.hash)
+        if same:  # as ComfyUI: the file of these bytes is kept as it is
+            await ctx.assets.delete(asset.id)  # (the bytes stay: they are that file's too)
+            return filename, "/".join(parts)
     key = upload_key("/".join([*parts, filename]), ctx.principal.owner)
     assert key is not None
     record = json.dumps({"asset_id": asset.id, "content_type": content_type}).encode()
@@ -104,18 +107,34 @@ async def store_upload(
     return filename, "/".join(parts)
 
 
-async def _free_name(ctx: AppContext, parts: list[str], filename: str, asset_id: str) -> str:
-    """`filename`, or the first "stem (i).ext" that is free or already holds these bytes."""
+async def _free_name(
+    ctx: AppContext, parts: list[str], filename: str, digest: str
+) -> tuple[str, bool]:
+    """(`filename`, or the first "stem (i).ext" that is free or already holds the bytes of
+    hash `digest`; whether it holds them). Each upload is an asset of its own (its bytes
+    stored once): the same bytes are found by their hash, not by the asset."""
     stem, dot, ext = filename.rpartition(".")
     if not dot:
         stem, ext = filename, ""
     candidate = filename
     for i in range(1, _MAX_RENAMES):
         record = await read_upload(ctx, "/".join([*parts, candidate]))
-        if record is None or record["asset_id"] == asset_id:
-            return candidate
+        if record is None:
+            return candidate, False
+        if await _hash_of(ctx, record) == digest:
+            return candidate, True
         candidate = f"{stem} ({i}){dot}{ext}"
     raise errors.Conflict(f"too many uploads named {filename}")
+
+
+async def _hash_of(ctx: AppContext, record: JSON) -> str | None:
+    """The content hash of an upload's asset (None: its asset is gone)."""
+    try:
+        asset = await ctx.assets.get(record["asset_id"])
+    except errors.NotFound:
+        return None
+    digest: str = asset.hash
+    return digest
 
 
 async def _put(ctx: AppContext, key: str, data: bytes) -> None:
