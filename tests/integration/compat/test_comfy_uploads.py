@@ -4,13 +4,14 @@ API key names its uploads in a space of its own."""
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from tests.support.api import asgi_app, memory_settings
 from tests.support.emulator import running_emulator
 
@@ -143,3 +144,96 @@ async def test_the_same_bytes_again_keep_their_name(
     assert [a["name"] for a in ours] == [
         "a.png", "a.png", "a (1).png", "a (1).png", "a.png", "a.png", "a.png", "a (2).png"
     ]  # fmt: skip
+
+
+def drawn_mask(size: tuple[int, int]) -> bytes:
+    """What the mask editor sends: black, the mask in the alpha (a gradient here)."""
+    mask = Image.new("RGBA", size, (0, 0, 0, 0))
+    mask.putdata(
+        [(0, 0, 0, (x * 40 + y * 7) % 256) for y in range(size[1]) for x in range(size[0])]
+    )
+    out = io.BytesIO()
+    mask.save(out, format="PNG")
+    return out.getvalue()
+
+
+async def test_a_mask_is_put_on_the_image_it_was_drawn_on(
+    side_by_side: tuple[httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    """The mask editor uploads only the mask and names the image in `original_ref`: stored
+    as given, the image a LoadImage then read was the black mask, not the picture."""
+    picture = Image.new("RGB", (6, 4), (200, 100, 50))
+    picture.putpixel((1, 1), (1, 2, 3))
+    info = PngImagePlugin.PngInfo()
+    info.add_text("workflow", '{"nodes": []}')
+    original = io.BytesIO()
+    picture.save(original, format="PNG", pnginfo=info)
+    ref = json.dumps({"filename": "pic.png", "subfolder": "", "type": "input"})
+    got: list[Image.Image] = []
+    for http in side_by_side:
+        up = await http.post("/upload/image", files={"image": ("pic.png", original.getvalue())})
+        assert up.status_code == 200, up.text
+        for size, name in (((6, 4), "clipspace-mask-1.png"), ((3, 2), "clipspace-mask-2.png")):
+            answer = await http.post(
+                "/upload/mask",
+                files={"image": (name, drawn_mask(size), "image/png")},
+                data={"original_ref": ref, "type": "input", "subfolder": "clipspace"},
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.json() == {"name": name, "subfolder": "clipspace", "type": "input"}
+        for name in ("clipspace-mask-1.png", "clipspace-mask-2.png"):
+            params = {"filename": name, "subfolder": "clipspace", "type": "input"}
+            view = await http.get("/view", params=params)
+            assert view.status_code == 200, view.text
+            got.append(Image.open(io.BytesIO(view.content)))
+    ours, theirs = got[:2], got[2:]
+    for mine, emulated in zip(ours, theirs, strict=True):
+        assert mine.mode == "RGBA" and mine.tobytes() == emulated.tobytes()
+    assert ours[0].getpixel((1, 1)) == (1, 2, 3, 47)
+    assert ours[0].getpixel((5, 0)) == (200, 100, 50, 200)
+    assert ours[0].text.get("workflow") == '{"nodes": []}'  # as ComfyUI keeps the PNG text
+
+
+@pytest.mark.parametrize(
+    ("original_ref", "status"),
+    [
+        (None, 400),
+        ("not json", 400),
+        ("[1]", 400),
+        ('{"subfolder": ""}', 400),
+        ('{"filename": "missing.png", "type": "input"}', 404),
+        ('{"filename": "../pic.png", "type": "input"}', 400),
+        ('{"filename": "/etc/passwd", "type": "input"}', 400),
+        ('{"filename": "pic.png", "subfolder": "../..", "type": "input"}', 403),
+    ],
+)
+async def test_a_mask_on_a_bad_original_ref_is_a_4xx(
+    side_by_side: tuple[httpx.AsyncClient, httpx.AsyncClient],
+    original_ref: str | None,
+    status: int,
+) -> None:
+    """ComfyUI fails on a missing or bad `original_ref` with a 500 and answers 200 while
+    saving nothing for one that is not there; comfyrun answers as the emulator does, and
+    stores nothing."""
+    for http in side_by_side:
+        up = await http.post("/upload/image", files={"image": ("pic.png", png((9, 9, 9)))})
+        assert up.status_code == 200
+        fields = {"type": "input"} | ({"original_ref": original_ref} if original_ref else {})
+        answer = await http.post(
+            "/upload/mask", files={"image": ("m.png", drawn_mask((4, 4)))}, data=fields
+        )
+        assert answer.status_code == status, (str(http.base_url), answer.text)
+        view = await http.get("/view", params={"filename": "m.png", "type": "input"})
+        assert view.status_code == 404
+
+
+async def test_a_mask_that_is_no_image_is_a_400(
+    side_by_side: tuple[httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    ref = json.dumps({"filename": "pic.png", "type": "input"})
+    for http in side_by_side:
+        await http.post("/upload/image", files={"image": ("pic.png", png((9, 9, 9)))})
+        answer = await http.post(
+            "/upload/mask", files={"image": ("m.png", b"not a png")}, data={"original_ref": ref}
+        )
+        assert answer.status_code == 400, (str(http.base_url), answer.text)

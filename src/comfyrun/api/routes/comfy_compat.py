@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from comfyrun import errors
 from comfyrun.api.compat import comfy as cc
 from comfyrun.api.compat.comfy_clients import clients, status_message
+from comfyrun.api.compat.comfy_masks import MASK_MAX, store_mask
 from comfyrun.api.compat.comfy_socket import ACTIVE, comfy_ws
 from comfyrun.api.compat.comfy_uploads import (
     store_upload,
@@ -273,11 +274,26 @@ async def upload_mask(
     overwrite: Annotated[str | None, Form()] = None,
     subfolder: Annotated[str, Form()] = "",
     type: Annotated[str, Form()] = "input",
+    original_ref: Annotated[str | None, Form()] = None,
 ) -> Response:
-    """Stored as given: comfyrun does not composite the mask onto `original_ref`."""
+    """The image `original_ref` names, with the mask's alpha (compat.comfy_masks)."""
     if image is None:
         return comfy_error(400, "invalid_request", "no image field")
-    return await _upload(image, subfolder, overwrite, ctx)
+    mask = await image.read(MASK_MAX + 1)
+    if len(mask) > MASK_MAX:
+        return comfy_error(400, "too_large", f"a mask is at most {MASK_MAX} bytes")
+    try:
+        name, folder = await store_mask(
+            ctx,
+            mask,
+            filename=image.filename or "",
+            subfolder=subfolder,
+            original_ref=original_ref,
+            overwrite=overwrite is not None and overwrite.lower() in ("true", "1"),
+        )
+    except errors.ComfyrunError as exc:
+        return comfy_error_for(exc)
+    return JSONResponse({"name": name, "subfolder": folder, "type": "input"})
 
 
 async def comfy_ws_route(websocket: WebSocket) -> None:

@@ -1,0 +1,135 @@
+"""ComfyUI's POST /upload/mask, as server.py answers it: the mask editor sends only the mask (an
+image whose alpha is the mask) and names the image it was drawn on in `original_ref`
+({"filename", "subfolder", "type"}); the server stores that image with the mask as its alpha
+(its PNG text, the workflow, kept), under the upload's name, as /upload/image stores a file.
+
+The original is an upload (type "input") or a job's output ("output", ComfyUI's default);
+comfyrun keeps no temp files. What ComfyUI fails on with a 500 (no or bad `original_ref`, a
+mask that is no image) or answers 200 while saving nothing (an original that is not there)
+is a 4xx here, as the emulator answers it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from PIL import Image, PngImagePlugin
+
+from comfyrun import errors
+from comfyrun.api.compat.comfy_uploads import read_upload, store_upload
+from comfyrun.api.context import AppContext
+
+#: The largest original image or mask read (both are held in memory to be composited).
+MASK_MAX = 64 << 20
+#: folder_paths.annotated_filepath: a name may say where it is ("x.png [output]").
+_ANNOTATIONS = {"[output]": "output", "[input]": "input", "[temp]": "temp"}
+
+
+def original_name(ref_text: str | None) -> tuple[str, str]:
+    """(the original's name under its type's folder, its type) from `original_ref`; raises
+    InvalidRequest for a missing or bad ref, Forbidden for a subfolder that leaves it."""
+    try:
+        ref = json.loads(ref_text) if ref_text is not None else None
+    except ValueError:
+        ref = None
+    if not isinstance(ref, dict) or not isinstance(ref.get("filename"), str):
+        raise errors.InvalidRequest('original_ref must be JSON: {"filename", "subfolder", "type"}')
+    filename: str = ref["filename"]
+    kind: Any = ref.get("type") or "output"
+    for tag, tagged in _ANNOTATIONS.items():
+        if filename.endswith(tag):
+            filename, kind = filename[: -len(tag)].rstrip(" "), tagged
+            break
+    if not filename or filename.startswith("/") or ".." in filename or "\\" in filename:
+        raise errors.InvalidRequest("invalid original_ref filename")
+    if kind not in ("input", "output", "temp"):
+        raise errors.InvalidRequest(f"unknown original_ref type {kind!r}")
+    subfolder = ref.get("subfolder") or ""
+    if not isinstance(subfolder, str):
+        raise errors.InvalidRequest("original_ref subfolder must be a string")
+    parts = [p for p in f"{subfolder}/{filename}".split("/") if p]
+    if any(p in (".", "..") for p in parts) or subfolder.startswith("/"):
+        raise errors.Forbidden("original_ref leaves its folder")
+    return "/".join(parts), kind
+
+
+async def original_bytes(ctx: AppContext, name: str, kind: str) -> bytes:
+    """The bytes of the caller's input upload or job output `name`; NotFound if there is
+    none (another key's is none), InvalidRequest past MASK_MAX."""
+    key: str | None = None
+    if kind == "input":
+        record = await read_upload(ctx, name)
+        if record is not None and ctx.assets is not None:
+            try:
+                key = (await ctx.assets.get(record["asset_id"])).storage_key
+            except errors.NotFound:
+                key = None
+    elif kind == "output":
+        owner = ctx.principal.owner
+        if owner is None or await ctx.store.get(name.split("/")[0]) is not None:
+            key = name
+    found = (
+        None if key is None or ctx.storage is None else await ctx.storage.read_small(key, MASK_MAX)
+    )
+    if found is None:
+        raise errors.NotFound(f"no {kind} file {name}", details={"original_ref": name})
+    stored, data = found
+    if data is None:
+        raise errors.InvalidRequest(f"{name}: {stored.size_bytes} bytes, too large to mask")
+    return bytes(data)
+
+
+def composite(original: bytes, mask: bytes) -> bytes:
+    """`original` as RGBA PNG with `mask`'s alpha (resized to it), its PNG text kept; raises
+    InvalidRequest when either is no image."""
+    try:
+        with Image.open(io.BytesIO(original)) as image:
+            text = dict(getattr(image, "text", {}) or {})
+            result = image.convert("RGBA")
+        with Image.open(io.BytesIO(mask)) as drawn:
+            alpha = drawn.convert("RGBA").getchannel("A")
+        if alpha.size != result.size:
+            alpha = alpha.resize(result.size)
+        result.putalpha(alpha)
+        info = PngImagePlugin.PngInfo()
+        for key, value in text.items():
+            info.add_text(str(key), str(value))
+        out = io.BytesIO()
+        result.save(out, format="PNG", compress_level=4, pnginfo=info)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise errors.InvalidRequest(f"cannot put the mask on the image: {exc}") from None
+    return out.getvalue()
+
+
+async def store_mask(
+    ctx: AppContext,
+    mask: bytes,
+    *,
+    filename: str,
+    subfolder: str,
+    original_ref: str | None,
+    overwrite: bool,
+) -> tuple[str, str]:
+    """The original with `mask` as its alpha, stored as an upload; (name, subfolder)."""
+    name, kind = original_name(original_ref)
+    original = await original_bytes(ctx, name, kind)
+    masked = await asyncio.to_thread(composite, original, mask)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield masked
+
+    return await store_upload(
+        ctx,
+        chunks(),
+        filename=filename,
+        subfolder=subfolder,
+        content_type="image/png",
+        overwrite=overwrite,
+    )
+
+
+__all__ = ["MASK_MAX", "composite", "original_name", "store_mask"]
