@@ -237,3 +237,14 @@ async def test_a_mask_that_is_no_image_is_a_400(
             "/upload/mask", files={"image": ("m.png", b"not a png")}, data={"original_ref": ref}
         )
         assert answer.status_code == 400, (str(http.base_url), answer.text)
+
+
+async def test_features_tell_comfyruns_own_upload_limit(tmp_path: Path) -> None:
+    """ComfyUI's /features tells the upload limit it enforces (--max-upload-size); comfyrun
+    told ComfyUI's default of 100 MiB whatever its own max_upload_bytes (1 GiB by default)."""
+    async with asgi_app(memory_settings(tmp_path, max_upload_bytes=5000)) as (_, http, _ctx):
+        features = (await http.get("/api/features")).json()
+        assert features == {"supports_preview_metadata": True, "max_upload_size": 5000}
+        big = png((1, 2, 3), size=(200, 200), mode="RGB") + b"\0" * 6000
+        answer = await http.post("/upload/image", files={"image": ("big.png", big)})
+        assert answer.status_code in (400, 413), answer.text

@@ -45,7 +45,8 @@ async def check_client_messages(url: str) -> None:
         reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
         assert reply["type"] == "feature_flags", reply
         assert reply["data"]["supports_preview_metadata"] is True
-        assert isinstance(reply["data"]["max_upload_size"], int)
+        features = (await http.get("/features")).json()
+        assert reply["data"]["max_upload_size"] == features["max_upload_size"]
         await ws.send(json.dumps(FLAGS))  # the negotiation is over: not answered again
         await ws.send(b"\x00\x00\x00\x01binary")
 

@@ -29,6 +29,7 @@ from comfyrun.api.compat.comfy_clients import clients, status_message
 from comfyrun.api.compat.comfy_events import Message, text
 from comfyrun.api.compat.comfy_relay import ComfyRelay, StatusSlot
 from comfyrun.api.context import AppContext, authenticate
+from comfyrun.api.routes.comfy_catalog import own_features
 from comfyrun.api.ws_frames import send_frame_of
 from comfyrun.core.job import JSON, TERMINAL, Job, JobStatus
 from comfyrun.core.tenancy import Scope
@@ -330,12 +331,7 @@ async def _feature_flags(session: ClientSession, raw: str) -> bool:
         # ComfyUI's supports_feature: the flag must be true itself, not merely truthy
         flags = data if isinstance(data, dict) else {}
         session.preview_metadata = flags.get("supports_preview_metadata") is True
-        await session.send(
-            text(
-                "feature_flags",
-                {"supports_preview_metadata": True, "max_upload_size": 104857600},
-            )
-        )
+        await session.send(text("feature_flags", own_features(session.ctx)))
     return True
 
 

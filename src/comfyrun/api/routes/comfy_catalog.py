@@ -16,8 +16,11 @@ from comfyrun.core.catalog import NodeCatalog
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 
-#: What comfyrun itself supports, whatever its backends say.
-OWN_FEATURES: dict[str, Any] = {"supports_preview_metadata": True, "max_upload_size": 104857600}
+
+def own_features(ctx: AppContext) -> dict[str, Any]:
+    """What comfyrun itself supports, whatever its backends say: its own upload limit (ComfyUI
+    tells its own, --max-upload-size), not ComfyUI's default of 100 MiB."""
+    return {"supports_preview_metadata": True, "max_upload_size": ctx.settings.max_upload_bytes}
 
 
 def add_catalog_routes(router: APIRouter) -> None:
@@ -95,7 +98,7 @@ async def embeddings(ctx: Ctx) -> Response:
 async def features(ctx: Ctx) -> Response:
     union = ctx.catalog.union() if ctx.catalog is not None else None  # never worth a wait
     merged = dict(union.features) if union is not None else {}
-    return JSONResponse(merged | OWN_FEATURES)
+    return JSONResponse(merged | own_features(ctx))
 
 
-__all__ = ["OWN_FEATURES", "add_catalog_routes"]
+__all__ = ["add_catalog_routes", "own_features"]
