@@ -66,3 +66,14 @@ async def test_a_settings_file_holding_nan_is_still_read(http: httpx.AsyncClient
     assert (await http.get("/api/settings/a")).text == "null"
     assert (await http.post("/api/settings/c", json=3)).status_code == 200
     assert (await http.get("/api/settings")).json() == {"a": None, "b": 2, "c": 3}
+
+
+async def test_model_metadata_is_an_empty_404(http: httpx.AsyncClient) -> None:
+    """The editor's api.viewMetadata parses any body of /view_metadata as the model's
+    metadata: a JSON error there was shown as metadata. ComfyUI answers a file it has not
+    with an empty 404, which the editor reads as none."""
+    for prefix in ("", "/api"):
+        answer = await http.get(
+            f"{prefix}/view_metadata/checkpoints", params={"filename": "a.safetensors"}
+        )
+        assert answer.status_code == 404 and answer.content == b""

@@ -30,6 +30,7 @@ def add_catalog_routes(router: APIRouter) -> None:
     router.add_api_route("/models/{folder}", model_files, methods=["GET"])
     router.add_api_route("/embeddings", embeddings, methods=["GET"])
     router.add_api_route("/features", features, methods=["GET"])
+    router.add_api_route("/view_metadata/{folder}", view_metadata, methods=["GET"])
 
 
 async def _union(ctx: AppContext) -> NodeCatalog | None:
@@ -93,6 +94,14 @@ async def model_files(folder: str, ctx: Ctx) -> Response:
 async def embeddings(ctx: Ctx) -> Response:
     union = await _union(ctx)
     return JSONResponse(union.embeddings if union is not None else [])
+
+
+async def view_metadata(folder: str) -> Response:
+    """A model's safetensors metadata: comfyrun reads no model files (they are the backends'),
+    so it answers as ComfyUI does for a file it has not, an empty 404, which the editor's
+    model library reads as "no metadata". (Its JSON 404 for an unknown route was taken for
+    the model's metadata.)"""
+    return Response(status_code=404)
 
 
 async def features(ctx: Ctx) -> Response:
