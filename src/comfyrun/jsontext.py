@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from typing import Any
 
 import orjson
@@ -104,8 +105,82 @@ def holds_nul(value: Any) -> bool:
     """Whether a string anywhere in `value` (keys too) holds a NUL character, which PostgreSQL
     cannot store in JSON or text. One encoding and a search of its bytes (~1 us for a 0.2 KB
     workflow; the regular expression runs only where the escape appears at all)."""
-    raw = dumpb(value)
+    return encoded_holds_nul(dumpb(value))
+
+
+def encoded_holds_nul(raw: bytes) -> bool:
+    """`holds_nul` for a value's JSON text (`dumpb`'s)."""
     return b"\\u0000" in raw and _NUL_ESCAPE.search(raw) is not None
 
 
-__all__ = ["dumpb", "dumps", "holds_nul", "loads"]
+#: How deep orjson encodes: a value of this many containers, one in the other, it refuses.
+_ORJSON_DEPTH = 255
+
+
+class _Nest(threading.local):
+    """A chain of lists, one in the other, with a slot at the bottom: a value put there is
+    encoded as if nested that much deeper (one chain a thread, made once)."""
+
+    def __init__(self, levels: int) -> None:
+        self.levels = levels
+        self.slot: list[Any] = [None]
+        self.top: list[Any] = self.slot
+        for _ in range(levels - 1):
+            self.top = [self.top]
+
+
+def dumpb_within(value: Any, depth: int) -> bytes | None:
+    """`dumpb(value)`, or None when `value` holds containers (objects, lists) nested more than
+    `depth` deep (1 to 200; `{"a": [1]}` is 2 deep): what no answer can render (FastAPI's
+    encoder, like orjson, stops at ~255 levels: one such value in a job made every listing
+    that showed it a 500). orjson tells it in the same pass, the value encoded at the bottom
+    of a chain of lists (~2 us more than `dumpb`); what orjson refuses otherwise (integers past
+    64 bits, lone surrogates) is walked, then encoded by `json`."""
+    nest = _nests.get(depth)
+    if nest is None:
+        if not 1 <= depth <= 200:
+            raise ValueError(f"depth {depth} is not within 1..200")
+        nest = _nests.setdefault(depth, _Nest(_ORJSON_DEPTH - 1 - depth))
+    levels = nest.levels
+    nest.slot[0] = value
+    try:
+        return orjson.dumps(nest.top, default=str, option=_OPTIONS)[levels:-levels]
+    except orjson.JSONEncodeError as exc:
+        if "Recursion limit" in str(exc):
+            return None
+    finally:
+        nest.slot[0] = None
+    if nested_deeper(value, depth):
+        return None
+    return json.dumps(value, separators=(",", ":"), default=str).encode()
+
+
+_nests: dict[int, _Nest] = {}
+
+
+def nested_deeper(value: Any, depth: int) -> bool:
+    """Whether `value` holds containers nested more than `depth` deep (walked with a stack)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if level >= depth:
+            return True
+        stack.extend((child, level + 1) for child in children)
+    return False
+
+
+__all__ = [
+    "dumpb",
+    "dumpb_within",
+    "dumps",
+    "encoded_holds_nul",
+    "holds_nul",
+    "loads",
+    "nested_deeper",
+]

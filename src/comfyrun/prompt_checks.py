@@ -1,7 +1,7 @@
 """The checks a workflow passes before it is queued, with ComfyUI's own error shapes: the
 shape, links and node types every backend would refuse (`validate_prompt`), ComfyUI's full
 verdict against a backend's object_info (`validate_like_comfyui`), the error for a job no
-backend can run, and a submission's values no store can hold (`refuse_nul`). Pure but for `check_prompt`, which moves a large workflow's check off the loop.
+backend can run, and a submission's values no store can hold (`refuse_unstorable`). Pure but for `check_prompt`, which moves a large workflow's check off the loop.
 """
 
 from __future__ import annotations
@@ -15,14 +15,30 @@ from comfyrun.core.fit import Misfit
 from comfyrun.core.job import JSON
 from comfyrun.core.params import is_link
 from comfyrun.errors import InvalidRequest, InvalidWorkflow, NoBackendFits
-from comfyrun.jsontext import holds_nul
+from comfyrun.jsontext import dumpb_within, encoded_holds_nul, holds_nul, nested_deeper
+
+#: How deep a submitted value (a workflow, metadata, options, params) may nest objects and
+#: lists (`{"a": [1]}` is 2 deep): far past any workflow's, and well within what every answer
+#: that shows the value can render.
+MAX_VALUE_DEPTH = 64
 
 
-def refuse_nul(**fields: Any) -> None:
-    """InvalidRequest when a string in one of `fields` holds a NUL character: PostgreSQL cannot
-    store one (it was a 503 store_error there, and a job accepted on SQLite), so no store takes
-    it, and the client hears why (a 4xx in its dialect)."""
-    if not holds_nul(fields):
+def refuse_unstorable(**fields: Any) -> None:
+    """InvalidRequest (400) when one of `fields` holds what the queue cannot keep, or no answer
+    show: a string with a NUL character (PostgreSQL cannot store one: it was a 503 store_error
+    there, and a job accepted on SQLite), or objects and lists nested past `MAX_VALUE_DEPTH`
+    (such a job was queued, its 201 a 500, and every listing that showed it a 500). No store
+    takes them, and the client hears why (a 4xx in its dialect)."""
+    raw = dumpb_within(fields, MAX_VALUE_DEPTH + 1)
+    if raw is None:
+        named = next(
+            name for name, value in fields.items() if nested_deeper(value, MAX_VALUE_DEPTH)
+        )
+        raise InvalidRequest(
+            f"{named} nests objects or lists more than {MAX_VALUE_DEPTH} levels deep",
+            details={"field": named, "max_depth": MAX_VALUE_DEPTH},
+        )
+    if not encoded_holds_nul(raw):
         return
     named = next(name for name, value in fields.items() if holds_nul(value))
     raise InvalidRequest(
@@ -228,11 +244,12 @@ def validate_prompt(
 
 __all__ = [
     "INLINE_CHECK_NODES",
+    "MAX_VALUE_DEPTH",
     "check_prompt",
     "has_asset_refs",
     "no_backend_fits",
     "prompt_error",
-    "refuse_nul",
+    "refuse_unstorable",
     "validate_like_comfyui",
     "validate_prompt",
 ]

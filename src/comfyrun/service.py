@@ -35,7 +35,7 @@ from comfyrun.job_admin import CleanupResult, FileDeleter, JobAdmin, Stats
 from comfyrun.job_replace import JobReplace
 from comfyrun.job_watch import TERMINAL_NAMES, JobView, JobWatch
 from comfyrun.models.specs import ModelRef, parse_models
-from comfyrun.prompt_checks import has_asset_refs, refuse_nul
+from comfyrun.prompt_checks import has_asset_refs, refuse_unstorable
 from comfyrun.queue_bound import QueueBound
 from comfyrun.store.base import HandOff, JobPage, JobStamp, JobStore
 from comfyrun.submission import Submission, Submitted
@@ -268,7 +268,7 @@ class JobService(JobReplace, JobAdmin, JobWatch):
         the others get their inputs checked."""
         if not subs:
             raise InvalidRequest("a batch needs at least one job")
-        refuse_nul(batch_options=batch.options, batch_metadata=batch.metadata)
+        refuse_unstorable(batch_options=batch.options, batch_metadata=batch.metadata)
         first = subs[0]
         await self.gate.prepare(first.workflow, placeholders=bool(first.inputs))
         jobs = []
@@ -289,7 +289,7 @@ class JobService(JobReplace, JobAdmin, JobWatch):
         return record
 
     def _new_job(self, sub: Submission, workflow: JSON) -> NewJob:
-        refuse_nul(
+        refuse_unstorable(
             workflow=workflow,
             inputs=sub.inputs,
             options=sub.options,

@@ -177,7 +177,7 @@ def dump_json(value: Any) -> str | None:
     """Compact JSON text (comfyrun.jsontext), or None for None (so a NULL column stays NULL).
     A NUL character is written as U+FFFD: PostgreSQL can store none in JSON, and what a
     backend produced (a node's text output, an error's message) failed the run's end there;
-    what a client submits with one is refused before it gets here (prompt_checks.refuse_nul),
+    what a client submits with one is refused before it gets here (prompt_checks.refuse_unstorable),
     so every store keeps the same."""
     if value is None:
         return None

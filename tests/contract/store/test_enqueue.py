@@ -138,7 +138,7 @@ async def test_a_value_holding_nul_is_the_requests_fault_not_the_stores(store: J
     for read in (lambda: store.get("a\x00b"), lambda: store.events_since("a\x00b", 0)):
         with contextlib.suppress(InvalidRequest):
             assert not await read()
-    # and what the service refuses to submit (refuse_nul) fails so too at the store
+    # and what the service refuses to submit (refuse_unstorable) fails so too at the store
     with contextlib.suppress(InvalidRequest):
         await store.enqueue(new_job(metadata={"a": "x\x00"}), now=T0)
     assert (await store.get(job.id)) is not None  # the other jobs untouched
