@@ -32,6 +32,7 @@ from comfyrun.errors import (
 from comfyrun.finished import FinishedJobs
 from comfyrun.handlers.admission import JobTypes
 from comfyrun.job_admin import CleanupResult, FileDeleter, JobAdmin, Stats
+from comfyrun.job_listing import filtered_page, metadata_filter
 from comfyrun.job_replace import JobReplace
 from comfyrun.job_watch import TERMINAL_NAMES, JobView, JobWatch
 from comfyrun.models.specs import ModelRef, parse_models
@@ -351,18 +352,28 @@ class JobService(JobReplace, JobAdmin, JobWatch):
         limit: int = 50,
         cursor: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        where: Callable[[Job], bool] | None = None,
     ) -> JobPage:
-        """Newest first. A metadata filter is applied to each page (pages may come back short)."""
+        """Newest first, `limit` a page. `metadata` (values as a URL gives them, matched as
+        comfyrun.job_listing.metadata_matches says) and `where` filter the jobs the store
+        lists; such a page is filled from the store's next pages (comfyrun.job_listing)."""
+        if metadata:
+            by_metadata = metadata_filter(metadata)
+            only = where
+            where = by_metadata if only is None else lambda j: only(j) and by_metadata(j)
         try:
-            page = await self.store.list(statuses=statuses, owner=owner, limit=limit, cursor=cursor)
+            if where is not None:
+                return await filtered_page(
+                    self.store,
+                    statuses=statuses,
+                    owner=owner,
+                    limit=limit,
+                    cursor=cursor,
+                    where=where,
+                )
+            return await self.store.list(statuses=statuses, owner=owner, limit=limit, cursor=cursor)
         except ValueError as exc:
             raise InvalidRequest(f"bad cursor: {exc}", details={"cursor": cursor}) from exc
-        if metadata:
-            jobs = [
-                j for j in page.jobs if all(j.metadata.get(k) == v for k, v in metadata.items())
-            ]
-            page = JobPage(jobs=jobs, next_cursor=page.next_cursor)
-        return page
 
 
 __all__ = [

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from comfyrun.api import cursors
 from comfyrun.api.context import AppContext, app_ctx, get_ctx, require_auth
 from comfyrun.api.routes.jobs import check_webhook, render, submission
 from comfyrun.api.schemas import JobList, JobOptionsRequest, iso
@@ -105,9 +106,10 @@ async def batch_jobs(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> JobList:
-    page = await batches.jobs(batch_id, limit=limit, cursor=cursor)
+    scope = f"batch:{batch_id}"
+    page = await batches.jobs(batch_id, limit=limit, cursor=cursors.unbind(cursor, scope))
     jobs = [await render(ctx, request, JobView(j, None)) for j in page.jobs]
-    return JobList(jobs=jobs, next_cursor=page.next_cursor)
+    return JobList(jobs=jobs, next_cursor=cursors.bind(page.next_cursor, scope))
 
 
 @router.post("/{batch_id}/cancel", response_model=BatchOut)

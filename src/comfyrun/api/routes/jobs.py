@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from comfyrun import stages
+from comfyrun.api import cursors
 from comfyrun.api.context import AppContext, get_ctx, public_base_url, require_auth
 from comfyrun.api.schemas import (
     MAX_WEBHOOK_URL,
@@ -136,16 +137,29 @@ async def submitted_job(
 
 
 def _statuses(raw: list[str] | None) -> list[JobStatus] | None:
-    if not raw:
+    """The statuses `?status=` names (repeated or comma-separated); None, no filter, when it
+    names none (`?status=` as a form with "any status" sends it)."""
+    names = [s.strip() for item in raw or () for s in item.split(",") if s.strip()]
+    if not names:
         return None
-    names = [s.strip() for item in raw for s in item.split(",") if s.strip()]
     try:
-        return [JobStatus(n) for n in names]
+        return sorted(set(map(JobStatus, names)), key=list(JobStatus).index)
     except ValueError:
         raise InvalidRequest(
             f"unknown status in {names}; use {[s.value for s in JobStatus]}",
             details={"status": names},
         ) from None
+
+
+def _listing_scope(wanted: list[JobStatus] | None, metadata: dict[str, str]) -> str:
+    """What a listing's cursor is bound to: its filters, in a canonical order."""
+    return json.dumps(
+        {
+            "status": None if wanted is None else [s.value for s in wanted],
+            "metadata": sorted(metadata.items()),
+        },
+        separators=(",", ":"),
+    )
 
 
 @router.get("", response_model=JobList)
@@ -156,7 +170,10 @@ async def list_jobs(
         list[str] | None, Query(description="Filter; repeat or comma-separate")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=512, description="next_cursor of the same listing (same filters)"),
+    ] = None,
 ) -> JobList:
     metadata = {
         key[len("metadata[") : -1]: value
@@ -164,18 +181,26 @@ async def list_jobs(
         if key.startswith("metadata[") and key.endswith("]")
     }
     wanted = _statuses(status)
+    scope = _listing_scope(wanted, metadata)
     stored = wanted
+    shown: Callable[[Job], bool] | None = None
     if wanted is not None and JobStatus.QUEUED in wanted and JobStatus.RUNNING not in wanted:
         stored = [*wanted, JobStatus.RUNNING]  # held in a backend's queue: shown queued
+        shown = _shown_in(set(wanted))
     page = await ctx.service.list_jobs(
-        statuses=stored, limit=limit, cursor=cursor, metadata=metadata or None
+        statuses=stored,
+        limit=limit,
+        cursor=cursors.unbind(cursor, scope),
+        metadata=metadata or None,
+        where=shown,
     )
-    jobs = [
-        await render(ctx, request, JobView(j, None))
-        for j in page.jobs
-        if wanted is None or (JobStatus.QUEUED if j.waiting else j.status) in wanted
-    ]
-    return JobList(jobs=jobs, next_cursor=page.next_cursor)
+    jobs = [await render(ctx, request, JobView(j, None)) for j in page.jobs]
+    return JobList(jobs=jobs, next_cursor=cursors.bind(page.next_cursor, scope))
+
+
+def _shown_in(wanted: set[JobStatus]) -> Callable[[Job], bool]:
+    """Whether a job's status as shown (a job held in a backend's queue is queued) is wanted."""
+    return lambda job: (JobStatus.QUEUED if job.waiting else job.status) in wanted
 
 
 @router.get("/{job_id}", response_model=JobOut)
