@@ -1,9 +1,10 @@
 """GET /api/v2/jobs as a client pages through it: an empty `?status=` filters nothing, metadata
 values given in the URL match the numbers and booleans jobs hold, filtered pages are full,
-cursors continue only their own listing."""
+cursors continue only their own listing, and `?wait` holds a GET of one job."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -178,3 +179,31 @@ async def test_a_batch_cursor_and_a_jobs_cursor_do_not_cross(tmp_path: Path) -> 
             unbind(bind("abc", "batch:1"), scope)
     with pytest.raises(InvalidRequest):
         unbind("abc", "batch:1")  # no tag at all
+
+
+async def test_get_with_wait_holds_until_the_job_ends(tmp_path: Path) -> None:
+    async with asgi_app(memory_settings(tmp_path)) as (_, client, ctx):
+        job_id = await submit(client, 0, {})
+
+        async def end_soon() -> None:
+            await asyncio.sleep(0.3)
+            await ctx.service.cancel(job_id)
+
+        ending = asyncio.create_task(end_soon())
+        started = time.monotonic()
+        r = await client.get(f"/api/v2/jobs/{job_id}", params={"wait": 10})
+        await ending
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "canceled"
+        assert 0.2 < time.monotonic() - started < 5
+        # past its wait, the job as it is; a job never there: 404 at once
+        other = await submit(client, 1, {})
+        started = time.monotonic()
+        r = await client.get(f"/api/v2/jobs/{other}", params={"wait": 0.2})
+        assert r.status_code == 200 and r.json()["status"] == "queued"
+        assert r.json()["queue_position"] == 0
+        r = await client.get("/api/v2/jobs/nope", params={"wait": 5})
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+        assert time.monotonic() - started < 3
+        r = await client.get(f"/api/v2/jobs/{other}", params={"wait": -1})
+        assert r.status_code == 422

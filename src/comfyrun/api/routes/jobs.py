@@ -204,8 +204,19 @@ def _shown_in(wanted: set[JobStatus]) -> Callable[[Job], bool]:
 
 
 @router.get("/{job_id}", response_model=JobOut)
-async def get_job(job_id: str, request: Request, ctx: Ctx) -> JobOut:
-    return await render(ctx, request, await ctx.service.get(job_id))
+async def get_job(
+    job_id: str,
+    request: Request,
+    ctx: Ctx,
+    wait: Annotated[
+        float | None, Query(ge=0, description="Hold the request up to N s, until the job ends")
+    ] = None,
+) -> JobOut:
+    if wait:
+        view = await ctx.service.wait(job_id, min(wait, ctx.settings.max_wait_s))
+    else:
+        view = await ctx.service.get(job_id)
+    return await render(ctx, request, view)
 
 
 @router.get("/{job_id}/workflow")
