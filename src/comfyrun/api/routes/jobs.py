@@ -184,8 +184,11 @@ async def list_jobs(
     scope = _listing_scope(wanted, metadata)
     stored = wanted
     shown: Callable[[Job], bool] | None = None
-    if wanted is not None and JobStatus.QUEUED in wanted and JobStatus.RUNNING not in wanted:
-        stored = [*wanted, JobStatus.RUNNING]  # held in a backend's queue: shown queued
+    if wanted is not None and (JobStatus.QUEUED in wanted) != (JobStatus.RUNNING in wanted):
+        # a job held in a backend's queue is running in the store, shown queued: listed by
+        # queued, not by running
+        if JobStatus.QUEUED in wanted:
+            stored = [*wanted, JobStatus.RUNNING]
         shown = _shown_in(set(wanted))
     page = await ctx.service.list_jobs(
         statuses=stored,
