@@ -226,3 +226,20 @@ async def test_websocket_connect_initial_message(
     assert_same_shape(anonymous, first)
     sid = anonymous["data"]["sid"]
     assert len(sid) == 32 and int(sid, 16) >= 0
+
+
+async def test_a_mask_s_original_is_an_output_unless_its_type_says_otherwise(
+    emu: Emulator, session: aiohttp.ClientSession
+) -> None:
+    """ComfyUI's /upload/mask looks for `original_ref` without a type among the outputs
+    (server.py: `original_ref.get("type", "output")`); the emulator looked among the inputs."""
+    emu.config.output_dir.mkdir(parents=True, exist_ok=True)
+    (emu.config.output_dir / "drawn_on.png").write_bytes(_png((0, 200, 0, 255)))
+    form = aiohttp.FormData()
+    form.add_field("image", _png((0, 0, 0, 128)), filename="mask.png", content_type="image/png")
+    form.add_field("original_ref", '{"filename": "drawn_on.png"}')
+    async with session.post(f"{emu.url}/upload/mask", data=form) as resp:
+        assert resp.status == 200, await resp.text()
+        saved = await resp.json()
+    with Image.open(emu.config.input_dir / saved["name"]) as img:
+        assert img.getpixel((0, 0))[:3] == (0, 200, 0)  # the output's picture, the mask's alpha

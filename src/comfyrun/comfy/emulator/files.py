@@ -123,7 +123,7 @@ def _save_mask(dirs: Dirs, fields: dict[str, str], image: tuple[str, bytes]) -> 
         return web.Response(status=400)
     if not name or name[0] == "/" or ".." in name:
         return web.Response(status=400)
-    base = base or dirs.by_type(str(ref.get("type", "input")))
+    base = base or dirs.by_type(str(ref.get("type", "output")))
     if base is None:
         return web.Response(status=400)
     folder = os.path.abspath(os.path.join(base, str(ref.get("subfolder", ""))))
