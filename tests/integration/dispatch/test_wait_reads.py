@@ -75,7 +75,9 @@ async def test_a_wait_that_times_out_on_a_job_running_here_answers_it_as_it_is(
             # the backend is idle: this process runs it from (at most) a moment after its
             # submission, ~20 s in all; the wait ends at its timeout, the run holding it (a
             # wait that spun past its timeout would answer at the job's end, or never): the
-            # bound is far from both ends, so a loaded machine's slow submission cannot fail it
-            job = await submit_steps(client, steps=400, wait=0.5)
+            # bound is far from both ends, so a loaded machine's slow submission cannot fail it.
+            # The timeout leaves ComfyUI time to start the prompt (a job whose prompt waits in
+            # its backend's queue is shown queued): under a loaded machine 0.5 s did not
+            job = await submit_steps(client, steps=400, wait=3)
             assert job["status"] == "running", job
             assert time.monotonic() - started < 10  # at its timeout, not at the job's end
