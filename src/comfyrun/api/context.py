@@ -17,6 +17,7 @@ from comfyrun.config import Settings
 from comfyrun.core.tenancy import ADMIN, Principal, Scope
 from comfyrun.service import JobService
 from comfyrun.store.base import JobStore
+from comfyrun.templates.batches import BatchService
 
 
 class OutputFiles(Protocol):
@@ -60,21 +61,26 @@ class AppContext:
 
     def scoped(self, principal: Principal) -> AppContext:
         """This context as `principal` sees it: an admin sees everything; any other key sees
-        the store, the service and the assets through its own OwnedStore."""
+        the store, the service, the assets, the templates and the batches through its own
+        OwnedStore."""
         if principal.owner is None:
             return self
         store = OwnedStore(self.store, principal)
         assets = self.assets.for_owner(principal.owner) if self.assets is not None else None
         checker = self.extras.get("input_checker")
+        service = self.service.using(
+            store,
+            check_inputs=checker(assets) if checker and assets else None,
+            owner=principal.owner,
+        )
+        templates = self.templates.using(service) if self.templates is not None else None
         return dataclasses.replace(
             self,
             store=store,
-            service=self.service.using(
-                store,
-                check_inputs=checker(assets) if checker and assets else None,
-                owner=principal.owner,
-            ),
+            service=service,
             assets=assets,
+            templates=templates,
+            batches=BatchService(templates, service) if templates is not None else None,
             principal=principal,
         )
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import builtins
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from comfyrun.core.batch import Batch, BatchStatus, NewBatch
 from comfyrun.core.job import ACTIVE, JSON, Job, JobStatus, NewJob
@@ -32,6 +32,12 @@ class MemoryBatches(ABC):
     @abstractmethod
     async def _wake_watchers(self) -> None: ...
 
+    if TYPE_CHECKING:  # MemoryTenancy's (after this class in MemoryStore's bases)
+
+        def _admit(self, new: NewJob, now: float, *, count: int = 1) -> None: ...
+
+        def _count_out(self, owner: str | None, ended: int) -> None: ...
+
     @abstractmethod
     async def _wake_workers(self) -> None: ...
 
@@ -41,6 +47,8 @@ class MemoryBatches(ABC):
         now = clock_or(now)
         if batch.id in self._batches:
             raise Conflict(f"batch {batch.id} already exists", details={"batch_id": batch.id})
+        if jobs:  # a key's batch fits its quota, every job of it, or none is queued
+            self._admit(jobs[0], now, count=len(jobs))
         priority = jobs[0].priority if jobs else 0
         runnable = [
             j
@@ -93,10 +101,13 @@ class MemoryBatches(ABC):
             raise batches.not_found(batch_id)
         if batch.done:
             return batch, []
+        canceled = 0
         for job in builtins.list(self._jobs.values()):
             if job.batch_id == batch_id and job.status is JobStatus.QUEUED:
                 self._jobs[job.id] = job.evolve(status=JobStatus.CANCELED, finished_at=now)
                 self._append(job.id, "status", batches.cancel_event(job.attempts), now)
+                canceled += 1
+        self._count_out(batch.owner, canceled)
         if batch.status is BatchStatus.RUNNING:
             self._batches[batch_id] = batch.evolve(status=BatchStatus.CANCELING)
         self._end_batch_if_done(batch_id, now)

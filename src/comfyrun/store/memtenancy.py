@@ -52,7 +52,9 @@ class MemoryTenancy:
         )
         return True
 
-    def _admit(self, new: NewJob, now: float) -> None:
+    def _admit(self, new: NewJob, now: float, *, count: int = 1) -> None:
+        """`new` (and `count` - 1 more jobs of its owner: a batch's) must fit the owner key's
+        quota, all of them or none; they are counted."""
         key = self._api_keys.get(new.owner) if new.owner is not None else None
         if key is None:
             return
@@ -65,8 +67,8 @@ class MemoryTenancy:
             )[: quota.per_minute]  # the newest per_minute, as the SQL stores count them
             wait = quota_retry_after(
                 quota,
-                unfinished=key.unfinished,
-                recent=len(recent),
+                unfinished=key.unfinished + count - 1,
+                recent=len(recent) + count - 1,
                 oldest_recent_at=min(recent) if recent else None,
                 now=now,
             )
@@ -77,8 +79,14 @@ class MemoryTenancy:
                     retry_after_s=wait,
                 )
         self._api_keys[key.id] = dataclasses.replace(
-            key, jobs_submitted=key.jobs_submitted + 1, unfinished=key.unfinished + 1
+            key, jobs_submitted=key.jobs_submitted + count, unfinished=key.unfinished + count
         )
+
+    def _count_out(self, owner: str | None, ended: int) -> None:
+        """`ended` jobs of key `owner` ended without a transition each (a batch's canceled)."""
+        key = self._api_keys.get(owner) if owner is not None else None
+        if key is not None and ended:
+            self._api_keys[key.id] = dataclasses.replace(key, unfinished=key.unfinished - ended)
 
     def _settle(self, job: Job, p: Plan, now: float) -> None:
         seconds = tenancy.run_seconds(job, p, now)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from comfyrun.core.batch import Batch, BatchStatus, NewBatch
 from comfyrun.core.job import Job, JobStatus, NewJob
@@ -25,11 +25,17 @@ from comfyrun.store.sqldialect import SQLDialect
 
 
 class SQLBatches(SQLDialect):
+    if TYPE_CHECKING:  # SQLTenancy's
+
+        async def _admit(self, conn: Any, new: NewJob, now: float, *, count: int = 1) -> None: ...
+
     async def create_batch(
         self, batch: NewBatch, jobs: Sequence[NewJob], *, now: float | None = None
     ) -> Batch:
         now = clock_or(now)
         async with self._write() as conn:
+            if jobs:  # a key's batch fits its quota, every job of it, or none is queued
+                await self._admit(conn, jobs[0], now, count=len(jobs))
             priority = jobs[0].priority if jobs else 0
             head = await self._one(conn, "fair_head", {"priority": priority, "now": now})
             start = batches.first_tag(head["tag"] if head else None)
@@ -83,6 +89,10 @@ class SQLBatches(SQLDialect):
                 return batch_from_row(row), []
             # the jobs first, then the batch row: the order a job's own transition locks them
             canceled = await self._all(conn, "cancel_batch_queued", {"id": batch_id, "now": now})
+            owner = batch_from_row(row).owner
+            if owner is not None and canceled:  # its key's jobs: out of its unfinished count
+                params = {"id": owner, "seconds": 0.0, "ended": len(canceled)}
+                await self._run(conn, "settle_key", params)
             await self._run_many(
                 conn,
                 "insert_event_many",

@@ -46,10 +46,11 @@ class SQLTenancy(SQLDialect):
         async with self._write() as conn:
             return await self._run(conn, "revoke_api_key", {"id": key_id, "now": now}) == 1
 
-    async def _admit(self, conn: Any, new: NewJob, now: float) -> None:
-        """Inside the enqueue's transaction: a key-owned job must fit the key's quota (the
-        key's row stays locked until commit, so concurrent submissions are counted one by
-        one on every node); the submission is counted, and the key's unfinished jobs."""
+    async def _admit(self, conn: Any, new: NewJob, now: float, *, count: int = 1) -> None:
+        """Inside the enqueue's transaction: a key-owned job (and `count` - 1 more of its
+        owner's: a batch's, all or none) must fit the key's quota (the key's row stays locked
+        until commit, so concurrent submissions are counted one by one on every node); the
+        submissions are counted, and the key's unfinished jobs."""
         if new.owner is None:
             return
         row = await self._one(conn, "lock_api_key", {"id": new.owner})
@@ -64,7 +65,11 @@ class SQLTenancy(SQLDialect):
             row = await self._one(conn, "quota_recent", params)
             recent, oldest = (int(row["n"]), row["oldest"]) if row else (0, None)
         wait = quota_retry_after(
-            quota, unfinished=key.unfinished, recent=recent, oldest_recent_at=oldest, now=now
+            quota,
+            unfinished=key.unfinished + count - 1,
+            recent=recent + count - 1,
+            oldest_recent_at=oldest,
+            now=now,
         )
         if wait is not None:
             raise QuotaExceeded(
@@ -72,7 +77,7 @@ class SQLTenancy(SQLDialect):
                 f"(max_queued {quota.max_queued}, per_minute {quota.per_minute})",
                 retry_after_s=wait,
             )
-        await self._run(conn, "count_submission", {"id": new.owner})
+        await self._run(conn, "count_submission", {"id": new.owner, "n": count})
 
     async def _settle(self, conn: Any, job: Job, p: Plan, now: float) -> None:
         """Inside a transition's transaction: the key's usage and unfinished count, and the

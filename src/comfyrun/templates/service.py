@@ -40,6 +40,13 @@ class TemplateService:
         self._compiled: dict[str, tuple[str, object, Template]] = {}
         self._scan_lock = asyncio.Lock()
 
+    def using(self, jobs: JobService) -> TemplateService:
+        """This service submitting through another JobService (e.g. an API key's, so that
+        the jobs are the key's, under its scope and quota); the templates are shared."""
+        other = copy.copy(self)
+        other._jobs = jobs
+        return other
+
     async def list(self) -> list[Template]:
         """Every template in the folder now (re-read when its files changed)."""
         async with self._scan_lock:

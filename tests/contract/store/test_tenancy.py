@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from tests.support.store import new_job
 
+from comfyrun.core.batch import NewBatch
 from comfyrun.core.job import JobStatus
 from comfyrun.core.state import Event
 from comfyrun.core.tenancy import ApiKey, Quota, Scope, hash_key, mint_key
@@ -122,6 +123,29 @@ async def test_per_minute_says_when_the_window_frees(store: JobStore) -> None:
         await store.enqueue(new_job(owner=key.id), now=T0 + 20)
     assert err.value.retry_after_s == 40  # the first submission leaves the window at T0+60
     await store.enqueue(new_job(owner=key.id), now=T0 + 61)
+
+
+async def test_a_keys_batch_fits_its_quota_whole_or_is_refused(store: JobStore) -> None:
+    """A batch's jobs count against their key's quota like any job's: one that does not fit
+    whole queues nothing; one that does is counted job by job (and each end counts out)."""
+    key = await a_key(store, Quota(max_queued=3, per_minute=4))
+    batch = NewBatch(workflow="t2i", version="v1", owner=key.id)
+    with pytest.raises(QuotaExceeded):
+        await store.create_batch(batch, [new_job(owner=key.id) for _ in range(4)], now=T0)
+    assert await store.get_batch(batch.id) is None
+    assert sum((await store.counts()).values()) == 0
+    record = await store.create_batch(batch, [new_job(owner=key.id) for _ in range(2)], now=T0)
+    counted = await store.get_api_key(key.id)
+    assert counted is not None and (counted.jobs_submitted, counted.unfinished) == (2, 2)
+    more = NewBatch(workflow="t2i", version="v1", owner=key.id)
+    with pytest.raises(QuotaExceeded):  # 2 + 2 > max_queued 3
+        await store.create_batch(more, [new_job(owner=key.id) for _ in range(2)], now=T0 + 1)
+    await store.cancel_batch(record.id, now=T0 + 2)
+    ended = await store.get_api_key(key.id)
+    assert ended is not None and ended.unfinished == 0
+    with pytest.raises(QuotaExceeded):  # per_minute: 2 + 3 > 4
+        await store.create_batch(more, [new_job(owner=key.id) for _ in range(3)], now=T0 + 3)
+    await store.create_batch(more, [new_job(owner=key.id) for _ in range(2)], now=T0 + 3)
 
 
 async def test_a_refused_submission_leaves_no_trace(store: JobStore) -> None:

@@ -37,9 +37,30 @@ class Tenant:
         self.http = httpx.AsyncClient(base_url=server.url, headers=self.headers, timeout=30)
 
 
+def write_templates(folder: Path) -> None:
+    """`image` (a parameter `color`) and `photo` (a file parameter `photo`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "image.json").write_text(json.dumps(image_workflow(prefix="tpl", size=8)))
+    (folder / "image.params.json").write_text(
+        json.dumps({"color": {"node": "1", "input": "color"}})
+    )
+    photo = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "ph"}},
+    }
+    (folder / "photo.json").write_text(json.dumps(photo))
+    (folder / "photo.params.json").write_text(
+        json.dumps({"photo": {"node": "1", "input": "image"}})
+    )
+
+
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    async with serving(dialect_settings(tmp_path, api_keys=[ADMIN], emulators=1)) as srv:
+    write_templates(tmp_path / "workflows")
+    settings = dialect_settings(
+        tmp_path, api_keys=[ADMIN], emulators=1, workflows_dir=tmp_path / "workflows"
+    )
+    async with serving(settings) as srv:
         yield srv
         for tenant in MINTED.pop(srv.url, []):
             await tenant.http.aclose()
@@ -340,3 +361,73 @@ async def test_the_counts_a_key_is_told_are_its_own(server: Server) -> None:
             assert await status_of(ws_root) == 4
     finally:
         await server.set_faults({"hang": False})
+
+
+async def test_batches_and_template_jobs_are_their_keys(server: Server) -> None:
+    """A batch or a template's job is its key's like any job: another key's answer as ones
+    that do not exist (reading, listing, the zip, cancelling), a file parameter is one of
+    the key's own assets, a key without `submit` may not make them, and they count against
+    the key's quota: a batch fits it whole, or nothing is queued."""
+    a = await mint(server, "team-a", ["submit", "read"])
+    b = await mint(server, "team-b", ["submit", "read"])
+    batch = await a.http.post(
+        "/api/v2/batches", json={"workflow": "image", "matrix": {"color": [1, 2]}}
+    )
+    assert batch.status_code == 201, batch.text
+    batch_id = batch.json()["id"]
+    for path in ("/api/v2/batches/{id}", "/api/v2/batches/{id}/jobs"):
+        answer = await same_as_missing(b.http, "GET", path, batch_id)
+        assert answer.status_code == 404
+    await same_as_missing(b.http, "GET", "/api/v2/batches/{id}/outputs.zip", batch_id)
+    await same_as_missing(b.http, "POST", "/api/v2/batches/{id}/cancel", batch_id)
+    assert (await a.http.get(f"/api/v2/batches/{batch_id}")).json()["status"] != "canceling"
+    jobs = (await a.http.get(f"/api/v2/batches/{batch_id}/jobs")).json()["jobs"]
+    templated = await a.http.post("/api/v2/workflows/image/jobs", json={"params": {"color": 3}})
+    assert templated.status_code == 201, templated.text
+    own = {j["id"] for j in (await a.http.get("/api/v2/jobs")).json()["jobs"]}
+    assert own == {*(j["id"] for j in jobs), templated.json()["id"]}
+    assert (await b.http.get("/api/v2/jobs")).json()["jobs"] == []
+    for job in [*jobs, templated.json()]:
+        await same_as_missing(b.http, "GET", "/api/v2/jobs/{id}", job["id"])
+
+    picture = io.BytesIO()
+    Image.new("RGB", (6, 4), (1, 2, 3)).save(picture, format="PNG")
+    files = {"file": ("p.png", picture.getvalue(), "image/png")}
+    asset = (await a.http.post("/api/v2/assets", files=files)).json()
+    params = {"params": {"photo": asset["id"]}}
+    refused = await b.http.post("/api/v2/workflows/photo/jobs", json=params)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "missing_asset"
+    items = {"workflow": "photo", "items": [params]}
+    refused = await b.http.post("/api/v2/batches", json=items)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "missing_asset"
+    assert (await a.http.post("/api/v2/workflows/photo/jobs", json=params)).status_code == 201
+
+    reader = await mint(server, "reader", ["read"])
+    answer = await reader.http.post("/api/v2/workflows/image/jobs", json={"params": {}})
+    assert answer.status_code == 403 and answer.json()["error"]["code"] == "forbidden"
+    answer = await reader.http.post("/api/v2/batches", json={"workflow": "image", "items": [{}]})
+    assert answer.status_code == 403 and answer.json()["error"]["code"] == "forbidden"
+
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    async with httpx.AsyncClient(base_url=server.url, headers=admin, timeout=30) as root:
+        minted = await root.post(
+            "/api/v2/admin/keys", json={"name": "small", "quota": {"max_queued": 2}}
+        )
+        key = minted.json()
+        await server.set_faults({"hang": True})
+        try:
+            small = {"Authorization": f"Bearer {key['key']}"}
+            async with httpx.AsyncClient(base_url=server.url, headers=small, timeout=30) as http:
+                three = {"workflow": "image", "matrix": {"color": [1, 2, 3]}}
+                over = await http.post("/api/v2/batches", json=three)
+                assert over.status_code == 429, over.text
+                assert over.json()["error"]["code"] == "quota_exceeded"
+                assert (await http.get("/api/v2/jobs")).json()["jobs"] == []  # none queued
+                two = {"workflow": "image", "matrix": {"color": [1, 2]}}
+                assert (await http.post("/api/v2/batches", json=two)).status_code == 201
+                one = await http.post("/api/v2/workflows/image/jobs", json={"params": {}})
+                assert one.status_code == 429, one.text
+            usage = (await root.get(f"/api/v2/admin/keys/{key['id']}")).json()["usage"]
+            assert (usage["jobs"], usage["unfinished"]) == (2, 2)
+        finally:
+            await server.set_faults({"hang": False})

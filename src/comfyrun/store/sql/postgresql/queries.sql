@@ -609,7 +609,8 @@ SELECT count(*) AS n, min(created_at) AS oldest FROM (
 ) AS recent;
 
 -- name: count_submission
-UPDATE api_keys SET jobs_submitted = jobs_submitted + 1, unfinished = unfinished + 1
+-- :n submissions of a key (one job, or a batch's jobs) counted, and its unfinished jobs.
+UPDATE api_keys SET jobs_submitted = jobs_submitted + %(n)s, unfinished = unfinished + %(n)s
 WHERE id = %(id)s;
 
 -- name: settle_key
