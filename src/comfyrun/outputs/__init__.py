@@ -22,7 +22,13 @@ from comfyrun.outputs.base import (
     read_inline,
 )
 from comfyrun.outputs.classify import classify_output, content_type_for
-from comfyrun.outputs.keys import job_prefix, output_key, safe_segment, validate_key
+from comfyrun.outputs.keys import (
+    job_prefix,
+    job_segment,
+    output_key,
+    safe_segment,
+    validate_key,
+)
 
 
 def open_output_storage(url: str) -> OutputStorage:
@@ -81,6 +87,7 @@ __all__ = [
     "content_type_for",
     "iterate_bytes",
     "job_prefix",
+    "job_segment",
     "open_output_storage",
     "output_key",
     "put_read",

@@ -7,6 +7,7 @@ is then safe as a file path under the local root and as an S3 object name under 
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 
@@ -15,8 +16,11 @@ from comfyrun.errors import InvalidRequest
 #: Segments starting with this are reserved for the storages' own bookkeeping.
 RESERVED_PREFIX = ".comfyrun"
 MAX_KEY_LENGTH = 1024
-#: Top-level folders that belong to the storage's other users, never to a job.
-RESERVED_TOP_LEVEL = frozenset({"assets"})
+#: Top-level folders that belong to the storage's other users, never to a job: the assets
+#: (comfyrun.assets.service) and ComfyUI's uploads (comfyrun.api.compat.comfy_uploads).
+RESERVED_TOP_LEVEL = frozenset({"assets", "comfy-inputs", "comfy-inputs-of"})
+#: A job folder that is not its job's id (a reserved name, unsafe characters) ends so.
+_ESCAPED = re.compile(r"^_.*~[0-9a-f]{16}$", re.DOTALL)
 _BACKSLASH_OR_CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")
 _UNSAFE_CHARS = re.compile(r'[\x00-\x1f\x7f/\\<>:"|?*]')
 
@@ -61,20 +65,34 @@ def output_key(job_id: str, node_id: str, filename: str) -> str:
     breaks another."""
     return validate_key(
         "/".join(
-            (_job_segment(job_id), safe_segment(node_id, fallback="node"), safe_segment(filename))
+            (job_segment(job_id), safe_segment(node_id, fallback="node"), safe_segment(filename))
         )
     )
 
 
 def job_prefix(job_id: str) -> str:
     """The prefix holding all of a job's outputs, for `delete_prefix` at retention time."""
-    return validate_prefix(f"{_job_segment(job_id)}/")
+    return validate_prefix(f"{job_segment(job_id)}/")
 
 
-def _job_segment(job_id: str) -> str:
-    """A job's top-level folder; never one of the storage's own namespaces (e.g. "assets")."""
+def job_segment(job_id: str) -> str:
+    """A job's top-level folder: its id, where that is a safe segment and names none of the
+    storage's own namespaces ("assets", the uploads'); else `_<the id made safe>~<its hash>`,
+    which no other id's folder is (a client may choose a ComfyUI prompt id: "assets", or
+    "a:b" beside another's "a_b", must not share another's folder)."""
     segment = safe_segment(job_id, fallback="job")
-    return f"_{segment}" if segment.lower() in RESERVED_TOP_LEVEL else segment
+    plain = segment == job_id and segment.lower() not in RESERVED_TOP_LEVEL
+    if plain and not _ESCAPED.match(segment):
+        return segment
+    digest = hashlib.sha256(job_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"_{segment[:64]}~{digest}"
 
 
-__all__ = ["job_prefix", "output_key", "safe_segment", "validate_key", "validate_prefix"]
+__all__ = [
+    "job_prefix",
+    "job_segment",
+    "output_key",
+    "safe_segment",
+    "validate_key",
+    "validate_prefix",
+]

@@ -431,3 +431,45 @@ async def test_batches_and_template_jobs_are_their_keys(server: Server) -> None:
             assert (usage["jobs"], usage["unfinished"]) == (2, 2)
         finally:
             await server.set_faults({"hang": False})
+
+
+async def test_a_chosen_prompt_id_opens_no_other_namespace(server: Server) -> None:
+    """A ComfyUI prompt id is the client's to choose; one that names a folder of the storage
+    that is no job's ("assets", the uploads') gives its key no way into it: not by a file's
+    name (/api/v2/files, /view, a mask's original_ref), and its outputs land elsewhere."""
+    a = await mint(server, "team-a", ["submit", "read"])
+    b = await mint(server, "team-b", ["submit", "read"])
+    picture = io.BytesIO()
+    Image.new("RGB", (6, 4), (1, 2, 3)).save(picture, format="PNG")
+    asset = (
+        await a.http.post("/api/v2/assets", files={"file": ("p.png", picture.getvalue())})
+    ).json()
+    files = {"image": ("mine.png", picture.getvalue(), "image/png")}
+    assert (await a.http.post("/upload/image", files=files)).status_code == 200
+    blob = asset["hash"].split(":")[-1]
+    names = [
+        f"assets/meta/{asset['id']}.json",
+        f"assets/blobs/{blob}",
+        f"comfy-inputs-of/{a.key['id']}/mine.png",
+    ]
+    for prompt_id in ("assets", "comfy-inputs-of", "Assets"):
+        body = {"prompt": image_workflow(prefix="ns", size=8), "prompt_id": prompt_id}
+        answer = await b.http.post("/prompt", json=body)
+        assert answer.status_code == 200, answer.text
+        done = await finished(b, prompt_id)
+        assert done["status"] == "succeeded"
+        stored = await server.ctx.store.get(prompt_id)
+        assert stored is not None and stored.outputs[0].storage_key
+        assert not stored.outputs[0].storage_key.startswith(f"{prompt_id}/")
+    for name in names:
+        assert (await b.http.get(f"/api/v2/files/{name}")).status_code == 404, name
+        folder, _, filename = name.rpartition("/")
+        view = {"filename": filename, "subfolder": folder, "type": "output"}
+        assert (await b.http.get("/view", params=view)).status_code == 404, name
+        ref = json.dumps(view)
+        mask = {"image": ("m.png", picture.getvalue(), "image/png")}
+        answer = await b.http.post("/upload/mask", files=mask, data={"original_ref": ref})
+        assert answer.status_code == 404, (name, answer.text)
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    async with httpx.AsyncClient(base_url=server.url, headers=admin, timeout=30) as root:
+        assert (await root.get(f"/api/v2/files/{names[1]}")).status_code == 200

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from comfyrun.errors import InvalidRequest
 from comfyrun.outputs.keys import (
     job_prefix,
+    job_segment,
     output_key,
     safe_segment,
     validate_key,
@@ -43,8 +44,23 @@ def test_output_key_layout() -> None:
 
 
 def test_a_job_never_lands_in_the_assets_namespace() -> None:
-    assert output_key("assets", "9", "a.png") == "_assets/9/a.png"
-    assert job_prefix("Assets") == "_Assets/"
+    assert output_key("assets", "9", "a.png").startswith("_assets~")
+    assert job_prefix("Assets").startswith("_Assets~")
+    for namespace in ("assets", "comfy-inputs", "comfy-inputs-of", "COMFY-INPUTS-OF"):
+        assert job_segment(namespace) != namespace
+
+
+def test_no_two_jobs_share_a_folder() -> None:
+    """A folder is its job's id only when that id is a safe segment of no namespace; any
+    other id (that a client chose) gets one of its own, which no other id's folder is."""
+    assert job_segment("01a2-uuid") == "01a2-uuid"
+    ids = ["a:b", "a_b", "assets", "_assets", "Assets", "a/b", "a\\b", ".x", "x"]
+    folders = [job_segment(i) for i in ids]
+    assert len(set(folders)) == len(ids)
+    escaped = job_segment("assets")
+    assert job_segment(escaped) != escaped  # an id spelled as another's folder is escaped too
+    for job_id in ids:
+        assert validate_key(job_segment(job_id)) == job_segment(job_id)
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from PIL import Image, PngImagePlugin
 from comfyrun import errors
 from comfyrun.api.compat.comfy_uploads import read_upload, store_upload
 from comfyrun.api.context import AppContext
+from comfyrun.api.routes.files import readable_key
 
 #: The largest original image or mask read (both are held in memory to be composited).
 MASK_MAX = 64 << 20
@@ -68,10 +69,8 @@ async def original_bytes(ctx: AppContext, name: str, kind: str) -> bytes:
                 key = (await ctx.assets.get(record["asset_id"])).storage_key
             except errors.NotFound:
                 key = None
-    elif kind == "output":
-        owner = ctx.principal.owner
-        if owner is None or await ctx.store.get(name.split("/")[0]) is not None:
-            key = name
+    elif kind == "output" and await readable_key(ctx, name):
+        key = name
     found = (
         None if key is None or ctx.storage is None else await ctx.storage.read_small(key, MASK_MAX)
     )

@@ -19,7 +19,12 @@ from PIL import Image
 from comfyrun import errors
 from comfyrun.api.compat.comfy_uploads import INPUT_SUFFIX, read_upload
 from comfyrun.api.routes.comfy_common import Ctx, comfy_error
-from comfyrun.api.routes.files import content_disposition, content_safety, serve_key
+from comfyrun.api.routes.files import (
+    content_disposition,
+    content_safety,
+    readable_key,
+    serve_key,
+)
 from comfyrun.comfy.view_image import convert, wants_conversion
 
 #: What ComfyUI's /view sends as application/octet-stream, for a browser to download, not show.
@@ -64,7 +69,7 @@ async def view(
             return comfy_error(404, "not_found", f"no input {name}")
         key, size = asset.storage_key, asset.size_bytes
     else:
-        if ctx.principal.owner is not None and await ctx.store.get(parts[0]) is None:
+        if not await readable_key(ctx, name):
             return comfy_error(404, "not_found", f"no output file {name}")  # another key's job
         key = name
     headers = {"Content-Disposition": content_disposition(filename)}

@@ -22,6 +22,7 @@ from comfyrun.api.errors import error_response
 from comfyrun.api.schemas import iso, parse_output_id
 from comfyrun.core.job import Output
 from comfyrun.errors import NotFound
+from comfyrun.outputs.keys import job_segment
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 
@@ -99,9 +100,20 @@ async def output_content(oid: str, request: Request, ctx: Ctx) -> Response:
 async def file_content(key: str, request: Request, ctx: Ctx) -> Response:
     if ".." in key.split("/") or key.startswith("/"):
         raise NotFound(f"file {key} not found")
-    if ctx.principal.owner is not None and await ctx.store.get(key.split("/")[0]) is None:
+    if not await readable_key(ctx, key):
         raise NotFound(f"file {key} not found", details={"key": key})  # not under its own job
     return await serve_key(ctx, key, None, None, request.headers)
+
+
+async def readable_key(ctx: AppContext, key: str) -> bool:
+    """Whether the caller may read stored object `key` by its name: an admin any; an API
+    key only one in the folder of a job of its own (the folder its job's id names, so never
+    the assets' or the uploads' namespace, whatever id a client chose for its job)."""
+    if ctx.principal.owner is None:
+        return True
+    folder = key.split("/")[0]
+    job = await ctx.store.get(folder)
+    return job is not None and job_segment(job.id) == folder
 
 
 async def serve_key(
@@ -238,6 +250,7 @@ __all__ = [
     "not_modified",
     "parse_range",
     "range_applies",
+    "readable_key",
     "router",
     "serve_key",
 ]
