@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
@@ -18,6 +18,8 @@ from comfyrun.core.tenancy import ADMIN, Principal, Scope
 from comfyrun.service import JobService
 from comfyrun.store.base import JobStore
 from comfyrun.templates.batches import BatchService
+
+E = TypeVar("E", bound=Callable[..., Any])
 
 
 class OutputFiles(Protocol):
@@ -172,10 +174,30 @@ async def authenticate(
     return await ctx.auth.principal(bearer_token(conn, query=query, cookie=cookie))
 
 
+#: The endpoints that only read though their method is not GET (RunPod's POST /status): they
+#: need the `read` scope, where any other method needs `submit`.
+_READING: set[Callable[..., Any]] = set()
+
+
+def reads(endpoint: E) -> E:
+    """Mark `endpoint` as one that reads (the scope it needs is `read`) whatever its method."""
+    _READING.add(endpoint)
+    return endpoint
+
+
+def needed_scope(request: Request) -> Scope:
+    """The scope a request needs: `read` to read (GET, HEAD, an endpoint marked `reads`),
+    `submit` for anything that changes something (submitting, cancelling, deleting,
+    uploading, saving the editor's files and settings…)."""
+    if request.method in ("GET", "HEAD") or request.scope.get("endpoint") in _READING:
+        return Scope.READ
+    return Scope.SUBMIT
+
+
 async def require_auth(request: Request) -> None:
     """Every protected route: a valid key (`Authorization: Bearer <key>`) when the server has
-    config keys, and the `read` scope for reading. The caller's principal scopes the context
-    `get_ctx` hands the route."""
+    config keys, with the `read` scope for reading and `submit` for any write
+    (`needed_scope`). The caller's principal scopes the context `get_ctx` hands the route."""
     await _require(request, cookie=False)
 
 
@@ -194,10 +216,11 @@ async def _require(request: Request, *, cookie: bool) -> None:
             headers={"WWW-Authenticate": "Bearer"},
         )
     request.state.principal = principal
-    if request.method in ("GET", "HEAD") and not principal.may(Scope.READ):
+    scope = needed_scope(request)
+    if not principal.may(scope):
         raise HTTPException(
             status_code=403,
-            detail={"code": "forbidden", "message": "this key lacks the read scope"},
+            detail={"code": "forbidden", "message": f"this key lacks the {scope} scope"},
         )
 
 
@@ -220,7 +243,9 @@ __all__ = [
     "bearer_token",
     "get_ctx",
     "get_service",
+    "needed_scope",
     "public_base_url",
+    "reads",
     "require_admin",
     "require_auth",
     "require_comfy_auth",

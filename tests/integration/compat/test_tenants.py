@@ -473,3 +473,69 @@ async def test_a_chosen_prompt_id_opens_no_other_namespace(server: Server) -> No
     admin = {"Authorization": f"Bearer {ADMIN}"}
     async with httpx.AsyncClient(base_url=server.url, headers=admin, timeout=30) as root:
         assert (await root.get(f"/api/v2/files/{names[1]}")).status_code == 200
+
+
+def refusal_code(answer: httpx.Response) -> str:
+    """The error code of an answer in any dialect's shape."""
+    body = answer.json()
+    error = body.get("error")
+    if isinstance(error, dict):
+        return str(error.get("type") or error.get("code"))
+    return str(body.get("code"))
+
+
+async def test_a_key_without_submit_changes_nothing(server: Server) -> None:
+    """`submit` is needed for every write of every dialect, not only for submitting (a read-
+    only key cleared, interrupted, purged, uploaded and saved the editor's files); RunPod's
+    POST /status and /stream only read, and need `read` (a submit-only key read through them)."""
+    reader = await mint(server, "reader", ["read"])
+    writer = await mint(server, "writer", ["submit"])
+    job_id = str(uuid.uuid4())
+    picture = io.BytesIO()
+    Image.new("RGB", (6, 4), (1, 2, 3)).save(picture, format="PNG")
+    png = picture.getvalue()
+    writes: list[tuple[str, str, dict[str, Any]]] = [
+        ("POST", f"/api/v2/jobs/{job_id}/cancel", {}),
+        ("DELETE", f"/api/v2/jobs/{job_id}", {}),
+        ("POST", "/api/v2/assets", {"files": {"file": ("p.png", png, "image/png")}}),
+        ("POST", "/api/v2/assets/from-hash", {"json": {"hash": "blake3:" + "0" * 64}}),
+        ("DELETE", f"/api/v2/assets/{job_id}", {}),
+        ("POST", f"/api/v2/batches/{job_id}/cancel", {}),
+        (
+            "POST",
+            "/api/v2/models",
+            {"json": {"url": "https://x/y", "folder": "loras", "name": "a"}},
+        ),
+        ("DELETE", "/api/v2/models/loras/a", {}),
+        ("POST", f"/api/jobs/{job_id}/cancel", {}),
+        ("POST", "/run", {"json": {"workflow": image_workflow(size=8)}}),
+        ("POST", f"/cancel/{job_id}", {}),
+        ("POST", f"/retry/{job_id}", {}),
+        ("POST", "/purge-queue", {}),
+        ("POST", "/v2/ep/purge-queue", {}),
+        ("DELETE", f"/admin/job/{job_id}", {}),
+        ("POST", "/settings", {"json": {"Comfy.Theme": "dark"}}),
+    ]
+    for prefix in ("", "/api"):
+        writes += [
+            ("POST", f"{prefix}/queue", {"json": {"clear": True}}),
+            ("POST", f"{prefix}/history", {"json": {"clear": True}}),
+            ("POST", f"{prefix}/interrupt", {"json": {}}),
+            ("POST", f"{prefix}/upload/image", {"files": {"image": ("i.png", png, "image/png")}}),
+            ("POST", f"{prefix}/upload/mask", {"files": {"image": ("m.png", png, "image/png")}}),
+            ("POST", f"{prefix}/free", {"json": {"unload_models": True}}),
+            ("POST", f"{prefix}/settings/Comfy.Theme", {"json": "dark"}),
+            ("POST", f"{prefix}/userdata/workflows%2Fa.json", {"content": b"{}"}),
+            ("DELETE", f"{prefix}/userdata/workflows%2Fa.json", {}),
+        ]
+    for method, path, kwargs in writes:
+        answer = await reader.http.request(method, path, **kwargs)
+        assert answer.status_code == 403, (method, path, answer.text)
+        assert refusal_code(answer) == "forbidden", (method, path, answer.text)
+    assert (await reader.http.get("/userdata", params={"dir": "workflows"})).status_code == 404
+    assert (await reader.http.get("/settings")).json() == {}
+    assert (await reader.http.post(f"/status/{job_id}")).status_code == 404  # a read
+    assert (await reader.http.patch("/internal/logs/subscribe", json={})).status_code == 200
+    for path in (f"/status/{job_id}", f"/stream/{job_id}", f"/v2/ep/status/{job_id}"):
+        answer = await writer.http.post(path)
+        assert answer.status_code == 403 and refusal_code(answer) == "forbidden", path

@@ -20,7 +20,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
-from comfyrun.api.context import AppContext, get_ctx
+from comfyrun.api.context import AppContext, get_ctx, reads
 from comfyrun.api.editor.frontend import extension_scripts
 from comfyrun.core.catalog import NodeCatalog
 
@@ -92,6 +92,7 @@ async def raw_logs() -> Response:
     return JSONResponse({"entries": [], "size": {"cols": 80, "rows": 24}})
 
 
+@reads  # (a PATCH: ComfyUI's editor asks for its console's lines, read only)
 async def subscribe_logs() -> Response:
     return Response(status_code=200)
 

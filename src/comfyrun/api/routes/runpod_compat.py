@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response
 
 from comfyrun import errors, jsontext
 from comfyrun.api.compat import runpod as rp
-from comfyrun.api.context import AppContext, get_ctx, public_base_url, require_auth
+from comfyrun.api.context import AppContext, get_ctx, public_base_url, reads, require_auth
 from comfyrun.api.routes.jobs import check_webhook_url
 from comfyrun.api.routes.plain_compat import (
     deliver_outputs,
@@ -233,6 +233,7 @@ async def _job(ctx: AppContext, job_id: str) -> Job | JSONResponse:
     return job
 
 
+@reads  # (POST too, as RunPod's)
 async def status(
     job_id: str, request: Request, ctx: Ctx, endpoint_id: str | None = None
 ) -> Response:
@@ -244,6 +245,7 @@ async def status(
     return JSONResponse(await runpod_body(ctx, job, public_base_url(request)))
 
 
+@reads
 async def stream(
     job_id: str, request: Request, ctx: Ctx, endpoint_id: str | None = None
 ) -> Response:
