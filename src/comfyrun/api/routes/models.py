@@ -1,5 +1,7 @@
 """/api/v2/models: the model cache — list it, pull a file ahead of the jobs that need it, evict
-one. Lives where jobs run (`serve` and `worker`); an API-only process answers 503."""
+one. Lives where jobs run (`serve` and `worker`); an API-only process answers 503. The cache is
+the fleet's (every key's jobs share it, and its listing names each file's sources): an admin's,
+as a key's asset pulled into it would leave the key's own view."""
 
 from __future__ import annotations
 
@@ -8,12 +10,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
-from comfyrun.api.context import AppContext, get_ctx, require_auth
+from comfyrun.api.context import AppContext, get_ctx, require_admin
 from comfyrun.models import ModelCache, parse_model
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 
-router = APIRouter(prefix="/api/v2/models", tags=["models"], dependencies=[Depends(require_auth)])
+router = APIRouter(prefix="/api/v2/models", tags=["models"], dependencies=[Depends(require_admin)])
 
 
 class ModelIn(BaseModel):
