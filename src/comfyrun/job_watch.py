@@ -55,6 +55,10 @@ class JobWatch(ABC):
         taking the job up interrupts (a queued job's `?wait` so reads it once, or on
         PostgreSQL not at all, before its run here settles it)."""
         deadline = time.monotonic() + max(0.0, timeout)
+        if self._key_scope and await self.store.get(job_id) is None:
+            # another key's job is none at once, as one that does not exist is (a run of it
+            # here held the wait until it ended: how long it ran told that it was there)
+            raise NotFound(f"job {job_id} not found", details={"job_id": job_id})
         while True:
             settled = await self.finished.wait(job_id, deadline, self._key_scope)
             if settled is not None:

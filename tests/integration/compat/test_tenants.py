@@ -539,3 +539,52 @@ async def test_a_key_without_submit_changes_nothing(server: Server) -> None:
     for path in (f"/status/{job_id}", f"/stream/{job_id}", f"/v2/ep/status/{job_id}"):
         answer = await writer.http.post(path)
         assert answer.status_code == 403 and refusal_code(answer) == "forbidden", path
+
+
+async def test_waiting_on_another_keys_job_is_a_404_at_once(server: Server) -> None:
+    """`GET /api/v2/jobs/{id}?wait=` on another key's running job held the request until that
+    job ended (or the wait ran out), then answered 404: the time told that it was there."""
+    a = await mint(server, "team-a", ["submit", "read"])
+    b = await mint(server, "team-b", ["submit", "read"])
+    await server.set_faults({"hang": True})
+    try:
+        body = {"workflow": image_workflow(prefix="w", size=8)}
+        job_id = (await a.http.post("/api/v2/jobs", json=body)).json()["id"]
+        async with asyncio.timeout(20):
+            while True:
+                if (await a.http.get(f"/api/v2/jobs/{job_id}")).json()["status"] == "running":
+                    break
+                await asyncio.sleep(0.05)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        answer = await same_as_missing(
+            b.http, "GET", "/api/v2/jobs/{id}", job_id, params={"wait": 5}
+        )
+        assert answer.status_code == 404
+        assert loop.time() - started < 2.5
+    finally:
+        await server.set_faults({"hang": False})
+
+
+async def test_the_model_cache_is_an_admins(server: Server) -> None:
+    """The model cache is the fleet's: a key listed every file's sources, pulled another
+    key's asset into it by id (told whether that asset exists) and evicted what others use."""
+    a = await mint(server, "team-a", ["submit", "read"])
+    b = await mint(server, "team-b", ["submit", "read"])
+    picture = io.BytesIO()
+    Image.new("RGB", (6, 4), (1, 2, 3)).save(picture, format="PNG")
+    asset = (
+        await a.http.post("/api/v2/assets", files={"file": ("p.png", picture.getvalue())})
+    ).json()
+    pull = {"asset_id": asset["id"], "folder": "loras", "name": "taken.safetensors"}
+    for method, path, kwargs in (
+        ("GET", "/api/v2/models", {}),
+        ("POST", "/api/v2/models", {"json": pull}),
+        ("DELETE", "/api/v2/models/loras/taken.safetensors", {}),
+    ):
+        answer = await b.http.request(method, path, **kwargs)
+        assert answer.status_code == 403, (method, answer.text)
+        assert answer.json()["error"]["code"] == "forbidden"
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    async with httpx.AsyncClient(base_url=server.url, headers=admin, timeout=30) as root:
+        assert (await root.get("/api/v2/models")).json()["models"] == []
