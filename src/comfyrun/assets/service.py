@@ -3,6 +3,10 @@ OutputStorage so that every API node sharing that storage (S3, a shared director
 
     assets/blobs/<blake3 hex>     the bytes, stored once however many assets point at them
     assets/meta/<asset id>.json   one Asset record
+    assets/owned/<key>/<hex>      (empty) an API key uploaded those bytes: for that key alone
+                                  they exist by hash (HEAD by-hash, from-hash); another key
+                                  that knows a hash learns nothing of, and mints nothing over,
+                                  bytes it never had (it uploads them: still stored once)
 
 Uploads are spooled to a local temporary file while the blake3 hash is computed, so the blob's
 key is known before anything is written to the storage, a hash mismatch stores nothing, and a
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import json
 import logging
 import tempfile
@@ -33,6 +38,7 @@ log = logging.getLogger(__name__)
 
 BLOB_PREFIX = "assets/blobs/"
 META_PREFIX = "assets/meta/"
+OWNED_PREFIX = "assets/owned/"
 CHUNK = 1 << 20
 MAX_TAGS = 32
 SPOOL_IN_MEMORY = 4 * 1024 * 1024
@@ -97,6 +103,9 @@ class AssetService:
                 await self.storage.put(key, _read_spool(spool), content_type=content_type)
         finally:
             await asyncio.to_thread(_discard, spool)
+        if self.owner is not None:  # this key had these bytes: it may find them by hash
+            marker = owned_key(self.owner, digest)
+            await self.storage.put(marker, iterate_bytes(b""), content_type="text/plain")
         asset = await self._mint(digest, size, content_type, path, clean_tags, key)
         log.info(
             "asset %s uploaded (%d bytes, %s)",
@@ -112,7 +121,7 @@ class AssetService:
     ) -> Asset:
         """Mint a new asset over an existing blob. Raises BlobNotFound when there is none."""
         digest = normalize_hash(hash)
-        stored = await self.storage.stat(blob_key(digest))
+        stored = await self._blob(digest)
         if stored is None:
             raise BlobNotFound(f"no blob with hash {digest}", details={"hash": digest})
         return await self._mint(
@@ -130,7 +139,17 @@ class AssetService:
             digest = normalize_hash(hash)
         except InvalidRequest:
             return False
-        return await self.storage.stat(blob_key(digest)) is not None
+        return await self._blob(digest) is not None
+
+    async def _blob(self, digest: str) -> StoredObject | None:
+        """The stored bytes of this hash, as this service's key may know them: any (an admin),
+        or only bytes the key itself uploaded (else None, as for bytes never stored)."""
+        if (
+            self.owner is not None
+            and await self.storage.stat(owned_key(self.owner, digest)) is None
+        ):
+            return None
+        return await self.storage.stat(blob_key(digest))
 
     async def get(self, asset_id: str) -> Asset:
         """The asset; NotFound when it does not exist or its bytes are gone (e.g. the job whose
@@ -241,6 +260,12 @@ class AssetService:
 def blob_key(digest: str) -> str:
     """Where the bytes with this "blake3:<hex>" hash live."""
     return BLOB_PREFIX + digest.removeprefix("blake3:")
+
+
+def owned_key(owner: str, digest: str) -> str:
+    """The mark that API key `owner` uploaded the bytes with this hash."""
+    key = hashlib.sha256(owner.encode()).hexdigest()[:32]
+    return f"{OWNED_PREFIX}{key}/{digest.removeprefix('blake3:')}"
 
 
 def meta_key(asset_id: str) -> str:

@@ -588,3 +588,33 @@ async def test_the_model_cache_is_an_admins(server: Server) -> None:
     admin = {"Authorization": f"Bearer {ADMIN}"}
     async with httpx.AsyncClient(base_url=server.url, headers=admin, timeout=30) as root:
         assert (await root.get("/api/v2/models")).json()["models"] == []
+
+
+async def test_a_key_finds_by_hash_only_bytes_it_had(server: Server) -> None:
+    """Another key that knew a hash learned that the bytes were stored (HEAD by-hash) and
+    minted an asset over them (from-hash), then downloaded them; it finds by hash only what it
+    uploaded itself now (its upload of the same bytes is still stored once)."""
+    a = await mint(server, "team-a", ["submit", "read"])
+    b = await mint(server, "team-b", ["submit", "read"])
+    secret = b"the quarterly figures, as a PNG would hold them " * 20
+    files = {"file": ("s.png", secret, "image/png")}
+    asset = (await a.http.post("/api/v2/assets", files=files)).json()
+    digest = asset["hash"]
+    by_hash = f"/api/v2/assets/by-hash/{digest}"
+    assert (await a.http.head(by_hash)).status_code == 200
+    unknown = "blake3:" + "0" * 64
+    assert (
+        (await b.http.head(by_hash)).status_code
+        == (await b.http.head(f"/api/v2/assets/by-hash/{unknown}")).status_code
+        == 404
+    )
+    minted = await b.http.post("/api/v2/assets/from-hash", json={"hash": digest})
+    assert minted.status_code == 404, minted.text
+    assert (await a.http.post("/api/v2/assets/from-hash", json={"hash": digest})).status_code == 201
+    again = (await b.http.post("/api/v2/assets", files=files)).json()  # B had them too
+    assert again["hash"] == digest
+    assert (await b.http.head(by_hash)).status_code == 200
+    assert (await b.http.post("/api/v2/assets/from-hash", json={"hash": digest})).status_code == 201
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as admin:
+        headers = {"Authorization": f"Bearer {ADMIN}"}
+        assert (await admin.head(by_hash, headers=headers)).status_code == 200
