@@ -174,6 +174,19 @@ async def authenticate(
     return await ctx.auth.principal(bearer_token(conn, query=query, cookie=cookie))
 
 
+#: How often a stream that lasts (an SSE stream, ComfyUI's /ws) checks that its API key was not
+#: revoked meanwhile (a revoked key's open stream is ended).
+KEY_RECHECK_S = 5.0
+
+
+async def key_still_valid(conn: HTTPConnection, principal: Principal, *, cookie: bool) -> bool:
+    """Whether the API key a long-lived stream was opened with is still valid (a config key,
+    or no key on an open server, always is)."""
+    if principal.key_id is None:
+        return True
+    return await authenticate(conn, query=cookie, cookie=cookie) is not None
+
+
 #: The endpoints that only read though their method is not GET (RunPod's POST /status): they
 #: need the `read` scope, where any other method needs `submit`.
 _READING: set[Callable[..., Any]] = set()

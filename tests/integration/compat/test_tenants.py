@@ -618,3 +618,35 @@ async def test_a_key_finds_by_hash_only_bytes_it_had(server: Server) -> None:
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as admin:
         headers = {"Authorization": f"Bearer {ADMIN}"}
         assert (await admin.head(by_hash, headers=headers)).status_code == 200
+
+
+async def test_a_revoked_key_s_open_streams_are_ended(server: Server) -> None:
+    """A revoked key was refused new requests, but its open event stream and /ws went on (for
+    as long as the job ran, or for ever). They end within seconds of the revocation now."""
+    from tests.support.emulator import text_to_image_workflow
+
+    key = await mint(server, "leaving", ["submit", "read"])
+    long = {"workflow": text_to_image_workflow(steps=2000)}  # runs far past the test
+    job = (await key.http.post("/api/v2/jobs", json=long)).json()
+    ws_url = f"{server.url.replace('http', 'ws')}/ws?clientId=c1&token={key.key['key']}"
+    async with (
+        key.http.stream("GET", f"/api/v2/jobs/{job['id']}/events") as events,
+        websockets.connect(ws_url) as socket,
+    ):
+        assert events.status_code == 200
+        lines = events.aiter_lines()
+        assert (await anext(lines)).startswith("retry:")
+        assert json.loads(await socket.recv())["type"] == "status"
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        async with httpx.AsyncClient(base_url=server.url, headers=admin, timeout=30) as root:
+            gone = await root.delete(f"/api/v2/admin/keys/{key.key['id']}")
+            assert gone.status_code == 204
+        async with asyncio.timeout(20):  # the next check (5 s) past the key cache (2 s)
+            async for _ in lines:
+                pass  # (events of the job meanwhile)
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    await socket.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+    async with httpx.AsyncClient(base_url=server.url, headers=admin, timeout=30) as root:
+        await root.post(f"/api/v2/jobs/{job['id']}/cancel")

@@ -28,11 +28,11 @@ from comfyrun import errors, jsontext
 from comfyrun.api.compat.comfy_clients import clients, status_message
 from comfyrun.api.compat.comfy_events import Message, text
 from comfyrun.api.compat.comfy_relay import ComfyRelay, StatusSlot
-from comfyrun.api.context import AppContext, authenticate
+from comfyrun.api.context import KEY_RECHECK_S, AppContext, authenticate, key_still_valid
 from comfyrun.api.routes.comfy_catalog import own_features
 from comfyrun.api.ws_frames import send_frame_of
 from comfyrun.core.job import JSON, TERMINAL, Job, JobStatus
-from comfyrun.core.tenancy import Scope
+from comfyrun.core.tenancy import Principal, Scope
 from comfyrun.dispatch.relay import EVENT_KIND, RelayHub
 from comfyrun.store.base import JobEvent, QueueMove
 
@@ -294,6 +294,9 @@ async def comfy_ws(websocket: WebSocket, clientId: str | None = None) -> None:
     session = ClientSession(ctx, websocket, client_id)
     hub = clients(ctx)
     hub.attach(session)
+    watch = None
+    if principal.key_id is not None:  # a key revoked meanwhile closes its sockets
+        watch = asyncio.ensure_future(_close_when_revoked(websocket, principal))
     try:
         await session.send_status()
         if clientId:
@@ -313,8 +316,18 @@ async def comfy_ws(websocket: WebSocket, clientId: str | None = None) -> None:
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
+        if watch is not None:
+            watch.cancel()
         hub.detach(session)
         await session.close()
+
+
+async def _close_when_revoked(websocket: WebSocket, principal: Principal) -> None:
+    while await asyncio.sleep(KEY_RECHECK_S, True):
+        if not await key_still_valid(websocket, principal, cookie=True):
+            with contextlib.suppress(Exception):
+                await websocket.close(code=4401)
+            return
 
 
 async def _feature_flags(session: ClientSession, raw: str) -> bool:

@@ -3,6 +3,7 @@ JobService: parse the wire request, call the service, render the spec's Job obje
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -14,7 +15,14 @@ from fastapi.responses import StreamingResponse
 
 from comfyrun import stages
 from comfyrun.api import cursors
-from comfyrun.api.context import AppContext, get_ctx, public_base_url, require_auth
+from comfyrun.api.context import (
+    KEY_RECHECK_S,
+    AppContext,
+    get_ctx,
+    key_still_valid,
+    public_base_url,
+    require_auth,
+)
 from comfyrun.api.schemas import (
     MAX_WEBHOOK_URL,
     JobList,
@@ -277,10 +285,19 @@ async def _sse(
     ctx: AppContext, request: Request, job_id: str, after_id: int | None
 ) -> AsyncIterator[str]:
     yield "retry: 1000\n\n"
-    idle = ctx.settings.sse_keepalive_s
+    idle = min(ctx.settings.sse_keepalive_s, KEY_RECHECK_S)
+    loop = asyncio.get_running_loop()
+    checked = loop.time()
+    kept_alive = checked
     async for event in ctx.service.events(job_id, after_id=after_id, idle_s=idle):
+        if loop.time() - checked >= KEY_RECHECK_S:  # a key revoked meanwhile ends its streams
+            if not await key_still_valid(request, ctx.principal, cookie=False):
+                return
+            checked = loop.time()
         if event is None:
-            yield ": keep-alive\n\n"
+            if loop.time() - kept_alive >= ctx.settings.sse_keepalive_s:
+                kept_alive = loop.time()
+                yield ": keep-alive\n\n"
             continue
         data = await _event_payload(ctx, request, event)
         if data is None:
