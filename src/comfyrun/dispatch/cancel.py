@@ -4,10 +4,15 @@ holding it waits for that status event (every kind of run: ComfyUI prompts, hand
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from comfyrun.core.job import JobStatus
 from comfyrun.dispatch.settings import DispatchSettings
 from comfyrun.store.base import JobStore
+
+T = TypeVar("T")
 
 
 async def wait_cancel_requested(store: JobStore, job_id: str, settings: DispatchSettings) -> None:
@@ -78,4 +83,51 @@ async def watch_cancel_requested(store: JobStore, job_id: str, settings: Dispatc
                 return
 
 
-__all__ = ["CancelWatch", "wait_cancel_requested", "watch_cancel_requested"]
+class CancelRequested(Exception):
+    """The job's cancel was requested before the work `unless_canceled` waited for was done."""
+
+
+async def unless_canceled(
+    work: Awaitable[T],
+    store: JobStore,
+    job_id: str,
+    settings: DispatchSettings,
+    *,
+    dropped: Callable[[T], Awaitable[None]] | None = None,
+) -> T:
+    """`work`'s result, unless the job's cancel is requested first (or the caller is
+    cancelled): then `work` is cancelled, a result it had all the same goes to `dropped`, and
+    CancelRequested is raised. For what a run does before its prompt exists (fetching inputs
+    and model files, which may take an hour), where nothing else watches for a cancel."""
+    task = asyncio.ensure_future(work)
+    watch = CancelWatch(store, job_id, settings)
+    waited: set[asyncio.Future[Any]] = {task, watch.requested}
+    try:
+        await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        await _stop(task, dropped)
+        raise
+    finally:
+        watch.close()
+    if task.done():
+        return task.result()
+    await _stop(task, dropped)
+    raise CancelRequested
+
+
+async def _stop(task: asyncio.Future[T], dropped: Callable[[T], Awaitable[None]] | None) -> None:
+    task.cancel()
+    await asyncio.wait({task})
+    if task.cancelled() or task.exception() is not None or dropped is None:
+        return
+    with contextlib.suppress(Exception):
+        await dropped(task.result())
+
+
+__all__ = [
+    "CancelRequested",
+    "CancelWatch",
+    "unless_canceled",
+    "wait_cancel_requested",
+    "watch_cancel_requested",
+]

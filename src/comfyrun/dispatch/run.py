@@ -30,7 +30,8 @@ from comfyrun.comfy.result import PromptResult
 from comfyrun.core.job import JSON, PARTIAL_TARGETS, Job, JobError, new_prompt_id
 from comfyrun.core.queue_order import REFERENCE_COST, estimate_cost
 from comfyrun.core.retry import FailureKind
-from comfyrun.dispatch.cancel import CancelWatch
+from comfyrun.core.state import Event
+from comfyrun.dispatch.cancel import CancelRequested, CancelWatch, unless_canceled
 from comfyrun.dispatch.collect import recached
 from comfyrun.dispatch.end_commit import OutageOutlasted, log_outlasted
 from comfyrun.dispatch.progress import ProgressTracker, ProgressWriter, preview_event
@@ -44,6 +45,7 @@ from comfyrun.dispatch.relay import JobRelay, wants_relay
 from comfyrun.dispatch.run_context import OUTPUT_MISSING, UNSENT, InputPlacer, RunContext
 from comfyrun.dispatch.run_end import RunEnding, drop_unwritten
 from comfyrun.errors import BackendError, ComfyrunError
+from comfyrun.store.base import Changes
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +173,10 @@ class JobRun(RunEnding):
             workflow = job.workflow
             if self.ctx.place_inputs is not None:
                 try:
-                    workflow, cleanup = await self.ctx.place_inputs(job, backend, self.client)
+                    workflow, cleanup = await self._place(self.ctx.place_inputs)
+                except CancelRequested:  # before its prompt existed: nothing to stop
+                    await self._transition(Event.CANCELED, Changes(backend=backend.name))
+                    return
                 except ComfyHTTPError as exc:
                     if not 400 <= exc.status < 500:
                         await self._backend_lost(f"placing inputs failed: {exc.message}")
@@ -201,6 +206,22 @@ class JobRun(RunEnding):
             if cleanup is not None:
                 with contextlib.suppress(Exception):
                     await cleanup()
+
+    async def _place(self, place: InputPlacer) -> tuple[JSON, Callable[[], Awaitable[None]]]:
+        """The job's inputs and model files placed on the backend. Fetching them may take long
+        (an hour, for a model URL that answers slowly) before any prompt is followed: a job
+        that brings some is watched for a cancel meanwhile (CancelRequested)."""
+        job = self.job
+        placing = place(job, self.backend, self.client)
+        if not job.inputs and not job.options.get("models"):
+            return await placing
+
+        async def drop(placed: tuple[JSON, Callable[[], Awaitable[None]]]) -> None:
+            await placed[1]()
+
+        return await unless_canceled(
+            placing, self.ctx.store, job.id, self.ctx.settings, dropped=drop
+        )
 
     # --- submit and follow -------------------------------------------------------------------
     async def _submit_and_follow(self, workflow: JSON) -> None:
