@@ -376,6 +376,11 @@ class Settings(BaseSettings):
     model_fetch_timeout_s: float = Field(
         default=3600.0, gt=0, validation_alias=_aliases("model_fetch_timeout_s")
     )
+    #: A URL input or model URL that sends nothing this long (no answer, or a body that stops
+    #: coming) is given up (`timeout`), however long its fetch may take in all.
+    fetch_idle_timeout_s: float = Field(
+        default=60.0, gt=0, validation_alias=_aliases("fetch_idle_timeout_s")
+    )
 
     # job types beyond ComfyUI (comfyrun.handlers)
     #: The job types this worker runs (None: "comfy" when it has backends, plus every handler).

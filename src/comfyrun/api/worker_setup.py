@@ -180,7 +180,10 @@ def asset_service(storage: Any, max_upload_bytes: int) -> AssetService:
 def input_limits(settings: Settings) -> Any:
     from comfyrun.inputs import InputLimits
 
-    return InputLimits(allow_networks=tuple(settings.fetch_allow))
+    return InputLimits(
+        allow_networks=tuple(settings.fetch_allow),
+        fetch_idle_timeout_s=settings.fetch_idle_timeout_s,
+    )
 
 
 def input_checker(assets: AssetService, settings: Settings) -> Any:
@@ -216,6 +219,7 @@ async def open_model_cache(settings: Settings, assets: AssetService) -> Any:
     limits = DownloadLimits(
         max_bytes=int(settings.model_max_gb * 1e9),
         timeout_s=settings.model_fetch_timeout_s,
+        idle_timeout_s=settings.fetch_idle_timeout_s,
         fetch_allow=tuple(settings.fetch_allow),
     )
     budget = settings.model_cache_gb

@@ -113,8 +113,15 @@ class UrlFetcher:
             resolver=resolver, use_dns_cache=False, family=socket.AF_UNSPEC
         )
         headers = {"User-Agent": self._user_agent, "Accept-Encoding": "identity"}
+        idle = self.limits.fetch_idle_timeout_s
+        # no total: fetch() bounds the whole; a server silent for `idle` is given up at once
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=idle, sock_read=idle)
         async with aiohttp.ClientSession(
-            connector=connector, headers=headers, trust_env=False, auto_decompress=False
+            connector=connector,
+            headers=headers,
+            trust_env=False,
+            auto_decompress=False,
+            timeout=timeout,
         ) as session:
             current = url
             for _ in range(self.limits.max_redirects + 1):
@@ -125,6 +132,12 @@ class UrlFetcher:
                             current = urljoin(current, response.headers["Location"])
                             continue
                         return await self._save(current, response, dest, cap)
+                except aiohttp.ServerTimeoutError as exc:  # (sock_connect, sock_read)
+                    raise InputRejected(
+                        f"fetching {current} failed: it sent nothing for "
+                        f"{self.limits.fetch_idle_timeout_s:g} s",
+                        details={"url": current, "reason": "timeout"},
+                    ) from exc
                 except aiohttp.ClientError as exc:
                     raise InputRejected(
                         f"fetching {current} failed: {exc}",

@@ -33,6 +33,9 @@ class InputLimits:
     #: Sum of the inline `data` strings in one request (base64 text, before decoding).
     max_inline_bytes: int = 64 * 1024 * 1024
     fetch_timeout_s: float = 30.0
+    #: A URL that sends nothing (no answer, or no byte of its body) this long is given up, as
+    #: `timeout`, whatever `fetch_timeout_s` leaves (a model download may take an hour).
+    fetch_idle_timeout_s: float = 60.0
     max_redirects: int = 5
     #: Content types a URL may answer with: "type/" prefixes or exact types.
     allowed_content_types: tuple[str, ...] = (

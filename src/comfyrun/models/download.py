@@ -29,6 +29,8 @@ class DownloadLimits:
 
     max_bytes: int = 64 * 1024**3
     timeout_s: float = 3600.0
+    #: a URL that sends nothing this long (no answer, or a body that stops) is given up
+    idle_timeout_s: float = 60.0
     fetch_allow: tuple[str, ...] = ()
     progress_interval_s: float = 0.5
 
@@ -46,6 +48,7 @@ def make_downloader(
         InputLimits(
             max_file_bytes=limits.max_bytes,
             fetch_timeout_s=limits.timeout_s,
+            fetch_idle_timeout_s=limits.idle_timeout_s,
             allowed_content_types=MODEL_CONTENT_TYPES,
             allow_networks=limits.fetch_allow,
         ),

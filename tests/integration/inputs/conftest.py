@@ -48,6 +48,17 @@ async def _slow(request: web.Request) -> web.Response:
     return web.Response(body=PNG, content_type="image/png")
 
 
+async def _stall(request: web.Request) -> web.StreamResponse:
+    """Answers, sends the first bytes of its body, then nothing (a hung download)."""
+    response = web.StreamResponse(
+        headers={"Content-Type": "application/octet-stream", "Content-Length": "1000000"}
+    )
+    await response.prepare(request)
+    await response.write(b"s" * 1000)
+    await asyncio.sleep(10)
+    return response
+
+
 async def _redirect(request: web.Request) -> web.Response:
     raise web.HTTPFound(request.query["to"])
 
@@ -59,7 +70,7 @@ async def _loop(request: web.Request) -> web.Response:
 @pytest.fixture
 async def media_server() -> AsyncIterator[str]:
     """Base URL of a server with /photo.png, /attachment, /big, /big-chunked, /page.html, /slow,
-    /redirect?to=…, /loop."""
+    /stall, /redirect?to=…, /loop."""
     app = web.Application()
     app.router.add_get("/photo.png", _photo)
     app.router.add_get("/attachment", _attachment)
@@ -67,6 +78,7 @@ async def media_server() -> AsyncIterator[str]:
     app.router.add_get("/big-chunked", _big_chunked)
     app.router.add_get("/page.html", _html)
     app.router.add_get("/slow", _slow)
+    app.router.add_get("/stall", _stall)
     app.router.add_get("/redirect", _redirect)
     app.router.add_get("/loop", _loop)
     runner = web.AppRunner(app, shutdown_timeout=0.5)

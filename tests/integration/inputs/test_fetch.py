@@ -153,6 +153,21 @@ async def test_slow_servers_time_out(media_server: str, tmp_path: Path) -> None:
     assert await refused(UrlFetcher(limits), f"{media_server}/slow", tmp_path / "x") == "timeout"
 
 
+@pytest.mark.parametrize("path", ["/slow", "/stall"])
+async def test_a_server_that_goes_silent_is_given_up_long_before_the_fetch_timeout(
+    media_server: str, path: str, tmp_path: Path
+) -> None:
+    """(A model download may take an hour: one that hung held its job, and its backend, that
+    long.) No answer, or a body that stops coming, for fetch_idle_timeout_s is a timeout."""
+    limits = InputLimits(
+        allow_networks=("127.0.0.1",), fetch_timeout_s=3600, fetch_idle_timeout_s=0.3
+    )
+    async with asyncio.timeout(5):
+        assert await refused(UrlFetcher(limits), f"{media_server}{path}", tmp_path / "x") == (
+            "timeout"
+        )
+
+
 async def test_http_errors_are_refused(media_server: str, tmp_path: Path) -> None:
     assert (
         await refused(UrlFetcher(LOCAL), f"{media_server}/missing.png", tmp_path / "x")
