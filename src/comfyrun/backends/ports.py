@@ -30,9 +30,31 @@ def pick_free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on host:port now (bound as servers bind, with
+    SO_REUSEADDR, so a port left in TIME_WAIT by a stopped child counts as free)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def fixed_port_taken(name: str, port: int) -> str:
+    """Why a backend with a fixed port was not started: something else listens there (and would
+    answer the readiness probe in its place)."""
+    return (
+        f"backend {name!r}: its port {port} is already in use by another program (another "
+        "ComfyUI?); stop that program, or give the backend another port, or none (comfyrun "
+        "then picks a free one at each start)"
+    )
+
+
 def says_port_in_use(log_text: str) -> bool:
     """Whether a child's output says it could not bind because the port was taken."""
     return _IN_USE.search(log_text) is not None
 
 
-__all__ = ["PortPicker", "pick_free_port", "says_port_in_use"]
+__all__ = ["PortPicker", "fixed_port_taken", "pick_free_port", "port_is_free", "says_port_in_use"]

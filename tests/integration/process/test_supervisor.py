@@ -238,6 +238,24 @@ async def test_a_busy_port_is_avoided(
     assert "address already in use" in "\n".join(process.log_tail(200)).lower()
 
 
+async def test_a_fixed_port_another_comfyui_answers_on_is_an_error_not_adopted(
+    make_spec: SpecFactory, processes: list[ManagedProcess]
+) -> None:
+    """(The other server answered GET /system_stats, so the backend was `ready` on a ComfyUI
+    comfyrun did not start, with other folders, while its own child exited and was restarted
+    in a loop.)"""
+    other = ManagedProcess(make_spec(name="other"))
+    processes.append(other)
+    other_url = await other.ensure_started()
+    port = int(other_url.rsplit(":", 1)[1])
+    fixed = ManagedProcess(make_spec(name="fixed", port=port))
+    processes.append(fixed)
+    with pytest.raises(BackendError, match=rf"port {port} .*in use"):
+        await fixed.ensure_started()
+    assert fixed.state is S.ERROR and fixed.url is None and fixed.pid is None
+    assert other.state is S.READY
+
+
 async def test_kill_9_is_restarted_with_a_new_process(
     make_spec: SpecFactory, processes: list[ManagedProcess]
 ) -> None:

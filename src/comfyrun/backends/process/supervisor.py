@@ -19,7 +19,13 @@ from typing import Any
 import httpx
 
 from comfyrun.backends.logs import ProcessLog
-from comfyrun.backends.ports import PortPicker, pick_free_port, says_port_in_use
+from comfyrun.backends.ports import (
+    PortPicker,
+    fixed_port_taken,
+    pick_free_port,
+    port_is_free,
+    says_port_in_use,
+)
 from comfyrun.backends.process import readiness
 from comfyrun.backends.process.groups import group_alive, signal_group, tied_to_parent
 from comfyrun.backends.process.spec import HOST, ManagedSpec
@@ -335,6 +341,10 @@ class ManagedProcess:
             raise _StartFailed(problem, fatal=True)
         for folder in (self.input_dir, self.output_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        if self.spec.port is not None and not port_is_free(self.spec.port, HOST):
+            # whatever listens there would answer the readiness probe in its place
+            self.log.note(f"not started: port {self.spec.port} is in use")
+            raise _StartFailed(fixed_port_taken(self.name, self.spec.port), fatal=False)
         attempts = 1 if self.spec.port is not None else max(1, self.spec.port_attempts)
         for _ in range(attempts):
             port = self.spec.port if self.spec.port is not None else self._port_picker()
@@ -359,6 +369,8 @@ class ManagedProcess:
             if child.proc.returncode not in (None, -signal.SIGTERM, -signal.SIGKILL) and (
                 says_port_in_use(output)
             ):
+                if self.spec.port is not None:
+                    raise _StartFailed(fixed_port_taken(self.name, self.spec.port), fatal=False)
                 logger.warning(
                     "backend %s: port %d was taken, trying another",
                     self.name,
