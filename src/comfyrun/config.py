@@ -35,7 +35,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -44,6 +51,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from comfyrun.config_check import check_config_keys
 from comfyrun.core.queue_order import QueueOrder
 
 CONFIG_ENV = "COMFYRUN_CONFIG"
@@ -71,10 +79,10 @@ class BackendConfig(BaseModel):
     cwd: Path | None = None
     extra_args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
-    port: int | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
     lazy: bool = True
-    ready_timeout_s: float = 120.0
-    idle_stop_s: float | None = None
+    ready_timeout_s: float = Field(default=120.0, gt=0)
+    idle_stop_s: float | None = Field(default=None, gt=0)
     #: one process per GPU on this folder: `<name>-gpu<i>` with CUDA_VISIBLE_DEVICES=<i>
     gpus: list[int] | None = None
     #: an API-format prompt (JSON file) run after each start; ready only once it succeeded
@@ -97,6 +105,19 @@ class BackendConfig(BaseModel):
         kinds = [self.url is not None, self.comfy_path is not None, self.command is not None]
         if sum(kinds) != 1:
             raise ValueError("a backend needs exactly one of url, comfy_path or command")
+        if self.url is not None:
+            # what only a process comfyrun starts can use: silently ignored on a url backend
+            given = sorted(k for k in MANAGED_ONLY if k in self.model_fields_set)
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} apply only to a ComfyUI comfyrun starts (comfy_path "
+                    "or command), not to one at a url"
+                )
+        elif self.sees_model_cache:
+            raise ValueError(
+                "sees_model_cache is for a url backend (a ComfyUI comfyrun starts sees the "
+                "model cache already)"
+            )
         if self.gpus is not None:
             if self.url is not None:
                 raise ValueError("gpus applies to managed backends (comfy_path or command)")
@@ -135,6 +156,22 @@ class BackendConfig(BaseModel):
         """The names of the pool's backends from this table, the `index`-th (one per GPU with
         `gpus`)."""
         return [name for name, _ in self.per_gpu(self.base_name(index))]
+
+
+#: `[[backends]]` keys that only a managed backend (comfy_path or command) uses.
+MANAGED_ONLY = frozenset(
+    {
+        "python",
+        "cwd",
+        "extra_args",
+        "env",
+        "port",
+        "lazy",
+        "ready_timeout_s",
+        "idle_stop_s",
+        "warmup_prompt",
+    }
+)
 
 
 def add_backends(settings: Settings, urls: list[str] | None, paths: list[Path] | None) -> None:
@@ -241,7 +278,7 @@ class Settings(BaseSettings):
     #: that closes first races a client sending its next request on that connection, which
     #: then fails unanswered (uvicorn's default was 5 s, the same as httpx's).
     keep_alive_s: int = Field(default=75, gt=0, validation_alias=_aliases("keep_alive_s"))
-    max_wait_s: float = Field(default=300.0, validation_alias=_aliases("max_wait_s"))
+    max_wait_s: float = Field(default=300.0, ge=0, validation_alias=_aliases("max_wait_s"))
     #: `queue_position` counts at most this many jobs ahead (a job further back reads this
     #: number): counting costs what it counts, on every submit, GET and SSE look at a queued
     #: job, and at the back of a long queue it held the store for milliseconds a time.
@@ -285,7 +322,7 @@ class Settings(BaseSettings):
     )
 
     # the queue
-    queue_max: int | None = Field(default=10_000, validation_alias=_aliases("queue_max"))
+    queue_max: int | None = Field(default=10_000, ge=1, validation_alias=_aliases("queue_max"))
     queue_full_retry_after_s: int = Field(
         default=5, validation_alias=_aliases("queue_full_retry_after_s")
     )
@@ -314,7 +351,7 @@ class Settings(BaseSettings):
     #: the keys out: they name every tenant). By default, with keys, it needs an admin key.
     metrics_public: bool = Field(default=False, validation_alias=_aliases("metrics_public"))
     default_timeout_s: float | None = Field(
-        default=None, validation_alias=_aliases("default_timeout_s", "DEFAULT_TIMEOUT")
+        default=None, gt=0, validation_alias=_aliases("default_timeout_s", "DEFAULT_TIMEOUT")
     )
     default_max_retries: int = Field(
         default=2, ge=0, validation_alias=_aliases("default_max_retries")
@@ -545,6 +582,7 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     toml_path = Path(path).expanduser()
     if not toml_path.is_file():
         raise FileNotFoundError(f"config file {toml_path} does not exist")
+    check_config_keys(toml_path, Settings)
     with_file = type(
         "Settings",
         (Settings,),
@@ -554,4 +592,10 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     return settings
 
 
-__all__ = ["CONFIG_ENV", "BackendConfig", "Role", "Settings", "load_settings"]
+__all__ = [
+    "CONFIG_ENV",
+    "BackendConfig",
+    "Role",
+    "Settings",
+    "load_settings",
+]

@@ -15,9 +15,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
+from rich.markup import escape
 
+from comfyrun.backends.process.spec import load_prompt_file
 from comfyrun.cli.output import console
 from comfyrun.config import Role, Settings, add_backends, load_settings
+from comfyrun.config_check import describe_invalid
 from comfyrun.errors import InvalidRequest
 from comfyrun.outputs import open_output_storage
 from comfyrun.store.factory import check_store_url
@@ -317,6 +321,9 @@ def _run(role: Role, **kwargs: Any) -> None:
             type_plan(
                 settings, registry, has_backends=bool(settings.backends or settings.emulators)
             )
+        for backend in settings.backends:  # read at start-up: a file missing is said now
+            if backend.warmup_prompt is not None:
+                load_prompt_file(backend.warmup_prompt)
         if settings.db_url:  # (the default database lives in the data dir, made at start)
             check_store_url(settings.db_url)
         if settings.output_url:
@@ -328,7 +335,8 @@ def _run(role: Role, **kwargs: Any) -> None:
                 f"cannot make the data dir {settings.data_dir}: {exc.strerror}"
             ) from None
     except (ValueError, FileNotFoundError, InvalidRequest) as exc:
-        console.print(f"[red]configuration error:[/red] {exc}")
+        text = describe_invalid(exc, Settings) if isinstance(exc, ValidationError) else str(exc)
+        console.print(f"[red]configuration error:[/red] {escape(text)}", soft_wrap=True)
         raise typer.Exit(2) from exc
     try:
         with asyncio.Runner(loop_factory=event_loop_factory(settings.event_loop)) as runner:
