@@ -74,6 +74,9 @@ class JobRun(RunEnding):
         #: Set once the prompt was taken back from ComfyUI's queue before it started: the run
         #: ends without touching the store, and the dispatcher runs the job elsewhere.
         self.taken_back = False
+        #: Set once the job ended here (succeeded, failed or canceled): what the backend's
+        #: `jobs_done` counts (a run whose job went back to the queue is not).
+        self.ended = False
         #: Resolved by `take_back` while the prompt is followed (_follow).
         self._taken_back_now: asyncio.Future[None] | None = None
         self._started_at: float | None = None  # when the prompt's first event came
@@ -125,7 +128,7 @@ class JobRun(RunEnding):
             self._relay.close()
             for note in self._placement_notes:
                 note.cancel()
-            self.slot.release(done=done and not self.taken_back)
+            self.slot.release(done=done and self.ended and not self.taken_back)
 
     async def take_back(self) -> bool:
         """Delete this run's prompt from ComfyUI's queue if it has not started. True when it is

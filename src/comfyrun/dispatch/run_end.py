@@ -45,6 +45,7 @@ class RunEnding(EndCommit):
     prompt_id: str | None
     abandon: str | None
     settled: bool
+    ended: bool
     _progress: ProgressWriter
     _relay: JobRelay
     _placement_notes: set[asyncio.TimerHandle | asyncio.Task[None]]
@@ -308,7 +309,8 @@ class RunEnding(EndCommit):
         await self._progress.settle()  # a final transition: no progress write may follow it
         # the prompt's end reaches ComfyUI clients only when the job ends with this transition
         self._take_the_rest()
-        await self._relay.finish(release=event in (Event.SUCCEED, Event.FAIL, Event.CANCELED))
+        self.ended = event in (Event.SUCCEED, Event.FAIL, Event.CANCELED)
+        await self._relay.finish(release=self.ended)
         # what a placement note would write goes with this transition: one not yet due is
         # dropped, one being written is let finish first (cancelled mid-way, its statement
         # would be cancelled on the server: on PostgreSQL a connection of its own to ask)

@@ -175,6 +175,22 @@ async def test_a_backend_that_stops_answering_sends_its_job_to_another(make_engi
     assert first.state is BackendState.UNHEALTHY
 
 
+async def test_a_job_lost_with_its_backend_is_not_counted_done_there(make_engine: Make) -> None:
+    """(GET /api/v2/backends said `jobs_done: 1` of a backend killed mid-job that finished
+    nothing: a run counted when it ended, even when its job went back to the queue.)"""
+    engine = await make_engine(("a", "b"))
+    job = await engine.submit(work(3.0, steps=30), max_retries=1, retry_delay_s=0.01)
+    running = await engine.wait_for(job.id, lambda j: j.status is JobStatus.RUNNING)
+    first = engine.pool.get(running.backend or "") or _backend_running(engine, job.id)
+    other = engine.pool.get("b" if first.name == "a" else "a")
+    assert other is not None
+    engine.servers[first.name].go_down()
+    done = await engine.wait(job.id, timeout=30)
+    assert done.status is JobStatus.SUCCEEDED and done.backend == other.name
+    await until(lambda: other.jobs_done == 1)
+    assert first.jobs_done == 0
+
+
 async def test_a_prompt_that_could_not_be_sent_does_not_spend_an_attempt(
     make_engine: Make,
 ) -> None:
