@@ -246,9 +246,13 @@ class ModelCache:
             self._flights[key] = flight
             done = flight
 
-            def landed(_task: asyncio.Task[str]) -> None:
+            def landed(task: asyncio.Task[str]) -> None:
                 if self._flights.get(key) is done:
                     del self._flights[key]
+                if not task.cancelled():
+                    # its waiters get the error; when all of them left (their jobs canceled)
+                    # asyncio would log it as never retrieved, with its traceback
+                    task.exception()
 
             task.add_done_callback(landed)
         assert flight.task is not None

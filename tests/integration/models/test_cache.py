@@ -5,6 +5,7 @@ inputs (opened by `fetch_allow`)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 from pathlib import Path
 
@@ -218,3 +219,37 @@ async def test_s3_urls_download_through_boto3(tmp_path: Path) -> None:
             await small.pull(ModelRef(folder="vae", name="u", url=url))
         with pytest.raises(InputRejected, match="failed"):
             await cache.pull(ModelRef(folder="vae", name="m", url=f"s3://{bucket}/missing"))
+
+
+async def test_a_download_that_fails_after_its_last_waiter_left_logs_no_unretrieved_error(
+    tmp_path: Path,
+) -> None:
+    """(The job that wanted a file was canceled while it downloaded; the download failed later
+    and asyncio logged "Task exception was never retrieved" with its traceback, as an ERROR.)"""
+    release = asyncio.Event()
+
+    async def failing(ref: ModelRef, dest: Path, progress: object) -> None:
+        await release.wait()
+        raise InputRejected("fetching it failed")
+
+    reported: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        cache = ModelCache(tmp_path, failing)
+        cache.open()
+        ref = ModelRef(folder="loras", name="x.safetensors", url="https://models.example/x")
+        waiter = asyncio.ensure_future(cache.acquire([ref]))
+        await asyncio.sleep(0.05)
+        waiter.cancel()  # the job was canceled: it waits no more
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        release.set()
+        for _ in range(5):
+            await asyncio.sleep(0.01)
+        del waiter
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert not [c for c in reported if "never retrieved" in str(c.get("message"))]
