@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from tests.support.api import ServerProcess
-from tests.support.store import drop_schema, new_schema_name, pg_dsn, require_pg
+from tests.support.store import pg_schema_url
 
 StartServer = Callable[..., ServerProcess]
 
@@ -36,8 +36,5 @@ def start_server(tmp_path: Path) -> Iterator[StartServer]:
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A PostgreSQL store URL in a fresh schema, dropped afterwards."""
-    require_pg()
-    schema = new_schema_name()
-    sep = "&" if "?" in pg_dsn() else "?"
-    yield f"{pg_dsn()}{sep}schema={schema}"
-    drop_schema(schema)
+    with pg_schema_url() as url:
+        yield url

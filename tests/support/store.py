@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,18 @@ def drop_schema(schema: str) -> None:
 
     with psycopg.connect(pg_dsn(), autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@contextmanager
+def pg_schema_url() -> Iterator[str]:
+    """A PostgreSQL store URL in a fresh schema, dropped afterwards (skips without PostgreSQL)."""
+    require_pg()
+    schema = new_schema_name()
+    sep = "&" if "?" in pg_dsn() else "?"
+    try:
+        yield f"{pg_dsn()}{sep}schema={schema}"
+    finally:
+        drop_schema(schema)
 
 
 def kill_listeners(channel: str) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.support.api import ServerProcess, wait_until_ready
-from tests.support.store import drop_schema, new_schema_name, pg_dsn, require_pg
+from tests.support.store import pg_schema_url
 
 from comfyrun.api.app import create_app
 from comfyrun.api.context import AppContext
@@ -90,11 +90,9 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    require_pg()
-    schema = new_schema_name()
-    sep = "&" if "?" in pg_dsn() else "?"
-    yield f"{pg_dsn()}{sep}schema={schema}"
-    drop_schema(schema)
+    """A PostgreSQL store URL in a fresh schema, dropped afterwards."""
+    with pg_schema_url() as url:
+        yield url
 
 
 async def start_nodes(
