@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 import wave
@@ -71,13 +72,22 @@ async def test_identical_rerun_is_cached_and_writes_nothing(
     )
 
 
+async def _settled(emu: Emulator, count: int) -> None:
+    """Until the emulator's worker is through with `count` prompts (their flags read)."""
+    assert await asyncio.to_thread(emu.wait_settled, count, 30)
+
+
 async def test_free_is_taken_after_the_next_prompt_as_comfyui_takes_it(
     emu: Emulator, session: aiohttp.ClientSession
 ) -> None:
     """POST /free sets flags ComfyUI's worker reads after the prompt it runs next: that prompt
     still meets the cache; the one after it runs anew (new files), its models loaded again."""
     graph = image_workflow(color=0x2468AC)
+    settled = emu.settled
     first = await wait_history(session, emu.url, await _post(session, emu, graph))
+    # the history shows the prompt before the worker reads the flags after it (as ComfyUI's
+    # does): a /free in between was taken after this prompt, not the next (a loaded machine)
+    await _settled(emu, settled + 1)
     async with session.post(f"{emu.url}/free", json={"free_memory": True}) as resp:
         assert resp.status == 200 and await resp.text() == ""
     still = await wait_history(session, emu.url, await _post(session, emu, graph))

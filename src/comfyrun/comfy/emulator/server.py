@@ -66,6 +66,10 @@ class Emulator:
         self._answering: dict[str, threading.Event] = {}
         self.dirs = Dirs(config.input_dir, config.output_dir, config.temp_dir)
         self.number = 0
+        #: prompts the worker is through with, its POST /free flags for the next read (tests
+        #: wait for it: ComfyUI's history shows a prompt before its worker reads the flags)
+        self.settled = 0
+        self._settling = threading.Condition()
         self.url = ""
         self.port = 0
         self._runner: web.AppRunner | None = None
@@ -156,6 +160,15 @@ class Emulator:
                 self.executor.unload_models()
             if free_memory:
                 self.executor.reset()
+            with self._settling:
+                self.settled += 1
+                self._settling.notify_all()
+
+    def wait_settled(self, count: int, timeout: float) -> bool:
+        """Block until the worker is through with `count` prompts (`settled`); False: not
+        within `timeout` seconds."""
+        with self._settling:
+            return self._settling.wait_for(lambda: self.settled >= count, timeout)
 
     # ---- state the routes read ----
     def object_info(self) -> NodeDefs:
