@@ -285,17 +285,19 @@ async def _sse(
     ctx: AppContext, request: Request, job_id: str, after_id: int | None
 ) -> AsyncIterator[str]:
     yield "retry: 1000\n\n"
-    idle = min(ctx.settings.sse_keepalive_s, KEY_RECHECK_S)
+    keyed = ctx.principal.key_id is not None  # a key revoked meanwhile ends its streams
+    keep_alive_s = ctx.settings.sse_keepalive_s
+    idle = min(keep_alive_s, KEY_RECHECK_S) if keyed else keep_alive_s
     loop = asyncio.get_running_loop()
     checked = loop.time()
     kept_alive = checked
     async for event in ctx.service.events(job_id, after_id=after_id, idle_s=idle):
-        if loop.time() - checked >= KEY_RECHECK_S:  # a key revoked meanwhile ends its streams
+        if keyed and loop.time() - checked >= KEY_RECHECK_S:
             if not await key_still_valid(request, ctx.principal, cookie=False):
                 return
             checked = loop.time()
-        if event is None:
-            if loop.time() - kept_alive >= ctx.settings.sse_keepalive_s:
+        if event is None:  # (a keyed stream wakes more often than it keeps alive)
+            if not keyed or loop.time() - kept_alive >= keep_alive_s - KEY_RECHECK_S / 2:
                 kept_alive = loop.time()
                 yield ": keep-alive\n\n"
             continue
