@@ -83,6 +83,24 @@ async def mint(server: Server, name: str, scopes: list[str]) -> Tenant:
     return tenant
 
 
+def _picture() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (6, 4), (1, 2, 3)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+#: A small PNG the tests upload.
+PICTURE = _picture()
+
+
+async def uploaded(tenant: Tenant) -> dict[str, Any]:
+    """PICTURE uploaded as an asset of `tenant` (p.png)."""
+    files = {"file": ("p.png", PICTURE, "image/png")}
+    answer = await tenant.http.post("/api/v2/assets", files=files)
+    assert answer.status_code in (200, 201), answer.text
+    return dict(answer.json())
+
+
 async def finished(tenant: Tenant, job_id: str) -> dict[str, Any]:
     """The job once it ended (followed over its event stream)."""
     async with ComfyrunClient(str(tenant.http.base_url), api_key=tenant.key["key"]) as client:
@@ -194,10 +212,7 @@ async def test_each_dialect_hides_one_keys_jobs_from_another(server: Server) -> 
 async def test_assets_and_uploads_are_their_owners(server: Server) -> None:
     a = await mint(server, "team-a", ["submit", "read"])
     b = await mint(server, "team-b", ["submit", "read"])
-    picture = io.BytesIO()
-    Image.new("RGB", (6, 4), (1, 2, 3)).save(picture, format="PNG")
-    files = {"file": ("p.png", picture.getvalue(), "image/png")}
-    asset = (await a.http.post("/api/v2/assets", files=files)).json()
+    asset = await uploaded(a)
     assert (await a.http.get(f"/api/v2/assets/{asset['id']}")).status_code == 200
     await same_as_missing(b.http, "GET", "/api/v2/assets/{id}", asset["id"])
     await same_as_missing(b.http, "GET", "/api/v2/assets/{id}/content", asset["id"])
@@ -212,7 +227,7 @@ async def test_assets_and_uploads_are_their_owners(server: Server) -> None:
     refused = await b.http.post("/api/v2/jobs", json=body)
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "missing_asset"
     assert (await a.http.post("/api/v2/jobs", json=body)).status_code == 201
-    files = {"image": ("mine.png", picture.getvalue(), "image/png")}
+    files = {"image": ("mine.png", PICTURE, "image/png")}
     assert (await a.http.post("/upload/image", files=files)).status_code == 200
     view = {"filename": "mine.png", "type": "input"}
     assert (await a.http.get("/view", params=view)).status_code == 200
@@ -390,10 +405,7 @@ async def test_batches_and_template_jobs_are_their_keys(server: Server) -> None:
     for job in [*jobs, templated.json()]:
         await same_as_missing(b.http, "GET", "/api/v2/jobs/{id}", job["id"])
 
-    picture = io.BytesIO()
-    Image.new("RGB", (6, 4), (1, 2, 3)).save(picture, format="PNG")
-    files = {"file": ("p.png", picture.getvalue(), "image/png")}
-    asset = (await a.http.post("/api/v2/assets", files=files)).json()
+    asset = await uploaded(a)
     params = {"params": {"photo": asset["id"]}}
     refused = await b.http.post("/api/v2/workflows/photo/jobs", json=params)
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "missing_asset"
@@ -439,12 +451,8 @@ async def test_a_chosen_prompt_id_opens_no_other_namespace(server: Server) -> No
     name (/api/v2/files, /view, a mask's original_ref), and its outputs land elsewhere."""
     a = await mint(server, "team-a", ["submit", "read"])
     b = await mint(server, "team-b", ["submit", "read"])
-    picture = io.BytesIO()
-    Image.new("RGB", (6, 4), (1, 2, 3)).save(picture, format="PNG")
-    asset = (
-        await a.http.post("/api/v2/assets", files={"file": ("p.png", picture.getvalue())})
-    ).json()
-    files = {"image": ("mine.png", picture.getvalue(), "image/png")}
+    asset = await uploaded(a)
+    files = {"image": ("mine.png", PICTURE, "image/png")}
     assert (await a.http.post("/upload/image", files=files)).status_code == 200
     blob = asset["hash"].split(":")[-1]
     names = [
@@ -467,7 +475,7 @@ async def test_a_chosen_prompt_id_opens_no_other_namespace(server: Server) -> No
         view = {"filename": filename, "subfolder": folder, "type": "output"}
         assert (await b.http.get("/view", params=view)).status_code == 404, name
         ref = json.dumps(view)
-        mask = {"image": ("m.png", picture.getvalue(), "image/png")}
+        mask = {"image": ("m.png", PICTURE, "image/png")}
         answer = await b.http.post("/upload/mask", files=mask, data={"original_ref": ref})
         assert answer.status_code == 404, (name, answer.text)
     admin = {"Authorization": f"Bearer {ADMIN}"}
@@ -491,9 +499,7 @@ async def test_a_key_without_submit_changes_nothing(server: Server) -> None:
     reader = await mint(server, "reader", ["read"])
     writer = await mint(server, "writer", ["submit"])
     job_id = str(uuid.uuid4())
-    picture = io.BytesIO()
-    Image.new("RGB", (6, 4), (1, 2, 3)).save(picture, format="PNG")
-    png = picture.getvalue()
+    png = PICTURE
     writes: list[tuple[str, str, dict[str, Any]]] = [
         ("POST", f"/api/v2/jobs/{job_id}/cancel", {}),
         ("DELETE", f"/api/v2/jobs/{job_id}", {}),
@@ -571,11 +577,7 @@ async def test_the_model_cache_is_an_admins(server: Server) -> None:
     key's asset into it by id (told whether that asset exists) and evicted what others use."""
     a = await mint(server, "team-a", ["submit", "read"])
     b = await mint(server, "team-b", ["submit", "read"])
-    picture = io.BytesIO()
-    Image.new("RGB", (6, 4), (1, 2, 3)).save(picture, format="PNG")
-    asset = (
-        await a.http.post("/api/v2/assets", files={"file": ("p.png", picture.getvalue())})
-    ).json()
+    asset = await uploaded(a)
     pull = {"asset_id": asset["id"], "folder": "loras", "name": "taken.safetensors"}
     for method, path, kwargs in (
         ("GET", "/api/v2/models", {}),
