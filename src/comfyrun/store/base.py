@@ -9,12 +9,8 @@ the caller read, with the next status taken from `comfyrun.core.state`.
 from __future__ import annotations
 
 import builtins
-import enum
-import json
-import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from comfyrun.core.batch import Batch, NewBatch
@@ -23,261 +19,19 @@ from comfyrun.core.job import JSON, Job, JobStatus, NewJob, Output, Progress
 from comfyrun.core.state import Event
 from comfyrun.core.tenancy import ApiKey
 from comfyrun.core.webhook import Attempt, Delivery
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class JobEvent:
-    """One entry of a job's durable event log (what SSE streams and resumes from).
-
-    kind: "status" | "progress" | "output" | "log" | "preview"; `id` grows monotonically per store.
-    """
-
-    id: int
-    job_id: str
-    kind: str
-    data: JSON
-    created_at: float
-
-
-class WorkCounts:
-    """A store's count of work wake-ups, in all and by job type: `token` is the JobStore's
-    `work_token` (each part only grows, so a sum moves exactly when one of its parts does)."""
-
-    def __init__(self) -> None:
-        self.any = 0
-        self.untyped = 0  # work whose type was not told (another process's commit, ...)
-        self.by_type: dict[str, int] = {}
-
-    def add(self, job_type: str | None = None) -> None:
-        self.any += 1
-        if job_type:
-            self.by_type[job_type] = self.by_type.get(job_type, 0) + 1
-        else:
-            self.untyped += 1
-
-    def token(self, types: Sequence[str] | None = None) -> int:
-        if types is None:
-            return self.any
-        return self.untyped + sum(self.by_type.get(t, 0) for t in types)
-
-    def others_only(self, since: int | None, types: Sequence[str] | None) -> bool:
-        """After a wake-up: whether a typed wait (`since` read for `types`) saw only work of
-        other types, and so waits on instead of claiming."""
-        return since is not None and types is not None and since == self.token(types)
-
-
-class QueueMove(enum.Enum):
-    """How a job changed the queue (the unfinished jobs: what ComfyUI's face reports as its
-    size), as `JobStore.watch_queue` tells it."""
-
-    #: Queued: submitted (or created claimed, handed off as it was enqueued), or put back.
-    JOINED = "joined"
-    #: Claimed by a worker (running).
-    STARTED = "started"
-    #: Ended (succeeded, failed, canceled), or may have: said also of a write a store cannot
-    #: tell from an end.
-    ENDED = "ended"
-
-
-def queue_move(data: Mapping[str, Any]) -> QueueMove | None:
-    """The move a "status" event with `data` tells: None for one that leaves the queue as it
-    was (canceling; a finished job expiring)."""
-    status = data.get("status")
-    if status == JobStatus.QUEUED.value:
-        return QueueMove.JOINED
-    if status == JobStatus.RUNNING.value:
-        return QueueMove.STARTED
-    if status in (JobStatus.CANCELING.value, JobStatus.EXPIRED.value):
-        return None
-    return QueueMove.ENDED
-
-
-QueueHeard = Callable[[str, QueueMove], None]
-
-
-class QueueWatchers:
-    """The callers of a store's `watch_queue`, told in order (one that fails is logged and the
-    others are told all the same). Cheap when there are none: `tell` is one test."""
-
-    def __init__(self) -> None:
-        self._heard: builtins.list[QueueHeard] = []
-
-    def __bool__(self) -> bool:
-        return bool(self._heard)
-
-    def add(self, heard: QueueHeard) -> Callable[[], None]:
-        self._heard = [*self._heard, heard]
-
-        def stop() -> None:
-            self._heard = [h for h in self._heard if h is not heard]
-
-        return stop
-
-    def tell(self, job_id: str, move: QueueMove | None) -> None:
-        if move is None:
-            return
-        for heard in self._heard:
-            try:
-                heard(job_id, move)
-            except Exception:
-                log.exception("a watcher of the queue failed")
-
-
-#: The metadata key of the ComfyUI client id a prompt was submitted for (the ComfyUI face);
-#: the stores index it among unfinished jobs (`unfinished_for_client`, jobs_comfy_client).
-COMFY_CLIENT_ID = "comfy_client_id"
-
-
-@dataclass(frozen=True, slots=True)
-class JobPage:
-    jobs: builtins.list[Job]
-    next_cursor: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class JobEnd:
-    """A job that ended, as `finished_since` reads it: when it was submitted, started (this
-    attempt's claim) and ended, without the rest of its row."""
-
-    id: str
-    status: JobStatus
-    created_at: float
-    started_at: float | None
-    finished_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class JobStamp:
-    """What tells one version of a job from another, as `stamps` lists it without the rest
-    of its row: something rendered from the job stands while its stamp does."""
-
-    id: str
-    status: JobStatus
-    created_at: float
-    finished_at: float | None
-    attempts: int
-
-    @classmethod
-    def of(cls, job: Job) -> JobStamp:
-        return cls(job.id, job.status, job.created_at, job.finished_at, job.attempts)
-
-
-@dataclass(frozen=True, slots=True)
-class QueueEntry:
-    """An unfinished job as a listing of the queue shows it, read from the few columns that
-    takes (ComfyUI's GET /queue lists up to a thousand on each change of the queue; decoding
-    whole rows was most of its cost). The workflow, options and metadata are decoded when
-    asked for: a listing that rendered a queued job before renders it again from its id. A
-    queued job listed without them (`queue(bodies=False)`) has `raw` None until
-    `queue_bodies` reads them."""
-
-    id: str
-    status: JobStatus
-    #: Claimed, its prompt not started by ComfyUI yet (held in a backend's queue).
-    waiting: bool
-    #: The nodes whose outputs are committed so far.
-    output_nodes: tuple[str, ...]
-    #: When the job was submitted (a job submitted again under the same id is another job).
-    created_at: float
-    #: The workflow, options and metadata as read: JSON text, or values already decoded
-    #: (None: not read).
-    raw: tuple[Any, Any, Any] | None
-
-    @property
-    def workflow(self) -> JSON:
-        return _json_value(self._raw[0]) or {}
-
-    @property
-    def options(self) -> JSON:
-        return dict(_json_value(self._raw[1]) or {})
-
-    @property
-    def metadata(self) -> JSON:
-        return dict(_json_value(self._raw[2]) or {})
-
-    @property
-    def _raw(self) -> tuple[Any, Any, Any]:
-        if self.raw is None:
-            raise ValueError(f"job {self.id} was listed without its workflow")
-        return self.raw
-
-
-def _json_value(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str | bytes) else value
-
-
-@dataclass(frozen=True, slots=True)
-class Changes:
-    """Fields a transition may set alongside the new status (None = leave as is)."""
-
-    error: Any = None  # JobError
-    progress: Progress | None = None
-    next_run_at: float | None = None
-    finished_at: float | None = None
-    expires_at: float | None = None
-    backend: str | None = None
-    prompt_id: str | None = None
-    clear_lease: bool = False
-    extra: JSON = field(default_factory=dict)
-    #: When ComfyUI started the prompt, when the run has not recorded it yet (a short job
-    #: records it with its end instead of in a write of its own).
-    execution_started_at: float | None = None
-    #: Outputs committed in the same transaction as the status change (each with its "output"
-    #: event, before the "status" one): a job succeeds with its outputs or not at all.
-    outputs: tuple[Output, ...] = ()
-    #: Back to the queue with the attempt not counted (attempts - 1): the run never reached
-    #: ComfyUI (its POST /prompt could not be sent), so the job has not been tried.
-    uncount_attempt: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimNote:
-    """An event a claim appends in its own transaction, after its status event, when it takes
-    the job for its first attempt (a later attempt's claim appends none): what the first
-    attempt is about to do (the prompt it submits), written before it does it."""
-
-    kind: str
-    data: JSON
-
-    def of(self, job: Job) -> tuple[str, JSON] | None:
-        """(kind, data) for the claim that took `job`, or None: not its first attempt."""
-        return (self.kind, self.data) if job.attempts == 1 else None
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimChoice:
-    """Lets a claim take another job than the best one: `pick` is given the first `window`
-    runnable queued jobs in claim order (the best first) and returns the index of the one to
-    take (an index out of range takes the best). Called inside the claim's transaction: it
-    must be quick and do no I/O."""
-
-    window: int
-    pick: Callable[[Sequence[Job]], int]
-
-    def chosen(self, candidates: Sequence[Job]) -> Job:
-        index = self.pick(candidates)
-        return candidates[index] if 0 <= index < len(candidates) else candidates[0]
-
-
-@dataclass(frozen=True, slots=True)
-class HandOff:
-    """A worker of this process with a free backend, ready to take a job as it is enqueued
-    (`JobStore.enqueue_claimed`): the claim it would make next, made in the enqueue's own
-    transaction. `note`: as `claim`'s.
-
-    `decided`, when given, may be called once on the event loop with `(job, created)` as the
-    enqueue's transaction decided them, before that transaction commits, by a store whose
-    commit can be overlapped (SQLite: the store's thread runs the fsync while the loop goes
-    on; `enqueue_claimed` still returns only after it). A store that cannot tell early calls
-    nothing. A caller that started work on that word must undo it if `enqueue_claimed` then
-    raises: nothing was stored."""
-
-    worker_id: str
-    lease_s: float
-    note: ClaimNote | None = None
-    decided: Callable[[Job, bool], None] | None = field(default=None, compare=False)
+from comfyrun.store.queue_watch import QueueHeard, QueueMove, QueueWatchers, WorkCounts, queue_move
+from comfyrun.store.records import (
+    COMFY_CLIENT_ID,
+    Changes,
+    ClaimChoice,
+    ClaimNote,
+    HandOff,
+    JobEnd,
+    JobEvent,
+    JobPage,
+    JobStamp,
+    QueueEntry,
+)
 
 
 class KeyStore(Protocol):
@@ -709,8 +463,10 @@ __all__ = [
     "JobEnd",
     "JobEvent",
     "JobPage",
+    "JobStamp",
     "JobStore",
     "KeyStore",
+    "QueueEntry",
     "QueueHeard",
     "QueueMove",
     "QueueWatchers",
