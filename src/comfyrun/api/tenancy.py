@@ -255,6 +255,9 @@ class OwnedStore:
     async def ping(self) -> bool:
         return await self.inner.ping()
 
+    async def can_commit(self) -> str | None:
+        return await self.inner.can_commit()
+
     async def claim(
         self,
         worker_id: str,

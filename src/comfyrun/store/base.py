@@ -32,6 +32,7 @@ from comfyrun.store.records import (
     JobStamp,
     QueueEntry,
 )
+from comfyrun.store.writable import CanCommit
 
 
 class KeyStore(Protocol):
@@ -105,7 +106,7 @@ def nothing_to_stop() -> None:
     """What `watch_new_work` returns in a store that calls nothing."""
 
 
-class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, Protocol):
+class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, CanCommit, Protocol):
     """A durable priority queue of jobs with leases, events and idempotency."""
 
     async def open(self) -> None:

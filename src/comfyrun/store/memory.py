@@ -87,6 +87,9 @@ class MemoryStore(MemoryReads, MemoryBatches, MemoryTenancy, MemoryWorkers, Memo
     async def ping(self) -> bool:
         return True
 
+    async def can_commit(self) -> str | None:
+        return None
+
     # -- the queue ---------------------------------------------------------------------------
 
     async def enqueue(

@@ -41,6 +41,7 @@ from comfyrun.store.migrate import migrate_postgres
 from comfyrun.store.pgstatements import ENDING, NEW, NOT_ENDING, START, WORK, Q, payload
 from comfyrun.store.pgwaits import PgWaits
 from comfyrun.store.sqldialect import Row
+from comfyrun.store.writable import WriteHealth
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,20 @@ def _holds_nul_error(exc: psycopg.Error) -> bool:
     ):
         return True
     return isinstance(exc, psycopg.DataError) and "NUL (0x00)" in str(exc)
+
+
+def _cannot_write(exc: psycopg.Error) -> bool:
+    """Whether `exc` says the database cannot take writes now (down, out of space, read-only),
+    not that one statement was at fault (a deadlock, a lock or statement timeout)."""
+    if exc.sqlstate is None:  # the client's: no connection, or none from the pool in time
+        return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+    return exc.sqlstate.startswith(_CANNOT_WRITE)
+
+
+#: SQLSTATE prefixes of a database that cannot write: connection exceptions, insufficient
+#: resources (disk full), operator intervention (shutting down), system errors, a read-only
+#: transaction (a standby), internal errors.
+_CANNOT_WRITE = ("08", "53", "57P", "58", "25006", "XX")
 
 
 class PostgresStore(PgWaits):
@@ -90,6 +105,7 @@ class PostgresStore(PgWaits):
         self._job_waiters = {}
         self._listen_epoch = 0
         self._queued_here = OrderedDict()
+        self.write_health = WriteHealth()  # noted at each write (_write, _write_one)
 
     async def open(self) -> None:
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
@@ -113,6 +129,7 @@ class PostgresStore(PgWaits):
             await pool.close()
             raise StoreError(f"cannot open the PostgreSQL store: {exc}") from exc
         self._pool = pool
+        self.write_health.ok()  # its migrations committed
         self._listener = asyncio.create_task(self._listen(), name="comfyrun-store-listen")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._listening.wait(), self.connect_timeout_s)
@@ -171,15 +188,21 @@ class PostgresStore(PgWaits):
                     "look up",
                     details={"reason": str(exc).splitlines()[0]},
                 ) from exc
+            if _cannot_write(exc):
+                self.write_health.failed(f"PostgreSQL failed: {exc}")
             raise StoreError(f"PostgreSQL failed: {exc}") from exc
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[Conn]:
         async with self._read() as conn, conn.transaction():
             yield conn
+        self.write_health.ok()
 
-    def _write_one(self) -> contextlib.AbstractAsyncContextManager[Conn]:
-        return self._read()  # autocommit: the statement commits by itself
+    @asynccontextmanager
+    async def _write_one(self) -> AsyncIterator[Conn]:
+        async with self._read() as conn:  # autocommit: the statement commits by itself
+            yield conn
+        self.write_health.ok()
 
     async def _one(self, conn: Conn, name: str, params: JSON) -> Row | None:
         cur = await conn.execute(Q[name], params)

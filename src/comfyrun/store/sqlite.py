@@ -63,10 +63,12 @@ from comfyrun.store.sqlite_loop import SQLiteLoopReads, open_reader
 from comfyrun.store.sqlite_runner import SQLiteRunner
 from comfyrun.store.sqlite_statements import SQLiteStatements
 from comfyrun.store.sqlite_wait import SQLiteWaiting
+from comfyrun.store.sqlprobe import SQLWriteProbe
 from comfyrun.store.sqlreads import SQLReads
 from comfyrun.store.sqlstore import SQLStore
 from comfyrun.store.sqltenancy import SQLTenancy
 from comfyrun.store.sqlworkers import SQLWorkers
+from comfyrun.store.writable import WriteHealth
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,7 @@ LOCAL = frozenset(
         "counts",
         "unfinished_for_client",
         "queue_position",
+        "can_commit",
     }
 )
 
@@ -158,6 +161,7 @@ class SQLiteStore(SQLiteRunner, SQLiteLoopReads, SQLiteWaiting, SQLiteStatements
         self._reader: sqlite3.Connection | None = None  # LOOP_READS, on the loop's thread
         self._loop_thread_id: int | None = None
         self._queue_watchers = QueueWatchers()
+        self.write_health = WriteHealth()  # noted at each commit (store.sqlite_runner)
 
     # -- life --------------------------------------------------------------------------------
 
@@ -179,6 +183,7 @@ class SQLiteStore(SQLiteRunner, SQLiteLoopReads, SQLiteWaiting, SQLiteStatements
             raise
         self._thread = thread
         self._open = True
+        self.write_health.ok()  # its migrations committed
         if _is_file(self.path):
             with contextlib.suppress(sqlite3.Error):
                 self._reader = await asyncio.to_thread(open_reader, self.path)
@@ -310,6 +315,7 @@ _SHARED = {
     **vars(SQLWorkers),
     **vars(SQLBatches),
     **vars(SQLCatalogs),
+    **vars(SQLWriteProbe),
     **vars(SQLStore),
 }
 for _name, _fn in list(_SHARED.items()):

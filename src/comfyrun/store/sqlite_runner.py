@@ -27,6 +27,7 @@ from comfyrun.store.sqlite_calls import (
     settle,
 )
 from comfyrun.store.sqlite_loop import LOOP_READS, busy
+from comfyrun.store.writable import WriteHealth
 
 #: Calls the loop runs itself, on the store's connection, when a batch holds only these: each
 #: reads or writes a job or two by key (tens of microseconds). Handing them to a thread cost
@@ -72,6 +73,7 @@ class SQLiteRunner(ABC):
     _conn_busy: bool
     _reader: sqlite3.Connection | None
     _bare: bool
+    write_health: WriteHealth
 
     @abstractmethod
     def _connect(self) -> sqlite3.Connection:
@@ -190,6 +192,8 @@ class SQLiteRunner(ABC):
                     results.append((call, False, error))
                 except Exception as exc:
                     results.append((call, False, exc))
+                if not results[-1][1] and _unwritable(results[-1][2]):
+                    self.write_health.failed(str(results[-1][2]))
         finally:
             self._conn_user = None
             self._bare = False
@@ -254,9 +258,12 @@ class SQLiteRunner(ABC):
         except sqlite3.Error as exc:
             rollback(conn)
             error = StoreError(f"SQLite commit failed: {exc}")
+            self.write_health.failed(str(error))
             return [
                 (call, False, value if not ok else error) for call, ok, value in done.results
             ], []
+        if not any(not ok and _unwritable(value) for _, ok, value in done.results):
+            self.write_health.ok()  # (not when a write of it failed for want of space)
         return done.results, done.wakes
 
     def _run_batch(self, batch: builtins.list[Call]) -> Ended:
@@ -271,6 +278,7 @@ class SQLiteRunner(ABC):
                 try:
                     conn.execute("BEGIN IMMEDIATE")
                 except sqlite3.Error as exc:
+                    self.write_health.failed(f"SQLite is busy: {exc}")
                     return _failed(batch, f"SQLite is busy: {exc}"), []
             results, wakes = self._run_calls(conn, batch)
         finally:
@@ -283,6 +291,24 @@ class SQLiteRunner(ABC):
 def _busy(error: Any) -> bool:
     """A call's error that says the database was locked (it would have had to wait)."""
     return isinstance(error, StoreError) and busy(error)
+
+
+#: SQLite's primary result codes that say the database cannot take writes now (not a call's
+#: own fault, as a constraint it broke would be).
+_CANNOT_WRITE = frozenset(
+    {sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN}
+)
+
+
+def _cannot_write(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _CANNOT_WRITE
+
+
+def _unwritable(error: Any) -> bool:
+    """A call's error that says the database cannot take writes (_cannot_write)."""
+    cause = getattr(error, "__cause__", None)
+    return isinstance(cause, sqlite3.Error) and _cannot_write(cause)
 
 
 def _failed(calls: builtins.list[Call], message: str) -> builtins.list[Outcome]:

@@ -47,12 +47,13 @@ from comfyrun.store.replacing import remove_as_read
 from comfyrun.store.sqlbatches import SQLBatches
 from comfyrun.store.sqlcatalogs import SQLCatalogs
 from comfyrun.store.sqldialect import Row
+from comfyrun.store.sqlprobe import SQLWriteProbe
 from comfyrun.store.sqlreads import SQLReads
 from comfyrun.store.sqltenancy import SQLTenancy
 from comfyrun.store.sqlworkers import SQLWorkers
 
 
-class SQLStore(SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
+class SQLStore(SQLWriteProbe, SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
     """A JobStore over SQL; subclasses provide the connection plumbing (SQLDialect's abstract
     methods) and the waiting."""
 

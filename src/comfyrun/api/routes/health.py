@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
@@ -17,6 +18,8 @@ Ctx = Annotated[AppContext, Depends(get_ctx)]
 
 router = APIRouter(tags=["health"])
 
+#: How long /ready waits for the store (a load balancer's probe gives up after a few seconds).
+STORE_WAIT_S = 3.0
 #: Backend states that can take a job now, or start on demand (a lazy managed backend).
 USABLE_STATES = frozenset({"ready", "busy", "stopped"})
 
@@ -28,17 +31,25 @@ async def health(ctx: Ctx) -> HealthOut:
 
 @router.get("/ready", response_model=ReadyOut, responses={503: {"model": ReadyOut}})
 async def ready(ctx: Ctx) -> JSONResponse:
-    """200 when the store answers and, where this process runs comfy jobs, a backend is ready
+    """200 when the store answers and can commit a write (store.writable: the outcome of its
+    latest commits, or a tiny write where none is recent) and, where this process runs comfy jobs, a backend is ready
     (or is a managed one that starts on demand), and (with `ready_queue_max`) fewer jobs than
     that wait in the queue; 503 otherwise. A worker declared to run only other job types
     (`types` without comfy) needs no backend."""
     store_ok = False
+    reason: str | None = "store unreachable"
     try:
-        store_ok = await ctx.store.ping()
-    except Exception:  # readiness reports any store failure as "not ready"
+        async with asyncio.timeout(STORE_WAIT_S):
+            store_ok = await ctx.store.ping()
+            cannot_commit = await ctx.store.can_commit() if store_ok else None
+    except Exception:  # readiness reports any store failure (or a hang) as "not ready"
         store_ok = False
+    else:
+        if cannot_commit is not None:
+            store_ok, reason = False, "store cannot commit"  # (why: logged by the store)
+        elif store_ok:
+            reason = None
     usable = 0
-    reason = None if store_ok else "store unreachable"
     declared = ctx.settings.types
     runs_comfy = declared is None or COMFY in declared
     runs_jobs = ctx.settings.role is not Role.API and runs_comfy

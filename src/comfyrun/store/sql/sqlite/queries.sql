@@ -3,6 +3,11 @@
 -- name: ping
 SELECT 1 AS ok;
 
+-- name: probe_write
+-- readiness: a write that changes nothing, committed (store.writable)
+UPDATE schema_version SET applied_at = applied_at
+WHERE version = (SELECT max(version) FROM schema_version);
+
 -- name: insert_job
 INSERT INTO jobs (
     id, status, priority, inputs, options, metadata, owner, attempts, max_retries,
