@@ -349,6 +349,9 @@ class OwnedStore:
     ) -> dict[JobStatus, int]:
         return await self.inner.counts(unfinished=unfinished, owner=self.owner)
 
+    async def retrying(self, *, owner: str | None = None) -> int:
+        return await self.inner.retrying(owner=self.owner)
+
     async def oldest_queued_at(self, *, owner: str | None = None) -> float | None:
         return await self.inner.oldest_queued_at(owner=self.owner)
 

@@ -32,6 +32,7 @@ from comfyrun.store.records import (
     JobStamp,
     QueueEntry,
 )
+from comfyrun.store.retrying import RetryCounts
 from comfyrun.store.writable import CanCommit
 
 
@@ -106,7 +107,7 @@ def nothing_to_stop() -> None:
     """What `watch_new_work` returns in a store that calls nothing."""
 
 
-class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, CanCommit, Protocol):
+class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, CanCommit, RetryCounts, Protocol):
     """A durable priority queue of jobs with leases, events and idempotency."""
 
     async def open(self) -> None:

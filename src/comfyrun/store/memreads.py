@@ -18,6 +18,7 @@ from comfyrun.store.base import (
     clock_or,
 )
 from comfyrun.store.codec import decode_cursor, encode_cursor, queue_entry_of
+from comfyrun.store.retrying import in_retry
 
 
 class MemoryReads:
@@ -115,6 +116,11 @@ class MemoryReads:
             if j.status is JobStatus.QUEUED and _position_order(j, now) < mine
         )
         return ahead if limit is None else min(ahead, max(0, limit))
+
+    async def retrying(self, *, owner: str | None = None) -> int:
+        return sum(
+            1 for j in self._jobs.values() if in_retry(j) and (owner is None or j.owner == owner)
+        )
 
     async def counts(
         self, *, unfinished: bool = False, owner: str | None = None

@@ -65,6 +65,7 @@ from comfyrun.store.sqlite_statements import SQLiteStatements
 from comfyrun.store.sqlite_wait import SQLiteWaiting
 from comfyrun.store.sqlprobe import SQLWriteProbe
 from comfyrun.store.sqlreads import SQLReads
+from comfyrun.store.sqlretrying import SQLRetryCounts
 from comfyrun.store.sqlstore import SQLStore
 from comfyrun.store.sqltenancy import SQLTenancy
 from comfyrun.store.sqlworkers import SQLWorkers
@@ -101,6 +102,7 @@ READS = frozenset(
         "deliveries",
         "delivery_counts",
         "served_types",
+        "retrying",
     }
 )
 #: Calls that stay on the event loop (they wait, or manage the thread, or choose where they run).
@@ -316,6 +318,7 @@ _SHARED = {
     **vars(SQLBatches),
     **vars(SQLCatalogs),
     **vars(SQLWriteProbe),
+    **vars(SQLRetryCounts),
     **vars(SQLStore),
 }
 for _name, _fn in list(_SHARED.items()):

@@ -49,11 +49,14 @@ from comfyrun.store.sqlcatalogs import SQLCatalogs
 from comfyrun.store.sqldialect import Row
 from comfyrun.store.sqlprobe import SQLWriteProbe
 from comfyrun.store.sqlreads import SQLReads
+from comfyrun.store.sqlretrying import SQLRetryCounts
 from comfyrun.store.sqltenancy import SQLTenancy
 from comfyrun.store.sqlworkers import SQLWorkers
 
 
-class SQLStore(SQLWriteProbe, SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches):
+class SQLStore(
+    SQLWriteProbe, SQLRetryCounts, SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches
+):
     """A JobStore over SQL; subclasses provide the connection plumbing (SQLDialect's abstract
     methods) and the waiting."""
 

@@ -95,3 +95,21 @@ async def test_delete_finished_before(store: JobStore) -> None:
     assert deleted[0].workflow == old.workflow  # the job as it was, workflow and all
     assert await store.get(old.id) is None
     assert await store.get(new.id) is not None and await store.get(queued.id) is not None
+
+
+async def test_jobs_in_retry_are_counted_until_they_end(store: JobStore) -> None:
+    """`retrying` (RunPod's /health `jobs.retried`): a job whose attempt failed, queued to run
+    again and then running again; not a first attempt, nor a job once it ended."""
+    job = await claimed(store, max_retries=2, owner="a")
+    await store.enqueue(new_job(owner="b"), now=T0)  # queued, never claimed
+    assert await store.retrying() == 0
+    await store.transition(
+        job.id, Event.RETRY, expect=JobStatus.RUNNING, changes=Changes(next_run_at=T0 + 1)
+    )
+    assert await store.retrying() == 1
+    assert (await store.retrying(owner="a"), await store.retrying(owner="b")) == (1, 0)
+    again = await store.claim("w2", 30, now=T0 + 2)
+    assert again is not None and again.id == job.id and again.attempts == 2
+    assert await store.retrying() == 1  # its second attempt runs
+    await store.transition(job.id, Event.SUCCEED, expect=JobStatus.RUNNING, now=T0 + 3)
+    assert await store.retrying() == 0

@@ -88,8 +88,9 @@ def test_plain_and_task_bodies() -> None:
     stats = rp.plain_stats(counts, [job(JobStatus.QUEUED)])
     assert stats["total_jobs"] == 6 and stats["pending_jobs"] == 2
     assert stats["recent_jobs"][0]["status"] == "pending"
-    health = rp.health(counts, workers_idle=1, workers_running=2)
+    health = rp.health(counts, retried=1, workers_idle=1, workers_running=2)
     assert health["jobs"]["inQueue"] == 2 and health["workers"] == {"idle": 1, "running": 2}
+    assert health["jobs"]["retried"] == 1
     task = rp.task_response(
         job(
             JobStatus.SUCCEEDED,

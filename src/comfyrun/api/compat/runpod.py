@@ -127,8 +127,11 @@ def stream_response(job: Job, output: JSON | None) -> JSON:
     return {"status": body["status"], "stream": chunks}
 
 
-def health(counts: Mapping[JobStatus, int], *, workers_idle: int, workers_running: int) -> JSON:
-    """GET /health: RunPod's {jobs, workers}, plus the plain variant's status and job_stats."""
+def health(
+    counts: Mapping[JobStatus, int], *, retried: int, workers_idle: int, workers_running: int
+) -> JSON:
+    """GET /health: RunPod's {jobs, workers}, plus the plain variant's status and job_stats.
+    `retried`: the unfinished jobs in retry (an attempt failed or was lost; store.retrying)."""
     queued = counts.get(JobStatus.QUEUED, 0)
     running = counts.get(JobStatus.RUNNING, 0) + counts.get(JobStatus.CANCELING, 0)
     completed = counts.get(JobStatus.SUCCEEDED, 0)
@@ -140,7 +143,7 @@ def health(counts: Mapping[JobStatus, int], *, workers_idle: int, workers_runnin
             "failed": failed,
             "inProgress": running,
             "inQueue": queued,
-            "retried": 0,
+            "retried": retried,
         },
         "workers": {"idle": workers_idle, "running": workers_running},
         "job_stats": {

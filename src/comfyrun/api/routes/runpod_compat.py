@@ -296,10 +296,11 @@ async def retry(job_id: str, ctx: Ctx, endpoint_id: str | None = None) -> Respon
 
 async def health(ctx: Ctx, endpoint_id: str | None = None) -> JSON:
     counts = await ctx.store.counts()
+    retried = await ctx.store.retrying()
     backends: list[Any] = ctx.pool.snapshot() if ctx.pool is not None else []
     idle = sum(1 for b in backends if str(b.state) == "ready" and not b.inflight)
     running = sum(1 for b in backends if b.inflight)
-    return rp.health(counts, workers_idle=idle, workers_running=running)
+    return rp.health(counts, retried=retried, workers_idle=idle, workers_running=running)
 
 
 async def purge_queue(ctx: Ctx, endpoint_id: str | None = None) -> JSON:

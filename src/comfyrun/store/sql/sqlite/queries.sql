@@ -301,6 +301,17 @@ SELECT status, n FROM job_counts WHERE owner = :owner;
 SELECT status, n FROM job_counts
 WHERE owner = :owner AND status IN ('queued', 'running', 'canceling');
 
+-- name: retrying
+-- Unfinished jobs in retry (store.retrying: an attempt failed or was lost; they run again).
+SELECT count(*) AS n FROM jobs
+WHERE status IN ('queued', 'running', 'canceling')
+  AND attempts >= CASE WHEN status = 'queued' THEN 1 ELSE 2 END;
+
+-- name: retrying_of_owner
+SELECT count(*) AS n FROM jobs
+WHERE owner = :owner AND status IN ('queued', 'running', 'canceling')
+  AND attempts >= CASE WHEN status = 'queued' THEN 1 ELSE 2 END;
+
 -- name: finished_since
 -- The jobs that ended since a watermark, in the order they ended (the metrics' histograms).
 SELECT id, status, created_at, started_at, finished_at FROM jobs INDEXED BY jobs_finished
