@@ -6,14 +6,18 @@ A job is created `queued`. A worker `claim`s it (→ `running`) under a lease it
 `running` the job ends `succeeded` or `failed`, or goes back to `queued` through `retry` (the
 retry policy in `core.retry` decides which) or `lease_lost` (its worker died) or `requeue` (an
 admin reset a stuck job). `cancel` takes a queued job straight to `canceled`, and a running one to
-`canceling` until the backend confirms the interrupt (`canceled`) or the job ends anyway. Finished
-jobs become `expired` once their retention passes.
+`canceling` until the backend confirms the interrupt, and then `canceled` however its run ends.
+Finished jobs become `expired` once their retention passes.
 
 Rules:
 - `next_state` is total over the table: an event not listed for a state raises
   `IllegalTransition` and changes nothing.
 - `cancel` on a finished job is a legal no-op (cancel is idempotent for callers).
 - A failure while `canceling` ends the job `canceled`: the user asked for it to stop and it did.
+- So does a success (a prompt that finished before the interrupt landed, or whose end was being
+  written as the cancel came): the cancel was answered `canceling`, which promises `canceled`
+  (v2: running → canceling → canceled); its outputs stay with it, not as a success. A cancel
+  that comes once the end is written finds the job finished and answers it as it is.
 - Stores apply a transition with a compare-and-set on the status they read; this table is the
   only place that says which status comes next.
 """
@@ -53,7 +57,7 @@ TRANSITIONS: Mapping[tuple[JobStatus, Event], JobStatus] = {
     (R, Event.REQUEUE): Q,
     (C, Event.CANCEL): C,
     (C, Event.CANCELED): X,
-    (C, Event.SUCCEED): S,
+    (C, Event.SUCCEED): X,
     (C, Event.FAIL): X,
     (C, Event.RETRY): X,
     (C, Event.LEASE_LOST): X,

@@ -50,6 +50,8 @@ class RunEnding(EndCommit):
     _relay: JobRelay
     _placement_notes: set[asyncio.TimerHandle | asyncio.Task[None]]
     _start_unwritten: float | None
+    #: A cancel was heard: the run's end is `canceled` whatever the prompt did (core.state).
+    _cancel_heard: bool = False
 
     @abstractmethod
     def _take_the_rest(self) -> None:
@@ -98,9 +100,12 @@ class RunEnding(EndCommit):
         await self._finish_failure(kind, error)
 
     async def _on_cancel(self, result: asyncio.Future[Any]) -> None:
+        self._cancel_heard = True
         outcome, gone = await self._stop_prompt(result, self.ctx.settings.cancel_grace_s)
         if isinstance(outcome, PromptResult) and outcome.ok:
-            await self._succeed(outcome)  # it finished before the interrupt landed
+            # it finished before the interrupt landed: its outputs are kept, the job ends
+            # canceled all the same (core.state: a cancel answered `canceling` is kept)
+            await self._succeed(outcome)
             return
         if outcome is None and not gone:
             self.ctx.pool.mark_unhealthy(
@@ -318,7 +323,7 @@ class RunEnding(EndCommit):
         self._placement_notes = set()
         if event in (Event.SUCCEED, Event.FAIL, Event.CANCELED) and self._start_unwritten:
             changes = dataclasses.replace(changes, execution_started_at=self._start_unwritten)
-        if event is Event.SUCCEED and self._relay.end_awaited:
+        if event is Event.SUCCEED and self._relay.end_awaited and not self._cancel_heard:
             # a ComfyUI client here is told the end while the commit is under way
             self._relay.end_early(self._succeeded(changes))
             try:

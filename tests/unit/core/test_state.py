@@ -25,7 +25,7 @@ EXPECTED: dict[tuple[JobStatus, Event], JobStatus] = {
     (R, Event.REQUEUE): Q,
     (C, Event.CANCEL): C,
     (C, Event.CANCELED): X,
-    (C, Event.SUCCEED): S,
+    (C, Event.SUCCEED): X,
     (C, Event.FAIL): X,
     (C, Event.RETRY): X,
     (C, Event.LEASE_LOST): X,
