@@ -31,6 +31,7 @@ from comfyrun.api.compat.comfy_uploads import (
     uploads_in,
 )
 from comfyrun.api.context import AppContext
+from comfyrun.api.key_wait import wait_keyed
 from comfyrun.api.routes.comfy_catalog import add_catalog_routes
 from comfyrun.api.routes.comfy_common import (
     EMPTY_200,
@@ -158,7 +159,9 @@ async def prompt_sync(
         return _sync_error(
             shaped["error"]["type"], shaped["error"]["message"], None, shaped["node_errors"]
         )
-    view = await ctx.service.wait(job.id, min(timeout, ctx.settings.max_wait_s))
+    view = await wait_keyed(
+        ctx, request, job.id, min(timeout, ctx.settings.max_wait_s), cookie=True
+    )
     job = view.job
     if job.status is not JobStatus.SUCCEEDED:
         if not job.terminal:

@@ -23,6 +23,7 @@ from comfyrun.api.context import (
     public_base_url,
     require_auth,
 )
+from comfyrun.api.key_wait import wait_keyed
 from comfyrun.api.schemas import (
     MAX_WEBHOOK_URL,
     JobList,
@@ -138,7 +139,7 @@ async def submitted_job(
     stages.mark_at(submitted.job.id, "received", received)
     view = JobView(submitted.job, submitted.queue_position)
     if wait:
-        view = await ctx.service.wait(submitted.job.id, min(wait, ctx.settings.max_wait_s))
+        view = await wait_keyed(ctx, request, submitted.job.id, min(wait, ctx.settings.max_wait_s))
     rendered = await render(ctx, request, view)
     stages.mark(submitted.job.id, "responded")
     return rendered
@@ -224,7 +225,7 @@ async def get_job(
     ] = None,
 ) -> JobOut:
     if wait:
-        view = await ctx.service.wait(job_id, min(wait, ctx.settings.max_wait_s))
+        view = await wait_keyed(ctx, request, job_id, min(wait, ctx.settings.max_wait_s))
     else:
         view = await ctx.service.get(job_id)
     return await render(ctx, request, view)

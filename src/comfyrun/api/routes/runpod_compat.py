@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from comfyrun import errors, jsontext
 from comfyrun.api.compat import runpod as rp
 from comfyrun.api.context import AppContext, get_ctx, public_base_url, reads, require_auth
+from comfyrun.api.key_wait import wait_keyed
 from comfyrun.api.routes.jobs import check_webhook_url
 from comfyrun.api.routes.plain_compat import (
     deliver_outputs,
@@ -220,7 +221,7 @@ async def runsync(
     except errors.ComfyrunError as exc:
         return error_response(exc)
     wait_s = min((wait or DEFAULT_SYNC_WAIT_MS) / 1000.0, ctx.settings.max_wait_s)
-    view = await ctx.service.wait(submitted.job.id, wait_s)
+    view = await wait_keyed(ctx, request, submitted.job.id, wait_s)
     return JSONResponse(await runpod_body(ctx, view.job, public_base_url(request)))
 
 
