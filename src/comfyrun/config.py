@@ -139,6 +139,10 @@ class Settings(BaseSettings):
     #: then fails unanswered (uvicorn's default was 5 s, the same as httpx's).
     keep_alive_s: int = Field(default=75, gt=0, validation_alias=_aliases("keep_alive_s"))
     max_wait_s: float = Field(default=300.0, ge=0, validation_alias=_aliases("max_wait_s"))
+    #: a job's (or batch's) client `metadata`, in bytes of compact JSON (422 past it)
+    metadata_max_bytes: int = Field(
+        default=16 * 1024, gt=0, validation_alias=_aliases("metadata_max_bytes")
+    )
     #: `queue_position` counts at most this many jobs ahead (a job further back reads this
     #: number): counting costs what it counts, on every submit, GET and SSE look at a queued
     #: job, and at the back of a long queue it held the store for milliseconds a time.

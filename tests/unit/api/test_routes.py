@@ -294,9 +294,9 @@ def test_a_body_is_fingerprinted_only_for_an_idempotency_key() -> None:
         asked.append(1)
         return {"n": 1}
 
-    assert submission(body, body.workflow, wire, None).request_hash is None
+    assert submission(body, body.workflow, wire, None, metadata_max_bytes=99).request_hash is None
     assert asked == []
-    keyed = submission(body, body.workflow, wire, "key-1")
+    keyed = submission(body, body.workflow, wire, "key-1", metadata_max_bytes=99)
     assert keyed.request_hash is not None and len(keyed.request_hash) == 64 and asked == [1]
 
 

@@ -79,7 +79,7 @@ def batch_out(view: BatchView) -> BatchOut:
 @router.post("", status_code=201, response_model=BatchOut)
 async def create_batch(body: CreateBatchRequest, ctx: Ctx, batches: Batches) -> BatchOut:
     check_webhook(ctx, body)
-    base = submission(body, {}, dict, None)
+    base = submission(body, {}, dict, None, metadata_max_bytes=ctx.settings.metadata_max_bytes)
     options = dict(base.options)
     hook = options.pop("webhook", None)  # one webhook for the batch, none per job
     view = await batches.create(

@@ -24,6 +24,7 @@ from comfyrun.api.context import (
     require_auth,
 )
 from comfyrun.api.key_wait import wait_keyed
+from comfyrun.api.metadata_bound import check_metadata
 from comfyrun.api.schemas import (
     MAX_WEBHOOK_URL,
     JobList,
@@ -77,7 +78,12 @@ async def submit_job(
     received = time.perf_counter()
     check_webhook(ctx, body)
     sub = submission(
-        body, body.workflow or {}, lambda: body.model_dump(mode="json"), idempotency_key, wait=wait
+        body,
+        body.workflow or {},
+        lambda: body.model_dump(mode="json"),
+        idempotency_key,
+        metadata_max_bytes=ctx.settings.metadata_max_bytes,
+        wait=wait,
     )
     submitted = await ctx.service.submit(replace(sub, type=body.type, params=body.params))
     return await submitted_job(ctx, request, response, body, submitted, wait, received)
@@ -104,11 +110,14 @@ def submission(
     wire_body: Callable[[], Any],
     idempotency_key: str | None,
     *,
+    metadata_max_bytes: int,
     wait: float | None = None,
 ) -> Submission:
     """The service's Submission for a request's job options and workflow (a request held
     with ?wait needs no queue position). `wire_body` gives the body as sent, fingerprinted
-    only for an idempotency key (the one thing that compares it)."""
+    only for an idempotency key (the one thing that compares it). Metadata past
+    `metadata_max_bytes` is refused (422)."""
+    check_metadata(body.metadata, metadata_max_bytes)
     return Submission(
         workflow=workflow,
         priority=body.priority,

@@ -116,6 +116,7 @@ async def run_workflow(
         {},
         lambda: {"workflow_template": name, **body.model_dump(mode="json")},
         idempotency_key,
+        metadata_max_bytes=ctx.settings.metadata_max_bytes,
         wait=wait,
     )
     submitted = await templates.submit(name, body.params, base)
