@@ -3,7 +3,11 @@ frontend and workflow-templates versions it serves to ComfyUI's editor, which ch
 the devices of every ready backend, asked of all of them at once through their own clients
 (their addresses, headers and connections). What cannot change while comfyrun runs (its
 platform, the packages' versions) is worked out once: ComfyUI's editor asks at every load, and
-monitors poll it."""
+monitors poll it.
+
+A key that is not an admin's sees what ComfyUI's editor reads (the versions, the OS, the RAM,
+each device's name, type, index and VRAM) and not what is the operator's: the host's platform
+string, or any other field a backend puts in its devices."""
 
 from __future__ import annotations
 
@@ -25,6 +29,18 @@ Ctx = Annotated[AppContext, Depends(get_ctx)]
 
 #: How long one backend's answer is waited for (the others are asked meanwhile).
 BACKEND_TIMEOUT_S = 3.0
+#: A device's fields as ComfyUI gives them (all a key that is not an admin's sees of one).
+DEVICE_FIELDS = (
+    "name",
+    "type",
+    "index",
+    "vram_total",
+    "vram_free",
+    "torch_vram_total",
+    "torch_vram_free",
+)
+#: The system block's fields only an admin sees (the host's kernel and distribution).
+OPERATOR_SYSTEM_FIELDS = ("platform",)
 
 
 def _memory() -> tuple[int, int]:
@@ -78,7 +94,13 @@ async def system_stats(ctx: Ctx) -> dict[str, Any]:
     answers = await asyncio.gather(*(_devices_of(c) for c in clients))
     ram_total, ram_free = _memory()
     system = {"os": sys.platform, "ram_total": ram_total, "ram_free": ram_free, **_fixed()}
-    return {"system": system, "devices": [d for found in answers for d in found]}
+    devices = [d for found in answers for d in found]
+    if not ctx.principal.admin:
+        system = {k: v for k, v in system.items() if k not in OPERATOR_SYSTEM_FIELDS}
+        devices = [
+            {k: d[k] for k in DEVICE_FIELDS if k in d} for d in devices if isinstance(d, dict)
+        ]
+    return {"system": system, "devices": devices}
 
 
-__all__ = ["BACKEND_TIMEOUT_S", "system_stats"]
+__all__ = ["BACKEND_TIMEOUT_S", "DEVICE_FIELDS", "system_stats"]
