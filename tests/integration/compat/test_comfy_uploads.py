@@ -57,7 +57,9 @@ async def upload(
 
 
 async def viewed(http: httpx.AsyncClient, headers: dict[str, str], name: str) -> bytes | None:
-    answer = await http.get("/view", params={"filename": name, "type": "input"}, headers=headers)
+    subfolder, _, filename = name.rpartition("/")
+    params = {"filename": filename, "subfolder": subfolder, "type": "input"}
+    answer = await http.get("/view", params=params, headers=headers)
     return answer.content if answer.status_code == 200 else None
 
 

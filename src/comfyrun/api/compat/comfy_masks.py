@@ -3,8 +3,8 @@ image whose alpha is the mask) and names the image it was drawn on in `original_
 ({"filename", "subfolder", "type"}); the server stores that image with the mask as its alpha
 (its PNG text, the workflow, kept), under the upload's name, as /upload/image stores a file.
 
-The original is an upload (type "input") or a job's output ("output", ComfyUI's default);
-comfyrun keeps no temp files. What ComfyUI fails on with a 500 (no or bad `original_ref`, a
+The original is a job's output ("output", ComfyUI's default) or an upload to any type's
+folder (compat.comfy_uploads). What ComfyUI fails on with a 500 (no or bad `original_ref`, a
 mask that is no image) or answers 200 while saving nothing (an original that is not there)
 is a 4xx here, as the emulator answers it.
 """
@@ -20,14 +20,13 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from comfyrun import errors
-from comfyrun.api.compat.comfy_uploads import read_upload, store_upload
+from comfyrun.api.compat.comfy_paths import FOLDER_TYPES, annotated, subfolder_parts
+from comfyrun.api.compat.comfy_uploads import store_upload, uploaded_file
 from comfyrun.api.context import AppContext
 from comfyrun.api.routes.files import readable_key
 
 #: The largest original image or mask read (both are held in memory to be composited).
 MASK_MAX = 64 << 20
-#: folder_paths.annotated_filepath: a name may say where it is ("x.png [output]").
-_ANNOTATIONS = {"[output]": "output", "[input]": "input", "[temp]": "temp"}
 
 
 def original_name(ref_text: str | None) -> tuple[str, str]:
@@ -39,38 +38,32 @@ def original_name(ref_text: str | None) -> tuple[str, str]:
         ref = None
     if not isinstance(ref, dict) or not isinstance(ref.get("filename"), str):
         raise errors.InvalidRequest('original_ref must be JSON: {"filename", "subfolder", "type"}')
-    filename: str = ref["filename"]
-    kind: Any = ref.get("type") or "output"
-    for tag, tagged in _ANNOTATIONS.items():
-        if filename.endswith(tag):
-            filename, kind = filename[: -len(tag)].rstrip(" "), tagged
-            break
+    filename, annotated_kind = annotated(ref["filename"])
+    kind: Any = annotated_kind or ref.get("type") or "output"
     if not filename or filename.startswith("/") or ".." in filename or "\\" in filename:
         raise errors.InvalidRequest("invalid original_ref filename")
-    if kind not in ("input", "output", "temp"):
+    if kind not in FOLDER_TYPES:
         raise errors.InvalidRequest(f"unknown original_ref type {kind!r}")
     subfolder = ref.get("subfolder") or ""
     if not isinstance(subfolder, str):
         raise errors.InvalidRequest("original_ref subfolder must be a string")
-    parts = [p for p in f"{subfolder}/{filename}".split("/") if p]
-    if any(p in (".", "..") for p in parts) or subfolder.startswith("/"):
+    parts = subfolder_parts(subfolder)
+    if parts is None:
         raise errors.Forbidden("original_ref leaves its folder")
-    return "/".join(parts), kind
+    return "/".join([*parts, *(p for p in filename.split("/") if p)]), kind
 
 
 async def original_bytes(ctx: AppContext, name: str, kind: str) -> bytes:
     """The bytes of the caller's input upload or job output `name`; NotFound if there is
     none (another key's is none), InvalidRequest past MASK_MAX."""
     key: str | None = None
-    if kind == "input":
-        record = await read_upload(ctx, name)
-        if record is not None and ctx.assets is not None:
-            try:
-                key = (await ctx.assets.get(record["asset_id"])).storage_key
-            except errors.NotFound:
-                key = None
-    elif kind == "output" and await readable_key(ctx, name):
-        key = name
+    if kind == "output" and await readable_key(ctx, name):
+        key = name  # a job's output, if there is one
+        if ctx.storage is not None and await ctx.storage.stat(key) is None:
+            key = None
+    if key is None:
+        upload = await uploaded_file(ctx, name, kind)
+        key = None if upload is None else upload[0]
     found = (
         None if key is None or ctx.storage is None else await ctx.storage.read_small(key, MASK_MAX)
     )
@@ -112,9 +105,12 @@ async def store_mask(
     subfolder: str,
     original_ref: str | None,
     overwrite: bool,
+    upload_type: str = "input",
 ) -> tuple[str, str]:
     """The original with `mask` as its alpha, stored as an upload; (name, subfolder)."""
-    name, kind = original_name(original_ref)
+    if upload_type not in FOLDER_TYPES or subfolder_parts(subfolder) is None:  # as ComfyUI,
+        raise errors.InvalidRequest(f"invalid type {upload_type!r} or subfolder {subfolder!r}")
+    name, kind = original_name(original_ref)  # (where the mask goes checked first)
     original = await original_bytes(ctx, name, kind)
     masked = await asyncio.to_thread(composite, original, mask)
 
@@ -128,6 +124,7 @@ async def store_mask(
         subfolder=subfolder,
         content_type="image/png",
         overwrite=overwrite,
+        kind=upload_type,
     )
 
 

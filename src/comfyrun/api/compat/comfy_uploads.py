@@ -5,6 +5,12 @@ in the output storage at "comfy-inputs/<subfolder>/<name>" holding its asset id.
 names such a file (in any input, "sub/name.png" or "name.png [input]") gets an input spec for
 that asset, so the dispatcher places the file on whichever backend runs the prompt.
 
+As ComfyUI keeps an upload of `type` "output" or "temp" in that folder, not with the inputs,
+such an upload is named under a ".output" or ".temp" segment of the space
+("comfy-inputs/.output/<subfolder>/<name>"), which no input's name can hold (no segment of a
+name starts with "."): /view finds it by that type, and a prompt names it annotated
+("name.png [output]"), which is pointed at the file placed with the job's inputs.
+
 An API key's uploads are named in a space of its own, "comfy-inputs-of/<owner>/<subfolder>/
 <name>" (an admin's, or all of them without keys, in "comfy-inputs/"): in one space for all,
 another key's upload of the same name took the name over (with `overwrite`: the first key's
@@ -18,34 +24,35 @@ from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 from comfyrun import errors
+from comfyrun.api.compat.comfy_paths import FOLDER_TYPES, annotated, subfolder_parts
 from comfyrun.api.context import AppContext
 from comfyrun.core.job import JSON
 
 UPLOADS_PREFIX = "comfy-inputs"
 #: Where the uploads of an API key (not an admin's) are named: OWNED_PREFIX/<owner>/…
 OWNED_PREFIX = "comfy-inputs-of"
-#: ComfyUI's annotated form of an input file name.
-INPUT_SUFFIX = " [input]"
 _MAX_RENAMES = 1000
 
 
-def upload_key(name: str, owner: str | None = None) -> str | None:
+def upload_key(name: str, owner: str | None = None, kind: str = "input") -> str | None:
     """The record's storage key for an upload name ("sub/dir/file.png") of `owner` (None: an
-    admin, or no API keys), or None if unsafe."""
+    admin, or no API keys) in ComfyUI's folder `kind`, or None if unsafe."""
     parts = [p for p in name.split("/") if p]
     if not parts or any(p in (".", "..") or p.startswith(".") or "\\" in p for p in parts):
         return None
     space = [UPLOADS_PREFIX] if owner is None else [OWNED_PREFIX, owner]
+    if kind != "input":
+        space.append(f".{kind}")
     return "/".join([*space, *parts])
 
 
-async def read_upload(ctx: AppContext, name: str) -> JSON | None:
-    """The record of a file the caller uploaded ({"asset_id", "content_type"}), or None. A
-    key's upload from before uploads were named per key is found where it was, if its
-    asset is the key's."""
+async def read_upload(ctx: AppContext, name: str, kind: str = "input") -> JSON | None:
+    """The record of a file the caller uploaded to ComfyUI's folder `kind` ({"asset_id",
+    "content_type"}), or None. A key's input from before uploads were named per key is found
+    where it was, if its asset is the key's."""
     owner = ctx.principal.owner
-    record = await _read_record(ctx, upload_key(name, owner))
-    if record is not None or owner is None:
+    record = await _read_record(ctx, upload_key(name, owner, kind))
+    if record is not None or owner is None or kind != "input":
         return record
     record = await _read_record(ctx, upload_key(name))
     if record is None or ctx.assets is None:
@@ -81,34 +88,39 @@ async def store_upload(
     subfolder: str,
     content_type: str,
     overwrite: bool,
+    kind: str = "input",
 ) -> tuple[str, str]:
-    """Store an upload; returns (name, subfolder) as ComfyUI answers them. Like ComfyUI, the
-    same name with other bytes gets "name (1).ext" unless `overwrite`; the same bytes reuse
-    the name. Raises InvalidRequest for a bad name, StorageError and the assets' errors."""
+    """Store an upload in ComfyUI's folder `kind`; returns (name, subfolder) as ComfyUI
+    answers them (the subfolder as sent). Like ComfyUI, the same name with other bytes gets
+    "name (1).ext" unless `overwrite`; the same bytes reuse the name. Raises InvalidRequest
+    for a bad name or a subfolder that leaves the folder (ComfyUI's 400), StorageError and
+    the assets' errors."""
     if ctx.assets is None or ctx.storage is None:
         raise errors.StorageError("this server keeps no uploads")
+    if kind not in FOLDER_TYPES:
+        raise errors.InvalidRequest(f"unknown upload type {kind!r}")
     filename = filename.strip()
-    parts = [p for p in subfolder.split("/") if p]
-    if not filename or "/" in filename or any(p in (".", "..") for p in parts):
-        raise errors.InvalidRequest("invalid file name or subfolder")
-    if upload_key("/".join([*parts, filename])) is None:
+    parts = subfolder_parts(subfolder)
+    if parts is None:
+        raise errors.InvalidRequest(f"subfolder {subfolder!r} leaves the {kind} folder")
+    if not filename or "/" in filename or upload_key("/".join([*parts, filename])) is None:
         raise errors.InvalidRequest(f"invalid file name {filename}")
     name = "/".join([*parts, filename])
     asset, _ = await ctx.assets.upload(chunks, content_type=content_type, file_path=name)
     if not overwrite:
-        filename, same = await _free_name(ctx, parts, filename, asset.hash)
+        filename, same = await _free_name(ctx, parts, filename, asset.hash, kind)
         if same:  # as ComfyUI: the file of these bytes is kept as it is
             await ctx.assets.delete(asset.id)  # (the bytes stay: they are that file's too)
-            return filename, "/".join(parts)
-    key = upload_key("/".join([*parts, filename]), ctx.principal.owner)
+            return filename, subfolder
+    key = upload_key("/".join([*parts, filename]), ctx.principal.owner, kind)
     assert key is not None
     record = json.dumps({"asset_id": asset.id, "content_type": content_type}).encode()
     await _put(ctx, key, record)
-    return filename, "/".join(parts)
+    return filename, subfolder
 
 
 async def _free_name(
-    ctx: AppContext, parts: list[str], filename: str, digest: str
+    ctx: AppContext, parts: list[str], filename: str, digest: str, kind: str
 ) -> tuple[str, bool]:
     """(`filename`, or the first "stem (i).ext" that is free or already holds the bytes of
     hash `digest`; whether it holds them). Each upload is an asset of its own (its bytes
@@ -118,7 +130,7 @@ async def _free_name(
         stem, ext = filename, ""
     candidate = filename
     for i in range(1, _MAX_RENAMES):
-        record = await read_upload(ctx, "/".join([*parts, candidate]))
+        record = await read_upload(ctx, "/".join([*parts, candidate]), kind)
         if record is None:
             return candidate, False
         if await _hash_of(ctx, record) == digest:
@@ -146,20 +158,41 @@ async def _put(ctx: AppContext, key: str, data: bytes) -> None:
     await storage.put(key, one(), content_type="application/json")
 
 
+async def uploaded_file(ctx: AppContext, name: str, kind: str = "input") -> tuple[str, int] | None:
+    """(storage key, size) of the bytes of the caller's upload `name` to folder `kind`, or
+    None (none, or its asset is gone)."""
+    record = await read_upload(ctx, name, kind)
+    if record is None or ctx.assets is None:
+        return None
+    try:
+        asset = await ctx.assets.get(record["asset_id"])
+    except errors.NotFound:
+        return None
+    return asset.storage_key, asset.size_bytes
+
+
 async def uploads_in(ctx: AppContext, prompt: JSON) -> list[JSON]:
-    """Input specs ({"name", "asset_id"}) for the uploaded files the prompt names."""
+    """Input specs for the uploaded files the prompt names: {"name", "asset_id"} for an
+    input ("sub/x.png", "sub/x.png [input]"), placed under its name; {"node", "input",
+    "asset_id"} for each input that names an output or temp upload ("x.png [output]"),
+    which ComfyUI reads from a folder a job's files are not placed in."""
     if ctx.storage is None:
         return []
     specs: list[JSON] = []
     seen: set[str] = set()
-    for node in prompt.values():
+    for node_id, node in prompt.items():
         inputs = node.get("inputs") if isinstance(node, dict) else None
         if not isinstance(inputs, dict):
             continue
-        for value in inputs.values():
+        for key, value in inputs.items():
             if not isinstance(value, str) or "." not in value or len(value) > 512:
                 continue
-            name = value.removesuffix(INPUT_SUFFIX)
+            name, kind = annotated(value)
+            if kind not in (None, "input"):
+                record = await read_upload(ctx, name, kind)
+                if record is not None:
+                    specs.append({"node": node_id, "input": key, "asset_id": record["asset_id"]})
+                continue
             if name in seen:
                 continue
             record = await read_upload(ctx, name)
@@ -170,11 +203,11 @@ async def uploads_in(ctx: AppContext, prompt: JSON) -> list[JSON]:
 
 
 __all__ = [
-    "INPUT_SUFFIX",
     "OWNED_PREFIX",
     "UPLOADS_PREFIX",
     "read_upload",
     "store_upload",
     "upload_key",
+    "uploaded_file",
     "uploads_in",
 ]

@@ -239,7 +239,7 @@ async def interrupt(request: Request, ctx: Ctx) -> Response:
 
 
 async def _upload(
-    image: UploadFile, subfolder: str, overwrite: str | None, ctx: AppContext
+    image: UploadFile, subfolder: str, overwrite: str | None, kind: str, ctx: AppContext
 ) -> Response:
     async def chunks() -> AsyncIterator[bytes]:
         while chunk := await image.read(1 << 20):
@@ -253,10 +253,11 @@ async def _upload(
             subfolder=subfolder,
             content_type=image.content_type or "application/octet-stream",
             overwrite=overwrite is not None and overwrite.lower() in ("true", "1"),
+            kind=kind,
         )
     except errors.ComfyrunError as exc:
         return comfy_error_for(exc)
-    return JSONResponse({"name": name, "subfolder": folder, "type": "input"})
+    return JSONResponse({"name": name, "subfolder": folder, "type": kind})
 
 
 async def upload_image(
@@ -268,7 +269,7 @@ async def upload_image(
 ) -> Response:
     if image is None:
         return comfy_error(400, "invalid_request", "no image field")
-    return await _upload(image, subfolder, overwrite, ctx)
+    return await _upload(image, subfolder, overwrite, type or "input", ctx)
 
 
 async def upload_mask(
@@ -293,10 +294,11 @@ async def upload_mask(
             subfolder=subfolder,
             original_ref=original_ref,
             overwrite=overwrite is not None and overwrite.lower() in ("true", "1"),
+            upload_type=type or "input",
         )
     except errors.ComfyrunError as exc:
         return comfy_error_for(exc)
-    return JSONResponse({"name": name, "subfolder": folder, "type": "input"})
+    return JSONResponse({"name": name, "subfolder": folder, "type": type or "input"})
 
 
 async def comfy_ws_route(websocket: WebSocket) -> None:

@@ -1,5 +1,6 @@
 """ComfyUI's GET /view over comfyrun's stored files: an output (type=output, in the
-"<job_id>/<node_id>" subfolders its messages name) or an uploaded input (type=input).
+"<job_id>/<node_id>" subfolders its messages name) or a file uploaded to a type's folder
+(compat.comfy_uploads: an input, or an upload of type output or temp).
 
 As ComfyUI's (aiohttp's FileResponse): one Range, HEAD, If-None-Match; HTML, XHTML, JavaScript
 and CSS sent as application/octet-stream (to be downloaded, not shown); and its conversions of
@@ -11,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import io
 import mimetypes
+import posixpath
 
 from fastapi import Request
 from fastapi.responses import Response
 from PIL import Image
 
 from comfyrun import errors
-from comfyrun.api.compat.comfy_uploads import INPUT_SUFFIX, read_upload
+from comfyrun.api.compat.comfy_paths import FOLDER_TYPES, annotated, subfolder_parts
+from comfyrun.api.compat.comfy_uploads import uploaded_file
 from comfyrun.api.routes.comfy_common import Ctx, comfy_error
 from comfyrun.api.routes.files import (
     content_disposition,
@@ -39,39 +42,35 @@ async def view(
     request: Request,
     ctx: Ctx,
     filename: str | None = None,
-    subfolder: str = "",
+    subfolder: str | None = None,
     type: str | None = None,
     preview: str | None = None,
     channel: str | None = None,
 ) -> Response:
-    """A stored file, as ComfyUI's /view serves one."""
-    if not filename:
+    """A stored file, as ComfyUI's /view serves one: its checks in its order (a name that is
+    empty, absolute or holds "..", or an unknown type: 400; a subfolder that leaves the
+    folder: 403), a name's annotation ("x.png [output]") over `type`, and the name's own
+    folders dropped (ComfyUI serves its base name in the subfolder)."""
+    if filename is None:
         return comfy_error(404, "not_found", "no filename")
-    if filename.endswith(INPUT_SUFFIX):
-        filename, type = filename.removesuffix(INPUT_SUFFIX), "input"
-    kind = type or "output"
-    if kind not in ("output", "input", "temp"):
+    filename, annotated_kind = annotated(filename)
+    if not filename or filename.startswith("/") or ".." in filename:
+        return comfy_error(400, "invalid_filename", f"invalid file name {filename!r}")
+    kind = annotated_kind or type or "output"
+    if kind not in FOLDER_TYPES:
         return comfy_error(400, "invalid_type", f"unknown type {kind}")
-    parts = [p for p in f"{subfolder}/{filename}".split("/") if p]
-    if any(p in (".", "..") for p in parts) or filename.startswith("/"):
-        return comfy_error(403, "forbidden", "invalid path")
-    name = "/".join(parts)
-    if kind == "temp":
-        return comfy_error(404, "not_found", "comfyrun keeps no temp files")
+    parts = [] if subfolder is None else subfolder_parts(subfolder)
+    if parts is None:
+        return comfy_error(403, "forbidden", f"subfolder {subfolder!r} leaves the {kind} folder")
+    filename = posixpath.basename(filename)
+    name = "/".join([*parts, filename])
     size: int | None = None
-    if kind == "input":
-        record = await read_upload(ctx, name)
-        if record is None or ctx.assets is None:
-            return comfy_error(404, "not_found", f"no input {name}")
-        try:
-            asset = await ctx.assets.get(record["asset_id"])
-        except errors.NotFound:
-            return comfy_error(404, "not_found", f"no input {name}")
-        key, size = asset.storage_key, asset.size_bytes
+    if kind == "output" and await readable_key(ctx, name) and await _stored(ctx, name):
+        key = name  # a job's output
+    elif (found := await uploaded_file(ctx, name, kind)) is not None:
+        key, size = found
     else:
-        if not await readable_key(ctx, name):
-            return comfy_error(404, "not_found", f"no output file {name}")  # another key's job
-        key = name
+        return comfy_error(404, "not_found", f"no {kind} file {name}")
     headers = {"Content-Disposition": content_disposition(filename)}
     if wants_conversion(preview, channel):
         return await _converted(ctx, key, preview, channel, headers)
@@ -88,6 +87,10 @@ async def view(
         return refused
     response.headers.update(headers)
     return response
+
+
+async def _stored(ctx: Ctx, key: str) -> bool:
+    return ctx.storage is not None and await ctx.storage.stat(key) is not None
 
 
 async def _converted(
