@@ -250,3 +250,20 @@ async def test_features_tell_comfyruns_own_upload_limit(tmp_path: Path) -> None:
         big = png((1, 2, 3), size=(200, 200), mode="RGB") + b"\0" * 6000
         answer = await http.post("/upload/image", files={"image": ("big.png", big)})
         assert answer.status_code in (400, 413), answer.text
+
+
+async def test_a_keys_output_upload_is_its_own(
+    keyed: tuple[httpx.AsyncClient, AppContext],
+) -> None:
+    """An upload of type output (or temp) is named in its key's space as an input is: another
+    key neither sees it nor has its name taken."""
+    http, _ = keyed
+    a, b = await mint(http, "team-a"), await mint(http, "team-b")
+    mine = png((7, 7, 7))
+    assert (await upload(http, a, mine, type="output"))["type"] == "output"
+    view = {"filename": "shared.png", "type": "output"}
+    assert (await http.get("/view", params=view, headers=a)).content == mine
+    assert (await http.get("/view", params=view, headers=b)).status_code == 404
+    theirs = await upload(http, b, png((8, 8, 8)), type="output")
+    assert theirs == {"name": "shared.png", "subfolder": "", "type": "output"}
+    assert (await http.get("/view", params=view, headers=a)).content == mine
