@@ -347,6 +347,14 @@ class ComfyClient:
     async def system_stats(self) -> JSON:
         return await self._get_json("/system_stats")
 
+    async def view_metadata(self, folder: str, filename: str) -> JSON | None:
+        """A model's safetensors metadata (GET /view_metadata/{folder}); None where ComfyUI
+        has none (its 404)."""
+        http = self._require_http()
+        path = f"/view_metadata/{quote(folder, safe='')}"
+        reply = await http.request("GET", path, params={"filename": filename}, expect=(200, 404))
+        return None if reply.status_code == 404 else await http.json_off_loop(reply)
+
     @property
     def cached_object_info(self) -> JSON | None:
         """The object_info fetched by `object_info()`, or None before the first fetch."""

@@ -65,3 +65,44 @@ async def test_models_dir_fills_object_info_and_broken_files_fail_at_run_time(
         error = entry["status"]["messages"][-1]
         assert error[0] == "execution_error" and error[1]["node_type"] == "CheckpointLoaderSimple"
         assert error[1]["exception_type"] == "safetensors._safetensors_rust.SafetensorError"
+
+
+async def test_view_metadata_reads_a_safetensors_header_as_comfyui(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    """server.py's /view_metadata: the header's `__metadata__` of a .safetensors file in that
+    model folder; an empty 404 for anything else. The emulator had no such route."""
+    models = tmp_path / "models"
+
+    def write(path: Path, header: dict[str, object], length: int | None = None) -> None:
+        raw = json.dumps(header).encode()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(struct.pack("<Q", len(raw) if length is None else length) + raw)
+
+    write(models / "loras" / "styles" / "ink.safetensors", {"__metadata__": {"dim": "8"}})
+    write(models / "diffusion_models" / "flux.safetensors", {"__metadata__": {"f": "1"}})
+    write(models / "checkpoints" / "bare.safetensors", {"w": {"dtype": "F16"}})
+    write(models / "checkpoints" / "huge.safetensors", {"__metadata__": {}}, length=2 << 20)
+    (models / "checkpoints" / "ink.ckpt").write_bytes(b"\0" * 16)
+    async with running_emulator(tmp_path, models_dir=models) as emu:
+
+        async def get(path: str, **params: str) -> tuple[int, object]:
+            async with session.get(f"{emu.url}{path}", params=params) as resp:
+                body = await resp.read()
+                return resp.status, json.loads(body) if body else None
+
+        assert await get("/view_metadata/loras", filename="styles/ink.safetensors") == (
+            200,
+            {"dim": "8"},
+        )
+        assert await get("/view_metadata/unet", filename="flux.safetensors") == (200, {"f": "1"})
+        for folder, params in (
+            ("checkpoints", {"filename": "bare.safetensors"}),
+            ("checkpoints", {"filename": "huge.safetensors"}),
+            ("checkpoints", {"filename": "ink.ckpt"}),
+            ("vae", {"filename": "vae-ft-mse-840000-ema-pruned.safetensors"}),  # listed only
+            ("loras", {"filename": "../loras/styles/ink.safetensors"}),  # (taken as loras/…)
+            ("checkpoints", {}),
+            ("nofolder", {"filename": "x.safetensors"}),
+        ):
+            assert await get(f"/api/view_metadata/{folder}", **params) == (404, None), params

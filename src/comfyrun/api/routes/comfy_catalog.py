@@ -1,10 +1,11 @@
 """ComfyUI's node-definition routes, served from the fleet's catalog (backends.catalog): the union
 of every backend's /object_info, /models, /models/{folder}, /embeddings and /features, in
-ComfyUI's shapes. Answered from the store when no backend is up; with nothing known yet, the
+ComfyUI's shapes, and /view_metadata asked of a backend that has the model. Answered from the store when no backend is up; with nothing known yet, the
 request waits while the backends start (bounded by their start timeout)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Annotated, Any
 
@@ -12,9 +13,13 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
 from comfyrun.api.context import AppContext, get_ctx
-from comfyrun.core.catalog import NodeCatalog
+from comfyrun.core.catalog import JSON, NodeCatalog
+from comfyrun.errors import ComfyrunError
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
+
+#: How long a backend's answer to /view_metadata is waited for.
+METADATA_TIMEOUT_S = 10.0
 
 
 def own_features(ctx: AppContext) -> dict[str, Any]:
@@ -96,12 +101,42 @@ async def embeddings(ctx: Ctx) -> Response:
     return JSONResponse(union.embeddings if union is not None else [])
 
 
-async def view_metadata(folder: str) -> Response:
-    """A model's safetensors metadata: comfyrun reads no model files (they are the backends'),
-    so it answers as ComfyUI does for a file it has not, an empty 404, which the editor's
-    model library reads as "no metadata". (Its JSON 404 for an unknown route was taken for
-    the model's metadata.)"""
-    return Response(status_code=404)
+async def view_metadata(folder: str, ctx: Ctx, filename: str | None = None) -> Response:
+    """A model's safetensors metadata, as ComfyUI answers it: asked of the ready backends
+    whose model lists hold that file (at once, the first in fleet order that answers it wins)
+    and relayed; an empty 404, ComfyUI's "no metadata", for a name that is not .safetensors,
+    a file no ready backend lists, or one none answers in time."""
+    if filename is None or not filename.endswith(".safetensors"):
+        return Response(status_code=404)
+    folder = _LEGACY_FOLDERS.get(folder, folder)
+    holders = [
+        b.client
+        for b in (ctx.pool.backends if ctx.pool is not None else [])
+        if b.client is not None and b.url and b.state.value in ("ready", "busy")
+        and _lists(ctx, b.name, folder, filename)
+    ]  # fmt: skip
+    answers = await asyncio.gather(*(_metadata_of(c, folder, filename) for c in holders))
+    found = next((a for a in answers if a is not None), None)
+    return Response(status_code=404) if found is None else JSONResponse(found)
+
+
+#: folder_paths.map_legacy: the old names of two model folders (/view_metadata maps no other).
+_LEGACY_FOLDERS = {"unet": "diffusion_models", "clip": "text_encoders"}
+
+
+def _lists(ctx: AppContext, backend: str, folder: str, filename: str) -> bool:
+    entry = ctx.catalog.get(backend) if ctx.catalog is not None else None
+    return entry is not None and filename in entry.models.get(folder, ())
+
+
+async def _metadata_of(client: Any, folder: str, filename: str) -> JSON | None:
+    """One backend's answer, or None (none, an error, or no answer in time)."""
+    try:
+        async with asyncio.timeout(METADATA_TIMEOUT_S):
+            found: JSON | None = await client.view_metadata(folder, filename)
+    except (ComfyrunError, OSError, TimeoutError, ValueError):
+        return None
+    return found
 
 
 async def features(ctx: Ctx) -> Response:

@@ -15,7 +15,8 @@ default text-to-image graph are simulated (see `nodes.model`).
 Modules: `server` (app, worker thread, start_emulator), `routes` (HTTP table), `hub`
 (websockets), `promptqueue` (queue and history), `validation` (POST /prompt checks), `graph`
 (execution order, cache keys), `executor` (runs a prompt, sends its messages), `nodes`
-(implementations), `files` (upload and /view), `objectinfo` (node definitions), `faults`,
+(implementations), `files` (upload and /view), `metadata` (/view_metadata), `objectinfo`
+(node definitions), `faults`,
 `config`, `cli` (ComfyUI's main.py flags), `folder` (--make-comfy-folder).
 """
 

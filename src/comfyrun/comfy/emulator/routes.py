@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from comfyrun.comfy.emulator.files import upload_image, upload_mask, view
+from comfyrun.comfy.emulator.metadata import view_metadata
 
 if TYPE_CHECKING:
     from comfyrun.comfy.emulator.server import Emulator
@@ -152,6 +153,12 @@ def add_routes(app: web.Application, emu: Emulator) -> None:
         if folder not in MODEL_FOLDERS and folder not in lists:
             return web.Response(status=404)
         return web.json_response(lists.get(folder, []))
+
+    @routes.get("/view_metadata/{folder_name}")
+    async def get_view_metadata(request: web.Request) -> web.StreamResponse:
+        from comfyrun.comfy.emulator.server import MODEL_FOLDERS
+
+        return await view_metadata(request, emu.config, MODEL_FOLDERS)
 
     @routes.get("/settings")
     async def settings(request: web.Request) -> web.StreamResponse:
