@@ -61,6 +61,9 @@ class ComfyRelay:
         self._held: list[JSON] = []
         self._outputs: dict[int, Output] = {}
         self._legacy: list[bytes] = []
+        #: The node the backend said it runs (its display node), as ComfyUI's last_node_id:
+        #: what a client that reconnects mid-run is told (see comfy_socket).
+        self.current_node: str | None = None
 
     def note_output(self, event: JobEvent) -> None:
         """An "output" event (counted once however often it is fed)."""
@@ -107,8 +110,11 @@ class ComfyRelay:
             ):
                 self._held.append(frame)
                 continue
+            if kind == "executing" and isinstance(data, dict):
+                self.current_node = str(data.get("display_node") or data.get("node"))
             if kind == "execution_start":
                 self._held.clear()  # the end of an attempt that did not settle the job
+                self.current_node = None
                 self._fallback.started = True
                 out += [*self._flush_legacy(), STATUS]
             if kind == "progress":

@@ -103,18 +103,26 @@ class ClientSession:
         broadcast of that change alone leaves it out (it heard it twice)."""
         return job_id in self._following or (move is QueueMove.ENDED and job_id in self._ended)
 
-    def follow(self, job_id: str) -> None:
+    def follow(self, job_id: str, *, reconnected: bool = False) -> None:
+        """Send the prompt's messages from now on. `reconnected`: a prompt of the client's
+        that was queued or running when it connected; as ComfyUI tells a client that
+        reconnects, what its prompt sent before is not sent again, only the node it runs
+        (`executing` with that node alone) and what comes next, its end included."""
         if self.closed or job_id in self._following:
             return
-        self._following[job_id] = asyncio.create_task(self._follow(job_id))
+        self._following[job_id] = asyncio.create_task(self._follow(job_id, reconnected))
 
-    async def _follow(self, job_id: str) -> None:
+    async def _follow(self, job_id: str, reconnected: bool = False) -> None:
         if self.owner is not None and await self.ctx.store.get(job_id) is None:
             self._release(job_id)  # another key's prompt: not even its relayed frames
             return
         inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         hub = relay_hub(self.ctx)
         told = False
+        # the messages of each source (the hub, the store) read before it is caught up are
+        # the run so far: fed to the relay, for its state, but not sent (the end excepted)
+        behind = {"hub": reconnected and hub is not None, "store": reconnected}
+        node_told = False
 
         def settled(job: Job, committing: asyncio.Future[None] | None) -> None:
             nonlocal told
@@ -129,7 +137,9 @@ class ClientSession:
 
         # the hub first: a run in this process replays its frames so far at once
         unsubscribe = hub.subscribe(job_id, relayed, settled) if hub is not None else None
-        feeder = asyncio.create_task(self._store_events(job_id, inbox))
+        if behind["hub"]:
+            inbox.put_nowait(("caught_up", "hub"))  # (its frames so far came with subscribe)
+        feeder = asyncio.create_task(self._store_events(job_id, inbox, behind["store"]))
         relay = ComfyRelay(job_id, preview_metadata=self.preview_metadata)
         # at the prompt's end the client must see the queue without it: counted from the
         # job's settling on (told by a run in this process, else its terminal event), while
@@ -140,9 +150,18 @@ class ClientSession:
                 kind, item = await inbox.get()
                 if kind == "end":
                     break
+                if kind == "caught_up":
+                    behind[item] = False
+                    node = relay.current_node
+                    if not node_told and node is not None and not relay.finished:
+                        node_told = True  # ComfyUI's form: the node alone, no prompt_id
+                        await self.send(text("executing", {"node": node}))
+                    continue
                 relay.preview_metadata = self.preview_metadata  # told by the first message
                 if kind == "frames":
                     out = relay.feed_frames(item)
+                    if behind["hub"]:
+                        out = []
                 elif kind == "settled":  # settled by a run in this process: no store read
                     job, final_status = item
                     feeder.cancel()
@@ -156,6 +175,8 @@ class ClientSession:
                         # kept as finished: the client's GET /history comes next
                         job = await self.ctx.service.job(job_id)
                     out = relay.feed_event(event, job)
+                    if behind["store"] and not relay.finished:
+                        out = []
                 final: dict[str, Any] | None = None
                 if relay.finished:
                     self._release(job_id)  # the same prompt_id may be queued again now
@@ -203,17 +224,26 @@ class ClientSession:
         counted.add_done_callback(_retrieved)
         return counted
 
-    async def _store_events(self, job_id: str, inbox: asyncio.Queue[tuple[str, Any]]) -> None:
+    async def _store_events(
+        self, job_id: str, inbox: asyncio.Queue[tuple[str, Any]], behind: bool = False
+    ) -> None:
         """The job's store events, read only while no run of this process relays the job:
         while one does, its frames and its settled job come through the hub (a run that ends
         without settling it leaves it to the store's events, read on from where they were
-        left). A queued job is read until a run here takes it up (or another process does)."""
+        left). A queued job is read until a run here takes it up (or another process does).
+        `behind`: the events logged so far are followed by a "caught_up" mark."""
         hub = relay_hub(self.ctx)
         if hub is not None:
             await hub.wait_over(job_id)
+        after_id = 0
         try:
+            if behind:
+                for logged in await self.ctx.store.events_since(job_id, 0):
+                    inbox.put_nowait(("event", logged))
+                    after_id = logged.id
+                inbox.put_nowait(("caught_up", "store"))
             async for event in self.ctx.service.events(
-                job_id, after_id=0, idle_s=15.0, positions=False
+                job_id, after_id=after_id, idle_s=15.0, positions=False
             ):
                 if event is not None and event.kind == EVENT_KIND and self.behind:
                     frames = event.data.get("messages")
@@ -301,7 +331,7 @@ async def comfy_ws(websocket: WebSocket, clientId: str | None = None) -> None:
         await session.send_status()
         if clientId:
             for job in await ctx.store.unfinished_for_client(client_id):
-                session.follow(job.id)
+                session.follow(job.id, reconnected=True)
         # as ComfyUI: binary messages are ignored; the first text that is a JSON object
         # (whatever its type) ends the feature-flags negotiation, bad JSON or any other value
         # leaves it open
