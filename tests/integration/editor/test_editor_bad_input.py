@@ -77,3 +77,33 @@ async def test_model_metadata_is_an_empty_404(http: httpx.AsyncClient) -> None:
             f"{prefix}/view_metadata/checkpoints", params={"filename": "a.safetensors"}
         )
         assert answer.status_code == 404 and answer.content == b""
+
+
+async def test_a_folder_is_moved_with_what_it_holds(
+    http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """ComfyUI's move takes any path that exists, a folder too (shutil.move moves it whole):
+    comfyrun answered a folder's move 404, as if it were not there. Moved into itself (a 500
+    in ComfyUI) or onto a file, it is a 400, and the user's files stay as they were."""
+    for name in ("workflows%2Fold%2Fa.json", "workflows%2Fold%2Fsub%2Fb.json", "c.json"):
+        assert (await http.post(f"/api/userdata/{name}", content=b"{}")).status_code == 200
+    user = tmp_path / "user" / "default"
+    refused = await http.post("/api/userdata/workflows%2Fold/move/workflows%2Fold%2Fin")
+    assert refused.status_code == 400, refused.text
+    onto = await http.post("/api/userdata/workflows%2Fold/move/c.json")
+    assert onto.status_code == 400, onto.text
+    kept = await http.post(
+        "/api/userdata/workflows%2Fold/move/c.json", params={"overwrite": "false"}
+    )
+    assert kept.status_code == 409, kept.text
+    assert sorted(p.relative_to(user).as_posix() for p in user.rglob("*.json")) == [
+        "c.json", "workflows/old/a.json", "workflows/old/sub/b.json"
+    ]  # fmt: skip
+    moved = await http.post(
+        "/api/userdata/workflows%2Fold/move/workflows%2Fnew", params={"full_info": "true"}
+    )
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["path"] == "workflows/new"
+    listed = await http.get("/api/userdata", params={"dir": "workflows", "recurse": "true"})
+    assert sorted(listed.json()) == ["new/a.json", "new/sub/b.json"]
+    assert (await http.post("/api/userdata/nowhere/move/x")).status_code == 404

@@ -155,13 +155,18 @@ class UserFiles:
         self.existing(name).unlink()
 
     def move(self, source: str, dest: str, *, overwrite: bool) -> Path:
-        """`source` renamed `dest`. A folder as `dest` is refused, as `write` refuses one
-        (moved into it, the file took another name than the one answered, and a file of its
-        name there was a 500), and so is a `dest` under a file."""
-        src = self.existing(source)
+        """`source`, a file or a folder (with all it holds, as ComfyUI's shutil.move moves
+        one), renamed `dest`. A folder as `dest` is refused, as `write` refuses one (moved
+        into it, the file took another name than the one answered, and a file of its name
+        there was a 500), and so are a `dest` under a file and a folder moved into itself."""
+        src = self.path(source)
+        if src == self.root or not src.exists():
+            raise errors.NotFound("no such file or folder", details={"file": source})
         target = self.path(dest)
         if target == self.root or target.is_dir():
             raise errors.InvalidRequest("that is a folder", details={"file": dest})
+        if target.is_relative_to(src):
+            raise errors.InvalidRequest("a folder cannot move into itself", details={"file": dest})
         if not overwrite and target.exists():
             raise errors.Conflict("File already exists", details={"file": dest})
         try:
