@@ -161,3 +161,28 @@ async def test_a_prompt_loads_an_upload_named_with_its_folder(server: Server) ->
                 for _, data in images:
                     with Image.open(io.BytesIO(data)) as img:
                         assert img.size == (12, 8) and img.getpixel((0, 0)) == (10, 20, 30)
+
+
+async def test_a_mask_is_drawn_on_an_upload_kept_as_an_output(
+    sides: tuple[httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    """The mask editor names its image by type: an upload of type output is found there (it
+    was a 404: not a job's output), and the mask is kept where its own `type` says."""
+    mask = io.BytesIO()
+    Image.new("RGBA", (4, 4), (0, 0, 0, 128)).save(mask, format="PNG")
+    ref = '{"filename": "pic.png", "subfolder": "", "type": "output"}'
+    for http in sides:
+        up = await http.post(
+            "/upload/image", files={"image": ("pic.png", png((9, 8, 7)))}, data={"type": "output"}
+        )
+        assert up.status_code == 200, up.text
+        answer = await http.post(
+            "/upload/mask",
+            files={"image": ("m.png", mask.getvalue(), "image/png")},
+            data={"original_ref": ref, "type": "temp"},
+        )
+        assert answer.status_code == 200, (str(http.base_url), answer.text)
+        assert answer.json() == {"name": "m.png", "subfolder": "", "type": "temp"}
+        view = await http.get("/view", params={"filename": "m.png", "type": "temp"})
+        with Image.open(io.BytesIO(view.content)) as img:
+            assert img.getpixel((0, 0)) == (9, 8, 7, 128)

@@ -16,8 +16,8 @@ Modules: `server` (app, worker thread, start_emulator), `routes` (HTTP table), `
 (websockets), `promptqueue` (queue and history), `validation` (POST /prompt checks), `graph`
 (execution order, cache keys), `executor` (runs a prompt, sends its messages), `nodes`
 (implementations), `files` (upload and /view), `metadata` (/view_metadata), `objectinfo`
-(node definitions), `faults`,
-`config`, `cli` (ComfyUI's main.py flags), `folder` (--make-comfy-folder).
+(node definitions), `faults`, `config`, `cli` (ComfyUI's main.py flags), `folder`
+(--make-comfy-folder).
 """
 
 from comfyrun.comfy.emulator.config import DEFAULT_MODELS, EmulatorConfig
