@@ -277,6 +277,12 @@ class Settings(BaseSettings):
     model_fetch_timeout_s: float = Field(
         default=3600.0, gt=0, validation_alias=_aliases("model_fetch_timeout_s")
     )
+    #: Tries of one model URL: a transient failure (connection cut, no byte for
+    #: fetch_idle_timeout_s, HTTP 408/429/5xx) is tried again after a backoff, resuming with a
+    #: Range request where the server allows; 1: never tried again.
+    model_fetch_attempts: int = Field(
+        default=3, ge=1, le=20, validation_alias=_aliases("model_fetch_attempts")
+    )
     #: A URL input or model URL that sends nothing this long (no answer, or a body that stops
     #: coming) is given up (`timeout`), however long its fetch may take in all.
     fetch_idle_timeout_s: float = Field(

@@ -221,6 +221,7 @@ async def open_model_cache(settings: Settings, assets: AssetService) -> Any:
         timeout_s=settings.model_fetch_timeout_s,
         idle_timeout_s=settings.fetch_idle_timeout_s,
         fetch_allow=tuple(settings.fetch_allow),
+        attempts=settings.model_fetch_attempts,
     )
     budget = settings.model_cache_gb
     cache = ModelCache(

@@ -38,6 +38,14 @@ def models_pull(
     hash_: Annotated[
         str | None, typer.Option("--hash", help="sha256:<hex> or blake3:<hex> to verify")
     ] = None,
+    refresh: Annotated[
+        bool,
+        typer.Option(
+            "--refresh",
+            help="Revalidate a URL cached already (no --hash): a conditional GET; its bytes "
+            "are replaced only if they changed",
+        ),
+    ] = False,
     server: ServerUrl = "http://127.0.0.1:8189",
     api_key: ApiKey = None,
 ) -> None:
@@ -49,8 +57,14 @@ def models_pull(
         spec["url"] = source
     if hash_:
         spec["hash"] = hash_
-    model = asyncio.run(call_server(server, api_key, "pull_model", spec))
-    out.print(f"cached {', '.join(model['names'])} ({_size(model['size_bytes'])}, {model['hash']})")
+    body: dict[str, object] = dict(spec)
+    if refresh:
+        body["refresh"] = True
+    model = asyncio.run(call_server(server, api_key, "pull_model", body))
+    said = f"; {model['refresh'].replace('_', ' ')}" if model.get("refresh") else ""
+    out.print(
+        f"cached {', '.join(model['names'])} ({_size(model['size_bytes'])}, {model['hash']}){said}"
+    )
 
 
 @models_app.command("rm")

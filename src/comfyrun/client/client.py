@@ -409,7 +409,8 @@ class ComfyrunClient:
         return body
 
     async def pull_model(self, model: Mapping[str, Any]) -> dict[str, Any]:
-        """POST /api/v2/models `{url | asset_id, folder, name, hash?}`; returns when cached."""
+        """POST /api/v2/models `{url | asset_id, folder, name, hash?, refresh?}`; returns when
+        cached (with `refresh`: revalidated, its answer's `refresh` saying what happened)."""
         body: dict[str, Any] = await self._json(
             "POST", "/api/v2/models", json=dict(model), timeout=None
         )

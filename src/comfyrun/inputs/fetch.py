@@ -13,7 +13,7 @@ import asyncio
 import logging
 import re
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path, PurePosixPath
@@ -49,6 +49,14 @@ class FetchedFile:
     filename: str | None
     #: The URL the bytes came from, after redirects.
     url: str
+    #: The validators the answer carried (what a later conditional or ranged GET sends back).
+    etag: str | None = None
+    last_modified: str | None = None
+    #: A conditional GET (If-None-Match / If-Modified-Since given) answered 304: `dest` is
+    #: untouched and `size_bytes` is 0.
+    not_modified: bool = False
+    #: The bytes `dest` held from an earlier try that this answer (206) continued.
+    resumed_from: int = 0
 
 
 class UrlFetcher:
@@ -89,25 +97,57 @@ class UrlFetcher:
         for address in addresses:
             self.policy.check_address(address, host=host, url=url, what=what)
 
-    async def fetch(self, url: str, dest: Path, *, max_bytes: int | None = None) -> FetchedFile:
+    async def fetch(
+        self,
+        url: str,
+        dest: Path,
+        *,
+        max_bytes: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        resume_from: int = 0,
+        keep_partial: bool = False,
+        seen: dict[str, str] | None = None,
+    ) -> FetchedFile:
         """Download `url` into the file `dest`. Raises InputRejected (details carry `reason`:
-        bad_scheme, private_address, too_many_redirects, http_status, content_type,
-        file_too_large, timeout, fetch_failed); `dest` is removed on failure."""
+        bad_scheme, private_address, too_many_redirects, http_status (with `status`, and
+        `retry_after` when the answer had one), content_type, file_too_large, timeout (with
+        `idle_s` when it was the idle limit), fetch_failed, range_refused); `dest` is removed
+        on failure unless `keep_partial` (what came is kept, to resume from).
+
+        `headers` are sent with the request (conditional ones make a 304 a FetchedFile with
+        `not_modified`). `resume_from` > 0: `dest` already holds that many bytes of the file;
+        they are asked for from there (`Range`, and `If-Range` among `headers`): a 206 that
+        continues them is appended, a 200 (the server ignores ranges, or the file changed)
+        replaces them. `seen` is filled with the answer's `status`, `etag` and `last_modified`
+        as soon as its headers come (a body cut later leaves them, to resume by)."""
         cap = self.limits.max_file_bytes if max_bytes is None else max_bytes
+        sent = dict(headers or {})
+        if resume_from > 0:
+            sent["Range"] = f"bytes={resume_from}-"
         try:
             async with asyncio.timeout(self.limits.fetch_timeout_s):
-                return await self._fetch(url, dest, cap)
+                return await self._fetch(url, dest, cap, sent, resume_from, seen)
         except TimeoutError as exc:
-            await asyncio.to_thread(dest.unlink, missing_ok=True)
+            if not keep_partial:
+                await asyncio.to_thread(dest.unlink, missing_ok=True)
             raise InputRejected(
                 f"fetching {url} took longer than {self.limits.fetch_timeout_s:g} s",
                 details={"url": url, "reason": "timeout"},
             ) from exc
         except BaseException:
-            await asyncio.to_thread(dest.unlink, missing_ok=True)
+            if not keep_partial:
+                await asyncio.to_thread(dest.unlink, missing_ok=True)
             raise
 
-    async def _fetch(self, url: str, dest: Path, cap: int) -> FetchedFile:
+    async def _fetch(
+        self,
+        url: str,
+        dest: Path,
+        cap: int,
+        sent: dict[str, str],
+        resume_from: int,
+        seen: dict[str, str] | None,
+    ) -> FetchedFile:
         resolver = _GuardedResolver(self.policy, self._resolve, self.what)
         connector = aiohttp.TCPConnector(
             resolver=resolver, use_dns_cache=False, family=socket.AF_UNSPEC
@@ -127,16 +167,27 @@ class UrlFetcher:
             for _ in range(self.limits.max_redirects + 1):
                 self.policy.check_url(current, what=self.what)
                 try:
-                    async with session.get(current, allow_redirects=False) as response:
+                    async with session.get(
+                        current, allow_redirects=False, headers=sent
+                    ) as response:
                         if response.status in REDIRECT_STATUSES and "Location" in response.headers:
                             current = urljoin(current, response.headers["Location"])
                             continue
-                        return await self._save(current, response, dest, cap)
+                        if seen is not None:
+                            seen.clear()
+                            seen["status"] = str(response.status)
+                            for key, header in (
+                                ("etag", "ETag"),
+                                ("last_modified", "Last-Modified"),
+                            ):
+                                if header in response.headers:
+                                    seen[key] = response.headers[header]
+                        return await self._save(current, response, dest, cap, sent, resume_from)
                 except aiohttp.ServerTimeoutError as exc:  # (sock_connect, sock_read)
                     raise InputRejected(
                         f"fetching {current} failed: it sent nothing for "
                         f"{self.limits.fetch_idle_timeout_s:g} s",
-                        details={"url": current, "reason": "timeout"},
+                        details={"url": current, "reason": "timeout", "idle_s": idle},
                     ) from exc
                 except aiohttp.ClientError as exc:
                     raise InputRejected(
@@ -149,13 +200,43 @@ class UrlFetcher:
             )
 
     async def _save(
-        self, url: str, response: aiohttp.ClientResponse, dest: Path, cap: int
+        self,
+        url: str,
+        response: aiohttp.ClientResponse,
+        dest: Path,
+        cap: int,
+        sent: Mapping[str, str],
+        resume_from: int,
     ) -> FetchedFile:
-        if not 200 <= response.status < 300:
-            raise InputRejected(
-                f"fetching {url} returned HTTP {response.status}",
-                details={"url": url, "reason": "http_status", "status": response.status},
+        etag = response.headers.get("ETag")
+        last_modified = response.headers.get("Last-Modified")
+        conditional = "If-None-Match" in sent or "If-Modified-Since" in sent
+        if response.status == 304 and conditional:
+            return FetchedFile(
+                dest, 0, "", None, url, etag=etag, last_modified=last_modified, not_modified=True
             )
+        if response.status == 416 and resume_from > 0:
+            raise InputRejected(
+                f"fetching {url} from byte {resume_from} was refused (HTTP 416)",
+                details={"url": url, "reason": "range_refused", "status": 416},
+            )
+        if not 200 <= response.status < 300:
+            details: dict[str, object] = {
+                "url": url,
+                "reason": "http_status",
+                "status": response.status,
+            }
+            if "Retry-After" in response.headers:
+                details["retry_after"] = response.headers["Retry-After"]
+            raise InputRejected(f"fetching {url} returned HTTP {response.status}", details=details)
+        start = 0
+        if response.status == 206:
+            start = _range_start(response.headers.get("Content-Range"))
+            if resume_from <= 0 or start != resume_from:
+                raise InputRejected(
+                    f"fetching {url} answered a range from byte {start}, not {resume_from}",
+                    details={"url": url, "reason": "range_refused", "status": 206},
+                )
         content_type = (response.content_type or "application/octet-stream").lower()
         if not content_type_allowed(content_type, self.limits.allowed_content_types):
             raise InputRejected(
@@ -167,25 +248,39 @@ class UrlFetcher:
                     "allowed": list(self.limits.allowed_content_types),
                 },
             )
-        if response.content_length is not None and response.content_length > cap:
+        if response.content_length is not None and start + response.content_length > cap:
             raise _too_large(url, cap)
-        size = 0
-        fh = await asyncio.to_thread(dest.open, "wb")
+        size = start
+        fh = await asyncio.to_thread(dest.open, "ab" if start else "wb")
         try:
             batch = bytearray()
-            async for chunk in response.content.iter_chunked(1 << 16):
-                size += len(chunk)
-                if size > cap:
-                    raise _too_large(url, cap)
-                batch += chunk
-                if len(batch) >= WRITE_BATCH:
-                    await asyncio.to_thread(fh.write, bytes(batch))
-                    batch.clear()
+            try:
+                async for chunk in response.content.iter_chunked(1 << 16):
+                    size += len(chunk)
+                    if size > cap:
+                        raise _too_large(url, cap)
+                    batch += chunk
+                    if len(batch) >= WRITE_BATCH:
+                        await asyncio.to_thread(fh.write, bytes(batch))
+                        batch.clear()
+            except aiohttp.ClientError:
+                # the body stopped (cut, or silent too long): what came is kept, to resume from
+                await asyncio.to_thread(_finish, fh, bytes(batch))
+                raise
             await asyncio.to_thread(_finish, fh, bytes(batch))
         finally:
             await asyncio.to_thread(fh.close)
         log.debug("fetched %s (%d bytes)", url, size, extra={"action": "input.fetch"})
-        return FetchedFile(dest, size, content_type, _filename(response, url), url)
+        return FetchedFile(
+            dest,
+            size,
+            content_type,
+            _filename(response, url),
+            url,
+            etag=etag,
+            last_modified=last_modified,
+            resumed_from=start,
+        )
 
 
 def content_type_allowed(content_type: str, allowed: tuple[str, ...]) -> bool:
@@ -234,6 +329,12 @@ async def system_resolve(host: str, port: int) -> list[str]:
         host, port, type=socket.SOCK_STREAM, family=socket.AF_UNSPEC
     )
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def _range_start(content_range: str | None) -> int:
+    """The first byte of `Content-Range: bytes FIRST-LAST/TOTAL` (-1 when unreadable)."""
+    match = re.match(r"^\s*bytes\s+(\d+)-\d+/(\d+|\*)\s*$", content_range or "")
+    return int(match.group(1)) if match else -1
 
 
 def _finish(fh: IO[bytes], tail: bytes) -> None:

@@ -1,7 +1,7 @@
 """Model files delivered with jobs: the spec of a job's `models` (pure), the content-addressed
 cache with its byte budget, and the downloaders that fill it."""
 
-from comfyrun.models.cache import CachedModel, Lease, ModelCache, extra_paths_yaml
+from comfyrun.models.cache import CachedModel, Lease, ModelCache, Validators, extra_paths_yaml
 from comfyrun.models.download import DownloadLimits, make_downloader
 from comfyrun.models.specs import MODEL_FOLDERS, ModelRef, parse_model, parse_models
 
@@ -12,6 +12,7 @@ __all__ = [
     "Lease",
     "ModelCache",
     "ModelRef",
+    "Validators",
     "extra_paths_yaml",
     "make_downloader",
     "parse_model",

@@ -48,8 +48,28 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int | None], None]
 #: (which model, bytes so far, total or None)
 ModelProgress = Callable[[ModelRef, int, int | None], None]
-#: Writes the bytes of `ref` into the file `dest`; raises a ComfyrunError when it cannot.
-Downloader = Callable[[ModelRef, Path, Progress], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Validators:
+    """What a URL's answer said of its bytes, kept to revalidate them later with a conditional
+    GET (`ETag` -> If-None-Match, `Last-Modified` -> If-Modified-Since)."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+    size: int | None = None
+    #: (a conditional GET's answer) the bytes did not change: nothing was written
+    not_modified: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"etag": self.etag, "last_modified": self.last_modified, "size": self.size}
+
+
+#: Writes the bytes of `ref` into the file `dest` and returns what the source said of them
+#: (None: nothing worth keeping); raises a ComfyrunError when it cannot. Called with
+#: `revalidate=` (the validators kept) only by `ModelCache.refresh`: a downloader that can
+#: ask conditionally returns `not_modified` and writes nothing when the bytes are the same.
+Downloader = Callable[..., Awaitable["Validators | None"]]
 
 _CHUNK = 4 << 20
 
@@ -65,6 +85,8 @@ class CachedModel:
     names: list[str] = field(default_factory=list)  # "folder/name"
     last_used: float = 0.0
     in_use: int = 0
+    #: per URL source: the validators its last answer carried, and when (to refresh by)
+    validators: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,6 +97,7 @@ class CachedModel:
             "names": list(self.names),
             "last_used": self.last_used,
             "in_use": self.in_use,
+            "validators": {k: dict(v) for k, v in self.validators.items()},
         }
 
 
@@ -153,6 +176,7 @@ class ModelCache:
                     sha256=raw.get("sha256"),
                     sources=list(raw.get("sources") or []),
                     last_used=float(raw.get("last_used") or 0.0),
+                    validators=dict(raw.get("validators") or {}),
                 )
         for name, digest in (data.get("names") or {}).items():
             if digest in self._blobs and (self.folders_dir / name).is_symlink():
@@ -167,6 +191,7 @@ class ModelCache:
                     "sha256": m.sha256,
                     "sources": m.sources,
                     "last_used": m.last_used,
+                    "validators": m.validators,
                 }
                 for d, m in self._blobs.items()
             },
@@ -257,16 +282,35 @@ class ModelCache:
             task.add_done_callback(landed)
         assert flight.task is not None
         listener = flight.listen(ref, progress) if progress is not None else None
+        flight.waiters += 1
         try:
             return await asyncio.shield(flight.task)
         finally:
+            flight.waiters -= 1
             if listener is not None:
                 flight.listeners.remove(listener)
+            if flight.waiters == 0 and not flight.task.done():
+                # every job that wanted it left (canceled): nobody waits for its retries
+                flight.task.cancel()
 
     async def _fetch(self, ref: ModelRef, progress: Progress) -> str:
+        digest = await self._download_and_store(ref, progress, None)
+        assert digest is not None
+        return digest
+
+    async def _download_and_store(
+        self, ref: ModelRef, progress: Progress, revalidate: Validators | None
+    ) -> str | None:
+        """The blake3 of `ref`'s bytes, downloaded and stored; None when `revalidate` was
+        answered "not modified"."""
         tmp = self.root / "tmp" / uuid.uuid4().hex
         try:
-            await self._download(ref, tmp, progress)
+            if revalidate is None:
+                answer = await self._download(ref, tmp, progress)
+            else:
+                answer = await self._download(ref, tmp, progress, revalidate=revalidate)
+            if isinstance(answer, Validators) and answer.not_modified:
+                return None
             digest, sha256, size = await asyncio.to_thread(_hash_file, tmp, ref.hash)
             if ref.hash is not None:
                 algo, expected = ref.hash.split(":", 1)
@@ -286,6 +330,8 @@ class ModelCache:
             model.sha256 = model.sha256 or sha256
             if ref.source not in model.sources:
                 model.sources.append(ref.source)
+            if isinstance(answer, Validators) and ref.url is not None:
+                model.validators[ref.source] = {**answer.to_json(), "checked_at": time.time()}
             self.downloads += 1
             log.info(
                 "model %s/%s cached (%d bytes)",
@@ -299,6 +345,56 @@ class ModelCache:
             return digest
         finally:
             await asyncio.to_thread(tmp.unlink, missing_ok=True)
+
+    async def refresh(
+        self, ref: ModelRef, progress: ModelProgress | None = None
+    ) -> tuple[CachedModel, str]:
+        """Like `pull`, and a URL without a declared hash cached already is revalidated: a
+        conditional GET with the validators its last answer carried (ETag, Last-Modified); its
+        bytes are replaced only when they changed. Returns the model and what happened:
+        `content_addressed` (a hash or an asset: its bytes cannot change; nothing asked),
+        `fetched` (it was not cached), `not_modified` (304), `unchanged` (downloaded again,
+        the same bytes: the server keeps no validators) or `replaced` (new bytes under the
+        same name; the old ones are dropped unless something else uses them). Conflict when
+        the name is in use by a running job."""
+        name = f"{ref.folder}/{ref.name}"
+        if self._name_pins[name] and ref.hash is None and ref.url is not None:
+            raise Conflict(
+                f"model name {name} is in use by a running job; refresh it once that ends",
+                details={"name": name},
+            )
+        old = self.find(ref)
+        if ref.hash is not None or ref.url is None or old is None:
+            model = await self.pull(ref, progress)
+            return model, "content_addressed" if ref.hash or ref.url is None else "fetched"
+        kept = self._blobs[old].validators.get(ref.source) or {}
+        revalidate = Validators(etag=kept.get("etag"), last_modified=kept.get("last_modified"))
+        report: Progress = (lambda d, t: progress(ref, d, t)) if progress else (lambda d, t: None)
+        digest = await self._download_and_store(ref, report, revalidate)
+        if digest is None:
+            if old in self._blobs and ref.source in self._blobs[old].validators:
+                self._blobs[old].validators[ref.source]["checked_at"] = time.time()
+            return await self.pull(ref, progress), "not_modified"
+        if digest == old:
+            return await self.pull(ref, progress), "unchanged"
+        stale = self._blobs.get(old)
+        if stale is not None:  # the URL means the new bytes now
+            if ref.source in stale.sources:
+                stale.sources.remove(ref.source)
+            stale.validators.pop(ref.source, None)
+        model = await self.pull(ref, progress)
+        stale = self._blobs.get(old)
+        if stale is not None and not stale.names and not stale.sources and not self._pins[old]:
+            self._drop(old)
+            self._save_index()
+        log.info(
+            "model %s/%s: %s changed; the new bytes replace the old",
+            ref.folder,
+            ref.name,
+            ref.source,
+            extra={"action": "model.refreshed", "hash": f"blake3:{model.blake3}"},
+        )
+        return model, "replaced"
 
     # -- names, pins, eviction ------------------------------------------------------------------
 
@@ -409,6 +505,7 @@ class _Flight:
     done: int = 0
     total: int | None = None
     started: bool = False
+    waiters: int = 0
 
     def listen(self, ref: ModelRef, tell: ModelProgress) -> tuple[ModelRef, ModelProgress]:
         listener = (ref, tell)
@@ -430,5 +527,6 @@ __all__ = [
     "ModelCache",
     "ModelProgress",
     "Progress",
+    "Validators",
     "extra_paths_yaml",
 ]

@@ -253,3 +253,59 @@ async def test_a_download_that_fails_after_its_last_waiter_left_logs_no_unretrie
     finally:
         loop.set_exception_handler(None)
     assert not [c for c in reported if "never retrieved" in str(c.get("message"))]
+
+
+async def test_a_changed_url_is_served_from_the_cache_until_refreshed(
+    server: ModelServer, tmp_path: Path
+) -> None:
+    """No download per job; `refresh` revalidates with the ETag kept (a conditional GET) and
+    replaces the bytes only when they changed."""
+    cache = open_cache(tmp_path)
+    (await cache.acquire([ref(server, "a.safetensors")])).release()
+    first_etag = server.etag("a.safetensors")
+    (model,) = cache.list()
+    assert model.validators[f"{server.url}/a.safetensors"]["etag"] == first_etag
+    server.put("a.safetensors", CKPT)  # the host's file changed behind the same URL
+    (await cache.acquire([ref(server, "a.safetensors")])).release()
+    assert server.hits["a.safetensors"] == 1  # a job does not revalidate
+    linked = cache.folders_dir / "loras" / "a.safetensors"
+    assert linked.read_bytes() == LORA
+
+    model, outcome = await cache.refresh(ref(server, "a.safetensors"))
+    assert outcome == "replaced" and linked.read_bytes() == CKPT
+    assert server.requests[-1][1].get("If-None-Match") == first_etag
+    assert [m.blake3 for m in cache.list()] == [blake3.blake3(CKPT).hexdigest()]  # old dropped
+    assert list((tmp_path / "blobs").iterdir()) == [tmp_path / "blobs" / model.blake3]
+
+    reopened = open_cache(tmp_path)  # the validators are in the index
+    model, outcome = await reopened.refresh(ref(server, "a.safetensors"))
+    assert outcome == "not_modified" and server.hits["a.safetensors"] == 3
+    assert server.requests[-1][1].get("If-None-Match") == server.etag("a.safetensors")
+    assert linked.read_bytes() == CKPT and len(reopened.list()) == 1
+
+
+async def test_refresh_without_validators_hashes_and_a_hash_needs_none(
+    server: ModelServer, tmp_path: Path
+) -> None:
+    cache = open_cache(tmp_path)
+    server.validators = False
+    (await cache.acquire([ref(server, "a.safetensors")])).release()
+    _, outcome = await cache.refresh(ref(server, "a.safetensors"))
+    assert outcome == "unchanged" and server.hits["a.safetensors"] == 2
+    assert len(cache.list()) == 1
+    pinned = ref(
+        server, "b.safetensors", "checkpoints", hash="blake3:" + blake3.blake3(CKPT).hexdigest()
+    )
+    _, outcome = await cache.refresh(pinned)
+    assert outcome == "content_addressed" and server.hits["b.safetensors"] == 1
+    _, outcome = await cache.refresh(pinned)
+    assert outcome == "content_addressed" and server.hits["b.safetensors"] == 1  # nothing asked
+
+
+async def test_a_name_in_use_is_not_refreshed(server: ModelServer, tmp_path: Path) -> None:
+    cache = open_cache(tmp_path)
+    lease = await cache.acquire([ref(server, "a.safetensors")])
+    with pytest.raises(Conflict, match="in use by a running job"):
+        await cache.refresh(ref(server, "a.safetensors"))
+    lease.release()
+    assert server.hits["a.safetensors"] == 1

@@ -28,6 +28,11 @@ class ModelIn(BaseModel):
     folder: str = Field(..., max_length=64, description="checkpoints, loras, vae, ...")
     name: str = Field(..., max_length=255, description="the file name workflows use")
     hash: str | None = Field(default=None, max_length=80, description="sha256:… or blake3:…")
+    refresh: bool = Field(
+        default=False,
+        description="a URL cached already without a hash is revalidated (a conditional GET) "
+        "and its bytes replaced only if they changed; the answer's `refresh` says what happened",
+    )
 
 
 def _cache(ctx: AppContext) -> ModelCache:
@@ -50,10 +55,15 @@ async def list_models(ctx: Ctx) -> dict[str, Any]:
 
 @router.post("", status_code=201)
 async def pull_model(body: ModelIn, ctx: Ctx) -> dict[str, Any]:
-    """Fetch `{url | asset_id, folder, name, hash?}` into the cache now (returns when done)."""
+    """Fetch `{url | asset_id, folder, name, hash?, refresh?}` into the cache now (returns
+    when done). With `refresh`, a URL without a hash that is cached already is revalidated;
+    `refresh` in the answer: content_addressed, fetched, not_modified, unchanged or replaced."""
     cache = _cache(ctx)
-    model = await cache.pull(parse_model(body.model_dump(exclude_none=True), "model"))
-    return model.to_json()
+    ref = parse_model(body.model_dump(exclude_none=True, exclude={"refresh"}), "model")
+    if not body.refresh:
+        return (await cache.pull(ref)).to_json()
+    model, outcome = await cache.refresh(ref)
+    return {**model.to_json(), "refresh": outcome}
 
 
 @router.delete("/{key:path}")
