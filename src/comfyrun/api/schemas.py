@@ -252,9 +252,12 @@ class BackendOut(BaseModel):
     state: str
     inflight: int
     jobs_done: int
+    #: what is wrong with it now (cleared once it is ready again and answered a probe)
     last_error: str | None
     managed: bool
     log_tail: list[str] = Field(default_factory=list)
+    #: when `last_error` was first seen (ISO 8601; null with it)
+    last_error_at: str | None = None
 
 
 class BackendList(BaseModel):

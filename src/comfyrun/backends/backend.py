@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,9 +118,12 @@ class BackendInfo:
     state: str
     inflight: int
     jobs_done: int
+    #: What is wrong with it now: cleared once it is ready again and answered a probe
     last_error: str | None
     log_tail: list[str] = field(default_factory=list)
     managed: bool = False
+    #: When `last_error` was first seen (epoch seconds; None with it)
+    last_error_at: float | None = None
 
 
 class Backend:
@@ -141,7 +145,10 @@ class Backend:
         self.reserved = 0
         self.executed = 0  # jobs whose prompt ComfyUI finished (their outputs being collected)
         self.jobs_done = 0
-        self.last_error: str | None = None
+        self._last_error: str | None = None
+        self.last_error_at: float | None = None
+        #: the managed process's last error, and when this backend first saw it
+        self._process_error: tuple[str, float] | None = None
         self.last_assigned = 0
         self.draining = False
         self._client_factory = client_factory
@@ -154,6 +161,32 @@ class Backend:
         self._settled = asyncio.Event()  # set on every process state change
 
     # --- facts -------------------------------------------------------------------------------
+    @property
+    def last_error(self) -> str | None:
+        """What went wrong with this backend last, while it matters: cleared once the backend
+        is ready again and answered a probe (`recovered`)."""
+        return self._last_error
+
+    @last_error.setter
+    def last_error(self, value: str | None) -> None:
+        if value != self._last_error:
+            self.last_error_at = None if value is None else time.time()
+        self._last_error = value
+
+    def recovered(self) -> None:
+        """The backend answered a probe and takes jobs again: its last error is history (the
+        log keeps it)."""
+        if self._last_error is None:
+            return
+        log.info(
+            "backend %s recovered (its last error was: %s)",
+            self.name,
+            self._last_error,
+            extra={"action": "backend_recovered", "backend": self.name},
+        )
+        self.last_error = None
+        self._on_change()
+
     @property
     def managed(self) -> bool:
         return self.process is not None
@@ -235,9 +268,14 @@ class Backend:
         if self.process is not None:
             with contextlib.suppress(Exception):
                 tail = list(self.process.log_tail(20))
-        last_error = self.last_error
-        if self.process is not None and self.process.last_error:
-            last_error = self.process.last_error
+        last_error, last_error_at = self.last_error, self.last_error_at
+        process_error = self.process.last_error if self.process is not None else None
+        if process_error:
+            if self._process_error is None or self._process_error[0] != process_error:
+                self._process_error = (process_error, time.time())
+            last_error, last_error_at = self._process_error
+        else:
+            self._process_error = None
         return BackendInfo(
             name=self.name,
             url=self.url,
@@ -247,6 +285,7 @@ class Backend:
             last_error=last_error,
             log_tail=tail,
             managed=self.managed,
+            last_error_at=last_error_at,
         )
 
     # --- the client --------------------------------------------------------------------------

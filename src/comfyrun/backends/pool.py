@@ -408,6 +408,8 @@ class BackendPool:
             )
             new = hl.after_ws(new, bool(getattr(client, "connected", True)))
             backend._apply(new, None if ok else "health check failed (GET /system_stats)")
+            if ok and backend.health.accepting:
+                backend.recovered()
 
 
 def _default_process_factory(spec: Any) -> ManagedProcessLike:

@@ -87,3 +87,44 @@ async def test_a_cache_disk_error_fails_the_job_clearly(tmp_path: Path) -> None:
             None,
         )
     assert caught.value.code == "storage_error" and cache.list() == []
+
+
+async def test_a_cancel_during_a_download_backoff_ends_the_placing_at_once(
+    tmp_path: Path,
+) -> None:
+    """The model host answered 503 with a long Retry-After: the job's cancel does not wait it
+    out (unless_canceled cancels the placing; the download nobody waits for stops)."""
+    from tests.support.model_server import Fault, model_server
+
+    from comfyrun.core.job import JobStatus
+    from comfyrun.core.state import Event
+    from comfyrun.dispatch.cancel import CancelRequested, unless_canceled
+    from comfyrun.dispatch.settings import DispatchSettings
+    from comfyrun.models import DownloadLimits, make_downloader
+
+    async with model_server({"x": b"weights" * 100}) as server:
+        server.fail("x", Fault(status=503, retry_after="60"))
+        store = MemoryStore()
+        await store.open()
+        limits = DownloadLimits(fetch_allow=("127.0.0.1",), retry_max_s=60.0)
+        cache = ModelCache(tmp_path, make_downloader(limits))
+        cache.open()
+        models = [{"url": f"{server.url}/x", "folder": "loras", "name": "x.safetensors"}]
+        await store.enqueue(NewJob(workflow={"1": {}}, options={"models": models}))
+        job = await store.claim("w", 30)
+        assert job is not None
+        placer = with_models(place, cache, store)
+        backend = SimpleNamespace(managed=True, receives_models=True, name="gpu0")
+        placing = asyncio.ensure_future(
+            unless_canceled(placer(job, backend, None), store, job.id, DispatchSettings())
+        )
+        await asyncio.wait_for(server.requested.wait(), 30)
+        await asyncio.sleep(0.2)  # the 503 came; the download waits out its Retry-After
+        loop = asyncio.get_running_loop()
+        asked = loop.time()
+        await store.transition(job.id, Event.CANCEL, expect=JobStatus.RUNNING)
+        with pytest.raises(CancelRequested):
+            await asyncio.wait_for(placing, 5)
+        assert loop.time() - asked < 2.0
+        await asyncio.sleep(0.1)
+        assert server.hits["x"] == 1 and cache._flights == {} and cache.list() == []

@@ -211,6 +211,42 @@ async def test_a_backend_down_at_start_is_probed_until_it_answers() -> None:
         await server.stop()
 
 
+async def test_a_backend_ready_again_clears_its_last_error(ready_pool: BackendPool) -> None:
+    """(It stayed after the backend answered again, and `comfyrun backends` showed a ready
+    backend with an old error.)"""
+    pool = ready_pool
+    backend = pool.get("a")
+    assert backend is not None
+    await until(lambda: pool.snapshot()[0].state == "ready")
+    pool.mark_unhealthy(backend, "prompt p did not stop after a cancel", quarantine=False)
+    (info,) = pool.snapshot()
+    assert info.last_error == "prompt p did not stop after a cancel"
+    assert info.last_error_at is not None
+    await until(lambda: pool.snapshot()[0].last_error is None)  # the next probe answered
+    (info,) = pool.snapshot()
+    assert info.state == "ready" and info.last_error_at is None
+
+
+async def test_a_backend_that_stays_down_keeps_its_last_error() -> None:
+    server = FakeServer(name="late", up=False)
+    pool = BackendPool.from_specs(
+        [BackendSpec(name="late", url="fake://late")], lambda url: FakeClient(server), health=HEALTH
+    )
+    await pool.start()
+    try:
+        await until(lambda: pool.snapshot()[0].last_error is not None)
+        first = pool.snapshot()[0]
+        assert first.state == "unhealthy" and first.last_error_at is not None
+        await asyncio.sleep(0.2)  # probed again and again, failing: the error stays, its time too
+        assert pool.snapshot()[0].last_error_at == first.last_error_at
+        server.up = True
+        await until(lambda: pool.snapshot()[0].state == "ready")
+        await until(lambda: pool.snapshot()[0].last_error is None)
+    finally:
+        await pool.stop()
+        await server.stop()
+
+
 async def test_held_prompts_and_a_prompt_done_in_comfyui_frees_its_room() -> None:
     server = FakeServer(name="a")
     pool = BackendPool.from_specs(

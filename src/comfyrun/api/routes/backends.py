@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from comfyrun.api.context import AppContext, get_ctx, require_auth
-from comfyrun.api.schemas import BackendList, BackendOut
+from comfyrun.api.schemas import BackendList, BackendOut, iso
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 
@@ -34,6 +34,7 @@ def backend_list(ctx: AppContext) -> BackendList:
                 last_error=b.last_error if operator else None,
                 managed=b.managed,
                 log_tail=list(b.log_tail) if operator else [],
+                last_error_at=iso(b.last_error_at) if operator else None,
             )
             for b in ctx.pool.snapshot()
         ]
