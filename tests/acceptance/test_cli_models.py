@@ -43,8 +43,28 @@ async def test_models_pull_list_rm(start_server: StartServer, tmp_path: Path) ->
             )
             assert wrong.status_code == 409 and "hash_mismatch" in wrong.text
 
+        # a URL without a hash: served from the cache until refreshed, then replaced
+        plain = await comfyrun("models", "pull", url, "-f", "loras", "-n", "p.safetensors", *at)
+        assert plain.returncode == 0, plain.stderr
+        files.put("v.safetensors", b"\1" * 2048)
+        unchanged = await comfyrun("models", "pull", url, "-f", "loras", "-n", "p.safetensors", *at)
+        assert unchanged.returncode == 0 and files.hits["v.safetensors"] == 2
+        refreshed = await comfyrun(
+            "models", "pull", url, "-f", "loras", "-n", "p.safetensors", "--refresh", *at
+        )
+        assert refreshed.returncode == 0 and "replaced" in refreshed.stdout, refreshed.stderr
+        assert (
+            tmp_path / "data" / "models" / "folders" / "loras" / "p.safetensors"
+        ).read_bytes() == b"\1" * 2048
+        again_fresh = await comfyrun(
+            "models", "pull", url, "-f", "loras", "-n", "p.safetensors", "--refresh", *at
+        )
+        assert "not modified" in again_fresh.stdout, again_fresh.stderr
+
         removed = await comfyrun("models", "rm", "vae/v.safetensors", *at)
         assert removed.returncode == 0 and "evicted blake3:" in removed.stdout, removed.stderr
         again = await comfyrun("models", "rm", "vae/v.safetensors", *at)
         assert again.returncode == 1 and "not_found" in again.stderr
-        assert files.hits["v.safetensors"] == 2  # the pull, and the refused wrong-hash one
+        # the hashed pull, the refused wrong-hash one, two refreshes (the plain pull found the
+        # URL cached by the hashed one)
+        assert files.hits["v.safetensors"] == 4

@@ -2,6 +2,14 @@
 pinned for the run, and seen by managed ComfyUIs through the extra model paths comfyrun gives
 them. Download progress goes into the job's events (`model_download`).
 
+A job whose files download is `running`, in its events as in `GET /api/v2/jobs/{id}`: its
+worker works on it (the spec's `queued` is a job no worker has taken; its cancel is `running
+-> canceling`, and `model_download` events are its progress). The store's status says
+`running` from the claim on; the API shows a claimed job whose ComfyUI prompt has not started
+as `queued` (Job.waiting) unless its start is recorded, so the first byte of a download records
+one (`record_placement`, the download's start); ComfyUI's own start replaces it once its
+prompt runs. A job whose files are all cached records nothing (its prompt is sent at once).
+
 A backend comfyrun does not manage (a ComfyUI at a URL) cannot see the cache: fitting
 (dispatch.fitting.receives) places a job with `models` only on managed backends; one that
 reaches another backend all the same fails with `input_rejected` (reason
@@ -18,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from comfyrun.backends.pool import Backend
-from comfyrun.core.job import JSON, Job
+from comfyrun.core.job import JSON, Job, new_prompt_id
 from comfyrun.dispatch.run import InputPlacer
 from comfyrun.errors import InputRejected, StorageError
 from comfyrun.models import ModelCache, ModelRef, parse_models
@@ -48,7 +56,23 @@ def with_models(
                 "extra_model_paths.yaml and set sees_model_cache on it",
                 details={"backend": backend.name, "reason": "models_need_managed_backend"},
             )
-        reporter = _Reporter(store, job.id, interval_s)
+
+        async def downloading() -> None:
+            """The job's start, recorded as its first download starts (see the docstring)."""
+            if job.worker_id is None:
+                return
+            try:
+                await store.record_placement(
+                    job.id,
+                    job.worker_id,
+                    backend=backend.name,
+                    prompt_id=job.prompt_id or new_prompt_id(),
+                    execution_started_at=time.time(),
+                )
+            except Exception:  # the download goes on; only what the API shows lags
+                log.warning("job %s: recording its download's start failed", job.id, exc_info=True)
+
+        reporter = _Reporter(store, job.id, interval_s, started=downloading)
         try:
             lease = await cache.acquire(refs, reporter.progress)
         except OSError as exc:  # the cache's disk (full, read-only): the job fails, clearly
@@ -78,13 +102,24 @@ def with_models(
 class _Reporter:
     """Writes `model_download` events, at most one per `interval_s` (and the last one)."""
 
-    def __init__(self, store: JobStore, job_id: str, interval_s: float) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        job_id: str,
+        interval_s: float,
+        *,
+        started: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._store, self._job_id, self._interval_s = store, job_id, interval_s
         self._pending: JSON | None = None
         self._last = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._started = started
+        self._start: asyncio.Future[None] | None = None
 
     def progress(self, ref: ModelRef, done: int, total: int | None) -> None:
+        if self._start is None and self._started is not None:
+            self._start = asyncio.ensure_future(self._started())
         self._pending = {
             "folder": ref.folder,
             "name": ref.name,
@@ -96,6 +131,8 @@ class _Reporter:
             self._task = asyncio.get_running_loop().create_task(self._write())
 
     async def _write(self) -> None:
+        if self._start is not None:
+            await asyncio.shield(self._start)  # the start first: then the progress after it
         delay = self._last + self._interval_s - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -108,6 +145,9 @@ class _Reporter:
                 log.warning("could not record model download progress", exc_info=True)
 
     async def close(self) -> None:
+        if self._start is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._start)
         if self._task is not None and not self._task.done():
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -128,3 +128,64 @@ async def test_a_cancel_during_a_download_backoff_ends_the_placing_at_once(
         assert loop.time() - asked < 2.0
         await asyncio.sleep(0.1)
         assert server.hits["x"] == 1 and cache._flights == {} and cache.list() == []
+
+
+async def test_a_job_whose_models_download_is_running_in_its_view_and_its_events(
+    tmp_path: Path,
+) -> None:
+    """(GET /api/v2/jobs/{id} said `queued` while the job's events said `running` and brought
+    its `model_download` progress.) A download is its worker's work on it: `running`, both."""
+    from comfyrun.api.schemas import job_to_wire
+    from comfyrun.core.job import JobStatus
+
+    release = asyncio.Event()
+
+    async def slow_download(ref: ModelRef, dest: Path, progress: Any) -> None:
+        await asyncio.to_thread(dest.write_bytes, b"weigh")
+        progress(5, 7)
+        await release.wait()
+        await asyncio.to_thread(dest.write_bytes, b"weights")
+        progress(7, 7)
+
+    store = MemoryStore()
+    await store.open()
+    cache = ModelCache(tmp_path, slow_download)
+    cache.open()
+    queued = await job_with_models(store)
+    job = await store.claim("w", 30)
+    assert job is not None and job.id == queued.id
+    placer = with_models(place, cache, store, interval_s=0.0)
+    backend = SimpleNamespace(managed=True, receives_models=True, name="gpu0")
+    placing = asyncio.ensure_future(placer(job, backend, None))
+
+    async def downloading() -> bool:
+        events = await store.events_since(job.id)
+        return any(e.kind == "model_download" for e in events)
+
+    for _ in range(200):
+        if await downloading():
+            break
+        await asyncio.sleep(0.01)
+    seen = await store.get(job.id)
+    assert seen is not None
+    wire = job_to_wire(seen, queue_position=None, base_url="http://x", retention_s=60, now=0)
+    events = await store.events_since(job.id)
+    statuses = [e.data["status"] for e in events if e.kind == "status"]
+    assert wire.status == statuses[-1] == JobStatus.RUNNING
+    assert wire.started_at is not None
+    assert [e.kind for e in events].index("model_download") > max(
+        i for i, e in enumerate(events) if e.kind == "status"
+    )
+    release.set()
+    _workflow, cleanup = await placing
+    await cleanup()
+    # a job whose files are all cached records no start of its own (its prompt goes at once)
+    again = await store.enqueue(
+        NewJob(workflow={"1": {}}, options={"models": seen.options["models"]})
+    )
+    second = await store.claim("w", 30)
+    assert second is not None and second.id == again[0].id
+    _workflow, cleanup = await placer(second, backend, None)
+    await cleanup()
+    after = await store.get(second.id)
+    assert after is not None and after.waiting
