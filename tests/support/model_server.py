@@ -25,13 +25,16 @@ from aiohttp import web
 @dataclass(frozen=True)
 class Fault:
     """How one request goes wrong: answered with `status` (and `retry_after`), or its body
-    (the whole of it announced) cut after `cut_after` bytes, the connection dropped."""
+    (the whole of it announced) cut after `cut_after` bytes, the connection dropped, or
+    stalled after `stall_after` bytes."""
 
     status: int | None = None
     retry_after: str | None = None
     cut_after: int | None = None
     #: once this request is answered (or cut), the file's bytes become these
     change_to: bytes | None = None
+    #: the body stops after this many bytes, the connection left open (a stalled download)
+    stall_after: int | None = None
 
 
 @dataclass
@@ -116,6 +119,9 @@ async def model_server(files: dict[str, bytes]) -> AsyncIterator[ModelServer]:
         response.content_type = "application/octet-stream"
         response.content_length = len(part)
         await response.prepare(request)
+        if fault is not None and fault.stall_after is not None:
+            await response.write(part[: fault.stall_after])
+            await asyncio.sleep(3600)  # until the client gives up (or the server stops)
         if fault is not None and fault.cut_after is not None:
             await response.write(part[: fault.cut_after])
             await asyncio.sleep(0.05)

@@ -184,3 +184,19 @@ async def test_a_job_that_leaves_during_a_backoff_stops_it_at_once(
     assert cache._flights == {}  # nobody waits for it: the download itself stopped
     assert server.hits["m.safetensors"] == 1
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+async def test_a_body_that_stalls_is_cut_after_the_idle_timeout_and_resumed(
+    server: ModelServer, tmp_path: Path
+) -> None:
+    server.fail("m.safetensors", Fault(stall_after=4000))
+    cache = open_cache(tmp_path, idle_timeout_s=0.3)
+    started = time.monotonic()
+    (await cache.acquire([ref(server)])).release()
+    assert linked(cache) == BIG and time.monotonic() - started < 5
+    assert server.requests[1][1]["Range"] == "bytes=4000-"
+    server.fail("m.safetensors", Fault(stall_after=4000))
+    once = open_cache(tmp_path / "once", idle_timeout_s=0.3, attempts=1)
+    with pytest.raises(InputRejected, match=r"sent nothing for 0.3 s") as caught:
+        await once.acquire([ref(server)])
+    assert caught.value.details["reason"] == "timeout"
