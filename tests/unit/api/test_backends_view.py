@@ -53,6 +53,7 @@ async def test_a_key_not_an_admin_s_sees_backends_without_the_operator_s_details
             "inflight": 0,
             "jobs_done": 3,
             "last_error": None,
+            "last_error_at": None,
             "managed": True,
             "log_tail": [],
         }
