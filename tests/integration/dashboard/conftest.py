@@ -79,7 +79,11 @@ async def _devtools_port(proc: asyncio.subprocess.Process, profile: Path, log: P
     deadline = time.monotonic() + 30.0
     while time.monotonic() < deadline and proc.returncode is None:
         with contextlib.suppress(OSError, ValueError):
-            return int((await asyncio.to_thread(port_file.read_text)).split()[0])
+            # two lines, the port and the browser's path: a file read while Chromium is still
+            # writing it holds less (empty, or part of the port)
+            lines = (await asyncio.to_thread(port_file.read_text)).splitlines()
+            if len(lines) >= 2:
+                return int(lines[0])
         await asyncio.sleep(0.1)
     tail = await asyncio.to_thread(log.read_text, errors="replace")
     raise RuntimeError(f"chromium did not start: {tail[-2000:]}")
