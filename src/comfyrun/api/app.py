@@ -4,7 +4,7 @@ backend pool and the dispatcher, according to the process's role:
 
     serve   the HTTP API and a worker (dispatcher + pool) in one process
     api     the HTTP API only (workers elsewhere share the store)
-    worker  a dispatcher only; HTTP serves /api/v2/health, /ready and /metrics
+    worker  a dispatcher only; HTTP serves /api/v2/health, /ready, /metrics and /api/v2/backends
 """
 
 from __future__ import annotations
@@ -112,6 +112,9 @@ def create_app(
     app.add_middleware(OriginGuard, allowed_origins=origins)
     include(app, health.router)
     include(app, metrics.router)
+    # the backends are operated where they run: a worker's HTTP port serves these too
+    include(app, backends.router)
+    include(app, backends.admin_router)
     if settings.role is not Role.WORKER:
         include(app, jobs.router)
         include(app, workflows.router)
@@ -120,7 +123,6 @@ def create_app(
         include(app, job_webhooks.router)
         include(app, files.router)  # before the assets router: it claims output ids
         _include_assets(app)
-        include(app, backends.router)
         include(app, stats.router)
         include(app, admin.router)
         include(app, models_routes.router)

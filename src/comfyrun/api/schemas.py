@@ -258,6 +258,10 @@ class BackendOut(BaseModel):
     log_tail: list[str] = Field(default_factory=list)
     #: when `last_error` was first seen (ISO 8601; null with it)
     last_error_at: str | None = None
+    #: takes no new job: drained by an admin, or stopping/restarting once its jobs are done
+    draining: bool = False
+    #: a managed backend an admin stopped: no job starts it until `start` or `resume`
+    kept_stopped: bool = False
 
 
 class BackendList(BaseModel):

@@ -124,6 +124,10 @@ class BackendInfo:
     managed: bool = False
     #: When `last_error` was first seen (epoch seconds; None with it)
     last_error_at: float | None = None
+    #: takes no new jobs: drained by an admin, or stopping/restarting once its jobs are done
+    draining: bool = False
+    #: a managed backend an admin stopped: no job starts it again until `start` or `resume`
+    kept_stopped: bool = False
 
 
 class Backend:
@@ -150,7 +154,17 @@ class Backend:
         #: the managed process's last error, and when this backend first saw it
         self._process_error: tuple[str, float] | None = None
         self.last_assigned = 0
+        #: An admin's holds (backends.control): drained (no new jobs, until resumed); stopped
+        #: (a managed one: its process stopped and not started by a job, until started or
+        #: resumed); an admin's restart under way (no new jobs until it is done).
         self.draining = False
+        self.kept_stopped = False
+        self.restart_pending = False
+        #: the admin operation waiting for this backend's jobs to end (backends.control)
+        self.admin_task: asyncio.Task[None] | None = None
+        #: jobs an admin's forced stop or restart cut short (job id -> why): their runs put
+        #: them back in the queue, the attempt not counted (it was not the job's failure)
+        self.cut_jobs: dict[str, str] = {}
         self._client_factory = client_factory
         self._on_change = on_change
         self._down = asyncio.Event()
@@ -198,6 +212,11 @@ class Backend:
         return self.managed or self.spec.sees_model_cache
 
     @property
+    def accepts_new(self) -> bool:
+        """No admin hold keeps new jobs off this backend (drained, stopped, restarting)."""
+        return not (self.draining or self.kept_stopped or self.restart_pending)
+
+    @property
     def url(self) -> str | None:
         if self.process is not None:
             return self.process.url
@@ -241,13 +260,13 @@ class Backend:
             pstate = str(getattr(self.process.state, "value", self.process.state))
             if pstate in ("stopped", "starting", "crashed", "restarting", "error"):
                 return BackendState(pstate)
-        if self.draining:
-            return BackendState.DRAINING
         if not self.health.checked:
             return BackendState.STARTING
-        if self.health.accepting:
-            return BackendState.READY
-        return BackendState.UNHEALTHY
+        if not self.health.accepting:
+            return BackendState.UNHEALTHY  # drained or not: it could not take a job anyway
+        if not self.accepts_new:
+            return BackendState.DRAINING
+        return BackendState.READY
 
     @property
     def state(self) -> BackendState:
@@ -259,7 +278,8 @@ class Backend:
             state=self.base_state,
             inflight=self.inflight,
             max_inflight=self.spec.max_inflight,
-            lazy_start=self.managed,
+            # a stopped managed backend starts on a job, unless an admin holds it
+            lazy_start=self.managed and self.accepts_new,
             last_assigned=self.last_assigned,
         )
 
@@ -286,6 +306,8 @@ class Backend:
             log_tail=tail,
             managed=self.managed,
             last_error_at=last_error_at,
+            draining=not self.accepts_new,
+            kept_stopped=self.kept_stopped,
         )
 
     # --- the client --------------------------------------------------------------------------
@@ -293,6 +315,12 @@ class Backend:
         """The started client for this backend; starts a managed process first (lazily)."""
         async with self._start_lock:
             if self.process is not None:
+                if self.kept_stopped:
+                    raise BackendError(
+                        f"backend {self.name} was stopped by an admin; "
+                        f"`comfyrun backends start {self.name}` starts it again",
+                        details={"backend": self.name},
+                    )
                 await self._wait_restart()
                 try:
                     url = await self.process.ensure_started()

@@ -103,6 +103,7 @@ class Slot:
         if self.pool._bound.get(self.job_id) is self:
             del self.pool._bound[self.job_id]
         self.backend.jobs.discard(self.job_id)
+        self.backend.cut_jobs.pop(self.job_id, None)
         if done:
             self.backend.jobs_done += 1
         self.backend.sync_busy()

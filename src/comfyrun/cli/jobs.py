@@ -1,4 +1,5 @@
-"""CLI commands that talk to a running server: submit, jobs (list, show, cancel), backends."""
+"""CLI commands that talk to a running server: submit, jobs (list, show, cancel), backends
+(list, drain, resume, restart, stop, start)."""
 
 from __future__ import annotations
 
@@ -244,14 +245,27 @@ def jobs_cancel(
     out.print(f"job {job['id']}: {job['status']}")
 
 
-def backends(server: ServerUrl = "http://127.0.0.1:8189", api_key: ApiKey = None) -> None:
-    """The server's ComfyUI backends and their states."""
+backends_app = typer.Typer(
+    help="The server's ComfyUI backends: list them (no command), or drain, resume, restart, "
+    "stop or start one (an admin key).",
+)
+
+
+@backends_app.callback(invoke_without_command=True)
+def backends(
+    context: typer.Context,
+    server: ServerUrl = "http://127.0.0.1:8189",
+    api_key: ApiKey = None,
+) -> None:
+    """The server's ComfyUI backends and their states (with a command: operate one)."""
+    if context.invoked_subcommand is not None:
+        return
     items = asyncio.run(call_server(server, api_key, "backends"))
     rows = [
         [
             b["name"],
             b["url"] or "",
-            b["state"],
+            _shown_state(b),
             str(b["inflight"]),
             str(b["jobs_done"]),
             b["last_error"] or "",
@@ -266,8 +280,82 @@ def backends(server: ServerUrl = "http://127.0.0.1:8189", api_key: ApiKey = None
                 out.print(f"  {line}")
 
 
+def _shown_state(b: dict[str, Any]) -> str:
+    """The state, with an admin's hold that it does not say itself."""
+    if b.get("kept_stopped") and b["state"] != "stopped":
+        return f"{b['state']} (stopping)"
+    if b.get("kept_stopped"):
+        return "stopped (kept)"
+    if b.get("draining") and b["state"] != "draining":
+        return f"{b['state']} (draining)"
+    return str(b["state"])
+
+
+Name = Annotated[str, typer.Argument(help="The backend's name, as `comfyrun backends` lists it")]
+Force = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="At once: the jobs running on it are given up as after a crash and retried",
+    ),
+]
+
+
+def _operate(server: str, api_key: str | None, name: str, action: str, force: bool) -> None:
+    b = asyncio.run(call_server(server, api_key, "backend_action", name, action, force=force))
+    out.print(f"backend {b['name']}: {_shown_state(b)}, {b['inflight']} jobs on it")
+
+
+@backends_app.command("drain")
+def backends_drain(
+    name: Name, server: ServerUrl = "http://127.0.0.1:8189", api_key: ApiKey = None
+) -> None:
+    """Take no new job on the backend; the jobs on it finish there."""
+    _operate(server, api_key, name, "drain", False)
+
+
+@backends_app.command("resume")
+def backends_resume(
+    name: Name, server: ServerUrl = "http://127.0.0.1:8189", api_key: ApiKey = None
+) -> None:
+    """Undo a drain or a stop: the backend takes jobs again."""
+    _operate(server, api_key, name, "resume", False)
+
+
+@backends_app.command("restart")
+def backends_restart(
+    name: Name,
+    force: Force = False,
+    server: ServerUrl = "http://127.0.0.1:8189",
+    api_key: ApiKey = None,
+) -> None:
+    """Restart a managed backend's ComfyUI once its jobs are done (--force: now); reconnect to
+    any other backend."""
+    _operate(server, api_key, name, "restart", force)
+
+
+@backends_app.command("stop")
+def backends_stop(
+    name: Name,
+    force: Force = False,
+    server: ServerUrl = "http://127.0.0.1:8189",
+    api_key: ApiKey = None,
+) -> None:
+    """Stop a managed backend's ComfyUI once its jobs are done (--force: now); it stays
+    stopped until `start` or `resume`. Another backend is drained."""
+    _operate(server, api_key, name, "stop", force)
+
+
+@backends_app.command("start")
+def backends_start(
+    name: Name, server: ServerUrl = "http://127.0.0.1:8189", api_key: ApiKey = None
+) -> None:
+    """Start a managed backend's ComfyUI now (undoes a stop)."""
+    _operate(server, api_key, name, "start", False)
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
     app.command()(submit)
     app.add_typer(jobs_app, name="jobs")
-    app.command()(backends)
+    app.add_typer(backends_app, name="backends")

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -392,6 +393,17 @@ class ComfyrunClient:
     async def backends(self) -> list[dict[str, Any]]:
         body: dict[str, Any] = await self._json("GET", "/api/v2/backends")
         return list(body["backends"])
+
+    async def backend_action(
+        self, name: str, action: str, *, force: bool = False
+    ) -> dict[str, Any]:
+        """POST /api/v2/backends/{name}/{action} (drain, resume, restart, stop, start; an admin
+        key): the backend as GET /api/v2/backends then shows it."""
+        params = {"force": "true"} if force else None
+        body: dict[str, Any] = await self._json(
+            "POST", f"/api/v2/backends/{quote(name, safe='')}/{action}", params=params
+        )
+        return body
 
     async def stats(self) -> dict[str, Any]:
         body: dict[str, Any] = await self._json("GET", "/api/v2/stats")

@@ -43,6 +43,7 @@ class Placing(DispatcherParts):
             and best != here
             and (
                 not fits(here)
+                or not slot.backend.accepts_new  # drained since its room was reserved
                 or placement_key(views[best], affinity, failed)[:BETTER_FIELDS]
                 < placement_key(views[here], affinity, failed)[:BETTER_FIELDS]  # not just in turn
             )
@@ -51,6 +52,12 @@ class Placing(DispatcherParts):
             if better is not None:
                 slot.release()
                 slot = better
+        if not slot.backend.accepts_new:
+            # drained (or stopped) while the job was being claimed, and no other backend has
+            # room: back to the queue, to wait there for one
+            slot.release()
+            await self._give_back(job, f"backend {slot.backend.name} was drained")
+            return
         if fits(slot.backend.name):
             noted_prompt = None
             if noted is not None and noted[0] == slot.backend.name and job.attempts == 1:
@@ -128,6 +135,23 @@ class Placing(DispatcherParts):
         except ComfyrunError as exc:
             log.warning("failing an unplaceable job failed: %s", exc)
             await asyncio.sleep(1.0)  # the store is failing: back off
+
+    async def _give_back(self, job: Job, why: str) -> None:
+        """A job this worker just claimed goes back to the queue unstarted (not counted as an
+        attempt)."""
+        await self.store.transition(
+            job.id,
+            Event.REQUEUE,
+            expect=JobStatus.RUNNING,
+            changes=Changes(clear_lease=True, uncount_attempt=True),
+            worker_id=self.worker_id,
+        )
+        log.info(
+            "job %s back in the queue unstarted: %s",
+            job.id,
+            why,
+            extra={"action": "job_requeued", "job_id": job.id, "backend": None},
+        )
 
     async def _fail_claimed(self, job: Job, error: JobError) -> None:
         """Fail a job this worker just claimed, without running it."""

@@ -13,13 +13,16 @@ import logging
 from comfyrun.core.job import JobStatus
 from comfyrun.core.placement import (
     BackendView,
+    HeldPrompt,
     RunningPrompt,
+    choose_for_job,
     choose_overtaken,
     choose_preemption,
     choose_takeback,
     has_room,
     is_idle,
 )
+from comfyrun.core.retry import failed_on
 from comfyrun.core.state import Event
 from comfyrun.dispatch.parts import DispatcherParts
 from comfyrun.dispatch.run import JobRun
@@ -43,6 +46,8 @@ class Rebalancing(DispatcherParts):
         if not held:
             return False
         views = self.pool.views()
+        if await self._off_drained(held, views):
+            return True
         queued = await self._claimable_priority(views)
 
         def fits(job_id: str, backend: str) -> bool:
@@ -77,6 +82,27 @@ class Rebalancing(DispatcherParts):
             return False
         return await self._move(victim, None)
 
+    async def _off_drained(self, held: list[HeldPrompt], views: list[BackendView]) -> bool:
+        """A prompt held behind another on a backend an admin drained (or is stopping) does
+        not wait there: it moves to a backend with room that fits it, else back to the queue
+        (to wait for one there)."""
+        drained = []
+        for prompt in held:
+            backend = self.pool.get(prompt.backend)
+            if backend is not None and not backend.accepts_new and prompt.job_id in self._runs:
+                drained.append(prompt)
+        if not drained:
+            return False
+        prompt = min(drained, key=lambda h: (-h.priority, h.seq))
+        job = self._runs[prompt.job_id][0].job
+        target = choose_for_job(
+            views,
+            self.fit.fitter(job),
+            affinity=self.router.affinity(job),
+            failed_on=failed_on(job),
+        )
+        return await self._move(prompt.job_id, target, drained=True)
+
     def _running_prompts(self) -> dict[str, RunningPrompt]:
         """What each backend runs now, with its estimated cost left (core.placement)."""
         found = {}
@@ -86,9 +112,10 @@ class Rebalancing(DispatcherParts):
                 found[name] = RunningPrompt(name, claimed, entry[0].remaining_cost)
         return found
 
-    async def _move(self, job_id: str, target: str | None) -> bool:
+    async def _move(self, job_id: str, target: str | None, *, drained: bool = False) -> bool:
         """Take `job_id`'s held prompt back and run the job on `target` (None: back to the
-        queue). True when something changed."""
+        queue; `drained`: because its backend was drained, the attempt not counted). True when
+        something changed."""
         entry = self._runs.get(job_id)
         if entry is None:
             return False
@@ -115,12 +142,15 @@ class Rebalancing(DispatcherParts):
                 job_id,
                 Event.REQUEUE,
                 expect=JobStatus.RUNNING,
-                changes=Changes(clear_lease=True),
+                changes=Changes(clear_lease=True, uncount_attempt=drained),
                 worker_id=self.worker_id,
             )
             log.info(
-                "job %s back in the queue: a job of higher priority waits",
+                "job %s back in the queue: %s",
                 job_id,
+                f"backend {run.backend.name} was drained"
+                if drained
+                else "a job of higher priority waits",
                 extra={"action": "job_preempted", "job_id": job_id, "backend": run.backend.name},
             )
         return True

@@ -331,6 +331,13 @@ class JobRun(RunEnding):
                     await self._on_cancel(result)
                     return
                 if helpers["down"] in done:
+                    cut = self.backend.cut_jobs.pop(self.job.id, None)
+                    if cut is not None:  # an admin's forced stop/restart: not the job's fault
+                        error = JobError(
+                            code="backend_lost", message=f"backend {self.backend.name}: {cut}"
+                        )
+                        await self._requeue_uncounted(error, cut)
+                        return
                     await self._backend_lost(self.backend.last_error or "backend is down")
                     return
                 if not done:

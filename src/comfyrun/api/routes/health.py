@@ -58,7 +58,9 @@ async def ready(ctx: Ctx) -> JSONResponse:
     if ctx.pool is not None:
         for info in ctx.pool.snapshot():
             state = str(getattr(info, "state", ""))
-            if state in USABLE_STATES and (state != "stopped" or getattr(info, "managed", False)):
+            held = getattr(info, "draining", False) or getattr(info, "kept_stopped", False)
+            managed = getattr(info, "managed", False)
+            if state in USABLE_STATES and (state != "stopped" or managed) and not held:
                 usable += 1
         if usable == 0 and reason is None:
             reason = "no backend is ready"

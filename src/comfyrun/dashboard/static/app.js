@@ -126,7 +126,10 @@
     const open = new Set([...tbody.querySelectorAll("details[open]")].map((d) => d.dataset.name));
     const rows = backends.map((b) => h("tr", {},
       h("td", {}, h("strong", {}, b.name), b.managed ? h("span", { class: "muted" }, " managed") : null),
-      h("td", {}, badge(b.state)),
+      h("td", {}, badge(b.state),
+        // an admin's hold (POST /api/v2/backends/{name}/drain|stop): no new jobs go there
+        b.kept_stopped ? h("span", { class: "muted" }, " kept stopped")
+          : b.draining && b.state !== "draining" ? h("span", { class: "muted" }, " draining") : null),
       h("td", {}, b.inflight),
       h("td", {}, b.jobs_done),
       h("td", {}, b.url ? h("code", {}, b.url) : "–"),

@@ -1,0 +1,270 @@
+"""An admin's operations on one backend (backends.control) with the dispatcher running: drain,
+resume, stop, start, restart; fake ComfyUI servers, and fake managed processes that stop and
+start them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from tests.support.engine import FakeClient, FakeServer, until, work
+from tests.unit.dispatch.conftest import FAST, HEALTH, Engine
+from tests.unit.dispatch.test_pool import FakeProcess
+
+from comfyrun.backends import control
+from comfyrun.backends.pool import Backend, BackendPool, BackendSpec
+from comfyrun.core.job import JobStatus
+from comfyrun.dispatch import Dispatcher
+from comfyrun.errors import Conflict, NotFound
+from comfyrun.outputs import open_output_storage
+from comfyrun.store.factory import open_store
+
+Make = Any
+
+
+def running_on(engine: Engine, job_id: str) -> Backend:
+    return next(b for b in engine.pool.backends if job_id in b.jobs)
+
+
+async def test_a_drained_backend_finishes_its_job_and_the_next_jobs_go_to_the_other(
+    make_engine: Make,
+) -> None:
+    engine = await make_engine(("a", "b"))
+    long = await engine.submit(work(1.0, steps=10))
+    await engine.wait_for(long.id, lambda j: j.status is JobStatus.RUNNING)
+    await until(lambda: any(long.id in b.jobs for b in engine.pool.backends))
+    drained = running_on(engine, long.id)
+    other = "b" if drained.name == "a" else "a"
+    control.drain(engine.pool, drained)
+    info = drained.info()
+    assert info.state == "draining" and info.draining and info.inflight == 1
+    later = [await engine.submit(work(0.05)) for _ in range(3)]
+    for job in later:
+        done = await engine.wait(job.id)
+        assert done.status is JobStatus.SUCCEEDED and done.backend == other
+    finished = await engine.wait(long.id)
+    assert finished.status is JobStatus.SUCCEEDED and finished.backend == drained.name
+    assert finished.attempts == 1 and finished.outputs
+    assert [r.job_id for r in engine.servers[drained.name].ran] == [long.id]
+    assert drained.info().state == "draining" and drained.info().inflight == 0
+
+
+async def test_a_job_held_behind_the_running_one_on_a_drained_backend_moves_to_another(
+    make_engine: Make,
+) -> None:
+    """The second job waits in the drained backend's ComfyUI queue (both backends were busy):
+    it is taken back at once and runs on the other backend as soon as that has room, not after
+    the drained backend's job."""
+    engine = await make_engine(("a", "b"))
+    long = [await engine.submit(work(2.0, steps=20)) for _ in range(2)]
+    for job in long:
+        await engine.wait_for(job.id, lambda j: j.status is JobStatus.RUNNING)
+    held = await engine.submit(work(0.05))
+    await until(lambda: any(held.id in b.jobs for b in engine.pool.backends))
+    drained = running_on(engine, held.id)
+    control.drain(engine.pool, drained)
+    done = await engine.wait(held.id)
+    assert done.status is JobStatus.SUCCEEDED and done.backend != drained.name
+    assert held.id not in [r.job_id for r in engine.servers[drained.name].ran]
+    assert done.attempts == 1  # taken back unstarted: not an attempt spent
+    for job in long:
+        assert (await engine.wait(job.id)).status is JobStatus.SUCCEEDED
+
+
+async def test_with_every_backend_drained_jobs_wait_queued_and_run_once_resumed(
+    make_engine: Make,
+) -> None:
+    engine = await make_engine(("a", "b"))
+    for backend in engine.pool.backends:
+        control.drain(engine.pool, backend)
+    assert not engine.pool.hopeless
+    job = await engine.submit(work(0.01))
+    await asyncio.sleep(0.5)  # several passes of the dispatcher: none places it, none fails it
+    waiting = await engine.store.get(job.id)
+    assert waiting is not None and waiting.status is JobStatus.QUEUED and waiting.attempts == 0
+    control.resume(engine.pool, engine.pool.backends[1])
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.SUCCEEDED and done.backend == engine.pool.backends[1].name
+    assert not engine.pool.backends[1].info().draining
+
+
+async def test_unknown_backends_and_operations_that_make_no_sense_are_refused(
+    make_engine: Make,
+) -> None:
+    engine = await make_engine(("a",))
+    with pytest.raises(NotFound):
+        control.backend_of(engine.pool, "nope")
+    backend = control.backend_of(engine.pool, "a")
+    with pytest.raises(Conflict, match="not managed"):
+        control.start(engine.pool, backend)
+    control.stop(engine.pool, backend)  # a URL backend has no process: it is drained
+    assert backend.info().draining and not backend.info().kept_stopped
+    job = await engine.submit(work(2.0, steps=20))
+    control.resume(engine.pool, backend)
+    await until(lambda: job.id in backend.jobs)
+    with pytest.raises(Conflict, match="not managed"):  # its prompt would go on in ComfyUI
+        control.restart(engine.pool, backend, force=True)
+
+
+class Process(FakeProcess):
+    """A managed process whose stop takes its fake ComfyUI down (the prompt on it is lost) and
+    whose start brings it up again, through the states ManagedProcess goes through."""
+
+    def __init__(self, server: FakeServer) -> None:
+        super().__init__(server)
+        self.starts = 0
+        self.stops = 0
+
+    async def ensure_started(self) -> str:
+        if self.state not in ("ready", "busy"):
+            self.starts += 1
+            self._set("starting")
+            await asyncio.sleep(0.01)
+            self.server.up = True
+            self.url = f"fake://{self.server.name}"
+            self._set("ready")
+        return f"fake://{self.server.name}"
+
+    async def stop(self) -> None:
+        if self.state != "stopped":
+            self.stops += 1
+            self.server.go_down()
+            self.url = None
+            self._set("stopped")
+
+    async def restart(self) -> None:
+        self.restarts += 1
+        await self.stop()
+        await self.ensure_started()
+
+
+@pytest.fixture
+async def managed_engine() -> AsyncIterator[Callable[..., Any]]:
+    """An engine over a managed backend "m" (a `Process`) and, where asked, a URL backend."""
+    made: list[Engine] = []
+
+    async def make(*urls: str) -> tuple[Engine, Process]:
+        store = open_store("memory://")
+        await store.open()
+        servers = {name: FakeServer(name=name) for name in ("m", *urls)}
+        process = Process(servers["m"])
+        specs = [BackendSpec(name="m", managed=object())]
+        specs += [BackendSpec(name=n, url=f"fake://{n}") for n in urls]
+        pool = BackendPool.from_specs(
+            specs,
+            lambda url: FakeClient(servers[url.removeprefix("fake://")]),
+            process_factory=lambda spec: process,
+            health=HEALTH,
+        )
+        await pool.start()
+        dispatcher = Dispatcher(store, pool, open_output_storage("memory://"), FAST)
+        engine = Engine(store, dispatcher.ctx.storage, pool, dispatcher, servers)
+        made.append(engine)
+        await dispatcher.start()
+        return engine, process
+
+    yield make
+    for engine in made:
+        await engine.dispatcher.stop()
+        await engine.pool.stop()
+        for server in engine.servers.values():
+            await server.stop()
+        await engine.store.close()
+
+
+async def test_a_stopped_managed_backend_finishes_its_job_then_stays_stopped_until_started(
+    managed_engine: Make,
+) -> None:
+    engine, process = await managed_engine()
+    pool = engine.pool
+    backend = control.backend_of(pool, "m")
+    job = await engine.submit(work(0.5, steps=5))
+    await until(lambda: any(r.job_id == job.id for r in engine.servers["m"].ran))
+    control.stop(pool, backend)
+    assert backend.info().state == "draining" and backend.info().kept_stopped
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.SUCCEEDED and done.attempts == 1 and done.outputs
+    await until(lambda: process.state == "stopped")
+    assert process.stops == 1
+    info = backend.info()
+    assert info.state == "stopped" and info.kept_stopped and info.draining
+    # the next job does not start it (no lazy start): it waits in the queue
+    waiting = await engine.submit(work(0.01))
+    await asyncio.sleep(0.5)
+    assert process.starts == 1 and process.state == "stopped"
+    queued = await engine.store.get(waiting.id)
+    assert queued is not None and queued.status is JobStatus.QUEUED
+    assert not pool.hopeless
+    control.start(pool, backend)
+    done = await engine.wait(waiting.id)
+    assert done.status is JobStatus.SUCCEEDED and done.backend == "m"
+    assert process.starts == 2 and not backend.info().kept_stopped
+
+
+async def test_resume_undoes_a_stop_and_the_next_job_starts_the_backend_lazily(
+    managed_engine: Make,
+) -> None:
+    engine, process = await managed_engine()
+    backend = control.backend_of(engine.pool, "m")
+    control.stop(engine.pool, backend, force=True)
+    await until(lambda: backend.info().state == "stopped")
+    job = await engine.submit(work(0.01))
+    await asyncio.sleep(0.3)
+    assert process.starts == 0
+    control.resume(engine.pool, backend)
+    assert (await engine.wait(job.id)).status is JobStatus.SUCCEEDED
+    assert process.starts == 1
+
+
+async def test_a_forced_restart_puts_the_running_job_back_and_it_succeeds_once_after_it(
+    managed_engine: Make,
+) -> None:
+    engine, process = await managed_engine()
+    backend = control.backend_of(engine.pool, "m")
+    server = engine.servers["m"]
+    job = await engine.submit(work(1.0, steps=10))
+    await until(lambda: any(r.job_id == job.id for r in server.ran))
+    control.restart(engine.pool, backend, force=True)
+    assert backend.info().draining  # no new job while it restarts
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.SUCCEEDED and done.outputs, done.error
+    assert done.attempts == 1  # the cut attempt was not the job's failure: not counted
+    assert process.restarts == 1 and process.stops == 1 and process.starts == 2
+    ran = [r for r in server.ran if r.job_id == job.id]
+    assert [r.status for r in ran] == ["running", "success"]  # cut short, then run once
+    statuses = [e.data.get("status") for e in await engine.store.events_since(job.id)]
+    assert statuses.count("succeeded") == 1, statuses
+    await until(lambda: not backend.info().draining)
+
+
+async def test_a_forced_stop_sends_the_running_job_to_another_backend(
+    managed_engine: Make,
+) -> None:
+    engine, process = await managed_engine("b")
+    backend = control.backend_of(engine.pool, "m")
+    control.drain(engine.pool, engine.pool.get("b"))  # the job goes to "m" first
+    job = await engine.submit(work(1.0, steps=10))
+    await until(lambda: any(r.job_id == job.id for r in engine.servers["m"].ran))
+    control.resume(engine.pool, engine.pool.get("b"))
+    control.stop(engine.pool, backend, force=True)
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.SUCCEEDED and done.backend == "b", done.error
+    assert done.attempts == 1
+    assert process.state == "stopped" and process.starts == 1
+    assert [r.job_id for r in engine.servers["b"].ran] == [job.id]
+
+
+async def test_a_restart_waits_for_the_running_job(managed_engine: Make) -> None:
+    engine, process = await managed_engine()
+    backend = control.backend_of(engine.pool, "m")
+    job = await engine.submit(work(0.5, steps=5))
+    await until(lambda: any(r.job_id == job.id for r in engine.servers["m"].ran))
+    control.restart(engine.pool, backend)
+    with pytest.raises(Conflict, match="being restarted"):
+        control.stop(engine.pool, backend)
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.SUCCEEDED and done.attempts == 1
+    await until(lambda: process.restarts == 1 and not backend.info().draining)
+    assert [r.status for r in engine.servers["m"].ran] == ["success"]
