@@ -5,6 +5,8 @@ starts lazily on its first job. The dispatcher asks the pool for a `Slot` (a pro
 one backend, chosen by core.placement), binds a job to it, and releases it when the job is done;
 a released slot wakes whoever waits for one. No polling: waiting for room is an asyncio.Event,
 health is probed on a timer per backend (the only thing that has no event to wait for).
+An admin may hold a backend (drained, stopped, restarting: backends.control): it then has no
+room for a new job, and a stopped managed one is not started lazily.
 """
 
 from __future__ import annotations

@@ -430,7 +430,8 @@ def worker(
     log_level: LogOpt = "INFO",
 ) -> None:
     """Run a worker: claims jobs from the shared database and runs them on its backends. Its
-    HTTP port serves only /api/v2/health, /ready and /metrics."""
+    HTTP port serves /api/v2/health, /ready, /metrics, and GET /api/v2/backends with the
+    admin's operations on them (drain, resume, restart, stop, start)."""
     _run(
         Role.WORKER,
         config=config,

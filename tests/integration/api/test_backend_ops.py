@@ -51,6 +51,8 @@ async def test_an_admin_drains_and_resumes_a_backend_others_may_not(tmp_path: Pa
         assert listed["emulator-2"]["state"] == "ready" and not listed["emulator-2"]["draining"]
         metrics = (await client.get("/metrics", headers=ADMIN)).text
         assert 'comfyrun_backend_state{backend="emulator-1",state="draining"} 1.0' in metrics
+        assert 'comfyrun_backend_held{backend="emulator-1",hold="draining"} 1.0' in metrics
+        assert 'comfyrun_backend_held{backend="emulator-2",hold="draining"} 0.0' in metrics
 
         # every job goes to the other backend meanwhile
         for color in range(3):

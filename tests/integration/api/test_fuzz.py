@@ -50,6 +50,10 @@ async def test_no_server_errors_and_responses_match_the_schema(tmp_path: Path) -
             str(EXAMPLES_PER_OPERATION),
             "--seed",
             str(SEED),
+            # not an admin's operations on the backends (drain, stop…): they take the lone
+            # backend out of service (then /ready is an honest 503) for the requests after them
+            "--exclude-path-regex",
+            "^/api/v2/backends/.+",
             # one worker: hypothesis describes lambdas with ast.parse, and CPython 3.11's AST
             # builder is not safe in two threads at once ("AST constructor recursion depth
             # mismatch", a crash in schemathesis, not an answer of ours)

@@ -72,6 +72,13 @@ class JobMetrics:
         self.inflight = Gauge(
             "comfyrun_backend_inflight", "Jobs on each backend", ["backend"], registry=self.registry
         )
+        self.held = Gauge(
+            "comfyrun_backend_held",
+            "1 for each admin's hold on a backend: draining (takes no new job), kept_stopped "
+            "(a managed one stopped until started or resumed)",
+            ["backend", "hold"],
+            registry=self.registry,
+        )
         self.duration = Histogram(
             "comfyrun_job_duration_seconds",
             "Execution time of finished jobs",
@@ -128,6 +135,9 @@ class JobMetrics:
                 for s in BACKEND_STATES:
                     self.backend_up.labels(backend=b.name, state=s).set(1 if s == state else 0)
                 self.inflight.labels(backend=b.name).set(b.inflight)
+                for hold in ("draining", "kept_stopped"):
+                    held = 1 if getattr(b, hold, False) else 0
+                    self.held.labels(backend=b.name, hold=hold).set(held)
             for state, n in counts.items():
                 self.backends.labels(state=state).set(n)
         return generate_latest(self.registry)
