@@ -195,8 +195,10 @@ async def test_a_stopped_managed_backend_finishes_its_job_then_stays_stopped_unt
     await asyncio.sleep(0.5)
     assert process.starts == 1 and process.state == "stopped"
     queued = await engine.store.get(waiting.id)
-    assert queued is not None and queued.status is JobStatus.QUEUED
-    assert not pool.hopeless
+    assert queued is not None and queued.status is JobStatus.QUEUED and queued.attempts == 0
+    statuses = [e.data.get("status") for e in await engine.store.events_since(waiting.id)]
+    assert "running" not in statuses, statuses  # never claimed for it
+    assert not pool.hopeless and backend.view().lazy_start is False
     control.start(pool, backend)
     done = await engine.wait(waiting.id)
     assert done.status is JobStatus.SUCCEEDED and done.backend == "m"
@@ -213,6 +215,8 @@ async def test_resume_undoes_a_stop_and_the_next_job_starts_the_backend_lazily(
     job = await engine.submit(work(0.01))
     await asyncio.sleep(0.3)
     assert process.starts == 0
+    statuses = [e.data.get("status") for e in await engine.store.events_since(job.id)]
+    assert "running" not in statuses, statuses
     control.resume(engine.pool, backend)
     assert (await engine.wait(job.id)).status is JobStatus.SUCCEEDED
     assert process.starts == 1
@@ -268,3 +272,26 @@ async def test_a_restart_waits_for_the_running_job(managed_engine: Make) -> None
     assert done.status is JobStatus.SUCCEEDED and done.attempts == 1
     await until(lambda: process.restarts == 1 and not backend.info().draining)
     assert [r.status for r in engine.servers["m"].ran] == ["success"]
+
+
+async def test_a_job_claimed_for_a_backend_drained_meanwhile_goes_back_to_the_queue(
+    make_engine: Make,
+) -> None:
+    """The room was reserved and the job claimed for it; the backend was drained before the
+    job started there (no other has room): the job waits in the queue, not on that backend."""
+    engine = await make_engine(("a",), start=False)
+    job = await engine.submit(work(0.01))
+    slot = engine.pool.try_reserve()
+    assert slot is not None
+    claimed = await engine.store.claim(engine.dispatcher.worker_id, 30.0)
+    assert claimed is not None and claimed.id == job.id
+    backend = control.backend_of(engine.pool, "a")
+    control.drain(engine.pool, backend)
+    await engine.dispatcher.start_claimed(claimed, slot, "p1")
+    back = await engine.store.get(job.id)
+    assert back is not None and back.status is JobStatus.QUEUED and back.attempts == 0
+    assert backend.inflight == 0 and not engine.servers["a"].ran
+    control.resume(engine.pool, backend)
+    await engine.dispatcher.start()
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.SUCCEEDED and done.attempts == 1
