@@ -230,7 +230,7 @@ class BackendCatalog:
             url: str | None = backend.url
             return None if str(backend.state) == "unhealthy" else url
         if not backend.process_up:
-            if not wake:
+            if not wake or getattr(backend, "kept_stopped", False):  # an admin stopped it
                 return None
             limit = float(getattr(backend.spec.managed, "ready_timeout_s", self._wake_timeout_s))
             log.info(
