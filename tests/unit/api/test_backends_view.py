@@ -56,4 +56,6 @@ async def test_a_key_not_an_admin_s_sees_backends_without_the_operator_s_details
             "last_error_at": None,
             "managed": True,
             "log_tail": [],
+            "draining": False,
+            "kept_stopped": False,
         }
