@@ -106,6 +106,20 @@ class WsClient:
         prompt_id = await self.submit(http, prompt)
         return prompt_id, await self.read_until_done(prompt_id)
 
+    async def read_until_node(self, prompt_id: str, node: str) -> None:
+        """Read until the prompt's `executing` of `node`."""
+        async with asyncio.timeout(60):
+            while True:
+                raw = await self.ws.recv()
+                message = None if isinstance(raw, bytes) else json.loads(raw)
+                if (
+                    isinstance(message, dict)
+                    and message["type"] == "executing"
+                    and message["data"].get("node") == node
+                    and message["data"].get("prompt_id") == prompt_id
+                ):
+                    return
+
     async def read_until_done(self, prompt_id: str) -> list[Received]:
         received: list[Received] = []
         async with asyncio.timeout(60):
@@ -228,20 +242,19 @@ def _kind(message: Any) -> str:
 
 
 async def attach_late(base_url: str, emulator: Emulator) -> tuple[str, list[Received]]:
-    """A socket that connects (as after a page reload) while the prompt's sampler runs: as
-    ComfyUI tells a client that reconnects, it hears the node that runs, then the rest."""
+    """A socket that connects again (as after a page reload) while the prompt's sampler runs:
+    as ComfyUI tells a client that reconnects, it hears the node that runs, then the rest.
+    The page before the reload heard the sampler start: what was relayed to it is what the
+    server had when the new socket came (with an api node apart from its worker, the store
+    had those messages: read on a job's progress alone, they could still be on their way)."""
     client = WsClient(base_url, metadata=False)
     emulator.faults.delay_s = 0.4  # each node and step: time to connect mid-run
     try:
         async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
             workflow = jsonb_order(text_to_image_workflow(seed=3, steps=STEPS, size=32))
-            prompt_id = await client.submit(http, workflow)
-            async with asyncio.timeout(60):
-                while True:
-                    job = (await http.get(f"/api/v2/jobs/{prompt_id}")).json()
-                    if (job.get("progress") or {}).get("current_node") == "5":
-                        break
-                    await asyncio.sleep(0.05)
+            async with client.connected():
+                prompt_id = await client.submit(http, workflow)
+                await client.read_until_node(prompt_id, "5")
             async with client.connected():
                 return prompt_id, await client.read_until_done(prompt_id)
     finally:
