@@ -101,7 +101,9 @@ async def test_jobs_in_retry_are_counted_until_they_end(store: JobStore) -> None
     """`retrying` (RunPod's /health `jobs.retried`): a job whose attempt failed, queued to run
     again and then running again; not a first attempt, nor a job once it ended."""
     job = await claimed(store, max_retries=2, owner="a")
-    await store.enqueue(new_job(owner="b"), now=T0)  # queued, never claimed
+    # queued, never claimed (a lower priority: the claim below takes the retried job, not a
+    # tie broken by the ids' random part)
+    await store.enqueue(new_job(owner="b", priority=-1), now=T0)
     assert await store.retrying() == 0
     await store.transition(
         job.id, Event.RETRY, expect=JobStatus.RUNNING, changes=Changes(next_run_at=T0 + 1)
