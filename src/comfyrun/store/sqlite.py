@@ -58,6 +58,8 @@ from comfyrun.store.base import JobEvent, QueueHeard, QueueMove, QueueWatchers, 
 from comfyrun.store.migrate import migrate_sqlite
 from comfyrun.store.sqlbatches import SQLBatches
 from comfyrun.store.sqlcatalogs import SQLCatalogs
+from comfyrun.store.sqlclaims import SQLClaims
+from comfyrun.store.sqlevents import SQLEvents
 from comfyrun.store.sqlite_calls import Call, Commit, Wake, dict_row
 from comfyrun.store.sqlite_loop import SQLiteLoopReads, open_reader
 from comfyrun.store.sqlite_runner import SQLiteRunner
@@ -319,6 +321,8 @@ _SHARED = {
     **vars(SQLCatalogs),
     **vars(SQLWriteProbe),
     **vars(SQLRetryCounts),
+    **vars(SQLClaims),
+    **vars(SQLEvents),
     **vars(SQLStore),
 }
 for _name, _fn in list(_SHARED.items()):

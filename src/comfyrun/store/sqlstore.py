@@ -1,8 +1,9 @@
 """What the SQLite and PostgreSQL stores share: every JobStore method written once against named
 queries (`sql/<dialect>/queries.sql`); its reads of jobs are `SQLReads` (store.sqlreads), its
-batches, keys, workers registry and node catalogs the other mixins. A dialect supplies its
-connection plumbing (`SQLDialect`, store.sqldialect: transactions, running a named query,
-appending an event, PostgreSQL's NOTIFY there) and its waiting.
+claims `SQLClaims` (store.sqlclaims), its events `SQLEvents` (store.sqlevents), its batches,
+keys, workers registry and node catalogs the other mixins. A dialect supplies its connection
+plumbing (`SQLDialect`, store.sqldialect: transactions, running a named query, appending an
+event, PostgreSQL's NOTIFY there) and its waiting (declared in SQLEvents).
 """
 
 from __future__ import annotations
@@ -10,34 +11,27 @@ from __future__ import annotations
 import builtins
 import time
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
 from comfyrun.core.batch import NO_GROUP, fair_tag
-from comfyrun.core.job import COMFY, JSON, Job, JobStatus, NewJob, Output, Progress, may_end
+from comfyrun.core.job import JSON, Job, JobStatus, NewJob, Output, Progress
 from comfyrun.core.state import Event
 from comfyrun.errors import Conflict, IdempotencyKeyReuse, StoreError
 from comfyrun.store import maintenance, transition
 from comfyrun.store.base import (
     Changes,
-    ClaimChoice,
-    ClaimNote,
     HandOff,
-    JobEvent,
     JobStamp,
-    QueueHeard,
     QueueMove,
     clock_or,
-    end_by_events,
-    nothing_to_stop,
     queue_move,
 )
 from comfyrun.store.codec import (
     dump_json,
     job_from_row,
     job_to_row,
-    load_json,
     output_to_dict,
     progress_to_dict,
 )
@@ -46,7 +40,9 @@ from comfyrun.store.replacing import check as replacing_check
 from comfyrun.store.replacing import remove_as_read
 from comfyrun.store.sqlbatches import SQLBatches
 from comfyrun.store.sqlcatalogs import SQLCatalogs
+from comfyrun.store.sqlclaims import SQLClaims, claim_events
 from comfyrun.store.sqldialect import Row
+from comfyrun.store.sqlevents import SQLEvents
 from comfyrun.store.sqlprobe import SQLWriteProbe
 from comfyrun.store.sqlreads import SQLReads
 from comfyrun.store.sqlretrying import SQLRetryCounts
@@ -55,7 +51,15 @@ from comfyrun.store.sqlworkers import SQLWorkers
 
 
 class SQLStore(
-    SQLWriteProbe, SQLRetryCounts, SQLCatalogs, SQLReads, SQLTenancy, SQLWorkers, SQLBatches
+    SQLClaims,
+    SQLEvents,
+    SQLWriteProbe,
+    SQLRetryCounts,
+    SQLCatalogs,
+    SQLReads,
+    SQLTenancy,
+    SQLWorkers,
+    SQLBatches,
 ):
     """A JobStore over SQL; subclasses provide the connection plumbing (SQLDialect's abstract
     methods) and the waiting."""
@@ -147,16 +151,6 @@ class SQLStore(
             )
         return job, created
 
-    async def _claimed(self, conn: Any, row: Row, note: ClaimNote | None, now: float) -> Job:
-        """The job a claim just took, with the claim's events (and the note's) logged."""
-        job = job_from_row(row)
-        await self._log_claim(conn, job, note, now)
-        return job
-
-    async def _log_claim(self, conn: Any, job: Job, note: ClaimNote | None, now: float) -> None:
-        """A claim's events: its status change, then the note's event if it has one."""
-        await self._append_all(conn, job.id, _claim_events(job, note), now)
-
     async def _enqueue_in(
         self,
         conn: Any,
@@ -205,71 +199,13 @@ class SQLStore(
         events = [("status", transition.enqueue_event(job))]
         if hand_off is not None:
             job = transition.claimed(job, hand_off.worker_id, hand_off.lease_s, now)
-            events += _claim_events(job, hand_off.note)  # logged with the enqueue's, at once
+            events += claim_events(job, hand_off.note)  # logged with the enqueue's, at once
         if not await self._insert_job(conn, job_to_row(job)):
             raise Conflict(f"job {job.id} already exists", details={"job_id": job.id})
         if decided is not None:
             self._decided(decided, job, True)
         await self._append_all(conn, job.id, events, now, work, job.type, new=True)
         return job, True
-
-    async def claim(
-        self,
-        worker_id: str,
-        lease_s: float,
-        *,
-        now: float | None = None,
-        note: ClaimNote | None = None,
-        choice: ClaimChoice | None = None,
-        types: Sequence[str] | None = None,
-    ) -> Job | None:
-        now = clock_or(now)
-        params = {"worker_id": worker_id, "lease_expires_at": now + lease_s, "now": now}
-        async with self._write() as conn:
-            row = await self._claim_row(conn, params, types, choice)
-            if row is None:
-                return None
-            job = await self._claimed(conn, row, note, now)
-        await self._committed(job.id, ending=False, moved=QueueMove.STARTED)
-        return job
-
-    async def _claim_row(
-        self,
-        conn: Any,
-        params: JSON,
-        types: Sequence[str] | None,
-        choice: ClaimChoice | None,
-    ) -> Row | None:
-        """The claim's row. Over every type: the head of the claim index, or the one `choice`
-        picks among the first runnable jobs. For some types: the same among their first
-        runnable jobs (comfy: walking the claim index; a handler type: its range of the
-        type-led index), merged in claim order, locked by this transaction where the dialect
-        locks rows, then taken by id."""
-        if types is None:
-            if choice is None:
-                return await self._one(conn, "claim", params)
-            window = {"now": params["now"], "window": max(1, choice.window)}
-            rows = await self._all(conn, "claim_window", window)
-        else:
-            size = max(1, choice.window) if choice is not None else 1
-            rows = []
-            for kind in sorted(set(types)):
-                query = "claim_window_comfy" if kind == COMFY else "claim_window_type"
-                found = {"type": kind, "now": params["now"], "window": size}
-                rows += await self._all(conn, query, found)
-            rows.sort(key=lambda r: (-r["priority"], r["fair_tag"], r["rank_at"], r["id"]))
-            rows = rows[:size]
-        if not rows:
-            return None
-        chosen = choice.chosen([job_from_row(r) for r in rows]).id if choice else rows[0]["id"]
-        return await self._one(conn, "claim_id", params | {"id": chosen})
-
-    async def renew(
-        self, job_id: str, worker_id: str, lease_s: float, *, now: float | None = None
-    ) -> bool:
-        params = {"id": job_id, "worker_id": worker_id, "lease_expires_at": clock_or(now) + lease_s}
-        async with self._write_one() as conn:
-            return await self._run(conn, "renew", params) == 1
 
     async def transition(
         self,
@@ -346,22 +282,6 @@ class SQLStore(
         await self._committed(job_id, ending=False)
         return held
 
-    async def next_priority(
-        self, *, now: float | None = None, types: Sequence[str] | None = None
-    ) -> int | None:
-        async with self._read() as conn:
-            if types is None:
-                row = await self._one(conn, "next_priority", {"now": clock_or(now)})
-                return int(row["priority"]) if row else None
-            heads = []
-            for kind in sorted(set(types)):
-                row = await self._one(
-                    conn, "next_priority_type", {"type": kind, "now": clock_or(now)}
-                )
-                if row is not None:
-                    heads.append(int(row["priority"]))
-        return max(heads) if heads else None
-
     async def record_progress(self, job_id: str, progress: Progress) -> None:
         data = progress_to_dict(progress)
         async with self._write() as conn:
@@ -391,60 +311,6 @@ class SQLStore(
         return fair_tag(
             head["tag"] if head else None, last["tag"] if last and last["tag"] is not None else None
         )
-
-    # -- events ------------------------------------------------------------------------------
-
-    async def append_event(self, job_id: str, kind: str, data: JSON) -> JobEvent:
-        now = time.time()
-        async with self._write() as conn:
-            if await self._one(conn, "lock_job", {"id": job_id}) is None:
-                raise transition.not_found(job_id)
-            event_id = await self._append(conn, job_id, kind, data, now)
-        await self._committed(job_id, ending=may_end(kind, data))
-        return JobEvent(id=event_id, job_id=job_id, kind=kind, data=data, created_at=now)
-
-    async def events_since(self, job_id: str, after_id: int = 0) -> builtins.list[JobEvent]:
-        async with self._read() as conn:
-            rows = await self._all(conn, "events_since", {"job_id": job_id, "after_id": after_id})
-        return [
-            JobEvent(
-                id=int(r["id"]),
-                job_id=r["job_id"],
-                kind=r["kind"],
-                data=load_json(r["data"]) if isinstance(r["data"], str) else r["data"],
-                created_at=r["created_at"],
-            )
-            for r in rows
-        ]
-
-    @abstractmethod
-    async def wait_for_event(
-        self, job_id: str, after_id: int, timeout: float, *, ending: bool = False
-    ) -> builtins.list[JobEvent]: ...
-
-    async def wait_for_end(
-        self, job_id: str, timeout: float, *, owner: str | None = None
-    ) -> Job | None:
-        return await end_by_events(self, job_id, timeout, owner)
-
-    @abstractmethod
-    async def wait_for_work(
-        self,
-        timeout: float,
-        *,
-        since: int | None = None,
-        types: Sequence[str] | None = None,
-    ) -> None: ...
-
-    @abstractmethod
-    def work_token(self, types: Sequence[str] | None = None) -> int | None: ...
-
-    def watch_new_work(self, heard: Callable[[str, str | None], None]) -> Callable[[], None]:
-        return nothing_to_stop  # one process holds it (PostgresStore hears the others)
-
-    @abstractmethod
-    def watch_queue(self, heard: QueueHeard) -> Callable[[], None]:
-        """(SQLite: told as `_committed` says; PostgreSQL: by its listener, every node's)"""
 
     # -- housekeeping ------------------------------------------------------------------------
 
@@ -484,15 +350,6 @@ class SQLStore(
             ids = self._text_list([j.id for j in jobs] + [str(r["id"]) for r in ended])
             await self._run(conn, "delete_events_of", {"ids": ids})
         return jobs
-
-
-def _claim_events(job: Job, note: ClaimNote | None) -> builtins.list[tuple[str, JSON]]:
-    """A claim's events (kind, data): its status change, then the note's event if it has one."""
-    events: builtins.list[tuple[str, JSON]] = [("status", transition.claim_event(job))]
-    extra = note.of(job) if note is not None else None
-    if extra is not None:
-        events.append(extra)
-    return events
 
 
 __all__ = ["SQLStore"]

@@ -1,0 +1,113 @@
+"""The SQL stores' claims (mixed into SQLStore): a worker takes the next runnable job (the head
+of the claim index, one a `ClaimChoice` picks among the first runnable, or among some types' jobs)
+with a lease it then renews, and the priority of the job a claim would take next."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+from typing import Any
+
+from comfyrun.core.job import COMFY, JSON, Job
+from comfyrun.store import transition
+from comfyrun.store.base import ClaimChoice, ClaimNote, QueueMove, clock_or
+from comfyrun.store.codec import job_from_row
+from comfyrun.store.sqldialect import Row, SQLDialect
+
+
+class SQLClaims(SQLDialect):
+    async def claim(
+        self,
+        worker_id: str,
+        lease_s: float,
+        *,
+        now: float | None = None,
+        note: ClaimNote | None = None,
+        choice: ClaimChoice | None = None,
+        types: Sequence[str] | None = None,
+    ) -> Job | None:
+        now = clock_or(now)
+        params = {"worker_id": worker_id, "lease_expires_at": now + lease_s, "now": now}
+        async with self._write() as conn:
+            row = await self._claim_row(conn, params, types, choice)
+            if row is None:
+                return None
+            job = await self._claimed(conn, row, note, now)
+        await self._committed(job.id, ending=False, moved=QueueMove.STARTED)
+        return job
+
+    async def _claim_row(
+        self,
+        conn: Any,
+        params: JSON,
+        types: Sequence[str] | None,
+        choice: ClaimChoice | None,
+    ) -> Row | None:
+        """The claim's row. Over every type: the head of the claim index, or the one `choice`
+        picks among the first runnable jobs. For some types: the same among their first
+        runnable jobs (comfy: walking the claim index; a handler type: its range of the
+        type-led index), merged in claim order, locked by this transaction where the dialect
+        locks rows, then taken by id."""
+        if types is None:
+            if choice is None:
+                return await self._one(conn, "claim", params)
+            window = {"now": params["now"], "window": max(1, choice.window)}
+            rows = await self._all(conn, "claim_window", window)
+        else:
+            size = max(1, choice.window) if choice is not None else 1
+            rows = []
+            for kind in sorted(set(types)):
+                query = "claim_window_comfy" if kind == COMFY else "claim_window_type"
+                found = {"type": kind, "now": params["now"], "window": size}
+                rows += await self._all(conn, query, found)
+            rows.sort(key=lambda r: (-r["priority"], r["fair_tag"], r["rank_at"], r["id"]))
+            rows = rows[:size]
+        if not rows:
+            return None
+        chosen = choice.chosen([job_from_row(r) for r in rows]).id if choice else rows[0]["id"]
+        return await self._one(conn, "claim_id", params | {"id": chosen})
+
+    async def renew(
+        self, job_id: str, worker_id: str, lease_s: float, *, now: float | None = None
+    ) -> bool:
+        params = {"id": job_id, "worker_id": worker_id, "lease_expires_at": clock_or(now) + lease_s}
+        async with self._write_one() as conn:
+            return await self._run(conn, "renew", params) == 1
+
+    async def _claimed(self, conn: Any, row: Row, note: ClaimNote | None, now: float) -> Job:
+        """The job a claim just took, with the claim's events (and the note's) logged."""
+        job = job_from_row(row)
+        await self._log_claim(conn, job, note, now)
+        return job
+
+    async def _log_claim(self, conn: Any, job: Job, note: ClaimNote | None, now: float) -> None:
+        """A claim's events: its status change, then the note's event if it has one."""
+        await self._append_all(conn, job.id, claim_events(job, note), now)
+
+    async def next_priority(
+        self, *, now: float | None = None, types: Sequence[str] | None = None
+    ) -> int | None:
+        async with self._read() as conn:
+            if types is None:
+                row = await self._one(conn, "next_priority", {"now": clock_or(now)})
+                return int(row["priority"]) if row else None
+            heads = []
+            for kind in sorted(set(types)):
+                row = await self._one(
+                    conn, "next_priority_type", {"type": kind, "now": clock_or(now)}
+                )
+                if row is not None:
+                    heads.append(int(row["priority"]))
+        return max(heads) if heads else None
+
+
+def claim_events(job: Job, note: ClaimNote | None) -> builtins.list[tuple[str, JSON]]:
+    """A claim's events (kind, data): its status change, then the note's event if it has one."""
+    events: builtins.list[tuple[str, JSON]] = [("status", transition.claim_event(job))]
+    extra = note.of(job) if note is not None else None
+    if extra is not None:
+        events.append(extra)
+    return events
+
+
+__all__ = ["SQLClaims", "claim_events"]
