@@ -2,21 +2,20 @@
 other parts and for a throwaway single-process server. Nothing survives `close()`.
 
 All methods run on the event loop without awaiting inside a mutation, so each one is atomic;
-waiters are woken through asyncio conditions, never by polling.
+waiters are woken through asyncio conditions, never by polling (store.memevents). Its reads,
+batches, keys, workers registry and node catalogs are the other mixins.
 """
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import heapq
-import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import TracebackType
 
 from comfyrun.core.batch import NO_GROUP, Batch, fair_tag
-from comfyrun.core.job import ACTIVE, JSON, TERMINAL, Job, JobStatus, NewJob, Output, Progress
+from comfyrun.core.job import ACTIVE, TERMINAL, Job, JobStatus, NewJob, Output, Progress
 from comfyrun.core.state import Event
 from comfyrun.errors import Conflict, IdempotencyKeyReuse, NotFound
 from comfyrun.store import maintenance, transition
@@ -25,14 +24,8 @@ from comfyrun.store.base import (
     ClaimChoice,
     ClaimNote,
     HandOff,
-    JobEvent,
     JobStamp,
-    QueueHeard,
-    QueueWatchers,
     clock_or,
-    end_by_events,
-    nothing_to_stop,
-    queue_move,
 )
 from comfyrun.store.codec import (
     output_to_dict,
@@ -41,6 +34,7 @@ from comfyrun.store.codec import (
 from comfyrun.store.idempotency import KeyVerdict, key_scope, verdict
 from comfyrun.store.membatches import MemoryBatches
 from comfyrun.store.memcatalogs import MemoryCatalogs
+from comfyrun.store.memevents import MemoryEvents
 from comfyrun.store.memreads import MemoryReads, claim_order
 from comfyrun.store.memtenancy import MemoryTenancy
 from comfyrun.store.memworkers import MemoryWorkers
@@ -48,22 +42,19 @@ from comfyrun.store.replacing import as_read, changed
 from comfyrun.store.replacing import check as replacing_check
 
 
-class MemoryStore(MemoryReads, MemoryBatches, MemoryTenancy, MemoryWorkers, MemoryCatalogs):
+class MemoryStore(
+    MemoryEvents, MemoryReads, MemoryBatches, MemoryTenancy, MemoryWorkers, MemoryCatalogs
+):
     """A JobStore held in dicts."""
 
     def __init__(self) -> None:
+        MemoryEvents.__init__(self)
         MemoryTenancy.__init__(self)
         MemoryWorkers.__init__(self)
         MemoryCatalogs.__init__(self)
         self._jobs: dict[str, Job] = {}
-        self._events: dict[str, list[JobEvent]] = {}
         self._keys: dict[tuple[str, str], tuple[str, str | None, float]] = {}
         self._batches: dict[str, Batch] = {}
-        self._event_ids = itertools.count(1)
-        self._event_added = asyncio.Condition()
-        self._work_added = asyncio.Condition()
-        self._work_seq = 0
-        self._queue_watchers = QueueWatchers()
 
     async def __aenter__(self) -> MemoryStore:
         await self.open()
@@ -310,68 +301,6 @@ class MemoryStore(MemoryReads, MemoryBatches, MemoryTenancy, MemoryWorkers, Memo
         await self._wake_watchers()
         return job
 
-    # -- events ------------------------------------------------------------------------------
-
-    async def append_event(self, job_id: str, kind: str, data: JSON) -> JobEvent:
-        self._get_or_raise(job_id)
-        event = self._append(job_id, kind, data, time.time())
-        await self._wake_watchers()
-        return event
-
-    async def events_since(self, job_id: str, after_id: int = 0) -> builtins.list[JobEvent]:
-        return [e for e in self._events.get(job_id, ()) if e.id > after_id]
-
-    async def wait_for_event(
-        self, job_id: str, after_id: int, timeout: float, *, ending: bool = False
-    ) -> builtins.list[JobEvent]:
-        deadline = asyncio.get_running_loop().time() + timeout
-        async with self._event_added:
-            while True:
-                events = await self.events_since(job_id, after_id)
-                remaining = deadline - asyncio.get_running_loop().time()
-                if events or remaining <= 0 or (ending and after_id == 0):
-                    return events
-                # asyncio.timeout, not wait_for: on 3.11 wait_for drops a cancel that comes as
-                # the condition is notified (frequent here: every event notifies it), leaving
-                # the caller waiting out its whole timeout
-                try:
-                    async with asyncio.timeout(remaining):
-                        await self._event_added.wait()
-                except TimeoutError:
-                    return await self.events_since(job_id, after_id)
-
-    async def wait_for_end(
-        self, job_id: str, timeout: float, *, owner: str | None = None
-    ) -> Job | None:
-        return await end_by_events(self, job_id, timeout, owner)
-
-    def work_token(self, types: Sequence[str] | None = None) -> int | None:
-        return self._work_seq  # any work counts, whatever `types`
-
-    def watch_new_work(self, heard: Callable[[str, str | None], None]) -> Callable[[], None]:
-        return nothing_to_stop  # one process holds it (PostgresStore hears the others)
-
-    def watch_queue(self, heard: QueueHeard) -> Callable[[], None]:
-        return self._queue_watchers.add(heard)
-
-    async def wait_for_work(
-        self,
-        timeout: float,
-        *,
-        since: int | None = None,
-        types: Sequence[str] | None = None,
-    ) -> None:
-        async with self._work_added:
-            if since is not None and since != self._work_seq:
-                return  # woken before this wait began
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._work_added.wait()
-            except TimeoutError:
-                return
-
-    # -- reads -------------------------------------------------------------------------------
-
     # -- housekeeping ------------------------------------------------------------------------
 
     async def sweep_expired_leases(self, *, now: float | None = None) -> builtins.list[Job]:
@@ -454,24 +383,6 @@ class MemoryStore(MemoryReads, MemoryBatches, MemoryTenancy, MemoryWorkers, Memo
         if job is None:
             raise NotFound(f"job {job_id} not found", details={"job_id": job_id})
         return job
-
-    def _append(self, job_id: str, kind: str, data: JSON, now: float) -> JobEvent:
-        event = JobEvent(
-            id=next(self._event_ids), job_id=job_id, kind=kind, data=data, created_at=now
-        )
-        self._events.setdefault(job_id, []).append(event)
-        if kind == "status" and self._queue_watchers:  # (the job's change is made by now)
-            self._queue_watchers.tell(job_id, queue_move(data))
-        return event
-
-    async def _wake_watchers(self) -> None:
-        async with self._event_added:
-            self._event_added.notify_all()
-
-    async def _wake_workers(self) -> None:
-        self._work_seq += 1
-        async with self._work_added:
-            self._work_added.notify_all()
 
 
 __all__ = ["MemoryStore"]
