@@ -34,7 +34,8 @@ Rules:
 
 Modules: `spec` (what to run: command line, folders, config table), `states` (the state table and
 restart budget, pure), `readiness` (the start-up poll and warm-up), `groups` (process-group
-signals), `supervisor` (`ManagedProcess`). The log file is `comfyrun.backends.logs`, the port
+signals), `child` (one child: spawned, brought up on a port, its group terminated),
+`supervisor` (`ManagedProcess`). The log file is `comfyrun.backends.logs`, the port
 picker `comfyrun.backends.ports`.
 """
 

@@ -1,16 +1,15 @@
-"""The supervisor of one managed ComfyUI process (see the package docstring for how it works)."""
+"""The supervisor of one managed ComfyUI process: its states, its start (shared by concurrent
+callers), crash restarts, health watch, stop and idle stop; the child process itself (spawning,
+readiness, terminating its group) is `child.py`. See the package docstring for how it works."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import os
 import random
-import shlex
 import shutil
 import signal
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,22 +18,22 @@ from typing import Any
 import httpx
 
 from comfyrun.backends.logs import ProcessLog
-from comfyrun.backends.ports import (
-    PortPicker,
-    fixed_port_taken,
-    pick_free_port,
-    port_is_free,
-    says_port_in_use,
-)
+from comfyrun.backends.ports import PortPicker, pick_free_port
 from comfyrun.backends.process import readiness
-from comfyrun.backends.process.groups import group_alive, signal_group, tied_to_parent
-from comfyrun.backends.process.spec import HOST, ManagedSpec
+from comfyrun.backends.process.child import (
+    LOG_LINES_IN_ERRORS,
+    Child,
+    StartFailed,
+    launch,
+    terminate,
+    with_tail,
+)
+from comfyrun.backends.process.groups import signal_group
+from comfyrun.backends.process.spec import ManagedSpec
 from comfyrun.backends.process.states import TRANSITIONS, UP, ProcessState, restart_delay
 from comfyrun.errors import BackendError, InvalidRequest
 
 logger = logging.getLogger(__name__)
-
-_LOG_LINES_IN_ERRORS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,28 +48,6 @@ class ProcessInfo:
     last_error: str | None
     log_file: Path
     log_tail: tuple[str, ...]
-
-
-class _StartFailed(BackendError):
-    """A start attempt failed (internal: callers get a BackendError from `_error()`)."""
-
-    def __init__(self, message: str, *, fatal: bool) -> None:
-        super().__init__(message)
-        self.fatal = fatal
-
-
-@dataclass(eq=False)
-class _Child:
-    proc: asyncio.subprocess.Process
-    port: int
-    log_offset: int
-    unresponsive: bool = False
-    watcher: asyncio.Task[None] | None = None
-    health: asyncio.Task[None] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
 
 
 StateCallback = Callable[[ProcessState], None]
@@ -104,7 +81,7 @@ class ManagedProcess:
         self.restarts = 0
         self._port_picker = port_picker
         self._rng = rng or random.Random()
-        self._child: _Child | None = None
+        self._child: Child | None = None
         self._start_task: asyncio.Task[str] | None = None
         self._stop_task: asyncio.Task[None] | None = None
         self._crashes: list[float] = []
@@ -264,15 +241,9 @@ class ManagedProcess:
                 "backend": self.name,
                 "state": self.state.value,
                 "log_file": str(self.log.path),
-                "log_tail": self.log_tail(_LOG_LINES_IN_ERRORS),
+                "log_tail": self.log_tail(LOG_LINES_IN_ERRORS),
             },
         )
-
-    def _with_tail(self, message: str) -> str:
-        tail = self.log_tail(_LOG_LINES_IN_ERRORS)
-        if not tail:
-            return message
-        return f"{message}\nlast lines of {self.log.path}:\n" + "\n".join(tail)
 
     def _begin_start(self, *, after_crash: bool) -> asyncio.Task[str]:
         task = asyncio.get_running_loop().create_task(self._run_start(after_crash=after_crash))
@@ -293,10 +264,11 @@ class ManagedProcess:
             if after_crash:
                 delay = restart_delay(self._crashes, loop.time(), self.spec, self._rng)
                 if delay is None:
-                    self.last_error = self._with_tail(
+                    self.last_error = with_tail(
+                        self.log,
                         f"backend {self.name!r} crashed {len(self._crashes)} times within "
                         f"{self.spec.restart_window_s:.0f}s and was given up; "
-                        f"last failure: {self._last_failure}; fix it and restart the backend"
+                        f"last failure: {self._last_failure}; fix it and restart the backend",
                     )
                     self._set_state(ProcessState.ERROR)
                     raise self._error()
@@ -311,12 +283,16 @@ class ManagedProcess:
                 self.restarts += 1
             self._set_state(ProcessState.STARTING)
             try:
-                return await self._launch()
+                child = await launch(
+                    self.spec, self.log, (self.input_dir, self.output_dir), self._port_picker
+                )
+                self._adopt(child)
+                return child.url
             except (OSError, ValueError) as exc:  # a folder or the log it cannot create, ...
-                failure = _StartFailed(
+                failure = StartFailed(
                     f"backend {self.name!r} could not be started: {exc}", fatal=True
                 )
-            except _StartFailed as exc:
+            except StartFailed as exc:
                 failure = exc
             if failure.fatal or not after_crash:
                 self.last_error = failure.message
@@ -333,94 +309,7 @@ class ManagedProcess:
             self.last_error = failure.message
             self._set_state(ProcessState.CRASHED)
 
-    async def _launch(self) -> str:
-        # off the loop: the first call discovers the interpreter (it may run candidates)
-        problem = await asyncio.to_thread(self.spec.problem)
-        if problem is not None:
-            self.log.note(f"not started: {problem}")
-            raise _StartFailed(problem, fatal=True)
-        for folder in (self.input_dir, self.output_dir):
-            folder.mkdir(parents=True, exist_ok=True)
-        if self.spec.port is not None and not port_is_free(self.spec.port, HOST):
-            # whatever listens there would answer the readiness probe in its place
-            self.log.note(f"not started: port {self.spec.port} is in use")
-            raise _StartFailed(fixed_port_taken(self.name, self.spec.port), fatal=False)
-        attempts = 1 if self.spec.port is not None else max(1, self.spec.port_attempts)
-        for _ in range(attempts):
-            port = self.spec.port if self.spec.port is not None else self._port_picker()
-            child = await self._spawn(port)
-            warmed = True
-            try:
-                failure = await readiness.wait_ready(child.proc, child.url, self.spec)
-                if failure is None and self.spec.warmup_prompt is not None:
-                    failure = await readiness.warm_up(child.proc, child.url, self.spec)
-                    warmed = failure is None
-            except BaseException:
-                await asyncio.shield(self._terminate(child, 0))
-                raise
-            if failure is None:
-                self._adopt(child)
-                return child.url
-            # shielded: a stop() arriving now must not leave this child half-terminated
-            await asyncio.shield(self._terminate(child, self.spec.stop_grace_s))
-            if not warmed:
-                raise _StartFailed(self._with_tail(failure), fatal=True)
-            output = self.log.read_from(child.log_offset)
-            if child.proc.returncode not in (None, -signal.SIGTERM, -signal.SIGKILL) and (
-                says_port_in_use(output)
-            ):
-                if self.spec.port is not None:
-                    raise _StartFailed(fixed_port_taken(self.name, self.spec.port), fatal=False)
-                logger.warning(
-                    "backend %s: port %d was taken, trying another",
-                    self.name,
-                    port,
-                    extra={"action": "backend_port_taken", "backend": self.name},
-                )
-                continue
-            raise _StartFailed(self._with_tail(failure), fatal=False)
-        raise _StartFailed(
-            f"backend {self.name!r} could not bind a free port in {self.spec.port_attempts} "
-            "attempts; something keeps taking the ports comfyrun picks",
-            fatal=False,
-        )
-
-    async def _spawn(self, port: int) -> _Child:
-        argv = self.spec.argv(port)
-        launch = argv
-        if self.spec.die_with_parent:
-            launcher = self.spec.interpreter if self.spec.comfy_path is not None else sys.executable
-            launch = tied_to_parent(argv, launcher)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.spec.env}
-        with self.log.open_for_child() as out:
-            offset = out.tell()
-            out.write(f"[comfyrun] starting: {shlex.join(argv)}\n".encode())
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    *launch,
-                    cwd=self.spec.workdir,
-                    env=env,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=asyncio.subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise _StartFailed(
-                    f"backend {self.name!r} could not run {argv[0]!r}: {exc}; fix the "
-                    "backend's python/command",
-                    fatal=True,
-                ) from None
-        logger.info(
-            "backend %s: started pid %d on port %d",
-            self.name,
-            proc.pid,
-            port,
-            extra={"action": "backend_spawn", "backend": self.name, "pid": proc.pid},
-        )
-        return _Child(proc=proc, port=port, log_offset=offset)
-
-    def _adopt(self, child: _Child) -> None:
+    def _adopt(self, child: Child) -> None:
         loop = asyncio.get_running_loop()
         self._child = child
         self.last_error = None
@@ -430,7 +319,7 @@ class ManagedProcess:
         self._set_state(ProcessState.READY)
         self.note_activity()
 
-    async def _watch(self, child: _Child) -> None:
+    async def _watch(self, child: Child) -> None:
         code = await child.proc.wait()
         if self._child is not child:
             return  # stopped on purpose
@@ -447,7 +336,7 @@ class ManagedProcess:
         self.log.note(reason)
         self._crashes.append(asyncio.get_running_loop().time())
         self._last_failure = reason
-        self.last_error = self._with_tail(f"backend {self.name!r}: ComfyUI {reason}")
+        self.last_error = with_tail(self.log, f"backend {self.name!r}: ComfyUI {reason}")
         logger.warning(
             "backend %s: ComfyUI %s",
             self.name,
@@ -458,7 +347,7 @@ class ManagedProcess:
         if self._start_task is None and self._stop_task is None:
             self._begin_start(after_crash=True)
 
-    async def _watch_health(self, child: _Child) -> None:
+    async def _watch_health(self, child: Child) -> None:
         assert self.spec.health_interval_s
         failures = 0
         timeout = httpx.Timeout(self.spec.health_timeout_s)
@@ -468,26 +357,7 @@ class ManagedProcess:
                 failures = 0 if await readiness.answers(http, child.url) else failures + 1
         if self._child is child:
             child.unresponsive = True
-            await self._terminate(child, min(self.spec.stop_grace_s, 5.0))
-
-    async def _terminate(self, child: _Child, grace: float) -> None:
-        """TERM the group, KILL it after `grace`, and wait until none of it is left."""
-        pgid = child.proc.pid
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
-        if grace > 0:
-            signal_group(pgid, signal.SIGTERM)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(child.proc.wait(), grace)
-            # No event tells us when a grandchild exits; a short bounded poll does.
-            while group_alive(pgid) and loop.time() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
-        signal_group(pgid, signal.SIGKILL)
-        await child.proc.wait()
-        for _ in range(100):  # SIGKILL is not instant; wait (bounded) until the kernel is done
-            if not group_alive(pgid):
-                break
-            await asyncio.sleep(0.02)
+            await terminate(child, min(self.spec.stop_grace_s, 5.0))
 
     async def _run_stop(self) -> None:
         try:
@@ -498,7 +368,7 @@ class ManagedProcess:
                 await self._cancel(child.watcher)
                 await self._cancel(child.health)
                 self.log.note("stopping")
-                await self._terminate(child, self.spec.stop_grace_s)
+                await terminate(child, self.spec.stop_grace_s)
                 self.log.note(f"stopped (exit code {child.proc.returncode})")
             self._set_state(ProcessState.STOPPED)
         finally:
