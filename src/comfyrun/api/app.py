@@ -20,6 +20,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 
 from comfyrun import __version__
 from comfyrun.api import worker_types
+from comfyrun.api.auth import Authenticator
 from comfyrun.api.context import AppContext, app_ctx, public_base_url, require_auth
 from comfyrun.api.docs import install_docs
 from comfyrun.api.editor import install_editor
@@ -48,7 +49,6 @@ from comfyrun.api.routes import models as models_routes
 from comfyrun.api.routes.assets import MULTIPART_SLACK, assets_router
 from comfyrun.api.routing import answer_head, include, index_by_segment, reject_by_prefix
 from comfyrun.api.schemas import job_to_wire
-from comfyrun.api.tenancy import Authenticator
 from comfyrun.api.webhooks import DeliveryPolicy, Render, WebhookDeliverer
 from comfyrun.api.worker_setup import (
     asset_service,

@@ -12,7 +12,8 @@ from urllib.parse import urlsplit
 from fastapi import HTTPException, Request
 from starlette.requests import HTTPConnection
 
-from comfyrun.api.tenancy import Authenticator, OwnedStore
+from comfyrun.api.auth import Authenticator
+from comfyrun.api.tenancy import OwnedStore
 from comfyrun.config import Settings
 from comfyrun.core.tenancy import ADMIN, Principal, Scope
 from comfyrun.service import JobService

@@ -1,20 +1,14 @@
-"""Who is calling, and the store as that caller sees it.
+"""The store as a caller that is not an admin sees it (who is calling is api.auth).
 
-`Authenticator` turns a bearer token into a `Principal`: a key from the config is an admin; a
-key minted through the admin API is found by its sha256 in the store (cached for a few seconds,
-so revoking takes effect on every node within `cache_s`). A server without config keys is
-open: a caller with no key, or one it does not know, is an admin. `OwnedStore` is the store seen by a
-key that is not an admin: its submissions carry its id as their owner, and another owner's jobs
-and webhook deliveries do not exist for it. Every dialect reads and writes through it, so each
-one answers another owner's things with its own 404.
+`OwnedStore` is the store seen by a key that is not an admin: its submissions carry its id as
+their owner, and another owner's jobs and webhook deliveries do not exist for it. Every dialect
+reads and writes through it, so each one answers another owner's things with its own 404.
 """
 
 from __future__ import annotations
 
 import builtins
 import dataclasses
-import hmac
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,7 +16,7 @@ from comfyrun.core.batch import Batch, NewBatch
 from comfyrun.core.catalog import NodeCatalog
 from comfyrun.core.job import JSON, Job, JobStatus, NewJob, Output, Progress
 from comfyrun.core.state import Event
-from comfyrun.core.tenancy import ADMIN, ApiKey, Principal, Scope, hash_key
+from comfyrun.core.tenancy import ApiKey, Principal, Scope
 from comfyrun.core.webhook import Attempt, Delivery
 from comfyrun.errors import Forbidden, NotFound
 from comfyrun.store.base import (
@@ -38,47 +32,6 @@ from comfyrun.store.base import (
     QueueEntry,
     QueueMove,
 )
-
-
-class Authenticator:
-    """Bearer tokens → principals. None: not a valid key."""
-
-    def __init__(self, store: JobStore, config_keys: Sequence[str], *, cache_s: float = 2.0):
-        self._store = store
-        self._config_keys = [k.encode() for k in config_keys]
-        self._cache_s = cache_s
-        self._cache: dict[str, tuple[float, ApiKey | None]] = {}
-
-    @property
-    def open(self) -> bool:
-        """No config keys: callers without a key are admins (a server for one team)."""
-        return not self._config_keys
-
-    async def principal(self, token: str | None) -> Principal | None:
-        if not token:
-            return ADMIN if self.open else None
-        if any(hmac.compare_digest(token.encode(), k) for k in self._config_keys):
-            return ADMIN
-        key = await self._lookup(hash_key(token))
-        if key is None or not key.active:
-            # an open server ignores tokens it does not know (SDKs always send one)
-            return ADMIN if self.open else None
-        return Principal(name=key.name, scopes=key.scopes, key_id=key.id)
-
-    def forget(self, key_id: str) -> None:
-        """Drop a key from this node's cache (after revoking it here)."""
-        self._cache = {h: v for h, v in self._cache.items() if not v[1] or v[1].id != key_id}
-
-    async def _lookup(self, key_hash: str) -> ApiKey | None:
-        now = time.monotonic()
-        cached = self._cache.get(key_hash)
-        if cached is not None and now - cached[0] < self._cache_s:
-            return cached[1]
-        key = await self._store.api_key_by_hash(key_hash)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[key_hash] = (now, key)
-        return key
 
 
 class OwnedStore:
@@ -437,4 +390,4 @@ def _gone(job_id: str) -> NotFound:
     return NotFound(f"job {job_id} not found", details={"job_id": job_id})
 
 
-__all__ = ["Authenticator", "OwnedStore"]
+__all__ = ["OwnedStore"]
