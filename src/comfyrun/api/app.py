@@ -48,8 +48,8 @@ from comfyrun.api.routes import (
 from comfyrun.api.routes import models as models_routes
 from comfyrun.api.routes.assets import MULTIPART_SLACK, assets_router
 from comfyrun.api.routing import answer_head, include, index_by_segment, reject_by_prefix
-from comfyrun.api.schemas import job_to_wire
 from comfyrun.api.webhooks import DeliveryPolicy, Render, WebhookDeliverer
+from comfyrun.api.wire import job_to_wire
 from comfyrun.api.worker_setup import (
     asset_service,
     dispatch_settings,

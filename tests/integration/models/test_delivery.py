@@ -135,7 +135,7 @@ async def test_a_job_whose_models_download_is_running_in_its_view_and_its_events
 ) -> None:
     """(GET /api/v2/jobs/{id} said `queued` while the job's events said `running` and brought
     its `model_download` progress.) A download is its worker's work on it: `running`, both."""
-    from comfyrun.api.schemas import job_to_wire
+    from comfyrun.api.wire import job_to_wire
     from comfyrun.core.job import JobStatus
 
     release = asyncio.Event()

@@ -7,7 +7,7 @@ import dataclasses
 from comfy_low.models import Job as SpecJob
 from comfy_low.models import Output as SpecOutput
 
-from comfyrun.api.schemas import job_to_wire, output_id, parse_output_id
+from comfyrun.api.wire import job_to_wire, output_id, parse_output_id
 from comfyrun.client.sse import SSEDecoder
 from comfyrun.core.job import Job, JobError, JobStatus, Output, OutputType, Progress
 

@@ -19,7 +19,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from comfyrun.api.context import AppContext, get_ctx, require_admin, require_auth
-from comfyrun.api.schemas import BackendList, BackendOut, iso
+from comfyrun.api.schemas import BackendList, BackendOut
+from comfyrun.api.wire import iso
 from comfyrun.backends import control
 from comfyrun.config import Role
 from comfyrun.errors import Conflict

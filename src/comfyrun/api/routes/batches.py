@@ -17,7 +17,8 @@ from pydantic import BaseModel, Field
 from comfyrun.api import cursors
 from comfyrun.api.context import AppContext, app_ctx, get_ctx, require_auth
 from comfyrun.api.routes.jobs import check_webhook, render, submission
-from comfyrun.api.schemas import JobList, JobOptionsRequest, iso
+from comfyrun.api.schemas import JobList, JobOptionsRequest
+from comfyrun.api.wire import iso
 from comfyrun.core.job import Job, JobStatus
 from comfyrun.errors import NotFound
 from comfyrun.outputs.archive import Entry, one_chunk, zip_stream

@@ -19,7 +19,7 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from comfyrun.api.context import AppContext, get_ctx, public_base_url, require_auth
 from comfyrun.api.errors import error_response
-from comfyrun.api.schemas import iso, parse_output_id
+from comfyrun.api.wire import iso, parse_output_id
 from comfyrun.core.job import Output
 from comfyrun.errors import NotFound
 from comfyrun.outputs.keys import job_segment

@@ -31,10 +31,8 @@ from comfyrun.api.schemas import (
     JobOptionsRequest,
     JobOut,
     SubmitJobRequest,
-    job_to_wire,
-    output_to_wire,
-    progress_to_wire,
 )
+from comfyrun.api.wire import job_to_wire, output_to_wire, progress_to_wire
 from comfyrun.core.job import Job, JobStatus, Progress, request_fingerprint
 from comfyrun.dispatch.relay import EVENT_KIND as RELAY_EVENT
 from comfyrun.errors import InputRejected, InvalidRequest

@@ -21,7 +21,7 @@ from comfyrun import errors
 from comfyrun.api.compat import runpod as rp
 from comfyrun.api.context import AppContext, get_ctx, require_auth
 from comfyrun.api.errors import retry_after, status_for
-from comfyrun.api.schemas import output_id
+from comfyrun.api.wire import output_id
 from comfyrun.core.job import JSON, Job, JobStatus, OutputType
 from comfyrun.service import Submission
 
