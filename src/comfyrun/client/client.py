@@ -22,49 +22,12 @@ from urllib.parse import quote
 
 import httpx
 
+from comfyrun.client.errors import ComfyrunAPIError, raise_for
 from comfyrun.client.sse import ServerEvent, SSEDecoder
 from comfyrun.outputs.keys import safe_segment
 
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "expired"})
 DEFAULT_URL = "http://127.0.0.1:8189"
-
-
-class ComfyrunAPIError(Exception):
-    """The server answered with an error envelope (or something that is not JSON)."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        details: Any = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details
-        self.retry_after = retry_after
-
-
-def _raise_for(resp: httpx.Response) -> None:
-    if resp.is_success:
-        return
-    try:
-        body = resp.json()
-        err = body["error"]
-        code, message, details = str(err["code"]), str(err["message"]), err.get("details")
-    except (ValueError, KeyError, TypeError):
-        code, message, details = "http_error", resp.text[:500], None
-    retry = resp.headers.get("retry-after")
-    raise ComfyrunAPIError(
-        resp.status_code,
-        code,
-        message,
-        details,
-        float(retry) if retry and retry.isdigit() else None,
-    )
 
 
 class ComfyrunClient:
@@ -100,7 +63,7 @@ class ComfyrunClient:
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         resp = await self._http.request(method, path, **kwargs)
-        _raise_for(resp)
+        raise_for(resp)
         return resp.json() if resp.content else None
 
     # jobs -------------------------------------------------------------------------------------
@@ -229,7 +192,7 @@ class ComfyrunClient:
                 ) as resp:
                     if not resp.is_success:
                         await resp.aread()
-                        _raise_for(resp)
+                        raise_for(resp)
                     kind = resp.headers.get("content-type", "")
                     if not kind.startswith("text/event-stream"):
                         raise ComfyrunAPIError(
@@ -281,7 +244,7 @@ class ComfyrunClient:
         async with self._http.stream("GET", url, follow_redirects=True) as resp:
             if not resp.is_success:
                 await resp.aread()
-                _raise_for(resp)
+                raise_for(resp)
             fh = await asyncio.to_thread(path.open, "wb")
             try:
                 async for chunk in resp.aiter_bytes(65536):
@@ -379,7 +342,7 @@ class ComfyrunClient:
         ) as resp:
             if not resp.is_success:
                 await resp.aread()
-                _raise_for(resp)
+                raise_for(resp)
             fh = await asyncio.to_thread(path.open, "wb")
             try:
                 async for chunk in resp.aiter_bytes(65536):
@@ -463,4 +426,4 @@ class ComfyrunClient:
         await self._json("DELETE", f"/api/v2/admin/keys/{key_id}")
 
 
-__all__ = ["TERMINAL", "ComfyrunAPIError", "ComfyrunClient"]
+__all__ = ["TERMINAL", "ComfyrunClient"]
