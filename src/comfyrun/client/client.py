@@ -1,5 +1,6 @@
 """comfyrun's own Python client (httpx only): submit, get, wait, follow events with resume,
-cancel, list, download outputs.
+cancel, list, download outputs; workflow templates and batches. The calls about the server itself
+(backends, stats, model cache, API keys) are `ServerCalls` (client.server).
 
     async with ComfyrunClient("http://127.0.0.1:8189") as client:
         job = await client.submit(workflow)
@@ -18,11 +19,11 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
 from comfyrun.client.errors import ComfyrunAPIError, raise_for
+from comfyrun.client.server import ServerCalls
 from comfyrun.client.sse import ServerEvent, SSEDecoder
 from comfyrun.outputs.keys import safe_segment
 
@@ -30,7 +31,7 @@ TERMINAL = frozenset({"succeeded", "failed", "canceled", "expired"})
 DEFAULT_URL = "http://127.0.0.1:8189"
 
 
-class ComfyrunClient:
+class ComfyrunClient(ServerCalls):
     """One comfyrun server. `transport` lets tests pass an httpx transport (e.g. ASGITransport)."""
 
     def __init__(
@@ -234,6 +235,11 @@ class ComfyrunClient:
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         return await asyncio.wait_for(follow(), remaining)
 
+    async def webhooks(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's webhook deliveries, each with its attempts."""
+        body: dict[str, Any] = await self._json("GET", f"/api/v2/jobs/{job_id}/webhooks")
+        return list(body["deliveries"])
+
     # outputs ----------------------------------------------------------------------------------
 
     async def download(self, output: Mapping[str, Any], dest: str | Path) -> Path:
@@ -350,80 +356,6 @@ class ComfyrunClient:
             finally:
                 fh.close()
         return path
-
-    # server -----------------------------------------------------------------------------------
-
-    async def backends(self) -> list[dict[str, Any]]:
-        body: dict[str, Any] = await self._json("GET", "/api/v2/backends")
-        return list(body["backends"])
-
-    async def backend_action(
-        self, name: str, action: str, *, force: bool = False
-    ) -> dict[str, Any]:
-        """POST /api/v2/backends/{name}/{action} (drain, resume, restart, stop, start; an admin
-        key): the backend as GET /api/v2/backends then shows it."""
-        params = {"force": "true"} if force else None
-        body: dict[str, Any] = await self._json(
-            "POST", f"/api/v2/backends/{quote(name, safe='')}/{action}", params=params
-        )
-        return body
-
-    async def stats(self) -> dict[str, Any]:
-        body: dict[str, Any] = await self._json("GET", "/api/v2/stats")
-        return body
-
-    async def health(self) -> dict[str, Any]:
-        body: dict[str, Any] = await self._json("GET", "/api/v2/health")
-        return body
-
-    # the model cache ----------------------------------------------------------------------------
-
-    async def models(self) -> dict[str, Any]:
-        """GET /api/v2/models: the cached files, total bytes and budget."""
-        body: dict[str, Any] = await self._json("GET", "/api/v2/models")
-        return body
-
-    async def pull_model(self, model: Mapping[str, Any]) -> dict[str, Any]:
-        """POST /api/v2/models `{url | asset_id, folder, name, hash?, refresh?}`; returns when
-        cached (with `refresh`: revalidated, its answer's `refresh` saying what happened)."""
-        body: dict[str, Any] = await self._json(
-            "POST", "/api/v2/models", json=dict(model), timeout=None
-        )
-        return body
-
-    async def remove_model(self, key: str) -> dict[str, Any]:
-        """DELETE /api/v2/models/{key}: `blake3:<hex>`, `sha256:<hex>` or `folder/name`."""
-        body: dict[str, Any] = await self._json("DELETE", f"/api/v2/models/{key}")
-        return body
-
-    async def webhooks(self, job_id: str) -> list[dict[str, Any]]:
-        """The job's webhook deliveries, each with its attempts."""
-        body: dict[str, Any] = await self._json("GET", f"/api/v2/jobs/{job_id}/webhooks")
-        return list(body["deliveries"])
-
-    # API keys (admin) --------------------------------------------------------------------------
-
-    async def create_key(
-        self,
-        name: str,
-        *,
-        scopes: Sequence[str] = ("submit", "read"),
-        max_queued: int | None = None,
-        per_minute: int | None = None,
-    ) -> dict[str, Any]:
-        """Mint a key; the answer's "key" is the only time the key itself is shown."""
-        body: dict[str, Any] = {"name": name, "scopes": list(scopes)}
-        if max_queued is not None or per_minute is not None:
-            body["quota"] = {"max_queued": max_queued, "per_minute": per_minute}
-        key: dict[str, Any] = await self._json("POST", "/api/v2/admin/keys", json=body)
-        return key
-
-    async def list_keys(self) -> list[dict[str, Any]]:
-        body: dict[str, Any] = await self._json("GET", "/api/v2/admin/keys")
-        return list(body["keys"])
-
-    async def revoke_key(self, key_id: str) -> None:
-        await self._json("DELETE", f"/api/v2/admin/keys/{key_id}")
 
 
 __all__ = ["TERMINAL", "ComfyrunClient"]
