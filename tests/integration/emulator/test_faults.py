@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 
@@ -93,6 +94,30 @@ async def test_a_hang_ends_when_the_fault_is_cleared(
         await client.until("executing")
         assert await client.quiet(0.3) == []
         async with session.post(f"{emu.url}/emulator/faults", json={"clear": True}) as resp:
+            assert resp.status == 200
+        await client.until_idle(prompt_id, timeout=10)
+    entry = await wait_history(session, emu.url, prompt_id)
+    assert entry["status"]["status_str"] == "success"
+
+
+async def test_a_frozen_emulator_answers_nothing_until_thawed(
+    emu: Emulator, session: aiohttp.ClientSession
+) -> None:
+    # as a SIGSTOPped ComfyUI: requests wait unanswered, the prompt pauses mid-run; once
+    # thawed (over /emulator/faults, which still answers) both go on where they were
+    emu.faults.delay_s = 0.2
+    async with ws_client(session, emu.url, "fz") as client:
+        prompt_id = await _post(session, emu, 8, "fz")
+        await client.until("executing")
+        async with session.post(f"{emu.url}/emulator/faults", json={"frozen": True}) as resp:
+            assert resp.status == 200
+        asked = asyncio.ensure_future(session.get(f"{emu.url}/queue"))
+        done, _ = await asyncio.wait({asked}, timeout=0.3)
+        assert not done  # no answer while frozen
+        assert prompt_id in emu.queue.running_ids()  # paused mid-run: 4 nodes take 0.8 s
+        async with session.post(f"{emu.url}/emulator/faults", json={"frozen": False}) as resp:
+            assert resp.status == 200
+        async with await asked as resp:
             assert resp.status == 200
         await client.until_idle(prompt_id, timeout=10)
     entry = await wait_history(session, emu.url, prompt_id)

@@ -18,6 +18,7 @@ def test_specs_set_the_matching_fields() -> None:
         "drop-ws:ImageInvert",
         "hang",
         "http500:/prompt:2",
+        "freeze",
     ):
         faults.apply_spec(spec)
     assert faults.delay_s == 0.25
@@ -27,6 +28,7 @@ def test_specs_set_the_matching_fields() -> None:
     assert faults.exit_class_types == {"SaveImage": 9}
     assert faults.drop_ws_class_types == {"ImageInvert"}
     assert faults.hang and faults.http_500 == {"/prompt": 2}
+    assert faults.frozen
     assert faults.node_fault("7", "Other") is faults.fail_node_ids["7"]
     assert faults.node_fault("1", "KSampler") is faults.fail_class_types["KSampler"]
     assert faults.node_fault("1", "Other") is None
@@ -62,5 +64,7 @@ def test_json_body() -> None:
     )
     assert faults.hang and faults.delay_s == 0.5 and faults.http_500 == {"/view": 1}
     assert faults.fail_node_ids["3"] == NodeFault("torch.OutOfMemoryError", "oom")
+    faults.apply_json({"frozen": True})
+    assert faults.frozen
     faults.apply_json({"clear": True})
-    assert not faults.hang
+    assert not faults.hang and not faults.frozen

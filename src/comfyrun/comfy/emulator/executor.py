@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from comfyrun.comfy.emulator.config import EmulatorConfig
-from comfyrun.comfy.emulator.faults import Faults
+from comfyrun.comfy.emulator.faults import FROZEN_POLL_S, Faults
 from comfyrun.comfy.emulator.graph import ExecutionOrder, signatures
 from comfyrun.comfy.emulator.hub import Hub
 from comfyrun.comfy.emulator.nodes import (
@@ -149,6 +149,7 @@ class _Context:
 
     def progress(self, value: int, total: int, preview: Image.Image | None = None) -> None:
         ex, run = self._executor, self._run
+        ex.wait_thawed()
         ex.check_interrupt()
         run.progress.update(self.node_id, value, total)
         jpeg = None
@@ -238,6 +239,11 @@ class Executor:
 
     def interrupt(self) -> None:
         self.interrupt_flag.set()
+
+    def wait_thawed(self) -> None:
+        """Pause while the emulator is frozen (the `freeze` fault), as a stopped process does."""
+        while self.faults.frozen and not self.stopping.is_set():
+            self.stopping.wait(FROZEN_POLL_S)
 
     def check_interrupt(self) -> None:
         if self.stopping.is_set():
@@ -330,6 +336,7 @@ class Executor:
 
     def _apply_faults(self, prompt_id: str, node_id: str, class_type: str) -> None:
         faults = self.faults
+        self.wait_thawed()
         if class_type in faults.exit_class_types:
             self.before_exit(prompt_id)
             log.warning("fault injection: exiting the process at node %s (%s)", node_id, class_type)

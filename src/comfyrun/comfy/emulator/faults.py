@@ -12,6 +12,10 @@ One mutable `Faults` object per emulator (`emu.faults`), changed directly in tes
     hang                         prompts stop at their next node until interrupted or the
                                  fault is cleared (`hang = False`, `clear()`)
     http500:PATH[:count]         the next `count` (default 1) requests to PATH answer 500
+    freeze                       the server stops as a SIGSTOPped ComfyUI does: HTTP requests
+                                 wait unanswered, the running prompt and its websocket messages
+                                 pause, until the fault is cleared (`frozen = False`, `clear()`);
+                                 /emulator/* still answers (to thaw it)
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 OOM_TYPE = "torch.OutOfMemoryError"
+#: How often a frozen emulator looks whether it was thawed (the `freeze` fault).
+FROZEN_POLL_S = 0.02
 OOM_MESSAGE = (
     "Allocation on device 0 would exceed allowed memory. (out of memory)\n"
     "Currently allocated     : 22.61 GiB\n"
@@ -54,6 +60,7 @@ class Faults:
     drop_ws_class_types: set[str] = field(default_factory=set)
     hang: bool = False
     http_500: dict[str, int] = field(default_factory=dict)
+    frozen: bool = False
 
     def clear(self) -> None:
         """Back to no faults at all."""
@@ -102,6 +109,8 @@ class Faults:
             self.drop_ws_class_types.add(rest)
         elif kind == "hang":
             self.hang = True
+        elif kind == "freeze":
+            self.frozen = True
         elif kind == "http500":
             path, _, count = rest.partition(":")
             if not path.startswith("/"):
@@ -121,6 +130,8 @@ class Faults:
             self.delay_s = float(body["delay_s"])
         if "hang" in body:
             self.hang = bool(body["hang"])
+        if "frozen" in body:
+            self.frozen = bool(body["frozen"])
         for path, count in dict(body.get("http_500", {})).items():
             self.http_500[str(path)] = int(count)
         for key, raw in dict(body.get("fail_class_types", {})).items():

@@ -19,7 +19,7 @@ from aiohttp import web
 from comfyrun.comfy.emulator import objectinfo
 from comfyrun.comfy.emulator.config import EmulatorConfig
 from comfyrun.comfy.emulator.executor import Executor, Outcome, Stopped
-from comfyrun.comfy.emulator.faults import Faults
+from comfyrun.comfy.emulator.faults import FROZEN_POLL_S, Faults
 from comfyrun.comfy.emulator.files import Dirs
 from comfyrun.comfy.emulator.hub import Hub
 from comfyrun.comfy.emulator.nodes import annotated_exists
@@ -212,6 +212,9 @@ class Emulator:
 
     @web.middleware
     async def _fault_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        # frozen: no answer until thawed (polled: `faults` is a plain object tests change)
+        while self.faults.frozen and not request.path.startswith("/emulator/"):  # noqa: ASYNC110
+            await asyncio.sleep(FROZEN_POLL_S)
         if self.faults.take_http_500(request.path):
             return web.Response(
                 status=500, text="500 Internal Server Error\n\nServer got itself in trouble"
