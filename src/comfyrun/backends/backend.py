@@ -165,6 +165,8 @@ class Backend:
         #: jobs an admin's forced stop or restart cut short (job id -> why): their runs put
         #: them back in the queue, the attempt not counted (it was not the job's failure)
         self.cut_jobs: dict[str, str] = {}
+        #: prompts of jobs that had moved on, stopped here as it came back (stale_prompts)
+        self.stale_prompts_stopped = 0
         self._client_factory = client_factory
         self._on_change = on_change
         self._down = asyncio.Event()

@@ -16,7 +16,7 @@ import contextlib
 import importlib
 import itertools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from comfyrun.aio import wait_event
@@ -132,6 +132,10 @@ class BackendPool:
         #: Each backend's reservations not yet bound to a job, in the order they were made.
         self._unused: dict[str, list[Slot]] = {}
         self._generation = 0
+        #: Awaited before a backend found down is taken back (a probe answers again), with its
+        #: client: it clears what the backend still holds of jobs that moved on
+        #: (dispatch.stale_prompts); False: not back yet (probed again).
+        self.on_return: Callable[[Backend, Any], Awaitable[bool]] | None = None
         for backend in backends or ():
             self._backends[backend.name] = backend
 
@@ -406,11 +410,15 @@ class BackendPool:
             ok, idle = await hl.probe(
                 client, timeout_s=settings.timeout_s, ask_idle=backend.health.quarantined
             )
+            reason = "health check failed (GET /system_stats)"
+            if ok and backend.is_down and self.on_return is not None:
+                ok = await self.on_return(backend, client)
+                reason = "its prompts of jobs that moved on could not be cleared"
             new = hl.after_probe(
                 backend.health, ok=ok, idle=idle, threshold=settings.failure_threshold
             )
             new = hl.after_ws(new, bool(getattr(client, "connected", True)))
-            backend._apply(new, None if ok else "health check failed (GET /system_stats)")
+            backend._apply(new, None if ok else reason)
             if ok and backend.health.accepting:
                 backend.recovered()
 

@@ -50,6 +50,7 @@ from comfyrun.dispatch.routing import ModelRouter
 from comfyrun.dispatch.run import InputPlacer, JobRun, RunContext
 from comfyrun.dispatch.settings import DispatchSettings
 from comfyrun.dispatch.stale import release_stale_jobs
+from comfyrun.dispatch.stale_prompts import ReturnCheck
 from comfyrun.dispatch.sweeper import Sweeper
 from comfyrun.errors import ComfyrunError
 from comfyrun.handlers.registry import HandlerRegistry
@@ -91,6 +92,8 @@ class Dispatcher(Placing, Rebalancing):
         self.worker_id = worker_id or default_worker_id()
         self.store = store
         self.pool = pool
+        # a backend found down comes back only once its prompts of jobs that moved on are gone
+        pool.on_return = ReturnCheck(store, timeout_s=pool.health_settings.timeout_s)
         #: When jobs this worker put back (retries with backoff) become runnable.
         self._retries = RetryClock(self.settings.idle_wait_s)
         self.ctx = RunContext(

@@ -44,6 +44,7 @@ from comfyrun.dispatch.reconcile import (
 from comfyrun.dispatch.relay import JobRelay, wants_relay
 from comfyrun.dispatch.run_context import OUTPUT_MISSING, UNSENT, InputPlacer, RunContext
 from comfyrun.dispatch.run_end import RunEnding, drop_unwritten
+from comfyrun.dispatch.stale_prompts import JOB_ID_KEY
 from comfyrun.errors import BackendError, ComfyrunError
 from comfyrun.store.base import Changes
 
@@ -508,7 +509,7 @@ def backend_extra_data(job: Job) -> JSON:
     given = job.options.get("extra_data")
     extra: JSON = dict(given) if isinstance(given, dict) else {}
     extra.pop("client_id", None)
-    extra["comfyrun_job_id"] = job.id
+    extra[JOB_ID_KEY] = job.id
     return extra
 
 

@@ -95,6 +95,7 @@ async def make_engine(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
             start: bool = True,
             per: dict[str, dict[str, Any]] | None = None,
             labels: dict[str, dict[str, Any]] | None = None,
+            health: HealthSettings = HEALTH,
             **emulator: Any,
         ) -> Engine:
             store = open_store("memory://")
@@ -118,7 +119,7 @@ async def make_engine(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
                 BackendSpec(name=n, url=str(e.url), labels=(labels or {}).get(n, {}))
                 for n, e in emulators.items()
             ]
-            pool = BackendPool.from_specs(specs, client_factory, health=HEALTH)
+            pool = BackendPool.from_specs(specs, client_factory, health=health)
             dispatcher = Dispatcher(store, pool, storage, settings, worker_id="it-worker")
             engine = Engine(store, storage, pool, dispatcher, emulators)
             await pool.start()
