@@ -108,3 +108,20 @@ async def test_a_workers_port_serves_the_operations_and_an_api_node_says_where(
         r = await client.post("/api/v2/backends/emulator-1/drain", headers=ADMIN)
         message = assert_envelope(r, 409, "conflict")["error"]["message"]
         assert "worker" in message
+
+
+async def test_metrics_count_the_prompts_stopped_on_a_backend_that_came_back(
+    tmp_path: Path,
+) -> None:
+    settings = memory_settings(
+        tmp_path, api_keys=["s3cret"], emulators=1, emulator_mode="inprocess"
+    )
+    async with asgi_app(settings) as (_, client, ctx):
+        assert ctx.pool is not None
+        [backend] = ctx.pool.backends
+        name = f'comfyrun_backend_stale_prompts_stopped_total{{backend="{backend.name}"}}'
+        assert f"{name} 0.0" in (await client.get("/metrics", headers=ADMIN)).text
+        backend.stale_prompts_stopped = 2  # dispatch.stale_prompts.ReturnCheck counts there
+        assert f"{name} 2.0" in (await client.get("/metrics", headers=ADMIN)).text
+        backend.stale_prompts_stopped = 3
+        assert f"{name} 3.0" in (await client.get("/metrics", headers=ADMIN)).text

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
 from comfyrun.api.context import AppContext, get_ctx, require_admin
@@ -79,6 +79,14 @@ class JobMetrics:
             ["backend", "hold"],
             registry=self.registry,
         )
+        self.stale_stopped = Counter(
+            "comfyrun_backend_stale_prompts_stopped",
+            "Prompts of jobs that had moved on, stopped on a backend as it came back "
+            "(deleted from its queue or interrupted)",
+            ["backend"],
+            registry=self.registry,
+        )
+        self._stale_seen: dict[str, int] = {}
         self.duration = Histogram(
             "comfyrun_job_duration_seconds",
             "Execution time of finished jobs",
@@ -140,6 +148,11 @@ class JobMetrics:
                     self.held.labels(backend=b.name, hold=hold).set(held)
             for state, n in counts.items():
                 self.backends.labels(state=state).set(n)
+            for backend in ctx.pool.backends:
+                stopped = backend.stale_prompts_stopped
+                seen = self._stale_seen.get(backend.name, 0)
+                self.stale_stopped.labels(backend=backend.name).inc(max(0, stopped - seen))
+                self._stale_seen[backend.name] = stopped
         return generate_latest(self.registry)
 
     async def _observe_finished(self, ctx: AppContext) -> None:
