@@ -410,15 +410,18 @@ class BackendPool:
             ok, idle = await hl.probe(
                 client, timeout_s=settings.timeout_s, ask_idle=backend.health.quarantined
             )
-            reason = "health check failed (GET /system_stats)"
-            if ok and backend.is_down and self.on_return is not None:
-                ok = await self.on_return(backend, client)
-                reason = "its prompts of jobs that moved on could not be cleared"
+            if (
+                ok
+                and backend.is_down
+                and self.on_return is not None
+                and not await self.on_return(backend, client)
+            ):
+                continue  # not back: it stays down as it is, and is probed again
             new = hl.after_probe(
                 backend.health, ok=ok, idle=idle, threshold=settings.failure_threshold
             )
             new = hl.after_ws(new, bool(getattr(client, "connected", True)))
-            backend._apply(new, None if ok else reason)
+            backend._apply(new, None if ok else "health check failed (GET /system_stats)")
             if ok and backend.health.accepting:
                 backend.recovered()
 

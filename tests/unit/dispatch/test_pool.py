@@ -369,3 +369,53 @@ async def test_a_backend_found_down_resolves_its_down_futures(ready_pool: Backen
     pool.mark_unhealthy(backend, "the websocket closed", quarantine=False)
     assert waiting.done() and backend.is_down
     assert backend.down_future().done()  # down already: at once
+
+
+async def test_a_backend_found_down_comes_back_only_once_its_return_check_passes() -> None:
+    server = FakeServer(name="late", up=False)
+    pool = BackendPool.from_specs(
+        [BackendSpec(name="late", url="fake://late")], lambda url: FakeClient(server), health=HEALTH
+    )
+    checks: list[str] = []
+    passing = asyncio.Event()  # (a flag: nothing waits on it)
+
+    async def on_return(backend: Any, client: Any) -> bool:
+        checks.append(backend.name)
+        return passing.is_set()  # False: its stale prompts could not be cleared yet
+
+    pool.on_return = on_return
+    await pool.start()
+    try:
+        backend = pool.get("late")
+        assert backend is not None
+        await until(lambda: backend.is_down)
+        server.up = True
+        await until(lambda: len(checks) >= 2)  # answered, but not back: asked again
+        assert backend.is_down and pool.snapshot()[0].state == "unhealthy"
+        passing.set()
+        await until(lambda: pool.snapshot()[0].state == "ready")
+        assert not backend.is_down
+    finally:
+        await pool.stop()
+        await server.stop()
+
+
+async def test_a_backend_given_up_on_by_a_run_is_not_back_before_its_return_check_passes(
+    ready_pool: BackendPool,
+) -> None:
+    """(A backend marked down by a run, its health still answering, came back at the next
+    probe whatever the check said.)"""
+    pool = ready_pool
+    backend = pool.get("a")
+    assert backend is not None
+    checks: list[str] = []
+
+    async def on_return(backend: Any, client: Any) -> bool:
+        checks.append(backend.name)
+        return False
+
+    pool.on_return = on_return
+    await until(lambda: pool.snapshot()[0].state == "ready")
+    pool.mark_unhealthy(backend, "POST /prompt failed", quarantine=False)
+    await until(lambda: len(checks) >= 2)
+    assert backend.is_down
