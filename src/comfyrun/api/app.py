@@ -250,6 +250,8 @@ async def _open(
         )
 
     catalog = await _start_catalog(settings, stack, store, pool, backend_configs)
+    if models is not None:  # files delivered to the cache: the backends seeing it list them
+        models.on_names_changed(catalog.models_changed)
     service = JobService(
         store,
         settings,

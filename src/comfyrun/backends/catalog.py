@@ -307,6 +307,20 @@ class BackendCatalog:
         except Exception:
             log.exception("catalog: could not follow a backend change")
 
+    def models_changed(self) -> None:
+        """The model cache's names changed (a file delivered, refreshed or evicted): the
+        backends that see the cache list other model files now, so their catalogs (model lists,
+        /object_info's file choices) are fetched again, in the background. For
+        ModelCache.on_names_changed: cheap, never raises."""
+        if self._pool is None or self._stopped:
+            return
+        try:
+            for backend in self._pool.backends:
+                if backend.receives_models and str(backend.state) in _UP:
+                    self._spawn(backend.name, wake=False)
+        except Exception:
+            log.exception("catalog: could not follow a change of the model cache")
+
     def _refresh_stale(self) -> None:
         if self._pool is None or self._stopped:
             return

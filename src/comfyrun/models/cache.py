@@ -133,6 +133,7 @@ class ModelCache:
         self._names: dict[str, str] = {}  # "folder/name" -> blake3
         self._pins: Counter[str] = Counter()
         self._name_pins: Counter[str] = Counter()
+        self._name_listeners: list[Callable[[], None]] = []
         self._flights: dict[str, _Flight] = {}
         self.downloads = 0  # finished downloads (for tests and metrics)
 
@@ -398,6 +399,19 @@ class ModelCache:
 
     # -- names, pins, eviction ------------------------------------------------------------------
 
+    def on_names_changed(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (on the event loop; it must be quick and not raise) whenever a name
+        is added, points at other bytes, or goes: what the backends that see the cache list
+        has changed (their node catalogs are fetched again: backends.catalog)."""
+        self._name_listeners.append(callback)
+
+    def _names_changed(self) -> None:
+        for callback in self._name_listeners:
+            try:
+                callback()
+            except Exception:
+                log.exception("a listener of the model cache's names failed")
+
     def _link(self, name: str, digest: str) -> None:
         current = self._names.get(name)
         if current == digest:
@@ -417,6 +431,7 @@ class ModelCache:
             self._blobs[current].names.remove(name)
         self._names[name] = digest
         self._blobs[digest].names.append(name)
+        self._names_changed()
 
     def _unpin(self, digest: str, name: str) -> None:
         self._pins[digest] -= 1
@@ -451,6 +466,8 @@ class ModelCache:
             self._names.pop(name, None)
             (self.folders_dir / name).unlink(missing_ok=True)
         self._blob(digest).unlink(missing_ok=True)
+        if model.names:
+            self._names_changed()
 
     def remove(self, key: str) -> CachedModel:
         """Evict one file now: by `blake3:<hex>`, `sha256:<hex>` or `folder/name`. Conflict

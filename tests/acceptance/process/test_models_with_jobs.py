@@ -167,3 +167,30 @@ async def test_a_comfyui_beside_the_worker_that_reads_the_cache_gets_the_models(
                 assert done["status"] == "succeeded", done
                 assert done["backend"] == "beside"
             assert server.hits == {"ckpt": 1}
+
+
+async def test_a_delivered_model_is_listed_and_described_by_the_comfyui_face(
+    tmp_path: Path,
+) -> None:
+    """The fleet's model lists (ComfyUI's /models, the editor's file choices, model-aware
+    routing) were fetched before a job brought its file; once it is in the cache, the
+    backends that see the cache are asked again: the file is listed, /view_metadata answers."""
+    folder = make_emulator_folder(tmp_path / "ComfyUI")
+    async with model_server({"ckpt": CKPT}) as server:
+        models = [
+            {"url": f"{server.url}/ckpt", "folder": "checkpoints", "name": "fetched.safetensors"}
+        ]
+        cfg = BackendConfig(name="gpu0", comfy_path=folder)
+        app_settings = settings(tmp_path, cfg, fetch_allow=["127.0.0.1"])
+        async with asgi_app(app_settings) as (_app, client, ctx):
+            assert "fetched.safetensors" not in (await client.get("/models/checkpoints")).json()
+            workflow = text_to_image_workflow(ckpt_name="fetched.safetensors")
+            job = await wait_job(client, await submit(client, workflow, models=models))
+            assert job["status"] == "succeeded", job
+            assert ctx.catalog is not None
+            await ctx.catalog.settled()
+            assert "fetched.safetensors" in (await client.get("/models/checkpoints")).json()
+            meta = await client.get(
+                "/view_metadata/checkpoints", params={"filename": "fetched.safetensors"}
+            )
+            assert (meta.status_code, meta.json()) == (200, {"tag": "fetched checkpoint"})
