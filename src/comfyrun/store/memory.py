@@ -183,7 +183,10 @@ class MemoryStore(
             return None
         if choice is not None:
             window = heapq.nsmallest(max(1, choice.window), runnable, key=claim_order)
-            best = choice.chosen(window)
+            chosen = choice.chosen(window)
+            if chosen is None:
+                return None
+            best = chosen
         else:
             best = min(runnable, key=claim_order)
         job = self._take(best, worker_id, lease_s, now, note)

@@ -152,14 +152,17 @@ class ClaimNote:
 class ClaimChoice:
     """Lets a claim take another job than the best one: `pick` is given the first `window`
     runnable queued jobs in claim order (the best first) and returns the index of the one to
-    take (an index out of range takes the best). Called inside the claim's transaction: it
-    must be quick and do no I/O."""
+    take (an index out of range takes the best), or None to take none of them (the claim then
+    finds nothing: a worker whose staging set is full takes no job that must download first,
+    dispatch.staging). Called inside the claim's transaction: it must be quick and do no I/O."""
 
     window: int
-    pick: Callable[[Sequence[Job]], int]
+    pick: Callable[[Sequence[Job]], int | None]
 
-    def chosen(self, candidates: Sequence[Job]) -> Job:
+    def chosen(self, candidates: Sequence[Job]) -> Job | None:
         index = self.pick(candidates)
+        if index is None:
+            return None
         return candidates[index] if 0 <= index < len(candidates) else candidates[0]
 
 

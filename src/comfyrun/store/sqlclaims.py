@@ -64,8 +64,12 @@ class SQLClaims(SQLDialect):
             rows = rows[:size]
         if not rows:
             return None
-        chosen = choice.chosen([job_from_row(r) for r in rows]).id if choice else rows[0]["id"]
-        return await self._one(conn, "claim_id", params | {"id": chosen})
+        if choice is None:
+            return await self._one(conn, "claim_id", params | {"id": rows[0]["id"]})
+        chosen = choice.chosen([job_from_row(r) for r in rows])
+        if chosen is None:  # none of them (the transaction changes nothing)
+            return None
+        return await self._one(conn, "claim_id", params | {"id": chosen.id})
 
     async def renew(
         self, job_id: str, worker_id: str, lease_s: float, *, now: float | None = None

@@ -394,3 +394,21 @@ async def test_a_typed_work_token_changes_when_work_of_its_types_comes(store: Jo
     async with asyncio.timeout(5):
         await waiting
     assert store.work_token(["b"]) != for_b
+
+
+async def test_claim_choice_of_none_takes_no_job_and_leaves_the_queue_as_it_was(
+    store: JobStore,
+) -> None:
+    """A worker whose staging set is full takes none of the jobs that must download first
+    (dispatch.staging): its pick says None, and the claim finds nothing."""
+    from comfyrun.store.base import ClaimChoice
+
+    first, _ = await store.enqueue(new_job(), now=T0)
+    second, _ = await store.enqueue(new_job(), now=T0 + 1)
+    choice = ClaimChoice(window=5, pick=lambda candidates: None)
+    assert await store.claim("w", 30, now=T0 + 2, choice=choice) is None
+    for queued in (first, second):
+        kept = await store.get(queued.id)
+        assert kept is not None and kept.status is JobStatus.QUEUED and kept.attempts == 0
+    taken = await store.claim("w", 30, now=T0 + 2)
+    assert taken is not None and taken.id == first.id
