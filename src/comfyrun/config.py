@@ -283,6 +283,11 @@ class Settings(BaseSettings):
     model_fetch_attempts: int = Field(
         default=3, ge=1, le=20, validation_alias=_aliases("model_fetch_attempts")
     )
+    #: Claimed jobs a worker downloads model files for at once, no backend held meanwhile
+    #: (dispatch.staging); at this many it claims no other job that must download first.
+    max_staging_jobs: int = Field(
+        default=2, ge=1, le=64, validation_alias=_aliases("max_staging_jobs")
+    )
     #: A URL input or model URL that sends nothing this long (no answer, or a body that stops
     #: coming) is given up (`timeout`), however long its fetch may take in all.
     fetch_idle_timeout_s: float = Field(

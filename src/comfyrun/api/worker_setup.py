@@ -125,6 +125,7 @@ def dispatch_settings(settings: Settings) -> Any:
         submit_timeout_s=settings.backend_timeout_s,
         output_timeout_s=settings.output_timeout_s,
         handler_concurrency=settings.handler_concurrency,
+        max_staging_jobs=settings.max_staging_jobs,
         handler_stop_grace_s=settings.handler_stop_grace_s,
         model_routing=settings.model_routing,
         model_routing_window=settings.model_routing_window,
@@ -165,6 +166,7 @@ async def start_worker(
         worker_id=worker,
         handlers=registry,
         place_inputs=input_placer(assets, settings, store, models),
+        models=models,
         relay_hub=relay_hub,
         relay_to_store=settings.role is Role.WORKER,
     )

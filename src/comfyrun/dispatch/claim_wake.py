@@ -52,7 +52,18 @@ class ClaimWake:
         self._work_since: int | None = None
         self._work_deadline = 0.0
         self._soon = False
+        #: A nudge that came while the loop was not waiting: its next wait returns at once.
+        self._nudged = False
         pool.add_listener(self._pool_changed)
+
+    def nudge(self) -> None:
+        """Wake the loop for a change neither the pool nor the store tells (a staging job's
+        place freed, its files in: dispatch.staging); one that comes mid-pass is kept for the
+        next wait."""
+        if self._woken is None:
+            self._nudged = True
+        else:
+            self._pool_changed()
 
     def _pool_changed(self) -> None:
         """A pool listener: wakes a waiting loop, a turn later (see the module docstring)."""
@@ -70,6 +81,9 @@ class ClaimWake:
         """Until the pool changes after `generation` or the store's wait on `token` ends (new
         work, or the idle timeout). True when the store's wait ended (the last claim's
         "nothing" is stale), whether or not the pool changed too."""
+        if self._nudged:
+            self._nudged = False
+            return False
         work = self._work_wait(token)
         if self._pool.generation == generation and not work.done():
             woken = self._woken = asyncio.get_running_loop().create_future()

@@ -49,11 +49,13 @@ from comfyrun.dispatch.retry_clock import RetryClock
 from comfyrun.dispatch.routing import ModelRouter
 from comfyrun.dispatch.run import InputPlacer, JobRun, RunContext
 from comfyrun.dispatch.settings import DispatchSettings
+from comfyrun.dispatch.staging_claims import StagingClaims
 from comfyrun.dispatch.stale import release_stale_jobs
 from comfyrun.dispatch.stale_prompts import ReturnCheck
 from comfyrun.dispatch.sweeper import Sweeper
 from comfyrun.errors import ComfyrunError
 from comfyrun.handlers.registry import HandlerRegistry
+from comfyrun.models import ModelCache
 from comfyrun.outputs import OutputStorage
 from comfyrun.store.base import Changes, HandOff, JobStore
 
@@ -69,7 +71,7 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-class Dispatcher(Placing, Rebalancing):
+class Dispatcher(Placing, Rebalancing, StagingClaims):
     """Runs queued jobs on the pool's backends until stopped."""
 
     def __init__(
@@ -85,6 +87,7 @@ class Dispatcher(Placing, Rebalancing):
         relay_to_store: bool = False,
         handlers: HandlerRegistry | None = None,
         types: Sequence[str] = (COMFY,),
+        models: ModelCache | None = None,
     ) -> None:
         self.settings = settings or DispatchSettings()
         #: The job types this dispatcher claims: ComfyUI workflows (handler jobs go to a lane).
@@ -135,6 +138,7 @@ class Dispatcher(Placing, Rebalancing):
             max_overtake=self.settings.model_routing_max_overtake,
             keep=self.settings.models_kept,
         )
+        self.staging = self._staging_for(models)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._idle = asyncio.Event()
@@ -170,6 +174,8 @@ class Dispatcher(Placing, Rebalancing):
             for left in late:
                 left.cancel()
         await self._wake.close()
+        if self.staging is not None:  # their downloads stop; back to the queue
+            await self.staging.stop()
         for job_id in list(self._parked):  # never started: straight back to the queue
             self._parked.pop(job_id, None)
             with contextlib.suppress(ComfyrunError):
@@ -280,9 +286,10 @@ class Dispatcher(Placing, Rebalancing):
             return None  # the last claim found nothing and nothing claimable came since
         return self.pool.try_reserve()
 
-    async def _claim_once(self, slot: Slot, token: int | None) -> None:
+    async def _claim_for(self, slot: Slot, token: int | None, *, downloads: bool) -> None:
         """Claim the best queued job for `slot` and start it; give the slot back when there is
-        no job, or the room is a hold behind a prompt of higher priority."""
+        no job, or the room is a hold behind a prompt of higher priority. Without `downloads`,
+        no job that must download model files first (dispatch.staging_claims)."""
         holding = slot.backend.inflight > 1  # the job would wait behind one in ComfyUI's queue
         try:
             held = self.pool.held_prompts()
@@ -299,7 +306,7 @@ class Dispatcher(Placing, Rebalancing):
                 self.worker_id,
                 self.settings.lease_s,
                 note=note,
-                choice=self.router.choice(slot.backend.name),
+                choice=self._claim_choice(slot, downloads),
                 types=self.types,
             )
         except BaseException:
@@ -334,6 +341,8 @@ class Dispatcher(Placing, Rebalancing):
             )
             return
         stages.mark(job.id, "claimed")
+        if self._stage(job, slot):  # its files download first, no backend held
+            return
         await self._place(job, slot, noted=(slot.backend.name, prompt_id))
 
     def offer(self, job_type: str) -> Reservation | None:
@@ -344,6 +353,8 @@ class Dispatcher(Placing, Rebalancing):
         (JobStore.enqueue_claimed), which claims the job in the enqueue's transaction when no
         other job is queued, then calls `taken`: one commit and one claim less per job."""
         if self._stopping or not self._tasks or self.pool.hopeless or self._parked:
+            return None
+        if self.staging is not None and self.staging.full:  # the job may need a download
             return None
         if self.types is not None and job_type not in self.types:
             return None
@@ -402,15 +413,17 @@ class Dispatcher(Placing, Rebalancing):
         current = self._runs.get(job_id)
         if current is not None and current[1] is task:
             del self._runs[job_id]
+            if self.staging is not None:  # its run pinned the files it staged for itself
+                self.staging.release(job_id)
             for tell in self.ctx.run_over:
                 tell(job_id)
         if not self._runs:
             self._idle.set()
 
     def running(self, job_id: str) -> bool:
-        """Whether a run of this dispatcher holds the job now (RunContext.run_over tells when
-        it no longer does)."""
-        return job_id in self._runs
+        """Whether a run of this dispatcher holds the job now, staging included
+        (RunContext.run_over tells when it no longer does)."""
+        return job_id in self._runs or self._staging_holds(job_id)
 
     # --- leases ------------------------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:
@@ -421,10 +434,14 @@ class Dispatcher(Placing, Rebalancing):
     async def heartbeat_once(self) -> None:
         """Renew the lease of every held job; give up (without touching the store) any job
         whose lease this worker lost: another worker may be running it now."""
+        if self.staging is not None:
+            await self.staging.renew()
         for job_id in list(self._parked):
             try:
                 if not await self.store.renew(job_id, self.worker_id, self.settings.lease_s):
                     self._parked.pop(job_id, None)
+                    if self.staging is not None:
+                        self.staging.release(job_id)
             except ComfyrunError as exc:
                 log.warning("renewing the lease of job %s failed: %s", job_id, exc)
         for job_id, (run, task) in list(self._runs.items()):

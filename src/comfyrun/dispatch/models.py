@@ -29,7 +29,7 @@ from comfyrun.backends.pool import Backend
 from comfyrun.core.job import JSON, Job, new_prompt_id
 from comfyrun.dispatch.run import InputPlacer
 from comfyrun.errors import InputRejected, StorageError
-from comfyrun.models import ModelCache, ModelRef, parse_models
+from comfyrun.models import Lease, ModelCache, ModelRef, parse_models
 from comfyrun.store.base import JobStore
 
 log = logging.getLogger(__name__)
@@ -57,31 +57,9 @@ def with_models(
                 details={"backend": backend.name, "reason": "models_need_managed_backend"},
             )
 
-        async def downloading() -> None:
-            """The job's start, recorded as its first download starts (see the docstring)."""
-            if job.worker_id is None:
-                return
-            try:
-                await store.record_placement(
-                    job.id,
-                    job.worker_id,
-                    backend=backend.name,
-                    prompt_id=job.prompt_id or new_prompt_id(),
-                    execution_started_at=time.time(),
-                )
-            except Exception:  # the download goes on; only what the API shows lags
-                log.warning("job %s: recording its download's start failed", job.id, exc_info=True)
-
-        reporter = _Reporter(store, job.id, interval_s, started=downloading)
-        try:
-            lease = await cache.acquire(refs, reporter.progress)
-        except OSError as exc:  # the cache's disk (full, read-only): the job fails, clearly
-            raise StorageError(
-                f"the model cache at {cache.root} could not store a file: {exc}",
-                details={"reason": "model_cache"},
-            ) from exc
-        finally:
-            await reporter.close()
+        lease = await fetch_models(
+            cache, store, job, refs, backend=backend.name, interval_s=interval_s
+        )
         try:
             workflow, cleanup = await place(job, backend, client)
         except BaseException:
@@ -97,6 +75,47 @@ def with_models(
         return workflow, release
 
     return placed
+
+
+async def fetch_models(
+    cache: ModelCache,
+    store: JobStore,
+    job: Job,
+    refs: tuple[ModelRef, ...],
+    *,
+    backend: str,
+    interval_s: float = 1.0,
+) -> Lease:
+    """The job's model files fetched into the cache and pinned (release the lease when the job
+    is done), their progress in its events; its start recorded (on `backend`) as its first
+    download starts (see the module docstring). Raises the cache's errors; StorageError for
+    its disk."""
+
+    async def downloading() -> None:
+        """The job's start, recorded as its first download starts (see the docstring)."""
+        if job.worker_id is None:
+            return
+        try:
+            await store.record_placement(
+                job.id,
+                job.worker_id,
+                backend=backend,
+                prompt_id=job.prompt_id or new_prompt_id(),
+                execution_started_at=time.time(),
+            )
+        except Exception:  # the download goes on; only what the API shows lags
+            log.warning("job %s: recording its download's start failed", job.id, exc_info=True)
+
+    reporter = _Reporter(store, job.id, interval_s, started=downloading)
+    try:
+        return await cache.acquire(refs, reporter.progress)
+    except OSError as exc:  # the cache's disk (full, read-only): the job fails, clearly
+        raise StorageError(
+            f"the model cache at {cache.root} could not store a file: {exc}",
+            details={"reason": "model_cache"},
+        ) from exc
+    finally:
+        await reporter.close()
 
 
 class _Reporter:
@@ -157,4 +176,4 @@ class _Reporter:
             await self._write()
 
 
-__all__ = ["EVENT", "with_models"]
+__all__ = ["EVENT", "fetch_models", "with_models"]

@@ -44,6 +44,9 @@ class DispatchSettings:
     clean_backend_outputs: bool = True
     #: Models of one folder (checkpoints, loras, ...) a backend is taken to keep loaded.
     models_kept: int = 1
+    #: Claimed jobs one worker downloads model files for at once with no backend held
+    #: (dispatch.staging); at this many it claims no other job that must download first.
+    max_staging_jobs: int = 2
     #: Handler jobs (types other than comfy) one worker runs at once.
     handler_concurrency: int = 2
     #: After a cancel or a timeout sets a handler's cancel token, how long it gets to stop

@@ -1,0 +1,208 @@
+"""Staging (dispatch.staging): a job whose model files are not in the cache downloads them with
+no backend held. Its one backend runs other work meanwhile; the staging set is capped; a cancel
+ends a staging job at once; its lease is renewed however long the download takes.
+
+One fake backend that sees the model cache, a real cache and downloader, and a model server
+whose answers wait while its `gate` is cleared (a download held under the test's control)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.support.engine import FakeClient, FakeServer, until, work
+from tests.support.model_server import ModelServer, model_server
+from tests.unit.dispatch.conftest import FAST, HEALTH, Engine
+
+from comfyrun.backends.pool import BackendPool, BackendSpec
+from comfyrun.core.job import JobStatus
+from comfyrun.core.state import Event
+from comfyrun.dispatch import Dispatcher, DispatchSettings
+from comfyrun.dispatch.inputs import make_input_placer
+from comfyrun.dispatch.models import with_models
+from comfyrun.dispatch.staging import Staging
+from comfyrun.models import DownloadLimits, ModelCache, make_downloader
+from comfyrun.outputs import open_output_storage
+from comfyrun.store.factory import open_store
+
+FILES = {"x": b"x-weights" * 1000, "y": b"y-weights" * 1000}
+
+
+@dataclasses.dataclass
+class Rig:
+    engine: Engine
+    server: ModelServer
+    cache: ModelCache
+    backend: FakeServer
+
+    @property
+    def staging(self) -> Staging:
+        staging = self.engine.dispatcher.staging
+        assert staging is not None
+        return staging
+
+    def models(self, name: str) -> dict[str, Any]:
+        loras = [{"url": f"{self.server.url}/{name}", "folder": "loras", "name": f"{name}.st"}]
+        return {"models": loras}
+
+
+@pytest.fixture
+async def make_rig(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    stack: list[Rig] = []
+
+    async def make(settings: DispatchSettings = FAST) -> Rig:
+        server_cm = model_server(dict(FILES))
+        server = await server_cm.__aenter__()
+        server.gate.clear()  # every download waits until the test sets it
+        cleanups.append(server_cm)
+        store = open_store("memory://")
+        await store.open()
+        storage = open_output_storage("memory://")
+        backend = FakeServer(name="a")
+        pool = BackendPool.from_specs(
+            [BackendSpec(name="a", url="fake://a", sees_model_cache=True)],
+            lambda url: FakeClient(backend),
+            health=HEALTH,
+        )
+        await pool.start()
+        assert await pool.wait_ready(5.0)
+        cache = ModelCache(
+            tmp_path / "models", make_downloader(DownloadLimits(fetch_allow=("127.0.0.1",)))
+        )
+        cache.open()
+        dispatcher = Dispatcher(
+            store,
+            pool,
+            storage,
+            settings,
+            worker_id="w1",
+            place_inputs=with_models(make_input_placer(), cache, store, interval_s=0.0),
+            models=cache,
+        )
+        engine = Engine(store, storage, pool, dispatcher, {"a": backend})
+        rig = Rig(engine, server, cache, backend)
+        stack.append(rig)
+        await dispatcher.start()
+        return rig
+
+    cleanups: list[Any] = []
+    yield make
+    for rig in stack:
+        rig.server.gate.set()
+        await rig.engine.dispatcher.stop()
+        await rig.engine.pool.stop()
+        await rig.backend.stop()
+        await rig.engine.store.close()
+    for cm in cleanups:
+        await cm.__aexit__(None, None, None)
+
+
+async def test_a_job_without_models_runs_on_the_only_backend_while_another_downloads(
+    make_rig: Callable[..., Any],
+) -> None:
+    """(The job that downloaded held the backend, for up to an hour, while the other waited.)"""
+    rig = await make_rig()
+    engine = rig.engine
+    downloading = await engine.submit(work(), options=rig.models("x"))
+    await asyncio.wait_for(rig.server.requested.wait(), 10)  # its download is held
+    other = await engine.wait((await engine.submit(work())).id)
+    assert other.status is JobStatus.SUCCEEDED and other.backend == "a"
+    staging = await engine.store.get(downloading.id)
+    assert staging is not None and staging.status is JobStatus.RUNNING
+    assert downloading.id in rig.staging and engine.dispatcher.running(downloading.id)
+    assert [r.job_id for r in rig.backend.ran] == [other.id]
+    rig.server.gate.set()
+    done = await engine.wait(downloading.id)
+    assert done.status is JobStatus.SUCCEEDED and done.backend == "a"
+    assert done.attempts == 1 and rig.server.hits["x"] == 1
+    kinds = [e.kind for e in await engine.store.events_since(downloading.id)]
+    assert "model_download" in kinds
+    # neither the staging's pin nor the run's outlives the run
+    await until(lambda: [m.in_use for m in rig.cache.list()] == [0])
+    assert len(rig.staging) == 0
+
+
+async def test_the_staging_set_is_capped_and_jobs_without_downloads_are_still_claimed(
+    make_rig: Callable[..., Any],
+) -> None:
+    rig = await make_rig(dataclasses.replace(FAST, max_staging_jobs=1))
+    engine = rig.engine
+    first = await engine.submit(work(), options=rig.models("x"))
+    await asyncio.wait_for(rig.server.requested.wait(), 10)
+    second = await engine.submit(work(), options=rig.models("y"))  # ahead of `plain` in line
+    plain = await engine.wait((await engine.submit(work())).id)
+    assert plain.status is JobStatus.SUCCEEDED
+    # the set is full: the job that must download was passed over, left queued, unclaimed
+    waiting = await engine.store.get(second.id)
+    assert waiting is not None and waiting.status is JobStatus.QUEUED and waiting.attempts == 0
+    assert len(rig.staging) == 1 and rig.server.hits["y"] == 0
+    rig.server.gate.set()
+    for job in (first, second):
+        done = await engine.wait(job.id)
+        assert done.status is JobStatus.SUCCEEDED and done.attempts == 1
+
+
+async def test_a_cancel_while_staging_ends_the_job_at_once_and_frees_its_place(
+    make_rig: Callable[..., Any],
+) -> None:
+    rig = await make_rig(dataclasses.replace(FAST, max_staging_jobs=1))
+    engine = rig.engine
+    job = await engine.submit(work(), options=rig.models("x"))
+    await asyncio.wait_for(rig.server.requested.wait(), 10)
+    await engine.store.transition(job.id, Event.CANCEL, expect=JobStatus.RUNNING)
+    canceled = await engine.wait(job.id, timeout=5)
+    assert canceled.status is JobStatus.CANCELED
+    assert rig.backend.ran == [] and rig.cache.list() == []
+    # its place in the set is free: the next job that must download is staged
+    after = await engine.submit(work(), options=rig.models("y"))
+    await until(lambda: after.id in rig.staging and rig.server.hits["y"] == 1)
+    assert job.id not in rig.staging
+    rig.server.gate.set()
+    assert (await engine.wait(after.id)).status is JobStatus.SUCCEEDED
+
+
+async def test_a_long_staging_keeps_its_lease(make_rig: Callable[..., Any]) -> None:
+    """Leases of half a second, swept every 0.1 s: a staging job's lease is renewed by the
+    heartbeat (else the sweeper would put it back in the queue)."""
+    short = dataclasses.replace(FAST, lease_s=0.5, heartbeat_s=0.1, sweep_interval_s=0.1)
+    rig = await make_rig(short)
+    engine = rig.engine
+    job = await engine.submit(work(), options=rig.models("x"))
+    await asyncio.wait_for(rig.server.requested.wait(), 10)
+    claimed = await engine.store.get(job.id)
+    assert claimed is not None and claimed.lease_expires_at is not None
+    first_lease = claimed.lease_expires_at
+
+    # a lease twice as long as the one claimed is twice renewed (or the job was swept)
+    while True:
+        held = await engine.store.get(job.id)
+        assert held is not None
+        if (
+            held.status is not JobStatus.RUNNING
+            or (held.lease_expires_at or 0) > first_lease + 2 * short.lease_s
+        ):
+            break
+        await asyncio.sleep(0.02)  # (a lease renewed tells no event to wait on)
+    assert held.status is JobStatus.RUNNING and held.attempts == 1 and held.worker_id == "w1"
+    rig.server.gate.set()
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.SUCCEEDED and done.attempts == 1
+
+
+async def test_a_job_whose_files_are_cached_skips_staging(
+    make_rig: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    rig = await make_rig()
+    rig.server.gate.set()
+    first = await rig.engine.wait((await rig.engine.submit(work(), options=rig.models("x"))).id)
+    assert first.status is JobStatus.SUCCEEDED
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="comfyrun.dispatch.staging"):
+        again = await rig.engine.wait((await rig.engine.submit(work(), options=rig.models("x"))).id)
+    assert again.status is JobStatus.SUCCEEDED and rig.server.hits["x"] == 1
+    assert [r for r in caplog.records if r.name == "comfyrun.dispatch.staging"] == []
