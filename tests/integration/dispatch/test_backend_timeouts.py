@@ -1,6 +1,7 @@
 """The configured waits on backends reach the worker: `backend_timeout_s` each call to a
 backend and each read of an answer it streams (the clients waited 30 s whatever it said), and
-`output_timeout_s` the copy of a prompt's outputs; the handler lane's settings too."""
+`output_timeout_s` the copy of a prompt's outputs; the handler lane's settings too, and the
+staging set's cap (`max_staging_jobs`)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ async def test_the_configured_waits_reach_the_worker(tmp_path: Path) -> None:
             output_timeout_s=90.0,
             handler_concurrency=5,
             handler_stop_grace_s=0.5,
+            max_staging_jobs=3,
         )
         async with asgi_app(cfg) as (_, _client, ctx):
             assert await ctx.pool.wait_ready(30.0)
@@ -32,3 +34,6 @@ async def test_the_configured_waits_reach_the_worker(tmp_path: Path) -> None:
             # (handler_concurrency never reached it: every worker ran 2 at once)
             assert ctx.dispatcher.settings.handler_concurrency == 5
             assert ctx.dispatcher.settings.handler_stop_grace_s == 0.5
+            # jobs download their model files with no backend held, at most 3 at once
+            assert ctx.dispatcher.settings.max_staging_jobs == 3
+            assert ctx.dispatcher.staging is not None and ctx.dispatcher.staging.cap == 3

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from tests.support.engine import FakeClient, FakeServer, until, work
-from tests.support.model_server import ModelServer, model_server
+from tests.support.model_server import Fault, ModelServer, model_server
 from tests.unit.dispatch.conftest import FAST, HEALTH, Engine
 
 from comfyrun.backends.pool import BackendPool, BackendSpec
@@ -124,7 +124,7 @@ async def test_a_job_without_models_runs_on_the_only_backend_while_another_downl
     assert "model_download" in kinds
     # neither the staging's pin nor the run's outlives the run
     await until(lambda: [m.in_use for m in rig.cache.list()] == [0])
-    assert len(rig.staging) == 0
+    await until(lambda: len(rig.staging) == 0)
 
 
 async def test_the_staging_set_is_capped_and_jobs_without_downloads_are_still_claimed(
@@ -164,6 +164,27 @@ async def test_a_cancel_while_staging_ends_the_job_at_once_and_frees_its_place(
     assert job.id not in rig.staging
     rig.server.gate.set()
     assert (await engine.wait(after.id)).status is JobStatus.SUCCEEDED
+
+
+async def test_a_download_that_fails_while_staging_fails_the_job_as_before(
+    make_rig: Callable[..., Any],
+) -> None:
+    """A 404 (answered once the backend ran other work meanwhile): `input_rejected`, not
+    retried, as before; the job never held the backend, and left the set."""
+    rig = await make_rig(dataclasses.replace(FAST, max_staging_jobs=1))
+    engine = rig.engine
+    rig.server.fail("x", Fault(status=404))
+    job = await engine.submit(work(), options=rig.models("x"))
+    await asyncio.wait_for(rig.server.requested.wait(), 10)
+    other = await engine.wait((await engine.submit(work())).id)
+    assert other.status is JobStatus.SUCCEEDED
+    rig.server.gate.set()
+    failed = await engine.wait(job.id)
+    assert failed.status is JobStatus.FAILED and failed.attempts == 1
+    assert failed.error is not None and failed.error.code == "input_rejected"
+    assert "404" in failed.error.message
+    assert [r.job_id for r in rig.backend.ran] == [other.id]  # never sent to the backend
+    await until(lambda: len(rig.staging) == 0)
 
 
 async def test_a_long_staging_keeps_its_lease(make_rig: Callable[..., Any]) -> None:
