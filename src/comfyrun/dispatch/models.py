@@ -10,6 +10,10 @@ as `queued` (Job.waiting) unless its start is recorded, so the first byte of a d
 one (`record_placement`, the download's start); ComfyUI's own start replaces it once its
 prompt runs. A job whose files are all cached records nothing (its prompt is sent at once).
 
+A job whose files are not all cached fetches them before it takes a backend (dispatch.staging,
+with `fetch_models`); its run then finds them cached. Without a staging set (a dispatcher given
+no model cache, or one whose set was full when the job came) the run fetches them itself.
+
 A backend comfyrun does not manage (a ComfyUI at a URL) cannot see the cache: fitting
 (dispatch.fitting.receives) places a job with `models` only on managed backends; one that
 reaches another backend all the same fails with `input_rejected` (reason
