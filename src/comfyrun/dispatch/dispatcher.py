@@ -378,6 +378,8 @@ class Dispatcher(Placing, Rebalancing, StagingClaims):
         """A handed-off job started before its enqueue committed, and the commit failed: end
         its run (stopping its prompt on ComfyUI) without touching the store."""
         self._parked.pop(job_id, None)
+        if self.staging is not None:
+            self.staging.abandon(job_id, "unstored")
         entry = self._runs.get(job_id)
         if entry is None:
             return

@@ -167,6 +167,15 @@ class Staging:
                 stage.abandon = "lease_lost"
                 stage.task.cancel()
 
+    def abandon(self, job_id: str, why: str) -> None:
+        """Stop a staging job's download without a write (`why`: "unstored", a hand-off
+        whose enqueue did not commit: the job does not exist)."""
+        stage = self._stages.get(job_id)
+        if stage is not None and stage.task is not None:
+            stage.abandon = why
+            stage.task.cancel()
+        self.release(job_id)
+
     async def stop(self) -> None:
         """Stop every download; their jobs go back to the queue."""
         tasks = []

@@ -227,3 +227,20 @@ async def test_a_job_whose_files_are_cached_skips_staging(
         again = await rig.engine.wait((await rig.engine.submit(work(), options=rig.models("x"))).id)
     assert again.status is JobStatus.SUCCEEDED and rig.server.hits["x"] == 1
     assert [r for r in caplog.records if r.name == "comfyrun.dispatch.staging"] == []
+
+
+async def test_a_hand_off_whose_enqueue_did_not_commit_stops_its_staging_without_a_write(
+    make_rig: Callable[..., Any],
+) -> None:
+    """(dispatch.handoff: a job started before its enqueue committed, and the commit failed.)
+    Its download stops and nothing is written for it: the job does not exist."""
+    rig = await make_rig()
+    engine = rig.engine
+    job = await engine.submit(work(), options=rig.models("x"))
+    await asyncio.wait_for(rig.server.requested.wait(), 10)
+    assert job.id in rig.staging
+    events = len(await engine.store.events_since(job.id))
+    await engine.dispatcher.withdraw_unstored(job.id)
+    await until(lambda: job.id not in rig.staging)
+    assert rig.cache.list() == [] and rig.cache._flights == {}
+    assert len(await engine.store.events_since(job.id)) == events
