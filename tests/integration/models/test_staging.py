@@ -244,3 +244,33 @@ async def test_a_hand_off_whose_enqueue_did_not_commit_stops_its_staging_without
     await until(lambda: job.id not in rig.staging)
     assert rig.cache.list() == [] and rig.cache._flights == {}
     assert len(await engine.store.events_since(job.id)) == events
+
+
+async def test_a_staged_job_takes_the_next_free_room_before_a_job_claimed_after_it(
+    make_rig: Callable[..., Any],
+) -> None:
+    """The backend runs one prompt and holds one behind it; a job whose files came in
+    meanwhile waits, parked, and takes the next room before a job queued after that (not
+    starved). (Which of the two prompts reaches ComfyUI first is a race: the staged job's run
+    pins its files first.)"""
+    rig = await make_rig()
+    engine = rig.engine
+    started: list[str] = []
+    engine.dispatcher.ctx.run_started.append(started.append)
+    backend = engine.pool.get("a")
+    assert backend is not None
+    long = await engine.submit(work(seconds=60, steps=1200))  # (an interrupt stops a step)
+    await until(lambda: len(rig.backend.ran) == 1)
+    staged = await engine.submit(work(), options=rig.models("x"))
+    await asyncio.wait_for(rig.server.requested.wait(), 10)
+    held = await engine.submit(work())
+    await until(lambda: backend.inflight == 2)  # held behind the long one: no room left
+    rig.server.gate.set()
+    await until(lambda: staged.id in engine.dispatcher._parked)
+    later = await engine.submit(work())
+    await engine.store.transition(long.id, Event.CANCEL, expect=JobStatus.RUNNING)
+    for job in (held, staged, later):
+        assert (await engine.wait(job.id)).status is JobStatus.SUCCEEDED
+    names = {long.id: "long", held.id: "held", staged.id: "staged", later.id: "later"}
+    # (the staged job's run is told started as it starts staging, and again once placed)
+    assert [names[j] for j in started] == ["long", "staged", "held", "staged", "later"]
