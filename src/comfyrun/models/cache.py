@@ -291,8 +291,12 @@ class ModelCache:
             if listener is not None:
                 flight.listeners.remove(listener)
             if flight.waiters == 0 and not flight.task.done():
-                # every job that wanted it left (canceled): nobody waits for its retries
+                # every job that wanted it left (canceled): nobody waits for its retries; and
+                # nobody joins it now (until its task ended, one asking for the same file
+                # joined it and got its CancelledError)
                 flight.task.cancel()
+                if self._flights.get(key) is flight:
+                    del self._flights[key]
 
     async def _fetch(self, ref: ModelRef, progress: Progress) -> str:
         digest = await self._download_and_store(ref, progress, None)

@@ -309,3 +309,23 @@ async def test_a_name_in_use_is_not_refreshed(server: ModelServer, tmp_path: Pat
         await cache.refresh(ref(server, "a.safetensors"))
     lease.release()
     assert server.hits["a.safetensors"] == 1
+
+
+async def test_a_job_that_asks_as_the_last_waiter_leaves_downloads_anew(
+    server: ModelServer, tmp_path: Path
+) -> None:
+    """(The last waiter's leaving cancelled the download, which stayed listed until its task
+    ended: a job that asked for the same file in that moment joined it and got its
+    CancelledError, as if the job itself had been cancelled.)"""
+    cache = open_cache(tmp_path)
+    server.gate.clear()
+    first = asyncio.ensure_future(cache.acquire([ref(server, "a.safetensors")]))
+    await asyncio.wait_for(server.requested.wait(), 10)
+    first.cancel()  # its job canceled: it leaves, and nobody else waits for the download
+    second = asyncio.ensure_future(cache.acquire([ref(server, "a.safetensors")]))
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    server.gate.set()
+    lease = await asyncio.wait_for(second, 10)
+    assert [m.in_use for m in cache.list()] == [1]
+    lease.release()
