@@ -129,7 +129,14 @@ class Staging:
     def take(self, job: Job, backend: str) -> bool:
         """Stage `job` (just claimed, for `backend`) when it must download first and the set
         has room; False: it runs as it is."""
-        if job.id in self._stages or len(self._stages) >= self.cap or not self.needs(job):
+        stale = self._stages.get(job.id)
+        if stale is not None and stale.task is not None:
+            # its lease ran out unrenewed and this worker claimed it again: the old stage is
+            # not this attempt's (it would park the job beside its new run)
+            stale.abandon = "lease_lost"
+            stale.task.cancel()
+            del self._stages[job.id]
+        if len(self._stages) >= self.cap or not self.needs(job):
             return False
         stage = self._stages[job.id] = _Stage(job)
         stage.task = asyncio.create_task(self._stage(stage, backend), name=f"stage:{job.id}")
@@ -214,6 +221,7 @@ class Staging:
             error = JobError(code="internal_error", message=f"{type(exc).__name__}: {exc}")
             await self._fail(job, FailureKind.BACKEND_LOST, error)
         else:
+            self.release(job.id)
             self._leases[job.id] = lease
             del self._stages[job.id]
             log.info(
@@ -223,7 +231,8 @@ class Staging:
             )
             self._staged(job)
         finally:
-            self._stages.pop(job.id, None)
+            if self._stages.get(job.id) is stage:
+                del self._stages[job.id]
             for tell in ctx.run_over:  # (a staged job is parked: no run of this worker has it)
                 tell(job.id)
             self._changed()

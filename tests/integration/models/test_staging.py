@@ -274,3 +274,34 @@ async def test_a_staged_job_takes_the_next_free_room_before_a_job_claimed_after_
     names = {long.id: "long", held.id: "held", staged.id: "staged", later.id: "later"}
     # (the staged job's run is told started as it starts staging, and again once placed)
     assert [names[j] for j in started] == ["long", "staged", "held", "staged", "later"]
+
+
+async def test_a_staging_job_claimed_again_after_its_lease_ran_out_stages_once(
+    make_rig: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its lease not renewed (the store failing, say) and swept, the job is queued again and
+    this worker claims it again: the stale staging gives way to the new one; one run."""
+    short = dataclasses.replace(FAST, lease_s=0.5, heartbeat_s=0.1, sweep_interval_s=0.1)
+    rig = await make_rig(short)
+    engine = rig.engine
+
+    renew = rig.staging.renew
+
+    async def renewed_from_the_second_attempt() -> None:
+        stage = rig.staging._stages.get(job.id)
+        if stage is None or stage.job.attempts > 1:
+            await renew()
+
+    monkeypatch.setattr(rig.staging, "renew", renewed_from_the_second_attempt)
+    job = await engine.submit(work(), options=rig.models("x"), max_retries=1, retry_delay_s=0.0)
+    await asyncio.wait_for(rig.server.requested.wait(), 10)
+    again = await engine.wait_for(job.id, lambda j: j.attempts == 2)
+    assert again.status is JobStatus.RUNNING
+    await until(lambda: job.id in rig.staging)
+    rig.server.gate.set()
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.SUCCEEDED and done.attempts == 2
+    await until(lambda: len(rig.staging) == 0 and not engine.dispatcher.running(job.id))
+    assert [r.job_id for r in rig.backend.ran] == [job.id]
+    assert job.id not in engine.dispatcher._parked
+    assert [m.in_use for m in rig.cache.list()] == [0]
