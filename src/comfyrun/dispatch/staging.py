@@ -16,7 +16,8 @@ staging's pin is let go when that run ends.
 The set is capped (`max_staging_jobs`): a claim made while it is full (counting the claims in
 flight that may add to it) passes the store a choice that takes no job needing a download
 (`without_downloads`, a ClaimChoice whose pick may take none), so a worker cannot claim the
-whole queue of such jobs; jobs needing none are still claimed. A job claimed all the same at
+whole queue of such jobs; jobs needing none are still claimed (among the first
+`model_routing_window` queued: a claim looks no further). A job claimed all the same at
 the cap (a hand-off at enqueue raced a claim) downloads inside its run, as before.
 
 A download that fails ends the job as it did inside a run: its error (`input_rejected`,
