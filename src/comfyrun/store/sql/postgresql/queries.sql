@@ -350,14 +350,13 @@ GROUP BY status;
 
 -- name: retrying
 -- Unfinished jobs in retry (store.retrying: an attempt failed or was lost; they run again).
+-- The WHERE is jobs_in_retry's: the count reads that small index alone.
 SELECT count(*) AS n FROM jobs
-WHERE status IN ('queued', 'running', 'canceling')
-  AND attempts >= CASE WHEN status = 'queued' THEN 1 ELSE 2 END;
+WHERE (status = 'queued' AND attempts >= 1) OR (status IN ('running', 'canceling') AND attempts >= 2);
 
 -- name: retrying_of_owner
 SELECT count(*) AS n FROM jobs
-WHERE owner = %(owner)s AND status IN ('queued', 'running', 'canceling')
-  AND attempts >= CASE WHEN status = 'queued' THEN 1 ELSE 2 END;
+WHERE owner = %(owner)s AND ((status = 'queued' AND attempts >= 1) OR (status IN ('running', 'canceling') AND attempts >= 2));
 
 -- name: finished_since
 -- The jobs that ended since a watermark, in the order they ended (the metrics' histograms).

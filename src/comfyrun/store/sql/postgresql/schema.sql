@@ -46,6 +46,9 @@ CREATE INDEX jobs_claim ON jobs (priority DESC, fair_tag, rank_at, id) INCLUDE (
 CREATE INDEX jobs_claim_type ON jobs (type, priority DESC, fair_tag, created_at, id)
     INCLUDE (next_run_at) WHERE status = 'queued';
 CREATE INDEX jobs_fair ON jobs (fair_key, priority, fair_tag) WHERE status = 'queued';
+-- Unfinished jobs in retry (store.retrying), counted without a walk of the queue.
+CREATE INDEX jobs_in_retry ON jobs (owner)
+    WHERE (status = 'queued' AND attempts >= 1) OR (status IN ('running', 'canceling') AND attempts >= 2);
 CREATE INDEX jobs_batch_status ON jobs (batch_id, status) WHERE batch_id IS NOT NULL;
 CREATE INDEX jobs_batch_order ON jobs (batch_id, created_at, id) WHERE batch_id IS NOT NULL;
 CREATE INDEX jobs_lease ON jobs (lease_expires_at) WHERE status IN ('running', 'canceling');
