@@ -8,7 +8,8 @@ outcome, a cancel request (the store says `canceling`), the backend going down, 
 timeout. Every failure is classified (core.retry.FailureKind) and the retry policy decides
 between `retry` and `fail`. A job only succeeds once all of its outputs are stored. How a run
 ends (outcomes, failures, the final transition) is `RunEnding` (dispatch.run_end), mixed in,
-its write to the store `EndCommit` (dispatch.end_commit); what runs share is `RunContext`
+its write to the store `EndCommit` (dispatch.end_commit); the adopting of an earlier attempt's
+prompt is `RunAdoption` (dispatch.run_adopt), mixed in; what runs share is `RunContext`
 (dispatch.run_context).
 """
 
@@ -35,14 +36,10 @@ from comfyrun.dispatch.cancel import CancelRequested, CancelWatch, unless_cancel
 from comfyrun.dispatch.collect import recached
 from comfyrun.dispatch.end_commit import OutageOutlasted, log_outlasted
 from comfyrun.dispatch.progress import ProgressTracker, ProgressWriter, preview_event
-from comfyrun.dispatch.reconcile import (
-    note_prompt,
-    previous_prompt,
-    still_known,
-    withdraw_prompt,
-)
+from comfyrun.dispatch.reconcile import note_prompt, withdraw_prompt
 from comfyrun.dispatch.relay import JobRelay, wants_relay
-from comfyrun.dispatch.run_context import OUTPUT_MISSING, UNSENT, InputPlacer, RunContext
+from comfyrun.dispatch.run_adopt import RunAdoption
+from comfyrun.dispatch.run_context import UNSENT, InputPlacer, RunContext
 from comfyrun.dispatch.run_end import RunEnding, drop_unwritten
 from comfyrun.dispatch.stale_prompts import JOB_ID_KEY
 from comfyrun.errors import BackendError, ComfyrunError
@@ -51,7 +48,7 @@ from comfyrun.store.base import Changes
 log = logging.getLogger(__name__)
 
 
-class JobRun(RunEnding):
+class JobRun(RunAdoption, RunEnding):
     """Runs `job` on the slot's backend. `run()` never raises except on cancellation."""
 
     def __init__(
@@ -433,45 +430,6 @@ class JobRun(RunEnding):
             )
         except ComfyrunError as exc:  # the run goes on; only what the API shows lags
             log.warning("job %s: recording its placement failed: %s", self.job.id, exc)
-
-    # --- adopting a prompt from an earlier attempt ------------------------------------------
-    async def _adopt_previous(self) -> tuple[str, Any] | None:
-        """If an earlier attempt of this job left a prompt on this backend that ComfyUI still
-        holds (or finished well), follow that prompt instead of running the workflow again."""
-        if self.job.attempts <= 1:
-            return None
-        if self.job.error is not None and self.job.error.code == OUTPUT_MISSING:
-            return None  # its prompt finished, naming files ComfyUI no longer has: run anew
-        previous = await previous_prompt(self.ctx.store, self.job.id)
-        if previous is None:
-            return None
-        pid, name = previous
-        backend, client = self.backend, self.client
-        if name != backend.name:
-            # The prompt went to another backend of this worker: follow it there (this run's
-            # slot stays where it was reserved) rather than run the workflow a second time.
-            other = self.ctx.pool.get(name)
-            if other is None or other.is_down:
-                return None
-            try:
-                client = await other.ready_client()
-            except BackendError:
-                return None
-            backend = other
-        if not await still_known(client, pid, timeout_s=self.ctx.settings.submit_timeout_s):
-            return None
-        try:
-            watch = client.watch(pid, attach=True)
-        except ValueError:  # still watched by the attempt that is being given up
-            return None
-        self.backend, self.client = backend, client
-        log.info(
-            "job %s: following prompt %s of an earlier attempt",
-            self.job.id,
-            pid,
-            extra=self._extra("job_reconciled"),
-        )
-        return pid, watch
 
     # --- progress ---------------------------------------------------------------------------
     async def _consume(self, watch: Any, started: asyncio.Future[None]) -> None:
