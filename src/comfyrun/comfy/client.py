@@ -11,7 +11,8 @@
 Completion is event-driven: the prompt's events arrive on the websocket (`socket`), feed the
 prompt's tracker, and `executing` with node=None settles it. Prompts whose events cannot all be
 seen (the socket dropped, or was down at submit) are settled from queue and history instead
-(`reconcile`). Every HTTP call has a timeout and fails with a typed error (`errors`).
+(`reconcile`). Every HTTP call has a timeout and fails with a typed error (`errors`). What the
+client does with its websocket's messages and state is `SocketEvents` (`socket_events`), mixed in.
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ from comfyrun.comfy.errors import ComfyConnectionError, ComfyProtocolError, Comf
 from comfyrun.comfy.files import CHUNK, UploadData, UploadResult, ViewStream, upload_body
 from comfyrun.comfy.history import HistoryEntry, QueueState, parse_history, parse_queue
 from comfyrun.comfy.http import ComfyHTTP, maybe_sent
-from comfyrun.comfy.messages import Executing, ExecutionStart, Message, PreviewImage, Status, Text
 from comfyrun.comfy.outputs import FileRef
 from comfyrun.comfy.reconcile import Reconciler
-from comfyrun.comfy.result import PromptResult, result_from_tracker
+from comfyrun.comfy.result import PromptResult
 from comfyrun.comfy.socket import ComfySocket
+from comfyrun.comfy.socket_events import SocketEvents
 from comfyrun.comfy.watch import Preview, PromptWatch
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class SubmitResult:
     node_errors: JSON = field(default_factory=dict, hash=False)
 
 
-class ComfyClient:
+class ComfyClient(SocketEvents):
     """One ComfyUI server: a pooled HTTP client and one websocket.
 
     `client_id` is a prefix: each websocket connection gets `<prefix>-<uuid>`. `timeout` bounds
@@ -105,7 +106,6 @@ class ComfyClient:
         self._object_info: JSON | None = None
         self._object_info_lock = asyncio.Lock()
         self._running: str | None = None
-        #: Last `queue_remaining` the server broadcast.
         self.queue_remaining: int | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -165,16 +165,6 @@ class ComfyClient:
         await self.close()
 
     @property
-    def connected(self) -> bool:
-        """Whether the websocket is up now."""
-        return self._socket is not None and self._socket.connected
-
-    @property
-    def client_id(self) -> str | None:
-        """The clientId of the current websocket connection (or of the next one)."""
-        return self._socket.client_id if self._socket is not None else None
-
-    @property
     def previews(self) -> dict[str, Preview]:
         """The latest preview image of each watched prompt that has one (see `watch`)."""
         return {
@@ -182,14 +172,6 @@ class ComfyClient:
             for prompt_id, watch in self._watches.items()
             if watch.latest_preview is not None
         }
-
-    def on_state_change(self, callback: Callable[[bool], None]) -> Callable[[], None]:
-        """Call `callback(connected)` whenever the websocket connects or drops.
-
-        Returns a function that unsubscribes.
-        """
-        self._state_callbacks.append(callback)
-        return lambda: self._state_callbacks.remove(callback)
 
     # -- prompts -----------------------------------------------------------------------------
 
@@ -411,55 +393,6 @@ class ComfyClient:
         """GET /view, streamed: ``async with client.view(ref) as s: async for chunk in s``."""
         async with self._require_http().stream("GET", "/view", params=ref.view_params) as resp:
             yield ViewStream(resp, chunk_size)
-
-    # -- websocket events --------------------------------------------------------------------
-
-    def _live_connection(self) -> int | None:
-        socket = self._socket
-        return socket.connection if socket is not None and socket.connected else None
-
-    def _on_message(self, message: Message) -> None:
-        if isinstance(message, Status):
-            self.queue_remaining = message.queue_remaining
-            return
-        if isinstance(message, ExecutionStart):
-            self._running = message.prompt_id
-        prompt_id = message.prompt_id
-        if prompt_id is None and isinstance(message, Executing | PreviewImage | Text):
-            # Legacy `executing`, plain previews and TEXT frames do not name their prompt;
-            # ComfyUI runs one prompt at a time, so they belong to the one running.
-            prompt_id = self._running
-        if prompt_id is None:
-            return
-        if isinstance(message, Executing) and message.node is None and prompt_id == self._running:
-            self._running = None
-        watch = self._watches.get(prompt_id)
-        if watch is None or watch.done:
-            return
-        watch.feed(message)
-        tracker = watch.tracker
-        if tracker.finished:
-            if tracker.terminal:
-                watch.settle(result_from_tracker(tracker))
-            else:
-                # Finished but the outcome event was missed: history has it by now.
-                watch.needs_history = True
-                self._reconciler.wake()
-
-    def _on_socket_state(self, connected: bool) -> None:
-        if connected:
-            # Events for prompts submitted on earlier connections are gone: settle them now.
-            self._reconciler.wake()
-        else:
-            self._running = None
-        for callback in list(self._state_callbacks):
-            try:
-                callback(connected)
-            except Exception:
-                logger.exception(
-                    "state callback failed",
-                    extra={"action": "state_callback_failed", "backend": self.base_url},
-                )
 
     # -- HTTP --------------------------------------------------------------------------------
 
