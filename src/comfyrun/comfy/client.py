@@ -12,16 +12,16 @@ Completion is event-driven: the prompt's events arrive on the websocket (`socket
 prompt's tracker, and `executing` with node=None settles it. Prompts whose events cannot all be
 seen (the socket dropped, or was down at submit) are settled from queue and history instead
 (`reconcile`). Every HTTP call has a timeout and fails with a typed error (`errors`). What the
-client does with its websocket's messages and state is `SocketEvents` (`socket_events`), mixed in.
+client does with its websocket's messages and state is `SocketEvents` (`socket_events`), its
+file uploads and downloads `FileTransfers` (`transfers`), both mixed in.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -29,15 +29,15 @@ from urllib.parse import quote
 
 import httpx
 
-from comfyrun.comfy.errors import ComfyConnectionError, ComfyProtocolError, ComfyValidationError
-from comfyrun.comfy.files import CHUNK, UploadData, UploadResult, ViewStream, upload_body
+from comfyrun.comfy.errors import ComfyConnectionError, ComfyValidationError
+from comfyrun.comfy.files import UploadData, UploadResult, ViewStream
 from comfyrun.comfy.history import HistoryEntry, QueueState, parse_history, parse_queue
 from comfyrun.comfy.http import ComfyHTTP, maybe_sent
-from comfyrun.comfy.outputs import FileRef
 from comfyrun.comfy.reconcile import Reconciler
 from comfyrun.comfy.result import PromptResult
 from comfyrun.comfy.socket import ComfySocket
 from comfyrun.comfy.socket_events import SocketEvents
+from comfyrun.comfy.transfers import FileTransfers
 from comfyrun.comfy.watch import Preview, PromptWatch
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class SubmitResult:
     node_errors: JSON = field(default_factory=dict, hash=False)
 
 
-class ComfyClient(SocketEvents):
+class ComfyClient(SocketEvents, FileTransfers):
     """One ComfyUI server: a pooled HTTP client and one websocket.
 
     `client_id` is a prefix: each websocket connection gets `<prefix>-<uuid>`. `timeout` bounds
@@ -329,14 +329,6 @@ class ComfyClient(SocketEvents):
     async def system_stats(self) -> JSON:
         return await self._get_json("/system_stats")
 
-    async def view_metadata(self, folder: str, filename: str) -> JSON | None:
-        """A model's safetensors metadata (GET /view_metadata/{folder}); None where ComfyUI
-        has none (its 404)."""
-        http = self._require_http()
-        path = f"/view_metadata/{quote(folder, safe='')}"
-        reply = await http.request("GET", path, params={"filename": filename}, expect=(200, 404))
-        return None if reply.status_code == 404 else await http.json_off_loop(reply)
-
     @property
     def cached_object_info(self) -> JSON | None:
         """The object_info fetched by `object_info()`, or None before the first fetch."""
@@ -348,51 +340,6 @@ class ComfyClient(SocketEvents):
             if self._object_info is None or refresh:
                 self._object_info = await self._get_json("/object_info")
             return self._object_info
-
-    # -- files -------------------------------------------------------------------------------
-
-    async def upload_image(
-        self,
-        data: UploadData,
-        filename: str,
-        *,
-        subfolder: str = "",
-        type: str = "input",
-        overwrite: bool = False,
-        mask: bool = False,
-        original_ref: FileRef | Mapping[str, Any] | None = None,
-    ) -> UploadResult:
-        """POST /upload/image (or /upload/mask with `mask` and `original_ref`), streamed.
-
-        The multipart body is generated as it is sent, so a large file or stream is never
-        held whole in memory. ComfyUI may rename the file (`name (1).png`): use the result.
-        """
-        if mask and original_ref is None:
-            raise ValueError("a mask upload needs original_ref (the image it applies to)")
-        content, headers = await upload_body(
-            data,
-            filename,
-            subfolder=subfolder,
-            type=type,
-            overwrite=overwrite,
-            original_ref=original_ref if mask else None,
-        )
-        http = self._require_http()
-        path = "/upload/mask" if mask else "/upload/image"
-        result = http.json(await http.request("POST", path, content=content, headers=headers))
-        if "name" not in result:
-            raise ComfyProtocolError(f"upload answer without 'name': {result!r}")
-        return UploadResult(
-            name=str(result["name"]),
-            subfolder=str(result.get("subfolder") or ""),
-            type=str(result.get("type") or type),
-        )
-
-    @contextlib.asynccontextmanager
-    async def view(self, ref: FileRef, *, chunk_size: int = CHUNK) -> AsyncIterator[ViewStream]:
-        """GET /view, streamed: ``async with client.view(ref) as s: async for chunk in s``."""
-        async with self._require_http().stream("GET", "/view", params=ref.view_params) as resp:
-            yield ViewStream(resp, chunk_size)
 
     # -- HTTP --------------------------------------------------------------------------------
 
