@@ -378,8 +378,6 @@ class JobRun(RunAdoption, RunPlacement, RunEnding):
         if isinstance(message, m.PreviewImageWithMetadata | m.PreviewImage):
             self._progress.preview(preview_event(message))
 
-    # --- endings ----------------------------------------------------------------------------
-
 
 def backend_extra_data(job: Job) -> JSON:
     """The `extra_data` a job's prompt is sent with: the client's own (ComfyUI's editor puts its
