@@ -1,7 +1,8 @@
 """One ComfyUI server: its protocol parsed without the network, and an async client.
 
 `messages` (frames → objects), `tracker` (one prompt's state), `history` and `outputs` (bodies →
-objects) and `result` are pure; `socket` and `client` do the I/O. Nothing here knows of jobs.
+objects) and `result` are pure; `socket` and `client` (with its mixins `socket_events` and
+`transfers`) do the I/O. Nothing here knows of jobs.
 """
 
 from comfyrun.comfy.client import ComfyClient, SubmitResult, UploadResult, ViewStream
