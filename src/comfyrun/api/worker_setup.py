@@ -147,6 +147,7 @@ async def start_worker(
     worker: str,
     registry: Any = None,
 ) -> tuple[Any, Any]:
+    from comfyrun.backends.holds import HoldFile
     from comfyrun.backends.pool import BackendPool
     from comfyrun.comfy.client import ComfyClient
     from comfyrun.dispatch.dispatcher import Dispatcher
@@ -156,6 +157,8 @@ async def start_worker(
     # each call to a backend, and each read of an answer streamed, waits backend_timeout_s
     client = functools.partial(ComfyClient, timeout=settings.backend_timeout_s)
     pool = BackendPool.from_specs(specs, client_factory=client)
+    # an admin's holds are the worker id's: a restart in this data dir gets both back
+    pool.keep_holds(HoldFile.of_worker(settings.data_dir, worker))
     await pool.start()
     stack.push_async_callback(pool.stop)
     dispatcher = Dispatcher(

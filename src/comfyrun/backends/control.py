@@ -17,7 +17,8 @@ restarted with force while jobs are on it (their prompts would go on in its Comf
 The operations return at once;
 what waits (for the jobs, for the process) runs in a task of the pool's, and the backend's
 state (GET /api/v2/backends) says where it is. Each change tells the pool's listeners, so a
-dispatcher waiting for room looks again at once.
+dispatcher waiting for room looks again at once. Drained and kept stopped are kept across a
+restart of the process (backends.holds); a restart under way is not.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def drain(pool: BackendPool, backend: Backend) -> None:
     if not backend.draining:
         backend.draining = True
         _note(backend, "drained")
+    pool.holds_changed()
     pool._changed()
 
 
@@ -61,6 +63,7 @@ def resume(pool: BackendPool, backend: Backend) -> None:
     if backend.draining or backend.kept_stopped:
         backend.draining = backend.kept_stopped = False
         _note(backend, "resumed")
+    pool.holds_changed()
     pool._changed()
 
 
@@ -72,6 +75,7 @@ def stop(pool: BackendPool, backend: Backend, *, force: bool = False) -> None:
     _call_off(backend)
     backend.kept_stopped = True
     _note(backend, "stopping" + (" now" if force else " once its jobs are done"))
+    pool.holds_changed()
     pool._changed()
     process = backend.process
     _later(pool, backend, "stop", process.stop, force=force, cut="stopped by an admin")
@@ -89,6 +93,7 @@ def start(pool: BackendPool, backend: Backend) -> None:
     if backend.kept_stopped:
         backend.kept_stopped = False
         _note(backend, "started")
+    pool.holds_changed()
     pool._changed()
     process = backend.process
     if str(getattr(process.state, "value", process.state)) == "error":
@@ -96,6 +101,13 @@ def start(pool: BackendPool, backend: Backend) -> None:
     else:
         run = backend.ready_client
     _later(pool, backend, "start", run, force=True)
+
+
+async def holds_kept(pool: BackendPool) -> None:
+    """Return once the holds changed so far are written (an operation's answer then means
+    that a restart of the process keeps them)."""
+    if pool.holds is not None:
+        await pool.holds.saved()
 
 
 def restart(pool: BackendPool, backend: Backend, *, force: bool = False) -> None:
@@ -232,4 +244,13 @@ def _note(backend: Backend, what: str) -> None:
     )
 
 
-__all__ = ["OPERATIONS", "backend_of", "drain", "restart", "resume", "start", "stop"]
+__all__ = [
+    "OPERATIONS",
+    "backend_of",
+    "drain",
+    "holds_kept",
+    "restart",
+    "resume",
+    "start",
+    "stop",
+]

@@ -6,7 +6,8 @@ one backend, chosen by core.placement), binds a job to it, and releases it when 
 a released slot wakes whoever waits for one. No polling: waiting for room is an asyncio.Event,
 health is probed on a timer per backend (the only thing that has no event to wait for).
 An admin may hold a backend (drained, stopped, restarting: backends.control): it then has no
-room for a new job, and a stopped managed one is not started lazily.
+room for a new job, and a stopped managed one is not started lazily. Drained and stopped are
+kept across a restart of this process (backends.holds) when the pool is given a file for them.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from comfyrun.backends.backend import (
     ManagedProcessLike,
     ProcessFactory,
 )
+from comfyrun.backends.holds import HoldFile, HoldKeeper
 from comfyrun.core.placement import (
     BackendView,
     HeldPrompt,
@@ -136,6 +138,8 @@ class BackendPool:
         #: client: it clears what the backend still holds of jobs that moved on
         #: (dispatch.stale_prompts); False: not back yet (probed again).
         self.on_return: Callable[[Backend, Any], Awaitable[bool]] | None = None
+        #: Keeps the admins' holds across a restart (`keep_holds`); None: in memory only.
+        self.holds: HoldKeeper | None = None
         for backend in backends or ():
             self._backends[backend.name] = backend
 
@@ -168,15 +172,23 @@ class BackendPool:
             pool._backends[spec.name] = backend
         return pool
 
+    def keep_holds(self, file: HoldFile) -> None:
+        """Keep the admins' holds in `file`: read back by `start`, written on each change."""
+        self.holds = HoldKeeper(file, lambda: self._backends.values())
+
     # --- life --------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Start probing every backend (the first probe of a URL backend connects at once);
-        managed ones start lazily on their first job unless their spec says otherwise."""
+        """Hold the backends held before a restart (`keep_holds`), then start probing every
+        backend (the first probe of a URL backend connects at once); managed ones start lazily
+        on their first job unless their spec says otherwise (and no admin keeps them stopped)."""
+        if self.holds is not None:
+            await self.holds.restore()
         for backend in self._backends.values():
             self._tasks.append(
                 asyncio.create_task(self._probe_loop(backend), name=f"health:{backend.name}")
             )
-            if backend.managed and not bool(getattr(backend.spec.managed, "lazy", True)):
+            eager = not bool(getattr(backend.spec.managed, "lazy", True))
+            if backend.managed and eager and not backend.kept_stopped:
                 self._tasks.append(
                     asyncio.create_task(self._eager_start(backend), name=f"start:{backend.name}")
                 )
@@ -202,6 +214,8 @@ class BackendPool:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self.holds is not None:
+            await self.holds.saved()
         for backend in self._backends.values():
             await backend._close_client()
             if backend.process is not None:
@@ -346,7 +360,14 @@ class BackendPool:
 
     def set_draining(self, backend: Backend, draining: bool) -> None:
         backend.draining = draining
+        self.holds_changed()
         self._changed()
+
+    def holds_changed(self) -> None:
+        """An admin's hold (drained, kept stopped) may have changed: it is kept (`keep_holds`;
+        `await pool.holds.saved()` waits for the write)."""
+        if self.holds is not None:
+            self.holds.changed()
 
     # --- internals --------------------------------------------------------------------------
     def _changed(self) -> None:

@@ -68,7 +68,7 @@ async def list_backends(ctx: Ctx) -> BackendList:
     return backend_list(ctx)
 
 
-def _operate(ctx: AppContext, name: str, act: Callable[..., None], **kw: Any) -> BackendOut:
+async def _operate(ctx: AppContext, name: str, act: Callable[..., None], **kw: Any) -> BackendOut:
     if ctx.pool is None:
         if ctx.settings.role is Role.API:
             raise Conflict(
@@ -80,20 +80,21 @@ def _operate(ctx: AppContext, name: str, act: Callable[..., None], **kw: Any) ->
         raise Conflict("this process runs no ComfyUI backend", details={"backend": name})
     backend = control.backend_of(ctx.pool, name)
     act(ctx.pool, backend, **kw)
+    await control.holds_kept(ctx.pool)  # answered once a restart of this process keeps it
     return backend_out(backend.info())
 
 
 @admin_router.post("/api/v2/backends/{name:path}/drain", response_model=BackendOut)
 async def drain_backend(ctx: Ctx, name: str) -> BackendOut:
     """Take no new job on the backend; the jobs on it finish there (`resume` undoes it)."""
-    return _operate(ctx, name, control.drain)
+    return await _operate(ctx, name, control.drain)
 
 
 @admin_router.post("/api/v2/backends/{name:path}/resume", response_model=BackendOut)
 async def resume_backend(ctx: Ctx, name: str) -> BackendOut:
     """Undo a drain or a stop: the backend takes jobs again (a stopped managed one is started
     by the next job)."""
-    return _operate(ctx, name, control.resume)
+    return await _operate(ctx, name, control.resume)
 
 
 @admin_router.post("/api/v2/backends/{name:path}/restart", response_model=BackendOut)
@@ -101,7 +102,7 @@ async def restart_backend(ctx: Ctx, name: str, force: Force = False) -> BackendO
     """A managed backend: its ComfyUI process restarted once the jobs on it are done (it takes
     no new job meanwhile), or at once with `force`. Another backend: its connection (HTTP and
     websocket) closed and opened anew."""
-    return _operate(ctx, name, control.restart, force=force)
+    return await _operate(ctx, name, control.restart, force=force)
 
 
 @admin_router.post("/api/v2/backends/{name:path}/stop", response_model=BackendOut)
@@ -109,14 +110,14 @@ async def stop_backend(ctx: Ctx, name: str, force: Force = False) -> BackendOut:
     """A managed backend: drained, then its ComfyUI process stopped once the jobs on it are
     done (at once with `force`); no job starts it again until `start` or `resume`. Another
     backend: drained (comfyrun has no process of it to stop)."""
-    return _operate(ctx, name, control.stop, force=force)
+    return await _operate(ctx, name, control.stop, force=force)
 
 
 @admin_router.post("/api/v2/backends/{name:path}/start", response_model=BackendOut)
 async def start_backend(ctx: Ctx, name: str) -> BackendOut:
     """A managed backend: its ComfyUI process started now (a stop undone; a drain stays). 409
     for a backend comfyrun does not manage."""
-    return _operate(ctx, name, control.start)
+    return await _operate(ctx, name, control.start)
 
 
 __all__ = ["admin_router", "backend_list", "backend_out", "router"]
