@@ -5,21 +5,16 @@ start them."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from tests.support.engine import FakeClient, FakeServer, until, work
-from tests.unit.dispatch.conftest import FAST, HEALTH, Engine
-from tests.unit.dispatch.test_pool import FakeProcess
+from tests.support.engine import until, work
+from tests.unit.dispatch.conftest import Engine
 
 from comfyrun.backends import control
-from comfyrun.backends.pool import Backend, BackendPool, BackendSpec
+from comfyrun.backends.pool import Backend
 from comfyrun.core.job import JobStatus
-from comfyrun.dispatch import Dispatcher
 from comfyrun.errors import Conflict, NotFound
-from comfyrun.outputs import open_output_storage
-from comfyrun.store.factory import open_store
 
 Make = Any
 
@@ -106,72 +101,6 @@ async def test_unknown_backends_and_operations_that_make_no_sense_are_refused(
     await until(lambda: job.id in backend.jobs)
     with pytest.raises(Conflict, match="not managed"):  # its prompt would go on in ComfyUI
         control.restart(engine.pool, backend, force=True)
-
-
-class Process(FakeProcess):
-    """A managed process whose stop takes its fake ComfyUI down (the prompt on it is lost) and
-    whose start brings it up again, through the states ManagedProcess goes through."""
-
-    def __init__(self, server: FakeServer) -> None:
-        super().__init__(server)
-        self.starts = 0
-        self.stops = 0
-
-    async def ensure_started(self) -> str:
-        if self.state not in ("ready", "busy"):
-            self.starts += 1
-            self._set("starting")
-            await asyncio.sleep(0.01)
-            self.server.up = True
-            self.url = f"fake://{self.server.name}"
-            self._set("ready")
-        return f"fake://{self.server.name}"
-
-    async def stop(self) -> None:
-        if self.state != "stopped":
-            self.stops += 1
-            self.server.go_down()
-            self.url = None
-            self._set("stopped")
-
-    async def restart(self) -> None:
-        self.restarts += 1
-        await self.stop()
-        await self.ensure_started()
-
-
-@pytest.fixture
-async def managed_engine() -> AsyncIterator[Callable[..., Any]]:
-    """An engine over a managed backend "m" (a `Process`) and, where asked, a URL backend."""
-    made: list[Engine] = []
-
-    async def make(*urls: str) -> tuple[Engine, Process]:
-        store = open_store("memory://")
-        await store.open()
-        servers = {name: FakeServer(name=name) for name in ("m", *urls)}
-        process = Process(servers["m"])
-        specs = [BackendSpec(name="m", managed=object())]
-        specs += [BackendSpec(name=n, url=f"fake://{n}") for n in urls]
-        pool = BackendPool.from_specs(
-            specs,
-            lambda url: FakeClient(servers[url.removeprefix("fake://")]),
-            process_factory=lambda spec: process,
-            health=HEALTH,
-        )
-        await pool.start()
-        dispatcher = Dispatcher(store, pool, open_output_storage("memory://"), FAST)
-        engine = Engine(store, dispatcher.ctx.storage, pool, dispatcher, servers)
-        made.append(engine)
-        await dispatcher.start()
-        return engine, process
-
-    yield make
-    for engine in made:
-        await engine.dispatcher.stop()
-        await engine.pool.stop()
-        for server in engine.servers.values():
-            await server.stop()
-        await engine.store.close()
 
 
 async def test_a_stopped_managed_backend_finishes_its_job_then_stays_stopped_until_started(

@@ -4,8 +4,7 @@ with none, they fail at once with why (no attempt on a backend that cannot see t
 from __future__ import annotations
 
 from tests.support.engine import FakeClient, FakeServer, work
-from tests.unit.dispatch.conftest import FAST, HEALTH
-from tests.unit.dispatch.test_pool import FakeProcess
+from tests.unit.dispatch.conftest import FAST, HEALTH, FakeProcess
 
 from comfyrun.backends.pool import BackendPool, BackendSpec
 from comfyrun.core.job import Job, JobStatus, NewJob

@@ -4,64 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.support.engine import FakeClient, FakeServer, until
-from tests.unit.dispatch.conftest import HEALTH
+from tests.unit.dispatch.conftest import HEALTH, FakeProcess
 
 from comfyrun.backends.pool import BackendPool, BackendSpec
 from comfyrun.core.placement import BackendState
 from comfyrun.errors import BackendError
-
-
-class FakeProcess:
-    """ManagedProcess's interface; starts instantly (or fails) and counts restarts."""
-
-    def __init__(self, server: FakeServer, *, broken: bool = False) -> None:
-        self.server = server
-        self.broken = broken
-        self.state = "stopped"
-        self.url: str | None = None
-        self.input_dir = self.output_dir = self.temp_dir = Path("/nonexistent")
-        self.last_error: str | None = None
-        self.restarts = 0
-        self.busy: list[bool] = []
-        self._callbacks: list[Callable[[Any], None]] = []
-
-    def _set(self, state: str) -> None:
-        self.state = state
-        for cb in self._callbacks:
-            cb(state)
-
-    async def ensure_started(self) -> str:
-        if self.broken:
-            self.last_error = "no main.py in /nowhere"
-            self._set("error")
-            raise BackendError(self.last_error)
-        self.url = f"fake://{self.server.name}"
-        self._set("ready")
-        return self.url
-
-    async def stop(self) -> None:
-        self._set("stopped")
-
-    async def restart(self) -> None:
-        self.restarts += 1
-        self._set("ready")
-
-    def log_tail(self, n: int = 20) -> list[str]:
-        return ["line"]
-
-    def on_state_change(self, cb: Callable[[Any], None]) -> None:
-        self._callbacks.append(cb)
-
-    def mark_busy(self, busy: bool) -> None:
-        self.busy.append(busy)
-
-    def note_activity(self) -> None:
-        return None
 
 
 def managed_pool(*, broken: bool = False) -> tuple[BackendPool, FakeProcess]:
