@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 from tests.support.api import asgi_app, memory_settings, tiny_workflow
+from tests.support.engine import until
 
 from comfyrun.core.job import JobStatus
 
@@ -81,6 +82,9 @@ async def test_unknown_names_and_senseless_operations_are_refused(tmp_path: Path
         stopped = await client.post("/api/v2/backends/emulator-1/stop", headers=ADMIN)
         assert stopped.json()["state"] == "draining" and not stopped.json()["kept_stopped"]
         await client.post("/api/v2/backends/emulator-1/resume", headers=ADMIN)
+        # resumed, it has room: the dispatcher's claim (finding no job) holds it a moment, which
+        # a forced restart of a URL backend would count as a prompt it cannot cut short
+        await until(lambda: ctx.pool.get("emulator-1").inflight == 0)
         r = await client.post("/api/v2/backends/emulator-1/restart?force=true", headers=ADMIN)
         assert r.status_code == 200, r.text
         assert await ctx.pool.wait_ready(10)
@@ -125,3 +129,39 @@ async def test_metrics_count_the_prompts_stopped_on_a_backend_that_came_back(
         assert f"{name} 2.0" in (await client.get("/metrics", headers=ADMIN)).text
         backend.stale_prompts_stopped = 3
         assert f"{name} 3.0" in (await client.get("/metrics", headers=ADMIN)).text
+
+
+async def test_holds_survive_a_restart_of_the_process_each_worker_slot_its_own(
+    tmp_path: Path,
+) -> None:
+    """Two processes share a data dir (two worker slots): each keeps its own holds, and gets
+    them back when restarted (taking its slot back)."""
+    settings = memory_settings(
+        tmp_path, api_keys=["s3cret"], emulators=2, emulator_mode="inprocess"
+    )
+
+    async def held(client: httpx.AsyncClient) -> list[str]:
+        listed = (await client.get("/api/v2/backends", headers=ADMIN)).json()["backends"]
+        return [b["name"] for b in listed if b["draining"]]
+
+    async with asgi_app(settings) as (_, one, one_ctx), asgi_app(settings) as (_, two, two_ctx):
+        assert one_ctx.dispatcher.worker_id != two_ctx.dispatcher.worker_id
+        r = await one.post("/api/v2/backends/emulator-1/drain", headers=ADMIN)
+        assert r.status_code == 200, r.text
+        r = await two.post("/api/v2/backends/emulator-2/stop", headers=ADMIN)  # a URL: drained
+        assert r.status_code == 200, r.text
+        assert await held(one) == ["emulator-1"] and await held(two) == ["emulator-2"]
+
+    async with asgi_app(settings) as (_, one, one_ctx), asgi_app(settings) as (_, two, _ctx):
+        assert await held(one) == ["emulator-1"] and await held(two) == ["emulator-2"]
+        assert await one_ctx.pool.wait_ready(10)
+        sent = await one.post(
+            "/api/v2/jobs?wait=30", json={"workflow": tiny_workflow()}, headers=ADMIN
+        )
+        assert sent.json()["status"] == JobStatus.SUCCEEDED.value, sent.text
+        assert sent.json()["backend"] == "emulator-2"
+        r = await one.post("/api/v2/backends/emulator-1/resume", headers=ADMIN)
+        assert r.status_code == 200 and not r.json()["draining"]
+
+    async with asgi_app(settings) as (_, one, _ctx):
+        assert await held(one) == []
