@@ -117,12 +117,13 @@ def restart(pool: BackendPool, backend: Backend, *, force: bool = False) -> None
             f"backend {backend.name} was stopped by an admin: `start` starts it",
             details={"backend": backend.name},
         )
-    if force and backend.process is None and backend.inflight:
+    # its jobs (a room reserved for a claim under way is none: no prompt of it is there yet)
+    if force and backend.process is None and backend.jobs:
         raise Conflict(
             f"backend {backend.name} is not managed by comfyrun: the prompts of its "
-            f"{backend.inflight} job(s) would go on running in its ComfyUI, so they are not cut "
+            f"{len(backend.jobs)} job(s) would go on running in its ComfyUI, so they are not cut "
             "short; restart it without force (it reconnects once they are done)",
-            details={"backend": backend.name, "inflight": backend.inflight},
+            details={"backend": backend.name, "inflight": len(backend.jobs)},
         )
     _call_off(backend)
     backend.restart_pending = True

@@ -103,6 +103,23 @@ async def test_unknown_backends_and_operations_that_make_no_sense_are_refused(
         control.restart(engine.pool, backend, force=True)
 
 
+async def test_a_room_reserved_for_a_claim_does_not_refuse_a_forced_restart(
+    make_engine: Make,
+) -> None:
+    """A forced restart of a backend comfyrun does not manage is refused for its jobs (their
+    prompts would go on in its ComfyUI), not for a room a claim under way reserved there (the
+    dispatcher's, a moment after a resume): no prompt of it is in ComfyUI."""
+    engine = await make_engine(("a",))
+    backend = control.backend_of(engine.pool, "a")
+    slot = engine.pool.try_reserve(on="a")
+    assert slot is not None and backend.inflight == 1 and not backend.jobs
+    try:
+        control.restart(engine.pool, backend, force=True)
+        assert backend.restart_pending
+    finally:
+        slot.release()
+
+
 async def test_a_stopped_managed_backend_finishes_its_job_then_stays_stopped_until_started(
     managed_engine: Make,
 ) -> None:
