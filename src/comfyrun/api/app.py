@@ -207,6 +207,9 @@ async def _open(
     models = None
     if settings.role is not Role.API:
         models = await open_model_cache(settings, assets)
+        # closed after the dispatcher stops (the stack unwinds in reverse): the disk work of
+        # the leases released as it stops is done before the process ends
+        stack.push_async_callback(models.close)
     pool: Any = None
     dispatcher: Any = None
     if settings.role is not Role.API and not backend_configs:

@@ -218,7 +218,8 @@ def input_placer(assets: AssetService, settings: Settings, store: Any, models: A
 
 
 async def open_model_cache(settings: Settings, assets: AssetService) -> Any:
-    """The model cache under `<data_dir>/models` (opened: folders, index, extra paths yaml)."""
+    """The model cache under `<data_dir>/models` (opened: folders, index, extra paths yaml);
+    its owner closes it (`close`: its disk work done, its writer thread stopped)."""
     from comfyrun.models import DownloadLimits, ModelCache, make_downloader
 
     limits = DownloadLimits(

@@ -1,23 +1,20 @@
-"""comfyrun's model cache: files stored once by their blake3 hash, seen by ComfyUI by name.
-
-Layout under `root`::
-
-    blobs/<blake3 hex>         the bytes, once
-    folders/<folder>/<name>    a symlink to its blob: what ComfyUI lists (extra model paths)
-    tmp/                       downloads in progress
-    index.json                 blobs (size, sha256, sources, last use) and names
+"""comfyrun's model cache: files stored once by their blake3 hash, seen by ComfyUI by name
+(the layout on disk: models.disk).
 
 Rules:
 - A model is known by its hash when the caller gives one, else by its source (URL or asset):
   a second job with the same source downloads nothing.
-- Concurrent requests for one model share one download (single flight); a waiter that gives up
-  does not cancel it for the others. Its progress goes to every waiter (one that joins late
-  hears where it stands at once).
+- Concurrent requests for one model share one download (models.flights).
 - The bytes are hashed as they land; a declared hash that does not match fails with
   HashMismatch and keeps nothing.
 - `acquire` pins the files a job uses until its lease is released. Over the byte budget, the
   least recently used unpinned files are evicted (never a pinned one, never the file just
   fetched); a name in use by a running job is never re-pointed at other bytes.
+- The state (blobs, names, pins) changes on the event loop, each check and its change with no
+  await between; the files follow on the cache's writer thread, in the same order
+  (models.disk): the loop never blocks on the disk, and a name appears only once its blob is
+  in place. `acquire` returns once its names are on disk; a released lease's disk work runs
+  later (`close` waits for it).
 - ComfyUI rescans a folder whose mtime changed, so files linked while it runs are listed
   without a restart.
 """
@@ -25,84 +22,32 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import os
 import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import blake3
 
 from comfyrun.errors import Conflict, HashMismatch, NotFound
-from comfyrun.models.specs import MODEL_FOLDERS, ModelRef
+from comfyrun.models.disk import CacheDisk, extra_paths_yaml, hash_file, snapshot
+from comfyrun.models.flights import Flights
+from comfyrun.models.records import (
+    CachedModel,
+    Downloader,
+    ModelProgress,
+    Progress,
+    Validators,
+)
+from comfyrun.models.specs import ModelRef
 
 log = logging.getLogger(__name__)
 
-#: (bytes so far, total or None)
-Progress = Callable[[int, int | None], None]
-#: (which model, bytes so far, total or None)
-ModelProgress = Callable[[ModelRef, int, int | None], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Validators:
-    """What a URL's answer said of its bytes, kept to revalidate them later with a conditional
-    GET (`ETag` -> If-None-Match, `Last-Modified` -> If-Modified-Since)."""
-
-    etag: str | None = None
-    last_modified: str | None = None
-    size: int | None = None
-    #: (a conditional GET's answer) the bytes did not change: nothing was written
-    not_modified: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {"etag": self.etag, "last_modified": self.last_modified, "size": self.size}
-
-
-#: Writes the bytes of `ref` into the file `dest` and returns what the source said of them
-#: (None: nothing worth keeping); raises a ComfyrunError when it cannot. Called with
-#: `revalidate=` (the validators kept) only by `ModelCache.refresh`: a downloader that can
-#: ask conditionally returns `not_modified` and writes nothing when the bytes are the same.
-Downloader = Callable[..., Awaitable["Validators | None"]]
-
-_CHUNK = 4 << 20
-
-
-@dataclass(slots=True)
-class CachedModel:
-    """One file in the cache."""
-
-    blake3: str
-    size_bytes: int
-    sha256: str | None = None
-    sources: list[str] = field(default_factory=list)
-    names: list[str] = field(default_factory=list)  # "folder/name"
-    last_used: float = 0.0
-    in_use: int = 0
-    #: per URL source: the validators its last answer carried, and when (to refresh by)
-    validators: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "hash": f"blake3:{self.blake3}",
-            "sha256": self.sha256,
-            "size_bytes": self.size_bytes,
-            "sources": list(self.sources),
-            "names": list(self.names),
-            "last_used": self.last_used,
-            "in_use": self.in_use,
-            "validators": {k: dict(v) for k, v in self.validators.items()},
-        }
-
 
 class Lease:
-    """The files one job uses, pinned until `release()` (idempotent)."""
+    """The files one job uses, pinned until `release()` (idempotent; sync: the disk work it
+    leads to runs on the cache's writer thread)."""
 
     def __init__(self, cache: ModelCache, pinned: list[tuple[str, str]]) -> None:
         self._cache = cache
@@ -125,7 +70,7 @@ class ModelCache:
         budget_bytes: int | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.root = Path(root)
+        self.disk = CacheDisk(root)
         self.budget_bytes = budget_bytes
         self._download = download
         self._clock = clock
@@ -134,73 +79,41 @@ class ModelCache:
         self._pins: Counter[str] = Counter()
         self._name_pins: Counter[str] = Counter()
         self._name_listeners: list[Callable[[], None]] = []
-        self._flights: dict[str, _Flight] = {}
+        self._flights = Flights(self._fetch)
         self.downloads = 0  # finished downloads (for tests and metrics)
 
     # -- paths ----------------------------------------------------------------------------------
 
     @property
+    def root(self) -> Path:
+        return self.disk.root
+
+    @property
     def folders_dir(self) -> Path:
-        return self.root / "folders"
+        return self.disk.folders_dir
 
     @property
     def extra_paths_file(self) -> Path:
-        return self.root / "extra_model_paths.yaml"
+        return self.disk.extra_paths_file
 
-    def _blob(self, digest: str) -> Path:
-        return self.root / "blobs" / digest
-
-    # -- opening --------------------------------------------------------------------------------
+    # -- opening and closing --------------------------------------------------------------------
 
     def open(self) -> None:
         """Create the folders, load the index (dropping entries whose blob is gone), clear
-        abandoned downloads and write the extra model paths yaml."""
-        for sub in ("blobs", "tmp", "folders"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
-        for folder in MODEL_FOLDERS:
-            (self.folders_dir / folder).mkdir(exist_ok=True)
-        for leftover in (self.root / "tmp").iterdir():
-            leftover.unlink(missing_ok=True)
-        self._load_index()
-        self.extra_paths_file.write_text(extra_paths_yaml(self.folders_dir), encoding="utf-8")
+        abandoned downloads and write the extra model paths yaml. Blocking: before the cache
+        is used, off the event loop (asyncio.to_thread)."""
+        self._blobs, self._names = self.disk.open()
 
-    def _load_index(self) -> None:
-        try:
-            data = json.loads((self.root / "index.json").read_text())
-        except (OSError, ValueError):
-            data = {}
-        for digest, raw in (data.get("blobs") or {}).items():
-            if self._blob(digest).is_file():
-                self._blobs[digest] = CachedModel(
-                    blake3=digest,
-                    size_bytes=int(raw.get("size_bytes", 0)),
-                    sha256=raw.get("sha256"),
-                    sources=list(raw.get("sources") or []),
-                    last_used=float(raw.get("last_used") or 0.0),
-                    validators=dict(raw.get("validators") or {}),
-                )
-        for name, digest in (data.get("names") or {}).items():
-            if digest in self._blobs and (self.folders_dir / name).is_symlink():
-                self._names[name] = digest
-                self._blobs[digest].names.append(name)
+    async def flush(self) -> None:
+        """Wait for the disk work of every change so far (the index written included)."""
+        await self.disk.flush()
+
+    async def close(self) -> None:
+        """Flush and stop the writer thread (its owner, on shutdown)."""
+        await self.disk.close()
 
     def _save_index(self) -> None:
-        data = {
-            "blobs": {
-                d: {
-                    "size_bytes": m.size_bytes,
-                    "sha256": m.sha256,
-                    "sources": m.sources,
-                    "last_used": m.last_used,
-                    "validators": m.validators,
-                }
-                for d, m in self._blobs.items()
-            },
-            "names": dict(self._names),
-        }
-        tmp = self.root / "tmp" / f"index-{uuid.uuid4().hex}.json"
-        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-        os.replace(tmp, self.root / "index.json")
+        self.disk.save_index(snapshot(self._blobs, self._names))
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -251,52 +164,23 @@ class ModelCache:
         while True:
             digest = self.find(ref)
             if digest is None:
-                digest = await self._fetch_shared(ref, progress)
+                digest = await self._flights.join(ref, progress)
             if digest in self._blobs:  # not evicted meanwhile: pin and link with no await between
-                self._link(name, digest)
+                linked = self._link(name, digest)
                 self._pins[digest] += 1
                 self._name_pins[name] += 1
                 self._blobs[digest].last_used = self._clock()
                 if ref.source not in self._blobs[digest].sources:
                     self._blobs[digest].sources.append(ref.source)
                 self._save_index()
+                try:
+                    await linked  # the name on disk (or, already named, the work queued before)
+                except BaseException as exc:
+                    if isinstance(exc, OSError) and self._names.get(name) == digest:
+                        self._forget_name(name)  # not on disk: the next acquire links it
+                    self._unpin(digest, name)
+                    raise
                 return digest, name
-
-    async def _fetch_shared(self, ref: ModelRef, progress: ModelProgress | None) -> str:
-        key = ref.hash or ref.source
-        flight = self._flights.get(key)
-        if flight is None:
-            flight = _Flight()
-            task = asyncio.get_running_loop().create_task(self._fetch(ref, flight.report))
-            flight.task = task
-            self._flights[key] = flight
-            done = flight
-
-            def landed(task: asyncio.Task[str]) -> None:
-                if self._flights.get(key) is done:
-                    del self._flights[key]
-                if not task.cancelled():
-                    # its waiters get the error; when all of them left (their jobs canceled)
-                    # asyncio would log it as never retrieved, with its traceback
-                    task.exception()
-
-            task.add_done_callback(landed)
-        assert flight.task is not None
-        listener = flight.listen(ref, progress) if progress is not None else None
-        flight.waiters += 1
-        try:
-            return await asyncio.shield(flight.task)
-        finally:
-            flight.waiters -= 1
-            if listener is not None:
-                flight.listeners.remove(listener)
-            if flight.waiters == 0 and not flight.task.done():
-                # every job that wanted it left (canceled): nobody waits for its retries; and
-                # nobody joins it now (until its task ended, one asking for the same file
-                # joined it and got its CancelledError)
-                flight.task.cancel()
-                if self._flights.get(key) is flight:
-                    del self._flights[key]
 
     async def _fetch(self, ref: ModelRef, progress: Progress) -> str:
         digest = await self._download_and_store(ref, progress, None)
@@ -316,7 +200,7 @@ class ModelCache:
                 answer = await self._download(ref, tmp, progress, revalidate=revalidate)
             if isinstance(answer, Validators) and answer.not_modified:
                 return None
-            digest, sha256, size = await asyncio.to_thread(_hash_file, tmp, ref.hash)
+            digest, sha256, size = await asyncio.to_thread(hash_file, tmp, ref.hash)
             if ref.hash is not None:
                 algo, expected = ref.hash.split(":", 1)
                 got = digest if algo == "blake3" else sha256
@@ -326,12 +210,18 @@ class ModelCache:
                         f"not the declared {ref.hash}; nothing was kept",
                         details={"expected": ref.hash, "actual": f"{algo}:{got}"},
                     )
-            if digest not in self._blobs:
-                await asyncio.to_thread(os.replace, tmp, self._blob(digest))
-                self._blobs[digest] = CachedModel(
+            model = self._blobs.get(digest)
+            if model is None:  # known from now on: what links it is queued after its move
+                model = CachedModel(
                     blake3=digest, size_bytes=size, sha256=sha256, last_used=self._clock()
                 )
-            model = self._blobs[digest]
+                self._blobs[digest] = model
+                try:
+                    await self.disk.run(os.replace, tmp, self.disk.blob(digest))
+                except OSError:
+                    if self._blobs.get(digest) is model:
+                        self._drop(digest)
+                    raise
             model.sha256 = model.sha256 or sha256
             if ref.source not in model.sources:
                 model.sources.append(ref.source)
@@ -349,7 +239,7 @@ class ModelCache:
             self._save_index()
             return digest
         finally:
-            await asyncio.to_thread(tmp.unlink, missing_ok=True)
+            await self.disk.run(tmp.unlink, True)  # after its move, if it was moved
 
     async def refresh(
         self, ref: ModelRef, progress: ModelProgress | None = None
@@ -392,6 +282,7 @@ class ModelCache:
         if stale is not None and not stale.names and not stale.sources and not self._pins[old]:
             self._drop(old)
             self._save_index()
+            await self.disk.flush()
         log.info(
             "model %s/%s: %s changed; the new bytes replace the old",
             ref.folder,
@@ -416,25 +307,31 @@ class ModelCache:
             except Exception:
                 log.exception("a listener of the model cache's names failed")
 
-    def _link(self, name: str, digest: str) -> None:
+    def _link(self, name: str, digest: str) -> Awaitable[None]:
+        """Point `name` at `digest` in the state now (Conflict while a job uses it with other
+        bytes); await the result for it on disk."""
         current = self._names.get(name)
         if current == digest:
-            return
+            return self.disk.flush()  # its link, queued by another acquire, may not be done
         if current is not None and self._name_pins[name]:
             raise Conflict(
                 f"model name {name} is in use by a running job with other bytes; give this "
                 "file another name",
                 details={"name": name},
             )
-        link = self.folders_dir / name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        tmp = link.with_name(f".{link.name}.{uuid.uuid4().hex}")
-        tmp.symlink_to(self._blob(digest))
-        os.replace(tmp, link)  # atomic: ComfyUI never sees a half-made name
+        linked = self.disk.run(self.disk.link, name, digest)
         if current is not None:
             self._blobs[current].names.remove(name)
         self._names[name] = digest
         self._blobs[digest].names.append(name)
+        self._names_changed()
+        return linked
+
+    def _forget_name(self, name: str) -> None:
+        digest = self._names.pop(name)
+        self._blobs[digest].names.remove(name)
+        self.disk.post(self.disk.unlink, self.disk.link_path(name))
+        self._save_index()
         self._names_changed()
 
     def _unpin(self, digest: str, name: str) -> None:
@@ -465,17 +362,18 @@ class ModelCache:
             )
 
     def _drop(self, digest: str) -> None:
+        """Forget `digest` and its names now; their files go on the writer thread."""
         model = self._blobs.pop(digest)
         for name in model.names:
             self._names.pop(name, None)
-            (self.folders_dir / name).unlink(missing_ok=True)
-        self._blob(digest).unlink(missing_ok=True)
+        links = [self.disk.link_path(name) for name in model.names]
+        self.disk.post(self.disk.unlink, *links, self.disk.blob(digest))
         if model.names:
             self._names_changed()
 
-    def remove(self, key: str) -> CachedModel:
-        """Evict one file now: by `blake3:<hex>`, `sha256:<hex>` or `folder/name`. Conflict
-        while a job uses it; NotFound when nothing matches."""
+    async def remove(self, key: str) -> CachedModel:
+        """Evict one file now: by `blake3:<hex>`, `sha256:<hex>` or `folder/name`; returns once
+        its files are gone. Conflict while a job uses it; NotFound when nothing matches."""
         digest = self._lookup(key)
         if digest is None:
             raise NotFound(f"no cached model {key!r}", details={"model": key})
@@ -484,6 +382,7 @@ class ModelCache:
         model = self._blobs[digest]
         self._drop(digest)
         self._save_index()
+        await self.disk.flush()
         return model
 
     def _lookup(self, key: str) -> str | None:
@@ -493,52 +392,6 @@ class ModelCache:
         if algo == "sha256":
             return next((d for d, m in self._blobs.items() if m.sha256 == hexdigest), None)
         return self._names.get(key)
-
-
-def extra_paths_yaml(folders_dir: Path) -> str:
-    """ComfyUI's extra model paths for the cache: every model folder under `folders_dir`."""
-    lines = ["# written by comfyrun: its model cache, seen by the ComfyUIs it manages", "comfyrun:"]
-    lines.append(f"    base_path: {json.dumps(str(folders_dir))}")
-    lines += [f"    {folder}: {folder}" for folder in sorted(MODEL_FOLDERS)]
-    return "\n".join(lines) + "\n"
-
-
-def _hash_file(path: Path, declared: str | None) -> tuple[str, str | None, int]:
-    """(blake3 hex, sha256 hex when the declared hash is one, size)."""
-    b3 = blake3.blake3()
-    sha = hashlib.sha256() if declared is not None and declared.startswith("sha256:") else None
-    size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            size += len(chunk)
-            b3.update(chunk)
-            if sha is not None:
-                sha.update(chunk)
-    return b3.hexdigest(), sha.hexdigest() if sha is not None else None, size
-
-
-@dataclass(slots=True)
-class _Flight:
-    """One download in progress, and the requesters following its progress."""
-
-    task: asyncio.Task[str] | None = None
-    listeners: list[tuple[ModelRef, ModelProgress]] = field(default_factory=list)
-    done: int = 0
-    total: int | None = None
-    started: bool = False
-    waiters: int = 0
-
-    def listen(self, ref: ModelRef, tell: ModelProgress) -> tuple[ModelRef, ModelProgress]:
-        listener = (ref, tell)
-        self.listeners.append(listener)
-        if self.started:
-            tell(ref, self.done, self.total)
-        return listener
-
-    def report(self, done: int, total: int | None) -> None:
-        self.done, self.total, self.started = done, total, True
-        for ref, tell in list(self.listeners):
-            tell(ref, done, total)
 
 
 __all__ = [

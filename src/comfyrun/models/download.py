@@ -30,7 +30,7 @@ from comfyrun.errors import InputRejected, MissingAsset
 from comfyrun.inputs.check import check_s3_url
 from comfyrun.inputs.fetch import Resolve, UrlFetcher
 from comfyrun.inputs.specs import InputLimits
-from comfyrun.models.cache import Downloader, Progress, Validators
+from comfyrun.models.records import Downloader, Progress, Validators
 from comfyrun.models.specs import ModelRef
 
 log = logging.getLogger(__name__)

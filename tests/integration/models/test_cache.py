@@ -148,11 +148,11 @@ async def test_eviction_under_a_small_budget_spares_files_in_use(
     assert not (cache.folders_dir / "loras" / "a.safetensors").exists()
     assert cache.total_bytes <= cache.budget_bytes  # type: ignore[operator]
     with pytest.raises(Conflict, match="in use"):
-        cache.remove("checkpoints/b.safetensors")
+        await cache.remove("checkpoints/b.safetensors")
     in_use.release()
-    assert cache.remove("checkpoints/b.safetensors").size_bytes == len(CKPT)
+    assert (await cache.remove("checkpoints/b.safetensors")).size_bytes == len(CKPT)
     with pytest.raises(NotFound):
-        cache.remove("checkpoints/b.safetensors")
+        await cache.remove("checkpoints/b.safetensors")
 
 
 async def test_a_name_in_use_is_not_repointed(server: ModelServer, tmp_path: Path) -> None:

@@ -127,7 +127,7 @@ async def test_a_cancel_during_a_download_backoff_ends_the_placing_at_once(
             await asyncio.wait_for(placing, 5)
         assert loop.time() - asked < 2.0
         await asyncio.sleep(0.1)
-        assert server.hits["x"] == 1 and cache._flights == {} and cache.list() == []
+        assert server.hits["x"] == 1 and len(cache._flights) == 0 and cache.list() == []
 
 
 async def test_a_job_whose_models_download_is_running_in_its_view_and_its_events(

@@ -69,7 +69,7 @@ async def pull_model(body: ModelIn, ctx: Ctx) -> dict[str, Any]:
 @router.delete("/{key:path}")
 async def evict_model(key: str, ctx: Ctx) -> dict[str, Any]:
     """Evict `blake3:<hex>`, `sha256:<hex>` or `<folder>/<name>` (409 while a job uses it)."""
-    return _cache(ctx).remove(key).to_json()
+    return (await _cache(ctx).remove(key)).to_json()
 
 
 __all__ = ["router"]

@@ -1,0 +1,154 @@
+"""The model cache's disk work: off the event loop, on one writer thread, in the order of the
+state changes it follows; the index on disk is the state's last snapshot, and `close` leaves
+nothing undone (models.disk)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from comfyrun.models import ModelCache, ModelRef
+from comfyrun.models.disk import CacheDisk, snapshot
+
+
+async def write_source(ref: ModelRef, dest: Path, progress: Any) -> None:
+    """A downloader whose bytes are the source's URL (distinct per source, SIZE bytes)."""
+    assert ref.url is not None
+    await asyncio.to_thread(dest.write_bytes, ref.url.encode())
+    progress(len(ref.url), len(ref.url))
+
+
+def lora(n: int, name: str | None = None) -> ModelRef:
+    return ModelRef(folder="loras", name=name or f"m{n:02}", url=f"https://h.example/m{n:04}")
+
+
+SIZE = len(str(lora(0).url))
+
+
+def opened(root: Path, *, budget: int | None = None) -> ModelCache:
+    cache = ModelCache(root, write_source, budget_bytes=budget)
+    cache.open()
+    return cache
+
+
+def on_disk(cache: ModelCache) -> dict[str, Any]:
+    """The index file, the blobs and the names (symlink -> blob) as found on disk."""
+    links = {
+        str(path.relative_to(cache.folders_dir)): Path(os.readlink(path)).name
+        for path in cache.folders_dir.rglob("*")
+        if path.is_symlink()
+    }
+    return {
+        "index": json.loads(cache.disk.index_file.read_text()),
+        "blobs": sorted(p.name for p in (cache.root / "blobs").iterdir()),
+        "links": links,
+    }
+
+
+def in_memory(cache: ModelCache) -> dict[str, Any]:
+    models = cache.list()
+    return {
+        "index": snapshot({m.blake3: m for m in models}, cache._names),
+        "blobs": sorted(m.blake3 for m in models),
+        "links": {name: m.blake3 for m in models for name in m.names},
+    }
+
+
+async def test_the_disk_work_runs_on_the_writer_thread_not_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(The index write, the symlinks and the unlinks ran on the event loop, blocking it.)"""
+    loop_thread = threading.current_thread()
+    seen: dict[str, set[str]] = {}
+
+    def recorded(what: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kw: Any) -> Any:
+            seen.setdefault(what, set()).add(threading.current_thread().name)
+            assert threading.current_thread() is not loop_thread, what
+            return fn(*args, **kw)
+
+        return call
+
+    monkeypatch.setattr(CacheDisk, "_write_index", recorded("index", CacheDisk._write_index))
+    monkeypatch.setattr(CacheDisk, "link", recorded("link", CacheDisk.link))
+    monkeypatch.setattr(CacheDisk, "unlink", recorded("unlink", CacheDisk.unlink))
+    monkeypatch.setattr(os, "replace", recorded("replace", os.replace))
+    cache = opened(tmp_path, budget=SIZE + 5)  # one file fits
+    (await cache.acquire([lora(1)])).release()
+    lease = await cache.acquire([lora(2)])  # evicts the first
+    lease.release()
+    await cache.remove("loras/m02")
+    await cache.close()
+    assert set(seen) == {"index", "link", "unlink", "replace"}
+    assert all(names == {"comfyrun-models_0"} for names in seen.values()), seen
+    assert (
+        on_disk(cache)
+        == in_memory(cache)
+        == {
+            "index": {"blobs": {}, "names": {}},
+            "blobs": [],
+            "links": {},
+        }
+    )
+
+
+async def test_after_a_burst_the_disk_is_the_last_state_in_order(tmp_path: Path) -> None:
+    """Releases (sync), evictions, removals and re-pointed names queued while the writer is
+    busy: once flushed, the index, the blobs and the names on disk are the state in memory,
+    and a cache opened anew from them holds the same."""
+    cache = opened(tmp_path / "c", budget=SIZE * 6)  # six files fit
+    leases = [await cache.acquire([lora(n)]) for n in range(8)]  # pinned: over the budget
+    busy, go = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        busy.set()
+        go.wait(10)
+
+    cache.disk.post(hold)
+    await asyncio.to_thread(busy.wait, 10)
+    for lease in leases[:5]:
+        lease.release()  # m00 and m01 evicted (the oldest unpinned, while over the budget)
+    removals = [asyncio.ensure_future(cache.remove(f"loras/m{n:02}")) for n in (3, 4)]
+    await asyncio.sleep(0)
+    renamed = asyncio.ensure_future(cache.acquire([lora(9, name="m02")]))  # m02 re-pointed
+    await asyncio.sleep(0)
+    assert not renamed.done() and not any(r.done() for r in removals)  # waiting on the disk
+    go.set()
+    await asyncio.gather(*removals)
+    (await renamed).release()
+    await cache.flush()
+    state = in_memory(cache)
+    assert on_disk(cache) == state
+    assert state["links"] == {
+        **{f"loras/m{n:02}": cache.find(lora(n)) for n in (5, 6, 7)},
+        "loras/m02": cache.find(lora(9)),
+    }
+    assert len(state["blobs"]) == 5  # m02's first bytes are kept, unnamed, within the budget
+    reopened = opened(tmp_path / "c")
+    assert in_memory(reopened) == state
+    for lease in leases[5:]:
+        lease.release()
+    await cache.close()
+
+
+async def test_close_does_the_disk_work_of_a_lease_released_before_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = opened(tmp_path, budget=SIZE + 5)
+    first = await cache.acquire([lora(1)])
+    second = await cache.acquire([lora(2)])
+    first.release()  # over the budget: the first file goes, on the writer thread
+    await cache.close()
+    assert on_disk(cache) == in_memory(cache)
+    assert not (cache.folders_dir / "loras" / "m01").exists() and len(cache.list()) == 1
+    with caplog.at_level(logging.WARNING, logger="comfyrun.models.disk"):
+        second.release()  # after close: the state changes; its disk work is not done, loudly
+    assert [r.action for r in caplog.records] == ["model.disk_closed"]  # type: ignore[attr-defined]
