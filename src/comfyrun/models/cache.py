@@ -221,6 +221,7 @@ class ModelCache:
                 except OSError:
                     if self._blobs.get(digest) is model:
                         self._drop(digest)
+                        self._save_index()
                     raise
             model.sha256 = model.sha256 or sha256
             if ref.source not in model.sources:
@@ -329,7 +330,8 @@ class ModelCache:
 
     def _forget_name(self, name: str) -> None:
         digest = self._names.pop(name)
-        self._blobs[digest].names.remove(name)
+        if digest in self._blobs:
+            self._blobs[digest].names.remove(name)
         self.disk.post(self.disk.unlink, self.disk.link_path(name))
         self._save_index()
         self._names_changed()

@@ -152,3 +152,68 @@ async def test_close_does_the_disk_work_of_a_lease_released_before_it(
     with caplog.at_level(logging.WARNING, logger="comfyrun.models.disk"):
         second.release()  # after close: the state changes; its disk work is not done, loudly
     assert [r.action for r in caplog.records] == ["model.disk_closed"]  # type: ignore[attr-defined]
+
+
+async def test_the_app_closes_its_cache_on_shutdown_with_its_disk_work_done(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.support.api import asgi_app, memory_settings
+
+    done: list[str] = []
+    async with asgi_app(memory_settings(tmp_path)) as (_app, _client, ctx):
+        cache: ModelCache = ctx.extras["models"]
+        cache.disk.post(done.append, "queued before shutdown")  # as a released lease's work
+    assert done == ["queued before shutdown"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="comfyrun.models.disk"):
+        cache.disk.post(done.append, "after")
+    assert done == ["queued before shutdown"]
+    assert [r.action for r in caplog.records] == ["model.disk_closed"]  # type: ignore[attr-defined]
+
+
+async def test_a_name_that_could_not_be_linked_is_not_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(The state changes before the writer links the name: a link that failed left the name
+    known, and the next job for it was told it was there.)"""
+    cache = opened(tmp_path)
+    real_link = CacheDisk.link
+    failures = [OSError(30, "Read-only file system")]
+
+    def link(disk: CacheDisk, name: str, digest: str) -> None:
+        if failures:
+            raise failures.pop()
+        real_link(disk, name, digest)
+
+    monkeypatch.setattr(CacheDisk, "link", link)
+    with pytest.raises(OSError, match="Read-only"):
+        await cache.acquire([lora(1)])
+    (model,) = cache.list()
+    assert model.names == [] and model.in_use == 0  # the bytes kept, unnamed, unpinned
+    (await cache.acquire([lora(1)])).release()
+    await cache.flush()
+    assert (cache.folders_dir / "loras" / "m01").read_bytes() == str(lora(1).url).encode()
+    assert on_disk(cache) == in_memory(cache)
+
+
+async def test_a_blob_that_could_not_be_moved_in_is_not_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(The blob is known before the writer moves it in: a move that failed left it known.)"""
+    cache = opened(tmp_path)
+    real_replace = os.replace
+
+    def replace(src: Any, dst: Any) -> None:
+        if Path(dst).parent.name == "blobs":
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="No space"):
+        await cache.acquire([lora(1)])
+    await cache.flush()
+    assert cache.list() == [] and on_disk(cache) == in_memory(cache)
+    assert list((tmp_path / "tmp").iterdir()) == []
+    monkeypatch.setattr(os, "replace", real_replace)
+    (await cache.acquire([lora(1)])).release()
+    assert len(cache.list()) == 1
