@@ -1,5 +1,5 @@
 """comfyrun's model cache: files stored once by their blake3 hash, seen by ComfyUI by name
-(the layout on disk: models.disk).
+(the layout on disk: models.disk; revalidating a URL: models.refresh).
 
 Rules:
 - A model is known by its hash when the caller gives one, else by its source (URL or asset):
@@ -40,6 +40,7 @@ from comfyrun.models.records import (
     Progress,
     Validators,
 )
+from comfyrun.models.refresh import refresh
 from comfyrun.models.specs import ModelRef
 
 log = logging.getLogger(__name__)
@@ -245,53 +246,30 @@ class ModelCache:
     async def refresh(
         self, ref: ModelRef, progress: ModelProgress | None = None
     ) -> tuple[CachedModel, str]:
-        """Like `pull`, and a URL without a declared hash cached already is revalidated: a
-        conditional GET with the validators its last answer carried (ETag, Last-Modified); its
-        bytes are replaced only when they changed. Returns the model and what happened:
-        `content_addressed` (a hash or an asset: its bytes cannot change; nothing asked),
-        `fetched` (it was not cached), `not_modified` (304), `unchanged` (downloaded again,
-        the same bytes: the server keeps no validators) or `replaced` (new bytes under the
-        same name; the old ones are dropped unless something else uses them). Conflict when
-        the name is in use by a running job."""
-        name = f"{ref.folder}/{ref.name}"
-        if self._name_pins[name] and ref.hash is None and ref.url is not None:
-            raise Conflict(
-                f"model name {name} is in use by a running job; refresh it once that ends",
-                details={"name": name},
-            )
-        old = self.find(ref)
-        if ref.hash is not None or ref.url is None or old is None:
-            model = await self.pull(ref, progress)
-            return model, "content_addressed" if ref.hash or ref.url is None else "fetched"
-        kept = self._blobs[old].validators.get(ref.source) or {}
-        revalidate = Validators(etag=kept.get("etag"), last_modified=kept.get("last_modified"))
-        report: Progress = (lambda d, t: progress(ref, d, t)) if progress else (lambda d, t: None)
-        digest = await self._download_and_store(ref, report, revalidate)
-        if digest is None:
-            if old in self._blobs and ref.source in self._blobs[old].validators:
-                self._blobs[old].validators[ref.source]["checked_at"] = time.time()
-            return await self.pull(ref, progress), "not_modified"
-        if digest == old:
-            return await self.pull(ref, progress), "unchanged"
-        stale = self._blobs.get(old)
-        if stale is not None:  # the URL means the new bytes now
-            if ref.source in stale.sources:
-                stale.sources.remove(ref.source)
-            stale.validators.pop(ref.source, None)
-        model = await self.pull(ref, progress)
-        stale = self._blobs.get(old)
-        if stale is not None and not stale.names and not stale.sources and not self._pins[old]:
-            self._drop(old)
+        """Like `pull`, and a URL without a declared hash cached already is revalidated
+        (models.refresh: what it returns and raises)."""
+        return await refresh(self, ref, progress)
+
+    # -- for models.refresh ---------------------------------------------------------------------
+
+    def name_in_use(self, name: str) -> bool:
+        """Whether a running job uses the name `folder/name`."""
+        return bool(self._name_pins[name])
+
+    def model(self, digest: str) -> CachedModel | None:
+        return self._blobs.get(digest)
+
+    async def store(self, ref: ModelRef, progress: Progress, revalidate: Validators) -> str | None:
+        """`ref` downloaded again, revalidated: None when its bytes did not change."""
+        return await self._download_and_store(ref, progress, revalidate)
+
+    async def drop_if_unused(self, digest: str) -> None:
+        """Drop `digest` when nothing names, sources or pins it any more."""
+        stale = self._blobs.get(digest)
+        if stale is not None and not stale.names and not stale.sources and not self._pins[digest]:
+            self._drop(digest)
             self._save_index()
             await self.disk.flush()
-        log.info(
-            "model %s/%s: %s changed; the new bytes replace the old",
-            ref.folder,
-            ref.name,
-            ref.source,
-            extra={"action": "model.refreshed", "hash": f"blake3:{model.blake3}"},
-        )
-        return model, "replaced"
 
     # -- names, pins, eviction ------------------------------------------------------------------
 
