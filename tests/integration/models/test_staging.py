@@ -305,3 +305,28 @@ async def test_a_staging_job_claimed_again_after_its_lease_ran_out_stages_once(
     assert [r.job_id for r in rig.backend.ran] == [job.id]
     assert job.id not in engine.dispatcher._parked
     assert [m.in_use for m in rig.cache.list()] == [0]
+
+
+async def test_the_staging_set_is_a_gauge_in_the_metrics(make_rig: Callable[..., Any]) -> None:
+    from prometheus_client.exposition import generate_latest
+
+    from comfyrun.api.routes.metrics import JobMetrics
+
+    rig = await make_rig()
+    metrics = JobMetrics()
+
+    def gauge() -> str:
+        metrics.observe_staging(rig.engine.dispatcher)
+        text = generate_latest(metrics.registry).decode()
+        return next(line for line in text.splitlines() if line.startswith("comfyrun_model_stag"))
+
+    assert gauge() == "comfyrun_model_staging_jobs 0.0"
+    job = await rig.engine.submit(work(), options=rig.models("x"))
+    await asyncio.wait_for(rig.server.requested.wait(), 10)  # its download is held
+    assert job.id in rig.staging and gauge() == "comfyrun_model_staging_jobs 1.0"
+    rig.server.gate.set()
+    assert (await rig.engine.wait(job.id)).status is JobStatus.SUCCEEDED
+    await until(lambda: len(rig.staging) == 0)
+    assert gauge() == "comfyrun_model_staging_jobs 0.0"
+    metrics.observe_staging(None)  # an API node: no dispatcher
+    assert "comfyrun_model_staging_jobs 0.0" in generate_latest(metrics.registry).decode()

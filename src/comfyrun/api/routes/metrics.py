@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -124,6 +124,11 @@ class JobMetrics:
             ["result"],
             registry=self.registry,
         )
+        self.staging = Gauge(
+            "comfyrun_model_staging_jobs",
+            "Jobs of this node downloading their model files with no backend held (staging)",
+            registry=self.registry,
+        )
         self._seen: set[str] = set()
         self._order: deque[str] = deque()
 
@@ -135,6 +140,7 @@ class JobMetrics:
         self.oldest.set(stats.oldest_queued_age_s or 0.0)
         await self._observe_finished(ctx)
         await self._tenancy(ctx, keys=keys)
+        self.observe_staging(ctx.dispatcher)
         if ctx.pool is not None:
             counts = dict.fromkeys(BACKEND_STATES, 0)
             for b in ctx.pool.snapshot():
@@ -154,6 +160,11 @@ class JobMetrics:
                 self.stale_stopped.labels(backend=backend.name).inc(max(0, stopped - seen))
                 self._stale_seen[backend.name] = stopped
         return generate_latest(self.registry)
+
+    def observe_staging(self, dispatcher: Any) -> None:
+        """The size of `dispatcher`'s staging set (none without a dispatcher or model cache)."""
+        staging = getattr(dispatcher, "staging", None)
+        self.staging.set(0 if staging is None else len(staging))
 
     async def _observe_finished(self, ctx: AppContext) -> None:
         """Observe each job that ended since the last scrape, in the order they ended (however
