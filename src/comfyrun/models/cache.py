@@ -275,11 +275,24 @@ class ModelCache:
 
     def on_names_changed(self, callback: Callable[[], None]) -> None:
         """Call `callback` (on the event loop; it must be quick and not raise) whenever a name
-        is added, points at other bytes, or goes: what the backends that see the cache list
-        has changed (their node catalogs are fetched again: backends.catalog)."""
+        is added, points at other bytes, or goes, once that is on disk: what the backends that
+        see the cache list has changed (their node catalogs are fetched again:
+        backends.catalog)."""
         self._name_listeners.append(callback)
 
     def _names_changed(self) -> None:
+        """Tell the listeners once the disk work queued so far (the link or unlink of the
+        change) is done: the writer thread does it in order, so a no-op queued now ends after
+        it. A ComfyUI asked for its model lists then finds the change."""
+        if not self._name_listeners:
+            return
+        try:
+            written = self.disk.run(lambda: None)
+        except RuntimeError:  # the writer is closed: nothing more lands on disk
+            return
+        written.add_done_callback(lambda _: self._tell_names_changed())
+
+    def _tell_names_changed(self) -> None:
         for callback in self._name_listeners:
             try:
                 callback()

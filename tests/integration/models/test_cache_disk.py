@@ -217,3 +217,35 @@ async def test_a_blob_that_could_not_be_moved_in_is_not_kept(
     monkeypatch.setattr(os, "replace", real_replace)
     (await cache.acquire([lora(1)])).release()
     assert len(cache.list()) == 1
+
+
+async def test_listeners_hear_of_a_name_once_it_is_on_disk(tmp_path: Path) -> None:
+    """The catalog asks the backends for their model lists when told (backends.catalog): told
+    before the writer made the link, a ComfyUI asked at once would not list the file."""
+    cache = opened(tmp_path)
+    (await cache.acquire([lora(1)])).release()  # its bytes cached
+    await cache.flush()
+    heard: list[bool] = []
+    link = cache.folders_dir / "loras" / "other"
+    cache.on_names_changed(lambda: heard.append(link.is_symlink()))
+    busy, go = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        busy.set()
+        go.wait(10)
+
+    cache.disk.post(hold)
+    await asyncio.to_thread(busy.wait, 10)
+    acquired = asyncio.ensure_future(cache.acquire([lora(1, name="other")]))  # cached bytes
+    await asyncio.sleep(0)
+    assert "loras/other" in cache._names  # in the state, its link queued behind `hold`
+    await asyncio.sleep(0.05)
+    assert heard == [] and not acquired.done()
+    go.set()
+    (await acquired).release()
+    await cache.flush()
+    assert heard == [True]
+    await cache.remove("loras/other")
+    await cache.flush()
+    assert heard == [True, False]  # told once the link is gone
+    await cache.close()
