@@ -244,20 +244,8 @@ class ComfyrunClient(ServerCalls):
 
     async def download(self, output: Mapping[str, Any], dest: str | Path) -> Path:
         """Stream one output (a Job's `outputs[i]`) to the file `dest`."""
-        path = Path(dest)
         url = str(output.get("url") or f"/api/v2/assets/{output['id']}/content")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        async with self._http.stream("GET", url, follow_redirects=True) as resp:
-            if not resp.is_success:
-                await resp.aread()
-                raise_for(resp)
-            fh = await asyncio.to_thread(path.open, "wb")
-            try:
-                async for chunk in resp.aiter_bytes(65536):
-                    fh.write(chunk)
-            finally:
-                fh.close()
-        return path
+        return await self._save(url, Path(dest), follow_redirects=True)
 
     async def download_outputs(self, job: Mapping[str, Any], folder: str | Path) -> list[Path]:
         """Every output of `job` into `folder/<node_id>/<name>`, each made one safe file name
@@ -341,11 +329,12 @@ class ComfyrunClient(ServerCalls):
 
     async def download_batch(self, batch_id: str, dest: str | Path) -> Path:
         """Stream the batch's outputs.zip to the file `dest`."""
-        path = Path(dest)
+        return await self._save(f"/api/v2/batches/{batch_id}/outputs.zip", Path(dest), timeout=None)
+
+    async def _save(self, url: str, path: Path, **stream: Any) -> Path:
+        """GET `url` streamed into the file `path` (its folder made); an error answer raises."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        async with self._http.stream(
-            "GET", f"/api/v2/batches/{batch_id}/outputs.zip", timeout=None
-        ) as resp:
+        async with self._http.stream("GET", url, **stream) as resp:
             if not resp.is_success:
                 await resp.aread()
                 raise_for(resp)

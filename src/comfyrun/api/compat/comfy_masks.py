@@ -20,7 +20,7 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from comfyrun import errors
-from comfyrun.api.compat.comfy_paths import FOLDER_TYPES, annotated, subfolder_parts
+from comfyrun.api.compat.comfy_paths import FOLDER_TYPES, annotated, refused_name, subfolder_parts
 from comfyrun.api.compat.comfy_uploads import store_upload, uploaded_file
 from comfyrun.api.context import AppContext
 from comfyrun.api.routes.files import readable_key
@@ -40,7 +40,7 @@ def original_name(ref_text: str | None) -> tuple[str, str]:
         raise errors.InvalidRequest('original_ref must be JSON: {"filename", "subfolder", "type"}')
     filename, annotated_kind = annotated(ref["filename"])
     kind: Any = annotated_kind or ref.get("type") or "output"
-    if not filename or filename.startswith("/") or ".." in filename or "\\" in filename:
+    if refused_name(filename) or "\\" in filename:
         raise errors.InvalidRequest("invalid original_ref filename")
     if kind not in FOLDER_TYPES:
         raise errors.InvalidRequest(f"unknown original_ref type {kind!r}")

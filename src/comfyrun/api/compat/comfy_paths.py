@@ -26,6 +26,12 @@ def annotated(name: str) -> tuple[str, str | None]:
     return name, None
 
 
+def refused_name(filename: str) -> bool:
+    """Whether ComfyUI's /view refuses a file name (400): empty, absolute, or holding ".."
+    anywhere (its check is that plain: "x..png" too)."""
+    return not filename or filename.startswith("/") or ".." in filename
+
+
 def subfolder_parts(subfolder: str) -> list[str] | None:
     """The path segments `subfolder` names inside its folder ([] for the folder itself), or
     None when it leaves the folder: an absolute path, or one that climbs out with "..".
@@ -36,4 +42,4 @@ def subfolder_parts(subfolder: str) -> list[str] | None:
     return [p for p in normal.split("/") if p not in ("", ".")]
 
 
-__all__ = ["FOLDER_TYPES", "annotated", "subfolder_parts"]
+__all__ = ["FOLDER_TYPES", "annotated", "refused_name", "subfolder_parts"]

@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from PIL import Image
 
 from comfyrun import errors
-from comfyrun.api.compat.comfy_paths import FOLDER_TYPES, annotated, subfolder_parts
+from comfyrun.api.compat.comfy_paths import FOLDER_TYPES, annotated, refused_name, subfolder_parts
 from comfyrun.api.compat.comfy_uploads import uploaded_file
 from comfyrun.api.routes.comfy_common import Ctx, comfy_error
 from comfyrun.api.routes.files import (
@@ -54,7 +54,7 @@ async def view(
     if filename is None:
         return comfy_error(404, "not_found", "no filename")
     filename, annotated_kind = annotated(filename)
-    if not filename or filename.startswith("/") or ".." in filename:
+    if refused_name(filename):
         return comfy_error(400, "invalid_filename", f"invalid file name {filename!r}")
     kind = annotated_kind or type or "output"
     if kind not in FOLDER_TYPES:
