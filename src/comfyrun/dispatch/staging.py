@@ -117,11 +117,11 @@ class Staging:
         the others, else the best of them), or none at all."""
 
         def pick(jobs: Sequence[Job]) -> int | None:
+            if inner is None:  # the first that needs none: the jobs after it are not looked at
+                return next((i for i, job in enumerate(jobs) if not self.needs(job)), None)
             ready = [i for i, job in enumerate(jobs) if not self.needs(job)]
             if not ready:
                 return None
-            if inner is None:
-                return ready[0]
             index = inner.pick([jobs[i] for i in ready])
             return ready[index] if index is not None and 0 <= index < len(ready) else ready[0]
 

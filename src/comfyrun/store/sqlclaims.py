@@ -6,13 +6,41 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, overload
 
 from comfyrun.core.job import COMFY, JSON, Job
 from comfyrun.store import transition
 from comfyrun.store.base import ClaimChoice, ClaimNote, QueueMove, clock_or
 from comfyrun.store.codec import job_from_row
 from comfyrun.store.sqldialect import Row, SQLDialect
+
+
+class DecodedOnUse(Sequence[Job]):
+    """A claim window's rows as jobs, each decoded (its workflow and options parsed) when it is
+    first looked at: most choices look at the first few of up to `window` rows."""
+
+    __slots__ = ("_jobs", "_rows")
+
+    def __init__(self, rows: Sequence[Row]) -> None:
+        self._rows = rows
+        self._jobs: builtins.list[Job | None] = [None] * len(rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> Job: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Job]: ...
+
+    def __getitem__(self, index: int | slice) -> Job | Sequence[Job]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self._rows)))]
+        job = self._jobs[index]
+        if job is None:
+            job = self._jobs[index] = job_from_row(self._rows[index])
+        return job
 
 
 class SQLClaims(SQLDialect):
@@ -66,7 +94,9 @@ class SQLClaims(SQLDialect):
             return None
         if choice is None:
             return await self._one(conn, "claim_id", params | {"id": rows[0]["id"]})
-        chosen = choice.chosen([job_from_row(r) for r in rows])
+        # decoded as the choice looks at them: a choice that takes the first job it likes (a
+        # full staging set's: the first that needs no download) decodes one row, not `window`
+        chosen = choice.chosen(DecodedOnUse(rows))
         if chosen is None:  # none of them (the transaction changes nothing)
             return None
         return await self._one(conn, "claim_id", params | {"id": chosen.id})
@@ -114,4 +144,4 @@ def claim_events(job: Job, note: ClaimNote | None) -> builtins.list[tuple[str, J
     return events
 
 
-__all__ = ["SQLClaims", "claim_events"]
+__all__ = ["DecodedOnUse", "SQLClaims", "claim_events"]

@@ -3,6 +3,8 @@ the worker registry says which types live workers serve."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from tests.support.store import new_job
 
 from comfyrun.core.job import JobStatus
@@ -101,7 +103,7 @@ async def test_a_choice_sees_only_the_claimed_types(store: JobStore) -> None:
     seen: list[list[str]] = []
 
     def pick_last(candidates: object) -> int:
-        assert isinstance(candidates, list | tuple)
+        assert isinstance(candidates, Sequence)
         seen.append([j.id for j in candidates])
         return len(candidates) - 1
 
