@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from comfyrun.backends import health as hl
+from comfyrun.core.pipeline import Pace
 from comfyrun.core.placement import (
     DEFAULT_MAX_INFLIGHT,
     BackendState,
@@ -148,6 +149,8 @@ class Backend:
         self.jobs: set[str] = set()
         self.reserved = 0
         self.executed = 0  # jobs whose prompt ComfyUI finished (their outputs being collected)
+        #: How long its prompts run and comfyrun takes to queue the next: its depth
+        self.pace = Pace.new()
         self.jobs_done = 0
         self._last_error: str | None = None
         self.last_error_at: float | None = None
@@ -279,7 +282,7 @@ class Backend:
             name=self.name,
             state=self.base_state,
             inflight=self.inflight,
-            max_inflight=self.spec.max_inflight,
+            max_inflight=self.pace.depth(self.spec.max_inflight),
             # a stopped managed backend starts on a job, unless an admin holds it
             lazy_start=self.managed and self.accepts_new,
             last_assigned=self.last_assigned,

@@ -17,6 +17,7 @@ import contextlib
 import importlib
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -59,6 +60,7 @@ class Slot:
         self.executed = False
         self._released = False
         self._assigned = (backend.last_assigned, backend.last_assigned)  # (before, after)
+        self._reserved_at = time.monotonic()
 
     def bind(self, job_id: str, *, priority: int = 0, claimed: int | None = None) -> None:
         """The slot runs `job_id`; `claimed`: the claim order of a job moved here (else
@@ -81,13 +83,21 @@ class Slot:
             self.held = held
             self.pool._slots_changed()
 
-    def executed_prompt(self) -> None:
-        """ComfyUI is done with the prompt: the backend has room for the next one while the
-        job's outputs are collected."""
+    def submitted(self) -> None:
+        """The job's prompt is in ComfyUI's queue: the time since this room was reserved is how
+        long the backend waited for it (core.pipeline)."""
+        if not self._released:
+            self.backend.pace.refill.note(time.monotonic() - self._reserved_at)
+
+    def executed_prompt(self, run_s: float | None = None) -> None:
+        """ComfyUI is done with the prompt (which ran `run_s` there, when known): the backend
+        has room for the next one while the job's outputs are collected."""
         if not self.executed and not self._released and self.job_id is not None:
             self.executed = True
             self.held = False
             self.backend.executed += 1
+            if run_s is not None:
+                self.backend.pace.run.note(run_s)
             self.pool._slots_changed()
 
     def release(self, *, done: bool = False) -> None:

@@ -3,7 +3,9 @@
 Rules:
 - A backend runs one prompt and holds at most one more in ComfyUI's own queue
   (`max_inflight` = 2 by default), so the gap between two jobs on one backend is only the
-  hand-over inside ComfyUI, while priority and cancel stay with comfyrun's queue.
+  hand-over inside ComfyUI, while priority and cancel stay with comfyrun's queue; a backend
+  whose prompts run shorter than comfyrun's round trip to the next holds more
+  (core.pipeline: its view's `max_inflight`).
 - Only `ready` and `busy` backends take work; a managed backend that is `stopped` may take a job
   too when it starts lazily (the job starts it), but a ready one is always preferred.
 - Among the candidates: the least loaded first, then ready before lazily started, then the one

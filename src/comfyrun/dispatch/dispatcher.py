@@ -4,7 +4,8 @@ One loop: when some backend has room, claim the best queued job for it and start
 claim a task of its own: while claims find jobs, several are in flight at once, one for each
 free slot); then wait for the first of a change in the pool (a slot freed, a prompt started) or
 the store's "new work" wake-up. A backend may hold one prompt in ComfyUI's queue behind the one
-it runs, so the next job is already there when the current one ends, but late-bound
+it runs (more when its prompts are short: core.pipeline), so the next job is already there when
+the current one ends, but late-bound
 (core.placement): only when no idle backend could take it, never behind a held prompt of higher
 priority, taken back when another backend falls idle first or a job of higher priority arrives.
 A job goes only to a backend that can run it (core.fit); one that fits only busy backends is
@@ -61,8 +62,11 @@ from comfyrun.store.base import Changes, HandOff, JobStore
 
 log = logging.getLogger(__name__)
 
-#: Claims one dispatcher has in flight at most (one for each free slot) while claims find jobs.
-CLAIMS_AT_ONCE = 4
+#: Claims one dispatcher has in flight at most (one for each free slot) while claims find jobs:
+#: a fleet of short prompts (core.pipeline) has several free slots per backend at once, and 4
+#: left most of them waiting for a claim (SQLite commits the claims in flight in one
+#: transaction; PostgreSQL runs each as one statement).
+CLAIMS_AT_ONCE = 16
 #: How long claiming waits after a claim failed (the store failing).
 CLAIM_ERROR_PAUSE_S = 1.0
 

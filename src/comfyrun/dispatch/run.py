@@ -265,6 +265,7 @@ class JobRun(RunAdoption, RunPlacement, RunEnding):
                         await self._backend_lost(f"POST /prompt failed: {why}")
                     return
                 self.slot.hold(True)  # in ComfyUI's queue until its first event says it started
+                self.slot.submitted()
                 self._note_later(None)
             stages.mark(self.job.id, "submitted")
             self._watch = watch
@@ -312,8 +313,10 @@ class JobRun(RunAdoption, RunPlacement, RunEnding):
                 if result in done:
                     stages.mark(self.job.id, "executed")
                     self._take_the_rest()
+                    ended = time.time()
                     outcome = await self._result_of(result)
-                    self.slot.executed_prompt()
+                    began = self._started_at  # (its first event, when one came)
+                    self.slot.executed_prompt(None if began is None else ended - began)
                     await self._note_started(outcome)
                     await self._on_result(outcome)
                     return

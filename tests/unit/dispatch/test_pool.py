@@ -11,6 +11,7 @@ from tests.support.engine import FakeClient, FakeServer, until
 from tests.unit.dispatch.conftest import HEALTH, FakeProcess
 
 from comfyrun.backends.pool import BackendPool, BackendSpec
+from comfyrun.core.pipeline import MAX_PIPELINE
 from comfyrun.core.placement import BackendState
 from comfyrun.errors import BackendError
 
@@ -370,3 +371,38 @@ async def test_a_backend_given_up_on_by_a_run_is_not_back_before_its_return_chec
     pool.mark_unhealthy(backend, "POST /prompt failed", quarantine=False)
     await until(lambda: len(checks) >= 2)
     assert backend.is_down
+
+
+async def test_a_backend_whose_prompts_run_shorter_than_their_refill_holds_more(
+    ready_pool: BackendPool,
+) -> None:
+    """core.pipeline: a backend that drains its one held prompt before comfyrun can send the
+    next gets more room; one whose prompts run longer keeps one running and one held."""
+    pool = ready_pool
+
+    def fill() -> list[Any]:
+        slots = []
+        while (slot := pool.try_reserve()) is not None:
+            slots.append(slot)
+        return slots
+
+    def run_jobs(slots: list[Any], run_s: float) -> None:
+        for i, slot in enumerate(slots):
+            slot.bind(f"j{id(slot)}-{i}")
+            slot._reserved_at -= 0.020  # comfyrun took 20 ms to queue its prompt
+            slot.submitted()
+            slot.executed_prompt(run_s)
+            slot.release(done=True)
+
+    first = fill()
+    assert len(first) == 2  # nothing known yet: the floor
+    for _ in range(5):
+        run_jobs(first, 0.004)  # 4 ms prompts, 20 ms to refill: the backend idles
+        first = fill()
+    assert len(first) == MAX_PIPELINE
+    for _ in range(30):
+        run_jobs(first, 2.0)  # a model's prompts: seconds
+        first = fill()
+    assert len(first) == 2
+    for slot in first:
+        slot.release()
