@@ -62,11 +62,12 @@ from comfyrun.store.base import Changes, HandOff, JobStore
 
 log = logging.getLogger(__name__)
 
-#: Claims one dispatcher has in flight at most (one for each free slot) while claims find jobs:
-#: a fleet of short prompts (core.pipeline) has several free slots per backend at once, and 4
-#: left most of them waiting for a claim (SQLite commits the claims in flight in one
-#: transaction; PostgreSQL runs each as one statement).
-CLAIMS_AT_ONCE = 16
+#: Claims one dispatcher has in flight at most (one for each free slot) while claims find jobs,
+#: unless its store says otherwise (`claims_at_once`: SQLite commits the claims in flight in one
+#: transaction, so a fleet of short prompts, with several free slots a backend (core.pipeline),
+#: takes 16; on PostgreSQL each is a statement on a pooled connection, and 16 took the
+#: connections the runs' own writes wait for: a fleet's jobs/s fell by half).
+CLAIMS_AT_ONCE = 4
 #: How long claiming waits after a claim failed (the store failing).
 CLAIM_ERROR_PAUSE_S = 1.0
 
@@ -119,11 +120,12 @@ class Dispatcher(Placing, Rebalancing, StagingClaims):
         #: The store's work token when a claim last found nothing (see JobStore.work_token).
         self._nothing_at: int | None = None
         #: Claims in a row that found a job: as many may be in flight at once (_start_claims),
-        #: at least one, at most CLAIMS_AT_ONCE.
+        #: at least one, at most `_claims_at_once`.
         self._hits = 0
         #: The claims in flight (_start_claims), their slots, and when claiming may go on after
         #: one failed.
         self._claims: set[asyncio.Task[None]] = set()
+        self._claims_at_once = int(getattr(store, "claims_at_once", CLAIMS_AT_ONCE))
         self._claiming: set[Slot] = set()
         self._claims_paused_until = 0.0
         #: What the claim loop waits for between passes.
@@ -248,7 +250,7 @@ class Dispatcher(Placing, Rebalancing, StagingClaims):
         """Start claiming the best queued jobs for free slots, each claim a task of its own
         that starts its job: the loop does not wait for them. While claims find jobs, one for
         each free slot, as many in flight as the last claims found jobs in a row (at most
-        CLAIMS_AT_ONCE): SQLite commits the claims made meanwhile in one transaction, PostgreSQL
+        `_claims_at_once`): SQLite commits the claims made meanwhile in one transaction, PostgreSQL
         runs them side by side. After a claim that found nothing (the queue may be empty), one
         at a time: a lone job still costs two claims (its own, and the next that finds nothing).
 
@@ -256,7 +258,7 @@ class Dispatcher(Placing, Rebalancing, StagingClaims):
         had most of its slots free: each claim waited for the batch being committed, then for
         its own."""
         token = self.store.work_token(self.types)
-        while len(self._claims) < min(CLAIMS_AT_ONCE, max(1, self._hits)):
+        while len(self._claims) < min(self._claims_at_once, max(1, self._hits)):
             slot = self._reserve(token)
             if slot is None:
                 break

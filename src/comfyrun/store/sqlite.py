@@ -126,6 +126,10 @@ LOCAL = frozenset(
 class SQLiteStore(SQLiteRunner, SQLiteLoopReads, SQLiteWaiting, SQLiteStatements, SQLStore):
     """A JobStore in one SQLite file (or `:memory:`, private to this store)."""
 
+    #: Claims a dispatcher may have in flight at once (dispatch.dispatcher): those made while a
+    #: commit is under way are committed together in the next one.
+    claims_at_once = 16
+
     def __init__(
         self,
         path: str,

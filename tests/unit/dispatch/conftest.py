@@ -67,8 +67,9 @@ async def make_engine() -> AsyncIterator[Callable[..., Any]]:
         settings: DispatchSettings = FAST,
         start: bool = True,
         holds: HoldFile | None = None,
+        store_url: str = "memory://",
     ) -> Engine:
-        store = open_store("memory://")
+        store = open_store(store_url)
         await store.open()
         storage = open_output_storage("memory://")
         servers = {name: FakeServer(name=name) for name in names}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 from tests.support.engine import until, work
@@ -66,11 +67,28 @@ async def test_jobs_waiting_for_free_backends_are_claimed_together(make_engine: 
     await engine.dispatcher.start()
     done = [await engine.wait(job.id) for job in jobs]
     assert all(j.status is JobStatus.SUCCEEDED for j in done), [j.error for j in done]
-    assert 2 <= claims.most <= CLAIMS_AT_ONCE  # claims overlapped, as many as may
+    assert 2 <= claims.most <= CLAIMS_AT_ONCE  # claims overlapped, as many as may (memory)
     # in claim order, and each of the first four on a backend of its own: a claim made beside
     # others (which reserved rooms too) is placed as if they had not been made
     assert [f for f in claims.found if f is not None][:7] == [j.id for j in jobs]
     assert sorted(j.backend or "" for j in done[:4]) == ["a", "b", "c", "d"]
+
+
+async def test_on_sqlite_more_claims_are_in_flight_their_commit_shared(
+    make_engine: Make, tmp_path: Path
+) -> None:
+    """SQLite commits the claims made meanwhile in one transaction: a fleet with more free
+    slots than CLAIMS_AT_ONCE claims for all of them at once (a fleet of short prompts has
+    several a backend, core.pipeline); each job still runs once, in claim order."""
+    names = tuple("abcdefgh")
+    engine = await make_engine(names, QUIET, start=False, store_url=f"sqlite:///{tmp_path}/q.db")
+    claims = Claims(engine)
+    jobs = await submitted(engine, 16)
+    await engine.dispatcher.start()
+    done = [await engine.wait(job.id) for job in jobs]
+    assert all(j.status is JobStatus.SUCCEEDED and j.attempts == 1 for j in done)
+    assert claims.most > CLAIMS_AT_ONCE
+    assert [f for f in claims.found if f is not None][:16] == [j.id for j in jobs]
 
 
 async def test_a_lone_job_costs_one_claim_and_one_that_finds_nothing(make_engine: Make) -> None:
