@@ -261,6 +261,9 @@ class BackendOut(BaseModel):
     draining: bool = False
     #: a managed backend an admin stopped: no job starts it until `start` or `resume`
     kept_stopped: bool = False
+    #: the prompts it may hold now: one running, the rest in ComfyUI's queue (2; up to 4 while
+    #: its prompts run shorter than comfyrun's round trip to send the next)
+    depth: int = 2
 
 
 class BackendList(BaseModel):

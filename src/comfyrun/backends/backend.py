@@ -129,6 +129,9 @@ class BackendInfo:
     draining: bool = False
     #: a managed backend an admin stopped: no job starts it again until `start` or `resume`
     kept_stopped: bool = False
+    #: the prompts it may hold now: one running, the rest waiting in ComfyUI's queue (more than
+    #: 2 only while its prompts run shorter than comfyrun takes to send the next: core.pipeline)
+    depth: int = DEFAULT_MAX_INFLIGHT
 
 
 class Backend:
@@ -313,6 +316,7 @@ class Backend:
             last_error_at=last_error_at,
             draining=not self.accepts_new,
             kept_stopped=self.kept_stopped,
+            depth=self.pace.depth(self.spec.max_inflight),
         )
 
     # --- the client --------------------------------------------------------------------------

@@ -267,12 +267,13 @@ def backends(
             b["url"] or "",
             _shown_state(b),
             str(b["inflight"]),
+            str(b.get("depth", 2)),
             str(b["jobs_done"]),
             b["last_error"] or "",
         ]
         for b in items
     ]
-    print_rows(["name", "url", "state", "inflight", "done", "last error"], rows)
+    print_rows(["name", "url", "state", "inflight", "depth", "done", "last error"], rows)
     for b in items:
         if b.get("log_tail") and b["state"] in ("error", "crashed"):
             out.print(f"[bold]{b['name']}[/bold] log:")

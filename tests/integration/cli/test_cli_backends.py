@@ -37,6 +37,7 @@ async def test_backends_drain_resume_and_their_errors(tmp_path: Path) -> None:
         assert listed.exit_code == 0
         rows = {line.split("\t")[0]: line.split("\t") for line in listed.output.splitlines()}
         assert rows["emulator-1"][2] == "draining" and rows["emulator-2"][2] != "draining"
+        assert rows["name"][3:5] == ["inflight", "depth"] and rows["emulator-1"][3:5] == ["0", "2"]
 
         missing = await cli("stop", "nope")
         assert missing.exit_code == 1

@@ -10,6 +10,7 @@ from tests.support.api import asgi_app, memory_settings
 
 from comfyrun.backends.backend import BackendInfo
 from comfyrun.config import BackendConfig
+from comfyrun.core.pipeline import MAX_PIPELINE
 
 ADMIN = "admin-key-for-the-backends-view"
 URL = "http://10.0.0.7:8188"
@@ -58,4 +59,22 @@ async def test_a_key_not_an_admin_s_sees_backends_without_the_operator_s_details
             "log_tail": [],
             "draining": False,
             "kept_stopped": False,
+            "depth": 2,
         }
+
+
+async def test_a_backend_s_depth_is_shown_as_its_prompts_pace_sets_it(tmp_path: Path) -> None:
+    """core.pipeline: a backend whose prompts run shorter than comfyrun's round trip to the
+    next may hold more; GET /api/v2/backends and /metrics say how many it may hold now."""
+    settings = memory_settings(tmp_path, backends=[BackendConfig(name="gpu0", url="127.0.0.1:1")])
+    async with asgi_app(settings) as (_, client, ctx):
+        assert ctx.pool is not None
+        [backend] = ctx.pool.backends
+        [seen] = (await client.get("/api/v2/backends")).json()["backends"]
+        assert seen["depth"] == 2
+        backend.pace.run.note(0.004)  # 4 ms prompts, 20 ms to send the next
+        backend.pace.refill.note(0.020)
+        [seen] = (await client.get("/api/v2/backends")).json()["backends"]
+        assert seen["depth"] == MAX_PIPELINE
+        metrics = (await client.get("/metrics")).text
+        assert f'comfyrun_backend_depth{{backend="gpu0"}} {float(MAX_PIPELINE)}' in metrics

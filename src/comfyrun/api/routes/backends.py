@@ -53,6 +53,7 @@ def backend_out(b: Any, *, operator: bool = True) -> BackendOut:
         last_error_at=iso(b.last_error_at) if operator else None,
         draining=bool(getattr(b, "draining", False)),
         kept_stopped=bool(getattr(b, "kept_stopped", False)),
+        depth=int(getattr(b, "depth", 2)),
     )
 
 

@@ -72,6 +72,12 @@ class JobMetrics:
         self.inflight = Gauge(
             "comfyrun_backend_inflight", "Jobs on each backend", ["backend"], registry=self.registry
         )
+        self.depth = Gauge(
+            "comfyrun_backend_depth",
+            "Prompts each backend may hold now: one running, the rest in ComfyUI's queue",
+            ["backend"],
+            registry=self.registry,
+        )
         self.held = Gauge(
             "comfyrun_backend_held",
             "1 for each admin's hold on a backend: draining (takes no new job), kept_stopped "
@@ -149,6 +155,7 @@ class JobMetrics:
                 for s in BACKEND_STATES:
                     self.backend_up.labels(backend=b.name, state=s).set(1 if s == state else 0)
                 self.inflight.labels(backend=b.name).set(b.inflight)
+                self.depth.labels(backend=b.name).set(getattr(b, "depth", 2))
                 for hold in ("draining", "kept_stopped"):
                     held = 1 if getattr(b, hold, False) else 0
                     self.held.labels(backend=b.name, hold=hold).set(held)
