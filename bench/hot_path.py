@@ -26,7 +26,8 @@ emulators started as their own processes, so what differs between the columns is
    driven directly; the clients on aiohttp, as in 5, the lightest client at hand; the CPU a
    job of `serve` and of its emulators in the same seconds: their ratio moves less with the
    machine's speed than either, though still ~10 % between runs; bench/instructions.py is
-   the steady measure);
+   the steady measure; and the depth each backend ended at, core.pipeline: 4 on these
+   zero-work prompts, 2 would say the fleet no longer keeps ComfyUI's queues fed);
    enqueues/s (an api node, 32 clients submitting without waiting) beside GET /health/s.
 5. --postgres: `comfyrun api` + 2 `comfyrun worker`s (2 emulators each) on PostgreSQL, 32 clients,
    vs 4 emulators driven directly, the CPU each process spent a job (api, workers, their
@@ -593,6 +594,8 @@ async def fleet(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]]
             after = cpu_seconds(server.proc.pid), sum(cpu_seconds(p) for p in backends)
             jobs = rate * args.seconds
             ours, theirs = after[0] - before[0], after[1] - before[1]
+            async with session.get(f"{server.url}/api/v2/backends") as r:
+                depths = [b["depth"] for b in (await r.json())["backends"]]
             rows += [
                 ("fleet, 4 backends, 32 clients: direct", f"{direct_rate:7.1f} jobs/s"),
                 (
@@ -600,6 +603,8 @@ async def fleet(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]]
                     f"{rate:7.1f} jobs/s ({100 * rate / direct_rate:.0f} % of direct)",
                 ),
                 ("    CPU per job: comfyrun / its ComfyUIs", cpu_ratio(ours, theirs, jobs)),
+                # core.pipeline: prompts each backend may hold, set by its prompts' pace
+                ("    each backend's depth at the end", ", ".join(map(str, depths))),
             ]
     finally:
         server.stop()
