@@ -324,6 +324,11 @@ class Dispatcher(Placing, Rebalancing, StagingClaims):
         if job is None:
             self._nothing_at = token
             slot.release()
+            if token is not None and self.store.work_token(self.types) != token:
+                # work came while this claim was made: the pass it woke found this claim in
+                # flight and started none, and no other wake-up is due (a burst's last jobs
+                # waited for the idle timeout)
+                self._wake.nudge()
             return
         if self._stopping:  # claimed as the dispatcher stops: given back with the parked jobs
             slot.release()

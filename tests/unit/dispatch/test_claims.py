@@ -138,3 +138,27 @@ async def test_a_claim_in_flight_when_the_dispatcher_stops_puts_its_job_back(
     back = await engine.store.get(job.id)
     assert back is not None and back.status is JobStatus.QUEUED  # not left running, leased
     assert engine.servers["a"].ran == []
+
+
+async def test_work_that_comes_while_a_claim_that_finds_nothing_is_in_flight_is_claimed_at_once(
+    make_engine: Make,
+) -> None:
+    """The claim loop passes when new work comes; a pass finds one claim in flight (after a
+    claim that found nothing, one at a time) and starts none. That claim, made before the work
+    came, then finds nothing: the loop must pass again, not wait for the next wake-up (the
+    last jobs of a burst waited for the idle timeout, 5 s, on PostgreSQL)."""
+    engine = await make_engine(("a",), QUIET, start=False)
+    claims = Claims(engine)
+    gate = claims.held = asyncio.Event()
+    await engine.dispatcher.start()
+    await asyncio.wait_for(claims.answered.wait(), 5)  # the empty queue's claim, not yet told
+    assert claims.found == [None]
+    claims.held = None  # the claims after it are told at once
+    job = (await submitted(engine, 1, seconds=0.05))[0]
+    await asyncio.sleep(0.1)
+    assert claims.calls == 1  # the loop woke for the job, and found that claim in flight
+    gate.set()
+    loop = asyncio.get_running_loop()
+    told = loop.time()
+    assert (await asyncio.wait_for(engine.wait(job.id), 10)).status is JobStatus.SUCCEEDED
+    assert loop.time() - told < 2  # not QUIET's idle timeout (60 s)
