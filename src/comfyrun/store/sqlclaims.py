@@ -14,6 +14,10 @@ from comfyrun.store.base import ClaimChoice, ClaimNote, QueueMove, clock_or
 from comfyrun.store.codec import job_from_row
 from comfyrun.store.sqldialect import Row, SQLDialect
 
+#: Looks a claim takes for a job when the one it picked was taken by another claimer between its
+#: look and its UPDATE (only PostgreSQL's claimers run side by side).
+CLAIM_TRIES = 3
+
 
 class DecodedOnUse(Sequence[Job]):
     """A claim window's rows as jobs, each decoded (its workflow and options parsed) when it is
@@ -74,32 +78,50 @@ class SQLClaims(SQLDialect):
         """The claim's row. Over every type: the head of the claim index, or the one `choice`
         picks among the first runnable jobs. For some types: the same among their first
         runnable jobs (comfy: walking the claim index; a handler type: its range of the
-        type-led index), merged in claim order, locked by this transaction where the dialect
-        locks rows, then taken by id."""
-        if types is None:
+        type-led index), merged in claim order, then taken by id if it is still queued. The
+        window is not locked (PostgreSQL: locking it made the other workers' claims meanwhile
+        skip all of it and find nothing): a job another claimer took in between is looked for
+        again, up to CLAIM_TRIES times."""
+        if types is None and choice is None:  # the head, taken in one statement
+            return await self._one(conn, "claim", params)
+        for _ in range(CLAIM_TRIES):
+            rows = await self._claim_window(conn, params, types, choice)
+            if not rows:
+                return None
             if choice is None:
-                return await self._one(conn, "claim", params)
-            window = {"now": params["now"], "window": max(1, choice.window)}
-            rows = await self._all(conn, "claim_window", window)
-        else:
-            size = max(1, choice.window) if choice is not None else 1
-            rows = []
-            for kind in sorted(set(types)):
-                query = "claim_window_comfy" if kind == COMFY else "claim_window_type"
-                found = {"type": kind, "now": params["now"], "window": size}
-                rows += await self._all(conn, query, found)
-            rows.sort(key=lambda r: (-r["priority"], r["fair_tag"], r["rank_at"], r["id"]))
-            rows = rows[:size]
-        if not rows:
-            return None
-        if choice is None:
-            return await self._one(conn, "claim_id", params | {"id": rows[0]["id"]})
-        # decoded as the choice looks at them: a choice that takes the first job it likes (a
-        # full staging set's: the first that needs no download) decodes one row, not `window`
-        chosen = choice.chosen(DecodedOnUse(rows))
-        if chosen is None:  # none of them (the transaction changes nothing)
-            return None
-        return await self._one(conn, "claim_id", params | {"id": chosen.id})
+                picked = rows[0]["id"]
+            else:
+                # decoded as the choice looks at them: a choice that takes the first job it
+                # likes (a full staging set's: the first that needs no download) decodes one
+                # row, not `window`
+                chosen = choice.chosen(DecodedOnUse(rows))
+                if chosen is None:  # none of them (the transaction changes nothing)
+                    return None
+                picked = chosen.id
+            row = await self._one(conn, "claim_id", params | {"id": picked})
+            if row is not None:
+                return row
+        return None
+
+    async def _claim_window(
+        self,
+        conn: Any,
+        params: JSON,
+        types: Sequence[str] | None,
+        choice: ClaimChoice | None,
+    ) -> builtins.list[Row]:
+        """The runnable jobs a claim chooses among, in claim order (see `_claim_row`)."""
+        if types is None:
+            window = {"now": params["now"], "window": max(1, choice.window if choice else 1)}
+            return await self._all(conn, "claim_window", window)
+        size = max(1, choice.window) if choice is not None else 1
+        rows: builtins.list[Row] = []
+        for kind in sorted(set(types)):
+            query = "claim_window_comfy" if kind == COMFY else "claim_window_type"
+            found = {"type": kind, "now": params["now"], "window": size}
+            rows += await self._all(conn, query, found)
+        rows.sort(key=lambda r: (-r["priority"], r["fair_tag"], r["rank_at"], r["id"]))
+        return rows[:size]
 
     async def renew(
         self, job_id: str, worker_id: str, lease_s: float, *, now: float | None = None

@@ -107,12 +107,14 @@ RETURNING *;
 
 -- name: claim_window
 -- The first runnable jobs in claim order, for a claim that chooses among them (ClaimChoice);
--- locked until the claim commits, skipping those another claimer holds.
+-- not locked: the one chosen is taken by claim_id, which waits for a claimer that holds it
+-- and takes it only if it is still queued. (Locking the window, SKIP LOCKED, made every other
+-- worker's claim meanwhile skip up to `window` jobs it could have taken, find nothing, and
+-- wait for the next job's NOTIFY: a burst's last jobs waited for the idle timeout.)
 SELECT * FROM jobs
 WHERE status = 'queued' AND next_run_at <= %(now)s::float8
 ORDER BY priority DESC, fair_tag, rank_at, id
-LIMIT %(window)s::integer
-FOR UPDATE SKIP LOCKED;
+LIMIT %(window)s::integer;
 
 -- name: any_queued
 -- Is any job queued? (enqueue_claimed hands a new job over only when none waits.)
@@ -700,21 +702,20 @@ WHERE seen_at >= %(since)s::float8;
 
 -- name: claim_window_comfy
 -- `claim_window` among comfy jobs, in claim order (a comfy job's rank_at may run ahead of its
--- submission); locked until the claim commits, skipping those another claimer holds.
+-- submission); not locked, as claim_window.
 SELECT * FROM jobs
 WHERE status = 'queued' AND type = 'comfy' AND next_run_at <= %(now)s::float8
 ORDER BY priority DESC, fair_tag, rank_at, id
-LIMIT %(window)s::integer
-FOR UPDATE SKIP LOCKED;
+LIMIT %(window)s::integer;
 
 -- name: claim_window_type
 -- `claim_window` among the jobs of one handler type: its range of the type-led index, in
--- claim order (a handler job ranks at its submission: rank_at = created_at); locked.
+-- claim order (a handler job ranks at its submission: rank_at = created_at); not locked, as
+-- claim_window.
 SELECT * FROM jobs
 WHERE status = 'queued' AND type = %(type)s AND next_run_at <= %(now)s::float8
 ORDER BY priority DESC, fair_tag, created_at, id
-LIMIT %(window)s::integer
-FOR UPDATE SKIP LOCKED;
+LIMIT %(window)s::integer;
 
 -- name: next_priority_type
 -- `next_priority` among the jobs of one type (the type-led index orders by priority first).
