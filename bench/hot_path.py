@@ -590,9 +590,11 @@ async def fleet(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]]
             fresh_outputs(tmp)
             backends = children(server.proc.pid)
             before = cpu_seconds(server.proc.pid), sum(cpu_seconds(p) for p in backends)
+            start = time.perf_counter()
             rate = await drive(32, args.seconds, lambda i: light_v2_run(session, server.url))
+            # (the jobs done: the last ones in flight end after `seconds`)
+            jobs = rate * (time.perf_counter() - start)
             after = cpu_seconds(server.proc.pid), sum(cpu_seconds(p) for p in backends)
-            jobs = rate * args.seconds
             ours, theirs = after[0] - before[0], after[1] - before[1]
             async with session.get(f"{server.url}/api/v2/backends") as r:
                 depths = [b["depth"] for b in (await r.json())["backends"]]
@@ -732,7 +734,9 @@ async def postgres(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, st
                 "PostgreSQL": postgres_pids(),
             }
             before = cpu_of(groups)
+            start = time.perf_counter()
             rate = await drive(32, args.seconds, ours)
+            jobs = rate * (time.perf_counter() - start)  # (the last jobs end after `seconds`)
             after = cpu_of(groups)
         for proc in procs:  # a server process leaving reports its last transactions
             proc.stop()
@@ -741,7 +745,6 @@ async def postgres(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, st
         with psycopg.connect(pg_dsn()) as conn:
             ran = conn.execute(f'SELECT count(*) FROM "{schema}".jobs').fetchone()
         jobs_in_all = ran[0] if ran else 0
-        jobs = rate * args.seconds
         spent = "  ".join(f"{k} {(after[k] - before[k]) / jobs * 1000:.2f}" for k in groups)
         total = sum(after[k] - before[k] for k in groups) / jobs * 1000
         # comfyrun's CPU against its emulators' (code no build of comfyrun changes), in the
