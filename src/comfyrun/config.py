@@ -284,9 +284,12 @@ class Settings(BaseSettings):
         default=3, ge=1, le=20, validation_alias=_aliases("model_fetch_attempts")
     )
     #: Claimed jobs a worker downloads model files for at once, no backend held meanwhile
-    #: (dispatch.staging); at this many it claims no other job that must download first.
+    #: (dispatch.staging); at this many it claims no other job that must download first. Each
+    #: claim in flight holds a place (it may take such a job): a claim beyond them chooses among
+    #: a window of queued jobs, a costlier claim (PostgreSQL: five round trips, not one), so the
+    #: default is as many as a PostgreSQL worker's claims in flight (dispatch.dispatcher).
     max_staging_jobs: int = Field(
-        default=2, ge=1, le=64, validation_alias=_aliases("max_staging_jobs")
+        default=4, ge=1, le=64, validation_alias=_aliases("max_staging_jobs")
     )
     #: A URL input or model URL that sends nothing this long (no answer, or a body that stops
     #: coming) is given up (`timeout`), however long its fetch may take in all.

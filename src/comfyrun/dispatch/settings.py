@@ -46,7 +46,7 @@ class DispatchSettings:
     models_kept: int = 1
     #: Claimed jobs one worker downloads model files for at once with no backend held
     #: (dispatch.staging); at this many it claims no other job that must download first.
-    max_staging_jobs: int = 2
+    max_staging_jobs: int = 4
     #: Handler jobs (types other than comfy) one worker runs at once.
     handler_concurrency: int = 2
     #: After a cancel or a timeout sets a handler's cancel token, how long it gets to stop

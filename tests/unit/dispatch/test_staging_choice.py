@@ -69,3 +69,22 @@ def test_routing_picks_among_the_jobs_that_need_no_download(tmp_path: Path) -> N
     jobs = [job("cached.st"), job("fresh.st"), job(None), job("fresh2.st")]
     assert choice.window == 4 and choice.pick(jobs) == 2
     assert seen == [["cached.st", "plain"]]
+
+
+def test_a_worker_s_claims_in_flight_each_get_a_place_by_default(tmp_path: Path) -> None:
+    """Each claim in flight holds a staging place; one beyond them chooses among a window (on
+    PostgreSQL five round trips where the head's claim is one: a fleet's jobs/s fell ~10 %).
+    By default a PostgreSQL worker's claims in flight (CLAIMS_AT_ONCE) all get one."""
+    from comfyrun.config import Settings
+    from comfyrun.dispatch.dispatcher import CLAIMS_AT_ONCE
+
+    assert Settings().max_staging_jobs == DispatchSettings().max_staging_jobs >= CLAIMS_AT_ONCE
+    ctx = RunContext(
+        store=MemoryStore(),
+        pool=BackendPool.from_specs([], lambda url: None),
+        storage=open_output_storage("memory://"),
+        settings=DispatchSettings(),
+        worker_id="w",
+    )
+    stage = Staging(CachedOnly(tmp_path, _nowhere), ctx, staged=lambda job: None, changed=list)
+    assert all(stage.promise() for _ in range(CLAIMS_AT_ONCE))
