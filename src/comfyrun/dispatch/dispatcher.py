@@ -65,8 +65,9 @@ log = logging.getLogger(__name__)
 #: Claims one dispatcher has in flight at most (one for each free slot) while claims find jobs,
 #: unless its store says otherwise (`claims_at_once`: SQLite commits the claims in flight in one
 #: transaction, so a fleet of short prompts, with several free slots a backend (core.pipeline),
-#: takes 16; on PostgreSQL each is a statement on a pooled connection, and 16 took the
-#: connections the runs' own writes wait for: a fleet's jobs/s fell by half).
+#: takes 16; on PostgreSQL each is a statement on a pooled connection (10 a process), and a
+#: claim beyond the worker's staging places (max_staging_jobs, 4) chooses among a window, five
+#: round trips where the head's claim is one).
 CLAIMS_AT_ONCE = 4
 #: How long claiming waits after a claim failed (the store failing).
 CLAIM_ERROR_PAUSE_S = 1.0
