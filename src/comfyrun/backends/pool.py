@@ -17,7 +17,6 @@ import contextlib
 import importlib
 import itertools
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -33,6 +32,7 @@ from comfyrun.backends.backend import (
     ProcessFactory,
 )
 from comfyrun.backends.holds import HoldFile, HoldKeeper
+from comfyrun.backends.slot import Slot
 from comfyrun.core.placement import (
     BackendView,
     HeldPrompt,
@@ -41,87 +41,6 @@ from comfyrun.core.placement import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class Slot:
-    """Room for one job on one backend, held from before the claim until the job is done.
-
-    While its prompt waits in ComfyUI's queue (submitted, not started) the slot is `held`:
-    the dispatcher may take the prompt back and run the job elsewhere (core.placement)."""
-
-    def __init__(self, pool: BackendPool, backend: Backend) -> None:
-        self.pool = pool
-        self.backend = backend
-        self.job_id: str | None = None
-        self.priority = 0
-        self.seq = 0  # bind order: the slot's place in its backend's ComfyUI queue
-        self.claimed = 0  # its job's claim order, kept when a held prompt moves
-        self.held = False
-        self.executed = False
-        self._released = False
-        self._assigned = (backend.last_assigned, backend.last_assigned)  # (before, after)
-        self._reserved_at = time.monotonic()
-
-    def bind(self, job_id: str, *, priority: int = 0, claimed: int | None = None) -> None:
-        """The slot runs `job_id`; `claimed`: the claim order of a job moved here (else
-        now)."""
-        assert self.job_id is None and not self._released
-        self.backend.reserved -= 1
-        self.backend.jobs.add(job_id)
-        self.job_id = job_id
-        self.pool._turn_taken(self)
-        self.priority = priority
-        self.seq = next(self.pool._counter)
-        self.claimed = self.seq if claimed is None else claimed
-        self.pool._bound[job_id] = self
-        self.backend.sync_busy()
-        self.pool._slots_changed()
-
-    def hold(self, held: bool) -> None:
-        """The prompt is in ComfyUI's queue and has not started (True), or it started."""
-        if self.held != held and not self._released:
-            self.held = held
-            self.pool._slots_changed()
-
-    def submitted(self) -> None:
-        """The job's prompt is in ComfyUI's queue: the time since this room was reserved is how
-        long the backend waited for it (core.pipeline)."""
-        if not self._released:
-            self.backend.pace.refill.note(time.monotonic() - self._reserved_at)
-
-    def executed_prompt(self, run_s: float | None = None) -> None:
-        """ComfyUI is done with the prompt (which ran `run_s` there, when known): the backend
-        has room for the next one while the job's outputs are collected."""
-        if not self.executed and not self._released and self.job_id is not None:
-            self.executed = True
-            self.held = False
-            self.backend.executed += 1
-            if run_s is not None:
-                self.backend.pace.run.note(run_s)
-            self.pool._slots_changed()
-
-    def release(self, *, done: bool = False) -> None:
-        if self._released:
-            return
-        self._released = True
-        self.held = False
-        if self.executed:
-            self.backend.executed -= 1
-        if self.job_id is None:
-            self.backend.reserved -= 1
-            # room held and given back unused (nothing to claim): no change to wake anyone for
-            # (the dispatcher would spin), and the round robin stays where it was
-            self.pool._turn_given_back(self)
-            self.pool._room.set()
-            return
-        if self.pool._bound.get(self.job_id) is self:
-            del self.pool._bound[self.job_id]
-        self.backend.jobs.discard(self.job_id)
-        self.backend.cut_jobs.pop(self.job_id, None)
-        if done:
-            self.backend.jobs_done += 1
-        self.backend.sync_busy()
-        self.pool._slots_changed()
 
 
 class BackendPool:

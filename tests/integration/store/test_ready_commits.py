@@ -73,14 +73,26 @@ class Proxy:
         self.host, self.port = host, port
         self.server: asyncio.Server | None = None
         self.writers: list[asyncio.StreamWriter] = []
+        self.closed = False
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         return int(self.server.sockets[0].getsockname()[1])
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # a connection accepted while `down()` runs is closed too: one still opening its way
+        # upstream was missed, and a pool's second connection kept the store "up" (1 run in
+        # ~10 under load)
+        self.writers.append(writer)
+        if self.closed:
+            writer.close()
+            return
         up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
-        self.writers += [writer, up_writer]
+        self.writers.append(up_writer)
+        if self.closed:
+            writer.close()
+            up_writer.close()
+            return
 
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(OSError, asyncio.CancelledError):
@@ -93,6 +105,7 @@ class Proxy:
 
     async def down(self) -> None:
         assert self.server is not None
+        self.closed = True
         self.server.close()
         for writer in self.writers:
             writer.close()
