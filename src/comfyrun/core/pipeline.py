@@ -10,7 +10,9 @@ to `MAX_PIPELINE`. Long prompts keep the floor: a held prompt is work taken from
 queue (a worker's other backends, another worker's) and bound to one backend, which late
 binding (core.placement) keeps to the least that keeps the backend busy.
 
-Both times are smoothed (`Pace`): one slow prompt or one slow claim does not swing the depth.
+Both times are smoothed (`Pace`, an EWMA): a prompt or a claim somewhat slower than the rest
+moves the depth by one at most, while one prompt of a real model (seconds) brings it to the
+floor at once, and it takes a run of short prompts to raise it again.
 """
 
 from __future__ import annotations
