@@ -10,9 +10,9 @@ to `MAX_PIPELINE`. Long prompts keep the floor: a held prompt is work taken from
 queue (a worker's other backends, another worker's) and bound to one backend, which late
 binding (core.placement) keeps to the least that keeps the backend busy.
 
-Both times are smoothed (`Pace`, an EWMA): a prompt or a claim somewhat slower than the rest
-moves the depth by one at most, while one prompt of a real model (seconds) brings it to the
-floor at once, and it takes a run of short prompts to raise it again.
+Both times are smoothed (`Pace`, an EWMA): one prompt ten times slower than the rest moves
+the depth by one (4 -> 3 for 50 ms among 4 ms ones), one of a real model (seconds) brings it
+to the floor at once, and it takes a run of short prompts to raise it again.
 """
 
 from __future__ import annotations
