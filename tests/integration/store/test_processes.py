@@ -112,7 +112,10 @@ async def test_sigkilled_workers_lose_no_job(db_url: str, tmp_path: Path) -> Non
     finally:
         for w in workers:
             if w.proc.poll() is None:
+                # killed too: one may have committed its last job and not yet printed "done"
+                # (a fresh-clone run failed on that, taking the job for a lost one)
                 w.proc.kill()
+                w.killed = True
             await asyncio.to_thread(w.proc.wait, 30)
     try:
         counts = await store.counts()
