@@ -243,6 +243,12 @@ class Backend:
         return self.reserved + len(self.jobs) - self.executed
 
     @property
+    def depth(self) -> int:
+        """The prompts it may hold now (core.pipeline: its configured depth, more while its
+        prompts run shorter than comfyrun takes to send the next)."""
+        return self.pace.depth(self.spec.max_inflight)
+
+    @property
     def input_dir(self) -> Path | None:
         return self.process.input_dir if self.process is not None else None
 
@@ -285,7 +291,7 @@ class Backend:
             name=self.name,
             state=self.base_state,
             inflight=self.inflight,
-            max_inflight=self.pace.depth(self.spec.max_inflight),
+            max_inflight=self.depth,
             # a stopped managed backend starts on a job, unless an admin holds it
             lazy_start=self.managed and self.accepts_new,
             last_assigned=self.last_assigned,
@@ -316,7 +322,7 @@ class Backend:
             last_error_at=last_error_at,
             draining=not self.accepts_new,
             kept_stopped=self.kept_stopped,
-            depth=self.pace.depth(self.spec.max_inflight),
+            depth=self.depth,
         )
 
     # --- the client --------------------------------------------------------------------------
