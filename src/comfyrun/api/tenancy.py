@@ -145,9 +145,15 @@ class OwnedStore:
         return await self.inner.events_since(job_id, after_id)
 
     async def wait_for_event(
-        self, job_id: str, after_id: int, timeout: float, *, ending: bool = False
+        self,
+        job_id: str,
+        after_id: int,
+        timeout: float,
+        *,
+        ending: bool = False,
+        held: bool = False,
     ) -> builtins.list[JobEvent]:
-        return await self.inner.wait_for_event(job_id, after_id, timeout, ending=ending)
+        return await self.inner.wait_for_event(job_id, after_id, timeout, ending=ending, held=held)
 
     async def wait_for_end(
         self, job_id: str, timeout: float, *, owner: str | None = None

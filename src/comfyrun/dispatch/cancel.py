@@ -63,9 +63,10 @@ class CancelWatch:
 async def watch_cancel_requested(store: JobStore, job_id: str, settings: DispatchSettings) -> None:
     """Return once the job's log says `canceling` (already, or later), watched from now."""
     task = asyncio.current_task()
-    # the log so far comes back at once (one read: the wait reads before it sleeps); its last
-    # status says whether the job is canceling now, and every later one is news
-    events = await store.wait_for_event(job_id, 0, settings.idle_wait_s)
+    # the log so far comes back at once (one read: the wait reads before it sleeps), or, where
+    # the store can tell nothing was logged since this worker claimed the job (`held`), with
+    # the first news; its last status says whether the job is canceling, every later one is news
+    events = await store.wait_for_event(job_id, 0, settings.idle_wait_s, held=True)
     if task is not None and task.cancelling():
         raise asyncio.CancelledError  # (as below)
     statuses = [e.data.get("status") for e in events if e.kind == "status"]
@@ -73,7 +74,7 @@ async def watch_cancel_requested(store: JobStore, job_id: str, settings: Dispatc
         return
     after = events[-1].id if events else 0
     while True:
-        events = await store.wait_for_event(job_id, after, settings.idle_wait_s)
+        events = await store.wait_for_event(job_id, after, settings.idle_wait_s, held=True)
         if task is not None and task.cancelling():
             # asyncio.wait_for inside a store may swallow our cancel (Python 3.11)
             raise asyncio.CancelledError

@@ -225,14 +225,24 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, CanCommit, RetryCounts, 
     async def events_since(self, job_id: str, after_id: int = 0) -> builtins.list[JobEvent]: ...
 
     async def wait_for_event(
-        self, job_id: str, after_id: int, timeout: float, *, ending: bool = False
+        self,
+        job_id: str,
+        after_id: int,
+        timeout: float,
+        *,
+        ending: bool = False,
+        held: bool = False,
     ) -> builtins.list[JobEvent]:
         """Events after `after_id`, waiting up to `timeout` for the first one (no sleep-polling:
         woken by the store's own notifications). `ending`: the caller waits for an event that
         may end the job (a status event); a store that can tell from its notifications need
         not look at the job's events for others (it may still return them), and may wait on
         past them for one that may end the job (returning them with it; a log read from its
-        start, `after_id` 0, that holds nothing is returned at once: no such job)."""
+        start, `after_id` 0, that holds nothing is returned at once: no such job). `held`: the
+        caller's worker holds the job, claimed through this store, and waits for what comes
+        next (a run's cancel watch); a store whose notifications say nothing was logged for
+        the job since that claim may skip the first look, and return with the first event
+        that comes (the log then read from `after_id`, what was there before included)."""
 
     async def wait_for_end(
         self, job_id: str, timeout: float, *, owner: str | None = None

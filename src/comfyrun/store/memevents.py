@@ -47,7 +47,13 @@ class MemoryEvents(ABC):
         return [e for e in self._events.get(job_id, ()) if e.id > after_id]
 
     async def wait_for_event(
-        self, job_id: str, after_id: int, timeout: float, *, ending: bool = False
+        self,
+        job_id: str,
+        after_id: int,
+        timeout: float,
+        *,
+        ending: bool = False,
+        held: bool = False,
     ) -> builtins.list[JobEvent]:
         deadline = asyncio.get_running_loop().time() + timeout
         async with self._event_added:

@@ -11,6 +11,13 @@ NOTIFY of that job goes to that connection, those relayed before the wait began 
 and when woken, then the job). Any doubt (the connection changed or was lost, the job was
 queued elsewhere or long ago) means a look.
 
+Likewise a run's cancel watch (`wait_for_event(..., held=True)`) skips its first look at the
+log of a job this store claimed while listening when no NOTIFY of that job has been heard
+since but its claim's own (the START or NEW flag): a cancel request writes an event, and its
+NOTIFY, heard during the claim's round trip or after it, means a look. On a busy worker most
+runs outlast the watch's delay (`cancel_watch_after_s`), and that look was one statement of
+every four or five a job cost PostgreSQL.
+
 A wait cancelled while it reads (a run's cancel watch at the run's end) lets its statement
 finish rather than cancel it on the server (`let_finish`).
 """
@@ -21,17 +28,20 @@ import asyncio
 import builtins
 import contextlib
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
-from comfyrun.core.job import Job, NewJob, may_end
-from comfyrun.store.base import JobEvent, JobStamp
+from comfyrun.core.job import Job, JobStatus, NewJob, may_end
+from comfyrun.store.base import ClaimChoice, ClaimNote, HandOff, JobEvent, JobStamp
 from comfyrun.store.pgstatements import NOT_ENDING, OneStatementWrites
 
 T = TypeVar("T")
 
 #: Jobs queued here that a wait may take as not ended without looking: the most recent ones.
 QUEUED_HERE_KEPT = 10_000
+
+#: Jobs claimed here, and jobs heard of (a NOTIFY but a claim's), remembered: the most recent.
+HELD_HERE_KEPT = 10_000
 
 
 class PgWaits(OneStatementWrites):
@@ -46,6 +56,12 @@ class PgWaits(OneStatementWrites):
     #: jobs queued here while listening, not heard of since as maybe ended: (epoch, owner,
     #: whether the enqueue returned having created it)
     _queued_here: OrderedDict[str, tuple[int, str | None, bool]]
+    #: jobs claimed here while listening, no NOTIFY of them heard since but their claim's:
+    #: the listening connection's number then
+    _held_here: OrderedDict[str, int]
+    #: per job heard of (a NOTIFY but a claim's), the count of such NOTIFYs (`_stirs`) then
+    _stirred: OrderedDict[str, int]
+    _stirs: int
 
     # -- what the listener heard ---------------------------------------------------------
 
@@ -54,13 +70,24 @@ class PgWaits(OneStatementWrites):
         guarantee of what comes after."""
         self._listen_epoch += 1
         self._queued_here.clear()
+        self._held_here.clear()
+        self._stirred.clear()
 
-    def _heard(self, job_id: str, mark: str) -> None:
-        """A NOTIFY of `job_id` arrived (`mark`: whether it may end the job): wakes its
-        waiters that wait for such."""
+    def _heard(self, job_id: str, mark: str, *, claimed: bool = False, work: bool = False) -> None:
+        """A NOTIFY of `job_id` arrived (`mark`: whether it may end the job; `claimed`: its
+        job was claimed, or created claimed; `work`: it became claimable): wakes its waiters
+        that wait for such."""
         ends = mark != NOT_ENDING
         if ends:
             self._queued_here.pop(job_id, None)
+        if not claimed:
+            self._held_here.pop(job_id, None)
+            if not work:  # (a claim may be under way that its enqueue's NOTIFY comes after)
+                self._stirs += 1
+                self._stirred[job_id] = self._stirs
+                self._stirred.move_to_end(job_id)
+                if len(self._stirred) > HELD_HERE_KEPT:
+                    self._stirred.popitem(last=False)
         for woken, ending in builtins.list(self._job_waiters.get(job_id, {}).items()):
             if ends or not ending:
                 woken.set()
@@ -92,6 +119,69 @@ class PgWaits(OneStatementWrites):
             )
             queued(job, created)
         return job, created, position
+
+    async def enqueue_claimed(
+        self,
+        new: NewJob,
+        hand_off: HandOff,
+        *,
+        now: float | None = None,
+        replacing: JobStamp | None = None,
+    ) -> tuple[Job, bool]:
+        with self._queuing(new) as queued, self._claiming() as claimed:
+            job, created = await super().enqueue_claimed(
+                new, hand_off, now=now, replacing=replacing
+            )
+            queued(job, created)
+            if created and job.status is JobStatus.RUNNING:
+                claimed(job)
+        return job, created
+
+    async def claim(
+        self,
+        worker_id: str,
+        lease_s: float,
+        *,
+        now: float | None = None,
+        note: ClaimNote | None = None,
+        choice: ClaimChoice | None = None,
+        types: Sequence[str] | None = None,
+    ) -> Job | None:
+        with self._claiming() as claimed:
+            job = await super().claim(
+                worker_id, lease_s, now=now, note=note, choice=choice, types=types
+            )
+            if job is not None:
+                claimed(job)
+        return job
+
+    @contextlib.contextmanager
+    def _claiming(self) -> Iterator[Callable[[Job], None]]:
+        """Around a claim: the job it returns is taken as held here with nothing heard of it
+        since only if the listener listened throughout, on one connection, and heard no
+        NOTIFY of it during the claim's round trip but a claim's (its enqueue's, relayed late,
+        is no news either); the NOTIFYs of it heard since were counted all the while."""
+        if not self._listening.is_set():
+            yield lambda job: None
+            return
+        epoch, stirs = self._listen_epoch, self._stirs
+
+        def claimed(job: Job) -> None:
+            if (
+                epoch == self._listen_epoch
+                and self._stirs - stirs < HELD_HERE_KEPT  # (none it heard forgotten)
+                and self._stirred.get(job.id, stirs) <= stirs
+            ):
+                self._held_here[job.id] = epoch
+                if len(self._held_here) > HELD_HERE_KEPT:
+                    self._held_here.popitem(last=False)
+
+        yield claimed
+
+    def _quiet_since_claim(self, job_id: str) -> bool:
+        """Whether the job was claimed here and nothing was logged for it since (its claim's
+        events aside), as the listener, listening throughout, tells."""
+        return self._listening.is_set() and self._held_here.get(job_id) == self._listen_epoch
 
     @contextlib.contextmanager
     def _queuing(self, new: NewJob) -> Iterator[Callable[[Job, bool], None]]:
@@ -169,7 +259,13 @@ class PgWaits(OneStatementWrites):
                 self._job_waiters.pop(job_id, None)
 
     async def wait_for_event(
-        self, job_id: str, after_id: int, timeout: float, *, ending: bool = False
+        self,
+        job_id: str,
+        after_id: int,
+        timeout: float,
+        *,
+        ending: bool = False,
+        held: bool = False,
     ) -> builtins.list[JobEvent]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -181,7 +277,9 @@ class PgWaits(OneStatementWrites):
             while True:
                 woken.clear()
                 last = found[-1].id if found else after_id
-                found += await let_finish(self.events_since(job_id, last))
+                # (woken by its claim's own NOTIFY, relayed late, a held job is still quiet)
+                if not (held and self._quiet_since_claim(job_id)):
+                    found += await let_finish(self.events_since(job_id, last))
                 remaining = deadline - loop.time()
                 if remaining <= 0 or _enough(found, ending, after_id):
                     return found

@@ -105,6 +105,9 @@ class PostgresStore(PgWaits):
         self._job_waiters = {}
         self._listen_epoch = 0
         self._queued_here = OrderedDict()
+        self._held_here = OrderedDict()
+        self._stirred = OrderedDict()
+        self._stirs = 0
         self.write_health = WriteHealth()  # noted at each write (_write, _write_one)
 
     async def open(self) -> None:
@@ -357,11 +360,12 @@ class PostgresStore(PgWaits):
                     heard(job_id, job_type)
                 except Exception:
                     log.exception("a watcher of new work failed")
-        self._heard(job_id, mark)
+        started = flags.startswith(START)
+        self._heard(job_id, mark, claimed=new or started, work=work)
         if self._queue_watchers:  # (every node's changes, this one's included)
             if work or new:
                 self._queue_watchers.tell(job_id, QueueMove.JOINED)
-            elif flags.startswith(START):
+            elif started:
                 self._queue_watchers.tell(job_id, QueueMove.STARTED)
             elif mark != NOT_ENDING:
                 self._queue_watchers.tell(job_id, QueueMove.ENDED)

@@ -42,7 +42,13 @@ class SQLEvents(SQLDialect):
 
     @abstractmethod
     async def wait_for_event(
-        self, job_id: str, after_id: int, timeout: float, *, ending: bool = False
+        self,
+        job_id: str,
+        after_id: int,
+        timeout: float,
+        *,
+        ending: bool = False,
+        held: bool = False,
     ) -> builtins.list[JobEvent]: ...
 
     async def wait_for_end(

@@ -56,7 +56,13 @@ class SQLiteWaiting(ABC):
         """The store's `events_since` (a point read the loop answers itself where it can)."""
 
     async def wait_for_event(
-        self, job_id: str, after_id: int, timeout: float, *, ending: bool = False
+        self,
+        job_id: str,
+        after_id: int,
+        timeout: float,
+        *,
+        ending: bool = False,
+        held: bool = False,
     ) -> builtins.list[JobEvent]:
         deadline = asyncio.get_running_loop().time() + timeout
         with self._waiter(job_id, ending_only=False) as woken:

@@ -196,7 +196,7 @@ def socket_reads(store: Any, hub: Any) -> Iterator[list[tuple[str, bool]]]:
             reads.append((job_id, hub.live(job_id)))
 
     async def wait_for_event(
-        job_id: str, after_id: int, timeout: float, *, ending: bool = False
+        job_id: str, after_id: int, timeout: float, *, ending: bool = False, **_: Any
     ) -> list[Any]:
         note(job_id)
         return await real_wait(job_id, after_id, timeout, ending=ending)
@@ -237,7 +237,7 @@ async def test_the_end_of_a_prompt_run_in_this_process_comes_from_the_job_it_com
         return [e for e in events if not (e.kind == "status" and e.data.get("status") in ENDS)]
 
     async def wait_for_event(
-        job_id: str, after_id: int, timeout: float, *, ending: bool = False
+        job_id: str, after_id: int, timeout: float, *, ending: bool = False, **_: Any
     ) -> list[Any]:
         events = unsettled(await real_wait(job_id, after_id, timeout, ending=ending))
         if not events:

@@ -243,7 +243,7 @@ async def test_a_wait_on_a_job_run_in_this_process_reads_none_of_its_events(
             return await real_since(job_id, after_id)
 
         async def wait_for_event(
-            job_id: str, after_id: int, timeout: float, *, ending: bool = False
+            job_id: str, after_id: int, timeout: float, *, ending: bool = False, **_: Any
         ) -> Any:
             note(job_id)
             return await real_wait(job_id, after_id, timeout, ending=ending)
