@@ -13,12 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from comfyrun.core.batch import Batch, NewBatch
-from comfyrun.core.catalog import NodeCatalog
 from comfyrun.core.job import JSON, Job, JobStatus, NewJob, Output, Progress
 from comfyrun.core.state import Event
-from comfyrun.core.tenancy import ApiKey
-from comfyrun.core.webhook import Attempt, Delivery
 from comfyrun.store.queue_watch import QueueHeard, QueueMove, QueueWatchers, WorkCounts, queue_move
 from comfyrun.store.records import (
     COMFY_CLIENT_ID,
@@ -33,81 +29,30 @@ from comfyrun.store.records import (
     QueueEntry,
 )
 from comfyrun.store.retrying import RetryCounts
+from comfyrun.store.side_stores import (
+    BatchStore,
+    CatalogStore,
+    KeyStore,
+    WebhookOutbox,
+    WorkerRegistry,
+)
 from comfyrun.store.writable import CanCommit
-
-
-class KeyStore(Protocol):
-    """API keys (stored as hashes) with their quotas and usage.
-
-    A job whose `owner` is a key's id is that key's: `enqueue` checks the key's quota in its
-    own transaction (raising QuotaExceeded) and counts the submission; a transition that takes
-    the job off its backend adds the time it held it to the key's `gpu_seconds`."""
-
-    async def create_api_key(self, key: ApiKey) -> None: ...
-
-    async def get_api_key(self, key_id: str) -> ApiKey | None: ...
-
-    async def api_key_by_hash(self, key_hash: str) -> ApiKey | None: ...
-
-    async def list_api_keys(self) -> builtins.list[ApiKey]:
-        """Every key, revoked ones included, oldest first."""
-
-    async def revoke_api_key(self, key_id: str, *, now: float | None = None) -> bool:
-        """False if there is no such active key."""
-
-
-class WebhookOutbox(Protocol):
-    """The durable webhook outbox. A transition to succeeded, failed or canceled of a job with
-    a webhook writes its `Delivery` in the same transaction (comfyrun.core.webhook)."""
-
-    async def claim_deliveries(
-        self, holder: str, lease_s: float, *, limit: int = 10, now: float | None = None
-    ) -> builtins.list[Delivery]:
-        """Due pending deliveries, leased to `holder` (no other holder gets them meanwhile)."""
-
-    async def record_attempt(
-        self,
-        delivery_id: str,
-        holder: str,
-        attempt: Attempt,
-        *,
-        next_attempt_at: float | None,
-        payload: str | None = None,
-    ) -> Delivery | None:
-        """Record an attempt and release the lease: delivered when it succeeded, else retried
-        at `next_attempt_at` (None: given up). None if `holder` no longer holds the lease."""
-
-    async def deliveries(self, job_id: str) -> builtins.list[Delivery]:
-        """A job's deliveries, oldest first."""
-
-    async def delivery_counts(self) -> dict[str, int]:
-        """{state: number of deliveries}."""
-
-    async def prune_deliveries(self, before: float) -> int:
-        """Delete delivered and given-up deliveries created before `before`."""
-
-
-class WorkerRegistry(Protocol):
-    """Which job types the live workers serve: each worker announces its types when it
-    starts and on every heartbeat, and retires when it stops; the API refuses a job of a
-    type no worker seen lately serves."""
-
-    async def announce_worker(
-        self, worker_id: str, types: Sequence[str], *, now: float | None = None
-    ) -> None:
-        """Record (or refresh) `worker_id` as serving `types`, seen `now`."""
-
-    async def retire_worker(self, worker_id: str) -> None: ...
-
-    async def served_types(self, *, since: float) -> builtins.set[str]:
-        """The types served by workers seen at or after `since`."""
 
 
 def nothing_to_stop() -> None:
     """What `watch_new_work` returns in a store that calls nothing."""
 
 
-class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, CanCommit, RetryCounts, Protocol):
+class JobStore(
+    KeyStore,
+    WebhookOutbox,
+    WorkerRegistry,
+    CatalogStore,
+    BatchStore,
+    CanCommit,
+    RetryCounts,
+    Protocol,
+):
     """A durable priority queue of jobs with leases, events and idempotency."""
 
     async def open(self) -> None:
@@ -397,48 +342,6 @@ class JobStore(KeyStore, WebhookOutbox, WorkerRegistry, CanCommit, RetryCounts, 
         """Delete finished (and expired) jobs that finished before `cutoff`; returns them.
         Batches that ended before `cutoff` go too, with their events."""
 
-    # -- backends' node catalogs (what ComfyUI clients are shown before any backend is up) --
-
-    async def put_catalog(self, catalog: NodeCatalog) -> bool:
-        """Store a backend's catalog, replacing its previous one unless that was fetched later;
-        True when stored."""
-
-    async def catalogs(self) -> builtins.list[NodeCatalog]:
-        """Every stored catalog, by backend name."""
-
-    async def catalog_stamps(self) -> dict[str, float]:
-        """backend name → fetched_at of its stored catalog (cheap: no definitions read)."""
-
-    async def delete_catalog(self, backend: str) -> bool: ...
-
-    # batches: many jobs followed as one. A batch's own events (batch.created,
-    # batch.completed) are logged under its id: events_since / wait_for_event read them.
-
-    async def create_batch(
-        self, batch: NewBatch, jobs: Sequence[NewJob], *, now: float | None = None
-    ) -> Batch:
-        """Store the batch and queue its jobs (in item order, one fair group) atomically."""
-
-    async def get_batch(self, batch_id: str) -> Batch | None: ...
-
-    async def open_batches(self) -> builtins.list[Batch]:
-        """Batches still running or canceling, oldest first."""
-
-    async def batch_counts(self, batch_id: str) -> dict[JobStatus, int]: ...
-
-    async def batch_jobs(
-        self, batch_id: str, *, limit: int = 100, cursor: str | None = None
-    ) -> JobPage:
-        """The batch's jobs in item order, cursor-paginated."""
-
-    async def cancel_batch(
-        self, batch_id: str, *, now: float | None = None
-    ) -> tuple[Batch, builtins.list[Job]]:
-        """Cancel its queued jobs at once and mark it canceling; returns the batch and its
-        still-active jobs (the caller cancels those one by one). When the last job of a batch
-        ends (here or in `transition`), the batch ends and logs one `batch.completed` event.
-        Raises NotFound."""
-
 
 async def end_by_events(
     store: JobStore, job_id: str, timeout: float, owner: str | None
@@ -468,6 +371,8 @@ def clock_or(now: float | None) -> float:
 
 __all__ = [
     "COMFY_CLIENT_ID",
+    "BatchStore",
+    "CatalogStore",
     "Changes",
     "ClaimChoice",
     "ClaimNote",
