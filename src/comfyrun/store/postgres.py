@@ -9,10 +9,10 @@ whether the event may end the job ("t;": a status event that may; "n;": any othe
 outputs (a payload without a mark, from an older node, may end it); "s;e:<job id>" (after the
 mark) when the job was claimed, so the ComfyUI sockets of every API node hear it start
 (`watch_queue`: a job that joined, started or may have ended the queue). Each store keeps one extra
-connection LISTENing and wakes its local waiters (comfyrun.store.pgwaits), so `wait_for_work`,
-`wait_for_event` and `wait_for_end` wake on every API node and worker without polling. If the
-listener connection drops, all waiters are woken (they look again) and it reconnects. The
-commonest changes of a job's life (its enqueue, its claim, its end) are one statement each
+connection LISTENing and wakes its local waiters (comfyrun.store.pglisten,
+comfyrun.store.pgwaits), so `wait_for_work`, `wait_for_event` and `wait_for_end` wake on every
+API node and worker without polling. If the listener connection drops, all waiters are woken
+(they look again) and it reconnects. The commonest changes of a job's life (its enqueue, its claim, its end) are one statement each
 where they can be (comfyrun.store.pgstatements).
 """
 
