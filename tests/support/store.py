@@ -7,6 +7,7 @@ except under CI=true, where they fail: CI must not go green without PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -19,6 +20,7 @@ import pytest
 from comfyrun.core.job import NewJob
 from comfyrun.store.base import JobStore
 from comfyrun.store.factory import open_store
+from comfyrun.store.postgres import PostgresStore
 
 DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 KINDS = ("memory", "sqlite", "postgres")
@@ -85,6 +87,25 @@ def kill_listeners(channel: str) -> int:
             (f'LISTEN "{channel}"',),
         ).fetchall()
     return len(killed)
+
+
+@asynccontextmanager
+async def pg_api_and_worker() -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
+    """Two PostgreSQL stores on one fresh schema, opened (an API node's and a worker's, as two
+    processes have them), both listening; skips where PostgreSQL is not reachable."""
+    require_pg()
+    schema = new_schema_name()
+    api, worker = PostgresStore(pg_dsn(), schema=schema), PostgresStore(pg_dsn(), schema=schema)
+    await api.open()
+    await worker.open()
+    try:
+        for store in (api, worker):  # (each listens at once)
+            await asyncio.wait_for(store._listening.wait(), 10.0)
+        yield api, worker
+    finally:
+        await api.close()
+        await worker.close()
+        drop_schema(schema)
 
 
 def store_url(kind: str, tmp_path: Path, schema: str | None = None) -> str:

@@ -11,14 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 from tests.support.engine import until
-from tests.support.store import (
-    drop_schema,
-    kill_listeners,
-    new_job,
-    new_schema_name,
-    pg_dsn,
-    require_pg,
-)
+from tests.support.store import kill_listeners, new_job, pg_api_and_worker
 
 from comfyrun.core.job import Job, JobStatus
 from comfyrun.core.state import Event
@@ -65,18 +58,8 @@ class Nodes:
 
 @pytest.fixture
 async def nodes() -> AsyncIterator[Nodes]:
-    require_pg()
-    schema = new_schema_name()
-    api, worker = PostgresStore(pg_dsn(), schema=schema), PostgresStore(pg_dsn(), schema=schema)
-    await api.open()
-    await worker.open()
-    await asyncio.wait_for(worker._listening.wait(), WOKEN_WITHIN_S)  # (it listens at once)
-    try:
+    async with pg_api_and_worker() as (api, worker):
         yield Nodes(api, worker)
-    finally:
-        await api.close()
-        await worker.close()
-        drop_schema(schema)
 
 
 async def test_a_watch_reads_nothing_until_something_is_logged_for_its_job(

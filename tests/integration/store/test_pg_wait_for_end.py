@@ -10,14 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from tests.support.store import (
-    drop_schema,
-    kill_listeners,
-    new_job,
-    new_schema_name,
-    pg_dsn,
-    require_pg,
-)
+from tests.support.store import kill_listeners, new_job, pg_api_and_worker
 
 from comfyrun.core.job import Job, JobStatus, NewJob
 from comfyrun.core.state import Event
@@ -53,17 +46,8 @@ class Nodes:
 
 @pytest.fixture
 async def nodes() -> AsyncIterator[Nodes]:
-    require_pg()
-    schema = new_schema_name()
-    api, worker = PostgresStore(pg_dsn(), schema=schema), PostgresStore(pg_dsn(), schema=schema)
-    await api.open()
-    await worker.open()
-    try:
+    async with pg_api_and_worker() as (api, worker):
         yield Nodes(api, worker)
-    finally:
-        await api.close()
-        await worker.close()
-        drop_schema(schema)
 
 
 async def test_a_job_queued_here_is_read_once_at_its_end(nodes: Nodes) -> None:
