@@ -184,10 +184,10 @@ class JobStore(
         not look at the job's events for others (it may still return them), and may wait on
         past them for one that may end the job (returning them with it; a log read from its
         start, `after_id` 0, that holds nothing is returned at once: no such job). `held`: the
-        caller's worker holds the job, claimed through this store, and waits for what comes
-        next (a run's cancel watch); a store whose notifications say nothing was logged for
-        the job since that claim may skip the first look, and return with the first event
-        that comes (the log then read from `after_id`, what was there before included)."""
+        caller's worker holds the job, claimed through this store, and waits for a change of
+        its status (a run's cancel watch); a store whose notifications say the job's status has
+        not changed since that claim may skip the look, and return once it changes (the log
+        then read from `after_id`, what was there before included)."""
 
     async def wait_for_end(
         self, job_id: str, timeout: float, *, owner: str | None = None

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import psycopg
 
 from comfyrun.store.base import QueueHeard, QueueMove, QueueWatchers, WorkCounts
-from comfyrun.store.pgstatements import ENDING, NEW, NOT_ENDING, START, WORK
+from comfyrun.store.pgstatements import ENDING, LOGGED, NEW, NOT_ENDING, START, WORK
 from comfyrun.store.pgwaits import PgWaits
 
 log = logging.getLogger("comfyrun.store.postgres")
@@ -102,7 +102,8 @@ class PgListening(PgWaits):
                 except Exception:
                     log.exception("a watcher of new work failed")
         started = flags.startswith(START)
-        self._heard(job_id, mark, claimed=new or started, work=work)
+        logged = flags.startswith(LOGGED)
+        self._heard(job_id, mark, claimed=new or started, work=work, logged=logged)
         if self._queue_watchers:  # (every node's changes, this one's included)
             if work or new:
                 self._queue_watchers.tell(job_id, QueueMove.JOINED)

@@ -41,6 +41,9 @@ WORK = "w"
 NEW = "+"
 #: The flags of a NOTIFY for a job claimed (see `payload`).
 START = "s;"
+#: The flag of a NOTIFY whose events change no status (log lines, progress, outputs: see
+#: `payload`).
+LOGGED = "l;"
 #: A NOTIFY's first mark: its event may end the job, or may not.
 ENDING, NOT_ENDING = "t;", "n;"
 
@@ -180,19 +183,23 @@ def payload(
     job_type: str | None,
     new: bool = False,
     started: bool = False,
+    status: bool = True,
 ) -> str:
     """A NOTIFY for events of a job: "e:<id>", after the mark of whether they may end it and,
     when the job became claimable, the work flags; when it was created claimed (handed off to
     a worker of the process that took it), the new-job flags instead: no worker elsewhere
     has it to claim, but an API node elsewhere may have the socket of its ComfyUI client;
     when it was claimed (`started`), the start flag: every API node's ComfyUI sockets hear the
-    queue change (a process that reads no such flag takes it for none)."""
+    queue change (a process that reads no such flag takes it for none); when none of its
+    events is a status event (`status` False: log lines, progress, outputs), the logged
+    flag: a run's cancel watch need not look (store.pgwaits; a process that reads no such
+    flag takes it for any other NOTIFY)."""
     if work:
         flags = work_flags(job_type)
     elif new:
         flags = work_flags(job_type, NEW)
     else:
-        flags = START if started else ""
+        flags = START if started else "" if status else LOGGED
     return f"{ENDING if ending else NOT_ENDING}{flags}e:{job_id}"
 
 
@@ -207,6 +214,7 @@ def work_flags(job_type: str | None, flag: str = WORK) -> str:
 
 __all__ = [
     "ENDING",
+    "LOGGED",
     "NEW",
     "NOT_ENDING",
     "START",

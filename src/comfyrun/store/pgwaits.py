@@ -11,12 +11,13 @@ NOTIFY of that job goes to that connection, those relayed before the wait began 
 and when woken, then the job). Any doubt (the connection changed or was lost, the job was
 queued elsewhere or long ago) means a look.
 
-Likewise a run's cancel watch (`wait_for_event(..., held=True)`) skips its first look at the
-log of a job this store claimed while listening when no NOTIFY of that job has been heard
-since but its claim's own (the START or NEW flag): a cancel request writes an event, and its
-NOTIFY, heard during the claim's round trip or after it, means a look. On a busy worker most
-runs outlast the watch's delay (`cancel_watch_after_s`), and that look was one statement of
-every four or five a job cost PostgreSQL.
+Likewise a run's cancel watch (`wait_for_event(..., held=True)`) does not look at the log of
+a job this store claimed while listening as long as no NOTIFY of that job has been heard since
+but its claim's own (the START or NEW flag) and those of events that change no status (the
+LOGGED flag: the run's own log lines, progress, outputs): a cancel request writes a status
+event, and its NOTIFY, heard during the claim's round trip or after it, means a look. On a
+busy worker most runs outlast the watch's delay (`cancel_watch_after_s`), and that look was
+one statement of every four or five a job cost PostgreSQL.
 
 A wait cancelled while it reads (a run's cancel watch at the run's end) lets its statement
 finish rather than cancel it on the server (`let_finish`).
@@ -40,7 +41,8 @@ T = TypeVar("T")
 #: Jobs queued here that a wait may take as not ended without looking: the most recent ones.
 QUEUED_HERE_KEPT = 10_000
 
-#: Jobs claimed here, and jobs heard of (a NOTIFY but a claim's), remembered: the most recent.
+#: Jobs claimed here, and jobs stirred (a NOTIFY but a claim's or a LOGGED one), remembered:
+#: the most recent.
 HELD_HERE_KEPT = 10_000
 
 
@@ -56,10 +58,11 @@ class PgWaits(OneStatementWrites):
     #: jobs queued here while listening, not heard of since as maybe ended: (epoch, owner,
     #: whether the enqueue returned having created it)
     _queued_here: OrderedDict[str, tuple[int, str | None, bool]]
-    #: jobs claimed here while listening, no NOTIFY of them heard since but their claim's:
-    #: the listening connection's number then
+    #: jobs claimed here while listening, not stirred since: the listening connection's number
+    #: then
     _held_here: OrderedDict[str, int]
-    #: per job heard of (a NOTIFY but a claim's), the count of such NOTIFYs (`_stirs`) then
+    #: per job stirred (a NOTIFY but a claim's or a LOGGED one), the count of such NOTIFYs
+    #: (`_stirs`) then
     _stirred: OrderedDict[str, int]
     _stirs: int
 
@@ -73,14 +76,22 @@ class PgWaits(OneStatementWrites):
         self._held_here.clear()
         self._stirred.clear()
 
-    def _heard(self, job_id: str, mark: str, *, claimed: bool = False, work: bool = False) -> None:
+    def _heard(
+        self,
+        job_id: str,
+        mark: str,
+        *,
+        claimed: bool = False,
+        work: bool = False,
+        logged: bool = False,
+    ) -> None:
         """A NOTIFY of `job_id` arrived (`mark`: whether it may end the job; `claimed`: its
-        job was claimed, or created claimed; `work`: it became claimable): wakes its waiters
-        that wait for such."""
+        job was claimed, or created claimed; `work`: it became claimable; `logged`: its events
+        changed no status): wakes its waiters that wait for such."""
         ends = mark != NOT_ENDING
         if ends:
             self._queued_here.pop(job_id, None)
-        if not claimed:
+        if not (claimed or logged):
             self._held_here.pop(job_id, None)
             if not work:  # (a claim may be under way that its enqueue's NOTIFY comes after)
                 self._stirs += 1
@@ -157,10 +168,10 @@ class PgWaits(OneStatementWrites):
 
     @contextlib.contextmanager
     def _claiming(self) -> Iterator[Callable[[Job], None]]:
-        """Around a claim: the job it returns is taken as held here with nothing heard of it
-        since only if the listener listened throughout, on one connection, and heard no
-        NOTIFY of it during the claim's round trip but a claim's (its enqueue's, relayed late,
-        is no news either); the NOTIFYs of it heard since were counted all the while."""
+        """Around a claim: the job it returns is taken as held here, not stirred since, only if
+        the listener listened throughout, on one connection, and heard no NOTIFY of it during
+        the claim's round trip but a claim's or a LOGGED one (its enqueue's, relayed late, is
+        no news either); the NOTIFYs that stirred it were counted all the while."""
         if not self._listening.is_set():
             yield lambda job: None
             return
@@ -179,8 +190,8 @@ class PgWaits(OneStatementWrites):
         yield claimed
 
     def _quiet_since_claim(self, job_id: str) -> bool:
-        """Whether the job was claimed here and nothing was logged for it since (its claim's
-        events aside), as the listener, listening throughout, tells."""
+        """Whether the job was claimed here and its status has not changed since (its log may
+        have grown), as the listener, listening throughout, tells."""
         return self._listening.is_set() and self._held_here.get(job_id) == self._listen_epoch
 
     @contextlib.contextmanager

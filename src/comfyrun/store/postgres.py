@@ -231,6 +231,7 @@ class PostgresStore(PgListening):
                 job_type=job_type,
                 new=new,
                 started=_claimed(kind, data),
+                status=kind == "status",
             ),
         }
         row = await self._one(conn, "insert_event", params)
@@ -257,13 +258,20 @@ class PostgresStore(PgListening):
             return
         ending = any(may_end(kind, data) for kind, data in events)
         started = any(_claimed(kind, data) for kind, data in events)
+        status = any(kind == "status" for kind, _ in events)
         params = {
             "job_id": job_id,
             "events": dump_json([[kind, data] for kind, data in events]),
             "created_at": now,
             "channel": self.channel,
             "payload": payload(
-                job_id, ending=ending, work=work, job_type=job_type, new=new, started=started
+                job_id,
+                ending=ending,
+                work=work,
+                job_type=job_type,
+                new=new,
+                started=started,
+                status=status,
             ),
         }
         await self._one(conn, "insert_events", params)

@@ -1,8 +1,9 @@
 """PostgreSQL: a run's cancel watch on a job its worker's store claimed, listening throughout,
-does not read the job's log before a NOTIFY says something was logged for it (on a busy worker
-that read was one statement of every four or five a job cost); a cancel heard at any moment,
-during the claim's own round trip included, still ends the watch, and any doubt (the listener
-lost) means a read."""
+does not read the job's log before a NOTIFY says its status may have changed (log lines,
+progress and outputs say they change none; on a busy worker that read was one statement of
+every four or five a job cost); a cancel heard at any moment, during the claim's own round
+trip included, still ends the watch, and any doubt (the listener lost, a NOTIFY that does not
+say) means a read."""
 
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ import pytest
 from tests.support.engine import until
 from tests.support.store import kill_listeners, new_job, pg_api_and_worker
 
-from comfyrun.core.job import Job, JobStatus
+from comfyrun.core.job import Job, JobStatus, Progress
 from comfyrun.core.state import Event
 from comfyrun.dispatch.cancel import watch_cancel_requested
 from comfyrun.dispatch.settings import DispatchSettings
 from comfyrun.store.base import ClaimChoice, ClaimNote, HandOff
-from comfyrun.store.pgstatements import OneStatementWrites
+from comfyrun.store.pgstatements import NOT_ENDING, OneStatementWrites
 from comfyrun.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres
@@ -62,21 +63,36 @@ async def nodes() -> AsyncIterator[Nodes]:
         yield Nodes(api, worker)
 
 
-async def test_a_watch_reads_nothing_until_something_is_logged_for_its_job(
-    nodes: Nodes,
-) -> None:
+async def test_a_watch_reads_nothing_until_its_job_s_status_changes(nodes: Nodes) -> None:
     job = await nodes.claimed()
     watch = nodes.watch(job)
     await asyncio.sleep(0.3)  # the claim's own NOTIFY heard meanwhile: no news
     assert not watch.done() and nodes.reads == []
-    await nodes.api.append_event(job.id, "log", {"line": "not a cancel"})
+    # the run's own log lines, progress and outputs, and another node's log line: no status
+    await nodes.worker.append_event(job.id, "log", {"line": "not a cancel"})
+    await nodes.worker.record_progress(job.id, Progress(value=0.5))
+    await nodes.api.append_event(job.id, "log", {"line": "nor this"})
+    await asyncio.sleep(0.3)
+    assert not watch.done() and nodes.reads == []
+    await nodes.cancel(job)
+    await asyncio.wait_for(watch, WOKEN_WITHIN_S)
+    assert nodes.reads == [(job.id, 0)]
+
+
+async def test_a_notify_of_an_older_node_without_the_logged_flag_makes_a_watch_read(
+    nodes: Nodes,
+) -> None:
+    """A NOTIFY that does not say its events change no status may be a cancel's: looked at."""
+    job = await nodes.claimed()
+    watch = nodes.watch(job)
+    await asyncio.sleep(0.1)
+    nodes.worker._heard(job.id, NOT_ENDING)  # as an older node's log line is relayed
     # woken, it reads the log, and goes on watching from it
     await until(lambda: len(nodes.reads) >= 2, timeout=WOKEN_WITHIN_S)
     await asyncio.sleep(0.1)
-    assert not watch.done() and len(nodes.reads) == 2 and nodes.reads[0] == (job.id, 0)
+    assert not watch.done() and nodes.reads[0] == (job.id, 0)
     await nodes.cancel(job)
     await asyncio.wait_for(watch, WOKEN_WITHIN_S)
-    assert len(nodes.reads) == 3
 
 
 async def test_a_cancel_before_the_watch_ends_it_at_once(nodes: Nodes) -> None:
