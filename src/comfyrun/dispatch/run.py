@@ -312,6 +312,10 @@ class JobRun(RunAdoption, RunPlacement, RunEnding):
                 )
                 if result in done:
                     stages.mark(self.job.id, "executed")
+                    # nothing listens for a cancel from here on (the end's write takes a job
+                    # made `canceling` meanwhile as such): the watch goes before the end is
+                    # written, so the end's own notification does not wake it to read the log
+                    cancel_watch.close()
                     self._take_the_rest()
                     ended = time.time()
                     outcome = await self._result_of(result)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from tests.support.api import sqlite_serve, submit_steps
 
 #: Set in the task of the request that waits: the reads counted are that request's.
@@ -81,3 +82,42 @@ async def test_a_wait_that_times_out_on_a_job_running_here_answers_it_as_it_is(
             job = await submit_steps(client, steps=400, wait=3)
             assert job["status"] == "running", job
             assert time.monotonic() - started < 10  # at its timeout, not at the job's end
+
+
+async def test_a_run_s_cancel_watch_is_closed_before_its_end_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the prompt's result is in, nothing listens for a cancel (the end's write takes a
+    job made `canceling` meanwhile as such): the watch is closed then, so the end's own
+    notification does not wake it to read the job's log (on PostgreSQL one statement a job)."""
+    from comfyrun.core.state import Event
+    from comfyrun.dispatch import run as run_module
+    from comfyrun.dispatch.cancel import CancelWatch
+
+    watches: list[Watch] = []
+
+    class Watch(CancelWatch):
+        closed = False
+
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            watches.append(self)
+
+        def close(self) -> None:
+            self.closed = True
+            super().close()
+
+    monkeypatch.setattr(run_module, "CancelWatch", Watch)
+    async with sqlite_serve(tmp_path) as (client, store, _):
+        ends: list[bool] = []
+        transition = store.transition
+
+        async def noted(job_id: str, event: Event, **kw: Any) -> Any:
+            if event is Event.SUCCEED:  # (the watch watched: the run outlasted its delay)
+                ends.append(all(w.closed for w in watches) and watches[0].task is not None)
+            return await transition(job_id, event, **kw)
+
+        store.transition = noted
+        job = await asyncio.wait_for(submit_steps(client, steps=4, wait=30), 60)
+        assert job["status"] == "succeeded", job
+        assert ends == [True]
