@@ -111,10 +111,9 @@ class SQLClaims(SQLDialect):
         choice: ClaimChoice | None,
     ) -> builtins.list[Row]:
         """The runnable jobs a claim chooses among, in claim order (see `_claim_row`)."""
-        if types is None:
-            window = {"now": params["now"], "window": max(1, choice.window if choice else 1)}
-            return await self._all(conn, "claim_window", window)
         size = max(1, choice.window) if choice is not None else 1
+        if types is None:
+            return await self._all(conn, "claim_window", {"now": params["now"], "window": size})
         rows: builtins.list[Row] = []
         for kind in sorted(set(types)):
             query = "claim_window_comfy" if kind == COMFY else "claim_window_type"

@@ -155,7 +155,7 @@ class JobMetrics:
                 for s in BACKEND_STATES:
                     self.backend_up.labels(backend=b.name, state=s).set(1 if s == state else 0)
                 self.inflight.labels(backend=b.name).set(b.inflight)
-                self.depth.labels(backend=b.name).set(getattr(b, "depth", 2))
+                self.depth.labels(backend=b.name).set(b.depth)
                 for hold in ("draining", "kept_stopped"):
                     held = 1 if getattr(b, hold, False) else 0
                     self.held.labels(backend=b.name, hold=hold).set(held)
