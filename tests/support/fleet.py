@@ -3,12 +3,18 @@
 `history_runs` reads each emulator's GET /history: when each prompt started and ended
 (execution_start / execution_success timestamps, as ComfyUI records them). `idle_while_waiting`
 says how long a backend sat idle while a job it could run was waiting (submitted, not started).
+`machine_stalls` records the spans in which the test process itself was not run by the machine
+(its emulators are in-process): no scheduler can hand out work then.
 """
 
 from __future__ import annotations
 
+import asyncio
 import heapq
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,10 +97,74 @@ def _intersect(a: Sequence[Interval], b: Sequence[Interval]) -> list[Interval]:
     return out
 
 
+def _subtract(intervals: Sequence[Interval], holes: Sequence[Interval]) -> list[Interval]:
+    out: list[Interval] = []
+    for start, end in intervals:
+        for hole_start, hole_end in _union(holes):
+            if hole_end <= start or hole_start >= end:
+                continue
+            if hole_start > start:
+                out.append((start, hole_start))
+            start = max(start, hole_end)
+        if end > start:
+            out.append((start, end))
+    return out
+
+
+@dataclass
+class Stalls:
+    """Spans (epoch seconds) in which this process's event loop ran nothing for longer than a
+    threshold, sorted by cause: `machine` where its thread spent at least half the span waiting
+    for a core (runnable, not run: Linux's schedstat run-queue time), `own` otherwise (busy, or
+    blocked in a call on the loop: what a test must not excuse)."""
+
+    machine: list[Interval]
+    own: list[Interval]
+
+
+def _queued_s() -> float | None:
+    """This thread's time waiting on a run queue so far (None where Linux does not say)."""
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+@asynccontextmanager
+async def machine_stalls(tick_s: float = 0.01, over_s: float = 0.15) -> AsyncIterator[Stalls]:
+    """Watch the event loop for the `async with` block (see `Stalls`)."""
+    stalls = Stalls([], [])
+
+    async def watch() -> None:
+        while True:
+            wall, queued = time.time(), _queued_s()
+            await asyncio.sleep(tick_s)
+            took, queued_after = time.time() - wall, _queued_s()
+            if took > tick_s + over_s:
+                span = (wall + tick_s, wall + took)
+                waited = None if queued is None or queued_after is None else queued_after - queued
+                (
+                    stalls.machine if waited is not None and waited >= took / 2 else stalls.own
+                ).append(span)
+
+    task = asyncio.create_task(watch())
+    try:
+        yield stalls
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 def idle_while_waiting(
-    runs: Sequence[Run], waits: Sequence[Wait], backends: Iterable[str]
+    runs: Sequence[Run],
+    waits: Sequence[Wait],
+    backends: Iterable[str],
+    *,
+    excluding: Sequence[Interval] = (),
 ) -> IdleReport:
-    """The time each backend sat idle while a job it could run waited, summed over backends."""
+    """The time each backend sat idle while a job it could run waited, summed over backends,
+    less the spans `excluding` (in which the machine ran none of this process)."""
     if not waits:
         return IdleReport(0.0, ())
     t0 = min(w.submitted for w in waits)
@@ -111,7 +181,7 @@ def idle_while_waiting(
         if t1 > cursor:
             idle.append((cursor, t1))
         waiting = _union((w.submitted, w.started) for w in waits if backend in w.backends)
-        gaps += [(backend, s, e) for s, e in _intersect(idle, waiting)]
+        gaps += [(backend, s, e) for s, e in _subtract(_intersect(idle, waiting), list(excluding))]
     return IdleReport(sum(e - s for _, s, e in gaps), tuple(gaps))
 
 
