@@ -166,17 +166,21 @@ def preview_event(message: m.PreviewImage | m.PreviewImageWithMetadata) -> JSON:
 
 class ProgressWriter:
     """Stores a job's latest progress snapshot and preview, at most once per `interval_s`,
-    the first one `FIRST_AFTER_S` after the run started (a job that ends sooner writes none:
-    its final state says it all)."""
+    the first one `FIRST_AFTER_S` after the first of them (a job that ends sooner writes none:
+    its final state says it all). Counted from the first snapshot, not from the run's start:
+    a prompt that waited in ComfyUI's queue (a busy worker holds several per backend) sends
+    none while it waits, and its first, at its start, would otherwise be written at once, a
+    store write (and on PostgreSQL a NOTIFY to every node) for a job about to end."""
 
-    #: The first write waits this long (at most `interval_s`).
+    #: The first write waits this long after the first snapshot (at most `interval_s`).
     FIRST_AFTER_S = 0.1
 
     def __init__(self, store: JobStore, job_id: str, interval_s: float) -> None:
         self._store = store
         self._job_id = job_id
         self._interval_s = interval_s
-        self._last = time.monotonic() - interval_s + min(interval_s, self.FIRST_AFTER_S)
+        #: when the next write is due (monotonic); set by the first snapshot
+        self._due: float | None = None
         self._progress: Progress | None = None
         self._preview: JSON | None = None
         self._closed = False
@@ -221,7 +225,10 @@ class ProgressWriter:
             return
         if self._task is not None and not self._task.done():
             return
-        delay = max(0.0, self._last + self._interval_s - time.monotonic())
+        now = time.monotonic()
+        if self._due is None:  # the first snapshot: the prompt just started running
+            self._due = now + min(self._interval_s, self.FIRST_AFTER_S)
+        delay = max(0.0, self._due - now)
         # the throttle itself: at most one write per interval
         self._timer = asyncio.get_running_loop().call_later(delay, self._flush)
 
@@ -233,7 +240,7 @@ class ProgressWriter:
     async def _write(self) -> None:
         snapshot, self._progress = self._progress, None
         preview, self._preview = self._preview, None
-        self._last = time.monotonic()
+        self._due = time.monotonic() + self._interval_s
         with contextlib.suppress(Exception):
             if snapshot is not None:
                 await self._store.record_progress(self._job_id, snapshot)

@@ -190,6 +190,31 @@ async def test_a_job_that_ends_before_the_first_write_writes_no_progress() -> No
     await store.close()
 
 
+async def test_the_first_write_is_counted_from_the_first_snapshot_not_the_run_s_start() -> None:
+    """A prompt that waited in ComfyUI's queue sends its first progress as it starts: a job
+    that ends within FIRST_AFTER_S of that writes none, however long it waited before."""
+    store = open_store("memory://")
+    await store.open()
+    job, _ = await store.enqueue(NewJob(workflow={}))
+    writer = ProgressWriter(store, job.id, interval_s=1.0)
+    writer.FIRST_AFTER_S = 0.5  # (wide margins for a loaded machine)
+    await asyncio.sleep(0.6)  # queued behind other prompts
+    writer.progress(Progress(value=0.5, step=1, steps=2))  # it starts
+    await asyncio.sleep(0.05)  # runs a short while
+    await writer.settle()  # and ends (a write under way would land)
+    assert [e for e in await store.events_since(job.id) if e.kind == "progress"] == []
+    # a longer one is written FIRST_AFTER_S after its first snapshot
+    other, _ = await store.enqueue(NewJob(workflow={}))
+    writer = ProgressWriter(store, other.id, interval_s=0.5)
+    await asyncio.sleep(ProgressWriter.FIRST_AFTER_S * 2)
+    writer.progress(Progress(value=0.5, step=1, steps=2))
+    await asyncio.sleep(ProgressWriter.FIRST_AFTER_S * 4)  # generous
+    stored = [e.data for e in await store.events_since(other.id) if e.kind == "progress"]
+    assert [p["step"] for p in stored] == [1]
+    writer.close()
+    await store.close()
+
+
 async def test_settling_lets_the_write_under_way_finish_and_drops_the_rest() -> None:
     """A run's end settles its writer before the final transition: the write under way is not
     cancelled (on PostgreSQL that is a cancel request on a connection of its own, and the end
