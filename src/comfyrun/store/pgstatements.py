@@ -7,16 +7,23 @@ the end of a job whose end settles nothing more. `OneStatementWrites` sits betwe
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from comfyrun.core.batch import NO_GROUP
-from comfyrun.core.job import COMFY, Job, JobStatus, NewJob, may_end
+from comfyrun.core.job import COMFY, JSON, Job, JobStatus, NewJob, Progress, may_end
 from comfyrun.core.state import Event
 from comfyrun.errors import Conflict
 from comfyrun.handlers.spec import valid_type_name
 from comfyrun.store import tenancy, transition
-from comfyrun.store.base import Changes, ClaimChoice, ClaimNote, JobStamp, clock_or
-from comfyrun.store.codec import dump_json, job_from_row, job_to_row, output_to_dict
+from comfyrun.store.base import Changes, ClaimChoice, ClaimNote, JobEvent, JobStamp, clock_or
+from comfyrun.store.codec import (
+    dump_json,
+    job_from_row,
+    job_to_row,
+    output_to_dict,
+    progress_to_dict,
+)
 from comfyrun.store.queries import queries
 from comfyrun.store.sqlstore import SQLStore
 
@@ -131,6 +138,41 @@ class OneStatementWrites(SQLStore):
         del row["notified"]
         return job_from_row(row)
 
+    async def append_event(self, job_id: str, kind: str, data: JSON) -> JobEvent:
+        """One statement, its own transaction (append_one: the job's row lock, the event, its
+        NOTIFY): one round trip where a transaction takes four (BEGIN, lock_job, the event,
+        COMMIT). A run's log lines, previews and relayed ComfyUI messages go this way."""
+        now = time.time()
+        params = {
+            "job_id": job_id,
+            "kind": kind,
+            "data": dump_json(data),
+            "created_at": now,
+            "channel": self.channel,
+            "payload": event_payload(job_id, kind, data),
+        }
+        async with self._write_one() as conn:
+            row = await self._one(conn, "append_one", params)
+        if row is None:
+            raise transition.not_found(job_id)
+        return JobEvent(id=int(row["id"]), job_id=job_id, kind=kind, data=data, created_at=now)
+
+    async def record_progress(self, job_id: str, progress: Progress) -> None:
+        """One statement, its own transaction (progress_one: the snapshot, its event, its
+        NOTIFY), where a transaction takes four."""
+        data = progress_to_dict(progress)
+        params = {
+            "job_id": job_id,
+            "data": dump_json(data),
+            "created_at": time.time(),
+            "channel": self.channel,
+            "payload": event_payload(job_id, "progress", data),
+        }
+        async with self._write_one() as conn:
+            row = await self._one(conn, "progress_one", params)
+        if row is None:
+            raise transition.not_found(job_id)
+
     async def transition(
         self,
         job_id: str,
@@ -203,6 +245,23 @@ def payload(
     return f"{ENDING if ending else NOT_ENDING}{flags}e:{job_id}"
 
 
+def event_payload(job_id: str, kind: str, data: JSON) -> str:
+    """The NOTIFY of one event appended to a job that stays as claimable as it was."""
+    return payload(
+        job_id,
+        ending=may_end(kind, data),
+        work=False,
+        job_type=None,
+        started=claimed(kind, data),
+        status=kind == "status",
+    )
+
+
+def claimed(kind: str, data: JSON) -> bool:
+    """Whether an event is a claim's (its status event: the job started)."""
+    return kind == "status" and data.get("status") == JobStatus.RUNNING.value
+
+
 def work_flags(job_type: str | None, flag: str = WORK) -> str:
     """A NOTIFY's flags for a job that became claimable (`flag` "w") or was created claimed
     ("+"): its type when it is a valid type name (no ';' or ':' to confuse the payload), else
@@ -221,6 +280,8 @@ __all__ = [
     "WORK",
     "OneStatementWrites",
     "Q",
+    "claimed",
+    "event_payload",
     "payload",
     "work_flags",
 ]

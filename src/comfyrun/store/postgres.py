@@ -33,13 +33,13 @@ from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from comfyrun import jsontext
-from comfyrun.core.job import JSON, JobStatus, may_end
+from comfyrun.core.job import JSON, may_end
 from comfyrun.errors import InvalidRequest, StoreError
 from comfyrun.store.base import QueueMove, QueueWatchers, WorkCounts
 from comfyrun.store.codec import dump_json
 from comfyrun.store.migrate import migrate_postgres
 from comfyrun.store.pglisten import PgListening
-from comfyrun.store.pgstatements import Q, payload
+from comfyrun.store.pgstatements import Q, claimed, payload
 from comfyrun.store.sqldialect import Row
 from comfyrun.store.writable import WriteHealth
 
@@ -230,7 +230,7 @@ class PostgresStore(PgListening):
                 work=work,
                 job_type=job_type,
                 new=new,
-                started=_claimed(kind, data),
+                started=claimed(kind, data),
                 status=kind == "status",
             ),
         }
@@ -257,7 +257,7 @@ class PostgresStore(PgListening):
             await self._append(conn, job_id, kind, data, now, work, job_type, new=new)
             return
         ending = any(may_end(kind, data) for kind, data in events)
-        started = any(_claimed(kind, data) for kind, data in events)
+        started = any(claimed(kind, data) for kind, data in events)
         status = any(kind == "status" for kind, _ in events)
         params = {
             "job_id": job_id,
@@ -296,11 +296,6 @@ class PostgresStore(PgListening):
         moved: QueueMove | None = None,
     ) -> None:
         return None  # the NOTIFY sent in the transaction comes back through the listener
-
-
-def _claimed(kind: str, data: JSON) -> bool:
-    """Whether an event is a claim's (its status event: the job started)."""
-    return kind == "status" and data.get("status") == JobStatus.RUNNING.value
 
 
 __all__ = ["PostgresStore"]

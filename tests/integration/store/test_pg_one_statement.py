@@ -1,7 +1,8 @@
 """PostgreSQL: a claim of the queue's head (over every type, or among one type's jobs) is one
 statement in its own transaction (claim_one), and claimers racing for the same jobs each take
 different ones, every claim's events logged together; so is the end of a job whose end settles
-nothing more (end_plain), and any other job's goes the general way."""
+nothing more (end_plain), and any other job's goes the general way; an event appended and a
+progress snapshot are one statement each too (append_one, progress_one)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, NoReturn
 
+import psycopg
 import pytest
 from tests.support.store import drop_schema, new_job, new_schema_name, pg_dsn, require_pg
 
-from comfyrun.core.job import COMFY, Job, JobError, JobStatus, Output, OutputType
+from comfyrun.core.job import COMFY, Job, JobError, JobStatus, Output, OutputType, Progress
 from comfyrun.core.state import Event
+from comfyrun.errors import NotFound
 from comfyrun.store import transition
 from comfyrun.store.base import Changes, ClaimNote
 from comfyrun.store.postgres import PostgresStore
@@ -208,3 +211,69 @@ async def test_a_lease_renewal_and_a_placement_open_no_transaction() -> None:
         assert not await store.record_placement(job.id, "w2", **placed)
         stored = await store.get(job.id)
         assert stored is not None and (stored.backend, stored.prompt_id) == ("gpu-1", "p-1")
+
+
+async def test_an_event_and_a_progress_snapshot_open_no_transaction() -> None:
+    """A run's log lines, previews and relayed messages (append_event) and its progress are one
+    statement each, with their NOTIFY; a job that is gone is an error, and nothing is logged."""
+    async with stores(2) as (store, other):
+        job, _ = await store.enqueue(new_job())
+        await store.claim("w1", 30.0)
+        no_transaction(store)
+        after = (await store.events_since(job.id))[-1].id
+        heard = asyncio.create_task(other.wait_for_event(job.id, after, 10.0))
+        await asyncio.sleep(0.1)  # (the other node waits)
+        logged = await store.append_event(job.id, "log", {"message": "prompt submitted"})
+        assert [(e.id, e.kind, e.data) for e in await heard] == [
+            (logged.id, "log", {"message": "prompt submitted"})
+        ]
+        await store.record_progress(job.id, Progress(value=0.5, step=1, steps=2))
+        stored = await store.get(job.id)
+        assert stored is not None and stored.progress is not None
+        assert stored.progress.value == 0.5
+        events = await store.events_since(job.id, logged.id)
+        assert [e.kind for e in events] == ["progress"] and events[0].data["step"] == 1
+        for gone in (
+            store.append_event("no-such-job", "log", {"message": "x"}),
+            store.record_progress("no-such-job", Progress(value=0.1)),
+        ):
+            with pytest.raises(NotFound):
+                await gone
+        assert await store.events_since("no-such-job") == []
+
+
+@pytest.mark.parametrize("write", ["append_event", "record_progress"])
+async def test_an_event_waits_for_the_job_s_row_lock_before_it_draws_its_id(write: str) -> None:
+    """Each append takes the job's row lock before its id is drawn and holds it until it
+    commits, as an append in a transaction does (lock_job): one job's event ids commit in
+    order, so a reader that saw an event never misses one of a lower id committed later."""
+    require_pg()
+    schema = new_schema_name()
+    store = PostgresStore(pg_dsn(), schema=schema)
+    await store.open()
+    try:
+        job, _ = await store.enqueue(new_job())
+        async with await psycopg.AsyncConnection.connect(pg_dsn()) as other:
+            # another writer's transaction: the row lock, then its event's id drawn
+            await other.execute(f'SET search_path TO "{schema}"')
+            await other.execute("SELECT 1 FROM jobs WHERE id = %s FOR NO KEY UPDATE", [job.id])
+            cur = await other.execute(
+                "INSERT INTO job_events (job_id, kind, data, created_at) "
+                "VALUES (%s, 'log', '{}'::jsonb, 0) RETURNING id",
+                [job.id],
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            if write == "append_event":
+                appending = asyncio.create_task(store.append_event(job.id, "log", {"n": 2}))
+            else:
+                appending = asyncio.create_task(store.record_progress(job.id, Progress(0.5)))
+            await asyncio.sleep(0.3)
+            assert not appending.done()  # waiting for the lock, no id drawn yet
+            await other.commit()
+        await appending
+        events = await store.events_since(job.id, row[0])
+        assert len(events) == 1 and events[0].id > row[0]
+    finally:
+        await store.close()
+        drop_schema(schema)

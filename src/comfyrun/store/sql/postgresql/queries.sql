@@ -88,6 +88,32 @@ WITH event AS (
 )
 SELECT event.id, pg_notify(%(channel)s, %(payload)s) FROM event;
 
+-- name: append_one
+-- An event appended in one statement, its own transaction (PostgresStore.append_event): the
+-- job's row locked first (so that its event ids commit in the order they were drawn, as
+-- lock_job does in a transaction), the event, and its NOTIFY. No row when the job is gone.
+WITH job AS (
+    SELECT id FROM jobs WHERE id = %(job_id)s FOR NO KEY UPDATE
+), event AS (
+    INSERT INTO job_events (job_id, kind, data, created_at)
+    SELECT job.id, %(kind)s, %(data)s::jsonb, %(created_at)s FROM job
+    RETURNING id
+)
+SELECT event.id, pg_notify(%(channel)s, %(payload)s) FROM event;
+
+-- name: progress_one
+-- A job's progress in one statement, its own transaction (PostgresStore.record_progress): the
+-- snapshot set (the row locked by the UPDATE), its "progress" event, and its NOTIFY. No row
+-- when the job is gone.
+WITH job AS (
+    UPDATE jobs SET progress = %(data)s::jsonb WHERE id = %(job_id)s RETURNING id
+), event AS (
+    INSERT INTO job_events (job_id, kind, data, created_at)
+    SELECT job.id, 'progress', %(data)s::jsonb, %(created_at)s FROM job
+    RETURNING id
+)
+SELECT event.id, pg_notify(%(channel)s, %(payload)s) FROM event;
+
 -- name: claim
 -- SKIP LOCKED: concurrent claimers each take a different job instead of queueing on one row.
 UPDATE jobs SET
