@@ -24,9 +24,11 @@ def test_both_dialects_have_the_shared_queries() -> None:
     # the PostgreSQL extras: an advisory lock per idempotency key; a plain job queued in one
     # statement (its own transaction: SQLite's calls share a transaction, and cost no round
     # trip); a change's events in one statement (the same); a claim of the queue's head in
-    # one statement, its candidate by the claim order it takes, and a plain job's end (the same)
+    # one statement, its candidate by the claim order it takes, and a plain job's end (the same);
+    # an event appended, and a progress snapshot, each in one statement (the same)
     extras = {"lock_key", "enqueue_plain", "insert_events", "claim_one"}
     extras |= {"claim_next", "claim_next_comfy", "claim_next_type", "end_plain"}
+    extras |= {"append_one", "progress_one"}
     assert set(queries("postgresql")) - set(queries("sqlite")) == extras
     # the SQLite extras: a job's workflow goes in a table of its own (0014_job_workflows;
     # PostgreSQL keeps a large value out of line, TOAST, and an UPDATE does not rewrite it); a
