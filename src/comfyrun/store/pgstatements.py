@@ -143,14 +143,9 @@ class OneStatementWrites(SQLStore):
         NOTIFY): one round trip where a transaction takes four (BEGIN, lock_job, the event,
         COMMIT). A run's log lines, previews and relayed ComfyUI messages go this way."""
         now = time.time()
-        params = {
-            "job_id": job_id,
-            "kind": kind,
-            "data": dump_json(data),
-            "created_at": now,
-            "channel": self.channel,
-            "payload": event_payload(job_id, kind, data),
-        }
+        params = event_params(
+            self.channel, job_id, kind, data, now, event_payload(job_id, kind, data)
+        )
         async with self._write_one() as conn:
             row = await self._one(conn, "append_one", params)
         if row is None:
@@ -245,6 +240,18 @@ def payload(
     return f"{ENDING if ending else NOT_ENDING}{flags}e:{job_id}"
 
 
+def event_params(channel: str, job_id: str, kind: str, data: JSON, now: float, notify: str) -> JSON:
+    """The parameters of a statement that appends one event and NOTIFYs `notify`."""
+    return {
+        "job_id": job_id,
+        "kind": kind,
+        "data": dump_json(data),
+        "created_at": now,
+        "channel": channel,
+        "payload": notify,
+    }
+
+
 def event_payload(job_id: str, kind: str, data: JSON) -> str:
     """The NOTIFY of one event appended to a job that stays as claimable as it was."""
     return payload(
@@ -281,6 +288,7 @@ __all__ = [
     "OneStatementWrites",
     "Q",
     "claimed",
+    "event_params",
     "event_payload",
     "payload",
     "work_flags",

@@ -39,7 +39,7 @@ from comfyrun.store.base import QueueMove, QueueWatchers, WorkCounts
 from comfyrun.store.codec import dump_json
 from comfyrun.store.migrate import migrate_postgres
 from comfyrun.store.pglisten import PgListening
-from comfyrun.store.pgstatements import Q, claimed, payload
+from comfyrun.store.pgstatements import Q, claimed, event_params, payload
 from comfyrun.store.sqldialect import Row
 from comfyrun.store.writable import WriteHealth
 
@@ -218,22 +218,16 @@ class PostgresStore(PgListening):
 
         The job's row lock (taken by the statement before, or by `lock_job`) is held until
         commit, so one job's event ids commit in the order they were drawn."""
-        params = {
-            "job_id": job_id,
-            "kind": kind,
-            "data": dump_json(data),
-            "created_at": now,
-            "channel": self.channel,
-            "payload": payload(
-                job_id,
-                ending=may_end(kind, data),
-                work=work,
-                job_type=job_type,
-                new=new,
-                started=claimed(kind, data),
-                status=kind == "status",
-            ),
-        }
+        notify = payload(
+            job_id,
+            ending=may_end(kind, data),
+            work=work,
+            job_type=job_type,
+            new=new,
+            started=claimed(kind, data),
+            status=kind == "status",
+        )
+        params = event_params(self.channel, job_id, kind, data, now, notify)
         row = await self._one(conn, "insert_event", params)
         assert row is not None
         return int(row["id"])
