@@ -5,7 +5,6 @@ requeueing jobs stuck running."""
 from __future__ import annotations
 
 import logging
-import time
 from abc import ABC
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,12 +17,10 @@ from comfyrun.errors import Conflict, NotFound
 from comfyrun.finished import FinishedJobs
 from comfyrun.job_watch import JobView
 from comfyrun.outputs import job_prefix
+from comfyrun.queue_remaining import REMAINING_TTL_S, RemainingCount
 from comfyrun.store.base import JobStore
 
 log = logging.getLogger("comfyrun.service")
-
-#: How long a count of the queue's size may stand in for a fresh one (`queue_remaining`).
-REMAINING_TTL_S = 0.5
 
 
 class FileDeleter(Protocol):
@@ -57,9 +54,9 @@ class JobAdmin(ABC):
     finished: FinishedJobs
     _files: FileDeleter | None
     _clock: Callable[[], float]
-    #: each key's last count of its jobs queued or running, and when ("": every job's); shared
-    #: with the views `using` makes
-    _remaining: dict[str, tuple[int, float]]
+    #: each key's count of its jobs queued or running ("": every job's); shared with the
+    #: views `using` makes
+    _remaining: dict[str, RemainingCount]
     _key_scope: str
 
     # changes ------------------------------------------------------------------------------
@@ -120,16 +117,16 @@ class JobAdmin(ABC):
 
     async def queue_remaining(self, *, fresh: bool = True) -> int:
         """Jobs queued or running (an API key's own, in its view), as ComfyUI's
-        `queue_remaining` reports it. Counting may scan the jobs (PostgreSQL's), so unless
-        `fresh` a count up to REMAINING_TTL_S old stands in (every /ws client is told at each
-        prompt's start)."""
-        now = time.monotonic()
-        kept = self._remaining.get(self._key_scope)  # a key's own jobs (its store's view)
-        if fresh or kept is None or now - kept[1] >= REMAINING_TTL_S:
-            counts = await self.store.counts(unfinished=True)
-            remaining = sum(counts.get(s, 0) for s in (JobStatus.QUEUED, *ACTIVE))
-            kept = self._remaining[self._key_scope] = (remaining, now)
-        return kept[0]
+        `queue_remaining` reports it: see comfyrun.queue_remaining (unless `fresh`, a count
+        up to REMAINING_TTL_S old stands in; every /ws client is told at each prompt's start)."""
+        counter = self._remaining.get(self._key_scope)  # a key's own jobs (its store's view)
+        if counter is None:
+            counter = self._remaining[self._key_scope] = RemainingCount(self._count_remaining)
+        return await counter.get(fresh=fresh)
+
+    async def _count_remaining(self) -> int:
+        counts = await self.store.counts(unfinished=True)
+        return sum(counts.get(s, 0) for s in (JobStatus.QUEUED, *ACTIVE))
 
     async def stats(self) -> Stats:
         counts = await self.store.counts()

@@ -38,6 +38,7 @@ from comfyrun.job_watch import TERMINAL_NAMES, JobView, JobWatch
 from comfyrun.models.specs import ModelRef, parse_models
 from comfyrun.prompt_checks import has_asset_refs, refuse_unstorable
 from comfyrun.queue_bound import QueueBound
+from comfyrun.queue_remaining import RemainingCount
 from comfyrun.store.base import HandOff, JobPage, JobStamp, JobStore
 from comfyrun.submission import Submission, Submitted
 from comfyrun.workflow_gate import CatalogSource, ObjectInfoSource, WorkflowGate, is_ui_format
@@ -107,8 +108,8 @@ class JobService(JobReplace, JobAdmin, JobWatch):
         #: chosen job ids being submitted here (comfyrun.job_replace)
         self._taking_ids: set[str] = set()
         self._key_scope = ""  # whose idempotency keys these are (see `using`)
-        # [jobs queued or running, when counted]: shared with the views `using` makes
-        self._remaining: dict[str, tuple[int, float]] = {}
+        # each key's count of its jobs queued or running: shared with the views `using` makes
+        self._remaining: dict[str, RemainingCount] = {}
         #: shared with the views `using` makes: the whole queue's, whoever's view submits
         self.queue_bound = QueueBound(
             settings.queue_max, settings.queue_full_retry_after_s, self._queued_count

@@ -1,0 +1,109 @@
+"""ComfyUI's queue_remaining as the face counts it: a cheap count is made anew whenever a fresh
+one is asked for (exact); a dear one (a large queue on PostgreSQL) stands in for a while and is
+shared by whoever asks meanwhile, so counting takes the store a bounded share of its time."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from comfyrun.queue_remaining import COST_SHARE, DEAR_S, REMAINING_TTL_S, RemainingCount
+
+
+class Queue:
+    """A queue of `n` jobs whose count takes `took` seconds of its clock; `gate`, when set,
+    holds each count until it is set."""
+
+    def __init__(self, n: int, took: float) -> None:
+        self.n = n
+        self.took = took
+        self.counts = 0
+        self.now = 0.0
+        self.gate: asyncio.Event | None = None
+        self.fail: Exception | None = None
+
+    async def count(self) -> int:
+        self.counts += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        self.now += self.took
+        if self.fail is not None:
+            raise self.fail
+        return self.n
+
+    def counter(self) -> RemainingCount:
+        return RemainingCount(self.count, clock=lambda: self.now)
+
+
+async def test_a_cheap_count_is_made_anew_for_every_fresh_ask() -> None:
+    queue = Queue(3, took=0.0002)
+    remaining = queue.counter()
+    assert await remaining.get(fresh=True) == 3
+    queue.n = 2  # a prompt ended
+    assert await remaining.get(fresh=True) == 2  # told at once, exactly
+    assert queue.counts == 2
+    queue.n = 5
+    assert await remaining.get(fresh=False) == 2  # a greeting takes one a moment old
+    queue.now += REMAINING_TTL_S
+    assert await remaining.get(fresh=False) == 5
+    assert queue.counts == 3
+
+
+async def test_a_dear_count_stands_in_for_a_fresh_one_for_a_share_of_its_cost() -> None:
+    took = 0.025  # PostgreSQL counting 100,000 queued jobs
+    assert took >= DEAR_S
+    queue = Queue(100_000, took=took)
+    remaining = queue.counter()
+    assert await remaining.get(fresh=True) == 100_000
+    queue.n -= 1
+    queue.now += took * COST_SHARE / 2
+    assert await remaining.get(fresh=True) == 100_000  # stands in
+    assert queue.counts == 1
+    queue.now += took * COST_SHARE
+    assert await remaining.get(fresh=True) == 99_999  # stale: counted again
+    assert queue.counts == 2
+
+
+async def test_asks_while_a_dear_count_is_under_way_share_it() -> None:
+    queue = Queue(100_000, took=0.025)
+    remaining = queue.counter()
+    await remaining.get(fresh=True)
+    queue.now += 1.0
+    queue.gate = asyncio.Event()
+    first = asyncio.create_task(remaining.get(fresh=True))
+    await asyncio.sleep(0)
+    others = [asyncio.create_task(remaining.get(fresh=True)) for _ in range(30)]
+    await asyncio.sleep(0)
+    first.cancel()  # the first asker leaves; the count goes on for the others
+    queue.n = 99_990
+    queue.gate.set()
+    assert await asyncio.gather(*others) == [99_990] * 30
+    assert queue.counts == 2  # one for all thirty-one asks
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+
+async def test_cheap_counts_are_not_shared() -> None:
+    """Asks while a cheap count is under way make their own: each may have begun after a
+    change the one under way did not see."""
+    queue = Queue(4, took=0.0001)
+    remaining = queue.counter()
+    await remaining.get(fresh=True)
+    queue.gate = asyncio.Event()
+    asks = [asyncio.create_task(remaining.get(fresh=True)) for _ in range(3)]
+    await asyncio.sleep(0)
+    queue.gate.set()
+    assert await asyncio.gather(*asks) == [4, 4, 4]
+    assert queue.counts == 4
+
+
+async def test_a_failed_count_fails_its_askers_and_the_next_ask_counts_again() -> None:
+    queue = Queue(7, took=0.03)
+    remaining = queue.counter()
+    queue.fail = RuntimeError("store down")
+    with pytest.raises(RuntimeError, match="store down"):
+        await remaining.get(fresh=True)
+    queue.fail = None
+    assert await remaining.get(fresh=True) == 7
+    assert queue.counts == 2
