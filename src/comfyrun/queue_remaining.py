@@ -4,14 +4,15 @@ tell it: counted by the store, per view (every job, or an API key's own).
 Counting may scan the unfinished jobs: PostgreSQL counts their rows (~25 ms with 100,000 jobs
 queued, on 2 cores), SQLite reads the counts it keeps (well under a millisecond). The face
 asks for a fresh count at every prompt's end, so that the end is told with the queue without
-it, and a socket's greeting takes one up to REMAINING_TTL_S old. A count that was cheap is
-made anew whenever a fresh one is asked for: exact, as before. One that was dear (DEAR_S or
-more) stands in for a fresh one for COST_SHARE times as long as it took (at most
-REMAINING_TTL_S), and whoever asks meanwhile shares the count under way: however many prompts
-end, counting a large queue takes the store about 1/COST_SHARE of its time at most, not one
-scan a prompt (forty prompts a second made PostgreSQL count 100,000 rows forty times a
-second). A large queue's size told a moment late is what ComfyUI's own frontend shows between
-its broadcasts anyway.
+it, and a socket's greeting takes one up to REMAINING_TTL_S old. A count of a short queue
+(under LARGE jobs) is made anew whenever a fresh one is asked for: exact, as before, however
+long it took (on a loaded machine a count waits for a core too). A count of a large queue
+stands in for a fresh one for COST_SHARE times as long as it took (at most REMAINING_TTL_S),
+and whoever asks meanwhile shares the count under way: however many prompts end, counting a
+large queue takes the store about 1/COST_SHARE of its time at most, not one scan a prompt
+(forty prompts a second made PostgreSQL count 100,000 rows forty times a second). A large
+queue's size told a moment late, and a few jobs off, is what ComfyUI's own frontend shows
+between its broadcasts anyway.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from collections.abc import Awaitable, Callable
 
 #: How long a count may stand in when a fresh one is not asked for (a socket's greeting).
 REMAINING_TTL_S = 0.5
-#: A count that took this long or longer is dear: shared, and standing in for a while.
-DEAR_S = 0.005
-#: A dear count stands in for a fresh one for this many times as long as it took.
+#: A queue this long is large: its count is shared, and stands in for a while.
+LARGE = 1_000
+#: A large queue's count stands in for a fresh one for this many times as long as it took.
 COST_SHARE = 10.0
 
 
@@ -46,15 +47,15 @@ class RemainingCount:
         if kept is None:
             return await self._counted()
         value, began, took = kept
-        dear = took >= DEAR_S
+        large = value >= LARGE
         if not fresh:
             stands_for = REMAINING_TTL_S
         else:
-            stands_for = min(REMAINING_TTL_S, took * COST_SHARE) if dear else 0.0
+            stands_for = min(REMAINING_TTL_S, took * COST_SHARE) if large else 0.0
         if self._clock() - began < stands_for:
             return value
         counting = self._counting
-        if dear and counting is not None:
+        if large and counting is not None:
             return await asyncio.shield(counting)
         return await self._counted()
 
@@ -84,4 +85,4 @@ def _retrieved(done: asyncio.Future[int]) -> None:
         done.exception()
 
 
-__all__ = ["COST_SHARE", "DEAR_S", "REMAINING_TTL_S", "RemainingCount"]
+__all__ = ["COST_SHARE", "LARGE", "REMAINING_TTL_S", "RemainingCount"]
