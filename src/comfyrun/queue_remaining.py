@@ -11,8 +11,7 @@ stands in for a fresh one for COST_SHARE times as long as it took (at most REMAI
 and whoever asks meanwhile shares the count under way: however many prompts end, counting a
 large queue takes the store about 1/COST_SHARE of its time at most, not one scan a prompt
 (forty prompts a second made PostgreSQL count 100,000 rows forty times a second). A large
-queue's size told a moment late, and a few jobs off, is what ComfyUI's own frontend shows
-between its broadcasts anyway.
+queue's size told a moment late, a few jobs off, misleads no client that shows it.
 """
 
 from __future__ import annotations
