@@ -41,4 +41,12 @@ async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
     return event.is_set()
 
 
-__all__ = ["cancel_and_wait", "wait_event"]
+def retrieved(future: asyncio.Future[Any]) -> None:
+    """A done-callback that marks a background future's failure seen: one whose awaiters all
+    went away (or that none awaits: whoever does reports it) is not logged as never
+    retrieved."""
+    if not future.cancelled():
+        future.exception()
+
+
+__all__ = ["cancel_and_wait", "retrieved", "wait_event"]

@@ -16,6 +16,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+from comfyrun.aio import retrieved
 from comfyrun.errors import QueueFull
 
 #: How long a count of the queue may stand in for a fresh one (far from the bound).
@@ -76,7 +77,7 @@ class QueueBound:
         counting = self._counting
         if counting is None:
             counting = self._counting = asyncio.ensure_future(self._recount())
-            counting.add_done_callback(_retrieved)
+            counting.add_done_callback(retrieved)
         return await asyncio.shield(counting)
 
     async def _recount(self) -> int:
@@ -86,12 +87,6 @@ class QueueBound:
             return queued
         finally:
             self._counting = None
-
-
-def _retrieved(done: asyncio.Future[int]) -> None:
-    """A failed count whose waiters all went away is not reported as never retrieved."""
-    if not done.cancelled():
-        done.exception()
 
 
 __all__ = ["COUNT_TTL_S", "QueueBound"]

@@ -20,6 +20,8 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+from comfyrun.aio import retrieved
+
 #: How long a count may stand in when a fresh one is not asked for (a socket's greeting).
 REMAINING_TTL_S = 0.5
 #: A queue this long is large: its count is shared, and stands in for a while.
@@ -61,7 +63,7 @@ class RemainingCount:
     async def _counted(self) -> int:
         """A count begun now (it goes on for those who share it if this caller leaves)."""
         counting = asyncio.ensure_future(self._recount())
-        counting.add_done_callback(_retrieved)
+        counting.add_done_callback(retrieved)
         self._counting = counting
         return await asyncio.shield(counting)
 
@@ -76,12 +78,6 @@ class RemainingCount:
         if kept is None or began >= kept[1]:  # (a later count may have ended first)
             self._kept = (value, began, self._clock() - began)
         return value
-
-
-def _retrieved(done: asyncio.Future[int]) -> None:
-    """A failed count whose askers all went away is not reported as never retrieved."""
-    if not done.cancelled():
-        done.exception()
 
 
 __all__ = ["COST_SHARE", "LARGE", "REMAINING_TTL_S", "RemainingCount"]

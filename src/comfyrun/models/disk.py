@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 import blake3
 
+from comfyrun.aio import retrieved
 from comfyrun.models.records import CachedModel
 from comfyrun.models.specs import MODEL_FOLDERS
 
@@ -82,7 +83,7 @@ class CacheDisk:
         """`fn(*args)` queued on the writer thread; await it for its result. It runs even when
         its awaiter is cancelled (shielded): the state it follows changed already."""
         done = asyncio.wrap_future(self._thread.submit(fn, *args))
-        done.add_done_callback(_retrieved)  # its awaiter may be gone: asyncio logs no error
+        done.add_done_callback(retrieved)  # its awaiter may be gone: asyncio logs no error
         return asyncio.shield(done)
 
     def post(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -211,11 +212,6 @@ def hash_file(path: Path, declared: str | None) -> tuple[str, str | None, int]:
             if sha is not None:
                 sha.update(chunk)
     return b3.hexdigest(), sha.hexdigest() if sha is not None else None, size
-
-
-def _retrieved(done: asyncio.Future[Any]) -> None:
-    if not done.cancelled():
-        done.exception()
 
 
 def _log_failure(done: Future[Any]) -> None:

@@ -25,6 +25,7 @@ from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from comfyrun import errors, jsontext
+from comfyrun.aio import retrieved
 from comfyrun.api.compat.comfy_clients import clients, status_message
 from comfyrun.api.compat.comfy_events import Message, text
 from comfyrun.api.compat.comfy_relay import ComfyRelay, StatusSlot
@@ -171,7 +172,7 @@ class ClientSession:
                     job = None
                     if event.kind == "status" and event.data.get("status") in TERMINAL:
                         final_status = asyncio.ensure_future(status_message(self.ctx, None))
-                        final_status.add_done_callback(_retrieved)
+                        final_status.add_done_callback(retrieved)
                         # kept as finished: the client's GET /history comes next
                         job = await self.ctx.service.job(job_id)
                     out = relay.feed_event(event, job)
@@ -221,7 +222,7 @@ class ClientSession:
         its server (PostgreSQL) may read after it landed and tell one job fewer, until the
         client's next status."""
         counted = asyncio.ensure_future(status_message(self.ctx, None, leaving=committing))
-        counted.add_done_callback(_retrieved)
+        counted.add_done_callback(retrieved)
         return counted
 
     async def _store_events(
@@ -295,12 +296,6 @@ class ClientSession:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-
-
-def _retrieved(future: asyncio.Future[Any]) -> None:
-    """Marks a background future's failure seen (the awaiting code reports it, if any)."""
-    if not future.cancelled():
-        future.exception()
 
 
 def relay_hub(ctx: AppContext) -> RelayHub | None:
