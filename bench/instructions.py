@@ -17,7 +17,9 @@ one at a time after a warm-up, then off, and the count is read from callgrind's 
 Then the parts of a face job, each counted alone on both servers (`--part-jobs` times): a
 /ws opened, greeted and closed, a GET /history/{id} and a GET /view of a finished prompt (and,
 for comfyrun, the GET of a v2 output): what every request costs whatever the job, beside the
-emulator's own.
+emulator's own. Last, a submission alone (POST /api/v2/jobs, no wait) to a `comfyrun api` node
+(no worker: the jobs stay queued), one at a time: what an enqueue executes (the enqueues/s of
+hot_path.py are its CPU on one core).
 
 Prints the instructions a job and comfyrun's as a multiple of the emulator's. A change that
 makes the hot path cheaper or dearer by a few per cent shows here where hot_path.py's CPU
@@ -175,6 +177,18 @@ async def main(args: argparse.Namespace) -> None:
             served_parts = await counted_parts(pid, out, 3, args.part_jobs, parts)
         finally:
             server.stop()
+        out = tmp / "api.cg"
+        server = comfyrun_process(tmp, "api", ["api"], runner=callgrind(out))
+        try:
+            await wait_ready(server.url)
+
+            async def submit() -> None:
+                answer = await http.post(f"{server.url}/api/v2/jobs", json={"workflow": workflow()})
+                assert answer.status_code == 201, answer.text
+
+            enqueue = await counted(server.proc.pid, out, 1, args.jobs, submit)
+        finally:
+            server.stop()
     rows = [
         ("the emulator driven directly, the face's steps", direct),
         ("comfyrun serve, v2: POST ?wait + GET output", v2),
@@ -189,6 +203,7 @@ async def main(args: argparse.Namespace) -> None:
         theirs = direct_parts.get(label)
         ratio = f"{value / 1e6:7.2f} / {theirs / 1e6:5.2f} M" if theirs else f"{value / 1e6:7.2f} M"
         print(f"  {label:<50} {ratio}")
+    print(f"  {'a submission, POST /api/v2/jobs (an api node)':<50} {enqueue / 1e6:7.2f} M")
     if args.keep:
         print(f"callgrind's dumps (callgrind_annotate FILE): {tmp}")
     else:

