@@ -49,3 +49,20 @@ async def test_a_download_right_after_the_write_needs_no_disk(tmp_path: object) 
     assert found is not None and found[1] == b"png!" and found[0].content_type == "image/png"
     fresh = LocalOutputStorage(root)  # another process sees the disk
     assert await fresh.read_small("j/1/out.png", 100) is None
+
+
+async def test_a_stat_right_after_the_write_needs_no_disk_either(tmp_path: object) -> None:
+    """ComfyUI's /view asks whether an output is stored before it reads it: a file just
+    written is known from memory, as its read is; deleted through the storage, it is gone."""
+    from pathlib import Path
+
+    root = Path(str(tmp_path))
+    storage = LocalOutputStorage(root)
+    await storage.put_bytes("j/1/out.png", b"png!", content_type="image/png")
+    (root / "j/1/out.png").unlink()  # gone from the disk behind the storage's back
+    found = await storage.stat("j/1/out.png")
+    assert found is not None and found.size_bytes == 4 and found.content_type == "image/png"
+    assert await LocalOutputStorage(root).stat("j/1/out.png") is None
+    await storage.put_bytes("j/1/b.png", b"png!", content_type="image/png")
+    await storage.delete("j/1/b.png")
+    assert await storage.stat("j/1/b.png") is None
