@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -119,14 +119,25 @@ class JobAdmin(ABC):
         """Jobs queued or running (an API key's own, in its view), as ComfyUI's
         `queue_remaining` reports it: see comfyrun.queue_remaining (unless `fresh`, a count
         up to REMAINING_TTL_S old stands in; every /ws client is told at each prompt's start)."""
+        return await self._remaining_count().get(fresh=fresh)
+
+    def queue_remaining_now(self, *, fresh: bool = True) -> int | None:
+        """`queue_remaining` where it needs no wait (RemainingCount.now), else None."""
+        return self._remaining_count().now(fresh=fresh)
+
+    def _remaining_count(self) -> RemainingCount:
         counter = self._remaining.get(self._key_scope)  # a key's own jobs (its store's view)
         if counter is None:
-            counter = self._remaining[self._key_scope] = RemainingCount(self._count_remaining)
-        return await counter.get(fresh=fresh)
+            counter = RemainingCount(self._count_remaining, count_now=self._count_remaining_now)
+            self._remaining[self._key_scope] = counter
+        return counter
 
     async def _count_remaining(self) -> int:
-        counts = await self.store.counts(unfinished=True)
-        return sum(counts.get(s, 0) for s in (JobStatus.QUEUED, *ACTIVE))
+        return _unfinished(await self.store.counts(unfinished=True))
+
+    def _count_remaining_now(self) -> int | None:
+        counts = self.store.counts_now(unfinished=True)
+        return None if counts is None else _unfinished(counts)
 
     async def stats(self) -> Stats:
         counts = await self.store.counts()
@@ -173,6 +184,11 @@ class JobAdmin(ABC):
 
     async def ready(self) -> bool:
         return await self.store.ping()
+
+
+def _unfinished(counts: Mapping[JobStatus, int]) -> int:
+    """Jobs queued or running, of a store's `counts`."""
+    return sum(counts.get(s, 0) for s in (JobStatus.QUEUED, *ACTIVE))
 
 
 __all__ = ["REMAINING_TTL_S", "CleanupResult", "FileDeleter", "JobAdmin", "Stats"]

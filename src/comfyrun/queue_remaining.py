@@ -12,6 +12,11 @@ and whoever asks meanwhile shares the count under way: however many prompts end,
 large queue takes the store about 1/COST_SHARE of its time at most, not one scan a prompt
 (forty prompts a second made PostgreSQL count 100,000 rows forty times a second). A large
 queue's size told a moment late, a few jobs off, misleads no client that shows it.
+
+Where the store can count at once (`count_now`: SQLite's kept counts, read on the event loop's
+thread), a count is made there and then, whatever the queue's length, without a task: `now`
+gives what `get` would without a turn of the event loop (a prompt's end is told right after its
+count, before its own commit, which the next turn would run, goes ahead of it).
 """
 
 from __future__ import annotations
@@ -34,9 +39,14 @@ class RemainingCount:
     """The size of one view's queue, counted by `count` as described above."""
 
     def __init__(
-        self, count: Callable[[], Awaitable[int]], *, clock: Callable[[], float] = time.monotonic
+        self,
+        count: Callable[[], Awaitable[int]],
+        *,
+        count_now: Callable[[], int | None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._count = count
+        self._count_now = count_now
         self._clock = clock
         #: the latest count to end: its value, when it began, and how long it took
         self._kept: tuple[int, float, float] | None = None
@@ -44,21 +54,34 @@ class RemainingCount:
         self._counting: asyncio.Future[int] | None = None
 
     async def get(self, *, fresh: bool) -> int:
-        kept = self._kept
-        if kept is None:
-            return await self._counted()
-        value, began, took = kept
-        large = value >= LARGE
-        if not fresh:
-            stands_for = REMAINING_TTL_S
-        else:
-            stands_for = min(REMAINING_TTL_S, took * COST_SHARE) if large else 0.0
-        if self._clock() - began < stands_for:
+        value = self.now(fresh=fresh)
+        if value is not None:
             return value
+        kept = self._kept
         counting = self._counting
-        if large and counting is not None:
+        if kept is not None and kept[0] >= LARGE and counting is not None:
             return await asyncio.shield(counting)
         return await self._counted()
+
+    def now(self, *, fresh: bool) -> int | None:
+        """The count `get` gives, where it needs no wait: one that may stand in, or one the
+        store makes at once (`count_now`); None where a count must be waited for."""
+        kept = self._kept
+        if kept is not None:
+            value, began, took = kept
+            if not fresh:
+                stands_for = REMAINING_TTL_S
+            else:
+                stands_for = min(REMAINING_TTL_S, took * COST_SHARE) if value >= LARGE else 0.0
+            if self._clock() - began < stands_for:
+                return value
+        if self._count_now is None:
+            return None
+        began = self._clock()
+        counted = self._count_now()
+        if counted is not None:
+            self._keep(counted, began)
+        return counted
 
     async def _counted(self) -> int:
         """A count begun now (it goes on for those who share it if this caller leaves)."""
@@ -74,10 +97,13 @@ class RemainingCount:
         finally:
             if self._counting is asyncio.current_task():
                 self._counting = None
+        self._keep(value, began)
+        return value
+
+    def _keep(self, value: int, began: float) -> None:
         kept = self._kept
         if kept is None or began >= kept[1]:  # (a later count may have ended first)
             self._kept = (value, began, self._clock() - began)
-        return value
 
 
 __all__ = ["COST_SHARE", "LARGE", "REMAINING_TTL_S", "RemainingCount"]

@@ -109,3 +109,49 @@ async def test_a_failed_count_fails_its_askers_and_the_next_ask_counts_again() -
     queue.fail = None
     assert await remaining.get(fresh=True) == 7
     assert queue.counts == 2
+
+
+class CountedAtOnce(Queue):
+    """A store that counts at once (SQLite's kept counts, read on the loop's thread) unless
+    `busy` (its reader would have to wait): then only by the awaited count."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n, took=0.0)
+        self.busy = False
+        self.at_once = 0
+
+    def count_now(self) -> int | None:
+        if self.busy:
+            return None
+        self.at_once += 1
+        return self.n
+
+    def counter(self) -> RemainingCount:
+        return RemainingCount(self.count, count_now=self.count_now, clock=lambda: self.now)
+
+
+async def test_a_store_that_counts_at_once_is_asked_there_and_then_without_a_task() -> None:
+    queue = CountedAtOnce(3)
+    remaining = queue.counter()
+    assert remaining.now(fresh=True) == 3
+    queue.n = 2  # a prompt ended: a fresh ask is told exactly, at once
+    assert remaining.now(fresh=True) == 2
+    queue.n = 7
+    assert remaining.now(fresh=False) == 2  # a greeting takes one a moment old
+    assert await remaining.get(fresh=True) == 7  # `get` asks there first too
+    assert (queue.at_once, queue.counts) == (3, 0)  # no awaited count at all
+    queue.n = 100_000  # however long the queue: the store counts it at once
+    assert remaining.now(fresh=True) == 100_000
+    queue.n = 99_999
+    assert remaining.now(fresh=True) == 99_999
+
+
+async def test_where_it_cannot_count_at_once_now_says_so_and_get_waits_for_a_count() -> None:
+    queue = CountedAtOnce(4)
+    remaining = queue.counter()
+    queue.busy = True
+    assert remaining.now(fresh=True) is None
+    assert await remaining.get(fresh=True) == 4
+    assert queue.counts == 1
+    assert remaining.now(fresh=False) == 4  # that count stands in for a greeting
+    assert RemainingCount(queue.count).now(fresh=True) is None  # (PostgreSQL: none at once)

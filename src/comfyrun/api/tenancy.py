@@ -308,6 +308,11 @@ class OwnedStore:
     ) -> dict[JobStatus, int]:
         return await self.inner.counts(unfinished=unfinished, owner=self.owner)
 
+    def counts_now(
+        self, *, unfinished: bool = False, owner: str | None = None
+    ) -> dict[JobStatus, int] | None:
+        return self.inner.counts_now(unfinished=unfinished, owner=self.owner)
+
     async def retrying(self, *, owner: str | None = None) -> int:
         return await self.inner.retrying(owner=self.owner)
 

@@ -321,6 +321,16 @@ class JobStore(
         not what the history holds. With `owner`, only that API key's jobs (what a key's
         view of the store counts: api.tenancy.OwnedStore)."""
 
+    def counts_now(
+        self, *, unfinished: bool = False, owner: str | None = None
+    ) -> dict[JobStatus, int] | None:
+        """`counts` at once, without waiting for anything, where this store can tell them so
+        (SQLite's kept counts, read on the event loop's own thread; the memory store's); None
+        where it cannot (then `counts`). A caller that must tell a count in order with what
+        it does next (ComfyUI's `status` before a prompt's end) gets it without a turn of the
+        event loop, in which the job's own commit would go first."""
+        return None
+
     async def oldest_queued_at(self, *, owner: str | None = None) -> float | None:
         """When the oldest queued job (of `owner`, an API key, when given) was submitted."""
 

@@ -125,6 +125,11 @@ class MemoryReads:
     async def counts(
         self, *, unfinished: bool = False, owner: str | None = None
     ) -> dict[JobStatus, int]:
+        return self.counts_now(unfinished=unfinished, owner=owner)
+
+    def counts_now(
+        self, *, unfinished: bool = False, owner: str | None = None
+    ) -> dict[JobStatus, int]:
         counts = dict.fromkeys(JobStatus, 0)
         for job in self._jobs.values():
             if (not unfinished or job.status not in TERMINAL) and (

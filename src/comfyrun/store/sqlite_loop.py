@@ -71,13 +71,19 @@ class SQLiteLoopReads:
 
         def _position_query(self, job: Job, now: float, limit: int | None) -> tuple[str, JSON]: ...
 
+    def counts_now(
+        self, *, unfinished: bool = False, owner: str | None = None
+    ) -> dict[JobStatus, int] | None:
+        # the counts the triggers keep (job_counts): a few rows, read on the loop's thread
+        rows = self._on_loop(*counts_query(unfinished=unfinished, owner=owner))
+        return None if rows is None else counts_of(rows)
+
     async def counts(
         self, *, unfinished: bool = False, owner: str | None = None
     ) -> dict[JobStatus, int]:
-        # the counts the triggers keep (job_counts): a few rows, read on the loop's thread
-        rows = self._on_loop(*counts_query(unfinished=unfinished, owner=owner))
-        if rows is not None:
-            return counts_of(rows)
+        found = self.counts_now(unfinished=unfinished, owner=owner)
+        if found is not None:
+            return found
         counted: dict[JobStatus, int] = await self._call(
             SQLStore.counts, (), {"unfinished": unfinished, "owner": owner}, read=True
         )

@@ -142,6 +142,11 @@ class SQLReads(SQLDialect):
             query, params["first"] = "queue_position_capped", self.first_count
         return query, params
 
+    def counts_now(
+        self, *, unfinished: bool = False, owner: str | None = None
+    ) -> dict[JobStatus, int] | None:
+        return None  # a read waits for its connection (SQLite's loop reads: sqlite_loop)
+
     async def counts(
         self, *, unfinished: bool = False, owner: str | None = None
     ) -> dict[JobStatus, int]:

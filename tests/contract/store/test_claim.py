@@ -10,6 +10,8 @@ from tests.support.store import new_job
 
 from comfyrun.core.job import JobStatus
 from comfyrun.store.base import JobStore
+from comfyrun.store.memory import MemoryStore
+from comfyrun.store.sqlite import SQLiteStore
 
 T0 = 1_700_000_000.0
 
@@ -177,6 +179,12 @@ async def test_unfinished_counts_leave_the_history_out(store: JobStore) -> None:
     assert set(unfinished) == set(JobStatus)
     assert (unfinished[JobStatus.QUEUED], unfinished[JobStatus.RUNNING]) == (2, 1)
     assert unfinished[JobStatus.SUCCEEDED] == 0
+    # where a store counts at once (SQLite's loop, the memory store), the same counts
+    for args in ({}, {"unfinished": True}):
+        now = store.counts_now(**args)
+        assert now is None or now == await store.counts(**args)
+    if isinstance(store, (MemoryStore, SQLiteStore)):
+        assert store.counts_now(unfinished=True) == unfinished
 
 
 async def test_concurrent_claimers_never_share_a_job(store: JobStore) -> None:

@@ -198,6 +198,9 @@ async def test_counts_and_oldest_of_one_key_are_its_jobs_alone(store: JobStore) 
     assert nonzero(await store.counts(unfinished=True, owner=a.id)) == {JobStatus.QUEUED: 1}
     assert nonzero(await store.counts(owner=b.id)) == {JobStatus.RUNNING: 1}
     assert nonzero(await store.counts(owner="nobody")) == {}
+    for owner in (a.id, b.id, "nobody", None):
+        now = store.counts_now(unfinished=True, owner=owner)
+        assert now is None or now == await store.counts(unfinished=True, owner=owner)
     assert nonzero(await store.counts()) == {
         JobStatus.SUCCEEDED: 1,
         JobStatus.RUNNING: 1,

@@ -20,7 +20,9 @@ def a_job() -> Job:
         metadata={"k": "v"},
         owner="t1",
         attempts=1,
-        outputs=(Output(node_id="2", name="a.png", type=OutputType.IMAGE, content_type="image/png"),),
+        outputs=(
+            Output(node_id="2", name="a.png", type=OutputType.IMAGE, content_type="image/png"),
+        ),
         error=JobError(code="x", message="y"),
         fair_tag=1.5,
     )

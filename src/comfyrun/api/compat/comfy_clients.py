@@ -192,6 +192,18 @@ async def status_message(
     """ComfyUI's `status` message: the queue's size (`leaving`: the commit of a job counted
     still, whose end is being told: left out of the count while that commit is under way)."""
     remaining = await ctx.service.queue_remaining(fresh=fresh)
+    return _status(remaining, sid, leaving)
+
+
+def status_message_now(
+    ctx: AppContext, sid: str | None, *, leaving: asyncio.Future[None] | None = None
+) -> dict[str, Any] | None:
+    """`status_message` (a fresh count) where the count needs no wait (SQLite's); else None."""
+    remaining = ctx.service.queue_remaining_now(fresh=True)
+    return None if remaining is None else _status(remaining, sid, leaving)
+
+
+def _status(remaining: int, sid: str | None, leaving: asyncio.Future[None] | None) -> JSON:
     if leaving is not None and not leaving.done():
         remaining = max(0, remaining - 1)
     data: JSON = {"status": {"exec_info": {"queue_remaining": remaining}}}
@@ -207,4 +219,5 @@ __all__ = [
     "ComfyClients",
     "clients",
     "status_message",
+    "status_message_now",
 ]

@@ -26,7 +26,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from comfyrun import errors, jsontext
 from comfyrun.aio import retrieved
-from comfyrun.api.compat.comfy_clients import clients, status_message
+from comfyrun.api.compat.comfy_clients import clients, status_message, status_message_now
 from comfyrun.api.compat.comfy_events import Message, text
 from comfyrun.api.compat.comfy_relay import ComfyRelay, StatusSlot
 from comfyrun.api.context import KEY_RECHECK_S, AppContext, authenticate, key_still_valid
@@ -220,7 +220,13 @@ class ClientSession:
         commit's store call: SQLite's count is read on the loop at the task's first step, before
         that commit (which waits for the disk) can have landed; a store whose read waits for
         its server (PostgreSQL) may read after it landed and tell one job fewer, until the
-        client's next status."""
+        client's next status. Where the count needs no wait (SQLite's), it is made here and
+        then, and the end goes out as the socket's task next runs, ahead of that commit."""
+        now = status_message_now(self.ctx, None, leaving=committing)
+        if now is not None:
+            done: asyncio.Future[JSON] = asyncio.get_running_loop().create_future()
+            done.set_result(now)
+            return done
         counted = asyncio.ensure_future(status_message(self.ctx, None, leaving=committing))
         counted.add_done_callback(retrieved)
         return counted
