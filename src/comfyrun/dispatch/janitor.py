@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -68,14 +69,29 @@ def remove_all(batch: list[Copy]) -> int:
     roots: dict[Path, Path] = {}  # each folder resolved once a batch
     for root, path in batch:
         try:
-            resolved = path.resolve()
             inside = roots.get(root) or roots.setdefault(root, root.resolve())
+            if path.parent == root and _plain_name(path.name):
+                # in the folder itself (most outputs): a regular file there is inside, seen
+                # with one look that follows no link (resolving walked every folder above)
+                here = inside / path.name
+                mode = here.lstat().st_mode
+                if stat.S_ISREG(mode):
+                    here.unlink()
+                    removed += 1
+                    continue
+                if not stat.S_ISLNK(mode):
+                    continue  # a folder, a FIFO: not a copy of an output
+            resolved = path.resolve()
             if resolved.is_relative_to(inside) and resolved.is_file():
                 resolved.unlink()
                 removed += 1
         except OSError:
             continue  # gone already, or not ours to remove
     return removed
+
+
+def _plain_name(name: str) -> bool:
+    return name not in ("", ".", "..") and "/" not in name and "\x00" not in name
 
 
 __all__ = ["Copy", "Janitor", "remove_all"]

@@ -71,3 +71,25 @@ async def test_files_that_come_within_the_batch_time_go_in_one_trip(
     async with asyncio.timeout(5):
         await slow.close()  # not 60 s
     assert trips == [6, 2] and not any(p.exists() for p in files)
+
+
+def test_a_link_in_the_folder_is_followed_the_long_way_and_a_folder_is_left(
+    tmp_path: Path,
+) -> None:
+    """A file right in the folder is removed with one look at it; a link there is resolved
+    as before (to a file inside: that file goes; out of the folder: nothing), a folder that
+    bears an output's name is no copy of one."""
+    root = tmp_path / "output"
+    root.mkdir()
+    target, pointing = root / "target.png", root / "pointing.png"
+    target.write_bytes(b"x")
+    pointing.symlink_to(target)
+    (root / "folder.png").mkdir()
+    via = tmp_path / "via"
+    via.symlink_to(root)  # the folder named through a link: resolved once, files still found
+    plain = root / "plain.png"
+    plain.write_bytes(b"x")
+    batch = [(root, pointing), (root, root / "folder.png"), (via, via / "plain.png")]
+    assert remove_all(batch) == 2
+    assert not target.exists() and pointing.is_symlink() and not plain.exists()
+    assert (root / "folder.png").is_dir()
