@@ -24,9 +24,7 @@ import json
 import logging
 import os
 import shutil
-import time
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -37,6 +35,7 @@ from comfyrun.errors import NotFound, StorageError
 from comfyrun.outputs.base import FileBytes, StoredObject
 from comfyrun.outputs.classify import content_type_for
 from comfyrun.outputs.keys import validate_key, validate_prefix
+from comfyrun.outputs.recent import Recent
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,48 +47,6 @@ TMP_DIR = ".comfyrun-tmp"
 #: Bytes gathered before one write call (fewer thread hops for small chunks).
 WRITE_BATCH = 1 << 20
 READ_CHUNK = 1 << 20
-#: What the recently written small objects may hold in memory, and for how long.
-RECENT_BYTES = 8 << 20
-RECENT_TTL_S = 30.0
-
-
-class Recent:
-    """Small objects just written, by key, oldest first; bounded in bytes and in age."""
-
-    def __init__(self, budget: int = RECENT_BYTES, ttl_s: float = RECENT_TTL_S) -> None:
-        self.budget = budget
-        self.ttl_s = ttl_s
-        self._entries: OrderedDict[str, tuple[float, StoredObject, bytes]] = OrderedDict()
-        self._bytes = 0
-
-    def add(self, key: str, stored: StoredObject, data: bytes) -> None:
-        self.drop(key)
-        if len(data) > self.budget // 16:
-            return
-        self._entries[key] = (time.monotonic() + self.ttl_s, stored, data)
-        self._bytes += len(data)
-        while self._bytes > self.budget:
-            self._pop(next(iter(self._entries)))
-
-    def get(self, key: str) -> tuple[StoredObject, bytes] | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if entry[0] < time.monotonic():
-            self._pop(key)
-            return None
-        return entry[1], entry[2]
-
-    def drop(self, key: str) -> None:
-        if key in self._entries:
-            self._pop(key)
-
-    def drop_prefix(self, prefix: str) -> None:
-        for key in [k for k in self._entries if k.startswith(prefix)]:
-            self._pop(key)
-
-    def _pop(self, key: str) -> None:
-        self._bytes -= len(self._entries.pop(key)[2])
 
 
 class LocalOutputStorage:

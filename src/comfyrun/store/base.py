@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from comfyrun.core.job import JSON, Job, JobStatus, NewJob, Output, Progress
 from comfyrun.core.state import Event
+from comfyrun.store.job_counts import JobCounts
 from comfyrun.store.queue_watch import QueueHeard, QueueMove, QueueWatchers, WorkCounts, queue_move
 from comfyrun.store.records import (
     COMFY_CLIENT_ID,
@@ -51,6 +52,7 @@ class JobStore(
     BatchStore,
     CanCommit,
     RetryCounts,
+    JobCounts,
     Protocol,
 ):
     """A durable priority queue of jobs with leases, events and idempotency."""
@@ -312,24 +314,6 @@ class JobStore(
         Counting costs O(position) (~0.3-0.6 s at the back of a million queued jobs); with
         `limit` the count stops there and the answer is min(position, limit). `job`: that job
         as the caller has just enqueued or read it, counted from without reading it again."""
-
-    async def counts(
-        self, *, unfinished: bool = False, owner: str | None = None
-    ) -> dict[JobStatus, int]:
-        """Jobs per status. With `unfinished`, only queued, running and canceling jobs are
-        counted (the others read 0): a look at the queue that costs what the queue holds,
-        not what the history holds. With `owner`, only that API key's jobs (what a key's
-        view of the store counts: api.tenancy.OwnedStore)."""
-
-    def counts_now(
-        self, *, unfinished: bool = False, owner: str | None = None
-    ) -> dict[JobStatus, int] | None:
-        """`counts` at once, without waiting for anything, where this store can tell them so
-        (SQLite's kept counts, read on the event loop's own thread; the memory store's); None
-        where it cannot (then `counts`). A caller that must tell a count in order with what
-        it does next (ComfyUI's `status` before a prompt's end) gets it without a turn of the
-        event loop, in which the job's own commit would go first."""
-        return None
 
     async def oldest_queued_at(self, *, owner: str | None = None) -> float | None:
         """When the oldest queued job (of `owner`, an API key, when given) was submitted."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from comfyrun.outputs import local
+from comfyrun.outputs import recent as recent_module
 from comfyrun.outputs.base import StoredObject
-from comfyrun.outputs.local import LocalOutputStorage, Recent
+from comfyrun.outputs.local import LocalOutputStorage
+from comfyrun.outputs.recent import Recent
 
 
 def obj(key: str, data: bytes) -> StoredObject:
@@ -29,7 +30,7 @@ def test_the_oldest_go_first_when_over_budget() -> None:
 
 def test_entries_expire(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1000.0]
-    monkeypatch.setattr(local.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(recent_module.time, "monotonic", lambda: now[0])
     recent = Recent(ttl_s=30)
     recent.add("a", obj("a", b"1"), b"1")
     now[0] += 29
