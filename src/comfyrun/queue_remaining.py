@@ -15,8 +15,8 @@ queue's size told a moment late, a few jobs off, misleads no client that shows i
 
 Where the store can count at once (`count_now`: SQLite's kept counts, read on the event loop's
 thread), a count is made there and then, whatever the queue's length, without a task: `now`
-gives what `get` would without a turn of the event loop (a prompt's end is told right after its
-count, before its own commit, which the next turn would run, goes ahead of it).
+gives what `get` would, without a turn of the event loop (None where a count must be waited
+for).
 """
 
 from __future__ import annotations

@@ -21,9 +21,9 @@ class JobCounts(Protocol):
     ) -> dict[JobStatus, int] | None:
         """`counts` at once, without waiting for anything, where this store can tell them so
         (SQLite's kept counts, read on the event loop's own thread; the memory store's); None
-        where it cannot (then `counts`). A caller that must tell a count in order with what
-        it does next (ComfyUI's `status` before a prompt's end) gets it without a turn of the
-        event loop, in which the job's own commit would go first."""
+        where it cannot (then `counts`). A caller that must count before what it does next
+        (ComfyUI's `status`, counted before the commit of the prompt's end is asked for) gets
+        it without a task and without a turn of the event loop."""
 
 
 __all__ = ["JobCounts"]

@@ -216,12 +216,11 @@ class ClientSession:
     def _final_count(self, committing: asyncio.Future[None] | None) -> asyncio.Future[JSON]:
         """The `status` that goes before a prompt's end, counted from the moment its run tells
         the end (see dispatch.relay): a job whose commit is still to come (`committing`) is
-        counted without it. Begun here, as the run tells the end and before it makes that
-        commit's store call: SQLite's count is read on the loop at the task's first step, before
-        that commit (which waits for the disk) can have landed; a store whose read waits for
-        its server (PostgreSQL) may read after it landed and tell one job fewer, until the
-        client's next status. Where the count needs no wait (SQLite's), it is made here and
-        then, and the end goes out as the socket's task next runs, ahead of that commit."""
+        counted without it. Made here, as the run tells the end and before it makes that
+        commit's store call: SQLite counts at once (`counts_now`), before that commit can have
+        landed, and no task is needed; a store whose count waits for its server (PostgreSQL)
+        counts in a task begun here, which may read after the commit landed and tell one job
+        fewer, until the client's next status."""
         now = status_message_now(self.ctx, None, leaving=committing)
         if now is not None:
             done: asyncio.Future[JSON] = asyncio.get_running_loop().create_future()
