@@ -27,7 +27,7 @@ from typing import Any
 from comfyrun.backends.pool import Backend
 from comfyrun.comfy.outputs import FileRef, OutputItem, ValueOutput
 from comfyrun.core.job import JSON, Job, Output, OutputType
-from comfyrun.dispatch.janitor import Copy
+from comfyrun.dispatch.janitor import Copy, plain_name
 from comfyrun.dispatch.run_context import OUTPUT_MISSING, RECACHE_INPUT
 from comfyrun.outputs import (
     FileBytes,
@@ -241,7 +241,7 @@ def _read_local(backend: Backend, ref: FileRef) -> tuple[Path, bytes | None] | N
     if root is None:
         return None
     inside = _resolved(root)
-    if not ref.subfolder and _plain_name(ref.filename):
+    if not ref.subfolder and plain_name(ref.filename):
         # in the folder itself (resolved once): only the file's own name could lead out, and
         # it is not followed if it is a link (ELOOP: looked at the long way below)
         path = inside / ref.filename
@@ -259,10 +259,6 @@ def _read_local(backend: Backend, ref: FileRef) -> tuple[Path, bytes | None] | N
         return _read_file_at(path, 0)
     except (FileNotFoundError, NotADirectoryError):
         return None
-
-
-def _plain_name(name: str) -> bool:
-    return bool(name) and name not in (".", "..") and "/" not in name and "\x00" not in name
 
 
 def _read_file_at(path: Path, flags: int) -> tuple[Path, bytes | None] | None:

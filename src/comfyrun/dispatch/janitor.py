@@ -70,7 +70,7 @@ def remove_all(batch: list[Copy]) -> int:
     for root, path in batch:
         try:
             inside = roots.get(root) or roots.setdefault(root, root.resolve())
-            if path.parent == root and _plain_name(path.name):
+            if path.parent == root and plain_name(path.name):
                 # in the folder itself (most outputs): a regular file there is inside, seen
                 # with one look that follows no link (resolving walked every folder above)
                 here = inside / path.name
@@ -90,8 +90,9 @@ def remove_all(batch: list[Copy]) -> int:
     return removed
 
 
-def _plain_name(name: str) -> bool:
+def plain_name(name: str) -> bool:
+    """Whether `name` names a file right in its folder (no folder of its own, no way out)."""
     return name not in ("", ".", "..") and "/" not in name and "\x00" not in name
 
 
-__all__ = ["Copy", "Janitor", "remove_all"]
+__all__ = ["Copy", "Janitor", "plain_name", "remove_all"]

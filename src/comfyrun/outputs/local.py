@@ -261,10 +261,10 @@ class LocalOutputStorage:
         return count
 
     async def stat(self, key: str) -> StoredObject | None:
-        path, meta = self._path(key), self._meta_path(key)
         recent = self.recent.get(key)
         if recent is not None:  # just written: known without a trip to the disk's thread
             return recent[0]
+        path, meta = self._path(key), self._meta_path(key)
 
         def read() -> StoredObject | None:
             try:
