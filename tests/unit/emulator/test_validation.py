@@ -19,7 +19,7 @@ MODELS = {
 
 @pytest.fixture(scope="module")
 def defs() -> NodeDefs:
-    return build(load_base(), MODELS, Path("/nonexistent-input-dir"))
+    return build(load_base(), MODELS, [])  # no input files
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from comfyrun.comfy.emulator.faults import Faults
 from comfyrun.comfy.emulator.modelpaths import ExtraPaths
+from comfyrun.comfy.emulator.scans import FolderScans
 
 #: Model files listed when neither `models` nor `models_dir` says otherwise. The two
 #: `*_for_test`/`*_for_protocol_tests` names are the ones in the captured transcripts;
@@ -37,8 +38,9 @@ class EmulatorConfig:
     `port=0` binds a free port. `models` maps a ComfyUI model folder name (checkpoints, loras,
     vae, ...) to the file names to list; `models_dir` scans a ComfyUI-shaped models folder
     instead (its lists win over `models` for the folders it has). With neither, DEFAULT_MODELS.
-    `extra_paths` adds folders as ComfyUI's extra_model_paths.yaml does; every folder is scanned
-    on each call, so files added while the server runs are listed at once.
+    `extra_paths` adds folders as ComfyUI's extra_model_paths.yaml does; a folder's listing is
+    kept while its directories are unchanged (`scans`, as ComfyUI keeps its own), so files
+    added while the server runs are listed at once.
     `step_time_s` is the time KSampler spends per step. `argv` is what /system_stats reports.
     `load_s_per_gb` and `load_s_per_file` simulate loading a model that is not in memory (the
     last `loaded_models_max` models used stay loaded, as ComfyUI keeps recent models).
@@ -57,6 +59,7 @@ class EmulatorConfig:
     argv: list[str] = field(default_factory=lambda: ["main.py"])
     max_upload_size: int = 104857600
     extra_paths: ExtraPaths = field(default_factory=ExtraPaths)
+    scans: FolderScans = field(default_factory=FolderScans, repr=False, compare=False)
     load_s_per_gb: float = 0.0
     load_s_per_file: float = 0.0
     loaded_models_max: int = 1
@@ -81,13 +84,13 @@ class EmulatorConfig:
             k: list(v)
             for k, v in (self.models if self.models is not None else DEFAULT_MODELS).items()
         }
-        if self.models_dir is not None and self.models_dir.is_dir():
-            for folder in sorted(p for p in self.models_dir.iterdir() if p.is_dir()):
-                lists[folder.name] = _scan(folder)
+        if self.models_dir is not None:
+            for folder in sorted(self.scans.subfolders(self.models_dir)):
+                lists[folder.name] = self.scans.tree(folder)
         for name in self.extra_paths.folders():
             names = set(lists.get(name, []))
             for folder in self.extra_paths.search_order(name, None):
-                names.update(_scan(folder))
+                names.update(self.scans.tree(folder))
             lists[name] = list(names)
         return {k: sorted(v) for k, v in lists.items()}
 
@@ -99,13 +102,3 @@ class EmulatorConfig:
             if candidate.is_file():
                 return candidate
         return None
-
-
-def _scan(folder: Path) -> list[str]:
-    if not folder.is_dir():
-        return []
-    return [
-        str(f.relative_to(folder)).replace("\\", "/")
-        for f in folder.rglob("*")
-        if f.is_file() and not f.name.startswith(".")
-    ]

@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from comfyrun.comfy.emulator.scans import FolderScans
 from comfyrun.comfy.validation import NodeDefs
 
 #: input name -> models folder whose files fill its combo list.
@@ -65,23 +66,21 @@ def load_base() -> NodeDefs:
     return data
 
 
-def input_files(input_dir: Path) -> list[str]:
-    """Image files directly in the input directory, sorted (LoadImage's combo)."""
-    if not input_dir.is_dir():
-        return []
-    return sorted(
-        p.name for p in input_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-    )
+def input_files(input_dir: Path, scans: FolderScans | None = None) -> list[str]:
+    """Image files directly in the input directory, sorted (LoadImage's combo); listed by
+    `scans` (kept while the directory is unchanged) where given."""
+    names = (scans or FolderScans()).files(input_dir)
+    return sorted(n for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def _is_model_list(spec: Any) -> bool:
     return isinstance(spec, list) and len(spec) >= 1 and isinstance(spec[0], list)
 
 
-def build(base: NodeDefs, models: dict[str, list[str]], input_dir: Path) -> NodeDefs:
-    """Definitions as this server answers them now."""
+def build(base: NodeDefs, models: dict[str, list[str]], images: list[str]) -> NodeDefs:
+    """Definitions as this server answers them now: `models`, the model lists; `images`, the
+    input folder's (`input_files`)."""
     defs = copy.deepcopy(base)
-    images = input_files(input_dir)
     for name, node in defs.items():
         for category in ("required", "optional"):
             specs = node.get("input", {}).get(category, {})

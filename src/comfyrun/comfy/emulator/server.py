@@ -175,12 +175,10 @@ class Emulator:
         """Definitions as of now; rebuilt only when the model lists or input files changed.
         Callers must not modify the result."""
         models = self.config.model_lists()
-        key = (
-            json.dumps(models, sort_keys=True),
-            tuple(objectinfo.input_files(self.config.input_dir)),
-        )
+        images = objectinfo.input_files(self.config.input_dir, self.config.scans)
+        key = (json.dumps(models, sort_keys=True), tuple(images))
         if self._defs_key != key:
-            self._defs = objectinfo.build(self.base_defs, models, self.config.input_dir)
+            self._defs = objectinfo.build(self.base_defs, models, images)
             self._defs_key = key
         return self._defs
 
