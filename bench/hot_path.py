@@ -12,7 +12,9 @@ emulators started as their own processes, so what differs between the columns is
    - direct: POST /prompt, /ws until `executing` null, GET /history/{id}, GET /view;
    - v2: POST /api/v2/jobs?wait=60, then GET the output URL;
    - ComfyUI face: the direct steps, against comfyrun.
-   Added = comfyrun's time minus the direct median.
+   Added = comfyrun's time minus the direct median. Then the direct steps on comfyrun's own
+   backend beside the direct one, 40 each: the two ComfyUIs should take the same time (a
+   managed emulator that scanned its model folders at every prompt once took ~2 ms more).
 2. Throughput, 8 clients each running jobs back to back, one backend: comfyrun's jobs/s as a
    share of the same backend driven directly; the clients on aiohttp (the lightest at hand,
    as for the fleet), then on httpx and websockets (each of which costs the shared cores ~3 ms
@@ -230,6 +232,12 @@ def comfyrun_process(
     )
     proc.wait_ready(600 if runner else 120)
     return proc
+
+
+async def backend_url(http: httpx.AsyncClient, url: str) -> str:
+    """The URL of comfyrun's (first) backend, from its /api/v2/backends."""
+    backends = (await http.get(f"{url}/api/v2/backends")).json()["backends"]
+    return str(backends[0]["url"])
 
 
 async def wait_ready(url: str) -> None:
@@ -480,8 +488,22 @@ async def single(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]
                 cpu["face"] += cpu_seconds(server.proc.pid) - before[0]
                 cpu["face_backend"] += cpu_seconds(backend_pid) - before[1]
             base = statistics.median(direct)
+            # the two ComfyUIs themselves, each driven directly the same way: comfyrun's runs
+            # as its managed backend (its folders, its model paths), the direct column's as a
+            # bare process; a difference here is no part of comfyrun's added time
+            own = await backend_url(http, server.url)
+            alone: dict[str, list[float]] = {"direct": [], "own": []}
+            for _ in range(2):
+                fresh_outputs(tmp)
+                alone["direct"] += [await comfy_face_run(http, emu) for _ in range(20)]
+                alone["own"] += [await comfy_face_run(http, own) for _ in range(20)]
             rows += [
                 ("direct to ComfyUI (median / p99)", ms(direct)),
+                (
+                    "  the same steps on comfyrun's own ComfyUI (medians)",
+                    f"{statistics.median(alone['own']) * 1000:6.2f} ms, direct's "
+                    f"{statistics.median(alone['direct']) * 1000:.2f} ms",
+                ),
                 ("v2: POST ?wait + GET output", ms(v2)),
                 ("  added per job", ms([t - base for t in v2])),
                 ("ComfyUI face: /prompt, /ws, /history, /view", ms(face)),
