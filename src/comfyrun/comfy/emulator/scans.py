@@ -9,10 +9,11 @@ folders a managed backend has, that was most of the time it took to answer one (
 where a bare emulator answered in 1.2-1.7).
 
 `FolderScans` keeps a listing the same way, with one precaution ComfyUI lacks: a directory's
-time comes from the kernel's coarse clock, so a change made in the same tick as a walk can
-leave the time as it was; a listing is kept only when every time it recorded is older than
-the walk by more than that (`SETTLED_NS`), and walked again otherwise. A file added or removed
-while the server runs is therefore listed, or not, at the next call, as before.
+time is only as fine as its filesystem and the kernel's coarse clock make it (a tick of a few
+ms; a second or two on some filesystems), so a change made within that of a walk can leave
+the time as it was; a listing is kept only when every time it recorded is older than the walk
+by more than that (`SETTLED_NS`), and walked again at every call otherwise. A file added or
+removed while the server runs is therefore listed, or not, at the next call, as before.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-#: How much older than the walk every recorded time must be for a listing to be kept: well
-#: above the coarse clock's tick (1-10 ms) that stamps a directory's changes.
-SETTLED_NS = 100_000_000
+#: How much older than the walk every recorded time must be for a listing to be kept: above
+#: the coarsest time a directory's changes get (FAT's 2 s; ext4's and tmpfs' are ms).
+SETTLED_NS = 3_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
