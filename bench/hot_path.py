@@ -13,8 +13,8 @@ emulators started as their own processes, so what differs between the columns is
    - v2: POST /api/v2/jobs?wait=60, then GET the output URL;
    - ComfyUI face: the direct steps, against comfyrun.
    Added = comfyrun's time minus the direct median. Then the direct steps on comfyrun's own
-   backend beside the direct one, 40 each: the two ComfyUIs should take the same time (a
-   managed emulator that scanned its model folders at every prompt once took ~2 ms more).
+   backend beside the direct one, 40 each: the two ComfyUIs should take about the same time
+   (a managed emulator that walked its model folders at every prompt took 1-3 ms more).
 2. Throughput, 8 clients each running jobs back to back, one backend: comfyrun's jobs/s as a
    share of the same backend driven directly; the clients on aiohttp (the lightest at hand,
    as for the fleet), then on httpx and websockets (each of which costs the shared cores ~3 ms
@@ -493,8 +493,9 @@ async def single(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]
                 cpu["face_backend"] += cpu_seconds(backend_pid) - before[1]
             base = statistics.median(direct)
             # the two ComfyUIs themselves, each driven directly the same way: comfyrun's runs
-            # as its managed backend (its folders, its model paths), the direct column's as a
-            # bare process; a difference here is no part of comfyrun's added time
+            # as its managed backend (its folders, its model paths; comfyrun's socket hears its
+            # status messages too), the direct column's as a bare process: a difference of
+            # more than the run-to-run noise (~0.5 ms here) is the backends', not comfyrun's
             own = await backend_url(http, server.url)
             alone: dict[str, list[float]] = {"direct": [], "own": []}
             for _ in range(2):
