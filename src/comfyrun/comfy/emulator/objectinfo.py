@@ -66,10 +66,10 @@ def load_base() -> NodeDefs:
     return data
 
 
-def input_files(input_dir: Path, scans: FolderScans | None = None) -> list[str]:
-    """Image files directly in the input directory, sorted (LoadImage's combo); listed by
-    `scans` (kept while the directory is unchanged) where given."""
-    names = (scans or FolderScans()).files(input_dir)
+def input_files(input_dir: Path, scans: FolderScans) -> list[str]:
+    """Image files directly in the input directory, sorted (LoadImage's combo), as `scans`
+    lists it (kept while the directory is unchanged)."""
+    names = scans.files(input_dir)
     return sorted(n for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS)
 
 
