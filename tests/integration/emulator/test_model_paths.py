@@ -59,6 +59,29 @@ def test_lists_merge_every_folder_and_see_new_files_at_once(tmp_path: Path) -> N
     assert cfg.model_path("checkpoints", "missing.safetensors") is None
 
 
+def test_one_folders_list_is_the_one_of_all_lists(tmp_path: Path) -> None:
+    """`model_list` (what a prompt's validation reads) is `model_lists()`'s entry, for a folder
+    of models_dir only, of the extra paths only (legacy name included), of both, of the
+    configured lists only, and one nobody has."""
+    models = tmp_path / "models"
+    write(models / "checkpoints" / "own.safetensors")
+    write(models / "upscale_models" / "x4.pth")
+    (models / "empty").mkdir()
+    shared = tmp_path / "shared"
+    write(shared / "ckpt" / "a" / "shared.safetensors")
+    write(shared / "clip" / "clip_g.safetensors")
+    yaml_file = tmp_path / "extra.yaml"
+    yaml_file.write_text(f"s:\n  base_path: {shared}\n  checkpoints: ckpt\n  clip: clip\n")
+    extra = ExtraPaths()
+    extra.load(yaml_file)
+    cfg = EmulatorConfig(models_dir=models, extra_paths=extra, models={"vae": ["v.pt"]})
+    lists = cfg.model_lists()
+    assert lists["checkpoints"] == ["a/shared.safetensors", "own.safetensors"]
+    for name in [*lists, "nobody_has_this"]:
+        assert cfg.model_list(name) == lists.get(name), name
+    assert cfg.model_list("text_encoders") == ["clip_g.safetensors"]
+
+
 def test_model_load_time_is_spent_only_for_models_not_in_memory(tmp_path: Path) -> None:
     models = tmp_path / "models"
     write(models / "checkpoints" / "a.safetensors", b"\0" * 1_000_000)

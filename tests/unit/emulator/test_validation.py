@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from comfyrun.comfy.emulator.objectinfo import NodeDefs, build, load_base
+from comfyrun.comfy.emulator.objectinfo import NodeDefs, build, defs_of, load_base, prompt_classes
 from comfyrun.comfy.validation import validate_prompt
 
 MODELS = {
@@ -145,3 +145,76 @@ def test_inner_node_exception_is_reported_on_the_inner_node(defs: NodeDefs) -> N
 def test_a_prompt_that_is_not_a_dict_of_nodes_raises_like_comfyui(defs: NodeDefs) -> None:
     with pytest.raises(TypeError):
         validate_prompt([1, 2, 3], defs, _no_files)  # type: ignore[arg-type]
+
+
+class _Reads:
+    """The lists `defs_of` asked for."""
+
+    def __init__(self) -> None:
+        self.read: set[str] = set()
+
+    def model_list(self, folder: str) -> list[str] | None:
+        self.read.add(folder)
+        return MODELS.get(folder)
+
+    def images(self) -> list[str]:
+        self.read.add("<input>")
+        return []
+
+
+def test_a_prompts_own_definitions_give_the_verdict_of_all_of_them(
+    defs: NodeDefs, cases: dict[str, Any]
+) -> None:
+    """The emulator validates with `defs_of` the prompt's classes (as ComfyUI asks only its
+    nodes' INPUT_TYPES): every captured case with a prompt, rejected or not, gets the verdict
+    it gets against the whole object_info, and only the lists of its own inputs are read."""
+    base = load_base()
+    checked = 0
+    for name, case in cases.items():
+        body = case.get("request", {}).get("json", {})
+        if "prompt" not in body:
+            continue
+        prompt, targets = body["prompt"], body.get("partial_execution_targets")
+        reads = _Reads()
+        own = defs_of(base, prompt_classes(prompt), reads.model_list, reads.images)
+        try:
+            whole = validate_prompt(copy.deepcopy(prompt), defs, _no_files, targets)
+        except (TypeError, AttributeError) as error:
+            with pytest.raises(type(error)):
+                validate_prompt(copy.deepcopy(prompt), own, _no_files, targets)
+            continue
+        verdict = validate_prompt(copy.deepcopy(prompt), own, _no_files, targets)
+        assert (verdict.ok, verdict.outputs) == (whole.ok, whole.outputs), name
+        assert _scrub([verdict.error, verdict.node_errors]) == _scrub(
+            [whole.error, whole.node_errors]
+        ), name
+        loaders = {
+            "CheckpointLoaderSimple": {"checkpoints"},
+            "LoadImage": {"<input>"},
+            "VAELoader": {"vae"},
+            "LoraLoader": {"loras"},
+        }
+        classes = prompt_classes(prompt)
+        assert reads.read == set().union(*(loaders.get(c, set()) for c in classes)), name
+        checked += 1
+    assert checked >= 12
+
+
+def test_a_prompt_without_model_or_image_inputs_reads_no_folder() -> None:
+    prompt = {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 1},
+        },
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
+        "3": {"class_type": ["not", "a", "name"], "inputs": {}},
+    }
+    base = load_base()
+
+    def no_reading(*_: Any) -> Any:
+        raise AssertionError("a folder was read")
+
+    own = defs_of(base, prompt_classes(prompt), no_reading, no_reading)
+    assert set(own) == {"EmptyImage", "SaveImage"}
+    assert own["EmptyImage"] is base["EmptyImage"]  # not copied: nothing to fill
+    assert prompt_classes([1, 2]) == set() and prompt_classes({"1": 3}) == set()

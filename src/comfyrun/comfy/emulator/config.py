@@ -94,6 +94,23 @@ class EmulatorConfig:
             lists[name] = list(names)
         return {k: sorted(v) for k, v in lists.items()}
 
+    def model_list(self, name: str) -> list[str] | None:
+        """`model_lists()[name]` (None where that has no `name`), walking only the directories
+        of folder `name`: what validating a prompt asks, as ComfyUI's `get_filename_list` is
+        asked only for the folders of the nodes in the prompt."""
+        base = self.models if self.models is not None else DEFAULT_MODELS
+        found = list(base[name]) if name in base else None
+        if self.models_dir is not None:
+            own = self.models_dir / name
+            if own in self.scans.subfolders(self.models_dir):
+                found = self.scans.tree(own)
+        if name in self.extra_paths.folders():
+            names = set(found or [])
+            for folder in self.extra_paths.search_order(name, None):
+                names.update(self.scans.tree(folder))
+            found = list(names)
+        return None if found is None else sorted(found)
+
     def model_path(self, folder: str, name: str) -> Path | None:
         """The file a model name refers to, searched as ComfyUI's get_full_path does."""
         own = self.models_dir / folder if self.models_dir is not None else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import gzip
 import json
+from collections.abc import Callable, Iterable
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -80,19 +81,58 @@ def _is_model_list(spec: Any) -> bool:
 def build(base: NodeDefs, models: dict[str, list[str]], images: list[str]) -> NodeDefs:
     """Definitions as this server answers them now: `models`, the model lists; `images`, the
     input folder's (`input_files`)."""
-    defs = copy.deepcopy(base)
-    for name, node in defs.items():
-        for category in ("required", "optional"):
-            specs = node.get("input", {}).get(category, {})
-            for input_name, spec in specs.items():
-                if not _is_model_list(spec):
-                    continue
-                if name in IMAGE_INPUT_NODES and input_name == "image":
-                    spec[0] = list(images)
-                    continue
+    return {name: _filled(name, node, models.get, lambda: images) for name, node in base.items()}
+
+
+def prompt_classes(prompt: Any) -> set[str]:
+    """The class names of `prompt`'s nodes; none where it is of another shape (validation
+    fails such a prompt where ComfyUI does, before it reads a definition)."""
+    classes: set[str] = set()
+    for node in prompt.values() if isinstance(prompt, dict) else ():
+        name = node.get("class_type") if isinstance(node, dict) else None
+        if isinstance(name, str):
+            classes.add(name)
+    return classes
+
+
+def defs_of(
+    base: NodeDefs,
+    classes: Iterable[str],
+    model_list: Callable[[str], list[str] | None],
+    images: Callable[[], list[str]],
+) -> NodeDefs:
+    """The definitions `build` makes of just `classes` (those `base` has), each with only the
+    lists its own inputs name, read when it names them (`model_list`: a folder's, or None where
+    there is no such folder; `images`: the input folder's). ComfyUI validates a prompt with
+    `INPUT_TYPES()` of its nodes alone, so a prompt of nodes without model or image inputs
+    reads no folder at all. Callers must not modify the result."""
+    return {name: _filled(name, base[name], model_list, images) for name in classes if name in base}
+
+
+def _filled(
+    name: str,
+    node: Any,
+    model_list: Callable[[str], list[str] | None],
+    images: Callable[[], list[str]],
+) -> Any:
+    """`node` (definition of `name`) with its model and image combos filled; `node` itself
+    where it has none."""
+    filled: Any = None
+    for category in ("required", "optional"):
+        specs = node.get("input", {}).get(category, {})
+        for input_name, spec in specs.items():
+            if not _is_model_list(spec):
+                continue
+            if name in IMAGE_INPUT_NODES and input_name == "image":
+                choices = list(images())
+            else:
                 folder = NODE_MODEL_INPUTS.get((name, input_name), MODEL_INPUTS.get(input_name))
-                if folder is None or folder not in models:
+                models = model_list(folder) if folder is not None else None
+                if models is None:
                     continue
                 extra = [c for c in spec[0] if isinstance(c, str) and c in BUILTIN_CHOICES]
-                spec[0] = list(models[folder]) + extra
-    return defs
+                choices = list(models) + extra
+            if filled is None:
+                filled = copy.deepcopy(node)
+            filled["input"][category][input_name][0] = choices
+    return node if filled is None else filled

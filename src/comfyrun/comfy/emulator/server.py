@@ -182,6 +182,18 @@ class Emulator:
             self._defs_key = key
         return self._defs
 
+    def prompt_defs(self, prompt: Any) -> NodeDefs:
+        """The definitions `validate_prompt` reads for `prompt`: those of its nodes' classes,
+        with only their own model and image lists, read now (as ComfyUI asks `INPUT_TYPES()`
+        of the prompt's nodes only). Callers must not modify the result."""
+        cfg = self.config
+        return objectinfo.defs_of(
+            self.base_defs,
+            objectinfo.prompt_classes(prompt),
+            cfg.model_list,
+            lambda: objectinfo.input_files(cfg.input_dir, cfg.scans),
+        )
+
     def custom_validate(self, class_type: str, input_name: str, value: Any) -> bool | str:
         cfg = self.config
         if isinstance(value, str) and annotated_exists(
@@ -240,7 +252,7 @@ class Emulator:
         prompt = json_data["prompt"]
         prompt_id = str(json_data.get("prompt_id", uuid.uuid4()))
         targets = json_data.get("partial_execution_targets")
-        defs = self.object_info()
+        defs = self.prompt_defs(prompt)
         verdict = await asyncio.to_thread(
             validate_prompt, prompt, defs, self.custom_validate, targets
         )
