@@ -252,10 +252,10 @@ class Emulator:
         prompt = json_data["prompt"]
         prompt_id = str(json_data.get("prompt_id", uuid.uuid4()))
         targets = json_data.get("partial_execution_targets")
+        # on the event loop, as ComfyUI's `await execution.validate_prompt(...)` runs it (not
+        # in a thread: a hop there and back, and a wait for the GIL while a prompt runs)
         defs = self.prompt_defs(prompt)
-        verdict = await asyncio.to_thread(
-            validate_prompt, prompt, defs, self.custom_validate, targets
-        )
+        verdict = validate_prompt(prompt, defs, self.custom_validate, targets)
         extra_data: dict[str, Any] = dict(json_data.get("extra_data") or {})
         if "client_id" in json_data:
             extra_data["client_id"] = json_data["client_id"]
