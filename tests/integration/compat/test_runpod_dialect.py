@@ -34,9 +34,18 @@ def endpoint(server: Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[runpod
     # imported here: the SDK's import runs py-cpuinfo in a subprocess (~1 s of CPU), which
     # every test process would pay at collection
     import runpod
+    from runpod.endpoint.runner import RunPodClient
 
     monkeypatch.setattr(runpod, "api_key", "test-key")
     monkeypatch.setattr(runpod, "endpoint_url_base", f"{server.url}/v2")
+    # the SDK's requests wait 10 s for an answer: our httpx clients' CLIENT_TIMEOUT_S, for
+    # the same reason (a request sent while two suites share 2 cores once waited past 10 s)
+    request = RunPodClient._request
+
+    def patient(self: Any, method: str, endpoint: str, data: Any = None, timeout: int = 10) -> Any:
+        return request(self, method, endpoint, data, max(timeout, int(CLIENT_TIMEOUT_S)))
+
+    monkeypatch.setattr(RunPodClient, "_request", patient)
     yield runpod.Endpoint("my-endpoint")
 
 
