@@ -3,10 +3,10 @@
 ComfyUI's `folder_paths.get_filename_list` walks a model folder once and keeps the names with
 the modification time of every directory it walked (`filename_list_cache`); a later call
 returns them while each of those directories has the same time, so a prompt's validation
-costs a `stat` per directory of the folders its nodes name, not a walk. The emulator did the walk of every model folder (its
-own models/ and each extra path) and a listing of input/ for every POST /prompt: with the
-folders a managed backend has, that was most of the time it took to answer one (~2 ms here,
-where a bare emulator answered in 1.2-1.7).
+costs a `stat` per directory of the folders its nodes name, not a walk. The emulator did the
+walk of every model folder (its own models/ and each extra path) and a listing of input/ for
+every POST /prompt: with the folders a managed backend has, that was most of the time it took
+to answer one (~2 ms here, where a bare emulator answered in 1.2-1.7).
 
 `FolderScans` keeps a listing the same way, with one precaution ComfyUI lacks: a directory's
 time is only as fine as its filesystem and the kernel's coarse clock make it (a tick of a few
