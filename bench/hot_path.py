@@ -28,8 +28,11 @@ emulators started as their own processes, so what differs between the columns is
    driven directly; the clients on aiohttp, as in 5, the lightest client at hand; the CPU a
    job of `serve` and of its emulators in the same seconds: their ratio moves less with the
    machine's speed than either, though still ~10 % between runs; bench/instructions.py is
-   the steady measure; and the depth each backend ended at, core.pipeline: 4 on these
-   zero-work prompts, 2 would say the fleet no longer keeps ComfyUI's queues fed);
+   the steady measure; the share of a core `serve`'s event-loop thread used, and the share
+   of the machine's CPU left idle, beside the idle of the direct run: when the cores idle
+   while the loop is short of a whole core, what bounds the fleet is the turns of that one
+   loop each job waits for, not the CPU; and the depth each backend ended at, core.pipeline: 4
+   on these zero-work prompts, 2 would say the fleet no longer keeps ComfyUI's queues fed);
    enqueues/s (an api node, 32 clients submitting without waiting) beside GET /health/s.
 5. --postgres: `comfyrun api` + 2 `comfyrun worker`s (2 emulators each) on PostgreSQL, 32 clients,
    vs 4 emulators driven directly, the CPU each process spent a job (api, workers, their
@@ -122,6 +125,23 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of one process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_seconds(pid: int) -> float:
+    """User + system CPU time so far of a process's main thread (its event loop's)."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_times() -> tuple[int, int]:
+    """(idle, all) of this machine's CPU time so far, in ticks (/proc/stat; iowait is idle)."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return ticks[3] + ticks[4], sum(ticks)
+
+
+def idle_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share of the machine's CPU time left idle between two `machine_times()`."""
+    return (after[0] - before[0]) / max(after[1] - before[1], 1)
 
 
 def children(pid: int) -> list[int]:
@@ -612,16 +632,23 @@ async def fleet(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]]
             direct_one = lambda i: light_face_run(session, emus[i % len(emus)])  # noqa: E731
             await drive(32, WARM_UP_S, direct_one)
             fresh_outputs(tmp)
+            machine = machine_times()
             direct_rate = await drive(32, args.seconds, direct_one)
+            direct_idle = idle_share(machine, machine_times())
             await drive(32, WARM_UP_S, lambda i: light_v2_run(session, server.url))
             fresh_outputs(tmp)
-            backends = children(server.proc.pid)
-            before = cpu_seconds(server.proc.pid), sum(cpu_seconds(p) for p in backends)
+            pid = server.proc.pid
+            backends = children(pid)
+            before = cpu_seconds(pid), sum(cpu_seconds(p) for p in backends)
+            loop_before, machine = thread_cpu_seconds(pid), machine_times()
             start = time.perf_counter()
             rate = await drive(32, args.seconds, lambda i: light_v2_run(session, server.url))
             # (the jobs done: the last ones in flight end after `seconds`)
-            jobs = rate * (time.perf_counter() - start)
-            after = cpu_seconds(server.proc.pid), sum(cpu_seconds(p) for p in backends)
+            took = time.perf_counter() - start
+            jobs = rate * took
+            loop_share = (thread_cpu_seconds(pid) - loop_before) / took
+            idle = idle_share(machine, machine_times())
+            after = cpu_seconds(pid), sum(cpu_seconds(p) for p in backends)
             ours, theirs = after[0] - before[0], after[1] - before[1]
             async with session.get(f"{server.url}/api/v2/backends") as r:
                 depths = [b["depth"] for b in (await r.json())["backends"]]
@@ -632,6 +659,12 @@ async def fleet(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]]
                     f"{rate:7.1f} jobs/s ({100 * rate / direct_rate:.0f} % of direct)",
                 ),
                 ("    CPU per job: comfyrun / its ComfyUIs", cpu_ratio(ours, theirs, jobs)),
+                # which bound it: the cores (little idle) or comfyrun's one event loop (its
+                # thread short of a whole core, and the cores idle while jobs wait its turns)
+                (
+                    "    serve's event loop, of a core; the machine idle",
+                    f"{100 * loop_share:5.0f} %; {100 * idle:.0f} % (direct: {100 * direct_idle:.0f} %)",
+                ),
                 # core.pipeline: prompts each backend may hold, set by its prompts' pace
                 ("    each backend's depth at the end", ", ".join(map(str, depths))),
             ]
