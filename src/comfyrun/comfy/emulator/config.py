@@ -80,30 +80,26 @@ class EmulatorConfig:
     def model_lists(self) -> dict[str, list[str]]:
         """Folder name -> sorted file names, from models_dir, then `models`, then defaults;
         the extra paths add theirs."""
-        lists = {
-            k: list(v)
-            for k, v in (self.models if self.models is not None else DEFAULT_MODELS).items()
-        }
-        if self.models_dir is not None:
-            for folder in sorted(self.scans.subfolders(self.models_dir)):
-                lists[folder.name] = self.scans.tree(folder)
-        for name in self.extra_paths.folders():
-            names = set(lists.get(name, []))
-            for folder in self.extra_paths.search_order(name, None):
-                names.update(self.scans.tree(folder))
-            lists[name] = list(names)
-        return {k: sorted(v) for k, v in lists.items()}
+        base = self.models if self.models is not None else DEFAULT_MODELS
+        own = self._own_folders()
+        names = set(base) | {folder.name for folder in own} | self.extra_paths.folders()
+        return {name: self._model_list(name, own) or [] for name in names}
 
     def model_list(self, name: str) -> list[str] | None:
         """`model_lists()[name]` (None where that has no `name`), walking only the directories
         of folder `name`: what validating a prompt asks, as ComfyUI's `get_filename_list` is
         asked only for the folders of the nodes in the prompt."""
+        return self._model_list(name, self._own_folders())
+
+    def _own_folders(self) -> list[Path]:
+        return self.scans.subfolders(self.models_dir) if self.models_dir is not None else []
+
+    def _model_list(self, name: str, own: list[Path]) -> list[str] | None:
+        """Folder `name`'s list, given models_dir's subfolders (`own`)."""
         base = self.models if self.models is not None else DEFAULT_MODELS
         found = list(base[name]) if name in base else None
-        if self.models_dir is not None:
-            own = self.models_dir / name
-            if own in self.scans.subfolders(self.models_dir):
-                found = self.scans.tree(own)
+        if self.models_dir is not None and self.models_dir / name in own:
+            found = self.scans.tree(self.models_dir / name)
         if name in self.extra_paths.folders():
             names = set(found or [])
             for folder in self.extra_paths.search_order(name, None):
