@@ -546,8 +546,9 @@ async def single(args: argparse.Namespace, tmp: Path, rows: list[tuple[str, str]
                     cpu_ratio(cpu["face"], cpu["face_backend"], len(face)),
                 ),
             ]
-            # the budget: more jobs, with the server's stage marks on (they cost it ~0.5 ms of
-            # CPU a job: the figures above and below are timed with them off)
+            # the budget: more jobs, with the server's stage marks on (a log record each, a dozen
+            # a job, kept in memory until they go off: the figures above and below are timed
+            # with them off)
             switch_stage_marks(server, stage_log, True)
             await wait_ready(server.url)
             traced: list[float] = []

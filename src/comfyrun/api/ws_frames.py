@@ -42,11 +42,15 @@ from websockets.protocol import State
 
 #: The scope's extension key for `SendFrame`.
 SEND_FRAME = "comfyrun.websocket.send_frame"
+#: The scope's extension key for `FlushFrames`.
+FLUSH_FRAMES = "comfyrun.websocket.flush_frames"
 #: A connection whose writes stay paused this long (its client reads nothing) is aborted.
 STALLED_WRITES_S = 30.0
 
 #: (payload, binary) → written; see the module docstring.
 SendFrame = Callable[[bytes, bool], bool]
+#: Sends now what the connection holds back until the end of the loop's turn (see below).
+FlushFrames = Callable[[], None]
 
 _TEXT, _BINARY = 0x81, 0x82  # FIN and the opcode: one whole message a frame
 
@@ -68,9 +72,18 @@ def frame(payload: bytes, binary: bool = False) -> bytes:
 
 def send_frame_of(scope: Any) -> SendFrame | None:
     """The connection's `SendFrame`, if its server made one (not under a test client)."""
+    return cast(SendFrame | None, _extension(scope, SEND_FRAME))
+
+
+def flush_frames_of(scope: Any) -> FlushFrames | None:
+    """The connection's `FlushFrames`, if its server made one (not under a test client)."""
+    return cast(FlushFrames | None, _extension(scope, FLUSH_FRAMES))
+
+
+def _extension(scope: Any, key: str) -> Any:
     extensions = scope.get("extensions") if isinstance(scope, dict) else None
-    found = extensions.get(SEND_FRAME) if isinstance(extensions, dict) else None
-    return cast(SendFrame, found) if callable(found) else None
+    found = extensions.get(key) if isinstance(extensions, dict) else None
+    return found if callable(found) else None
 
 
 class FrameSending(WebSocketsSansIOProtocol):
@@ -127,6 +140,7 @@ class FrameSending(WebSocketsSansIOProtocol):
     async def run_asgi(self) -> None:
         extensions = cast(dict[str, Any], self.scope.setdefault("extensions", {}))
         extensions[SEND_FRAME] = self.send_frame
+        extensions[FLUSH_FRAMES] = self.flush_frames
         await super().run_asgi()
 
     def send_frame(self, payload: bytes, binary: bool) -> bool:
@@ -143,6 +157,16 @@ class FrameSending(WebSocketsSansIOProtocol):
             return False
         self.transport.write(frame(payload, binary))
         return True
+
+    def flush_frames(self) -> None:
+        """Write now what the transport holds back until the end of the loop's turn
+        (http_protocol.TurnWrites: the frames sent within one turn go in one write): a caller
+        that sent its last message for now need not wait for the callbacks queued before that
+        turn's end (a job's end told to its client would wait for the store's statements of
+        its final commit, which were queued first)."""
+        flush = getattr(self.transport, "flush", None)
+        if callable(flush):
+            flush()
 
 
 def frame_sending_protocol(base: type[Any]) -> type[Any]:
@@ -161,10 +185,13 @@ _made: dict[type[Any], type[Any]] = {}
 
 
 __all__ = [
+    "FLUSH_FRAMES",
     "SEND_FRAME",
     "STALLED_WRITES_S",
+    "FlushFrames",
     "FrameSending",
     "SendFrame",
+    "flush_frames_of",
     "frame",
     "frame_sending_protocol",
     "send_frame_of",

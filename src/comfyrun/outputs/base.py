@@ -137,15 +137,21 @@ async def put_read(
     read: Callable[[], bytes | FileBytes | None],
     *,
     content_type: str,
+    on_loop: bool = False,
 ) -> StoredObject | None:
     """Store what the blocking `read()` returns (e.g. a local file's bytes) and return it;
     None, storing nothing, when it returns None. A storage of local files reads and writes in
-    one trip to a thread (`put_read` of its own); any other reads in a thread, then puts."""
+    one trip to a thread (`put_read` of its own); any other reads in a thread, then puts.
+    `on_loop`: the caller's word that `read` is quick (a small file on a disk of this machine):
+    it is called on the event loop, and a storage of local files on such a disk writes there
+    too."""
     own = getattr(storage, "put_read", None)
     if own is not None:
-        stored: StoredObject | None = await own(key, read, content_type=content_type)
+        stored: StoredObject | None = await own(
+            key, read, content_type=content_type, on_loop=on_loop
+        )
         return stored
-    data = await asyncio.to_thread(read)
+    data = read() if on_loop else await asyncio.to_thread(read)
     if data is None:
         return None
     if isinstance(data, FileBytes):

@@ -266,3 +266,24 @@ async def test_put_read_stores_what_a_blocking_read_returns(storage: OutputStora
     assert found[0].content_type == "image/png"
     assert await put_read(storage, "job/1/b.png", lambda: None, content_type="image/png") is None
     assert await storage.stat("job/1/b.png") is None
+
+
+async def test_put_read_on_the_loop_stores_the_same(storage: OutputStorage) -> None:
+    """`put_read` with `on_loop` (a read the caller knows is quick): read on the loop's own
+    thread, stored as any other."""
+    loop_thread = threading.get_ident()
+    read_on: list[int] = []
+
+    def read() -> bytes:
+        read_on.append(threading.get_ident())
+        return b"small png"
+
+    stored = await put_read(storage, "job/2/a.png", read, content_type="image/png", on_loop=True)
+    assert stored is not None
+    assert (stored.size_bytes, stored.hash) == (9, blake3_of(b"small png"))
+    assert read_on == [loop_thread]
+    found = await storage.read_small("job/2/a.png", 100)
+    assert found is not None and found[1] == b"small png"
+    assert found[0].content_type == "image/png"
+    none = await put_read(storage, "job/2/b.png", lambda: None, content_type="x", on_loop=True)
+    assert none is None and await storage.stat("job/2/b.png") is None

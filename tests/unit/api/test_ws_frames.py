@@ -19,7 +19,13 @@ from websockets.frames import Frame, Opcode
 
 from comfyrun.api.compat.comfy_socket import ClientSession
 from comfyrun.api.http_protocol import capped_protocol
-from comfyrun.api.ws_frames import SEND_FRAME, frame, send_frame_of
+from comfyrun.api.ws_frames import (
+    FLUSH_FRAMES,
+    SEND_FRAME,
+    flush_frames_of,
+    frame,
+    send_frame_of,
+)
 
 UPGRADE = (
     b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -144,6 +150,46 @@ def test_no_send_frame_where_the_server_made_none() -> None:
     assert send_frame_of({"type": "websocket", "extensions": {}}) is None
     assert send_frame_of({"type": "websocket"}) is None
     assert send_frame_of({"extensions": {SEND_FRAME: "not callable"}}) is None
+    assert flush_frames_of({"type": "websocket", "extensions": {}}) is None
+    assert flush_frames_of({"extensions": {FLUSH_FRAMES: "not callable"}}) is None
+
+
+async def test_frames_flushed_go_out_before_the_callbacks_queued_ahead_of_the_turns_end() -> None:
+    """The frames of one turn go out in one write at its end; `flush_frames` sends them at
+    once, ahead of the callbacks already queued (a job's final commit, whose end is told)."""
+    done = asyncio.Event()
+    order: list[str] = []
+    transport: Any = None
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await asyncio.sleep(0.01)
+        fast, flush = send_frame_of(scope), flush_frames_of(scope)
+        assert fast is not None and flush is not None
+        loop = asyncio.get_running_loop()
+        for name in ("held", "flushed"):
+            queued = len(transport.writes)
+            loop.call_soon(lambda: order.append(f"queued ahead ({len(transport.writes)})"))
+            assert fast(name.encode(), False) and fast(b"2", False)
+            if name == "flushed":
+                flush()
+                order.append(f"after flush ({len(transport.writes) - queued})")
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        done.set()
+        await receive()
+
+    _, transport = await connected(app)
+    async with asyncio.timeout(5):
+        await done.wait()
+    # held: not written when the callback queued ahead ran (1: the handshake's write);
+    # flushed: written at once, in one write, before it ran
+    assert order == ["queued ahead (1)", "after flush (1)", "queued ahead (3)"], order
+    assert transport.writes[-2:] == [
+        frame(b"held") + frame(b"2"),
+        frame(b"flushed") + frame(b"2"),
+    ]
 
 
 async def test_a_message_never_overtakes_one_waiting_on_the_plain_path() -> None:

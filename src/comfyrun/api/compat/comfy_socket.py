@@ -31,7 +31,7 @@ from comfyrun.api.compat.comfy_events import Message, text
 from comfyrun.api.compat.comfy_relay import ComfyRelay, StatusSlot
 from comfyrun.api.context import KEY_RECHECK_S, AppContext, authenticate, key_still_valid
 from comfyrun.api.routes.comfy_catalog import own_features
-from comfyrun.api.ws_frames import send_frame_of
+from comfyrun.api.ws_frames import flush_frames_of, send_frame_of
 from comfyrun.core.job import JSON, TERMINAL, Job, JobStatus
 from comfyrun.core.tenancy import Principal, Scope
 from comfyrun.dispatch.relay import EVENT_KIND, RelayHub
@@ -57,6 +57,7 @@ class ClientSession:
         self.preview_metadata = False
         self._send_lock = asyncio.Lock()
         self._send_frame = send_frame_of(websocket.scope)
+        self._flush_frames = flush_frames_of(websocket.scope)
         self._waiting_sends = 0  # sends on Starlette's path, under way or waiting for the lock
         self._following: dict[str, asyncio.Task[None]] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()  # prompts whose end it told lately
@@ -193,6 +194,10 @@ class ClientSession:
                             await self.send(await status_message(self.ctx, None, fresh=fresh))
                     else:
                         await self.send(message)
+                if out and self._flush_frames is not None:
+                    # out now: the end of a prompt is told as its run's final commit is
+                    # made, whose statements were queued on the loop before this turn's end
+                    self._flush_frames()
         except (WebSocketDisconnect, RuntimeError, errors.NotFound):
             pass  # the socket closed or the job went away: nothing left to tell this client
         except asyncio.CancelledError:
