@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from tests.support.media import blake3_of, collect, generated, pattern
+from tests.support.threads import thread_trips
 
-import comfyrun.outputs.local as local_module
 from comfyrun.errors import StorageError
 from comfyrun.outputs import iterate_bytes, open_output_storage
 from comfyrun.outputs.local import TMP_DIR, LocalOutputStorage
@@ -106,14 +104,7 @@ async def test_put_read_reads_and_writes_in_one_trip_to_a_thread(
 ) -> None:
     """A managed backend's output is read and stored in one thread hop, not one each; a
     failing read or write is a StorageError, and nothing is left half-written."""
-    trips: list[str] = []
-    real = asyncio.to_thread
-
-    async def counted(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-        trips.append(getattr(fn, "__name__", "?"))
-        return await real(fn, *args, **kwargs)
-
-    monkeypatch.setattr(local_module.asyncio, "to_thread", counted)
+    trips = thread_trips(monkeypatch)
     source = tmp_path / "comfy" / "ComfyUI_00001_.png"
     source.parent.mkdir()
     source.write_bytes(b"pixels")

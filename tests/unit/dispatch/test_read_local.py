@@ -6,18 +6,17 @@ machine's disk by the event loop itself, any other in a thread."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from tests.support.threads import thread_trips
 
 from comfyrun.comfy.outputs import FileRef
 from comfyrun.core.job import Job
 from comfyrun.dispatch import collect
-from comfyrun.outputs import local as local_module
 from comfyrun.outputs.local import LocalOutputStorage
 
 
@@ -79,14 +78,7 @@ async def test_a_small_output_on_this_machines_disk_is_stored_by_the_loop_itself
     """Up to ON_LOOP bytes, on a disk of this machine (outputs.local_disk): read, hashed and
     linked into the storage with no trip to a thread; a larger one, or one on another disk
     (a network share), in one trip, stored the same."""
-    trips: list[str] = []
-    real = asyncio.to_thread
-
-    async def counted(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-        trips.append(getattr(fn, "__name__", "?"))
-        return await real(fn, *args, **kwargs)
-
-    monkeypatch.setattr(local_module.asyncio, "to_thread", counted)
+    trips = thread_trips(monkeypatch)
     monkeypatch.setattr(collect, "on_local_disk", lambda path: True)
     storage = LocalOutputStorage(tmp_path / "stored")
     storage.on_local_disk = True
