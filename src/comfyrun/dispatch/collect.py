@@ -156,7 +156,9 @@ async def _store_file(
     root = _local_root(backend, ref)
     found = None
     if root is not None:
-        quick = on_local_disk(root)
+        # (a storage of local files on a share writes in a thread whatever the caller says:
+        # the thread's one trip then reads up to SMALL, not up to ON_LOOP first)
+        quick = on_local_disk(root) and getattr(storage, "on_local_disk", True)
         if quick:  # a small file on this machine's disk: by the loop itself (ON_LOOP)
             found = await put_read(
                 storage, key, lambda: read_local(ON_LOOP), content_type=content_type, on_loop=True

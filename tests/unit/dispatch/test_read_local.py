@@ -109,3 +109,6 @@ async def test_a_small_output_on_this_machines_disk_is_stored_by_the_loop_itself
     (root / "d.png").write_bytes(b"\x89PNG-d")
     assert await stored("d.png") == b"\x89PNG-d"
     assert trips == ["read_and_put"]
+    (root / "e.png").write_bytes(b"E" * (collect.ON_LOOP + 1))  # one trip, not one a cap
+    assert await stored("e.png") == b"E" * (collect.ON_LOOP + 1)
+    assert trips == ["read_and_put"]
