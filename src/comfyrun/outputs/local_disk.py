@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from pathlib import Path
 
 #: Filesystems whose calls never wait for another machine.
@@ -31,6 +32,7 @@ LOCAL_FILESYSTEMS = frozenset(
     }
 )
 MOUNTS = Path("/proc/self/mounts")
+_OCTAL = re.compile(r"\\([0-7]{3})")
 
 
 @functools.lru_cache(maxsize=64)
@@ -64,17 +66,7 @@ def filesystem_of(path: str, table: str) -> str | None:
 
 def _unescaped(field: str) -> str:
     """A mount table's field with its octal escapes (a space is \\040) undone."""
-    if "\\" not in field:
-        return field
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
+    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field)
 
 
 __all__ = ["LOCAL_FILESYSTEMS", "filesystem_of", "on_local_disk"]
