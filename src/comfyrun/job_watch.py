@@ -140,6 +140,10 @@ class JobWatch(ABC):
             self.remember(job)
         return job
 
+    def shows(self, job: Job) -> bool:
+        """Whether this view of the service shows `job` (a key's view: that key's jobs)."""
+        return not self._key_scope or job.owner == self._key_scope
+
     def remember(self, job: Job) -> None:
         """Keep `job` at hand if it is finished (`job` reads it from there): a job read here,
         or told by a worker of this process whose run just committed its end

@@ -19,9 +19,13 @@ ends the prompt from it at once, without reading the job's events back from the 
 A job that succeeds is told to the hub's subscribers sooner, as its final transition begins
 (`end_early`): its outputs are stored by then and its commit under way, so a socket here ends
 the prompt while the commit waits for the disk (~1 ms of the ComfyUI face's latency). ComfyUI
-writes a prompt's history before it ends the prompt on the socket; here instead the hub keeps
-the commit's future until it is over (`commit_over`), and the requests a ComfyUI client makes
-next (/history, /queue) wait for it (`committed`): what they read is what was committed.
+writes a prompt's history before it ends the prompt on the socket; here the hub keeps the job
+as it was told (`told`: what the commit writes) and the commit's future until that commit is
+over (`commit_over`). The request a ComfyUI client makes next, GET /history/{id}, is answered
+from the job as told, at once, as ComfyUI answers it; the listings (/history, /queue,
+/api/jobs) wait for the commit (`committed`), so that they never show the job still running
+after its end. Should the process die before the commit, the job's next attempt adopts the
+prompt by id, as for any job in flight, and ends it again from ComfyUI's record of it.
 """
 
 from __future__ import annotations
@@ -87,6 +91,8 @@ class RelayHub:
         self._over: dict[str, asyncio.Event] = {}  # set when the last of them is over
         #: job id -> its final commit, told early (`end_early`) and not over yet
         self._commits: dict[str, asyncio.Future[None]] = {}
+        #: job id -> the job as that commit writes it
+        self._told: dict[str, Job] = {}
 
     def publish(self, job_id: str, frames: list[Frame]) -> None:
         if not frames:
@@ -118,14 +124,21 @@ class RelayHub:
         """Whether a subscriber waits for the job's end."""
         return bool(self._settled.get(job_id))
 
-    def commit_begun(self, job_id: str) -> asyncio.Future[None]:
-        """The future of the job's final commit, told early: done by `commit_over`."""
-        self.commit_over(job_id)
-        future = self._commits[job_id] = asyncio.get_running_loop().create_future()
+    def commit_begun(self, job: Job) -> asyncio.Future[None]:
+        """The future of the final commit of `job` (as that commit writes it), told early:
+        done by `commit_over`."""
+        self.commit_over(job.id)
+        future = self._commits[job.id] = asyncio.get_running_loop().create_future()
+        self._told[job.id] = job
         return future
+
+    def told(self, job_id: str) -> Job | None:
+        """The job whose end was told early, as its commit (under way) writes it."""
+        return self._told.get(job_id)
 
     def commit_over(self, job_id: str) -> None:
         """The job's final commit (told early) is over, committed or not."""
+        self._told.pop(job_id, None)
         future = self._commits.pop(job_id, None)
         if future is not None and not future.done():
             future.set_result(None)
@@ -300,7 +313,7 @@ class JobRelay:
         committed, begins: tell the hub's subscribers now, with the commit's future (see the
         module); `commit_over` once that transition is over. Only while `end_awaited`."""
         if self._hub is not None and not self._closed:
-            self._hub.settle(job, self._hub.commit_begun(job.id))
+            self._hub.settle(job, self._hub.commit_begun(job))
 
     def commit_over(self) -> None:
         """The final transition told by `end_early` is over (committed, or not)."""

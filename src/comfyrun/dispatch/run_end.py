@@ -30,6 +30,7 @@ from comfyrun.dispatch.reconcile import stop_prompt
 from comfyrun.dispatch.relay import JobRelay
 from comfyrun.dispatch.run_context import OUTPUT_MISSING, UNSENT, RunContext
 from comfyrun.errors import BackendError, ComfyrunError, is_disk_full
+from comfyrun.store import transition
 from comfyrun.store.base import Changes
 
 log = logging.getLogger("comfyrun.dispatch.run")
@@ -324,7 +325,10 @@ class RunEnding(EndCommit):
         if event in (Event.SUCCEED, Event.FAIL, Event.CANCELED) and self._start_unwritten:
             changes = dataclasses.replace(changes, execution_started_at=self._start_unwritten)
         if event is Event.SUCCEED and self._relay.end_awaited and not self._cancel_heard:
-            # a ComfyUI client here is told the end while the commit is under way
+            # a ComfyUI client here is told the end while the commit is under way, the job as
+            # that commit writes it (its end stamped here, so that both say the same)
+            if changes.finished_at is None:
+                changes = dataclasses.replace(changes, finished_at=time.time())
             self._relay.end_early(self._succeeded(changes))
             try:
                 return await self._commit_end(event, changes)
@@ -333,16 +337,13 @@ class RunEnding(EndCommit):
         return await self._commit_end(event, changes)
 
     def _succeeded(self, changes: Changes) -> Job:
-        """The job as the SUCCEED transition with `changes` is about to commit it."""
+        """The job as the SUCCEED transition with `changes` is about to commit it (the
+        stores' own plan of that transition, applied here; from `running`, which the run holds
+        it in: from `canceling` it writes the same)."""
         job = self.job
+        plan = transition.plan(JobStatus.RUNNING, Event.SUCCEED, changes, time.time())
         return dataclasses.replace(
-            job,
-            status=JobStatus.SUCCEEDED,
-            outputs=(*job.outputs, *changes.outputs),
-            progress=changes.progress or job.progress,
-            backend=changes.backend or job.backend,
-            prompt_id=changes.prompt_id or job.prompt_id,
-            finished_at=time.time(),
+            transition.apply(job, plan), outputs=(*job.outputs, *changes.outputs)
         )
 
     async def _abandoned(self) -> None:

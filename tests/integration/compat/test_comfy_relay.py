@@ -379,13 +379,15 @@ async def test_serve_relays_the_backends_messages(tmp_path: Path, metadata: bool
     assert_relayed(direct, relayed)
 
 
-async def test_the_end_is_told_as_its_commit_begins_and_history_waits_for_that_commit(
+async def test_the_end_is_told_as_its_commit_begins_and_history_answers_it_at_once(
     server: Server,
 ) -> None:
     """In one process, a /ws client is told a prompt's end while its job's final commit is
     under way (dispatch.relay.end_early), with the queue counted without the job; a GET
-    /history of the prompt (what the client asks next) waits for that commit and answers
-    what it committed. The commit is held here until the client has been told."""
+    /history/{id} of the prompt (what the client asks next) is answered at once, from the job
+    as that commit writes it, its outputs there to fetch, and says what the store says once
+    the commit is over; the queue's listing waits for the commit (it would show the job still
+    running). The commit is held here until the client has been told."""
     await server.wait_ready()
     store: Any = server.ctx.store
     real = store.transition
@@ -407,16 +409,21 @@ async def test_the_end_is_told_as_its_commit_begins_and_history_waits_for_that_c
             statuses = [m for m in received if isinstance(m, dict) and m["type"] == "status"]
             assert statuses[-1]["data"]["status"]["exec_info"]["queue_remaining"] == 0
             assert received[-2] is statuses[-1]  # ComfyUI's order: the queue, then the end
-            history = asyncio.ensure_future(http.get(f"/history/{prompt_id}"))
-            await asyncio.sleep(0.3)
-            assert not history.done()  # it waits for the commit
-            released.set()
-            entry = (await history).json()[prompt_id]
+            entry = (await http.get(f"/history/{prompt_id}")).json()[prompt_id]
+            assert not released.is_set()  # answered while the commit is held
             assert entry["status"]["status_str"] == "success"
             images = [i for out in entry["outputs"].values() for i in out.get("images", [])]
             assert (await http.get("/view", params=images[0])).status_code == 200
+            queue = asyncio.ensure_future(http.get("/queue"))
+            await asyncio.sleep(0.3)
+            assert not queue.done()  # the listing waits for the commit
+            released.set()
+            assert (await queue).json() == {"queue_running": [], "queue_pending": []}
             job = await server.ctx.store.get(prompt_id)
             assert job is not None and job.status is JobStatus.SUCCEEDED
+            server.ctx.service.finished.forget(prompt_id)  # read back from the store
+            committed = (await http.get(f"/history/{prompt_id}")).json()[prompt_id]
+            assert committed == entry  # what was told is what was committed
     finally:
         released.set()
         store.transition = real

@@ -23,6 +23,7 @@ from tests.support.comfy import until_prompt_ends
 from tests.support.emulator import image_workflow
 
 from comfyrun.client import ComfyrunClient
+from comfyrun.core.state import Event
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -232,6 +233,40 @@ async def test_assets_and_uploads_are_their_owners(server: Server) -> None:
     view = {"filename": "mine.png", "type": "input"}
     assert (await a.http.get("/view", params=view)).status_code == 200
     assert (await b.http.get("/view", params=view)).status_code == 404
+
+
+async def test_a_prompt_told_ended_before_its_commit_is_only_its_keys_history(
+    server: Server,
+) -> None:
+    """While a prompt's final commit is under way (its end told to its socket early), GET
+    /history/{id} answers its own key at once from the job as told, and another key as for a
+    prompt that does not exist (the commit is held here until both have asked)."""
+    a = await mint(server, "team-a", ["submit", "read"])
+    b = await mint(server, "team-b", ["submit", "read"])
+    store: Any = server.ctx.store
+    real = store.transition
+    released = asyncio.Event()
+
+    async def held(job_id: str, event: Event, *args: Any, **kwargs: Any) -> Any:
+        if event is Event.SUCCEED:
+            await released.wait()
+        return await real(job_id, event, *args, **kwargs)
+
+    store.transition = held
+    url = f"ws://{server.url.removeprefix('http://')}/ws?clientId=told"
+    try:
+        async with websockets.connect(url, additional_headers=a.headers) as ws:
+            body = {"prompt": image_workflow(prefix="told", size=8), "client_id": "told"}
+            prompt_id = (await a.http.post("/prompt", json=body)).json()["prompt_id"]
+            await until_prompt_ends(ws, prompt_id, timeout=60)
+            own = (await a.http.get(f"/history/{prompt_id}")).json()
+            assert own[prompt_id]["status"]["status_str"] == "success"
+            answer = await same_as_missing(b.http, "GET", "/history/{id}", prompt_id)
+            assert answer.json() == {}
+            assert not released.is_set()
+    finally:
+        released.set()
+        store.transition = real
 
 
 async def test_comfy_socket_hears_only_its_own_keys_prompts(server: Server) -> None:

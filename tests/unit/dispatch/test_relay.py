@@ -133,9 +133,11 @@ async def test_a_success_is_told_as_its_commit_begins_and_readers_wait_for_the_c
     await asyncio.wait_for(hub.committed("job"), 1)
     hub.subscribe("job", lambda _: None, lambda job, committing: told.append((job, committing)))
     assert relay.end_awaited
+    assert hub.told("job") is None
     relay.end_early(job)
     ((seen, committing),) = told
     assert seen is job and committing is not None and not committing.done()
+    assert hub.told("job") is job and hub.told("other") is None  # as its commit writes it
     # a reader of that job, or of every job, waits for the commit; of another job, not
     for_it, for_all = (asyncio.ensure_future(hub.committed(j)) for j in ("job", None))
     await asyncio.wait_for(hub.committed("other"), 1)
@@ -143,7 +145,7 @@ async def test_a_success_is_told_as_its_commit_begins_and_readers_wait_for_the_c
     assert not for_it.done() and not for_all.done()
     relay.commit_over()
     await asyncio.wait_for(asyncio.gather(for_it, for_all), 1)
-    assert committing.done()
+    assert committing.done() and hub.told("job") is None
     relay.settled(job)  # the committed job, told after: without a commit to wait for
     assert told[1] == (job, None)
     # a run that ends (closed) with its commit told and not over lets its readers go
@@ -154,6 +156,7 @@ async def test_a_success_is_told_as_its_commit_begins_and_readers_wait_for_the_c
     assert not waiting.done()
     second.close()
     await asyncio.wait_for(waiting, 1)
+    assert hub.told("job") is None  # a run closed with its commit told forgets it
     # a reader waits no longer than it is told to
     third = JobRelay("job", hub=hub)
     third.end_early(job)

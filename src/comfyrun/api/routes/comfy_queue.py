@@ -162,11 +162,19 @@ def queue_items(ctx: AppContext) -> QueueItems:
 
 async def committed(ctx: AppContext, job_id: str | None = None) -> None:
     """Once the commits of the jobs whose end a /ws client of this process was told as they
-    began (dispatch.relay: of `job_id`, or of every job) are over: what a client reads after
-    the end is what was committed."""
+    began (dispatch.relay: of `job_id`, or of every job) are over: a listing read after the
+    end never shows the job still running."""
     hub = relay_hub(ctx)
     if hub is not None:
         await hub.committed(job_id)
+
+
+def told_end(ctx: AppContext, job_id: str) -> Job | None:
+    """The job a /ws client of this process was just told ended (succeeded), as its commit,
+    under way, writes it (dispatch.relay), where this view of the service shows it."""
+    hub = relay_hub(ctx)
+    job = None if hub is None else hub.told(job_id)
+    return job if job is not None and ctx.service.shows(job) else None
 
 
 def history_items(ctx: AppContext) -> HistoryItems:
@@ -294,8 +302,10 @@ async def get_history(
 
 
 async def get_history_item(prompt_id: str, ctx: Ctx) -> dict[str, Any]:
-    await committed(ctx, prompt_id)
-    job = await ctx.service.job(prompt_id)  # a prompt just finished is at hand, not re-read
+    job = told_end(ctx, prompt_id)
+    if job is None:
+        await committed(ctx, prompt_id)
+        job = await ctx.service.job(prompt_id)  # a prompt just finished is at hand, not re-read
     if job is None or not job.terminal:
         return {}
     return {job.id: cc.history_entry(job)}
