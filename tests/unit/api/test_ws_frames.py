@@ -17,6 +17,7 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 from websockets.frames import Frame, Opcode
 
+from comfyrun import jsontext
 from comfyrun.api.compat.comfy_socket import ClientSession
 from comfyrun.api.http_protocol import capped_protocol
 from comfyrun.api.ws_frames import (
@@ -26,6 +27,7 @@ from comfyrun.api.ws_frames import (
     frame,
     send_frame_of,
 )
+from comfyrun.dispatch.relay import RelayHub
 
 UPGRADE = (
     b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -231,6 +233,39 @@ async def test_a_message_never_overtakes_one_waiting_on_the_plain_path() -> None
         + frame(b'{"type":"third"}')
         + frame(b"\x00\x00\x00\x01png", binary=True)
     )
+
+
+async def test_a_burst_of_relayed_messages_goes_out_in_one_write() -> None:
+    """The backend's messages that reach a ComfyUI-face socket together (published to the
+    relay hub one by one within a turn) go out in one write, not one each: the socket sends
+    what its inbox holds before it flushes."""
+    hub = RelayHub()
+    sessions: list[ClientSession] = []
+    ready = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        websocket = WebSocket(scope, receive, send)
+        await websocket.accept()
+        ctx = SimpleNamespace(principal=SimpleNamespace(owner=None), extras={"relay_hub": hub})
+        sessions.append(ClientSession(ctx, websocket, "client"))  # type: ignore[arg-type]
+        ready.set()
+        await websocket.receive()
+
+    _, transport = await connected(app)
+    async with asyncio.timeout(5):
+        await ready.wait()
+    session = sessions[0]
+    hub.begin("job")  # a run of this process relays it: its frames come through the hub
+    session.follow("job")
+    await turn()
+    before = len(transport.writes)
+    sent = [{"type": "progress", "data": {"value": i, "max": 3}} for i in range(3)]
+    for message in sent:
+        hub.publish("job", [message])
+    await turn()
+    assert transport.writes[before:] == [b"".join(frame(jsontext.dumpb(m)) for m in sent)]
+    session._following["job"].cancel()
+    hub.end("job")
 
 
 class AbortableTransport(Transport):

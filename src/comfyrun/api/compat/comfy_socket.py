@@ -194,9 +194,11 @@ class ClientSession:
                             await self.send(await status_message(self.ctx, None, fresh=fresh))
                     else:
                         await self.send(message)
-                if out and self._flush_frames is not None:
+                if out and self._flush_frames is not None and inbox.empty():
                     # out now: the end of a prompt is told as its run's final commit is
-                    # made, whose statements were queued on the loop before this turn's end
+                    # made, whose statements were queued on the loop before this turn's end;
+                    # frames still in the inbox (a burst of the backend's messages, relayed
+                    # in one turn) are sent first, all of them in one write
                     self._flush_frames()
         except (WebSocketDisconnect, RuntimeError, errors.NotFound):
             pass  # the socket closed or the job went away: nothing left to tell this client
