@@ -194,17 +194,16 @@ async def test_frames_flushed_go_out_before_the_callbacks_queued_ahead_of_the_tu
     ]
 
 
-async def test_a_message_never_overtakes_one_waiting_on_the_plain_path() -> None:
-    """A ComfyUI-face socket whose transport is full: its first message waits in uvicorn's
-    send; the next must wait behind it rather than go out straight, and both go out in order
-    once the transport drains."""
+async def session_served(extras: dict[str, Any] | None = None) -> tuple[ClientSession, Any, Any]:
+    """A ComfyUI-face socket's session (its app context a stand-in with `extras`) served by
+    comfyrun's protocol on a fake transport: the session, the protocol and the transport."""
     sessions: list[ClientSession] = []
     ready = asyncio.Event()
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         websocket = WebSocket(scope, receive, send)
         await websocket.accept()
-        ctx = SimpleNamespace(principal=SimpleNamespace(owner=None))
+        ctx = SimpleNamespace(principal=SimpleNamespace(owner=None), extras=extras or {})
         sessions.append(ClientSession(ctx, websocket, "client"))  # type: ignore[arg-type]
         ready.set()
         await websocket.receive()
@@ -212,7 +211,14 @@ async def test_a_message_never_overtakes_one_waiting_on_the_plain_path() -> None
     protocol, transport = await connected(app)
     async with asyncio.timeout(5):
         await ready.wait()
-    session = sessions[0]
+    return sessions[0], protocol, transport
+
+
+async def test_a_message_never_overtakes_one_waiting_on_the_plain_path() -> None:
+    """A ComfyUI-face socket whose transport is full: its first message waits in uvicorn's
+    send; the next must wait behind it rather than go out straight, and both go out in order
+    once the transport drains."""
+    session, protocol, transport = await session_served()
     assert session._send_frame is not None  # served by comfyrun's protocol: the fast path is on
     protocol.pause_writing()
     first = asyncio.create_task(session.send({"type": "first"}))
@@ -240,21 +246,7 @@ async def test_a_burst_of_relayed_messages_goes_out_in_one_write() -> None:
     relay hub one by one within a turn) go out in one write, not one each: the socket sends
     what its inbox holds before it flushes."""
     hub = RelayHub()
-    sessions: list[ClientSession] = []
-    ready = asyncio.Event()
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        websocket = WebSocket(scope, receive, send)
-        await websocket.accept()
-        ctx = SimpleNamespace(principal=SimpleNamespace(owner=None), extras={"relay_hub": hub})
-        sessions.append(ClientSession(ctx, websocket, "client"))  # type: ignore[arg-type]
-        ready.set()
-        await websocket.receive()
-
-    _, transport = await connected(app)
-    async with asyncio.timeout(5):
-        await ready.wait()
-    session = sessions[0]
+    session, _, transport = await session_served(extras={"relay_hub": hub})
     hub.begin("job")  # a run of this process relays it: its frames come through the hub
     session.follow("job")
     await turn()
