@@ -4,13 +4,41 @@ until its job is done; it tells its backend how fast that backend's prompts come
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from comfyrun.backends.backend import Backend
 
 if TYPE_CHECKING:
     from comfyrun.backends.pool import BackendPool
+
+#: How long a run's backend may stay its own once the run is done with it, for ComfyUI to finish
+#: the run's prompt (its history written, its models unloaded under --disable-smart-memory:
+#: comfy.socket_events), at most.
+PROMPT_END_WAIT_S = 120.0
+
+
+def when_over(
+    over: asyncio.Future[None] | None,
+    fn: Callable[[], None],
+    *,
+    within_s: float = PROMPT_END_WAIT_S,
+) -> None:
+    """`fn()` once `over` is done, at once when there is none (or it is done), and `within_s`
+    from now at the latest: `fn` must bear being called twice (a slot's `executed_prompt` and
+    `release` do)."""
+    if over is None or over.done():
+        fn()
+        return
+    timer = asyncio.get_running_loop().call_later(within_s, fn)
+
+    def ended(_: asyncio.Future[None]) -> None:
+        timer.cancel()
+        fn()
+
+    over.add_done_callback(ended)
 
 
 class Slot:
@@ -94,4 +122,4 @@ class Slot:
         self.pool._slots_changed()
 
 
-__all__ = ["Slot"]
+__all__ = ["PROMPT_END_WAIT_S", "Slot", "when_over"]

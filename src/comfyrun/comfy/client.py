@@ -106,6 +106,7 @@ class ComfyClient(SocketEvents, FileTransfers):
         self._object_info: JSON | None = None
         self._object_info_lock = asyncio.Lock()
         self._running: str | None = None
+        self._finishing: dict[str, asyncio.Future[None]] = {}
         self.queue_remaining: int | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -148,6 +149,7 @@ class ComfyClient(SocketEvents, FileTransfers):
         for watch in list(self._watches.values()):
             watch.fail(ComfyConnectionError(f"the client of {self.base_url} was closed"))
         self._watches.clear()
+        self._all_over()
         if self._http is not None:
             await self._http.aclose()
             self._http = None

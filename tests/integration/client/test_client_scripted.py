@@ -63,8 +63,12 @@ async def test_result_comes_from_the_websocket(
         "ComfyUI_temp_okyrs_00001_.png",
     }
     assert isinstance(events[0], m.ExecutionStart)
-    assert isinstance(events[-1], m.Executing) and events[-1].node is None
+    # settled as ComfyUI said so; its `executing` null, after, ended the prompt (prompt_over)
+    assert isinstance(events[-1], m.ExecutionSuccess)
     assert all(e.prompt_id == "p1" for e in events)
+    over = client.prompt_over("p1")  # (None once that null came)
+    if over is not None:
+        await asyncio.wait_for(over, 5)
 
 
 async def test_events_go_to_their_own_watch(

@@ -379,6 +379,43 @@ async def test_serve_relays_the_backends_messages(tmp_path: Path, metadata: bool
     assert_relayed(direct, relayed)
 
 
+async def test_a_prompt_ends_for_its_client_while_comfyui_still_unloads_its_models(
+    tmp_path: Path,
+) -> None:
+    """A backend started with --disable-smart-memory unloads every model after a prompt's
+    `execution_success`, before its history and its `executing` null: through comfyrun the
+    client hears the messages ComfyUI sends directly, its prompt's end included, and hears that
+    end while the backend is still unloading; /history and /view then answer it."""
+    emulator = {"step_time_s": 0.01, "disable_smart_memory": True, "unload_s": 2.0}
+    workflow = prompts()[0]
+    async with running_emulator(tmp_path / "direct", **emulator) as emu:
+        client = WsClient(emu.url, metadata=False)
+        async with httpx.AsyncClient(base_url=emu.url, timeout=30) as http, client.connected():
+            direct = await client.run(http, workflow)
+    async with running_emulator(tmp_path / "backend", **emulator) as emu:
+        settings = dialect_settings(
+            tmp_path / "comfyrun", emulators=0, backends=[BackendConfig(name="e1", url=emu.url)]
+        )
+        async with serving(settings) as server:
+            await wait_until_ready(server.url)
+            client = WsClient(server.url, metadata=False)
+            async with (
+                httpx.AsyncClient(base_url=server.url, timeout=30) as http,
+                client.connected(),
+            ):
+                relayed = await client.run(http, workflow)
+                assert emu.queue.history == {}  # the backend is still unloading the checkpoint
+                entry = (await http.get(f"/history/{relayed[0]}")).json()[relayed[0]]
+                assert entry["status"]["status_str"] == "success"
+                images = [i for out in entry["outputs"].values() for i in out.get("images", [])]
+                assert (await http.get("/view", params=images[0])).status_code == 200
+    check_statuses(*direct)
+    check_statuses(*relayed)
+    want, have = normalized(*direct), normalized(*relayed)
+    assert [_kind(m) for m in have] == [_kind(m) for m in want]
+    assert have == want
+
+
 async def test_the_end_is_told_as_its_commit_begins_and_history_answers_it_at_once(
     server: Server,
 ) -> None:

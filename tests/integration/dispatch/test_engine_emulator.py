@@ -284,3 +284,36 @@ async def test_an_output_still_missing_after_the_new_run_fails_its_job_once(
     assert "cache" in job.error.message and job.error.details == {"nodes": ["3", "4"]}
     [backend] = engine.pool.views()
     assert backend.state is BackendState.READY
+
+
+async def test_a_success_ends_its_job_while_comfyui_still_unloads_its_models(
+    make_engine: Make,
+) -> None:
+    """A ComfyUI started with --disable-smart-memory unloads every model after a prompt's
+    `execution_success`, before it writes the prompt's history and sends `executing` null. The
+    job succeeds as ComfyUI says so (every output was told by then), not seconds later; its
+    backend stays the job's until ComfyUI has finished the prompt, and is free after."""
+    unload_s = 3.0
+    engine = await make_engine(disable_smart_memory=True, unload_s=unload_s)
+    emulator: Any = engine.emulators["a"]
+    backend = engine.pool.get("a")
+    assert backend is not None
+    bound, freed = asyncio.Event(), asyncio.Event()
+
+    def changed() -> None:  # the backend taken by the job, then given back
+        if backend.jobs:
+            bound.set()
+        elif bound.is_set():
+            freed.set()
+
+    engine.pool.add_listener(changed)
+    job = await engine.submit(text_to_image_workflow(seed=11, prefix="dsm"))
+    done = await engine.wait(job.id)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert [o.node_id for o in done.outputs] == ["7"] and done.prompt_id
+    # ComfyUI is still unloading: no history yet, and the backend is still the job's
+    assert done.prompt_id not in emulator.queue.history
+    assert backend.jobs == {job.id} and not freed.is_set()
+    await asyncio.wait_for(freed.wait(), unload_s + 10)
+    assert done.prompt_id in emulator.queue.history
+    assert backend.executed == 0 and backend.jobs_done == 1

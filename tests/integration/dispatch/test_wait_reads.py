@@ -91,7 +91,7 @@ async def test_a_run_s_cancel_watch_is_closed_before_its_end_is_written(
     job made `canceling` meanwhile as such): the watch is closed then, so the end's own
     notification does not wake it to read the job's log (on PostgreSQL one statement a job)."""
     from comfyrun.core.state import Event
-    from comfyrun.dispatch import run as run_module
+    from comfyrun.dispatch import run_follow as run_module
     from comfyrun.dispatch.cancel import CancelWatch
 
     watches: list[Watch] = []

@@ -23,6 +23,7 @@ from tests.support.emulator import (
 )
 
 from comfyrun.comfy.emulator import Emulator
+from comfyrun.comfy.emulator.cli import build_parser, config_from_args
 
 CKPT = "random_sd15_for_protocol_tests.safetensors"
 
@@ -406,3 +407,46 @@ async def test_a_busy_port_fails_cleanly(emu: Emulator, tmp_path: Path) -> None:
     with pytest.raises(OSError):
         async with running_emulator(tmp_path / "second", port=emu.port):
             pass
+
+
+async def test_disable_smart_memory_unloads_every_model_before_the_history(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    """ComfyUI's --disable-smart-memory: at the end of each prompt, after its
+    `execution_success`, every model is unloaded (here `unload_s` a model) before the history
+    is written and `executing` null is sent; the prompt's checkpoint too when its loader came
+    from the cache (ComfyUI loads it again to sample)."""
+    unload_s = 0.4
+    async with (
+        running_emulator(tmp_path / "emu", disable_smart_memory=True, unload_s=unload_s) as emu,
+        ws_client(session, emu.url, "dsm") as ws,
+    ):
+        for seed in (1, 2):  # the second: its loader cached
+            workflow = text_to_image_workflow(seed=seed, ckpt_name=CKPT)
+            prompt_id = await _post(session, emu, workflow, "dsm")
+            success_at: float | None = None
+            while True:
+                frame = await ws.next()
+                if frame.type == "execution_success" and frame.data["prompt_id"] == prompt_id:
+                    success_at = time.monotonic()
+                    async with session.get(f"{emu.url}/history/{prompt_id}") as resp:
+                        assert await resp.json() == {}  # not written yet: the model unloads
+                if frame.type == "executing" and frame.data == {
+                    "node": None,
+                    "prompt_id": prompt_id,
+                }:
+                    break
+            assert success_at is not None and time.monotonic() - success_at >= unload_s * 0.9
+            assert emu.executor._loaded == []
+            entry = await wait_history(session, emu.url, prompt_id)
+            assert entry["status"]["status_str"] == "success"
+            cached = entry["status"]["messages"][1][1]["nodes"]
+            assert ("1" in cached) is (seed == 2)
+
+
+def test_disable_smart_memory_and_unload_s_are_read_from_the_command_line() -> None:
+    args = build_parser().parse_args(["--disable-smart-memory", "--unload-s", "1.5"])
+    config = config_from_args(args, [])
+    assert config.disable_smart_memory and config.unload_s == 1.5
+    plain = config_from_args(build_parser().parse_args([]), [])
+    assert not plain.disable_smart_memory and plain.unload_s == 0.0

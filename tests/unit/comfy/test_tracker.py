@@ -45,6 +45,37 @@ def test_tracker_agrees_with_history(
     assert type(from_ws.error) is type(from_history.error)
 
 
+@pytest.mark.parametrize(("name", "ws_path", "history_path"), SINGLE_PROMPT_RUNS)
+def test_a_success_is_settled_at_its_execution_success_with_its_whole_result(
+    shared_dir: Path, name: str, ws_path: tuple[str, ...], history_path: tuple[str, ...]
+) -> None:
+    """Real ComfyUI's runs: a success is settled as its `execution_success` comes (ComfyUI then
+    still writes its history, and may unload its models, before `executing` null), with the
+    result the whole run gives; a failure or an interrupt only once the prompt is finished."""
+    msgs = messages(dig(load(shared_dir, name), ws_path))
+    prompt_id = next(x.prompt_id for x in msgs if isinstance(x, m.ExecutionStart))
+    tracker = PromptTracker(prompt_id)
+    settled_at, early = None, None
+    for i, message in enumerate(msgs):
+        tracker.feed(message)
+        if early is None and tracker.settled:
+            settled_at, early = i, result_from_tracker(tracker)
+    whole, _ = replay(shared_dir, name, ws_path)
+    assert settled_at is not None and early is not None
+    if whole.state is PromptState.SUCCESS:
+        assert isinstance(msgs[settled_at], m.ExecutionSuccess)
+        final = result_from_tracker(whole)
+        assert (early.status, early.outputs, early.cached_nodes) == (
+            final.status,
+            final.outputs,
+            final.cached_nodes,
+        )
+        assert [type(x) for x in early.messages] == [type(x) for x in final.messages]
+    else:
+        last = msgs[settled_at]
+        assert isinstance(last, m.Executing) and last.node is None
+
+
 def test_success_run(shared_dir: Path) -> None:
     tracker, _ = replay(shared_dir, "ws_success_run.json", ("ws_messages",))
     assert tracker.state is PromptState.SUCCESS

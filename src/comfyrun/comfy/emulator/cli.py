@@ -3,8 +3,9 @@
 `python -m comfyrun.comfy.emulator` and `comfyrun emulator` both end here. ComfyUI's flags are
 accepted (the GPU and custom-node ones are accepted and ignored); the emulator's own flags are
 --step-time, --models-dir, --model FOLDER=NAME, --fault SPEC, --load-s-per-gb,
---load-s-per-file and --make-comfy-folder PATH. --extra-model-paths-config is honoured as
-ComfyUI does (see `modelpaths.py`).
+--load-s-per-file, --unload-s and --make-comfy-folder PATH. --extra-model-paths-config is
+honoured as ComfyUI does (see `modelpaths.py`), and so is --disable-smart-memory (every model
+unloaded at the end of each prompt, `--unload-s` seconds each).
 """
 
 from __future__ import annotations
@@ -118,6 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--loaded-models", type=int, default=1, help="models kept in memory (most recent)"
     )
+    parser.add_argument(
+        "--disable-smart-memory",
+        action="store_true",
+        help="unload every model at the end of each prompt, as ComfyUI does with this flag",
+    )
+    parser.add_argument(
+        "--unload-s",
+        type=float,
+        default=0.0,
+        help="simulated seconds to unload a model (--disable-smart-memory), per model loaded",
+    )
     parser.add_argument("--make-comfy-folder", type=Path, default=None, metavar="PATH")
     return parser
 
@@ -165,6 +177,8 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> EmulatorConfi
         load_s_per_gb=args.load_s_per_gb,
         load_s_per_file=args.load_s_per_file,
         loaded_models_max=max(1, args.loaded_models),
+        disable_smart_memory=args.disable_smart_memory,
+        unload_s=max(0.0, args.unload_s),
     )
 
 

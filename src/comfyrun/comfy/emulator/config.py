@@ -44,6 +44,8 @@ class EmulatorConfig:
     `step_time_s` is the time KSampler spends per step. `argv` is what /system_stats reports.
     `load_s_per_gb` and `load_s_per_file` simulate loading a model that is not in memory (the
     last `loaded_models_max` models used stay loaded, as ComfyUI keeps recent models).
+    `disable_smart_memory` (ComfyUI's --disable-smart-memory) unloads every model at the end of
+    each prompt, taking `unload_s` per model loaded, before the prompt's history is written.
     """
 
     host: str = "127.0.0.1"
@@ -63,6 +65,8 @@ class EmulatorConfig:
     load_s_per_gb: float = 0.0
     load_s_per_file: float = 0.0
     loaded_models_max: int = 1
+    disable_smart_memory: bool = False
+    unload_s: float = 0.0
 
     def __post_init__(self) -> None:
         self.output_dir = Path(self.output_dir)

@@ -35,6 +35,7 @@ from comfyrun.comfy.emulator.nodes import (
     file_hash,
 )
 from comfyrun.comfy.emulator.nodes.base import annotated_path
+from comfyrun.comfy.emulator.nodes.model import MODEL_LOADERS
 from comfyrun.comfy.emulator.promptqueue import QueueItem
 from comfyrun.comfy.validation import NodeDefs, full_type_name, is_link
 
@@ -214,6 +215,22 @@ class Executor:
         """ComfyUI's unload_all_models: the next use of each model loads it again."""
         self._loaded.clear()
 
+    def _unload_after_prompt(self, prompt: dict[str, Any], ran: list[str]) -> None:
+        """ComfyUI's --disable-smart-memory: every model is unloaded at the end of each prompt,
+        after its last node (and `execution_success`), before its history is written and its
+        `executing` null sent; `unload_s` of simulated time per model in memory, those of the
+        prompt's loaders included (run or cached: ComfyUI loads a cached loader's model again
+        to use it, load time the emulator does not simulate)."""
+        models = set(self._loaded)
+        for node_id in ran:
+            loader = MODEL_LOADERS.get(prompt[node_id].get("class_type", ""))
+            name = prompt[node_id].get("inputs", {}).get(loader[1]) if loader else None
+            if loader is not None and isinstance(name, str):
+                models.add((loader[0], name))
+        self.unload_models()
+        if models and self.config.unload_s > 0:
+            self.stopping.wait(self.config.unload_s * len(models))
+
     def reset(self) -> None:
         """ComfyUI's PromptExecutor.reset: the execution cache is dropped (an identical prompt
         runs again, writing new files)."""
@@ -300,6 +317,8 @@ class Executor:
         if success:
             self._message(run, "execution_success", {"prompt_id": prompt_id}, broadcast=False)
         self.hub.last_node_id = None
+        if self.config.disable_smart_memory:  # as ComfyUI's execute, before its history is written
+            self._unload_after_prompt(prompt, [*run.executed, *cached])
         meta = {
             n: {"node_id": n, "display_node": n, "parent_node": None, "real_node_id": n}
             for n in run.ui

@@ -193,6 +193,12 @@ def vae_encode(ctx: NodeContext, pixels: FloatArray, vae: Any) -> NodeResult:
     return NodeResult((Latent(int(pixels.shape[2]), int(pixels.shape[1]), int(pixels.shape[0])),))
 
 
+#: The loaders of model files (ctx.load_model): class type -> (model folder, input naming it).
+MODEL_LOADERS: dict[str, tuple[str, str]] = {
+    "CheckpointLoaderSimple": ("checkpoints", "ckpt_name"),
+    "LoraLoader": ("loras", "lora_name"),
+}
+
 NODES: dict[str, NodeFn] = {
     "CheckpointLoaderSimple": checkpoint_loader,
     "LoraLoader": lora_loader,
