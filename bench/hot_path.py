@@ -177,10 +177,14 @@ def free_port() -> int:
 
 
 async def start_emulator(
-    tmp: Path, real: RealComfy | None = None, runner: list[str] | None = None
+    tmp: Path,
+    real: RealComfy | None = None,
+    runner: list[str] | None = None,
+    flags: list[str] | None = None,
 ) -> tuple[asyncio.subprocess.Process, str]:
     """An emulator (or, with `real`, a real ComfyUI on CPU) as its own process; its URL.
-    `runner`: what runs the emulator's Python, before it (e.g. valgrind and its options)."""
+    `runner`: what runs the emulator's Python, before it (e.g. valgrind and its options);
+    `flags`: more of its command line (ComfyUI's, or the emulator's own)."""
     folder = Path(tempfile.mkdtemp(dir=tmp, prefix="emu"))
     if real is None:
         command = [*(runner or []), sys.executable, "-m", "comfyrun.comfy.emulator", "--port", "0"]
@@ -190,7 +194,7 @@ async def start_emulator(
     proc = await asyncio.create_subprocess_exec(
         *command, "--listen", "127.0.0.1",
         "--output-directory", str(folder / "out"), "--input-directory", str(folder / "in"),
-        "--temp-directory", str(folder / "tmp"),
+        "--temp-directory", str(folder / "tmp"), *(flags or []),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         cwd=None if real is None else real[0],
     )  # fmt: skip

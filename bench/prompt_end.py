@@ -29,29 +29,8 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.support
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling bench
-from hot_path import _drain, comfyrun_process, wait_ready
+from hot_path import comfyrun_process, start_emulator, wait_ready
 from tests.support.emulator import text_to_image_workflow
-
-#: The emulator's log being read (kept referenced while it is).
-_draining: set[asyncio.Future[None]] = set()
-
-
-async def start_emulator(folder: Path, unload_s: float) -> tuple[asyncio.subprocess.Process, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "comfyrun.comfy.emulator", "--port", "0", "--listen", "127.0.0.1",
-        "--output-directory", str(folder / "out"), "--input-directory", str(folder / "in"),
-        "--temp-directory", str(folder / "tmp"), "--step-time", "0.01",
-        "--disable-smart-memory", "--unload-s", str(unload_s),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    while True:
-        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
-        if not line:
-            raise RuntimeError("the emulator exited")
-        if "To see the GUI go to:" in line:
-            _draining.add(asyncio.ensure_future(_drain(proc.stdout)))  # its log must not fill
-            return proc, line.rsplit(" ", 1)[1].strip()
 
 
 async def direct(session: aiohttp.ClientSession, url: str, seed: int) -> float:
@@ -90,7 +69,8 @@ async def through(session: aiohttp.ClientSession, url: str, seed: int) -> tuple[
 
 async def main(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="comfyrun-prompt-end-"))
-    proc, emu = await start_emulator(tmp / "emu", args.unload_s)
+    flags = ["--step-time", "0.01", "--disable-smart-memory", "--unload-s", str(args.unload_s)]
+    proc, emu = await start_emulator(tmp, flags=flags)
     config = tmp / "backend.toml"
     config.write_text(f"[[backends]]\nname = 'comfyui'\nurl = '{emu}'\n")
     server = comfyrun_process(tmp, "serve", ["serve", "--config", str(config)])
