@@ -6,13 +6,14 @@ RUNNING (the `execution_start` may have been missed across a reconnect). `execut
 last message ComfyUI sends for a prompt and sets `finished`. Only then is the prompt's history
 written, so a finished tracker whose outcome is still unknown (the terminal event was missed)
 must be settled from history (`apply_history`). Once the outcome is fixed, later execution
-events change nothing.
+events change nothing. A prompt that the caller finds neither queued, running nor in history is
+marked LOST.
 
 A success is `settled` as soon as it is known: ComfyUI sends `execution_success` once every node
 has run, after each output node's `executed` (so the outputs are all here), and what it does
-before `executing` null (its history written, a `status`) changes nothing of the result. A failure
-or an interrupt is settled once the prompt is finished, as before. A prompt that the caller finds neither queued, running nor in history is
-marked LOST.
+before `executing` null (its history written, with --disable-smart-memory its models unloaded
+first, a `status`) changes nothing of the result. A failure or an interrupt is settled once the
+prompt is finished.
 
     QUEUED --execution event--> RUNNING --success/error/interrupted--> SUCCESS/ERROR/INTERRUPTED
     any non-terminal --mark_lost--> LOST ; any non-terminal --apply_history--> outcome
