@@ -9,11 +9,11 @@ must be settled from history (`apply_history`). Once the outcome is fixed, later
 events change nothing. A prompt that the caller finds neither queued, running nor in history is
 marked LOST.
 
-A success is `settled` as soon as it is known: ComfyUI sends `execution_success` once every node
-has run, after each output node's `executed` (so the outputs are all here), and what it does
-before `executing` null (its history written, with --disable-smart-memory its models unloaded
-first, a `status`) changes nothing of the result. A failure or an interrupt is settled once the
-prompt is finished.
+An outcome is `settled` as soon as it is known, not at `executing` null: ComfyUI sends
+`execution_success` once every node has run, after each output node's `executed` (so the outputs
+are all here), `execution_error` / `execution_interrupted` as the prompt stops, and what it does
+before `executing` null (its history written, with --disable-smart-memory every model unloaded
+first, a `status`) changes nothing of the result.
 
     QUEUED --execution event--> RUNNING --success/error/interrupted--> SUCCESS/ERROR/INTERRUPTED
     any non-terminal --mark_lost--> LOST ; any non-terminal --apply_history--> outcome
@@ -94,9 +94,9 @@ class PromptTracker:
 
     @property
     def settled(self) -> bool:
-        """The result can be told: a success at once, any other outcome once ComfyUI has
-        finished the prompt (see the module)."""
-        return self.state is PromptState.SUCCESS or (self.terminal and self.finished)
+        """The result can be told (see the module): the outcome is known, whether or not
+        ComfyUI has finished the prompt yet."""
+        return self.terminal
 
     @property
     def done(self) -> bool:

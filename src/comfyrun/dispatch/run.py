@@ -12,8 +12,8 @@ its write to the store `EndCommit` (dispatch.end_commit); the adopting of an ear
 prompt is `RunAdoption` (dispatch.run_adopt), the following of its prompt `RunFollowing`
 (dispatch.run_follow), the recording of where its prompt is and when it started `RunPlacement`
 (dispatch.run_placement), all mixed in; what runs share is `RunContext` (dispatch.run_context).
-A success is told as ComfyUI says so, before ComfyUI has finished the prompt: the run's slot is
-given back only once it has (comfy.socket_events).
+A prompt's outcome is taken as ComfyUI tells it, before ComfyUI has finished the prompt: the
+run's slot is given back only once it has (comfy.socket_events).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Following a run's prompt on ComfyUI: its events (progress, previews, the relay to ComfyUI
 clients) as they come, and the first of its result, its start, its taking back, a cancel, the
-backend going down or the job's timeout. A success is settled as ComfyUI says so, before ComfyUI
-has finished the prompt (comfy.socket_events): the backend has room for the next prompt only
-once it has (`when_over`). `RunFollowing` is mixed into `JobRun` (dispatch.run), which sets
+backend going down or the job's timeout. The outcome is taken as ComfyUI tells it, before
+ComfyUI has finished the prompt (comfy.socket_events): the backend has room for the next prompt
+only once it has (`when_over`). `RunFollowing` is mixed into `JobRun` (dispatch.run), which sets
 what it reads.
 """
 

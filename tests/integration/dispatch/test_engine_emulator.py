@@ -317,3 +317,22 @@ async def test_a_success_ends_its_job_while_comfyui_still_unloads_its_models(
     await asyncio.wait_for(freed.wait(), unload_s + 10)
     assert done.prompt_id in emulator.queue.history
     assert backend.executed == 0 and backend.jobs_done == 1
+
+
+async def test_a_cancel_ends_its_job_while_comfyui_still_unloads_its_models(
+    make_engine: Make,
+) -> None:
+    """So does a cancel: the job is canceled as ComfyUI tells the prompt interrupted, not once
+    ComfyUI (--disable-smart-memory) has unloaded its models; the backend is the job's until
+    then."""
+    engine = await make_engine(step_time_s=0.05, disable_smart_memory=True, unload_s=3.0)
+    emulator: Any = engine.emulators["a"]
+    backend = engine.pool.get("a")
+    assert backend is not None
+    job = await engine.submit(text_to_image_workflow(steps=100))
+    await engine.wait_for(job.id, lambda j: j.progress is not None and j.progress.step is not None)
+    await engine.store.transition(job.id, Event.CANCEL, expect=JobStatus.RUNNING)
+    done = await engine.wait(job.id, timeout=15)
+    assert done.status is JobStatus.CANCELED and done.prompt_id
+    assert done.prompt_id not in emulator.queue.history  # still unloading
+    assert backend.jobs == {job.id}

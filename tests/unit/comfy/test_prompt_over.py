@@ -38,15 +38,24 @@ async def test_a_success_settles_before_the_end_which_prompt_over_waits_for() ->
     assert over.done() and client.prompt_over("p") is None
 
 
-async def test_a_failure_settles_at_the_end_with_no_end_left_to_wait_for() -> None:
+async def test_a_failure_settles_as_it_is_told_and_its_end_comes_after() -> None:
     client = ComfyClient("http://127.0.0.1:1")
     watch = client.watch("q")
     client._on_message(m.ExecutionStart("q"))
     client._on_message(m.ExecutionError("q", "1", "Boom", "RuntimeError", "boom"))
-    assert not watch.done
-    client._on_message(m.Executing(node=None, prompt_id="q"))
     assert (await asyncio.wait_for(watch.settled(), 1)).status == "error"
-    assert client.prompt_over("q") is None
+    over = client.prompt_over("q")
+    assert over is not None and not over.done()
+    client._on_message(m.Executing(node=None, prompt_id="q"))
+    assert over.done() and client.prompt_over("q") is None
+
+
+async def test_a_prompt_whose_outcome_was_missed_settles_from_its_history() -> None:
+    client = ComfyClient("http://127.0.0.1:1")
+    watch = client.watch("r")
+    client._on_message(m.ExecutionStart("r"))
+    client._on_message(m.Executing(node=None, prompt_id="r"))  # its outcome never heard
+    assert not watch.done and watch.needs_history and client.prompt_over("r") is None
 
 
 async def test_a_connection_that_drops_ends_every_wait_and_so_does_closing() -> None:
