@@ -5,6 +5,9 @@ backend back."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+
+import pytest
 
 from comfyrun.comfy import messages as m
 from comfyrun.comfy.client import ComfyClient
@@ -14,21 +17,34 @@ IMAGE = {"images": [{"filename": "a.png", "subfolder": "", "type": "output"}]}
 
 
 def ran(client: ComfyClient, prompt_id: str) -> None:
-    for message in (
-        m.ExecutionStart(prompt_id),
-        m.Executing(node="1", prompt_id=prompt_id),
-        m.Executed(prompt_id, "1", IMAGE),
-        m.ExecutionSuccess(prompt_id),
-    ):
+    for message in (m.ExecutionStart(prompt_id), *OUTCOMES["success"](prompt_id)):
         client._on_message(message)
 
 
-async def test_a_success_settles_before_the_end_which_prompt_over_waits_for() -> None:
+#: What ComfyUI sends for a prompt from its start to its outcome, by the outcome.
+OUTCOMES: dict[str, Callable[[str], tuple[m.Message, ...]]] = {
+    "success": lambda p: (
+        m.Executing(node="1", prompt_id=p),
+        m.Executed(p, "1", IMAGE),
+        m.ExecutionSuccess(p),
+    ),
+    "error": lambda p: (m.ExecutionError(p, "1", "Boom", "RuntimeError", "boom"),),
+    "interrupted": lambda p: (m.ExecutionInterrupted(p, "1", "KSampler"),),
+}
+
+
+@pytest.mark.parametrize("status", list(OUTCOMES))
+async def test_an_outcome_settles_as_it_is_told_and_prompt_over_waits_for_the_end(
+    status: str,
+) -> None:
     client = ComfyClient("http://127.0.0.1:1")
     watch = client.watch("p")
-    ran(client, "p")
+    for message in (m.ExecutionStart("p"), *OUTCOMES[status]("p")):
+        client._on_message(message)
     result = await asyncio.wait_for(watch.settled(), 1)
-    assert result.ok and [f.filename for f in result.files] == ["a.png"]
+    assert result.status == status
+    if status == "success":
+        assert [f.filename for f in result.files] == ["a.png"]
     over = client.prompt_over("p")
     assert over is not None and not over.done()
     assert prompt_end(client, "p") is over
@@ -36,18 +52,6 @@ async def test_a_success_settles_before_the_end_which_prompt_over_waits_for() ->
     assert not over.done()
     client._on_message(m.Executing(node=None, prompt_id="p"))
     assert over.done() and client.prompt_over("p") is None
-
-
-async def test_a_failure_settles_as_it_is_told_and_its_end_comes_after() -> None:
-    client = ComfyClient("http://127.0.0.1:1")
-    watch = client.watch("q")
-    client._on_message(m.ExecutionStart("q"))
-    client._on_message(m.ExecutionError("q", "1", "Boom", "RuntimeError", "boom"))
-    assert (await asyncio.wait_for(watch.settled(), 1)).status == "error"
-    over = client.prompt_over("q")
-    assert over is not None and not over.done()
-    client._on_message(m.Executing(node=None, prompt_id="q"))
-    assert over.done() and client.prompt_over("q") is None
 
 
 async def test_a_prompt_whose_outcome_was_missed_settles_from_its_history() -> None:
