@@ -6,10 +6,11 @@ whose tracker settles it; a connect or drop is told to subscribers and wakes the
 
 A prompt is settled as ComfyUI tells its outcome (`execution_success`, `_error`, `_interrupted`),
 before ComfyUI has finished it: it then writes its history (and, with --disable-smart-memory,
-unloads every model first) before `executing` null, and takes its next prompt only after. Until then the prompt is
-`finishing`: `prompt_over(prompt_id)` is the future of that null, which a run waits for before
-it gives its backend back (dispatch.run), so that the backend is not taken for idle meanwhile.
-A connection that drops or connects ends every such wait (what it missed is gone).
+unloads every model first) before `executing` null, and takes its next prompt only after.
+Until then the prompt is `finishing`: `prompt_over(prompt_id)` is the future of that null,
+which a run waits for before it gives its backend back (dispatch.run), so that the backend is
+not taken for idle meanwhile. A connection that drops or connects ends every such wait (what it
+missed is gone).
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class SocketEvents:
             return
         watch.feed(message)
         tracker = watch.tracker
-        if tracker.settled:  # as ComfyUI tells the outcome, not at `executing` null (tracker)
+        if tracker.terminal:  # as ComfyUI tells the outcome, not at `executing` null (tracker)
             if not tracker.finished:
                 self._finishing_begins(prompt_id)
             watch.settle(result_from_tracker(tracker))

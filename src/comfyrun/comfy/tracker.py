@@ -9,11 +9,11 @@ must be settled from history (`apply_history`). Once the outcome is fixed, later
 events change nothing. A prompt that the caller finds neither queued, running nor in history is
 marked LOST.
 
-An outcome is `settled` as soon as it is known, not at `executing` null: ComfyUI sends
-`execution_success` once every node has run, after each output node's `executed` (so the outputs
-are all here), `execution_error` / `execution_interrupted` as the prompt stops, and what it does
-before `executing` null (its history written, with --disable-smart-memory every model unloaded
-first, a `status`) changes nothing of the result.
+A prompt is settled (its result told) as soon as it is `terminal`, not at `executing` null:
+ComfyUI sends `execution_success` once every node has run, after each output node's `executed`
+(so the outputs are all here), `execution_error` / `execution_interrupted` as the prompt stops,
+and what it does before `executing` null (its history written, with --disable-smart-memory
+every model unloaded first, a `status`) changes nothing of the result.
 
     QUEUED --execution event--> RUNNING --success/error/interrupted--> SUCCESS/ERROR/INTERRUPTED
     any non-terminal --mark_lost--> LOST ; any non-terminal --apply_history--> outcome
@@ -89,14 +89,9 @@ class PromptTracker:
 
     @property
     def terminal(self) -> bool:
-        """The outcome is known."""
+        """The outcome is known (and can be told: see the module), whether or not ComfyUI has
+        finished the prompt yet."""
         return self.state in TERMINAL_STATES
-
-    @property
-    def settled(self) -> bool:
-        """The result can be told (see the module): the outcome is known, whether or not
-        ComfyUI has finished the prompt yet."""
-        return self.terminal
 
     @property
     def done(self) -> bool:

@@ -58,7 +58,7 @@ def test_an_outcome_is_settled_as_comfyui_tells_it_with_the_whole_run_s_result(
     settled_at, early = None, None
     for i, message in enumerate(msgs):
         tracker.feed(message)
-        if early is None and tracker.settled:
+        if early is None and tracker.terminal:
             settled_at, early = i, result_from_tracker(tracker)
     whole, _ = replay(shared_dir, name, ws_path)
     assert settled_at is not None and early is not None
